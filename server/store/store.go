@@ -1,0 +1,205 @@
+// Package store persists the coordinator's state: agents, enrollment
+// tokens, API keys, revoked thumbprints and settings.
+//
+// Store is the one interface the rest of the coordinator uses. The embedded
+// SQLite implementation (OpenSQLite) is the default; a PostgreSQL
+// implementation for high availability satisfies the same interface and the
+// same tests.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors that callers branch on. Implementations wrap them with context, so
+// compare with errors.Is.
+var (
+	// ErrNotFound is returned when the requested record does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrTokenInvalid means no token with that value exists.
+	ErrTokenInvalid = errors.New("enrollment token is not valid")
+	// ErrTokenExpired means the token existed but its lifetime has passed.
+	ErrTokenExpired = errors.New("enrollment token has expired")
+	// ErrTokenUsed means the token was already used by another agent.
+	ErrTokenUsed = errors.New("enrollment token has already been used")
+	// ErrNameTaken means another agent already has the requested name.
+	ErrNameTaken = errors.New("agent name is already taken")
+	// ErrThumbprintTaken means an agent with that certificate is already
+	// registered.
+	ErrThumbprintTaken = errors.New("certificate is already registered")
+	// ErrSchemaTooNew means the database was migrated by a newer coordinator.
+	ErrSchemaTooNew = errors.New("database schema is newer than this coordinator")
+)
+
+// Health values, as shown by the API.
+const (
+	HealthHealthy     = "healthy"
+	HealthWarning     = "warning"
+	HealthUnhealthy   = "unhealthy"
+	HealthUnavailable = "unavailable"
+)
+
+// Agent is an enrolled deployment target.
+type Agent struct {
+	ID          string // UUID chosen by the coordinator at registration
+	Name        string // unique
+	Environment string
+	// Thumbprint is the SHA-256 thumbprint of the certificate the agent
+	// registered with (or rotated to). Unique.
+	Thumbprint string
+	// NextThumbprint is a certificate the agent presented over its live
+	// session during a rotation; it is trusted alongside Thumbprint until
+	// the agent connects with it, when it becomes Thumbprint. "" if none.
+	NextThumbprint string
+
+	// Facts reported by the agent in its Hello and health checks.
+	Version          string
+	OS               string
+	Arch             string
+	Protocol         int      // negotiated protocol version of the last session
+	TLSVersion       string   // "1.0" .. "1.3" of the last session, "" if never connected
+	CalamariVersions []string // verified versions present on the agent
+
+	Health       string // one of the Health* constants
+	HealthDetail string // why, for a person ("TLS 1.0 is deprecated", "disk low")
+	HealthRTT    time.Duration
+	DiskFree     int64 // bytes free in the agent's home, -1 if unknown
+
+	// ServerThumbprintAck is the newest coordinator thumbprint the agent
+	// confirmed it trusts; used to know when a rotated-out coordinator
+	// certificate can be retired.
+	ServerThumbprintAck string
+
+	RegisteredAt time.Time
+	LastSeen     time.Time // zero if never connected
+	LastHealthAt time.Time // zero if never checked
+}
+
+// Token is a one-time enrollment token. Only its hash is stored.
+type Token struct {
+	ID          string
+	Hash        string // lower-case hex SHA-256 of the token secret
+	Environment string
+	CreatedAt   time.Time
+	ExpiresAt   time.Time
+	UsedAt      time.Time // zero while unused
+	UsedBy      string    // thumbprint of the agent that used it
+}
+
+// APIKey authorizes calls to the HTTP API. Only its hash is stored.
+type APIKey struct {
+	ID        string
+	Name      string
+	Hash      string // lower-case hex SHA-256 of the key
+	CreatedAt time.Time
+	RevokedAt time.Time // zero while valid
+}
+
+// RegisterParams is one enrollment attempt.
+type RegisterParams struct {
+	TokenHash   string
+	Thumbprint  string
+	Name        string
+	Environment string // "" means the token's environment
+	Force       bool   // replace an agent with the same name or thumbprint
+	Now         time.Time
+	NewID       string // ID to give the new agent
+}
+
+// RegisterResult is the outcome of a successful enrollment.
+type RegisterResult struct {
+	Agent Agent
+	// Replaced lists agents removed because Force was set; their sessions
+	// must be dropped and their thumbprints are revoked (except the one the
+	// new agent uses).
+	Replaced []Agent
+}
+
+// Connection is what the coordinator records when an agent's session
+// starts.
+type Connection struct {
+	AgentID          string
+	Version          string
+	OS               string
+	Arch             string
+	Protocol         int
+	TLSVersion       string
+	CalamariVersions []string
+	At               time.Time
+}
+
+// HealthResult is the outcome of one health check.
+type HealthResult struct {
+	AgentID          string
+	Health           string
+	Detail           string
+	RTT              time.Duration
+	Version          string
+	CalamariVersions []string
+	DiskFree         int64
+	At               time.Time
+}
+
+// Store is the coordinator's persistence. All methods are safe for
+// concurrent use.
+type Store interface {
+	// Register consumes a token and creates the agent atomically.
+	// Errors: ErrTokenInvalid, ErrTokenExpired, ErrTokenUsed (unless the
+	// same thumbprint used it and is still registered, which returns that
+	// agent again so a lost reply can be retried), ErrNameTaken and
+	// ErrThumbprintTaken (unless Force).
+	Register(ctx context.Context, p RegisterParams) (RegisterResult, error)
+
+	// AgentByThumbprint finds the agent whose Thumbprint or NextThumbprint
+	// matches. ErrNotFound if none.
+	AgentByThumbprint(ctx context.Context, thumbprint string) (Agent, error)
+	// AgentByID returns the agent or ErrNotFound.
+	AgentByID(ctx context.Context, id string) (Agent, error)
+	// AgentByName returns the agent or ErrNotFound.
+	AgentByName(ctx context.Context, name string) (Agent, error)
+	// ListAgents returns every agent ordered by environment, then name.
+	ListAgents(ctx context.Context) ([]Agent, error)
+	// DeleteAgent removes the agent and revokes its thumbprints.
+	// ErrNotFound if it does not exist.
+	DeleteAgent(ctx context.Context, id string) error
+	// IsRevoked reports whether the thumbprint belonged to a deleted or
+	// replaced agent.
+	IsRevoked(ctx context.Context, thumbprint string) (bool, error)
+
+	// RecordConnection stores the facts of a new session and LastSeen.
+	RecordConnection(ctx context.Context, c Connection) error
+	// RecordHealth stores a batch of health results in one transaction.
+	RecordHealth(ctx context.Context, results []HealthResult) error
+	// TouchAgents sets LastSeen for the given agents.
+	TouchAgents(ctx context.Context, ids []string, at time.Time) error
+
+	// SetNextThumbprint records a certificate presented during rotation.
+	// ErrThumbprintTaken if another agent uses it.
+	SetNextThumbprint(ctx context.Context, id, next string) error
+	// PromoteThumbprint makes NextThumbprint the agent's Thumbprint and
+	// revokes the old one. A no-op if NextThumbprint is "".
+	PromoteThumbprint(ctx context.Context, id string) error
+	// SetServerThumbprintAck records which coordinator thumbprint the agent
+	// has confirmed it trusts.
+	SetServerThumbprintAck(ctx context.Context, id, thumbprint string) error
+
+	// CreateToken stores a new token.
+	CreateToken(ctx context.Context, t Token) error
+	// ListTokens returns all tokens, newest first.
+	ListTokens(ctx context.Context) ([]Token, error)
+
+	// CreateAPIKey stores a new API key.
+	CreateAPIKey(ctx context.Context, k APIKey) error
+	// APIKeyByHash returns a valid (not revoked) key or ErrNotFound.
+	APIKeyByHash(ctx context.Context, hash string) (APIKey, error)
+
+	// Setting returns a stored value or ErrNotFound.
+	Setting(ctx context.Context, key string) (string, error)
+	// SetSetting stores a value.
+	SetSetting(ctx context.Context, key, value string) error
+
+	// Close releases the database. It is idempotent.
+	Close() error
+}
