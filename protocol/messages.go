@@ -1,0 +1,146 @@
+package protocol
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Message types. One RPC is one stream: the opener writes a request frame
+// and reads exactly one reply frame (the reply type, or TypeError).
+const (
+	// Agent -> coordinator, first stream of every session.
+	TypeHello   = "hello"
+	TypeWelcome = "welcome"
+	// Agent -> coordinator, the only call allowed for an unknown
+	// certificate.
+	TypeRegister   = "register"
+	TypeRegistered = "registered"
+	// Coordinator -> agent.
+	TypeHealthRequest = "health_request"
+	TypeHealth        = "health"
+	// Agent -> coordinator: a new agent certificate over the live session.
+	TypeRotateCertificate = "rotate_certificate"
+	// Coordinator -> agent: the coordinator thumbprints to trust from now.
+	TypeServerCertificates = "server_certificates"
+	// Coordinator -> agent: the session is about to close, and why.
+	TypeGoAway = "go_away"
+	// Generic success reply with no body.
+	TypeAck = "ack"
+	// Failure reply.
+	TypeError = "error"
+)
+
+// Hello is the agent's first message on a new session.
+type Hello struct {
+	Version     string   `json:"version"`
+	ProtocolMin int      `json:"protocol_min"`
+	ProtocolMax int      `json:"protocol_max"`
+	OS          string   `json:"os"`
+	Arch        string   `json:"arch"`
+	Hostname    string   `json:"hostname,omitempty"`
+	Calamari    []string `json:"calamari,omitempty"`
+}
+
+// Welcome answers Hello.
+type Welcome struct {
+	Protocol      int    `json:"protocol"`
+	UpgradeOnly   bool   `json:"upgrade_only,omitempty"`
+	ServerVersion string `json:"server_version"`
+	AgentID       string `json:"agent_id"`
+	Name          string `json:"name"`
+	Environment   string `json:"environment"`
+	// ServerThumbprints is every coordinator thumbprint the agent should
+	// trust from now on (more than one during a rotation).
+	ServerThumbprints []string `json:"server_thumbprints"`
+}
+
+// Register enrolls the certificate the connection was made with.
+type Register struct {
+	Token       string `json:"token"`
+	Name        string `json:"name"`
+	Environment string `json:"environment,omitempty"`
+	Force       bool   `json:"force,omitempty"`
+	Version     string `json:"version,omitempty"`
+	OS          string `json:"os,omitempty"`
+	Arch        string `json:"arch,omitempty"`
+}
+
+// Registered answers a successful Register.
+type Registered struct {
+	AgentID           string   `json:"agent_id"`
+	Name              string   `json:"name"`
+	Environment       string   `json:"environment"`
+	SigningKey        string   `json:"signing_key"` // hex Ed25519 public key
+	ServerThumbprints []string `json:"server_thumbprints"`
+}
+
+// HealthRequest asks an agent for its health.
+type HealthRequest struct{}
+
+// Health is an agent's health report.
+type Health struct {
+	Version       string   `json:"version"`
+	UptimeSeconds int64    `json:"uptime_seconds"`
+	OS            string   `json:"os"`
+	Arch          string   `json:"arch"`
+	Hostname      string   `json:"hostname,omitempty"`
+	DiskFree      int64    `json:"disk_free"` // bytes free in the agent's home, -1 if unknown
+	Calamari      []string `json:"calamari"`
+}
+
+// RotateCertificate presents the agent's next certificate (DER) over a
+// session authenticated with its current one. The certificate must be
+// self-signed, which proves the agent holds the new key.
+type RotateCertificate struct {
+	Certificate []byte `json:"certificate"`
+}
+
+// ServerCertificates tells an agent which coordinator thumbprints to trust.
+type ServerCertificates struct {
+	Thumbprints []string `json:"thumbprints"`
+}
+
+// GoAway tells the agent the coordinator is closing the session.
+type GoAway struct {
+	Reason string `json:"reason"`
+	// Reconnect is false when the agent must not come back (it was
+	// deleted).
+	Reconnect bool `json:"reconnect"`
+	// RetryAfterMillis spreads reconnects after a coordinator shutdown so
+	// they do not arrive as one storm.
+	RetryAfterMillis int64 `json:"retry_after_ms,omitempty"`
+}
+
+// Error codes carried in ErrorBody.
+const (
+	CodeBadRequest      = "bad_request"
+	CodeUnknownType     = "unknown_type"
+	CodeUnauthorized    = "unauthorized"
+	CodeUpgradeRequired = "upgrade_required"
+	CodeIncompatible    = "incompatible"
+	CodeConflict        = "conflict"
+	CodeInternal        = "internal"
+	CodeUnavailable     = "unavailable"
+)
+
+// ErrorBody is the body of a TypeError frame.
+type ErrorBody struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// RemoteError is an error reported by the peer in a TypeError frame.
+type RemoteError struct {
+	Code    string
+	Message string
+}
+
+func (e *RemoteError) Error() string {
+	return fmt.Sprintf("%s (%s)", e.Message, e.Code)
+}
+
+// IsCode reports whether err is a RemoteError with the given code.
+func IsCode(err error, code string) bool {
+	var re *RemoteError
+	return errors.As(err, &re) && re.Code == code
+}

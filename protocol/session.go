@@ -1,0 +1,120 @@
+package protocol
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// SessionOptions tunes a yamux session.
+type SessionOptions struct {
+	// Server is true on the coordinator side.
+	Server bool
+	// KeepAlive is the interval of yamux pings; 0 turns them off. Agents
+	// ping so they notice a dead path and reconnect; the coordinator does
+	// not, because its health polls already exercise every session and a
+	// keepalive goroutine per agent is memory it need not spend.
+	KeepAlive time.Duration
+	// Logger receives yamux's own warnings; nil discards them.
+	Logger *log.Logger
+}
+
+// Limits of a session. They bound what one peer can make the other hold.
+const (
+	// acceptBacklog is how many opened-but-not-accepted streams a session
+	// queues; yamux resets streams beyond it instead of growing.
+	acceptBacklog = 64
+	// writeTimeout closes a session whose peer stopped reading.
+	writeTimeout = 15 * time.Second
+	// streamOpenTimeout closes a session whose peer never acknowledges a
+	// new stream.
+	streamOpenTimeout = 30 * time.Second
+	// streamCloseTimeout bounds how long a half-closed stream is kept.
+	streamCloseTimeout = 30 * time.Second
+)
+
+// NewSession starts a yamux session over an established (TLS) connection.
+// Closing the session closes conn.
+func NewSession(conn net.Conn, o SessionOptions) (*yamux.Session, error) {
+	cfg := yamux.DefaultConfig()
+	cfg.AcceptBacklog = acceptBacklog
+	cfg.EnableKeepAlive = o.KeepAlive > 0
+	if o.KeepAlive > 0 {
+		cfg.KeepAliveInterval = o.KeepAlive
+	}
+	cfg.ConnectionWriteTimeout = writeTimeout
+	cfg.StreamOpenTimeout = streamOpenTimeout
+	cfg.StreamCloseTimeout = streamCloseTimeout
+	cfg.LogOutput = nil
+	if o.Logger != nil {
+		cfg.Logger = o.Logger
+	} else {
+		cfg.LogOutput = io.Discard
+	}
+	if o.Server {
+		return yamux.Server(conn, cfg)
+	}
+	return yamux.Client(conn, cfg)
+}
+
+// Call performs one RPC: it opens a stream, writes a request of reqType,
+// and reads one reply. A TypeError reply is returned as *RemoteError; a
+// reply of another type than respType is an error. resp may be nil when
+// the reply has no body of interest. ctx bounds the whole call.
+func Call(ctx context.Context, s *yamux.Session, reqType string, req any, respType string, resp any) error {
+	st, err := s.OpenStream()
+	if err != nil {
+		return fmt.Errorf("%s: open stream: %w", reqType, err)
+	}
+	defer st.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		st.SetDeadline(dl)
+	}
+	// Cancellation interrupts blocked reads and writes through the
+	// deadline, the only interruption a stream offers.
+	stop := context.AfterFunc(ctx, func() { st.SetDeadline(time.Now()) })
+	defer stop()
+	if err := WriteFrame(st, reqType, req); err != nil {
+		return ctxErr(ctx, err)
+	}
+	f, err := ReadFrame(st, 0)
+	if err != nil {
+		return ctxErr(ctx, fmt.Errorf("%s: %w", reqType, err))
+	}
+	return DecodeReply(f, respType, resp)
+}
+
+// DecodeReply checks a reply frame's type and decodes it into resp.
+func DecodeReply(f Frame, respType string, resp any) error {
+	if f.Type == TypeError {
+		var eb ErrorBody
+		if err := f.Decode(&eb); err != nil {
+			return err
+		}
+		return &RemoteError{Code: eb.Code, Message: eb.Message}
+	}
+	if f.Type != respType {
+		return fmt.Errorf("%w: got %q reply, want %q", ErrMalformedFrame, f.Type, respType)
+	}
+	if resp == nil {
+		return nil
+	}
+	return f.Decode(resp)
+}
+
+// WriteError writes a TypeError frame.
+func WriteError(w io.Writer, code, message string) error {
+	return WriteFrame(w, TypeError, ErrorBody{Code: code, Message: message})
+}
+
+func ctxErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("%w (%v)", ctx.Err(), err)
+	}
+	return err
+}

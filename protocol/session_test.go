@@ -1,0 +1,220 @@
+package protocol
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/tendrildeploy/tendril/certs"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type tlsPair struct {
+	server, client *certs.Identity
+}
+
+func newPair(t *testing.T) tlsPair {
+	t.Helper()
+	s, err := certs.NewIdentity("coordinator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := certs.NewIdentity("agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tlsPair{s, c}
+}
+
+// handshake runs one TLS handshake over loopback and returns both sides'
+// results.
+func handshake(t *testing.T, sc, cc *tls.Config) (server, client *tls.Conn, serr, cerr error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		raw, err := ln.Accept()
+		if err != nil {
+			serr = err
+			return
+		}
+		server = tls.Server(raw, sc)
+		raw.SetDeadline(time.Now().Add(10 * time.Second))
+		serr = server.Handshake()
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw.SetDeadline(time.Now().Add(10 * time.Second))
+	client = tls.Client(raw, cc)
+	cerr = client.Handshake()
+	if cerr != nil {
+		client.Close() // lets the server side finish with an error
+	}
+	wg.Wait()
+	t.Cleanup(func() {
+		client.Close()
+		if server != nil {
+			server.Close()
+		}
+	})
+	return server, client, serr, cerr
+}
+
+func TestTLSPolicy(t *testing.T) {
+	p := newPair(t)
+	other, _ := certs.NewIdentity("impostor")
+	serve := func(min uint16, verify func(string) error) *tls.Config {
+		return ServerTLS{
+			Certificate:  func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &p.server.Certificate, nil },
+			MinVersion:   min,
+			VerifyClient: verify,
+		}.Config()
+	}
+	client := func(max uint16, id *certs.Identity, pin string) *tls.Config {
+		return ClientTLS{Identity: id, Pins: certs.NewPins(pin), MinVersion: tls.VersionTLS10, MaxVersion: max}.Config()
+	}
+	revoked := errors.New("certificate revoked")
+	tests := []struct {
+		name        string
+		server      *tls.Config
+		client      *tls.Config
+		wantOK      bool
+		wantVersion uint16
+	}{
+		{"default is TLS 1.3", serve(0, nil), client(0, p.client, p.server.Thumbprint), true, tls.VersionTLS13},
+		{"TLS 1.2 peer", serve(0, nil), client(tls.VersionTLS12, p.client, p.server.Thumbprint), true, tls.VersionTLS12},
+		{"TLS 1.0 refused by default", serve(0, nil), client(tls.VersionTLS10, p.client, p.server.Thumbprint), false, 0},
+		{"TLS 1.1 refused by default", serve(0, nil), client(tls.VersionTLS11, p.client, p.server.Thumbprint), false, 0},
+		{"TLS 1.0 allowed by operator", serve(tls.VersionTLS10, nil), client(tls.VersionTLS10, p.client, p.server.Thumbprint), true, tls.VersionTLS10},
+		{"wrong coordinator thumbprint", serve(0, nil), client(0, p.client, other.Thumbprint), false, 0},
+		{"revoked client", serve(0, func(string) error { return revoked }), client(0, p.client, p.server.Thumbprint), false, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, c, serr, cerr := handshake(t, tt.server, tt.client)
+			if tt.wantOK {
+				if serr != nil || cerr != nil {
+					t.Fatalf("got server %v, client %v; want a handshake", serr, cerr)
+				}
+				if got := c.ConnectionState().Version; got != tt.wantVersion {
+					t.Errorf("version: got %s, want %s", TLSVersionName(got), TLSVersionName(tt.wantVersion))
+				}
+				got, _ := certs.PeerThumbprint(s.ConnectionState())
+				if got != p.client.Thumbprint {
+					t.Errorf("server saw client %s, want %s", got, p.client.Thumbprint)
+				}
+				return
+			}
+			if serr == nil && cerr == nil {
+				t.Fatal("got a handshake, want it refused")
+			}
+		})
+	}
+}
+
+func TestTLSClientWithoutCertificate(t *testing.T) {
+	p := newPair(t)
+	sc := ServerTLS{Certificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &p.server.Certificate, nil }}.Config()
+	cc := &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}
+	_, c, serr, _ := handshake(t, sc, cc)
+	if serr == nil {
+		t.Fatal("server accepted a client with no certificate")
+	}
+	// In TLS 1.3 the client learns of the refusal on its first read.
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Error("client read succeeded, want the refusal")
+	}
+}
+
+func TestServerHintSelectsCertificate(t *testing.T) {
+	p := newPair(t)
+	prev, _ := certs.NewIdentity("coordinator-old")
+	sc := ServerTLS{Certificate: func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		if HintMatches(h.ServerName, prev.Thumbprint) {
+			return &prev.Certificate, nil
+		}
+		return &p.server.Certificate, nil
+	}}.Config()
+	// An agent that only knows the previous certificate asks for it.
+	cc := ClientTLS{Identity: p.client, Pins: certs.NewPins(prev.Thumbprint), Hint: prev.Thumbprint}.Config()
+	if _, _, serr, cerr := handshake(t, sc, cc); serr != nil || cerr != nil {
+		t.Fatalf("hinted handshake: server %v, client %v", serr, cerr)
+	}
+	// With no hint it gets the current certificate, which it does not pin.
+	cc = ClientTLS{Identity: p.client, Pins: certs.NewPins(prev.Thumbprint)}.Config()
+	if _, _, _, cerr := handshake(t, sc, cc); !errors.Is(cerr, certs.ErrUntrusted) {
+		t.Fatalf("unhinted handshake: got %v, want ErrUntrusted", cerr)
+	}
+}
+
+func TestCallOverSession(t *testing.T) {
+	p := newPair(t)
+	sc := ServerTLS{Certificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &p.server.Certificate, nil }}.Config()
+	cc := ClientTLS{Identity: p.client, Pins: certs.NewPins(p.server.Thumbprint)}.Config()
+	s, c, serr, cerr := handshake(t, sc, cc)
+	if serr != nil || cerr != nil {
+		t.Fatal(serr, cerr)
+	}
+	s.SetDeadline(time.Time{})
+	c.SetDeadline(time.Time{})
+	srv, err := NewSession(s, SessionOptions{Server: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := NewSession(c, SessionOptions{KeepAlive: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // a tiny server: echo Hello back as Welcome, refuse others
+		defer wg.Done()
+		for {
+			st, err := srv.AcceptStream()
+			if err != nil {
+				return
+			}
+			f, err := ReadFrame(st, 0)
+			if err == nil && f.Type == TypeHello {
+				var h Hello
+				f.Decode(&h)
+				WriteFrame(st, TypeWelcome, Welcome{Protocol: h.ProtocolMax, Name: "a"})
+			} else if err == nil {
+				WriteError(st, CodeUnknownType, "unknown message type "+f.Type)
+			}
+			st.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var w Welcome
+	if err := Call(ctx, cli, TypeHello, Hello{ProtocolMin: 1, ProtocolMax: 1}, TypeWelcome, &w); err != nil {
+		t.Fatal(err)
+	}
+	if w.Protocol != 1 || w.Name != "a" {
+		t.Errorf("got %+v, want protocol 1 name a", w)
+	}
+	err = Call(ctx, cli, "bogus", nil, TypeAck, nil)
+	if !IsCode(err, CodeUnknownType) {
+		t.Errorf("unknown type: got %v, want code %s", err, CodeUnknownType)
+	}
+	cli.Close()
+	srv.Close()
+	wg.Wait()
+}
