@@ -18,7 +18,8 @@ import (
 var (
 	// ErrNotFound is returned when the requested record does not exist.
 	ErrNotFound = errors.New("not found")
-	// ErrTokenInvalid means no token with that value exists.
+	// ErrTokenInvalid means no token with that value exists, or it is for
+	// another environment than the one asked for.
 	ErrTokenInvalid = errors.New("enrollment token is not valid")
 	// ErrTokenExpired means the token existed but its lifetime has passed.
 	ErrTokenExpired = errors.New("enrollment token has expired")
@@ -170,7 +171,9 @@ type Store interface {
 
 	// RecordConnection stores the facts of a new session and LastSeen.
 	RecordConnection(ctx context.Context, c Connection) error
-	// RecordHealth stores a batch of health results in one transaction.
+	// RecordHealth stores a batch of health results in one transaction. A
+	// check that got an answer (any health but unhealthy) also sets
+	// LastSeen.
 	RecordHealth(ctx context.Context, results []HealthResult) error
 	// TouchAgents sets LastSeen for the given agents.
 	TouchAgents(ctx context.Context, ids []string, at time.Time) error
