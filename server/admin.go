@@ -1,0 +1,317 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"go.uber.org/zap"
+	"golang.org/x/mod/semver"
+
+	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/store"
+)
+
+// Upgrade states of an agent, as the API shows them.
+const (
+	UpgradeNone        = "none"
+	UpgradeRecommended = "recommended"
+	UpgradeRequired    = "required"
+)
+
+// AgentView is an agent as GET /api/agents shows it. The fields named in
+// DESIGN.md section 7 are a contract.
+type AgentView struct {
+	ID              string    `json:"id"`
+	Name            string    `json:"name"`
+	Environment     string    `json:"environment"`
+	Version         string    `json:"version"`
+	Connected       bool      `json:"connected"`
+	Health          string    `json:"health"`
+	HealthDetail    string    `json:"health_detail"`
+	TLSVersion      string    `json:"tls_version"`
+	Thumbprint      string    `json:"thumbprint"`
+	CalamariVersion string    `json:"calamari_version"`
+	CalamariCurrent bool      `json:"calamari_current"`
+	Upgrade         string    `json:"upgrade"`
+	LastSeen        string    `json:"last_seen"`
+	OS              string    `json:"os"`
+	Arch            string    `json:"arch"`
+	Protocol        int       `json:"protocol"`
+	DiskFree        int64     `json:"disk_free"`
+	HealthRTTMillis float64   `json:"health_rtt_ms"`
+	RegisteredAt    time.Time `json:"registered_at"`
+	LastHealthAt    string    `json:"last_health_at"`
+}
+
+// Agents lists every agent with its live state.
+func (s *Server) Agents(ctx context.Context) ([]AgentView, error) {
+	all, err := s.store.ListAgents(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list agents: %w", err)
+	}
+	out := make([]AgentView, 0, len(all))
+	for _, a := range all {
+		out = append(out, s.view(a))
+	}
+	return out, nil
+}
+
+// Agent returns one agent by name.
+func (s *Server) Agent(ctx context.Context, name string) (AgentView, error) {
+	a, err := s.store.AgentByName(ctx, name)
+	if err != nil {
+		return AgentView{}, fmt.Errorf("agent %q: %w", name, err)
+	}
+	return s.view(a), nil
+}
+
+func (s *Server) view(a store.Agent) AgentView {
+	v := AgentView{
+		ID: a.ID, Name: a.Name, Environment: a.Environment, Version: a.Version,
+		Health: a.Health, HealthDetail: a.HealthDetail, TLSVersion: a.TLSVersion,
+		Thumbprint: a.Thumbprint, CalamariVersion: newestVersion(a.CalamariVersions),
+		Upgrade: UpgradeNone, OS: a.OS, Arch: a.Arch, Protocol: a.Protocol, DiskFree: a.DiskFree,
+		HealthRTTMillis: float64(a.HealthRTT.Microseconds()) / 1000, RegisteredAt: a.RegisteredAt,
+		LastSeen: rfc3339(a.LastSeen), LastHealthAt: rfc3339(a.LastHealthAt),
+	}
+	// No Calamari bundle is held by the coordinator yet, so no agent can be
+	// behind it.
+	v.CalamariCurrent = true
+	as := s.sessions.get(a.ID)
+	v.Connected = as != nil
+	if as != nil {
+		// The session is live now; its TLS version is the one in force.
+		v.LastSeen = rfc3339(time.Now().UTC())
+		v.TLSVersion = protocol.TLSVersionName(as.tlsVersion)
+		v.Protocol = as.protocol
+	} else {
+		v.Health = store.HealthUnavailable
+		v.HealthDetail = "not connected"
+	}
+	if a.Protocol != 0 && a.Protocol < s.cfg.ProtocolMin || as != nil && as.upgradeOnly {
+		v.Upgrade = UpgradeRequired
+	}
+	return v
+}
+
+func rfc3339(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// newestVersion returns the highest semantic version in vs, or "".
+func newestVersion(vs []string) string {
+	best := ""
+	for _, v := range vs {
+		if best == "" || semver.Compare("v"+v, "v"+best) > 0 {
+			best = v
+		}
+	}
+	return best
+}
+
+// DeleteAgent removes an agent by name: its session is dropped at once and
+// its certificate is refused from then on.
+func (s *Server) DeleteAgent(ctx context.Context, name string) error {
+	a, err := s.store.AgentByName(ctx, name)
+	if err != nil {
+		return fmt.Errorf("delete agent %q: %w", name, err)
+	}
+	if err := s.store.DeleteAgent(ctx, a.ID); err != nil {
+		return fmt.Errorf("delete agent %q: %w", name, err)
+	}
+	s.dropAgent(a.ID, "this agent was deleted from the coordinator")
+	s.log.Info("agent deleted", zap.String("agent", name), zap.String("thumbprint", a.Thumbprint))
+	return nil
+}
+
+// TokenResult is a newly created enrollment token.
+type TokenResult struct {
+	Token       string    `json:"token"`
+	Join        string    `json:"join"`
+	Environment string    `json:"environment"`
+	ExpiresAt   time.Time `json:"expires_at"`
+}
+
+// MaxTokenTTL bounds how long an enrollment token can live.
+const MaxTokenTTL = 30 * 24 * time.Hour
+
+// CreateToken issues a one-time enrollment token for an environment.
+// advertise is the coordinator address agents should dial; "" uses the
+// listen address.
+func (s *Server) CreateToken(ctx context.Context, environment string, ttl time.Duration, advertise []string) (TokenResult, error) {
+	if err := ValidateName("environment", environment); err != nil {
+		return TokenResult{}, err
+	}
+	if ttl <= 0 || ttl > MaxTokenTTL {
+		return TokenResult{}, fmt.Errorf("token lifetime %s: must be more than 0 and at most %s", ttl, MaxTokenTTL)
+	}
+	for _, a := range advertise {
+		if err := protocol.ValidateAddress(a); err != nil {
+			return TokenResult{}, err
+		}
+	}
+	if len(advertise) == 0 {
+		advertise = []string{s.advertiseAddr()}
+	}
+	secret := newSecret("tdt_")
+	now := time.Now().UTC()
+	t := store.Token{ID: uuid.NewString(), Hash: hashSecret(secret), Environment: environment, CreatedAt: now, ExpiresAt: now.Add(ttl)}
+	if err := s.store.CreateToken(ctx, t); err != nil {
+		return TokenResult{}, fmt.Errorf("create token: %w", err)
+	}
+	join := protocol.Join{Servers: advertise, Thumbprint: s.Thumbprint(), Token: secret}
+	return TokenResult{Token: secret, Join: join.String(), Environment: environment, ExpiresAt: t.ExpiresAt}, nil
+}
+
+// advertiseAddr is the agent address to put in join strings when the
+// operator gave none: the listen address, with a wildcard host replaced by
+// this machine's name.
+func (s *Server) advertiseAddr() string {
+	host, port, _ := net.SplitHostPort(s.AgentAddr())
+	if host == "" || host == "::" || host == "0.0.0.0" {
+		host = hostname()
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// RotationResult reports a coordinator certificate rotation.
+type RotationResult struct {
+	Thumbprint string   `json:"thumbprint"`
+	Previous   string   `json:"previous"`
+	Notified   int      `json:"notified"`
+	Failed     []string `json:"failed,omitempty"` // agents that could not be told; they learn on reconnect
+}
+
+// RotateCertificate replaces the coordinator's certificate without
+// dropping agents: connected agents are told to trust the next certificate
+// before it is served; agents that were away are served the previous
+// certificate (they ask for it by hint) and learn the new one on their
+// next session. The previous certificate is retired once every agent
+// trusts the current one.
+func (s *Server) RotateCertificate(ctx context.Context) (RotationResult, error) {
+	var res RotationResult
+	announce := func(ctx context.Context, trust []string) error {
+		sessions := s.sessions.snapshot()
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 64)
+		for _, as := range sessions {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				err := s.sendServerCertificates(ctx, as, trust)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					res.Failed = append(res.Failed, as.name)
+					s.log.Warn("announce coordinator certificate failed", zap.String("agent", as.name), zap.Error(err))
+					return
+				}
+				res.Notified++
+			}()
+		}
+		wg.Wait()
+		slices.Sort(res.Failed)
+		return nil
+	}
+	next, prev, err := s.ids.rotate(ctx, announce)
+	if err != nil {
+		return RotationResult{}, fmt.Errorf("rotate coordinator certificate: %w", err)
+	}
+	res.Thumbprint, res.Previous = next, prev
+	s.log.Info("coordinator certificate rotated", zap.String("thumbprint", next), zap.String("previous", prev),
+		zap.Int("notified", res.Notified), zap.Int("failed", len(res.Failed)))
+	// Agents told before the switch acknowledged the new thumbprint
+	// already; if that is all of them the previous certificate can go.
+	s.maybeRetirePrevious(ctx)
+	return res, nil
+}
+
+// sendServerCertificates tells one agent which coordinator thumbprints to
+// trust and records that it acknowledged the first (newest) one.
+func (s *Server) sendServerCertificates(ctx context.Context, as *agentSession, trust []string) error {
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.HealthTimeout)
+	defer cancel()
+	if err := protocol.Call(cctx, as.sess, protocol.TypeServerCertificates, protocol.ServerCertificates{Thumbprints: trust}, protocol.TypeAck, nil); err != nil {
+		return err
+	}
+	return s.store.SetServerThumbprintAck(ctx, as.agentID, trust[0])
+}
+
+// syncServerCertificates brings an agent that connected during a rotation
+// up to date and retires the previous certificate when it was the last.
+func (s *Server) syncServerCertificates(ctx context.Context, as *agentSession) {
+	a, err := s.store.AgentByID(ctx, as.agentID)
+	if err != nil {
+		return
+	}
+	cur := s.ids.currentThumbprint()
+	if a.ServerThumbprintAck == cur {
+		return
+	}
+	// The Welcome already carried the list; this confirms the agent stored
+	// it, which is what allows the previous certificate to be retired.
+	if err := s.sendServerCertificates(ctx, as, s.ids.thumbprints()); err != nil {
+		if !errors.Is(err, context.Canceled) {
+			s.log.Warn("update agent's coordinator certificates failed", zap.String("agent", as.name), zap.Error(err))
+		}
+		return
+	}
+	s.maybeRetirePrevious(ctx)
+}
+
+func (s *Server) maybeRetirePrevious(ctx context.Context) {
+	if !s.ids.hasPrevious() {
+		return
+	}
+	all, err := s.store.ListAgents(ctx)
+	if err != nil {
+		return
+	}
+	cur := s.ids.currentThumbprint()
+	for _, a := range all {
+		if a.ServerThumbprintAck != cur {
+			return
+		}
+	}
+	if err := s.ids.retirePrevious(); err != nil {
+		s.log.Warn("remove previous coordinator certificate failed", zap.Error(err))
+		return
+	}
+	s.log.Info("previous coordinator certificate retired: every agent trusts the current one")
+}
+
+// ServerInfo describes this coordinator for GET /api/server.
+type ServerInfo struct {
+	Version       string   `json:"version"`
+	Thumbprint    string   `json:"thumbprint"`
+	Thumbprints   []string `json:"thumbprints"`
+	AgentAddr     string   `json:"agent_addr"`
+	TLSMin        string   `json:"tls_min"`
+	ProtocolMin   int      `json:"protocol_min"`
+	ProtocolMax   int      `json:"protocol_max"`
+	Connected     int      `json:"connected"`
+	SigningKey    string   `json:"signing_key"`
+	HealthSeconds float64  `json:"health_interval_seconds"`
+}
+
+// Info describes this coordinator.
+func (s *Server) Info() ServerInfo {
+	return ServerInfo{
+		Version: s.cfg.Version, Thumbprint: s.Thumbprint(), Thumbprints: s.ids.thumbprints(),
+		AgentAddr: s.AgentAddr(), TLSMin: protocol.TLSVersionName(s.cfg.TLSMin),
+		ProtocolMin: s.cfg.ProtocolMin, ProtocolMax: s.cfg.ProtocolMax,
+		Connected: s.sessions.count(), SigningKey: s.signing.Public(),
+		HealthSeconds: s.cfg.HealthInterval.Seconds(),
+	}
+}

@@ -1,0 +1,415 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"regexp"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hashicorp/yamux"
+	"go.uber.org/zap"
+
+	"github.com/tendrildeploy/tendril/certs"
+	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/store"
+)
+
+const (
+	// streamReadTimeout bounds how long a peer may take to send the request
+	// on a stream it opened.
+	streamReadTimeout = 30 * time.Second
+	// maxStreamsPerAgent bounds the requests one agent can have served at
+	// once; further streams wait in yamux's small backlog and beyond that
+	// are reset, so one misbehaving peer cannot exhaust the coordinator.
+	maxStreamsPerAgent = 16
+	// enrollTimeout bounds a whole enrollment session.
+	enrollTimeout = 30 * time.Second
+)
+
+func (s *Server) acceptAgents() error {
+	var tempDelay time.Duration
+	for {
+		conn, err := s.agentLn.Accept()
+		if err != nil {
+			select {
+			case <-s.done:
+				return nil
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errTooManyFiles) {
+				// Out of file descriptors or similar: back off like
+				// net/http does rather than spin.
+				tempDelay = max(5*time.Millisecond, min(2*tempDelay, time.Second))
+				s.log.Warn("accept failed, retrying", zap.Error(err), zap.Duration("delay", tempDelay))
+				select {
+				case <-time.After(tempDelay):
+				case <-s.done:
+					return nil
+				}
+				continue
+			}
+			return fmt.Errorf("accept agents: %w", err)
+		}
+		tempDelay = 0
+		if !s.limiter.Allow() {
+			s.shed(conn)
+			continue
+		}
+		select {
+		case s.handshakes <- struct{}{}:
+		default:
+			s.shed(conn)
+			continue
+		}
+		s.goFunc(func() { s.handleConn(conn) })
+	}
+}
+
+// shed drops a connection before TLS. The agent's jittered backoff spreads
+// its retry; the coordinator stays responsive for those already admitted.
+func (s *Server) shed(conn net.Conn) {
+	s.metrics.handshakes.WithLabelValues(outcomeShed).Inc()
+	conn.Close()
+}
+
+func (s *Server) handleConn(raw net.Conn) {
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			<-s.handshakes
+		}
+	}
+	defer release()
+	log := s.log.With(zap.String("remote", raw.RemoteAddr().String()))
+
+	raw.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	conn := tls.Server(raw, s.tlsConf)
+	if err := conn.Handshake(); err != nil {
+		s.metrics.handshakes.WithLabelValues(outcomeFailed).Inc()
+		log.Debug("handshake failed", zap.Error(err))
+		conn.Close()
+		return
+	}
+	cs := conn.ConnectionState()
+	thumb, _ := certs.PeerThumbprint(cs) // the handshake required a certificate
+	log = log.With(zap.String("thumbprint", thumb), zap.String("tls", protocol.TLSVersionName(cs.Version)))
+
+	sess, err := protocol.NewSession(conn, protocol.SessionOptions{Server: true, Logger: yamuxLogger(log)})
+	if err != nil {
+		s.metrics.handshakes.WithLabelValues(outcomeFailed).Inc()
+		conn.Close()
+		return
+	}
+	defer sess.Close()
+	// The session and everything serving it end with the server.
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { sess.Close() })
+	defer stop()
+
+	agent, err := s.store.AgentByThumbprint(ctx, thumb)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		release()
+		s.metrics.handshakes.WithLabelValues(outcomeOK).Inc()
+		s.serveEnrollment(ctx, sess, thumb, log)
+		return
+	case err != nil:
+		s.metrics.handshakes.WithLabelValues(outcomeFailed).Inc()
+		log.Error("look up agent failed", zap.Error(err))
+		return
+	}
+	if agent.NextThumbprint == thumb {
+		// The agent connected with the certificate it presented during a
+		// rotation: it is now its only certificate.
+		if err := s.store.PromoteThumbprint(ctx, agent.ID); err != nil {
+			log.Error("promote rotated agent certificate failed", zap.Error(err))
+			return
+		}
+		log.Info("agent certificate rotated", zap.String("agent", agent.Name))
+	}
+	as, err := s.hello(ctx, sess, agent, cs, raw.RemoteAddr().String())
+	if err != nil {
+		s.metrics.handshakes.WithLabelValues(outcomeRefused).Inc()
+		log.Info("agent session refused", zap.String("agent", agent.Name), zap.Error(err))
+		return
+	}
+	raw.SetDeadline(time.Time{})
+	release()
+	s.metrics.handshakes.WithLabelValues(outcomeOK).Inc()
+	s.serveAgent(ctx, as, log.With(zap.String("agent", agent.Name)))
+}
+
+// hello reads the agent's Hello on its first stream, negotiates the
+// protocol and answers Welcome.
+func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, cs tls.ConnectionState, remote string) (*agentSession, error) {
+	st, err := sess.AcceptStream()
+	if err != nil {
+		return nil, fmt.Errorf("wait for hello: %w", err)
+	}
+	defer st.Close()
+	st.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	f, err := protocol.ReadFrame(st, 0)
+	if err != nil {
+		protocol.WriteError(st, protocol.CodeBadRequest, "expected hello: "+err.Error())
+		return nil, fmt.Errorf("read hello: %w", err)
+	}
+	if f.Type == protocol.TypeRegister {
+		// A registered agent re-enrolling with --force.
+		s.handleRegister(ctx, st, f, certThumb(cs))
+		return nil, errors.New("re-registration session")
+	}
+	if f.Type != protocol.TypeHello {
+		protocol.WriteError(st, protocol.CodeBadRequest, fmt.Sprintf("the first message must be hello, got %q", f.Type))
+		return nil, fmt.Errorf("first message %q is not hello", f.Type)
+	}
+	var h protocol.Hello
+	if err := f.Decode(&h); err != nil {
+		protocol.WriteError(st, protocol.CodeBadRequest, err.Error())
+		return nil, err
+	}
+	v, upgradeOnly, err := protocol.Negotiate(h.ProtocolMin, h.ProtocolMax, s.cfg.ProtocolMin, s.cfg.ProtocolMax)
+	if err != nil {
+		protocol.WriteError(st, protocol.CodeIncompatible, fmt.Sprintf("agent speaks protocol %d-%d, coordinator %d-%d; upgrade the coordinator", h.ProtocolMin, h.ProtocolMax, s.cfg.ProtocolMin, s.cfg.ProtocolMax))
+		return nil, err
+	}
+	if err := s.store.RecordConnection(ctx, store.Connection{
+		AgentID: a.ID, Version: h.Version, OS: h.OS, Arch: h.Arch, Protocol: v,
+		TLSVersion: protocol.TLSVersionName(cs.Version), CalamariVersions: h.Calamari, At: time.Now().UTC(),
+	}); err != nil {
+		protocol.WriteError(st, protocol.CodeInternal, "coordinator could not record the session")
+		return nil, err
+	}
+	as := &agentSession{
+		agentID: a.ID, name: a.Name, thumbprint: certThumb(cs), sess: sess,
+		tlsVersion: cs.Version, protocol: v, upgradeOnly: upgradeOnly,
+		connectedAt: time.Now(), remote: remote,
+	}
+	// The session is listed before the agent hears Welcome, so that once
+	// an agent knows it is connected, so does every API call.
+	if old := s.sessions.add(as); old != nil {
+		// A reconnect, or the new session of a certificate rotation.
+		old.sess.Close()
+	}
+	if err := protocol.WriteFrame(st, protocol.TypeWelcome, protocol.Welcome{
+		Protocol: v, UpgradeOnly: upgradeOnly, ServerVersion: s.cfg.Version,
+		AgentID: a.ID, Name: a.Name, Environment: a.Environment,
+		ServerThumbprints: s.ids.thumbprints(),
+	}); err != nil {
+		s.sessions.remove(as)
+		return nil, err
+	}
+	return as, nil
+}
+
+func certThumb(cs tls.ConnectionState) string {
+	t, _ := certs.PeerThumbprint(cs)
+	return t
+}
+
+// serveAgent runs a registered agent's session, listed by hello, until it
+// ends.
+func (s *Server) serveAgent(ctx context.Context, as *agentSession, log *zap.Logger) {
+	log.Info("agent connected", zap.Int("protocol", as.protocol), zap.Bool("upgrade_only", as.upgradeOnly))
+	defer func() {
+		if s.sessions.remove(as) {
+			s.store.TouchAgents(context.Background(), []string{as.agentID}, time.Now().UTC())
+			log.Info("agent disconnected")
+		}
+	}()
+	// A fresh session gets checked at once, so a new or returning agent
+	// does not wait a whole interval to show its health, and learns the
+	// coordinator's certificates if a rotation happened while it was away.
+	s.goFunc(func() {
+		s.checkHealth(ctx, []*agentSession{as})
+		s.syncServerCertificates(ctx, as)
+	})
+	sem := make(chan struct{}, maxStreamsPerAgent)
+	for {
+		st, err := as.sess.AcceptStream()
+		if err != nil {
+			return
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			st.Close()
+			return
+		}
+		s.goFunc(func() {
+			defer func() { <-sem }()
+			s.serveAgentStream(ctx, as, st, log)
+		})
+	}
+}
+
+func (s *Server) serveAgentStream(ctx context.Context, as *agentSession, st *yamux.Stream, log *zap.Logger) {
+	defer st.Close()
+	st.SetDeadline(time.Now().Add(streamReadTimeout))
+	f, err := protocol.ReadFrame(st, 0)
+	if err != nil {
+		protocol.WriteError(st, protocol.CodeBadRequest, err.Error())
+		return
+	}
+	switch f.Type {
+	case protocol.TypeRotateCertificate:
+		var rc protocol.RotateCertificate
+		if err := f.Decode(&rc); err != nil {
+			protocol.WriteError(st, protocol.CodeBadRequest, err.Error())
+			return
+		}
+		if err := s.acceptAgentRotation(ctx, as, rc); err != nil {
+			log.Warn("agent certificate rotation refused", zap.Error(err))
+			protocol.WriteError(st, protocol.CodeBadRequest, err.Error())
+			return
+		}
+		log.Info("agent presented its next certificate")
+		protocol.WriteFrame(st, protocol.TypeAck, nil)
+	case protocol.TypeRegister:
+		s.handleRegister(ctx, st, f, as.thumbprint)
+	default:
+		protocol.WriteError(st, protocol.CodeUnknownType, fmt.Sprintf("unknown message type %q", f.Type))
+	}
+}
+
+func (s *Server) acceptAgentRotation(ctx context.Context, as *agentSession, rc protocol.RotateCertificate) error {
+	c, err := certs.ParseSelfSigned(rc.Certificate)
+	if err != nil {
+		return fmt.Errorf("next certificate: %w", err)
+	}
+	next := certs.Thumbprint(c.Raw)
+	if next == as.thumbprint {
+		return errors.New("next certificate is the current one")
+	}
+	revoked, err := s.store.IsRevoked(ctx, next)
+	if err != nil {
+		return err
+	}
+	if revoked {
+		return errors.New("next certificate was revoked")
+	}
+	return s.store.SetNextThumbprint(ctx, as.agentID, next)
+}
+
+// serveEnrollment serves a connection whose certificate is not registered:
+// it may call Register and nothing else.
+func (s *Server) serveEnrollment(ctx context.Context, sess *yamux.Session, thumb string, log *zap.Logger) {
+	ctx, cancel := context.WithTimeout(ctx, enrollTimeout)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { sess.Close() })
+	defer stop()
+	for {
+		st, err := sess.AcceptStream()
+		if err != nil {
+			return
+		}
+		st.SetDeadline(time.Now().Add(streamReadTimeout))
+		f, err := protocol.ReadFrame(st, 0)
+		if err != nil {
+			protocol.WriteError(st, protocol.CodeBadRequest, err.Error())
+			st.Close()
+			return
+		}
+		if f.Type != protocol.TypeRegister {
+			log.Info("unregistered certificate refused", zap.String("type", f.Type))
+			protocol.WriteError(st, protocol.CodeUnauthorized, "this certificate is not registered with the coordinator; only register is allowed (run \"tendril-agent register\")")
+			st.Close()
+			return // and the session closes with it
+		}
+		s.handleRegister(ctx, st, f, thumb)
+		st.Close()
+	}
+}
+
+var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// ValidateName checks an agent or environment name: 1-63 letters, digits,
+// '.', '_' or '-', starting with a letter or digit, so that names are safe
+// in paths, URLs and service names.
+func ValidateName(kind, name string) error {
+	if !namePattern.MatchString(name) {
+		return fmt.Errorf("%s name %q: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit", kind, name)
+	}
+	return nil
+}
+
+func (s *Server) handleRegister(ctx context.Context, st *yamux.Stream, f protocol.Frame, thumb string) {
+	var r protocol.Register
+	if err := f.Decode(&r); err != nil {
+		protocol.WriteError(st, protocol.CodeBadRequest, err.Error())
+		return
+	}
+	if err := ValidateName("agent", r.Name); err != nil {
+		protocol.WriteError(st, protocol.CodeBadRequest, err.Error())
+		return
+	}
+	if r.Environment != "" {
+		if err := ValidateName("environment", r.Environment); err != nil {
+			protocol.WriteError(st, protocol.CodeBadRequest, err.Error())
+			return
+		}
+	}
+	res, err := s.store.Register(ctx, store.RegisterParams{
+		TokenHash: hashSecret(r.Token), Thumbprint: thumb, Name: r.Name, Environment: r.Environment,
+		Force: r.Force, Now: time.Now().UTC(), NewID: uuid.NewString(),
+	})
+	if err != nil {
+		code, msg := registerError(err, r.Name)
+		s.log.Info("registration refused", zap.String("name", r.Name), zap.String("thumbprint", thumb), zap.Error(err))
+		protocol.WriteError(st, code, msg)
+		return
+	}
+	for _, old := range res.Replaced {
+		s.dropAgent(old.ID, "replaced by a new registration with --force")
+	}
+	s.log.Info("agent registered", zap.String("agent", res.Agent.Name), zap.String("environment", res.Agent.Environment),
+		zap.String("thumbprint", thumb), zap.Int("replaced", len(res.Replaced)))
+	protocol.WriteFrame(st, protocol.TypeRegistered, protocol.Registered{
+		AgentID: res.Agent.ID, Name: res.Agent.Name, Environment: res.Agent.Environment,
+		SigningKey: s.signing.Public(), ServerThumbprints: s.ids.thumbprints(),
+	})
+}
+
+// registerError turns a store error into a code and a message a person can
+// act on.
+func registerError(err error, name string) (string, string) {
+	switch {
+	case errors.Is(err, store.ErrTokenExpired):
+		return protocol.CodeUnauthorized, "the enrollment token has expired; create a new one with \"tendril-server token create --environment ENV\""
+	case errors.Is(err, store.ErrTokenUsed):
+		return protocol.CodeUnauthorized, "the enrollment token has already been used (each token enrolls one agent); create a new one with \"tendril-server token create\""
+	case errors.Is(err, store.ErrTokenInvalid):
+		// The store's message says why (unknown, or another environment).
+		return protocol.CodeUnauthorized, err.Error() + "; check the token, or create one with \"tendril-server token create --environment ENV\""
+	case errors.Is(err, store.ErrNameTaken):
+		return protocol.CodeConflict, fmt.Sprintf("an agent named %q is already registered; choose another --name, or use --force to replace it", name)
+	case errors.Is(err, store.ErrThumbprintTaken):
+		return protocol.CodeConflict, "this agent's certificate is already registered under another name; use --force to register it again"
+	}
+	return protocol.CodeInternal, "the coordinator could not register the agent; see its log"
+}
+
+// dropAgent ends an agent's session, telling it why and that it must not
+// come back with the same certificate.
+func (s *Server) dropAgent(id, reason string) {
+	as := s.sessions.get(id)
+	if as == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	protocol.Call(ctx, as.sess, protocol.TypeGoAway, protocol.GoAway{Reason: reason}, protocol.TypeAck, nil)
+	as.sess.Close()
+	s.sessions.remove(as)
+}
+
+func yamuxLogger(l *zap.Logger) *log.Logger {
+	return log.New(&zapWriter{l.Named("yamux")}, "", 0)
+}

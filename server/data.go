@@ -1,0 +1,177 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tendrildeploy/tendril/certs"
+	"github.com/tendrildeploy/tendril/server/store"
+)
+
+// Files in the coordinator's data folder.
+const (
+	certFile     = "server.crt"
+	keyFile      = "server.key"
+	prevCertFile = "server.prev.crt" // served during a rotation to agents that ask for it
+	prevKeyFile  = "server.prev.key"
+	nextCertFile = "server.next.crt" // being announced to agents, not yet served
+	nextKeyFile  = "server.next.key"
+	signingFile  = "signing.key"
+	masterFile   = "master.key"
+	dbFile       = "tendril.db"
+	// AdminKeyFile holds the admin API key (0600) so admin commands run on
+	// the coordinator's host need no --api-key.
+	AdminKeyFile = "admin.key"
+	// RunFile is written while the coordinator runs and says where its
+	// listeners are, so admin commands given --data can find it.
+	RunFile = "run.json"
+)
+
+// ErrNotInitialized means the data folder has no coordinator in it.
+var ErrNotInitialized = errors.New("data folder is not initialized")
+
+// ErrAlreadyInitialized means init was run on a folder that has a
+// coordinator already.
+var ErrAlreadyInitialized = errors.New("data folder is already initialized")
+
+// InitResult is what init prints for the operator.
+type InitResult struct {
+	DataDir    string
+	Thumbprint string
+	AdminKey   string
+}
+
+// Init creates a coordinator in dir: its TLS identity, signing key, master
+// key, database and an admin API key. It refuses a folder that already
+// holds a coordinator, so keys are never overwritten.
+func Init(ctx context.Context, dir string) (InitResult, error) {
+	if _, err := os.Stat(filepath.Join(dir, keyFile)); err == nil {
+		return InitResult{}, fmt.Errorf("init %s: %w", dir, ErrAlreadyInitialized)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return InitResult{}, fmt.Errorf("init %s: %w", dir, err)
+	}
+	id, err := certs.NewIdentity("tendril-server")
+	if err != nil {
+		return InitResult{}, fmt.Errorf("init %s: %w", dir, err)
+	}
+	sk, err := certs.NewSigningKey()
+	if err != nil {
+		return InitResult{}, fmt.Errorf("init %s: %w", dir, err)
+	}
+	if err := sk.Save(filepath.Join(dir, signingFile)); err != nil {
+		return InitResult{}, fmt.Errorf("init %s: %w", dir, err)
+	}
+	master := make([]byte, 32)
+	if _, err := rand.Read(master); err != nil {
+		return InitResult{}, fmt.Errorf("init %s: master key: %w", dir, err)
+	}
+	if err := certs.WriteFileAtomic(filepath.Join(dir, masterFile), []byte(hex.EncodeToString(master)+"\n"), 0o600); err != nil {
+		return InitResult{}, fmt.Errorf("init %s: %w", dir, err)
+	}
+	st, err := store.OpenSQLite(ctx, filepath.Join(dir, dbFile))
+	if err != nil {
+		return InitResult{}, fmt.Errorf("init %s: %w", dir, err)
+	}
+	defer st.Close()
+	key := newSecret("tdk_")
+	if err := st.CreateAPIKey(ctx, store.APIKey{ID: uuid.NewString(), Name: "admin", Hash: hashSecret(key), CreatedAt: time.Now().UTC()}); err != nil {
+		return InitResult{}, fmt.Errorf("init %s: %w", dir, err)
+	}
+	if err := certs.WriteFileAtomic(filepath.Join(dir, AdminKeyFile), []byte(key+"\n"), 0o600); err != nil {
+		return InitResult{}, fmt.Errorf("init %s: %w", dir, err)
+	}
+	// The identity is written last: its key file is what marks the folder
+	// as initialized, so an interrupted init can simply be run again.
+	if err := id.Save(filepath.Join(dir, certFile), filepath.Join(dir, keyFile)); err != nil {
+		return InitResult{}, fmt.Errorf("init %s: %w", dir, err)
+	}
+	return InitResult{DataDir: dir, Thumbprint: id.Thumbprint, AdminKey: key}, nil
+}
+
+// ReadThumbprint returns the thumbprint of the coordinator in dir without
+// starting it.
+func ReadThumbprint(dir string) (string, error) {
+	id, err := loadIdentity(dir)
+	if err != nil {
+		return "", err
+	}
+	return id.Thumbprint, nil
+}
+
+func loadIdentity(dir string) (*certs.Identity, error) {
+	if _, err := os.Stat(filepath.Join(dir, keyFile)); errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %w (run \"tendril-server init --data %s\" first)", dir, ErrNotInitialized, dir)
+	}
+	return certs.LoadIdentity(filepath.Join(dir, certFile), filepath.Join(dir, keyFile))
+}
+
+// RunInfo is the content of RunFile.
+type RunInfo struct {
+	PID       int    `json:"pid"`
+	Version   string `json:"version"`
+	HTTP      string `json:"http"`       // host:port of the API
+	HTTPS     bool   `json:"https"`      // the API is served over TLS
+	AgentAddr string `json:"agent_addr"` // host:port agents dial
+}
+
+// ReadRunInfo reads RunFile from a data folder.
+func ReadRunInfo(dir string) (RunInfo, error) {
+	b, err := os.ReadFile(filepath.Join(dir, RunFile))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return RunInfo{}, fmt.Errorf("no coordinator is running with data folder %s (start it with \"tendril-server run --data %s\")", dir, dir)
+		}
+		return RunInfo{}, fmt.Errorf("read %s: %w", RunFile, err)
+	}
+	var ri RunInfo
+	if err := json.Unmarshal(b, &ri); err != nil {
+		return RunInfo{}, fmt.Errorf("read %s: %w", RunFile, err)
+	}
+	return ri, nil
+}
+
+func writeRunInfo(dir string, ri RunInfo) error {
+	b, err := json.MarshalIndent(ri, "", "  ")
+	if err != nil {
+		return err
+	}
+	return certs.WriteFileAtomic(filepath.Join(dir, RunFile), append(b, '\n'), 0o600)
+}
+
+// newSecret returns a random bearer secret with a prefix that says what it
+// is when it turns up in a log or a ticket.
+func newSecret(prefix string) string {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		panic(fmt.Sprintf("crypto/rand failed: %v", err)) // the platform is broken; nothing safe to do
+	}
+	return prefix + base64.RawURLEncoding.EncodeToString(b)
+}
+
+// hashSecret is how tokens and API keys are stored: they are random and
+// long, so an unsalted fast hash is enough to make a stolen database
+// useless for authentication.
+func hashSecret(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "localhost"
+	}
+	return h
+}

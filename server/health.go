@@ -1,0 +1,105 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/store"
+)
+
+// pollHealth checks every connected agent each HealthInterval. One ticker
+// drives the whole fleet: no per-agent timers.
+func (s *Server) pollHealth(ctx context.Context) {
+	t := time.NewTicker(s.cfg.HealthInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			start := time.Now()
+			n := s.checkHealth(ctx, s.sessions.snapshot())
+			s.log.Debug("health sweep done", zap.Int("agents", n), zap.Duration("took", time.Since(start)))
+		}
+	}
+}
+
+// checkHealth checks the given sessions with bounded concurrency and
+// persists all results in one batch. It returns how many were checked.
+func (s *Server) checkHealth(ctx context.Context, sessions []*agentSession) int {
+	if len(sessions) == 0 {
+		return 0
+	}
+	results := make([]store.HealthResult, len(sessions))
+	sem := make(chan struct{}, s.cfg.HealthConcurrency)
+	var wg sync.WaitGroup
+	for i, as := range sessions {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return 0
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			results[i] = s.checkOne(ctx, as)
+		}()
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return 0
+	}
+	// Use a fresh context: results already gathered are worth keeping even
+	// if the session that triggered the check has just ended.
+	wctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.store.RecordHealth(wctx, results); err != nil {
+		s.log.Error("record health failed", zap.Int("agents", len(results)), zap.Error(err))
+	}
+	return len(results)
+}
+
+func (s *Server) checkOne(ctx context.Context, as *agentSession) store.HealthResult {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.HealthTimeout)
+	defer cancel()
+	start := time.Now()
+	var h protocol.Health
+	err := protocol.Call(ctx, as.sess, protocol.TypeHealthRequest, protocol.HealthRequest{}, protocol.TypeHealth, &h)
+	rtt := time.Since(start)
+	s.metrics.healthDuration.Observe(rtt.Seconds())
+	r := store.HealthResult{AgentID: as.agentID, RTT: rtt, At: time.Now().UTC(), DiskFree: -1}
+	if err != nil {
+		r.Health = store.HealthUnhealthy
+		r.Detail = fmt.Sprintf("health check failed: %v", err)
+	} else {
+		r.Version, r.CalamariVersions, r.DiskFree = h.Version, h.Calamari, h.DiskFree
+		r.Health, r.Detail = s.judge(as, h)
+	}
+	s.metrics.healthChecks.WithLabelValues(r.Health).Inc()
+	return r
+}
+
+// judge turns an agent's report into a health value and the reasons for
+// it.
+func (s *Server) judge(as *agentSession, h protocol.Health) (string, string) {
+	var warnings []string
+	if protocol.LegacyTLS(as.tlsVersion) {
+		warnings = append(warnings, fmt.Sprintf("connected with TLS %s, which is deprecated; enable TLS 1.2 on the agent's host", protocol.TLSVersionName(as.tlsVersion)))
+	}
+	if as.upgradeOnly {
+		warnings = append(warnings, "agent protocol is below the coordinator's minimum; upgrade required")
+	}
+	if h.DiskFree >= 0 && h.DiskFree < s.cfg.DiskWarning {
+		warnings = append(warnings, fmt.Sprintf("low disk space in agent home: %d MiB free", h.DiskFree>>20))
+	}
+	if len(warnings) > 0 {
+		return store.HealthWarning, strings.Join(warnings, "; ")
+	}
+	return store.HealthHealthy, ""
+}

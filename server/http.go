@@ -1,0 +1,183 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/tendrildeploy/tendril/server/store"
+)
+
+// maxRequestBody bounds API request bodies; none of today's needs more.
+const maxRequestBody = 64 << 10
+
+// APIError is the body of every failed API call.
+type APIError struct {
+	Error string `json:"error"`
+}
+
+// TokenRequest is the body of POST /api/tokens.
+type TokenRequest struct {
+	Environment string `json:"environment"`
+	// TTL is a Go duration ("24h", "30m"); "" means 24 hours.
+	TTL string `json:"ttl,omitempty"`
+	// Servers overrides the coordinator addresses put in the join string.
+	Servers []string `json:"servers,omitempty"`
+}
+
+// DefaultTokenTTL is an enrollment token's lifetime when none is given.
+const DefaultTokenTTL = 24 * time.Hour
+
+func (s *Server) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
+	api := func(pattern string, h func(w http.ResponseWriter, r *http.Request)) {
+		mux.Handle(pattern, s.authorize(http.HandlerFunc(h)))
+	}
+	api("GET /api/agents", s.apiAgents)
+	api("GET /api/agents/{name}", s.apiAgent)
+	api("DELETE /api/agents/{name}", s.apiDeleteAgent)
+	api("POST /api/tokens", s.apiCreateToken)
+	api("GET /api/server", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.Info()) })
+	api("POST /api/certificate/rotate", s.apiRotate)
+	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+// authorize requires a valid API key as a bearer token.
+func (s *Server) authorize(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || key == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="tendril"`)
+			writeError(w, http.StatusUnauthorized, "an API key is required: send \"Authorization: Bearer <key>\" (the admin key is in the data folder's admin.key)")
+			return
+		}
+		if _, err := s.store.APIKeyByHash(r.Context(), hashSecret(strings.TrimSpace(key))); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				writeError(w, http.StatusUnauthorized, "the API key is not valid")
+				return
+			}
+			s.log.Error("check API key failed", zap.Error(err))
+			writeError(w, http.StatusInternalServerError, "could not check the API key")
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, maxRequestBody)
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) apiAgents(w http.ResponseWriter, r *http.Request) {
+	agents, err := s.Agents(r.Context())
+	if err != nil {
+		s.internalError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, agents)
+}
+
+func (s *Server) apiAgent(w http.ResponseWriter, r *http.Request) {
+	a, err := s.Agent(r.Context(), r.PathValue("name"))
+	if errors.Is(err, store.ErrNotFound) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no agent named %q", r.PathValue("name")))
+		return
+	}
+	if err != nil {
+		s.internalError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, a)
+}
+
+func (s *Server) apiDeleteAgent(w http.ResponseWriter, r *http.Request) {
+	err := s.DeleteAgent(r.Context(), r.PathValue("name"))
+	if errors.Is(err, store.ErrNotFound) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no agent named %q", r.PathValue("name")))
+		return
+	}
+	if err != nil {
+		s.internalError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) apiCreateToken(w http.ResponseWriter, r *http.Request) {
+	var req TokenRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	ttl := DefaultTokenTTL
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("ttl %q: not a duration such as 24h or 30m", req.TTL))
+			return
+		}
+		ttl = d
+	}
+	res, err := s.CreateToken(r.Context(), req.Environment, ttl, req.Servers)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	s.log.Info("enrollment token created", zap.String("environment", res.Environment), zap.Time("expires", res.ExpiresAt))
+	writeJSON(w, http.StatusCreated, res)
+}
+
+func (s *Server) apiRotate(w http.ResponseWriter, r *http.Request) {
+	// The rotation must finish even if the client goes away mid-way.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Minute)
+	defer cancel()
+	res, err := s.RotateCertificate(ctx)
+	if err != nil {
+		s.internalError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", mbe.Limit))
+			return false
+		}
+		writeError(w, http.StatusBadRequest, "request body is not valid JSON for this endpoint: "+err.Error())
+		return false
+	}
+	return true
+}
+
+func (s *Server) internalError(w http.ResponseWriter, err error) {
+	s.log.Error("API request failed", zap.Error(err))
+	writeError(w, http.StatusInternalServerError, "internal error; see the coordinator's log")
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, APIError{Error: msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}

@@ -1,0 +1,129 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/tendrildeploy/tendril/certs"
+	"github.com/tendrildeploy/tendril/protocol"
+)
+
+// identities holds the coordinator's current certificate and, during a
+// rotation, the previous one, which is still served to agents that have not
+// yet learned the current one (they say so with the server-name hint).
+type identities struct {
+	dir string
+
+	mu       sync.RWMutex
+	current  *certs.Identity
+	previous *certs.Identity // nil when no rotation is in progress
+	rotating sync.Mutex      // one rotation at a time
+}
+
+func loadIdentities(dir string) (*identities, error) {
+	cur, err := loadIdentity(dir)
+	if err != nil {
+		return nil, err
+	}
+	ids := &identities{dir: dir, current: cur}
+	if _, err := os.Stat(filepath.Join(dir, prevKeyFile)); err == nil {
+		prev, err := certs.LoadIdentity(filepath.Join(dir, prevCertFile), filepath.Join(dir, prevKeyFile))
+		if err != nil {
+			return nil, fmt.Errorf("load previous coordinator certificate: %w", err)
+		}
+		ids.previous = prev
+	}
+	return ids, nil
+}
+
+// certificate is the tls.Config.GetCertificate hook.
+func (ids *identities) certificate(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	ids.mu.RLock()
+	defer ids.mu.RUnlock()
+	if ids.previous != nil && protocol.HintMatches(h.ServerName, ids.previous.Thumbprint) {
+		return &ids.previous.Certificate, nil
+	}
+	return &ids.current.Certificate, nil
+}
+
+// thumbprints returns what agents should trust: current first.
+func (ids *identities) thumbprints() []string {
+	ids.mu.RLock()
+	defer ids.mu.RUnlock()
+	out := []string{ids.current.Thumbprint}
+	if ids.previous != nil {
+		out = append(out, ids.previous.Thumbprint)
+	}
+	return out
+}
+
+func (ids *identities) currentThumbprint() string {
+	ids.mu.RLock()
+	defer ids.mu.RUnlock()
+	return ids.current.Thumbprint
+}
+
+// rotate generates the next certificate, lets announce tell agents about it
+// while the current one is still served, and then switches to it, keeping
+// the old one as previous. The files are renamed one step at a time so a
+// crash leaves a loadable folder (at worst, the rotation is undone and the
+// announced certificate is never used).
+func (ids *identities) rotate(ctx context.Context, announce func(ctx context.Context, trust []string) error) (next, prev string, err error) {
+	ids.rotating.Lock()
+	defer ids.rotating.Unlock()
+	nid, err := certs.NewIdentity("tendril-server")
+	if err != nil {
+		return "", "", err
+	}
+	p := func(name string) string { return filepath.Join(ids.dir, name) }
+	if err := nid.Save(p(nextCertFile), p(nextKeyFile)); err != nil {
+		return "", "", err
+	}
+	cur := ids.currentThumbprint()
+	if err := announce(ctx, []string{nid.Thumbprint, cur}); err != nil {
+		os.Remove(p(nextCertFile))
+		os.Remove(p(nextKeyFile))
+		return "", "", err
+	}
+	for _, mv := range [][2]string{
+		{certFile, prevCertFile}, {keyFile, prevKeyFile},
+		{nextCertFile, certFile}, {nextKeyFile, keyFile},
+	} {
+		if err := os.Rename(p(mv[0]), p(mv[1])); err != nil {
+			return "", "", fmt.Errorf("switch coordinator certificate: %w", err)
+		}
+	}
+	ids.mu.Lock()
+	ids.previous, ids.current = ids.current, nid
+	ids.mu.Unlock()
+	return nid.Thumbprint, cur, nil
+}
+
+// retirePrevious stops serving the previous certificate once every agent
+// trusts the current one.
+func (ids *identities) retirePrevious() error {
+	ids.mu.Lock()
+	defer ids.mu.Unlock()
+	if ids.previous == nil {
+		return nil
+	}
+	var errs []error
+	for _, f := range []string{prevCertFile, prevKeyFile} {
+		if err := os.Remove(filepath.Join(ids.dir, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	ids.previous = nil
+	return errors.Join(errs...)
+}
+
+func (ids *identities) hasPrevious() bool {
+	ids.mu.RLock()
+	defer ids.mu.RUnlock()
+	return ids.previous != nil
+}

@@ -1,0 +1,73 @@
+package server
+
+import (
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// agentSession is one connected agent.
+type agentSession struct {
+	agentID     string
+	name        string
+	thumbprint  string
+	sess        *yamux.Session
+	tlsVersion  uint16
+	protocol    int
+	upgradeOnly bool
+	connectedAt time.Time
+	remote      string
+}
+
+// registry maps agent IDs to their live session. An agent has at most one:
+// a newer session (a reconnect, or the make-before-break of a certificate
+// rotation) replaces the older one.
+type registry struct {
+	mu sync.RWMutex
+	m  map[string]*agentSession
+}
+
+func newRegistry() *registry { return &registry{m: make(map[string]*agentSession)} }
+
+// add installs s and returns the session it replaced, if any.
+func (r *registry) add(s *agentSession) (old *agentSession) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old = r.m[s.agentID]
+	r.m[s.agentID] = s
+	return old
+}
+
+// remove deletes s if it is still the agent's session.
+func (r *registry) remove(s *agentSession) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m[s.agentID] == s {
+		delete(r.m, s.agentID)
+		return true
+	}
+	return false
+}
+
+func (r *registry) get(id string) *agentSession {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.m[id]
+}
+
+func (r *registry) snapshot() []*agentSession {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]*agentSession, 0, len(r.m))
+	for _, s := range r.m {
+		out = append(out, s)
+	}
+	return out
+}
+
+func (r *registry) count() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.m)
+}

@@ -1,0 +1,368 @@
+// Package server is the Tendril coordinator: it enrolls agents, holds one
+// mutually authenticated session per agent, polls their health, and serves
+// the HTTP API that the admin commands and the web UI use.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/time/rate"
+
+	"github.com/tendrildeploy/tendril/certs"
+	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/store"
+)
+
+// Config configures a coordinator. Zero values take the documented
+// defaults.
+type Config struct {
+	// DataDir is the folder made by Init. Required.
+	DataDir string
+	// Listen is where agents connect. Default ":10943".
+	Listen string
+	// HTTP is where the API listens. Default "127.0.0.1:10980". A
+	// non-loopback address requires HTTPTLS.
+	HTTP string
+	// HTTPTLS serves the API over TLS when set.
+	HTTPTLS *tls.Config
+	// TLSMin is the lowest TLS version agents may use. Default TLS 1.2;
+	// TLS 1.0 and 1.1 only for old peers, and shown as a health warning.
+	TLSMin uint16
+	// HealthInterval is how often every connected agent is checked.
+	// Default 1 minute.
+	HealthInterval time.Duration
+	// HealthTimeout bounds one health check. Default 10 seconds.
+	HealthTimeout time.Duration
+	// HealthConcurrency bounds how many checks run at once. Default 64.
+	HealthConcurrency int
+	// DiskWarning is the free space in an agent's home below which its
+	// health is a warning. Default 1 GiB.
+	DiskWarning int64
+	// HandshakeTimeout bounds TLS plus Hello for a new connection; a peer
+	// that connects and sends nothing is dropped after it. Default 10 s.
+	HandshakeTimeout time.Duration
+	// AcceptRate and AcceptBurst limit new connections per second, and
+	// MaxHandshakes the handshakes in progress, so a reconnect storm is
+	// shed (agents back off and retry) instead of overwhelming the
+	// coordinator. Defaults 500/s, 1000, and 256.
+	AcceptRate    float64
+	AcceptBurst   int
+	MaxHandshakes int
+	// ProtocolMin and ProtocolMax are the protocol range spoken. Defaults
+	// protocol.MinProtocol and protocol.ProtocolVersion; tests raise the
+	// minimum to exercise upgrade-only sessions.
+	ProtocolMin, ProtocolMax int
+	// Version is this coordinator's version.
+	Version string
+	// Logger receives the coordinator's logs. Default: no logs.
+	Logger *zap.Logger
+	// Store overrides the embedded SQLite database in DataDir (tests, and
+	// PostgreSQL later). The coordinator closes it on exit either way.
+	Store store.Store
+}
+
+func (c *Config) setDefaults() {
+	if c.Listen == "" {
+		c.Listen = fmt.Sprintf(":%d", protocol.DefaultPort)
+	}
+	if c.HTTP == "" {
+		c.HTTP = "127.0.0.1:10980"
+	}
+	if c.TLSMin == 0 {
+		c.TLSMin = tls.VersionTLS12
+	}
+	if c.HealthInterval <= 0 {
+		c.HealthInterval = time.Minute
+	}
+	if c.HealthTimeout <= 0 {
+		c.HealthTimeout = 10 * time.Second
+	}
+	if c.HealthConcurrency <= 0 {
+		c.HealthConcurrency = 64
+	}
+	if c.DiskWarning == 0 {
+		c.DiskWarning = 1 << 30
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.AcceptRate <= 0 {
+		c.AcceptRate = 500
+	}
+	if c.AcceptBurst <= 0 {
+		c.AcceptBurst = 1000
+	}
+	if c.MaxHandshakes <= 0 {
+		c.MaxHandshakes = 256
+	}
+	if c.ProtocolMin == 0 {
+		c.ProtocolMin = protocol.MinProtocol
+	}
+	if c.ProtocolMax == 0 {
+		c.ProtocolMax = protocol.ProtocolVersion
+	}
+	if c.Version == "" {
+		c.Version = "0.0.0-dev"
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+}
+
+// Server is a running coordinator. Create it with New, then call Run.
+type Server struct {
+	cfg      Config
+	log      *zap.Logger
+	store    store.Store
+	ids      *identities
+	signing  *certs.SigningKey
+	sessions *registry
+	metrics  *metrics
+	tlsConf  *tls.Config
+
+	agentLn net.Listener
+	httpLn  net.Listener
+	httpSrv *http.Server
+
+	limiter    *rate.Limiter
+	handshakes chan struct{} // semaphore of handshakes in progress
+
+	// wg tracks every goroutine the server starts; Run waits for it.
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	done      chan struct{} // closed when shutdown begins
+	// ctx is cancelled when shutdown begins; sessions and their handlers
+	// derive from it.
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// New validates cfg, opens the data folder and binds both listeners, so
+// that configuration errors and busy ports are reported before Run.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	cfg.setDefaults()
+	if cfg.DataDir == "" {
+		return nil, errors.New("new coordinator: no data folder given")
+	}
+	if cfg.TLSMin < tls.VersionTLS10 || cfg.TLSMin > tls.VersionTLS13 {
+		return nil, fmt.Errorf("new coordinator: TLS minimum 0x%04x is not a TLS version", cfg.TLSMin)
+	}
+	if err := checkHTTPBind(cfg.HTTP, cfg.HTTPTLS != nil); err != nil {
+		return nil, fmt.Errorf("new coordinator: %w", err)
+	}
+	ids, err := loadIdentities(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("new coordinator: %w", err)
+	}
+	signing, err := certs.LoadSigningKey(filepath.Join(cfg.DataDir, signingFile))
+	if err != nil {
+		return nil, fmt.Errorf("new coordinator: %w", err)
+	}
+	st := cfg.Store
+	if st == nil {
+		if st, err = store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, dbFile)); err != nil {
+			return nil, fmt.Errorf("new coordinator: %w", err)
+		}
+	}
+	s := &Server{
+		cfg:        cfg,
+		log:        cfg.Logger.Named("server"),
+		store:      st,
+		ids:        ids,
+		signing:    signing,
+		sessions:   newRegistry(),
+		limiter:    rate.NewLimiter(rate.Limit(cfg.AcceptRate), cfg.AcceptBurst),
+		handshakes: make(chan struct{}, cfg.MaxHandshakes),
+		done:       make(chan struct{}),
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.metrics = newMetrics(func() float64 { return float64(s.sessions.count()) })
+	s.tlsConf = protocol.ServerTLS{
+		Certificate:  ids.certificate,
+		MinVersion:   cfg.TLSMin,
+		VerifyClient: s.verifyClient,
+	}.Config()
+	if s.agentLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("new coordinator: listen for agents on %s: %w", cfg.Listen, err)
+	}
+	if s.httpLn, err = net.Listen("tcp", cfg.HTTP); err != nil {
+		s.agentLn.Close()
+		st.Close()
+		return nil, fmt.Errorf("new coordinator: listen for HTTP on %s: %w", cfg.HTTP, err)
+	}
+	s.httpSrv = &http.Server{
+		Handler:           s.handler(),
+		TLSConfig:         cfg.HTTPTLS,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          log.New(&zapWriter{s.log.Named("http")}, "", 0),
+	}
+	return s, nil
+}
+
+// checkHTTPBind refuses to serve the API in plain HTTP beyond loopback:
+// API keys would cross the network in clear.
+func checkHTTPBind(addr string, hasTLS bool) error {
+	if hasTLS {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("HTTP address %q: %w", addr, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("refusing to serve the API on %s without TLS: bind to 127.0.0.1 or give a certificate and key for HTTPS", addr)
+}
+
+// AgentAddr is the address agents dial.
+func (s *Server) AgentAddr() string { return s.agentLn.Addr().String() }
+
+// HTTPAddr is the API's address.
+func (s *Server) HTTPAddr() string { return s.httpLn.Addr().String() }
+
+// Thumbprint is the coordinator's current certificate thumbprint.
+func (s *Server) Thumbprint() string { return s.ids.currentThumbprint() }
+
+// Run serves agents and the API until ctx is done, then shuts down: it
+// stops accepting, tells connected agents to reconnect later (spread out
+// so a restart is not followed by a storm), and waits for its goroutines.
+func (s *Server) Run(ctx context.Context) error {
+	ri := RunInfo{PID: os.Getpid(), Version: s.cfg.Version, HTTP: s.HTTPAddr(), HTTPS: s.cfg.HTTPTLS != nil, AgentAddr: s.AgentAddr()}
+	if err := writeRunInfo(s.cfg.DataDir, ri); err != nil {
+		s.shutdown(context.Background())
+		return fmt.Errorf("run coordinator: %w", err)
+	}
+	s.log.Info("coordinator started",
+		zap.String("agents", s.AgentAddr()), zap.String("http", s.HTTPAddr()),
+		zap.String("thumbprint", s.Thumbprint()), zap.String("tls_min", protocol.TLSVersionName(s.cfg.TLSMin)),
+		zap.String("version", s.cfg.Version))
+
+	serveErr := make(chan error, 2)
+	s.goFunc(func() { serveErr <- s.acceptAgents() })
+	s.goFunc(func() {
+		var err error
+		if s.cfg.HTTPTLS != nil {
+			err = s.httpSrv.ServeTLS(s.httpLn, "", "")
+		} else {
+			err = s.httpSrv.Serve(s.httpLn)
+		}
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		serveErr <- err
+	})
+	pollCtx, stopPoll := context.WithCancel(context.Background())
+	s.goFunc(func() { s.pollHealth(pollCtx) })
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+		if err != nil {
+			err = fmt.Errorf("run coordinator: %w", err)
+		}
+	}
+	stopPoll()
+	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s.shutdown(shutCtx)
+	os.Remove(filepath.Join(s.cfg.DataDir, RunFile))
+	s.log.Info("coordinator stopped")
+	return err
+}
+
+// Close releases the listeners and the store of a server whose Run was
+// never called. It is idempotent and safe after Run.
+func (s *Server) Close() error {
+	s.shutdown(context.Background())
+	return nil
+}
+
+func (s *Server) shutdown(ctx context.Context) {
+	s.closeOnce.Do(func() {
+		close(s.done)
+		s.agentLn.Close()
+		s.httpSrv.Shutdown(ctx)
+		s.httpLn.Close()
+		s.goAwayAll(ctx)
+		s.cancel()
+		s.wg.Wait()
+		s.store.Close()
+	})
+}
+
+// goAwayAll tells every agent the coordinator is going away and when to
+// come back, then closes the sessions.
+func (s *Server) goAwayAll(ctx context.Context) {
+	all := s.sessions.snapshot()
+	// Spread reconnects over about one second per 500 agents (the default
+	// accept rate), at least one second, at most a minute.
+	spread := time.Duration(len(all)/500+1) * time.Second
+	spread = min(spread, time.Minute)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for _, as := range all {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			callCtx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			protocol.Call(callCtx, as.sess, protocol.TypeGoAway, protocol.GoAway{
+				Reason:           "coordinator is shutting down",
+				Reconnect:        true,
+				RetryAfterMillis: rand.Int64N(spread.Milliseconds()),
+			}, protocol.TypeAck, nil)
+			as.sess.Close()
+		}()
+	}
+	wg.Wait()
+}
+
+func (s *Server) goFunc(f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+}
+
+// verifyClient refuses certificates of deleted agents during the
+// handshake.
+func (s *Server) verifyClient(thumbprint string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	revoked, err := s.store.IsRevoked(ctx, thumbprint)
+	if err != nil {
+		return fmt.Errorf("check revocation: %w", err)
+	}
+	if revoked {
+		return fmt.Errorf("certificate %s belongs to a deleted agent", thumbprint)
+	}
+	return nil
+}
+
+// zapWriter adapts the standard library's logger to zap.
+type zapWriter struct{ log *zap.Logger }
+
+func (w *zapWriter) Write(p []byte) (int, error) {
+	w.log.Warn("library message", zap.ByteString("text", p))
+	return len(p), nil
+}
