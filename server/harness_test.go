@@ -98,7 +98,14 @@ func newIdentity(t *testing.T) *certs.Identity {
 // dialPeer completes TLS and starts a yamux client session.
 func dialPeer(t *testing.T, ts *testServer, id *certs.Identity) (*peer, error) {
 	t.Helper()
-	cfg := protocol.ClientTLS{Identity: id, Pins: certs.NewPins(ts.Thumbprint())}.Config()
+	return dialPeerWith(t, ts, protocol.ClientTLS{Identity: id, Pins: certs.NewPins(ts.Thumbprint())})
+}
+
+// dialPeerWith dials with a given client TLS policy, e.g. an old peer's.
+func dialPeerWith(t *testing.T, ts *testServer, ct protocol.ClientTLS) (*peer, error) {
+	t.Helper()
+	id := ct.Identity
+	cfg := ct.Config()
 	d := net.Dialer{Timeout: 5 * time.Second}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -1,0 +1,323 @@
+// Package admin is the Go client of the coordinator's HTTP API. The admin
+// commands of tendril-server use it, and so can scripts, simulators and
+// tests that drive a coordinator.
+package admin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/tendrildeploy/tendril/server"
+	"github.com/tendrildeploy/tendril/version"
+)
+
+// maxResponseBody bounds what the client reads from one response. The
+// agents list of a large fleet is the biggest answer today (well under a
+// kilobyte per agent), so this leaves room for tens of thousands of agents
+// while still refusing an endless body.
+const maxResponseBody = 64 << 20
+
+// maxErrorBody bounds how much of a failed response becomes the message.
+const maxErrorBody = 4 << 10
+
+// ErrNotRunning means nothing accepted the connection at the coordinator's
+// address.
+var ErrNotRunning = errors.New("the coordinator is not running")
+
+// Error is a failed API call: the HTTP status and the API's explanation.
+type Error struct {
+	Status  int
+	Message string
+}
+
+// Error formats the API's message with its status, which is what a person
+// needs to tell "wrong key" from "no such agent" at a glance.
+func (e *Error) Error() string {
+	msg := e.Message
+	if msg == "" {
+		msg = strings.ToLower(http.StatusText(e.Status))
+	}
+	return fmt.Sprintf("%s (HTTP %d)", msg, e.Status)
+}
+
+// IsStatus reports whether err is an *Error with the given HTTP status.
+func IsStatus(err error, status int) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Status == status
+}
+
+// Client calls one coordinator's API. It is safe for concurrent use.
+type Client struct {
+	base   *url.URL
+	apiKey string
+	hc     *http.Client
+}
+
+// New returns a client of the API at baseURL (http:// or https://, host
+// and port, no query). apiKey is sent as a bearer token; "" sends none. hc
+// nil means http.DefaultClient; callers pass their own to set TLS roots or
+// to close idle connections when done.
+func New(baseURL, apiKey string, hc *http.Client) (*Client, error) {
+	u, err := url.Parse(strings.TrimSpace(baseURL))
+	if err != nil {
+		return nil, fmt.Errorf("coordinator URL %q: %w", baseURL, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("coordinator URL %q: want http:// or https://", baseURL)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("coordinator URL %q: no host", baseURL)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("coordinator URL %q: want only scheme, host, port and path (the API key goes in --api-key)", baseURL)
+	}
+	u.Path = strings.TrimRight(u.Path, "/")
+	u.RawPath = ""
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	return &Client{base: u, apiKey: strings.TrimSpace(apiKey), hc: hc}, nil
+}
+
+// FromDataDir finds a running coordinator through <dir>/run.json and
+// authenticates with <dir>/admin.key, for admin commands run on the
+// coordinator's own host.
+func FromDataDir(dir string) (*Client, error) {
+	u, err := DataDirURL(dir)
+	if err != nil {
+		return nil, err
+	}
+	key, err := DataDirKey(dir)
+	if err != nil {
+		return nil, err
+	}
+	return New(u, key, nil)
+}
+
+// DataDirURL returns the API URL of the coordinator running with data
+// folder dir, as recorded in its run.json.
+func DataDirURL(dir string) (string, error) {
+	ri, err := server.ReadRunInfo(dir)
+	if err != nil {
+		// "Not running" would mislead when the folder was never set up:
+		// the fix is init, not run.
+		if _, terr := server.ReadThumbprint(dir); errors.Is(terr, server.ErrNotInitialized) {
+			return "", terr
+		}
+		return "", err
+	}
+	if ri.HTTP == "" {
+		return "", fmt.Errorf("read %s: no HTTP address in it", filepath.Join(dir, server.RunFile))
+	}
+	return RunInfoURL(ri)
+}
+
+// RunInfoURL turns the API address a coordinator recorded into a URL to
+// reach it from the same host: a wildcard bind is reached on loopback.
+func RunInfoURL(ri server.RunInfo) (string, error) {
+	host, port, err := net.SplitHostPort(ri.HTTP)
+	if err != nil {
+		return "", fmt.Errorf("coordinator HTTP address %q: %w", ri.HTTP, err)
+	}
+	switch host {
+	case "", "0.0.0.0":
+		host = "127.0.0.1"
+	case "::":
+		host = "::1"
+	}
+	scheme := "http"
+	if ri.HTTPS {
+		scheme = "https"
+	}
+	return scheme + "://" + net.JoinHostPort(host, port), nil
+}
+
+// DataDirKey reads the admin API key that init wrote into dir.
+func DataDirKey(dir string) (string, error) {
+	path := filepath.Join(dir, server.AdminKeyFile)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			if _, terr := server.ReadThumbprint(dir); errors.Is(terr, server.ErrNotInitialized) {
+				return "", terr
+			}
+			return "", fmt.Errorf("read admin key: %s does not exist; give the API key with --api-key", path)
+		}
+		return "", fmt.Errorf("read admin key: %w", err)
+	}
+	key := strings.TrimSpace(string(b))
+	if key == "" {
+		return "", fmt.Errorf("read admin key: %s is empty", path)
+	}
+	return key, nil
+}
+
+// URL is the API's base URL, for messages.
+func (c *Client) URL() string { return c.base.String() }
+
+// CloseIdleConnections closes the kept-alive connections of the client's
+// http.Client, so that a short-lived user leaves no goroutines behind.
+func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
+
+// Agents lists every agent (GET /api/agents).
+func (c *Client) Agents(ctx context.Context) ([]server.AgentView, error) {
+	var out []server.AgentView
+	if err := c.do(ctx, http.MethodGet, "/api/agents", nil, &out); err != nil {
+		return nil, fmt.Errorf("list agents: %w", err)
+	}
+	return out, nil
+}
+
+// AgentsJSON returns the body of GET /api/agents as the coordinator sent
+// it, so that `agents list --json` passes on fields this client does not
+// know yet (a newer coordinator).
+func (c *Client) AgentsJSON(ctx context.Context) (json.RawMessage, error) {
+	var out json.RawMessage
+	if err := c.do(ctx, http.MethodGet, "/api/agents", nil, &out); err != nil {
+		return nil, fmt.Errorf("list agents: %w", err)
+	}
+	return out, nil
+}
+
+// Agent returns one agent by name (GET /api/agents/{name}).
+func (c *Client) Agent(ctx context.Context, name string) (server.AgentView, error) {
+	var out server.AgentView
+	if name == "" {
+		return out, errors.New("get agent: no agent name given")
+	}
+	if err := c.do(ctx, http.MethodGet, "/api/agents/"+url.PathEscape(name), nil, &out); err != nil {
+		return server.AgentView{}, fmt.Errorf("get agent %q: %w", name, err)
+	}
+	return out, nil
+}
+
+// DeleteAgent deletes an agent by name (DELETE /api/agents/{name}): its
+// session ends and its certificate is refused from then on.
+func (c *Client) DeleteAgent(ctx context.Context, name string) error {
+	if name == "" {
+		return errors.New("delete agent: no agent name given")
+	}
+	if err := c.do(ctx, http.MethodDelete, "/api/agents/"+url.PathEscape(name), nil, nil); err != nil {
+		return fmt.Errorf("delete agent %q: %w", name, err)
+	}
+	return nil
+}
+
+// CreateToken issues a one-time enrollment token (POST /api/tokens).
+func (c *Client) CreateToken(ctx context.Context, req server.TokenRequest) (server.TokenResult, error) {
+	var out server.TokenResult
+	if err := c.do(ctx, http.MethodPost, "/api/tokens", req, &out); err != nil {
+		return server.TokenResult{}, fmt.Errorf("create token: %w", err)
+	}
+	return out, nil
+}
+
+// Info describes the coordinator (GET /api/server).
+func (c *Client) Info(ctx context.Context) (server.ServerInfo, error) {
+	var out server.ServerInfo
+	if err := c.do(ctx, http.MethodGet, "/api/server", nil, &out); err != nil {
+		return server.ServerInfo{}, fmt.Errorf("get coordinator info: %w", err)
+	}
+	return out, nil
+}
+
+// RotateCertificate replaces the coordinator's certificate (POST
+// /api/certificate/rotate). Connected agents are told first, so none is
+// dropped.
+func (c *Client) RotateCertificate(ctx context.Context) (server.RotationResult, error) {
+	var out server.RotationResult
+	if err := c.do(ctx, http.MethodPost, "/api/certificate/rotate", nil, &out); err != nil {
+		return server.RotationResult{}, fmt.Errorf("rotate coordinator certificate: %w", err)
+	}
+	return out, nil
+}
+
+// do sends one request with in as its JSON body (nil: none) and decodes a
+// 2xx answer into out (nil: ignored). Failures come back as *Error, or as
+// ErrNotRunning when nothing listens at the address.
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("encode request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	u := *c.base
+	u.Path += path
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", "tendril-admin/"+version.Version)
+	if c.apiKey != "" {
+		req.Header.Set("Authorization", "Bearer "+c.apiKey)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("%w at %s (connection refused)", ErrNotRunning, c.base)
+		}
+		return fmt.Errorf("reach the coordinator at %s: %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return errorFrom(resp)
+	}
+	if out == nil {
+		// Drain so the connection can be reused.
+		io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
+		return nil
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody+1))
+	if err != nil {
+		return fmt.Errorf("read response: %w", err)
+	}
+	if len(b) > maxResponseBody {
+		return fmt.Errorf("read response: larger than %d bytes", maxResponseBody)
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("decode response: %w", err)
+	}
+	return nil
+}
+
+// errorFrom turns a failed response into *Error. The API answers with
+// server.APIError; anything else (a proxy's page, say) is quoted briefly.
+func errorFrom(resp *http.Response) *Error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	e := &Error{Status: resp.StatusCode}
+	var ae server.APIError
+	if json.Unmarshal(b, &ae) == nil && ae.Error != "" {
+		e.Message = ae.Error
+		return e
+	}
+	text := strings.TrimSpace(string(b))
+	if i := strings.IndexAny(text, "\r\n"); i >= 0 {
+		text = text[:i]
+	}
+	if len(text) > 200 {
+		text = text[:200] + "..."
+	}
+	e.Message = text
+	return e
+}
