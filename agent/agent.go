@@ -1,0 +1,324 @@
+// Package agent is the deployment agent: it registers with the coordinator,
+// keeps one mutually authenticated session to it, answers its requests,
+// and rotates its own certificate without dropping the connection.
+//
+// The agent's state is its home folder (see State and the layout in
+// state.go); nothing else on the machine is needed to resume.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tendrildeploy/tendril/certs"
+	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/version"
+)
+
+// Config tunes a running agent. Zero values mean the documented defaults.
+type Config struct {
+	// Home is the agent's home folder, made by Register. Required.
+	Home string
+	// Version is reported to the coordinator. Default: version.Version.
+	Version string
+	// Logger receives the agent's log; it is named "agent". Default:
+	// discard.
+	Logger *zap.Logger
+	// DialTimeout bounds a TCP connect. Default 10s.
+	DialTimeout time.Duration
+	// HandshakeTimeout bounds a TLS handshake. Default 10s.
+	HandshakeTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the wait between connection
+	// attempts: the cap doubles from MinBackoff to MaxBackoff and each
+	// wait is random below it. Defaults 1s and 60s.
+	MinBackoff, MaxBackoff time.Duration
+	// KeepAlive is the session ping interval that detects a dead path.
+	// Default 30s.
+	KeepAlive time.Duration
+	// RotationCheck is how often a connected agent looks for a pending
+	// certificate made by RotateCertificate. Default 5s.
+	RotationCheck time.Duration
+	// TLSMinVersion and TLSMaxVersion bound the TLS versions offered; 0
+	// means the protocol defaults.
+	TLSMinVersion, TLSMaxVersion uint16
+	// ProtocolMin and ProtocolMax are the protocol versions offered in
+	// Hello; 0 means protocol.MinProtocol and protocol.ProtocolVersion.
+	// Tests lower them to act as an old agent.
+	ProtocolMin, ProtocolMax int
+}
+
+func (c *Config) validate() error {
+	if c.Home == "" {
+		return errors.New("agent config: no home folder given")
+	}
+	if c.Version == "" {
+		c.Version = version.Version
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	durations := []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"DialTimeout", &c.DialTimeout, defaultTimeout},
+		{"HandshakeTimeout", &c.HandshakeTimeout, defaultTimeout},
+		{"MinBackoff", &c.MinBackoff, time.Second},
+		{"MaxBackoff", &c.MaxBackoff, time.Minute},
+		{"KeepAlive", &c.KeepAlive, 30 * time.Second},
+		{"RotationCheck", &c.RotationCheck, 5 * time.Second},
+	}
+	for _, d := range durations {
+		if *d.v < 0 {
+			return fmt.Errorf("agent config: %s is negative", d.name)
+		}
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	if c.MinBackoff > c.MaxBackoff {
+		return fmt.Errorf("agent config: MinBackoff %s exceeds MaxBackoff %s", c.MinBackoff, c.MaxBackoff)
+	}
+	if c.TLSMinVersion != 0 && c.TLSMaxVersion != 0 && c.TLSMinVersion > c.TLSMaxVersion {
+		return errors.New("agent config: TLSMinVersion exceeds TLSMaxVersion")
+	}
+	if c.ProtocolMin == 0 {
+		c.ProtocolMin = protocol.MinProtocol
+	}
+	if c.ProtocolMax == 0 {
+		c.ProtocolMax = protocol.ProtocolVersion
+	}
+	if c.ProtocolMin < 0 || c.ProtocolMin > c.ProtocolMax {
+		return fmt.Errorf("agent config: protocol range [%d, %d] is invalid", c.ProtocolMin, c.ProtocolMax)
+	}
+	return nil
+}
+
+// Status is a snapshot of the agent's connection.
+type Status struct {
+	// Connected is true while a session to the coordinator is up.
+	Connected bool
+	// Server is the address of the coordinator node connected to.
+	Server string
+	// TLSVersion is the negotiated TLS version, "1.0" .. "1.3".
+	TLSVersion string
+	// Protocol is the protocol version the coordinator chose.
+	Protocol int
+	// UpgradeOnly is true when the coordinator considers this agent too
+	// old for anything but an upgrade.
+	UpgradeOnly bool
+	// Thumbprint is the agent's current certificate thumbprint.
+	Thumbprint string
+	// Sessions counts the sessions established since New.
+	Sessions int64
+	// LastError is why the last attempt or session failed, "" once
+	// connected again.
+	LastError string
+}
+
+// Agent keeps the agent's session to the coordinator. Create it with New
+// and call Run.
+type Agent struct {
+	cfg      Config
+	log      *zap.Logger
+	started  time.Time
+	hostname string
+	servers  []string
+	// pins is shared by every TLS config the agent builds, so a changed
+	// coordinator certificate list applies to the next handshake.
+	pins    *certs.Pins
+	running atomic.Bool
+	// lastRotationErr is touched only by Run's goroutine.
+	lastRotationErr string
+
+	// stateMu serialises changes to state and its file.
+	stateMu sync.Mutex
+	state   State
+
+	// mu guards the fields below; Status reads them from any goroutine.
+	mu     sync.Mutex
+	id     *certs.Identity
+	status Status
+}
+
+// New loads the agent's registration and identity from cfg.Home. It fails
+// with an error naming the register command when the home is not
+// registered.
+func New(cfg Config) (*Agent, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	st, err := LoadState(cfg.Home)
+	if err != nil {
+		return nil, err
+	}
+	id, err := loadIdentity(cfg.Home)
+	if err != nil {
+		return nil, err
+	}
+	hostname, _ := os.Hostname() // only informative; "" is acceptable
+	return &Agent{
+		cfg:      cfg,
+		log:      cfg.Logger.Named("agent"),
+		started:  time.Now(),
+		hostname: hostname,
+		servers:  st.Servers,
+		pins:     certs.NewPins(st.ServerThumbprints...),
+		state:    st,
+		id:       id,
+	}, nil
+}
+
+// Status returns a snapshot of the connection.
+func (a *Agent) Status() Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := a.status
+	s.Thumbprint = a.id.Thumbprint
+	return s
+}
+
+func (a *Agent) identity() *certs.Identity {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.id
+}
+
+func (a *Agent) setIdentity(id *certs.Identity) {
+	a.mu.Lock()
+	a.id = id
+	a.mu.Unlock()
+}
+
+func (a *Agent) setConnected(s *liveSession) {
+	a.mu.Lock()
+	a.status.Connected = true
+	a.status.Server = s.addr
+	a.status.TLSVersion = protocol.TLSVersionName(s.tlsVersion)
+	a.status.Protocol = s.welcome.Protocol
+	a.status.UpgradeOnly = s.welcome.UpgradeOnly
+	a.status.Sessions++
+	a.status.LastError = ""
+	a.mu.Unlock()
+}
+
+func (a *Agent) setDisconnected(err error) {
+	a.mu.Lock()
+	a.status.Connected = false
+	a.status.Server = ""
+	a.status.TLSVersion = ""
+	a.status.Protocol = 0
+	a.status.UpgradeOnly = false
+	a.status.LastError = err.Error()
+	a.mu.Unlock()
+}
+
+// stableSession is how long a session must last for the backoff to start
+// again from the minimum even if it never completed Hello.
+const stableSession = 30 * time.Second
+
+// Run keeps a session to the coordinator until ctx is done, reconnecting
+// with backoff, trying the coordinator nodes in turn. It never gives up on
+// its own, not even when the agent was deleted: an agent must not take its
+// machine dark. It returns nil once ctx is done and every goroutine it
+// started has ended.
+func (a *Agent) Run(ctx context.Context) error {
+	if !a.running.CompareAndSwap(false, true) {
+		return errors.New("run agent: already running")
+	}
+	defer a.running.Store(false)
+	retry := newRetryPolicy(a.cfg.MinBackoff, a.cfg.MaxBackoff)
+	for attempt := 0; ; attempt++ {
+		addr := a.servers[attempt%len(a.servers)]
+		out := a.connect(ctx, addr)
+		if ctx.Err() != nil {
+			return nil
+		}
+		a.setDisconnected(out.err)
+		wait, deleted := retry.next(out)
+		a.logOutcome(addr, out, wait, deleted, retry.deleted)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// outcome is how one connection attempt ended.
+type outcome struct {
+	// err says why; never nil.
+	err error
+	// welcomed is true if the session got as far as Welcome.
+	welcomed bool
+	// lasted is how long the session was up.
+	lasted time.Duration
+	// goAway is what the coordinator said before closing, if anything.
+	goAway *protocol.GoAway
+}
+
+// retryPolicy decides the wait before the next attempt. It is separate
+// from Run so the decision can be tested without a clock.
+type retryPolicy struct {
+	bo  *jitterBackOff
+	max time.Duration
+	// deleted is set by a GoAway that forbids reconnecting and cleared by
+	// the next Welcome (the operator registered the agent again).
+	deleted bool
+}
+
+func newRetryPolicy(min, max time.Duration) *retryPolicy {
+	return &retryPolicy{bo: newJitterBackOff(min, max), max: max}
+}
+
+// next returns the wait after out, and whether out is the first sign that
+// the agent was deleted.
+func (p *retryPolicy) next(out outcome) (wait time.Duration, newlyDeleted bool) {
+	if out.welcomed || out.lasted >= stableSession {
+		p.bo.Reset()
+	}
+	wait = p.bo.NextBackOff()
+	switch {
+	case out.goAway != nil && !out.goAway.Reconnect:
+		newlyDeleted = !p.deleted
+		p.deleted = true
+	case out.welcomed:
+		p.deleted = false
+	}
+	if p.deleted {
+		// Keep knocking, slowly: the operator may register it again.
+		wait = p.max
+	}
+	if out.goAway != nil && out.goAway.RetryAfterMillis > 0 {
+		wait = max(wait, time.Duration(out.goAway.RetryAfterMillis)*time.Millisecond)
+	}
+	return wait, newlyDeleted
+}
+
+func (a *Agent) logOutcome(addr string, out outcome, wait time.Duration, newlyDeleted, deleted bool) {
+	fields := []zap.Field{zap.String("server", addr), zap.Error(out.err), zap.Duration("retry_in", wait)}
+	switch {
+	case newlyDeleted:
+		a.log.Error("this agent was deleted from the coordinator; register it again with --force", fields...)
+	case deleted:
+		// Already said once; repeating it every minute would bury the
+		// rest of the log.
+		a.log.Debug("still deleted from the coordinator", fields...)
+	case errors.Is(out.err, certs.ErrUntrusted):
+		a.log.Error("coordinator certificate is not trusted: it is not one the agent was given at registration or told about since; check the coordinator's certificate", fields...)
+	case out.welcomed:
+		a.log.Warn("disconnected from coordinator", append(fields, zap.Duration("lasted", out.lasted))...)
+	default:
+		a.log.Warn("could not connect to coordinator", fields...)
+	}
+}

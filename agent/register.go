@@ -1,0 +1,234 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tendrildeploy/tendril/certs"
+	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/version"
+)
+
+// RegisterConfig is what Register needs to enroll an agent.
+type RegisterConfig struct {
+	// Home is the agent's home folder; it is created if missing.
+	Home string
+	// Servers is every coordinator node address, host:port. They are tried
+	// in order until one answers.
+	Servers []string
+	// ServerThumbprint is the coordinator certificate thumbprint the
+	// operator got out of band; the token is sent only to a coordinator
+	// presenting it. Accepted in any form certs.NormalizeThumbprint takes.
+	ServerThumbprint string
+	// Token is the one-time enrollment token.
+	Token string
+	// Name is the agent's name on the coordinator. Default: the host name.
+	Name string
+	// Environment is the environment to join; empty lets the token decide.
+	Environment string
+	// Force replaces an existing registration, here and on the coordinator.
+	Force bool
+	// Version is reported to the coordinator. Default: version.Version.
+	Version string
+	// Logger receives progress messages. Default: discard.
+	Logger *zap.Logger
+	// DialTimeout bounds each TCP connect and TLS handshake. Default 10s.
+	DialTimeout time.Duration
+	// TLSMinVersion and TLSMaxVersion bound the TLS versions offered; 0
+	// means the protocol defaults. Lowering the maximum makes the agent
+	// behave like an old peer, which tests use.
+	TLSMinVersion, TLSMaxVersion uint16
+}
+
+const defaultTimeout = 10 * time.Second
+
+// callTimeout bounds one RPC, so a coordinator that accepts a stream and
+// never answers cannot hang the agent.
+const callTimeout = 30 * time.Second
+
+func (c *RegisterConfig) validate() error {
+	if c.Home == "" {
+		return errors.New("register: no home folder given")
+	}
+	if len(c.Servers) == 0 {
+		return errors.New("register: no coordinator address given")
+	}
+	for _, s := range c.Servers {
+		if err := protocol.ValidateAddress(s); err != nil {
+			return fmt.Errorf("register: %w", err)
+		}
+	}
+	t, err := certs.NormalizeThumbprint(c.ServerThumbprint)
+	if err != nil {
+		return fmt.Errorf("register: coordinator %w", err)
+	}
+	c.ServerThumbprint = t
+	if c.Token == "" {
+		return errors.New("register: no enrollment token given")
+	}
+	if c.Name == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			return fmt.Errorf("register: no name given and the host name is unknown (%v)", err)
+		}
+		c.Name = h
+	}
+	if c.Version == "" {
+		c.Version = version.Version
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	if c.DialTimeout < 0 {
+		return errors.New("register: DialTimeout is negative")
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = defaultTimeout
+	}
+	return nil
+}
+
+// Register enrolls the agent with the coordinator: it creates the home
+// folder and the agent's identity if missing, presents the token to the
+// first coordinator node that answers with the expected certificate, and
+// saves the registration. It refuses to replace an existing registration
+// unless cfg.Force is set.
+func Register(ctx context.Context, cfg RegisterConfig) (State, error) {
+	if err := cfg.validate(); err != nil {
+		return State{}, err
+	}
+	log := cfg.Logger.Named("agent")
+	if !cfg.Force {
+		prev, err := LoadState(cfg.Home)
+		if err == nil {
+			return State{}, fmt.Errorf("already registered as %s with %s; use --force to register again", prev.Name, strings.Join(prev.Servers, ", "))
+		}
+		if !errors.Is(err, ErrNotRegistered) {
+			return State{}, err
+		}
+	}
+	if err := makeHome(cfg.Home); err != nil {
+		return State{}, err
+	}
+	id, err := loadOrCreateIdentity(cfg.Home, cfg.Name)
+	if err != nil {
+		return State{}, err
+	}
+	tlsCfg := protocol.ClientTLS{
+		Identity:   id,
+		Pins:       certs.NewPins(cfg.ServerThumbprint),
+		Hint:       cfg.ServerThumbprint,
+		MinVersion: cfg.TLSMinVersion,
+		MaxVersion: cfg.TLSMaxVersion,
+	}.Config()
+	req := protocol.Register{
+		Token:       cfg.Token,
+		Name:        cfg.Name,
+		Environment: cfg.Environment,
+		Force:       cfg.Force,
+		Version:     cfg.Version,
+		OS:          runtime.GOOS,
+		Arch:        runtime.GOARCH,
+	}
+	var failures attemptErrors
+	for _, addr := range cfg.Servers {
+		log.Debug("registering", zap.String("server", addr), zap.String("thumbprint", id.Thumbprint))
+		reg, err := registerWith(ctx, addr, tlsCfg, cfg.DialTimeout, req)
+		if err == nil {
+			return saveRegistration(cfg, reg)
+		}
+		if errors.Is(err, certs.ErrUntrusted) {
+			err = fmt.Errorf("coordinator at %s presented a certificate whose thumbprint is not %s; check --server-thumbprint (%w)", addr, cfg.ServerThumbprint, err)
+		}
+		var remote *protocol.RemoteError
+		if errors.As(err, &remote) || ctx.Err() != nil {
+			// The coordinator answered (bad token, name taken...): another
+			// node shares its database and would answer the same.
+			return State{}, err
+		}
+		failures = append(failures, err)
+	}
+	return State{}, failures
+}
+
+func saveRegistration(cfg RegisterConfig, reg protocol.Registered) (State, error) {
+	thumbprints := reg.ServerThumbprints
+	if len(thumbprints) == 0 {
+		thumbprints = []string{cfg.ServerThumbprint}
+	}
+	st := State{
+		AgentID:           reg.AgentID,
+		Name:              reg.Name,
+		Environment:       reg.Environment,
+		Servers:           cfg.Servers,
+		ServerThumbprints: thumbprints,
+		ServerHint:        thumbprints[0],
+		SigningKey:        reg.SigningKey,
+		RegisteredAt:      time.Now().UTC(),
+	}
+	if st.Name == "" {
+		st.Name = cfg.Name
+	}
+	if err := saveState(cfg.Home, st); err != nil {
+		return State{}, fmt.Errorf("registered, but could not save the registration: %w", err)
+	}
+	return st, nil
+}
+
+// loadOrCreateIdentity keeps an existing identity, so registering again
+// with --force does not change the agent's thumbprint.
+func loadOrCreateIdentity(home, name string) (*certs.Identity, error) {
+	cur, next := certSlot(home, currentSlot), certSlot(home, nextSlot)
+	if cur.complete() || exists(next.cert) {
+		return loadIdentity(home)
+	}
+	id, err := certs.NewIdentity(name)
+	if err != nil {
+		return nil, fmt.Errorf("create agent identity: %w", err)
+	}
+	if err := id.Save(cur.cert, cur.key); err != nil {
+		return nil, fmt.Errorf("create agent identity: %w", err)
+	}
+	return id, nil
+}
+
+func registerWith(ctx context.Context, addr string, tlsCfg *tls.Config, timeout time.Duration, req protocol.Register) (protocol.Registered, error) {
+	conn, err := dialTLS(ctx, addr, tlsCfg, timeout, timeout)
+	if err != nil {
+		return protocol.Registered{}, err
+	}
+	sess, err := protocol.NewSession(conn, protocol.SessionOptions{})
+	if err != nil {
+		conn.Close()
+		return protocol.Registered{}, fmt.Errorf("start session with coordinator %s: %w", addr, err)
+	}
+	defer sess.Close()
+	callCtx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	var reg protocol.Registered
+	if err := protocol.Call(callCtx, sess, protocol.TypeRegister, req, protocol.TypeRegistered, &reg); err != nil {
+		return protocol.Registered{}, fmt.Errorf("register with coordinator %s: %w", addr, err)
+	}
+	return reg, nil
+}
+
+// attemptErrors is the failure of every coordinator node, on one line.
+type attemptErrors []error
+
+func (e attemptErrors) Error() string {
+	msgs := make([]string, len(e))
+	for i, err := range e {
+		msgs[i] = err.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+func (e attemptErrors) Unwrap() []error { return e }

@@ -1,0 +1,333 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/yamux"
+	"go.uber.org/zap"
+
+	"github.com/tendrildeploy/tendril/certs"
+	"github.com/tendrildeploy/tendril/protocol"
+)
+
+// Limits on what the coordinator can make one session hold.
+const (
+	// maxHandlers is how many coordinator requests are served at once per
+	// session; the accept loop waits when they are all busy, and yamux's
+	// backlog then pushes back on the coordinator.
+	maxHandlers = 16
+	// streamTimeout bounds reading a request and writing its reply.
+	streamTimeout = 30 * time.Second
+	// goAwayGrace is how long the agent lets the coordinator close the
+	// session itself after a GoAway, so the acknowledgement is not lost
+	// to a connection reset.
+	goAwayGrace = time.Second
+)
+
+// errConnectionLost is the reason given when a session ends without the
+// coordinator saying why.
+var errConnectionLost = errors.New("connection lost")
+
+// liveSession is one session to the coordinator and the goroutines
+// serving it.
+type liveSession struct {
+	addr       string
+	ys         *yamux.Session
+	tlsVersion uint16
+	// thumbprint is the agent certificate the session was made with.
+	thumbprint  string
+	welcome     protocol.Welcome
+	established time.Time
+	goAway      atomic.Pointer[protocol.GoAway]
+	handlers    chan struct{} // a slot per running handler
+	wg          sync.WaitGroup
+}
+
+// close ends the session and waits for its goroutines. It is idempotent,
+// and must not be called from one of those goroutines.
+func (s *liveSession) close() {
+	s.ys.Close()
+	s.wg.Wait()
+}
+
+// dialTLS connects to addr and completes the TLS handshake, each step
+// bounded by its own timeout as well as by ctx.
+func dialTLS(ctx context.Context, addr string, cfg *tls.Config, dialTimeout, handshakeTimeout time.Duration) (*tls.Conn, error) {
+	d := net.Dialer{Timeout: dialTimeout}
+	raw, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial coordinator %s: %w", addr, err)
+	}
+	conn := tls.Client(raw, cfg)
+	// A deadline rather than a context timeout alone, so a peer that
+	// accepts TCP and then says nothing cannot hold the attempt.
+	raw.SetDeadline(time.Now().Add(handshakeTimeout))
+	if err := conn.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("TLS handshake with coordinator %s: %w", addr, err)
+	}
+	raw.SetDeadline(time.Time{})
+	return conn, nil
+}
+
+// connect makes one session to addr and serves it until it ends or ctx is
+// done.
+func (a *Agent) connect(ctx context.Context, addr string) outcome {
+	s, err := a.establish(ctx, addr, a.identity())
+	if err != nil {
+		out := outcome{err: err}
+		var ga *goAwayError
+		if errors.As(err, &ga) {
+			out.goAway = &ga.g
+		}
+		return out
+	}
+	a.setConnected(s)
+	a.log.Info("connected to coordinator",
+		zap.String("server", s.addr),
+		zap.String("tls_version", protocol.TLSVersionName(s.tlsVersion)),
+		zap.Int("protocol", s.welcome.Protocol),
+		zap.Bool("upgrade_only", s.welcome.UpgradeOnly),
+		zap.String("agent_id", s.welcome.AgentID))
+	s = a.serve(ctx, s)
+	out := outcome{err: errConnectionLost, welcomed: true, lasted: time.Since(s.established), goAway: s.goAway.Load()}
+	if out.goAway != nil {
+		out.err = &goAwayError{*out.goAway}
+	}
+	return out
+}
+
+// establish dials addr with identity id, starts serving the coordinator's
+// requests, and says Hello. The session is returned only once Welcome
+// arrived.
+func (a *Agent) establish(ctx context.Context, addr string, id *certs.Identity) (*liveSession, error) {
+	a.stateMu.Lock()
+	hint := a.state.ServerHint
+	a.stateMu.Unlock()
+	tlsCfg := protocol.ClientTLS{
+		Identity:   id,
+		Pins:       a.pins,
+		Hint:       hint,
+		MinVersion: a.cfg.TLSMinVersion,
+		MaxVersion: a.cfg.TLSMaxVersion,
+	}.Config()
+	conn, err := dialTLS(ctx, addr, tlsCfg, a.cfg.DialTimeout, a.cfg.HandshakeTimeout)
+	if err != nil {
+		return nil, err
+	}
+	ys, err := protocol.NewSession(conn, protocol.SessionOptions{KeepAlive: a.cfg.KeepAlive})
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("start session with coordinator %s: %w", addr, err)
+	}
+	s := &liveSession{
+		addr:       addr,
+		ys:         ys,
+		tlsVersion: conn.ConnectionState().Version,
+		thumbprint: id.Thumbprint,
+		handlers:   make(chan struct{}, maxHandlers),
+	}
+	// Serving starts before Hello: the coordinator may send a GoAway
+	// instead of a Welcome, and it must be heard.
+	s.wg.Go(func() { a.acceptLoop(s) })
+
+	callCtx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	if err := protocol.Call(callCtx, ys, protocol.TypeHello, a.hello(), protocol.TypeWelcome, &s.welcome); err != nil {
+		s.close()
+		if g := s.goAway.Load(); g != nil {
+			return nil, fmt.Errorf("hello to coordinator %s: %w", addr, &goAwayError{*g})
+		}
+		return nil, fmt.Errorf("hello to coordinator %s: %w", addr, err)
+	}
+	s.established = time.Now()
+	if len(s.welcome.ServerThumbprints) > 0 {
+		// The session is good either way; a list that cannot be used now
+		// is offered again on the next Welcome.
+		list, err := normalizeThumbprints(s.welcome.ServerThumbprints)
+		if err == nil {
+			err = a.adoptServerThumbprints(list)
+		}
+		if err != nil {
+			a.log.Warn("could not adopt the coordinator's certificate list", zap.Error(err))
+		}
+	}
+	return s, nil
+}
+
+// serve waits until the session ends or ctx is done, meanwhile checking
+// for a pending certificate rotation, which may replace the session. It
+// returns the last session, closed.
+func (a *Agent) serve(ctx context.Context, s *liveSession) *liveSession {
+	t := time.NewTicker(a.cfg.RotationCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			s.close()
+			return s
+		case <-s.ys.CloseChan():
+			s.close()
+			return s
+		case <-t.C:
+			if ns := a.rotate(ctx, s); ns != nil {
+				s.close()
+				s = ns
+			}
+		}
+	}
+}
+
+func (a *Agent) acceptLoop(s *liveSession) {
+	for {
+		st, err := s.ys.AcceptStream()
+		if err != nil {
+			return // the session is closed
+		}
+		select {
+		case s.handlers <- struct{}{}:
+		case <-s.ys.CloseChan():
+			st.Close()
+			return
+		}
+		s.wg.Go(func() {
+			defer func() { <-s.handlers }()
+			a.handle(s, st)
+		})
+	}
+}
+
+// handle serves one request: one frame in, one frame out.
+func (a *Agent) handle(s *liveSession, st *yamux.Stream) {
+	defer st.Close()
+	st.SetDeadline(time.Now().Add(streamTimeout))
+	f, err := protocol.ReadFrame(st, 0)
+	if err != nil {
+		a.log.Debug("could not read a request from the coordinator", zap.Error(err))
+		return
+	}
+	switch f.Type {
+	case protocol.TypeHealthRequest:
+		err = protocol.WriteFrame(st, protocol.TypeHealth, a.health())
+	case protocol.TypeServerCertificates:
+		err = a.handleServerCertificates(st, f)
+	case protocol.TypeGoAway:
+		err = a.handleGoAway(s, st, f)
+	default:
+		err = protocol.WriteError(st, protocol.CodeUnknownType, fmt.Sprintf("unknown message type %q", f.Type))
+	}
+	if err != nil {
+		// The coordinator went away mid-request; the session's end is
+		// logged by Run.
+		a.log.Debug("could not answer the coordinator", zap.String("type", f.Type), zap.Error(err))
+	}
+}
+
+func (a *Agent) handleServerCertificates(st *yamux.Stream, f protocol.Frame) error {
+	var req protocol.ServerCertificates
+	if err := f.Decode(&req); err != nil {
+		return protocol.WriteError(st, protocol.CodeBadRequest, err.Error())
+	}
+	if len(req.Thumbprints) == 0 {
+		return protocol.WriteError(st, protocol.CodeBadRequest, "empty coordinator certificate list: the agent would trust no coordinator")
+	}
+	list, err := normalizeThumbprints(req.Thumbprints)
+	if err != nil {
+		return protocol.WriteError(st, protocol.CodeBadRequest, err.Error())
+	}
+	if err := a.adoptServerThumbprints(list); err != nil {
+		return protocol.WriteError(st, protocol.CodeInternal, err.Error())
+	}
+	a.log.Info("coordinator certificate list updated", zap.Strings("thumbprints", list))
+	return protocol.WriteFrame(st, protocol.TypeAck, nil)
+}
+
+func (a *Agent) handleGoAway(s *liveSession, st *yamux.Stream, f protocol.Frame) error {
+	var g protocol.GoAway
+	if err := f.Decode(&g); err != nil {
+		return protocol.WriteError(st, protocol.CodeBadRequest, err.Error())
+	}
+	s.goAway.Store(&g)
+	err := protocol.WriteFrame(st, protocol.TypeAck, nil)
+	t := time.NewTimer(goAwayGrace)
+	select {
+	case <-s.ys.CloseChan():
+	case <-t.C:
+	}
+	t.Stop()
+	s.ys.Close()
+	return err
+}
+
+func normalizeThumbprints(in []string) ([]string, error) {
+	out := make([]string, len(in))
+	for i, t := range in {
+		n, err := certs.NormalizeThumbprint(t)
+		if err != nil {
+			return nil, fmt.Errorf("coordinator %w", err)
+		}
+		out[i] = n
+	}
+	return out, nil
+}
+
+// goAwayError is a session the coordinator ended with a GoAway.
+type goAwayError struct{ g protocol.GoAway }
+
+func (e *goAwayError) Error() string {
+	return "coordinator closed the session: " + e.g.Reason
+}
+
+// adoptServerThumbprints saves a new list of trusted coordinator
+// thumbprints and applies it to the next handshake. The pins change only
+// once the file is written, so the agent never trusts in memory what it
+// would forget on restart.
+func (a *Agent) adoptServerThumbprints(list []string) error {
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
+	if slices.Equal(list, a.state.ServerThumbprints) && a.state.ServerHint == list[0] {
+		return nil
+	}
+	next := a.state
+	next.ServerThumbprints = slices.Clone(list)
+	next.ServerHint = list[0]
+	if err := saveState(a.cfg.Home, next); err != nil {
+		return err
+	}
+	a.state = next
+	a.pins.Set(list...)
+	return nil
+}
+
+func (a *Agent) hello() protocol.Hello {
+	return protocol.Hello{
+		Version:     a.cfg.Version,
+		ProtocolMin: a.cfg.ProtocolMin,
+		ProtocolMax: a.cfg.ProtocolMax,
+		OS:          runtime.GOOS,
+		Arch:        runtime.GOARCH,
+		Hostname:    a.hostname,
+		Calamari:    calamariVersions(a.cfg.Home),
+	}
+}
+
+func (a *Agent) health() protocol.Health {
+	return protocol.Health{
+		Version:       a.cfg.Version,
+		UptimeSeconds: int64(time.Since(a.started) / time.Second),
+		OS:            runtime.GOOS,
+		Arch:          runtime.GOARCH,
+		Hostname:      a.hostname,
+		DiskFree:      diskFree(a.cfg.Home),
+		Calamari:      calamariVersions(a.cfg.Home),
+	}
+}
