@@ -31,6 +31,10 @@ const (
 	enrollTimeout = 30 * time.Second
 )
 
+// errReRegistration ends a session whose first call was a --force
+// re-registration rather than Hello: the agent reconnects as itself after.
+var errReRegistration = errors.New("session was used to register again")
+
 func (s *Server) acceptAgents() error {
 	var tempDelay time.Duration
 	for {
@@ -136,6 +140,10 @@ func (s *Server) handleConn(raw net.Conn) {
 		log.Info("agent certificate rotated", zap.String("agent", agent.Name))
 	}
 	as, err := s.hello(ctx, sess, agent, cs, raw.RemoteAddr().String())
+	if errors.Is(err, errReRegistration) {
+		s.metrics.handshakes.WithLabelValues(outcomeOK).Inc()
+		return
+	}
 	if err != nil {
 		s.metrics.handshakes.WithLabelValues(outcomeRefused).Inc()
 		log.Info("agent session refused", zap.String("agent", agent.Name), zap.Error(err))
@@ -164,7 +172,7 @@ func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, 
 	if f.Type == protocol.TypeRegister {
 		// A registered agent re-enrolling with --force.
 		s.handleRegister(ctx, st, f, certThumb(cs))
-		return nil, errors.New("re-registration session")
+		return nil, errReRegistration
 	}
 	if f.Type != protocol.TypeHello {
 		protocol.WriteError(st, protocol.CodeBadRequest, fmt.Sprintf("the first message must be hello, got %q", f.Type))
