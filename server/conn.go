@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"regexp"
@@ -328,7 +329,7 @@ func (s *Server) serveEnrollment(ctx context.Context, sess *yamux.Session, thumb
 		if f.Type != protocol.TypeRegister {
 			log.Info("unregistered certificate refused", zap.String("type", f.Type))
 			protocol.WriteError(st, protocol.CodeUnauthorized, "this certificate is not registered with the coordinator; only register is allowed (run \"tendril-agent register\")")
-			st.Close()
+			lingerClose(st)
 			return // and the session closes with it
 		}
 		s.handleRegister(ctx, st, f, thumb)
@@ -416,6 +417,16 @@ func (s *Server) dropAgent(id, reason string) {
 	protocol.Call(ctx, as.sess, protocol.TypeGoAway, protocol.GoAway{Reason: reason}, protocol.TypeAck, nil)
 	as.sess.Close()
 	s.sessions.remove(as)
+}
+
+// lingerClose closes a stream after giving the peer a moment to read the
+// reply and close its side. Closing the whole session straight after a
+// reply can otherwise make the peer's own pending write fail with "session
+// shutdown" before it reads why it was refused.
+func lingerClose(st *yamux.Stream) {
+	st.SetReadDeadline(time.Now().Add(2 * time.Second))
+	io.Copy(io.Discard, io.LimitReader(st, protocol.MaxFrameSize))
+	st.Close()
 }
 
 func yamuxLogger(l *zap.Logger) *log.Logger {

@@ -179,5 +179,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	// Join strings carry '&'; escaping it as \u0026 would make them
+	// awkward to copy from the raw API.
+	enc.SetEscapeHTML(false)
 	enc.Encode(v)
 }

@@ -25,6 +25,16 @@ import (
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
+// Default addresses.
+const (
+	// DefaultHTTP is where the API listens unless told otherwise: loopback
+	// only, since it is plain HTTP.
+	DefaultHTTP = "127.0.0.1:10980"
+)
+
+// DefaultListen is where agents connect unless told otherwise.
+var DefaultListen = fmt.Sprintf(":%d", protocol.DefaultPort)
+
 // Config configures a coordinator. Zero values take the documented
 // defaults.
 type Config struct {
@@ -75,10 +85,10 @@ type Config struct {
 
 func (c *Config) setDefaults() {
 	if c.Listen == "" {
-		c.Listen = fmt.Sprintf(":%d", protocol.DefaultPort)
+		c.Listen = DefaultListen
 	}
 	if c.HTTP == "" {
-		c.HTTP = "127.0.0.1:10980"
+		c.HTTP = DefaultHTTP
 	}
 	if c.TLSMin == 0 {
 		c.TLSMin = tls.VersionTLS12
