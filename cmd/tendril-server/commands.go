@@ -1,0 +1,415 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server"
+	"github.com/tendrildeploy/tendril/server/admin"
+	"github.com/tendrildeploy/tendril/version"
+)
+
+// Environment variables the command reads.
+const (
+	envData   = "TENDRIL_DATA"
+	envURL    = "TENDRIL_URL"
+	envAPIKey = "TENDRIL_API_KEY"
+)
+
+// adminTimeout bounds one admin command. The longest call, a certificate
+// rotation, is bounded at five minutes by the coordinator itself; this
+// only keeps a hung coordinator from hanging a script forever.
+const adminTimeout = 6 * time.Minute
+
+// env is the process's world as the commands see it, so tests can give
+// their own.
+type env struct {
+	stdout, stderr io.Writer
+	getenv         func(string) string
+	// console is true when stderr is a terminal: logs are then for a
+	// person, not a collector.
+	console bool
+}
+
+// execute runs the command line args and returns the exit code: 0, 1 for
+// a failure, 2 for a usage error. Every failure is one line on stderr.
+func execute(ctx context.Context, args []string, e env) int {
+	root := newRootCmd(e)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintln(e.stderr, errorLine(err))
+	var ue *usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
+}
+
+func newRootCmd(e env) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "tendril-server",
+		Short:         "Tendril coordinator: enrolls agents, keeps their sessions and serves the admin API",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.ArbitraryArgs,
+		RunE:          groupRunE,
+	}
+	root.SetOut(e.stdout)
+	root.SetErr(e.stderr)
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageErrorf(c, "%v", err) })
+	root.AddCommand(
+		newInitCmd(e), newRunCmd(e), newThumbprintCmd(e),
+		newTokenCmd(e), newAgentsCmd(e), newCertificateCmd(e), newVersionCmd(e),
+	)
+	return root
+}
+
+// groupRunE makes a command that only groups others refuse to run alone:
+// cobra would print help and exit 0, which hides typos in scripts.
+func groupRunE(c *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usageErrorf(c, "unknown command %q for %q", args[0], c.CommandPath())
+	}
+	c.SetOut(c.ErrOrStderr())
+	c.Help()
+	return usageErrorf(c, "no command given")
+}
+
+func noArgs(c *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usageErrorf(c, "unexpected argument %q", args[0])
+	}
+	return nil
+}
+
+func oneArg(name string) cobra.PositionalArgs {
+	return func(c *cobra.Command, args []string) error {
+		if len(args) != 1 {
+			return usageErrorf(c, "want exactly one %s, got %d arguments", name, len(args))
+		}
+		return nil
+	}
+}
+
+// dataDir returns --data or, without it, $TENDRIL_DATA.
+func dataDir(c *cobra.Command, flag string, e env) (string, error) {
+	if d := first(flag, e.getenv(envData)); d != "" {
+		return d, nil
+	}
+	return "", usageErrorf(c, "no data folder given: use --data DIR or set %s", envData)
+}
+
+func newInitCmd(e env) *cobra.Command {
+	var data string
+	c := &cobra.Command{
+		Use:   "init --data DIR",
+		Short: "Create a coordinator in a data folder: keys, certificates, database and an admin API key",
+		Args:  noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			dir, err := dataDir(c, data, e)
+			if err != nil {
+				return err
+			}
+			res, err := server.Init(c.Context(), dir)
+			if errors.Is(err, server.ErrAlreadyInitialized) {
+				return fmt.Errorf("%w; nothing was changed (start it with \"tendril-server run --data %s\")", err, dir)
+			}
+			if err != nil {
+				return err
+			}
+			return writeInit(e.stdout, res)
+		},
+	}
+	c.Flags().StringVar(&data, "data", "", "data folder to create (default $"+envData+")")
+	return c
+}
+
+func newRunCmd(e env) *cobra.Command {
+	var (
+		data, listen, httpAddr, tlsMin string
+		httpCert, httpKey, logLevel    string
+		healthInterval                 time.Duration
+	)
+	c := &cobra.Command{
+		Use:   "run --data DIR",
+		Short: "Run the coordinator in the foreground until interrupted",
+		Args:  noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			dir, err := dataDir(c, data, e)
+			if err != nil {
+				return err
+			}
+			minVersion, err := protocol.ParseTLSVersion(tlsMin)
+			if err != nil {
+				return usageErrorf(c, "--tls-min: %v", err)
+			}
+			if healthInterval <= 0 {
+				return usageErrorf(c, "--health-interval must be positive, got %s", healthInterval)
+			}
+			httpTLS, err := loadHTTPTLS(httpCert, httpKey)
+			if err != nil {
+				return err
+			}
+			log, err := newLogger(logLevel, e.stderr, e.console)
+			if err != nil {
+				return usageErrorf(c, "--log-level: %v", err)
+			}
+			defer log.Sync()
+			if protocol.LegacyTLS(minVersion) {
+				log.Named("cmd").Warn("agents may connect with TLS below 1.2; such agents are shown with a health warning",
+					zap.String("tls_min", tlsMin))
+			}
+			srv, err := server.New(c.Context(), server.Config{
+				DataDir: dir, Listen: listen, HTTP: httpAddr, HTTPTLS: httpTLS,
+				TLSMin: minVersion, HealthInterval: healthInterval,
+				Version: version.Version, Logger: log,
+			})
+			if err != nil {
+				return err
+			}
+			return srv.Run(c.Context())
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&data, "data", "", "data folder made by init (default $"+envData+")")
+	f.StringVar(&listen, "listen", server.DefaultListen, "address agents connect to")
+	f.StringVar(&httpAddr, "http", server.DefaultHTTP, "address of the HTTP API; beyond loopback it needs --http-cert and --http-key")
+	f.StringVar(&tlsMin, "tls-min", "1.2", "lowest TLS version agents may use: 1.0, 1.1, 1.2 or 1.3 (below 1.2 only for old hosts)")
+	f.DurationVar(&healthInterval, "health-interval", time.Minute, "how often every connected agent's health is checked")
+	f.StringVar(&httpCert, "http-cert", "", "PEM certificate (chain) to serve the HTTP API over HTTPS")
+	f.StringVar(&httpKey, "http-key", "", "PEM private key of --http-cert")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	return c
+}
+
+// loadHTTPTLS reads the API's HTTPS certificate. The API always requires
+// TLS 1.2: lower versions exist only for old agents on the agent port.
+func loadHTTPTLS(certFile, keyFile string) (*tls.Config, error) {
+	if certFile == "" && keyFile == "" {
+		return nil, nil
+	}
+	if certFile == "" || keyFile == "" {
+		return nil, &usageError{err: errors.New("--http-cert and --http-key must be given together"), cmd: "tendril-server run"}
+	}
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("load HTTPS certificate: %w", err)
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}}, nil
+}
+
+func newThumbprintCmd(e env) *cobra.Command {
+	var data string
+	c := &cobra.Command{
+		Use:   "thumbprint --data DIR",
+		Short: "Print the coordinator's certificate thumbprint, which agents pin",
+		Args:  noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			dir, err := dataDir(c, data, e)
+			if err != nil {
+				return err
+			}
+			t, err := server.ReadThumbprint(dir)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(e.stdout, t)
+			return err
+		},
+	}
+	c.Flags().StringVar(&data, "data", "", "data folder made by init (default $"+envData+")")
+	return c
+}
+
+// addTargetFlags adds the flags that say which coordinator an admin
+// command talks to.
+func addTargetFlags(c *cobra.Command, t *targetFlags) {
+	f := c.PersistentFlags()
+	f.StringVar(&t.DataDir, "data", "", "data folder of a coordinator running on this host (default $"+envData+")")
+	f.StringVar(&t.URL, "url", "", "URL of the coordinator's API, e.g. http://127.0.0.1:10980 (default $"+envURL+")")
+	f.StringVar(&t.APIKey, "api-key", "", "API key (default $"+envAPIKey+", which keeps it out of the process list)")
+}
+
+// adminCall runs fn with a client of the coordinator the flags name.
+func adminCall(c *cobra.Command, t targetFlags, e env, fn func(ctx context.Context, cl *admin.Client) error) error {
+	url, key, err := resolveTarget(t, e.getenv)
+	if err != nil {
+		if ue, ok := errors.AsType[*usageError](err); ok {
+			ue.cmd = c.CommandPath()
+		}
+		return err
+	}
+	cl, err := admin.New(url, key, nil)
+	if err != nil {
+		return err
+	}
+	defer cl.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(c.Context(), adminTimeout)
+	defer cancel()
+	return fn(ctx, cl)
+}
+
+func newTokenCmd(e env) *cobra.Command {
+	var t targetFlags
+	group := &cobra.Command{
+		Use:   "token",
+		Short: "Enrollment tokens",
+		Args:  cobra.ArbitraryArgs,
+		RunE:  groupRunE,
+	}
+	addTargetFlags(group, &t)
+	var (
+		environment string
+		ttl         time.Duration
+		servers     []string
+		asJSON      bool
+	)
+	create := &cobra.Command{
+		Use:   "create --environment ENV",
+		Short: "Create a one-time enrollment token and print the join string for tendril-agent register --join",
+		Args:  noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if environment == "" {
+				return usageErrorf(c, "--environment is required")
+			}
+			req := server.TokenRequest{Environment: environment, TTL: ttl.String(), Servers: servers}
+			return adminCall(c, t, e, func(ctx context.Context, cl *admin.Client) error {
+				res, err := cl.CreateToken(ctx, req)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return writeJSON(e.stdout, res)
+				}
+				_, err = fmt.Fprintln(e.stdout, res.Join)
+				return err
+			})
+		},
+	}
+	f := create.Flags()
+	f.StringVar(&environment, "environment", "", "environment the agent joins (required)")
+	f.DurationVar(&ttl, "ttl", server.DefaultTokenTTL, "how long the token can be used")
+	f.StringSliceVar(&servers, "server", nil, "coordinator HOST:PORT agents should dial, repeatable (default: the agent listen address)")
+	f.BoolVar(&asJSON, "json", false, "print the token as JSON")
+	group.AddCommand(create)
+	return group
+}
+
+func newAgentsCmd(e env) *cobra.Command {
+	var t targetFlags
+	group := &cobra.Command{
+		Use:   "agents",
+		Short: "List and delete agents",
+		Args:  cobra.ArbitraryArgs,
+		RunE:  groupRunE,
+	}
+	addTargetFlags(group, &t)
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List agents with their connection, health, TLS version, Calamari and upgrade state",
+		Args:  noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return adminCall(c, t, e, func(ctx context.Context, cl *admin.Client) error {
+				if asJSON {
+					raw, err := cl.AgentsJSON(ctx)
+					if err != nil {
+						return err
+					}
+					return writeRawJSON(e.stdout, raw)
+				}
+				agents, err := cl.Agents(ctx)
+				if err != nil {
+					return err
+				}
+				return writeAgents(e.stdout, agents, time.Now())
+			})
+		},
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "print the GET /api/agents array")
+	del := &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete an agent: its session ends and its certificate is refused from then on",
+		Args:  oneArg("agent name"),
+		RunE: func(c *cobra.Command, args []string) error {
+			return adminCall(c, t, e, func(ctx context.Context, cl *admin.Client) error {
+				if err := cl.DeleteAgent(ctx, args[0]); err != nil {
+					return err
+				}
+				_, err := fmt.Fprintf(e.stdout, "Deleted agent %s; its certificate is refused from now on.\n", args[0])
+				return err
+			})
+		},
+	}
+	group.AddCommand(list, del)
+	return group
+}
+
+func newCertificateCmd(e env) *cobra.Command {
+	var t targetFlags
+	group := &cobra.Command{
+		Use:   "certificate",
+		Short: "The coordinator's certificate",
+		Args:  cobra.ArbitraryArgs,
+		RunE:  groupRunE,
+	}
+	addTargetFlags(group, &t)
+	var asJSON bool
+	rotate := &cobra.Command{
+		Use:   "rotate",
+		Short: "Replace the coordinator's certificate; connected agents learn the new thumbprint first",
+		Args:  noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return adminCall(c, t, e, func(ctx context.Context, cl *admin.Client) error {
+				res, err := cl.RotateCertificate(ctx)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return writeJSON(e.stdout, res)
+				}
+				// Whether the previous certificate is still served is worth
+				// saying; if the coordinator cannot tell, assume it is.
+				served := true
+				if info, err := cl.Info(ctx); err == nil {
+					served = slices.Contains(info.Thumbprints, res.Previous)
+				}
+				return writeRotation(e.stdout, res, served)
+			})
+		},
+	}
+	rotate.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	group.AddCommand(rotate)
+	return group
+}
+
+func newVersionCmd(e env) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if asJSON {
+				return writeJSON(e.stdout, map[string]string{"version": version.Version})
+			}
+			_, err := fmt.Fprintln(e.stdout, version.Version)
+			return err
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, `print {"version": "..."}`)
+	return c
+}

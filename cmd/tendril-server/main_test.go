@@ -1,0 +1,177 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server"
+)
+
+// syncBuffer is a bytes.Buffer that a running command and the test can
+// share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// cli runs one command line with a clean environment plus vars.
+func cli(t *testing.T, ctx context.Context, vars map[string]string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut syncBuffer
+	code = execute(ctx, args, env{stdout: &out, stderr: &errOut, getenv: func(k string) string { return vars[k] }})
+	return code, out.String(), errOut.String()
+}
+
+func TestUsageErrors(t *testing.T) {
+	ctx := context.Background()
+	for _, args := range [][]string{
+		{},
+		{"bogus"},
+		{"agents"},
+		{"agents", "bogus"},
+		{"agents", "list", "--bogus"},
+		{"agents", "list"}, // no coordinator named
+		{"agents", "delete"},
+		{"token", "create", "--data", "x"}, // no --environment
+		{"init"},                           // no --data
+		{"run", "--data", "x", "--tls-min", "1.4"},
+		{"run", "--data", "x", "--http-cert", "c.pem"},
+		{"run", "--data", "x", "--log-level", "loud"},
+		{"version", "extra"},
+	} {
+		code, stdout, stderr := cli(t, ctx, nil, args...)
+		lines := strings.Split(strings.TrimSpace(stderr), "\n")
+		last := lines[len(lines)-1]
+		if code != 2 || !strings.HasPrefix(last, "tendril-server: ") || strings.Contains(stdout, "tendril-server:") {
+			t.Errorf("%q: code %d, stdout %q, stderr %q; want 2 and one tendril-server: line", args, code, stdout, stderr)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	code, stdout, _ := cli(t, context.Background(), nil, "version", "--json")
+	var v map[string]string
+	if code != 0 || json.Unmarshal([]byte(stdout), &v) != nil || v["version"] == "" || len(v) != 1 {
+		t.Fatalf("version --json: %d %q", code, stdout)
+	}
+}
+
+// TestCommandsAgainstRunningCoordinator goes through the whole command
+// line: init, run, the admin commands through --data and through
+// --url/--api-key, and a clean stop.
+func TestCommandsAgainstRunningCoordinator(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	bg := context.Background()
+
+	code, stdout, stderr := cli(t, bg, nil, "init", "--data", dir)
+	if code != 0 || !strings.Contains(stdout, "Admin API key: tdk_") || !strings.Contains(stdout, filepath.Join(dir, "admin.key")) {
+		t.Fatalf("init: %d %q %q", code, stdout, stderr)
+	}
+	thumb, err := server.ReadThumbprint(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stdout, thumb) {
+		t.Fatalf("init did not print the thumbprint: %q", stdout)
+	}
+	if code, _, stderr := cli(t, bg, nil, "init", "--data", dir); code != 1 || !strings.Contains(stderr, "already initialized") {
+		t.Fatalf("second init: %d %q", code, stderr)
+	}
+	// --data defaults to $TENDRIL_DATA.
+	if code, stdout, _ := cli(t, bg, map[string]string{envData: dir}, "thumbprint"); code != 0 || stdout != thumb+"\n" {
+		t.Fatalf("thumbprint: %d %q", code, stdout)
+	}
+	if code, _, stderr := cli(t, bg, nil, "agents", "list", "--data", dir); code != 1 || !strings.Contains(stderr, "no coordinator is running") {
+		t.Fatalf("list before run: %d %q", code, stderr)
+	}
+
+	runCtx, stop := context.WithCancel(bg)
+	runDone := make(chan int, 1)
+	var runErr syncBuffer
+	go func() {
+		runDone <- execute(runCtx, []string{"run", "--data", dir, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-level", "debug"},
+			env{stdout: &bytes.Buffer{}, stderr: &runErr, getenv: func(string) string { return "" }})
+	}()
+	defer func() {
+		stop()
+		if code := <-runDone; code != 0 {
+			t.Errorf("run exited %d: %s", code, runErr.String())
+		}
+		if _, err := os.Stat(filepath.Join(dir, server.RunFile)); !os.IsNotExist(err) {
+			t.Errorf("run.json left behind: %v", err)
+		}
+	}()
+	var ri server.RunInfo
+	deadline := time.Now().Add(10 * time.Second)
+	for ri, err = server.ReadRunInfo(dir); err != nil; ri, err = server.ReadRunInfo(dir) {
+		if time.Now().After(deadline) {
+			t.Fatalf("coordinator did not start: %v\n%s", err, runErr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	code, stdout, stderr = cli(t, bg, nil, "agents", "list", "--data", dir, "--json")
+	if code != 0 || strings.TrimSpace(stdout) != "[]" {
+		t.Fatalf("agents list --json: %d %q %q", code, stdout, stderr)
+	}
+	code, stdout, stderr = cli(t, bg, nil, "token", "create", "--data", dir, "--environment", "Local", "--ttl", "2h")
+	if code != 0 || strings.Count(stdout, "\n") != 1 {
+		t.Fatalf("token create: %d %q %q", code, stdout, stderr)
+	}
+	j, err := protocol.ParseJoin(stdout)
+	if err != nil || j.Thumbprint != thumb || j.Servers[0] != ri.AgentAddr {
+		t.Fatalf("join %q: %+v %v", stdout, j, err)
+	}
+	code, stdout, _ = cli(t, bg, nil, "token", "create", "--data", dir, "--environment", "Local", "--server", "tendril.example:10943", "--json")
+	var tok server.TokenResult
+	if code != 0 || json.Unmarshal([]byte(stdout), &tok) != nil || !strings.HasPrefix(tok.Join, "tendril://tendril.example:10943/?") || !strings.Contains(stdout, "&token=") {
+		t.Fatalf("token create --json: %d %q", code, stdout)
+	}
+
+	key, err := os.ReadFile(filepath.Join(dir, server.AdminKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote := map[string]string{envURL: "http://" + ri.HTTP, envAPIKey: strings.TrimSpace(string(key))}
+	if code, stdout, stderr := cli(t, bg, remote, "agents", "list"); code != 0 || !strings.HasPrefix(stdout, "No agents yet.") {
+		t.Fatalf("agents list via env: %d %q %q", code, stdout, stderr)
+	}
+	// A wrong key on the command line beats the right one in the
+	// environment, and the API's reason reaches the user.
+	code, _, stderr = cli(t, bg, remote, "agents", "list", "--api-key", "tdk_wrong")
+	if code != 1 || stderr != "tendril-server: list agents: the API key is not valid (HTTP 401)\n" {
+		t.Fatalf("wrong key: %d %q", code, stderr)
+	}
+	code, _, stderr = cli(t, bg, nil, "agents", "delete", "ghost", "--data", dir)
+	if code != 1 || stderr != "tendril-server: delete agent \"ghost\": no agent named \"ghost\" (HTTP 404)\n" {
+		t.Fatalf("delete unknown: %d %q", code, stderr)
+	}
+	code, stdout, stderr = cli(t, bg, nil, "certificate", "rotate", "--data", dir, "--json")
+	var rot server.RotationResult
+	if code != 0 || json.Unmarshal([]byte(stdout), &rot) != nil || rot.Previous != thumb || rot.Thumbprint == thumb {
+		t.Fatalf("rotate: %d %q %q", code, stdout, stderr)
+	}
+	if code, stdout, _ := cli(t, bg, nil, "thumbprint", "--data", dir); code != 0 || stdout != rot.Thumbprint+"\n" {
+		t.Fatalf("thumbprint after rotation: %d %q", code, stdout)
+	}
+}
