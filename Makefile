@@ -1,0 +1,45 @@
+# Tendril build, run and test entry points. `make run` and `make test` are
+# the two commands a new machine needs; both install what they lack.
+
+# Go may be installed without being on PATH yet (a fresh machine, CI).
+export PATH := $(PATH):/usr/local/go/bin
+
+GO ?= go
+
+# VERSION stamps every binary. Default: the git tag describing this commit
+# (without its leading "v") when there is one, else 0.0.0-dev, so untagged
+# builds never pose as releases.
+ifndef VERSION
+VERSION := $(shell v=$$(git describe --tags --always --dirty 2>/dev/null | sed -nE 's/^v?([0-9]+\.[0-9]+\.[0-9]+([-+.][0-9A-Za-z.+-]*)?)$$/\1/p'); echo "$${v:-0.0.0-dev}")
+endif
+# A leading "v" is dropped from a given VERSION too: versions are compared
+# as semantic versions without it.
+override VERSION := $(patsubst v%,%,$(VERSION))
+
+LDFLAGS := -X github.com/tendrildeploy/tendril/version.Version=$(VERSION)
+FUZZTIME ?= 30s
+
+.PHONY: build run test fuzz
+
+## build: put tendril-server and tendril-agent, stamped with VERSION, in ./bin
+build:
+	@mkdir -p bin
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/tendril-server ./cmd/tendril-server
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/tendril-agent ./cmd/tendril-agent
+	@echo "built bin/tendril-server and bin/tendril-agent, version $(VERSION)"
+# The Calamari bundle (./dist/calamari-$(VERSION).tar.gz) will be built
+# here too once cmd/calamari exists.
+
+## run: start a coordinator in ./data and one agent enrolled with it; Ctrl-C stops both
+run: build
+	@scripts/run.sh
+
+## test: install test dependencies, vet, and run every test with the race detector
+test:
+	@scripts/deps.sh
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+## fuzz: run every fuzz target for FUZZTIME each (default 30s)
+fuzz:
+	@FUZZTIME=$(FUZZTIME) scripts/fuzz.sh

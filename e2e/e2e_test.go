@@ -1,0 +1,280 @@
+// Package e2e builds the real tendril-server and tendril-agent binaries and
+// drives them the way an operator does: init, run, token create, register,
+// agent run, agents list, kill -9 and restart, delete.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const testVersion = "9.8.7-e2e"
+
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "tendril-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	code := func() int {
+		defer os.RemoveAll(dir)
+		for _, cmd := range []string{"tendril-server", "tendril-agent"} {
+			build := exec.Command("go", "build", "-o", filepath.Join(dir, cmd),
+				"-ldflags", "-X github.com/tendrildeploy/tendril/version.Version="+testVersion,
+				"github.com/tendrildeploy/tendril/cmd/"+cmd)
+			build.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if out, err := build.CombinedOutput(); err != nil {
+				fmt.Fprintf(os.Stderr, "build %s: %v\n%s", cmd, err, out)
+				return 1
+			}
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// run runs a binary to completion and returns stdout; stderr goes to the
+// test log.
+func run(t *testing.T, bin string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, bin), args...)
+	cmd.Env = cleanEnv()
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err != nil {
+		err = fmt.Errorf("%s %s: %w: %s", bin, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), err
+}
+
+func mustRun(t *testing.T, bin string, args ...string) string {
+	t.Helper()
+	out, err := run(t, bin, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// cleanEnv keeps the operator's TENDRIL_* variables out of the test.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "TENDRIL_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// daemon is a long-running binary.
+type daemon struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	log  *bytes.Buffer
+}
+
+func start(t *testing.T, bin string, args ...string) *daemon {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, bin), args...)
+	cmd.Env = cleanEnv()
+	var log bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{cmd: cmd, done: make(chan struct{}), log: &log}
+	go func() { cmd.Wait(); close(d.done) }()
+	t.Cleanup(func() {
+		d.kill()
+		if t.Failed() {
+			t.Logf("%s log:\n%s", bin, log.String())
+		}
+	})
+	return d
+}
+
+func (d *daemon) kill() {
+	d.cmd.Process.Signal(syscall.SIGKILL)
+	<-d.done
+}
+
+// interrupt stops the daemon as Ctrl-C would and reports its exit code.
+func (d *daemon) interrupt(t *testing.T) int {
+	t.Helper()
+	d.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-d.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("did not stop within 30s of SIGINT")
+	}
+	return d.cmd.ProcessState.ExitCode()
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+type agentRow struct {
+	Name            string `json:"name"`
+	Environment     string `json:"environment"`
+	Version         string `json:"version"`
+	Connected       bool   `json:"connected"`
+	Health          string `json:"health"`
+	TLSVersion      string `json:"tls_version"`
+	Thumbprint      string `json:"thumbprint"`
+	CalamariVersion string `json:"calamari_version"`
+	CalamariCurrent bool   `json:"calamari_current"`
+	Upgrade         string `json:"upgrade"`
+	LastSeen        string `json:"last_seen"`
+	ID              string `json:"id"`
+}
+
+func listAgents(t *testing.T, data string) []agentRow {
+	t.Helper()
+	out, err := run(t, "tendril-server", "agents", "list", "--data", data, "--json")
+	if err != nil {
+		return nil // the coordinator may be restarting
+	}
+	var rows []agentRow
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatalf("agents list --json is not a JSON array: %v\n%s", err, out)
+	}
+	return rows
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func healthy(rows []agentRow, name string) bool {
+	for _, r := range rows {
+		if r.Name == name && r.Connected && r.Health == "healthy" {
+			return true
+		}
+	}
+	return false
+}
+
+func TestOperatorJourney(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	agentAddr, httpAddr := freePort(t), freePort(t)
+
+	initOut := mustRun(t, "tendril-server", "init", "--data", data)
+	thumb := strings.TrimSpace(mustRun(t, "tendril-server", "thumbprint", "--data", data))
+	if len(thumb) != 64 || !strings.Contains(initOut, thumb) {
+		t.Fatalf("thumbprint %q: want 64 hex digits, also printed by init:\n%s", thumb, initOut)
+	}
+	if _, err := run(t, "tendril-server", "init", "--data", data); err == nil {
+		t.Fatal("second init succeeded, want a refusal")
+	}
+
+	serverArgs := []string{"run", "--data", data, "--listen", agentAddr, "--http", httpAddr, "--health-interval", "1s"}
+	srv := start(t, "tendril-server", serverArgs...)
+	waitFor(t, "coordinator API", func() bool { return listAgents(t, data) != nil })
+
+	join := strings.TrimSpace(mustRun(t, "tendril-server", "token", "create", "--data", data, "--environment", "Production"))
+	if !strings.HasPrefix(join, "tendril://") {
+		t.Fatalf("token create printed %q, want a join string", join)
+	}
+	home := filepath.Join(t.TempDir(), "agent")
+	mustRun(t, "tendril-agent", "register", "--home", home, "--join", join, "--name", "web-1")
+	// The token was used: a second agent cannot reuse it.
+	if _, err := run(t, "tendril-agent", "register", "--home", filepath.Join(t.TempDir(), "b"), "--join", join, "--name", "web-2"); err == nil || !strings.Contains(err.Error(), "already been used") {
+		t.Fatalf("reused token: got %v, want a refusal that says it was used", err)
+	}
+
+	if v := mustRun(t, "tendril-agent", "version", "--json"); !strings.Contains(v, `"version": "`+testVersion+`"`) && !strings.Contains(v, `"version":"`+testVersion+`"`) {
+		t.Fatalf("agent version --json: got %s, want %s", v, testVersion)
+	}
+	agentThumb := strings.TrimSpace(mustRun(t, "tendril-agent", "thumbprint", "--home", home))
+
+	start(t, "tendril-agent", "run", "--home", home)
+	var rows []agentRow
+	waitFor(t, "web-1 healthy", func() bool { rows = listAgents(t, data); return healthy(rows, "web-1") })
+	r := rows[0]
+	if r.Environment != "Production" || r.Version != testVersion || r.TLSVersion != "1.3" || r.Thumbprint != agentThumb || r.Upgrade != "none" || r.ID == "" {
+		t.Fatalf("agents list: got %+v", r)
+	}
+	if _, err := time.Parse(time.RFC3339, r.LastSeen); err != nil {
+		t.Fatalf("last_seen %q: %v", r.LastSeen, err)
+	}
+
+	// kill -9 the coordinator and start it again: the agent comes back on
+	// its own.
+	srv.kill()
+	srv = start(t, "tendril-server", serverArgs...)
+	waitFor(t, "web-1 healthy after a coordinator crash", func() bool { return healthy(listAgents(t, data), "web-1") })
+
+	// Delete: dropped at once and refused from then on.
+	mustRun(t, "tendril-server", "agents", "delete", "web-1", "--data", data)
+	if rows := listAgents(t, data); len(rows) != 0 {
+		t.Fatalf("after delete: got %+v, want no agents", rows)
+	}
+	if code := srv.interrupt(t); code != 0 {
+		t.Fatalf("coordinator exit code after SIGINT: got %d, want 0", code)
+	}
+}
+
+func TestCommandsRejectBadInput(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	mustRun(t, "tendril-server", "init", "--data", data)
+	home := t.TempDir()
+	tests := []struct {
+		name string
+		bin  string
+		args []string
+		want string
+	}{
+		{"malformed join string", "tendril-agent", []string{"register", "--home", home, "--join", "tendril://nowhere"}, "join string"},
+		{"join and explicit flags together", "tendril-agent", []string{"register", "--home", home, "--join", "x", "--token", "y"}, "--join"},
+		{"bad thumbprint", "tendril-agent", []string{"register", "--home", home, "--server", "127.0.0.1:1", "--server-thumbprint", "abc", "--token", "t"}, "thumbprint"},
+		{"run unregistered", "tendril-agent", []string{"run", "--home", home}, "tendril-agent register"},
+		{"bad tls minimum", "tendril-server", []string{"run", "--data", data, "--tls-min", "0.9"}, "1.0, 1.1, 1.2, 1.3"},
+		{"coordinator not running", "tendril-server", []string{"agents", "list", "--data", data}, "no coordinator is running"},
+		{"uninitialized data", "tendril-server", []string{"thumbprint", "--data", t.TempDir()}, "init"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := run(t, tt.bin, tt.args...)
+			if err == nil {
+				t.Fatal("exit 0, want a failure")
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %v, want a reason mentioning %q", err, tt.want)
+			}
+			if strings.Count(strings.TrimSpace(err.Error()), "\n") > 0 {
+				t.Errorf("want a one-line reason, got:\n%v", err)
+			}
+		})
+	}
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# deps.sh installs what the tests need and the machine lacks. It changes
+# nothing on a machine that has everything, so it is safe to run each time.
+set -euo pipefail
+
+missing=()
+# openssl: a non-Go TLS peer for the TLS policy tests.
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# A C compiler: go test -race needs cgo.
+command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+
+if [ ${#missing[@]} -eq 0 ]; then
+	exit 0
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+	echo "deps.sh: please install: ${missing[*]} (no apt-get on this machine)" >&2
+	exit 1
+fi
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+	sudo=(sudo)
+fi
+echo "deps.sh: installing ${missing[*]}"
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# run.sh is `make run`: a coordinator in ./data and one agent enrolled with
+# it, both in the background of this script, until Ctrl-C stops both.
+#
+# It is idempotent: the first run initializes ./data and registers the
+# agent in ./data/agent-home; later runs reuse both.
+#
+# Environment: TENDRIL_LISTEN (agent port, default :10943) and TENDRIL_HTTP
+# (API, default 127.0.0.1:10980) override the coordinator's addresses.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+data=./data
+home=$data/agent-home
+listen=${TENDRIL_LISTEN:-:10943}
+http=${TENDRIL_HTTP:-127.0.0.1:10980}
+server=bin/tendril-server
+agent=bin/tendril-agent
+
+# The admin commands below must talk to the coordinator started here, not
+# to one the caller's environment points at.
+unset TENDRIL_URL TENDRIL_API_KEY TENDRIL_DATA
+
+say() { printf '%s\n' "$*"; }
+die() {
+	printf 'make run: %s\n' "$*" >&2
+	exit 1
+}
+
+# hostport HOST:PORT prints "HOST PORT"; an empty or wildcard host becomes
+# loopback, which is where this script reaches the processes it started.
+hostport() {
+	local host=${1%:*} port=${1##*:}
+	host=${host#[}
+	host=${host%]}
+	case $host in "" | 0.0.0.0 | ::) host=127.0.0.1 ;; esac
+	printf '%s %s\n' "$host" "$port"
+}
+read -r http_host http_port < <(hostport "$http")
+read -r agent_host agent_port < <(hostport "$listen")
+case $http_host in *:*) api_url="http://[$http_host]:$http_port" ;; *) api_url="http://$http_host:$http_port" ;; esac
+case $agent_host in *:*) agent_dial="[$agent_host]:$agent_port" ;; *) agent_dial="$agent_host:$agent_port" ;; esac
+
+[ -x "$server" ] && [ -x "$agent" ] || die "$server and $agent are missing: run \"make build\" first"
+
+server_pid=""
+agent_pid=""
+
+# stop ends both processes and waits for them, so that Ctrl-C leaves
+# nothing running. TERM is what the service managers send too.
+stop() {
+	trap - INT TERM EXIT
+	local code=${1:-0}
+	if [ -n "$server_pid$agent_pid" ]; then
+		say ""
+		say "Stopping..."
+		[ -n "$agent_pid" ] && kill -TERM "$agent_pid" 2>/dev/null || true
+		[ -n "$server_pid" ] && kill -TERM "$server_pid" 2>/dev/null || true
+		[ -n "$agent_pid" ] && wait "$agent_pid" 2>/dev/null || true
+		[ -n "$server_pid" ] && wait "$server_pid" 2>/dev/null || true
+		say "Stopped."
+	fi
+	exit "$code"
+}
+trap 'stop 0' INT TERM
+# Any failure on the way up must not leave half a setup running.
+trap 'stop 1' EXIT
+
+alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
+
+# A second coordinator on the same data folder would fight over it.
+if [ -f "$data/run.json" ]; then
+	pid=$(sed -nE 's/^ *"pid": *([0-9]+).*/\1/p' "$data/run.json")
+	if alive "$pid"; then
+		trap - EXIT
+		die "a coordinator is already running with $data (pid $pid); stop it first"
+	fi
+fi
+
+if ! "$server" thumbprint --data "$data" >/dev/null 2>&1; then
+	say "Initializing a coordinator in $data"
+	# init's closing hint (how to start the coordinator) is done below.
+	"$server" init --data "$data" | grep -v '^Start the coordinator'
+	say ""
+fi
+
+mkdir -p "$data"
+say "Starting the coordinator (log: $data/server.log)"
+"$server" run --data "$data" --listen "$listen" --http "$http" >>"$data/server.log" 2>&1 &
+server_pid=$!
+
+# healthz succeeds when the API answers GET /healthz with 200.
+healthz() {
+	if command -v curl >/dev/null 2>&1; then
+		curl -fsS -o /dev/null --max-time 2 "$api_url/healthz" 2>/dev/null
+	else
+		# bash alone, for machines without curl.
+		(
+			exec 3<>"/dev/tcp/$http_host/$http_port" || exit 1
+			printf 'GET /healthz HTTP/1.0\r\nHost: %s\r\n\r\n' "$http_host" >&3
+			head -n 1 <&3 | grep -q ' 200 '
+		) 2>/dev/null
+	fi
+}
+
+deadline=$((SECONDS + 30))
+until healthz; do
+	alive "$server_pid" || die "the coordinator exited; see $data/server.log: $(tail -n 1 "$data/server.log")"
+	[ $SECONDS -lt $deadline ] || die "the coordinator did not answer $api_url/healthz within 30s; see $data/server.log"
+	sleep 0.2
+done
+# run.json is written as the coordinator starts serving; admin commands
+# given --data read it.
+until [ -f "$data/run.json" ]; do
+	[ $SECONDS -lt $deadline ] || die "the coordinator wrote no $data/run.json"
+	sleep 0.1
+done
+
+if [ ! -f "$home/agent.json" ]; then
+	say "Registering an agent in $home (environment Local)"
+	join=$("$server" token create --data "$data" --environment Local --ttl 10m --server "$agent_dial")
+	"$agent" register --home "$home" --join "$join"
+fi
+name=$(sed -nE 's/^ *"name": *"([^"]*)".*/\1/p' "$home/agent.json" | head -n 1)
+[ -n "$name" ] || die "no agent name in $home/agent.json"
+
+say "Starting the agent $name (log: $data/agent.log)"
+"$agent" run --home "$home" >>"$data/agent.log" 2>&1 &
+agent_pid=$!
+
+# connected_healthy reads `agents list --json` (one field per line) and
+# succeeds when the agent called $name is connected and healthy.
+connected_healthy() {
+	"$server" agents list --data "$data" --json 2>/dev/null | awk -v name="$name" '
+		/^ *"name": / { n = $0; sub(/^ *"name": *"/, "", n); sub(/".*$/, "", n); c = 0 }
+		/^ *"connected": / { c = ($0 ~ /true/) }
+		/^ *"health": / { if (n == name && c && $0 ~ /"healthy"/) ok = 1 }
+		END { exit !ok }'
+}
+
+deadline=$((SECONDS + 60))
+until connected_healthy; do
+	alive "$server_pid" || die "the coordinator exited; see $data/server.log"
+	alive "$agent_pid" || die "the agent exited; see $data/agent.log: $(tail -n 1 "$data/agent.log")"
+	[ $SECONDS -lt $deadline ] || die "the agent $name was not connected and healthy within 60s; see $data/agent.log and $data/server.log"
+	sleep 0.5
+done
+
+say ""
+say "Tendril is running."
+say "  Coordinator API:  $api_url   (agents connect to $listen)"
+say "  Admin API key:    $data/admin.key"
+say "  Logs:             $data/server.log, $data/agent.log"
+say ""
+"$server" agents list --data "$data"
+say ""
+say "Try: $server agents list --data $data"
+say "Press Ctrl-C to stop the coordinator and the agent."
+
+trap - EXIT
+trap 'stop 0' INT TERM
+# Wait for either process; one that exits on its own is a failure to
+# report, and the other one is stopped with it.
+set +e
+wait -n "$server_pid" "$agent_pid"
+code=$?
+set -e
+if alive "$server_pid"; then
+	say "The agent exited (status $code); see $data/agent.log"
+else
+	say "The coordinator exited (status $code); see $data/server.log"
+fi
+stop 1
