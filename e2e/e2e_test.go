@@ -235,6 +235,34 @@ func TestOperatorJourney(t *testing.T) {
 	srv = start(t, "tendril-server", serverArgs...)
 	waitFor(t, "web-1 healthy after a coordinator crash", func() bool { return healthy(listAgents(t, data), "web-1") })
 
+	// The agent rotates its certificate while running: the coordinator
+	// lists the new thumbprint and the agent never leaves.
+	newAgentThumb := strings.TrimSpace(mustRun(t, "tendril-agent", "certificate", "rotate", "--home", home))
+	if len(newAgentThumb) != 64 || newAgentThumb == agentThumb {
+		t.Fatalf("certificate rotate printed %q, want a new 64-digit thumbprint", newAgentThumb)
+	}
+	waitFor(t, "the coordinator to list the agent's new thumbprint", func() bool {
+		rows := listAgents(t, data)
+		return len(rows) == 1 && rows[0].Thumbprint == newAgentThumb && rows[0].Connected
+	})
+
+	// The coordinator rotates its certificate: the agent learns the new
+	// one over its session and connects to it after a coordinator restart.
+	rotOut := mustRun(t, "tendril-server", "certificate", "rotate", "--data", data, "--json")
+	var rot struct {
+		Thumbprint string `json:"thumbprint"`
+		Notified   int    `json:"notified"`
+	}
+	if err := json.Unmarshal([]byte(rotOut), &rot); err != nil || rot.Thumbprint == thumb || rot.Notified != 1 {
+		t.Fatalf("certificate rotate --json: got %s (%v), want a new thumbprint and 1 agent notified", rotOut, err)
+	}
+	if got := strings.TrimSpace(mustRun(t, "tendril-server", "thumbprint", "--data", data)); got != rot.Thumbprint {
+		t.Fatalf("thumbprint after rotation: got %s, want %s", got, rot.Thumbprint)
+	}
+	srv.kill()
+	srv = start(t, "tendril-server", serverArgs...)
+	waitFor(t, "web-1 healthy with the rotated coordinator certificate", func() bool { return healthy(listAgents(t, data), "web-1") })
+
 	// Delete: dropped at once and refused from then on.
 	mustRun(t, "tendril-server", "agents", "delete", "web-1", "--data", data)
 	if rows := listAgents(t, data); len(rows) != 0 {
