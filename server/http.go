@@ -90,28 +90,31 @@ func (s *Server) apiAgents(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) apiAgent(w http.ResponseWriter, r *http.Request) {
 	a, err := s.Agent(r.Context(), r.PathValue("name"))
-	if errors.Is(err, store.ErrNotFound) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no agent named %q", r.PathValue("name")))
-		return
-	}
-	if err != nil {
-		s.internalError(w, err)
+	if s.agentError(w, r, err) {
 		return
 	}
 	writeJSON(w, http.StatusOK, a)
 }
 
 func (s *Server) apiDeleteAgent(w http.ResponseWriter, r *http.Request) {
-	err := s.DeleteAgent(r.Context(), r.PathValue("name"))
-	if errors.Is(err, store.ErrNotFound) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no agent named %q", r.PathValue("name")))
-		return
-	}
-	if err != nil {
-		s.internalError(w, err)
+	if s.agentError(w, r, s.DeleteAgent(r.Context(), r.PathValue("name"))) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// agentError answers a failed call about the agent named in the path and
+// reports whether there was an error.
+func (s *Server) agentError(w http.ResponseWriter, r *http.Request, err error) bool {
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no agent named %q", r.PathValue("name")))
+	default:
+		s.internalError(w, err)
+	}
+	return true
 }
 
 func (s *Server) apiCreateToken(w http.ResponseWriter, r *http.Request) {

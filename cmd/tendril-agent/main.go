@@ -207,42 +207,30 @@ func versionCommand() *cobra.Command {
 }
 
 func thumbprintCommand() *cobra.Command {
-	var home string
-	cmd := &cobra.Command{
-		Use:   "thumbprint",
-		Short: "Print the agent's certificate thumbprint",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := requireHome(home); err != nil {
-				return err
-			}
-			t, err := agent.Thumbprint(home)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), t)
-			return nil
-		},
-	}
-	addHome(cmd, &home)
-	return cmd
+	return printHomeCommand("thumbprint", "Print the agent's certificate thumbprint", agent.Thumbprint)
 }
 
 func rotateCommand() *cobra.Command {
+	return printHomeCommand("rotate", "Create a new agent certificate; the running agent switches to it within seconds", agent.RotateCertificate)
+}
+
+// printHomeCommand is a command that takes only --home and prints one line
+// computed from it.
+func printHomeCommand(use, short string, f func(home string) (string, error)) *cobra.Command {
 	var home string
 	cmd := &cobra.Command{
-		Use:   "rotate",
-		Short: "Create a new agent certificate; the running agent switches to it within seconds",
+		Use:   use,
+		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := requireHome(home); err != nil {
 				return err
 			}
-			t, err := agent.RotateCertificate(home)
+			line, err := f(home)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), t)
+			fmt.Fprintln(cmd.OutOrStdout(), line)
 			return nil
 		},
 	}

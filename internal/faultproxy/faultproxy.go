@@ -333,25 +333,12 @@ func (c *conn) run() {
 
 // kill closes both sockets abruptly so that both peers see a reset. It is a
 // no-op if the connection has already ended.
-func (c *conn) kill() {
-	c.mu.Lock()
-	if c.ended {
-		c.mu.Unlock()
-		return
-	}
-	c.ended = true
-	server := c.server
-	c.mu.Unlock()
-
-	c.cancel()
-	abort(c.client)
-	if server != nil {
-		abort(server)
-	}
-}
+func (c *conn) kill() { c.end(true) }
 
 // finish closes both sockets gracefully after both directions ended cleanly.
-func (c *conn) finish() {
+func (c *conn) finish() { c.end(false) }
+
+func (c *conn) end(abruptly bool) {
 	c.mu.Lock()
 	if c.ended {
 		c.mu.Unlock()
@@ -362,8 +349,15 @@ func (c *conn) finish() {
 	c.mu.Unlock()
 
 	c.cancel()
-	_ = c.client.Close()
-	_ = server.Close()
+	for _, sock := range []net.Conn{c.client, server} {
+		switch {
+		case sock == nil:
+		case abruptly:
+			abort(sock)
+		default:
+			_ = sock.Close()
+		}
+	}
 }
 
 // pump forwards src to dst until src ends. A clean end of src is propagated
