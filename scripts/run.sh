@@ -165,6 +165,11 @@ set +e
 wait -n "$server_pid" "$agent_pid"
 code=$?
 set -e
+if [ "$code" -eq 0 ]; then
+	# Both programs exit 0 only when asked to stop (an interrupt that
+	# reached them directly): a normal stop, not a failure.
+	stop 0
+fi
 if alive "$server_pid"; then
 	say "The agent exited (status $code); see $data/agent.log"
 else
