@@ -281,7 +281,7 @@ func TestFirstMessageMustBeHello(t *testing.T) {
 }
 
 func TestSilentPeerIsDropped(t *testing.T) {
-	ts := startServer(t, func(c *Config) { c.HandshakeTimeout = 300 * time.Millisecond })
+	ts := startServer(t, func(c *Config) { c.HandshakeTimeout = time.Second })
 	enrolled(t, ts, "bystander")
 	// Connects and sends nothing: dropped at the handshake deadline.
 	conn, err := net.Dial("tcp", ts.AgentAddr())

@@ -200,10 +200,12 @@ func enrolled(t *testing.T, ts *testServer, name string) *peer {
 	return p
 }
 
-// eventually polls cond until it holds or the deadline passes.
+// eventually polls cond until it holds or the deadline passes. The
+// deadline is generous because it only matters when a test fails: a dead
+// path takes the agent's keepalive about 15s to notice.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
