@@ -163,7 +163,15 @@ func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, 
 	if err != nil {
 		return nil, fmt.Errorf("wait for hello: %w", err)
 	}
-	defer st.Close()
+	welcomed := false
+	defer func() {
+		if welcomed {
+			st.Close()
+		} else {
+			// The session is about to close: let the agent read why.
+			lingerClose(st)
+		}
+	}()
 	st.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	f, err := protocol.ReadFrame(st, 0)
 	if err != nil {
@@ -215,6 +223,7 @@ func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, 
 		s.sessions.remove(as)
 		return nil, err
 	}
+	welcomed = true
 	return as, nil
 }
 
