@@ -1,0 +1,104 @@
+package protocol
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func transferOf(b []byte) Transfer {
+	sum := sha256.Sum256(b)
+	return Transfer{Size: int64(len(b)), SHA256: hex.EncodeToString(sum[:])}
+}
+
+// cutReader fails after n bytes, like a connection cut mid-transfer.
+type cutReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *cutReader) Read(p []byte) (int, error) {
+	if c.n <= 0 {
+		return 0, errors.New("connection reset")
+	}
+	if int64(len(p)) > c.n {
+		p = p[:c.n]
+	}
+	n, err := c.r.Read(p)
+	c.n -= int64(n)
+	return n, err
+}
+
+func TestBulkResumesAfterCut(t *testing.T) {
+	data := make([]byte, 300<<10)
+	rand.Read(data)
+	tr := transferOf(data)
+	path := filepath.Join(t.TempDir(), tr.SHA256+".part")
+	src := bytes.NewReader(data)
+
+	// The first attempt is cut after 100 KiB.
+	var wire bytes.Buffer
+	if err := SendBulk(&wire, src, PartialSize(path), tr.Size); err != nil {
+		t.Fatal(err)
+	}
+	if err := ReceiveBulk(&cutReader{r: &wire, n: 100 << 10}, path, tr); err == nil {
+		t.Fatal("got nil error from a cut transfer")
+	}
+	off := PartialSize(path)
+	if off != 100<<10 {
+		t.Fatalf("partial size: got %d, want %d", off, 100<<10)
+	}
+	// The second attempt sends only the rest.
+	wire.Reset()
+	if err := SendBulk(&wire, src, off, tr.Size); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := int64(wire.Len()), tr.Size-off; got != want {
+		t.Fatalf("resumed transfer sent %d bytes, want %d", got, want)
+	}
+	if err := ReceiveBulk(&wire, path, tr); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(path)
+	if !bytes.Equal(got, data) {
+		t.Fatal("received file differs from the source")
+	}
+}
+
+func TestBulkRejectsCorruption(t *testing.T) {
+	data := []byte("the real bundle")
+	tr := transferOf(data)
+	tests := []struct {
+		name    string
+		partial []byte
+		wire    []byte
+	}{
+		{"wrong bytes", nil, []byte("the fake bundle")},
+		{"corrupt partial", []byte("XXX"), data[3:]},
+		{"partial larger than the transfer", bytes.Repeat([]byte("x"), 100), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "part")
+			if tt.partial != nil {
+				os.WriteFile(path, tt.partial, 0o600)
+			}
+			err := ReceiveBulk(bytes.NewReader(tt.wire), path, tr)
+			if !errors.Is(err, ErrTransfer) {
+				t.Fatalf("got %v, want ErrTransfer", err)
+			}
+			if PartialSize(path) != 0 {
+				t.Fatal("corrupt partial file kept, want it removed so the next attempt starts over")
+			}
+		})
+	}
+	if err := SendBulk(io.Discard, bytes.NewReader(data), 99, tr.Size); !errors.Is(err, ErrTransfer) {
+		t.Fatalf("offset past the end: got %v, want ErrTransfer", err)
+	}
+}

@@ -1,0 +1,142 @@
+package protocol
+
+import "time"
+
+// Message types for Calamari bundles, deployment tasks and the files they
+// need. All are coordinator -> agent requests.
+const (
+	// Verify one installed Calamari version: CalamariCheck -> CalamariState.
+	TypeCalamariCheck = "calamari_check"
+	TypeCalamariState = "calamari_state"
+	// Push a bundle: CalamariPush -> PushReady, then the bundle bytes from
+	// the offset the agent asked for, then -> CalamariInstalled.
+	TypeCalamariPush      = "calamari_push"
+	TypeCalamariInstalled = "calamari_installed"
+	// Push a file into a task's folder before it starts: FilePush ->
+	// PushReady, then the bytes, then -> TypeAck.
+	TypeFilePush = "file_push"
+	// The agent's answer to a push header.
+	TypePushReady = "push_ready"
+	// Start a task: TaskStart -> TaskStarted. Idempotent by ticket.
+	TypeTaskStart   = "task_start"
+	TypeTaskStarted = "task_started"
+	// Follow a task's log: TaskFollow -> any number of TaskLog frames, then
+	// one TaskEnd when the task has finished.
+	TypeTaskFollow = "task_follow"
+	TypeTaskLog    = "task_log"
+	TypeTaskEnd    = "task_end"
+	// Cancel a task: TaskCancel -> TypeAck once its process tree is gone.
+	TypeTaskCancel = "task_cancel"
+)
+
+// Transfer is the header of bulk bytes: they are sent raw on the stream
+// after the receiver answers PushReady, and must add up to Size bytes
+// whose SHA-256 is SHA256. Bulk bytes never travel inside frames.
+type Transfer struct {
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"` // lower-case hex
+}
+
+// CalamariCheck asks whether a version is installed and intact.
+type CalamariCheck struct {
+	Version string `json:"version"`
+}
+
+// CalamariState answers CalamariCheck.
+type CalamariState struct {
+	Version   string `json:"version"`
+	Installed bool   `json:"installed"`
+	// Problem says why not, for the task log: "not installed", "file
+	// linux-amd64/calamari: SHA-256 differs", ...
+	Problem string `json:"problem,omitempty"`
+}
+
+// CalamariPush offers a signed bundle.
+type CalamariPush struct {
+	Version   string   `json:"version"`
+	Signature []byte   `json:"signature"` // of the bundle's manifest.json
+	Bundle    Transfer `json:"bundle"`
+}
+
+// PushReady answers a push header: send the bytes from Offset on (a
+// previous push was cut after Offset bytes), or none if Done.
+type PushReady struct {
+	Offset int64 `json:"offset"`
+	// Done means the agent already has what is offered; no bytes follow.
+	Done bool `json:"done,omitempty"`
+}
+
+// CalamariInstalled reports a completed installation.
+type CalamariInstalled struct {
+	Version string `json:"version"`
+	// Pruned lists old versions removed to keep the newest few.
+	Pruned []string `json:"pruned,omitempty"`
+}
+
+// FilePush sends a file into a task's folder (a package to deploy).
+type FilePush struct {
+	Ticket string   `json:"ticket"`
+	Name   string   `json:"name"` // a plain file name, no path
+	File   Transfer `json:"file"`
+}
+
+// TaskStart starts Calamari with Args in the task's folder. Starting a
+// ticket that already exists starts nothing and reports its state.
+type TaskStart struct {
+	Ticket   string   `json:"ticket"`
+	Calamari string   `json:"calamari"` // version to run
+	Args     []string `json:"args"`
+}
+
+// Task states as agents and the coordinator report them.
+const (
+	TaskQueued    = "queued"
+	TaskRunning   = "running"
+	TaskSucceeded = "succeeded"
+	TaskFailed    = "failed"
+	TaskCancelled = "cancelled"
+)
+
+// TaskStarted answers TaskStart.
+type TaskStarted struct {
+	Ticket string `json:"ticket"`
+	// Existing is true when the ticket was already known: nothing new was
+	// started.
+	Existing bool   `json:"existing,omitempty"`
+	State    string `json:"state"`
+}
+
+// TaskFollow asks for a task's log from sequence number From on, and to
+// keep sending until the task ends.
+type TaskFollow struct {
+	Ticket string `json:"ticket"`
+	From   int64  `json:"from"`
+}
+
+// LogEntry is one line of a task's output. Seq numbers start at 1 and have
+// no gaps, so a reader that stored up to N resumes from N+1.
+type LogEntry struct {
+	Seq    int64     `json:"seq"`
+	Time   time.Time `json:"time"`
+	Stream string    `json:"stream"` // "stdout", "stderr" or "agent"
+	Text   string    `json:"text"`
+}
+
+// TaskLog carries log entries in order.
+type TaskLog struct {
+	Entries []LogEntry `json:"entries"`
+}
+
+// TaskEnd is the last frame of a follow: the task has finished.
+type TaskEnd struct {
+	State    string `json:"state"`
+	ExitCode int    `json:"exit_code"`
+	Error    string `json:"error,omitempty"`
+	// LastSeq is the sequence number of the final log entry.
+	LastSeq int64 `json:"last_seq"`
+}
+
+// TaskCancel asks the agent to kill a task's whole process tree.
+type TaskCancel struct {
+	Ticket string `json:"ticket"`
+}
