@@ -79,13 +79,19 @@ type HealthRequest struct{}
 
 // Health is an agent's health report.
 type Health struct {
-	Version       string   `json:"version"`
-	UptimeSeconds int64    `json:"uptime_seconds"`
-	OS            string   `json:"os"`
-	Arch          string   `json:"arch"`
-	Hostname      string   `json:"hostname,omitempty"`
-	DiskFree      int64    `json:"disk_free"` // bytes free in the agent's home, -1 if unknown
-	Calamari      []string `json:"calamari"`
+	Version       string `json:"version"`
+	UptimeSeconds int64  `json:"uptime_seconds"`
+	OS            string `json:"os"`
+	Arch          string `json:"arch"`
+	Hostname      string `json:"hostname,omitempty"`
+	DiskFree      int64  `json:"disk_free"` // bytes free in the agent's home, -1 if unknown
+	// Calamari lists the versions installed and verified (marker,
+	// signature and every file's hash), newest first.
+	Calamari []string `json:"calamari"`
+	// CalamariProblems describes versions present but not intact, one
+	// line each ("1.2.3: file linux-amd64/calamari: SHA-256 differs"):
+	// what antivirus quarantine or a damaged disk looks like.
+	CalamariProblems []string `json:"calamari_problems,omitempty"`
 }
 
 // RotateCertificate presents the agent's next certificate (DER) over a
