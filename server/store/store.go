@@ -30,6 +30,8 @@ var (
 	// ErrThumbprintTaken means an agent with that certificate is already
 	// registered.
 	ErrThumbprintTaken = errors.New("certificate is already registered")
+	// ErrExists means a record with that key exists already.
+	ErrExists = errors.New("already exists")
 	// ErrSchemaTooNew means the database was migrated by a newer coordinator.
 	ErrSchemaTooNew = errors.New("database schema is newer than this coordinator")
 )
@@ -203,6 +205,103 @@ type Store interface {
 	// SetSetting stores a value.
 	SetSetting(ctx context.Context, key, value string) error
 
+	// AddBundle stores an uploaded Calamari bundle's record. ErrExists if
+	// the version is already stored (the caller compares hashes).
+	AddBundle(ctx context.Context, b Bundle) error
+	// Bundle returns one version or ErrNotFound.
+	Bundle(ctx context.Context, version string) (Bundle, error)
+	// Bundles returns every stored bundle, in no particular order.
+	Bundles(ctx context.Context) ([]Bundle, error)
+
+	// CreateTasks stores new tasks in one transaction.
+	CreateTasks(ctx context.Context, tasks []Task) error
+	// Task returns one task or ErrNotFound.
+	Task(ctx context.Context, id string) (Task, error)
+	// ListTasks returns tasks matching f, newest first.
+	ListTasks(ctx context.Context, f TaskFilter) ([]Task, error)
+	// UpdateTask changes a task's state and result. ErrNotFound if it does
+	// not exist.
+	UpdateTask(ctx context.Context, id string, u TaskUpdate) error
+	// AppendTaskLogs stores log lines. Lines whose sequence number is
+	// already stored are ignored, so re-reading after a reconnect never
+	// duplicates a line. The task's LastSeq becomes the highest stored.
+	AppendTaskLogs(ctx context.Context, taskID string, lines []LogLine) error
+	// TaskLogs returns up to limit lines with Seq >= from, in order.
+	TaskLogs(ctx context.Context, taskID string, from int64, limit int) ([]LogLine, error)
+
 	// Close releases the database. It is idempotent.
 	Close() error
+}
+
+// Bundle is an uploaded, signed Calamari bundle. The archive itself lives
+// in the coordinator's data folder, named by version.
+type Bundle struct {
+	Version    string
+	SHA256     string // of the .tar.gz
+	Size       int64
+	Manifest   []byte // manifest.json as in the archive: what was signed
+	Signature  []byte
+	UploadedAt time.Time
+}
+
+// Task states. They are the protocol's, repeated here so the store does not
+// depend on the wire format.
+const (
+	TaskQueued    = "queued"
+	TaskRunning   = "running"
+	TaskSucceeded = "succeeded"
+	TaskFailed    = "failed"
+	TaskCancelled = "cancelled"
+)
+
+// Task is Calamari run with arguments on one agent. Its ID is also the
+// ticket the agent knows it by.
+type Task struct {
+	ID         string
+	Group      string // tasks created by one request (an environment) share it
+	AgentID    string
+	AgentName  string
+	Args       []string
+	Calamari   string // version it runs
+	FileName   string // a file pushed into the task's folder first, "" if none
+	FileSHA256 string
+	State      string
+	ExitCode   int
+	Error      string
+	CreatedAt  time.Time
+	StartedAt  time.Time
+	FinishedAt time.Time
+	LastSeq    int64 // highest log line stored
+}
+
+// Finished reports whether the task reached a final state.
+func (t Task) Finished() bool {
+	return t.State == TaskSucceeded || t.State == TaskFailed || t.State == TaskCancelled
+}
+
+// TaskFilter selects tasks; zero fields match everything.
+type TaskFilter struct {
+	AgentID    string
+	Group      string
+	Unfinished bool // only queued and running
+	Limit      int  // 0 means 100
+}
+
+// TaskUpdate is a change of a task's state. Zero times leave the stored
+// ones unchanged.
+type TaskUpdate struct {
+	State      string
+	ExitCode   int
+	Error      string
+	Calamari   string // "" leaves it unchanged
+	StartedAt  time.Time
+	FinishedAt time.Time
+}
+
+// LogLine is one line of a task's log.
+type LogLine struct {
+	Seq    int64
+	Time   time.Time
+	Stream string
+	Text   string
 }

@@ -1,0 +1,149 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestBundles(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTest(t)
+	b := Bundle{Version: "1.2.3", SHA256: "ab", Size: 10, Manifest: []byte(`{"name":"calamari"}`), Signature: []byte{1, 2, 255}, UploadedAt: t0}
+	if err := s.AddBundle(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddBundle(ctx, b); !errors.Is(err, ErrExists) {
+		t.Fatalf("second add: got %v, want ErrExists", err)
+	}
+	got, err := s.Bundle(ctx, "1.2.3")
+	if err != nil || !reflect.DeepEqual(got, b) {
+		t.Fatalf("got %+v, %v; want %+v", got, err, b)
+	}
+	if _, err := s.Bundle(ctx, "9.9.9"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown version: got %v, want ErrNotFound", err)
+	}
+	all, err := s.Bundles(ctx)
+	if err != nil || len(all) != 1 {
+		t.Fatalf("Bundles: got %d, %v; want 1", len(all), err)
+	}
+}
+
+func newTask(id, group string, created time.Time) Task {
+	return Task{ID: id, Group: group, AgentID: "agent-" + id, AgentName: "web-" + id, Args: []string{"run-script", "--inline", "echo hi"},
+		Calamari: "1.0.0", State: TaskQueued, CreatedAt: created}
+}
+
+func TestTasks(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTest(t)
+	a, b := newTask("a", "g1", t0), newTask("b", "g1", t0.Add(time.Second))
+	c := newTask("c", "g2", t0.Add(2*time.Second))
+	if err := s.CreateTasks(ctx, []Task{a, b, c}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateTasks(ctx, []Task{a}); err == nil {
+		t.Fatal("duplicate task id: got nil error")
+	}
+	got, err := s.Task(ctx, "a")
+	if err != nil || !reflect.DeepEqual(got, a) {
+		t.Fatalf("Task: got %+v, %v; want %+v", got, err, a)
+	}
+	started := t0.Add(time.Minute)
+	if err := s.UpdateTask(ctx, "a", TaskUpdate{State: TaskRunning, StartedAt: started, Calamari: "1.1.0"}); err != nil {
+		t.Fatal(err)
+	}
+	finished := started.Add(time.Minute)
+	if err := s.UpdateTask(ctx, "a", TaskUpdate{State: TaskFailed, ExitCode: 3, Error: "boom", FinishedAt: finished}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = s.Task(ctx, "a")
+	if got.State != TaskFailed || got.ExitCode != 3 || got.Error != "boom" || !got.StartedAt.Equal(started) || !got.FinishedAt.Equal(finished) || got.Calamari != "1.1.0" || !got.Finished() {
+		t.Fatalf("after updates: got %+v", got)
+	}
+	if err := s.UpdateTask(ctx, "nope", TaskUpdate{State: TaskFailed}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("update unknown: got %v, want ErrNotFound", err)
+	}
+	tests := []struct {
+		name string
+		f    TaskFilter
+		want []string
+	}{
+		{"all, newest first", TaskFilter{}, []string{"c", "b", "a"}},
+		{"group", TaskFilter{Group: "g1"}, []string{"b", "a"}},
+		{"agent", TaskFilter{AgentID: "agent-b"}, []string{"b"}},
+		{"unfinished", TaskFilter{Unfinished: true}, []string{"c", "b"}},
+		{"limit", TaskFilter{Limit: 1}, []string{"c"}},
+	}
+	for _, tt := range tests {
+		ts, err := s.ListTasks(ctx, tt.f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, x := range ts {
+			ids = append(ids, x.ID)
+		}
+		if !reflect.DeepEqual(ids, tt.want) {
+			t.Errorf("%s: got %v, want %v", tt.name, ids, tt.want)
+		}
+	}
+}
+
+func TestTaskLogsAreIdempotent(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTest(t)
+	if err := s.CreateTasks(ctx, []Task{newTask("a", "g", t0)}); err != nil {
+		t.Fatal(err)
+	}
+	line := func(seq int64, text string) LogLine { return LogLine{Seq: seq, Time: t0, Stream: "stdout", Text: text} }
+	if err := s.AppendTaskLogs(ctx, "a", []LogLine{line(1, "one"), line(2, "two")}); err != nil {
+		t.Fatal(err)
+	}
+	// After a reconnect the coordinator may receive 2 again: it is not
+	// stored twice, and its first text wins.
+	if err := s.AppendTaskLogs(ctx, "a", []LogLine{line(2, "two again"), line(3, "three")}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.TaskLogs(ctx, "a", 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []LogLine{line(1, "one"), line(2, "two"), line(3, "three")}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+	if got, _ := s.TaskLogs(ctx, "a", 3, 0); len(got) != 1 || got[0].Seq != 3 {
+		t.Fatalf("from 3: got %+v", got)
+	}
+	if task, _ := s.Task(ctx, "a"); task.LastSeq != 3 {
+		t.Fatalf("LastSeq: got %d, want 3", task.LastSeq)
+	}
+	if err := s.AppendTaskLogs(ctx, "missing", []LogLine{line(1, "x")}); err == nil {
+		t.Fatal("lines for an unknown task: got nil error")
+	}
+	// Concurrent appenders (a follower and its replacement after a
+	// reconnect) never fail or duplicate.
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var batch []LogLine
+			for i := int64(4); i <= 200; i++ {
+				batch = append(batch, line(i, "x"))
+			}
+			if err := s.AppendTaskLogs(ctx, "a", batch); err != nil {
+				t.Errorf("appender %d: %v", w, err)
+			}
+		}()
+	}
+	wg.Wait()
+	got, _ = s.TaskLogs(ctx, "a", 1, 1000)
+	if len(got) != 200 {
+		t.Fatalf("got %d lines, want 200", len(got))
+	}
+}
