@@ -121,14 +121,14 @@ func (s *SQLite) CreateTasks(ctx context.Context, tasks []Task) error {
 }
 
 const taskColumns = `id, group_id, agent_id, agent_name, args, calamari, file_name, file_sha256, state,
-	exit_code, error, created_at, started_at, finished_at, last_seq`
+	exit_code, error, created_at, started_at, finished_at, last_seq, agent_seq`
 
 func scanTask(sc scanner) (Task, error) {
 	var t Task
 	var args string
 	var created, started, finished sql.NullInt64
 	if err := sc.Scan(&t.ID, &t.Group, &t.AgentID, &t.AgentName, &args, &t.Calamari, &t.FileName, &t.FileSHA256,
-		&t.State, &t.ExitCode, &t.Error, &created, &started, &finished, &t.LastSeq); err != nil {
+		&t.State, &t.ExitCode, &t.Error, &created, &started, &finished, &t.LastSeq, &t.AgentSeq); err != nil {
 		return Task{}, err
 	}
 	if err := json.Unmarshal([]byte(args), &t.Args); err != nil {
@@ -219,41 +219,55 @@ func (s *SQLite) UpdateTask(ctx context.Context, id string, u TaskUpdate) error 
 }
 
 // AppendTaskLogs implements Store.
-func (s *SQLite) AppendTaskLogs(ctx context.Context, taskID string, lines []LogLine) error {
+func (s *SQLite) AppendTaskLogs(ctx context.Context, taskID string, lines []LogLine) ([]LogLine, error) {
 	if len(lines) == 0 {
-		return nil
+		return nil, nil
 	}
+	var stored []LogLine
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		stmt, err := tx.PrepareContext(ctx, `INSERT INTO task_logs (task_id, seq, at, stream, text) VALUES (?, ?, ?, ?, ?)
-			ON CONFLICT (task_id, seq) DO NOTHING`)
+		var last, agentSeq int64
+		err := tx.QueryRowContext(ctx, `SELECT last_seq, agent_seq FROM tasks WHERE id = ?`, taskID).Scan(&last, &agentSeq)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		stmt, err := tx.PrepareContext(ctx, `INSERT INTO task_logs (task_id, seq, agent_seq, at, stream, text) VALUES (?, ?, ?, ?, ?, ?)`)
 		if err != nil {
 			return err
 		}
 		defer stmt.Close()
-		var top int64
 		for _, l := range lines {
+			if l.AgentSeq > 0 && l.AgentSeq <= agentSeq {
+				continue // already stored: a re-read after a reconnect
+			}
+			if l.Time.IsZero() {
+				l.Time = time.Now().UTC()
+			}
 			at, err := timeArg(l.Time)
 			if err != nil {
 				return err
 			}
-			if at == nil {
-				at = time.Now().UnixNano()
+			var aseq any
+			if l.AgentSeq > 0 {
+				aseq = l.AgentSeq
+				agentSeq = l.AgentSeq
 			}
-			if _, err := stmt.ExecContext(ctx, taskID, l.Seq, at, l.Stream, l.Text); err != nil {
+			last++
+			l.Seq = last
+			if _, err := stmt.ExecContext(ctx, taskID, l.Seq, aseq, at, l.Stream, l.Text); err != nil {
 				return fmt.Errorf("line %d: %w", l.Seq, err)
 			}
-			top = max(top, l.Seq)
+			stored = append(stored, l)
 		}
-		res, err := tx.ExecContext(ctx, `UPDATE tasks SET last_seq = MAX(last_seq, ?) WHERE id = ?`, top, taskID)
-		if err != nil {
-			return err
-		}
-		return oneRow(res)
+		_, err = tx.ExecContext(ctx, `UPDATE tasks SET last_seq = ?, agent_seq = ? WHERE id = ?`, last, agentSeq, taskID)
+		return err
 	})
 	if err != nil {
-		return fmt.Errorf("append %d log lines to task %s: %w", len(lines), taskID, err)
+		return nil, fmt.Errorf("append %d log lines to task %s: %w", len(lines), taskID, err)
 	}
-	return nil
+	return stored, nil
 }
 
 // TaskLogs implements Store.
@@ -261,7 +275,7 @@ func (s *SQLite) TaskLogs(ctx context.Context, taskID string, from int64, limit 
 	if limit <= 0 {
 		limit = 1000
 	}
-	rows, err := s.r.QueryContext(ctx, `SELECT seq, at, stream, text FROM task_logs WHERE task_id = ? AND seq >= ?
+	rows, err := s.r.QueryContext(ctx, `SELECT seq, agent_seq, at, stream, text FROM task_logs WHERE task_id = ? AND seq >= ?
 		ORDER BY seq LIMIT ?`, taskID, from, limit)
 	if err != nil {
 		return nil, fmt.Errorf("task %s logs: %w", taskID, err)
@@ -270,11 +284,11 @@ func (s *SQLite) TaskLogs(ctx context.Context, taskID string, from int64, limit 
 	var out []LogLine
 	for rows.Next() {
 		var l LogLine
-		var at sql.NullInt64
-		if err := rows.Scan(&l.Seq, &at, &l.Stream, &l.Text); err != nil {
+		var at, aseq sql.NullInt64
+		if err := rows.Scan(&l.Seq, &aseq, &at, &l.Stream, &l.Text); err != nil {
 			return nil, fmt.Errorf("task %s logs: %w", taskID, err)
 		}
-		l.Time = fromNanos(at)
+		l.Time, l.AgentSeq = fromNanos(at), aseq.Int64
 		out = append(out, l)
 	}
 	if err := rows.Err(); err != nil {

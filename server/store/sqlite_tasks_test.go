@@ -99,34 +99,49 @@ func TestTaskLogsAreIdempotent(t *testing.T) {
 	if err := s.CreateTasks(ctx, []Task{newTask("a", "g", t0)}); err != nil {
 		t.Fatal(err)
 	}
-	line := func(seq int64, text string) LogLine { return LogLine{Seq: seq, Time: t0, Stream: "stdout", Text: text} }
-	if err := s.AppendTaskLogs(ctx, "a", []LogLine{line(1, "one"), line(2, "two")}); err != nil {
+	agentLine := func(aseq int64, text string) LogLine {
+		return LogLine{AgentSeq: aseq, Time: t0, Stream: "stdout", Text: text}
+	}
+	coord := LogLine{Time: t0, Stream: "coordinator", Text: "installing Calamari 1.0.0"}
+	if _, err := s.AppendTaskLogs(ctx, "a", []LogLine{coord}); err != nil {
 		t.Fatal(err)
 	}
-	// After a reconnect the coordinator may receive 2 again: it is not
-	// stored twice, and its first text wins.
-	if err := s.AppendTaskLogs(ctx, "a", []LogLine{line(2, "two again"), line(3, "three")}); err != nil {
+	if _, err := s.AppendTaskLogs(ctx, "a", []LogLine{agentLine(1, "one"), agentLine(2, "two")}); err != nil {
 		t.Fatal(err)
+	}
+	// After a reconnect the coordinator may receive agent line 2 again: it
+	// is not stored twice, and its first text wins.
+	stored, err := s.AppendTaskLogs(ctx, "a", []LogLine{agentLine(2, "two again"), agentLine(3, "three")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stored) != 1 || stored[0].Seq != 4 || stored[0].AgentSeq != 3 {
+		t.Fatalf("stored: got %+v, want only agent line 3 as seq 4", stored)
 	}
 	got, err := s.TaskLogs(ctx, "a", 1, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []LogLine{line(1, "one"), line(2, "two"), line(3, "three")}
+	want := []LogLine{
+		{Seq: 1, Time: t0, Stream: "coordinator", Text: "installing Calamari 1.0.0"},
+		{Seq: 2, AgentSeq: 1, Time: t0, Stream: "stdout", Text: "one"},
+		{Seq: 3, AgentSeq: 2, Time: t0, Stream: "stdout", Text: "two"},
+		{Seq: 4, AgentSeq: 3, Time: t0, Stream: "stdout", Text: "three"},
+	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %+v, want %+v", got, want)
 	}
-	if got, _ := s.TaskLogs(ctx, "a", 3, 0); len(got) != 1 || got[0].Seq != 3 {
-		t.Fatalf("from 3: got %+v", got)
+	if got, _ := s.TaskLogs(ctx, "a", 4, 0); len(got) != 1 || got[0].Seq != 4 {
+		t.Fatalf("from 4: got %+v", got)
 	}
-	if task, _ := s.Task(ctx, "a"); task.LastSeq != 3 {
-		t.Fatalf("LastSeq: got %d, want 3", task.LastSeq)
+	if task, _ := s.Task(ctx, "a"); task.LastSeq != 4 || task.AgentSeq != 3 {
+		t.Fatalf("got LastSeq %d AgentSeq %d, want 4 and 3", task.LastSeq, task.AgentSeq)
 	}
-	if err := s.AppendTaskLogs(ctx, "missing", []LogLine{line(1, "x")}); err == nil {
-		t.Fatal("lines for an unknown task: got nil error")
+	if _, err := s.AppendTaskLogs(ctx, "missing", []LogLine{agentLine(1, "x")}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("lines for an unknown task: got %v, want ErrNotFound", err)
 	}
-	// Concurrent appenders (a follower and its replacement after a
-	// reconnect) never fail or duplicate.
+	// Concurrent appenders of the same agent lines (a follower and its
+	// replacement after a reconnect) never fail or duplicate.
 	var wg sync.WaitGroup
 	for w := range 4 {
 		wg.Add(1)
@@ -134,16 +149,16 @@ func TestTaskLogsAreIdempotent(t *testing.T) {
 			defer wg.Done()
 			var batch []LogLine
 			for i := int64(4); i <= 200; i++ {
-				batch = append(batch, line(i, "x"))
+				batch = append(batch, agentLine(i, "x"))
 			}
-			if err := s.AppendTaskLogs(ctx, "a", batch); err != nil {
+			if _, err := s.AppendTaskLogs(ctx, "a", batch); err != nil {
 				t.Errorf("appender %d: %v", w, err)
 			}
 		}()
 	}
 	wg.Wait()
 	got, _ = s.TaskLogs(ctx, "a", 1, 1000)
-	if len(got) != 200 {
-		t.Fatalf("got %d lines, want 200", len(got))
+	if len(got) != 201 {
+		t.Fatalf("got %d lines, want 201 (one coordinator line, agent lines 1-200)", len(got))
 	}
 }

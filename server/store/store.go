@@ -222,10 +222,11 @@ type Store interface {
 	// UpdateTask changes a task's state and result. ErrNotFound if it does
 	// not exist.
 	UpdateTask(ctx context.Context, id string, u TaskUpdate) error
-	// AppendTaskLogs stores log lines. Lines whose sequence number is
-	// already stored are ignored, so re-reading after a reconnect never
-	// duplicates a line. The task's LastSeq becomes the highest stored.
-	AppendTaskLogs(ctx context.Context, taskID string, lines []LogLine) error
+	// AppendTaskLogs stores log lines after the task's last one, giving
+	// each the next Seq. Agent lines (AgentSeq > 0) already stored are
+	// skipped, so re-reading after a reconnect never duplicates a line.
+	// It returns the lines stored, with their Seq.
+	AppendTaskLogs(ctx context.Context, taskID string, lines []LogLine) ([]LogLine, error)
 	// TaskLogs returns up to limit lines with Seq >= from, in order.
 	TaskLogs(ctx context.Context, taskID string, from int64, limit int) ([]LogLine, error)
 
@@ -271,7 +272,8 @@ type Task struct {
 	CreatedAt  time.Time
 	StartedAt  time.Time
 	FinishedAt time.Time
-	LastSeq    int64 // highest log line stored
+	LastSeq    int64 // Seq of the last log line stored
+	AgentSeq   int64 // highest agent sequence number stored: follow from AgentSeq+1
 }
 
 // Finished reports whether the task reached a final state.
@@ -300,8 +302,9 @@ type TaskUpdate struct {
 
 // LogLine is one line of a task's log.
 type LogLine struct {
-	Seq    int64
-	Time   time.Time
-	Stream string
-	Text   string
+	Seq      int64 // display order within the task, from 1; set by the store
+	AgentSeq int64 // the agent's sequence number; 0 for the coordinator's lines
+	Time     time.Time
+	Stream   string // "stdout", "stderr", "agent" or "coordinator"
+	Text     string
 }
