@@ -21,14 +21,15 @@ FUZZTIME ?= 30s
 
 .PHONY: build run test fuzz
 
-## build: put tendril-server and tendril-agent, stamped with VERSION, in ./bin
+## build: put tendril-server, tendril-agent and calamari, stamped with VERSION, in ./bin,
+## and the Calamari bundle (cross-built for every platform, unsigned) in ./dist
 build:
-	@mkdir -p bin
+	@mkdir -p bin dist
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/tendril-server ./cmd/tendril-server
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/tendril-agent ./cmd/tendril-agent
-	@echo "built bin/tendril-server and bin/tendril-agent, version $(VERSION)"
-# The Calamari bundle (./dist/calamari-$(VERSION).tar.gz) will be built
-# here too once cmd/calamari exists.
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/calamari ./cmd/calamari
+	$(GO) run ./internal/mkbundle -go "$(GO)" -version "$(VERSION)" -out "dist/calamari-$(VERSION).tar.gz"
+	@echo "built bin/tendril-server, bin/tendril-agent, bin/calamari and dist/calamari-$(VERSION).tar.gz, version $(VERSION)"
 
 ## run: start a coordinator in ./data and one agent enrolled with it; Ctrl-C stops both
 run: build
