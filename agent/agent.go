@@ -1,6 +1,8 @@
 // Package agent is the deployment agent: it registers with the coordinator,
 // keeps one mutually authenticated session to it, answers its requests,
-// and rotates its own certificate without dropping the connection.
+// and rotates its own certificate without dropping the connection. It
+// keeps the coordinator's Calamari bundles (package agent/calamari) and
+// runs deployment tasks through them (package agent/task).
 //
 // The agent's state is its home folder (see State and the layout in
 // state.go); nothing else on the machine is needed to resume.
@@ -11,12 +13,15 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/tendrildeploy/tendril/agent/calamari"
+	"github.com/tendrildeploy/tendril/agent/task"
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/version"
@@ -52,6 +57,13 @@ type Config struct {
 	// Hello; 0 means protocol.MinProtocol and protocol.ProtocolVersion.
 	// Tests lower them to act as an old agent.
 	ProtocolMin, ProtocolMax int
+	// CalamariKeep is how many Calamari versions to keep; older ones are
+	// removed after each install, except those running tasks use.
+	// Default 3.
+	CalamariKeep int
+	// TaskKillGrace is how long a cancelled task may take to stop after
+	// SIGTERM before its process group is killed. Default 5s.
+	TaskKillGrace time.Duration
 }
 
 func (c *Config) validate() error {
@@ -75,6 +87,7 @@ func (c *Config) validate() error {
 		{"MaxBackoff", &c.MaxBackoff, time.Minute},
 		{"KeepAlive", &c.KeepAlive, 30 * time.Second},
 		{"RotationCheck", &c.RotationCheck, 5 * time.Second},
+		{"TaskKillGrace", &c.TaskKillGrace, task.DefaultKillGrace},
 	}
 	for _, d := range durations {
 		if *d.v < 0 {
@@ -98,6 +111,12 @@ func (c *Config) validate() error {
 	}
 	if c.ProtocolMin < 0 || c.ProtocolMin > c.ProtocolMax {
 		return fmt.Errorf("agent config: protocol range [%d, %d] is invalid", c.ProtocolMin, c.ProtocolMax)
+	}
+	if c.CalamariKeep < 0 {
+		return fmt.Errorf("agent config: CalamariKeep is negative (%d)", c.CalamariKeep)
+	}
+	if c.CalamariKeep == 0 {
+		c.CalamariKeep = calamari.DefaultKeep
 	}
 	return nil
 }
@@ -136,6 +155,12 @@ type Agent struct {
 	// coordinator certificate list applies to the next handshake.
 	pins    *certs.Pins
 	running atomic.Bool
+	// stopped is set when Run returns: the task runner is closed then.
+	stopped atomic.Bool
+	// calamari is the agent's Calamari folder; tasks runs deployment
+	// tasks, which outlive sessions.
+	calamari *calamari.Store
+	tasks    *task.Runner
 	// lastRotationErr is touched only by Run's goroutine.
 	lastRotationErr string
 
@@ -151,7 +176,8 @@ type Agent struct {
 
 // New loads the agent's registration and identity from cfg.Home. It fails
 // with an error naming the register command when the home is not
-// registered.
+// registered. Tasks that an earlier agent process left running are marked
+// failed: their output died with it.
 func New(cfg Config) (*Agent, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -165,7 +191,7 @@ func New(cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	hostname, _ := os.Hostname() // only informative; "" is acceptable
-	return &Agent{
+	a := &Agent{
 		cfg:      cfg,
 		log:      cfg.Logger.Named("agent"),
 		started:  time.Now(),
@@ -174,7 +200,31 @@ func New(cfg Config) (*Agent, error) {
 		pins:     certs.NewPins(st.ServerThumbprints...),
 		state:    st,
 		id:       id,
-	}, nil
+	}
+	// The store asks the runner which versions are in use and the runner
+	// asks the store for entry points; a.tasks is set before any push can
+	// prune, because pushes arrive only once Run serves.
+	a.calamari, err = calamari.New(calamari.Config{
+		Dir:        filepath.Join(cfg.Home, calamariDir),
+		SigningKey: st.SigningKey,
+		Keep:       cfg.CalamariKeep,
+		InUse:      func() []string { return a.tasks.InUse() },
+		Logger:     a.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.tasks, err = task.New(task.Config{
+		Dir:       filepath.Join(cfg.Home, workDir),
+		Home:      cfg.Home,
+		Resolve:   a.calamari.Entrypoint,
+		KillGrace: cfg.TaskKillGrace,
+		Logger:    a.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return a, nil
 }
 
 // Status returns a snapshot of the connection.
@@ -225,16 +275,25 @@ func (a *Agent) setDisconnected(err error) {
 // again from the minimum even if it never completed Hello.
 const stableSession = 30 * time.Second
 
+// stopTasksTimeout bounds how long a stopping agent waits for its tasks
+// to be cancelled: their grace period, the kill, and the reaping.
+const stopTasksTimeout = 30 * time.Second
+
 // Run keeps a session to the coordinator until ctx is done, reconnecting
 // with backoff, trying the coordinator nodes in turn. It never gives up on
 // its own, not even when the agent was deleted: an agent must not take its
-// machine dark. It returns nil once ctx is done and every goroutine it
-// started has ended.
+// machine dark. It returns nil once ctx is done, its running tasks were
+// cancelled (so no child outlives the agent) and every goroutine it
+// started has ended. An Agent runs once.
 func (a *Agent) Run(ctx context.Context) error {
 	if !a.running.CompareAndSwap(false, true) {
 		return errors.New("run agent: already running")
 	}
 	defer a.running.Store(false)
+	if a.stopped.Load() {
+		return errors.New("run agent: it already ran and stopped; create a new Agent")
+	}
+	defer a.stopTasks(ctx)
 	retry := newRetryPolicy(a.cfg.MinBackoff, a.cfg.MaxBackoff)
 	for attempt := 0; ; attempt++ {
 		addr := a.servers[attempt%len(a.servers)]
@@ -252,6 +311,16 @@ func (a *Agent) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
+	}
+}
+
+// stopTasks cancels the tasks still running when Run ends.
+func (a *Agent) stopTasks(ctx context.Context) {
+	a.stopped.Store(true)
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopTasksTimeout)
+	defer cancel()
+	if err := a.tasks.Close(stopCtx); err != nil {
+		a.log.Error("tasks did not stop with the agent", zap.Error(err))
 	}
 }
 

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -19,6 +20,7 @@ import (
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/tendrildeploy/tendril/bundle"
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
 )
@@ -137,7 +139,7 @@ func TestRegister(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.AgentID != "agent-1" || st.Name != "web-01" || st.Environment != "Production" || st.SigningKey != "00ff" {
+	if st.AgentID != "agent-1" || st.Name != "web-01" || st.Environment != "Production" || st.SigningKey != c.signer.Public() {
 		t.Errorf("state: %+v", st)
 	}
 	if !slices.Equal(st.ServerThumbprints, []string{c.id.Thumbprint}) || st.ServerHint != c.id.Thumbprint {
@@ -264,13 +266,18 @@ func TestNewUnregistered(t *testing.T) {
 func TestRunServesCoordinator(t *testing.T) {
 	c := newTestCoordinator(t)
 	home := registered(t, c)
-	// One installed Calamari and one whose install never finished.
+	// A verified Calamari, one with a marker but nothing else, and one
+	// whose install never finished. Only the first counts as installed.
+	b := newTestBundle(t, c, "1.0.0")
+	if _, err := bundle.Install(context.Background(), bytes.NewReader(b.data), filepath.Join(home, calamariDir), c.signer.Public(), b.sig, bundle.Limits{}); err != nil {
+		t.Fatal(err)
+	}
 	for _, v := range []string{"2.0.0", "2.1.0"} {
 		if err := os.MkdirAll(filepath.Join(home, calamariDir, v), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(home, calamariDir, "2.0.0", successMarker), nil, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(home, calamariDir, "2.0.0", bundle.SuccessName), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	a := startAgent(t, home, nil)
@@ -284,7 +291,7 @@ func TestRunServesCoordinator(t *testing.T) {
 	s.mu.Lock()
 	h := *s.hello
 	s.mu.Unlock()
-	if h.Version != "1.2.3" || h.ProtocolMin != protocol.MinProtocol || h.ProtocolMax != protocol.ProtocolVersion || h.OS != runtime.GOOS || !slices.Equal(h.Calamari, []string{"2.0.0"}) {
+	if h.Version != "1.2.3" || h.ProtocolMin != protocol.MinProtocol || h.ProtocolMax != protocol.ProtocolVersion || h.OS != runtime.GOOS || !slices.Equal(h.Calamari, []string{"1.0.0"}) {
 		t.Errorf("hello: %+v", h)
 	}
 
@@ -299,8 +306,13 @@ func TestRunServesCoordinator(t *testing.T) {
 		if health.DiskFree <= 0 {
 			t.Errorf("disk free: %d, want > 0", health.DiskFree)
 		}
-		if !slices.Equal(health.Calamari, []string{"2.0.0"}) {
-			t.Errorf("calamari: %v", health.Calamari)
+		if !slices.Equal(health.Calamari, []string{"1.0.0"}) {
+			t.Errorf("calamari: got %v, want [1.0.0]", health.Calamari)
+		}
+		if len(health.CalamariProblems) != 2 ||
+			health.CalamariProblems[0] != "2.1.0: not installed" ||
+			!strings.HasPrefix(health.CalamariProblems[1], "2.0.0: ") || !strings.Contains(health.CalamariProblems[1], "manifest.json is missing") {
+			t.Errorf("calamari problems: got %q, want 2.1.0 not installed and 2.0.0 without its manifest", health.CalamariProblems)
 		}
 	})
 

@@ -24,6 +24,10 @@ type testCoordinator struct {
 	ln net.Listener
 	wg sync.WaitGroup
 
+	// signer signs Calamari bundles; agents learn its public key at
+	// registration.
+	signer *certs.SigningKey
+
 	mu          sync.Mutex
 	id          *certs.Identity
 	thumbprints []string        // sent in Registered and Welcome
@@ -57,6 +61,10 @@ func newTestCoordinator(t *testing.T) *testCoordinator {
 	if err != nil {
 		t.Fatal(err)
 	}
+	signer, err := certs.NewSigningKey()
+	if err != nil {
+		t.Fatal(err)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -64,6 +72,7 @@ func newTestCoordinator(t *testing.T) *testCoordinator {
 	c := &testCoordinator{
 		t:           t,
 		ln:          ln,
+		signer:      signer,
 		id:          id,
 		thumbprints: []string{id.Thumbprint},
 		known:       map[string]bool{},
@@ -187,7 +196,7 @@ func (c *testCoordinator) handle(s *coordSession, st *yamux.Stream) {
 		}
 		protocol.WriteFrame(st, protocol.TypeRegistered, protocol.Registered{
 			AgentID: "agent-1", Name: req.Name, Environment: env,
-			SigningKey: "00ff", ServerThumbprints: thumbs,
+			SigningKey: c.signer.Public(), ServerThumbprints: thumbs,
 		})
 	case protocol.TypeHello:
 		var h protocol.Hello
@@ -231,6 +240,95 @@ func (c *testCoordinator) call(s *coordSession, reqType string, req any, respTyp
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return protocol.Call(ctx, s.ys, reqType, req, respType, resp)
+}
+
+// push sends a header of type typ and then bulk bytes as the coordinator
+// does: the bytes from the offset the agent asks for, then it reads the
+// final reply of respType into resp. If cut is 0 or more, only that many
+// bytes are sent before the stream is closed, as a connection lost
+// mid-transfer would. No reply is read after PushReady{Done}.
+func (c *testCoordinator) push(s *coordSession, typ string, hdr any, data []byte, cut int64, respType string, resp any) (protocol.PushReady, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := s.ys.OpenStream()
+	if err != nil {
+		return protocol.PushReady{}, err
+	}
+	defer st.Close()
+	stop := context.AfterFunc(ctx, func() { st.SetDeadline(time.Now()) })
+	defer stop()
+	if err := protocol.WriteFrame(st, typ, hdr); err != nil {
+		return protocol.PushReady{}, err
+	}
+	f, err := protocol.ReadFrame(st, 0)
+	if err != nil {
+		return protocol.PushReady{}, err
+	}
+	var ready protocol.PushReady
+	if err := protocol.DecodeReply(f, protocol.TypePushReady, &ready); err != nil || ready.Done {
+		return ready, err
+	}
+	end := int64(len(data))
+	if cut >= 0 {
+		end = min(end, ready.Offset+cut)
+	}
+	if _, err := st.Write(data[ready.Offset:end]); err != nil {
+		return ready, err
+	}
+	if end < int64(len(data)) {
+		return ready, errCut
+	}
+	f, err = protocol.ReadFrame(st, 0)
+	if err != nil {
+		return ready, err
+	}
+	return ready, protocol.DecodeReply(f, respType, resp)
+}
+
+// errCut is what push returns for a transfer it cut on purpose.
+var errCut = errors.New("transfer cut by the test")
+
+// followed is what a follow collected.
+type followed struct {
+	entries []protocol.LogEntry
+	frames  []int // entries per TaskLog frame
+	end     protocol.TaskEnd
+}
+
+// follow follows a task's log from seq from until its TaskEnd.
+func (c *testCoordinator) follow(s *coordSession, ticket string, from int64) (followed, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := s.ys.OpenStream()
+	if err != nil {
+		return followed{}, err
+	}
+	defer st.Close()
+	stop := context.AfterFunc(ctx, func() { st.SetDeadline(time.Now()) })
+	defer stop()
+	if err := protocol.WriteFrame(st, protocol.TypeTaskFollow, protocol.TaskFollow{Ticket: ticket, From: from}); err != nil {
+		return followed{}, err
+	}
+	var out followed
+	for {
+		f, err := protocol.ReadFrame(st, 0)
+		if err != nil {
+			return out, err
+		}
+		switch f.Type {
+		case protocol.TypeTaskLog:
+			var l protocol.TaskLog
+			if err := f.Decode(&l); err != nil {
+				return out, err
+			}
+			out.frames = append(out.frames, len(l.Entries))
+			out.entries = append(out.entries, l.Entries...)
+		case protocol.TypeTaskEnd:
+			return out, f.Decode(&out.end)
+		default:
+			return out, protocol.DecodeReply(f, protocol.TypeTaskEnd, nil)
+		}
+	}
 }
 
 // waitSession waits for a session that said Hello and satisfies ok.

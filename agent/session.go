@@ -49,12 +49,18 @@ type liveSession struct {
 	established time.Time
 	goAway      atomic.Pointer[protocol.GoAway]
 	handlers    chan struct{} // a slot per running handler
-	wg          sync.WaitGroup
+	follows     chan struct{} // a slot per task follow
+	// ctx is done when the session closes; handlers wait on it (for a
+	// lock, for a task's next log entry) rather than on their own.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 // close ends the session and waits for its goroutines. It is idempotent,
 // and must not be called from one of those goroutines.
 func (s *liveSession) close() {
+	s.cancel()
 	s.ys.Close()
 	s.wg.Wait()
 }
@@ -129,12 +135,16 @@ func (a *Agent) establish(ctx context.Context, addr string, id *certs.Identity) 
 		conn.Close()
 		return nil, fmt.Errorf("start session with coordinator %s: %w", addr, err)
 	}
+	sctx, cancel := context.WithCancel(ctx)
 	s := &liveSession{
 		addr:       addr,
 		ys:         ys,
 		tlsVersion: conn.ConnectionState().Version,
 		thumbprint: id.Thumbprint,
 		handlers:   make(chan struct{}, maxHandlers),
+		follows:    make(chan struct{}, maxFollows),
+		ctx:        sctx,
+		cancel:     cancel,
 	}
 	// Serving starts before Hello: the coordinator may send a GoAway
 	// instead of a Welcome, and it must be heard.
@@ -200,14 +210,18 @@ func (a *Agent) acceptLoop(s *liveSession) {
 			return
 		}
 		s.wg.Go(func() {
-			defer func() { <-s.handlers }()
-			a.handle(s, st)
+			var once sync.Once
+			release := func() { once.Do(func() { <-s.handlers }) }
+			defer release()
+			a.handle(s, st, release)
 		})
 	}
 }
 
-// handle serves one request: one frame in, one frame out.
-func (a *Agent) handle(s *liveSession, st *yamux.Stream) {
+// handle serves one request: one frame in, and a reply (a stream of them
+// for a follow, a transfer in between for a push). release gives back the
+// request's handler slot early, for a request that lasts long.
+func (a *Agent) handle(s *liveSession, st *yamux.Stream, release func()) {
 	defer st.Close()
 	st.SetDeadline(time.Now().Add(streamTimeout))
 	f, err := protocol.ReadFrame(st, 0)
@@ -222,6 +236,18 @@ func (a *Agent) handle(s *liveSession, st *yamux.Stream) {
 		err = a.handleServerCertificates(st, f)
 	case protocol.TypeGoAway:
 		err = a.handleGoAway(s, st, f)
+	case protocol.TypeCalamariCheck:
+		err = a.handleCalamariCheck(st, f)
+	case protocol.TypeCalamariPush:
+		err = a.handleCalamariPush(s, st, f)
+	case protocol.TypeFilePush:
+		err = a.handleFilePush(s, st, f)
+	case protocol.TypeTaskStart:
+		err = a.handleTaskStart(s, st, f)
+	case protocol.TypeTaskFollow:
+		err = a.handleTaskFollow(s, st, f, release)
+	case protocol.TypeTaskCancel:
+		err = a.handleTaskCancel(s, st, f)
 	default:
 		err = protocol.WriteError(st, protocol.CodeUnknownType, fmt.Sprintf("unknown message type %q", f.Type))
 	}
@@ -309,6 +335,7 @@ func (a *Agent) adoptServerThumbprints(list []string) error {
 }
 
 func (a *Agent) hello() protocol.Hello {
+	versions, _ := a.calamari.Scan()
 	return protocol.Hello{
 		Version:     a.cfg.Version,
 		ProtocolMin: a.cfg.ProtocolMin,
@@ -316,18 +343,20 @@ func (a *Agent) hello() protocol.Hello {
 		OS:          runtime.GOOS,
 		Arch:        runtime.GOARCH,
 		Hostname:    a.hostname,
-		Calamari:    calamariVersions(a.cfg.Home),
+		Calamari:    versions,
 	}
 }
 
 func (a *Agent) health() protocol.Health {
+	versions, problems := a.calamari.Scan()
 	return protocol.Health{
-		Version:       a.cfg.Version,
-		UptimeSeconds: int64(time.Since(a.started) / time.Second),
-		OS:            runtime.GOOS,
-		Arch:          runtime.GOARCH,
-		Hostname:      a.hostname,
-		DiskFree:      diskFree(a.cfg.Home),
-		Calamari:      calamariVersions(a.cfg.Home),
+		Version:          a.cfg.Version,
+		UptimeSeconds:    int64(time.Since(a.started) / time.Second),
+		OS:               runtime.GOOS,
+		Arch:             runtime.GOARCH,
+		Hostname:         a.hostname,
+		DiskFree:         diskFree(a.cfg.Home),
+		Calamari:         versions,
+		CalamariProblems: problems,
 	}
 }

@@ -148,7 +148,10 @@ func registerCommand() *cobra.Command {
 }
 
 func runCommand() *cobra.Command {
-	var home, logLevel string
+	var (
+		home, logLevel string
+		calamariKeep   int
+	)
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the agent in the foreground until interrupted",
@@ -162,7 +165,10 @@ func runCommand() *cobra.Command {
 				return err
 			}
 			defer log.Sync()
-			a, err := agent.New(agent.Config{Home: home, Version: version.Version, Logger: log})
+			if calamariKeep < 1 {
+				return fmt.Errorf("--calamari-keep %d: keep at least 1 version", calamariKeep)
+			}
+			a, err := agent.New(agent.Config{Home: home, Version: version.Version, Logger: log, CalamariKeep: calamariKeep})
 			if err != nil {
 				return err
 			}
@@ -178,6 +184,7 @@ func runCommand() *cobra.Command {
 	}
 	addHome(cmd, &home)
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	cmd.Flags().IntVar(&calamariKeep, "calamari-keep", 3, "Calamari versions to keep; older ones are removed, except those running tasks use")
 	return cmd
 }
 

@@ -1,0 +1,580 @@
+// Package task runs deployment tasks on an agent: Calamari started with the
+// coordinator's arguments in <home>/Work/<ticket>/, its output kept as a
+// sequence-numbered log that followers read from any point, its result
+// written last.
+//
+// Tasks belong to the Runner, not to a connection: a coordinator that
+// loses its session finds the task still running (or finished) when it
+// comes back, and reads the rest of the log from where it stopped. A
+// ticket names a task once: starting it again reports the first run.
+package task
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tendrildeploy/tendril/agent/internal/keylock"
+	"github.com/tendrildeploy/tendril/protocol"
+)
+
+// Environment variables every task's process gets, on top of the agent's.
+const (
+	EnvTicket  = "TENDRIL_TICKET"
+	EnvTaskDir = "TENDRIL_TASK_DIR"
+	EnvFiles   = "TENDRIL_FILES"
+	EnvHome    = "TENDRIL_HOME"
+)
+
+// DefaultKillGrace is how long a cancelled task may take to stop after
+// SIGTERM before its process group gets SIGKILL.
+const DefaultKillGrace = 5 * time.Second
+
+// outputDrain is how long the agent keeps reading a task's output after
+// its process exited, for children it left running that still hold the
+// output pipes. Past it the pipes are closed and the task is finished;
+// waiting for such children (a daemon the script started) could take
+// forever.
+const outputDrain = 2 * time.Second
+
+// errInterrupted is the result of a task an earlier agent process was
+// running when it stopped: its output pipes died with that process.
+const errInterrupted = "the agent stopped while the task ran"
+
+// Errors callers branch on. All but ErrClosed blame the request, not the
+// agent (see IsBadRequest).
+var (
+	// ErrInvalidTicket means a ticket that cannot name a task folder.
+	ErrInvalidTicket = errors.New("invalid ticket")
+	// ErrInvalidFileName means a pushed file's name is not a plain name.
+	ErrInvalidFileName = errors.New("invalid file name")
+	// ErrInvalidTransfer means a transfer header that cannot be right.
+	ErrInvalidTransfer = errors.New("invalid transfer header")
+	// ErrUnknownTicket means no task was ever started with the ticket.
+	ErrUnknownTicket = errors.New("unknown ticket")
+	// ErrStarted means a file push to a task that already started with
+	// other content under that name.
+	ErrStarted = errors.New("task already started")
+	// ErrClosed means the Runner is stopping and starts nothing new.
+	ErrClosed = errors.New("the agent is stopping")
+)
+
+// CalamariError means the task's Calamari version cannot be used: the
+// coordinator checks and pushes it before starting a task, so this is a
+// guard against a race or a damaged disk.
+type CalamariError struct {
+	// Version is the Calamari version the task asked for.
+	Version string
+	// Err is why it cannot be used, from Config.Resolve.
+	Err error
+}
+
+func (e *CalamariError) Error() string {
+	return fmt.Sprintf("Calamari %s is not installed or damaged: %v", e.Version, e.Err)
+}
+
+func (e *CalamariError) Unwrap() error { return e.Err }
+
+// IsBadRequest reports whether err blames the request rather than the
+// agent: an invalid ticket or file name, an unknown ticket, an unusable
+// Calamari version, a transfer that does not match its header.
+func IsBadRequest(err error) bool {
+	var ce *CalamariError
+	if errors.As(err, &ce) {
+		return true
+	}
+	for _, target := range []error{ErrInvalidTicket, ErrInvalidFileName, ErrInvalidTransfer, ErrUnknownTicket, ErrStarted, protocol.ErrTransfer} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
+}
+
+// Config describes a Runner.
+type Config struct {
+	// Dir is the work folder, <home>/Work. Required.
+	Dir string
+	// Home is the agent's home, given to tasks as TENDRIL_HOME.
+	Home string
+	// Resolve verifies a Calamari version and returns the absolute path of
+	// its entry point for this machine. Required.
+	Resolve func(version string) (string, error)
+	// KillGrace is how long a cancelled task may take to stop before it is
+	// killed. Default DefaultKillGrace.
+	KillGrace time.Duration
+	// Logger receives what happens to tasks; it is named "task". Default:
+	// discard.
+	Logger *zap.Logger
+}
+
+// Runner starts, follows and cancels tasks. Create it with New and stop it
+// with Close; its methods are safe for concurrent use.
+type Runner struct {
+	cfg Config
+	log *zap.Logger
+	// tickets serialises Start per ticket, files serialises pushes per
+	// file: each decides from what is on disk and must not race itself.
+	tickets keylock.Map
+	files   keylock.Map
+	// wg counts the goroutines waiting for task processes.
+	wg sync.WaitGroup
+
+	mu     sync.Mutex
+	closed bool
+	// tasks holds the tasks started by this Runner that have not
+	// finished; finished ones are read from disk.
+	tasks map[string]*task
+	// versions counts the Calamari versions tasks use, from the moment a
+	// start verifies one until its task finishes, so a prune never removes
+	// one from under a task.
+	versions map[string]int
+}
+
+// New returns a Runner for cfg.Dir. Tasks that an earlier agent process
+// left without a result are marked failed: their processes lost their
+// output pipes when it stopped.
+func New(cfg Config) (*Runner, error) {
+	if cfg.Dir == "" || cfg.Resolve == nil {
+		return nil, errors.New("task runner: Dir and Resolve are required")
+	}
+	if cfg.KillGrace < 0 {
+		return nil, errors.New("task runner: KillGrace is negative")
+	}
+	if cfg.KillGrace == 0 {
+		cfg.KillGrace = DefaultKillGrace
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	// Tasks run in other folders than the agent, so everything they are
+	// told must be absolute.
+	for _, p := range []*string{&cfg.Dir, &cfg.Home} {
+		if *p == "" {
+			continue
+		}
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			return nil, fmt.Errorf("task runner: %w", err)
+		}
+		*p = abs
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("task runner: %w", err)
+	}
+	r := &Runner{
+		cfg:      cfg,
+		log:      cfg.Logger.Named("task"),
+		tasks:    map[string]*task{},
+		versions: map[string]int{},
+	}
+	r.recover()
+	return r, nil
+}
+
+func (r *Runner) taskDir(ticket string) string { return filepath.Join(r.cfg.Dir, ticket) }
+
+// recover finishes the tasks an earlier agent process was running. A task
+// that cannot be finished is logged and left; following it reports why.
+func (r *Runner) recover() {
+	entries, err := os.ReadDir(r.cfg.Dir)
+	if err != nil {
+		r.log.Error("could not look for tasks interrupted by an agent restart", zap.Error(err))
+		return
+	}
+	for _, e := range entries {
+		ticket := e.Name()
+		dir := r.taskDir(ticket)
+		if !e.IsDir() || ValidateTicket(ticket) != nil || !exists(filepath.Join(dir, infoFile)) || exists(filepath.Join(dir, resultFile)) {
+			continue
+		}
+		t, err := openTask(ticket, dir, "")
+		if err == nil {
+			t.append(streamAgent, errInterrupted)
+			err = t.writeResult(result{State: protocol.TaskFailed, ExitCode: -1, Error: errInterrupted, FinishedAt: time.Now().UTC()})
+			t.closeLog()
+		}
+		if err != nil {
+			r.log.Error("could not mark an interrupted task failed", zap.String("ticket", ticket), zap.Error(err))
+			continue
+		}
+		r.log.Warn("task was interrupted by an agent restart; marked failed", zap.String("ticket", ticket))
+	}
+}
+
+// reserve counts version as used by a starting task; false once closed.
+func (r *Runner) reserve(version string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return false
+	}
+	r.versions[version]++
+	return true
+}
+
+func (r *Runner) unreserve(version string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.unreserveLocked(version)
+}
+
+func (r *Runner) unreserveLocked(version string) {
+	if r.versions[version]--; r.versions[version] <= 0 {
+		delete(r.versions, version)
+	}
+}
+
+// InUse returns the Calamari versions that running (or starting) tasks
+// use, sorted.
+func (r *Runner) InUse() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	vs := make([]string, 0, len(r.versions))
+	for v := range r.versions {
+		vs = append(vs, v)
+	}
+	slices.Sort(vs)
+	return vs
+}
+
+// Start starts a task, or reports the existing one if the ticket was
+// started before (by this agent process or an earlier one): a ticket runs
+// once however often it is started. A process that cannot be started
+// still makes a task, failed, with the reason in its log.
+func (r *Runner) Start(ctx context.Context, req protocol.TaskStart) (protocol.TaskStarted, error) {
+	if err := ValidateTicket(req.Ticket); err != nil {
+		return protocol.TaskStarted{}, err
+	}
+	unlock, err := r.tickets.Lock(ctx, req.Ticket)
+	if err != nil {
+		return protocol.TaskStarted{}, fmt.Errorf("start task %s: %w", req.Ticket, err)
+	}
+	defer unlock()
+	if state, ok, err := r.existing(req.Ticket); ok || err != nil {
+		return protocol.TaskStarted{Ticket: req.Ticket, Existing: true, State: state}, err
+	}
+	if !r.reserve(req.Calamari) {
+		return protocol.TaskStarted{}, fmt.Errorf("start task %s: %w", req.Ticket, ErrClosed)
+	}
+	entry, err := r.cfg.Resolve(req.Calamari)
+	if err != nil {
+		r.unreserve(req.Calamari)
+		return protocol.TaskStarted{}, &CalamariError{Version: req.Calamari, Err: err}
+	}
+	dir := r.taskDir(req.Ticket)
+	if err := os.MkdirAll(filepath.Join(dir, filesDir), 0o700); err != nil {
+		r.unreserve(req.Calamari)
+		return protocol.TaskStarted{}, fmt.Errorf("start task %s: %w", req.Ticket, err)
+	}
+	t := newTask(req.Ticket, dir, req.Calamari)
+	r.mu.Lock()
+	if r.closed {
+		r.unreserveLocked(req.Calamari)
+		r.mu.Unlock()
+		return protocol.TaskStarted{}, fmt.Errorf("start task %s: %w", req.Ticket, ErrClosed)
+	}
+	r.tasks[req.Ticket] = t
+	r.mu.Unlock()
+
+	in := info{Ticket: req.Ticket, Calamari: req.Calamari, Args: req.Args, StartedAt: time.Now().UTC()}
+	if err := writeJSON(filepath.Join(dir, infoFile), in); err != nil {
+		r.forget(t)
+		return protocol.TaskStarted{}, fmt.Errorf("start task %s: %w", req.Ticket, err)
+	}
+	// From here on the ticket is taken: every way out finishes the task.
+	if err := t.openLog(); err != nil {
+		r.finish(t, result{State: protocol.TaskFailed, ExitCode: -1, Error: err.Error()}, "")
+		return protocol.TaskStarted{Ticket: req.Ticket, State: protocol.TaskFailed}, nil
+	}
+	cmd := r.command(t, entry, req.Args)
+	t.mu.Lock()
+	if t.cancelled { // Close ran while the start was under way
+		t.mu.Unlock()
+		r.finish(t, result{State: protocol.TaskCancelled, ExitCode: -1, Error: "cancelled before it started"}, "cancelled before it started")
+		return protocol.TaskStarted{Ticket: req.Ticket, State: protocol.TaskCancelled}, nil
+	}
+	t.appendLocked(streamAgent, "running calamari "+req.Calamari+quoteArgs(req.Args))
+	if err := cmd.Start(); err != nil {
+		t.mu.Unlock()
+		msg := fmt.Sprintf("could not start Calamari: %v", err)
+		r.finish(t, result{State: protocol.TaskFailed, ExitCode: -1, Error: msg}, msg)
+		return protocol.TaskStarted{Ticket: req.Ticket, State: protocol.TaskFailed}, nil
+	}
+	t.proc = cmd.Process
+	t.mu.Unlock()
+	r.log.Info("task started", zap.String("ticket", req.Ticket), zap.String("calamari", req.Calamari), zap.Int("pid", cmd.Process.Pid))
+	in.PID = cmd.Process.Pid
+	if err := writeJSON(filepath.Join(dir, infoFile), in); err != nil {
+		// Only informative: the task is running and is tracked in memory.
+		r.log.Warn("could not record a task's process id", zap.String("ticket", req.Ticket), zap.Error(err))
+	}
+	r.wg.Go(func() { r.wait(t, cmd) })
+	return protocol.TaskStarted{Ticket: req.Ticket, State: protocol.TaskRunning}, nil
+}
+
+// existing reports the state of a ticket already started, and whether
+// there is one.
+func (r *Runner) existing(ticket string) (string, bool, error) {
+	r.mu.Lock()
+	t := r.tasks[ticket]
+	r.mu.Unlock()
+	if t != nil {
+		return t.state(), true, nil
+	}
+	dir := r.taskDir(ticket)
+	if !exists(filepath.Join(dir, infoFile)) {
+		return "", false, nil
+	}
+	res, err := readResult(dir)
+	if err != nil {
+		return "", true, fmt.Errorf("task %s has no result and is not running: %w", ticket, err)
+	}
+	return res.State, true, nil
+}
+
+// command prepares the task's process: in its folder, with the task's
+// environment, output into the log, and in a process group of its own so
+// that cancelling reaches every process it started.
+func (r *Runner) command(t *task, entry string, args []string) *exec.Cmd {
+	cmd := exec.Command(entry, args...)
+	cmd.Dir = t.dir
+	cmd.Env = append(os.Environ(),
+		EnvTicket+"="+t.ticket,
+		EnvTaskDir+"="+t.dir,
+		EnvFiles+"="+filepath.Join(t.dir, filesDir),
+		EnvHome+"="+r.cfg.Home,
+		// The agent's own PWD would tell the task it runs elsewhere.
+		"PWD="+t.dir,
+	)
+	// Stdin stays nil: the null device. Nobody is there to type.
+	t.stdout = &lineWriter{t: t, stream: streamStdout}
+	t.stderr = &lineWriter{t: t, stream: streamStderr}
+	cmd.Stdout, cmd.Stderr = t.stdout, t.stderr
+	cmd.WaitDelay = outputDrain
+	newProcessGroup(cmd)
+	return cmd
+}
+
+// wait waits for the task's process and finishes the task.
+func (r *Runner) wait(t *task, cmd *exec.Cmd) {
+	pid := cmd.Process.Pid
+	// Where the system allows it, see the exit before reaping it: until
+	// Wait reaps the process its id cannot be reused, so a cancellation
+	// can still signal the process group without hitting a stranger.
+	waited := waitExited(pid)
+	if waited {
+		t.mu.Lock()
+		if t.cancelled {
+			// The main process is gone; the rest of its tree goes with
+			// it, even the processes that ignored SIGTERM.
+			killGroup(t.proc)
+		}
+		t.exited = true
+		t.mu.Unlock()
+	}
+	err := cmd.Wait()
+	if !waited {
+		t.mu.Lock()
+		t.exited = true
+		t.mu.Unlock()
+	}
+	t.stdout.flush()
+	t.stderr.flush()
+
+	code := -1
+	if cmd.ProcessState != nil {
+		code = cmd.ProcessState.ExitCode()
+	}
+	t.mu.Lock()
+	cancelled := t.cancelled
+	t.mu.Unlock()
+	var res result
+	var msg string
+	switch {
+	case cancelled:
+		res, msg = result{State: protocol.TaskCancelled, ExitCode: code, Error: "cancelled"}, "cancelled"
+	case code == 0:
+		res, msg = result{State: protocol.TaskSucceeded}, "exited with code 0"
+	case code > 0:
+		msg = "exited with code " + strconv.Itoa(code)
+		res = result{State: protocol.TaskFailed, ExitCode: code, Error: msg}
+	default:
+		msg = "ended abnormally: " + describeExit(cmd, err)
+		res = result{State: protocol.TaskFailed, ExitCode: code, Error: msg}
+	}
+	if errors.Is(err, exec.ErrWaitDelay) {
+		// Said in the task's log, where whoever reads the output looks.
+		t.append(streamAgent, "output after the process exited was cut: a process it started still holds its output")
+	}
+	r.finish(t, res, msg)
+}
+
+func describeExit(cmd *exec.Cmd, err error) string {
+	if cmd.ProcessState != nil {
+		return cmd.ProcessState.String()
+	}
+	return err.Error()
+}
+
+// finish ends a task: the last log entry, then result.json, and only then
+// the task counts as finished for followers and Start.
+func (r *Runner) finish(t *task, res result, msg string) {
+	res.FinishedAt = time.Now().UTC()
+	t.mu.Lock()
+	if t.lost > 0 {
+		t.appendLocked(streamAgent, fmt.Sprintf("%d lines of output could not be written to this log: %v", t.lost, t.lostErr))
+	}
+	if msg != "" {
+		t.appendLocked(streamAgent, msg)
+	}
+	t.mu.Unlock()
+	if err := t.writeResult(res); err != nil {
+		// The task is still over; an agent restart will call it
+		// interrupted, which is the best the disk allows.
+		r.log.Error("could not record a task's result", zap.String("ticket", t.ticket), zap.Error(err))
+	}
+	// Forgotten before anyone hears it finished, so whoever does finds
+	// its Calamari version no longer in use; lookups meanwhile read the
+	// result just written.
+	r.forget(t)
+	t.mu.Lock()
+	t.result = &res
+	t.notifyLocked()
+	t.mu.Unlock()
+	t.closeLog()
+	close(t.done)
+	r.log.Info("task finished", zap.String("ticket", t.ticket), zap.String("state", res.State), zap.Int("exit_code", res.ExitCode))
+}
+
+// forget drops a finished (or never started) task from memory; from now on
+// it is read from disk.
+func (r *Runner) forget(t *task) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.tasks[t.ticket] == t {
+		delete(r.tasks, t.ticket)
+		r.unreserveLocked(t.calamari)
+	}
+}
+
+// Cancel kills a task's whole process tree and returns once its process
+// has been reaped and its result written. A task that already finished is
+// left as it is; an unknown ticket is an error.
+func (r *Runner) Cancel(ctx context.Context, ticket string) error {
+	if err := ValidateTicket(ticket); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	t := r.tasks[ticket]
+	r.mu.Unlock()
+	if t == nil {
+		if exists(filepath.Join(r.taskDir(ticket), infoFile)) {
+			return nil // finished: nothing to do
+		}
+		return fmt.Errorf("cancel task %s: %w", ticket, ErrUnknownTicket)
+	}
+	if err := r.cancel(ctx, t); err != nil {
+		return fmt.Errorf("cancel task %s: %w", ticket, err)
+	}
+	return nil
+}
+
+// cancel asks the task's process group to stop, kills it after the grace
+// period, and waits until the task has finished. Signals are sent only
+// while the process has not been reaped (t.exited is false under t.mu),
+// so they cannot reach a process that inherited its id.
+func (r *Runner) cancel(ctx context.Context, t *task) error {
+	t.mu.Lock()
+	if t.result != nil {
+		t.mu.Unlock()
+		return nil
+	}
+	first := !t.cancelled
+	t.cancelled = true
+	if first && t.proc != nil && !t.exited {
+		r.log.Info("cancelling task", zap.String("ticket", t.ticket))
+		if err := terminateGroup(t.proc); err != nil {
+			r.log.Warn("could not ask a task to stop", zap.String("ticket", t.ticket), zap.Error(err))
+		}
+	}
+	t.mu.Unlock()
+
+	grace := time.NewTimer(r.cfg.KillGrace)
+	defer grace.Stop()
+	select {
+	case <-t.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-grace.C:
+	}
+	t.mu.Lock()
+	if t.proc != nil && !t.exited {
+		r.log.Warn("task did not stop in time; killing it", zap.String("ticket", t.ticket), zap.Duration("grace", r.cfg.KillGrace))
+		killGroup(t.proc)
+	}
+	t.mu.Unlock()
+	select {
+	case <-t.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close stops the Runner: it starts nothing more, cancels every running
+// task and waits for them, bounded by ctx, so no process is left behind by
+// a stopping agent. It is idempotent.
+func (r *Runner) Close(ctx context.Context) error {
+	r.mu.Lock()
+	r.closed = true
+	running := make([]*task, 0, len(r.tasks))
+	for _, t := range r.tasks {
+		running = append(running, t)
+	}
+	r.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, t := range running {
+		wg.Go(func() { r.cancel(ctx, t) }) // a failure is ctx's, seen below
+	}
+	wg.Wait()
+	var left []string
+	for _, t := range running {
+		select {
+		case <-t.done:
+		default:
+			left = append(left, t.ticket)
+		}
+	}
+	if len(left) > 0 {
+		return fmt.Errorf("close task runner: tasks still running: %s: %w", strings.Join(left, ", "), ctx.Err())
+	}
+	// Every task finished, so every waiter is returning.
+	r.wg.Wait()
+	return nil
+}
+
+// quoteArgs renders arguments for the log, quoting the ones a reader could
+// not otherwise tell apart.
+func quoteArgs(args []string) string {
+	var b strings.Builder
+	for _, a := range args {
+		b.WriteByte(' ')
+		if a == "" || strings.ContainsAny(a, " \t\r\n\"'\\") {
+			a = strconv.Quote(a)
+		}
+		b.WriteString(a)
+	}
+	return b.String()
+}

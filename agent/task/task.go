@@ -1,0 +1,213 @@
+package task
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/tendrildeploy/tendril/protocol"
+)
+
+// Log streams.
+const (
+	streamStdout = "stdout"
+	streamStderr = "stderr"
+	streamAgent  = "agent"
+)
+
+// maxLine is the longest log entry text: a longer line of output is split
+// into several entries, so any entry fits a frame with room to spare even
+// when JSON escaping makes it six times longer.
+const maxLine = 64 << 10
+
+// task is one task started by this agent process, from its start until
+// its result is written.
+type task struct {
+	ticket   string
+	dir      string
+	calamari string
+	// done is closed once the result is written.
+	done chan struct{}
+	// stdout and stderr are touched only by exec's copying goroutines and,
+	// after Wait, by the waiter.
+	stdout, stderr *lineWriter
+
+	mu      sync.Mutex
+	log     *os.File
+	logSize int64 // bytes of complete lines in log
+	lastSeq int64
+	// changed is closed, and replaced, whenever lastSeq or result changes:
+	// followers wait on it instead of polling.
+	changed chan struct{}
+	result  *result
+	// cancelled is set by the first cancellation.
+	cancelled bool
+	// proc is the process once started; exited is set once it can no
+	// longer be signalled safely (see Runner.wait).
+	proc   *os.Process
+	exited bool
+	// lost counts output lines the log could not take (a full disk);
+	// lostErr is the first reason.
+	lost    int
+	lostErr error
+}
+
+func newTask(ticket, dir, calamari string) *task {
+	return &task{ticket: ticket, dir: dir, calamari: calamari, done: make(chan struct{}), changed: make(chan struct{})}
+}
+
+// openTask is a task read back from disk to be finished (recovery).
+func openTask(ticket, dir, calamari string) (*task, error) {
+	t := newTask(ticket, dir, calamari)
+	if err := t.openLog(); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func (t *task) openLog() error {
+	f, size, last, err := openLog(t.dir)
+	if err != nil {
+		return err
+	}
+	t.mu.Lock()
+	t.log, t.logSize, t.lastSeq = f, size, last
+	t.mu.Unlock()
+	return nil
+}
+
+func (t *task) closeLog() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.log != nil {
+		t.log.Close()
+		t.log = nil
+	}
+}
+
+func (t *task) writeResult(res result) error {
+	return writeJSON(filepath.Join(t.dir, resultFile), res)
+}
+
+// state is the task's state as Start reports it.
+func (t *task) state() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.result != nil {
+		return t.result.State
+	}
+	return protocol.TaskRunning
+}
+
+// snapshot returns what a follower needs to decide whether to read, end or
+// wait, and the channel that tells it something changed since.
+func (t *task) snapshot() (lastSeq int64, res *result, changed <-chan struct{}) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.lastSeq, t.result, t.changed
+}
+
+func (t *task) notifyLocked() {
+	close(t.changed)
+	t.changed = make(chan struct{})
+}
+
+func (t *task) append(stream, text string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.appendLocked(stream, text)
+}
+
+// appendLocked writes the next log entry. An entry that cannot be written
+// is counted as lost rather than returned: the process must keep running
+// and its output keep being drained whatever the disk does, and seq
+// numbers stay without gaps because only written entries take one.
+func (t *task) appendLocked(stream, text string) {
+	if t.log == nil {
+		t.lost++
+		return
+	}
+	e := protocol.LogEntry{Seq: t.lastSeq + 1, Time: time.Now().UTC(), Stream: stream, Text: text}
+	b, err := json.Marshal(e)
+	if err == nil {
+		b = append(b, '\n')
+		_, err = t.log.Write(b)
+		if err != nil {
+			// Cut off whatever part of the line made it, so the file
+			// stays one entry per line.
+			t.log.Truncate(t.logSize)
+		}
+	}
+	if err != nil {
+		if t.lost == 0 {
+			t.lostErr = err
+		}
+		t.lost++
+		return
+	}
+	t.logSize += int64(len(b))
+	t.lastSeq++
+	t.notifyLocked()
+}
+
+// lineWriter turns a process's output into log entries, one per line.
+// Lines longer than maxLine are split, at a UTF-8 boundary where there is
+// one near, so a multi-byte character is not cut in two.
+type lineWriter struct {
+	t      *task
+	stream string
+	buf    []byte
+}
+
+// Write never fails: a failure would stop exec draining the pipe, and the
+// process would then block on its next write.
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.buf = append(w.buf, p...)
+	rest := w.buf
+	for {
+		i := bytes.IndexByte(rest, '\n')
+		if i >= 0 && i <= maxLine {
+			w.emit(rest[:i])
+			rest = rest[i+1:]
+			continue
+		}
+		if len(rest) > maxLine {
+			cut := splitPoint(rest)
+			w.emit(rest[:cut])
+			rest = rest[cut:]
+			continue
+		}
+		break
+	}
+	w.buf = append(w.buf[:0], rest...)
+	return len(p), nil
+}
+
+// flush logs a last line that had no newline.
+func (w *lineWriter) flush() {
+	if w != nil && len(w.buf) > 0 {
+		w.emit(w.buf)
+		w.buf = w.buf[:0]
+	}
+}
+
+func (w *lineWriter) emit(line []byte) {
+	line = bytes.TrimSuffix(line, []byte("\r")) // Windows line ends
+	w.t.append(w.stream, string(line))
+}
+
+// splitPoint is where to cut b (longer than maxLine): before the rune
+// that starts at or just below maxLine, or at maxLine if b is not UTF-8
+// there.
+func splitPoint(b []byte) int {
+	for i := maxLine; i > maxLine-utf8.UTFMax; i-- {
+		if utf8.RuneStart(b[i]) {
+			return i
+		}
+	}
+	return maxLine
+}
