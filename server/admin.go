@@ -55,9 +55,13 @@ func (s *Server) Agents(ctx context.Context) ([]AgentView, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list agents: %w", err)
 	}
+	latest, err := s.latestCalamari(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list agents: %w", err)
+	}
 	out := make([]AgentView, 0, len(all))
 	for _, a := range all {
-		out = append(out, s.view(a))
+		out = append(out, s.view(a, latest.Version))
 	}
 	return out, nil
 }
@@ -68,10 +72,14 @@ func (s *Server) Agent(ctx context.Context, name string) (AgentView, error) {
 	if err != nil {
 		return AgentView{}, fmt.Errorf("agent %q: %w", name, err)
 	}
-	return s.view(a), nil
+	latest, err := s.latestCalamari(ctx)
+	if err != nil {
+		return AgentView{}, fmt.Errorf("agent %q: %w", name, err)
+	}
+	return s.view(a, latest.Version), nil
 }
 
-func (s *Server) view(a store.Agent) AgentView {
+func (s *Server) view(a store.Agent, latestCalamari string) AgentView {
 	v := AgentView{
 		ID: a.ID, Name: a.Name, Environment: a.Environment, Version: a.Version,
 		Health: a.Health, HealthDetail: a.HealthDetail, TLSVersion: a.TLSVersion,
@@ -80,9 +88,7 @@ func (s *Server) view(a store.Agent) AgentView {
 		HealthRTTMillis: float64(a.HealthRTT.Microseconds()) / 1000, RegisteredAt: a.RegisteredAt,
 		LastSeen: rfc3339(a.LastSeen), LastHealthAt: rfc3339(a.LastHealthAt),
 	}
-	// No Calamari bundle is held by the coordinator yet, so no agent can be
-	// behind it.
-	v.CalamariCurrent = true
+	v.CalamariCurrent = calamariCurrent(latestCalamari, a.CalamariVersions)
 	as := s.sessions.get(a.ID)
 	v.Connected = as != nil
 	if as != nil {
@@ -129,6 +135,7 @@ func (s *Server) DeleteAgent(ctx context.Context, name string) error {
 		return fmt.Errorf("delete agent %q: %w", name, err)
 	}
 	s.dropAgent(a.ID, "this agent was deleted from the coordinator")
+	s.abandonAgentTasks(ctx, a.ID)
 	s.log.Info("agent deleted", zap.String("agent", name), zap.String("thumbprint", a.Thumbprint))
 	return nil
 }

@@ -36,6 +36,10 @@ func (s *Server) checkHealth(ctx context.Context, sessions []*agentSession) int 
 	if len(sessions) == 0 {
 		return 0
 	}
+	latest, err := s.latestCalamari(ctx)
+	if err != nil {
+		s.log.Error("look up latest calamari failed", zap.Error(err))
+	}
 	results := make([]store.HealthResult, len(sessions))
 	sem := make(chan struct{}, s.cfg.HealthConcurrency)
 	var wg sync.WaitGroup
@@ -48,7 +52,7 @@ func (s *Server) checkHealth(ctx context.Context, sessions []*agentSession) int 
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			results[i] = s.checkOne(ctx, as)
+			results[i] = s.checkOne(ctx, as, latest.Version)
 		}()
 	}
 	wg.Wait()
@@ -62,10 +66,11 @@ func (s *Server) checkHealth(ctx context.Context, sessions []*agentSession) int 
 	if err := s.store.RecordHealth(wctx, results); err != nil {
 		s.log.Error("record health failed", zap.Int("agents", len(results)), zap.Error(err))
 	}
+	s.autoUpdate(results)
 	return len(results)
 }
 
-func (s *Server) checkOne(ctx context.Context, as *agentSession) store.HealthResult {
+func (s *Server) checkOne(ctx context.Context, as *agentSession, latestCalamari string) store.HealthResult {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.HealthTimeout)
 	defer cancel()
 	start := time.Now()
@@ -79,7 +84,7 @@ func (s *Server) checkOne(ctx context.Context, as *agentSession) store.HealthRes
 		r.Detail = fmt.Sprintf("health check failed: %v", err)
 	} else {
 		r.Version, r.CalamariVersions, r.DiskFree = h.Version, h.Calamari, h.DiskFree
-		r.Health, r.Detail = s.judge(as, h)
+		r.Health, r.Detail = s.judge(as, h, latestCalamari)
 	}
 	s.metrics.healthChecks.WithLabelValues(r.Health).Inc()
 	return r
@@ -87,8 +92,14 @@ func (s *Server) checkOne(ctx context.Context, as *agentSession) store.HealthRes
 
 // judge turns an agent's report into a health value and the reasons for
 // it.
-func (s *Server) judge(as *agentSession, h protocol.Health) (string, string) {
+func (s *Server) judge(as *agentSession, h protocol.Health, latestCalamari string) (string, string) {
 	var warnings []string
+	for _, p := range h.CalamariProblems {
+		warnings = append(warnings, "Calamari "+p)
+	}
+	if !calamariCurrent(latestCalamari, h.Calamari) {
+		warnings = append(warnings, fmt.Sprintf("Calamari out of date: latest is %s", latestCalamari))
+	}
 	if protocol.LegacyTLS(as.tlsVersion) {
 		warnings = append(warnings, fmt.Sprintf("connected with TLS %s, which is deprecated; enable TLS 1.2 on the agent's host", protocol.TLSVersionName(as.tlsVersion)))
 	}

@@ -42,7 +42,10 @@ func (s *Server) handler() http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
 	api := func(pattern string, h func(w http.ResponseWriter, r *http.Request)) {
-		mux.Handle(pattern, s.authorize(http.HandlerFunc(h)))
+		mux.Handle(pattern, s.authorize(maxRequestBody, http.HandlerFunc(h)))
+	}
+	upload := func(pattern string, h func(w http.ResponseWriter, r *http.Request)) {
+		mux.Handle(pattern, s.authorize(MaxBundleSize, http.HandlerFunc(h)))
 	}
 	api("GET /api/agents", s.apiAgents)
 	api("GET /api/agents/{name}", s.apiAgent)
@@ -50,14 +53,24 @@ func (s *Server) handler() http.Handler {
 	api("POST /api/tokens", s.apiCreateToken)
 	api("GET /api/server", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.Info()) })
 	api("POST /api/certificate/rotate", s.apiRotate)
+	upload("POST /api/calamari", s.apiUploadCalamari)
+	api("GET /api/calamari", s.apiCalamari)
+	api("POST /api/calamari/update", s.apiUpdateCalamari)
+	upload("POST /api/files", s.apiUploadFile)
+	api("POST /api/tasks", s.apiCreateTasks)
+	api("GET /api/tasks", s.apiTasks)
+	api("GET /api/tasks/{id}", s.apiTask)
+	api("GET /api/tasks/{id}/log", s.apiTaskLog)
+	api("POST /api/tasks/{id}/cancel", s.apiCancelTask)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path))
 	})
 	return mux
 }
 
-// authorize requires a valid API key as a bearer token.
-func (s *Server) authorize(next http.Handler) http.Handler {
+// authorize requires a valid API key as a bearer token and bounds the
+// request body.
+func (s *Server) authorize(maxBody int64, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || key == "" {
@@ -74,7 +87,7 @@ func (s *Server) authorize(next http.Handler) http.Handler {
 			writeError(w, http.StatusInternalServerError, "could not check the API key")
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, maxRequestBody)
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 		next.ServeHTTP(w, r)
 	})
 }

@@ -26,9 +26,14 @@ type agentSession struct {
 type registry struct {
 	mu sync.RWMutex
 	m  map[string]*agentSession
+	// added is closed and replaced whenever a session is added, waking
+	// everything waiting for an agent to connect.
+	added chan struct{}
 }
 
-func newRegistry() *registry { return &registry{m: make(map[string]*agentSession)} }
+func newRegistry() *registry {
+	return &registry{m: make(map[string]*agentSession), added: make(chan struct{})}
+}
 
 // add installs s and returns the session it replaced, if any.
 func (r *registry) add(s *agentSession) (old *agentSession) {
@@ -36,7 +41,16 @@ func (r *registry) add(s *agentSession) (old *agentSession) {
 	defer r.mu.Unlock()
 	old = r.m[s.agentID]
 	r.m[s.agentID] = s
+	close(r.added)
+	r.added = make(chan struct{})
 	return old
+}
+
+// changed returns a channel closed when the next session is added.
+func (r *registry) changed() <-chan struct{} {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.added
 }
 
 // remove deletes s if it is still the agent's session.

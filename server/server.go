@@ -70,6 +70,9 @@ type Config struct {
 	AcceptRate    float64
 	AcceptBurst   int
 	MaxHandshakes int
+	// PushConcurrency bounds Calamari pushes in progress at once, each
+	// streamed from disk. Default 16.
+	PushConcurrency int
 	// ProtocolMin and ProtocolMax are the protocol range spoken. Defaults
 	// protocol.MinProtocol and protocol.ProtocolVersion; tests raise the
 	// minimum to exercise upgrade-only sessions.
@@ -117,6 +120,9 @@ func (c *Config) setDefaults() {
 	if c.MaxHandshakes <= 0 {
 		c.MaxHandshakes = 256
 	}
+	if c.PushConcurrency <= 0 {
+		c.PushConcurrency = 16
+	}
 	if c.ProtocolMin == 0 {
 		c.ProtocolMin = protocol.MinProtocol
 	}
@@ -148,6 +154,11 @@ type Server struct {
 
 	limiter    *rate.Limiter
 	handshakes chan struct{} // semaphore of handshakes in progress
+
+	tasks     taskRuns      // tasks being driven by this coordinator
+	pushLocks pushLocks     // one push per agent at a time
+	pushSem   chan struct{} // bounds automatic pushes
+	updating  sync.Map      // agent IDs with an automatic push in progress
 
 	// wg tracks every goroutine the server starts; Run waits for it.
 	wg        sync.WaitGroup
@@ -195,6 +206,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		sessions:   newRegistry(),
 		limiter:    rate.NewLimiter(rate.Limit(cfg.AcceptRate), cfg.AcceptBurst),
 		handshakes: make(chan struct{}, cfg.MaxHandshakes),
+		pushSem:    make(chan struct{}, cfg.PushConcurrency),
 		done:       make(chan struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -280,6 +292,9 @@ func (s *Server) Run(ctx context.Context) error {
 	})
 	pollCtx, stopPoll := context.WithCancel(context.Background())
 	s.goFunc(func() { s.pollHealth(pollCtx) })
+	if err := s.resumeTasks(ctx); err != nil {
+		s.log.Error("resume unfinished tasks failed", zap.Error(err))
+	}
 
 	var err error
 	select {

@@ -1,0 +1,450 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/mod/semver"
+
+	"github.com/tendrildeploy/tendril/bundle"
+	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/store"
+)
+
+// MaxBundleSize bounds an uploaded Calamari bundle.
+const MaxBundleSize = 2 << 30
+
+// Errors the API maps to status codes.
+var (
+	// ErrBadRequest wraps input a person must correct.
+	ErrBadRequest = errors.New("bad request")
+	// ErrConflict wraps a request that contradicts what is stored.
+	ErrConflict = errors.New("conflict")
+	// ErrNotConnected means the agent has no session to this coordinator.
+	ErrNotConnected = errors.New("agent is not connected")
+)
+
+// kindError is an error whose text is a message for a person and which
+// matches the sentinel kind (ErrBadRequest, store.ErrNotFound, ...) that
+// decides how the API answers it.
+type kindError struct {
+	kind error
+	msg  string
+}
+
+func (e *kindError) Error() string { return e.msg }
+func (e *kindError) Unwrap() error { return e.kind }
+
+// userError formats a message a person can act on, of the given kind.
+func userError(kind error, format string, args ...any) error {
+	return &kindError{kind: kind, msg: fmt.Sprintf(format, args...)}
+}
+
+// calamariDir is where uploaded bundles are kept, one file per version.
+func (s *Server) calamariDir() string { return filepath.Join(s.cfg.DataDir, "calamari") }
+
+func (s *Server) bundlePath(version string) string {
+	return filepath.Join(s.calamariDir(), "calamari-"+version+".tar.gz")
+}
+
+// BundleView is a stored Calamari bundle as the API shows it.
+type BundleView struct {
+	Version    string    `json:"version"`
+	SHA256     string    `json:"sha256"`
+	Size       int64     `json:"size"`
+	UploadedAt time.Time `json:"uploaded_at"`
+	Latest     bool      `json:"latest"`
+	Platforms  []string  `json:"platforms"`
+	Created    bool      `json:"created,omitempty"` // set by upload: false when the same bundle was already stored
+}
+
+// UploadCalamari stores a bundle read from r: it is written to disk,
+// checked against its manifest (paths, sizes, hashes, limits), and its
+// manifest is signed with the coordinator's key. Uploading the same bundle
+// again is a no-op; another bundle with a stored version is a conflict.
+func (s *Server) UploadCalamari(ctx context.Context, r io.Reader) (BundleView, error) {
+	if err := os.MkdirAll(s.calamariDir(), 0o700); err != nil {
+		return BundleView{}, fmt.Errorf("upload calamari: %w", err)
+	}
+	tmp, err := os.CreateTemp(s.calamariDir(), ".upload-*")
+	if err != nil {
+		return BundleView{}, fmt.Errorf("upload calamari: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	defer tmp.Close()
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(r, MaxBundleSize+1))
+	if err != nil {
+		return BundleView{}, fmt.Errorf("upload calamari: receive: %w", err)
+	}
+	if n > MaxBundleSize {
+		return BundleView{}, userError(ErrBadRequest, "bundle is larger than %d bytes", int64(MaxBundleSize))
+	}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		return BundleView{}, fmt.Errorf("upload calamari: %w", err)
+	}
+	m, manifest, err := bundle.Check(ctx, tmp, bundle.Limits{})
+	if err != nil {
+		return BundleView{}, userError(ErrBadRequest, "not a valid Calamari bundle: %v", err)
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	if existing, err := s.store.Bundle(ctx, m.Version); err == nil {
+		if existing.SHA256 == sum {
+			return s.bundleView(ctx, existing, false)
+		}
+		return BundleView{}, userError(ErrConflict, "Calamari %s is already stored with other content; give the new bundle a new version", m.Version)
+	}
+	if err := tmp.Sync(); err != nil {
+		return BundleView{}, fmt.Errorf("upload calamari: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), s.bundlePath(m.Version)); err != nil {
+		return BundleView{}, fmt.Errorf("upload calamari: %w", err)
+	}
+	b := store.Bundle{
+		Version: m.Version, SHA256: sum, Size: n, Manifest: manifest,
+		Signature: bundle.Sign(s.signing, manifest), UploadedAt: time.Now().UTC(),
+	}
+	if err := s.store.AddBundle(ctx, b); err != nil {
+		return BundleView{}, fmt.Errorf("upload calamari: %w", err)
+	}
+	s.log.Info("calamari bundle stored", zap.String("version", m.Version), zap.String("sha256", sum), zap.Int64("size", n))
+	return s.bundleView(ctx, b, true)
+}
+
+func (s *Server) bundleView(ctx context.Context, b store.Bundle, created bool) (BundleView, error) {
+	latest, err := s.latestCalamari(ctx)
+	if err != nil {
+		return BundleView{}, err
+	}
+	v := BundleView{Version: b.Version, SHA256: b.SHA256, Size: b.Size, UploadedAt: b.UploadedAt,
+		Latest: latest.Version == b.Version, Created: created}
+	if m, err := bundle.ParseManifest(b.Manifest, bundle.Limits{}); err == nil {
+		for p := range m.Entrypoints {
+			v.Platforms = append(v.Platforms, p)
+		}
+		slices.Sort(v.Platforms)
+	}
+	return v, nil
+}
+
+// CalamariBundles lists the stored bundles, newest version first.
+func (s *Server) CalamariBundles(ctx context.Context) ([]BundleView, error) {
+	all, err := s.store.Bundles(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sortBundles(all)
+	out := make([]BundleView, 0, len(all))
+	for i, b := range all {
+		v, err := s.bundleView(ctx, b, false)
+		if err != nil {
+			return nil, err
+		}
+		v.Latest = i == 0
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func sortBundles(bs []store.Bundle) {
+	slices.SortFunc(bs, func(a, b store.Bundle) int { return semver.Compare("v"+b.Version, "v"+a.Version) })
+}
+
+// latestCalamari returns the newest stored bundle, or a zero Bundle if none
+// was uploaded.
+func (s *Server) latestCalamari(ctx context.Context) (store.Bundle, error) {
+	all, err := s.store.Bundles(ctx)
+	if err != nil || len(all) == 0 {
+		return store.Bundle{}, err
+	}
+	sortBundles(all)
+	return all[0], nil
+}
+
+// calamariCurrent reports whether an agent with these verified versions
+// has the latest bundle (vacuously true when none was uploaded).
+func calamariCurrent(latest string, have []string) bool {
+	return latest == "" || slices.Contains(have, latest)
+}
+
+// pushLocks serializes pushes to one agent, so a health-triggered update
+// and a task never send the same bundle twice at once.
+type pushLocks struct {
+	mu sync.Mutex
+	m  map[string]*sync.Mutex
+}
+
+func (p *pushLocks) lock(agentID string) func() {
+	p.mu.Lock()
+	if p.m == nil {
+		p.m = make(map[string]*sync.Mutex)
+	}
+	l, ok := p.m[agentID]
+	if !ok {
+		l = new(sync.Mutex)
+		p.m[agentID] = l
+	}
+	p.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
+
+// checkCalamari asks the agent whether a version is installed and intact.
+func (s *Server) checkCalamari(ctx context.Context, as *agentSession, version string) (protocol.CalamariState, error) {
+	var st protocol.CalamariState
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.HealthTimeout+30*time.Second) // verification hashes every file
+	defer cancel()
+	err := protocol.Call(cctx, as.sess, protocol.TypeCalamariCheck, protocol.CalamariCheck{Version: version}, protocol.TypeCalamariState, &st)
+	if err != nil {
+		return st, fmt.Errorf("check calamari %s on %s: %w", version, as.name, err)
+	}
+	return st, nil
+}
+
+// ensureCalamari makes sure the agent has bundle b installed and intact,
+// pushing it if not. note receives a line for the task log when a push is
+// needed. It returns whether a push happened.
+func (s *Server) ensureCalamari(ctx context.Context, as *agentSession, b store.Bundle, note func(string)) (bool, error) {
+	unlock := s.pushLocks.lock(as.agentID)
+	defer unlock()
+	st, err := s.checkCalamari(ctx, as, b.Version)
+	if err != nil {
+		return false, err
+	}
+	if st.Installed {
+		return false, nil
+	}
+	why := st.Problem
+	if why == "" {
+		why = "not installed"
+	}
+	note(fmt.Sprintf("Calamari on %s is out of date (%s); installing %s", as.name, why, b.Version))
+	if err := s.pushCalamari(ctx, as, b); err != nil {
+		return true, err
+	}
+	return true, nil
+}
+
+// pushCalamari sends a bundle to an agent, resuming from what the agent
+// already holds of it. The bundle is streamed from disk, so memory does
+// not grow with the bundle's size or the number of agents.
+func (s *Server) pushCalamari(ctx context.Context, as *agentSession, b store.Bundle) error {
+	f, err := os.Open(s.bundlePath(b.Version))
+	if err != nil {
+		return fmt.Errorf("push calamari %s to %s: %w", b.Version, as.name, err)
+	}
+	defer f.Close()
+	var installed protocol.CalamariInstalled
+	hdr := protocol.CalamariPush{Version: b.Version, Signature: b.Signature, Bundle: protocol.Transfer{Size: b.Size, SHA256: b.SHA256}}
+	done, err := s.transfer(ctx, as, protocol.TypeCalamariPush, hdr, f, hdr.Bundle.Size, protocol.TypeCalamariInstalled, &installed)
+	if err != nil {
+		return fmt.Errorf("push calamari %s to %s: %w", b.Version, as.name, err)
+	}
+	if !done {
+		s.log.Info("calamari installed", zap.String("agent", as.name), zap.String("version", b.Version), zap.Strings("pruned", installed.Pruned))
+	}
+	return nil
+}
+
+// transferIdle is how long a bulk transfer may go without progress before
+// it is abandoned (and later resumed).
+const transferIdle = time.Minute
+
+// transfer sends a header, then the bytes the receiver asks for, then reads
+// the final reply into resp. It reports done when the receiver already had
+// everything and no bytes were sent.
+func (s *Server) transfer(ctx context.Context, as *agentSession, reqType string, hdr any, src io.ReaderAt, size int64, respType string, resp any) (done bool, err error) {
+	st, err := as.sess.OpenStream()
+	if err != nil {
+		return false, err
+	}
+	defer st.Close()
+	stop := context.AfterFunc(ctx, func() { st.SetDeadline(time.Now()) })
+	defer stop()
+	st.SetDeadline(time.Now().Add(transferIdle))
+	if err := protocol.WriteFrame(st, reqType, hdr); err != nil {
+		return false, err
+	}
+	f, err := protocol.ReadFrame(st, 0)
+	if err != nil {
+		return false, err
+	}
+	var ready protocol.PushReady
+	if err := protocol.DecodeReply(f, protocol.TypePushReady, &ready); err != nil {
+		return false, err
+	}
+	if ready.Done {
+		return true, nil
+	}
+	if err := protocol.SendBulk(&idleWriter{st: st}, src, ready.Offset, size); err != nil {
+		return false, err
+	}
+	// The receiver verifies and installs before it answers.
+	st.SetReadDeadline(time.Now().Add(5 * time.Minute))
+	f, err = protocol.ReadFrame(st, 0)
+	if err != nil {
+		return false, err
+	}
+	return false, protocol.DecodeReply(f, respType, resp)
+}
+
+// idleWriter extends the stream's write deadline before every write, so a
+// slow link that keeps moving is never cut and a stalled one is.
+type idleWriter struct {
+	st interface {
+		Write([]byte) (int, error)
+		SetWriteDeadline(time.Time) error
+	}
+}
+
+func (w *idleWriter) Write(p []byte) (int, error) {
+	w.st.SetWriteDeadline(time.Now().Add(transferIdle))
+	return w.st.Write(p)
+}
+
+// UpdateResult is the outcome of a manual Calamari update for one agent.
+type UpdateResult struct {
+	Agent   string `json:"agent"`
+	Version string `json:"version"`
+	// Result is "installed", "current" (nothing to do) or "failed".
+	Result string `json:"result"`
+	Error  string `json:"error,omitempty"`
+}
+
+// UpdateTarget names the agents of a manual update: one agent or every
+// agent of an environment.
+type UpdateTarget struct {
+	Agent       string `json:"agent,omitempty"`
+	Environment string `json:"environment,omitempty"`
+}
+
+// UpdateCalamari pushes the latest bundle to every targeted agent that
+// lacks it, a bounded number at once, and reports each result: the
+// "Update" button of the reference's environments page.
+func (s *Server) UpdateCalamari(ctx context.Context, target UpdateTarget) ([]UpdateResult, error) {
+	latest, err := s.latestCalamari(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if latest.Version == "" {
+		return nil, userError(ErrBadRequest, "no Calamari bundle has been uploaded; run \"tendril-server calamari push FILE\"")
+	}
+	agents, err := s.targetAgents(ctx, target)
+	if err != nil {
+		return nil, err
+	}
+	results := make([]UpdateResult, len(agents))
+	sem := make(chan struct{}, s.cfg.PushConcurrency)
+	var wg sync.WaitGroup
+	for i, a := range agents {
+		results[i] = UpdateResult{Agent: a.Name, Version: latest.Version}
+		as := s.sessions.get(a.ID)
+		if as == nil {
+			results[i].Result, results[i].Error = "failed", "agent is not connected"
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			pushed, err := s.ensureCalamari(ctx, as, latest, func(string) {})
+			switch {
+			case err != nil:
+				results[i].Result, results[i].Error = "failed", err.Error()
+			case pushed:
+				results[i].Result = "installed"
+			default:
+				results[i].Result = "current"
+			}
+		}()
+	}
+	wg.Wait()
+	// Show the new state at once rather than at the next interval.
+	var connected []*agentSession
+	for _, a := range agents {
+		if as := s.sessions.get(a.ID); as != nil {
+			connected = append(connected, as)
+		}
+	}
+	s.checkHealth(ctx, connected)
+	return results, nil
+}
+
+// targetAgents resolves an UpdateTarget or task target to agents.
+func (s *Server) targetAgents(ctx context.Context, t UpdateTarget) ([]store.Agent, error) {
+	switch {
+	case (t.Agent == "") == (t.Environment == ""):
+		return nil, userError(ErrBadRequest, "name exactly one of an agent or an environment")
+	case t.Agent != "":
+		a, err := s.store.AgentByName(ctx, t.Agent)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, userError(store.ErrNotFound, "no agent named %q", t.Agent)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return []store.Agent{a}, nil
+	}
+	all, err := s.store.ListAgents(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []store.Agent
+	for _, a := range all {
+		if strings.EqualFold(a.Environment, t.Environment) {
+			out = append(out, a)
+		}
+	}
+	if len(out) == 0 {
+		return nil, userError(store.ErrNotFound, "environment %q has no agents", t.Environment)
+	}
+	return out, nil
+}
+
+// autoUpdate pushes the latest bundle, in the background, to checked
+// agents that lack it: Calamari follows the coordinator without operator
+// action. At most PushConcurrency pushes run at once; an agent already
+// being updated is skipped.
+func (s *Server) autoUpdate(results []store.HealthResult) {
+	latest, err := s.latestCalamari(s.ctx)
+	if err != nil || latest.Version == "" {
+		return
+	}
+	for _, r := range results {
+		if r.Health == store.HealthUnhealthy || slices.Contains(r.CalamariVersions, latest.Version) {
+			continue
+		}
+		as := s.sessions.get(r.AgentID)
+		if as == nil || as.upgradeOnly {
+			continue
+		}
+		if _, busy := s.updating.LoadOrStore(as.agentID, true); busy {
+			continue
+		}
+		s.goFunc(func() {
+			defer s.updating.Delete(as.agentID)
+			select {
+			case s.pushSem <- struct{}{}:
+			case <-s.ctx.Done():
+				return
+			}
+			defer func() { <-s.pushSem }()
+			if _, err := s.ensureCalamari(s.ctx, as, latest, func(string) {}); err != nil {
+				s.log.Warn("automatic calamari update failed", zap.String("agent", as.name), zap.String("version", latest.Version), zap.Error(err))
+				return
+			}
+			s.checkHealth(s.ctx, []*agentSession{as})
+		})
+	}
+}

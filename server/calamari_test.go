@@ -1,0 +1,394 @@
+package server
+
+// Calamari bundles and tasks end to end inside one process: the real
+// coordinator, real agents over loopback TLS, real signed bundles. The
+// bundles here hold a small shell script as their entry point (the real
+// Calamari program is exercised by the end-to-end tests that build it).
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/tendrildeploy/tendril/bundle"
+	"github.com/tendrildeploy/tendril/internal/faultproxy"
+	"github.com/tendrildeploy/tendril/server/store"
+)
+
+// testCalamari is a stand-in for the Calamari program: run-script runs its
+// script with /bin/sh.
+const testCalamari = `#!/bin/sh
+if [ "$1" = "run-script" ] && [ "$2" = "--inline" ]; then
+	exec /bin/sh -c "$3"
+fi
+echo "calamari: unknown command $1" >&2
+exit 2
+`
+
+// packBundle builds a bundle for this platform, padded with filler so that
+// transfers take more than a few writes.
+func packBundle(t *testing.T, version string, filler int) []byte {
+	t.Helper()
+	if runtime.GOOS == "windows" {
+		t.Skip("the test bundle's entry point is a shell script")
+	}
+	src := t.TempDir()
+	plat := runtime.GOOS + "-" + runtime.GOARCH
+	if err := os.MkdirAll(filepath.Join(src, plat), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, plat, "calamari"), []byte(testCalamari), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pad := make([]byte, filler)
+	for i := range pad {
+		pad[i] = byte(i*7 + i/251) // poorly compressible
+	}
+	if err := os.WriteFile(filepath.Join(src, "filler.bin"), pad, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := bundle.Pack(context.Background(), &buf, "calamari", version, src,
+		map[string]string{runtime.GOOS + "/" + runtime.GOARCH: plat + "/calamari"}); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func (ts *testServer) upload(t *testing.T, b []byte) BundleView {
+	t.Helper()
+	v, err := ts.UploadCalamari(context.Background(), bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestUploadCalamari(t *testing.T) {
+	ts := startServer(t, nil)
+	b1 := packBundle(t, "1.0.0", 0)
+	v := ts.upload(t, b1)
+	if !v.Created || !v.Latest || v.Version != "1.0.0" {
+		t.Fatalf("first upload: got %+v", v)
+	}
+	if v := ts.upload(t, b1); v.Created {
+		t.Fatal("same bundle again: got created, want it recognized")
+	}
+	// Same version, other content: refused.
+	if _, err := ts.UploadCalamari(context.Background(), bytes.NewReader(packBundle(t, "1.0.0", 10))); err == nil || !strings.Contains(err.Error(), "already stored") {
+		t.Fatalf("conflicting upload: got %v", err)
+	}
+	ts.upload(t, packBundle(t, "1.10.0", 0))
+	ts.upload(t, packBundle(t, "1.9.0", 0))
+	list, err := ts.CalamariBundles(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, b := range list {
+		got = append(got, b.Version)
+	}
+	if strings.Join(got, " ") != "1.10.0 1.9.0 1.0.0" || !list[0].Latest || list[1].Latest {
+		t.Fatalf("list: got %v (latest flags %v %v), want semver order with 1.10.0 latest", got, list[0].Latest, list[1].Latest)
+	}
+	for _, bad := range [][]byte{nil, []byte("not a tarball"), b1[:len(b1)/2]} {
+		if _, err := ts.UploadCalamari(context.Background(), bytes.NewReader(bad)); err == nil || !strings.Contains(err.Error(), "not a valid Calamari bundle") {
+			t.Errorf("bad upload of %d bytes: got %v, want a refusal", len(bad), err)
+		}
+	}
+	if n, _ := filepath.Glob(filepath.Join(ts.dir, "calamari", ".upload-*")); len(n) != 0 {
+		t.Errorf("temporary upload files left behind: %v", n)
+	}
+}
+
+func TestCalamariAutoUpdateAndRepair(t *testing.T) {
+	ts := startServer(t, nil)
+	a := startAgent(t, registerAgent(t, ts, ts.AgentAddr(), "web-1", nil), nil)
+	ts.waitConnected(t, "web-1")
+	if v := ts.agentView(t, "web-1"); !v.CalamariCurrent || v.CalamariVersion != "" {
+		t.Fatalf("before any upload: got current=%v version=%q, want current and none", v.CalamariCurrent, v.CalamariVersion)
+	}
+	ts.upload(t, packBundle(t, "2.0.0", 64<<10))
+	// The next health check sees the agent lacks it and pushes it.
+	ts.checkAllHealth()
+	eventually(t, "Calamari 2.0.0 current on web-1", func() bool {
+		v := ts.agentView(t, "web-1")
+		return v.CalamariCurrent && v.CalamariVersion == "2.0.0"
+	})
+	marker := filepath.Join(a.home, "Calamari", "2.0.0", bundle.SuccessName)
+	if _, err := os.Stat(marker); err != nil {
+		t.Fatalf("Success.txt: %v", err)
+	}
+	// Antivirus quarantines a file: the agent's verification notices it...
+	if err := os.Remove(filepath.Join(a.home, "Calamari", "2.0.0", "filler.bin")); err != nil {
+		t.Fatal(err)
+	}
+	st, err := ts.checkCalamari(context.Background(), ts.sessions.snapshot()[0], "2.0.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Installed || !strings.Contains(st.Problem, "filler.bin") {
+		t.Fatalf("check after quarantine: got %+v, want not installed naming filler.bin", st)
+	}
+	// ...and the next health check has the coordinator repair it.
+	ts.checkAllHealth()
+	eventually(t, "the damaged bundle repaired", func() bool {
+		_, err := os.Stat(filepath.Join(a.home, "Calamari", "2.0.0", "filler.bin"))
+		return err == nil
+	})
+	eventually(t, "web-1 healthy again", func() bool {
+		ts.checkAllHealth()
+		v := ts.agentView(t, "web-1")
+		return v.Health == store.HealthHealthy && v.CalamariCurrent
+	})
+}
+
+func TestCalamariPushResumesAfterCut(t *testing.T) {
+	ts := startServer(t, nil)
+	proxy, err := faultproxy.New(ts.AgentAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	startAgent(t, registerAgent(t, ts, proxy.Addr(), "far", nil), nil)
+	ts.waitConnected(t, "far")
+	ts.upload(t, packBundle(t, "3.0.0", 2<<20))
+	// Every connection is cut after 1 MiB: a push can only finish by
+	// resuming across connections.
+	proxy.CutAfter(1 << 20)
+	proxy.KillAll()
+	eventually(t, "the bundle installed across cut connections", func() bool {
+		if as := ts.sessions.snapshot(); len(as) == 1 {
+			ts.checkAllHealth()
+		}
+		v := ts.agentView(t, "far")
+		return v.CalamariVersion == "3.0.0"
+	})
+}
+
+// runTaskOn creates a task and waits for it to finish.
+func (ts *testServer) runTaskOn(t *testing.T, agent string, args ...string) (TaskView, []store.LogLine) {
+	t.Helper()
+	views, err := ts.CreateTasks(context.Background(), TaskRequest{Agent: agent, Args: args})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := views[0].ID
+	var task TaskView
+	eventually(t, "task "+id+" finished", func() bool {
+		task, _ = ts.Task(context.Background(), id)
+		return task.State != store.TaskQueued && task.State != store.TaskRunning
+	})
+	lines, err := ts.store.TaskLogs(context.Background(), id, 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return task, lines
+}
+
+func logText(lines []store.LogLine) string {
+	var b strings.Builder
+	for _, l := range lines {
+		b.WriteString(l.Stream + ": " + l.Text + "\n")
+	}
+	return b.String()
+}
+
+func TestTaskPushesCalamariFirstAndRuns(t *testing.T) {
+	ts := startServer(t, nil)
+	startAgent(t, registerAgent(t, ts, ts.AgentAddr(), "web-1", nil), nil)
+	ts.waitConnected(t, "web-1")
+	ts.upload(t, packBundle(t, "1.0.0", 0))
+
+	task, lines := ts.runTaskOn(t, "web-1", "run-script", "--inline", "echo hello; echo oops >&2; exit 3")
+	log := logText(lines)
+	if task.State != store.TaskFailed || task.ExitCode != 3 {
+		t.Fatalf("got %s exit %d, want failed with 3\n%s", task.State, task.ExitCode, log)
+	}
+	for _, want := range []string{
+		"coordinator: Calamari on web-1 is out of date (", "installing 1.0.0",
+		"stdout: hello", "stderr: oops", "coordinator: Task failed (exit code 3)",
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q:\n%s", want, log)
+		}
+	}
+	// The second task finds Calamari current and says nothing about it.
+	task, lines = ts.runTaskOn(t, "web-1", "run-script", "--inline", "echo again")
+	if task.State != store.TaskSucceeded || strings.Contains(logText(lines), "out of date") {
+		t.Fatalf("second task: got %s\n%s", task.State, logText(lines))
+	}
+	for i, l := range lines {
+		if l.Seq != int64(i+1) {
+			t.Fatalf("line %d has seq %d: want gapless order", i, l.Seq)
+		}
+	}
+}
+
+func TestTaskRequestsRefused(t *testing.T) {
+	ts := startServer(t, nil)
+	ctx := context.Background()
+	startAgent(t, registerAgent(t, ts, ts.AgentAddr(), "up", nil), nil)
+	ts.waitConnected(t, "up")
+	registerAgent(t, ts, ts.AgentAddr(), "down", nil) // registered, never started
+	args := []string{"run-script", "--inline", "true"}
+	if _, err := ts.CreateTasks(ctx, TaskRequest{Agent: "up", Args: args}); err == nil || !strings.Contains(err.Error(), "no Calamari bundle has been uploaded") {
+		t.Fatalf("no bundle: got %v", err)
+	}
+	ts.upload(t, packBundle(t, "1.0.0", 0))
+	tests := []struct {
+		name string
+		req  TaskRequest
+		want string
+	}{
+		{"unknown agent", TaskRequest{Agent: "ghost", Args: args}, "no agent named"},
+		{"disconnected agent", TaskRequest{Agent: "down", Args: args}, "not connected"},
+		{"environment with a disconnected agent", TaskRequest{Environment: "Test", Args: args}, "not connected"},
+		{"unknown environment", TaskRequest{Environment: "Nowhere", Args: args}, "has no agents"},
+		{"both agent and environment", TaskRequest{Agent: "up", Environment: "Test", Args: args}, "exactly one"},
+		{"no arguments", TaskRequest{Agent: "up"}, "no Calamari arguments"},
+		{"unknown Calamari version", TaskRequest{Agent: "up", Args: args, Calamari: "9.9.9"}, "does not exist"},
+		{"unknown file", TaskRequest{Agent: "up", Args: args, File: &FileRef{Name: "pkg.tar.gz", SHA256: strings.Repeat("a", 64)}}, "no uploaded file"},
+		{"file name with a path", TaskRequest{Agent: "up", Args: args, File: &FileRef{Name: "../x", SHA256: strings.Repeat("a", 64)}}, "plain name"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ts.CreateTasks(ctx, tt.req)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %v, want an error saying %q", err, tt.want)
+			}
+		})
+	}
+	if ts, _ := ts.Tasks(ctx, store.TaskFilter{}); len(ts) != 0 {
+		t.Fatalf("refused requests created %d tasks", len(ts))
+	}
+}
+
+func TestTaskSurvivesDroppedConnection(t *testing.T) {
+	ts := startServer(t, nil)
+	proxy, err := faultproxy.New(ts.AgentAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	a := startAgent(t, registerAgent(t, ts, proxy.Addr(), "web-1", nil), nil)
+	ts.waitConnected(t, "web-1")
+	ts.upload(t, packBundle(t, "1.0.0", 0))
+	gate := filepath.Join(t.TempDir(), "gate")
+	script := `echo before; while [ ! -e ` + gate + ` ]; do sleep 0.05; done; echo after; exit 7`
+	views, err := ts.CreateTasks(context.Background(), TaskRequest{Agent: "web-1", Args: []string{"run-script", "--inline", script}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := views[0].ID
+	eventually(t, "the first line", func() bool {
+		l, _ := ts.store.TaskLogs(context.Background(), id, 1, 0)
+		return strings.Contains(logText(l), "stdout: before")
+	})
+	// Cut the connection while the task runs and keep it down while the
+	// task finishes.
+	proxy.SetRefuse(true)
+	proxy.KillAll()
+	eventually(t, "agent disconnected", func() bool { return !a.Status().Connected })
+	os.WriteFile(gate, nil, 0o644)
+	proxy.SetRefuse(false)
+	var task TaskView
+	eventually(t, "the result collected after reconnecting", func() bool {
+		task, _ = ts.Task(context.Background(), id)
+		return task.State == store.TaskFailed
+	})
+	lines, _ := ts.store.TaskLogs(context.Background(), id, 1, 0)
+	log := logText(lines)
+	if task.ExitCode != 7 || strings.Count(log, "stdout: before") != 1 || strings.Count(log, "stdout: after") != 1 {
+		t.Fatalf("got exit %d, want 7 and each line exactly once:\n%s", task.ExitCode, log)
+	}
+}
+
+func TestTaskResumedByRestartedCoordinator(t *testing.T) {
+	ts := startServer(t, nil)
+	proxy, err := faultproxy.New(ts.AgentAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	startAgent(t, registerAgent(t, ts, proxy.Addr(), "web-1", nil), nil)
+	ts.waitConnected(t, "web-1")
+	ts.upload(t, packBundle(t, "1.0.0", 0))
+	gate := filepath.Join(t.TempDir(), "gate")
+	views, err := ts.CreateTasks(context.Background(), TaskRequest{Agent: "web-1",
+		Args: []string{"run-script", "--inline", `echo one; while [ ! -e ` + gate + ` ]; do sleep 0.05; done; echo two`}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := views[0].ID
+	eventually(t, "task running", func() bool {
+		l, _ := ts.store.TaskLogs(context.Background(), id, 1, 0)
+		return strings.Contains(logText(l), "stdout: one")
+	})
+	ts.stop()
+	os.WriteFile(gate, nil, 0o644)
+	ts2 := runServer(t, ts.dir, nil)
+	proxy.SetTarget(ts2.AgentAddr())
+	var task TaskView
+	eventually(t, "the restarted coordinator collects the result", func() bool {
+		task, _ = ts2.Task(context.Background(), id)
+		return task.State == store.TaskSucceeded
+	})
+	lines, _ := ts2.store.TaskLogs(context.Background(), id, 1, 0)
+	if log := logText(lines); strings.Count(log, "stdout: one") != 1 || strings.Count(log, "stdout: two") != 1 {
+		t.Fatalf("want each line exactly once:\n%s", log)
+	}
+}
+
+func TestCancelTask(t *testing.T) {
+	ts := startServer(t, nil)
+	startAgent(t, registerAgent(t, ts, ts.AgentAddr(), "web-1", nil), nil)
+	ts.waitConnected(t, "web-1")
+	ts.upload(t, packBundle(t, "1.0.0", 0))
+	views, err := ts.CreateTasks(context.Background(), TaskRequest{Agent: "web-1", Args: []string{"run-script", "--inline", "echo started; sleep 1000"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := views[0].ID
+	eventually(t, "task running", func() bool {
+		l, _ := ts.store.TaskLogs(context.Background(), id, 1, 0)
+		return strings.Contains(logText(l), "stdout: started")
+	})
+	if _, err := ts.CancelTask(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+	var task TaskView
+	eventually(t, "task cancelled", func() bool {
+		task, _ = ts.Task(context.Background(), id)
+		return task.State == store.TaskCancelled
+	})
+	if _, err := ts.CancelTask(context.Background(), id); err == nil || !strings.Contains(err.Error(), "already") {
+		t.Fatalf("cancel a finished task: got %v", err)
+	}
+}
+
+func TestDeletingAgentFailsItsTasks(t *testing.T) {
+	ts := startServer(t, nil)
+	startAgent(t, registerAgent(t, ts, ts.AgentAddr(), "doomed", nil), nil)
+	ts.waitConnected(t, "doomed")
+	ts.upload(t, packBundle(t, "1.0.0", 0))
+	views, err := ts.CreateTasks(context.Background(), TaskRequest{Agent: "doomed", Args: []string{"run-script", "--inline", "echo started; sleep 1000"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "task running", func() bool {
+		t, _ := ts.Task(context.Background(), views[0].ID)
+		return t.State == store.TaskRunning
+	})
+	if err := ts.DeleteAgent(context.Background(), "doomed"); err != nil {
+		t.Fatal(err)
+	}
+	task, _ := ts.Task(context.Background(), views[0].ID)
+	if task.State != store.TaskFailed || task.Error != "agent deleted" {
+		t.Fatalf("got %s (%s), want failed because the agent was deleted", task.State, task.Error)
+	}
+}

@@ -1,0 +1,258 @@
+package server
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/tendrildeploy/tendril/server/store"
+)
+
+// apiError answers err with the status its kind calls for.
+func (s *Server) apiError(w http.ResponseWriter, err error) {
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", mbe.Limit))
+	case errors.Is(err, ErrBadRequest):
+		writeError(w, http.StatusBadRequest, err.Error())
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, ErrConflict), errors.Is(err, ErrNotConnected):
+		writeError(w, http.StatusConflict, err.Error())
+	default:
+		s.internalError(w, err)
+	}
+}
+
+func (s *Server) apiUploadCalamari(w http.ResponseWriter, r *http.Request) {
+	v, err := s.UploadCalamari(r.Context(), r.Body)
+	if err != nil {
+		s.apiError(w, err)
+		return
+	}
+	status := http.StatusOK
+	if v.Created {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, v)
+}
+
+func (s *Server) apiCalamari(w http.ResponseWriter, r *http.Request) {
+	vs, err := s.CalamariBundles(r.Context())
+	if err != nil {
+		s.apiError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, vs)
+}
+
+func (s *Server) apiUpdateCalamari(w http.ResponseWriter, r *http.Request) {
+	var t UpdateTarget
+	if !decodeBody(w, r, &t) {
+		return
+	}
+	res, err := s.UpdateCalamari(r.Context(), t)
+	if err != nil {
+		s.apiError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// FileView describes an uploaded file.
+type FileView struct {
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+}
+
+// apiUploadFile stores a file by its SHA-256, for tasks to send to agents.
+func (s *Server) apiUploadFile(w http.ResponseWriter, r *http.Request) {
+	v, err := s.storeFile(r.Body)
+	if err != nil {
+		s.apiError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, v)
+}
+
+func (s *Server) storeFile(r io.Reader) (FileView, error) {
+	if err := os.MkdirAll(s.filesDir(), 0o700); err != nil {
+		return FileView{}, err
+	}
+	tmp, err := os.CreateTemp(s.filesDir(), ".upload-*")
+	if err != nil {
+		return FileView{}, err
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(tmp, h), r)
+	if err != nil {
+		return FileView{}, fmt.Errorf("receive file: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return FileView{}, err
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	if err := os.Rename(tmp.Name(), filepath.Join(s.filesDir(), sum)); err != nil {
+		return FileView{}, err
+	}
+	return FileView{SHA256: sum, Size: n}, nil
+}
+
+func (s *Server) apiCreateTasks(w http.ResponseWriter, r *http.Request) {
+	var req TaskRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	ts, err := s.CreateTasks(r.Context(), req)
+	if err != nil {
+		s.apiError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, ts)
+}
+
+func (s *Server) apiTasks(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := store.TaskFilter{Group: q.Get("group")}
+	if name := q.Get("agent"); name != "" {
+		a, err := s.store.AgentByName(r.Context(), name)
+		if err != nil {
+			s.apiError(w, fmt.Errorf("agent %q: %w", name, err))
+			return
+		}
+		f.AgentID = a.ID
+	}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 1000 {
+			writeError(w, http.StatusBadRequest, "limit must be a number from 1 to 1000")
+			return
+		}
+		f.Limit = n
+	}
+	ts, err := s.Tasks(r.Context(), f)
+	if err != nil {
+		s.apiError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ts)
+}
+
+func (s *Server) apiTask(w http.ResponseWriter, r *http.Request) {
+	t, err := s.Task(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.apiError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, t)
+}
+
+func (s *Server) apiCancelTask(w http.ResponseWriter, r *http.Request) {
+	t, err := s.CancelTask(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.apiError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, t)
+}
+
+// LogLineView is one line of GET /api/tasks/{id}/log, which streams
+// newline-delimited JSON: LogLineView objects, then, once the task has
+// finished and every line was sent, one {"end": TaskView}.
+type LogLineView struct {
+	Seq    int64     `json:"seq"`
+	Time   time.Time `json:"time"`
+	Stream string    `json:"stream"`
+	Text   string    `json:"text"`
+}
+
+// LogEnd is the last object of a task log stream.
+type LogEnd struct {
+	End TaskView `json:"end"`
+}
+
+// logKeepAlive is how often a quiet follow sends a blank line, so proxies
+// and clients do not take a long silent task for a dead connection.
+const logKeepAlive = 15 * time.Second
+
+func (s *Server) apiTaskLog(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	id := r.PathValue("id")
+	from := int64(1)
+	if f := r.URL.Query().Get("from"); f != "" {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil || n < 1 {
+			writeError(w, http.StatusBadRequest, "from must be a log line number, 1 or more")
+			return
+		}
+		from = n
+	}
+	follow, _ := strconv.ParseBool(r.URL.Query().Get("follow"))
+	if _, err := s.store.Task(ctx, id); err != nil {
+		s.apiError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	flusher, _ := w.(http.Flusher)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	const page = 1000
+	for {
+		// Take the change signal before reading, so a change between the
+		// read and the wait is never missed.
+		changed := s.tasks.changed(id)
+		lines, err := s.store.TaskLogs(ctx, id, from, page)
+		if err != nil {
+			return // the status line is sent; the client sees a short stream
+		}
+		for _, l := range lines {
+			if enc.Encode(LogLineView{Seq: l.Seq, Time: l.Time, Stream: l.Stream, Text: l.Text}) != nil {
+				return
+			}
+			from = l.Seq + 1
+		}
+		if len(lines) == page {
+			continue
+		}
+		t, err := s.store.Task(ctx, id)
+		if err != nil {
+			return
+		}
+		if t.Finished() && from > t.LastSeq {
+			enc.Encode(LogEnd{End: taskView(t)})
+			// A finished task never changes again: drop the signal taken
+			// above rather than keep it forever (waking any other reader
+			// only makes it re-read and finish too).
+			s.tasks.notify(id)
+			return
+		}
+		if !follow {
+			return
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return
+		case <-time.After(logKeepAlive):
+			if _, err := io.WriteString(w, "\n"); err != nil {
+				return
+			}
+		}
+	}
+}

@@ -1,0 +1,509 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"go.uber.org/zap"
+
+	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/store"
+)
+
+// TaskRequest asks for Calamari to run on one agent or on every agent of
+// an environment.
+type TaskRequest struct {
+	Agent       string `json:"agent,omitempty"`
+	Environment string `json:"environment,omitempty"`
+	// Args are Calamari's arguments, e.g. ["run-script", "--inline", "echo hi"].
+	Args []string `json:"args"`
+	// Calamari is the bundle version to run; "" means the latest.
+	Calamari string `json:"calamari,omitempty"`
+	// File is an uploaded file (POST /api/files) to put in the task's
+	// folder before it starts, e.g. a package for deploy-package.
+	File *FileRef `json:"file,omitempty"`
+}
+
+// FileRef names an uploaded file and what to call it on the agent.
+type FileRef struct {
+	Name   string `json:"name"`
+	SHA256 string `json:"sha256"`
+}
+
+// TaskView is a task as the API shows it.
+type TaskView struct {
+	ID         string     `json:"id"`
+	Group      string     `json:"group"`
+	Agent      string     `json:"agent"`
+	Args       []string   `json:"args"`
+	Calamari   string     `json:"calamari"`
+	File       string     `json:"file,omitempty"`
+	State      string     `json:"state"`
+	ExitCode   int        `json:"exit_code"`
+	Error      string     `json:"error,omitempty"`
+	CreatedAt  time.Time  `json:"created_at"`
+	StartedAt  *time.Time `json:"started_at,omitempty"`
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	LogLines   int64      `json:"log_lines"`
+}
+
+func taskView(t store.Task) TaskView {
+	v := TaskView{ID: t.ID, Group: t.Group, Agent: t.AgentName, Args: t.Args, Calamari: t.Calamari, File: t.FileName,
+		State: t.State, ExitCode: t.ExitCode, Error: t.Error, CreatedAt: t.CreatedAt, LogLines: t.LastSeq}
+	if !t.StartedAt.IsZero() {
+		v.StartedAt = &t.StartedAt
+	}
+	if !t.FinishedAt.IsZero() {
+		v.FinishedAt = &t.FinishedAt
+	}
+	return v
+}
+
+// filesDir holds uploaded files by SHA-256.
+func (s *Server) filesDir() string { return filepath.Join(s.cfg.DataDir, "files") }
+
+var fileNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$`)
+
+// CreateTasks validates a request and starts one task per target agent.
+// Every target must be connected and the Calamari version must exist: a
+// request that cannot run everywhere is refused whole, with the reason.
+func (s *Server) CreateTasks(ctx context.Context, req TaskRequest) ([]TaskView, error) {
+	if len(req.Args) == 0 {
+		return nil, userError(ErrBadRequest, "no Calamari arguments given (e.g. run-script --inline 'echo hello')")
+	}
+	agents, err := s.targetAgents(ctx, UpdateTarget{Agent: req.Agent, Environment: req.Environment})
+	if err != nil {
+		return nil, err
+	}
+	var notConnected []string
+	for _, a := range agents {
+		if s.sessions.get(a.ID) == nil {
+			notConnected = append(notConnected, a.Name)
+		}
+	}
+	if len(notConnected) > 0 {
+		return nil, userError(ErrNotConnected, "%v not connected to this coordinator; nothing was started", notConnected)
+	}
+	version := req.Calamari
+	if version == "" {
+		latest, err := s.latestCalamari(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if latest.Version == "" {
+			return nil, userError(ErrBadRequest, "no Calamari bundle has been uploaded; run \"tendril-server calamari push FILE\" first")
+		}
+		version = latest.Version
+	} else if _, err := s.store.Bundle(ctx, version); errors.Is(err, store.ErrNotFound) {
+		return nil, userError(store.ErrNotFound, "Calamari version %s does not exist on this coordinator (see \"tendril-server calamari list\")", version)
+	} else if err != nil {
+		return nil, err
+	}
+	var fileName, fileSum string
+	if req.File != nil {
+		if !fileNamePattern.MatchString(req.File.Name) {
+			return nil, userError(ErrBadRequest, "file name %q: use a plain name of letters, digits, '.', '_', '+' or '-'", req.File.Name)
+		}
+		if _, err := os.Stat(filepath.Join(s.filesDir(), req.File.SHA256)); err != nil || !sha256Pattern.MatchString(req.File.SHA256) {
+			return nil, userError(store.ErrNotFound, "no uploaded file with SHA-256 %q (upload it with POST /api/files)", req.File.SHA256)
+		}
+		fileName, fileSum = req.File.Name, req.File.SHA256
+	}
+	group := uuid.NewString()
+	now := time.Now().UTC()
+	tasks := make([]store.Task, len(agents))
+	for i, a := range agents {
+		tasks[i] = store.Task{ID: uuid.NewString(), Group: group, AgentID: a.ID, AgentName: a.Name, Args: req.Args,
+			Calamari: version, FileName: fileName, FileSHA256: fileSum, State: store.TaskQueued, CreatedAt: now}
+	}
+	if err := s.store.CreateTasks(ctx, tasks); err != nil {
+		return nil, err
+	}
+	views := make([]TaskView, len(tasks))
+	for i, t := range tasks {
+		views[i] = taskView(t)
+		s.startTask(t)
+	}
+	s.log.Info("tasks created", zap.String("group", group), zap.Int("agents", len(tasks)), zap.Strings("args", req.Args))
+	return views, nil
+}
+
+var sha256Pattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// Task returns one task.
+func (s *Server) Task(ctx context.Context, id string) (TaskView, error) {
+	t, err := s.store.Task(ctx, id)
+	if err != nil {
+		return TaskView{}, err
+	}
+	return taskView(t), nil
+}
+
+// Tasks lists tasks, newest first.
+func (s *Server) Tasks(ctx context.Context, f store.TaskFilter) ([]TaskView, error) {
+	ts, err := s.store.ListTasks(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]TaskView, len(ts))
+	for i, t := range ts {
+		out[i] = taskView(t)
+	}
+	return out, nil
+}
+
+// taskRuns tracks the tasks this coordinator is driving, so each has one
+// runner, can be cancelled before it reaches the agent, and can be
+// abandoned when its agent is deleted.
+type taskRuns struct {
+	mu   sync.Mutex
+	runs map[string]*taskRun
+	// watch is closed and replaced whenever a task's log or state changes,
+	// waking every reader following it.
+	watch map[string]chan struct{}
+}
+
+type taskRun struct {
+	agentID     string
+	cancelStart context.CancelFunc // stops the task before it reaches the agent
+	abandon     context.CancelFunc // stops the runner altogether
+}
+
+// changed returns a channel closed at the task's next change.
+func (r *taskRuns) changed(id string) <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.watch == nil {
+		r.watch = make(map[string]chan struct{})
+	}
+	ch, ok := r.watch[id]
+	if !ok {
+		ch = make(chan struct{})
+		r.watch[id] = ch
+	}
+	return ch
+}
+
+func (r *taskRuns) notify(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ch, ok := r.watch[id]; ok {
+		close(ch)
+		delete(r.watch, id)
+	}
+}
+
+func (r *taskRuns) get(id string) *taskRun {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.runs[id]
+}
+
+// startTask runs a task's runner unless one is already running.
+func (s *Server) startTask(t store.Task) {
+	s.tasks.mu.Lock()
+	if s.tasks.runs == nil {
+		s.tasks.runs = make(map[string]*taskRun)
+	}
+	if _, running := s.tasks.runs[t.ID]; running {
+		s.tasks.mu.Unlock()
+		return
+	}
+	runCtx, abandon := context.WithCancel(s.ctx)
+	startCtx, cancelStart := context.WithCancel(runCtx)
+	s.tasks.runs[t.ID] = &taskRun{agentID: t.AgentID, cancelStart: cancelStart, abandon: abandon}
+	s.tasks.mu.Unlock()
+	s.goFunc(func() {
+		defer func() {
+			s.tasks.mu.Lock()
+			delete(s.tasks.runs, t.ID)
+			s.tasks.mu.Unlock()
+			abandon()
+		}()
+		s.runTask(runCtx, startCtx, t.ID)
+	})
+}
+
+// resumeTasks picks up the tasks a previous coordinator process left
+// unfinished: they still run on their agents, whose logs are collected
+// from where the store left off.
+func (s *Server) resumeTasks(ctx context.Context) error {
+	for {
+		ts, err := s.store.ListTasks(ctx, store.TaskFilter{Unfinished: true, Limit: 1000})
+		if err != nil {
+			return fmt.Errorf("resume tasks: %w", err)
+		}
+		started := 0
+		for _, t := range ts {
+			if s.tasks.get(t.ID) == nil {
+				s.startTask(t)
+				started++
+			}
+		}
+		if len(ts) < 1000 || started == 0 {
+			return nil
+		}
+	}
+}
+
+// taskLog writes the coordinator's own line into a task's log.
+func (s *Server) taskLog(id, text string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), 10*time.Second)
+	defer cancel()
+	if _, err := s.store.AppendTaskLogs(ctx, id, []store.LogLine{{Stream: "coordinator", Text: text}}); err != nil {
+		s.log.Error("write task log failed", zap.String("task", id), zap.Error(err))
+	}
+	s.tasks.notify(id)
+}
+
+// finishTask records a final state.
+func (s *Server) finishTask(id, state string, exitCode int, errText string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), 10*time.Second)
+	defer cancel()
+	if err := s.store.UpdateTask(ctx, id, store.TaskUpdate{State: state, ExitCode: exitCode, Error: errText, FinishedAt: time.Now().UTC()}); err != nil {
+		s.log.Error("record task result failed", zap.String("task", id), zap.Error(err))
+	}
+	s.tasks.notify(id)
+}
+
+// runTask drives one task to its end: Calamari checked (and pushed), the
+// file sent, the task started, its log collected until it finishes. A
+// dropped session is waited out: the task keeps running on the agent and
+// its log is collected from where it stopped once the agent is back, by
+// this coordinator or, after a restart, the next one. startCtx ends when
+// the operator cancels the task; runCtx when its agent is deleted or the
+// coordinator stops.
+func (s *Server) runTask(runCtx, startCtx context.Context, id string) {
+	log := s.log.With(zap.String("task", id))
+	t, err := s.store.Task(runCtx, id)
+	if err != nil {
+		log.Error("load task failed", zap.Error(err))
+		return
+	}
+	for t.State == store.TaskQueued {
+		as, err := s.waitSession(startCtx, t.AgentID)
+		if err != nil {
+			if runCtx.Err() == nil { // cancelled by the operator
+				s.taskLog(id, "Task cancelled before it started")
+				s.finishTask(id, store.TaskCancelled, -1, "cancelled")
+				// In case the start raced the cancellation to the agent.
+				if as := s.sessions.get(t.AgentID); as != nil {
+					cctx, cancel := context.WithTimeout(runCtx, 30*time.Second)
+					protocol.Call(cctx, as.sess, protocol.TypeTaskCancel, protocol.TaskCancel{Ticket: id}, protocol.TypeAck, nil)
+					cancel()
+				}
+			}
+			return
+		}
+		err = s.startOnAgent(startCtx, as, t)
+		switch {
+		case err == nil:
+			t.State = store.TaskRunning
+		case startCtx.Err() != nil:
+			// The next waitSession reports why.
+		case errors.Is(err, errTaskRefused):
+			s.taskLog(id, err.Error())
+			s.finishTask(id, store.TaskFailed, -1, err.Error())
+			return
+		default:
+			log.Warn("start task failed, will retry when the agent is back", zap.Error(err))
+			s.waitGone(startCtx, as)
+		}
+	}
+	for {
+		as, err := s.waitSession(runCtx, t.AgentID)
+		if err != nil {
+			return // the coordinator is stopping (the next one resumes) or the task was abandoned
+		}
+		end, err := s.followTask(runCtx, as, &t)
+		if err == nil {
+			// The last line first: a reader stops once the task is final.
+			s.taskLog(id, fmt.Sprintf("Task %s (exit code %d)", end.State, end.ExitCode))
+			s.finishTask(id, end.State, end.ExitCode, end.Error)
+			log.Info("task finished", zap.String("agent", t.AgentName), zap.String("state", end.State), zap.Int("exit_code", end.ExitCode))
+			return
+		}
+		if runCtx.Err() != nil {
+			return
+		}
+		log.Info("lost the task's log stream; will resume when the agent is back", zap.Error(err))
+		s.waitGone(runCtx, as)
+	}
+}
+
+// abandonAgentTasks fails the unfinished tasks of a deleted agent: no one
+// will ever collect their result.
+func (s *Server) abandonAgentTasks(ctx context.Context, agentID string) {
+	ts, err := s.store.ListTasks(ctx, store.TaskFilter{AgentID: agentID, Unfinished: true, Limit: 1000})
+	if err != nil {
+		s.log.Error("list tasks of deleted agent failed", zap.Error(err))
+		return
+	}
+	for _, t := range ts {
+		if run := s.tasks.get(t.ID); run != nil {
+			run.abandon()
+		}
+		s.taskLog(t.ID, "The agent was deleted; the task's result will never be known")
+		s.finishTask(t.ID, store.TaskFailed, -1, "agent deleted")
+	}
+}
+
+// errTaskRefused marks failures that retrying cannot fix.
+var errTaskRefused = errors.New("task refused")
+
+// startOnAgent ensures Calamari, sends the file and starts the task.
+func (s *Server) startOnAgent(ctx context.Context, as *agentSession, t store.Task) error {
+	if as.upgradeOnly {
+		return userError(errTaskRefused, "agent %s must be upgraded before it can run tasks (its protocol is below this coordinator's minimum)", as.name)
+	}
+	b, err := s.store.Bundle(ctx, t.Calamari)
+	if err != nil {
+		return userError(errTaskRefused, "Calamari %s: %v", t.Calamari, err)
+	}
+	if _, err := s.ensureCalamari(ctx, as, b, func(line string) { s.taskLog(t.ID, line) }); err != nil {
+		if protocol.IsCode(err, protocol.CodeBadRequest) {
+			return userError(errTaskRefused, "installing Calamari %s on %s failed: %v", b.Version, as.name, err)
+		}
+		return err
+	}
+	if t.FileName != "" {
+		s.taskLog(t.ID, fmt.Sprintf("Sending %s to %s", t.FileName, as.name))
+		path := filepath.Join(s.filesDir(), t.FileSHA256)
+		f, err := os.Open(path)
+		if err != nil {
+			return userError(errTaskRefused, "file %s: %v", t.FileName, err)
+		}
+		st, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return err
+		}
+		hdr := protocol.FilePush{Ticket: t.ID, Name: t.FileName, File: protocol.Transfer{Size: st.Size(), SHA256: t.FileSHA256}}
+		_, err = s.transfer(ctx, as, protocol.TypeFilePush, hdr, f, st.Size(), protocol.TypeAck, nil)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("send %s to %s: %w", t.FileName, as.name, err)
+		}
+	}
+	var started protocol.TaskStarted
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.HealthTimeout+30*time.Second)
+	defer cancel()
+	err = protocol.Call(cctx, as.sess, protocol.TypeTaskStart, protocol.TaskStart{Ticket: t.ID, Calamari: t.Calamari, Args: t.Args}, protocol.TypeTaskStarted, &started)
+	if protocol.IsCode(err, protocol.CodeBadRequest) {
+		return userError(errTaskRefused, "%v", err)
+	}
+	if err != nil {
+		return err
+	}
+	if !started.Existing {
+		s.taskLog(t.ID, fmt.Sprintf("Started on %s: calamari %s", as.name, t.Calamari))
+	}
+	if err := s.store.UpdateTask(ctx, t.ID, store.TaskUpdate{State: store.TaskRunning, StartedAt: time.Now().UTC()}); err != nil {
+		return err
+	}
+	s.tasks.notify(t.ID)
+	return nil
+}
+
+// followTask collects the task's log from where the store left off until
+// the agent reports the end.
+func (s *Server) followTask(ctx context.Context, as *agentSession, t *store.Task) (protocol.TaskEnd, error) {
+	cur, err := s.store.Task(ctx, t.ID)
+	if err != nil {
+		return protocol.TaskEnd{}, err
+	}
+	st, err := as.sess.OpenStream()
+	if err != nil {
+		return protocol.TaskEnd{}, err
+	}
+	defer st.Close()
+	stop := context.AfterFunc(ctx, func() { st.SetDeadline(time.Now()) })
+	defer stop()
+	if err := protocol.WriteFrame(st, protocol.TypeTaskFollow, protocol.TaskFollow{Ticket: t.ID, From: cur.AgentSeq + 1}); err != nil {
+		return protocol.TaskEnd{}, err
+	}
+	for {
+		f, err := protocol.ReadFrame(st, 0)
+		if err != nil {
+			return protocol.TaskEnd{}, err
+		}
+		switch f.Type {
+		case protocol.TypeTaskLog:
+			var tl protocol.TaskLog
+			if err := f.Decode(&tl); err != nil {
+				return protocol.TaskEnd{}, err
+			}
+			lines := make([]store.LogLine, len(tl.Entries))
+			for i, e := range tl.Entries {
+				lines[i] = store.LogLine{AgentSeq: e.Seq, Time: e.Time, Stream: e.Stream, Text: e.Text}
+			}
+			if _, err := s.store.AppendTaskLogs(context.WithoutCancel(ctx), t.ID, lines); err != nil {
+				return protocol.TaskEnd{}, err
+			}
+			s.tasks.notify(t.ID)
+		case protocol.TypeTaskEnd:
+			var end protocol.TaskEnd
+			return end, f.Decode(&end)
+		default:
+			return protocol.TaskEnd{}, protocol.DecodeReply(f, protocol.TypeTaskLog, nil)
+		}
+	}
+}
+
+// CancelTask stops a task: before it reaches the agent it never starts;
+// after, the agent kills its whole process tree.
+func (s *Server) CancelTask(ctx context.Context, id string) (TaskView, error) {
+	t, err := s.store.Task(ctx, id)
+	if err != nil {
+		return TaskView{}, err
+	}
+	if t.Finished() {
+		return TaskView{}, userError(ErrConflict, "task %s already %s", id, t.State)
+	}
+	if run := s.tasks.get(id); run != nil && t.State == store.TaskQueued {
+		run.cancelStart()
+	}
+	if as := s.sessions.get(t.AgentID); as != nil {
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		err := protocol.Call(cctx, as.sess, protocol.TypeTaskCancel, protocol.TaskCancel{Ticket: id}, protocol.TypeAck, nil)
+		if err != nil && !protocol.IsCode(err, protocol.CodeBadRequest) { // BadRequest: not started there yet
+			return TaskView{}, fmt.Errorf("cancel task %s on %s: %w", id, t.AgentName, err)
+		}
+	} else if t.State == store.TaskRunning {
+		return TaskView{}, userError(ErrNotConnected, "agent %s is not connected; the task cannot be cancelled until it is back", t.AgentName)
+	}
+	s.taskLog(id, "Cancellation requested")
+	return s.Task(ctx, id)
+}
+
+// waitSession returns the agent's live session, waiting for it to connect.
+func (s *Server) waitSession(ctx context.Context, agentID string) (*agentSession, error) {
+	for {
+		ch := s.sessions.changed()
+		if as := s.sessions.get(agentID); as != nil {
+			return as, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// waitGone waits until the session has ended (or ctx is done), so the next
+// attempt uses the agent's next session.
+func (s *Server) waitGone(ctx context.Context, as *agentSession) {
+	select {
+	case <-as.sess.CloseChan():
+	case <-ctx.Done():
+	}
+}
