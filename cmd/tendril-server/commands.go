@@ -41,13 +41,26 @@ type env struct {
 }
 
 // execute runs the command line args and returns the exit code: 0, 1 for
-// a failure, 2 for a usage error. Every failure is one line on stderr.
+// a failure, 2 for a usage error, 130 when interrupted, or a task's own
+// (task run). Every failure is one line on stderr.
 func execute(ctx context.Context, args []string, e env) int {
 	root := newRootCmd(e)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
+	}
+	if xe, ok := errors.AsType[*exitError](err); ok {
+		if xe.msg != "" {
+			fmt.Fprintln(e.stderr, errorLine(err))
+		}
+		return xe.code
+	}
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		// Ctrl-C (or TERM) cut a call short: say so rather than quote
+		// "context canceled", and exit as an interrupted shell command does.
+		fmt.Fprintln(e.stderr, "tendril-server: interrupted")
+		return 130
 	}
 	fmt.Fprintln(e.stderr, errorLine(err))
 	var ue *usageError
@@ -72,7 +85,8 @@ func newRootCmd(e env) *cobra.Command {
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageErrorf(c, "%v", err) })
 	root.AddCommand(
 		newInitCmd(e), newRunCmd(e), newThumbprintCmd(e),
-		newTokenCmd(e), newAgentsCmd(e), newCertificateCmd(e), newVersionCmd(e),
+		newTokenCmd(e), newAgentsCmd(e), newCertificateCmd(e),
+		newCalamariCmd(e), newTaskCmd(e), newVersionCmd(e),
 	)
 	return root
 }
@@ -243,8 +257,17 @@ func addTargetFlags(c *cobra.Command, t *targetFlags) {
 	f.StringVar(&t.APIKey, "api-key", "", "API key (default $"+envAPIKey+", which keeps it out of the process list)")
 }
 
-// adminCall runs fn with a client of the coordinator the flags name.
+// adminCall runs fn with a client of the coordinator the flags name,
+// bounded by adminTimeout.
 func adminCall(c *cobra.Command, t targetFlags, e env, fn func(ctx context.Context, cl *admin.Client) error) error {
+	return adminCallFor(c, t, e, adminTimeout, fn)
+}
+
+// adminCallFor is adminCall with its own bound; 0 means none, for calls
+// that rightly take as long as they take (uploads, pushes to a fleet,
+// followed task logs) and end only when done or interrupted. The client
+// has no overall timeout of its own.
+func adminCallFor(c *cobra.Command, t targetFlags, e env, timeout time.Duration, fn func(ctx context.Context, cl *admin.Client) error) error {
 	url, key, err := resolveTarget(t, e.getenv)
 	if err != nil {
 		if ue, ok := errors.AsType[*usageError](err); ok {
@@ -257,8 +280,12 @@ func adminCall(c *cobra.Command, t targetFlags, e env, fn func(ctx context.Conte
 		return err
 	}
 	defer cl.CloseIdleConnections()
-	ctx, cancel := context.WithTimeout(c.Context(), adminTimeout)
-	defer cancel()
+	ctx := c.Context()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
 	return fn(ctx, cl)
 }
 

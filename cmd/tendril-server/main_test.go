@@ -58,6 +58,10 @@ func TestUsageErrors(t *testing.T) {
 		{"run", "--data", "x", "--http-cert", "c.pem"},
 		{"run", "--data", "x", "--log-level", "loud"},
 		{"version", "extra"},
+		{"calamari"},
+		{"calamari", "bogus"},
+		{"task"},
+		{"task", "run", "--agent", "x"}, // no Calamari arguments
 	} {
 		code, stdout, stderr := cli(t, ctx, nil, args...)
 		lines := strings.Split(strings.TrimSpace(stderr), "\n")

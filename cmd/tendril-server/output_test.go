@@ -117,3 +117,135 @@ func TestErrorLine(t *testing.T) {
 		}
 	}
 }
+
+func TestWriteTasksTable(t *testing.T) {
+	at := time.Date(2026, 1, 2, 12, 0, 0, 0, time.UTC)
+	ts := []server.TaskView{
+		{ID: "6f1c0a52-0000-4000-8000-000000000001", Agent: "web01", State: "running", Calamari: "1.2.3", CreatedAt: at,
+			Args: []string{"run-script", "--inline", "echo hello"}},
+		{ID: "6f1c0a52-0000-4000-8000-000000000002", Agent: "db-1", State: "failed", ExitCode: 3, Calamari: "1.2.3",
+			CreatedAt: at.Add(-time.Minute), FinishedAt: &at,
+			Args: []string{"run-script", "--inline", strings.Repeat("x", 80)}},
+		{ID: "6f1c0a52-0000-4000-8000-000000000003", Agent: "db-1", State: "failed", ExitCode: -1,
+			CreatedAt: at.Add(-time.Hour), FinishedAt: &at, Args: []string{"deploy"}},
+	}
+	var b strings.Builder
+	if err := writeTasks(&b, ts); err != nil {
+		t.Fatal(err)
+	}
+	want := `ID                                    AGENT  STATE    EXIT  CALAMARI  CREATED               ARGS
+6f1c0a52-0000-4000-8000-000000000001  web01  running  -     1.2.3     2026-01-02T12:00:00Z  run-script --inline 'echo hello'
+6f1c0a52-0000-4000-8000-000000000002  db-1   failed   3     1.2.3     2026-01-02T11:59:00Z  run-script --inline xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...
+6f1c0a52-0000-4000-8000-000000000003  db-1   failed   -1    -         2026-01-02T11:00:00Z  deploy
+`
+	if b.String() != want {
+		t.Fatalf("got:\n%s\nwant:\n%s", b.String(), want)
+	}
+	b.Reset()
+	writeTasks(&b, nil)
+	if !strings.HasPrefix(b.String(), "No tasks yet.") {
+		t.Fatalf("empty: got %q", b.String())
+	}
+}
+
+func TestWriteTaskHeaderRunning(t *testing.T) {
+	at := time.Date(2026, 1, 2, 12, 0, 0, 0, time.UTC)
+	var b strings.Builder
+	writeTaskHeader(&b, server.TaskView{ID: "t1", Agent: "web01", State: "queued", Args: []string{"run-script"}, CreatedAt: at})
+	want := `Task:      t1
+Agent:     web01
+State:     queued
+Calamari:  -
+Args:      run-script
+Created:   2026-01-02T12:00:00Z
+Started:   -
+Finished:  -
+`
+	if b.String() != want {
+		t.Fatalf("got:\n%s\nwant:\n%s", b.String(), want)
+	}
+	b.Reset()
+	writeTaskHeader(&b, server.TaskView{ID: "t1", State: "failed", ExitCode: -1, Error: "task refused: no such version", CreatedAt: at})
+	if !strings.Contains(b.String(), "State:     failed\nError:     task refused: no such version\n") {
+		t.Fatalf("refused task: got:\n%s", b.String())
+	}
+}
+
+func TestTaskOutcome(t *testing.T) {
+	for _, tc := range []struct {
+		t    server.TaskView
+		want string
+	}{
+		{server.TaskView{State: "succeeded"}, "succeeded (exit code 0)"},
+		{server.TaskView{State: "failed", ExitCode: 2}, "failed (exit code 2)"},
+		{server.TaskView{State: "failed", ExitCode: 2, Error: "exited with code 2"}, "failed (exit code 2)"},
+		{server.TaskView{State: "failed", ExitCode: -1, Error: "agent deleted"}, "failed: agent deleted"},
+		{server.TaskView{State: "cancelled", ExitCode: -1, Error: "cancelled"}, "cancelled"},
+	} {
+		if got := taskOutcome(tc.t); got != tc.want {
+			t.Errorf("taskOutcome(%+v): got %q, want %q", tc.t, got, tc.want)
+		}
+	}
+}
+
+func TestWriteUpdateResultsEmpty(t *testing.T) {
+	var b strings.Builder
+	writeUpdateResults(&b, nil)
+	if b.String() != "No agents to update.\n" {
+		t.Fatalf("got %q", b.String())
+	}
+}
+
+func TestFormatLogLine(t *testing.T) {
+	for _, tc := range []struct {
+		prefix, text, want string
+	}{
+		{"", "hello", "hello\n"},
+		{"", "", "\n"},
+		{"", "two\nlines", "two\nlines\n"},
+		{"web01: ", "hello", "web01: hello\n"},
+		{"web01: ", "", "web01: \n"},
+		{"web01: ", "two\nlines", "web01: two\nweb01: lines\n"},
+	} {
+		if got := formatLogLine(tc.prefix, tc.text); got != tc.want {
+			t.Errorf("formatLogLine(%q, %q): got %q, want %q", tc.prefix, tc.text, got, tc.want)
+		}
+	}
+}
+
+func TestShellQuote(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run-script", "--inline", "echo hello"}, "run-script --inline 'echo hello'"},
+		{[]string{"--path=/opt/app", "a,b", "x@y:1"}, "--path=/opt/app a,b x@y:1"},
+		{[]string{"it's", ""}, `'it'\''s' ''`},
+		{[]string{"$HOME", "a;b", "*"}, `'$HOME' 'a;b' '*'`},
+		{nil, ""},
+	} {
+		if got := shellQuote(tc.args); got != tc.want {
+			t.Errorf("shellQuote(%q): got %q, want %q", tc.args, got, tc.want)
+		}
+	}
+}
+
+func TestHumanBytes(t *testing.T) {
+	for _, tc := range []struct {
+		n    int64
+		want string
+	}{
+		{0, "0 B"},
+		{1023, "1023 B"},
+		{1024, "1.0 KiB"},
+		{1536, "1.5 KiB"},
+		{12_345_678, "11.8 MiB"},
+		{2 << 30, "2.0 GiB"},
+		{5 << 40, "5.0 TiB"},
+		{5 << 50, "5120.0 TiB"},
+	} {
+		if got := humanBytes(tc.n); got != tc.want {
+			t.Errorf("humanBytes(%d): got %q, want %q", tc.n, got, tc.want)
+		}
+	}
+}

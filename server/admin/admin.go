@@ -6,6 +6,8 @@ package admin
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +19,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/tendrildeploy/tendril/server"
 	"github.com/tendrildeploy/tendril/version"
@@ -62,12 +65,18 @@ type Client struct {
 	base   *url.URL
 	apiKey string
 	hc     *http.Client
+	// followIdle is how long a followed task log may stay silent before
+	// the stream is taken for dead (the coordinator sends a blank line
+	// every 15 seconds), so a half-open connection cannot hang a follow.
+	followIdle time.Duration
 }
 
 // New returns a client of the API at baseURL (http:// or https://, host
 // and port, no query). apiKey is sent as a bearer token; "" sends none. hc
 // nil means http.DefaultClient; callers pass their own to set TLS roots or
-// to close idle connections when done.
+// to close idle connections when done. hc should have no overall Timeout:
+// uploads and followed task logs can rightly take hours. Bound each call
+// with its context instead.
 func New(baseURL, apiKey string, hc *http.Client) (*Client, error) {
 	u, err := url.Parse(strings.TrimSpace(baseURL))
 	if err != nil {
@@ -87,7 +96,7 @@ func New(baseURL, apiKey string, hc *http.Client) (*Client, error) {
 	if hc == nil {
 		hc = http.DefaultClient
 	}
-	return &Client{base: u, apiKey: strings.TrimSpace(apiKey), hc: hc}, nil
+	return &Client{base: u, apiKey: strings.TrimSpace(apiKey), hc: hc, followIdle: defaultFollowIdle}, nil
 }
 
 // FromDataDir finds a running coordinator through <dir>/run.json and
@@ -247,24 +256,80 @@ func (c *Client) RotateCertificate(ctx context.Context) (server.RotationResult, 
 // 2xx answer into out (nil: ignored). Failures come back as *Error, or as
 // ErrNotRunning when nothing listens at the address.
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
+	var (
+		body        io.Reader
+		size        int64 = -1
+		contentType string
+	)
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return fmt.Errorf("encode request: %w", err)
 		}
-		body = bytes.NewReader(b)
+		body, size, contentType = bytes.NewReader(b), int64(len(b)), "application/json"
 	}
-	u := *c.base
-	u.Path += path
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
+	resp, err := c.send(ctx, method, path, nil, body, size, contentType, "application/json")
 	if err != nil {
 		return err
 	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
+	defer resp.Body.Close()
+	return decodeResponse(resp, out)
+}
+
+// upload streams size bytes of r as the body of a POST and decodes the
+// answer into out. The body is never held in memory whole, and while it
+// goes out its SHA-256 is computed, so the caller can check that the
+// coordinator stored what was sent.
+func (c *Client) upload(ctx context.Context, path string, r io.Reader, size int64, out any) (sum string, err error) {
+	if size < 0 {
+		return "", fmt.Errorf("upload: size %d: want the body's length in bytes", size)
 	}
-	req.Header.Set("Accept", "application/json")
+	if size > server.MaxBundleSize {
+		return "", fmt.Errorf("upload: %d bytes is more than the coordinator accepts (%d)", size, int64(server.MaxBundleSize))
+	}
+	h := sha256.New()
+	resp, err := c.send(ctx, http.MethodPost, path, nil, io.TeeReader(r, h), size, "application/octet-stream", "application/json")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	if err := decodeResponse(resp, out); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// send sends one request and returns the response if its status is 2xx;
+// the caller closes its body. path is relative to the base URL and
+// already escaped. size is the body's length (-1: unknown, or
+// no body). Failures come back as *Error, or as ErrNotRunning when nothing
+// listens at the address.
+func (c *Client) send(ctx context.Context, method, path string, query url.Values, body io.Reader, size int64, contentType, accept string) (*http.Response, error) {
+	// path is escaped already (names in it went through url.PathEscape).
+	u := *c.base
+	u.RawPath = c.base.EscapedPath() + path
+	p, err := url.PathUnescape(u.RawPath)
+	if err != nil {
+		return nil, fmt.Errorf("request path %q: %w", path, err)
+	}
+	u.Path = p
+	u.RawQuery = query.Encode()
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil && size >= 0 {
+		// Set explicitly: NewRequest only knows the length of a few
+		// in-memory reader types, and would send anything else chunked.
+		req.ContentLength = size
+		if size == 0 {
+			req.Body = http.NoBody
+		}
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	req.Header.Set("Accept", accept)
 	req.Header.Set("User-Agent", "tendril-admin/"+version.Version)
 	if c.apiKey != "" {
 		req.Header.Set("Authorization", "Bearer "+c.apiKey)
@@ -272,17 +337,22 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return nil, ctx.Err()
 		}
 		if errors.Is(err, syscall.ECONNREFUSED) {
-			return fmt.Errorf("%w at %s (connection refused)", ErrNotRunning, c.base)
+			return nil, fmt.Errorf("%w at %s (connection refused)", ErrNotRunning, c.base)
 		}
-		return fmt.Errorf("reach the coordinator at %s: %w", c.base, err)
+		return nil, fmt.Errorf("reach the coordinator at %s: %w", c.base, err)
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return errorFrom(resp)
+		defer resp.Body.Close()
+		return nil, errorFrom(resp)
 	}
+	return resp, nil
+}
+
+// decodeResponse decodes a 2xx JSON answer into out (nil: ignored).
+func decodeResponse(resp *http.Response, out any) error {
 	if out == nil {
 		// Drain so the connection can be reused.
 		io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))

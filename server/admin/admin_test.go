@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -76,7 +77,9 @@ func newClient(t *testing.T, url, key string) *Client {
 	t.Helper()
 	tr := &http.Transport{}
 	t.Cleanup(tr.CloseIdleConnections)
-	c, err := New(url, key, &http.Client{Transport: tr, Timeout: 30 * time.Second})
+	// No overall Timeout: a followed log may rightly take long; each test
+	// call is bounded by its context or by the test binary's timeout.
+	c, err := New(url, key, &http.Client{Transport: tr})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,10 +87,14 @@ func newClient(t *testing.T, url, key string) *Client {
 }
 
 // fakeAgent is the least an agent must do to be listed as connected and
-// healthy: enroll, say hello, and answer the coordinator's calls.
+// healthy: enroll, say hello, and answer the coordinator's calls. For
+// tasks it says every Calamari version is installed, and runs every task
+// as a script of two lines: the first at once, the second and the end
+// (success) once release is closed.
 type fakeAgent struct {
-	sess *yamux.Session
-	done chan struct{} // closed when the session has ended
+	sess    *yamux.Session
+	release chan struct{}
+	done    chan struct{} // closed when the session and its streams have ended
 }
 
 func dialCoordinator(t *testing.T, ctx context.Context, addr string, id *certs.Identity, pins ...string) *yamux.Session {
@@ -134,7 +141,7 @@ func enrollAgent(t *testing.T, tok server.TokenResult, name string) *fakeAgent {
 		sess.Close()
 		t.Fatalf("hello: %v", err)
 	}
-	fa := &fakeAgent{sess: sess, done: make(chan struct{})}
+	fa := &fakeAgent{sess: sess, release: make(chan struct{}), done: make(chan struct{})}
 	go fa.serve()
 	t.Cleanup(func() {
 		sess.Close()
@@ -144,27 +151,64 @@ func enrollAgent(t *testing.T, tok server.TokenResult, name string) *fakeAgent {
 }
 
 func (fa *fakeAgent) serve() {
-	defer close(fa.done)
+	var wg sync.WaitGroup
+	defer func() {
+		wg.Wait()
+		close(fa.done)
+	}()
 	for {
 		st, err := fa.sess.AcceptStream()
 		if err != nil {
 			return
 		}
-		st.SetDeadline(time.Now().Add(10 * time.Second))
-		f, err := protocol.ReadFrame(st, 0)
-		if err == nil {
-			switch f.Type {
-			case protocol.TypeHealthRequest:
-				protocol.WriteFrame(st, protocol.TypeHealth, protocol.Health{
-					Version: "1.2.3-test", OS: runtime.GOOS, Arch: runtime.GOARCH, DiskFree: 100 << 30,
-				})
-			case protocol.TypeServerCertificates, protocol.TypeGoAway:
-				protocol.WriteFrame(st, protocol.TypeAck, nil)
-			default:
-				protocol.WriteError(st, protocol.CodeUnknownType, f.Type)
+		wg.Go(func() {
+			defer st.Close()
+			fa.handle(st)
+		})
+	}
+}
+
+func (fa *fakeAgent) handle(st *yamux.Stream) {
+	st.SetDeadline(time.Now().Add(10 * time.Second))
+	f, err := protocol.ReadFrame(st, 0)
+	if err != nil {
+		return
+	}
+	switch f.Type {
+	case protocol.TypeHealthRequest:
+		protocol.WriteFrame(st, protocol.TypeHealth, protocol.Health{
+			Version: "1.2.3-test", OS: runtime.GOOS, Arch: runtime.GOARCH, DiskFree: 100 << 30,
+		})
+	case protocol.TypeServerCertificates, protocol.TypeGoAway, protocol.TypeTaskCancel:
+		protocol.WriteFrame(st, protocol.TypeAck, nil)
+	case protocol.TypeCalamariCheck:
+		var c protocol.CalamariCheck
+		f.Decode(&c)
+		protocol.WriteFrame(st, protocol.TypeCalamariState, protocol.CalamariState{Version: c.Version, Installed: true})
+	case protocol.TypeTaskStart:
+		var ts protocol.TaskStart
+		f.Decode(&ts)
+		protocol.WriteFrame(st, protocol.TypeTaskStarted, protocol.TaskStarted{Ticket: ts.Ticket, State: protocol.TaskRunning})
+	case protocol.TypeTaskFollow:
+		var tf protocol.TaskFollow
+		f.Decode(&tf)
+		st.SetDeadline(time.Time{})
+		entry := func(seq int64, text string) {
+			if seq >= tf.From {
+				protocol.WriteFrame(st, protocol.TypeTaskLog, protocol.TaskLog{Entries: []protocol.LogEntry{
+					{Seq: seq, Time: time.Now().UTC(), Stream: "stdout", Text: text}}})
 			}
 		}
-		st.Close()
+		entry(1, "hello from "+tf.Ticket)
+		select {
+		case <-fa.release:
+		case <-fa.sess.CloseChan():
+			return
+		}
+		entry(2, "bye")
+		protocol.WriteFrame(st, protocol.TypeTaskEnd, protocol.TaskEnd{State: protocol.TaskSucceeded, LastSeq: 2})
+	default:
+		protocol.WriteError(st, protocol.CodeUnknownType, f.Type)
 	}
 }
 
