@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -40,6 +41,13 @@ func TestMain(m *testing.M) {
 				fmt.Fprintf(os.Stderr, "build %s: %v\n%s", cmd, err, out)
 				return 1
 			}
+		}
+		// The Calamari bundle, for this platform only to keep the build short.
+		mk := exec.Command("go", "run", "github.com/tendrildeploy/tendril/internal/mkbundle",
+			"-version", testVersion, "-platforms", runtime.GOOS+"/"+runtime.GOARCH, "-out", filepath.Join(dir, "calamari.tar.gz"))
+		if out, err := mk.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build calamari bundle: %v\n%s", err, out)
+			return 1
 		}
 		return m.Run()
 	}()

@@ -62,12 +62,38 @@ func deployPackageCmd(ctx context.Context, args []string, stdout io.Writer) erro
 	case o.release != "" && !validRelease(o.release):
 		return usagef("deploy-package: --release %q: want letters, digits, '.', '_' and '-', not starting with '.'", o.release)
 	}
+	o.pkg = resolvePackage(o.pkg, os.Getenv(envFiles))
 	dir, err := deployPackage(ctx, o)
 	if err != nil {
 		return fmt.Errorf("deploy-package: %w", err)
 	}
 	_, err = fmt.Fprintln(stdout, dir)
 	return err
+}
+
+// envFiles names the folder where the agent put the files pushed with a
+// task (tendril-server task run --file).
+const envFiles = "TENDRIL_FILES"
+
+// resolvePackage finds a relative package path in the task's files folder
+// when it is not in the working directory, so that
+// "task run --file app.tar.gz -- deploy-package --package app.tar.gz" works.
+func resolvePackage(pkg, filesDir string) string {
+	if filepath.IsAbs(pkg) || filesDir == "" {
+		return pkg
+	}
+	if _, err := os.Stat(pkg); err == nil {
+		return pkg
+	}
+	if cand := filepath.Join(filesDir, pkg); fileExists(cand) {
+		return cand
+	}
+	return pkg
+}
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular()
 }
 
 func validRelease(name string) bool {

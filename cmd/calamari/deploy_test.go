@@ -435,3 +435,25 @@ func TestLinkTarget(t *testing.T) {
 		}
 	}
 }
+
+func TestResolvePackage(t *testing.T) {
+	work, files := t.TempDir(), t.TempDir()
+	os.WriteFile(filepath.Join(files, "app.tar.gz"), []byte("x"), 0o644)
+	t.Chdir(work)
+	os.WriteFile("local.tar.gz", []byte("x"), 0o644)
+	abs := filepath.Join(files, "app.tar.gz")
+	tests := []struct {
+		pkg, files, want string
+	}{
+		{"app.tar.gz", files, abs},                  // pushed with the task
+		{"local.tar.gz", files, "local.tar.gz"},     // in the working directory first
+		{"app.tar.gz", "", "app.tar.gz"},            // not run by an agent
+		{abs, files, abs},                           // absolute stays
+		{"missing.tar.gz", files, "missing.tar.gz"}, // left for the error to name
+	}
+	for _, tt := range tests {
+		if got := resolvePackage(tt.pkg, tt.files); got != tt.want {
+			t.Errorf("resolvePackage(%q, %q): got %q, want %q", tt.pkg, tt.files, got, tt.want)
+		}
+	}
+}
