@@ -392,3 +392,39 @@ func TestDeletingAgentFailsItsTasks(t *testing.T) {
 		t.Fatalf("got %s (%s), want failed because the agent was deleted", task.State, task.Error)
 	}
 }
+
+// TestPushToManyAgentsStreams pushes one bundle to several agents at once
+// and checks what the whole process allocated: had the coordinator read
+// the bundle into memory per agent, that alone would be agents x size.
+func TestPushToManyAgentsStreams(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.PushConcurrency = 8 })
+	const agents = 6
+	for i := range agents {
+		name := "fleet-" + string(rune('a'+i))
+		startAgent(t, registerAgent(t, ts, ts.AgentAddr(), name, nil), nil)
+		ts.waitConnected(t, name)
+	}
+	raw := packBundle(t, "4.0.0", 16<<20)
+	ts.upload(t, raw)
+	raw = nil
+
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	res, err := ts.UpdateCalamari(context.Background(), UpdateTarget{Environment: "Test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	for _, r := range res {
+		if r.Result != "installed" {
+			t.Fatalf("%s: got %s (%s), want installed", r.Agent, r.Result, r.Error)
+		}
+	}
+	size := int64(16 << 20)
+	alloc := int64(after.TotalAlloc - before.TotalAlloc)
+	t.Logf("pushed %d MiB to %d agents; the process allocated %d MiB in all", size>>20, agents, alloc>>20)
+	if limit := agents * size / 2; alloc > limit {
+		t.Fatalf("allocated %d MiB pushing to %d agents, want under %d MiB: the bundle is being buffered in memory", alloc>>20, agents, limit>>20)
+	}
+}
