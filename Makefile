@@ -33,7 +33,7 @@ build:
 
 ## run: start a coordinator in ./data and one agent enrolled with it; Ctrl-C stops both
 run: build
-	@scripts/run.sh
+	@VERSION=$(VERSION) scripts/run.sh
 
 ## test: install test dependencies, vet, and run every test with the race detector
 test:

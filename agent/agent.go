@@ -70,6 +70,13 @@ func (c *Config) validate() error {
 	if c.Home == "" {
 		return errors.New("agent config: no home folder given")
 	}
+	// Tasks run in folders under the home, so every path the agent hands
+	// to a child process must not depend on the working directory.
+	abs, err := filepath.Abs(c.Home)
+	if err != nil {
+		return fmt.Errorf("agent config: home folder %q: %w", c.Home, err)
+	}
+	c.Home = abs
 	if c.Version == "" {
 		c.Version = version.Version
 	}

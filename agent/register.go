@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
@@ -58,6 +59,11 @@ func (c *RegisterConfig) validate() error {
 	if c.Home == "" {
 		return errors.New("register: no home folder given")
 	}
+	abs, err := filepath.Abs(c.Home)
+	if err != nil {
+		return fmt.Errorf("register: home folder %q: %w", c.Home, err)
+	}
+	c.Home = abs
 	if len(c.Servers) == 0 {
 		return errors.New("register: no coordinator address given")
 	}

@@ -55,9 +55,12 @@ func TestDeploymentJourney(t *testing.T) {
 	start(t, "tendril-server", "run", "--data", data, "--listen", freePort(t), "--http", freePort(t), "--health-interval", "1s")
 	waitFor(t, "coordinator API", func() bool { return listAgents(t, data) != nil })
 	join := strings.TrimSpace(mustRun(t, "tendril-server", "token", "create", "--data", data, "--environment", "Production"))
-	home := filepath.Join(t.TempDir(), "agent")
-	mustRun(t, "tendril-agent", "register", "--home", home, "--join", join, "--name", "web-1")
-	start(t, "tendril-agent", "run", "--home", home)
+	// A relative home, as an operator might type it: nothing the agent
+	// runs may depend on its working directory.
+	t.Chdir(t.TempDir())
+	mustRun(t, "tendril-agent", "register", "--home", "agent", "--join", join, "--name", "web-1")
+	start(t, "tendril-agent", "run", "--home", "agent")
+	home, _ := filepath.Abs("agent")
 	waitFor(t, "web-1 healthy", func() bool { return healthy(listAgents(t, data), "web-1") })
 
 	// Upload the real Calamari bundle; the health check installs it.

@@ -146,6 +146,14 @@ until connected_healthy; do
 	sleep 0.5
 done
 
+# The Calamari bundle make build just produced: uploading it again is a
+# no-op, and the agent installs it at its next health check or task.
+bundle="dist/calamari-${VERSION:-0.0.0-dev}.tar.gz"
+if [ -f "$bundle" ]; then
+	say "Uploading the Calamari bundle $bundle"
+	"$server" calamari push "$bundle" --data "$data" || die "could not upload $bundle; see $data/server.log"
+fi
+
 say ""
 say "Tendril is running."
 say "  Coordinator API:  $api_url   (agents connect to $listen)"
@@ -155,6 +163,7 @@ say ""
 "$server" agents list --data "$data"
 say ""
 say "Try: $server agents list --data $data"
+say "     $server task run --agent $name --data $data -- run-script --inline 'echo hello from \$(hostname)'"
 say "Press Ctrl-C to stop the coordinator and the agent."
 
 trap - EXIT
