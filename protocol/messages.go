@@ -39,6 +39,10 @@ type Hello struct {
 	Arch        string   `json:"arch"`
 	Hostname    string   `json:"hostname,omitempty"`
 	Calamari    []string `json:"calamari,omitempty"`
+	// Upgrade reports how the last upgrade ended, until acknowledged.
+	Upgrade *UpgradeReport `json:"upgrade,omitempty"`
+	// Busy is true while the agent runs tasks; an upgrade waits for idle.
+	Busy bool `json:"busy,omitempty"`
 }
 
 // Welcome answers Hello.
@@ -52,6 +56,9 @@ type Welcome struct {
 	// ServerThumbprints is every coordinator thumbprint the agent should
 	// trust from now on (more than one during a rotation).
 	ServerThumbprints []string `json:"server_thumbprints"`
+	// UpgradeAcknowledged is true when the Hello's upgrade report was
+	// recorded; the agent stops sending it.
+	UpgradeAcknowledged bool `json:"upgrade_acknowledged,omitempty"`
 }
 
 // Register enrolls the certificate the connection was made with.
@@ -88,6 +95,8 @@ type Health struct {
 	// Calamari lists the versions installed and verified (marker,
 	// signature and every file's hash), newest first.
 	Calamari []string `json:"calamari"`
+	// RunningTasks counts the tasks running now: an upgrade waits for 0.
+	RunningTasks int `json:"running_tasks"`
 	// CalamariProblems describes versions present but not intact, one
 	// line each ("1.2.3: file linux-amd64/calamari: SHA-256 differs"):
 	// what antivirus quarantine or a damaged disk looks like.
