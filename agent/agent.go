@@ -22,6 +22,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/agent/calamari"
 	"github.com/tendrildeploy/tendril/agent/task"
+	"github.com/tendrildeploy/tendril/agent/upgrade"
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/version"
@@ -64,6 +65,17 @@ type Config struct {
 	// TaskKillGrace is how long a cancelled task may take to stop after
 	// SIGTERM before its process group is killed. Default 5s.
 	TaskKillGrace time.Duration
+	// Supervised is true when a service manager restarts the agent when
+	// it exits. After a failed upgrade the watchdog then leaves the
+	// restart to it instead of starting the agent itself.
+	Supervised bool
+
+	// exe is the agent binary an upgrade replaces; tests point it at a
+	// copy. Default: the running executable.
+	exe string
+	// args are the arguments the watchdog restarts an unsupervised agent
+	// with (args[1:]). Default: os.Args.
+	args []string
 }
 
 func (c *Config) validate() error {
@@ -125,6 +137,16 @@ func (c *Config) validate() error {
 	if c.CalamariKeep == 0 {
 		c.CalamariKeep = calamari.DefaultKeep
 	}
+	if c.args == nil {
+		c.args = os.Args
+	}
+	if c.exe == "" {
+		// Resolved now, before any upgrade replaces the file. Without it
+		// the agent still runs; upgrades are refused with the reason.
+		if exe, err := upgrade.Executable(); err == nil {
+			c.exe = exe
+		}
+	}
 	return nil
 }
 
@@ -171,6 +193,19 @@ type Agent struct {
 	// lastRotationErr is touched only by Run's goroutine.
 	lastRotationErr string
 
+	// upgradeSlot admits one agent upgrade at a time.
+	upgradeSlot chan struct{}
+	// gate keeps tasks from starting while an upgrade is under way: task
+	// starts hold it shared, an upgrade sets upgrading holding it.
+	gate      sync.RWMutex
+	upgrading bool
+	// restart is set once a new binary is swapped in: Run then returns
+	// ErrRestart.
+	restart atomic.Bool
+	// upMu guards up, the last upgrade's state as this process knows it.
+	upMu sync.Mutex
+	up   *upgrade.State
+
 	// stateMu serialises changes to state and its file.
 	stateMu sync.Mutex
 	state   State
@@ -207,6 +242,8 @@ func New(cfg Config) (*Agent, error) {
 		pins:     certs.NewPins(st.ServerThumbprints...),
 		state:    st,
 		id:       id,
+
+		upgradeSlot: make(chan struct{}, 1),
 	}
 	// The store asks the runner which versions are in use and the runner
 	// asks the store for entry points; a.tasks is set before any push can
@@ -286,12 +323,21 @@ const stableSession = 30 * time.Second
 // to be cancelled: their grace period, the kill, and the reaping.
 const stopTasksTimeout = 30 * time.Second
 
+// ErrRestart is returned by Run once an upgrade swapped a new binary in
+// place of the running one: the caller re-executes the binary (keeping
+// the process id, so a service manager's tracking stays true). The
+// upgrade watchdog restores the previous binary if the new one does not
+// connect in time.
+var ErrRestart = errors.New("the agent binary was upgraded; restart into it")
+
 // Run keeps a session to the coordinator until ctx is done, reconnecting
 // with backoff, trying the coordinator nodes in turn. It never gives up on
 // its own, not even when the agent was deleted: an agent must not take its
 // machine dark. It returns nil once ctx is done, its running tasks were
 // cancelled (so no child outlives the agent) and every goroutine it
-// started has ended. An Agent runs once.
+// started has ended. An Agent runs once. Only one agent runs on a home at
+// a time: Run fails at once if another holds it. After an upgrade it
+// returns ErrRestart (see there).
 func (a *Agent) Run(ctx context.Context) error {
 	if !a.running.CompareAndSwap(false, true) {
 		return errors.New("run agent: already running")
@@ -300,11 +346,22 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.stopped.Load() {
 		return errors.New("run agent: it already ran and stopped; create a new Agent")
 	}
-	defer a.stopTasks(ctx)
+	unlock, err := lockHome(a.cfg.Home)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	defer a.stopTasks(ctx) // before the unlock: no task outlives the lock
+	a.recoverUpgrade()
 	retry := newRetryPolicy(a.cfg.MinBackoff, a.cfg.MaxBackoff)
 	for attempt := 0; ; attempt++ {
 		addr := a.servers[attempt%len(a.servers)]
 		out := a.connect(ctx, addr)
+		if a.restart.Load() {
+			// The upgrade handler closed the session; every goroutine of
+			// it has ended.
+			return ErrRestart
+		}
 		if ctx.Err() != nil {
 			return nil
 		}

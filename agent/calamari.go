@@ -11,6 +11,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/agent/calamari"
 	"github.com/tendrildeploy/tendril/agent/task"
+	"github.com/tendrildeploy/tendril/agent/upgrade"
 	"github.com/tendrildeploy/tendril/protocol"
 )
 
@@ -46,7 +47,7 @@ func (l longStream) Write(p []byte) (int, error) {
 // internal for the agent's own trouble.
 func errorCode(err error) string {
 	switch {
-	case calamari.IsBadRequest(err) || task.IsBadRequest(err):
+	case calamari.IsBadRequest(err) || task.IsBadRequest(err) || upgrade.IsRefused(err):
 		return protocol.CodeBadRequest
 	case errors.Is(err, task.ErrClosed):
 		return protocol.CodeUnavailable

@@ -34,6 +34,8 @@ type testCoordinator struct {
 	known       map[string]bool // agent thumbprints allowed to say Hello
 	refused     map[string]bool // deleted agents, refused at the handshake
 	registerErr *protocol.RemoteError
+	// ackUpgrades makes Welcome acknowledge a Hello's upgrade report.
+	ackUpgrades bool
 	registers   []protocol.Register
 	rotations   []string
 	handshakes  int
@@ -204,6 +206,7 @@ func (c *testCoordinator) handle(s *coordSession, st *yamux.Stream) {
 		c.mu.Lock()
 		ok := c.known[s.thumbprint]
 		thumbs := c.thumbprints
+		ack := c.ackUpgrades && h.Upgrade != nil
 		c.mu.Unlock()
 		if !ok {
 			protocol.WriteError(st, protocol.CodeUnauthorized, "unknown agent certificate")
@@ -215,6 +218,7 @@ func (c *testCoordinator) handle(s *coordSession, st *yamux.Stream) {
 		protocol.WriteFrame(st, protocol.TypeWelcome, protocol.Welcome{
 			Protocol: h.ProtocolMax, ServerVersion: "test", AgentID: "agent-1",
 			Name: "test-agent", Environment: "Test", ServerThumbprints: thumbs,
+			UpgradeAcknowledged: ack,
 		})
 	case protocol.TypeRotateCertificate:
 		var req protocol.RotateCertificate

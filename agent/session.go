@@ -152,7 +152,8 @@ func (a *Agent) establish(ctx context.Context, addr string, id *certs.Identity) 
 
 	callCtx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	if err := protocol.Call(callCtx, ys, protocol.TypeHello, a.hello(), protocol.TypeWelcome, &s.welcome); err != nil {
+	hello := a.hello()
+	if err := protocol.Call(callCtx, ys, protocol.TypeHello, hello, protocol.TypeWelcome, &s.welcome); err != nil {
 		s.close()
 		if g := s.goAway.Load(); g != nil {
 			return nil, fmt.Errorf("hello to coordinator %s: %w", addr, &goAwayError{*g})
@@ -160,6 +161,7 @@ func (a *Agent) establish(ctx context.Context, addr string, id *certs.Identity) 
 		return nil, fmt.Errorf("hello to coordinator %s: %w", addr, err)
 	}
 	s.established = time.Now()
+	a.upgradeWelcomed(hello.Upgrade, s.welcome)
 	if len(s.welcome.ServerThumbprints) > 0 {
 		// The session is good either way; a list that cannot be used now
 		// is offered again on the next Welcome.
@@ -248,6 +250,8 @@ func (a *Agent) handle(s *liveSession, st *yamux.Stream, release func()) {
 		err = a.handleTaskFollow(s, st, f, release)
 	case protocol.TypeTaskCancel:
 		err = a.handleTaskCancel(s, st, f)
+	case protocol.TypeAgentUpgrade:
+		err = a.handleAgentUpgrade(s, st, f)
 	default:
 		err = protocol.WriteError(st, protocol.CodeUnknownType, fmt.Sprintf("unknown message type %q", f.Type))
 	}
@@ -344,6 +348,8 @@ func (a *Agent) hello() protocol.Hello {
 		Arch:        runtime.GOARCH,
 		Hostname:    a.hostname,
 		Calamari:    versions,
+		Upgrade:     a.upgradeReport(),
+		Busy:        a.tasks.Running() > 0,
 	}
 }
 
@@ -358,5 +364,6 @@ func (a *Agent) health() protocol.Health {
 		DiskFree:         diskFree(a.cfg.Home),
 		Calamari:         versions,
 		CalamariProblems: problems,
+		RunningTasks:     a.tasks.Running(),
 	}
 }

@@ -21,6 +21,8 @@ const (
 	calamariDir = "Calamari"
 	workDir     = "Work"
 	logsDir     = "Logs"
+	// lockFile is locked by the running agent (see lockHome).
+	lockFile = "agent.lock"
 
 	// Certificate slots in certsDir: the identity in use, a pending
 	// rotation, and the identity a rotation replaced.

@@ -56,6 +56,13 @@ func (a *Agent) handleTaskStart(s *liveSession, st *yamux.Stream, f protocol.Fra
 	if err := f.Decode(&req); err != nil {
 		return protocol.WriteError(st, protocol.CodeBadRequest, err.Error())
 	}
+	// Held shared until the task runs (or not), so an upgrade that
+	// counts running tasks counts this one.
+	a.gate.RLock()
+	defer a.gate.RUnlock()
+	if a.upgrading {
+		return protocol.WriteError(st, protocol.CodeUnavailable, "the agent is upgrading itself; start the task once it is done")
+	}
 	// Start verifies the bundle, and may wait for a start of the same
 	// ticket to finish doing so; the stream's deadline bounds both.
 	ctx, cancel := context.WithTimeout(s.ctx, streamTimeout)

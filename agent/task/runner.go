@@ -248,6 +248,18 @@ func (r *Runner) InUse() []string {
 	return vs
 }
 
+// Running counts the tasks running (or starting) now. An agent upgrade
+// waits until it is 0.
+func (r *Runner) Running() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, c := range r.versions {
+		n += c
+	}
+	return n
+}
+
 // Start starts a task, or reports the existing one if the ticket was
 // started before (by this agent process or an earlier one): a ticket runs
 // once however often it is started. A process that cannot be started

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/tendrildeploy/tendril/agent"
+	"github.com/tendrildeploy/tendril/agent/upgrade"
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/version"
@@ -44,7 +45,7 @@ func newRootCommand() *cobra.Command {
 	}
 	cert := &cobra.Command{Use: "certificate", Short: "Manage the agent's certificate"}
 	cert.AddCommand(rotateCommand())
-	root.AddCommand(registerCommand(), runCommand(), versionCommand(), thumbprintCommand(), cert)
+	root.AddCommand(registerCommand(), runCommand(), versionCommand(), thumbprintCommand(), cert, watchdogCommand())
 	return root
 }
 
@@ -151,6 +152,7 @@ func runCommand() *cobra.Command {
 	var (
 		home, logLevel string
 		calamariKeep   int
+		supervised     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "run",
@@ -168,14 +170,25 @@ func runCommand() *cobra.Command {
 			if calamariKeep < 1 {
 				return fmt.Errorf("--calamari-keep %d: keep at least 1 version", calamariKeep)
 			}
-			a, err := agent.New(agent.Config{Home: home, Version: version.Version, Logger: log, CalamariKeep: calamariKeep})
+			// Found before Run: an upgrade replaces the file, and the
+			// restart executes whatever is at this path then.
+			exe, err := upgrade.Executable()
+			if err != nil {
+				return err
+			}
+			a, err := agent.New(agent.Config{Home: home, Version: version.Version, Logger: log, CalamariKeep: calamariKeep, Supervised: supervised})
 			if err != nil {
 				return err
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			log.Info("agent starting", zap.String("version", version.Version), zap.String("home", home), zap.String("thumbprint", a.Status().Thumbprint))
-			if err := a.Run(ctx); err != nil {
+			if err := a.Run(ctx); errors.Is(err, agent.ErrRestart) {
+				log.Info("restarting into new version", zap.String("exe", exe))
+				log.Sync()
+				stop()
+				return reexec(exe)
+			} else if err != nil {
 				return err
 			}
 			log.Info("agent stopped")
@@ -185,6 +198,37 @@ func runCommand() *cobra.Command {
 	addHome(cmd, &home)
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	cmd.Flags().IntVar(&calamariKeep, "calamari-keep", 3, "Calamari versions to keep; older ones are removed, except those running tasks use")
+	cmd.Flags().BoolVar(&supervised, "supervised", false, "a service manager (systemd, launchd, a container runtime) restarts the agent when it exits; after a failed upgrade the watchdog then leaves the restart to it instead of starting the agent itself")
+	return cmd
+}
+
+// watchdogCommand is started by the agent itself, from the previous
+// binary, after it swapped in a new one: see upgrade.Watch.
+func watchdogCommand() *cobra.Command {
+	var home, logLevel string
+	cmd := &cobra.Command{
+		Use:    "upgrade-watchdog",
+		Short:  "Restore the previous agent binary if an upgrade does not commit in time (started by the agent)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := requireHome(home); err != nil {
+				return err
+			}
+			log, err := newLogger(logLevel)
+			if err != nil {
+				return err
+			}
+			defer log.Sync()
+			// Only SIGTERM stops it (a machine shutting down): the
+			// agent's own end must not, that is what it watches for.
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM)
+			defer stop()
+			return upgrade.Watch(ctx, home, log)
+		},
+	}
+	addHome(cmd, &home)
+	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	return cmd
 }
 

@@ -1,0 +1,132 @@
+package upgrade
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// pollInterval is how often the watchdog reads state.json: it is a
+// separate process, and the file is small.
+const pollInterval = 250 * time.Millisecond
+
+// exitWait bounds how long the watchdog waits for a killed agent to be
+// gone (and to release the home lock) before restarting it anyway.
+const exitWait = 10 * time.Second
+
+// StartWatchdog starts `<previous> upgrade-watchdog --home <home>` as a
+// detached process. The previous binary watches, so a broken new one
+// cannot break its own watchdog. Its output is appended to
+// <home>/Logs/watchdog.log.
+func StartWatchdog(home string) error {
+	return startDetached(PreviousPath(home), []string{"upgrade-watchdog", "--home", home}, filepath.Join(home, logsDir, watchdogLog))
+}
+
+// startDetached starts path with args in a session of its own, stdin
+// from the null device and output appended to logPath, and does not wait
+// for it: it must outlive this process.
+func startDetached(path string, args []string, logPath string) error {
+	if err := os.MkdirAll(filepath.Dir(logPath), 0o700); err != nil {
+		return fmt.Errorf("start %s: %w", path, err)
+	}
+	out, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("start %s: %w", path, err)
+	}
+	defer out.Close() // the child has its own copy
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		return fmt.Errorf("start %s: %w", path, err)
+	}
+	defer null.Close()
+	cmd := exec.Command(path, args...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = null, out, out
+	cmd.SysProcAttr = detached()
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", path, err)
+	}
+	// Not waited for: the process outlives this one, and init reaps it.
+	return cmd.Process.Release()
+}
+
+// Watch is the watchdog: it waits until the upgrade in home leaves phase
+// "swapped" (the new version committed: it returns nil) or its deadline
+// passes. Then it restores the previous binary, records "rolled_back"
+// with the reason, kills the agent process if it still runs, and, unless
+// a service manager supervises the agent, starts the agent again.
+func Watch(ctx context.Context, home string, log *zap.Logger) error {
+	log = log.Named("watchdog")
+	if err := supported(); err != nil {
+		return err
+	}
+	t := time.NewTicker(pollInterval)
+	defer t.Stop()
+	for {
+		st, ok, err := Load(home)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("watch upgrade: no upgrade state in %s", Dir(home))
+		}
+		if st.Phase != PhaseSwapped {
+			log.Info("upgrade ended; watchdog done", zap.String("phase", string(st.Phase)), zap.String("to", st.To))
+			return nil
+		}
+		if !time.Now().Before(st.Deadline) {
+			return rollback(home, st, log)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("watch upgrade: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// rollback restores the previous binary over the new one and restarts the
+// agent. The binary is restored before the process is killed, so a
+// service manager that restarts it at once starts the previous version.
+func rollback(home string, st State, log *zap.Logger) error {
+	alive := st.PID > 0 && processAlive(st.PID)
+	reason := fmt.Sprintf("the new version did not connect within %ds", st.GraceSeconds)
+	if !alive {
+		reason = "the new version exited"
+	}
+	if err := replace(st.Exe, st.Previous, ".rollback"); err != nil {
+		return fmt.Errorf("restore previous binary: %w", err)
+	}
+	st.Phase, st.Reason, st.Reported = PhaseRolledBack, reason, false
+	if err := Save(home, st); err != nil {
+		return err
+	}
+	log.Warn("watchdog restored the previous version", zap.String("exe", st.Exe), zap.String("version", st.From), zap.String("reason", reason), zap.Int("pid", st.PID))
+	if alive {
+		if err := killProcess(st.PID); err != nil {
+			log.Warn("could not stop the new version", zap.Int("pid", st.PID), zap.Error(err))
+		}
+		// Its home lock goes with it; a restart before that would fail.
+		deadline := time.Now().Add(exitWait)
+		for processAlive(st.PID) && time.Now().Before(deadline) {
+			time.Sleep(pollInterval / 5)
+		}
+	}
+	if st.Supervised {
+		log.Info("the service manager restarts the agent")
+		return nil
+	}
+	if len(st.Args) == 0 {
+		return errors.New("restart agent: no arguments recorded; start it by hand")
+	}
+	if err := startDetached(st.Exe, st.Args[1:], filepath.Join(home, logsDir, agentLog)); err != nil {
+		return fmt.Errorf("restart agent: %w", err)
+	}
+	log.Info("agent restarted at the previous version", zap.String("exe", st.Exe), zap.Strings("args", st.Args[1:]))
+	return nil
+}
