@@ -352,6 +352,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer unlock()
 	defer a.stopTasks(ctx) // before the unlock: no task outlives the lock
+	a.tasks.Recover()
 	a.recoverUpgrade()
 	retry := newRetryPolicy(a.cfg.MinBackoff, a.cfg.MaxBackoff)
 	for attempt := 0; ; attempt++ {

@@ -66,10 +66,10 @@ func TestTaskInterruptedByRestartIsFailed(t *testing.T) {
 		}
 	}
 	a := startAgent(t, home, nil)
+	a.waitConnected(t, 1) // Run recovers before it connects
 	if !exists(filepath.Join(dir, "result.json")) {
 		t.Fatal("no result.json once the agent started")
 	}
-	a.waitConnected(t, 1)
 	s := c.live()
 	f, err := c.follow(s, "interrupted", 1)
 	if err != nil {

@@ -364,4 +364,21 @@ func TestHomeLock(t *testing.T) {
 	if err == nil || err.Error() != want {
 		t.Fatalf("second Run: got %v, want %q", err, want)
 	}
+	// The refused second agent must not have touched the first one's
+	// unfinished work (an operator starting "run" while the service runs).
+	live := filepath.Join(home, workDir, "live-task")
+	if err := os.MkdirAll(live, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(live, "task.json"), []byte(`{"ticket": "live-task", "calamari": "1.0.0", "args": ["x"], "started_at": "2024-01-01T00:00:00Z", "pid": 1}`), 0o600)
+	c2, err := New(Config{Home: home, Version: "1.2.3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c2.Run(ctx); err == nil {
+		t.Fatal("third Run: got nil, want the lock refusal")
+	}
+	if exists(filepath.Join(live, "result.json")) {
+		t.Fatal("a refused second agent marked the running agent's task finished")
+	}
 }

@@ -178,15 +178,16 @@ func New(cfg Config) (*Runner, error) {
 		tasks:    map[string]*task{},
 		versions: map[string]int{},
 	}
-	r.recover()
 	return r, nil
 }
 
 func (r *Runner) taskDir(ticket string) string { return filepath.Join(r.cfg.Dir, ticket) }
 
-// recover finishes the tasks an earlier agent process was running. A task
+// Recover finishes the tasks an earlier agent process was running. A task
 // that cannot be finished is logged and left; following it reports why.
-func (r *Runner) recover() {
+// Call it only while holding the agent's home lock: a second agent started
+// by mistake on a live home must not mark the first one's tasks failed.
+func (r *Runner) Recover() {
 	entries, err := os.ReadDir(r.cfg.Dir)
 	if err != nil {
 		r.log.Error("could not look for tasks interrupted by an agent restart", zap.Error(err))
