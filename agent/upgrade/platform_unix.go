@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -39,3 +40,14 @@ func processAlive(pid int) bool {
 }
 
 func killProcess(pid int) error { return unix.Kill(pid, unix.SIGKILL) }
+
+// runsProgram reports whether pid runs the program at exe. Linux tells
+// through /proc (a replaced binary reads as "<exe> (deleted)"); where
+// there is no /proc the answer is yes, as the watchdog cannot tell.
+func runsProgram(pid int, exe string) bool {
+	got, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		return true
+	}
+	return got == exe || strings.TrimSuffix(got, " (deleted)") == exe
+}

@@ -20,3 +20,6 @@ func detached() *syscall.SysProcAttr { return nil }
 func processAlive(int) bool { return false }
 
 func killProcess(int) error { return errors.New("not supported on Windows") }
+
+// runsProgram cannot be checked here; upgrades are refused on Windows.
+func runsProgram(int, string) bool { return true }

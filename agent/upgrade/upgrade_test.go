@@ -158,24 +158,44 @@ func TestWatchRollback(t *testing.T) {
 		name       string
 		supervised bool
 		alive      bool // the agent process still runs at the deadline
+		reused     bool // the PID runs another program than the agent's
 		wantReason string
 	}{
 		{name: "unsupervised, exited", wantReason: "the new version exited"},
 		{name: "unsupervised, hung", alive: true, wantReason: "the new version did not connect within 5s"},
 		{name: "supervised, hung", supervised: true, alive: true, wantReason: "the new version did not connect within 5s"},
+		// The agent died and its PID now belongs to another program,
+		// which must survive the rollback.
+		{name: "unsupervised, pid reused", alive: true, reused: true, wantReason: "the new version exited"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			home := t.TempDir()
 			exe := filepath.Join(t.TempDir(), "tendril-agent")
 			marker := filepath.Join(t.TempDir(), "restarted")
-			script(t, exe, "echo broken new version")
+			// A hung new version is the agent's own binary that never
+			// connects: a copy of sleep at the agent's path.
+			sleepBin, err := exec.LookPath("sleep")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := os.ReadFile(sleepBin)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(exe, b, 0o755); err != nil {
+				t.Fatal(err)
+			}
 			// The previous version proves it was started by writing its
 			// arguments to the marker.
 			script(t, PreviousPath(home), `echo "$@" > `+marker)
 			pid := 0
 			if tt.alive {
-				cmd := exec.Command("sleep", "1000")
+				prog := exe
+				if tt.reused {
+					prog = sleepBin
+				}
+				cmd := exec.Command(prog, "1000")
 				if err := cmd.Start(); err != nil {
 					t.Fatal(err)
 				}
@@ -206,7 +226,10 @@ func TestWatchRollback(t *testing.T) {
 			if got.Phase != PhaseRolledBack || got.Reason != tt.wantReason || got.Reported {
 				t.Errorf("state: got phase %q reason %q reported %v, want rolled_back, %q, false", got.Phase, got.Reason, got.Reported, tt.wantReason)
 			}
-			if tt.alive && processAlive(pid) {
+			switch {
+			case tt.reused && !processAlive(pid):
+				t.Errorf("pid %d, running another program, was killed", pid)
+			case tt.alive && !tt.reused && processAlive(pid):
 				t.Errorf("pid %d still alive after the rollback", pid)
 			}
 			if tt.supervised {
@@ -274,3 +297,20 @@ func TestCheckInProgress(t *testing.T) {
 }
 
 func noWatchdog(string) error { return nil }
+
+func TestRunsProgram(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("needs /proc")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, _ = filepath.EvalSymlinks(self)
+	if !runsProgram(os.Getpid(), self) {
+		t.Errorf("runsProgram(self, %s): got false, want true", self)
+	}
+	if runsProgram(os.Getpid(), "/usr/bin/some-other-program") {
+		t.Error("runsProgram(self, another program): got true, want false: a reused PID would be killed")
+	}
+}

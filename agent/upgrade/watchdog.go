@@ -94,7 +94,9 @@ func Watch(ctx context.Context, home string, log *zap.Logger) error {
 // agent. The binary is restored before the process is killed, so a
 // service manager that restarts it at once starts the previous version.
 func rollback(home string, st State, log *zap.Logger) error {
-	alive := st.PID > 0 && processAlive(st.PID)
+	// The PID is the agent's (exec keeps it), unless the agent died and
+	// the PID was reused: then it runs another program, which must live.
+	alive := st.PID > 0 && processAlive(st.PID) && runsProgram(st.PID, st.Exe)
 	reason := fmt.Sprintf("the new version did not connect within %ds", st.GraceSeconds)
 	if !alive {
 		reason = "the new version exited"
