@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/mod/semver"
 
+	"github.com/tendrildeploy/tendril/bundle"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/store"
 )
@@ -27,18 +28,20 @@ const (
 // AgentView is an agent as GET /api/agents shows it. The fields named in
 // DESIGN.md section 7 are a contract.
 type AgentView struct {
-	ID              string    `json:"id"`
-	Name            string    `json:"name"`
-	Environment     string    `json:"environment"`
-	Version         string    `json:"version"`
-	Connected       bool      `json:"connected"`
-	Health          string    `json:"health"`
-	HealthDetail    string    `json:"health_detail"`
-	TLSVersion      string    `json:"tls_version"`
-	Thumbprint      string    `json:"thumbprint"`
-	CalamariVersion string    `json:"calamari_version"`
-	CalamariCurrent bool      `json:"calamari_current"`
-	Upgrade         string    `json:"upgrade"`
+	ID              string `json:"id"`
+	Name            string `json:"name"`
+	Environment     string `json:"environment"`
+	Version         string `json:"version"`
+	Connected       bool   `json:"connected"`
+	Health          string `json:"health"`
+	HealthDetail    string `json:"health_detail"`
+	TLSVersion      string `json:"tls_version"`
+	Thumbprint      string `json:"thumbprint"`
+	CalamariVersion string `json:"calamari_version"`
+	CalamariCurrent bool   `json:"calamari_current"`
+	Upgrade         string `json:"upgrade"`
+	// UpgradeTo is the agent version recommended ("" if none).
+	UpgradeTo       string    `json:"upgrade_to,omitempty"`
 	LastSeen        string    `json:"last_seen"`
 	OS              string    `json:"os"`
 	Arch            string    `json:"arch"`
@@ -55,13 +58,13 @@ func (s *Server) Agents(ctx context.Context) ([]AgentView, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list agents: %w", err)
 	}
-	latest, err := s.latestCalamari(ctx)
+	vc, err := s.viewContext(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list agents: %w", err)
 	}
 	out := make([]AgentView, 0, len(all))
 	for _, a := range all {
-		out = append(out, s.view(a, latest.Version))
+		out = append(out, s.view(a, vc))
 	}
 	return out, nil
 }
@@ -72,14 +75,41 @@ func (s *Server) Agent(ctx context.Context, name string) (AgentView, error) {
 	if err != nil {
 		return AgentView{}, fmt.Errorf("agent %q: %w", name, err)
 	}
-	latest, err := s.latestCalamari(ctx)
+	vc, err := s.viewContext(ctx)
 	if err != nil {
 		return AgentView{}, fmt.Errorf("agent %q: %w", name, err)
 	}
-	return s.view(a, latest.Version), nil
+	return s.view(a, vc), nil
 }
 
-func (s *Server) view(a store.Agent, latestCalamari string) AgentView {
+// viewContext is what every agent's view is judged against, loaded once
+// per listing.
+type viewContext struct {
+	latestCalamari string
+	newestAgent    map[string]string // "os/arch" -> newest agent package version
+}
+
+func (s *Server) viewContext(ctx context.Context) (viewContext, error) {
+	latest, err := s.latestCalamari(ctx)
+	if err != nil {
+		return viewContext{}, err
+	}
+	pkgs, err := s.store.AgentPackages(ctx)
+	if err != nil {
+		return viewContext{}, err
+	}
+	return viewContext{latestCalamari: latest.Version, newestAgent: newestPackages(pkgs)}, nil
+}
+
+// upgradeRequired reports whether the agent speaks only protocols below
+// this coordinator's minimum: it can be upgraded and nothing else.
+func (s *Server) upgradeRequired(a store.Agent) bool {
+	as := s.sessions.get(a.ID)
+	return a.Protocol != 0 && a.Protocol < s.cfg.ProtocolMin || as != nil && as.upgradeOnly
+}
+
+func (s *Server) view(a store.Agent, vc viewContext) AgentView {
+	latestCalamari := vc.latestCalamari
 	v := AgentView{
 		ID: a.ID, Name: a.Name, Environment: a.Environment, Version: a.Version,
 		Health: a.Health, HealthDetail: a.HealthDetail, TLSVersion: a.TLSVersion,
@@ -100,8 +130,12 @@ func (s *Server) view(a store.Agent, latestCalamari string) AgentView {
 		v.Health = store.HealthUnavailable
 		v.HealthDetail = "not connected"
 	}
-	if a.Protocol != 0 && a.Protocol < s.cfg.ProtocolMin || as != nil && as.upgradeOnly {
-		v.Upgrade = UpgradeRequired
+	newest := vc.newestAgent[a.OS+"/"+a.Arch]
+	switch {
+	case s.upgradeRequired(a):
+		v.Upgrade, v.UpgradeTo = UpgradeRequired, newest
+	case newest != "" && a.Version != "" && bundle.CompareVersions(newest, a.Version) > 0:
+		v.Upgrade, v.UpgradeTo = UpgradeRecommended, newest
 	}
 	return v
 }

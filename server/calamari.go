@@ -265,6 +265,13 @@ const transferIdle = time.Minute
 // the final reply into resp. It reports done when the receiver already had
 // everything and no bytes were sent.
 func (s *Server) transfer(ctx context.Context, as *agentSession, reqType string, hdr any, src io.ReaderAt, size int64, respType string, resp any) (done bool, err error) {
+	return s.transferNotify(ctx, as, reqType, hdr, src, size, respType, resp, nil)
+}
+
+// transferNotify is transfer, calling sent (if not nil) once every byte is
+// sent and before the final reply is awaited: the agent is then
+// verifying and installing, which a rollout shows as its own step.
+func (s *Server) transferNotify(ctx context.Context, as *agentSession, reqType string, hdr any, src io.ReaderAt, size int64, respType string, resp any, sent func()) (done bool, err error) {
 	st, err := as.sess.OpenStream()
 	if err != nil {
 		return false, err
@@ -289,6 +296,9 @@ func (s *Server) transfer(ctx context.Context, as *agentSession, reqType string,
 	}
 	if err := protocol.SendBulk(&idleWriter{st: st}, src, ready.Offset, size); err != nil {
 		return false, err
+	}
+	if sent != nil {
+		sent()
 	}
 	// The receiver verifies and installs before it answers.
 	st.SetReadDeadline(time.Now().Add(5 * time.Minute))

@@ -204,6 +204,9 @@ func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, 
 		protocol.WriteError(st, protocol.CodeInternal, "coordinator could not record the session")
 		return nil, err
 	}
+	// Rollouts learn here that an upgraded agent came back, and how its
+	// upgrade ended; the report is acknowledged only once stored.
+	upgradeAcked := s.noteHello(ctx, a.ID, a.Name, h)
 	as := &agentSession{
 		agentID: a.ID, name: a.Name, thumbprint: certThumb(cs), sess: sess,
 		tlsVersion: cs.Version, protocol: v, upgradeOnly: upgradeOnly,
@@ -218,7 +221,7 @@ func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, 
 	if err := protocol.WriteFrame(st, protocol.TypeWelcome, protocol.Welcome{
 		Protocol: v, UpgradeOnly: upgradeOnly, ServerVersion: s.cfg.Version,
 		AgentID: a.ID, Name: a.Name, Environment: a.Environment,
-		ServerThumbprints: s.ids.thumbprints(),
+		ServerThumbprints: s.ids.thumbprints(), UpgradeAcknowledged: upgradeAcked,
 	}); err != nil {
 		s.sessions.remove(as)
 		return nil, err

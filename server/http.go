@@ -44,8 +44,8 @@ func (s *Server) handler() http.Handler {
 	api := func(pattern string, h func(w http.ResponseWriter, r *http.Request)) {
 		mux.Handle(pattern, s.authorize(maxRequestBody, http.HandlerFunc(h)))
 	}
-	upload := func(pattern string, h func(w http.ResponseWriter, r *http.Request)) {
-		mux.Handle(pattern, s.authorize(MaxBundleSize, http.HandlerFunc(h)))
+	upload := func(pattern string, limit int64, h func(w http.ResponseWriter, r *http.Request)) {
+		mux.Handle(pattern, s.authorize(limit, http.HandlerFunc(h)))
 	}
 	api("GET /api/agents", s.apiAgents)
 	api("GET /api/agents/{name}", s.apiAgent)
@@ -53,10 +53,15 @@ func (s *Server) handler() http.Handler {
 	api("POST /api/tokens", s.apiCreateToken)
 	api("GET /api/server", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.Info()) })
 	api("POST /api/certificate/rotate", s.apiRotate)
-	upload("POST /api/calamari", s.apiUploadCalamari)
+	upload("POST /api/calamari", MaxBundleSize, s.apiUploadCalamari)
 	api("GET /api/calamari", s.apiCalamari)
 	api("POST /api/calamari/update", s.apiUpdateCalamari)
-	upload("POST /api/files", s.apiUploadFile)
+	upload("POST /api/files", MaxBundleSize, s.apiUploadFile)
+	upload("POST /api/agent-packages", MaxAgentPackageSize, s.apiUploadAgentPackage)
+	api("GET /api/agent-packages", s.apiAgentPackages)
+	api("POST /api/rollouts", s.apiStartRollout)
+	api("GET /api/rollouts", s.apiRollouts)
+	api("GET /api/rollouts/{id}", s.apiRollout)
 	api("POST /api/tasks", s.apiCreateTasks)
 	api("GET /api/tasks", s.apiTasks)
 	api("GET /api/tasks/{id}", s.apiTask)

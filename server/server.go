@@ -77,6 +77,19 @@ type Config struct {
 	// protocol.MinProtocol and protocol.ProtocolVersion; tests raise the
 	// minimum to exercise upgrade-only sessions.
 	ProtocolMin, ProtocolMax int
+	// UpgradeGrace is how long, by default, a new agent version has to
+	// connect and commit before the agent's watchdog restores the previous
+	// binary. Default 2 minutes; a rollout may set its own.
+	UpgradeGrace time.Duration
+	// UpgradeIdleTimeout bounds how long a rollout waits for an agent to
+	// be connected and idle before it marks the agent failed. Default 30
+	// minutes.
+	UpgradeIdleTimeout time.Duration
+	// UpgradeReconnectMargin is added to the grace period when waiting for
+	// an upgraded agent to come back: time for the watchdog to restore
+	// and restart the previous binary and for it to report. Default 60
+	// seconds; tests shorten it.
+	UpgradeReconnectMargin time.Duration
 	// Version is this coordinator's version.
 	Version string
 	// Logger receives the coordinator's logs. Default: no logs.
@@ -129,6 +142,15 @@ func (c *Config) setDefaults() {
 	if c.ProtocolMax == 0 {
 		c.ProtocolMax = protocol.ProtocolVersion
 	}
+	if c.UpgradeGrace <= 0 {
+		c.UpgradeGrace = 2 * time.Minute
+	}
+	if c.UpgradeIdleTimeout <= 0 {
+		c.UpgradeIdleTimeout = 30 * time.Minute
+	}
+	if c.UpgradeReconnectMargin <= 0 {
+		c.UpgradeReconnectMargin = time.Minute
+	}
 	if c.Version == "" {
 		c.Version = "0.0.0-dev"
 	}
@@ -159,6 +181,7 @@ type Server struct {
 	pushLocks pushLocks     // one push per agent at a time
 	pushSem   chan struct{} // bounds automatic pushes
 	updating  sync.Map      // agent IDs with an automatic push in progress
+	upgrades  upgradeState  // rollouts' view of agents: busy, hellos seen
 
 	// wg tracks every goroutine the server starts; Run waits for it.
 	wg        sync.WaitGroup
@@ -276,6 +299,11 @@ func (s *Server) Run(ctx context.Context) error {
 		zap.String("thumbprint", s.Thumbprint()), zap.String("tls_min", protocol.TLSVersionName(s.cfg.TLSMin)),
 		zap.String("version", s.cfg.Version))
 
+	// Rollouts resume before agents are accepted, so that an agent in the
+	// middle of a transfer is not matched against stale steps.
+	if err := s.resumeRollouts(ctx); err != nil {
+		s.log.Error("resume running rollouts failed", zap.Error(err))
+	}
 	serveErr := make(chan error, 2)
 	s.goFunc(func() { serveErr <- s.acceptAgents() })
 	s.goFunc(func() {

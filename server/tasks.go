@@ -82,6 +82,16 @@ func (s *Server) CreateTasks(ctx context.Context, req TaskRequest) ([]TaskView, 
 	if err != nil {
 		return nil, err
 	}
+	for _, a := range agents {
+		if s.upgradeRequired(a) {
+			proto := a.Protocol
+			if as := s.sessions.get(a.ID); as != nil {
+				proto = as.protocol
+			}
+			return nil, userError(ErrConflict, "agent %s must be upgraded before it can run tasks (its protocol %d is below this coordinator's minimum %d); run: tendril-server upgrade --environment %s",
+				a.Name, proto, s.cfg.ProtocolMin, a.Environment)
+		}
+	}
 	var notConnected []string
 	for _, a := range agents {
 		if s.sessions.get(a.ID) == nil {

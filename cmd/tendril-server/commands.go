@@ -87,6 +87,7 @@ func newRootCmd(e env) *cobra.Command {
 		newInitCmd(e), newRunCmd(e), newThumbprintCmd(e),
 		newTokenCmd(e), newAgentsCmd(e), newCertificateCmd(e),
 		newCalamariCmd(e), newTaskCmd(e), newVersionCmd(e),
+		newAgentPackageCmd(e), newUpgradeCmd(e), newRolloutCmd(e),
 	)
 	return root
 }

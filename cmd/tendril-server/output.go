@@ -95,7 +95,7 @@ func writeAgents(w io.Writer, agents []server.AgentView, now time.Time) error {
 	for _, a := range agents {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
 			a.Name, dash(a.Environment), dash(a.Version), yesNo(a.Connected), dash(a.Health),
-			dash(a.TLSVersion), calamariCell(a), upgradeCell(a.Upgrade), lastSeen(a, now))
+			dash(a.TLSVersion), calamariCell(a), upgradeCell(a), lastSeen(a, now))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -135,11 +135,14 @@ func calamariCell(a server.AgentView) string {
 	return v
 }
 
-func upgradeCell(u string) string {
-	if u == server.UpgradeNone {
+func upgradeCell(a server.AgentView) string {
+	switch {
+	case a.Upgrade == server.UpgradeNone:
 		return "-"
+	case a.Upgrade == server.UpgradeRecommended && a.UpgradeTo != "":
+		return fmt.Sprintf("recommended (%s)", a.UpgradeTo)
 	}
-	return dash(u)
+	return dash(a.Upgrade)
 }
 
 // lastSeen is relative because the question it answers is "how long has

@@ -281,6 +281,11 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 // goes out its SHA-256 is computed, so the caller can check that the
 // coordinator stored what was sent.
 func (c *Client) upload(ctx context.Context, path string, r io.Reader, size int64, out any) (sum string, err error) {
+	return c.uploadQuery(ctx, path, nil, r, size, out)
+}
+
+// uploadQuery is upload with a query string.
+func (c *Client) uploadQuery(ctx context.Context, path string, query url.Values, r io.Reader, size int64, out any) (sum string, err error) {
 	if size < 0 {
 		return "", fmt.Errorf("upload: size %d: want the body's length in bytes", size)
 	}
@@ -288,7 +293,7 @@ func (c *Client) upload(ctx context.Context, path string, r io.Reader, size int6
 		return "", fmt.Errorf("upload: %d bytes is more than the coordinator accepts (%d)", size, int64(server.MaxBundleSize))
 	}
 	h := sha256.New()
-	resp, err := c.send(ctx, http.MethodPost, path, nil, io.TeeReader(r, h), size, "application/octet-stream", "application/json")
+	resp, err := c.send(ctx, http.MethodPost, path, query, io.TeeReader(r, h), size, "application/octet-stream", "application/json")
 	if err != nil {
 		return "", err
 	}

@@ -14,7 +14,7 @@ import (
 
 // SchemaVersion is the schema version this code creates and understands:
 // the number of the newest file in migrations/sqlite.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 //go:embed migrations/sqlite/*.sql
 var sqliteMigrations embed.FS

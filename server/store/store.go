@@ -230,6 +230,8 @@ type Store interface {
 	// TaskLogs returns up to limit lines with Seq >= from, in order.
 	TaskLogs(ctx context.Context, taskID string, from int64, limit int) ([]LogLine, error)
 
+	UpgradeStore
+
 	// Close releases the database. It is idempotent.
 	Close() error
 }
@@ -307,4 +309,103 @@ type LogLine struct {
 	Time     time.Time
 	Stream   string // "stdout", "stderr", "agent" or "coordinator"
 	Text     string
+}
+
+// AgentPackage is an uploaded, signed agent binary for one os/arch. The
+// binary itself lives in the coordinator's data folder.
+type AgentPackage struct {
+	Version    string
+	OS         string
+	Arch       string
+	SHA256     string
+	Size       int64
+	Signature  []byte // over protocol.AgentPackage's signing bytes
+	UploadedAt time.Time
+}
+
+// Rollout states.
+const (
+	RolloutRunning   = "running"
+	RolloutSucceeded = "succeeded"
+	RolloutHalted    = "halted"
+)
+
+// States of one agent in a rollout, in the order they normally happen.
+// Succeeded, RolledBack and Failed are final.
+const (
+	UpgradeQueued            = "queued"
+	UpgradeWaitingForIdle    = "waiting_for_idle"
+	UpgradeSending           = "sending"
+	UpgradeInstalling        = "installing"
+	UpgradeAwaitingReconnect = "awaiting_reconnect"
+	UpgradeSucceeded         = "succeeded"
+	UpgradeRolledBack        = "rolled_back"
+	UpgradeFailed            = "failed"
+)
+
+// UpgradeFinal reports whether an agent's rollout state is final.
+func UpgradeFinal(state string) bool {
+	return state == UpgradeSucceeded || state == UpgradeRolledBack || state == UpgradeFailed
+}
+
+// Rollout is a staged upgrade of agents to one agent version.
+type Rollout struct {
+	ID             string
+	Environment    string // "" means every environment
+	Version        string
+	Batch          int
+	MaxFailures    int
+	AllowDowngrade bool
+	GraceSeconds   int
+	State          string
+	Reason         string
+	CreatedAt      time.Time
+	FinishedAt     time.Time // zero while running
+}
+
+// RolloutAgent is one agent's progress in a rollout.
+type RolloutAgent struct {
+	RolloutID   string
+	AgentID     string
+	AgentName   string
+	FromVersion string
+	Position    int // order within the rollout: environment, then name
+	Batch       int
+	State       string
+	Reason      string
+	UpdatedAt   time.Time
+}
+
+// UpgradeStore is the part of Store about agent packages and rollouts.
+type UpgradeStore interface {
+	// AddAgentPackage stores an uploaded agent package's record. ErrExists
+	// if that version, os and arch is already stored (the caller compares
+	// hashes).
+	AddAgentPackage(ctx context.Context, p AgentPackage) error
+	// AgentPackages returns every stored package, in no particular order.
+	AgentPackages(ctx context.Context) ([]AgentPackage, error)
+	// AgentPackage returns one package or ErrNotFound.
+	AgentPackage(ctx context.Context, version, os, arch string) (AgentPackage, error)
+
+	// CreateRollout stores a rollout and its agents in one transaction.
+	CreateRollout(ctx context.Context, r Rollout, agents []RolloutAgent) error
+	// Rollout returns one rollout or ErrNotFound.
+	Rollout(ctx context.Context, id string) (Rollout, error)
+	// Rollouts returns rollouts, newest first; running only if asked.
+	Rollouts(ctx context.Context, runningOnly bool, limit int) ([]Rollout, error)
+	// RolloutAgents returns a rollout's agents in their rollout order.
+	RolloutAgents(ctx context.Context, rolloutID string) ([]RolloutAgent, error)
+	// RolloutAgent returns one agent's row of a rollout or ErrNotFound.
+	RolloutAgent(ctx context.Context, rolloutID, agentID string) (RolloutAgent, error)
+	// RunningRolloutAgents returns the rows of an agent in running
+	// rollouts (at most one, since running rollouts never share agents).
+	RunningRolloutAgents(ctx context.Context, agentID string) ([]RolloutAgent, error)
+	// SetRolloutAgentState moves an agent to state `to` with a reason,
+	// only if its current state is one of from (all states if from is
+	// empty), and reports whether it did. Compare-and-set keeps a slow
+	// writer from overwriting an outcome recorded meanwhile.
+	SetRolloutAgentState(ctx context.Context, rolloutID, agentID string, from []string, to, reason string, at time.Time) (bool, error)
+	// FinishRollout sets a rollout's state, reason and finish time.
+	// ErrNotFound if it does not exist.
+	FinishRollout(ctx context.Context, id, state, reason string, at time.Time) error
 }

@@ -1,0 +1,75 @@
+package admin
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+
+	"github.com/tendrildeploy/tendril/server"
+)
+
+// UploadAgentPackage uploads an agent binary of size bytes read from r for
+// one version and platform (POST /api/agent-packages). The body is
+// streamed; the coordinator checks and signs it. The answer says whether it
+// was stored now (Created) or already was.
+func (c *Client) UploadAgentPackage(ctx context.Context, version, goos, goarch string, r io.Reader, size int64) (server.AgentPackageView, error) {
+	var out server.AgentPackageView
+	if size > server.MaxAgentPackageSize {
+		return out, fmt.Errorf("upload agent package: %d bytes is more than the coordinator accepts (%d)", size, int64(server.MaxAgentPackageSize))
+	}
+	q := url.Values{"version": {version}, "os": {goos}, "arch": {goarch}}
+	sum, err := c.uploadQuery(ctx, "/api/agent-packages", q, r, size, &out)
+	if err != nil {
+		return server.AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
+	}
+	if out.SHA256 != sum {
+		return server.AgentPackageView{}, fmt.Errorf("upload agent package: the coordinator holds agent %s for %s/%s with SHA-256 %s, but the file sent has %s",
+			out.Version, out.OS, out.Arch, out.SHA256, sum)
+	}
+	return out, nil
+}
+
+// AgentPackages lists the stored agent packages, newest version first (GET
+// /api/agent-packages).
+func (c *Client) AgentPackages(ctx context.Context) ([]server.AgentPackageView, error) {
+	var out []server.AgentPackageView
+	if err := c.do(ctx, http.MethodGet, "/api/agent-packages", nil, &out); err != nil {
+		return nil, fmt.Errorf("list agent packages: %w", err)
+	}
+	return out, nil
+}
+
+// StartRollout starts upgrading agents (POST /api/rollouts). It returns
+// at once; follow the rollout with Rollout.
+func (c *Client) StartRollout(ctx context.Context, req server.RolloutRequest) (server.RolloutView, error) {
+	var out server.RolloutView
+	if err := c.do(ctx, http.MethodPost, "/api/rollouts", req, &out); err != nil {
+		return server.RolloutView{}, fmt.Errorf("start rollout: %w", err)
+	}
+	return out, nil
+}
+
+// Rollout returns one rollout with each agent's state (GET
+// /api/rollouts/{id}).
+func (c *Client) Rollout(ctx context.Context, id string) (server.RolloutView, error) {
+	var out server.RolloutView
+	if id == "" {
+		return out, fmt.Errorf("get rollout: no rollout id given")
+	}
+	if err := c.do(ctx, http.MethodGet, "/api/rollouts/"+url.PathEscape(id), nil, &out); err != nil {
+		return server.RolloutView{}, fmt.Errorf("get rollout %s: %w", id, err)
+	}
+	return out, nil
+}
+
+// Rollouts lists rollouts, newest first, without their agents (GET
+// /api/rollouts).
+func (c *Client) Rollouts(ctx context.Context) ([]server.RolloutView, error) {
+	var out []server.RolloutView
+	if err := c.do(ctx, http.MethodGet, "/api/rollouts", nil, &out); err != nil {
+		return nil, fmt.Errorf("list rollouts: %w", err)
+	}
+	return out, nil
+}

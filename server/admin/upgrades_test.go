@@ -1,0 +1,61 @@
+package admin
+
+import (
+	"bytes"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/tendrildeploy/tendril/server"
+)
+
+func TestAgentPackagesAndRollouts(t *testing.T) {
+	co := startCoordinator(t)
+	c := newClient(t, co.url, co.init.AdminKey)
+	ctx := testContext(t)
+
+	bin := append([]byte("\x7fELF\x02\x01\x01\x00"), bytes.Repeat([]byte("x"), 10_000)...)
+	for _, tc := range []struct {
+		name, version, os string
+		body              []byte
+		status            int
+		want              string
+		created           bool
+	}{
+		{"new", "1.2.0", "linux", bin, 0, "", true},
+		{"same again", "1.2.0", "linux", bin, 0, "", false},
+		{"other content", "1.2.0", "linux", append(bin, 1), http.StatusConflict, "already stored with other content", false},
+		{"not an executable", "1.3.0", "linux", []byte("hello"), http.StatusBadRequest, "file is not a linux executable", false},
+		{"bad version", "one", "linux", bin, http.StatusBadRequest, "not a semantic version", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v, err := c.UploadAgentPackage(ctx, tc.version, tc.os, "amd64", bytes.NewReader(tc.body), int64(len(tc.body)))
+			if tc.status != 0 {
+				if !IsStatus(err, tc.status) || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("got %v, want HTTP %d with %q", err, tc.status, tc.want)
+				}
+				return
+			}
+			if err != nil || v.Created != tc.created || v.Version != tc.version || v.Size != int64(len(tc.body)) {
+				t.Fatalf("got %+v, %v", v, err)
+			}
+		})
+	}
+	ps, err := c.AgentPackages(ctx)
+	if err != nil || len(ps) != 1 || ps[0].Version != "1.2.0" || ps[0].OS != "linux" {
+		t.Fatalf("list: got %+v, %v", ps, err)
+	}
+
+	if _, err := c.StartRollout(ctx, server.RolloutRequest{Environment: "Nowhere"}); !IsStatus(err, http.StatusNotFound) || !strings.Contains(err.Error(), `environment "Nowhere" has no agents`) {
+		t.Fatalf("empty environment: got %v, want 404", err)
+	}
+	if _, err := c.StartRollout(ctx, server.RolloutRequest{}); !IsStatus(err, http.StatusBadRequest) {
+		t.Fatalf("no target: got %v, want 400", err)
+	}
+	if _, err := c.Rollout(ctx, "nope"); !IsStatus(err, http.StatusNotFound) {
+		t.Fatalf("unknown rollout: got %v, want 404", err)
+	}
+	if rs, err := c.Rollouts(ctx); err != nil || len(rs) != 0 {
+		t.Fatalf("rollouts: got %+v, %v; want none", rs, err)
+	}
+}

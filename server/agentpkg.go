@@ -1,0 +1,206 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tendrildeploy/tendril/bundle"
+	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/store"
+)
+
+// MaxAgentPackageSize bounds an uploaded agent binary.
+const MaxAgentPackageSize = 512 << 20
+
+// Platforms an agent package may be built for.
+var (
+	packageOSes   = []string{"linux", "windows", "darwin"}
+	packageArches = []string{"amd64", "arm64", "386", "arm"}
+)
+
+// AgentPackageView is a stored agent package as the API shows it.
+type AgentPackageView struct {
+	Version    string    `json:"version"`
+	OS         string    `json:"os"`
+	Arch       string    `json:"arch"`
+	SHA256     string    `json:"sha256"`
+	Size       int64     `json:"size"`
+	UploadedAt time.Time `json:"uploaded_at"`
+	Created    bool      `json:"created,omitempty"` // set by upload: false when the same binary was already stored
+}
+
+func agentPackageView(p store.AgentPackage, created bool) AgentPackageView {
+	return AgentPackageView{Version: p.Version, OS: p.OS, Arch: p.Arch, SHA256: p.SHA256, Size: p.Size,
+		UploadedAt: p.UploadedAt, Created: created}
+}
+
+func (s *Server) agentPackagesDir() string { return filepath.Join(s.cfg.DataDir, "agent-packages") }
+
+// agentPackagePath is where the binary of a package lives.
+func (s *Server) agentPackagePath(version, goos, goarch string) string {
+	name := "tendril-agent"
+	if goos == "windows" {
+		name += ".exe"
+	}
+	return filepath.Join(s.agentPackagesDir(), version, goos+"-"+goarch, name)
+}
+
+// executableMagic reports whether head starts like an executable for goos:
+// a cheap guard against uploading the wrong file (a script, an archive),
+// not a validation of the binary, which the agent smoke-tests.
+func executableMagic(goos string, head []byte) bool {
+	switch goos {
+	case "linux":
+		return bytes.HasPrefix(head, []byte("\x7fELF"))
+	case "windows":
+		return bytes.HasPrefix(head, []byte("MZ"))
+	case "darwin":
+		for _, m := range [][]byte{
+			{0xfe, 0xed, 0xfa, 0xce}, {0xce, 0xfa, 0xed, 0xfe}, // 32-bit, either byte order
+			{0xfe, 0xed, 0xfa, 0xcf}, {0xcf, 0xfa, 0xed, 0xfe}, // 64-bit
+			{0xca, 0xfe, 0xba, 0xbe}, // universal
+		} {
+			if bytes.HasPrefix(head, m) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// UploadAgentPackage stores an agent binary for one version and platform,
+// read from r, and signs its description with the coordinator's key so
+// agents can verify it. The same binary again is a no-op; another binary
+// under a stored version and platform is a conflict.
+func (s *Server) UploadAgentPackage(ctx context.Context, version, goos, goarch string, r io.Reader) (AgentPackageView, error) {
+	if !bundle.ValidVersion(version) {
+		return AgentPackageView{}, userError(ErrBadRequest, "version %q is not a semantic version such as 1.2.3", version)
+	}
+	if !slices.Contains(packageOSes, goos) {
+		return AgentPackageView{}, userError(ErrBadRequest, "os %q: want one of %v", goos, packageOSes)
+	}
+	if !slices.Contains(packageArches, goarch) {
+		return AgentPackageView{}, userError(ErrBadRequest, "arch %q: want one of %v", goarch, packageArches)
+	}
+	dest := s.agentPackagePath(version, goos, goarch)
+	if err := os.MkdirAll(filepath.Dir(dest), 0o700); err != nil {
+		return AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(dest), ".upload-*")
+	if err != nil {
+		return AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	defer tmp.Close()
+	h := sha256.New()
+	head := &headWriter{max: 8}
+	n, err := io.Copy(io.MultiWriter(tmp, h, head), io.LimitReader(r, MaxAgentPackageSize+1))
+	if err != nil {
+		return AgentPackageView{}, fmt.Errorf("upload agent package: receive: %w", err)
+	}
+	switch {
+	case n == 0:
+		return AgentPackageView{}, userError(ErrBadRequest, "the agent package is empty")
+	case n > MaxAgentPackageSize:
+		return AgentPackageView{}, userError(ErrBadRequest, "the agent package is larger than %d bytes", int64(MaxAgentPackageSize))
+	case !executableMagic(goos, head.b):
+		return AgentPackageView{}, userError(ErrBadRequest, "file is not a %s executable", goos)
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	if existing, err := s.store.AgentPackage(ctx, version, goos, goarch); err == nil {
+		if existing.SHA256 == sum {
+			return agentPackageView(existing, false), nil
+		}
+		return AgentPackageView{}, userError(ErrConflict, "agent %s for %s/%s is already stored with other content; give the new binary a new version", version, goos, goarch)
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
+	}
+	if err := tmp.Chmod(0o700); err != nil {
+		return AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), dest); err != nil {
+		return AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
+	}
+	desc := protocol.AgentPackage{Version: version, OS: goos, Arch: goarch, SHA256: sum, Size: n}
+	p := store.AgentPackage{Version: version, OS: goos, Arch: goarch, SHA256: sum, Size: n,
+		Signature: s.signing.Sign(desc.SigningBytes()), UploadedAt: time.Now().UTC()}
+	if err := s.store.AddAgentPackage(ctx, p); err != nil {
+		if errors.Is(err, store.ErrExists) {
+			// A concurrent upload of the same key won; its file is the
+			// one just replaced only if the content was the same.
+			return AgentPackageView{}, userError(ErrConflict, "agent %s for %s/%s was uploaded at the same time; try again", version, goos, goarch)
+		}
+		return AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
+	}
+	s.log.Info("agent package stored", zap.String("version", version), zap.String("os", goos), zap.String("arch", goarch),
+		zap.String("sha256", sum), zap.Int64("size", n))
+	return agentPackageView(p, true), nil
+}
+
+// headWriter keeps the first max bytes written to it.
+type headWriter struct {
+	b   []byte
+	max int
+}
+
+func (w *headWriter) Write(p []byte) (int, error) {
+	if room := w.max - len(w.b); room > 0 {
+		w.b = append(w.b, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+// AgentPackages lists the stored agent packages, newest version first.
+func (s *Server) AgentPackages(ctx context.Context) ([]AgentPackageView, error) {
+	all, err := s.store.AgentPackages(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sortPackages(all)
+	out := make([]AgentPackageView, len(all))
+	for i, p := range all {
+		out[i] = agentPackageView(p, false)
+	}
+	return out, nil
+}
+
+// sortPackages orders packages newest version first, then by platform.
+func sortPackages(ps []store.AgentPackage) {
+	slices.SortFunc(ps, func(a, b store.AgentPackage) int {
+		if c := bundle.CompareVersions(b.Version, a.Version); c != 0 {
+			return c
+		}
+		if c := strings.Compare(a.OS, b.OS); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Arch, b.Arch)
+	})
+}
+
+// newestPackages maps "os/arch" to the newest package version stored for
+// it.
+func newestPackages(ps []store.AgentPackage) map[string]string {
+	out := make(map[string]string)
+	for _, p := range ps {
+		k := p.OS + "/" + p.Arch
+		if cur, ok := out[k]; !ok || bundle.CompareVersions(p.Version, cur) > 0 {
+			out[k] = p.Version
+		}
+	}
+	return out
+}
