@@ -42,6 +42,22 @@ func TestMain(m *testing.M) {
 				return 1
 			}
 		}
+		// Agent releases for the upgrade tests: two good versions and two
+		// broken ones that pass the smoke test.
+		for _, b := range []struct{ out, pkg, ldflags string }{
+			{"agent-1.0.0", "./cmd/tendril-agent", "-X github.com/tendrildeploy/tendril/version.Version=1.0.0"},
+			{"agent-2.0.0", "./cmd/tendril-agent", "-X github.com/tendrildeploy/tendril/version.Version=2.0.0"},
+			{"agent-2.1.0-exits", "./e2e/testdata/badagent", "-X main.version=2.1.0 -X main.mode=exit"},
+			{"agent-2.2.0-hangs", "./e2e/testdata/badagent", "-X main.version=2.2.0 -X main.mode=hang"},
+		} {
+			build := exec.Command("go", "build", "-o", filepath.Join(dir, b.out), "-ldflags", b.ldflags, b.pkg)
+			build.Dir = moduleRoot()
+			build.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if out, err := build.CombinedOutput(); err != nil {
+				fmt.Fprintf(os.Stderr, "build %s: %v\n%s", b.out, err, out)
+				return 1
+			}
+		}
 		// The Calamari bundle, for this platform only to keep the build short.
 		mk := exec.Command("go", "run", "github.com/tendrildeploy/tendril/internal/mkbundle",
 			"-version", testVersion, "-platforms", runtime.GOOS+"/"+runtime.GOARCH, "-out", filepath.Join(dir, "calamari.tar.gz"))
@@ -52,6 +68,12 @@ func TestMain(m *testing.M) {
 		return m.Run()
 	}()
 	os.Exit(code)
+}
+
+// moduleRoot is the repository root: the test runs in e2e/.
+func moduleRoot() string {
+	wd, _ := os.Getwd()
+	return filepath.Dir(wd)
 }
 
 // run runs a binary to completion and returns stdout; stderr goes to the
@@ -100,7 +122,14 @@ type daemon struct {
 
 func start(t *testing.T, bin string, args ...string) *daemon {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, bin), args...)
+	return startPath(t, filepath.Join(binDir, bin), args...)
+}
+
+// startPath starts a long-running binary given by its path.
+func startPath(t *testing.T, path string, args ...string) *daemon {
+	t.Helper()
+	bin := filepath.Base(path)
+	cmd := exec.Command(path, args...)
 	cmd.Env = cleanEnv()
 	var log bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &log, &log
@@ -116,6 +145,16 @@ func start(t *testing.T, bin string, args ...string) *daemon {
 		}
 	})
 	return d
+}
+
+// exited reports whether the process has ended.
+func (d *daemon) exited() bool {
+	select {
+	case <-d.done:
+		return true
+	default:
+		return false
+	}
 }
 
 func (d *daemon) kill() {
@@ -156,6 +195,7 @@ type agentRow struct {
 	CalamariVersion string `json:"calamari_version"`
 	CalamariCurrent bool   `json:"calamari_current"`
 	Upgrade         string `json:"upgrade"`
+	UpgradeTo       string `json:"upgrade_to"`
 	LastSeen        string `json:"last_seen"`
 	ID              string `json:"id"`
 }
