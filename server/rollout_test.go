@@ -164,6 +164,8 @@ type fakeAgent struct {
 	closed   bool
 	wg       sync.WaitGroup
 	switchTo func(*testServer) // reconnect to another coordinator (restart test)
+	proto    int               // protocol spoken; 0 means 1
+	newProto int               // protocol spoken after an upgrade; 0 means unchanged
 }
 
 // Fake agent behaviours on an upgrade offer.
@@ -221,7 +223,8 @@ func (f *fakeAgent) connect() {
 		f.mu.Unlock()
 		return
 	}
-	ts, hello := f.ts, protocol.Hello{Version: f.version, ProtocolMin: 1, ProtocolMax: 1, OS: "linux", Arch: "amd64", Upgrade: f.report, Busy: f.busy}
+	proto := max(f.proto, 1)
+	ts, hello := f.ts, protocol.Hello{Version: f.version, ProtocolMin: proto, ProtocolMax: proto, OS: "linux", Arch: "amd64", Upgrade: f.report, Busy: f.busy}
 	f.mu.Unlock()
 	p, err := dialPeer(f.t, ts, f.id)
 	if err != nil {
@@ -313,6 +316,9 @@ func (f *fakeAgent) restart(up protocol.AgentUpgrade, from, mode string) {
 	switch mode {
 	case fakeOK:
 		f.version = up.Package.Version
+		if f.newProto != 0 {
+			f.proto = f.newProto
+		}
 	case fakeRollback:
 		f.report = &protocol.UpgradeReport{RolloutID: up.RolloutID, From: from, To: up.Package.Version,
 			Result: protocol.UpgradeRolledBack, Reason: "the new version did not commit within the grace period"}
@@ -622,4 +628,43 @@ func TestRolloutBadRequests(t *testing.T) {
 	if _, err := ts.StartRollout(context.Background(), RolloutRequest{Environment: "Newer", Version: "2.0.0", AllowDowngrade: true}); err != nil {
 		t.Fatalf("allowed downgrade: %v", err)
 	}
+}
+
+// TestRolloutUpgradesAgentBelowMinimumProtocol: a coordinator whose
+// minimum protocol is above an old agent's still gives it an upgrade-only
+// session, refuses it tasks, and upgrades it; an agent already current
+// works beside it. The agents are simulated: a real binary speaking an
+// older protocol would need a protocol this code base has not had yet.
+func TestRolloutUpgradesAgentBelowMinimumProtocol(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.ProtocolMin, c.ProtocolMax = 2, 2 })
+	ts.pushPackage(t, "2.0.0", "linux", "amd64", smallELF("v2"))
+	old := newFakeAgent(t, ts, "old", "Test", "1.0.0")
+	old.set(func(f *fakeAgent) { f.newProto = 2 })
+	current := newFakeAgent(t, ts, "current", "Test", "2.0.0")
+	current.set(func(f *fakeAgent) { f.proto = 2 })
+	current.peer.sess.Close()
+	current.connect() // again, speaking protocol 2
+	eventually(t, "current reconnected at protocol 2", func() bool {
+		v := ts.agentView(t, "current")
+		return v.Connected && v.Protocol == 2
+	})
+	ts.waitConnected(t, "old")
+	ts.waitConnected(t, "current")
+	if v := ts.agentView(t, "old"); v.Upgrade != UpgradeRequired || v.Protocol != 1 {
+		t.Fatalf("old agent before: got upgrade %q protocol %d, want required at protocol 1", v.Upgrade, v.Protocol)
+	}
+	if v := ts.agentView(t, "current"); v.Upgrade != UpgradeNone || v.Protocol != 2 {
+		t.Fatalf("current agent: got upgrade %q protocol %d, want none at protocol 2", v.Upgrade, v.Protocol)
+	}
+	r, err := ts.StartRollout(context.Background(), RolloutRequest{Environment: "Test", Version: "2.0.0", Batch: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := ts.waitRollout(t, r.ID); v.State != "succeeded" {
+		t.Fatalf("rollout: got %s (%s), want succeeded", v.State, v.Reason)
+	}
+	eventually(t, "old agent upgraded to protocol 2", func() bool {
+		v := ts.agentView(t, "old")
+		return v.Connected && v.Version == "2.0.0" && v.Protocol == 2 && v.Upgrade == UpgradeNone
+	})
 }
