@@ -18,14 +18,24 @@ import (
 	"github.com/tendrildeploy/tendril/internal/faultproxy"
 )
 
-// fleet is a coordinator with one agent installed the way an operator
-// installs it: its binary in a folder of its own that it may replace.
+// fleet is a coordinator with agents installed the way an operator
+// installs them: each binary in a folder of its own that it may replace.
 type fleet struct {
-	t     *testing.T
-	data  string
-	home  string
-	exe   string            // the installed agent binary
-	proxy *faultproxy.Proxy // between the agent and the coordinator
+	t          *testing.T
+	data       string
+	serverArgs []string
+	server     *daemon
+	proxy      *faultproxy.Proxy // between the agents and the coordinator
+	join       func() string     // a fresh join string
+	agents     []*install
+	// home and exe are the first agent's.
+	home string
+	exe  string
+}
+
+// install is one installed agent.
+type install struct {
+	name, home, exe string
 }
 
 func newFleet(t *testing.T, agentVersion string) *fleet {
@@ -33,12 +43,11 @@ func newFleet(t *testing.T, agentVersion string) *fleet {
 	if runtime.GOOS != "linux" {
 		t.Skip("the upgrade tests exercise the Unix re-exec path")
 	}
-	f := &fleet{t: t, data: filepath.Join(t.TempDir(), "data"), home: filepath.Join(t.TempDir(), "home")}
-	f.exe = filepath.Join(t.TempDir(), "bin", "tendril-agent")
-	copyFile(t, filepath.Join(binDir, "agent-"+agentVersion), f.exe)
+	f := &fleet{t: t, data: filepath.Join(t.TempDir(), "data")}
 	mustRun(t, "tendril-server", "init", "--data", f.data)
 	agentAddr := freePort(t)
-	start(t, "tendril-server", "run", "--data", f.data, "--listen", agentAddr, "--http", freePort(t), "--health-interval", "1s")
+	f.serverArgs = []string{"run", "--data", f.data, "--listen", agentAddr, "--http", freePort(t), "--health-interval", "1s"}
+	f.server = start(t, "tendril-server", f.serverArgs...)
 	waitFor(t, "coordinator API", func() bool { return listAgents(t, f.data) != nil })
 	proxy, err := faultproxy.New(agentAddr)
 	if err != nil {
@@ -46,19 +55,77 @@ func newFleet(t *testing.T, agentVersion string) *fleet {
 	}
 	t.Cleanup(func() { proxy.Close() })
 	f.proxy = proxy
-	join := strings.TrimSpace(mustRun(t, "tendril-server", "token", "create", "--data", f.data, "--environment", "Production", "--server", proxy.Addr()))
-	if out, err := exec.Command(f.exe, "register", "--home", f.home, "--join", join, "--name", "web-1").CombinedOutput(); err != nil {
-		t.Fatalf("register: %v\n%s", err, out)
+	f.join = func() string {
+		return strings.TrimSpace(mustRun(t, "tendril-server", "token", "create", "--data", f.data, "--environment", "Production", "--server", proxy.Addr()))
 	}
-	// Whatever the test leaves running under this home (an agent the
-	// watchdog started, say) is stopped at the end.
-	t.Cleanup(func() { killHomeAgent(f.home) })
+	first := f.addAgent("web-1", agentVersion)
+	f.home, f.exe = first.home, first.exe
 	for _, v := range []string{"2.0.0", "2.1.0-exits", "2.2.0-hangs"} {
 		version, _, _ := strings.Cut(v, "-")
 		mustRun(t, "tendril-server", "agent-package", "push", "--version", version, "--os", runtime.GOOS, "--arch", runtime.GOARCH,
 			filepath.Join(binDir, "agent-"+v), "--data", f.data)
 	}
 	return f
+}
+
+// addAgent installs and registers one more agent (not started).
+func (f *fleet) addAgent(name, version string) *install {
+	t := f.t
+	t.Helper()
+	in := &install{name: name, home: filepath.Join(t.TempDir(), "home"), exe: filepath.Join(t.TempDir(), "bin", "tendril-agent")}
+	copyFile(t, filepath.Join(binDir, "agent-"+version), in.exe)
+	if out, err := exec.Command(in.exe, "register", "--home", in.home, "--join", f.join(), "--name", name).CombinedOutput(); err != nil {
+		t.Fatalf("register %s: %v\n%s", name, err, out)
+	}
+	// Whatever the test leaves running under this home (an agent the
+	// watchdog started, say) is stopped at the end.
+	t.Cleanup(func() { killHomeAgent(in.home) })
+	f.agents = append(f.agents, in)
+	return in
+}
+
+// version returns what the coordinator lists for an agent ("" if it is
+// not connected).
+func (f *fleet) version(name string) string {
+	for _, r := range listAgents(f.t, f.data) {
+		if r.Name == name && r.Connected {
+			return r.Version
+		}
+	}
+	return ""
+}
+
+// rollout reads a rollout through the command line.
+func (f *fleet) rollout(id string) rolloutView {
+	var v rolloutView
+	out, err := run(f.t, "tendril-server", "rollout", "show", id, "--data", f.data, "--json")
+	if err == nil {
+		json.Unmarshal([]byte(out), &v)
+	}
+	return v
+}
+
+type rolloutView struct {
+	ID     string `json:"id"`
+	State  string `json:"state"`
+	Reason string `json:"reason"`
+	Agents []struct {
+		Agent  string `json:"agent"`
+		State  string `json:"state"`
+		Reason string `json:"reason"`
+	} `json:"agents"`
+}
+
+// startRollout starts an upgrade without waiting and returns its id.
+func (f *fleet) startRollout(version string, extra ...string) string {
+	t := f.t
+	t.Helper()
+	args := append([]string{"upgrade", "--environment", "Production", "--version", version, "--data", f.data, "--json"}, extra...)
+	var v rolloutView
+	if err := json.Unmarshal([]byte(mustRun(t, "tendril-server", args...)), &v); err != nil || v.ID == "" {
+		t.Fatalf("upgrade --json: no rollout id (%v)", err)
+	}
+	return v.ID
 }
 
 func copyFile(t *testing.T, from, to string) {
@@ -98,10 +165,7 @@ func (f *fleet) installedVersion() string {
 }
 
 // connectedAt reports whether the coordinator lists web-1 connected at v.
-func (f *fleet) connectedAt(v string) bool {
-	rows := listAgents(f.t, f.data)
-	return len(rows) == 1 && rows[0].Connected && rows[0].Version == v
-}
+func (f *fleet) connectedAt(v string) bool { return f.version("web-1") == v }
 
 // upgrade runs the rollout command and returns its exit code and output.
 func (f *fleet) upgrade(version string, extra ...string) (int, string) {
@@ -294,4 +358,118 @@ func upgradePhase(home string) string {
 	var st struct{ Phase string }
 	json.Unmarshal(b, &st)
 	return st.Phase
+}
+
+func TestUpgradeWaitsForRunningTask(t *testing.T) {
+	f := newFleet(t, "1.0.0")
+	startPath(t, f.exe, "run", "--home", f.home)
+	waitFor(t, "web-1 at 1.0.0", func() bool { return f.connectedAt("1.0.0") })
+	mustRun(t, "tendril-server", "calamari", "push", filepath.Join(binDir, "calamari.tar.gz"), "--data", f.data)
+	// A deployment that runs until the test lets it finish.
+	gate := filepath.Join(t.TempDir(), "gate")
+	type result struct {
+		stdout string
+		code   int
+	}
+	taskDone := make(chan result, 1)
+	go func() {
+		stdout, _, code := runCode(t, "tendril-server", "task", "run", "--agent", "web-1", "--data", f.data, "--",
+			"run-script", "--inline", "echo deploying; while [ ! -e "+gate+" ]; do sleep 0.1; done; echo deployed")
+		taskDone <- result{stdout, code}
+	}()
+	waitFor(t, "the deployment running", func() bool {
+		out, _ := run(t, "tendril-server", "task", "list", "--data", f.data, "--json")
+		return strings.Contains(out, `"state": "running"`) || strings.Contains(out, `"state":"running"`)
+	})
+	id := f.startRollout("2.0.0", "--grace", "30s")
+	waitFor(t, "the rollout waiting for idle", func() bool {
+		v := f.rollout(id)
+		return len(v.Agents) == 1 && v.Agents[0].State == "waiting_for_idle"
+	})
+	// It keeps waiting: nothing is sent while the deployment runs.
+	for range 10 {
+		if upgradePhase(f.home) != "" || f.installedVersion() != "1.0.0" {
+			t.Fatal("the upgrade started while a deployment was running")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	os.WriteFile(gate, nil, 0o644)
+	res := <-taskDone
+	if res.code != 0 || !strings.Contains(res.stdout, "deployed") {
+		t.Fatalf("the deployment: exit %d, output %q; want it to finish untouched", res.code, res.stdout)
+	}
+	waitFor(t, "the rollout to succeed after the deployment", func() bool { return f.rollout(id).State == "succeeded" })
+	waitFor(t, "web-1 at 2.0.0", func() bool { return f.connectedAt("2.0.0") })
+}
+
+func TestRolloutContinuesAfterCoordinatorKill(t *testing.T) {
+	f := newFleet(t, "1.0.0")
+	f.addAgent("web-2", "1.0.0")
+	for _, a := range f.agents {
+		startPath(t, a.exe, "run", "--home", a.home)
+	}
+	waitFor(t, "both agents at 1.0.0", func() bool { return f.version("web-1") == "1.0.0" && f.version("web-2") == "1.0.0" })
+	// Hold the first agent's new version off the coordinator, so the
+	// rollout is mid-way (one agent awaiting reconnect, one queued) when
+	// the coordinator is killed.
+	f.proxy.SetRefuse(true)
+	id := f.startRollout("2.0.0", "--batch", "1", "--grace", "60s")
+	waitFor(t, "one agent awaiting reconnect", func() bool {
+		for _, a := range f.rollout(id).Agents {
+			if a.State == "awaiting_reconnect" {
+				return true
+			}
+		}
+		return false
+	})
+	f.server.kill()
+	f.server = start(t, "tendril-server", f.serverArgs...)
+	f.proxy.SetRefuse(false)
+	waitFor(t, "the rollout to finish after the restart", func() bool { s := f.rollout(id).State; return s == "succeeded" || s == "halted" })
+	if v := f.rollout(id); v.State != "succeeded" {
+		t.Fatalf("rollout after a coordinator kill: got %s (%s)", v.State, v.Reason)
+	}
+	waitFor(t, "both agents at 2.0.0", func() bool { return f.version("web-1") == "2.0.0" && f.version("web-2") == "2.0.0" })
+}
+
+func TestRolloutBatchesRealAgents(t *testing.T) {
+	f := newFleet(t, "1.0.0")
+	for i := 2; i <= 5; i++ {
+		f.addAgent("web-"+strconv.Itoa(i), "1.0.0")
+	}
+	for _, a := range f.agents {
+		startPath(t, a.exe, "run", "--home", a.home)
+	}
+	waitFor(t, "five agents at 1.0.0", func() bool {
+		for _, a := range f.agents {
+			if f.version(a.name) != "1.0.0" {
+				return false
+			}
+		}
+		return true
+	})
+	id := f.startRollout("2.0.0", "--batch", "2")
+	most := 0
+	waitFor(t, "the rollout to finish", func() bool {
+		v := f.rollout(id)
+		n := 0
+		for _, a := range v.Agents {
+			switch a.State {
+			case "sending", "installing", "awaiting_reconnect":
+				n++
+			}
+		}
+		most = max(most, n)
+		return v.State == "succeeded" || v.State == "halted"
+	})
+	if v := f.rollout(id); v.State != "succeeded" {
+		t.Fatalf("rollout: got %s (%s)", v.State, v.Reason)
+	}
+	if most > 2 {
+		t.Fatalf("saw %d agents upgrading at once, want at most 2 (--batch 2)", most)
+	}
+	for _, a := range f.agents {
+		a := a
+		waitFor(t, a.name+" at 2.0.0", func() bool { return f.version(a.name) == "2.0.0" })
+	}
 }
