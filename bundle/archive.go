@@ -129,7 +129,7 @@ func (a *archive) readManifest() (Manifest, []byte, error) {
 		return Manifest{}, nil, fmt.Errorf("read manifest: %w: the first entry is %s, want %s", ErrInvalidManifest, quote(hdr.Name), ManifestName)
 	}
 	if hdr.Typeflag != tar.TypeReg {
-		return Manifest{}, nil, fmt.Errorf("read manifest: %w: %s is a %s, want a regular file", ErrUnsafeArchive, ManifestName, typeName(hdr.Typeflag))
+		return Manifest{}, nil, fmt.Errorf("read manifest: %w: %s is a %s, want a regular file", ErrUnsafeArchive, ManifestName, TypeName(hdr.Typeflag))
 	}
 	if hdr.Size < 0 || hdr.Size > a.lim.MaxManifestSize {
 		return Manifest{}, nil, fmt.Errorf("read manifest: %w: %s is %d bytes, limit %d", ErrInvalidManifest, ManifestName, hdr.Size, a.lim.MaxManifestSize)
@@ -235,7 +235,7 @@ func (a *archive) extract(ctx context.Context, m Manifest, s sink) error {
 				return err
 			}
 		default:
-			return fmt.Errorf("extract: %w: %s is a %s; a bundle holds only regular files and folders", ErrUnsafeArchive, quote(hdr.Name), typeName(hdr.Typeflag))
+			return fmt.Errorf("extract: %w: %s is a %s; a bundle holds only regular files and folders", ErrUnsafeArchive, quote(hdr.Name), TypeName(hdr.Typeflag))
 		}
 	}
 	var missing []string
@@ -343,7 +343,9 @@ func isSparse(hdr *tar.Header) bool {
 	return false
 }
 
-func typeName(t byte) string {
+// TypeName names a tar entry type for a person, as errors about refused
+// archive entries do.
+func TypeName(t byte) string {
 	switch t {
 	case tar.TypeReg:
 		return "regular file"

@@ -33,26 +33,32 @@ func (s *Server) apiError(w http.ResponseWriter, err error) {
 	}
 }
 
-func (s *Server) apiUploadCalamari(w http.ResponseWriter, r *http.Request) {
-	v, err := s.UploadCalamari(r.Context(), r.Body)
+// respond answers with v as JSON and the given status, or, if err is set,
+// with the status err's kind calls for.
+func (s *Server) respond(w http.ResponseWriter, status int, v any, err error) {
 	if err != nil {
 		s.apiError(w, err)
 		return
-	}
-	status := http.StatusOK
-	if v.Created {
-		status = http.StatusCreated
 	}
 	writeJSON(w, status, v)
 }
 
+// createdStatus is 201 for a stored upload, 200 for one already stored.
+func createdStatus(created bool) int {
+	if created {
+		return http.StatusCreated
+	}
+	return http.StatusOK
+}
+
+func (s *Server) apiUploadCalamari(w http.ResponseWriter, r *http.Request) {
+	v, err := s.UploadCalamari(r.Context(), r.Body)
+	s.respond(w, createdStatus(v.Created), v, err)
+}
+
 func (s *Server) apiCalamari(w http.ResponseWriter, r *http.Request) {
 	vs, err := s.CalamariBundles(r.Context())
-	if err != nil {
-		s.apiError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, vs)
+	s.respond(w, http.StatusOK, vs, err)
 }
 
 func (s *Server) apiUpdateCalamari(w http.ResponseWriter, r *http.Request) {
@@ -61,11 +67,7 @@ func (s *Server) apiUpdateCalamari(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := s.UpdateCalamari(r.Context(), t)
-	if err != nil {
-		s.apiError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, res)
+	s.respond(w, http.StatusOK, res, err)
 }
 
 // FileView describes an uploaded file.
@@ -77,11 +79,7 @@ type FileView struct {
 // apiUploadFile stores a file by its SHA-256, for tasks to send to agents.
 func (s *Server) apiUploadFile(w http.ResponseWriter, r *http.Request) {
 	v, err := s.storeFile(r.Body)
-	if err != nil {
-		s.apiError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusCreated, v)
+	s.respond(w, http.StatusCreated, v, err)
 }
 
 func (s *Server) storeFile(r io.Reader) (FileView, error) {
@@ -115,11 +113,7 @@ func (s *Server) apiCreateTasks(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ts, err := s.CreateTasks(r.Context(), req)
-	if err != nil {
-		s.apiError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusCreated, ts)
+	s.respond(w, http.StatusCreated, ts, err)
 }
 
 func (s *Server) apiTasks(w http.ResponseWriter, r *http.Request) {
@@ -142,29 +136,17 @@ func (s *Server) apiTasks(w http.ResponseWriter, r *http.Request) {
 		f.Limit = n
 	}
 	ts, err := s.Tasks(r.Context(), f)
-	if err != nil {
-		s.apiError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, ts)
+	s.respond(w, http.StatusOK, ts, err)
 }
 
 func (s *Server) apiTask(w http.ResponseWriter, r *http.Request) {
 	t, err := s.Task(r.Context(), r.PathValue("id"))
-	if err != nil {
-		s.apiError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, t)
+	s.respond(w, http.StatusOK, t, err)
 }
 
 func (s *Server) apiCancelTask(w http.ResponseWriter, r *http.Request) {
 	t, err := s.CancelTask(r.Context(), r.PathValue("id"))
-	if err != nil {
-		s.apiError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, t)
+	s.respond(w, http.StatusOK, t, err)
 }
 
 // LogLineView is one line of GET /api/tasks/{id}/log, which streams

@@ -5,24 +5,12 @@ import "net/http"
 func (s *Server) apiUploadAgentPackage(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	v, err := s.UploadAgentPackage(r.Context(), q.Get("version"), q.Get("os"), q.Get("arch"), r.Body)
-	if err != nil {
-		s.apiError(w, err)
-		return
-	}
-	status := http.StatusOK
-	if v.Created {
-		status = http.StatusCreated
-	}
-	writeJSON(w, status, v)
+	s.respond(w, createdStatus(v.Created), v, err)
 }
 
 func (s *Server) apiAgentPackages(w http.ResponseWriter, r *http.Request) {
 	ps, err := s.AgentPackages(r.Context())
-	if err != nil {
-		s.apiError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, ps)
+	s.respond(w, http.StatusOK, ps, err)
 }
 
 func (s *Server) apiStartRollout(w http.ResponseWriter, r *http.Request) {
@@ -31,27 +19,15 @@ func (s *Server) apiStartRollout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v, err := s.StartRollout(r.Context(), req)
-	if err != nil {
-		s.apiError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusCreated, v)
+	s.respond(w, http.StatusCreated, v, err)
 }
 
 func (s *Server) apiRollouts(w http.ResponseWriter, r *http.Request) {
 	vs, err := s.Rollouts(r.Context())
-	if err != nil {
-		s.apiError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, vs)
+	s.respond(w, http.StatusOK, vs, err)
 }
 
 func (s *Server) apiRollout(w http.ResponseWriter, r *http.Request) {
 	v, err := s.Rollout(r.Context(), r.PathValue("id"))
-	if err != nil {
-		s.apiError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, v)
+	s.respond(w, http.StatusOK, v, err)
 }

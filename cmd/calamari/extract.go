@@ -13,6 +13,8 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+
+	"github.com/tendrildeploy/tendril/bundle"
 )
 
 // maxPackageSize bounds the file content a package may expand to.
@@ -175,7 +177,7 @@ func (x *extractor) entry(hdr *tar.Header) error {
 			return fmt.Errorf("extract %s: %w", name, err)
 		}
 	default:
-		return fmt.Errorf("%w: %s is a %s", errUnsafe, name, typeName(hdr.Typeflag))
+		return fmt.Errorf("%w: %s is a %s", errUnsafe, name, bundle.TypeName(hdr.Typeflag))
 	}
 	return nil
 }
@@ -281,19 +283,4 @@ func linkTarget(name, target string) error {
 		return bad("it points outside the release")
 	}
 	return nil
-}
-
-func typeName(t byte) string {
-	switch t {
-	case tar.TypeChar:
-		return "character device"
-	case tar.TypeBlock:
-		return "block device"
-	case tar.TypeFifo:
-		return "named pipe"
-	case tar.TypeGNUSparse:
-		return "sparse file"
-	default:
-		return fmt.Sprintf("tar entry of type %q", t)
-	}
 }
