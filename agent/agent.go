@@ -69,6 +69,10 @@ type Config struct {
 	// it exits. After a failed upgrade the watchdog then leaves the
 	// restart to it instead of starting the agent itself.
 	Supervised bool
+	// Service is the name of the OS service that runs the agent, "" when
+	// it runs in the foreground. After a failed upgrade the watchdog
+	// restarts the agent through that service manager.
+	Service string
 
 	// exe is the agent binary an upgrade replaces; tests point it at a
 	// copy. Default: the running executable.

@@ -185,6 +185,11 @@ func (a *Agent) serve(ctx context.Context, s *liveSession) *liveSession {
 	for {
 		select {
 		case <-ctx.Done():
+			// A go-away first: the coordinator learns the agent is
+			// leaving on purpose, not that its connection broke.
+			if err := s.ys.GoAway(); err != nil {
+				a.log.Debug("could not send go-away", zap.Error(err))
+			}
 			s.close()
 			return s
 		case <-s.ys.CloseChan():

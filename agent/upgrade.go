@@ -47,6 +47,7 @@ func (a *Agent) handleAgentUpgrade(s *liveSession, st *yamux.Stream, f protocol.
 		Running:    a.cfg.Version,
 		SigningKey: a.signingKey(),
 		Supervised: a.cfg.Supervised,
+		Service:    a.cfg.Service,
 		Args:       a.cfg.args,
 		Logger:     a.log,
 	}

@@ -56,8 +56,11 @@ type Params struct {
 	Running string
 	// SigningKey is the coordinator's hex Ed25519 public key.
 	SigningKey string
-	// Supervised is true when a service manager restarts the agent.
+	// Supervised is true when a plain supervisor restarts the agent.
 	Supervised bool
+	// Service is the OS service running the agent, "" if none: the
+	// watchdog restarts the agent through it (see State.Service).
+	Service string
 	// Args are the agent's os.Args, to restart it with.
 	Args []string
 	// Logger receives what the upgrade does. Default: discard.
@@ -70,7 +73,7 @@ type Params struct {
 // package's size and SHA-256, so the bytes are bound to it too). Every
 // refusal is a RefusedError.
 func Check(p Params, req protocol.AgentUpgrade, runningTasks int) error {
-	if err := supported(); err != nil {
+	if err := supported(p.Service); err != nil {
 		return err
 	}
 	pkg := req.Package
@@ -128,7 +131,7 @@ func Install(ctx context.Context, p Params, req protocol.AgentUpgrade, body io.R
 	log = log.Named("upgrade")
 	pkg := req.Package
 	st := State{RolloutID: req.RolloutID, From: p.Running, To: pkg.Version, Exe: p.Exe,
-		Previous: PreviousPath(p.Home), PID: os.Getpid(), Supervised: p.Supervised, Args: p.Args}
+		Previous: PreviousPath(p.Home), PID: os.Getpid(), Supervised: p.Supervised, Service: p.Service, Args: p.Args}
 	fail := func(err error) (State, error) {
 		os.RemoveAll(filepath.Dir(StagedPath(p.Home, pkg.Version)))
 		f := st
@@ -269,7 +272,7 @@ func swap(home string, st State, staged string, grace time.Duration, watchdog fu
 		os.Remove(next)
 		return State{}, fmt.Errorf("start upgrade watchdog: %w", err)
 	}
-	if err := os.Rename(next, st.Exe); err != nil {
+	if err := replaceRunning(next, st.Exe); err != nil {
 		os.Remove(next)
 		return State{}, replaceError(st.Exe, err)
 	}

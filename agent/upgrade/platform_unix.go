@@ -4,19 +4,30 @@ package upgrade
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"syscall"
 
+	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
 
 func binaryName() string { return binaryBase }
 
-// supported is nil where the agent upgrades itself.
-func supported() error { return nil }
+// supported is nil where the agent upgrades itself: on Unix it re-executes
+// into the new binary, as a service or not.
+func supported(service string) error { return nil }
+
+// replaceRunning renames next over the running binary exe: Unix lets a
+// running program's file be replaced, the process keeps the old inode.
+func replaceRunning(next, exe string) error { return os.Rename(next, exe) }
+
+// afterSwap is the Windows restart step; on Unix the agent re-executes
+// itself (same PID), so there is nothing to do.
+func afterSwap(context.Context, *State, *zap.Logger) {}
 
 // detached puts a child in a session of its own, so the agent's end (or
 // its terminal's) does not end it.

@@ -38,6 +38,7 @@ const (
 	stateName    = "state.json"
 	logsDir      = "Logs"
 	watchdogLog  = "watchdog.log"
+	watchdogOut  = "watchdog.out"
 	agentLog     = "agent.log"
 	binaryBase   = "tendril-agent"
 	defaultGrace = 120 * time.Second
@@ -84,11 +85,20 @@ type State struct {
 	// Supervised is true when a service manager restarts the agent; the
 	// watchdog then leaves the restart to it.
 	Supervised bool `json:"supervised"`
+	// Service is the name of the OS service that runs the agent, "" in
+	// the foreground. On rollback the watchdog restarts the agent through
+	// that service manager (the init script, systemctl, the Windows
+	// Service Control Manager), so its pid file and unit state stay true.
+	Service string `json:"service,omitempty"`
 	// Args are the agent's os.Args; the watchdog restarts an unsupervised
 	// agent with Args[1:].
 	Args []string `json:"args,omitempty"`
 	// Reported is true once a Welcome acknowledged the outcome.
 	Reported bool `json:"reported"`
+
+	// restarted is the watchdog's note that it started the service on
+	// the new version (Windows); not stored.
+	restarted bool
 }
 
 // Dir is <home>/Upgrade.

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/tendrildeploy/tendril/agent/service"
 )
 
 // pollInterval is how often the watchdog reads state.json: it is a
@@ -22,11 +24,14 @@ const exitWait = 10 * time.Second
 
 // StartWatchdog starts `<previous> upgrade-watchdog --home <home>` as a
 // detached process. The previous binary watches, so a broken new one
-// cannot break its own watchdog. Its output is appended to
-// <home>/Logs/watchdog.log.
+// cannot break its own watchdog. It logs to <home>/Logs/watchdog.log
+// (rotated); its raw output, only ever a crash, to watchdog.out.
 func StartWatchdog(home string) error {
-	return startDetached(PreviousPath(home), []string{"upgrade-watchdog", "--home", home}, filepath.Join(home, logsDir, watchdogLog))
+	return startDetached(PreviousPath(home), []string{"upgrade-watchdog", "--home", home}, filepath.Join(home, logsDir, watchdogOut))
 }
+
+// WatchdogLog is the watchdog's log file in home.
+func WatchdogLog(home string) string { return filepath.Join(home, logsDir, watchdogLog) }
 
 // startDetached starts path with args in a session of its own, stdin
 // from the null device and output appended to logPath, and does not wait
@@ -58,15 +63,14 @@ func startDetached(path string, args []string, logPath string) error {
 // Watch is the watchdog: it waits until the upgrade in home leaves phase
 // "swapped" (the new version committed: it returns nil) or its deadline
 // passes. Then it restores the previous binary, records "rolled_back"
-// with the reason, kills the agent process if it still runs, and, unless
-// a service manager supervises the agent, starts the agent again.
+// with the reason, kills the agent process if it still runs, and starts
+// the agent again: through its OS service when it runs as one, not at all
+// under a plain supervisor (--supervised, which restarts it), else itself.
 func Watch(ctx context.Context, home string, log *zap.Logger) error {
 	log = log.Named("watchdog")
-	if err := supported(); err != nil {
-		return err
-	}
 	t := time.NewTicker(pollInterval)
 	defer t.Stop()
+	restarted := false
 	for {
 		st, ok, err := Load(home)
 		if err != nil {
@@ -75,13 +79,19 @@ func Watch(ctx context.Context, home string, log *zap.Logger) error {
 		if !ok {
 			return fmt.Errorf("watch upgrade: no upgrade state in %s", Dir(home))
 		}
+		if err := supported(st.Service); err != nil {
+			return err
+		}
 		if st.Phase != PhaseSwapped {
 			log.Info("upgrade ended; watchdog done", zap.String("phase", string(st.Phase)), zap.String("to", st.To))
 			return nil
 		}
 		if !time.Now().Before(st.Deadline) {
-			return rollback(home, st, log)
+			return rollback(ctx, home, st, log)
 		}
+		st.restarted = restarted
+		afterSwap(ctx, &st, log)
+		restarted = st.restarted
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("watch upgrade: %w", ctx.Err())
@@ -93,7 +103,7 @@ func Watch(ctx context.Context, home string, log *zap.Logger) error {
 // rollback restores the previous binary over the new one and restarts the
 // agent. The binary is restored before the process is killed, so a
 // service manager that restarts it at once starts the previous version.
-func rollback(home string, st State, log *zap.Logger) error {
+func rollback(ctx context.Context, home string, st State, log *zap.Logger) error {
 	// The PID is the agent's (exec keeps it), unless the agent died and
 	// the PID was reused: then it runs another program, which must live.
 	alive := st.PID > 0 && processAlive(st.PID) && runsProgram(st.PID, st.Exe)
@@ -119,8 +129,17 @@ func rollback(home string, st State, log *zap.Logger) error {
 			time.Sleep(pollInterval / 5)
 		}
 	}
+	if st.Service != "" {
+		// Through the service manager, not by hand: the init script's
+		// pid file and the unit's state must name the process it runs.
+		if err := service.RestartByName(ctx, st.Service); err != nil {
+			return fmt.Errorf("restart agent service %s: %w", st.Service, err)
+		}
+		log.Info("agent restarted at the previous version through its service", zap.String("service", st.Service))
+		return nil
+	}
 	if st.Supervised {
-		log.Info("the service manager restarts the agent")
+		log.Info("the supervisor restarts the agent")
 		return nil
 	}
 	if len(st.Args) == 0 {

@@ -10,15 +10,17 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
-	"github.com/mattn/go-isatty"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/tendrildeploy/tendril/agent"
+	"github.com/tendrildeploy/tendril/agent/logs"
+	"github.com/tendrildeploy/tendril/agent/service"
 	"github.com/tendrildeploy/tendril/agent/upgrade"
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
@@ -31,8 +33,11 @@ const homeEnv = "TENDRIL_AGENT_HOME"
 
 func main() {
 	if err := newRootCommand().ExecuteContext(context.Background()); err != nil {
-		fmt.Fprintf(os.Stderr, "tendril-agent: %v\n", err)
-		os.Exit(1)
+		code, print := exitCode(err)
+		if print {
+			fmt.Fprintf(os.Stderr, "tendril-agent: %v\n", err)
+		}
+		os.Exit(code)
 	}
 }
 
@@ -45,7 +50,7 @@ func newRootCommand() *cobra.Command {
 	}
 	cert := &cobra.Command{Use: "certificate", Short: "Manage the agent's certificate"}
 	cert.AddCommand(rotateCommand())
-	root.AddCommand(registerCommand(), runCommand(), versionCommand(), thumbprintCommand(), cert, watchdogCommand())
+	root.AddCommand(registerCommand(), runCommand(), versionCommand(), thumbprintCommand(), cert, watchdogCommand(), serviceCommand())
 	return root
 }
 
@@ -111,11 +116,11 @@ func registerCommand() *cobra.Command {
 				}
 				thumbprint = t
 			}
-			log, err := newLogger(logLevel)
+			log, closeLog, err := logs.New(logs.Config{Level: logLevel})
 			if err != nil {
 				return err
 			}
-			defer log.Sync()
+			defer closeLog()
 			st, err := agent.Register(cmd.Context(), agent.RegisterConfig{
 				Home:             home,
 				Servers:          servers,
@@ -150,45 +155,78 @@ func registerCommand() *cobra.Command {
 
 func runCommand() *cobra.Command {
 	var (
-		home, logLevel string
-		calamariKeep   int
-		supervised     bool
+		home, logLevel, logFile string
+		calamariKeep            int
+		supervised, asService   bool
+		stopTimeout             time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "run",
-		Short: "Run the agent in the foreground until interrupted",
+		Short: "Run the agent in the foreground until interrupted (--service: under the service manager)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := requireHome(home); err != nil {
 				return err
 			}
-			log, err := newLogger(logLevel)
+			abs, err := filepath.Abs(home)
 			if err != nil {
-				return err
+				return fmt.Errorf("--home: %w", err)
 			}
-			defer log.Sync()
+			home = abs
 			if calamariKeep < 1 {
 				return fmt.Errorf("--calamari-keep %d: keep at least 1 version", calamariKeep)
 			}
+			if stopTimeout <= 0 {
+				return fmt.Errorf("--stop-timeout %s: give a positive duration", stopTimeout)
+			}
+			// A service manager's "stdout" is nobody's terminal: the log
+			// goes to a rotated file in the home.
+			if asService && logFile == "" {
+				logFile = filepath.Join(home, "Logs", "agent.log")
+			}
+			log, closeLog, err := logs.New(logs.Config{Level: logLevel, File: logFile})
+			if err != nil {
+				return err
+			}
+			defer closeLog()
 			// Found before Run: an upgrade replaces the file, and the
 			// restart executes whatever is at this path then.
 			exe, err := upgrade.Executable()
 			if err != nil {
 				return err
 			}
-			a, err := agent.New(agent.Config{Home: home, Version: version.Version, Logger: log, CalamariKeep: calamariKeep, Supervised: supervised})
+			cfg := agent.Config{Home: home, Version: version.Version, Logger: log, CalamariKeep: calamariKeep, Supervised: supervised}
+			serviceName := service.DefaultName(home)
+			if asService {
+				if name, managed := service.Managed(home); managed {
+					// The service manager restarts the agent after a
+					// failed upgrade (see upgrade.State.Service).
+					cfg.Service, cfg.Supervised, serviceName = name, false, name
+				}
+			}
+			a, err := agent.New(cfg)
 			if err != nil {
+				if asService {
+					// Nobody watches a service's stderr: say it in the log.
+					log.Error("agent cannot start", zap.Error(err))
+				}
 				return err
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			log.Info("agent starting", zap.String("version", version.Version), zap.String("home", home), zap.String("thumbprint", a.Status().Thumbprint))
-			if err := a.Run(ctx); errors.Is(err, agent.ErrRestart) {
-				log.Info("restarting into new version", zap.String("exe", exe))
-				log.Sync()
+			log.Info("agent starting", zap.String("version", version.Version), zap.String("home", home),
+				zap.String("thumbprint", a.Status().Thumbprint), zap.String("service", cfg.Service), zap.Int("pid", os.Getpid()))
+			if asService {
+				err = service.Run(cmd.Context(), service.RunConfig{Name: serviceName, StopTimeout: stopTimeout, Logger: log}, a.Run)
+			} else {
+				ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+				err = a.Run(ctx)
 				stop()
+			}
+			if errors.Is(err, agent.ErrRestart) {
+				log.Info("restarting into new version", zap.String("exe", exe))
+				closeLog()
 				return reexec(exe)
 			} else if err != nil {
+				log.Error("agent stopped", zap.Error(err))
 				return err
 			}
 			log.Info("agent stopped")
@@ -196,9 +234,13 @@ func runCommand() *cobra.Command {
 		},
 	}
 	addHome(cmd, &home)
-	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	cmd.Flags().IntVar(&calamariKeep, "calamari-keep", 3, "Calamari versions to keep; older ones are removed, except those running tasks use")
-	cmd.Flags().BoolVar(&supervised, "supervised", false, "a service manager (systemd, launchd, a container runtime) restarts the agent when it exits; after a failed upgrade the watchdog then leaves the restart to it instead of starting the agent itself")
+	f := cmd.Flags()
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.StringVar(&logFile, "log-file", "", "write JSON log lines to this file, rotated at 10 MiB, 5 kept (default with --service: HOME/Logs/agent.log)")
+	f.IntVar(&calamariKeep, "calamari-keep", 3, "Calamari versions to keep; older ones are removed, except those running tasks use")
+	f.BoolVar(&supervised, "supervised", false, "a supervisor (a container runtime, a process manager) restarts the agent when it exits; after a failed upgrade the watchdog then leaves the restart to it instead of starting the agent itself")
+	f.BoolVar(&asService, "service", false, "run under the OS service manager (the service definition passes this; see tendril-agent service)")
+	f.DurationVar(&stopTimeout, "stop-timeout", service.DefaultStopTimeout, "with --service: how long a stop waits for running tasks and the session to end")
 	return cmd
 }
 
@@ -215,11 +257,12 @@ func watchdogCommand() *cobra.Command {
 			if err := requireHome(home); err != nil {
 				return err
 			}
-			log, err := newLogger(logLevel)
+			// Detached from everything: its log is a rotated file.
+			log, closeLog, err := logs.New(logs.Config{Level: logLevel, File: upgrade.WatchdogLog(home)})
 			if err != nil {
 				return err
 			}
-			defer log.Sync()
+			defer closeLog()
 			// Only SIGTERM stops it (a machine shutting down): the
 			// agent's own end must not, that is what it watches for.
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM)
@@ -287,24 +330,4 @@ func printHomeCommand(use, short string, f func(home string) (string, error)) *c
 	}
 	addHome(cmd, &home)
 	return cmd
-}
-
-// newLogger builds the one logger of the process: readable on a terminal,
-// JSON for log collectors otherwise.
-func newLogger(level string) (*zap.Logger, error) {
-	lvl, err := zapcore.ParseLevel(level)
-	if err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
-	}
-	var enc zapcore.Encoder
-	if isatty.IsTerminal(os.Stderr.Fd()) || isatty.IsCygwinTerminal(os.Stderr.Fd()) {
-		cfg := zap.NewDevelopmentEncoderConfig()
-		cfg.EncodeLevel = zapcore.CapitalColorLevelEncoder
-		enc = zapcore.NewConsoleEncoder(cfg)
-	} else {
-		cfg := zap.NewProductionEncoderConfig()
-		cfg.EncodeTime = zapcore.ISO8601TimeEncoder
-		enc = zapcore.NewJSONEncoder(cfg)
-	}
-	return zap.New(zapcore.NewCore(enc, zapcore.Lock(os.Stderr), lvl)), nil
 }
