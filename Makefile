@@ -19,7 +19,7 @@ override VERSION := $(patsubst v%,%,$(VERSION))
 LDFLAGS := -X github.com/tendrildeploy/tendril/version.Version=$(VERSION)
 FUZZTIME ?= 30s
 
-.PHONY: build run test fuzz
+.PHONY: build run test fuzz dist
 
 ## build: put tendril-server, tendril-agent and calamari, stamped with VERSION, in ./bin,
 ## and the Calamari bundle (cross-built for every platform, unsigned) in ./dist
@@ -35,11 +35,21 @@ build:
 run: build
 	@VERSION=$(VERSION) scripts/run.sh
 
-## test: install test dependencies, vet, and run every test with the race detector
+## test: install test dependencies, vet, cross-build for Windows and macOS, and run
+## every test with the race detector
 test:
 	@scripts/deps.sh
 	$(GO) vet ./...
+	GOOS=windows $(GO) vet ./agent/... ./cmd/...
+	GOOS=windows $(GO) build ./...
+	GOOS=darwin $(GO) build ./...
+	sh -n scripts/install.sh && bash -n scripts/dist.sh
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+## dist: release archives for linux/amd64, linux/arm64, windows/amd64 and darwin/arm64
+## (agent with install.sh, server, Calamari bundle) and SHA256SUMS in ./dist
+dist:
+	@scripts/dist.sh "$(VERSION)"
 
 ## fuzz: run every fuzz target for FUZZTIME each (default 30s)
 fuzz:

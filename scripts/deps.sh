@@ -8,6 +8,9 @@ missing=()
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # A C compiler: go test -race needs cgo.
 command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+# systemd-analyze: verifies the agent's generated systemd unit. Debian's
+# systemd package provides it; it works without systemd as PID 1.
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 
 if [ ${#missing[@]} -eq 0 ]; then
 	exit 0
