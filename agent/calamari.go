@@ -49,7 +49,7 @@ func errorCode(err error) string {
 	switch {
 	case calamari.IsBadRequest(err) || task.IsBadRequest(err) || upgrade.IsRefused(err):
 		return protocol.CodeBadRequest
-	case errors.Is(err, task.ErrClosed):
+	case errors.Is(err, task.ErrClosed), errors.Is(err, upgrade.ErrBusy):
 		return protocol.CodeUnavailable
 	default:
 		return protocol.CodeInternal

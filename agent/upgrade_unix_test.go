@@ -201,6 +201,11 @@ func TestUpgradeWaitsForIdle(t *testing.T) {
 	if want := "agent is busy with 1 tasks; the upgrade waits for idle"; err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("got %v, want %q", err, want)
 	}
+	// Unavailable, not bad request: the coordinator retries once idle
+	// rather than failing the agent.
+	if !protocol.IsCode(err, protocol.CodeUnavailable) {
+		t.Errorf("busy refusal: got %v, want code %s", err, protocol.CodeUnavailable)
+	}
 	if _, ok := loadUpgrade(t, ta.home); ok {
 		t.Error("a refused upgrade left state behind")
 	}

@@ -502,6 +502,12 @@ func (s *Server) upgradeAgent(ctx context.Context, r store.Rollout, a store.Roll
 					fmt.Sprintf("the agent installed %s and is restarting into it; waiting for it to connect", r.Version))
 			case ctx.Err() != nil:
 				return
+			case protocol.IsCode(err, protocol.CodeUnavailable):
+				// A task started between the idle check and the offer:
+				// not a failure, the agent is simply not idle yet.
+				s.upgrades.setBusy(a.AgentID, true)
+				s.setUpgradeState(ctx, r.ID, a.AgentID, inFlight, store.UpgradeWaitingForIdle,
+					"the agent became busy; waiting for its tasks to end")
 			case errors.As(err, &re), errors.Is(err, errUpgradeRefused):
 				msg := err.Error()
 				if re != nil {
@@ -551,6 +557,11 @@ func (s *Server) waitIdle(ctx context.Context, agentID string, deadline time.Tim
 			busy, err := s.agentBusy(ctx, agentID)
 			if err == nil && !busy {
 				return as, ""
+			}
+			if busy && s.upgrades.isBusy(agentID) {
+				// Its last report said busy: ask again rather than wait
+				// for the next health interval.
+				s.checkHealth(ctx, []*agentSession{as})
 			}
 		}
 		left := time.Until(deadline)

@@ -174,6 +174,7 @@ const (
 	fakeRollback = "rollback" // install, then come back at the old version reporting a rollback
 	fakeRefuse   = "refuse"   // refuse the offer
 	fakeVanish   = "vanish"   // install, then never come back
+	fakeBusyOnce = "busy"     // say busy to the first offer (a task just started), then behave as ok
 )
 
 func newFakeAgent(t *testing.T, ts *testServer, name, env, version string) *fakeAgent {
@@ -286,6 +287,13 @@ func (f *fakeAgent) handle(st io.ReadWriteCloser) {
 		f.mu.Unlock()
 		if mode == fakeRefuse {
 			protocol.WriteError(st, protocol.CodeBadRequest, "package signature does not verify")
+			return
+		}
+		if mode == fakeBusyOnce {
+			f.mu.Lock()
+			f.mode = fakeOK
+			f.mu.Unlock()
+			protocol.WriteError(st, protocol.CodeUnavailable, "agent is busy with 1 tasks; the upgrade waits for idle")
 			return
 		}
 		protocol.WriteFrame(st, protocol.TypePushReady, protocol.PushReady{})
@@ -667,4 +675,23 @@ func TestRolloutUpgradesAgentBelowMinimumProtocol(t *testing.T) {
 		v := ts.agentView(t, "old")
 		return v.Connected && v.Version == "2.0.0" && v.Protocol == 2 && v.Upgrade == UpgradeNone
 	})
+}
+
+// TestRolloutBusyAtOfferWaits: a task that starts between the idle check
+// and the offer makes the agent answer busy; the rollout waits for idle
+// again and then upgrades it, counting no failure.
+func TestRolloutBusyAtOfferWaits(t *testing.T) {
+	ts := startServer(t, nil)
+	ts.pushPackage(t, "2.0.0", "linux", "amd64", smallELF("v2"))
+	f := newFakeAgent(t, ts, "web-1", "Test", "1.0.0")
+	f.set(func(f *fakeAgent) { f.mode = fakeBusyOnce })
+	ts.waitConnected(t, "web-1")
+	r, err := ts.StartRollout(context.Background(), RolloutRequest{Environment: "Test", Version: "2.0.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := ts.waitRollout(t, r.ID)
+	if v.State != "succeeded" || f.offerCount() != 2 {
+		t.Fatalf("got %s (%s) after %d offers, want succeeded after 2", v.State, v.Reason, f.offerCount())
+	}
 }

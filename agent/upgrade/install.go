@@ -29,6 +29,11 @@ const SmokeTimeout = 30 * time.Second
 // RefusedError is an upgrade refused because of what was offered (or
 // when): the coordinator is told with CodeBadRequest, and nothing on the
 // agent changed.
+// ErrBusy refuses an upgrade for now: tasks are running. Unlike a
+// RefusedError it is not the request's fault, and the same offer succeeds
+// once the agent is idle.
+var ErrBusy = errors.New("agent is busy")
+
 type RefusedError struct{ Msg string }
 
 func (e *RefusedError) Error() string { return e.Msg }
@@ -96,7 +101,7 @@ func Check(p Params, req protocol.AgentUpgrade, runningTasks int) error {
 		return refused("grace period %ds is negative", req.GraceSeconds)
 	}
 	if runningTasks > 0 {
-		return refused("agent is busy with %d tasks; the upgrade waits for idle", runningTasks)
+		return fmt.Errorf("%w with %d tasks; the upgrade waits for idle", ErrBusy, runningTasks)
 	}
 	st, ok, err := Load(p.Home)
 	if err != nil {
