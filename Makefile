@@ -19,7 +19,7 @@ override VERSION := $(patsubst v%,%,$(VERSION))
 LDFLAGS := -X github.com/tendrildeploy/tendril/version.Version=$(VERSION)
 FUZZTIME ?= 30s
 
-.PHONY: build run test fuzz dist
+.PHONY: build run test fuzz dist bench-quick bench
 
 ## build: put tendril-server, tendril-agent and calamari, stamped with VERSION, in ./bin,
 ## and the Calamari bundle (cross-built for every platform, unsigned) in ./dist
@@ -54,3 +54,18 @@ dist:
 ## fuzz: run every fuzz target for FUZZTIME each (default 30s)
 fuzz:
 	@FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
+
+## bench-quick: fleet benchmark at 1,000 simulated agents (a few minutes); results and
+## coordinator profiles in bench-results/ (see BENCHMARKS.md). Not part of test.
+bench-quick:
+	@mkdir -p bin bench-results
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/tendril-server ./cmd/tendril-server
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/tendril-fleet ./cmd/tendril-fleet
+	bin/tendril-fleet bench --agents 1000 --storms 3 --out bench-results/quick.md
+
+## bench: fleet benchmark at 1,000, 5,000 and 10,000 simulated agents (within 15 minutes)
+bench:
+	@mkdir -p bin bench-results
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/tendril-server ./cmd/tendril-server
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/tendril-fleet ./cmd/tendril-fleet
+	bin/tendril-fleet bench --agents 1000,5000,10000 --out bench-results/results.md

@@ -73,6 +73,12 @@ type Config struct {
 	// it runs in the foreground. After a failed upgrade the watchdog
 	// restarts the agent through that service manager.
 	Service string
+	// NoHomeLock skips the lock on <home>/agent.lock that keeps two
+	// agents off one home. It is set only by the fleet simulator
+	// (package fleet), which runs many agents in one process and owns
+	// their homes: one lock file descriptor per agent would double its
+	// open files. A real agent always locks its home.
+	NoHomeLock bool
 
 	// exe is the agent binary an upgrade replaces; tests point it at a
 	// copy. Default: the running executable.
@@ -350,9 +356,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.stopped.Load() {
 		return errors.New("run agent: it already ran and stopped; create a new Agent")
 	}
-	unlock, err := lockHome(a.cfg.Home)
-	if err != nil {
-		return err
+	unlock := func() {}
+	if !a.cfg.NoHomeLock {
+		var err error
+		if unlock, err = lockHome(a.cfg.Home); err != nil {
+			return err
+		}
 	}
 	defer unlock()
 	defer a.stopTasks(ctx) // before the unlock: no task outlives the lock

@@ -25,7 +25,13 @@ func (s *Server) pollHealth(ctx context.Context) {
 		case <-t.C:
 			start := time.Now()
 			n := s.checkHealth(ctx, s.sessions.snapshot())
-			s.log.Debug("health sweep done", zap.Int("agents", n), zap.Duration("took", time.Since(start)))
+			took := time.Since(start)
+			if ctx.Err() == nil {
+				s.metrics.sweepSeconds.Set(took.Seconds())
+				s.metrics.sweepAgents.Set(float64(n))
+				s.metrics.sweeps.Inc()
+			}
+			s.log.Debug("health sweep done", zap.Int("agents", n), zap.Duration("took", took))
 		}
 	}
 }

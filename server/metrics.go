@@ -19,6 +19,11 @@ type metrics struct {
 	handshakes     *prometheus.CounterVec
 	healthDuration prometheus.Histogram
 	healthChecks   *prometheus.CounterVec
+	// sweepSeconds and sweepAgents describe the last periodic health
+	// sweep (checks plus the batched write); sweeps counts them.
+	sweepSeconds prometheus.Gauge
+	sweepAgents  prometheus.Gauge
+	sweeps       prometheus.Counter
 }
 
 func newMetrics(connected func() float64) *metrics {
@@ -40,7 +45,20 @@ func newMetrics(connected func() float64) *metrics {
 		Name: "tendril_health_checks_total",
 		Help: "Agent health checks by resulting health.",
 	}, []string{"health"})
+	m.sweepSeconds = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "tendril_health_sweep_seconds",
+		Help: "Duration of the last periodic health sweep: every connected agent checked and the results stored.",
+	})
+	m.sweepAgents = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "tendril_health_sweep_agents",
+		Help: "Agents checked by the last periodic health sweep.",
+	})
+	m.sweeps = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tendril_health_sweeps_total",
+		Help: "Periodic health sweeps completed.",
+	})
 	m.registry.MustRegister(m.connected, m.handshakes, m.healthDuration, m.healthChecks,
+		m.sweepSeconds, m.sweepAgents, m.sweeps,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, o := range []string{outcomeOK, outcomeFailed, outcomeRefused, outcomeShed} {
 		m.handshakes.WithLabelValues(o)

@@ -187,6 +187,13 @@ func newRunCmd(e env) *cobra.Command {
 				log.Named("cmd").Warn("agents may connect with TLS below 1.2; such agents are shown with a health warning",
 					zap.String("tls_min", tlsMin))
 			}
+			if a := e.getenv(envPprof); a != "" {
+				pa, err := startPprof(a)
+				if err != nil {
+					return err
+				}
+				log.Named("cmd").Info("serving pprof", zap.String("addr", pa.String()))
+			}
 			srv, err := server.New(c.Context(), server.Config{
 				DataDir: dir, Listen: listen, HTTP: httpAddr, HTTPTLS: httpTLS,
 				TLSMin: minVersion, HealthInterval: healthInterval,
