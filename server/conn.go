@@ -66,13 +66,21 @@ func (s *Server) acceptAgents() error {
 			s.shed(conn)
 			continue
 		}
-		select {
-		case s.handshakes <- struct{}{}:
-		default:
+		if s.admission.tryNow() {
+			s.goFunc(func() { s.handleConn(conn) })
+			continue
+		}
+		if !s.admission.enqueue() {
 			s.shed(conn)
 			continue
 		}
-		s.goFunc(func() { s.handleConn(conn) })
+		s.goFunc(func() {
+			if !s.admission.await(s.ctx) {
+				s.shed(conn)
+				return
+			}
+			s.handleConn(conn)
+		})
 	}
 }
 
@@ -88,7 +96,7 @@ func (s *Server) handleConn(raw net.Conn) {
 	release := func() {
 		if !released {
 			released = true
-			<-s.handshakes
+			s.admission.release()
 		}
 	}
 	defer release()

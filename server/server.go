@@ -63,10 +63,17 @@ type Config struct {
 	// HandshakeTimeout bounds TLS plus Hello for a new connection; a peer
 	// that connects and sends nothing is dropped after it. Default 10 s.
 	HandshakeTimeout time.Duration
+	// HandshakeQueue connections may wait up to HandshakeQueueWait for
+	// one of the MaxHandshakes handshake slots instead of being shed at
+	// once. Defaults 2048 and 5 s (below the agents' 10 s handshake
+	// timeout, so a queued agent is never left waiting in vain).
+	HandshakeQueue     int
+	HandshakeQueueWait time.Duration
 	// AcceptRate and AcceptBurst limit new connections per second, and
 	// MaxHandshakes the handshakes in progress, so a reconnect storm is
 	// shed (agents back off and retry) instead of overwhelming the
-	// coordinator. Defaults 500/s, 1000, and 256.
+	// coordinator. Defaults 2000/s, 4000, and 256: the handshake queue
+	// bounds the work, so the rate only guards against floods.
 	AcceptRate    float64
 	AcceptBurst   int
 	MaxHandshakes int
@@ -125,13 +132,19 @@ func (c *Config) setDefaults() {
 		c.HandshakeTimeout = 10 * time.Second
 	}
 	if c.AcceptRate <= 0 {
-		c.AcceptRate = 500
+		c.AcceptRate = 2000
 	}
 	if c.AcceptBurst <= 0 {
-		c.AcceptBurst = 1000
+		c.AcceptBurst = 4000
 	}
 	if c.MaxHandshakes <= 0 {
 		c.MaxHandshakes = 256
+	}
+	if c.HandshakeQueue <= 0 {
+		c.HandshakeQueue = 2048
+	}
+	if c.HandshakeQueueWait <= 0 {
+		c.HandshakeQueueWait = 5 * time.Second
 	}
 	if c.PushConcurrency <= 0 {
 		c.PushConcurrency = 16
@@ -174,8 +187,8 @@ type Server struct {
 	httpLn  net.Listener
 	httpSrv *http.Server
 
-	limiter    *rate.Limiter
-	handshakes chan struct{} // semaphore of handshakes in progress
+	limiter   *rate.Limiter
+	admission *admission // handshakes in progress and waiting
 
 	tasks     taskRuns      // tasks being driven by this coordinator
 	pushLocks pushLocks     // one push per agent at a time
@@ -221,16 +234,16 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 	s := &Server{
-		cfg:        cfg,
-		log:        cfg.Logger.Named("server"),
-		store:      st,
-		ids:        ids,
-		signing:    signing,
-		sessions:   newRegistry(),
-		limiter:    rate.NewLimiter(rate.Limit(cfg.AcceptRate), cfg.AcceptBurst),
-		handshakes: make(chan struct{}, cfg.MaxHandshakes),
-		pushSem:    make(chan struct{}, cfg.PushConcurrency),
-		done:       make(chan struct{}),
+		cfg:       cfg,
+		log:       cfg.Logger.Named("server"),
+		store:     st,
+		ids:       ids,
+		signing:   signing,
+		sessions:  newRegistry(),
+		limiter:   rate.NewLimiter(rate.Limit(cfg.AcceptRate), cfg.AcceptBurst),
+		admission: newAdmission(cfg.MaxHandshakes, cfg.HandshakeQueue, cfg.HandshakeQueueWait),
+		pushSem:   make(chan struct{}, cfg.PushConcurrency),
+		done:      make(chan struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.metrics = newMetrics(func() float64 { return float64(s.sessions.count()) })

@@ -157,6 +157,8 @@ func newRunCmd(e env) *cobra.Command {
 		data, listen, httpAddr, tlsMin string
 		httpCert, httpKey, logLevel    string
 		healthInterval                 time.Duration
+		acceptRate                     float64
+		maxHandshakes, handshakeQueue  int
 	)
 	c := &cobra.Command{
 		Use:   "run --data DIR",
@@ -173,6 +175,9 @@ func newRunCmd(e env) *cobra.Command {
 			}
 			if healthInterval <= 0 {
 				return usageErrorf(c, "--health-interval must be positive, got %s", healthInterval)
+			}
+			if acceptRate < 0 || maxHandshakes < 0 || handshakeQueue < 0 {
+				return usageErrorf(c, "--accept-rate, --max-handshakes and --handshake-queue must not be negative")
 			}
 			httpTLS, err := loadHTTPTLS(httpCert, httpKey)
 			if err != nil {
@@ -197,6 +202,8 @@ func newRunCmd(e env) *cobra.Command {
 			srv, err := server.New(c.Context(), server.Config{
 				DataDir: dir, Listen: listen, HTTP: httpAddr, HTTPTLS: httpTLS,
 				TLSMin: minVersion, HealthInterval: healthInterval,
+				AcceptRate: acceptRate, AcceptBurst: int(2 * acceptRate),
+				MaxHandshakes: maxHandshakes, HandshakeQueue: handshakeQueue,
 				Version: version.Version, Logger: log,
 			})
 			if err != nil {
@@ -211,6 +218,9 @@ func newRunCmd(e env) *cobra.Command {
 	f.StringVar(&httpAddr, "http", server.DefaultHTTP, "address of the HTTP API; beyond loopback it needs --http-cert and --http-key")
 	f.StringVar(&tlsMin, "tls-min", "1.2", "lowest TLS version agents may use: 1.0, 1.1, 1.2 or 1.3 (below 1.2 only for old hosts)")
 	f.DurationVar(&healthInterval, "health-interval", time.Minute, "how often every connected agent's health is checked")
+	f.Float64Var(&acceptRate, "accept-rate", 0, "new agent connections accepted per second, bursts of twice that; beyond it connections are shed (0: 2000)")
+	f.IntVar(&maxHandshakes, "max-handshakes", 0, "agent TLS handshakes in progress at once (0: 256)")
+	f.IntVar(&handshakeQueue, "handshake-queue", 0, "connections that may wait up to 5s for a handshake slot before being shed (0: 2048)")
 	f.StringVar(&httpCert, "http-cert", "", "PEM certificate (chain) to serve the HTTP API over HTTPS")
 	f.StringVar(&httpKey, "http-key", "", "PEM private key of --http-cert")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
