@@ -67,6 +67,9 @@ func (s *Server) handler() http.Handler {
 	api("GET /api/tasks/{id}", s.apiTask)
 	api("GET /api/tasks/{id}/log", s.apiTaskLog)
 	api("POST /api/tasks/{id}/cancel", s.apiCancelTask)
+	api("GET /api/maintenance", s.apiMaintenance)
+	api("PUT /api/maintenance", s.apiSetMaintenance)
+	api("POST /api/backup/snapshot", s.apiBackupSnapshot)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path))
 	})

@@ -155,6 +155,11 @@ func (s *Server) StartRollout(ctx context.Context, req RolloutRequest) (RolloutV
 	if req.Batch < 0 || req.MaxFailures < 0 || req.GraceSeconds < 0 {
 		return RolloutView{}, userError(ErrBadRequest, "batch, max failures and grace must not be negative")
 	}
+	done, err := s.beginWork()
+	if err != nil {
+		return RolloutView{}, err
+	}
+	defer done()
 	if req.Batch == 0 {
 		req.Batch = DefaultRolloutBatch
 	}

@@ -195,6 +195,7 @@ type Server struct {
 	pushSem   chan struct{} // bounds automatic pushes
 	updating  sync.Map      // agent IDs with an automatic push in progress
 	upgrades  upgradeState  // rollouts' view of agents: busy, hellos seen
+	maint     maintenance   // maintenance mode: no new tasks or rollouts
 
 	// wg tracks every goroutine the server starts; Run waits for it.
 	wg        sync.WaitGroup
@@ -244,6 +245,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		admission: newAdmission(cfg.MaxHandshakes, cfg.HandshakeQueue, cfg.HandshakeQueueWait),
 		pushSem:   make(chan struct{}, cfg.PushConcurrency),
 		done:      make(chan struct{}),
+	}
+	if err := s.loadMaintenance(ctx); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("new coordinator: %w", err)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.metrics = newMetrics(func() float64 { return float64(s.sessions.count()) })

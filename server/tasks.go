@@ -78,6 +78,11 @@ func (s *Server) CreateTasks(ctx context.Context, req TaskRequest) ([]TaskView, 
 	if len(req.Args) == 0 {
 		return nil, userError(ErrBadRequest, "no Calamari arguments given (e.g. run-script --inline 'echo hello')")
 	}
+	done, err := s.beginWork()
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	agents, err := s.targetAgents(ctx, UpdateTarget{Agent: req.Agent, Environment: req.Environment})
 	if err != nil {
 		return nil, err

@@ -88,6 +88,7 @@ func newRootCmd(e env) *cobra.Command {
 		newTokenCmd(e), newAgentsCmd(e), newCertificateCmd(e),
 		newCalamariCmd(e), newTaskCmd(e), newVersionCmd(e),
 		newAgentPackageCmd(e), newUpgradeCmd(e), newRolloutCmd(e),
+		newMaintenanceCmd(e), newBackupCmd(e), newRestoreCmd(e),
 	)
 	return root
 }
