@@ -164,6 +164,7 @@ type fakeAgent struct {
 	closed   bool
 	wg       sync.WaitGroup
 	switchTo func(*testServer) // reconnect to another coordinator (restart test)
+	welcomes int               // sessions that got their Welcome
 	proto    int               // protocol spoken; 0 means 1
 	newProto int               // protocol spoken after an upgrade; 0 means unchanged
 }
@@ -205,6 +206,23 @@ func newFakeAgent(t *testing.T, ts *testServer, name, env, version string) *fake
 	return f
 }
 
+// failed reports a connection failure unless the test is tearing the
+// agent down, when sessions in flight are expected to break.
+func (f *fakeAgent) failed(step string, err error) {
+	f.mu.Lock()
+	closed := f.closed
+	f.mu.Unlock()
+	if !closed {
+		f.t.Errorf("%s: %s: %v", f.name, step, err)
+	}
+}
+
+func (f *fakeAgent) welcomeCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.welcomes
+}
+
 func (f *fakeAgent) offerCount() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -229,7 +247,7 @@ func (f *fakeAgent) connect() {
 	f.mu.Unlock()
 	p, err := dialPeer(f.t, ts, f.id)
 	if err != nil {
-		f.t.Errorf("%s: reconnect: %v", f.name, err)
+		f.failed("reconnect", err)
 		return
 	}
 	f.mu.Lock()
@@ -252,10 +270,11 @@ func (f *fakeAgent) connect() {
 	}()
 	var w protocol.Welcome
 	if err := p.call(protocol.TypeHello, hello, protocol.TypeWelcome, &w); err != nil {
-		f.t.Errorf("%s: hello: %v", f.name, err)
+		f.failed("hello", err)
 		return
 	}
 	f.mu.Lock()
+	f.welcomes++
 	f.acked = w.UpgradeAcknowledged
 	if w.UpgradeAcknowledged {
 		f.report = nil
@@ -590,9 +609,13 @@ func TestRolloutResumesAfterCoordinatorRestart(t *testing.T) {
 	b.connect()
 	a.set(func(f *fakeAgent) { f.ts = ts2 })
 	a.connect()
+	welcomed := b.welcomeCount()
 	if v = ts2.waitRollout(t, v.ID); v.State != store.RolloutSucceeded || v.Counts[store.UpgradeSucceeded] != 2 {
 		t.Fatalf("got %s (%s) %v", v.State, v.Reason, agentStates(v))
 	}
+	// Success is concluded from b's new Hello, before its Welcome is
+	// written; let that session finish starting before the test ends.
+	eventually(t, "b welcomed at the new version", func() bool { return b.welcomeCount() > welcomed })
 	if a.offerCount() != 1 || b.offerCount() != 1 {
 		t.Errorf("offers: a %d, b %d; want one each", a.offerCount(), b.offerCount())
 	}
