@@ -230,9 +230,17 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	st := cfg.Store
 	if st == nil {
-		if st, err = store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, dbFile)); err != nil {
+		sq, err := store.OpenSQLiteWith(ctx, filepath.Join(cfg.DataDir, dbFile), store.Options{BackupDir: backupsDir(cfg.DataDir)})
+		if errors.Is(err, store.ErrSchemaTooNew) {
+			return nil, fmt.Errorf("new coordinator: %w; %s", err, restoreHint(cfg.DataDir))
+		}
+		if err != nil {
 			return nil, fmt.Errorf("new coordinator: %w", err)
 		}
+		if b := sq.PreMigrationBackup(); b != "" {
+			cfg.Logger.Named("server").Info("database backed up before its schema was migrated", zap.String("backup", b))
+		}
+		st = sq
 	}
 	s := &Server{
 		cfg:       cfg,

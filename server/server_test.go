@@ -3,8 +3,10 @@ package server
 import (
 	"context"
 	"crypto/tls"
+	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -353,5 +355,34 @@ func TestCoordinatorCertificateRotation(t *testing.T) {
 	ts2 := runServer(t, ts.dir, nil)
 	if ts2.Thumbprint() != res.Thumbprint {
 		t.Errorf("after restart: got %s, want %s", ts2.Thumbprint(), res.Thumbprint)
+	}
+}
+
+func TestNewerDatabaseNamesTheBackup(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Init(context.Background(), dir); err != nil {
+		t.Fatal(err)
+	}
+	// A newer coordinator migrated the database one version further.
+	db, err := sql.Open("sqlite", filepath.Join(dir, dbFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`INSERT INTO schema_migrations (version, applied_at) VALUES (?, 0)`, store.SchemaVersion+1); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	cfg := Config{DataDir: dir, Listen: "127.0.0.1:0", HTTP: "127.0.0.1:0"}
+	if _, err := New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "tendril-server backup") {
+		t.Fatalf("no copy kept: got %v, want advice to restore a backup", err)
+	}
+	// With the copy the newer coordinator took before migrating, the
+	// refusal names it.
+	os.MkdirAll(backupsDir(dir), 0o700)
+	copyPath := filepath.Join(backupsDir(dir), fmt.Sprintf("tendril-schema%d-20260101T000000.000Z.db", store.SchemaVersion))
+	os.WriteFile(copyPath, nil, 0o600)
+	_, err = New(context.Background(), cfg)
+	if err == nil || !strings.Contains(err.Error(), copyPath) || !strings.Contains(err.Error(), "nothing was written") {
+		t.Fatalf("got %v, want the refusal to name %s", err, copyPath)
 	}
 }

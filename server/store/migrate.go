@@ -62,19 +62,20 @@ func loadMigrations() ([]migration, error) {
 
 // checkVersion refuses a database from a newer coordinator before anything
 // is written to it.
-func checkVersion(ctx context.Context, abs string) error {
+// It returns the database's schema version.
+func checkVersion(ctx context.Context, abs string) (int, error) {
 	// Only busy_timeout: journal_mode=WAL, unlike the other pragmas,
 	// persists in the file.
 	db, err := sql.Open("sqlite", dsn(abs, busyPragma()))
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer db.Close()
 	v, err := schemaVersion(ctx, db)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	return tooNew(v)
+	return v, tooNew(v)
 }
 
 func tooNew(v int) error {

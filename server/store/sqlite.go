@@ -40,6 +40,8 @@ type SQLite struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	preMigration string // see PreMigrationBackup
 }
 
 var _ Store = (*SQLite)(nil)
@@ -49,18 +51,32 @@ var _ Store = (*SQLite)(nil)
 // an error wrapping ErrSchemaTooNew and without writing anything, a database
 // migrated by a newer coordinator.
 func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
-	s, err := openSQLite(ctx, path)
+	return OpenSQLiteWith(ctx, path, Options{})
+}
+
+// Options tune OpenSQLiteWith.
+type Options struct {
+	// BackupDir, if set, receives a copy of an existing database before a
+	// migration changes it, named tendril-schema<N>-<time>.db after the
+	// schema version it holds: a coordinator upgraded by mistake can go
+	// back to it. If the copy fails, nothing is migrated.
+	BackupDir string
+}
+
+// OpenSQLiteWith is OpenSQLite with options.
+func OpenSQLiteWith(ctx context.Context, path string, o Options) (*SQLite, error) {
+	migs, err := loadMigrations()
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
+	}
+	s, err := openSQLite(ctx, path, o, migs)
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
 	}
 	return s, nil
 }
 
-func openSQLite(ctx context.Context, path string) (*SQLite, error) {
-	migs, err := loadMigrations()
-	if err != nil {
-		return nil, err
-	}
+func openSQLite(ctx context.Context, path string, o Options, migs []migration) (*SQLite, error) {
 	if err := createPrivate(path); err != nil {
 		return nil, err
 	}
@@ -72,8 +88,15 @@ func openSQLite(ctx context.Context, path string) (*SQLite, error) {
 	// The version check runs on a connection that sets no persistent
 	// pragmas: journal_mode=WAL rewrites the file header, and a database
 	// from a newer coordinator must be left exactly as it was.
-	if err := checkVersion(ctx, abs); err != nil {
+	v, err := checkVersion(ctx, abs)
+	if err != nil {
 		return nil, err
+	}
+	var backup string
+	if v > 0 && v < len(migs) && o.BackupDir != "" {
+		if backup, err = backupBeforeMigration(ctx, abs, o.BackupDir, v); err != nil {
+			return nil, fmt.Errorf("back up the database before migrating it from schema %d to %d: %w", v, len(migs), err)
+		}
 	}
 
 	w, err := sql.Open("sqlite", dsn(abs, append(pragmas(), "_txlock=immediate")...))
@@ -105,7 +128,39 @@ func openSQLite(ctx context.Context, path string) (*SQLite, error) {
 		s.Close()
 		return nil, err
 	}
+	s.preMigration = backup
 	return s, nil
+}
+
+// PreMigrationBackup is the copy taken before this open migrated the
+// database, "" if there was nothing to migrate.
+func (s *SQLite) PreMigrationBackup() string { return s.preMigration }
+
+// backupBeforeMigration copies the database, as it is at schema version v,
+// into dir with VACUUM INTO: a consistent copy that does not touch the
+// original.
+func backupBeforeMigration(ctx context.Context, abs, dir string, v int) (string, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	dest := filepath.Join(dir, fmt.Sprintf("tendril-schema%d-%s.db", v, time.Now().UTC().Format("20060102T150405.000Z")))
+	// VACUUM INTO accepts an empty file, which lets it be made 0600 first.
+	f, err := os.OpenFile(dest, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return "", err
+	}
+	f.Close()
+	db, err := sql.Open("sqlite", dsn(abs, busyPragma()))
+	if err != nil {
+		os.Remove(dest)
+		return "", err
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, `VACUUM INTO ?`, dest); err != nil {
+		os.Remove(dest)
+		return "", err
+	}
+	return dest, nil
 }
 
 // pragmas are DSN parameters, rather than statements run after opening,
