@@ -152,6 +152,9 @@ bundle="dist/calamari-${VERSION:-0.0.0-dev}.tar.gz"
 if [ -f "$bundle" ]; then
 	say "Uploading the Calamari bundle $bundle"
 	"$server" calamari push "$bundle" --data "$data" || die "could not upload $bundle; see $data/server.log"
+	# Install it now rather than at the next health check, so the agent is
+	# listed current from the start.
+	"$server" calamari update --agent "$name" --data "$data" || die "could not install Calamari on $name; see $data/agent.log"
 fi
 
 say ""
