@@ -70,6 +70,7 @@ func (s *Server) handler() http.Handler {
 	api("GET /api/maintenance", s.apiMaintenance)
 	api("PUT /api/maintenance", s.apiSetMaintenance)
 	api("POST /api/backup/snapshot", s.apiBackupSnapshot)
+	api("GET /api/updates", s.apiUpdates)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path))
 	})

@@ -97,6 +97,12 @@ type Config struct {
 	// and restart the previous binary and for it to report. Default 60
 	// seconds; tests shorten it.
 	UpgradeReconnectMargin time.Duration
+	// ReleaseFeed is where newer coordinator versions are listed: an
+	// http(s) URL, a file:// URL or a file path. "" checks nothing.
+	ReleaseFeed string
+	// ReleaseCheckInterval is how often ReleaseFeed is read after the
+	// first read at start. Default 6 hours.
+	ReleaseCheckInterval time.Duration
 	// Version is this coordinator's version.
 	Version string
 	// Logger receives the coordinator's logs. Default: no logs.
@@ -164,6 +170,9 @@ func (c *Config) setDefaults() {
 	if c.UpgradeReconnectMargin <= 0 {
 		c.UpgradeReconnectMargin = time.Minute
 	}
+	if c.ReleaseCheckInterval <= 0 {
+		c.ReleaseCheckInterval = DefaultReleaseCheckInterval
+	}
 	if c.Version == "" {
 		c.Version = "0.0.0-dev"
 	}
@@ -196,6 +205,7 @@ type Server struct {
 	updating  sync.Map      // agent IDs with an automatic push in progress
 	upgrades  upgradeState  // rollouts' view of agents: busy, hellos seen
 	maint     maintenance   // maintenance mode: no new tasks or rollouts
+	releases  releaseState  // what the release feed last said
 
 	// wg tracks every goroutine the server starts; Run waits for it.
 	wg        sync.WaitGroup
@@ -219,6 +229,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if err := checkHTTPBind(cfg.HTTP, cfg.HTTPTLS != nil); err != nil {
 		return nil, fmt.Errorf("new coordinator: %w", err)
+	}
+	if cfg.ReleaseFeed != "" {
+		if _, err := parseReleaseSource(cfg.ReleaseFeed); err != nil {
+			return nil, fmt.Errorf("new coordinator: %w", err)
+		}
 	}
 	ids, err := loadIdentities(cfg.DataDir)
 	if err != nil {
@@ -346,6 +361,9 @@ func (s *Server) Run(ctx context.Context) error {
 	})
 	pollCtx, stopPoll := context.WithCancel(context.Background())
 	s.goFunc(func() { s.pollHealth(pollCtx) })
+	if s.cfg.ReleaseFeed != "" {
+		s.goFunc(func() { s.watchReleases(pollCtx) })
+	}
 	if err := s.resumeTasks(ctx); err != nil {
 		s.log.Error("resume unfinished tasks failed", zap.Error(err))
 	}

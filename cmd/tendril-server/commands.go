@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -157,7 +158,8 @@ func newRunCmd(e env) *cobra.Command {
 	var (
 		data, listen, httpAddr, tlsMin string
 		httpCert, httpKey, logLevel    string
-		healthInterval                 time.Duration
+		releaseFeed                    string
+		healthInterval, releaseCheck   time.Duration
 		acceptRate                     float64
 		maxHandshakes, handshakeQueue  int
 	)
@@ -176,6 +178,9 @@ func newRunCmd(e env) *cobra.Command {
 			}
 			if healthInterval <= 0 {
 				return usageErrorf(c, "--health-interval must be positive, got %s", healthInterval)
+			}
+			if releaseCheck <= 0 {
+				return usageErrorf(c, "--release-check-interval must be positive, got %s", releaseCheck)
 			}
 			if acceptRate < 0 || maxHandshakes < 0 || handshakeQueue < 0 {
 				return usageErrorf(c, "--accept-rate, --max-handshakes and --handshake-queue must not be negative")
@@ -205,6 +210,7 @@ func newRunCmd(e env) *cobra.Command {
 				TLSMin: minVersion, HealthInterval: healthInterval,
 				AcceptRate: acceptRate, AcceptBurst: int(2 * acceptRate),
 				MaxHandshakes: maxHandshakes, HandshakeQueue: handshakeQueue,
+				ReleaseFeed: releaseFeed, ReleaseCheckInterval: releaseCheck,
 				Version: version.Version, Logger: log,
 			})
 			if err != nil {
@@ -222,6 +228,8 @@ func newRunCmd(e env) *cobra.Command {
 	f.Float64Var(&acceptRate, "accept-rate", 0, "new agent connections accepted per second, bursts of twice that; beyond it connections are shed (0: 2000)")
 	f.IntVar(&maxHandshakes, "max-handshakes", 0, "agent TLS handshakes in progress at once (0: 256)")
 	f.IntVar(&handshakeQueue, "handshake-queue", 0, "connections that may wait up to 5s for a handshake slot before being shed (0: 2048)")
+	f.StringVar(&releaseFeed, "release-feed", "", "URL or file of the release feed to check for newer coordinator versions (see GET /api/updates)")
+	f.DurationVar(&releaseCheck, "release-check-interval", server.DefaultReleaseCheckInterval, "how often the release feed is read after the first read at start")
 	f.StringVar(&httpCert, "http-cert", "", "PEM certificate (chain) to serve the HTTP API over HTTPS")
 	f.StringVar(&httpKey, "http-key", "", "PEM private key of --http-cert")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -442,20 +450,74 @@ func newCertificateCmd(e env) *cobra.Command {
 	return group
 }
 
+// versionCheckTimeout bounds "version --check": one small GET.
+const versionCheckTimeout = 30 * time.Second
+
 func newVersionCmd(e env) *cobra.Command {
-	var asJSON bool
+	var (
+		t      targetFlags
+		asJSON bool
+		check  bool
+	)
 	c := &cobra.Command{
-		Use:   "version",
-		Short: "Print the version",
+		Use:   "version [--check]",
+		Short: "Print the version; with --check, ask the running coordinator whether a newer one is out",
 		Args:  noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			if asJSON {
-				return writeJSON(e.stdout, map[string]string{"version": version.Version})
+			if !check {
+				if asJSON {
+					return writeJSON(e.stdout, map[string]string{"version": version.Version})
+				}
+				_, err := fmt.Fprintln(e.stdout, version.Version)
+				return err
 			}
-			_, err := fmt.Fprintln(e.stdout, version.Version)
-			return err
+			return adminCallFor(c, t, e, versionCheckTimeout, func(ctx context.Context, cl *admin.Client) error {
+				u, err := cl.Updates(ctx)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return writeJSON(e.stdout, struct {
+						Version string             `json:"version"`
+						Updates server.UpdatesView `json:"updates"`
+					}{version.Version, u})
+				}
+				return writeUpdates(e.stdout, version.Version, u)
+			})
 		},
 	}
-	c.Flags().BoolVar(&asJSON, "json", false, `print {"version": "..."}`)
+	addTargetFlags(c, &t)
+	c.Flags().BoolVar(&check, "check", false, "ask the running coordinator (--data or --url) whether its release feed lists a newer version")
+	c.Flags().BoolVar(&asJSON, "json", false, `print {"version": "..."}, with --check also {"updates": GET /api/updates}`)
 	return c
+}
+
+// writeUpdates prints the local version and the coordinator's update
+// notice.
+func writeUpdates(w io.Writer, local string, u server.UpdatesView) error {
+	var b strings.Builder
+	fmt.Fprintln(&b, local)
+	if u.Current != local {
+		fmt.Fprintf(&b, "The coordinator runs %s.\n", u.Current)
+	}
+	switch {
+	case u.UpdateAvailable:
+		fmt.Fprintf(&b, "Tendril %s is available (you run %s)", u.Latest, u.Current)
+		if u.NotesURL != "" {
+			fmt.Fprintf(&b, ": %s", u.NotesURL)
+		}
+		b.WriteString("\n")
+		if u.Breaking {
+			b.WriteString("This release has breaking changes: read the notes before upgrading.\n")
+		}
+	case u.CheckedAt != nil:
+		fmt.Fprintf(&b, "Up to date (release feed read %s).\n", u.CheckedAt.Local().Format(time.RFC3339))
+	case u.Error == "":
+		b.WriteString("The coordinator has not read its release feed yet; try again in a moment.\n")
+	}
+	if u.Error != "" {
+		fmt.Fprintf(&b, "Could not check for updates: %s\n", u.Error)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
 }

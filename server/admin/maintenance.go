@@ -38,3 +38,13 @@ func (c *Client) Snapshot(ctx context.Context) (server.Snapshot, error) {
 	}
 	return out, nil
 }
+
+// Updates returns what the coordinator's release feed says about newer
+// versions (GET /api/updates).
+func (c *Client) Updates(ctx context.Context) (server.UpdatesView, error) {
+	var out server.UpdatesView
+	if err := c.do(ctx, http.MethodGet, "/api/updates", nil, &out); err != nil {
+		return server.UpdatesView{}, fmt.Errorf("get update notice: %w", err)
+	}
+	return out, nil
+}
