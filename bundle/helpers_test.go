@@ -9,10 +9,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -251,18 +249,4 @@ func (f *failingReader) Read(p []byte) (int, error) {
 	k := copy(p, f.data[:min(len(f.data), f.n)])
 	f.data, f.n = f.data[k:], f.n-k
 	return k, nil
-}
-
-func listTree(t testing.TB, dir string) []string {
-	t.Helper()
-	var out []string
-	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		out = append(out, fmt.Sprintf("%s %v", filepath.ToSlash(rel), d.Type()))
-		return nil
-	})
-	return out
 }

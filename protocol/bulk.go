@@ -79,19 +79,4 @@ func PartialSize(path string) int64 {
 	return st.Size()
 }
 
-// FileTransfer describes a file on disk as a Transfer header.
-func FileTransfer(path string) (Transfer, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return Transfer{}, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return Transfer{}, fmt.Errorf("hash %s: %w", path, err)
-	}
-	return Transfer{Size: n, SHA256: hexSum(h)}, nil
-}
-
 func hexSum(h hash.Hash) string { return hex.EncodeToString(h.Sum(nil)) }
