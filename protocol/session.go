@@ -80,6 +80,13 @@ func Call(ctx context.Context, s *yamux.Session, reqType string, req any, respTy
 	stop := context.AfterFunc(ctx, func() { st.SetDeadline(time.Now()) })
 	defer stop()
 	if err := WriteFrame(st, reqType, req); err != nil {
+		// yamux can report a write as failed when the peer closed the
+		// session just after the bytes went out. A reply it sent before
+		// closing (why it refused) is already buffered: read it.
+		st.SetReadDeadline(time.Now().Add(time.Second))
+		if f, rerr := ReadFrame(st, 0); rerr == nil {
+			return DecodeReply(f, respType, resp)
+		}
 		return ctxErr(ctx, err)
 	}
 	f, err := ReadFrame(st, 0)

@@ -218,3 +218,42 @@ func TestCallOverSession(t *testing.T) {
 	srv.Close()
 	wg.Wait()
 }
+
+// TestCallReadsRefusalBeforeClose: a peer that answers with an error and
+// closes the session at once. yamux may then report the request's write as
+// failed although it went out; the caller must still get the refusal, not
+// "session shutdown".
+func TestCallReadsRefusalBeforeClose(t *testing.T) {
+	p := newPair(t)
+	sc := ServerTLS{Certificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &p.server.Certificate, nil }}.Config()
+	for i := range 100 {
+		cc := ClientTLS{Identity: p.client, Pins: certs.NewPins(p.server.Thumbprint)}.Config()
+		s, c, serr, cerr := handshake(t, sc, cc)
+		if serr != nil || cerr != nil {
+			t.Fatal(serr, cerr)
+		}
+		s.SetDeadline(time.Time{})
+		c.SetDeadline(time.Time{})
+		srv, _ := NewSession(s, SessionOptions{Server: true})
+		cli, _ := NewSession(c, SessionOptions{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			st, err := srv.AcceptStream()
+			if err != nil {
+				return
+			}
+			ReadFrame(st, 0)
+			WriteError(st, CodeUnauthorized, "not registered")
+			srv.Close() // at once, as a peer that refuses does
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := Call(ctx, cli, TypeHello, Hello{ProtocolMin: 1, ProtocolMax: 1}, TypeWelcome, nil)
+		cancel()
+		<-done
+		cli.Close()
+		if !IsCode(err, CodeUnauthorized) {
+			t.Fatalf("attempt %d: got %v, want the refusal", i, err)
+		}
+	}
+}

@@ -440,9 +440,10 @@ func (s *Server) dropAgent(id, reason string) {
 }
 
 // lingerClose closes a stream after giving the peer a moment to read the
-// reply and close its side. Closing the whole session straight after a
-// reply can otherwise make the peer's own pending write fail with "session
-// shutdown" before it reads why it was refused.
+// reply and close its side. protocol.Call reads a reply even when its own
+// write was reported failed, but closing a socket with the peer's frames
+// still unread makes the kernel reset the connection, and a reset can
+// discard a reply the peer has received but not yet read.
 func lingerClose(st *yamux.Stream) {
 	st.SetReadDeadline(time.Now().Add(2 * time.Second))
 	io.Copy(io.Discard, io.LimitReader(st, protocol.MaxFrameSize))
