@@ -38,6 +38,11 @@ type SQLite struct {
 	w *sql.DB // exactly one connection; every transaction is BEGIN IMMEDIATE
 	r *sql.DB // query_only connections
 
+	// pw and pr run the queries of the agent connection path as cached
+	// prepared statements on w and r.
+	stmts  stmtCache
+	pw, pr preparedDB
+
 	closeOnce sync.Once
 	closeErr  error
 
@@ -123,6 +128,7 @@ func openSQLite(ctx context.Context, path string, o Options, migs []migration) (
 	// read pool close and reopen connections, repeating the pragmas.
 	r.SetMaxIdleConns(n)
 	s.r = r
+	s.pw, s.pr = preparedDB{w, &s.stmts}, preparedDB{r, &s.stmts}
 
 	if err := s.migrate(ctx, migs); err != nil {
 		s.Close()
@@ -215,13 +221,14 @@ func createPrivate(path string) error {
 // result.
 func (s *SQLite) Close() error {
 	s.closeOnce.Do(func() {
+		serr := s.stmts.close()
 		var rerr error
 		if s.r != nil {
 			rerr = s.r.Close()
 		}
 		// The writer closes last: the last connection to close checkpoints
 		// the WAL into the database file and removes it.
-		s.closeErr = errors.Join(rerr, s.w.Close())
+		s.closeErr = errors.Join(serr, rerr, s.w.Close())
 	})
 	return s.closeErr
 }
@@ -472,7 +479,7 @@ func register(ctx context.Context, tx *sql.Tx, p RegisterParams) (RegisterResult
 
 // AgentByThumbprint implements Store.
 func (s *SQLite) AgentByThumbprint(ctx context.Context, thumbprint string) (Agent, error) {
-	a, err := scanAgent(s.r.QueryRowContext(ctx,
+	a, err := scanAgent(s.pr.QueryRowContext(ctx,
 		`SELECT `+agentColumns+` FROM agents WHERE thumbprint = ? OR next_thumbprint = ?`,
 		thumbprint, thumbprint))
 	if err != nil {
@@ -538,7 +545,7 @@ func (s *SQLite) DeleteAgent(ctx context.Context, id string) error {
 
 // IsRevoked implements Store.
 func (s *SQLite) IsRevoked(ctx context.Context, thumbprint string) (bool, error) {
-	revoked, err := isRevoked(ctx, s.r, thumbprint)
+	revoked, err := isRevoked(ctx, s.pr, thumbprint)
 	if err != nil {
 		return false, fmt.Errorf("check revocation of thumbprint %s: %w", thumbprint, err)
 	}
@@ -563,7 +570,7 @@ func (s *SQLite) recordConnection(ctx context.Context, c Connection) error {
 	if err != nil {
 		return err
 	}
-	res, err := s.w.ExecContext(ctx,
+	res, err := s.pw.ExecContext(ctx,
 		`UPDATE agents SET version = ?, os = ?, arch = ?, protocol = ?, tls_version = ?,
 		 calamari_versions = ?, last_seen = ?
 		 WHERE id = ?`,

@@ -67,7 +67,7 @@ func (s *SQLite) Bundle(ctx context.Context, version string) (Bundle, error) {
 
 // Bundles implements Store.
 func (s *SQLite) Bundles(ctx context.Context) ([]Bundle, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+bundleColumns+` FROM calamari_bundles`)
+	rows, err := s.pr.QueryContext(ctx, `SELECT `+bundleColumns+` FROM calamari_bundles`)
 	if err != nil {
 		return nil, fmt.Errorf("list calamari bundles: %w", err)
 	}

@@ -197,7 +197,7 @@ const rolloutAgentColumns = `ra.rollout_id, ra.agent_id, ra.agent_name, ra.from_
 	ra.state, ra.reason, ra.updated_at`
 
 func (s *SQLite) queryRolloutAgents(ctx context.Context, q string, args ...any) ([]RolloutAgent, error) {
-	rows, err := s.r.QueryContext(ctx, q, args...)
+	rows, err := s.pr.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
