@@ -292,12 +292,7 @@ func (s *Server) sendServerCertificates(ctx context.Context, as *agentSession, t
 // syncServerCertificates brings an agent that connected during a rotation
 // up to date and retires the previous certificate when it was the last.
 func (s *Server) syncServerCertificates(ctx context.Context, as *agentSession) {
-	a, err := s.store.AgentByID(ctx, as.agentID)
-	if err != nil {
-		return
-	}
-	cur := s.ids.currentThumbprint()
-	if a.ServerThumbprintAck == cur {
+	if as.serverAck == s.ids.currentThumbprint() || as.sess.IsClosed() {
 		return
 	}
 	// The Welcome already carried the list; this confirms the agent stored

@@ -100,7 +100,10 @@ func (s *Server) handleConn(raw net.Conn) {
 		}
 	}
 	defer release()
-	log := s.log.With(zap.String("remote", raw.RemoteAddr().String()))
+	// Lazy fields: a session's logger lives as long as the session, and an
+	// eager With encodes its fields into a buffer of its own, about 2 KiB
+	// per agent that is rarely, if ever, written.
+	log := s.log.WithLazy(zap.String("remote", raw.RemoteAddr().String()))
 
 	raw.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	conn := tls.Server(raw, s.tlsConf)
@@ -112,7 +115,7 @@ func (s *Server) handleConn(raw net.Conn) {
 	}
 	cs := conn.ConnectionState()
 	thumb, _ := certs.PeerThumbprint(cs) // the handshake required a certificate
-	log = log.With(zap.String("thumbprint", thumb), zap.String("tls", protocol.TLSVersionName(cs.Version)))
+	log = log.WithLazy(zap.String("thumbprint", thumb), zap.String("tls", protocol.TLSVersionName(cs.Version)))
 
 	sess, err := protocol.NewSession(conn, protocol.SessionOptions{Server: true, Logger: yamuxLogger(log)})
 	if err != nil {
@@ -120,12 +123,20 @@ func (s *Server) handleConn(raw net.Conn) {
 		conn.Close()
 		return
 	}
-	defer sess.Close()
 	// The session and everything serving it end with the server.
 	ctx, cancel := context.WithCancel(s.ctx)
-	defer cancel()
 	stop := context.AfterFunc(ctx, func() { sess.Close() })
-	defer stop()
+	end := func() {
+		stop()
+		cancel()
+		sess.Close()
+	}
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			end()
+		}
+	}()
 
 	agent, err := s.store.AgentByThumbprint(ctx, thumb)
 	switch {
@@ -161,7 +172,15 @@ func (s *Server) handleConn(raw net.Conn) {
 	raw.SetDeadline(time.Time{})
 	release()
 	s.metrics.handshakes.WithLabelValues(outcomeOK).Inc()
-	s.serveAgent(ctx, as, log.With(zap.String("agent", agent.Name)))
+	// The handshake grew this goroutine's stack (TLS, certificate
+	// parsing), and a stack is only shrunk by garbage collections while it
+	// idles. A session lasts for days, so it is served from a fresh
+	// goroutine that starts small, and this one ends.
+	handedOff = true
+	s.goFunc(func() {
+		defer end()
+		s.serveAgent(ctx, as, log.WithLazy(zap.String("agent", agent.Name)))
+	})
 }
 
 // hello reads the agent's Hello on its first stream, negotiates the
@@ -218,7 +237,7 @@ func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, 
 	as := &agentSession{
 		agentID: a.ID, name: a.Name, thumbprint: certThumb(cs), sess: sess,
 		tlsVersion: cs.Version, protocol: v, upgradeOnly: upgradeOnly,
-		connectedAt: time.Now(), remote: remote,
+		connectedAt: time.Now(), remote: remote, serverAck: a.ServerThumbprintAck,
 	}
 	// The session is listed before the agent hears Welcome, so that once
 	// an agent knows it is connected, so does every API call.
@@ -253,13 +272,7 @@ func (s *Server) serveAgent(ctx context.Context, as *agentSession, log *zap.Logg
 			log.Info("agent disconnected")
 		}
 	}()
-	// A fresh session gets checked at once, so a new or returning agent
-	// does not wait a whole interval to show its health, and learns the
-	// coordinator's certificates if a rotation happened while it was away.
-	s.goFunc(func() {
-		s.checkHealth(ctx, []*agentSession{as})
-		s.syncServerCertificates(ctx, as)
-	})
+	s.welcome(ctx, as)
 	sem := make(chan struct{}, maxStreamsPerAgent)
 	for {
 		st, err := as.sess.AcceptStream()

@@ -18,6 +18,9 @@ type agentSession struct {
 	upgradeOnly bool
 	connectedAt time.Time
 	remote      string
+	// serverAck is the coordinator thumbprint the agent had confirmed
+	// when the session began (store.Agent.ServerThumbprintAck).
+	serverAck string
 }
 
 // registry maps agent IDs to their live session. An agent has at most one:

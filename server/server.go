@@ -206,6 +206,9 @@ type Server struct {
 	upgrades  upgradeState  // rollouts' view of agents: busy, hellos seen
 	maint     maintenance   // maintenance mode: no new tasks or rollouts
 	releases  releaseState  // what the release feed last said
+	// newcomers queues fresh sessions for their first health check; see
+	// checkNewcomers.
+	newcomers chan *agentSession
 
 	// wg tracks every goroutine the server starts; Run waits for it.
 	wg        sync.WaitGroup
@@ -264,6 +267,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		ids:       ids,
 		signing:   signing,
 		sessions:  newRegistry(),
+		newcomers: make(chan *agentSession, newcomerQueue),
 		limiter:   rate.NewLimiter(rate.Limit(cfg.AcceptRate), cfg.AcceptBurst),
 		admission: newAdmission(cfg.MaxHandshakes, cfg.HandshakeQueue, cfg.HandshakeQueueWait),
 		pushSem:   make(chan struct{}, cfg.PushConcurrency),
@@ -361,6 +365,7 @@ func (s *Server) Run(ctx context.Context) error {
 	})
 	pollCtx, stopPoll := context.WithCancel(context.Background())
 	s.goFunc(func() { s.pollHealth(pollCtx) })
+	s.goFunc(func() { s.checkNewcomers(pollCtx) })
 	if s.cfg.ReleaseFeed != "" {
 		s.goFunc(func() { s.watchReleases(pollCtx) })
 	}
