@@ -40,6 +40,9 @@ type result struct {
 	rssBefore, rssAfter   int64 // bytes
 	gorBefore, gorAfter   float64
 	heapBefore, heapAfter float64
+	stackBefore           float64 // goroutine stacks in use, bytes
+	stackAfter            float64
+	simCPU                time.Duration // simulator CPU during the ramp
 	connect, healthy      time.Duration
 	handshakeAttempts     float64
 	cpu                   time.Duration
@@ -167,6 +170,7 @@ func (b *bench) runSize(ctx context.Context, n int, profile bool) (r result, err
 	}
 	r.rssBefore, _ = rss(b.coord.pid())
 	r.gorBefore, r.heapBefore = m["go_goroutines"], m["go_memstats_heap_inuse_bytes"]
+	r.stackBefore = m["go_memstats_stack_inuse_bytes"]
 	cpu0, _ := cpuTime(b.coord.pid())
 
 	// Figure 2: the connect ramp.
@@ -198,6 +202,7 @@ func (b *bench) runSize(ctx context.Context, n int, profile bool) (r result, err
 	r.healthy = time.Since(t0)
 	cpu1, _ := cpuTime(b.coord.pid())
 	r.cpu = cpu1 - cpu0
+	r.simCPU, _ = cpuTime(sim.pid())
 	if m, err = b.metrics(ctx); err != nil {
 		return r, err
 	}
@@ -215,6 +220,7 @@ func (b *bench) runSize(ctx context.Context, n int, profile bool) (r result, err
 	r.rssAfter, _ = rss(b.coord.pid())
 	r.simRSS, _ = rss(sim.pid())
 	r.gorAfter, r.heapAfter = m["go_goroutines"], m["go_memstats_heap_inuse_bytes"]
+	r.stackAfter = m["go_memstats_stack_inuse_bytes"]
 	simCPU1, _ := cpuTime(sim.pid())
 	coordCPU1, _ := cpuTime(b.coord.pid())
 	r.idleWindow = time.Since(idleStart)

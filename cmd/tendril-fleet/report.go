@@ -65,6 +65,9 @@ func renderTable(rs []result) string {
 	row("1. Go heap in use per agent", "", func(r result) string {
 		return fmt.Sprintf("%.1f KiB", (r.heapAfter-r.heapBefore)/1024/float64(r.agents))
 	})
+	row("1. goroutine stacks per agent", "", func(r result) string {
+		return fmt.Sprintf("%.1f KiB", (r.stackAfter-r.stackBefore)/1024/float64(r.agents))
+	})
 	row("1. goroutines per agent", "", func(r result) string {
 		return fmt.Sprintf("%.2f", (r.gorAfter-r.gorBefore)/float64(r.agents))
 	})
@@ -77,7 +80,9 @@ func renderTable(rs []result) string {
 		return fmt.Sprintf("%.0f", float64(r.agents)/r.connect.Seconds())
 	})
 	row("2. connection attempts (ok+failed+refused+shed)", "", func(r result) string { return fmt.Sprintf("%.0f", r.handshakeAttempts) })
-	row("2. coordinator CPU during ramp (user+sys)", "", func(r result) string { return secs(r.cpu) })
+	row("2. CPU during ramp (user+sys): coordinator / simulator", "", func(r result) string {
+		return secs(r.cpu) + " / " + secs(r.simCPU)
+	})
 	row("3. health sweep (median)", "≤ 1 s", func(r result) string {
 		if len(r.sweep) == 0 {
 			return "-"
