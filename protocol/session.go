@@ -56,10 +56,11 @@ func NewSession(conn net.Conn, o SessionOptions) (*yamux.Session, error) {
 	} else {
 		cfg.LogOutput = io.Discard
 	}
+	fc := &frameConn{Conn: conn}
 	if o.Server {
-		return yamux.Server(conn, cfg)
+		return yamux.Server(fc, cfg)
 	}
-	return yamux.Client(conn, cfg)
+	return yamux.Client(fc, cfg)
 }
 
 // Call performs one RPC: it opens a stream, writes a request of reqType,
