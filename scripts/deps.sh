@@ -11,6 +11,15 @@ command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 # systemd-analyze: verifies the agent's generated systemd unit. Debian's
 # systemd package provides it; it works without systemd as PID 1.
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+# PostgreSQL's server binaries: the store tests start a throwaway cluster
+# with them (internal/pgtest). Debian keeps them out of PATH, in
+# /usr/lib/postgresql/<version>/bin. Its package may also start a cluster
+# of its own on install; the tests do not use it.
+if ! command -v initdb >/dev/null 2>&1 && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+	missing+=(postgresql)
+fi
+# chromium: the web console's browser tests drive it headless (chromedp).
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 
 if [ ${#missing[@]} -eq 0 ]; then
 	exit 0

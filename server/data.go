@@ -56,6 +56,11 @@ type InitResult struct {
 // key, database and an admin API key. It refuses a folder that already
 // holds a coordinator, so keys are never overwritten.
 func Init(ctx context.Context, dir string) (InitResult, error) {
+	return InitWith(ctx, dir, InitOptions{})
+}
+
+// InitWith is Init with options.
+func InitWith(ctx context.Context, dir string, o InitOptions) (InitResult, error) {
 	if _, err := os.Stat(filepath.Join(dir, keyFile)); err == nil {
 		return InitResult{}, fmt.Errorf("init %s: %w", dir, ErrAlreadyInitialized)
 	}
@@ -80,7 +85,7 @@ func Init(ctx context.Context, dir string) (InitResult, error) {
 	if err := certs.WriteFileAtomic(filepath.Join(dir, masterFile), []byte(hex.EncodeToString(master)+"\n"), 0o600); err != nil {
 		return InitResult{}, fmt.Errorf("init %s: %w", dir, err)
 	}
-	st, err := store.OpenSQLite(ctx, filepath.Join(dir, dbFile))
+	st, err := openInitStore(ctx, dir, o)
 	if err != nil {
 		return InitResult{}, fmt.Errorf("init %s: %w", dir, err)
 	}

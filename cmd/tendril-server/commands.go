@@ -24,6 +24,8 @@ const (
 	envData   = "TENDRIL_DATA"
 	envURL    = "TENDRIL_URL"
 	envAPIKey = "TENDRIL_API_KEY"
+	// envDatabase keeps a PostgreSQL password out of the process list.
+	envDatabase = "TENDRIL_DATABASE"
 )
 
 // adminTimeout bounds one admin command. The longest call, a certificate
@@ -130,7 +132,7 @@ func dataDir(c *cobra.Command, flag string, e env) (string, error) {
 }
 
 func newInitCmd(e env) *cobra.Command {
-	var data string
+	var data, database string
 	c := &cobra.Command{
 		Use:   "init --data DIR",
 		Short: "Create a coordinator in a data folder: keys, certificates, database and an admin API key",
@@ -140,7 +142,7 @@ func newInitCmd(e env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := server.Init(c.Context(), dir)
+			res, err := server.InitWith(c.Context(), dir, server.InitOptions{Database: first(database, e.getenv(envDatabase))})
 			if errors.Is(err, server.ErrAlreadyInitialized) {
 				return fmt.Errorf("%w; nothing was changed (start it with \"tendril-server run --data %s\")", err, dir)
 			}
@@ -151,12 +153,14 @@ func newInitCmd(e env) *cobra.Command {
 		},
 	}
 	c.Flags().StringVar(&data, "data", "", "data folder to create (default $"+envData+")")
+	c.Flags().StringVar(&database, "database", "", "PostgreSQL URL to keep the coordinator's state in instead of the data folder (default $"+envDatabase+")")
 	return c
 }
 
 func newRunCmd(e env) *cobra.Command {
 	var (
 		data, listen, httpAddr, tlsMin string
+		database                       string
 		httpCert, httpKey, logLevel    string
 		releaseFeed                    string
 		healthInterval, releaseCheck   time.Duration
@@ -205,7 +209,15 @@ func newRunCmd(e env) *cobra.Command {
 				}
 				log.Named("cmd").Info("serving pprof", zap.String("addr", pa.String()))
 			}
+			st, err := openDatabase(c.Context(), dir, first(database, e.getenv(envDatabase)), log)
+			if err != nil {
+				return err
+			}
+			if st != nil {
+				defer st.Close() // New closes it too, but not when it fails early
+			}
 			srv, err := server.New(c.Context(), server.Config{
+				Store:   st,
 				DataDir: dir, Listen: listen, HTTP: httpAddr, HTTPTLS: httpTLS,
 				TLSMin: minVersion, HealthInterval: healthInterval,
 				AcceptRate: acceptRate, AcceptBurst: int(2 * acceptRate),
@@ -221,6 +233,7 @@ func newRunCmd(e env) *cobra.Command {
 	}
 	f := c.Flags()
 	f.StringVar(&data, "data", "", "data folder made by init (default $"+envData+")")
+	f.StringVar(&database, "database", "", "PostgreSQL URL of the database shared by the coordinator's nodes, instead of the data folder's; waited for while unreachable (default $"+envDatabase+")")
 	f.StringVar(&listen, "listen", server.DefaultListen, "address agents connect to")
 	f.StringVar(&httpAddr, "http", server.DefaultHTTP, "address of the HTTP API; beyond loopback it needs --http-cert and --http-key")
 	f.StringVar(&tlsMin, "tls-min", "1.2", "lowest TLS version agents may use: 1.0, 1.1, 1.2 or 1.3 (below 1.2 only for old hosts)")

@@ -13,7 +13,8 @@ import (
 )
 
 // SchemaVersion is the schema version this code creates and understands:
-// the number of the newest file in migrations/sqlite.
+// the number of the newest file in migrations/sqlite and in
+// migrations/postgres, which mirror each other.
 const SchemaVersion = 3
 
 //go:embed migrations/sqlite/*.sql
@@ -29,8 +30,12 @@ type migration struct {
 // and a newest version other than SchemaVersion are programming errors that
 // would otherwise surface as a half-migrated database in production.
 func loadMigrations() ([]migration, error) {
-	const dir = "migrations/sqlite"
-	entries, err := fs.ReadDir(sqliteMigrations, dir)
+	return readMigrations(sqliteMigrations, "migrations/sqlite")
+}
+
+// readMigrations reads one backend's migrations from dir in fsys.
+func readMigrations(fsys fs.FS, dir string) ([]migration, error) {
+	entries, err := fs.ReadDir(fsys, dir)
 	if err != nil {
 		return nil, err
 	}
@@ -41,7 +46,7 @@ func loadMigrations() ([]migration, error) {
 		if !ok || err != nil || !strings.HasSuffix(e.Name(), ".sql") {
 			return nil, fmt.Errorf("migration %s: name is not NNNN_description.sql", e.Name())
 		}
-		b, err := fs.ReadFile(sqliteMigrations, path.Join(dir, e.Name()))
+		b, err := fs.ReadFile(fsys, path.Join(dir, e.Name()))
 		if err != nil {
 			return nil, err
 		}

@@ -1,0 +1,190 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/goleak"
+
+	"github.com/tendrildeploy/tendril/internal/pgtest"
+)
+
+// pg is the test binary's PostgreSQL cluster, started by the first test
+// that needs it.
+var pg pgtest.Shared
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if err := pg.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "stop postgres:", err)
+		code = 1
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// backend is one Store implementation as the shared tests see it: every
+// test of the Store contract runs once per backend (forEachBackend), so
+// both implementations meet the same assertions.
+type backend struct {
+	name string
+	// open returns a new, empty, migrated store, closed when the test
+	// ends, and where it lives, for reopen.
+	open func(t testing.TB) (Store, string)
+	// reopen opens the store at where again; the caller closes it.
+	reopen func(ctx context.Context, where string) (Store, error)
+	// seedAgents inserts n agents in one statement or transaction;
+	// registering 10,000 agents one by one would dominate the tests that
+	// need them.
+	seedAgents func(t testing.TB, s Store, n int) []string
+	// applied returns the schema_migrations table: version -> applied_at.
+	applied func(t testing.TB, s Store) map[int]int64
+	// version is the schema version as the store reads it when opening.
+	version func(s Store) (int, error)
+}
+
+var backends = []backend{
+	{
+		name: "sqlite",
+		open: func(t testing.TB) (Store, string) { return openTest(t) },
+		reopen: func(ctx context.Context, path string) (Store, error) {
+			return OpenSQLite(ctx, path)
+		},
+		seedAgents: func(t testing.TB, s Store, n int) []string { return seedAgents(t, s.(*SQLite), n) },
+		version: func(s Store) (int, error) {
+			return schemaVersion(context.Background(), s.(*SQLite).r)
+		},
+		applied: func(t testing.TB, s Store) map[int]int64 {
+			t.Helper()
+			rows, err := s.(*SQLite).r.QueryContext(context.Background(), `SELECT version, applied_at FROM schema_migrations`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rows.Close()
+			m := map[int]int64{}
+			for rows.Next() {
+				var v int
+				var at int64
+				if err := rows.Scan(&v, &at); err != nil {
+					t.Fatal(err)
+				}
+				m[v] = at
+			}
+			if err := rows.Err(); err != nil {
+				t.Fatal(err)
+			}
+			return m
+		},
+	},
+	{
+		name: "postgres",
+		open: func(t testing.TB) (Store, string) { return openPostgresTest(t) },
+		reopen: func(ctx context.Context, url string) (Store, error) {
+			return OpenPostgres(ctx, url)
+		},
+		seedAgents: func(t testing.TB, s Store, n int) []string { return pgSeedAgents(t, s.(*Postgres), n) },
+		version: func(s Store) (int, error) {
+			return pgSchemaVersion(context.Background(), s.(*Postgres).pool)
+		},
+		applied: func(t testing.TB, s Store) map[int]int64 {
+			t.Helper()
+			rows, err := s.(*Postgres).pool.Query(context.Background(), `SELECT version, applied_at FROM schema_migrations`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := map[int]int64{}
+			var v int
+			var at int64
+			_, err = pgx.ForEachRow(rows, []any{&v, &at}, func() error {
+				m[v] = at
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return m
+		},
+	},
+}
+
+// forEachBackend runs test as a subtest per backend, named after it.
+func forEachBackend(t *testing.T, test func(t *testing.T, db backend)) {
+	t.Helper()
+	for _, db := range backends {
+		t.Run(db.name, func(t *testing.T) { test(t, db) })
+	}
+}
+
+func openTest(t testing.TB) (*SQLite, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "tendril.db")
+	s, err := OpenSQLite(context.Background(), path)
+	if err != nil {
+		t.Fatalf("OpenSQLite: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, path
+}
+
+// openPostgresTest opens a store on a new database of the test cluster.
+func openPostgresTest(t testing.TB) (*Postgres, string) {
+	t.Helper()
+	url := pg.Cluster(t).NewDatabase(t)
+	s, err := OpenPostgres(context.Background(), url)
+	if err != nil {
+		t.Fatalf("OpenPostgres: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, url
+}
+
+func seedAgents(t testing.TB, s *SQLite, n int) []string {
+	t.Helper()
+	ids := make([]string, n)
+	err := s.write(context.Background(), func(tx *sql.Tx) error {
+		stmt, err := tx.Prepare(`INSERT INTO agents (id, name, environment, thumbprint, registered_at)
+			VALUES (?, ?, 'prod', ?, ?)`)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		for i := range n {
+			ids[i] = fmt.Sprintf("seed-%05d", i)
+			if _, err := stmt.Exec(ids[i], "seed-agent-"+ids[i], "seed-tp-"+ids[i], t0.UnixNano()); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("seed agents: %v", err)
+	}
+	return ids
+}
+
+// pgSeedAgents is seedAgents for PostgreSQL, with COPY.
+func pgSeedAgents(t testing.TB, s *Postgres, n int) []string {
+	t.Helper()
+	ids := make([]string, n)
+	rows := make([][]any, n)
+	for i := range n {
+		ids[i] = fmt.Sprintf("seed-%05d", i)
+		rows[i] = []any{ids[i], "seed-agent-" + ids[i], "prod", "seed-tp-" + ids[i], t0.UnixNano()}
+	}
+	_, err := s.pool.CopyFrom(context.Background(), pgx.Identifier{"agents"},
+		[]string{"id", "name", "environment", "thumbprint", "registered_at"}, pgx.CopyFromRows(rows))
+	if err != nil {
+		t.Fatalf("seed agents: %v", err)
+	}
+	return ids
+}

@@ -1,0 +1,84 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Backoff between attempts of OpenPostgresRetry: quick at first, for a
+// database that is a moment away (both started by one compose file), then
+// no more than one attempt every 30 s, so that a coordinator waiting on a
+// long outage neither floods the logs nor the database's.
+const (
+	openRetryFirst = 500 * time.Millisecond
+	openRetryMax   = 30 * time.Second
+)
+
+// OpenPostgresRetry is OpenPostgres that waits for the database: while it
+// cannot be reached (refused or timed-out connections, a server starting
+// up or shutting down, too many clients) it tries again with exponential
+// backoff and jitter until ctx ends. notify, if not nil, is called once per
+// failed attempt with its error and the wait before the next one.
+//
+// Errors that waiting cannot mend are returned at once: a malformed URL,
+// refused credentials, a missing database, a schema too new, a migration
+// that fails.
+func OpenPostgresRetry(ctx context.Context, url string, notify func(err error, wait time.Duration)) (*Postgres, error) {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = openRetryFirst
+	b.MaxInterval = openRetryMax
+	b.MaxElapsedTime = 0 // ctx is the bound
+	var last error
+	s, err := backoff.RetryNotifyWithData(func() (*Postgres, error) {
+		s, err := OpenPostgres(ctx, url)
+		if err == nil {
+			return s, nil
+		}
+		last = err
+		if !transientOpenError(err) || ctx.Err() != nil {
+			return nil, backoff.Permanent(err)
+		}
+		return nil, err
+	}, backoff.WithContext(b, ctx), notify)
+	if err != nil && ctx.Err() != nil && last != nil && !errors.Is(err, last) {
+		// Cancelled while waiting: say why the waiting was needed.
+		return nil, fmt.Errorf("%w (while waiting for the database, the last attempt failed: %w)", err, last)
+	}
+	return s, err
+}
+
+// transientOpenError reports whether an attempt to open the store might
+// succeed later without anyone changing anything.
+func transientOpenError(err error) bool {
+	if errors.Is(err, ErrSchemaTooNew) {
+		return false
+	}
+	if _, ok := errors.AsType[*pgconn.ParseConfigError](err); ok {
+		return false
+	}
+	// The server answered: whether waiting helps depends on what it said.
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
+		switch pgErr.Code {
+		case "57P01", "57P02", "57P03", // shutting down, crashed, starting up
+			"53300",          // too many connections
+			"40001", "40P01": // lost a race with another migrating node
+			return true
+		}
+		return strings.HasPrefix(pgErr.Code, "08") // connection exceptions
+	}
+	if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {
+		return true // no answer: refused, unreachable, timed out, TLS failure
+	}
+	if _, ok := errors.AsType[net.Error](err); ok {
+		return true
+	}
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || pgconn.SafeToRetry(err)
+}

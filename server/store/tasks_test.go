@@ -1,0 +1,226 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestBundles(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db backend) {
+		ctx := context.Background()
+		s, _ := db.open(t)
+		b := Bundle{Version: "1.2.3", SHA256: "ab", Size: 10, Manifest: []byte(`{"name":"calamari"}`), Signature: []byte{1, 2, 255}, UploadedAt: t0}
+		if err := s.AddBundle(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.AddBundle(ctx, b); !errors.Is(err, ErrExists) {
+			t.Fatalf("second add: got %v, want ErrExists", err)
+		}
+		got, err := s.Bundle(ctx, "1.2.3")
+		if err != nil || !reflect.DeepEqual(got, b) {
+			t.Fatalf("got %+v, %v; want %+v", got, err, b)
+		}
+		if _, err := s.Bundle(ctx, "9.9.9"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("unknown version: got %v, want ErrNotFound", err)
+		}
+		all, err := s.Bundles(ctx)
+		if err != nil || len(all) != 1 {
+			t.Fatalf("Bundles: got %d, %v; want 1", len(all), err)
+		}
+	})
+}
+
+func newTask(id, group string, created time.Time) Task {
+	return Task{ID: id, Group: group, AgentID: "agent-" + id, AgentName: "web-" + id, Args: []string{"run-script", "--inline", "echo hi"},
+		Calamari: "1.0.0", State: TaskQueued, CreatedAt: created}
+}
+
+func TestTasks(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db backend) {
+		ctx := context.Background()
+		s, _ := db.open(t)
+		a, b := newTask("a", "g1", t0), newTask("b", "g1", t0.Add(time.Second))
+		c := newTask("c", "g2", t0.Add(2*time.Second))
+		if err := s.CreateTasks(ctx, []Task{a, b, c}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreateTasks(ctx, []Task{a}); err == nil {
+			t.Fatal("duplicate task id: got nil error")
+		}
+		got, err := s.Task(ctx, "a")
+		if err != nil || !reflect.DeepEqual(got, a) {
+			t.Fatalf("Task: got %+v, %v; want %+v", got, err, a)
+		}
+		started := t0.Add(time.Minute)
+		if err := s.UpdateTask(ctx, "a", TaskUpdate{State: TaskRunning, StartedAt: started, Calamari: "1.1.0"}); err != nil {
+			t.Fatal(err)
+		}
+		finished := started.Add(time.Minute)
+		if err := s.UpdateTask(ctx, "a", TaskUpdate{State: TaskFailed, ExitCode: 3, Error: "boom", FinishedAt: finished}); err != nil {
+			t.Fatal(err)
+		}
+		got, _ = s.Task(ctx, "a")
+		if got.State != TaskFailed || got.ExitCode != 3 || got.Error != "boom" || !got.StartedAt.Equal(started) || !got.FinishedAt.Equal(finished) || got.Calamari != "1.1.0" || !got.Finished() {
+			t.Fatalf("after updates: got %+v", got)
+		}
+		if err := s.UpdateTask(ctx, "nope", TaskUpdate{State: TaskFailed}); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("update unknown: got %v, want ErrNotFound", err)
+		}
+		tests := []struct {
+			name string
+			f    TaskFilter
+			want []string
+		}{
+			{"all, newest first", TaskFilter{}, []string{"c", "b", "a"}},
+			{"group", TaskFilter{Group: "g1"}, []string{"b", "a"}},
+			{"agent", TaskFilter{AgentID: "agent-b"}, []string{"b"}},
+			{"unfinished", TaskFilter{Unfinished: true}, []string{"c", "b"}},
+			{"limit", TaskFilter{Limit: 1}, []string{"c"}},
+		}
+		for _, tt := range tests {
+			ts, err := s.ListTasks(ctx, tt.f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ids []string
+			for _, x := range ts {
+				ids = append(ids, x.ID)
+			}
+			if !reflect.DeepEqual(ids, tt.want) {
+				t.Errorf("%s: got %v, want %v", tt.name, ids, tt.want)
+			}
+		}
+	})
+}
+
+func TestTaskLogsAreIdempotent(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db backend) {
+		ctx := context.Background()
+		s, _ := db.open(t)
+		if err := s.CreateTasks(ctx, []Task{newTask("a", "g", t0)}); err != nil {
+			t.Fatal(err)
+		}
+		agentLine := func(aseq int64, text string) LogLine {
+			return LogLine{AgentSeq: aseq, Time: t0, Stream: "stdout", Text: text}
+		}
+		coord := LogLine{Time: t0, Stream: "coordinator", Text: "installing Calamari 1.0.0"}
+		if _, err := s.AppendTaskLogs(ctx, "a", []LogLine{coord}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.AppendTaskLogs(ctx, "a", []LogLine{agentLine(1, "one"), agentLine(2, "two")}); err != nil {
+			t.Fatal(err)
+		}
+		// After a reconnect the coordinator may receive agent line 2 again: it
+		// is not stored twice, and its first text wins.
+		stored, err := s.AppendTaskLogs(ctx, "a", []LogLine{agentLine(2, "two again"), agentLine(3, "three")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(stored) != 1 || stored[0].Seq != 4 || stored[0].AgentSeq != 3 {
+			t.Fatalf("stored: got %+v, want only agent line 3 as seq 4", stored)
+		}
+		got, err := s.TaskLogs(ctx, "a", 1, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []LogLine{
+			{Seq: 1, Time: t0, Stream: "coordinator", Text: "installing Calamari 1.0.0"},
+			{Seq: 2, AgentSeq: 1, Time: t0, Stream: "stdout", Text: "one"},
+			{Seq: 3, AgentSeq: 2, Time: t0, Stream: "stdout", Text: "two"},
+			{Seq: 4, AgentSeq: 3, Time: t0, Stream: "stdout", Text: "three"},
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("got %+v, want %+v", got, want)
+		}
+		if got, _ := s.TaskLogs(ctx, "a", 4, 0); len(got) != 1 || got[0].Seq != 4 {
+			t.Fatalf("from 4: got %+v", got)
+		}
+		if task, _ := s.Task(ctx, "a"); task.LastSeq != 4 || task.AgentSeq != 3 {
+			t.Fatalf("got LastSeq %d AgentSeq %d, want 4 and 3", task.LastSeq, task.AgentSeq)
+		}
+		if _, err := s.AppendTaskLogs(ctx, "missing", []LogLine{agentLine(1, "x")}); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("lines for an unknown task: got %v, want ErrNotFound", err)
+		}
+		// Concurrent appenders of the same agent lines (a follower and its
+		// replacement after a reconnect) never fail or duplicate.
+		var wg sync.WaitGroup
+		for w := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var batch []LogLine
+				for i := int64(4); i <= 200; i++ {
+					batch = append(batch, agentLine(i, "x"))
+				}
+				if _, err := s.AppendTaskLogs(ctx, "a", batch); err != nil {
+					t.Errorf("appender %d: %v", w, err)
+				}
+			}()
+		}
+		wg.Wait()
+		got, _ = s.TaskLogs(ctx, "a", 1, 1000)
+		if len(got) != 201 {
+			t.Fatalf("got %d lines, want 201 (one coordinator line, agent lines 1-200)", len(got))
+		}
+	})
+}
+
+// Program output is stored as it came, NUL bytes and invalid UTF-8
+// included: a Windows tool writing UTF-16 is full of NULs.
+func TestTaskLogsKeepBytes(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db backend) {
+		ctx := context.Background()
+		s, _ := db.open(t)
+		if err := s.CreateTasks(ctx, []Task{newTask("a", "g", t0)}); err != nil {
+			t.Fatal(err)
+		}
+		texts := []string{"h\x00i\x00", "\xff\xfe broken", ""}
+		var lines []LogLine
+		for i, text := range texts {
+			lines = append(lines, LogLine{AgentSeq: int64(i + 1), Time: t0, Stream: "stdout", Text: text})
+		}
+		if _, err := s.AppendTaskLogs(ctx, "a", lines); err != nil {
+			t.Fatalf("AppendTaskLogs: %v", err)
+		}
+		got, err := s.TaskLogs(ctx, "a", 1, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(texts) {
+			t.Fatalf("got %d lines, want %d", len(got), len(texts))
+		}
+		for i, l := range got {
+			if l.Text != texts[i] {
+				t.Errorf("line %d: got %q, want %q", i+1, l.Text, texts[i])
+			}
+		}
+	})
+}
+
+// A health detail with a NUL byte must not fail the batch it is in.
+func TestRecordHealthOddDetail(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db backend) {
+		ctx := context.Background()
+		s, _ := db.open(t)
+		a := enroll(t, s, "web-1", "prod", "tp-1")
+		b := enroll(t, s, "web-2", "prod", "tp-2")
+		err := s.RecordHealth(ctx, []HealthResult{
+			{AgentID: a.ID, Health: HealthWarning, Detail: "disk\x00low", At: t0},
+			{AgentID: b.ID, Health: HealthHealthy, At: t0},
+		})
+		if err != nil {
+			t.Fatalf("RecordHealth: %v", err)
+		}
+		if got := mustAgent(t, s, a.ID).HealthDetail; !strings.HasPrefix(got, "disk") || !strings.HasSuffix(got, "low") {
+			t.Errorf("got detail %q, want disk<something>low", got)
+		}
+		if got := mustAgent(t, s, b.ID).Health; got != HealthHealthy {
+			t.Errorf("other agent: got health %q, want %q", got, HealthHealthy)
+		}
+	})
+}

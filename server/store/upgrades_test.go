@@ -1,0 +1,119 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"testing"
+	"time"
+)
+
+func TestAgentPackages(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db backend) {
+		ctx := context.Background()
+		s, _ := db.open(t)
+		p := AgentPackage{Version: "1.2.0", OS: "linux", Arch: "amd64", SHA256: "ab", Size: 10, Signature: []byte{1, 255}, UploadedAt: t0}
+		if err := s.AddAgentPackage(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.AddAgentPackage(ctx, p); !errors.Is(err, ErrExists) {
+			t.Fatalf("same key again: got %v, want ErrExists", err)
+		}
+		other := p
+		other.Arch = "arm64"
+		if err := s.AddAgentPackage(ctx, other); err != nil {
+			t.Fatalf("other arch: %v", err)
+		}
+		got, err := s.AgentPackage(ctx, "1.2.0", "linux", "amd64")
+		if err != nil || !reflect.DeepEqual(got, p) {
+			t.Fatalf("got %+v, %v; want %+v", got, err, p)
+		}
+		if _, err := s.AgentPackage(ctx, "1.2.0", "windows", "amd64"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("unknown: got %v, want ErrNotFound", err)
+		}
+		if all, err := s.AgentPackages(ctx); err != nil || len(all) != 2 {
+			t.Fatalf("list: got %d, %v", len(all), err)
+		}
+	})
+}
+
+func TestRollouts(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db backend) {
+		ctx := context.Background()
+		s, _ := db.open(t)
+		r := Rollout{ID: "r1", Environment: "Prod", Version: "2.0.0", Batch: 2, MaxFailures: 1, AllowDowngrade: true, GraceSeconds: 120,
+			State: RolloutRunning, CreatedAt: t0}
+		agents := []RolloutAgent{
+			{RolloutID: "r1", AgentID: "b", AgentName: "web-2", FromVersion: "1.0.0", Position: 1, Batch: 1, State: UpgradeQueued, UpdatedAt: t0},
+			{RolloutID: "r1", AgentID: "a", AgentName: "web-1", FromVersion: "2.0.0", Position: 0, Batch: 0, State: UpgradeSucceeded, Reason: "already at 2.0.0", UpdatedAt: t0},
+		}
+		if err := s.CreateRollout(ctx, r, agents); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreateRollout(ctx, r, nil); err == nil {
+			t.Fatal("duplicate id: got nil error")
+		}
+		old := Rollout{ID: "r0", Version: "1.0.0", Batch: 10, State: RolloutSucceeded, CreatedAt: t0.Add(-time.Hour), FinishedAt: t0}
+		if err := s.CreateRollout(ctx, old, []RolloutAgent{{AgentID: "b", AgentName: "web-2", State: UpgradeSucceeded, UpdatedAt: t0}}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Rollout(ctx, "r1")
+		if err != nil || !reflect.DeepEqual(got, r) {
+			t.Fatalf("got %+v, %v; want %+v", got, err, r)
+		}
+		if _, err := s.Rollout(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("unknown: got %v", err)
+		}
+		all, err := s.Rollouts(ctx, false, 0)
+		if err != nil || len(all) != 2 || all[0].ID != "r1" {
+			t.Fatalf("list: got %+v, %v; want newest first", all, err)
+		}
+		running, err := s.Rollouts(ctx, true, 0)
+		if err != nil || len(running) != 1 || running[0].ID != "r1" {
+			t.Fatalf("running: got %+v, %v", running, err)
+		}
+		ras, err := s.RolloutAgents(ctx, "r1")
+		if err != nil || len(ras) != 2 || ras[0].AgentName != "web-1" || !reflect.DeepEqual(ras[1], agents[0]) {
+			t.Fatalf("agents: got %+v, %v; want in position order", ras, err)
+		}
+		mine, err := s.RunningRolloutAgents(ctx, "b")
+		if err != nil || len(mine) != 1 || mine[0].RolloutID != "r1" {
+			t.Fatalf("running rows of b: got %+v, %v", mine, err)
+		}
+
+		at := t0.Add(time.Minute)
+		for _, tc := range []struct {
+			name    string
+			from    []string
+			to      string
+			changed bool
+		}{
+			{"from the current state", []string{UpgradeQueued}, UpgradeWaitingForIdle, true},
+			{"from another state", []string{UpgradeSending}, UpgradeFailed, false},
+			{"from any", nil, UpgradeSending, true},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				changed, err := s.SetRolloutAgentState(ctx, "r1", "b", tc.from, tc.to, "why "+tc.to, at)
+				if err != nil || changed != tc.changed {
+					t.Fatalf("got %v, %v; want changed %v", changed, err, tc.changed)
+				}
+			})
+		}
+		row, err := s.RolloutAgent(ctx, "r1", "b")
+		if err != nil || row.State != UpgradeSending || row.Reason != "why sending" || !row.UpdatedAt.Equal(at) {
+			t.Fatalf("row: got %+v, %v", row, err)
+		}
+		if _, err := s.SetRolloutAgentState(ctx, "r1", "zz", nil, UpgradeFailed, "", at); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("unknown agent: got %v, want ErrNotFound", err)
+		}
+		if err := s.FinishRollout(ctx, "r1", RolloutHalted, "halted after 2 failures", at); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := s.Rollout(ctx, "r1"); got.State != RolloutHalted || !got.FinishedAt.Equal(at) {
+			t.Fatalf("finished: got %+v", got)
+		}
+		if err := s.FinishRollout(ctx, "nope", RolloutHalted, "", at); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("unknown rollout: got %v", err)
+		}
+	})
+}
