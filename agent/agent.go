@@ -79,6 +79,18 @@ type Config struct {
 	// their homes: one lock file descriptor per agent would double its
 	// open files. A real agent always locks its home.
 	NoHomeLock bool
+	// SimulateUpgradeSwap makes an agent upgrade stop short of the host.
+	// The package is received (resumably) and verified (platform,
+	// version, signature, size, SHA-256) as always, but it is not
+	// smoke-tested, no binary is kept or replaced and no watchdog starts;
+	// the upgrade state records the swap as a real one does (marked
+	// simulated) and Run returns ErrRestart. The caller then runs a new
+	// Agent with Version set to the state's To, which commits the
+	// upgrade at its Welcome and reports it like a restarted real agent.
+	// It is set only by the fleet simulator (package fleet), whose agents
+	// all run in its one binary, which must not be replaced. A real agent
+	// always swaps.
+	SimulateUpgradeSwap bool
 
 	// exe is the agent binary an upgrade replaces; tests point it at a
 	// copy. Default: the running executable.

@@ -50,8 +50,10 @@ func (a *Agent) handleAgentUpgrade(s *liveSession, st *yamux.Stream, f protocol.
 		Service:    a.cfg.Service,
 		Args:       a.cfg.args,
 		Logger:     a.log,
+
+		SimulateSwap: a.cfg.SimulateUpgradeSwap,
 	}
-	if p.Exe == "" {
+	if p.Exe == "" && !p.SimulateSwap {
 		return a.replyFailure(st, f.Type, errors.New("upgrade: cannot find the agent's own binary"))
 	}
 	// Tasks stop starting before the running ones are counted, so none

@@ -7,9 +7,22 @@
 // TLS session and yamux session. Nothing of the protocol is simulated.
 // What the agents share is the host: every one reports this machine's
 // host name, OS and free disk (its home's file system) as its own, since
-// they all run on it. The one difference from a real agent is
-// agent.Config.NoHomeLock: the simulator owns the homes, and one lock file
-// descriptor per agent would double the open files of the process.
+// they all run on it. Two settings differ from a real agent's:
+// agent.Config.NoHomeLock, since the simulator owns the homes and one lock
+// file descriptor per agent would double the open files of the process;
+// and agent.Config.SimulateUpgradeSwap, since all agents run in this one
+// binary.
+//
+// Agent upgrades are real up to the binary swap, which is simulated: a
+// simulated agent receives the package over its session (resumably) and
+// verifies its platform, version, signature, size and SHA-256 exactly as a
+// real agent does, then records the swap in its upgrade state without
+// smoke-testing the package, replacing any binary or starting a watchdog.
+// Its Run returns agent.ErrRestart, and the fleet restarts it in process:
+// a new agent.New on the same home with Config.Version set to the version
+// the upgrade state names, which connects, reports the upgrade committed
+// in its Hello and commits it at its Welcome, as a restarted real agent
+// does. Stats counts these restarts.
 //
 // Homes live under Dir/homes, one per agent, named fleet-00001 and so on.
 // Registering them is a one-time setup: a home whose agent the coordinator
@@ -29,6 +42,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tendrildeploy/tendril/agent"
+	"github.com/tendrildeploy/tendril/agent/upgrade"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server"
 	"github.com/tendrildeploy/tendril/server/admin"
@@ -57,7 +71,9 @@ type Config struct {
 	// them all at once.
 	Ramp time.Duration
 	// Agent is the template of every agent's configuration; Home is set
-	// per agent and NoHomeLock is forced on.
+	// per agent, NoHomeLock and SimulateUpgradeSwap are forced on, and
+	// Version is the version the agents start at (default: this
+	// binary's).
 	Agent agent.Config
 	// Logger receives the simulator's progress. Default: discard.
 	Logger *zap.Logger
@@ -186,16 +202,23 @@ func register(ctx context.Context, cfg Config, i int) error {
 
 // Fleet is a running simulated fleet.
 type Fleet struct {
-	agents  []*agent.Agent
-	started time.Time
-	running atomic.Int64
+	// mu guards agents and priorSessions: a restart replaces an agent.
+	mu     sync.Mutex
+	agents []*agent.Agent
+	// priorSessions counts the sessions of agents replaced by a restart.
+	priorSessions int64
+	started       time.Time
+	running       atomic.Int64
 	// exited counts agents whose Run returned before the fleet was
 	// stopped: an agent that gave up.
 	exited atomic.Int64
-	errMu  sync.Mutex
-	errs   []error
-	wg     sync.WaitGroup
-	cancel context.CancelFunc
+	// restarts counts agents restarted at a new version after an
+	// upgrade.
+	restarts atomic.Int64
+	errMu    sync.Mutex
+	errs     []error
+	wg       sync.WaitGroup
+	cancel   context.CancelFunc
 }
 
 // Stats is a snapshot of the fleet.
@@ -208,8 +231,12 @@ type Stats struct {
 	// Sessions is the sessions established since start, over all agents:
 	// one per agent plus one per reconnect.
 	Sessions int64 `json:"sessions"`
-	// Exited counts agents whose Run returned while the fleet ran.
+	// Exited counts agents whose Run returned while the fleet ran, not
+	// counting restarts after an upgrade.
 	Exited int64 `json:"exited"`
+	// Restarts counts agents restarted in process at the version they
+	// upgraded to.
+	Restarts int64 `json:"restarts"`
 	// StartedUnixNano is when the first agent was started.
 	StartedUnixNano int64 `json:"started_unix_nano"`
 }
@@ -223,10 +250,7 @@ func Start(ctx context.Context, cfg Config) (*Fleet, error) {
 	}
 	f := &Fleet{agents: make([]*agent.Agent, cfg.Agents)}
 	for i := range cfg.Agents {
-		ac := cfg.Agent
-		ac.Home = Home(cfg.Dir, i)
-		ac.NoHomeLock = true
-		a, err := agent.New(ac)
+		a, err := agent.New(agentConfig(cfg, i))
 		if err != nil {
 			return nil, fmt.Errorf("fleet: agent %s: %w", Name(i), err)
 		}
@@ -251,16 +275,64 @@ func Start(ctx context.Context, cfg Config) (*Fleet, error) {
 				case <-t.C:
 				}
 			}
-			err := a.Run(ctx)
-			if ctx.Err() == nil {
+			for {
+				err := a.Run(ctx)
+				if ctx.Err() != nil {
+					return
+				}
+				if errors.Is(err, agent.ErrRestart) {
+					next, rerr := f.restart(cfg, i)
+					if rerr == nil {
+						a = next
+						continue
+					}
+					err = rerr
+				}
 				f.exited.Add(1)
 				f.errMu.Lock()
 				f.errs = append(f.errs, fmt.Errorf("agent %s stopped: %v", Name(i), err))
 				f.errMu.Unlock()
+				return
 			}
 		})
 	}
 	return f, nil
+}
+
+// agentConfig is the i-th agent's configuration.
+func agentConfig(cfg Config, i int) agent.Config {
+	ac := cfg.Agent
+	ac.Home = Home(cfg.Dir, i)
+	ac.NoHomeLock = true
+	ac.SimulateUpgradeSwap = true
+	return ac
+}
+
+// restart replaces the i-th agent, whose Run returned ErrRestart, with a
+// new one at the version its upgrade state says it swapped to: what
+// re-executing the new binary does for a real agent.
+func (f *Fleet) restart(cfg Config, i int) (*agent.Agent, error) {
+	home := Home(cfg.Dir, i)
+	st, ok, err := upgrade.Load(home)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("restart after upgrade: %w", err)
+	case !ok || st.Phase != upgrade.PhaseSwapped || !st.Simulated:
+		// Not what a simulated swap leaves: nothing to restart into.
+		return nil, fmt.Errorf("restart after upgrade: the upgrade state in %s is not a simulated swap (phase %q)", home, st.Phase)
+	}
+	ac := agentConfig(cfg, i)
+	ac.Version = st.To
+	next, err := agent.New(ac)
+	if err != nil {
+		return nil, fmt.Errorf("restart after upgrade to %s: %w", st.To, err)
+	}
+	f.mu.Lock()
+	f.priorSessions += f.agents[i].Status().Sessions
+	f.agents[i] = next
+	f.mu.Unlock()
+	f.restarts.Add(1)
+	return next, nil
 }
 
 // Stats returns a snapshot of the fleet.
@@ -269,8 +341,12 @@ func (f *Fleet) Stats() Stats {
 		Agents:          len(f.agents),
 		Running:         int(f.running.Load()),
 		Exited:          f.exited.Load(),
+		Restarts:        f.restarts.Load(),
 		StartedUnixNano: f.started.UnixNano(),
 	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s.Sessions = f.priorSessions
 	for _, a := range f.agents {
 		st := a.Status()
 		if st.Connected {

@@ -1,12 +1,17 @@
 package fleet
 
 import (
+	"bytes"
 	"context"
+	"runtime"
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/agent"
+	"github.com/tendrildeploy/tendril/agent/upgrade"
 	"github.com/tendrildeploy/tendril/server"
 	"github.com/tendrildeploy/tendril/server/admin"
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // startCoordinator runs a real coordinator on loopback, as the server
@@ -106,5 +111,84 @@ func TestConfigValidate(t *testing.T) {
 		if err := c.validate(); err == nil {
 			t.Errorf("config %+v: no error", c)
 		}
+	}
+}
+
+func TestFleetRolloutRestartsAtNewVersion(t *testing.T) {
+	const n = 3
+	srv, cl := startCoordinator(t)
+	cfg := Config{Dir: t.TempDir(), Agents: n, Coordinator: srv.AgentAddr(), Admin: cl,
+		Agent: agent.Config{Version: "1.0.0", MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}}
+	ctx := context.Background()
+	if _, err := Prepare(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Stop()
+	// listed polls the agents listing until every one is connected at
+	// version v.
+	listed := func(v string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			agents, err := cl.Agents(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ok := 0
+			for _, a := range agents {
+				if a.Connected && a.Version == v {
+					ok++
+				}
+			}
+			if ok == n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after 20s: %d of %d agents listed connected at %s: %+v", ok, n, v, agents)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	listed("1.0.0")
+
+	// Any bytes do, as long as the coordinator takes them for an
+	// executable: simulated agents do not run the package.
+	pkg := append([]byte("\x7fELF"), bytes.Repeat([]byte("tendril"), 10000)...)
+	if _, err := cl.UploadAgentPackage(ctx, "2.0.0", runtime.GOOS, runtime.GOARCH, bytes.NewReader(pkg), int64(len(pkg))); err != nil {
+		t.Fatal(err)
+	}
+	r, err := cl.StartRollout(ctx, server.RolloutRequest{All: true, Batch: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for r.State == store.RolloutRunning {
+		if time.Now().After(deadline) {
+			t.Fatalf("rollout still running after 30s: %+v", r)
+		}
+		time.Sleep(20 * time.Millisecond)
+		if r, err = cl.Rollout(ctx, r.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r.State != store.RolloutSucceeded || r.Counts[store.UpgradeSucceeded] != n {
+		t.Fatalf("rollout: got state %q counts %v, want succeeded with %d agents succeeded", r.State, r.Counts, n)
+	}
+	listed("2.0.0")
+	if st := f.Stats(); st.Restarts != n || st.Exited != 0 || st.Running != n || st.Sessions != 2*n {
+		t.Errorf("stats %+v: want %d restarts and running, 0 exited, %d sessions", st, n, 2*n)
+	}
+	for i := range n {
+		st, ok, err := upgrade.Load(Home(cfg.Dir, i))
+		if err != nil || !ok || st.Phase != upgrade.PhaseCommitted || !st.Simulated || st.To != "2.0.0" {
+			t.Errorf("%s upgrade state: got %+v (ok %v, err %v), want a committed simulated upgrade to 2.0.0", Name(i), st, ok, err)
+		}
+	}
+	if err := f.Stop(); err != nil {
+		t.Fatalf("an agent stopped on its own: %v", err)
 	}
 }

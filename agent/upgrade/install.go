@@ -70,6 +70,13 @@ type Params struct {
 	Args []string
 	// Logger receives what the upgrade does. Default: discard.
 	Logger *zap.Logger
+	// SimulateSwap stops Install short of the host, for the fleet
+	// simulator (agent.Config.SimulateUpgradeSwap): the package is
+	// received and verified as always, but not smoke-tested, no binary is
+	// kept or replaced and no watchdog starts. The state records the swap
+	// (State.Simulated), so the agent that starts next at the new version
+	// commits it as after a real restart.
+	SimulateSwap bool
 }
 
 // Check decides whether an upgrade may start, before any byte of the
@@ -137,6 +144,11 @@ func Install(ctx context.Context, p Params, req protocol.AgentUpgrade, body io.R
 	pkg := req.Package
 	st := State{RolloutID: req.RolloutID, From: p.Running, To: pkg.Version, Exe: p.Exe,
 		Previous: PreviousPath(p.Home), PID: os.Getpid(), Supervised: p.Supervised, Service: p.Service, Args: p.Args}
+	if p.SimulateSwap {
+		// No binary is replaced or kept, so the state names none: nothing
+		// may ever restore one from it.
+		st.Exe, st.Previous, st.Simulated = "", "", true
+	}
 	fail := func(err error) (State, error) {
 		os.RemoveAll(filepath.Dir(StagedPath(p.Home, pkg.Version)))
 		f := st
@@ -161,9 +173,11 @@ func Install(ctx context.Context, p Params, req protocol.AgentUpgrade, body io.R
 	if err := stage(partial, staged); err != nil {
 		return fail(err)
 	}
-	if err := SmokeTest(ctx, staged, pkg.Version); err != nil {
-		os.Remove(partial)
-		return fail(err)
+	if !p.SimulateSwap {
+		if err := SmokeTest(ctx, staged, pkg.Version); err != nil {
+			os.Remove(partial)
+			return fail(err)
+		}
 	}
 	st.Phase = PhaseReceived
 	if err := Save(p.Home, st); err != nil {
@@ -173,6 +187,14 @@ func Install(ctx context.Context, p Params, req protocol.AgentUpgrade, body io.R
 	grace := time.Duration(req.GraceSeconds) * time.Second
 	if grace == 0 {
 		grace = defaultGrace
+	}
+	if p.SimulateSwap {
+		swapped, err := simulatedSwap(p.Home, st, grace)
+		if err != nil {
+			return fail(err)
+		}
+		log.Info("upgrade swap simulated: no binary replaced, no watchdog", zap.String("to", st.To), zap.Time("deadline", swapped.Deadline))
+		return swapped, nil
 	}
 	swapped, err := swap(p.Home, st, staged, grace, StartWatchdog)
 	if err != nil {
@@ -282,6 +304,20 @@ func swap(home string, st State, staged string, grace time.Duration, watchdog fu
 		return State{}, replaceError(st.Exe, err)
 	}
 	syncDir(filepath.Dir(st.Exe))
+	return st, nil
+}
+
+// simulatedSwap records PhaseSwapped as swap does, without touching any
+// binary or starting the watchdog: the simulated agents share the
+// simulator's binary, and restarting one is a new Agent in the same
+// process.
+func simulatedSwap(home string, st State, grace time.Duration) (State, error) {
+	st.Phase = PhaseSwapped
+	st.GraceSeconds = int(grace / time.Second)
+	st.Deadline = time.Now().Add(grace).UTC().Truncate(time.Second)
+	if err := Save(home, st); err != nil {
+		return State{}, err
+	}
 	return st, nil
 }
 

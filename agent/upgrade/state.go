@@ -95,6 +95,10 @@ type State struct {
 	Args []string `json:"args,omitempty"`
 	// Reported is true once a Welcome acknowledged the outcome.
 	Reported bool `json:"reported"`
+	// Simulated is true when the swap was only recorded, by a simulated
+	// agent (Params.SimulateSwap): no binary was replaced, Exe and
+	// Previous are empty and no watchdog runs.
+	Simulated bool `json:"simulated,omitempty"`
 
 	// restarted is the watchdog's note that it started the service on
 	// the new version (Windows); not stored.
