@@ -20,7 +20,7 @@ type tlsPair struct {
 	server, client *certs.Identity
 }
 
-func newPair(t *testing.T) tlsPair {
+func newPair(t testing.TB) tlsPair {
 	t.Helper()
 	s, err := certs.NewIdentity("coordinator")
 	if err != nil {
@@ -35,7 +35,7 @@ func newPair(t *testing.T) tlsPair {
 
 // handshake runs one TLS handshake over loopback and returns both sides'
 // results.
-func handshake(t *testing.T, sc, cc *tls.Config) (server, client *tls.Conn, serr, cerr error) {
+func handshake(t testing.TB, sc, cc *tls.Config) (server, client *tls.Conn, serr, cerr error) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -3,6 +3,8 @@
 //
 //	tendril-fleet run --agents N --coordinator HOST:PORT (--data DIR | --url URL --api-key KEY) --dir WORKDIR
 //	tendril-fleet bench --agents 1000,5000,10000 --out bench-results/results.md
+//	tendril-fleet bench-transfer --out bench-results/transfer.md
+//	tendril-fleet bench-rollout --agents 1000 --batch 100 --out bench-results/rollout.md
 //
 // run registers the agents' homes that are not registered yet (once), then
 // runs them all until interrupted. With --status it serves the fleet's
@@ -10,7 +12,13 @@
 //
 // bench starts everything itself: a fresh coordinator (tendril-server from
 // the folder of this binary, or --server), the simulator as a separate
-// process, and stops both at the end, also on failure.
+// process, and stops both at the end, also on failure. bench-rollout does
+// the same for figure 7, an agent upgrade rollout (see rollout.go).
+//
+// bench-transfer measures figures 5 and 6 (see transfer.go): Calamari
+// bundle pushes to one real agent against raw TLS and scp, to a simulated
+// fleet, and a task's round trip against a multiplexed ssh; it starts and
+// stops its own coordinators, agents and sshd.
 package main
 
 import (
@@ -43,6 +51,10 @@ func main() {
 		err = runCmd(ctx, os.Args[2:])
 	case "bench":
 		err = benchCmd(ctx, os.Args[2:])
+	case "bench-transfer":
+		err = transferCmd(ctx, os.Args[2:])
+	case "bench-rollout":
+		err = rolloutCmd(ctx, os.Args[2:])
 	case "-h", "--help", "help":
 		usage()
 		return
@@ -59,8 +71,10 @@ func main() {
 
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage:
-  tendril-fleet run --agents N --coordinator HOST:PORT (--data DIR | --url URL --api-key KEY) --dir WORKDIR [--environment Fleet] [--ramp 0] [--status 127.0.0.1:PORT]
-  tendril-fleet bench [--agents 1000,5000,10000] [--out bench-results/results.md] [--dir WORKDIR] [--server PATH]`)
+  tendril-fleet run --agents N --coordinator HOST:PORT (--data DIR | --url URL --api-key KEY) --dir WORKDIR [--environment Fleet] [--ramp 0] [--status 127.0.0.1:PORT] [--agent-version V]
+  tendril-fleet bench [--agents 1000,5000,10000] [--out bench-results/results.md] [--dir WORKDIR] [--server PATH]
+  tendril-fleet bench-transfer [--out bench-results/transfer.md] [--runs 5] [--rtt-runs 50] [--agents 100,500] [--bundle-mib 100] [--fleet-mib 20] [--dir WORKDIR] [--calamari FILE] [--keep]
+  tendril-fleet bench-rollout [--agents 1000] [--batch 100] [--out bench-results/rollout.md] [--dir WORKDIR] [--server PATH] [--package FILE]`)
 }
 
 func runCmd(ctx context.Context, args []string) error {
@@ -74,6 +88,7 @@ func runCmd(ctx context.Context, args []string) error {
 	env := fs.String("environment", fleet.DefaultEnvironment, "environment the agents are enrolled into")
 	ramp := fs.Duration("ramp", 0, "spread the agents' starts over this duration (0: all at once)")
 	status := fs.String("status", "", "loopback host:port to serve the fleet's counters on as JSON (GET /stats)")
+	agentVersion := fs.String("agent-version", "", "version the agents report until an upgrade (default: this binary's)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -94,6 +109,7 @@ func runCmd(ctx context.Context, args []string) error {
 		Dir: *dir, Agents: *agents, Coordinator: *coordinator, Admin: cl,
 		Environment: *env, Ramp: *ramp,
 	}
+	cfg.Agent.Version = *agentVersion
 	start := time.Now()
 	n, err := fleet.Prepare(ctx, cfg)
 	if err != nil {

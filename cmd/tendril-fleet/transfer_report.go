@@ -1,0 +1,217 @@
+package main
+
+import (
+	"fmt"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+)
+
+// mibps is a throughput in MiB/s, or "-" without a time.
+func mibps(bytes int64, d time.Duration) string {
+	if d <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f MiB/s", float64(bytes)/(1<<20)/d.Seconds())
+}
+
+// pct is how fast d is against the ceiling, in percent of its throughput
+// (same bytes, so ceiling/d).
+func pct(ceiling, d time.Duration) string {
+	if d <= 0 || ceiling <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f%%", 100*ceiling.Seconds()/d.Seconds())
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
+
+// spread is "median of N, min–max".
+func spread(ds []time.Duration, unit func(time.Duration) string) string {
+	if len(ds) == 0 {
+		return "no runs"
+	}
+	return fmt.Sprintf("median of %d, %s–%s", len(ds), unit(slices.Min(ds)), unit(slices.Max(ds)))
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+// renderTransferTable is figures 5 and 6 as a markdown table: figure,
+// goal, measured, compared with.
+func renderTransferTable(t *transferBench, r *transferResults) string {
+	if r == nil {
+		return "(no results)"
+	}
+	var b strings.Builder
+	b.WriteString("| figure | goal | measured | compared with (same run) |\n|---|---|---|---|\n")
+	row := func(fig, goal, measured, cmp string) {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", fig, goal, measured, cmp)
+	}
+	if len(r.push) > 0 {
+		tlsMed, push := median(r.tls), median(r.push)
+		row(fmt.Sprintf("5. push of a %s bundle to one agent: transfer, verify, extract, Success.txt", mib(r.bundleBytes)),
+			"≥ 80% of raw TLS",
+			fmt.Sprintf("%s = %s = **%s of raw TLS** (%s)", secs(push), mibps(r.bundleBytes, push), pct(tlsMed, push), spread(r.push, secs)),
+			fmt.Sprintf("raw TLS %s (%s): %s = %s (%s); scp: %s = %s = %s of raw TLS (%s)",
+				r.tlsVersion, r.tlsCipher, secs(tlsMed), mibps(r.bundleBytes, tlsMed), spread(r.tls, secs),
+				secs(median(r.scp)), mibps(r.bundleBytes, median(r.scp)), pct(tlsMed, median(r.scp)), spread(r.scp, secs)))
+		if len(r.pushLanded) > 0 {
+			landed := median(r.pushLanded)
+			row("5. same push, transfer alone: from the update call until every byte is in the agent's file",
+				"≥ 80% of raw TLS",
+				fmt.Sprintf("%s = %s = **%s of raw TLS** (%s)", secs(landed), mibps(r.bundleBytes, landed), pct(tlsMed, landed), spread(r.pushLanded, secs)),
+				fmt.Sprintf("scp (also writes a file): %s of raw TLS", pct(tlsMed, median(r.scp))))
+		}
+		row("5. same push, until the update API call returns (it ends with a health check that re-verifies every installed version)", "",
+			fmt.Sprintf("%s (%s)", secs(median(r.pushAPI)), spread(r.pushAPI, secs)), "")
+	}
+	for _, f := range r.fleet {
+		var others []string
+		for _, o := range r.fleet {
+			if o.agents != f.agents && o.peak > 0 {
+				others = append(others, fmt.Sprintf("%d agents: %s → %s", o.agents, mib(o.rssBefore), mib(o.peak)))
+			}
+		}
+		row(fmt.Sprintf("5. push of a %s bundle to %d agents: every agent installed", mib(r.fleetBundleBytes), f.agents), "",
+			fmt.Sprintf("%s (%s in all)", secs(f.installed), mibps(r.fleetBundleBytes*int64(f.agents), f.installed)),
+			fmt.Sprintf("update API call returned after %s; CPU: coordinator %s, simulator %s", secs(f.api), secs(f.coordCPU), secs(f.simCPU)))
+		peakName := "peak (VmHWM, reset before the push)"
+		if f.peakSinceStart {
+			peakName = "peak since start (VmHWM)"
+		}
+		row(fmt.Sprintf("5. coordinator RSS during the push to %d agents: before → %s → after", f.agents, peakName),
+			"does not grow with agents",
+			fmt.Sprintf("%s → **%s** → %s (Go heap in use %s → %s)", mib(f.rssBefore), mib(f.peak), mib(f.rssAfter), mib(int64(f.heapBefore)), mib(int64(f.heapAfter))),
+			strings.Join(others, "; "))
+	}
+	if len(r.task) > 0 {
+		row(fmt.Sprintf("6. task round trip: `run-script --inline true` on one agent through the API, create to final state (Calamari %s)", r.taskCalamari),
+			"faster than SSH",
+			fmt.Sprintf("**%s** (%s)", ms(median(r.task)), spread(r.task, ms)),
+			fmt.Sprintf("`ssh` over a held ControlMaster connection, `true`, bash not reading ~/.bashrc: **%s** (%s)",
+				ms(median(r.ssh)), spread(r.ssh, ms)))
+		row("6. the same ssh, bash reading this machine's ~/.bashrc (as a plain `ssh host true` does here)", "", ms(median(r.sshShell)),
+			fmt.Sprintf("%s; first of each, not counted: task %s, ssh %s and %s (each sets up its master connection)",
+				spread(r.sshShell, ms), ms(r.taskFirst), ms(r.sshFirst), ms(r.sshShellFirst)))
+		if len(r.taskToStart) > 0 {
+			row("6. task round trip, from the task's timestamps: created → started (includes the Calamari check) / started → finished", "",
+				fmt.Sprintf("%s / %s (medians)", ms(median(r.taskToStart)), ms(median(r.taskRun))),
+				"the rest is the API calls: create, and the followed log delivering the final state")
+		}
+	}
+	return b.String()
+}
+
+// renderTransferDoc is the results file: the table, then how each figure
+// was measured and every individual time.
+func renderTransferDoc(t *transferBench, args []string, r *transferResults, table string, took time.Duration, runErr error) string {
+	dirty := ""
+	if command("git", "status", "--porcelain") != "" {
+		dirty = " (dirty tree)"
+	}
+	var s strings.Builder
+	fmt.Fprintf(&s, "# Transfer benchmark results (figures 5 and 6)\n\n")
+	fmt.Fprintf(&s, "- when: %s, took %s\n", time.Now().UTC().Format(time.RFC3339), took.Round(time.Second))
+	fmt.Fprintf(&s, "- command: `%s`\n", strings.Join(args, " "))
+	fmt.Fprintf(&s, "- commit: %s%s\n", command("git", "rev-parse", "--short", "HEAD"), dirty)
+	fmt.Fprintf(&s, "- machine: %d CPUs, %s memory, kernel %s, %s\n", runtime.NumCPU(), memTotal(), command("uname", "-r"), runtime.Version())
+	if r != nil {
+		fmt.Fprintf(&s, "- load average (1, 5, 15 min) before: %s; after: %s\n", r.loadBefore, r.loadAfter)
+		fmt.Fprintf(&s, "- CPU busy over 2 s before the benchmark started anything (others' work): %s\n", r.busyBefore)
+		fmt.Fprintf(&s, "- ssh: %s\n", r.sshVersion)
+	}
+	if runErr != nil {
+		fmt.Fprintf(&s, "- **the run failed**: %v\n", runErr)
+	}
+	s.WriteString("\n")
+	s.WriteString(table)
+	s.WriteString(`
+## How it was measured
+
+Everything runs on this machine, on loopback, started and stopped by
+` + "`tendril-fleet bench-transfer`" + `. Each coordinator is ` + "`tendril-server run --data DIR --listen 127.0.0.1:PORT --http 127.0.0.1:PORT --health-interval 1h0m0s --log-level warn`" + `
+on a fresh data folder: the long interval keeps periodic health sweeps (which
+re-verify every installed bundle and start automatic pushes) out of the timed
+windows; each agent still gets its health check when it connects.
+
+- **One agent** (figures 5 and 6): the real ` + "`tendril-agent`" + ` binary as its own
+  process (` + "`tendril-agent register --home H --join JOIN --name bench-agent`" + `, then
+  ` + "`tendril-agent run --home H`" + `), in its own environment.
+- **Push to one agent**: per run a new version of the bundle (random, so
+  incompressible, payload plus a stub entry point; packed with bundle.Pack) is
+  uploaded (not timed), then ` + "`POST /api/calamari/update`" + ` for the agent is timed. The
+  benchmark looks at the agent's folder every millisecond: "transfer alone" is
+  when the partial file holds every byte (before its fsync and hash check);
+  "installed" is when ` + "`Calamari/<version>/Success.txt`" + ` is in place (every file
+  extracted, verified and synced, the folder renamed into place).
+- **Raw TLS** (the ceiling): in this process, a TCP connection on loopback with
+  the agent session's TLS settings (protocol.ServerTLS/ClientTLS: TLS 1.3, fresh
+  ECDSA P-256 certificates pinned by thumbprint both ways); the server side
+  writes the same bundle bytes from memory, the client reads and discards them.
+  Timed from the first write to the last byte read; the handshake is not timed.
+- **scp**: ` + "`scp -F none -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -i KEY -q -P PORT BUNDLE USER@127.0.0.1:DEST`" + `
+  (OpenSSH's default cipher; SFTP protocol), the same bundle file, to Debian's sshd
+  started with its own sshd_config (` + "`/usr/sbin/sshd -D -e -f CONFIG`" + `), a throwaway
+  host key and client key; wall time of the scp process, so it includes its SSH
+  handshake. The copy lands on the same disk as the agent's.
+- Push, scp and raw TLS run once per run, in an order that rotates between
+  runs; times are medians over the runs.
+- **Many agents**: ` + "`tendril-fleet run`" + ` (package fleet: real agents, real TLS,
+  yamux and protocol in one process; the host is what they share) as its own
+  process, homes registered once (not timed). Per size, largest first: a fresh
+  coordinator process, the simulator with that many agents, wait until all are
+  listed healthy, upload a new bundle version (not timed), reset the
+  coordinator's peak RSS (` + "`echo 5 > /proc/PID/clear_refs`" + `), then time
+  ` + "`POST /api/calamari/update`" + ` for the environment until every agent's
+  Success.txt of that version is in place (looked at every 10 ms) and until the
+  call returns; then read VmHWM. Every agent installs the bundle for real in its
+  own home (the work folder is removed at the end). One push per size.
+- **Task round trip**: ` + "`POST /api/tasks`" + ` with ` + "`run-script --inline true`" + ` pinned to the
+  real Calamari bundle, then ` + "`GET /api/tasks/ID/log?follow=true`" + ` until the
+  final state arrives (what ` + "`tendril-server task run`" + ` does), from this process
+  with a kept-alive HTTP connection. It includes the coordinator's check that
+  the agent's Calamari is intact (every file re-hashed) before the task.
+  Compared with ` + "`ssh -F none -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -i KEY -o ControlMaster=auto -o ControlPath=DIR/KIND-%C -o ControlPersist=60 -p PORT USER@127.0.0.1 true`" + `
+  (wall time of the ssh process), one of each in turn; the first of each is
+  not counted (it sets up the master connection). Two client keys: Debian's
+  bash started by sshd reads ~/.bashrc even to run ` + "`true`" + `, and this machine's
+  root ~/.bashrc runs ` + "`pyenv init`" + `, which costs more than SSH itself. One key's
+  authorized_keys line sets ` + "`environment=\"SHLVL=1\"`" + ` (sshd_config
+  ` + "`PermitUserEnvironment SHLVL`" + `), so bash counts itself nested and skips
+  ~/.bashrc: SSH's own cost, like the ` + "`/bin/sh -c true`" + ` a Calamari run-script
+  starts. The other key runs the shell as the machine has it.
+`)
+	if r != nil {
+		s.WriteString("\n## Every time measured\n\n")
+		list := func(name string, ds []time.Duration, unit func(time.Duration) string) {
+			if len(ds) == 0 {
+				return
+			}
+			v := make([]string, len(ds))
+			for i, d := range ds {
+				v[i] = unit(d)
+			}
+			fmt.Fprintf(&s, "- %s: %s\n", name, strings.Join(v, ", "))
+		}
+		fmt.Fprintf(&s, "- bundle: %d bytes (one agent), %d bytes (fleet)\n", r.bundleBytes, r.fleetBundleBytes)
+		list("push, installed", r.push, secs)
+		list("push, transfer alone", r.pushLanded, secs)
+		list("push, API call", r.pushAPI, secs)
+		list("scp", r.scp, secs)
+		list("raw TLS", r.tls, secs)
+		if len(r.compareOrders) > 0 {
+			fmt.Fprintf(&s, "- order per run: %s\n", strings.Join(r.compareOrders, " | "))
+		}
+		for _, f := range r.fleet {
+			fmt.Fprintf(&s, "- %d agents, Calamari %s: installed on all in %s, API %s, %d installed, coordinator RSS %d → peak %d → after %d bytes, Go heap in use %.0f → %.0f bytes, heap profile after: %s, coordinator crashed: %v\n",
+				f.agents, f.version, secs(f.installed), secs(f.api), f.installedCount, f.rssBefore, f.peak, f.rssAfter, f.heapBefore, f.heapAfter, f.profile, f.coordinatorCrashed)
+		}
+		list("task round trip", r.task, ms)
+		list("ssh round trip, no ~/.bashrc", r.ssh, ms)
+		list("ssh round trip, with ~/.bashrc", r.sshShell, ms)
+		list("task created → started", r.taskToStart, ms)
+		list("task started → finished", r.taskRun, ms)
+	}
+	return s.String()
+}
