@@ -19,7 +19,7 @@ override VERSION := $(patsubst v%,%,$(VERSION))
 LDFLAGS := -X github.com/tendrildeploy/tendril/version.Version=$(VERSION)
 FUZZTIME ?= 30s
 
-.PHONY: build run test fuzz dist bench-quick bench
+.PHONY: build run test fuzz dist bench-quick bench bench-build
 
 ## build: put tendril-server, tendril-agent and calamari, stamped with VERSION, in ./bin,
 ## and the Calamari bundle (cross-built for every platform, unsigned) in ./dist
@@ -57,15 +57,20 @@ fuzz:
 
 ## bench-quick: fleet benchmark at 1,000 simulated agents (a few minutes); results and
 ## coordinator profiles in bench-results/ (see BENCHMARKS.md). Not part of test.
-bench-quick:
-	@mkdir -p bin bench-results
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/tendril-server ./cmd/tendril-server
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/tendril-fleet ./cmd/tendril-fleet
+bench-quick: bench-build
 	bin/tendril-fleet bench --agents 1000 --storms 3 --out bench-results/quick.md
 
-## bench: fleet benchmark at 1,000, 5,000 and 10,000 simulated agents (within 15 minutes)
-bench:
-	@mkdir -p bin bench-results
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/tendril-server ./cmd/tendril-server
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/tendril-fleet ./cmd/tendril-fleet
+## bench: every figure of BENCHMARKS.md: fleet of 1,000, 5,000 and 10,000 simulated agents,
+## bundle pushes and task round trips against raw TLS, scp and ssh, and a rollout to 1,000
+## agents (within 15 minutes; run it on an otherwise idle machine)
+bench: bench-build
 	bin/tendril-fleet bench --agents 1000,5000,10000 --out bench-results/results.md
+	bin/tendril-fleet bench-transfer --out bench-results/transfer.md
+	bin/tendril-fleet bench-rollout --agents 1000 --batch 100 --out bench-results/rollout.md
+
+# bench-build: the binaries and Calamari bundle the benchmarks run, and sshd for
+# the transfer comparison
+bench-build: build
+	@scripts/bench-deps.sh
+	@mkdir -p bench-results
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/tendril-fleet ./cmd/tendril-fleet
