@@ -510,6 +510,15 @@ func TestVerifyDetectsTampering(t *testing.T) {
 			b[len(b)/2] ^= 1
 			must(t, os.WriteFile(p(v, "lib/data/blob.bin"), b, 0o644))
 		}, ErrCorrupt, false},
+		{"change one byte, keep size and modification time", func(t *testing.T, v string) {
+			path := p(v, "lib/data/blob.bin")
+			st, err := os.Stat(path)
+			must(t, err)
+			b, _ := os.ReadFile(path)
+			b[0] ^= 1
+			must(t, os.WriteFile(path, b, 0o644))
+			must(t, os.Chtimes(path, st.ModTime(), st.ModTime()))
+		}, ErrCorrupt, false},
 		{"append a byte", func(t *testing.T, v string) {
 			f, _ := os.OpenFile(p(v, "README.txt"), os.O_WRONLY|os.O_APPEND, 0)
 			f.Write([]byte("!"))
@@ -559,9 +568,18 @@ func TestVerifyDetectsTampering(t *testing.T) {
 			s := goodSpec("1.2.3")
 			mustInstall(t, s, dir)
 			vdir := filepath.Join(dir, "1.2.3")
+			// A Verifier that hashed the intact folder must not vouch
+			// for it once tampered with.
+			var vr Verifier
+			if _, err := vr.Verify(vdir, testKey().Public()); err != nil {
+				t.Fatalf("Verifier.Verify before tampering: got %v, want nil", err)
+			}
 			tt.do(t, vdir)
 			if _, err := Verify(vdir, testKey().Public()); !errors.Is(err, tt.want) {
 				t.Fatalf("Verify: got %v, want %v", err, tt.want)
+			}
+			if _, err := vr.Verify(vdir, testKey().Public()); !errors.Is(err, tt.want) {
+				t.Fatalf("Verifier.Verify after tampering: got %v, want %v", err, tt.want)
 			}
 			st := Scan(dir, testKey().Public())
 			if len(st) == 1 && !errors.Is(st[0].Err, tt.want) {

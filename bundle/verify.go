@@ -38,14 +38,21 @@ const staleTempAge = time.Hour
 // Errors wrap ErrNotInstalled (no folder, or no Success.txt),
 // ErrBadSignature, or ErrCorrupt (with the path and what differs).
 func Verify(dir, publicKeyHex string) (Manifest, error) {
-	m, err := verify(dir, publicKeyHex)
+	return verifyWith(dir, publicKeyHex, nil)
+}
+
+// verifyWith is Verify, skipping files v knows to be unchanged (v may be
+// nil: hash every file).
+func verifyWith(dir, publicKeyHex string, v *Verifier) (Manifest, error) {
+	m, err := verify(dir, publicKeyHex, v)
 	if err != nil {
+		v.Forget(dir)
 		return Manifest{}, fmt.Errorf("verify bundle %s: %w", dir, err)
 	}
 	return m, nil
 }
 
-func verify(dir, publicKeyHex string) (Manifest, error) {
+func verify(dir, publicKeyHex string, v *Verifier) (Manifest, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -88,14 +95,14 @@ func verify(dir, publicKeyHex string) (Manifest, error) {
 		return Manifest{}, fmt.Errorf("%w: the folder is named %s but holds version %s", ErrCorrupt, quote(base), m.Version)
 	}
 	for _, f := range m.Files {
-		if err := verifyFile(root, f); err != nil {
+		if err := verifyFile(root, f, v, filepath.Join(dir, filepath.FromSlash(f.Path))); err != nil {
 			return Manifest{}, err
 		}
 	}
 	return m, nil
 }
 
-func verifyFile(root *os.Root, f File) error {
+func verifyFile(root *os.Root, f File, v *Verifier, path string) error {
 	native := filepath.FromSlash(f.Path)
 	st, err := root.Lstat(native)
 	switch {
@@ -117,6 +124,9 @@ func verifyFile(root *os.Root, f File) error {
 			return fmt.Errorf("%w: %s has mode %#o, it is no longer executable", ErrCorrupt, f.Path, perm)
 		}
 	}
+	if v.fresh(path, st, f.SHA256) {
+		return nil
+	}
 	fh, err := root.Open(native)
 	if err != nil {
 		return fmt.Errorf("%w: %s: %v", ErrCorrupt, f.Path, err)
@@ -133,6 +143,8 @@ func verifyFile(root *os.Root, f File) error {
 	if got := hex.EncodeToString(h.Sum(nil)); got != f.SHA256 {
 		return fmt.Errorf("%w: %s has sha256 %s, the manifest says %s", ErrCorrupt, f.Path, got, f.SHA256)
 	}
+	// What was known before the read: a change during it shows next time.
+	v.hashedFile(path, st, f.SHA256)
 	return nil
 }
 
@@ -197,9 +209,13 @@ type Status struct {
 // returns their states sorted newest version first. A missing or
 // unreadable calamariDir has no versions.
 func Scan(calamariDir, publicKeyHex string) []Status {
+	return scanWith(calamariDir, publicKeyHex, nil)
+}
+
+func scanWith(calamariDir, publicKeyHex string, vr *Verifier) []Status {
 	var out []Status
 	for _, v := range versionFolders(calamariDir) {
-		_, err := Verify(filepath.Join(calamariDir, v), publicKeyHex)
+		_, err := verifyWith(filepath.Join(calamariDir, v), publicKeyHex, vr)
 		out = append(out, Status{Version: v, Err: err})
 	}
 	return out

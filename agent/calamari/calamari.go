@@ -94,6 +94,10 @@ type Store struct {
 	// pushing serialises pushes per version and per bundle hash: one
 	// receive per partial file, and one install per version folder.
 	pushing keylock.Map
+	// verifier re-hashes only files that changed since they last
+	// verified (or every hour): every health check and every task start
+	// verifies what it relies on.
+	verifier bundle.Verifier
 }
 
 // New returns the store for cfg.Dir, creating the folder if missing.
@@ -139,7 +143,7 @@ func (s *Store) Verify(v string) (bundle.Manifest, error) {
 	if err := ValidateVersion(v); err != nil {
 		return bundle.Manifest{}, err
 	}
-	return bundle.Verify(s.versionDir(v), s.cfg.SigningKey)
+	return s.verifier.Verify(s.versionDir(v), s.cfg.SigningKey)
 }
 
 // Check answers a CalamariCheck: whether v is installed and intact, and if
@@ -170,7 +174,7 @@ func (s *Store) problem(v string, err error) string {
 // quarantine or a damaged disk leaves behind).
 func (s *Store) Scan() (versions, problems []string) {
 	versions = []string{} // "none" is an empty list on the wire, not null
-	for _, st := range bundle.Scan(s.cfg.Dir, s.cfg.SigningKey) {
+	for _, st := range s.verifier.Scan(s.cfg.Dir, s.cfg.SigningKey) {
 		if st.Err == nil {
 			versions = append(versions, st.Version)
 			continue
@@ -339,6 +343,9 @@ func (s *Store) prune(justInstalled string) []string {
 		}
 	}
 	pruned, err := bundle.Prune(s.cfg.Dir, s.cfg.Keep, func(v string) bool { return keep[v] })
+	for _, v := range pruned {
+		s.verifier.Forget(s.versionDir(v))
+	}
 	if err != nil {
 		s.log.Warn("could not prune old Calamari versions", zap.Strings("pruned", pruned), zap.Error(err))
 	}

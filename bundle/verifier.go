@@ -1,0 +1,124 @@
+package bundle
+
+import (
+	"io/fs"
+	"os"
+	"sync"
+	"time"
+)
+
+// DefaultMaxAge is how long a Verifier trusts a file it hashed, while the
+// file stays unchanged, before it reads the file again.
+const DefaultMaxAge = time.Hour
+
+// Verifier is Verify and Scan with a memory of what was hashed. A listed
+// file whose size, modification time, change time and inode are what they
+// were when its content last matched the manifest is not read again, for
+// up to MaxAge. Antivirus quarantine, a partial delete, an overwrite, a
+// chmod or a rename all change the change time or the inode, which no
+// program can set back; the full re-read every MaxAge covers the rest.
+//
+// Before it, every health check and every task re-hashed every installed
+// file: a task's start waited on hashing its Calamari bundle, and each
+// health check cost agents CPU in proportion to what they had installed.
+// On systems whose file information carries no change time and inode
+// (Windows), a Verifier hashes every time, like Verify.
+type Verifier struct {
+	// MaxAge bounds how long a hashed file is trusted unread. 0 means
+	// DefaultMaxAge.
+	MaxAge time.Duration
+
+	mu    sync.Mutex
+	files map[string]hashed // by absolute path
+	now   func() time.Time  // tests move time
+	reads int               // files hashed, for tests
+}
+
+// hashed is one file whose content matched the manifest.
+type hashed struct {
+	id     fileID
+	sha256 string
+	at     time.Time
+}
+
+// fileID is what changes when a file's content may have changed.
+type fileID struct {
+	size         int64
+	mtime, ctime int64 // nanoseconds
+	dev, ino     uint64
+}
+
+// Verify is Verify, skipping the hash of files known to be unchanged.
+func (v *Verifier) Verify(dir, publicKeyHex string) (Manifest, error) {
+	return verifyWith(dir, publicKeyHex, v)
+}
+
+// Scan is Scan, skipping the hash of files known to be unchanged.
+func (v *Verifier) Scan(calamariDir, publicKeyHex string) []Status {
+	return scanWith(calamariDir, publicKeyHex, v)
+}
+
+// fresh reports whether the file at path, as st describes it, was hashed
+// with this content before, recently enough to trust.
+func (v *Verifier) fresh(path string, st fs.FileInfo, sha256 string) bool {
+	if v == nil {
+		return false
+	}
+	id, ok := identify(st)
+	if !ok {
+		return false
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	h, found := v.files[path]
+	return found && h.id == id && h.sha256 == sha256 && v.clock().Sub(h.at) < v.maxAge()
+}
+
+// hashedFile counts a file read and remembers that its content, as st
+// described it before the read, matched sha256.
+func (v *Verifier) hashedFile(path string, st fs.FileInfo, sha256 string) {
+	if v == nil {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.reads++
+	id, ok := identify(st)
+	if !ok {
+		return
+	}
+	if v.files == nil {
+		v.files = make(map[string]hashed)
+	}
+	v.files[path] = hashed{id: id, sha256: sha256, at: v.clock()}
+}
+
+// Forget drops what is known of the files under dir: a version that
+// failed to verify, or was removed, is read whole next time.
+func (v *Verifier) Forget(dir string) {
+	if v == nil {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	prefix := dir + string(os.PathSeparator)
+	for p := range v.files {
+		if len(p) > len(prefix) && p[:len(prefix)] == prefix {
+			delete(v.files, p)
+		}
+	}
+}
+
+func (v *Verifier) clock() time.Time {
+	if v.now != nil {
+		return v.now()
+	}
+	return time.Now()
+}
+
+func (v *Verifier) maxAge() time.Duration {
+	if v.MaxAge > 0 {
+		return v.MaxAge
+	}
+	return DefaultMaxAge
+}
