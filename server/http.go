@@ -71,6 +71,8 @@ func (s *Server) handler() http.Handler {
 	api("PUT /api/maintenance", s.apiSetMaintenance)
 	api("POST /api/backup/snapshot", s.apiBackupSnapshot)
 	api("GET /api/updates", s.apiUpdates)
+	api("POST /api/agents/{name}/health-check", s.apiCheckAgentHealth)
+	s.registerConsole(mux)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path))
 	})
@@ -87,7 +89,7 @@ func (s *Server) authorize(maxBody int64, next http.Handler) http.Handler {
 			writeError(w, http.StatusUnauthorized, "an API key is required: send \"Authorization: Bearer <key>\" (the admin key is in the data folder's admin.key)")
 			return
 		}
-		if _, err := s.store.APIKeyByHash(r.Context(), hashSecret(strings.TrimSpace(key))); err != nil {
+		if _, err := s.checkAPIKey(r.Context(), key); err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				writeError(w, http.StatusUnauthorized, "the API key is not valid")
 				return

@@ -1,0 +1,827 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"html/template"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+
+	"go.uber.org/zap"
+	"golang.org/x/mod/semver"
+
+	"github.com/tendrildeploy/tendril/server/store"
+	"github.com/tendrildeploy/tendril/server/ui"
+)
+
+// consoleCookie names the browser's session cookie.
+const consoleCookie = "tendril_session"
+
+// csrfHeader carries the CSRF token for requests made by script rather
+// than by a form.
+const csrfHeader = "X-CSRF-Token"
+
+// consoleCSP allows only the console's own files: no inline script or
+// style, so an injected tag that escaped escaping still could not run.
+const consoleCSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; " +
+	"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+
+// taskLogPreview is how many log lines the task page renders itself; the
+// page's script streams the rest.
+const taskLogPreview = 5000
+
+// errNoSession means the request carries no live console session.
+var errNoSession = errors.New("not signed in")
+
+// console is the web UI: server-rendered pages over the same methods the
+// JSON API calls, with its own session sign-in so that the browser never
+// holds the API key after signing in.
+type console struct {
+	s        *Server
+	tpl      *ui.Templates
+	sessions *consoleSessions
+	// cop refuses cross-origin state changes by the browser's own
+	// headers (Sec-Fetch-Site, Origin), in addition to the CSRF token.
+	cop *http.CrossOriginProtection
+}
+
+// consoleFuncs are the helpers every console template may call.
+var consoleFuncs = template.FuncMap{
+	"pathEscape": url.PathEscape,
+	"join":       strings.Join,
+	"bytes":      humanBytes,
+}
+
+// registerConsole adds the web console's routes to mux. The API under
+// /api/ is untouched: it keeps its bearer keys.
+func (s *Server) registerConsole(mux *http.ServeMux) {
+	tpl, err := ui.Parse(consoleFuncs)
+	if err != nil {
+		// The templates are compiled in; a parse error is a bug that the
+		// package's tests catch, not a condition to run with.
+		panic(err)
+	}
+	c := &console{s: s, tpl: tpl, sessions: newConsoleSessions(), cop: http.NewCrossOriginProtection()}
+
+	static := http.FileServerFS(ui.Static())
+	mux.Handle("GET /static/", http.StripPrefix("/static/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "" || strings.HasSuffix(r.URL.Path, "/") {
+			http.NotFound(w, r) // no directory listings
+			return
+		}
+		w.Header().Set("Cache-Control", "no-cache")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		static.ServeHTTP(w, r)
+	})))
+	mux.HandleFunc("GET /signin", c.signinPage)
+	mux.HandleFunc("POST /signin", c.signin)
+	mux.Handle("POST /signout", c.action(c.signout))
+
+	mux.Handle("GET /{$}", c.page(c.environmentsPage))
+	mux.Handle("GET /machines/{name}", c.page(c.machinePage))
+	mux.Handle("GET /tasks", c.page(c.tasksPage))
+	mux.Handle("GET /tasks/{id}", c.page(c.taskPage))
+
+	mux.Handle("GET /ui/fragments/environments", c.uiAPI(c.environmentsFragment))
+	mux.Handle("GET /ui/fragments/machines/{name}", c.uiAPI(c.machineFragment))
+	mux.Handle("GET /ui/fragments/tasks", c.uiAPI(c.tasksFragment))
+	mux.Handle("GET /ui/fragments/tasks/{id}", c.uiAPI(c.taskFragment))
+	// The browser reads the API's own answers through its session.
+	mux.Handle("GET /ui/api/tasks/{id}", c.uiAPI(func(w http.ResponseWriter, r *http.Request, _ sessionInfo) { s.apiTask(w, r) }))
+	mux.Handle("GET /ui/api/tasks/{id}/log", c.uiAPI(func(w http.ResponseWriter, r *http.Request, _ sessionInfo) { s.apiTaskLog(w, r) }))
+	mux.HandleFunc("/ui/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no console endpoint %s %s", r.Method, r.URL.Path))
+	})
+
+	mux.Handle("POST /actions/calamari/update", c.action(c.updateCalamari))
+	mux.Handle("POST /actions/upgrade", c.action(c.upgrade))
+	mux.Handle("POST /actions/agents/{name}/health-check", c.action(c.checkHealth))
+	mux.Handle("POST /actions/agents/{name}/delete", c.action(c.deleteAgent))
+	mux.Handle("POST /actions/tasks/{id}/cancel", c.action(c.cancelTask))
+
+	mux.HandleFunc("/", c.notFound)
+}
+
+// checkAPIKey returns the stored key that key (as sent, surrounding
+// space ignored) names, or store.ErrNotFound. The API's bearer check and
+// the console's sign-in both use it, so both accept exactly the same keys.
+func (s *Server) checkAPIKey(ctx context.Context, key string) (store.APIKey, error) {
+	return s.store.APIKeyByHash(ctx, hashSecret(strings.TrimSpace(key)))
+}
+
+// session returns the request's live session: the cookie names one and
+// the API key it was opened with is still valid. A session whose key was
+// revoked ends here.
+func (c *console) session(r *http.Request) (sessionInfo, error) {
+	ck, err := r.Cookie(consoleCookie)
+	if err != nil {
+		return sessionInfo{}, errNoSession
+	}
+	si, ok := c.sessions.get(ck.Value)
+	if !ok {
+		return sessionInfo{}, errNoSession
+	}
+	if _, err := c.s.store.APIKeyByHash(r.Context(), si.keyHash); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			c.sessions.delete(si.id)
+			return sessionInfo{}, errNoSession
+		}
+		return sessionInfo{}, fmt.Errorf("check console session's API key: %w", err)
+	}
+	return si, nil
+}
+
+type consoleHandler func(w http.ResponseWriter, r *http.Request, si sessionInfo)
+
+// page serves a page to a signed-in browser and sends anyone else to sign
+// in, coming back here afterwards.
+func (c *console) page(h consoleHandler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		si, err := c.session(r)
+		if errors.Is(err, errNoSession) {
+			http.Redirect(w, r, "/signin?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+			return
+		}
+		if err != nil {
+			c.serverError(w, r, nil, err)
+			return
+		}
+		h(w, r, si)
+	})
+}
+
+// uiAPI serves what the pages' scripts fetch; without a session it
+// answers 401 JSON, which the script turns into a visit to sign in.
+func (c *console) uiAPI(h consoleHandler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		si, err := c.session(r)
+		if errors.Is(err, errNoSession) {
+			writeError(w, http.StatusUnauthorized, "not signed in to the console; sign in at /signin")
+			return
+		}
+		if err != nil {
+			c.s.internalError(w, err)
+			return
+		}
+		h(w, r, si)
+	})
+}
+
+// action guards a state change from a form: same-origin, signed in, with
+// the session's CSRF token (form field "csrf" or the X-CSRF-Token
+// header). A refusal changes nothing.
+func (c *console) action(h consoleHandler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, maxRequestBody)
+		if err := c.cop.Check(r); err != nil {
+			c.forbidden(w, r, nil, "This request came from another site; it was refused and nothing changed.")
+			return
+		}
+		si, err := c.session(r)
+		if errors.Is(err, errNoSession) {
+			http.Redirect(w, r, "/signin", http.StatusSeeOther)
+			return
+		}
+		if err != nil {
+			c.serverError(w, r, nil, err)
+			return
+		}
+		if err := r.ParseForm(); err != nil {
+			c.renderError(w, r, &si, http.StatusBadRequest, "Bad request", "The form could not be read: "+err.Error())
+			return
+		}
+		token := r.PostForm.Get("csrf")
+		if token == "" {
+			token = r.Header.Get(csrfHeader)
+		}
+		if !validCSRF(si.csrf, token) {
+			c.forbidden(w, r, &si, "The form's security token is missing or wrong (it may be from an earlier sign-in); nothing changed. Reload the page and try again.")
+			return
+		}
+		h(w, r, si)
+	})
+}
+
+// pageData is what the layout renders around every page.
+type pageData struct {
+	Nav         string
+	Signed      bool
+	CSRF        string
+	Flashes     []consoleFlash
+	Updates     UpdatesView
+	Maintenance MaintenanceView
+	Version     string
+	Body        any
+}
+
+// render writes a full page. si is nil for a visitor who is not signed in;
+// a signed-in page takes the session's pending messages.
+func (c *console) render(w http.ResponseWriter, r *http.Request, si *sessionInfo, status int, page, nav string, body any) {
+	set, ok := c.tpl.Pages[page]
+	if !ok {
+		c.s.log.Error("console page missing", zap.String("page", page))
+		http.Error(w, "internal error; see the coordinator's log", http.StatusInternalServerError)
+		return
+	}
+	d := pageData{Nav: nav, Version: c.s.cfg.Version, Body: body}
+	if si != nil {
+		d.Signed, d.CSRF = true, si.csrf
+		d.Flashes = c.sessions.takeFlashes(si.id)
+		d.Updates = c.s.Updates()
+		m, err := c.s.Maintenance(r.Context())
+		if err != nil {
+			// The page is still worth showing without the banner.
+			c.s.log.Warn("console: read maintenance state failed", zap.Error(err))
+		}
+		d.Maintenance = m
+	}
+	var buf bytes.Buffer
+	if err := set.ExecuteTemplate(&buf, ui.Layout, d); err != nil {
+		c.s.log.Error("console: render page failed", zap.String("page", page), zap.Error(err))
+		http.Error(w, "internal error; see the coordinator's log", http.StatusInternalServerError)
+		return
+	}
+	c.writeHTML(w, status, buf.Bytes())
+}
+
+// renderFragment writes one shared template alone, for a page's script
+// to put in place.
+func (c *console) renderFragment(w http.ResponseWriter, name string, data any) {
+	var buf bytes.Buffer
+	if err := c.tpl.Partials.ExecuteTemplate(&buf, name, data); err != nil {
+		c.s.internalError(w, fmt.Errorf("render console fragment %s: %w", name, err))
+		return
+	}
+	c.writeHTML(w, http.StatusOK, buf.Bytes())
+}
+
+func (c *console) writeHTML(w http.ResponseWriter, status int, body []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Content-Security-Policy", consoleCSP)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "same-origin")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	w.Write(body)
+}
+
+// errorBody is the body of the error page.
+type errorBody struct {
+	Title   string
+	Message string
+}
+
+func (c *console) renderError(w http.ResponseWriter, r *http.Request, si *sessionInfo, status int, title, msg string) {
+	c.render(w, r, si, status, "error", "", errorBody{Title: title, Message: msg})
+}
+
+func (c *console) forbidden(w http.ResponseWriter, r *http.Request, si *sessionInfo, msg string) {
+	c.renderError(w, r, si, http.StatusForbidden, "Refused", msg)
+}
+
+func (c *console) serverError(w http.ResponseWriter, r *http.Request, si *sessionInfo, err error) {
+	c.s.log.Error("console request failed", zap.String("path", r.URL.Path), zap.Error(err))
+	c.renderError(w, r, si, http.StatusInternalServerError, "Internal error", "Something went wrong on the coordinator; its log has the details.")
+}
+
+func (c *console) notFound(w http.ResponseWriter, r *http.Request) {
+	var si *sessionInfo
+	if s, err := c.session(r); err == nil {
+		si = &s
+	}
+	c.renderError(w, r, si, http.StatusNotFound, "Not found", "There is no page at "+r.URL.Path+".")
+}
+
+// signinBody is the body of the sign-in page.
+type signinBody struct {
+	Next  string
+	Error string
+}
+
+func (c *console) signinPage(w http.ResponseWriter, r *http.Request) {
+	next := safeLocal(r.URL.Query().Get("next"))
+	if _, err := c.session(r); err == nil {
+		http.Redirect(w, r, next, http.StatusSeeOther)
+		return
+	}
+	c.render(w, r, nil, http.StatusOK, "signin", "", signinBody{Next: next})
+}
+
+func (c *console) signin(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxRequestBody)
+	if err := c.cop.Check(r); err != nil {
+		c.forbidden(w, r, nil, "This sign-in came from another site; it was refused.")
+		return
+	}
+	if err := r.ParseForm(); err != nil {
+		c.render(w, r, nil, http.StatusBadRequest, "signin", "", signinBody{Next: "/", Error: "The form could not be read: " + err.Error()})
+		return
+	}
+	next := safeLocal(r.PostForm.Get("next"))
+	key := strings.TrimSpace(r.PostForm.Get("key"))
+	if key == "" {
+		c.render(w, r, nil, http.StatusBadRequest, "signin", "", signinBody{Next: next, Error: "Enter an API key."})
+		return
+	}
+	if _, err := c.s.checkAPIKey(r.Context(), key); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			c.render(w, r, nil, http.StatusUnauthorized, "signin", "", signinBody{Next: next, Error: "That API key is not valid."})
+			return
+		}
+		c.serverError(w, r, nil, fmt.Errorf("console sign-in: check API key: %w", err))
+		return
+	}
+	// A fresh id at every sign-in: a session id planted before sign-in
+	// never becomes a signed-in one.
+	if old, err := r.Cookie(consoleCookie); err == nil {
+		c.sessions.delete(old.Value)
+	}
+	id, _ := c.sessions.create(hashSecret(key))
+	http.SetCookie(w, &http.Cookie{
+		Name: consoleCookie, Value: id, Path: "/",
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil,
+	})
+	c.s.log.Info("console sign-in", zap.String("remote", r.RemoteAddr))
+	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+func (c *console) signout(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+	c.sessions.delete(si.id)
+	http.SetCookie(w, &http.Cookie{
+		Name: consoleCookie, Value: "", Path: "/", MaxAge: -1,
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil,
+	})
+	http.Redirect(w, r, "/signin", http.StatusSeeOther)
+}
+
+// safeLocal returns p if it is a path on this site, else "/": a sign-in
+// link must not be able to send the browser elsewhere afterwards.
+func safeLocal(p string) string {
+	if p == "" || p[0] != '/' || strings.HasPrefix(p, "//") || strings.ContainsAny(p, "\\\r\n\t") {
+		return "/"
+	}
+	u, err := url.Parse(p)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil {
+		return "/"
+	}
+	return p
+}
+
+// Machine states, most pressing first: a machine's colour is the first
+// that applies, and the others it has are shown as tags.
+var (
+	stateUnavailable        = machineState{"unavailable", "unavailable"}
+	stateUnhealthy          = machineState{"unhealthy", "unhealthy"}
+	stateUpgradeRequired    = machineState{"upgrade-required", "upgrade required"}
+	stateCalamariOutdated   = machineState{"calamari-outdated", "Calamari out of date"}
+	stateUpgradeRecommended = machineState{"upgrade-recommended", "upgrade recommended"}
+	stateWarning            = machineState{"warning", "warning"}
+	stateHealthy            = machineState{"healthy", "healthy"}
+)
+
+// machineState is a machine's state as the console shows it: Key is the
+// CSS class suffix and data-state value, Label the words.
+type machineState struct {
+	Key   string
+	Label string
+}
+
+// consoleMachine is an agent with its console state.
+type consoleMachine struct {
+	AgentView
+	State machineState
+	Tags  []machineState
+	// CalamariVersions are all verified versions; only the machine page
+	// fills it.
+	CalamariVersions []string
+}
+
+func classify(v AgentView) consoleMachine {
+	var states []machineState
+	if !v.Connected {
+		states = append(states, stateUnavailable)
+	}
+	if v.Health == store.HealthUnhealthy {
+		states = append(states, stateUnhealthy)
+	}
+	if v.Upgrade == UpgradeRequired {
+		states = append(states, stateUpgradeRequired)
+	}
+	if !v.CalamariCurrent {
+		states = append(states, stateCalamariOutdated)
+	}
+	if v.Upgrade == UpgradeRecommended {
+		states = append(states, stateUpgradeRecommended)
+	}
+	if v.Health == store.HealthWarning {
+		states = append(states, stateWarning)
+	}
+	if len(states) == 0 {
+		states = append(states, stateHealthy)
+	}
+	return consoleMachine{AgentView: v, State: states[0], Tags: states[1:]}
+}
+
+// fleetCounts are the numbers at the top of the environments page.
+type fleetCounts struct {
+	Healthy, Warning, Unhealthy, Unavailable              int
+	CalamariOutdated, UpgradeRecommended, UpgradeRequired int
+}
+
+// NeedsUpgrade reports whether any counted agent should be upgraded.
+func (f fleetCounts) NeedsUpgrade() bool { return f.UpgradeRecommended+f.UpgradeRequired > 0 }
+
+func (f *fleetCounts) add(v AgentView) {
+	switch v.Health {
+	case store.HealthHealthy:
+		f.Healthy++
+	case store.HealthWarning:
+		f.Warning++
+	case store.HealthUnhealthy:
+		f.Unhealthy++
+	default:
+		f.Unavailable++
+	}
+	if !v.CalamariCurrent {
+		f.CalamariOutdated++
+	}
+	switch v.Upgrade {
+	case UpgradeRecommended:
+		f.UpgradeRecommended++
+	case UpgradeRequired:
+		f.UpgradeRequired++
+	}
+}
+
+// consoleEnvironment is one environment with its machines.
+type consoleEnvironment struct {
+	Name     string
+	Machines []consoleMachine
+	Counts   fleetCounts
+}
+
+// consoleHome is the body of the environments page and its fragment.
+type consoleHome struct {
+	CSRF           string
+	Counts         fleetCounts
+	LatestCalamari string
+	NewestAgent    string
+	Environments   []consoleEnvironment
+}
+
+func (c *console) home(ctx context.Context, si sessionInfo) (consoleHome, error) {
+	agents, err := c.s.Agents(ctx)
+	if err != nil {
+		return consoleHome{}, err
+	}
+	latest, err := c.s.latestCalamari(ctx)
+	if err != nil {
+		return consoleHome{}, fmt.Errorf("console: latest calamari: %w", err)
+	}
+	pkgs, err := c.s.AgentPackages(ctx)
+	if err != nil {
+		return consoleHome{}, fmt.Errorf("console: agent packages: %w", err)
+	}
+	h := consoleHome{CSRF: si.csrf, LatestCalamari: latest.Version}
+	if len(pkgs) > 0 {
+		h.NewestAgent = pkgs[0].Version
+	}
+	// Environments match case-insensitively everywhere else (targets of
+	// updates and rollouts), so they group that way here.
+	byKey := map[string]int{}
+	for _, v := range agents {
+		k := strings.ToLower(v.Environment)
+		i, ok := byKey[k]
+		if !ok {
+			i = len(h.Environments)
+			byKey[k] = i
+			h.Environments = append(h.Environments, consoleEnvironment{Name: v.Environment})
+		}
+		e := &h.Environments[i]
+		e.Machines = append(e.Machines, classify(v))
+		e.Counts.add(v)
+		h.Counts.add(v)
+	}
+	slices.SortFunc(h.Environments, func(a, b consoleEnvironment) int {
+		return strings.Compare(strings.ToLower(a.Name), strings.ToLower(b.Name))
+	})
+	for _, e := range h.Environments {
+		slices.SortFunc(e.Machines, func(a, b consoleMachine) int { return strings.Compare(a.Name, b.Name) })
+	}
+	return h, nil
+}
+
+func (c *console) environmentsPage(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+	h, err := c.home(r.Context(), si)
+	if err != nil {
+		c.serverError(w, r, &si, err)
+		return
+	}
+	c.render(w, r, &si, http.StatusOK, "environments", "environments", h)
+}
+
+func (c *console) environmentsFragment(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+	h, err := c.home(r.Context(), si)
+	if err != nil {
+		c.s.internalError(w, err)
+		return
+	}
+	c.renderFragment(w, "environments-body", h)
+}
+
+// consoleMachinePage is the body of a machine's page and its fragment.
+type consoleMachinePage struct {
+	CSRF           string
+	Machine        consoleMachine
+	LatestCalamari string
+	Tasks          []TaskView
+}
+
+func (c *console) machine(ctx context.Context, si sessionInfo, name string) (consoleMachinePage, error) {
+	v, err := c.s.Agent(ctx, name)
+	if err != nil {
+		return consoleMachinePage{}, err
+	}
+	a, err := c.s.store.AgentByID(ctx, v.ID)
+	if err != nil {
+		return consoleMachinePage{}, fmt.Errorf("agent %q: %w", name, err)
+	}
+	latest, err := c.s.latestCalamari(ctx)
+	if err != nil {
+		return consoleMachinePage{}, fmt.Errorf("console: latest calamari: %w", err)
+	}
+	tasks, err := c.s.Tasks(ctx, store.TaskFilter{AgentID: v.ID, Limit: 20})
+	if err != nil {
+		return consoleMachinePage{}, fmt.Errorf("console: tasks of %q: %w", name, err)
+	}
+	m := classify(v)
+	m.CalamariVersions = slices.Clone(a.CalamariVersions)
+	// Newest first, as the agents list shows the newest.
+	slices.SortFunc(m.CalamariVersions, func(x, y string) int { return semver.Compare("v"+y, "v"+x) })
+	return consoleMachinePage{CSRF: si.csrf, Machine: m, LatestCalamari: latest.Version, Tasks: tasks}, nil
+}
+
+func (c *console) machinePage(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+	name := r.PathValue("name")
+	m, err := c.machine(r.Context(), si, name)
+	if errors.Is(err, store.ErrNotFound) {
+		c.renderError(w, r, &si, http.StatusNotFound, "No such machine", fmt.Sprintf("There is no agent named %q. It may have been deleted.", name))
+		return
+	}
+	if err != nil {
+		c.serverError(w, r, &si, err)
+		return
+	}
+	c.render(w, r, &si, http.StatusOK, "machine", "environments", m)
+}
+
+func (c *console) machineFragment(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+	m, err := c.machine(r.Context(), si, r.PathValue("name"))
+	if err != nil {
+		c.s.apiError(w, err)
+		return
+	}
+	c.renderFragment(w, "machine-body", m)
+}
+
+// consoleTasks is the body of the tasks page.
+type consoleTasks struct {
+	Agent      string
+	RefreshURL string
+	Tasks      []TaskView
+}
+
+func (c *console) tasks(ctx context.Context, agent string) (consoleTasks, error) {
+	f := store.TaskFilter{Limit: 100}
+	refresh := "/ui/fragments/tasks"
+	if agent != "" {
+		a, err := c.s.store.AgentByName(ctx, agent)
+		if err != nil {
+			return consoleTasks{}, fmt.Errorf("agent %q: %w", agent, err)
+		}
+		f.AgentID = a.ID
+		refresh += "?agent=" + url.QueryEscape(agent)
+	}
+	ts, err := c.s.Tasks(ctx, f)
+	if err != nil {
+		return consoleTasks{}, fmt.Errorf("console: list tasks: %w", err)
+	}
+	return consoleTasks{Agent: agent, RefreshURL: refresh, Tasks: ts}, nil
+}
+
+func (c *console) tasksPage(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+	agent := r.URL.Query().Get("agent")
+	t, err := c.tasks(r.Context(), agent)
+	if errors.Is(err, store.ErrNotFound) {
+		c.renderError(w, r, &si, http.StatusNotFound, "No such machine", fmt.Sprintf("There is no agent named %q.", agent))
+		return
+	}
+	if err != nil {
+		c.serverError(w, r, &si, err)
+		return
+	}
+	c.render(w, r, &si, http.StatusOK, "tasks", "tasks", t)
+}
+
+func (c *console) tasksFragment(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+	t, err := c.tasks(r.Context(), r.URL.Query().Get("agent"))
+	if err != nil {
+		c.s.apiError(w, err)
+		return
+	}
+	c.renderFragment(w, "task-table", t.Tasks)
+}
+
+// consoleTask is the body of a task's page; the summary fragment uses
+// CSRF and Task only.
+type consoleTask struct {
+	CSRF      string
+	Task      TaskView
+	Log       []store.LogLine
+	NextSeq   int64
+	Truncated bool
+}
+
+func (c *console) taskPage(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+	ctx := r.Context()
+	id := r.PathValue("id")
+	t, err := c.s.Task(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		c.renderError(w, r, &si, http.StatusNotFound, "No such task", fmt.Sprintf("There is no task %q.", id))
+		return
+	}
+	if err != nil {
+		c.serverError(w, r, &si, err)
+		return
+	}
+	lines, err := c.s.store.TaskLogs(ctx, id, 1, taskLogPreview)
+	if err != nil {
+		c.serverError(w, r, &si, fmt.Errorf("console: log of task %s: %w", id, err))
+		return
+	}
+	body := consoleTask{CSRF: si.csrf, Task: t, Log: lines, NextSeq: 1, Truncated: len(lines) == taskLogPreview}
+	if len(lines) > 0 {
+		body.NextSeq = lines[len(lines)-1].Seq + 1
+	}
+	c.render(w, r, &si, http.StatusOK, "task", "tasks", body)
+}
+
+func (c *console) taskFragment(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+	t, err := c.s.Task(r.Context(), r.PathValue("id"))
+	if err != nil {
+		c.s.apiError(w, err)
+		return
+	}
+	c.renderFragment(w, "task-summary", consoleTask{CSRF: si.csrf, Task: t})
+}
+
+// done ends an action: its outcome is kept for the next page, and the
+// browser goes back to where the form was (the form's "back" field, if
+// it names a page here) or to fallback.
+func (c *console) done(w http.ResponseWriter, r *http.Request, si sessionInfo, fallback string, f consoleFlash) {
+	c.sessions.addFlash(si.id, f)
+	back := fallback
+	if b := r.PostForm.Get("back"); b != "" {
+		back = safeLocal(b)
+	}
+	http.Redirect(w, r, back, http.StatusSeeOther)
+}
+
+// failed is the flash for an action's error: a message a person can act
+// on for the errors that carry one, else a pointer to the log (where the
+// error is logged).
+func (c *console) failed(what string, err error) consoleFlash {
+	var ke *kindError
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &ke), errors.Is(err, store.ErrNotFound), errors.Is(err, ErrBadRequest),
+		errors.Is(err, ErrConflict), errors.Is(err, ErrNotConnected):
+		return consoleFlash{Kind: "error", Text: what + " failed: " + err.Error()}
+	case errors.As(err, &mbe):
+		return consoleFlash{Kind: "error", Text: what + " failed: the form is too large"}
+	}
+	c.s.log.Error("console action failed", zap.String("action", what), zap.Error(err))
+	return consoleFlash{Kind: "error", Text: what + " failed: internal error; see the coordinator's log"}
+}
+
+func (c *console) updateCalamari(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+	t := UpdateTarget{Agent: r.PostForm.Get("agent"), Environment: r.PostForm.Get("environment")}
+	res, err := c.s.UpdateCalamari(r.Context(), t)
+	if err != nil {
+		c.done(w, r, si, "/", c.failed("Update Calamari", err))
+		return
+	}
+	c.done(w, r, si, "/", updateFlash(t, res))
+}
+
+// updateFlash sums up a Calamari update for a person.
+func updateFlash(t UpdateTarget, res []UpdateResult) consoleFlash {
+	where := t.Environment
+	if t.Agent != "" {
+		where = t.Agent
+	}
+	var installed, current []string
+	var failed []string
+	version := ""
+	for _, r := range res {
+		version = r.Version
+		switch r.Result {
+		case "installed":
+			installed = append(installed, r.Agent)
+		case "current":
+			current = append(current, r.Agent)
+		default:
+			failed = append(failed, r.Agent+" ("+r.Error+")")
+		}
+	}
+	var parts []string
+	if len(installed) > 0 {
+		parts = append(parts, "installed on "+strings.Join(installed, ", "))
+	}
+	if len(current) > 0 {
+		parts = append(parts, "already current on "+strings.Join(current, ", "))
+	}
+	if len(failed) > 0 {
+		parts = append(parts, "failed on "+strings.Join(failed, "; "))
+	}
+	f := consoleFlash{Kind: "ok", Text: fmt.Sprintf("Calamari %s for %s: %s.", version, where, strings.Join(parts, "; "))}
+	if len(failed) > 0 {
+		f.Kind = "error"
+	}
+	return f
+}
+
+func (c *console) upgrade(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+	req := RolloutRequest{Environment: r.PostForm.Get("environment"), All: r.PostForm.Get("all") == "true"}
+	v, err := c.s.StartRollout(r.Context(), req)
+	if err != nil {
+		c.done(w, r, si, "/", c.failed("Upgrade agents", err))
+		return
+	}
+	where := "every environment"
+	if !v.All {
+		where = v.Environment
+	}
+	n := v.Counts[store.UpgradeQueued]
+	c.done(w, r, si, "/", consoleFlash{Kind: "ok", Text: fmt.Sprintf(
+		"Rollout %s started: upgrading %d agent(s) of %s to %s, %d at a time; %d already at that version.",
+		v.ID, n, where, v.Version, v.Batch, v.Counts[store.UpgradeSucceeded])})
+}
+
+func (c *console) checkHealth(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+	name := r.PathValue("name")
+	back := "/machines/" + url.PathEscape(name)
+	v, err := c.s.CheckAgentHealth(r.Context(), name)
+	if err != nil {
+		c.done(w, r, si, back, c.failed("Health check", err))
+		return
+	}
+	text := fmt.Sprintf("%s is %s (%.1f ms round trip).", v.Name, v.Health, v.HealthRTTMillis)
+	if v.HealthDetail != "" {
+		text += " " + v.HealthDetail
+	}
+	c.done(w, r, si, back, consoleFlash{Kind: "ok", Text: text})
+}
+
+func (c *console) deleteAgent(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+	name := r.PathValue("name")
+	if err := c.s.DeleteAgent(r.Context(), name); err != nil {
+		c.done(w, r, si, "/machines/"+url.PathEscape(name), c.failed("Delete "+name, err))
+		return
+	}
+	// The machine's page is gone: back to the environments, whatever the
+	// form said.
+	c.sessions.addFlash(si.id, consoleFlash{Kind: "ok", Text: fmt.Sprintf("Deleted %s: its certificate is refused from now on.", name)})
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+func (c *console) cancelTask(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+	id := r.PathValue("id")
+	back := "/tasks/" + url.PathEscape(id)
+	t, err := c.s.CancelTask(r.Context(), id)
+	if err != nil {
+		c.done(w, r, si, back, c.failed("Cancel task", err))
+		return
+	}
+	c.done(w, r, si, back, consoleFlash{Kind: "ok", Text: "Cancel sent; the task is " + t.State + "."})
+}
+
+// humanBytes formats a size for people: 1.5 GiB.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

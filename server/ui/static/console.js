@@ -1,0 +1,157 @@
+// Tendril console: plain JavaScript, no build step. Pages work without it
+// (forms post and redirect); with it, buttons ask before destructive
+// actions, parts of pages refresh in place, and task logs follow live.
+"use strict";
+
+(function () {
+  var submitting = false;
+
+  // Confirmation for buttons that carry data-confirm, and a busy state
+  // so that a slow action (a Calamari push) is not pressed twice.
+  document.addEventListener("submit", function (e) {
+    var b = e.submitter;
+    if (b && b.dataset.confirm && !window.confirm(b.dataset.confirm)) {
+      e.preventDefault();
+      return;
+    }
+    submitting = true;
+    if (b) {
+      b.disabled = true;
+      b.setAttribute("aria-busy", "true");
+    }
+  });
+  // Coming back through the history must not leave buttons disabled.
+  window.addEventListener("pageshow", function () {
+    submitting = false;
+    document.querySelectorAll("button[aria-busy]").forEach(function (b) {
+      b.disabled = false;
+      b.removeAttribute("aria-busy");
+    });
+  });
+
+  // A refresh must not swap a button out from under a press: between
+  // pointer down and up the part of the page stays as it is.
+  var pressing = false;
+  document.addEventListener("pointerdown", function () { pressing = true; }, true);
+  document.addEventListener("pointerup", function () { pressing = false; }, true);
+  document.addEventListener("pointercancel", function () { pressing = false; }, true);
+
+  function signIn() {
+    window.location.href = "/signin?next=" + encodeURIComponent(window.location.pathname);
+  }
+
+  // Elements with data-refresh are replaced by the HTML fragment at that
+  // address every data-refresh-seconds, while the page is visible.
+  function refresh(el) {
+    if (submitting || document.hidden) {
+      return Promise.resolve();
+    }
+    return fetch(el.dataset.refresh, {
+      credentials: "same-origin",
+      cache: "no-store",
+      headers: { "Accept": "text/html" }
+    }).then(function (r) {
+      if (r.status === 401) {
+        signIn();
+        return;
+      }
+      if (!r.ok) {
+        return;
+      }
+      return r.text().then(function (html) {
+        // Keep the element (and keyboard focus in it) when nothing
+        // changed, and never replace it mid-press or mid-submit.
+        var a = document.activeElement;
+        var focused = a && a !== document.body && el.contains(a) && a.matches(":focus-visible");
+        if (submitting || pressing || focused || html === el.tendrilLastHTML) {
+          return;
+        }
+        el.tendrilLastHTML = html;
+        el.innerHTML = html;
+      });
+    }).catch(function () { /* the next tick tries again */ });
+  }
+  document.querySelectorAll("[data-refresh]").forEach(function (el) {
+    var secs = parseFloat(el.dataset.refreshSeconds) || 5;
+    window.setInterval(function () { refresh(el); }, secs * 1000);
+  });
+
+  // The task log follows the coordinator's NDJSON stream: one JSON
+  // object per line, then {"end": task} once the task has finished.
+  var log = document.getElementById("log");
+  if (log && log.dataset.log) {
+    var status = document.getElementById("log-status");
+    var next = parseInt(log.dataset.next, 10) || 1;
+    var ended = false;
+    var append = function (l) {
+      var atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 8;
+      var span = document.createElement("span");
+      span.className = "line " + (l.stream || "");
+      span.textContent = l.text + "\n";
+      log.appendChild(span);
+      if (atBottom) {
+        log.scrollTop = log.scrollHeight;
+      }
+    };
+    var follow = function () {
+      status.textContent = "Following the log…";
+      fetch(log.dataset.log + "?follow=true&from=" + next, {
+        credentials: "same-origin",
+        cache: "no-store",
+        headers: { "Accept": "application/x-ndjson" }
+      }).then(function (r) {
+        if (r.status === 401) {
+          signIn();
+          return;
+        }
+        if (!r.ok || !r.body) {
+          throw new Error("HTTP " + r.status);
+        }
+        var reader = r.body.getReader();
+        var decoder = new TextDecoder();
+        var buf = "";
+        var pump = function () {
+          return reader.read().then(function (chunk) {
+            if (chunk.done) {
+              return;
+            }
+            buf += decoder.decode(chunk.value, { stream: true });
+            var lines = buf.split("\n");
+            buf = lines.pop();
+            lines.forEach(function (line) {
+              if (!line.trim()) {
+                return; // keep-alive
+              }
+              var o = JSON.parse(line);
+              if (o.end) {
+                ended = true;
+                status.textContent = "The task " + o.end.state + (o.end.finished_at ? " with exit code " + o.end.exit_code : "") + ".";
+                var summary = document.getElementById("task");
+                if (summary) {
+                  refresh(summary);
+                }
+                return;
+              }
+              append(o);
+              next = o.seq + 1;
+            });
+            return pump();
+          });
+        };
+        return pump();
+      }).then(function () {
+        if (!ended) {
+          window.setTimeout(follow, 2000);
+        }
+      }).catch(function (err) {
+        status.textContent = "Lost the log stream (" + err.message + "); retrying…";
+        window.setTimeout(follow, 2000);
+      });
+    };
+    if (log.dataset.finished !== "true" || log.dataset.truncated === "true") {
+      follow();
+    } else {
+      status.textContent = "The task has finished.";
+    }
+  }
+})();
