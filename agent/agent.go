@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
@@ -424,6 +425,9 @@ type outcome struct {
 	lasted time.Duration
 	// goAway is what the coordinator said before closing, if anything.
 	goAway *protocol.GoAway
+	// spread is the reconnect window the coordinator named in Welcome
+	// (protocol.Welcome.ReconnectSpreadMillis).
+	spread time.Duration
 }
 
 // retryPolicy decides the wait before the next attempt. It is separate
@@ -453,6 +457,12 @@ func (p *retryPolicy) next(out outcome) (wait time.Duration, newlyDeleted bool) 
 		p.deleted = true
 	case out.welcomed:
 		p.deleted = false
+	}
+	if out.welcomed && out.goAway == nil && out.spread > 0 && !p.deleted {
+		// The session broke without a goodbye, most likely for the whole
+		// fleet at once (a coordinator crash): come back at a random
+		// moment of the window the coordinator sized for its fleet.
+		wait = time.Duration(rand.Int64N(int64(min(out.spread, p.max)) + 1))
 	}
 	if p.deleted {
 		// Keep knocking, slowly: the operator may register it again.

@@ -686,3 +686,40 @@ func TestRetryPolicy(t *testing.T) {
 		t.Errorf("RetryAfter: wait %s, want 90s", w)
 	}
 }
+
+// TestRetryPolicySpread: after a session that broke without a goodbye the
+// wait is drawn from the coordinator's window (capped by the maximum
+// backoff), so a crashed coordinator's fleet returns spread over it.
+func TestRetryPolicySpread(t *testing.T) {
+	lost := func(spread time.Duration, g *protocol.GoAway) outcome {
+		return outcome{err: errConnectionLost, welcomed: true, spread: spread, goAway: g}
+	}
+	tests := []struct {
+		name     string
+		out      outcome
+		min, max time.Duration // bounds of the wait
+		wantWide bool          // some waits must exceed the minimum backoff
+	}{
+		{"no window: own backoff", lost(0, nil), 0, time.Second, false},
+		{"20s window", lost(20*time.Second, nil), 0, 20 * time.Second, true},
+		{"window above the maximum backoff", lost(time.Hour, nil), 0, time.Minute, true},
+		{"goodbye with a retry time wins", lost(20*time.Second, &protocol.GoAway{Reconnect: true, RetryAfterMillis: 3000}), 3 * time.Second, 3 * time.Second, true},
+		{"never welcomed: own backoff", outcome{err: errConnectionLost, spread: 20 * time.Second}, 0, time.Second, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			wide := false
+			for range 200 {
+				p := newRetryPolicy(time.Second, time.Minute)
+				w, _ := p.next(tc.out)
+				if w < tc.min || w > tc.max {
+					t.Fatalf("got wait %s, want within [%s, %s]", w, tc.min, tc.max)
+				}
+				wide = wide || w > time.Second
+			}
+			if wide != tc.wantWide {
+				t.Errorf("got waits beyond the minimum backoff: %v, want %v", wide, tc.wantWide)
+			}
+		})
+	}
+}

@@ -105,7 +105,10 @@ func (a *Agent) connect(ctx context.Context, addr string) outcome {
 		zap.Bool("upgrade_only", s.welcome.UpgradeOnly),
 		zap.String("agent_id", s.welcome.AgentID))
 	s = a.serve(ctx, s)
-	out := outcome{err: errConnectionLost, welcomed: true, lasted: time.Since(s.established), goAway: s.goAway.Load()}
+	out := outcome{
+		err: errConnectionLost, welcomed: true, lasted: time.Since(s.established), goAway: s.goAway.Load(),
+		spread: time.Duration(s.welcome.ReconnectSpreadMillis) * time.Millisecond,
+	}
 	if out.goAway != nil {
 		out.err = &goAwayError{*out.goAway}
 	}

@@ -59,6 +59,13 @@ type Welcome struct {
 	// UpgradeAcknowledged is true when the Hello's upgrade report was
 	// recorded; the agent stops sending it.
 	UpgradeAcknowledged bool `json:"upgrade_acknowledged,omitempty"`
+	// ReconnectSpreadMillis is the window over which the agent picks a
+	// random moment to reconnect when this session breaks without a
+	// GoAway. A coordinator that crashed loses its whole fleet at once;
+	// agents that come back spread over a window sized to the fleet arrive
+	// at a rate it can serve instead of as one storm that it must mostly
+	// shed. 0 (older coordinators) keeps the agent's own backoff.
+	ReconnectSpreadMillis int64 `json:"reconnect_spread_ms,omitempty"`
 }
 
 // Register enrolls the certificate the connection was made with.

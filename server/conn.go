@@ -249,6 +249,7 @@ func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, 
 		Protocol: v, UpgradeOnly: upgradeOnly, ServerVersion: s.cfg.Version,
 		AgentID: a.ID, Name: a.Name, Environment: a.Environment,
 		ServerThumbprints: s.ids.thumbprints(), UpgradeAcknowledged: upgradeAcked,
+		ReconnectSpreadMillis: reconnectSpread(s.sessions.count()).Milliseconds(),
 	}); err != nil {
 		s.sessions.remove(as)
 		return nil, err

@@ -414,10 +414,7 @@ func (s *Server) shutdown(ctx context.Context) {
 // come back, then closes the sessions.
 func (s *Server) goAwayAll(ctx context.Context) {
 	all := s.sessions.snapshot()
-	// Spread reconnects over about one second per 500 agents (the default
-	// accept rate), at least one second, at most a minute.
-	spread := time.Duration(len(all)/500+1) * time.Second
-	spread = min(spread, time.Minute)
+	spread := reconnectSpread(len(all))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 64)
 	for _, as := range all {
