@@ -202,7 +202,9 @@ type Agent struct {
 	log      *zap.Logger
 	started  time.Time
 	hostname string
-	servers  []string
+	// servers are the addresses Run tries in turn; touched only by Run's
+	// goroutine, which also establishes every session.
+	servers []string
 	// pins is shared by every TLS config the agent builds, so a changed
 	// coordinator certificate list applies to the next handshake.
 	pins    *certs.Pins
@@ -261,7 +263,7 @@ func New(cfg Config) (*Agent, error) {
 		log:      cfg.Logger.Named("agent"),
 		started:  time.Now(),
 		hostname: hostname,
-		servers:  st.Servers,
+		servers:  serverList(st),
 		pins:     certs.NewPins(st.ServerThumbprints...),
 		state:    st,
 		id:       id,

@@ -165,6 +165,11 @@ func (a *Agent) establish(ctx context.Context, addr string, id *certs.Identity) 
 	}
 	s.established = time.Now()
 	a.upgradeWelcomed(hello.Upgrade, s.welcome)
+	if len(s.welcome.Servers) > 0 {
+		if err := a.learnServers(s.welcome.Servers); err != nil {
+			a.log.Warn("could not save the coordinator nodes' addresses", zap.Error(err))
+		}
+	}
 	if len(s.welcome.ServerThumbprints) > 0 {
 		// The session is good either way; a list that cannot be used now
 		// is offered again on the next Welcome.
@@ -344,6 +349,38 @@ func (a *Agent) adoptServerThumbprints(list []string) error {
 	a.state = next
 	a.pins.Set(list...)
 	return nil
+}
+
+// learnServers records the coordinator nodes' addresses a Welcome
+// announced, beyond those the agent registered with, and tries them from
+// the next attempt on. Only Run's goroutine calls it.
+func (a *Agent) learnServers(announced []string) error {
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
+	var learned []string
+	for _, s := range announced {
+		if protocol.ValidateAddress(s) == nil && !slices.Contains(a.state.Servers, s) && !slices.Contains(learned, s) {
+			learned = append(learned, s)
+		}
+	}
+	if slices.Equal(learned, a.state.LearnedServers) {
+		return nil
+	}
+	next := a.state
+	next.LearnedServers = learned
+	if err := saveState(a.cfg.Home, next); err != nil {
+		return err
+	}
+	a.state = next
+	a.servers = serverList(next)
+	a.log.Info("coordinator nodes learned", zap.Strings("servers", a.servers))
+	return nil
+}
+
+// serverList is every address to try: the registered ones, then the
+// learned ones.
+func serverList(st State) []string {
+	return append(slices.Clone(st.Servers), st.LearnedServers...)
 }
 
 func (a *Agent) hello() protocol.Hello {

@@ -44,6 +44,9 @@ type State struct {
 	Environment string `json:"environment"`
 	// Servers is every coordinator node address, host:port, tried in turn.
 	Servers []string `json:"servers"`
+	// LearnedServers are coordinator node addresses the coordinator
+	// announced (Welcome.Servers) beyond Servers, tried after them.
+	LearnedServers []string `json:"learned_servers,omitempty"`
 	// ServerThumbprints is every coordinator thumbprint trusted; more than
 	// one while the coordinator rotates its certificate.
 	ServerThumbprints []string `json:"server_thumbprints"`

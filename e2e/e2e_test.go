@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tendrildeploy/tendril/internal/pgtest"
 )
 
 const testVersion = "9.8.7-e2e"
@@ -65,10 +67,19 @@ func TestMain(m *testing.M) {
 			fmt.Fprintf(os.Stderr, "build calamari bundle: %v\n%s", err, out)
 			return 1
 		}
-		return m.Run()
+		code := m.Run()
+		if err := pg.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stop postgres:", err)
+			code = 1
+		}
+		return code
 	}()
 	os.Exit(code)
 }
+
+// pg is the test binary's PostgreSQL cluster, started by the first test
+// that needs one (high availability).
+var pg pgtest.Shared
 
 // moduleRoot is the repository root: the test runs in e2e/.
 func moduleRoot() string {

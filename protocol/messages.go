@@ -66,6 +66,12 @@ type Welcome struct {
 	// at a rate it can serve instead of as one storm that it must mostly
 	// shed. 0 (older coordinators) keeps the agent's own backoff.
 	ReconnectSpreadMillis int64 `json:"reconnect_spread_ms,omitempty"`
+	// Servers is the address of every live coordinator node when several
+	// share a database: the agent tries them after the addresses it
+	// registered with, so that it finds the other nodes when its own goes
+	// away, nodes added since its registration included. Omitted by a
+	// coordinator that is its own only node.
+	Servers []string `json:"servers,omitempty"`
 }
 
 // Register enrolls the certificate the connection was made with.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"sync"
 	"time"
@@ -41,7 +40,10 @@ type AgentView struct {
 	CalamariCurrent bool   `json:"calamari_current"`
 	Upgrade         string `json:"upgrade"`
 	// UpgradeTo is the agent version recommended ("" if none).
-	UpgradeTo       string    `json:"upgrade_to,omitempty"`
+	UpgradeTo string `json:"upgrade_to,omitempty"`
+	// Node names the coordinator node the agent is connected to, "" when
+	// it is not connected.
+	Node            string    `json:"node,omitempty"`
 	LastSeen        string    `json:"last_seen"`
 	OS              string    `json:"os"`
 	Arch            string    `json:"arch"`
@@ -87,6 +89,7 @@ func (s *Server) Agent(ctx context.Context, name string) (AgentView, error) {
 type viewContext struct {
 	latestCalamari string
 	newestAgent    map[string]string // "os/arch" -> newest agent package version
+	nodes          map[string]store.Node
 }
 
 func (s *Server) viewContext(ctx context.Context) (viewContext, error) {
@@ -98,7 +101,17 @@ func (s *Server) viewContext(ctx context.Context) (viewContext, error) {
 	if err != nil {
 		return viewContext{}, err
 	}
-	return viewContext{latestCalamari: latest.Version, newestAgent: newestPackages(pkgs)}, nil
+	// Agents connected to other nodes are connected too, for as long as
+	// their node is alive.
+	nodes, err := s.refreshNodes(ctx)
+	if err != nil {
+		return viewContext{}, err
+	}
+	byID := make(map[string]store.Node, len(nodes))
+	for _, n := range nodes {
+		byID[n.ID] = n
+	}
+	return viewContext{latestCalamari: latest.Version, newestAgent: newestPackages(pkgs), nodes: byID}, nil
 }
 
 // upgradeRequired reports whether the agent speaks only protocols below
@@ -120,13 +133,22 @@ func (s *Server) view(a store.Agent, vc viewContext) AgentView {
 	}
 	v.CalamariCurrent = calamariCurrent(latestCalamari, a.CalamariVersions)
 	as := s.sessions.get(a.ID)
-	v.Connected = as != nil
-	if as != nil {
+	n, remote := vc.nodes[a.Node]
+	remote = remote && as == nil && a.Node != s.nodeID() && n.Alive()
+	v.Connected = as != nil || remote
+	switch {
+	case as != nil:
 		// The session is live now; its TLS version is the one in force.
 		v.LastSeen = rfc3339(time.Now().UTC())
 		v.TLSVersion = protocol.TLSVersionName(as.tlsVersion)
 		v.Protocol = as.protocol
-	} else {
+		v.Node = s.node.self.Name
+	case remote:
+		// Another node holds the session; what it recorded at Hello is
+		// in force.
+		v.LastSeen = rfc3339(time.Now().UTC())
+		v.Node = n.Name
+	default:
 		v.Health = store.HealthUnavailable
 		v.HealthDetail = "not connected"
 	}
@@ -169,7 +191,10 @@ func (s *Server) DeleteAgent(ctx context.Context, name string) error {
 		return fmt.Errorf("delete agent %q: %w", name, err)
 	}
 	s.dropAgent(a.ID, "this agent was deleted from the coordinator")
+	s.health.forget(a.ID)
 	s.abandonAgentTasks(ctx, a.ID)
+	// Its session may be on another node.
+	s.notifyCluster(notifyDrop, a.ID)
 	s.log.Info("agent deleted", zap.String("agent", name), zap.String("thumbprint", a.Thumbprint))
 	return nil
 }
@@ -186,8 +211,8 @@ type TokenResult struct {
 const MaxTokenTTL = 30 * 24 * time.Hour
 
 // CreateToken issues a one-time enrollment token for an environment.
-// advertise is the coordinator address agents should dial; "" uses the
-// listen address.
+// advertise is the coordinator addresses agents should dial; none means
+// every live node's advertised address, this node's first.
 func (s *Server) CreateToken(ctx context.Context, environment string, ttl time.Duration, advertise []string) (TokenResult, error) {
 	if err := ValidateName("environment", environment); err != nil {
 		return TokenResult{}, err
@@ -201,7 +226,7 @@ func (s *Server) CreateToken(ctx context.Context, environment string, ttl time.D
 		}
 	}
 	if len(advertise) == 0 {
-		advertise = []string{s.advertiseAddr()}
+		advertise = s.liveAddrs(ctx)
 	}
 	secret := newSecret("tdt_")
 	now := time.Now().UTC()
@@ -213,15 +238,11 @@ func (s *Server) CreateToken(ctx context.Context, environment string, ttl time.D
 	return TokenResult{Token: secret, Join: join.String(), Environment: environment, ExpiresAt: t.ExpiresAt}, nil
 }
 
-// advertiseAddr is the agent address to put in join strings when the
-// operator gave none: the listen address, with a wildcard host replaced by
-// this machine's name.
+// advertiseAddr is this node's agent address to put in join strings
+// when the operator gave none: Config.Advertise, or else the listen
+// address with a wildcard host replaced by this machine's name.
 func (s *Server) advertiseAddr() string {
-	host, port, _ := net.SplitHostPort(s.AgentAddr())
-	if host == "" || host == "::" || host == "0.0.0.0" {
-		host = hostname()
-	}
-	return net.JoinHostPort(host, port)
+	return advertised(s.AgentAddr(), s.cfg.Advertise)
 }
 
 // RotationResult reports a coordinator certificate rotation.
@@ -329,16 +350,18 @@ func (s *Server) maybeRetirePrevious(ctx context.Context) {
 
 // ServerInfo describes this coordinator for GET /api/server.
 type ServerInfo struct {
-	Version       string   `json:"version"`
-	Thumbprint    string   `json:"thumbprint"`
-	Thumbprints   []string `json:"thumbprints"`
-	AgentAddr     string   `json:"agent_addr"`
-	TLSMin        string   `json:"tls_min"`
-	ProtocolMin   int      `json:"protocol_min"`
-	ProtocolMax   int      `json:"protocol_max"`
-	Connected     int      `json:"connected"`
-	SigningKey    string   `json:"signing_key"`
-	HealthSeconds float64  `json:"health_interval_seconds"`
+	Version     string   `json:"version"`
+	Thumbprint  string   `json:"thumbprint"`
+	Thumbprints []string `json:"thumbprints"`
+	AgentAddr   string   `json:"agent_addr"`
+	TLSMin      string   `json:"tls_min"`
+	ProtocolMin int      `json:"protocol_min"`
+	ProtocolMax int      `json:"protocol_max"`
+	Connected   int      `json:"connected"` // agents connected to this node
+	// Node names this coordinator node among those sharing its database.
+	Node          string  `json:"node"`
+	SigningKey    string  `json:"signing_key"`
+	HealthSeconds float64 `json:"health_interval_seconds"`
 }
 
 // Info describes this coordinator.
@@ -347,7 +370,7 @@ func (s *Server) Info() ServerInfo {
 		Version: s.cfg.Version, Thumbprint: s.Thumbprint(), Thumbprints: s.ids.thumbprints(),
 		AgentAddr: s.AgentAddr(), TLSMin: protocol.TLSVersionName(s.cfg.TLSMin),
 		ProtocolMin: s.cfg.ProtocolMin, ProtocolMax: s.cfg.ProtocolMax,
-		Connected: s.sessions.count(), SigningKey: s.signing.Public(),
+		Connected: s.sessions.count(), Node: s.node.self.Name, SigningKey: s.signing.Public(),
 		HealthSeconds: s.cfg.HealthInterval.Seconds(),
 	}
 }

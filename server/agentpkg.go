@@ -121,6 +121,15 @@ func (s *Server) UploadAgentPackage(ctx context.Context, version, goos, goarch s
 	sum := hex.EncodeToString(h.Sum(nil))
 	if existing, err := s.store.AgentPackage(ctx, version, goos, goarch); err == nil {
 		if existing.SHA256 == sum {
+			if err := tmp.Chmod(0o700); err != nil {
+				return AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
+			}
+			if err := keepCopy(tmp, dest); err != nil {
+				return AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
+			}
+			if err := s.shareUpload(ctx, agentPackageBlob(version, goos, goarch), dest, sum, n); err != nil {
+				return AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
+			}
 			return agentPackageView(existing, false), nil
 		}
 		return AgentPackageView{}, userError(ErrConflict, "agent %s for %s/%s is already stored with other content; give the new binary a new version", version, goos, goarch)
@@ -134,6 +143,10 @@ func (s *Server) UploadAgentPackage(ctx context.Context, version, goos, goarch s
 		return AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
 	}
 	if err := os.Rename(tmp.Name(), dest); err != nil {
+		return AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
+	}
+	// Before the record: a node that sees it can fetch the package.
+	if err := s.shareUpload(ctx, agentPackageBlob(version, goos, goarch), dest, sum, n); err != nil {
 		return AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
 	}
 	desc := protocol.AgentPackage{Version: version, OS: goos, Arch: goarch, SHA256: sum, Size: n}

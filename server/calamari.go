@@ -101,6 +101,12 @@ func (s *Server) UploadCalamari(ctx context.Context, r io.Reader) (BundleView, e
 	sum := hex.EncodeToString(h.Sum(nil))
 	if existing, err := s.store.Bundle(ctx, m.Version); err == nil {
 		if existing.SHA256 == sum {
+			if err := keepCopy(tmp, s.bundlePath(m.Version)); err != nil {
+				return BundleView{}, fmt.Errorf("upload calamari: %w", err)
+			}
+			if err := s.shareUpload(ctx, calamariBlob(m.Version), s.bundlePath(m.Version), sum, n); err != nil {
+				return BundleView{}, fmt.Errorf("upload calamari: %w", err)
+			}
 			return s.bundleView(ctx, existing, false)
 		}
 		return BundleView{}, userError(ErrConflict, "Calamari %s is already stored with other content; give the new bundle a new version", m.Version)
@@ -109,6 +115,10 @@ func (s *Server) UploadCalamari(ctx context.Context, r io.Reader) (BundleView, e
 		return BundleView{}, fmt.Errorf("upload calamari: %w", err)
 	}
 	if err := os.Rename(tmp.Name(), s.bundlePath(m.Version)); err != nil {
+		return BundleView{}, fmt.Errorf("upload calamari: %w", err)
+	}
+	// Before the record: a node that sees it can fetch the bundle.
+	if err := s.shareUpload(ctx, calamariBlob(m.Version), s.bundlePath(m.Version), sum, n); err != nil {
 		return BundleView{}, fmt.Errorf("upload calamari: %w", err)
 	}
 	b := store.Bundle{
@@ -240,6 +250,9 @@ func (s *Server) ensureCalamari(ctx context.Context, as *agentSession, b store.B
 // already holds of it. The bundle is streamed from disk, so memory does
 // not grow with the bundle's size or the number of agents.
 func (s *Server) pushCalamari(ctx context.Context, as *agentSession, b store.Bundle) error {
+	if err := s.fetchUpload(ctx, calamariBlob(b.Version), s.bundlePath(b.Version), b.SHA256); err != nil {
+		return fmt.Errorf("push calamari %s to %s: %w", b.Version, as.name, err)
+	}
 	f, err := os.Open(s.bundlePath(b.Version))
 	if err != nil {
 		return fmt.Errorf("push calamari %s to %s: %w", b.Version, as.name, err)

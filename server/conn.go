@@ -224,9 +224,14 @@ func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, 
 		protocol.WriteError(st, protocol.CodeIncompatible, fmt.Sprintf("agent speaks protocol %d-%d, coordinator %d-%d; upgrade the coordinator", h.ProtocolMin, h.ProtocolMax, s.cfg.ProtocolMin, s.cfg.ProtocolMax))
 		return nil, err
 	}
+	if s.node.draining.Load() {
+		s.refuseDraining(ctx, sess, st)
+		return nil, errDraining
+	}
 	if err := s.store.RecordConnection(ctx, store.Connection{
 		AgentID: a.ID, Version: h.Version, OS: h.OS, Arch: h.Arch, Protocol: v,
 		TLSVersion: protocol.TLSVersionName(cs.Version), CalamariVersions: h.Calamari, At: time.Now().UTC(),
+		Node: s.nodeID(),
 	}); err != nil {
 		protocol.WriteError(st, protocol.CodeInternal, "coordinator could not record the session")
 		return nil, err
@@ -245,16 +250,24 @@ func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, 
 		// A reconnect, or the new session of a certificate rotation.
 		old.sess.Close()
 	}
+	if known, alive := s.nodeAlive(a.Node); a.Node != "" && a.Node != s.nodeID() && (alive || !known) {
+		// Its session on another node, if that one still thinks it has
+		// it, is stale: that node lets go of it and of its tasks.
+		s.notifyCluster(notifyMoved, a.ID, s.nodeID())
+	}
 	if err := protocol.WriteFrame(st, protocol.TypeWelcome, protocol.Welcome{
 		Protocol: v, UpgradeOnly: upgradeOnly, ServerVersion: s.cfg.Version,
 		AgentID: a.ID, Name: a.Name, Environment: a.Environment,
 		ServerThumbprints: s.ids.thumbprints(), UpgradeAcknowledged: upgradeAcked,
 		ReconnectSpreadMillis: reconnectSpread(s.sessions.count()).Milliseconds(),
+		Servers:               s.welcomeServers(),
 	}); err != nil {
 		s.sessions.remove(as)
 		return nil, err
 	}
 	welcomed = true
+	// Its unfinished tasks are driven from here now.
+	s.kickClaims()
 	return as, nil
 }
 
@@ -269,7 +282,7 @@ func (s *Server) serveAgent(ctx context.Context, as *agentSession, log *zap.Logg
 	log.Info("agent connected", zap.Int("protocol", as.protocol), zap.Bool("upgrade_only", as.upgradeOnly))
 	defer func() {
 		if s.sessions.remove(as) {
-			s.store.TouchAgents(context.Background(), []string{as.agentID}, time.Now().UTC())
+			s.store.DisconnectAgent(context.Background(), as.agentID, s.nodeID(), time.Now().UTC())
 			log.Info("agent disconnected")
 		}
 	}()
@@ -411,6 +424,7 @@ func (s *Server) handleRegister(ctx context.Context, st *yamux.Stream, f protoco
 	}
 	for _, old := range res.Replaced {
 		s.dropAgent(old.ID, "replaced by a new registration with --force")
+		s.notifyCluster(notifyDrop, old.ID) // its session may be on another node
 	}
 	s.log.Info("agent registered", zap.String("agent", res.Agent.Name), zap.String("environment", res.Agent.Environment),
 		zap.String("thumbprint", thumb), zap.Int("replaced", len(res.Replaced)))

@@ -31,6 +31,11 @@ const (
 type consoleFlash struct {
 	Kind string // "ok" or "error"
 	Text string
+	// Copy is text shown in a box with a copy button: a secret shown
+	// this once (a join command, a new API key). CopyID is the box's id.
+	Copy, CopyID string
+	// Link, if set, is a page to go on to, e.g. a rollout just started.
+	Link, LinkText string
 }
 
 // consoleSession is one signed-in browser. Its id exists only in the
@@ -39,6 +44,7 @@ type consoleFlash struct {
 type consoleSession struct {
 	csrf    string
 	keyHash string // the API key signed in with, re-checked on every request
+	userID  string // or the user signed in with a password, likewise
 	created time.Time
 	expires time.Time
 	flashes []consoleFlash
@@ -74,6 +80,15 @@ func sessionKey(id string) string {
 // create starts a session for the given API key hash and returns its id
 // (for the cookie) and its CSRF token.
 func (cs *consoleSessions) create(keyHash string) (id, csrf string) {
+	return cs.start(&consoleSession{keyHash: keyHash})
+}
+
+// createUser starts a session for a user signed in with a password.
+func (cs *consoleSessions) createUser(userID string) (id, csrf string) {
+	return cs.start(&consoleSession{userID: userID})
+}
+
+func (cs *consoleSessions) start(sess *consoleSession) (id, csrf string) {
 	id, csrf = randomToken(), randomToken()
 	now := cs.now()
 	cs.mu.Lock()
@@ -88,7 +103,8 @@ func (cs *consoleSessions) create(keyHash string) (id, csrf string) {
 		}
 		delete(cs.m, oldest)
 	}
-	cs.m[sessionKey(id)] = &consoleSession{csrf: csrf, keyHash: keyHash, created: now, expires: now.Add(consoleIdle)}
+	sess.csrf, sess.created, sess.expires = csrf, now, now.Add(consoleIdle)
+	cs.m[sessionKey(id)] = sess
 	return id, csrf
 }
 
@@ -108,6 +124,12 @@ type sessionInfo struct {
 	id      string
 	csrf    string
 	keyHash string
+	userID  string
+	// name and admin are filled in by console.session from the key or
+	// user the session stands for: who is signed in, and whether they
+	// may manage users and API keys.
+	name  string
+	admin bool
 }
 
 // get returns the live session with this id and extends its idle
@@ -136,7 +158,7 @@ func (cs *consoleSessions) get(id string) (sessionInfo, bool) {
 		delete(cs.m, k)
 		return sessionInfo{}, false
 	}
-	return sessionInfo{id: id, csrf: s.csrf, keyHash: s.keyHash}, true
+	return sessionInfo{id: id, csrf: s.csrf, keyHash: s.keyHash, userID: s.userID}, true
 }
 
 // delete ends a session; signing out and a revoked key call it.

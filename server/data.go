@@ -91,7 +91,7 @@ func InitWith(ctx context.Context, dir string, o InitOptions) (InitResult, error
 	}
 	defer st.Close()
 	key := newSecret("tdk_")
-	if err := st.CreateAPIKey(ctx, store.APIKey{ID: uuid.NewString(), Name: "admin", Hash: hashSecret(key), CreatedAt: time.Now().UTC()}); err != nil {
+	if err := st.CreateAPIKey(ctx, store.APIKey{ID: uuid.NewString(), Name: "admin", Hash: hashSecret(key), CreatedAt: time.Now().UTC(), Admin: true}); err != nil {
 		return InitResult{}, fmt.Errorf("init %s: %w", dir, err)
 	}
 	if err := certs.WriteFileAtomic(filepath.Join(dir, AdminKeyFile), []byte(key+"\n"), 0o600); err != nil {

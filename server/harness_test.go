@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -13,10 +15,28 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/tendrildeploy/tendril/certs"
+	"github.com/tendrildeploy/tendril/internal/pgtest"
 	"github.com/tendrildeploy/tendril/protocol"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// pg is the test binary's PostgreSQL cluster, started by the first test
+// that needs one (the high-availability tests).
+var pg pgtest.Shared
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if err := pg.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "stop postgres:", err)
+		code = 1
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
 
 // testServer is a coordinator running in the test process on loopback.
 type testServer struct {

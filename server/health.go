@@ -72,6 +72,7 @@ func (s *Server) checkHealth(ctx context.Context, sessions []*agentSession) int 
 	if err := s.store.RecordHealth(wctx, results); err != nil {
 		s.log.Error("record health failed", zap.Int("agents", len(results)), zap.Error(err))
 	}
+	s.health.record(results)
 	s.autoUpdate(results)
 	return len(results)
 }

@@ -41,6 +41,7 @@ func (s *Server) handler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /api/openapi.json", s.apiOpenAPI) // documentation: no key needed
 	api := func(pattern string, h func(w http.ResponseWriter, r *http.Request)) {
 		mux.Handle(pattern, s.authorize(maxRequestBody, http.HandlerFunc(h)))
 	}
@@ -51,6 +52,14 @@ func (s *Server) handler() http.Handler {
 	api("GET /api/agents/{name}", s.apiAgent)
 	api("DELETE /api/agents/{name}", s.apiDeleteAgent)
 	api("POST /api/tokens", s.apiCreateToken)
+	api("GET /api/tokens", s.apiTokens)
+	api("DELETE /api/tokens/{id}", s.apiRevokeToken)
+	api("GET /api/users", s.adminOnly(s.apiUsers))
+	api("POST /api/users", s.adminOnly(s.apiCreateUser))
+	api("DELETE /api/users/{name}", s.adminOnly(s.apiDeleteUser))
+	api("GET /api/api-keys", s.adminOnly(s.apiAPIKeys))
+	api("POST /api/api-keys", s.adminOnly(s.apiCreateAPIKey))
+	api("POST /api/api-keys/{id}/revoke", s.adminOnly(s.apiRevokeAPIKey))
 	api("GET /api/server", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.Info()) })
 	api("POST /api/certificate/rotate", s.apiRotate)
 	upload("POST /api/calamari", MaxBundleSize, s.apiUploadCalamari)
@@ -62,6 +71,8 @@ func (s *Server) handler() http.Handler {
 	api("POST /api/rollouts", s.apiStartRollout)
 	api("GET /api/rollouts", s.apiRollouts)
 	api("GET /api/rollouts/{id}", s.apiRollout)
+	api("POST /api/rollouts/{id}/halt", s.apiHaltRollout)
+	api("POST /api/rollouts/{id}/resume", s.apiResumeRollout)
 	api("POST /api/tasks", s.apiCreateTasks)
 	api("GET /api/tasks", s.apiTasks)
 	api("GET /api/tasks/{id}", s.apiTask)
@@ -71,6 +82,9 @@ func (s *Server) handler() http.Handler {
 	api("PUT /api/maintenance", s.apiSetMaintenance)
 	api("POST /api/backup/snapshot", s.apiBackupSnapshot)
 	api("GET /api/updates", s.apiUpdates)
+	api("GET /api/nodes", s.apiNodes)
+	api("POST /api/nodes/{name}/drain", s.apiDrainNode)
+	api("POST /api/nodes/{name}/undrain", s.apiUndrainNode)
 	api("POST /api/agents/{name}/health-check", s.apiCheckAgentHealth)
 	s.registerConsole(mux)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
@@ -89,7 +103,8 @@ func (s *Server) authorize(maxBody int64, next http.Handler) http.Handler {
 			writeError(w, http.StatusUnauthorized, "an API key is required: send \"Authorization: Bearer <key>\" (the admin key is in the data folder's admin.key)")
 			return
 		}
-		if _, err := s.checkAPIKey(r.Context(), key); err != nil {
+		k, err := s.checkAPIKey(r.Context(), key)
+		if err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				writeError(w, http.StatusUnauthorized, "the API key is not valid")
 				return
@@ -98,8 +113,13 @@ func (s *Server) authorize(maxBody int64, next http.Handler) http.Handler {
 			writeError(w, http.StatusInternalServerError, "could not check the API key")
 			return
 		}
+		if r.ContentLength > maxBody {
+			// Said before the body is sent, not after gigabytes of it.
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", maxBody))
+			return
+		}
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, r.WithContext(withAPIKey(r.Context(), k)))
 	})
 }
 
@@ -185,7 +205,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", mbe.Limit))
 			return false
 		}
-		writeError(w, http.StatusBadRequest, "request body is not valid JSON for this endpoint: "+err.Error())
+		writeError(w, http.StatusBadRequest, bodyErrorMessage(err))
 		return false
 	}
 	return true

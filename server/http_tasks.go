@@ -79,6 +79,10 @@ type FileView struct {
 // apiUploadFile stores a file by its SHA-256, for tasks to send to agents.
 func (s *Server) apiUploadFile(w http.ResponseWriter, r *http.Request) {
 	v, err := s.storeFile(r.Body)
+	if err == nil {
+		// For the other nodes, when they drive a task that needs it.
+		err = s.shareUpload(r.Context(), fileBlob(v.SHA256), filepath.Join(s.filesDir(), v.SHA256), v.SHA256, v.Size)
+	}
 	s.respond(w, http.StatusCreated, v, err)
 }
 
@@ -141,12 +145,12 @@ func (s *Server) apiTasks(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) apiTask(w http.ResponseWriter, r *http.Request) {
 	t, err := s.Task(r.Context(), r.PathValue("id"))
-	s.respond(w, http.StatusOK, t, err)
+	s.respond(w, http.StatusOK, t, noSuchTask(r.PathValue("id"), err))
 }
 
 func (s *Server) apiCancelTask(w http.ResponseWriter, r *http.Request) {
 	t, err := s.CancelTask(r.Context(), r.PathValue("id"))
-	s.respond(w, http.StatusOK, t, err)
+	s.respond(w, http.StatusOK, t, noSuchTask(r.PathValue("id"), err))
 }
 
 // LogLineView is one line of GET /api/tasks/{id}/log, which streams
@@ -182,7 +186,7 @@ func (s *Server) apiTaskLog(w http.ResponseWriter, r *http.Request) {
 	}
 	follow, _ := strconv.ParseBool(r.URL.Query().Get("follow"))
 	if _, err := s.store.Task(ctx, id); err != nil {
-		s.apiError(w, err)
+		s.apiError(w, noSuchTask(id, err))
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")

@@ -47,6 +47,8 @@ type console struct {
 	// cop refuses cross-origin state changes by the browser's own
 	// headers (Sec-Fetch-Site, Origin), in addition to the CSRF token.
 	cop *http.CrossOriginProtection
+	// limits slows down guessing at the sign-in form.
+	limits *signinLimiter
 }
 
 // consoleFuncs are the helpers every console template may call.
@@ -65,7 +67,7 @@ func (s *Server) registerConsole(mux *http.ServeMux) {
 		// package's tests catch, not a condition to run with.
 		panic(err)
 	}
-	c := &console{s: s, tpl: tpl, sessions: newConsoleSessions(), cop: http.NewCrossOriginProtection()}
+	c := &console{s: s, tpl: tpl, sessions: newConsoleSessions(), cop: http.NewCrossOriginProtection(), limits: newSigninLimiter()}
 
 	static := http.FileServerFS(ui.Static())
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -102,6 +104,8 @@ func (s *Server) registerConsole(mux *http.ServeMux) {
 	mux.Handle("POST /actions/agents/{name}/health-check", c.action(c.checkHealth))
 	mux.Handle("POST /actions/agents/{name}/delete", c.action(c.deleteAgent))
 	mux.Handle("POST /actions/tasks/{id}/cancel", c.action(c.cancelTask))
+	c.registerConfiguration(mux)
+	c.registerRollouts(mux)
 
 	mux.HandleFunc("/", c.notFound)
 }
@@ -125,13 +129,30 @@ func (c *console) session(r *http.Request) (sessionInfo, error) {
 	if !ok {
 		return sessionInfo{}, errNoSession
 	}
-	if _, err := c.s.store.APIKeyByHash(r.Context(), si.keyHash); err != nil {
+	if si.userID != "" {
+		// A deleted user's sessions end here.
+		u, err := c.s.store.UserByID(r.Context(), si.userID)
+		if errors.Is(err, store.ErrNotFound) {
+			c.sessions.delete(si.id)
+			return sessionInfo{}, errNoSession
+		}
+		if err != nil {
+			return sessionInfo{}, fmt.Errorf("check console session's user: %w", err)
+		}
+		// Users are the operators: they may do everything, managing
+		// users and API keys included.
+		si.name, si.admin = u.Name, true
+		return si, nil
+	}
+	k, err := c.s.store.APIKeyByHash(r.Context(), si.keyHash)
+	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			c.sessions.delete(si.id)
 			return sessionInfo{}, errNoSession
 		}
 		return sessionInfo{}, fmt.Errorf("check console session's API key: %w", err)
 	}
+	si.name, si.admin = "API key "+k.Name, k.Admin
 	return si, nil
 }
 
@@ -211,6 +232,7 @@ type pageData struct {
 	Nav         string
 	Signed      bool
 	CSRF        string
+	Who         string // who is signed in, for the header
 	Flashes     []consoleFlash
 	Updates     UpdatesView
 	Maintenance MaintenanceView
@@ -229,7 +251,7 @@ func (c *console) render(w http.ResponseWriter, r *http.Request, si *sessionInfo
 	}
 	d := pageData{Nav: nav, Version: c.s.cfg.Version, Body: body}
 	if si != nil {
-		d.Signed, d.CSRF = true, si.csrf
+		d.Signed, d.CSRF, d.Who = true, si.csrf, si.name
 		d.Flashes = c.sessions.takeFlashes(si.id)
 		d.Updates = c.s.Updates()
 		m, err := c.s.Maintenance(r.Context())
@@ -301,6 +323,7 @@ func (c *console) notFound(w http.ResponseWriter, r *http.Request) {
 // signinBody is the body of the sign-in page.
 type signinBody struct {
 	Next  string
+	User  string // the name tried, kept in the form after a refusal
 	Error string
 }
 
@@ -324,17 +347,13 @@ func (c *console) signin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	next := safeLocal(r.PostForm.Get("next"))
-	key := strings.TrimSpace(r.PostForm.Get("key"))
-	if key == "" {
-		c.render(w, r, nil, http.StatusBadRequest, "signin", "", signinBody{Next: next, Error: "Enter an API key."})
+	start, status, msg, err := c.authenticate(w, r)
+	if err != nil {
+		c.serverError(w, r, nil, fmt.Errorf("console sign-in: %w", err))
 		return
 	}
-	if _, err := c.s.checkAPIKey(r.Context(), key); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			c.render(w, r, nil, http.StatusUnauthorized, "signin", "", signinBody{Next: next, Error: "That API key is not valid."})
-			return
-		}
-		c.serverError(w, r, nil, fmt.Errorf("console sign-in: check API key: %w", err))
+	if msg != "" {
+		c.render(w, r, nil, status, "signin", "", signinBody{Next: next, User: r.PostForm.Get("user"), Error: msg})
 		return
 	}
 	// A fresh id at every sign-in: a session id planted before sign-in
@@ -342,12 +361,12 @@ func (c *console) signin(w http.ResponseWriter, r *http.Request) {
 	if old, err := r.Cookie(consoleCookie); err == nil {
 		c.sessions.delete(old.Value)
 	}
-	id, _ := c.sessions.create(hashSecret(key))
+	id, who := start()
 	http.SetCookie(w, &http.Cookie{
 		Name: consoleCookie, Value: id, Path: "/",
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil,
 	})
-	c.s.log.Info("console sign-in", zap.String("remote", r.RemoteAddr))
+	c.s.log.Info("console sign-in", zap.String("remote", r.RemoteAddr), zap.String("as", who))
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
@@ -541,6 +560,8 @@ type consoleMachinePage struct {
 	Machine        consoleMachine
 	LatestCalamari string
 	Tasks          []TaskView
+	// Health is the chart of recent health checks.
+	Health healthChart
 }
 
 func (c *console) machine(ctx context.Context, si sessionInfo, name string) (consoleMachinePage, error) {
@@ -564,7 +585,7 @@ func (c *console) machine(ctx context.Context, si sessionInfo, name string) (con
 	m.CalamariVersions = slices.Clone(a.CalamariVersions)
 	// Newest first, as the agents list shows the newest.
 	slices.SortFunc(m.CalamariVersions, func(x, y string) int { return semver.Compare("v"+y, "v"+x) })
-	return consoleMachinePage{CSRF: si.csrf, Machine: m, LatestCalamari: latest.Version, Tasks: tasks}, nil
+	return consoleMachinePage{CSRF: si.csrf, Machine: m, LatestCalamari: latest.Version, Tasks: tasks, Health: c.s.health.chart(v.ID)}, nil
 }
 
 func (c *console) machinePage(w http.ResponseWriter, r *http.Request, si sessionInfo) {
@@ -771,7 +792,8 @@ func (c *console) upgrade(w http.ResponseWriter, r *http.Request, si sessionInfo
 	n := v.Counts[store.UpgradeQueued]
 	c.done(w, r, si, "/", consoleFlash{Kind: "ok", Text: fmt.Sprintf(
 		"Rollout %s started: upgrading %d agent(s) of %s to %s, %d at a time; %d already at that version.",
-		v.ID, n, where, v.Version, v.Batch, v.Counts[store.UpgradeSucceeded])})
+		v.ID, n, where, v.Version, v.Batch, v.Counts[store.UpgradeSucceeded]),
+		Link: "/rollouts/" + url.PathEscape(v.ID), LinkText: "Follow its progress"})
 }
 
 func (c *console) checkHealth(w http.ResponseWriter, r *http.Request, si sessionInfo) {

@@ -125,8 +125,8 @@ func TestConsoleSignIn(t *testing.T) {
 		wantStatus int
 		wantText   string
 	}{
-		{"empty key", "", http.StatusBadRequest, "Enter an API key."},
-		{"blank key", "   ", http.StatusBadRequest, "Enter an API key."},
+		{"empty key", "", http.StatusBadRequest, "Enter a user name and password, or an API key."},
+		{"blank key", "   ", http.StatusBadRequest, "Enter a user name and password, or an API key."},
 		{"wrong key", "tdk_not-a-key", http.StatusUnauthorized, "That API key is not valid."},
 		{"key with a typo", key + "x", http.StatusUnauthorized, "That API key is not valid."},
 		{"oversize key", strings.Repeat("k", maxRequestBody+1), http.StatusBadRequest, "The form could not be read"},

@@ -78,6 +78,23 @@ func (s *Server) loadMaintenance(ctx context.Context) error {
 	return nil
 }
 
+// reloadMaintenance reads the stored state again: another node changed
+// it.
+func (s *Server) reloadMaintenance(ctx context.Context) {
+	s.maint.mu.Lock()
+	defer s.maint.mu.Unlock()
+	was := s.maint.on
+	if err := s.loadMaintenance(ctx); err != nil {
+		if ctx.Err() == nil {
+			s.log.Error("reload maintenance state failed", zap.Error(err))
+		}
+		return
+	}
+	if s.maint.on != was {
+		s.log.Info("maintenance mode changed through another node", zap.Bool("on", s.maint.on))
+	}
+}
+
 // beginWork takes the read lock that new work holds until it is stored,
 // and refuses with ErrConflict while maintenance is on. The caller calls
 // the returned function when the work is stored (or refused).
@@ -115,6 +132,8 @@ func (s *Server) SetMaintenance(ctx context.Context, on bool) (MaintenanceView, 
 	if changed {
 		s.log.Info("maintenance mode changed", zap.Bool("on", on))
 	}
+	// The other nodes share the database but keep their own copy.
+	s.notifyCluster(notifyMaintenance)
 	return s.Maintenance(ctx)
 }
 
@@ -144,7 +163,11 @@ func (s *Server) Maintenance(ctx context.Context) (MaintenanceView, error) {
 	if err != nil {
 		return MaintenanceView{}, fmt.Errorf("maintenance state: %w", err)
 	}
-	v.RunningRollouts = len(rs)
+	// A halted rollout with nothing in flight does no work until it is
+	// resumed, which maintenance mode refuses: a drain need not wait for it.
+	if v.RunningRollouts, err = s.busyRollouts(ctx, rs); err != nil {
+		return MaintenanceView{}, fmt.Errorf("maintenance state: %w", err)
+	}
 	return v, nil
 }
 

@@ -53,20 +53,25 @@ type RolloutRequest struct {
 
 // RolloutView is a rollout as the API shows it.
 type RolloutView struct {
-	ID             string             `json:"id"`
-	Environment    string             `json:"environment,omitempty"`
-	All            bool               `json:"all"`
-	Version        string             `json:"version"`
-	Batch          int                `json:"batch"`
-	MaxFailures    int                `json:"max_failures"`
-	AllowDowngrade bool               `json:"allow_downgrade,omitempty"`
-	GraceSeconds   int                `json:"grace_seconds"`
-	State          string             `json:"state"`
-	Reason         string             `json:"reason,omitempty"`
-	CreatedAt      time.Time          `json:"created_at"`
-	FinishedAt     *time.Time         `json:"finished_at,omitempty"`
-	Counts         map[string]int     `json:"counts"`
-	Agents         []RolloutAgentView `json:"agents,omitempty"`
+	ID             string `json:"id"`
+	Environment    string `json:"environment,omitempty"`
+	All            bool   `json:"all"`
+	Version        string `json:"version"`
+	Batch          int    `json:"batch"`
+	MaxFailures    int    `json:"max_failures"`
+	AllowDowngrade bool   `json:"allow_downgrade,omitempty"`
+	GraceSeconds   int    `json:"grace_seconds"`
+	State          string `json:"state"`
+	Reason         string `json:"reason,omitempty"`
+	// Paused is set while an operator has halted a running rollout (POST
+	// /api/rollouts/{id}/halt): no further batch starts until it is
+	// resumed. PausedAt is when it was halted.
+	Paused     bool               `json:"paused,omitempty"`
+	PausedAt   *time.Time         `json:"paused_at,omitempty"`
+	CreatedAt  time.Time          `json:"created_at"`
+	FinishedAt *time.Time         `json:"finished_at,omitempty"`
+	Counts     map[string]int     `json:"counts"`
+	Agents     []RolloutAgentView `json:"agents,omitempty"`
 }
 
 // RolloutAgentView is one agent's progress in a rollout. Batch 0 holds
@@ -104,6 +109,7 @@ type upgradeState struct {
 	mu      sync.Mutex
 	busy    map[string]bool // agent ID -> running tasks at its last report
 	running map[string]bool // rollout IDs driven by this coordinator
+	driving map[string]bool // agent IDs whose upgrade is driven here
 	// changed is closed and replaced at every Hello, health result and
 	// rollout agent change, waking every waiter to re-check.
 	changed chan struct{}
@@ -143,6 +149,32 @@ func (u *upgradeState) isBusy(agentID string) bool {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return u.busy[agentID]
+}
+
+// tryDrive records that this node drives an agent's upgrade, unless it
+// already does, until the returned function is called.
+func (u *upgradeState) tryDrive(agentID string) (done func(), ok bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.driving == nil {
+		u.driving = make(map[string]bool)
+	}
+	if u.driving[agentID] {
+		return nil, false
+	}
+	u.driving[agentID] = true
+	return func() {
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		delete(u.driving, agentID)
+	}, true
+}
+
+// drivesFor reports whether this node drives an upgrade of the agent.
+func (u *upgradeState) drivesFor(agentID string) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.driving[agentID]
 }
 
 // StartRollout validates a request and starts upgrading its agents in the
@@ -257,6 +289,9 @@ func (s *Server) StartRollout(ctx context.Context, req RolloutRequest) (RolloutV
 	if !req.All {
 		r.Environment = req.Environment
 	}
+	if !s.node.draining.Load() {
+		r.Node = s.nodeID() // this node drives it, from the start
+	}
 	rows := make([]store.RolloutAgent, len(agents))
 	n := 0
 	for i, a := range agents {
@@ -274,7 +309,11 @@ func (s *Server) StartRollout(ctx context.Context, req RolloutRequest) (RolloutV
 	}
 	s.log.Info("rollout started", zap.String("rollout", r.ID), zap.String("version", version),
 		zap.String("environment", r.Environment), zap.Int("agents", len(rows)), zap.Int("to_upgrade", n), zap.Int("batch", r.Batch))
-	s.startRolloutEngine(r.ID)
+	if r.Node == s.nodeID() {
+		s.startRolloutEngine(r.ID)
+	} else {
+		s.notifyCluster(notifyUpgrade, r.ID) // a node that is not draining takes it
+	}
 	return rolloutView(r, rows, true), nil
 }
 
@@ -291,7 +330,7 @@ func (s *Server) Rollout(ctx context.Context, id string) (RolloutView, error) {
 	if err != nil {
 		return RolloutView{}, err
 	}
-	return rolloutView(r, agents, true), nil
+	return s.withPause(ctx, rolloutView(r, agents, true))
 }
 
 // Rollouts lists rollouts, newest first, with their counts but not their
@@ -307,39 +346,98 @@ func (s *Server) Rollouts(ctx context.Context) ([]RolloutView, error) {
 		if err != nil {
 			return nil, err
 		}
-		out[i] = rolloutView(r, agents, false)
+		if out[i], err = s.withPause(ctx, rolloutView(r, agents, false)); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }
 
-// resumeRollouts picks up the rollouts a previous coordinator process left
-// running. A transfer it had in progress starts again (the agent resumes
-// from what it holds; one that already swapped connects at the new
-// version and succeeds); an agent awaiting its reconnect keeps its
-// deadline, counted from when it started waiting.
+// resumeRollouts takes over the running rollouts that no live node
+// drives: those a previous run of this node, or a node that stopped or
+// died, left running. Agents it was sending a package to start again
+// when idle (the agent resumes from what it holds; one that already
+// swapped connects at the new version and succeeds); an agent awaiting
+// its reconnect keeps its deadline, counted from when it started
+// waiting.
 func (s *Server) resumeRollouts(ctx context.Context) error {
 	rs, err := s.store.Rollouts(ctx, true, 1000)
 	if err != nil {
 		return fmt.Errorf("resume rollouts: %w", err)
 	}
 	for _, r := range rs {
-		agents, err := s.store.RolloutAgents(ctx, r.ID)
-		if err != nil {
-			return fmt.Errorf("resume rollouts: %w", err)
-		}
-		for _, a := range agents {
-			if a.State == store.UpgradeSending || a.State == store.UpgradeInstalling {
-				s.setUpgradeState(ctx, r.ID, a.AgentID, []string{a.State}, store.UpgradeWaitingForIdle,
-					"the coordinator restarted; the transfer starts again when the agent is idle")
-			}
-		}
-		s.log.Info("rollout resumed", zap.String("rollout", r.ID), zap.String("version", r.Version))
-		s.startRolloutEngine(r.ID)
+		s.adoptRollout(ctx, r)
 	}
 	return nil
 }
 
-// startRolloutEngine runs a rollout's engine unless one already runs.
+// adoptRollout claims a running rollout whose batches no live node
+// drives, and drives them.
+func (s *Server) adoptRollout(ctx context.Context, r store.Rollout) {
+	me := s.nodeID()
+	if s.upgrades.isRunning(r.ID) || s.node.draining.Load() {
+		return
+	}
+	if r.Node != "" && r.Node != me && !s.nodeGone(ctx, r.Node) {
+		return
+	}
+	ok, err := s.store.ClaimRollout(ctx, r.ID, r.Node, me)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Error("claim rollout failed", zap.String("rollout", r.ID), zap.Error(err))
+		}
+		return
+	}
+	if !ok {
+		return
+	}
+	if r.Node != "" {
+		s.log.Info("rollout resumed", zap.String("rollout", r.ID), zap.String("version", r.Version), zap.String("from_node", r.Node))
+	}
+	s.startRolloutEngine(r.ID)
+}
+
+// sweepRollouts adopts running rollouts no live node drives, and drives
+// the upgrade of each agent connected here that a rollout waits to
+// upgrade.
+func (s *Server) sweepRollouts(ctx context.Context) {
+	rs, err := s.store.Rollouts(ctx, true, 1000)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Error("look for rollouts to drive failed", zap.Error(err))
+		}
+		return
+	}
+	for _, r := range rs {
+		s.adoptRollout(ctx, r)
+		if s.node.draining.Load() {
+			continue // its agents go to other nodes, which upgrade them
+		}
+		agents, err := s.store.RolloutAgents(ctx, r.ID)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Error("look for agents to upgrade failed", zap.String("rollout", r.ID), zap.Error(err))
+			}
+			continue
+		}
+		for _, a := range agents {
+			if a.State != store.UpgradeWaitingForIdle || s.sessions.get(a.AgentID) == nil {
+				continue
+			}
+			done, ok := s.upgrades.tryDrive(a.AgentID)
+			if !ok {
+				continue
+			}
+			s.goFunc(func() {
+				defer done()
+				s.upgradeAgent(s.ctx, r, a)
+			})
+		}
+	}
+}
+
+// startRolloutEngine runs the batches of a rollout this node claimed,
+// unless they already run here.
 func (s *Server) startRolloutEngine(id string) {
 	u := &s.upgrades
 	u.mu.Lock()
@@ -362,6 +460,12 @@ func (s *Server) startRolloutEngine(id string) {
 	})
 }
 
+func (u *upgradeState) isRunning(id string) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.running[id]
+}
+
 func failures(agents []store.RolloutAgent) int {
 	n := 0
 	for _, a := range agents {
@@ -372,63 +476,144 @@ func failures(agents []store.RolloutAgent) int {
 	return n
 }
 
-// runRollout upgrades a rollout's agents batch by batch: every agent of a
-// batch at once, the next batch only once each of them is final, and
-// nothing more once failures exceed the rollout's maximum. When ctx ends
-// (the coordinator stops) it returns with the rollout still running, for
-// the next coordinator process to resume.
+// runRollout drives a rollout's batches: every agent of a batch at once,
+// the next batch only once each of them is final, and nothing more once
+// failures exceed the rollout's maximum. It starts a batch by moving its
+// agents to waiting_for_idle; the node each agent is connected to then
+// upgrades it (sweepRollouts, upgradeAgent), and the agent's next Hello,
+// on whichever node, concludes. What no node may be there to see is
+// judged here: an agent not connected and idle within the idle timeout,
+// one that does not come back within its grace period, and a transfer
+// whose sending node is gone. It returns when the rollout ends, when
+// another node took it over, when this node drains (another takes it
+// over), or when ctx ends (the coordinator stops).
 func (s *Server) runRollout(ctx context.Context, id string) {
 	log := s.log.With(zap.String("rollout", id))
-	r, err := s.store.Rollout(ctx, id)
-	if err != nil {
-		log.Error("load rollout failed", zap.Error(err))
-		return
-	}
-	agents, err := s.store.RolloutAgents(ctx, id)
-	if err != nil {
-		log.Error("load rollout agents failed", zap.Error(err))
-		return
-	}
-	last := 0
-	for _, a := range agents {
-		last = max(last, a.Batch)
-	}
-	for b := 1; b <= last; b++ {
-		if agents, err = s.store.RolloutAgents(ctx, id); err != nil {
-			log.Error("load rollout agents failed", zap.Error(err))
+	me := s.nodeID()
+	for ctx.Err() == nil {
+		changed := s.upgrades.wait()
+		r, err := s.store.Rollout(ctx, id)
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Error("load rollout failed", zap.Error(err))
+			}
 			return
 		}
-		if n := failures(agents); n > r.MaxFailures {
+		if r.State != store.RolloutRunning || r.Node != me {
+			return
+		}
+		if s.node.draining.Load() {
+			if ok, err := s.store.ClaimRollout(ctx, id, me, ""); err == nil && ok {
+				log.Info("rollout handed over: this node is draining")
+				s.notifyCluster(notifyUpgrade, id)
+			}
+			return
+		}
+		agents, err := s.store.RolloutAgents(ctx, id)
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Error("load rollout agents failed", zap.Error(err))
+			}
+			return
+		}
+		cur, started := 0, false
+		for _, a := range agents {
+			if a.Batch > 0 && !store.UpgradeFinal(a.State) && (cur == 0 || a.Batch < cur) {
+				cur = a.Batch
+			}
+		}
+		for _, a := range agents {
+			if a.Batch == cur && a.State != store.UpgradeQueued {
+				started = true
+			}
+		}
+		n := failures(agents)
+		switch {
+		case cur == 0 && n > r.MaxFailures, cur != 0 && !started && n > r.MaxFailures:
 			s.finishRollout(ctx, r, store.RolloutHalted, fmt.Sprintf("halted after %d failures", n))
 			return
-		}
-		var wg sync.WaitGroup
-		for _, a := range agents {
-			if a.Batch != b || store.UpgradeFinal(a.State) {
-				continue
-			}
-			wg.Add(1)
-			s.goFunc(func() {
-				defer wg.Done()
-				s.upgradeAgent(ctx, r, a)
-			})
-		}
-		wg.Wait()
-		if ctx.Err() != nil {
+		case cur == 0 && n > 0:
+			s.finishRollout(ctx, r, store.RolloutSucceeded, fmt.Sprintf("%d failures, within the maximum of %d", n, r.MaxFailures))
+			return
+		case cur == 0:
+			s.finishRollout(ctx, r, store.RolloutSucceeded, "every agent runs "+r.Version)
 			return
 		}
+		if !started && s.batchHeld(ctx, id, agents, cur) {
+			waitHeld(ctx, changed)
+			continue
+		}
+		next := s.judgeBatch(ctx, r, agents, cur)
+		if next.IsZero() {
+			continue // something changed: look again
+		}
+		t := time.NewTimer(min(time.Until(next), idleRecheck))
+		select {
+		case <-changed:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
 	}
-	if agents, err = s.store.RolloutAgents(ctx, id); err != nil {
-		log.Error("load rollout agents failed", zap.Error(err))
-		return
+}
+
+// judgeBatch starts batch cur and ends what no node will: agents never
+// idle, never back, or whose sender is gone. It returns when next to
+// look, or the zero time if it changed something.
+func (s *Server) judgeBatch(ctx context.Context, r store.Rollout, agents []store.RolloutAgent, cur int) time.Time {
+	me := s.nodeID()
+	now := time.Now()
+	next := now.Add(idleRecheck)
+	moved, changed := false, false
+	for _, a := range agents {
+		if a.Batch != cur || store.UpgradeFinal(a.State) {
+			continue
+		}
+		switch a.State {
+		case store.UpgradeQueued:
+			if s.setUpgradeState(ctx, r.ID, a.AgentID, []string{store.UpgradeQueued}, store.UpgradeWaitingForIdle,
+				"waiting for the agent to be connected and idle") {
+				moved = true
+			}
+		case store.UpgradeWaitingForIdle:
+			deadline := a.UpdatedAt.Add(s.cfg.UpgradeIdleTimeout)
+			if now.Before(deadline) {
+				next = minTime(next, deadline)
+				continue
+			}
+			why := fmt.Sprintf("agent was not connected (waited %s)", s.cfg.UpgradeIdleTimeout)
+			if ag, err := s.store.AgentByID(ctx, a.AgentID); err == nil && s.connectedAnywhere(ag) {
+				why = fmt.Sprintf("agent stayed busy (waited %s for its tasks to end)", s.cfg.UpgradeIdleTimeout)
+			}
+			changed = s.setUpgradeState(ctx, r.ID, a.AgentID, []string{store.UpgradeWaitingForIdle}, store.UpgradeFailed, why) || changed
+		case store.UpgradeSending, store.UpgradeInstalling:
+			if a.Node == me && s.upgrades.drivesFor(a.AgentID) || a.Node != me && !s.nodeGone(ctx, a.Node) {
+				continue
+			}
+			changed = s.setUpgradeNode(ctx, r.ID, a.AgentID, []string{a.State}, a.Node, store.UpgradeWaitingForIdle, "",
+				"the coordinator node sending it stopped; the transfer starts again when the agent is idle") || changed
+		case store.UpgradeAwaitingReconnect:
+			wait := time.Duration(r.GraceSeconds)*time.Second + s.cfg.UpgradeReconnectMargin
+			deadline := a.UpdatedAt.Add(wait)
+			if now.Before(deadline) {
+				next = minTime(next, deadline)
+				continue
+			}
+			changed = s.setUpgradeState(ctx, r.ID, a.AgentID, []string{store.UpgradeAwaitingReconnect}, store.UpgradeFailed,
+				fmt.Sprintf("the agent did not come back within %ds", int(wait.Seconds()))) || changed
+		}
 	}
-	if n := failures(agents); n > r.MaxFailures {
-		s.finishRollout(ctx, r, store.RolloutHalted, fmt.Sprintf("halted after %d failures", n))
-	} else if n > 0 {
-		s.finishRollout(ctx, r, store.RolloutSucceeded, fmt.Sprintf("%d failures, within the maximum of %d", n, r.MaxFailures))
-	} else {
-		s.finishRollout(ctx, r, store.RolloutSucceeded, "every agent runs "+r.Version)
+	if moved || changed {
+		return time.Time{}
 	}
+	return next
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 func (s *Server) finishRollout(ctx context.Context, r store.Rollout, state, reason string) {
@@ -452,25 +637,52 @@ func (s *Server) setUpgradeState(ctx context.Context, rolloutID, agentID string,
 		s.log.Info("rollout agent state changed", zap.String("rollout", rolloutID), zap.String("agent", agentID),
 			zap.String("state", to), zap.String("reason", reason))
 		s.upgrades.notify()
+		s.notifyUpgradeState(rolloutID, to)
+	}
+	return changed
+}
+
+// notifyUpgradeState tells every node that an agent of a rollout moved to
+// state to: the rollout's driver looks again, and, for an agent now
+// waiting to be upgraded, the node holding it starts.
+func (s *Server) notifyUpgradeState(rolloutID, to string) {
+	kind := notifyRollout
+	if to == store.UpgradeWaitingForIdle {
+		kind = notifyUpgrade
+	}
+	s.notifyCluster(kind, rolloutID)
+}
+
+// setUpgradeNode is setUpgradeState that also moves the agent's sending
+// node from fromNode to toNode, only if it is fromNode.
+func (s *Server) setUpgradeNode(ctx context.Context, rolloutID, agentID string, from []string, fromNode, to, toNode, reason string) bool {
+	changed, err := s.store.SetRolloutAgentNode(context.WithoutCancel(ctx), rolloutID, agentID, from, fromNode, to, toNode, reason, time.Now().UTC())
+	if err != nil {
+		s.log.Error("record rollout agent state failed", zap.String("rollout", rolloutID), zap.String("agent", agentID), zap.Error(err))
+		return false
+	}
+	if changed {
+		s.log.Info("rollout agent state changed", zap.String("rollout", rolloutID), zap.String("agent", agentID),
+			zap.String("state", to), zap.String("reason", reason))
+		s.upgrades.notify()
+		s.notifyUpgradeState(rolloutID, to)
 	}
 	return changed
 }
 
 var inFlight = []string{store.UpgradeSending, store.UpgradeInstalling}
 
-// upgradeAgent takes one agent from queued to a final state. Success is
-// never concluded here: only noteHello, seeing the new version connect,
-// records it.
+// upgradeAgent upgrades an agent connected to this node that its rollout
+// waits for: once the agent is idle it sends the package, and leaves the
+// agent awaiting its reconnect, failed, or waiting again. It returns
+// early if the agent leaves this node (the node it connects to next takes
+// over). Success is never concluded here: only noteHello, seeing the new
+// version connect, records it.
 func (s *Server) upgradeAgent(ctx context.Context, r store.Rollout, a store.RolloutAgent) {
 	log := s.log.With(zap.String("rollout", r.ID), zap.String("agent", a.AgentName))
-	s.setUpgradeState(ctx, r.ID, a.AgentID, []string{store.UpgradeQueued}, store.UpgradeWaitingForIdle,
-		"waiting for the agent to be connected and idle")
-	grace := time.Duration(r.GraceSeconds) * time.Second
+	me := s.nodeID()
 	attempts := 0
 	for ctx.Err() == nil {
-		// Take the change signal before reading, so a change between the
-		// read and the wait is never missed.
-		changed := s.upgrades.wait()
 		cur, err := s.store.RolloutAgent(ctx, r.ID, a.AgentID)
 		if err != nil {
 			if ctx.Err() == nil {
@@ -478,102 +690,81 @@ func (s *Server) upgradeAgent(ctx context.Context, r store.Rollout, a store.Roll
 			}
 			return
 		}
-		if store.UpgradeFinal(cur.State) {
+		if cur.State != store.UpgradeWaitingForIdle {
+			return // its batch's driver, or another node, takes it from here
+		}
+		as, why := s.waitIdle(ctx, a.AgentID, cur.UpdatedAt.Add(s.cfg.UpgradeIdleTimeout))
+		if ctx.Err() != nil {
 			return
 		}
-		switch cur.State {
-		case store.UpgradeQueued, store.UpgradeSending, store.UpgradeInstalling:
-			// Left over from an earlier run of this engine.
-			s.setUpgradeState(ctx, r.ID, a.AgentID, []string{cur.State}, store.UpgradeWaitingForIdle,
-				"waiting for the agent to be connected and idle")
-		case store.UpgradeWaitingForIdle:
-			as, why := s.waitIdle(ctx, a.AgentID, cur.UpdatedAt.Add(s.cfg.UpgradeIdleTimeout))
-			if ctx.Err() != nil {
-				return
+		if as == nil {
+			if why == "" {
+				return // the agent left: the node it joins upgrades it
 			}
-			if as == nil {
-				s.setUpgradeState(ctx, r.ID, a.AgentID, []string{store.UpgradeWaitingForIdle}, store.UpgradeFailed, why)
-				continue
-			}
-			if !s.setUpgradeState(ctx, r.ID, a.AgentID, []string{store.UpgradeWaitingForIdle}, store.UpgradeSending,
-				"sending agent "+r.Version) {
-				continue
-			}
-			err := s.sendAgentPackage(ctx, as, r)
-			var re *protocol.RemoteError
-			switch {
-			case err == nil:
-				s.setUpgradeState(ctx, r.ID, a.AgentID, inFlight, store.UpgradeAwaitingReconnect,
-					fmt.Sprintf("the agent installed %s and is restarting into it; waiting for it to connect", r.Version))
-			case ctx.Err() != nil:
-				return
-			case protocol.IsCode(err, protocol.CodeUnavailable):
-				// A task started between the idle check and the offer:
-				// not a failure, the agent is simply not idle yet.
-				s.upgrades.setBusy(a.AgentID, true)
-				s.setUpgradeState(ctx, r.ID, a.AgentID, inFlight, store.UpgradeWaitingForIdle,
-					"the agent became busy; waiting for its tasks to end")
-			case errors.As(err, &re), errors.Is(err, errUpgradeRefused):
-				msg := err.Error()
-				if re != nil {
-					msg = "the agent refused the upgrade: " + re.Message
-				}
-				s.setUpgradeState(ctx, r.ID, a.AgentID, inFlight, store.UpgradeFailed, msg)
-			default:
-				attempts++
-				if attempts >= maxSendAttempts {
-					s.setUpgradeState(ctx, r.ID, a.AgentID, inFlight, store.UpgradeFailed,
-						fmt.Sprintf("sending the package failed %d times: %v", attempts, err))
-					continue
-				}
-				log.Warn("agent upgrade transfer interrupted, will retry", zap.Error(err))
-				s.setUpgradeState(ctx, r.ID, a.AgentID, inFlight, store.UpgradeWaitingForIdle,
-					fmt.Sprintf("sending was interrupted (%v); it starts again when the agent is idle", err))
-			}
-		case store.UpgradeAwaitingReconnect:
-			wait := grace + s.cfg.UpgradeReconnectMargin
-			left := time.Until(cur.UpdatedAt.Add(wait))
-			if left <= 0 {
-				s.setUpgradeState(ctx, r.ID, a.AgentID, []string{store.UpgradeAwaitingReconnect}, store.UpgradeFailed,
-					fmt.Sprintf("the agent did not come back within %ds", int(wait.Seconds())))
-				continue
-			}
-			t := time.NewTimer(left)
-			select {
-			case <-changed:
-			case <-t.C:
-			case <-ctx.Done():
-			}
-			t.Stop()
-		default:
-			log.Error("unknown rollout agent state", zap.String("state", cur.State))
+			s.setUpgradeState(ctx, r.ID, a.AgentID, []string{store.UpgradeWaitingForIdle}, store.UpgradeFailed, why)
 			return
+		}
+		if !s.setUpgradeNode(ctx, r.ID, a.AgentID, []string{store.UpgradeWaitingForIdle}, "", store.UpgradeSending, me,
+			"sending agent "+r.Version) {
+			continue
+		}
+		err = s.sendAgentPackage(ctx, as, r)
+		var re *protocol.RemoteError
+		switch {
+		case err == nil:
+			s.setUpgradeNode(ctx, r.ID, a.AgentID, inFlight, me, store.UpgradeAwaitingReconnect, "",
+				fmt.Sprintf("the agent installed %s and is restarting into it; waiting for it to connect", r.Version))
+			return
+		case ctx.Err() != nil:
+			return
+		case protocol.IsCode(err, protocol.CodeUnavailable):
+			// A task started between the idle check and the offer:
+			// not a failure, the agent is simply not idle yet.
+			s.upgrades.setBusy(a.AgentID, true)
+			s.setUpgradeNode(ctx, r.ID, a.AgentID, inFlight, me, store.UpgradeWaitingForIdle, "",
+				"the agent became busy; waiting for its tasks to end")
+		case errors.As(err, &re), errors.Is(err, errUpgradeRefused):
+			msg := err.Error()
+			if re != nil {
+				msg = "the agent refused the upgrade: " + re.Message
+			}
+			s.setUpgradeNode(ctx, r.ID, a.AgentID, inFlight, me, store.UpgradeFailed, "", msg)
+			return
+		default:
+			attempts++
+			if attempts >= maxSendAttempts {
+				s.setUpgradeNode(ctx, r.ID, a.AgentID, inFlight, me, store.UpgradeFailed, "",
+					fmt.Sprintf("sending the package failed %d times: %v", attempts, err))
+				return
+			}
+			log.Warn("agent upgrade transfer interrupted, will retry", zap.Error(err))
+			s.setUpgradeNode(ctx, r.ID, a.AgentID, inFlight, me, store.UpgradeWaitingForIdle, "",
+				fmt.Sprintf("sending was interrupted (%v); it starts again when the agent is idle", err))
 		}
 	}
 }
 
-// waitIdle waits until the agent is connected and runs no task, and
-// returns its session; or, at the deadline, nil and why.
+// waitIdle waits until the agent, connected here, runs no task, and
+// returns its session; or nil and "" once it is no longer connected here;
+// or, at the deadline, nil and why.
 func (s *Server) waitIdle(ctx context.Context, agentID string, deadline time.Time) (*agentSession, string) {
 	for {
 		changed, added := s.upgrades.wait(), s.sessions.changed()
 		as := s.sessions.get(agentID)
-		if as != nil {
-			busy, err := s.agentBusy(ctx, agentID)
-			if err == nil && !busy {
-				return as, ""
-			}
-			if busy && s.upgrades.isBusy(agentID) {
-				// Its last report said busy: ask again rather than wait
-				// for the next health interval.
-				s.checkHealth(ctx, []*agentSession{as})
-			}
+		if as == nil {
+			return nil, ""
+		}
+		busy, err := s.agentBusy(ctx, agentID)
+		if err == nil && !busy {
+			return as, ""
+		}
+		if busy && s.upgrades.isBusy(agentID) {
+			// Its last report said busy: ask again rather than wait
+			// for the next health interval.
+			s.checkHealth(ctx, []*agentSession{as})
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
-			if as == nil {
-				return nil, fmt.Sprintf("agent was not connected (waited %s)", s.cfg.UpgradeIdleTimeout)
-			}
 			return nil, fmt.Sprintf("agent stayed busy (waited %s for its tasks to end)", s.cfg.UpgradeIdleTimeout)
 		}
 		t := time.NewTimer(min(left, idleRecheck))
@@ -590,7 +781,7 @@ func (s *Server) waitIdle(ctx context.Context, agentID string, deadline time.Tim
 }
 
 // agentBusy reports whether the agent runs tasks: by its own last report
-// (Hello or health), or by the tasks this coordinator has not seen end.
+// (Hello or health), or by the tasks no node has seen end.
 func (s *Server) agentBusy(ctx context.Context, agentID string) (bool, error) {
 	if s.upgrades.isBusy(agentID) {
 		return true, nil
@@ -620,7 +811,11 @@ func (s *Server) sendAgentPackage(ctx context.Context, as *agentSession, r store
 	if err != nil {
 		return err
 	}
-	f, err := os.Open(s.agentPackagePath(p.Version, p.OS, p.Arch))
+	path := s.agentPackagePath(p.Version, p.OS, p.Arch)
+	if err := s.fetchUpload(ctx, agentPackageBlob(p.Version, p.OS, p.Arch), path, p.SHA256); err != nil {
+		return userError(errUpgradeRefused, "agent package %s %s/%s: %v", p.Version, p.OS, p.Arch, err)
+	}
+	f, err := os.Open(path)
 	if err != nil {
 		return userError(errUpgradeRefused, "agent package %s %s/%s: %v", p.Version, p.OS, p.Arch, err)
 	}

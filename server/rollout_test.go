@@ -401,6 +401,7 @@ func TestRolloutBatches(t *testing.T) {
 	// sending and a final state.
 	stop := make(chan struct{})
 	sampled := make(chan int)
+	id := v.ID // v is reassigned below while this samples
 	go func() {
 		most := 0
 		for {
@@ -410,7 +411,7 @@ func TestRolloutBatches(t *testing.T) {
 				return
 			default:
 			}
-			ras, err := ts.store.RolloutAgents(context.Background(), v.ID)
+			ras, err := ts.store.RolloutAgents(context.Background(), id)
 			if err == nil {
 				n := 0
 				for _, a := range ras {

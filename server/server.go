@@ -110,6 +110,18 @@ type Config struct {
 	// Store overrides the embedded SQLite database in DataDir (tests, and
 	// PostgreSQL later). The coordinator closes it on exit either way.
 	Store store.Store
+	// NodeName names this coordinator among the nodes sharing its
+	// database; a restarted node keeps its name. Default: this host's
+	// name and the agent port, e.g. "web-a:10943".
+	NodeName string
+	// Advertise is the address agents are told to dial this node at
+	// (join strings). Default: the listen address, a wildcard host
+	// replaced by this host's name.
+	Advertise string
+	// HeartbeatInterval is how often this node records that it is
+	// alive; the others count it dead after missing three. Default 5
+	// seconds.
+	HeartbeatInterval time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -179,6 +191,9 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = DefaultHeartbeatInterval
+	}
 }
 
 // Server is a running coordinator. Create it with New, then call Run.
@@ -206,6 +221,8 @@ type Server struct {
 	upgrades  upgradeState  // rollouts' view of agents: busy, hellos seen
 	maint     maintenance   // maintenance mode: no new tasks or rollouts
 	releases  releaseState  // what the release feed last said
+	health    healthHistory // recent health checks per agent, for the machine page
+	node      nodeState     // this node among those sharing the database
 	// newcomers queues fresh sessions for their first health check; see
 	// checkNewcomers.
 	newcomers chan *agentSession
@@ -236,6 +253,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.ReleaseFeed != "" {
 		if _, err := parseReleaseSource(cfg.ReleaseFeed); err != nil {
 			return nil, fmt.Errorf("new coordinator: %w", err)
+		}
+	}
+	if cfg.Advertise != "" {
+		if err := protocol.ValidateAddress(cfg.Advertise); err != nil {
+			return nil, fmt.Errorf("new coordinator: advertised address: %w", err)
 		}
 	}
 	ids, err := loadIdentities(cfg.DataDir)
@@ -273,6 +295,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		pushSem:   make(chan struct{}, cfg.PushConcurrency),
 		done:      make(chan struct{}),
 	}
+	s.node.wake = make(chan struct{}, 1)
 	if err := s.loadMaintenance(ctx); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("new coordinator: %w", err)
@@ -298,6 +321,16 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		TLSConfig:         cfg.HTTPTLS,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          log.New(&zapWriter{s.log.Named("http")}, "", 0),
+	}
+	if s.cfg.NodeName == "" {
+		_, port, _ := net.SplitHostPort(s.AgentAddr())
+		s.cfg.NodeName = net.JoinHostPort(hostname(), port)
+	}
+	if err := s.registerNode(ctx); err != nil {
+		s.httpLn.Close()
+		s.agentLn.Close()
+		st.Close()
+		return nil, fmt.Errorf("new coordinator: %w", err)
 	}
 	return s, nil
 }
@@ -342,7 +375,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("coordinator started",
 		zap.String("agents", s.AgentAddr()), zap.String("http", s.HTTPAddr()),
 		zap.String("thumbprint", s.Thumbprint()), zap.String("tls_min", protocol.TLSVersionName(s.cfg.TLSMin)),
-		zap.String("version", s.cfg.Version))
+		zap.String("version", s.cfg.Version), zap.String("node", s.cfg.NodeName))
 
 	// Rollouts resume before agents are accepted, so that an agent in the
 	// middle of a transfer is not matched against stale steps.
@@ -369,9 +402,9 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.cfg.ReleaseFeed != "" {
 		s.goFunc(func() { s.watchReleases(pollCtx) })
 	}
-	if err := s.resumeTasks(ctx); err != nil {
-		s.log.Error("resume unfinished tasks failed", zap.Error(err))
-	}
+	// Unfinished tasks, this node's from its last run included, are
+	// claimed as their agents connect.
+	s.runCluster(pollCtx)
 
 	var err error
 	select {
@@ -406,6 +439,7 @@ func (s *Server) shutdown(ctx context.Context) {
 		s.goAwayAll(ctx)
 		s.cancel()
 		s.wg.Wait()
+		s.stopNode(ctx)
 		s.store.Close()
 	})
 }

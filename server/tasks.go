@@ -99,7 +99,7 @@ func (s *Server) CreateTasks(ctx context.Context, req TaskRequest) ([]TaskView, 
 	}
 	var notConnected []string
 	for _, a := range agents {
-		if s.sessions.get(a.ID) == nil {
+		if !s.connectedAnywhere(a) {
 			notConnected = append(notConnected, a.Name)
 		}
 	}
@@ -126,7 +126,7 @@ func (s *Server) CreateTasks(ctx context.Context, req TaskRequest) ([]TaskView, 
 		if !fileNamePattern.MatchString(req.File.Name) {
 			return nil, userError(ErrBadRequest, "file name %q: use a plain name of letters, digits, '.', '_', '+' or '-'", req.File.Name)
 		}
-		if _, err := os.Stat(filepath.Join(s.filesDir(), req.File.SHA256)); err != nil || !sha256Pattern.MatchString(req.File.SHA256) {
+		if !sha256Pattern.MatchString(req.File.SHA256) || !s.haveUpload(ctx, fileBlob(req.File.SHA256), filepath.Join(s.filesDir(), req.File.SHA256)) {
 			return nil, userError(store.ErrNotFound, "no uploaded file with SHA-256 %q (upload it with POST /api/files)", req.File.SHA256)
 		}
 		fileName, fileSum = req.File.Name, req.File.SHA256
@@ -142,9 +142,22 @@ func (s *Server) CreateTasks(ctx context.Context, req TaskRequest) ([]TaskView, 
 		return nil, err
 	}
 	views := make([]TaskView, len(tasks))
+	elsewhere := false
 	for i, t := range tasks {
 		views[i] = taskView(t)
+		if s.sessions.get(t.AgentID) == nil || s.node.draining.Load() {
+			elsewhere = true // for the node that holds the agent
+			continue
+		}
+		if ok, err := s.store.ClaimTask(ctx, t.ID, "", s.nodeID()); err != nil || !ok {
+			elsewhere = true // a sweep claims it
+			continue
+		}
+		t.Node = s.nodeID()
 		s.startTask(t)
+	}
+	if elsewhere {
+		s.notifyCluster(notifyTasks)
 	}
 	s.log.Info("tasks created", zap.String("group", group), zap.Int("agents", len(tasks)), zap.Strings("args", req.Args))
 	return views, nil
@@ -221,7 +234,8 @@ func (r *taskRuns) get(id string) *taskRun {
 	return r.runs[id]
 }
 
-// startTask runs a task's runner unless one is already running.
+// startTask runs the runner of a task this node claimed, unless one is
+// already running.
 func (s *Server) startTask(t store.Task) {
 	s.tasks.mu.Lock()
 	if s.tasks.runs == nil {
@@ -236,36 +250,23 @@ func (s *Server) startTask(t store.Task) {
 	s.tasks.runs[t.ID] = &taskRun{agentID: t.AgentID, cancelStart: cancelStart, abandon: abandon}
 	s.tasks.mu.Unlock()
 	s.goFunc(func() {
+		released := false
 		defer func() {
 			s.tasks.mu.Lock()
 			delete(s.tasks.runs, t.ID)
 			s.tasks.mu.Unlock()
 			abandon()
-		}()
-		s.runTask(runCtx, startCtx, t.ID)
-	})
-}
-
-// resumeTasks picks up the tasks a previous coordinator process left
-// unfinished: they still run on their agents, whose logs are collected
-// from where the store left off.
-func (s *Server) resumeTasks(ctx context.Context) error {
-	for {
-		ts, err := s.store.ListTasks(ctx, store.TaskFilter{Unfinished: true, Limit: 1000})
-		if err != nil {
-			return fmt.Errorf("resume tasks: %w", err)
-		}
-		started := 0
-		for _, t := range ts {
-			if s.tasks.get(t.ID) == nil {
-				s.startTask(t)
-				started++
+			if released {
+				// For the node the agent is connected to now, this one
+				// included should the agent be back already.
+				s.notifyCluster(notifyTasks)
 			}
-		}
-		if len(ts) < 1000 || started == 0 {
-			return nil
-		}
-	}
+			if s.node.draining.Load() {
+				s.moveIdleAgents()
+			}
+		}()
+		released = s.runTask(runCtx, startCtx, t.ID)
+	})
 }
 
 // taskLog writes the coordinator's own line into a task's log.
@@ -288,23 +289,24 @@ func (s *Server) finishTask(id, state string, exitCode int, errText string) {
 	s.tasks.notify(id)
 }
 
-// runTask drives one task to its end: Calamari checked (and pushed), the
-// file sent, the task started, its log collected until it finishes. A
-// dropped session is waited out: the task keeps running on the agent and
-// its log is collected from where it stopped once the agent is back, by
-// this coordinator or, after a restart, the next one. startCtx ends when
-// the operator cancels the task; runCtx when its agent is deleted or the
-// coordinator stops.
-func (s *Server) runTask(runCtx, startCtx context.Context, id string) {
+// runTask drives one task, claimed by this node, to its end: Calamari
+// checked (and pushed), the file sent, the task started, its log
+// collected until it finishes. When the agent's session ends the task is
+// released (and it reports so): it keeps running on the agent, and
+// whichever node the agent connects to next, this one or another,
+// claims it and collects its log from where it stopped. startCtx ends
+// when the operator cancels the task; runCtx when its agent is deleted or
+// the coordinator stops, which leaves the task claimed by a stopped node,
+// for another node, or the next run of this one, to take over.
+func (s *Server) runTask(runCtx, startCtx context.Context, id string) (released bool) {
 	log := s.log.With(zap.String("task", id))
 	t, err := s.store.Task(runCtx, id)
 	if err != nil {
 		log.Error("load task failed", zap.Error(err))
-		return
+		return false
 	}
 	for t.State == store.TaskQueued {
-		as, err := s.waitSession(startCtx, t.AgentID)
-		if err != nil {
+		if startCtx.Err() != nil {
 			if runCtx.Err() == nil { // cancelled by the operator
 				s.taskLog(id, "Task cancelled before it started")
 				s.finishTask(id, store.TaskCancelled, -1, "cancelled")
@@ -315,14 +317,18 @@ func (s *Server) runTask(runCtx, startCtx context.Context, id string) {
 					cancel()
 				}
 			}
-			return
+			return false
+		}
+		as := s.sessions.get(t.AgentID)
+		if as == nil {
+			return s.releaseTask(id)
 		}
 		err = s.startOnAgent(startCtx, as, t)
 		switch {
 		case err == nil:
 			t.State = store.TaskRunning
 		case startCtx.Err() != nil:
-			// The next waitSession reports why.
+			// The loop's next turn reports why.
 		case errors.Is(err, errTaskRefused):
 			s.taskLog(id, err.Error())
 			s.finishTask(id, store.TaskFailed, -1, err.Error())
@@ -333,9 +339,12 @@ func (s *Server) runTask(runCtx, startCtx context.Context, id string) {
 		}
 	}
 	for {
-		as, err := s.waitSession(runCtx, t.AgentID)
-		if err != nil {
-			return // the coordinator is stopping (the next one resumes) or the task was abandoned
+		if runCtx.Err() != nil {
+			return false // the coordinator is stopping or the task was abandoned
+		}
+		as := s.sessions.get(t.AgentID)
+		if as == nil {
+			return s.releaseTask(id)
 		}
 		end, err := s.followTask(runCtx, as, &t)
 		if err == nil {
@@ -343,10 +352,10 @@ func (s *Server) runTask(runCtx, startCtx context.Context, id string) {
 			s.taskLog(id, fmt.Sprintf("Task %s (exit code %d)", end.State, end.ExitCode))
 			s.finishTask(id, end.State, end.ExitCode, end.Error)
 			log.Info("task finished", zap.String("agent", t.AgentName), zap.String("state", end.State), zap.Int("exit_code", end.ExitCode))
-			return
+			return false
 		}
 		if runCtx.Err() != nil {
-			return
+			return false
 		}
 		log.Info("lost the task's log stream; will resume when the agent is back", zap.Error(err))
 		s.waitGone(runCtx, as)
@@ -391,6 +400,9 @@ func (s *Server) startOnAgent(ctx context.Context, as *agentSession, t store.Tas
 	if t.FileName != "" {
 		s.taskLog(t.ID, fmt.Sprintf("Sending %s to %s", t.FileName, as.name))
 		path := filepath.Join(s.filesDir(), t.FileSHA256)
+		if err := s.fetchUpload(ctx, fileBlob(t.FileSHA256), path, t.FileSHA256); err != nil {
+			return userError(errTaskRefused, "file %s: %v", t.FileName, err)
+		}
 		f, err := os.Open(path)
 		if err != nil {
 			return userError(errTaskRefused, "file %s: %v", t.FileName, err)
@@ -473,7 +485,8 @@ func (s *Server) followTask(ctx context.Context, as *agentSession, t *store.Task
 }
 
 // CancelTask stops a task: before it reaches the agent it never starts;
-// after, the agent kills its whole process tree.
+// after, the agent kills its whole process tree. The node that drives the
+// task, or holds its agent's session, does the stopping.
 func (s *Server) CancelTask(ctx context.Context, id string) (TaskView, error) {
 	t, err := s.store.Task(ctx, id)
 	if err != nil {
@@ -481,6 +494,26 @@ func (s *Server) CancelTask(ctx context.Context, id string) (TaskView, error) {
 	}
 	if t.Finished() {
 		return TaskView{}, userError(ErrConflict, "task %s already %s", id, t.State)
+	}
+	me := s.nodeID()
+	if t.State == store.TaskQueued && s.tasks.get(id) == nil {
+		// No runner here. Unless a live node drives it, take it so that
+		// no node starts it, and record its end.
+		if _, alive := s.nodeAlive(t.Node); t.Node == "" || t.Node == me || !alive {
+			ok, err := s.store.ClaimTask(ctx, id, t.Node, me)
+			if err != nil {
+				return TaskView{}, fmt.Errorf("cancel task %s: %w", id, err)
+			}
+			if ok {
+				s.taskLog(id, "Cancellation requested")
+				s.taskLog(id, "Task cancelled before it started")
+				s.finishTask(id, store.TaskCancelled, -1, "cancelled")
+				return s.Task(ctx, id)
+			}
+			if t, err = s.store.Task(ctx, id); err != nil { // claimed meanwhile
+				return TaskView{}, err
+			}
+		}
 	}
 	if run := s.tasks.get(id); run != nil && t.State == store.TaskQueued {
 		run.cancelStart()
@@ -492,26 +525,19 @@ func (s *Server) CancelTask(ctx context.Context, id string) (TaskView, error) {
 		if err != nil && !protocol.IsCode(err, protocol.CodeBadRequest) { // BadRequest: not started there yet
 			return TaskView{}, fmt.Errorf("cancel task %s on %s: %w", id, t.AgentName, err)
 		}
-	} else if t.State == store.TaskRunning {
-		return TaskView{}, userError(ErrNotConnected, "agent %s is not connected; the task cannot be cancelled until it is back", t.AgentName)
+	} else {
+		a, err := s.store.AgentByID(ctx, t.AgentID)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return TaskView{}, fmt.Errorf("cancel task %s: %w", id, err)
+		}
+		if t.State == store.TaskRunning && (err != nil || !s.connectedAnywhere(a)) {
+			return TaskView{}, userError(ErrNotConnected, "agent %s is not connected; the task cannot be cancelled until it is back", t.AgentName)
+		}
+		// The node that holds the agent, or drives the task, stops it.
+		s.notifyCluster(notifyCancel, id)
 	}
 	s.taskLog(id, "Cancellation requested")
 	return s.Task(ctx, id)
-}
-
-// waitSession returns the agent's live session, waiting for it to connect.
-func (s *Server) waitSession(ctx context.Context, agentID string) (*agentSession, error) {
-	for {
-		ch := s.sessions.changed()
-		if as := s.sessions.get(agentID); as != nil {
-			return as, nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
 }
 
 // waitGone waits until the session has ended (or ctx is done), so the next

@@ -41,6 +41,11 @@ type env struct {
 	// console is true when stderr is a terminal: logs are then for a
 	// person, not a collector.
 	console bool
+	// terminal is true when stdout is a terminal: progress shows as a
+	// bar rather than as lines a script or a log file would keep.
+	terminal bool
+	// stdin is read for passwords; nil reads nothing.
+	stdin io.Reader
 }
 
 // execute runs the command line args and returns the exit code: 0, 1 for
@@ -75,8 +80,22 @@ func execute(ctx context.Context, args []string, e env) int {
 
 func newRootCmd(e env) *cobra.Command {
 	root := &cobra.Command{
-		Use:           "tendril-server",
-		Short:         "Tendril coordinator: enrolls agents, keeps their sessions and serves the admin API",
+		Use:   "tendril-server",
+		Short: "Tendril coordinator: enrolls agents, keeps their sessions and serves the admin API",
+		Long: `Tendril coordinator: enrolls agents, keeps their sessions and serves the admin API.
+
+Admin commands talk to a running coordinator: give --data DIR on its host, or
+--url and --api-key (TENDRIL_URL, TENDRIL_API_KEY) from anywhere. Listings
+print tables, or with --json what the HTTP API answers.
+
+Exit codes:
+  0    success
+  1    failure, with one line on stderr saying why; also: upgrade --wait when
+       the rollout halted, calamari update when an agent failed
+  2    usage error: unknown command or flag, missing or invalid argument
+  130  interrupted (Ctrl-C or TERM); task run also when the task was cancelled
+  N    task run: the task's own exit code (1 if it failed without one; with
+       several agents, 0 if every task succeeded, else 1)`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Args:          cobra.ArbitraryArgs,
@@ -92,6 +111,8 @@ func newRootCmd(e env) *cobra.Command {
 		newCalamariCmd(e), newTaskCmd(e), newVersionCmd(e),
 		newAgentPackageCmd(e), newUpgradeCmd(e), newRolloutCmd(e),
 		newMaintenanceCmd(e), newBackupCmd(e), newRestoreCmd(e),
+		newUserCmd(e), newAPIKeyCmd(e),
+		newNodesCmd(e), newNodeCmd(e),
 	)
 	return root
 }
@@ -160,7 +181,8 @@ func newInitCmd(e env) *cobra.Command {
 func newRunCmd(e env) *cobra.Command {
 	var (
 		data, listen, httpAddr, tlsMin string
-		database                       string
+		database, nodeName, advertise  string
+		heartbeat                      time.Duration
 		httpCert, httpKey, logLevel    string
 		releaseFeed                    string
 		healthInterval, releaseCheck   time.Duration
@@ -185,6 +207,9 @@ func newRunCmd(e env) *cobra.Command {
 			}
 			if releaseCheck <= 0 {
 				return usageErrorf(c, "--release-check-interval must be positive, got %s", releaseCheck)
+			}
+			if heartbeat <= 0 {
+				return usageErrorf(c, "--heartbeat-interval must be positive, got %s", heartbeat)
 			}
 			if acceptRate < 0 || maxHandshakes < 0 || handshakeQueue < 0 {
 				return usageErrorf(c, "--accept-rate, --max-handshakes and --handshake-queue must not be negative")
@@ -223,6 +248,7 @@ func newRunCmd(e env) *cobra.Command {
 				AcceptRate: acceptRate, AcceptBurst: int(2 * acceptRate),
 				MaxHandshakes: maxHandshakes, HandshakeQueue: handshakeQueue,
 				ReleaseFeed: releaseFeed, ReleaseCheckInterval: releaseCheck,
+				NodeName: nodeName, Advertise: advertise, HeartbeatInterval: heartbeat,
 				Version: version.Version, Logger: log,
 			})
 			if err != nil {
@@ -235,6 +261,9 @@ func newRunCmd(e env) *cobra.Command {
 	f.StringVar(&data, "data", "", "data folder made by init (default $"+envData+")")
 	f.StringVar(&database, "database", "", "PostgreSQL URL of the database shared by the coordinator's nodes, instead of the data folder's; waited for while unreachable (default $"+envDatabase+")")
 	f.StringVar(&listen, "listen", server.DefaultListen, "address agents connect to")
+	f.StringVar(&nodeName, "node-name", "", "name of this coordinator node among those sharing the database (default: host name and agent port, e.g. web-a:10943)")
+	f.StringVar(&advertise, "advertise", "", "host:port agents are told to dial this node at, in join strings (default: the --listen address, a wildcard host replaced by the host name)")
+	f.DurationVar(&heartbeat, "heartbeat-interval", server.DefaultHeartbeatInterval, "how often this node records that it is alive; the other nodes count it dead after three missed")
 	f.StringVar(&httpAddr, "http", server.DefaultHTTP, "address of the HTTP API; beyond loopback it needs --http-cert and --http-key")
 	f.StringVar(&tlsMin, "tls-min", "1.2", "lowest TLS version agents may use: 1.0, 1.1, 1.2 or 1.3 (below 1.2 only for old hosts)")
 	f.DurationVar(&healthInterval, "health-interval", time.Minute, "how often every connected agent's health is checked")
@@ -371,7 +400,7 @@ func newTokenCmd(e env) *cobra.Command {
 	f.DurationVar(&ttl, "ttl", server.DefaultTokenTTL, "how long the token can be used")
 	f.StringSliceVar(&servers, "server", nil, "coordinator HOST:PORT agents should dial, repeatable (default: the agent listen address)")
 	f.BoolVar(&asJSON, "json", false, "print the token as JSON")
-	group.AddCommand(create)
+	group.AddCommand(create, newTokenListCmd(e, &t), newTokenRevokeCmd(e, &t))
 	return group
 }
 

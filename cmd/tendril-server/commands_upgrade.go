@@ -161,15 +161,17 @@ func newUpgradeCmd(e env) *cobra.Command {
 	return cmd
 }
 
-// followRollout polls a rollout until it is no longer running. On a
-// terminal it shows a progress bar of agents in a final state; otherwise,
-// when lines is set, it prints one line per agent state change.
+// followRollout polls a rollout until it is no longer running. When
+// stdout and stderr are a terminal it shows a progress bar of agents in a
+// final state on stderr, with each failure printed above it; otherwise,
+// when lines is set, it prints one line per agent state change, for a
+// script or a log file to keep. A halt by an operator is said either way.
 func followRollout(ctx context.Context, e env, cl *admin.Client, v server.RolloutView, lines bool) (server.RolloutView, error) {
 	var bar *progressbar.ProgressBar
-	if e.console && lines {
+	if e.terminal && e.console && lines {
 		bar = progressbar.NewOptions(len(v.Agents),
 			progressbar.OptionSetWriter(e.stderr),
-			progressbar.OptionSetDescription("upgrading agents"),
+			progressbar.OptionSetDescription(rolloutProgress(v)),
 			progressbar.OptionShowCount(),
 			progressbar.OptionSetWidth(30),
 			progressbar.OptionOnCompletion(func() { fmt.Fprintln(e.stderr) }),
@@ -180,15 +182,38 @@ func followRollout(ctx context.Context, e env, cl *admin.Client, v server.Rollou
 			}
 		}()
 	}
+	// above prints a line for a person without tearing the bar.
+	above := func(format string, args ...any) {
+		if bar != nil {
+			bar.Clear()
+		}
+		fmt.Fprintf(e.stdout, format, args...)
+	}
 	seen := map[string]string{}
+	paused := false
 	for {
 		for _, a := range v.Agents {
-			if lines && bar == nil && seen[a.Agent] != a.State {
-				fmt.Fprintf(e.stdout, "%s %s: %s\n", a.UpdatedAt.UTC().Format(time.RFC3339), a.Agent, stateLine(a))
+			if seen[a.Agent] == a.State {
+				continue
+			}
+			switch {
+			case lines && bar == nil:
+				above("%s %s: %s\n", a.UpdatedAt.UTC().Format(time.RFC3339), a.Agent, stateLine(a))
+			case bar != nil && (a.State == store.UpgradeFailed || a.State == store.UpgradeRolledBack):
+				above("%s %s: %s\n", a.Agent, strings.ReplaceAll(a.State, "_", " "), a.Reason)
 			}
 			seen[a.Agent] = a.State
 		}
+		if v.Paused != paused && lines {
+			if v.Paused {
+				above("rollout %s halted by an operator: no further batch starts until \"tendril-server rollout resume %s\"\n", v.ID, v.ID)
+			} else {
+				above("rollout %s resumed\n", v.ID)
+			}
+		}
+		paused = v.Paused
 		if bar != nil {
+			bar.Describe(rolloutProgress(v))
 			bar.Set(finalCount(v))
 		}
 		if v.State != store.RolloutRunning {
@@ -205,6 +230,24 @@ func followRollout(ctx context.Context, e env, cl *admin.Client, v server.Rollou
 		}
 		v = next
 	}
+}
+
+// rolloutProgress is the progress bar's label: what is under way.
+func rolloutProgress(v server.RolloutView) string {
+	if v.Paused {
+		return "halted by an operator"
+	}
+	batch, last := 0, 0
+	for _, a := range v.Agents {
+		last = max(last, a.Batch)
+		if a.Batch > 0 && !store.UpgradeFinal(a.State) && a.State != store.UpgradeQueued && (batch == 0 || a.Batch < batch) {
+			batch = a.Batch
+		}
+	}
+	if batch == 0 {
+		return "upgrading agents"
+	}
+	return fmt.Sprintf("upgrading agents, batch %d of %d", batch, last)
 }
 
 func finalCount(v server.RolloutView) int {
@@ -267,8 +310,83 @@ func newRolloutCmd(e env) *cobra.Command {
 		},
 	}
 	show.Flags().BoolVar(&showJSON, "json", false, "print the GET /api/rollouts/{id} object")
-	group.AddCommand(show)
+
+	var listJSON bool
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List rollouts, newest first, with their state and progress",
+		Args:  noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return adminCall(c, t, e, func(ctx context.Context, cl *admin.Client) error {
+				vs, err := cl.Rollouts(ctx)
+				if err != nil {
+					return err
+				}
+				if listJSON {
+					return writeJSON(e.stdout, vs)
+				}
+				return writeRollouts(e.stdout, vs)
+			})
+		},
+	}
+	list.Flags().BoolVar(&listJSON, "json", false, "print the GET /api/rollouts array")
+
+	action := func(use, short string, call func(*admin.Client, context.Context, string) (server.RolloutView, error), done string) *cobra.Command {
+		var asJSON bool
+		c := &cobra.Command{
+			Use:   use + " ID",
+			Short: short,
+			Args:  oneArg("rollout id"),
+			RunE: func(c *cobra.Command, args []string) error {
+				return adminCall(c, t, e, func(ctx context.Context, cl *admin.Client) error {
+					v, err := call(cl, ctx, args[0])
+					if err != nil {
+						return err
+					}
+					if asJSON {
+						return writeJSON(e.stdout, v)
+					}
+					_, err = fmt.Fprintf(e.stdout, "rollout %s %s\n", v.ID, done)
+					return err
+				})
+			},
+		}
+		c.Flags().BoolVar(&asJSON, "json", false, "print the rollout as JSON")
+		return c
+	}
+	halt := action("halt", "Halt a rollout: no further batch starts; agents already upgrading finish",
+		(*admin.Client).HaltRollout, "halted: no further batch starts until it is resumed; agents already upgrading finish")
+	resume := action("resume", "Resume a halted rollout: its next batch starts",
+		(*admin.Client).ResumeRollout, "resumed: its next batch starts once the one under way has finished")
+	group.AddCommand(show, list, halt, resume)
 	return group
+}
+
+// writeRollouts prints the rollouts table.
+func writeRollouts(w io.Writer, vs []server.RolloutView) error {
+	if len(vs) == 0 {
+		_, err := fmt.Fprintln(w, "No rollouts yet. Start one with \"tendril-server upgrade --environment ENV\".")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tCREATED\tTARGET\tVERSION\tSTATE\tDONE\tREASON")
+	for _, v := range vs {
+		target := v.Environment
+		if v.All {
+			target = "(all)"
+		}
+		state := v.State
+		if v.Paused {
+			state = "halted by an operator"
+		}
+		total := 0
+		for _, n := range v.Counts {
+			total += n
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\n", v.ID, v.CreatedAt.UTC().Format(time.RFC3339), target, v.Version,
+			state, finalCount(v), total, dash(v.Reason))
+	}
+	return tw.Flush()
 }
 
 func writeAgentPackagePushed(w io.Writer, v server.AgentPackageView) error {
@@ -311,6 +429,9 @@ func writeRollout(w io.Writer, v server.RolloutView, now time.Time) error {
 	state := v.State
 	if v.Reason != "" {
 		state += " (" + v.Reason + ")"
+	}
+	if v.Paused {
+		state += ", halted by an operator: no further batch starts until it is resumed"
 	}
 	fmt.Fprintf(w, "State: %s\n", state)
 	var counts []string

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -30,6 +31,7 @@ type rolloutAPI struct {
 	pkgBody  int
 	views    []server.RolloutView
 	gets     int
+	actions  []string // "halt ID", "resume ID"
 }
 
 func newRolloutAPI(t *testing.T) *rolloutAPI {
@@ -74,6 +76,30 @@ func newRolloutAPI(t *testing.T) *rolloutAPI {
 		}
 		writeTestJSON(w, http.StatusOK, v)
 	})
+	mux.HandleFunc("GET /api/rollouts", func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		var out []server.RolloutView
+		for _, v := range f.views {
+			v.Agents = nil
+			out = append(out, v)
+		}
+		writeTestJSON(w, http.StatusOK, out)
+	})
+	for _, action := range []string{"halt", "resume"} {
+		mux.HandleFunc("POST /api/rollouts/{id}/"+action, func(w http.ResponseWriter, r *http.Request) {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			f.actions = append(f.actions, action+" "+r.PathValue("id"))
+			v := f.views[len(f.views)-1]
+			if r.PathValue("id") != v.ID {
+				writeTestJSON(w, http.StatusNotFound, server.APIError{Error: fmt.Sprintf("no rollout %q", r.PathValue("id"))})
+				return
+			}
+			v.Paused = action == "halt"
+			writeTestJSON(w, http.StatusOK, v)
+		})
+	}
 	f.srv = httptest.NewServer(mux)
 	t.Cleanup(f.srv.Close)
 	return f
@@ -172,12 +198,35 @@ web-2 rolled back: the agent rolled back to its previous version: crashed
 		f.views = []server.RolloutView{steps[0], done}
 		var out, errOut syncBuffer
 		code := execute(context.Background(), []string{"upgrade", "--environment", "Prod", "--wait"},
-			env{stdout: &out, stderr: &errOut, getenv: func(k string) string { return f.vars()[k] }, console: true})
+			env{stdout: &out, stderr: &errOut, getenv: func(k string) string { return f.vars()[k] }, console: true, terminal: true})
 		if code != 0 || out.String() != "rollout r1: upgrading 2 agents to 2.0.0\nrollout r1 succeeded: every agent runs 2.0.0\n" {
 			t.Fatalf("got %d %q", code, out.String())
 		}
 		if !strings.Contains(errOut.String(), "upgrading agents") {
 			t.Fatalf("stderr %q: want a progress bar", errOut.String())
+		}
+	})
+	t.Run("wait, halted and resumed, stdout not a terminal", func(t *testing.T) {
+		f := newRolloutAPI(t)
+		held := rolloutStep("running", "", ra("web-1", 1, "succeeded", "the new version connected", 2), ra("web-2", 2, "queued", "waiting for batch 2", 0))
+		held.Paused = true
+		done := rolloutStep("succeeded", "every agent runs 2.0.0", ra("web-1", 1, "succeeded", "the new version connected", 2), ra("web-2", 2, "succeeded", "the new version connected", 9))
+		f.views = []server.RolloutView{steps[0], held, done}
+		var out, errOut syncBuffer
+		// stderr is a terminal but stdout goes to a file: lines, no bar.
+		code := execute(context.Background(), []string{"upgrade", "--environment", "Prod", "--wait"},
+			env{stdout: &out, stderr: &errOut, getenv: func(k string) string { return f.vars()[k] }, console: true})
+		want := `rollout r1: upgrading 2 agents to 2.0.0
+2026-01-02T12:00:00Z web-1: queued (waiting for batch 1)
+2026-01-02T12:00:00Z web-2: queued (waiting for batch 2)
+2026-01-02T12:00:02Z web-1: succeeded (the new version connected)
+rollout r1 halted by an operator: no further batch starts until "tendril-server rollout resume r1"
+2026-01-02T12:00:09Z web-2: succeeded (the new version connected)
+rollout r1 resumed
+rollout r1 succeeded: every agent runs 2.0.0
+`
+		if code != 0 || out.String() != want || errOut.String() != "" {
+			t.Fatalf("got %d\n%s\nstderr %q\nwant\n%s", code, out.String(), errOut.String(), want)
 		}
 	})
 	for _, tc := range []struct {
@@ -225,6 +274,54 @@ web-2  2      1.0.0  queued     1m30s ago  waiting for batch 2
 	code, _, stderr := cli(t, context.Background(), f.vars(), "rollout", "show", "nope")
 	if code != 1 || !strings.Contains(stderr, "HTTP 404") {
 		t.Fatalf("unknown: got %d %q", code, stderr)
+	}
+}
+
+func TestRolloutListHaltResume(t *testing.T) {
+	f := newRolloutAPI(t)
+	v := rolloutStep("running", "", ra("web-1", 1, "succeeded", "the new version connected", 0), ra("web-2", 2, "queued", "waiting for batch 2", 0))
+	v.Paused = true
+	old := rolloutStep("halted", "halted after 1 failures", ra("db-1", 1, "failed", "sending the package failed", 0))
+	old.ID, old.All, old.Environment = "r0", true, ""
+	f.views = []server.RolloutView{old, v}
+	code, stdout, _ := cli(t, context.Background(), f.vars(), "rollout", "list")
+	want := `ID  CREATED               TARGET  VERSION  STATE                  DONE  REASON
+r0  2026-01-02T12:00:00Z  (all)   2.0.0    halted                 1/1   halted after 1 failures
+r1  2026-01-02T12:00:00Z  Prod    2.0.0    halted by an operator  1/2   -
+`
+	if code != 0 || stdout != want {
+		t.Fatalf("list: got %d\n%s\nwant\n%s", code, stdout, want)
+	}
+	code, stdout, _ = cli(t, context.Background(), f.vars(), "rollout", "list", "--json")
+	var vs []server.RolloutView
+	if code != 0 || json.Unmarshal([]byte(stdout), &vs) != nil || len(vs) != 2 || !vs[1].Paused {
+		t.Fatalf("list --json: got %d %q", code, stdout)
+	}
+	tests := []struct {
+		args       []string
+		code       int
+		out, inErr string
+	}{
+		{[]string{"rollout", "halt", "r1"}, 0, "rollout r1 halted: no further batch starts until it is resumed; agents already upgrading finish\n", ""},
+		{[]string{"rollout", "resume", "r1"}, 0, "rollout r1 resumed: its next batch starts once the one under way has finished\n", ""},
+		{[]string{"rollout", "halt", "nope"}, 1, "", `halt rollout nope: no rollout "nope" (HTTP 404)`},
+		{[]string{"rollout", "resume"}, 2, "", "want exactly one rollout id"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			code, stdout, stderr := cli(t, context.Background(), f.vars(), tt.args...)
+			if code != tt.code || stdout != tt.out || !strings.Contains(stderr, tt.inErr) {
+				t.Fatalf("got %d %q %q, want %d %q and stderr with %q", code, stdout, stderr, tt.code, tt.out, tt.inErr)
+			}
+		})
+	}
+	code, stdout, _ = cli(t, context.Background(), f.vars(), "rollout", "halt", "r1", "--json")
+	var hv server.RolloutView
+	if code != 0 || json.Unmarshal([]byte(stdout), &hv) != nil || !hv.Paused {
+		t.Fatalf("halt --json: got %d %q", code, stdout)
+	}
+	if got := strings.Join(f.actions, ","); got != "halt r1,resume r1,halt nope,halt r1" {
+		t.Fatalf("calls: got %s", got)
 	}
 }
 

@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server"
@@ -177,5 +180,64 @@ func TestCommandsAgainstRunningCoordinator(t *testing.T) {
 	}
 	if code, stdout, _ := cli(t, bg, nil, "thumbprint", "--data", dir); code != 0 || stdout != rot.Thumbprint+"\n" {
 		t.Fatalf("thumbprint after rotation: %d %q", code, stdout)
+	}
+}
+
+// TestHelpDocumentsExitCodes: the root help lists the exit codes that
+// execute returns, and those codes are what the commands give.
+func TestHelpDocumentsExitCodes(t *testing.T) {
+	code, stdout, _ := cli(t, context.Background(), nil, "--help")
+	if code != 0 {
+		t.Fatalf("--help: got %d, want 0", code)
+	}
+	for _, want := range []string{"Exit codes:", "\n  0    success", "\n  1    failure", "\n  2    usage error", "\n  130  interrupted", "\n  N    task run: the task's own exit code"} {
+		if !strings.Contains(stdout, want) {
+			t.Fatalf("--help: want %q in:\n%s", want, stdout)
+		}
+	}
+	// 2 for usage, 1 for a failure, 130 for an interrupt: the codes the
+	// help promises (task run's own are tested with task run).
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	tests := []struct {
+		name string
+		ctx  context.Context
+		vars map[string]string
+		args []string
+		want int
+	}{
+		{"usage", context.Background(), nil, []string{"rollout", "show"}, 2},
+		{"failure", context.Background(), map[string]string{envURL: "http://127.0.0.1:1", envAPIKey: "k"}, []string{"rollout", "list"}, 1},
+		{"interrupted", ctx, map[string]string{envURL: "http://127.0.0.1:1", envAPIKey: "k"}, []string{"rollout", "list"}, 130},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if code, _, stderr := cli(t, tt.ctx, tt.vars, tt.args...); code != tt.want {
+				t.Fatalf("got %d (%s), want %d", code, stderr, tt.want)
+			}
+		})
+	}
+}
+
+// TestListingsHaveJSON: every command that shows data (list, show,
+// status, version) takes --json.
+func TestListingsHaveJSON(t *testing.T) {
+	var walk func(c *cobra.Command)
+	n := 0
+	walk = func(c *cobra.Command) {
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+		switch c.Name() {
+		case "list", "show", "status", "version":
+			n++
+			if c.Flags().Lookup("json") == nil {
+				t.Errorf("%s has no --json", c.CommandPath())
+			}
+		}
+	}
+	walk(newRootCmd(env{stdout: io.Discard, stderr: io.Discard, getenv: func(string) string { return "" }}))
+	if n < 8 {
+		t.Fatalf("found %d listing commands, want the 8 and more there are", n)
 	}
 }

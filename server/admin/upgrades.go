@@ -73,3 +73,26 @@ func (c *Client) Rollouts(ctx context.Context) ([]server.RolloutView, error) {
 	}
 	return out, nil
 }
+
+// HaltRollout stops a running rollout from starting further batches; the
+// agents of the batch under way finish (POST /api/rollouts/{id}/halt).
+func (c *Client) HaltRollout(ctx context.Context, id string) (server.RolloutView, error) {
+	return c.rolloutAction(ctx, id, "halt")
+}
+
+// ResumeRollout lets a halted rollout start its next batch (POST
+// /api/rollouts/{id}/resume).
+func (c *Client) ResumeRollout(ctx context.Context, id string) (server.RolloutView, error) {
+	return c.rolloutAction(ctx, id, "resume")
+}
+
+func (c *Client) rolloutAction(ctx context.Context, id, action string) (server.RolloutView, error) {
+	var out server.RolloutView
+	if id == "" {
+		return out, fmt.Errorf("%s rollout: no rollout id given", action)
+	}
+	if err := c.do(ctx, http.MethodPost, "/api/rollouts/"+url.PathEscape(id)+"/"+action, nil, &out); err != nil {
+		return server.RolloutView{}, fmt.Errorf("%s rollout %s: %w", action, id, err)
+	}
+	return out, nil
+}

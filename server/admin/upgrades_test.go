@@ -58,4 +58,15 @@ func TestAgentPackagesAndRollouts(t *testing.T) {
 	if rs, err := c.Rollouts(ctx); err != nil || len(rs) != 0 {
 		t.Fatalf("rollouts: got %+v, %v; want none", rs, err)
 	}
+	for name, call := range map[string]func() (server.RolloutView, error){
+		"halt":   func() (server.RolloutView, error) { return c.HaltRollout(ctx, "nope") },
+		"resume": func() (server.RolloutView, error) { return c.ResumeRollout(ctx, "nope") },
+	} {
+		if _, err := call(); !IsStatus(err, http.StatusNotFound) || !strings.Contains(err.Error(), name+` rollout nope: no rollout "nope"`) {
+			t.Errorf("%s an unknown rollout: got %v, want 404 naming it", name, err)
+		}
+	}
+	if _, err := c.HaltRollout(ctx, ""); err == nil || !strings.Contains(err.Error(), "no rollout id given") {
+		t.Errorf("halt without an id: got %v, want it refused before any request", err)
+	}
 }

@@ -267,9 +267,9 @@ func (s *Postgres) recordConnection(ctx context.Context, c Connection) error {
 	}
 	return pgTag(s.pool.Exec(ctx,
 		`UPDATE agents SET version = $1, os = $2, arch = $3, protocol = $4, tls_version = $5,
-		 calamari_versions = $6, last_seen = $7
-		 WHERE id = $8`,
-		c.Version, c.OS, c.Arch, c.Protocol, c.TLSVersion, calamari, at, c.AgentID))
+		 calamari_versions = $6, last_seen = $7, node = $8
+		 WHERE id = $9`,
+		c.Version, c.OS, c.Arch, c.Protocol, c.TLSVersion, calamari, at, nullString(c.Node), c.AgentID))
 }
 
 // RecordHealth implements Store, as SQLite.RecordHealth does: results for
@@ -535,8 +535,8 @@ func (s *Postgres) createAPIKey(ctx context.Context, k APIKey) error {
 		return errors.New("creation time is not set")
 	}
 	_, err = s.pool.Exec(ctx,
-		`INSERT INTO api_keys (id, name, hash, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5)`,
-		k.ID, k.Name, k.Hash, created, revoked)
+		`INSERT INTO api_keys (id, name, hash, created_at, revoked_at, admin) VALUES ($1, $2, $3, $4, $5, $6)`,
+		k.ID, k.Name, k.Hash, created, revoked, k.Admin)
 	return err
 }
 
@@ -547,8 +547,8 @@ func (s *Postgres) APIKeyByHash(ctx context.Context, hash string) (APIKey, error
 		created sql.NullInt64
 	)
 	err := s.pool.QueryRow(ctx,
-		`SELECT id, name, hash, created_at FROM api_keys WHERE hash = $1 AND revoked_at IS NULL`,
-		hash).Scan(&k.ID, &k.Name, &k.Hash, &created)
+		`SELECT id, name, hash, created_at, admin FROM api_keys WHERE hash = $1 AND revoked_at IS NULL`,
+		hash).Scan(&k.ID, &k.Name, &k.Hash, &created, &k.Admin)
 	if errors.Is(err, pgx.ErrNoRows) {
 		err = ErrNotFound
 	}

@@ -47,6 +47,8 @@ type SQLite struct {
 	closeErr  error
 
 	preMigration string // see PreMigrationBackup
+
+	listeners listeners // Listen's callbacks: one process, so Notify is a call
 }
 
 var _ Store = (*SQLite)(nil)
@@ -572,9 +574,9 @@ func (s *SQLite) recordConnection(ctx context.Context, c Connection) error {
 	}
 	res, err := s.pw.ExecContext(ctx,
 		`UPDATE agents SET version = ?, os = ?, arch = ?, protocol = ?, tls_version = ?,
-		 calamari_versions = ?, last_seen = ?
+		 calamari_versions = ?, last_seen = ?, node = ?
 		 WHERE id = ?`,
-		c.Version, c.OS, c.Arch, c.Protocol, c.TLSVersion, calamari, at, c.AgentID)
+		c.Version, c.OS, c.Arch, c.Protocol, c.TLSVersion, calamari, at, nullString(c.Node), c.AgentID)
 	if err != nil {
 		return err
 	}
@@ -847,8 +849,8 @@ func (s *SQLite) createAPIKey(ctx context.Context, k APIKey) error {
 		return errors.New("creation time is not set")
 	}
 	_, err = s.w.ExecContext(ctx,
-		`INSERT INTO api_keys (id, name, hash, created_at, revoked_at) VALUES (?, ?, ?, ?, ?)`,
-		k.ID, k.Name, k.Hash, created, revoked)
+		`INSERT INTO api_keys (id, name, hash, created_at, revoked_at, admin) VALUES (?, ?, ?, ?, ?, ?)`,
+		k.ID, k.Name, k.Hash, created, revoked, k.Admin)
 	return err
 }
 
@@ -859,8 +861,8 @@ func (s *SQLite) APIKeyByHash(ctx context.Context, hash string) (APIKey, error) 
 		created sql.NullInt64
 	)
 	err := s.r.QueryRowContext(ctx,
-		`SELECT id, name, hash, created_at FROM api_keys WHERE hash = ? AND revoked_at IS NULL`,
-		hash).Scan(&k.ID, &k.Name, &k.Hash, &created)
+		`SELECT id, name, hash, created_at, admin FROM api_keys WHERE hash = ? AND revoked_at IS NULL`,
+		hash).Scan(&k.ID, &k.Name, &k.Hash, &created, &k.Admin)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = ErrNotFound
 	}
@@ -899,7 +901,7 @@ func (s *SQLite) SetSetting(ctx context.Context, key, value string) error {
 const agentColumns = `id, name, environment, thumbprint, next_thumbprint,
 	version, os, arch, protocol, tls_version, calamari_versions,
 	health, health_detail, health_rtt, disk_free, server_thumbprint_ack,
-	registered_at, last_seen, last_health_at`
+	registered_at, last_seen, last_health_at, node`
 
 type scanner interface {
 	Scan(dest ...any) error
@@ -914,18 +916,19 @@ func scanAgent(sc scanner) (Agent, error) {
 		calamari                       string
 		rtt                            int64
 		registered, seen, lastHealthAt sql.NullInt64
+		node                           sql.NullString
 	)
 	err := sc.Scan(&a.ID, &a.Name, &a.Environment, &a.Thumbprint, &next,
 		&a.Version, &a.OS, &a.Arch, &a.Protocol, &a.TLSVersion, &calamari,
 		&a.Health, &a.HealthDetail, &rtt, &a.DiskFree, &a.ServerThumbprintAck,
-		&registered, &seen, &lastHealthAt)
+		&registered, &seen, &lastHealthAt, &node)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Agent{}, ErrNotFound
 	}
 	if err != nil {
 		return Agent{}, err
 	}
-	a.NextThumbprint = next.String
+	a.NextThumbprint, a.Node = next.String, node.String
 	if err := json.Unmarshal([]byte(calamari), &a.CalamariVersions); err != nil {
 		return Agent{}, fmt.Errorf("agent %s: calamari versions: %w", a.ID, err)
 	}

@@ -121,16 +121,18 @@ func (s *SQLite) CreateTasks(ctx context.Context, tasks []Task) error {
 }
 
 const taskColumns = `id, group_id, agent_id, agent_name, args, calamari, file_name, file_sha256, state,
-	exit_code, error, created_at, started_at, finished_at, last_seq, agent_seq`
+	exit_code, error, created_at, started_at, finished_at, last_seq, agent_seq, node`
 
 func scanTask(sc scanner) (Task, error) {
 	var t Task
 	var args string
 	var created, started, finished sql.NullInt64
+	var node sql.NullString
 	if err := sc.Scan(&t.ID, &t.Group, &t.AgentID, &t.AgentName, &args, &t.Calamari, &t.FileName, &t.FileSHA256,
-		&t.State, &t.ExitCode, &t.Error, &created, &started, &finished, &t.LastSeq, &t.AgentSeq); err != nil {
+		&t.State, &t.ExitCode, &t.Error, &created, &started, &finished, &t.LastSeq, &t.AgentSeq, &node); err != nil {
 		return Task{}, err
 	}
+	t.Node = node.String
 	if err := json.Unmarshal([]byte(args), &t.Args); err != nil {
 		return Task{}, fmt.Errorf("arguments of task %s: %w", t.ID, err)
 	}

@@ -105,9 +105,9 @@ func (s *SQLite) CreateRollout(ctx context.Context, r Rollout, agents []RolloutA
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO rollouts (id, target_environment, version, batch, max_failures,
-			allow_downgrade, grace_seconds, state, reason, created_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			allow_downgrade, grace_seconds, state, reason, created_at, finished_at, node) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			r.ID, r.Environment, r.Version, r.Batch, r.MaxFailures, r.AllowDowngrade, r.GraceSeconds,
-			r.State, r.Reason, created, finished); err != nil {
+			r.State, r.Reason, created, finished, nullString(r.Node)); err != nil {
 			return err
 		}
 		stmt, err := tx.PrepareContext(ctx, `INSERT INTO rollout_agents (rollout_id, agent_id, agent_name, from_version,
@@ -138,15 +138,17 @@ func (s *SQLite) CreateRollout(ctx context.Context, r Rollout, agents []RolloutA
 }
 
 const rolloutColumns = `id, target_environment, version, batch, max_failures, allow_downgrade, grace_seconds,
-	state, reason, created_at, finished_at`
+	state, reason, created_at, finished_at, node`
 
 func scanRollout(sc scanner) (Rollout, error) {
 	var r Rollout
 	var created, finished sql.NullInt64
+	var node sql.NullString
 	if err := sc.Scan(&r.ID, &r.Environment, &r.Version, &r.Batch, &r.MaxFailures, &r.AllowDowngrade, &r.GraceSeconds,
-		&r.State, &r.Reason, &created, &finished); err != nil {
+		&r.State, &r.Reason, &created, &finished, &node); err != nil {
 		return Rollout{}, err
 	}
+	r.Node = node.String
 	r.CreatedAt, r.FinishedAt = fromNanos(created), fromNanos(finished)
 	return r, nil
 }
@@ -194,7 +196,7 @@ func (s *SQLite) Rollouts(ctx context.Context, runningOnly bool, limit int) ([]R
 }
 
 const rolloutAgentColumns = `ra.rollout_id, ra.agent_id, ra.agent_name, ra.from_version, ra.position, ra.batch_index,
-	ra.state, ra.reason, ra.updated_at`
+	ra.state, ra.reason, ra.updated_at, ra.node`
 
 func (s *SQLite) queryRolloutAgents(ctx context.Context, q string, args ...any) ([]RolloutAgent, error) {
 	rows, err := s.pr.QueryContext(ctx, q, args...)
@@ -206,11 +208,12 @@ func (s *SQLite) queryRolloutAgents(ctx context.Context, q string, args ...any) 
 	for rows.Next() {
 		var a RolloutAgent
 		var at sql.NullInt64
+		var node sql.NullString
 		if err := rows.Scan(&a.RolloutID, &a.AgentID, &a.AgentName, &a.FromVersion, &a.Position, &a.Batch,
-			&a.State, &a.Reason, &at); err != nil {
+			&a.State, &a.Reason, &at, &node); err != nil {
 			return nil, err
 		}
-		a.UpdatedAt = fromNanos(at)
+		a.UpdatedAt, a.Node = fromNanos(at), node.String
 		out = append(out, a)
 	}
 	return out, rows.Err()

@@ -78,6 +78,11 @@ type Agent struct {
 	RegisteredAt time.Time
 	LastSeen     time.Time // zero if never connected
 	LastHealthAt time.Time // zero if never checked
+
+	// Node is the ID of the coordinator node that recorded the agent's
+	// current session, "" if none did. A dead node's agents are not
+	// connected, whatever this says.
+	Node string
 }
 
 // Token is a one-time enrollment token. Only its hash is stored.
@@ -98,6 +103,8 @@ type APIKey struct {
 	Hash      string // lower-case hex SHA-256 of the key
 	CreatedAt time.Time
 	RevokedAt time.Time // zero while valid
+	// Admin keys may also manage users and API keys.
+	Admin bool
 }
 
 // RegisterParams is one enrollment attempt.
@@ -131,6 +138,8 @@ type Connection struct {
 	TLSVersion       string
 	CalamariVersions []string
 	At               time.Time
+	// Node is the ID of the coordinator node that holds the session.
+	Node string
 }
 
 // HealthResult is the outcome of one health check.
@@ -231,6 +240,8 @@ type Store interface {
 	TaskLogs(ctx context.Context, taskID string, from int64, limit int) ([]LogLine, error)
 
 	UpgradeStore
+	ClusterStore
+	AccessStore
 
 	// Close releases the database. It is idempotent.
 	Close() error
@@ -276,6 +287,9 @@ type Task struct {
 	FinishedAt time.Time
 	LastSeq    int64 // Seq of the last log line stored
 	AgentSeq   int64 // highest agent sequence number stored: follow from AgentSeq+1
+	// Node is the ID of the coordinator node driving the task, "" while
+	// none is (see ClaimTask).
+	Node string
 }
 
 // Finished reports whether the task reached a final state.
@@ -361,6 +375,10 @@ type Rollout struct {
 	Reason         string
 	CreatedAt      time.Time
 	FinishedAt     time.Time // zero while running
+	// Node is the ID of the coordinator node driving the rollout's
+	// batches, "" while none is (see ClaimRollout). CreateRollout stores
+	// it as given.
+	Node string
 }
 
 // RolloutAgent is one agent's progress in a rollout.
@@ -374,6 +392,9 @@ type RolloutAgent struct {
 	State       string
 	Reason      string
 	UpdatedAt   time.Time
+	// Node is the ID of the coordinator node sending the agent its
+	// package (set with the sending state), "" otherwise.
+	Node string
 }
 
 // UpgradeStore is the part of Store about agent packages and rollouts.

@@ -42,7 +42,7 @@ func TestRollouts(t *testing.T) {
 		ctx := context.Background()
 		s, _ := db.open(t)
 		r := Rollout{ID: "r1", Environment: "Prod", Version: "2.0.0", Batch: 2, MaxFailures: 1, AllowDowngrade: true, GraceSeconds: 120,
-			State: RolloutRunning, CreatedAt: t0}
+			State: RolloutRunning, CreatedAt: t0, Node: "n1"}
 		agents := []RolloutAgent{
 			{RolloutID: "r1", AgentID: "b", AgentName: "web-2", FromVersion: "1.0.0", Position: 1, Batch: 1, State: UpgradeQueued, UpdatedAt: t0},
 			{RolloutID: "r1", AgentID: "a", AgentName: "web-1", FromVersion: "2.0.0", Position: 0, Batch: 0, State: UpgradeSucceeded, Reason: "already at 2.0.0", UpdatedAt: t0},

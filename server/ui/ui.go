@@ -37,14 +37,14 @@ func Static() fs.FS {
 type Templates struct {
 	// Pages maps a page name (its file name without ".html") to its set.
 	Pages map[string]*template.Template
-	// Partials holds only the shared templates (partials.html).
+	// Partials holds only the shared templates (partials*.html).
 	Partials *template.Template
 }
 
 // Parse parses every page with funcs available to all templates. Each
 // page gets its own set because every page defines "title" and "content".
 func Parse(funcs template.FuncMap) (*Templates, error) {
-	base, err := template.New(Layout).Funcs(funcs).ParseFS(files, "templates/layout.html", "templates/partials.html")
+	base, err := template.New(Layout).Funcs(funcs).ParseFS(files, "templates/layout.html", "templates/partials*.html")
 	if err != nil {
 		return nil, fmt.Errorf("parse console layout: %w", err)
 	}

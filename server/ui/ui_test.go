@@ -32,7 +32,7 @@ func TestParseEveryPage(t *testing.T) {
 		}
 	}
 	slices.Sort(got)
-	want := []string{"environments", "error", "machine", "signin", "task", "tasks"}
+	want := []string{"configuration", "environments", "error", "machine", "rollout", "rollouts", "signin", "task", "tasks"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("got pages %v, want %v", got, want)
 	}

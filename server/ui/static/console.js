@@ -155,3 +155,34 @@
     }
   }
 })();
+
+// Copy buttons next to text shown once (a join command, a new API key):
+// the clipboard where the browser allows it, else the text is selected
+// for the person to copy.
+(function () {
+  document.addEventListener("click", function (e) {
+    var b = e.target.closest && e.target.closest("button.copy-button");
+    if (!b) {
+      return;
+    }
+    var box = b.parentElement.querySelector(".copy-text");
+    if (!box) {
+      return;
+    }
+    var select = function () {
+      var range = document.createRange();
+      range.selectNodeContents(box);
+      var sel = window.getSelection();
+      sel.removeAllRanges();
+      sel.addRange(range);
+      b.textContent = "Press Ctrl+C to copy";
+    };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(box.textContent).then(function () {
+        b.textContent = "Copied";
+      }, select);
+    } else {
+      select();
+    }
+  });
+})();

@@ -1,0 +1,461 @@
+package server
+
+// Every API endpoint, from one table: refused without a valid key (none,
+// wrong, revoked) and with bad input (empty, oversize, wrong types,
+// unknown ids), each refusal a JSON error a person can act on, with
+// nothing changed. The table's keys are the documented routes, which
+// TestOpenAPICoversEveryRoute ties to the registered ones: a new route
+// without a row here fails TestAPIEndpoints.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tendrildeploy/tendril/server/store"
+)
+
+// badInput is one bad request to an endpoint and the refusal it must get.
+type badInput struct {
+	name string
+	// path replaces the endpoint's path (an unknown id, a bad query).
+	path string
+	body string
+	// oversize sends a body of the endpoint's limit plus one byte as a
+	// stream (JSON endpoints), or, for uploads, only announces that size
+	// in Content-Length: the refusal must come before gigabytes are sent.
+	oversize bool
+	status   int
+	msg      string // the error must contain this
+}
+
+// endpoint is one route's row: a valid request (refused all the same
+// without a valid key, and able to change state if it were not), and its
+// bad inputs. noInput says why an endpoint has no bad input to send.
+type endpoint struct {
+	path    string
+	body    string
+	raw     bool // body is bytes (an upload), not JSON
+	bad     []badInput
+	noInput string
+}
+
+// apiFixture is the coordinator state the table's requests refer to.
+type apiFixture struct {
+	agent, away   string // a connected agent and one that never connected
+	rollout       string // a running rollout, held by a busy agent
+	task          string // a queued task on the away agent
+	token, apiKey string // IDs of an enrollment token and an extra API key
+	user          string
+	revokedKey    string
+	node          string // this coordinator's node name
+}
+
+func setUpAPIFixture(t *testing.T, ts *testServer) apiFixture {
+	t.Helper()
+	ctx := context.Background()
+	fx := apiFixture{agent: "web-1", away: "away-1", user: "ops", node: ts.cfg.NodeName}
+	ts.pushPackage(t, "2.0.0", "linux", "amd64", smallELF("v2"))
+	ts.upload(t, packBundle(t, "1.0.0", 0))
+	f := newFakeAgent(t, ts, fx.agent, "Prod", "1.0.0")
+	ts.waitConnected(t, fx.agent)
+	makeBusy(t, ts, f) // the rollout waits for it
+
+	p, err := dialPeer(t, ts, newIdentity(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.register(ts.token(t, "Away"), fx.away, false); err != nil {
+		t.Fatal(err)
+	}
+	p.sess.Close()
+	away, err := ts.store.AgentByName(ctx, fx.away)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fx.task = uuid.NewString()
+	if err := ts.store.CreateTasks(ctx, []store.Task{{ID: fx.task, Group: uuid.NewString(), AgentID: away.ID, AgentName: away.Name,
+		Args: []string{"run-script", "--inline", "echo hi"}, Calamari: "1.0.0", State: store.TaskQueued, CreatedAt: time.Now().UTC()}}); err != nil {
+		t.Fatal(err)
+	}
+
+	r, err := ts.StartRollout(ctx, RolloutRequest{Environment: "Prod", Version: "2.0.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fx.rollout = r.ID
+	eventually(t, "the rollout waiting for the busy agent", func() bool {
+		v := ts.rollout(t, r.ID)
+		if v.State != store.RolloutRunning {
+			t.Fatalf("rollout: got %s (%s) %v, want it running, held by the busy agent", v.State, v.Reason, v.Agents)
+		}
+		return agentStates(v)[fx.agent] == store.UpgradeWaitingForIdle
+	})
+
+	toks, err := ts.store.ListTokens(ctx)
+	if err != nil || len(toks) == 0 {
+		t.Fatalf("list tokens: got %d, %v; want the ones made above", len(toks), err)
+	}
+	fx.token = toks[0].ID
+	k, err := ts.CreateAPIKey(ctx, "ci", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fx.apiKey = k.ID
+	if _, err := ts.CreateUser(ctx, fx.user, "correct horse battery staple"); err != nil {
+		t.Fatal(err)
+	}
+	// A revoked admin key, written to the store as revoked: whatever
+	// revocation API exists, the bearer check must refuse it.
+	fx.revokedKey = newSecret("tdk_")
+	now := time.Now().UTC()
+	if err := ts.store.CreateAPIKey(ctx, store.APIKey{ID: uuid.NewString(), Name: "revoked", Hash: hashSecret(fx.revokedKey),
+		CreatedAt: now.Add(-time.Hour), RevokedAt: now, Admin: true}); err != nil {
+		t.Fatal(err)
+	}
+	return fx
+}
+
+func apiEndpoints(fx apiFixture) map[string]endpoint {
+	oversize := badInput{name: "oversize body", oversize: true, status: 413, msg: "request body is larger than"}
+	empty := badInput{name: "empty body", status: 400, msg: "request body is empty: send a JSON object"}
+	unknownField := func(body string) badInput {
+		return badInput{name: "unknown field", body: body, status: 400, msg: "unknown field"}
+	}
+	notFound := func(path, msg string) badInput {
+		return badInput{name: "unknown id", path: path, status: 404, msg: msg}
+	}
+	const noInput = "takes no input"
+	return map[string]endpoint{
+		"GET /api/openapi.json": {path: "/api/openapi.json", noInput: noInput},
+
+		"GET /api/agents":           {path: "/api/agents", noInput: noInput},
+		"GET /api/agents/{name}":    {path: "/api/agents/" + fx.agent, bad: []badInput{notFound("/api/agents/nobody", `no agent named "nobody"`)}},
+		"DELETE /api/agents/{name}": {path: "/api/agents/" + fx.away, bad: []badInput{notFound("/api/agents/nobody", `no agent named "nobody"`)}},
+		"POST /api/agents/{name}/health-check": {path: "/api/agents/" + fx.agent + "/health-check", bad: []badInput{
+			notFound("/api/agents/nobody/health-check", `no agent named "nobody"`),
+			{name: "agent not connected", path: "/api/agents/" + fx.away + "/health-check", status: 409, msg: "is not connected to this coordinator"},
+		}},
+
+		"POST /api/tokens": {path: "/api/tokens", body: `{"environment": "Prod"}`, bad: []badInput{
+			empty, oversize, unknownField(`{"environment": "Prod", "colour": "red"}`),
+			{name: "wrong type", body: `{"environment": 5}`, status: 400, msg: `field "environment" must be a string, not a number`},
+			{name: "bad ttl", body: `{"environment": "Prod", "ttl": "forever"}`, status: 400, msg: `ttl "forever": not a duration such as 24h or 30m`},
+		}},
+		"GET /api/tokens":         {path: "/api/tokens", noInput: noInput},
+		"DELETE /api/tokens/{id}": {path: "/api/tokens/" + fx.token, bad: []badInput{notFound("/api/tokens/nope", `no enrollment token with id "nope"`)}},
+
+		"GET /api/users": {path: "/api/users", noInput: noInput},
+		"POST /api/users": {path: "/api/users", body: `{"name": "eve", "password": "correct horse battery staple"}`, bad: []badInput{
+			empty, oversize, unknownField(`{"name": "eve", "password": "correct horse battery staple", "admin": true}`),
+			{name: "wrong type", body: `{"name": "eve", "password": 12345678}`, status: 400, msg: `field "password" must be a string, not a number`},
+			{name: "existing name", body: `{"name": "ops", "password": "correct horse battery staple"}`, status: 409, msg: `a user named "ops" exists already`},
+		}},
+		"DELETE /api/users/{name}": {path: "/api/users/" + fx.user, bad: []badInput{notFound("/api/users/nobody", "nobody")}},
+		"GET /api/api-keys":        {path: "/api/api-keys", noInput: noInput},
+		"POST /api/api-keys": {path: "/api/api-keys", body: `{"name": "deploy"}`, bad: []badInput{
+			empty, oversize, unknownField(`{"name": "deploy", "scope": "all"}`),
+			{name: "wrong type", body: `{"name": "deploy", "admin": "yes"}`, status: 400, msg: `field "admin" must be true or false, not a string`},
+		}},
+		"POST /api/api-keys/{id}/revoke": {path: "/api/api-keys/" + fx.apiKey + "/revoke", bad: []badInput{notFound("/api/api-keys/nope/revoke", "nope")}},
+
+		"GET /api/server":              {path: "/api/server", noInput: noInput},
+		"POST /api/certificate/rotate": {path: "/api/certificate/rotate", noInput: noInput},
+		"GET /api/maintenance":         {path: "/api/maintenance", noInput: noInput},
+		"PUT /api/maintenance": {path: "/api/maintenance", body: `{"on": true}`, bad: []badInput{
+			empty, oversize, unknownField(`{"on": true, "x": 1}`),
+			{name: "wrong type", body: `{"on": "yes"}`, status: 400, msg: `field "on" must be true or false, not a string`},
+			{name: "no on", body: `{}`, status: 400, msg: `give "on": true or false`},
+		}},
+		"POST /api/backup/snapshot": {path: "/api/backup/snapshot", noInput: noInput},
+		"GET /api/updates":          {path: "/api/updates", noInput: noInput},
+		"GET /api/nodes":            {path: "/api/nodes", noInput: noInput},
+		"POST /api/nodes/{name}/drain": {path: "/api/nodes/" + fx.node + "/drain", bad: []badInput{
+			notFound("/api/nodes/nowhere/drain", `no coordinator node named "nowhere"`)}},
+		"POST /api/nodes/{name}/undrain": {path: "/api/nodes/" + fx.node + "/undrain", bad: []badInput{
+			notFound("/api/nodes/nowhere/undrain", `no coordinator node named "nowhere"`)}},
+
+		"POST /api/calamari": {path: "/api/calamari", body: "not a bundle", raw: true, bad: []badInput{
+			{name: "empty body", status: 400, msg: "not a valid Calamari bundle"},
+			{name: "not a bundle", body: "hello", status: 400, msg: "not a valid Calamari bundle"},
+			{name: "oversize body", oversize: true, status: 413, msg: "request body is larger than"},
+		}},
+		"GET /api/calamari": {path: "/api/calamari", noInput: noInput},
+		"POST /api/calamari/update": {path: "/api/calamari/update", body: `{"environment": "Prod"}`, bad: []badInput{
+			empty, oversize, unknownField(`{"environment": "Prod", "force": true}`),
+			{name: "wrong type", body: `{"agent": ["web-1"]}`, status: 400, msg: `field "agent" must be a string, not an array`},
+			{name: "no target", body: `{}`, status: 400, msg: "name exactly one of an agent or an environment"},
+			{name: "unknown agent", body: `{"agent": "nobody"}`, status: 404, msg: "nobody"},
+		}},
+		// An empty file is a file: tasks may need one.
+		"POST /api/files": {path: "/api/files", body: "file content", raw: true, bad: []badInput{
+			{name: "oversize body", oversize: true, status: 413, msg: "request body is larger than"},
+		}},
+
+		"POST /api/tasks": {path: "/api/tasks", body: `{"agent": "web-1", "args": ["run-script", "--inline", "echo hi"]}`, bad: []badInput{
+			empty, oversize, unknownField(`{"agent": "web-1", "args": ["x"], "timeout": 5}`),
+			{name: "wrong type", body: `{"agent": "web-1", "args": "run-script"}`, status: 400, msg: `field "args" must be an array, not a string`},
+			{name: "no arguments", body: `{"agent": "web-1", "args": []}`, status: 400, msg: "no Calamari arguments given"},
+			{name: "unknown agent", body: `{"agent": "nobody", "args": ["x"]}`, status: 404, msg: "nobody"},
+		}},
+		"GET /api/tasks": {path: "/api/tasks", bad: []badInput{
+			{name: "limit not a number", path: "/api/tasks?limit=ten", status: 400, msg: "limit must be a number from 1 to 1000"},
+			{name: "unknown agent", path: "/api/tasks?agent=nobody", status: 404, msg: `"nobody"`},
+		}},
+		"GET /api/tasks/{id}": {path: "/api/tasks/" + fx.task, bad: []badInput{notFound("/api/tasks/nope", `"nope"`)}},
+		"GET /api/tasks/{id}/log": {path: "/api/tasks/" + fx.task + "/log", bad: []badInput{
+			notFound("/api/tasks/nope/log", `"nope"`),
+			{name: "from not a number", path: "/api/tasks/" + fx.task + "/log?from=first", status: 400, msg: "from must be a log line number, 1 or more"},
+		}},
+		"POST /api/tasks/{id}/cancel": {path: "/api/tasks/" + fx.task + "/cancel", bad: []badInput{notFound("/api/tasks/nope/cancel", `"nope"`)}},
+
+		"POST /api/agent-packages": {path: "/api/agent-packages?version=3.0.0&os=linux&arch=amd64", body: string(smallELF("v3")), raw: true, bad: []badInput{
+			{name: "empty body", status: 400, msg: "the agent package is empty"},
+			{name: "no version", path: "/api/agent-packages?os=linux&arch=amd64", body: string(smallELF("v3")), status: 400, msg: `version "" is not a semantic version such as 1.2.3`},
+			{name: "unknown os", path: "/api/agent-packages?version=3.0.0&os=plan9&arch=amd64", body: string(smallELF("v3")), status: 400, msg: `os "plan9": want one of`},
+			{name: "not an executable", body: "#!/bin/sh\necho hi\n", status: 400, msg: "linux"},
+			{name: "oversize body", oversize: true, status: 413, msg: "request body is larger than"},
+		}},
+		"GET /api/agent-packages": {path: "/api/agent-packages", noInput: noInput},
+		"POST /api/rollouts": {path: "/api/rollouts", body: `{"environment": "Away"}`, bad: []badInput{
+			empty, oversize, unknownField(`{"environment": "Prod", "parallel": 3}`),
+			{name: "wrong type", body: `{"environment": "Prod", "batch": "ten"}`, status: 400, msg: `field "batch" must be a whole number, not a string`},
+			{name: "no target", body: `{}`, status: 400, msg: "give exactly one of an environment or all"},
+			{name: "unknown environment", body: `{"environment": "Nowhere"}`, status: 404, msg: `environment "Nowhere" has no agents`},
+			{name: "unknown version", body: `{"environment": "Prod", "version": "9.9.9"}`, status: 404, msg: "no agent package of version 9.9.9"},
+		}},
+		"GET /api/rollouts":      {path: "/api/rollouts", noInput: noInput},
+		"GET /api/rollouts/{id}": {path: "/api/rollouts/" + fx.rollout, bad: []badInput{notFound("/api/rollouts/nope", `no rollout "nope"`)}},
+		"POST /api/rollouts/{id}/halt": {path: "/api/rollouts/" + fx.rollout + "/halt", bad: []badInput{
+			notFound("/api/rollouts/nope/halt", `no rollout "nope"`)}},
+		"POST /api/rollouts/{id}/resume": {path: "/api/rollouts/" + fx.rollout + "/resume", bad: []badInput{
+			notFound("/api/rollouts/nope/resume", `no rollout "nope"`)}},
+	}
+}
+
+// apiState is what an API request could change, read through the API
+// with the admin key: the fleet, its secrets' records, stored content,
+// work and settings, and the files in the data folder. Fields that move
+// on their own (health, last seen) are left out.
+func apiState(t *testing.T, ts *testServer) string {
+	t.Helper()
+	var b strings.Builder
+	var agents []AgentView
+	_, body := ts.api(t, "GET", "/api/agents", "", nil)
+	if err := json.Unmarshal(body, &agents); err != nil {
+		t.Fatalf("agents: %v: %s", err, body)
+	}
+	for _, a := range agents {
+		fmt.Fprintf(&b, "agent %s %s %s %s\n", a.Name, a.Environment, a.Version, a.Thumbprint)
+	}
+	for _, p := range []string{"/api/tokens", "/api/users", "/api/api-keys", "/api/calamari", "/api/agent-packages",
+		"/api/rollouts", "/api/tasks", "/api/maintenance", "/api/server"} {
+		resp, body := ts.api(t, "GET", p, "", nil)
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %d %s", p, resp.StatusCode, body)
+		}
+		fmt.Fprintf(&b, "%s %s\n", p, body)
+	}
+	var nodes []NodeView
+	_, body = ts.api(t, "GET", "/api/nodes", "", nil)
+	if err := json.Unmarshal(body, &nodes); err != nil {
+		t.Fatalf("nodes: %v: %s", err, body)
+	}
+	for _, n := range nodes {
+		fmt.Fprintf(&b, "node %s draining=%v\n", n.Name, n.Draining)
+	}
+	filepath.WalkDir(ts.dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			rel, _ := filepath.Rel(ts.dir, p)
+			switch {
+			case strings.HasPrefix(rel, "files"), strings.HasPrefix(rel, "calamari"), strings.HasPrefix(rel, "agent-packages"),
+				strings.HasPrefix(rel, snapshotPrefix), strings.HasPrefix(rel, "server"):
+				fmt.Fprintf(&b, "file %s\n", rel)
+			}
+		}
+		return nil
+	})
+	return b.String()
+}
+
+// rawRequest sends a request with a Content-Length but no body, and reads
+// the answer: how a client announcing a huge upload is answered before it
+// sends any of it.
+func rawRequest(t *testing.T, ts *testServer, method, path, key string, length int64) (*http.Response, []byte) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", ts.HTTPAddr(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\nContent-Type: application/octet-stream\r\n\r\n",
+		method, path, ts.HTTPAddr(), key, length)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("%s %s: read response: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp, body
+}
+
+// oversizeReader streams n bytes of a JSON string without a length, so
+// the coordinator meets the limit while reading.
+type oversizeReader struct{ left int64 }
+
+func (r *oversizeReader) Read(p []byte) (int, error) {
+	if r.left <= 0 {
+		return 0, io.EOF
+	}
+	n := min(int64(len(p)), r.left)
+	for i := range p[:n] {
+		p[i] = 'a'
+	}
+	r.left -= n
+	return int(n), nil
+}
+
+func TestAPIEndpoints(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.UpgradeIdleTimeout = time.Hour })
+	fx := setUpAPIFixture(t, ts)
+	table := apiEndpoints(fx)
+	// Every documented route has a row, and every row a route.
+	routes := openAPIRoutes()
+	limits := map[string]int64{}
+	public := map[string]bool{}
+	for _, rt := range routes {
+		key := rt.Method + " " + rt.Path
+		if _, ok := table[key]; !ok {
+			t.Errorf("%s has no row in apiEndpoints: add its valid request and its bad inputs", key)
+		}
+		limits[key] = rt.MaxBody
+		if limits[key] == 0 {
+			limits[key] = maxRequestBody
+		}
+		public[key] = rt.Public
+	}
+	for key := range table {
+		if _, ok := limits[key]; !ok {
+			t.Errorf("apiEndpoints has a row for %s, which is not a documented route", key)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	check := newResponseChecker(t, ts)
+	keys := map[string]string{"no key": "-", "wrong key": "tdk_" + strings.Repeat("0", 43), "revoked key": fx.revokedKey}
+	keyMsg := map[string]string{"no key": "an API key is required", "wrong key": "the API key is not valid", "revoked key": "the API key is not valid"}
+
+	names := make([]string, 0, len(table))
+	for k := range table {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	for _, route := range names {
+		ep := table[route]
+		method, _, _ := strings.Cut(route, " ")
+		t.Run(route, func(t *testing.T) {
+			if ep.noInput == "" && len(ep.bad) == 0 {
+				t.Fatal("no bad input and no reason why: give bad inputs or noInput")
+			}
+			for _, who := range []string{"no key", "wrong key", "revoked key"} {
+				before := apiState(t, ts)
+				var body io.Reader
+				if ep.body != "" {
+					body = strings.NewReader(ep.body)
+				}
+				resp, got := ts.api(t, method, ep.path, keys[who], body)
+				if public[route] {
+					if resp.StatusCode != http.StatusOK {
+						t.Errorf("%s: got %d, want 200: the document needs no key", who, resp.StatusCode)
+					}
+					continue
+				}
+				var e APIError
+				json.Unmarshal(got, &e)
+				if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(e.Error, keyMsg[who]) {
+					t.Errorf("%s: got %d %q, want 401 saying %q", who, resp.StatusCode, got, keyMsg[who])
+				}
+				check.check(t, method, ep.path, resp, got)
+				if after := apiState(t, ts); after != before {
+					t.Errorf("%s: refused, but the coordinator's state changed:\nbefore:\n%s\nafter:\n%s", who, before, after)
+				}
+			}
+			if method == http.MethodGet {
+				// Reading changes nothing: with the admin key the valid
+				// request is answered, as the document says.
+				resp, got := ts.api(t, method, ep.path, "", nil)
+				if resp.StatusCode != http.StatusOK {
+					t.Errorf("with the admin key: got %d %s, want 200", resp.StatusCode, got)
+				}
+				check.check(t, method, ep.path, resp, got)
+			}
+			for _, bi := range ep.bad {
+				path := ep.path
+				if bi.path != "" {
+					path = bi.path
+				}
+				before := apiState(t, ts)
+				var resp *http.Response
+				var got []byte
+				switch {
+				case bi.oversize && ep.raw:
+					resp, got = rawRequest(t, ts, method, path, adminKey(t, ts), limits[route]+1)
+				case bi.oversize:
+					r := io.MultiReader(strings.NewReader(`{"x": "`), &oversizeReader{left: limits[route]}, strings.NewReader(`"}`))
+					resp, got = ts.api(t, method, path, "", io.NopCloser(r)) // no length: the limit is met while reading
+				default:
+					var body io.Reader
+					if bi.body != "" {
+						body = strings.NewReader(bi.body)
+					}
+					resp, got = ts.api(t, method, path, "", body)
+				}
+				var e APIError
+				if err := json.Unmarshal(got, &e); err != nil || resp.Header.Get("Content-Type") != "application/json" {
+					t.Errorf("%s: got %d %q (%s), want a JSON error", bi.name, resp.StatusCode, got, resp.Header.Get("Content-Type"))
+					continue
+				}
+				if resp.StatusCode != bi.status || !strings.Contains(e.Error, bi.msg) {
+					t.Errorf("%s: got %d %q, want %d saying %q", bi.name, resp.StatusCode, e.Error, bi.status, bi.msg)
+				}
+				if u, _ := url.Parse(path); u != nil {
+					check.check(t, method, u.Path, resp, got)
+				}
+				if after := apiState(t, ts); after != before {
+					t.Errorf("%s: refused, but the coordinator's state changed:\nbefore:\n%s\nafter:\n%s", bi.name, before, after)
+				}
+			}
+		})
+	}
+
+	// The check above can see a change: the same valid requests, made
+	// with the admin key, change what it reads.
+	for _, route := range []string{"POST /api/rollouts/{id}/halt", "POST /api/tokens", "POST /api/files", "DELETE /api/users/{name}", "PUT /api/maintenance"} {
+		ep := table[route]
+		method, _, _ := strings.Cut(route, " ")
+		before := apiState(t, ts)
+		resp, got := ts.api(t, method, ep.path, "", strings.NewReader(ep.body))
+		if resp.StatusCode >= 300 {
+			t.Fatalf("%s with the admin key: got %d %s, want it done", route, resp.StatusCode, got)
+		}
+		check.check(t, method, ep.path, resp, got)
+		if apiState(t, ts) == before {
+			t.Errorf("%s with the admin key: the state read for refusals did not change, so it could not have seen a refused request's change", route)
+		}
+	}
+}

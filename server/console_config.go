@@ -1,0 +1,262 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// joinHome is the agent home the console's join command names: the one
+// install.sh uses by default.
+const joinHome = "/var/lib/tendril-agent"
+
+// tokenTTLs are the lifetimes the console offers for enrollment tokens;
+// the API and the CLI take any duration up to MaxTokenTTL.
+var tokenTTLs = []tokenTTL{
+	{"1h", "1 hour"},
+	{"24h", "1 day"},
+	{"168h", "7 days"},
+	{"720h", "30 days"},
+}
+
+// tokenTTL is one choice of the token form's lifetime list.
+type tokenTTL struct {
+	Value, Label string
+}
+
+// defaultTokenTTL is the choice selected at first.
+const defaultTokenTTL = "24h"
+
+func (c *console) registerConfiguration(mux *http.ServeMux) {
+	mux.Handle("GET /configuration", c.page(c.configurationPage))
+	mux.Handle("GET /ui/fragments/configuration/maintenance", c.uiAPI(c.maintenanceFragment))
+	mux.Handle("GET /ui/fragments/maintenance-banner", c.uiAPI(c.maintenanceBannerFragment))
+	mux.Handle("POST /actions/maintenance", c.action(c.setMaintenance))
+	mux.Handle("POST /actions/tokens", c.action(c.createToken))
+	mux.Handle("POST /actions/tokens/{id}/revoke", c.action(c.revokeToken))
+	mux.Handle("POST /actions/api-keys", c.action(c.adminAction(c.createAPIKey)))
+	mux.Handle("POST /actions/api-keys/{id}/revoke", c.action(c.adminAction(c.revokeAPIKey)))
+}
+
+// consoleMaintenance is the body of the maintenance switch and its
+// fragment.
+type consoleMaintenance struct {
+	CSRF string
+	MaintenanceView
+}
+
+// consoleConfiguration is the body of the configuration page.
+type consoleConfiguration struct {
+	CSRF        string
+	Admin       bool // may manage API keys and see users
+	Maintenance consoleMaintenance
+
+	Tokens       []TokenView
+	Environments []string // known ones, offered in the token form
+	TTLs         []tokenTTL
+	DefaultTTL   string
+
+	APIKeys []APIKeyView
+	Users   []UserView
+
+	Calamari      []BundleView
+	AgentPackages []AgentPackageView
+	Updates       UpdatesView
+	ReleaseFeed   bool // one is configured
+}
+
+func (c *console) configuration(ctx context.Context, si sessionInfo) (consoleConfiguration, error) {
+	m, err := c.s.Maintenance(ctx)
+	if err != nil {
+		return consoleConfiguration{}, err
+	}
+	cfg := consoleConfiguration{
+		CSRF: si.csrf, Admin: si.admin, Maintenance: consoleMaintenance{CSRF: si.csrf, MaintenanceView: m},
+		TTLs: tokenTTLs, DefaultTTL: defaultTokenTTL, Updates: c.s.Updates(), ReleaseFeed: c.s.cfg.ReleaseFeed != "",
+	}
+	if cfg.Tokens, err = c.s.Tokens(ctx); err != nil {
+		return consoleConfiguration{}, fmt.Errorf("console: list tokens: %w", err)
+	}
+	agents, err := c.s.store.ListAgents(ctx)
+	if err != nil {
+		return consoleConfiguration{}, fmt.Errorf("console: list environments: %w", err)
+	}
+	seen := map[string]bool{}
+	for _, a := range agents {
+		if k := strings.ToLower(a.Environment); !seen[k] {
+			seen[k] = true
+			cfg.Environments = append(cfg.Environments, a.Environment)
+		}
+	}
+	slices.SortFunc(cfg.Environments, func(a, b string) int { return strings.Compare(strings.ToLower(a), strings.ToLower(b)) })
+	if si.admin {
+		if cfg.APIKeys, err = c.s.APIKeys(ctx); err != nil {
+			return consoleConfiguration{}, fmt.Errorf("console: list API keys: %w", err)
+		}
+		if cfg.Users, err = c.s.Users(ctx); err != nil {
+			return consoleConfiguration{}, fmt.Errorf("console: list users: %w", err)
+		}
+	}
+	if cfg.Calamari, err = c.s.CalamariBundles(ctx); err != nil {
+		return consoleConfiguration{}, fmt.Errorf("console: list Calamari bundles: %w", err)
+	}
+	if cfg.AgentPackages, err = c.s.AgentPackages(ctx); err != nil {
+		return consoleConfiguration{}, fmt.Errorf("console: list agent packages: %w", err)
+	}
+	return cfg, nil
+}
+
+func (c *console) configurationPage(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+	cfg, err := c.configuration(r.Context(), si)
+	if err != nil {
+		c.serverError(w, r, &si, err)
+		return
+	}
+	c.render(w, r, &si, http.StatusOK, "configuration", "configuration", cfg)
+}
+
+func (c *console) maintenanceFragment(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+	m, err := c.s.Maintenance(r.Context())
+	if err != nil {
+		c.s.internalError(w, err)
+		return
+	}
+	c.renderFragment(w, "maintenance-body", consoleMaintenance{CSRF: si.csrf, MaintenanceView: m})
+}
+
+// maintenanceBannerFragment refreshes the banner every page shows while
+// maintenance mode is on, so its counts follow a drain.
+func (c *console) maintenanceBannerFragment(w http.ResponseWriter, r *http.Request, _ sessionInfo) {
+	m, err := c.s.Maintenance(r.Context())
+	if err != nil {
+		c.s.internalError(w, err)
+		return
+	}
+	c.renderFragment(w, "maintenance-banner-body", m)
+}
+
+// adminAction refuses an action to a session that may not manage users
+// and API keys: one signed in with a key that is not an admin key.
+func (c *console) adminAction(h consoleHandler) consoleHandler {
+	return func(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+		if !si.admin {
+			c.forbidden(w, r, &si, "Managing API keys needs a user sign-in or an admin API key, and this session was opened with a key that is not an admin key. Nothing changed.")
+			return
+		}
+		h(w, r, si)
+	}
+}
+
+func (c *console) setMaintenance(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+	var on bool
+	switch r.PostForm.Get("on") {
+	case "true":
+		on = true
+	case "false":
+	default:
+		c.done(w, r, si, "/configuration", consoleFlash{Kind: "error", Text: `Maintenance mode: the form must say on=true or on=false; nothing changed.`})
+		return
+	}
+	v, err := c.s.SetMaintenance(r.Context(), on)
+	if err != nil {
+		c.done(w, r, si, "/configuration", c.failed("Maintenance mode", err))
+		return
+	}
+	text := "Maintenance mode is off: new tasks and upgrades start again."
+	if v.On {
+		text = fmt.Sprintf("Maintenance mode is on: no new tasks or upgrades start. %s.", stillRunning(v))
+	}
+	c.done(w, r, si, "/configuration", consoleFlash{Kind: "ok", Text: text})
+}
+
+// stillRunning says what a drain is waiting for.
+func stillRunning(v MaintenanceView) string {
+	return fmt.Sprintf("%d %s still running, %d queued, %d %s running",
+		v.RunningTasks, plural(v.RunningTasks, "task", "tasks"), v.QueuedTasks,
+		v.RunningRollouts, plural(v.RunningRollouts, "rollout", "rollouts"))
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+func (c *console) createToken(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+	env := strings.TrimSpace(r.PostForm.Get("environment"))
+	if err := ValidateName("environment", env); err != nil {
+		c.done(w, r, si, "/configuration", consoleFlash{Kind: "error", Text: "Create enrollment token failed: " + err.Error()})
+		return
+	}
+	ttl, err := time.ParseDuration(r.PostForm.Get("ttl"))
+	if err != nil || ttl <= 0 || ttl > MaxTokenTTL {
+		c.done(w, r, si, "/configuration", consoleFlash{Kind: "error", Text: fmt.Sprintf(
+			"Create enrollment token failed: lifetime %q: give a duration such as 24h, more than 0 and at most %s.", r.PostForm.Get("ttl"), MaxTokenTTL)})
+		return
+	}
+	res, err := c.s.CreateToken(r.Context(), env, ttl, nil)
+	if err != nil {
+		c.done(w, r, si, "/configuration", c.failed("Create enrollment token", err))
+		return
+	}
+	c.s.log.Info("enrollment token created", zap.String("environment", res.Environment), zap.Time("expires", res.ExpiresAt), zap.String("by", si.name))
+	c.done(w, r, si, "/configuration", consoleFlash{
+		Kind: "ok",
+		Text: fmt.Sprintf("Enrollment token for %s created; it enrolls one agent until %s. Run this on the new machine (it is shown only now):",
+			res.Environment, res.ExpiresAt.UTC().Format("2006-01-02 15:04 MST")),
+		Copy: joinCommand(res.Join), CopyID: "join-command",
+	})
+}
+
+// joinCommand is the command that enrolls a machine with join.
+func joinCommand(join string) string {
+	return "tendril-agent register --home " + joinHome + " --join " + shellQuote(join)
+}
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+func (c *console) revokeToken(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+	if err := c.s.RevokeToken(r.Context(), r.PathValue("id")); err != nil {
+		c.done(w, r, si, "/configuration", c.failed("Revoke enrollment token", err))
+		return
+	}
+	c.done(w, r, si, "/configuration", consoleFlash{Kind: "ok", Text: "Enrollment token revoked: it can no longer enroll an agent."})
+}
+
+func (c *console) createAPIKey(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+	name := strings.TrimSpace(r.PostForm.Get("name"))
+	admin := r.PostForm.Get("admin") == "true"
+	k, err := c.s.CreateAPIKey(r.Context(), name, admin)
+	if err != nil {
+		c.done(w, r, si, "/configuration", c.failed("Create API key", err))
+		return
+	}
+	kind := "API key"
+	if admin {
+		kind = "Admin API key"
+	}
+	c.done(w, r, si, "/configuration", consoleFlash{
+		Kind: "ok",
+		Text: fmt.Sprintf("%s %s created. Copy it now: it is shown only this once.", kind, k.Name),
+		Copy: k.Key, CopyID: "new-api-key",
+	})
+}
+
+func (c *console) revokeAPIKey(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+	k, err := c.s.RevokeAPIKey(r.Context(), r.PathValue("id"))
+	if err != nil {
+		c.done(w, r, si, "/configuration", c.failed("Revoke API key", err))
+		return
+	}
+	c.done(w, r, si, "/configuration", consoleFlash{Kind: "ok", Text: fmt.Sprintf(
+		"API key %s revoked: the API refuses it and console sessions signed in with it have ended.", k.Name)})
+}

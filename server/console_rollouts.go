@@ -1,0 +1,192 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+
+	"github.com/tendrildeploy/tendril/server/store"
+)
+
+// registerRollouts adds the rollout pages: the list, one rollout's
+// progress per batch and per agent, and its halt and resume buttons.
+func (c *console) registerRollouts(mux *http.ServeMux) {
+	mux.Handle("GET /rollouts", c.page(c.rolloutsPage))
+	mux.Handle("GET /rollouts/{id}", c.page(c.rolloutPage))
+	mux.Handle("GET /ui/fragments/rollouts", c.uiAPI(c.rolloutsFragment))
+	mux.Handle("GET /ui/fragments/rollouts/{id}", c.uiAPI(c.rolloutFragment))
+	mux.Handle("POST /actions/rollouts/{id}/halt", c.action(c.haltRollout))
+	mux.Handle("POST /actions/rollouts/{id}/resume", c.action(c.resumeRollout))
+}
+
+// consoleRolloutRow is a rollout in the list.
+type consoleRolloutRow struct {
+	RolloutView
+	Target      string
+	StateKey    string // CSS class and data-state: running, paused, succeeded, halted
+	StateLabel  string
+	Done, Total int
+}
+
+func rolloutRow(v RolloutView) consoleRolloutRow {
+	row := consoleRolloutRow{RolloutView: v, Target: "every environment", StateKey: v.State, StateLabel: v.State}
+	if !v.All {
+		row.Target = v.Environment
+	}
+	if v.Paused {
+		row.StateKey, row.StateLabel = "paused", "halted by an operator"
+	}
+	for state, n := range v.Counts {
+		row.Total += n
+		if store.UpgradeFinal(state) {
+			row.Done += n
+		}
+	}
+	return row
+}
+
+func (c *console) rolloutsPage(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+	rows, err := c.rolloutRows(r.Context())
+	if err != nil {
+		c.serverError(w, r, &si, err)
+		return
+	}
+	c.render(w, r, &si, http.StatusOK, "rollouts", "rollouts", rows)
+}
+
+func (c *console) rolloutsFragment(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+	rows, err := c.rolloutRows(r.Context())
+	if err != nil {
+		c.s.internalError(w, err)
+		return
+	}
+	c.renderFragment(w, "rollout-table", rows)
+}
+
+func (c *console) rolloutRows(ctx context.Context) ([]consoleRolloutRow, error) {
+	vs, err := c.s.Rollouts(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("console: list rollouts: %w", err)
+	}
+	rows := make([]consoleRolloutRow, len(vs))
+	for i, v := range vs {
+		rows[i] = rolloutRow(v)
+	}
+	return rows, nil
+}
+
+// consoleBatch is one batch of a rollout with its agents. Batch 0 holds
+// the agents that were already at the version.
+type consoleBatch struct {
+	Number      int
+	StateKey    string // queued, running, done, failed
+	StateLabel  string
+	Agents      []RolloutAgentView
+	Done, Total int
+	Failed      int
+}
+
+// consoleRollout is the body of a rollout's page and its fragment.
+type consoleRollout struct {
+	CSRF    string
+	Row     consoleRolloutRow
+	Batches []consoleBatch
+	// Running is true while the rollout has not finished: the halt or
+	// resume button shows, and the page keeps refreshing.
+	Running bool
+}
+
+func rolloutBatches(v RolloutView) []consoleBatch {
+	var out []consoleBatch
+	index := map[int]int{}
+	for _, a := range v.Agents {
+		i, ok := index[a.Batch]
+		if !ok {
+			i = len(out)
+			index[a.Batch] = i
+			out = append(out, consoleBatch{Number: a.Batch})
+		}
+		b := &out[i]
+		b.Agents = append(b.Agents, a)
+		b.Total++
+		if store.UpgradeFinal(a.State) {
+			b.Done++
+		}
+		if a.State == store.UpgradeFailed || a.State == store.UpgradeRolledBack {
+			b.Failed++
+		}
+	}
+	for i := range out {
+		b := &out[i]
+		queued := 0
+		for _, a := range b.Agents {
+			if a.State == store.UpgradeQueued {
+				queued++
+			}
+		}
+		switch {
+		case b.Done == b.Total && b.Failed > 0:
+			b.StateKey, b.StateLabel = "failed", fmt.Sprintf("done, %d failed", b.Failed)
+		case b.Done == b.Total:
+			b.StateKey, b.StateLabel = "done", "done"
+		case queued == b.Total:
+			b.StateKey, b.StateLabel = "queued", "not started"
+		default:
+			b.StateKey, b.StateLabel = "running", "in progress"
+		}
+	}
+	return out
+}
+
+func (c *console) rollout(ctx context.Context, si sessionInfo, id string) (consoleRollout, error) {
+	v, err := c.s.Rollout(ctx, id)
+	if err != nil {
+		return consoleRollout{}, err
+	}
+	return consoleRollout{CSRF: si.csrf, Row: rolloutRow(v), Batches: rolloutBatches(v), Running: v.State == store.RolloutRunning}, nil
+}
+
+func (c *console) rolloutPage(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+	id := r.PathValue("id")
+	v, err := c.rollout(r.Context(), si, id)
+	if errors.Is(err, store.ErrNotFound) {
+		c.renderError(w, r, &si, http.StatusNotFound, "No such rollout", fmt.Sprintf("There is no rollout %q.", id))
+		return
+	}
+	if err != nil {
+		c.serverError(w, r, &si, err)
+		return
+	}
+	c.render(w, r, &si, http.StatusOK, "rollout", "rollouts", v)
+}
+
+func (c *console) rolloutFragment(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+	v, err := c.rollout(r.Context(), si, r.PathValue("id"))
+	if err != nil {
+		c.s.apiError(w, err)
+		return
+	}
+	c.renderFragment(w, "rollout-body", v)
+}
+
+func (c *console) haltRollout(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+	id := r.PathValue("id")
+	back := "/rollouts/" + url.PathEscape(id)
+	if _, err := c.s.HaltRollout(r.Context(), id); err != nil {
+		c.done(w, r, si, back, c.failed("Halt rollout", err))
+		return
+	}
+	c.done(w, r, si, back, consoleFlash{Kind: "ok", Text: "Rollout halted: no further batch starts; agents already upgrading finish."})
+}
+
+func (c *console) resumeRollout(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+	id := r.PathValue("id")
+	back := "/rollouts/" + url.PathEscape(id)
+	if _, err := c.s.ResumeRollout(r.Context(), id); err != nil {
+		c.done(w, r, si, back, c.failed("Resume rollout", err))
+		return
+	}
+	c.done(w, r, si, back, consoleFlash{Kind: "ok", Text: "Rollout resumed: the next batch starts once the one under way has finished."})
+}

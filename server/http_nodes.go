@@ -1,0 +1,141 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tendrildeploy/tendril/server/store"
+)
+
+// Node states, as the API shows them.
+const (
+	NodeRunning  = "running"  // serving agents and taking tasks
+	NodeDraining = "draining" // finishing its work; agents move away
+	NodeDrained  = "drained"  // draining, and nothing is left: it can be stopped
+	NodeStopped  = "stopped"  // stopped cleanly
+	NodeDead     = "dead"     // missed its heartbeats
+)
+
+// NodeView is a coordinator node as GET /api/nodes shows it.
+type NodeView struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Advertise string    `json:"advertise"` // the address agents dial
+	HTTP      string    `json:"http"`
+	Version   string    `json:"version"`
+	StartedAt time.Time `json:"started_at"`
+	Heartbeat time.Time `json:"heartbeat_at"`
+	// HeartbeatAgeSeconds is how long ago the last heartbeat was, by the
+	// database's clock.
+	HeartbeatAgeSeconds float64 `json:"heartbeat_age_seconds"`
+	State               string  `json:"state"`
+	Alive               bool    `json:"alive"`
+	Draining            bool    `json:"draining"`
+	// Drained is true once a draining node holds no agent and drives no
+	// task or rollout.
+	Drained bool `json:"drained"`
+	// Agents connected to the node, and the unfinished tasks and running
+	// rollouts it drives; zero for a node that is not alive.
+	Agents   int `json:"agents"`
+	Tasks    int `json:"tasks"`
+	Rollouts int `json:"rollouts"`
+	// Self is true for the node that answered.
+	Self bool `json:"self"`
+}
+
+func (s *Server) nodeView(n store.Node) NodeView {
+	v := NodeView{
+		ID: n.ID, Name: n.Name, Advertise: n.Advertise, HTTP: n.HTTP, Version: n.Version,
+		StartedAt: n.StartedAt, Heartbeat: n.Heartbeat, HeartbeatAgeSeconds: n.HeartbeatAge.Seconds(),
+		Alive: n.Alive(), Draining: n.Draining, Self: n.ID == s.nodeID(),
+	}
+	if v.Alive {
+		v.Agents, v.Tasks, v.Rollouts = n.Agents, n.Tasks, n.Rollouts
+	}
+	switch {
+	case !n.StoppedAt.IsZero():
+		v.State = NodeStopped
+	case !v.Alive:
+		v.State = NodeDead
+	case n.Draining && v.Agents == 0 && v.Tasks == 0 && v.Rollouts == 0:
+		v.State, v.Drained = NodeDrained, true
+	case n.Draining:
+		v.State = NodeDraining
+	default:
+		v.State = NodeRunning
+	}
+	return v
+}
+
+// Nodes lists the coordinator nodes sharing this one's database, by name.
+func (s *Server) Nodes(ctx context.Context) ([]NodeView, error) {
+	all, err := s.refreshNodes(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	out := make([]NodeView, len(all))
+	for i, n := range all {
+		out[i] = s.nodeView(n)
+	}
+	return out, nil
+}
+
+// SetNodeDraining drains the named node, or undrains it. Draining, a node
+// accepts no agent sessions and claims no new task, lets the tasks it
+// drives finish, hands its rollouts to another node, and asks its agents
+// to connect to another node: idle ones at once, busy ones once their
+// tasks end. Its state is drained once it holds nothing: then it can be
+// stopped, upgraded and started again (it starts draining: undrain it).
+func (s *Server) SetNodeDraining(ctx context.Context, name string, draining bool) (NodeView, error) {
+	all, err := s.refreshNodes(ctx)
+	if err != nil {
+		return NodeView{}, fmt.Errorf("drain node %s: %w", name, err)
+	}
+	var target *store.Node
+	for i := range all {
+		if all[i].Name == name {
+			target = &all[i]
+		}
+	}
+	if target == nil {
+		return NodeView{}, userError(store.ErrNotFound, "no coordinator node named %q (see tendril-server nodes list)", name)
+	}
+	if err := s.store.SetNodeDraining(ctx, target.ID, draining); err != nil {
+		return NodeView{}, fmt.Errorf("drain node %s: %w", name, err)
+	}
+	s.log.Info("node draining flag set", zap.String("node", name), zap.Bool("draining", draining))
+	if target.ID == s.nodeID() {
+		s.applyDraining(draining)
+	} else {
+		s.notifyCluster(notifyDrain, target.ID)
+	}
+	all, err = s.refreshNodes(ctx)
+	if err != nil {
+		return NodeView{}, fmt.Errorf("drain node %s: %w", name, err)
+	}
+	for _, n := range all {
+		if n.ID == target.ID {
+			return s.nodeView(n), nil
+		}
+	}
+	return NodeView{}, userError(store.ErrNotFound, "coordinator node %q is gone", name)
+}
+
+func (s *Server) apiNodes(w http.ResponseWriter, r *http.Request) {
+	v, err := s.Nodes(r.Context())
+	s.respond(w, http.StatusOK, v, err)
+}
+
+func (s *Server) apiDrainNode(w http.ResponseWriter, r *http.Request) {
+	v, err := s.SetNodeDraining(r.Context(), r.PathValue("name"), true)
+	s.respond(w, http.StatusOK, v, err)
+}
+
+func (s *Server) apiUndrainNode(w http.ResponseWriter, r *http.Request) {
+	v, err := s.SetNodeDraining(r.Context(), r.PathValue("name"), false)
+	s.respond(w, http.StatusOK, v, err)
+}

@@ -1,0 +1,484 @@
+package server
+
+// The OpenAPI document of the HTTP API, served at GET /api/openapi.json.
+//
+// It is generated from the Go types the handlers encode and decode rather
+// than written by hand: a field added to AgentView or RolloutRequest is in
+// the document the moment it is in the API, and a hand-kept file would
+// drift from the code silently. What reflection cannot know (which routes
+// exist, what each does, its parameters and error statuses) is the table
+// below; tests check that table against the routes handler() registers,
+// in both directions, and every response the API tests receive against
+// the document.
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// apiRoute documents one endpoint of the API.
+type apiRoute struct {
+	Method string // GET, POST, PUT, DELETE
+	Path   string // as registered, e.g. /api/agents/{name}
+	Tag    string
+	// Summary is one line; Description may say more.
+	Summary, Description string
+	// Public routes need no API key.
+	Public bool
+	Query  []apiParam
+	// Request is a value of the JSON body's type, nil for no body.
+	Request any
+	// RawBody is the media type of a body sent as bytes (uploads).
+	RawBody string
+	// MaxBody bounds the body; 0 means maxRequestBody.
+	MaxBody int64
+	// Status is the success status; Also lists other success statuses
+	// with the same body (an upload already stored answers 200).
+	Status int
+	Also   []int
+	// Response is a value of the success body's type; nil for none.
+	Response any
+	// ResponseMedia is the success body's media type when not JSON.
+	ResponseMedia string
+	// Errors are the error statuses besides 401 and 500, which every
+	// authenticated route can answer.
+	Errors []int
+}
+
+// apiParam is a query parameter.
+type apiParam struct {
+	Name, Type, Description string
+	Required                bool
+}
+
+// openAPIRoutes lists every /api endpoint. A route registered in
+// handler() and missing here (or the other way round) fails the tests.
+func openAPIRoutes() []apiRoute {
+	const (
+		agents   = "Agents"
+		tokens   = "Enrollment"
+		coord    = "Coordinator"
+		calamari = "Calamari"
+		tasks    = "Tasks"
+		upgrades = "Agent upgrades"
+		access   = "Users and API keys"
+	)
+	return []apiRoute{
+		{Method: "GET", Path: "/api/openapi.json", Tag: coord, Public: true, Status: 200, Response: map[string]any{},
+			Summary:     "This document",
+			Description: "The OpenAPI 3.1 description of this API. It needs no API key: it is documentation and holds no fleet data."},
+
+		{Method: "GET", Path: "/api/agents", Tag: agents, Status: 200, Response: []AgentView{},
+			Summary: "List agents with their connection, health, TLS version, Calamari and upgrade state"},
+		{Method: "GET", Path: "/api/agents/{name}", Tag: agents, Status: 200, Response: AgentView{}, Errors: []int{404},
+			Summary: "One agent by name"},
+		{Method: "DELETE", Path: "/api/agents/{name}", Tag: agents, Status: 204, Errors: []int{404},
+			Summary:     "Delete an agent",
+			Description: "Ends the agent's session; its certificate is refused from then on. It must enroll again with a new token."},
+		{Method: "POST", Path: "/api/agents/{name}/health-check", Tag: agents, Status: 200, Response: AgentView{}, Errors: []int{404, 409},
+			Summary:     "Check an agent's health now",
+			Description: "Checks a connected agent at once rather than at the next interval and returns its view. 409 if it is not connected to this coordinator."},
+
+		{Method: "POST", Path: "/api/tokens", Tag: tokens, Request: TokenRequest{}, Status: 201, Response: TokenResult{}, Errors: []int{400, 413},
+			Summary:     "Create a one-time enrollment token",
+			Description: "Returns the token and the join string for `tendril-agent register --join`."},
+
+		{Method: "GET", Path: "/api/tokens", Tag: tokens, Status: 200, Response: []TokenView{},
+			Summary: "List enrollment tokens: unused, used or expired (never the token itself)"},
+		{Method: "DELETE", Path: "/api/tokens/{id}", Tag: tokens, Status: 204, Errors: []int{404},
+			Summary: "Revoke an enrollment token"},
+
+		{Method: "GET", Path: "/api/users", Tag: access, Status: 200, Response: []UserView{}, Errors: []int{403},
+			Summary: "List console users (admin key only)"},
+		{Method: "POST", Path: "/api/users", Tag: access, Request: UserRequest{}, Status: 201, Response: UserView{}, Errors: []int{400, 403, 409, 413},
+			Summary:     "Create a console user (admin key only)",
+			Description: "The password is stored with a slow hash."},
+		{Method: "DELETE", Path: "/api/users/{name}", Tag: access, Status: 204, Errors: []int{403, 404},
+			Summary: "Delete a console user (admin key only); their sessions end"},
+		{Method: "GET", Path: "/api/api-keys", Tag: access, Status: 200, Response: []APIKeyView{}, Errors: []int{403},
+			Summary: "List API keys, never the keys themselves (admin key only)"},
+		{Method: "POST", Path: "/api/api-keys", Tag: access, Request: APIKeyRequest{}, Status: 201, Response: NewAPIKey{}, Errors: []int{400, 403, 409, 413},
+			Summary:     "Create an API key (admin key only)",
+			Description: "The answer holds the key: the only time it is shown."},
+		{Method: "POST", Path: "/api/api-keys/{id}/revoke", Tag: access, Status: 200, Response: APIKeyView{}, Errors: []int{403, 404, 409},
+			Summary: "Revoke an API key (admin key only); sessions signed in with it end"},
+
+		{Method: "GET", Path: "/api/server", Tag: coord, Status: 200, Response: ServerInfo{},
+			Summary: "The coordinator's version, thumbprints and agent address"},
+		{Method: "POST", Path: "/api/certificate/rotate", Tag: coord, Status: 200, Response: RotationResult{},
+			Summary:     "Rotate the coordinator's certificate",
+			Description: "Connected agents learn the new thumbprint before it is served; agents away learn it when they reconnect."},
+		{Method: "GET", Path: "/api/maintenance", Tag: coord, Status: 200, Response: MaintenanceView{},
+			Summary: "Maintenance mode and what is still running"},
+		{Method: "PUT", Path: "/api/maintenance", Tag: coord, Request: MaintenanceRequest{}, Status: 200, Response: MaintenanceView{}, Errors: []int{400, 413},
+			Summary:     "Turn maintenance mode on or off",
+			Description: "While on, new tasks, rollouts and resumes are refused with 409; running ones finish. Poll GET /api/maintenance until running_tasks, queued_tasks and running_rollouts are 0 to drain."},
+		{Method: "POST", Path: "/api/backup/snapshot", Tag: coord, Status: 201, Response: Snapshot{}, Errors: []int{409},
+			Summary:     "Write a consistent database snapshot into the data folder",
+			Description: "Used by `tendril-server backup`, which packs the snapshot and deletes it. 409 when the database cannot be snapshotted by Tendril (PostgreSQL)."},
+		{Method: "GET", Path: "/api/nodes", Tag: coord, Status: 200, Response: []NodeView{},
+			Summary:     "List the coordinator nodes sharing this one's database",
+			Description: "Each node with its state (running, draining, drained, stopped, dead), heartbeat and the agents, tasks and rollouts it holds."},
+		{Method: "POST", Path: "/api/nodes/{name}/drain", Tag: coord, Status: 200, Response: NodeView{}, Errors: []int{404},
+			Summary:     "Drain a coordinator node",
+			Description: "The node accepts no agent sessions and claims no new task, lets its tasks finish, hands its rollouts to another node and moves its agents away; once drained it can be stopped."},
+		{Method: "POST", Path: "/api/nodes/{name}/undrain", Tag: coord, Status: 200, Response: NodeView{}, Errors: []int{404},
+			Summary: "Let a drained node serve agents and take work again"},
+		{Method: "GET", Path: "/api/updates", Tag: coord, Status: 200, Response: UpdatesView{},
+			Summary: "Whether the release feed lists a newer coordinator"},
+
+		{Method: "POST", Path: "/api/calamari", Tag: calamari, RawBody: "application/gzip", MaxBody: MaxBundleSize,
+			Status: 201, Also: []int{200}, Response: BundleView{}, Errors: []int{400, 409, 413},
+			Summary:     "Upload a Calamari bundle",
+			Description: "The body is a calamari-<version>.tar.gz. The coordinator checks every file against the manifest and signs it. 201 when stored, 200 when the same bundle was already stored, 409 when that version is stored with other content."},
+		{Method: "GET", Path: "/api/calamari", Tag: calamari, Status: 200, Response: []BundleView{},
+			Summary: "List stored Calamari bundles, newest first"},
+		{Method: "POST", Path: "/api/calamari/update", Tag: calamari, Request: UpdateTarget{}, Status: 200, Response: []UpdateResult{},
+			Errors:      []int{400, 404, 413},
+			Summary:     "Push the latest Calamari to one agent or every agent of an environment",
+			Description: "Give exactly one of agent or environment. One result per agent: installed, current or failed."},
+		{Method: "POST", Path: "/api/files", Tag: tasks, RawBody: "application/octet-stream", MaxBody: MaxBundleSize,
+			Status: 201, Response: FileView{}, Errors: []int{413},
+			Summary:     "Upload a file for tasks",
+			Description: "Stored by its SHA-256; name it in a task's file to have it put in the task's folder on the agent."},
+
+		{Method: "POST", Path: "/api/tasks", Tag: tasks, Request: TaskRequest{}, Status: 201, Response: []TaskView{}, Errors: []int{400, 404, 409, 413},
+			Summary:     "Run Calamari on an agent or every agent of an environment",
+			Description: "Give exactly one of agent or environment. Every target must be connected; 409 in maintenance mode or when an agent must be upgraded first."},
+		{Method: "GET", Path: "/api/tasks", Tag: tasks, Status: 200, Response: []TaskView{}, Errors: []int{400, 404},
+			Query: []apiParam{
+				{Name: "agent", Type: "string", Description: "only this agent's tasks"},
+				{Name: "group", Type: "string", Description: "only the tasks started by one request"},
+				{Name: "limit", Type: "integer", Description: "at most this many, 1 to 1000"},
+			},
+			Summary: "List tasks, newest first"},
+		{Method: "GET", Path: "/api/tasks/{id}", Tag: tasks, Status: 200, Response: TaskView{}, Errors: []int{404},
+			Summary: "One task"},
+		{Method: "GET", Path: "/api/tasks/{id}/log", Tag: tasks, Status: 200, Response: LogLineView{}, ResponseMedia: "application/x-ndjson",
+			Errors: []int{400, 404},
+			Query: []apiParam{
+				{Name: "from", Type: "integer", Description: "first log line number to send (1 or more)"},
+				{Name: "follow", Type: "boolean", Description: "keep the stream open until the task finishes"},
+			},
+			Summary:     "A task's log as newline-delimited JSON",
+			Description: "One log line object per line; once the task has finished and every line was sent, one {\"end\": task} object. A quiet follow sends a blank line every 15 seconds."},
+		{Method: "POST", Path: "/api/tasks/{id}/cancel", Tag: tasks, Status: 200, Response: TaskView{}, Errors: []int{404, 409},
+			Summary:     "Cancel a task",
+			Description: "The agent kills the task's whole process tree."},
+
+		{Method: "POST", Path: "/api/agent-packages", Tag: upgrades, RawBody: "application/octet-stream", MaxBody: MaxAgentPackageSize,
+			Query: []apiParam{
+				{Name: "version", Type: "string", Required: true, Description: "the binary's version, e.g. 1.2.0"},
+				{Name: "os", Type: "string", Required: true, Description: "linux, windows or darwin"},
+				{Name: "arch", Type: "string", Required: true, Description: "amd64, arm64, 386 or arm"},
+			},
+			Status: 201, Also: []int{200}, Response: AgentPackageView{}, Errors: []int{400, 409, 413},
+			Summary:     "Upload an agent binary",
+			Description: "The coordinator checks that it is an executable for that OS and signs it. 201 when stored, 200 when the same binary was already stored."},
+		{Method: "GET", Path: "/api/agent-packages", Tag: upgrades, Status: 200, Response: []AgentPackageView{},
+			Summary: "List stored agent packages, newest first"},
+		{Method: "POST", Path: "/api/rollouts", Tag: upgrades, Request: RolloutRequest{}, Status: 201, Response: RolloutView{},
+			Errors:      []int{400, 404, 409, 413},
+			Summary:     "Start upgrading agents, in batches",
+			Description: "Give exactly one of environment or all. 409 in maintenance mode or while another rollout runs on the same agents."},
+		{Method: "GET", Path: "/api/rollouts", Tag: upgrades, Status: 200, Response: []RolloutView{},
+			Summary: "List rollouts, newest first, with counts but not agents"},
+		{Method: "GET", Path: "/api/rollouts/{id}", Tag: upgrades, Status: 200, Response: RolloutView{}, Errors: []int{404},
+			Summary: "One rollout with each agent's state, time and reason"},
+		{Method: "POST", Path: "/api/rollouts/{id}/halt", Tag: upgrades, Status: 200, Response: RolloutView{}, Errors: []int{404, 409},
+			Summary:     "Halt a running rollout",
+			Description: "No further batch starts; agents of the batch under way finish. The halt is stored and survives a restart. 409 if the rollout has finished."},
+		{Method: "POST", Path: "/api/rollouts/{id}/resume", Tag: upgrades, Status: 200, Response: RolloutView{}, Errors: []int{404, 409},
+			Summary:     "Resume a halted rollout",
+			Description: "The next batch starts. 409 if the rollout has finished, or in maintenance mode."},
+	}
+}
+
+// openAPIErrorText is what each error status means, for the document.
+var openAPIErrorText = map[int]string{
+	400: "The request is not valid; the error says what to change.",
+	401: "No API key, or one that is not valid (unknown or revoked).",
+	403: "The API key may not do this: managing users and API keys needs an admin key.",
+	404: "What the path or body names does not exist.",
+	409: "The request contradicts the coordinator's state (maintenance mode, an agent not connected, a rollout already running or finished, content already stored).",
+	413: "The request body is larger than this endpoint accepts.",
+	500: "The coordinator failed; its log has the details.",
+}
+
+var pathParam = regexp.MustCompile(`\{([a-z]+)\}`)
+
+// buildOpenAPI generates the document for a coordinator of the given
+// version.
+func buildOpenAPI(version string) map[string]any {
+	g := &schemaGen{defs: map[string]any{}}
+	g.defs["APIError"] = map[string]any{
+		"type":                 "object",
+		"required":             []string{"error"},
+		"properties":           map[string]any{"error": map[string]any{"type": "string", "description": "what went wrong, in words a person can act on"}},
+		"additionalProperties": false,
+	}
+	errResponses := map[string]any{}
+	paths := map[string]any{}
+	var tags []string
+	for _, rt := range openAPIRoutes() {
+		if !slices.Contains(tags, rt.Tag) {
+			tags = append(tags, rt.Tag)
+		}
+		op := map[string]any{
+			"operationId": operationID(rt),
+			"summary":     rt.Summary,
+			"tags":        []string{rt.Tag},
+		}
+		if rt.Description != "" {
+			op["description"] = rt.Description
+		}
+		var params []any
+		for _, m := range pathParam.FindAllStringSubmatch(rt.Path, -1) {
+			params = append(params, map[string]any{"name": m[1], "in": "path", "required": true, "schema": map[string]any{"type": "string"}})
+		}
+		for _, q := range rt.Query {
+			params = append(params, map[string]any{"name": q.Name, "in": "query", "required": q.Required,
+				"description": q.Description, "schema": map[string]any{"type": q.Type}})
+		}
+		if len(params) > 0 {
+			op["parameters"] = params
+		}
+		limit := rt.MaxBody
+		if limit == 0 {
+			limit = maxRequestBody
+		}
+		switch {
+		case rt.Request != nil:
+			op["requestBody"] = map[string]any{
+				"required":    true,
+				"description": fmt.Sprintf("At most %d bytes.", limit),
+				"content":     map[string]any{"application/json": map[string]any{"schema": g.schema(reflect.TypeOf(rt.Request))}},
+			}
+		case rt.RawBody != "":
+			op["requestBody"] = map[string]any{
+				"required":    true,
+				"description": fmt.Sprintf("The file's bytes, at most %d.", limit),
+				"content":     map[string]any{rt.RawBody: map[string]any{}},
+			}
+		}
+		responses := map[string]any{}
+		for _, st := range append([]int{rt.Status}, rt.Also...) {
+			resp := map[string]any{"description": http.StatusText(st)}
+			if rt.Response != nil {
+				media := rt.ResponseMedia
+				if media == "" {
+					media = "application/json"
+				}
+				resp["content"] = map[string]any{media: map[string]any{"schema": g.schema(reflect.TypeOf(rt.Response))}}
+			}
+			responses[fmt.Sprint(st)] = resp
+		}
+		errs := slices.Clone(rt.Errors)
+		if !rt.Public {
+			errs = append(errs, 401)
+			op["security"] = []any{map[string]any{"bearer": []string{}}}
+		} else {
+			op["security"] = []any{}
+		}
+		errs = append(errs, 500)
+		for _, st := range errs {
+			name := fmt.Sprintf("Error%d", st)
+			errResponses[name] = map[string]any{
+				"description": openAPIErrorText[st],
+				"content":     map[string]any{"application/json": map[string]any{"schema": map[string]any{"$ref": "#/components/schemas/APIError"}}},
+			}
+			responses[fmt.Sprint(st)] = map[string]any{"$ref": "#/components/responses/" + name}
+		}
+		op["responses"] = responses
+		item, _ := paths[rt.Path].(map[string]any)
+		if item == nil {
+			item = map[string]any{}
+			paths[rt.Path] = item
+		}
+		item[strings.ToLower(rt.Method)] = op
+	}
+	var tagList []any
+	for _, t := range tags {
+		tagList = append(tagList, map[string]any{"name": t})
+	}
+	return map[string]any{
+		"openapi": "3.1.0",
+		"info": map[string]any{
+			"title":   "Tendril coordinator API",
+			"version": version,
+			"description": "The HTTP API of a Tendril coordinator (tendril-server). Every endpoint but this document needs an API key " +
+				"sent as `Authorization: Bearer <key>`; the admin key is in the data folder's admin.key. Every error answers " +
+				"`{\"error\": \"...\"}` with a message a person can act on. Request bodies are JSON objects unless the endpoint says otherwise; " +
+				"unknown fields are refused.",
+		},
+		"servers": []any{map[string]any{"url": "/", "description": "this coordinator"}},
+		"tags":    tagList,
+		"paths":   paths,
+		"components": map[string]any{
+			"schemas":   g.defs,
+			"responses": errResponses,
+			"securitySchemes": map[string]any{
+				"bearer": map[string]any{"type": "http", "scheme": "bearer", "description": "An API key, e.g. the admin key from the data folder's admin.key."},
+			},
+		},
+		"security": []any{map[string]any{"bearer": []string{}}},
+	}
+}
+
+// operationID is a stable, unique name for a route, e.g.
+// post_api_rollouts_id_halt.
+func operationID(rt apiRoute) string {
+	p := strings.NewReplacer("/", "_", "{", "", "}", "", "-", "_", ".", "_").Replace(strings.TrimPrefix(rt.Path, "/"))
+	return strings.ToLower(rt.Method) + "_" + p
+}
+
+// schemaGen turns Go types into JSON Schema (2020-12, as OpenAPI 3.1
+// uses), named structs as components.
+type schemaGen struct {
+	defs map[string]any
+}
+
+var (
+	timeType = reflect.TypeFor[time.Time]()
+	rawType  = reflect.TypeFor[json.RawMessage]()
+)
+
+func (g *schemaGen) schema(t reflect.Type) map[string]any {
+	switch {
+	case t == timeType:
+		return map[string]any{"type": "string", "format": "date-time"}
+	case t == rawType:
+		return map[string]any{}
+	}
+	switch t.Kind() {
+	case reflect.Pointer:
+		return g.schema(t.Elem())
+	case reflect.String:
+		return map[string]any{"type": "string"}
+	case reflect.Bool:
+		return map[string]any{"type": "boolean"}
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return map[string]any{"type": "integer"}
+	case reflect.Float32, reflect.Float64:
+		return map[string]any{"type": "number"}
+	case reflect.Slice, reflect.Array:
+		if t.Elem().Kind() == reflect.Uint8 {
+			return map[string]any{"type": "string", "contentEncoding": "base64"}
+		}
+		return map[string]any{"type": "array", "items": g.schema(t.Elem())}
+	case reflect.Map:
+		return map[string]any{"type": "object", "additionalProperties": g.schema(t.Elem())}
+	case reflect.Interface:
+		return map[string]any{}
+	case reflect.Struct:
+		if t.Name() == "" {
+			return g.object(t)
+		}
+		if _, ok := g.defs[t.Name()]; !ok {
+			g.defs[t.Name()] = nil // placeholder: a type that refers to itself stops here
+			g.defs[t.Name()] = g.object(t)
+		}
+		return map[string]any{"$ref": "#/components/schemas/" + t.Name()}
+	}
+	panic(fmt.Sprintf("openapi: no schema for %s", t))
+}
+
+// object describes a struct as encoding/json encodes it: exported fields
+// by their json names, embedded structs' fields in line; fields without
+// omitempty or omitzero are always present, so required.
+func (g *schemaGen) object(t reflect.Type) map[string]any {
+	props := map[string]any{}
+	var required []string
+	var walk func(t reflect.Type)
+	walk = func(t reflect.Type) {
+		for f := range t.Fields() {
+			if !f.IsExported() && !f.Anonymous {
+				continue
+			}
+			tag := f.Tag.Get("json")
+			if tag == "-" {
+				continue
+			}
+			name, opts, _ := strings.Cut(tag, ",")
+			if f.Anonymous && name == "" && f.Type.Kind() == reflect.Struct {
+				walk(f.Type)
+				continue
+			}
+			if name == "" {
+				name = f.Name
+			}
+			s := g.schema(f.Type)
+			optional := strings.Contains(opts, "omitempty") || strings.Contains(opts, "omitzero")
+			// A nil pointer, slice or map that is not omitted encodes as null.
+			if !optional && nullable(f.Type) {
+				s = map[string]any{"anyOf": []any{s, map[string]any{"type": "null"}}}
+			}
+			props[name] = s
+			if !optional {
+				required = append(required, name)
+			}
+		}
+	}
+	walk(t)
+	o := map[string]any{"type": "object", "properties": props}
+	if len(required) > 0 {
+		slices.Sort(required)
+		o["required"] = required
+	}
+	return o
+}
+
+func nullable(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Interface:
+		return true
+	case reflect.Slice:
+		return t != rawType
+	}
+	return false
+}
+
+// openAPICache holds the encoded document for the version last asked;
+// every coordinator in a process but a test's has one version.
+var openAPICache struct {
+	sync.Mutex
+	version string
+	body    []byte
+}
+
+func openAPIDocument(version string) ([]byte, error) {
+	openAPICache.Lock()
+	defer openAPICache.Unlock()
+	if openAPICache.body != nil && openAPICache.version == version {
+		return openAPICache.body, nil
+	}
+	b, err := json.MarshalIndent(buildOpenAPI(version), "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode OpenAPI document: %w", err)
+	}
+	openAPICache.version, openAPICache.body = version, append(b, '\n')
+	return openAPICache.body, nil
+}
+
+// apiOpenAPI serves the document without an API key: it is
+// documentation, holds no fleet data, and tools that read it (API
+// browsers, client generators) should not need a secret to do so.
+func (s *Server) apiOpenAPI(w http.ResponseWriter, r *http.Request) {
+	b, err := openAPIDocument(s.cfg.Version)
+	if err != nil {
+		s.internalError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Write(b)
+}
