@@ -159,6 +159,7 @@ fi
 
 say ""
 say "Tendril is running."
+say "  Web console:      $api_url/   (sign in with the admin API key below)"
 say "  Coordinator API:  $api_url   (agents connect to $listen)"
 say "  Admin API key:    $data/admin.key"
 say "  Logs:             $data/server.log, $data/agent.log"
