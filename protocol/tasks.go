@@ -56,6 +56,10 @@ type CalamariPush struct {
 	Version   string   `json:"version"`
 	Signature []byte   `json:"signature"` // of the bundle's manifest.json
 	Bundle    Transfer `json:"bundle"`
+	// Keep is how many Calamari versions the agent keeps after installing
+	// (the coordinator's machine policy); 0 means the agent's own setting.
+	// Agents older than this field ignore it.
+	Keep int `json:"keep,omitempty"`
 }
 
 // PushReady answers a push header: send the bytes from Offset on (a

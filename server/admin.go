@@ -371,6 +371,6 @@ func (s *Server) Info() ServerInfo {
 		AgentAddr: s.AgentAddr(), TLSMin: protocol.TLSVersionName(s.cfg.TLSMin),
 		ProtocolMin: s.cfg.ProtocolMin, ProtocolMax: s.cfg.ProtocolMax,
 		Connected: s.sessions.count(), Node: s.node.self.Name, SigningKey: s.signing.Public(),
-		HealthSeconds: s.cfg.HealthInterval.Seconds(),
+		HealthSeconds: s.currentPolicy().HealthInterval.Seconds(),
 	}
 }

@@ -180,6 +180,17 @@ func apiEndpoints(fx apiFixture) map[string]endpoint {
 			{name: "wrong type", body: `{"on": "yes"}`, status: 400, msg: `field "on" must be true or false, not a string`},
 			{name: "no on", body: `{}`, status: 400, msg: `give "on": true or false`},
 		}},
+		"GET /api/policy": {path: "/api/policy", noInput: noInput},
+		"PUT /api/policy": {path: "/api/policy", body: `{"calamari_keep": 4}`, bad: []badInput{
+			empty, oversize, unknownField(`{"calamari_keep": 4, "colour": "red"}`),
+			{name: "wrong type", body: `{"calamari_keep": "four"}`, status: 400, msg: `field "calamari_keep" must be a whole number, not a string`},
+			{name: "nothing given", body: `{}`, status: 400, msg: "give at least one of health_interval"},
+			{name: "bad duration", body: `{"health_interval": "often"}`, status: 400, msg: `health_interval "often": not a duration such as 30s or 2m`},
+			{name: "interval below 1s", body: `{"health_interval": "500ms"}`, status: 400, msg: "health interval must be at least 1s, got 500ms"},
+			{name: "keep 0", body: `{"calamari_keep": 0}`, status: 400, msg: "calamari keep must be 1 or more, got 0"},
+			{name: "batch 0", body: `{"upgrade_batch": 0}`, status: 400, msg: "upgrade batch must be 1 or more, got 0"},
+			{name: "negative max failures", body: `{"upgrade_max_failures": -1}`, status: 400, msg: "upgrade max failures must not be negative, got -1"},
+		}},
 		"POST /api/backup/snapshot": {path: "/api/backup/snapshot", noInput: noInput},
 		"GET /api/updates":          {path: "/api/updates", noInput: noInput},
 		"GET /api/nodes":            {path: "/api/nodes", noInput: noInput},
@@ -233,7 +244,10 @@ func apiEndpoints(fx apiFixture) map[string]endpoint {
 		"POST /api/rollouts": {path: "/api/rollouts", body: `{"environment": "Away"}`, bad: []badInput{
 			empty, oversize, unknownField(`{"environment": "Prod", "parallel": 3}`),
 			{name: "wrong type", body: `{"environment": "Prod", "batch": "ten"}`, status: 400, msg: `field "batch" must be a whole number, not a string`},
-			{name: "no target", body: `{}`, status: 400, msg: "give exactly one of an environment or all"},
+			{name: "no target", body: `{}`, status: 400, msg: "give exactly one of an environment, all or a list of agents"},
+			{name: "agents and environment", body: `{"environment": "Prod", "agents": ["web-1"]}`, status: 400, msg: "give exactly one of an environment, all or a list of agents"},
+			{name: "unknown agents", body: `{"agents": ["web-1", "nobody", "<script>x</script>"]}`, status: 404, msg: `no agent named "nobody", "<script>x</script>"`},
+			{name: "agents not a list", body: `{"agents": "web-1"}`, status: 400, msg: `field "agents" must be an array, not a string`},
 			{name: "unknown environment", body: `{"environment": "Nowhere"}`, status: 404, msg: `environment "Nowhere" has no agents`},
 			{name: "unknown version", body: `{"environment": "Prod", "version": "9.9.9"}`, status: 404, msg: "no agent package of version 9.9.9"},
 		}},
@@ -262,7 +276,7 @@ func apiState(t *testing.T, ts *testServer) string {
 		fmt.Fprintf(&b, "agent %s %s %s %s\n", a.Name, a.Environment, a.Version, a.Thumbprint)
 	}
 	for _, p := range []string{"/api/tokens", "/api/users", "/api/api-keys", "/api/calamari", "/api/agent-packages",
-		"/api/rollouts", "/api/tasks", "/api/maintenance", "/api/server"} {
+		"/api/rollouts", "/api/tasks", "/api/maintenance", "/api/policy", "/api/server"} {
 		resp, body := ts.api(t, "GET", p, "", nil)
 		if resp.StatusCode != 200 {
 			t.Fatalf("GET %s: %d %s", p, resp.StatusCode, body)
@@ -445,7 +459,7 @@ func TestAPIEndpoints(t *testing.T) {
 
 	// The check above can see a change: the same valid requests, made
 	// with the admin key, change what it reads.
-	for _, route := range []string{"POST /api/rollouts/{id}/halt", "POST /api/tokens", "POST /api/files", "DELETE /api/users/{name}", "PUT /api/maintenance"} {
+	for _, route := range []string{"POST /api/rollouts/{id}/halt", "POST /api/tokens", "POST /api/files", "DELETE /api/users/{name}", "PUT /api/maintenance", "PUT /api/policy"} {
 		ep := table[route]
 		method, _, _ := strings.Cut(route, " ")
 		before := apiState(t, ts)

@@ -172,6 +172,8 @@ func (s *Server) runCluster(ctx context.Context) {
 			case <-t.C:
 			}
 			err := s.beat(ctx)
+			// Another node may have changed the machine policy.
+			s.refreshPolicy(ctx)
 			switch {
 			case err != nil && ctx.Err() == nil && !failing:
 				s.log.Error("heartbeat failed; the other nodes count this one dead if it goes on", zap.Error(err))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/tendrildeploy/tendril/server/store"
 )
@@ -32,7 +33,10 @@ type consoleRolloutRow struct {
 
 func rolloutRow(v RolloutView) consoleRolloutRow {
 	row := consoleRolloutRow{RolloutView: v, Target: "every environment", StateKey: v.State, StateLabel: v.State}
-	if !v.All {
+	switch {
+	case v.TargetAgents != nil:
+		row.Target = strings.Join(v.TargetAgents, ", ")
+	case !v.All:
 		row.Target = v.Environment
 	}
 	if v.Paused {

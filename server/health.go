@@ -13,15 +13,24 @@ import (
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
-// pollHealth checks every connected agent each HealthInterval. One ticker
-// drives the whole fleet: no per-agent timers.
+// pollHealth checks every connected agent each machine policy's health
+// interval. One ticker drives the whole fleet: no per-agent timers. A
+// changed interval resets the ticker at once, without a restart.
 func (s *Server) pollHealth(ctx context.Context) {
-	t := time.NewTicker(s.cfg.HealthInterval)
+	interval := s.currentPolicy().HealthInterval
+	t := time.NewTicker(interval)
 	defer t.Stop()
+	close(s.policy.polling)
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-s.policy.changed:
+			if iv := s.currentPolicy().HealthInterval; iv != interval {
+				interval = iv
+				t.Reset(iv)
+				s.log.Info("health interval changed", zap.Duration("health_interval", iv))
+			}
 		case <-t.C:
 			start := time.Now()
 			n := s.checkHealth(ctx, s.sessions.snapshot())

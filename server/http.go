@@ -80,6 +80,8 @@ func (s *Server) handler() http.Handler {
 	api("POST /api/tasks/{id}/cancel", s.apiCancelTask)
 	api("GET /api/maintenance", s.apiMaintenance)
 	api("PUT /api/maintenance", s.apiSetMaintenance)
+	api("GET /api/policy", s.apiPolicy)
+	api("PUT /api/policy", s.adminOnly(s.apiSetPolicy))
 	api("POST /api/backup/snapshot", s.apiBackupSnapshot)
 	api("GET /api/updates", s.apiUpdates)
 	api("GET /api/nodes", s.apiNodes)

@@ -779,14 +779,18 @@ func updateFlash(t UpdateTarget, res []UpdateResult) consoleFlash {
 }
 
 func (c *console) upgrade(w http.ResponseWriter, r *http.Request, si sessionInfo) {
-	req := RolloutRequest{Environment: r.PostForm.Get("environment"), All: r.PostForm.Get("all") == "true"}
+	req := RolloutRequest{Environment: r.PostForm.Get("environment"), All: r.PostForm.Get("all") == "true",
+		Agents: r.PostForm["agent"]}
 	v, err := c.s.StartRollout(r.Context(), req)
 	if err != nil {
 		c.done(w, r, si, "/", c.failed("Upgrade agents", err))
 		return
 	}
 	where := "every environment"
-	if !v.All {
+	switch {
+	case v.TargetAgents != nil:
+		where = strings.Join(v.TargetAgents, ", ")
+	case !v.All:
 		where = v.Environment
 	}
 	n := v.Counts[store.UpgradeQueued]

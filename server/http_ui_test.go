@@ -369,7 +369,7 @@ func TestConsoleActionErrorsAreShown(t *testing.T) {
 	}{
 		{"update without a bundle", "/actions/calamari/update", url.Values{"environment": {"Test"}}, "no Calamari bundle has been uploaded"},
 		{"upgrade without a package", "/actions/upgrade", url.Values{"environment": {"Test"}}, "no agent package has been uploaded"},
-		{"upgrade of nothing", "/actions/upgrade", url.Values{}, "give exactly one of an environment or all"},
+		{"upgrade of nothing", "/actions/upgrade", url.Values{}, "give exactly one of an environment, all or a list of agents"},
 		{"health of an unknown agent", "/actions/agents/nobody/health-check", url.Values{}, `no agent named &#34;nobody&#34;`},
 		{"cancel of an unknown task", "/actions/tasks/nope/cancel", url.Values{}, "Cancel task failed"},
 	}

@@ -33,17 +33,22 @@ const (
 
 // RolloutRequest is the body of POST /api/rollouts.
 type RolloutRequest struct {
-	// Environment or All: exactly one.
+	// Environment, All or Agents: exactly one.
 	Environment string `json:"environment,omitempty"`
 	All         bool   `json:"all,omitempty"`
+	// Agents names the agents to upgrade, e.g. the one a machine page
+	// shows; every name must be registered.
+	Agents []string `json:"agents,omitempty"`
 	// Version is the agent version to install; "" means the newest
 	// package stored.
 	Version string `json:"version,omitempty"`
-	// Batch is how many agents are upgraded at once; 0 means 10.
+	// Batch is how many agents are upgraded at once; 0 means the machine
+	// policy's (10 unless an operator changed it).
 	Batch int `json:"batch,omitempty"`
 	// MaxFailures is how many agents may fail or roll back before the
-	// rollout halts; 0 halts at the first.
-	MaxFailures    int  `json:"max_failures,omitempty"`
+	// rollout halts; 0 halts at the first, nil means the machine policy's
+	// (0 unless an operator changed it).
+	MaxFailures    *int `json:"max_failures,omitempty"`
 	AllowDowngrade bool `json:"allow_downgrade,omitempty"`
 	// GraceSeconds is how long a new version has to connect and commit
 	// before the agent's watchdog restores the previous one; 0 means the
@@ -53,16 +58,19 @@ type RolloutRequest struct {
 
 // RolloutView is a rollout as the API shows it.
 type RolloutView struct {
-	ID             string `json:"id"`
-	Environment    string `json:"environment,omitempty"`
-	All            bool   `json:"all"`
-	Version        string `json:"version"`
-	Batch          int    `json:"batch"`
-	MaxFailures    int    `json:"max_failures"`
-	AllowDowngrade bool   `json:"allow_downgrade,omitempty"`
-	GraceSeconds   int    `json:"grace_seconds"`
-	State          string `json:"state"`
-	Reason         string `json:"reason,omitempty"`
+	ID          string `json:"id"`
+	Environment string `json:"environment,omitempty"`
+	All         bool   `json:"all"`
+	// TargetAgents is set when the rollout was asked for by agent name
+	// (RolloutRequest.Agents): the names it upgrades.
+	TargetAgents   []string `json:"target_agents,omitempty"`
+	Version        string   `json:"version"`
+	Batch          int      `json:"batch"`
+	MaxFailures    int      `json:"max_failures"`
+	AllowDowngrade bool     `json:"allow_downgrade,omitempty"`
+	GraceSeconds   int      `json:"grace_seconds"`
+	State          string   `json:"state"`
+	Reason         string   `json:"reason,omitempty"`
 	// Paused is set while an operator has halted a running rollout (POST
 	// /api/rollouts/{id}/halt): no further batch starts until it is
 	// resumed. PausedAt is when it was halted.
@@ -86,13 +94,20 @@ type RolloutAgentView struct {
 }
 
 func rolloutView(r store.Rollout, agents []store.RolloutAgent, withAgents bool) RolloutView {
-	v := RolloutView{ID: r.ID, Environment: r.Environment, All: r.Environment == "", Version: r.Version,
+	v := RolloutView{ID: r.ID, Environment: r.Environment, All: r.Environment == "" && !r.NamedAgents, Version: r.Version,
 		Batch: r.Batch, MaxFailures: r.MaxFailures, AllowDowngrade: r.AllowDowngrade, GraceSeconds: r.GraceSeconds,
 		State: r.State, Reason: r.Reason, CreatedAt: r.CreatedAt, Counts: map[string]int{}}
+	byName := r.NamedAgents
+	if byName {
+		v.TargetAgents = []string{}
+	}
 	if !r.FinishedAt.IsZero() {
 		v.FinishedAt = &r.FinishedAt
 	}
 	for _, a := range agents {
+		if byName {
+			v.TargetAgents = append(v.TargetAgents, a.AgentName)
+		}
 		v.Counts[a.State]++
 		if withAgents {
 			v.Agents = append(v.Agents, RolloutAgentView{Agent: a.AgentName, Batch: a.Batch, From: a.FromVersion,
@@ -181,10 +196,16 @@ func (u *upgradeState) drivesFor(agentID string) bool {
 // background. A request that cannot run as asked is refused whole: no
 // agent is touched.
 func (s *Server) StartRollout(ctx context.Context, req RolloutRequest) (RolloutView, error) {
-	if (req.Environment == "") == !req.All {
-		return RolloutView{}, userError(ErrBadRequest, "give exactly one of an environment or all")
+	kinds := 0
+	for _, given := range []bool{req.Environment != "", req.All, len(req.Agents) > 0} {
+		if given {
+			kinds++
+		}
 	}
-	if req.Batch < 0 || req.MaxFailures < 0 || req.GraceSeconds < 0 {
+	if kinds != 1 {
+		return RolloutView{}, userError(ErrBadRequest, "give exactly one of an environment, all or a list of agents")
+	}
+	if req.Batch < 0 || req.MaxFailures != nil && *req.MaxFailures < 0 || req.GraceSeconds < 0 {
 		return RolloutView{}, userError(ErrBadRequest, "batch, max failures and grace must not be negative")
 	}
 	done, err := s.beginWork()
@@ -192,8 +213,18 @@ func (s *Server) StartRollout(ctx context.Context, req RolloutRequest) (RolloutV
 		return RolloutView{}, err
 	}
 	defer done()
+	// Read afresh rather than this node's copy: another node may have
+	// changed the policy since the last health sweep.
+	policy, err := s.store.Policy(ctx)
+	if err != nil {
+		return RolloutView{}, fmt.Errorf("start rollout: %w", err)
+	}
 	if req.Batch == 0 {
-		req.Batch = DefaultRolloutBatch
+		req.Batch = policy.UpgradeBatch
+	}
+	maxFailures := policy.UpgradeMaxFailures
+	if req.MaxFailures != nil {
+		maxFailures = *req.MaxFailures
 	}
 	if req.GraceSeconds == 0 {
 		req.GraceSeconds = max(1, int(s.cfg.UpgradeGrace.Seconds()))
@@ -223,11 +254,9 @@ func (s *Server) StartRollout(ctx context.Context, req RolloutRequest) (RolloutV
 	if err != nil {
 		return RolloutView{}, fmt.Errorf("start rollout: %w", err)
 	}
-	var agents []store.Agent
-	for _, a := range all {
-		if req.All || strings.EqualFold(a.Environment, req.Environment) {
-			agents = append(agents, a)
-		}
+	agents, err := rolloutTargets(all, req)
+	if err != nil {
+		return RolloutView{}, err
 	}
 	if len(agents) == 0 {
 		if req.All {
@@ -284,9 +313,12 @@ func (s *Server) StartRollout(ctx context.Context, req RolloutRequest) (RolloutV
 		}
 	}
 	now := time.Now().UTC()
-	r := store.Rollout{ID: uuid.NewString(), Version: version, Batch: req.Batch, MaxFailures: req.MaxFailures,
+	r := store.Rollout{ID: uuid.NewString(), Version: version, Batch: req.Batch, MaxFailures: maxFailures,
 		AllowDowngrade: req.AllowDowngrade, GraceSeconds: req.GraceSeconds, State: store.RolloutRunning, CreatedAt: now}
-	if !req.All {
+	switch {
+	case len(req.Agents) > 0:
+		r.NamedAgents = true
+	case !req.All:
 		r.Environment = req.Environment
 	}
 	if !s.node.draining.Load() {
@@ -315,6 +347,49 @@ func (s *Server) StartRollout(ctx context.Context, req RolloutRequest) (RolloutV
 		s.notifyCluster(notifyUpgrade, r.ID) // a node that is not draining takes it
 	}
 	return rolloutView(r, rows, true), nil
+}
+
+// rolloutTargets picks the agents a request names out of all registered
+// agents, keeping their order (environment, then name). A name that is no
+// agent refuses the whole request: upgrading the rest would leave the
+// operator believing the typo was upgraded too.
+func rolloutTargets(all []store.Agent, req RolloutRequest) ([]store.Agent, error) {
+	var agents []store.Agent
+	if len(req.Agents) == 0 {
+		for _, a := range all {
+			if req.All || strings.EqualFold(a.Environment, req.Environment) {
+				agents = append(agents, a)
+			}
+		}
+		return agents, nil
+	}
+	// Names match exactly, as everywhere else an agent is named: the store
+	// keeps "Web-1" and "web-1" apart.
+	want := make(map[string]bool, len(req.Agents))
+	for _, n := range req.Agents {
+		if n == "" {
+			return nil, userError(ErrBadRequest, "an agent name is empty")
+		}
+		want[n] = true
+	}
+	found := make(map[string]bool, len(want))
+	for _, a := range all {
+		if want[a.Name] {
+			found[a.Name] = true
+			agents = append(agents, a)
+		}
+	}
+	var unknown []string
+	for _, n := range req.Agents {
+		if !found[n] {
+			found[n] = true // name each unknown one once
+			unknown = append(unknown, fmt.Sprintf("%q", n))
+		}
+	}
+	if len(unknown) > 0 {
+		return nil, userError(store.ErrNotFound, "no agent named %s (see \"tendril-server agents\")", strings.Join(unknown, ", "))
+	}
+	return agents, nil
 }
 
 // Rollout returns one rollout with its agents.

@@ -517,7 +517,7 @@ func TestRolloutAgentNeverComesBackOrRefuses(t *testing.T) {
 	gone.set(func(f *fakeAgent) { f.mode = fakeVanish })
 	refuse := newFakeAgent(t, ts, "refuse", "Prod", "1.0.0")
 	refuse.set(func(f *fakeAgent) { f.mode = fakeRefuse })
-	v, err := ts.StartRollout(context.Background(), RolloutRequest{Environment: "Prod", MaxFailures: 5, GraceSeconds: 1})
+	v, err := ts.StartRollout(context.Background(), RolloutRequest{Environment: "Prod", MaxFailures: new(5), GraceSeconds: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -640,8 +640,12 @@ func TestRolloutBadRequests(t *testing.T) {
 		kind error
 		want string
 	}{
-		{"neither", RolloutRequest{}, ErrBadRequest, "give exactly one of an environment or all"},
-		{"both", RolloutRequest{Environment: "Prod", All: true}, ErrBadRequest, "give exactly one of an environment or all"},
+		{"neither", RolloutRequest{}, ErrBadRequest, "give exactly one of an environment, all or a list of agents"},
+		{"both", RolloutRequest{Environment: "Prod", All: true}, ErrBadRequest, "give exactly one of an environment, all or a list of agents"},
+		{"agents and all", RolloutRequest{Agents: []string{"web-1"}, All: true}, ErrBadRequest, "give exactly one of an environment, all or a list of agents"},
+		{"unknown agents", RolloutRequest{Agents: []string{"nobody", "web-1", "WEB-1", "nobody"}}, store.ErrNotFound, `no agent named "nobody", "WEB-1" (`},
+		{"empty agent name", RolloutRequest{Agents: []string{""}}, ErrBadRequest, "an agent name is empty"},
+		{"named agent already in a rollout", RolloutRequest{Agents: []string{"web-1"}, Version: "2.0.0"}, ErrConflict, "rollout " + running.ID + " is still running on web-1"},
 		{"empty environment", RolloutRequest{Environment: "Nowhere"}, store.ErrNotFound, `environment "Nowhere" has no agents`},
 		{"version with no package", RolloutRequest{Environment: "Prod", Version: "2.5.0"}, store.ErrNotFound, "no agent package of version 2.5.0"},
 		{"platform with no package", RolloutRequest{Environment: "Prod", Version: "3.0.0"}, ErrBadRequest, "no agent package 3.0.0 for web-1 (linux/amd64)"},

@@ -50,8 +50,10 @@ type Config struct {
 	// TLSMin is the lowest TLS version agents may use. Default TLS 1.2;
 	// TLS 1.0 and 1.1 only for old peers, and shown as a health warning.
 	TLSMin uint16
-	// HealthInterval is how often every connected agent is checked.
-	// Default 1 minute.
+	// HealthInterval is deprecated: how often agents are checked is the
+	// machine policy's, kept in the database. A non-zero value is what
+	// the old --health-interval flag gave: New copies it into the policy
+	// (set by "flag") unless an operator set the policy, then ignores it.
 	HealthInterval time.Duration
 	// HealthTimeout bounds one health check. Default 10 seconds.
 	HealthTimeout time.Duration
@@ -133,9 +135,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.TLSMin == 0 {
 		c.TLSMin = tls.VersionTLS12
-	}
-	if c.HealthInterval <= 0 {
-		c.HealthInterval = time.Minute
 	}
 	if c.HealthTimeout <= 0 {
 		c.HealthTimeout = 10 * time.Second
@@ -223,6 +222,7 @@ type Server struct {
 	releases  releaseState  // what the release feed last said
 	health    healthHistory // recent health checks per agent, for the machine page
 	node      nodeState     // this node among those sharing the database
+	policy    policyState   // the machine policy kept in the database
 	// newcomers queues fresh sessions for their first health check; see
 	// checkNewcomers.
 	newcomers chan *agentSession
@@ -297,6 +297,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.node.wake = make(chan struct{}, 1)
 	if err := s.loadMaintenance(ctx); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("new coordinator: %w", err)
+	}
+	if err := s.loadPolicy(ctx); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("new coordinator: %w", err)
 	}

@@ -296,7 +296,7 @@ func (p *Push) Receive(ctx context.Context, r io.Reader) (protocol.CalamariInsta
 		}
 		return protocol.CalamariInstalled{}, fmt.Errorf("install Calamari %s: %w: the bundle is %s", v, ErrVersionMismatch, m.Version)
 	}
-	return protocol.CalamariInstalled{Version: v, Pruned: p.s.prune(v)}, nil
+	return protocol.CalamariInstalled{Version: v, Pruned: p.s.prune(v, p.req.Keep)}, nil
 }
 
 func (p *Push) install(ctx context.Context) (bundle.Manifest, error) {
@@ -327,12 +327,16 @@ func (s *Store) present() map[string]bool {
 	return set
 }
 
-// prune removes old versions beyond the newest Keep, never one a task
+// prune removes old versions beyond the newest keep (Config.Keep if keep
+// is 0 or less: a coordinator without a machine policy), never one a task
 // uses, one being pushed, or justInstalled (the coordinator installed it
 // because a task is about to need it, however old it is). A failed prune
 // does not fail the push that triggered it: it is logged and tried again
 // after the next install.
-func (s *Store) prune(justInstalled string) []string {
+func (s *Store) prune(justInstalled string, keepN int) []string {
+	if keepN <= 0 {
+		keepN = s.cfg.Keep
+	}
 	keep := map[string]bool{justInstalled: true}
 	for _, v := range s.cfg.InUse() {
 		keep[v] = true
@@ -342,7 +346,7 @@ func (s *Store) prune(justInstalled string) []string {
 			keep[v] = true
 		}
 	}
-	pruned, err := bundle.Prune(s.cfg.Dir, s.cfg.Keep, func(v string) bool { return keep[v] })
+	pruned, err := bundle.Prune(s.cfg.Dir, keepN, func(v string) bool { return keep[v] })
 	for _, v := range pruned {
 		s.verifier.Forget(s.versionDir(v))
 	}

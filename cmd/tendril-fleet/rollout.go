@@ -202,7 +202,7 @@ func (rb *rolloutBench) run(ctx context.Context) (r rolloutResult, err error) {
 	simCPU0, _ := cpuTime(sim.pid())
 	machine0, _ := machineCPUTime()
 	t0 := time.Now()
-	view, err := cl.StartRollout(ctx, server.RolloutRequest{All: true, Version: rb.to, Batch: rb.batch, MaxFailures: rb.maxFailures})
+	view, err := cl.StartRollout(ctx, server.RolloutRequest{All: true, Version: rb.to, Batch: rb.batch, MaxFailures: &rb.maxFailures})
 	if err != nil {
 		return r, err
 	}

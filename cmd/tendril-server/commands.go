@@ -112,7 +112,7 @@ Exit codes:
 		newAgentPackageCmd(e), newUpgradeCmd(e), newRolloutCmd(e),
 		newMaintenanceCmd(e), newBackupCmd(e), newRestoreCmd(e),
 		newUserCmd(e), newAPIKeyCmd(e),
-		newNodesCmd(e), newNodeCmd(e),
+		newNodesCmd(e), newNodeCmd(e), newPolicyCmd(e),
 	)
 	return root
 }
@@ -202,8 +202,13 @@ func newRunCmd(e env) *cobra.Command {
 			if err != nil {
 				return usageErrorf(c, "--tls-min: %v", err)
 			}
-			if healthInterval <= 0 {
-				return usageErrorf(c, "--health-interval must be positive, got %s", healthInterval)
+			// Deprecated: the interval is the machine policy's. Given
+			// explicitly, the coordinator copies it there once unless an
+			// operator set the policy; otherwise it is not passed on.
+			if !c.Flags().Changed("health-interval") {
+				healthInterval = 0
+			} else if healthInterval < time.Second {
+				return usageErrorf(c, "--health-interval must be at least 1s, got %s", healthInterval)
 			}
 			if releaseCheck <= 0 {
 				return usageErrorf(c, "--release-check-interval must be positive, got %s", releaseCheck)
@@ -266,7 +271,7 @@ func newRunCmd(e env) *cobra.Command {
 	f.DurationVar(&heartbeat, "heartbeat-interval", server.DefaultHeartbeatInterval, "how often this node records that it is alive; the other nodes count it dead after three missed")
 	f.StringVar(&httpAddr, "http", server.DefaultHTTP, "address of the HTTP API; beyond loopback it needs --http-cert and --http-key")
 	f.StringVar(&tlsMin, "tls-min", "1.2", "lowest TLS version agents may use: 1.0, 1.1, 1.2 or 1.3 (below 1.2 only for old hosts)")
-	f.DurationVar(&healthInterval, "health-interval", time.Minute, "how often every connected agent's health is checked")
+	f.DurationVar(&healthInterval, "health-interval", time.Minute, "deprecated, now kept in the database (tendril-server policy set --health-interval D); given, it is copied there once unless an operator set the policy")
 	f.Float64Var(&acceptRate, "accept-rate", 0, "new agent connections accepted per second, bursts of twice that; beyond it connections are shed (0: 2000)")
 	f.IntVar(&maxHandshakes, "max-handshakes", 0, "agent TLS handshakes in progress at once (0: 256)")
 	f.IntVar(&handshakeQueue, "handshake-queue", 0, "connections that may wait up to 5s for a handshake slot before being shed (0: 2048)")

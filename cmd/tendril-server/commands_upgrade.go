@@ -96,25 +96,34 @@ func newUpgradeCmd(e env) *cobra.Command {
 		wait    bool
 		asJSON  bool
 		batchFl int
+		maxFail int
 	)
 	cmd := &cobra.Command{
-		Use:   "upgrade (--all | --environment ENV)",
+		Use:   "upgrade (--all | --environment ENV | --agent NAME...)",
 		Short: "Upgrade agents to a stored agent package, in batches, halting on failures",
 		Args:  noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			if req.All == (req.Environment != "") {
-				return usageErrorf(c, "give exactly one of --all or --environment ENV")
+			if n := countTrue(req.All, req.Environment != "", len(req.Agents) > 0); n != 1 {
+				return usageErrorf(c, "give exactly one of --all, --environment ENV or --agent NAME (repeatable)")
 			}
-			if batchFl < 1 {
-				return usageErrorf(c, "--batch must be 1 or more")
+			// Left out, they are not sent: the coordinator's machine
+			// policy decides.
+			if c.Flags().Changed("batch") {
+				if batchFl < 1 {
+					return usageErrorf(c, "--batch must be 1 or more")
+				}
+				req.Batch = batchFl
 			}
-			if req.MaxFailures < 0 {
-				return usageErrorf(c, "--max-failures must not be negative")
+			if c.Flags().Changed("max-failures") {
+				if maxFail < 0 {
+					return usageErrorf(c, "--max-failures must not be negative")
+				}
+				req.MaxFailures = &maxFail
 			}
 			if grace < 0 || grace > 0 && grace < time.Second {
 				return usageErrorf(c, "--grace must be at least 1s")
 			}
-			req.Batch, req.GraceSeconds = batchFl, int(grace.Seconds())
+			req.GraceSeconds = int(grace.Seconds())
 			timeout := adminTimeout
 			if wait {
 				timeout = 0 // a rollout takes as long as its agents do
@@ -151,14 +160,27 @@ func newUpgradeCmd(e env) *cobra.Command {
 	f := cmd.Flags()
 	f.BoolVar(&req.All, "all", false, "upgrade every agent of every environment")
 	f.StringVar(&req.Environment, "environment", "", "upgrade every agent of this environment")
+	f.StringArrayVar(&req.Agents, "agent", nil, "upgrade this agent; repeat for several")
 	f.StringVar(&req.Version, "version", "", "agent version to install (default: the newest stored package)")
-	f.IntVar(&batchFl, "batch", server.DefaultRolloutBatch, "how many agents to upgrade at once")
-	f.IntVar(&req.MaxFailures, "max-failures", 0, "failures (or rollbacks) tolerated before the rollout halts")
+	f.IntVar(&batchFl, "batch", 0, "how many agents to upgrade at once (default: the machine policy's, see policy show)")
+	f.IntVar(&maxFail, "max-failures", 0, "failures (or rollbacks) tolerated before the rollout halts (default: the machine policy's)")
 	f.BoolVar(&req.AllowDowngrade, "allow-downgrade", false, "allow installing a version lower than an agent runs")
 	f.DurationVar(&grace, "grace", 0, "how long a new version has to connect before the agent restores the previous one (default: the coordinator's, 2m)")
 	f.BoolVar(&wait, "wait", false, "follow the rollout until it ends; exit 1 if it halted")
 	f.BoolVar(&asJSON, "json", false, "print the rollout as JSON (with --wait: once it ends)")
 	return cmd
+}
+
+// countTrue is how many of bs are set: how many kinds of target a
+// command was given.
+func countTrue(bs ...bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
 }
 
 // followRollout polls a rollout until it is no longer running. When
@@ -372,7 +394,10 @@ func writeRollouts(w io.Writer, vs []server.RolloutView) error {
 	fmt.Fprintln(tw, "ID\tCREATED\tTARGET\tVERSION\tSTATE\tDONE\tREASON")
 	for _, v := range vs {
 		target := v.Environment
-		if v.All {
+		switch {
+		case v.TargetAgents != nil:
+			target = strings.Join(v.TargetAgents, ",")
+		case v.All:
 			target = "(all)"
 		}
 		state := v.State
@@ -422,7 +447,10 @@ func shortSum(s string) string {
 // writeRollout prints a rollout's header and one line per agent.
 func writeRollout(w io.Writer, v server.RolloutView, now time.Time) error {
 	target := "all environments"
-	if !v.All {
+	switch {
+	case v.TargetAgents != nil:
+		target = "agents " + strings.Join(v.TargetAgents, ", ")
+	case !v.All:
 		target = "environment " + v.Environment
 	}
 	fmt.Fprintf(w, "Rollout %s: agent %s to %s, batches of %d, max failures %d\n", v.ID, v.Version, target, v.Batch, v.MaxFailures)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -167,8 +168,21 @@ func TestUpgradeCommand(t *testing.T) {
 		if code != 0 || stdout != "r1\n" {
 			t.Fatalf("got %d %q %q", code, stdout, stderr)
 		}
-		want := server.RolloutRequest{Environment: "Prod", Batch: 1, MaxFailures: 2, GraceSeconds: 30, AllowDowngrade: true}
-		if *f.started != want {
+		two := 2
+		want := server.RolloutRequest{Environment: "Prod", Batch: 1, MaxFailures: &two, GraceSeconds: 30, AllowDowngrade: true}
+		if !reflect.DeepEqual(*f.started, want) {
+			t.Fatalf("sent %+v, want %+v", *f.started, want)
+		}
+	})
+	t.Run("named agents", func(t *testing.T) {
+		f := newRolloutAPI(t)
+		f.views = steps
+		code, stdout, stderr := cli(t, context.Background(), f.vars(), "upgrade", "--agent", "web-1", "--agent", "web-2")
+		if code != 0 || stdout != "r1\n" {
+			t.Fatalf("got %d %q %q", code, stdout, stderr)
+		}
+		want := server.RolloutRequest{Agents: []string{"web-1", "web-2"}} // batch and max failures: the policy's
+		if !reflect.DeepEqual(*f.started, want) {
 			t.Fatalf("sent %+v, want %+v", *f.started, want)
 		}
 	})
@@ -188,7 +202,8 @@ web-2 rolled back: the agent rolled back to its previous version: crashed
 		if code != 1 || stdout != want || stderr != "tendril-server: rollout r1 halted: halted after 1 failures\n" {
 			t.Fatalf("got %d\n%s\nstderr %q", code, stdout, stderr)
 		}
-		if !f.started.All || f.started.Batch != 10 {
+		// No --batch or --max-failures: the coordinator's policy decides.
+		if !f.started.All || f.started.Batch != 0 || f.started.MaxFailures != nil {
 			t.Fatalf("sent %+v", *f.started)
 		}
 	})
@@ -234,8 +249,10 @@ rollout r1 succeeded: every agent runs 2.0.0
 		args []string
 		want string
 	}{
-		{"no target", []string{"upgrade"}, "give exactly one of --all or --environment ENV"},
-		{"both targets", []string{"upgrade", "--all", "--environment", "Prod"}, "give exactly one of --all or --environment ENV"},
+		{"no target", []string{"upgrade"}, "give exactly one of --all, --environment ENV or --agent NAME"},
+		{"both targets", []string{"upgrade", "--all", "--environment", "Prod"}, "give exactly one of --all, --environment ENV or --agent NAME"},
+		{"agent and all", []string{"upgrade", "--all", "--agent", "web-1"}, "give exactly one of --all, --environment ENV or --agent NAME"},
+		{"agent and environment", []string{"upgrade", "--agent", "web-1", "--environment", "Prod"}, "give exactly one of --all, --environment ENV or --agent NAME"},
 		{"zero batch", []string{"upgrade", "--all", "--batch", "0"}, "--batch must be 1 or more"},
 		{"tiny grace", []string{"upgrade", "--all", "--grace", "10ms"}, "--grace must be at least 1s"},
 	} {
@@ -328,4 +345,38 @@ r1  2026-01-02T12:00:00Z  Prod    2.0.0    halted by an operator  1/2   -
 func sha256Hex(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
+}
+
+func TestRolloutTargetNamed(t *testing.T) {
+	byName := rolloutStep("running", "", ra("web-1", 1, "queued", "waiting for batch 1", 0))
+	byName.Environment, byName.TargetAgents = "", []string{"web-1"}
+	all := rolloutStep("running", "", ra("web-1", 1, "queued", "waiting for batch 1", 0))
+	all.Environment, all.All = "", true
+	tests := []struct {
+		name       string
+		v          server.RolloutView
+		wantHeader string
+		wantRow    string
+	}{
+		{"environment", rolloutStep("running", ""), "agent 2.0.0 to environment Prod,", "  Prod  "},
+		{"all", all, "agent 2.0.0 to all environments,", "  (all)  "},
+		{"named agents", byName, "agent 2.0.0 to agents web-1,", "  web-1  "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var show, list strings.Builder
+			if err := writeRollout(&show, tt.v, rolloutT0); err != nil {
+				t.Fatal(err)
+			}
+			if err := writeRollouts(&list, []server.RolloutView{tt.v}); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(show.String(), tt.wantHeader) {
+				t.Fatalf("rollout show: got\n%s\nwant %q in it", show.String(), tt.wantHeader)
+			}
+			if !strings.Contains(list.String(), tt.wantRow) {
+				t.Fatalf("rollout list: got\n%s\nwant %q in it", list.String(), tt.wantRow)
+			}
+		})
+	}
 }

@@ -15,7 +15,7 @@ import (
 // SchemaVersion is the schema version this code creates and understands:
 // the number of the newest file in migrations/sqlite and in
 // migrations/postgres, which mirror each other.
-const SchemaVersion = 5
+const SchemaVersion = 7
 
 //go:embed migrations/sqlite/*.sql
 var sqliteMigrations embed.FS

@@ -128,10 +128,10 @@ func (s *Postgres) createRollout(ctx context.Context, r Rollout, agents []Rollou
 		// A new batch per attempt: sending one records state in it.
 		b := &pgx.Batch{}
 		b.Queue(`INSERT INTO rollouts (id, target_environment, version, batch, max_failures,
-			allow_downgrade, grace_seconds, state, reason, created_at, finished_at, node)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+			allow_downgrade, grace_seconds, state, reason, created_at, finished_at, node, named_agents)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
 			r.ID, r.Environment, r.Version, r.Batch, r.MaxFailures, r.AllowDowngrade, r.GraceSeconds,
-			r.State, pgText(r.Reason), created, finished, nullString(r.Node))
+			r.State, pgText(r.Reason), created, finished, nullString(r.Node), r.NamedAgents)
 		for _, row := range rows {
 			b.Queue(`INSERT INTO rollout_agents (rollout_id, agent_id, agent_name, from_version,
 				position, batch_index, state, reason, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`, row...)

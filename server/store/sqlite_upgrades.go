@@ -105,9 +105,10 @@ func (s *SQLite) CreateRollout(ctx context.Context, r Rollout, agents []RolloutA
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO rollouts (id, target_environment, version, batch, max_failures,
-			allow_downgrade, grace_seconds, state, reason, created_at, finished_at, node) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			allow_downgrade, grace_seconds, state, reason, created_at, finished_at, node, named_agents)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			r.ID, r.Environment, r.Version, r.Batch, r.MaxFailures, r.AllowDowngrade, r.GraceSeconds,
-			r.State, r.Reason, created, finished, nullString(r.Node)); err != nil {
+			r.State, r.Reason, created, finished, nullString(r.Node), r.NamedAgents); err != nil {
 			return err
 		}
 		stmt, err := tx.PrepareContext(ctx, `INSERT INTO rollout_agents (rollout_id, agent_id, agent_name, from_version,
@@ -138,14 +139,14 @@ func (s *SQLite) CreateRollout(ctx context.Context, r Rollout, agents []RolloutA
 }
 
 const rolloutColumns = `id, target_environment, version, batch, max_failures, allow_downgrade, grace_seconds,
-	state, reason, created_at, finished_at, node`
+	state, reason, created_at, finished_at, node, named_agents`
 
 func scanRollout(sc scanner) (Rollout, error) {
 	var r Rollout
 	var created, finished sql.NullInt64
 	var node sql.NullString
 	if err := sc.Scan(&r.ID, &r.Environment, &r.Version, &r.Batch, &r.MaxFailures, &r.AllowDowngrade, &r.GraceSeconds,
-		&r.State, &r.Reason, &created, &finished, &node); err != nil {
+		&r.State, &r.Reason, &created, &finished, &node, &r.NamedAgents); err != nil {
 		return Rollout{}, err
 	}
 	r.Node = node.String

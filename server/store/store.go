@@ -242,6 +242,7 @@ type Store interface {
 	UpgradeStore
 	ClusterStore
 	AccessStore
+	PolicyStore
 
 	// Close releases the database. It is idempotent.
 	Close() error
@@ -364,8 +365,11 @@ func UpgradeFinal(state string) bool {
 
 // Rollout is a staged upgrade of agents to one agent version.
 type Rollout struct {
-	ID             string
-	Environment    string // "" means every environment
+	ID          string
+	Environment string // "" means every environment (or, with NamedAgents, none)
+	// NamedAgents is true when the rollout targets agents by name: its
+	// agents are those of its RolloutAgent rows.
+	NamedAgents    bool
 	Version        string
 	Batch          int
 	MaxFailures    int

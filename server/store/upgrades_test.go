@@ -64,8 +64,16 @@ func TestRollouts(t *testing.T) {
 		if _, err := s.Rollout(ctx, "nope"); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("unknown: got %v", err)
 		}
+		named := Rollout{ID: "r2", NamedAgents: true, Version: "2.0.0", Batch: 1, State: RolloutSucceeded,
+			CreatedAt: t0.Add(-2 * time.Hour), FinishedAt: t0.Add(-time.Hour)}
+		if err := s.CreateRollout(ctx, named, []RolloutAgent{{AgentID: "a", AgentName: "web-1", State: UpgradeSucceeded, UpdatedAt: t0}}); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.Rollout(ctx, "r2"); err != nil || !reflect.DeepEqual(got, named) {
+			t.Fatalf("by name: got %+v, %v; want %+v", got, err, named)
+		}
 		all, err := s.Rollouts(ctx, false, 0)
-		if err != nil || len(all) != 2 || all[0].ID != "r1" {
+		if err != nil || len(all) != 3 || all[0].ID != "r1" {
 			t.Fatalf("list: got %+v, %v; want newest first", all, err)
 		}
 		running, err := s.Rollouts(ctx, true, 0)
