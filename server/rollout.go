@@ -337,6 +337,11 @@ func (s *Server) StartRollout(ctx context.Context, req RolloutRequest) (RolloutV
 		n++
 	}
 	if err := s.store.CreateRollout(ctx, r, rows); err != nil {
+		if errors.Is(err, store.ErrInRollout) {
+			// Another node started a rollout on these agents since the
+			// check above.
+			return RolloutView{}, userError(ErrConflict, "%v; wait for it to finish (tendril-server rollout list)", err)
+		}
 		return RolloutView{}, fmt.Errorf("start rollout: %w", err)
 	}
 	s.log.Info("rollout started", zap.String("rollout", r.ID), zap.String("version", version),

@@ -16,6 +16,11 @@ import (
 // with the same name cannot both find the other dead.
 const lockNodes = 3
 
+// lockRollouts is held while a running rollout is created, so that its
+// check that no other running rollout holds its agents sees every
+// committed rollout (see CreateRollout).
+const lockRollouts = 4
+
 // notifyChannel is the LISTEN/NOTIFY channel the nodes wake each other on.
 const notifyChannel = "tendril"
 

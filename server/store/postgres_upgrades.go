@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -125,6 +126,30 @@ func (s *Postgres) createRollout(ctx context.Context, r Rollout, agents []Rollou
 			a.State, pgText(a.Reason), at})
 	}
 	return s.tx(ctx, func(tx pgx.Tx) error {
+		if r.State == RolloutRunning {
+			// Serialized across coordinators, so two starting rollouts
+			// on the same agents at once cannot both pass the check.
+			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, $2)`, lockClass, lockRollouts); err != nil {
+				return err
+			}
+			ids := make([]string, len(agents))
+			for i, a := range agents {
+				ids[i] = a.AgentID
+			}
+			rows, err := tx.Query(ctx, `SELECT DISTINCT ra.agent_name FROM rollout_agents ra
+				JOIN rollouts r ON r.id = ra.rollout_id WHERE r.state = $1 AND ra.agent_id = ANY($2)
+				ORDER BY ra.agent_name`, RolloutRunning, ids)
+			if err != nil {
+				return err
+			}
+			names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				return err
+			}
+			if len(names) > 0 {
+				return fmt.Errorf("%w: %s", ErrInRollout, strings.Join(names, ", "))
+			}
+		}
 		// A new batch per attempt: sending one records state in it.
 		b := &pgx.Batch{}
 		b.Queue(`INSERT INTO rollouts (id, target_environment, version, batch, max_failures,

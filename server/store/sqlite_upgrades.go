@@ -104,6 +104,13 @@ func (s *SQLite) CreateRollout(ctx context.Context, r Rollout, agents []RolloutA
 		if err != nil {
 			return err
 		}
+		if r.State == RolloutRunning {
+			// Behind SQLite's single writer the check and the insert
+			// cannot interleave with another rollout's.
+			if err := checkNotInRollout(ctx, tx, agents); err != nil {
+				return err
+			}
+		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO rollouts (id, target_environment, version, batch, max_failures,
 			allow_downgrade, grace_seconds, state, reason, created_at, finished_at, node, named_agents)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -315,4 +322,39 @@ func (s *SQLite) RolloutAgent(ctx context.Context, rolloutID, agentID string) (R
 		return RolloutAgent{}, fmt.Errorf("agent %s of rollout %s: %w", agentID, rolloutID, err)
 	}
 	return out[0], nil
+}
+
+// checkNotInRollout refuses agents that a running rollout holds.
+func checkNotInRollout(ctx context.Context, tx *sql.Tx, agents []RolloutAgent) error {
+	if len(agents) == 0 {
+		return nil
+	}
+	args := []any{RolloutRunning}
+	marks := make([]string, len(agents))
+	for i, a := range agents {
+		marks[i] = "?"
+		args = append(args, a.AgentID)
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT DISTINCT ra.agent_name FROM rollout_agents ra
+		JOIN rollouts r ON r.id = ra.rollout_id WHERE r.state = ? AND ra.agent_id IN (`+strings.Join(marks, ", ")+`)
+		ORDER BY ra.agent_name`, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var names []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return err
+		}
+		names = append(names, n)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if len(names) > 0 {
+		return fmt.Errorf("%w: %s", ErrInRollout, strings.Join(names, ", "))
+	}
+	return nil
 }

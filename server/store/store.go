@@ -32,6 +32,9 @@ var (
 	ErrThumbprintTaken = errors.New("certificate is already registered")
 	// ErrExists means a record with that key exists already.
 	ErrExists = errors.New("already exists")
+	// ErrInRollout means an agent of a new running rollout is already in
+	// another running rollout.
+	ErrInRollout = errors.New("agent is already in a running rollout")
 	// ErrSchemaTooNew means the database was migrated by a newer coordinator.
 	ErrSchemaTooNew = errors.New("database schema is newer than this coordinator")
 )
@@ -412,7 +415,10 @@ type UpgradeStore interface {
 	// AgentPackage returns one package or ErrNotFound.
 	AgentPackage(ctx context.Context, version, os, arch string) (AgentPackage, error)
 
-	// CreateRollout stores a rollout and its agents in one transaction.
+	// CreateRollout stores a rollout and its agents in one transaction. A
+	// running rollout is refused, with ErrInRollout naming the agents, when
+	// another running rollout holds one of its agents: the check and the
+	// insert are one step even with several coordinators on one database.
 	CreateRollout(ctx context.Context, r Rollout, agents []RolloutAgent) error
 	// Rollout returns one rollout or ErrNotFound.
 	Rollout(ctx context.Context, id string) (Rollout, error)

@@ -3,7 +3,9 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -122,6 +124,87 @@ func TestRollouts(t *testing.T) {
 		}
 		if err := s.FinishRollout(ctx, "nope", RolloutHalted, "", at); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("unknown rollout: got %v", err)
+		}
+	})
+}
+
+// TestCreateRolloutRefusesAgentsInARunningRollout: the check is part of
+// the insert, so it holds across coordinators sharing a database; the
+// PostgreSQL run also races two stores over the same agent.
+func TestCreateRolloutRefusesAgentsInARunningRollout(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db backend) {
+		ctx := context.Background()
+		s, where := db.open(t)
+		row := func(id, name string) RolloutAgent {
+			return RolloutAgent{AgentID: id, AgentName: name, FromVersion: "1.0.0", Batch: 1, State: UpgradeQueued, UpdatedAt: t0}
+		}
+		running := func(id string) Rollout {
+			return Rollout{ID: id, Version: "2.0.0", Batch: 1, State: RolloutRunning, CreatedAt: t0}
+		}
+		if err := s.CreateRollout(ctx, running("r1"), []RolloutAgent{row("a", "web-1"), row("b", "web-2")}); err != nil {
+			t.Fatal(err)
+		}
+		steps := []struct {
+			name    string
+			r       Rollout
+			agents  []RolloutAgent
+			wantErr error
+		}{
+			{"overlapping running rollout", running("r2"), []RolloutAgent{row("c", "web-3"), row("b", "web-2")}, ErrInRollout},
+			{"disjoint running rollout", running("r3"), []RolloutAgent{row("c", "web-3")}, nil},
+			{"finished rollout on the same agents", Rollout{ID: "r4", Version: "2.0.0", Batch: 1, State: RolloutSucceeded, CreatedAt: t0, FinishedAt: t0},
+				[]RolloutAgent{row("a", "web-1")}, nil},
+		}
+		for _, st := range steps {
+			err := s.CreateRollout(ctx, st.r, st.agents)
+			if !errors.Is(err, st.wantErr) {
+				t.Fatalf("%s: got %v, want %v", st.name, err, st.wantErr)
+			}
+			if st.wantErr != nil {
+				if !strings.Contains(err.Error(), "web-2") || strings.Contains(err.Error(), "web-3") {
+					t.Errorf("%s: got %q, want it to name web-2 only", st.name, err)
+				}
+				if _, err := s.Rollout(ctx, st.r.ID); !errors.Is(err, ErrNotFound) {
+					t.Errorf("%s: refused rollout stored anyway (%v)", st.name, err)
+				}
+			}
+		}
+		// Once r1 ends, its agents are free.
+		if err := s.FinishRollout(ctx, "r1", RolloutSucceeded, "", t0); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreateRollout(ctx, running("r5"), []RolloutAgent{row("b", "web-2")}); err != nil {
+			t.Fatalf("after r1 finished: got %v, want nil", err)
+		}
+		if db.name != "postgres" {
+			return
+		}
+		// Two coordinators start a rollout on the same agent at once:
+		// exactly one wins.
+		other, err := db.reopen(ctx, where)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer other.Close()
+		errs := make(chan error, 2)
+		for i, st := range []Store{s, other} {
+			go func() {
+				errs <- st.CreateRollout(ctx, running(fmt.Sprintf("race%d", i)), []RolloutAgent{row("d", "web-4")})
+			}()
+		}
+		var won, refused int
+		for range 2 {
+			switch err := <-errs; {
+			case err == nil:
+				won++
+			case errors.Is(err, ErrInRollout):
+				refused++
+			default:
+				t.Fatalf("race: %v", err)
+			}
+		}
+		if won != 1 || refused != 1 {
+			t.Fatalf("race: got %d won and %d refused, want 1 and 1", won, refused)
 		}
 	})
 }
