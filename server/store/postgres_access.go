@@ -60,15 +60,8 @@ func (s *Postgres) ListUsers(ctx context.Context) ([]User, error) {
 		return nil, fmt.Errorf("list users: %w", err)
 	}
 	defer rows.Close()
-	var users []User
-	for rows.Next() {
-		u, err := scanUser(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list users: %w", err)
-		}
-		users = append(users, u)
-	}
-	if err := rows.Err(); err != nil {
+	users, err := collectRows(rows, scanUser)
+	if err != nil {
 		return nil, fmt.Errorf("list users: %w", err)
 	}
 	return users, nil
@@ -94,15 +87,8 @@ func (s *Postgres) ListAPIKeys(ctx context.Context) ([]APIKey, error) {
 		return nil, fmt.Errorf("list API keys: %w", err)
 	}
 	defer rows.Close()
-	var keys []APIKey
-	for rows.Next() {
-		k, err := scanAPIKey(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list API keys: %w", err)
-		}
-		keys = append(keys, k)
-	}
-	if err := rows.Err(); err != nil {
+	keys, err := collectRows(rows, scanAPIKey)
+	if err != nil {
 		return nil, fmt.Errorf("list API keys: %w", err)
 	}
 	return keys, nil

@@ -596,15 +596,7 @@ func pgQueryAgents(ctx context.Context, q pgq, query string, args ...any) ([]Age
 		return nil, err
 	}
 	defer rows.Close()
-	var agents []Agent
-	for rows.Next() {
-		a, err := scanAgent(rows)
-		if err != nil {
-			return nil, err
-		}
-		agents = append(agents, a)
-	}
-	return agents, rows.Err()
+	return collectRows(rows, scanAgent)
 }
 
 func pgIsRevoked(ctx context.Context, q pgq, thumbprint string) (bool, error) {

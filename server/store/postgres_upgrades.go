@@ -198,15 +198,8 @@ func (s *Postgres) Rollouts(ctx context.Context, runningOnly bool, limit int) ([
 		return nil, fmt.Errorf("list rollouts: %w", err)
 	}
 	defer rows.Close()
-	var out []Rollout
-	for rows.Next() {
-		r, err := scanRollout(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list rollouts: %w", err)
-		}
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := collectRows(rows, scanRollout)
+	if err != nil {
 		return nil, fmt.Errorf("list rollouts: %w", err)
 	}
 	return out, nil

@@ -953,15 +953,7 @@ func queryAgents(ctx context.Context, q queryer, query string, args ...any) ([]A
 		return nil, err
 	}
 	defer rows.Close()
-	var agents []Agent
-	for rows.Next() {
-		a, err := scanAgent(rows)
-		if err != nil {
-			return nil, err
-		}
-		agents = append(agents, a)
-	}
-	return agents, rows.Err()
+	return collectRows(rows, scanAgent)
 }
 
 func isRevoked(ctx context.Context, q queryer, thumbprint string) (bool, error) {

@@ -72,15 +72,8 @@ func (s *SQLite) Bundles(ctx context.Context) ([]Bundle, error) {
 		return nil, fmt.Errorf("list calamari bundles: %w", err)
 	}
 	defer rows.Close()
-	var out []Bundle
-	for rows.Next() {
-		b, err := scanBundle(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list calamari bundles: %w", err)
-		}
-		out = append(out, b)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := collectRows(rows, scanBundle)
+	if err != nil {
 		return nil, fmt.Errorf("list calamari bundles: %w", err)
 	}
 	return out, nil
@@ -180,15 +173,8 @@ func (s *SQLite) ListTasks(ctx context.Context, f TaskFilter) ([]Task, error) {
 		return nil, fmt.Errorf("list tasks: %w", err)
 	}
 	defer rows.Close()
-	var out []Task
-	for rows.Next() {
-		t, err := scanTask(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list tasks: %w", err)
-		}
-		out = append(out, t)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := collectRows(rows, scanTask)
+	if err != nil {
 		return nil, fmt.Errorf("list tasks: %w", err)
 	}
 	return out, nil

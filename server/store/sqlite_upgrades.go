@@ -76,15 +76,8 @@ func (s *SQLite) AgentPackages(ctx context.Context) ([]AgentPackage, error) {
 		return nil, fmt.Errorf("list agent packages: %w", err)
 	}
 	defer rows.Close()
-	var out []AgentPackage
-	for rows.Next() {
-		p, err := scanAgentPackage(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list agent packages: %w", err)
-		}
-		out = append(out, p)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := collectRows(rows, scanAgentPackage)
+	if err != nil {
 		return nil, fmt.Errorf("list agent packages: %w", err)
 	}
 	return out, nil
@@ -189,15 +182,8 @@ func (s *SQLite) Rollouts(ctx context.Context, runningOnly bool, limit int) ([]R
 		return nil, fmt.Errorf("list rollouts: %w", err)
 	}
 	defer rows.Close()
-	var out []Rollout
-	for rows.Next() {
-		r, err := scanRollout(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list rollouts: %w", err)
-		}
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := collectRows(rows, scanRollout)
+	if err != nil {
 		return nil, fmt.Errorf("list rollouts: %w", err)
 	}
 	return out, nil

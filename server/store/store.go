@@ -440,3 +440,24 @@ type UpgradeStore interface {
 	// ErrNotFound if it does not exist.
 	FinishRollout(ctx context.Context, id, state, reason string, at time.Time) error
 }
+
+// rowIter is what both drivers' result sets offer: database/sql's
+// *sql.Rows and pgx's Rows.
+type rowIter interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
+
+// collectRows reads every row with scan. The caller closes rows.
+func collectRows[T any](rows rowIter, scan func(scanner) (T, error)) ([]T, error) {
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
