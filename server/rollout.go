@@ -17,11 +17,9 @@ import (
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
-// Rollout defaults.
+// Rollout timing. The batch size and failure limit a rollout gets when
+// its request names none are the machine policy's (see policy.go).
 const (
-	// DefaultRolloutBatch is how many agents a rollout upgrades at once
-	// unless told otherwise.
-	DefaultRolloutBatch = 10
 	// idleRecheck is how often an agent waiting for idle is re-checked
 	// even without a health result or session change: a task finishing is
 	// not broadcast.
