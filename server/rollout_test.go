@@ -543,8 +543,9 @@ func TestRolloutWaitsForIdle(t *testing.T) {
 	ts := startServer(t, func(c *Config) { c.UpgradeIdleTimeout = time.Minute })
 	ts.pushPackage(t, "2.0.0", "linux", "amd64", smallELF("v2"))
 	f := newFakeAgent(t, ts, "busy", "Prod", "1.0.0")
-	f.set(func(f *fakeAgent) { f.running = 1 })
-	ts.checkAllHealth()
+	// After its first health check, whose idle answer could otherwise
+	// land after the busy one.
+	makeBusy(t, ts, f)
 	v, err := ts.StartRollout(context.Background(), RolloutRequest{Environment: "Prod"})
 	if err != nil {
 		t.Fatal(err)
