@@ -83,15 +83,8 @@ func (s *Postgres) Bundles(ctx context.Context) ([]Bundle, error) {
 		return nil, fmt.Errorf("list calamari bundles: %w", err)
 	}
 	defer rows.Close()
-	var out []Bundle
-	for rows.Next() {
-		b, err := pgScanBundle(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list calamari bundles: %w", err)
-		}
-		out = append(out, b)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := collectRows(rows, pgScanBundle)
+	if err != nil {
 		return nil, fmt.Errorf("list calamari bundles: %w", err)
 	}
 	return out, nil

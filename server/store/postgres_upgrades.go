@@ -78,15 +78,8 @@ func (s *Postgres) AgentPackages(ctx context.Context) ([]AgentPackage, error) {
 		return nil, fmt.Errorf("list agent packages: %w", err)
 	}
 	defer rows.Close()
-	var out []AgentPackage
-	for rows.Next() {
-		p, err := pgScanAgentPackage(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list agent packages: %w", err)
-		}
-		out = append(out, p)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := collectRows(rows, pgScanAgentPackage)
+	if err != nil {
 		return nil, fmt.Errorf("list agent packages: %w", err)
 	}
 	return out, nil
@@ -211,19 +204,7 @@ func (s *Postgres) queryRolloutAgents(ctx context.Context, q string, args ...any
 		return nil, err
 	}
 	defer rows.Close()
-	var out []RolloutAgent
-	for rows.Next() {
-		var a RolloutAgent
-		var at sql.NullInt64
-		var node sql.NullString
-		if err := rows.Scan(&a.RolloutID, &a.AgentID, &a.AgentName, &a.FromVersion, &a.Position, &a.Batch,
-			&a.State, &a.Reason, &at, &node); err != nil {
-			return nil, err
-		}
-		a.UpdatedAt, a.Node = fromNanos(at), node.String
-		out = append(out, a)
-	}
-	return out, rows.Err()
+	return collectRows(rows, scanRolloutAgent)
 }
 
 // RolloutAgents implements Store.

@@ -78,17 +78,9 @@ func (s *SQLite) RegisterNode(ctx context.Context, n Node) (Node, error) {
 		if err != nil {
 			return err
 		}
-		var prev []Node
-		for rows.Next() {
-			p, err := scanNode(rows, now)
-			if err != nil {
-				rows.Close()
-				return err
-			}
-			prev = append(prev, p)
-		}
+		prev, err := collectRows(rows, func(sc scanner) (Node, error) { return scanNode(sc, now) })
 		rows.Close()
-		if err := rows.Err(); err != nil {
+		if err != nil {
 			return err
 		}
 		for _, p := range prev {

@@ -198,19 +198,7 @@ func (s *SQLite) queryRolloutAgents(ctx context.Context, q string, args ...any) 
 		return nil, err
 	}
 	defer rows.Close()
-	var out []RolloutAgent
-	for rows.Next() {
-		var a RolloutAgent
-		var at sql.NullInt64
-		var node sql.NullString
-		if err := rows.Scan(&a.RolloutID, &a.AgentID, &a.AgentName, &a.FromVersion, &a.Position, &a.Batch,
-			&a.State, &a.Reason, &at, &node); err != nil {
-			return nil, err
-		}
-		a.UpdatedAt, a.Node = fromNanos(at), node.String
-		out = append(out, a)
-	}
-	return out, rows.Err()
+	return collectRows(rows, scanRolloutAgent)
 }
 
 // RolloutAgents implements Store.
@@ -343,4 +331,17 @@ func checkNotInRollout(ctx context.Context, tx *sql.Tx, agents []RolloutAgent) e
 		return fmt.Errorf("%w: %s", ErrInRollout, strings.Join(names, ", "))
 	}
 	return nil
+}
+
+// scanRolloutAgent reads one row of rolloutAgentColumns.
+func scanRolloutAgent(sc scanner) (RolloutAgent, error) {
+	var a RolloutAgent
+	var at sql.NullInt64
+	var node sql.NullString
+	if err := sc.Scan(&a.RolloutID, &a.AgentID, &a.AgentName, &a.FromVersion, &a.Position, &a.Batch,
+		&a.State, &a.Reason, &at, &node); err != nil {
+		return RolloutAgent{}, err
+	}
+	a.UpdatedAt, a.Node = fromNanos(at), node.String
+	return a, nil
 }
