@@ -224,13 +224,8 @@ func (s *Postgres) AppendTaskLogs(ctx context.Context, taskID string, lines []Lo
 			return err
 		}
 		b := &pgx.Batch{}
-		for _, l := range lines {
-			if l.AgentSeq > 0 && l.AgentSeq <= agentSeq {
-				continue // already stored: a re-read after a reconnect
-			}
-			if l.Time.IsZero() {
-				l.Time = time.Now().UTC()
-			}
+		fresh, last, agentSeq := numberLogLines(lines, last, agentSeq, time.Now().UTC())
+		for _, l := range fresh {
 			at, err := timeArg(l.Time)
 			if err != nil {
 				return err
@@ -238,10 +233,7 @@ func (s *Postgres) AppendTaskLogs(ctx context.Context, taskID string, lines []Lo
 			var aseq any
 			if l.AgentSeq > 0 {
 				aseq = l.AgentSeq
-				agentSeq = l.AgentSeq
 			}
-			last++
-			l.Seq = last
 			b.Queue(`INSERT INTO task_logs (task_id, seq, agent_seq, at, stream, text) VALUES ($1, $2, $3, $4, $5, $6)`,
 				taskID, l.Seq, aseq, at, l.Stream, []byte(l.Text))
 			stored = append(stored, l)

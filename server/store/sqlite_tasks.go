@@ -226,13 +226,8 @@ func (s *SQLite) AppendTaskLogs(ctx context.Context, taskID string, lines []LogL
 			return err
 		}
 		defer stmt.Close()
-		for _, l := range lines {
-			if l.AgentSeq > 0 && l.AgentSeq <= agentSeq {
-				continue // already stored: a re-read after a reconnect
-			}
-			if l.Time.IsZero() {
-				l.Time = time.Now().UTC()
-			}
+		fresh, last, agentSeq := numberLogLines(lines, last, agentSeq, time.Now().UTC())
+		for _, l := range fresh {
 			at, err := timeArg(l.Time)
 			if err != nil {
 				return err
@@ -240,10 +235,7 @@ func (s *SQLite) AppendTaskLogs(ctx context.Context, taskID string, lines []LogL
 			var aseq any
 			if l.AgentSeq > 0 {
 				aseq = l.AgentSeq
-				agentSeq = l.AgentSeq
 			}
-			last++
-			l.Seq = last
 			if _, err := stmt.ExecContext(ctx, taskID, l.Seq, aseq, at, l.Stream, l.Text); err != nil {
 				return fmt.Errorf("line %d: %w", l.Seq, err)
 			}

@@ -461,3 +461,27 @@ func collectRows[T any](rows rowIter, scan func(scanner) (T, error)) ([]T, error
 	}
 	return out, rows.Err()
 }
+
+// numberLogLines picks the lines of an append that are new and numbers
+// them after last: a line whose agent sequence is at or below agentSeq was
+// stored already (the agent re-sent it after a reconnect). Lines without a
+// time get now. It returns the new lines and the task's new last and
+// agent sequences. Both stores number lines this way, inside the
+// transaction that read last and agentSeq.
+func numberLogLines(lines []LogLine, last, agentSeq int64, now time.Time) (fresh []LogLine, newLast, newAgentSeq int64) {
+	for _, l := range lines {
+		if l.AgentSeq > 0 && l.AgentSeq <= agentSeq {
+			continue
+		}
+		if l.Time.IsZero() {
+			l.Time = now
+		}
+		if l.AgentSeq > 0 {
+			agentSeq = l.AgentSeq
+		}
+		last++
+		l.Seq = last
+		fresh = append(fresh, l)
+	}
+	return fresh, last, agentSeq
+}
