@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/tendrildeploy/tendril/agent"
 	"github.com/tendrildeploy/tendril/bundle"
 	"github.com/tendrildeploy/tendril/protocol"
@@ -80,13 +82,13 @@ func copyDir(t *testing.T, from, to string) {
 	}
 }
 
-func listNodes(t *testing.T, data string) []server.NodeView {
+func listNodes(t *testing.T, data string) []api.NodeView {
 	t.Helper()
 	out, err := run(t, "tendril-server", "nodes", "list", "--data", data, "--json")
 	if err != nil {
 		return nil
 	}
-	var nodes []server.NodeView
+	var nodes []api.NodeView
 	if err := json.Unmarshal([]byte(out), &nodes); err != nil {
 		t.Fatalf("nodes list --json: %v\n%s", err, out)
 	}
@@ -158,10 +160,10 @@ func TestKillNodeAgentsMoveTasksRunOnce(t *testing.T) {
 		mustRun(t, "tendril-server", "calamari", "push", b, "--data", dataB)
 	}
 	script := `echo ran >> ` + marks + `/$TENDRIL_TICKET; sleep 3; echo done`
-	createTasks := func(calamari string) []server.TaskView {
+	createTasks := func(calamari string) []api.TaskView {
 		out := mustRun(t, "tendril-server", "task", "run", "--data", dataB, "--environment", "Prod", "--calamari", calamari,
 			"--json", "--", "run-script", "--inline", script)
-		var views []server.TaskView
+		var views []api.TaskView
 		if err := json.Unmarshal([]byte(out), &views); err != nil || len(views) != agents {
 			t.Fatalf("task run --json: got %d tasks (%v), want %d\n%s", len(views), err, agents, out)
 		}

@@ -39,13 +39,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"go.uber.org/zap"
 
 	"github.com/tendrildeploy/tendril/agent"
 	"github.com/tendrildeploy/tendril/agent/upgrade"
+	"github.com/tendrildeploy/tendril/api/client"
 	"github.com/tendrildeploy/tendril/protocol"
-	"github.com/tendrildeploy/tendril/server"
-	"github.com/tendrildeploy/tendril/server/admin"
 )
 
 // DefaultEnvironment is the environment simulated agents join.
@@ -61,7 +62,7 @@ type Config struct {
 	Coordinator string
 	// Admin issues the enrollment tokens and lists the registered agents.
 	// Required.
-	Admin *admin.Client
+	Admin *client.Client
 	// Environment is the environment agents are enrolled into. Default
 	// DefaultEnvironment.
 	Environment string
@@ -175,7 +176,7 @@ func Prepare(ctx context.Context, cfg Config) (registered int, err error) {
 }
 
 func register(ctx context.Context, cfg Config, i int) error {
-	tok, err := cfg.Admin.CreateToken(ctx, server.TokenRequest{
+	tok, err := cfg.Admin.CreateToken(ctx, api.TokenRequest{
 		Environment: cfg.Environment, TTL: "1h", Servers: []string{cfg.Coordinator},
 	})
 	if err != nil {

@@ -7,16 +7,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/tendrildeploy/tendril/agent"
 	"github.com/tendrildeploy/tendril/agent/upgrade"
+	"github.com/tendrildeploy/tendril/api/client"
 	"github.com/tendrildeploy/tendril/server"
-	"github.com/tendrildeploy/tendril/server/admin"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // startCoordinator runs a real coordinator on loopback, as the server
 // tests do, and returns an admin client for it.
-func startCoordinator(t *testing.T) (*server.Server, *admin.Client) {
+func startCoordinator(t *testing.T) (*server.Server, *client.Client) {
 	t.Helper()
 	dir := t.TempDir()
 	res, err := server.Init(context.Background(), dir)
@@ -39,7 +41,7 @@ func startCoordinator(t *testing.T) (*server.Server, *admin.Client) {
 			t.Errorf("coordinator: %v", err)
 		}
 	})
-	cl, err := admin.New("http://"+srv.HTTPAddr(), res.AdminKey, nil)
+	cl, err := client.New("http://"+srv.HTTPAddr(), res.AdminKey, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +102,7 @@ func TestFleetConnectsAndIsHealthy(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	cl, _ := admin.New("http://127.0.0.1:1", "k", nil)
+	cl, _ := client.New("http://127.0.0.1:1", "k", nil)
 	for _, c := range []Config{
 		{Agents: 1, Coordinator: "127.0.0.1:1", Admin: cl},
 		{Dir: "d", Agents: 0, Coordinator: "127.0.0.1:1", Admin: cl},
@@ -161,7 +163,7 @@ func TestFleetRolloutRestartsAtNewVersion(t *testing.T) {
 	if _, err := cl.UploadAgentPackage(ctx, "2.0.0", runtime.GOOS, runtime.GOARCH, bytes.NewReader(pkg), int64(len(pkg))); err != nil {
 		t.Fatal(err)
 	}
-	r, err := cl.StartRollout(ctx, server.RolloutRequest{All: true, Batch: 2})
+	r, err := cl.StartRollout(ctx, api.RolloutRequest{All: true, Batch: 2})
 	if err != nil {
 		t.Fatal(err)
 	}

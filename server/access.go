@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 
@@ -17,50 +19,37 @@ import (
 // the user name, the password, or the stored hash.
 var errBadCredentials = errors.New("the user name and password do not match")
 
-// UserRequest is the body of POST /api/users.
-type UserRequest struct {
-	Name     string `json:"name"`
-	Password string `json:"password"`
-}
-
-// UserView is a console user as the API shows it: never the hash.
-type UserView struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	CreatedAt time.Time `json:"created_at"`
-}
-
-func userView(u store.User) UserView {
-	return UserView{ID: u.ID, Name: u.Name, CreatedAt: u.CreatedAt}
+func userView(u store.User) api.UserView {
+	return api.UserView{ID: u.ID, Name: u.Name, CreatedAt: u.CreatedAt}
 }
 
 // CreateUser adds a console user. The password is stored as an argon2id
 // hash with a random salt.
-func (s *Server) CreateUser(ctx context.Context, name, password string) (UserView, error) {
+func (s *Server) CreateUser(ctx context.Context, name, password string) (api.UserView, error) {
 	if err := ValidateName("user", name); err != nil {
-		return UserView{}, userError(ErrBadRequest, "%s", err.Error())
+		return api.UserView{}, userError(ErrBadRequest, "%s", err.Error())
 	}
 	if err := validatePassword(password); err != nil {
-		return UserView{}, err
+		return api.UserView{}, err
 	}
 	u := store.User{ID: uuid.NewString(), Name: name, PasswordHash: hashPassword(password), CreatedAt: time.Now().UTC()}
 	if err := s.store.CreateUser(ctx, u); err != nil {
 		if errors.Is(err, store.ErrExists) {
-			return UserView{}, userError(ErrConflict, "a user named %q exists already", name)
+			return api.UserView{}, userError(ErrConflict, "a user named %q exists already", name)
 		}
-		return UserView{}, err
+		return api.UserView{}, err
 	}
 	s.log.Info("console user created", zap.String("user", name))
 	return userView(u), nil
 }
 
 // Users lists the console users by name.
-func (s *Server) Users(ctx context.Context) ([]UserView, error) {
+func (s *Server) Users(ctx context.Context) ([]api.UserView, error) {
 	all, err := s.store.ListUsers(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]UserView, len(all))
+	out := make([]api.UserView, len(all))
 	for i, u := range all {
 		out[i] = userView(u)
 	}
@@ -103,32 +92,8 @@ func (s *Server) authenticateUser(ctx context.Context, name, password string) (s
 	return u, nil
 }
 
-// APIKeyRequest is the body of POST /api/api-keys.
-type APIKeyRequest struct {
-	Name string `json:"name"`
-	// Admin keys may also manage users and API keys.
-	Admin bool `json:"admin"`
-}
-
-// APIKeyView is an API key as the API shows it: never the key or its
-// hash.
-type APIKeyView struct {
-	ID        string     `json:"id"`
-	Name      string     `json:"name"`
-	Admin     bool       `json:"admin"`
-	CreatedAt time.Time  `json:"created_at"`
-	Revoked   bool       `json:"revoked"`
-	RevokedAt *time.Time `json:"revoked_at"`
-}
-
-// NewAPIKey is a created API key: the only time the key itself is shown.
-type NewAPIKey struct {
-	APIKeyView
-	Key string `json:"key"`
-}
-
-func apiKeyView(k store.APIKey) APIKeyView {
-	v := APIKeyView{ID: k.ID, Name: k.Name, Admin: k.Admin, CreatedAt: k.CreatedAt, Revoked: !k.RevokedAt.IsZero()}
+func apiKeyView(k store.APIKey) api.APIKeyView {
+	v := api.APIKeyView{ID: k.ID, Name: k.Name, Admin: k.Admin, CreatedAt: k.CreatedAt, Revoked: !k.RevokedAt.IsZero()}
 	if v.Revoked {
 		at := k.RevokedAt
 		v.RevokedAt = &at
@@ -137,26 +102,26 @@ func apiKeyView(k store.APIKey) APIKeyView {
 }
 
 // CreateAPIKey makes a new API key. Only its hash is stored.
-func (s *Server) CreateAPIKey(ctx context.Context, name string, admin bool) (NewAPIKey, error) {
+func (s *Server) CreateAPIKey(ctx context.Context, name string, admin bool) (api.NewAPIKey, error) {
 	if err := ValidateName("API key", name); err != nil {
-		return NewAPIKey{}, userError(ErrBadRequest, "%s", err.Error())
+		return api.NewAPIKey{}, userError(ErrBadRequest, "%s", err.Error())
 	}
 	secret := newSecret("tdk_")
 	k := store.APIKey{ID: uuid.NewString(), Name: name, Hash: hashSecret(secret), CreatedAt: time.Now().UTC(), Admin: admin}
 	if err := s.store.CreateAPIKey(ctx, k); err != nil {
-		return NewAPIKey{}, err
+		return api.NewAPIKey{}, err
 	}
 	s.log.Info("API key created", zap.String("name", name), zap.String("id", k.ID), zap.Bool("admin", admin))
-	return NewAPIKey{APIKeyView: apiKeyView(k), Key: secret}, nil
+	return api.NewAPIKey{APIKeyView: apiKeyView(k), Key: secret}, nil
 }
 
 // APIKeys lists every API key, revoked ones too, newest first.
-func (s *Server) APIKeys(ctx context.Context) ([]APIKeyView, error) {
+func (s *Server) APIKeys(ctx context.Context) ([]api.APIKeyView, error) {
 	all, err := s.store.ListAPIKeys(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]APIKeyView, len(all))
+	out := make([]api.APIKeyView, len(all))
 	for i, k := range all {
 		out[i] = apiKeyView(k)
 	}
@@ -165,15 +130,15 @@ func (s *Server) APIKeys(ctx context.Context) ([]APIKeyView, error) {
 
 // RevokeAPIKey revokes a key by id: the API refuses it from then on and
 // console sessions signed in with it end at their next request.
-func (s *Server) RevokeAPIKey(ctx context.Context, id string) (APIKeyView, error) {
+func (s *Server) RevokeAPIKey(ctx context.Context, id string) (api.APIKeyView, error) {
 	k, err := s.store.RevokeAPIKey(ctx, id, time.Now().UTC())
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return APIKeyView{}, userError(store.ErrNotFound, "no API key with id %q", id)
+		return api.APIKeyView{}, userError(store.ErrNotFound, "no API key with id %q", id)
 	case errors.Is(err, store.ErrLastAdminKey):
-		return APIKeyView{}, userError(ErrConflict, "API key %q is the last valid admin key; create another admin key before revoking it", id)
+		return api.APIKeyView{}, userError(ErrConflict, "API key %q is the last valid admin key; create another admin key before revoking it", id)
 	case err != nil:
-		return APIKeyView{}, err
+		return api.APIKeyView{}, err
 	}
 	s.log.Info("API key revoked", zap.String("name", k.Name), zap.String("id", k.ID))
 	return apiKeyView(k), nil
@@ -186,21 +151,8 @@ const (
 	TokenExpired = "expired"
 )
 
-// TokenView is an enrollment token as the API lists it: never the secret.
-type TokenView struct {
-	ID          string     `json:"id"`
-	Environment string     `json:"environment"`
-	State       string     `json:"state"` // unused, used or expired
-	CreatedAt   time.Time  `json:"created_at"`
-	ExpiresAt   time.Time  `json:"expires_at"`
-	UsedAt      *time.Time `json:"used_at"`
-	// UsedBy names the agent that enrolled with the token: its name while
-	// it is registered, else the thumbprint it used.
-	UsedBy string `json:"used_by,omitempty"`
-}
-
 // Tokens lists the enrollment tokens, newest first.
-func (s *Server) Tokens(ctx context.Context) ([]TokenView, error) {
+func (s *Server) Tokens(ctx context.Context) ([]api.TokenView, error) {
 	all, err := s.store.ListTokens(ctx)
 	if err != nil {
 		return nil, err
@@ -219,9 +171,9 @@ func (s *Server) Tokens(ctx context.Context) ([]TokenView, error) {
 		}
 	}
 	now := time.Now()
-	out := make([]TokenView, len(all))
+	out := make([]api.TokenView, len(all))
 	for i, t := range all {
-		v := TokenView{ID: t.ID, Environment: t.Environment, State: TokenUnused, CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt}
+		v := api.TokenView{ID: t.ID, Environment: t.Environment, State: TokenUnused, CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt}
 		switch {
 		case !t.UsedAt.IsZero():
 			used := t.UsedAt
@@ -284,7 +236,7 @@ func (s *Server) apiUsers(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) apiCreateUser(w http.ResponseWriter, r *http.Request) {
-	var req UserRequest
+	var req api.UserRequest
 	if !decodeBody(w, r, &req) {
 		return
 	}
@@ -306,7 +258,7 @@ func (s *Server) apiAPIKeys(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) apiCreateAPIKey(w http.ResponseWriter, r *http.Request) {
-	var req APIKeyRequest
+	var req api.APIKeyRequest
 	if !decodeBody(w, r, &req) {
 		return
 	}

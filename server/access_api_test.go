@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -45,9 +47,9 @@ func apiCall(t *testing.T, c *consoleClient, method, path, key, body string) (*h
 // accessState is everything the access endpoints can change, for
 // checking that a refused call changed nothing.
 type accessState struct {
-	Users  []UserView
-	Keys   []APIKeyView
-	Tokens []TokenView
+	Users  []api.UserView
+	Keys   []api.APIKeyView
+	Tokens []api.TokenView
 }
 
 func snapshotAccess(t *testing.T, ts *testServer) accessState {
@@ -142,7 +144,7 @@ func TestAccessAPIAuthorization(t *testing.T) {
 			}
 			t.Run(e.method+" "+e.path+" with "+cl.name, func(t *testing.T) {
 				resp, body := apiCall(t, c, e.method, e.path, cl.key, e.body)
-				var ae APIError
+				var ae api.APIError
 				if resp.StatusCode != cl.wantStatus || json.Unmarshal([]byte(body), &ae) != nil || ae.Error == "" {
 					t.Fatalf("got %d %s, want %d with a JSON error", resp.StatusCode, body, cl.wantStatus)
 				}
@@ -205,7 +207,7 @@ func TestAccessAPIUsers(t *testing.T) {
 	}
 
 	resp, body := apiCall(t, c, "GET", "/api/users", key, "")
-	var users []UserView
+	var users []api.UserView
 	if resp.StatusCode != http.StatusOK || json.Unmarshal([]byte(body), &users) != nil || len(users) != 1 || users[0].Name != "alice" {
 		t.Fatalf("GET /api/users: got %d %s, want alice only", resp.StatusCode, body)
 	}
@@ -263,7 +265,7 @@ func TestAccessAPIKeys(t *testing.T) {
 
 	// Created: the key is shown once, and works.
 	resp, body := apiCall(t, c, "POST", "/api/api-keys", admin, `{"name": "ci"}`)
-	var k NewAPIKey
+	var k api.NewAPIKey
 	if resp.StatusCode != http.StatusCreated || json.Unmarshal([]byte(body), &k) != nil || !strings.HasPrefix(k.Key, "tdk_") || k.Admin || k.Name != "ci" {
 		t.Fatalf("create: got %d %s, want 201 with a standard key", resp.StatusCode, body)
 	}
@@ -271,7 +273,7 @@ func TestAccessAPIKeys(t *testing.T) {
 		t.Fatalf("the new key on GET /api/agents: got %d, want 200", resp.StatusCode)
 	}
 	resp, body = apiCall(t, c, "GET", "/api/api-keys", admin, "")
-	var keys []APIKeyView
+	var keys []api.APIKeyView
 	if resp.StatusCode != http.StatusOK || json.Unmarshal([]byte(body), &keys) != nil || len(keys) != 2 || keys[0].Name != "ci" || !keys[1].Admin {
 		t.Fatalf("list: got %d %s, want ci then the admin key", resp.StatusCode, body)
 	}
@@ -326,7 +328,7 @@ func TestAccessAPITokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp, body := apiCall(t, c, "GET", "/api/tokens", key, "")
-	var tokens []TokenView
+	var tokens []api.TokenView
 	if resp.StatusCode != http.StatusOK || json.Unmarshal([]byte(body), &tokens) != nil {
 		t.Fatalf("GET /api/tokens: got %d %s", resp.StatusCode, body)
 	}

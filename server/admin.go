@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 	"golang.org/x/mod/semver"
@@ -17,45 +19,8 @@ import (
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
-// Upgrade states of an agent, as the API shows them.
-const (
-	UpgradeNone        = "none"
-	UpgradeRecommended = "recommended"
-	UpgradeRequired    = "required"
-)
-
-// AgentView is an agent as GET /api/agents shows it. The fields named in
-// DESIGN.md section 7 are a contract.
-type AgentView struct {
-	ID              string `json:"id"`
-	Name            string `json:"name"`
-	Environment     string `json:"environment"`
-	Version         string `json:"version"`
-	Connected       bool   `json:"connected"`
-	Health          string `json:"health"`
-	HealthDetail    string `json:"health_detail"`
-	TLSVersion      string `json:"tls_version"`
-	Thumbprint      string `json:"thumbprint"`
-	CalamariVersion string `json:"calamari_version"`
-	CalamariCurrent bool   `json:"calamari_current"`
-	Upgrade         string `json:"upgrade"`
-	// UpgradeTo is the agent version recommended ("" if none).
-	UpgradeTo string `json:"upgrade_to,omitempty"`
-	// Node names the coordinator node the agent is connected to, "" when
-	// it is not connected.
-	Node            string    `json:"node,omitempty"`
-	LastSeen        string    `json:"last_seen"`
-	OS              string    `json:"os"`
-	Arch            string    `json:"arch"`
-	Protocol        int       `json:"protocol"`
-	DiskFree        int64     `json:"disk_free"`
-	HealthRTTMillis float64   `json:"health_rtt_ms"`
-	RegisteredAt    time.Time `json:"registered_at"`
-	LastHealthAt    string    `json:"last_health_at"`
-}
-
 // Agents lists every agent with its live state.
-func (s *Server) Agents(ctx context.Context) ([]AgentView, error) {
+func (s *Server) Agents(ctx context.Context) ([]api.AgentView, error) {
 	all, err := s.store.ListAgents(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list agents: %w", err)
@@ -64,7 +29,7 @@ func (s *Server) Agents(ctx context.Context) ([]AgentView, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list agents: %w", err)
 	}
-	out := make([]AgentView, 0, len(all))
+	out := make([]api.AgentView, 0, len(all))
 	for _, a := range all {
 		out = append(out, s.view(a, vc))
 	}
@@ -72,14 +37,14 @@ func (s *Server) Agents(ctx context.Context) ([]AgentView, error) {
 }
 
 // Agent returns one agent by name.
-func (s *Server) Agent(ctx context.Context, name string) (AgentView, error) {
+func (s *Server) Agent(ctx context.Context, name string) (api.AgentView, error) {
 	a, err := s.store.AgentByName(ctx, name)
 	if err != nil {
-		return AgentView{}, fmt.Errorf("agent %q: %w", name, err)
+		return api.AgentView{}, fmt.Errorf("agent %q: %w", name, err)
 	}
 	vc, err := s.viewContext(ctx)
 	if err != nil {
-		return AgentView{}, fmt.Errorf("agent %q: %w", name, err)
+		return api.AgentView{}, fmt.Errorf("agent %q: %w", name, err)
 	}
 	return s.view(a, vc), nil
 }
@@ -121,13 +86,13 @@ func (s *Server) upgradeRequired(a store.Agent) bool {
 	return a.Protocol != 0 && a.Protocol < s.cfg.ProtocolMin || as != nil && as.upgradeOnly
 }
 
-func (s *Server) view(a store.Agent, vc viewContext) AgentView {
+func (s *Server) view(a store.Agent, vc viewContext) api.AgentView {
 	latestCalamari := vc.latestCalamari
-	v := AgentView{
+	v := api.AgentView{
 		ID: a.ID, Name: a.Name, Environment: a.Environment, Version: a.Version,
 		Health: a.Health, HealthDetail: a.HealthDetail, TLSVersion: a.TLSVersion,
 		Thumbprint: a.Thumbprint, CalamariVersion: newestVersion(a.CalamariVersions),
-		Upgrade: UpgradeNone, OS: a.OS, Arch: a.Arch, Protocol: a.Protocol, DiskFree: a.DiskFree,
+		Upgrade: api.UpgradeNone, OS: a.OS, Arch: a.Arch, Protocol: a.Protocol, DiskFree: a.DiskFree,
 		HealthRTTMillis: float64(a.HealthRTT.Microseconds()) / 1000, RegisteredAt: a.RegisteredAt,
 		LastSeen: rfc3339(a.LastSeen), LastHealthAt: rfc3339(a.LastHealthAt),
 	}
@@ -155,9 +120,9 @@ func (s *Server) view(a store.Agent, vc viewContext) AgentView {
 	newest := vc.newestAgent[a.OS+"/"+a.Arch]
 	switch {
 	case s.upgradeRequired(a):
-		v.Upgrade, v.UpgradeTo = UpgradeRequired, newest
+		v.Upgrade, v.UpgradeTo = api.UpgradeRequired, newest
 	case newest != "" && a.Version != "" && bundle.CompareVersions(newest, a.Version) > 0:
-		v.Upgrade, v.UpgradeTo = UpgradeRecommended, newest
+		v.Upgrade, v.UpgradeTo = api.UpgradeRecommended, newest
 	}
 	return v
 }
@@ -199,30 +164,19 @@ func (s *Server) DeleteAgent(ctx context.Context, name string) error {
 	return nil
 }
 
-// TokenResult is a newly created enrollment token.
-type TokenResult struct {
-	Token       string    `json:"token"`
-	Join        string    `json:"join"`
-	Environment string    `json:"environment"`
-	ExpiresAt   time.Time `json:"expires_at"`
-}
-
-// MaxTokenTTL bounds how long an enrollment token can live.
-const MaxTokenTTL = 30 * 24 * time.Hour
-
 // CreateToken issues a one-time enrollment token for an environment.
 // advertise is the coordinator addresses agents should dial; none means
 // every live node's advertised address, this node's first.
-func (s *Server) CreateToken(ctx context.Context, environment string, ttl time.Duration, advertise []string) (TokenResult, error) {
+func (s *Server) CreateToken(ctx context.Context, environment string, ttl time.Duration, advertise []string) (api.TokenResult, error) {
 	if err := ValidateName("environment", environment); err != nil {
-		return TokenResult{}, err
+		return api.TokenResult{}, err
 	}
-	if ttl <= 0 || ttl > MaxTokenTTL {
-		return TokenResult{}, fmt.Errorf("token lifetime %s: must be more than 0 and at most %s", ttl, MaxTokenTTL)
+	if ttl <= 0 || ttl > api.MaxTokenTTL {
+		return api.TokenResult{}, fmt.Errorf("token lifetime %s: must be more than 0 and at most %s", ttl, api.MaxTokenTTL)
 	}
 	for _, a := range advertise {
 		if err := protocol.ValidateAddress(a); err != nil {
-			return TokenResult{}, err
+			return api.TokenResult{}, err
 		}
 	}
 	if len(advertise) == 0 {
@@ -232,10 +186,10 @@ func (s *Server) CreateToken(ctx context.Context, environment string, ttl time.D
 	now := time.Now().UTC()
 	t := store.Token{ID: uuid.NewString(), Hash: hashSecret(secret), Environment: environment, CreatedAt: now, ExpiresAt: now.Add(ttl)}
 	if err := s.store.CreateToken(ctx, t); err != nil {
-		return TokenResult{}, fmt.Errorf("create token: %w", err)
+		return api.TokenResult{}, fmt.Errorf("create token: %w", err)
 	}
 	join := protocol.Join{Servers: advertise, Thumbprint: s.Thumbprint(), Token: secret}
-	return TokenResult{Token: secret, Join: join.String(), Environment: environment, ExpiresAt: t.ExpiresAt}, nil
+	return api.TokenResult{Token: secret, Join: join.String(), Environment: environment, ExpiresAt: t.ExpiresAt}, nil
 }
 
 // advertiseAddr is this node's agent address to put in join strings
@@ -245,22 +199,14 @@ func (s *Server) advertiseAddr() string {
 	return advertised(s.AgentAddr(), s.cfg.Advertise)
 }
 
-// RotationResult reports a coordinator certificate rotation.
-type RotationResult struct {
-	Thumbprint string   `json:"thumbprint"`
-	Previous   string   `json:"previous"`
-	Notified   int      `json:"notified"`
-	Failed     []string `json:"failed,omitempty"` // agents that could not be told; they learn on reconnect
-}
-
 // RotateCertificate replaces the coordinator's certificate without
 // dropping agents: connected agents are told to trust the next certificate
 // before it is served; agents that were away are served the previous
 // certificate (they ask for it by hint) and learn the new one on their
 // next session. The previous certificate is retired once every agent
 // trusts the current one.
-func (s *Server) RotateCertificate(ctx context.Context) (RotationResult, error) {
-	var res RotationResult
+func (s *Server) RotateCertificate(ctx context.Context) (api.RotationResult, error) {
+	var res api.RotationResult
 	announce := func(ctx context.Context, trust []string) error {
 		sessions := s.sessions.snapshot()
 		var mu sync.Mutex
@@ -288,7 +234,7 @@ func (s *Server) RotateCertificate(ctx context.Context) (RotationResult, error) 
 	}
 	next, prev, err := s.ids.rotate(ctx, announce)
 	if err != nil {
-		return RotationResult{}, fmt.Errorf("rotate coordinator certificate: %w", err)
+		return api.RotationResult{}, fmt.Errorf("rotate coordinator certificate: %w", err)
 	}
 	res.Thumbprint, res.Previous = next, prev
 	s.log.Info("coordinator certificate rotated", zap.String("thumbprint", next), zap.String("previous", prev),
@@ -348,25 +294,9 @@ func (s *Server) maybeRetirePrevious(ctx context.Context) {
 	s.log.Info("previous coordinator certificate retired: every agent trusts the current one")
 }
 
-// ServerInfo describes this coordinator for GET /api/server.
-type ServerInfo struct {
-	Version     string   `json:"version"`
-	Thumbprint  string   `json:"thumbprint"`
-	Thumbprints []string `json:"thumbprints"`
-	AgentAddr   string   `json:"agent_addr"`
-	TLSMin      string   `json:"tls_min"`
-	ProtocolMin int      `json:"protocol_min"`
-	ProtocolMax int      `json:"protocol_max"`
-	Connected   int      `json:"connected"` // agents connected to this node
-	// Node names this coordinator node among those sharing its database.
-	Node          string  `json:"node"`
-	SigningKey    string  `json:"signing_key"`
-	HealthSeconds float64 `json:"health_interval_seconds"`
-}
-
 // Info describes this coordinator.
-func (s *Server) Info() ServerInfo {
-	return ServerInfo{
+func (s *Server) Info() api.ServerInfo {
+	return api.ServerInfo{
 		Version: s.cfg.Version, Thumbprint: s.Thumbprint(), Thumbprints: s.ids.thumbprints(),
 		AgentAddr: s.AgentAddr(), TLSMin: protocol.TLSVersionName(s.cfg.TLSMin),
 		ProtocolMin: s.cfg.ProtocolMin, ProtocolMax: s.cfg.ProtocolMax,

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"go.uber.org/zap"
 
 	"github.com/tendrildeploy/tendril/bundle"
@@ -21,28 +23,14 @@ import (
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
-// MaxAgentPackageSize bounds an uploaded agent binary.
-const MaxAgentPackageSize = 512 << 20
-
 // Platforms an agent package may be built for.
 var (
 	packageOSes   = []string{"linux", "windows", "darwin"}
 	packageArches = []string{"amd64", "arm64", "386", "arm"}
 )
 
-// AgentPackageView is a stored agent package as the API shows it.
-type AgentPackageView struct {
-	Version    string    `json:"version"`
-	OS         string    `json:"os"`
-	Arch       string    `json:"arch"`
-	SHA256     string    `json:"sha256"`
-	Size       int64     `json:"size"`
-	UploadedAt time.Time `json:"uploaded_at"`
-	Created    bool      `json:"created,omitempty"` // set by upload: false when the same binary was already stored
-}
-
-func agentPackageView(p store.AgentPackage, created bool) AgentPackageView {
-	return AgentPackageView{Version: p.Version, OS: p.OS, Arch: p.Arch, SHA256: p.SHA256, Size: p.Size,
+func agentPackageView(p store.AgentPackage, created bool) api.AgentPackageView {
+	return api.AgentPackageView{Version: p.Version, OS: p.OS, Arch: p.Arch, SHA256: p.SHA256, Size: p.Size,
 		UploadedAt: p.UploadedAt, Created: created}
 }
 
@@ -84,70 +72,70 @@ func executableMagic(goos string, head []byte) bool {
 // read from r, and signs its description with the coordinator's key so
 // agents can verify it. The same binary again is a no-op; another binary
 // under a stored version and platform is a conflict.
-func (s *Server) UploadAgentPackage(ctx context.Context, version, goos, goarch string, r io.Reader) (AgentPackageView, error) {
+func (s *Server) UploadAgentPackage(ctx context.Context, version, goos, goarch string, r io.Reader) (api.AgentPackageView, error) {
 	if !bundle.ValidVersion(version) {
-		return AgentPackageView{}, userError(ErrBadRequest, "version %q is not a semantic version such as 1.2.3", version)
+		return api.AgentPackageView{}, userError(ErrBadRequest, "version %q is not a semantic version such as 1.2.3", version)
 	}
 	if !slices.Contains(packageOSes, goos) {
-		return AgentPackageView{}, userError(ErrBadRequest, "os %q: want one of %v", goos, packageOSes)
+		return api.AgentPackageView{}, userError(ErrBadRequest, "os %q: want one of %v", goos, packageOSes)
 	}
 	if !slices.Contains(packageArches, goarch) {
-		return AgentPackageView{}, userError(ErrBadRequest, "arch %q: want one of %v", goarch, packageArches)
+		return api.AgentPackageView{}, userError(ErrBadRequest, "arch %q: want one of %v", goarch, packageArches)
 	}
 	dest := s.agentPackagePath(version, goos, goarch)
 	if err := os.MkdirAll(filepath.Dir(dest), 0o700); err != nil {
-		return AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
+		return api.AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(dest), ".upload-*")
 	if err != nil {
-		return AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
+		return api.AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
 	}
 	defer os.Remove(tmp.Name()) // no-op after the rename
 	defer tmp.Close()
 	h := sha256.New()
 	head := &headWriter{max: 8}
-	n, err := io.Copy(io.MultiWriter(tmp, h, head), io.LimitReader(r, MaxAgentPackageSize+1))
+	n, err := io.Copy(io.MultiWriter(tmp, h, head), io.LimitReader(r, api.MaxAgentPackageSize+1))
 	if err != nil {
-		return AgentPackageView{}, fmt.Errorf("upload agent package: receive: %w", err)
+		return api.AgentPackageView{}, fmt.Errorf("upload agent package: receive: %w", err)
 	}
 	switch {
 	case n == 0:
-		return AgentPackageView{}, userError(ErrBadRequest, "the agent package is empty")
-	case n > MaxAgentPackageSize:
-		return AgentPackageView{}, userError(ErrBadRequest, "the agent package is larger than %d bytes", int64(MaxAgentPackageSize))
+		return api.AgentPackageView{}, userError(ErrBadRequest, "the agent package is empty")
+	case n > api.MaxAgentPackageSize:
+		return api.AgentPackageView{}, userError(ErrBadRequest, "the agent package is larger than %d bytes", int64(api.MaxAgentPackageSize))
 	case !executableMagic(goos, head.b):
-		return AgentPackageView{}, userError(ErrBadRequest, "file is not a %s executable", goos)
+		return api.AgentPackageView{}, userError(ErrBadRequest, "file is not a %s executable", goos)
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	if existing, err := s.store.AgentPackage(ctx, version, goos, goarch); err == nil {
 		if existing.SHA256 == sum {
 			if err := tmp.Chmod(0o700); err != nil {
-				return AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
+				return api.AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
 			}
 			if err := keepCopy(tmp, dest); err != nil {
-				return AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
+				return api.AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
 			}
 			if err := s.shareUpload(ctx, agentPackageBlob(version, goos, goarch), dest, sum, n); err != nil {
-				return AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
+				return api.AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
 			}
 			return agentPackageView(existing, false), nil
 		}
-		return AgentPackageView{}, userError(ErrConflict, "agent %s for %s/%s is already stored with other content; give the new binary a new version", version, goos, goarch)
+		return api.AgentPackageView{}, userError(ErrConflict, "agent %s for %s/%s is already stored with other content; give the new binary a new version", version, goos, goarch)
 	} else if !errors.Is(err, store.ErrNotFound) {
-		return AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
+		return api.AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
 	}
 	if err := tmp.Chmod(0o700); err != nil {
-		return AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
+		return api.AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
 	}
 	if err := tmp.Sync(); err != nil {
-		return AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
+		return api.AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
 	}
 	if err := os.Rename(tmp.Name(), dest); err != nil {
-		return AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
+		return api.AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
 	}
 	// Before the record: a node that sees it can fetch the package.
 	if err := s.shareUpload(ctx, agentPackageBlob(version, goos, goarch), dest, sum, n); err != nil {
-		return AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
+		return api.AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
 	}
 	desc := protocol.AgentPackage{Version: version, OS: goos, Arch: goarch, SHA256: sum, Size: n}
 	p := store.AgentPackage{Version: version, OS: goos, Arch: goarch, SHA256: sum, Size: n,
@@ -156,9 +144,9 @@ func (s *Server) UploadAgentPackage(ctx context.Context, version, goos, goarch s
 		if errors.Is(err, store.ErrExists) {
 			// A concurrent upload of the same key won; its file is the
 			// one just replaced only if the content was the same.
-			return AgentPackageView{}, userError(ErrConflict, "agent %s for %s/%s was uploaded at the same time; try again", version, goos, goarch)
+			return api.AgentPackageView{}, userError(ErrConflict, "agent %s for %s/%s was uploaded at the same time; try again", version, goos, goarch)
 		}
-		return AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
+		return api.AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
 	}
 	s.log.Info("agent package stored", zap.String("version", version), zap.String("os", goos), zap.String("arch", goarch),
 		zap.String("sha256", sum), zap.Int64("size", n))
@@ -179,13 +167,13 @@ func (w *headWriter) Write(p []byte) (int, error) {
 }
 
 // AgentPackages lists the stored agent packages, newest version first.
-func (s *Server) AgentPackages(ctx context.Context) ([]AgentPackageView, error) {
+func (s *Server) AgentPackages(ctx context.Context) ([]api.AgentPackageView, error) {
 	all, err := s.store.AgentPackages(ctx)
 	if err != nil {
 		return nil, err
 	}
 	sortPackages(all)
-	out := make([]AgentPackageView, len(all))
+	out := make([]api.AgentPackageView, len(all))
 	for i, p := range all {
 		out[i] = agentPackageView(p, false)
 	}

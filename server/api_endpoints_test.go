@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/google/uuid"
 
 	"github.com/tendrildeploy/tendril/server/store"
@@ -92,7 +94,7 @@ func setUpAPIFixture(t *testing.T, ts *testServer) apiFixture {
 		t.Fatal(err)
 	}
 
-	r, err := ts.StartRollout(ctx, RolloutRequest{Environment: "Prod", Version: "2.0.0"})
+	r, err := ts.StartRollout(ctx, api.RolloutRequest{Environment: "Prod", Version: "2.0.0"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +269,7 @@ func apiEndpoints(fx apiFixture) map[string]endpoint {
 func apiState(t *testing.T, ts *testServer) string {
 	t.Helper()
 	var b strings.Builder
-	var agents []AgentView
+	var agents []api.AgentView
 	_, body := ts.api(t, "GET", "/api/agents", "", nil)
 	if err := json.Unmarshal(body, &agents); err != nil {
 		t.Fatalf("agents: %v: %s", err, body)
@@ -283,7 +285,7 @@ func apiState(t *testing.T, ts *testServer) string {
 		}
 		fmt.Fprintf(&b, "%s %s\n", p, body)
 	}
-	var nodes []NodeView
+	var nodes []api.NodeView
 	_, body = ts.api(t, "GET", "/api/nodes", "", nil)
 	if err := json.Unmarshal(body, &nodes); err != nil {
 		t.Fatalf("nodes: %v: %s", err, body)
@@ -399,7 +401,7 @@ func TestAPIEndpoints(t *testing.T) {
 					}
 					continue
 				}
-				var e APIError
+				var e api.APIError
 				json.Unmarshal(got, &e)
 				if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(e.Error, keyMsg[who]) {
 					t.Errorf("%s: got %d %q, want 401 saying %q", who, resp.StatusCode, got, keyMsg[who])
@@ -439,7 +441,7 @@ func TestAPIEndpoints(t *testing.T) {
 					}
 					resp, got = ts.api(t, method, path, "", body)
 				}
-				var e APIError
+				var e api.APIError
 				if err := json.Unmarshal(got, &e); err != nil || resp.Header.Get("Content-Type") != "application/json" {
 					t.Errorf("%s: got %d %q (%s), want a JSON error", bi.name, resp.StatusCode, got, resp.Header.Get("Content-Type"))
 					continue

@@ -45,6 +45,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/google/uuid"
 	"golang.org/x/crypto/scrypt"
 
@@ -82,7 +84,7 @@ var (
 	// backupSecret are sealed under the passphrase: anyone holding them
 	// could pose as the coordinator, sign packages, call the API or read
 	// secrets at rest.
-	backupSecret = []string{masterFile, keyFile, prevKeyFile, nextKeyFile, signingFile, AdminKeyFile}
+	backupSecret = []string{masterFile, keyFile, prevKeyFile, nextKeyFile, signingFile, api.AdminKeyFile}
 	// backupRequired must be in every backup.
 	backupRequired = []string{dbFile, certFile, keyFile, signingFile, masterFile}
 	// backupDirs are copied whole; their files are never changed once
@@ -122,14 +124,6 @@ type BackupEntry struct {
 	Sealed bool   `json:"sealed,omitempty"`
 }
 
-// Snapshot is a database snapshot a running coordinator wrote into its
-// data folder for a backup.
-type Snapshot struct {
-	Name          string `json:"name"` // file name in the data folder
-	SchemaVersion int    `json:"schema_version"`
-	Version       string `json:"version"` // the coordinator's
-}
-
 var snapshotNamePattern = regexp.MustCompile(`^\.snapshot-[0-9a-f-]{36}\.db$`)
 
 // snapshotter is a store that can copy itself while in use.
@@ -139,19 +133,19 @@ type snapshotter interface {
 
 // TakeSnapshot writes a consistent copy of the database into the data
 // folder, for a backup command to pack and then delete.
-func (s *Server) TakeSnapshot(ctx context.Context) (Snapshot, error) {
+func (s *Server) TakeSnapshot(ctx context.Context) (api.Snapshot, error) {
 	sn, ok := s.store.(snapshotter)
 	if !ok {
-		return Snapshot{}, userError(ErrConflict, "this coordinator's database cannot be backed up by Tendril; use the database's own backup tools")
+		return api.Snapshot{}, userError(ErrConflict, "this coordinator's database cannot be backed up by Tendril; use the database's own backup tools")
 	}
 	// A backup command that died leaves its snapshot behind; an hour is
 	// far longer than packing one takes.
 	removeStaleSnapshots(s.cfg.DataDir, time.Hour)
 	name := snapshotPrefix + uuid.NewString() + ".db"
 	if err := sn.Backup(ctx, filepath.Join(s.cfg.DataDir, name)); err != nil {
-		return Snapshot{}, fmt.Errorf("take snapshot: %w", err)
+		return api.Snapshot{}, fmt.Errorf("take snapshot: %w", err)
 	}
-	return Snapshot{Name: name, SchemaVersion: store.SchemaVersion, Version: s.cfg.Version}, nil
+	return api.Snapshot{Name: name, SchemaVersion: store.SchemaVersion, Version: s.cfg.Version}, nil
 }
 
 func (s *Server) apiBackupSnapshot(w http.ResponseWriter, r *http.Request) {
@@ -170,10 +164,10 @@ func removeStaleSnapshots(dir string, age time.Duration) {
 
 // RunningCoordinator reports whether a coordinator is running with data
 // folder dir: its run file is there and names a live process.
-func RunningCoordinator(dir string) (RunInfo, bool) {
-	ri, err := ReadRunInfo(dir)
+func RunningCoordinator(dir string) (api.RunInfo, bool) {
+	ri, err := api.ReadRunInfo(dir)
 	if err != nil || ri.PID <= 0 {
-		return RunInfo{}, false
+		return api.RunInfo{}, false
 	}
 	return ri, processAlive(ri.PID)
 }
@@ -188,7 +182,7 @@ type BackupOptions struct {
 	Version string
 	// Snapshot asks the coordinator running with DataDir for a snapshot.
 	// nil means none runs: Backup opens the database itself.
-	Snapshot func(ctx context.Context) (Snapshot, error)
+	Snapshot func(ctx context.Context) (api.Snapshot, error)
 }
 
 // BackupResult describes a written backup.

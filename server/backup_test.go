@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/tendrildeploy/tendril/internal/faultproxy"
 	"github.com/tendrildeploy/tendril/server/store"
 )
@@ -63,7 +65,7 @@ func TestBackupWhileRunningAndRestore(t *testing.T) {
 	}
 	// No secret appears in the clear anywhere in the archive.
 	plain := archiveEntries(t, out)
-	for _, name := range []string{masterFile, keyFile, signingFile, AdminKeyFile} {
+	for _, name := range []string{masterFile, keyFile, signingFile, api.AdminKeyFile} {
 		secret, err := os.ReadFile(filepath.Join(ts.dir, name))
 		if err != nil {
 			t.Fatal(err)
@@ -87,7 +89,7 @@ func TestBackupWhileRunningAndRestore(t *testing.T) {
 	if rr.Thumbprint != before.Thumbprint {
 		t.Errorf("restored thumbprint %s, want %s", rr.Thumbprint, before.Thumbprint)
 	}
-	for _, name := range []string{masterFile, keyFile, signingFile, AdminKeyFile, certFile} {
+	for _, name := range []string{masterFile, keyFile, signingFile, api.AdminKeyFile, certFile} {
 		a, _ := os.ReadFile(filepath.Join(ts.dir, name))
 		b, err := os.ReadFile(filepath.Join(target, name))
 		if err != nil || !bytes.Equal(a, b) {
@@ -145,7 +147,7 @@ func TestBackupWhileRunningAndRestore(t *testing.T) {
 func TestBackupSnapshotAPI(t *testing.T) {
 	ts := startServer(t, nil)
 	resp, body := ts.api(t, "POST", "/api/backup/snapshot", "", nil)
-	var sn Snapshot
+	var sn api.Snapshot
 	if err := json.Unmarshal(body, &sn); err != nil || resp.StatusCode != 201 || !snapshotNamePattern.MatchString(sn.Name) || sn.SchemaVersion != store.SchemaVersion {
 		t.Fatalf("got %d %s", resp.StatusCode, body)
 	}
@@ -356,7 +358,7 @@ func listTree(t *testing.T, dir string) string {
 		if err != nil {
 			return nil
 		}
-		if d.Name() == RunFile || strings.HasPrefix(d.Name(), dbFile) {
+		if d.Name() == api.RunFile || strings.HasPrefix(d.Name(), dbFile) {
 			return nil // a running coordinator's own files change on their own
 		}
 		info, _ := d.Info()

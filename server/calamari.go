@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"go.uber.org/zap"
 	"golang.org/x/mod/semver"
 
@@ -21,9 +23,6 @@ import (
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/store"
 )
-
-// MaxBundleSize bounds an uploaded Calamari bundle.
-const MaxBundleSize = 2 << 30
 
 // Errors the API maps to status codes.
 var (
@@ -58,86 +57,75 @@ func (s *Server) bundlePath(version string) string {
 	return filepath.Join(s.calamariDir(), "calamari-"+version+".tar.gz")
 }
 
-// BundleView is a stored Calamari bundle as the API shows it.
-type BundleView struct {
-	Version    string    `json:"version"`
-	SHA256     string    `json:"sha256"`
-	Size       int64     `json:"size"`
-	UploadedAt time.Time `json:"uploaded_at"`
-	Latest     bool      `json:"latest"`
-	Platforms  []string  `json:"platforms"`
-	Created    bool      `json:"created,omitempty"` // set by upload: false when the same bundle was already stored
-}
-
 // UploadCalamari stores a bundle read from r: it is written to disk,
 // checked against its manifest (paths, sizes, hashes, limits), and its
 // manifest is signed with the coordinator's key. Uploading the same bundle
 // again is a no-op; another bundle with a stored version is a conflict.
-func (s *Server) UploadCalamari(ctx context.Context, r io.Reader) (BundleView, error) {
+func (s *Server) UploadCalamari(ctx context.Context, r io.Reader) (api.BundleView, error) {
 	if err := os.MkdirAll(s.calamariDir(), 0o700); err != nil {
-		return BundleView{}, fmt.Errorf("upload calamari: %w", err)
+		return api.BundleView{}, fmt.Errorf("upload calamari: %w", err)
 	}
 	tmp, err := os.CreateTemp(s.calamariDir(), ".upload-*")
 	if err != nil {
-		return BundleView{}, fmt.Errorf("upload calamari: %w", err)
+		return api.BundleView{}, fmt.Errorf("upload calamari: %w", err)
 	}
 	defer os.Remove(tmp.Name()) // no-op after the rename
 	defer tmp.Close()
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(r, MaxBundleSize+1))
+	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(r, api.MaxBundleSize+1))
 	if err != nil {
-		return BundleView{}, fmt.Errorf("upload calamari: receive: %w", err)
+		return api.BundleView{}, fmt.Errorf("upload calamari: receive: %w", err)
 	}
-	if n > MaxBundleSize {
-		return BundleView{}, userError(ErrBadRequest, "bundle is larger than %d bytes", int64(MaxBundleSize))
+	if n > api.MaxBundleSize {
+		return api.BundleView{}, userError(ErrBadRequest, "bundle is larger than %d bytes", int64(api.MaxBundleSize))
 	}
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
-		return BundleView{}, fmt.Errorf("upload calamari: %w", err)
+		return api.BundleView{}, fmt.Errorf("upload calamari: %w", err)
 	}
 	m, manifest, err := bundle.Check(ctx, tmp, bundle.Limits{})
 	if err != nil {
-		return BundleView{}, userError(ErrBadRequest, "not a valid Calamari bundle: %v", err)
+		return api.BundleView{}, userError(ErrBadRequest, "not a valid Calamari bundle: %v", err)
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	if existing, err := s.store.Bundle(ctx, m.Version); err == nil {
 		if existing.SHA256 == sum {
 			if err := keepCopy(tmp, s.bundlePath(m.Version)); err != nil {
-				return BundleView{}, fmt.Errorf("upload calamari: %w", err)
+				return api.BundleView{}, fmt.Errorf("upload calamari: %w", err)
 			}
 			if err := s.shareUpload(ctx, calamariBlob(m.Version), s.bundlePath(m.Version), sum, n); err != nil {
-				return BundleView{}, fmt.Errorf("upload calamari: %w", err)
+				return api.BundleView{}, fmt.Errorf("upload calamari: %w", err)
 			}
 			return s.bundleView(ctx, existing, false)
 		}
-		return BundleView{}, userError(ErrConflict, "Calamari %s is already stored with other content; give the new bundle a new version", m.Version)
+		return api.BundleView{}, userError(ErrConflict, "Calamari %s is already stored with other content; give the new bundle a new version", m.Version)
 	}
 	if err := tmp.Sync(); err != nil {
-		return BundleView{}, fmt.Errorf("upload calamari: %w", err)
+		return api.BundleView{}, fmt.Errorf("upload calamari: %w", err)
 	}
 	if err := os.Rename(tmp.Name(), s.bundlePath(m.Version)); err != nil {
-		return BundleView{}, fmt.Errorf("upload calamari: %w", err)
+		return api.BundleView{}, fmt.Errorf("upload calamari: %w", err)
 	}
 	// Before the record: a node that sees it can fetch the bundle.
 	if err := s.shareUpload(ctx, calamariBlob(m.Version), s.bundlePath(m.Version), sum, n); err != nil {
-		return BundleView{}, fmt.Errorf("upload calamari: %w", err)
+		return api.BundleView{}, fmt.Errorf("upload calamari: %w", err)
 	}
 	b := store.Bundle{
 		Version: m.Version, SHA256: sum, Size: n, Manifest: manifest,
 		Signature: bundle.Sign(s.signing, manifest), UploadedAt: time.Now().UTC(),
 	}
 	if err := s.store.AddBundle(ctx, b); err != nil {
-		return BundleView{}, fmt.Errorf("upload calamari: %w", err)
+		return api.BundleView{}, fmt.Errorf("upload calamari: %w", err)
 	}
 	s.log.Info("calamari bundle stored", zap.String("version", m.Version), zap.String("sha256", sum), zap.Int64("size", n))
 	return s.bundleView(ctx, b, true)
 }
 
-func (s *Server) bundleView(ctx context.Context, b store.Bundle, created bool) (BundleView, error) {
+func (s *Server) bundleView(ctx context.Context, b store.Bundle, created bool) (api.BundleView, error) {
 	latest, err := s.latestCalamari(ctx)
 	if err != nil {
-		return BundleView{}, err
+		return api.BundleView{}, err
 	}
-	v := BundleView{Version: b.Version, SHA256: b.SHA256, Size: b.Size, UploadedAt: b.UploadedAt,
+	v := api.BundleView{Version: b.Version, SHA256: b.SHA256, Size: b.Size, UploadedAt: b.UploadedAt,
 		Latest: latest.Version == b.Version, Created: created}
 	if m, err := bundle.ParseManifest(b.Manifest, bundle.Limits{}); err == nil {
 		for p := range m.Entrypoints {
@@ -149,13 +137,13 @@ func (s *Server) bundleView(ctx context.Context, b store.Bundle, created bool) (
 }
 
 // CalamariBundles lists the stored bundles, newest version first.
-func (s *Server) CalamariBundles(ctx context.Context) ([]BundleView, error) {
+func (s *Server) CalamariBundles(ctx context.Context) ([]api.BundleView, error) {
 	all, err := s.store.Bundles(ctx)
 	if err != nil {
 		return nil, err
 	}
 	sortBundles(all)
-	out := make([]BundleView, 0, len(all))
+	out := make([]api.BundleView, 0, len(all))
 	for i, b := range all {
 		v, err := s.bundleView(ctx, b, false)
 		if err != nil {
@@ -337,26 +325,10 @@ func (w *idleWriter) Write(p []byte) (int, error) {
 	return w.st.Write(p)
 }
 
-// UpdateResult is the outcome of a manual Calamari update for one agent.
-type UpdateResult struct {
-	Agent   string `json:"agent"`
-	Version string `json:"version"`
-	// Result is "installed", "current" (nothing to do) or "failed".
-	Result string `json:"result"`
-	Error  string `json:"error,omitempty"`
-}
-
-// UpdateTarget names the agents of a manual update: one agent or every
-// agent of an environment.
-type UpdateTarget struct {
-	Agent       string `json:"agent,omitempty"`
-	Environment string `json:"environment,omitempty"`
-}
-
 // UpdateCalamari pushes the latest bundle to every targeted agent that
 // lacks it, a bounded number at once, and reports each result: the
 // "Update" button of the reference's environments page.
-func (s *Server) UpdateCalamari(ctx context.Context, target UpdateTarget) ([]UpdateResult, error) {
+func (s *Server) UpdateCalamari(ctx context.Context, target api.UpdateTarget) ([]api.UpdateResult, error) {
 	latest, err := s.latestCalamari(ctx)
 	if err != nil {
 		return nil, err
@@ -368,11 +340,11 @@ func (s *Server) UpdateCalamari(ctx context.Context, target UpdateTarget) ([]Upd
 	if err != nil {
 		return nil, err
 	}
-	results := make([]UpdateResult, len(agents))
+	results := make([]api.UpdateResult, len(agents))
 	sem := make(chan struct{}, s.cfg.PushConcurrency)
 	var wg sync.WaitGroup
 	for i, a := range agents {
-		results[i] = UpdateResult{Agent: a.Name, Version: latest.Version}
+		results[i] = api.UpdateResult{Agent: a.Name, Version: latest.Version}
 		as := s.sessions.get(a.ID)
 		if as == nil {
 			results[i].Result, results[i].Error = "failed", "agent is not connected"
@@ -406,7 +378,7 @@ func (s *Server) UpdateCalamari(ctx context.Context, target UpdateTarget) ([]Upd
 }
 
 // targetAgents resolves an UpdateTarget or task target to agents.
-func (s *Server) targetAgents(ctx context.Context, t UpdateTarget) ([]store.Agent, error) {
+func (s *Server) targetAgents(ctx context.Context, t api.UpdateTarget) ([]store.Agent, error) {
 	switch {
 	case (t.Agent == "") == (t.Environment == ""):
 		return nil, userError(ErrBadRequest, "name exactly one of an agent or an environment")

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/tendrildeploy/tendril/bundle"
 	"github.com/tendrildeploy/tendril/internal/faultproxy"
 	"github.com/tendrildeploy/tendril/server/store"
@@ -59,7 +61,7 @@ func packBundle(t *testing.T, version string, filler int) []byte {
 	return buf.Bytes()
 }
 
-func (ts *testServer) upload(t *testing.T, b []byte) BundleView {
+func (ts *testServer) upload(t *testing.T, b []byte) api.BundleView {
 	t.Helper()
 	v, err := ts.UploadCalamari(context.Background(), bytes.NewReader(b))
 	if err != nil {
@@ -171,14 +173,14 @@ func TestCalamariPushResumesAfterCut(t *testing.T) {
 }
 
 // runTaskOn creates a task and waits for it to finish.
-func (ts *testServer) runTaskOn(t *testing.T, agent string, args ...string) (TaskView, []store.LogLine) {
+func (ts *testServer) runTaskOn(t *testing.T, agent string, args ...string) (api.TaskView, []store.LogLine) {
 	t.Helper()
-	views, err := ts.CreateTasks(context.Background(), TaskRequest{Agent: agent, Args: args})
+	views, err := ts.CreateTasks(context.Background(), api.TaskRequest{Agent: agent, Args: args})
 	if err != nil {
 		t.Fatal(err)
 	}
 	id := views[0].ID
-	var task TaskView
+	var task api.TaskView
 	eventually(t, "task "+id+" finished", func() bool {
 		task, _ = ts.Task(context.Background(), id)
 		return task.State != store.TaskQueued && task.State != store.TaskRunning
@@ -236,24 +238,24 @@ func TestTaskRequestsRefused(t *testing.T) {
 	ts.waitConnected(t, "up")
 	registerAgent(t, ts, ts.AgentAddr(), "down", nil) // registered, never started
 	args := []string{"run-script", "--inline", "true"}
-	if _, err := ts.CreateTasks(ctx, TaskRequest{Agent: "up", Args: args}); err == nil || !strings.Contains(err.Error(), "no Calamari bundle has been uploaded") {
+	if _, err := ts.CreateTasks(ctx, api.TaskRequest{Agent: "up", Args: args}); err == nil || !strings.Contains(err.Error(), "no Calamari bundle has been uploaded") {
 		t.Fatalf("no bundle: got %v", err)
 	}
 	ts.upload(t, packBundle(t, "1.0.0", 0))
 	tests := []struct {
 		name string
-		req  TaskRequest
+		req  api.TaskRequest
 		want string
 	}{
-		{"unknown agent", TaskRequest{Agent: "ghost", Args: args}, "no agent named"},
-		{"disconnected agent", TaskRequest{Agent: "down", Args: args}, "not connected"},
-		{"environment with a disconnected agent", TaskRequest{Environment: "Test", Args: args}, "not connected"},
-		{"unknown environment", TaskRequest{Environment: "Nowhere", Args: args}, "has no agents"},
-		{"both agent and environment", TaskRequest{Agent: "up", Environment: "Test", Args: args}, "exactly one"},
-		{"no arguments", TaskRequest{Agent: "up"}, "no Calamari arguments"},
-		{"unknown Calamari version", TaskRequest{Agent: "up", Args: args, Calamari: "9.9.9"}, "does not exist"},
-		{"unknown file", TaskRequest{Agent: "up", Args: args, File: &FileRef{Name: "pkg.tar.gz", SHA256: strings.Repeat("a", 64)}}, "no uploaded file"},
-		{"file name with a path", TaskRequest{Agent: "up", Args: args, File: &FileRef{Name: "../x", SHA256: strings.Repeat("a", 64)}}, "plain name"},
+		{"unknown agent", api.TaskRequest{Agent: "ghost", Args: args}, "no agent named"},
+		{"disconnected agent", api.TaskRequest{Agent: "down", Args: args}, "not connected"},
+		{"environment with a disconnected agent", api.TaskRequest{Environment: "Test", Args: args}, "not connected"},
+		{"unknown environment", api.TaskRequest{Environment: "Nowhere", Args: args}, "has no agents"},
+		{"both agent and environment", api.TaskRequest{Agent: "up", Environment: "Test", Args: args}, "exactly one"},
+		{"no arguments", api.TaskRequest{Agent: "up"}, "no Calamari arguments"},
+		{"unknown Calamari version", api.TaskRequest{Agent: "up", Args: args, Calamari: "9.9.9"}, "does not exist"},
+		{"unknown file", api.TaskRequest{Agent: "up", Args: args, File: &api.FileRef{Name: "pkg.tar.gz", SHA256: strings.Repeat("a", 64)}}, "no uploaded file"},
+		{"file name with a path", api.TaskRequest{Agent: "up", Args: args, File: &api.FileRef{Name: "../x", SHA256: strings.Repeat("a", 64)}}, "plain name"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -280,7 +282,7 @@ func TestTaskSurvivesDroppedConnection(t *testing.T) {
 	ts.upload(t, packBundle(t, "1.0.0", 0))
 	gate := filepath.Join(t.TempDir(), "gate")
 	script := `echo before; while [ ! -e ` + gate + ` ]; do sleep 0.05; done; echo after; exit 7`
-	views, err := ts.CreateTasks(context.Background(), TaskRequest{Agent: "web-1", Args: []string{"run-script", "--inline", script}})
+	views, err := ts.CreateTasks(context.Background(), api.TaskRequest{Agent: "web-1", Args: []string{"run-script", "--inline", script}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +298,7 @@ func TestTaskSurvivesDroppedConnection(t *testing.T) {
 	eventually(t, "agent disconnected", func() bool { return !a.Status().Connected })
 	os.WriteFile(gate, nil, 0o644)
 	proxy.SetRefuse(false)
-	var task TaskView
+	var task api.TaskView
 	eventually(t, "the result collected after reconnecting", func() bool {
 		task, _ = ts.Task(context.Background(), id)
 		return task.State == store.TaskFailed
@@ -319,7 +321,7 @@ func TestTaskResumedByRestartedCoordinator(t *testing.T) {
 	ts.waitConnected(t, "web-1")
 	ts.upload(t, packBundle(t, "1.0.0", 0))
 	gate := filepath.Join(t.TempDir(), "gate")
-	views, err := ts.CreateTasks(context.Background(), TaskRequest{Agent: "web-1",
+	views, err := ts.CreateTasks(context.Background(), api.TaskRequest{Agent: "web-1",
 		Args: []string{"run-script", "--inline", `echo one; while [ ! -e ` + gate + ` ]; do sleep 0.05; done; echo two`}})
 	if err != nil {
 		t.Fatal(err)
@@ -333,7 +335,7 @@ func TestTaskResumedByRestartedCoordinator(t *testing.T) {
 	os.WriteFile(gate, nil, 0o644)
 	ts2 := runServer(t, ts.dir, nil)
 	proxy.SetTarget(ts2.AgentAddr())
-	var task TaskView
+	var task api.TaskView
 	eventually(t, "the restarted coordinator collects the result", func() bool {
 		task, _ = ts2.Task(context.Background(), id)
 		return task.State == store.TaskSucceeded
@@ -349,7 +351,7 @@ func TestCancelTask(t *testing.T) {
 	startAgent(t, registerAgent(t, ts, ts.AgentAddr(), "web-1", nil), nil)
 	ts.waitConnected(t, "web-1")
 	ts.upload(t, packBundle(t, "1.0.0", 0))
-	views, err := ts.CreateTasks(context.Background(), TaskRequest{Agent: "web-1", Args: []string{"run-script", "--inline", "echo started; sleep 1000"}})
+	views, err := ts.CreateTasks(context.Background(), api.TaskRequest{Agent: "web-1", Args: []string{"run-script", "--inline", "echo started; sleep 1000"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,7 +363,7 @@ func TestCancelTask(t *testing.T) {
 	if _, err := ts.CancelTask(context.Background(), id); err != nil {
 		t.Fatal(err)
 	}
-	var task TaskView
+	var task api.TaskView
 	eventually(t, "task cancelled", func() bool {
 		task, _ = ts.Task(context.Background(), id)
 		return task.State == store.TaskCancelled
@@ -376,7 +378,7 @@ func TestDeletingAgentFailsItsTasks(t *testing.T) {
 	startAgent(t, registerAgent(t, ts, ts.AgentAddr(), "doomed", nil), nil)
 	ts.waitConnected(t, "doomed")
 	ts.upload(t, packBundle(t, "1.0.0", 0))
-	views, err := ts.CreateTasks(context.Background(), TaskRequest{Agent: "doomed", Args: []string{"run-script", "--inline", "echo started; sleep 1000"}})
+	views, err := ts.CreateTasks(context.Background(), api.TaskRequest{Agent: "doomed", Args: []string{"run-script", "--inline", "echo started; sleep 1000"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -411,7 +413,7 @@ func TestPushToManyAgentsStreams(t *testing.T) {
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	res, err := ts.UpdateCalamari(context.Background(), UpdateTarget{Environment: "Test"})
+	res, err := ts.UpdateCalamari(context.Background(), api.UpdateTarget{Environment: "Test"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
@@ -350,7 +352,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	// page is open.
 	gate := filepath.Join(t.TempDir(), "go-on")
 	script := fmt.Sprintf("echo first-line; while [ ! -e %s ]; do sleep 0.05; done; echo '<b>second-line</b>'", gate)
-	ts1, err := ts.CreateTasks(context.Background(), TaskRequest{Agent: "web-1", Args: []string{"run-script", "--inline", script}})
+	ts1, err := ts.CreateTasks(context.Background(), api.TaskRequest{Agent: "web-1", Args: []string{"run-script", "--inline", script}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -369,7 +371,7 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// Cancelling a running task from its page.
 	script = fmt.Sprintf("echo waiting; while [ ! -e %s.never ]; do sleep 0.05; done", gate)
-	ts2, err := ts.CreateTasks(context.Background(), TaskRequest{Agent: "web-1", Args: []string{"run-script", "--inline", script}})
+	ts2, err := ts.CreateTasks(context.Background(), api.TaskRequest{Agent: "web-1", Args: []string{"run-script", "--inline", script}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"go.uber.org/zap"
 )
 
@@ -47,7 +49,7 @@ func (c *console) registerConfiguration(mux *http.ServeMux) {
 // fragment.
 type consoleMaintenance struct {
 	CSRF string
-	MaintenanceView
+	api.MaintenanceView
 }
 
 // consoleConfiguration is the body of the configuration page.
@@ -56,17 +58,17 @@ type consoleConfiguration struct {
 	Admin       bool // may manage API keys and see users
 	Maintenance consoleMaintenance
 
-	Tokens       []TokenView
+	Tokens       []api.TokenView
 	Environments []string // known ones, offered in the token form
 	TTLs         []tokenTTL
 	DefaultTTL   string
 
-	APIKeys []APIKeyView
-	Users   []UserView
+	APIKeys []api.APIKeyView
+	Users   []api.UserView
 
-	Calamari      []BundleView
-	AgentPackages []AgentPackageView
-	Updates       UpdatesView
+	Calamari      []api.BundleView
+	AgentPackages []api.AgentPackageView
+	Updates       api.UpdatesView
 	ReleaseFeed   bool // one is configured
 }
 
@@ -175,7 +177,7 @@ func (c *console) setMaintenance(w http.ResponseWriter, r *http.Request, si sess
 }
 
 // stillRunning says what a drain is waiting for.
-func stillRunning(v MaintenanceView) string {
+func stillRunning(v api.MaintenanceView) string {
 	return fmt.Sprintf("%d %s still running, %d queued, %d %s running",
 		v.RunningTasks, plural(v.RunningTasks, "task", "tasks"), v.QueuedTasks,
 		v.RunningRollouts, plural(v.RunningRollouts, "rollout", "rollouts"))
@@ -195,9 +197,9 @@ func (c *console) createToken(w http.ResponseWriter, r *http.Request, si session
 		return
 	}
 	ttl, err := time.ParseDuration(r.PostForm.Get("ttl"))
-	if err != nil || ttl <= 0 || ttl > MaxTokenTTL {
+	if err != nil || ttl <= 0 || ttl > api.MaxTokenTTL {
 		c.done(w, r, si, "/configuration", consoleFlash{Kind: "error", Text: fmt.Sprintf(
-			"Create enrollment token failed: lifetime %q: give a duration such as 24h, more than 0 and at most %s.", r.PostForm.Get("ttl"), MaxTokenTTL)})
+			"Create enrollment token failed: lifetime %q: give a duration such as 24h, more than 0 and at most %s.", r.PostForm.Get("ttl"), api.MaxTokenTTL)})
 		return
 	}
 	res, err := c.s.CreateToken(r.Context(), env, ttl, nil)

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/chromedp/chromedp"
 
 	"github.com/tendrildeploy/tendril/agent"
@@ -106,7 +108,7 @@ func TestConsoleConfigurationInBrowser(t *testing.T) {
 	// runs, a new task is refused, the count follows the task to its end
 	// without a reload, and turning it off lets tasks start again.
 	gate := filepath.Join(t.TempDir(), "go-on")
-	tasks, err := ts.CreateTasks(ctx, TaskRequest{Agent: "web-1", Args: []string{"run-script", "--inline",
+	tasks, err := ts.CreateTasks(ctx, api.TaskRequest{Agent: "web-1", Args: []string{"run-script", "--inline",
 		"echo started; while [ ! -e " + gate + " ]; do sleep 0.05; done"}})
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -24,14 +26,14 @@ func (c *console) registerRollouts(mux *http.ServeMux) {
 
 // consoleRolloutRow is a rollout in the list.
 type consoleRolloutRow struct {
-	RolloutView
+	api.RolloutView
 	Target      string
 	StateKey    string // CSS class and data-state: running, paused, succeeded, halted
 	StateLabel  string
 	Done, Total int
 }
 
-func rolloutRow(v RolloutView) consoleRolloutRow {
+func rolloutRow(v api.RolloutView) consoleRolloutRow {
 	row := consoleRolloutRow{RolloutView: v, Target: "every environment", StateKey: v.State, StateLabel: v.State}
 	switch {
 	case v.TargetAgents != nil:
@@ -87,7 +89,7 @@ type consoleBatch struct {
 	Number      int
 	StateKey    string // queued, running, done, failed
 	StateLabel  string
-	Agents      []RolloutAgentView
+	Agents      []api.RolloutAgentView
 	Done, Total int
 	Failed      int
 }
@@ -102,7 +104,7 @@ type consoleRollout struct {
 	Running bool
 }
 
-func rolloutBatches(v RolloutView) []consoleBatch {
+func rolloutBatches(v api.RolloutView) []consoleBatch {
 	var out []consoleBatch
 	index := map[int]int{}
 	for _, a := range v.Agents {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -49,7 +51,7 @@ func TestConsoleRollouts(t *testing.T) {
 		t.Fatalf("the linked rollout: got %s of %q, want the Solo rollout succeeded", v.State, v.Environment)
 	}
 	// Test's agents one per batch, the first held busy.
-	r, err := ts.StartRollout(ctx, RolloutRequest{Environment: "Test", Batch: 1})
+	r, err := ts.StartRollout(ctx, api.RolloutRequest{Environment: "Test", Batch: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +160,7 @@ func TestConsoleRollouts(t *testing.T) {
 }
 
 func TestConsoleRolloutBatches(t *testing.T) {
-	v := RolloutView{Agents: []RolloutAgentView{
+	v := api.RolloutView{Agents: []api.RolloutAgentView{
 		{Agent: "old", Batch: 0, State: store.UpgradeSucceeded},
 		{Agent: "a", Batch: 1, State: store.UpgradeSucceeded},
 		{Agent: "b", Batch: 1, State: store.UpgradeRolledBack},

@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/google/uuid"
 
 	"github.com/tendrildeploy/tendril/certs"
@@ -22,7 +24,7 @@ import (
 // Files in the coordinator's data folder.
 const (
 	certFile     = "server.crt"
-	keyFile      = "server.key"
+	keyFile      = api.IdentityKeyFile
 	prevCertFile = "server.prev.crt" // served during a rotation to agents that ask for it
 	prevKeyFile  = "server.prev.key"
 	nextCertFile = "server.next.crt" // being announced to agents, not yet served
@@ -30,16 +32,7 @@ const (
 	signingFile  = "signing.key"
 	masterFile   = "master.key"
 	dbFile       = "tendril.db"
-	// AdminKeyFile holds the admin API key (0600) so admin commands run on
-	// the coordinator's host need no --api-key.
-	AdminKeyFile = "admin.key"
-	// RunFile is written while the coordinator runs and says where its
-	// listeners are, so admin commands given --data can find it.
-	RunFile = "run.json"
 )
-
-// ErrNotInitialized means the data folder has no coordinator in it.
-var ErrNotInitialized = errors.New("data folder is not initialized")
 
 // ErrAlreadyInitialized means init was run on a folder that has a
 // coordinator already.
@@ -94,7 +87,7 @@ func InitWith(ctx context.Context, dir string, o InitOptions) (InitResult, error
 	if err := st.CreateAPIKey(ctx, store.APIKey{ID: uuid.NewString(), Name: "admin", Hash: hashSecret(key), CreatedAt: time.Now().UTC(), Admin: true}); err != nil {
 		return InitResult{}, fmt.Errorf("init %s: %w", dir, err)
 	}
-	if err := certs.WriteFileAtomic(filepath.Join(dir, AdminKeyFile), []byte(key+"\n"), 0o600); err != nil {
+	if err := certs.WriteFileAtomic(filepath.Join(dir, api.AdminKeyFile), []byte(key+"\n"), 0o600); err != nil {
 		return InitResult{}, fmt.Errorf("init %s: %w", dir, err)
 	}
 	// The identity is written last: its key file is what marks the folder
@@ -116,43 +109,18 @@ func ReadThumbprint(dir string) (string, error) {
 }
 
 func loadIdentity(dir string) (*certs.Identity, error) {
-	if _, err := os.Stat(filepath.Join(dir, keyFile)); errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%s: %w (run \"tendril-server init --data %s\" first)", dir, ErrNotInitialized, dir)
+	if err := api.CheckInitialized(dir); err != nil {
+		return nil, err
 	}
 	return certs.LoadIdentity(filepath.Join(dir, certFile), filepath.Join(dir, keyFile))
 }
 
-// RunInfo is the content of RunFile.
-type RunInfo struct {
-	PID       int    `json:"pid"`
-	Version   string `json:"version"`
-	HTTP      string `json:"http"`       // host:port of the API
-	HTTPS     bool   `json:"https"`      // the API is served over TLS
-	AgentAddr string `json:"agent_addr"` // host:port agents dial
-}
-
-// ReadRunInfo reads RunFile from a data folder.
-func ReadRunInfo(dir string) (RunInfo, error) {
-	b, err := os.ReadFile(filepath.Join(dir, RunFile))
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return RunInfo{}, fmt.Errorf("no coordinator is running with data folder %s (start it with \"tendril-server run --data %s\")", dir, dir)
-		}
-		return RunInfo{}, fmt.Errorf("read %s: %w", RunFile, err)
-	}
-	var ri RunInfo
-	if err := json.Unmarshal(b, &ri); err != nil {
-		return RunInfo{}, fmt.Errorf("read %s: %w", RunFile, err)
-	}
-	return ri, nil
-}
-
-func writeRunInfo(dir string, ri RunInfo) error {
+func writeRunInfo(dir string, ri api.RunInfo) error {
 	b, err := json.MarshalIndent(ri, "", "  ")
 	if err != nil {
 		return err
 	}
-	return certs.WriteFileAtomic(filepath.Join(dir, RunFile), append(b, '\n'), 0o600)
+	return certs.WriteFileAtomic(filepath.Join(dir, api.RunFile), append(b, '\n'), 0o600)
 }
 
 // newSecret returns a random bearer secret with a prefix that says what it

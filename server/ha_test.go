@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/tendrildeploy/tendril/agent"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/store"
@@ -137,7 +139,7 @@ func (ts *testServer) connectedTo(t *testing.T, agentName, node string) {
 	})
 }
 
-func nodeNamed(t *testing.T, ts *testServer, name string) NodeView {
+func nodeNamed(t *testing.T, ts *testServer, name string) api.NodeView {
 	t.Helper()
 	all, err := ts.Nodes(context.Background())
 	if err != nil {
@@ -149,7 +151,7 @@ func nodeNamed(t *testing.T, ts *testServer, name string) NodeView {
 		}
 	}
 	t.Fatalf("no node %s in %+v", name, all)
-	return NodeView{}
+	return api.NodeView{}
 }
 
 func (ts *testServer) task(t *testing.T, id string) store.Task {
@@ -163,7 +165,7 @@ func (ts *testServer) task(t *testing.T, id string) store.Task {
 
 func (ts *testServer) startTaskOn(t *testing.T, agentName, script string) string {
 	t.Helper()
-	views, err := ts.CreateTasks(context.Background(), TaskRequest{Agent: agentName, Args: []string{"run-script", "--inline", script}})
+	views, err := ts.CreateTasks(context.Background(), api.TaskRequest{Agent: agentName, Args: []string{"run-script", "--inline", script}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,14 +235,14 @@ func TestNodesShareAgentsAndTasks(t *testing.T) {
 	// database when it needs them.
 	a.upload(t, packBundle(t, "1.0.0", 0))
 	resp, body := a.api(t, "POST", "/api/files", "", strings.NewReader("package contents"))
-	var file FileView
+	var file api.FileView
 	if resp.StatusCode != 201 || json.Unmarshal(body, &file) != nil {
 		t.Fatalf("upload file: %d %s", resp.StatusCode, body)
 	}
 
 	// Created through a, run by b, which holds the agent.
 	gate := filepath.Join(t.TempDir(), "gate")
-	views, err := a.CreateTasks(ctx, TaskRequest{Agent: "on-b", File: &FileRef{Name: "pkg.txt", SHA256: file.SHA256},
+	views, err := a.CreateTasks(ctx, api.TaskRequest{Agent: "on-b", File: &api.FileRef{Name: "pkg.txt", SHA256: file.SHA256},
 		Args: []string{"run-script", "--inline", `cat "$TENDRIL_FILES/pkg.txt"; echo; echo started; while [ ! -e ` + gate + ` ]; do sleep 0.05; done; echo done`}})
 	if err != nil {
 		t.Fatal(err)
@@ -279,7 +281,7 @@ func TestNodesShareAgentsAndTasks(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "b refusing tasks in maintenance", func() bool {
-		_, err := b.CreateTasks(ctx, TaskRequest{Agent: "on-a", Args: []string{"run-script", "--inline", "true"}})
+		_, err := b.CreateTasks(ctx, api.TaskRequest{Agent: "on-a", Args: []string{"run-script", "--inline", "true"}})
 		return errors.Is(err, ErrConflict) && err.Error() == maintenanceMessage
 	})
 	if _, err := b.SetMaintenance(ctx, false); err != nil {
@@ -398,7 +400,7 @@ func TestRolloutAcrossNodes(t *testing.T) {
 	a.pushPackage(t, "2.0.0", "linux", "amd64", smallELF("v2")) // b fetches it
 	x := newFakeAgent(t, a, "x", "Prod", "1.0.0")
 	y := newFakeAgent(t, b, "y", "Prod", "1.0.0")
-	v, err := b.StartRollout(context.Background(), RolloutRequest{Environment: "Prod", Batch: 1})
+	v, err := b.StartRollout(context.Background(), api.RolloutRequest{Environment: "Prod", Batch: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -425,7 +427,7 @@ func TestRolloutHandedOverByDrainingNode(t *testing.T) {
 	x := newFakeAgent(t, b, "x", "Prod", "1.0.0")
 	x.set(func(f *fakeAgent) { f.running = 1 }) // holds the rollout until told
 	b.checkAllHealth()
-	v, err := a.StartRollout(ctx, RolloutRequest{Environment: "Prod"})
+	v, err := a.StartRollout(ctx, api.RolloutRequest{Environment: "Prod"})
 	if err != nil {
 		t.Fatal(err)
 	}

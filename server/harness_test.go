@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/hashicorp/yamux"
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
@@ -235,7 +237,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 // agentView returns the named agent as the API shows it.
-func (ts *testServer) agentView(t *testing.T, name string) AgentView {
+func (ts *testServer) agentView(t *testing.T, name string) api.AgentView {
 	t.Helper()
 	v, err := ts.Agent(context.Background(), name)
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
@@ -18,23 +20,6 @@ import (
 // maxRequestBody bounds API request bodies; none of today's needs more.
 const maxRequestBody = 64 << 10
 
-// APIError is the body of every failed API call.
-type APIError struct {
-	Error string `json:"error"`
-}
-
-// TokenRequest is the body of POST /api/tokens.
-type TokenRequest struct {
-	Environment string `json:"environment"`
-	// TTL is a Go duration ("24h", "30m"); "" means 24 hours.
-	TTL string `json:"ttl,omitempty"`
-	// Servers overrides the coordinator addresses put in the join string.
-	Servers []string `json:"servers,omitempty"`
-}
-
-// DefaultTokenTTL is an enrollment token's lifetime when none is given.
-const DefaultTokenTTL = 24 * time.Hour
-
 func (s *Server) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -42,52 +27,52 @@ func (s *Server) handler() http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /api/openapi.json", s.apiOpenAPI) // documentation: no key needed
-	api := func(pattern string, h func(w http.ResponseWriter, r *http.Request)) {
+	route := func(pattern string, h func(w http.ResponseWriter, r *http.Request)) {
 		mux.Handle(pattern, s.authorize(maxRequestBody, http.HandlerFunc(h)))
 	}
 	upload := func(pattern string, limit int64, h func(w http.ResponseWriter, r *http.Request)) {
 		mux.Handle(pattern, s.authorize(limit, http.HandlerFunc(h)))
 	}
-	api("GET /api/agents", s.apiAgents)
-	api("GET /api/agents/{name}", s.apiAgent)
-	api("DELETE /api/agents/{name}", s.apiDeleteAgent)
-	api("POST /api/tokens", s.apiCreateToken)
-	api("GET /api/tokens", s.apiTokens)
-	api("DELETE /api/tokens/{id}", s.apiRevokeToken)
-	api("GET /api/users", s.adminOnly(s.apiUsers))
-	api("POST /api/users", s.adminOnly(s.apiCreateUser))
-	api("DELETE /api/users/{name}", s.adminOnly(s.apiDeleteUser))
-	api("GET /api/api-keys", s.adminOnly(s.apiAPIKeys))
-	api("POST /api/api-keys", s.adminOnly(s.apiCreateAPIKey))
-	api("POST /api/api-keys/{id}/revoke", s.adminOnly(s.apiRevokeAPIKey))
-	api("GET /api/server", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.Info()) })
-	api("POST /api/certificate/rotate", s.apiRotate)
-	upload("POST /api/calamari", MaxBundleSize, s.apiUploadCalamari)
-	api("GET /api/calamari", s.apiCalamari)
-	api("POST /api/calamari/update", s.apiUpdateCalamari)
-	upload("POST /api/files", MaxBundleSize, s.apiUploadFile)
-	upload("POST /api/agent-packages", MaxAgentPackageSize, s.apiUploadAgentPackage)
-	api("GET /api/agent-packages", s.apiAgentPackages)
-	api("POST /api/rollouts", s.apiStartRollout)
-	api("GET /api/rollouts", s.apiRollouts)
-	api("GET /api/rollouts/{id}", s.apiRollout)
-	api("POST /api/rollouts/{id}/halt", s.apiHaltRollout)
-	api("POST /api/rollouts/{id}/resume", s.apiResumeRollout)
-	api("POST /api/tasks", s.apiCreateTasks)
-	api("GET /api/tasks", s.apiTasks)
-	api("GET /api/tasks/{id}", s.apiTask)
-	api("GET /api/tasks/{id}/log", s.apiTaskLog)
-	api("POST /api/tasks/{id}/cancel", s.apiCancelTask)
-	api("GET /api/maintenance", s.apiMaintenance)
-	api("PUT /api/maintenance", s.apiSetMaintenance)
-	api("GET /api/policy", s.apiPolicy)
-	api("PUT /api/policy", s.adminOnly(s.apiSetPolicy))
-	api("POST /api/backup/snapshot", s.apiBackupSnapshot)
-	api("GET /api/updates", s.apiUpdates)
-	api("GET /api/nodes", s.apiNodes)
-	api("POST /api/nodes/{name}/drain", s.apiDrainNode)
-	api("POST /api/nodes/{name}/undrain", s.apiUndrainNode)
-	api("POST /api/agents/{name}/health-check", s.apiCheckAgentHealth)
+	route("GET /api/agents", s.apiAgents)
+	route("GET /api/agents/{name}", s.apiAgent)
+	route("DELETE /api/agents/{name}", s.apiDeleteAgent)
+	route("POST /api/tokens", s.apiCreateToken)
+	route("GET /api/tokens", s.apiTokens)
+	route("DELETE /api/tokens/{id}", s.apiRevokeToken)
+	route("GET /api/users", s.adminOnly(s.apiUsers))
+	route("POST /api/users", s.adminOnly(s.apiCreateUser))
+	route("DELETE /api/users/{name}", s.adminOnly(s.apiDeleteUser))
+	route("GET /api/api-keys", s.adminOnly(s.apiAPIKeys))
+	route("POST /api/api-keys", s.adminOnly(s.apiCreateAPIKey))
+	route("POST /api/api-keys/{id}/revoke", s.adminOnly(s.apiRevokeAPIKey))
+	route("GET /api/server", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.Info()) })
+	route("POST /api/certificate/rotate", s.apiRotate)
+	upload("POST /api/calamari", api.MaxBundleSize, s.apiUploadCalamari)
+	route("GET /api/calamari", s.apiCalamari)
+	route("POST /api/calamari/update", s.apiUpdateCalamari)
+	upload("POST /api/files", api.MaxBundleSize, s.apiUploadFile)
+	upload("POST /api/agent-packages", api.MaxAgentPackageSize, s.apiUploadAgentPackage)
+	route("GET /api/agent-packages", s.apiAgentPackages)
+	route("POST /api/rollouts", s.apiStartRollout)
+	route("GET /api/rollouts", s.apiRollouts)
+	route("GET /api/rollouts/{id}", s.apiRollout)
+	route("POST /api/rollouts/{id}/halt", s.apiHaltRollout)
+	route("POST /api/rollouts/{id}/resume", s.apiResumeRollout)
+	route("POST /api/tasks", s.apiCreateTasks)
+	route("GET /api/tasks", s.apiTasks)
+	route("GET /api/tasks/{id}", s.apiTask)
+	route("GET /api/tasks/{id}/log", s.apiTaskLog)
+	route("POST /api/tasks/{id}/cancel", s.apiCancelTask)
+	route("GET /api/maintenance", s.apiMaintenance)
+	route("PUT /api/maintenance", s.apiSetMaintenance)
+	route("GET /api/policy", s.apiPolicy)
+	route("PUT /api/policy", s.adminOnly(s.apiSetPolicy))
+	route("POST /api/backup/snapshot", s.apiBackupSnapshot)
+	route("GET /api/updates", s.apiUpdates)
+	route("GET /api/nodes", s.apiNodes)
+	route("POST /api/nodes/{name}/drain", s.apiDrainNode)
+	route("POST /api/nodes/{name}/undrain", s.apiUndrainNode)
+	route("POST /api/agents/{name}/health-check", s.apiCheckAgentHealth)
 	s.registerConsole(mux)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path))
@@ -164,11 +149,11 @@ func (s *Server) agentError(w http.ResponseWriter, r *http.Request, err error) b
 }
 
 func (s *Server) apiCreateToken(w http.ResponseWriter, r *http.Request) {
-	var req TokenRequest
+	var req api.TokenRequest
 	if !decodeBody(w, r, &req) {
 		return
 	}
-	ttl := DefaultTokenTTL
+	ttl := api.DefaultTokenTTL
 	if req.TTL != "" {
 		d, err := time.ParseDuration(req.TTL)
 		if err != nil {
@@ -219,7 +204,7 @@ func (s *Server) internalError(w http.ResponseWriter, err error) {
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, APIError{Error: msg})
+	writeJSON(w, status, api.APIError{Error: msg})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -4,7 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"time"
+
+	"github.com/tendrildeploy/tendril/api"
 
 	"go.uber.org/zap"
 
@@ -20,35 +21,8 @@ const (
 	NodeDead     = "dead"     // missed its heartbeats
 )
 
-// NodeView is a coordinator node as GET /api/nodes shows it.
-type NodeView struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	Advertise string    `json:"advertise"` // the address agents dial
-	HTTP      string    `json:"http"`
-	Version   string    `json:"version"`
-	StartedAt time.Time `json:"started_at"`
-	Heartbeat time.Time `json:"heartbeat_at"`
-	// HeartbeatAgeSeconds is how long ago the last heartbeat was, by the
-	// database's clock.
-	HeartbeatAgeSeconds float64 `json:"heartbeat_age_seconds"`
-	State               string  `json:"state"`
-	Alive               bool    `json:"alive"`
-	Draining            bool    `json:"draining"`
-	// Drained is true once a draining node holds no agent and drives no
-	// task or rollout.
-	Drained bool `json:"drained"`
-	// Agents connected to the node, and the unfinished tasks and running
-	// rollouts it drives; zero for a node that is not alive.
-	Agents   int `json:"agents"`
-	Tasks    int `json:"tasks"`
-	Rollouts int `json:"rollouts"`
-	// Self is true for the node that answered.
-	Self bool `json:"self"`
-}
-
-func (s *Server) nodeView(n store.Node) NodeView {
-	v := NodeView{
+func (s *Server) nodeView(n store.Node) api.NodeView {
+	v := api.NodeView{
 		ID: n.ID, Name: n.Name, Advertise: n.Advertise, HTTP: n.HTTP, Version: n.Version,
 		StartedAt: n.StartedAt, Heartbeat: n.Heartbeat, HeartbeatAgeSeconds: n.HeartbeatAge.Seconds(),
 		Alive: n.Alive(), Draining: n.Draining, Self: n.ID == s.nodeID(),
@@ -72,12 +46,12 @@ func (s *Server) nodeView(n store.Node) NodeView {
 }
 
 // Nodes lists the coordinator nodes sharing this one's database, by name.
-func (s *Server) Nodes(ctx context.Context) ([]NodeView, error) {
+func (s *Server) Nodes(ctx context.Context) ([]api.NodeView, error) {
 	all, err := s.refreshNodes(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}
-	out := make([]NodeView, len(all))
+	out := make([]api.NodeView, len(all))
 	for i, n := range all {
 		out[i] = s.nodeView(n)
 	}
@@ -90,10 +64,10 @@ func (s *Server) Nodes(ctx context.Context) ([]NodeView, error) {
 // to connect to another node: idle ones at once, busy ones once their
 // tasks end. Its state is drained once it holds nothing: then it can be
 // stopped, upgraded and started again (it starts draining: undrain it).
-func (s *Server) SetNodeDraining(ctx context.Context, name string, draining bool) (NodeView, error) {
+func (s *Server) SetNodeDraining(ctx context.Context, name string, draining bool) (api.NodeView, error) {
 	all, err := s.refreshNodes(ctx)
 	if err != nil {
-		return NodeView{}, fmt.Errorf("drain node %s: %w", name, err)
+		return api.NodeView{}, fmt.Errorf("drain node %s: %w", name, err)
 	}
 	var target *store.Node
 	for i := range all {
@@ -102,10 +76,10 @@ func (s *Server) SetNodeDraining(ctx context.Context, name string, draining bool
 		}
 	}
 	if target == nil {
-		return NodeView{}, userError(store.ErrNotFound, "no coordinator node named %q (see tendril-server nodes list)", name)
+		return api.NodeView{}, userError(store.ErrNotFound, "no coordinator node named %q (see tendril-server nodes list)", name)
 	}
 	if err := s.store.SetNodeDraining(ctx, target.ID, draining); err != nil {
-		return NodeView{}, fmt.Errorf("drain node %s: %w", name, err)
+		return api.NodeView{}, fmt.Errorf("drain node %s: %w", name, err)
 	}
 	s.log.Info("node draining flag set", zap.String("node", name), zap.Bool("draining", draining))
 	if target.ID == s.nodeID() {
@@ -115,14 +89,14 @@ func (s *Server) SetNodeDraining(ctx context.Context, name string, draining bool
 	}
 	all, err = s.refreshNodes(ctx)
 	if err != nil {
-		return NodeView{}, fmt.Errorf("drain node %s: %w", name, err)
+		return api.NodeView{}, fmt.Errorf("drain node %s: %w", name, err)
 	}
 	for _, n := range all {
 		if n.ID == target.ID {
 			return s.nodeView(n), nil
 		}
 	}
-	return NodeView{}, userError(store.ErrNotFound, "coordinator node %q is gone", name)
+	return api.NodeView{}, userError(store.ErrNotFound, "coordinator node %q is gone", name)
 }
 
 func (s *Server) apiNodes(w http.ResponseWriter, r *http.Request) {

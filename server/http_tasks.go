@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -62,18 +64,12 @@ func (s *Server) apiCalamari(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) apiUpdateCalamari(w http.ResponseWriter, r *http.Request) {
-	var t UpdateTarget
+	var t api.UpdateTarget
 	if !decodeBody(w, r, &t) {
 		return
 	}
 	res, err := s.UpdateCalamari(r.Context(), t)
 	s.respond(w, http.StatusOK, res, err)
-}
-
-// FileView describes an uploaded file.
-type FileView struct {
-	SHA256 string `json:"sha256"`
-	Size   int64  `json:"size"`
 }
 
 // apiUploadFile stores a file by its SHA-256, for tasks to send to agents.
@@ -86,33 +82,33 @@ func (s *Server) apiUploadFile(w http.ResponseWriter, r *http.Request) {
 	s.respond(w, http.StatusCreated, v, err)
 }
 
-func (s *Server) storeFile(r io.Reader) (FileView, error) {
+func (s *Server) storeFile(r io.Reader) (api.FileView, error) {
 	if err := os.MkdirAll(s.filesDir(), 0o700); err != nil {
-		return FileView{}, err
+		return api.FileView{}, err
 	}
 	tmp, err := os.CreateTemp(s.filesDir(), ".upload-*")
 	if err != nil {
-		return FileView{}, err
+		return api.FileView{}, err
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
 	h := sha256.New()
 	n, err := io.Copy(io.MultiWriter(tmp, h), r)
 	if err != nil {
-		return FileView{}, fmt.Errorf("receive file: %w", err)
+		return api.FileView{}, fmt.Errorf("receive file: %w", err)
 	}
 	if err := tmp.Sync(); err != nil {
-		return FileView{}, err
+		return api.FileView{}, err
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	if err := os.Rename(tmp.Name(), filepath.Join(s.filesDir(), sum)); err != nil {
-		return FileView{}, err
+		return api.FileView{}, err
 	}
-	return FileView{SHA256: sum, Size: n}, nil
+	return api.FileView{SHA256: sum, Size: n}, nil
 }
 
 func (s *Server) apiCreateTasks(w http.ResponseWriter, r *http.Request) {
-	var req TaskRequest
+	var req api.TaskRequest
 	if !decodeBody(w, r, &req) {
 		return
 	}
@@ -153,21 +149,6 @@ func (s *Server) apiCancelTask(w http.ResponseWriter, r *http.Request) {
 	s.respond(w, http.StatusOK, t, noSuchTask(r.PathValue("id"), err))
 }
 
-// LogLineView is one line of GET /api/tasks/{id}/log, which streams
-// newline-delimited JSON: LogLineView objects, then, once the task has
-// finished and every line was sent, one {"end": TaskView}.
-type LogLineView struct {
-	Seq    int64     `json:"seq"`
-	Time   time.Time `json:"time"`
-	Stream string    `json:"stream"`
-	Text   string    `json:"text"`
-}
-
-// LogEnd is the last object of a task log stream.
-type LogEnd struct {
-	End TaskView `json:"end"`
-}
-
 // logKeepAlive is how often a quiet follow sends a blank line, so proxies
 // and clients do not take a long silent task for a dead connection.
 const logKeepAlive = 15 * time.Second
@@ -205,7 +186,7 @@ func (s *Server) apiTaskLog(w http.ResponseWriter, r *http.Request) {
 			return // the status line is sent; the client sees a short stream
 		}
 		for _, l := range lines {
-			if enc.Encode(LogLineView{Seq: l.Seq, Time: l.Time, Stream: l.Stream, Text: l.Text}) != nil {
+			if enc.Encode(api.LogLineView{Seq: l.Seq, Time: l.Time, Stream: l.Stream, Text: l.Text}) != nil {
 				return
 			}
 			from = l.Seq + 1
@@ -218,7 +199,7 @@ func (s *Server) apiTaskLog(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if t.Finished() && from > t.LastSeq {
-			enc.Encode(LogEnd{End: taskView(t)})
+			enc.Encode(api.LogEnd{End: taskView(t)})
 			// A finished task never changes again: drop the signal taken
 			// above rather than keep it forever (waking any other reader
 			// only makes it re-read and finish too).

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"go.uber.org/zap"
 	"golang.org/x/mod/semver"
 
@@ -234,8 +236,8 @@ type pageData struct {
 	CSRF        string
 	Who         string // who is signed in, for the header
 	Flashes     []consoleFlash
-	Updates     UpdatesView
-	Maintenance MaintenanceView
+	Updates     api.UpdatesView
+	Maintenance api.MaintenanceView
 	Version     string
 	Body        any
 }
@@ -413,7 +415,7 @@ type machineState struct {
 
 // consoleMachine is an agent with its console state.
 type consoleMachine struct {
-	AgentView
+	api.AgentView
 	State machineState
 	Tags  []machineState
 	// CalamariVersions are all verified versions; only the machine page
@@ -421,7 +423,7 @@ type consoleMachine struct {
 	CalamariVersions []string
 }
 
-func classify(v AgentView) consoleMachine {
+func classify(v api.AgentView) consoleMachine {
 	var states []machineState
 	if !v.Connected {
 		states = append(states, stateUnavailable)
@@ -429,13 +431,13 @@ func classify(v AgentView) consoleMachine {
 	if v.Health == store.HealthUnhealthy {
 		states = append(states, stateUnhealthy)
 	}
-	if v.Upgrade == UpgradeRequired {
+	if v.Upgrade == api.UpgradeRequired {
 		states = append(states, stateUpgradeRequired)
 	}
 	if !v.CalamariCurrent {
 		states = append(states, stateCalamariOutdated)
 	}
-	if v.Upgrade == UpgradeRecommended {
+	if v.Upgrade == api.UpgradeRecommended {
 		states = append(states, stateUpgradeRecommended)
 	}
 	if v.Health == store.HealthWarning {
@@ -456,7 +458,7 @@ type fleetCounts struct {
 // NeedsUpgrade reports whether any counted agent should be upgraded.
 func (f fleetCounts) NeedsUpgrade() bool { return f.UpgradeRecommended+f.UpgradeRequired > 0 }
 
-func (f *fleetCounts) add(v AgentView) {
+func (f *fleetCounts) add(v api.AgentView) {
 	switch v.Health {
 	case store.HealthHealthy:
 		f.Healthy++
@@ -471,9 +473,9 @@ func (f *fleetCounts) add(v AgentView) {
 		f.CalamariOutdated++
 	}
 	switch v.Upgrade {
-	case UpgradeRecommended:
+	case api.UpgradeRecommended:
 		f.UpgradeRecommended++
-	case UpgradeRequired:
+	case api.UpgradeRequired:
 		f.UpgradeRequired++
 	}
 }
@@ -559,7 +561,7 @@ type consoleMachinePage struct {
 	CSRF           string
 	Machine        consoleMachine
 	LatestCalamari string
-	Tasks          []TaskView
+	Tasks          []api.TaskView
 	// Health is the chart of recent health checks.
 	Health healthChart
 }
@@ -615,7 +617,7 @@ func (c *console) machineFragment(w http.ResponseWriter, r *http.Request, si ses
 type consoleTasks struct {
 	Agent      string
 	RefreshURL string
-	Tasks      []TaskView
+	Tasks      []api.TaskView
 }
 
 func (c *console) tasks(ctx context.Context, agent string) (consoleTasks, error) {
@@ -663,7 +665,7 @@ func (c *console) tasksFragment(w http.ResponseWriter, r *http.Request, si sessi
 // CSRF and Task only.
 type consoleTask struct {
 	CSRF      string
-	Task      TaskView
+	Task      api.TaskView
 	Log       []store.LogLine
 	NextSeq   int64
 	Truncated bool
@@ -732,7 +734,7 @@ func (c *console) failed(what string, err error) consoleFlash {
 }
 
 func (c *console) updateCalamari(w http.ResponseWriter, r *http.Request, si sessionInfo) {
-	t := UpdateTarget{Agent: r.PostForm.Get("agent"), Environment: r.PostForm.Get("environment")}
+	t := api.UpdateTarget{Agent: r.PostForm.Get("agent"), Environment: r.PostForm.Get("environment")}
 	res, err := c.s.UpdateCalamari(r.Context(), t)
 	if err != nil {
 		c.done(w, r, si, "/", c.failed("Update Calamari", err))
@@ -742,7 +744,7 @@ func (c *console) updateCalamari(w http.ResponseWriter, r *http.Request, si sess
 }
 
 // updateFlash sums up a Calamari update for a person.
-func updateFlash(t UpdateTarget, res []UpdateResult) consoleFlash {
+func updateFlash(t api.UpdateTarget, res []api.UpdateResult) consoleFlash {
 	where := t.Environment
 	if t.Agent != "" {
 		where = t.Agent
@@ -779,7 +781,7 @@ func updateFlash(t UpdateTarget, res []UpdateResult) consoleFlash {
 }
 
 func (c *console) upgrade(w http.ResponseWriter, r *http.Request, si sessionInfo) {
-	req := RolloutRequest{Environment: r.PostForm.Get("environment"), All: r.PostForm.Get("all") == "true",
+	req := api.RolloutRequest{Environment: r.PostForm.Get("environment"), All: r.PostForm.Get("all") == "true",
 		Agents: r.PostForm["agent"]}
 	v, err := c.s.StartRollout(r.Context(), req)
 	if err != nil {

@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -39,7 +41,7 @@ func newConsoleClient(t *testing.T, ts *testServer) *consoleClient {
 
 func adminKey(t *testing.T, ts *testServer) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(ts.dir, AdminKeyFile))
+	b, err := os.ReadFile(filepath.Join(ts.dir, api.AdminKeyFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,7 +263,7 @@ func TestConsoleUnauthenticated(t *testing.T) {
 				t.Fatalf("got Location %q, want %q", resp.Header.Get("Location"), tt.wantLoc)
 			}
 			if tt.wantJSON {
-				var e APIError
+				var e api.APIError
 				if err := json.Unmarshal([]byte(body), &e); err != nil || e.Error == "" || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
 					t.Fatalf("got %q (%s), want a JSON error", body, resp.Header.Get("Content-Type"))
 				}
@@ -504,7 +506,7 @@ func TestAPICheckAgentHealth(t *testing.T) {
 			if tt.wantStatus != http.StatusOK {
 				return
 			}
-			var v AgentView
+			var v api.AgentView
 			if err := json.Unmarshal([]byte(body), &v); err != nil {
 				t.Fatal(err)
 			}
@@ -526,20 +528,22 @@ func TestCheckAgentHealthDisconnected(t *testing.T) {
 }
 
 func TestClassifyMachine(t *testing.T) {
-	base := AgentView{Connected: true, Health: store.HealthHealthy, CalamariCurrent: true, Upgrade: UpgradeNone}
+	base := api.AgentView{Connected: true, Health: store.HealthHealthy, CalamariCurrent: true, Upgrade: api.UpgradeNone}
 	tests := []struct {
 		name     string
-		mod      func(*AgentView)
+		mod      func(*api.AgentView)
 		want     string
 		wantTags []string
 	}{
-		{"healthy", func(*AgentView) {}, "healthy", nil},
-		{"legacy TLS", func(v *AgentView) { v.Health = store.HealthWarning }, "warning", nil},
-		{"calamari behind", func(v *AgentView) { v.Health, v.CalamariCurrent = store.HealthWarning, false }, "calamari-outdated", []string{"warning"}},
-		{"upgrade recommended", func(v *AgentView) { v.Upgrade = UpgradeRecommended }, "upgrade-recommended", nil},
-		{"upgrade required", func(v *AgentView) { v.Upgrade, v.CalamariCurrent = UpgradeRequired, false }, "upgrade-required", []string{"calamari-outdated"}},
-		{"unhealthy", func(v *AgentView) { v.Health = store.HealthUnhealthy }, "unhealthy", nil},
-		{"unavailable", func(v *AgentView) { v.Connected, v.Health, v.CalamariCurrent = false, store.HealthUnavailable, false }, "unavailable", []string{"calamari-outdated"}},
+		{"healthy", func(*api.AgentView) {}, "healthy", nil},
+		{"legacy TLS", func(v *api.AgentView) { v.Health = store.HealthWarning }, "warning", nil},
+		{"calamari behind", func(v *api.AgentView) { v.Health, v.CalamariCurrent = store.HealthWarning, false }, "calamari-outdated", []string{"warning"}},
+		{"upgrade recommended", func(v *api.AgentView) { v.Upgrade = api.UpgradeRecommended }, "upgrade-recommended", nil},
+		{"upgrade required", func(v *api.AgentView) { v.Upgrade, v.CalamariCurrent = api.UpgradeRequired, false }, "upgrade-required", []string{"calamari-outdated"}},
+		{"unhealthy", func(v *api.AgentView) { v.Health = store.HealthUnhealthy }, "unhealthy", nil},
+		{"unavailable", func(v *api.AgentView) {
+			v.Connected, v.Health, v.CalamariCurrent = false, store.HealthUnavailable, false
+		}, "unavailable", []string{"calamari-outdated"}},
 	}
 	for _, tt := range tests {
 		v := base

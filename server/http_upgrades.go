@@ -1,6 +1,10 @@
 package server
 
-import "net/http"
+import (
+	"net/http"
+
+	"github.com/tendrildeploy/tendril/api"
+)
 
 func (s *Server) apiUploadAgentPackage(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
@@ -14,7 +18,7 @@ func (s *Server) apiAgentPackages(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) apiStartRollout(w http.ResponseWriter, r *http.Request) {
-	var req RolloutRequest
+	var req api.RolloutRequest
 	if !decodeBody(w, r, &req) {
 		return
 	}

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"go.uber.org/zap/zaptest"
 
 	"github.com/tendrildeploy/tendril/agent"
@@ -81,9 +83,9 @@ func startAgent(t *testing.T, home string, mod func(*agent.Config)) *runningAgen
 	return ra
 }
 
-func (ts *testServer) waitConnected(t *testing.T, name string) AgentView {
+func (ts *testServer) waitConnected(t *testing.T, name string) api.AgentView {
 	t.Helper()
-	var v AgentView
+	var v api.AgentView
 	eventually(t, name+" connected", func() bool {
 		v = ts.agentView(t, name)
 		return v.Connected

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"go.uber.org/zap"
 
 	"github.com/tendrildeploy/tendril/server/store"
@@ -21,28 +23,6 @@ const settingMaintenance = "maintenance"
 
 // maintenanceMessage is what a refused request says, with the way out.
 const maintenanceMessage = "the coordinator is in maintenance mode; no new tasks start (turn it off with: tendril-server maintenance off)"
-
-// MaintenanceView is the maintenance state as the API shows it.
-type MaintenanceView struct {
-	On    bool       `json:"on"`
-	Since *time.Time `json:"since,omitempty"`
-	// RunningTasks and QueuedTasks are the tasks not yet finished;
-	// RunningRollouts the rollouts still upgrading agents. A drain is
-	// complete when all three are zero.
-	RunningTasks    int `json:"running_tasks"`
-	QueuedTasks     int `json:"queued_tasks"`
-	RunningRollouts int `json:"running_rollouts"`
-}
-
-// Drained reports whether nothing is left running or waiting to run.
-func (v MaintenanceView) Drained() bool {
-	return v.RunningTasks == 0 && v.QueuedTasks == 0 && v.RunningRollouts == 0
-}
-
-// MaintenanceRequest is the body of PUT /api/maintenance.
-type MaintenanceRequest struct {
-	On *bool `json:"on"`
-}
 
 // maintenance is the coordinator's copy of the stored state. Starting work
 // holds the read lock from the check until the work is stored, and
@@ -109,7 +89,7 @@ func (s *Server) beginWork() (func(), error) {
 
 // SetMaintenance turns maintenance mode on or off and stores it. Turning
 // it on again keeps the original since.
-func (s *Server) SetMaintenance(ctx context.Context, on bool) (MaintenanceView, error) {
+func (s *Server) SetMaintenance(ctx context.Context, on bool) (api.MaintenanceView, error) {
 	s.maint.mu.Lock()
 	sm := storedMaintenance{On: on}
 	if on {
@@ -124,7 +104,7 @@ func (s *Server) SetMaintenance(ctx context.Context, on bool) (MaintenanceView, 
 	}
 	if err != nil {
 		s.maint.mu.Unlock()
-		return MaintenanceView{}, fmt.Errorf("set maintenance mode: %w", err)
+		return api.MaintenanceView{}, fmt.Errorf("set maintenance mode: %w", err)
 	}
 	changed := s.maint.on != on
 	s.maint.on, s.maint.since = sm.On, sm.Since
@@ -138,9 +118,9 @@ func (s *Server) SetMaintenance(ctx context.Context, on bool) (MaintenanceView, 
 }
 
 // Maintenance returns the state and what is still running.
-func (s *Server) Maintenance(ctx context.Context) (MaintenanceView, error) {
+func (s *Server) Maintenance(ctx context.Context) (api.MaintenanceView, error) {
 	s.maint.mu.RLock()
-	v := MaintenanceView{On: s.maint.on}
+	v := api.MaintenanceView{On: s.maint.on}
 	if s.maint.on && !s.maint.since.IsZero() {
 		since := s.maint.since
 		v.Since = &since
@@ -150,7 +130,7 @@ func (s *Server) Maintenance(ctx context.Context) (MaintenanceView, error) {
 	// after a restart counts until its result is collected.
 	ts, err := s.store.ListTasks(ctx, store.TaskFilter{Unfinished: true, Limit: 1 << 20})
 	if err != nil {
-		return MaintenanceView{}, fmt.Errorf("maintenance state: %w", err)
+		return api.MaintenanceView{}, fmt.Errorf("maintenance state: %w", err)
 	}
 	for _, t := range ts {
 		if t.State == store.TaskRunning {
@@ -161,12 +141,12 @@ func (s *Server) Maintenance(ctx context.Context) (MaintenanceView, error) {
 	}
 	rs, err := s.store.Rollouts(ctx, true, 1<<20)
 	if err != nil {
-		return MaintenanceView{}, fmt.Errorf("maintenance state: %w", err)
+		return api.MaintenanceView{}, fmt.Errorf("maintenance state: %w", err)
 	}
 	// A halted rollout with nothing in flight does no work until it is
 	// resumed, which maintenance mode refuses: a drain need not wait for it.
 	if v.RunningRollouts, err = s.busyRollouts(ctx, rs); err != nil {
-		return MaintenanceView{}, fmt.Errorf("maintenance state: %w", err)
+		return api.MaintenanceView{}, fmt.Errorf("maintenance state: %w", err)
 	}
 	return v, nil
 }
@@ -177,7 +157,7 @@ func (s *Server) apiMaintenance(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) apiSetMaintenance(w http.ResponseWriter, r *http.Request) {
-	var req MaintenanceRequest
+	var req api.MaintenanceRequest
 	if !decodeBody(w, r, &req) {
 		return
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -19,7 +21,7 @@ func TestMaintenanceRefusesNewWorkAndLetsRunningFinish(t *testing.T) {
 	ts.waitConnected(t, "web-1")
 	ts.upload(t, packBundle(t, "1.0.0", 0))
 	gate := filepath.Join(t.TempDir(), "gate")
-	views, err := ts.CreateTasks(ctx, TaskRequest{Agent: "web-1",
+	views, err := ts.CreateTasks(ctx, api.TaskRequest{Agent: "web-1",
 		Args: []string{"run-script", "--inline", `echo started; while [ ! -e ` + gate + ` ]; do sleep 0.05; done; echo done`}})
 	if err != nil {
 		t.Fatal(err)
@@ -42,11 +44,11 @@ func TestMaintenanceRefusesNewWorkAndLetsRunningFinish(t *testing.T) {
 		try  func() error
 	}{
 		{"task", func() error {
-			_, err := ts.CreateTasks(ctx, TaskRequest{Agent: "web-1", Args: []string{"run-script", "--inline", "true"}})
+			_, err := ts.CreateTasks(ctx, api.TaskRequest{Agent: "web-1", Args: []string{"run-script", "--inline", "true"}})
 			return err
 		}},
 		{"rollout", func() error {
-			_, err := ts.StartRollout(ctx, RolloutRequest{All: true})
+			_, err := ts.StartRollout(ctx, api.RolloutRequest{All: true})
 			return err
 		}},
 	}
@@ -99,7 +101,7 @@ func TestMaintenanceSurvivesRestart(t *testing.T) {
 	if err != nil || !v.On || v.Since == nil || !v.Since.Equal(*on.Since) {
 		t.Fatalf("after restart: got %+v, %v, want on since %v", v, err, on.Since)
 	}
-	if _, err := ts2.CreateTasks(ctx, TaskRequest{Agent: "any", Args: []string{"x"}}); !errors.Is(err, ErrConflict) {
+	if _, err := ts2.CreateTasks(ctx, api.TaskRequest{Agent: "any", Args: []string{"x"}}); !errors.Is(err, ErrConflict) {
 		t.Fatalf("task after restart: got %v, want the maintenance refusal", err)
 	}
 	if _, err := ts2.SetMaintenance(ctx, false); err != nil {
@@ -140,7 +142,7 @@ func TestMaintenanceAPI(t *testing.T) {
 				t.Fatalf("got %d %s, want %d", resp.StatusCode, body, tt.want)
 			}
 			if tt.wantMsg != "" {
-				var e APIError
+				var e api.APIError
 				json.Unmarshal(body, &e)
 				if !strings.Contains(e.Error, tt.wantMsg) {
 					t.Fatalf("got %q, want it to say %q", e.Error, tt.wantMsg)

@@ -18,6 +18,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/pb33f/libopenapi"
 	validator "github.com/pb33f/libopenapi-validator"
 )
@@ -303,7 +305,7 @@ func TestBodyErrorMessages(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			dec := json.NewDecoder(strings.NewReader(tt.body))
 			dec.DisallowUnknownFields()
-			var req TokenRequest
+			var req api.TokenRequest
 			err := dec.Decode(&req)
 			if err == nil {
 				t.Fatal("got no decode error, want one")

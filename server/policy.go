@@ -7,41 +7,15 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"go.uber.org/zap"
 
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
-// PolicyView is the machine policy as the API shows it.
-type PolicyView struct {
-	// HealthInterval is how often every connected agent is checked, as a
-	// Go duration ("1m0s").
-	HealthInterval string `json:"health_interval"`
-	// HealthIntervalSeconds is the same, for scripts.
-	HealthIntervalSeconds float64 `json:"health_interval_seconds"`
-	// CalamariKeep is how many Calamari versions each agent keeps.
-	CalamariKeep int `json:"calamari_keep"`
-	// UpgradeBatch and UpgradeMaxFailures apply to rollouts started
-	// without a batch size or a failure budget.
-	UpgradeBatch       int `json:"upgrade_batch"`
-	UpgradeMaxFailures int `json:"upgrade_max_failures"`
-	// SetBy is "default", "flag" or "operator".
-	SetBy     string     `json:"set_by"`
-	UpdatedAt *time.Time `json:"updated_at,omitempty"`
-}
-
-// PolicyRequest is the body of PUT /api/policy. Fields left out keep their
-// stored value.
-type PolicyRequest struct {
-	// HealthInterval is a Go duration such as 30s or 2m, at least 1s.
-	HealthInterval     *string `json:"health_interval,omitempty"`
-	CalamariKeep       *int    `json:"calamari_keep,omitempty"`
-	UpgradeBatch       *int    `json:"upgrade_batch,omitempty"`
-	UpgradeMaxFailures *int    `json:"upgrade_max_failures,omitempty"`
-}
-
-func policyView(p store.Policy) PolicyView {
-	v := PolicyView{HealthInterval: p.HealthInterval.String(), HealthIntervalSeconds: p.HealthInterval.Seconds(),
+func policyView(p store.Policy) api.PolicyView {
+	v := api.PolicyView{HealthInterval: p.HealthInterval.String(), HealthIntervalSeconds: p.HealthInterval.Seconds(),
 		CalamariKeep: p.CalamariKeep, UpgradeBatch: p.UpgradeBatch, UpgradeMaxFailures: p.UpgradeMaxFailures, SetBy: p.SetBy}
 	if !p.UpdatedAt.IsZero() {
 		t := p.UpdatedAt
@@ -129,10 +103,10 @@ func (s *Server) refreshPolicy(ctx context.Context) {
 }
 
 // Policy returns the stored machine policy.
-func (s *Server) Policy(ctx context.Context) (PolicyView, error) {
+func (s *Server) Policy(ctx context.Context) (api.PolicyView, error) {
 	p, err := s.store.Policy(ctx)
 	if err != nil {
-		return PolicyView{}, err
+		return api.PolicyView{}, err
 	}
 	s.usePolicy(p)
 	return policyView(p), nil
@@ -141,15 +115,15 @@ func (s *Server) Policy(ctx context.Context) (PolicyView, error) {
 // SetPolicy changes the fields of the machine policy given in req, as an
 // operator: deprecated flags no longer override it. Invalid values change
 // nothing.
-func (s *Server) SetPolicy(ctx context.Context, req PolicyRequest) (PolicyView, error) {
+func (s *Server) SetPolicy(ctx context.Context, req api.PolicyRequest) (api.PolicyView, error) {
 	p, err := s.store.Policy(ctx)
 	if err != nil {
-		return PolicyView{}, err
+		return api.PolicyView{}, err
 	}
 	if req.HealthInterval != nil {
 		d, err := time.ParseDuration(*req.HealthInterval)
 		if err != nil {
-			return PolicyView{}, userError(ErrBadRequest, "health_interval %q: not a duration such as 30s or 2m", *req.HealthInterval)
+			return api.PolicyView{}, userError(ErrBadRequest, "health_interval %q: not a duration such as 30s or 2m", *req.HealthInterval)
 		}
 		p.HealthInterval = d
 	}
@@ -164,10 +138,10 @@ func (s *Server) SetPolicy(ctx context.Context, req PolicyRequest) (PolicyView, 
 	}
 	p.SetBy, p.UpdatedAt = store.PolicySetByOperator, time.Now()
 	if err := p.Validate(); err != nil {
-		return PolicyView{}, userError(ErrBadRequest, "%s", err)
+		return api.PolicyView{}, userError(ErrBadRequest, "%s", err)
 	}
 	if err := s.store.SetPolicy(ctx, p); err != nil {
-		return PolicyView{}, err
+		return api.PolicyView{}, err
 	}
 	s.usePolicy(p)
 	s.log.Info("machine policy set", zap.Duration("health_interval", p.HealthInterval), zap.Int("calamari_keep", p.CalamariKeep),
@@ -181,11 +155,11 @@ func (s *Server) apiPolicy(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) apiSetPolicy(w http.ResponseWriter, r *http.Request) {
-	var req PolicyRequest
+	var req api.PolicyRequest
 	if !decodeBody(w, r, &req) {
 		return
 	}
-	if req == (PolicyRequest{}) {
+	if req == (api.PolicyRequest{}) {
 		writeError(w, http.StatusBadRequest, "give at least one of health_interval, calamari_keep, upgrade_batch or upgrade_max_failures")
 		return
 	}

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -29,7 +31,7 @@ func TestPolicyHealthIntervalFlag(t *testing.T) {
 	steps := []struct {
 		name      string
 		flag      time.Duration
-		operator  *PolicyRequest // set through the API once the coordinator runs
+		operator  *api.PolicyRequest // set through the API once the coordinator runs
 		wantEvery time.Duration
 		wantBy    string
 	}{
@@ -38,7 +40,7 @@ func TestPolicyHealthIntervalFlag(t *testing.T) {
 		{"same flag again: unchanged", 2 * time.Hour, nil, 2 * time.Hour, store.PolicySetByFlag},
 		{"flag left out: the stored value stays", 0, nil, 2 * time.Hour, store.PolicySetByFlag},
 		{"another flag: copied", 3 * time.Hour, nil, 3 * time.Hour, store.PolicySetByFlag},
-		{"operator sets it", 3 * time.Hour, &PolicyRequest{HealthInterval: new("90m")}, 90 * time.Minute, store.PolicySetByOperator},
+		{"operator sets it", 3 * time.Hour, &api.PolicyRequest{HealthInterval: new("90m")}, 90 * time.Minute, store.PolicySetByOperator},
 		{"flag after an operator: ignored", 5 * time.Hour, nil, 90 * time.Minute, store.PolicySetByOperator},
 	}
 	for _, st := range steps {
@@ -85,7 +87,7 @@ func TestPollHealthFollowsPolicy(t *testing.T) {
 	if got := counterValue(t, ts.metrics.sweeps); got != 0 {
 		t.Fatalf("got %v sweeps before the change, want 0", got)
 	}
-	if _, err := ts.SetPolicy(context.Background(), PolicyRequest{HealthInterval: new("1s")}); err != nil {
+	if _, err := ts.SetPolicy(context.Background(), api.PolicyRequest{HealthInterval: new("1s")}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "a periodic health sweep at the new interval", func() bool {
@@ -121,12 +123,12 @@ func TestPolicyCalamariKeep(t *testing.T) {
 	ts := startServer(t, nil)
 	a := startAgent(t, registerAgent(t, ts, ts.AgentAddr(), "web-1", nil), nil)
 	ts.waitConnected(t, "web-1")
-	if _, err := ts.SetPolicy(context.Background(), PolicyRequest{CalamariKeep: new(1)}); err != nil {
+	if _, err := ts.SetPolicy(context.Background(), api.PolicyRequest{CalamariKeep: new(1)}); err != nil {
 		t.Fatal(err)
 	}
 	for _, v := range []string{"1.0.0", "2.0.0"} {
 		ts.upload(t, packBundle(t, v, 0))
-		res, err := ts.UpdateCalamari(context.Background(), UpdateTarget{Agent: "web-1"})
+		res, err := ts.UpdateCalamari(context.Background(), api.UpdateTarget{Agent: "web-1"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -157,16 +159,16 @@ func TestRolloutUsesPolicyDefaults(t *testing.T) {
 	ts.pushPackage(t, "2.0.0", "linux", "amd64", smallELF("v2"))
 	newFakeAgent(t, ts, "web-1", "Prod", "1.0.0")
 	newFakeAgent(t, ts, "web-2", "Prod", "1.0.0")
-	if _, err := ts.SetPolicy(context.Background(), PolicyRequest{UpgradeBatch: new(1), UpgradeMaxFailures: new(2)}); err != nil {
+	if _, err := ts.SetPolicy(context.Background(), api.PolicyRequest{UpgradeBatch: new(1), UpgradeMaxFailures: new(2)}); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
 		name                 string
-		req                  RolloutRequest
+		req                  api.RolloutRequest
 		wantBatch, wantFails int
 	}{
-		{"neither given", RolloutRequest{Environment: "Prod"}, 1, 2},
-		{"both given", RolloutRequest{Environment: "Prod", Batch: 2, MaxFailures: new(0), AllowDowngrade: true}, 2, 0},
+		{"neither given", api.RolloutRequest{Environment: "Prod"}, 1, 2},
+		{"both given", api.RolloutRequest{Environment: "Prod", Batch: 2, MaxFailures: new(0), AllowDowngrade: true}, 2, 0},
 	}
 	for _, tc := range tests {
 		v, err := ts.StartRollout(context.Background(), tc.req)

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"go.uber.org/zap"
 	"golang.org/x/mod/semver"
 
@@ -43,26 +45,6 @@ type Release struct {
 // {"releases": [{"version", "date", "notes_url", "notes", "breaking"}]}.
 type ReleaseFeed struct {
 	Releases []Release `json:"releases"`
-}
-
-// UpdatesView is the answer of GET /api/updates: whether a newer
-// coordinator than this one is listed in the release feed.
-type UpdatesView struct {
-	// Current is this coordinator's version.
-	Current string `json:"current"`
-	// Latest is the newest release above Current, or "".
-	Latest          string `json:"latest"`
-	UpdateAvailable bool   `json:"update_available"`
-	// Breaking is true when any release above Current up to Latest has
-	// breaking changes.
-	Breaking bool   `json:"breaking"`
-	NotesURL string `json:"notes_url"`
-	Notes    string `json:"notes"`
-	// CheckedAt is when the feed was last read successfully; nil before.
-	CheckedAt *time.Time `json:"checked_at"`
-	// Error is the last failure to read the feed, "" once a read succeeds
-	// again. The result of the last good read is kept meanwhile.
-	Error string `json:"error"`
 }
 
 // errNoReleaseFeed is what GET /api/updates says when there is nothing to
@@ -100,7 +82,7 @@ func parseReleaseSource(s string) (releaseSource, error) {
 // releaseState is the outcome of reading the feed, kept between reads.
 type releaseState struct {
 	mu   sync.Mutex
-	view UpdatesView // without Current
+	view api.UpdatesView // without Current
 	// skipped counts the entries of the last good read whose version was
 	// not valid.
 	skipped int
@@ -114,7 +96,7 @@ type releaseState struct {
 }
 
 // Updates returns what the release feed says about newer versions.
-func (s *Server) Updates() UpdatesView {
+func (s *Server) Updates() api.UpdatesView {
 	s.releases.mu.Lock()
 	v := s.releases.view
 	s.releases.mu.Unlock()
@@ -175,7 +157,7 @@ func (s *Server) checkReleases(ctx context.Context) {
 		return
 	}
 	now := time.Now().UTC()
-	rs.view = UpdatesView{
+	rs.view = api.UpdatesView{
 		Latest: latest.Version, UpdateAvailable: latest.Version != "", Breaking: breaking,
 		NotesURL: latest.NotesURL, Notes: latest.Notes, CheckedAt: &now,
 	}

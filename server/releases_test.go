@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
@@ -73,10 +75,10 @@ func startFeedServer(t *testing.T, version, feed string) (*testServer, *observer
 }
 
 // updates reads GET /api/updates.
-func (ts *testServer) updates(t *testing.T) UpdatesView {
+func (ts *testServer) updates(t *testing.T) api.UpdatesView {
 	t.Helper()
 	resp, b := ts.api(t, http.MethodGet, "/api/updates", "", nil)
-	var v UpdatesView
+	var v api.UpdatesView
 	if resp.StatusCode != http.StatusOK || json.Unmarshal(b, &v) != nil {
 		t.Fatalf("GET /api/updates: %d %s", resp.StatusCode, b)
 	}

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 
@@ -29,70 +31,8 @@ const (
 	maxSendAttempts = 3
 )
 
-// RolloutRequest is the body of POST /api/rollouts.
-type RolloutRequest struct {
-	// Environment, All or Agents: exactly one.
-	Environment string `json:"environment,omitempty"`
-	All         bool   `json:"all,omitempty"`
-	// Agents names the agents to upgrade, e.g. the one a machine page
-	// shows; every name must be registered.
-	Agents []string `json:"agents,omitempty"`
-	// Version is the agent version to install; "" means the newest
-	// package stored.
-	Version string `json:"version,omitempty"`
-	// Batch is how many agents are upgraded at once; 0 means the machine
-	// policy's (10 unless an operator changed it).
-	Batch int `json:"batch,omitempty"`
-	// MaxFailures is how many agents may fail or roll back before the
-	// rollout halts; 0 halts at the first, nil means the machine policy's
-	// (0 unless an operator changed it).
-	MaxFailures    *int `json:"max_failures,omitempty"`
-	AllowDowngrade bool `json:"allow_downgrade,omitempty"`
-	// GraceSeconds is how long a new version has to connect and commit
-	// before the agent's watchdog restores the previous one; 0 means the
-	// coordinator's default (Config.UpgradeGrace).
-	GraceSeconds int `json:"grace_seconds,omitempty"`
-}
-
-// RolloutView is a rollout as the API shows it.
-type RolloutView struct {
-	ID          string `json:"id"`
-	Environment string `json:"environment,omitempty"`
-	All         bool   `json:"all"`
-	// TargetAgents is set when the rollout was asked for by agent name
-	// (RolloutRequest.Agents): the names it upgrades.
-	TargetAgents   []string `json:"target_agents,omitempty"`
-	Version        string   `json:"version"`
-	Batch          int      `json:"batch"`
-	MaxFailures    int      `json:"max_failures"`
-	AllowDowngrade bool     `json:"allow_downgrade,omitempty"`
-	GraceSeconds   int      `json:"grace_seconds"`
-	State          string   `json:"state"`
-	Reason         string   `json:"reason,omitempty"`
-	// Paused is set while an operator has halted a running rollout (POST
-	// /api/rollouts/{id}/halt): no further batch starts until it is
-	// resumed. PausedAt is when it was halted.
-	Paused     bool               `json:"paused,omitempty"`
-	PausedAt   *time.Time         `json:"paused_at,omitempty"`
-	CreatedAt  time.Time          `json:"created_at"`
-	FinishedAt *time.Time         `json:"finished_at,omitempty"`
-	Counts     map[string]int     `json:"counts"`
-	Agents     []RolloutAgentView `json:"agents,omitempty"`
-}
-
-// RolloutAgentView is one agent's progress in a rollout. Batch 0 holds
-// the agents that were already at the version.
-type RolloutAgentView struct {
-	Agent     string    `json:"agent"`
-	Batch     int       `json:"batch"`
-	From      string    `json:"from"`
-	State     string    `json:"state"`
-	Reason    string    `json:"reason,omitempty"`
-	UpdatedAt time.Time `json:"updated_at"`
-}
-
-func rolloutView(r store.Rollout, agents []store.RolloutAgent, withAgents bool) RolloutView {
-	v := RolloutView{ID: r.ID, Environment: r.Environment, All: r.Environment == "" && !r.NamedAgents, Version: r.Version,
+func rolloutView(r store.Rollout, agents []store.RolloutAgent, withAgents bool) api.RolloutView {
+	v := api.RolloutView{ID: r.ID, Environment: r.Environment, All: r.Environment == "" && !r.NamedAgents, Version: r.Version,
 		Batch: r.Batch, MaxFailures: r.MaxFailures, AllowDowngrade: r.AllowDowngrade, GraceSeconds: r.GraceSeconds,
 		State: r.State, Reason: r.Reason, CreatedAt: r.CreatedAt, Counts: map[string]int{}}
 	byName := r.NamedAgents
@@ -108,7 +48,7 @@ func rolloutView(r store.Rollout, agents []store.RolloutAgent, withAgents bool) 
 		}
 		v.Counts[a.State]++
 		if withAgents {
-			v.Agents = append(v.Agents, RolloutAgentView{Agent: a.AgentName, Batch: a.Batch, From: a.FromVersion,
+			v.Agents = append(v.Agents, api.RolloutAgentView{Agent: a.AgentName, Batch: a.Batch, From: a.FromVersion,
 				State: a.State, Reason: a.Reason, UpdatedAt: a.UpdatedAt})
 		}
 	}
@@ -193,7 +133,7 @@ func (u *upgradeState) drivesFor(agentID string) bool {
 // StartRollout validates a request and starts upgrading its agents in the
 // background. A request that cannot run as asked is refused whole: no
 // agent is touched.
-func (s *Server) StartRollout(ctx context.Context, req RolloutRequest) (RolloutView, error) {
+func (s *Server) StartRollout(ctx context.Context, req api.RolloutRequest) (api.RolloutView, error) {
 	kinds := 0
 	for _, given := range []bool{req.Environment != "", req.All, len(req.Agents) > 0} {
 		if given {
@@ -201,21 +141,21 @@ func (s *Server) StartRollout(ctx context.Context, req RolloutRequest) (RolloutV
 		}
 	}
 	if kinds != 1 {
-		return RolloutView{}, userError(ErrBadRequest, "give exactly one of an environment, all or a list of agents")
+		return api.RolloutView{}, userError(ErrBadRequest, "give exactly one of an environment, all or a list of agents")
 	}
 	if req.Batch < 0 || req.MaxFailures != nil && *req.MaxFailures < 0 || req.GraceSeconds < 0 {
-		return RolloutView{}, userError(ErrBadRequest, "batch, max failures and grace must not be negative")
+		return api.RolloutView{}, userError(ErrBadRequest, "batch, max failures and grace must not be negative")
 	}
 	done, err := s.beginWork()
 	if err != nil {
-		return RolloutView{}, err
+		return api.RolloutView{}, err
 	}
 	defer done()
 	// Read afresh rather than this node's copy: another node may have
 	// changed the policy since the last health sweep.
 	policy, err := s.store.Policy(ctx)
 	if err != nil {
-		return RolloutView{}, fmt.Errorf("start rollout: %w", err)
+		return api.RolloutView{}, fmt.Errorf("start rollout: %w", err)
 	}
 	if req.Batch == 0 {
 		req.Batch = policy.UpgradeBatch
@@ -229,13 +169,13 @@ func (s *Server) StartRollout(ctx context.Context, req RolloutRequest) (RolloutV
 	}
 	pkgs, err := s.store.AgentPackages(ctx)
 	if err != nil {
-		return RolloutView{}, fmt.Errorf("start rollout: %w", err)
+		return api.RolloutView{}, fmt.Errorf("start rollout: %w", err)
 	}
 	version := req.Version
 	if version == "" {
 		sortPackages(pkgs)
 		if len(pkgs) == 0 {
-			return RolloutView{}, userError(ErrBadRequest, "no agent package has been uploaded; run \"tendril-server agent-package push --version V --os OS --arch ARCH FILE\" first")
+			return api.RolloutView{}, userError(ErrBadRequest, "no agent package has been uploaded; run \"tendril-server agent-package push --version V --os OS --arch ARCH FILE\" first")
 		}
 		version = pkgs[0].Version
 	}
@@ -246,21 +186,21 @@ func (s *Server) StartRollout(ctx context.Context, req RolloutRequest) (RolloutV
 		}
 	}
 	if len(have) == 0 {
-		return RolloutView{}, userError(store.ErrNotFound, "no agent package of version %s is stored (see \"tendril-server agent-package list\")", version)
+		return api.RolloutView{}, userError(store.ErrNotFound, "no agent package of version %s is stored (see \"tendril-server agent-package list\")", version)
 	}
 	all, err := s.store.ListAgents(ctx)
 	if err != nil {
-		return RolloutView{}, fmt.Errorf("start rollout: %w", err)
+		return api.RolloutView{}, fmt.Errorf("start rollout: %w", err)
 	}
 	agents, err := rolloutTargets(all, req)
 	if err != nil {
-		return RolloutView{}, err
+		return api.RolloutView{}, err
 	}
 	if len(agents) == 0 {
 		if req.All {
-			return RolloutView{}, userError(store.ErrNotFound, "no agents are registered")
+			return api.RolloutView{}, userError(store.ErrNotFound, "no agents are registered")
 		}
-		return RolloutView{}, userError(store.ErrNotFound, "environment %q has no agents", req.Environment)
+		return api.RolloutView{}, userError(store.ErrNotFound, "environment %q has no agents", req.Environment)
 	}
 	var missing, downgrades []string
 	for _, a := range agents {
@@ -276,11 +216,11 @@ func (s *Server) StartRollout(ctx context.Context, req RolloutRequest) (RolloutV
 		}
 	}
 	if len(missing) > 0 {
-		return RolloutView{}, userError(ErrBadRequest, "no agent package %s for %s; push one for each platform with \"tendril-server agent-package push\"",
+		return api.RolloutView{}, userError(ErrBadRequest, "no agent package %s for %s; push one for each platform with \"tendril-server agent-package push\"",
 			version, strings.Join(missing, ", "))
 	}
 	if len(downgrades) > 0 {
-		return RolloutView{}, userError(ErrBadRequest, "upgrading %s to %s would be a downgrade; use --allow-downgrade",
+		return api.RolloutView{}, userError(ErrBadRequest, "upgrading %s to %s would be a downgrade; use --allow-downgrade",
 			strings.Join(downgrades, ", "), version)
 	}
 
@@ -288,7 +228,7 @@ func (s *Server) StartRollout(ctx context.Context, req RolloutRequest) (RolloutV
 	defer s.upgrades.startMu.Unlock()
 	running, err := s.store.Rollouts(ctx, true, 1000)
 	if err != nil {
-		return RolloutView{}, fmt.Errorf("start rollout: %w", err)
+		return api.RolloutView{}, fmt.Errorf("start rollout: %w", err)
 	}
 	ids := make(map[string]bool, len(agents))
 	for _, a := range agents {
@@ -297,7 +237,7 @@ func (s *Server) StartRollout(ctx context.Context, req RolloutRequest) (RolloutV
 	for _, r := range running {
 		ras, err := s.store.RolloutAgents(ctx, r.ID)
 		if err != nil {
-			return RolloutView{}, fmt.Errorf("start rollout: %w", err)
+			return api.RolloutView{}, fmt.Errorf("start rollout: %w", err)
 		}
 		var shared []string
 		for _, ra := range ras {
@@ -306,7 +246,7 @@ func (s *Server) StartRollout(ctx context.Context, req RolloutRequest) (RolloutV
 			}
 		}
 		if len(shared) > 0 {
-			return RolloutView{}, userError(ErrConflict, "rollout %s is still running on %s; wait for it to finish (tendril-server rollout show %s)",
+			return api.RolloutView{}, userError(ErrConflict, "rollout %s is still running on %s; wait for it to finish (tendril-server rollout show %s)",
 				r.ID, strings.Join(shared, ", "), r.ID)
 		}
 	}
@@ -338,9 +278,9 @@ func (s *Server) StartRollout(ctx context.Context, req RolloutRequest) (RolloutV
 		if errors.Is(err, store.ErrInRollout) {
 			// Another node started a rollout on these agents since the
 			// check above.
-			return RolloutView{}, userError(ErrConflict, "%v; wait for it to finish (tendril-server rollout list)", err)
+			return api.RolloutView{}, userError(ErrConflict, "%v; wait for it to finish (tendril-server rollout list)", err)
 		}
-		return RolloutView{}, fmt.Errorf("start rollout: %w", err)
+		return api.RolloutView{}, fmt.Errorf("start rollout: %w", err)
 	}
 	s.log.Info("rollout started", zap.String("rollout", r.ID), zap.String("version", version),
 		zap.String("environment", r.Environment), zap.Int("agents", len(rows)), zap.Int("to_upgrade", n), zap.Int("batch", r.Batch))
@@ -356,7 +296,7 @@ func (s *Server) StartRollout(ctx context.Context, req RolloutRequest) (RolloutV
 // agents, keeping their order (environment, then name). A name that is no
 // agent refuses the whole request: upgrading the rest would leave the
 // operator believing the typo was upgraded too.
-func rolloutTargets(all []store.Agent, req RolloutRequest) ([]store.Agent, error) {
+func rolloutTargets(all []store.Agent, req api.RolloutRequest) ([]store.Agent, error) {
 	var agents []store.Agent
 	if len(req.Agents) == 0 {
 		for _, a := range all {
@@ -396,29 +336,29 @@ func rolloutTargets(all []store.Agent, req RolloutRequest) ([]store.Agent, error
 }
 
 // Rollout returns one rollout with its agents.
-func (s *Server) Rollout(ctx context.Context, id string) (RolloutView, error) {
+func (s *Server) Rollout(ctx context.Context, id string) (api.RolloutView, error) {
 	r, err := s.store.Rollout(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return RolloutView{}, userError(store.ErrNotFound, "no rollout %q", id)
+		return api.RolloutView{}, userError(store.ErrNotFound, "no rollout %q", id)
 	}
 	if err != nil {
-		return RolloutView{}, err
+		return api.RolloutView{}, err
 	}
 	agents, err := s.store.RolloutAgents(ctx, id)
 	if err != nil {
-		return RolloutView{}, err
+		return api.RolloutView{}, err
 	}
 	return s.withPause(ctx, rolloutView(r, agents, true))
 }
 
 // Rollouts lists rollouts, newest first, with their counts but not their
 // agents.
-func (s *Server) Rollouts(ctx context.Context) ([]RolloutView, error) {
+func (s *Server) Rollouts(ctx context.Context) ([]api.RolloutView, error) {
 	rs, err := s.store.Rollouts(ctx, false, 100)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]RolloutView, len(rs))
+	out := make([]api.RolloutView, len(rs))
 	for i, r := range rs {
 		agents, err := s.store.RolloutAgents(ctx, r.ID)
 		if err != nil {

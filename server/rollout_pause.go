@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"go.uber.org/zap"
 
 	"github.com/tendrildeploy/tendril/server/store"
@@ -80,17 +82,17 @@ func (s *Server) runningRollout(ctx context.Context, id, verb string) (store.Rol
 // HaltRollout stops a running rollout from starting its next batch.
 // Agents of a batch already started finish their upgrade. Halting a
 // halted rollout changes nothing.
-func (s *Server) HaltRollout(ctx context.Context, id string) (RolloutView, error) {
+func (s *Server) HaltRollout(ctx context.Context, id string) (api.RolloutView, error) {
 	if _, err := s.runningRollout(ctx, id, "halt"); err != nil {
-		return RolloutView{}, err
+		return api.RolloutView{}, err
 	}
 	p, err := s.rolloutPause(ctx, id)
 	if err != nil {
-		return RolloutView{}, err
+		return api.RolloutView{}, err
 	}
 	if !p.Paused {
 		if err := s.setRolloutPause(ctx, id, storedPause{Paused: true, At: time.Now().UTC().Truncate(time.Second)}); err != nil {
-			return RolloutView{}, err
+			return api.RolloutView{}, err
 		}
 		s.log.Info("rollout halted by an operator", zap.String("rollout", id))
 		s.upgrades.notify()
@@ -101,22 +103,22 @@ func (s *Server) HaltRollout(ctx context.Context, id string) (RolloutView, error
 // ResumeRollout lets a halted rollout start its next batch. It is new
 // work, so maintenance mode refuses it. Resuming a rollout that is not
 // halted changes nothing.
-func (s *Server) ResumeRollout(ctx context.Context, id string) (RolloutView, error) {
+func (s *Server) ResumeRollout(ctx context.Context, id string) (api.RolloutView, error) {
 	if _, err := s.runningRollout(ctx, id, "resume"); err != nil {
-		return RolloutView{}, err
+		return api.RolloutView{}, err
 	}
 	done, err := s.beginWork()
 	if err != nil {
-		return RolloutView{}, err
+		return api.RolloutView{}, err
 	}
 	defer done()
 	p, err := s.rolloutPause(ctx, id)
 	if err != nil {
-		return RolloutView{}, err
+		return api.RolloutView{}, err
 	}
 	if p.Paused {
 		if err := s.setRolloutPause(ctx, id, storedPause{}); err != nil {
-			return RolloutView{}, err
+			return api.RolloutView{}, err
 		}
 		s.log.Info("rollout resumed by an operator", zap.String("rollout", id))
 		s.upgrades.notify()
@@ -125,13 +127,13 @@ func (s *Server) ResumeRollout(ctx context.Context, id string) (RolloutView, err
 }
 
 // withPause adds an operator's halt to a rollout's view.
-func (s *Server) withPause(ctx context.Context, v RolloutView) (RolloutView, error) {
+func (s *Server) withPause(ctx context.Context, v api.RolloutView) (api.RolloutView, error) {
 	if v.State != store.RolloutRunning {
 		return v, nil
 	}
 	p, err := s.rolloutPause(ctx, v.ID)
 	if err != nil {
-		return RolloutView{}, err
+		return api.RolloutView{}, err
 	}
 	if p.Paused {
 		at := p.At

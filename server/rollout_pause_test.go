@@ -6,22 +6,24 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // agentRow returns one agent's row of a rollout view.
-func agentRow(v RolloutView, name string) RolloutAgentView {
+func agentRow(v api.RolloutView, name string) api.RolloutAgentView {
 	for _, a := range v.Agents {
 		if a.Agent == name {
 			return a
 		}
 	}
-	return RolloutAgentView{}
+	return api.RolloutAgentView{}
 }
 
 // heldByHalt reports whether the engine holds the agent's batch back
 // because of a halt: it says so on the agent before it waits.
-func heldByHalt(v RolloutView, name string) bool {
+func heldByHalt(v api.RolloutView, name string) bool {
 	a := agentRow(v, name)
 	return a.State == store.UpgradeQueued && strings.Contains(a.Reason, "halted by an operator")
 }
@@ -54,7 +56,7 @@ func TestRolloutHaltAndResume(t *testing.T) {
 	ts.waitConnected(t, "a")
 	ts.waitConnected(t, "b")
 	makeBusy(t, ts, a) // holds batch 1 until the halt is in place
-	r, err := ts.StartRollout(ctx, RolloutRequest{Environment: "Prod", Batch: 1})
+	r, err := ts.StartRollout(ctx, api.RolloutRequest{Environment: "Prod", Batch: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +126,7 @@ func TestRolloutHaltAndResume(t *testing.T) {
 	eventually(t, "b welcomed at the new version", func() bool { return b.welcomeCount() > welcomed })
 
 	// A finished rollout can be neither halted nor resumed.
-	for name, op := range map[string]func(context.Context, string) (RolloutView, error){"halt": ts2.HaltRollout, "resume": ts2.ResumeRollout} {
+	for name, op := range map[string]func(context.Context, string) (api.RolloutView, error){"halt": ts2.HaltRollout, "resume": ts2.ResumeRollout} {
 		if _, err := op(ctx, r.ID); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "has already finished") {
 			t.Errorf("%s a finished rollout: got %v, want a conflict saying it has already finished", name, err)
 		}
@@ -143,7 +145,7 @@ func TestRolloutHaltCountsInFlightAgents(t *testing.T) {
 	a := newFakeAgent(t, ts, "a", "Prod", "1.0.0")
 	ts.waitConnected(t, "a")
 	makeBusy(t, ts, a)
-	r, err := ts.StartRollout(ctx, RolloutRequest{Environment: "Prod"})
+	r, err := ts.StartRollout(ctx, api.RolloutRequest{Environment: "Prod"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/store"
@@ -32,7 +34,7 @@ func smallELF(tag string) []byte {
 	return append([]byte("\x7fELF\x02\x01\x01\x00"), bytes.Repeat([]byte(tag), 4096)...)
 }
 
-func (ts *testServer) pushPackage(t *testing.T, version, goos, goarch string, b []byte) AgentPackageView {
+func (ts *testServer) pushPackage(t *testing.T, version, goos, goarch string, b []byte) api.AgentPackageView {
 	t.Helper()
 	v, err := ts.UploadAgentPackage(context.Background(), version, goos, goarch, bytes.NewReader(b))
 	if err != nil {
@@ -116,16 +118,16 @@ func TestUploadAgentPackage(t *testing.T) {
 func TestUpgradeViewsAndRequiredRefusesTasks(t *testing.T) {
 	ts := startServer(t, nil)
 	enrolled(t, ts, "web-1") // Hello: 1.0.0 linux/amd64
-	if v := ts.agentView(t, "web-1"); v.Upgrade != UpgradeNone || v.UpgradeTo != "" {
+	if v := ts.agentView(t, "web-1"); v.Upgrade != api.UpgradeNone || v.UpgradeTo != "" {
 		t.Fatalf("no packages: got %q %q, want none", v.Upgrade, v.UpgradeTo)
 	}
 	ts.pushPackage(t, "1.0.0", "linux", "amd64", smallELF("a"))
 	ts.pushPackage(t, "2.0.0", "linux", "arm64", smallELF("b")) // another platform: not for web-1
-	if v := ts.agentView(t, "web-1"); v.Upgrade != UpgradeNone {
+	if v := ts.agentView(t, "web-1"); v.Upgrade != api.UpgradeNone {
 		t.Fatalf("same version only: got %q, want none", v.Upgrade)
 	}
 	ts.pushPackage(t, "1.1.0", "linux", "amd64", smallELF("c"))
-	if v := ts.agentView(t, "web-1"); v.Upgrade != UpgradeRecommended || v.UpgradeTo != "1.1.0" {
+	if v := ts.agentView(t, "web-1"); v.Upgrade != api.UpgradeRecommended || v.UpgradeTo != "1.1.0" {
 		t.Fatalf("newer package: got %q %q, want recommended 1.1.0", v.Upgrade, v.UpgradeTo)
 	}
 	ts.stop()
@@ -133,10 +135,10 @@ func TestUpgradeViewsAndRequiredRefusesTasks(t *testing.T) {
 	// A coordinator whose minimum protocol is above the agent's: the
 	// agent's record keeps the protocol of its last session.
 	ts2 := runServer(t, ts.dir, func(c *Config) { c.ProtocolMin, c.ProtocolMax = 2, 2 })
-	if v := ts2.agentView(t, "web-1"); v.Upgrade != UpgradeRequired {
+	if v := ts2.agentView(t, "web-1"); v.Upgrade != api.UpgradeRequired {
 		t.Fatalf("protocol below minimum: got %q, want required", v.Upgrade)
 	}
-	_, err := ts2.CreateTasks(context.Background(), TaskRequest{Agent: "web-1", Args: []string{"run-script"}})
+	_, err := ts2.CreateTasks(context.Background(), api.TaskRequest{Agent: "web-1", Args: []string{"run-script"}})
 	want := "agent web-1 must be upgraded before it can run tasks (its protocol 1 is below this coordinator's minimum 2); run: tendril-server upgrade --environment Test"
 	if !errors.Is(err, ErrConflict) || err.Error() != want {
 		t.Fatalf("task to an upgrade-required agent: got %v, want %q", err, want)
@@ -358,7 +360,7 @@ func (f *fakeAgent) restart(up protocol.AgentUpgrade, from, mode string) {
 	f.connect()
 }
 
-func (ts *testServer) rollout(t *testing.T, id string) RolloutView {
+func (ts *testServer) rollout(t *testing.T, id string) api.RolloutView {
 	t.Helper()
 	v, err := ts.Rollout(context.Background(), id)
 	if err != nil {
@@ -367,9 +369,9 @@ func (ts *testServer) rollout(t *testing.T, id string) RolloutView {
 	return v
 }
 
-func (ts *testServer) waitRollout(t *testing.T, id string) RolloutView {
+func (ts *testServer) waitRollout(t *testing.T, id string) api.RolloutView {
 	t.Helper()
-	var v RolloutView
+	var v api.RolloutView
 	eventually(t, "rollout "+id+" to finish", func() bool {
 		v = ts.rollout(t, id)
 		return v.State != store.RolloutRunning
@@ -377,7 +379,7 @@ func (ts *testServer) waitRollout(t *testing.T, id string) RolloutView {
 	return v
 }
 
-func agentStates(v RolloutView) map[string]string {
+func agentStates(v api.RolloutView) map[string]string {
 	m := map[string]string{}
 	for _, a := range v.Agents {
 		m[a.Agent] = a.State
@@ -393,7 +395,7 @@ func TestRolloutBatches(t *testing.T) {
 		agents = append(agents, newFakeAgent(t, ts, n, "Prod", "1.0.0"))
 	}
 	other := newFakeAgent(t, ts, "db-1", "Staging", "1.0.0")
-	v, err := ts.StartRollout(context.Background(), RolloutRequest{Environment: "prod", Batch: 2})
+	v, err := ts.StartRollout(context.Background(), api.RolloutRequest{Environment: "prod", Batch: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -445,7 +447,7 @@ func TestRolloutBatches(t *testing.T) {
 		t.Fatalf("batches: got %s", got)
 	}
 	for _, a := range agents {
-		if av := ts.agentView(t, a.name); av.Version != "2.0.0" || av.Upgrade != UpgradeNone {
+		if av := ts.agentView(t, a.name); av.Version != "2.0.0" || av.Upgrade != api.UpgradeNone {
 			t.Errorf("%s: got %s %s", a.name, av.Version, av.Upgrade)
 		}
 	}
@@ -453,7 +455,7 @@ func TestRolloutBatches(t *testing.T) {
 		t.Error("an agent of another environment was offered the upgrade")
 	}
 	// A second rollout: every agent already at 2.0.0.
-	v2, err := ts.StartRollout(context.Background(), RolloutRequest{Environment: "Prod"})
+	v2, err := ts.StartRollout(context.Background(), api.RolloutRequest{Environment: "Prod"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -470,7 +472,7 @@ func TestRolloutRollbackHalts(t *testing.T) {
 	b := newFakeAgent(t, ts, "b", "Prod", "1.0.0")
 	c := newFakeAgent(t, ts, "c", "Prod", "1.0.0")
 	b.set(func(f *fakeAgent) { f.mode = fakeRollback })
-	v, err := ts.StartRollout(context.Background(), RolloutRequest{Environment: "Prod", Batch: 2})
+	v, err := ts.StartRollout(context.Background(), api.RolloutRequest{Environment: "Prod", Batch: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -517,7 +519,7 @@ func TestRolloutAgentNeverComesBackOrRefuses(t *testing.T) {
 	gone.set(func(f *fakeAgent) { f.mode = fakeVanish })
 	refuse := newFakeAgent(t, ts, "refuse", "Prod", "1.0.0")
 	refuse.set(func(f *fakeAgent) { f.mode = fakeRefuse })
-	v, err := ts.StartRollout(context.Background(), RolloutRequest{Environment: "Prod", MaxFailures: new(5), GraceSeconds: 1})
+	v, err := ts.StartRollout(context.Background(), api.RolloutRequest{Environment: "Prod", MaxFailures: new(5), GraceSeconds: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -546,7 +548,7 @@ func TestRolloutWaitsForIdle(t *testing.T) {
 	// After its first health check, whose idle answer could otherwise
 	// land after the busy one.
 	makeBusy(t, ts, f)
-	v, err := ts.StartRollout(context.Background(), RolloutRequest{Environment: "Prod"})
+	v, err := ts.StartRollout(context.Background(), api.RolloutRequest{Environment: "Prod"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -567,7 +569,7 @@ func TestRolloutWaitsForIdle(t *testing.T) {
 	ts2.pushPackage(t, "3.0.0", "linux", "amd64", smallELF("v3"))
 	f.set(func(f *fakeAgent) { f.ts, f.busy, f.running = ts2, true, 1 })
 	f.connect()
-	v, err = ts2.StartRollout(context.Background(), RolloutRequest{Environment: "Prod"})
+	v, err = ts2.StartRollout(context.Background(), api.RolloutRequest{Environment: "Prod"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -577,7 +579,7 @@ func TestRolloutWaitsForIdle(t *testing.T) {
 	}
 	f.set(func(f *fakeAgent) { f.peer.sess.Close() })
 	eventually(t, "busy disconnected", func() bool { return !ts2.agentView(t, "busy").Connected })
-	v, err = ts2.StartRollout(context.Background(), RolloutRequest{Environment: "Prod"})
+	v, err = ts2.StartRollout(context.Background(), api.RolloutRequest{Environment: "Prod"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -594,7 +596,7 @@ func TestRolloutResumesAfterCoordinatorRestart(t *testing.T) {
 	b := newFakeAgent(t, ts, "b", "Prod", "1.0.0")
 	b.set(func(f *fakeAgent) { f.running = 1 }) // holds batch 2 back until after the restart
 	ts.checkAllHealth()
-	v, err := ts.StartRollout(context.Background(), RolloutRequest{Environment: "Prod", Batch: 1})
+	v, err := ts.StartRollout(context.Background(), api.RolloutRequest{Environment: "Prod", Batch: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -631,28 +633,28 @@ func TestRolloutBadRequests(t *testing.T) {
 	busy.set(func(f *fakeAgent) { f.running = 1 })
 	ts.checkAllHealth()
 	newFakeAgent(t, ts, "new-1", "Newer", "9.0.0")
-	running, err := ts.StartRollout(context.Background(), RolloutRequest{Environment: "Prod", Version: "2.0.0"})
+	running, err := ts.StartRollout(context.Background(), api.RolloutRequest{Environment: "Prod", Version: "2.0.0"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
 		name string
-		req  RolloutRequest
+		req  api.RolloutRequest
 		kind error
 		want string
 	}{
-		{"neither", RolloutRequest{}, ErrBadRequest, "give exactly one of an environment, all or a list of agents"},
-		{"both", RolloutRequest{Environment: "Prod", All: true}, ErrBadRequest, "give exactly one of an environment, all or a list of agents"},
-		{"agents and all", RolloutRequest{Agents: []string{"web-1"}, All: true}, ErrBadRequest, "give exactly one of an environment, all or a list of agents"},
-		{"unknown agents", RolloutRequest{Agents: []string{"nobody", "web-1", "WEB-1", "nobody"}}, store.ErrNotFound, `no agent named "nobody", "WEB-1" (`},
-		{"empty agent name", RolloutRequest{Agents: []string{""}}, ErrBadRequest, "an agent name is empty"},
-		{"named agent already in a rollout", RolloutRequest{Agents: []string{"web-1"}, Version: "2.0.0"}, ErrConflict, "rollout " + running.ID + " is still running on web-1"},
-		{"empty environment", RolloutRequest{Environment: "Nowhere"}, store.ErrNotFound, `environment "Nowhere" has no agents`},
-		{"version with no package", RolloutRequest{Environment: "Prod", Version: "2.5.0"}, store.ErrNotFound, "no agent package of version 2.5.0"},
-		{"platform with no package", RolloutRequest{Environment: "Prod", Version: "3.0.0"}, ErrBadRequest, "no agent package 3.0.0 for web-1 (linux/amd64)"},
-		{"second rollout on the same agents", RolloutRequest{All: true, Version: "2.0.0", AllowDowngrade: true}, ErrConflict, "rollout " + running.ID + " is still running on web-1"},
-		{"downgrade", RolloutRequest{Environment: "Newer", Version: "2.0.0"}, ErrBadRequest, "upgrading new-1 (at 9.0.0) to 2.0.0 would be a downgrade; use --allow-downgrade"},
-		{"negative batch", RolloutRequest{Environment: "Prod", Batch: -1}, ErrBadRequest, "must not be negative"},
+		{"neither", api.RolloutRequest{}, ErrBadRequest, "give exactly one of an environment, all or a list of agents"},
+		{"both", api.RolloutRequest{Environment: "Prod", All: true}, ErrBadRequest, "give exactly one of an environment, all or a list of agents"},
+		{"agents and all", api.RolloutRequest{Agents: []string{"web-1"}, All: true}, ErrBadRequest, "give exactly one of an environment, all or a list of agents"},
+		{"unknown agents", api.RolloutRequest{Agents: []string{"nobody", "web-1", "WEB-1", "nobody"}}, store.ErrNotFound, `no agent named "nobody", "WEB-1" (`},
+		{"empty agent name", api.RolloutRequest{Agents: []string{""}}, ErrBadRequest, "an agent name is empty"},
+		{"named agent already in a rollout", api.RolloutRequest{Agents: []string{"web-1"}, Version: "2.0.0"}, ErrConflict, "rollout " + running.ID + " is still running on web-1"},
+		{"empty environment", api.RolloutRequest{Environment: "Nowhere"}, store.ErrNotFound, `environment "Nowhere" has no agents`},
+		{"version with no package", api.RolloutRequest{Environment: "Prod", Version: "2.5.0"}, store.ErrNotFound, "no agent package of version 2.5.0"},
+		{"platform with no package", api.RolloutRequest{Environment: "Prod", Version: "3.0.0"}, ErrBadRequest, "no agent package 3.0.0 for web-1 (linux/amd64)"},
+		{"second rollout on the same agents", api.RolloutRequest{All: true, Version: "2.0.0", AllowDowngrade: true}, ErrConflict, "rollout " + running.ID + " is still running on web-1"},
+		{"downgrade", api.RolloutRequest{Environment: "Newer", Version: "2.0.0"}, ErrBadRequest, "upgrading new-1 (at 9.0.0) to 2.0.0 would be a downgrade; use --allow-downgrade"},
+		{"negative batch", api.RolloutRequest{Environment: "Prod", Batch: -1}, ErrBadRequest, "must not be negative"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ts.StartRollout(context.Background(), tc.req)
@@ -662,7 +664,7 @@ func TestRolloutBadRequests(t *testing.T) {
 		})
 	}
 	// Downgrading is allowed when asked for.
-	if _, err := ts.StartRollout(context.Background(), RolloutRequest{Environment: "Newer", Version: "2.0.0", AllowDowngrade: true}); err != nil {
+	if _, err := ts.StartRollout(context.Background(), api.RolloutRequest{Environment: "Newer", Version: "2.0.0", AllowDowngrade: true}); err != nil {
 		t.Fatalf("allowed downgrade: %v", err)
 	}
 }
@@ -687,13 +689,13 @@ func TestRolloutUpgradesAgentBelowMinimumProtocol(t *testing.T) {
 	})
 	ts.waitConnected(t, "old")
 	ts.waitConnected(t, "current")
-	if v := ts.agentView(t, "old"); v.Upgrade != UpgradeRequired || v.Protocol != 1 {
+	if v := ts.agentView(t, "old"); v.Upgrade != api.UpgradeRequired || v.Protocol != 1 {
 		t.Fatalf("old agent before: got upgrade %q protocol %d, want required at protocol 1", v.Upgrade, v.Protocol)
 	}
-	if v := ts.agentView(t, "current"); v.Upgrade != UpgradeNone || v.Protocol != 2 {
+	if v := ts.agentView(t, "current"); v.Upgrade != api.UpgradeNone || v.Protocol != 2 {
 		t.Fatalf("current agent: got upgrade %q protocol %d, want none at protocol 2", v.Upgrade, v.Protocol)
 	}
-	r, err := ts.StartRollout(context.Background(), RolloutRequest{Environment: "Test", Version: "2.0.0", Batch: 1})
+	r, err := ts.StartRollout(context.Background(), api.RolloutRequest{Environment: "Test", Version: "2.0.0", Batch: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -702,7 +704,7 @@ func TestRolloutUpgradesAgentBelowMinimumProtocol(t *testing.T) {
 	}
 	eventually(t, "old agent upgraded to protocol 2", func() bool {
 		v := ts.agentView(t, "old")
-		return v.Connected && v.Version == "2.0.0" && v.Protocol == 2 && v.Upgrade == UpgradeNone
+		return v.Connected && v.Version == "2.0.0" && v.Protocol == 2 && v.Upgrade == api.UpgradeNone
 	})
 }
 
@@ -715,7 +717,7 @@ func TestRolloutBusyAtOfferWaits(t *testing.T) {
 	f := newFakeAgent(t, ts, "web-1", "Test", "1.0.0")
 	f.set(func(f *fakeAgent) { f.mode = fakeBusyOnce })
 	ts.waitConnected(t, "web-1")
-	r, err := ts.StartRollout(context.Background(), RolloutRequest{Environment: "Test", Version: "2.0.0"})
+	r, err := ts.StartRollout(context.Background(), api.RolloutRequest{Environment: "Test", Version: "2.0.0"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
@@ -371,7 +373,7 @@ func (s *Server) Thumbprint() string { return s.ids.currentThumbprint() }
 // stops accepting, tells connected agents to reconnect later (spread out
 // so a restart is not followed by a storm), and waits for its goroutines.
 func (s *Server) Run(ctx context.Context) error {
-	ri := RunInfo{PID: os.Getpid(), Version: s.cfg.Version, HTTP: s.HTTPAddr(), HTTPS: s.cfg.HTTPTLS != nil, AgentAddr: s.AgentAddr()}
+	ri := api.RunInfo{PID: os.Getpid(), Version: s.cfg.Version, HTTP: s.HTTPAddr(), HTTPS: s.cfg.HTTPTLS != nil, AgentAddr: s.AgentAddr()}
 	if err := writeRunInfo(s.cfg.DataDir, ri); err != nil {
 		s.shutdown(context.Background())
 		return fmt.Errorf("run coordinator: %w", err)
@@ -422,7 +424,7 @@ func (s *Server) Run(ctx context.Context) error {
 	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s.shutdown(shutCtx)
-	os.Remove(filepath.Join(s.cfg.DataDir, RunFile))
+	os.Remove(filepath.Join(s.cfg.DataDir, api.RunFile))
 	s.log.Info("coordinator stopped")
 	return err
 }

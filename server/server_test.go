@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/store"
@@ -38,13 +40,13 @@ func TestInitRefusesInitializedFolder(t *testing.T) {
 	if err != nil || got != res.Thumbprint {
 		t.Fatalf("ReadThumbprint: got %s, %v; want %s", got, err, res.Thumbprint)
 	}
-	for _, f := range []string{keyFile, signingFile, masterFile, AdminKeyFile} {
+	for _, f := range []string{keyFile, signingFile, masterFile, api.AdminKeyFile} {
 		st, err := os.Stat(filepath.Join(dir, f))
 		if err != nil || st.Mode().Perm() != 0o600 {
 			t.Errorf("%s: got %v, %v; want mode 0600", f, st.Mode().Perm(), err)
 		}
 	}
-	if _, err := ReadThumbprint(t.TempDir()); !errors.Is(err, ErrNotInitialized) {
+	if _, err := ReadThumbprint(t.TempDir()); !errors.Is(err, api.ErrNotInitialized) {
 		t.Errorf("empty folder: got %v, want ErrNotInitialized", err)
 	}
 }
@@ -122,7 +124,7 @@ func TestUpgradeOnlySession(t *testing.T) {
 	_ = p
 	ts.checkAllHealth()
 	v := ts.agentView(t, "old-agent")
-	if !v.Connected || v.Upgrade != UpgradeRequired || v.Health != store.HealthWarning {
+	if !v.Connected || v.Upgrade != api.UpgradeRequired || v.Health != store.HealthWarning {
 		t.Fatalf("got connected=%v upgrade=%s health=%s, want connected, required, warning", v.Connected, v.Upgrade, v.Health)
 	}
 }
@@ -168,7 +170,7 @@ func (ts *testServer) api(t *testing.T, method, path, key string, body io.Reader
 		t.Fatal(err)
 	}
 	if key == "" {
-		b, _ := os.ReadFile(filepath.Join(ts.dir, AdminKeyFile))
+		b, _ := os.ReadFile(filepath.Join(ts.dir, api.AdminKeyFile))
 		key = strings.TrimSpace(string(b))
 	}
 	if key != "-" {
@@ -240,7 +242,7 @@ func TestAPIAuthAndErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			resp, body := ts.api(t, tt.method, tt.path, tt.key, strings.NewReader(tt.body))
-			var e APIError
+			var e api.APIError
 			json.Unmarshal(body, &e)
 			if resp.StatusCode != tt.want || !strings.Contains(e.Error, tt.wantMsg) {
 				t.Fatalf("got %d %q, want %d with %q", resp.StatusCode, e.Error, tt.want, tt.wantMsg)
@@ -251,7 +253,7 @@ func TestAPIAuthAndErrors(t *testing.T) {
 		t.Errorf("tokens: got %d, want 0 after only bad requests", len(toks))
 	}
 	resp, body := ts.api(t, "POST", "/api/tokens", "", strings.NewReader(`{"environment":"Prod","ttl":"1h"}`))
-	var tr TokenResult
+	var tr api.TokenResult
 	json.Unmarshal(body, &tr)
 	if resp.StatusCode != 201 || !strings.HasPrefix(tr.Join, "tendril://") {
 		t.Fatalf("create token: got %d %s", resp.StatusCode, body)

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 
@@ -17,45 +19,8 @@ import (
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
-// TaskRequest asks for Calamari to run on one agent or on every agent of
-// an environment.
-type TaskRequest struct {
-	Agent       string `json:"agent,omitempty"`
-	Environment string `json:"environment,omitempty"`
-	// Args are Calamari's arguments, e.g. ["run-script", "--inline", "echo hi"].
-	Args []string `json:"args"`
-	// Calamari is the bundle version to run; "" means the latest.
-	Calamari string `json:"calamari,omitempty"`
-	// File is an uploaded file (POST /api/files) to put in the task's
-	// folder before it starts, e.g. a package for deploy-package.
-	File *FileRef `json:"file,omitempty"`
-}
-
-// FileRef names an uploaded file and what to call it on the agent.
-type FileRef struct {
-	Name   string `json:"name"`
-	SHA256 string `json:"sha256"`
-}
-
-// TaskView is a task as the API shows it.
-type TaskView struct {
-	ID         string     `json:"id"`
-	Group      string     `json:"group"`
-	Agent      string     `json:"agent"`
-	Args       []string   `json:"args"`
-	Calamari   string     `json:"calamari"`
-	File       string     `json:"file,omitempty"`
-	State      string     `json:"state"`
-	ExitCode   int        `json:"exit_code"`
-	Error      string     `json:"error,omitempty"`
-	CreatedAt  time.Time  `json:"created_at"`
-	StartedAt  *time.Time `json:"started_at,omitempty"`
-	FinishedAt *time.Time `json:"finished_at,omitempty"`
-	LogLines   int64      `json:"log_lines"`
-}
-
-func taskView(t store.Task) TaskView {
-	v := TaskView{ID: t.ID, Group: t.Group, Agent: t.AgentName, Args: t.Args, Calamari: t.Calamari, File: t.FileName,
+func taskView(t store.Task) api.TaskView {
+	v := api.TaskView{ID: t.ID, Group: t.Group, Agent: t.AgentName, Args: t.Args, Calamari: t.Calamari, File: t.FileName,
 		State: t.State, ExitCode: t.ExitCode, Error: t.Error, CreatedAt: t.CreatedAt, LogLines: t.LastSeq}
 	if !t.StartedAt.IsZero() {
 		v.StartedAt = &t.StartedAt
@@ -74,7 +39,7 @@ var fileNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$`)
 // CreateTasks validates a request and starts one task per target agent.
 // Every target must be connected and the Calamari version must exist: a
 // request that cannot run everywhere is refused whole, with the reason.
-func (s *Server) CreateTasks(ctx context.Context, req TaskRequest) ([]TaskView, error) {
+func (s *Server) CreateTasks(ctx context.Context, req api.TaskRequest) ([]api.TaskView, error) {
 	if len(req.Args) == 0 {
 		return nil, userError(ErrBadRequest, "no Calamari arguments given (e.g. run-script --inline 'echo hello')")
 	}
@@ -83,7 +48,7 @@ func (s *Server) CreateTasks(ctx context.Context, req TaskRequest) ([]TaskView, 
 		return nil, err
 	}
 	defer done()
-	agents, err := s.targetAgents(ctx, UpdateTarget{Agent: req.Agent, Environment: req.Environment})
+	agents, err := s.targetAgents(ctx, api.UpdateTarget{Agent: req.Agent, Environment: req.Environment})
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +106,7 @@ func (s *Server) CreateTasks(ctx context.Context, req TaskRequest) ([]TaskView, 
 	if err := s.store.CreateTasks(ctx, tasks); err != nil {
 		return nil, err
 	}
-	views := make([]TaskView, len(tasks))
+	views := make([]api.TaskView, len(tasks))
 	elsewhere := false
 	for i, t := range tasks {
 		views[i] = taskView(t)
@@ -166,21 +131,21 @@ func (s *Server) CreateTasks(ctx context.Context, req TaskRequest) ([]TaskView, 
 var sha256Pattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 // Task returns one task.
-func (s *Server) Task(ctx context.Context, id string) (TaskView, error) {
+func (s *Server) Task(ctx context.Context, id string) (api.TaskView, error) {
 	t, err := s.store.Task(ctx, id)
 	if err != nil {
-		return TaskView{}, err
+		return api.TaskView{}, err
 	}
 	return taskView(t), nil
 }
 
 // Tasks lists tasks, newest first.
-func (s *Server) Tasks(ctx context.Context, f store.TaskFilter) ([]TaskView, error) {
+func (s *Server) Tasks(ctx context.Context, f store.TaskFilter) ([]api.TaskView, error) {
 	ts, err := s.store.ListTasks(ctx, f)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]TaskView, len(ts))
+	out := make([]api.TaskView, len(ts))
 	for i, t := range ts {
 		out[i] = taskView(t)
 	}
@@ -487,13 +452,13 @@ func (s *Server) followTask(ctx context.Context, as *agentSession, t *store.Task
 // CancelTask stops a task: before it reaches the agent it never starts;
 // after, the agent kills its whole process tree. The node that drives the
 // task, or holds its agent's session, does the stopping.
-func (s *Server) CancelTask(ctx context.Context, id string) (TaskView, error) {
+func (s *Server) CancelTask(ctx context.Context, id string) (api.TaskView, error) {
 	t, err := s.store.Task(ctx, id)
 	if err != nil {
-		return TaskView{}, err
+		return api.TaskView{}, err
 	}
 	if t.Finished() {
-		return TaskView{}, userError(ErrConflict, "task %s already %s", id, t.State)
+		return api.TaskView{}, userError(ErrConflict, "task %s already %s", id, t.State)
 	}
 	me := s.nodeID()
 	if t.State == store.TaskQueued && s.tasks.get(id) == nil {
@@ -502,7 +467,7 @@ func (s *Server) CancelTask(ctx context.Context, id string) (TaskView, error) {
 		if _, alive := s.nodeAlive(t.Node); t.Node == "" || t.Node == me || !alive {
 			ok, err := s.store.ClaimTask(ctx, id, t.Node, me)
 			if err != nil {
-				return TaskView{}, fmt.Errorf("cancel task %s: %w", id, err)
+				return api.TaskView{}, fmt.Errorf("cancel task %s: %w", id, err)
 			}
 			if ok {
 				s.taskLog(id, "Cancellation requested")
@@ -511,7 +476,7 @@ func (s *Server) CancelTask(ctx context.Context, id string) (TaskView, error) {
 				return s.Task(ctx, id)
 			}
 			if t, err = s.store.Task(ctx, id); err != nil { // claimed meanwhile
-				return TaskView{}, err
+				return api.TaskView{}, err
 			}
 		}
 	}
@@ -523,15 +488,15 @@ func (s *Server) CancelTask(ctx context.Context, id string) (TaskView, error) {
 		defer cancel()
 		err := protocol.Call(cctx, as.sess, protocol.TypeTaskCancel, protocol.TaskCancel{Ticket: id}, protocol.TypeAck, nil)
 		if err != nil && !protocol.IsCode(err, protocol.CodeBadRequest) { // BadRequest: not started there yet
-			return TaskView{}, fmt.Errorf("cancel task %s on %s: %w", id, t.AgentName, err)
+			return api.TaskView{}, fmt.Errorf("cancel task %s on %s: %w", id, t.AgentName, err)
 		}
 	} else {
 		a, err := s.store.AgentByID(ctx, t.AgentID)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return TaskView{}, fmt.Errorf("cancel task %s: %w", id, err)
+			return api.TaskView{}, fmt.Errorf("cancel task %s: %w", id, err)
 		}
 		if t.State == store.TaskRunning && (err != nil || !s.connectedAnywhere(a)) {
-			return TaskView{}, userError(ErrNotConnected, "agent %s is not connected; the task cannot be cancelled until it is back", t.AgentName)
+			return api.TaskView{}, userError(ErrNotConnected, "agent %s is not connected; the task cannot be cancelled until it is back", t.AgentName)
 		}
 		// The node that holds the agent, or drives the task, stops it.
 		s.notifyCluster(notifyCancel, id)

@@ -20,8 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api/client"
 	"github.com/tendrildeploy/tendril/fleet"
-	"github.com/tendrildeploy/tendril/server/admin"
 )
 
 // bench measures figures 1-4 of BENCHMARKS.md for each fleet size.
@@ -329,12 +329,12 @@ func (b *bench) timeSweeps(ctx context.Context, n int) ([]time.Duration, error) 
 func (b *bench) agentAddr() string { return fmt.Sprintf("127.0.0.1:%d", b.agentPort) }
 func (b *bench) httpURL() string   { return fmt.Sprintf("http://127.0.0.1:%d", b.httpPort) }
 
-func (b *bench) client() (*admin.Client, error) {
-	key, err := admin.DataDirKey(b.data)
+func (b *bench) client() (*client.Client, error) {
+	key, err := client.DataDirKey(b.data)
 	if err != nil {
 		return nil, err
 	}
-	return admin.New(b.httpURL(), key, nil)
+	return client.New(b.httpURL(), key, nil)
 }
 
 func (b *bench) startCoordinator(ctx context.Context, tag string) error {

@@ -34,8 +34,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api/client"
 	"github.com/tendrildeploy/tendril/fleet"
-	"github.com/tendrildeploy/tendril/server/admin"
 )
 
 func main() {
@@ -92,13 +92,13 @@ func runCmd(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	var cl *admin.Client
+	var cl *client.Client
 	var err error
 	switch {
 	case *url != "":
-		cl, err = admin.New(*url, *apiKey, nil)
+		cl, err = client.New(*url, *apiKey, nil)
 	case *data != "":
-		cl, err = admin.FromDataDir(*data)
+		cl, err = client.FromDataDir(*data)
 	default:
 		return errors.New("run: give --data DIR or --url and --api-key")
 	}

@@ -18,10 +18,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/tendrildeploy/tendril/agent/upgrade"
+	"github.com/tendrildeploy/tendril/api/client"
 	"github.com/tendrildeploy/tendril/fleet"
-	"github.com/tendrildeploy/tendril/server"
-	"github.com/tendrildeploy/tendril/server/admin"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -202,7 +203,7 @@ func (rb *rolloutBench) run(ctx context.Context) (r rolloutResult, err error) {
 	simCPU0, _ := cpuTime(sim.pid())
 	machine0, _ := machineCPUTime()
 	t0 := time.Now()
-	view, err := cl.StartRollout(ctx, server.RolloutRequest{All: true, Version: rb.to, Batch: rb.batch, MaxFailures: &rb.maxFailures})
+	view, err := cl.StartRollout(ctx, api.RolloutRequest{All: true, Version: rb.to, Batch: rb.batch, MaxFailures: &rb.maxFailures})
 	if err != nil {
 		return r, err
 	}
@@ -315,7 +316,7 @@ func (rb *rolloutBench) preparePackage(ctx context.Context, r *rolloutResult) er
 // waitVersion waits until the agents listing shows every fleet agent
 // connected at version v. It returns how many it listed at v, and how
 // many of those connected.
-func (rb *rolloutBench) waitVersion(ctx context.Context, cl *admin.Client, v string, sim *proc) (atV, connected int, err error) {
+func (rb *rolloutBench) waitVersion(ctx context.Context, cl *client.Client, v string, sim *proc) (atV, connected int, err error) {
 	want := make(map[string]bool, rb.agents)
 	for i := range rb.agents {
 		want[fleet.Name(i)] = true
@@ -352,7 +353,7 @@ func (rb *rolloutBench) waitVersion(ctx context.Context, cl *admin.Client, v str
 // and a batch's time runs from the end of the one before (the engine
 // starts a batch when the previous one is final) to its last agent's
 // final state.
-func batchTimes(v server.RolloutView) (total time.Duration, batches []time.Duration) {
+func batchTimes(v api.RolloutView) (total time.Duration, batches []time.Duration) {
 	ends := map[int]time.Time{}
 	last := 0
 	for _, a := range v.Agents {

@@ -18,13 +18,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"golang.org/x/mod/semver"
 
+	"github.com/tendrildeploy/tendril/api/client"
 	"github.com/tendrildeploy/tendril/bundle"
 	"github.com/tendrildeploy/tendril/fleet"
 	"github.com/tendrildeploy/tendril/protocol"
-	"github.com/tendrildeploy/tendril/server"
-	"github.com/tendrildeploy/tendril/server/admin"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -303,8 +304,8 @@ func (t *transferBench) oneAgent(ctx context.Context, ssh *sshServer, r *transfe
 
 // startAgent enrols a real tendril-agent with a token from the API and
 // runs it.
-func (t *transferBench) startAgent(ctx context.Context, b *bench, cl *admin.Client, home string) (*proc, error) {
-	tok, err := cl.CreateToken(ctx, server.TokenRequest{Environment: benchEnvironment, TTL: "10m", Servers: []string{b.agentAddr()}})
+func (t *transferBench) startAgent(ctx context.Context, b *bench, cl *client.Client, home string) (*proc, error) {
+	tok, err := cl.CreateToken(ctx, api.TokenRequest{Environment: benchEnvironment, TTL: "10m", Servers: []string{b.agentAddr()}})
 	if err != nil {
 		return nil, err
 	}
@@ -314,7 +315,7 @@ func (t *transferBench) startAgent(ctx context.Context, b *bench, cl *admin.Clie
 	return startProc(ctx, filepath.Join(b.dir, "agent.log"), t.agentBin, nil, "run", "--home", home)
 }
 
-func (t *transferBench) waitAgent(ctx context.Context, cl *admin.Client, p *proc) error {
+func (t *transferBench) waitAgent(ctx context.Context, cl *client.Client, p *proc) error {
 	deadline := time.Now().Add(t.timeout)
 	for {
 		a, err := cl.Agent(ctx, benchAgent)
@@ -338,7 +339,7 @@ func (t *transferBench) waitAgent(ctx context.Context, cl *admin.Client, p *proc
 // key, see sshServer), in turn, so that a change in the machine's load
 // hits all alike. The first of each is not counted: the ssh ones set up
 // the master connections, the task one is the agent's first Calamari run.
-func (t *transferBench) roundTrips(ctx context.Context, cl *admin.Client, ssh *sshServer, r *transferResults) error {
+func (t *transferBench) roundTrips(ctx context.Context, cl *client.Client, ssh *sshServer, r *transferResults) error {
 	bv, err := uploadBundle(ctx, cl, t.calamari)
 	if err != nil {
 		return err
@@ -347,7 +348,7 @@ func (t *transferBench) roundTrips(ctx context.Context, cl *admin.Client, ssh *s
 		return fmt.Errorf("Calamari %s from %s is not below the benchmark's bundles (%d.x)", bv.Version, t.calamari, benchMajor)
 	}
 	r.taskCalamari = bv.Version
-	res, err := cl.UpdateCalamari(ctx, server.UpdateTarget{Agent: benchAgent})
+	res, err := cl.UpdateCalamari(ctx, api.UpdateTarget{Agent: benchAgent})
 	if err != nil {
 		return err
 	}
@@ -355,7 +356,7 @@ func (t *transferBench) roundTrips(ctx context.Context, cl *admin.Client, ssh *s
 		return fmt.Errorf("install Calamari %s on %s: %+v", bv.Version, benchAgent, res)
 	}
 	t.logf("Calamari %s installed on %s; timing %d round trips each", bv.Version, benchAgent, t.rttRuns)
-	req := server.TaskRequest{Agent: benchAgent, Args: []string{"run-script", "--inline", "true"}, Calamari: bv.Version}
+	req := api.TaskRequest{Agent: benchAgent, Args: []string{"run-script", "--inline", "true"}, Calamari: bv.Version}
 	for i := -1; i < t.rttRuns; i++ {
 		d, end, err := taskRoundTrip(ctx, cl, req, t.timeout)
 		if err != nil {
@@ -385,20 +386,20 @@ func (t *transferBench) roundTrips(ctx context.Context, cl *admin.Client, ssh *s
 
 // taskRoundTrip creates the task and follows its log until the final
 // state arrives: what `tendril-server task run` does.
-func taskRoundTrip(ctx context.Context, cl *admin.Client, req server.TaskRequest, timeout time.Duration) (time.Duration, server.TaskView, error) {
+func taskRoundTrip(ctx context.Context, cl *client.Client, req api.TaskRequest, timeout time.Duration) (time.Duration, api.TaskView, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	start := time.Now()
 	tasks, err := cl.CreateTasks(ctx, req)
 	if err != nil {
-		return 0, server.TaskView{}, err
+		return 0, api.TaskView{}, err
 	}
 	if len(tasks) != 1 {
-		return 0, server.TaskView{}, fmt.Errorf("create task: got %d tasks, want 1", len(tasks))
+		return 0, api.TaskView{}, fmt.Errorf("create task: got %d tasks, want 1", len(tasks))
 	}
 	var from int64 = 1
 	for {
-		end, ended, err := cl.FollowTaskLog(ctx, tasks[0].ID, from, true, func(l server.LogLineView) error {
+		end, ended, err := cl.FollowTaskLog(ctx, tasks[0].ID, from, true, func(l api.LogLineView) error {
 			from = l.Seq + 1
 			return nil
 		})
@@ -416,15 +417,15 @@ func taskRoundTrip(ctx context.Context, cl *admin.Client, req server.TaskRequest
 	}
 }
 
-func uploadBundle(ctx context.Context, cl *admin.Client, path string) (server.BundleView, error) {
+func uploadBundle(ctx context.Context, cl *client.Client, path string) (api.BundleView, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return server.BundleView{}, err
+		return api.BundleView{}, err
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return server.BundleView{}, err
+		return api.BundleView{}, err
 	}
 	return cl.UploadCalamari(ctx, f, st.Size())
 }
@@ -434,7 +435,7 @@ func uploadBundle(ctx context.Context, cl *admin.Client, path string) (server.Bu
 // copied with scp to the local sshd, and sent over raw TLS: the same
 // bytes three ways. The order of the three rotates from run to run, so
 // that none always runs right after another's disk writes.
-func (t *transferBench) pushes(ctx context.Context, b *bench, cl *admin.Client, ssh *sshServer, home string, r *transferResults) error {
+func (t *transferBench) pushes(ctx context.Context, b *bench, cl *client.Client, ssh *sshServer, home string, r *transferResults) error {
 	src := filepath.Join(b.dir, "payload")
 	if err := writePayload(src, t.bundleSize); err != nil {
 		return err
@@ -533,7 +534,7 @@ type pushTimes struct {
 // update call, and times from the call to the moments the agent's folder
 // shows the whole bundle received and the version installed, by looking
 // at it every millisecond.
-func (t *transferBench) timePush(ctx context.Context, cl *admin.Client, home string, bv server.BundleView) (pushTimes, error) {
+func (t *transferBench) timePush(ctx context.Context, cl *client.Client, home string, bv api.BundleView) (pushTimes, error) {
 	partial := filepath.Join(home, "Calamari", ".partial", bv.SHA256+".part")
 	success := filepath.Join(home, "Calamari", bv.Version, bundle.SuccessName)
 	wctx, cancel := context.WithTimeout(ctx, t.timeout)
@@ -557,7 +558,7 @@ func (t *transferBench) timePush(ctx context.Context, cl *admin.Client, home str
 			time.Sleep(pollEvery)
 		}
 	}()
-	res, err := cl.UpdateCalamari(wctx, server.UpdateTarget{Agent: benchAgent})
+	res, err := cl.UpdateCalamari(wctx, api.UpdateTarget{Agent: benchAgent})
 	api := time.Since(start)
 	if err != nil {
 		cancel()
@@ -746,7 +747,7 @@ func (t *transferBench) fleetPush(ctx context.Context, b *bench, src string, n i
 			time.Sleep(fleetPollEvery)
 		}
 	}()
-	res, err := cl.UpdateCalamari(wctx, server.UpdateTarget{Environment: fleet.DefaultEnvironment})
+	res, err := cl.UpdateCalamari(wctx, api.UpdateTarget{Environment: fleet.DefaultEnvironment})
 	fp.api = time.Since(start)
 	if err != nil {
 		cancel()

@@ -10,12 +10,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
+	"github.com/tendrildeploy/tendril/api/client"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server"
-	"github.com/tendrildeploy/tendril/server/admin"
 	"github.com/tendrildeploy/tendril/version"
 )
 
@@ -333,7 +335,7 @@ func addTargetFlags(c *cobra.Command, t *targetFlags) {
 
 // adminCall runs fn with a client of the coordinator the flags name,
 // bounded by adminTimeout.
-func adminCall(c *cobra.Command, t targetFlags, e env, fn func(ctx context.Context, cl *admin.Client) error) error {
+func adminCall(c *cobra.Command, t targetFlags, e env, fn func(ctx context.Context, cl *client.Client) error) error {
 	return adminCallFor(c, t, e, adminTimeout, fn)
 }
 
@@ -341,7 +343,7 @@ func adminCall(c *cobra.Command, t targetFlags, e env, fn func(ctx context.Conte
 // that rightly take as long as they take (uploads, pushes to a fleet,
 // followed task logs) and end only when done or interrupted. The client
 // has no overall timeout of its own.
-func adminCallFor(c *cobra.Command, t targetFlags, e env, timeout time.Duration, fn func(ctx context.Context, cl *admin.Client) error) error {
+func adminCallFor(c *cobra.Command, t targetFlags, e env, timeout time.Duration, fn func(ctx context.Context, cl *client.Client) error) error {
 	url, key, err := resolveTarget(t, e.getenv)
 	if err != nil {
 		if ue, ok := errors.AsType[*usageError](err); ok {
@@ -349,7 +351,7 @@ func adminCallFor(c *cobra.Command, t targetFlags, e env, timeout time.Duration,
 		}
 		return err
 	}
-	cl, err := admin.New(url, key, nil)
+	cl, err := client.New(url, key, nil)
 	if err != nil {
 		return err
 	}
@@ -386,8 +388,8 @@ func newTokenCmd(e env) *cobra.Command {
 			if environment == "" {
 				return usageErrorf(c, "--environment is required")
 			}
-			req := server.TokenRequest{Environment: environment, TTL: ttl.String(), Servers: servers}
-			return adminCall(c, t, e, func(ctx context.Context, cl *admin.Client) error {
+			req := api.TokenRequest{Environment: environment, TTL: ttl.String(), Servers: servers}
+			return adminCall(c, t, e, func(ctx context.Context, cl *client.Client) error {
 				res, err := cl.CreateToken(ctx, req)
 				if err != nil {
 					return err
@@ -402,7 +404,7 @@ func newTokenCmd(e env) *cobra.Command {
 	}
 	f := create.Flags()
 	f.StringVar(&environment, "environment", "", "environment the agent joins (required)")
-	f.DurationVar(&ttl, "ttl", server.DefaultTokenTTL, "how long the token can be used")
+	f.DurationVar(&ttl, "ttl", api.DefaultTokenTTL, "how long the token can be used")
 	f.StringSliceVar(&servers, "server", nil, "coordinator HOST:PORT agents should dial, repeatable (default: the agent listen address)")
 	f.BoolVar(&asJSON, "json", false, "print the token as JSON")
 	group.AddCommand(create, newTokenListCmd(e, &t), newTokenRevokeCmd(e, &t))
@@ -424,7 +426,7 @@ func newAgentsCmd(e env) *cobra.Command {
 		Short: "List agents with their connection, health, TLS version, Calamari and upgrade state",
 		Args:  noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			return adminCall(c, t, e, func(ctx context.Context, cl *admin.Client) error {
+			return adminCall(c, t, e, func(ctx context.Context, cl *client.Client) error {
 				if asJSON {
 					raw, err := cl.AgentsJSON(ctx)
 					if err != nil {
@@ -446,7 +448,7 @@ func newAgentsCmd(e env) *cobra.Command {
 		Short: "Delete an agent: its session ends and its certificate is refused from then on",
 		Args:  oneArg("agent name"),
 		RunE: func(c *cobra.Command, args []string) error {
-			return adminCall(c, t, e, func(ctx context.Context, cl *admin.Client) error {
+			return adminCall(c, t, e, func(ctx context.Context, cl *client.Client) error {
 				if err := cl.DeleteAgent(ctx, args[0]); err != nil {
 					return err
 				}
@@ -474,7 +476,7 @@ func newCertificateCmd(e env) *cobra.Command {
 		Short: "Replace the coordinator's certificate; connected agents learn the new thumbprint first",
 		Args:  noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			return adminCall(c, t, e, func(ctx context.Context, cl *admin.Client) error {
+			return adminCall(c, t, e, func(ctx context.Context, cl *client.Client) error {
 				res, err := cl.RotateCertificate(ctx)
 				if err != nil {
 					return err
@@ -518,15 +520,15 @@ func newVersionCmd(e env) *cobra.Command {
 				_, err := fmt.Fprintln(e.stdout, version.Version)
 				return err
 			}
-			return adminCallFor(c, t, e, versionCheckTimeout, func(ctx context.Context, cl *admin.Client) error {
+			return adminCallFor(c, t, e, versionCheckTimeout, func(ctx context.Context, cl *client.Client) error {
 				u, err := cl.Updates(ctx)
 				if err != nil {
 					return err
 				}
 				if asJSON {
 					return writeJSON(e.stdout, struct {
-						Version string             `json:"version"`
-						Updates server.UpdatesView `json:"updates"`
+						Version string          `json:"version"`
+						Updates api.UpdatesView `json:"updates"`
 					}{version.Version, u})
 				}
 				return writeUpdates(e.stdout, version.Version, u)
@@ -541,7 +543,7 @@ func newVersionCmd(e env) *cobra.Command {
 
 // writeUpdates prints the local version and the coordinator's update
 // notice.
-func writeUpdates(w io.Writer, local string, u server.UpdatesView) error {
+func writeUpdates(w io.Writer, local string, u api.UpdatesView) error {
 	var b strings.Builder
 	fmt.Fprintln(&b, local)
 	if u.Current != local {

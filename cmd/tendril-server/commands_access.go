@@ -12,11 +12,13 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/tendrildeploy/tendril/api/client"
 	"github.com/tendrildeploy/tendril/server"
-	"github.com/tendrildeploy/tendril/server/admin"
 )
 
 // maxPasswordInput bounds what is read for a password: the coordinator
@@ -53,7 +55,7 @@ least 8 characters. The coordinator stores it as an argon2id hash.`,
 			if err != nil {
 				return err
 			}
-			return adminCall(c, t, e, func(ctx context.Context, cl *admin.Client) error {
+			return adminCall(c, t, e, func(ctx context.Context, cl *client.Client) error {
 				u, err := cl.CreateUser(ctx, args[0], password)
 				if err != nil {
 					return err
@@ -75,7 +77,7 @@ least 8 characters. The coordinator stores it as an argon2id hash.`,
 		Short: "List the console users",
 		Args:  noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			return adminCall(c, t, e, func(ctx context.Context, cl *admin.Client) error {
+			return adminCall(c, t, e, func(ctx context.Context, cl *client.Client) error {
 				us, err := cl.Users(ctx)
 				if err != nil {
 					return err
@@ -94,7 +96,7 @@ least 8 characters. The coordinator stores it as an argon2id hash.`,
 		Short: "Remove a console user; their console sessions end",
 		Args:  oneArg("user name"),
 		RunE: func(c *cobra.Command, args []string) error {
-			return adminCall(c, t, e, func(ctx context.Context, cl *admin.Client) error {
+			return adminCall(c, t, e, func(ctx context.Context, cl *client.Client) error {
 				if err := cl.DeleteUser(ctx, args[0]); err != nil {
 					return err
 				}
@@ -130,7 +132,7 @@ managing users and API keys, which needs an admin key (--admin). The key
 init wrote to the data folder's admin.key is an admin key.`,
 		Args: oneArg("key name"),
 		RunE: func(c *cobra.Command, args []string) error {
-			return adminCall(c, t, e, func(ctx context.Context, cl *admin.Client) error {
+			return adminCall(c, t, e, func(ctx context.Context, cl *client.Client) error {
 				k, err := cl.CreateAPIKey(ctx, args[0], adminKey)
 				if err != nil {
 					return err
@@ -157,7 +159,7 @@ init wrote to the data folder's admin.key is an admin key.`,
 		Short: "List the API keys, revoked ones too (never the keys themselves)",
 		Args:  noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			return adminCall(c, t, e, func(ctx context.Context, cl *admin.Client) error {
+			return adminCall(c, t, e, func(ctx context.Context, cl *client.Client) error {
 				ks, err := cl.APIKeys(ctx)
 				if err != nil {
 					return err
@@ -177,7 +179,7 @@ init wrote to the data folder's admin.key is an admin key.`,
 		Short: "Revoke an API key: the API refuses it and console sessions signed in with it end",
 		Args:  oneArg("key id (see apikey list)"),
 		RunE: func(c *cobra.Command, args []string) error {
-			return adminCall(c, t, e, func(ctx context.Context, cl *admin.Client) error {
+			return adminCall(c, t, e, func(ctx context.Context, cl *client.Client) error {
 				k, err := cl.RevokeAPIKey(ctx, args[0])
 				if err != nil {
 					return err
@@ -202,7 +204,7 @@ func newTokenListCmd(e env, t *targetFlags) *cobra.Command {
 		Short: "List enrollment tokens and whether each is unused, used or expired (never their secrets)",
 		Args:  noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			return adminCall(c, *t, e, func(ctx context.Context, cl *admin.Client) error {
+			return adminCall(c, *t, e, func(ctx context.Context, cl *client.Client) error {
 				ts, err := cl.Tokens(ctx)
 				if err != nil {
 					return err
@@ -224,7 +226,7 @@ func newTokenRevokeCmd(e env, t *targetFlags) *cobra.Command {
 		Short: "Revoke an enrollment token: it can no longer enroll an agent",
 		Args:  oneArg("token id (see token list)"),
 		RunE: func(c *cobra.Command, args []string) error {
-			return adminCall(c, *t, e, func(ctx context.Context, cl *admin.Client) error {
+			return adminCall(c, *t, e, func(ctx context.Context, cl *client.Client) error {
 				if err := cl.RevokeToken(ctx, args[0]); err != nil {
 					return err
 				}
@@ -325,7 +327,7 @@ func keyKind(adminKey bool) string {
 }
 
 // writeUsers prints the users table.
-func writeUsers(w io.Writer, us []server.UserView) error {
+func writeUsers(w io.Writer, us []api.UserView) error {
 	if len(us) == 0 {
 		_, err := fmt.Fprintln(w, "No users yet. Add one with \"tendril-server user create NAME\".")
 		return err
@@ -339,7 +341,7 @@ func writeUsers(w io.Writer, us []server.UserView) error {
 }
 
 // writeAPIKeys prints the API keys table.
-func writeAPIKeys(w io.Writer, ks []server.APIKeyView) error {
+func writeAPIKeys(w io.Writer, ks []api.APIKeyView) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tNAME\tROLE\tCREATED\tREVOKED")
 	for _, k := range ks {
@@ -356,7 +358,7 @@ func writeAPIKeys(w io.Writer, ks []server.APIKeyView) error {
 }
 
 // writeTokens prints the enrollment tokens table.
-func writeTokens(w io.Writer, ts []server.TokenView) error {
+func writeTokens(w io.Writer, ts []api.TokenView) error {
 	if len(ts) == 0 {
 		_, err := fmt.Fprintln(w, "No enrollment tokens. Create one with \"tendril-server token create --environment ENV\".")
 		return err

@@ -9,8 +9,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tendrildeploy/tendril/api"
+
+	"github.com/tendrildeploy/tendril/api/client"
 	"github.com/tendrildeploy/tendril/server"
-	"github.com/tendrildeploy/tendril/server/admin"
 )
 
 // cliIn is cli with stdin.
@@ -26,7 +28,7 @@ func cliIn(t *testing.T, stdin string, vars map[string]string, args ...string) (
 // against a real coordinator.
 func TestAccessCommandsEndToEnd(t *testing.T) {
 	dir, ri := startCoordinatorCmd(t)
-	apiURL, err := admin.RunInfoURL(ri)
+	apiURL, err := client.RunInfoURL(ri)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +67,7 @@ func TestAccessCommandsEndToEnd(t *testing.T) {
 		})
 	}
 	code, stdout, _ := cliIn(t, "", nil, "user", "list", "--json", "--data", dir)
-	var users []server.UserView
+	var users []api.UserView
 	if code != 0 || json.Unmarshal([]byte(stdout), &users) != nil || len(users) != 2 || users[0].Name != "alice" || users[1].Name != "carol" {
 		t.Fatalf("user list --json: got %d %q, want alice and carol", code, stdout)
 	}
@@ -99,7 +101,7 @@ func TestAccessCommandsEndToEnd(t *testing.T) {
 		t.Fatalf("apikey create with a standard key: got %d %q, want 1 with 403", code, stderr)
 	}
 	code, stdout, _ = cliIn(t, "", nil, "apikey", "list", "--json", "--data", dir)
-	var keys []server.APIKeyView
+	var keys []api.APIKeyView
 	if code != 0 || json.Unmarshal([]byte(stdout), &keys) != nil || len(keys) != 2 || keys[0].Name != "ci" || keys[0].Admin || !keys[1].Admin {
 		t.Fatalf("apikey list --json: got %d %q, want ci and the admin key", code, stdout)
 	}
@@ -125,7 +127,7 @@ func TestAccessCommandsEndToEnd(t *testing.T) {
 		t.Fatalf("token create: %d", code)
 	}
 	code, stdout, _ = cliIn(t, "", nil, "token", "list", "--json", "--data", dir)
-	var tokens []server.TokenView
+	var tokens []api.TokenView
 	if code != 0 || json.Unmarshal([]byte(stdout), &tokens) != nil || len(tokens) != 1 || tokens[0].State != server.TokenUnused || tokens[0].Environment != "Prod" {
 		t.Fatalf("token list --json: got %d %q, want one unused token for Prod", code, stdout)
 	}

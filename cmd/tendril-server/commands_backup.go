@@ -8,8 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tendrildeploy/tendril/api/client"
 	"github.com/tendrildeploy/tendril/server"
-	"github.com/tendrildeploy/tendril/server/admin"
 	"github.com/tendrildeploy/tendril/version"
 )
 
@@ -43,7 +43,7 @@ restored. Restore it with "tendril-server restore".`,
 			}
 			opts := server.BackupOptions{DataDir: dir, Out: out, Passphrase: pass, Version: version.Version}
 			if _, running := server.RunningCoordinator(dir); running {
-				cl, err := admin.FromDataDir(dir)
+				cl, err := client.FromDataDir(dir)
 				if err != nil {
 					return err
 				}

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/tendrildeploy/tendril/server"
 )
 
@@ -48,7 +50,7 @@ func TestMaintenanceBackupRestoreCommands(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("task run: %d %q", code, stderr)
 	}
-	var tasks []server.TaskView
+	var tasks []api.TaskView
 	if err := json.Unmarshal([]byte(stdout), &tasks); err != nil || len(tasks) != 1 {
 		t.Fatalf("task run --json: %q", stdout)
 	}
@@ -91,7 +93,7 @@ func TestMaintenanceBackupRestoreCommands(t *testing.T) {
 		t.Fatal("maintenance on --wait did not return after the task finished")
 	}
 	code, stdout, _ = run("maintenance", "status", "--json")
-	var v server.MaintenanceView
+	var v api.MaintenanceView
 	if code != 0 || json.Unmarshal([]byte(stdout), &v) != nil || !v.On || !v.Drained() {
 		t.Fatalf("status --json: %d %q", code, stdout)
 	}

@@ -7,10 +7,11 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/spf13/cobra"
 
-	"github.com/tendrildeploy/tendril/server"
-	"github.com/tendrildeploy/tendril/server/admin"
+	"github.com/tendrildeploy/tendril/api/client"
 )
 
 func newCalamariCmd(e env) *cobra.Command {
@@ -29,8 +30,8 @@ func newCalamariCmd(e env) *cobra.Command {
 		Short: "Upload a Calamari bundle (calamari-<version>.tar.gz); the coordinator validates and signs it",
 		Args:  oneArg("bundle file"),
 		RunE: func(c *cobra.Command, args []string) error {
-			return adminCallFor(c, t, e, 0, func(ctx context.Context, cl *admin.Client) error {
-				var v server.BundleView
+			return adminCallFor(c, t, e, 0, func(ctx context.Context, cl *client.Client) error {
+				var v api.BundleView
 				err := uploadFile(e, args[0], func(r upload) error {
 					var err error
 					v, err = cl.UploadCalamari(ctx, r.r, r.size)
@@ -54,7 +55,7 @@ func newCalamariCmd(e env) *cobra.Command {
 		Short: "List the stored Calamari bundles, newest first",
 		Args:  noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			return adminCall(c, t, e, func(ctx context.Context, cl *admin.Client) error {
+			return adminCall(c, t, e, func(ctx context.Context, cl *client.Client) error {
 				bs, err := cl.CalamariBundles(ctx)
 				if err != nil {
 					return err
@@ -69,7 +70,7 @@ func newCalamariCmd(e env) *cobra.Command {
 	list.Flags().BoolVar(&listJSON, "json", false, "print the GET /api/calamari array")
 
 	var (
-		target     server.UpdateTarget
+		target     api.UpdateTarget
 		updateJSON bool
 	)
 	update := &cobra.Command{
@@ -82,7 +83,7 @@ func newCalamariCmd(e env) *cobra.Command {
 			}
 			// Pushes to a large environment take as long as they take; the
 			// coordinator bounds how many run at once.
-			return adminCallFor(c, t, e, 0, func(ctx context.Context, cl *admin.Client) error {
+			return adminCallFor(c, t, e, 0, func(ctx context.Context, cl *client.Client) error {
 				res, err := cl.UpdateCalamari(ctx, target)
 				if err != nil {
 					return err
@@ -110,7 +111,7 @@ func newCalamariCmd(e env) *cobra.Command {
 
 // updateOutcome turns an update's results into the command's error: exit
 // 1 if any agent failed.
-func updateOutcome(res []server.UpdateResult) error {
+func updateOutcome(res []api.UpdateResult) error {
 	failed := 0
 	for _, r := range res {
 		if r.Result == "failed" {

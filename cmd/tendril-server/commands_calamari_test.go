@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server"
+	"github.com/tendrildeploy/tendril/api"
 )
 
 func writeTempFile(t *testing.T, name string, content []byte) string {
@@ -28,14 +28,14 @@ func TestCalamariPush(t *testing.T) {
 	bundleFile := writeTempFile(t, "calamari-1.2.3.tar.gz", []byte(strings.Repeat("b", 100_000)))
 	for _, tc := range []struct {
 		name    string
-		pushed  server.BundleView
+		pushed  api.BundleView
 		want    string
 		console bool
 	}{
-		{"new and latest", server.BundleView{Version: "1.2.3", Latest: true, Created: true}, "stored Calamari 1.2.3 (latest)\n", false},
-		{"new, older than the latest", server.BundleView{Version: "1.2.3", Created: true}, "stored Calamari 1.2.3 (not the latest: a newer version is stored)\n", false},
-		{"already stored", server.BundleView{Version: "1.2.3", Latest: true}, "Calamari 1.2.3 was already stored\n", false},
-		{"on a terminal", server.BundleView{Version: "1.2.3", Latest: true, Created: true}, "stored Calamari 1.2.3 (latest)\n", true},
+		{"new and latest", api.BundleView{Version: "1.2.3", Latest: true, Created: true}, "stored Calamari 1.2.3 (latest)\n", false},
+		{"new, older than the latest", api.BundleView{Version: "1.2.3", Created: true}, "stored Calamari 1.2.3 (not the latest: a newer version is stored)\n", false},
+		{"already stored", api.BundleView{Version: "1.2.3", Latest: true}, "Calamari 1.2.3 was already stored\n", false},
+		{"on a terminal", api.BundleView{Version: "1.2.3", Latest: true, Created: true}, "stored Calamari 1.2.3 (latest)\n", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFakeAPI(t)
@@ -54,9 +54,9 @@ func TestCalamariPush(t *testing.T) {
 	}
 
 	f := newFakeAPI(t)
-	f.pushed = server.BundleView{Version: "1.2.3", Latest: true, Created: true, Platforms: []string{"linux/amd64"}}
+	f.pushed = api.BundleView{Version: "1.2.3", Latest: true, Created: true, Platforms: []string{"linux/amd64"}}
 	code, stdout, _ := cli(t, context.Background(), f.vars(), "calamari", "push", bundleFile, "--json")
-	var v server.BundleView
+	var v api.BundleView
 	if code != 0 || json.Unmarshal([]byte(stdout), &v) != nil || v.Version != "1.2.3" || !v.Created || v.Size != 100_000 {
 		t.Fatalf("--json: got %d %q", code, stdout)
 	}
@@ -82,7 +82,7 @@ func TestCalamariList(t *testing.T) {
 		t.Fatalf("empty: got %d %q", code, stdout)
 	}
 	at := time.Date(2026, 1, 2, 12, 0, 0, 0, time.UTC)
-	f.bundles = []server.BundleView{
+	f.bundles = []api.BundleView{
 		{Version: "1.3.0", Latest: true, Platforms: []string{"darwin/arm64", "linux/amd64"}, Size: 12_345_678, UploadedAt: at},
 		{Version: "1.2.3", Size: 900, UploadedAt: at.Add(-time.Hour)},
 	}
@@ -95,7 +95,7 @@ func TestCalamariList(t *testing.T) {
 		t.Fatalf("got %d:\n%s\nwant:\n%s", code, stdout, want)
 	}
 	code, stdout, _ = cli(t, context.Background(), f.vars(), "calamari", "list", "--json")
-	var got []server.BundleView
+	var got []api.BundleView
 	if code != 0 || json.Unmarshal([]byte(stdout), &got) != nil || len(got) != 2 || got[0].Version != "1.3.0" || !got[0].Latest {
 		t.Fatalf("--json: got %d %q", code, stdout)
 	}
@@ -105,25 +105,25 @@ func TestCalamariUpdate(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
 		args       []string
-		target     server.UpdateTarget
-		results    []server.UpdateResult
+		target     api.UpdateTarget
+		results    []api.UpdateResult
 		wantCode   int
 		wantStdout string
 		wantStderr string
 	}{
-		{"all fine", []string{"--environment", "Prod"}, server.UpdateTarget{Environment: "Prod"},
-			[]server.UpdateResult{
+		{"all fine", []string{"--environment", "Prod"}, api.UpdateTarget{Environment: "Prod"},
+			[]api.UpdateResult{
 				{Agent: "web-1", Version: "1.2.3", Result: "installed"},
 				{Agent: "db-10", Version: "1.2.3", Result: "current"},
 			}, 0, "web-1  installed 1.2.3\ndb-10  current\n", ""},
-		{"one failed", []string{"--environment", "Prod"}, server.UpdateTarget{Environment: "Prod"},
-			[]server.UpdateResult{
+		{"one failed", []string{"--environment", "Prod"}, api.UpdateTarget{Environment: "Prod"},
+			[]api.UpdateResult{
 				{Agent: "web-1", Version: "1.2.3", Result: "installed"},
 				{Agent: "web-2", Version: "1.2.3", Result: "failed", Error: "agent is not connected"},
 			}, 1, "web-1  installed 1.2.3\nweb-2  failed: agent is not connected\n",
 			"tendril-server: Calamari update failed on 1 of 2 agents\n"},
-		{"one agent", []string{"--agent", "web-1"}, server.UpdateTarget{Agent: "web-1"},
-			[]server.UpdateResult{{Agent: "web-1", Version: "1.2.3", Result: "current"}}, 0, "web-1  current\n", ""},
+		{"one agent", []string{"--agent", "web-1"}, api.UpdateTarget{Agent: "web-1"},
+			[]api.UpdateResult{{Agent: "web-1", Version: "1.2.3", Result: "current"}}, 0, "web-1  current\n", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFakeAPI(t)
@@ -135,7 +135,7 @@ func TestCalamariUpdate(t *testing.T) {
 					code, stdout, stderr, target, tc.wantCode, tc.wantStdout, tc.wantStderr, tc.target)
 			}
 			code, stdout, _ = cli(t, context.Background(), f.vars(), append([]string{"calamari", "update", "--json"}, tc.args...)...)
-			var got []server.UpdateResult
+			var got []api.UpdateResult
 			if code != tc.wantCode || json.Unmarshal([]byte(stdout), &got) != nil || len(got) != len(tc.results) {
 				t.Fatalf("--json: got %d %q, want %d and the results", code, stdout, tc.wantCode)
 			}

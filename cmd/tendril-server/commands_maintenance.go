@@ -6,10 +6,11 @@ import (
 	"io"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/spf13/cobra"
 
-	"github.com/tendrildeploy/tendril/server"
-	"github.com/tendrildeploy/tendril/server/admin"
+	"github.com/tendrildeploy/tendril/api/client"
 )
 
 // drainPoll is how often "maintenance on --wait" asks what still runs.
@@ -40,7 +41,7 @@ func newMaintenanceCmd(e env) *cobra.Command {
 			if wait {
 				timeout = 0
 			}
-			return adminCallFor(c, t, e, timeout, func(ctx context.Context, cl *admin.Client) error {
+			return adminCallFor(c, t, e, timeout, func(ctx context.Context, cl *client.Client) error {
 				v, err := cl.SetMaintenance(ctx, true)
 				if err != nil {
 					return err
@@ -66,7 +67,7 @@ func newMaintenanceCmd(e env) *cobra.Command {
 		Short: "Turn maintenance mode off: new tasks and rollouts start again",
 		Args:  noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			return adminCall(c, t, e, func(ctx context.Context, cl *admin.Client) error {
+			return adminCall(c, t, e, func(ctx context.Context, cl *client.Client) error {
 				v, err := cl.SetMaintenance(ctx, false)
 				if err != nil {
 					return err
@@ -86,7 +87,7 @@ func newMaintenanceCmd(e env) *cobra.Command {
 		Short: "Show whether maintenance mode is on and what is still running",
 		Args:  noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			return adminCall(c, t, e, func(ctx context.Context, cl *admin.Client) error {
+			return adminCall(c, t, e, func(ctx context.Context, cl *client.Client) error {
 				v, err := cl.Maintenance(ctx)
 				if err != nil {
 					return err
@@ -106,7 +107,7 @@ func newMaintenanceCmd(e env) *cobra.Command {
 
 // drain polls until nothing is left running, saying on w (stderr, so
 // --json output stays one document) how much is left whenever it changes.
-func drain(ctx context.Context, cl *admin.Client, v server.MaintenanceView, w io.Writer, quiet bool) (server.MaintenanceView, error) {
+func drain(ctx context.Context, cl *client.Client, v api.MaintenanceView, w io.Writer, quiet bool) (api.MaintenanceView, error) {
 	last := ""
 	for !v.Drained() {
 		if !v.On {
@@ -132,7 +133,7 @@ func drain(ctx context.Context, cl *admin.Client, v server.MaintenanceView, w io
 	return v, nil
 }
 
-func remaining(v server.MaintenanceView) string {
+func remaining(v api.MaintenanceView) string {
 	s := fmt.Sprintf("%d %s still running, %d queued", v.RunningTasks, plural(v.RunningTasks, "task", "tasks"), v.QueuedTasks)
 	if v.RunningRollouts > 0 {
 		s += fmt.Sprintf(", %d %s running", v.RunningRollouts, plural(v.RunningRollouts, "rollout", "rollouts"))
@@ -147,7 +148,7 @@ func plural(n int, one, many string) string {
 	return many
 }
 
-func writeMaintenance(w io.Writer, v server.MaintenanceView) error {
+func writeMaintenance(w io.Writer, v api.MaintenanceView) error {
 	var err error
 	if v.On {
 		since := ""

@@ -7,10 +7,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/spf13/cobra"
 
-	"github.com/tendrildeploy/tendril/server"
-	"github.com/tendrildeploy/tendril/server/admin"
+	"github.com/tendrildeploy/tendril/api/client"
 )
 
 func newNodesCmd(e env) *cobra.Command {
@@ -28,7 +29,7 @@ func newNodesCmd(e env) *cobra.Command {
 		Short: "List the nodes with their state, version, heartbeat, agents and tasks",
 		Args:  noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			return adminCall(c, t, e, func(ctx context.Context, cl *admin.Client) error {
+			return adminCall(c, t, e, func(ctx context.Context, cl *client.Client) error {
 				nodes, err := cl.Nodes(ctx)
 				if err != nil {
 					return err
@@ -76,7 +77,7 @@ draining, until "tendril-server node undrain".`,
 			if wait {
 				timeout = 0
 			}
-			return adminCallFor(c, t, e, timeout, func(ctx context.Context, cl *admin.Client) error {
+			return adminCallFor(c, t, e, timeout, func(ctx context.Context, cl *client.Client) error {
 				target, err := nodeName(ctx, cl, name)
 				if err != nil {
 					return err
@@ -110,7 +111,7 @@ draining, until "tendril-server node undrain".`,
 		Short: "Undrain a node: it takes agents and tasks again",
 		Args:  noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			return adminCall(c, t, e, func(ctx context.Context, cl *admin.Client) error {
+			return adminCall(c, t, e, func(ctx context.Context, cl *client.Client) error {
 				target, err := nodeName(ctx, cl, undrainName)
 				if err != nil {
 					return err
@@ -133,7 +134,7 @@ draining, until "tendril-server node undrain".`,
 }
 
 // nodeName is the node given, or else the one the client talks to.
-func nodeName(ctx context.Context, cl *admin.Client, given string) (string, error) {
+func nodeName(ctx context.Context, cl *client.Client, given string) (string, error) {
 	if given != "" {
 		return given, nil
 	}
@@ -149,7 +150,7 @@ func nodeName(ctx context.Context, cl *admin.Client, given string) (string, erro
 
 // waitDrained polls until the node is drained, saying on w (stderr) what
 // it still holds whenever that changes.
-func waitDrained(ctx context.Context, cl *admin.Client, v server.NodeView, w io.Writer) (server.NodeView, error) {
+func waitDrained(ctx context.Context, cl *client.Client, v api.NodeView, w io.Writer) (api.NodeView, error) {
 	last := ""
 	for !v.Drained {
 		switch {
@@ -184,7 +185,7 @@ func waitDrained(ctx context.Context, cl *admin.Client, v server.NodeView, w io.
 	return v, nil
 }
 
-func holding(v server.NodeView) string {
+func holding(v api.NodeView) string {
 	s := fmt.Sprintf("holds %d %s and drives %d %s", v.Agents, plural(v.Agents, "agent", "agents"), v.Tasks, plural(v.Tasks, "task", "tasks"))
 	if v.Rollouts > 0 {
 		s += fmt.Sprintf(" and %d %s", v.Rollouts, plural(v.Rollouts, "rollout", "rollouts"))
@@ -192,7 +193,7 @@ func holding(v server.NodeView) string {
 	return s
 }
 
-func writeNodeState(w io.Writer, v server.NodeView) error {
+func writeNodeState(w io.Writer, v api.NodeView) error {
 	var err error
 	switch {
 	case v.Drained:
@@ -206,7 +207,7 @@ func writeNodeState(w io.Writer, v server.NodeView) error {
 }
 
 // writeNodes prints the nodes table.
-func writeNodes(w io.Writer, nodes []server.NodeView) error {
+func writeNodes(w io.Writer, nodes []api.NodeView) error {
 	if len(nodes) == 0 {
 		_, err := fmt.Fprintln(w, "No nodes are registered.")
 		return err

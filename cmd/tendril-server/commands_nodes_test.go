@@ -12,9 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/tendrildeploy/tendril/agent"
 	"github.com/tendrildeploy/tendril/protocol"
-	"github.com/tendrildeploy/tendril/server"
 )
 
 // copyData copies a data folder, as an operator copies it to another node.
@@ -58,17 +59,17 @@ func startNodeCmd(t *testing.T, dir, dbURL, name string) (logs *syncBuffer, stop
 	t.Helper()
 	logs, stop = runInBackground(t, nil, "--data", dir, "--database", dbURL, "--node-name", name,
 		"--heartbeat-interval", "500ms", "--health-interval", "1h")
-	waitFor(t, "node "+name+" to start", func() bool { _, err := server.ReadRunInfo(dir); return err == nil })
+	waitFor(t, "node "+name+" to start", func() bool { _, err := api.ReadRunInfo(dir); return err == nil })
 	return logs, stop
 }
 
-func nodesJSON(t *testing.T, dir string) []server.NodeView {
+func nodesJSON(t *testing.T, dir string) []api.NodeView {
 	t.Helper()
 	code, stdout, stderr := cli(t, context.Background(), nil, "nodes", "list", "--data", dir, "--json")
 	if code != 0 {
 		t.Fatalf("nodes list --json: %d %q", code, stderr)
 	}
-	var nodes []server.NodeView
+	var nodes []api.NodeView
 	if err := json.Unmarshal([]byte(stdout), &nodes); err != nil {
 		t.Fatalf("nodes list --json: %v\n%s", err, stdout)
 	}
@@ -96,8 +97,8 @@ func TestHighAvailabilityCommands(t *testing.T) {
 	copyData(t, dirA, dirB)
 	logsA, _ := startNodeCmd(t, dirA, dbURL, "node-a")
 	logsB, _ := startNodeCmd(t, dirB, dbURL, "node-b")
-	riA, _ := server.ReadRunInfo(dirA)
-	riB, _ := server.ReadRunInfo(dirB)
+	riA, _ := api.ReadRunInfo(dirA)
+	riB, _ := api.ReadRunInfo(dirB)
 
 	// The join string names both nodes, the one asked first.
 	code, join, stderr := cli(t, bg, nil, "token", "create", "--data", dirA, "--environment", "Prod")

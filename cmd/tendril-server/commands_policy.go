@@ -7,10 +7,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/spf13/cobra"
 
-	"github.com/tendrildeploy/tendril/server"
-	"github.com/tendrildeploy/tendril/server/admin"
+	"github.com/tendrildeploy/tendril/api/client"
 )
 
 func newPolicyCmd(e env) *cobra.Command {
@@ -29,7 +30,7 @@ func newPolicyCmd(e env) *cobra.Command {
 		Short: "Show the machine policy and who set it",
 		Args:  noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			return adminCall(c, t, e, func(ctx context.Context, cl *admin.Client) error {
+			return adminCall(c, t, e, func(ctx context.Context, cl *client.Client) error {
 				v, err := cl.Policy(ctx)
 				if err != nil {
 					return err
@@ -53,7 +54,7 @@ func newPolicyCmd(e env) *cobra.Command {
 		Short: "Change the machine policy (admin key); every coordinator node applies it without a restart",
 		Args:  noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			var req server.PolicyRequest
+			var req api.PolicyRequest
 			f := c.Flags()
 			if f.Changed("health-interval") {
 				if interval < time.Second {
@@ -80,10 +81,10 @@ func newPolicyCmd(e env) *cobra.Command {
 				}
 				req.UpgradeMaxFailures = &fails
 			}
-			if req == (server.PolicyRequest{}) {
+			if req == (api.PolicyRequest{}) {
 				return usageErrorf(c, "give at least one of --health-interval, --calamari-keep, --upgrade-batch or --upgrade-max-failures")
 			}
-			return adminCall(c, t, e, func(ctx context.Context, cl *admin.Client) error {
+			return adminCall(c, t, e, func(ctx context.Context, cl *client.Client) error {
 				v, err := cl.SetPolicy(ctx, req)
 				if err != nil {
 					return err
@@ -107,7 +108,7 @@ func newPolicyCmd(e env) *cobra.Command {
 }
 
 // writePolicy prints the policy as a short table.
-func writePolicy(w io.Writer, v server.PolicyView) error {
+func writePolicy(w io.Writer, v api.PolicyView) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "health interval\t%s\n", v.HealthInterval)
 	fmt.Fprintf(tw, "calamari keep\t%d\n", v.CalamariKeep)

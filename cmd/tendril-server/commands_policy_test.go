@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tendrildeploy/tendril/server"
+	"github.com/tendrildeploy/tendril/api"
 )
 
 // TestPolicyCommandsEndToEnd drives policy show and set against a real
@@ -37,11 +37,11 @@ func TestPolicyCommandsEndToEnd(t *testing.T) {
 		})
 	}
 	code, stdout, stderr := cliIn(t, "", nil, "policy", "show", "--json", "--data", dir)
-	var v server.PolicyView
+	var v api.PolicyView
 	if err := json.Unmarshal([]byte(stdout), &v); code != 0 || err != nil {
 		t.Fatalf("policy show --json: got %d %q %q (%v)", code, stdout, stderr, err)
 	}
-	want := server.PolicyView{HealthInterval: "1m30s", HealthIntervalSeconds: 90, CalamariKeep: 5, UpgradeBatch: 10, UpgradeMaxFailures: 0, SetBy: "operator"}
+	want := api.PolicyView{HealthInterval: "1m30s", HealthIntervalSeconds: 90, CalamariKeep: 5, UpgradeBatch: 10, UpgradeMaxFailures: 0, SetBy: "operator"}
 	got := v
 	got.UpdatedAt = nil
 	if got != want || v.UpdatedAt == nil {

@@ -6,10 +6,11 @@ import (
 	"io"
 	"path/filepath"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/spf13/cobra"
 
-	"github.com/tendrildeploy/tendril/server"
-	"github.com/tendrildeploy/tendril/server/admin"
+	"github.com/tendrildeploy/tendril/api/client"
 )
 
 // taskRunExample is shown when task run's arguments are wrong.
@@ -46,7 +47,7 @@ func calamariArgs(c *cobra.Command, args []string) ([]string, error) {
 
 func newTaskRunCmd(e env, t *targetFlags) *cobra.Command {
 	var (
-		req    server.TaskRequest
+		req    api.TaskRequest
 		file   string
 		asJSON bool
 	)
@@ -77,7 +78,7 @@ Ctrl-C stops following but not the task: it keeps running, and
 				return usageErrorf(c, "give exactly one of --agent NAME or --environment ENV")
 			}
 			req.Args = cargs
-			return adminCallFor(c, *t, e, 0, func(ctx context.Context, cl *admin.Client) error {
+			return adminCallFor(c, *t, e, 0, func(ctx context.Context, cl *client.Client) error {
 				return runTasks(ctx, e, cl, req, file, asJSON)
 			})
 		},
@@ -97,14 +98,14 @@ Ctrl-C stops following but not the task: it keeps running, and
 
 // runTasks uploads the file, if any, creates the tasks and follows them to
 // their end.
-func runTasks(ctx context.Context, e env, cl *admin.Client, req server.TaskRequest, file string, asJSON bool) error {
+func runTasks(ctx context.Context, e env, cl *client.Client, req api.TaskRequest, file string, asJSON bool) error {
 	if file != "" {
 		err := uploadFile(e, file, func(u upload) error {
 			fv, err := cl.UploadFile(ctx, u.r, u.size)
 			if err != nil {
 				return err
 			}
-			req.File = &server.FileRef{Name: filepath.Base(file), SHA256: fv.SHA256}
+			req.File = &api.FileRef{Name: filepath.Base(file), SHA256: fv.SHA256}
 			return nil
 		})
 		if err != nil && ctx.Err() != nil {
@@ -135,8 +136,8 @@ func runTasks(ctx context.Context, e env, cl *admin.Client, req server.TaskReque
 
 // taskShow is what task show --json prints.
 type taskShow struct {
-	Task server.TaskView      `json:"task"`
-	Log  []server.LogLineView `json:"log"`
+	Task api.TaskView      `json:"task"`
+	Log  []api.LogLineView `json:"log"`
 }
 
 func newTaskShowCmd(e env, t *targetFlags) *cobra.Command {
@@ -153,7 +154,7 @@ as "task run" does (the task's exit code).`,
 			if follow {
 				timeout = 0
 			}
-			return adminCallFor(c, *t, e, timeout, func(ctx context.Context, cl *admin.Client) error {
+			return adminCallFor(c, *t, e, timeout, func(ctx context.Context, cl *client.Client) error {
 				err := showTask(ctx, e, cl, args[0], follow, asJSON)
 				if err != nil && follow && c.Context().Err() != nil {
 					return &exitError{code: 130}
@@ -167,8 +168,8 @@ as "task run" does (the task's exit code).`,
 	return c
 }
 
-func showTask(ctx context.Context, e env, cl *admin.Client, id string, follow, asJSON bool) error {
-	readLog := func(print func(server.LogLineView) error) (server.TaskView, bool, error) {
+func showTask(ctx context.Context, e env, cl *client.Client, id string, follow, asJSON bool) error {
+	readLog := func(print func(api.LogLineView) error) (api.TaskView, bool, error) {
 		if follow {
 			end, err := followLog(ctx, cl, id, 1, e.stderr, print)
 			return end, err == nil, err
@@ -176,8 +177,8 @@ func showTask(ctx context.Context, e env, cl *admin.Client, id string, follow, a
 		return cl.FollowTaskLog(ctx, id, 1, false, print)
 	}
 	if asJSON {
-		out := taskShow{Log: []server.LogLineView{}}
-		end, ended, err := readLog(func(l server.LogLineView) error {
+		out := taskShow{Log: []api.LogLineView{}}
+		end, ended, err := readLog(func(l api.LogLineView) error {
 			out.Log = append(out.Log, l)
 			return nil
 		})
@@ -209,7 +210,7 @@ func showTask(ctx context.Context, e env, cl *admin.Client, id string, follow, a
 	if _, err := fmt.Fprintln(e.stdout); err != nil {
 		return err
 	}
-	end, _, err := readLog(func(l server.LogLineView) error {
+	end, _, err := readLog(func(l api.LogLineView) error {
 		_, err := io.WriteString(e.stdout, formatLogLine("", l.Text))
 		return err
 	})
@@ -236,7 +237,7 @@ func newTaskListCmd(e env, t *targetFlags) *cobra.Command {
 			if c.Flags().Changed("limit") && (limit < 1 || limit > 1000) {
 				return usageErrorf(c, "--limit must be from 1 to 1000, got %d", limit)
 			}
-			return adminCall(c, *t, e, func(ctx context.Context, cl *admin.Client) error {
+			return adminCall(c, *t, e, func(ctx context.Context, cl *client.Client) error {
 				ts, err := cl.Tasks(ctx, agent, limit)
 				if err != nil {
 					return err
@@ -261,7 +262,7 @@ func newTaskCancelCmd(e env, t *targetFlags) *cobra.Command {
 		Short: "Cancel a task: a queued one never starts, a running one has its whole process tree killed",
 		Args:  oneArg("task ID"),
 		RunE: func(c *cobra.Command, args []string) error {
-			return adminCall(c, *t, e, func(ctx context.Context, cl *admin.Client) error {
+			return adminCall(c, *t, e, func(ctx context.Context, cl *client.Client) error {
 				tk, err := cl.CancelTask(ctx, args[0])
 				if err != nil {
 					return err

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server"
+	"github.com/tendrildeploy/tendril/api"
 )
 
 func TestTaskRunUsage(t *testing.T) {
@@ -55,20 +55,20 @@ func TestTaskRunArguments(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		args []string
-		want server.TaskRequest
+		want api.TaskRequest
 	}{
 		{"agent", []string{"--agent", "web01", "--", "run-script", "--inline", "echo hi"},
-			server.TaskRequest{Agent: "web01", Args: []string{"run-script", "--inline", "echo hi"}}},
+			api.TaskRequest{Agent: "web01", Args: []string{"run-script", "--inline", "echo hi"}}},
 		{"environment and version", []string{"--environment", "Prod", "--calamari", "1.2.3", "--", "run-script"},
-			server.TaskRequest{Environment: "Prod", Calamari: "1.2.3", Args: []string{"run-script"}}},
+			api.TaskRequest{Environment: "Prod", Calamari: "1.2.3", Args: []string{"run-script"}}},
 		{"everything after -- unchanged", []string{"--agent", "web01", "--", "x", "--agent", "other", "--", "-v", ""},
-			server.TaskRequest{Agent: "web01", Args: []string{"x", "--agent", "other", "--", "-v", ""}}},
+			api.TaskRequest{Agent: "web01", Args: []string{"x", "--agent", "other", "--", "-v", ""}}},
 		{"flags between", []string{"--agent", "web01", "--json", "--", "run-script"},
-			server.TaskRequest{Agent: "web01", Args: []string{"run-script"}}},
+			api.TaskRequest{Agent: "web01", Args: []string{"run-script"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFakeAPI(t)
-			f.tasks = []server.TaskView{{ID: "t1", Agent: "web01"}}
+			f.tasks = []api.TaskView{{ID: "t1", Agent: "web01"}}
 			code, _, stderr := cli(t, context.Background(), f.vars(), append([]string{"task", "run", "--json"}, tc.args...)...)
 			if code != 0 {
 				t.Fatalf("got %d %q, want 0", code, stderr)
@@ -84,9 +84,9 @@ func TestTaskRunArguments(t *testing.T) {
 
 func TestTaskRunJSON(t *testing.T) {
 	f := newFakeAPI(t)
-	f.tasks = []server.TaskView{{ID: "t1", Agent: "web01", State: "queued"}, {ID: "t2", Agent: "web02", State: "queued"}}
+	f.tasks = []api.TaskView{{ID: "t1", Agent: "web01", State: "queued"}, {ID: "t2", Agent: "web02", State: "queued"}}
 	code, stdout, stderr := cli(t, context.Background(), f.vars(), "task", "run", "--environment", "Prod", "--json", "--", "run-script")
-	var got []server.TaskView
+	var got []api.TaskView
 	if code != 0 || json.Unmarshal([]byte(stdout), &got) != nil || len(got) != 2 || got[1].ID != "t2" || stderr != "" {
 		t.Fatalf("got %d, stdout %q, stderr %q; want the created tasks as JSON", code, stdout, stderr)
 	}
@@ -99,7 +99,7 @@ func TestTaskRunJSON(t *testing.T) {
 
 func TestTaskRunFile(t *testing.T) {
 	f := newFakeAPI(t)
-	f.tasks = []server.TaskView{{ID: "t1", Agent: "web01"}}
+	f.tasks = []api.TaskView{{ID: "t1", Agent: "web01"}}
 	f.ends["t1"] = finished("t1", "web01", "succeeded", 0, "")
 	pkg := filepath.Join(t.TempDir(), "app-1.0.tar.gz")
 	content := []byte("not really a tarball")
@@ -108,7 +108,7 @@ func TestTaskRunFile(t *testing.T) {
 	}
 	code, _, stderr := cli(t, context.Background(), f.vars(), "task", "run", "--agent", "web01", "--file", pkg, "--", "deploy")
 	sum := sha256.Sum256(content)
-	want := server.FileRef{Name: "app-1.0.tar.gz", SHA256: hex.EncodeToString(sum[:])}
+	want := api.FileRef{Name: "app-1.0.tar.gz", SHA256: hex.EncodeToString(sum[:])}
 	req, file, _ := f.received()
 	if code != 0 || req == nil || req.File == nil || *req.File != want || string(file) != string(content) {
 		t.Fatalf("got %d %q, request %+v; want the file uploaded and named %+v", code, stderr, req, want)
@@ -126,7 +126,7 @@ func TestTaskRunFile(t *testing.T) {
 func TestTaskRunExitCodes(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
-		end        server.TaskView
+		end        api.TaskView
 		wantCode   int
 		wantStderr string
 	}{
@@ -140,7 +140,7 @@ func TestTaskRunExitCodes(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFakeAPI(t)
-			f.tasks = []server.TaskView{{ID: "t1", Agent: "web01"}}
+			f.tasks = []api.TaskView{{ID: "t1", Agent: "web01"}}
 			f.logs["t1"] = []string{"Started on web01: calamari 1.2.3", "hello", "Task " + tc.end.State}
 			f.ends["t1"] = tc.end
 			code, stdout, stderr := cli(t, context.Background(), f.vars(), "task", "run", "--agent", "web01", "--", "run-script")
@@ -167,7 +167,7 @@ func TestTaskExitCode(t *testing.T) {
 		{"cancelled", -1, 130},
 		{"running", 0, 1},
 	} {
-		if got := taskExitCode(server.TaskView{State: tc.state, ExitCode: tc.code}); got != tc.want {
+		if got := taskExitCode(api.TaskView{State: tc.state, ExitCode: tc.code}); got != tc.want {
 			t.Errorf("taskExitCode(%s, %d): got %d, want %d", tc.state, tc.code, got, tc.want)
 		}
 	}
@@ -183,7 +183,7 @@ func shortRetries(t *testing.T) {
 func TestTaskRunResumes(t *testing.T) {
 	shortRetries(t)
 	f := newFakeAPI(t)
-	f.tasks = []server.TaskView{{ID: "t1", Agent: "web01"}}
+	f.tasks = []api.TaskView{{ID: "t1", Agent: "web01"}}
 	lines := []string{"one", "two", "three"}
 	var (
 		mu    sync.Mutex
@@ -197,7 +197,7 @@ func TestTaskRunResumes(t *testing.T) {
 		case 1: // the stream breaks after the first line
 			writeLogLines(w, 1, lines[:1])
 		case 2, 3: // the coordinator is restarting behind a proxy
-			writeTestJSON(w, http.StatusBadGateway, server.APIError{Error: "upstream down"})
+			writeTestJSON(w, http.StatusBadGateway, api.APIError{Error: "upstream down"})
 		default:
 			writeLogLines(w, 2, lines)
 			writeLogEnd(w, finished("t1", "web01", "succeeded", 0, ""))
@@ -223,9 +223,9 @@ func TestTaskRunResumes(t *testing.T) {
 func TestTaskRunFollowRefused(t *testing.T) {
 	// A refusal (4xx) is final: no retry.
 	f := newFakeAPI(t)
-	f.tasks = []server.TaskView{{ID: "t1", Agent: "web01"}}
+	f.tasks = []api.TaskView{{ID: "t1", Agent: "web01"}}
 	f.logHandler = func(w http.ResponseWriter, r *http.Request, id string, call int) {
-		writeTestJSON(w, http.StatusNotFound, server.APIError{Error: "task t1: not found"})
+		writeTestJSON(w, http.StatusNotFound, api.APIError{Error: "task t1: not found"})
 	}
 	code, _, stderr := cli(t, context.Background(), f.vars(), "task", "run", "--agent", "web01", "--", "run-script")
 	if want := "task t1 on web01\ntendril-server: task t1 on web01: follow task log: task t1: not found (HTTP 404)\n"; code != 1 || stderr != want {
@@ -235,7 +235,7 @@ func TestTaskRunFollowRefused(t *testing.T) {
 
 func TestTaskRunSeveralAgents(t *testing.T) {
 	f := newFakeAPI(t)
-	f.tasks = []server.TaskView{{ID: "t1", Agent: "web01"}, {ID: "t2", Agent: "web02"}}
+	f.tasks = []api.TaskView{{ID: "t1", Agent: "web01"}, {ID: "t2", Agent: "web02"}}
 	f.logs["t1"] = []string{"a1", "a2"}
 	f.logs["t2"] = []string{"b1", "b2\nb3"}
 	f.ends["t1"] = finished("t1", "web01", "succeeded", 0, "")
@@ -276,7 +276,7 @@ func TestTaskRunSeveralAgents(t *testing.T) {
 
 func TestTaskRunInterrupt(t *testing.T) {
 	f := newFakeAPI(t)
-	f.tasks = []server.TaskView{{ID: "t1", Agent: "web01"}}
+	f.tasks = []api.TaskView{{ID: "t1", Agent: "web01"}}
 	f.logHandler = func(w http.ResponseWriter, r *http.Request, id string, call int) {
 		writeLogLines(w, 1, []string{"working"})
 		<-r.Context().Done() // the task runs on
@@ -314,7 +314,7 @@ func TestTaskShow(t *testing.T) {
 	end := finished("t1", "web01", "failed", 3, "")
 	end.Args = []string{"run-script", "--inline", "echo 'hi'"}
 	end.File = "app.tar.gz"
-	f.tasks = []server.TaskView{end}
+	f.tasks = []api.TaskView{end}
 	f.logs["t1"] = []string{"Started on web01: calamari 1.2.3", "hi", "Task failed (exit code 3)"}
 	f.ends["t1"] = end
 
@@ -356,7 +356,7 @@ Task failed (exit code 3)
 	}
 
 	// A running task: the log so far, and an empty log is [] in JSON.
-	f.tasks = []server.TaskView{{ID: "t2", Agent: "web01", State: "running", Args: []string{"x"}}}
+	f.tasks = []api.TaskView{{ID: "t2", Agent: "web01", State: "running", Args: []string{"x"}}}
 	code, stdout, _ = cli(t, context.Background(), f.vars(), "task", "show", "t2", "--json")
 	if code != 0 || !strings.Contains(stdout, `"log": []`) || !strings.Contains(stdout, `"state": "running"`) {
 		t.Fatalf("running task --json: got %d %q", code, stdout)
@@ -370,7 +370,7 @@ Task failed (exit code 3)
 
 func TestTaskListAndCancel(t *testing.T) {
 	f := newFakeAPI(t)
-	f.tasks = []server.TaskView{finished("t1", "web01", "succeeded", 0, "")}
+	f.tasks = []api.TaskView{finished("t1", "web01", "succeeded", 0, "")}
 	code, stdout, _ := cli(t, context.Background(), f.vars(), "task", "list", "--agent", "web 01", "--limit", "5")
 	if code != 0 || !strings.HasPrefix(stdout, "ID ") || !strings.Contains(stdout, "t1") {
 		t.Fatalf("list: got %d %q", code, stdout)
@@ -379,7 +379,7 @@ func TestTaskListAndCancel(t *testing.T) {
 		t.Fatalf("list request: got %q", sent[len(sent)-1])
 	}
 	code, stdout, _ = cli(t, context.Background(), f.vars(), "task", "list", "--json")
-	var got []server.TaskView
+	var got []api.TaskView
 	if code != 0 || json.Unmarshal([]byte(stdout), &got) != nil || len(got) != 1 || got[0].ID != "t1" {
 		t.Fatalf("list --json: got %d %q", code, stdout)
 	}

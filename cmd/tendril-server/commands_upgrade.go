@@ -8,11 +8,12 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
-	"github.com/tendrildeploy/tendril/server"
-	"github.com/tendrildeploy/tendril/server/admin"
+	"github.com/tendrildeploy/tendril/api/client"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -42,8 +43,8 @@ func newAgentPackageCmd(e env) *cobra.Command {
 			if version == "" || goos == "" || goarch == "" {
 				return usageErrorf(c, "--version, --os and --arch are required")
 			}
-			return adminCallFor(c, t, e, 0, func(ctx context.Context, cl *admin.Client) error {
-				var v server.AgentPackageView
+			return adminCallFor(c, t, e, 0, func(ctx context.Context, cl *client.Client) error {
+				var v api.AgentPackageView
 				err := uploadFile(e, args[0], func(r upload) error {
 					var err error
 					v, err = cl.UploadAgentPackage(ctx, version, goos, goarch, r.r, r.size)
@@ -71,7 +72,7 @@ func newAgentPackageCmd(e env) *cobra.Command {
 		Short: "List the stored agent packages, newest first",
 		Args:  noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			return adminCall(c, t, e, func(ctx context.Context, cl *admin.Client) error {
+			return adminCall(c, t, e, func(ctx context.Context, cl *client.Client) error {
 				ps, err := cl.AgentPackages(ctx)
 				if err != nil {
 					return err
@@ -91,7 +92,7 @@ func newAgentPackageCmd(e env) *cobra.Command {
 func newUpgradeCmd(e env) *cobra.Command {
 	var (
 		t       targetFlags
-		req     server.RolloutRequest
+		req     api.RolloutRequest
 		grace   time.Duration
 		wait    bool
 		asJSON  bool
@@ -128,7 +129,7 @@ func newUpgradeCmd(e env) *cobra.Command {
 			if wait {
 				timeout = 0 // a rollout takes as long as its agents do
 			}
-			return adminCallFor(c, t, e, timeout, func(ctx context.Context, cl *admin.Client) error {
+			return adminCallFor(c, t, e, timeout, func(ctx context.Context, cl *client.Client) error {
 				v, err := cl.StartRollout(ctx, req)
 				if err != nil {
 					return err
@@ -188,7 +189,7 @@ func countTrue(bs ...bool) int {
 // final state on stderr, with each failure printed above it; otherwise,
 // when lines is set, it prints one line per agent state change, for a
 // script or a log file to keep. A halt by an operator is said either way.
-func followRollout(ctx context.Context, e env, cl *admin.Client, v server.RolloutView, lines bool) (server.RolloutView, error) {
+func followRollout(ctx context.Context, e env, cl *client.Client, v api.RolloutView, lines bool) (api.RolloutView, error) {
 	var bar *progressbar.ProgressBar
 	if e.terminal && e.console && lines {
 		bar = progressbar.NewOptions(len(v.Agents),
@@ -255,7 +256,7 @@ func followRollout(ctx context.Context, e env, cl *admin.Client, v server.Rollou
 }
 
 // rolloutProgress is the progress bar's label: what is under way.
-func rolloutProgress(v server.RolloutView) string {
+func rolloutProgress(v api.RolloutView) string {
 	if v.Paused {
 		return "halted by an operator"
 	}
@@ -272,11 +273,11 @@ func rolloutProgress(v server.RolloutView) string {
 	return fmt.Sprintf("upgrading agents, batch %d of %d", batch, last)
 }
 
-func finalCount(v server.RolloutView) int {
+func finalCount(v api.RolloutView) int {
 	return v.Counts[store.UpgradeSucceeded] + v.Counts[store.UpgradeRolledBack] + v.Counts[store.UpgradeFailed]
 }
 
-func stateLine(a server.RolloutAgentView) string {
+func stateLine(a api.RolloutAgentView) string {
 	if a.Reason == "" {
 		return a.State
 	}
@@ -285,7 +286,7 @@ func stateLine(a server.RolloutAgentView) string {
 
 // rolloutOutcome turns a finished rollout into the command's result: exit
 // 1 if it halted, naming the agents that failed.
-func rolloutOutcome(e env, v server.RolloutView, text bool) error {
+func rolloutOutcome(e env, v api.RolloutView, text bool) error {
 	if v.State == store.RolloutSucceeded {
 		if text {
 			fmt.Fprintf(e.stdout, "rollout %s succeeded: %s\n", v.ID, v.Reason)
@@ -319,7 +320,7 @@ func newRolloutCmd(e env) *cobra.Command {
 		Short: "Show a rollout and each agent's state, with its time and reason",
 		Args:  oneArg("rollout id"),
 		RunE: func(c *cobra.Command, args []string) error {
-			return adminCall(c, t, e, func(ctx context.Context, cl *admin.Client) error {
+			return adminCall(c, t, e, func(ctx context.Context, cl *client.Client) error {
 				v, err := cl.Rollout(ctx, args[0])
 				if err != nil {
 					return err
@@ -339,7 +340,7 @@ func newRolloutCmd(e env) *cobra.Command {
 		Short: "List rollouts, newest first, with their state and progress",
 		Args:  noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			return adminCall(c, t, e, func(ctx context.Context, cl *admin.Client) error {
+			return adminCall(c, t, e, func(ctx context.Context, cl *client.Client) error {
 				vs, err := cl.Rollouts(ctx)
 				if err != nil {
 					return err
@@ -353,14 +354,14 @@ func newRolloutCmd(e env) *cobra.Command {
 	}
 	list.Flags().BoolVar(&listJSON, "json", false, "print the GET /api/rollouts array")
 
-	action := func(use, short string, call func(*admin.Client, context.Context, string) (server.RolloutView, error), done string) *cobra.Command {
+	action := func(use, short string, call func(*client.Client, context.Context, string) (api.RolloutView, error), done string) *cobra.Command {
 		var asJSON bool
 		c := &cobra.Command{
 			Use:   use + " ID",
 			Short: short,
 			Args:  oneArg("rollout id"),
 			RunE: func(c *cobra.Command, args []string) error {
-				return adminCall(c, t, e, func(ctx context.Context, cl *admin.Client) error {
+				return adminCall(c, t, e, func(ctx context.Context, cl *client.Client) error {
 					v, err := call(cl, ctx, args[0])
 					if err != nil {
 						return err
@@ -377,15 +378,15 @@ func newRolloutCmd(e env) *cobra.Command {
 		return c
 	}
 	halt := action("halt", "Halt a rollout: no further batch starts; agents already upgrading finish",
-		(*admin.Client).HaltRollout, "halted: no further batch starts until it is resumed; agents already upgrading finish")
+		(*client.Client).HaltRollout, "halted: no further batch starts until it is resumed; agents already upgrading finish")
 	resume := action("resume", "Resume a halted rollout: its next batch starts",
-		(*admin.Client).ResumeRollout, "resumed: its next batch starts once the one under way has finished")
+		(*client.Client).ResumeRollout, "resumed: its next batch starts once the one under way has finished")
 	group.AddCommand(show, list, halt, resume)
 	return group
 }
 
 // writeRollouts prints the rollouts table.
-func writeRollouts(w io.Writer, vs []server.RolloutView) error {
+func writeRollouts(w io.Writer, vs []api.RolloutView) error {
 	if len(vs) == 0 {
 		_, err := fmt.Fprintln(w, "No rollouts yet. Start one with \"tendril-server upgrade --environment ENV\".")
 		return err
@@ -414,7 +415,7 @@ func writeRollouts(w io.Writer, vs []server.RolloutView) error {
 	return tw.Flush()
 }
 
-func writeAgentPackagePushed(w io.Writer, v server.AgentPackageView) error {
+func writeAgentPackagePushed(w io.Writer, v api.AgentPackageView) error {
 	if !v.Created {
 		_, err := fmt.Fprintf(w, "agent %s for %s/%s was already stored\n", v.Version, v.OS, v.Arch)
 		return err
@@ -423,7 +424,7 @@ func writeAgentPackagePushed(w io.Writer, v server.AgentPackageView) error {
 	return err
 }
 
-func writeAgentPackages(w io.Writer, ps []server.AgentPackageView) error {
+func writeAgentPackages(w io.Writer, ps []api.AgentPackageView) error {
 	if len(ps) == 0 {
 		_, err := fmt.Fprintln(w, "No agent packages yet. Upload one with \"tendril-server agent-package push --version V --os OS --arch ARCH FILE\".")
 		return err
@@ -445,7 +446,7 @@ func shortSum(s string) string {
 }
 
 // writeRollout prints a rollout's header and one line per agent.
-func writeRollout(w io.Writer, v server.RolloutView, now time.Time) error {
+func writeRollout(w io.Writer, v api.RolloutView, now time.Time) error {
 	target := "all environments"
 	switch {
 	case v.TargetAgents != nil:

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server"
+	"github.com/tendrildeploy/tendril/api"
 )
 
 // rolloutAPI stands in for the coordinator's agent-package and rollout
@@ -27,10 +27,10 @@ type rolloutAPI struct {
 	srv *httptest.Server
 
 	mu       sync.Mutex
-	started  *server.RolloutRequest
+	started  *api.RolloutRequest
 	pkgQuery string
 	pkgBody  int
-	views    []server.RolloutView
+	views    []api.RolloutView
 	gets     int
 	actions  []string // "halt ID", "resume ID"
 }
@@ -46,18 +46,18 @@ func newRolloutAPI(t *testing.T) *rolloutAPI {
 		f.pkgQuery, f.pkgBody = r.URL.RawQuery, len(b)
 		f.mu.Unlock()
 		sum := sha256Hex(b)
-		writeTestJSON(w, http.StatusCreated, server.AgentPackageView{Version: q.Get("version"), OS: q.Get("os"), Arch: q.Get("arch"),
+		writeTestJSON(w, http.StatusCreated, api.AgentPackageView{Version: q.Get("version"), OS: q.Get("os"), Arch: q.Get("arch"),
 			SHA256: sum, Size: int64(len(b)), Created: true})
 	})
 	mux.HandleFunc("GET /api/agent-packages", func(w http.ResponseWriter, r *http.Request) {
-		writeTestJSON(w, http.StatusOK, []server.AgentPackageView{
+		writeTestJSON(w, http.StatusOK, []api.AgentPackageView{
 			{Version: "1.3.0", OS: "linux", Arch: "amd64", Size: 2048, SHA256: strings.Repeat("ab", 32), UploadedAt: time.Date(2026, 1, 2, 12, 0, 0, 0, time.UTC)},
 		})
 	})
 	mux.HandleFunc("POST /api/rollouts", func(w http.ResponseWriter, r *http.Request) {
-		var req server.RolloutRequest
+		var req api.RolloutRequest
 		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-			writeTestJSON(w, http.StatusBadRequest, server.APIError{Error: err.Error()})
+			writeTestJSON(w, http.StatusBadRequest, api.APIError{Error: err.Error()})
 			return
 		}
 		f.mu.Lock()
@@ -72,7 +72,7 @@ func newRolloutAPI(t *testing.T) *rolloutAPI {
 		f.gets++
 		f.mu.Unlock()
 		if r.PathValue("id") != v.ID {
-			writeTestJSON(w, http.StatusNotFound, server.APIError{Error: "no rollout"})
+			writeTestJSON(w, http.StatusNotFound, api.APIError{Error: "no rollout"})
 			return
 		}
 		writeTestJSON(w, http.StatusOK, v)
@@ -80,7 +80,7 @@ func newRolloutAPI(t *testing.T) *rolloutAPI {
 	mux.HandleFunc("GET /api/rollouts", func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
 		defer f.mu.Unlock()
-		var out []server.RolloutView
+		var out []api.RolloutView
 		for _, v := range f.views {
 			v.Agents = nil
 			out = append(out, v)
@@ -94,7 +94,7 @@ func newRolloutAPI(t *testing.T) *rolloutAPI {
 			f.actions = append(f.actions, action+" "+r.PathValue("id"))
 			v := f.views[len(f.views)-1]
 			if r.PathValue("id") != v.ID {
-				writeTestJSON(w, http.StatusNotFound, server.APIError{Error: fmt.Sprintf("no rollout %q", r.PathValue("id"))})
+				writeTestJSON(w, http.StatusNotFound, api.APIError{Error: fmt.Sprintf("no rollout %q", r.PathValue("id"))})
 				return
 			}
 			v.Paused = action == "halt"
@@ -112,8 +112,8 @@ func (f *rolloutAPI) vars() map[string]string {
 
 var rolloutT0 = time.Date(2026, 1, 2, 12, 0, 0, 0, time.UTC)
 
-func rolloutStep(state, reason string, agents ...server.RolloutAgentView) server.RolloutView {
-	v := server.RolloutView{ID: "r1", Environment: "Prod", Version: "2.0.0", Batch: 1, State: state, Reason: reason,
+func rolloutStep(state, reason string, agents ...api.RolloutAgentView) api.RolloutView {
+	v := api.RolloutView{ID: "r1", Environment: "Prod", Version: "2.0.0", Batch: 1, State: state, Reason: reason,
 		CreatedAt: rolloutT0, Counts: map[string]int{}, Agents: agents}
 	for _, a := range agents {
 		v.Counts[a.State]++
@@ -121,8 +121,8 @@ func rolloutStep(state, reason string, agents ...server.RolloutAgentView) server
 	return v
 }
 
-func ra(name string, batch int, state, reason string, sec int) server.RolloutAgentView {
-	return server.RolloutAgentView{Agent: name, Batch: batch, From: "1.0.0", State: state, Reason: reason, UpdatedAt: rolloutT0.Add(time.Duration(sec) * time.Second)}
+func ra(name string, batch int, state, reason string, sec int) api.RolloutAgentView {
+	return api.RolloutAgentView{Agent: name, Batch: batch, From: "1.0.0", State: state, Reason: reason, UpdatedAt: rolloutT0.Add(time.Duration(sec) * time.Second)}
 }
 
 func TestAgentPackageCommands(t *testing.T) {
@@ -145,7 +145,7 @@ func TestAgentPackageCommands(t *testing.T) {
 		t.Fatalf("list: got %d\n%s\nwant\n%s", code, stdout, want)
 	}
 	code, stdout, _ = cli(t, context.Background(), f.vars(), "agent-package", "list", "--json")
-	var ps []server.AgentPackageView
+	var ps []api.AgentPackageView
 	if code != 0 || json.Unmarshal([]byte(stdout), &ps) != nil || len(ps) != 1 {
 		t.Fatalf("list --json: got %d %q", code, stdout)
 	}
@@ -154,7 +154,7 @@ func TestAgentPackageCommands(t *testing.T) {
 func TestUpgradeCommand(t *testing.T) {
 	rolloutPoll = 10 * time.Millisecond
 	t.Cleanup(func() { rolloutPoll = time.Second })
-	steps := []server.RolloutView{
+	steps := []api.RolloutView{
 		rolloutStep("running", "", ra("web-1", 1, "queued", "waiting for batch 1", 0), ra("web-2", 2, "queued", "waiting for batch 2", 0)),
 		rolloutStep("running", "", ra("web-1", 1, "sending", "sending agent 2.0.0", 1), ra("web-2", 2, "queued", "waiting for batch 2", 0)),
 		rolloutStep("running", "", ra("web-1", 1, "succeeded", "the new version connected", 2), ra("web-2", 2, "waiting_for_idle", "", 2)),
@@ -169,7 +169,7 @@ func TestUpgradeCommand(t *testing.T) {
 			t.Fatalf("got %d %q %q", code, stdout, stderr)
 		}
 		two := 2
-		want := server.RolloutRequest{Environment: "Prod", Batch: 1, MaxFailures: &two, GraceSeconds: 30, AllowDowngrade: true}
+		want := api.RolloutRequest{Environment: "Prod", Batch: 1, MaxFailures: &two, GraceSeconds: 30, AllowDowngrade: true}
 		if !reflect.DeepEqual(*f.started, want) {
 			t.Fatalf("sent %+v, want %+v", *f.started, want)
 		}
@@ -181,7 +181,7 @@ func TestUpgradeCommand(t *testing.T) {
 		if code != 0 || stdout != "r1\n" {
 			t.Fatalf("got %d %q %q", code, stdout, stderr)
 		}
-		want := server.RolloutRequest{Agents: []string{"web-1", "web-2"}} // batch and max failures: the policy's
+		want := api.RolloutRequest{Agents: []string{"web-1", "web-2"}} // batch and max failures: the policy's
 		if !reflect.DeepEqual(*f.started, want) {
 			t.Fatalf("sent %+v, want %+v", *f.started, want)
 		}
@@ -210,7 +210,7 @@ web-2 rolled back: the agent rolled back to its previous version: crashed
 	t.Run("wait, succeeded, on a terminal", func(t *testing.T) {
 		f := newRolloutAPI(t)
 		done := rolloutStep("succeeded", "every agent runs 2.0.0", ra("web-1", 1, "succeeded", "the new version connected", 2))
-		f.views = []server.RolloutView{steps[0], done}
+		f.views = []api.RolloutView{steps[0], done}
 		var out, errOut syncBuffer
 		code := execute(context.Background(), []string{"upgrade", "--environment", "Prod", "--wait"},
 			env{stdout: &out, stderr: &errOut, getenv: func(k string) string { return f.vars()[k] }, console: true, terminal: true})
@@ -226,7 +226,7 @@ web-2 rolled back: the agent rolled back to its previous version: crashed
 		held := rolloutStep("running", "", ra("web-1", 1, "succeeded", "the new version connected", 2), ra("web-2", 2, "queued", "waiting for batch 2", 0))
 		held.Paused = true
 		done := rolloutStep("succeeded", "every agent runs 2.0.0", ra("web-1", 1, "succeeded", "the new version connected", 2), ra("web-2", 2, "succeeded", "the new version connected", 9))
-		f.views = []server.RolloutView{steps[0], held, done}
+		f.views = []api.RolloutView{steps[0], held, done}
 		var out, errOut syncBuffer
 		// stderr is a terminal but stdout goes to a file: lines, no bar.
 		code := execute(context.Background(), []string{"upgrade", "--environment", "Prod", "--wait"},
@@ -267,7 +267,7 @@ rollout r1 succeeded: every agent runs 2.0.0
 
 func TestRolloutShow(t *testing.T) {
 	f := newRolloutAPI(t)
-	f.views = []server.RolloutView{rolloutStep("running", "", ra("web-1", 1, "succeeded", "the new version connected", 0), ra("web-2", 2, "queued", "waiting for batch 2", 0))}
+	f.views = []api.RolloutView{rolloutStep("running", "", ra("web-1", 1, "succeeded", "the new version connected", 0), ra("web-2", 2, "queued", "waiting for batch 2", 0))}
 	var out syncBuffer
 	if err := writeRollout(&out, f.views[0], rolloutT0.Add(90*time.Second)); err != nil {
 		t.Fatal(err)
@@ -284,7 +284,7 @@ web-2  2      1.0.0  queued     1m30s ago  waiting for batch 2
 		t.Fatalf("got\n%s\nwant\n%s", out.String(), want)
 	}
 	code, stdout, _ := cli(t, context.Background(), f.vars(), "rollout", "show", "r1", "--json")
-	var v server.RolloutView
+	var v api.RolloutView
 	if code != 0 || json.Unmarshal([]byte(stdout), &v) != nil || v.ID != "r1" || len(v.Agents) != 2 {
 		t.Fatalf("--json: got %d %q", code, stdout)
 	}
@@ -300,7 +300,7 @@ func TestRolloutListHaltResume(t *testing.T) {
 	v.Paused = true
 	old := rolloutStep("halted", "halted after 1 failures", ra("db-1", 1, "failed", "sending the package failed", 0))
 	old.ID, old.All, old.Environment = "r0", true, ""
-	f.views = []server.RolloutView{old, v}
+	f.views = []api.RolloutView{old, v}
 	code, stdout, _ := cli(t, context.Background(), f.vars(), "rollout", "list")
 	want := `ID  CREATED               TARGET  VERSION  STATE                  DONE  REASON
 r0  2026-01-02T12:00:00Z  (all)   2.0.0    halted                 1/1   halted after 1 failures
@@ -310,7 +310,7 @@ r1  2026-01-02T12:00:00Z  Prod    2.0.0    halted by an operator  1/2   -
 		t.Fatalf("list: got %d\n%s\nwant\n%s", code, stdout, want)
 	}
 	code, stdout, _ = cli(t, context.Background(), f.vars(), "rollout", "list", "--json")
-	var vs []server.RolloutView
+	var vs []api.RolloutView
 	if code != 0 || json.Unmarshal([]byte(stdout), &vs) != nil || len(vs) != 2 || !vs[1].Paused {
 		t.Fatalf("list --json: got %d %q", code, stdout)
 	}
@@ -333,7 +333,7 @@ r1  2026-01-02T12:00:00Z  Prod    2.0.0    halted by an operator  1/2   -
 		})
 	}
 	code, stdout, _ = cli(t, context.Background(), f.vars(), "rollout", "halt", "r1", "--json")
-	var hv server.RolloutView
+	var hv api.RolloutView
 	if code != 0 || json.Unmarshal([]byte(stdout), &hv) != nil || !hv.Paused {
 		t.Fatalf("halt --json: got %d %q", code, stdout)
 	}
@@ -354,7 +354,7 @@ func TestRolloutTargetNamed(t *testing.T) {
 	all.Environment, all.All = "", true
 	tests := []struct {
 		name       string
-		v          server.RolloutView
+		v          api.RolloutView
 		wantHeader string
 		wantRow    string
 	}{
@@ -368,7 +368,7 @@ func TestRolloutTargetNamed(t *testing.T) {
 			if err := writeRollout(&show, tt.v, rolloutT0); err != nil {
 				t.Fatal(err)
 			}
-			if err := writeRollouts(&list, []server.RolloutView{tt.v}); err != nil {
+			if err := writeRollouts(&list, []api.RolloutView{tt.v}); err != nil {
 				t.Fatal(err)
 			}
 			if !strings.Contains(show.String(), tt.wantHeader) {

@@ -13,16 +13,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server"
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/tendrildeploy/tendril/version"
 )
 
 // updatesAPI stands in for a coordinator answering GET /api/updates.
-func updatesAPI(t *testing.T, u server.UpdatesView) map[string]string {
+func updatesAPI(t *testing.T, u api.UpdatesView) map[string]string {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet || r.URL.Path != "/api/updates" || r.Header.Get("Authorization") != "Bearer k" {
-			writeTestJSON(w, http.StatusNotFound, server.APIError{Error: "unexpected " + r.Method + " " + r.URL.Path})
+			writeTestJSON(w, http.StatusNotFound, api.APIError{Error: "unexpected " + r.Method + " " + r.URL.Path})
 			return
 		}
 		writeTestJSON(w, http.StatusOK, u)
@@ -35,7 +36,7 @@ func TestVersionCheck(t *testing.T) {
 	ctx := context.Background()
 	checked := time.Date(2026, 11, 2, 8, 0, 0, 0, time.UTC)
 
-	vars := updatesAPI(t, server.UpdatesView{Current: "1.4.0", Latest: "1.5.0", UpdateAvailable: true, Breaking: true,
+	vars := updatesAPI(t, api.UpdatesView{Current: "1.4.0", Latest: "1.5.0", UpdateAvailable: true, Breaking: true,
 		NotesURL: "https://example.invalid/1.5.0", CheckedAt: &checked})
 	code, stdout, stderr := cli(t, ctx, vars, "version", "--check")
 	lines := strings.Split(strings.TrimSpace(stdout), "\n")
@@ -45,7 +46,7 @@ func TestVersionCheck(t *testing.T) {
 		t.Fatalf("newer, breaking: %d %q %q", code, stdout, stderr)
 	}
 
-	vars = updatesAPI(t, server.UpdatesView{Current: version.Version, CheckedAt: &checked})
+	vars = updatesAPI(t, api.UpdatesView{Current: version.Version, CheckedAt: &checked})
 	code, stdout, stderr = cli(t, ctx, vars, "version", "--check")
 	if code != 0 || stderr != "" || !strings.HasPrefix(stdout, version.Version+"\n") || !strings.Contains(stdout, "Up to date") ||
 		strings.Contains(stdout, "available") || strings.Contains(stdout, "coordinator runs") {
@@ -54,15 +55,15 @@ func TestVersionCheck(t *testing.T) {
 
 	code, stdout, _ = cli(t, ctx, vars, "version", "--check", "--json")
 	var out struct {
-		Version string             `json:"version"`
-		Updates server.UpdatesView `json:"updates"`
+		Version string          `json:"version"`
+		Updates api.UpdatesView `json:"updates"`
 	}
 	if code != 0 || json.Unmarshal([]byte(stdout), &out) != nil || out.Version != version.Version || out.Updates.CheckedAt == nil {
 		t.Fatalf("--json: %d %q", code, stdout)
 	}
 
 	// A feed that fails is said, but the check itself worked.
-	vars = updatesAPI(t, server.UpdatesView{Current: version.Version, Error: "read release feed: HTTP 404 Not Found"})
+	vars = updatesAPI(t, api.UpdatesView{Current: version.Version, Error: "read release feed: HTTP 404 Not Found"})
 	code, stdout, _ = cli(t, ctx, vars, "version", "--check")
 	if code != 0 || !strings.Contains(stdout, "Could not check for updates: read release feed: HTTP 404 Not Found") {
 		t.Fatalf("feed failure: %d %q", code, stdout)

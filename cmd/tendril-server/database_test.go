@@ -10,8 +10,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/tendrildeploy/tendril/internal/pgtest"
-	"github.com/tendrildeploy/tendril/server"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -70,7 +71,7 @@ func TestRunWaitsForUnreachableDatabase(t *testing.T) {
 
 	const msg = "database unreachable, retrying"
 	waitFor(t, "two retries logged", func() bool { return strings.Count(stderr.String(), msg) >= 2 })
-	if _, err := server.ReadRunInfo(dir); err == nil {
+	if _, err := api.ReadRunInfo(dir); err == nil {
 		t.Error("the coordinator serves without its database")
 	}
 	if code := stop(); code != 130 {
@@ -111,7 +112,7 @@ func TestInitAndRunOnPostgres(t *testing.T) {
 	}
 
 	logs, stop := runInBackground(t, nil, "--data", dir, "--database", dbURL)
-	waitFor(t, "the coordinator to start", func() bool { _, err := server.ReadRunInfo(dir); return err == nil })
+	waitFor(t, "the coordinator to start", func() bool { _, err := api.ReadRunInfo(dir); return err == nil })
 	code, stdout, stderr = cli(t, bg, nil, "token", "create", "--data", dir, "--environment", "Prod")
 	if code != 0 {
 		t.Fatalf("token create: %d %q %q\n%s", code, stdout, stderr, logs)

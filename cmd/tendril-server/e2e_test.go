@@ -12,10 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/tendrildeploy/tendril/agent"
 	"github.com/tendrildeploy/tendril/bundle"
 	"github.com/tendrildeploy/tendril/protocol"
-	"github.com/tendrildeploy/tendril/server"
 )
 
 // testCalamari stands in for the Calamari program: run-script runs its
@@ -49,7 +50,7 @@ func writeBundle(t *testing.T, version string) string {
 
 // startCoordinatorCmd runs "tendril-server run" on a new data folder until
 // the test ends.
-func startCoordinatorCmd(t *testing.T) (dir string, ri server.RunInfo) {
+func startCoordinatorCmd(t *testing.T) (dir string, ri api.RunInfo) {
 	t.Helper()
 	dir = filepath.Join(t.TempDir(), "data")
 	if code, _, stderr := cli(t, context.Background(), nil, "init", "--data", dir); code != 0 {
@@ -72,7 +73,7 @@ func startCoordinatorCmd(t *testing.T) (dir string, ri server.RunInfo) {
 	})
 	deadline := time.Now().Add(10 * time.Second)
 	var err error
-	for ri, err = server.ReadRunInfo(dir); err != nil; ri, err = server.ReadRunInfo(dir) {
+	for ri, err = api.ReadRunInfo(dir); err != nil; ri, err = api.ReadRunInfo(dir) {
 		if time.Now().After(deadline) {
 			t.Fatalf("coordinator did not start: %v\n%s", err, runErr.String())
 		}
@@ -178,7 +179,7 @@ func TestCalamariAndTasksEndToEnd(t *testing.T) {
 		t.Fatalf("calamari update: %d %q", code, stdout)
 	}
 	_, stdout, _ = run("agents", "list", "--json")
-	var agents []server.AgentView
+	var agents []api.AgentView
 	if json.Unmarshal([]byte(stdout), &agents) != nil || len(agents) != 1 || agents[0].CalamariVersion != "1.0.0" || !agents[0].CalamariCurrent {
 		t.Fatalf("agents after the update: %s", stdout)
 	}

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server"
+	"github.com/tendrildeploy/tendril/api"
 )
 
 // fakeAPI stands in for the coordinator's HTTP API in tests where a real
@@ -26,19 +26,19 @@ type fakeAPI struct {
 
 	mu       sync.Mutex
 	requests []string // "METHOD /path?query", in order
-	taskReq  *server.TaskRequest
+	taskReq  *api.TaskRequest
 	file     []byte // body of the last POST /api/files
-	update   *server.UpdateTarget
+	update   *api.UpdateTarget
 
 	// Scripted answers.
-	tasks   []server.TaskView // POST /api/tasks, GET /api/tasks
-	bundles []server.BundleView
-	pushed  server.BundleView
-	results []server.UpdateResult
+	tasks   []api.TaskView // POST /api/tasks, GET /api/tasks
+	bundles []api.BundleView
+	pushed  api.BundleView
+	results []api.UpdateResult
 	// logs and ends script GET /api/tasks/{id}/log by default: the lines
 	// from the requested one on, then the end if there is one.
 	logs map[string][]string
-	ends map[string]server.TaskView
+	ends map[string]api.TaskView
 	// logHandler, if set, answers GET /api/tasks/{id}/log instead; call
 	// counts from 1 per task.
 	logHandler func(w http.ResponseWriter, r *http.Request, id string, call int)
@@ -47,7 +47,7 @@ type fakeAPI struct {
 
 func newFakeAPI(t *testing.T) *fakeAPI {
 	t.Helper()
-	f := &fakeAPI{t: t, logs: map[string][]string{}, ends: map[string]server.TaskView{}, logCalls: map[string]int{}}
+	f := &fakeAPI{t: t, logs: map[string][]string{}, ends: map[string]api.TaskView{}, logCalls: map[string]int{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /api/calamari", func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
@@ -64,7 +64,7 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 		writeTestJSON(w, http.StatusOK, f.bundles)
 	})
 	mux.HandleFunc("POST /api/calamari/update", func(w http.ResponseWriter, r *http.Request) {
-		var ut server.UpdateTarget
+		var ut api.UpdateTarget
 		json.NewDecoder(r.Body).Decode(&ut)
 		f.mu.Lock()
 		defer f.mu.Unlock()
@@ -77,10 +77,10 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 		f.mu.Lock()
 		f.file = b
 		f.mu.Unlock()
-		writeTestJSON(w, http.StatusCreated, server.FileView{SHA256: hex.EncodeToString(sum[:]), Size: int64(len(b))})
+		writeTestJSON(w, http.StatusCreated, api.FileView{SHA256: hex.EncodeToString(sum[:]), Size: int64(len(b))})
 	})
 	mux.HandleFunc("POST /api/tasks", func(w http.ResponseWriter, r *http.Request) {
-		var req server.TaskRequest
+		var req api.TaskRequest
 		json.NewDecoder(r.Body).Decode(&req)
 		f.mu.Lock()
 		defer f.mu.Unlock()
@@ -101,7 +101,7 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 				return
 			}
 		}
-		writeTestJSON(w, http.StatusNotFound, server.APIError{Error: "task " + r.PathValue("id") + ": not found"})
+		writeTestJSON(w, http.StatusNotFound, api.APIError{Error: "task " + r.PathValue("id") + ": not found"})
 	})
 	mux.HandleFunc("POST /api/tasks/{id}/cancel", func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
@@ -133,7 +133,7 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 		f.requests = append(f.requests, r.Method+" "+r.URL.RequestURI())
 		f.mu.Unlock()
 		if r.Header.Get("Authorization") != "Bearer k" {
-			writeTestJSON(w, http.StatusUnauthorized, server.APIError{Error: "the API key is not valid"})
+			writeTestJSON(w, http.StatusUnauthorized, api.APIError{Error: "the API key is not valid"})
 			return
 		}
 		mux.ServeHTTP(w, r)
@@ -155,7 +155,7 @@ func (f *fakeAPI) sent() []string {
 
 // received returns what the commands sent: the last task request, file
 // and update target.
-func (f *fakeAPI) received() (*server.TaskRequest, []byte, *server.UpdateTarget) {
+func (f *fakeAPI) received() (*api.TaskRequest, []byte, *api.UpdateTarget) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.taskReq, f.file, f.update
@@ -173,7 +173,7 @@ func writeLogLines(w http.ResponseWriter, from int64, texts []string) {
 	enc := json.NewEncoder(w)
 	for i, text := range texts {
 		if seq := int64(i + 1); seq >= from {
-			enc.Encode(server.LogLineView{Seq: seq, Time: time.Date(2026, 1, 2, 12, 0, i, 0, time.UTC), Stream: "stdout", Text: text})
+			enc.Encode(api.LogLineView{Seq: seq, Time: time.Date(2026, 1, 2, 12, 0, i, 0, time.UTC), Stream: "stdout", Text: text})
 		}
 	}
 	if fl, ok := w.(http.Flusher); ok {
@@ -181,14 +181,14 @@ func writeLogLines(w http.ResponseWriter, from int64, texts []string) {
 	}
 }
 
-func writeLogEnd(w http.ResponseWriter, end server.TaskView) {
-	json.NewEncoder(w).Encode(server.LogEnd{End: end})
+func writeLogEnd(w http.ResponseWriter, end api.TaskView) {
+	json.NewEncoder(w).Encode(api.LogEnd{End: end})
 }
 
 // finished returns a task view in a final state.
-func finished(id, agent, state string, code int, errText string) server.TaskView {
+func finished(id, agent, state string, code int, errText string) api.TaskView {
 	at := time.Date(2026, 1, 2, 12, 0, 0, 0, time.UTC)
 	done := at.Add(3 * time.Second)
-	return server.TaskView{ID: id, Agent: agent, Args: []string{"run-script"}, Calamari: "1.2.3", State: state,
+	return api.TaskView{ID: id, Agent: agent, Args: []string{"run-script"}, Calamari: "1.2.3", State: state,
 		ExitCode: code, Error: errText, CreatedAt: at, StartedAt: &at, FinishedAt: &done}
 }

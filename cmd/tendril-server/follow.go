@@ -11,8 +11,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server"
-	"github.com/tendrildeploy/tendril/server/admin"
+	"github.com/tendrildeploy/tendril/api"
+
+	"github.com/tendrildeploy/tendril/api/client"
 )
 
 // The wait between attempts to resume a followed log doubles from
@@ -34,12 +35,12 @@ func (e *outputError) Unwrap() error { return e.err }
 // printed twice; while the coordinator does not answer (restarting, say)
 // it is asked again with a growing wait, until ctx ends. The first such
 // failure, and the recovery, are noted on notes.
-func followLog(ctx context.Context, cl *admin.Client, id string, from int64, notes io.Writer, print func(server.LogLineView) error) (server.TaskView, error) {
+func followLog(ctx context.Context, cl *client.Client, id string, from int64, notes io.Writer, print func(api.LogLineView) error) (api.TaskView, error) {
 	wait := followRetryMin
 	lost := false
 	for {
 		progressed := false
-		end, ended, err := cl.FollowTaskLog(ctx, id, from, true, func(l server.LogLineView) error {
+		end, ended, err := cl.FollowTaskLog(ctx, id, from, true, func(l api.LogLineView) error {
 			progressed = true
 			from = l.Seq + 1
 			if err := print(l); err != nil {
@@ -58,11 +59,11 @@ func followLog(ctx context.Context, cl *admin.Client, id string, from int64, not
 			return end, nil
 		}
 		if ctx.Err() != nil {
-			return server.TaskView{}, ctx.Err()
+			return api.TaskView{}, ctx.Err()
 		}
 		if err != nil {
 			if !retryable(err) {
-				return server.TaskView{}, err
+				return api.TaskView{}, err
 			}
 			if !lost {
 				fmt.Fprintf(notes, "following task %s: %v; retrying until the coordinator answers (the task keeps running)\n", id, err)
@@ -74,7 +75,7 @@ func followLog(ctx context.Context, cl *admin.Client, id string, from int64, not
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return server.TaskView{}, ctx.Err()
+			return api.TaskView{}, ctx.Err()
 		}
 		wait = min(2*wait, followRetryMax)
 	}
@@ -87,10 +88,10 @@ func retryable(err error) bool {
 	if _, ok := errors.AsType[*outputError](err); ok {
 		return false
 	}
-	if errors.Is(err, admin.ErrNotRunning) {
+	if errors.Is(err, client.ErrNotRunning) {
 		return true
 	}
-	if ae, ok := errors.AsType[*admin.Error](err); ok {
+	if ae, ok := errors.AsType[*client.Error](err); ok {
 		return ae.Status >= 500 || ae.Status == http.StatusTooManyRequests
 	}
 	_, ok := errors.AsType[net.Error](err)
@@ -99,13 +100,13 @@ func retryable(err error) bool {
 
 // followResult is how following one task ended.
 type followResult struct {
-	end server.TaskView
+	end api.TaskView
 	err error // nil when end is the finished task
 }
 
 // followTasks follows every task's log at once, printing each line to out
 // as it comes, prefixed with the agent's name when there are several.
-func followTasks(ctx context.Context, cl *admin.Client, tasks []server.TaskView, out, notes io.Writer) []followResult {
+func followTasks(ctx context.Context, cl *client.Client, tasks []api.TaskView, out, notes io.Writer) []followResult {
 	out, notes = &lockedWriter{w: out}, &lockedWriter{w: notes}
 	results := make([]followResult, len(tasks))
 	var wg sync.WaitGroup
@@ -115,7 +116,7 @@ func followTasks(ctx context.Context, cl *admin.Client, tasks []server.TaskView,
 			prefix = tk.Agent + ": "
 		}
 		wg.Go(func() {
-			end, err := followLog(ctx, cl, tk.ID, 1, notes, func(l server.LogLineView) error {
+			end, err := followLog(ctx, cl, tk.ID, 1, notes, func(l api.LogLineView) error {
 				_, err := io.WriteString(out, formatLogLine(prefix, l.Text))
 				return err
 			})
@@ -130,7 +131,7 @@ func followTasks(ctx context.Context, cl *admin.Client, tasks []server.TaskView,
 // task its exit code, for several 0 if all succeeded and else 1, with a
 // summary line per agent on notes. Interrupted, the tasks keep running on
 // their agents, and the command says how to find them again.
-func runOutcome(ctx context.Context, tasks []server.TaskView, results []followResult, notes io.Writer) error {
+func runOutcome(ctx context.Context, tasks []api.TaskView, results []followResult, notes io.Writer) error {
 	if ctx.Err() != nil {
 		interrupted := false
 		for i, tk := range tasks {
@@ -176,7 +177,7 @@ func runOutcome(ctx context.Context, tasks []server.TaskView, results []followRe
 
 // taskOutcomeError is nil for a task that succeeded, else its exit code
 // and a one-line reason.
-func taskOutcomeError(t server.TaskView) error {
+func taskOutcomeError(t api.TaskView) error {
 	code := taskExitCode(t)
 	if code == 0 {
 		return nil

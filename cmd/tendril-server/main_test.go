@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/spf13/cobra"
 
 	"github.com/tendrildeploy/tendril/protocol"
@@ -124,13 +126,13 @@ func TestCommandsAgainstRunningCoordinator(t *testing.T) {
 		if code := <-runDone; code != 0 {
 			t.Errorf("run exited %d: %s", code, runErr.String())
 		}
-		if _, err := os.Stat(filepath.Join(dir, server.RunFile)); !os.IsNotExist(err) {
+		if _, err := os.Stat(filepath.Join(dir, api.RunFile)); !os.IsNotExist(err) {
 			t.Errorf("run.json left behind: %v", err)
 		}
 	}()
-	var ri server.RunInfo
+	var ri api.RunInfo
 	deadline := time.Now().Add(10 * time.Second)
-	for ri, err = server.ReadRunInfo(dir); err != nil; ri, err = server.ReadRunInfo(dir) {
+	for ri, err = api.ReadRunInfo(dir); err != nil; ri, err = api.ReadRunInfo(dir) {
 		if time.Now().After(deadline) {
 			t.Fatalf("coordinator did not start: %v\n%s", err, runErr.String())
 		}
@@ -150,12 +152,12 @@ func TestCommandsAgainstRunningCoordinator(t *testing.T) {
 		t.Fatalf("join %q: %+v %v", stdout, j, err)
 	}
 	code, stdout, _ = cli(t, bg, nil, "token", "create", "--data", dir, "--environment", "Local", "--server", "tendril.example:10943", "--json")
-	var tok server.TokenResult
+	var tok api.TokenResult
 	if code != 0 || json.Unmarshal([]byte(stdout), &tok) != nil || !strings.HasPrefix(tok.Join, "tendril://tendril.example:10943/?") || !strings.Contains(stdout, "&token=") {
 		t.Fatalf("token create --json: %d %q", code, stdout)
 	}
 
-	key, err := os.ReadFile(filepath.Join(dir, server.AdminKeyFile))
+	key, err := os.ReadFile(filepath.Join(dir, api.AdminKeyFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +176,7 @@ func TestCommandsAgainstRunningCoordinator(t *testing.T) {
 		t.Fatalf("delete unknown: %d %q", code, stderr)
 	}
 	code, stdout, stderr = cli(t, bg, nil, "certificate", "rotate", "--data", dir, "--json")
-	var rot server.RotationResult
+	var rot api.RotationResult
 	if code != 0 || json.Unmarshal([]byte(stdout), &rot) != nil || rot.Previous != thumb || rot.Thumbprint == thumb {
 		t.Fatalf("rotate: %d %q %q", code, stdout, stderr)
 	}

@@ -9,6 +9,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/spf13/cobra"
 
 	"github.com/tendrildeploy/tendril/protocol"
@@ -57,7 +59,7 @@ Thumbprint:    %[2]s
 Admin API key: %[3]s
 The admin key is also in %[4]s (readable only by you); admin commands given --data %[1]s use it.
 Start the coordinator with: tendril-server run --data %[1]s
-`, res.DataDir, res.Thumbprint, res.AdminKey, strings.TrimSuffix(res.DataDir, "/")+"/"+server.AdminKeyFile)
+`, res.DataDir, res.Thumbprint, res.AdminKey, strings.TrimSuffix(res.DataDir, "/")+"/"+api.AdminKeyFile)
 	return err
 }
 
@@ -85,7 +87,7 @@ func writeRawJSON(w io.Writer, raw json.RawMessage) error {
 
 // writeAgents prints the agents table, then one line per agent whose
 // health needs attention, saying why (a legacy TLS version, low disk...).
-func writeAgents(w io.Writer, agents []server.AgentView, now time.Time) error {
+func writeAgents(w io.Writer, agents []api.AgentView, now time.Time) error {
 	if len(agents) == 0 {
 		_, err := fmt.Fprintln(w, "No agents yet. Enroll one with \"tendril-server token create --environment ENV\" and \"tendril-agent register --join JOIN\".")
 		return err
@@ -127,7 +129,7 @@ func yesNo(b bool) string {
 	return "no"
 }
 
-func calamariCell(a server.AgentView) string {
+func calamariCell(a api.AgentView) string {
 	v := dash(a.CalamariVersion)
 	if !a.CalamariCurrent {
 		v += " (out of date)"
@@ -135,11 +137,11 @@ func calamariCell(a server.AgentView) string {
 	return v
 }
 
-func upgradeCell(a server.AgentView) string {
+func upgradeCell(a api.AgentView) string {
 	switch {
-	case a.Upgrade == server.UpgradeNone:
+	case a.Upgrade == api.UpgradeNone:
 		return "-"
-	case a.Upgrade == server.UpgradeRecommended && a.UpgradeTo != "":
+	case a.Upgrade == api.UpgradeRecommended && a.UpgradeTo != "":
 		return fmt.Sprintf("recommended (%s)", a.UpgradeTo)
 	}
 	return dash(a.Upgrade)
@@ -147,7 +149,7 @@ func upgradeCell(a server.AgentView) string {
 
 // lastSeen is relative because the question it answers is "how long has
 // this agent been gone"; a connected agent is being seen now.
-func lastSeen(a server.AgentView, now time.Time) string {
+func lastSeen(a api.AgentView, now time.Time) string {
 	if a.Connected {
 		return "now"
 	}
@@ -173,7 +175,7 @@ func lastSeen(a server.AgentView, now time.Time) string {
 // writeRotation reports a rotation. previousServed says whether the
 // coordinator still serves the previous certificate (it retires it at once
 // when every agent already trusts the new one).
-func writeRotation(w io.Writer, r server.RotationResult, previousServed bool) error {
+func writeRotation(w io.Writer, r api.RotationResult, previousServed bool) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Coordinator certificate rotated.\n")
 	fmt.Fprintf(&b, "Thumbprint: %s\n", r.Thumbprint)
@@ -192,7 +194,7 @@ func writeRotation(w io.Writer, r server.RotationResult, previousServed bool) er
 }
 
 // writePushed reports an uploaded Calamari bundle.
-func writePushed(w io.Writer, v server.BundleView) error {
+func writePushed(w io.Writer, v api.BundleView) error {
 	var err error
 	switch {
 	case !v.Created:
@@ -206,7 +208,7 @@ func writePushed(w io.Writer, v server.BundleView) error {
 }
 
 // writeBundles prints the Calamari bundles table.
-func writeBundles(w io.Writer, bs []server.BundleView) error {
+func writeBundles(w io.Writer, bs []api.BundleView) error {
 	if len(bs) == 0 {
 		_, err := fmt.Fprintln(w, "No Calamari bundles yet. Build one with \"make build\" and upload it with \"tendril-server calamari push dist/calamari-<version>.tar.gz\".")
 		return err
@@ -241,7 +243,7 @@ func humanBytes(n int64) string {
 
 // writeUpdateResults prints one line per agent of a manual Calamari
 // update.
-func writeUpdateResults(w io.Writer, res []server.UpdateResult) error {
+func writeUpdateResults(w io.Writer, res []api.UpdateResult) error {
 	if len(res) == 0 {
 		_, err := fmt.Fprintln(w, "No agents to update.")
 		return err
@@ -261,7 +263,7 @@ func writeUpdateResults(w io.Writer, res []server.UpdateResult) error {
 }
 
 // writeTasks prints the tasks table.
-func writeTasks(w io.Writer, ts []server.TaskView) error {
+func writeTasks(w io.Writer, ts []api.TaskView) error {
 	if len(ts) == 0 {
 		_, err := fmt.Fprintln(w, "No tasks yet. Run one with \"tendril-server task run --agent NAME -- run-script --inline 'echo hello'\".")
 		return err
@@ -280,7 +282,7 @@ func writeTasks(w io.Writer, ts []server.TaskView) error {
 }
 
 // writeTaskHeader prints what task show says before the log.
-func writeTaskHeader(w io.Writer, t server.TaskView) error {
+func writeTaskHeader(w io.Writer, t api.TaskView) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Task:      %s\n", t.ID)
 	fmt.Fprintf(&b, "Agent:     %s\n", t.Agent)
@@ -313,7 +315,7 @@ func timeCell(t *time.Time) string {
 
 // stateText is a task's state with its exit code once that means
 // something.
-func stateText(t server.TaskView) string {
+func stateText(t api.TaskView) string {
 	switch {
 	case t.State == protocol.TaskSucceeded:
 		return fmt.Sprintf("%s (exit code %d)", t.State, t.ExitCode)
@@ -325,7 +327,7 @@ func stateText(t server.TaskView) string {
 
 // taskOutcome is how a finished task is summed up on one line. A failure
 // with an exit code is explained by it; one without says why.
-func taskOutcome(t server.TaskView) string {
+func taskOutcome(t api.TaskView) string {
 	s := stateText(t)
 	if t.State == protocol.TaskFailed && t.ExitCode <= 0 && t.Error != "" {
 		s += ": " + t.Error
@@ -337,7 +339,7 @@ func taskOutcome(t server.TaskView) string {
 // task's own when it failed with one a process can exit with, 1 when it
 // failed without one (refused before it started, say), 130 (as for
 // Ctrl-C) when it was cancelled.
-func taskExitCode(t server.TaskView) int {
+func taskExitCode(t api.TaskView) int {
 	switch t.State {
 	case protocol.TaskSucceeded:
 		return 0

@@ -7,13 +7,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server"
-	"github.com/tendrildeploy/tendril/server/admin"
+	"github.com/tendrildeploy/tendril/api"
+
+	"github.com/tendrildeploy/tendril/api/client"
 )
 
 func TestWriteAgentsTable(t *testing.T) {
 	now := time.Date(2026, 1, 2, 12, 0, 0, 0, time.UTC)
-	agents := []server.AgentView{
+	agents := []api.AgentView{
 		{Name: "web01", Environment: "Production", Version: "1.4.0", Connected: true, Health: "healthy",
 			TLSVersion: "1.3", CalamariVersion: "29.0.0", CalamariCurrent: true, Upgrade: "none",
 			LastSeen: now.Format(time.RFC3339)},
@@ -55,16 +56,16 @@ func TestWriteAgentsEmpty(t *testing.T) {
 
 func TestLastSeen(t *testing.T) {
 	now := time.Date(2026, 1, 2, 12, 0, 0, 0, time.UTC)
-	ago := func(d time.Duration) server.AgentView {
-		return server.AgentView{LastSeen: now.Add(-d).Format(time.RFC3339)}
+	ago := func(d time.Duration) api.AgentView {
+		return api.AgentView{LastSeen: now.Add(-d).Format(time.RFC3339)}
 	}
 	for _, tc := range []struct {
-		a    server.AgentView
+		a    api.AgentView
 		want string
 	}{
-		{server.AgentView{Connected: true, LastSeen: "2000-01-01T00:00:00Z"}, "now"},
-		{server.AgentView{}, "never"},
-		{server.AgentView{LastSeen: "yesterday"}, "yesterday"},
+		{api.AgentView{Connected: true, LastSeen: "2000-01-01T00:00:00Z"}, "now"},
+		{api.AgentView{}, "never"},
+		{api.AgentView{LastSeen: "yesterday"}, "yesterday"},
 		{ago(-5 * time.Second), "0s ago"}, // clock skew: never "in the future"
 		{ago(42 * time.Second), "42s ago"},
 		{ago(5 * time.Minute), "5m ago"},
@@ -78,7 +79,7 @@ func TestLastSeen(t *testing.T) {
 }
 
 func TestWriteRotation(t *testing.T) {
-	r := server.RotationResult{Thumbprint: "new", Previous: "old", Notified: 2, Failed: []string{"a", "b"}}
+	r := api.RotationResult{Thumbprint: "new", Previous: "old", Notified: 2, Failed: []string{"a", "b"}}
 	var b strings.Builder
 	if err := writeRotation(&b, r, true); err != nil {
 		t.Fatal(err)
@@ -92,7 +93,7 @@ Connected agents told: 2. Not reached: a, b. Agents not reached learn the new th
 		t.Fatalf("got:\n%s\nwant:\n%s", b.String(), want)
 	}
 	b.Reset()
-	writeRotation(&b, server.RotationResult{Thumbprint: "new", Previous: "old"}, false)
+	writeRotation(&b, api.RotationResult{Thumbprint: "new", Previous: "old"}, false)
 	if !strings.Contains(b.String(), "old (retired: every agent trusts the new one)") {
 		t.Fatalf("got:\n%s", b.String())
 	}
@@ -103,11 +104,11 @@ func TestErrorLine(t *testing.T) {
 		err  error
 		want string
 	}{
-		{fmt.Errorf("list agents: %w", &admin.Error{Status: 401, Message: "the API key is not valid"}),
+		{fmt.Errorf("list agents: %w", &client.Error{Status: 401, Message: "the API key is not valid"}),
 			"tendril-server: list agents: the API key is not valid (HTTP 401)"},
-		{fmt.Errorf("get agent %q: %w", "x", &admin.Error{Status: 404, Message: `no agent named "x"`}),
+		{fmt.Errorf("get agent %q: %w", "x", &client.Error{Status: 404, Message: `no agent named "x"`}),
 			`tendril-server: get agent "x": no agent named "x" (HTTP 404)`},
-		{&admin.Error{Status: 502}, "tendril-server: bad gateway (HTTP 502)"},
+		{&client.Error{Status: 502}, "tendril-server: bad gateway (HTTP 502)"},
 		{errors.New("first line\nsecond  line\n"), "tendril-server: first line; second line;"},
 		{&usageError{err: errors.New("--environment is required"), cmd: "tendril-server token create"},
 			`tendril-server: --environment is required (see "tendril-server token create --help")`},
@@ -120,7 +121,7 @@ func TestErrorLine(t *testing.T) {
 
 func TestWriteTasksTable(t *testing.T) {
 	at := time.Date(2026, 1, 2, 12, 0, 0, 0, time.UTC)
-	ts := []server.TaskView{
+	ts := []api.TaskView{
 		{ID: "6f1c0a52-0000-4000-8000-000000000001", Agent: "web01", State: "running", Calamari: "1.2.3", CreatedAt: at,
 			Args: []string{"run-script", "--inline", "echo hello"}},
 		{ID: "6f1c0a52-0000-4000-8000-000000000002", Agent: "db-1", State: "failed", ExitCode: 3, Calamari: "1.2.3",
@@ -151,7 +152,7 @@ func TestWriteTasksTable(t *testing.T) {
 func TestWriteTaskHeaderRunning(t *testing.T) {
 	at := time.Date(2026, 1, 2, 12, 0, 0, 0, time.UTC)
 	var b strings.Builder
-	writeTaskHeader(&b, server.TaskView{ID: "t1", Agent: "web01", State: "queued", Args: []string{"run-script"}, CreatedAt: at})
+	writeTaskHeader(&b, api.TaskView{ID: "t1", Agent: "web01", State: "queued", Args: []string{"run-script"}, CreatedAt: at})
 	want := `Task:      t1
 Agent:     web01
 State:     queued
@@ -165,7 +166,7 @@ Finished:  -
 		t.Fatalf("got:\n%s\nwant:\n%s", b.String(), want)
 	}
 	b.Reset()
-	writeTaskHeader(&b, server.TaskView{ID: "t1", State: "failed", ExitCode: -1, Error: "task refused: no such version", CreatedAt: at})
+	writeTaskHeader(&b, api.TaskView{ID: "t1", State: "failed", ExitCode: -1, Error: "task refused: no such version", CreatedAt: at})
 	if !strings.Contains(b.String(), "State:     failed\nError:     task refused: no such version\n") {
 		t.Fatalf("refused task: got:\n%s", b.String())
 	}
@@ -173,14 +174,14 @@ Finished:  -
 
 func TestTaskOutcome(t *testing.T) {
 	for _, tc := range []struct {
-		t    server.TaskView
+		t    api.TaskView
 		want string
 	}{
-		{server.TaskView{State: "succeeded"}, "succeeded (exit code 0)"},
-		{server.TaskView{State: "failed", ExitCode: 2}, "failed (exit code 2)"},
-		{server.TaskView{State: "failed", ExitCode: 2, Error: "exited with code 2"}, "failed (exit code 2)"},
-		{server.TaskView{State: "failed", ExitCode: -1, Error: "agent deleted"}, "failed: agent deleted"},
-		{server.TaskView{State: "cancelled", ExitCode: -1, Error: "cancelled"}, "cancelled"},
+		{api.TaskView{State: "succeeded"}, "succeeded (exit code 0)"},
+		{api.TaskView{State: "failed", ExitCode: 2}, "failed (exit code 2)"},
+		{api.TaskView{State: "failed", ExitCode: 2, Error: "exited with code 2"}, "failed (exit code 2)"},
+		{api.TaskView{State: "failed", ExitCode: -1, Error: "agent deleted"}, "failed: agent deleted"},
+		{api.TaskView{State: "cancelled", ExitCode: -1, Error: "cancelled"}, "cancelled"},
 	} {
 		if got := taskOutcome(tc.t); got != tc.want {
 			t.Errorf("taskOutcome(%+v): got %q, want %q", tc.t, got, tc.want)

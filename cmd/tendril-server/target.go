@@ -3,7 +3,7 @@ package main
 import (
 	"fmt"
 
-	"github.com/tendrildeploy/tendril/server/admin"
+	"github.com/tendrildeploy/tendril/api/client"
 )
 
 // targetFlags are an admin command's flags naming the coordinator to talk
@@ -31,12 +31,12 @@ func resolveTarget(f targetFlags, getenv func(string) string) (url, key string, 
 		return "", "", &usageError{err: fmt.Errorf("no API key given: use --api-key KEY or %s, or --data DIR on the coordinator's host", envAPIKey)}
 	}
 	if url == "" {
-		if url, err = admin.DataDirURL(data); err != nil {
+		if url, err = client.DataDirURL(data); err != nil {
 			return "", "", err
 		}
 	}
 	if key == "" {
-		if key, err = admin.DataDirKey(data); err != nil {
+		if key, err = client.DataDirKey(data); err != nil {
 			return "", "", err
 		}
 	}

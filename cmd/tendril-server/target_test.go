@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tendrildeploy/tendril/server"
+	"github.com/tendrildeploy/tendril/api"
 )
 
 // fakeDataDir is a data folder with the two files admin commands read: a
@@ -16,11 +16,11 @@ import (
 func fakeDataDir(t *testing.T, httpAddr, key string) string {
 	t.Helper()
 	dir := t.TempDir()
-	b, _ := json.Marshal(server.RunInfo{PID: 1, HTTP: httpAddr, AgentAddr: "127.0.0.1:10943"})
-	if err := os.WriteFile(filepath.Join(dir, server.RunFile), b, 0o600); err != nil {
+	b, _ := json.Marshal(api.RunInfo{PID: 1, HTTP: httpAddr, AgentAddr: "127.0.0.1:10943"})
+	if err := os.WriteFile(filepath.Join(dir, api.RunFile), b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, server.AdminKeyFile), []byte(key+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, api.AdminKeyFile), []byte(key+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return dir
@@ -83,7 +83,7 @@ func TestResolveTargetMissing(t *testing.T) {
 	}
 	// A data folder that was never initialized says so, rather than that
 	// the coordinator is not running.
-	if _, _, err := resolveTarget(targetFlags{DataDir: t.TempDir()}, os.Getenv); !errors.Is(err, server.ErrNotInitialized) {
+	if _, _, err := resolveTarget(targetFlags{DataDir: t.TempDir()}, os.Getenv); !errors.Is(err, api.ErrNotInitialized) {
 		t.Fatalf("empty data folder: %v", err)
 	}
 	// The folder is not read when flags and environment gave everything.

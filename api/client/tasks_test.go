@@ -1,4 +1,4 @@
-package admin
+package client
 
 import (
 	"bytes"
@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server"
+	"github.com/tendrildeploy/tendril/api"
 )
 
 func TestUploadFile(t *testing.T) {
@@ -84,25 +84,25 @@ func TestTaskErrors(t *testing.T) {
 	co := startCoordinator(t)
 	c := newClient(t, co.url, co.init.AdminKey)
 	ctx := testContext(t)
-	tok, err := c.CreateToken(ctx, server.TokenRequest{Environment: "Test", TTL: "1h"})
+	tok, err := c.CreateToken(ctx, api.TokenRequest{Environment: "Test", TTL: "1h"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// "gone" is registered but disconnected; "web01" stays connected.
 	gone := enrollAgent(t, tok, "gone")
-	waitForAgent(t, c, "gone", func(a server.AgentView) bool { return a.Connected })
+	waitForAgent(t, c, "gone", func(a api.AgentView) bool { return a.Connected })
 	gone.sess.Close()
-	waitForAgent(t, c, "gone", func(a server.AgentView) bool { return !a.Connected })
-	tok, err = c.CreateToken(ctx, server.TokenRequest{Environment: "Prod", TTL: "1h"})
+	waitForAgent(t, c, "gone", func(a api.AgentView) bool { return !a.Connected })
+	tok, err = c.CreateToken(ctx, api.TokenRequest{Environment: "Prod", TTL: "1h"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	enrollAgent(t, tok, "web01")
-	waitForAgent(t, c, "web01", func(a server.AgentView) bool { return a.Connected })
+	waitForAgent(t, c, "web01", func(a api.AgentView) bool { return a.Connected })
 
 	args := []string{"run-script", "--inline", "echo hi"}
 	t.Run("no bundle uploaded", func(t *testing.T) {
-		_, err := c.CreateTasks(ctx, server.TaskRequest{Agent: "web01", Args: args})
+		_, err := c.CreateTasks(ctx, api.TaskRequest{Agent: "web01", Args: args})
 		if !IsStatus(err, http.StatusBadRequest) || !strings.Contains(err.Error(), "no Calamari bundle has been uploaded") {
 			t.Fatalf("got %v, want 400", err)
 		}
@@ -113,20 +113,20 @@ func TestTaskErrors(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name   string
-		req    server.TaskRequest
+		req    api.TaskRequest
 		status int
 		want   string
 	}{
-		{"no args", server.TaskRequest{Agent: "web01"}, http.StatusBadRequest, "no Calamari arguments"},
-		{"unknown agent", server.TaskRequest{Agent: "nobody", Args: args}, http.StatusNotFound, `no agent named "nobody"`},
-		{"unknown environment", server.TaskRequest{Environment: "Nowhere", Args: args}, http.StatusNotFound, "has no agents"},
-		{"agent and environment", server.TaskRequest{Agent: "web01", Environment: "Prod", Args: args}, http.StatusBadRequest, "exactly one"},
-		{"disconnected agent", server.TaskRequest{Agent: "gone", Args: args}, http.StatusConflict, "not connected"},
-		{"environment with a disconnected agent", server.TaskRequest{Environment: "Test", Args: args}, http.StatusConflict, "nothing was started"},
-		{"unknown Calamari version", server.TaskRequest{Agent: "web01", Args: args, Calamari: "9.9.9"}, http.StatusNotFound, "Calamari version 9.9.9 does not exist"},
-		{"unknown file", server.TaskRequest{Agent: "web01", Args: args, File: &server.FileRef{Name: "pkg.tar.gz", SHA256: strings.Repeat("a", 64)}},
+		{"no args", api.TaskRequest{Agent: "web01"}, http.StatusBadRequest, "no Calamari arguments"},
+		{"unknown agent", api.TaskRequest{Agent: "nobody", Args: args}, http.StatusNotFound, `no agent named "nobody"`},
+		{"unknown environment", api.TaskRequest{Environment: "Nowhere", Args: args}, http.StatusNotFound, "has no agents"},
+		{"agent and environment", api.TaskRequest{Agent: "web01", Environment: "Prod", Args: args}, http.StatusBadRequest, "exactly one"},
+		{"disconnected agent", api.TaskRequest{Agent: "gone", Args: args}, http.StatusConflict, "not connected"},
+		{"environment with a disconnected agent", api.TaskRequest{Environment: "Test", Args: args}, http.StatusConflict, "nothing was started"},
+		{"unknown Calamari version", api.TaskRequest{Agent: "web01", Args: args, Calamari: "9.9.9"}, http.StatusNotFound, "Calamari version 9.9.9 does not exist"},
+		{"unknown file", api.TaskRequest{Agent: "web01", Args: args, File: &api.FileRef{Name: "pkg.tar.gz", SHA256: strings.Repeat("a", 64)}},
 			http.StatusNotFound, "no uploaded file"},
-		{"bad file name", server.TaskRequest{Agent: "web01", Args: args, File: &server.FileRef{Name: "../x", SHA256: strings.Repeat("a", 64)}},
+		{"bad file name", api.TaskRequest{Agent: "web01", Args: args, File: &api.FileRef{Name: "../x", SHA256: strings.Repeat("a", 64)}},
 			http.StatusBadRequest, "file name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -149,7 +149,7 @@ func TestTaskErrors(t *testing.T) {
 		{"get unknown task", func() error { _, err := c.Task(ctx, unknown); return err }, http.StatusNotFound},
 		{"cancel unknown task", func() error { _, err := c.CancelTask(ctx, unknown); return err }, http.StatusNotFound},
 		{"follow unknown task", func() error {
-			_, _, err := c.FollowTaskLog(ctx, unknown, 1, true, func(server.LogLineView) error { return nil })
+			_, _, err := c.FollowTaskLog(ctx, unknown, 1, true, func(api.LogLineView) error { return nil })
 			return err
 		}, http.StatusNotFound},
 		{"list tasks of unknown agent", func() error { _, err := c.Tasks(ctx, "nobody", 0); return err }, http.StatusNotFound},
@@ -177,15 +177,15 @@ func TestTaskLifecycle(t *testing.T) {
 	if _, err := c.UploadCalamari(ctx, bytes.NewReader(b), int64(len(b))); err != nil {
 		t.Fatal(err)
 	}
-	tok, err := c.CreateToken(ctx, server.TokenRequest{Environment: "Test", TTL: "1h"})
+	tok, err := c.CreateToken(ctx, api.TokenRequest{Environment: "Test", TTL: "1h"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	fa := enrollAgent(t, tok, "web01")
-	waitForAgent(t, c, "web01", func(a server.AgentView) bool { return a.Connected })
+	waitForAgent(t, c, "web01", func(a api.AgentView) bool { return a.Connected })
 
 	args := []string{"run-script", "--inline", "echo hello"}
-	created, err := c.CreateTasks(ctx, server.TaskRequest{Environment: "Test", Args: args})
+	created, err := c.CreateTasks(ctx, api.TaskRequest{Environment: "Test", Args: args})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,16 +195,16 @@ func TestTaskLifecycle(t *testing.T) {
 	id := created[0].ID
 
 	// Follow live: the agent's first line arrives before the task ends.
-	var lines []server.LogLineView
+	var lines []api.LogLineView
 	type result struct {
-		end   server.TaskView
+		end   api.TaskView
 		ended bool
 		err   error
 	}
 	done := make(chan result, 1)
 	firstLine := make(chan struct{})
 	go func() {
-		end, ended, err := c.FollowTaskLog(ctx, id, 1, true, func(l server.LogLineView) error {
+		end, ended, err := c.FollowTaskLog(ctx, id, 1, true, func(l api.LogLineView) error {
 			lines = append(lines, l)
 			if l.Text == "hello from "+id {
 				close(firstLine)
@@ -253,7 +253,7 @@ func TestTaskLifecycle(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var n int
-			end, ended, err := c.FollowTaskLog(ctx, id, tc.from, tc.follow, func(server.LogLineView) error { n++; return nil })
+			end, ended, err := c.FollowTaskLog(ctx, id, tc.from, tc.follow, func(api.LogLineView) error { n++; return nil })
 			if err != nil || !ended || end.ID != id || n != tc.wantLines {
 				t.Fatalf("got %d lines, ended %v, %v; want %d lines and the end", n, ended, err, tc.wantLines)
 			}
@@ -261,7 +261,7 @@ func TestTaskLifecycle(t *testing.T) {
 	}
 
 	stop := errors.New("stop")
-	if _, ended, err := c.FollowTaskLog(ctx, id, 1, false, func(server.LogLineView) error { return stop }); err != stop || ended {
+	if _, ended, err := c.FollowTaskLog(ctx, id, 1, false, func(api.LogLineView) error { return stop }); err != stop || ended {
 		t.Fatalf("callback error: got ended %v, %v; want the callback's error", ended, err)
 	}
 
@@ -328,7 +328,7 @@ func TestFollowTaskLogStops(t *testing.T) {
 				id = "a/b"
 			}
 			var seqs []int64
-			_, ended, err := c.FollowTaskLog(testContext(t), id, 3, tc.follow, func(l server.LogLineView) error {
+			_, ended, err := c.FollowTaskLog(testContext(t), id, 3, tc.follow, func(l api.LogLineView) error {
 				seqs = append(seqs, l.Seq)
 				return nil
 			})
@@ -352,7 +352,7 @@ func TestFollowTaskLogContext(t *testing.T) {
 	c := newClient(t, ts.URL, "k")
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	_, ended, err := c.FollowTaskLog(ctx, "t", 1, true, func(server.LogLineView) error { return nil })
+	_, ended, err := c.FollowTaskLog(ctx, "t", 1, true, func(api.LogLineView) error { return nil })
 	if ended || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("got ended %v, %v; want the context's error", ended, err)
 	}

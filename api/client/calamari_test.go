@@ -1,4 +1,4 @@
-package admin
+package client
 
 import (
 	"bytes"
@@ -13,8 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/tendrildeploy/tendril/bundle"
-	"github.com/tendrildeploy/tendril/server"
 )
 
 // packBundle builds a small Calamari bundle for this platform. The entry
@@ -134,7 +135,7 @@ func TestCalamariBadUploads(t *testing.T) {
 		}
 	})
 	t.Run("update with no bundle", func(t *testing.T) {
-		_, err := c.UpdateCalamari(ctx, server.UpdateTarget{Environment: "Test"})
+		_, err := c.UpdateCalamari(ctx, api.UpdateTarget{Environment: "Test"})
 		if !IsStatus(err, http.StatusBadRequest) || !strings.Contains(err.Error(), "no Calamari bundle has been uploaded") {
 			t.Fatalf("got %v, want 400", err)
 		}
@@ -149,25 +150,25 @@ func TestUpdateCalamari(t *testing.T) {
 	if _, err := c.UploadCalamari(ctx, bytes.NewReader(b), int64(len(b))); err != nil {
 		t.Fatal(err)
 	}
-	tok, err := c.CreateToken(ctx, server.TokenRequest{Environment: "Test"})
+	tok, err := c.CreateToken(ctx, api.TokenRequest{Environment: "Test"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	enrollAgent(t, tok, "web01")
-	waitForAgent(t, c, "web01", func(a server.AgentView) bool { return a.Connected })
+	waitForAgent(t, c, "web01", func(a api.AgentView) bool { return a.Connected })
 
 	for _, tc := range []struct {
 		name   string
-		target server.UpdateTarget
+		target api.UpdateTarget
 		status int // 0: success
 		want   string
 	}{
-		{"by agent", server.UpdateTarget{Agent: "web01"}, 0, ""},
-		{"by environment, any case", server.UpdateTarget{Environment: "test"}, 0, ""},
-		{"both", server.UpdateTarget{Agent: "web01", Environment: "Test"}, http.StatusBadRequest, "exactly one"},
-		{"neither", server.UpdateTarget{}, http.StatusBadRequest, "exactly one"},
-		{"unknown agent", server.UpdateTarget{Agent: "nobody"}, http.StatusNotFound, `no agent named "nobody"`},
-		{"empty environment", server.UpdateTarget{Environment: "Nowhere"}, http.StatusNotFound, "has no agents"},
+		{"by agent", api.UpdateTarget{Agent: "web01"}, 0, ""},
+		{"by environment, any case", api.UpdateTarget{Environment: "test"}, 0, ""},
+		{"both", api.UpdateTarget{Agent: "web01", Environment: "Test"}, http.StatusBadRequest, "exactly one"},
+		{"neither", api.UpdateTarget{}, http.StatusBadRequest, "exactly one"},
+		{"unknown agent", api.UpdateTarget{Agent: "nobody"}, http.StatusNotFound, `no agent named "nobody"`},
+		{"empty environment", api.UpdateTarget{Environment: "Nowhere"}, http.StatusNotFound, "has no agents"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res, err := c.UpdateCalamari(ctx, tc.target)
@@ -181,7 +182,7 @@ func TestUpdateCalamari(t *testing.T) {
 				t.Fatal(err)
 			}
 			// The fake agent reports every version installed.
-			want := server.UpdateResult{Agent: "web01", Version: "2.0.0", Result: "current"}
+			want := api.UpdateResult{Agent: "web01", Version: "2.0.0", Result: "current"}
 			if len(res) != 1 || res[0] != want {
 				t.Fatalf("got %+v, want [%+v]", res, want)
 			}

@@ -1,4 +1,4 @@
-package admin
+package client
 
 import (
 	"bufio"
@@ -13,7 +13,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server"
+	"github.com/tendrildeploy/tendril/api"
 )
 
 // defaultFollowIdle is how long a followed log may be silent before the
@@ -28,17 +28,17 @@ const maxLogLine = 4 << 20
 var errFollowIdle = errors.New("the log stream was silent for too long")
 
 // UploadFile uploads a file of size bytes read from r (POST /api/files),
-// for a task to send to its agent (server.TaskRequest.File). The body is
+// for a task to send to its agent (api.TaskRequest.File). The body is
 // streamed, and the SHA-256 the coordinator reports is checked against
 // the one of the bytes sent.
-func (c *Client) UploadFile(ctx context.Context, r io.Reader, size int64) (server.FileView, error) {
-	var out server.FileView
+func (c *Client) UploadFile(ctx context.Context, r io.Reader, size int64) (api.FileView, error) {
+	var out api.FileView
 	sum, err := c.upload(ctx, "/api/files", r, size, &out)
 	if err != nil {
-		return server.FileView{}, fmt.Errorf("upload file: %w", err)
+		return api.FileView{}, fmt.Errorf("upload file: %w", err)
 	}
 	if out.SHA256 != sum || out.Size != size {
-		return server.FileView{}, fmt.Errorf("upload file: the coordinator stored %d bytes with SHA-256 %s, but %d bytes with SHA-256 %s were sent", out.Size, out.SHA256, size, sum)
+		return api.FileView{}, fmt.Errorf("upload file: the coordinator stored %d bytes with SHA-256 %s, but %d bytes with SHA-256 %s were sent", out.Size, out.SHA256, size, sum)
 	}
 	return out, nil
 }
@@ -46,8 +46,8 @@ func (c *Client) UploadFile(ctx context.Context, r io.Reader, size int64) (serve
 // CreateTasks starts Calamari on the agent or environment the request
 // names, one task per agent (POST /api/tasks). A request that cannot run
 // on every target is refused whole.
-func (c *Client) CreateTasks(ctx context.Context, req server.TaskRequest) ([]server.TaskView, error) {
-	var out []server.TaskView
+func (c *Client) CreateTasks(ctx context.Context, req api.TaskRequest) ([]api.TaskView, error) {
+	var out []api.TaskView
 	if err := c.do(ctx, http.MethodPost, "/api/tasks", req, &out); err != nil {
 		return nil, fmt.Errorf("create task: %w", err)
 	}
@@ -55,20 +55,20 @@ func (c *Client) CreateTasks(ctx context.Context, req server.TaskRequest) ([]ser
 }
 
 // Task returns one task (GET /api/tasks/{id}).
-func (c *Client) Task(ctx context.Context, id string) (server.TaskView, error) {
-	var out server.TaskView
+func (c *Client) Task(ctx context.Context, id string) (api.TaskView, error) {
+	var out api.TaskView
 	if id == "" {
 		return out, errors.New("get task: no task ID given")
 	}
 	if err := c.do(ctx, http.MethodGet, "/api/tasks/"+url.PathEscape(id), nil, &out); err != nil {
-		return server.TaskView{}, fmt.Errorf("get task: %w", err)
+		return api.TaskView{}, fmt.Errorf("get task: %w", err)
 	}
 	return out, nil
 }
 
 // Tasks lists tasks, newest first (GET /api/tasks). agent "" means every
 // agent; limit 0 means the coordinator's default.
-func (c *Client) Tasks(ctx context.Context, agent string, limit int) ([]server.TaskView, error) {
+func (c *Client) Tasks(ctx context.Context, agent string, limit int) ([]api.TaskView, error) {
 	q := url.Values{}
 	if agent != "" {
 		q.Set("agent", agent)
@@ -81,7 +81,7 @@ func (c *Client) Tasks(ctx context.Context, agent string, limit int) ([]server.T
 		return nil, fmt.Errorf("list tasks: %w", err)
 	}
 	defer resp.Body.Close()
-	var out []server.TaskView
+	var out []api.TaskView
 	if err := decodeResponse(resp, &out); err != nil {
 		return nil, fmt.Errorf("list tasks: %w", err)
 	}
@@ -92,21 +92,21 @@ func (c *Client) Tasks(ctx context.Context, agent string, limit int) ([]server.T
 // queued task never starts; a running one has its whole process tree
 // killed by the agent. The returned view is the task right after the
 // request, usually before the agent has reported the end.
-func (c *Client) CancelTask(ctx context.Context, id string) (server.TaskView, error) {
-	var out server.TaskView
+func (c *Client) CancelTask(ctx context.Context, id string) (api.TaskView, error) {
+	var out api.TaskView
 	if id == "" {
 		return out, errors.New("cancel task: no task ID given")
 	}
 	if err := c.do(ctx, http.MethodPost, "/api/tasks/"+url.PathEscape(id)+"/cancel", nil, &out); err != nil {
-		return server.TaskView{}, fmt.Errorf("cancel task: %w", err)
+		return api.TaskView{}, fmt.Errorf("cancel task: %w", err)
 	}
 	return out, nil
 }
 
 // logObject is one object of the task log stream: a log line, or the end.
 type logObject struct {
-	server.LogLineView
-	End *server.TaskView `json:"end"`
+	api.LogLineView
+	End *api.TaskView `json:"end"`
 }
 
 // FollowTaskLog streams a task's log from line number from on (GET
@@ -122,9 +122,9 @@ type logObject struct {
 // when the request failed (an *Error, ErrNotRunning, or a network error),
 // when ctx ended, when a line could not be decoded, or when fn failed (its
 // error is returned as is).
-func (c *Client) FollowTaskLog(ctx context.Context, id string, from int64, follow bool, fn func(server.LogLineView) error) (end server.TaskView, ended bool, err error) {
+func (c *Client) FollowTaskLog(ctx context.Context, id string, from int64, follow bool, fn func(api.LogLineView) error) (end api.TaskView, ended bool, err error) {
 	if id == "" {
-		return server.TaskView{}, false, errors.New("follow task log: no task ID given")
+		return api.TaskView{}, false, errors.New("follow task log: no task ID given")
 	}
 	from = max(from, 1)
 	rctx, cancel := context.WithCancelCause(ctx)
@@ -138,9 +138,9 @@ func (c *Client) FollowTaskLog(ctx context.Context, id string, from int64, follo
 	resp, err := c.send(rctx, http.MethodGet, "/api/tasks/"+url.PathEscape(id)+"/log", q, nil, -1, "", "application/x-ndjson")
 	if err != nil {
 		if ctx.Err() == nil && errors.Is(context.Cause(rctx), errFollowIdle) {
-			return server.TaskView{}, false, nil
+			return api.TaskView{}, false, nil
 		}
-		return server.TaskView{}, false, fmt.Errorf("follow task log: %w", err)
+		return api.TaskView{}, false, fmt.Errorf("follow task log: %w", err)
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
@@ -155,22 +155,22 @@ func (c *Client) FollowTaskLog(ctx context.Context, id string, from int64, follo
 		}
 		var o logObject
 		if err := json.Unmarshal(b, &o); err != nil {
-			return server.TaskView{}, false, fmt.Errorf("follow task log: decode line after %d: %w", from-1, err)
+			return api.TaskView{}, false, fmt.Errorf("follow task log: decode line after %d: %w", from-1, err)
 		}
 		if o.End != nil {
 			return *o.End, true, nil
 		}
 		if err := fn(o.LogLineView); err != nil {
-			return server.TaskView{}, false, err
+			return api.TaskView{}, false, err
 		}
 		from = o.Seq + 1
 	}
 	if ctx.Err() != nil {
-		return server.TaskView{}, false, ctx.Err()
+		return api.TaskView{}, false, ctx.Err()
 	}
 	if errors.Is(sc.Err(), bufio.ErrTooLong) {
-		return server.TaskView{}, false, fmt.Errorf("follow task log: line after %d is longer than %d bytes", from-1, maxLogLine)
+		return api.TaskView{}, false, fmt.Errorf("follow task log: line after %d is longer than %d bytes", from-1, maxLogLine)
 	}
 	// The stream ended early or broke: the caller resumes if it wants.
-	return server.TaskView{}, false, nil
+	return api.TaskView{}, false, nil
 }

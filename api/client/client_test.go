@@ -1,4 +1,4 @@
-package admin
+package client
 
 import (
 	"context"
@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tendrildeploy/tendril/api"
 
 	"github.com/hashicorp/yamux"
 	"go.uber.org/goleak"
@@ -60,7 +62,7 @@ func startCoordinator(t *testing.T) *coordinator {
 	// run.json is written by Run; FromDataDir needs it.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, err := server.ReadRunInfo(dir); err == nil {
+		if _, err := api.ReadRunInfo(dir); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -112,7 +114,7 @@ func dialCoordinator(t *testing.T, ctx context.Context, addr string, id *certs.I
 	return sess
 }
 
-func enrollAgent(t *testing.T, tok server.TokenResult, name string) *fakeAgent {
+func enrollAgent(t *testing.T, tok api.TokenResult, name string) *fakeAgent {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -212,7 +214,7 @@ func (fa *fakeAgent) handle(st *yamux.Stream) {
 	}
 }
 
-func waitForAgent(t *testing.T, c *Client, name string, ok func(server.AgentView) bool) server.AgentView {
+func waitForAgent(t *testing.T, c *Client, name string, ok func(api.AgentView) bool) api.AgentView {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -248,7 +250,7 @@ func TestClientAgainstCoordinator(t *testing.T) {
 		t.Fatalf("agents before enrollment = %+v", agents)
 	}
 
-	tok, err := c.CreateToken(ctx, server.TokenRequest{Environment: "Test", TTL: "1h"})
+	tok, err := c.CreateToken(ctx, api.TokenRequest{Environment: "Test", TTL: "1h"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +266,7 @@ func TestClientAgainstCoordinator(t *testing.T) {
 	}
 
 	fa := enrollAgent(t, tok, "web01")
-	a := waitForAgent(t, c, "web01", func(a server.AgentView) bool { return a.Connected && a.Health == "healthy" })
+	a := waitForAgent(t, c, "web01", func(a api.AgentView) bool { return a.Connected && a.Health == "healthy" })
 	if a.Environment != "Test" || a.Version != "1.2.3-test" || a.TLSVersion != "1.3" || a.Upgrade != "none" || a.LastSeen == "" {
 		t.Fatalf("agent = %+v", a)
 	}
@@ -370,14 +372,14 @@ func TestBadTokenRequests(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name string
-		req  server.TokenRequest
+		req  api.TokenRequest
 		want string
 	}{
-		{"empty environment", server.TokenRequest{}, "environment name"},
-		{"bad environment", server.TokenRequest{Environment: "no/slash"}, "environment name"},
-		{"bad ttl", server.TokenRequest{Environment: "Test", TTL: "soon"}, `ttl "soon"`},
-		{"negative ttl", server.TokenRequest{Environment: "Test", TTL: "-1h"}, "token lifetime"},
-		{"bad server", server.TokenRequest{Environment: "Test", Servers: []string{"no-port"}}, "no-port"},
+		{"empty environment", api.TokenRequest{}, "environment name"},
+		{"bad environment", api.TokenRequest{Environment: "no/slash"}, "environment name"},
+		{"bad ttl", api.TokenRequest{Environment: "Test", TTL: "soon"}, `ttl "soon"`},
+		{"negative ttl", api.TokenRequest{Environment: "Test", TTL: "-1h"}, "token lifetime"},
+		{"bad server", api.TokenRequest{Environment: "Test", Servers: []string{"no-port"}}, "no-port"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := c.CreateToken(ctx, tc.req)
@@ -420,7 +422,7 @@ func TestFromDataDirNoCoordinator(t *testing.T) {
 
 	t.Run("not initialized", func(t *testing.T) {
 		_, err := FromDataDir(t.TempDir())
-		if !errors.Is(err, server.ErrNotInitialized) {
+		if !errors.Is(err, api.ErrNotInitialized) {
 			t.Fatalf("err = %v, want ErrNotInitialized", err)
 		}
 	})
@@ -444,8 +446,8 @@ func TestFromDataDirNoCoordinator(t *testing.T) {
 		}
 		addr := ln.Addr().String()
 		ln.Close()
-		b, _ := json.Marshal(server.RunInfo{PID: 1, HTTP: addr, AgentAddr: "127.0.0.1:1"})
-		if err := os.WriteFile(filepath.Join(dir, server.RunFile), b, 0o600); err != nil {
+		b, _ := json.Marshal(api.RunInfo{PID: 1, HTTP: addr, AgentAddr: "127.0.0.1:1"})
+		if err := os.WriteFile(filepath.Join(dir, api.RunFile), b, 0o600); err != nil {
 			t.Fatal(err)
 		}
 		c, err := FromDataDir(dir)
@@ -477,13 +479,13 @@ func TestNewValidatesURL(t *testing.T) {
 
 func TestRunInfoURL(t *testing.T) {
 	for _, tc := range []struct {
-		ri   server.RunInfo
+		ri   api.RunInfo
 		want string
 	}{
-		{server.RunInfo{HTTP: "127.0.0.1:10980"}, "http://127.0.0.1:10980"},
-		{server.RunInfo{HTTP: "0.0.0.0:10980", HTTPS: true}, "https://127.0.0.1:10980"},
-		{server.RunInfo{HTTP: "[::]:10980"}, "http://[::1]:10980"},
-		{server.RunInfo{HTTP: "tendril.example:443", HTTPS: true}, "https://tendril.example:443"},
+		{api.RunInfo{HTTP: "127.0.0.1:10980"}, "http://127.0.0.1:10980"},
+		{api.RunInfo{HTTP: "0.0.0.0:10980", HTTPS: true}, "https://127.0.0.1:10980"},
+		{api.RunInfo{HTTP: "[::]:10980"}, "http://[::1]:10980"},
+		{api.RunInfo{HTTP: "tendril.example:443", HTTPS: true}, "https://tendril.example:443"},
 	} {
 		got, err := RunInfoURL(tc.ri)
 		if err != nil || got != tc.want {

@@ -1,4 +1,4 @@
-package admin
+package client
 
 import (
 	"context"
@@ -7,21 +7,21 @@ import (
 	"net/http"
 	"net/url"
 
-	"github.com/tendrildeploy/tendril/server"
+	"github.com/tendrildeploy/tendril/api"
 )
 
 // CreateUser adds a console user (POST /api/users; admin key only).
-func (c *Client) CreateUser(ctx context.Context, name, password string) (server.UserView, error) {
-	var out server.UserView
-	if err := c.do(ctx, http.MethodPost, "/api/users", server.UserRequest{Name: name, Password: password}, &out); err != nil {
-		return server.UserView{}, fmt.Errorf("create user %q: %w", name, err)
+func (c *Client) CreateUser(ctx context.Context, name, password string) (api.UserView, error) {
+	var out api.UserView
+	if err := c.do(ctx, http.MethodPost, "/api/users", api.UserRequest{Name: name, Password: password}, &out); err != nil {
+		return api.UserView{}, fmt.Errorf("create user %q: %w", name, err)
 	}
 	return out, nil
 }
 
 // Users lists the console users (GET /api/users; admin key only).
-func (c *Client) Users(ctx context.Context) ([]server.UserView, error) {
-	var out []server.UserView
+func (c *Client) Users(ctx context.Context) ([]api.UserView, error) {
+	var out []api.UserView
 	if err := c.do(ctx, http.MethodGet, "/api/users", nil, &out); err != nil {
 		return nil, fmt.Errorf("list users: %w", err)
 	}
@@ -42,18 +42,18 @@ func (c *Client) DeleteUser(ctx context.Context, name string) error {
 
 // CreateAPIKey makes an API key (POST /api/api-keys; admin key only). The
 // answer is the only place the key itself appears.
-func (c *Client) CreateAPIKey(ctx context.Context, name string, adminKey bool) (server.NewAPIKey, error) {
-	var out server.NewAPIKey
-	if err := c.do(ctx, http.MethodPost, "/api/api-keys", server.APIKeyRequest{Name: name, Admin: adminKey}, &out); err != nil {
-		return server.NewAPIKey{}, fmt.Errorf("create API key %q: %w", name, err)
+func (c *Client) CreateAPIKey(ctx context.Context, name string, adminKey bool) (api.NewAPIKey, error) {
+	var out api.NewAPIKey
+	if err := c.do(ctx, http.MethodPost, "/api/api-keys", api.APIKeyRequest{Name: name, Admin: adminKey}, &out); err != nil {
+		return api.NewAPIKey{}, fmt.Errorf("create API key %q: %w", name, err)
 	}
 	return out, nil
 }
 
 // APIKeys lists the API keys, revoked ones too (GET /api/api-keys; admin
 // key only).
-func (c *Client) APIKeys(ctx context.Context) ([]server.APIKeyView, error) {
-	var out []server.APIKeyView
+func (c *Client) APIKeys(ctx context.Context) ([]api.APIKeyView, error) {
+	var out []api.APIKeyView
 	if err := c.do(ctx, http.MethodGet, "/api/api-keys", nil, &out); err != nil {
 		return nil, fmt.Errorf("list API keys: %w", err)
 	}
@@ -62,21 +62,21 @@ func (c *Client) APIKeys(ctx context.Context) ([]server.APIKeyView, error) {
 
 // RevokeAPIKey revokes an API key by id (POST /api/api-keys/{id}/revoke;
 // admin key only).
-func (c *Client) RevokeAPIKey(ctx context.Context, id string) (server.APIKeyView, error) {
-	var out server.APIKeyView
+func (c *Client) RevokeAPIKey(ctx context.Context, id string) (api.APIKeyView, error) {
+	var out api.APIKeyView
 	if id == "" {
 		return out, errors.New("revoke API key: no id given")
 	}
 	if err := c.do(ctx, http.MethodPost, "/api/api-keys/"+url.PathEscape(id)+"/revoke", nil, &out); err != nil {
-		return server.APIKeyView{}, fmt.Errorf("revoke API key %s: %w", id, err)
+		return api.APIKeyView{}, fmt.Errorf("revoke API key %s: %w", id, err)
 	}
 	return out, nil
 }
 
 // Tokens lists the enrollment tokens, never their secrets (GET
 // /api/tokens).
-func (c *Client) Tokens(ctx context.Context) ([]server.TokenView, error) {
-	var out []server.TokenView
+func (c *Client) Tokens(ctx context.Context) ([]api.TokenView, error) {
+	var out []api.TokenView
 	if err := c.do(ctx, http.MethodGet, "/api/tokens", nil, &out); err != nil {
 		return nil, fmt.Errorf("list tokens: %w", err)
 	}

@@ -1,7 +1,7 @@
-// Package admin is the Go client of the coordinator's HTTP API. The admin
+// Package client is the Go client of the coordinator's HTTP API. The admin
 // commands of tendril-server use it, and so can scripts, simulators and
 // tests that drive a coordinator.
-package admin
+package client
 
 import (
 	"bytes"
@@ -21,7 +21,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server"
+	"github.com/tendrildeploy/tendril/api"
+
 	"github.com/tendrildeploy/tendril/version"
 )
 
@@ -117,24 +118,24 @@ func FromDataDir(dir string) (*Client, error) {
 // DataDirURL returns the API URL of the coordinator running with data
 // folder dir, as recorded in its run.json.
 func DataDirURL(dir string) (string, error) {
-	ri, err := server.ReadRunInfo(dir)
+	ri, err := api.ReadRunInfo(dir)
 	if err != nil {
 		// "Not running" would mislead when the folder was never set up:
 		// the fix is init, not run.
-		if _, terr := server.ReadThumbprint(dir); errors.Is(terr, server.ErrNotInitialized) {
+		if terr := api.CheckInitialized(dir); errors.Is(terr, api.ErrNotInitialized) {
 			return "", terr
 		}
 		return "", err
 	}
 	if ri.HTTP == "" {
-		return "", fmt.Errorf("read %s: no HTTP address in it", filepath.Join(dir, server.RunFile))
+		return "", fmt.Errorf("read %s: no HTTP address in it", filepath.Join(dir, api.RunFile))
 	}
 	return RunInfoURL(ri)
 }
 
 // RunInfoURL turns the API address a coordinator recorded into a URL to
 // reach it from the same host: a wildcard bind is reached on loopback.
-func RunInfoURL(ri server.RunInfo) (string, error) {
+func RunInfoURL(ri api.RunInfo) (string, error) {
 	host, port, err := net.SplitHostPort(ri.HTTP)
 	if err != nil {
 		return "", fmt.Errorf("coordinator HTTP address %q: %w", ri.HTTP, err)
@@ -154,11 +155,11 @@ func RunInfoURL(ri server.RunInfo) (string, error) {
 
 // DataDirKey reads the admin API key that init wrote into dir.
 func DataDirKey(dir string) (string, error) {
-	path := filepath.Join(dir, server.AdminKeyFile)
+	path := filepath.Join(dir, api.AdminKeyFile)
 	b, err := os.ReadFile(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			if _, terr := server.ReadThumbprint(dir); errors.Is(terr, server.ErrNotInitialized) {
+			if terr := api.CheckInitialized(dir); errors.Is(terr, api.ErrNotInitialized) {
 				return "", terr
 			}
 			return "", fmt.Errorf("read admin key: %s does not exist; give the API key with --api-key", path)
@@ -180,8 +181,8 @@ func (c *Client) URL() string { return c.base.String() }
 func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
 
 // Agents lists every agent (GET /api/agents).
-func (c *Client) Agents(ctx context.Context) ([]server.AgentView, error) {
-	var out []server.AgentView
+func (c *Client) Agents(ctx context.Context) ([]api.AgentView, error) {
+	var out []api.AgentView
 	if err := c.do(ctx, http.MethodGet, "/api/agents", nil, &out); err != nil {
 		return nil, fmt.Errorf("list agents: %w", err)
 	}
@@ -200,13 +201,13 @@ func (c *Client) AgentsJSON(ctx context.Context) (json.RawMessage, error) {
 }
 
 // Agent returns one agent by name (GET /api/agents/{name}).
-func (c *Client) Agent(ctx context.Context, name string) (server.AgentView, error) {
-	var out server.AgentView
+func (c *Client) Agent(ctx context.Context, name string) (api.AgentView, error) {
+	var out api.AgentView
 	if name == "" {
 		return out, errors.New("get agent: no agent name given")
 	}
 	if err := c.do(ctx, http.MethodGet, "/api/agents/"+url.PathEscape(name), nil, &out); err != nil {
-		return server.AgentView{}, fmt.Errorf("get agent %q: %w", name, err)
+		return api.AgentView{}, fmt.Errorf("get agent %q: %w", name, err)
 	}
 	return out, nil
 }
@@ -224,19 +225,19 @@ func (c *Client) DeleteAgent(ctx context.Context, name string) error {
 }
 
 // CreateToken issues a one-time enrollment token (POST /api/tokens).
-func (c *Client) CreateToken(ctx context.Context, req server.TokenRequest) (server.TokenResult, error) {
-	var out server.TokenResult
+func (c *Client) CreateToken(ctx context.Context, req api.TokenRequest) (api.TokenResult, error) {
+	var out api.TokenResult
 	if err := c.do(ctx, http.MethodPost, "/api/tokens", req, &out); err != nil {
-		return server.TokenResult{}, fmt.Errorf("create token: %w", err)
+		return api.TokenResult{}, fmt.Errorf("create token: %w", err)
 	}
 	return out, nil
 }
 
 // Info describes the coordinator (GET /api/server).
-func (c *Client) Info(ctx context.Context) (server.ServerInfo, error) {
-	var out server.ServerInfo
+func (c *Client) Info(ctx context.Context) (api.ServerInfo, error) {
+	var out api.ServerInfo
 	if err := c.do(ctx, http.MethodGet, "/api/server", nil, &out); err != nil {
-		return server.ServerInfo{}, fmt.Errorf("get coordinator info: %w", err)
+		return api.ServerInfo{}, fmt.Errorf("get coordinator info: %w", err)
 	}
 	return out, nil
 }
@@ -244,10 +245,10 @@ func (c *Client) Info(ctx context.Context) (server.ServerInfo, error) {
 // RotateCertificate replaces the coordinator's certificate (POST
 // /api/certificate/rotate). Connected agents are told first, so none is
 // dropped.
-func (c *Client) RotateCertificate(ctx context.Context) (server.RotationResult, error) {
-	var out server.RotationResult
+func (c *Client) RotateCertificate(ctx context.Context) (api.RotationResult, error) {
+	var out api.RotationResult
 	if err := c.do(ctx, http.MethodPost, "/api/certificate/rotate", nil, &out); err != nil {
-		return server.RotationResult{}, fmt.Errorf("rotate coordinator certificate: %w", err)
+		return api.RotationResult{}, fmt.Errorf("rotate coordinator certificate: %w", err)
 	}
 	return out, nil
 }
@@ -289,8 +290,8 @@ func (c *Client) uploadQuery(ctx context.Context, path string, query url.Values,
 	if size < 0 {
 		return "", fmt.Errorf("upload: size %d: want the body's length in bytes", size)
 	}
-	if size > server.MaxBundleSize {
-		return "", fmt.Errorf("upload: %d bytes is more than the coordinator accepts (%d)", size, int64(server.MaxBundleSize))
+	if size > api.MaxBundleSize {
+		return "", fmt.Errorf("upload: %d bytes is more than the coordinator accepts (%d)", size, int64(api.MaxBundleSize))
 	}
 	h := sha256.New()
 	resp, err := c.send(ctx, http.MethodPost, path, query, io.TeeReader(r, h), size, "application/octet-stream", "application/json")
@@ -377,11 +378,11 @@ func decodeResponse(resp *http.Response, out any) error {
 }
 
 // errorFrom turns a failed response into *Error. The API answers with
-// server.APIError; anything else (a proxy's page, say) is quoted briefly.
+// api.APIError; anything else (a proxy's page, say) is quoted briefly.
 func errorFrom(resp *http.Response) *Error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 	e := &Error{Status: resp.StatusCode}
-	var ae server.APIError
+	var ae api.APIError
 	if json.Unmarshal(b, &ae) == nil && ae.Error != "" {
 		e.Message = ae.Error
 		return e

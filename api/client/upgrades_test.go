@@ -1,4 +1,4 @@
-package admin
+package client
 
 import (
 	"bytes"
@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tendrildeploy/tendril/server"
+	"github.com/tendrildeploy/tendril/api"
 )
 
 func TestAgentPackagesAndRollouts(t *testing.T) {
@@ -46,10 +46,10 @@ func TestAgentPackagesAndRollouts(t *testing.T) {
 		t.Fatalf("list: got %+v, %v", ps, err)
 	}
 
-	if _, err := c.StartRollout(ctx, server.RolloutRequest{Environment: "Nowhere"}); !IsStatus(err, http.StatusNotFound) || !strings.Contains(err.Error(), `environment "Nowhere" has no agents`) {
+	if _, err := c.StartRollout(ctx, api.RolloutRequest{Environment: "Nowhere"}); !IsStatus(err, http.StatusNotFound) || !strings.Contains(err.Error(), `environment "Nowhere" has no agents`) {
 		t.Fatalf("empty environment: got %v, want 404", err)
 	}
-	if _, err := c.StartRollout(ctx, server.RolloutRequest{}); !IsStatus(err, http.StatusBadRequest) {
+	if _, err := c.StartRollout(ctx, api.RolloutRequest{}); !IsStatus(err, http.StatusBadRequest) {
 		t.Fatalf("no target: got %v, want 400", err)
 	}
 	if _, err := c.Rollout(ctx, "nope"); !IsStatus(err, http.StatusNotFound) {
@@ -58,9 +58,9 @@ func TestAgentPackagesAndRollouts(t *testing.T) {
 	if rs, err := c.Rollouts(ctx); err != nil || len(rs) != 0 {
 		t.Fatalf("rollouts: got %+v, %v; want none", rs, err)
 	}
-	for name, call := range map[string]func() (server.RolloutView, error){
-		"halt":   func() (server.RolloutView, error) { return c.HaltRollout(ctx, "nope") },
-		"resume": func() (server.RolloutView, error) { return c.ResumeRollout(ctx, "nope") },
+	for name, call := range map[string]func() (api.RolloutView, error){
+		"halt":   func() (api.RolloutView, error) { return c.HaltRollout(ctx, "nope") },
+		"resume": func() (api.RolloutView, error) { return c.ResumeRollout(ctx, "nope") },
 	} {
 		if _, err := call(); !IsStatus(err, http.StatusNotFound) || !strings.Contains(err.Error(), name+` rollout nope: no rollout "nope"`) {
 			t.Errorf("%s an unknown rollout: got %v, want 404 naming it", name, err)

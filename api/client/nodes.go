@@ -1,4 +1,4 @@
-package admin
+package client
 
 import (
 	"context"
@@ -7,12 +7,12 @@ import (
 	"net/http"
 	"net/url"
 
-	"github.com/tendrildeploy/tendril/server"
+	"github.com/tendrildeploy/tendril/api"
 )
 
 // Nodes lists the coordinator nodes sharing the database (GET /api/nodes).
-func (c *Client) Nodes(ctx context.Context) ([]server.NodeView, error) {
-	var out []server.NodeView
+func (c *Client) Nodes(ctx context.Context) ([]api.NodeView, error) {
+	var out []api.NodeView
 	if err := c.do(ctx, http.MethodGet, "/api/nodes", nil, &out); err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}
@@ -21,8 +21,8 @@ func (c *Client) Nodes(ctx context.Context) ([]server.NodeView, error) {
 
 // SetNodeDraining drains a node by name, or undrains it (POST
 // /api/nodes/{name}/drain or /undrain).
-func (c *Client) SetNodeDraining(ctx context.Context, name string, draining bool) (server.NodeView, error) {
-	var out server.NodeView
+func (c *Client) SetNodeDraining(ctx context.Context, name string, draining bool) (api.NodeView, error) {
+	var out api.NodeView
 	if name == "" {
 		return out, errors.New("drain node: no node name given")
 	}
@@ -31,7 +31,7 @@ func (c *Client) SetNodeDraining(ctx context.Context, name string, draining bool
 		action = "drain"
 	}
 	if err := c.do(ctx, http.MethodPost, "/api/nodes/"+url.PathEscape(name)+"/"+action, nil, &out); err != nil {
-		return server.NodeView{}, fmt.Errorf("%s node %q: %w", action, name, err)
+		return api.NodeView{}, fmt.Errorf("%s node %q: %w", action, name, err)
 	}
 	return out, nil
 }

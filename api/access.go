@@ -1,0 +1,76 @@
+package api
+
+import "time"
+
+// UserRequest is the body of POST /api/users.
+type UserRequest struct {
+	Name     string `json:"name"`
+	Password string `json:"password"`
+}
+
+// UserView is a console user as the API shows it: never the hash.
+type UserView struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// APIKeyRequest is the body of POST /api/api-keys.
+type APIKeyRequest struct {
+	Name string `json:"name"`
+	// Admin keys may also manage users and API keys.
+	Admin bool `json:"admin"`
+}
+
+// APIKeyView is an API key as the API shows it: never the key or its
+// hash.
+type APIKeyView struct {
+	ID        string     `json:"id"`
+	Name      string     `json:"name"`
+	Admin     bool       `json:"admin"`
+	CreatedAt time.Time  `json:"created_at"`
+	Revoked   bool       `json:"revoked"`
+	RevokedAt *time.Time `json:"revoked_at"`
+}
+
+// NewAPIKey is a created API key: the only time the key itself is shown.
+type NewAPIKey struct {
+	APIKeyView
+	Key string `json:"key"`
+}
+
+// TokenView is an enrollment token as the API lists it: never the secret.
+type TokenView struct {
+	ID          string     `json:"id"`
+	Environment string     `json:"environment"`
+	State       string     `json:"state"` // unused, used or expired
+	CreatedAt   time.Time  `json:"created_at"`
+	ExpiresAt   time.Time  `json:"expires_at"`
+	UsedAt      *time.Time `json:"used_at"`
+	// UsedBy names the agent that enrolled with the token: its name while
+	// it is registered, else the thumbprint it used.
+	UsedBy string `json:"used_by,omitempty"`
+}
+
+// TokenResult is a newly created enrollment token.
+type TokenResult struct {
+	Token       string    `json:"token"`
+	Join        string    `json:"join"`
+	Environment string    `json:"environment"`
+	ExpiresAt   time.Time `json:"expires_at"`
+}
+
+// MaxTokenTTL bounds how long an enrollment token can live.
+const MaxTokenTTL = 30 * 24 * time.Hour
+
+// TokenRequest is the body of POST /api/tokens.
+type TokenRequest struct {
+	Environment string `json:"environment"`
+	// TTL is a Go duration ("24h", "30m"); "" means 24 hours.
+	TTL string `json:"ttl,omitempty"`
+	// Servers overrides the coordinator addresses put in the join string.
+	Servers []string `json:"servers,omitempty"`
+}
+
+// DefaultTokenTTL is an enrollment token's lifetime when none is given.
+const DefaultTokenTTL = 24 * time.Hour

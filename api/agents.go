@@ -1,0 +1,64 @@
+package api
+
+import "time"
+
+// Upgrade states of an agent, as the API shows them.
+const (
+	UpgradeNone        = "none"
+	UpgradeRecommended = "recommended"
+	UpgradeRequired    = "required"
+)
+
+// AgentView is an agent as GET /api/agents shows it. The fields named in
+// DESIGN.md section 7 are a contract.
+type AgentView struct {
+	ID              string `json:"id"`
+	Name            string `json:"name"`
+	Environment     string `json:"environment"`
+	Version         string `json:"version"`
+	Connected       bool   `json:"connected"`
+	Health          string `json:"health"`
+	HealthDetail    string `json:"health_detail"`
+	TLSVersion      string `json:"tls_version"`
+	Thumbprint      string `json:"thumbprint"`
+	CalamariVersion string `json:"calamari_version"`
+	CalamariCurrent bool   `json:"calamari_current"`
+	Upgrade         string `json:"upgrade"`
+	// UpgradeTo is the agent version recommended ("" if none).
+	UpgradeTo string `json:"upgrade_to,omitempty"`
+	// Node names the coordinator node the agent is connected to, "" when
+	// it is not connected.
+	Node            string    `json:"node,omitempty"`
+	LastSeen        string    `json:"last_seen"`
+	OS              string    `json:"os"`
+	Arch            string    `json:"arch"`
+	Protocol        int       `json:"protocol"`
+	DiskFree        int64     `json:"disk_free"`
+	HealthRTTMillis float64   `json:"health_rtt_ms"`
+	RegisteredAt    time.Time `json:"registered_at"`
+	LastHealthAt    string    `json:"last_health_at"`
+}
+
+// RotationResult reports a coordinator certificate rotation.
+type RotationResult struct {
+	Thumbprint string   `json:"thumbprint"`
+	Previous   string   `json:"previous"`
+	Notified   int      `json:"notified"`
+	Failed     []string `json:"failed,omitempty"` // agents that could not be told; they learn on reconnect
+}
+
+// ServerInfo describes this coordinator for GET /api/server.
+type ServerInfo struct {
+	Version     string   `json:"version"`
+	Thumbprint  string   `json:"thumbprint"`
+	Thumbprints []string `json:"thumbprints"`
+	AgentAddr   string   `json:"agent_addr"`
+	TLSMin      string   `json:"tls_min"`
+	ProtocolMin int      `json:"protocol_min"`
+	ProtocolMax int      `json:"protocol_max"`
+	Connected   int      `json:"connected"` // agents connected to this node
+	// Node names this coordinator node among those sharing its database.
+	Node          string  `json:"node"`
+	SigningKey    string  `json:"signing_key"`
+	HealthSeconds float64 `json:"health_interval_seconds"`
+}

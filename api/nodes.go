@@ -1,0 +1,30 @@
+package api
+
+import "time"
+
+// NodeView is a coordinator node as GET /api/nodes shows it.
+type NodeView struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Advertise string    `json:"advertise"` // the address agents dial
+	HTTP      string    `json:"http"`
+	Version   string    `json:"version"`
+	StartedAt time.Time `json:"started_at"`
+	Heartbeat time.Time `json:"heartbeat_at"`
+	// HeartbeatAgeSeconds is how long ago the last heartbeat was, by the
+	// database's clock.
+	HeartbeatAgeSeconds float64 `json:"heartbeat_age_seconds"`
+	State               string  `json:"state"`
+	Alive               bool    `json:"alive"`
+	Draining            bool    `json:"draining"`
+	// Drained is true once a draining node holds no agent and drives no
+	// task or rollout.
+	Drained bool `json:"drained"`
+	// Agents connected to the node, and the unfinished tasks and running
+	// rollouts it drives; zero for a node that is not alive.
+	Agents   int `json:"agents"`
+	Tasks    int `json:"tasks"`
+	Rollouts int `json:"rollouts"`
+	// Self is true for the node that answered.
+	Self bool `json:"self"`
+}

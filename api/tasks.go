@@ -1,0 +1,61 @@
+package api
+
+import "time"
+
+// FileView describes an uploaded file.
+type FileView struct {
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+}
+
+// LogLineView is one line of GET /api/tasks/{id}/log, which streams
+// newline-delimited JSON: LogLineView objects, then, once the task has
+// finished and every line was sent, one {"end": TaskView}.
+type LogLineView struct {
+	Seq    int64     `json:"seq"`
+	Time   time.Time `json:"time"`
+	Stream string    `json:"stream"`
+	Text   string    `json:"text"`
+}
+
+// LogEnd is the last object of a task log stream.
+type LogEnd struct {
+	End TaskView `json:"end"`
+}
+
+// TaskRequest asks for Calamari to run on one agent or on every agent of
+// an environment.
+type TaskRequest struct {
+	Agent       string `json:"agent,omitempty"`
+	Environment string `json:"environment,omitempty"`
+	// Args are Calamari's arguments, e.g. ["run-script", "--inline", "echo hi"].
+	Args []string `json:"args"`
+	// Calamari is the bundle version to run; "" means the latest.
+	Calamari string `json:"calamari,omitempty"`
+	// File is an uploaded file (POST /api/files) to put in the task's
+	// folder before it starts, e.g. a package for deploy-package.
+	File *FileRef `json:"file,omitempty"`
+}
+
+// FileRef names an uploaded file and what to call it on the agent.
+type FileRef struct {
+	Name   string `json:"name"`
+	SHA256 string `json:"sha256"`
+}
+
+// TaskView is a task as the API shows it.
+type TaskView struct {
+	ID         string     `json:"id"`
+	Group      string     `json:"group"`
+	Agent      string     `json:"agent"`
+	Args       []string   `json:"args"`
+	Calamari   string     `json:"calamari"`
+	File       string     `json:"file,omitempty"`
+	State      string     `json:"state"`
+	ExitCode   int        `json:"exit_code"`
+	Error      string     `json:"error,omitempty"`
+	CreatedAt  time.Time  `json:"created_at"`
+	StartedAt  *time.Time `json:"started_at,omitempty"`
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	LogLines   int64      `json:"log_lines"`
+}
