@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 
+	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -27,7 +28,7 @@ func userView(u store.User) api.UserView {
 // hash with a random salt.
 func (s *Server) CreateUser(ctx context.Context, name, password string) (api.UserView, error) {
 	if err := ValidateName("user", name); err != nil {
-		return api.UserView{}, userError(ErrBadRequest, "%s", err.Error())
+		return api.UserView{}, kind.Errorf(kind.ErrBadRequest, "%s", err.Error())
 	}
 	if err := validatePassword(password); err != nil {
 		return api.UserView{}, err
@@ -35,7 +36,7 @@ func (s *Server) CreateUser(ctx context.Context, name, password string) (api.Use
 	u := store.User{ID: uuid.NewString(), Name: name, PasswordHash: hashPassword(password), CreatedAt: time.Now().UTC()}
 	if err := s.store.CreateUser(ctx, u); err != nil {
 		if errors.Is(err, store.ErrExists) {
-			return api.UserView{}, userError(ErrConflict, "a user named %q exists already", name)
+			return api.UserView{}, kind.Errorf(kind.ErrConflict, "a user named %q exists already", name)
 		}
 		return api.UserView{}, err
 	}
@@ -61,7 +62,7 @@ func (s *Server) Users(ctx context.Context) ([]api.UserView, error) {
 func (s *Server) DeleteUser(ctx context.Context, name string) error {
 	u, err := s.store.DeleteUser(ctx, name)
 	if errors.Is(err, store.ErrNotFound) {
-		return userError(store.ErrNotFound, "no user named %q", name)
+		return kind.Errorf(store.ErrNotFound, "no user named %q", name)
 	}
 	if err != nil {
 		return err
@@ -104,7 +105,7 @@ func apiKeyView(k store.APIKey) api.APIKeyView {
 // CreateAPIKey makes a new API key. Only its hash is stored.
 func (s *Server) CreateAPIKey(ctx context.Context, name string, admin bool) (api.NewAPIKey, error) {
 	if err := ValidateName("API key", name); err != nil {
-		return api.NewAPIKey{}, userError(ErrBadRequest, "%s", err.Error())
+		return api.NewAPIKey{}, kind.Errorf(kind.ErrBadRequest, "%s", err.Error())
 	}
 	secret := newSecret("tdk_")
 	k := store.APIKey{ID: uuid.NewString(), Name: name, Hash: hashSecret(secret), CreatedAt: time.Now().UTC(), Admin: admin}
@@ -134,9 +135,9 @@ func (s *Server) RevokeAPIKey(ctx context.Context, id string) (api.APIKeyView, e
 	k, err := s.store.RevokeAPIKey(ctx, id, time.Now().UTC())
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return api.APIKeyView{}, userError(store.ErrNotFound, "no API key with id %q", id)
+		return api.APIKeyView{}, kind.Errorf(store.ErrNotFound, "no API key with id %q", id)
 	case errors.Is(err, store.ErrLastAdminKey):
-		return api.APIKeyView{}, userError(ErrConflict, "API key %q is the last valid admin key; create another admin key before revoking it", id)
+		return api.APIKeyView{}, kind.Errorf(kind.ErrConflict, "API key %q is the last valid admin key; create another admin key before revoking it", id)
 	case err != nil:
 		return api.APIKeyView{}, err
 	}
@@ -194,7 +195,7 @@ func (s *Server) Tokens(ctx context.Context) ([]api.TokenView, error) {
 func (s *Server) RevokeToken(ctx context.Context, id string) error {
 	err := s.store.DeleteToken(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return userError(store.ErrNotFound, "no enrollment token with id %q", id)
+		return kind.Errorf(store.ErrNotFound, "no enrollment token with id %q", id)
 	}
 	if err != nil {
 		return err

@@ -20,6 +20,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/bundle"
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -74,13 +75,13 @@ func executableMagic(goos string, head []byte) bool {
 // under a stored version and platform is a conflict.
 func (s *Server) UploadAgentPackage(ctx context.Context, version, goos, goarch string, r io.Reader) (api.AgentPackageView, error) {
 	if !bundle.ValidVersion(version) {
-		return api.AgentPackageView{}, userError(ErrBadRequest, "version %q is not a semantic version such as 1.2.3", version)
+		return api.AgentPackageView{}, kind.Errorf(kind.ErrBadRequest, "version %q is not a semantic version such as 1.2.3", version)
 	}
 	if !slices.Contains(packageOSes, goos) {
-		return api.AgentPackageView{}, userError(ErrBadRequest, "os %q: want one of %v", goos, packageOSes)
+		return api.AgentPackageView{}, kind.Errorf(kind.ErrBadRequest, "os %q: want one of %v", goos, packageOSes)
 	}
 	if !slices.Contains(packageArches, goarch) {
-		return api.AgentPackageView{}, userError(ErrBadRequest, "arch %q: want one of %v", goarch, packageArches)
+		return api.AgentPackageView{}, kind.Errorf(kind.ErrBadRequest, "arch %q: want one of %v", goarch, packageArches)
 	}
 	dest := s.agentPackagePath(version, goos, goarch)
 	if err := os.MkdirAll(filepath.Dir(dest), 0o700); err != nil {
@@ -100,11 +101,11 @@ func (s *Server) UploadAgentPackage(ctx context.Context, version, goos, goarch s
 	}
 	switch {
 	case n == 0:
-		return api.AgentPackageView{}, userError(ErrBadRequest, "the agent package is empty")
+		return api.AgentPackageView{}, kind.Errorf(kind.ErrBadRequest, "the agent package is empty")
 	case n > api.MaxAgentPackageSize:
-		return api.AgentPackageView{}, userError(ErrBadRequest, "the agent package is larger than %d bytes", int64(api.MaxAgentPackageSize))
+		return api.AgentPackageView{}, kind.Errorf(kind.ErrBadRequest, "the agent package is larger than %d bytes", int64(api.MaxAgentPackageSize))
 	case !executableMagic(goos, head.b):
-		return api.AgentPackageView{}, userError(ErrBadRequest, "file is not a %s executable", goos)
+		return api.AgentPackageView{}, kind.Errorf(kind.ErrBadRequest, "file is not a %s executable", goos)
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	if existing, err := s.store.AgentPackage(ctx, version, goos, goarch); err == nil {
@@ -120,7 +121,7 @@ func (s *Server) UploadAgentPackage(ctx context.Context, version, goos, goarch s
 			}
 			return agentPackageView(existing, false), nil
 		}
-		return api.AgentPackageView{}, userError(ErrConflict, "agent %s for %s/%s is already stored with other content; give the new binary a new version", version, goos, goarch)
+		return api.AgentPackageView{}, kind.Errorf(kind.ErrConflict, "agent %s for %s/%s is already stored with other content; give the new binary a new version", version, goos, goarch)
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return api.AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
 	}
@@ -144,7 +145,7 @@ func (s *Server) UploadAgentPackage(ctx context.Context, version, goos, goarch s
 		if errors.Is(err, store.ErrExists) {
 			// A concurrent upload of the same key won; its file is the
 			// one just replaced only if the content was the same.
-			return api.AgentPackageView{}, userError(ErrConflict, "agent %s for %s/%s was uploaded at the same time; try again", version, goos, goarch)
+			return api.AgentPackageView{}, kind.Errorf(kind.ErrConflict, "agent %s for %s/%s was uploaded at the same time; try again", version, goos, goarch)
 		}
 		return api.AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
 	}

@@ -50,6 +50,7 @@ import (
 	"github.com/google/uuid"
 	"golang.org/x/crypto/scrypt"
 
+	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -136,7 +137,7 @@ type snapshotter interface {
 func (s *Server) TakeSnapshot(ctx context.Context) (api.Snapshot, error) {
 	sn, ok := s.store.(snapshotter)
 	if !ok {
-		return api.Snapshot{}, userError(ErrConflict, "this coordinator's database cannot be backed up by Tendril; use the database's own backup tools")
+		return api.Snapshot{}, kind.Errorf(kind.ErrConflict, "this coordinator's database cannot be backed up by Tendril; use the database's own backup tools")
 	}
 	// A backup command that died leaves its snapshot behind; an hour is
 	// far longer than packing one takes.
@@ -206,13 +207,13 @@ func Backup(ctx context.Context, opts BackupOptions) (BackupResult, error) {
 
 func backup(ctx context.Context, opts BackupOptions) (BackupResult, error) {
 	if len(opts.Passphrase) == 0 {
-		return BackupResult{}, userError(ErrBadRequest, "the passphrase is empty")
+		return BackupResult{}, kind.Errorf(kind.ErrBadRequest, "the passphrase is empty")
 	}
 	if _, err := loadIdentity(opts.DataDir); err != nil {
 		return BackupResult{}, err
 	}
 	if _, err := os.Lstat(opts.Out); err == nil {
-		return BackupResult{}, userError(ErrConflict, "%s already exists; give a new file name", opts.Out)
+		return BackupResult{}, kind.Errorf(kind.ErrConflict, "%s already exists; give a new file name", opts.Out)
 	}
 	m := BackupManifest{FormatVersion: BackupFormat, CreatedAt: time.Now().UTC().Truncate(time.Second), KDF: backupKDF}
 	var snapPath string
@@ -419,7 +420,7 @@ type backupKeys struct {
 func deriveBackupKeys(passphrase []byte, p KDFParams) (*backupKeys, error) {
 	// Bounds keep a crafted manifest from asking for gigabytes of memory.
 	if p.Name != "scrypt" || p.N < 2 || p.N > 1<<20 || p.N&(p.N-1) != 0 || p.R < 1 || p.R > 32 || p.P < 1 || p.P > 16 || len(p.Salt) < 8 {
-		return nil, userError(ErrBackupDamaged, "%v: key derivation parameters %s N=%d r=%d p=%d are not ones Tendril writes", ErrBackupDamaged, p.Name, p.N, p.R, p.P)
+		return nil, kind.Errorf(ErrBackupDamaged, "%v: key derivation parameters %s N=%d r=%d p=%d are not ones Tendril writes", ErrBackupDamaged, p.Name, p.N, p.R, p.P)
 	}
 	k, err := scrypt.Key(passphrase, p.Salt, p.N, p.R, p.P, 64)
 	if err != nil {
@@ -447,11 +448,11 @@ func (k *backupKeys) seal(plain []byte, name string) []byte {
 func (k *backupKeys) open(sealed []byte, name string) ([]byte, error) {
 	ns := k.aead.NonceSize()
 	if len(sealed) < ns {
-		return nil, userError(ErrWrongPassphrase, "%v (%s is too short)", ErrWrongPassphrase, name)
+		return nil, kind.Errorf(ErrWrongPassphrase, "%v (%s is too short)", ErrWrongPassphrase, name)
 	}
 	plain, err := k.aead.Open(nil, sealed[:ns], sealed[ns:], []byte(name))
 	if err != nil {
-		return nil, userError(ErrWrongPassphrase, "%v (%s does not open)", ErrWrongPassphrase, name)
+		return nil, kind.Errorf(ErrWrongPassphrase, "%v (%s does not open)", ErrWrongPassphrase, name)
 	}
 	return plain, nil
 }
@@ -499,14 +500,14 @@ type restoredEntry struct {
 
 func restore(ctx context.Context, opts RestoreOptions) (RestoreResult, error) {
 	if len(opts.Passphrase) == 0 {
-		return RestoreResult{}, userError(ErrBadRequest, "the passphrase is empty")
+		return RestoreResult{}, kind.Errorf(kind.ErrBadRequest, "the passphrase is empty")
 	}
 	target, err := filepath.Abs(opts.DataDir)
 	if err != nil {
 		return RestoreResult{}, err
 	}
 	if ri, running := RunningCoordinator(target); running {
-		return RestoreResult{}, userError(ErrConflict, "a coordinator (PID %d) is running with data folder %s; stop the coordinator first", ri.PID, opts.DataDir)
+		return RestoreResult{}, kind.Errorf(kind.ErrConflict, "a coordinator (PID %d) is running with data folder %s; stop the coordinator first", ri.PID, opts.DataDir)
 	}
 	existing, err := os.ReadDir(target)
 	switch {
@@ -514,7 +515,7 @@ func restore(ctx context.Context, opts RestoreOptions) (RestoreResult, error) {
 	case err != nil:
 		return RestoreResult{}, err
 	case len(existing) > 0 && !opts.Force:
-		return RestoreResult{}, userError(ErrConflict, "%s is not empty; restore into an empty or new folder, or give --force to replace what is in it", opts.DataDir)
+		return RestoreResult{}, kind.Errorf(kind.ErrConflict, "%s is not empty; restore into an empty or new folder, or give --force to replace what is in it", opts.DataDir)
 	}
 	parent := filepath.Dir(target)
 	if err := os.MkdirAll(parent, 0o755); err != nil {
@@ -548,7 +549,7 @@ func restore(ctx context.Context, opts RestoreOptions) (RestoreResult, error) {
 	}
 	thumb, err := ReadThumbprint(tmp)
 	if err != nil {
-		return RestoreResult{}, userError(ErrBackupDamaged, "%v: its certificate and key do not load: %v", ErrBackupDamaged, err)
+		return RestoreResult{}, kind.Errorf(ErrBackupDamaged, "%v: its certificate and key do not load: %v", ErrBackupDamaged, err)
 	}
 	syncDir(tmp)
 	if err := replaceDir(target, tmp, len(existing) > 0); err != nil {
@@ -566,7 +567,7 @@ func unpack(ctx context.Context, in, dir string) (map[string]*restoredEntry, err
 	}
 	defer f.Close()
 	damaged := func(format string, args ...any) error {
-		return userError(ErrBackupDamaged, "%v: %s", ErrBackupDamaged, fmt.Sprintf(format, args...))
+		return kind.Errorf(ErrBackupDamaged, "%v: %s", ErrBackupDamaged, fmt.Sprintf(format, args...))
 	}
 	gz, err := gzip.NewReader(f)
 	if err != nil {
@@ -672,7 +673,7 @@ func extract(r io.Reader, dest string, h hash.Hash) error {
 // what this coordinator cannot run, and matches every entry against it.
 func checkManifest(got map[string]*restoredEntry, passphrase []byte) (BackupManifest, *backupKeys, error) {
 	damaged := func(format string, args ...any) error {
-		return userError(ErrBackupDamaged, "%v: %s", ErrBackupDamaged, fmt.Sprintf(format, args...))
+		return kind.Errorf(ErrBackupDamaged, "%v: %s", ErrBackupDamaged, fmt.Sprintf(format, args...))
 	}
 	me, mace := got[manifestName], got[manifestMACName]
 	if me == nil || mace == nil {
@@ -688,13 +689,13 @@ func checkManifest(got map[string]*restoredEntry, passphrase []byte) (BackupMani
 	}
 	want, err := hex.DecodeString(strings.TrimSpace(string(mace.data)))
 	if err != nil || !hmac.Equal(want, keys.mac(me.data)) {
-		return BackupManifest{}, nil, userError(ErrWrongPassphrase, "%v", ErrWrongPassphrase)
+		return BackupManifest{}, nil, kind.Errorf(ErrWrongPassphrase, "%v", ErrWrongPassphrase)
 	}
 	if m.FormatVersion > BackupFormat {
-		return BackupManifest{}, nil, userError(ErrConflict, "backup format %d is newer than this coordinator reads (%d); restore it with a newer coordinator", m.FormatVersion, BackupFormat)
+		return BackupManifest{}, nil, kind.Errorf(kind.ErrConflict, "backup format %d is newer than this coordinator reads (%d); restore it with a newer coordinator", m.FormatVersion, BackupFormat)
 	}
 	if m.SchemaVersion > store.SchemaVersion {
-		return BackupManifest{}, nil, userError(store.ErrSchemaTooNew, "backup is from a newer coordinator (schema %d > %d); restore it with version %s or newer",
+		return BackupManifest{}, nil, kind.Errorf(store.ErrSchemaTooNew, "backup is from a newer coordinator (schema %d > %d); restore it with version %s or newer",
 			m.SchemaVersion, store.SchemaVersion, m.CoordinatorVersion)
 	}
 	listed := map[string]bool{}

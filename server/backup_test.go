@@ -19,6 +19,7 @@ import (
 	"github.com/tendrildeploy/tendril/api"
 
 	"github.com/tendrildeploy/tendril/internal/faultproxy"
+	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -77,7 +78,7 @@ func TestBackupWhileRunningAndRestore(t *testing.T) {
 		}
 	}
 	// A second backup to the same file is refused rather than clobbering.
-	if _, err := Backup(ctx, BackupOptions{DataDir: ts.dir, Out: out, Passphrase: testPassphrase, Snapshot: ts.TakeSnapshot}); !errors.Is(err, ErrConflict) {
+	if _, err := Backup(ctx, BackupOptions{DataDir: ts.dir, Out: out, Passphrase: testPassphrase, Snapshot: ts.TakeSnapshot}); !errors.Is(err, kind.ErrConflict) {
 		t.Errorf("backup over an existing file: got %v, want a refusal", err)
 	}
 
@@ -307,9 +308,9 @@ func TestRestoreRefusesBadInput(t *testing.T) {
 		{"entry outside the folder", escape, "", "", ErrBackupDamaged, `unexpected entry "../evil"`},
 		{"wrong passphrase", good, "", "Tr0ub4dor&3", ErrWrongPassphrase, "wrong passphrase or damaged backup"},
 		{"newer schema", newer, "", "", store.ErrSchemaTooNew, fmt.Sprintf("backup is from a newer coordinator (schema %d > %d)", store.SchemaVersion+1, store.SchemaVersion)},
-		{"newer format", newerFormat, "", "", ErrConflict, "backup format 2 is newer"},
-		{"running coordinator", good, running.dir, "", ErrConflict, "stop the coordinator first"},
-		{"folder not empty", good, nonEmpty, "", ErrConflict, "not empty"},
+		{"newer format", newerFormat, "", "", kind.ErrConflict, "backup format 2 is newer"},
+		{"running coordinator", good, running.dir, "", kind.ErrConflict, "stop the coordinator first"},
+		{"folder not empty", good, nonEmpty, "", kind.ErrConflict, "not empty"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -21,34 +21,9 @@ import (
 
 	"github.com/tendrildeploy/tendril/bundle"
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 )
-
-// Errors the API maps to status codes.
-var (
-	// ErrBadRequest wraps input a person must correct.
-	ErrBadRequest = errors.New("bad request")
-	// ErrConflict wraps a request that contradicts what is stored.
-	ErrConflict = errors.New("conflict")
-	// ErrNotConnected means the agent has no session to this coordinator.
-	ErrNotConnected = errors.New("agent is not connected")
-)
-
-// kindError is an error whose text is a message for a person and which
-// matches the sentinel kind (ErrBadRequest, store.ErrNotFound, ...) that
-// decides how the API answers it.
-type kindError struct {
-	kind error
-	msg  string
-}
-
-func (e *kindError) Error() string { return e.msg }
-func (e *kindError) Unwrap() error { return e.kind }
-
-// userError formats a message a person can act on, of the given kind.
-func userError(kind error, format string, args ...any) error {
-	return &kindError{kind: kind, msg: fmt.Sprintf(format, args...)}
-}
 
 // calamariDir is where uploaded bundles are kept, one file per version.
 func (s *Server) calamariDir() string { return filepath.Join(s.cfg.DataDir, "calamari") }
@@ -77,14 +52,14 @@ func (s *Server) UploadCalamari(ctx context.Context, r io.Reader) (api.BundleVie
 		return api.BundleView{}, fmt.Errorf("upload calamari: receive: %w", err)
 	}
 	if n > api.MaxBundleSize {
-		return api.BundleView{}, userError(ErrBadRequest, "bundle is larger than %d bytes", int64(api.MaxBundleSize))
+		return api.BundleView{}, kind.Errorf(kind.ErrBadRequest, "bundle is larger than %d bytes", int64(api.MaxBundleSize))
 	}
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return api.BundleView{}, fmt.Errorf("upload calamari: %w", err)
 	}
 	m, manifest, err := bundle.Check(ctx, tmp, bundle.Limits{})
 	if err != nil {
-		return api.BundleView{}, userError(ErrBadRequest, "not a valid Calamari bundle: %v", err)
+		return api.BundleView{}, kind.Errorf(kind.ErrBadRequest, "not a valid Calamari bundle: %v", err)
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	if existing, err := s.store.Bundle(ctx, m.Version); err == nil {
@@ -97,7 +72,7 @@ func (s *Server) UploadCalamari(ctx context.Context, r io.Reader) (api.BundleVie
 			}
 			return s.bundleView(ctx, existing, false)
 		}
-		return api.BundleView{}, userError(ErrConflict, "Calamari %s is already stored with other content; give the new bundle a new version", m.Version)
+		return api.BundleView{}, kind.Errorf(kind.ErrConflict, "Calamari %s is already stored with other content; give the new bundle a new version", m.Version)
 	}
 	if err := tmp.Sync(); err != nil {
 		return api.BundleView{}, fmt.Errorf("upload calamari: %w", err)
@@ -334,7 +309,7 @@ func (s *Server) UpdateCalamari(ctx context.Context, target api.UpdateTarget) ([
 		return nil, err
 	}
 	if latest.Version == "" {
-		return nil, userError(ErrBadRequest, "no Calamari bundle has been uploaded; run \"tendril-server calamari push FILE\"")
+		return nil, kind.Errorf(kind.ErrBadRequest, "no Calamari bundle has been uploaded; run \"tendril-server calamari push FILE\"")
 	}
 	agents, err := s.targetAgents(ctx, target)
 	if err != nil {
@@ -381,11 +356,11 @@ func (s *Server) UpdateCalamari(ctx context.Context, target api.UpdateTarget) ([
 func (s *Server) targetAgents(ctx context.Context, t api.UpdateTarget) ([]store.Agent, error) {
 	switch {
 	case (t.Agent == "") == (t.Environment == ""):
-		return nil, userError(ErrBadRequest, "name exactly one of an agent or an environment")
+		return nil, kind.Errorf(kind.ErrBadRequest, "name exactly one of an agent or an environment")
 	case t.Agent != "":
 		a, err := s.store.AgentByName(ctx, t.Agent)
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, userError(store.ErrNotFound, "no agent named %q", t.Agent)
+			return nil, kind.Errorf(store.ErrNotFound, "no agent named %q", t.Agent)
 		}
 		if err != nil {
 			return nil, err
@@ -403,7 +378,7 @@ func (s *Server) targetAgents(ctx context.Context, t api.UpdateTarget) ([]store.
 		}
 	}
 	if len(out) == 0 {
-		return nil, userError(store.ErrNotFound, "environment %q has no agents", t.Environment)
+		return nil, kind.Errorf(store.ErrNotFound, "environment %q has no agents", t.Environment)
 	}
 	return out, nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/tendrildeploy/tendril/api"
 
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -225,7 +226,7 @@ func TestConsoleConfiguration(t *testing.T) {
 	if !strings.Contains(body, "Maintenance mode is on: no new tasks or upgrades start. 0 tasks still running") || !strings.Contains(body, `data-maintenance="on"`) {
 		t.Fatalf("after turning maintenance on: want the flash and the switch on, got:\n%s", body)
 	}
-	if _, err := ts.CreateTasks(ctx, api.TaskRequest{Agent: "web-1", Args: []string{"version"}}); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "maintenance mode") {
+	if _, err := ts.CreateTasks(ctx, api.TaskRequest{Agent: "web-1", Args: []string{"version"}}); !errors.Is(err, kind.ErrConflict) || !strings.Contains(err.Error(), "maintenance mode") {
 		t.Fatalf("task in maintenance mode: got %v, want refused", err)
 	}
 	_, body = c.get("/ui/fragments/configuration/maintenance")

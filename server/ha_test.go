@@ -21,6 +21,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/agent"
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 
 	"go.uber.org/zap/zaptest"
@@ -282,7 +283,7 @@ func TestNodesShareAgentsAndTasks(t *testing.T) {
 	}
 	eventually(t, "b refusing tasks in maintenance", func() bool {
 		_, err := b.CreateTasks(ctx, api.TaskRequest{Agent: "on-a", Args: []string{"run-script", "--inline", "true"}})
-		return errors.Is(err, ErrConflict) && err.Error() == maintenanceMessage
+		return errors.Is(err, kind.ErrConflict) && err.Error() == maintenanceMessage
 	})
 	if _, err := b.SetMaintenance(ctx, false); err != nil {
 		t.Fatal(err)

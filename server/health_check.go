@@ -8,6 +8,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/api"
 
+	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -18,14 +19,14 @@ import (
 func (s *Server) CheckAgentHealth(ctx context.Context, name string) (api.AgentView, error) {
 	a, err := s.store.AgentByName(ctx, name)
 	if errors.Is(err, store.ErrNotFound) {
-		return api.AgentView{}, userError(store.ErrNotFound, "no agent named %q", name)
+		return api.AgentView{}, kind.Errorf(store.ErrNotFound, "no agent named %q", name)
 	}
 	if err != nil {
 		return api.AgentView{}, fmt.Errorf("check health of agent %q: %w", name, err)
 	}
 	as := s.sessions.get(a.ID)
 	if as == nil {
-		return api.AgentView{}, userError(ErrNotConnected, "agent %s is not connected to this coordinator; its health cannot be checked until it reconnects", name)
+		return api.AgentView{}, kind.Errorf(kind.ErrNotConnected, "agent %s is not connected to this coordinator; its health cannot be checked until it reconnects", name)
 	}
 	if s.checkHealth(ctx, []*agentSession{as}) == 0 {
 		if err := ctx.Err(); err != nil {

@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -76,7 +77,7 @@ func (s *Server) SetNodeDraining(ctx context.Context, name string, draining bool
 		}
 	}
 	if target == nil {
-		return api.NodeView{}, userError(store.ErrNotFound, "no coordinator node named %q (see tendril-server nodes list)", name)
+		return api.NodeView{}, kind.Errorf(store.ErrNotFound, "no coordinator node named %q (see tendril-server nodes list)", name)
 	}
 	if err := s.store.SetNodeDraining(ctx, target.ID, draining); err != nil {
 		return api.NodeView{}, fmt.Errorf("drain node %s: %w", name, err)
@@ -96,7 +97,7 @@ func (s *Server) SetNodeDraining(ctx context.Context, name string, draining bool
 			return s.nodeView(n), nil
 		}
 	}
-	return api.NodeView{}, userError(store.ErrNotFound, "coordinator node %q is gone", name)
+	return api.NodeView{}, kind.Errorf(store.ErrNotFound, "coordinator node %q is gone", name)
 }
 
 func (s *Server) apiNodes(w http.ResponseWriter, r *http.Request) {

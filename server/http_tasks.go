@@ -15,6 +15,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/api"
 
+	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -24,11 +25,11 @@ func (s *Server) apiError(w http.ResponseWriter, err error) {
 	switch {
 	case errors.As(err, &mbe):
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", mbe.Limit))
-	case errors.Is(err, ErrBadRequest):
+	case errors.Is(err, kind.ErrBadRequest):
 		writeError(w, http.StatusBadRequest, err.Error())
 	case errors.Is(err, store.ErrNotFound):
 		writeError(w, http.StatusNotFound, err.Error())
-	case errors.Is(err, ErrConflict), errors.Is(err, ErrNotConnected):
+	case errors.Is(err, kind.ErrConflict), errors.Is(err, kind.ErrNotConnected):
 		writeError(w, http.StatusConflict, err.Error())
 	default:
 		s.internalError(w, err)

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/mod/semver"
 
+	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 	"github.com/tendrildeploy/tendril/server/ui"
 )
@@ -720,11 +721,11 @@ func (c *console) done(w http.ResponseWriter, r *http.Request, si sessionInfo, f
 // on for the errors that carry one, else a pointer to the log (where the
 // error is logged).
 func (c *console) failed(what string, err error) consoleFlash {
-	var ke *kindError
+	var ke *kind.Error
 	var mbe *http.MaxBytesError
 	switch {
-	case errors.As(err, &ke), errors.Is(err, store.ErrNotFound), errors.Is(err, ErrBadRequest),
-		errors.Is(err, ErrConflict), errors.Is(err, ErrNotConnected):
+	case errors.As(err, &ke), errors.Is(err, store.ErrNotFound), errors.Is(err, kind.ErrBadRequest),
+		errors.Is(err, kind.ErrConflict), errors.Is(err, kind.ErrNotConnected):
 		return consoleFlash{Kind: "error", Text: what + " failed: " + err.Error()}
 	case errors.As(err, &mbe):
 		return consoleFlash{Kind: "error", Text: what + " failed: the form is too large"}

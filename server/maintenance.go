@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -76,13 +77,13 @@ func (s *Server) reloadMaintenance(ctx context.Context) {
 }
 
 // beginWork takes the read lock that new work holds until it is stored,
-// and refuses with ErrConflict while maintenance is on. The caller calls
+// and refuses with kind.ErrConflict while maintenance is on. The caller calls
 // the returned function when the work is stored (or refused).
 func (s *Server) beginWork() (func(), error) {
 	s.maint.mu.RLock()
 	if s.maint.on {
 		s.maint.mu.RUnlock()
-		return nil, userError(ErrConflict, maintenanceMessage)
+		return nil, kind.Errorf(kind.ErrConflict, maintenanceMessage)
 	}
 	return s.maint.mu.RUnlock, nil
 }

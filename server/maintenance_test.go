@@ -11,6 +11,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/api"
 
+	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -55,7 +56,7 @@ func TestMaintenanceRefusesNewWorkAndLetsRunningFinish(t *testing.T) {
 	for _, r := range refusals {
 		t.Run(r.name, func(t *testing.T) {
 			err := r.try()
-			if !errors.Is(err, ErrConflict) || err.Error() != maintenanceMessage {
+			if !errors.Is(err, kind.ErrConflict) || err.Error() != maintenanceMessage {
 				t.Fatalf("got %v, want the maintenance refusal", err)
 			}
 		})
@@ -101,7 +102,7 @@ func TestMaintenanceSurvivesRestart(t *testing.T) {
 	if err != nil || !v.On || v.Since == nil || !v.Since.Equal(*on.Since) {
 		t.Fatalf("after restart: got %+v, %v, want on since %v", v, err, on.Since)
 	}
-	if _, err := ts2.CreateTasks(ctx, api.TaskRequest{Agent: "any", Args: []string{"x"}}); !errors.Is(err, ErrConflict) {
+	if _, err := ts2.CreateTasks(ctx, api.TaskRequest{Agent: "any", Args: []string{"x"}}); !errors.Is(err, kind.ErrConflict) {
 		t.Fatalf("task after restart: got %v, want the maintenance refusal", err)
 	}
 	if _, err := ts2.SetMaintenance(ctx, false); err != nil {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/tendrildeploy/tendril/server/kind"
 	"golang.org/x/crypto/argon2"
 )
 
@@ -134,9 +135,9 @@ var dummyPasswordHash = sync.OnceValue(func() string { return hashPassword(rando
 func validatePassword(password string) error {
 	switch {
 	case len(password) < MinPasswordLen:
-		return userError(ErrBadRequest, "the password is too short: use at least %d characters", MinPasswordLen)
+		return kind.Errorf(kind.ErrBadRequest, "the password is too short: use at least %d characters", MinPasswordLen)
 	case len(password) > MaxPasswordLen:
-		return userError(ErrBadRequest, "the password is too long: use at most %d bytes", MaxPasswordLen)
+		return kind.Errorf(kind.ErrBadRequest, "the password is too long: use at most %d bytes", MaxPasswordLen)
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -123,7 +124,7 @@ func (s *Server) SetPolicy(ctx context.Context, req api.PolicyRequest) (api.Poli
 	if req.HealthInterval != nil {
 		d, err := time.ParseDuration(*req.HealthInterval)
 		if err != nil {
-			return api.PolicyView{}, userError(ErrBadRequest, "health_interval %q: not a duration such as 30s or 2m", *req.HealthInterval)
+			return api.PolicyView{}, kind.Errorf(kind.ErrBadRequest, "health_interval %q: not a duration such as 30s or 2m", *req.HealthInterval)
 		}
 		p.HealthInterval = d
 	}
@@ -138,7 +139,7 @@ func (s *Server) SetPolicy(ctx context.Context, req api.PolicyRequest) (api.Poli
 	}
 	p.SetBy, p.UpdatedAt = store.PolicySetByOperator, time.Now()
 	if err := p.Validate(); err != nil {
-		return api.PolicyView{}, userError(ErrBadRequest, "%s", err)
+		return api.PolicyView{}, kind.Errorf(kind.ErrBadRequest, "%s", err)
 	}
 	if err := s.store.SetPolicy(ctx, p); err != nil {
 		return api.PolicyView{}, err

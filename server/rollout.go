@@ -16,6 +16,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/bundle"
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -141,10 +142,10 @@ func (s *Server) StartRollout(ctx context.Context, req api.RolloutRequest) (api.
 		}
 	}
 	if kinds != 1 {
-		return api.RolloutView{}, userError(ErrBadRequest, "give exactly one of an environment, all or a list of agents")
+		return api.RolloutView{}, kind.Errorf(kind.ErrBadRequest, "give exactly one of an environment, all or a list of agents")
 	}
 	if req.Batch < 0 || req.MaxFailures != nil && *req.MaxFailures < 0 || req.GraceSeconds < 0 {
-		return api.RolloutView{}, userError(ErrBadRequest, "batch, max failures and grace must not be negative")
+		return api.RolloutView{}, kind.Errorf(kind.ErrBadRequest, "batch, max failures and grace must not be negative")
 	}
 	done, err := s.beginWork()
 	if err != nil {
@@ -175,7 +176,7 @@ func (s *Server) StartRollout(ctx context.Context, req api.RolloutRequest) (api.
 	if version == "" {
 		sortPackages(pkgs)
 		if len(pkgs) == 0 {
-			return api.RolloutView{}, userError(ErrBadRequest, "no agent package has been uploaded; run \"tendril-server agent-package push --version V --os OS --arch ARCH FILE\" first")
+			return api.RolloutView{}, kind.Errorf(kind.ErrBadRequest, "no agent package has been uploaded; run \"tendril-server agent-package push --version V --os OS --arch ARCH FILE\" first")
 		}
 		version = pkgs[0].Version
 	}
@@ -186,7 +187,7 @@ func (s *Server) StartRollout(ctx context.Context, req api.RolloutRequest) (api.
 		}
 	}
 	if len(have) == 0 {
-		return api.RolloutView{}, userError(store.ErrNotFound, "no agent package of version %s is stored (see \"tendril-server agent-package list\")", version)
+		return api.RolloutView{}, kind.Errorf(store.ErrNotFound, "no agent package of version %s is stored (see \"tendril-server agent-package list\")", version)
 	}
 	all, err := s.store.ListAgents(ctx)
 	if err != nil {
@@ -198,9 +199,9 @@ func (s *Server) StartRollout(ctx context.Context, req api.RolloutRequest) (api.
 	}
 	if len(agents) == 0 {
 		if req.All {
-			return api.RolloutView{}, userError(store.ErrNotFound, "no agents are registered")
+			return api.RolloutView{}, kind.Errorf(store.ErrNotFound, "no agents are registered")
 		}
-		return api.RolloutView{}, userError(store.ErrNotFound, "environment %q has no agents", req.Environment)
+		return api.RolloutView{}, kind.Errorf(store.ErrNotFound, "environment %q has no agents", req.Environment)
 	}
 	var missing, downgrades []string
 	for _, a := range agents {
@@ -216,11 +217,11 @@ func (s *Server) StartRollout(ctx context.Context, req api.RolloutRequest) (api.
 		}
 	}
 	if len(missing) > 0 {
-		return api.RolloutView{}, userError(ErrBadRequest, "no agent package %s for %s; push one for each platform with \"tendril-server agent-package push\"",
+		return api.RolloutView{}, kind.Errorf(kind.ErrBadRequest, "no agent package %s for %s; push one for each platform with \"tendril-server agent-package push\"",
 			version, strings.Join(missing, ", "))
 	}
 	if len(downgrades) > 0 {
-		return api.RolloutView{}, userError(ErrBadRequest, "upgrading %s to %s would be a downgrade; use --allow-downgrade",
+		return api.RolloutView{}, kind.Errorf(kind.ErrBadRequest, "upgrading %s to %s would be a downgrade; use --allow-downgrade",
 			strings.Join(downgrades, ", "), version)
 	}
 
@@ -246,7 +247,7 @@ func (s *Server) StartRollout(ctx context.Context, req api.RolloutRequest) (api.
 			}
 		}
 		if len(shared) > 0 {
-			return api.RolloutView{}, userError(ErrConflict, "rollout %s is still running on %s; wait for it to finish (tendril-server rollout show %s)",
+			return api.RolloutView{}, kind.Errorf(kind.ErrConflict, "rollout %s is still running on %s; wait for it to finish (tendril-server rollout show %s)",
 				r.ID, strings.Join(shared, ", "), r.ID)
 		}
 	}
@@ -278,7 +279,7 @@ func (s *Server) StartRollout(ctx context.Context, req api.RolloutRequest) (api.
 		if errors.Is(err, store.ErrInRollout) {
 			// Another node started a rollout on these agents since the
 			// check above.
-			return api.RolloutView{}, userError(ErrConflict, "%v; wait for it to finish (tendril-server rollout list)", err)
+			return api.RolloutView{}, kind.Errorf(kind.ErrConflict, "%v; wait for it to finish (tendril-server rollout list)", err)
 		}
 		return api.RolloutView{}, fmt.Errorf("start rollout: %w", err)
 	}
@@ -311,7 +312,7 @@ func rolloutTargets(all []store.Agent, req api.RolloutRequest) ([]store.Agent, e
 	want := make(map[string]bool, len(req.Agents))
 	for _, n := range req.Agents {
 		if n == "" {
-			return nil, userError(ErrBadRequest, "an agent name is empty")
+			return nil, kind.Errorf(kind.ErrBadRequest, "an agent name is empty")
 		}
 		want[n] = true
 	}
@@ -330,7 +331,7 @@ func rolloutTargets(all []store.Agent, req api.RolloutRequest) ([]store.Agent, e
 		}
 	}
 	if len(unknown) > 0 {
-		return nil, userError(store.ErrNotFound, "no agent named %s (see \"tendril-server agents\")", strings.Join(unknown, ", "))
+		return nil, kind.Errorf(store.ErrNotFound, "no agent named %s (see \"tendril-server agents\")", strings.Join(unknown, ", "))
 	}
 	return agents, nil
 }
@@ -339,7 +340,7 @@ func rolloutTargets(all []store.Agent, req api.RolloutRequest) ([]store.Agent, e
 func (s *Server) Rollout(ctx context.Context, id string) (api.RolloutView, error) {
 	r, err := s.store.Rollout(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return api.RolloutView{}, userError(store.ErrNotFound, "no rollout %q", id)
+		return api.RolloutView{}, kind.Errorf(store.ErrNotFound, "no rollout %q", id)
 	}
 	if err != nil {
 		return api.RolloutView{}, err
@@ -820,22 +821,22 @@ var errUpgradeRefused = errors.New("upgrade refused")
 func (s *Server) sendAgentPackage(ctx context.Context, as *agentSession, r store.Rollout) error {
 	a, err := s.store.AgentByID(ctx, as.agentID)
 	if err != nil {
-		return userError(errUpgradeRefused, "agent record: %v", err)
+		return kind.Errorf(errUpgradeRefused, "agent record: %v", err)
 	}
 	p, err := s.store.AgentPackage(ctx, r.Version, a.OS, a.Arch)
 	if errors.Is(err, store.ErrNotFound) {
-		return userError(errUpgradeRefused, "no agent package %s for %s/%s", r.Version, a.OS, a.Arch)
+		return kind.Errorf(errUpgradeRefused, "no agent package %s for %s/%s", r.Version, a.OS, a.Arch)
 	}
 	if err != nil {
 		return err
 	}
 	path := s.agentPackagePath(p.Version, p.OS, p.Arch)
 	if err := s.fetchUpload(ctx, agentPackageBlob(p.Version, p.OS, p.Arch), path, p.SHA256); err != nil {
-		return userError(errUpgradeRefused, "agent package %s %s/%s: %v", p.Version, p.OS, p.Arch, err)
+		return kind.Errorf(errUpgradeRefused, "agent package %s %s/%s: %v", p.Version, p.OS, p.Arch, err)
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return userError(errUpgradeRefused, "agent package %s %s/%s: %v", p.Version, p.OS, p.Arch, err)
+		return kind.Errorf(errUpgradeRefused, "agent package %s %s/%s: %v", p.Version, p.OS, p.Arch, err)
 	}
 	defer f.Close()
 	hdr := protocol.AgentUpgrade{

@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -67,13 +68,13 @@ func (s *Server) setRolloutPause(ctx context.Context, id string, p storedPause) 
 func (s *Server) runningRollout(ctx context.Context, id, verb string) (store.Rollout, error) {
 	r, err := s.store.Rollout(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return store.Rollout{}, userError(store.ErrNotFound, "no rollout %q (see GET /api/rollouts or tendril-server rollout list)", id)
+		return store.Rollout{}, kind.Errorf(store.ErrNotFound, "no rollout %q (see GET /api/rollouts or tendril-server rollout list)", id)
 	}
 	if err != nil {
 		return store.Rollout{}, fmt.Errorf("%s rollout %s: %w", verb, id, err)
 	}
 	if r.State != store.RolloutRunning {
-		return store.Rollout{}, userError(ErrConflict, "rollout %s has already finished (%s: %s); there is nothing to %s; start a new one to upgrade more agents",
+		return store.Rollout{}, kind.Errorf(kind.ErrConflict, "rollout %s has already finished (%s: %s); there is nothing to %s; start a new one to upgrade more agents",
 			id, r.State, r.Reason, verb)
 	}
 	return r, nil

@@ -8,6 +8,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/api"
 
+	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -108,7 +109,7 @@ func TestRolloutHaltAndResume(t *testing.T) {
 	if _, err := ts2.SetMaintenance(ctx, true); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ts2.ResumeRollout(ctx, r.ID); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "maintenance mode") {
+	if _, err := ts2.ResumeRollout(ctx, r.ID); !errors.Is(err, kind.ErrConflict) || !strings.Contains(err.Error(), "maintenance mode") {
 		t.Fatalf("resume in maintenance mode: got %v, want a conflict naming maintenance mode", err)
 	}
 	if _, err := ts2.SetMaintenance(ctx, false); err != nil {
@@ -127,7 +128,7 @@ func TestRolloutHaltAndResume(t *testing.T) {
 
 	// A finished rollout can be neither halted nor resumed.
 	for name, op := range map[string]func(context.Context, string) (api.RolloutView, error){"halt": ts2.HaltRollout, "resume": ts2.ResumeRollout} {
-		if _, err := op(ctx, r.ID); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "has already finished") {
+		if _, err := op(ctx, r.ID); !errors.Is(err, kind.ErrConflict) || !strings.Contains(err.Error(), "has already finished") {
 			t.Errorf("%s a finished rollout: got %v, want a conflict saying it has already finished", name, err)
 		}
 	}

@@ -25,6 +25,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -84,13 +85,13 @@ func TestUploadAgentPackage(t *testing.T) {
 		kind                    error
 		want                    string
 	}{
-		{"text file", "1.4.0", "linux", "amd64", []byte("#!/bin/sh\necho hi\n"), ErrBadRequest, "file is not a linux executable"},
-		{"ELF for windows", "1.4.0", "windows", "amd64", real[:64], ErrBadRequest, "file is not a windows executable"},
-		{"empty", "1.4.0", "linux", "amd64", nil, ErrBadRequest, "empty"},
-		{"bad version", "v1.4", "linux", "amd64", real[:64], ErrBadRequest, "not a semantic version"},
-		{"unknown os", "1.4.0", "plan9", "amd64", real[:64], ErrBadRequest, `os "plan9"`},
-		{"unknown arch", "1.4.0", "linux", "mips", real[:64], ErrBadRequest, `arch "mips"`},
-		{"conflicting content", "1.2.0", "linux", runtime.GOARCH, real[:len(real)-1], ErrConflict, "already stored with other content"},
+		{"text file", "1.4.0", "linux", "amd64", []byte("#!/bin/sh\necho hi\n"), kind.ErrBadRequest, "file is not a linux executable"},
+		{"ELF for windows", "1.4.0", "windows", "amd64", real[:64], kind.ErrBadRequest, "file is not a windows executable"},
+		{"empty", "1.4.0", "linux", "amd64", nil, kind.ErrBadRequest, "empty"},
+		{"bad version", "v1.4", "linux", "amd64", real[:64], kind.ErrBadRequest, "not a semantic version"},
+		{"unknown os", "1.4.0", "plan9", "amd64", real[:64], kind.ErrBadRequest, `os "plan9"`},
+		{"unknown arch", "1.4.0", "linux", "mips", real[:64], kind.ErrBadRequest, `arch "mips"`},
+		{"conflicting content", "1.2.0", "linux", runtime.GOARCH, real[:len(real)-1], kind.ErrConflict, "already stored with other content"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ts.UploadAgentPackage(context.Background(), tc.version, tc.os, tc.arch, bytes.NewReader(tc.body))
@@ -140,7 +141,7 @@ func TestUpgradeViewsAndRequiredRefusesTasks(t *testing.T) {
 	}
 	_, err := ts2.CreateTasks(context.Background(), api.TaskRequest{Agent: "web-1", Args: []string{"run-script"}})
 	want := "agent web-1 must be upgraded before it can run tasks (its protocol 1 is below this coordinator's minimum 2); run: tendril-server upgrade --environment Test"
-	if !errors.Is(err, ErrConflict) || err.Error() != want {
+	if !errors.Is(err, kind.ErrConflict) || err.Error() != want {
 		t.Fatalf("task to an upgrade-required agent: got %v, want %q", err, want)
 	}
 }
@@ -643,18 +644,18 @@ func TestRolloutBadRequests(t *testing.T) {
 		kind error
 		want string
 	}{
-		{"neither", api.RolloutRequest{}, ErrBadRequest, "give exactly one of an environment, all or a list of agents"},
-		{"both", api.RolloutRequest{Environment: "Prod", All: true}, ErrBadRequest, "give exactly one of an environment, all or a list of agents"},
-		{"agents and all", api.RolloutRequest{Agents: []string{"web-1"}, All: true}, ErrBadRequest, "give exactly one of an environment, all or a list of agents"},
+		{"neither", api.RolloutRequest{}, kind.ErrBadRequest, "give exactly one of an environment, all or a list of agents"},
+		{"both", api.RolloutRequest{Environment: "Prod", All: true}, kind.ErrBadRequest, "give exactly one of an environment, all or a list of agents"},
+		{"agents and all", api.RolloutRequest{Agents: []string{"web-1"}, All: true}, kind.ErrBadRequest, "give exactly one of an environment, all or a list of agents"},
 		{"unknown agents", api.RolloutRequest{Agents: []string{"nobody", "web-1", "WEB-1", "nobody"}}, store.ErrNotFound, `no agent named "nobody", "WEB-1" (`},
-		{"empty agent name", api.RolloutRequest{Agents: []string{""}}, ErrBadRequest, "an agent name is empty"},
-		{"named agent already in a rollout", api.RolloutRequest{Agents: []string{"web-1"}, Version: "2.0.0"}, ErrConflict, "rollout " + running.ID + " is still running on web-1"},
+		{"empty agent name", api.RolloutRequest{Agents: []string{""}}, kind.ErrBadRequest, "an agent name is empty"},
+		{"named agent already in a rollout", api.RolloutRequest{Agents: []string{"web-1"}, Version: "2.0.0"}, kind.ErrConflict, "rollout " + running.ID + " is still running on web-1"},
 		{"empty environment", api.RolloutRequest{Environment: "Nowhere"}, store.ErrNotFound, `environment "Nowhere" has no agents`},
 		{"version with no package", api.RolloutRequest{Environment: "Prod", Version: "2.5.0"}, store.ErrNotFound, "no agent package of version 2.5.0"},
-		{"platform with no package", api.RolloutRequest{Environment: "Prod", Version: "3.0.0"}, ErrBadRequest, "no agent package 3.0.0 for web-1 (linux/amd64)"},
-		{"second rollout on the same agents", api.RolloutRequest{All: true, Version: "2.0.0", AllowDowngrade: true}, ErrConflict, "rollout " + running.ID + " is still running on web-1"},
-		{"downgrade", api.RolloutRequest{Environment: "Newer", Version: "2.0.0"}, ErrBadRequest, "upgrading new-1 (at 9.0.0) to 2.0.0 would be a downgrade; use --allow-downgrade"},
-		{"negative batch", api.RolloutRequest{Environment: "Prod", Batch: -1}, ErrBadRequest, "must not be negative"},
+		{"platform with no package", api.RolloutRequest{Environment: "Prod", Version: "3.0.0"}, kind.ErrBadRequest, "no agent package 3.0.0 for web-1 (linux/amd64)"},
+		{"second rollout on the same agents", api.RolloutRequest{All: true, Version: "2.0.0", AllowDowngrade: true}, kind.ErrConflict, "rollout " + running.ID + " is still running on web-1"},
+		{"downgrade", api.RolloutRequest{Environment: "Newer", Version: "2.0.0"}, kind.ErrBadRequest, "upgrading new-1 (at 9.0.0) to 2.0.0 would be a downgrade; use --allow-downgrade"},
+		{"negative batch", api.RolloutRequest{Environment: "Prod", Batch: -1}, kind.ErrBadRequest, "must not be negative"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ts.StartRollout(context.Background(), tc.req)

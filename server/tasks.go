@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -41,7 +42,7 @@ var fileNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$`)
 // request that cannot run everywhere is refused whole, with the reason.
 func (s *Server) CreateTasks(ctx context.Context, req api.TaskRequest) ([]api.TaskView, error) {
 	if len(req.Args) == 0 {
-		return nil, userError(ErrBadRequest, "no Calamari arguments given (e.g. run-script --inline 'echo hello')")
+		return nil, kind.Errorf(kind.ErrBadRequest, "no Calamari arguments given (e.g. run-script --inline 'echo hello')")
 	}
 	done, err := s.beginWork()
 	if err != nil {
@@ -58,7 +59,7 @@ func (s *Server) CreateTasks(ctx context.Context, req api.TaskRequest) ([]api.Ta
 			if as := s.sessions.get(a.ID); as != nil {
 				proto = as.protocol
 			}
-			return nil, userError(ErrConflict, "agent %s must be upgraded before it can run tasks (its protocol %d is below this coordinator's minimum %d); run: tendril-server upgrade --environment %s",
+			return nil, kind.Errorf(kind.ErrConflict, "agent %s must be upgraded before it can run tasks (its protocol %d is below this coordinator's minimum %d); run: tendril-server upgrade --environment %s",
 				a.Name, proto, s.cfg.ProtocolMin, a.Environment)
 		}
 	}
@@ -69,7 +70,7 @@ func (s *Server) CreateTasks(ctx context.Context, req api.TaskRequest) ([]api.Ta
 		}
 	}
 	if len(notConnected) > 0 {
-		return nil, userError(ErrNotConnected, "%v not connected to this coordinator; nothing was started", notConnected)
+		return nil, kind.Errorf(kind.ErrNotConnected, "%v not connected to this coordinator; nothing was started", notConnected)
 	}
 	version := req.Calamari
 	if version == "" {
@@ -78,21 +79,21 @@ func (s *Server) CreateTasks(ctx context.Context, req api.TaskRequest) ([]api.Ta
 			return nil, err
 		}
 		if latest.Version == "" {
-			return nil, userError(ErrBadRequest, "no Calamari bundle has been uploaded; run \"tendril-server calamari push FILE\" first")
+			return nil, kind.Errorf(kind.ErrBadRequest, "no Calamari bundle has been uploaded; run \"tendril-server calamari push FILE\" first")
 		}
 		version = latest.Version
 	} else if _, err := s.store.Bundle(ctx, version); errors.Is(err, store.ErrNotFound) {
-		return nil, userError(store.ErrNotFound, "Calamari version %s does not exist on this coordinator (see \"tendril-server calamari list\")", version)
+		return nil, kind.Errorf(store.ErrNotFound, "Calamari version %s does not exist on this coordinator (see \"tendril-server calamari list\")", version)
 	} else if err != nil {
 		return nil, err
 	}
 	var fileName, fileSum string
 	if req.File != nil {
 		if !fileNamePattern.MatchString(req.File.Name) {
-			return nil, userError(ErrBadRequest, "file name %q: use a plain name of letters, digits, '.', '_', '+' or '-'", req.File.Name)
+			return nil, kind.Errorf(kind.ErrBadRequest, "file name %q: use a plain name of letters, digits, '.', '_', '+' or '-'", req.File.Name)
 		}
 		if !sha256Pattern.MatchString(req.File.SHA256) || !s.haveUpload(ctx, fileBlob(req.File.SHA256), filepath.Join(s.filesDir(), req.File.SHA256)) {
-			return nil, userError(store.ErrNotFound, "no uploaded file with SHA-256 %q (upload it with POST /api/files)", req.File.SHA256)
+			return nil, kind.Errorf(store.ErrNotFound, "no uploaded file with SHA-256 %q (upload it with POST /api/files)", req.File.SHA256)
 		}
 		fileName, fileSum = req.File.Name, req.File.SHA256
 	}
@@ -350,15 +351,15 @@ var errTaskRefused = errors.New("task refused")
 // startOnAgent ensures Calamari, sends the file and starts the task.
 func (s *Server) startOnAgent(ctx context.Context, as *agentSession, t store.Task) error {
 	if as.upgradeOnly {
-		return userError(errTaskRefused, "agent %s must be upgraded before it can run tasks (its protocol is below this coordinator's minimum)", as.name)
+		return kind.Errorf(errTaskRefused, "agent %s must be upgraded before it can run tasks (its protocol is below this coordinator's minimum)", as.name)
 	}
 	b, err := s.store.Bundle(ctx, t.Calamari)
 	if err != nil {
-		return userError(errTaskRefused, "Calamari %s: %v", t.Calamari, err)
+		return kind.Errorf(errTaskRefused, "Calamari %s: %v", t.Calamari, err)
 	}
 	if _, err := s.ensureCalamari(ctx, as, b, func(line string) { s.taskLog(t.ID, line) }); err != nil {
 		if protocol.IsCode(err, protocol.CodeBadRequest) {
-			return userError(errTaskRefused, "installing Calamari %s on %s failed: %v", b.Version, as.name, err)
+			return kind.Errorf(errTaskRefused, "installing Calamari %s on %s failed: %v", b.Version, as.name, err)
 		}
 		return err
 	}
@@ -366,11 +367,11 @@ func (s *Server) startOnAgent(ctx context.Context, as *agentSession, t store.Tas
 		s.taskLog(t.ID, fmt.Sprintf("Sending %s to %s", t.FileName, as.name))
 		path := filepath.Join(s.filesDir(), t.FileSHA256)
 		if err := s.fetchUpload(ctx, fileBlob(t.FileSHA256), path, t.FileSHA256); err != nil {
-			return userError(errTaskRefused, "file %s: %v", t.FileName, err)
+			return kind.Errorf(errTaskRefused, "file %s: %v", t.FileName, err)
 		}
 		f, err := os.Open(path)
 		if err != nil {
-			return userError(errTaskRefused, "file %s: %v", t.FileName, err)
+			return kind.Errorf(errTaskRefused, "file %s: %v", t.FileName, err)
 		}
 		st, err := f.Stat()
 		if err != nil {
@@ -389,7 +390,7 @@ func (s *Server) startOnAgent(ctx context.Context, as *agentSession, t store.Tas
 	defer cancel()
 	err = protocol.Call(cctx, as.sess, protocol.TypeTaskStart, protocol.TaskStart{Ticket: t.ID, Calamari: t.Calamari, Args: t.Args}, protocol.TypeTaskStarted, &started)
 	if protocol.IsCode(err, protocol.CodeBadRequest) {
-		return userError(errTaskRefused, "%v", err)
+		return kind.Errorf(errTaskRefused, "%v", err)
 	}
 	if err != nil {
 		return err
@@ -458,7 +459,7 @@ func (s *Server) CancelTask(ctx context.Context, id string) (api.TaskView, error
 		return api.TaskView{}, err
 	}
 	if t.Finished() {
-		return api.TaskView{}, userError(ErrConflict, "task %s already %s", id, t.State)
+		return api.TaskView{}, kind.Errorf(kind.ErrConflict, "task %s already %s", id, t.State)
 	}
 	me := s.nodeID()
 	if t.State == store.TaskQueued && s.tasks.get(id) == nil {
@@ -496,7 +497,7 @@ func (s *Server) CancelTask(ctx context.Context, id string) (api.TaskView, error
 			return api.TaskView{}, fmt.Errorf("cancel task %s: %w", id, err)
 		}
 		if t.State == store.TaskRunning && (err != nil || !s.connectedAnywhere(a)) {
-			return api.TaskView{}, userError(ErrNotConnected, "agent %s is not connected; the task cannot be cancelled until it is back", t.AgentName)
+			return api.TaskView{}, kind.Errorf(kind.ErrNotConnected, "agent %s is not connected; the task cannot be cancelled until it is back", t.AgentName)
 		}
 		// The node that holds the agent, or drives the task, stops it.
 		s.notifyCluster(notifyCancel, id)

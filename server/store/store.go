@@ -11,13 +11,15 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/tendrildeploy/tendril/server/kind"
 )
 
 // Errors that callers branch on. Implementations wrap them with context, so
 // compare with errors.Is.
 var (
 	// ErrNotFound is returned when the requested record does not exist.
-	ErrNotFound = errors.New("not found")
+	ErrNotFound = kind.ErrNotFound
 	// ErrTokenInvalid means no token with that value exists, or it is for
 	// another environment than the one asked for.
 	ErrTokenInvalid = errors.New("enrollment token is not valid")
