@@ -27,6 +27,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/tendrildeploy/tendril/server/backup"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -298,7 +299,7 @@ func apiState(t *testing.T, ts *testServer) string {
 			rel, _ := filepath.Rel(ts.dir, p)
 			switch {
 			case strings.HasPrefix(rel, "files"), strings.HasPrefix(rel, "calamari"), strings.HasPrefix(rel, "agent-packages"),
-				strings.HasPrefix(rel, snapshotPrefix), strings.HasPrefix(rel, "server"):
+				strings.HasPrefix(rel, backup.SnapshotPrefix), strings.HasPrefix(rel, "server"):
 				fmt.Fprintf(&b, "file %s\n", rel)
 			}
 		}

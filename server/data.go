@@ -18,20 +18,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/tendrildeploy/tendril/certs"
+	"github.com/tendrildeploy/tendril/server/datadir"
 	"github.com/tendrildeploy/tendril/server/store"
-)
-
-// Files in the coordinator's data folder.
-const (
-	certFile     = "server.crt"
-	keyFile      = api.IdentityKeyFile
-	prevCertFile = "server.prev.crt" // served during a rotation to agents that ask for it
-	prevKeyFile  = "server.prev.key"
-	nextCertFile = "server.next.crt" // being announced to agents, not yet served
-	nextKeyFile  = "server.next.key"
-	signingFile  = "signing.key"
-	masterFile   = "master.key"
-	dbFile       = "tendril.db"
 )
 
 // ErrAlreadyInitialized means init was run on a folder that has a
@@ -54,7 +42,7 @@ func Init(ctx context.Context, dir string) (InitResult, error) {
 
 // InitWith is Init with options.
 func InitWith(ctx context.Context, dir string, o InitOptions) (InitResult, error) {
-	if _, err := os.Stat(filepath.Join(dir, keyFile)); err == nil {
+	if _, err := os.Stat(filepath.Join(dir, datadir.KeyFile)); err == nil {
 		return InitResult{}, fmt.Errorf("init %s: %w", dir, ErrAlreadyInitialized)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -68,14 +56,14 @@ func InitWith(ctx context.Context, dir string, o InitOptions) (InitResult, error
 	if err != nil {
 		return InitResult{}, fmt.Errorf("init %s: %w", dir, err)
 	}
-	if err := sk.Save(filepath.Join(dir, signingFile)); err != nil {
+	if err := sk.Save(filepath.Join(dir, datadir.SigningFile)); err != nil {
 		return InitResult{}, fmt.Errorf("init %s: %w", dir, err)
 	}
 	master := make([]byte, 32)
 	if _, err := rand.Read(master); err != nil {
 		return InitResult{}, fmt.Errorf("init %s: master key: %w", dir, err)
 	}
-	if err := certs.WriteFileAtomic(filepath.Join(dir, masterFile), []byte(hex.EncodeToString(master)+"\n"), 0o600); err != nil {
+	if err := certs.WriteFileAtomic(filepath.Join(dir, datadir.MasterFile), []byte(hex.EncodeToString(master)+"\n"), 0o600); err != nil {
 		return InitResult{}, fmt.Errorf("init %s: %w", dir, err)
 	}
 	st, err := openInitStore(ctx, dir, o)
@@ -92,27 +80,10 @@ func InitWith(ctx context.Context, dir string, o InitOptions) (InitResult, error
 	}
 	// The identity is written last: its key file is what marks the folder
 	// as initialized, so an interrupted init can simply be run again.
-	if err := id.Save(filepath.Join(dir, certFile), filepath.Join(dir, keyFile)); err != nil {
+	if err := id.Save(filepath.Join(dir, datadir.CertFile), filepath.Join(dir, datadir.KeyFile)); err != nil {
 		return InitResult{}, fmt.Errorf("init %s: %w", dir, err)
 	}
 	return InitResult{DataDir: dir, Thumbprint: id.Thumbprint, AdminKey: key}, nil
-}
-
-// ReadThumbprint returns the thumbprint of the coordinator in dir without
-// starting it.
-func ReadThumbprint(dir string) (string, error) {
-	id, err := loadIdentity(dir)
-	if err != nil {
-		return "", err
-	}
-	return id.Thumbprint, nil
-}
-
-func loadIdentity(dir string) (*certs.Identity, error) {
-	if err := api.CheckInitialized(dir); err != nil {
-		return nil, err
-	}
-	return certs.LoadIdentity(filepath.Join(dir, certFile), filepath.Join(dir, keyFile))
 }
 
 func writeRunInfo(dir string, ri api.RunInfo) error {
@@ -164,5 +135,5 @@ func restoreHint(dataDir string) string {
 	}
 	newest := found[len(found)-1] // the names sort by time
 	return fmt.Sprintf("nothing was written; run the newer coordinator, or, to go back to this one, stop and replace %s with %s (the copy taken before the migration) and remove %s-wal and %s-shm",
-		filepath.Join(dataDir, dbFile), newest, filepath.Join(dataDir, dbFile), filepath.Join(dataDir, dbFile))
+		filepath.Join(dataDir, datadir.DBFile), newest, filepath.Join(dataDir, datadir.DBFile), filepath.Join(dataDir, datadir.DBFile))
 }

@@ -14,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/tendrildeploy/tendril/server/backup"
+	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -217,4 +219,19 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	// awkward to copy from the raw API.
 	enc.SetEscapeHTML(false)
 	enc.Encode(v)
+}
+
+// TakeSnapshot writes a consistent copy of the database into the data
+// folder, for a backup command to pack and then delete.
+func (s *Server) TakeSnapshot(ctx context.Context) (api.Snapshot, error) {
+	sn, ok := s.store.(backup.Snapshotter)
+	if !ok {
+		return api.Snapshot{}, kind.Errorf(kind.ErrConflict, "this coordinator's database cannot be backed up by Tendril; use the database's own backup tools")
+	}
+	return backup.TakeSnapshot(ctx, sn, s.cfg.DataDir, s.cfg.Version)
+}
+
+func (s *Server) apiBackupSnapshot(w http.ResponseWriter, r *http.Request) {
+	v, err := s.TakeSnapshot(r.Context())
+	s.respond(w, http.StatusCreated, v, err)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/datadir"
 )
 
 // identities holds the coordinator's current certificate and, during a
@@ -26,13 +27,13 @@ type identities struct {
 }
 
 func loadIdentities(dir string) (*identities, error) {
-	cur, err := loadIdentity(dir)
+	cur, err := datadir.LoadIdentity(dir)
 	if err != nil {
 		return nil, err
 	}
 	ids := &identities{dir: dir, current: cur}
-	if _, err := os.Stat(filepath.Join(dir, prevKeyFile)); err == nil {
-		prev, err := certs.LoadIdentity(filepath.Join(dir, prevCertFile), filepath.Join(dir, prevKeyFile))
+	if _, err := os.Stat(filepath.Join(dir, datadir.PrevKeyFile)); err == nil {
+		prev, err := certs.LoadIdentity(filepath.Join(dir, datadir.PrevCertFile), filepath.Join(dir, datadir.PrevKeyFile))
 		if err != nil {
 			return nil, fmt.Errorf("load previous coordinator certificate: %w", err)
 		}
@@ -81,18 +82,18 @@ func (ids *identities) rotate(ctx context.Context, announce func(ctx context.Con
 		return "", "", err
 	}
 	p := func(name string) string { return filepath.Join(ids.dir, name) }
-	if err := nid.Save(p(nextCertFile), p(nextKeyFile)); err != nil {
+	if err := nid.Save(p(datadir.NextCertFile), p(datadir.NextKeyFile)); err != nil {
 		return "", "", err
 	}
 	cur := ids.currentThumbprint()
 	if err := announce(ctx, []string{nid.Thumbprint, cur}); err != nil {
-		os.Remove(p(nextCertFile))
-		os.Remove(p(nextKeyFile))
+		os.Remove(p(datadir.NextCertFile))
+		os.Remove(p(datadir.NextKeyFile))
 		return "", "", err
 	}
 	for _, mv := range [][2]string{
-		{certFile, prevCertFile}, {keyFile, prevKeyFile},
-		{nextCertFile, certFile}, {nextKeyFile, keyFile},
+		{datadir.CertFile, datadir.PrevCertFile}, {datadir.KeyFile, datadir.PrevKeyFile},
+		{datadir.NextCertFile, datadir.CertFile}, {datadir.NextKeyFile, datadir.KeyFile},
 	} {
 		if err := os.Rename(p(mv[0]), p(mv[1])); err != nil {
 			return "", "", fmt.Errorf("switch coordinator certificate: %w", err)
@@ -113,7 +114,7 @@ func (ids *identities) retirePrevious() error {
 		return nil
 	}
 	var errs []error
-	for _, f := range []string{prevCertFile, prevKeyFile} {
+	for _, f := range []string{datadir.PrevCertFile, datadir.PrevKeyFile} {
 		if err := os.Remove(filepath.Join(ids.dir, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 
+	"github.com/tendrildeploy/tendril/server/datadir"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -22,7 +23,7 @@ type InitOptions struct {
 // waited for, as run does.
 func openInitStore(ctx context.Context, dir string, o InitOptions) (store.Store, error) {
 	if o.Database == "" {
-		st, err := store.OpenSQLite(ctx, filepath.Join(dir, dbFile))
+		st, err := store.OpenSQLite(ctx, filepath.Join(dir, datadir.DBFile))
 		if err != nil {
 			return nil, err
 		}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/datadir"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -266,13 +267,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new coordinator: %w", err)
 	}
-	signing, err := certs.LoadSigningKey(filepath.Join(cfg.DataDir, signingFile))
+	signing, err := certs.LoadSigningKey(filepath.Join(cfg.DataDir, datadir.SigningFile))
 	if err != nil {
 		return nil, fmt.Errorf("new coordinator: %w", err)
 	}
 	st := cfg.Store
 	if st == nil {
-		sq, err := store.OpenSQLiteWith(ctx, filepath.Join(cfg.DataDir, dbFile), store.Options{BackupDir: backupsDir(cfg.DataDir)})
+		sq, err := store.OpenSQLiteWith(ctx, filepath.Join(cfg.DataDir, datadir.DBFile), store.Options{BackupDir: backupsDir(cfg.DataDir)})
 		if errors.Is(err, store.ErrSchemaTooNew) {
 			return nil, fmt.Errorf("new coordinator: %w; %s", err, restoreHint(cfg.DataDir))
 		}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/datadir"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -28,25 +29,25 @@ func TestInitRefusesInitializedFolder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before, _ := os.ReadFile(filepath.Join(dir, keyFile))
+	before, _ := os.ReadFile(filepath.Join(dir, datadir.KeyFile))
 	if _, err := Init(context.Background(), dir); !errors.Is(err, ErrAlreadyInitialized) {
 		t.Fatalf("second init: got %v, want ErrAlreadyInitialized", err)
 	}
-	after, _ := os.ReadFile(filepath.Join(dir, keyFile))
+	after, _ := os.ReadFile(filepath.Join(dir, datadir.KeyFile))
 	if string(before) != string(after) {
 		t.Fatal("second init changed the coordinator key")
 	}
-	got, err := ReadThumbprint(dir)
+	got, err := datadir.ReadThumbprint(dir)
 	if err != nil || got != res.Thumbprint {
 		t.Fatalf("ReadThumbprint: got %s, %v; want %s", got, err, res.Thumbprint)
 	}
-	for _, f := range []string{keyFile, signingFile, masterFile, api.AdminKeyFile} {
+	for _, f := range []string{datadir.KeyFile, datadir.SigningFile, datadir.MasterFile, api.AdminKeyFile} {
 		st, err := os.Stat(filepath.Join(dir, f))
 		if err != nil || st.Mode().Perm() != 0o600 {
 			t.Errorf("%s: got %v, %v; want mode 0600", f, st.Mode().Perm(), err)
 		}
 	}
-	if _, err := ReadThumbprint(t.TempDir()); !errors.Is(err, api.ErrNotInitialized) {
+	if _, err := datadir.ReadThumbprint(t.TempDir()); !errors.Is(err, api.ErrNotInitialized) {
 		t.Errorf("empty folder: got %v, want ErrNotInitialized", err)
 	}
 }
@@ -346,7 +347,7 @@ func TestCoordinatorCertificateRotation(t *testing.T) {
 	// Once it has acknowledged, every agent trusts the new certificate and
 	// the old one is retired.
 	eventually(t, "previous certificate retired", func() bool { return !ts.ids.hasPrevious() })
-	if _, err := os.Stat(filepath.Join(ts.dir, prevKeyFile)); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(ts.dir, datadir.PrevKeyFile)); !os.IsNotExist(err) {
 		t.Errorf("previous key file: got %v, want removed", err)
 	}
 	if _, err := dialPeerWith(t, ts, protocol.ClientTLS{Identity: awayID, Pins: certs.NewPins(old), Hint: old}); err == nil {
@@ -366,7 +367,7 @@ func TestNewerDatabaseNamesTheBackup(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A newer coordinator migrated the database one version further.
-	db, err := sql.Open("sqlite", filepath.Join(dir, dbFile))
+	db, err := sql.Open("sqlite", filepath.Join(dir, datadir.DBFile))
 	if err != nil {
 		t.Fatal(err)
 	}

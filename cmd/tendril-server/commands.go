@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tendrildeploy/tendril/api"
+	"github.com/tendrildeploy/tendril/server/datadir"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -312,7 +313,7 @@ func newThumbprintCmd(e env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			t, err := server.ReadThumbprint(dir)
+			t, err := datadir.ReadThumbprint(dir)
 			if err != nil {
 				return err
 			}

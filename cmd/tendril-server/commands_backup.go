@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tendrildeploy/tendril/api/client"
-	"github.com/tendrildeploy/tendril/server"
+	"github.com/tendrildeploy/tendril/server/backup"
 	"github.com/tendrildeploy/tendril/version"
 )
 
@@ -41,8 +41,8 @@ restored. Restore it with "tendril-server restore".`,
 			if err != nil {
 				return err
 			}
-			opts := server.BackupOptions{DataDir: dir, Out: out, Passphrase: pass, Version: version.Version}
-			if _, running := server.RunningCoordinator(dir); running {
+			opts := backup.BackupOptions{DataDir: dir, Out: out, Passphrase: pass, Version: version.Version}
+			if _, running := backup.RunningCoordinator(dir); running {
 				cl, err := client.FromDataDir(dir)
 				if err != nil {
 					return err
@@ -50,7 +50,7 @@ restored. Restore it with "tendril-server restore".`,
 				defer cl.CloseIdleConnections()
 				opts.Snapshot = cl.Snapshot
 			}
-			res, err := server.Backup(c.Context(), opts)
+			res, err := backup.Backup(c.Context(), opts)
 			if err != nil {
 				return err
 			}
@@ -98,7 +98,7 @@ nothing. Start the coordinator afterwards with "tendril-server run".`,
 			if err != nil {
 				return err
 			}
-			res, err := server.Restore(c.Context(), server.RestoreOptions{In: in, DataDir: dir, Passphrase: pass, Force: force})
+			res, err := backup.Restore(c.Context(), backup.RestoreOptions{In: in, DataDir: dir, Passphrase: pass, Force: force})
 			if err != nil {
 				return err
 			}

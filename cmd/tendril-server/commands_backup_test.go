@@ -11,8 +11,7 @@ import (
 	"time"
 
 	"github.com/tendrildeploy/tendril/api"
-
-	"github.com/tendrildeploy/tendril/server"
+	"github.com/tendrildeploy/tendril/server/datadir"
 )
 
 // TestMaintenanceBackupRestoreCommands drains a coordinator that runs a
@@ -117,7 +116,7 @@ func TestMaintenanceBackupRestoreCommands(t *testing.T) {
 		}
 	}
 	code, stdout, stderr = restore(target, pass)
-	thumb, _ := server.ReadThumbprint(dir)
+	thumb, _ := datadir.ReadThumbprint(dir)
 	if code != 0 || !strings.Contains(stdout, "Thumbprint: "+thumb+"\n") {
 		t.Fatalf("restore: %d %q %q", code, stdout, stderr)
 	}

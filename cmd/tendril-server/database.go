@@ -8,7 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/tendrildeploy/tendril/server"
+	"github.com/tendrildeploy/tendril/server/datadir"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -25,7 +25,7 @@ func openDatabase(ctx context.Context, dir, url string, log *zap.Logger) (store.
 	}
 	// A folder that was never initialized is a mistake waiting cannot
 	// mend: say so before waiting for a database.
-	if _, err := server.ReadThumbprint(dir); err != nil {
+	if _, err := datadir.ReadThumbprint(dir); err != nil {
 		return nil, err
 	}
 	log = log.Named("store")

@@ -13,11 +13,11 @@ import (
 	"time"
 
 	"github.com/tendrildeploy/tendril/api"
+	"github.com/tendrildeploy/tendril/server/datadir"
 
 	"github.com/spf13/cobra"
 
 	"github.com/tendrildeploy/tendril/protocol"
-	"github.com/tendrildeploy/tendril/server"
 )
 
 // syncBuffer is a bytes.Buffer that a running command and the test can
@@ -96,7 +96,7 @@ func TestCommandsAgainstRunningCoordinator(t *testing.T) {
 	if code != 0 || !strings.Contains(stdout, "Admin API key: tdk_") || !strings.Contains(stdout, filepath.Join(dir, "admin.key")) {
 		t.Fatalf("init: %d %q %q", code, stdout, stderr)
 	}
-	thumb, err := server.ReadThumbprint(dir)
+	thumb, err := datadir.ReadThumbprint(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,5 @@
-package server
-
-// Backup and restore of a coordinator's data folder.
+// Package backup writes and restores backups of a coordinator's data
+// folder, running or not.
 //
 // A backup (format 1) is one gzip-compressed tar file:
 //
@@ -20,6 +19,7 @@ package server
 // The MAC makes the manifest, and through its hashes every entry,
 // tamper-evident to whoever holds the passphrase; the hashes alone tell a
 // damaged file from a wrong passphrase.
+package backup
 
 import (
 	"archive/tar"
@@ -37,7 +37,6 @@ import (
 	"hash"
 	"io"
 	"io/fs"
-	"net/http"
 	"os"
 	"path"
 	"path/filepath"
@@ -50,6 +49,7 @@ import (
 	"github.com/google/uuid"
 	"golang.org/x/crypto/scrypt"
 
+	"github.com/tendrildeploy/tendril/server/datadir"
 	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 )
@@ -62,9 +62,9 @@ const (
 	manifestName    = "manifest.json"
 	manifestMACName = "manifest.mac"
 	sealedSuffix    = ".sealed"
-	// snapshotPrefix names database snapshots taken into the data folder
+	// SnapshotPrefix names database snapshots taken into the data folder
 	// for a backup; the dot keeps them apart from the coordinator's files.
-	snapshotPrefix = ".snapshot-"
+	SnapshotPrefix = ".snapshot-"
 	// maxSmallEntry bounds the entries read into memory: keys, manifest.
 	maxSmallEntry = 4 << 20
 )
@@ -81,13 +81,13 @@ var (
 
 var (
 	// backupPlain are the data folder's public files, copied as they are.
-	backupPlain = []string{certFile, prevCertFile, nextCertFile}
+	backupPlain = []string{datadir.CertFile, datadir.PrevCertFile, datadir.NextCertFile}
 	// backupSecret are sealed under the passphrase: anyone holding them
 	// could pose as the coordinator, sign packages, call the API or read
 	// secrets at rest.
-	backupSecret = []string{masterFile, keyFile, prevKeyFile, nextKeyFile, signingFile, api.AdminKeyFile}
+	backupSecret = []string{datadir.MasterFile, datadir.KeyFile, datadir.PrevKeyFile, datadir.NextKeyFile, datadir.SigningFile, api.AdminKeyFile}
 	// backupRequired must be in every backup.
-	backupRequired = []string{dbFile, certFile, keyFile, signingFile, masterFile}
+	backupRequired = []string{datadir.DBFile, datadir.CertFile, datadir.KeyFile, datadir.SigningFile, datadir.MasterFile}
 	// backupDirs are copied whole; their files are never changed once
 	// written (each is named by version or hash), so a copy made while
 	// the coordinator runs is consistent.
@@ -127,35 +127,32 @@ type BackupEntry struct {
 
 var snapshotNamePattern = regexp.MustCompile(`^\.snapshot-[0-9a-f-]{36}\.db$`)
 
-// snapshotter is a store that can copy itself while in use.
-type snapshotter interface {
+// ValidSnapshotName reports whether name is one TakeSnapshot gives: a
+// backup packs only such a file of the data folder, whatever a coordinator
+// answers.
+func ValidSnapshotName(name string) bool { return snapshotNamePattern.MatchString(name) }
+
+// Snapshotter is a store that can copy itself while in use.
+type Snapshotter interface {
 	Backup(ctx context.Context, dest string) error
 }
 
-// TakeSnapshot writes a consistent copy of the database into the data
-// folder, for a backup command to pack and then delete.
-func (s *Server) TakeSnapshot(ctx context.Context) (api.Snapshot, error) {
-	sn, ok := s.store.(snapshotter)
-	if !ok {
-		return api.Snapshot{}, kind.Errorf(kind.ErrConflict, "this coordinator's database cannot be backed up by Tendril; use the database's own backup tools")
-	}
+// TakeSnapshot writes a consistent copy of the database st into the data
+// folder dataDir, for a backup command to pack and then delete. version is
+// the coordinator's, recorded in the snapshot's description.
+func TakeSnapshot(ctx context.Context, st Snapshotter, dataDir, version string) (api.Snapshot, error) {
 	// A backup command that died leaves its snapshot behind; an hour is
 	// far longer than packing one takes.
-	removeStaleSnapshots(s.cfg.DataDir, time.Hour)
-	name := snapshotPrefix + uuid.NewString() + ".db"
-	if err := sn.Backup(ctx, filepath.Join(s.cfg.DataDir, name)); err != nil {
+	removeStaleSnapshots(dataDir, time.Hour)
+	name := SnapshotPrefix + uuid.NewString() + ".db"
+	if err := st.Backup(ctx, filepath.Join(dataDir, name)); err != nil {
 		return api.Snapshot{}, fmt.Errorf("take snapshot: %w", err)
 	}
-	return api.Snapshot{Name: name, SchemaVersion: store.SchemaVersion, Version: s.cfg.Version}, nil
-}
-
-func (s *Server) apiBackupSnapshot(w http.ResponseWriter, r *http.Request) {
-	v, err := s.TakeSnapshot(r.Context())
-	s.respond(w, http.StatusCreated, v, err)
+	return api.Snapshot{Name: name, SchemaVersion: store.SchemaVersion, Version: version}, nil
 }
 
 func removeStaleSnapshots(dir string, age time.Duration) {
-	ms, _ := filepath.Glob(filepath.Join(dir, snapshotPrefix+"*"))
+	ms, _ := filepath.Glob(filepath.Join(dir, SnapshotPrefix+"*"))
 	for _, m := range ms {
 		if st, err := os.Stat(m); err == nil && time.Since(st.ModTime()) > age {
 			os.Remove(m)
@@ -209,7 +206,7 @@ func backup(ctx context.Context, opts BackupOptions) (BackupResult, error) {
 	if len(opts.Passphrase) == 0 {
 		return BackupResult{}, kind.Errorf(kind.ErrBadRequest, "the passphrase is empty")
 	}
-	if _, err := loadIdentity(opts.DataDir); err != nil {
+	if _, err := datadir.LoadIdentity(opts.DataDir); err != nil {
 		return BackupResult{}, err
 	}
 	if _, err := os.Lstat(opts.Out); err == nil {
@@ -222,17 +219,17 @@ func backup(ctx context.Context, opts BackupOptions) (BackupResult, error) {
 		if err != nil {
 			return BackupResult{}, err
 		}
-		if !snapshotNamePattern.MatchString(sn.Name) {
+		if !ValidSnapshotName(sn.Name) {
 			return BackupResult{}, fmt.Errorf("the coordinator named its snapshot %q, which is not a snapshot file name", sn.Name)
 		}
 		snapPath = filepath.Join(opts.DataDir, sn.Name)
 		m.SchemaVersion, m.CoordinatorVersion = sn.SchemaVersion, sn.Version
 	} else {
-		st, err := store.OpenSQLite(ctx, filepath.Join(opts.DataDir, dbFile))
+		st, err := store.OpenSQLite(ctx, filepath.Join(opts.DataDir, datadir.DBFile))
 		if err != nil {
 			return BackupResult{}, err
 		}
-		snapPath = filepath.Join(opts.DataDir, snapshotPrefix+uuid.NewString()+".db")
+		snapPath = filepath.Join(opts.DataDir, SnapshotPrefix+uuid.NewString()+".db")
 		err = st.Backup(ctx, snapPath)
 		st.Close()
 		if err != nil {
@@ -261,7 +258,7 @@ func backup(ctx context.Context, opts BackupOptions) (BackupResult, error) {
 	gz, _ := gzip.NewWriterLevel(tmp, gzip.BestSpeed) // bundles are compressed already
 	w := &archiveWriter{tw: tar.NewWriter(gz), mtime: m.CreatedAt}
 
-	if err := w.addFile(dbFile, snapPath); err != nil {
+	if err := w.addFile(datadir.DBFile, snapPath); err != nil {
 		return BackupResult{}, err
 	}
 	for _, name := range backupPlain {
@@ -547,7 +544,7 @@ func restore(ctx context.Context, opts RestoreOptions) (RestoreResult, error) {
 			return RestoreResult{}, err
 		}
 	}
-	thumb, err := ReadThumbprint(tmp)
+	thumb, err := datadir.ReadThumbprint(tmp)
 	if err != nil {
 		return RestoreResult{}, kind.Errorf(ErrBackupDamaged, "%v: its certificate and key do not load: %v", ErrBackupDamaged, err)
 	}
@@ -624,7 +621,7 @@ func allowedEntry(name string) bool {
 		return false
 	}
 	switch name {
-	case dbFile, manifestName, manifestMACName:
+	case datadir.DBFile, manifestName, manifestMACName:
 		return true
 	}
 	for _, n := range backupPlain {
