@@ -235,3 +235,10 @@ func (s *Server) apiBackupSnapshot(w http.ResponseWriter, r *http.Request) {
 	v, err := s.TakeSnapshot(r.Context())
 	s.respond(w, http.StatusCreated, v, err)
 }
+
+// Updates returns what the release feed says about newer versions.
+func (s *Server) Updates() api.UpdatesView { return s.releases.Updates() }
+
+func (s *Server) apiUpdates(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.Updates())
+}

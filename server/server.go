@@ -25,6 +25,7 @@ import (
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/datadir"
+	"github.com/tendrildeploy/tendril/server/releases"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -185,7 +186,7 @@ func (c *Config) setDefaults() {
 		c.UpgradeReconnectMargin = time.Minute
 	}
 	if c.ReleaseCheckInterval <= 0 {
-		c.ReleaseCheckInterval = DefaultReleaseCheckInterval
+		c.ReleaseCheckInterval = releases.DefaultInterval
 	}
 	if c.Version == "" {
 		c.Version = "0.0.0-dev"
@@ -216,16 +217,16 @@ type Server struct {
 	limiter   *rate.Limiter
 	admission *admission // handshakes in progress and waiting
 
-	tasks     taskRuns      // tasks being driven by this coordinator
-	pushLocks pushLocks     // one push per agent at a time
-	pushSem   chan struct{} // bounds automatic pushes
-	updating  sync.Map      // agent IDs with an automatic push in progress
-	upgrades  upgradeState  // rollouts' view of agents: busy, hellos seen
-	maint     maintenance   // maintenance mode: no new tasks or rollouts
-	releases  releaseState  // what the release feed last said
-	health    healthHistory // recent health checks per agent, for the machine page
-	node      nodeState     // this node among those sharing the database
-	policy    policyState   // the machine policy kept in the database
+	tasks     taskRuns          // tasks being driven by this coordinator
+	pushLocks pushLocks         // one push per agent at a time
+	pushSem   chan struct{}     // bounds automatic pushes
+	updating  sync.Map          // agent IDs with an automatic push in progress
+	upgrades  upgradeState      // rollouts' view of agents: busy, hellos seen
+	maint     maintenance       // maintenance mode: no new tasks or rollouts
+	releases  *releases.Watcher // what the release feed last said
+	health    healthHistory     // recent health checks per agent, for the machine page
+	node      nodeState         // this node among those sharing the database
+	policy    policyState       // the machine policy kept in the database
 	// newcomers queues fresh sessions for their first health check; see
 	// checkNewcomers.
 	newcomers chan *agentSession
@@ -253,10 +254,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := checkHTTPBind(cfg.HTTP, cfg.HTTPTLS != nil); err != nil {
 		return nil, fmt.Errorf("new coordinator: %w", err)
 	}
-	if cfg.ReleaseFeed != "" {
-		if _, err := parseReleaseSource(cfg.ReleaseFeed); err != nil {
-			return nil, fmt.Errorf("new coordinator: %w", err)
-		}
+	rw, err := releases.New(releases.Config{Feed: cfg.ReleaseFeed, Interval: cfg.ReleaseCheckInterval,
+		Current: cfg.Version, Logger: cfg.Logger.Named("server")})
+	if err != nil {
+		return nil, fmt.Errorf("new coordinator: %w", err)
 	}
 	if cfg.Advertise != "" {
 		if err := protocol.ValidateAddress(cfg.Advertise); err != nil {
@@ -296,6 +297,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		limiter:   rate.NewLimiter(rate.Limit(cfg.AcceptRate), cfg.AcceptBurst),
 		admission: newAdmission(cfg.MaxHandshakes, cfg.HandshakeQueue, cfg.HandshakeQueueWait),
 		pushSem:   make(chan struct{}, cfg.PushConcurrency),
+		releases:  rw,
 		done:      make(chan struct{}),
 	}
 	s.node.wake = make(chan struct{}, 1)
@@ -406,9 +408,7 @@ func (s *Server) Run(ctx context.Context) error {
 	pollCtx, stopPoll := context.WithCancel(context.Background())
 	s.goFunc(func() { s.pollHealth(pollCtx) })
 	s.goFunc(func() { s.checkNewcomers(pollCtx) })
-	if s.cfg.ReleaseFeed != "" {
-		s.goFunc(func() { s.watchReleases(pollCtx) })
-	}
+	s.goFunc(func() { s.releases.Run(pollCtx) })
 	// Unfinished tasks, this node's from its last run included, are
 	// claimed as their agents connect.
 	s.runCluster(pollCtx)

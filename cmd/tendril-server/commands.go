@@ -12,6 +12,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/server/datadir"
+	"github.com/tendrildeploy/tendril/server/releases"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -279,7 +280,7 @@ func newRunCmd(e env) *cobra.Command {
 	f.IntVar(&maxHandshakes, "max-handshakes", 0, "agent TLS handshakes in progress at once (0: 256)")
 	f.IntVar(&handshakeQueue, "handshake-queue", 0, "connections that may wait up to 5s for a handshake slot before being shed (0: 2048)")
 	f.StringVar(&releaseFeed, "release-feed", "", "URL or file of the release feed to check for newer coordinator versions (see GET /api/updates)")
-	f.DurationVar(&releaseCheck, "release-check-interval", server.DefaultReleaseCheckInterval, "how often the release feed is read after the first read at start")
+	f.DurationVar(&releaseCheck, "release-check-interval", releases.DefaultInterval, "how often the release feed is read after the first read at start")
 	f.StringVar(&httpCert, "http-cert", "", "PEM certificate (chain) to serve the HTTP API over HTTPS")
 	f.StringVar(&httpKey, "http-key", "", "PEM private key of --http-cert")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")

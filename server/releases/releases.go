@@ -1,4 +1,11 @@
-package server
+// Package releases reads a release feed and tells whether a newer
+// coordinator than this one is out: the update notice of the console,
+// GET /api/updates and "tendril-server version --check".
+//
+// The feed is read at start and then on an interval. A feed that cannot be
+// read or parsed keeps the last good result and is logged once per
+// distinct failure: an update notice must never disturb the coordinator.
+package releases
 
 import (
 	"context"
@@ -22,14 +29,14 @@ import (
 
 // Release feed limits.
 const (
-	// DefaultReleaseCheckInterval is how often the release feed is read
-	// unless told otherwise.
-	DefaultReleaseCheckInterval = 6 * time.Hour
-	// releaseFetchTimeout bounds one read of a feed over HTTP.
-	releaseFetchTimeout = 10 * time.Second
-	// maxReleaseFeed bounds a feed's size: a list of releases, not a
+	// DefaultInterval is how often the release feed is read unless told
+	// otherwise.
+	DefaultInterval = 6 * time.Hour
+	// fetchTimeout bounds one read of a feed over HTTP.
+	fetchTimeout = 10 * time.Second
+	// MaxFeedSize bounds a feed's size: a list of releases, not a
 	// download.
-	maxReleaseFeed = 1 << 20
+	MaxFeedSize = 1 << 20
 )
 
 // Release is one entry of a release feed.
@@ -47,40 +54,58 @@ type ReleaseFeed struct {
 	Releases []Release `json:"releases"`
 }
 
-// errNoReleaseFeed is what GET /api/updates says when there is nothing to
-// check against.
-const errNoReleaseFeed = "no release feed is configured (start the coordinator with --release-feed URL-or-FILE)"
+// ErrNoFeed is what GET /api/updates says when there is nothing to check
+// against.
+const ErrNoFeed = "no release feed is configured (start the coordinator with --release-feed URL-or-FILE)"
 
-// releaseSource is where the feed is read from: a URL or a file.
-type releaseSource struct {
+// source is where the feed is read from: a URL or a file.
+type source struct {
 	url  string // http:// or https://
 	file string
 }
 
-// parseReleaseSource accepts http(s) URLs, file:// URLs and plain paths.
-func parseReleaseSource(s string) (releaseSource, error) {
+// parseSource accepts http(s) URLs, file:// URLs and plain paths.
+func parseSource(s string) (source, error) {
 	u, err := url.Parse(s)
 	// One letter before a colon is a Windows drive, not a scheme.
 	if err != nil || u.Scheme == "" || len(u.Scheme) == 1 {
-		return releaseSource{file: s}, nil
+		return source{file: s}, nil
 	}
 	switch u.Scheme {
 	case "http", "https":
 		if u.Host == "" {
-			return releaseSource{}, fmt.Errorf("release feed %q: no host", s)
+			return source{}, fmt.Errorf("release feed %q: no host", s)
 		}
-		return releaseSource{url: s}, nil
+		return source{url: s}, nil
 	case "file":
 		if u.Path == "" {
-			return releaseSource{}, fmt.Errorf("release feed %q: no path", s)
+			return source{}, fmt.Errorf("release feed %q: no path", s)
 		}
-		return releaseSource{file: u.Path}, nil
+		return source{file: u.Path}, nil
 	}
-	return releaseSource{}, fmt.Errorf("release feed %q: want an http://, https:// or file:// URL, or a file path", s)
+	return source{}, fmt.Errorf("release feed %q: want an http://, https:// or file:// URL, or a file path", s)
 }
 
-// releaseState is the outcome of reading the feed, kept between reads.
-type releaseState struct {
+// Config configures a Watcher.
+type Config struct {
+	// Feed is where releases are listed: an http(s) URL, a file:// URL
+	// or a file path. "" reads nothing, and Updates says so.
+	Feed string
+	// Interval is how often Feed is read after the first read. Default
+	// DefaultInterval.
+	Interval time.Duration
+	// Current is this coordinator's version.
+	Current string
+	// Logger receives a warning per distinct failure and a notice per new
+	// release. Default: no logs.
+	Logger *zap.Logger
+}
+
+// Watcher reads a release feed and keeps what it last said.
+type Watcher struct {
+	cfg Config
+	log *zap.Logger
+
 	mu   sync.Mutex
 	view api.UpdatesView // without Current
 	// skipped counts the entries of the last good read whose version was
@@ -95,29 +120,53 @@ type releaseState struct {
 	announced string
 }
 
+// New validates cfg: a feed that is neither a URL it can read nor a path is
+// refused here, not on every interval.
+func New(cfg Config) (*Watcher, error) {
+	if cfg.Feed != "" {
+		if _, err := parseSource(cfg.Feed); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = DefaultInterval
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	return &Watcher{cfg: cfg, log: cfg.Logger}, nil
+}
+
 // Updates returns what the release feed says about newer versions.
-func (s *Server) Updates() api.UpdatesView {
-	s.releases.mu.Lock()
-	v := s.releases.view
-	s.releases.mu.Unlock()
-	v.Current = s.cfg.Version
-	if s.cfg.ReleaseFeed == "" {
-		v.Error = errNoReleaseFeed
+func (w *Watcher) Updates() api.UpdatesView {
+	w.mu.Lock()
+	v := w.view
+	w.mu.Unlock()
+	v.Current = w.cfg.Current
+	if w.cfg.Feed == "" {
+		v.Error = ErrNoFeed
 	}
 	return v
 }
 
-func (s *Server) apiUpdates(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, s.Updates())
+// Reads returns how many times the feed was read, well or not, and how
+// many entries the last good read skipped as invalid.
+func (w *Watcher) Reads() (attempts, skipped int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.attempts, w.skipped
 }
 
-// watchReleases reads the feed now and then every interval until ctx is
-// done.
-func (s *Server) watchReleases(ctx context.Context) {
-	t := time.NewTicker(s.cfg.ReleaseCheckInterval)
+// Run reads the feed now and then every interval until ctx is done. It
+// returns at once without a feed.
+func (w *Watcher) Run(ctx context.Context) {
+	if w.cfg.Feed == "" {
+		return
+	}
+	t := time.NewTicker(w.cfg.Interval)
 	defer t.Stop()
 	for {
-		s.checkReleases(ctx)
+		w.check(ctx)
 		select {
 		case <-ctx.Done():
 			return
@@ -126,11 +175,11 @@ func (s *Server) watchReleases(ctx context.Context) {
 	}
 }
 
-// checkReleases reads the feed once and records the outcome. A failure
-// keeps the last good result and is logged once until it changes or a
-// read succeeds.
-func (s *Server) checkReleases(ctx context.Context) {
-	feed, err := s.fetchReleaseFeed(ctx)
+// check reads the feed once and records the outcome. A failure keeps the
+// last good result and is logged once until it changes or a read
+// succeeds.
+func (w *Watcher) check(ctx context.Context) {
+	feed, err := w.fetch(ctx)
 	if ctx.Err() != nil {
 		return // shutting down: not the feed's fault
 	}
@@ -140,41 +189,40 @@ func (s *Server) checkReleases(ctx context.Context) {
 		skipped  int
 	)
 	if err == nil {
-		latest, breaking, skipped, err = newestRelease(s.cfg.Version, feed.Releases)
+		latest, breaking, skipped, err = newestRelease(w.cfg.Current, feed.Releases)
 	}
-	rs := &s.releases
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	rs.attempts++
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.attempts++
 	if err != nil {
 		msg := err.Error()
-		rs.view.Error = msg
-		if msg != rs.warned {
-			rs.warned = msg
-			s.log.Warn("release feed check failed; will retry", zap.String("feed", s.cfg.ReleaseFeed),
-				zap.Duration("interval", s.cfg.ReleaseCheckInterval), zap.Error(err))
+		w.view.Error = msg
+		if msg != w.warned {
+			w.warned = msg
+			w.log.Warn("release feed check failed; will retry", zap.String("feed", w.cfg.Feed),
+				zap.Duration("interval", w.cfg.Interval), zap.Error(err))
 		}
 		return
 	}
 	now := time.Now().UTC()
-	rs.view = api.UpdatesView{
+	w.view = api.UpdatesView{
 		Latest: latest.Version, UpdateAvailable: latest.Version != "", Breaking: breaking,
 		NotesURL: latest.NotesURL, Notes: latest.Notes, CheckedAt: &now,
 	}
-	if skipped > 0 && (rs.skipped != skipped || rs.warned != "") {
-		s.log.Warn("release feed lists invalid versions; they were skipped", zap.String("feed", s.cfg.ReleaseFeed), zap.Int("skipped", skipped))
+	if skipped > 0 && (w.skipped != skipped || w.warned != "") {
+		w.log.Warn("release feed lists invalid versions; they were skipped", zap.String("feed", w.cfg.Feed), zap.Int("skipped", skipped))
 	}
-	rs.skipped, rs.warned = skipped, ""
-	if latest.Version != "" && latest.Version != rs.announced {
-		rs.announced = latest.Version
-		s.log.Info("a newer coordinator is available", zap.String("current", s.cfg.Version),
+	w.skipped, w.warned = skipped, ""
+	if latest.Version != "" && latest.Version != w.announced {
+		w.announced = latest.Version
+		w.log.Info("a newer coordinator is available", zap.String("current", w.cfg.Current),
 			zap.String("latest", latest.Version), zap.Bool("breaking", breaking), zap.String("notes_url", latest.NotesURL))
 	}
 }
 
-// fetchReleaseFeed reads and decodes the feed.
-func (s *Server) fetchReleaseFeed(ctx context.Context) (ReleaseFeed, error) {
-	src, err := parseReleaseSource(s.cfg.ReleaseFeed)
+// fetch reads and decodes the feed.
+func (w *Watcher) fetch(ctx context.Context) (ReleaseFeed, error) {
+	src, err := parseSource(w.cfg.Feed)
 	if err != nil {
 		return ReleaseFeed{}, err
 	}
@@ -189,10 +237,10 @@ func (s *Server) fetchReleaseFeed(ctx context.Context) (ReleaseFeed, error) {
 	}
 	var feed ReleaseFeed
 	if err := json.Unmarshal(body, &feed); err != nil {
-		return ReleaseFeed{}, fmt.Errorf("release feed %s is not valid JSON: %w", s.cfg.ReleaseFeed, err)
+		return ReleaseFeed{}, fmt.Errorf("release feed %s is not valid JSON: %w", w.cfg.Feed, err)
 	}
 	if feed.Releases == nil {
-		return ReleaseFeed{}, fmt.Errorf("release feed %s has no \"releases\" list", s.cfg.ReleaseFeed)
+		return ReleaseFeed{}, fmt.Errorf("release feed %s has no \"releases\" list", w.cfg.Feed)
 	}
 	return feed, nil
 }
@@ -207,7 +255,7 @@ func readReleaseFile(path string) ([]byte, error) {
 }
 
 func fetchReleaseURL(ctx context.Context, u string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, releaseFetchTimeout)
+	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
@@ -217,7 +265,7 @@ func fetchReleaseURL(ctx context.Context, u string) ([]byte, error) {
 	// One read every few hours: no connection is worth keeping open.
 	tr := &http.Transport{Proxy: http.ProxyFromEnvironment, DisableKeepAlives: true}
 	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr, Timeout: releaseFetchTimeout}).Do(req)
+	resp, err := (&http.Client{Transport: tr, Timeout: fetchTimeout}).Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("read release feed: %w", err)
 	}
@@ -228,14 +276,14 @@ func fetchReleaseURL(ctx context.Context, u string) ([]byte, error) {
 	return readReleaseBody(resp.Body, u)
 }
 
-// readReleaseBody reads at most maxReleaseFeed bytes and refuses more.
+// readReleaseBody reads at most MaxFeedSize bytes and refuses more.
 func readReleaseBody(r io.Reader, name string) ([]byte, error) {
-	b, err := io.ReadAll(io.LimitReader(r, maxReleaseFeed+1))
+	b, err := io.ReadAll(io.LimitReader(r, MaxFeedSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("read release feed %s: %w", name, err)
 	}
-	if len(b) > maxReleaseFeed {
-		return nil, fmt.Errorf("release feed %s is larger than %d bytes", name, maxReleaseFeed)
+	if len(b) > MaxFeedSize {
+		return nil, fmt.Errorf("release feed %s is larger than %d bytes", name, MaxFeedSize)
 	}
 	return b, nil
 }

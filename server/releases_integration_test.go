@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tendrildeploy/tendril/api"
+	"github.com/tendrildeploy/tendril/server/releases"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -23,9 +24,9 @@ import (
 const feedWarning = "release feed check failed; will retry"
 
 // feedJSON renders a feed document.
-func feedJSON(t *testing.T, rs ...Release) []byte {
+func feedJSON(t *testing.T, rs ...releases.Release) []byte {
 	t.Helper()
-	b, err := json.Marshal(ReleaseFeed{Releases: rs})
+	b, err := json.Marshal(releases.ReleaseFeed{Releases: rs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,13 +89,11 @@ func (ts *testServer) updates(t *testing.T) api.UpdatesView {
 // waitAttempts waits until the feed has been read n more times.
 func (ts *testServer) waitAttempts(t *testing.T, n int) {
 	t.Helper()
-	ts.releases.mu.Lock()
-	want := ts.releases.attempts + n
-	ts.releases.mu.Unlock()
+	attempts, _ := ts.releases.Reads()
+	want := attempts + n
 	eventually(t, "release feed reads", func() bool {
-		ts.releases.mu.Lock()
-		defer ts.releases.mu.Unlock()
-		return ts.releases.attempts >= want
+		attempts, _ := ts.releases.Reads()
+		return attempts >= want
 	})
 }
 
@@ -105,13 +104,13 @@ func warnings(logs *observer.ObservedLogs) int {
 func TestReleaseFeedFileFindsNewerBreaking(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "releases.json")
 	os.WriteFile(path, feedJSON(t,
-		Release{Version: "1.3.0", Breaking: true}, // older: its break is behind us
-		Release{Version: "1.4.0"},
-		Release{Version: "1.4.1", Breaking: true, NotesURL: "https://example.invalid/1.4.1"},
-		Release{Version: "1.5.0", Date: "2026-11-01", NotesURL: "https://example.invalid/1.5.0", Notes: "faster tasks"},
-		Release{Version: "v2.0.0"},
-		Release{Version: "latest"},
-		Release{Version: ""},
+		releases.Release{Version: "1.3.0", Breaking: true}, // older: its break is behind us
+		releases.Release{Version: "1.4.0"},
+		releases.Release{Version: "1.4.1", Breaking: true, NotesURL: "https://example.invalid/1.4.1"},
+		releases.Release{Version: "1.5.0", Date: "2026-11-01", NotesURL: "https://example.invalid/1.5.0", Notes: "faster tasks"},
+		releases.Release{Version: "v2.0.0"},
+		releases.Release{Version: "latest"},
+		releases.Release{Version: ""},
 	), 0o644)
 	for _, feed := range []string{path, "file://" + path} {
 		t.Run(feed[:4], func(t *testing.T) {
@@ -122,9 +121,7 @@ func TestReleaseFeedFileFindsNewerBreaking(t *testing.T) {
 				v.NotesURL != "https://example.invalid/1.5.0" || v.Notes != "faster tasks" || v.CheckedAt == nil || v.Error != "" {
 				t.Fatalf("got %+v, want 1.5.0 available, breaking through 1.4.1", v)
 			}
-			ts.releases.mu.Lock()
-			skipped := ts.releases.skipped
-			ts.releases.mu.Unlock()
+			_, skipped := ts.releases.Reads()
 			if skipped != 3 {
 				t.Fatalf("skipped %d entries, want 3", skipped)
 			}
@@ -141,9 +138,9 @@ func TestReleaseFeedFileFindsNewerBreaking(t *testing.T) {
 
 func TestReleaseFeedHTTPNothingNewer(t *testing.T) {
 	f := newFeedServer(t, http.StatusOK, feedJSON(t,
-		Release{Version: "1.4.0", Breaking: true},
-		Release{Version: "1.4.0-rc.1"},
-		Release{Version: "1.3.9"},
+		releases.Release{Version: "1.4.0", Breaking: true},
+		releases.Release{Version: "1.4.0-rc.1"},
+		releases.Release{Version: "1.3.9"},
 	))
 	ts, logs := startFeedServer(t, "1.4.0", f.URL+"/releases.json")
 	ts.waitAttempts(t, 1)
@@ -162,7 +159,7 @@ func TestReleaseFeedHTTPNothingNewer(t *testing.T) {
 
 func TestReleaseFeedWithoutFeed(t *testing.T) {
 	ts := startServer(t, func(c *Config) { c.Version = "1.4.0" })
-	if v := ts.updates(t); v.Current != "1.4.0" || v.UpdateAvailable || v.CheckedAt != nil || v.Error != errNoReleaseFeed {
+	if v := ts.updates(t); v.Current != "1.4.0" || v.UpdateAvailable || v.CheckedAt != nil || v.Error != releases.ErrNoFeed {
 		t.Fatalf("got %+v, want no notice and the missing feed said", v)
 	}
 }
@@ -187,7 +184,7 @@ func closedPortURL(t *testing.T) string {
 }
 
 func TestReleaseFeedFailuresWarnOnceAndKeepServing(t *testing.T) {
-	oversize := append([]byte(`{"releases": [], "pad": "`), strings.Repeat("x", maxReleaseFeed)...)
+	oversize := append([]byte(`{"releases": [], "pad": "`), strings.Repeat("x", releases.MaxFeedSize)...)
 	oversize = append(oversize, `"}`...)
 	cases := []struct {
 		name    string
@@ -236,7 +233,7 @@ func TestReleaseFeedRecoversAndKeepsLastGood(t *testing.T) {
 	eventually(t, "the failure reported", func() bool { return ts.updates(t).Error != "" })
 
 	// A good read replaces the error.
-	f.set(http.StatusOK, feedJSON(t, Release{Version: "1.5.0", NotesURL: "https://example.invalid/1.5.0"}))
+	f.set(http.StatusOK, feedJSON(t, releases.Release{Version: "1.5.0", NotesURL: "https://example.invalid/1.5.0"}))
 	eventually(t, "the notice", func() bool { v := ts.updates(t); return v.UpdateAvailable && v.Error == "" })
 	v := ts.updates(t)
 	if v.Latest != "1.5.0" || v.Breaking || v.CheckedAt == nil {
@@ -259,36 +256,5 @@ func TestReleaseFeedRecoversAndKeepsLastGood(t *testing.T) {
 	}
 	if n := warnings(logs); n != 2 {
 		t.Fatalf("%d warnings for two distinct failures, want 2", n)
-	}
-}
-
-func TestNewestRelease(t *testing.T) {
-	rs := []Release{
-		{Version: "2.0.0-rc.1", Breaking: true},
-		{Version: "1.10.0"},
-		{Version: "1.9.0", Breaking: true},
-		{Version: "1.2.0", Breaking: true},
-		{Version: "1.x"},
-	}
-	for _, tc := range []struct {
-		current, latest string
-		breaking        bool
-	}{
-		{"1.2.0", "1.10.0", true},            // 1.9.0 on the way is breaking; the rc is not offered
-		{"1.9.0", "1.10.0", false},           // only stable releases to a stable coordinator
-		{"2.0.0-beta.1", "2.0.0-rc.1", true}, // a coordinator on a pre-release is offered the next one
-		{"2.0.0-rc.1", "", false},
-		{"2.0.0", "", false},
-	} {
-		latest, breaking, skipped, err := newestRelease(tc.current, rs)
-		if err != nil || latest.Version != tc.latest || breaking != tc.breaking || skipped != 1 {
-			t.Errorf("from %s: got %q breaking %v skipped %d %v, want %q breaking %v", tc.current, latest.Version, breaking, skipped, err, tc.latest, tc.breaking)
-		}
-	}
-	if latest, _, _, _ := newestRelease("1.9.0", rs[1:]); latest.Version != "1.10.0" {
-		t.Errorf("1.10.0 must sort above 1.9.0, got %q", latest.Version)
-	}
-	if _, _, _, err := newestRelease("dev", rs); err == nil {
-		t.Error("an invalid own version must be an error, not a notice")
 	}
 }
