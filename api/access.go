@@ -74,3 +74,17 @@ type TokenRequest struct {
 
 // DefaultTokenTTL is an enrollment token's lifetime when none is given.
 const DefaultTokenTTL = 24 * time.Hour
+
+// Password length bounds, in bytes. The upper bound only keeps a request
+// from making the coordinator hash megabytes.
+const (
+	MinPasswordLen = 8
+	MaxPasswordLen = 1024
+)
+
+// Enrollment token states.
+const (
+	TokenUnused  = "unused"
+	TokenUsed    = "used"
+	TokenExpired = "expired"
+)

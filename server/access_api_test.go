@@ -15,6 +15,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/api"
 
+	"github.com/tendrildeploy/tendril/server/secret"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -57,13 +58,13 @@ func snapshotAccess(t *testing.T, ts *testServer) accessState {
 	ctx := context.Background()
 	var st accessState
 	var err error
-	if st.Users, err = ts.Users(ctx); err != nil {
+	if st.Users, err = ts.access.Users(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if st.Keys, err = ts.APIKeys(ctx); err != nil {
+	if st.Keys, err = ts.access.APIKeys(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if st.Tokens, err = ts.Tokens(ctx); err != nil {
+	if st.Tokens, err = ts.access.Tokens(ctx); err != nil {
 		t.Fatal(err)
 	}
 	return st
@@ -72,7 +73,7 @@ func snapshotAccess(t *testing.T, ts *testServer) accessState {
 // tokenID returns the id of the only token for env.
 func tokenID(t *testing.T, ts *testServer, env string) string {
 	t.Helper()
-	tokens, err := ts.Tokens(context.Background())
+	tokens, err := ts.access.Tokens(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,18 +96,18 @@ func TestAccessAPIAuthorization(t *testing.T) {
 	ts := startServer(t, nil)
 	ctx := context.Background()
 	admin := adminKey(t, ts)
-	standard, err := ts.CreateAPIKey(ctx, "ci", false)
+	standard, err := ts.access.CreateAPIKey(ctx, "ci", false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	revoked, err := ts.CreateAPIKey(ctx, "old-admin", true)
+	revoked, err := ts.access.CreateAPIKey(ctx, "old-admin", true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ts.RevokeAPIKey(ctx, revoked.ID); err != nil {
+	if _, err := ts.access.RevokeAPIKey(ctx, revoked.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ts.CreateUser(ctx, "alice", "correct horse"); err != nil {
+	if _, err := ts.access.CreateUser(ctx, "alice", "correct horse"); err != nil {
 		t.Fatal(err)
 	}
 	ts.token(t, "Prod")
@@ -180,7 +181,7 @@ func TestAccessAPIUsers(t *testing.T) {
 		{"hostile name", `{"name": ` + jsonString(hostile) + `, "password": "correct horse"}`, http.StatusBadRequest, "user name"},
 		{"oversize name", `{"name": "` + strings.Repeat("a", 64) + `", "password": "correct horse"}`, http.StatusBadRequest, "user name"},
 		{"short password", `{"name": "bob", "password": "1234567"}`, http.StatusBadRequest, "too short"},
-		{"oversize password", `{"name": "bob", "password": "` + strings.Repeat("p", MaxPasswordLen+1) + `"}`, http.StatusBadRequest, "too long"},
+		{"oversize password", `{"name": "bob", "password": "` + strings.Repeat("p", api.MaxPasswordLen+1) + `"}`, http.StatusBadRequest, "too long"},
 		{"no password", `{"name": "bob"}`, http.StatusBadRequest, "too short"},
 		{"name of the wrong type", `{"name": 5, "password": "correct horse"}`, http.StatusBadRequest, "not valid JSON"},
 		{"unknown field", `{"name": "bob", "password": "correct horse", "admin": true}`, http.StatusBadRequest, "admin"},
@@ -277,7 +278,7 @@ func TestAccessAPIKeys(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || json.Unmarshal([]byte(body), &keys) != nil || len(keys) != 2 || keys[0].Name != "ci" || !keys[1].Admin {
 		t.Fatalf("list: got %d %s, want ci then the admin key", resp.StatusCode, body)
 	}
-	if strings.Contains(body, k.Key) || strings.Contains(body, hashSecret(k.Key)) {
+	if strings.Contains(body, k.Key) || strings.Contains(body, secret.Hash(k.Key)) {
 		t.Fatal("the key list shows a key or its hash; want neither")
 	}
 
@@ -323,7 +324,7 @@ func TestAccessAPITokens(t *testing.T) {
 	unused := ts.token(t, "Unused")
 	enrolled(t, ts, "web-1") // with a token for Test
 	now := time.Now().UTC()
-	if err := ts.store.CreateToken(ctx, store.Token{ID: "expired-1", Hash: hashSecret("tdt_expired"), Environment: "Old",
+	if err := ts.store.CreateToken(ctx, store.Token{ID: "expired-1", Hash: secret.Hash("tdt_expired"), Environment: "Old",
 		CreatedAt: now.Add(-2 * time.Hour), ExpiresAt: now.Add(-time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
@@ -332,7 +333,7 @@ func TestAccessAPITokens(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || json.Unmarshal([]byte(body), &tokens) != nil {
 		t.Fatalf("GET /api/tokens: got %d %s", resp.StatusCode, body)
 	}
-	if strings.Contains(body, unused) || strings.Contains(body, hashSecret(unused)) {
+	if strings.Contains(body, unused) || strings.Contains(body, secret.Hash(unused)) {
 		t.Fatal("the token list shows a token's secret or hash; want neither")
 	}
 	got := map[string]string{}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/bundle"
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/secret"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -168,7 +169,7 @@ func (s *Server) DeleteAgent(ctx context.Context, name string) error {
 // advertise is the coordinator addresses agents should dial; none means
 // every live node's advertised address, this node's first.
 func (s *Server) CreateToken(ctx context.Context, environment string, ttl time.Duration, advertise []string) (api.TokenResult, error) {
-	if err := ValidateName("environment", environment); err != nil {
+	if err := api.ValidateName("environment", environment); err != nil {
 		return api.TokenResult{}, err
 	}
 	if ttl <= 0 || ttl > api.MaxTokenTTL {
@@ -182,14 +183,14 @@ func (s *Server) CreateToken(ctx context.Context, environment string, ttl time.D
 	if len(advertise) == 0 {
 		advertise = s.liveAddrs(ctx)
 	}
-	secret := newSecret("tdt_")
+	tok := secret.New("tdt_")
 	now := time.Now().UTC()
-	t := store.Token{ID: uuid.NewString(), Hash: hashSecret(secret), Environment: environment, CreatedAt: now, ExpiresAt: now.Add(ttl)}
+	t := store.Token{ID: uuid.NewString(), Hash: secret.Hash(tok), Environment: environment, CreatedAt: now, ExpiresAt: now.Add(ttl)}
 	if err := s.store.CreateToken(ctx, t); err != nil {
 		return api.TokenResult{}, fmt.Errorf("create token: %w", err)
 	}
-	join := protocol.Join{Servers: advertise, Thumbprint: s.Thumbprint(), Token: secret}
-	return api.TokenResult{Token: secret, Join: join.String(), Environment: environment, ExpiresAt: t.ExpiresAt}, nil
+	join := protocol.Join{Servers: advertise, Thumbprint: s.Thumbprint(), Token: tok}
+	return api.TokenResult{Token: tok, Join: join.String(), Environment: environment, ExpiresAt: t.ExpiresAt}, nil
 }
 
 // advertiseAddr is this node's agent address to put in join strings

@@ -28,6 +28,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/tendrildeploy/tendril/server/backup"
+	"github.com/tendrildeploy/tendril/server/secret"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -113,19 +114,19 @@ func setUpAPIFixture(t *testing.T, ts *testServer) apiFixture {
 		t.Fatalf("list tokens: got %d, %v; want the ones made above", len(toks), err)
 	}
 	fx.token = toks[0].ID
-	k, err := ts.CreateAPIKey(ctx, "ci", false)
+	k, err := ts.access.CreateAPIKey(ctx, "ci", false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	fx.apiKey = k.ID
-	if _, err := ts.CreateUser(ctx, fx.user, "correct horse battery staple"); err != nil {
+	if _, err := ts.access.CreateUser(ctx, fx.user, "correct horse battery staple"); err != nil {
 		t.Fatal(err)
 	}
 	// A revoked admin key, written to the store as revoked: whatever
 	// revocation API exists, the bearer check must refuse it.
-	fx.revokedKey = newSecret("tdk_")
+	fx.revokedKey = secret.New("tdk_")
 	now := time.Now().UTC()
-	if err := ts.store.CreateAPIKey(ctx, store.APIKey{ID: uuid.NewString(), Name: "revoked", Hash: hashSecret(fx.revokedKey),
+	if err := ts.store.CreateAPIKey(ctx, store.APIKey{ID: uuid.NewString(), Name: "revoked", Hash: secret.Hash(fx.revokedKey),
 		CreatedAt: now.Add(-time.Hour), RevokedAt: now, Admin: true}); err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/secret"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -36,9 +37,9 @@ func TestRegisterBadTokens(t *testing.T) {
 	enrolled(t, ts, "bystander")
 	ctx := context.Background()
 
-	expired := newSecret("tdt_")
+	expired := secret.New("tdt_")
 	now := time.Now().UTC()
-	if err := ts.store.CreateToken(ctx, store.Token{ID: "x", Hash: hashSecret(expired), Environment: "Test", CreatedAt: now.Add(-2 * time.Hour), ExpiresAt: now.Add(-time.Hour)}); err != nil {
+	if err := ts.store.CreateToken(ctx, store.Token{ID: "x", Hash: secret.Hash(expired), Environment: "Test", CreatedAt: now.Add(-2 * time.Hour), ExpiresAt: now.Add(-time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 	used := ts.token(t, "Test")

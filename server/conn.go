@@ -8,15 +8,16 @@ import (
 	"io"
 	"log"
 	"net"
-	"regexp"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/hashicorp/yamux"
 	"go.uber.org/zap"
 
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/secret"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -384,36 +385,24 @@ func (s *Server) serveEnrollment(ctx context.Context, sess *yamux.Session, thumb
 	}
 }
 
-var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
-
-// ValidateName checks an agent or environment name: 1-63 letters, digits,
-// '.', '_' or '-', starting with a letter or digit, so that names are safe
-// in paths, URLs and service names.
-func ValidateName(kind, name string) error {
-	if !namePattern.MatchString(name) {
-		return fmt.Errorf("%s name %q: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit", kind, name)
-	}
-	return nil
-}
-
 func (s *Server) handleRegister(ctx context.Context, st *yamux.Stream, f protocol.Frame, thumb string) {
 	var r protocol.Register
 	if err := f.Decode(&r); err != nil {
 		protocol.WriteError(st, protocol.CodeBadRequest, err.Error())
 		return
 	}
-	if err := ValidateName("agent", r.Name); err != nil {
+	if err := api.ValidateName("agent", r.Name); err != nil {
 		protocol.WriteError(st, protocol.CodeBadRequest, err.Error())
 		return
 	}
 	if r.Environment != "" {
-		if err := ValidateName("environment", r.Environment); err != nil {
+		if err := api.ValidateName("environment", r.Environment); err != nil {
 			protocol.WriteError(st, protocol.CodeBadRequest, err.Error())
 			return
 		}
 	}
 	res, err := s.store.Register(ctx, store.RegisterParams{
-		TokenHash: hashSecret(r.Token), Thumbprint: thumb, Name: r.Name, Environment: r.Environment,
+		TokenHash: secret.Hash(r.Token), Thumbprint: thumb, Name: r.Name, Environment: r.Environment,
 		Force: r.Force, Now: time.Now().UTC(), NewID: uuid.NewString(),
 	})
 	if err != nil {

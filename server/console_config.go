@@ -81,7 +81,7 @@ func (c *console) configuration(ctx context.Context, si sessionInfo) (consoleCon
 		CSRF: si.csrf, Admin: si.admin, Maintenance: consoleMaintenance{CSRF: si.csrf, MaintenanceView: m},
 		TTLs: tokenTTLs, DefaultTTL: defaultTokenTTL, Updates: c.s.Updates(), ReleaseFeed: c.s.cfg.ReleaseFeed != "",
 	}
-	if cfg.Tokens, err = c.s.Tokens(ctx); err != nil {
+	if cfg.Tokens, err = c.s.access.Tokens(ctx); err != nil {
 		return consoleConfiguration{}, fmt.Errorf("console: list tokens: %w", err)
 	}
 	agents, err := c.s.store.ListAgents(ctx)
@@ -97,10 +97,10 @@ func (c *console) configuration(ctx context.Context, si sessionInfo) (consoleCon
 	}
 	slices.SortFunc(cfg.Environments, func(a, b string) int { return strings.Compare(strings.ToLower(a), strings.ToLower(b)) })
 	if si.admin {
-		if cfg.APIKeys, err = c.s.APIKeys(ctx); err != nil {
+		if cfg.APIKeys, err = c.s.access.APIKeys(ctx); err != nil {
 			return consoleConfiguration{}, fmt.Errorf("console: list API keys: %w", err)
 		}
-		if cfg.Users, err = c.s.Users(ctx); err != nil {
+		if cfg.Users, err = c.s.access.Users(ctx); err != nil {
 			return consoleConfiguration{}, fmt.Errorf("console: list users: %w", err)
 		}
 	}
@@ -192,7 +192,7 @@ func plural(n int, one, many string) string {
 
 func (c *console) createToken(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	env := strings.TrimSpace(r.PostForm.Get("environment"))
-	if err := ValidateName("environment", env); err != nil {
+	if err := api.ValidateName("environment", env); err != nil {
 		c.done(w, r, si, "/configuration", consoleFlash{Kind: "error", Text: "Create enrollment token failed: " + err.Error()})
 		return
 	}
@@ -227,7 +227,7 @@ func shellQuote(s string) string {
 }
 
 func (c *console) revokeToken(w http.ResponseWriter, r *http.Request, si sessionInfo) {
-	if err := c.s.RevokeToken(r.Context(), r.PathValue("id")); err != nil {
+	if err := c.s.access.RevokeToken(r.Context(), r.PathValue("id")); err != nil {
 		c.done(w, r, si, "/configuration", c.failed("Revoke enrollment token", err))
 		return
 	}
@@ -237,7 +237,7 @@ func (c *console) revokeToken(w http.ResponseWriter, r *http.Request, si session
 func (c *console) createAPIKey(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	name := strings.TrimSpace(r.PostForm.Get("name"))
 	admin := r.PostForm.Get("admin") == "true"
-	k, err := c.s.CreateAPIKey(r.Context(), name, admin)
+	k, err := c.s.access.CreateAPIKey(r.Context(), name, admin)
 	if err != nil {
 		c.done(w, r, si, "/configuration", c.failed("Create API key", err))
 		return
@@ -254,7 +254,7 @@ func (c *console) createAPIKey(w http.ResponseWriter, r *http.Request, si sessio
 }
 
 func (c *console) revokeAPIKey(w http.ResponseWriter, r *http.Request, si sessionInfo) {
-	k, err := c.s.RevokeAPIKey(r.Context(), r.PathValue("id"))
+	k, err := c.s.access.RevokeAPIKey(r.Context(), r.PathValue("id"))
 	if err != nil {
 		c.done(w, r, si, "/configuration", c.failed("Revoke API key", err))
 		return

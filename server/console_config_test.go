@@ -21,6 +21,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/kind"
+	"github.com/tendrildeploy/tendril/server/secret"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -52,7 +53,7 @@ func (c *consoleClient) post(path string, form url.Values) (*http.Response, stri
 
 func TestConsoleSignInWithPassword(t *testing.T) {
 	ts := startServer(t, nil)
-	if _, err := ts.CreateUser(context.Background(), "alice", "correct horse"); err != nil {
+	if _, err := ts.access.CreateUser(context.Background(), "alice", "correct horse"); err != nil {
 		t.Fatal(err)
 	}
 	c := newConsoleClient(t, ts)
@@ -97,7 +98,7 @@ func TestConsoleSignInWithPassword(t *testing.T) {
 		t.Fatal("configuration as a user: want the API key form")
 	}
 	// Deleting the user ends the session at its next request.
-	if err := ts.DeleteUser(context.Background(), "alice"); err != nil {
+	if err := ts.access.DeleteUser(context.Background(), "alice"); err != nil {
 		t.Fatal(err)
 	}
 	if resp, _ := c.get("/"); resp.StatusCode != http.StatusSeeOther {
@@ -108,7 +109,7 @@ func TestConsoleSignInWithPassword(t *testing.T) {
 func TestConsoleSignInRateLimit(t *testing.T) {
 	ts := startServer(t, nil)
 	for _, u := range []string{"alice", "bob"} {
-		if _, err := ts.CreateUser(context.Background(), u, "correct horse"); err != nil {
+		if _, err := ts.access.CreateUser(context.Background(), u, "correct horse"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -283,7 +284,7 @@ func TestConsoleConfiguration(t *testing.T) {
 	if !strings.Contains(body, "Enrollment token revoked") {
 		t.Fatalf("after revoking a token: want the flash, got:\n%s", body)
 	}
-	if tokens, _ := ts.Tokens(ctx); len(tokens) != 2 {
+	if tokens, _ := ts.access.Tokens(ctx); len(tokens) != 2 {
 		t.Fatalf("tokens after the revoke: got %d, want 2 (Test's and Production's)", len(tokens))
 	}
 
@@ -302,7 +303,7 @@ func TestConsoleConfiguration(t *testing.T) {
 	if resp, _ := bot.post("/actions/api-keys", url.Values{"name": {"escalated"}, "admin": {"true"}}); resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("create a key from a standard key's session: got %d, want 403", resp.StatusCode)
 	}
-	keys, _ := ts.APIKeys(ctx)
+	keys, _ := ts.access.APIKeys(ctx)
 	if len(keys) != 2 || keys[0].Name != "deploy-bot" || keys[0].Admin {
 		t.Fatalf("keys: got %+v, want deploy-bot (standard) and admin", keys)
 	}
@@ -319,7 +320,7 @@ func TestConsoleConfigurationBadInput(t *testing.T) {
 	ts := startServer(t, nil)
 	c := newConsoleClient(t, ts)
 	c.signIn(adminKey(t, ts))
-	admin, _ := ts.APIKeys(context.Background())
+	admin, _ := ts.access.APIKeys(context.Background())
 	tests := []struct {
 		name string
 		path string
@@ -375,7 +376,7 @@ func TestConsoleConfigurationCSRF(t *testing.T) {
 	c := newConsoleClient(t, ts)
 	c.signIn(adminKey(t, ts))
 	csrf := c.csrf()
-	keys, _ := ts.APIKeys(context.Background())
+	keys, _ := ts.access.APIKeys(context.Background())
 	actions := []struct {
 		path string
 		form url.Values
@@ -447,10 +448,10 @@ func TestConsoleConfigurationEscapesHostileText(t *testing.T) {
 	now := time.Now().UTC()
 	// Names are validated on the way in; rows written some other way
 	// must still render as text.
-	if err := ts.store.CreateToken(ctx, store.Token{ID: hostile, Hash: hashSecret("tdt_h"), Environment: hostile, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}); err != nil {
+	if err := ts.store.CreateToken(ctx, store.Token{ID: hostile, Hash: secret.Hash("tdt_h"), Environment: hostile, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	if err := ts.store.CreateAPIKey(ctx, store.APIKey{ID: "k-hostile", Name: hostile, Hash: hashSecret("tdk_h"), CreatedAt: now}); err != nil {
+	if err := ts.store.CreateAPIKey(ctx, store.APIKey{ID: "k-hostile", Name: hostile, Hash: secret.Hash("tdk_h"), CreatedAt: now}); err != nil {
 		t.Fatal(err)
 	}
 	if err := ts.store.CreateUser(ctx, store.User{ID: "u-hostile", Name: hostile, PasswordHash: "x", CreatedAt: now}); err != nil {

@@ -10,6 +10,8 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/tendrildeploy/tendril/server/access"
+	"github.com/tendrildeploy/tendril/server/secret"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -49,7 +51,7 @@ func (c *console) authenticate(w http.ResponseWriter, r *http.Request) (start fu
 		return nil, http.StatusTooManyRequests, fmt.Sprintf("Too many failed sign-ins. Try again in %d seconds.", secs), nil
 	}
 	if key != "" {
-		k, err := c.s.checkAPIKey(r.Context(), key)
+		k, err := c.s.access.CheckAPIKey(r.Context(), key)
 		if errors.Is(err, store.ErrNotFound) {
 			c.s.log.Info("console sign-in refused: wrong API key", zap.String("remote", r.RemoteAddr))
 			return nil, http.StatusUnauthorized, signinBadKey, nil
@@ -59,12 +61,12 @@ func (c *console) authenticate(w http.ResponseWriter, r *http.Request) (start fu
 		}
 		attempt.succeeded()
 		return func() (string, string) {
-			id, _ := c.sessions.create(hashSecret(key))
+			id, _ := c.sessions.create(secret.Hash(key))
 			return id, "API key " + k.Name
 		}, 0, "", nil
 	}
-	u, err := c.s.authenticateUser(r.Context(), user, password)
-	if errors.Is(err, errBadCredentials) {
+	u, err := c.s.access.Authenticate(r.Context(), user, password)
+	if errors.Is(err, access.ErrBadCredentials) {
 		c.s.log.Info("console sign-in refused: wrong user name or password", zap.String("remote", r.RemoteAddr), zap.String("user", user))
 		return nil, http.StatusUnauthorized, signinBadPassword, nil
 	}

@@ -3,8 +3,6 @@ package server
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -19,6 +17,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/server/datadir"
+	"github.com/tendrildeploy/tendril/server/secret"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -71,8 +70,8 @@ func InitWith(ctx context.Context, dir string, o InitOptions) (InitResult, error
 		return InitResult{}, fmt.Errorf("init %s: %w", dir, err)
 	}
 	defer st.Close()
-	key := newSecret("tdk_")
-	if err := st.CreateAPIKey(ctx, store.APIKey{ID: uuid.NewString(), Name: "admin", Hash: hashSecret(key), CreatedAt: time.Now().UTC(), Admin: true}); err != nil {
+	key := secret.New("tdk_")
+	if err := st.CreateAPIKey(ctx, store.APIKey{ID: uuid.NewString(), Name: "admin", Hash: secret.Hash(key), CreatedAt: time.Now().UTC(), Admin: true}); err != nil {
 		return InitResult{}, fmt.Errorf("init %s: %w", dir, err)
 	}
 	if err := certs.WriteFileAtomic(filepath.Join(dir, api.AdminKeyFile), []byte(key+"\n"), 0o600); err != nil {
@@ -92,24 +91,6 @@ func writeRunInfo(dir string, ri api.RunInfo) error {
 		return err
 	}
 	return certs.WriteFileAtomic(filepath.Join(dir, api.RunFile), append(b, '\n'), 0o600)
-}
-
-// newSecret returns a random bearer secret with a prefix that says what it
-// is when it turns up in a log or a ticket.
-func newSecret(prefix string) string {
-	b := make([]byte, 24)
-	if _, err := rand.Read(b); err != nil {
-		panic(fmt.Sprintf("crypto/rand failed: %v", err)) // the platform is broken; nothing safe to do
-	}
-	return prefix + base64.RawURLEncoding.EncodeToString(b)
-}
-
-// hashSecret is how tokens and API keys are stored: they are random and
-// long, so an unsalted fast hash is enough to make a stolen database
-// useless for authentication.
-func hashSecret(s string) string {
-	sum := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(sum[:])
 }
 
 func hostname() string {

@@ -92,7 +92,7 @@ func (s *Server) authorize(maxBody int64, next http.Handler) http.Handler {
 			writeError(w, http.StatusUnauthorized, "an API key is required: send \"Authorization: Bearer <key>\" (the admin key is in the data folder's admin.key)")
 			return
 		}
-		k, err := s.checkAPIKey(r.Context(), key)
+		k, err := s.access.CheckAPIKey(r.Context(), key)
 		if err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				writeError(w, http.StatusUnauthorized, "the API key is not valid")

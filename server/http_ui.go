@@ -113,13 +113,6 @@ func (s *Server) registerConsole(mux *http.ServeMux) {
 	mux.HandleFunc("/", c.notFound)
 }
 
-// checkAPIKey returns the stored key that key (as sent, surrounding
-// space ignored) names, or store.ErrNotFound. The API's bearer check and
-// the console's sign-in both use it, so both accept exactly the same keys.
-func (s *Server) checkAPIKey(ctx context.Context, key string) (store.APIKey, error) {
-	return s.store.APIKeyByHash(ctx, hashSecret(strings.TrimSpace(key)))
-}
-
 // session returns the request's live session: the cookie names one and
 // the API key it was opened with is still valid. A session whose key was
 // revoked ends here.
@@ -134,7 +127,7 @@ func (c *console) session(r *http.Request) (sessionInfo, error) {
 	}
 	if si.userID != "" {
 		// A deleted user's sessions end here.
-		u, err := c.s.store.UserByID(r.Context(), si.userID)
+		u, err := c.s.access.User(r.Context(), si.userID)
 		if errors.Is(err, store.ErrNotFound) {
 			c.sessions.delete(si.id)
 			return sessionInfo{}, errNoSession
@@ -147,7 +140,7 @@ func (c *console) session(r *http.Request) (sessionInfo, error) {
 		si.name, si.admin = u.Name, true
 		return si, nil
 	}
-	k, err := c.s.store.APIKeyByHash(r.Context(), si.keyHash)
+	k, err := c.s.access.APIKeyByHash(r.Context(), si.keyHash)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			c.sessions.delete(si.id)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/api"
 
+	"github.com/tendrildeploy/tendril/server/secret"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -404,10 +405,10 @@ func TestConsoleEscapesHostileText(t *testing.T) {
 	// Names are validated at enrollment; a store written some other way
 	// (an older version, a hand edit) must still render safely.
 	token, now := "tdt_hostile", time.Now().UTC()
-	if err := ts.store.CreateToken(ctx, store.Token{ID: "tok-1", Hash: hashSecret(token), Environment: hostile, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}); err != nil {
+	if err := ts.store.CreateToken(ctx, store.Token{ID: "tok-1", Hash: secret.Hash(token), Environment: hostile, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	res, err := ts.store.Register(ctx, store.RegisterParams{TokenHash: hashSecret(token), Thumbprint: strings.Repeat("ab", 32),
+	res, err := ts.store.Register(ctx, store.RegisterParams{TokenHash: secret.Hash(token), Thumbprint: strings.Repeat("ab", 32),
 		Name: hostile, Environment: hostile, NewID: "00000000-0000-0000-0000-000000000001"})
 	if err != nil {
 		t.Fatal(err)

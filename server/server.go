@@ -24,6 +24,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/access"
 	"github.com/tendrildeploy/tendril/server/datadir"
 	"github.com/tendrildeploy/tendril/server/releases"
 	"github.com/tendrildeploy/tendril/server/store"
@@ -204,6 +205,7 @@ type Server struct {
 	cfg      Config
 	log      *zap.Logger
 	store    store.Store
+	access   *access.Service
 	ids      *identities
 	signing  *certs.SigningKey
 	sessions *registry
@@ -290,6 +292,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		cfg:       cfg,
 		log:       cfg.Logger.Named("server"),
 		store:     st,
+		access:    access.New(st, cfg.Logger.Named("access")),
 		ids:       ids,
 		signing:   signing,
 		sessions:  newRegistry(),

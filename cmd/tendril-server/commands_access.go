@@ -18,7 +18,6 @@ import (
 	"golang.org/x/term"
 
 	"github.com/tendrildeploy/tendril/api/client"
-	"github.com/tendrildeploy/tendril/server"
 )
 
 // maxPasswordInput bounds what is read for a password: the coordinator
@@ -281,8 +280,8 @@ func askPasswordTwice(w io.Writer, user string, read func() (string, error)) (st
 		if err != nil {
 			return "", fmt.Errorf("read password: %w", err)
 		}
-		if len(first) < server.MinPasswordLen {
-			fmt.Fprintf(w, "Use at least %d characters.\n", server.MinPasswordLen)
+		if len(first) < api.MinPasswordLen {
+			fmt.Fprintf(w, "Use at least %d characters.\n", api.MinPasswordLen)
 			continue
 		}
 		fmt.Fprint(w, "Again: ")

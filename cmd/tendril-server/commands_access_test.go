@@ -12,7 +12,6 @@ import (
 	"github.com/tendrildeploy/tendril/api"
 
 	"github.com/tendrildeploy/tendril/api/client"
-	"github.com/tendrildeploy/tendril/server"
 )
 
 // cliIn is cli with stdin.
@@ -128,7 +127,7 @@ func TestAccessCommandsEndToEnd(t *testing.T) {
 	}
 	code, stdout, _ = cliIn(t, "", nil, "token", "list", "--json", "--data", dir)
 	var tokens []api.TokenView
-	if code != 0 || json.Unmarshal([]byte(stdout), &tokens) != nil || len(tokens) != 1 || tokens[0].State != server.TokenUnused || tokens[0].Environment != "Prod" {
+	if code != 0 || json.Unmarshal([]byte(stdout), &tokens) != nil || len(tokens) != 1 || tokens[0].State != api.TokenUnused || tokens[0].Environment != "Prod" {
 		t.Fatalf("token list --json: got %d %q, want one unused token for Prod", code, stdout)
 	}
 	if secret := join[strings.LastIndex(join, "=")+1:]; strings.Contains(stdout, strings.TrimSpace(secret)) {

@@ -1,4 +1,4 @@
-package server
+package access
 
 import (
 	"crypto/rand"
@@ -10,7 +10,9 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/server/kind"
+	"github.com/tendrildeploy/tendril/server/secret"
 	"golang.org/x/crypto/argon2"
 )
 
@@ -32,13 +34,6 @@ const (
 	maxArgonMemory  = 1 << 20 // KiB: 1 GiB
 	maxArgonTime    = 16
 	maxArgonThreads = 16
-)
-
-// Password length bounds, in bytes. The upper bound only keeps a request
-// from making the coordinator hash megabytes.
-const (
-	MinPasswordLen = 8
-	MaxPasswordLen = 1024
 )
 
 // errBadPasswordHash means a stored hash cannot be read.
@@ -70,7 +65,7 @@ func (p argonParams) idKey(password string, salt []byte, keyLen uint32) []byte {
 // salt: $argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>.
 func hashPassword(password string) string {
 	salt := make([]byte, argonSaltLen)
-	rand.Read(salt) // never fails: see randomToken
+	rand.Read(salt) // never fails: it panics when the platform's source is broken
 	return encodeArgon(defaultArgon, salt, defaultArgon.idKey(password, salt, argonKeyLen))
 }
 
@@ -129,15 +124,15 @@ func verifyPassword(encoded, password string) (bool, error) {
 // dummyPasswordHash is checked against when a sign-in names no user, so
 // that an unknown name takes as long to refuse as a wrong password and
 // the timing does not tell which names exist.
-var dummyPasswordHash = sync.OnceValue(func() string { return hashPassword(randomToken()) })
+var dummyPasswordHash = sync.OnceValue(func() string { return hashPassword(secret.New("")) })
 
-// validatePassword checks a new password's length.
-func validatePassword(password string) error {
+// ValidatePassword checks a new password's length.
+func ValidatePassword(password string) error {
 	switch {
-	case len(password) < MinPasswordLen:
-		return kind.Errorf(kind.ErrBadRequest, "the password is too short: use at least %d characters", MinPasswordLen)
-	case len(password) > MaxPasswordLen:
-		return kind.Errorf(kind.ErrBadRequest, "the password is too long: use at most %d bytes", MaxPasswordLen)
+	case len(password) < api.MinPasswordLen:
+		return kind.Errorf(kind.ErrBadRequest, "the password is too short: use at least %d characters", api.MinPasswordLen)
+	case len(password) > api.MaxPasswordLen:
+		return kind.Errorf(kind.ErrBadRequest, "the password is too long: use at most %d bytes", api.MaxPasswordLen)
 	}
 	return nil
 }

@@ -1,10 +1,14 @@
-package server
+package access
 
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tendrildeploy/tendril/server/store"
+	"go.uber.org/zap/zaptest"
 )
 
 func TestPasswordHash(t *testing.T) {
@@ -54,12 +58,17 @@ func TestPasswordHash(t *testing.T) {
 }
 
 func TestAuthenticateUser(t *testing.T) {
-	ts := startServer(t, nil)
 	ctx := context.Background()
+	st, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "tendril.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ts := New(st, zaptest.NewLogger(t))
 	if _, err := ts.CreateUser(ctx, "Alice", "correct horse"); err != nil {
 		t.Fatal(err)
 	}
-	if u, err := ts.authenticateUser(ctx, "alice", "correct horse"); err != nil || u.Name != "Alice" {
+	if u, err := ts.Authenticate(ctx, "alice", "correct horse"); err != nil || u.Name != "Alice" {
 		t.Fatalf("right password: got %+v, %v; want Alice", u, err)
 	}
 	for _, tt := range []struct{ name, user, password string }{
@@ -67,8 +76,8 @@ func TestAuthenticateUser(t *testing.T) {
 		{"unknown user", "mallory", "correct horse"},
 		{"empty password", "alice", ""},
 	} {
-		if _, err := ts.authenticateUser(ctx, tt.user, tt.password); !errors.Is(err, errBadCredentials) {
-			t.Errorf("%s: got %v, want errBadCredentials", tt.name, err)
+		if _, err := ts.Authenticate(ctx, tt.user, tt.password); !errors.Is(err, ErrBadCredentials) {
+			t.Errorf("%s: got %v, want ErrBadCredentials", tt.name, err)
 		}
 	}
 	// A damaged stored hash refuses the sign-in like a wrong password.
@@ -78,16 +87,16 @@ func TestAuthenticateUser(t *testing.T) {
 	if _, err := ts.CreateUser(ctx, "bob", "correct horse"); err != nil {
 		t.Fatal(err)
 	}
-	u, _ := ts.store.UserByName(ctx, "bob")
-	if _, err := ts.store.DeleteUser(ctx, "bob"); err != nil {
+	u, _ := st.UserByName(ctx, "bob")
+	if _, err := st.DeleteUser(ctx, "bob"); err != nil {
 		t.Fatal(err)
 	}
 	u.PasswordHash = "$argon2id$v=19$m=999999999,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
-	if err := ts.store.CreateUser(ctx, u); err != nil {
+	if err := st.CreateUser(ctx, u); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ts.authenticateUser(ctx, "bob", "correct horse"); !errors.Is(err, errBadCredentials) {
-		t.Fatalf("damaged hash: got %v, want errBadCredentials", err)
+	if _, err := ts.Authenticate(ctx, "bob", "correct horse"); !errors.Is(err, ErrBadCredentials) {
+		t.Fatalf("damaged hash: got %v, want ErrBadCredentials", err)
 	}
 }
 
