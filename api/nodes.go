@@ -28,3 +28,12 @@ type NodeView struct {
 	// Self is true for the node that answered.
 	Self bool `json:"self"`
 }
+
+// Node states, as the API shows them.
+const (
+	NodeRunning  = "running"  // serving agents and taking tasks
+	NodeDraining = "draining" // finishing its work; agents move away
+	NodeDrained  = "drained"  // draining, and nothing is left: it can be stopped
+	NodeStopped  = "stopped"  // stopped cleanly
+	NodeDead     = "dead"     // missed its heartbeats
+)

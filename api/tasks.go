@@ -59,3 +59,28 @@ type TaskView struct {
 	FinishedAt *time.Time `json:"finished_at,omitempty"`
 	LogLines   int64      `json:"log_lines"`
 }
+
+// Task states, as TaskView.State says them.
+const (
+	TaskQueued    = "queued"
+	TaskRunning   = "running"
+	TaskSucceeded = "succeeded"
+	TaskFailed    = "failed"
+	TaskCancelled = "cancelled"
+)
+
+// Finished reports whether the task reached a final state.
+func (v TaskView) Finished() bool {
+	return v.State == TaskSucceeded || v.State == TaskFailed || v.State == TaskCancelled
+}
+
+// TaskFilter is the query of GET /api/tasks; zero fields match
+// everything.
+type TaskFilter struct {
+	// Agent is an agent's name.
+	Agent string
+	// Group is the group of tasks one request created.
+	Group string
+	// Limit is at most 1000; 0 means 100.
+	Limit int
+}

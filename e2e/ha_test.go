@@ -18,7 +18,6 @@ import (
 	"github.com/tendrildeploy/tendril/agent"
 	"github.com/tendrildeploy/tendril/bundle"
 	"github.com/tendrildeploy/tendril/protocol"
-	"github.com/tendrildeploy/tendril/server"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -118,7 +117,7 @@ func TestKillNodeAgentsMoveTasksRunOnce(t *testing.T) {
 		"--listen", addrB, "--http", freePort(t), "--heartbeat-interval", "500ms")
 	waitFor(t, "both nodes running", func() bool {
 		n := listNodes(t, dataB)
-		return len(n) == 2 && n[0].State == server.NodeRunning && n[1].State == server.NodeRunning
+		return len(n) == 2 && n[0].State == api.NodeRunning && n[1].State == api.NodeRunning
 	})
 
 	// Half the agents try a first, half b.
@@ -199,7 +198,7 @@ func TestKillNodeAgentsMoveTasksRunOnce(t *testing.T) {
 	deadline := time.Now().Add(failoverWithin)
 	for {
 		n := listNodes(t, dataB)
-		if len(n) == 2 && n[1].Name == "b" && n[1].Agents == agents && n[0].State == server.NodeDead {
+		if len(n) == 2 && n[1].Name == "b" && n[1].Agents == agents && n[0].State == api.NodeDead {
 			break
 		}
 		if time.Now().After(deadline) {

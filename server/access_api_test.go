@@ -15,6 +15,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/api"
 
+	"github.com/tendrildeploy/tendril/server/httpapi"
 	"github.com/tendrildeploy/tendril/server/secret"
 	"github.com/tendrildeploy/tendril/server/store"
 )
@@ -187,7 +188,7 @@ func TestAccessAPIUsers(t *testing.T) {
 		{"unknown field", `{"name": "bob", "password": "correct horse", "admin": true}`, http.StatusBadRequest, "admin"},
 		{"empty body", ``, http.StatusBadRequest, ""},
 		{"not JSON", `name=bob`, http.StatusBadRequest, ""},
-		{"oversize body", `{"name": "bob", "password": "` + strings.Repeat("p", maxRequestBody) + `"}`, http.StatusRequestEntityTooLarge, "larger than"},
+		{"oversize body", `{"name": "bob", "password": "` + strings.Repeat("p", httpapi.MaxRequestBody) + `"}`, http.StatusRequestEntityTooLarge, "larger than"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -252,7 +253,7 @@ func TestAccessAPIKeys(t *testing.T) {
 		{"admin of the wrong type", `{"name": "ci", "admin": "yes"}`, http.StatusBadRequest},
 		{"unknown field", `{"name": "ci", "hash": "x"}`, http.StatusBadRequest},
 		{"empty body", ``, http.StatusBadRequest},
-		{"oversize body", `{"name": "` + strings.Repeat("k", maxRequestBody) + `"}`, http.StatusRequestEntityTooLarge},
+		{"oversize body", `{"name": "` + strings.Repeat("k", httpapi.MaxRequestBody) + `"}`, http.StatusRequestEntityTooLarge},
 	} {
 		before := snapshotAccess(t, ts)
 		resp, body := apiCall(t, c, "POST", "/api/api-keys", admin, tt.body)

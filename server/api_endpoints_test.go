@@ -28,6 +28,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/tendrildeploy/tendril/server/backup"
+	"github.com/tendrildeploy/tendril/server/httpapi"
 	"github.com/tendrildeploy/tendril/server/secret"
 	"github.com/tendrildeploy/tendril/server/store"
 )
@@ -352,7 +353,7 @@ func TestAPIEndpoints(t *testing.T) {
 	fx := setUpAPIFixture(t, ts)
 	table := apiEndpoints(fx)
 	// Every documented route has a row, and every row a route.
-	routes := openAPIRoutes()
+	routes := httpapi.Routes()
 	limits := map[string]int64{}
 	public := map[string]bool{}
 	for _, rt := range routes {
@@ -362,7 +363,7 @@ func TestAPIEndpoints(t *testing.T) {
 		}
 		limits[key] = rt.MaxBody
 		if limits[key] == 0 {
-			limits[key] = maxRequestBody
+			limits[key] = httpapi.MaxRequestBody
 		}
 		public[key] = rt.Public
 	}

@@ -265,7 +265,7 @@ func TestTaskRequestsRefused(t *testing.T) {
 			}
 		})
 	}
-	if ts, _ := ts.Tasks(ctx, store.TaskFilter{}); len(ts) != 0 {
+	if ts, _ := ts.Tasks(ctx, api.TaskFilter{}); len(ts) != 0 {
 		t.Fatalf("refused requests created %d tasks", len(ts))
 	}
 }

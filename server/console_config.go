@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tendrildeploy/tendril/api"
+	"github.com/tendrildeploy/tendril/server/httpapi"
 
 	"go.uber.org/zap"
 )
@@ -125,7 +126,7 @@ func (c *console) configurationPage(w http.ResponseWriter, r *http.Request, si s
 func (c *console) maintenanceFragment(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	m, err := c.s.Maintenance(r.Context())
 	if err != nil {
-		c.s.internalError(w, err)
+		httpapi.InternalError(w, c.s.log, err)
 		return
 	}
 	c.renderFragment(w, "maintenance-body", consoleMaintenance{CSRF: si.csrf, MaintenanceView: m})
@@ -136,7 +137,7 @@ func (c *console) maintenanceFragment(w http.ResponseWriter, r *http.Request, si
 func (c *console) maintenanceBannerFragment(w http.ResponseWriter, r *http.Request, _ sessionInfo) {
 	m, err := c.s.Maintenance(r.Context())
 	if err != nil {
-		c.s.internalError(w, err)
+		httpapi.InternalError(w, c.s.log, err)
 		return
 	}
 	c.renderFragment(w, "maintenance-banner-body", m)

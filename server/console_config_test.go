@@ -20,6 +20,7 @@ import (
 	"github.com/tendrildeploy/tendril/api"
 
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/httpapi"
 	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/secret"
 	"github.com/tendrildeploy/tendril/server/store"
@@ -363,7 +364,7 @@ func TestConsoleConfigurationBadInput(t *testing.T) {
 	}
 
 	// An oversize form is refused before it is read.
-	resp, _ := c.do(http.MethodPost, "/actions/api-keys", url.Values{"csrf": {c.csrf()}, "name": {strings.Repeat("k", maxRequestBody)}}, nil)
+	resp, _ := c.do(http.MethodPost, "/actions/api-keys", url.Values{"csrf": {c.csrf()}, "name": {strings.Repeat("k", httpapi.MaxRequestBody)}}, nil)
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("oversize form: got %d, want 400", resp.StatusCode)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/api"
 
+	"github.com/tendrildeploy/tendril/server/httpapi"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -65,7 +66,7 @@ func (c *console) rolloutsPage(w http.ResponseWriter, r *http.Request, si sessio
 func (c *console) rolloutsFragment(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	rows, err := c.rolloutRows(r.Context())
 	if err != nil {
-		c.s.internalError(w, err)
+		httpapi.InternalError(w, c.s.log, err)
 		return
 	}
 	c.renderFragment(w, "rollout-table", rows)
@@ -171,7 +172,7 @@ func (c *console) rolloutPage(w http.ResponseWriter, r *http.Request, si session
 func (c *console) rolloutFragment(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	v, err := c.rollout(r.Context(), si, r.PathValue("id"))
 	if err != nil {
-		c.s.apiError(w, err)
+		httpapi.Fail(w, c.s.log, err)
 		return
 	}
 	c.renderFragment(w, "rollout-body", v)

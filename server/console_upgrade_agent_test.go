@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tendrildeploy/tendril/server/httpapi"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -85,7 +86,7 @@ func TestConsoleUpgradeThisAgent(t *testing.T) {
 // The OpenAPI document is generated from the Go types: the agents target
 // of a rollout request, and the target of a rollout view, are in it.
 func TestOpenAPIRolloutAgentsTarget(t *testing.T) {
-	b, err := openAPIDocument("1.0.0")
+	b, err := httpapi.Document("1.0.0")
 	if err != nil {
 		t.Fatal(err)
 	}

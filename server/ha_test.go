@@ -225,7 +225,7 @@ func TestNodesShareAgentsAndTasks(t *testing.T) {
 			return false
 		}
 		for _, n := range all {
-			if !n.Alive || n.State != NodeRunning || n.Agents != 1 || n.Version != a.cfg.Version || n.Self != (n.Name == "a") {
+			if !n.Alive || n.State != api.NodeRunning || n.Agents != 1 || n.Version != a.cfg.Version || n.Self != (n.Name == "a") {
 				return false
 			}
 		}
@@ -347,7 +347,7 @@ func TestDrainNode(t *testing.T) {
 	if v := a.agentView(t, "busy"); !v.Connected || v.Node != "a" {
 		t.Fatalf("busy agent: got connected %v to %q, want still on a", v.Connected, v.Node)
 	}
-	if v := nodeNamed(t, b, "a"); v.State != NodeDraining || v.Tasks != 1 || v.Agents != 1 {
+	if v := nodeNamed(t, b, "a"); v.State != api.NodeDraining || v.Tasks != 1 || v.Agents != 1 {
 		t.Fatalf("while its task runs: got %+v, want draining with 1 task and 1 agent", v)
 	}
 
@@ -369,7 +369,7 @@ func TestDrainNode(t *testing.T) {
 	}
 	eventually(t, "a drained", func() bool {
 		v := nodeNamed(t, b, "a")
-		return v.State == NodeDrained && v.Drained && v.Agents == 0 && v.Tasks == 0
+		return v.State == api.NodeDrained && v.Drained && v.Agents == 0 && v.Tasks == 0
 	})
 	if l, _ := a.store.TaskLogs(ctx, long, 1, 0); strings.Count(logText(l), "stdout: finished") != 1 {
 		t.Fatalf("long task log, want its last line once:\n%s", logText(l))
@@ -377,14 +377,14 @@ func TestDrainNode(t *testing.T) {
 
 	// Stopped, upgraded, started again: it is still draining.
 	a.stop()
-	if v := nodeNamed(t, b, "a"); v.State != NodeStopped || v.Alive {
+	if v := nodeNamed(t, b, "a"); v.State != api.NodeStopped || v.Alive {
 		t.Fatalf("after stopping: got %+v, want stopped", v)
 	}
 	a2 := c.nodeIn(a.dir, "a", nil)
-	if v := nodeNamed(t, a2, "a"); v.State != NodeDrained || !v.Self || !v.Draining {
+	if v := nodeNamed(t, a2, "a"); v.State != api.NodeDrained || !v.Self || !v.Draining {
 		t.Fatalf("restarted: got %+v, want drained, as it stopped", v)
 	}
-	if v, err = a2.SetNodeDraining(ctx, "a", false); err != nil || v.State != NodeRunning {
+	if v, err = a2.SetNodeDraining(ctx, "a", false); err != nil || v.State != api.NodeRunning {
 		t.Fatalf("undrain: got %+v, %v; want running", v, err)
 	}
 	// It takes agents again: one that tries it first connects to it.
@@ -466,7 +466,7 @@ func TestNodeNameInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := c.node("a", nil)
-	if v := nodeNamed(t, a, "a"); !v.Self || v.State != NodeRunning {
+	if v := nodeNamed(t, a, "a"); !v.Self || v.State != api.NodeRunning {
 		t.Fatalf("got %+v, want this run of a, running", v)
 	}
 

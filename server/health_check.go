@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 
 	"github.com/tendrildeploy/tendril/api"
 
@@ -34,10 +33,4 @@ func (s *Server) CheckAgentHealth(ctx context.Context, name string) (api.AgentVi
 		}
 	}
 	return s.Agent(ctx, name)
-}
-
-// apiCheckAgentHealth is POST /api/agents/{name}/health-check.
-func (s *Server) apiCheckAgentHealth(w http.ResponseWriter, r *http.Request) {
-	v, err := s.CheckAgentHealth(r.Context(), r.PathValue("name"))
-	s.respond(w, http.StatusOK, v, err)
 }

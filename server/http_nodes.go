@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"fmt"
-	"net/http"
 
 	"github.com/tendrildeploy/tendril/api"
 
@@ -11,15 +10,6 @@ import (
 
 	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
-)
-
-// Node states, as the API shows them.
-const (
-	NodeRunning  = "running"  // serving agents and taking tasks
-	NodeDraining = "draining" // finishing its work; agents move away
-	NodeDrained  = "drained"  // draining, and nothing is left: it can be stopped
-	NodeStopped  = "stopped"  // stopped cleanly
-	NodeDead     = "dead"     // missed its heartbeats
 )
 
 func (s *Server) nodeView(n store.Node) api.NodeView {
@@ -33,15 +23,15 @@ func (s *Server) nodeView(n store.Node) api.NodeView {
 	}
 	switch {
 	case !n.StoppedAt.IsZero():
-		v.State = NodeStopped
+		v.State = api.NodeStopped
 	case !v.Alive:
-		v.State = NodeDead
+		v.State = api.NodeDead
 	case n.Draining && v.Agents == 0 && v.Tasks == 0 && v.Rollouts == 0:
-		v.State, v.Drained = NodeDrained, true
+		v.State, v.Drained = api.NodeDrained, true
 	case n.Draining:
-		v.State = NodeDraining
+		v.State = api.NodeDraining
 	default:
-		v.State = NodeRunning
+		v.State = api.NodeRunning
 	}
 	return v
 }
@@ -98,19 +88,4 @@ func (s *Server) SetNodeDraining(ctx context.Context, name string, draining bool
 		}
 	}
 	return api.NodeView{}, kind.Errorf(store.ErrNotFound, "coordinator node %q is gone", name)
-}
-
-func (s *Server) apiNodes(w http.ResponseWriter, r *http.Request) {
-	v, err := s.Nodes(r.Context())
-	s.respond(w, http.StatusOK, v, err)
-}
-
-func (s *Server) apiDrainNode(w http.ResponseWriter, r *http.Request) {
-	v, err := s.SetNodeDraining(r.Context(), r.PathValue("name"), true)
-	s.respond(w, http.StatusOK, v, err)
-}
-
-func (s *Server) apiUndrainNode(w http.ResponseWriter, r *http.Request) {
-	v, err := s.SetNodeDraining(r.Context(), r.PathValue("name"), false)
-	s.respond(w, http.StatusOK, v, err)
 }

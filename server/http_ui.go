@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/mod/semver"
 
+	"github.com/tendrildeploy/tendril/server/httpapi"
 	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 	"github.com/tendrildeploy/tendril/server/ui"
@@ -96,10 +97,10 @@ func (s *Server) registerConsole(mux *http.ServeMux) {
 	mux.Handle("GET /ui/fragments/tasks", c.uiAPI(c.tasksFragment))
 	mux.Handle("GET /ui/fragments/tasks/{id}", c.uiAPI(c.taskFragment))
 	// The browser reads the API's own answers through its session.
-	mux.Handle("GET /ui/api/tasks/{id}", c.uiAPI(func(w http.ResponseWriter, r *http.Request, _ sessionInfo) { s.apiTask(w, r) }))
-	mux.Handle("GET /ui/api/tasks/{id}/log", c.uiAPI(func(w http.ResponseWriter, r *http.Request, _ sessionInfo) { s.apiTaskLog(w, r) }))
+	mux.Handle("GET /ui/api/tasks/{id}", c.uiAPI(func(w http.ResponseWriter, r *http.Request, _ sessionInfo) { s.api.ServeTask(w, r) }))
+	mux.Handle("GET /ui/api/tasks/{id}/log", c.uiAPI(func(w http.ResponseWriter, r *http.Request, _ sessionInfo) { s.api.ServeTaskLog(w, r) }))
 	mux.HandleFunc("/ui/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no console endpoint %s %s", r.Method, r.URL.Path))
+		httpapi.WriteError(w, http.StatusNotFound, fmt.Sprintf("no console endpoint %s %s", r.Method, r.URL.Path))
 	})
 
 	mux.Handle("POST /actions/calamari/update", c.action(c.updateCalamari))
@@ -177,11 +178,11 @@ func (c *console) uiAPI(h consoleHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		si, err := c.session(r)
 		if errors.Is(err, errNoSession) {
-			writeError(w, http.StatusUnauthorized, "not signed in to the console; sign in at /signin")
+			httpapi.WriteError(w, http.StatusUnauthorized, "not signed in to the console; sign in at /signin")
 			return
 		}
 		if err != nil {
-			c.s.internalError(w, err)
+			httpapi.InternalError(w, c.s.log, err)
 			return
 		}
 		h(w, r, si)
@@ -193,7 +194,7 @@ func (c *console) uiAPI(h consoleHandler) http.Handler {
 // header). A refusal changes nothing.
 func (c *console) action(h consoleHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.Body = http.MaxBytesReader(w, r.Body, maxRequestBody)
+		r.Body = http.MaxBytesReader(w, r.Body, httpapi.MaxRequestBody)
 		if err := c.cop.Check(r); err != nil {
 			c.forbidden(w, r, nil, "This request came from another site; it was refused and nothing changed.")
 			return
@@ -271,7 +272,7 @@ func (c *console) render(w http.ResponseWriter, r *http.Request, si *sessionInfo
 func (c *console) renderFragment(w http.ResponseWriter, name string, data any) {
 	var buf bytes.Buffer
 	if err := c.tpl.Partials.ExecuteTemplate(&buf, name, data); err != nil {
-		c.s.internalError(w, fmt.Errorf("render console fragment %s: %w", name, err))
+		httpapi.InternalError(w, c.s.log, fmt.Errorf("render console fragment %s: %w", name, err))
 		return
 	}
 	c.writeHTML(w, http.StatusOK, buf.Bytes())
@@ -333,7 +334,7 @@ func (c *console) signinPage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *console) signin(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, maxRequestBody)
+	r.Body = http.MaxBytesReader(w, r.Body, httpapi.MaxRequestBody)
 	if err := c.cop.Check(r); err != nil {
 		c.forbidden(w, r, nil, "This sign-in came from another site; it was refused.")
 		return
@@ -544,7 +545,7 @@ func (c *console) environmentsPage(w http.ResponseWriter, r *http.Request, si se
 func (c *console) environmentsFragment(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	h, err := c.home(r.Context(), si)
 	if err != nil {
-		c.s.internalError(w, err)
+		httpapi.InternalError(w, c.s.log, err)
 		return
 	}
 	c.renderFragment(w, "environments-body", h)
@@ -573,7 +574,7 @@ func (c *console) machine(ctx context.Context, si sessionInfo, name string) (con
 	if err != nil {
 		return consoleMachinePage{}, fmt.Errorf("console: latest calamari: %w", err)
 	}
-	tasks, err := c.s.Tasks(ctx, store.TaskFilter{AgentID: v.ID, Limit: 20})
+	tasks, err := c.s.Tasks(ctx, api.TaskFilter{Agent: name, Limit: 20})
 	if err != nil {
 		return consoleMachinePage{}, fmt.Errorf("console: tasks of %q: %w", name, err)
 	}
@@ -601,7 +602,7 @@ func (c *console) machinePage(w http.ResponseWriter, r *http.Request, si session
 func (c *console) machineFragment(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	m, err := c.machine(r.Context(), si, r.PathValue("name"))
 	if err != nil {
-		c.s.apiError(w, err)
+		httpapi.Fail(w, c.s.log, err)
 		return
 	}
 	c.renderFragment(w, "machine-body", m)
@@ -615,14 +616,9 @@ type consoleTasks struct {
 }
 
 func (c *console) tasks(ctx context.Context, agent string) (consoleTasks, error) {
-	f := store.TaskFilter{Limit: 100}
+	f := api.TaskFilter{Agent: agent, Limit: 100}
 	refresh := "/ui/fragments/tasks"
 	if agent != "" {
-		a, err := c.s.store.AgentByName(ctx, agent)
-		if err != nil {
-			return consoleTasks{}, fmt.Errorf("agent %q: %w", agent, err)
-		}
-		f.AgentID = a.ID
 		refresh += "?agent=" + url.QueryEscape(agent)
 	}
 	ts, err := c.s.Tasks(ctx, f)
@@ -649,7 +645,7 @@ func (c *console) tasksPage(w http.ResponseWriter, r *http.Request, si sessionIn
 func (c *console) tasksFragment(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	t, err := c.tasks(r.Context(), r.URL.Query().Get("agent"))
 	if err != nil {
-		c.s.apiError(w, err)
+		httpapi.Fail(w, c.s.log, err)
 		return
 	}
 	c.renderFragment(w, "task-table", t.Tasks)
@@ -692,7 +688,7 @@ func (c *console) taskPage(w http.ResponseWriter, r *http.Request, si sessionInf
 func (c *console) taskFragment(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	t, err := c.s.Task(r.Context(), r.PathValue("id"))
 	if err != nil {
-		c.s.apiError(w, err)
+		httpapi.Fail(w, c.s.log, err)
 		return
 	}
 	c.renderFragment(w, "task-summary", consoleTask{CSRF: si.csrf, Task: t})

@@ -20,6 +20,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/api"
 
+	"github.com/tendrildeploy/tendril/server/httpapi"
 	"github.com/tendrildeploy/tendril/server/secret"
 	"github.com/tendrildeploy/tendril/server/store"
 )
@@ -132,7 +133,7 @@ func TestConsoleSignIn(t *testing.T) {
 		{"blank key", "   ", http.StatusBadRequest, "Enter a user name and password, or an API key."},
 		{"wrong key", "tdk_not-a-key", http.StatusUnauthorized, "That API key is not valid."},
 		{"key with a typo", key + "x", http.StatusUnauthorized, "That API key is not valid."},
-		{"oversize key", strings.Repeat("k", maxRequestBody+1), http.StatusBadRequest, "The form could not be read"},
+		{"oversize key", strings.Repeat("k", httpapi.MaxRequestBody+1), http.StatusBadRequest, "The form could not be read"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

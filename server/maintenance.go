@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"sync"
 	"time"
 
@@ -150,22 +149,4 @@ func (s *Server) Maintenance(ctx context.Context) (api.MaintenanceView, error) {
 		return api.MaintenanceView{}, fmt.Errorf("maintenance state: %w", err)
 	}
 	return v, nil
-}
-
-func (s *Server) apiMaintenance(w http.ResponseWriter, r *http.Request) {
-	v, err := s.Maintenance(r.Context())
-	s.respond(w, http.StatusOK, v, err)
-}
-
-func (s *Server) apiSetMaintenance(w http.ResponseWriter, r *http.Request) {
-	var req api.MaintenanceRequest
-	if !decodeBody(w, r, &req) {
-		return
-	}
-	if req.On == nil {
-		writeError(w, http.StatusBadRequest, `give "on": true or false`)
-		return
-	}
-	v, err := s.SetMaintenance(r.Context(), *req.On)
-	s.respond(w, http.StatusOK, v, err)
 }

@@ -61,7 +61,7 @@ func TestMaintenanceRefusesNewWorkAndLetsRunningFinish(t *testing.T) {
 			}
 		})
 	}
-	if all, _ := ts.Tasks(ctx, store.TaskFilter{}); len(all) != 1 {
+	if all, _ := ts.Tasks(ctx, api.TaskFilter{}); len(all) != 1 {
 		t.Fatalf("got %d tasks, want only the one started before maintenance", len(all))
 	}
 

@@ -18,10 +18,9 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/tendrildeploy/tendril/api"
-
 	"github.com/pb33f/libopenapi"
 	validator "github.com/pb33f/libopenapi-validator"
+	"github.com/tendrildeploy/tendril/server/httpapi"
 )
 
 // apiPatternLiteral matches a ServeMux pattern of an API route as written
@@ -30,13 +29,13 @@ var apiPatternLiteral = regexp.MustCompile(`^(GET|POST|PUT|PATCH|DELETE|HEAD) (/
 
 // registeredAPIRoutes returns "METHOD /path" for every API route the
 // coordinator's handler serves. ServeMux cannot list its patterns, so the
-// candidates are every pattern-shaped string literal in the package's
+// candidates are every pattern-shaped string literal in package httpapi's
 // (non-test) source, and each counts only if the handler really routes a
 // request for it to that very pattern: a literal that is not registered,
 // or is shadowed by another route, is reported.
 func registeredAPIRoutes(t *testing.T, mux *http.ServeMux) []string {
 	t.Helper()
-	files, err := filepath.Glob("*.go")
+	files, err := filepath.Glob(filepath.Join("httpapi", "*.go"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +68,7 @@ func registeredAPIRoutes(t *testing.T, mux *http.ServeMux) []string {
 		m := apiPatternLiteral.FindStringSubmatch(p)
 		req := httptest.NewRequest(m[1], samplePath(m[2]), nil)
 		if _, got := mux.Handler(req); got != p {
-			t.Errorf("pattern %q is in the source but a request for it is routed to %q: register it in handler() or remove it", p, got)
+			t.Errorf("pattern %q is in the source but a request for it is routed to %q: register it in httpapi.API.Register or remove it", p, got)
 			continue
 		}
 		routes = append(routes, p)
@@ -86,14 +85,14 @@ func samplePath(pattern string) string {
 
 func documentedRoutes() []string {
 	var out []string
-	for _, rt := range openAPIRoutes() {
+	for _, rt := range httpapi.Routes() {
 		out = append(out, rt.Method+" "+rt.Path)
 	}
 	slices.Sort(out)
 	return out
 }
 
-// TestOpenAPICoversEveryRoute: every /api route handler() registers is in
+// TestOpenAPICoversEveryRoute: every /api route the coordinator serves is in
 // the document, and everything the document names is registered.
 func TestOpenAPICoversEveryRoute(t *testing.T) {
 	ts := startServer(t, nil)
@@ -108,10 +107,10 @@ func TestOpenAPICoversEveryRoute(t *testing.T) {
 	documented := documentedRoutes()
 	for _, r := range registered {
 		if !slices.Contains(documented, r) {
-			t.Errorf("%s is registered but not in the OpenAPI document: add it to openAPIRoutes()", r)
+			t.Errorf("%s is registered but not in the OpenAPI document: add it to httpapi.Routes()", r)
 		}
 	}
-	for _, rt := range openAPIRoutes() {
+	for _, rt := range httpapi.Routes() {
 		p := rt.Method + " " + rt.Path
 		req := httptest.NewRequest(rt.Method, samplePath(rt.Path), nil)
 		if _, got := mux.Handler(req); got != p {
@@ -179,7 +178,7 @@ func TestOpenAPIDocument(t *testing.T) {
 			}
 		}
 	}
-	if want := len(openAPIRoutes()); ops != want {
+	if want := len(httpapi.Routes()); ops != want {
 		t.Fatalf("operations: got %d, want %d", ops, want)
 	}
 
@@ -284,34 +283,6 @@ func TestResponseCheckerCatchesMismatches(t *testing.T) {
 			got := c.mismatch(tt.method, tt.path, &http.Response{StatusCode: tt.status, Header: jsonHdr}, []byte(tt.body))
 			if (got == "") != tt.ok {
 				t.Fatalf("got mismatch %q, want ok=%v", got, tt.ok)
-			}
-		})
-	}
-}
-
-func TestBodyErrorMessages(t *testing.T) {
-	tests := []struct {
-		name, body, want string
-	}{
-		{"empty", ``, "request body is empty: send a JSON object"},
-		{"cut short", `{"environment": "Pro`, "ends before the JSON value does"},
-		{"garbage", `{{{`, "invalid character '{' looking for beginning of object key string at byte 2"},
-		{"wrong type", `{"environment": 5}`, `field "environment" must be a string, not a number`},
-		{"wrong type in list", `{"environment": "P", "servers": [1]}`, `field "servers" must be a string, not a number`},
-		{"not an object", `[1, 2]`, "want a JSON object, got an array"},
-		{"unknown field", `{"colour": "red"}`, `unknown field "colour" (this endpoint's fields are in GET /api/openapi.json)`},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			dec := json.NewDecoder(strings.NewReader(tt.body))
-			dec.DisallowUnknownFields()
-			var req api.TokenRequest
-			err := dec.Decode(&req)
-			if err == nil {
-				t.Fatal("got no decode error, want one")
-			}
-			if got := bodyErrorMessage(err); !strings.Contains(got, tt.want) {
-				t.Fatalf("got %q, want it to contain %q", got, tt.want)
 			}
 		})
 	}

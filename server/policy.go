@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"sync"
 	"time"
 
@@ -148,22 +147,4 @@ func (s *Server) SetPolicy(ctx context.Context, req api.PolicyRequest) (api.Poli
 	s.log.Info("machine policy set", zap.Duration("health_interval", p.HealthInterval), zap.Int("calamari_keep", p.CalamariKeep),
 		zap.Int("upgrade_batch", p.UpgradeBatch), zap.Int("upgrade_max_failures", p.UpgradeMaxFailures))
 	return policyView(p), nil
-}
-
-func (s *Server) apiPolicy(w http.ResponseWriter, r *http.Request) {
-	v, err := s.Policy(r.Context())
-	s.respond(w, http.StatusOK, v, err)
-}
-
-func (s *Server) apiSetPolicy(w http.ResponseWriter, r *http.Request) {
-	var req api.PolicyRequest
-	if !decodeBody(w, r, &req) {
-		return
-	}
-	if req == (api.PolicyRequest{}) {
-		writeError(w, http.StatusBadRequest, "give at least one of health_interval, calamari_keep, upgrade_batch or upgrade_max_failures")
-		return
-	}
-	v, err := s.SetPolicy(r.Context(), req)
-	s.respond(w, http.StatusOK, v, err)
 }

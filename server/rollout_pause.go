@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"time"
 
 	"github.com/tendrildeploy/tendril/api"
@@ -223,14 +222,4 @@ func (s *Server) busyRollouts(ctx context.Context, rs []store.Rollout) (int, err
 		}
 	}
 	return n, nil
-}
-
-func (s *Server) apiHaltRollout(w http.ResponseWriter, r *http.Request) {
-	v, err := s.HaltRollout(r.Context(), r.PathValue("id"))
-	s.respond(w, http.StatusOK, v, err)
-}
-
-func (s *Server) apiResumeRollout(w http.ResponseWriter, r *http.Request) {
-	v, err := s.ResumeRollout(r.Context(), r.PathValue("id"))
-	s.respond(w, http.StatusOK, v, err)
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/access"
 	"github.com/tendrildeploy/tendril/server/datadir"
+	"github.com/tendrildeploy/tendril/server/httpapi"
 	"github.com/tendrildeploy/tendril/server/releases"
 	"github.com/tendrildeploy/tendril/server/store"
 )
@@ -206,6 +207,7 @@ type Server struct {
 	log      *zap.Logger
 	store    store.Store
 	access   *access.Service
+	api      *httpapi.API
 	ids      *identities
 	signing  *certs.SigningKey
 	sessions *registry
@@ -313,6 +315,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("new coordinator: %w", err)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.api = httpapi.New(httpapi.Config{Coordinator: s, Rollouts: s, Access: s.access, Version: cfg.Version, Logger: s.log})
 	s.metrics = newMetrics(func() float64 { return float64(s.sessions.count()) })
 	s.tlsConf = protocol.ServerTLS{
 		Certificate:  ids.certificate,

@@ -140,8 +140,17 @@ func (s *Server) Task(ctx context.Context, id string) (api.TaskView, error) {
 	return taskView(t), nil
 }
 
-// Tasks lists tasks, newest first.
-func (s *Server) Tasks(ctx context.Context, f store.TaskFilter) ([]api.TaskView, error) {
+// Tasks lists tasks, newest first. An unknown agent is an error wrapping
+// kind.ErrNotFound.
+func (s *Server) Tasks(ctx context.Context, q api.TaskFilter) ([]api.TaskView, error) {
+	f := store.TaskFilter{Group: q.Group, Limit: q.Limit}
+	if q.Agent != "" {
+		a, err := s.store.AgentByName(ctx, q.Agent)
+		if err != nil {
+			return nil, fmt.Errorf("agent %q: %w", q.Agent, err)
+		}
+		f.AgentID = a.ID
+	}
 	ts, err := s.store.ListTasks(ctx, f)
 	if err != nil {
 		return nil, err
@@ -152,6 +161,29 @@ func (s *Server) Tasks(ctx context.Context, f store.TaskFilter) ([]api.TaskView,
 	}
 	return out, nil
 }
+
+// TaskLog returns up to limit lines of a task's log from line from on.
+func (s *Server) TaskLog(ctx context.Context, id string, from int64, limit int) ([]api.LogLineView, error) {
+	lines, err := s.store.TaskLogs(ctx, id, from, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.LogLineView, len(lines))
+	for i, l := range lines {
+		out[i] = api.LogLineView{Seq: l.Seq, Time: l.Time, Stream: l.Stream, Text: l.Text}
+	}
+	return out, nil
+}
+
+// TaskChanged returns a channel closed at the task's next change: a new
+// log line or a new state. A reader takes it before reading, so that a
+// change between the read and the wait is never missed, and calls
+// ForgetTask once the task is finished and read to the end.
+func (s *Server) TaskChanged(id string) <-chan struct{} { return s.tasks.changed(id) }
+
+// ForgetTask drops the change signals of a finished task: it never changes
+// again, and waking any other reader only makes it re-read and finish too.
+func (s *Server) ForgetTask(id string) { s.tasks.notify(id) }
 
 // taskRuns tracks the tasks this coordinator is driving, so each has one
 // runner, can be cancelled before it reaches the agent, and can be

@@ -1,4 +1,4 @@
-package server
+package httpapi
 
 import (
 	"encoding/json"
@@ -8,15 +8,14 @@ import (
 	"strings"
 
 	"github.com/tendrildeploy/tendril/server/kind"
-	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // noSuchTask turns the store's bare "not found" for the task named in a
 // request into a message that names it and says where to look.
 func noSuchTask(id string, err error) error {
 	var ke *kind.Error
-	if errors.Is(err, store.ErrNotFound) && !errors.As(err, &ke) {
-		return kind.Errorf(store.ErrNotFound, "no task %q (see GET /api/tasks or tendril-server task list)", id)
+	if errors.Is(err, kind.ErrNotFound) && !errors.As(err, &ke) {
+		return kind.Errorf(kind.ErrNotFound, "no task %q (see GET /api/tasks or tendril-server task list)", id)
 	}
 	return err
 }

@@ -1,4 +1,4 @@
-package server
+package httpapi
 
 // The OpenAPI document of the HTTP API, served at GET /api/openapi.json.
 //
@@ -7,7 +7,7 @@ package server
 // the document the moment it is in the API, and a hand-kept file would
 // drift from the code silently. What reflection cannot know (which routes
 // exist, what each does, its parameters and error statuses) is the table
-// below; tests check that table against the routes handler() registers,
+// below; tests check that table against the routes Register registers,
 // in both directions, and every response the API tests receive against
 // the document.
 
@@ -25,8 +25,8 @@ import (
 	"github.com/tendrildeploy/tendril/api"
 )
 
-// apiRoute documents one endpoint of the API.
-type apiRoute struct {
+// Route documents one endpoint of the API.
+type Route struct {
 	Method string // GET, POST, PUT, DELETE
 	Path   string // as registered, e.g. /api/agents/{name}
 	Tag    string
@@ -34,12 +34,12 @@ type apiRoute struct {
 	Summary, Description string
 	// Public routes need no API key.
 	Public bool
-	Query  []apiParam
+	Query  []Param
 	// Request is a value of the JSON body's type, nil for no body.
 	Request any
 	// RawBody is the media type of a body sent as bytes (uploads).
 	RawBody string
-	// MaxBody bounds the body; 0 means maxRequestBody.
+	// MaxBody bounds the body; 0 means MaxRequestBody.
 	MaxBody int64
 	// Status is the success status; Also lists other success statuses
 	// with the same body (an upload already stored answers 200).
@@ -54,15 +54,15 @@ type apiRoute struct {
 	Errors []int
 }
 
-// apiParam is a query parameter.
-type apiParam struct {
+// Param is a query parameter.
+type Param struct {
 	Name, Type, Description string
 	Required                bool
 }
 
-// openAPIRoutes lists every /api endpoint. A route registered in
-// handler() and missing here (or the other way round) fails the tests.
-func openAPIRoutes() []apiRoute {
+// Routes lists every /api endpoint. A route registered in Register and
+// missing here (or the other way round) fails the tests.
+func Routes() []Route {
 	const (
 		agents   = "Agents"
 		tokens   = "Enrollment"
@@ -72,7 +72,7 @@ func openAPIRoutes() []apiRoute {
 		upgrades = "Agent upgrades"
 		access   = "Users and API keys"
 	)
-	return []apiRoute{
+	return []Route{
 		{Method: "GET", Path: "/api/openapi.json", Tag: coord, Public: true, Status: 200, Response: map[string]any{},
 			Summary:     "This document",
 			Description: "The OpenAPI 3.1 description of this API. It needs no API key: it is documentation and holds no fleet data."},
@@ -160,7 +160,7 @@ func openAPIRoutes() []apiRoute {
 			Summary:     "Run Calamari on an agent or every agent of an environment",
 			Description: "Give exactly one of agent or environment. Every target must be connected; 409 in maintenance mode or when an agent must be upgraded first."},
 		{Method: "GET", Path: "/api/tasks", Tag: tasks, Status: 200, Response: []api.TaskView{}, Errors: []int{400, 404},
-			Query: []apiParam{
+			Query: []Param{
 				{Name: "agent", Type: "string", Description: "only this agent's tasks"},
 				{Name: "group", Type: "string", Description: "only the tasks started by one request"},
 				{Name: "limit", Type: "integer", Description: "at most this many, 1 to 1000"},
@@ -170,7 +170,7 @@ func openAPIRoutes() []apiRoute {
 			Summary: "One task"},
 		{Method: "GET", Path: "/api/tasks/{id}/log", Tag: tasks, Status: 200, Response: api.LogLineView{}, ResponseMedia: "application/x-ndjson",
 			Errors: []int{400, 404},
-			Query: []apiParam{
+			Query: []Param{
 				{Name: "from", Type: "integer", Description: "first log line number to send (1 or more)"},
 				{Name: "follow", Type: "boolean", Description: "keep the stream open until the task finishes"},
 			},
@@ -181,7 +181,7 @@ func openAPIRoutes() []apiRoute {
 			Description: "The agent kills the task's whole process tree."},
 
 		{Method: "POST", Path: "/api/agent-packages", Tag: upgrades, RawBody: "application/octet-stream", MaxBody: api.MaxAgentPackageSize,
-			Query: []apiParam{
+			Query: []Param{
 				{Name: "version", Type: "string", Required: true, Description: "the binary's version, e.g. 1.2.0"},
 				{Name: "os", Type: "string", Required: true, Description: "linux, windows or darwin"},
 				{Name: "arch", Type: "string", Required: true, Description: "amd64, arm64, 386 or arm"},
@@ -234,7 +234,7 @@ func buildOpenAPI(version string) map[string]any {
 	errResponses := map[string]any{}
 	paths := map[string]any{}
 	var tags []string
-	for _, rt := range openAPIRoutes() {
+	for _, rt := range Routes() {
 		if !slices.Contains(tags, rt.Tag) {
 			tags = append(tags, rt.Tag)
 		}
@@ -259,7 +259,7 @@ func buildOpenAPI(version string) map[string]any {
 		}
 		limit := rt.MaxBody
 		if limit == 0 {
-			limit = maxRequestBody
+			limit = MaxRequestBody
 		}
 		switch {
 		case rt.Request != nil:
@@ -341,7 +341,7 @@ func buildOpenAPI(version string) map[string]any {
 
 // operationID is a stable, unique name for a route, e.g.
 // post_api_rollouts_id_halt.
-func operationID(rt apiRoute) string {
+func operationID(rt Route) string {
 	p := strings.NewReplacer("/", "_", "{", "", "}", "", "-", "_", ".", "_").Replace(strings.TrimPrefix(rt.Path, "/"))
 	return strings.ToLower(rt.Method) + "_" + p
 }
@@ -461,7 +461,9 @@ var openAPICache struct {
 	body    []byte
 }
 
-func openAPIDocument(version string) ([]byte, error) {
+// Document is the OpenAPI document of a coordinator of the given version,
+// encoded.
+func Document(version string) ([]byte, error) {
 	openAPICache.Lock()
 	defer openAPICache.Unlock()
 	if openAPICache.body != nil && openAPICache.version == version {
@@ -478,10 +480,10 @@ func openAPIDocument(version string) ([]byte, error) {
 // apiOpenAPI serves the document without an API key: it is
 // documentation, holds no fleet data, and tools that read it (API
 // browsers, client generators) should not need a secret to do so.
-func (s *Server) apiOpenAPI(w http.ResponseWriter, r *http.Request) {
-	b, err := openAPIDocument(s.cfg.Version)
+func (h *API) apiOpenAPI(w http.ResponseWriter, r *http.Request) {
+	b, err := Document(h.version)
 	if err != nil {
-		s.internalError(w, err)
+		h.internalError(w, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")

@@ -1,0 +1,343 @@
+// Package httpapi serves the coordinator's HTTP API: the routes under
+// /api/, their API-key authorization, the mapping of errors to statuses
+// and messages, and the OpenAPI document generated from the api package's
+// types.
+//
+// It holds no state of its own and never touches the store: every route
+// calls one of the interfaces below, in the api package's types. The
+// coordinator core implements Coordinator and Rollouts, package access
+// implements Access; package server wires them.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tendrildeploy/tendril/api"
+	"github.com/tendrildeploy/tendril/server/kind"
+)
+
+// MaxRequestBody bounds API request bodies, and the console's forms;
+// none of today's needs more. Uploads have their own bounds.
+const MaxRequestBody = 64 << 10
+
+// Coordinator is what the API asks of the coordinator core: the agents,
+// their Calamari and tasks, and the coordinator's own operations.
+type Coordinator interface {
+	Agents(ctx context.Context) ([]api.AgentView, error)
+	// Agent and DeleteAgent fail with kind.ErrNotFound for an unknown
+	// name.
+	Agent(ctx context.Context, name string) (api.AgentView, error)
+	DeleteAgent(ctx context.Context, name string) error
+	CheckAgentHealth(ctx context.Context, name string) (api.AgentView, error)
+	CreateToken(ctx context.Context, environment string, ttl time.Duration, servers []string) (api.TokenResult, error)
+	Info() api.ServerInfo
+	RotateCertificate(ctx context.Context) (api.RotationResult, error)
+
+	UploadCalamari(ctx context.Context, r io.Reader) (api.BundleView, error)
+	CalamariBundles(ctx context.Context) ([]api.BundleView, error)
+	UpdateCalamari(ctx context.Context, t api.UpdateTarget) ([]api.UpdateResult, error)
+	StoreFile(ctx context.Context, r io.Reader) (api.FileView, error)
+
+	CreateTasks(ctx context.Context, req api.TaskRequest) ([]api.TaskView, error)
+	Tasks(ctx context.Context, f api.TaskFilter) ([]api.TaskView, error)
+	Task(ctx context.Context, id string) (api.TaskView, error)
+	CancelTask(ctx context.Context, id string) (api.TaskView, error)
+	// TaskLog returns up to limit lines from line from on.
+	TaskLog(ctx context.Context, id string, from int64, limit int) ([]api.LogLineView, error)
+	// TaskChanged returns a channel closed at the task's next change;
+	// ForgetTask drops the signals of a finished task read to its end.
+	TaskChanged(id string) <-chan struct{}
+	ForgetTask(id string)
+
+	Maintenance(ctx context.Context) (api.MaintenanceView, error)
+	SetMaintenance(ctx context.Context, on bool) (api.MaintenanceView, error)
+	Policy(ctx context.Context) (api.PolicyView, error)
+	SetPolicy(ctx context.Context, req api.PolicyRequest) (api.PolicyView, error)
+	TakeSnapshot(ctx context.Context) (api.Snapshot, error)
+	Updates() api.UpdatesView
+	Nodes(ctx context.Context) ([]api.NodeView, error)
+	SetNodeDraining(ctx context.Context, name string, draining bool) (api.NodeView, error)
+}
+
+// Rollouts is what the API asks of the agent upgrade engine.
+type Rollouts interface {
+	UploadAgentPackage(ctx context.Context, version, goos, goarch string, r io.Reader) (api.AgentPackageView, error)
+	AgentPackages(ctx context.Context) ([]api.AgentPackageView, error)
+	StartRollout(ctx context.Context, req api.RolloutRequest) (api.RolloutView, error)
+	Rollouts(ctx context.Context) ([]api.RolloutView, error)
+	Rollout(ctx context.Context, id string) (api.RolloutView, error)
+	HaltRollout(ctx context.Context, id string) (api.RolloutView, error)
+	ResumeRollout(ctx context.Context, id string) (api.RolloutView, error)
+}
+
+// Access is who may act: API keys, console users and enrollment tokens.
+type Access interface {
+	// CheckAPIKey returns the valid key that key is, or an error
+	// wrapping kind.ErrNotFound.
+	CheckAPIKey(ctx context.Context, key string) (api.APIKeyView, error)
+	Users(ctx context.Context) ([]api.UserView, error)
+	CreateUser(ctx context.Context, name, password string) (api.UserView, error)
+	DeleteUser(ctx context.Context, name string) error
+	APIKeys(ctx context.Context) ([]api.APIKeyView, error)
+	CreateAPIKey(ctx context.Context, name string, admin bool) (api.NewAPIKey, error)
+	RevokeAPIKey(ctx context.Context, id string) (api.APIKeyView, error)
+	Tokens(ctx context.Context) ([]api.TokenView, error)
+	RevokeToken(ctx context.Context, id string) error
+}
+
+// Config configures the API. Every field but Logger is required.
+type Config struct {
+	Coordinator Coordinator
+	Rollouts    Rollouts
+	Access      Access
+	// Version is the coordinator's, shown in the OpenAPI document.
+	Version string
+	// Logger receives internal errors and the changes the API makes.
+	Logger *zap.Logger
+}
+
+// API is the HTTP API's handlers over its Config.
+type API struct {
+	co       Coordinator
+	rollouts Rollouts
+	access   Access
+	version  string
+	log      *zap.Logger
+}
+
+// New returns the API over cfg.
+func New(cfg Config) *API {
+	log := cfg.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &API{co: cfg.Coordinator, rollouts: cfg.Rollouts, access: cfg.Access, version: cfg.Version, log: log}
+}
+
+// Register adds /healthz and every /api route to mux, with a catch-all
+// that answers unknown /api paths with a JSON 404.
+func (h *API) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /api/openapi.json", h.apiOpenAPI) // documentation: no key needed
+	route := func(pattern string, f func(w http.ResponseWriter, r *http.Request)) {
+		mux.Handle(pattern, h.authorize(MaxRequestBody, http.HandlerFunc(f)))
+	}
+	upload := func(pattern string, limit int64, f func(w http.ResponseWriter, r *http.Request)) {
+		mux.Handle(pattern, h.authorize(limit, http.HandlerFunc(f)))
+	}
+	route("GET /api/agents", h.apiAgents)
+	route("GET /api/agents/{name}", h.apiAgent)
+	route("DELETE /api/agents/{name}", h.apiDeleteAgent)
+	route("POST /api/tokens", h.apiCreateToken)
+	route("GET /api/tokens", h.apiTokens)
+	route("DELETE /api/tokens/{id}", h.apiRevokeToken)
+	route("GET /api/users", h.adminOnly(h.apiUsers))
+	route("POST /api/users", h.adminOnly(h.apiCreateUser))
+	route("DELETE /api/users/{name}", h.adminOnly(h.apiDeleteUser))
+	route("GET /api/api-keys", h.adminOnly(h.apiAPIKeys))
+	route("POST /api/api-keys", h.adminOnly(h.apiCreateAPIKey))
+	route("POST /api/api-keys/{id}/revoke", h.adminOnly(h.apiRevokeAPIKey))
+	route("GET /api/server", func(w http.ResponseWriter, r *http.Request) { WriteJSON(w, http.StatusOK, h.co.Info()) })
+	route("POST /api/certificate/rotate", h.apiRotate)
+	upload("POST /api/calamari", api.MaxBundleSize, h.apiUploadCalamari)
+	route("GET /api/calamari", h.apiCalamari)
+	route("POST /api/calamari/update", h.apiUpdateCalamari)
+	upload("POST /api/files", api.MaxBundleSize, h.apiUploadFile)
+	upload("POST /api/agent-packages", api.MaxAgentPackageSize, h.apiUploadAgentPackage)
+	route("GET /api/agent-packages", h.apiAgentPackages)
+	route("POST /api/rollouts", h.apiStartRollout)
+	route("GET /api/rollouts", h.apiRollouts)
+	route("GET /api/rollouts/{id}", h.apiRollout)
+	route("POST /api/rollouts/{id}/halt", h.apiHaltRollout)
+	route("POST /api/rollouts/{id}/resume", h.apiResumeRollout)
+	route("POST /api/tasks", h.apiCreateTasks)
+	route("GET /api/tasks", h.apiTasks)
+	route("GET /api/tasks/{id}", h.apiTask)
+	route("GET /api/tasks/{id}/log", h.apiTaskLog)
+	route("POST /api/tasks/{id}/cancel", h.apiCancelTask)
+	route("GET /api/maintenance", h.apiMaintenance)
+	route("PUT /api/maintenance", h.apiSetMaintenance)
+	route("GET /api/policy", h.apiPolicy)
+	route("PUT /api/policy", h.adminOnly(h.apiSetPolicy))
+	route("POST /api/backup/snapshot", h.apiBackupSnapshot)
+	route("GET /api/updates", h.apiUpdates)
+	route("GET /api/nodes", h.apiNodes)
+	route("POST /api/nodes/{name}/drain", h.apiDrainNode)
+	route("POST /api/nodes/{name}/undrain", h.apiUndrainNode)
+	route("POST /api/agents/{name}/health-check", h.apiCheckAgentHealth)
+	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		WriteError(w, http.StatusNotFound, fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path))
+	})
+}
+
+// authorize requires a valid API key as a bearer token and bounds the
+// request body.
+func (h *API) authorize(maxBody int64, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || key == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="tendril"`)
+			WriteError(w, http.StatusUnauthorized, "an API key is required: send \"Authorization: Bearer <key>\" (the admin key is in the data folder's admin.key)")
+			return
+		}
+		k, err := h.access.CheckAPIKey(r.Context(), key)
+		if err != nil {
+			if errors.Is(err, kind.ErrNotFound) {
+				WriteError(w, http.StatusUnauthorized, "the API key is not valid")
+				return
+			}
+			h.log.Error("check API key failed", zap.Error(err))
+			WriteError(w, http.StatusInternalServerError, "could not check the API key")
+			return
+		}
+		if r.ContentLength > maxBody {
+			// Said before the body is sent, not after gigabytes of it.
+			WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", maxBody))
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		next.ServeHTTP(w, r.WithContext(withAPIKey(r.Context(), k)))
+	})
+}
+
+func (h *API) apiAgents(w http.ResponseWriter, r *http.Request) {
+	agents, err := h.co.Agents(r.Context())
+	if err != nil {
+		h.internalError(w, err)
+		return
+	}
+	WriteJSON(w, http.StatusOK, agents)
+}
+
+func (h *API) apiAgent(w http.ResponseWriter, r *http.Request) {
+	a, err := h.co.Agent(r.Context(), r.PathValue("name"))
+	if h.agentError(w, r, err) {
+		return
+	}
+	WriteJSON(w, http.StatusOK, a)
+}
+
+func (h *API) apiDeleteAgent(w http.ResponseWriter, r *http.Request) {
+	if h.agentError(w, r, h.co.DeleteAgent(r.Context(), r.PathValue("name"))) {
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// agentError answers a failed call about the agent named in the path and
+// reports whether there was an error.
+func (h *API) agentError(w http.ResponseWriter, r *http.Request, err error) bool {
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, kind.ErrNotFound):
+		WriteError(w, http.StatusNotFound, fmt.Sprintf("no agent named %q", r.PathValue("name")))
+	default:
+		h.internalError(w, err)
+	}
+	return true
+}
+
+func (h *API) apiCreateToken(w http.ResponseWriter, r *http.Request) {
+	var req api.TokenRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	ttl := api.DefaultTokenTTL
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil {
+			WriteError(w, http.StatusBadRequest, fmt.Sprintf("ttl %q: not a duration such as 24h or 30m", req.TTL))
+			return
+		}
+		ttl = d
+	}
+	res, err := h.co.CreateToken(r.Context(), req.Environment, ttl, req.Servers)
+	if err != nil {
+		WriteError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	h.log.Info("enrollment token created", zap.String("environment", res.Environment), zap.Time("expires", res.ExpiresAt))
+	WriteJSON(w, http.StatusCreated, res)
+}
+
+func (h *API) apiRotate(w http.ResponseWriter, r *http.Request) {
+	// The rotation must finish even if the client goes away mid-way.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Minute)
+	defer cancel()
+	res, err := h.co.RotateCertificate(ctx)
+	if err != nil {
+		h.internalError(w, err)
+		return
+	}
+	WriteJSON(w, http.StatusOK, res)
+}
+
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", mbe.Limit))
+			return false
+		}
+		WriteError(w, http.StatusBadRequest, bodyErrorMessage(err))
+		return false
+	}
+	return true
+}
+
+func (h *API) internalError(w http.ResponseWriter, err error) { InternalError(w, h.log, err) }
+
+// InternalError logs err to log and answers 500 without its text, which
+// is for the operator's log, not for whoever sent the request.
+func InternalError(w http.ResponseWriter, log *zap.Logger, err error) {
+	log.Error("API request failed", zap.Error(err))
+	WriteError(w, http.StatusInternalServerError, "internal error; see the coordinator's log")
+}
+
+// WriteError answers status with the API's error body.
+func WriteError(w http.ResponseWriter, status int, msg string) {
+	WriteJSON(w, status, api.APIError{Error: msg})
+}
+
+// WriteJSON answers status with v as indented JSON.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	// Join strings carry '&'; escaping it as \u0026 would make them
+	// awkward to copy from the raw API.
+	enc.SetEscapeHTML(false)
+	enc.Encode(v)
+}
+
+func (h *API) apiBackupSnapshot(w http.ResponseWriter, r *http.Request) {
+	v, err := h.co.TakeSnapshot(r.Context())
+	h.respond(w, http.StatusCreated, v, err)
+}
+
+func (h *API) apiUpdates(w http.ResponseWriter, r *http.Request) {
+	WriteJSON(w, http.StatusOK, h.co.Updates())
+}
+
+// ServeTask answers GET /api/tasks/{id}; the console serves it under its
+// own session, so that both answer alike.
+func (h *API) ServeTask(w http.ResponseWriter, r *http.Request) { h.apiTask(w, r) }
+
+// ServeTaskLog answers GET /api/tasks/{id}/log, for the console likewise.
+func (h *API) ServeTaskLog(w http.ResponseWriter, r *http.Request) { h.apiTaskLog(w, r) }
