@@ -62,3 +62,11 @@ type ServerInfo struct {
 	SigningKey    string  `json:"signing_key"`
 	HealthSeconds float64 `json:"health_interval_seconds"`
 }
+
+// Health values, as AgentView.Health says them.
+const (
+	HealthHealthy     = "healthy"
+	HealthWarning     = "warning"
+	HealthUnhealthy   = "unhealthy"
+	HealthUnavailable = "unavailable"
+)

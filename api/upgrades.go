@@ -77,3 +77,28 @@ type RolloutAgentView struct {
 	Reason    string    `json:"reason,omitempty"`
 	UpdatedAt time.Time `json:"updated_at"`
 }
+
+// Rollout states, as RolloutView.State says them.
+const (
+	RolloutRunning   = "running"
+	RolloutSucceeded = "succeeded"
+	RolloutHalted    = "halted"
+)
+
+// States of one agent in a rollout (RolloutAgentView.State), in the order
+// they normally happen. Succeeded, RolledBack and Failed are final.
+const (
+	UpgradeQueued            = "queued"
+	UpgradeWaitingForIdle    = "waiting_for_idle"
+	UpgradeSending           = "sending"
+	UpgradeInstalling        = "installing"
+	UpgradeAwaitingReconnect = "awaiting_reconnect"
+	UpgradeSucceeded         = "succeeded"
+	UpgradeRolledBack        = "rolled_back"
+	UpgradeFailed            = "failed"
+)
+
+// UpgradeFinal reports whether an agent's rollout state is final.
+func UpgradeFinal(state string) bool {
+	return state == UpgradeSucceeded || state == UpgradeRolledBack || state == UpgradeFailed
+}

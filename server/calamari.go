@@ -419,3 +419,18 @@ func (s *Server) autoUpdate(results []store.HealthResult) {
 		})
 	}
 }
+
+// LatestCalamari is the newest uploaded Calamari version, "" if none.
+func (s *Server) LatestCalamari(ctx context.Context) (string, error) {
+	b, err := s.latestCalamari(ctx)
+	return b.Version, err
+}
+
+// CalamariVersions lists the Calamari versions verified on an agent.
+func (s *Server) CalamariVersions(ctx context.Context, agentID string) ([]string, error) {
+	a, err := s.store.AgentByID(ctx, agentID)
+	if err != nil {
+		return nil, err
+	}
+	return a.CalamariVersions, nil
+}

@@ -20,6 +20,7 @@ import (
 	"github.com/tendrildeploy/tendril/api"
 
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/console"
 	"github.com/tendrildeploy/tendril/server/httpapi"
 	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/secret"
@@ -34,7 +35,7 @@ func (c *consoleClient) signInAs(user, password string) {
 		c.t.Fatalf("sign in as %s: got %d, want 303: %s", user, resp.StatusCode, body)
 	}
 	for _, ck := range resp.Cookies() {
-		if ck.Name == consoleCookie {
+		if ck.Name == console.CookieName {
 			c.cookie = ck
 		}
 	}
@@ -138,70 +139,6 @@ func TestConsoleSignInRateLimit(t *testing.T) {
 	for range 3 {
 		c.cookie = nil
 		c.signInAs("bob", "correct horse")
-	}
-}
-
-func TestSigninLimiter(t *testing.T) {
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	l := newSigninLimiter()
-	l.now = func() time.Time { return now }
-	fail := func(user, addr string) time.Duration {
-		t.Helper()
-		a, wait := l.begin(user, addr)
-		if a == nil && wait <= 0 {
-			t.Fatal("refused without a wait")
-		}
-		return wait
-	}
-
-	// One address trying many names is stopped after signinAddrBurst.
-	for i := range signinAddrBurst {
-		if w := fail("user-"+strconv.Itoa(i), "192.0.2.1:1234"); w != 0 {
-			t.Fatalf("failure %d: got a wait of %s, want none yet", i+1, w)
-		}
-	}
-	if w := fail("someone-new", "192.0.2.1:999"); w <= 0 || w > signinAddrEvery {
-		t.Fatalf("address over its limit: got a wait of %s, want up to %s", w, signinAddrEvery)
-	}
-	// Another address is not.
-	if w := fail("someone-new", "192.0.2.2:1"); w != 0 {
-		t.Fatalf("another address: got a wait of %s, want none", w)
-	}
-	// Addresses of one IPv6 /64 share their limit; IPv4-mapped ones are
-	// their IPv4 address.
-	for _, tt := range []struct{ in, want string }{
-		{"[2001:db8:1:2:3:4:5:6]:443", "2001:db8:1:2::/64"},
-		{"[2001:db8:1:2:ffff::1]:80", "2001:db8:1:2::/64"},
-		{"[::ffff:192.0.2.1]:80", "192.0.2.1"},
-		{"192.0.2.1:80", "192.0.2.1"},
-		{"not an address", "not an address"},
-	} {
-		if got := clientKey(tt.in); got != tt.want {
-			t.Errorf("clientKey(%q): got %q, want %q", tt.in, got, tt.want)
-		}
-	}
-	// Time refills the bucket: one more attempt per interval.
-	now = now.Add(signinAddrEvery)
-	if w := fail("later", "192.0.2.1:1"); w != 0 {
-		t.Fatalf("after %s: got a wait of %s, want one attempt allowed", signinAddrEvery, w)
-	}
-	if w := fail("later", "192.0.2.1:1"); w <= 0 {
-		t.Fatal("second attempt after one interval: got no wait, want one")
-	}
-	// Successes give their tokens back.
-	for range 3 * signinUserBurst {
-		a, w := l.begin("carol", "198.51.100.7:1")
-		if a == nil {
-			t.Fatalf("successful sign-ins: got a wait of %s, want none", w)
-		}
-		a.succeeded()
-	}
-	// The table stays bounded.
-	for i := range maxSigninBuckets + 10 {
-		l.begin("", "10.0."+strconv.Itoa(i/256)+"."+strconv.Itoa(i%256)+":1")
-	}
-	if n := len(l.buckets); n > maxSigninBuckets {
-		t.Fatalf("got %d buckets, want at most %d", n, maxSigninBuckets)
 	}
 }
 
@@ -504,3 +441,13 @@ func TestConsoleConfigurationReleaseNotice(t *testing.T) {
 		})
 	}
 }
+
+// The sign-in page's messages and limits, as a person meets them.
+const (
+	signinEmpty       = "Enter a user name and password, or an API key."
+	signinIncomplete  = "Enter both a user name and a password."
+	signinBadPassword = "That user name and password do not match."
+	// signinUserBurst is how many failed sign-ins one user name gets
+	// before the console makes it wait.
+	signinUserBurst = 5
+)

@@ -158,29 +158,3 @@ func TestConsoleRollouts(t *testing.T) {
 		t.Fatal("halting a finished rollout: got no error")
 	}
 }
-
-func TestConsoleRolloutBatches(t *testing.T) {
-	v := api.RolloutView{Agents: []api.RolloutAgentView{
-		{Agent: "old", Batch: 0, State: store.UpgradeSucceeded},
-		{Agent: "a", Batch: 1, State: store.UpgradeSucceeded},
-		{Agent: "b", Batch: 1, State: store.UpgradeRolledBack},
-		{Agent: "c", Batch: 2, State: store.UpgradeSending},
-		{Agent: "d", Batch: 2, State: store.UpgradeQueued},
-		{Agent: "e", Batch: 3, State: store.UpgradeQueued},
-	}}
-	got := rolloutBatches(v)
-	want := []struct {
-		number      int
-		state       string
-		done, total int
-	}{{0, "done", 1, 1}, {1, "failed", 2, 2}, {2, "running", 0, 2}, {3, "queued", 0, 1}}
-	if len(got) != len(want) {
-		t.Fatalf("got %d batches, want %d", len(got), len(want))
-	}
-	for i, w := range want {
-		g := got[i]
-		if g.Number != w.number || g.StateKey != w.state || g.Done != w.done || g.Total != w.total {
-			t.Errorf("batch %d: got number %d state %s %d/%d, want %d %s %d/%d", i, g.Number, g.StateKey, g.Done, g.Total, w.number, w.state, w.done, w.total)
-		}
-	}
-}

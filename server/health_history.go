@@ -1,18 +1,16 @@
 package server
 
 import (
-	"fmt"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/tendrildeploy/tendril/server/console"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // healthHistoryLen is how many health checks the machine page charts per
-// agent. At the default one-minute interval that is the last hour.
-const healthHistoryLen = 60
+// agent.
+const healthHistoryLen = console.HealthHistoryLen
 
 // healthSample is one health check, packed small because every connected
 // agent keeps healthHistoryLen of them: 12 bytes rather than the 40 of a
@@ -105,15 +103,8 @@ func (h *healthHistory) forget(agentID string) {
 	delete(h.rings, agentID)
 }
 
-// HealthPoint is one recorded health check.
-type HealthPoint struct {
-	At     time.Time
-	RTT    time.Duration
-	Health string
-}
-
 // points returns an agent's recorded checks, oldest first.
-func (h *healthHistory) points(agentID string) []HealthPoint {
+func (h *healthHistory) points(agentID string) []console.HealthPoint {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	ring := h.rings[agentID]
@@ -125,88 +116,13 @@ func (h *healthHistory) points(agentID string) []HealthPoint {
 		order = append(order, ring.samples[ring.next:]...)
 	}
 	order = append(order, ring.samples[:ring.next]...)
-	out := make([]HealthPoint, len(order))
+	out := make([]console.HealthPoint, len(order))
 	for i, s := range order {
-		out[i] = HealthPoint{At: h.epoch.Add(time.Duration(s.at) * time.Second), RTT: time.Duration(s.rtt) * time.Microsecond, Health: healthName(s.health)}
+		out[i] = console.HealthPoint{At: h.epoch.Add(time.Duration(s.at) * time.Second), RTT: time.Duration(s.rtt) * time.Microsecond, Health: healthName(s.health)}
 	}
 	return out
 }
 
-// Chart geometry, in the SVG's own units; CSS scales it to the page.
-const (
-	chartWidth  = 600
-	chartHeight = 120
-	chartPad    = 6
-)
-
-// healthChart is what the machine page draws: an SVG polyline of the
-// round-trip times, a mark on each failed check, and the numbers beside.
-type healthChart struct {
-	Capacity int
-	Points   []HealthPoint
-	// Line is the polyline's points attribute.
-	Line string
-	// Marks are the failed (unhealthy) checks, drawn as dots.
-	Marks []chartMark
-	// Warnings are checks that answered with a warning.
-	Warnings                  []chartMark
-	Width, Height             int
-	MaxMillis, LastMillis     float64
-	MedianMillis, FirstMillis float64
-	From, To                  time.Time
-}
-
-// chartMark is a point on the chart.
-type chartMark struct {
-	X, Y  string
-	Title string
-}
-
-// chart lays out an agent's history for the machine page.
-func (h *healthHistory) chart(agentID string) healthChart {
-	return layoutHealthChart(h.points(agentID))
-}
-
-func layoutHealthChart(ps []HealthPoint) healthChart {
-	c := healthChart{Capacity: healthHistoryLen, Points: ps, Width: chartWidth, Height: chartHeight}
-	if len(ps) == 0 {
-		return c
-	}
-	ms := make([]float64, len(ps))
-	for i, p := range ps {
-		ms[i] = float64(p.RTT.Microseconds()) / 1000
-		c.MaxMillis = max(c.MaxMillis, ms[i])
-	}
-	sorted := slices.Clone(ms)
-	slices.Sort(sorted)
-	c.MedianMillis = sorted[len(sorted)/2]
-	c.FirstMillis, c.LastMillis = ms[0], ms[len(ms)-1]
-	c.From, c.To = ps[0].At, ps[len(ps)-1].At
-	top := c.MaxMillis
-	if top <= 0 {
-		top = 1
-	}
-	// The x axis is the check's place in the ring rather than its time:
-	// checks come at the interval, and a gap while the agent was away
-	// would squeeze the rest into a corner.
-	step := float64(chartWidth-2*chartPad) / float64(max(healthHistoryLen-1, 1))
-	var line strings.Builder
-	for i, p := range ps {
-		x := chartPad + float64(i)*step
-		y := chartHeight - chartPad - ms[i]/top*float64(chartHeight-2*chartPad)
-		xs, ys := fmt.Sprintf("%.1f", x), fmt.Sprintf("%.1f", y)
-		if i > 0 {
-			line.WriteByte(' ')
-		}
-		line.WriteString(xs + "," + ys)
-		title := fmt.Sprintf("%s: %s, %.1f ms", p.At.UTC().Format("15:04:05"), p.Health, ms[i])
-		switch p.Health {
-		case store.HealthUnhealthy:
-			c.Marks = append(c.Marks, chartMark{X: xs, Y: ys, Title: title})
-		case store.HealthWarning:
-			c.Warnings = append(c.Warnings, chartMark{X: xs, Y: ys, Title: title})
-		}
-	}
-	c.Line = line.String()
-	return c
-}
+// HealthHistory is an agent's recent health checks, oldest first, as the
+// machine page charts them.
+func (s *Server) HealthHistory(agentID string) []console.HealthPoint { return s.health.points(agentID) }

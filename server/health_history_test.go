@@ -53,42 +53,6 @@ func TestHealthHistoryRing(t *testing.T) {
 	}
 }
 
-func TestHealthChartLayout(t *testing.T) {
-	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	tests := []struct {
-		name                  string
-		points                []HealthPoint
-		wantCoords, wantMarks int
-		wantMax               float64
-	}{
-		{"none", nil, 0, 0, 0},
-		{"one", []HealthPoint{{At: at, RTT: 2 * time.Millisecond, Health: store.HealthHealthy}}, 1, 0, 2},
-		{"with a failure", []HealthPoint{
-			{At: at, RTT: 2 * time.Millisecond, Health: store.HealthHealthy},
-			{At: at.Add(time.Minute), RTT: 10 * time.Second, Health: store.HealthUnhealthy},
-			{At: at.Add(2 * time.Minute), RTT: 0, Health: store.HealthHealthy},
-		}, 3, 1, 10000},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c := layoutHealthChart(tt.points)
-			coords := 0
-			if c.Line != "" {
-				coords = len(strings.Fields(c.Line))
-			}
-			if coords != tt.wantCoords || len(c.Marks) != tt.wantMarks || c.MaxMillis != tt.wantMax {
-				t.Fatalf("got %d coordinates, %d marks, max %.1f; want %d, %d, %.1f", coords, len(c.Marks), c.MaxMillis, tt.wantCoords, tt.wantMarks, tt.wantMax)
-			}
-			for _, xy := range strings.Fields(c.Line) {
-				var x, y float64
-				if _, err := fmt.Sscanf(xy, "%g,%g", &x, &y); err != nil || x < 0 || x > chartWidth || y < 0 || y > chartHeight {
-					t.Fatalf("coordinate %q: want x in 0..%d and y in 0..%d (%v)", xy, chartWidth, chartHeight, err)
-				}
-			}
-		})
-	}
-}
-
 // TestHealthHistoryMemory measures what the history adds per agent with
 // a full ring each, and keeps it under a bound. It fills one history for
 // 10,000 agents, then a second: the heap's growth over the second is the

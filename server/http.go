@@ -12,6 +12,6 @@ func (s *Server) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
 	s.api.Register(mux)
-	s.registerConsole(mux)
+	s.console.Register(mux)
 	return mux
 }

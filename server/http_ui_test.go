@@ -20,6 +20,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/api"
 
+	"github.com/tendrildeploy/tendril/server/console"
 	"github.com/tendrildeploy/tendril/server/httpapi"
 	"github.com/tendrildeploy/tendril/server/secret"
 	"github.com/tendrildeploy/tendril/server/store"
@@ -96,7 +97,7 @@ func (c *consoleClient) signIn(key string) {
 		c.t.Fatalf("sign in: got %d, want 303: %s", resp.StatusCode, body)
 	}
 	for _, ck := range resp.Cookies() {
-		if ck.Name == consoleCookie {
+		if ck.Name == console.CookieName {
 			c.cookie = ck
 		}
 	}
@@ -159,7 +160,7 @@ func TestConsoleSignIn(t *testing.T) {
 	}
 	var ck *http.Cookie
 	for _, k := range resp.Cookies() {
-		if k.Name == consoleCookie {
+		if k.Name == console.CookieName {
 			ck = k
 		}
 	}
@@ -191,7 +192,7 @@ func TestConsoleSignIn(t *testing.T) {
 	}
 	cleared := false
 	for _, k := range resp.Cookies() {
-		cleared = cleared || k.Name == consoleCookie && k.MaxAge < 0
+		cleared = cleared || k.Name == console.CookieName && k.MaxAge < 0
 	}
 	if !cleared {
 		t.Fatal("sign out: the session cookie was not cleared")
@@ -202,31 +203,12 @@ func TestConsoleSignIn(t *testing.T) {
 	}
 }
 
-func TestConsoleSafeNext(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"", "/"},
-		{"/tasks", "/tasks"},
-		{"/machines/web-1?x=1", "/machines/web-1?x=1"},
-		{"https://evil.example/", "/"},
-		{"//evil.example/", "/"},
-		{"/\\evil.example", "/"},
-		{"javascript:alert(1)", "/"},
-		{"tasks", "/"},
-		{"/a\r\nSet-Cookie: x=1", "/"},
-	}
-	for _, tt := range tests {
-		if got := safeLocal(tt.in); got != tt.want {
-			t.Errorf("safeLocal(%q): got %q, want %q", tt.in, got, tt.want)
-		}
-	}
-}
-
 func TestConsoleUnauthenticated(t *testing.T) {
 	ts := startServer(t, nil)
 	enrolled(t, ts, "web-1")
 	key := adminKey(t, ts)
 	c := newConsoleClient(t, ts)
-	stale := &http.Cookie{Name: consoleCookie, Value: "not-a-session"}
+	stale := &http.Cookie{Name: console.CookieName, Value: "not-a-session"}
 
 	tests := []struct {
 		name       string
@@ -313,7 +295,7 @@ func TestConsoleCSRF(t *testing.T) {
 		{"wrong token", url.Values{"csrf": {"AAAA" + csrf[4:]}}, nil},
 		{"truncated token", url.Values{"csrf": {csrf[:len(csrf)-1]}}, nil},
 		{"another session's token", url.Values{"csrf": {otherCSRF}}, nil},
-		{"wrong header", url.Values{}, map[string]string{csrfHeader: "nope"}},
+		{"wrong header", url.Values{}, map[string]string{console.CSRFHeader: "nope"}},
 		{"right token from another site", url.Values{"csrf": {csrf}}, map[string]string{"Sec-Fetch-Site": "cross-site"}},
 		{"right token, foreign origin", url.Values{"csrf": {csrf}}, map[string]string{"Origin": "https://evil.example"}},
 	}
@@ -337,7 +319,7 @@ func TestConsoleCSRF(t *testing.T) {
 	}
 
 	// The token in a header works for script-sent requests.
-	resp, _ := c.do(http.MethodPost, "/actions/agents/web-1/health-check", url.Values{}, map[string]string{csrfHeader: csrf})
+	resp, _ := c.do(http.MethodPost, "/actions/agents/web-1/health-check", url.Values{}, map[string]string{console.CSRFHeader: csrf})
 	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/machines/web-1" {
 		t.Fatalf("health check with header token: got %d to %q, want 303 to /machines/web-1", resp.StatusCode, resp.Header.Get("Location"))
 	}
@@ -529,83 +511,6 @@ func TestCheckAgentHealthDisconnected(t *testing.T) {
 	}
 }
 
-func TestClassifyMachine(t *testing.T) {
-	base := api.AgentView{Connected: true, Health: store.HealthHealthy, CalamariCurrent: true, Upgrade: api.UpgradeNone}
-	tests := []struct {
-		name     string
-		mod      func(*api.AgentView)
-		want     string
-		wantTags []string
-	}{
-		{"healthy", func(*api.AgentView) {}, "healthy", nil},
-		{"legacy TLS", func(v *api.AgentView) { v.Health = store.HealthWarning }, "warning", nil},
-		{"calamari behind", func(v *api.AgentView) { v.Health, v.CalamariCurrent = store.HealthWarning, false }, "calamari-outdated", []string{"warning"}},
-		{"upgrade recommended", func(v *api.AgentView) { v.Upgrade = api.UpgradeRecommended }, "upgrade-recommended", nil},
-		{"upgrade required", func(v *api.AgentView) { v.Upgrade, v.CalamariCurrent = api.UpgradeRequired, false }, "upgrade-required", []string{"calamari-outdated"}},
-		{"unhealthy", func(v *api.AgentView) { v.Health = store.HealthUnhealthy }, "unhealthy", nil},
-		{"unavailable", func(v *api.AgentView) {
-			v.Connected, v.Health, v.CalamariCurrent = false, store.HealthUnavailable, false
-		}, "unavailable", []string{"calamari-outdated"}},
-	}
-	for _, tt := range tests {
-		v := base
-		tt.mod(&v)
-		m := classify(v)
-		var tags []string
-		for _, s := range m.Tags {
-			tags = append(tags, s.Key)
-		}
-		if m.State.Key != tt.want || strings.Join(tags, ",") != strings.Join(tt.wantTags, ",") {
-			t.Errorf("%s: got %s %v, want %s %v", tt.name, m.State.Key, tags, tt.want, tt.wantTags)
-		}
-	}
-}
-
-func TestConsoleSessionExpiry(t *testing.T) {
-	cs := newConsoleSessions()
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	cs.now = func() time.Time { return now }
-	id, csrf := cs.create("hash")
-	if si, ok := cs.get(id); !ok || si.csrf != csrf || si.keyHash != "hash" {
-		t.Fatalf("fresh session: got %+v %v, want it found with its token", si, ok)
-	}
-	// Use keeps a session alive past the idle time...
-	start := now
-	for now.Add(consoleIdle / 2).Before(start.Add(consoleMaxAge)) {
-		now = now.Add(consoleIdle / 2)
-		if _, ok := cs.get(id); !ok {
-			t.Fatalf("session in use ended after %s, want it kept until its maximum age %s", now.Sub(start), consoleMaxAge)
-		}
-	}
-	// ...but not past its maximum age.
-	now = start.Add(consoleMaxAge)
-	if _, ok := cs.get(id); ok {
-		t.Fatalf("session still live after %s, want it ended", consoleMaxAge)
-	}
-	// An idle one ends after the idle time, and sign-ins purge it.
-	id2, _ := cs.create("hash")
-	now = now.Add(consoleIdle)
-	if _, ok := cs.get(id2); ok {
-		t.Fatal("idle session still live after the idle time")
-	}
-	cs.create("hash")
-	if n := cs.count(); n != 1 {
-		t.Fatalf("got %d sessions kept, want 1 (expired ones purged)", n)
-	}
-}
-
-func TestHumanBytes(t *testing.T) {
-	tests := []struct {
-		n    int64
-		want string
-	}{{0, "0 B"}, {1023, "1023 B"}, {1024, "1.0 KiB"}, {1536, "1.5 KiB"}, {10 << 30, "10.0 GiB"}}
-	for _, tt := range tests {
-		if got := humanBytes(tt.n); got != tt.want {
-			t.Errorf("humanBytes(%d): got %q, want %q", tt.n, got, tt.want)
-		}
-	}
-}
-
 // The console's pages render without a running coordinator's listener
 // too: httptest drives the handler directly.
 func TestConsoleHandlerDirect(t *testing.T) {
@@ -685,7 +590,7 @@ func TestConsoleCookieSecureOverTLS(t *testing.T) {
 	resp.Body.Close()
 	var ck *http.Cookie
 	for _, k := range resp.Cookies() {
-		if k.Name == consoleCookie {
+		if k.Name == console.CookieName {
 			ck = k
 		}
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/access"
+	"github.com/tendrildeploy/tendril/server/console"
 	"github.com/tendrildeploy/tendril/server/datadir"
 	"github.com/tendrildeploy/tendril/server/httpapi"
 	"github.com/tendrildeploy/tendril/server/releases"
@@ -208,6 +209,7 @@ type Server struct {
 	store    store.Store
 	access   *access.Service
 	api      *httpapi.API
+	console  *console.Console
 	ids      *identities
 	signing  *certs.SigningKey
 	sessions *registry
@@ -316,6 +318,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.api = httpapi.New(httpapi.Config{Coordinator: s, Rollouts: s, Access: s.access, Version: cfg.Version, Logger: s.log})
+	s.console = console.New(console.Config{Coordinator: s, Rollouts: s, Access: s.access, Machines: s, API: s.api,
+		Version: cfg.Version, ReleaseFeed: cfg.ReleaseFeed != "", Logger: s.log})
 	s.metrics = newMetrics(func() float64 { return float64(s.sessions.count()) })
 	s.tlsConf = protocol.ServerTLS{
 		Certificate:  ids.certificate,

@@ -117,6 +117,10 @@ func (s *Service) Authenticate(ctx context.Context, name, password string) (api.
 	return userView(u), nil
 }
 
+// IsBadCredentials reports whether an Authenticate error is a wrong user
+// name or password rather than a failure to check them.
+func (s *Service) IsBadCredentials(err error) bool { return errors.Is(err, ErrBadCredentials) }
+
 // User returns a user by id, or an error wrapping kind.ErrNotFound once
 // the user is deleted: a console session re-checks its user with it.
 func (s *Service) User(ctx context.Context, id string) (api.UserView, error) {

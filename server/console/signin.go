@@ -1,4 +1,4 @@
-package server
+package console
 
 import (
 	"errors"
@@ -10,9 +10,8 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/tendrildeploy/tendril/server/access"
+	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/secret"
-	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // Sign-in refusals. A wrong user name and a wrong password get the same
@@ -29,7 +28,7 @@ const (
 // opens the session and returns its id and who it is for. A refusal is a
 // status and a message for the form; err is for failures of the
 // coordinator itself.
-func (c *console) authenticate(w http.ResponseWriter, r *http.Request) (start func() (id, who string), status int, msg string, err error) {
+func (c *Console) authenticate(w http.ResponseWriter, r *http.Request) (start func() (id, who string), status int, msg string, err error) {
 	key := strings.TrimSpace(r.PostForm.Get("key"))
 	user := strings.TrimSpace(r.PostForm.Get("user"))
 	password := r.PostForm.Get("password")
@@ -47,13 +46,13 @@ func (c *console) authenticate(w http.ResponseWriter, r *http.Request) (start fu
 	if attempt == nil {
 		secs := int(math.Ceil(wait.Seconds()))
 		w.Header().Set("Retry-After", strconv.Itoa(secs))
-		c.s.log.Warn("console sign-in refused: too many failures", zap.String("remote", r.RemoteAddr), zap.String("user", user))
+		c.log.Warn("console sign-in refused: too many failures", zap.String("remote", r.RemoteAddr), zap.String("user", user))
 		return nil, http.StatusTooManyRequests, fmt.Sprintf("Too many failed sign-ins. Try again in %d seconds.", secs), nil
 	}
 	if key != "" {
-		k, err := c.s.access.CheckAPIKey(r.Context(), key)
-		if errors.Is(err, store.ErrNotFound) {
-			c.s.log.Info("console sign-in refused: wrong API key", zap.String("remote", r.RemoteAddr))
+		k, err := c.access.CheckAPIKey(r.Context(), key)
+		if errors.Is(err, kind.ErrNotFound) {
+			c.log.Info("console sign-in refused: wrong API key", zap.String("remote", r.RemoteAddr))
 			return nil, http.StatusUnauthorized, signinBadKey, nil
 		}
 		if err != nil {
@@ -65,9 +64,9 @@ func (c *console) authenticate(w http.ResponseWriter, r *http.Request) (start fu
 			return id, "API key " + k.Name
 		}, 0, "", nil
 	}
-	u, err := c.s.access.Authenticate(r.Context(), user, password)
-	if errors.Is(err, access.ErrBadCredentials) {
-		c.s.log.Info("console sign-in refused: wrong user name or password", zap.String("remote", r.RemoteAddr), zap.String("user", user))
+	u, err := c.access.Authenticate(r.Context(), user, password)
+	if c.access.IsBadCredentials(err) {
+		c.log.Info("console sign-in refused: wrong user name or password", zap.String("remote", r.RemoteAddr), zap.String("user", user))
 		return nil, http.StatusUnauthorized, signinBadPassword, nil
 	}
 	if err != nil {

@@ -1,4 +1,4 @@
-package server
+package console
 
 import (
 	"context"
@@ -35,7 +35,7 @@ type tokenTTL struct {
 // defaultTokenTTL is the choice selected at first.
 const defaultTokenTTL = "24h"
 
-func (c *console) registerConfiguration(mux *http.ServeMux) {
+func (c *Console) registerConfiguration(mux *http.ServeMux) {
 	mux.Handle("GET /configuration", c.page(c.configurationPage))
 	mux.Handle("GET /ui/fragments/configuration/maintenance", c.uiAPI(c.maintenanceFragment))
 	mux.Handle("GET /ui/fragments/maintenance-banner", c.uiAPI(c.maintenanceBannerFragment))
@@ -73,19 +73,19 @@ type consoleConfiguration struct {
 	ReleaseFeed   bool // one is configured
 }
 
-func (c *console) configuration(ctx context.Context, si sessionInfo) (consoleConfiguration, error) {
-	m, err := c.s.Maintenance(ctx)
+func (c *Console) configuration(ctx context.Context, si sessionInfo) (consoleConfiguration, error) {
+	m, err := c.co.Maintenance(ctx)
 	if err != nil {
 		return consoleConfiguration{}, err
 	}
 	cfg := consoleConfiguration{
 		CSRF: si.csrf, Admin: si.admin, Maintenance: consoleMaintenance{CSRF: si.csrf, MaintenanceView: m},
-		TTLs: tokenTTLs, DefaultTTL: defaultTokenTTL, Updates: c.s.Updates(), ReleaseFeed: c.s.cfg.ReleaseFeed != "",
+		TTLs: tokenTTLs, DefaultTTL: defaultTokenTTL, Updates: c.co.Updates(), ReleaseFeed: c.releaseFeed,
 	}
-	if cfg.Tokens, err = c.s.access.Tokens(ctx); err != nil {
+	if cfg.Tokens, err = c.access.Tokens(ctx); err != nil {
 		return consoleConfiguration{}, fmt.Errorf("console: list tokens: %w", err)
 	}
-	agents, err := c.s.store.ListAgents(ctx)
+	agents, err := c.co.Agents(ctx)
 	if err != nil {
 		return consoleConfiguration{}, fmt.Errorf("console: list environments: %w", err)
 	}
@@ -98,23 +98,23 @@ func (c *console) configuration(ctx context.Context, si sessionInfo) (consoleCon
 	}
 	slices.SortFunc(cfg.Environments, func(a, b string) int { return strings.Compare(strings.ToLower(a), strings.ToLower(b)) })
 	if si.admin {
-		if cfg.APIKeys, err = c.s.access.APIKeys(ctx); err != nil {
+		if cfg.APIKeys, err = c.access.APIKeys(ctx); err != nil {
 			return consoleConfiguration{}, fmt.Errorf("console: list API keys: %w", err)
 		}
-		if cfg.Users, err = c.s.access.Users(ctx); err != nil {
+		if cfg.Users, err = c.access.Users(ctx); err != nil {
 			return consoleConfiguration{}, fmt.Errorf("console: list users: %w", err)
 		}
 	}
-	if cfg.Calamari, err = c.s.CalamariBundles(ctx); err != nil {
+	if cfg.Calamari, err = c.co.CalamariBundles(ctx); err != nil {
 		return consoleConfiguration{}, fmt.Errorf("console: list Calamari bundles: %w", err)
 	}
-	if cfg.AgentPackages, err = c.s.AgentPackages(ctx); err != nil {
+	if cfg.AgentPackages, err = c.rollouts.AgentPackages(ctx); err != nil {
 		return consoleConfiguration{}, fmt.Errorf("console: list agent packages: %w", err)
 	}
 	return cfg, nil
 }
 
-func (c *console) configurationPage(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+func (c *Console) configurationPage(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	cfg, err := c.configuration(r.Context(), si)
 	if err != nil {
 		c.serverError(w, r, &si, err)
@@ -123,10 +123,10 @@ func (c *console) configurationPage(w http.ResponseWriter, r *http.Request, si s
 	c.render(w, r, &si, http.StatusOK, "configuration", "configuration", cfg)
 }
 
-func (c *console) maintenanceFragment(w http.ResponseWriter, r *http.Request, si sessionInfo) {
-	m, err := c.s.Maintenance(r.Context())
+func (c *Console) maintenanceFragment(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+	m, err := c.co.Maintenance(r.Context())
 	if err != nil {
-		httpapi.InternalError(w, c.s.log, err)
+		httpapi.InternalError(w, c.log, err)
 		return
 	}
 	c.renderFragment(w, "maintenance-body", consoleMaintenance{CSRF: si.csrf, MaintenanceView: m})
@@ -134,10 +134,10 @@ func (c *console) maintenanceFragment(w http.ResponseWriter, r *http.Request, si
 
 // maintenanceBannerFragment refreshes the banner every page shows while
 // maintenance mode is on, so its counts follow a drain.
-func (c *console) maintenanceBannerFragment(w http.ResponseWriter, r *http.Request, _ sessionInfo) {
-	m, err := c.s.Maintenance(r.Context())
+func (c *Console) maintenanceBannerFragment(w http.ResponseWriter, r *http.Request, _ sessionInfo) {
+	m, err := c.co.Maintenance(r.Context())
 	if err != nil {
-		httpapi.InternalError(w, c.s.log, err)
+		httpapi.InternalError(w, c.log, err)
 		return
 	}
 	c.renderFragment(w, "maintenance-banner-body", m)
@@ -145,7 +145,7 @@ func (c *console) maintenanceBannerFragment(w http.ResponseWriter, r *http.Reque
 
 // adminAction refuses an action to a session that may not manage users
 // and API keys: one signed in with a key that is not an admin key.
-func (c *console) adminAction(h consoleHandler) consoleHandler {
+func (c *Console) adminAction(h consoleHandler) consoleHandler {
 	return func(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 		if !si.admin {
 			c.forbidden(w, r, &si, "Managing API keys needs a user sign-in or an admin API key, and this session was opened with a key that is not an admin key. Nothing changed.")
@@ -155,7 +155,7 @@ func (c *console) adminAction(h consoleHandler) consoleHandler {
 	}
 }
 
-func (c *console) setMaintenance(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+func (c *Console) setMaintenance(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	var on bool
 	switch r.PostForm.Get("on") {
 	case "true":
@@ -165,7 +165,7 @@ func (c *console) setMaintenance(w http.ResponseWriter, r *http.Request, si sess
 		c.done(w, r, si, "/configuration", consoleFlash{Kind: "error", Text: `Maintenance mode: the form must say on=true or on=false; nothing changed.`})
 		return
 	}
-	v, err := c.s.SetMaintenance(r.Context(), on)
+	v, err := c.co.SetMaintenance(r.Context(), on)
 	if err != nil {
 		c.done(w, r, si, "/configuration", c.failed("Maintenance mode", err))
 		return
@@ -191,7 +191,7 @@ func plural(n int, one, many string) string {
 	return many
 }
 
-func (c *console) createToken(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+func (c *Console) createToken(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	env := strings.TrimSpace(r.PostForm.Get("environment"))
 	if err := api.ValidateName("environment", env); err != nil {
 		c.done(w, r, si, "/configuration", consoleFlash{Kind: "error", Text: "Create enrollment token failed: " + err.Error()})
@@ -203,12 +203,12 @@ func (c *console) createToken(w http.ResponseWriter, r *http.Request, si session
 			"Create enrollment token failed: lifetime %q: give a duration such as 24h, more than 0 and at most %s.", r.PostForm.Get("ttl"), api.MaxTokenTTL)})
 		return
 	}
-	res, err := c.s.CreateToken(r.Context(), env, ttl, nil)
+	res, err := c.co.CreateToken(r.Context(), env, ttl, nil)
 	if err != nil {
 		c.done(w, r, si, "/configuration", c.failed("Create enrollment token", err))
 		return
 	}
-	c.s.log.Info("enrollment token created", zap.String("environment", res.Environment), zap.Time("expires", res.ExpiresAt), zap.String("by", si.name))
+	c.log.Info("enrollment token created", zap.String("environment", res.Environment), zap.Time("expires", res.ExpiresAt), zap.String("by", si.name))
 	c.done(w, r, si, "/configuration", consoleFlash{
 		Kind: "ok",
 		Text: fmt.Sprintf("Enrollment token for %s created; it enrolls one agent until %s. Run this on the new machine (it is shown only now):",
@@ -227,18 +227,18 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-func (c *console) revokeToken(w http.ResponseWriter, r *http.Request, si sessionInfo) {
-	if err := c.s.access.RevokeToken(r.Context(), r.PathValue("id")); err != nil {
+func (c *Console) revokeToken(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+	if err := c.access.RevokeToken(r.Context(), r.PathValue("id")); err != nil {
 		c.done(w, r, si, "/configuration", c.failed("Revoke enrollment token", err))
 		return
 	}
 	c.done(w, r, si, "/configuration", consoleFlash{Kind: "ok", Text: "Enrollment token revoked: it can no longer enroll an agent."})
 }
 
-func (c *console) createAPIKey(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+func (c *Console) createAPIKey(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	name := strings.TrimSpace(r.PostForm.Get("name"))
 	admin := r.PostForm.Get("admin") == "true"
-	k, err := c.s.access.CreateAPIKey(r.Context(), name, admin)
+	k, err := c.access.CreateAPIKey(r.Context(), name, admin)
 	if err != nil {
 		c.done(w, r, si, "/configuration", c.failed("Create API key", err))
 		return
@@ -254,8 +254,8 @@ func (c *console) createAPIKey(w http.ResponseWriter, r *http.Request, si sessio
 	})
 }
 
-func (c *console) revokeAPIKey(w http.ResponseWriter, r *http.Request, si sessionInfo) {
-	k, err := c.s.access.RevokeAPIKey(r.Context(), r.PathValue("id"))
+func (c *Console) revokeAPIKey(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+	k, err := c.access.RevokeAPIKey(r.Context(), r.PathValue("id"))
 	if err != nil {
 		c.done(w, r, si, "/configuration", c.failed("Revoke API key", err))
 		return

@@ -1,4 +1,4 @@
-package server
+package console
 
 import (
 	"context"
@@ -11,12 +11,12 @@ import (
 	"github.com/tendrildeploy/tendril/api"
 
 	"github.com/tendrildeploy/tendril/server/httpapi"
-	"github.com/tendrildeploy/tendril/server/store"
+	"github.com/tendrildeploy/tendril/server/kind"
 )
 
 // registerRollouts adds the rollout pages: the list, one rollout's
 // progress per batch and per agent, and its halt and resume buttons.
-func (c *console) registerRollouts(mux *http.ServeMux) {
+func (c *Console) registerRollouts(mux *http.ServeMux) {
 	mux.Handle("GET /rollouts", c.page(c.rolloutsPage))
 	mux.Handle("GET /rollouts/{id}", c.page(c.rolloutPage))
 	mux.Handle("GET /ui/fragments/rollouts", c.uiAPI(c.rolloutsFragment))
@@ -47,14 +47,14 @@ func rolloutRow(v api.RolloutView) consoleRolloutRow {
 	}
 	for state, n := range v.Counts {
 		row.Total += n
-		if store.UpgradeFinal(state) {
+		if api.UpgradeFinal(state) {
 			row.Done += n
 		}
 	}
 	return row
 }
 
-func (c *console) rolloutsPage(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+func (c *Console) rolloutsPage(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	rows, err := c.rolloutRows(r.Context())
 	if err != nil {
 		c.serverError(w, r, &si, err)
@@ -63,17 +63,17 @@ func (c *console) rolloutsPage(w http.ResponseWriter, r *http.Request, si sessio
 	c.render(w, r, &si, http.StatusOK, "rollouts", "rollouts", rows)
 }
 
-func (c *console) rolloutsFragment(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+func (c *Console) rolloutsFragment(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	rows, err := c.rolloutRows(r.Context())
 	if err != nil {
-		httpapi.InternalError(w, c.s.log, err)
+		httpapi.InternalError(w, c.log, err)
 		return
 	}
 	c.renderFragment(w, "rollout-table", rows)
 }
 
-func (c *console) rolloutRows(ctx context.Context) ([]consoleRolloutRow, error) {
-	vs, err := c.s.Rollouts(ctx)
+func (c *Console) rolloutRows(ctx context.Context) ([]consoleRolloutRow, error) {
+	vs, err := c.rollouts.Rollouts(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("console: list rollouts: %w", err)
 	}
@@ -118,10 +118,10 @@ func rolloutBatches(v api.RolloutView) []consoleBatch {
 		b := &out[i]
 		b.Agents = append(b.Agents, a)
 		b.Total++
-		if store.UpgradeFinal(a.State) {
+		if api.UpgradeFinal(a.State) {
 			b.Done++
 		}
-		if a.State == store.UpgradeFailed || a.State == store.UpgradeRolledBack {
+		if a.State == api.UpgradeFailed || a.State == api.UpgradeRolledBack {
 			b.Failed++
 		}
 	}
@@ -129,7 +129,7 @@ func rolloutBatches(v api.RolloutView) []consoleBatch {
 		b := &out[i]
 		queued := 0
 		for _, a := range b.Agents {
-			if a.State == store.UpgradeQueued {
+			if a.State == api.UpgradeQueued {
 				queued++
 			}
 		}
@@ -147,18 +147,18 @@ func rolloutBatches(v api.RolloutView) []consoleBatch {
 	return out
 }
 
-func (c *console) rollout(ctx context.Context, si sessionInfo, id string) (consoleRollout, error) {
-	v, err := c.s.Rollout(ctx, id)
+func (c *Console) rollout(ctx context.Context, si sessionInfo, id string) (consoleRollout, error) {
+	v, err := c.rollouts.Rollout(ctx, id)
 	if err != nil {
 		return consoleRollout{}, err
 	}
-	return consoleRollout{CSRF: si.csrf, Row: rolloutRow(v), Batches: rolloutBatches(v), Running: v.State == store.RolloutRunning}, nil
+	return consoleRollout{CSRF: si.csrf, Row: rolloutRow(v), Batches: rolloutBatches(v), Running: v.State == api.RolloutRunning}, nil
 }
 
-func (c *console) rolloutPage(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+func (c *Console) rolloutPage(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	id := r.PathValue("id")
 	v, err := c.rollout(r.Context(), si, id)
-	if errors.Is(err, store.ErrNotFound) {
+	if errors.Is(err, kind.ErrNotFound) {
 		c.renderError(w, r, &si, http.StatusNotFound, "No such rollout", fmt.Sprintf("There is no rollout %q.", id))
 		return
 	}
@@ -169,29 +169,29 @@ func (c *console) rolloutPage(w http.ResponseWriter, r *http.Request, si session
 	c.render(w, r, &si, http.StatusOK, "rollout", "rollouts", v)
 }
 
-func (c *console) rolloutFragment(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+func (c *Console) rolloutFragment(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	v, err := c.rollout(r.Context(), si, r.PathValue("id"))
 	if err != nil {
-		httpapi.Fail(w, c.s.log, err)
+		httpapi.Fail(w, c.log, err)
 		return
 	}
 	c.renderFragment(w, "rollout-body", v)
 }
 
-func (c *console) haltRollout(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+func (c *Console) haltRollout(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	id := r.PathValue("id")
 	back := "/rollouts/" + url.PathEscape(id)
-	if _, err := c.s.HaltRollout(r.Context(), id); err != nil {
+	if _, err := c.rollouts.HaltRollout(r.Context(), id); err != nil {
 		c.done(w, r, si, back, c.failed("Halt rollout", err))
 		return
 	}
 	c.done(w, r, si, back, consoleFlash{Kind: "ok", Text: "Rollout halted: no further batch starts; agents already upgrading finish."})
 }
 
-func (c *console) resumeRollout(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+func (c *Console) resumeRollout(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	id := r.PathValue("id")
 	back := "/rollouts/" + url.PathEscape(id)
-	if _, err := c.s.ResumeRollout(r.Context(), id); err != nil {
+	if _, err := c.rollouts.ResumeRollout(r.Context(), id); err != nil {
 		c.done(w, r, si, back, c.failed("Resume rollout", err))
 		return
 	}

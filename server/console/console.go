@@ -1,4 +1,4 @@
-package server
+package console
 
 import (
 	"bytes"
@@ -16,18 +16,17 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/mod/semver"
 
+	"github.com/tendrildeploy/tendril/server/console/ui"
 	"github.com/tendrildeploy/tendril/server/httpapi"
 	"github.com/tendrildeploy/tendril/server/kind"
-	"github.com/tendrildeploy/tendril/server/store"
-	"github.com/tendrildeploy/tendril/server/ui"
 )
 
-// consoleCookie names the browser's session cookie.
-const consoleCookie = "tendril_session"
+// CookieName names the browser's session cookie.
+const CookieName = "tendril_session"
 
-// csrfHeader carries the CSRF token for requests made by script rather
+// CSRFHeader carries the CSRF token for requests made by script rather
 // than by a form.
-const csrfHeader = "X-CSRF-Token"
+const CSRFHeader = "X-CSRF-Token"
 
 // consoleCSP allows only the console's own files: no inline script or
 // style, so an injected tag that escaped escaping still could not run.
@@ -41,11 +40,64 @@ const taskLogPreview = 5000
 // errNoSession means the request carries no live console session.
 var errNoSession = errors.New("not signed in")
 
-// console is the web UI: server-rendered pages over the same methods the
+// Access is what the console asks about who may act: signing in, the
+// re-check of every request's session, and the management pages.
+type Access interface {
+	httpapi.Access
+	// Authenticate checks a user's password.
+	Authenticate(ctx context.Context, name, password string) (api.UserView, error)
+	// User returns a user by id, kind.ErrNotFound once deleted.
+	User(ctx context.Context, id string) (api.UserView, error)
+	// APIKeyByHash returns a valid key by the hash of its secret,
+	// kind.ErrNotFound once revoked.
+	APIKeyByHash(ctx context.Context, hash string) (api.APIKeyView, error)
+	// IsBadCredentials reports whether an Authenticate error is a wrong
+	// name or password rather than a failure to check.
+	IsBadCredentials(err error) bool
+}
+
+// Machines is what only the console asks of the coordinator core.
+type Machines interface {
+	// LatestCalamari is the newest uploaded Calamari version, "" if
+	// none.
+	LatestCalamari(ctx context.Context) (string, error)
+	// CalamariVersions lists the Calamari versions verified on an agent.
+	CalamariVersions(ctx context.Context, agentID string) ([]string, error)
+	// HealthHistory is an agent's recent health checks, oldest first.
+	HealthHistory(agentID string) []HealthPoint
+}
+
+// Config configures the console. Every field but Logger and ReleaseFeed
+// is required.
+type Config struct {
+	Coordinator httpapi.Coordinator
+	Rollouts    httpapi.Rollouts
+	Access      Access
+	Machines    Machines
+	// API serves the task endpoints the console's pages read through
+	// their session, so that both answer alike.
+	API *httpapi.API
+	// Version is the coordinator's, shown in the page footer.
+	Version string
+	// ReleaseFeed says whether a release feed is configured, for the
+	// configuration page.
+	ReleaseFeed bool
+	Logger      *zap.Logger
+}
+
+// Console is the web UI: server-rendered pages over the same methods the
 // JSON API calls, with its own session sign-in so that the browser never
 // holds the API key after signing in.
-type console struct {
-	s        *Server
+type Console struct {
+	co          httpapi.Coordinator
+	rollouts    httpapi.Rollouts
+	access      Access
+	machines    Machines
+	api         *httpapi.API
+	version     string
+	releaseFeed bool
+	log         *zap.Logger
+
 	tpl      *ui.Templates
 	sessions *consoleSessions
 	// cop refuses cross-origin state changes by the browser's own
@@ -62,17 +114,28 @@ var consoleFuncs = template.FuncMap{
 	"bytes":      humanBytes,
 }
 
-// registerConsole adds the web console's routes to mux. The API under
-// /api/ is untouched: it keeps its bearer keys.
-func (s *Server) registerConsole(mux *http.ServeMux) {
+// New returns the console over cfg.
+func New(cfg Config) *Console {
 	tpl, err := ui.Parse(consoleFuncs)
 	if err != nil {
 		// The templates are compiled in; a parse error is a bug that the
 		// package's tests catch, not a condition to run with.
 		panic(err)
 	}
-	c := &console{s: s, tpl: tpl, sessions: newConsoleSessions(), cop: http.NewCrossOriginProtection(), limits: newSigninLimiter()}
+	log := cfg.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &Console{
+		co: cfg.Coordinator, rollouts: cfg.Rollouts, access: cfg.Access, machines: cfg.Machines, api: cfg.API,
+		version: cfg.Version, releaseFeed: cfg.ReleaseFeed, log: log,
+		tpl: tpl, sessions: newConsoleSessions(), cop: http.NewCrossOriginProtection(), limits: newSigninLimiter(),
+	}
+}
 
+// Register adds the web console's routes to mux. The API under /api/ is
+// untouched: it keeps its bearer keys.
+func (c *Console) Register(mux *http.ServeMux) {
 	static := http.FileServerFS(ui.Static())
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "" || strings.HasSuffix(r.URL.Path, "/") {
@@ -97,8 +160,8 @@ func (s *Server) registerConsole(mux *http.ServeMux) {
 	mux.Handle("GET /ui/fragments/tasks", c.uiAPI(c.tasksFragment))
 	mux.Handle("GET /ui/fragments/tasks/{id}", c.uiAPI(c.taskFragment))
 	// The browser reads the API's own answers through its session.
-	mux.Handle("GET /ui/api/tasks/{id}", c.uiAPI(func(w http.ResponseWriter, r *http.Request, _ sessionInfo) { s.api.ServeTask(w, r) }))
-	mux.Handle("GET /ui/api/tasks/{id}/log", c.uiAPI(func(w http.ResponseWriter, r *http.Request, _ sessionInfo) { s.api.ServeTaskLog(w, r) }))
+	mux.Handle("GET /ui/api/tasks/{id}", c.uiAPI(func(w http.ResponseWriter, r *http.Request, _ sessionInfo) { c.api.ServeTask(w, r) }))
+	mux.Handle("GET /ui/api/tasks/{id}/log", c.uiAPI(func(w http.ResponseWriter, r *http.Request, _ sessionInfo) { c.api.ServeTaskLog(w, r) }))
 	mux.HandleFunc("/ui/", func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusNotFound, fmt.Sprintf("no console endpoint %s %s", r.Method, r.URL.Path))
 	})
@@ -117,8 +180,8 @@ func (s *Server) registerConsole(mux *http.ServeMux) {
 // session returns the request's live session: the cookie names one and
 // the API key it was opened with is still valid. A session whose key was
 // revoked ends here.
-func (c *console) session(r *http.Request) (sessionInfo, error) {
-	ck, err := r.Cookie(consoleCookie)
+func (c *Console) session(r *http.Request) (sessionInfo, error) {
+	ck, err := r.Cookie(CookieName)
 	if err != nil {
 		return sessionInfo{}, errNoSession
 	}
@@ -128,8 +191,8 @@ func (c *console) session(r *http.Request) (sessionInfo, error) {
 	}
 	if si.userID != "" {
 		// A deleted user's sessions end here.
-		u, err := c.s.access.User(r.Context(), si.userID)
-		if errors.Is(err, store.ErrNotFound) {
+		u, err := c.access.User(r.Context(), si.userID)
+		if errors.Is(err, kind.ErrNotFound) {
 			c.sessions.delete(si.id)
 			return sessionInfo{}, errNoSession
 		}
@@ -141,9 +204,9 @@ func (c *console) session(r *http.Request) (sessionInfo, error) {
 		si.name, si.admin = u.Name, true
 		return si, nil
 	}
-	k, err := c.s.access.APIKeyByHash(r.Context(), si.keyHash)
+	k, err := c.access.APIKeyByHash(r.Context(), si.keyHash)
 	if err != nil {
-		if errors.Is(err, store.ErrNotFound) {
+		if errors.Is(err, kind.ErrNotFound) {
 			c.sessions.delete(si.id)
 			return sessionInfo{}, errNoSession
 		}
@@ -157,7 +220,7 @@ type consoleHandler func(w http.ResponseWriter, r *http.Request, si sessionInfo)
 
 // page serves a page to a signed-in browser and sends anyone else to sign
 // in, coming back here afterwards.
-func (c *console) page(h consoleHandler) http.Handler {
+func (c *Console) page(h consoleHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		si, err := c.session(r)
 		if errors.Is(err, errNoSession) {
@@ -174,7 +237,7 @@ func (c *console) page(h consoleHandler) http.Handler {
 
 // uiAPI serves what the pages' scripts fetch; without a session it
 // answers 401 JSON, which the script turns into a visit to sign in.
-func (c *console) uiAPI(h consoleHandler) http.Handler {
+func (c *Console) uiAPI(h consoleHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		si, err := c.session(r)
 		if errors.Is(err, errNoSession) {
@@ -182,7 +245,7 @@ func (c *console) uiAPI(h consoleHandler) http.Handler {
 			return
 		}
 		if err != nil {
-			httpapi.InternalError(w, c.s.log, err)
+			httpapi.InternalError(w, c.log, err)
 			return
 		}
 		h(w, r, si)
@@ -192,7 +255,7 @@ func (c *console) uiAPI(h consoleHandler) http.Handler {
 // action guards a state change from a form: same-origin, signed in, with
 // the session's CSRF token (form field "csrf" or the X-CSRF-Token
 // header). A refusal changes nothing.
-func (c *console) action(h consoleHandler) http.Handler {
+func (c *Console) action(h consoleHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, httpapi.MaxRequestBody)
 		if err := c.cop.Check(r); err != nil {
@@ -214,7 +277,7 @@ func (c *console) action(h consoleHandler) http.Handler {
 		}
 		token := r.PostForm.Get("csrf")
 		if token == "" {
-			token = r.Header.Get(csrfHeader)
+			token = r.Header.Get(CSRFHeader)
 		}
 		if !validCSRF(si.csrf, token) {
 			c.forbidden(w, r, &si, "The form's security token is missing or wrong (it may be from an earlier sign-in); nothing changed. Reload the page and try again.")
@@ -239,28 +302,28 @@ type pageData struct {
 
 // render writes a full page. si is nil for a visitor who is not signed in;
 // a signed-in page takes the session's pending messages.
-func (c *console) render(w http.ResponseWriter, r *http.Request, si *sessionInfo, status int, page, nav string, body any) {
+func (c *Console) render(w http.ResponseWriter, r *http.Request, si *sessionInfo, status int, page, nav string, body any) {
 	set, ok := c.tpl.Pages[page]
 	if !ok {
-		c.s.log.Error("console page missing", zap.String("page", page))
+		c.log.Error("console page missing", zap.String("page", page))
 		http.Error(w, "internal error; see the coordinator's log", http.StatusInternalServerError)
 		return
 	}
-	d := pageData{Nav: nav, Version: c.s.cfg.Version, Body: body}
+	d := pageData{Nav: nav, Version: c.version, Body: body}
 	if si != nil {
 		d.Signed, d.CSRF, d.Who = true, si.csrf, si.name
 		d.Flashes = c.sessions.takeFlashes(si.id)
-		d.Updates = c.s.Updates()
-		m, err := c.s.Maintenance(r.Context())
+		d.Updates = c.co.Updates()
+		m, err := c.co.Maintenance(r.Context())
 		if err != nil {
 			// The page is still worth showing without the banner.
-			c.s.log.Warn("console: read maintenance state failed", zap.Error(err))
+			c.log.Warn("console: read maintenance state failed", zap.Error(err))
 		}
 		d.Maintenance = m
 	}
 	var buf bytes.Buffer
 	if err := set.ExecuteTemplate(&buf, ui.Layout, d); err != nil {
-		c.s.log.Error("console: render page failed", zap.String("page", page), zap.Error(err))
+		c.log.Error("console: render page failed", zap.String("page", page), zap.Error(err))
 		http.Error(w, "internal error; see the coordinator's log", http.StatusInternalServerError)
 		return
 	}
@@ -269,16 +332,16 @@ func (c *console) render(w http.ResponseWriter, r *http.Request, si *sessionInfo
 
 // renderFragment writes one shared template alone, for a page's script
 // to put in place.
-func (c *console) renderFragment(w http.ResponseWriter, name string, data any) {
+func (c *Console) renderFragment(w http.ResponseWriter, name string, data any) {
 	var buf bytes.Buffer
 	if err := c.tpl.Partials.ExecuteTemplate(&buf, name, data); err != nil {
-		httpapi.InternalError(w, c.s.log, fmt.Errorf("render console fragment %s: %w", name, err))
+		httpapi.InternalError(w, c.log, fmt.Errorf("render console fragment %s: %w", name, err))
 		return
 	}
 	c.writeHTML(w, http.StatusOK, buf.Bytes())
 }
 
-func (c *console) writeHTML(w http.ResponseWriter, status int, body []byte) {
+func (c *Console) writeHTML(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Content-Security-Policy", consoleCSP)
@@ -296,20 +359,20 @@ type errorBody struct {
 	Message string
 }
 
-func (c *console) renderError(w http.ResponseWriter, r *http.Request, si *sessionInfo, status int, title, msg string) {
+func (c *Console) renderError(w http.ResponseWriter, r *http.Request, si *sessionInfo, status int, title, msg string) {
 	c.render(w, r, si, status, "error", "", errorBody{Title: title, Message: msg})
 }
 
-func (c *console) forbidden(w http.ResponseWriter, r *http.Request, si *sessionInfo, msg string) {
+func (c *Console) forbidden(w http.ResponseWriter, r *http.Request, si *sessionInfo, msg string) {
 	c.renderError(w, r, si, http.StatusForbidden, "Refused", msg)
 }
 
-func (c *console) serverError(w http.ResponseWriter, r *http.Request, si *sessionInfo, err error) {
-	c.s.log.Error("console request failed", zap.String("path", r.URL.Path), zap.Error(err))
+func (c *Console) serverError(w http.ResponseWriter, r *http.Request, si *sessionInfo, err error) {
+	c.log.Error("console request failed", zap.String("path", r.URL.Path), zap.Error(err))
 	c.renderError(w, r, si, http.StatusInternalServerError, "Internal error", "Something went wrong on the coordinator; its log has the details.")
 }
 
-func (c *console) notFound(w http.ResponseWriter, r *http.Request) {
+func (c *Console) notFound(w http.ResponseWriter, r *http.Request) {
 	var si *sessionInfo
 	if s, err := c.session(r); err == nil {
 		si = &s
@@ -324,7 +387,7 @@ type signinBody struct {
 	Error string
 }
 
-func (c *console) signinPage(w http.ResponseWriter, r *http.Request) {
+func (c *Console) signinPage(w http.ResponseWriter, r *http.Request) {
 	next := safeLocal(r.URL.Query().Get("next"))
 	if _, err := c.session(r); err == nil {
 		http.Redirect(w, r, next, http.StatusSeeOther)
@@ -333,7 +396,7 @@ func (c *console) signinPage(w http.ResponseWriter, r *http.Request) {
 	c.render(w, r, nil, http.StatusOK, "signin", "", signinBody{Next: next})
 }
 
-func (c *console) signin(w http.ResponseWriter, r *http.Request) {
+func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, httpapi.MaxRequestBody)
 	if err := c.cop.Check(r); err != nil {
 		c.forbidden(w, r, nil, "This sign-in came from another site; it was refused.")
@@ -355,22 +418,22 @@ func (c *console) signin(w http.ResponseWriter, r *http.Request) {
 	}
 	// A fresh id at every sign-in: a session id planted before sign-in
 	// never becomes a signed-in one.
-	if old, err := r.Cookie(consoleCookie); err == nil {
+	if old, err := r.Cookie(CookieName); err == nil {
 		c.sessions.delete(old.Value)
 	}
 	id, who := start()
 	http.SetCookie(w, &http.Cookie{
-		Name: consoleCookie, Value: id, Path: "/",
+		Name: CookieName, Value: id, Path: "/",
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil,
 	})
-	c.s.log.Info("console sign-in", zap.String("remote", r.RemoteAddr), zap.String("as", who))
+	c.log.Info("console sign-in", zap.String("remote", r.RemoteAddr), zap.String("as", who))
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
-func (c *console) signout(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+func (c *Console) signout(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	c.sessions.delete(si.id)
 	http.SetCookie(w, &http.Cookie{
-		Name: consoleCookie, Value: "", Path: "/", MaxAge: -1,
+		Name: CookieName, Value: "", Path: "/", MaxAge: -1,
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil,
 	})
 	http.Redirect(w, r, "/signin", http.StatusSeeOther)
@@ -423,7 +486,7 @@ func classify(v api.AgentView) consoleMachine {
 	if !v.Connected {
 		states = append(states, stateUnavailable)
 	}
-	if v.Health == store.HealthUnhealthy {
+	if v.Health == api.HealthUnhealthy {
 		states = append(states, stateUnhealthy)
 	}
 	if v.Upgrade == api.UpgradeRequired {
@@ -435,7 +498,7 @@ func classify(v api.AgentView) consoleMachine {
 	if v.Upgrade == api.UpgradeRecommended {
 		states = append(states, stateUpgradeRecommended)
 	}
-	if v.Health == store.HealthWarning {
+	if v.Health == api.HealthWarning {
 		states = append(states, stateWarning)
 	}
 	if len(states) == 0 {
@@ -455,11 +518,11 @@ func (f fleetCounts) NeedsUpgrade() bool { return f.UpgradeRecommended+f.Upgrade
 
 func (f *fleetCounts) add(v api.AgentView) {
 	switch v.Health {
-	case store.HealthHealthy:
+	case api.HealthHealthy:
 		f.Healthy++
-	case store.HealthWarning:
+	case api.HealthWarning:
 		f.Warning++
-	case store.HealthUnhealthy:
+	case api.HealthUnhealthy:
 		f.Unhealthy++
 	default:
 		f.Unavailable++
@@ -491,20 +554,20 @@ type consoleHome struct {
 	Environments   []consoleEnvironment
 }
 
-func (c *console) home(ctx context.Context, si sessionInfo) (consoleHome, error) {
-	agents, err := c.s.Agents(ctx)
+func (c *Console) home(ctx context.Context, si sessionInfo) (consoleHome, error) {
+	agents, err := c.co.Agents(ctx)
 	if err != nil {
 		return consoleHome{}, err
 	}
-	latest, err := c.s.latestCalamari(ctx)
+	latest, err := c.machines.LatestCalamari(ctx)
 	if err != nil {
 		return consoleHome{}, fmt.Errorf("console: latest calamari: %w", err)
 	}
-	pkgs, err := c.s.AgentPackages(ctx)
+	pkgs, err := c.rollouts.AgentPackages(ctx)
 	if err != nil {
 		return consoleHome{}, fmt.Errorf("console: agent packages: %w", err)
 	}
-	h := consoleHome{CSRF: si.csrf, LatestCalamari: latest.Version}
+	h := consoleHome{CSRF: si.csrf, LatestCalamari: latest}
 	if len(pkgs) > 0 {
 		h.NewestAgent = pkgs[0].Version
 	}
@@ -533,7 +596,7 @@ func (c *console) home(ctx context.Context, si sessionInfo) (consoleHome, error)
 	return h, nil
 }
 
-func (c *console) environmentsPage(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+func (c *Console) environmentsPage(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	h, err := c.home(r.Context(), si)
 	if err != nil {
 		c.serverError(w, r, &si, err)
@@ -542,10 +605,10 @@ func (c *console) environmentsPage(w http.ResponseWriter, r *http.Request, si se
 	c.render(w, r, &si, http.StatusOK, "environments", "environments", h)
 }
 
-func (c *console) environmentsFragment(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+func (c *Console) environmentsFragment(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	h, err := c.home(r.Context(), si)
 	if err != nil {
-		httpapi.InternalError(w, c.s.log, err)
+		httpapi.InternalError(w, c.log, err)
 		return
 	}
 	c.renderFragment(w, "environments-body", h)
@@ -561,34 +624,34 @@ type consoleMachinePage struct {
 	Health healthChart
 }
 
-func (c *console) machine(ctx context.Context, si sessionInfo, name string) (consoleMachinePage, error) {
-	v, err := c.s.Agent(ctx, name)
+func (c *Console) machine(ctx context.Context, si sessionInfo, name string) (consoleMachinePage, error) {
+	v, err := c.co.Agent(ctx, name)
 	if err != nil {
 		return consoleMachinePage{}, err
 	}
-	a, err := c.s.store.AgentByID(ctx, v.ID)
+	versions, err := c.machines.CalamariVersions(ctx, v.ID)
 	if err != nil {
 		return consoleMachinePage{}, fmt.Errorf("agent %q: %w", name, err)
 	}
-	latest, err := c.s.latestCalamari(ctx)
+	latest, err := c.machines.LatestCalamari(ctx)
 	if err != nil {
 		return consoleMachinePage{}, fmt.Errorf("console: latest calamari: %w", err)
 	}
-	tasks, err := c.s.Tasks(ctx, api.TaskFilter{Agent: name, Limit: 20})
+	tasks, err := c.co.Tasks(ctx, api.TaskFilter{Agent: name, Limit: 20})
 	if err != nil {
 		return consoleMachinePage{}, fmt.Errorf("console: tasks of %q: %w", name, err)
 	}
 	m := classify(v)
-	m.CalamariVersions = slices.Clone(a.CalamariVersions)
+	m.CalamariVersions = slices.Clone(versions)
 	// Newest first, as the agents list shows the newest.
 	slices.SortFunc(m.CalamariVersions, func(x, y string) int { return semver.Compare("v"+y, "v"+x) })
-	return consoleMachinePage{CSRF: si.csrf, Machine: m, LatestCalamari: latest.Version, Tasks: tasks, Health: c.s.health.chart(v.ID)}, nil
+	return consoleMachinePage{CSRF: si.csrf, Machine: m, LatestCalamari: latest, Tasks: tasks, Health: layoutHealthChart(c.machines.HealthHistory(v.ID))}, nil
 }
 
-func (c *console) machinePage(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+func (c *Console) machinePage(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	name := r.PathValue("name")
 	m, err := c.machine(r.Context(), si, name)
-	if errors.Is(err, store.ErrNotFound) {
+	if errors.Is(err, kind.ErrNotFound) {
 		c.renderError(w, r, &si, http.StatusNotFound, "No such machine", fmt.Sprintf("There is no agent named %q. It may have been deleted.", name))
 		return
 	}
@@ -599,10 +662,10 @@ func (c *console) machinePage(w http.ResponseWriter, r *http.Request, si session
 	c.render(w, r, &si, http.StatusOK, "machine", "environments", m)
 }
 
-func (c *console) machineFragment(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+func (c *Console) machineFragment(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	m, err := c.machine(r.Context(), si, r.PathValue("name"))
 	if err != nil {
-		httpapi.Fail(w, c.s.log, err)
+		httpapi.Fail(w, c.log, err)
 		return
 	}
 	c.renderFragment(w, "machine-body", m)
@@ -615,23 +678,23 @@ type consoleTasks struct {
 	Tasks      []api.TaskView
 }
 
-func (c *console) tasks(ctx context.Context, agent string) (consoleTasks, error) {
+func (c *Console) tasks(ctx context.Context, agent string) (consoleTasks, error) {
 	f := api.TaskFilter{Agent: agent, Limit: 100}
 	refresh := "/ui/fragments/tasks"
 	if agent != "" {
 		refresh += "?agent=" + url.QueryEscape(agent)
 	}
-	ts, err := c.s.Tasks(ctx, f)
+	ts, err := c.co.Tasks(ctx, f)
 	if err != nil {
 		return consoleTasks{}, fmt.Errorf("console: list tasks: %w", err)
 	}
 	return consoleTasks{Agent: agent, RefreshURL: refresh, Tasks: ts}, nil
 }
 
-func (c *console) tasksPage(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+func (c *Console) tasksPage(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	agent := r.URL.Query().Get("agent")
 	t, err := c.tasks(r.Context(), agent)
-	if errors.Is(err, store.ErrNotFound) {
+	if errors.Is(err, kind.ErrNotFound) {
 		c.renderError(w, r, &si, http.StatusNotFound, "No such machine", fmt.Sprintf("There is no agent named %q.", agent))
 		return
 	}
@@ -642,10 +705,10 @@ func (c *console) tasksPage(w http.ResponseWriter, r *http.Request, si sessionIn
 	c.render(w, r, &si, http.StatusOK, "tasks", "tasks", t)
 }
 
-func (c *console) tasksFragment(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+func (c *Console) tasksFragment(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	t, err := c.tasks(r.Context(), r.URL.Query().Get("agent"))
 	if err != nil {
-		httpapi.Fail(w, c.s.log, err)
+		httpapi.Fail(w, c.log, err)
 		return
 	}
 	c.renderFragment(w, "task-table", t.Tasks)
@@ -656,16 +719,16 @@ func (c *console) tasksFragment(w http.ResponseWriter, r *http.Request, si sessi
 type consoleTask struct {
 	CSRF      string
 	Task      api.TaskView
-	Log       []store.LogLine
+	Log       []api.LogLineView
 	NextSeq   int64
 	Truncated bool
 }
 
-func (c *console) taskPage(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+func (c *Console) taskPage(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	ctx := r.Context()
 	id := r.PathValue("id")
-	t, err := c.s.Task(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
+	t, err := c.co.Task(ctx, id)
+	if errors.Is(err, kind.ErrNotFound) {
 		c.renderError(w, r, &si, http.StatusNotFound, "No such task", fmt.Sprintf("There is no task %q.", id))
 		return
 	}
@@ -673,7 +736,7 @@ func (c *console) taskPage(w http.ResponseWriter, r *http.Request, si sessionInf
 		c.serverError(w, r, &si, err)
 		return
 	}
-	lines, err := c.s.store.TaskLogs(ctx, id, 1, taskLogPreview)
+	lines, err := c.co.TaskLog(ctx, id, 1, taskLogPreview)
 	if err != nil {
 		c.serverError(w, r, &si, fmt.Errorf("console: log of task %s: %w", id, err))
 		return
@@ -685,10 +748,10 @@ func (c *console) taskPage(w http.ResponseWriter, r *http.Request, si sessionInf
 	c.render(w, r, &si, http.StatusOK, "task", "tasks", body)
 }
 
-func (c *console) taskFragment(w http.ResponseWriter, r *http.Request, si sessionInfo) {
-	t, err := c.s.Task(r.Context(), r.PathValue("id"))
+func (c *Console) taskFragment(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+	t, err := c.co.Task(r.Context(), r.PathValue("id"))
 	if err != nil {
-		httpapi.Fail(w, c.s.log, err)
+		httpapi.Fail(w, c.log, err)
 		return
 	}
 	c.renderFragment(w, "task-summary", consoleTask{CSRF: si.csrf, Task: t})
@@ -697,7 +760,7 @@ func (c *console) taskFragment(w http.ResponseWriter, r *http.Request, si sessio
 // done ends an action: its outcome is kept for the next page, and the
 // browser goes back to where the form was (the form's "back" field, if
 // it names a page here) or to fallback.
-func (c *console) done(w http.ResponseWriter, r *http.Request, si sessionInfo, fallback string, f consoleFlash) {
+func (c *Console) done(w http.ResponseWriter, r *http.Request, si sessionInfo, fallback string, f consoleFlash) {
 	c.sessions.addFlash(si.id, f)
 	back := fallback
 	if b := r.PostForm.Get("back"); b != "" {
@@ -709,23 +772,23 @@ func (c *console) done(w http.ResponseWriter, r *http.Request, si sessionInfo, f
 // failed is the flash for an action's error: a message a person can act
 // on for the errors that carry one, else a pointer to the log (where the
 // error is logged).
-func (c *console) failed(what string, err error) consoleFlash {
+func (c *Console) failed(what string, err error) consoleFlash {
 	var ke *kind.Error
 	var mbe *http.MaxBytesError
 	switch {
-	case errors.As(err, &ke), errors.Is(err, store.ErrNotFound), errors.Is(err, kind.ErrBadRequest),
+	case errors.As(err, &ke), errors.Is(err, kind.ErrNotFound), errors.Is(err, kind.ErrBadRequest),
 		errors.Is(err, kind.ErrConflict), errors.Is(err, kind.ErrNotConnected):
 		return consoleFlash{Kind: "error", Text: what + " failed: " + err.Error()}
 	case errors.As(err, &mbe):
 		return consoleFlash{Kind: "error", Text: what + " failed: the form is too large"}
 	}
-	c.s.log.Error("console action failed", zap.String("action", what), zap.Error(err))
+	c.log.Error("console action failed", zap.String("action", what), zap.Error(err))
 	return consoleFlash{Kind: "error", Text: what + " failed: internal error; see the coordinator's log"}
 }
 
-func (c *console) updateCalamari(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+func (c *Console) updateCalamari(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	t := api.UpdateTarget{Agent: r.PostForm.Get("agent"), Environment: r.PostForm.Get("environment")}
-	res, err := c.s.UpdateCalamari(r.Context(), t)
+	res, err := c.co.UpdateCalamari(r.Context(), t)
 	if err != nil {
 		c.done(w, r, si, "/", c.failed("Update Calamari", err))
 		return
@@ -770,10 +833,10 @@ func updateFlash(t api.UpdateTarget, res []api.UpdateResult) consoleFlash {
 	return f
 }
 
-func (c *console) upgrade(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+func (c *Console) upgrade(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	req := api.RolloutRequest{Environment: r.PostForm.Get("environment"), All: r.PostForm.Get("all") == "true",
 		Agents: r.PostForm["agent"]}
-	v, err := c.s.StartRollout(r.Context(), req)
+	v, err := c.rollouts.StartRollout(r.Context(), req)
 	if err != nil {
 		c.done(w, r, si, "/", c.failed("Upgrade agents", err))
 		return
@@ -785,17 +848,17 @@ func (c *console) upgrade(w http.ResponseWriter, r *http.Request, si sessionInfo
 	case !v.All:
 		where = v.Environment
 	}
-	n := v.Counts[store.UpgradeQueued]
+	n := v.Counts[api.UpgradeQueued]
 	c.done(w, r, si, "/", consoleFlash{Kind: "ok", Text: fmt.Sprintf(
 		"Rollout %s started: upgrading %d agent(s) of %s to %s, %d at a time; %d already at that version.",
-		v.ID, n, where, v.Version, v.Batch, v.Counts[store.UpgradeSucceeded]),
+		v.ID, n, where, v.Version, v.Batch, v.Counts[api.UpgradeSucceeded]),
 		Link: "/rollouts/" + url.PathEscape(v.ID), LinkText: "Follow its progress"})
 }
 
-func (c *console) checkHealth(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+func (c *Console) checkHealth(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	name := r.PathValue("name")
 	back := "/machines/" + url.PathEscape(name)
-	v, err := c.s.CheckAgentHealth(r.Context(), name)
+	v, err := c.co.CheckAgentHealth(r.Context(), name)
 	if err != nil {
 		c.done(w, r, si, back, c.failed("Health check", err))
 		return
@@ -807,9 +870,9 @@ func (c *console) checkHealth(w http.ResponseWriter, r *http.Request, si session
 	c.done(w, r, si, back, consoleFlash{Kind: "ok", Text: text})
 }
 
-func (c *console) deleteAgent(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+func (c *Console) deleteAgent(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	name := r.PathValue("name")
-	if err := c.s.DeleteAgent(r.Context(), name); err != nil {
+	if err := c.co.DeleteAgent(r.Context(), name); err != nil {
 		c.done(w, r, si, "/machines/"+url.PathEscape(name), c.failed("Delete "+name, err))
 		return
 	}
@@ -819,10 +882,10 @@ func (c *console) deleteAgent(w http.ResponseWriter, r *http.Request, si session
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
-func (c *console) cancelTask(w http.ResponseWriter, r *http.Request, si sessionInfo) {
+func (c *Console) cancelTask(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	id := r.PathValue("id")
 	back := "/tasks/" + url.PathEscape(id)
-	t, err := c.s.CancelTask(r.Context(), id)
+	t, err := c.co.CancelTask(r.Context(), id)
 	if err != nil {
 		c.done(w, r, si, back, c.failed("Cancel task", err))
 		return
