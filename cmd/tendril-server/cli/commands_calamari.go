@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 	"github.com/tendrildeploy/tendril/api/client"
 )
 
-func newCalamariCmd(e env) *cobra.Command {
+func newCalamariCmd(e Env) *cobra.Command {
 	var t targetFlags
 	group := &cobra.Command{
 		Use:   "calamari",
@@ -41,9 +41,9 @@ func newCalamariCmd(e env) *cobra.Command {
 					return err
 				}
 				if pushJSON {
-					return writeJSON(e.stdout, v)
+					return writeJSON(e.Stdout, v)
 				}
-				return writePushed(e.stdout, v)
+				return writePushed(e.Stdout, v)
 			})
 		},
 	}
@@ -61,9 +61,9 @@ func newCalamariCmd(e env) *cobra.Command {
 					return err
 				}
 				if listJSON {
-					return writeJSON(e.stdout, bs)
+					return writeJSON(e.Stdout, bs)
 				}
-				return writeBundles(e.stdout, bs)
+				return writeBundles(e.Stdout, bs)
 			})
 		},
 	}
@@ -89,9 +89,9 @@ func newCalamariCmd(e env) *cobra.Command {
 					return err
 				}
 				if updateJSON {
-					err = writeJSON(e.stdout, res)
+					err = writeJSON(e.Stdout, res)
 				} else {
-					err = writeUpdateResults(e.stdout, res)
+					err = writeUpdateResults(e.Stdout, res)
 				}
 				if err != nil {
 					return err
@@ -133,7 +133,7 @@ type upload struct {
 
 // uploadFile opens path and hands it to send, with a progress bar on
 // stderr when stderr is a terminal.
-func uploadFile(e env, path string, send func(upload) error) error {
+func uploadFile(e Env, path string, send func(upload) error) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("upload: %w", err)

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -21,7 +21,7 @@ import (
 // tests shorten it.
 var rolloutPoll = time.Second
 
-func newAgentPackageCmd(e env) *cobra.Command {
+func newAgentPackageCmd(e Env) *cobra.Command {
 	var t targetFlags
 	group := &cobra.Command{
 		Use:   "agent-package",
@@ -54,9 +54,9 @@ func newAgentPackageCmd(e env) *cobra.Command {
 					return err
 				}
 				if pushJSON {
-					return writeJSON(e.stdout, v)
+					return writeJSON(e.Stdout, v)
 				}
-				return writeAgentPackagePushed(e.stdout, v)
+				return writeAgentPackagePushed(e.Stdout, v)
 			})
 		},
 	}
@@ -78,9 +78,9 @@ func newAgentPackageCmd(e env) *cobra.Command {
 					return err
 				}
 				if listJSON {
-					return writeJSON(e.stdout, ps)
+					return writeJSON(e.Stdout, ps)
 				}
-				return writeAgentPackages(e.stdout, ps)
+				return writeAgentPackages(e.Stdout, ps)
 			})
 		},
 	}
@@ -89,7 +89,7 @@ func newAgentPackageCmd(e env) *cobra.Command {
 	return group
 }
 
-func newUpgradeCmd(e env) *cobra.Command {
+func newUpgradeCmd(e Env) *cobra.Command {
 	var (
 		t       targetFlags
 		req     api.RolloutRequest
@@ -136,20 +136,20 @@ func newUpgradeCmd(e env) *cobra.Command {
 				}
 				if !wait {
 					if asJSON {
-						return writeJSON(e.stdout, v)
+						return writeJSON(e.Stdout, v)
 					}
-					_, err := fmt.Fprintf(e.stdout, "%s\n", v.ID)
+					_, err := fmt.Fprintf(e.Stdout, "%s\n", v.ID)
 					return err
 				}
 				if !asJSON {
-					fmt.Fprintf(e.stdout, "rollout %s: upgrading %d agents to %s\n", v.ID, len(v.Agents), v.Version)
+					fmt.Fprintf(e.Stdout, "rollout %s: upgrading %d agents to %s\n", v.ID, len(v.Agents), v.Version)
 				}
 				v, err = followRollout(ctx, e, cl, v, !asJSON)
 				if err != nil {
 					return err
 				}
 				if asJSON {
-					if err := writeJSON(e.stdout, v); err != nil {
+					if err := writeJSON(e.Stdout, v); err != nil {
 						return err
 					}
 				}
@@ -189,15 +189,15 @@ func countTrue(bs ...bool) int {
 // final state on stderr, with each failure printed above it; otherwise,
 // when lines is set, it prints one line per agent state change, for a
 // script or a log file to keep. A halt by an operator is said either way.
-func followRollout(ctx context.Context, e env, cl *client.Client, v api.RolloutView, lines bool) (api.RolloutView, error) {
+func followRollout(ctx context.Context, e Env, cl *client.Client, v api.RolloutView, lines bool) (api.RolloutView, error) {
 	var bar *progressbar.ProgressBar
-	if e.terminal && e.console && lines {
+	if e.Terminal && e.Console && lines {
 		bar = progressbar.NewOptions(len(v.Agents),
-			progressbar.OptionSetWriter(e.stderr),
+			progressbar.OptionSetWriter(e.Stderr),
 			progressbar.OptionSetDescription(rolloutProgress(v)),
 			progressbar.OptionShowCount(),
 			progressbar.OptionSetWidth(30),
-			progressbar.OptionOnCompletion(func() { fmt.Fprintln(e.stderr) }),
+			progressbar.OptionOnCompletion(func() { fmt.Fprintln(e.Stderr) }),
 		)
 		defer func() {
 			if !bar.IsFinished() {
@@ -210,7 +210,7 @@ func followRollout(ctx context.Context, e env, cl *client.Client, v api.RolloutV
 		if bar != nil {
 			bar.Clear()
 		}
-		fmt.Fprintf(e.stdout, format, args...)
+		fmt.Fprintf(e.Stdout, format, args...)
 	}
 	seen := map[string]string{}
 	paused := false
@@ -286,10 +286,10 @@ func stateLine(a api.RolloutAgentView) string {
 
 // rolloutOutcome turns a finished rollout into the command's result: exit
 // 1 if it halted, naming the agents that failed.
-func rolloutOutcome(e env, v api.RolloutView, text bool) error {
+func rolloutOutcome(e Env, v api.RolloutView, text bool) error {
 	if v.State == store.RolloutSucceeded {
 		if text {
-			fmt.Fprintf(e.stdout, "rollout %s succeeded: %s\n", v.ID, v.Reason)
+			fmt.Fprintf(e.Stdout, "rollout %s succeeded: %s\n", v.ID, v.Reason)
 		}
 		return nil
 	}
@@ -300,12 +300,12 @@ func rolloutOutcome(e env, v api.RolloutView, text bool) error {
 		}
 	}
 	if text && len(failed) > 0 {
-		fmt.Fprintf(e.stdout, "%s\n", strings.Join(failed, "\n"))
+		fmt.Fprintf(e.Stdout, "%s\n", strings.Join(failed, "\n"))
 	}
 	return &exitError{code: 1, msg: fmt.Sprintf("rollout %s %s: %s", v.ID, v.State, v.Reason)}
 }
 
-func newRolloutCmd(e env) *cobra.Command {
+func newRolloutCmd(e Env) *cobra.Command {
 	var t targetFlags
 	group := &cobra.Command{
 		Use:   "rollout",
@@ -326,9 +326,9 @@ func newRolloutCmd(e env) *cobra.Command {
 					return err
 				}
 				if showJSON {
-					return writeJSON(e.stdout, v)
+					return writeJSON(e.Stdout, v)
 				}
-				return writeRollout(e.stdout, v, time.Now())
+				return writeRollout(e.Stdout, v, time.Now())
 			})
 		},
 	}
@@ -346,9 +346,9 @@ func newRolloutCmd(e env) *cobra.Command {
 					return err
 				}
 				if listJSON {
-					return writeJSON(e.stdout, vs)
+					return writeJSON(e.Stdout, vs)
 				}
-				return writeRollouts(e.stdout, vs)
+				return writeRollouts(e.Stdout, vs)
 			})
 		},
 	}
@@ -367,9 +367,9 @@ func newRolloutCmd(e env) *cobra.Command {
 						return err
 					}
 					if asJSON {
-						return writeJSON(e.stdout, v)
+						return writeJSON(e.Stdout, v)
 					}
-					_, err = fmt.Fprintf(e.stdout, "rollout %s %s\n", v.ID, done)
+					_, err = fmt.Fprintf(e.Stdout, "rollout %s %s\n", v.ID, done)
 					return err
 				})
 			},

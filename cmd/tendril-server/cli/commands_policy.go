@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 	"github.com/tendrildeploy/tendril/api/client"
 )
 
-func newPolicyCmd(e env) *cobra.Command {
+func newPolicyCmd(e Env) *cobra.Command {
 	var t targetFlags
 	group := &cobra.Command{
 		Use:   "policy",
@@ -36,9 +36,9 @@ func newPolicyCmd(e env) *cobra.Command {
 					return err
 				}
 				if showJSON {
-					return writeJSON(e.stdout, v)
+					return writeJSON(e.Stdout, v)
 				}
-				return writePolicy(e.stdout, v)
+				return writePolicy(e.Stdout, v)
 			})
 		},
 	}
@@ -90,9 +90,9 @@ func newPolicyCmd(e env) *cobra.Command {
 					return err
 				}
 				if setJSON {
-					return writeJSON(e.stdout, v)
+					return writeJSON(e.Stdout, v)
 				}
-				return writePolicy(e.stdout, v)
+				return writePolicy(e.Stdout, v)
 			})
 		},
 	}

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -62,8 +62,8 @@ func TestMaintenanceBackupRestoreCommands(t *testing.T) {
 	var waitOut, waitErr syncBuffer
 	waited := make(chan int, 1)
 	go func() {
-		waited <- execute(bg, []string{"maintenance", "on", "--wait", "--data", dir},
-			env{stdout: &waitOut, stderr: &waitErr, getenv: func(string) string { return "" }})
+		waited <- Run(bg, []string{"maintenance", "on", "--wait", "--data", dir},
+			Env{Stdout: &waitOut, Stderr: &waitErr, Getenv: func(string) string { return "" }})
 	}()
 	waitFor(t, "the drain to report the running task", func() bool {
 		return strings.Contains(waitErr.String(), "Waiting: 1 task still running, 0 queued\n")

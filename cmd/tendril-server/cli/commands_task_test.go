@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -286,8 +286,8 @@ func TestTaskRunInterrupt(t *testing.T) {
 	var out, errOut syncBuffer
 	done := make(chan int, 1)
 	go func() {
-		done <- execute(ctx, []string{"task", "run", "--agent", "web01", "--", "run-script"},
-			env{stdout: &out, stderr: &errOut, getenv: func(k string) string { return f.vars()[k] }})
+		done <- Run(ctx, []string{"task", "run", "--agent", "web01", "--", "run-script"},
+			Env{Stdout: &out, Stderr: &errOut, Getenv: func(k string) string { return f.vars()[k] }})
 	}()
 	deadline := time.Now().Add(10 * time.Second)
 	for out.String() != "working\n" {

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -19,8 +19,8 @@ import (
 func cliIn(t *testing.T, stdin string, vars map[string]string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errOut syncBuffer
-	code = execute(context.Background(), args, env{stdout: &out, stderr: &errOut, stdin: strings.NewReader(stdin),
-		getenv: func(k string) string { return vars[k] }})
+	code = Run(context.Background(), args, Env{Stdout: &out, Stderr: &errOut, Stdin: strings.NewReader(stdin),
+		Getenv: func(k string) string { return vars[k] }})
 	return code, out.String(), errOut.String()
 }
 

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -13,7 +13,7 @@ import (
 	"github.com/tendrildeploy/tendril/version"
 )
 
-func newBackupCmd(e env) *cobra.Command {
+func newBackupCmd(e Env) *cobra.Command {
 	var (
 		data, out, passFile string
 		asJSON              bool
@@ -55,9 +55,9 @@ restored. Restore it with "tendril-server restore".`,
 				return err
 			}
 			if asJSON {
-				return writeJSON(e.stdout, res)
+				return writeJSON(e.Stdout, res)
 			}
-			_, err = fmt.Fprintf(e.stdout, "Backed up %s to %s (%d entries, %d bytes; coordinator %s, schema %d).\nKeep the passphrase apart from the backup: without it the backup cannot be restored.\n",
+			_, err = fmt.Fprintf(e.Stdout, "Backed up %s to %s (%d entries, %d bytes; coordinator %s, schema %d).\nKeep the passphrase apart from the backup: without it the backup cannot be restored.\n",
 				dir, res.Out, len(res.Manifest.Entries), res.Size, res.Manifest.CoordinatorVersion, res.Manifest.SchemaVersion)
 			return err
 		},
@@ -70,7 +70,7 @@ restored. Restore it with "tendril-server restore".`,
 	return c
 }
 
-func newRestoreCmd(e env) *cobra.Command {
+func newRestoreCmd(e Env) *cobra.Command {
 	var (
 		data, in, passFile string
 		force, asJSON      bool
@@ -103,10 +103,10 @@ nothing. Start the coordinator afterwards with "tendril-server run".`,
 				return err
 			}
 			if asJSON {
-				return writeJSON(e.stdout, res)
+				return writeJSON(e.Stdout, res)
 			}
 			m := res.Manifest
-			_, err = fmt.Fprintf(e.stdout, "Restored the backup of %s (coordinator %s, schema %d) into %s.\nThumbprint: %s\nStart the coordinator with: tendril-server run --data %s\n",
+			_, err = fmt.Fprintf(e.Stdout, "Restored the backup of %s (coordinator %s, schema %d) into %s.\nThumbprint: %s\nStart the coordinator with: tendril-server run --data %s\n",
 				m.CreatedAt.Local().Format("2006-01-02 15:04:05 MST"), m.CoordinatorVersion, m.SchemaVersion, res.DataDir, res.Thumbprint, res.DataDir)
 			return err
 		},

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bufio"
@@ -25,7 +25,7 @@ import (
 // refuses anything longer than server.MaxPasswordLen anyway.
 const maxPasswordInput = 64 << 10
 
-func newUserCmd(e env) *cobra.Command {
+func newUserCmd(e Env) *cobra.Command {
 	var t targetFlags
 	group := &cobra.Command{
 		Use:   "user",
@@ -61,9 +61,9 @@ least 8 characters. The coordinator stores it as an argon2id hash.`,
 					return err
 				}
 				if createJSON {
-					return writeJSON(e.stdout, u)
+					return writeJSON(e.Stdout, u)
 				}
-				_, err = fmt.Fprintf(e.stdout, "Created user %s: they can sign in to the console now.\n", u.Name)
+				_, err = fmt.Fprintf(e.Stdout, "Created user %s: they can sign in to the console now.\n", u.Name)
 				return err
 			})
 		},
@@ -83,9 +83,9 @@ least 8 characters. The coordinator stores it as an argon2id hash.`,
 					return err
 				}
 				if listJSON {
-					return writeJSON(e.stdout, us)
+					return writeJSON(e.Stdout, us)
 				}
-				return writeUsers(e.stdout, us)
+				return writeUsers(e.Stdout, us)
 			})
 		},
 	}
@@ -100,7 +100,7 @@ least 8 characters. The coordinator stores it as an argon2id hash.`,
 				if err := cl.DeleteUser(ctx, args[0]); err != nil {
 					return err
 				}
-				_, err := fmt.Fprintf(e.stdout, "Deleted user %s; their console sessions have ended.\n", args[0])
+				_, err := fmt.Fprintf(e.Stdout, "Deleted user %s; their console sessions have ended.\n", args[0])
 				return err
 			})
 		},
@@ -109,7 +109,7 @@ least 8 characters. The coordinator stores it as an argon2id hash.`,
 	return group
 }
 
-func newAPIKeyCmd(e env) *cobra.Command {
+func newAPIKeyCmd(e Env) *cobra.Command {
 	var t targetFlags
 	group := &cobra.Command{
 		Use:   "apikey",
@@ -138,14 +138,14 @@ init wrote to the data folder's admin.key is an admin key.`,
 					return err
 				}
 				if createJSON {
-					return writeJSON(e.stdout, k)
+					return writeJSON(e.Stdout, k)
 				}
-				if _, err := fmt.Fprintln(e.stdout, k.Key); err != nil {
+				if _, err := fmt.Fprintln(e.Stdout, k.Key); err != nil {
 					return err
 				}
 				// On stderr, so that `KEY=$(tendril-server apikey create ci)`
 				// captures the key alone.
-				fmt.Fprintf(e.stderr, "Created %s %s (id %s). Keep the key now: it is not shown again.\n", keyKind(k.Admin), k.Name, k.ID)
+				fmt.Fprintf(e.Stderr, "Created %s %s (id %s). Keep the key now: it is not shown again.\n", keyKind(k.Admin), k.Name, k.ID)
 				return nil
 			})
 		},
@@ -165,9 +165,9 @@ init wrote to the data folder's admin.key is an admin key.`,
 					return err
 				}
 				if listJSON {
-					return writeJSON(e.stdout, ks)
+					return writeJSON(e.Stdout, ks)
 				}
-				return writeAPIKeys(e.stdout, ks)
+				return writeAPIKeys(e.Stdout, ks)
 			})
 		},
 	}
@@ -185,9 +185,9 @@ init wrote to the data folder's admin.key is an admin key.`,
 					return err
 				}
 				if revokeJSON {
-					return writeJSON(e.stdout, k)
+					return writeJSON(e.Stdout, k)
 				}
-				_, err = fmt.Fprintf(e.stdout, "Revoked API key %s (id %s).\n", k.Name, k.ID)
+				_, err = fmt.Fprintf(e.Stdout, "Revoked API key %s (id %s).\n", k.Name, k.ID)
 				return err
 			})
 		},
@@ -197,7 +197,7 @@ init wrote to the data folder's admin.key is an admin key.`,
 	return group
 }
 
-func newTokenListCmd(e env, t *targetFlags) *cobra.Command {
+func newTokenListCmd(e Env, t *targetFlags) *cobra.Command {
 	var asJSON bool
 	c := &cobra.Command{
 		Use:   "list",
@@ -210,9 +210,9 @@ func newTokenListCmd(e env, t *targetFlags) *cobra.Command {
 					return err
 				}
 				if asJSON {
-					return writeJSON(e.stdout, ts)
+					return writeJSON(e.Stdout, ts)
 				}
-				return writeTokens(e.stdout, ts)
+				return writeTokens(e.Stdout, ts)
 			})
 		},
 	}
@@ -220,7 +220,7 @@ func newTokenListCmd(e env, t *targetFlags) *cobra.Command {
 	return c
 }
 
-func newTokenRevokeCmd(e env, t *targetFlags) *cobra.Command {
+func newTokenRevokeCmd(e Env, t *targetFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "revoke ID",
 		Short: "Revoke an enrollment token: it can no longer enroll an agent",
@@ -230,7 +230,7 @@ func newTokenRevokeCmd(e env, t *targetFlags) *cobra.Command {
 				if err := cl.RevokeToken(ctx, args[0]); err != nil {
 					return err
 				}
-				_, err := fmt.Fprintf(e.stdout, "Revoked enrollment token %s.\n", args[0])
+				_, err := fmt.Fprintf(e.Stdout, "Revoked enrollment token %s.\n", args[0])
 				return err
 			})
 		},
@@ -239,9 +239,9 @@ func newTokenRevokeCmd(e env, t *targetFlags) *cobra.Command {
 
 // readNewPassword gets a new user's password: from --password-file, else
 // asked twice on a terminal, else from stdin.
-func readNewPassword(e env, file, user string) (string, error) {
+func readNewPassword(e Env, file, user string) (string, error) {
 	if file != "" {
-		var r io.Reader = e.stdin
+		var r io.Reader = e.Stdin
 		if file != "-" {
 			f, err := os.Open(file)
 			if err != nil {
@@ -252,14 +252,14 @@ func readNewPassword(e env, file, user string) (string, error) {
 		}
 		return readPasswordFrom(r, file)
 	}
-	if fd, ok := terminalFd(e.stdin); ok {
-		return askPasswordTwice(e.stderr, user, func() (string, error) {
+	if fd, ok := terminalFd(e.Stdin); ok {
+		return askPasswordTwice(e.Stderr, user, func() (string, error) {
 			b, err := term.ReadPassword(fd)
-			fmt.Fprintln(e.stderr) // the newline the user typed was not echoed
+			fmt.Fprintln(e.Stderr) // the newline the user typed was not echoed
 			return string(b), err
 		})
 	}
-	return readPasswordFrom(e.stdin, "stdin")
+	return readPasswordFrom(e.Stdin, "stdin")
 }
 
 // terminalFd returns the file descriptor of r if it is a terminal.

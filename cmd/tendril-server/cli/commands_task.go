@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 // taskRunExample is shown when task run's arguments are wrong.
 const taskRunExample = "tendril-server task run --agent web01 -- run-script --inline 'echo hello'"
 
-func newTaskCmd(e env) *cobra.Command {
+func newTaskCmd(e Env) *cobra.Command {
 	var t targetFlags
 	group := &cobra.Command{
 		Use:   "task",
@@ -45,7 +45,7 @@ func calamariArgs(c *cobra.Command, args []string) ([]string, error) {
 	return args, nil
 }
 
-func newTaskRunCmd(e env, t *targetFlags) *cobra.Command {
+func newTaskRunCmd(e Env, t *targetFlags) *cobra.Command {
 	var (
 		req    api.TaskRequest
 		file   string
@@ -98,7 +98,7 @@ Ctrl-C stops following but not the task: it keeps running, and
 
 // runTasks uploads the file, if any, creates the tasks and follows them to
 // their end.
-func runTasks(ctx context.Context, e env, cl *client.Client, req api.TaskRequest, file string, asJSON bool) error {
+func runTasks(ctx context.Context, e Env, cl *client.Client, req api.TaskRequest, file string, asJSON bool) error {
 	if file != "" {
 		err := uploadFile(e, file, func(u upload) error {
 			fv, err := cl.UploadFile(ctx, u.r, u.size)
@@ -125,13 +125,13 @@ func runTasks(ctx context.Context, e env, cl *client.Client, req api.TaskRequest
 		return err
 	}
 	if asJSON {
-		return writeJSON(e.stdout, tasks)
+		return writeJSON(e.Stdout, tasks)
 	}
 	for _, tk := range tasks {
-		fmt.Fprintf(e.stderr, "task %s on %s\n", tk.ID, tk.Agent)
+		fmt.Fprintf(e.Stderr, "task %s on %s\n", tk.ID, tk.Agent)
 	}
-	results := followTasks(ctx, cl, tasks, e.stdout, e.stderr)
-	return runOutcome(ctx, tasks, results, e.stderr)
+	results := followTasks(ctx, cl, tasks, e.Stdout, e.Stderr)
+	return runOutcome(ctx, tasks, results, e.Stderr)
 }
 
 // taskShow is what task show --json prints.
@@ -140,7 +140,7 @@ type taskShow struct {
 	Log  []api.LogLineView `json:"log"`
 }
 
-func newTaskShowCmd(e env, t *targetFlags) *cobra.Command {
+func newTaskShowCmd(e Env, t *targetFlags) *cobra.Command {
 	var asJSON, follow bool
 	c := &cobra.Command{
 		Use:   "show ID",
@@ -168,10 +168,10 @@ as "task run" does (the task's exit code).`,
 	return c
 }
 
-func showTask(ctx context.Context, e env, cl *client.Client, id string, follow, asJSON bool) error {
+func showTask(ctx context.Context, e Env, cl *client.Client, id string, follow, asJSON bool) error {
 	readLog := func(print func(api.LogLineView) error) (api.TaskView, bool, error) {
 		if follow {
-			end, err := followLog(ctx, cl, id, 1, e.stderr, print)
+			end, err := followLog(ctx, cl, id, 1, e.Stderr, print)
 			return end, err == nil, err
 		}
 		return cl.FollowTaskLog(ctx, id, 1, false, print)
@@ -192,7 +192,7 @@ func showTask(ctx context.Context, e env, cl *client.Client, id string, follow, 
 				return err
 			}
 		}
-		if err := writeJSON(e.stdout, out); err != nil {
+		if err := writeJSON(e.Stdout, out); err != nil {
 			return err
 		}
 		if follow {
@@ -204,14 +204,14 @@ func showTask(ctx context.Context, e env, cl *client.Client, id string, follow, 
 	if err != nil {
 		return err
 	}
-	if err := writeTaskHeader(e.stdout, tk); err != nil {
+	if err := writeTaskHeader(e.Stdout, tk); err != nil {
 		return err
 	}
-	if _, err := fmt.Fprintln(e.stdout); err != nil {
+	if _, err := fmt.Fprintln(e.Stdout); err != nil {
 		return err
 	}
 	end, _, err := readLog(func(l api.LogLineView) error {
-		_, err := io.WriteString(e.stdout, formatLogLine("", l.Text))
+		_, err := io.WriteString(e.Stdout, formatLogLine("", l.Text))
 		return err
 	})
 	if err != nil {
@@ -223,7 +223,7 @@ func showTask(ctx context.Context, e env, cl *client.Client, id string, follow, 
 	return nil
 }
 
-func newTaskListCmd(e env, t *targetFlags) *cobra.Command {
+func newTaskListCmd(e Env, t *targetFlags) *cobra.Command {
 	var (
 		agent  string
 		limit  int
@@ -243,9 +243,9 @@ func newTaskListCmd(e env, t *targetFlags) *cobra.Command {
 					return err
 				}
 				if asJSON {
-					return writeJSON(e.stdout, ts)
+					return writeJSON(e.Stdout, ts)
 				}
-				return writeTasks(e.stdout, ts)
+				return writeTasks(e.Stdout, ts)
 			})
 		},
 	}
@@ -256,7 +256,7 @@ func newTaskListCmd(e env, t *targetFlags) *cobra.Command {
 	return c
 }
 
-func newTaskCancelCmd(e env, t *targetFlags) *cobra.Command {
+func newTaskCancelCmd(e Env, t *targetFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "cancel ID",
 		Short: "Cancel a task: a queued one never starts, a running one has its whole process tree killed",
@@ -267,7 +267,7 @@ func newTaskCancelCmd(e env, t *targetFlags) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				_, err = fmt.Fprintf(e.stdout, "Cancellation of task %s on %s requested (state: %s); follow it with: tendril-server task show %s --follow\n",
+				_, err = fmt.Fprintf(e.Stdout, "Cancellation of task %s on %s requested (state: %s); follow it with: tendril-server task show %s --follow\n",
 					tk.ID, tk.Agent, tk.State, tk.ID)
 				return err
 			})

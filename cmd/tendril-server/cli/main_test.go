@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -43,7 +43,7 @@ func (s *syncBuffer) String() string {
 func cli(t *testing.T, ctx context.Context, vars map[string]string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errOut syncBuffer
-	code = execute(ctx, args, env{stdout: &out, stderr: &errOut, getenv: func(k string) string { return vars[k] }})
+	code = Run(ctx, args, Env{Stdout: &out, Stderr: &errOut, Getenv: func(k string) string { return vars[k] }})
 	return code, out.String(), errOut.String()
 }
 
@@ -118,8 +118,8 @@ func TestCommandsAgainstRunningCoordinator(t *testing.T) {
 	runDone := make(chan int, 1)
 	var runErr syncBuffer
 	go func() {
-		runDone <- execute(runCtx, []string{"run", "--data", dir, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-level", "debug"},
-			env{stdout: &bytes.Buffer{}, stderr: &runErr, getenv: func(string) string { return "" }})
+		runDone <- Run(runCtx, []string{"run", "--data", dir, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-level", "debug"},
+			Env{Stdout: &bytes.Buffer{}, Stderr: &runErr, Getenv: func(string) string { return "" }})
 	}()
 	defer func() {
 		stop()
@@ -186,7 +186,7 @@ func TestCommandsAgainstRunningCoordinator(t *testing.T) {
 }
 
 // TestHelpDocumentsExitCodes: the root help lists the exit codes that
-// execute returns, and those codes are what the commands give.
+// Run returns, and those codes are what the commands give.
 func TestHelpDocumentsExitCodes(t *testing.T) {
 	code, stdout, _ := cli(t, context.Background(), nil, "--help")
 	if code != 0 {
@@ -238,7 +238,7 @@ func TestListingsHaveJSON(t *testing.T) {
 			}
 		}
 	}
-	walk(newRootCmd(env{stdout: io.Discard, stderr: io.Discard, getenv: func(string) string { return "" }}))
+	walk(newRootCmd(Env{Stdout: io.Discard, Stderr: io.Discard, Getenv: func(string) string { return "" }}))
 	if n < 8 {
 		t.Fatalf("found %d listing commands, want the 8 and more there are", n)
 	}

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -37,8 +37,8 @@ func runInBackground(t *testing.T, vars map[string]string, args ...string) (*syn
 	done := make(chan int, 1)
 	var stderr syncBuffer
 	go func() {
-		done <- execute(ctx, append([]string{"run", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"}, args...),
-			env{stdout: &bytes.Buffer{}, stderr: &stderr, getenv: func(k string) string { return vars[k] }})
+		done <- Run(ctx, append([]string{"run", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"}, args...),
+			Env{Stdout: &bytes.Buffer{}, Stderr: &stderr, Getenv: func(k string) string { return vars[k] }})
 	}()
 	var code int
 	stopped := false

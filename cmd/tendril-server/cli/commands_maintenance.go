@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 // drainPoll is how often "maintenance on --wait" asks what still runs.
 var drainPoll = 2 * time.Second
 
-func newMaintenanceCmd(e env) *cobra.Command {
+func newMaintenanceCmd(e Env) *cobra.Command {
 	var t targetFlags
 	group := &cobra.Command{
 		Use:   "maintenance",
@@ -47,14 +47,14 @@ func newMaintenanceCmd(e env) *cobra.Command {
 					return err
 				}
 				if wait {
-					if v, err = drain(ctx, cl, v, e.stderr, onJSON); err != nil {
+					if v, err = drain(ctx, cl, v, e.Stderr, onJSON); err != nil {
 						return err
 					}
 				}
 				if onJSON {
-					return writeJSON(e.stdout, v)
+					return writeJSON(e.Stdout, v)
 				}
-				return writeMaintenance(e.stdout, v)
+				return writeMaintenance(e.Stdout, v)
 			})
 		},
 	}
@@ -73,9 +73,9 @@ func newMaintenanceCmd(e env) *cobra.Command {
 					return err
 				}
 				if offJSON {
-					return writeJSON(e.stdout, v)
+					return writeJSON(e.Stdout, v)
 				}
-				return writeMaintenance(e.stdout, v)
+				return writeMaintenance(e.Stdout, v)
 			})
 		},
 	}
@@ -93,9 +93,9 @@ func newMaintenanceCmd(e env) *cobra.Command {
 					return err
 				}
 				if statusJSON {
-					return writeJSON(e.stdout, v)
+					return writeJSON(e.Stdout, v)
 				}
-				return writeMaintenance(e.stdout, v)
+				return writeMaintenance(e.Stdout, v)
 			})
 		},
 	}

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -41,8 +41,8 @@ func TestCalamariPush(t *testing.T) {
 			f := newFakeAPI(t)
 			f.pushed = tc.pushed
 			var out, errOut syncBuffer
-			code := execute(context.Background(), []string{"calamari", "push", bundleFile},
-				env{stdout: &out, stderr: &errOut, getenv: func(k string) string { return f.vars()[k] }, console: tc.console})
+			code := Run(context.Background(), []string{"calamari", "push", bundleFile},
+				Env{Stdout: &out, Stderr: &errOut, Getenv: func(k string) string { return f.vars()[k] }, Console: tc.console})
 			if code != 0 || out.String() != tc.want {
 				t.Fatalf("got %d, stdout %q, stderr %q; want 0 and %q", code, out.String(), errOut.String(), tc.want)
 			}

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 	"github.com/tendrildeploy/tendril/api/client"
 )
 
-func newNodesCmd(e env) *cobra.Command {
+func newNodesCmd(e Env) *cobra.Command {
 	var t targetFlags
 	group := &cobra.Command{
 		Use:   "nodes",
@@ -35,9 +35,9 @@ func newNodesCmd(e env) *cobra.Command {
 					return err
 				}
 				if asJSON {
-					return writeJSON(e.stdout, nodes)
+					return writeJSON(e.Stdout, nodes)
 				}
-				return writeNodes(e.stdout, nodes)
+				return writeNodes(e.Stdout, nodes)
 			})
 		},
 	}
@@ -46,7 +46,7 @@ func newNodesCmd(e env) *cobra.Command {
 	return group
 }
 
-func newNodeCmd(e env) *cobra.Command {
+func newNodeCmd(e Env) *cobra.Command {
 	var t targetFlags
 	group := &cobra.Command{
 		Use:   "node",
@@ -87,14 +87,14 @@ draining, until "tendril-server node undrain".`,
 					return err
 				}
 				if wait {
-					if v, err = waitDrained(ctx, cl, v, e.stderr); err != nil {
+					if v, err = waitDrained(ctx, cl, v, e.Stderr); err != nil {
 						return err
 					}
 				}
 				if drainJSON {
-					return writeJSON(e.stdout, v)
+					return writeJSON(e.Stdout, v)
 				}
-				return writeNodeState(e.stdout, v)
+				return writeNodeState(e.Stdout, v)
 			})
 		},
 	}
@@ -121,9 +121,9 @@ draining, until "tendril-server node undrain".`,
 					return err
 				}
 				if undrainJSON {
-					return writeJSON(e.stdout, v)
+					return writeJSON(e.Stdout, v)
 				}
-				return writeNodeState(e.stdout, v)
+				return writeNodeState(e.Stdout, v)
 			})
 		},
 	}

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"fmt"
@@ -11,12 +11,12 @@ import (
 // progressReader counts what is read from r on a progress bar on stderr,
 // when stderr is a terminal; otherwise it returns r itself. done ends the
 // bar's line, so whatever is printed next starts on a line of its own.
-func progressReader(e env, r io.Reader, size int64, desc string) (_ io.Reader, done func()) {
-	if !e.console || size <= 0 {
+func progressReader(e Env, r io.Reader, size int64, desc string) (_ io.Reader, done func()) {
+	if !e.Console || size <= 0 {
 		return r, func() {}
 	}
 	bar := progressbar.NewOptions64(size,
-		progressbar.OptionSetWriter(e.stderr),
+		progressbar.OptionSetWriter(e.Stderr),
 		progressbar.OptionSetDescription(desc),
 		progressbar.OptionShowBytes(true),
 		progressbar.OptionShowTotalBytes(true),
@@ -24,7 +24,7 @@ func progressReader(e env, r io.Reader, size int64, desc string) (_ io.Reader, d
 		progressbar.OptionSetWidth(30),
 		progressbar.OptionThrottle(100*time.Millisecond),
 		progressbar.OptionSetPredictTime(true),
-		progressbar.OptionOnCompletion(func() { fmt.Fprintln(e.stderr) }),
+		progressbar.OptionOnCompletion(func() { fmt.Fprintln(e.Stderr) }),
 	)
 	pr := progressbar.NewReader(r, bar)
 	return &pr, func() {

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -212,8 +212,8 @@ web-2 rolled back: the agent rolled back to its previous version: crashed
 		done := rolloutStep("succeeded", "every agent runs 2.0.0", ra("web-1", 1, "succeeded", "the new version connected", 2))
 		f.views = []api.RolloutView{steps[0], done}
 		var out, errOut syncBuffer
-		code := execute(context.Background(), []string{"upgrade", "--environment", "Prod", "--wait"},
-			env{stdout: &out, stderr: &errOut, getenv: func(k string) string { return f.vars()[k] }, console: true, terminal: true})
+		code := Run(context.Background(), []string{"upgrade", "--environment", "Prod", "--wait"},
+			Env{Stdout: &out, Stderr: &errOut, Getenv: func(k string) string { return f.vars()[k] }, Console: true, Terminal: true})
 		if code != 0 || out.String() != "rollout r1: upgrading 2 agents to 2.0.0\nrollout r1 succeeded: every agent runs 2.0.0\n" {
 			t.Fatalf("got %d %q", code, out.String())
 		}
@@ -229,8 +229,8 @@ web-2 rolled back: the agent rolled back to its previous version: crashed
 		f.views = []api.RolloutView{steps[0], held, done}
 		var out, errOut syncBuffer
 		// stderr is a terminal but stdout goes to a file: lines, no bar.
-		code := execute(context.Background(), []string{"upgrade", "--environment", "Prod", "--wait"},
-			env{stdout: &out, stderr: &errOut, getenv: func(k string) string { return f.vars()[k] }, console: true})
+		code := Run(context.Background(), []string{"upgrade", "--environment", "Prod", "--wait"},
+			Env{Stdout: &out, Stderr: &errOut, Getenv: func(k string) string { return f.vars()[k] }, Console: true})
 		want := `rollout r1: upgrading 2 agents to 2.0.0
 2026-01-02T12:00:00Z web-1: queued (waiting for batch 1)
 2026-01-02T12:00:00Z web-2: queued (waiting for batch 2)

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -100,9 +100,9 @@ func TestVersionCheckAgainstCoordinator(t *testing.T) {
 	done := make(chan int, 1)
 	var runErr syncBuffer
 	go func() {
-		done <- execute(ctx, []string{"run", "--data", dir, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
+		done <- Run(ctx, []string{"run", "--data", dir, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
 			"--release-feed", feed, "--release-check-interval", "1h"},
-			env{stdout: &bytes.Buffer{}, stderr: &runErr, getenv: func(string) string { return "" }})
+			Env{Stdout: &bytes.Buffer{}, Stderr: &runErr, Getenv: func(string) string { return "" }})
 	}()
 	t.Cleanup(func() {
 		stop()

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -35,25 +35,30 @@ const (
 // only keeps a hung coordinator from hanging a script forever.
 const adminTimeout = 6 * time.Minute
 
-// env is the process's world as the commands see it, so tests can give
-// their own.
-type env struct {
-	stdout, stderr io.Writer
-	getenv         func(string) string
-	// console is true when stderr is a terminal: logs are then for a
+// Env is the process's world as the commands see it: main gives the real
+// one, tests their own.
+type Env struct {
+	// Stdout receives results: tables, JSON, join strings. Stderr receives
+	// logs, progress and the one line that says why a command failed.
+	Stdout, Stderr io.Writer
+	// Getenv looks up the TENDRIL_* environment variables; it must not be
+	// nil.
+	Getenv func(string) string
+	// Console is true when stderr is a terminal: logs are then for a
 	// person, not a collector.
-	console bool
-	// terminal is true when stdout is a terminal: progress shows as a
+	Console bool
+	// Terminal is true when stdout is a terminal: progress shows as a
 	// bar rather than as lines a script or a log file would keep.
-	terminal bool
-	// stdin is read for passwords; nil reads nothing.
-	stdin io.Reader
+	Terminal bool
+	// Stdin is read for passwords; nil reads nothing.
+	Stdin io.Reader
 }
 
-// execute runs the command line args and returns the exit code: 0, 1 for
-// a failure, 2 for a usage error, 130 when interrupted, or a task's own
-// (task run). Every failure is one line on stderr.
-func execute(ctx context.Context, args []string, e env) int {
+// Run runs the tendril-server command line args (without the program
+// name) and returns the exit code: 0, 1 for a failure, 2 for a usage
+// error, 130 when ctx ended (Ctrl-C or TERM), or a task's own (task run).
+// Every failure is one line on e.Stderr.
+func Run(ctx context.Context, args []string, e Env) int {
 	root := newRootCmd(e)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
@@ -62,17 +67,17 @@ func execute(ctx context.Context, args []string, e env) int {
 	}
 	if xe, ok := errors.AsType[*exitError](err); ok {
 		if xe.msg != "" {
-			fmt.Fprintln(e.stderr, errorLine(err))
+			fmt.Fprintln(e.Stderr, errorLine(err))
 		}
 		return xe.code
 	}
 	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		// Ctrl-C (or TERM) cut a call short: say so rather than quote
 		// "context canceled", and exit as an interrupted shell command does.
-		fmt.Fprintln(e.stderr, "tendril-server: interrupted")
+		fmt.Fprintln(e.Stderr, "tendril-server: interrupted")
 		return 130
 	}
-	fmt.Fprintln(e.stderr, errorLine(err))
+	fmt.Fprintln(e.Stderr, errorLine(err))
 	var ue *usageError
 	if errors.As(err, &ue) {
 		return 2
@@ -80,7 +85,7 @@ func execute(ctx context.Context, args []string, e env) int {
 	return 1
 }
 
-func newRootCmd(e env) *cobra.Command {
+func newRootCmd(e Env) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "tendril-server",
 		Short: "Tendril coordinator: enrolls agents, keeps their sessions and serves the admin API",
@@ -103,8 +108,8 @@ Exit codes:
 		Args:          cobra.ArbitraryArgs,
 		RunE:          groupRunE,
 	}
-	root.SetOut(e.stdout)
-	root.SetErr(e.stderr)
+	root.SetOut(e.Stdout)
+	root.SetErr(e.Stderr)
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageErrorf(c, "%v", err) })
 	root.AddCommand(
@@ -147,14 +152,14 @@ func oneArg(name string) cobra.PositionalArgs {
 }
 
 // dataDir returns --data or, without it, $TENDRIL_DATA.
-func dataDir(c *cobra.Command, flag string, e env) (string, error) {
-	if d := first(flag, e.getenv(envData)); d != "" {
+func dataDir(c *cobra.Command, flag string, e Env) (string, error) {
+	if d := first(flag, e.Getenv(envData)); d != "" {
 		return d, nil
 	}
 	return "", usageErrorf(c, "no data folder given: use --data DIR or set %s", envData)
 }
 
-func newInitCmd(e env) *cobra.Command {
+func newInitCmd(e Env) *cobra.Command {
 	var data, database string
 	c := &cobra.Command{
 		Use:   "init --data DIR",
@@ -165,14 +170,14 @@ func newInitCmd(e env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := server.InitWith(c.Context(), dir, server.InitOptions{Database: first(database, e.getenv(envDatabase))})
+			res, err := server.InitWith(c.Context(), dir, server.InitOptions{Database: first(database, e.Getenv(envDatabase))})
 			if errors.Is(err, server.ErrAlreadyInitialized) {
 				return fmt.Errorf("%w; nothing was changed (start it with \"tendril-server run --data %s\")", err, dir)
 			}
 			if err != nil {
 				return err
 			}
-			return writeInit(e.stdout, res)
+			return writeInit(e.Stdout, res)
 		},
 	}
 	c.Flags().StringVar(&data, "data", "", "data folder to create (default $"+envData+")")
@@ -180,7 +185,7 @@ func newInitCmd(e env) *cobra.Command {
 	return c
 }
 
-func newRunCmd(e env) *cobra.Command {
+func newRunCmd(e Env) *cobra.Command {
 	var (
 		data, listen, httpAddr, tlsMin string
 		database, nodeName, advertise  string
@@ -225,7 +230,7 @@ func newRunCmd(e env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			log, err := newLogger(logLevel, e.stderr, e.console)
+			log, err := newLogger(logLevel, e.Stderr, e.Console)
 			if err != nil {
 				return usageErrorf(c, "--log-level: %v", err)
 			}
@@ -234,14 +239,14 @@ func newRunCmd(e env) *cobra.Command {
 				log.Named("cmd").Warn("agents may connect with TLS below 1.2; such agents are shown with a health warning",
 					zap.String("tls_min", tlsMin))
 			}
-			if a := e.getenv(envPprof); a != "" {
+			if a := e.Getenv(envPprof); a != "" {
 				pa, err := startPprof(a)
 				if err != nil {
 					return err
 				}
 				log.Named("cmd").Info("serving pprof", zap.String("addr", pa.String()))
 			}
-			st, err := openDatabase(c.Context(), dir, first(database, e.getenv(envDatabase)), log)
+			st, err := openDatabase(c.Context(), dir, first(database, e.Getenv(envDatabase)), log)
 			if err != nil {
 				return err
 			}
@@ -301,7 +306,7 @@ func loadHTTPTLS(certFile, keyFile string) (*tls.Config, error) {
 	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}}, nil
 }
 
-func newThumbprintCmd(e env) *cobra.Command {
+func newThumbprintCmd(e Env) *cobra.Command {
 	var data string
 	c := &cobra.Command{
 		Use:   "thumbprint --data DIR",
@@ -316,7 +321,7 @@ func newThumbprintCmd(e env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			_, err = fmt.Fprintln(e.stdout, t)
+			_, err = fmt.Fprintln(e.Stdout, t)
 			return err
 		},
 	}
@@ -335,7 +340,7 @@ func addTargetFlags(c *cobra.Command, t *targetFlags) {
 
 // adminCall runs fn with a client of the coordinator the flags name,
 // bounded by adminTimeout.
-func adminCall(c *cobra.Command, t targetFlags, e env, fn func(ctx context.Context, cl *client.Client) error) error {
+func adminCall(c *cobra.Command, t targetFlags, e Env, fn func(ctx context.Context, cl *client.Client) error) error {
 	return adminCallFor(c, t, e, adminTimeout, fn)
 }
 
@@ -343,8 +348,8 @@ func adminCall(c *cobra.Command, t targetFlags, e env, fn func(ctx context.Conte
 // that rightly take as long as they take (uploads, pushes to a fleet,
 // followed task logs) and end only when done or interrupted. The client
 // has no overall timeout of its own.
-func adminCallFor(c *cobra.Command, t targetFlags, e env, timeout time.Duration, fn func(ctx context.Context, cl *client.Client) error) error {
-	url, key, err := resolveTarget(t, e.getenv)
+func adminCallFor(c *cobra.Command, t targetFlags, e Env, timeout time.Duration, fn func(ctx context.Context, cl *client.Client) error) error {
+	url, key, err := resolveTarget(t, e.Getenv)
 	if err != nil {
 		if ue, ok := errors.AsType[*usageError](err); ok {
 			ue.cmd = c.CommandPath()
@@ -365,7 +370,7 @@ func adminCallFor(c *cobra.Command, t targetFlags, e env, timeout time.Duration,
 	return fn(ctx, cl)
 }
 
-func newTokenCmd(e env) *cobra.Command {
+func newTokenCmd(e Env) *cobra.Command {
 	var t targetFlags
 	group := &cobra.Command{
 		Use:   "token",
@@ -395,9 +400,9 @@ func newTokenCmd(e env) *cobra.Command {
 					return err
 				}
 				if asJSON {
-					return writeJSON(e.stdout, res)
+					return writeJSON(e.Stdout, res)
 				}
-				_, err = fmt.Fprintln(e.stdout, res.Join)
+				_, err = fmt.Fprintln(e.Stdout, res.Join)
 				return err
 			})
 		},
@@ -411,7 +416,7 @@ func newTokenCmd(e env) *cobra.Command {
 	return group
 }
 
-func newAgentsCmd(e env) *cobra.Command {
+func newAgentsCmd(e Env) *cobra.Command {
 	var t targetFlags
 	group := &cobra.Command{
 		Use:   "agents",
@@ -432,13 +437,13 @@ func newAgentsCmd(e env) *cobra.Command {
 					if err != nil {
 						return err
 					}
-					return writeRawJSON(e.stdout, raw)
+					return writeRawJSON(e.Stdout, raw)
 				}
 				agents, err := cl.Agents(ctx)
 				if err != nil {
 					return err
 				}
-				return writeAgents(e.stdout, agents, time.Now())
+				return writeAgents(e.Stdout, agents, time.Now())
 			})
 		},
 	}
@@ -452,7 +457,7 @@ func newAgentsCmd(e env) *cobra.Command {
 				if err := cl.DeleteAgent(ctx, args[0]); err != nil {
 					return err
 				}
-				_, err := fmt.Fprintf(e.stdout, "Deleted agent %s; its certificate is refused from now on.\n", args[0])
+				_, err := fmt.Fprintf(e.Stdout, "Deleted agent %s; its certificate is refused from now on.\n", args[0])
 				return err
 			})
 		},
@@ -461,7 +466,7 @@ func newAgentsCmd(e env) *cobra.Command {
 	return group
 }
 
-func newCertificateCmd(e env) *cobra.Command {
+func newCertificateCmd(e Env) *cobra.Command {
 	var t targetFlags
 	group := &cobra.Command{
 		Use:   "certificate",
@@ -482,7 +487,7 @@ func newCertificateCmd(e env) *cobra.Command {
 					return err
 				}
 				if asJSON {
-					return writeJSON(e.stdout, res)
+					return writeJSON(e.Stdout, res)
 				}
 				// Whether the previous certificate is still served is worth
 				// saying; if the coordinator cannot tell, assume it is.
@@ -490,7 +495,7 @@ func newCertificateCmd(e env) *cobra.Command {
 				if info, err := cl.Info(ctx); err == nil {
 					served = slices.Contains(info.Thumbprints, res.Previous)
 				}
-				return writeRotation(e.stdout, res, served)
+				return writeRotation(e.Stdout, res, served)
 			})
 		},
 	}
@@ -502,7 +507,7 @@ func newCertificateCmd(e env) *cobra.Command {
 // versionCheckTimeout bounds "version --check": one small GET.
 const versionCheckTimeout = 30 * time.Second
 
-func newVersionCmd(e env) *cobra.Command {
+func newVersionCmd(e Env) *cobra.Command {
 	var (
 		t      targetFlags
 		asJSON bool
@@ -515,9 +520,9 @@ func newVersionCmd(e env) *cobra.Command {
 		RunE: func(c *cobra.Command, _ []string) error {
 			if !check {
 				if asJSON {
-					return writeJSON(e.stdout, map[string]string{"version": version.Version})
+					return writeJSON(e.Stdout, map[string]string{"version": version.Version})
 				}
-				_, err := fmt.Fprintln(e.stdout, version.Version)
+				_, err := fmt.Fprintln(e.Stdout, version.Version)
 				return err
 			}
 			return adminCallFor(c, t, e, versionCheckTimeout, func(ctx context.Context, cl *client.Client) error {
@@ -526,12 +531,12 @@ func newVersionCmd(e env) *cobra.Command {
 					return err
 				}
 				if asJSON {
-					return writeJSON(e.stdout, struct {
+					return writeJSON(e.Stdout, struct {
 						Version string          `json:"version"`
 						Updates api.UpdatesView `json:"updates"`
 					}{version.Version, u})
 				}
-				return writeUpdates(e.stdout, version.Version, u)
+				return writeUpdates(e.Stdout, version.Version, u)
 			})
 		},
 	}

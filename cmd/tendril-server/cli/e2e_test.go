@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -62,8 +62,8 @@ func startCoordinatorCmd(t *testing.T) (dir string, ri api.RunInfo) {
 	go func() {
 		// No health sweep during the test: the first task finds Calamari
 		// missing rather than an automatic update racing it.
-		done <- execute(ctx, []string{"run", "--data", dir, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--health-interval", "1h"},
-			env{stdout: &bytes.Buffer{}, stderr: &runErr, getenv: func(string) string { return "" }})
+		done <- Run(ctx, []string{"run", "--data", dir, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--health-interval", "1h"},
+			Env{Stdout: &bytes.Buffer{}, Stderr: &runErr, Getenv: func(string) string { return "" }})
 	}()
 	t.Cleanup(func() {
 		stop()
@@ -190,8 +190,8 @@ func TestCalamariAndTasksEndToEnd(t *testing.T) {
 	var out, errOut syncBuffer
 	done := make(chan int, 1)
 	go func() {
-		done <- execute(ctx, []string{"task", "run", "--agent", "web-1", "--data", dir, "--", "run-script", "--inline", "echo start; sleep 1; echo end"},
-			env{stdout: &out, stderr: &errOut, getenv: func(string) string { return "" }})
+		done <- Run(ctx, []string{"task", "run", "--agent", "web-1", "--data", dir, "--", "run-script", "--inline", "echo start; sleep 1; echo end"},
+			Env{Stdout: &out, Stderr: &errOut, Getenv: func(string) string { return "" }})
 	}()
 	waitFor(t, "the first line", func() bool { return strings.Contains(out.String(), "start\n") })
 	interrupt()

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -163,8 +163,8 @@ func TestHighAvailabilityCommands(t *testing.T) {
 	var drainOut, drainErr syncBuffer
 	drained := make(chan int, 1)
 	go func() {
-		drained <- execute(bg, []string{"node", "drain", "--wait", "--data", dirA},
-			env{stdout: &drainOut, stderr: &drainErr, getenv: func(string) string { return "" }})
+		drained <- Run(bg, []string{"node", "drain", "--wait", "--data", dirA},
+			Env{Stdout: &drainOut, Stderr: &drainErr, Getenv: func(string) string { return "" }})
 	}()
 	waitFor(t, "drain --wait to say what it waits for", func() bool {
 		return strings.Contains(drainErr.String(), "Waiting: node node-a holds 1 agent and drives 1 task")
