@@ -12,6 +12,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/api"
 
+	"github.com/tendrildeploy/tendril/internal/servertest"
 	"github.com/tendrildeploy/tendril/server"
 )
 
@@ -37,7 +38,7 @@ func TestMaintenanceBackupRestoreCommands(t *testing.T) {
 		_, stdout, _ := run("agents", "list", "--json")
 		return strings.Contains(stdout, `"connected": true`)
 	})
-	if code, _, stderr := run("calamari", "push", writeBundle(t, "1.0.0")); code != 0 {
+	if code, _, stderr := run("calamari", "push", servertest.CalamariBundle(t, "1.0.0", 0)); code != 0 {
 		t.Fatalf("push: %d %q", code, stderr)
 	}
 	if code, stdout, _ := run("maintenance", "status"); code != 0 || !strings.HasPrefix(stdout, "Maintenance mode is off.\n") {

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -14,44 +13,9 @@ import (
 
 	"github.com/tendrildeploy/tendril/api"
 
-	"github.com/tendrildeploy/tendril/agent"
+	"github.com/tendrildeploy/tendril/internal/servertest"
 	"github.com/tendrildeploy/tendril/protocol"
 )
-
-// copyData copies a data folder, as an operator copies it to another node.
-func copyData(t *testing.T, from, to string) {
-	t.Helper()
-	err := filepath.WalkDir(from, func(path string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(from, path)
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			return os.MkdirAll(filepath.Join(to, rel), info.Mode().Perm())
-		}
-		in, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		defer in.Close()
-		out, err := os.OpenFile(filepath.Join(to, rel), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, info.Mode().Perm())
-		if err != nil {
-			return err
-		}
-		if _, err := io.Copy(out, in); err != nil {
-			out.Close()
-			return err
-		}
-		return out.Close()
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-}
 
 // startNodeCmd runs "tendril-server run" as node name of the database at
 // dbURL on data folder dir, until stopped or the test ends.
@@ -94,7 +58,7 @@ func TestHighAvailabilityCommands(t *testing.T) {
 	if code, _, stderr := cli(t, bg, nil, "init", "--data", dirA, "--database", dbURL); code != 0 {
 		t.Fatalf("init: %d %q", code, stderr)
 	}
-	copyData(t, dirA, dirB)
+	servertest.CopyDir(t, dirA, dirB)
 	logsA, _ := startNodeCmd(t, dirA, dbURL, "node-a")
 	logsB, _ := startNodeCmd(t, dirB, dbURL, "node-b")
 	riA, _ := api.ReadRunInfo(dirA)
@@ -114,22 +78,8 @@ func TestHighAvailabilityCommands(t *testing.T) {
 	}
 
 	// An agent that tries node-a first.
-	home := t.TempDir()
-	if _, err := agent.Register(bg, agent.RegisterConfig{Home: home, Name: "web-1", Version: "1.2.3",
-		Servers: []string{riA.AgentAddr, riB.AgentAddr}, ServerThumbprint: j.Thumbprint, Token: j.Token}); err != nil {
-		t.Fatal(err)
-	}
-	a, err := agent.New(agent.Config{Home: home, Version: "1.2.3", MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	actx, cancel := context.WithCancel(bg)
-	done := make(chan error, 1)
-	go func() { done <- a.Run(actx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
+	servertest.StartAgent(t, servertest.Agent{Name: "web-1", Join: j, Servers: []string{riA.AgentAddr, riB.AgentAddr},
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
 
 	waitFor(t, "nodes list to show web-1 on node-a", func() bool {
 		nodes := nodesJSON(t, dirB)
@@ -143,7 +93,7 @@ func TestHighAvailabilityCommands(t *testing.T) {
 
 	// Calamari pushed through node-b, then a task that runs until told:
 	// node-a, which holds the agent, fetches the bundle.
-	if code, _, stderr := cli(t, bg, nil, "calamari", "push", writeBundle(t, "1.0.0"), "--data", dirB); code != 0 {
+	if code, _, stderr := cli(t, bg, nil, "calamari", "push", servertest.CalamariBundle(t, "1.0.0", 0), "--data", dirB); code != 0 {
 		t.Fatalf("calamari push: %d %q", code, stderr)
 	}
 	gate := filepath.Join(t.TempDir(), "gate")

@@ -3,7 +3,6 @@ package cli
 import (
 	"bytes"
 	"context"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"github.com/tendrildeploy/tendril/api"
 
 	"github.com/tendrildeploy/tendril/internal/pgtest"
+	"github.com/tendrildeploy/tendril/internal/servertest"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -50,12 +50,7 @@ func TestRunWaitsForUnreachableDatabase(t *testing.T) {
 	if code, _, stderr := cli(t, context.Background(), nil, "init", "--data", dir); code != 0 {
 		t.Fatalf("init: %d %s", code, stderr)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := servertest.FreeAddr(t)
 	// From the environment, as an operator keeping the password out of
 	// the process list would give it.
 	vars := map[string]string{envDatabase: "postgres://tendril:s3cret-pw@" + addr + "/tendril"}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -14,39 +13,9 @@ import (
 
 	"github.com/tendrildeploy/tendril/api"
 
-	"github.com/tendrildeploy/tendril/agent"
-	"github.com/tendrildeploy/tendril/bundle"
+	"github.com/tendrildeploy/tendril/internal/servertest"
 	"github.com/tendrildeploy/tendril/protocol"
 )
-
-// testCalamari stands in for the Calamari program: run-script runs its
-// script with /bin/sh.
-const testCalamari = `#!/bin/sh
-if [ "$1" = "run-script" ] && [ "$2" = "--inline" ]; then
-	exec /bin/sh -c "$3"
-fi
-echo "calamari: unknown command $1" >&2
-exit 2
-`
-
-// writeBundle packs a Calamari bundle for this platform into a file.
-func writeBundle(t *testing.T, version string) string {
-	t.Helper()
-	src := t.TempDir()
-	plat := runtime.GOOS + "-" + runtime.GOARCH
-	if err := os.MkdirAll(filepath.Join(src, plat), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(src, plat, "calamari"), []byte(testCalamari), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if _, err := bundle.Pack(context.Background(), &buf, "calamari", version, src,
-		map[string]string{runtime.GOOS + "/" + runtime.GOARCH: plat + "/calamari"}); err != nil {
-		t.Fatal(err)
-	}
-	return writeTempFile(t, "calamari-"+version+".tar.gz", buf.Bytes())
-}
 
 // startCoordinatorCmd runs "tendril-server run" on a new data folder until
 // the test ends.
@@ -82,7 +51,8 @@ func startCoordinatorCmd(t *testing.T) (dir string, ri api.RunInfo) {
 	return dir, ri
 }
 
-// startRealAgent enrolls and runs a real agent in the test process.
+// startRealAgent enrolls and runs a real agent in the test process, with
+// a token the commands create.
 func startRealAgent(t *testing.T, dir, name, environment string) {
 	t.Helper()
 	code, join, stderr := cli(t, context.Background(), nil, "token", "create", "--data", dir, "--environment", environment)
@@ -93,22 +63,7 @@ func startRealAgent(t *testing.T, dir, name, environment string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	home := t.TempDir()
-	if _, err := agent.Register(context.Background(), agent.RegisterConfig{Home: home, Name: name, Version: "1.2.3",
-		Servers: j.Servers, ServerThumbprint: j.Thumbprint, Token: j.Token}); err != nil {
-		t.Fatal(err)
-	}
-	a, err := agent.New(agent.Config{Home: home, Version: "1.2.3", MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
+	servertest.StartAgent(t, servertest.Agent{Name: name, Join: j, MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
 }
 
 // TestCalamariAndTasksEndToEnd drives the calamari and task commands
@@ -149,7 +104,7 @@ func TestCalamariAndTasksEndToEnd(t *testing.T) {
 		return strings.Contains(stdout, `"connected": true`)
 	})
 
-	b := writeBundle(t, "1.0.0")
+	b := servertest.CalamariBundle(t, "1.0.0", 0)
 	if code, stdout, stderr := run("calamari", "push", b); code != 0 || stdout != "stored Calamari 1.0.0 (latest)\n" {
 		t.Fatalf("push: %d %q %q", code, stdout, stderr)
 	}
@@ -207,13 +162,9 @@ func TestCalamariAndTasksEndToEnd(t *testing.T) {
 	}
 }
 
+// waitFor waits for ok, long enough for a coordinator and agents running
+// in the test process.
 func waitFor(t *testing.T, what string, ok func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	servertest.WaitFor(t, 20*time.Second, what, ok)
 }
