@@ -2,11 +2,14 @@ package servertest
 
 import (
 	"context"
+	"go/parser"
+	"go/token"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -170,4 +173,32 @@ func TestStartAgent(t *testing.T) {
 		agents, err := s.Agents(bg)
 		return err == nil && len(agents) == 1 && agents[0].Name == "web-1" && agents[0].Connected && agents[0].Version == agentVersion
 	})
+}
+
+// TestOnlyTestsImport: servertest starts agents and packs bundles from
+// code meant for tests; no program may link it in.
+func TestOnlyTestsImport(t *testing.T) {
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const path = `"github.com/tendrildeploy/tendril/internal/servertest"`
+	err = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "_test.go") {
+			return err
+		}
+		f, err := parser.ParseFile(token.NewFileSet(), p, nil, parser.ImportsOnly)
+		if err != nil {
+			return err
+		}
+		for _, imp := range f.Imports {
+			if imp.Path.Value == path {
+				t.Errorf("%s imports servertest; only tests may", p)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
