@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/tendrildeploy/tendril/internal/servertest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,7 +53,7 @@ func tarGz(t *testing.T, path string, files map[string]string) {
 func TestDeploymentJourney(t *testing.T) {
 	data := filepath.Join(t.TempDir(), "data")
 	mustRun(t, "tendril-server", "init", "--data", data)
-	start(t, "tendril-server", "run", "--data", data, "--listen", freePort(t), "--http", freePort(t), "--health-interval", "1s")
+	start(t, "tendril-server", "run", "--data", data, "--listen", servertest.FreeAddr(t), "--http", servertest.FreeAddr(t), "--health-interval", "1s")
 	waitFor(t, "coordinator API", func() bool { return listAgents(t, data) != nil })
 	join := strings.TrimSpace(mustRun(t, "tendril-server", "token", "create", "--data", data, "--environment", "Production"))
 	// A relative home, as an operator might type it: nothing the agent

@@ -8,7 +8,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/tendrildeploy/tendril/internal/pgtest"
+	"github.com/tendrildeploy/tendril/internal/servertest"
 )
 
 const testVersion = "9.8.7-e2e"
@@ -185,16 +185,6 @@ func (d *daemon) interrupt(t *testing.T) int {
 	return d.cmd.ProcessState.ExitCode()
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 type agentRow struct {
 	Name            string `json:"name"`
 	Environment     string `json:"environment"`
@@ -224,15 +214,11 @@ func listAgents(t *testing.T, data string) []agentRow {
 	return rows
 }
 
+// waitFor waits for cond, long enough for real processes on a loaded
+// machine.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	servertest.WaitFor(t, 60*time.Second, what, cond)
 }
 
 func healthy(rows []agentRow, name string) bool {
@@ -246,7 +232,7 @@ func healthy(rows []agentRow, name string) bool {
 
 func TestOperatorJourney(t *testing.T) {
 	data := filepath.Join(t.TempDir(), "data")
-	agentAddr, httpAddr := freePort(t), freePort(t)
+	agentAddr, httpAddr := servertest.FreeAddr(t), servertest.FreeAddr(t)
 
 	initOut := mustRun(t, "tendril-server", "init", "--data", data)
 	thumb := strings.TrimSpace(mustRun(t, "tendril-server", "thumbprint", "--data", data))

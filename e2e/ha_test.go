@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -15,8 +13,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/api"
 
-	"github.com/tendrildeploy/tendril/agent"
-	"github.com/tendrildeploy/tendril/bundle"
+	"github.com/tendrildeploy/tendril/internal/servertest"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/store"
 )
@@ -24,62 +21,6 @@ import (
 // failoverWithin is how long agents of a killed node may take to be
 // connected to the other one: the issue's bound.
 const failoverWithin = 30 * time.Second
-
-// shellCalamari is a Calamari bundle whose entry point is a shell script
-// (run-script runs its script), padded with incompressible filler so that
-// pushing it takes a moment.
-func shellCalamari(t *testing.T, version string, filler int) string {
-	t.Helper()
-	src := t.TempDir()
-	plat := runtime.GOOS + "-" + runtime.GOARCH
-	if err := os.MkdirAll(filepath.Join(src, plat), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	script := "#!/bin/sh\n[ \"$1\" = run-script ] && [ \"$2\" = --inline ] && exec /bin/sh -c \"$3\"\nexit 2\n"
-	if err := os.WriteFile(filepath.Join(src, plat, "calamari"), []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	pad := make([]byte, filler)
-	rand.Read(pad)
-	if err := os.WriteFile(filepath.Join(src, plat, "filler"), pad, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if _, err := bundle.Pack(context.Background(), &buf, "calamari", version, src,
-		map[string]string{runtime.GOOS + "/" + runtime.GOARCH: plat + "/calamari"}); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "calamari-"+version+".tar.gz")
-	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-func copyDir(t *testing.T, from, to string) {
-	t.Helper()
-	err := filepath.WalkDir(from, func(path string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(from, path)
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			return os.MkdirAll(filepath.Join(to, rel), info.Mode().Perm())
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(to, rel), b, info.Mode().Perm())
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-}
 
 func listNodes(t *testing.T, data string) []api.NodeView {
 	t.Helper()
@@ -109,12 +50,12 @@ func TestKillNodeAgentsMoveTasksRunOnce(t *testing.T) {
 	dataA := filepath.Join(t.TempDir(), "a")
 	dataB := filepath.Join(t.TempDir(), "b")
 	mustRun(t, "tendril-server", "init", "--data", dataA, "--database", dbURL)
-	copyDir(t, dataA, dataB)
-	addrA, addrB := freePort(t), freePort(t)
+	servertest.CopyDir(t, dataA, dataB)
+	addrA, addrB := servertest.FreeAddr(t), servertest.FreeAddr(t)
 	nodeA := start(t, "tendril-server", "run", "--data", dataA, "--database", dbURL, "--node-name", "a",
-		"--listen", addrA, "--http", freePort(t), "--heartbeat-interval", "500ms")
+		"--listen", addrA, "--http", servertest.FreeAddr(t), "--heartbeat-interval", "500ms")
 	start(t, "tendril-server", "run", "--data", dataB, "--database", dbURL, "--node-name", "b",
-		"--listen", addrB, "--http", freePort(t), "--heartbeat-interval", "500ms")
+		"--listen", addrB, "--http", servertest.FreeAddr(t), "--heartbeat-interval", "500ms")
 	waitFor(t, "both nodes running", func() bool {
 		n := listNodes(t, dataB)
 		return len(n) == 2 && n[0].State == api.NodeRunning && n[1].State == api.NodeRunning
@@ -132,22 +73,8 @@ func TestKillNodeAgentsMoveTasksRunOnce(t *testing.T) {
 		if i%2 == 1 {
 			servers = []string{addrB, addrA}
 		}
-		home := t.TempDir()
-		if _, err := agent.Register(ctx, agent.RegisterConfig{Home: home, Name: fmt.Sprintf("web-%02d", i), Version: "1.2.3",
-			Servers: servers, ServerThumbprint: j.Thumbprint, Token: j.Token}); err != nil {
-			t.Fatal(err)
-		}
-		a, err := agent.New(agent.Config{Home: home, Version: "1.2.3", MinBackoff: 100 * time.Millisecond, MaxBackoff: 2 * time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		actx, cancel := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- a.Run(actx) }()
-		t.Cleanup(func() {
-			cancel()
-			<-done
-		})
+		servertest.StartAgent(t, servertest.Agent{Name: fmt.Sprintf("web-%02d", i), Join: j, Servers: servers,
+			MinBackoff: 100 * time.Millisecond, MaxBackoff: 2 * time.Second})
 	}
 	waitFor(t, "10 agents on each node", func() bool {
 		n := listNodes(t, dataB)
@@ -155,7 +82,7 @@ func TestKillNodeAgentsMoveTasksRunOnce(t *testing.T) {
 	})
 
 	// Pushed through b: a fetches the bundles from the database.
-	for _, b := range []string{shellCalamari(t, "1.0.0", 0), shellCalamari(t, "2.0.0", 8<<20)} {
+	for _, b := range []string{servertest.CalamariBundle(t, "1.0.0", 0), servertest.CalamariBundle(t, "2.0.0", 8<<20)} {
 		mustRun(t, "tendril-server", "calamari", "push", b, "--data", dataB)
 	}
 	script := `echo ran >> ` + marks + `/$TENDRIL_TICKET; sleep 3; echo done`

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tendrildeploy/tendril/internal/faultproxy"
+	"github.com/tendrildeploy/tendril/internal/servertest"
 )
 
 // fleet is a coordinator with agents installed the way an operator
@@ -45,8 +46,8 @@ func newFleet(t *testing.T, agentVersion string) *fleet {
 	}
 	f := &fleet{t: t, data: filepath.Join(t.TempDir(), "data")}
 	mustRun(t, "tendril-server", "init", "--data", f.data)
-	agentAddr := freePort(t)
-	f.serverArgs = []string{"run", "--data", f.data, "--listen", agentAddr, "--http", freePort(t), "--health-interval", "1s"}
+	agentAddr := servertest.FreeAddr(t)
+	f.serverArgs = []string{"run", "--data", f.data, "--listen", agentAddr, "--http", servertest.FreeAddr(t), "--health-interval", "1s"}
 	f.server = start(t, "tendril-server", f.serverArgs...)
 	waitFor(t, "coordinator API", func() bool { return listAgents(t, f.data) != nil })
 	proxy, err := faultproxy.New(agentAddr)

@@ -4,16 +4,13 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"net"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/tendrildeploy/tendril/api"
 
 	"github.com/hashicorp/yamux"
-	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/tendrildeploy/tendril/certs"
@@ -25,20 +22,7 @@ import (
 // that needs one (the high-availability tests).
 var pg pgtest.Shared
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if err := pg.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, "stop postgres:", err)
-		code = 1
-	}
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { pg.Main(m, true) }
 
 // testServer is a coordinator running in the test process on loopback.
 type testServer struct {

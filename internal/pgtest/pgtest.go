@@ -4,9 +4,10 @@
 // temporary folder, listening on 127.0.0.1 on a free port and on a Unix
 // socket in that folder, with trust authentication; each test gets a fresh
 // database in it (Cluster.NewDatabase). The cluster is stopped and its
-// folder removed when TestMain calls Shared.Stop. Should the test binary
-// die first (a panic, a timeout), PostgreSQL dies with it on Linux, and the
-// next Start removes folders whose test binary is gone.
+// folder removed when TestMain calls Shared.Stop, or runs the tests with
+// Shared.Main. Should the test binary die first (a panic, a timeout),
+// PostgreSQL dies with it on Linux, and the next Start removes folders
+// whose test binary is gone.
 //
 // The server binaries come from PATH or Debian's /usr/lib/postgresql/*/bin.
 // Without them tests are skipped with a message saying how to install
@@ -402,15 +403,12 @@ func (c *Cluster) kill() error {
 }
 
 // Shared is a cluster for a whole test binary, started by the first test
-// that asks for it. Declare one in the package and stop it in TestMain:
+// that asks for it. Declare one in the package and stop it in TestMain,
+// with Main or by calling Stop after m.Run:
 //
 //	var pg pgtest.Shared
 //
-//	func TestMain(m *testing.M) {
-//		code := m.Run()
-//		if err := pg.Stop(); err != nil { ... }
-//		os.Exit(code)
-//	}
+//	func TestMain(m *testing.M) { pg.Main(m, true) }
 type Shared struct {
 	once sync.Once
 	mu   sync.Mutex

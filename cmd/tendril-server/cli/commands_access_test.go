@@ -1,0 +1,183 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/tendrildeploy/tendril/api"
+
+	"github.com/tendrildeploy/tendril/api/client"
+)
+
+// cliIn is cli with stdin.
+func cliIn(t *testing.T, stdin string, vars map[string]string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut syncBuffer
+	code = Run(context.Background(), args, Env{Stdout: &out, Stderr: &errOut, Stdin: strings.NewReader(stdin),
+		Getenv: func(k string) string { return vars[k] }})
+	return code, out.String(), errOut.String()
+}
+
+// TestAccessCommandsEndToEnd drives the user, apikey and token commands
+// against a real coordinator.
+func TestAccessCommandsEndToEnd(t *testing.T) {
+	dir, ri := startCoordinatorCmd(t)
+	apiURL, err := client.RunInfoURL(ri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pwFile := writeTempFile(t, "pw", []byte("bobs password\n"))
+
+	steps := []struct {
+		name       string
+		stdin      string
+		args       []string
+		wantCode   int
+		wantStdout string
+		wantStderr string
+	}{
+		{"user from stdin", "correct horse\n", []string{"user", "create", "alice"}, 0, "Created user alice", ""},
+		{"user from a file", "", []string{"user", "create", "bob", "--password-file", pwFile}, 0, "Created user bob", ""},
+		{"user from stdin as a file", "carols password", []string{"user", "create", "carol", "--password-file", "-", "--json"}, 0, `"name": "carol"`, ""},
+		{"empty password", "", []string{"user", "create", "dave"}, 1, "", "it is empty"},
+		{"short password", "short\n", []string{"user", "create", "dave"}, 1, "", "too short"},
+		{"missing password file", "", []string{"user", "create", "dave", "--password-file", dir + "/nope"}, 1, "", "read password"},
+		{"taken name", "correct horse\n", []string{"user", "create", "ALICE"}, 1, "", "exists already (HTTP 409)"},
+		{"bad name", "correct horse\n", []string{"user", "create", "../x"}, 1, "", "user name"},
+		{"no name", "", []string{"user", "create"}, 2, "", "want exactly one user name"},
+		{"user list", "", []string{"user", "list"}, 0, "alice", ""},
+		{"delete bob", "", []string{"user", "delete", "bob"}, 0, "Deleted user bob", ""},
+		{"delete bob again", "", []string{"user", "delete", "bob"}, 1, "", `no user named "bob" (HTTP 404)`},
+		{"no id to revoke", "", []string{"apikey", "revoke"}, 2, "", "want exactly one key id"},
+		{"unknown key", "", []string{"apikey", "revoke", "nope"}, 1, "", "no API key"},
+		{"user group alone", "", []string{"user"}, 2, "", "no command given"},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			code, stdout, stderr := cliIn(t, s.stdin, nil, append(s.args, "--data", dir)...)
+			if code != s.wantCode || !strings.Contains(stdout, s.wantStdout) || !strings.Contains(stderr, s.wantStderr) {
+				t.Fatalf("got %d, stdout %q, stderr %q; want %d with %q and %q", code, stdout, stderr, s.wantCode, s.wantStdout, s.wantStderr)
+			}
+		})
+	}
+	code, stdout, _ := cliIn(t, "", nil, "user", "list", "--json", "--data", dir)
+	var users []api.UserView
+	if code != 0 || json.Unmarshal([]byte(stdout), &users) != nil || len(users) != 2 || users[0].Name != "alice" || users[1].Name != "carol" {
+		t.Fatalf("user list --json: got %d %q, want alice and carol", code, stdout)
+	}
+
+	// A user made on the command line signs in to the console.
+	hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.PostForm(apiURL+"/signin", url.Values{"user": {"alice"}, "password": {"correct horse"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther || len(resp.Cookies()) == 0 {
+		t.Fatalf("console sign-in as alice: got %d, want 303 with a session cookie", resp.StatusCode)
+	}
+
+	// An API key: printed alone on stdout, usable, then revoked.
+	code, stdout, stderr := cliIn(t, "", nil, "apikey", "create", "ci", "--data", dir)
+	key := strings.TrimSpace(stdout)
+	if code != 0 || !strings.HasPrefix(key, "tdk_") || strings.Count(stdout, "\n") != 1 || !strings.Contains(stderr, "not shown again") {
+		t.Fatalf("apikey create: got %d, stdout %q, stderr %q; want the key alone on stdout", code, stdout, stderr)
+	}
+	withKey := map[string]string{envURL: apiURL, envAPIKey: key}
+	if code, _, stderr := cliIn(t, "", withKey, "agents", "list"); code != 0 {
+		t.Fatalf("agents list with the new key: got %d %q, want 0", code, stderr)
+	}
+	if code, _, stderr := cliIn(t, "", withKey, "user", "list"); code != 1 || !strings.Contains(stderr, "is not an admin key") || !strings.Contains(stderr, "(HTTP 403)") {
+		t.Fatalf("user list with a standard key: got %d %q, want 1 saying it is not an admin key", code, stderr)
+	}
+	if code, _, stderr := cliIn(t, "", withKey, "apikey", "create", "escalate", "--admin"); code != 1 || !strings.Contains(stderr, "HTTP 403") {
+		t.Fatalf("apikey create with a standard key: got %d %q, want 1 with 403", code, stderr)
+	}
+	code, stdout, _ = cliIn(t, "", nil, "apikey", "list", "--json", "--data", dir)
+	var keys []api.APIKeyView
+	if code != 0 || json.Unmarshal([]byte(stdout), &keys) != nil || len(keys) != 2 || keys[0].Name != "ci" || keys[0].Admin || !keys[1].Admin {
+		t.Fatalf("apikey list --json: got %d %q, want ci and the admin key", code, stdout)
+	}
+	if strings.Contains(stdout, key) {
+		t.Fatal("apikey list shows a key")
+	}
+	if code, stdout, _ := cliIn(t, "", nil, "apikey", "list", "--data", dir); code != 0 || !strings.Contains(stdout, "ID") || !strings.Contains(stdout, "standard") {
+		t.Fatalf("apikey list: got %d %q, want a table", code, stdout)
+	}
+	if code, stdout, stderr := cliIn(t, "", nil, "apikey", "revoke", keys[0].ID, "--data", dir); code != 0 || !strings.Contains(stdout, "Revoked API key ci") {
+		t.Fatalf("apikey revoke: got %d %q %q", code, stdout, stderr)
+	}
+	if code, _, stderr := cliIn(t, "", withKey, "agents", "list"); code != 1 || !strings.Contains(stderr, "HTTP 401") {
+		t.Fatalf("agents list with the revoked key: got %d %q, want 1 with 401", code, stderr)
+	}
+	if code, _, stderr := cliIn(t, "", nil, "apikey", "revoke", keys[1].ID, "--data", dir); code != 1 || !strings.Contains(stderr, "last valid admin key") {
+		t.Fatalf("revoke the last admin key: got %d %q, want refused", code, stderr)
+	}
+
+	// Tokens: listed without their secrets, revoked by id.
+	code, join, _ := cliIn(t, "", nil, "token", "create", "--environment", "Prod", "--data", dir)
+	if code != 0 {
+		t.Fatalf("token create: %d", code)
+	}
+	code, stdout, _ = cliIn(t, "", nil, "token", "list", "--json", "--data", dir)
+	var tokens []api.TokenView
+	if code != 0 || json.Unmarshal([]byte(stdout), &tokens) != nil || len(tokens) != 1 || tokens[0].State != api.TokenUnused || tokens[0].Environment != "Prod" {
+		t.Fatalf("token list --json: got %d %q, want one unused token for Prod", code, stdout)
+	}
+	if secret := join[strings.LastIndex(join, "=")+1:]; strings.Contains(stdout, strings.TrimSpace(secret)) {
+		t.Fatal("token list shows the token's secret")
+	}
+	if code, stdout, _ := cliIn(t, "", nil, "token", "revoke", tokens[0].ID, "--data", dir); code != 0 || !strings.Contains(stdout, "Revoked") {
+		t.Fatalf("token revoke: got %d %q", code, stdout)
+	}
+	if code, stdout, _ := cliIn(t, "", nil, "token", "list", "--data", dir); code != 0 || !strings.Contains(stdout, "No enrollment tokens") {
+		t.Fatalf("token list after the revoke: got %d %q, want none", code, stdout)
+	}
+	if code, _, stderr := cliIn(t, "", nil, "token", "revoke", tokens[0].ID, "--data", dir); code != 1 || !strings.Contains(stderr, "HTTP 404") {
+		t.Fatalf("token revoke again: got %d %q, want 1 with 404", code, stderr)
+	}
+}
+
+func TestAskPasswordTwice(t *testing.T) {
+	errTTY := errors.New("terminal went away")
+	tests := []struct {
+		name    string
+		entries []string
+		want    string
+		wantErr string
+	}{
+		{"matching", []string{"correct horse", "correct horse"}, "correct horse", ""},
+		{"a typo, then matching", []string{"correct horse", "correct hose", "correct horse", "correct horse"}, "correct horse", ""},
+		{"too short, then matching", []string{"short", "correct horse", "correct horse"}, "correct horse", ""},
+		{"never matching", []string{"aaaaaaaa", "bbbbbbbb", "aaaaaaaa", "bbbbbbbb", "aaaaaaaa", "bbbbbbbb"}, "", "no two matching entries"},
+		{"the terminal fails", nil, "", "terminal went away"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var prompts strings.Builder
+			i := 0
+			got, err := askPasswordTwice(&prompts, "alice", func() (string, error) {
+				if i >= len(tt.entries) {
+					return "", errTTY
+				}
+				i++
+				return tt.entries[i-1], nil
+			})
+			if got != tt.want || (err == nil) != (tt.wantErr == "") || err != nil && !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("got %q, %v; want %q, %q", got, err, tt.want, tt.wantErr)
+			}
+			if !strings.HasPrefix(prompts.String(), "Password for alice: ") {
+				t.Fatalf("prompts: got %q, want them to name the user", prompts.String())
+			}
+			if strings.Contains(prompts.String(), "correct horse") {
+				t.Fatal("the password was echoed in the prompts")
+			}
+		})
+	}
+}

@@ -1,0 +1,276 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+
+	"github.com/tendrildeploy/tendril/api"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tendrildeploy/tendril/api/client"
+)
+
+// taskRunExample is shown when task run's arguments are wrong.
+const taskRunExample = "tendril-server task run --agent web01 -- run-script --inline 'echo hello'"
+
+func newTaskCmd(e Env) *cobra.Command {
+	var t targetFlags
+	group := &cobra.Command{
+		Use:   "task",
+		Short: "Deployment tasks: run Calamari on agents, show, list and cancel tasks",
+		Args:  cobra.ArbitraryArgs,
+		RunE:  groupRunE,
+	}
+	addTargetFlags(group, &t)
+	group.AddCommand(newTaskRunCmd(e, &t), newTaskShowCmd(e, &t), newTaskListCmd(e, &t), newTaskCancelCmd(e, &t))
+	return group
+}
+
+// calamariArgs returns the arguments after "--", which go to Calamari
+// unchanged, and refuses anything before it.
+func calamariArgs(c *cobra.Command, args []string) ([]string, error) {
+	dash := c.ArgsLenAtDash()
+	if dash < 0 {
+		dash = len(args)
+	}
+	if dash > 0 {
+		return nil, usageErrorf(c, "unexpected argument %q: Calamari's arguments go after --, e.g. %s", args[0], taskRunExample)
+	}
+	if len(args) == 0 {
+		return nil, usageErrorf(c, "no Calamari arguments given: put them after --, e.g. %s", taskRunExample)
+	}
+	return args, nil
+}
+
+func newTaskRunCmd(e Env, t *targetFlags) *cobra.Command {
+	var (
+		req    api.TaskRequest
+		file   string
+		asJSON bool
+	)
+	c := &cobra.Command{
+		Use:   "run (--agent NAME | --environment ENV) [--file PKG] [--calamari VERSION] -- CALAMARI-ARGS...",
+		Short: "Run Calamari on an agent, or on every agent of an environment, and stream the log",
+		Long: `Run Calamari on an agent, or on every agent of an environment, and stream the
+log as it is produced. Everything after -- goes to Calamari unchanged.
+
+--file uploads a file first; the coordinator puts it in the task's folder on
+the agent before the task starts.
+
+The exit code is the task's (1 if it failed without one, 130 if it was
+cancelled); with several agents, 0 if every task succeeded, else 1.
+Ctrl-C stops following but not the task: it keeps running, and
+"tendril-server task show ID --follow" picks it up again.`,
+		Example: "  " + taskRunExample + "\n  tendril-server task run --environment Production --file app.tar.gz -- CALAMARI-ARGS...",
+		Args: func(c *cobra.Command, args []string) error {
+			_, err := calamariArgs(c, args)
+			return err
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			cargs, err := calamariArgs(c, args)
+			if err != nil {
+				return err
+			}
+			if (req.Agent == "") == (req.Environment == "") {
+				return usageErrorf(c, "give exactly one of --agent NAME or --environment ENV")
+			}
+			req.Args = cargs
+			return adminCallFor(c, *t, e, 0, func(ctx context.Context, cl *client.Client) error {
+				return runTasks(ctx, e, cl, req, file, asJSON)
+			})
+		},
+	}
+	// A Calamari flag given without "--" reaches this command's parser.
+	c.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return usageErrorf(c, "%v (Calamari's arguments go after --, e.g. %s)", err, taskRunExample)
+	})
+	f := c.Flags()
+	f.StringVar(&req.Agent, "agent", "", "run on this agent")
+	f.StringVar(&req.Environment, "environment", "", "run on every agent of this environment")
+	f.StringVar(&file, "file", "", "upload this file first and put it in the task's folder under its base name")
+	f.StringVar(&req.Calamari, "calamari", "", "Calamari version to run (default: the latest)")
+	f.BoolVar(&asJSON, "json", false, "print the created tasks as JSON and do not follow them")
+	return c
+}
+
+// runTasks uploads the file, if any, creates the tasks and follows them to
+// their end.
+func runTasks(ctx context.Context, e Env, cl *client.Client, req api.TaskRequest, file string, asJSON bool) error {
+	if file != "" {
+		err := uploadFile(e, file, func(u upload) error {
+			fv, err := cl.UploadFile(ctx, u.r, u.size)
+			if err != nil {
+				return err
+			}
+			req.File = &api.FileRef{Name: filepath.Base(file), SHA256: fv.SHA256}
+			return nil
+		})
+		if err != nil && ctx.Err() != nil {
+			return &exitError{code: 130, msg: fmt.Sprintf("interrupted while uploading %s; no task was started", file)}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, adminTimeout)
+	tasks, err := cl.CreateTasks(cctx, req)
+	cancel()
+	if err != nil && ctx.Err() != nil {
+		return &exitError{code: 130, msg: "interrupted while creating the task; see whether it started with: tendril-server task list"}
+	}
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return writeJSON(e.Stdout, tasks)
+	}
+	for _, tk := range tasks {
+		fmt.Fprintf(e.Stderr, "task %s on %s\n", tk.ID, tk.Agent)
+	}
+	results := followTasks(ctx, cl, tasks, e.Stdout, e.Stderr)
+	return runOutcome(ctx, tasks, results, e.Stderr)
+}
+
+// taskShow is what task show --json prints.
+type taskShow struct {
+	Task api.TaskView      `json:"task"`
+	Log  []api.LogLineView `json:"log"`
+}
+
+func newTaskShowCmd(e Env, t *targetFlags) *cobra.Command {
+	var asJSON, follow bool
+	c := &cobra.Command{
+		Use:   "show ID",
+		Short: "Show a task: its agent, state, exit code, times, Calamari version, arguments and log",
+		Long: `Show a task: its agent, state, exit code, times, Calamari version, arguments
+and log. With --follow, keep printing the log until the task ends, and exit
+as "task run" does (the task's exit code).`,
+		Args: oneArg("task ID"),
+		RunE: func(c *cobra.Command, args []string) error {
+			timeout := adminTimeout
+			if follow {
+				timeout = 0
+			}
+			return adminCallFor(c, *t, e, timeout, func(ctx context.Context, cl *client.Client) error {
+				err := showTask(ctx, e, cl, args[0], follow, asJSON)
+				if err != nil && follow && c.Context().Err() != nil {
+					return &exitError{code: 130}
+				}
+				return err
+			})
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, `print {"task": TASK, "log": [LINE...]}`)
+	c.Flags().BoolVar(&follow, "follow", false, "keep printing the log until the task ends")
+	return c
+}
+
+func showTask(ctx context.Context, e Env, cl *client.Client, id string, follow, asJSON bool) error {
+	readLog := func(print func(api.LogLineView) error) (api.TaskView, bool, error) {
+		if follow {
+			end, err := followLog(ctx, cl, id, 1, e.Stderr, print)
+			return end, err == nil, err
+		}
+		return cl.FollowTaskLog(ctx, id, 1, false, print)
+	}
+	if asJSON {
+		out := taskShow{Log: []api.LogLineView{}}
+		end, ended, err := readLog(func(l api.LogLineView) error {
+			out.Log = append(out.Log, l)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		out.Task = end
+		if !ended {
+			// Read after the log, so the task is at least as new as it.
+			if out.Task, err = cl.Task(ctx, id); err != nil {
+				return err
+			}
+		}
+		if err := writeJSON(e.Stdout, out); err != nil {
+			return err
+		}
+		if follow {
+			return taskOutcomeError(out.Task)
+		}
+		return nil
+	}
+	tk, err := cl.Task(ctx, id)
+	if err != nil {
+		return err
+	}
+	if err := writeTaskHeader(e.Stdout, tk); err != nil {
+		return err
+	}
+	if _, err := fmt.Fprintln(e.Stdout); err != nil {
+		return err
+	}
+	end, _, err := readLog(func(l api.LogLineView) error {
+		_, err := io.WriteString(e.Stdout, formatLogLine("", l.Text))
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if follow {
+		return taskOutcomeError(end)
+	}
+	return nil
+}
+
+func newTaskListCmd(e Env, t *targetFlags) *cobra.Command {
+	var (
+		agent  string
+		limit  int
+		asJSON bool
+	)
+	c := &cobra.Command{
+		Use:   "list",
+		Short: "List tasks, newest first",
+		Args:  noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if c.Flags().Changed("limit") && (limit < 1 || limit > 1000) {
+				return usageErrorf(c, "--limit must be from 1 to 1000, got %d", limit)
+			}
+			return adminCall(c, *t, e, func(ctx context.Context, cl *client.Client) error {
+				ts, err := cl.Tasks(ctx, agent, limit)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return writeJSON(e.Stdout, ts)
+				}
+				return writeTasks(e.Stdout, ts)
+			})
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&agent, "agent", "", "only this agent's tasks")
+	f.IntVar(&limit, "limit", 0, "at most this many tasks, 1 to 1000 (default: the coordinator's)")
+	f.BoolVar(&asJSON, "json", false, "print the GET /api/tasks array")
+	return c
+}
+
+func newTaskCancelCmd(e Env, t *targetFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "cancel ID",
+		Short: "Cancel a task: a queued one never starts, a running one has its whole process tree killed",
+		Args:  oneArg("task ID"),
+		RunE: func(c *cobra.Command, args []string) error {
+			return adminCall(c, *t, e, func(ctx context.Context, cl *client.Client) error {
+				tk, err := cl.CancelTask(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprintf(e.Stdout, "Cancellation of task %s on %s requested (state: %s); follow it with: tendril-server task show %s --follow\n",
+					tk.ID, tk.Agent, tk.State, tk.ID)
+				return err
+			})
+		},
+	}
+}
