@@ -20,6 +20,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/bundle"
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 )
@@ -113,10 +114,10 @@ func (s *Server) UploadAgentPackage(ctx context.Context, version, goos, goarch s
 			if err := tmp.Chmod(0o700); err != nil {
 				return api.AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
 			}
-			if err := keepCopy(tmp, dest); err != nil {
+			if err := cluster.KeepCopy(tmp, dest); err != nil {
 				return api.AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
 			}
-			if err := s.shareUpload(ctx, agentPackageBlob(version, goos, goarch), dest, sum, n); err != nil {
+			if err := s.uploads.Share(ctx, cluster.AgentPackageBlob(version, goos, goarch), dest, sum, n); err != nil {
 				return api.AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
 			}
 			return agentPackageView(existing, false), nil
@@ -135,7 +136,7 @@ func (s *Server) UploadAgentPackage(ctx context.Context, version, goos, goarch s
 		return api.AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
 	}
 	// Before the record: a node that sees it can fetch the package.
-	if err := s.shareUpload(ctx, agentPackageBlob(version, goos, goarch), dest, sum, n); err != nil {
+	if err := s.uploads.Share(ctx, cluster.AgentPackageBlob(version, goos, goarch), dest, sum, n); err != nil {
 		return api.AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
 	}
 	desc := protocol.AgentPackage{Version: version, OS: goos, Arch: goarch, SHA256: sum, Size: n}

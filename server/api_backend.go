@@ -11,6 +11,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/server/backup"
+	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/kind"
 )
 
@@ -35,7 +36,7 @@ func (s *Server) StoreFile(ctx context.Context, r io.Reader) (api.FileView, erro
 	if err != nil {
 		return api.FileView{}, err
 	}
-	if err := s.shareUpload(ctx, fileBlob(v.SHA256), filepath.Join(s.filesDir(), v.SHA256), v.SHA256, v.Size); err != nil {
+	if err := s.uploads.Share(ctx, cluster.FileBlob(v.SHA256), filepath.Join(s.filesDir(), v.SHA256), v.SHA256, v.Size); err != nil {
 		return api.FileView{}, err
 	}
 	return v, nil

@@ -21,6 +21,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/bundle"
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 )
@@ -64,10 +65,10 @@ func (s *Server) UploadCalamari(ctx context.Context, r io.Reader) (api.BundleVie
 	sum := hex.EncodeToString(h.Sum(nil))
 	if existing, err := s.store.Bundle(ctx, m.Version); err == nil {
 		if existing.SHA256 == sum {
-			if err := keepCopy(tmp, s.bundlePath(m.Version)); err != nil {
+			if err := cluster.KeepCopy(tmp, s.bundlePath(m.Version)); err != nil {
 				return api.BundleView{}, fmt.Errorf("upload calamari: %w", err)
 			}
-			if err := s.shareUpload(ctx, calamariBlob(m.Version), s.bundlePath(m.Version), sum, n); err != nil {
+			if err := s.uploads.Share(ctx, cluster.CalamariBlob(m.Version), s.bundlePath(m.Version), sum, n); err != nil {
 				return api.BundleView{}, fmt.Errorf("upload calamari: %w", err)
 			}
 			return s.bundleView(ctx, existing, false)
@@ -81,7 +82,7 @@ func (s *Server) UploadCalamari(ctx context.Context, r io.Reader) (api.BundleVie
 		return api.BundleView{}, fmt.Errorf("upload calamari: %w", err)
 	}
 	// Before the record: a node that sees it can fetch the bundle.
-	if err := s.shareUpload(ctx, calamariBlob(m.Version), s.bundlePath(m.Version), sum, n); err != nil {
+	if err := s.uploads.Share(ctx, cluster.CalamariBlob(m.Version), s.bundlePath(m.Version), sum, n); err != nil {
 		return api.BundleView{}, fmt.Errorf("upload calamari: %w", err)
 	}
 	b := store.Bundle{
@@ -213,7 +214,7 @@ func (s *Server) ensureCalamari(ctx context.Context, as *agentSession, b store.B
 // already holds of it. The bundle is streamed from disk, so memory does
 // not grow with the bundle's size or the number of agents.
 func (s *Server) pushCalamari(ctx context.Context, as *agentSession, b store.Bundle) error {
-	if err := s.fetchUpload(ctx, calamariBlob(b.Version), s.bundlePath(b.Version), b.SHA256); err != nil {
+	if err := s.uploads.Fetch(ctx, cluster.CalamariBlob(b.Version), s.bundlePath(b.Version), b.SHA256); err != nil {
 		return fmt.Errorf("push calamari %s to %s: %w", b.Version, as.name, err)
 	}
 	f, err := os.Open(s.bundlePath(b.Version))

@@ -13,15 +13,10 @@ package server
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -597,98 +592,6 @@ func (s *Server) refuseDraining(ctx context.Context, sess *yamux.Session, st *ya
 	protocol.WriteError(st, protocol.CodeUnavailable, fmt.Sprintf("coordinator node %s is draining; connect to another node", s.node.self.Name))
 }
 
-// clustered reports whether this node shares its database with other
-// nodes: with SQLite it is the only one.
-func (s *Server) clustered() bool {
-	_, single := s.store.(*store.SQLite)
-	return !single
-}
-
-// Keys of uploads in the database (store.Blob).
-func calamariBlob(version string) string { return "calamari/" + version }
-func fileBlob(sum string) string         { return "file/" + sum }
-func agentPackageBlob(version, goos, goarch string) string {
-	return "agent-package/" + version + "/" + goos + "/" + goarch
-}
-
-// shareUpload stores an upload received in this node's data folder in
-// the database too, for the other nodes to fetch when they need it.
-func (s *Server) shareUpload(ctx context.Context, key, path, sum string, size int64) error {
-	if !s.clustered() {
-		return nil
-	}
-	if _, err := s.store.BlobInfo(ctx, key); err == nil || !errors.Is(err, store.ErrNotFound) {
-		return err
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return s.store.PutBlob(ctx, store.Blob{Key: key, SHA256: sum, Size: size, StoredAt: time.Now().UTC()}, f)
-}
-
-// fetchUpload makes sure an upload is in this node's data folder at path,
-// fetching it from the database if another node received it. Its SHA-256
-// is checked against sum before it is put in place.
-func (s *Server) fetchUpload(ctx context.Context, key, path, sum string) error {
-	_, err := os.Stat(path)
-	if err == nil || !errors.Is(err, os.ErrNotExist) || !s.clustered() {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".fetch-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	defer tmp.Close()
-	h := sha256.New()
-	b, err := s.store.ReadBlob(ctx, key, io.MultiWriter(tmp, h))
-	if err != nil {
-		return fmt.Errorf("fetch %s from the database: %w", key, err)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != sum {
-		return fmt.Errorf("fetch %s from the database: its SHA-256 is %s, want %s", key, got, sum)
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	s.log.Info("upload fetched from the database", zap.String("key", key), zap.Int64("size", b.Size))
-	return nil
-}
-
-// haveUpload reports whether an upload is in this node's data folder or,
-// for nodes sharing a database, in the database.
-func (s *Server) haveUpload(ctx context.Context, key, path string) bool {
-	if _, err := os.Stat(path); err == nil {
-		return true
-	}
-	if !s.clustered() {
-		return false
-	}
-	_, err := s.store.BlobInfo(ctx, key)
-	return err == nil
-}
-
-// keepCopy puts an upload that is stored already (through another node)
-// into this node's data folder if it lacks it: uploaded files live in each
-// node's folder, so an upload repeated on every node gives each its copy.
-func keepCopy(tmp *os.File, dest string) error {
-	if _, err := os.Stat(dest); err == nil || !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), dest)
-}
-
 // advertised is the agent address of this node as given or derived.
 func advertised(listen, given string) string {
 	if given != "" {
@@ -699,4 +602,11 @@ func advertised(listen, given string) string {
 		host = hostname()
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// clustered reports whether a node with this store shares its database
+// with other nodes: with SQLite it is the only one.
+func clustered(st store.Store) bool {
+	_, single := st.(*store.SQLite)
+	return !single
 }

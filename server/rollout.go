@@ -16,6 +16,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/bundle"
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 )
@@ -831,7 +832,7 @@ func (s *Server) sendAgentPackage(ctx context.Context, as *agentSession, r store
 		return err
 	}
 	path := s.agentPackagePath(p.Version, p.OS, p.Arch)
-	if err := s.fetchUpload(ctx, agentPackageBlob(p.Version, p.OS, p.Arch), path, p.SHA256); err != nil {
+	if err := s.uploads.Fetch(ctx, cluster.AgentPackageBlob(p.Version, p.OS, p.Arch), path, p.SHA256); err != nil {
 		return kind.Errorf(errUpgradeRefused, "agent package %s %s/%s: %v", p.Version, p.OS, p.Arch, err)
 	}
 	f, err := os.Open(path)

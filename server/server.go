@@ -25,6 +25,7 @@ import (
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/access"
+	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/console"
 	"github.com/tendrildeploy/tendril/server/datadir"
 	"github.com/tendrildeploy/tendril/server/httpapi"
@@ -208,6 +209,7 @@ type Server struct {
 	log      *zap.Logger
 	store    store.Store
 	access   *access.Service
+	uploads  *cluster.Uploads
 	api      *httpapi.API
 	console  *console.Console
 	ids      *identities
@@ -297,6 +299,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		log:       cfg.Logger.Named("server"),
 		store:     st,
 		access:    access.New(st, cfg.Logger.Named("access")),
+		uploads:   cluster.NewUploads(st, clustered(st), cfg.Logger.Named("server")),
 		ids:       ids,
 		signing:   signing,
 		sessions:  newRegistry(),

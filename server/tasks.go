@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 )
@@ -92,7 +93,7 @@ func (s *Server) CreateTasks(ctx context.Context, req api.TaskRequest) ([]api.Ta
 		if !fileNamePattern.MatchString(req.File.Name) {
 			return nil, kind.Errorf(kind.ErrBadRequest, "file name %q: use a plain name of letters, digits, '.', '_', '+' or '-'", req.File.Name)
 		}
-		if !sha256Pattern.MatchString(req.File.SHA256) || !s.haveUpload(ctx, fileBlob(req.File.SHA256), filepath.Join(s.filesDir(), req.File.SHA256)) {
+		if !sha256Pattern.MatchString(req.File.SHA256) || !s.uploads.Have(ctx, cluster.FileBlob(req.File.SHA256), filepath.Join(s.filesDir(), req.File.SHA256)) {
 			return nil, kind.Errorf(store.ErrNotFound, "no uploaded file with SHA-256 %q (upload it with POST /api/files)", req.File.SHA256)
 		}
 		fileName, fileSum = req.File.Name, req.File.SHA256
@@ -398,7 +399,7 @@ func (s *Server) startOnAgent(ctx context.Context, as *agentSession, t store.Tas
 	if t.FileName != "" {
 		s.taskLog(t.ID, fmt.Sprintf("Sending %s to %s", t.FileName, as.name))
 		path := filepath.Join(s.filesDir(), t.FileSHA256)
-		if err := s.fetchUpload(ctx, fileBlob(t.FileSHA256), path, t.FileSHA256); err != nil {
+		if err := s.uploads.Fetch(ctx, cluster.FileBlob(t.FileSHA256), path, t.FileSHA256); err != nil {
 			return kind.Errorf(errTaskRefused, "file %s: %v", t.FileName, err)
 		}
 		f, err := os.Open(path)
