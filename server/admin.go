@@ -16,6 +16,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/bundle"
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/rollout"
 	"github.com/tendrildeploy/tendril/server/secret"
 	"github.com/tendrildeploy/tendril/server/store"
 )
@@ -77,7 +78,7 @@ func (s *Server) viewContext(ctx context.Context) (viewContext, error) {
 	for _, n := range nodes {
 		byID[n.ID] = n
 	}
-	return viewContext{latestCalamari: latest.Version, newestAgent: newestPackages(pkgs), nodes: byID}, nil
+	return viewContext{latestCalamari: latest.Version, newestAgent: rollout.NewestPackages(pkgs), nodes: byID}, nil
 }
 
 // upgradeRequired reports whether the agent speaks only protocols below

@@ -97,7 +97,7 @@ func setUpAPIFixture(t *testing.T, ts *testServer) apiFixture {
 		t.Fatal(err)
 	}
 
-	r, err := ts.StartRollout(ctx, api.RolloutRequest{Environment: "Prod", Version: "2.0.0"})
+	r, err := ts.rollouts.StartRollout(ctx, api.RolloutRequest{Environment: "Prod", Version: "2.0.0"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -125,7 +125,7 @@ func TestBackupWhileRunningAndRestore(t *testing.T) {
 	if _, err := os.Stat(ts2.bundlePath("1.0.0")); err != nil {
 		t.Errorf("restored bundle file: %v", err)
 	}
-	pkgs, err := ts2.AgentPackages(ctx)
+	pkgs, err := ts2.rollouts.AgentPackages(ctx)
 	if err != nil || len(pkgs) != 1 {
 		t.Fatalf("restored agent packages: %+v, %v", pkgs, err)
 	}

@@ -153,7 +153,7 @@ func (s *Server) runCluster(ctx context.Context) {
 			case <-s.node.wake:
 			}
 			s.sweepTasks(ctx)
-			s.sweepRollouts(ctx)
+			s.rollouts.Sweep(ctx)
 		}
 	})
 	s.goFunc(func() {
@@ -217,7 +217,7 @@ func (s *Server) beat(ctx context.Context) error {
 		}
 	}
 	s.kickClaims()
-	s.upgrades.notify()
+	s.rollouts.Changed()
 	if s.node.draining.Load() {
 		s.moveIdleAgents()
 	}
@@ -291,7 +291,7 @@ func (s *Server) onNotify(payload string) {
 	switch kind {
 	case "":
 		s.kickClaims()
-		s.upgrades.notify()
+		s.rollouts.Changed()
 		s.goFunc(func() { s.reloadMaintenance(s.ctx) })
 	case notifyTasks:
 		s.kickClaims()
@@ -318,9 +318,9 @@ func (s *Server) onNotify(payload string) {
 	case notifyMaintenance:
 		s.goFunc(func() { s.reloadMaintenance(s.ctx) })
 	case notifyRollout:
-		s.upgrades.notify()
+		s.rollouts.Changed()
 	case notifyUpgrade:
-		s.upgrades.notify()
+		s.rollouts.Changed()
 		s.kickClaims()
 	default:
 		s.log.Debug("unknown notification", zap.String("notification", payload))
@@ -531,7 +531,7 @@ func (s *Server) applyDraining(on bool) {
 	if on {
 		s.log.Info("node draining: it takes no new agents or tasks, and moves its agents to other nodes as they become idle")
 		s.moveIdleAgents()
-		s.upgrades.notify() // its rollouts' drivers hand them over
+		s.rollouts.Changed() // its rollouts' drivers hand them over
 		return
 	}
 	s.log.Info("node undrained: it takes agents and tasks again")
@@ -548,7 +548,7 @@ func (s *Server) moveIdleAgents() {
 		s.node.moving = make(map[string]bool)
 	}
 	for _, as := range s.sessions.snapshot() {
-		if !s.node.moving[as.agentID] && !s.tasks.drivesFor(as.agentID) && !s.upgrades.drivesFor(as.agentID) {
+		if !s.node.moving[as.agentID] && !s.tasks.drivesFor(as.agentID) && !s.rollouts.DrivesFor(as.agentID) {
 			s.node.moving[as.agentID] = true
 			idle = append(idle, as)
 		}

@@ -239,7 +239,7 @@ func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, 
 	}
 	// Rollouts learn here that an upgraded agent came back, and how its
 	// upgrade ended; the report is acknowledged only once stored.
-	upgradeAcked := s.noteHello(ctx, a.ID, a.Name, h)
+	upgradeAcked := s.rollouts.NoteHello(ctx, a.ID, a.Name, h)
 	as := &agentSession{
 		agentID: a.ID, name: a.Name, thumbprint: certThumb(cs), sess: sess,
 		tlsVersion: cs.Version, protocol: v, upgradeOnly: upgradeOnly,

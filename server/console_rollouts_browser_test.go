@@ -53,7 +53,7 @@ func TestConsoleRolloutsInBrowser(t *testing.T) {
 	b.screenshot("12-rollout-succeeded")
 
 	// Prod, one agent per batch, web-1 busy.
-	r, err := ts.StartRollout(context.Background(), api.RolloutRequest{Environment: "Prod", Batch: 1})
+	r, err := ts.rollouts.StartRollout(context.Background(), api.RolloutRequest{Environment: "Prod", Batch: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -51,7 +51,7 @@ func TestConsoleRollouts(t *testing.T) {
 		t.Fatalf("the linked rollout: got %s of %q, want the Solo rollout succeeded", v.State, v.Environment)
 	}
 	// Test's agents one per batch, the first held busy.
-	r, err := ts.StartRollout(ctx, api.RolloutRequest{Environment: "Test", Batch: 1})
+	r, err := ts.rollouts.StartRollout(ctx, api.RolloutRequest{Environment: "Test", Batch: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +154,7 @@ func TestConsoleRollouts(t *testing.T) {
 	if resp, _ := anon.get("/ui/fragments/rollouts"); resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("rollouts fragment signed out: got %d, want 401", resp.StatusCode)
 	}
-	if _, err := ts.HaltRollout(ctx, id); err == nil {
+	if _, err := ts.rollouts.HaltRollout(ctx, id); err == nil {
 		t.Fatal("halting a finished rollout: got no error")
 	}
 }

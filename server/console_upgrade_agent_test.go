@@ -46,7 +46,7 @@ func TestConsoleUpgradeThisAgent(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("upgrade without a CSRF token: got %d, want 403", resp.StatusCode)
 	}
-	if rs, err := ts.Rollouts(context.Background()); err != nil || len(rs) != 0 {
+	if rs, err := ts.rollouts.Rollouts(context.Background()); err != nil || len(rs) != 0 {
 		t.Fatalf("rollouts after a refused upgrade: got %d (%v), want none", len(rs), err)
 	}
 

@@ -401,7 +401,7 @@ func TestRolloutAcrossNodes(t *testing.T) {
 	a.pushPackage(t, "2.0.0", "linux", "amd64", smallELF("v2")) // b fetches it
 	x := newFakeAgent(t, a, "x", "Prod", "1.0.0")
 	y := newFakeAgent(t, b, "y", "Prod", "1.0.0")
-	v, err := b.StartRollout(context.Background(), api.RolloutRequest{Environment: "Prod", Batch: 1})
+	v, err := b.rollouts.StartRollout(context.Background(), api.RolloutRequest{Environment: "Prod", Batch: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -428,7 +428,7 @@ func TestRolloutHandedOverByDrainingNode(t *testing.T) {
 	x := newFakeAgent(t, b, "x", "Prod", "1.0.0")
 	x.set(func(f *fakeAgent) { f.running = 1 }) // holds the rollout until told
 	b.checkAllHealth()
-	v, err := a.StartRollout(ctx, api.RolloutRequest{Environment: "Prod"})
+	v, err := a.rollouts.StartRollout(ctx, api.RolloutRequest{Environment: "Prod"})
 	if err != nil {
 		t.Fatal(err)
 	}

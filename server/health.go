@@ -101,7 +101,7 @@ func (s *Server) checkOne(ctx context.Context, as *agentSession, latestCalamari 
 	} else {
 		r.Version, r.CalamariVersions, r.DiskFree = h.Version, h.Calamari, h.DiskFree
 		// A rollout waiting for this agent to be idle re-checks now.
-		s.upgrades.setBusy(as.agentID, h.RunningTasks > 0)
+		s.rollouts.SetBusy(as.agentID, h.RunningTasks > 0)
 		r.Health, r.Detail = s.judge(as, h, latestCalamari)
 	}
 	s.metrics.healthChecks.WithLabelValues(r.Health).Inc()

@@ -145,7 +145,7 @@ func (s *Server) Maintenance(ctx context.Context) (api.MaintenanceView, error) {
 	}
 	// A halted rollout with nothing in flight does no work until it is
 	// resumed, which maintenance mode refuses: a drain need not wait for it.
-	if v.RunningRollouts, err = s.busyRollouts(ctx, rs); err != nil {
+	if v.RunningRollouts, err = s.rollouts.BusyRollouts(ctx, rs); err != nil {
 		return api.MaintenanceView{}, fmt.Errorf("maintenance state: %w", err)
 	}
 	return v, nil

@@ -49,7 +49,7 @@ func TestMaintenanceRefusesNewWorkAndLetsRunningFinish(t *testing.T) {
 			return err
 		}},
 		{"rollout", func() error {
-			_, err := ts.StartRollout(ctx, api.RolloutRequest{All: true})
+			_, err := ts.rollouts.StartRollout(ctx, api.RolloutRequest{All: true})
 			return err
 		}},
 	}

@@ -171,7 +171,7 @@ func TestRolloutUsesPolicyDefaults(t *testing.T) {
 		{"both given", api.RolloutRequest{Environment: "Prod", Batch: 2, MaxFailures: new(0), AllowDowngrade: true}, 2, 0},
 	}
 	for _, tc := range tests {
-		v, err := ts.StartRollout(context.Background(), tc.req)
+		v, err := ts.rollouts.StartRollout(context.Background(), tc.req)
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}

@@ -41,7 +41,7 @@ func makeBusy(t *testing.T, ts *testServer, f *fakeAgent) {
 		t.Fatalf("%s has no session", f.name)
 	}
 	ts.checkHealth(ts.ctx, []*agentSession{as})
-	if !ts.upgrades.isBusy(as.agentID) {
+	if !ts.rollouts.Busy(as.agentID) {
 		t.Fatalf("%s: the coordinator does not see it busy after a health check", f.name)
 	}
 }
@@ -57,20 +57,20 @@ func TestRolloutHaltAndResume(t *testing.T) {
 	ts.waitConnected(t, "a")
 	ts.waitConnected(t, "b")
 	makeBusy(t, ts, a) // holds batch 1 until the halt is in place
-	r, err := ts.StartRollout(ctx, api.RolloutRequest{Environment: "Prod", Batch: 1})
+	r, err := ts.rollouts.StartRollout(ctx, api.RolloutRequest{Environment: "Prod", Batch: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "a waiting for idle", func() bool { return agentRow(ts.rollout(t, r.ID), "a").State == store.UpgradeWaitingForIdle })
 
-	v, err := ts.HaltRollout(ctx, r.ID)
+	v, err := ts.rollouts.HaltRollout(ctx, r.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !v.Paused || v.PausedAt == nil || v.State != store.RolloutRunning {
 		t.Fatalf("after halt: got paused=%v at %v state %s, want paused, with a time, still running", v.Paused, v.PausedAt, v.State)
 	}
-	again, err := ts.HaltRollout(ctx, r.ID)
+	again, err := ts.rollouts.HaltRollout(ctx, r.ID)
 	if err != nil || !again.PausedAt.Equal(*v.PausedAt) {
 		t.Fatalf("halting again: got %v, %v; want the same halt, unchanged", again.PausedAt, err)
 	}
@@ -109,13 +109,13 @@ func TestRolloutHaltAndResume(t *testing.T) {
 	if _, err := ts2.SetMaintenance(ctx, true); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ts2.ResumeRollout(ctx, r.ID); !errors.Is(err, kind.ErrConflict) || !strings.Contains(err.Error(), "maintenance mode") {
+	if _, err := ts2.rollouts.ResumeRollout(ctx, r.ID); !errors.Is(err, kind.ErrConflict) || !strings.Contains(err.Error(), "maintenance mode") {
 		t.Fatalf("resume in maintenance mode: got %v, want a conflict naming maintenance mode", err)
 	}
 	if _, err := ts2.SetMaintenance(ctx, false); err != nil {
 		t.Fatal(err)
 	}
-	v, err = ts2.ResumeRollout(ctx, r.ID)
+	v, err = ts2.rollouts.ResumeRollout(ctx, r.ID)
 	if err != nil || v.Paused || v.PausedAt != nil {
 		t.Fatalf("resume: got paused=%v at %v, %v; want not paused", v.Paused, v.PausedAt, err)
 	}
@@ -127,12 +127,12 @@ func TestRolloutHaltAndResume(t *testing.T) {
 	eventually(t, "b welcomed at the new version", func() bool { return b.welcomeCount() > welcomed })
 
 	// A finished rollout can be neither halted nor resumed.
-	for name, op := range map[string]func(context.Context, string) (api.RolloutView, error){"halt": ts2.HaltRollout, "resume": ts2.ResumeRollout} {
+	for name, op := range map[string]func(context.Context, string) (api.RolloutView, error){"halt": ts2.rollouts.HaltRollout, "resume": ts2.rollouts.ResumeRollout} {
 		if _, err := op(ctx, r.ID); !errors.Is(err, kind.ErrConflict) || !strings.Contains(err.Error(), "has already finished") {
 			t.Errorf("%s a finished rollout: got %v, want a conflict saying it has already finished", name, err)
 		}
 	}
-	if _, err := ts2.HaltRollout(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+	if _, err := ts2.rollouts.HaltRollout(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("halt an unknown rollout: got %v, want not found", err)
 	}
 }
@@ -146,41 +146,15 @@ func TestRolloutHaltCountsInFlightAgents(t *testing.T) {
 	a := newFakeAgent(t, ts, "a", "Prod", "1.0.0")
 	ts.waitConnected(t, "a")
 	makeBusy(t, ts, a)
-	r, err := ts.StartRollout(ctx, api.RolloutRequest{Environment: "Prod"})
+	r, err := ts.rollouts.StartRollout(ctx, api.RolloutRequest{Environment: "Prod"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "a waiting for idle", func() bool { return agentRow(ts.rollout(t, r.ID), "a").State == store.UpgradeWaitingForIdle })
-	if _, err := ts.HaltRollout(ctx, r.ID); err != nil {
+	if _, err := ts.rollouts.HaltRollout(ctx, r.ID); err != nil {
 		t.Fatal(err)
 	}
 	if m, err := ts.Maintenance(ctx); err != nil || m.RunningRollouts != 1 {
 		t.Fatalf("halted with a in flight: got %d running rollouts (%v), want 1", m.RunningRollouts, err)
-	}
-}
-
-func TestBatchStarted(t *testing.T) {
-	tests := []struct {
-		name   string
-		states []string
-		want   bool
-	}{
-		{"all queued", []string{store.UpgradeQueued, store.UpgradeQueued}, false},
-		{"one waiting", []string{store.UpgradeQueued, store.UpgradeWaitingForIdle}, true},
-		{"one sending", []string{store.UpgradeSending}, true},
-		{"all final", []string{store.UpgradeSucceeded, store.UpgradeFailed}, false},
-		{"final and queued", []string{store.UpgradeSucceeded, store.UpgradeQueued}, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var agents []store.RolloutAgent
-			for _, s := range tt.states {
-				agents = append(agents, store.RolloutAgent{Batch: 2, State: s})
-			}
-			agents = append(agents, store.RolloutAgent{Batch: 1, State: store.UpgradeSending})
-			if got := batchStarted(agents, 2); got != tt.want {
-				t.Fatalf("got %v, want %v", got, tt.want)
-			}
-		})
 	}
 }

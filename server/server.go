@@ -30,6 +30,7 @@ import (
 	"github.com/tendrildeploy/tendril/server/datadir"
 	"github.com/tendrildeploy/tendril/server/httpapi"
 	"github.com/tendrildeploy/tendril/server/releases"
+	"github.com/tendrildeploy/tendril/server/rollout"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -229,7 +230,7 @@ type Server struct {
 	pushLocks pushLocks         // one push per agent at a time
 	pushSem   chan struct{}     // bounds automatic pushes
 	updating  sync.Map          // agent IDs with an automatic push in progress
-	upgrades  upgradeState      // rollouts' view of agents: busy, hellos seen
+	rollouts  *rollout.Engine   // staged agent upgrades
 	maint     maintenance       // maintenance mode: no new tasks or rollouts
 	releases  *releases.Watcher // what the release feed last said
 	health    healthHistory     // recent health checks per agent, for the machine page
@@ -320,8 +321,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("new coordinator: %w", err)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.api = httpapi.New(httpapi.Config{Coordinator: s, Rollouts: s, Access: s.access, Version: cfg.Version, Logger: s.log})
-	s.console = console.New(console.Config{Coordinator: s, Rollouts: s, Access: s.access, Machines: s, API: s.api,
+	s.rollouts = rollout.New(rollout.Config{Store: st, Fleet: rolloutFleet{s}, Uploads: s.uploads, Signing: signing, DataDir: cfg.DataDir,
+		Grace: cfg.UpgradeGrace, IdleTimeout: cfg.UpgradeIdleTimeout, ReconnectMargin: cfg.UpgradeReconnectMargin, Logger: s.log})
+	s.api = httpapi.New(httpapi.Config{Coordinator: s, Rollouts: s.rollouts, Access: s.access, Version: cfg.Version, Logger: s.log})
+	s.console = console.New(console.Config{Coordinator: s, Rollouts: s.rollouts, Access: s.access, Machines: s, API: s.api,
 		Version: cfg.Version, ReleaseFeed: cfg.ReleaseFeed != "", Logger: s.log})
 	s.metrics = newMetrics(func() float64 { return float64(s.sessions.count()) })
 	s.tlsConf = protocol.ServerTLS{
@@ -401,7 +404,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 	// Rollouts resume before agents are accepted, so that an agent in the
 	// middle of a transfer is not matched against stale steps.
-	if err := s.resumeRollouts(ctx); err != nil {
+	if err := s.rollouts.Resume(ctx); err != nil {
 		s.log.Error("resume running rollouts failed", zap.Error(err))
 	}
 	serveErr := make(chan error, 2)
@@ -458,6 +461,7 @@ func (s *Server) shutdown(ctx context.Context) {
 		s.httpLn.Close()
 		s.goAwayAll(ctx)
 		s.cancel()
+		s.rollouts.Close()
 		s.wg.Wait()
 		s.stopNode(ctx)
 		s.store.Close()

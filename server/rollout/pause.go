@@ -1,4 +1,4 @@
-package server
+package rollout
 
 import (
 	"context"
@@ -36,8 +36,8 @@ type storedPause struct {
 }
 
 // rolloutPause returns whether an operator halted the rollout, and when.
-func (s *Server) rolloutPause(ctx context.Context, id string) (storedPause, error) {
-	v, err := s.store.Setting(ctx, settingRolloutPaused+id)
+func (e *Engine) rolloutPause(ctx context.Context, id string) (storedPause, error) {
+	v, err := e.st.Setting(ctx, settingRolloutPaused+id)
 	if errors.Is(err, store.ErrNotFound) {
 		return storedPause{}, nil
 	}
@@ -51,12 +51,12 @@ func (s *Server) rolloutPause(ctx context.Context, id string) (storedPause, erro
 	return p, nil
 }
 
-func (s *Server) setRolloutPause(ctx context.Context, id string, p storedPause) error {
+func (e *Engine) setRolloutPause(ctx context.Context, id string, p storedPause) error {
 	b, err := json.Marshal(p)
 	if err != nil {
 		return err
 	}
-	if err := s.store.SetSetting(ctx, settingRolloutPaused+id, string(b)); err != nil {
+	if err := e.st.SetSetting(ctx, settingRolloutPaused+id, string(b)); err != nil {
 		return fmt.Errorf("record halt of rollout %s: %w", id, err)
 	}
 	return nil
@@ -64,10 +64,10 @@ func (s *Server) setRolloutPause(ctx context.Context, id string, p storedPause) 
 
 // runningRollout loads a rollout that an operator wants to halt or
 // resume: it must exist and not have finished.
-func (s *Server) runningRollout(ctx context.Context, id, verb string) (store.Rollout, error) {
-	r, err := s.store.Rollout(ctx, id)
+func (e *Engine) runningRollout(ctx context.Context, id, verb string) (store.Rollout, error) {
+	r, err := e.st.Rollout(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return store.Rollout{}, kind.Errorf(store.ErrNotFound, "no rollout %q (see GET /api/rollouts or tendril-server rollout list)", id)
+		return store.Rollout{}, kind.Errorf(kind.ErrNotFound, "no rollout %q (see GET /api/rollouts or tendril-server rollout list)", id)
 	}
 	if err != nil {
 		return store.Rollout{}, fmt.Errorf("%s rollout %s: %w", verb, id, err)
@@ -82,56 +82,56 @@ func (s *Server) runningRollout(ctx context.Context, id, verb string) (store.Rol
 // HaltRollout stops a running rollout from starting its next batch.
 // Agents of a batch already started finish their upgrade. Halting a
 // halted rollout changes nothing.
-func (s *Server) HaltRollout(ctx context.Context, id string) (api.RolloutView, error) {
-	if _, err := s.runningRollout(ctx, id, "halt"); err != nil {
+func (e *Engine) HaltRollout(ctx context.Context, id string) (api.RolloutView, error) {
+	if _, err := e.runningRollout(ctx, id, "halt"); err != nil {
 		return api.RolloutView{}, err
 	}
-	p, err := s.rolloutPause(ctx, id)
+	p, err := e.rolloutPause(ctx, id)
 	if err != nil {
 		return api.RolloutView{}, err
 	}
 	if !p.Paused {
-		if err := s.setRolloutPause(ctx, id, storedPause{Paused: true, At: time.Now().UTC().Truncate(time.Second)}); err != nil {
+		if err := e.setRolloutPause(ctx, id, storedPause{Paused: true, At: time.Now().UTC().Truncate(time.Second)}); err != nil {
 			return api.RolloutView{}, err
 		}
-		s.log.Info("rollout halted by an operator", zap.String("rollout", id))
-		s.upgrades.notify()
+		e.log.Info("rollout halted by an operator", zap.String("rollout", id))
+		e.state.notify()
 	}
-	return s.Rollout(ctx, id)
+	return e.Rollout(ctx, id)
 }
 
 // ResumeRollout lets a halted rollout start its next batch. It is new
 // work, so maintenance mode refuses it. Resuming a rollout that is not
 // halted changes nothing.
-func (s *Server) ResumeRollout(ctx context.Context, id string) (api.RolloutView, error) {
-	if _, err := s.runningRollout(ctx, id, "resume"); err != nil {
+func (e *Engine) ResumeRollout(ctx context.Context, id string) (api.RolloutView, error) {
+	if _, err := e.runningRollout(ctx, id, "resume"); err != nil {
 		return api.RolloutView{}, err
 	}
-	done, err := s.beginWork()
+	done, err := e.fleet.BeginWork()
 	if err != nil {
 		return api.RolloutView{}, err
 	}
 	defer done()
-	p, err := s.rolloutPause(ctx, id)
+	p, err := e.rolloutPause(ctx, id)
 	if err != nil {
 		return api.RolloutView{}, err
 	}
 	if p.Paused {
-		if err := s.setRolloutPause(ctx, id, storedPause{}); err != nil {
+		if err := e.setRolloutPause(ctx, id, storedPause{}); err != nil {
 			return api.RolloutView{}, err
 		}
-		s.log.Info("rollout resumed by an operator", zap.String("rollout", id))
-		s.upgrades.notify()
+		e.log.Info("rollout resumed by an operator", zap.String("rollout", id))
+		e.state.notify()
 	}
-	return s.Rollout(ctx, id)
+	return e.Rollout(ctx, id)
 }
 
 // withPause adds an operator's halt to a rollout's view.
-func (s *Server) withPause(ctx context.Context, v api.RolloutView) (api.RolloutView, error) {
+func (e *Engine) withPause(ctx context.Context, v api.RolloutView) (api.RolloutView, error) {
 	if v.State != store.RolloutRunning {
 		return v, nil
 	}
-	p, err := s.rolloutPause(ctx, v.ID)
+	p, err := e.rolloutPause(ctx, v.ID)
 	if err != nil {
 		return api.RolloutView{}, err
 	}
@@ -161,14 +161,14 @@ const pausePoll = 2 * time.Second
 // batchHeld reports whether batch b, not started yet, must wait because
 // an operator halted the rollout. The first time it holds a batch back it
 // says so on each of the batch's agents, where people look.
-func (s *Server) batchHeld(ctx context.Context, id string, agents []store.RolloutAgent, b int) bool {
+func (e *Engine) batchHeld(ctx context.Context, id string, agents []store.RolloutAgent, b int) bool {
 	if batchStarted(agents, b) {
 		return false
 	}
-	p, err := s.rolloutPause(ctx, id)
+	p, err := e.rolloutPause(ctx, id)
 	if err != nil {
 		if ctx.Err() == nil {
-			s.log.Error("read rollout halt failed", zap.String("rollout", id), zap.Error(err))
+			e.log.Error("read rollout halt failed", zap.String("rollout", id), zap.Error(err))
 		}
 		return true // look again rather than start a batch that may be halted
 	}
@@ -178,7 +178,7 @@ func (s *Server) batchHeld(ctx context.Context, id string, agents []store.Rollou
 	reason := fmt.Sprintf("batch %d waits: the rollout was halted by an operator; resume it to go on", b)
 	for _, a := range agents {
 		if a.Batch == b && a.State == store.UpgradeQueued && a.Reason != reason {
-			s.setUpgradeState(ctx, id, a.AgentID, []string{store.UpgradeQueued}, store.UpgradeQueued, reason)
+			e.setUpgradeState(ctx, id, a.AgentID, []string{store.UpgradeQueued}, store.UpgradeQueued, reason)
 		}
 	}
 	return true
@@ -196,13 +196,13 @@ func waitHeld(ctx context.Context, changed <-chan struct{}) {
 	}
 }
 
-// busyRollouts counts the running rollouts that still upgrade agents: a
+// BusyRollouts counts the running rollouts that still upgrade agents: a
 // halted one counts only while agents of its started batch are in
 // flight, since nothing more of it happens until someone resumes it.
-func (s *Server) busyRollouts(ctx context.Context, rs []store.Rollout) (int, error) {
+func (e *Engine) BusyRollouts(ctx context.Context, rs []store.Rollout) (int, error) {
 	n := 0
 	for _, r := range rs {
-		p, err := s.rolloutPause(ctx, r.ID)
+		p, err := e.rolloutPause(ctx, r.ID)
 		if err != nil {
 			return 0, err
 		}
@@ -210,7 +210,7 @@ func (s *Server) busyRollouts(ctx context.Context, rs []store.Rollout) (int, err
 			n++
 			continue
 		}
-		agents, err := s.store.RolloutAgents(ctx, r.ID)
+		agents, err := e.st.RolloutAgents(ctx, r.ID)
 		if err != nil {
 			return 0, fmt.Errorf("agents of rollout %s: %w", r.ID, err)
 		}

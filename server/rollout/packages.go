@@ -1,4 +1,4 @@
-package server
+package rollout
 
 import (
 	"bytes"
@@ -36,15 +36,15 @@ func agentPackageView(p store.AgentPackage, created bool) api.AgentPackageView {
 		UploadedAt: p.UploadedAt, Created: created}
 }
 
-func (s *Server) agentPackagesDir() string { return filepath.Join(s.cfg.DataDir, "agent-packages") }
+func (e *Engine) agentPackagesDir() string { return filepath.Join(e.cfg.DataDir, "agent-packages") }
 
 // agentPackagePath is where the binary of a package lives.
-func (s *Server) agentPackagePath(version, goos, goarch string) string {
+func (e *Engine) agentPackagePath(version, goos, goarch string) string {
 	name := "tendril-agent"
 	if goos == "windows" {
 		name += ".exe"
 	}
-	return filepath.Join(s.agentPackagesDir(), version, goos+"-"+goarch, name)
+	return filepath.Join(e.agentPackagesDir(), version, goos+"-"+goarch, name)
 }
 
 // executableMagic reports whether head starts like an executable for goos:
@@ -74,7 +74,7 @@ func executableMagic(goos string, head []byte) bool {
 // read from r, and signs its description with the coordinator's key so
 // agents can verify it. The same binary again is a no-op; another binary
 // under a stored version and platform is a conflict.
-func (s *Server) UploadAgentPackage(ctx context.Context, version, goos, goarch string, r io.Reader) (api.AgentPackageView, error) {
+func (e *Engine) UploadAgentPackage(ctx context.Context, version, goos, goarch string, r io.Reader) (api.AgentPackageView, error) {
 	if !bundle.ValidVersion(version) {
 		return api.AgentPackageView{}, kind.Errorf(kind.ErrBadRequest, "version %q is not a semantic version such as 1.2.3", version)
 	}
@@ -84,7 +84,7 @@ func (s *Server) UploadAgentPackage(ctx context.Context, version, goos, goarch s
 	if !slices.Contains(packageArches, goarch) {
 		return api.AgentPackageView{}, kind.Errorf(kind.ErrBadRequest, "arch %q: want one of %v", goarch, packageArches)
 	}
-	dest := s.agentPackagePath(version, goos, goarch)
+	dest := e.agentPackagePath(version, goos, goarch)
 	if err := os.MkdirAll(filepath.Dir(dest), 0o700); err != nil {
 		return api.AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
 	}
@@ -109,7 +109,7 @@ func (s *Server) UploadAgentPackage(ctx context.Context, version, goos, goarch s
 		return api.AgentPackageView{}, kind.Errorf(kind.ErrBadRequest, "file is not a %s executable", goos)
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
-	if existing, err := s.store.AgentPackage(ctx, version, goos, goarch); err == nil {
+	if existing, err := e.st.AgentPackage(ctx, version, goos, goarch); err == nil {
 		if existing.SHA256 == sum {
 			if err := tmp.Chmod(0o700); err != nil {
 				return api.AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
@@ -117,7 +117,7 @@ func (s *Server) UploadAgentPackage(ctx context.Context, version, goos, goarch s
 			if err := cluster.KeepCopy(tmp, dest); err != nil {
 				return api.AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
 			}
-			if err := s.uploads.Share(ctx, cluster.AgentPackageBlob(version, goos, goarch), dest, sum, n); err != nil {
+			if err := e.cfg.Uploads.Share(ctx, cluster.AgentPackageBlob(version, goos, goarch), dest, sum, n); err != nil {
 				return api.AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
 			}
 			return agentPackageView(existing, false), nil
@@ -136,13 +136,13 @@ func (s *Server) UploadAgentPackage(ctx context.Context, version, goos, goarch s
 		return api.AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
 	}
 	// Before the record: a node that sees it can fetch the package.
-	if err := s.uploads.Share(ctx, cluster.AgentPackageBlob(version, goos, goarch), dest, sum, n); err != nil {
+	if err := e.cfg.Uploads.Share(ctx, cluster.AgentPackageBlob(version, goos, goarch), dest, sum, n); err != nil {
 		return api.AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
 	}
 	desc := protocol.AgentPackage{Version: version, OS: goos, Arch: goarch, SHA256: sum, Size: n}
 	p := store.AgentPackage{Version: version, OS: goos, Arch: goarch, SHA256: sum, Size: n,
-		Signature: s.signing.Sign(desc.SigningBytes()), UploadedAt: time.Now().UTC()}
-	if err := s.store.AddAgentPackage(ctx, p); err != nil {
+		Signature: e.cfg.Signing.Sign(desc.SigningBytes()), UploadedAt: time.Now().UTC()}
+	if err := e.st.AddAgentPackage(ctx, p); err != nil {
 		if errors.Is(err, store.ErrExists) {
 			// A concurrent upload of the same key won; its file is the
 			// one just replaced only if the content was the same.
@@ -150,7 +150,7 @@ func (s *Server) UploadAgentPackage(ctx context.Context, version, goos, goarch s
 		}
 		return api.AgentPackageView{}, fmt.Errorf("upload agent package: %w", err)
 	}
-	s.log.Info("agent package stored", zap.String("version", version), zap.String("os", goos), zap.String("arch", goarch),
+	e.log.Info("agent package stored", zap.String("version", version), zap.String("os", goos), zap.String("arch", goarch),
 		zap.String("sha256", sum), zap.Int64("size", n))
 	return agentPackageView(p, true), nil
 }
@@ -169,8 +169,8 @@ func (w *headWriter) Write(p []byte) (int, error) {
 }
 
 // AgentPackages lists the stored agent packages, newest version first.
-func (s *Server) AgentPackages(ctx context.Context) ([]api.AgentPackageView, error) {
-	all, err := s.store.AgentPackages(ctx)
+func (e *Engine) AgentPackages(ctx context.Context) ([]api.AgentPackageView, error) {
+	all, err := e.st.AgentPackages(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -195,9 +195,9 @@ func sortPackages(ps []store.AgentPackage) {
 	})
 }
 
-// newestPackages maps "os/arch" to the newest package version stored for
+// NewestPackages maps "os/arch" to the newest package version stored for
 // it.
-func newestPackages(ps []store.AgentPackage) map[string]string {
+func NewestPackages(ps []store.AgentPackage) map[string]string {
 	out := make(map[string]string)
 	for _, p := range ps {
 		k := p.OS + "/" + p.Arch

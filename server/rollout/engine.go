@@ -1,15 +1,28 @@
-package server
+// Package rollout is the agent upgrade engine: staged rollouts of a
+// signed agent package, in batches that wait for idle agents, halt past a
+// failure budget, can be halted and resumed by an operator, and conclude
+// only from what the agents themselves report (the new version's Hello, a
+// rollback report).
+//
+// A rollout's batches are driven by one coordinator node and each agent is
+// upgraded by the node it is connected to; the engine reaches live agents
+// and the other nodes through the Fleet interface, which the coordinator
+// core implements, and keeps everything else in the store, so that a
+// restarted or another node takes over where one stopped.
+package rollout
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/tendrildeploy/tendril/api"
+	"github.com/tendrildeploy/tendril/certs"
 
 	"github.com/google/uuid"
 	"go.uber.org/zap"
@@ -20,6 +33,132 @@ import (
 	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 )
+
+// Fleet is what the engine needs of the coordinator core: its agents'
+// sessions on this node, and the other nodes.
+type Fleet interface {
+	// NodeID is this node's ID in the store.
+	NodeID() string
+	// Draining reports whether this node is draining: it hands its
+	// rollouts over and upgrades no agent.
+	Draining() bool
+	// NodeGone reports whether a node counts as dead or stopped.
+	NodeGone(ctx context.Context, id string) bool
+	// ConnectedAnywhere reports whether an agent has a session on any
+	// live node.
+	ConnectedAnywhere(a store.Agent) bool
+	// NotifyRollout tells every node that a rollout changed (its driver
+	// looks again); NotifyUpgrade that agents of it wait to be upgraded
+	// (the nodes holding them start).
+	NotifyRollout(id string)
+	NotifyUpgrade(id string)
+	// BeginWork admits new work unless the coordinator is in
+	// maintenance mode; done ends it.
+	BeginWork() (done func(), err error)
+	// Connected reports whether the agent has a session on this node;
+	// SessionsChanged is closed at the next session change.
+	Connected(agentID string) bool
+	SessionsChanged() <-chan struct{}
+	// CheckHealth checks an agent connected here now, which reports
+	// whether it is busy (see SetBusy).
+	CheckHealth(ctx context.Context, agentID string)
+	// SendAgentPackage streams an upgrade to an agent connected here. It
+	// calls sent once every byte is sent, and returns when the agent
+	// answers that the new binary is in place (or refuses).
+	SendAgentPackage(ctx context.Context, agentID string, hdr protocol.AgentUpgrade, src io.ReaderAt, size int64, sent func()) error
+}
+
+// Config configures an Engine. Store, Fleet, Uploads, Signing and DataDir
+// are required; zero durations take the defaults.
+type Config struct {
+	Store   store.Store
+	Fleet   Fleet
+	Uploads *cluster.Uploads
+	// Signing signs uploaded agent packages; agents check the signature
+	// against the coordinator key they pinned.
+	Signing *certs.SigningKey
+	// DataDir is the coordinator's data folder, where packages are kept.
+	DataDir string
+	// Grace is how long, by default, a new agent version has to connect
+	// and commit before its watchdog restores the previous one. Default 2
+	// minutes.
+	Grace time.Duration
+	// IdleTimeout bounds the wait for an agent to be connected and idle.
+	// Default 30 minutes.
+	IdleTimeout time.Duration
+	// ReconnectMargin is added to the grace period when waiting for an
+	// upgraded agent to come back. Default 60 seconds.
+	ReconnectMargin time.Duration
+	Logger          *zap.Logger
+}
+
+// Engine runs rollouts. Create it with New; Close ends its goroutines.
+type Engine struct {
+	cfg   Config
+	st    store.Store
+	fleet Fleet
+	log   *zap.Logger
+	state upgradeState
+
+	// ctx is cancelled by Close; the goroutines that drive rollouts and
+	// upgrade agents derive from it, and wg tracks them.
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// New returns an engine over cfg. It drives nothing until rollouts are
+// started, resumed (Resume) or found by Sweep.
+func New(cfg Config) *Engine {
+	if cfg.Grace <= 0 {
+		cfg.Grace = 2 * time.Minute
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 30 * time.Minute
+	}
+	if cfg.ReconnectMargin <= 0 {
+		cfg.ReconnectMargin = time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	e := &Engine{cfg: cfg, st: cfg.Store, fleet: cfg.Fleet, log: cfg.Logger}
+	e.ctx, e.cancel = context.WithCancel(context.Background())
+	return e
+}
+
+// Close stops driving rollouts and waits for the engine's goroutines. The
+// rollouts stay running in the store, for the next start or another node.
+// It is idempotent.
+func (e *Engine) Close() {
+	e.closeOnce.Do(func() {
+		e.cancel()
+		e.wg.Wait()
+	})
+}
+
+func (e *Engine) goFunc(f func()) {
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		f()
+	}()
+}
+
+// Changed wakes everything that waits on agents: a Hello, a health
+// result, a session or node change.
+func (e *Engine) Changed() { e.state.notify() }
+
+// SetBusy records whether an agent runs tasks, from its Hello or health
+// report; a busy agent is not offered an upgrade.
+func (e *Engine) SetBusy(agentID string, busy bool) { e.state.setBusy(agentID, busy) }
+
+// Busy reports whether the agent's last report said it runs tasks.
+func (e *Engine) Busy(agentID string) bool { return e.state.isBusy(agentID) }
+
+// DrivesFor reports whether this node is upgrading the agent now.
+func (e *Engine) DrivesFor(agentID string) bool { return e.state.drivesFor(agentID) }
 
 // Rollout timing. The batch size and failure limit a rollout gets when
 // its request names none are the machine policy's (see policy.go).
@@ -135,7 +274,7 @@ func (u *upgradeState) drivesFor(agentID string) bool {
 // StartRollout validates a request and starts upgrading its agents in the
 // background. A request that cannot run as asked is refused whole: no
 // agent is touched.
-func (s *Server) StartRollout(ctx context.Context, req api.RolloutRequest) (api.RolloutView, error) {
+func (e *Engine) StartRollout(ctx context.Context, req api.RolloutRequest) (api.RolloutView, error) {
 	kinds := 0
 	for _, given := range []bool{req.Environment != "", req.All, len(req.Agents) > 0} {
 		if given {
@@ -148,14 +287,14 @@ func (s *Server) StartRollout(ctx context.Context, req api.RolloutRequest) (api.
 	if req.Batch < 0 || req.MaxFailures != nil && *req.MaxFailures < 0 || req.GraceSeconds < 0 {
 		return api.RolloutView{}, kind.Errorf(kind.ErrBadRequest, "batch, max failures and grace must not be negative")
 	}
-	done, err := s.beginWork()
+	done, err := e.fleet.BeginWork()
 	if err != nil {
 		return api.RolloutView{}, err
 	}
 	defer done()
 	// Read afresh rather than this node's copy: another node may have
 	// changed the policy since the last health sweep.
-	policy, err := s.store.Policy(ctx)
+	policy, err := e.st.Policy(ctx)
 	if err != nil {
 		return api.RolloutView{}, fmt.Errorf("start rollout: %w", err)
 	}
@@ -167,9 +306,9 @@ func (s *Server) StartRollout(ctx context.Context, req api.RolloutRequest) (api.
 		maxFailures = *req.MaxFailures
 	}
 	if req.GraceSeconds == 0 {
-		req.GraceSeconds = max(1, int(s.cfg.UpgradeGrace.Seconds()))
+		req.GraceSeconds = max(1, int(e.cfg.Grace.Seconds()))
 	}
-	pkgs, err := s.store.AgentPackages(ctx)
+	pkgs, err := e.st.AgentPackages(ctx)
 	if err != nil {
 		return api.RolloutView{}, fmt.Errorf("start rollout: %w", err)
 	}
@@ -188,9 +327,9 @@ func (s *Server) StartRollout(ctx context.Context, req api.RolloutRequest) (api.
 		}
 	}
 	if len(have) == 0 {
-		return api.RolloutView{}, kind.Errorf(store.ErrNotFound, "no agent package of version %s is stored (see \"tendril-server agent-package list\")", version)
+		return api.RolloutView{}, kind.Errorf(kind.ErrNotFound, "no agent package of version %s is stored (see \"tendril-server agent-package list\")", version)
 	}
-	all, err := s.store.ListAgents(ctx)
+	all, err := e.st.ListAgents(ctx)
 	if err != nil {
 		return api.RolloutView{}, fmt.Errorf("start rollout: %w", err)
 	}
@@ -200,9 +339,9 @@ func (s *Server) StartRollout(ctx context.Context, req api.RolloutRequest) (api.
 	}
 	if len(agents) == 0 {
 		if req.All {
-			return api.RolloutView{}, kind.Errorf(store.ErrNotFound, "no agents are registered")
+			return api.RolloutView{}, kind.Errorf(kind.ErrNotFound, "no agents are registered")
 		}
-		return api.RolloutView{}, kind.Errorf(store.ErrNotFound, "environment %q has no agents", req.Environment)
+		return api.RolloutView{}, kind.Errorf(kind.ErrNotFound, "environment %q has no agents", req.Environment)
 	}
 	var missing, downgrades []string
 	for _, a := range agents {
@@ -226,9 +365,9 @@ func (s *Server) StartRollout(ctx context.Context, req api.RolloutRequest) (api.
 			strings.Join(downgrades, ", "), version)
 	}
 
-	s.upgrades.startMu.Lock()
-	defer s.upgrades.startMu.Unlock()
-	running, err := s.store.Rollouts(ctx, true, 1000)
+	e.state.startMu.Lock()
+	defer e.state.startMu.Unlock()
+	running, err := e.st.Rollouts(ctx, true, 1000)
 	if err != nil {
 		return api.RolloutView{}, fmt.Errorf("start rollout: %w", err)
 	}
@@ -237,7 +376,7 @@ func (s *Server) StartRollout(ctx context.Context, req api.RolloutRequest) (api.
 		ids[a.ID] = true
 	}
 	for _, r := range running {
-		ras, err := s.store.RolloutAgents(ctx, r.ID)
+		ras, err := e.st.RolloutAgents(ctx, r.ID)
 		if err != nil {
 			return api.RolloutView{}, fmt.Errorf("start rollout: %w", err)
 		}
@@ -261,8 +400,8 @@ func (s *Server) StartRollout(ctx context.Context, req api.RolloutRequest) (api.
 	case !req.All:
 		r.Environment = req.Environment
 	}
-	if !s.node.draining.Load() {
-		r.Node = s.nodeID() // this node drives it, from the start
+	if !e.fleet.Draining() {
+		r.Node = e.fleet.NodeID() // this node drives it, from the start
 	}
 	rows := make([]store.RolloutAgent, len(agents))
 	n := 0
@@ -276,7 +415,7 @@ func (s *Server) StartRollout(ctx context.Context, req api.RolloutRequest) (api.
 		rows[i].State, rows[i].Reason = store.UpgradeQueued, fmt.Sprintf("waiting for batch %d", rows[i].Batch)
 		n++
 	}
-	if err := s.store.CreateRollout(ctx, r, rows); err != nil {
+	if err := e.st.CreateRollout(ctx, r, rows); err != nil {
 		if errors.Is(err, store.ErrInRollout) {
 			// Another node started a rollout on these agents since the
 			// check above.
@@ -284,12 +423,12 @@ func (s *Server) StartRollout(ctx context.Context, req api.RolloutRequest) (api.
 		}
 		return api.RolloutView{}, fmt.Errorf("start rollout: %w", err)
 	}
-	s.log.Info("rollout started", zap.String("rollout", r.ID), zap.String("version", version),
+	e.log.Info("rollout started", zap.String("rollout", r.ID), zap.String("version", version),
 		zap.String("environment", r.Environment), zap.Int("agents", len(rows)), zap.Int("to_upgrade", n), zap.Int("batch", r.Batch))
-	if r.Node == s.nodeID() {
-		s.startRolloutEngine(r.ID)
+	if r.Node == e.fleet.NodeID() {
+		e.startRolloutEngine(r.ID)
 	} else {
-		s.notifyCluster(notifyUpgrade, r.ID) // a node that is not draining takes it
+		e.fleet.NotifyUpgrade(r.ID) // a node that is not draining takes it
 	}
 	return rolloutView(r, rows, true), nil
 }
@@ -332,79 +471,79 @@ func rolloutTargets(all []store.Agent, req api.RolloutRequest) ([]store.Agent, e
 		}
 	}
 	if len(unknown) > 0 {
-		return nil, kind.Errorf(store.ErrNotFound, "no agent named %s (see \"tendril-server agents\")", strings.Join(unknown, ", "))
+		return nil, kind.Errorf(kind.ErrNotFound, "no agent named %s (see \"tendril-server agents\")", strings.Join(unknown, ", "))
 	}
 	return agents, nil
 }
 
 // Rollout returns one rollout with its agents.
-func (s *Server) Rollout(ctx context.Context, id string) (api.RolloutView, error) {
-	r, err := s.store.Rollout(ctx, id)
+func (e *Engine) Rollout(ctx context.Context, id string) (api.RolloutView, error) {
+	r, err := e.st.Rollout(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return api.RolloutView{}, kind.Errorf(store.ErrNotFound, "no rollout %q", id)
+		return api.RolloutView{}, kind.Errorf(kind.ErrNotFound, "no rollout %q", id)
 	}
 	if err != nil {
 		return api.RolloutView{}, err
 	}
-	agents, err := s.store.RolloutAgents(ctx, id)
+	agents, err := e.st.RolloutAgents(ctx, id)
 	if err != nil {
 		return api.RolloutView{}, err
 	}
-	return s.withPause(ctx, rolloutView(r, agents, true))
+	return e.withPause(ctx, rolloutView(r, agents, true))
 }
 
 // Rollouts lists rollouts, newest first, with their counts but not their
 // agents.
-func (s *Server) Rollouts(ctx context.Context) ([]api.RolloutView, error) {
-	rs, err := s.store.Rollouts(ctx, false, 100)
+func (e *Engine) Rollouts(ctx context.Context) ([]api.RolloutView, error) {
+	rs, err := e.st.Rollouts(ctx, false, 100)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]api.RolloutView, len(rs))
 	for i, r := range rs {
-		agents, err := s.store.RolloutAgents(ctx, r.ID)
+		agents, err := e.st.RolloutAgents(ctx, r.ID)
 		if err != nil {
 			return nil, err
 		}
-		if out[i], err = s.withPause(ctx, rolloutView(r, agents, false)); err != nil {
+		if out[i], err = e.withPause(ctx, rolloutView(r, agents, false)); err != nil {
 			return nil, err
 		}
 	}
 	return out, nil
 }
 
-// resumeRollouts takes over the running rollouts that no live node
+// Resume takes over the running rollouts that no live node
 // drives: those a previous run of this node, or a node that stopped or
 // died, left running. Agents it was sending a package to start again
 // when idle (the agent resumes from what it holds; one that already
 // swapped connects at the new version and succeeds); an agent awaiting
 // its reconnect keeps its deadline, counted from when it started
 // waiting.
-func (s *Server) resumeRollouts(ctx context.Context) error {
-	rs, err := s.store.Rollouts(ctx, true, 1000)
+func (e *Engine) Resume(ctx context.Context) error {
+	rs, err := e.st.Rollouts(ctx, true, 1000)
 	if err != nil {
 		return fmt.Errorf("resume rollouts: %w", err)
 	}
 	for _, r := range rs {
-		s.adoptRollout(ctx, r)
+		e.adoptRollout(ctx, r)
 	}
 	return nil
 }
 
 // adoptRollout claims a running rollout whose batches no live node
 // drives, and drives them.
-func (s *Server) adoptRollout(ctx context.Context, r store.Rollout) {
-	me := s.nodeID()
-	if s.upgrades.isRunning(r.ID) || s.node.draining.Load() {
+func (e *Engine) adoptRollout(ctx context.Context, r store.Rollout) {
+	me := e.fleet.NodeID()
+	if e.state.isRunning(r.ID) || e.fleet.Draining() {
 		return
 	}
-	if r.Node != "" && r.Node != me && !s.nodeGone(ctx, r.Node) {
+	if r.Node != "" && r.Node != me && !e.fleet.NodeGone(ctx, r.Node) {
 		return
 	}
-	ok, err := s.store.ClaimRollout(ctx, r.ID, r.Node, me)
+	ok, err := e.st.ClaimRollout(ctx, r.ID, r.Node, me)
 	if err != nil {
 		if ctx.Err() == nil {
-			s.log.Error("claim rollout failed", zap.String("rollout", r.ID), zap.Error(err))
+			e.log.Error("claim rollout failed", zap.String("rollout", r.ID), zap.Error(err))
 		}
 		return
 	}
@@ -412,45 +551,45 @@ func (s *Server) adoptRollout(ctx context.Context, r store.Rollout) {
 		return
 	}
 	if r.Node != "" {
-		s.log.Info("rollout resumed", zap.String("rollout", r.ID), zap.String("version", r.Version), zap.String("from_node", r.Node))
+		e.log.Info("rollout resumed", zap.String("rollout", r.ID), zap.String("version", r.Version), zap.String("from_node", r.Node))
 	}
-	s.startRolloutEngine(r.ID)
+	e.startRolloutEngine(r.ID)
 }
 
-// sweepRollouts adopts running rollouts no live node drives, and drives
+// Sweep adopts running rollouts no live node drives, and drives
 // the upgrade of each agent connected here that a rollout waits to
 // upgrade.
-func (s *Server) sweepRollouts(ctx context.Context) {
-	rs, err := s.store.Rollouts(ctx, true, 1000)
+func (e *Engine) Sweep(ctx context.Context) {
+	rs, err := e.st.Rollouts(ctx, true, 1000)
 	if err != nil {
 		if ctx.Err() == nil {
-			s.log.Error("look for rollouts to drive failed", zap.Error(err))
+			e.log.Error("look for rollouts to drive failed", zap.Error(err))
 		}
 		return
 	}
 	for _, r := range rs {
-		s.adoptRollout(ctx, r)
-		if s.node.draining.Load() {
+		e.adoptRollout(ctx, r)
+		if e.fleet.Draining() {
 			continue // its agents go to other nodes, which upgrade them
 		}
-		agents, err := s.store.RolloutAgents(ctx, r.ID)
+		agents, err := e.st.RolloutAgents(ctx, r.ID)
 		if err != nil {
 			if ctx.Err() == nil {
-				s.log.Error("look for agents to upgrade failed", zap.String("rollout", r.ID), zap.Error(err))
+				e.log.Error("look for agents to upgrade failed", zap.String("rollout", r.ID), zap.Error(err))
 			}
 			continue
 		}
 		for _, a := range agents {
-			if a.State != store.UpgradeWaitingForIdle || s.sessions.get(a.AgentID) == nil {
+			if a.State != store.UpgradeWaitingForIdle || !e.fleet.Connected(a.AgentID) {
 				continue
 			}
-			done, ok := s.upgrades.tryDrive(a.AgentID)
+			done, ok := e.state.tryDrive(a.AgentID)
 			if !ok {
 				continue
 			}
-			s.goFunc(func() {
+			e.goFunc(func() {
 				defer done()
-				s.upgradeAgent(s.ctx, r, a)
+				e.upgradeAgent(e.ctx, r, a)
 			})
 		}
 	}
@@ -458,8 +597,8 @@ func (s *Server) sweepRollouts(ctx context.Context) {
 
 // startRolloutEngine runs the batches of a rollout this node claimed,
 // unless they already run here.
-func (s *Server) startRolloutEngine(id string) {
-	u := &s.upgrades
+func (e *Engine) startRolloutEngine(id string) {
+	u := &e.state
 	u.mu.Lock()
 	if u.running == nil {
 		u.running = make(map[string]bool)
@@ -470,13 +609,13 @@ func (s *Server) startRolloutEngine(id string) {
 	}
 	u.running[id] = true
 	u.mu.Unlock()
-	s.goFunc(func() {
+	e.goFunc(func() {
 		defer func() {
 			u.mu.Lock()
 			delete(u.running, id)
 			u.mu.Unlock()
 		}()
-		s.runRollout(s.ctx, id)
+		e.runRollout(e.ctx, id)
 	})
 }
 
@@ -500,19 +639,19 @@ func failures(agents []store.RolloutAgent) int {
 // the next batch only once each of them is final, and nothing more once
 // failures exceed the rollout's maximum. It starts a batch by moving its
 // agents to waiting_for_idle; the node each agent is connected to then
-// upgrades it (sweepRollouts, upgradeAgent), and the agent's next Hello,
+// upgrades it (Sweep, upgradeAgent), and the agent's next Hello,
 // on whichever node, concludes. What no node may be there to see is
 // judged here: an agent not connected and idle within the idle timeout,
 // one that does not come back within its grace period, and a transfer
 // whose sending node is gone. It returns when the rollout ends, when
 // another node took it over, when this node drains (another takes it
 // over), or when ctx ends (the coordinator stops).
-func (s *Server) runRollout(ctx context.Context, id string) {
-	log := s.log.With(zap.String("rollout", id))
-	me := s.nodeID()
+func (e *Engine) runRollout(ctx context.Context, id string) {
+	log := e.log.With(zap.String("rollout", id))
+	me := e.fleet.NodeID()
 	for ctx.Err() == nil {
-		changed := s.upgrades.wait()
-		r, err := s.store.Rollout(ctx, id)
+		changed := e.state.wait()
+		r, err := e.st.Rollout(ctx, id)
 		if err != nil {
 			if ctx.Err() == nil {
 				log.Error("load rollout failed", zap.Error(err))
@@ -522,14 +661,14 @@ func (s *Server) runRollout(ctx context.Context, id string) {
 		if r.State != store.RolloutRunning || r.Node != me {
 			return
 		}
-		if s.node.draining.Load() {
-			if ok, err := s.store.ClaimRollout(ctx, id, me, ""); err == nil && ok {
+		if e.fleet.Draining() {
+			if ok, err := e.st.ClaimRollout(ctx, id, me, ""); err == nil && ok {
 				log.Info("rollout handed over: this node is draining")
-				s.notifyCluster(notifyUpgrade, id)
+				e.fleet.NotifyUpgrade(id)
 			}
 			return
 		}
-		agents, err := s.store.RolloutAgents(ctx, id)
+		agents, err := e.st.RolloutAgents(ctx, id)
 		if err != nil {
 			if ctx.Err() == nil {
 				log.Error("load rollout agents failed", zap.Error(err))
@@ -550,20 +689,20 @@ func (s *Server) runRollout(ctx context.Context, id string) {
 		n := failures(agents)
 		switch {
 		case cur == 0 && n > r.MaxFailures, cur != 0 && !started && n > r.MaxFailures:
-			s.finishRollout(ctx, r, store.RolloutHalted, fmt.Sprintf("halted after %d failures", n))
+			e.finishRollout(ctx, r, store.RolloutHalted, fmt.Sprintf("halted after %d failures", n))
 			return
 		case cur == 0 && n > 0:
-			s.finishRollout(ctx, r, store.RolloutSucceeded, fmt.Sprintf("%d failures, within the maximum of %d", n, r.MaxFailures))
+			e.finishRollout(ctx, r, store.RolloutSucceeded, fmt.Sprintf("%d failures, within the maximum of %d", n, r.MaxFailures))
 			return
 		case cur == 0:
-			s.finishRollout(ctx, r, store.RolloutSucceeded, "every agent runs "+r.Version)
+			e.finishRollout(ctx, r, store.RolloutSucceeded, "every agent runs "+r.Version)
 			return
 		}
-		if !started && s.batchHeld(ctx, id, agents, cur) {
+		if !started && e.batchHeld(ctx, id, agents, cur) {
 			waitHeld(ctx, changed)
 			continue
 		}
-		next := s.judgeBatch(ctx, r, agents, cur)
+		next := e.judgeBatch(ctx, r, agents, cur)
 		if next.IsZero() {
 			continue // something changed: look again
 		}
@@ -580,8 +719,8 @@ func (s *Server) runRollout(ctx context.Context, id string) {
 // judgeBatch starts batch cur and ends what no node will: agents never
 // idle, never back, or whose sender is gone. It returns when next to
 // look, or the zero time if it changed something.
-func (s *Server) judgeBatch(ctx context.Context, r store.Rollout, agents []store.RolloutAgent, cur int) time.Time {
-	me := s.nodeID()
+func (e *Engine) judgeBatch(ctx context.Context, r store.Rollout, agents []store.RolloutAgent, cur int) time.Time {
+	me := e.fleet.NodeID()
 	now := time.Now()
 	next := now.Add(idleRecheck)
 	moved, changed := false, false
@@ -591,35 +730,35 @@ func (s *Server) judgeBatch(ctx context.Context, r store.Rollout, agents []store
 		}
 		switch a.State {
 		case store.UpgradeQueued:
-			if s.setUpgradeState(ctx, r.ID, a.AgentID, []string{store.UpgradeQueued}, store.UpgradeWaitingForIdle,
+			if e.setUpgradeState(ctx, r.ID, a.AgentID, []string{store.UpgradeQueued}, store.UpgradeWaitingForIdle,
 				"waiting for the agent to be connected and idle") {
 				moved = true
 			}
 		case store.UpgradeWaitingForIdle:
-			deadline := a.UpdatedAt.Add(s.cfg.UpgradeIdleTimeout)
+			deadline := a.UpdatedAt.Add(e.cfg.IdleTimeout)
 			if now.Before(deadline) {
 				next = minTime(next, deadline)
 				continue
 			}
-			why := fmt.Sprintf("agent was not connected (waited %s)", s.cfg.UpgradeIdleTimeout)
-			if ag, err := s.store.AgentByID(ctx, a.AgentID); err == nil && s.connectedAnywhere(ag) {
-				why = fmt.Sprintf("agent stayed busy (waited %s for its tasks to end)", s.cfg.UpgradeIdleTimeout)
+			why := fmt.Sprintf("agent was not connected (waited %s)", e.cfg.IdleTimeout)
+			if ag, err := e.st.AgentByID(ctx, a.AgentID); err == nil && e.fleet.ConnectedAnywhere(ag) {
+				why = fmt.Sprintf("agent stayed busy (waited %s for its tasks to end)", e.cfg.IdleTimeout)
 			}
-			changed = s.setUpgradeState(ctx, r.ID, a.AgentID, []string{store.UpgradeWaitingForIdle}, store.UpgradeFailed, why) || changed
+			changed = e.setUpgradeState(ctx, r.ID, a.AgentID, []string{store.UpgradeWaitingForIdle}, store.UpgradeFailed, why) || changed
 		case store.UpgradeSending, store.UpgradeInstalling:
-			if a.Node == me && s.upgrades.drivesFor(a.AgentID) || a.Node != me && !s.nodeGone(ctx, a.Node) {
+			if a.Node == me && e.state.drivesFor(a.AgentID) || a.Node != me && !e.fleet.NodeGone(ctx, a.Node) {
 				continue
 			}
-			changed = s.setUpgradeNode(ctx, r.ID, a.AgentID, []string{a.State}, a.Node, store.UpgradeWaitingForIdle, "",
+			changed = e.setUpgradeNode(ctx, r.ID, a.AgentID, []string{a.State}, a.Node, store.UpgradeWaitingForIdle, "",
 				"the coordinator node sending it stopped; the transfer starts again when the agent is idle") || changed
 		case store.UpgradeAwaitingReconnect:
-			wait := time.Duration(r.GraceSeconds)*time.Second + s.cfg.UpgradeReconnectMargin
+			wait := time.Duration(r.GraceSeconds)*time.Second + e.cfg.ReconnectMargin
 			deadline := a.UpdatedAt.Add(wait)
 			if now.Before(deadline) {
 				next = minTime(next, deadline)
 				continue
 			}
-			changed = s.setUpgradeState(ctx, r.ID, a.AgentID, []string{store.UpgradeAwaitingReconnect}, store.UpgradeFailed,
+			changed = e.setUpgradeState(ctx, r.ID, a.AgentID, []string{store.UpgradeAwaitingReconnect}, store.UpgradeFailed,
 				fmt.Sprintf("the agent did not come back within %ds", int(wait.Seconds()))) || changed
 		}
 	}
@@ -636,28 +775,28 @@ func minTime(a, b time.Time) time.Time {
 	return b
 }
 
-func (s *Server) finishRollout(ctx context.Context, r store.Rollout, state, reason string) {
-	if err := s.store.FinishRollout(context.WithoutCancel(ctx), r.ID, state, reason, time.Now().UTC()); err != nil {
-		s.log.Error("record rollout result failed", zap.String("rollout", r.ID), zap.Error(err))
+func (e *Engine) finishRollout(ctx context.Context, r store.Rollout, state, reason string) {
+	if err := e.st.FinishRollout(context.WithoutCancel(ctx), r.ID, state, reason, time.Now().UTC()); err != nil {
+		e.log.Error("record rollout result failed", zap.String("rollout", r.ID), zap.Error(err))
 		return
 	}
-	s.log.Info("rollout finished", zap.String("rollout", r.ID), zap.String("state", state), zap.String("reason", reason))
-	s.upgrades.notify()
+	e.log.Info("rollout finished", zap.String("rollout", r.ID), zap.String("state", state), zap.String("reason", reason))
+	e.state.notify()
 }
 
 // setUpgradeState records an agent's step (compare-and-set on from) and
 // reports whether it changed.
-func (s *Server) setUpgradeState(ctx context.Context, rolloutID, agentID string, from []string, to, reason string) bool {
-	changed, err := s.store.SetRolloutAgentState(context.WithoutCancel(ctx), rolloutID, agentID, from, to, reason, time.Now().UTC())
+func (e *Engine) setUpgradeState(ctx context.Context, rolloutID, agentID string, from []string, to, reason string) bool {
+	changed, err := e.st.SetRolloutAgentState(context.WithoutCancel(ctx), rolloutID, agentID, from, to, reason, time.Now().UTC())
 	if err != nil {
-		s.log.Error("record rollout agent state failed", zap.String("rollout", rolloutID), zap.String("agent", agentID), zap.Error(err))
+		e.log.Error("record rollout agent state failed", zap.String("rollout", rolloutID), zap.String("agent", agentID), zap.Error(err))
 		return false
 	}
 	if changed {
-		s.log.Info("rollout agent state changed", zap.String("rollout", rolloutID), zap.String("agent", agentID),
+		e.log.Info("rollout agent state changed", zap.String("rollout", rolloutID), zap.String("agent", agentID),
 			zap.String("state", to), zap.String("reason", reason))
-		s.upgrades.notify()
-		s.notifyUpgradeState(rolloutID, to)
+		e.state.notify()
+		e.notifyUpgradeState(rolloutID, to)
 	}
 	return changed
 }
@@ -665,27 +804,27 @@ func (s *Server) setUpgradeState(ctx context.Context, rolloutID, agentID string,
 // notifyUpgradeState tells every node that an agent of a rollout moved to
 // state to: the rollout's driver looks again, and, for an agent now
 // waiting to be upgraded, the node holding it starts.
-func (s *Server) notifyUpgradeState(rolloutID, to string) {
-	kind := notifyRollout
+func (e *Engine) notifyUpgradeState(rolloutID, to string) {
 	if to == store.UpgradeWaitingForIdle {
-		kind = notifyUpgrade
+		e.fleet.NotifyUpgrade(rolloutID)
+		return
 	}
-	s.notifyCluster(kind, rolloutID)
+	e.fleet.NotifyRollout(rolloutID)
 }
 
 // setUpgradeNode is setUpgradeState that also moves the agent's sending
 // node from fromNode to toNode, only if it is fromNode.
-func (s *Server) setUpgradeNode(ctx context.Context, rolloutID, agentID string, from []string, fromNode, to, toNode, reason string) bool {
-	changed, err := s.store.SetRolloutAgentNode(context.WithoutCancel(ctx), rolloutID, agentID, from, fromNode, to, toNode, reason, time.Now().UTC())
+func (e *Engine) setUpgradeNode(ctx context.Context, rolloutID, agentID string, from []string, fromNode, to, toNode, reason string) bool {
+	changed, err := e.st.SetRolloutAgentNode(context.WithoutCancel(ctx), rolloutID, agentID, from, fromNode, to, toNode, reason, time.Now().UTC())
 	if err != nil {
-		s.log.Error("record rollout agent state failed", zap.String("rollout", rolloutID), zap.String("agent", agentID), zap.Error(err))
+		e.log.Error("record rollout agent state failed", zap.String("rollout", rolloutID), zap.String("agent", agentID), zap.Error(err))
 		return false
 	}
 	if changed {
-		s.log.Info("rollout agent state changed", zap.String("rollout", rolloutID), zap.String("agent", agentID),
+		e.log.Info("rollout agent state changed", zap.String("rollout", rolloutID), zap.String("agent", agentID),
 			zap.String("state", to), zap.String("reason", reason))
-		s.upgrades.notify()
-		s.notifyUpgradeState(rolloutID, to)
+		e.state.notify()
+		e.notifyUpgradeState(rolloutID, to)
 	}
 	return changed
 }
@@ -696,14 +835,14 @@ var inFlight = []string{store.UpgradeSending, store.UpgradeInstalling}
 // waits for: once the agent is idle it sends the package, and leaves the
 // agent awaiting its reconnect, failed, or waiting again. It returns
 // early if the agent leaves this node (the node it connects to next takes
-// over). Success is never concluded here: only noteHello, seeing the new
+// over). Success is never concluded here: only NoteHello, seeing the new
 // version connect, records it.
-func (s *Server) upgradeAgent(ctx context.Context, r store.Rollout, a store.RolloutAgent) {
-	log := s.log.With(zap.String("rollout", r.ID), zap.String("agent", a.AgentName))
-	me := s.nodeID()
+func (e *Engine) upgradeAgent(ctx context.Context, r store.Rollout, a store.RolloutAgent) {
+	log := e.log.With(zap.String("rollout", r.ID), zap.String("agent", a.AgentName))
+	me := e.fleet.NodeID()
 	attempts := 0
 	for ctx.Err() == nil {
-		cur, err := s.store.RolloutAgent(ctx, r.ID, a.AgentID)
+		cur, err := e.st.RolloutAgent(ctx, r.ID, a.AgentID)
 		if err != nil {
 			if ctx.Err() == nil {
 				log.Error("load rollout agent failed", zap.Error(err))
@@ -713,26 +852,26 @@ func (s *Server) upgradeAgent(ctx context.Context, r store.Rollout, a store.Roll
 		if cur.State != store.UpgradeWaitingForIdle {
 			return // its batch's driver, or another node, takes it from here
 		}
-		as, why := s.waitIdle(ctx, a.AgentID, cur.UpdatedAt.Add(s.cfg.UpgradeIdleTimeout))
+		idle, why := e.waitIdle(ctx, a.AgentID, cur.UpdatedAt.Add(e.cfg.IdleTimeout))
 		if ctx.Err() != nil {
 			return
 		}
-		if as == nil {
+		if !idle {
 			if why == "" {
 				return // the agent left: the node it joins upgrades it
 			}
-			s.setUpgradeState(ctx, r.ID, a.AgentID, []string{store.UpgradeWaitingForIdle}, store.UpgradeFailed, why)
+			e.setUpgradeState(ctx, r.ID, a.AgentID, []string{store.UpgradeWaitingForIdle}, store.UpgradeFailed, why)
 			return
 		}
-		if !s.setUpgradeNode(ctx, r.ID, a.AgentID, []string{store.UpgradeWaitingForIdle}, "", store.UpgradeSending, me,
+		if !e.setUpgradeNode(ctx, r.ID, a.AgentID, []string{store.UpgradeWaitingForIdle}, "", store.UpgradeSending, me,
 			"sending agent "+r.Version) {
 			continue
 		}
-		err = s.sendAgentPackage(ctx, as, r)
+		err = e.sendAgentPackage(ctx, a.AgentID, r)
 		var re *protocol.RemoteError
 		switch {
 		case err == nil:
-			s.setUpgradeNode(ctx, r.ID, a.AgentID, inFlight, me, store.UpgradeAwaitingReconnect, "",
+			e.setUpgradeNode(ctx, r.ID, a.AgentID, inFlight, me, store.UpgradeAwaitingReconnect, "",
 				fmt.Sprintf("the agent installed %s and is restarting into it; waiting for it to connect", r.Version))
 			return
 		case ctx.Err() != nil:
@@ -740,52 +879,51 @@ func (s *Server) upgradeAgent(ctx context.Context, r store.Rollout, a store.Roll
 		case protocol.IsCode(err, protocol.CodeUnavailable):
 			// A task started between the idle check and the offer:
 			// not a failure, the agent is simply not idle yet.
-			s.upgrades.setBusy(a.AgentID, true)
-			s.setUpgradeNode(ctx, r.ID, a.AgentID, inFlight, me, store.UpgradeWaitingForIdle, "",
+			e.state.setBusy(a.AgentID, true)
+			e.setUpgradeNode(ctx, r.ID, a.AgentID, inFlight, me, store.UpgradeWaitingForIdle, "",
 				"the agent became busy; waiting for its tasks to end")
 		case errors.As(err, &re), errors.Is(err, errUpgradeRefused):
 			msg := err.Error()
 			if re != nil {
 				msg = "the agent refused the upgrade: " + re.Message
 			}
-			s.setUpgradeNode(ctx, r.ID, a.AgentID, inFlight, me, store.UpgradeFailed, "", msg)
+			e.setUpgradeNode(ctx, r.ID, a.AgentID, inFlight, me, store.UpgradeFailed, "", msg)
 			return
 		default:
 			attempts++
 			if attempts >= maxSendAttempts {
-				s.setUpgradeNode(ctx, r.ID, a.AgentID, inFlight, me, store.UpgradeFailed, "",
+				e.setUpgradeNode(ctx, r.ID, a.AgentID, inFlight, me, store.UpgradeFailed, "",
 					fmt.Sprintf("sending the package failed %d times: %v", attempts, err))
 				return
 			}
 			log.Warn("agent upgrade transfer interrupted, will retry", zap.Error(err))
-			s.setUpgradeNode(ctx, r.ID, a.AgentID, inFlight, me, store.UpgradeWaitingForIdle, "",
+			e.setUpgradeNode(ctx, r.ID, a.AgentID, inFlight, me, store.UpgradeWaitingForIdle, "",
 				fmt.Sprintf("sending was interrupted (%v); it starts again when the agent is idle", err))
 		}
 	}
 }
 
 // waitIdle waits until the agent, connected here, runs no task, and
-// returns its session; or nil and "" once it is no longer connected here;
-// or, at the deadline, nil and why.
-func (s *Server) waitIdle(ctx context.Context, agentID string, deadline time.Time) (*agentSession, string) {
+// reports true; or false and "" once it is no longer connected here; or,
+// at the deadline, false and why.
+func (e *Engine) waitIdle(ctx context.Context, agentID string, deadline time.Time) (bool, string) {
 	for {
-		changed, added := s.upgrades.wait(), s.sessions.changed()
-		as := s.sessions.get(agentID)
-		if as == nil {
-			return nil, ""
+		changed, added := e.state.wait(), e.fleet.SessionsChanged()
+		if !e.fleet.Connected(agentID) {
+			return false, ""
 		}
-		busy, err := s.agentBusy(ctx, agentID)
+		busy, err := e.agentBusy(ctx, agentID)
 		if err == nil && !busy {
-			return as, ""
+			return true, ""
 		}
-		if busy && s.upgrades.isBusy(agentID) {
+		if busy && e.state.isBusy(agentID) {
 			// Its last report said busy: ask again rather than wait
 			// for the next health interval.
-			s.checkHealth(ctx, []*agentSession{as})
+			e.fleet.CheckHealth(ctx, agentID)
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
-			return nil, fmt.Sprintf("agent stayed busy (waited %s for its tasks to end)", s.cfg.UpgradeIdleTimeout)
+			return false, fmt.Sprintf("agent stayed busy (waited %s for its tasks to end)", e.cfg.IdleTimeout)
 		}
 		t := time.NewTimer(min(left, idleRecheck))
 		select {
@@ -794,7 +932,7 @@ func (s *Server) waitIdle(ctx context.Context, agentID string, deadline time.Tim
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return nil, ""
+			return false, ""
 		}
 		t.Stop()
 	}
@@ -802,11 +940,11 @@ func (s *Server) waitIdle(ctx context.Context, agentID string, deadline time.Tim
 
 // agentBusy reports whether the agent runs tasks: by its own last report
 // (Hello or health), or by the tasks no node has seen end.
-func (s *Server) agentBusy(ctx context.Context, agentID string) (bool, error) {
-	if s.upgrades.isBusy(agentID) {
+func (e *Engine) agentBusy(ctx context.Context, agentID string) (bool, error) {
+	if e.state.isBusy(agentID) {
 		return true, nil
 	}
-	ts, err := s.store.ListTasks(ctx, store.TaskFilter{AgentID: agentID, Unfinished: true, Limit: 1})
+	ts, err := e.st.ListTasks(ctx, store.TaskFilter{AgentID: agentID, Unfinished: true, Limit: 1})
 	if err != nil {
 		return true, err
 	}
@@ -819,20 +957,20 @@ var errUpgradeRefused = errors.New("upgrade refused")
 // sendAgentPackage offers the rollout's package for the agent's platform
 // and sends it; it returns once the agent answers that the new binary is
 // verified, smoke-tested and in place.
-func (s *Server) sendAgentPackage(ctx context.Context, as *agentSession, r store.Rollout) error {
-	a, err := s.store.AgentByID(ctx, as.agentID)
+func (e *Engine) sendAgentPackage(ctx context.Context, agentID string, r store.Rollout) error {
+	a, err := e.st.AgentByID(ctx, agentID)
 	if err != nil {
 		return kind.Errorf(errUpgradeRefused, "agent record: %v", err)
 	}
-	p, err := s.store.AgentPackage(ctx, r.Version, a.OS, a.Arch)
+	p, err := e.st.AgentPackage(ctx, r.Version, a.OS, a.Arch)
 	if errors.Is(err, store.ErrNotFound) {
 		return kind.Errorf(errUpgradeRefused, "no agent package %s for %s/%s", r.Version, a.OS, a.Arch)
 	}
 	if err != nil {
 		return err
 	}
-	path := s.agentPackagePath(p.Version, p.OS, p.Arch)
-	if err := s.uploads.Fetch(ctx, cluster.AgentPackageBlob(p.Version, p.OS, p.Arch), path, p.SHA256); err != nil {
+	path := e.agentPackagePath(p.Version, p.OS, p.Arch)
+	if err := e.cfg.Uploads.Fetch(ctx, cluster.AgentPackageBlob(p.Version, p.OS, p.Arch), path, p.SHA256); err != nil {
 		return kind.Errorf(errUpgradeRefused, "agent package %s %s/%s: %v", p.Version, p.OS, p.Arch, err)
 	}
 	f, err := os.Open(path)
@@ -847,46 +985,42 @@ func (s *Server) sendAgentPackage(ctx context.Context, as *agentSession, r store
 		AllowDowngrade: r.AllowDowngrade,
 		GraceSeconds:   r.GraceSeconds,
 	}
-	var ready protocol.UpgradeReady
-	_, err = s.transferNotify(ctx, as, protocol.TypeAgentUpgrade, hdr, f, p.Size, protocol.TypeUpgradeReady, &ready, func() {
-		s.setUpgradeState(ctx, r.ID, as.agentID, []string{store.UpgradeSending}, store.UpgradeInstalling,
+	err = e.fleet.SendAgentPackage(ctx, agentID, hdr, f, p.Size, func() {
+		e.setUpgradeState(ctx, r.ID, agentID, []string{store.UpgradeSending}, store.UpgradeInstalling,
 			fmt.Sprintf("the agent is verifying, smoke-testing and installing %s", r.Version))
 	})
-	// A receiver that already held every byte (done) answers no
-	// UpgradeReady; the outcome is then judged, like every other, by the
-	// agent's next Hello.
 	return err
 }
 
-// noteHello tells the rollout engine about an agent's new session: whether
+// NoteHello tells the rollout engine about an agent's new session: whether
 // it is busy, the outcome of its last upgrade if it reports one, and, if
 // it now runs the version its running rollout installs, that the upgrade
 // succeeded. It reports whether the upgrade report was recorded, which the
 // Welcome acknowledges.
-func (s *Server) noteHello(ctx context.Context, agentID, name string, h protocol.Hello) (acked bool) {
-	s.upgrades.setBusy(agentID, h.Busy)
+func (e *Engine) NoteHello(ctx context.Context, agentID, name string, h protocol.Hello) (acked bool) {
+	e.state.setBusy(agentID, h.Busy)
 	if rep := h.Upgrade; rep != nil {
-		s.log.Info("agent reported an upgrade result", zap.String("agent", name), zap.String("rollout", rep.RolloutID),
+		e.log.Info("agent reported an upgrade result", zap.String("agent", name), zap.String("rollout", rep.RolloutID),
 			zap.String("from", rep.From), zap.String("to", rep.To), zap.String("result", rep.Result), zap.String("reason", rep.Reason))
-		if err := s.recordUpgradeReport(ctx, agentID, name, *rep); err != nil {
-			s.log.Error("record upgrade report failed", zap.String("agent", name), zap.Error(err))
+		if err := e.recordUpgradeReport(ctx, agentID, name, *rep); err != nil {
+			e.log.Error("record upgrade report failed", zap.String("agent", name), zap.Error(err))
 		} else {
 			acked = true
 		}
 	}
-	rows, err := s.store.RunningRolloutAgents(ctx, agentID)
+	rows, err := e.st.RunningRolloutAgents(ctx, agentID)
 	if err != nil {
-		s.log.Error("look up agent's rollout failed", zap.String("agent", name), zap.Error(err))
+		e.log.Error("look up agent's rollout failed", zap.String("agent", name), zap.Error(err))
 		return acked
 	}
 	for _, ra := range rows {
-		r, err := s.store.Rollout(ctx, ra.RolloutID)
+		r, err := e.st.Rollout(ctx, ra.RolloutID)
 		if err != nil {
-			s.log.Error("look up rollout failed", zap.String("rollout", ra.RolloutID), zap.Error(err))
+			e.log.Error("look up rollout failed", zap.String("rollout", ra.RolloutID), zap.Error(err))
 			continue
 		}
 		if h.Version == r.Version {
-			s.setUpgradeState(ctx, r.ID, agentID, []string{store.UpgradeWaitingForIdle, store.UpgradeSending,
+			e.setUpgradeState(ctx, r.ID, agentID, []string{store.UpgradeWaitingForIdle, store.UpgradeSending,
 				store.UpgradeInstalling, store.UpgradeAwaitingReconnect}, store.UpgradeSucceeded, "the new version connected")
 		}
 	}
@@ -897,22 +1031,22 @@ func (s *Server) noteHello(ctx context.Context, agentID, name string, h protocol
 // upgrade to its rollout. Later evidence wins: an agent recorded as
 // succeeded that reports a rollback counts as a failure, and a finished
 // rollout it pushes over its maximum is marked halted.
-func (s *Server) recordUpgradeReport(ctx context.Context, agentID, name string, rep protocol.UpgradeReport) error {
+func (e *Engine) recordUpgradeReport(ctx context.Context, agentID, name string, rep protocol.UpgradeReport) error {
 	if rep.RolloutID == "" || rep.Result == protocol.UpgradeCommitted {
 		return nil // success is concluded from the version that connects
 	}
 	if rep.Result != protocol.UpgradeRolledBack && rep.Result != protocol.UpgradeFailed {
-		s.log.Warn("unknown upgrade result reported", zap.String("agent", name), zap.String("result", rep.Result))
+		e.log.Warn("unknown upgrade result reported", zap.String("agent", name), zap.String("result", rep.Result))
 		return nil
 	}
-	r, err := s.store.Rollout(ctx, rep.RolloutID)
+	r, err := e.st.Rollout(ctx, rep.RolloutID)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil // not one of ours (another coordinator's, or deleted): logged only
 	}
 	if err != nil {
 		return err
 	}
-	cur, err := s.store.RolloutAgent(ctx, r.ID, agentID)
+	cur, err := e.st.RolloutAgent(ctx, r.ID, agentID)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
 	}
@@ -933,16 +1067,16 @@ func (s *Server) recordUpgradeReport(ctx context.Context, agentID, name string, 
 	}
 	from := []string{store.UpgradeWaitingForIdle, store.UpgradeSending, store.UpgradeInstalling,
 		store.UpgradeAwaitingReconnect, store.UpgradeSucceeded, store.UpgradeFailed}
-	if !s.setUpgradeState(ctx, r.ID, agentID, from, to, reason) {
+	if !e.setUpgradeState(ctx, r.ID, agentID, from, to, reason) {
 		return nil
 	}
 	if cur.State == store.UpgradeSucceeded && r.State == store.RolloutSucceeded {
-		agents, err := s.store.RolloutAgents(ctx, r.ID)
+		agents, err := e.st.RolloutAgents(ctx, r.ID)
 		if err != nil {
 			return err
 		}
 		if n := failures(agents); n > r.MaxFailures {
-			s.finishRollout(ctx, r, store.RolloutHalted, fmt.Sprintf("halted after %d failures (%s rolled back after its new version connected)", n, name))
+			e.finishRollout(ctx, r, store.RolloutHalted, fmt.Sprintf("halted after %d failures (%s rolled back after its new version connected)", n, name))
 		}
 	}
 	return nil
