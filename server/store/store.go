@@ -441,27 +441,6 @@ type UpgradeStore interface {
 	FinishRollout(ctx context.Context, id, state, reason string, at time.Time) error
 }
 
-// rowIter is what both drivers' result sets offer: database/sql's
-// *sql.Rows and pgx's Rows.
-type rowIter interface {
-	Next() bool
-	Scan(dest ...any) error
-	Err() error
-}
-
-// collectRows reads every row with scan. The caller closes rows.
-func collectRows[T any](rows rowIter, scan func(scanner) (T, error)) ([]T, error) {
-	var out []T
-	for rows.Next() {
-		v, err := scan(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, v)
-	}
-	return out, rows.Err()
-}
-
 // numberLogLines picks the lines of an append that are new and numbers
 // them after last: a line whose agent sequence is at or below agentSeq was
 // stored already (the agent re-sent it after a reconnect). Lines without a
