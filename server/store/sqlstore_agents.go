@@ -219,10 +219,7 @@ func (s *sqlStore) ListAgents(ctx context.Context) ([]Agent, error) {
 // DeleteAgent implements Store.
 func (s *sqlStore) DeleteAgent(ctx context.Context, id string) error {
 	err := s.tx(ctx, func(tx *sqlTx) error {
-		if err := tx.d.lock(ctx, tx, lockIdentities); err != nil {
-			return err
-		}
-		a, err := agentBy(ctx, tx, "id", id)
+		a, err := lockAgent(ctx, tx, id)
 		if err != nil {
 			return err
 		}
@@ -367,10 +364,7 @@ func (s *sqlStore) TouchAgents(ctx context.Context, ids []string, at time.Time) 
 // ErrThumbprintTaken.
 func (s *sqlStore) SetNextThumbprint(ctx context.Context, id, next string) error {
 	err := s.tx(ctx, func(tx *sqlTx) error {
-		if err := tx.d.lock(ctx, tx, lockIdentities); err != nil {
-			return err
-		}
-		a, err := agentBy(ctx, tx, "id", id)
+		a, err := lockAgent(ctx, tx, id)
 		if err != nil {
 			return err
 		}
@@ -407,10 +401,7 @@ func (s *sqlStore) SetNextThumbprint(ctx context.Context, id, next string) error
 // exist.
 func (s *sqlStore) PromoteThumbprint(ctx context.Context, id string) error {
 	err := s.tx(ctx, func(tx *sqlTx) error {
-		if err := tx.d.lock(ctx, tx, lockIdentities); err != nil {
-			return err
-		}
-		a, err := agentBy(ctx, tx, "id", id)
+		a, err := lockAgent(ctx, tx, id)
 		if err != nil {
 			return err
 		}
@@ -586,6 +577,14 @@ func scanAgent(sc scanner) (Agent, error) {
 // from this package, never input.
 func agentBy(ctx context.Context, q queryer, col, value string) (Agent, error) {
 	return queryOne(ctx, q, scanAgent, `SELECT `+agentColumns+` FROM agents WHERE `+col+` = ?`, value)
+}
+
+// lockAgent takes the identities lock and reads the agent.
+func lockAgent(ctx context.Context, tx *sqlTx, id string) (Agent, error) {
+	if err := tx.d.lock(ctx, tx, lockIdentities); err != nil {
+		return Agent{}, err
+	}
+	return agentBy(ctx, tx, "id", id)
 }
 
 func isRevoked(ctx context.Context, q queryer, thumbprint string) (bool, error) {
