@@ -290,11 +290,6 @@ func (s *sqlStore) recordHealth(ctx context.Context, results []HealthResult) err
 	if len(results) == 0 {
 		return nil
 	}
-	// Rows are written in agent ID order, so that two coordinators writing
-	// overlapping batches queue rather than deadlock. The sort is stable:
-	// of two results for one agent, the later one still wins.
-	results = slices.Clone(results)
-	slices.SortStableFunc(results, func(a, b HealthResult) int { return cmp.Compare(a.AgentID, b.AgentID) })
 	// Converting before the transaction keeps it short and means a bad
 	// result fails the batch without touching the database.
 	rows := make([][]any, len(results))
@@ -313,6 +308,11 @@ func (s *sqlStore) recordHealth(ctx context.Context, results []HealthResult) err
 		rows[i] = []any{r.Health, s.d.text(r.Detail), int64(r.RTT), r.Version, calamari, r.DiskFree, at,
 			r.Health != HealthUnhealthy, at, r.AgentID}
 	}
+	// Rows are written in agent ID order, so that two coordinators writing
+	// overlapping batches queue rather than deadlock. The sort is stable:
+	// of two results for one agent, the later one still wins.
+	id := func(row []any) string { return row[len(row)-1].(string) }
+	slices.SortStableFunc(rows, func(a, b []any) int { return cmp.Compare(id(a), id(b)) })
 	return s.tx(ctx, func(tx *sqlTx) error {
 		return tx.d.execMany(ctx, tx,
 			`UPDATE agents SET health = ?, health_detail = ?, health_rtt = ?,
@@ -320,7 +320,7 @@ func (s *sqlStore) recordHealth(ctx context.Context, results []HealthResult) err
 			 disk_free = ?, last_health_at = ?,
 			 last_seen = CASE WHEN ? THEN ? ELSE last_seen END
 			 WHERE id = ?`,
-			rows, func(i int) string { return "agent " + results[i].AgentID })
+			rows, func(i int) string { return "agent " + id(rows[i]) })
 	})
 }
 
