@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -287,10 +286,7 @@ func (s *Postgres) Notify(ctx context.Context, payload string) error {
 // Listen implements Store on a connection of its own, outside the pool:
 // it waits in LISTEN for as long as the node runs.
 func (s *Postgres) Listen(ctx context.Context, fn func(payload string), lost func(err error, wait time.Duration)) error {
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = openRetryFirst
-	b.MaxInterval = openRetryMax
-	b.MaxElapsedTime = 0
+	b := newBackoff()
 	for {
 		err := s.listenOnce(ctx, fn, b.Reset)
 		if ctx.Err() != nil {

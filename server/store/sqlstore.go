@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"time"
 )
@@ -70,6 +71,19 @@ const (
 	lockNodes      = 3 // held while a node registers, so that two of one name cannot both find the other dead
 	lockRollouts   = 4 // held while a running rollout checks that no other running rollout holds its agents
 )
+
+// ownMechanics are the Store methods each backend implements itself, on
+// its own type, rather than the shared store: how nodes wake each other
+// and keep shared uploads, and closing. Everything else is sqlStore's.
+type ownMechanics interface {
+	Notify(ctx context.Context, payload string) error
+	Listen(ctx context.Context, fn func(payload string), lost func(err error, wait time.Duration)) error
+	PutBlob(ctx context.Context, b Blob, r io.Reader) error
+	ReadBlob(ctx context.Context, key string, w io.Writer) (Blob, error)
+	Close() error
+}
+
+var _, _ ownMechanics = (*SQLite)(nil), (*Postgres)(nil)
 
 // maxTxAttempts bounds the runs of a transaction that keeps losing races
 // (see dialect.retryable).
