@@ -259,7 +259,7 @@ func TestMigrationKeepsOldKeysAdmin(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = old.pool.Exec(ctx, `INSERT INTO api_keys (id, name, hash, created_at) VALUES ('k1', 'admin', $1, $2)`, hashOf("key1"), t0.UnixNano())
+		_, err = old.w.ExecContext(ctx, `INSERT INTO api_keys (id, name, hash, created_at) VALUES ('k1', 'admin', ?, ?)`, hashOf("key1"), t0.UnixNano())
 		old.Close()
 		if err != nil {
 			t.Fatal(err)

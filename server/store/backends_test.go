@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -61,30 +60,8 @@ var backends = []backend{
 			return OpenSQLite(ctx, path)
 		},
 		seedAgents: func(t testing.TB, s Store, n int) []string { return seedAgents(t, s.(*SQLite), n) },
-		version: func(s Store) (int, error) {
-			return schemaVersion(context.Background(), s.(*SQLite).r)
-		},
-		applied: func(t testing.TB, s Store) map[int]int64 {
-			t.Helper()
-			rows, err := s.(*SQLite).r.QueryContext(context.Background(), `SELECT version, applied_at FROM schema_migrations`)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer rows.Close()
-			m := map[int]int64{}
-			for rows.Next() {
-				var v int
-				var at int64
-				if err := rows.Scan(&v, &at); err != nil {
-					t.Fatal(err)
-				}
-				m[v] = at
-			}
-			if err := rows.Err(); err != nil {
-				t.Fatal(err)
-			}
-			return m
-		},
+		version:    func(s Store) (int, error) { return s.(*SQLite).schemaVersion(context.Background()) },
+		applied:    func(t testing.TB, s Store) map[int]int64 { return applied(t, &s.(*SQLite).sqlStore) },
 	},
 	{
 		name: "postgres",
@@ -93,28 +70,25 @@ var backends = []backend{
 			return OpenPostgres(ctx, url)
 		},
 		seedAgents: func(t testing.TB, s Store, n int) []string { return pgSeedAgents(t, s.(*Postgres), n) },
-		version: func(s Store) (int, error) {
-			return pgSchemaVersion(context.Background(), s.(*Postgres).pool)
-		},
-		applied: func(t testing.TB, s Store) map[int]int64 {
-			t.Helper()
-			rows, err := s.(*Postgres).pool.Query(context.Background(), `SELECT version, applied_at FROM schema_migrations`)
-			if err != nil {
-				t.Fatal(err)
-			}
-			m := map[int]int64{}
-			var v int
-			var at int64
-			_, err = pgx.ForEachRow(rows, []any{&v, &at}, func() error {
-				m[v] = at
-				return nil
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			return m
-		},
+		version:    func(s Store) (int, error) { return s.(*Postgres).schemaVersion(context.Background()) },
+		applied:    func(t testing.TB, s Store) map[int]int64 { return applied(t, &s.(*Postgres).sqlStore) },
 	},
+}
+
+// applied reads the schema_migrations table: version -> applied_at.
+func applied(t testing.TB, s *sqlStore) map[int]int64 {
+	t.Helper()
+	rows, err := queryRows(context.Background(), s.r, func(sc scanner) (r [2]int64, err error) {
+		return r, sc.Scan(&r[0], &r[1])
+	}, `SELECT version, applied_at FROM schema_migrations`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[int]int64{}
+	for _, r := range rows {
+		m[int(r[0])] = r[1]
+	}
+	return m
 }
 
 // forEachBackend runs test as a subtest per backend, named after it.
@@ -151,20 +125,14 @@ func openPostgresTest(t testing.TB) (*Postgres, string) {
 func seedAgents(t testing.TB, s *SQLite, n int) []string {
 	t.Helper()
 	ids := make([]string, n)
-	err := s.write(context.Background(), func(tx *sql.Tx) error {
-		stmt, err := tx.Prepare(`INSERT INTO agents (id, name, environment, thumbprint, registered_at)
-			VALUES (?, ?, 'prod', ?, ?)`)
-		if err != nil {
-			return err
-		}
-		defer stmt.Close()
-		for i := range n {
-			ids[i] = fmt.Sprintf("seed-%05d", i)
-			if _, err := stmt.Exec(ids[i], "seed-agent-"+ids[i], "seed-tp-"+ids[i], t0.UnixNano()); err != nil {
-				return err
-			}
-		}
-		return nil
+	rows := make([][]any, n)
+	for i := range n {
+		ids[i] = fmt.Sprintf("seed-%05d", i)
+		rows[i] = []any{ids[i], "seed-agent-" + ids[i], "seed-tp-" + ids[i], t0.UnixNano()}
+	}
+	err := s.tx(context.Background(), func(tx *sqlTx) error {
+		return tx.d.execMany(context.Background(), tx, `INSERT INTO agents (id, name, environment, thumbprint, registered_at)
+			VALUES (?, ?, 'prod', ?, ?)`, rows, func(i int) string { return ids[i] })
 	})
 	if err != nil {
 		t.Fatalf("seed agents: %v", err)
@@ -181,8 +149,11 @@ func pgSeedAgents(t testing.TB, s *Postgres, n int) []string {
 		ids[i] = fmt.Sprintf("seed-%05d", i)
 		rows[i] = []any{ids[i], "seed-agent-" + ids[i], "prod", "seed-tp-" + ids[i], t0.UnixNano()}
 	}
-	_, err := s.pool.CopyFrom(context.Background(), pgx.Identifier{"agents"},
-		[]string{"id", "name", "environment", "thumbprint", "registered_at"}, pgx.CopyFromRows(rows))
+	err := s.withPgx(context.Background(), func(c *pgx.Conn) error {
+		_, err := c.CopyFrom(context.Background(), pgx.Identifier{"agents"},
+			[]string{"id", "name", "environment", "thumbprint", "registered_at"}, pgx.CopyFromRows(rows))
+		return err
+	})
 	if err != nil {
 		t.Fatalf("seed agents: %v", err)
 	}

@@ -1,15 +1,12 @@
 package store
 
 import (
-	"context"
-	"database/sql"
 	"embed"
 	"fmt"
 	"io/fs"
 	"path"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // SchemaVersion is the schema version this code creates and understands:
@@ -17,8 +14,15 @@ import (
 // migrations/postgres, which mirror each other.
 const SchemaVersion = 7
 
-//go:embed migrations/sqlite/*.sql
-var sqliteMigrations embed.FS
+// Each backend has its own migrations, mirroring each other file for
+// file: the schemas differ in types (see migrations/postgres/0001_init.sql),
+// never in tables or columns.
+var (
+	//go:embed migrations/sqlite/*.sql
+	sqliteMigrations embed.FS
+	//go:embed migrations/postgres/*.sql
+	postgresMigrations embed.FS
+)
 
 type migration struct {
 	version int
@@ -31,6 +35,12 @@ type migration struct {
 // would otherwise surface as a half-migrated database in production.
 func loadMigrations() ([]migration, error) {
 	return readMigrations(sqliteMigrations, "migrations/sqlite")
+}
+
+// loadPostgresMigrations returns the embedded PostgreSQL migrations, held
+// to the same rules as the SQLite ones.
+func loadPostgresMigrations() ([]migration, error) {
+	return readMigrations(postgresMigrations, "migrations/postgres")
 }
 
 // readMigrations reads one backend's migrations from dir in fsys.
@@ -63,87 +73,4 @@ func readMigrations(fsys fs.FS, dir string) ([]migration, error) {
 		return nil, fmt.Errorf("found %d migrations but SchemaVersion is %d", len(migs), SchemaVersion)
 	}
 	return migs, nil
-}
-
-// checkVersion refuses a database from a newer coordinator before anything
-// is written to it.
-// It returns the database's schema version.
-func checkVersion(ctx context.Context, abs string) (int, error) {
-	// Only busy_timeout: journal_mode=WAL, unlike the other pragmas,
-	// persists in the file.
-	db, err := sql.Open("sqlite", dsn(abs, busyPragma()))
-	if err != nil {
-		return 0, err
-	}
-	defer db.Close()
-	v, err := schemaVersion(ctx, db)
-	if err != nil {
-		return 0, err
-	}
-	return v, tooNew(v)
-}
-
-func tooNew(v int) error {
-	if v > SchemaVersion {
-		return fmt.Errorf("database is at schema version %d, this coordinator knows up to %d: %w",
-			v, SchemaVersion, ErrSchemaTooNew)
-	}
-	return nil
-}
-
-// schemaVersion returns 0 for a database that has never been migrated.
-func schemaVersion(ctx context.Context, q queryer) (int, error) {
-	var n int
-	err := q.QueryRowContext(ctx,
-		`SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'`).Scan(&n)
-	if err != nil || n == 0 {
-		return 0, err
-	}
-	var v sql.NullInt64
-	if err := q.QueryRowContext(ctx, `SELECT max(version) FROM schema_migrations`).Scan(&v); err != nil {
-		return 0, err
-	}
-	return int(v.Int64), nil
-}
-
-// migrate applies each pending migration in its own transaction, reading
-// the version again inside it so that two coordinators starting on the same
-// file cannot both apply one.
-func (s *SQLite) migrate(ctx context.Context, migs []migration) error {
-	for {
-		done := false
-		err := s.write(ctx, func(tx *sql.Tx) error {
-			v, err := schemaVersion(ctx, tx)
-			if err != nil {
-				return err
-			}
-			if err := tooNew(v); err != nil {
-				return err
-			}
-			if v == len(migs) {
-				done = true
-				return nil
-			}
-			m := migs[v]
-			if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-				version    INTEGER NOT NULL PRIMARY KEY,
-				applied_at BIGINT  NOT NULL
-			)`); err != nil {
-				return err
-			}
-			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
-				return fmt.Errorf("apply migration %s: %w", m.name, err)
-			}
-			_, err = tx.ExecContext(ctx,
-				`INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`,
-				m.version, time.Now().UnixNano())
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		if done {
-			return nil
-		}
-	}
 }

@@ -3,9 +3,9 @@ package store
 import (
 	"context"
 	"database/sql"
-	"embed"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,16 +15,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
 )
-
-//go:embed migrations/postgres/*.sql
-var postgresMigrations embed.FS
-
-// loadPostgresMigrations returns the embedded PostgreSQL migrations, held
-// to the same rules as the SQLite ones.
-func loadPostgresMigrations() ([]migration, error) {
-	return readMigrations(postgresMigrations, "migrations/postgres")
-}
 
 // defaultConnectTimeout bounds one connection attempt when the URL sets no
 // connect_timeout: a host that drops packets would otherwise hold an
@@ -32,31 +24,33 @@ func loadPostgresMigrations() ([]migration, error) {
 // get to say what is wrong.
 const defaultConnectTimeout = 10 * time.Second
 
-// Advisory locks are named by two int4s: a class that is Tendril's
-// ("tend" in ASCII), so that other applications sharing the database do not
-// collide with it, and what is locked.
-const (
-	lockClass      = 0x74656e64
-	lockMigrate    = 1 // held while a node reads the schema version and migrates
-	lockIdentities = 2 // held by every change to agents' names and thumbprints
-)
+// lockClass names Tendril's advisory locks, which take two int4s: this
+// class ("tend" in ASCII), so that other applications sharing the
+// database do not collide with it, and the lock* key.
+const lockClass = 0x74656e64
 
-// maxTxAttempts bounds the retries of a transaction that PostgreSQL rolled
-// back because it deadlocked or could not be serialized with another.
-const maxTxAttempts = 5
+// notifyChannel is the LISTEN/NOTIFY channel the nodes wake each other on.
+const notifyChannel = "tendril"
+
+// pgNow is the database's clock in unix nanoseconds: heartbeats are
+// written and judged by one clock, whatever the nodes' hosts think.
+const pgNow = `(extract(epoch from clock_timestamp()) * 1000000000)::bigint`
 
 // Postgres is the Store for high availability: several coordinators share
-// one PostgreSQL database. Where the SQLite store relies on its single
-// writer, this one uses row locks, ON CONFLICT and, for changes to agent
-// identities, a transaction-scoped advisory lock, so that the same calls
-// made from several processes at once keep the same guarantees: a token
-// enrols one agent, names and thumbprints stay unique, log lines are
-// numbered without gaps or duplicates.
+// one PostgreSQL database through the shared SQL store. Where the SQLite
+// store relies on its single writer, this one adds row locks (FOR UPDATE),
+// ON CONFLICT and, for the checks no constraint can express, transaction-
+// scoped advisory locks, and runs again the transactions PostgreSQL gives
+// up on, so that the same calls made from several processes at once keep
+// the same guarantees: a token enrols one agent, names and thumbprints
+// stay unique, log lines are numbered without gaps or duplicates.
 type Postgres struct {
-	pool  *pgxpool.Pool
-	where string // the database, for errors; never the password
+	sqlStore
+	cfg   *pgx.ConnConfig // for the LISTEN connection, outside the pool
+	where string          // the database, for errors; never the password
 
 	closeOnce sync.Once
+	closeErr  error
 }
 
 var _ Store = (*Postgres)(nil)
@@ -81,27 +75,34 @@ func OpenPostgres(ctx context.Context, url string) (*Postgres, error) {
 }
 
 func openPostgres(ctx context.Context, url string, migs []migration) (*Postgres, error) {
+	// pgxpool's parser, for the pool_* settings the URL may hold.
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		// pgx's error quotes the URL with its password masked.
 		return nil, fmt.Errorf("open postgres store: invalid database URL: %w", err)
 	}
-	if cfg.ConnConfig.ConnectTimeout == 0 {
-		cfg.ConnConfig.ConnectTimeout = defaultConnectTimeout
+	cc := cfg.ConnConfig
+	if cc.ConnectTimeout == 0 {
+		cc.ConnectTimeout = defaultConnectTimeout
 	}
-	where := describeDatabase(cfg.ConnConfig)
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	db := stdlib.OpenDB(*cc)
+	db.SetMaxOpenConns(int(cfg.MaxConns))
+	db.SetMaxIdleConns(int(cfg.MaxConns))
+	db.SetConnMaxLifetime(cfg.MaxConnLifetime)
+	db.SetConnMaxIdleTime(cfg.MaxConnIdleTime)
+	q := dollars{db}
+	s := &Postgres{
+		sqlStore: sqlStore{d: postgresDialect{}, db: db, r: q, w: q, hr: q, hw: q},
+		cfg:      cc,
+		where:    describeDatabase(cc),
+	}
+	err = db.PingContext(ctx)
+	if err == nil {
+		err = s.migrate(ctx, migs)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("open postgres store %s: %w", where, err)
-	}
-	s := &Postgres{pool: pool, where: where}
-	if err := pool.Ping(ctx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("open postgres store %s: %w", where, err)
-	}
-	if err := s.migrate(ctx, migs); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("open postgres store %s: %w", where, err)
+		db.Close()
+		return nil, fmt.Errorf("open postgres store %s: %w", s.where, err)
 	}
 	return s, nil
 }
@@ -130,134 +131,283 @@ func (s *Postgres) String() string { return s.where }
 
 // Close closes the connection pool. It is idempotent.
 func (s *Postgres) Close() error {
-	s.closeOnce.Do(s.pool.Close)
-	return nil
+	s.closeOnce.Do(func() { s.closeErr = s.db.Close() })
+	return s.closeErr
 }
 
-// migrate applies each pending migration in its own transaction under an
-// advisory lock, reading the version again inside it: a second coordinator
-// starting at the same time waits, then finds the migration applied. DDL is
-// transactional in PostgreSQL, so a failed migration leaves nothing behind.
-func (s *Postgres) migrate(ctx context.Context, migs []migration) error {
-	for {
-		done := false
-		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, $2)`, lockClass, lockMigrate); err != nil {
-				return err
-			}
-			v, err := pgSchemaVersion(ctx, tx)
-			if err != nil {
-				return err
-			}
-			// Before any write: a newer database is left as it is. Against
-			// len(migs), which is SchemaVersion but in tests that play an
-			// older coordinator.
-			if v > len(migs) {
-				return fmt.Errorf("database is at schema version %d, this coordinator knows up to %d: %w",
-					v, len(migs), ErrSchemaTooNew)
-			}
-			if v == len(migs) {
-				done = true
-				return nil
-			}
-			m := migs[v]
-			if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-				version    INTEGER NOT NULL PRIMARY KEY,
-				applied_at BIGINT  NOT NULL
-			)`); err != nil {
-				return err
-			}
-			// No arguments: pgx sends it with the simple protocol, which
-			// runs a file of several statements.
-			if _, err := tx.Exec(ctx, m.sql); err != nil {
-				return fmt.Errorf("apply migration %s: %w", m.name, err)
-			}
-			_, err = tx.Exec(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)`,
-				m.version, time.Now().UnixNano())
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		if done {
-			return nil
-		}
-	}
-}
+// postgresDialect is PostgreSQL's: a database several coordinators share,
+// whose transactions run concurrently, so that they lock what they check
+// and are run again when PostgreSQL gives up one of two conflicting ones;
+// TEXT refuses NUL bytes and invalid UTF-8, so bytes are BYTEA.
+type postgresDialect struct{}
 
-// pgSchemaVersion returns 0 for a database that has never been migrated.
-// The table is looked up through the search path, as every query is.
-func pgSchemaVersion(ctx context.Context, q pgq) (int, error) {
-	var exists bool
-	if err := q.QueryRow(ctx, `SELECT to_regclass('schema_migrations') IS NOT NULL`).Scan(&exists); err != nil || !exists {
-		return 0, err
-	}
-	var v sql.NullInt64
-	if err := q.QueryRow(ctx, `SELECT max(version) FROM schema_migrations`).Scan(&v); err != nil {
-		return 0, err
-	}
-	return int(v.Int64), nil
-}
+func (postgresDialect) wrap(q queryer) queryer { return dollars{q} }
+func (postgresDialect) shared() bool           { return true }
+func (postgresDialect) forUpdate() string      { return " FOR UPDATE" }
+func (postgresDialect) bytesArg(b []byte) any  { return nonNil(b) }
+func (postgresDialect) sigArg(b []byte) any    { return nonNil(b) }
 
-// pgq is what queries need from a pool or a transaction.
-type pgq interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
+func (postgresDialect) sigValue(stored []byte) ([]byte, error) { return stored, nil }
 
-// tx runs fn in a transaction, running it again when PostgreSQL rolled it
-// back for a deadlock or a serialization failure, which only means another
-// coordinator got there first. fn must therefore start from scratch each
-// time it is called.
-func (s *Postgres) tx(ctx context.Context, fn func(tx pgx.Tx) error) error {
-	for attempt := 1; ; attempt++ {
-		err := pgx.BeginFunc(ctx, s.pool, fn)
-		if err == nil || attempt == maxTxAttempts || !conflicted(err) {
-			return err
-		}
-	}
-}
-
-// conflicted reports whether err is PostgreSQL giving up a transaction
-// because of a concurrent one.
-func conflicted(err error) bool {
+// retryable reports a deadlock or a serialization failure: only another
+// coordinator got there first.
+func (postgresDialect) retryable(err error) bool {
 	pgErr, ok := errors.AsType[*pgconn.PgError](err)
 	return ok && (pgErr.Code == "40001" || pgErr.Code == "40P01")
 }
 
-// lockAgentIdentities serializes, across coordinators, every transaction
-// that creates, deletes or re-keys agents. Uniqueness across the
-// thumbprint and next_thumbprint columns, and the revocation list, cannot be
-// expressed as constraints; under this lock the checks in Register and
-// SetNextThumbprint see every committed change, as they do behind SQLite's
-// single writer. These changes are rare, so the lock costs nothing.
-func lockAgentIdentities(ctx context.Context, tx pgx.Tx) error {
-	_, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, $2)`, lockClass, lockIdentities)
-	return err
-}
-
-// uniqueViolation reports whether err is a unique constraint violation.
-func uniqueViolation(err error) bool {
+func (postgresDialect) uniqueViolation(err error) bool {
 	pgErr, ok := errors.AsType[*pgconn.PgError](err)
 	return ok && pgErr.Code == "23505"
 }
 
-// pgText makes free text that comes from agents storable: PostgreSQL
+// lock takes an advisory lock. Uniqueness across the thumbprint and
+// next_thumbprint columns, the revocation list, a node's liveness and a
+// rollout's agents cannot be expressed as constraints; under these locks
+// the checks see every committed change, as they do behind SQLite's
+// single writer. The changes they guard are rare, so they cost nothing.
+func (postgresDialect) lock(ctx context.Context, tx *sqlTx, key int) error {
+	_, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(?, ?)`, lockClass, key)
+	return err
+}
+
+func (postgresDialect) clock(ctx context.Context, q queryer) (int64, error) {
+	var now int64
+	err := q.QueryRowContext(ctx, `SELECT `+pgNow).Scan(&now)
+	return now, err
+}
+
+// hasTable looks the table up through the search path, as every query
+// does.
+func (postgresDialect) hasTable(ctx context.Context, q queryer, name string) (bool, error) {
+	var ok bool
+	err := q.QueryRowContext(ctx, `SELECT to_regclass(?) IS NOT NULL`, name).Scan(&ok)
+	return ok, err
+}
+
+// text makes free text that comes from agents storable: PostgreSQL
 // refuses NUL bytes and invalid UTF-8 in TEXT, which SQLite keeps, and one
 // odd health detail must not fail a whole batch. Both become U+FFFD.
+func (postgresDialect) text(s string) string { return pgText(s) }
+
 func pgText(s string) string {
 	s = strings.ToValidUTF8(s, "\uFFFD")
 	return strings.ReplaceAll(s, "\x00", "\uFFFD")
 }
 
-// pgTag turns a command that matched no row into ErrNotFound.
-func pgTag(tag pgconn.CommandTag, err error) error {
+// nonNil stores a nil slice as empty bytes, as SQLite's hex and text
+// columns do, rather than as NULL.
+func nonNil(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
+// execMany sends the statements as one pgx batch, in one round trip, on
+// the transaction's connection.
+func (postgresDialect) execMany(ctx context.Context, tx *sqlTx, query string, args [][]any, key func(i int) string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	b := &pgx.Batch{}
+	query = toDollars(query)
+	for _, a := range args {
+		b.Queue(query, a...)
+	}
+	return tx.conn.Raw(func(dc any) error {
+		br := dc.(*stdlib.Conn).Conn().SendBatch(ctx, b)
+		for i := range b.Len() {
+			if _, err := br.Exec(); err != nil {
+				br.Close()
+				return fmt.Errorf("%s: %w", key(i), err)
+			}
+		}
+		return br.Close()
+	})
+}
+
+// dollars runs the store's queries, written with ? placeholders, with
+// PostgreSQL's $1, $2...
+type dollars struct{ q queryer }
+
+func (d dollars) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	return d.q.QueryRowContext(ctx, toDollars(query), args...)
+}
+
+func (d dollars) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return d.q.QueryContext(ctx, toDollars(query), args...)
+}
+
+func (d dollars) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return d.q.ExecContext(ctx, toDollars(query), args...)
+}
+
+// toDollars numbers the ? placeholders of query. The store's queries
+// hold no ? but placeholders: no string literal, no JSON operator.
+func toDollars(query string) string {
+	n := strings.Count(query, "?")
+	if n == 0 {
+		return query
+	}
+	var b strings.Builder
+	b.Grow(len(query) + 2*n)
+	i := 0
+	for p := range strings.SplitSeq(query, "?") {
+		if i > 0 {
+			b.WriteString("$" + strconv.Itoa(i))
+		}
+		b.WriteString(p)
+		i++
+	}
+	return b.String()
+}
+
+// withPgx runs fn on a connection of the pool as pgx's, for what
+// database/sql cannot do: large objects, COPY.
+func (s *Postgres) withPgx(ctx context.Context, fn func(c *pgx.Conn) error) error {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Raw(func(dc any) error { return fn(dc.(*stdlib.Conn).Conn()) })
+}
+
+// Notify implements Store with NOTIFY, which PostgreSQL delivers to every
+// session listening, this node's included.
+func (s *Postgres) Notify(ctx context.Context, payload string) error {
+	if _, err := s.w.ExecContext(ctx, `SELECT pg_notify(?, ?)`, notifyChannel, payload); err != nil {
+		return fmt.Errorf("notify %q: %w", payload, err)
+	}
+	return nil
+}
+
+// Listen implements Store on a connection of its own, outside the pool:
+// it waits in LISTEN for as long as the node runs.
+func (s *Postgres) Listen(ctx context.Context, fn func(payload string), lost func(err error, wait time.Duration)) error {
+	b := newBackoff()
+	for {
+		err := s.listenOnce(ctx, fn, b.Reset)
+		if ctx.Err() != nil {
+			return nil
+		}
+		wait := b.NextBackOff()
+		if lost != nil {
+			lost(err, wait)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// listenOnce listens on one connection until it fails or ctx ends.
+// listening is called once the LISTEN took effect.
+func (s *Postgres) listenOnce(ctx context.Context, fn func(string), listening func()) error {
+	conn, err := pgx.ConnectConfig(ctx, s.cfg.Copy())
+	if err != nil {
+		return fmt.Errorf("listen for notifications on %s: %w", s.where, err)
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		conn.Close(cctx)
+	}()
+	if _, err := conn.Exec(ctx, `LISTEN `+notifyChannel); err != nil {
+		return fmt.Errorf("listen for notifications on %s: %w", s.where, err)
+	}
+	listening()
+	fn("")
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return fmt.Errorf("wait for notifications on %s: %w", s.where, err)
+		}
+		fn(n.Payload)
+	}
+}
+
+// blobChunk is how much of a blob one round trip to the server carries.
+// blobChunk is how much of a blob one round trip to the server carries.
+const blobChunk = 1 << 20
+
+// errBlobStored rolls back a blob another node stored meanwhile.
+var errBlobStored = errors.New("stored meanwhile")
+
+// PutBlob implements Store. The content goes into a large object, in
+// chunks, within the transaction that records it: a failure leaves
+// nothing behind.
+func (s *Postgres) PutBlob(ctx context.Context, b Blob, r io.Reader) error {
+	at, stored, err := s.blobToStore(ctx, b)
+	if err == nil && !stored {
+		err = s.withPgx(ctx, func(c *pgx.Conn) error {
+			return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error { return putLargeObject(ctx, tx, b, at, r) })
+		})
+	}
+	if err != nil && !errors.Is(err, errBlobStored) {
+		return fmt.Errorf("store blob %s: %w", b.Key, err)
+	}
+	return nil
+}
+
+func putLargeObject(ctx context.Context, tx pgx.Tx, b Blob, at any, r io.Reader) error {
+	lo := tx.LargeObjects()
+	oid, err := lo.Create(ctx, 0)
+	if err != nil {
+		return err
+	}
+	obj, err := lo.Open(ctx, oid, pgx.LargeObjectModeWrite)
+	if err != nil {
+		return err
+	}
+	if _, err := io.CopyBuffer(obj, newCheckedReader(r, b), make([]byte, blobChunk)); err != nil {
+		return err
+	}
+	if err := obj.Close(); err != nil {
+		return err
+	}
+	tag, err := tx.Exec(ctx, `INSERT INTO blobs (key, sha256, size, content, stored_at) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (key) DO NOTHING`, b.Key, b.SHA256, b.Size, oid, at)
 	if err != nil {
 		return err
 	}
 	if tag.RowsAffected() == 0 {
-		return ErrNotFound
+		return errBlobStored // and the large object goes with the rollback
 	}
 	return nil
+}
+
+// ReadBlob implements Store, streaming the large object in chunks.
+func (s *Postgres) ReadBlob(ctx context.Context, key string, w io.Writer) (Blob, error) {
+	var b Blob
+	err := s.withPgx(ctx, func(c *pgx.Conn) error {
+		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+			var oid uint32
+			var err error
+			b, err = scanBlob(key, &oid)(tx.QueryRow(ctx, `SELECT sha256, size, stored_at, content FROM blobs WHERE key = $1`, key))
+			if errors.Is(err, pgx.ErrNoRows) {
+				return ErrNotFound
+			}
+			if err != nil {
+				return err
+			}
+			lo := tx.LargeObjects()
+			obj, err := lo.Open(ctx, oid, pgx.LargeObjectModeRead)
+			if err != nil {
+				return err
+			}
+			defer obj.Close()
+			_, err = io.CopyBuffer(w, obj, make([]byte, blobChunk))
+			return err
+		})
+	})
+	if err != nil {
+		return Blob{}, fmt.Errorf("read blob %s: %w", key, err)
+	}
+	return b, nil
 }

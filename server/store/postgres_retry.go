@@ -22,6 +22,16 @@ const (
 	openRetryMax   = 30 * time.Second
 )
 
+// newBackoff is the backoff of attempts to reach the database, bound by
+// a context rather than by time.
+func newBackoff() *backoff.ExponentialBackOff {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = openRetryFirst
+	b.MaxInterval = openRetryMax
+	b.MaxElapsedTime = 0
+	return b
+}
+
 // OpenPostgresRetry is OpenPostgres that waits for the database: while it
 // cannot be reached (refused or timed-out connections, a server starting
 // up or shutting down, too many clients) it tries again with exponential
@@ -32,10 +42,7 @@ const (
 // refused credentials, a missing database, a schema too new, a migration
 // that fails.
 func OpenPostgresRetry(ctx context.Context, url string, notify func(err error, wait time.Duration)) (*Postgres, error) {
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = openRetryFirst
-	b.MaxInterval = openRetryMax
-	b.MaxElapsedTime = 0 // ctx is the bound
+	b := newBackoff()
 	var last error
 	s, err := backoff.RetryNotifyWithData(func() (*Postgres, error) {
 		s, err := OpenPostgres(ctx, url)

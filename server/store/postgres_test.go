@@ -385,7 +385,7 @@ func TestPostgresMigratesOldDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 	createToken(t, old, "kept", "prod", t0.Add(time.Hour))
-	if v, err := pgSchemaVersion(ctx, old.pool); err != nil || v != len(migs)-1 {
+	if v, err := old.schemaVersion(ctx); err != nil || v != len(migs)-1 {
 		t.Fatalf("old database: got schema %d (%v), want %d", v, err, len(migs)-1)
 	}
 	old.Close()
@@ -395,7 +395,7 @@ func TestPostgresMigratesOldDatabase(t *testing.T) {
 		t.Fatalf("OpenPostgres: %v", err)
 	}
 	defer s.Close()
-	if v, err := pgSchemaVersion(ctx, s.pool); err != nil || v != SchemaVersion {
+	if v, err := s.schemaVersion(ctx); err != nil || v != SchemaVersion {
 		t.Errorf("got schema %d (%v), want %d", v, err, SchemaVersion)
 	}
 	if tok := tokenByHash(t, s, hashOf("kept")); tok.Environment != "prod" {
@@ -417,7 +417,7 @@ func TestPostgresSchemaTooNew(t *testing.T) {
 		{
 			name: "from a future coordinator",
 			newer: func(t *testing.T, s *Postgres) int {
-				if _, err := s.pool.Exec(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES ($1, 0)`, SchemaVersion+1); err != nil {
+				if _, err := s.w.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, 0)`, SchemaVersion+1); err != nil {
 					t.Fatal(err)
 				}
 				return SchemaVersion + 1
@@ -438,8 +438,8 @@ func TestPostgresSchemaTooNew(t *testing.T) {
 			before := backends[1].applied(t, s)
 			// A database any write to would fail in: an open that tried
 			// one would return that error, not ErrSchemaTooNew.
-			name := s.pool.Config().ConnConfig.Database
-			if _, err := s.pool.Exec(ctx, `ALTER DATABASE `+pgx.Identifier{name}.Sanitize()+` SET default_transaction_read_only = on`); err != nil {
+			name := s.cfg.Database
+			if _, err := s.w.ExecContext(ctx, `ALTER DATABASE `+pgx.Identifier{name}.Sanitize()+` SET default_transaction_read_only = on`); err != nil {
 				t.Fatal(err)
 			}
 			s.Close()
@@ -595,10 +595,10 @@ func TestOpenPostgresRetry(t *testing.T) {
 	t.Run("does not retry what waiting cannot mend", func(t *testing.T) {
 		c := pg.Cluster(t)
 		tooNew, _ := openPostgresTest(t)
-		if _, err := tooNew.pool.Exec(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES ($1, 0)`, SchemaVersion+1); err != nil {
+		if _, err := tooNew.w.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, 0)`, SchemaVersion+1); err != nil {
 			t.Fatal(err)
 		}
-		tooNewURL := c.URL(tooNew.pool.Config().ConnConfig.Database)
+		tooNewURL := c.URL(tooNew.cfg.Database)
 		tooNew.Close()
 		for _, tt := range []struct {
 			name, url string

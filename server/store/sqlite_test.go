@@ -54,8 +54,8 @@ func TestOpenPragmas(t *testing.T) {
 		db        *sql.DB
 		queryOnly int
 	}{
-		{s.w, 0},
-		{s.r, 1},
+		{s.wdb, 0},
+		{s.rdb, 1},
 	} {
 		db := tt.db
 		var mode string

@@ -1,10 +1,45 @@
 // Package store persists the coordinator's state: agents, enrollment
-// tokens, API keys, revoked thumbprints and settings.
+// tokens, API keys, revoked thumbprints, tasks, rollouts, nodes and
+// settings.
 //
-// Store is the one interface the rest of the coordinator uses. The embedded
-// SQLite implementation (OpenSQLite) is the default; a PostgreSQL
-// implementation for high availability satisfies the same interface and the
+// Store is the one interface the rest of the coordinator uses. It has two
+// backends: SQLite (OpenSQLite), the default, embedded in the coordinator's
+// data folder, and PostgreSQL (OpenPostgres), which several coordinators
+// share for high availability. Both satisfy the same contract and run the
 // same tests.
+//
+// # One SQL store, two dialects
+//
+// The Store is implemented once, by sqlStore, on database/sql: every
+// query is written once, with ? placeholders, and the two schemas
+// (migrations/sqlite and migrations/postgres, mirroring each other file
+// for file) have the same tables and columns, times as BIGINT unix
+// nanoseconds and string lists as JSON in TEXT. SQLite and Postgres are
+// thin types that embed it. What the two databases do differently is a
+// dialect's (see the dialect interface):
+//
+//   - Concurrency. An SQLite file has one coordinator and one writer
+//     connection, which serializes every write transaction. A PostgreSQL
+//     database is shared by coordinators whose transactions run at once,
+//     so the same transactions take advisory locks for the checks no
+//     constraint can express (unique thumbprints, a token used once, a
+//     live node's name, an agent in one running rollout), lock the rows
+//     they read to change (FOR UPDATE), and run again when PostgreSQL
+//     gives one up for a deadlock or a serialization failure. Where a
+//     constraint can decide (a bundle's version, a user's name), an
+//     INSERT's conflict decides, in both.
+//   - Types. SQLite keeps booleans as integers and bytes in TEXT
+//     (signatures as hex); PostgreSQL has BOOLEAN and BYTEA, and refuses
+//     NUL bytes and invalid UTF-8 in TEXT, so free text from agents and
+//     people is made valid first.
+//   - Mechanics only one of them has, which stay on its own type:
+//     PostgreSQL's LISTEN/NOTIFY wakes the other nodes, large objects hold
+//     shared uploads, and statements are batched into one round trip;
+//     pgx's stdlib driver gives database/sql, and sql.Conn.Raw pgx itself
+//     for these. SQLite caches the prepared statements of the agent
+//     connection path, backs a database up before migrating it and takes
+//     consistent copies with VACUUM INTO; in one process a notification
+//     is a function call.
 package store
 
 import (
@@ -441,27 +476,6 @@ type UpgradeStore interface {
 	// FinishRollout sets a rollout's state, reason and finish time.
 	// ErrNotFound if it does not exist.
 	FinishRollout(ctx context.Context, id, state, reason string, at time.Time) error
-}
-
-// rowIter is what both drivers' result sets offer: database/sql's
-// *sql.Rows and pgx's Rows.
-type rowIter interface {
-	Next() bool
-	Scan(dest ...any) error
-	Err() error
-}
-
-// collectRows reads every row with scan. The caller closes rows.
-func collectRows[T any](rows rowIter, scan func(scanner) (T, error)) ([]T, error) {
-	var out []T
-	for rows.Next() {
-		v, err := scan(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, v)
-	}
-	return out, rows.Err()
 }
 
 // numberLogLines picks the lines of an append that are new and numbers

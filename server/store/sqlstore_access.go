@@ -1,0 +1,168 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+)
+
+const userColumns = `id, name, password_hash, created_at`
+
+func scanUser(sc scanner) (User, error) {
+	var u User
+	var created sql.NullInt64
+	err := sc.Scan(&u.ID, &u.Name, &u.PasswordHash, &created)
+	u.CreatedAt = fromNanos(created)
+	return u, err
+}
+
+// CreateUser implements Store. The unique index on lower(name) decides
+// between coordinators creating the same user at once.
+func (s *sqlStore) CreateUser(ctx context.Context, u User) error {
+	created, err := requiredTime(u.CreatedAt, "creation time")
+	if err == nil {
+		_, err = s.w.ExecContext(ctx, `INSERT INTO users (`+userColumns+`) VALUES (?, ?, ?, ?)`,
+			u.ID, u.Name, u.PasswordHash, created)
+		if s.d.uniqueViolation(err) {
+			err = ErrExists
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("create user %q: %w", u.Name, err)
+	}
+	return nil
+}
+
+// UserByName implements Store.
+func (s *sqlStore) UserByName(ctx context.Context, name string) (User, error) {
+	u, err := queryOne(ctx, s.r, scanUser, `SELECT `+userColumns+` FROM users WHERE lower(name) = lower(?)`, s.d.text(name))
+	if err != nil {
+		return User{}, fmt.Errorf("get user %q: %w", name, err)
+	}
+	return u, nil
+}
+
+// UserByID implements Store.
+func (s *sqlStore) UserByID(ctx context.Context, id string) (User, error) {
+	u, err := queryOne(ctx, s.r, scanUser, `SELECT `+userColumns+` FROM users WHERE id = ?`, s.d.text(id))
+	if err != nil {
+		return User{}, fmt.Errorf("get user %s: %w", id, err)
+	}
+	return u, nil
+}
+
+// ListUsers implements Store.
+func (s *sqlStore) ListUsers(ctx context.Context) ([]User, error) {
+	users, err := queryRows(ctx, s.r, scanUser, `SELECT `+userColumns+` FROM users ORDER BY lower(name), id`)
+	if err != nil {
+		return nil, fmt.Errorf("list users: %w", err)
+	}
+	return users, nil
+}
+
+// DeleteUser implements Store.
+func (s *sqlStore) DeleteUser(ctx context.Context, name string) (User, error) {
+	u, err := queryOne(ctx, s.w, scanUser,
+		`DELETE FROM users WHERE lower(name) = lower(?) RETURNING `+userColumns, s.d.text(name))
+	if err != nil {
+		return User{}, fmt.Errorf("delete user %q: %w", name, err)
+	}
+	return u, nil
+}
+
+const apiKeyColumns = `id, name, hash, created_at, revoked_at, admin`
+
+func scanAPIKey(sc scanner) (APIKey, error) {
+	var k APIKey
+	var created, revoked sql.NullInt64
+	err := sc.Scan(&k.ID, &k.Name, &k.Hash, &created, &revoked, &k.Admin)
+	k.CreatedAt, k.RevokedAt = fromNanos(created), fromNanos(revoked)
+	return k, err
+}
+
+// ListAPIKeys implements Store.
+func (s *sqlStore) ListAPIKeys(ctx context.Context) ([]APIKey, error) {
+	keys, err := queryRows(ctx, s.r, scanAPIKey, `SELECT `+apiKeyColumns+` FROM api_keys ORDER BY created_at DESC, id`)
+	if err != nil {
+		return nil, fmt.Errorf("list API keys: %w", err)
+	}
+	return keys, nil
+}
+
+// RevokeAPIKey implements Store. The key and, for an admin key, every
+// other valid admin key are locked before they are counted, so two
+// coordinators revoking the last two admin keys at once cannot both
+// succeed: the second waits, then no longer counts the first one's key.
+func (s *sqlStore) RevokeAPIKey(ctx context.Context, id string, at time.Time) (APIKey, error) {
+	var k APIKey
+	when, err := requiredTime(at, "revocation time")
+	if err == nil {
+		err = s.tx(ctx, func(tx *sqlTx) error {
+			var err error
+			k, err = queryOne(ctx, tx, scanAPIKey, `SELECT `+apiKeyColumns+` FROM api_keys WHERE id = ?`+tx.d.forUpdate(), tx.d.text(id))
+			if err != nil || !k.RevokedAt.IsZero() {
+				return err
+			}
+			if k.Admin {
+				others, err := queryRows(ctx, tx, func(sc scanner) (id string, err error) { return id, sc.Scan(&id) },
+					`SELECT id FROM api_keys WHERE admin = ? AND revoked_at IS NULL AND id <> ? ORDER BY id`+tx.d.forUpdate(), true, k.ID)
+				if err != nil {
+					return err
+				}
+				if len(others) == 0 {
+					return ErrLastAdminKey
+				}
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE api_keys SET revoked_at = ? WHERE id = ?`, when, k.ID); err != nil {
+				return err
+			}
+			k.RevokedAt = time.Unix(0, at.UnixNano()).UTC()
+			return nil
+		})
+	}
+	if err != nil {
+		return APIKey{}, fmt.Errorf("revoke API key %s: %w", id, err)
+	}
+	return k, nil
+}
+
+// DeleteToken implements Store.
+func (s *sqlStore) DeleteToken(ctx context.Context, id string) error {
+	if err := oneRow(s.w.ExecContext(ctx, `DELETE FROM tokens WHERE id = ?`, s.d.text(id))); err != nil {
+		return fmt.Errorf("delete token %s: %w", id, err)
+	}
+	return nil
+}
+
+// Policy implements Store.
+func (s *sqlStore) Policy(ctx context.Context) (Policy, error) {
+	var p Policy
+	var ns int64
+	var updated sql.NullInt64
+	err := s.r.QueryRowContext(ctx, `SELECT `+policyColumns+` FROM machine_policy WHERE id = 1`).
+		Scan(&ns, &p.CalamariKeep, &p.UpgradeBatch, &p.UpgradeMaxFailures, &p.SetBy, &updated)
+	if err != nil {
+		return Policy{}, fmt.Errorf("get machine policy: %w", err)
+	}
+	p.HealthInterval, p.UpdatedAt = time.Duration(ns), fromNanos(updated)
+	return p, nil
+}
+
+// SetPolicy implements Store.
+func (s *sqlStore) SetPolicy(ctx context.Context, p Policy) error {
+	err := p.Validate()
+	var updated any
+	if err == nil {
+		updated, err = timeArg(p.UpdatedAt)
+	}
+	if err == nil {
+		_, err = s.w.ExecContext(ctx, `UPDATE machine_policy SET health_interval_ns = ?, calamari_keep = ?,
+			upgrade_batch = ?, upgrade_max_failures = ?, set_by = ?, updated_at = ? WHERE id = 1`,
+			int64(p.HealthInterval), p.CalamariKeep, p.UpgradeBatch, p.UpgradeMaxFailures, p.SetBy, updated)
+	}
+	if err != nil {
+		return fmt.Errorf("set machine policy: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,601 @@
+package store
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// Register implements Store.
+//
+// Beyond the interface's contract: a thumbprint that was revoked (its agent
+// was deleted or replaced, or rotated away from it) is refused with
+// ErrThumbprintTaken unless Force is set, in which case the revocation is
+// lifted; a zero Now means the current time; Name, Thumbprint and NewID
+// must not be empty.
+//
+// Concurrent registrations, from this process or another coordinator,
+// are serialized by the identities lock, and the token row is locked, so
+// that one token enrols one agent.
+func (s *sqlStore) Register(ctx context.Context, p RegisterParams) (RegisterResult, error) {
+	if p.Now.IsZero() {
+		p.Now = time.Now()
+	}
+	var res RegisterResult
+	err := s.tx(ctx, func(tx *sqlTx) error {
+		var err error
+		res, err = register(ctx, tx, p)
+		return err
+	})
+	if err != nil {
+		return RegisterResult{}, fmt.Errorf("register agent %q: %w", p.Name, err)
+	}
+	return res, nil
+}
+
+func register(ctx context.Context, tx *sqlTx, p RegisterParams) (RegisterResult, error) {
+	switch {
+	case p.Name == "":
+		return RegisterResult{}, errors.New("name is empty")
+	case p.Thumbprint == "":
+		return RegisterResult{}, errors.New("thumbprint is empty")
+	case p.NewID == "":
+		return RegisterResult{}, errors.New("new agent ID is empty")
+	}
+	now, err := timeArg(p.Now)
+	if err != nil {
+		return RegisterResult{}, err
+	}
+	if err := tx.d.lock(ctx, tx, lockIdentities); err != nil {
+		return RegisterResult{}, err
+	}
+
+	var (
+		tokID, tokEnv     string
+		expiresAt, usedAt sql.NullInt64
+		usedBy            sql.NullString
+	)
+	err = tx.QueryRowContext(ctx,
+		`SELECT id, environment, expires_at, used_at, used_by FROM tokens WHERE hash = ?`+tx.d.forUpdate(),
+		p.TokenHash).Scan(&tokID, &tokEnv, &expiresAt, &usedAt, &usedBy)
+	if errors.Is(err, sql.ErrNoRows) {
+		return RegisterResult{}, ErrTokenInvalid
+	}
+	if err != nil {
+		return RegisterResult{}, err
+	}
+
+	if usedAt.Valid {
+		// The agent may not have received the reply to its first attempt;
+		// giving it the same answer again lets it retry safely.
+		if usedBy.String == p.Thumbprint {
+			a, err := agentBy(ctx, tx, "thumbprint", p.Thumbprint)
+			if err == nil {
+				return RegisterResult{Agent: a}, nil
+			}
+			if !errors.Is(err, ErrNotFound) {
+				return RegisterResult{}, err
+			}
+		}
+		return RegisterResult{}, ErrTokenUsed
+	}
+	if p.Now.After(fromNanos(expiresAt)) {
+		return RegisterResult{}, ErrTokenExpired
+	}
+	env := p.Environment
+	if env == "" {
+		env = tokEnv
+	} else if env != tokEnv {
+		return RegisterResult{}, fmt.Errorf("token is for environment %q, not %q: %w", tokEnv, env, ErrTokenInvalid)
+	}
+
+	// An agent whose next thumbprint is the new one counts as a holder of
+	// it: otherwise AgentByThumbprint could match two agents.
+	conflicts, err := queryRows(ctx, tx, scanAgent,
+		`SELECT `+agentColumns+` FROM agents
+		 WHERE name = ? OR thumbprint = ? OR next_thumbprint = ?
+		 ORDER BY name`,
+		p.Name, p.Thumbprint, p.Thumbprint)
+	if err != nil {
+		return RegisterResult{}, err
+	}
+	revoked, err := isRevoked(ctx, tx, p.Thumbprint)
+	if err != nil {
+		return RegisterResult{}, err
+	}
+	if !p.Force {
+		for _, a := range conflicts {
+			if a.Name == p.Name && a.Thumbprint != p.Thumbprint {
+				return RegisterResult{}, ErrNameTaken
+			}
+		}
+		if len(conflicts) > 0 {
+			return RegisterResult{}, fmt.Errorf("thumbprint %s: %w", p.Thumbprint, ErrThumbprintTaken)
+		}
+		// A revoked certificate belonged to an agent an operator removed;
+		// a token alone is not enough to bring it back.
+		if revoked {
+			return RegisterResult{}, fmt.Errorf("thumbprint %s was revoked, register with force to reinstate it: %w",
+				p.Thumbprint, ErrThumbprintTaken)
+		}
+	}
+
+	for _, a := range conflicts {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM agents WHERE id = ?`, a.ID); err != nil {
+			return RegisterResult{}, err
+		}
+		for _, tp := range []string{a.Thumbprint, a.NextThumbprint} {
+			if tp == "" || tp == p.Thumbprint {
+				continue
+			}
+			if err := revoke(ctx, tx, tp, "replaced", now); err != nil {
+				return RegisterResult{}, err
+			}
+		}
+	}
+	if revoked {
+		if _, err := tx.ExecContext(ctx,
+			`DELETE FROM revoked_thumbprints WHERE thumbprint = ?`, p.Thumbprint); err != nil {
+			return RegisterResult{}, err
+		}
+	}
+
+	_, err = tx.ExecContext(ctx,
+		`INSERT INTO agents (id, name, environment, thumbprint, health, disk_free, registered_at)
+		 VALUES (?, ?, ?, ?, ?, -1, ?)`,
+		p.NewID, p.Name, env, p.Thumbprint, HealthUnavailable, now)
+	if tx.d.uniqueViolation(err) {
+		// Unreachable under the identities lock but for an agent ID that
+		// is already used; kept so that a change to the locking fails
+		// safe.
+		return RegisterResult{}, fmt.Errorf("agent %s: %w", p.NewID, ErrExists)
+	}
+	if err != nil {
+		return RegisterResult{}, err
+	}
+	err = oneRow(tx.ExecContext(ctx,
+		`UPDATE tokens SET used_at = ?, used_by = ? WHERE id = ? AND used_at IS NULL`,
+		now, p.Thumbprint, tokID))
+	if errors.Is(err, ErrNotFound) {
+		// Unreachable while the token row is locked and writes are
+		// serialized; kept so that a change to that cannot let one token
+		// enrol two agents.
+		return RegisterResult{}, ErrTokenUsed
+	}
+	if err != nil {
+		return RegisterResult{}, err
+	}
+
+	a, err := agentBy(ctx, tx, "id", p.NewID)
+	if err != nil {
+		return RegisterResult{}, err
+	}
+	return RegisterResult{Agent: a, Replaced: conflicts}, nil
+}
+
+// AgentByThumbprint implements Store.
+func (s *sqlStore) AgentByThumbprint(ctx context.Context, thumbprint string) (Agent, error) {
+	a, err := queryOne(ctx, s.hr, scanAgent,
+		`SELECT `+agentColumns+` FROM agents WHERE thumbprint = ? OR next_thumbprint = ?`,
+		thumbprint, thumbprint)
+	if err != nil {
+		return Agent{}, fmt.Errorf("get agent by thumbprint %s: %w", thumbprint, err)
+	}
+	return a, nil
+}
+
+// AgentByID implements Store.
+func (s *sqlStore) AgentByID(ctx context.Context, id string) (Agent, error) {
+	a, err := agentBy(ctx, s.r, "id", id)
+	if err != nil {
+		return Agent{}, fmt.Errorf("get agent %s: %w", id, err)
+	}
+	return a, nil
+}
+
+// AgentByName implements Store.
+func (s *sqlStore) AgentByName(ctx context.Context, name string) (Agent, error) {
+	a, err := agentBy(ctx, s.r, "name", name)
+	if err != nil {
+		return Agent{}, fmt.Errorf("get agent by name %q: %w", name, err)
+	}
+	return a, nil
+}
+
+// ListAgents implements Store.
+func (s *sqlStore) ListAgents(ctx context.Context) ([]Agent, error) {
+	agents, err := queryRows(ctx, s.r, scanAgent, `SELECT `+agentColumns+` FROM agents ORDER BY environment, name`)
+	if err != nil {
+		return nil, fmt.Errorf("list agents: %w", err)
+	}
+	return agents, nil
+}
+
+// DeleteAgent implements Store.
+func (s *sqlStore) DeleteAgent(ctx context.Context, id string) error {
+	err := s.tx(ctx, func(tx *sqlTx) error {
+		a, err := lockAgent(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM agents WHERE id = ?`, id); err != nil {
+			return err
+		}
+		now := time.Now().UnixNano()
+		for _, tp := range []string{a.Thumbprint, a.NextThumbprint} {
+			if tp == "" {
+				continue
+			}
+			if err := revoke(ctx, tx, tp, "deleted", now); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("delete agent %s: %w", id, err)
+	}
+	return nil
+}
+
+// IsRevoked implements Store.
+func (s *sqlStore) IsRevoked(ctx context.Context, thumbprint string) (bool, error) {
+	revoked, err := isRevoked(ctx, s.hr, thumbprint)
+	if err != nil {
+		return false, fmt.Errorf("check revocation of thumbprint %s: %w", thumbprint, err)
+	}
+	return revoked, nil
+}
+
+// RecordConnection implements Store. ErrNotFound if the agent does not
+// exist.
+func (s *sqlStore) RecordConnection(ctx context.Context, c Connection) error {
+	at, err := timeArg(c.At)
+	var calamari string
+	if err == nil {
+		calamari, err = listArg(c.CalamariVersions)
+	}
+	if err == nil {
+		err = oneRow(s.hw.ExecContext(ctx,
+			`UPDATE agents SET version = ?, os = ?, arch = ?, protocol = ?, tls_version = ?,
+			 calamari_versions = ?, last_seen = ?, node = ?
+			 WHERE id = ?`,
+			c.Version, c.OS, c.Arch, c.Protocol, c.TLSVersion, calamari, at, nullString(c.Node), c.AgentID))
+	}
+	if err != nil {
+		return fmt.Errorf("record connection of agent %s: %w", c.AgentID, err)
+	}
+	return nil
+}
+
+// RecordHealth implements Store. Results for agents that no longer exist
+// are skipped, so that deleting one agent while its check is in flight does
+// not lose the rest of the batch. An empty Version keeps the stored one:
+// every agent has a version, so "" means the check did not learn it. A
+// health detail PostgreSQL cannot store (NUL bytes, invalid UTF-8) is
+// stored there with U+FFFD in their place.
+func (s *sqlStore) RecordHealth(ctx context.Context, results []HealthResult) error {
+	if err := s.recordHealth(ctx, results); err != nil {
+		return fmt.Errorf("record health of %d agents: %w", len(results), err)
+	}
+	return nil
+}
+
+func (s *sqlStore) recordHealth(ctx context.Context, results []HealthResult) error {
+	if len(results) == 0 {
+		return nil
+	}
+	// Converting before the transaction keeps it short and means a bad
+	// result fails the batch without touching the database.
+	rows := make([][]any, len(results))
+	for i, r := range results {
+		if !validHealth(r.Health) {
+			return fmt.Errorf("agent %s: unknown health %q", r.AgentID, r.Health)
+		}
+		at, err := timeArg(r.At)
+		if err != nil {
+			return fmt.Errorf("agent %s: %w", r.AgentID, err)
+		}
+		calamari, err := listArg(r.CalamariVersions)
+		if err != nil {
+			return fmt.Errorf("agent %s: %w", r.AgentID, err)
+		}
+		rows[i] = []any{r.Health, s.d.text(r.Detail), int64(r.RTT), r.Version, calamari, r.DiskFree, at,
+			r.Health != HealthUnhealthy, at, r.AgentID}
+	}
+	// Rows are written in agent ID order, so that two coordinators writing
+	// overlapping batches queue rather than deadlock. The sort is stable:
+	// of two results for one agent, the later one still wins.
+	id := func(row []any) string { return row[len(row)-1].(string) }
+	slices.SortStableFunc(rows, func(a, b []any) int { return cmp.Compare(id(a), id(b)) })
+	return s.tx(ctx, func(tx *sqlTx) error {
+		return tx.d.execMany(ctx, tx,
+			`UPDATE agents SET health = ?, health_detail = ?, health_rtt = ?,
+			 version = COALESCE(NULLIF(?, ''), version), calamari_versions = ?,
+			 disk_free = ?, last_health_at = ?,
+			 last_seen = CASE WHEN ? THEN ? ELSE last_seen END
+			 WHERE id = ?`,
+			rows, func(i int) string { return "agent " + id(rows[i]) })
+	})
+}
+
+func validHealth(h string) bool {
+	switch h {
+	case HealthHealthy, HealthWarning, HealthUnhealthy, HealthUnavailable:
+		return true
+	}
+	return false
+}
+
+// TouchAgents implements Store. Unknown IDs are skipped, for the same
+// reason as in RecordHealth.
+func (s *sqlStore) TouchAgents(ctx context.Context, ids []string, at time.Time) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	t, err := timeArg(at)
+	if err == nil {
+		// In ID order, for the reason given in recordHealth.
+		ids = slices.Sorted(slices.Values(ids))
+		rows := make([][]any, len(ids))
+		for i, id := range ids {
+			rows[i] = []any{t, id}
+		}
+		err = s.tx(ctx, func(tx *sqlTx) error {
+			return tx.d.execMany(ctx, tx, `UPDATE agents SET last_seen = ? WHERE id = ?`,
+				rows, func(i int) string { return "agent " + ids[i] })
+		})
+	}
+	if err != nil {
+		return fmt.Errorf("touch %d agents: %w", len(ids), err)
+	}
+	return nil
+}
+
+// SetNextThumbprint implements Store. ErrNotFound if the agent does not
+// exist. next == "" cancels a pending rotation, and next equal to the
+// agent's current thumbprint is a no-op, since promoting it would revoke the
+// certificate the agent uses. A revoked thumbprint is refused with
+// ErrThumbprintTaken.
+func (s *sqlStore) SetNextThumbprint(ctx context.Context, id, next string) error {
+	err := s.tx(ctx, func(tx *sqlTx) error {
+		a, err := lockAgent(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if next == a.Thumbprint {
+			return nil
+		}
+		if next != "" {
+			taken, err := exists(ctx, tx,
+				`SELECT 1 FROM agents WHERE (thumbprint = ? OR next_thumbprint = ?) AND id <> ?`, next, next, id)
+			if err != nil {
+				return err
+			}
+			if taken {
+				return ErrThumbprintTaken
+			}
+			revoked, err := isRevoked(ctx, tx, next)
+			if err != nil {
+				return err
+			}
+			if revoked {
+				return fmt.Errorf("thumbprint was revoked: %w", ErrThumbprintTaken)
+			}
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE agents SET next_thumbprint = ? WHERE id = ?`, nullString(next), id)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("set next thumbprint of agent %s to %s: %w", id, next, err)
+	}
+	return nil
+}
+
+// PromoteThumbprint implements Store. ErrNotFound if the agent does not
+// exist.
+func (s *sqlStore) PromoteThumbprint(ctx context.Context, id string) error {
+	err := s.tx(ctx, func(tx *sqlTx) error {
+		a, err := lockAgent(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if a.NextThumbprint == "" {
+			return nil
+		}
+		_, err = tx.ExecContext(ctx,
+			`UPDATE agents SET thumbprint = next_thumbprint, next_thumbprint = NULL WHERE id = ?`, id)
+		if err != nil {
+			return err
+		}
+		return revoke(ctx, tx, a.Thumbprint, "rotated", time.Now().UnixNano())
+	})
+	if err != nil {
+		return fmt.Errorf("promote next thumbprint of agent %s: %w", id, err)
+	}
+	return nil
+}
+
+// SetServerThumbprintAck implements Store. ErrNotFound if the agent does
+// not exist.
+func (s *sqlStore) SetServerThumbprintAck(ctx context.Context, id, thumbprint string) error {
+	err := oneRow(s.w.ExecContext(ctx, `UPDATE agents SET server_thumbprint_ack = ? WHERE id = ?`, thumbprint, id))
+	if err != nil {
+		return fmt.Errorf("set server thumbprint ack of agent %s: %w", id, err)
+	}
+	return nil
+}
+
+// CreateToken implements Store.
+func (s *sqlStore) CreateToken(ctx context.Context, t Token) error {
+	if err := s.createToken(ctx, t); err != nil {
+		return fmt.Errorf("create token %s: %w", t.ID, err)
+	}
+	return nil
+}
+
+func (s *sqlStore) createToken(ctx context.Context, t Token) error {
+	// A missing expiry would be read back as the zero time, which has
+	// passed: the token would be unusable, so refuse it now.
+	expires, err := requiredTime(t.ExpiresAt, "expiry")
+	if err != nil {
+		return err
+	}
+	created, err := requiredTime(t.CreatedAt, "creation time")
+	if err != nil {
+		return err
+	}
+	used, err := timeArg(t.UsedAt)
+	if err != nil {
+		return err
+	}
+	_, err = s.w.ExecContext(ctx,
+		`INSERT INTO tokens (id, hash, environment, created_at, expires_at, used_at, used_by)
+		 VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		t.ID, t.Hash, t.Environment, created, expires, used, nullString(t.UsedBy))
+	return err
+}
+
+// ListTokens implements Store.
+func (s *sqlStore) ListTokens(ctx context.Context) ([]Token, error) {
+	tokens, err := queryRows(ctx, s.r, scanToken,
+		`SELECT id, hash, environment, created_at, expires_at, used_at, used_by
+		 FROM tokens ORDER BY created_at DESC, id`)
+	if err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	return tokens, nil
+}
+
+func scanToken(sc scanner) (Token, error) {
+	var (
+		t                      Token
+		created, expires, used sql.NullInt64
+		usedBy                 sql.NullString
+	)
+	if err := sc.Scan(&t.ID, &t.Hash, &t.Environment, &created, &expires, &used, &usedBy); err != nil {
+		return Token{}, err
+	}
+	t.CreatedAt, t.ExpiresAt, t.UsedAt = fromNanos(created), fromNanos(expires), fromNanos(used)
+	t.UsedBy = usedBy.String
+	return t, nil
+}
+
+// CreateAPIKey implements Store.
+func (s *sqlStore) CreateAPIKey(ctx context.Context, k APIKey) error {
+	created, err := requiredTime(k.CreatedAt, "creation time")
+	var revoked any
+	if err == nil {
+		revoked, err = timeArg(k.RevokedAt)
+	}
+	if err == nil {
+		_, err = s.w.ExecContext(ctx,
+			`INSERT INTO api_keys (id, name, hash, created_at, revoked_at, admin) VALUES (?, ?, ?, ?, ?, ?)`,
+			k.ID, k.Name, k.Hash, created, revoked, k.Admin)
+	}
+	if err != nil {
+		return fmt.Errorf("create API key %q: %w", k.Name, err)
+	}
+	return nil
+}
+
+// APIKeyByHash implements Store.
+func (s *sqlStore) APIKeyByHash(ctx context.Context, hash string) (APIKey, error) {
+	k, err := queryOne(ctx, s.r, scanAPIKey,
+		`SELECT `+apiKeyColumns+` FROM api_keys WHERE hash = ? AND revoked_at IS NULL`, hash)
+	if err != nil {
+		// The hash is of a credential: keep it out of error messages.
+		return APIKey{}, fmt.Errorf("get API key by hash: %w", err)
+	}
+	return k, nil
+}
+
+// Setting implements Store.
+func (s *sqlStore) Setting(ctx context.Context, key string) (string, error) {
+	var v string
+	err := s.r.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = ?`, key).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = ErrNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("get setting %q: %w", key, err)
+	}
+	return v, nil
+}
+
+// SetSetting implements Store.
+func (s *sqlStore) SetSetting(ctx context.Context, key, value string) error {
+	_, err := s.w.ExecContext(ctx,
+		`INSERT INTO settings (key, value) VALUES (?, ?)
+		 ON CONFLICT (key) DO UPDATE SET value = excluded.value`, key, value)
+	if err != nil {
+		return fmt.Errorf("set setting %q: %w", key, err)
+	}
+	return nil
+}
+
+const agentColumns = `id, name, environment, thumbprint, next_thumbprint,
+	version, os, arch, protocol, tls_version, calamari_versions,
+	health, health_detail, health_rtt, disk_free, server_thumbprint_ack,
+	registered_at, last_seen, last_health_at, node`
+
+// scanAgent reads one row of agentColumns.
+func scanAgent(sc scanner) (Agent, error) {
+	var (
+		a                              Agent
+		next                           sql.NullString
+		calamari                       string
+		rtt                            int64
+		registered, seen, lastHealthAt sql.NullInt64
+		node                           sql.NullString
+	)
+	err := sc.Scan(&a.ID, &a.Name, &a.Environment, &a.Thumbprint, &next,
+		&a.Version, &a.OS, &a.Arch, &a.Protocol, &a.TLSVersion, &calamari,
+		&a.Health, &a.HealthDetail, &rtt, &a.DiskFree, &a.ServerThumbprintAck,
+		&registered, &seen, &lastHealthAt, &node)
+	if err != nil {
+		return Agent{}, err
+	}
+	a.NextThumbprint, a.Node = next.String, node.String
+	if err := json.Unmarshal([]byte(calamari), &a.CalamariVersions); err != nil {
+		return Agent{}, fmt.Errorf("agent %s: calamari versions: %w", a.ID, err)
+	}
+	if len(a.CalamariVersions) == 0 {
+		a.CalamariVersions = nil
+	}
+	a.HealthRTT = time.Duration(rtt)
+	a.RegisteredAt, a.LastSeen, a.LastHealthAt = fromNanos(registered), fromNanos(seen), fromNanos(lastHealthAt)
+	return a, nil
+}
+
+// agentBy looks an agent up by a unique column. col is always a constant
+// from this package, never input.
+func agentBy(ctx context.Context, q queryer, col, value string) (Agent, error) {
+	return queryOne(ctx, q, scanAgent, `SELECT `+agentColumns+` FROM agents WHERE `+col+` = ?`, value)
+}
+
+// lockAgent takes the identities lock and reads the agent.
+func lockAgent(ctx context.Context, tx *sqlTx, id string) (Agent, error) {
+	if err := tx.d.lock(ctx, tx, lockIdentities); err != nil {
+		return Agent{}, err
+	}
+	return agentBy(ctx, tx, "id", id)
+}
+
+func isRevoked(ctx context.Context, q queryer, thumbprint string) (bool, error) {
+	return exists(ctx, q, `SELECT 1 FROM revoked_thumbprints WHERE thumbprint = ?`, thumbprint)
+}
+
+// revoke keeps the first revocation of a thumbprint: its time and reason
+// are the ones an operator investigating it wants.
+func revoke(ctx context.Context, q queryer, thumbprint, reason string, at any) error {
+	_, err := q.ExecContext(ctx,
+		`INSERT INTO revoked_thumbprints (thumbprint, revoked_at, reason) VALUES (?, ?, ?)
+		 ON CONFLICT (thumbprint) DO NOTHING`, thumbprint, at, reason)
+	return err
+}

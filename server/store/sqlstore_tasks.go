@@ -1,0 +1,249 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// AddBundle implements Store.
+func (s *sqlStore) AddBundle(ctx context.Context, b Bundle) error {
+	at, err := timeArg(b.UploadedAt)
+	if err == nil {
+		// Another coordinator may add the same version at the same time:
+		// the conflict, not a check before it, decides.
+		err = insertNew(s.w.ExecContext(ctx, `INSERT INTO calamari_bundles (version, sha256, size, manifest, signature, uploaded_at)
+			VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (version) DO NOTHING`,
+			b.Version, b.SHA256, b.Size, s.d.bytesArg(b.Manifest), s.d.sigArg(b.Signature), at))
+	}
+	if err != nil {
+		return fmt.Errorf("add calamari bundle %s: %w", b.Version, err)
+	}
+	return nil
+}
+
+// insertNew turns an INSERT ... ON CONFLICT DO NOTHING that inserted
+// nothing into ErrExists.
+func insertNew(res sql.Result, err error) error {
+	err = oneRow(res, err)
+	if errors.Is(err, ErrNotFound) {
+		return ErrExists
+	}
+	return err
+}
+
+const bundleColumns = `version, sha256, size, manifest, signature, uploaded_at`
+
+func (s *sqlStore) scanBundle(sc scanner) (Bundle, error) {
+	var b Bundle
+	var sig []byte
+	var at sql.NullInt64
+	err := sc.Scan(&b.Version, &b.SHA256, &b.Size, &b.Manifest, &sig, &at)
+	if err != nil {
+		return Bundle{}, err
+	}
+	if b.Signature, err = s.d.sigValue(sig); err != nil {
+		return Bundle{}, fmt.Errorf("signature of %s: %w", b.Version, err)
+	}
+	b.UploadedAt = fromNanos(at)
+	return b, nil
+}
+
+// Bundle implements Store.
+func (s *sqlStore) Bundle(ctx context.Context, version string) (Bundle, error) {
+	b, err := queryOne(ctx, s.r, s.scanBundle, `SELECT `+bundleColumns+` FROM calamari_bundles WHERE version = ?`, version)
+	if err != nil {
+		return Bundle{}, fmt.Errorf("calamari bundle %s: %w", version, err)
+	}
+	return b, nil
+}
+
+// Bundles implements Store.
+func (s *sqlStore) Bundles(ctx context.Context) ([]Bundle, error) {
+	out, err := queryRows(ctx, s.hr, s.scanBundle, `SELECT `+bundleColumns+` FROM calamari_bundles`)
+	if err != nil {
+		return nil, fmt.Errorf("list calamari bundles: %w", err)
+	}
+	return out, nil
+}
+
+// CreateTasks implements Store.
+func (s *sqlStore) CreateTasks(ctx context.Context, tasks []Task) error {
+	if err := s.createTasks(ctx, tasks); err != nil {
+		return fmt.Errorf("create %d tasks: %w", len(tasks), err)
+	}
+	return nil
+}
+
+func (s *sqlStore) createTasks(ctx context.Context, tasks []Task) error {
+	if len(tasks) == 0 {
+		return nil
+	}
+	rows := make([][]any, 0, len(tasks))
+	for _, t := range tasks {
+		args, err := json.Marshal(t.Args)
+		if err != nil {
+			return err
+		}
+		at, err := requiredTime(t.CreatedAt, "task "+t.ID+": creation time")
+		if err != nil {
+			return err
+		}
+		rows = append(rows, []any{t.ID, t.Group, t.AgentID, t.AgentName, string(args), t.Calamari,
+			t.FileName, t.FileSHA256, t.State, at})
+	}
+	return s.tx(ctx, func(tx *sqlTx) error {
+		return tx.d.execMany(ctx, tx, `INSERT INTO tasks (id, group_id, agent_id, agent_name, args, calamari,
+			file_name, file_sha256, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			rows, func(i int) string { return "task " + tasks[i].ID })
+	})
+}
+
+const taskColumns = `id, group_id, agent_id, agent_name, args, calamari, file_name, file_sha256, state,
+	exit_code, error, created_at, started_at, finished_at, last_seq, agent_seq, node`
+
+func scanTask(sc scanner) (Task, error) {
+	var t Task
+	var args string
+	var created, started, finished sql.NullInt64
+	var node sql.NullString
+	if err := sc.Scan(&t.ID, &t.Group, &t.AgentID, &t.AgentName, &args, &t.Calamari, &t.FileName, &t.FileSHA256,
+		&t.State, &t.ExitCode, &t.Error, &created, &started, &finished, &t.LastSeq, &t.AgentSeq, &node); err != nil {
+		return Task{}, err
+	}
+	t.Node = node.String
+	if err := json.Unmarshal([]byte(args), &t.Args); err != nil {
+		return Task{}, fmt.Errorf("arguments of task %s: %w", t.ID, err)
+	}
+	t.CreatedAt, t.StartedAt, t.FinishedAt = fromNanos(created), fromNanos(started), fromNanos(finished)
+	return t, nil
+}
+
+// Task implements Store.
+func (s *sqlStore) Task(ctx context.Context, id string) (Task, error) {
+	t, err := queryOne(ctx, s.r, scanTask, `SELECT `+taskColumns+` FROM tasks WHERE id = ?`, id)
+	if err != nil {
+		return Task{}, fmt.Errorf("task %s: %w", id, err)
+	}
+	return t, nil
+}
+
+// ListTasks implements Store.
+func (s *sqlStore) ListTasks(ctx context.Context, f TaskFilter) ([]Task, error) {
+	var where []string
+	var args []any
+	if f.AgentID != "" {
+		where, args = append(where, "agent_id = ?"), append(args, f.AgentID)
+	}
+	if f.Group != "" {
+		where, args = append(where, "group_id = ?"), append(args, f.Group)
+	}
+	if f.Unfinished {
+		where, args = append(where, "state IN (?, ?)"), append(args, TaskQueued, TaskRunning)
+	}
+	q := `SELECT ` + taskColumns + ` FROM tasks`
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, " AND ")
+	}
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	out, err := queryRows(ctx, s.r, scanTask, q+` ORDER BY created_at DESC, id LIMIT ?`, append(args, limit)...)
+	if err != nil {
+		return nil, fmt.Errorf("list tasks: %w", err)
+	}
+	return out, nil
+}
+
+// UpdateTask implements Store. An error message PostgreSQL cannot store
+// (NUL bytes, invalid UTF-8) is stored there with U+FFFD in their place.
+func (s *sqlStore) UpdateTask(ctx context.Context, id string, u TaskUpdate) error {
+	started, err := timeArg(u.StartedAt)
+	var finished any
+	if err == nil {
+		finished, err = timeArg(u.FinishedAt)
+	}
+	if err == nil {
+		err = oneRow(s.w.ExecContext(ctx, `UPDATE tasks SET state = ?, exit_code = ?, error = ?,
+			calamari = COALESCE(NULLIF(?, ''), calamari),
+			started_at = COALESCE(?, started_at), finished_at = COALESCE(?, finished_at)
+			WHERE id = ?`, u.State, u.ExitCode, s.d.text(u.Error), u.Calamari, started, finished, id))
+	}
+	if err != nil {
+		return fmt.Errorf("update task %s: %w", id, err)
+	}
+	return nil
+}
+
+// AppendTaskLogs implements Store. The task's row is locked for the
+// transaction, so appenders on several coordinators number their lines
+// one after the other, as they do behind SQLite's single writer.
+func (s *sqlStore) AppendTaskLogs(ctx context.Context, taskID string, lines []LogLine) ([]LogLine, error) {
+	if len(lines) == 0 {
+		return nil, nil
+	}
+	var stored []LogLine
+	err := s.tx(ctx, func(tx *sqlTx) error {
+		var last, agentSeq int64
+		err := tx.QueryRowContext(ctx, `SELECT last_seq, agent_seq FROM tasks WHERE id = ?`+tx.d.forUpdate(),
+			taskID).Scan(&last, &agentSeq)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		stored, last, agentSeq = numberLogLines(lines, last, agentSeq, time.Now().UTC())
+		if len(stored) == 0 {
+			return nil
+		}
+		rows := make([][]any, len(stored))
+		for i, l := range stored {
+			at, err := timeArg(l.Time)
+			if err != nil {
+				return err
+			}
+			var aseq any
+			if l.AgentSeq > 0 {
+				aseq = l.AgentSeq
+			}
+			rows[i] = []any{taskID, l.Seq, aseq, at, l.Stream, tx.d.bytesArg([]byte(l.Text))}
+		}
+		err = tx.d.execMany(ctx, tx, `INSERT INTO task_logs (task_id, seq, agent_seq, at, stream, text) VALUES (?, ?, ?, ?, ?, ?)`,
+			rows, func(i int) string { return fmt.Sprintf("line %d", stored[i].Seq) })
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE tasks SET last_seq = ?, agent_seq = ? WHERE id = ?`, last, agentSeq, taskID)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("append %d log lines to task %s: %w", len(lines), taskID, err)
+	}
+	return stored, nil
+}
+
+// TaskLogs implements Store.
+func (s *sqlStore) TaskLogs(ctx context.Context, taskID string, from int64, limit int) ([]LogLine, error) {
+	if limit <= 0 {
+		limit = 1000
+	}
+	out, err := queryRows(ctx, s.r, func(sc scanner) (LogLine, error) {
+		var l LogLine
+		var at, aseq sql.NullInt64
+		var text []byte
+		err := sc.Scan(&l.Seq, &aseq, &at, &l.Stream, &text)
+		l.Time, l.AgentSeq, l.Text = fromNanos(at), aseq.Int64, string(text)
+		return l, err
+	}, `SELECT seq, agent_seq, at, stream, text FROM task_logs WHERE task_id = ? AND seq >= ?
+		ORDER BY seq LIMIT ?`, taskID, from, limit)
+	if err != nil {
+		return nil, fmt.Errorf("task %s logs: %w", taskID, err)
+	}
+	return out, nil
+}
