@@ -16,6 +16,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/bundle"
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/rollout"
 	"github.com/tendrildeploy/tendril/server/secret"
 	"github.com/tendrildeploy/tendril/server/store"
@@ -70,7 +71,7 @@ func (s *Server) viewContext(ctx context.Context) (viewContext, error) {
 	}
 	// Agents connected to other nodes are connected too, for as long as
 	// their node is alive.
-	nodes, err := s.refreshNodes(ctx)
+	nodes, err := s.members.Refresh(ctx)
 	if err != nil {
 		return viewContext{}, err
 	}
@@ -109,7 +110,7 @@ func (s *Server) view(a store.Agent, vc viewContext) api.AgentView {
 		v.LastSeen = rfc3339(time.Now().UTC())
 		v.TLSVersion = protocol.TLSVersionName(as.tlsVersion)
 		v.Protocol = as.protocol
-		v.Node = s.node.self.Name
+		v.Node = s.members.Name()
 	case remote:
 		// Another node holds the session; what it recorded at Hello is
 		// in force.
@@ -161,7 +162,7 @@ func (s *Server) DeleteAgent(ctx context.Context, name string) error {
 	s.health.forget(a.ID)
 	s.abandonAgentTasks(ctx, a.ID)
 	// Its session may be on another node.
-	s.notifyCluster(notifyDrop, a.ID)
+	s.notifyCluster(cluster.NotifyDrop, a.ID)
 	s.log.Info("agent deleted", zap.String("agent", name), zap.String("thumbprint", a.Thumbprint))
 	return nil
 }
@@ -182,7 +183,7 @@ func (s *Server) CreateToken(ctx context.Context, environment string, ttl time.D
 		}
 	}
 	if len(advertise) == 0 {
-		advertise = s.liveAddrs(ctx)
+		advertise = s.members.LiveAddrs(ctx)
 	}
 	tok := secret.New("tdt_")
 	now := time.Now().UTC()
@@ -198,7 +199,7 @@ func (s *Server) CreateToken(ctx context.Context, environment string, ttl time.D
 // when the operator gave none: Config.Advertise, or else the listen
 // address with a wildcard host replaced by this machine's name.
 func (s *Server) advertiseAddr() string {
-	return advertised(s.AgentAddr(), s.cfg.Advertise)
+	return cluster.Advertised(s.AgentAddr(), s.cfg.Advertise)
 }
 
 // RotateCertificate replaces the coordinator's certificate without
@@ -302,7 +303,7 @@ func (s *Server) Info() api.ServerInfo {
 		Version: s.cfg.Version, Thumbprint: s.Thumbprint(), Thumbprints: s.ids.thumbprints(),
 		AgentAddr: s.AgentAddr(), TLSMin: protocol.TLSVersionName(s.cfg.TLSMin),
 		ProtocolMin: s.cfg.ProtocolMin, ProtocolMax: s.cfg.ProtocolMax,
-		Connected: s.sessions.count(), Node: s.node.self.Name, SigningKey: s.signing.Public(),
+		Connected: s.sessions.count(), Node: s.members.Name(), SigningKey: s.signing.Public(),
 		HealthSeconds: s.currentPolicy().HealthInterval.Seconds(),
 	}
 }

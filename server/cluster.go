@@ -16,47 +16,21 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
-	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/hashicorp/yamux"
 	"go.uber.org/zap"
 
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/store"
-)
-
-// DefaultHeartbeatInterval is how often a node records that it is alive
-// unless told otherwise; the others count it dead after store.DeadAfter
-// missed beats.
-const DefaultHeartbeatInterval = 5 * time.Second
-
-// Notifications between nodes: a kind, then its arguments, space
-// separated. "" (from the store) means some may have been missed.
-const (
-	notifyTasks       = "tasks"       // tasks wait for a driver
-	notifyCancel      = "cancel"      // cancel TASK: its driver stops it
-	notifyDrop        = "drop"        // drop AGENT: deleted, end its session
-	notifyMoved       = "moved"       // moved AGENT NODE: it connected to NODE
-	notifyDrain       = "drain"       // drain NODE: its draining flag changed
-	notifyMaintenance = "maintenance" // maintenance mode changed
-	notifyRollout     = "rollout"     // rollout ID: a rollout's state changed
-	notifyUpgrade     = "upgrade"     // upgrade ID: a rollout's agents wait to be upgraded
 )
 
 const (
 	// maxSweep bounds the unfinished tasks one sweep considers.
 	maxSweep = 1 << 16
-	// pruneAfter is how long the row of a node that stopped beating is
-	// kept, so that nodes list can say what happened to it.
-	pruneAfter = 24 * time.Hour
-	// pruneEvery is how often a node prunes.
-	pruneEvery = time.Hour
 	// movePerSecond is how many agents a draining node sends away per
 	// second of spread, as goAwayAll does.
 	movePerSecond = 500
@@ -65,76 +39,26 @@ const (
 // errDraining refuses a session on a draining node.
 var errDraining = errors.New("this coordinator node is draining")
 
-// nodeState is this coordinator's place among the nodes sharing its
-// database.
+// nodeState is what this node does about being one of several: waking
+// its task sweeps, and the agents it is moving away while draining.
 type nodeState struct {
-	self     store.Node    // as registered
-	draining atomic.Bool   // refuse sessions, claim no queued task
-	wake     chan struct{} // buffered: a sweep for tasks to claim is due
+	wake chan struct{} // buffered: a sweep for tasks to claim is due
 
-	mu     sync.Mutex
-	nodes  map[string]store.Node // every node as last read, by ID
-	pruned time.Time
+	mu sync.Mutex
 	// moving holds agents told to move that have not yet gone.
 	moving map[string]bool
 }
 
-// id is this node's ID.
-func (s *Server) nodeID() string { return s.node.self.ID }
-
-// registerNode records this node in the database. A previous run of the
-// same name that was killed is still counted alive for a few heartbeats:
-// the registration waits that long, then refuses a name another running
-// node uses.
-func (s *Server) registerNode(ctx context.Context) error {
-	n := store.Node{
-		ID: uuid.NewString(), Name: s.cfg.NodeName, Advertise: s.advertiseAddr(), HTTP: s.HTTPAddr(),
-		Version: s.cfg.Version, StartedAt: time.Now().UTC(), HeartbeatEvery: s.cfg.HeartbeatInterval,
-	}
-	deadline := time.Now().Add((store.DeadAfter+1)*s.cfg.HeartbeatInterval + 2*time.Second)
-	waited := false
-	for {
-		got, err := s.store.RegisterNode(ctx, n)
-		if err == nil {
-			s.node.self = got
-			s.node.draining.Store(got.Draining)
-			s.node.nodes = map[string]store.Node{got.ID: got}
-			if got.Draining {
-				s.log.Warn("this node starts draining, as it was when it stopped: it takes no agents until undrained (tendril-server node undrain)",
-					zap.String("node", got.Name))
-			}
-			return nil
-		}
-		if !errors.Is(err, store.ErrNodeAlive) {
-			return err
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%w: another coordinator runs with node name %q; give each node its own --node-name", err, n.Name)
-		}
-		if !waited {
-			s.log.Warn("a previous run of this node still counts as alive; waiting for its heartbeat to go stale",
-				zap.String("node", n.Name), zap.Error(err))
-			waited = true
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("register node %s: %w", n.Name, ctx.Err())
-		case <-time.After(min(s.cfg.HeartbeatInterval, 500*time.Millisecond)):
-		}
-	}
-}
+// nodeID is this node's ID.
+func (s *Server) nodeID() string { return s.members.ID() }
 
 // stopNode records a clean stop, so that the other nodes take over the
 // tasks of this node's agents at once rather than after missed
 // heartbeats.
 func (s *Server) stopNode(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if err := s.store.StopNode(ctx, s.nodeID(), time.Now().UTC()); err != nil {
+	if err := s.members.Stop(ctx); err != nil {
 		s.log.Warn("record this node's stop failed; the others count it dead after missed heartbeats", zap.Error(err))
-		return
 	}
-	s.notifyCluster(notifyTasks)
 }
 
 // runCluster beats the heartbeat, listens for the other nodes and sweeps
@@ -157,7 +81,7 @@ func (s *Server) runCluster(ctx context.Context) {
 		}
 	})
 	s.goFunc(func() {
-		t := time.NewTicker(s.cfg.HeartbeatInterval)
+		t := time.NewTicker(s.members.Interval())
 		defer t.Stop()
 		failing := false
 		for {
@@ -185,102 +109,27 @@ func (s *Server) runCluster(ctx context.Context) {
 // the other nodes, prune the long dead, sweep for tasks and, while
 // draining, move idle agents away.
 func (s *Server) beat(ctx context.Context) error {
-	err := s.store.HeartbeatNode(ctx, s.nodeID())
-	if errors.Is(err, store.ErrNotFound) {
-		// Pruned while this node could not reach the database for a day,
-		// or marked stopped by mistake: record it again.
-		n := s.node.self
-		n.StartedAt = time.Now().UTC()
-		if _, rerr := s.store.RegisterNode(ctx, n); rerr != nil {
-			return fmt.Errorf("register again after the node's record was lost: %w", rerr)
-		}
-		s.log.Warn("this node's record had gone from the database; registered it again")
-		err = nil
-	}
-	if err != nil {
+	if err := s.members.Beat(ctx); err != nil {
 		return err
-	}
-	if _, err := s.refreshNodes(ctx); err != nil {
-		return err
-	}
-	s.node.mu.Lock()
-	prune := time.Since(s.node.pruned) > pruneEvery
-	if prune {
-		s.node.pruned = time.Now()
-	}
-	s.node.mu.Unlock()
-	if prune {
-		if n, err := s.store.PruneNodes(ctx, pruneAfter); err != nil {
-			s.log.Warn("prune dead nodes failed", zap.Error(err))
-		} else if n > 0 {
-			s.log.Info("forgot nodes dead for a day", zap.Int("nodes", n))
-		}
 	}
 	s.kickClaims()
 	s.rollouts.Changed()
-	if s.node.draining.Load() {
+	if s.members.Draining() {
 		s.moveIdleAgents()
 	}
 	return nil
 }
 
-// refreshNodes reads every node, and applies this node's draining flag
-// should a notification of it have been missed.
-func (s *Server) refreshNodes(ctx context.Context) ([]store.Node, error) {
-	all, err := s.store.Nodes(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("read nodes: %w", err)
-	}
-	m := make(map[string]store.Node, len(all))
-	for _, n := range all {
-		m[n.ID] = n
-	}
-	s.node.mu.Lock()
-	s.node.nodes = m
-	s.node.mu.Unlock()
-	if self, ok := m[s.nodeID()]; ok {
-		s.applyDraining(self.Draining)
-	}
-	return all, nil
-}
-
 // nodeAlive reports whether the node is known, and alive, as last read.
-func (s *Server) nodeAlive(id string) (known, alive bool) {
-	if id == s.nodeID() {
-		return true, true
-	}
-	s.node.mu.Lock()
-	defer s.node.mu.Unlock()
-	n, ok := s.node.nodes[id]
-	return ok, ok && n.Alive()
-}
+func (s *Server) nodeAlive(id string) (known, alive bool) { return s.members.Alive(id) }
 
 // nodeGone reports whether a node other than this one is dead, or gone
-// from the database. A node unknown here may have started since the last
-// beat: the nodes are read again before it is taken for gone.
-func (s *Server) nodeGone(ctx context.Context, id string) bool {
-	if id == s.nodeID() {
-		return false
-	}
-	known, alive := s.nodeAlive(id)
-	if !known {
-		if _, err := s.refreshNodes(ctx); err != nil {
-			return false // when in doubt, it lives
-		}
-		_, alive = s.nodeAlive(id)
-	}
-	return !alive
-}
+// from the database.
+func (s *Server) nodeGone(ctx context.Context, id string) bool { return s.members.Gone(ctx, id) }
 
 // notifyCluster wakes every node, this one included.
 func (s *Server) notifyCluster(kind string, args ...string) {
-	payload := strings.Join(append([]string{kind}, args...), " ")
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), 10*time.Second)
-	defer cancel()
-	if err := s.store.Notify(ctx, payload); err != nil {
-		// Every beat sweeps anyway: the others learn it late, not never.
-		s.log.Warn("notify the other nodes failed", zap.String("notification", payload), zap.Error(err))
-	}
+	s.members.Notify(s.ctx, kind, args...)
 }
 
 // onNotify handles a notification. It runs on the listener's goroutine
@@ -293,33 +142,33 @@ func (s *Server) onNotify(payload string) {
 		s.kickClaims()
 		s.rollouts.Changed()
 		s.goFunc(func() { s.reloadMaintenance(s.ctx) })
-	case notifyTasks:
+	case cluster.NotifyTasks:
 		s.kickClaims()
-	case notifyCancel:
+	case cluster.NotifyCancel:
 		s.goFunc(func() { s.cancelHere(s.ctx, rest) })
-	case notifyDrop:
+	case cluster.NotifyDrop:
 		s.goFunc(func() {
 			s.dropAgent(rest, "this agent was deleted from the coordinator")
 			s.abandonHere(rest)
 		})
-	case notifyMoved:
+	case cluster.NotifyMoved:
 		agentID, node, _ := strings.Cut(rest, " ")
 		if node != s.nodeID() && s.sessions.get(agentID) != nil {
 			s.goFunc(func() { s.endStaleSession(s.ctx, agentID) })
 		}
-	case notifyDrain:
+	case cluster.NotifyDrain:
 		if rest == s.nodeID() {
 			s.goFunc(func() {
-				if _, err := s.refreshNodes(s.ctx); err != nil && s.ctx.Err() == nil {
+				if _, err := s.members.Refresh(s.ctx); err != nil && s.ctx.Err() == nil {
 					s.log.Error("read this node's draining flag failed", zap.Error(err))
 				}
 			})
 		}
-	case notifyMaintenance:
+	case cluster.NotifyMaintenance:
 		s.goFunc(func() { s.reloadMaintenance(s.ctx) })
-	case notifyRollout:
+	case cluster.NotifyRollout:
 		s.rollouts.Changed()
-	case notifyUpgrade:
+	case cluster.NotifyUpgrade:
 		s.rollouts.Changed()
 		s.kickClaims()
 	default:
@@ -384,7 +233,7 @@ func (s *Server) sweepTasks(ctx context.Context) {
 		if t.Node != "" && t.Node != me && !s.nodeGone(ctx, t.Node) {
 			continue // its driver lets go once it loses the agent
 		}
-		if t.State == store.TaskQueued && t.Node != me && s.node.draining.Load() {
+		if t.State == store.TaskQueued && t.Node != me && s.members.Draining() {
 			continue // a draining node starts nothing new
 		}
 		ok, err := s.store.ClaimTask(ctx, t.ID, t.Node, me)
@@ -405,7 +254,7 @@ func (s *Server) sweepTasks(ctx context.Context) {
 		s.startTask(t)
 	}
 	if released {
-		s.notifyCluster(notifyTasks)
+		s.notifyCluster(cluster.NotifyTasks)
 	}
 }
 
@@ -435,48 +284,6 @@ func (s *Server) connectedAnywhere(a store.Agent) bool {
 	}
 	_, alive := s.nodeAlive(a.Node)
 	return alive
-}
-
-// liveAddrs are the agent addresses of every live node, this one first:
-// what join strings carry.
-func (s *Server) liveAddrs(ctx context.Context) []string {
-	addrs := []string{s.advertiseAddr()}
-	all, err := s.refreshNodes(ctx)
-	if err != nil {
-		s.log.Warn("read nodes for a join string failed; it names this node only", zap.Error(err))
-		return addrs
-	}
-	for _, n := range all {
-		if n.ID != s.nodeID() && n.Alive() && n.Advertise != "" && !slices.Contains(addrs, n.Advertise) {
-			addrs = append(addrs, n.Advertise)
-		}
-	}
-	return addrs
-}
-
-// welcomeServers is what a Welcome tells an agent of the nodes, as last
-// read: every live node's address, this one's first, when the database is
-// shared; nothing with SQLite, whose one node is the one the agent knows.
-func (s *Server) welcomeServers() []string {
-	if _, single := s.store.(*store.SQLite); single {
-		return nil
-	}
-	s.node.mu.Lock()
-	others := make([]store.Node, 0, len(s.node.nodes))
-	for _, n := range s.node.nodes {
-		if n.ID != s.nodeID() && n.Alive() && n.Advertise != "" {
-			others = append(others, n)
-		}
-	}
-	s.node.mu.Unlock()
-	slices.SortFunc(others, func(a, b store.Node) int { return strings.Compare(a.Name, b.Name) })
-	addrs := []string{s.advertiseAddr()}
-	for _, n := range others {
-		if !slices.Contains(addrs, n.Advertise) {
-			addrs = append(addrs, n.Advertise)
-		}
-	}
-	return addrs
 }
 
 // cancelHere stops a task this node drives, or whose agent is connected
@@ -525,7 +332,7 @@ func (r *taskRuns) drivesFor(agentID string) bool {
 
 // applyDraining switches draining on or off here.
 func (s *Server) applyDraining(on bool) {
-	if s.node.draining.Swap(on) == on {
+	if !s.members.SetDraining(on) {
 		return
 	}
 	if on {
@@ -569,7 +376,7 @@ func (s *Server) moveIdleAgents() {
 			ctx, cancel := context.WithTimeout(s.ctx, 2*time.Second)
 			defer cancel()
 			protocol.Call(ctx, as.sess, protocol.TypeGoAway, protocol.GoAway{
-				Reason:           fmt.Sprintf("coordinator node %s is draining; connect to another node", s.node.self.Name),
+				Reason:           fmt.Sprintf("coordinator node %s is draining; connect to another node", s.members.Name()),
 				Reconnect:        true,
 				RetryAfterMillis: rand.Int64N(spread.Milliseconds()),
 			}, protocol.TypeAck, nil)
@@ -585,23 +392,11 @@ func (s *Server) refuseDraining(ctx context.Context, sess *yamux.Session, st *ya
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	protocol.Call(cctx, sess, protocol.TypeGoAway, protocol.GoAway{
-		Reason:           fmt.Sprintf("coordinator node %s is draining; connect to another node", s.node.self.Name),
+		Reason:           fmt.Sprintf("coordinator node %s is draining; connect to another node", s.members.Name()),
 		Reconnect:        true,
 		RetryAfterMillis: rand.Int64N(1000),
 	}, protocol.TypeAck, nil)
-	protocol.WriteError(st, protocol.CodeUnavailable, fmt.Sprintf("coordinator node %s is draining; connect to another node", s.node.self.Name))
-}
-
-// advertised is the agent address of this node as given or derived.
-func advertised(listen, given string) string {
-	if given != "" {
-		return given
-	}
-	host, port, _ := net.SplitHostPort(listen)
-	if host == "" || host == "::" || host == "0.0.0.0" {
-		host = hostname()
-	}
-	return net.JoinHostPort(host, port)
+	protocol.WriteError(st, protocol.CodeUnavailable, fmt.Sprintf("coordinator node %s is draining; connect to another node", s.members.Name()))
 }
 
 // clustered reports whether a node with this store shares its database

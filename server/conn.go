@@ -17,6 +17,7 @@ import (
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/secret"
 	"github.com/tendrildeploy/tendril/server/store"
 )
@@ -225,7 +226,7 @@ func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, 
 		protocol.WriteError(st, protocol.CodeIncompatible, fmt.Sprintf("agent speaks protocol %d-%d, coordinator %d-%d; upgrade the coordinator", h.ProtocolMin, h.ProtocolMax, s.cfg.ProtocolMin, s.cfg.ProtocolMax))
 		return nil, err
 	}
-	if s.node.draining.Load() {
+	if s.members.Draining() {
 		s.refuseDraining(ctx, sess, st)
 		return nil, errDraining
 	}
@@ -254,14 +255,14 @@ func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, 
 	if known, alive := s.nodeAlive(a.Node); a.Node != "" && a.Node != s.nodeID() && (alive || !known) {
 		// Its session on another node, if that one still thinks it has
 		// it, is stale: that node lets go of it and of its tasks.
-		s.notifyCluster(notifyMoved, a.ID, s.nodeID())
+		s.notifyCluster(cluster.NotifyMoved, a.ID, s.nodeID())
 	}
 	if err := protocol.WriteFrame(st, protocol.TypeWelcome, protocol.Welcome{
 		Protocol: v, UpgradeOnly: upgradeOnly, ServerVersion: s.cfg.Version,
 		AgentID: a.ID, Name: a.Name, Environment: a.Environment,
 		ServerThumbprints: s.ids.thumbprints(), UpgradeAcknowledged: upgradeAcked,
 		ReconnectSpreadMillis: reconnectSpread(s.sessions.count()).Milliseconds(),
-		Servers:               s.welcomeServers(),
+		Servers:               s.members.WelcomeServers(),
 	}); err != nil {
 		s.sessions.remove(as)
 		return nil, err
@@ -413,7 +414,7 @@ func (s *Server) handleRegister(ctx context.Context, st *yamux.Stream, f protoco
 	}
 	for _, old := range res.Replaced {
 		s.dropAgent(old.ID, "replaced by a new registration with --force")
-		s.notifyCluster(notifyDrop, old.ID) // its session may be on another node
+		s.notifyCluster(cluster.NotifyDrop, old.ID) // its session may be on another node
 	}
 	s.log.Info("agent registered", zap.String("agent", res.Agent.Name), zap.String("environment", res.Agent.Environment),
 		zap.String("thumbprint", thumb), zap.Int("replaced", len(res.Replaced)))

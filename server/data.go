@@ -93,14 +93,6 @@ func writeRunInfo(dir string, ri api.RunInfo) error {
 	return certs.WriteFileAtomic(filepath.Join(dir, api.RunFile), append(b, '\n'), 0o600)
 }
 
-func hostname() string {
-	h, err := os.Hostname()
-	if err != nil || h == "" {
-		return "localhost"
-	}
-	return h
-}
-
 // backupsDir holds the database copies taken before schema migrations.
 func backupsDir(dataDir string) string { return filepath.Join(dataDir, "backups") }
 

@@ -490,7 +490,7 @@ func TestAgentLearnsNodes(t *testing.T) {
 	c := newHACluster(t)
 	a := c.node("a", nil)
 	b := c.node("b", nil)
-	eventually(t, "a to see b", func() bool { return slices.Equal(a.welcomeServers(), []string{a.AgentAddr(), b.AgentAddr()}) })
+	eventually(t, "a to see b", func() bool { return slices.Equal(a.members.WelcomeServers(), []string{a.AgentAddr(), b.AgentAddr()}) })
 	ra := haAgent(t, a, "web-1", a.AgentAddr())
 	a.connectedTo(t, "web-1", "a")
 	// The agent saves what it learned once welcomed, which the

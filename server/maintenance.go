@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 )
@@ -113,7 +114,7 @@ func (s *Server) SetMaintenance(ctx context.Context, on bool) (api.MaintenanceVi
 		s.log.Info("maintenance mode changed", zap.Bool("on", on))
 	}
 	// The other nodes share the database but keep their own copy.
-	s.notifyCluster(notifyMaintenance)
+	s.notifyCluster(cluster.NotifyMaintenance)
 	return s.Maintenance(ctx)
 }
 

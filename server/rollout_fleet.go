@@ -5,6 +5,7 @@ import (
 	"io"
 
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 )
@@ -14,11 +15,11 @@ import (
 type rolloutFleet struct{ s *Server }
 
 func (f rolloutFleet) NodeID() string                               { return f.s.nodeID() }
-func (f rolloutFleet) Draining() bool                               { return f.s.node.draining.Load() }
+func (f rolloutFleet) Draining() bool                               { return f.s.members.Draining() }
 func (f rolloutFleet) NodeGone(ctx context.Context, id string) bool { return f.s.nodeGone(ctx, id) }
 func (f rolloutFleet) ConnectedAnywhere(a store.Agent) bool         { return f.s.connectedAnywhere(a) }
-func (f rolloutFleet) NotifyRollout(id string)                      { f.s.notifyCluster(notifyRollout, id) }
-func (f rolloutFleet) NotifyUpgrade(id string)                      { f.s.notifyCluster(notifyUpgrade, id) }
+func (f rolloutFleet) NotifyRollout(id string)                      { f.s.notifyCluster(cluster.NotifyRollout, id) }
+func (f rolloutFleet) NotifyUpgrade(id string)                      { f.s.notifyCluster(cluster.NotifyUpgrade, id) }
 func (f rolloutFleet) BeginWork() (func(), error)                   { return f.s.beginWork() }
 func (f rolloutFleet) Connected(agentID string) bool                { return f.s.sessions.get(agentID) != nil }
 func (f rolloutFleet) SessionsChanged() <-chan struct{}             { return f.s.sessions.changed() }

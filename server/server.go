@@ -200,7 +200,7 @@ func (c *Config) setDefaults() {
 		c.Logger = zap.NewNop()
 	}
 	if c.HeartbeatInterval <= 0 {
-		c.HeartbeatInterval = DefaultHeartbeatInterval
+		c.HeartbeatInterval = cluster.DefaultHeartbeatInterval
 	}
 }
 
@@ -226,16 +226,17 @@ type Server struct {
 	limiter   *rate.Limiter
 	admission *admission // handshakes in progress and waiting
 
-	tasks     taskRuns          // tasks being driven by this coordinator
-	pushLocks pushLocks         // one push per agent at a time
-	pushSem   chan struct{}     // bounds automatic pushes
-	updating  sync.Map          // agent IDs with an automatic push in progress
-	rollouts  *rollout.Engine   // staged agent upgrades
-	maint     maintenance       // maintenance mode: no new tasks or rollouts
-	releases  *releases.Watcher // what the release feed last said
-	health    healthHistory     // recent health checks per agent, for the machine page
-	node      nodeState         // this node among those sharing the database
-	policy    policyState       // the machine policy kept in the database
+	tasks     taskRuns            // tasks being driven by this coordinator
+	pushLocks pushLocks           // one push per agent at a time
+	pushSem   chan struct{}       // bounds automatic pushes
+	updating  sync.Map            // agent IDs with an automatic push in progress
+	rollouts  *rollout.Engine     // staged agent upgrades
+	maint     maintenance         // maintenance mode: no new tasks or rollouts
+	releases  *releases.Watcher   // what the release feed last said
+	health    healthHistory       // recent health checks per agent, for the machine page
+	node      nodeState           // this node's task sweeps and draining moves
+	members   *cluster.Membership // this node among those sharing the database
+	policy    policyState         // the machine policy kept in the database
 	// newcomers queues fresh sessions for their first health check; see
 	// checkNewcomers.
 	newcomers chan *agentSession
@@ -349,9 +350,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if s.cfg.NodeName == "" {
 		_, port, _ := net.SplitHostPort(s.AgentAddr())
-		s.cfg.NodeName = net.JoinHostPort(hostname(), port)
+		s.cfg.NodeName = net.JoinHostPort(cluster.Hostname(), port)
 	}
-	if err := s.registerNode(ctx); err != nil {
+	s.members, err = cluster.Join(ctx, cluster.Config{Store: st, Name: s.cfg.NodeName, Advertise: s.advertiseAddr(),
+		HTTP: s.HTTPAddr(), Version: cfg.Version, Interval: cfg.HeartbeatInterval, Shared: clustered(st),
+		OnRefresh: func(self store.Node) { s.applyDraining(self.Draining) }, Logger: s.log})
+	if err != nil {
 		s.httpLn.Close()
 		s.agentLn.Close()
 		st.Close()

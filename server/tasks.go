@@ -112,7 +112,7 @@ func (s *Server) CreateTasks(ctx context.Context, req api.TaskRequest) ([]api.Ta
 	elsewhere := false
 	for i, t := range tasks {
 		views[i] = taskView(t)
-		if s.sessions.get(t.AgentID) == nil || s.node.draining.Load() {
+		if s.sessions.get(t.AgentID) == nil || s.members.Draining() {
 			elsewhere = true // for the node that holds the agent
 			continue
 		}
@@ -124,7 +124,7 @@ func (s *Server) CreateTasks(ctx context.Context, req api.TaskRequest) ([]api.Ta
 		s.startTask(t)
 	}
 	if elsewhere {
-		s.notifyCluster(notifyTasks)
+		s.notifyCluster(cluster.NotifyTasks)
 	}
 	s.log.Info("tasks created", zap.String("group", group), zap.Int("agents", len(tasks)), zap.Strings("args", req.Args))
 	return views, nil
@@ -258,9 +258,9 @@ func (s *Server) startTask(t store.Task) {
 			if released {
 				// For the node the agent is connected to now, this one
 				// included should the agent be back already.
-				s.notifyCluster(notifyTasks)
+				s.notifyCluster(cluster.NotifyTasks)
 			}
-			if s.node.draining.Load() {
+			if s.members.Draining() {
 				s.moveIdleAgents()
 			}
 		}()
@@ -533,7 +533,7 @@ func (s *Server) CancelTask(ctx context.Context, id string) (api.TaskView, error
 			return api.TaskView{}, kind.Errorf(kind.ErrNotConnected, "agent %s is not connected; the task cannot be cancelled until it is back", t.AgentName)
 		}
 		// The node that holds the agent, or drives the task, stops it.
-		s.notifyCluster(notifyCancel, id)
+		s.notifyCluster(cluster.NotifyCancel, id)
 	}
 	s.taskLog(id, "Cancellation requested")
 	return s.Task(ctx, id)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tendrildeploy/tendril/api"
+	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/datadir"
 	"github.com/tendrildeploy/tendril/server/releases"
 
@@ -277,7 +278,7 @@ func newRunCmd(e Env) *cobra.Command {
 	f.StringVar(&listen, "listen", server.DefaultListen, "address agents connect to")
 	f.StringVar(&nodeName, "node-name", "", "name of this coordinator node among those sharing the database (default: host name and agent port, e.g. web-a:10943)")
 	f.StringVar(&advertise, "advertise", "", "host:port agents are told to dial this node at, in join strings (default: the --listen address, a wildcard host replaced by the host name)")
-	f.DurationVar(&heartbeat, "heartbeat-interval", server.DefaultHeartbeatInterval, "how often this node records that it is alive; the other nodes count it dead after three missed")
+	f.DurationVar(&heartbeat, "heartbeat-interval", cluster.DefaultHeartbeatInterval, "how often this node records that it is alive; the other nodes count it dead after three missed")
 	f.StringVar(&httpAddr, "http", server.DefaultHTTP, "address of the HTTP API; beyond loopback it needs --http-cert and --http-key")
 	f.StringVar(&tlsMin, "tls-min", "1.2", "lowest TLS version agents may use: 1.0, 1.1, 1.2 or 1.3 (below 1.2 only for old hosts)")
 	f.DurationVar(&healthInterval, "health-interval", time.Minute, "deprecated, now kept in the database (tendril-server policy set --health-interval D); given, it is copied there once unless an operator set the policy")
