@@ -304,6 +304,6 @@ func (s *Server) Info() api.ServerInfo {
 		AgentAddr: s.AgentAddr(), TLSMin: protocol.TLSVersionName(s.cfg.TLSMin),
 		ProtocolMin: s.cfg.ProtocolMin, ProtocolMax: s.cfg.ProtocolMax,
 		Connected: s.sessions.count(), Node: s.members.Name(), SigningKey: s.signing.Public(),
-		HealthSeconds: s.currentPolicy().HealthInterval.Seconds(),
+		HealthSeconds: s.policy.Current().HealthInterval.Seconds(),
 	}
 }

@@ -224,7 +224,7 @@ func (s *Server) pushCalamari(ctx context.Context, as *agentSession, b store.Bun
 	defer f.Close()
 	var installed protocol.CalamariInstalled
 	hdr := protocol.CalamariPush{Version: b.Version, Signature: b.Signature, Bundle: protocol.Transfer{Size: b.Size, SHA256: b.SHA256},
-		Keep: s.currentPolicy().CalamariKeep}
+		Keep: s.policy.Current().CalamariKeep}
 	done, err := s.transfer(ctx, as, protocol.TypeCalamariPush, hdr, f, hdr.Bundle.Size, protocol.TypeCalamariInstalled, &installed)
 	if err != nil {
 		return fmt.Errorf("push calamari %s to %s: %w", b.Version, as.name, err)

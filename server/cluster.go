@@ -92,7 +92,7 @@ func (s *Server) runCluster(ctx context.Context) {
 			}
 			err := s.beat(ctx)
 			// Another node may have changed the machine policy.
-			s.refreshPolicy(ctx)
+			s.policy.Refresh(ctx)
 			switch {
 			case err != nil && ctx.Err() == nil && !failing:
 				s.log.Error("heartbeat failed; the other nodes count this one dead if it goes on", zap.Error(err))
@@ -141,7 +141,7 @@ func (s *Server) onNotify(payload string) {
 	case "":
 		s.kickClaims()
 		s.rollouts.Changed()
-		s.goFunc(func() { s.reloadMaintenance(s.ctx) })
+		s.goFunc(func() { s.maint.Reload(s.ctx) })
 	case cluster.NotifyTasks:
 		s.kickClaims()
 	case cluster.NotifyCancel:
@@ -165,7 +165,7 @@ func (s *Server) onNotify(payload string) {
 			})
 		}
 	case cluster.NotifyMaintenance:
-		s.goFunc(func() { s.reloadMaintenance(s.ctx) })
+		s.goFunc(func() { s.maint.Reload(s.ctx) })
 	case cluster.NotifyRollout:
 		s.rollouts.Changed()
 	case cluster.NotifyUpgrade:

@@ -283,15 +283,13 @@ func TestNodesShareAgentsAndTasks(t *testing.T) {
 	}
 	eventually(t, "b refusing tasks in maintenance", func() bool {
 		_, err := b.CreateTasks(ctx, api.TaskRequest{Agent: "on-a", Args: []string{"run-script", "--inline", "true"}})
-		return errors.Is(err, kind.ErrConflict) && err.Error() == maintenanceMessage
+		return errors.Is(err, kind.ErrConflict) && err.Error() == maintenanceRefusal
 	})
 	if _, err := b.SetMaintenance(ctx, false); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "a taking tasks again", func() bool {
-		a.maint.mu.RLock()
-		defer a.maint.mu.RUnlock()
-		return !a.maint.on
+		return !a.maint.On()
 	})
 
 	// An agent deleted through a loses its session on b at once.

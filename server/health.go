@@ -17,16 +17,16 @@ import (
 // interval. One ticker drives the whole fleet: no per-agent timers. A
 // changed interval resets the ticker at once, without a restart.
 func (s *Server) pollHealth(ctx context.Context) {
-	interval := s.currentPolicy().HealthInterval
+	interval := s.policy.Current().HealthInterval
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	close(s.policy.polling)
+	close(s.polling)
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-s.policy.changed:
-			if iv := s.currentPolicy().HealthInterval; iv != interval {
+		case <-s.policy.Changed():
+			if iv := s.policy.Current().HealthInterval; iv != interval {
 				interval = iv
 				t.Reset(iv)
 				s.log.Info("health interval changed", zap.Duration("health_interval", iv))

@@ -56,7 +56,7 @@ func TestMaintenanceRefusesNewWorkAndLetsRunningFinish(t *testing.T) {
 	for _, r := range refusals {
 		t.Run(r.name, func(t *testing.T) {
 			err := r.try()
-			if !errors.Is(err, kind.ErrConflict) || err.Error() != maintenanceMessage {
+			if !errors.Is(err, kind.ErrConflict) || err.Error() != maintenanceRefusal {
 				t.Fatalf("got %v, want the maintenance refusal", err)
 			}
 		})
@@ -166,3 +166,7 @@ func TestMaintenanceAPI(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// maintenanceRefusal is what a request refused in maintenance mode says,
+// with the way out.
+const maintenanceRefusal = "the coordinator is in maintenance mode; no new tasks start (turn it off with: tendril-server maintenance off)"

@@ -57,7 +57,7 @@ func TestPolicyHealthIntervalFlag(t *testing.T) {
 		if got.HealthInterval != st.wantEvery || got.SetBy != st.wantBy {
 			t.Errorf("%s: got %s set by %s, want %s set by %s", st.name, got.HealthInterval, got.SetBy, st.wantEvery, st.wantBy)
 		}
-		if cur := ts.currentPolicy(); cur.HealthInterval != st.wantEvery {
+		if cur := ts.policy.Current(); cur.HealthInterval != st.wantEvery {
 			t.Errorf("%s: the running coordinator uses %s, want %s", st.name, cur.HealthInterval, st.wantEvery)
 		}
 		if info := ts.Info(); info.HealthSeconds != st.wantEvery.Seconds() {
@@ -108,8 +108,8 @@ func TestPolicyRefreshFromAnotherNode(t *testing.T) {
 	if err := ts.store.SetPolicy(context.Background(), p); err != nil {
 		t.Fatal(err)
 	}
-	ts.refreshPolicy(context.Background())
-	if got := ts.currentPolicy(); got.CalamariKeep != 5 || got.HealthInterval != time.Second {
+	ts.policy.Refresh(context.Background())
+	if got := ts.policy.Current(); got.CalamariKeep != 5 || got.HealthInterval != time.Second {
 		t.Fatalf("after refresh: got keep %d every %s, want 5 every 1s", got.CalamariKeep, got.HealthInterval)
 	}
 	eventually(t, "a periodic health sweep at the refreshed interval", func() bool {
@@ -217,7 +217,7 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 func waitPolling(t *testing.T, ts *testServer) {
 	t.Helper()
 	select {
-	case <-ts.policy.polling:
+	case <-ts.polling:
 	case <-time.After(10 * time.Second):
 		t.Fatal("pollHealth did not start within 10s")
 	}

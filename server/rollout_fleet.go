@@ -20,7 +20,7 @@ func (f rolloutFleet) NodeGone(ctx context.Context, id string) bool { return f.s
 func (f rolloutFleet) ConnectedAnywhere(a store.Agent) bool         { return f.s.connectedAnywhere(a) }
 func (f rolloutFleet) NotifyRollout(id string)                      { f.s.notifyCluster(cluster.NotifyRollout, id) }
 func (f rolloutFleet) NotifyUpgrade(id string)                      { f.s.notifyCluster(cluster.NotifyUpgrade, id) }
-func (f rolloutFleet) BeginWork() (func(), error)                   { return f.s.beginWork() }
+func (f rolloutFleet) BeginWork() (func(), error)                   { return f.s.maint.Begin() }
 func (f rolloutFleet) Connected(agentID string) bool                { return f.s.sessions.get(agentID) != nil }
 func (f rolloutFleet) SessionsChanged() <-chan struct{}             { return f.s.sessions.changed() }
 func (f rolloutFleet) CheckHealth(ctx context.Context, agentID string) {

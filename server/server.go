@@ -31,6 +31,7 @@ import (
 	"github.com/tendrildeploy/tendril/server/httpapi"
 	"github.com/tendrildeploy/tendril/server/releases"
 	"github.com/tendrildeploy/tendril/server/rollout"
+	"github.com/tendrildeploy/tendril/server/settings"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -226,17 +227,20 @@ type Server struct {
 	limiter   *rate.Limiter
 	admission *admission // handshakes in progress and waiting
 
-	tasks     taskRuns            // tasks being driven by this coordinator
-	pushLocks pushLocks           // one push per agent at a time
-	pushSem   chan struct{}       // bounds automatic pushes
-	updating  sync.Map            // agent IDs with an automatic push in progress
-	rollouts  *rollout.Engine     // staged agent upgrades
-	maint     maintenance         // maintenance mode: no new tasks or rollouts
-	releases  *releases.Watcher   // what the release feed last said
-	health    healthHistory       // recent health checks per agent, for the machine page
-	node      nodeState           // this node's task sweeps and draining moves
-	members   *cluster.Membership // this node among those sharing the database
-	policy    policyState         // the machine policy kept in the database
+	tasks     taskRuns              // tasks being driven by this coordinator
+	pushLocks pushLocks             // one push per agent at a time
+	pushSem   chan struct{}         // bounds automatic pushes
+	updating  sync.Map              // agent IDs with an automatic push in progress
+	rollouts  *rollout.Engine       // staged agent upgrades
+	maint     *settings.Maintenance // maintenance mode: no new tasks or rollouts
+	releases  *releases.Watcher     // what the release feed last said
+	health    healthHistory         // recent health checks per agent, for the machine page
+	node      nodeState             // this node's task sweeps and draining moves
+	members   *cluster.Membership   // this node among those sharing the database
+	policy    *settings.Policy      // the machine policy kept in the database
+	// polling is closed once pollHealth has its ticker, so that a test
+	// changing the interval knows the change is what resets it.
+	polling chan struct{}
 	// newcomers queues fresh sessions for their first health check; see
 	// checkNewcomers.
 	newcomers chan *agentSession
@@ -313,14 +317,17 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		done:      make(chan struct{}),
 	}
 	s.node.wake = make(chan struct{}, 1)
-	if err := s.loadMaintenance(ctx); err != nil {
+	s.maint, err = settings.LoadMaintenance(ctx, settings.MaintenanceConfig{Store: st,
+		Announce: func() { s.notifyCluster(cluster.NotifyMaintenance) }, BusyRollouts: s.busyRollouts, Logger: s.log})
+	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("new coordinator: %w", err)
 	}
-	if err := s.loadPolicy(ctx); err != nil {
+	if s.policy, err = settings.LoadPolicy(ctx, st, cfg.HealthInterval, s.log); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("new coordinator: %w", err)
 	}
+	s.polling = make(chan struct{})
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.rollouts = rollout.New(rollout.Config{Store: st, Fleet: rolloutFleet{s}, Uploads: s.uploads, Signing: signing, DataDir: cfg.DataDir,
 		Grace: cfg.UpgradeGrace, IdleTimeout: cfg.UpgradeIdleTimeout, ReconnectMargin: cfg.UpgradeReconnectMargin, Logger: s.log})

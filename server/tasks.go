@@ -45,7 +45,7 @@ func (s *Server) CreateTasks(ctx context.Context, req api.TaskRequest) ([]api.Ta
 	if len(req.Args) == 0 {
 		return nil, kind.Errorf(kind.ErrBadRequest, "no Calamari arguments given (e.g. run-script --inline 'echo hello')")
 	}
-	done, err := s.beginWork()
+	done, err := s.maint.Begin()
 	if err != nil {
 		return nil, err
 	}
