@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/server/datadir"
+
 	"github.com/tendrildeploy/tendril/api"
 
 	"github.com/tendrildeploy/tendril/agent"
@@ -21,7 +23,7 @@ import (
 func startCoordinator(t *testing.T) (*server.Server, *client.Client) {
 	t.Helper()
 	dir := t.TempDir()
-	res, err := server.Init(context.Background(), dir)
+	res, err := datadir.Init(context.Background(), dir)
 	if err != nil {
 		t.Fatal(err)
 	}

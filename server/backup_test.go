@@ -158,7 +158,7 @@ func TestBackupSnapshotAPI(t *testing.T) {
 func TestRestoreRefusesRunningCoordinator(t *testing.T) {
 	ctx := context.Background()
 	src := filepath.Join(t.TempDir(), "src")
-	if _, err := Init(ctx, src); err != nil {
+	if _, err := datadir.Init(ctx, src); err != nil {
 		t.Fatal(err)
 	}
 	good := filepath.Join(t.TempDir(), "good.tar.gz")

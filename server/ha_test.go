@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/server/datadir"
+
 	"github.com/tendrildeploy/tendril/api"
 
 	"github.com/tendrildeploy/tendril/agent"
@@ -42,7 +44,7 @@ func newHACluster(t *testing.T) *haCluster {
 	t.Helper()
 	url := pg.Cluster(t).NewDatabase(t)
 	dir := t.TempDir()
-	if _, err := InitWith(context.Background(), dir, InitOptions{Database: url}); err != nil {
+	if _, err := datadir.InitWith(context.Background(), dir, datadir.InitOptions{Database: url}); err != nil {
 		t.Fatal(err)
 	}
 	return &haCluster{t: t, url: url, dir: dir}

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/server/datadir"
+
 	"github.com/tendrildeploy/tendril/api"
 
 	"github.com/hashicorp/yamux"
@@ -37,7 +39,7 @@ type testServer struct {
 func startServer(t *testing.T, mod func(*Config)) *testServer {
 	t.Helper()
 	dir := t.TempDir()
-	if _, err := Init(context.Background(), dir); err != nil {
+	if _, err := datadir.Init(context.Background(), dir); err != nil {
 		t.Fatal(err)
 	}
 	return runServer(t, dir, mod)

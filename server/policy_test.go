@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/server/datadir"
+
 	"github.com/tendrildeploy/tendril/api"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,7 +26,7 @@ import (
 // operator set the policy, whose value then wins.
 func TestPolicyHealthIntervalFlag(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := Init(context.Background(), dir); err != nil {
+	if _, err := datadir.Init(context.Background(), dir); err != nil {
 		t.Fatal(err)
 	}
 	flag := func(d time.Duration) func(*Config) { return func(c *Config) { c.HealthInterval = d } }
@@ -68,7 +70,7 @@ func TestPolicyHealthIntervalFlag(t *testing.T) {
 
 	// A flag below the policy's minimum stops the start, naming why.
 	fresh := t.TempDir()
-	if _, err := Init(context.Background(), fresh); err != nil {
+	if _, err := datadir.Init(context.Background(), fresh); err != nil {
 		t.Fatal(err)
 	}
 	_, err := New(context.Background(), Config{DataDir: fresh, Listen: "127.0.0.1:0", HTTP: "127.0.0.1:0", HealthInterval: time.Millisecond})

@@ -25,12 +25,12 @@ import (
 
 func TestInitRefusesInitializedFolder(t *testing.T) {
 	dir := t.TempDir()
-	res, err := Init(context.Background(), dir)
+	res, err := datadir.Init(context.Background(), dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	before, _ := os.ReadFile(filepath.Join(dir, datadir.KeyFile))
-	if _, err := Init(context.Background(), dir); !errors.Is(err, ErrAlreadyInitialized) {
+	if _, err := datadir.Init(context.Background(), dir); !errors.Is(err, datadir.ErrAlreadyInitialized) {
 		t.Fatalf("second init: got %v, want ErrAlreadyInitialized", err)
 	}
 	after, _ := os.ReadFile(filepath.Join(dir, datadir.KeyFile))
@@ -54,7 +54,7 @@ func TestInitRefusesInitializedFolder(t *testing.T) {
 
 func TestNewRejectsBadConfig(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := Init(context.Background(), dir); err != nil {
+	if _, err := datadir.Init(context.Background(), dir); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -363,7 +363,7 @@ func TestCoordinatorCertificateRotation(t *testing.T) {
 
 func TestNewerDatabaseNamesTheBackup(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := Init(context.Background(), dir); err != nil {
+	if _, err := datadir.Init(context.Background(), dir); err != nil {
 		t.Fatal(err)
 	}
 	// A newer coordinator migrated the database one version further.

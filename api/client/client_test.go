@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/server/datadir"
+
 	"github.com/tendrildeploy/tendril/api"
 
 	"github.com/hashicorp/yamux"
@@ -31,7 +33,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // coordinator is a real tendril-server running in the test process.
 type coordinator struct {
 	dir  string
-	init server.InitResult
+	init datadir.InitResult
 	srv  *server.Server
 	url  string
 }
@@ -40,7 +42,7 @@ func startCoordinator(t *testing.T) *coordinator {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
-	res, err := server.Init(ctx, dir)
+	res, err := datadir.Init(ctx, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -428,7 +430,7 @@ func TestFromDataDirNoCoordinator(t *testing.T) {
 	})
 
 	dir := t.TempDir()
-	if _, err := server.Init(ctx, dir); err != nil {
+	if _, err := datadir.Init(ctx, dir); err != nil {
 		t.Fatal(err)
 	}
 	t.Run("never started", func(t *testing.T) {

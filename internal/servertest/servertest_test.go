@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/server/datadir"
+
 	"go.uber.org/zap/zaptest"
 
 	"github.com/tendrildeploy/tendril/bundle"
@@ -143,7 +145,7 @@ func TestWaitFor(t *testing.T) {
 func TestStartAgent(t *testing.T) {
 	bg := context.Background()
 	dir := t.TempDir()
-	if _, err := server.Init(bg, dir); err != nil {
+	if _, err := datadir.Init(bg, dir); err != nil {
 		t.Fatal(err)
 	}
 	s, err := server.New(bg, server.Config{DataDir: dir, Listen: "127.0.0.1:0", HTTP: "127.0.0.1:0",

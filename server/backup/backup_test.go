@@ -17,7 +17,6 @@ import (
 	"testing"
 
 	"github.com/tendrildeploy/tendril/api"
-	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/server/datadir"
 	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
@@ -25,37 +24,10 @@ import (
 
 var testPassphrase = []byte("correct horse battery staple")
 
-// initDataDir makes a stopped coordinator's data folder as init does: the
-// identity, signing and master keys, the admin key and a migrated
-// database. (package server's tests back up folders made by server.Init
-// itself, and running coordinators.)
+// initDataDir makes a stopped coordinator's data folder, as init does.
 func initDataDir(t *testing.T, dir string) {
 	t.Helper()
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	id, err := certs.NewIdentity("tendril-server")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sk, err := certs.NewSigningKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sk.Save(filepath.Join(dir, datadir.SigningFile)); err != nil {
-		t.Fatal(err)
-	}
-	for name, content := range map[string]string{datadir.MasterFile: "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n", api.AdminKeyFile: "tdk_test\n"} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	st, err := store.OpenSQLite(context.Background(), filepath.Join(dir, datadir.DBFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.Close()
-	if err := id.Save(filepath.Join(dir, datadir.CertFile), filepath.Join(dir, datadir.KeyFile)); err != nil {
+	if _, err := datadir.Init(context.Background(), dir); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -173,8 +173,8 @@ func newInitCmd(e Env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := server.InitWith(c.Context(), dir, server.InitOptions{Database: first(database, e.Getenv(envDatabase))})
-			if errors.Is(err, server.ErrAlreadyInitialized) {
+			res, err := datadir.InitWith(c.Context(), dir, datadir.InitOptions{Database: first(database, e.Getenv(envDatabase))})
+			if errors.Is(err, datadir.ErrAlreadyInitialized) {
 				return fmt.Errorf("%w; nothing was changed (start it with \"tendril-server run --data %s\")", err, dir)
 			}
 			if err != nil {

@@ -9,12 +9,13 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tendrildeploy/tendril/server/datadir"
+
 	"github.com/tendrildeploy/tendril/api"
 
 	"github.com/spf13/cobra"
 
 	"github.com/tendrildeploy/tendril/protocol"
-	"github.com/tendrildeploy/tendril/server"
 )
 
 // usageError is a command line the command cannot run: exit code 2, and a
@@ -53,7 +54,7 @@ func errorLine(err error) string {
 	return "tendril-server: " + msg
 }
 
-func writeInit(w io.Writer, res server.InitResult) error {
+func writeInit(w io.Writer, res datadir.InitResult) error {
 	_, err := fmt.Fprintf(w, `Initialized a coordinator in %[1]s.
 Thumbprint:    %[2]s
 Admin API key: %[3]s
