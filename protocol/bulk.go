@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -9,6 +10,9 @@ import (
 	"io"
 	"os"
 	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
 )
 
 // ErrTransfer means bulk bytes did not arrive as their header declared.
@@ -109,3 +113,65 @@ func PartialSize(path string) int64 {
 }
 
 func hexSum(h hash.Hash) string { return hex.EncodeToString(h.Sum(nil)) }
+
+// PushIdle is how long a Push may go without progress before it is
+// abandoned (and later resumed from what the receiver holds).
+const PushIdle = time.Minute
+
+// Push sends a header of reqType on a new stream of s, then the bytes of
+// src the receiver asks for in its PushReady (those it does not hold
+// yet), then reads the receiver's final reply of respType into resp. It
+// calls sent (if not nil) once every byte is sent and before the final
+// reply is awaited: the receiver is then verifying and installing. done
+// reports that the receiver already held everything and nothing was sent.
+func Push(ctx context.Context, s *yamux.Session, reqType string, hdr any, src io.ReaderAt, size int64, respType string, resp any, sent func()) (done bool, err error) {
+	st, err := s.OpenStream()
+	if err != nil {
+		return false, err
+	}
+	defer st.Close()
+	stop := context.AfterFunc(ctx, func() { st.SetDeadline(time.Now()) })
+	defer stop()
+	st.SetDeadline(time.Now().Add(PushIdle))
+	if err := WriteFrame(st, reqType, hdr); err != nil {
+		return false, err
+	}
+	f, err := ReadFrame(st, 0)
+	if err != nil {
+		return false, err
+	}
+	var ready PushReady
+	if err := DecodeReply(f, TypePushReady, &ready); err != nil {
+		return false, err
+	}
+	if ready.Done {
+		return true, nil
+	}
+	if err := SendBulk(&idleWriter{st: st}, src, ready.Offset, size); err != nil {
+		return false, err
+	}
+	if sent != nil {
+		sent()
+	}
+	// The receiver verifies and installs before it answers.
+	st.SetReadDeadline(time.Now().Add(5 * time.Minute))
+	f, err = ReadFrame(st, 0)
+	if err != nil {
+		return false, err
+	}
+	return false, DecodeReply(f, respType, resp)
+}
+
+// idleWriter extends the stream's write deadline before every write, so a
+// slow link that keeps moving is never cut and a stalled one is.
+type idleWriter struct {
+	st interface {
+		Write([]byte) (int, error)
+		SetWriteDeadline(time.Time) error
+	}
+}
+
+func (w *idleWriter) Write(p []byte) (int, error) {
+	w.st.SetWriteDeadline(time.Now().Add(PushIdle))
+	return w.st.Write(p)
+}

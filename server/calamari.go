@@ -225,7 +225,7 @@ func (s *Server) pushCalamari(ctx context.Context, as *agentSession, b store.Bun
 	var installed protocol.CalamariInstalled
 	hdr := protocol.CalamariPush{Version: b.Version, Signature: b.Signature, Bundle: protocol.Transfer{Size: b.Size, SHA256: b.SHA256},
 		Keep: s.policy.Current().CalamariKeep}
-	done, err := s.transfer(ctx, as, protocol.TypeCalamariPush, hdr, f, hdr.Bundle.Size, protocol.TypeCalamariInstalled, &installed)
+	done, err := protocol.Push(ctx, as.sess, protocol.TypeCalamariPush, hdr, f, hdr.Bundle.Size, protocol.TypeCalamariInstalled, &installed, nil)
 	if err != nil {
 		return fmt.Errorf("push calamari %s to %s: %w", b.Version, as.name, err)
 	}
@@ -233,72 +233,6 @@ func (s *Server) pushCalamari(ctx context.Context, as *agentSession, b store.Bun
 		s.log.Info("calamari installed", zap.String("agent", as.name), zap.String("version", b.Version), zap.Strings("pruned", installed.Pruned))
 	}
 	return nil
-}
-
-// transferIdle is how long a bulk transfer may go without progress before
-// it is abandoned (and later resumed).
-const transferIdle = time.Minute
-
-// transfer sends a header, then the bytes the receiver asks for, then reads
-// the final reply into resp. It reports done when the receiver already had
-// everything and no bytes were sent.
-func (s *Server) transfer(ctx context.Context, as *agentSession, reqType string, hdr any, src io.ReaderAt, size int64, respType string, resp any) (done bool, err error) {
-	return s.transferNotify(ctx, as, reqType, hdr, src, size, respType, resp, nil)
-}
-
-// transferNotify is transfer, calling sent (if not nil) once every byte is
-// sent and before the final reply is awaited: the agent is then
-// verifying and installing, which a rollout shows as its own step.
-func (s *Server) transferNotify(ctx context.Context, as *agentSession, reqType string, hdr any, src io.ReaderAt, size int64, respType string, resp any, sent func()) (done bool, err error) {
-	st, err := as.sess.OpenStream()
-	if err != nil {
-		return false, err
-	}
-	defer st.Close()
-	stop := context.AfterFunc(ctx, func() { st.SetDeadline(time.Now()) })
-	defer stop()
-	st.SetDeadline(time.Now().Add(transferIdle))
-	if err := protocol.WriteFrame(st, reqType, hdr); err != nil {
-		return false, err
-	}
-	f, err := protocol.ReadFrame(st, 0)
-	if err != nil {
-		return false, err
-	}
-	var ready protocol.PushReady
-	if err := protocol.DecodeReply(f, protocol.TypePushReady, &ready); err != nil {
-		return false, err
-	}
-	if ready.Done {
-		return true, nil
-	}
-	if err := protocol.SendBulk(&idleWriter{st: st}, src, ready.Offset, size); err != nil {
-		return false, err
-	}
-	if sent != nil {
-		sent()
-	}
-	// The receiver verifies and installs before it answers.
-	st.SetReadDeadline(time.Now().Add(5 * time.Minute))
-	f, err = protocol.ReadFrame(st, 0)
-	if err != nil {
-		return false, err
-	}
-	return false, protocol.DecodeReply(f, respType, resp)
-}
-
-// idleWriter extends the stream's write deadline before every write, so a
-// slow link that keeps moving is never cut and a stalled one is.
-type idleWriter struct {
-	st interface {
-		Write([]byte) (int, error)
-		SetWriteDeadline(time.Time) error
-	}
-}
-
-func (w *idleWriter) Write(p []byte) (int, error) {
-	w.st.SetWriteDeadline(time.Now().Add(transferIdle))
-	return w.st.Write(p)
 }
 
 // UpdateCalamari pushes the latest bundle to every targeted agent that

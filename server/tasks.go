@@ -412,7 +412,7 @@ func (s *Server) startOnAgent(ctx context.Context, as *agentSession, t store.Tas
 			return err
 		}
 		hdr := protocol.FilePush{Ticket: t.ID, Name: t.FileName, File: protocol.Transfer{Size: st.Size(), SHA256: t.FileSHA256}}
-		_, err = s.transfer(ctx, as, protocol.TypeFilePush, hdr, f, st.Size(), protocol.TypeAck, nil)
+		_, err = protocol.Push(ctx, as.sess, protocol.TypeFilePush, hdr, f, st.Size(), protocol.TypeAck, nil, nil)
 		f.Close()
 		if err != nil {
 			return fmt.Errorf("send %s to %s: %w", t.FileName, as.name, err)
