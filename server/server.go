@@ -247,8 +247,12 @@ type Server struct {
 
 	// wg tracks every goroutine the server starts; Run waits for it.
 	wg        sync.WaitGroup
-	closeOnce sync.Once
-	done      chan struct{} // closed when shutdown begins
+	stopOnce   sync.Once
+	finishOnce sync.Once
+	done       chan struct{} // closed when shutdown begins
+	// drained is closed once every goroutine the server started has
+	// ended, after shutdown began.
+	drained chan struct{}
 	// ctx is cancelled when shutdown begins; sessions and their handlers
 	// derive from it.
 	ctx    context.Context
@@ -315,6 +319,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		pushSem:   make(chan struct{}, cfg.PushConcurrency),
 		releases:  rw,
 		done:      make(chan struct{}),
+		drained:   make(chan struct{}),
 	}
 	s.node.wake = make(chan struct{}, 1)
 	s.maint, err = settings.LoadMaintenance(ctx, settings.MaintenanceConfig{Store: st,
@@ -405,7 +410,7 @@ func (s *Server) Thumbprint() string { return s.ids.currentThumbprint() }
 func (s *Server) Run(ctx context.Context) error {
 	ri := api.RunInfo{PID: os.Getpid(), Version: s.cfg.Version, HTTP: s.HTTPAddr(), HTTPS: s.cfg.HTTPTLS != nil, AgentAddr: s.AgentAddr()}
 	if err := writeRunInfo(s.cfg.DataDir, ri); err != nil {
-		s.shutdown(context.Background())
+		s.Close()
 		return fmt.Errorf("run coordinator: %w", err)
 	}
 	s.log.Info("coordinator started",
@@ -443,6 +448,7 @@ func (s *Server) Run(ctx context.Context) error {
 	var err error
 	select {
 	case <-ctx.Done():
+	case <-s.done: // Shutdown was called
 	case err = <-serveErr:
 		if err != nil {
 			err = fmt.Errorf("run coordinator: %w", err)
@@ -451,29 +457,75 @@ func (s *Server) Run(ctx context.Context) error {
 	stopPoll()
 	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s.shutdown(shutCtx)
+	if serr := s.Shutdown(shutCtx); serr != nil {
+		s.log.Warn("shutdown did not finish in time; closing what is left", zap.Error(serr))
+	}
+	s.Close()
 	os.Remove(filepath.Join(s.cfg.DataDir, api.RunFile))
 	s.log.Info("coordinator stopped")
 	return err
 }
 
-// Close releases the listeners and the store of a server whose Run was
-// never called. It is idempotent and safe after Run.
-func (s *Server) Close() error {
-	s.shutdown(context.Background())
+// Shutdown stops the coordinator gracefully, as net/http.Server.Shutdown
+// does: it stops accepting agents and API requests, lets requests under
+// way finish, tells connected agents to come back later (spread out, so
+// a restart is not followed by a storm), and waits for its goroutines,
+// then records this node's stop and closes the store. If ctx ends first,
+// it closes every agent session and returns ctx's error; Close then waits
+// for what is left and releases the store. Run returns once Shutdown has
+// begun. Calling it again waits again.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stop(ctx)
+	select {
+	case <-s.drained:
+	case <-ctx.Done():
+		for _, as := range s.sessions.snapshot() {
+			as.sess.Close()
+		}
+		return ctx.Err()
+	}
+	s.finish(ctx)
 	return nil
 }
 
-func (s *Server) shutdown(ctx context.Context) {
-	s.closeOnce.Do(func() {
+// Close stops the coordinator at once: it closes the listeners and every
+// agent session without a goodbye, waits for its goroutines and closes
+// the store. Use it for a server whose Run was never called, or after a
+// Shutdown that ran out of time. It is idempotent and safe after Run.
+func (s *Server) Close() error {
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	s.stop(ended)
+	for _, as := range s.sessions.snapshot() {
+		as.sess.Close()
+	}
+	<-s.drained
+	s.finish(context.Background())
+	return nil
+}
+
+// stop begins the shutdown, once: no new connections or requests, a
+// goodbye to every agent within ctx, and every goroutine told to end.
+func (s *Server) stop(ctx context.Context) {
+	s.stopOnce.Do(func() {
 		close(s.done)
 		s.agentLn.Close()
 		s.httpSrv.Shutdown(ctx)
 		s.httpLn.Close()
 		s.goAwayAll(ctx)
 		s.cancel()
-		s.rollouts.Close()
-		s.wg.Wait()
+		go func() {
+			s.rollouts.Close()
+			s.wg.Wait()
+			close(s.drained)
+		}()
+	})
+}
+
+// finish records this node's stop and closes the store, once, after
+// every goroutine has ended.
+func (s *Server) finish(ctx context.Context) {
+	s.finishOnce.Do(func() {
 		s.stopNode(ctx)
 		s.store.Close()
 	})
