@@ -246,7 +246,7 @@ type Server struct {
 	newcomers chan *agentSession
 
 	// wg tracks every goroutine the server starts; Run waits for it.
-	wg        sync.WaitGroup
+	wg         sync.WaitGroup
 	stopOnce   sync.Once
 	finishOnce sync.Once
 	done       chan struct{} // closed when shutdown begins
