@@ -16,6 +16,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/bundle"
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/calamari"
 	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/rollout"
 	"github.com/tendrildeploy/tendril/server/secret"
@@ -99,7 +100,7 @@ func (s *Server) view(a store.Agent, vc viewContext) api.AgentView {
 		HealthRTTMillis: float64(a.HealthRTT.Microseconds()) / 1000, RegisteredAt: a.RegisteredAt,
 		LastSeen: rfc3339(a.LastSeen), LastHealthAt: rfc3339(a.LastHealthAt),
 	}
-	v.CalamariCurrent = calamariCurrent(latestCalamari, a.CalamariVersions)
+	v.CalamariCurrent = calamari.Current(latestCalamari, a.CalamariVersions)
 	as := s.sessions.get(a.ID)
 	n, remote := vc.nodes[a.Node]
 	remote = remote && as == nil && a.Node != s.nodeID() && n.Alive()

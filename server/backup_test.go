@@ -122,7 +122,7 @@ func TestBackupWhileRunningAndRestore(t *testing.T) {
 	if err != nil || len(bundles) != 1 || bundles[0].Version != "1.0.0" {
 		t.Fatalf("restored Calamari: %+v, %v", bundles, err)
 	}
-	if _, err := os.Stat(ts2.bundlePath("1.0.0")); err != nil {
+	if _, err := os.Stat(ts2.bundles.Path("1.0.0")); err != nil {
 		t.Errorf("restored bundle file: %v", err)
 	}
 	pkgs, err := ts2.rollouts.AgentPackages(ctx)

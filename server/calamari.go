@@ -2,13 +2,10 @@ package server
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -17,139 +14,27 @@ import (
 	"github.com/tendrildeploy/tendril/api"
 
 	"go.uber.org/zap"
-	"golang.org/x/mod/semver"
 
-	"github.com/tendrildeploy/tendril/bundle"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
-// calamariDir is where uploaded bundles are kept, one file per version.
-func (s *Server) calamariDir() string { return filepath.Join(s.cfg.DataDir, "calamari") }
-
-func (s *Server) bundlePath(version string) string {
-	return filepath.Join(s.calamariDir(), "calamari-"+version+".tar.gz")
-}
-
-// UploadCalamari stores a bundle read from r: it is written to disk,
-// checked against its manifest (paths, sizes, hashes, limits), and its
-// manifest is signed with the coordinator's key. Uploading the same bundle
-// again is a no-op; another bundle with a stored version is a conflict.
+// UploadCalamari stores a bundle read from r (see calamari.Library.Upload).
 func (s *Server) UploadCalamari(ctx context.Context, r io.Reader) (api.BundleView, error) {
-	if err := os.MkdirAll(s.calamariDir(), 0o700); err != nil {
-		return api.BundleView{}, fmt.Errorf("upload calamari: %w", err)
-	}
-	tmp, err := os.CreateTemp(s.calamariDir(), ".upload-*")
-	if err != nil {
-		return api.BundleView{}, fmt.Errorf("upload calamari: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	defer tmp.Close()
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(r, api.MaxBundleSize+1))
-	if err != nil {
-		return api.BundleView{}, fmt.Errorf("upload calamari: receive: %w", err)
-	}
-	if n > api.MaxBundleSize {
-		return api.BundleView{}, kind.Errorf(kind.ErrBadRequest, "bundle is larger than %d bytes", int64(api.MaxBundleSize))
-	}
-	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
-		return api.BundleView{}, fmt.Errorf("upload calamari: %w", err)
-	}
-	m, manifest, err := bundle.Check(ctx, tmp, bundle.Limits{})
-	if err != nil {
-		return api.BundleView{}, kind.Errorf(kind.ErrBadRequest, "not a valid Calamari bundle: %v", err)
-	}
-	sum := hex.EncodeToString(h.Sum(nil))
-	if existing, err := s.store.Bundle(ctx, m.Version); err == nil {
-		if existing.SHA256 == sum {
-			if err := cluster.KeepCopy(tmp, s.bundlePath(m.Version)); err != nil {
-				return api.BundleView{}, fmt.Errorf("upload calamari: %w", err)
-			}
-			if err := s.uploads.Share(ctx, cluster.CalamariBlob(m.Version), s.bundlePath(m.Version), sum, n); err != nil {
-				return api.BundleView{}, fmt.Errorf("upload calamari: %w", err)
-			}
-			return s.bundleView(ctx, existing, false)
-		}
-		return api.BundleView{}, kind.Errorf(kind.ErrConflict, "Calamari %s is already stored with other content; give the new bundle a new version", m.Version)
-	}
-	if err := tmp.Sync(); err != nil {
-		return api.BundleView{}, fmt.Errorf("upload calamari: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), s.bundlePath(m.Version)); err != nil {
-		return api.BundleView{}, fmt.Errorf("upload calamari: %w", err)
-	}
-	// Before the record: a node that sees it can fetch the bundle.
-	if err := s.uploads.Share(ctx, cluster.CalamariBlob(m.Version), s.bundlePath(m.Version), sum, n); err != nil {
-		return api.BundleView{}, fmt.Errorf("upload calamari: %w", err)
-	}
-	b := store.Bundle{
-		Version: m.Version, SHA256: sum, Size: n, Manifest: manifest,
-		Signature: bundle.Sign(s.signing, manifest), UploadedAt: time.Now().UTC(),
-	}
-	if err := s.store.AddBundle(ctx, b); err != nil {
-		return api.BundleView{}, fmt.Errorf("upload calamari: %w", err)
-	}
-	s.log.Info("calamari bundle stored", zap.String("version", m.Version), zap.String("sha256", sum), zap.Int64("size", n))
-	return s.bundleView(ctx, b, true)
-}
-
-func (s *Server) bundleView(ctx context.Context, b store.Bundle, created bool) (api.BundleView, error) {
-	latest, err := s.latestCalamari(ctx)
-	if err != nil {
-		return api.BundleView{}, err
-	}
-	v := api.BundleView{Version: b.Version, SHA256: b.SHA256, Size: b.Size, UploadedAt: b.UploadedAt,
-		Latest: latest.Version == b.Version, Created: created}
-	if m, err := bundle.ParseManifest(b.Manifest, bundle.Limits{}); err == nil {
-		for p := range m.Entrypoints {
-			v.Platforms = append(v.Platforms, p)
-		}
-		slices.Sort(v.Platforms)
-	}
-	return v, nil
+	return s.bundles.Upload(ctx, r)
 }
 
 // CalamariBundles lists the stored bundles, newest version first.
 func (s *Server) CalamariBundles(ctx context.Context) ([]api.BundleView, error) {
-	all, err := s.store.Bundles(ctx)
-	if err != nil {
-		return nil, err
-	}
-	sortBundles(all)
-	out := make([]api.BundleView, 0, len(all))
-	for i, b := range all {
-		v, err := s.bundleView(ctx, b, false)
-		if err != nil {
-			return nil, err
-		}
-		v.Latest = i == 0
-		out = append(out, v)
-	}
-	return out, nil
-}
-
-func sortBundles(bs []store.Bundle) {
-	slices.SortFunc(bs, func(a, b store.Bundle) int { return semver.Compare("v"+b.Version, "v"+a.Version) })
+	return s.bundles.List(ctx)
 }
 
 // latestCalamari returns the newest stored bundle, or a zero Bundle if none
 // was uploaded.
 func (s *Server) latestCalamari(ctx context.Context) (store.Bundle, error) {
-	all, err := s.store.Bundles(ctx)
-	if err != nil || len(all) == 0 {
-		return store.Bundle{}, err
-	}
-	sortBundles(all)
-	return all[0], nil
-}
-
-// calamariCurrent reports whether an agent with these verified versions
-// has the latest bundle (vacuously true when none was uploaded).
-func calamariCurrent(latest string, have []string) bool {
-	return latest == "" || slices.Contains(have, latest)
+	return s.bundles.Latest(ctx)
 }
 
 // pushLocks serializes pushes to one agent, so a health-triggered update
@@ -214,10 +99,10 @@ func (s *Server) ensureCalamari(ctx context.Context, as *agentSession, b store.B
 // already holds of it. The bundle is streamed from disk, so memory does
 // not grow with the bundle's size or the number of agents.
 func (s *Server) pushCalamari(ctx context.Context, as *agentSession, b store.Bundle) error {
-	if err := s.uploads.Fetch(ctx, cluster.CalamariBlob(b.Version), s.bundlePath(b.Version), b.SHA256); err != nil {
+	if err := s.uploads.Fetch(ctx, cluster.CalamariBlob(b.Version), s.bundles.Path(b.Version), b.SHA256); err != nil {
 		return fmt.Errorf("push calamari %s to %s: %w", b.Version, as.name, err)
 	}
-	f, err := os.Open(s.bundlePath(b.Version))
+	f, err := os.Open(s.bundles.Path(b.Version))
 	if err != nil {
 		return fmt.Errorf("push calamari %s to %s: %w", b.Version, as.name, err)
 	}

@@ -258,7 +258,7 @@ func TestNodesShareAgentsAndTasks(t *testing.T) {
 	if l, _ := a.store.TaskLogs(ctx, id, 1, 0); !strings.Contains(logText(l), "stdout: package contents") {
 		t.Fatalf("the file b sent, want its contents in the log:\n%s", logText(l))
 	}
-	for _, p := range []string{b.bundlePath("1.0.0"), filepath.Join(b.filesDir(), file.SHA256)} {
+	for _, p := range []string{b.bundles.Path("1.0.0"), filepath.Join(b.filesDir(), file.SHA256)} {
 		if _, err := os.Stat(p); err != nil {
 			t.Errorf("b's copy: %v", err)
 		}

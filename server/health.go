@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/calamari"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -115,7 +116,7 @@ func (s *Server) judge(as *agentSession, h protocol.Health, latestCalamari strin
 	for _, p := range h.CalamariProblems {
 		warnings = append(warnings, "Calamari "+p)
 	}
-	if !calamariCurrent(latestCalamari, h.Calamari) {
+	if !calamari.Current(latestCalamari, h.Calamari) {
 		warnings = append(warnings, fmt.Sprintf("Calamari out of date: latest is %s", latestCalamari))
 	}
 	if protocol.LegacyTLS(as.tlsVersion) {

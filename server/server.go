@@ -25,6 +25,7 @@ import (
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/access"
+	"github.com/tendrildeploy/tendril/server/calamari"
 	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/console"
 	"github.com/tendrildeploy/tendril/server/datadir"
@@ -212,6 +213,7 @@ type Server struct {
 	store    store.Store
 	access   *access.Service
 	uploads  *cluster.Uploads
+	bundles  *calamari.Library
 	api      *httpapi.API
 	console  *console.Console
 	ids      *identities
@@ -334,6 +336,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.polling = make(chan struct{})
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.bundles = calamari.New(calamari.Config{Store: st, Uploads: s.uploads, Signing: signing, DataDir: cfg.DataDir, Logger: s.log})
 	s.rollouts = rollout.New(rollout.Config{Store: st, Fleet: rolloutFleet{s}, Uploads: s.uploads, Signing: signing, DataDir: cfg.DataDir,
 		Grace: cfg.UpgradeGrace, IdleTimeout: cfg.UpgradeIdleTimeout, ReconnectMargin: cfg.UpgradeReconnectMargin, Logger: s.log})
 	s.api = httpapi.New(httpapi.Config{Coordinator: s, Rollouts: s.rollouts, Access: s.access, Version: cfg.Version, Logger: s.log})
