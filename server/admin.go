@@ -236,7 +236,7 @@ func (s *Server) RotateCertificate(ctx context.Context) (api.RotationResult, err
 		slices.Sort(res.Failed)
 		return nil
 	}
-	next, prev, err := s.ids.rotate(ctx, announce)
+	next, prev, err := s.ids.Rotate(ctx, announce)
 	if err != nil {
 		return api.RotationResult{}, fmt.Errorf("rotate coordinator certificate: %w", err)
 	}
@@ -263,12 +263,12 @@ func (s *Server) sendServerCertificates(ctx context.Context, as *agentSession, t
 // syncServerCertificates brings an agent that connected during a rotation
 // up to date and retires the previous certificate when it was the last.
 func (s *Server) syncServerCertificates(ctx context.Context, as *agentSession) {
-	if as.serverAck == s.ids.currentThumbprint() || as.sess.IsClosed() {
+	if as.serverAck == s.ids.Current() || as.sess.IsClosed() {
 		return
 	}
 	// The Welcome already carried the list; this confirms the agent stored
 	// it, which is what allows the previous certificate to be retired.
-	if err := s.sendServerCertificates(ctx, as, s.ids.thumbprints()); err != nil {
+	if err := s.sendServerCertificates(ctx, as, s.ids.Thumbprints()); err != nil {
 		if !errors.Is(err, context.Canceled) {
 			s.log.Warn("update agent's coordinator certificates failed", zap.String("agent", as.name), zap.Error(err))
 		}
@@ -278,20 +278,20 @@ func (s *Server) syncServerCertificates(ctx context.Context, as *agentSession) {
 }
 
 func (s *Server) maybeRetirePrevious(ctx context.Context) {
-	if !s.ids.hasPrevious() {
+	if !s.ids.HasPrevious() {
 		return
 	}
 	all, err := s.store.ListAgents(ctx)
 	if err != nil {
 		return
 	}
-	cur := s.ids.currentThumbprint()
+	cur := s.ids.Current()
 	for _, a := range all {
 		if a.ServerThumbprintAck != cur {
 			return
 		}
 	}
-	if err := s.ids.retirePrevious(); err != nil {
+	if err := s.ids.RetirePrevious(); err != nil {
 		s.log.Warn("remove previous coordinator certificate failed", zap.Error(err))
 		return
 	}
@@ -301,7 +301,7 @@ func (s *Server) maybeRetirePrevious(ctx context.Context) {
 // Info describes this coordinator.
 func (s *Server) Info() api.ServerInfo {
 	return api.ServerInfo{
-		Version: s.cfg.Version, Thumbprint: s.Thumbprint(), Thumbprints: s.ids.thumbprints(),
+		Version: s.cfg.Version, Thumbprint: s.Thumbprint(), Thumbprints: s.ids.Thumbprints(),
 		AgentAddr: s.AgentAddr(), TLSMin: protocol.TLSVersionName(s.cfg.TLSMin),
 		ProtocolMin: s.cfg.ProtocolMin, ProtocolMax: s.cfg.ProtocolMax,
 		Connected: s.sessions.count(), Node: s.members.Name(), SigningKey: s.signing.Public(),

@@ -260,7 +260,7 @@ func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, 
 	if err := protocol.WriteFrame(st, protocol.TypeWelcome, protocol.Welcome{
 		Protocol: v, UpgradeOnly: upgradeOnly, ServerVersion: s.cfg.Version,
 		AgentID: a.ID, Name: a.Name, Environment: a.Environment,
-		ServerThumbprints: s.ids.thumbprints(), UpgradeAcknowledged: upgradeAcked,
+		ServerThumbprints: s.ids.Thumbprints(), UpgradeAcknowledged: upgradeAcked,
 		ReconnectSpreadMillis: reconnectSpread(s.sessions.count()).Milliseconds(),
 		Servers:               s.members.WelcomeServers(),
 	}); err != nil {
@@ -420,7 +420,7 @@ func (s *Server) handleRegister(ctx context.Context, st *yamux.Stream, f protoco
 		zap.String("thumbprint", thumb), zap.Int("replaced", len(res.Replaced)))
 	protocol.WriteFrame(st, protocol.TypeRegistered, protocol.Registered{
 		AgentID: res.Agent.ID, Name: res.Agent.Name, Environment: res.Agent.Environment,
-		SigningKey: s.signing.Public(), ServerThumbprints: s.ids.thumbprints(),
+		SigningKey: s.signing.Public(), ServerThumbprints: s.ids.Thumbprints(),
 	})
 }
 

@@ -30,6 +30,7 @@ import (
 	"github.com/tendrildeploy/tendril/server/console"
 	"github.com/tendrildeploy/tendril/server/datadir"
 	"github.com/tendrildeploy/tendril/server/httpapi"
+	"github.com/tendrildeploy/tendril/server/identity"
 	"github.com/tendrildeploy/tendril/server/releases"
 	"github.com/tendrildeploy/tendril/server/rollout"
 	"github.com/tendrildeploy/tendril/server/settings"
@@ -216,7 +217,7 @@ type Server struct {
 	bundles  *calamari.Library
 	api      *httpapi.API
 	console  *console.Console
-	ids      *identities
+	ids      *identity.Set
 	signing  *certs.SigningKey
 	sessions *registry
 	metrics  *metrics
@@ -284,7 +285,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("new coordinator: advertised address: %w", err)
 		}
 	}
-	ids, err := loadIdentities(cfg.DataDir)
+	ids, err := identity.Load(cfg.DataDir)
 	if err != nil {
 		return nil, fmt.Errorf("new coordinator: %w", err)
 	}
@@ -344,7 +345,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Version: cfg.Version, ReleaseFeed: cfg.ReleaseFeed != "", Logger: s.log})
 	s.metrics = newMetrics(func() float64 { return float64(s.sessions.count()) })
 	s.tlsConf = protocol.ServerTLS{
-		Certificate:  ids.certificate,
+		Certificate:  ids.Certificate,
 		MinVersion:   cfg.TLSMin,
 		VerifyClient: s.verifyClient,
 	}.Config()
@@ -405,7 +406,7 @@ func (s *Server) AgentAddr() string { return s.agentLn.Addr().String() }
 func (s *Server) HTTPAddr() string { return s.httpLn.Addr().String() }
 
 // Thumbprint is the coordinator's current certificate thumbprint.
-func (s *Server) Thumbprint() string { return s.ids.currentThumbprint() }
+func (s *Server) Thumbprint() string { return s.ids.Current() }
 
 // Run serves agents and the API until ctx is done, then shuts down: it
 // stops accepting, tells connected agents to reconnect later (spread out

@@ -346,7 +346,7 @@ func TestCoordinatorCertificateRotation(t *testing.T) {
 	}
 	// Once it has acknowledged, every agent trusts the new certificate and
 	// the old one is retired.
-	eventually(t, "previous certificate retired", func() bool { return !ts.ids.hasPrevious() })
+	eventually(t, "previous certificate retired", func() bool { return !ts.ids.HasPrevious() })
 	if _, err := os.Stat(filepath.Join(ts.dir, datadir.PrevKeyFile)); !os.IsNotExist(err) {
 		t.Errorf("previous key file: got %v, want removed", err)
 	}

@@ -1,4 +1,9 @@
-package server
+// Package identity is the coordinator's TLS identity in its data folder:
+// the current certificate and, during a rotation, the previous one, which
+// is still served to agents that have not yet learned the current one
+// (they say so with the server-name hint). Announcing a rotation to the
+// agents is the coordinator core's.
+package identity
 
 import (
 	"context"
@@ -14,10 +19,9 @@ import (
 	"github.com/tendrildeploy/tendril/server/datadir"
 )
 
-// identities holds the coordinator's current certificate and, during a
-// rotation, the previous one, which is still served to agents that have not
-// yet learned the current one (they say so with the server-name hint).
-type identities struct {
+// Set holds the coordinator's current certificate and, during a rotation,
+// the previous one.
+type Set struct {
 	dir string
 
 	mu       sync.RWMutex
@@ -26,12 +30,13 @@ type identities struct {
 	rotating sync.Mutex      // one rotation at a time
 }
 
-func loadIdentities(dir string) (*identities, error) {
+// Load reads the identities kept in the data folder dir.
+func Load(dir string) (*Set, error) {
 	cur, err := datadir.LoadIdentity(dir)
 	if err != nil {
 		return nil, err
 	}
-	ids := &identities{dir: dir, current: cur}
+	ids := &Set{dir: dir, current: cur}
 	if _, err := os.Stat(filepath.Join(dir, datadir.PrevKeyFile)); err == nil {
 		prev, err := certs.LoadIdentity(filepath.Join(dir, datadir.PrevCertFile), filepath.Join(dir, datadir.PrevKeyFile))
 		if err != nil {
@@ -42,8 +47,8 @@ func loadIdentities(dir string) (*identities, error) {
 	return ids, nil
 }
 
-// certificate is the tls.Config.GetCertificate hook.
-func (ids *identities) certificate(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
+// Certificate is the tls.Config.GetCertificate hook.
+func (ids *Set) Certificate(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	ids.mu.RLock()
 	defer ids.mu.RUnlock()
 	if ids.previous != nil && protocol.HintMatches(h.ServerName, ids.previous.Thumbprint) {
@@ -52,8 +57,8 @@ func (ids *identities) certificate(h *tls.ClientHelloInfo) (*tls.Certificate, er
 	return &ids.current.Certificate, nil
 }
 
-// thumbprints returns what agents should trust: current first.
-func (ids *identities) thumbprints() []string {
+// Thumbprints returns what agents should trust: current first.
+func (ids *Set) Thumbprints() []string {
 	ids.mu.RLock()
 	defer ids.mu.RUnlock()
 	out := []string{ids.current.Thumbprint}
@@ -63,18 +68,19 @@ func (ids *identities) thumbprints() []string {
 	return out
 }
 
-func (ids *identities) currentThumbprint() string {
+// Current is the thumbprint of the certificate served now.
+func (ids *Set) Current() string {
 	ids.mu.RLock()
 	defer ids.mu.RUnlock()
 	return ids.current.Thumbprint
 }
 
-// rotate generates the next certificate, lets announce tell agents about it
+// Rotate generates the next certificate, lets announce tell agents about it
 // while the current one is still served, and then switches to it, keeping
 // the old one as previous. The files are renamed one step at a time so a
 // crash leaves a loadable folder (at worst, the rotation is undone and the
 // announced certificate is never used).
-func (ids *identities) rotate(ctx context.Context, announce func(ctx context.Context, trust []string) error) (next, prev string, err error) {
+func (ids *Set) Rotate(ctx context.Context, announce func(ctx context.Context, trust []string) error) (next, prev string, err error) {
 	ids.rotating.Lock()
 	defer ids.rotating.Unlock()
 	nid, err := certs.NewIdentity("tendril-server")
@@ -85,7 +91,7 @@ func (ids *identities) rotate(ctx context.Context, announce func(ctx context.Con
 	if err := nid.Save(p(datadir.NextCertFile), p(datadir.NextKeyFile)); err != nil {
 		return "", "", err
 	}
-	cur := ids.currentThumbprint()
+	cur := ids.Current()
 	if err := announce(ctx, []string{nid.Thumbprint, cur}); err != nil {
 		os.Remove(p(datadir.NextCertFile))
 		os.Remove(p(datadir.NextKeyFile))
@@ -105,9 +111,9 @@ func (ids *identities) rotate(ctx context.Context, announce func(ctx context.Con
 	return nid.Thumbprint, cur, nil
 }
 
-// retirePrevious stops serving the previous certificate once every agent
+// RetirePrevious stops serving the previous certificate once every agent
 // trusts the current one.
-func (ids *identities) retirePrevious() error {
+func (ids *Set) RetirePrevious() error {
 	ids.mu.Lock()
 	defer ids.mu.Unlock()
 	if ids.previous == nil {
@@ -123,7 +129,9 @@ func (ids *identities) retirePrevious() error {
 	return errors.Join(errs...)
 }
 
-func (ids *identities) hasPrevious() bool {
+// HasPrevious reports whether a rotation still serves the previous
+// certificate.
+func (ids *Set) HasPrevious() bool {
 	ids.mu.RLock()
 	defer ids.mu.RUnlock()
 	return ids.previous != nil
