@@ -17,6 +17,7 @@ import (
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/admission"
 	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/secret"
 	"github.com/tendrildeploy/tendril/server/store"
@@ -68,16 +69,16 @@ func (s *Server) acceptAgents() error {
 			s.shed(conn)
 			continue
 		}
-		if s.admission.tryNow() {
+		if s.admission.TryNow() {
 			s.goFunc(func() { s.handleConn(conn) })
 			continue
 		}
-		if !s.admission.enqueue() {
+		if !s.admission.Enqueue() {
 			s.shed(conn)
 			continue
 		}
 		s.goFunc(func() {
-			if !s.admission.await(s.ctx) {
+			if !s.admission.Await(s.ctx) {
 				s.shed(conn)
 				return
 			}
@@ -98,7 +99,7 @@ func (s *Server) handleConn(raw net.Conn) {
 	release := func() {
 		if !released {
 			released = true
-			s.admission.release()
+			s.admission.Release()
 		}
 	}
 	defer release()
@@ -261,7 +262,7 @@ func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, 
 		Protocol: v, UpgradeOnly: upgradeOnly, ServerVersion: s.cfg.Version,
 		AgentID: a.ID, Name: a.Name, Environment: a.Environment,
 		ServerThumbprints: s.ids.Thumbprints(), UpgradeAcknowledged: upgradeAcked,
-		ReconnectSpreadMillis: reconnectSpread(s.sessions.count()).Milliseconds(),
+		ReconnectSpreadMillis: admission.ReconnectSpread(s.sessions.count()).Milliseconds(),
 		Servers:               s.members.WelcomeServers(),
 	}); err != nil {
 		s.sessions.remove(as)

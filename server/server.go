@@ -25,6 +25,7 @@ import (
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/access"
+	"github.com/tendrildeploy/tendril/server/admission"
 	"github.com/tendrildeploy/tendril/server/calamari"
 	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/console"
@@ -228,7 +229,7 @@ type Server struct {
 	httpSrv *http.Server
 
 	limiter   *rate.Limiter
-	admission *admission // handshakes in progress and waiting
+	admission *admission.Gate // handshakes in progress and waiting
 
 	tasks     taskRuns              // tasks being driven by this coordinator
 	pushLocks pushLocks             // one push per agent at a time
@@ -318,7 +319,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		sessions:  newRegistry(),
 		newcomers: make(chan *agentSession, newcomerQueue),
 		limiter:   rate.NewLimiter(rate.Limit(cfg.AcceptRate), cfg.AcceptBurst),
-		admission: newAdmission(cfg.MaxHandshakes, cfg.HandshakeQueue, cfg.HandshakeQueueWait),
+		admission: admission.New(cfg.MaxHandshakes, cfg.HandshakeQueue, cfg.HandshakeQueueWait),
 		pushSem:   make(chan struct{}, cfg.PushConcurrency),
 		releases:  rw,
 		done:      make(chan struct{}),
@@ -539,7 +540,7 @@ func (s *Server) finish(ctx context.Context) {
 // come back, then closes the sessions.
 func (s *Server) goAwayAll(ctx context.Context) {
 	all := s.sessions.snapshot()
-	spread := reconnectSpread(len(all))
+	spread := admission.ReconnectSpread(len(all))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 64)
 	for _, as := range all {
