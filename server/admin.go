@@ -160,7 +160,7 @@ func (s *Server) DeleteAgent(ctx context.Context, name string) error {
 		return fmt.Errorf("delete agent %q: %w", name, err)
 	}
 	s.dropAgent(a.ID, "this agent was deleted from the coordinator")
-	s.health.forget(a.ID)
+	s.health.Forget(a.ID)
 	s.abandonAgentTasks(ctx, a.ID)
 	// Its session may be on another node.
 	s.notifyCluster(cluster.NotifyDrop, a.ID)

@@ -11,6 +11,8 @@ import (
 
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/calamari"
+	"github.com/tendrildeploy/tendril/server/console"
+	"github.com/tendrildeploy/tendril/server/healthlog"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -82,7 +84,11 @@ func (s *Server) checkHealth(ctx context.Context, sessions []*agentSession) int 
 	if err := s.store.RecordHealth(wctx, results); err != nil {
 		s.log.Error("record health failed", zap.Int("agents", len(results)), zap.Error(err))
 	}
-	s.health.record(results)
+	checks := make([]healthlog.Check, len(results))
+	for i, r := range results {
+		checks[i] = healthlog.Check{AgentID: r.AgentID, At: r.At, RTT: r.RTT, Health: r.Health}
+	}
+	s.health.Record(checks)
 	s.autoUpdate(results)
 	return len(results)
 }
@@ -210,3 +216,7 @@ func (s *Server) checkFirst(ctx context.Context, batch []*agentSession) {
 		s.syncServerCertificates(ctx, as)
 	}
 }
+
+// HealthHistory is an agent's recent health checks, oldest first, as the
+// machine page charts them.
+func (s *Server) HealthHistory(agentID string) []console.HealthPoint { return s.health.Points(agentID) }

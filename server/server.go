@@ -30,6 +30,7 @@ import (
 	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/console"
 	"github.com/tendrildeploy/tendril/server/datadir"
+	"github.com/tendrildeploy/tendril/server/healthlog"
 	"github.com/tendrildeploy/tendril/server/httpapi"
 	"github.com/tendrildeploy/tendril/server/identity"
 	"github.com/tendrildeploy/tendril/server/releases"
@@ -238,7 +239,7 @@ type Server struct {
 	rollouts  *rollout.Engine       // staged agent upgrades
 	maint     *settings.Maintenance // maintenance mode: no new tasks or rollouts
 	releases  *releases.Watcher     // what the release feed last said
-	health    healthHistory         // recent health checks per agent, for the machine page
+	health    healthlog.Log         // recent health checks per agent, for the machine page
 	node      nodeState             // this node's task sweeps and draining moves
 	members   *cluster.Membership   // this node among those sharing the database
 	policy    *settings.Policy      // the machine policy kept in the database

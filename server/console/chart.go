@@ -7,18 +7,15 @@ import (
 	"time"
 
 	"github.com/tendrildeploy/tendril/api"
+	"github.com/tendrildeploy/tendril/server/healthlog"
 )
 
 // HealthPoint is one recorded health check.
-type HealthPoint struct {
-	At     time.Time
-	RTT    time.Duration
-	Health string
-}
+type HealthPoint = healthlog.Point
 
 // HealthHistoryLen is how many health checks per agent the machine page
-// charts: at the default one-minute interval, the last hour.
-const HealthHistoryLen = 60
+// charts.
+const HealthHistoryLen = healthlog.Len
 
 // Chart geometry, in the SVG's own units; CSS scales it to the page.
 const (
