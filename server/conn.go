@@ -19,6 +19,7 @@ import (
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/admission"
 	"github.com/tendrildeploy/tendril/server/cluster"
+	"github.com/tendrildeploy/tendril/server/metrics"
 	"github.com/tendrildeploy/tendril/server/secret"
 	"github.com/tendrildeploy/tendril/server/store"
 )
@@ -90,7 +91,7 @@ func (s *Server) acceptAgents() error {
 // shed drops a connection before TLS. The agent's jittered backoff spreads
 // its retry; the coordinator stays responsive for those already admitted.
 func (s *Server) shed(conn net.Conn) {
-	s.metrics.handshakes.WithLabelValues(outcomeShed).Inc()
+	s.metrics.Handshakes.WithLabelValues(metrics.OutcomeShed).Inc()
 	conn.Close()
 }
 
@@ -111,7 +112,7 @@ func (s *Server) handleConn(raw net.Conn) {
 	raw.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	conn := tls.Server(raw, s.tlsConf)
 	if err := conn.Handshake(); err != nil {
-		s.metrics.handshakes.WithLabelValues(outcomeFailed).Inc()
+		s.metrics.Handshakes.WithLabelValues(metrics.OutcomeFailed).Inc()
 		log.Debug("handshake failed", zap.Error(err))
 		conn.Close()
 		return
@@ -122,7 +123,7 @@ func (s *Server) handleConn(raw net.Conn) {
 
 	sess, err := protocol.NewSession(conn, protocol.SessionOptions{Server: true, Logger: yamuxLogger(log)})
 	if err != nil {
-		s.metrics.handshakes.WithLabelValues(outcomeFailed).Inc()
+		s.metrics.Handshakes.WithLabelValues(metrics.OutcomeFailed).Inc()
 		conn.Close()
 		return
 	}
@@ -145,11 +146,11 @@ func (s *Server) handleConn(raw net.Conn) {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		release()
-		s.metrics.handshakes.WithLabelValues(outcomeOK).Inc()
+		s.metrics.Handshakes.WithLabelValues(metrics.OutcomeOK).Inc()
 		s.serveEnrollment(ctx, sess, thumb, log)
 		return
 	case err != nil:
-		s.metrics.handshakes.WithLabelValues(outcomeFailed).Inc()
+		s.metrics.Handshakes.WithLabelValues(metrics.OutcomeFailed).Inc()
 		log.Error("look up agent failed", zap.Error(err))
 		return
 	}
@@ -164,17 +165,17 @@ func (s *Server) handleConn(raw net.Conn) {
 	}
 	as, err := s.hello(ctx, sess, agent, cs, raw.RemoteAddr().String())
 	if errors.Is(err, errReRegistration) {
-		s.metrics.handshakes.WithLabelValues(outcomeOK).Inc()
+		s.metrics.Handshakes.WithLabelValues(metrics.OutcomeOK).Inc()
 		return
 	}
 	if err != nil {
-		s.metrics.handshakes.WithLabelValues(outcomeRefused).Inc()
+		s.metrics.Handshakes.WithLabelValues(metrics.OutcomeRefused).Inc()
 		log.Info("agent session refused", zap.String("agent", agent.Name), zap.Error(err))
 		return
 	}
 	raw.SetDeadline(time.Time{})
 	release()
-	s.metrics.handshakes.WithLabelValues(outcomeOK).Inc()
+	s.metrics.Handshakes.WithLabelValues(metrics.OutcomeOK).Inc()
 	// The handshake grew this goroutine's stack (TLS, certificate
 	// parsing), and a stack is only shrunk by garbage collections while it
 	// idles. A session lasts for days, so it is served from a fresh

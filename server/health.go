@@ -39,9 +39,9 @@ func (s *Server) pollHealth(ctx context.Context) {
 			n := s.checkHealth(ctx, s.sessions.snapshot())
 			took := time.Since(start)
 			if ctx.Err() == nil {
-				s.metrics.sweepSeconds.Set(took.Seconds())
-				s.metrics.sweepAgents.Set(float64(n))
-				s.metrics.sweeps.Inc()
+				s.metrics.SweepSeconds.Set(took.Seconds())
+				s.metrics.SweepAgents.Set(float64(n))
+				s.metrics.Sweeps.Inc()
 			}
 			s.log.Debug("health sweep done", zap.Int("agents", n), zap.Duration("took", took))
 		}
@@ -100,7 +100,7 @@ func (s *Server) checkOne(ctx context.Context, as *agentSession, latestCalamari 
 	var h protocol.Health
 	err := protocol.Call(ctx, as.sess, protocol.TypeHealthRequest, protocol.HealthRequest{}, protocol.TypeHealth, &h)
 	rtt := time.Since(start)
-	s.metrics.healthDuration.Observe(rtt.Seconds())
+	s.metrics.HealthDuration.Observe(rtt.Seconds())
 	r := store.HealthResult{AgentID: as.agentID, RTT: rtt, At: time.Now().UTC(), DiskFree: -1}
 	if err != nil {
 		r.Health = store.HealthUnhealthy
@@ -111,7 +111,7 @@ func (s *Server) checkOne(ctx context.Context, as *agentSession, latestCalamari 
 		s.rollouts.SetBusy(as.agentID, h.RunningTasks > 0)
 		r.Health, r.Detail = s.judge(as, h, latestCalamari)
 	}
-	s.metrics.healthChecks.WithLabelValues(r.Health).Inc()
+	s.metrics.HealthChecks.WithLabelValues(r.Health).Inc()
 	return r
 }
 

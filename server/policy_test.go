@@ -86,14 +86,14 @@ func TestPolicyHealthIntervalFlag(t *testing.T) {
 func TestPollHealthFollowsPolicy(t *testing.T) {
 	ts := startServer(t, nil)
 	waitPolling(t, ts)
-	if got := counterValue(t, ts.metrics.sweeps); got != 0 {
+	if got := counterValue(t, ts.metrics.Sweeps); got != 0 {
 		t.Fatalf("got %v sweeps before the change, want 0", got)
 	}
 	if _, err := ts.SetPolicy(context.Background(), api.PolicyRequest{HealthInterval: new("1s")}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "a periodic health sweep at the new interval", func() bool {
-		return counterValue(t, ts.metrics.sweeps) >= 1
+		return counterValue(t, ts.metrics.Sweeps) >= 1
 	})
 }
 
@@ -115,7 +115,7 @@ func TestPolicyRefreshFromAnotherNode(t *testing.T) {
 		t.Fatalf("after refresh: got keep %d every %s, want 5 every 1s", got.CalamariKeep, got.HealthInterval)
 	}
 	eventually(t, "a periodic health sweep at the refreshed interval", func() bool {
-		return counterValue(t, ts.metrics.sweeps) >= 1
+		return counterValue(t, ts.metrics.Sweeps) >= 1
 	})
 }
 

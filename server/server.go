@@ -33,6 +33,7 @@ import (
 	"github.com/tendrildeploy/tendril/server/healthlog"
 	"github.com/tendrildeploy/tendril/server/httpapi"
 	"github.com/tendrildeploy/tendril/server/identity"
+	"github.com/tendrildeploy/tendril/server/metrics"
 	"github.com/tendrildeploy/tendril/server/releases"
 	"github.com/tendrildeploy/tendril/server/rollout"
 	"github.com/tendrildeploy/tendril/server/settings"
@@ -222,7 +223,7 @@ type Server struct {
 	ids      *identity.Set
 	signing  *certs.SigningKey
 	sessions *registry
-	metrics  *metrics
+	metrics  *metrics.Metrics
 	tlsConf  *tls.Config
 
 	agentLn net.Listener
@@ -345,7 +346,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.api = httpapi.New(httpapi.Config{Coordinator: s, Rollouts: s.rollouts, Access: s.access, Version: cfg.Version, Logger: s.log})
 	s.console = console.New(console.Config{Coordinator: s, Rollouts: s.rollouts, Access: s.access, Machines: s, API: s.api,
 		Version: cfg.Version, ReleaseFeed: cfg.ReleaseFeed != "", Logger: s.log})
-	s.metrics = newMetrics(func() float64 { return float64(s.sessions.count()) })
+	s.metrics = metrics.New(func() float64 { return float64(s.sessions.count()) })
 	s.tlsConf = protocol.ServerTLS{
 		Certificate:  ids.Certificate,
 		MinVersion:   cfg.TLSMin,
