@@ -126,3 +126,14 @@ func ctxErr(ctx context.Context, err error) error {
 	}
 	return err
 }
+
+// LingerClose closes a stream after giving the peer a moment to read the
+// reply and close its side. Call reads a reply even when its own
+// write was reported failed, but closing a socket with the peer's frames
+// still unread makes the kernel reset the connection, and a reset can
+// discard a reply the peer has received but not yet read.
+func LingerClose(st *yamux.Stream) {
+	st.SetReadDeadline(time.Now().Add(2 * time.Second))
+	io.Copy(io.Discard, io.LimitReader(st, MaxFrameSize))
+	st.Close()
+}

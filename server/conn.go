@@ -5,22 +5,18 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log"
 	"net"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/hashicorp/yamux"
 	"go.uber.org/zap"
 
-	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/admission"
 	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/metrics"
-	"github.com/tendrildeploy/tendril/server/secret"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -32,8 +28,6 @@ const (
 	// once; further streams wait in yamux's small backlog and beyond that
 	// are reset, so one misbehaving peer cannot exhaust the coordinator.
 	maxStreamsPerAgent = 16
-	// enrollTimeout bounds a whole enrollment session.
-	enrollTimeout = 30 * time.Second
 )
 
 // errReRegistration ends a session whose first call was a --force
@@ -147,7 +141,7 @@ func (s *Server) handleConn(raw net.Conn) {
 	case errors.Is(err, store.ErrNotFound):
 		release()
 		s.metrics.Handshakes.WithLabelValues(metrics.OutcomeOK).Inc()
-		s.serveEnrollment(ctx, sess, thumb, log)
+		s.enroll.Serve(ctx, sess, thumb, log)
 		return
 	case err != nil:
 		s.metrics.Handshakes.WithLabelValues(metrics.OutcomeFailed).Inc()
@@ -200,7 +194,7 @@ func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, 
 			st.Close()
 		} else {
 			// The session is about to close: let the agent read why.
-			lingerClose(st)
+			protocol.LingerClose(st)
 		}
 	}()
 	st.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
@@ -211,7 +205,7 @@ func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, 
 	}
 	if f.Type == protocol.TypeRegister {
 		// A registered agent re-enrolling with --force.
-		s.handleRegister(ctx, st, f, certThumb(cs))
+		s.enroll.Register(ctx, st, f, certThumb(cs))
 		return nil, errReRegistration
 	}
 	if f.Type != protocol.TypeHello {
@@ -333,7 +327,7 @@ func (s *Server) serveAgentStream(ctx context.Context, as *agentSession, st *yam
 		log.Info("agent presented its next certificate")
 		protocol.WriteFrame(st, protocol.TypeAck, nil)
 	case protocol.TypeRegister:
-		s.handleRegister(ctx, st, f, as.thumbprint)
+		s.enroll.Register(ctx, st, f, as.thumbprint)
 	default:
 		protocol.WriteError(st, protocol.CodeUnknownType, fmt.Sprintf("unknown message type %q", f.Type))
 	}
@@ -358,93 +352,6 @@ func (s *Server) acceptAgentRotation(ctx context.Context, as *agentSession, rc p
 	return s.store.SetNextThumbprint(ctx, as.agentID, next)
 }
 
-// serveEnrollment serves a connection whose certificate is not registered:
-// it may call Register and nothing else.
-func (s *Server) serveEnrollment(ctx context.Context, sess *yamux.Session, thumb string, log *zap.Logger) {
-	ctx, cancel := context.WithTimeout(ctx, enrollTimeout)
-	defer cancel()
-	stop := context.AfterFunc(ctx, func() { sess.Close() })
-	defer stop()
-	for {
-		st, err := sess.AcceptStream()
-		if err != nil {
-			return
-		}
-		st.SetDeadline(time.Now().Add(streamReadTimeout))
-		f, err := protocol.ReadFrame(st, 0)
-		if err != nil {
-			protocol.WriteError(st, protocol.CodeBadRequest, err.Error())
-			st.Close()
-			return
-		}
-		if f.Type != protocol.TypeRegister {
-			log.Info("unregistered certificate refused", zap.String("type", f.Type))
-			protocol.WriteError(st, protocol.CodeUnauthorized, "this certificate is not registered with the coordinator; only register is allowed (run \"tendril-agent register\")")
-			lingerClose(st)
-			return // and the session closes with it
-		}
-		s.handleRegister(ctx, st, f, thumb)
-		st.Close()
-	}
-}
-
-func (s *Server) handleRegister(ctx context.Context, st *yamux.Stream, f protocol.Frame, thumb string) {
-	var r protocol.Register
-	if err := f.Decode(&r); err != nil {
-		protocol.WriteError(st, protocol.CodeBadRequest, err.Error())
-		return
-	}
-	if err := api.ValidateName("agent", r.Name); err != nil {
-		protocol.WriteError(st, protocol.CodeBadRequest, err.Error())
-		return
-	}
-	if r.Environment != "" {
-		if err := api.ValidateName("environment", r.Environment); err != nil {
-			protocol.WriteError(st, protocol.CodeBadRequest, err.Error())
-			return
-		}
-	}
-	res, err := s.store.Register(ctx, store.RegisterParams{
-		TokenHash: secret.Hash(r.Token), Thumbprint: thumb, Name: r.Name, Environment: r.Environment,
-		Force: r.Force, Now: time.Now().UTC(), NewID: uuid.NewString(),
-	})
-	if err != nil {
-		code, msg := registerError(err, r.Name)
-		s.log.Info("registration refused", zap.String("name", r.Name), zap.String("thumbprint", thumb), zap.Error(err))
-		protocol.WriteError(st, code, msg)
-		return
-	}
-	for _, old := range res.Replaced {
-		s.dropAgent(old.ID, "replaced by a new registration with --force")
-		s.notifyCluster(cluster.NotifyDrop, old.ID) // its session may be on another node
-	}
-	s.log.Info("agent registered", zap.String("agent", res.Agent.Name), zap.String("environment", res.Agent.Environment),
-		zap.String("thumbprint", thumb), zap.Int("replaced", len(res.Replaced)))
-	protocol.WriteFrame(st, protocol.TypeRegistered, protocol.Registered{
-		AgentID: res.Agent.ID, Name: res.Agent.Name, Environment: res.Agent.Environment,
-		SigningKey: s.signing.Public(), ServerThumbprints: s.ids.Thumbprints(),
-	})
-}
-
-// registerError turns a store error into a code and a message a person can
-// act on.
-func registerError(err error, name string) (string, string) {
-	switch {
-	case errors.Is(err, store.ErrTokenExpired):
-		return protocol.CodeUnauthorized, "the enrollment token has expired; create a new one with \"tendril-server token create --environment ENV\""
-	case errors.Is(err, store.ErrTokenUsed):
-		return protocol.CodeUnauthorized, "the enrollment token has already been used (each token enrolls one agent); create a new one with \"tendril-server token create\""
-	case errors.Is(err, store.ErrTokenInvalid):
-		// The store's message says why (unknown, or another environment).
-		return protocol.CodeUnauthorized, err.Error() + "; check the token, or create one with \"tendril-server token create --environment ENV\""
-	case errors.Is(err, store.ErrNameTaken):
-		return protocol.CodeConflict, fmt.Sprintf("an agent named %q is already registered; choose another --name, or use --force to replace it", name)
-	case errors.Is(err, store.ErrThumbprintTaken):
-		return protocol.CodeConflict, "this agent's certificate is already registered under another name; use --force to register it again"
-	}
-	return protocol.CodeInternal, "the coordinator could not register the agent; see its log"
-}
-
 // dropAgent ends an agent's session, telling it why and that it must not
 // come back with the same certificate.
 func (s *Server) dropAgent(id, reason string) {
@@ -457,17 +364,6 @@ func (s *Server) dropAgent(id, reason string) {
 	protocol.Call(ctx, as.sess, protocol.TypeGoAway, protocol.GoAway{Reason: reason}, protocol.TypeAck, nil)
 	as.sess.Close()
 	s.sessions.remove(as)
-}
-
-// lingerClose closes a stream after giving the peer a moment to read the
-// reply and close its side. protocol.Call reads a reply even when its own
-// write was reported failed, but closing a socket with the peer's frames
-// still unread makes the kernel reset the connection, and a reset can
-// discard a reply the peer has received but not yet read.
-func lingerClose(st *yamux.Stream) {
-	st.SetReadDeadline(time.Now().Add(2 * time.Second))
-	io.Copy(io.Discard, io.LimitReader(st, protocol.MaxFrameSize))
-	st.Close()
 }
 
 func yamuxLogger(l *zap.Logger) *log.Logger {

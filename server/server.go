@@ -30,6 +30,7 @@ import (
 	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/console"
 	"github.com/tendrildeploy/tendril/server/datadir"
+	"github.com/tendrildeploy/tendril/server/enroll"
 	"github.com/tendrildeploy/tendril/server/healthlog"
 	"github.com/tendrildeploy/tendril/server/httpapi"
 	"github.com/tendrildeploy/tendril/server/identity"
@@ -218,6 +219,7 @@ type Server struct {
 	access   *access.Service
 	uploads  *cluster.Uploads
 	bundles  *calamari.Library
+	enroll   *enroll.Enroller
 	api      *httpapi.API
 	console  *console.Console
 	ids      *identity.Set
@@ -340,6 +342,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.polling = make(chan struct{})
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.enroll = enroll.New(enroll.Config{Store: st, Signing: signing, Thumbprints: ids.Thumbprints, Logger: s.log,
+		Replaced: func(agentID string) {
+			s.dropAgent(agentID, "replaced by a new registration with --force")
+			s.notifyCluster(cluster.NotifyDrop, agentID) // its session may be on another node
+		}})
 	s.bundles = calamari.New(calamari.Config{Store: st, Uploads: s.uploads, Signing: signing, DataDir: cfg.DataDir, Logger: s.log})
 	s.rollouts = rollout.New(rollout.Config{Store: st, Fleet: rolloutFleet{s}, Uploads: s.uploads, Signing: signing, DataDir: cfg.DataDir,
 		Grace: cfg.UpgradeGrace, IdleTimeout: cfg.UpgradeIdleTimeout, ReconnectMargin: cfg.UpgradeReconnectMargin, Logger: s.log})
