@@ -11,11 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/server/store"
+
 	"github.com/tendrildeploy/tendril/api"
 
 	"github.com/tendrildeploy/tendril/internal/servertest"
 	"github.com/tendrildeploy/tendril/protocol"
-	"github.com/tendrildeploy/tendril/server/store"
+	"github.com/tendrildeploy/tendril/server/store/sqlstore"
 )
 
 // failoverWithin is how long agents of a killed node may take to be
@@ -105,7 +107,7 @@ func TestKillNodeAgentsMoveTasksRunOnce(t *testing.T) {
 	tasks = append(tasks, createTasks("2.0.0")...)
 	nodeA.kill()
 
-	st, err := store.OpenPostgres(ctx, dbURL)
+	st, err := sqlstore.OpenPostgres(ctx, dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}

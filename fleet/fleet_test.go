@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/server/store"
+
 	"github.com/tendrildeploy/tendril/server/datadir"
 
 	"github.com/tendrildeploy/tendril/api"
@@ -15,7 +17,6 @@ import (
 	"github.com/tendrildeploy/tendril/agent/upgrade"
 	"github.com/tendrildeploy/tendril/api/client"
 	"github.com/tendrildeploy/tendril/server"
-	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // startCoordinator runs a real coordinator on loopback, as the server

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tendrildeploy/tendril/server/store"
+
 	"github.com/tendrildeploy/tendril/api"
 
 	"github.com/google/uuid"
@@ -20,7 +22,6 @@ import (
 	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/rollout"
 	"github.com/tendrildeploy/tendril/server/secret"
-	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // Agents lists every agent with its live state.

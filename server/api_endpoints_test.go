@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/server/store"
+
 	"github.com/tendrildeploy/tendril/api"
 
 	"github.com/google/uuid"
@@ -30,7 +32,6 @@ import (
 	"github.com/tendrildeploy/tendril/server/backup"
 	"github.com/tendrildeploy/tendril/server/httpapi"
 	"github.com/tendrildeploy/tendril/server/secret"
-	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // badInput is one bad request to an endpoint and the refusal it must get.

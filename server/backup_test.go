@@ -12,13 +12,15 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tendrildeploy/tendril/server/store"
+
 	"github.com/tendrildeploy/tendril/api"
 
 	"github.com/tendrildeploy/tendril/internal/faultproxy"
 	"github.com/tendrildeploy/tendril/server/backup"
 	"github.com/tendrildeploy/tendril/server/datadir"
 	"github.com/tendrildeploy/tendril/server/kind"
-	"github.com/tendrildeploy/tendril/server/store"
+	"github.com/tendrildeploy/tendril/server/store/sqlstore"
 )
 
 var testPassphrase = []byte("correct horse battery staple")
@@ -53,7 +55,7 @@ func TestBackupWhileRunningAndRestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Manifest.SchemaVersion != store.SchemaVersion || res.Manifest.CoordinatorVersion != ts.cfg.Version {
+	if res.Manifest.SchemaVersion != sqlstore.SchemaVersion || res.Manifest.CoordinatorVersion != ts.cfg.Version {
 		t.Errorf("manifest versions: got %+v", res.Manifest)
 	}
 	if left, _ := filepath.Glob(filepath.Join(ts.dir, backup.SnapshotPrefix+"*")); len(left) != 0 {
@@ -145,7 +147,7 @@ func TestBackupSnapshotAPI(t *testing.T) {
 	ts := startServer(t, nil)
 	resp, body := ts.api(t, "POST", "/api/backup/snapshot", "", nil)
 	var sn api.Snapshot
-	if err := json.Unmarshal(body, &sn); err != nil || resp.StatusCode != 201 || !backup.ValidSnapshotName(sn.Name) || sn.SchemaVersion != store.SchemaVersion {
+	if err := json.Unmarshal(body, &sn); err != nil || resp.StatusCode != 201 || !backup.ValidSnapshotName(sn.Name) || sn.SchemaVersion != sqlstore.SchemaVersion {
 		t.Fatalf("got %d %s", resp.StatusCode, body)
 	}
 	if st, err := os.Stat(filepath.Join(ts.dir, sn.Name)); err != nil || st.Mode().Perm() != 0o600 {

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tendrildeploy/tendril/server/store"
+
 	"github.com/tendrildeploy/tendril/api"
 
 	"go.uber.org/zap"
@@ -18,7 +20,6 @@ import (
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/kind"
-	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // UploadCalamari stores a bundle read from r (see calamari.Library.Upload).

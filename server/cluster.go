@@ -4,7 +4,7 @@ package server
 // database. Each node registers itself in the nodes table and beats a
 // heartbeat; each serves the agents connected to it. Tasks live in the
 // database and are driven by the node holding their agent's session,
-// which claims them with a compare-and-set (store.ClaimTask): a task
+// which claims them with a compare-and-set (sqlstore.ClaimTask): a task
 // created through any node reaches its agent wherever it is connected,
 // and exactly one node drives it. Nodes wake each other with
 // LISTEN/NOTIFY; every heartbeat also sweeps for work a missed
@@ -20,12 +20,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tendrildeploy/tendril/server/store"
+
 	"github.com/hashicorp/yamux"
 	"go.uber.org/zap"
 
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/cluster"
-	"github.com/tendrildeploy/tendril/server/store"
+	"github.com/tendrildeploy/tendril/server/store/sqlstore"
 )
 
 const (
@@ -402,6 +404,6 @@ func (s *Server) refuseDraining(ctx context.Context, sess *yamux.Session, st *ya
 // clustered reports whether a node with this store shares its database
 // with other nodes: with SQLite it is the only one.
 func clustered(st store.Store) bool {
-	_, single := st.(*store.SQLite)
+	_, single := st.(*sqlstore.SQLite)
 	return !single
 }

@@ -9,6 +9,8 @@ import (
 	"net"
 	"time"
 
+	"github.com/tendrildeploy/tendril/server/store"
+
 	"github.com/hashicorp/yamux"
 	"go.uber.org/zap"
 
@@ -17,7 +19,6 @@ import (
 	"github.com/tendrildeploy/tendril/server/admission"
 	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/metrics"
-	"github.com/tendrildeploy/tendril/server/store"
 )
 
 const (

@@ -9,7 +9,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/server/datadir"
-	"github.com/tendrildeploy/tendril/server/store"
+	"github.com/tendrildeploy/tendril/server/store/sqlstore"
 )
 
 func writeRunInfo(dir string, ri api.RunInfo) error {
@@ -27,11 +27,11 @@ func backupsDir(dataDir string) string { return filepath.Join(dataDir, "backups"
 // database what to do, naming the copy taken before the migration that
 // this coordinator's schema version was migrated from, if there is one.
 func restoreHint(dataDir string) string {
-	pattern := filepath.Join(backupsDir(dataDir), fmt.Sprintf("tendril-schema%d-*.db", store.SchemaVersion))
+	pattern := filepath.Join(backupsDir(dataDir), fmt.Sprintf("tendril-schema%d-*.db", sqlstore.SchemaVersion))
 	found, _ := filepath.Glob(pattern)
 	if len(found) == 0 {
 		return fmt.Sprintf("nothing was written; run the newer coordinator, or restore a backup made with \"tendril-server backup\" (no copy taken before a migration from schema %d is in %s)",
-			store.SchemaVersion, backupsDir(dataDir))
+			sqlstore.SchemaVersion, backupsDir(dataDir))
 	}
 	newest := found[len(found)-1] // the names sort by time
 	return fmt.Sprintf("nothing was written; run the newer coordinator, or, to go back to this one, stop and replace %s with %s (the copy taken before the migration) and remove %s-wal and %s-shm",

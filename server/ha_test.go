@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/server/store"
+
 	"github.com/tendrildeploy/tendril/server/datadir"
 
 	"github.com/tendrildeploy/tendril/api"
@@ -24,7 +26,7 @@ import (
 	"github.com/tendrildeploy/tendril/agent"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/kind"
-	"github.com/tendrildeploy/tendril/server/store"
+	"github.com/tendrildeploy/tendril/server/store/sqlstore"
 
 	"go.uber.org/zap/zaptest"
 )
@@ -61,7 +63,7 @@ func (c *haCluster) node(name string, mod func(*Config)) *testServer {
 // nodeIn starts a node on a data folder of its own, e.g. to restart it.
 func (c *haCluster) nodeIn(dir, name string, mod func(*Config)) *testServer {
 	c.t.Helper()
-	st, err := store.OpenPostgres(context.Background(), c.url)
+	st, err := sqlstore.OpenPostgres(context.Background(), c.url)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -455,7 +457,7 @@ func TestRolloutHandedOverByDrainingNode(t *testing.T) {
 func TestNodeNameInUse(t *testing.T) {
 	c := newHACluster(t)
 	ctx := context.Background()
-	st, err := store.OpenPostgres(ctx, c.url)
+	st, err := sqlstore.OpenPostgres(ctx, c.url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -472,7 +474,7 @@ func TestNodeNameInUse(t *testing.T) {
 
 	dir := t.TempDir()
 	copyTree(t, c.dir, dir)
-	st2, err := store.OpenPostgres(ctx, c.url)
+	st2, err := sqlstore.OpenPostgres(ctx, c.url)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tendrildeploy/tendril/server/store"
+
 	"github.com/tendrildeploy/tendril/api"
 
 	"go.uber.org/zap"
@@ -38,7 +40,7 @@ import (
 	"github.com/tendrildeploy/tendril/server/releases"
 	"github.com/tendrildeploy/tendril/server/rollout"
 	"github.com/tendrildeploy/tendril/server/settings"
-	"github.com/tendrildeploy/tendril/server/store"
+	"github.com/tendrildeploy/tendril/server/store/sqlstore"
 )
 
 // Default addresses.
@@ -300,7 +302,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	st := cfg.Store
 	if st == nil {
-		sq, err := store.OpenSQLiteWith(ctx, filepath.Join(cfg.DataDir, datadir.DBFile), store.Options{BackupDir: backupsDir(cfg.DataDir)})
+		sq, err := sqlstore.OpenSQLiteWith(ctx, filepath.Join(cfg.DataDir, datadir.DBFile), sqlstore.Options{BackupDir: backupsDir(cfg.DataDir)})
 		if errors.Is(err, store.ErrSchemaTooNew) {
 			return nil, fmt.Errorf("new coordinator: %w; %s", err, restoreHint(cfg.DataDir))
 		}
@@ -484,9 +486,9 @@ func (s *Server) Run(ctx context.Context) error {
 // does: it stops accepting agents and API requests, lets requests under
 // way finish, tells connected agents to come back later (spread out, so
 // a restart is not followed by a storm), and waits for its goroutines,
-// then records this node's stop and closes the store. If ctx ends first,
+// then records this node's stop and closes the sqlstore. If ctx ends first,
 // it closes every agent session and returns ctx's error; Close then waits
-// for what is left and releases the store. Run returns once Shutdown has
+// for what is left and releases the sqlstore. Run returns once Shutdown has
 // begun. Calling it again waits again.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.stop(ctx)
@@ -504,7 +506,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // Close stops the coordinator at once: it closes the listeners and every
 // agent session without a goodbye, waits for its goroutines and closes
-// the store. Use it for a server whose Run was never called, or after a
+// the sqlstore. Use it for a server whose Run was never called, or after a
 // Shutdown that ran out of time. It is idempotent and safe after Run.
 func (s *Server) Close() error {
 	ended, cancel := context.WithCancel(context.Background())

@@ -15,12 +15,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/server/store"
+
 	"github.com/tendrildeploy/tendril/api"
 
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/datadir"
-	"github.com/tendrildeploy/tendril/server/store"
+	"github.com/tendrildeploy/tendril/server/store/sqlstore"
 )
 
 func TestInitRefusesInitializedFolder(t *testing.T) {
@@ -371,7 +373,7 @@ func TestNewerDatabaseNamesTheBackup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Exec(`INSERT INTO schema_migrations (version, applied_at) VALUES (?, 0)`, store.SchemaVersion+1); err != nil {
+	if _, err := db.Exec(`INSERT INTO schema_migrations (version, applied_at) VALUES (?, 0)`, sqlstore.SchemaVersion+1); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
@@ -382,7 +384,7 @@ func TestNewerDatabaseNamesTheBackup(t *testing.T) {
 	// With the copy the newer coordinator took before migrating, the
 	// refusal names it.
 	os.MkdirAll(backupsDir(dir), 0o700)
-	copyPath := filepath.Join(backupsDir(dir), fmt.Sprintf("tendril-schema%d-20260101T000000.000Z.db", store.SchemaVersion))
+	copyPath := filepath.Join(backupsDir(dir), fmt.Sprintf("tendril-schema%d-20260101T000000.000Z.db", sqlstore.SchemaVersion))
 	os.WriteFile(copyPath, nil, 0o600)
 	_, err = New(context.Background(), cfg)
 	if err == nil || !strings.Contains(err.Error(), copyPath) || !strings.Contains(err.Error(), "nothing was written") {

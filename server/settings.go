@@ -3,8 +3,9 @@ package server
 import (
 	"context"
 
-	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/server/store"
+
+	"github.com/tendrildeploy/tendril/api"
 )
 
 // SetMaintenance turns maintenance mode on or off and stores it.

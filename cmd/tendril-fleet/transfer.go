@@ -18,6 +18,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tendrildeploy/tendril/server/store"
+
 	"github.com/tendrildeploy/tendril/api"
 
 	"golang.org/x/mod/semver"
@@ -26,7 +28,6 @@ import (
 	"github.com/tendrildeploy/tendril/bundle"
 	"github.com/tendrildeploy/tendril/fleet"
 	"github.com/tendrildeploy/tendril/protocol"
-	"github.com/tendrildeploy/tendril/server/store"
 )
 
 const (

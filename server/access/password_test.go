@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tendrildeploy/tendril/server/store"
+	"github.com/tendrildeploy/tendril/server/store/sqlstore"
 	"go.uber.org/zap/zaptest"
 )
 
@@ -59,7 +59,7 @@ func TestPasswordHash(t *testing.T) {
 
 func TestAuthenticateUser(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.OpenSQLite(ctx, filepath.Join(t.TempDir(), "tendril.db"))
+	st, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "tendril.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,6 +44,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tendrildeploy/tendril/server/store"
+
 	"github.com/tendrildeploy/tendril/api"
 
 	"github.com/google/uuid"
@@ -51,7 +53,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/server/datadir"
 	"github.com/tendrildeploy/tendril/server/kind"
-	"github.com/tendrildeploy/tendril/server/store"
+	"github.com/tendrildeploy/tendril/server/store/sqlstore"
 )
 
 // BackupFormat is the archive format this coordinator writes and the
@@ -148,7 +150,7 @@ func TakeSnapshot(ctx context.Context, st Snapshotter, dataDir, version string) 
 	if err := st.Backup(ctx, filepath.Join(dataDir, name)); err != nil {
 		return api.Snapshot{}, fmt.Errorf("take snapshot: %w", err)
 	}
-	return api.Snapshot{Name: name, SchemaVersion: store.SchemaVersion, Version: version}, nil
+	return api.Snapshot{Name: name, SchemaVersion: sqlstore.SchemaVersion, Version: version}, nil
 }
 
 func removeStaleSnapshots(dir string, age time.Duration) {
@@ -225,7 +227,7 @@ func backup(ctx context.Context, opts BackupOptions) (BackupResult, error) {
 		snapPath = filepath.Join(opts.DataDir, sn.Name)
 		m.SchemaVersion, m.CoordinatorVersion = sn.SchemaVersion, sn.Version
 	} else {
-		st, err := store.OpenSQLite(ctx, filepath.Join(opts.DataDir, datadir.DBFile))
+		st, err := sqlstore.OpenSQLite(ctx, filepath.Join(opts.DataDir, datadir.DBFile))
 		if err != nil {
 			return BackupResult{}, err
 		}
@@ -235,7 +237,7 @@ func backup(ctx context.Context, opts BackupOptions) (BackupResult, error) {
 		if err != nil {
 			return BackupResult{}, err
 		}
-		m.SchemaVersion, m.CoordinatorVersion = store.SchemaVersion, opts.Version
+		m.SchemaVersion, m.CoordinatorVersion = sqlstore.SchemaVersion, opts.Version
 	}
 	defer os.Remove(snapPath)
 
@@ -691,9 +693,9 @@ func checkManifest(got map[string]*restoredEntry, passphrase []byte) (BackupMani
 	if m.FormatVersion > BackupFormat {
 		return BackupManifest{}, nil, kind.Errorf(kind.ErrConflict, "backup format %d is newer than this coordinator reads (%d); restore it with a newer coordinator", m.FormatVersion, BackupFormat)
 	}
-	if m.SchemaVersion > store.SchemaVersion {
+	if m.SchemaVersion > sqlstore.SchemaVersion {
 		return BackupManifest{}, nil, kind.Errorf(store.ErrSchemaTooNew, "backup is from a newer coordinator (schema %d > %d); restore it with version %s or newer",
-			m.SchemaVersion, store.SchemaVersion, m.CoordinatorVersion)
+			m.SchemaVersion, sqlstore.SchemaVersion, m.CoordinatorVersion)
 	}
 	listed := map[string]bool{}
 	for _, e := range m.Entries {

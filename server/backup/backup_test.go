@@ -16,10 +16,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tendrildeploy/tendril/server/store"
+
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/server/datadir"
 	"github.com/tendrildeploy/tendril/server/kind"
-	"github.com/tendrildeploy/tendril/server/store"
+	"github.com/tendrildeploy/tendril/server/store/sqlstore"
 )
 
 var testPassphrase = []byte("correct horse battery staple")
@@ -157,7 +159,7 @@ func TestRestoreRefusesBadInput(t *testing.T) {
 	flipped := bytes.Clone(raw)
 	flipped[len(flipped)/2] ^= 0x40
 	newer := filepath.Join(dir, "newer.tar.gz")
-	repack(t, good, newer, func(m *BackupManifest) { m.SchemaVersion = store.SchemaVersion + 1 }, nil)
+	repack(t, good, newer, func(m *BackupManifest) { m.SchemaVersion = sqlstore.SchemaVersion + 1 }, nil)
 	newerFormat := filepath.Join(dir, "newer-format.tar.gz")
 	repack(t, good, newerFormat, func(m *BackupManifest) { m.FormatVersion = BackupFormat + 1 }, nil)
 	badEntry := filepath.Join(dir, "bad-entry.tar.gz")
@@ -193,7 +195,7 @@ func TestRestoreRefusesBadInput(t *testing.T) {
 		{"entry not in the manifest", extra, "", "", ErrBackupDamaged, "not in the manifest"},
 		{"entry outside the folder", escape, "", "", ErrBackupDamaged, `unexpected entry "../evil"`},
 		{"wrong passphrase", good, "", "Tr0ub4dor&3", ErrWrongPassphrase, "wrong passphrase or damaged backup"},
-		{"newer schema", newer, "", "", store.ErrSchemaTooNew, fmt.Sprintf("backup is from a newer coordinator (schema %d > %d)", store.SchemaVersion+1, store.SchemaVersion)},
+		{"newer schema", newer, "", "", store.ErrSchemaTooNew, fmt.Sprintf("backup is from a newer coordinator (schema %d > %d)", sqlstore.SchemaVersion+1, sqlstore.SchemaVersion)},
 		{"newer format", newerFormat, "", "", kind.ErrConflict, "backup format 2 is newer"},
 		{"running coordinator", good, running, "", kind.ErrConflict, "stop the coordinator first"},
 		{"folder not empty", good, nonEmpty, "", kind.ErrConflict, "not empty"},

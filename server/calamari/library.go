@@ -16,13 +16,14 @@ import (
 	"slices"
 	"time"
 
+	"github.com/tendrildeploy/tendril/server/store"
+
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/bundle"
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/datadir"
 	"github.com/tendrildeploy/tendril/server/kind"
-	"github.com/tendrildeploy/tendril/server/store"
 	"go.uber.org/zap"
 	"golang.org/x/mod/semver"
 )

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tendrildeploy/tendril/server/store"
+
 	"go.uber.org/zap"
 )
 

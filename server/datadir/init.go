@@ -10,11 +10,13 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/tendrildeploy/tendril/server/store"
+
 	"github.com/google/uuid"
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/server/secret"
-	"github.com/tendrildeploy/tendril/server/store"
+	"github.com/tendrildeploy/tendril/server/store/sqlstore"
 )
 
 // ErrAlreadyInitialized means init was run on a folder that has a
@@ -96,13 +98,13 @@ type InitOptions struct {
 // waited for, as run does.
 func openInitStore(ctx context.Context, dir string, o InitOptions) (store.Store, error) {
 	if o.Database == "" {
-		st, err := store.OpenSQLite(ctx, filepath.Join(dir, DBFile))
+		st, err := sqlstore.OpenSQLite(ctx, filepath.Join(dir, DBFile))
 		if err != nil {
 			return nil, err
 		}
 		return st, nil
 	}
-	st, err := store.OpenPostgres(ctx, o.Database)
+	st, err := sqlstore.OpenPostgres(ctx, o.Database)
 	if err != nil {
 		return nil, err
 	}

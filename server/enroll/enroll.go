@@ -9,13 +9,14 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tendrildeploy/tendril/server/store"
+
 	"github.com/google/uuid"
 	"github.com/hashicorp/yamux"
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/secret"
-	"github.com/tendrildeploy/tendril/server/store"
 	"go.uber.org/zap"
 )
 

@@ -1,8 +1,6 @@
 package store
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"time"
 )
@@ -19,10 +17,6 @@ const (
 	// flags no longer override it.
 	PolicySetByOperator = "operator"
 )
-
-// ErrBadPolicy means a machine policy value is out of range. The wrapping
-// error says which one.
-var ErrBadPolicy = errors.New("invalid machine policy")
 
 // Policy is the fleet-wide configuration kept in the database, shared by
 // every coordinator node.
@@ -61,15 +55,3 @@ func (p Policy) Validate() error {
 	}
 	return fmt.Errorf("%w: %s", ErrBadPolicy, msg)
 }
-
-// PolicyStore is the part of Store about the machine policy.
-type PolicyStore interface {
-	// Policy returns the machine policy. The migration that made the
-	// table filled it in, so it always exists.
-	Policy(ctx context.Context) (Policy, error)
-	// SetPolicy replaces the machine policy after validating it; an
-	// invalid one (ErrBadPolicy) changes nothing.
-	SetPolicy(ctx context.Context, p Policy) error
-}
-
-const policyColumns = `health_interval_ns, calamari_keep, upgrade_batch, upgrade_max_failures, set_by, updated_at`

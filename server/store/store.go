@@ -1,54 +1,133 @@
-// Package store persists the coordinator's state: agents, enrollment
-// tokens, API keys, revoked thumbprints, tasks, rollouts, nodes and
-// settings.
-//
-// Store is the one interface the rest of the coordinator uses. It has two
-// backends: SQLite (OpenSQLite), the default, embedded in the coordinator's
-// data folder, and PostgreSQL (OpenPostgres), which several coordinators
-// share for high availability. Both satisfy the same contract and run the
-// same tests.
-//
-// # One SQL store, two dialects
-//
-// The Store is implemented once, by sqlStore, on database/sql: every
-// query is written once, with ? placeholders, and the two schemas
-// (migrations/sqlite and migrations/postgres, mirroring each other file
-// for file) have the same tables and columns, times as BIGINT unix
-// nanoseconds and string lists as JSON in TEXT. SQLite and Postgres are
-// thin types that embed it. What the two databases do differently is a
-// dialect's (see the dialect interface):
-//
-//   - Concurrency. An SQLite file has one coordinator and one writer
-//     connection, which serializes every write transaction. A PostgreSQL
-//     database is shared by coordinators whose transactions run at once,
-//     so the same transactions take advisory locks for the checks no
-//     constraint can express (unique thumbprints, a token used once, a
-//     live node's name, an agent in one running rollout), lock the rows
-//     they read to change (FOR UPDATE), and run again when PostgreSQL
-//     gives one up for a deadlock or a serialization failure. Where a
-//     constraint can decide (a bundle's version, a user's name), an
-//     INSERT's conflict decides, in both.
-//   - Types. SQLite keeps booleans as integers and bytes in TEXT
-//     (signatures as hex); PostgreSQL has BOOLEAN and BYTEA, and refuses
-//     NUL bytes and invalid UTF-8 in TEXT, so free text from agents and
-//     people is made valid first.
-//   - Mechanics only one of them has, which stay on its own type:
-//     PostgreSQL's LISTEN/NOTIFY wakes the other nodes, large objects hold
-//     shared uploads, and statements are batched into one round trip;
-//     pgx's stdlib driver gives database/sql, and sql.Conn.Raw pgx itself
-//     for these. SQLite caches the prepared statements of the agent
-//     connection path, backs a database up before migrating it and takes
-//     consistent copies with VACUUM INTO; in one process a notification
-//     is a function call.
 package store
 
 import (
 	"context"
 	"errors"
+	"io"
 	"time"
 
 	"github.com/tendrildeploy/tendril/server/kind"
 )
+
+// ErrLastAdminKey means revoking the key would leave no valid admin API
+// key: nobody could then manage users or keys through the API, and the
+// admin commands run with --data would stop working.
+var ErrLastAdminKey = errors.New("it is the last valid admin API key")
+
+// AccessStore is the part of Store about who may act: console users, the
+// listing and revocation of API keys, and the removal of enrollment
+// tokens.
+type AccessStore interface {
+	// CreateUser stores a new user. ErrExists if a user has that name in
+	// any case.
+	CreateUser(ctx context.Context, u User) error
+	// UserByName returns the user whose name matches in any case, or
+	// ErrNotFound.
+	UserByName(ctx context.Context, name string) (User, error)
+	// UserByID returns the user or ErrNotFound.
+	UserByID(ctx context.Context, id string) (User, error)
+	// ListUsers returns every user ordered by name.
+	ListUsers(ctx context.Context) ([]User, error)
+	// DeleteUser removes the user whose name matches in any case and
+	// returns it. ErrNotFound if none does.
+	DeleteUser(ctx context.Context, name string) (User, error)
+
+	// ListAPIKeys returns every API key, revoked ones too, newest first.
+	ListAPIKeys(ctx context.Context) ([]APIKey, error)
+	// RevokeAPIKey revokes a key at the given time and returns it.
+	// Revoking a revoked key changes nothing and returns it as it is.
+	// ErrNotFound if there is no such key; ErrLastAdminKey, with nothing
+	// changed, if it is the last valid admin key.
+	RevokeAPIKey(ctx context.Context, id string, at time.Time) (APIKey, error)
+
+	// DeleteToken removes an enrollment token, used or not, so that it
+	// can no longer enroll an agent. ErrNotFound if it does not exist.
+	DeleteToken(ctx context.Context, id string) error
+}
+
+// ErrNodeAlive means a node with the name asked for is still alive.
+var ErrNodeAlive = errors.New("a live node already has this name")
+
+// ClusterStore is the part of Store about coordinator nodes: their
+// registry, which node serves which agent and drives which task or
+// rollout, and the wake-up calls between them.
+//
+// Work moves between nodes by compare-and-set claims: a claim names the
+// node the caller saw (from) and succeeds only if that is still the
+// owner, so of several nodes racing for the same task exactly one wins.
+type ClusterStore interface {
+	// RegisterNode records a node that starts. Earlier rows with the same
+	// name that are no longer alive are removed and the newest one's
+	// Draining passes to n; a live one refuses n with ErrNodeAlive. The
+	// heartbeat is set now; StartedAt must be set. It returns n as stored.
+	RegisterNode(ctx context.Context, n Node) (Node, error)
+	// HeartbeatNode records that the node is alive. ErrNotFound if its
+	// row is gone or it was stopped.
+	HeartbeatNode(ctx context.Context, id string) error
+	// StopNode records a clean stop: the node counts as dead at once, and
+	// it no longer serves any agent.
+	StopNode(ctx context.Context, id string, at time.Time) error
+	// Nodes returns every node, by name then start, with its counts.
+	Nodes(ctx context.Context) ([]Node, error)
+	// SetNodeDraining sets a node's draining flag. ErrNotFound if there is
+	// no such node.
+	SetNodeDraining(ctx context.Context, id string, draining bool) error
+	// PruneNodes removes nodes whose last heartbeat is older than age,
+	// and returns how many.
+	PruneNodes(ctx context.Context, age time.Duration) (int, error)
+
+	// DisconnectAgent records that the agent's session on node ended:
+	// LastSeen is set, and the agent's node cleared if it is still node
+	// (the agent may have connected elsewhere meanwhile). Unknown agents
+	// are skipped.
+	DisconnectAgent(ctx context.Context, id, node string, at time.Time) error
+
+	// ClaimTask makes node `to` the task's driver if its driver is still
+	// `from` ("" for none) and it is unfinished; to == "" releases it. It
+	// reports whether it did.
+	ClaimTask(ctx context.Context, id, from, to string) (bool, error)
+	// ClaimRollout does the same for a running rollout's batches.
+	ClaimRollout(ctx context.Context, id, from, to string) (bool, error)
+	// SetRolloutAgentNode moves an agent of a rollout to state `to`, and
+	// its node from `fromNode` to `toNode`, only if its state is one of
+	// from and its node is fromNode. It reports whether it did.
+	SetRolloutAgentNode(ctx context.Context, rolloutID, agentID string, from []string, fromNode, to, toNode, reason string, at time.Time) (bool, error)
+
+	// PutBlob stores what r yields under b.Key, unless a blob is stored
+	// there already; r must yield b.Size bytes whose SHA-256 is b.SHA256,
+	// or nothing is stored.
+	PutBlob(ctx context.Context, b Blob, r io.Reader) error
+	// BlobInfo describes a stored blob. ErrNotFound if there is none.
+	BlobInfo(ctx context.Context, key string) (Blob, error)
+	// ReadBlob writes a stored blob's content to w. ErrNotFound if there
+	// is none.
+	ReadBlob(ctx context.Context, key string, w io.Writer) (Blob, error)
+
+	// Notify sends payload to every node's Listen, this one's included.
+	// Delivery is not guaranteed (a listener may be reconnecting), so a
+	// notification only hastens what a node would find out in time.
+	Notify(ctx context.Context, payload string) error
+	// Listen calls fn with each notification until ctx ends, and with ""
+	// whenever notifications may have been missed (after connecting or
+	// reconnecting). fn must not block. When the connection it listens on
+	// fails, it calls lost (if not nil) with why and the wait before it
+	// tries again. It returns when ctx ends.
+	Listen(ctx context.Context, fn func(payload string), lost func(err error, wait time.Duration)) error
+}
+
+// ErrBadPolicy means a machine policy value is out of range. The wrapping
+// error says which one.
+var ErrBadPolicy = errors.New("invalid machine policy")
+
+// PolicyStore is the part of Store about the machine policy.
+type PolicyStore interface {
+	// Policy returns the machine policy. The migration that made the
+	// table filled it in, so it always exists.
+	Policy(ctx context.Context) (Policy, error)
+	// SetPolicy replaces the machine policy after validating it; an
+	// invalid one (ErrBadPolicy) changes nothing.
+	SetPolicy(ctx context.Context, p Policy) error
+}
 
 // Errors that callers branch on. Implementations wrap them with context, so
 // compare with errors.Is.
@@ -476,28 +555,4 @@ type UpgradeStore interface {
 	// FinishRollout sets a rollout's state, reason and finish time.
 	// ErrNotFound if it does not exist.
 	FinishRollout(ctx context.Context, id, state, reason string, at time.Time) error
-}
-
-// numberLogLines picks the lines of an append that are new and numbers
-// them after last: a line whose agent sequence is at or below agentSeq was
-// stored already (the agent re-sent it after a reconnect). Lines without a
-// time get now. It returns the new lines and the task's new last and
-// agent sequences. Both stores number lines this way, inside the
-// transaction that read last and agentSeq.
-func numberLogLines(lines []LogLine, last, agentSeq int64, now time.Time) (fresh []LogLine, newLast, newAgentSeq int64) {
-	for _, l := range lines {
-		if l.AgentSeq > 0 && l.AgentSeq <= agentSeq {
-			continue
-		}
-		if l.Time.IsZero() {
-			l.Time = now
-		}
-		if l.AgentSeq > 0 {
-			agentSeq = l.AgentSeq
-		}
-		last++
-		l.Seq = last
-		fresh = append(fresh, l)
-	}
-	return fresh, last, agentSeq
 }

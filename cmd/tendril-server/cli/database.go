@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tendrildeploy/tendril/server/store"
+
 	"go.uber.org/zap"
 
 	"github.com/tendrildeploy/tendril/server/datadir"
-	"github.com/tendrildeploy/tendril/server/store"
+	"github.com/tendrildeploy/tendril/server/store/sqlstore"
 )
 
 // openDatabase opens the PostgreSQL store at url for run, waiting with
@@ -29,7 +31,7 @@ func openDatabase(ctx context.Context, dir, url string, log *zap.Logger) (store.
 		return nil, err
 	}
 	log = log.Named("store")
-	st, err := store.OpenPostgresRetry(ctx, url, func(err error, wait time.Duration) {
+	st, err := sqlstore.OpenPostgresRetry(ctx, url, func(err error, wait time.Duration) {
 		log.Warn("database unreachable, retrying", zap.Error(err), zap.Duration("retry_in", wait))
 	})
 	if errors.Is(err, store.ErrSchemaTooNew) {

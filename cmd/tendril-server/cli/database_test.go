@@ -12,7 +12,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/internal/pgtest"
 	"github.com/tendrildeploy/tendril/internal/servertest"
-	"github.com/tendrildeploy/tendril/server/store"
+	"github.com/tendrildeploy/tendril/server/store/sqlstore"
 )
 
 // pg is the test binary's PostgreSQL cluster, started by the first test
@@ -108,7 +108,7 @@ func TestInitAndRunOnPostgres(t *testing.T) {
 		t.Errorf("run exited %d:\n%s", code, logs)
 	}
 
-	st, err := store.OpenPostgres(bg, dbURL)
+	st, err := sqlstore.OpenPostgres(bg, dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package store
+package sqlstore
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/tendrildeploy/tendril/server/store"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -53,7 +55,7 @@ type Postgres struct {
 	closeErr  error
 }
 
-var _ Store = (*Postgres)(nil)
+var _ store.Store = (*Postgres)(nil)
 
 // OpenPostgres connects to the database at url (a postgres:// URL or a
 // key=value connection string, as libpq takes) and applies any pending
@@ -342,7 +344,7 @@ var errBlobStored = errors.New("stored meanwhile")
 // PutBlob implements Store. The content goes into a large object, in
 // chunks, within the transaction that records it: a failure leaves
 // nothing behind.
-func (s *Postgres) PutBlob(ctx context.Context, b Blob, r io.Reader) error {
+func (s *Postgres) PutBlob(ctx context.Context, b store.Blob, r io.Reader) error {
 	at, stored, err := s.blobToStore(ctx, b)
 	if err == nil && !stored {
 		err = s.withPgx(ctx, func(c *pgx.Conn) error {
@@ -355,7 +357,7 @@ func (s *Postgres) PutBlob(ctx context.Context, b Blob, r io.Reader) error {
 	return nil
 }
 
-func putLargeObject(ctx context.Context, tx pgx.Tx, b Blob, at any, r io.Reader) error {
+func putLargeObject(ctx context.Context, tx pgx.Tx, b store.Blob, at any, r io.Reader) error {
 	lo := tx.LargeObjects()
 	oid, err := lo.Create(ctx, 0)
 	if err != nil {
@@ -383,15 +385,15 @@ func putLargeObject(ctx context.Context, tx pgx.Tx, b Blob, at any, r io.Reader)
 }
 
 // ReadBlob implements Store, streaming the large object in chunks.
-func (s *Postgres) ReadBlob(ctx context.Context, key string, w io.Writer) (Blob, error) {
-	var b Blob
+func (s *Postgres) ReadBlob(ctx context.Context, key string, w io.Writer) (store.Blob, error) {
+	var b store.Blob
 	err := s.withPgx(ctx, func(c *pgx.Conn) error {
 		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 			var oid uint32
 			var err error
 			b, err = scanBlob(key, &oid)(tx.QueryRow(ctx, `SELECT sha256, size, stored_at, content FROM blobs WHERE key = $1`, key))
 			if errors.Is(err, pgx.ErrNoRows) {
-				return ErrNotFound
+				return store.ErrNotFound
 			}
 			if err != nil {
 				return err
@@ -407,7 +409,7 @@ func (s *Postgres) ReadBlob(ctx context.Context, key string, w io.Writer) (Blob,
 		})
 	})
 	if err != nil {
-		return Blob{}, fmt.Errorf("read blob %s: %w", key, err)
+		return store.Blob{}, fmt.Errorf("read blob %s: %w", key, err)
 	}
 	return b, nil
 }

@@ -1,4 +1,4 @@
-package store
+package sqlstore
 
 import (
 	"context"
@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tendrildeploy/tendril/server/store"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -87,7 +89,7 @@ func TestPostgresRaceForOneToken(t *testing.T) {
 		secret := fmt.Sprint("shared-", r)
 		createToken(t, a, secret, "prod", t0.Add(time.Hour))
 		errs := race(racers, a, b, func(s *Postgres, i int) error {
-			_, err := s.Register(ctx, RegisterParams{
+			_, err := s.Register(ctx, store.RegisterParams{
 				TokenHash: hashOf(secret), Thumbprint: fmt.Sprintf("tp-%d-%d", r, i),
 				Name: fmt.Sprintf("web-%d-%d", r, i), Now: t0, NewID: fmt.Sprintf("id-%d-%d", r, i),
 			})
@@ -98,7 +100,7 @@ func TestPostgresRaceForOneToken(t *testing.T) {
 			switch {
 			case err == nil:
 				won++
-			case !errors.Is(err, ErrTokenUsed):
+			case !errors.Is(err, store.ErrTokenUsed):
 				t.Errorf("round %d, racer %d: got %v, want nil or ErrTokenUsed", r, i, err)
 			}
 		}
@@ -119,15 +121,15 @@ func TestPostgresRaceForOneIdentity(t *testing.T) {
 	ctx := context.Background()
 	tests := []struct {
 		name    string
-		params  func(i int) RegisterParams // all but the token
+		params  func(i int) store.RegisterParams // all but the token
 		wantErr error
 	}{
-		{"same name", func(i int) RegisterParams {
-			return RegisterParams{Name: "web-1", Thumbprint: fmt.Sprint("tp-", i)}
-		}, ErrNameTaken},
-		{"same thumbprint", func(i int) RegisterParams {
-			return RegisterParams{Name: fmt.Sprint("web-", i), Thumbprint: "tp-1"}
-		}, ErrThumbprintTaken},
+		{"same name", func(i int) store.RegisterParams {
+			return store.RegisterParams{Name: "web-1", Thumbprint: fmt.Sprint("tp-", i)}
+		}, store.ErrNameTaken},
+		{"same thumbprint", func(i int) store.RegisterParams {
+			return store.RegisterParams{Name: fmt.Sprint("web-", i), Thumbprint: "tp-1"}
+		}, store.ErrThumbprintTaken},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -168,9 +170,9 @@ func TestPostgresRaceForcedRegistrations(t *testing.T) {
 	for i := range racers {
 		createToken(t, a, fmt.Sprint("secret-", i), "prod", t0.Add(time.Hour))
 	}
-	replaced := make([][]Agent, racers)
+	replaced := make([][]store.Agent, racers)
 	errs := race(racers, a, b, func(s *Postgres, i int) error {
-		res, err := s.Register(ctx, RegisterParams{
+		res, err := s.Register(ctx, store.RegisterParams{
 			TokenHash: hashOf(fmt.Sprint("secret-", i)), Thumbprint: fmt.Sprint("tp-", i), Name: "web-1",
 			Force: true, Now: t0, NewID: fmt.Sprint("id-", i),
 		})
@@ -213,26 +215,26 @@ func TestPostgresRaceAcrossStores(t *testing.T) {
 	t.Run("AddBundle", func(t *testing.T) {
 		a, b, _ := openTwo(t)
 		errs := race(8, a, b, func(s *Postgres, i int) error {
-			return s.AddBundle(ctx, Bundle{Version: "1.0.0", SHA256: fmt.Sprint(i), Manifest: []byte("{}"), Signature: []byte{1}, UploadedAt: t0})
+			return s.AddBundle(ctx, store.Bundle{Version: "1.0.0", SHA256: fmt.Sprint(i), Manifest: []byte("{}"), Signature: []byte{1}, UploadedAt: t0})
 		})
-		wantOneWinner(t, errs, ErrExists)
+		wantOneWinner(t, errs, store.ErrExists)
 	})
 	t.Run("AddAgentPackage", func(t *testing.T) {
 		a, b, _ := openTwo(t)
 		errs := race(8, a, b, func(s *Postgres, i int) error {
-			return s.AddAgentPackage(ctx, AgentPackage{Version: "1.0.0", OS: "linux", Arch: "amd64", SHA256: fmt.Sprint(i), Signature: []byte{1}, UploadedAt: t0})
+			return s.AddAgentPackage(ctx, store.AgentPackage{Version: "1.0.0", OS: "linux", Arch: "amd64", SHA256: fmt.Sprint(i), Signature: []byte{1}, UploadedAt: t0})
 		})
-		wantOneWinner(t, errs, ErrExists)
+		wantOneWinner(t, errs, store.ErrExists)
 	})
 	t.Run("SetRolloutAgentState", func(t *testing.T) {
 		a, b, _ := openTwo(t)
-		r := Rollout{ID: "r1", Version: "2.0.0", Batch: 1, State: RolloutRunning, CreatedAt: t0}
-		if err := a.CreateRollout(ctx, r, []RolloutAgent{{AgentID: "x", AgentName: "web-1", State: UpgradeQueued, UpdatedAt: t0}}); err != nil {
+		r := store.Rollout{ID: "r1", Version: "2.0.0", Batch: 1, State: store.RolloutRunning, CreatedAt: t0}
+		if err := a.CreateRollout(ctx, r, []store.RolloutAgent{{AgentID: "x", AgentName: "web-1", State: store.UpgradeQueued, UpdatedAt: t0}}); err != nil {
 			t.Fatal(err)
 		}
 		errNotChanged := errors.New("not changed")
 		errs := race(8, a, b, func(s *Postgres, i int) error {
-			changed, err := s.SetRolloutAgentState(ctx, "r1", "x", []string{UpgradeQueued}, UpgradeSending, fmt.Sprint("racer ", i), t0)
+			changed, err := s.SetRolloutAgentState(ctx, "r1", "x", []string{store.UpgradeQueued}, store.UpgradeSending, fmt.Sprint("racer ", i), t0)
 			if err == nil && !changed {
 				err = errNotChanged
 			}
@@ -242,17 +244,17 @@ func TestPostgresRaceAcrossStores(t *testing.T) {
 	})
 	t.Run("AppendTaskLogs", func(t *testing.T) {
 		a, b, _ := openTwo(t)
-		if err := a.CreateTasks(ctx, []Task{newTask("a", "g", t0)}); err != nil {
+		if err := a.CreateTasks(ctx, []store.Task{newTask("a", "g", t0)}); err != nil {
 			t.Fatal(err)
 		}
 		// Two nodes following the same agent after a reconnect, and both
 		// adding lines of their own.
 		errs := race(6, a, b, func(s *Postgres, i int) error {
-			var batch []LogLine
+			var batch []store.LogLine
 			for seq := int64(1); seq <= 100; seq++ {
-				batch = append(batch, LogLine{AgentSeq: seq, Time: t0, Stream: "stdout", Text: fmt.Sprint(seq)})
+				batch = append(batch, store.LogLine{AgentSeq: seq, Time: t0, Stream: "stdout", Text: fmt.Sprint(seq)})
 			}
-			batch = append(batch, LogLine{Time: t0, Stream: "coordinator", Text: fmt.Sprint("node ", i)})
+			batch = append(batch, store.LogLine{Time: t0, Stream: "coordinator", Text: fmt.Sprint("node ", i)})
 			_, err := s.AppendTaskLogs(ctx, "a", batch)
 			return err
 		})
@@ -449,7 +451,7 @@ func TestPostgresSchemaTooNew(t *testing.T) {
 				old.Close()
 				t.Fatal("got nil error, want ErrSchemaTooNew")
 			}
-			if !errors.Is(err, ErrSchemaTooNew) {
+			if !errors.Is(err, store.ErrSchemaTooNew) {
 				t.Fatalf("got %v, want an error wrapping ErrSchemaTooNew", err)
 			}
 			older := SchemaVersion
@@ -606,7 +608,7 @@ func TestOpenPostgresRetry(t *testing.T) {
 		}{
 			{"missing database", c.URL("no_such_database"), nil},
 			{"malformed URL", "postgres://x@127.0.0.1:notaport/db", nil},
-			{"schema too new", tooNewURL, ErrSchemaTooNew},
+			{"schema too new", tooNewURL, store.ErrSchemaTooNew},
 		} {
 			t.Run(tt.name, func(t *testing.T) {
 				notified := 0
@@ -632,7 +634,7 @@ func TestTransientOpenError(t *testing.T) {
 		err  error
 		want bool
 	}{
-		{"schema too new", fmt.Errorf("x: %w", ErrSchemaTooNew), false},
+		{"schema too new", fmt.Errorf("x: %w", store.ErrSchemaTooNew), false},
 		{"starting up", &pgconn.PgError{Code: "57P03"}, true},
 		{"too many clients", &pgconn.PgError{Code: "53300"}, true},
 		{"connection failure", &pgconn.PgError{Code: "08006"}, true},
@@ -674,16 +676,16 @@ func TestPostgresTextWithNUL(t *testing.T) {
 	ctx := context.Background()
 	s, _ := openPostgresTest(t)
 	a := enroll(t, s, "web-1", "prod", "tp-1")
-	if err := s.RecordHealth(ctx, []HealthResult{{AgentID: a.ID, Health: HealthWarning, Detail: "disk\x00low\xff", At: t0}}); err != nil {
+	if err := s.RecordHealth(ctx, []store.HealthResult{{AgentID: a.ID, Health: store.HealthWarning, Detail: "disk\x00low\xff", At: t0}}); err != nil {
 		t.Fatalf("RecordHealth: %v", err)
 	}
 	if got, want := mustAgent(t, s, a.ID).HealthDetail, "disk\uFFFDlow\uFFFD"; got != want {
 		t.Errorf("got detail %q, want %q", got, want)
 	}
-	if err := s.CreateTasks(ctx, []Task{newTask("t", "g", t0)}); err != nil {
+	if err := s.CreateTasks(ctx, []store.Task{newTask("t", "g", t0)}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.UpdateTask(ctx, "t", TaskUpdate{State: TaskFailed, Error: "exit\x00"}); err != nil {
+	if err := s.UpdateTask(ctx, "t", store.TaskUpdate{State: store.TaskFailed, Error: "exit\x00"}); err != nil {
 		t.Fatalf("UpdateTask: %v", err)
 	}
 	if got, _ := s.Task(ctx, "t"); got.Error != "exit\uFFFD" {

@@ -1,4 +1,4 @@
-package store
+package sqlstore
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"io"
 	"math"
 	"time"
+
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // sqlStore is the part of the Store both backends share: every method
@@ -78,8 +80,8 @@ const (
 type ownMechanics interface {
 	Notify(ctx context.Context, payload string) error
 	Listen(ctx context.Context, fn func(payload string), lost func(err error, wait time.Duration)) error
-	PutBlob(ctx context.Context, b Blob, r io.Reader) error
-	ReadBlob(ctx context.Context, key string, w io.Writer) (Blob, error)
+	PutBlob(ctx context.Context, b store.Blob, r io.Reader) error
+	ReadBlob(ctx context.Context, key string, w io.Writer) (store.Blob, error)
 	Close() error
 }
 
@@ -158,7 +160,7 @@ func (s *sqlStore) schemaVersion(ctx context.Context) (int, error) {
 func tooNew(v, known int) error {
 	if v > known {
 		return fmt.Errorf("database is at schema version %d, this coordinator knows up to %d: %w",
-			v, known, ErrSchemaTooNew)
+			v, known, store.ErrSchemaTooNew)
 	}
 	return nil
 }
@@ -250,7 +252,7 @@ func queryRows[T any](ctx context.Context, q queryer, scan func(scanner) (T, err
 func queryOne[T any](ctx context.Context, q queryer, scan func(scanner) (T, error), query string, args ...any) (T, error) {
 	v, err := scan(q.QueryRowContext(ctx, query, args...))
 	if errors.Is(err, sql.ErrNoRows) {
-		err = ErrNotFound
+		err = store.ErrNotFound
 	}
 	return v, err
 }
@@ -266,7 +268,7 @@ func exists(ctx context.Context, q queryer, query string, args ...any) (bool, er
 func oneRow(res sql.Result, err error) error {
 	n, err := affected(res, err)
 	if err == nil && n == 0 {
-		return ErrNotFound
+		return store.ErrNotFound
 	}
 	return err
 }

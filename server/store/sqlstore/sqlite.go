@@ -1,4 +1,4 @@
-package store
+package sqlstore
 
 import (
 	"context"
@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/tendrildeploy/tendril/server/store"
 
 	"modernc.org/sqlite" // registers the "sqlite" driver
 	sqlite3 "modernc.org/sqlite/lib"
@@ -53,7 +55,7 @@ type SQLite struct {
 	listeners listeners // Listen's callbacks: one process, so Notify is a call
 }
 
-var _ Store = (*SQLite)(nil)
+var _ store.Store = (*SQLite)(nil)
 
 // OpenSQLite opens the database at path, creating it with 0600 permissions
 // if it does not exist, and applies any pending migrations. It refuses, with
@@ -425,7 +427,7 @@ func (s *SQLite) Listen(ctx context.Context, fn func(payload string), _ func(err
 // PutBlob implements Store. SQLite holds a blob whole in memory on its way
 // in and out: the coordinator keeps blobs only in a shared database, and
 // this is here for the two stores to behave alike.
-func (s *SQLite) PutBlob(ctx context.Context, b Blob, r io.Reader) error {
+func (s *SQLite) PutBlob(ctx context.Context, b store.Blob, r io.Reader) error {
 	at, stored, err := s.blobToStore(ctx, b)
 	if err == nil && !stored {
 		var data []byte
@@ -441,14 +443,14 @@ func (s *SQLite) PutBlob(ctx context.Context, b Blob, r io.Reader) error {
 }
 
 // ReadBlob implements Store.
-func (s *SQLite) ReadBlob(ctx context.Context, key string, w io.Writer) (Blob, error) {
+func (s *SQLite) ReadBlob(ctx context.Context, key string, w io.Writer) (store.Blob, error) {
 	var data []byte
 	b, err := queryOne(ctx, s.r, scanBlob(key, &data), `SELECT sha256, size, stored_at, content FROM blobs WHERE key = ?`, key)
 	if err == nil {
 		_, err = w.Write(data)
 	}
 	if err != nil {
-		return Blob{}, fmt.Errorf("read blob %s: %w", key, err)
+		return store.Blob{}, fmt.Errorf("read blob %s: %w", key, err)
 	}
 	return b, nil
 }

@@ -1,4 +1,4 @@
-package store
+package sqlstore
 
 import (
 	"context"
@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // AddAgentPackage implements Store.
-func (s *sqlStore) AddAgentPackage(ctx context.Context, p AgentPackage) error {
+func (s *sqlStore) AddAgentPackage(ctx context.Context, p store.AgentPackage) error {
 	at, err := requiredTime(p.UploadedAt, "upload time")
 	if err == nil {
 		// As in AddBundle, the conflict decides between coordinators.
@@ -25,33 +27,33 @@ func (s *sqlStore) AddAgentPackage(ctx context.Context, p AgentPackage) error {
 
 const agentPackageColumns = `version, os, arch, sha256, size, signature, uploaded_at`
 
-func (s *sqlStore) scanAgentPackage(sc scanner) (AgentPackage, error) {
-	var p AgentPackage
+func (s *sqlStore) scanAgentPackage(sc scanner) (store.AgentPackage, error) {
+	var p store.AgentPackage
 	var sig []byte
 	var at sql.NullInt64
 	err := sc.Scan(&p.Version, &p.OS, &p.Arch, &p.SHA256, &p.Size, &sig, &at)
 	if err != nil {
-		return AgentPackage{}, err
+		return store.AgentPackage{}, err
 	}
 	if p.Signature, err = s.d.sigValue(sig); err != nil {
-		return AgentPackage{}, fmt.Errorf("signature of %s %s/%s: %w", p.Version, p.OS, p.Arch, err)
+		return store.AgentPackage{}, fmt.Errorf("signature of %s %s/%s: %w", p.Version, p.OS, p.Arch, err)
 	}
 	p.UploadedAt = fromNanos(at)
 	return p, nil
 }
 
 // AgentPackage implements Store.
-func (s *sqlStore) AgentPackage(ctx context.Context, version, os, arch string) (AgentPackage, error) {
+func (s *sqlStore) AgentPackage(ctx context.Context, version, os, arch string) (store.AgentPackage, error) {
 	p, err := queryOne(ctx, s.r, s.scanAgentPackage, `SELECT `+agentPackageColumns+` FROM agent_packages
 		WHERE version = ? AND os = ? AND arch = ?`, version, os, arch)
 	if err != nil {
-		return AgentPackage{}, fmt.Errorf("agent package %s %s/%s: %w", version, os, arch, err)
+		return store.AgentPackage{}, fmt.Errorf("agent package %s %s/%s: %w", version, os, arch, err)
 	}
 	return p, nil
 }
 
 // AgentPackages implements Store.
-func (s *sqlStore) AgentPackages(ctx context.Context) ([]AgentPackage, error) {
+func (s *sqlStore) AgentPackages(ctx context.Context) ([]store.AgentPackage, error) {
 	out, err := queryRows(ctx, s.r, s.scanAgentPackage, `SELECT `+agentPackageColumns+` FROM agent_packages`)
 	if err != nil {
 		return nil, fmt.Errorf("list agent packages: %w", err)
@@ -61,14 +63,14 @@ func (s *sqlStore) AgentPackages(ctx context.Context) ([]AgentPackage, error) {
 
 // CreateRollout implements Store. Reasons PostgreSQL cannot store (NUL
 // bytes, invalid UTF-8) are stored there with U+FFFD in their place.
-func (s *sqlStore) CreateRollout(ctx context.Context, r Rollout, agents []RolloutAgent) error {
+func (s *sqlStore) CreateRollout(ctx context.Context, r store.Rollout, agents []store.RolloutAgent) error {
 	if err := s.createRollout(ctx, r, agents); err != nil {
 		return fmt.Errorf("create rollout %s: %w", r.ID, err)
 	}
 	return nil
 }
 
-func (s *sqlStore) createRollout(ctx context.Context, r Rollout, agents []RolloutAgent) error {
+func (s *sqlStore) createRollout(ctx context.Context, r store.Rollout, agents []store.RolloutAgent) error {
 	created, err := requiredTime(r.CreatedAt, "creation time")
 	if err != nil {
 		return err
@@ -87,7 +89,7 @@ func (s *sqlStore) createRollout(ctx context.Context, r Rollout, agents []Rollou
 			a.State, s.d.text(a.Reason), at})
 	}
 	return s.tx(ctx, func(tx *sqlTx) error {
-		if r.State == RolloutRunning {
+		if r.State == store.RolloutRunning {
 			// Under the lock, two rollouts starting on the same agents at
 			// once cannot both pass the check.
 			if err := tx.d.lock(ctx, tx, lockRollouts); err != nil {
@@ -111,11 +113,11 @@ func (s *sqlStore) createRollout(ctx context.Context, r Rollout, agents []Rollou
 }
 
 // checkNotInRollout refuses agents that a running rollout holds.
-func checkNotInRollout(ctx context.Context, tx *sqlTx, agents []RolloutAgent) error {
+func checkNotInRollout(ctx context.Context, tx *sqlTx, agents []store.RolloutAgent) error {
 	if len(agents) == 0 {
 		return nil
 	}
-	args := []any{RolloutRunning}
+	args := []any{store.RolloutRunning}
 	for _, a := range agents {
 		args = append(args, a.AgentID)
 	}
@@ -127,7 +129,7 @@ func checkNotInRollout(ctx context.Context, tx *sqlTx, agents []RolloutAgent) er
 		return err
 	}
 	if len(names) > 0 {
-		return fmt.Errorf("%w: %s", ErrInRollout, strings.Join(names, ", "))
+		return fmt.Errorf("%w: %s", store.ErrInRollout, strings.Join(names, ", "))
 	}
 	return nil
 }
@@ -135,13 +137,13 @@ func checkNotInRollout(ctx context.Context, tx *sqlTx, agents []RolloutAgent) er
 const rolloutColumns = `id, target_environment, version, batch, max_failures, allow_downgrade, grace_seconds,
 	state, reason, created_at, finished_at, node, named_agents`
 
-func scanRollout(sc scanner) (Rollout, error) {
-	var r Rollout
+func scanRollout(sc scanner) (store.Rollout, error) {
+	var r store.Rollout
 	var created, finished sql.NullInt64
 	var node sql.NullString
 	if err := sc.Scan(&r.ID, &r.Environment, &r.Version, &r.Batch, &r.MaxFailures, &r.AllowDowngrade, &r.GraceSeconds,
 		&r.State, &r.Reason, &created, &finished, &node, &r.NamedAgents); err != nil {
-		return Rollout{}, err
+		return store.Rollout{}, err
 	}
 	r.Node = node.String
 	r.CreatedAt, r.FinishedAt = fromNanos(created), fromNanos(finished)
@@ -149,23 +151,23 @@ func scanRollout(sc scanner) (Rollout, error) {
 }
 
 // Rollout implements Store.
-func (s *sqlStore) Rollout(ctx context.Context, id string) (Rollout, error) {
+func (s *sqlStore) Rollout(ctx context.Context, id string) (store.Rollout, error) {
 	r, err := queryOne(ctx, s.r, scanRollout, `SELECT `+rolloutColumns+` FROM rollouts WHERE id = ?`, id)
 	if err != nil {
-		return Rollout{}, fmt.Errorf("rollout %s: %w", id, err)
+		return store.Rollout{}, fmt.Errorf("rollout %s: %w", id, err)
 	}
 	return r, nil
 }
 
 // Rollouts implements Store.
-func (s *sqlStore) Rollouts(ctx context.Context, runningOnly bool, limit int) ([]Rollout, error) {
+func (s *sqlStore) Rollouts(ctx context.Context, runningOnly bool, limit int) ([]store.Rollout, error) {
 	if limit <= 0 {
 		limit = 100
 	}
 	q := `SELECT ` + rolloutColumns + ` FROM rollouts`
 	var args []any
 	if runningOnly {
-		q, args = q+` WHERE state = ?`, append(args, RolloutRunning)
+		q, args = q+` WHERE state = ?`, append(args, store.RolloutRunning)
 	}
 	out, err := queryRows(ctx, s.r, scanRollout, q+` ORDER BY created_at DESC, id LIMIT ?`, append(args, limit)...)
 	if err != nil {
@@ -178,20 +180,20 @@ const rolloutAgentColumns = `ra.rollout_id, ra.agent_id, ra.agent_name, ra.from_
 	ra.state, ra.reason, ra.updated_at, ra.node`
 
 // scanRolloutAgent reads one row of rolloutAgentColumns.
-func scanRolloutAgent(sc scanner) (RolloutAgent, error) {
-	var a RolloutAgent
+func scanRolloutAgent(sc scanner) (store.RolloutAgent, error) {
+	var a store.RolloutAgent
 	var at sql.NullInt64
 	var node sql.NullString
 	if err := sc.Scan(&a.RolloutID, &a.AgentID, &a.AgentName, &a.FromVersion, &a.Position, &a.Batch,
 		&a.State, &a.Reason, &at, &node); err != nil {
-		return RolloutAgent{}, err
+		return store.RolloutAgent{}, err
 	}
 	a.UpdatedAt, a.Node = fromNanos(at), node.String
 	return a, nil
 }
 
 // RolloutAgents implements Store.
-func (s *sqlStore) RolloutAgents(ctx context.Context, rolloutID string) ([]RolloutAgent, error) {
+func (s *sqlStore) RolloutAgents(ctx context.Context, rolloutID string) ([]store.RolloutAgent, error) {
 	out, err := queryRows(ctx, s.hr, scanRolloutAgent, `SELECT `+rolloutAgentColumns+` FROM rollout_agents ra
 		WHERE ra.rollout_id = ? ORDER BY ra.position`, rolloutID)
 	if err != nil {
@@ -201,10 +203,10 @@ func (s *sqlStore) RolloutAgents(ctx context.Context, rolloutID string) ([]Rollo
 }
 
 // RunningRolloutAgents implements Store.
-func (s *sqlStore) RunningRolloutAgents(ctx context.Context, agentID string) ([]RolloutAgent, error) {
+func (s *sqlStore) RunningRolloutAgents(ctx context.Context, agentID string) ([]store.RolloutAgent, error) {
 	out, err := queryRows(ctx, s.hr, scanRolloutAgent, `SELECT `+rolloutAgentColumns+` FROM rollout_agents ra
 		JOIN rollouts r ON r.id = ra.rollout_id WHERE ra.agent_id = ? AND r.state = ? ORDER BY r.created_at`,
-		agentID, RolloutRunning)
+		agentID, store.RolloutRunning)
 	if err != nil {
 		return nil, fmt.Errorf("running rollouts of agent %s: %w", agentID, err)
 	}
@@ -212,11 +214,11 @@ func (s *sqlStore) RunningRolloutAgents(ctx context.Context, agentID string) ([]
 }
 
 // RolloutAgent implements Store.
-func (s *sqlStore) RolloutAgent(ctx context.Context, rolloutID, agentID string) (RolloutAgent, error) {
+func (s *sqlStore) RolloutAgent(ctx context.Context, rolloutID, agentID string) (store.RolloutAgent, error) {
 	a, err := queryOne(ctx, s.hr, scanRolloutAgent, `SELECT `+rolloutAgentColumns+` FROM rollout_agents ra
 		WHERE ra.rollout_id = ? AND ra.agent_id = ?`, rolloutID, agentID)
 	if err != nil {
-		return RolloutAgent{}, fmt.Errorf("agent %s of rollout %s: %w", agentID, rolloutID, err)
+		return store.RolloutAgent{}, fmt.Errorf("agent %s of rollout %s: %w", agentID, rolloutID, err)
 	}
 	return a, nil
 }
@@ -241,7 +243,7 @@ func (s *sqlStore) SetRolloutAgentState(ctx context.Context, rolloutID, agentID 
 			}
 			found, err := exists(ctx, tx, `SELECT 1 FROM rollout_agents WHERE rollout_id = ? AND agent_id = ?`, rolloutID, agentID)
 			if err == nil && !found {
-				err = ErrNotFound
+				err = store.ErrNotFound
 			}
 			return err
 		})

@@ -1,4 +1,4 @@
-package store
+package sqlstore
 
 import (
 	"cmp"
@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // Register implements Store.
@@ -22,37 +24,37 @@ import (
 // Concurrent registrations, from this process or another coordinator,
 // are serialized by the identities lock, and the token row is locked, so
 // that one token enrols one agent.
-func (s *sqlStore) Register(ctx context.Context, p RegisterParams) (RegisterResult, error) {
+func (s *sqlStore) Register(ctx context.Context, p store.RegisterParams) (store.RegisterResult, error) {
 	if p.Now.IsZero() {
 		p.Now = time.Now()
 	}
-	var res RegisterResult
+	var res store.RegisterResult
 	err := s.tx(ctx, func(tx *sqlTx) error {
 		var err error
 		res, err = register(ctx, tx, p)
 		return err
 	})
 	if err != nil {
-		return RegisterResult{}, fmt.Errorf("register agent %q: %w", p.Name, err)
+		return store.RegisterResult{}, fmt.Errorf("register agent %q: %w", p.Name, err)
 	}
 	return res, nil
 }
 
-func register(ctx context.Context, tx *sqlTx, p RegisterParams) (RegisterResult, error) {
+func register(ctx context.Context, tx *sqlTx, p store.RegisterParams) (store.RegisterResult, error) {
 	switch {
 	case p.Name == "":
-		return RegisterResult{}, errors.New("name is empty")
+		return store.RegisterResult{}, errors.New("name is empty")
 	case p.Thumbprint == "":
-		return RegisterResult{}, errors.New("thumbprint is empty")
+		return store.RegisterResult{}, errors.New("thumbprint is empty")
 	case p.NewID == "":
-		return RegisterResult{}, errors.New("new agent ID is empty")
+		return store.RegisterResult{}, errors.New("new agent ID is empty")
 	}
 	now, err := timeArg(p.Now)
 	if err != nil {
-		return RegisterResult{}, err
+		return store.RegisterResult{}, err
 	}
 	if err := tx.d.lock(ctx, tx, lockIdentities); err != nil {
-		return RegisterResult{}, err
+		return store.RegisterResult{}, err
 	}
 
 	var (
@@ -64,10 +66,10 @@ func register(ctx context.Context, tx *sqlTx, p RegisterParams) (RegisterResult,
 		`SELECT id, environment, expires_at, used_at, used_by FROM tokens WHERE hash = ?`+tx.d.forUpdate(),
 		p.TokenHash).Scan(&tokID, &tokEnv, &expiresAt, &usedAt, &usedBy)
 	if errors.Is(err, sql.ErrNoRows) {
-		return RegisterResult{}, ErrTokenInvalid
+		return store.RegisterResult{}, store.ErrTokenInvalid
 	}
 	if err != nil {
-		return RegisterResult{}, err
+		return store.RegisterResult{}, err
 	}
 
 	if usedAt.Valid {
@@ -76,22 +78,22 @@ func register(ctx context.Context, tx *sqlTx, p RegisterParams) (RegisterResult,
 		if usedBy.String == p.Thumbprint {
 			a, err := agentBy(ctx, tx, "thumbprint", p.Thumbprint)
 			if err == nil {
-				return RegisterResult{Agent: a}, nil
+				return store.RegisterResult{Agent: a}, nil
 			}
-			if !errors.Is(err, ErrNotFound) {
-				return RegisterResult{}, err
+			if !errors.Is(err, store.ErrNotFound) {
+				return store.RegisterResult{}, err
 			}
 		}
-		return RegisterResult{}, ErrTokenUsed
+		return store.RegisterResult{}, store.ErrTokenUsed
 	}
 	if p.Now.After(fromNanos(expiresAt)) {
-		return RegisterResult{}, ErrTokenExpired
+		return store.RegisterResult{}, store.ErrTokenExpired
 	}
 	env := p.Environment
 	if env == "" {
 		env = tokEnv
 	} else if env != tokEnv {
-		return RegisterResult{}, fmt.Errorf("token is for environment %q, not %q: %w", tokEnv, env, ErrTokenInvalid)
+		return store.RegisterResult{}, fmt.Errorf("token is for environment %q, not %q: %w", tokEnv, env, store.ErrTokenInvalid)
 	}
 
 	// An agent whose next thumbprint is the new one counts as a holder of
@@ -102,113 +104,113 @@ func register(ctx context.Context, tx *sqlTx, p RegisterParams) (RegisterResult,
 		 ORDER BY name`,
 		p.Name, p.Thumbprint, p.Thumbprint)
 	if err != nil {
-		return RegisterResult{}, err
+		return store.RegisterResult{}, err
 	}
 	revoked, err := isRevoked(ctx, tx, p.Thumbprint)
 	if err != nil {
-		return RegisterResult{}, err
+		return store.RegisterResult{}, err
 	}
 	if !p.Force {
 		for _, a := range conflicts {
 			if a.Name == p.Name && a.Thumbprint != p.Thumbprint {
-				return RegisterResult{}, ErrNameTaken
+				return store.RegisterResult{}, store.ErrNameTaken
 			}
 		}
 		if len(conflicts) > 0 {
-			return RegisterResult{}, fmt.Errorf("thumbprint %s: %w", p.Thumbprint, ErrThumbprintTaken)
+			return store.RegisterResult{}, fmt.Errorf("thumbprint %s: %w", p.Thumbprint, store.ErrThumbprintTaken)
 		}
 		// A revoked certificate belonged to an agent an operator removed;
 		// a token alone is not enough to bring it back.
 		if revoked {
-			return RegisterResult{}, fmt.Errorf("thumbprint %s was revoked, register with force to reinstate it: %w",
-				p.Thumbprint, ErrThumbprintTaken)
+			return store.RegisterResult{}, fmt.Errorf("thumbprint %s was revoked, register with force to reinstate it: %w",
+				p.Thumbprint, store.ErrThumbprintTaken)
 		}
 	}
 
 	for _, a := range conflicts {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM agents WHERE id = ?`, a.ID); err != nil {
-			return RegisterResult{}, err
+			return store.RegisterResult{}, err
 		}
 		for _, tp := range []string{a.Thumbprint, a.NextThumbprint} {
 			if tp == "" || tp == p.Thumbprint {
 				continue
 			}
 			if err := revoke(ctx, tx, tp, "replaced", now); err != nil {
-				return RegisterResult{}, err
+				return store.RegisterResult{}, err
 			}
 		}
 	}
 	if revoked {
 		if _, err := tx.ExecContext(ctx,
 			`DELETE FROM revoked_thumbprints WHERE thumbprint = ?`, p.Thumbprint); err != nil {
-			return RegisterResult{}, err
+			return store.RegisterResult{}, err
 		}
 	}
 
 	_, err = tx.ExecContext(ctx,
 		`INSERT INTO agents (id, name, environment, thumbprint, health, disk_free, registered_at)
 		 VALUES (?, ?, ?, ?, ?, -1, ?)`,
-		p.NewID, p.Name, env, p.Thumbprint, HealthUnavailable, now)
+		p.NewID, p.Name, env, p.Thumbprint, store.HealthUnavailable, now)
 	if tx.d.uniqueViolation(err) {
 		// Unreachable under the identities lock but for an agent ID that
 		// is already used; kept so that a change to the locking fails
 		// safe.
-		return RegisterResult{}, fmt.Errorf("agent %s: %w", p.NewID, ErrExists)
+		return store.RegisterResult{}, fmt.Errorf("agent %s: %w", p.NewID, store.ErrExists)
 	}
 	if err != nil {
-		return RegisterResult{}, err
+		return store.RegisterResult{}, err
 	}
 	err = oneRow(tx.ExecContext(ctx,
 		`UPDATE tokens SET used_at = ?, used_by = ? WHERE id = ? AND used_at IS NULL`,
 		now, p.Thumbprint, tokID))
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, store.ErrNotFound) {
 		// Unreachable while the token row is locked and writes are
 		// serialized; kept so that a change to that cannot let one token
 		// enrol two agents.
-		return RegisterResult{}, ErrTokenUsed
+		return store.RegisterResult{}, store.ErrTokenUsed
 	}
 	if err != nil {
-		return RegisterResult{}, err
+		return store.RegisterResult{}, err
 	}
 
 	a, err := agentBy(ctx, tx, "id", p.NewID)
 	if err != nil {
-		return RegisterResult{}, err
+		return store.RegisterResult{}, err
 	}
-	return RegisterResult{Agent: a, Replaced: conflicts}, nil
+	return store.RegisterResult{Agent: a, Replaced: conflicts}, nil
 }
 
 // AgentByThumbprint implements Store.
-func (s *sqlStore) AgentByThumbprint(ctx context.Context, thumbprint string) (Agent, error) {
+func (s *sqlStore) AgentByThumbprint(ctx context.Context, thumbprint string) (store.Agent, error) {
 	a, err := queryOne(ctx, s.hr, scanAgent,
 		`SELECT `+agentColumns+` FROM agents WHERE thumbprint = ? OR next_thumbprint = ?`,
 		thumbprint, thumbprint)
 	if err != nil {
-		return Agent{}, fmt.Errorf("get agent by thumbprint %s: %w", thumbprint, err)
+		return store.Agent{}, fmt.Errorf("get agent by thumbprint %s: %w", thumbprint, err)
 	}
 	return a, nil
 }
 
 // AgentByID implements Store.
-func (s *sqlStore) AgentByID(ctx context.Context, id string) (Agent, error) {
+func (s *sqlStore) AgentByID(ctx context.Context, id string) (store.Agent, error) {
 	a, err := agentBy(ctx, s.r, "id", id)
 	if err != nil {
-		return Agent{}, fmt.Errorf("get agent %s: %w", id, err)
+		return store.Agent{}, fmt.Errorf("get agent %s: %w", id, err)
 	}
 	return a, nil
 }
 
 // AgentByName implements Store.
-func (s *sqlStore) AgentByName(ctx context.Context, name string) (Agent, error) {
+func (s *sqlStore) AgentByName(ctx context.Context, name string) (store.Agent, error) {
 	a, err := agentBy(ctx, s.r, "name", name)
 	if err != nil {
-		return Agent{}, fmt.Errorf("get agent by name %q: %w", name, err)
+		return store.Agent{}, fmt.Errorf("get agent by name %q: %w", name, err)
 	}
 	return a, nil
 }
 
 // ListAgents implements Store.
-func (s *sqlStore) ListAgents(ctx context.Context) ([]Agent, error) {
+func (s *sqlStore) ListAgents(ctx context.Context) ([]store.Agent, error) {
 	agents, err := queryRows(ctx, s.r, scanAgent, `SELECT `+agentColumns+` FROM agents ORDER BY environment, name`)
 	if err != nil {
 		return nil, fmt.Errorf("list agents: %w", err)
@@ -254,7 +256,7 @@ func (s *sqlStore) IsRevoked(ctx context.Context, thumbprint string) (bool, erro
 
 // RecordConnection implements Store. ErrNotFound if the agent does not
 // exist.
-func (s *sqlStore) RecordConnection(ctx context.Context, c Connection) error {
+func (s *sqlStore) RecordConnection(ctx context.Context, c store.Connection) error {
 	at, err := timeArg(c.At)
 	var calamari string
 	if err == nil {
@@ -279,14 +281,14 @@ func (s *sqlStore) RecordConnection(ctx context.Context, c Connection) error {
 // every agent has a version, so "" means the check did not learn it. A
 // health detail PostgreSQL cannot store (NUL bytes, invalid UTF-8) is
 // stored there with U+FFFD in their place.
-func (s *sqlStore) RecordHealth(ctx context.Context, results []HealthResult) error {
+func (s *sqlStore) RecordHealth(ctx context.Context, results []store.HealthResult) error {
 	if err := s.recordHealth(ctx, results); err != nil {
 		return fmt.Errorf("record health of %d agents: %w", len(results), err)
 	}
 	return nil
 }
 
-func (s *sqlStore) recordHealth(ctx context.Context, results []HealthResult) error {
+func (s *sqlStore) recordHealth(ctx context.Context, results []store.HealthResult) error {
 	if len(results) == 0 {
 		return nil
 	}
@@ -306,7 +308,7 @@ func (s *sqlStore) recordHealth(ctx context.Context, results []HealthResult) err
 			return fmt.Errorf("agent %s: %w", r.AgentID, err)
 		}
 		rows[i] = []any{r.Health, s.d.text(r.Detail), int64(r.RTT), r.Version, calamari, r.DiskFree, at,
-			r.Health != HealthUnhealthy, at, r.AgentID}
+			r.Health != store.HealthUnhealthy, at, r.AgentID}
 	}
 	// Rows are written in agent ID order, so that two coordinators writing
 	// overlapping batches queue rather than deadlock. The sort is stable:
@@ -326,7 +328,7 @@ func (s *sqlStore) recordHealth(ctx context.Context, results []HealthResult) err
 
 func validHealth(h string) bool {
 	switch h {
-	case HealthHealthy, HealthWarning, HealthUnhealthy, HealthUnavailable:
+	case store.HealthHealthy, store.HealthWarning, store.HealthUnhealthy, store.HealthUnavailable:
 		return true
 	}
 	return false
@@ -378,14 +380,14 @@ func (s *sqlStore) SetNextThumbprint(ctx context.Context, id, next string) error
 				return err
 			}
 			if taken {
-				return ErrThumbprintTaken
+				return store.ErrThumbprintTaken
 			}
 			revoked, err := isRevoked(ctx, tx, next)
 			if err != nil {
 				return err
 			}
 			if revoked {
-				return fmt.Errorf("thumbprint was revoked: %w", ErrThumbprintTaken)
+				return fmt.Errorf("thumbprint was revoked: %w", store.ErrThumbprintTaken)
 			}
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE agents SET next_thumbprint = ? WHERE id = ?`, nullString(next), id)
@@ -432,14 +434,14 @@ func (s *sqlStore) SetServerThumbprintAck(ctx context.Context, id, thumbprint st
 }
 
 // CreateToken implements Store.
-func (s *sqlStore) CreateToken(ctx context.Context, t Token) error {
+func (s *sqlStore) CreateToken(ctx context.Context, t store.Token) error {
 	if err := s.createToken(ctx, t); err != nil {
 		return fmt.Errorf("create token %s: %w", t.ID, err)
 	}
 	return nil
 }
 
-func (s *sqlStore) createToken(ctx context.Context, t Token) error {
+func (s *sqlStore) createToken(ctx context.Context, t store.Token) error {
 	// A missing expiry would be read back as the zero time, which has
 	// passed: the token would be unusable, so refuse it now.
 	expires, err := requiredTime(t.ExpiresAt, "expiry")
@@ -462,7 +464,7 @@ func (s *sqlStore) createToken(ctx context.Context, t Token) error {
 }
 
 // ListTokens implements Store.
-func (s *sqlStore) ListTokens(ctx context.Context) ([]Token, error) {
+func (s *sqlStore) ListTokens(ctx context.Context) ([]store.Token, error) {
 	tokens, err := queryRows(ctx, s.r, scanToken,
 		`SELECT id, hash, environment, created_at, expires_at, used_at, used_by
 		 FROM tokens ORDER BY created_at DESC, id`)
@@ -472,14 +474,14 @@ func (s *sqlStore) ListTokens(ctx context.Context) ([]Token, error) {
 	return tokens, nil
 }
 
-func scanToken(sc scanner) (Token, error) {
+func scanToken(sc scanner) (store.Token, error) {
 	var (
-		t                      Token
+		t                      store.Token
 		created, expires, used sql.NullInt64
 		usedBy                 sql.NullString
 	)
 	if err := sc.Scan(&t.ID, &t.Hash, &t.Environment, &created, &expires, &used, &usedBy); err != nil {
-		return Token{}, err
+		return store.Token{}, err
 	}
 	t.CreatedAt, t.ExpiresAt, t.UsedAt = fromNanos(created), fromNanos(expires), fromNanos(used)
 	t.UsedBy = usedBy.String
@@ -487,7 +489,7 @@ func scanToken(sc scanner) (Token, error) {
 }
 
 // CreateAPIKey implements Store.
-func (s *sqlStore) CreateAPIKey(ctx context.Context, k APIKey) error {
+func (s *sqlStore) CreateAPIKey(ctx context.Context, k store.APIKey) error {
 	created, err := requiredTime(k.CreatedAt, "creation time")
 	var revoked any
 	if err == nil {
@@ -505,12 +507,12 @@ func (s *sqlStore) CreateAPIKey(ctx context.Context, k APIKey) error {
 }
 
 // APIKeyByHash implements Store.
-func (s *sqlStore) APIKeyByHash(ctx context.Context, hash string) (APIKey, error) {
+func (s *sqlStore) APIKeyByHash(ctx context.Context, hash string) (store.APIKey, error) {
 	k, err := queryOne(ctx, s.r, scanAPIKey,
 		`SELECT `+apiKeyColumns+` FROM api_keys WHERE hash = ? AND revoked_at IS NULL`, hash)
 	if err != nil {
 		// The hash is of a credential: keep it out of error messages.
-		return APIKey{}, fmt.Errorf("get API key by hash: %w", err)
+		return store.APIKey{}, fmt.Errorf("get API key by hash: %w", err)
 	}
 	return k, nil
 }
@@ -520,7 +522,7 @@ func (s *sqlStore) Setting(ctx context.Context, key string) (string, error) {
 	var v string
 	err := s.r.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = ?`, key).Scan(&v)
 	if errors.Is(err, sql.ErrNoRows) {
-		err = ErrNotFound
+		err = store.ErrNotFound
 	}
 	if err != nil {
 		return "", fmt.Errorf("get setting %q: %w", key, err)
@@ -545,9 +547,9 @@ const agentColumns = `id, name, environment, thumbprint, next_thumbprint,
 	registered_at, last_seen, last_health_at, node`
 
 // scanAgent reads one row of agentColumns.
-func scanAgent(sc scanner) (Agent, error) {
+func scanAgent(sc scanner) (store.Agent, error) {
 	var (
-		a                              Agent
+		a                              store.Agent
 		next                           sql.NullString
 		calamari                       string
 		rtt                            int64
@@ -559,11 +561,11 @@ func scanAgent(sc scanner) (Agent, error) {
 		&a.Health, &a.HealthDetail, &rtt, &a.DiskFree, &a.ServerThumbprintAck,
 		&registered, &seen, &lastHealthAt, &node)
 	if err != nil {
-		return Agent{}, err
+		return store.Agent{}, err
 	}
 	a.NextThumbprint, a.Node = next.String, node.String
 	if err := json.Unmarshal([]byte(calamari), &a.CalamariVersions); err != nil {
-		return Agent{}, fmt.Errorf("agent %s: calamari versions: %w", a.ID, err)
+		return store.Agent{}, fmt.Errorf("agent %s: calamari versions: %w", a.ID, err)
 	}
 	if len(a.CalamariVersions) == 0 {
 		a.CalamariVersions = nil
@@ -575,14 +577,14 @@ func scanAgent(sc scanner) (Agent, error) {
 
 // agentBy looks an agent up by a unique column. col is always a constant
 // from this package, never input.
-func agentBy(ctx context.Context, q queryer, col, value string) (Agent, error) {
+func agentBy(ctx context.Context, q queryer, col, value string) (store.Agent, error) {
 	return queryOne(ctx, q, scanAgent, `SELECT `+agentColumns+` FROM agents WHERE `+col+` = ?`, value)
 }
 
 // lockAgent takes the identities lock and reads the agent.
-func lockAgent(ctx context.Context, tx *sqlTx, id string) (Agent, error) {
+func lockAgent(ctx context.Context, tx *sqlTx, id string) (store.Agent, error) {
 	if err := tx.d.lock(ctx, tx, lockIdentities); err != nil {
-		return Agent{}, err
+		return store.Agent{}, err
 	}
 	return agentBy(ctx, tx, "id", id)
 }

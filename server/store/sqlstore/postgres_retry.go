@@ -1,4 +1,4 @@
-package store
+package sqlstore
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"github.com/tendrildeploy/tendril/server/store"
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -65,7 +67,7 @@ func OpenPostgresRetry(ctx context.Context, url string, notify func(err error, w
 // transientOpenError reports whether an attempt to open the store might
 // succeed later without anyone changing anything.
 func transientOpenError(err error) bool {
-	if errors.Is(err, ErrSchemaTooNew) {
+	if errors.Is(err, store.ErrSchemaTooNew) {
 		return false
 	}
 	if _, ok := errors.AsType[*pgconn.ParseConfigError](err); ok {

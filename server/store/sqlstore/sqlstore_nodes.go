@@ -1,4 +1,4 @@
-package store
+package sqlstore
 
 import (
 	"context"
@@ -6,19 +6,21 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 const nodeColumns = `id, name, advertise, http, version, started_at, heartbeat_at, heartbeat_every, stopped_at, draining`
 
 // scanNode reads one row of nodeColumns; now is the database's clock, in
 // unix nanoseconds, to compute the heartbeat's age.
-func scanNode(sc scanner, now int64, extra ...any) (Node, error) {
-	var n Node
+func scanNode(sc scanner, now int64, extra ...any) (store.Node, error) {
+	var n store.Node
 	var started, beat, every int64
 	var stopped sql.NullInt64
 	dest := append([]any{&n.ID, &n.Name, &n.Advertise, &n.HTTP, &n.Version, &started, &beat, &every, &stopped, &n.Draining}, extra...)
 	if err := sc.Scan(dest...); err != nil {
-		return Node{}, err
+		return store.Node{}, err
 	}
 	n.StartedAt = time.Unix(0, started).UTC()
 	n.Heartbeat = time.Unix(0, beat).UTC()
@@ -32,10 +34,10 @@ func scanNode(sc scanner, now int64, extra ...any) (Node, error) {
 // every earlier row is the one coordinator's earlier run, that of its data
 // folder, and is replaced whether or not it looks alive (a run killed a
 // moment ago does), so that a restart never waits.
-func (s *sqlStore) RegisterNode(ctx context.Context, n Node) (Node, error) {
+func (s *sqlStore) RegisterNode(ctx context.Context, n store.Node) (store.Node, error) {
 	started, err := requiredTime(n.StartedAt, "start time")
 	if err != nil {
-		return Node{}, fmt.Errorf("register node %s: %w", n.Name, err)
+		return store.Node{}, fmt.Errorf("register node %s: %w", n.Name, err)
 	}
 	out := n
 	err = s.tx(ctx, func(tx *sqlTx) error {
@@ -47,18 +49,18 @@ func (s *sqlStore) RegisterNode(ctx context.Context, n Node) (Node, error) {
 		if err != nil {
 			return err
 		}
-		prev, err := queryRows(ctx, tx, func(sc scanner) (Node, error) { return scanNode(sc, now) },
+		prev, err := queryRows(ctx, tx, func(sc scanner) (store.Node, error) { return scanNode(sc, now) },
 			`SELECT `+nodeColumns+` FROM nodes WHERE name = ? ORDER BY started_at`, n.Name)
 		if err != nil {
 			return err
 		}
 		for _, p := range prev {
 			if p.ID == n.ID {
-				return fmt.Errorf("node id %s: %w", n.ID, ErrExists)
+				return fmt.Errorf("node id %s: %w", n.ID, store.ErrExists)
 			}
 			if tx.d.shared() && p.Alive() {
 				return fmt.Errorf("node %s started %s, last heartbeat %s ago: %w",
-					p.Name, p.StartedAt.Format(time.RFC3339), p.HeartbeatAge.Round(time.Millisecond), ErrNodeAlive)
+					p.Name, p.StartedAt.Format(time.RFC3339), p.HeartbeatAge.Round(time.Millisecond), store.ErrNodeAlive)
 			}
 		}
 		if len(prev) > 0 {
@@ -81,7 +83,7 @@ func (s *sqlStore) RegisterNode(ctx context.Context, n Node) (Node, error) {
 		return err
 	})
 	if err != nil {
-		return Node{}, fmt.Errorf("register node %s: %w", n.Name, err)
+		return store.Node{}, fmt.Errorf("register node %s: %w", n.Name, err)
 	}
 	return out, nil
 }
@@ -117,11 +119,11 @@ func (s *sqlStore) StopNode(ctx context.Context, id string, at time.Time) error 
 }
 
 // Nodes implements Store.
-func (s *sqlStore) Nodes(ctx context.Context) ([]Node, error) {
+func (s *sqlStore) Nodes(ctx context.Context) ([]store.Node, error) {
 	now, err := s.d.clock(ctx, s.r)
-	var out []Node
+	var out []store.Node
 	if err == nil {
-		out, err = queryRows(ctx, s.r, func(sc scanner) (Node, error) {
+		out, err = queryRows(ctx, s.r, func(sc scanner) (store.Node, error) {
 			var agents, tasks, rollouts int
 			n, err := scanNode(sc, now, &agents, &tasks, &rollouts)
 			n.Agents, n.Tasks, n.Rollouts = agents, tasks, rollouts
@@ -186,7 +188,7 @@ func (s *sqlStore) DisconnectAgent(ctx context.Context, id, node string, at time
 func (s *sqlStore) ClaimTask(ctx context.Context, id, from, to string) (bool, error) {
 	n, err := affected(s.w.ExecContext(ctx, `UPDATE tasks SET node = ?
 		WHERE id = ? AND state IN (?, ?) AND node IS NOT DISTINCT FROM ?`,
-		nullString(to), id, TaskQueued, TaskRunning, nullString(from)))
+		nullString(to), id, store.TaskQueued, store.TaskRunning, nullString(from)))
 	if err != nil {
 		return false, fmt.Errorf("claim task %s: %w", id, err)
 	}
@@ -197,7 +199,7 @@ func (s *sqlStore) ClaimTask(ctx context.Context, id, from, to string) (bool, er
 func (s *sqlStore) ClaimRollout(ctx context.Context, id, from, to string) (bool, error) {
 	n, err := affected(s.w.ExecContext(ctx, `UPDATE rollouts SET node = ?
 		WHERE id = ? AND state = ? AND node IS NOT DISTINCT FROM ?`,
-		nullString(to), id, RolloutRunning, nullString(from)))
+		nullString(to), id, store.RolloutRunning, nullString(from)))
 	if err != nil {
 		return false, fmt.Errorf("claim rollout %s: %w", id, err)
 	}
@@ -223,18 +225,18 @@ func (s *sqlStore) SetRolloutAgentNode(ctx context.Context, rolloutID, agentID s
 }
 
 // BlobInfo implements Store.
-func (s *sqlStore) BlobInfo(ctx context.Context, key string) (Blob, error) {
+func (s *sqlStore) BlobInfo(ctx context.Context, key string) (store.Blob, error) {
 	b, err := queryOne(ctx, s.r, scanBlob(key), `SELECT sha256, size, stored_at FROM blobs WHERE key = ?`, key)
 	if err != nil {
-		return Blob{}, fmt.Errorf("blob %s: %w", key, err)
+		return store.Blob{}, fmt.Errorf("blob %s: %w", key, err)
 	}
 	return b, nil
 }
 
 // scanBlob reads sha256, size and stored_at, then extra, of the blob key.
-func scanBlob(key string, extra ...any) func(scanner) (Blob, error) {
-	return func(sc scanner) (Blob, error) {
-		b := Blob{Key: key}
+func scanBlob(key string, extra ...any) func(scanner) (store.Blob, error) {
+	return func(sc scanner) (store.Blob, error) {
+		b := store.Blob{Key: key}
 		var at sql.NullInt64
 		err := sc.Scan(append([]any{&b.SHA256, &b.Size, &at}, extra...)...)
 		b.StoredAt = fromNanos(at)
@@ -244,8 +246,8 @@ func scanBlob(key string, extra ...any) func(scanner) (Blob, error) {
 
 // blobToStore checks, before a PutBlob reads anything, that b is not
 // stored yet and has a time; it returns the time as stored.
-func (s *sqlStore) blobToStore(ctx context.Context, b Blob) (at any, stored bool, err error) {
-	if _, err := s.BlobInfo(ctx, b.Key); err == nil || !errors.Is(err, ErrNotFound) {
+func (s *sqlStore) blobToStore(ctx context.Context, b store.Blob) (at any, stored bool, err error) {
+	if _, err := s.BlobInfo(ctx, b.Key); err == nil || !errors.Is(err, store.ErrNotFound) {
 		return nil, err == nil, err
 	}
 	at, err = requiredTime(b.StoredAt, "storage time")

@@ -1,10 +1,12 @@
-package store
+package sqlstore
 
 import (
 	"context"
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 func TestPolicy(t *testing.T) {
@@ -16,13 +18,13 @@ func TestPolicy(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Policy: %v", err)
 		}
-		want := Policy{HealthInterval: time.Minute, CalamariKeep: 3, UpgradeBatch: 10, UpgradeMaxFailures: 0, SetBy: PolicySetByDefault}
+		want := store.Policy{HealthInterval: time.Minute, CalamariKeep: 3, UpgradeBatch: 10, UpgradeMaxFailures: 0, SetBy: store.PolicySetByDefault}
 		if got != want {
 			t.Fatalf("after migration: got %+v, want %+v", got, want)
 		}
 
-		set := Policy{HealthInterval: 90 * time.Second, CalamariKeep: 5, UpgradeBatch: 2, UpgradeMaxFailures: 1,
-			SetBy: PolicySetByOperator, UpdatedAt: time.Unix(1700000000, 123).UTC()}
+		set := store.Policy{HealthInterval: 90 * time.Second, CalamariKeep: 5, UpgradeBatch: 2, UpgradeMaxFailures: 1,
+			SetBy: store.PolicySetByOperator, UpdatedAt: time.Unix(1700000000, 123).UTC()}
 		if err := s.SetPolicy(ctx, set); err != nil {
 			t.Fatalf("SetPolicy: %v", err)
 		}
@@ -32,21 +34,21 @@ func TestPolicy(t *testing.T) {
 
 		bad := []struct {
 			name   string
-			change func(*Policy)
+			change func(*store.Policy)
 		}{
-			{"interval below 1s", func(p *Policy) { p.HealthInterval = 999 * time.Millisecond }},
-			{"negative interval", func(p *Policy) { p.HealthInterval = -time.Minute }},
-			{"keep 0", func(p *Policy) { p.CalamariKeep = 0 }},
-			{"batch 0", func(p *Policy) { p.UpgradeBatch = 0 }},
-			{"negative max failures", func(p *Policy) { p.UpgradeMaxFailures = -1 }},
-			{"unknown set by", func(p *Policy) { p.SetBy = "someone" }},
+			{"interval below 1s", func(p *store.Policy) { p.HealthInterval = 999 * time.Millisecond }},
+			{"negative interval", func(p *store.Policy) { p.HealthInterval = -time.Minute }},
+			{"keep 0", func(p *store.Policy) { p.CalamariKeep = 0 }},
+			{"batch 0", func(p *store.Policy) { p.UpgradeBatch = 0 }},
+			{"negative max failures", func(p *store.Policy) { p.UpgradeMaxFailures = -1 }},
+			{"unknown set by", func(p *store.Policy) { p.SetBy = "someone" }},
 		}
 		for _, tc := range bad {
 			t.Run(tc.name, func(t *testing.T) {
 				p := set
 				p.UpgradeBatch, p.CalamariKeep = 7, 7 // would show if anything were written
 				tc.change(&p)
-				if err := s.SetPolicy(ctx, p); !errors.Is(err, ErrBadPolicy) {
+				if err := s.SetPolicy(ctx, p); !errors.Is(err, store.ErrBadPolicy) {
 					t.Fatalf("SetPolicy(%+v): got %v, want ErrBadPolicy", p, err)
 				}
 				if got, err := s.Policy(ctx); err != nil || got != set {

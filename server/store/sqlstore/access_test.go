@@ -1,4 +1,4 @@
-package store
+package sqlstore
 
 import (
 	"context"
@@ -9,44 +9,46 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 func TestUsers(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db backend) {
 		ctx := context.Background()
 		s, _ := db.open(t)
-		alice := User{ID: "u1", Name: "Alice", PasswordHash: "$argon2id$v=19$m=8,t=1,p=1$c2FsdA$aGFzaA", CreatedAt: t0}
-		bob := User{ID: "u2", Name: "bob", PasswordHash: "h2", CreatedAt: t0.Add(time.Second)}
-		for _, u := range []User{bob, alice} {
+		alice := store.User{ID: "u1", Name: "Alice", PasswordHash: "$argon2id$v=19$m=8,t=1,p=1$c2FsdA$aGFzaA", CreatedAt: t0}
+		bob := store.User{ID: "u2", Name: "bob", PasswordHash: "h2", CreatedAt: t0.Add(time.Second)}
+		for _, u := range []store.User{bob, alice} {
 			if err := s.CreateUser(ctx, u); err != nil {
 				t.Fatalf("CreateUser(%s): %v", u.Name, err)
 			}
 		}
-		for _, dup := range []User{
+		for _, dup := range []store.User{
 			{ID: "u3", Name: "alice", PasswordHash: "x", CreatedAt: t0},
 			{ID: "u4", Name: "ALICE", PasswordHash: "x", CreatedAt: t0},
 			{ID: "u1", Name: "carol", PasswordHash: "x", CreatedAt: t0},
 		} {
-			if err := s.CreateUser(ctx, dup); !errors.Is(err, ErrExists) {
+			if err := s.CreateUser(ctx, dup); !errors.Is(err, store.ErrExists) {
 				t.Errorf("CreateUser(%s, id %s): got %v, want ErrExists", dup.Name, dup.ID, err)
 			}
 		}
-		if err := s.CreateUser(ctx, User{ID: "u5", Name: "dave", PasswordHash: "x"}); err == nil {
+		if err := s.CreateUser(ctx, store.User{ID: "u5", Name: "dave", PasswordHash: "x"}); err == nil {
 			t.Error("CreateUser without a creation time: got nil error, want one")
 		}
 
 		lookups := []struct {
 			name    string
-			get     func() (User, error)
-			want    User
+			get     func() (store.User, error)
+			want    store.User
 			wantErr error
 		}{
-			{"by name", func() (User, error) { return s.UserByName(ctx, "Alice") }, alice, nil},
-			{"by name in another case", func() (User, error) { return s.UserByName(ctx, "aLiCe") }, alice, nil},
-			{"by unknown name", func() (User, error) { return s.UserByName(ctx, "mallory") }, User{}, ErrNotFound},
-			{"by invalid UTF-8 name", func() (User, error) { return s.UserByName(ctx, "al\xffice") }, User{}, ErrNotFound},
-			{"by id", func() (User, error) { return s.UserByID(ctx, "u2") }, bob, nil},
-			{"by unknown id", func() (User, error) { return s.UserByID(ctx, "u9") }, User{}, ErrNotFound},
+			{"by name", func() (store.User, error) { return s.UserByName(ctx, "Alice") }, alice, nil},
+			{"by name in another case", func() (store.User, error) { return s.UserByName(ctx, "aLiCe") }, alice, nil},
+			{"by unknown name", func() (store.User, error) { return s.UserByName(ctx, "mallory") }, store.User{}, store.ErrNotFound},
+			{"by invalid UTF-8 name", func() (store.User, error) { return s.UserByName(ctx, "al\xffice") }, store.User{}, store.ErrNotFound},
+			{"by id", func() (store.User, error) { return s.UserByID(ctx, "u2") }, bob, nil},
+			{"by unknown id", func() (store.User, error) { return s.UserByID(ctx, "u9") }, store.User{}, store.ErrNotFound},
 		}
 		for _, tt := range lookups {
 			got, err := tt.get()
@@ -59,7 +61,7 @@ func TestUsers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := []User{alice, bob}; !reflect.DeepEqual(all, want) {
+		if want := []store.User{alice, bob}; !reflect.DeepEqual(all, want) {
 			t.Fatalf("ListUsers: got %+v, want %+v (by name, whatever the case)", all, want)
 		}
 
@@ -67,14 +69,14 @@ func TestUsers(t *testing.T) {
 		if err != nil || got.ID != "u1" {
 			t.Fatalf("DeleteUser(ALICE): got %+v, %v; want Alice", got, err)
 		}
-		if _, err := s.DeleteUser(ctx, "alice"); !errors.Is(err, ErrNotFound) {
+		if _, err := s.DeleteUser(ctx, "alice"); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("DeleteUser again: got %v, want ErrNotFound", err)
 		}
-		if _, err := s.UserByID(ctx, "u1"); !errors.Is(err, ErrNotFound) {
+		if _, err := s.UserByID(ctx, "u1"); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("UserByID after delete: got %v, want ErrNotFound", err)
 		}
 		// The name is free again.
-		if err := s.CreateUser(ctx, User{ID: "u6", Name: "alice", PasswordHash: "x", CreatedAt: t0}); err != nil {
+		if err := s.CreateUser(ctx, store.User{ID: "u6", Name: "alice", PasswordHash: "x", CreatedAt: t0}); err != nil {
 			t.Fatalf("CreateUser(alice) after the delete: %v", err)
 		}
 	})
@@ -84,9 +86,9 @@ func TestListAndRevokeAPIKeys(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db backend) {
 		ctx := context.Background()
 		s, _ := db.open(t)
-		admin := APIKey{ID: "k1", Name: "admin", Hash: hashOf("key1"), CreatedAt: t0, Admin: true}
-		ci := APIKey{ID: "k2", Name: "ci", Hash: hashOf("key2"), CreatedAt: t0.Add(time.Minute)}
-		for _, k := range []APIKey{admin, ci} {
+		admin := store.APIKey{ID: "k1", Name: "admin", Hash: hashOf("key1"), CreatedAt: t0, Admin: true}
+		ci := store.APIKey{ID: "k2", Name: "ci", Hash: hashOf("key2"), CreatedAt: t0.Add(time.Minute)}
+		for _, k := range []store.APIKey{admin, ci} {
 			if err := s.CreateAPIKey(ctx, k); err != nil {
 				t.Fatal(err)
 			}
@@ -98,7 +100,7 @@ func TestListAndRevokeAPIKeys(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := []APIKey{ci, admin}; !reflect.DeepEqual(keys, want) {
+		if want := []store.APIKey{ci, admin}; !reflect.DeepEqual(keys, want) {
 			t.Fatalf("ListAPIKeys: got %+v, want %+v (newest first)", keys, want)
 		}
 
@@ -108,8 +110,8 @@ func TestListAndRevokeAPIKeys(t *testing.T) {
 			id      string
 			wantErr error
 		}{
-			{"unknown key", "k9", ErrNotFound},
-			{"the only admin key", "k1", ErrLastAdminKey},
+			{"unknown key", "k9", store.ErrNotFound},
+			{"the only admin key", "k1", store.ErrLastAdminKey},
 			{"a plain key", "k2", nil},
 			{"a revoked key again", "k2", nil},
 		}
@@ -122,7 +124,7 @@ func TestListAndRevokeAPIKeys(t *testing.T) {
 				t.Fatalf("%s: got %+v, want %s revoked at %s", tt.name, got, tt.id, at)
 			}
 		}
-		if _, err := s.APIKeyByHash(ctx, hashOf("key2")); !errors.Is(err, ErrNotFound) {
+		if _, err := s.APIKeyByHash(ctx, hashOf("key2")); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("APIKeyByHash(revoked): got %v, want ErrNotFound", err)
 		}
 		if _, err := s.APIKeyByHash(ctx, hashOf("key1")); err != nil {
@@ -130,14 +132,14 @@ func TestListAndRevokeAPIKeys(t *testing.T) {
 		}
 		// With a second admin key, the first can go; then the second is
 		// the last.
-		second := APIKey{ID: "k3", Name: "admin-2", Hash: hashOf("key3"), CreatedAt: t0, Admin: true}
+		second := store.APIKey{ID: "k3", Name: "admin-2", Hash: hashOf("key3"), CreatedAt: t0, Admin: true}
 		if err := s.CreateAPIKey(ctx, second); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := s.RevokeAPIKey(ctx, "k1", at); err != nil {
 			t.Fatalf("revoke an admin key with another left: %v", err)
 		}
-		if _, err := s.RevokeAPIKey(ctx, "k3", at); !errors.Is(err, ErrLastAdminKey) {
+		if _, err := s.RevokeAPIKey(ctx, "k3", at); !errors.Is(err, store.ErrLastAdminKey) {
 			t.Fatalf("revoke the remaining admin key: got %v, want ErrLastAdminKey", err)
 		}
 		keys, _ = s.ListAPIKeys(ctx)
@@ -158,7 +160,7 @@ func TestRevokeLastAdminKeysRace(t *testing.T) {
 		ctx := context.Background()
 		s, _ := db.open(t)
 		create := func(id string) {
-			if err := s.CreateAPIKey(ctx, APIKey{ID: id, Name: id, Hash: hashOf(id), CreatedAt: t0, Admin: true}); err != nil {
+			if err := s.CreateAPIKey(ctx, store.APIKey{ID: id, Name: id, Hash: hashOf(id), CreatedAt: t0, Admin: true}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -179,7 +181,7 @@ func TestRevokeLastAdminKeysRace(t *testing.T) {
 			for _, err := range errs {
 				switch {
 				case err == nil:
-				case errors.Is(err, ErrLastAdminKey):
+				case errors.Is(err, store.ErrLastAdminKey):
 					failed++
 				default:
 					t.Fatalf("round %d: got %v, want nil or ErrLastAdminKey", round, err)
@@ -206,12 +208,12 @@ func TestDeleteToken(t *testing.T) {
 		if err := s.DeleteToken(ctx, "id-drop"); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.DeleteToken(ctx, "id-drop"); !errors.Is(err, ErrNotFound) {
+		if err := s.DeleteToken(ctx, "id-drop"); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("delete twice: got %v, want ErrNotFound", err)
 		}
 		// A deleted token enrolls nobody.
-		_, err := s.Register(ctx, RegisterParams{TokenHash: hashOf("drop"), Thumbprint: "tp-1", Name: "web-1", Now: t0, NewID: "a1"})
-		if !errors.Is(err, ErrTokenInvalid) {
+		_, err := s.Register(ctx, store.RegisterParams{TokenHash: hashOf("drop"), Thumbprint: "tp-1", Name: "web-1", Now: t0, NewID: "a1"})
+		if !errors.Is(err, store.ErrTokenInvalid) {
 			t.Fatalf("register with a deleted token: got %v, want ErrTokenInvalid", err)
 		}
 		tokens, err := s.ListTokens(ctx)

@@ -1,4 +1,4 @@
-package store
+package sqlstore
 
 import (
 	"bytes"
@@ -14,14 +14,16 @@ import (
 	"testing"
 	"testing/iotest"
 	"time"
+
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
-func testNode(id, name string) Node {
-	return Node{ID: id, Name: name, Advertise: name + ":10943", HTTP: "127.0.0.1:10980", Version: "1.0.0",
+func testNode(id, name string) store.Node {
+	return store.Node{ID: id, Name: name, Advertise: name + ":10943", HTTP: "127.0.0.1:10980", Version: "1.0.0",
 		StartedAt: t0, HeartbeatEvery: time.Hour}
 }
 
-func nodeByID(t *testing.T, s Store, id string) (Node, bool) {
+func nodeByID(t *testing.T, s store.Store, id string) (store.Node, bool) {
 	t.Helper()
 	all, err := s.Nodes(context.Background())
 	if err != nil {
@@ -32,7 +34,7 @@ func nodeByID(t *testing.T, s Store, id string) (Node, bool) {
 			return n, true
 		}
 	}
-	return Node{}, false
+	return store.Node{}, false
 }
 
 func TestNodeLifecycle(t *testing.T) {
@@ -62,7 +64,7 @@ func TestNodeLifecycle(t *testing.T) {
 			}
 			// A second process with the same name is refused while the
 			// first is alive.
-			if _, err := s.RegisterNode(ctx, testNode("a2", "alpha")); !errors.Is(err, ErrNodeAlive) {
+			if _, err := s.RegisterNode(ctx, testNode("a2", "alpha")); !errors.Is(err, store.ErrNodeAlive) {
 				t.Fatalf("same name while alive: got %v, want ErrNodeAlive", err)
 			}
 		}
@@ -72,7 +74,7 @@ func TestNodeLifecycle(t *testing.T) {
 		if err := s.SetNodeDraining(ctx, "a1", true); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.SetNodeDraining(ctx, "nope", true); !errors.Is(err, ErrNotFound) {
+		if err := s.SetNodeDraining(ctx, "nope", true); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("drain unknown node: got %v, want ErrNotFound", err)
 		}
 		if err := s.StopNode(ctx, "a1", t0.Add(time.Minute)); err != nil {
@@ -81,7 +83,7 @@ func TestNodeLifecycle(t *testing.T) {
 		if got, _ := nodeByID(t, s, "a1"); got.Alive() || !got.StoppedAt.Equal(t0.Add(time.Minute)) {
 			t.Fatalf("after stop: got %+v, want dead and stopped", got)
 		}
-		if err := s.HeartbeatNode(ctx, "a1"); !errors.Is(err, ErrNotFound) {
+		if err := s.HeartbeatNode(ctx, "a1"); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("heartbeat after stop: got %v, want ErrNotFound", err)
 		}
 		// The next run of alpha replaces the stopped row and stays draining.
@@ -116,16 +118,16 @@ func TestNodeDeadAfterMissedHeartbeats(t *testing.T) {
 		alive bool
 	}{
 		{0, true},
-		{DeadAfter * time.Second, true},
-		{DeadAfter*time.Second + time.Nanosecond, false},
+		{store.DeadAfter * time.Second, true},
+		{store.DeadAfter*time.Second + time.Nanosecond, false},
 	}
 	for _, tt := range tests {
-		n := Node{HeartbeatEvery: time.Second, HeartbeatAge: tt.age}
+		n := store.Node{HeartbeatEvery: time.Second, HeartbeatAge: tt.age}
 		if got := n.Alive(); got != tt.alive {
 			t.Errorf("age %s: got alive %v, want %v", tt.age, got, tt.alive)
 		}
 	}
-	if (Node{HeartbeatEvery: time.Second, StoppedAt: t0}).Alive() {
+	if (store.Node{HeartbeatEvery: time.Second, StoppedAt: t0}).Alive() {
 		t.Error("stopped node: got alive, want dead")
 	}
 }
@@ -176,7 +178,7 @@ func TestAgentNode(t *testing.T) {
 		}
 		web := enroll(t, s, "web-1", "prod", "tp-1")
 		db1 := enroll(t, s, "db-1", "prod", "tp-2")
-		for _, c := range []Connection{{AgentID: web.ID, Node: "a1", At: t0}, {AgentID: db1.ID, Node: "a1", At: t0}} {
+		for _, c := range []store.Connection{{AgentID: web.ID, Node: "a1", At: t0}, {AgentID: db1.ID, Node: "a1", At: t0}} {
 			if err := s.RecordConnection(ctx, c); err != nil {
 				t.Fatal(err)
 			}
@@ -189,7 +191,7 @@ func TestAgentNode(t *testing.T) {
 		}
 		// web-1 moved to b1 before a1 noticed its session ended: a1's
 		// late disconnection must not clear b1's.
-		if err := s.RecordConnection(ctx, Connection{AgentID: web.ID, Node: "b1", At: t0.Add(time.Second)}); err != nil {
+		if err := s.RecordConnection(ctx, store.Connection{AgentID: web.ID, Node: "b1", At: t0.Add(time.Second)}); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.DisconnectAgent(ctx, web.ID, "a1", t0.Add(2*time.Second)); err != nil {
@@ -221,10 +223,10 @@ func TestClaimTask(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db backend) {
 		ctx := context.Background()
 		s, _ := db.open(t)
-		if err := s.CreateTasks(ctx, []Task{newTask("a", "g", t0), newTask("done", "g", t0)}); err != nil {
+		if err := s.CreateTasks(ctx, []store.Task{newTask("a", "g", t0), newTask("done", "g", t0)}); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.UpdateTask(ctx, "done", TaskUpdate{State: TaskSucceeded, FinishedAt: t0}); err != nil {
+		if err := s.UpdateTask(ctx, "done", store.TaskUpdate{State: store.TaskSucceeded, FinishedAt: t0}); err != nil {
 			t.Fatal(err)
 		}
 		steps := []struct {
@@ -259,15 +261,15 @@ func TestClaimRolloutAndAgent(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db backend) {
 		ctx := context.Background()
 		s, _ := db.open(t)
-		r := Rollout{ID: "r1", Version: "2.0.0", Batch: 1, State: RolloutRunning, CreatedAt: t0}
-		ra := RolloutAgent{RolloutID: "r1", AgentID: "ag", AgentName: "web-1", Batch: 1, State: UpgradeWaitingForIdle, UpdatedAt: t0}
-		if err := s.CreateRollout(ctx, r, []RolloutAgent{ra}); err != nil {
+		r := store.Rollout{ID: "r1", Version: "2.0.0", Batch: 1, State: store.RolloutRunning, CreatedAt: t0}
+		ra := store.RolloutAgent{RolloutID: "r1", AgentID: "ag", AgentName: "web-1", Batch: 1, State: store.UpgradeWaitingForIdle, UpdatedAt: t0}
+		if err := s.CreateRollout(ctx, r, []store.RolloutAgent{ra}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := s.RegisterNode(ctx, testNode("n1", "one")); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.CreateTasks(ctx, []Task{newTask("t1", "g", t0)}); err != nil {
+		if err := s.CreateTasks(ctx, []store.Task{newTask("t1", "g", t0)}); err != nil {
 			t.Fatal(err)
 		}
 		if ok, err := s.ClaimTask(ctx, "t1", "", "n1"); err != nil || !ok {
@@ -286,23 +288,23 @@ func TestClaimRolloutAndAgent(t *testing.T) {
 			t.Fatalf("got rollout node %q, want n1", got.Node)
 		}
 		at := t0.Add(time.Minute)
-		if ok, err := s.SetRolloutAgentNode(ctx, "r1", "ag", []string{UpgradeWaitingForIdle}, "", UpgradeSending, "n2", "sending", at); err != nil || !ok {
+		if ok, err := s.SetRolloutAgentNode(ctx, "r1", "ag", []string{store.UpgradeWaitingForIdle}, "", store.UpgradeSending, "n2", "sending", at); err != nil || !ok {
 			t.Fatalf("start sending: got %v, %v; want true", ok, err)
 		}
-		if ok, _ := s.SetRolloutAgentNode(ctx, "r1", "ag", []string{UpgradeWaitingForIdle}, "", UpgradeSending, "n1", "sending", at); ok {
+		if ok, _ := s.SetRolloutAgentNode(ctx, "r1", "ag", []string{store.UpgradeWaitingForIdle}, "", store.UpgradeSending, "n1", "sending", at); ok {
 			t.Fatal("second node starting to send: got true, want false")
 		}
 		got, err := s.RolloutAgent(ctx, "r1", "ag")
-		if err != nil || got.State != UpgradeSending || got.Node != "n2" || got.Reason != "sending" || !got.UpdatedAt.Equal(at) {
+		if err != nil || got.State != store.UpgradeSending || got.Node != "n2" || got.Reason != "sending" || !got.UpdatedAt.Equal(at) {
 			t.Fatalf("got %+v, %v; want sending by n2", got, err)
 		}
-		if ok, _ := s.SetRolloutAgentNode(ctx, "r1", "ag", []string{UpgradeSending}, "n1", UpgradeWaitingForIdle, "", "x", at); ok {
+		if ok, _ := s.SetRolloutAgentNode(ctx, "r1", "ag", []string{store.UpgradeSending}, "n1", store.UpgradeWaitingForIdle, "", "x", at); ok {
 			t.Fatal("reset by a node that is not the sender: got true, want false")
 		}
-		if ok, err := s.SetRolloutAgentNode(ctx, "r1", "ag", []string{UpgradeSending}, "n2", UpgradeWaitingForIdle, "", "again", at); err != nil || !ok {
+		if ok, err := s.SetRolloutAgentNode(ctx, "r1", "ag", []string{store.UpgradeSending}, "n2", store.UpgradeWaitingForIdle, "", "again", at); err != nil || !ok {
 			t.Fatalf("reset by the sender: got %v, %v; want true", ok, err)
 		}
-		if err := s.FinishRollout(ctx, "r1", RolloutSucceeded, "done", at); err != nil {
+		if err := s.FinishRollout(ctx, "r1", store.RolloutSucceeded, "done", at); err != nil {
 			t.Fatal(err)
 		}
 		if ok, _ := s.ClaimRollout(ctx, "r1", "n1", "n2"); ok {
@@ -356,14 +358,14 @@ func TestClaimTaskRace(t *testing.T) {
 		ctx := context.Background()
 		s, where := db.open(t)
 		const tasks, nodes = 50, 4
-		var all []Task
+		var all []store.Task
 		for i := range tasks {
 			all = append(all, newTask(fmt.Sprint(i), "g", t0))
 		}
 		if err := s.CreateTasks(ctx, all); err != nil {
 			t.Fatal(err)
 		}
-		stores := []Store{s}
+		stores := []store.Store{s}
 		for range nodes - 1 {
 			if db.name == "sqlite" {
 				stores = append(stores, s) // one file, one writer
@@ -408,13 +410,13 @@ func TestBlobs(t *testing.T) {
 		content := make([]byte, 3<<20+17) // more than one chunk
 		crand.Read(content)
 		sum := sha256.Sum256(content)
-		b := Blob{Key: "calamari/1.0.0", SHA256: hex.EncodeToString(sum[:]), Size: int64(len(content)), StoredAt: t0}
-		if _, err := s.BlobInfo(ctx, b.Key); !errors.Is(err, ErrNotFound) {
+		b := store.Blob{Key: "calamari/1.0.0", SHA256: hex.EncodeToString(sum[:]), Size: int64(len(content)), StoredAt: t0}
+		if _, err := s.BlobInfo(ctx, b.Key); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("before: got %v, want ErrNotFound", err)
 		}
 		bad := []struct {
 			name string
-			blob Blob
+			blob store.Blob
 			data []byte
 		}{
 			{"short", b, content[:len(content)-1]},
@@ -425,7 +427,7 @@ func TestBlobs(t *testing.T) {
 			if err := s.PutBlob(ctx, tt.blob, bytes.NewReader(tt.data)); err == nil {
 				t.Errorf("%s: got nil error, want a refusal", tt.name)
 			}
-			if _, err := s.BlobInfo(ctx, b.Key); !errors.Is(err, ErrNotFound) {
+			if _, err := s.BlobInfo(ctx, b.Key); !errors.Is(err, store.ErrNotFound) {
 				t.Fatalf("%s: got %v, want nothing stored", tt.name, err)
 			}
 		}
@@ -444,7 +446,7 @@ func TestBlobs(t *testing.T) {
 		if err != nil || got != b || !bytes.Equal(out.Bytes(), content) {
 			t.Fatalf("read: got %+v, %d bytes (equal %v), %v", got, out.Len(), bytes.Equal(out.Bytes(), content), err)
 		}
-		if _, err := s.ReadBlob(ctx, "nope", &out); !errors.Is(err, ErrNotFound) {
+		if _, err := s.ReadBlob(ctx, "nope", &out); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("read unknown: got %v, want ErrNotFound", err)
 		}
 	})

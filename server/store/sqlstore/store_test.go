@@ -1,4 +1,4 @@
-package store
+package sqlstore
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // t0 has a nanosecond component so that tests catch any loss of precision.
@@ -21,9 +23,9 @@ func hashOf(secret string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-func createToken(t testing.TB, s Store, secret, env string, expires time.Time) {
+func createToken(t testing.TB, s store.Store, secret, env string, expires time.Time) {
 	t.Helper()
-	err := s.CreateToken(context.Background(), Token{
+	err := s.CreateToken(context.Background(), store.Token{
 		ID: "id-" + secret, Hash: hashOf(secret), Environment: env,
 		CreatedAt: t0, ExpiresAt: expires,
 	})
@@ -34,10 +36,10 @@ func createToken(t testing.TB, s Store, secret, env string, expires time.Time) {
 
 // enroll creates a token for the agent and registers it, for tests whose
 // subject is not Register.
-func enroll(t testing.TB, s Store, name, env, thumbprint string) Agent {
+func enroll(t testing.TB, s store.Store, name, env, thumbprint string) store.Agent {
 	t.Helper()
 	createToken(t, s, "secret-"+name, env, t0.Add(time.Hour))
-	res, err := s.Register(context.Background(), RegisterParams{
+	res, err := s.Register(context.Background(), store.RegisterParams{
 		TokenHash: hashOf("secret-" + name), Thumbprint: thumbprint, Name: name,
 		Now: t0, NewID: "agent-" + name,
 	})
@@ -47,7 +49,7 @@ func enroll(t testing.TB, s Store, name, env, thumbprint string) Agent {
 	return res.Agent
 }
 
-func mustAgent(t *testing.T, s Store, id string) Agent {
+func mustAgent(t *testing.T, s store.Store, id string) store.Agent {
 	t.Helper()
 	a, err := s.AgentByID(context.Background(), id)
 	if err != nil {
@@ -56,7 +58,7 @@ func mustAgent(t *testing.T, s Store, id string) Agent {
 	return a
 }
 
-func mustRevoked(t *testing.T, s Store, thumbprint string, want bool) {
+func mustRevoked(t *testing.T, s store.Store, thumbprint string, want bool) {
 	t.Helper()
 	got, err := s.IsRevoked(context.Background(), thumbprint)
 	if err != nil {
@@ -67,7 +69,7 @@ func mustRevoked(t *testing.T, s Store, thumbprint string, want bool) {
 	}
 }
 
-func tokenByHash(t *testing.T, s Store, hash string) Token {
+func tokenByHash(t *testing.T, s store.Store, hash string) store.Token {
 	t.Helper()
 	tokens, err := s.ListTokens(context.Background())
 	if err != nil {
@@ -79,7 +81,7 @@ func tokenByHash(t *testing.T, s Store, hash string) Token {
 		}
 	}
 	t.Fatalf("token %s not listed", hash)
-	return Token{}
+	return store.Token{}
 }
 
 func TestMigrations(t *testing.T) {
@@ -141,7 +143,7 @@ func TestRecordHealth10k(t *testing.T) {
 		}
 		n := 0
 		for _, a := range agents {
-			if a.Health == HealthHealthy && a.LastHealthAt.Equal(results[0].At) {
+			if a.Health == store.HealthHealthy && a.LastHealthAt.Equal(results[0].At) {
 				n++
 			}
 		}
@@ -186,16 +188,16 @@ func TestRegister(t *testing.T) {
 		ctx := context.Background()
 		s, _ := db.open(t)
 		createToken(t, s, "good", "prod", t0.Add(time.Hour))
-		res, err := s.Register(ctx, RegisterParams{
+		res, err := s.Register(ctx, store.RegisterParams{
 			TokenHash: hashOf("good"), Thumbprint: "tp-new", Name: "web-1",
 			Now: t0, NewID: "id-1",
 		})
 		if err != nil {
 			t.Fatalf("Register: %v", err)
 		}
-		want := Agent{
+		want := store.Agent{
 			ID: "id-1", Name: "web-1", Environment: "prod", Thumbprint: "tp-new",
-			Health: HealthUnavailable, DiskFree: -1, RegisteredAt: t0,
+			Health: store.HealthUnavailable, DiskFree: -1, RegisteredAt: t0,
 		}
 		if !reflect.DeepEqual(res.Agent, want) {
 			t.Errorf("got agent %+v, want %+v", res.Agent, want)
@@ -226,7 +228,7 @@ func TestRegisterEnvironment(t *testing.T) {
 			t.Run(fmt.Sprintf("%q", tt.env), func(t *testing.T) {
 				s, _ := db.open(t)
 				createToken(t, s, "good", "staging", t0.Add(time.Hour))
-				res, err := s.Register(ctx, RegisterParams{
+				res, err := s.Register(ctx, store.RegisterParams{
 					TokenHash: hashOf("good"), Thumbprint: "tp", Name: "web-1",
 					Environment: tt.env, Now: t0, NewID: "id-1",
 				})
@@ -245,36 +247,36 @@ func TestRegisterErrors(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db backend) {
 		ctx := context.Background()
 		expires := t0.Add(time.Hour)
-		base := RegisterParams{
+		base := store.RegisterParams{
 			TokenHash: hashOf("good"), Thumbprint: "tp-new", Name: "web-new",
 			Environment: "prod", Now: t0, NewID: "id-new",
 		}
 		tests := []struct {
 			name    string
-			setup   func(t *testing.T, s Store)
-			change  func(p *RegisterParams)
+			setup   func(t *testing.T, s store.Store)
+			change  func(p *store.RegisterParams)
 			wantErr error  // nil means any error
 			wantMsg string // a substring of the error, if set
 		}{
 			{
 				name:    "unknown token",
-				change:  func(p *RegisterParams) { p.TokenHash = hashOf("bad") },
-				wantErr: ErrTokenInvalid,
+				change:  func(p *store.RegisterParams) { p.TokenHash = hashOf("bad") },
+				wantErr: store.ErrTokenInvalid,
 			},
 			{
 				name: "used by another certificate",
-				setup: func(t *testing.T, s Store) {
+				setup: func(t *testing.T, s store.Store) {
 					p := base
 					p.Thumbprint, p.Name, p.NewID = "tp-other", "web-other", "id-other"
 					if _, err := s.Register(ctx, p); err != nil {
 						t.Fatal(err)
 					}
 				},
-				wantErr: ErrTokenUsed,
+				wantErr: store.ErrTokenUsed,
 			},
 			{
 				name: "used by this certificate whose agent was deleted",
-				setup: func(t *testing.T, s Store) {
+				setup: func(t *testing.T, s store.Store) {
 					if _, err := s.Register(ctx, base); err != nil {
 						t.Fatal(err)
 					}
@@ -282,62 +284,62 @@ func TestRegisterErrors(t *testing.T) {
 						t.Fatal(err)
 					}
 				},
-				change:  func(p *RegisterParams) { p.Force = true },
-				wantErr: ErrTokenUsed,
+				change:  func(p *store.RegisterParams) { p.Force = true },
+				wantErr: store.ErrTokenUsed,
 			},
 			{
 				name:    "expired by a nanosecond",
-				change:  func(p *RegisterParams) { p.Now = expires.Add(time.Nanosecond) },
-				wantErr: ErrTokenExpired,
+				change:  func(p *store.RegisterParams) { p.Now = expires.Add(time.Nanosecond) },
+				wantErr: store.ErrTokenExpired,
 			},
 			{
 				name:    "other environment",
-				change:  func(p *RegisterParams) { p.Environment = "staging" },
-				wantErr: ErrTokenInvalid,
+				change:  func(p *store.RegisterParams) { p.Environment = "staging" },
+				wantErr: store.ErrTokenInvalid,
 				wantMsg: `token is for environment "prod"`,
 			},
 			{
 				name:    "name taken",
-				setup:   func(t *testing.T, s Store) { enroll(t, s, "web-new", "prod", "tp-existing") },
-				wantErr: ErrNameTaken,
+				setup:   func(t *testing.T, s store.Store) { enroll(t, s, "web-new", "prod", "tp-existing") },
+				wantErr: store.ErrNameTaken,
 			},
 			{
 				name:    "thumbprint taken",
-				setup:   func(t *testing.T, s Store) { enroll(t, s, "web-existing", "prod", "tp-new") },
-				wantErr: ErrThumbprintTaken,
+				setup:   func(t *testing.T, s store.Store) { enroll(t, s, "web-existing", "prod", "tp-new") },
+				wantErr: store.ErrThumbprintTaken,
 			},
 			{
 				name:    "same name and thumbprint already registered",
-				setup:   func(t *testing.T, s Store) { enroll(t, s, "web-new", "prod", "tp-new") },
-				wantErr: ErrThumbprintTaken,
+				setup:   func(t *testing.T, s store.Store) { enroll(t, s, "web-new", "prod", "tp-new") },
+				wantErr: store.ErrThumbprintTaken,
 			},
 			{
 				name: "thumbprint is another agent's next thumbprint",
-				setup: func(t *testing.T, s Store) {
+				setup: func(t *testing.T, s store.Store) {
 					a := enroll(t, s, "web-existing", "prod", "tp-existing")
 					if err := s.SetNextThumbprint(ctx, a.ID, "tp-new"); err != nil {
 						t.Fatal(err)
 					}
 				},
-				wantErr: ErrThumbprintTaken,
+				wantErr: store.ErrThumbprintTaken,
 			},
 			{
 				name: "revoked thumbprint without force",
-				setup: func(t *testing.T, s Store) {
+				setup: func(t *testing.T, s store.Store) {
 					a := enroll(t, s, "web-old", "prod", "tp-new")
 					if err := s.DeleteAgent(ctx, a.ID); err != nil {
 						t.Fatal(err)
 					}
 				},
-				wantErr: ErrThumbprintTaken,
+				wantErr: store.ErrThumbprintTaken,
 				wantMsg: "revoked",
 			},
-			{name: "empty name", change: func(p *RegisterParams) { p.Name = "" }},
-			{name: "empty thumbprint", change: func(p *RegisterParams) { p.Thumbprint = "" }},
-			{name: "empty ID", change: func(p *RegisterParams) { p.NewID = "" }},
+			{name: "empty name", change: func(p *store.RegisterParams) { p.Name = "" }},
+			{name: "empty thumbprint", change: func(p *store.RegisterParams) { p.Thumbprint = "" }},
+			{name: "empty ID", change: func(p *store.RegisterParams) { p.NewID = "" }},
 			{
 				name:   "time out of range",
-				change: func(p *RegisterParams) { p.Now = time.Date(1500, 1, 1, 0, 0, 0, 0, time.UTC) },
+				change: func(p *store.RegisterParams) { p.Now = time.Date(1500, 1, 1, 0, 0, 0, 0, time.UTC) },
 			},
 		}
 		for _, tt := range tests {
@@ -397,13 +399,13 @@ func TestRegisterExpiryBoundary(t *testing.T) {
 		}{
 			{expires.Add(-time.Nanosecond), nil},
 			{expires, nil},
-			{expires.Add(time.Nanosecond), ErrTokenExpired},
+			{expires.Add(time.Nanosecond), store.ErrTokenExpired},
 		}
 		for _, tt := range tests {
 			t.Run(tt.now.Sub(expires).String(), func(t *testing.T) {
 				s, _ := db.open(t)
 				createToken(t, s, "good", "prod", expires)
-				_, err := s.Register(ctx, RegisterParams{
+				_, err := s.Register(ctx, store.RegisterParams{
 					TokenHash: hashOf("good"), Thumbprint: "tp", Name: "web-1", Now: tt.now, NewID: "id-1",
 				})
 				if !errors.Is(err, tt.wantErr) {
@@ -419,12 +421,12 @@ func TestRegisterIdempotentRetry(t *testing.T) {
 		ctx := context.Background()
 		s, _ := db.open(t)
 		createToken(t, s, "good", "prod", t0.Add(time.Hour))
-		p := RegisterParams{TokenHash: hashOf("good"), Thumbprint: "tp", Name: "web-1", Now: t0, NewID: "id-1"}
+		p := store.RegisterParams{TokenHash: hashOf("good"), Thumbprint: "tp", Name: "web-1", Now: t0, NewID: "id-1"}
 		first, err := s.Register(ctx, p)
 		if err != nil {
 			t.Fatalf("Register: %v", err)
 		}
-		if err := s.RecordConnection(ctx, Connection{AgentID: "id-1", Version: "1.2.3", At: t0.Add(time.Minute)}); err != nil {
+		if err := s.RecordConnection(ctx, store.Connection{AgentID: "id-1", Version: "1.2.3", At: t0.Add(time.Minute)}); err != nil {
 			t.Fatal(err)
 		}
 		want := mustAgent(t, s, "id-1")
@@ -471,7 +473,7 @@ func TestRegisterForce(t *testing.T) {
 
 		createToken(t, s, "force", "prod", t0.Add(time.Hour))
 		now := t0.Add(time.Minute)
-		p := RegisterParams{
+		p := store.RegisterParams{
 			TokenHash: hashOf("force"), Thumbprint: "tp-2", Name: "web-1",
 			Force: true, Now: now, NewID: "id-new",
 		}
@@ -479,7 +481,7 @@ func TestRegisterForce(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Register: %v", err)
 		}
-		if want := []Agent{byName, byThumb}; !reflect.DeepEqual(res.Replaced, want) {
+		if want := []store.Agent{byName, byThumb}; !reflect.DeepEqual(res.Replaced, want) {
 			t.Errorf("got Replaced %+v, want %+v", res.Replaced, want)
 		}
 		if res.Agent.ID != "id-new" || res.Agent.Name != "web-1" || res.Agent.Thumbprint != "tp-2" {
@@ -490,7 +492,7 @@ func TestRegisterForce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := []Agent{res.Agent, bystander}; !reflect.DeepEqual(agents, want) {
+		if want := []store.Agent{res.Agent, bystander}; !reflect.DeepEqual(agents, want) {
 			t.Errorf("got agents %+v, want %+v", agents, want)
 		}
 		for _, tt := range []struct {
@@ -507,7 +509,7 @@ func TestRegisterForce(t *testing.T) {
 		if a, err := s.AgentByThumbprint(ctx, "tp-2"); err != nil || a.ID != "id-new" {
 			t.Errorf("AgentByThumbprint(tp-2): got %s, %v, want id-new, nil", a.ID, err)
 		}
-		if _, err := s.AgentByThumbprint(ctx, "tp-1-next"); !errors.Is(err, ErrNotFound) {
+		if _, err := s.AgentByThumbprint(ctx, "tp-1-next"); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("AgentByThumbprint(tp-1-next): got %v, want ErrNotFound", err)
 		}
 		if tok := tokenByHash(t, s, hashOf("force")); !tok.UsedAt.Equal(now) || tok.UsedBy != "tp-2" {
@@ -520,7 +522,7 @@ func TestRegisterForceWithoutConflict(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db backend) {
 		s, _ := db.open(t)
 		createToken(t, s, "good", "prod", t0.Add(time.Hour))
-		res, err := s.Register(context.Background(), RegisterParams{
+		res, err := s.Register(context.Background(), store.RegisterParams{
 			TokenHash: hashOf("good"), Thumbprint: "tp", Name: "web-1", Force: true, Now: t0, NewID: "id-1",
 		})
 		if err != nil {
@@ -543,7 +545,7 @@ func TestRegisterForceRevokedThumbprint(t *testing.T) {
 		mustRevoked(t, s, "tp-1", true)
 
 		createToken(t, s, "again", "prod", t0.Add(time.Hour))
-		res, err := s.Register(ctx, RegisterParams{
+		res, err := s.Register(ctx, store.RegisterParams{
 			TokenHash: hashOf("again"), Thumbprint: "tp-1", Name: "web-1", Force: true, Now: t0, NewID: "id-2",
 		})
 		if err != nil {
@@ -569,17 +571,17 @@ func TestAgentLookups(t *testing.T) {
 
 		tests := []struct {
 			name    string
-			lookup  func() (Agent, error)
+			lookup  func() (store.Agent, error)
 			wantErr error
 		}{
-			{"by thumbprint", func() (Agent, error) { return s.AgentByThumbprint(ctx, "tp-1") }, nil},
-			{"by next thumbprint", func() (Agent, error) { return s.AgentByThumbprint(ctx, "tp-1-next") }, nil},
-			{"by ID", func() (Agent, error) { return s.AgentByID(ctx, a.ID) }, nil},
-			{"by name", func() (Agent, error) { return s.AgentByName(ctx, "web-1") }, nil},
-			{"unknown thumbprint", func() (Agent, error) { return s.AgentByThumbprint(ctx, "tp-x") }, ErrNotFound},
-			{"empty thumbprint", func() (Agent, error) { return s.AgentByThumbprint(ctx, "") }, ErrNotFound},
-			{"unknown ID", func() (Agent, error) { return s.AgentByID(ctx, "nope") }, ErrNotFound},
-			{"unknown name", func() (Agent, error) { return s.AgentByName(ctx, "nope") }, ErrNotFound},
+			{"by thumbprint", func() (store.Agent, error) { return s.AgentByThumbprint(ctx, "tp-1") }, nil},
+			{"by next thumbprint", func() (store.Agent, error) { return s.AgentByThumbprint(ctx, "tp-1-next") }, nil},
+			{"by ID", func() (store.Agent, error) { return s.AgentByID(ctx, a.ID) }, nil},
+			{"by name", func() (store.Agent, error) { return s.AgentByName(ctx, "web-1") }, nil},
+			{"unknown thumbprint", func() (store.Agent, error) { return s.AgentByThumbprint(ctx, "tp-x") }, store.ErrNotFound},
+			{"empty thumbprint", func() (store.Agent, error) { return s.AgentByThumbprint(ctx, "") }, store.ErrNotFound},
+			{"unknown ID", func() (store.Agent, error) { return s.AgentByID(ctx, "nope") }, store.ErrNotFound},
+			{"unknown name", func() (store.Agent, error) { return s.AgentByName(ctx, "nope") }, store.ErrNotFound},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -657,7 +659,7 @@ func TestDeleteAgent(t *testing.T) {
 		if err := s.DeleteAgent(ctx, a.ID); err != nil {
 			t.Fatalf("DeleteAgent: %v", err)
 		}
-		if _, err := s.AgentByID(ctx, a.ID); !errors.Is(err, ErrNotFound) {
+		if _, err := s.AgentByID(ctx, a.ID); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("AgentByID after delete: got %v, want ErrNotFound", err)
 		}
 		mustRevoked(t, s, "tp-1", true)
@@ -668,7 +670,7 @@ func TestDeleteAgent(t *testing.T) {
 		}
 
 		err := s.DeleteAgent(ctx, a.ID)
-		if !errors.Is(err, ErrNotFound) {
+		if !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("second delete: got %v, want ErrNotFound", err)
 		}
 		if err != nil && !strings.Contains(err.Error(), a.ID) {
@@ -690,7 +692,7 @@ func TestRecordConnection(t *testing.T) {
 		ctx := context.Background()
 		s, _ := db.open(t)
 		a := enroll(t, s, "web-1", "prod", "tp-1")
-		c := Connection{
+		c := store.Connection{
 			AgentID: a.ID, Version: "2.0.1", OS: "windows", Arch: "amd64", Protocol: 3,
 			TLSVersion: "1.3", CalamariVersions: []string{"28.1.0", "29.0.2"}, At: t0.Add(time.Minute),
 		}
@@ -705,7 +707,7 @@ func TestRecordConnection(t *testing.T) {
 		}
 
 		c.AgentID = "nope"
-		if err := s.RecordConnection(ctx, c); !errors.Is(err, ErrNotFound) {
+		if err := s.RecordConnection(ctx, c); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("unknown agent: got %v, want ErrNotFound", err)
 		}
 	})
@@ -717,31 +719,31 @@ func TestRecordHealth(t *testing.T) {
 		s, _ := db.open(t)
 		a := enroll(t, s, "web-1", "prod", "tp-1")
 		b := enroll(t, s, "web-2", "prod", "tp-2")
-		if err := s.RecordConnection(ctx, Connection{AgentID: b.ID, Version: "1.0.0", At: t0}); err != nil {
+		if err := s.RecordConnection(ctx, store.Connection{AgentID: b.ID, Version: "1.0.0", At: t0}); err != nil {
 			t.Fatal(err)
 		}
 		b = mustAgent(t, s, b.ID)
 
 		at := t0.Add(time.Minute)
-		results := []HealthResult{
-			{AgentID: a.ID, Health: HealthWarning, Detail: "TLS 1.0 is deprecated", RTT: 1500 * time.Microsecond,
+		results := []store.HealthResult{
+			{AgentID: a.ID, Health: store.HealthWarning, Detail: "TLS 1.0 is deprecated", RTT: 1500 * time.Microsecond,
 				Version: "2.0.0", CalamariVersions: []string{"29.0.0"}, DiskFree: 1 << 40, At: at},
-			{AgentID: "deleted-meanwhile", Health: HealthHealthy, At: at},
-			{AgentID: b.ID, Health: HealthUnhealthy, Detail: "timed out", DiskFree: -1, At: at},
+			{AgentID: "deleted-meanwhile", Health: store.HealthHealthy, At: at},
+			{AgentID: b.ID, Health: store.HealthUnhealthy, Detail: "timed out", DiskFree: -1, At: at},
 		}
 		if err := s.RecordHealth(ctx, results); err != nil {
 			t.Fatalf("RecordHealth: %v", err)
 		}
 
 		wantA := a
-		wantA.Health, wantA.HealthDetail, wantA.HealthRTT = HealthWarning, "TLS 1.0 is deprecated", 1500*time.Microsecond
+		wantA.Health, wantA.HealthDetail, wantA.HealthRTT = store.HealthWarning, "TLS 1.0 is deprecated", 1500*time.Microsecond
 		wantA.Version, wantA.CalamariVersions, wantA.DiskFree, wantA.LastHealthAt = "2.0.0", []string{"29.0.0"}, 1<<40, at
 		wantA.LastSeen = at // an answered check is a sighting
 		if got := mustAgent(t, s, a.ID); !reflect.DeepEqual(got, wantA) {
 			t.Errorf("a: got %+v, want %+v", got, wantA)
 		}
 		wantB := b // the empty Version keeps the known one; a failed check is no sighting
-		wantB.Health, wantB.HealthDetail, wantB.DiskFree, wantB.LastHealthAt = HealthUnhealthy, "timed out", -1, at
+		wantB.Health, wantB.HealthDetail, wantB.DiskFree, wantB.LastHealthAt = store.HealthUnhealthy, "timed out", -1, at
 		if got := mustAgent(t, s, b.ID); !reflect.DeepEqual(got, wantB) {
 			t.Errorf("b: got %+v, want %+v", got, wantB)
 		}
@@ -757,18 +759,18 @@ func TestRecordHealthRejectsBadBatch(t *testing.T) {
 		ctx := context.Background()
 		tests := []struct {
 			name string
-			bad  HealthResult
+			bad  store.HealthResult
 		}{
-			{"unknown health", HealthResult{Health: "sort of ok", At: t0}},
-			{"time out of range", HealthResult{Health: HealthHealthy, At: time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)}},
+			{"unknown health", store.HealthResult{Health: "sort of ok", At: t0}},
+			{"time out of range", store.HealthResult{Health: store.HealthHealthy, At: time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)}},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
 				s, _ := db.open(t)
 				a := enroll(t, s, "web-1", "prod", "tp-1")
 				tt.bad.AgentID = a.ID
-				good := HealthResult{AgentID: a.ID, Health: HealthHealthy, At: t0}
-				if err := s.RecordHealth(ctx, []HealthResult{good, tt.bad}); err == nil {
+				good := store.HealthResult{AgentID: a.ID, Health: store.HealthHealthy, At: t0}
+				if err := s.RecordHealth(ctx, []store.HealthResult{good, tt.bad}); err == nil {
 					t.Fatal("got nil error, want one")
 				}
 				if got := mustAgent(t, s, a.ID); !reflect.DeepEqual(got, a) {
@@ -779,11 +781,11 @@ func TestRecordHealthRejectsBadBatch(t *testing.T) {
 	})
 }
 
-func healthBatch(ids []string) []HealthResult {
-	results := make([]HealthResult, len(ids))
+func healthBatch(ids []string) []store.HealthResult {
+	results := make([]store.HealthResult, len(ids))
 	for i, id := range ids {
-		results[i] = HealthResult{
-			AgentID: id, Health: HealthHealthy, RTT: time.Millisecond, Version: "2.0.0",
+		results[i] = store.HealthResult{
+			AgentID: id, Health: store.HealthHealthy, RTT: time.Millisecond, Version: "2.0.0",
 			CalamariVersions: []string{"29.0.0"}, DiskFree: 10 << 30, At: t0.Add(time.Minute),
 		}
 	}
@@ -832,10 +834,10 @@ func TestSetNextThumbprint(t *testing.T) {
 			{name: "replaces a pending one", id: "agent-web-1", next: "tp-1-other", wantNext: "tp-1-other"},
 			{name: "empty cancels", id: "agent-web-1", next: "", wantNext: ""},
 			{name: "own thumbprint is a no-op", id: "agent-web-1", next: "tp-1", wantNext: "tp-1-pending"},
-			{name: "another agent's thumbprint", id: "agent-web-1", next: "tp-2", wantErr: ErrThumbprintTaken, wantNext: "tp-1-pending"},
-			{name: "another agent's next thumbprint", id: "agent-web-1", next: "tp-2-next", wantErr: ErrThumbprintTaken, wantNext: "tp-1-pending"},
-			{name: "revoked", id: "agent-web-1", next: "tp-revoked", wantErr: ErrThumbprintTaken, wantNext: "tp-1-pending"},
-			{name: "unknown agent", id: "nope", next: "tp-x", wantErr: ErrNotFound},
+			{name: "another agent's thumbprint", id: "agent-web-1", next: "tp-2", wantErr: store.ErrThumbprintTaken, wantNext: "tp-1-pending"},
+			{name: "another agent's next thumbprint", id: "agent-web-1", next: "tp-2-next", wantErr: store.ErrThumbprintTaken, wantNext: "tp-1-pending"},
+			{name: "revoked", id: "agent-web-1", next: "tp-revoked", wantErr: store.ErrThumbprintTaken, wantNext: "tp-1-pending"},
+			{name: "unknown agent", id: "nope", next: "tp-x", wantErr: store.ErrNotFound},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -857,7 +859,7 @@ func TestSetNextThumbprint(t *testing.T) {
 				if !errors.Is(err, tt.wantErr) {
 					t.Fatalf("got error %v, want %v", err, tt.wantErr)
 				}
-				if tt.wantErr == ErrNotFound {
+				if tt.wantErr == store.ErrNotFound {
 					return
 				}
 				if got := mustAgent(t, s, a.ID).NextThumbprint; got != tt.wantNext {
@@ -897,11 +899,11 @@ func TestPromoteThumbprint(t *testing.T) {
 		}
 		mustRevoked(t, s, "tp-1", true)
 		mustRevoked(t, s, "tp-1-next", false)
-		if _, err := s.AgentByThumbprint(ctx, "tp-1"); !errors.Is(err, ErrNotFound) {
+		if _, err := s.AgentByThumbprint(ctx, "tp-1"); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("old thumbprint lookup: got %v, want ErrNotFound", err)
 		}
 
-		if err := s.PromoteThumbprint(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+		if err := s.PromoteThumbprint(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("unknown agent: got %v, want ErrNotFound", err)
 		}
 	})
@@ -918,7 +920,7 @@ func TestSetServerThumbprintAck(t *testing.T) {
 		if got := mustAgent(t, s, a.ID).ServerThumbprintAck; got != "server-tp" {
 			t.Errorf("got %q, want server-tp", got)
 		}
-		if err := s.SetServerThumbprintAck(ctx, "nope", "server-tp"); !errors.Is(err, ErrNotFound) {
+		if err := s.SetServerThumbprintAck(ctx, "nope", "server-tp"); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("unknown agent: got %v, want ErrNotFound", err)
 		}
 	})
@@ -931,10 +933,10 @@ func TestTokens(t *testing.T) {
 		if got, err := s.ListTokens(ctx); err != nil || len(got) != 0 {
 			t.Fatalf("empty store: got %v, %v, want none, nil", got, err)
 		}
-		older := Token{ID: "t1", Hash: hashOf("1"), Environment: "prod", CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}
-		newer := Token{ID: "t2", Hash: hashOf("2"), Environment: "dev", CreatedAt: t0.Add(time.Second),
+		older := store.Token{ID: "t1", Hash: hashOf("1"), Environment: "prod", CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}
+		newer := store.Token{ID: "t2", Hash: hashOf("2"), Environment: "dev", CreatedAt: t0.Add(time.Second),
 			ExpiresAt: t0.Add(2 * time.Hour), UsedAt: t0.Add(time.Minute), UsedBy: "tp"}
-		for _, tok := range []Token{older, newer} {
+		for _, tok := range []store.Token{older, newer} {
 			if err := s.CreateToken(ctx, tok); err != nil {
 				t.Fatalf("CreateToken(%s): %v", tok.ID, err)
 			}
@@ -943,19 +945,19 @@ func TestTokens(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := []Token{newer, older}; !reflect.DeepEqual(got, want) {
+		if want := []store.Token{newer, older}; !reflect.DeepEqual(got, want) {
 			t.Errorf("got %+v, want %+v", got, want)
 		}
 
 		bad := []struct {
 			name string
-			tok  Token
+			tok  store.Token
 		}{
-			{"duplicate hash", Token{ID: "t3", Hash: hashOf("1"), CreatedAt: t0, ExpiresAt: t0}},
-			{"duplicate ID", Token{ID: "t1", Hash: hashOf("3"), CreatedAt: t0, ExpiresAt: t0}},
-			{"no expiry", Token{ID: "t4", Hash: hashOf("4"), CreatedAt: t0}},
-			{"no creation time", Token{ID: "t5", Hash: hashOf("5"), ExpiresAt: t0}},
-			{"expiry out of range", Token{ID: "t6", Hash: hashOf("6"), CreatedAt: t0,
+			{"duplicate hash", store.Token{ID: "t3", Hash: hashOf("1"), CreatedAt: t0, ExpiresAt: t0}},
+			{"duplicate ID", store.Token{ID: "t1", Hash: hashOf("3"), CreatedAt: t0, ExpiresAt: t0}},
+			{"no expiry", store.Token{ID: "t4", Hash: hashOf("4"), CreatedAt: t0}},
+			{"no creation time", store.Token{ID: "t5", Hash: hashOf("5"), ExpiresAt: t0}},
+			{"expiry out of range", store.Token{ID: "t6", Hash: hashOf("6"), CreatedAt: t0,
 				ExpiresAt: time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)}},
 		}
 		for _, tt := range bad {
@@ -976,25 +978,25 @@ func TestAPIKeys(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db backend) {
 		ctx := context.Background()
 		s, _ := db.open(t)
-		valid := APIKey{ID: "k1", Name: "ci", Hash: hashOf("key1"), CreatedAt: t0}
-		revoked := APIKey{ID: "k2", Name: "old", Hash: hashOf("key2"), CreatedAt: t0, RevokedAt: t0.Add(time.Hour)}
-		for _, k := range []APIKey{valid, revoked} {
+		valid := store.APIKey{ID: "k1", Name: "ci", Hash: hashOf("key1"), CreatedAt: t0}
+		revoked := store.APIKey{ID: "k2", Name: "old", Hash: hashOf("key2"), CreatedAt: t0, RevokedAt: t0.Add(time.Hour)}
+		for _, k := range []store.APIKey{valid, revoked} {
 			if err := s.CreateAPIKey(ctx, k); err != nil {
 				t.Fatalf("CreateAPIKey(%s): %v", k.ID, err)
 			}
 		}
-		if err := s.CreateAPIKey(ctx, APIKey{ID: "k3", Name: "dup", Hash: hashOf("key1"), CreatedAt: t0}); err == nil {
+		if err := s.CreateAPIKey(ctx, store.APIKey{ID: "k3", Name: "dup", Hash: hashOf("key1"), CreatedAt: t0}); err == nil {
 			t.Error("duplicate hash: got nil error, want one")
 		}
 
 		tests := []struct {
 			hash    string
-			want    APIKey
+			want    store.APIKey
 			wantErr error
 		}{
 			{hashOf("key1"), valid, nil},
-			{hashOf("key2"), APIKey{}, ErrNotFound},
-			{hashOf("unknown"), APIKey{}, ErrNotFound},
+			{hashOf("key2"), store.APIKey{}, store.ErrNotFound},
+			{hashOf("unknown"), store.APIKey{}, store.ErrNotFound},
 		}
 		for _, tt := range tests {
 			got, err := s.APIKeyByHash(ctx, tt.hash)
@@ -1015,7 +1017,7 @@ func TestSettings(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db backend) {
 		ctx := context.Background()
 		s, _ := db.open(t)
-		if _, err := s.Setting(ctx, "k"); !errors.Is(err, ErrNotFound) {
+		if _, err := s.Setting(ctx, "k"); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("unset: got %v, want ErrNotFound", err)
 		}
 		for _, v := range []string{"one", "two", ""} {
@@ -1048,13 +1050,13 @@ func TestConcurrentWriters(t *testing.T) {
 				<-start
 				switch i % 3 {
 				case 0:
-					_, err := s.Register(ctx, RegisterParams{
+					_, err := s.Register(ctx, store.RegisterParams{
 						TokenHash: hashOf(fmt.Sprint("secret-", i)), Thumbprint: fmt.Sprint("tp-", i),
 						Name: fmt.Sprint("web-", i), Now: t0, NewID: fmt.Sprint("id-", i),
 					})
 					errs <- err
 				case 1:
-					errs <- s.RecordConnection(ctx, Connection{
+					errs <- s.RecordConnection(ctx, store.Connection{
 						AgentID: ids[i], Version: "2.0.0", TLSVersion: "1.3", At: t0.Add(time.Duration(i)),
 					})
 				case 2:

@@ -1,4 +1,4 @@
-package store
+package sqlstore
 
 import (
 	"context"
@@ -8,17 +8,19 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 func TestAgentPackages(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db backend) {
 		ctx := context.Background()
 		s, _ := db.open(t)
-		p := AgentPackage{Version: "1.2.0", OS: "linux", Arch: "amd64", SHA256: "ab", Size: 10, Signature: []byte{1, 255}, UploadedAt: t0}
+		p := store.AgentPackage{Version: "1.2.0", OS: "linux", Arch: "amd64", SHA256: "ab", Size: 10, Signature: []byte{1, 255}, UploadedAt: t0}
 		if err := s.AddAgentPackage(ctx, p); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.AddAgentPackage(ctx, p); !errors.Is(err, ErrExists) {
+		if err := s.AddAgentPackage(ctx, p); !errors.Is(err, store.ErrExists) {
 			t.Fatalf("same key again: got %v, want ErrExists", err)
 		}
 		other := p
@@ -30,7 +32,7 @@ func TestAgentPackages(t *testing.T) {
 		if err != nil || !reflect.DeepEqual(got, p) {
 			t.Fatalf("got %+v, %v; want %+v", got, err, p)
 		}
-		if _, err := s.AgentPackage(ctx, "1.2.0", "windows", "amd64"); !errors.Is(err, ErrNotFound) {
+		if _, err := s.AgentPackage(ctx, "1.2.0", "windows", "amd64"); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("unknown: got %v, want ErrNotFound", err)
 		}
 		if all, err := s.AgentPackages(ctx); err != nil || len(all) != 2 {
@@ -43,11 +45,11 @@ func TestRollouts(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db backend) {
 		ctx := context.Background()
 		s, _ := db.open(t)
-		r := Rollout{ID: "r1", Environment: "Prod", Version: "2.0.0", Batch: 2, MaxFailures: 1, AllowDowngrade: true, GraceSeconds: 120,
-			State: RolloutRunning, CreatedAt: t0, Node: "n1"}
-		agents := []RolloutAgent{
-			{RolloutID: "r1", AgentID: "b", AgentName: "web-2", FromVersion: "1.0.0", Position: 1, Batch: 1, State: UpgradeQueued, UpdatedAt: t0},
-			{RolloutID: "r1", AgentID: "a", AgentName: "web-1", FromVersion: "2.0.0", Position: 0, Batch: 0, State: UpgradeSucceeded, Reason: "already at 2.0.0", UpdatedAt: t0},
+		r := store.Rollout{ID: "r1", Environment: "Prod", Version: "2.0.0", Batch: 2, MaxFailures: 1, AllowDowngrade: true, GraceSeconds: 120,
+			State: store.RolloutRunning, CreatedAt: t0, Node: "n1"}
+		agents := []store.RolloutAgent{
+			{RolloutID: "r1", AgentID: "b", AgentName: "web-2", FromVersion: "1.0.0", Position: 1, Batch: 1, State: store.UpgradeQueued, UpdatedAt: t0},
+			{RolloutID: "r1", AgentID: "a", AgentName: "web-1", FromVersion: "2.0.0", Position: 0, Batch: 0, State: store.UpgradeSucceeded, Reason: "already at 2.0.0", UpdatedAt: t0},
 		}
 		if err := s.CreateRollout(ctx, r, agents); err != nil {
 			t.Fatal(err)
@@ -55,20 +57,20 @@ func TestRollouts(t *testing.T) {
 		if err := s.CreateRollout(ctx, r, nil); err == nil {
 			t.Fatal("duplicate id: got nil error")
 		}
-		old := Rollout{ID: "r0", Version: "1.0.0", Batch: 10, State: RolloutSucceeded, CreatedAt: t0.Add(-time.Hour), FinishedAt: t0}
-		if err := s.CreateRollout(ctx, old, []RolloutAgent{{AgentID: "b", AgentName: "web-2", State: UpgradeSucceeded, UpdatedAt: t0}}); err != nil {
+		old := store.Rollout{ID: "r0", Version: "1.0.0", Batch: 10, State: store.RolloutSucceeded, CreatedAt: t0.Add(-time.Hour), FinishedAt: t0}
+		if err := s.CreateRollout(ctx, old, []store.RolloutAgent{{AgentID: "b", AgentName: "web-2", State: store.UpgradeSucceeded, UpdatedAt: t0}}); err != nil {
 			t.Fatal(err)
 		}
 		got, err := s.Rollout(ctx, "r1")
 		if err != nil || !reflect.DeepEqual(got, r) {
 			t.Fatalf("got %+v, %v; want %+v", got, err, r)
 		}
-		if _, err := s.Rollout(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+		if _, err := s.Rollout(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("unknown: got %v", err)
 		}
-		named := Rollout{ID: "r2", NamedAgents: true, Version: "2.0.0", Batch: 1, State: RolloutSucceeded,
+		named := store.Rollout{ID: "r2", NamedAgents: true, Version: "2.0.0", Batch: 1, State: store.RolloutSucceeded,
 			CreatedAt: t0.Add(-2 * time.Hour), FinishedAt: t0.Add(-time.Hour)}
-		if err := s.CreateRollout(ctx, named, []RolloutAgent{{AgentID: "a", AgentName: "web-1", State: UpgradeSucceeded, UpdatedAt: t0}}); err != nil {
+		if err := s.CreateRollout(ctx, named, []store.RolloutAgent{{AgentID: "a", AgentName: "web-1", State: store.UpgradeSucceeded, UpdatedAt: t0}}); err != nil {
 			t.Fatal(err)
 		}
 		if got, err := s.Rollout(ctx, "r2"); err != nil || !reflect.DeepEqual(got, named) {
@@ -98,9 +100,9 @@ func TestRollouts(t *testing.T) {
 			to      string
 			changed bool
 		}{
-			{"from the current state", []string{UpgradeQueued}, UpgradeWaitingForIdle, true},
-			{"from another state", []string{UpgradeSending}, UpgradeFailed, false},
-			{"from any", nil, UpgradeSending, true},
+			{"from the current state", []string{store.UpgradeQueued}, store.UpgradeWaitingForIdle, true},
+			{"from another state", []string{store.UpgradeSending}, store.UpgradeFailed, false},
+			{"from any", nil, store.UpgradeSending, true},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				changed, err := s.SetRolloutAgentState(ctx, "r1", "b", tc.from, tc.to, "why "+tc.to, at)
@@ -110,19 +112,19 @@ func TestRollouts(t *testing.T) {
 			})
 		}
 		row, err := s.RolloutAgent(ctx, "r1", "b")
-		if err != nil || row.State != UpgradeSending || row.Reason != "why sending" || !row.UpdatedAt.Equal(at) {
+		if err != nil || row.State != store.UpgradeSending || row.Reason != "why sending" || !row.UpdatedAt.Equal(at) {
 			t.Fatalf("row: got %+v, %v", row, err)
 		}
-		if _, err := s.SetRolloutAgentState(ctx, "r1", "zz", nil, UpgradeFailed, "", at); !errors.Is(err, ErrNotFound) {
+		if _, err := s.SetRolloutAgentState(ctx, "r1", "zz", nil, store.UpgradeFailed, "", at); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("unknown agent: got %v, want ErrNotFound", err)
 		}
-		if err := s.FinishRollout(ctx, "r1", RolloutHalted, "halted after 2 failures", at); err != nil {
+		if err := s.FinishRollout(ctx, "r1", store.RolloutHalted, "halted after 2 failures", at); err != nil {
 			t.Fatal(err)
 		}
-		if got, _ := s.Rollout(ctx, "r1"); got.State != RolloutHalted || !got.FinishedAt.Equal(at) {
+		if got, _ := s.Rollout(ctx, "r1"); got.State != store.RolloutHalted || !got.FinishedAt.Equal(at) {
 			t.Fatalf("finished: got %+v", got)
 		}
-		if err := s.FinishRollout(ctx, "nope", RolloutHalted, "", at); !errors.Is(err, ErrNotFound) {
+		if err := s.FinishRollout(ctx, "nope", store.RolloutHalted, "", at); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("unknown rollout: got %v", err)
 		}
 	})
@@ -135,25 +137,25 @@ func TestCreateRolloutRefusesAgentsInARunningRollout(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db backend) {
 		ctx := context.Background()
 		s, where := db.open(t)
-		row := func(id, name string) RolloutAgent {
-			return RolloutAgent{AgentID: id, AgentName: name, FromVersion: "1.0.0", Batch: 1, State: UpgradeQueued, UpdatedAt: t0}
+		row := func(id, name string) store.RolloutAgent {
+			return store.RolloutAgent{AgentID: id, AgentName: name, FromVersion: "1.0.0", Batch: 1, State: store.UpgradeQueued, UpdatedAt: t0}
 		}
-		running := func(id string) Rollout {
-			return Rollout{ID: id, Version: "2.0.0", Batch: 1, State: RolloutRunning, CreatedAt: t0}
+		running := func(id string) store.Rollout {
+			return store.Rollout{ID: id, Version: "2.0.0", Batch: 1, State: store.RolloutRunning, CreatedAt: t0}
 		}
-		if err := s.CreateRollout(ctx, running("r1"), []RolloutAgent{row("a", "web-1"), row("b", "web-2")}); err != nil {
+		if err := s.CreateRollout(ctx, running("r1"), []store.RolloutAgent{row("a", "web-1"), row("b", "web-2")}); err != nil {
 			t.Fatal(err)
 		}
 		steps := []struct {
 			name    string
-			r       Rollout
-			agents  []RolloutAgent
+			r       store.Rollout
+			agents  []store.RolloutAgent
 			wantErr error
 		}{
-			{"overlapping running rollout", running("r2"), []RolloutAgent{row("c", "web-3"), row("b", "web-2")}, ErrInRollout},
-			{"disjoint running rollout", running("r3"), []RolloutAgent{row("c", "web-3")}, nil},
-			{"finished rollout on the same agents", Rollout{ID: "r4", Version: "2.0.0", Batch: 1, State: RolloutSucceeded, CreatedAt: t0, FinishedAt: t0},
-				[]RolloutAgent{row("a", "web-1")}, nil},
+			{"overlapping running rollout", running("r2"), []store.RolloutAgent{row("c", "web-3"), row("b", "web-2")}, store.ErrInRollout},
+			{"disjoint running rollout", running("r3"), []store.RolloutAgent{row("c", "web-3")}, nil},
+			{"finished rollout on the same agents", store.Rollout{ID: "r4", Version: "2.0.0", Batch: 1, State: store.RolloutSucceeded, CreatedAt: t0, FinishedAt: t0},
+				[]store.RolloutAgent{row("a", "web-1")}, nil},
 		}
 		for _, st := range steps {
 			err := s.CreateRollout(ctx, st.r, st.agents)
@@ -164,16 +166,16 @@ func TestCreateRolloutRefusesAgentsInARunningRollout(t *testing.T) {
 				if !strings.Contains(err.Error(), "web-2") || strings.Contains(err.Error(), "web-3") {
 					t.Errorf("%s: got %q, want it to name web-2 only", st.name, err)
 				}
-				if _, err := s.Rollout(ctx, st.r.ID); !errors.Is(err, ErrNotFound) {
+				if _, err := s.Rollout(ctx, st.r.ID); !errors.Is(err, store.ErrNotFound) {
 					t.Errorf("%s: refused rollout stored anyway (%v)", st.name, err)
 				}
 			}
 		}
 		// Once r1 ends, its agents are free.
-		if err := s.FinishRollout(ctx, "r1", RolloutSucceeded, "", t0); err != nil {
+		if err := s.FinishRollout(ctx, "r1", store.RolloutSucceeded, "", t0); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.CreateRollout(ctx, running("r5"), []RolloutAgent{row("b", "web-2")}); err != nil {
+		if err := s.CreateRollout(ctx, running("r5"), []store.RolloutAgent{row("b", "web-2")}); err != nil {
 			t.Fatalf("after r1 finished: got %v, want nil", err)
 		}
 		if db.name != "postgres" {
@@ -187,9 +189,9 @@ func TestCreateRolloutRefusesAgentsInARunningRollout(t *testing.T) {
 		}
 		defer other.Close()
 		errs := make(chan error, 2)
-		for i, st := range []Store{s, other} {
+		for i, st := range []store.Store{s, other} {
 			go func() {
-				errs <- st.CreateRollout(ctx, running(fmt.Sprintf("race%d", i)), []RolloutAgent{row("d", "web-4")})
+				errs <- st.CreateRollout(ctx, running(fmt.Sprintf("race%d", i)), []store.RolloutAgent{row("d", "web-4")})
 			}()
 		}
 		var won, refused int
@@ -197,7 +199,7 @@ func TestCreateRolloutRefusesAgentsInARunningRollout(t *testing.T) {
 			switch err := <-errs; {
 			case err == nil:
 				won++
-			case errors.Is(err, ErrInRollout):
+			case errors.Is(err, store.ErrInRollout):
 				refused++
 			default:
 				t.Fatalf("race: %v", err)

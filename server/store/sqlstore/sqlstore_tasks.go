@@ -1,4 +1,4 @@
-package store
+package sqlstore
 
 import (
 	"context"
@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // AddBundle implements Store.
-func (s *sqlStore) AddBundle(ctx context.Context, b Bundle) error {
+func (s *sqlStore) AddBundle(ctx context.Context, b store.Bundle) error {
 	at, err := timeArg(b.UploadedAt)
 	if err == nil {
 		// Another coordinator may add the same version at the same time:
@@ -30,40 +32,40 @@ func (s *sqlStore) AddBundle(ctx context.Context, b Bundle) error {
 // nothing into ErrExists.
 func insertNew(res sql.Result, err error) error {
 	err = oneRow(res, err)
-	if errors.Is(err, ErrNotFound) {
-		return ErrExists
+	if errors.Is(err, store.ErrNotFound) {
+		return store.ErrExists
 	}
 	return err
 }
 
 const bundleColumns = `version, sha256, size, manifest, signature, uploaded_at`
 
-func (s *sqlStore) scanBundle(sc scanner) (Bundle, error) {
-	var b Bundle
+func (s *sqlStore) scanBundle(sc scanner) (store.Bundle, error) {
+	var b store.Bundle
 	var sig []byte
 	var at sql.NullInt64
 	err := sc.Scan(&b.Version, &b.SHA256, &b.Size, &b.Manifest, &sig, &at)
 	if err != nil {
-		return Bundle{}, err
+		return store.Bundle{}, err
 	}
 	if b.Signature, err = s.d.sigValue(sig); err != nil {
-		return Bundle{}, fmt.Errorf("signature of %s: %w", b.Version, err)
+		return store.Bundle{}, fmt.Errorf("signature of %s: %w", b.Version, err)
 	}
 	b.UploadedAt = fromNanos(at)
 	return b, nil
 }
 
 // Bundle implements Store.
-func (s *sqlStore) Bundle(ctx context.Context, version string) (Bundle, error) {
+func (s *sqlStore) Bundle(ctx context.Context, version string) (store.Bundle, error) {
 	b, err := queryOne(ctx, s.r, s.scanBundle, `SELECT `+bundleColumns+` FROM calamari_bundles WHERE version = ?`, version)
 	if err != nil {
-		return Bundle{}, fmt.Errorf("calamari bundle %s: %w", version, err)
+		return store.Bundle{}, fmt.Errorf("calamari bundle %s: %w", version, err)
 	}
 	return b, nil
 }
 
 // Bundles implements Store.
-func (s *sqlStore) Bundles(ctx context.Context) ([]Bundle, error) {
+func (s *sqlStore) Bundles(ctx context.Context) ([]store.Bundle, error) {
 	out, err := queryRows(ctx, s.hr, s.scanBundle, `SELECT `+bundleColumns+` FROM calamari_bundles`)
 	if err != nil {
 		return nil, fmt.Errorf("list calamari bundles: %w", err)
@@ -72,14 +74,14 @@ func (s *sqlStore) Bundles(ctx context.Context) ([]Bundle, error) {
 }
 
 // CreateTasks implements Store.
-func (s *sqlStore) CreateTasks(ctx context.Context, tasks []Task) error {
+func (s *sqlStore) CreateTasks(ctx context.Context, tasks []store.Task) error {
 	if err := s.createTasks(ctx, tasks); err != nil {
 		return fmt.Errorf("create %d tasks: %w", len(tasks), err)
 	}
 	return nil
 }
 
-func (s *sqlStore) createTasks(ctx context.Context, tasks []Task) error {
+func (s *sqlStore) createTasks(ctx context.Context, tasks []store.Task) error {
 	if len(tasks) == 0 {
 		return nil
 	}
@@ -106,34 +108,34 @@ func (s *sqlStore) createTasks(ctx context.Context, tasks []Task) error {
 const taskColumns = `id, group_id, agent_id, agent_name, args, calamari, file_name, file_sha256, state,
 	exit_code, error, created_at, started_at, finished_at, last_seq, agent_seq, node`
 
-func scanTask(sc scanner) (Task, error) {
-	var t Task
+func scanTask(sc scanner) (store.Task, error) {
+	var t store.Task
 	var args string
 	var created, started, finished sql.NullInt64
 	var node sql.NullString
 	if err := sc.Scan(&t.ID, &t.Group, &t.AgentID, &t.AgentName, &args, &t.Calamari, &t.FileName, &t.FileSHA256,
 		&t.State, &t.ExitCode, &t.Error, &created, &started, &finished, &t.LastSeq, &t.AgentSeq, &node); err != nil {
-		return Task{}, err
+		return store.Task{}, err
 	}
 	t.Node = node.String
 	if err := json.Unmarshal([]byte(args), &t.Args); err != nil {
-		return Task{}, fmt.Errorf("arguments of task %s: %w", t.ID, err)
+		return store.Task{}, fmt.Errorf("arguments of task %s: %w", t.ID, err)
 	}
 	t.CreatedAt, t.StartedAt, t.FinishedAt = fromNanos(created), fromNanos(started), fromNanos(finished)
 	return t, nil
 }
 
 // Task implements Store.
-func (s *sqlStore) Task(ctx context.Context, id string) (Task, error) {
+func (s *sqlStore) Task(ctx context.Context, id string) (store.Task, error) {
 	t, err := queryOne(ctx, s.r, scanTask, `SELECT `+taskColumns+` FROM tasks WHERE id = ?`, id)
 	if err != nil {
-		return Task{}, fmt.Errorf("task %s: %w", id, err)
+		return store.Task{}, fmt.Errorf("task %s: %w", id, err)
 	}
 	return t, nil
 }
 
 // ListTasks implements Store.
-func (s *sqlStore) ListTasks(ctx context.Context, f TaskFilter) ([]Task, error) {
+func (s *sqlStore) ListTasks(ctx context.Context, f store.TaskFilter) ([]store.Task, error) {
 	var where []string
 	var args []any
 	if f.AgentID != "" {
@@ -143,7 +145,7 @@ func (s *sqlStore) ListTasks(ctx context.Context, f TaskFilter) ([]Task, error) 
 		where, args = append(where, "group_id = ?"), append(args, f.Group)
 	}
 	if f.Unfinished {
-		where, args = append(where, "state IN (?, ?)"), append(args, TaskQueued, TaskRunning)
+		where, args = append(where, "state IN (?, ?)"), append(args, store.TaskQueued, store.TaskRunning)
 	}
 	q := `SELECT ` + taskColumns + ` FROM tasks`
 	if len(where) > 0 {
@@ -162,7 +164,7 @@ func (s *sqlStore) ListTasks(ctx context.Context, f TaskFilter) ([]Task, error) 
 
 // UpdateTask implements Store. An error message PostgreSQL cannot store
 // (NUL bytes, invalid UTF-8) is stored there with U+FFFD in their place.
-func (s *sqlStore) UpdateTask(ctx context.Context, id string, u TaskUpdate) error {
+func (s *sqlStore) UpdateTask(ctx context.Context, id string, u store.TaskUpdate) error {
 	started, err := timeArg(u.StartedAt)
 	var finished any
 	if err == nil {
@@ -183,17 +185,17 @@ func (s *sqlStore) UpdateTask(ctx context.Context, id string, u TaskUpdate) erro
 // AppendTaskLogs implements Store. The task's row is locked for the
 // transaction, so appenders on several coordinators number their lines
 // one after the other, as they do behind SQLite's single writer.
-func (s *sqlStore) AppendTaskLogs(ctx context.Context, taskID string, lines []LogLine) ([]LogLine, error) {
+func (s *sqlStore) AppendTaskLogs(ctx context.Context, taskID string, lines []store.LogLine) ([]store.LogLine, error) {
 	if len(lines) == 0 {
 		return nil, nil
 	}
-	var stored []LogLine
+	var stored []store.LogLine
 	err := s.tx(ctx, func(tx *sqlTx) error {
 		var last, agentSeq int64
 		err := tx.QueryRowContext(ctx, `SELECT last_seq, agent_seq FROM tasks WHERE id = ?`+tx.d.forUpdate(),
 			taskID).Scan(&last, &agentSeq)
 		if errors.Is(err, sql.ErrNoRows) {
-			return ErrNotFound
+			return store.ErrNotFound
 		}
 		if err != nil {
 			return err
@@ -229,12 +231,12 @@ func (s *sqlStore) AppendTaskLogs(ctx context.Context, taskID string, lines []Lo
 }
 
 // TaskLogs implements Store.
-func (s *sqlStore) TaskLogs(ctx context.Context, taskID string, from int64, limit int) ([]LogLine, error) {
+func (s *sqlStore) TaskLogs(ctx context.Context, taskID string, from int64, limit int) ([]store.LogLine, error) {
 	if limit <= 0 {
 		limit = 1000
 	}
-	out, err := queryRows(ctx, s.r, func(sc scanner) (LogLine, error) {
-		var l LogLine
+	out, err := queryRows(ctx, s.r, func(sc scanner) (store.LogLine, error) {
+		var l store.LogLine
 		var at, aseq sql.NullInt64
 		var text []byte
 		err := sc.Scan(&l.Seq, &aseq, &at, &l.Stream, &text)

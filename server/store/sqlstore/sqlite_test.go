@@ -1,4 +1,4 @@
-package store
+package sqlstore
 
 import (
 	"bytes"
@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 func TestOpenCreatesPrivateFiles(t *testing.T) {
@@ -137,7 +139,7 @@ func TestSchemaTooNew(t *testing.T) {
 		s2.Close()
 		t.Fatal("OpenSQLite: got nil error, want ErrSchemaTooNew")
 	}
-	if !errors.Is(err, ErrSchemaTooNew) {
+	if !errors.Is(err, store.ErrSchemaTooNew) {
 		t.Errorf("got error %v, want one wrapping ErrSchemaTooNew", err)
 	}
 	for _, v := range []int{SchemaVersion, SchemaVersion + 1} {

@@ -1,10 +1,12 @@
-package store
+package sqlstore
 
 import (
 	"context"
 	"fmt"
 	"path/filepath"
 	"testing"
+
+	"github.com/tendrildeploy/tendril/server/store"
 
 	"github.com/jackc/pgx/v5"
 
@@ -24,39 +26,39 @@ type backend struct {
 	name string
 	// open returns a new, empty, migrated store, closed when the test
 	// ends, and where it lives, for reopen.
-	open func(t testing.TB) (Store, string)
+	open func(t testing.TB) (store.Store, string)
 	// reopen opens the store at where again; the caller closes it.
-	reopen func(ctx context.Context, where string) (Store, error)
+	reopen func(ctx context.Context, where string) (store.Store, error)
 	// seedAgents inserts n agents in one statement or transaction;
 	// registering 10,000 agents one by one would dominate the tests that
 	// need them.
-	seedAgents func(t testing.TB, s Store, n int) []string
+	seedAgents func(t testing.TB, s store.Store, n int) []string
 	// applied returns the schema_migrations table: version -> applied_at.
-	applied func(t testing.TB, s Store) map[int]int64
+	applied func(t testing.TB, s store.Store) map[int]int64
 	// version is the schema version as the store reads it when opening.
-	version func(s Store) (int, error)
+	version func(s store.Store) (int, error)
 }
 
 var backends = []backend{
 	{
 		name: "sqlite",
-		open: func(t testing.TB) (Store, string) { return openTest(t) },
-		reopen: func(ctx context.Context, path string) (Store, error) {
+		open: func(t testing.TB) (store.Store, string) { return openTest(t) },
+		reopen: func(ctx context.Context, path string) (store.Store, error) {
 			return OpenSQLite(ctx, path)
 		},
-		seedAgents: func(t testing.TB, s Store, n int) []string { return seedAgents(t, s.(*SQLite), n) },
-		version:    func(s Store) (int, error) { return s.(*SQLite).schemaVersion(context.Background()) },
-		applied:    func(t testing.TB, s Store) map[int]int64 { return applied(t, &s.(*SQLite).sqlStore) },
+		seedAgents: func(t testing.TB, s store.Store, n int) []string { return seedAgents(t, s.(*SQLite), n) },
+		version:    func(s store.Store) (int, error) { return s.(*SQLite).schemaVersion(context.Background()) },
+		applied:    func(t testing.TB, s store.Store) map[int]int64 { return applied(t, &s.(*SQLite).sqlStore) },
 	},
 	{
 		name: "postgres",
-		open: func(t testing.TB) (Store, string) { return openPostgresTest(t) },
-		reopen: func(ctx context.Context, url string) (Store, error) {
+		open: func(t testing.TB) (store.Store, string) { return openPostgresTest(t) },
+		reopen: func(ctx context.Context, url string) (store.Store, error) {
 			return OpenPostgres(ctx, url)
 		},
-		seedAgents: func(t testing.TB, s Store, n int) []string { return pgSeedAgents(t, s.(*Postgres), n) },
-		version:    func(s Store) (int, error) { return s.(*Postgres).schemaVersion(context.Background()) },
-		applied:    func(t testing.TB, s Store) map[int]int64 { return applied(t, &s.(*Postgres).sqlStore) },
+		seedAgents: func(t testing.TB, s store.Store, n int) []string { return pgSeedAgents(t, s.(*Postgres), n) },
+		version:    func(s store.Store) (int, error) { return s.(*Postgres).schemaVersion(context.Background()) },
+		applied:    func(t testing.TB, s store.Store) map[int]int64 { return applied(t, &s.(*Postgres).sqlStore) },
 	},
 }
 

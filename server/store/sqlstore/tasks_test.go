@@ -1,4 +1,4 @@
-package store
+package sqlstore
 
 import (
 	"context"
@@ -8,24 +8,26 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 func TestBundles(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db backend) {
 		ctx := context.Background()
 		s, _ := db.open(t)
-		b := Bundle{Version: "1.2.3", SHA256: "ab", Size: 10, Manifest: []byte(`{"name":"calamari"}`), Signature: []byte{1, 2, 255}, UploadedAt: t0}
+		b := store.Bundle{Version: "1.2.3", SHA256: "ab", Size: 10, Manifest: []byte(`{"name":"calamari"}`), Signature: []byte{1, 2, 255}, UploadedAt: t0}
 		if err := s.AddBundle(ctx, b); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.AddBundle(ctx, b); !errors.Is(err, ErrExists) {
+		if err := s.AddBundle(ctx, b); !errors.Is(err, store.ErrExists) {
 			t.Fatalf("second add: got %v, want ErrExists", err)
 		}
 		got, err := s.Bundle(ctx, "1.2.3")
 		if err != nil || !reflect.DeepEqual(got, b) {
 			t.Fatalf("got %+v, %v; want %+v", got, err, b)
 		}
-		if _, err := s.Bundle(ctx, "9.9.9"); !errors.Is(err, ErrNotFound) {
+		if _, err := s.Bundle(ctx, "9.9.9"); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("unknown version: got %v, want ErrNotFound", err)
 		}
 		all, err := s.Bundles(ctx)
@@ -35,9 +37,9 @@ func TestBundles(t *testing.T) {
 	})
 }
 
-func newTask(id, group string, created time.Time) Task {
-	return Task{ID: id, Group: group, AgentID: "agent-" + id, AgentName: "web-" + id, Args: []string{"run-script", "--inline", "echo hi"},
-		Calamari: "1.0.0", State: TaskQueued, CreatedAt: created}
+func newTask(id, group string, created time.Time) store.Task {
+	return store.Task{ID: id, Group: group, AgentID: "agent-" + id, AgentName: "web-" + id, Args: []string{"run-script", "--inline", "echo hi"},
+		Calamari: "1.0.0", State: store.TaskQueued, CreatedAt: created}
 }
 
 func TestTasks(t *testing.T) {
@@ -46,10 +48,10 @@ func TestTasks(t *testing.T) {
 		s, _ := db.open(t)
 		a, b := newTask("a", "g1", t0), newTask("b", "g1", t0.Add(time.Second))
 		c := newTask("c", "g2", t0.Add(2*time.Second))
-		if err := s.CreateTasks(ctx, []Task{a, b, c}); err != nil {
+		if err := s.CreateTasks(ctx, []store.Task{a, b, c}); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.CreateTasks(ctx, []Task{a}); err == nil {
+		if err := s.CreateTasks(ctx, []store.Task{a}); err == nil {
 			t.Fatal("duplicate task id: got nil error")
 		}
 		got, err := s.Task(ctx, "a")
@@ -57,30 +59,30 @@ func TestTasks(t *testing.T) {
 			t.Fatalf("Task: got %+v, %v; want %+v", got, err, a)
 		}
 		started := t0.Add(time.Minute)
-		if err := s.UpdateTask(ctx, "a", TaskUpdate{State: TaskRunning, StartedAt: started, Calamari: "1.1.0"}); err != nil {
+		if err := s.UpdateTask(ctx, "a", store.TaskUpdate{State: store.TaskRunning, StartedAt: started, Calamari: "1.1.0"}); err != nil {
 			t.Fatal(err)
 		}
 		finished := started.Add(time.Minute)
-		if err := s.UpdateTask(ctx, "a", TaskUpdate{State: TaskFailed, ExitCode: 3, Error: "boom", FinishedAt: finished}); err != nil {
+		if err := s.UpdateTask(ctx, "a", store.TaskUpdate{State: store.TaskFailed, ExitCode: 3, Error: "boom", FinishedAt: finished}); err != nil {
 			t.Fatal(err)
 		}
 		got, _ = s.Task(ctx, "a")
-		if got.State != TaskFailed || got.ExitCode != 3 || got.Error != "boom" || !got.StartedAt.Equal(started) || !got.FinishedAt.Equal(finished) || got.Calamari != "1.1.0" || !got.Finished() {
+		if got.State != store.TaskFailed || got.ExitCode != 3 || got.Error != "boom" || !got.StartedAt.Equal(started) || !got.FinishedAt.Equal(finished) || got.Calamari != "1.1.0" || !got.Finished() {
 			t.Fatalf("after updates: got %+v", got)
 		}
-		if err := s.UpdateTask(ctx, "nope", TaskUpdate{State: TaskFailed}); !errors.Is(err, ErrNotFound) {
+		if err := s.UpdateTask(ctx, "nope", store.TaskUpdate{State: store.TaskFailed}); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("update unknown: got %v, want ErrNotFound", err)
 		}
 		tests := []struct {
 			name string
-			f    TaskFilter
+			f    store.TaskFilter
 			want []string
 		}{
-			{"all, newest first", TaskFilter{}, []string{"c", "b", "a"}},
-			{"group", TaskFilter{Group: "g1"}, []string{"b", "a"}},
-			{"agent", TaskFilter{AgentID: "agent-b"}, []string{"b"}},
-			{"unfinished", TaskFilter{Unfinished: true}, []string{"c", "b"}},
-			{"limit", TaskFilter{Limit: 1}, []string{"c"}},
+			{"all, newest first", store.TaskFilter{}, []string{"c", "b", "a"}},
+			{"group", store.TaskFilter{Group: "g1"}, []string{"b", "a"}},
+			{"agent", store.TaskFilter{AgentID: "agent-b"}, []string{"b"}},
+			{"unfinished", store.TaskFilter{Unfinished: true}, []string{"c", "b"}},
+			{"limit", store.TaskFilter{Limit: 1}, []string{"c"}},
 		}
 		for _, tt := range tests {
 			ts, err := s.ListTasks(ctx, tt.f)
@@ -102,22 +104,22 @@ func TestTaskLogsAreIdempotent(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db backend) {
 		ctx := context.Background()
 		s, _ := db.open(t)
-		if err := s.CreateTasks(ctx, []Task{newTask("a", "g", t0)}); err != nil {
+		if err := s.CreateTasks(ctx, []store.Task{newTask("a", "g", t0)}); err != nil {
 			t.Fatal(err)
 		}
-		agentLine := func(aseq int64, text string) LogLine {
-			return LogLine{AgentSeq: aseq, Time: t0, Stream: "stdout", Text: text}
+		agentLine := func(aseq int64, text string) store.LogLine {
+			return store.LogLine{AgentSeq: aseq, Time: t0, Stream: "stdout", Text: text}
 		}
-		coord := LogLine{Time: t0, Stream: "coordinator", Text: "installing Calamari 1.0.0"}
-		if _, err := s.AppendTaskLogs(ctx, "a", []LogLine{coord}); err != nil {
+		coord := store.LogLine{Time: t0, Stream: "coordinator", Text: "installing Calamari 1.0.0"}
+		if _, err := s.AppendTaskLogs(ctx, "a", []store.LogLine{coord}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.AppendTaskLogs(ctx, "a", []LogLine{agentLine(1, "one"), agentLine(2, "two")}); err != nil {
+		if _, err := s.AppendTaskLogs(ctx, "a", []store.LogLine{agentLine(1, "one"), agentLine(2, "two")}); err != nil {
 			t.Fatal(err)
 		}
 		// After a reconnect the coordinator may receive agent line 2 again: it
 		// is not stored twice, and its first text wins.
-		stored, err := s.AppendTaskLogs(ctx, "a", []LogLine{agentLine(2, "two again"), agentLine(3, "three")})
+		stored, err := s.AppendTaskLogs(ctx, "a", []store.LogLine{agentLine(2, "two again"), agentLine(3, "three")})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -128,7 +130,7 @@ func TestTaskLogsAreIdempotent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := []LogLine{
+		want := []store.LogLine{
 			{Seq: 1, Time: t0, Stream: "coordinator", Text: "installing Calamari 1.0.0"},
 			{Seq: 2, AgentSeq: 1, Time: t0, Stream: "stdout", Text: "one"},
 			{Seq: 3, AgentSeq: 2, Time: t0, Stream: "stdout", Text: "two"},
@@ -143,7 +145,7 @@ func TestTaskLogsAreIdempotent(t *testing.T) {
 		if task, _ := s.Task(ctx, "a"); task.LastSeq != 4 || task.AgentSeq != 3 {
 			t.Fatalf("got LastSeq %d AgentSeq %d, want 4 and 3", task.LastSeq, task.AgentSeq)
 		}
-		if _, err := s.AppendTaskLogs(ctx, "missing", []LogLine{agentLine(1, "x")}); !errors.Is(err, ErrNotFound) {
+		if _, err := s.AppendTaskLogs(ctx, "missing", []store.LogLine{agentLine(1, "x")}); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("lines for an unknown task: got %v, want ErrNotFound", err)
 		}
 		// Concurrent appenders of the same agent lines (a follower and its
@@ -153,7 +155,7 @@ func TestTaskLogsAreIdempotent(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				var batch []LogLine
+				var batch []store.LogLine
 				for i := int64(4); i <= 200; i++ {
 					batch = append(batch, agentLine(i, "x"))
 				}
@@ -176,13 +178,13 @@ func TestTaskLogsKeepBytes(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db backend) {
 		ctx := context.Background()
 		s, _ := db.open(t)
-		if err := s.CreateTasks(ctx, []Task{newTask("a", "g", t0)}); err != nil {
+		if err := s.CreateTasks(ctx, []store.Task{newTask("a", "g", t0)}); err != nil {
 			t.Fatal(err)
 		}
 		texts := []string{"h\x00i\x00", "\xff\xfe broken", ""}
-		var lines []LogLine
+		var lines []store.LogLine
 		for i, text := range texts {
-			lines = append(lines, LogLine{AgentSeq: int64(i + 1), Time: t0, Stream: "stdout", Text: text})
+			lines = append(lines, store.LogLine{AgentSeq: int64(i + 1), Time: t0, Stream: "stdout", Text: text})
 		}
 		if _, err := s.AppendTaskLogs(ctx, "a", lines); err != nil {
 			t.Fatalf("AppendTaskLogs: %v", err)
@@ -209,9 +211,9 @@ func TestRecordHealthOddDetail(t *testing.T) {
 		s, _ := db.open(t)
 		a := enroll(t, s, "web-1", "prod", "tp-1")
 		b := enroll(t, s, "web-2", "prod", "tp-2")
-		err := s.RecordHealth(ctx, []HealthResult{
-			{AgentID: a.ID, Health: HealthWarning, Detail: "disk\x00low", At: t0},
-			{AgentID: b.ID, Health: HealthHealthy, At: t0},
+		err := s.RecordHealth(ctx, []store.HealthResult{
+			{AgentID: a.ID, Health: store.HealthWarning, Detail: "disk\x00low", At: t0},
+			{AgentID: b.ID, Health: store.HealthHealthy, At: t0},
 		})
 		if err != nil {
 			t.Fatalf("RecordHealth: %v", err)
@@ -219,8 +221,8 @@ func TestRecordHealthOddDetail(t *testing.T) {
 		if got := mustAgent(t, s, a.ID).HealthDetail; !strings.HasPrefix(got, "disk") || !strings.HasSuffix(got, "low") {
 			t.Errorf("got detail %q, want disk<something>low", got)
 		}
-		if got := mustAgent(t, s, b.ID).Health; got != HealthHealthy {
-			t.Errorf("other agent: got health %q, want %q", got, HealthHealthy)
+		if got := mustAgent(t, s, b.ID).Health; got != store.HealthHealthy {
+			t.Errorf("other agent: got health %q, want %q", got, store.HealthHealthy)
 		}
 	})
 }

@@ -1,16 +1,21 @@
-package store
+package sqlstore
 
 import (
 	"context"
 	"database/sql"
 	"fmt"
 	"time"
+
+	"github.com/tendrildeploy/tendril/server/store"
 )
+
+// policyColumns are the machine policy's columns, in the order scanned.
+const policyColumns = `health_interval_ns, calamari_keep, upgrade_batch, upgrade_max_failures, set_by, updated_at`
 
 const userColumns = `id, name, password_hash, created_at`
 
-func scanUser(sc scanner) (User, error) {
-	var u User
+func scanUser(sc scanner) (store.User, error) {
+	var u store.User
 	var created sql.NullInt64
 	err := sc.Scan(&u.ID, &u.Name, &u.PasswordHash, &created)
 	u.CreatedAt = fromNanos(created)
@@ -19,13 +24,13 @@ func scanUser(sc scanner) (User, error) {
 
 // CreateUser implements Store. The unique index on lower(name) decides
 // between coordinators creating the same user at once.
-func (s *sqlStore) CreateUser(ctx context.Context, u User) error {
+func (s *sqlStore) CreateUser(ctx context.Context, u store.User) error {
 	created, err := requiredTime(u.CreatedAt, "creation time")
 	if err == nil {
 		_, err = s.w.ExecContext(ctx, `INSERT INTO users (`+userColumns+`) VALUES (?, ?, ?, ?)`,
 			u.ID, u.Name, u.PasswordHash, created)
 		if s.d.uniqueViolation(err) {
-			err = ErrExists
+			err = store.ErrExists
 		}
 	}
 	if err != nil {
@@ -35,25 +40,25 @@ func (s *sqlStore) CreateUser(ctx context.Context, u User) error {
 }
 
 // UserByName implements Store.
-func (s *sqlStore) UserByName(ctx context.Context, name string) (User, error) {
+func (s *sqlStore) UserByName(ctx context.Context, name string) (store.User, error) {
 	u, err := queryOne(ctx, s.r, scanUser, `SELECT `+userColumns+` FROM users WHERE lower(name) = lower(?)`, s.d.text(name))
 	if err != nil {
-		return User{}, fmt.Errorf("get user %q: %w", name, err)
+		return store.User{}, fmt.Errorf("get user %q: %w", name, err)
 	}
 	return u, nil
 }
 
 // UserByID implements Store.
-func (s *sqlStore) UserByID(ctx context.Context, id string) (User, error) {
+func (s *sqlStore) UserByID(ctx context.Context, id string) (store.User, error) {
 	u, err := queryOne(ctx, s.r, scanUser, `SELECT `+userColumns+` FROM users WHERE id = ?`, s.d.text(id))
 	if err != nil {
-		return User{}, fmt.Errorf("get user %s: %w", id, err)
+		return store.User{}, fmt.Errorf("get user %s: %w", id, err)
 	}
 	return u, nil
 }
 
 // ListUsers implements Store.
-func (s *sqlStore) ListUsers(ctx context.Context) ([]User, error) {
+func (s *sqlStore) ListUsers(ctx context.Context) ([]store.User, error) {
 	users, err := queryRows(ctx, s.r, scanUser, `SELECT `+userColumns+` FROM users ORDER BY lower(name), id`)
 	if err != nil {
 		return nil, fmt.Errorf("list users: %w", err)
@@ -62,19 +67,19 @@ func (s *sqlStore) ListUsers(ctx context.Context) ([]User, error) {
 }
 
 // DeleteUser implements Store.
-func (s *sqlStore) DeleteUser(ctx context.Context, name string) (User, error) {
+func (s *sqlStore) DeleteUser(ctx context.Context, name string) (store.User, error) {
 	u, err := queryOne(ctx, s.w, scanUser,
 		`DELETE FROM users WHERE lower(name) = lower(?) RETURNING `+userColumns, s.d.text(name))
 	if err != nil {
-		return User{}, fmt.Errorf("delete user %q: %w", name, err)
+		return store.User{}, fmt.Errorf("delete user %q: %w", name, err)
 	}
 	return u, nil
 }
 
 const apiKeyColumns = `id, name, hash, created_at, revoked_at, admin`
 
-func scanAPIKey(sc scanner) (APIKey, error) {
-	var k APIKey
+func scanAPIKey(sc scanner) (store.APIKey, error) {
+	var k store.APIKey
 	var created, revoked sql.NullInt64
 	err := sc.Scan(&k.ID, &k.Name, &k.Hash, &created, &revoked, &k.Admin)
 	k.CreatedAt, k.RevokedAt = fromNanos(created), fromNanos(revoked)
@@ -82,7 +87,7 @@ func scanAPIKey(sc scanner) (APIKey, error) {
 }
 
 // ListAPIKeys implements Store.
-func (s *sqlStore) ListAPIKeys(ctx context.Context) ([]APIKey, error) {
+func (s *sqlStore) ListAPIKeys(ctx context.Context) ([]store.APIKey, error) {
 	keys, err := queryRows(ctx, s.r, scanAPIKey, `SELECT `+apiKeyColumns+` FROM api_keys ORDER BY created_at DESC, id`)
 	if err != nil {
 		return nil, fmt.Errorf("list API keys: %w", err)
@@ -94,8 +99,8 @@ func (s *sqlStore) ListAPIKeys(ctx context.Context) ([]APIKey, error) {
 // other valid admin key are locked before they are counted, so two
 // coordinators revoking the last two admin keys at once cannot both
 // succeed: the second waits, then no longer counts the first one's key.
-func (s *sqlStore) RevokeAPIKey(ctx context.Context, id string, at time.Time) (APIKey, error) {
-	var k APIKey
+func (s *sqlStore) RevokeAPIKey(ctx context.Context, id string, at time.Time) (store.APIKey, error) {
+	var k store.APIKey
 	when, err := requiredTime(at, "revocation time")
 	if err == nil {
 		err = s.tx(ctx, func(tx *sqlTx) error {
@@ -111,7 +116,7 @@ func (s *sqlStore) RevokeAPIKey(ctx context.Context, id string, at time.Time) (A
 					return err
 				}
 				if len(others) == 0 {
-					return ErrLastAdminKey
+					return store.ErrLastAdminKey
 				}
 			}
 			if _, err := tx.ExecContext(ctx, `UPDATE api_keys SET revoked_at = ? WHERE id = ?`, when, k.ID); err != nil {
@@ -122,7 +127,7 @@ func (s *sqlStore) RevokeAPIKey(ctx context.Context, id string, at time.Time) (A
 		})
 	}
 	if err != nil {
-		return APIKey{}, fmt.Errorf("revoke API key %s: %w", id, err)
+		return store.APIKey{}, fmt.Errorf("revoke API key %s: %w", id, err)
 	}
 	return k, nil
 }
@@ -136,21 +141,21 @@ func (s *sqlStore) DeleteToken(ctx context.Context, id string) error {
 }
 
 // Policy implements Store.
-func (s *sqlStore) Policy(ctx context.Context) (Policy, error) {
-	var p Policy
+func (s *sqlStore) Policy(ctx context.Context) (store.Policy, error) {
+	var p store.Policy
 	var ns int64
 	var updated sql.NullInt64
 	err := s.r.QueryRowContext(ctx, `SELECT `+policyColumns+` FROM machine_policy WHERE id = 1`).
 		Scan(&ns, &p.CalamariKeep, &p.UpgradeBatch, &p.UpgradeMaxFailures, &p.SetBy, &updated)
 	if err != nil {
-		return Policy{}, fmt.Errorf("get machine policy: %w", err)
+		return store.Policy{}, fmt.Errorf("get machine policy: %w", err)
 	}
 	p.HealthInterval, p.UpdatedAt = time.Duration(ns), fromNanos(updated)
 	return p, nil
 }
 
 // SetPolicy implements Store.
-func (s *sqlStore) SetPolicy(ctx context.Context, p Policy) error {
+func (s *sqlStore) SetPolicy(ctx context.Context, p store.Policy) error {
 	err := p.Validate()
 	var updated any
 	if err == nil {
