@@ -7,13 +7,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"github.com/tendrildeploy/tendril/internal/servertest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tendrildeploy/tendril/internal/servertest"
 )
 
 // runCode runs a command and returns stdout, stderr and the exit code.

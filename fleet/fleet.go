@@ -39,12 +39,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tendrildeploy/tendril/api"
-
 	"go.uber.org/zap"
 
 	"github.com/tendrildeploy/tendril/agent"
 	"github.com/tendrildeploy/tendril/agent/upgrade"
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/api/client"
 	"github.com/tendrildeploy/tendril/protocol"
 )

@@ -7,16 +7,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
-	"github.com/tendrildeploy/tendril/server/datadir"
-
-	"github.com/tendrildeploy/tendril/api"
-
 	"github.com/tendrildeploy/tendril/agent"
 	"github.com/tendrildeploy/tendril/agent/upgrade"
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/api/client"
 	"github.com/tendrildeploy/tendril/server"
+	"github.com/tendrildeploy/tendril/server/datadir"
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // startCoordinator runs a real coordinator on loopback, as the server

@@ -13,12 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
 	"github.com/tendrildeploy/tendril/api"
-
 	"github.com/tendrildeploy/tendril/server/httpapi"
 	"github.com/tendrildeploy/tendril/server/secret"
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // apiCall sends a JSON API request with a bearer key ("" sends none)

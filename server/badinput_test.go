@@ -13,10 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/secret"
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // stillServing checks that the bystander agent is connected and answers a

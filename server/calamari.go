@@ -11,15 +11,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
-	"github.com/tendrildeploy/tendril/api"
-
 	"go.uber.org/zap"
 
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/kind"
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // UploadCalamari stores a bundle read from r (see calamari.Library.Upload).

@@ -14,12 +14,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
 	"github.com/tendrildeploy/tendril/api"
-
 	"github.com/tendrildeploy/tendril/bundle"
 	"github.com/tendrildeploy/tendril/internal/faultproxy"
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // testCalamari is a stand-in for the Calamari program: run-script runs its

@@ -20,13 +20,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
 	"github.com/hashicorp/yamux"
 	"go.uber.org/zap"
 
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/cluster"
+	"github.com/tendrildeploy/tendril/server/store"
 	"github.com/tendrildeploy/tendril/server/store/sqlstore"
 )
 

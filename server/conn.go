@@ -9,8 +9,6 @@ import (
 	"net"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
 	"github.com/hashicorp/yamux"
 	"go.uber.org/zap"
 
@@ -19,6 +17,7 @@ import (
 	"github.com/tendrildeploy/tendril/server/admission"
 	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/metrics"
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 const (

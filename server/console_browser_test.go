@@ -16,11 +16,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tendrildeploy/tendril/api"
-
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+
+	"github.com/tendrildeploy/tendril/api"
 )
 
 // findChromium returns the browser to drive. Without one the test skips

@@ -14,14 +14,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
-	"github.com/tendrildeploy/tendril/api"
-
 	"github.com/chromedp/chromedp"
 
 	"github.com/tendrildeploy/tendril/agent"
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 func TestConsoleConfigurationInBrowser(t *testing.T) {

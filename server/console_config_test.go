@@ -17,15 +17,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
 	"github.com/tendrildeploy/tendril/api"
-
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/console"
 	"github.com/tendrildeploy/tendril/server/httpapi"
 	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/secret"
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // signInAs signs in with a user name and password and keeps the cookie.

@@ -5,11 +5,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tendrildeploy/tendril/server/store"
+	"github.com/chromedp/chromedp"
 
 	"github.com/tendrildeploy/tendril/api"
-
-	"github.com/chromedp/chromedp"
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // TestConsoleRolloutsInBrowser: press Upgrade, follow the flash's link to

@@ -8,9 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
 	"github.com/tendrildeploy/tendril/api"
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 var flashRolloutLink = regexp.MustCompile(`<a href="/rollouts/([0-9a-f-]{36})" class="flash-link">`)

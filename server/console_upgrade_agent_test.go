@@ -10,9 +10,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
 	"github.com/tendrildeploy/tendril/server/httpapi"
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // The Machine page's upgrade button upgrades that machine only, not its

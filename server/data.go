@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 
 	"github.com/tendrildeploy/tendril/api"
-
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/server/datadir"
 	"github.com/tendrildeploy/tendril/server/store/sqlstore"

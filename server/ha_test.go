@@ -17,18 +17,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
-	"github.com/tendrildeploy/tendril/server/datadir"
-
-	"github.com/tendrildeploy/tendril/api"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/tendrildeploy/tendril/agent"
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/datadir"
 	"github.com/tendrildeploy/tendril/server/kind"
+	"github.com/tendrildeploy/tendril/server/store"
 	"github.com/tendrildeploy/tendril/server/store/sqlstore"
-
-	"go.uber.org/zap/zaptest"
 )
 
 // haHeartbeat is the nodes' heartbeat in these tests: a node is dead

@@ -8,16 +8,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server/datadir"
-
-	"github.com/tendrildeploy/tendril/api"
-
 	"github.com/hashicorp/yamux"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/internal/pgtest"
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/datadir"
 )
 
 // pg is the test binary's PostgreSQL cluster, started by the first test

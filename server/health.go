@@ -7,14 +7,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
 	"go.uber.org/zap"
 
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/calamari"
 	"github.com/tendrildeploy/tendril/server/console"
 	"github.com/tendrildeploy/tendril/server/healthlog"
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // pollHealth checks every connected agent each machine policy's health

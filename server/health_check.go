@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
 	"github.com/tendrildeploy/tendril/api"
-
 	"github.com/tendrildeploy/tendril/server/kind"
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // CheckAgentHealth checks one connected agent's health now, rather than at

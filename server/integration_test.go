@@ -13,14 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
-	"github.com/tendrildeploy/tendril/api"
-
 	"go.uber.org/zap/zaptest"
 
 	"github.com/tendrildeploy/tendril/agent"
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/internal/faultproxy"
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // runningAgent is a real agent running in the test process.

@@ -9,11 +9,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
 	"github.com/tendrildeploy/tendril/api"
-
 	"github.com/tendrildeploy/tendril/server/kind"
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 func TestMaintenanceRefusesNewWorkAndLetsRunningFinish(t *testing.T) {

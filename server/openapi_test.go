@@ -20,6 +20,7 @@ import (
 
 	"github.com/pb33f/libopenapi"
 	validator "github.com/pb33f/libopenapi-validator"
+
 	"github.com/tendrildeploy/tendril/server/httpapi"
 )
 

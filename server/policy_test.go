@@ -11,14 +11,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
-	"github.com/tendrildeploy/tendril/server/datadir"
-
-	"github.com/tendrildeploy/tendril/api"
-
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/tendrildeploy/tendril/api"
+	"github.com/tendrildeploy/tendril/server/datadir"
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // TestPolicyHealthIntervalFlag checks the deprecated --health-interval

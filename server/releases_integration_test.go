@@ -12,13 +12,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tendrildeploy/tendril/api"
-	"github.com/tendrildeploy/tendril/server/releases"
-
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/tendrildeploy/tendril/api"
+	"github.com/tendrildeploy/tendril/server/releases"
 )
 
 const feedWarning = "release feed check failed; will retry"

@@ -4,11 +4,10 @@ import (
 	"context"
 	"io"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/kind"
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // rolloutFleet is the coordinator as the rollout engine sees it: this
@@ -18,7 +17,7 @@ type rolloutFleet struct{ s *Server }
 func (f rolloutFleet) NodeID() string                               { return f.s.nodeID() }
 func (f rolloutFleet) Draining() bool                               { return f.s.members.Draining() }
 func (f rolloutFleet) NodeGone(ctx context.Context, id string) bool { return f.s.nodeGone(ctx, id) }
-func (f rolloutFleet) ConnectedAnywhere(a store.Agent) bool { return f.s.connectedAnywhere(a) }
+func (f rolloutFleet) ConnectedAnywhere(a store.Agent) bool         { return f.s.connectedAnywhere(a) }
 func (f rolloutFleet) NotifyRollout(id string)                      { f.s.notifyCluster(cluster.NotifyRollout, id) }
 func (f rolloutFleet) NotifyUpgrade(id string)                      { f.s.notifyCluster(cluster.NotifyUpgrade, id) }
 func (f rolloutFleet) BeginWork() (func(), error)                   { return f.s.maint.Begin() }

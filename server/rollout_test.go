@@ -21,13 +21,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
 	"github.com/tendrildeploy/tendril/api"
-
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/kind"
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // smallELF is a stand-in agent binary for rollout tests: it only has to

@@ -17,13 +17,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
-	"github.com/tendrildeploy/tendril/api"
-
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/access"
@@ -40,6 +37,7 @@ import (
 	"github.com/tendrildeploy/tendril/server/releases"
 	"github.com/tendrildeploy/tendril/server/rollout"
 	"github.com/tendrildeploy/tendril/server/settings"
+	"github.com/tendrildeploy/tendril/server/store"
 	"github.com/tendrildeploy/tendril/server/store/sqlstore"
 )
 

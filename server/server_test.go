@@ -15,13 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
 	"github.com/tendrildeploy/tendril/api"
-
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/datadir"
+	"github.com/tendrildeploy/tendril/server/store"
 	"github.com/tendrildeploy/tendril/server/store/sqlstore"
 )
 

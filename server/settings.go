@@ -3,9 +3,8 @@ package server
 import (
 	"context"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
 	"github.com/tendrildeploy/tendril/api"
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // SetMaintenance turns maintenance mode on or off and stores it.

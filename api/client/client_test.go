@@ -16,16 +16,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server/datadir"
-
-	"github.com/tendrildeploy/tendril/api"
-
 	"github.com/hashicorp/yamux"
 	"go.uber.org/goleak"
 
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server"
+	"github.com/tendrildeploy/tendril/server/datadir"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -18,13 +18,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
-	"github.com/tendrildeploy/tendril/api"
-
 	"github.com/tendrildeploy/tendril/agent/upgrade"
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/api/client"
 	"github.com/tendrildeploy/tendril/fleet"
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // rolloutBench measures figure 7 of BENCHMARKS.md: a rollout of a real

@@ -14,13 +14,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server/datadir"
-
 	"go.uber.org/zap/zaptest"
 
 	"github.com/tendrildeploy/tendril/bundle"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server"
+	"github.com/tendrildeploy/tendril/server/datadir"
 )
 
 func TestCalamariScript(t *testing.T) {

@@ -11,14 +11,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/secret"
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // Store is what access needs of the coordinator's database.

@@ -10,10 +10,11 @@ import (
 	"strings"
 	"sync"
 
+	"golang.org/x/crypto/argon2"
+
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/secret"
-	"golang.org/x/crypto/argon2"
 )
 
 // Argon2id parameters for new passwords: OWASP's recommended 19 MiB, two

@@ -7,8 +7,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tendrildeploy/tendril/server/store/sqlstore"
 	"go.uber.org/zap/zaptest"
+
+	"github.com/tendrildeploy/tendril/server/store/sqlstore"
 )
 
 func TestPasswordHash(t *testing.T) {

@@ -16,7 +16,8 @@ import (
 	"slices"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server/store"
+	"go.uber.org/zap"
+	"golang.org/x/mod/semver"
 
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/bundle"
@@ -24,8 +25,7 @@ import (
 	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/datadir"
 	"github.com/tendrildeploy/tendril/server/kind"
-	"go.uber.org/zap"
-	"golang.org/x/mod/semver"
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // Store is the part of the store about bundles.

@@ -12,13 +12,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/server/kind"
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // DefaultHeartbeatInterval is how often a node records that it is alive
@@ -87,8 +86,8 @@ type Membership struct {
 	cfg      Config
 	st       MemberStore
 	log      *zap.Logger
-	self     store.Node // as registered
-	draining atomic.Bool        // refuse sessions, claim no queued task
+	self     store.Node  // as registered
+	draining atomic.Bool // refuse sessions, claim no queued task
 
 	mu     sync.Mutex
 	nodes  map[string]store.Node // every node as last read, by ID

@@ -14,9 +14,9 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
 	"go.uber.org/zap"
+
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // Uploads shares uploads (Calamari bundles, agent packages, task files)

@@ -8,10 +8,10 @@ import (
 	"strings"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/server/httpapi"
-
-	"go.uber.org/zap"
 )
 
 // joinHome is the agent home the console's join command names: the one

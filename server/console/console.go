@@ -11,11 +11,10 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/tendrildeploy/tendril/api"
-
 	"go.uber.org/zap"
 	"golang.org/x/mod/semver"
 
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/server/console/ui"
 	"github.com/tendrildeploy/tendril/server/httpapi"
 	"github.com/tendrildeploy/tendril/server/kind"

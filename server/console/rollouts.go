@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/tendrildeploy/tendril/api"
-
 	"github.com/tendrildeploy/tendril/server/httpapi"
 	"github.com/tendrildeploy/tendril/server/kind"
 )

@@ -9,15 +9,15 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
 	"github.com/google/uuid"
 	"github.com/hashicorp/yamux"
+	"go.uber.org/zap"
+
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/secret"
-	"go.uber.org/zap"
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 const (

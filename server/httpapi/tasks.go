@@ -9,9 +9,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/tendrildeploy/tendril/api"
 	"go.uber.org/zap"
 
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/server/kind"
 )
 

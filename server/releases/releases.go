@@ -19,11 +19,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tendrildeploy/tendril/api"
-
 	"go.uber.org/zap"
 	"golang.org/x/mod/semver"
 
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/bundle"
 )
 

@@ -7,13 +7,11 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
-	"github.com/tendrildeploy/tendril/api"
-
 	"go.uber.org/zap"
 
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/server/kind"
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // An operator can halt a running rollout: no further batch starts, while

@@ -12,12 +12,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
 	"go.uber.org/zap"
 
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/server/kind"
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // settingMaintenance is the settings key that holds the maintenance state,

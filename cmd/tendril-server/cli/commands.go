@@ -10,17 +10,16 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tendrildeploy/tendril/api"
-	"github.com/tendrildeploy/tendril/server/cluster"
-	"github.com/tendrildeploy/tendril/server/datadir"
-	"github.com/tendrildeploy/tendril/server/releases"
-
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/api/client"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server"
+	"github.com/tendrildeploy/tendril/server/cluster"
+	"github.com/tendrildeploy/tendril/server/datadir"
+	"github.com/tendrildeploy/tendril/server/releases"
 	"github.com/tendrildeploy/tendril/version"
 )
 

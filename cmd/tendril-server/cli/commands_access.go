@@ -12,11 +12,10 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/tendrildeploy/tendril/api"
-
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/api/client"
 )
 

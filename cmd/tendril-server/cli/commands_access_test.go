@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/tendrildeploy/tendril/api"
-
 	"github.com/tendrildeploy/tendril/api/client"
 )
 

@@ -11,9 +11,8 @@ import (
 	"time"
 
 	"github.com/tendrildeploy/tendril/api"
-	"github.com/tendrildeploy/tendril/server/datadir"
-
 	"github.com/tendrildeploy/tendril/internal/servertest"
+	"github.com/tendrildeploy/tendril/server/datadir"
 )
 
 // TestMaintenanceBackupRestoreCommands drains a coordinator that runs a

@@ -7,10 +7,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/tendrildeploy/tendril/api"
-
 	"github.com/spf13/cobra"
 
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/api/client"
 )
 

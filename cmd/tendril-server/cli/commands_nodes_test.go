@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/tendrildeploy/tendril/api"
-
 	"github.com/tendrildeploy/tendril/internal/servertest"
 	"github.com/tendrildeploy/tendril/protocol"
 )

@@ -8,14 +8,12 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
-	"github.com/tendrildeploy/tendril/api"
-
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/api/client"
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // rolloutPoll is how often upgrade --wait asks for the rollout's state;

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/tendrildeploy/tendril/api"
-
 	"github.com/tendrildeploy/tendril/version"
 )
 

@@ -6,11 +6,10 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
 	"go.uber.org/zap"
 
 	"github.com/tendrildeploy/tendril/server/datadir"
+	"github.com/tendrildeploy/tendril/server/store"
 	"github.com/tendrildeploy/tendril/server/store/sqlstore"
 )
 

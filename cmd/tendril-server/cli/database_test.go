@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/tendrildeploy/tendril/api"
-
 	"github.com/tendrildeploy/tendril/internal/pgtest"
 	"github.com/tendrildeploy/tendril/internal/servertest"
 	"github.com/tendrildeploy/tendril/server/store/sqlstore"

@@ -12,12 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tendrildeploy/tendril/api"
-	"github.com/tendrildeploy/tendril/server/datadir"
-
 	"github.com/spf13/cobra"
 
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/datadir"
 )
 
 // syncBuffer is a bytes.Buffer that a running command and the test can

@@ -9,13 +9,11 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server/datadir"
-
-	"github.com/tendrildeploy/tendril/api"
-
 	"github.com/spf13/cobra"
 
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/datadir"
 )
 
 // usageError is a command line the command cannot run: exit code 2, and a

@@ -6,11 +6,10 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tendrildeploy/tendril/internal/pgtest"
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // pg is the test binary's PostgreSQL cluster, started by the first test

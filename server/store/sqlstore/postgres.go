@@ -12,12 +12,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // defaultConnectTimeout bounds one connection attempt when the URL sets no

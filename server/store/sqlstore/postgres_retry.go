@@ -9,10 +9,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
 	"github.com/cenkalti/backoff/v4"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // Backoff between attempts of OpenPostgresRetry: quick at first, for a

@@ -13,12 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tendrildeploy/tendril/internal/faultproxy"
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // Tests of what only the PostgreSQL store has to get right: several

@@ -16,10 +16,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tendrildeploy/tendril/server/store"
-
 	"modernc.org/sqlite" // registers the "sqlite" driver
 	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // busyTimeout only matters when another process (a backup tool, the sqlite3
