@@ -14,7 +14,6 @@ import (
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/internal/servertest"
 	"github.com/tendrildeploy/tendril/protocol"
-	"github.com/tendrildeploy/tendril/server/store"
 	"github.com/tendrildeploy/tendril/server/store/sqlstore"
 )
 
@@ -116,7 +115,7 @@ func TestKillNodeAgentsMoveTasksRunOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if task.State == store.TaskQueued {
+		if task.State == api.TaskQueued {
 			queued++
 		}
 	}
@@ -156,7 +155,7 @@ func TestKillNodeAgentsMoveTasksRunOnce(t *testing.T) {
 		for _, l := range lines {
 			fmt.Fprintf(&log, "%s: %s\n", l.Stream, l.Text)
 		}
-		if task.State != store.TaskSucceeded || strings.Count(log.String(), "stdout: done") != 1 {
+		if task.State != api.TaskSucceeded || strings.Count(log.String(), "stdout: done") != 1 {
 			t.Errorf("task %s on %s: got %s, want succeeded with its last line once:\n%s", tv.ID, tv.Agent, task.State, log.String())
 		}
 		// The agent's own record: the script ran once.

@@ -13,7 +13,6 @@ import (
 	"github.com/tendrildeploy/tendril/api/client"
 	"github.com/tendrildeploy/tendril/server"
 	"github.com/tendrildeploy/tendril/server/datadir"
-	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // startCoordinator runs a real coordinator on loopback, as the server
@@ -168,7 +167,7 @@ func TestFleetRolloutRestartsAtNewVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for r.State == store.RolloutRunning {
+	for r.State == api.RolloutRunning {
 		if time.Now().After(deadline) {
 			t.Fatalf("rollout still running after 30s: %+v", r)
 		}
@@ -177,7 +176,7 @@ func TestFleetRolloutRestartsAtNewVersion(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if r.State != store.RolloutSucceeded || r.Counts[store.UpgradeSucceeded] != n {
+	if r.State != api.RolloutSucceeded || r.Counts[api.UpgradeSucceeded] != n {
 		t.Fatalf("rollout: got state %q counts %v, want succeeded with %d agents succeeded", r.State, r.Counts, n)
 	}
 	listed("2.0.0")

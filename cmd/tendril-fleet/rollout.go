@@ -22,7 +22,6 @@ import (
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/api/client"
 	"github.com/tendrildeploy/tendril/fleet"
-	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // rolloutBench measures figure 7 of BENCHMARKS.md: a rollout of a real
@@ -220,7 +219,7 @@ func (rb *rolloutBench) run(ctx context.Context) (r rolloutResult, err error) {
 	r.rssPeak = r.rssBefore
 	deadline := time.Now().Add(rb.timeout)
 	lastLog := time.Now()
-	for view.State == store.RolloutRunning {
+	for view.State == api.RolloutRunning {
 		if err := sleep(ctx, rb.poll); err != nil {
 			return r, err
 		}
@@ -263,7 +262,7 @@ func (rb *rolloutBench) run(ctx context.Context) (r rolloutResult, err error) {
 	if verr != nil {
 		return r, fmt.Errorf("after the rollout: %w", verr)
 	}
-	if r.state != store.RolloutSucceeded || r.counts[store.UpgradeSucceeded] != rb.agents {
+	if r.state != api.RolloutSucceeded || r.counts[api.UpgradeSucceeded] != rb.agents {
 		return r, fmt.Errorf("rollout %s: %s (%s), want every agent succeeded", r.state, r.reason, rolloutCounts(r.counts))
 	}
 	return r, nil
@@ -450,7 +449,7 @@ func renderRolloutTable(r rolloutResult) string {
 		return fmt.Sprintf("%s / %s (%d batches: %s)", secs(median(r.batches)), secs(slices.Max(r.batches)), len(r.batches), durs(r.batches))
 	}))
 	row("7. agents succeeded / rolled back / failed", fmt.Sprintf("%d / 0 / 0", r.agents), dash(r.counts != nil, func() string {
-		return fmt.Sprintf("%d / %d / %d", r.counts[store.UpgradeSucceeded], r.counts[store.UpgradeRolledBack], r.counts[store.UpgradeFailed])
+		return fmt.Sprintf("%d / %d / %d", r.counts[api.UpgradeSucceeded], r.counts[api.UpgradeRolledBack], r.counts[api.UpgradeFailed])
 	}))
 	row(fmt.Sprintf("7. agents listed connected at %s afterwards", r.to), strconv.Itoa(r.agents), dash(r.state != "", func() string { return strconv.Itoa(r.connectedNew) }))
 	row("7. simulated restarts / agents that gave up", fmt.Sprintf("%d / 0", r.agents), dash(r.state != "", func() string { return fmt.Sprintf("%d / %d", r.restarts, r.exited) }))

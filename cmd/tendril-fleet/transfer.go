@@ -25,7 +25,6 @@ import (
 	"github.com/tendrildeploy/tendril/bundle"
 	"github.com/tendrildeploy/tendril/fleet"
 	"github.com/tendrildeploy/tendril/protocol"
-	"github.com/tendrildeploy/tendril/server/store"
 )
 
 const (
@@ -409,7 +408,7 @@ func taskRoundTrip(ctx context.Context, cl *client.Client, req api.TaskRequest, 
 			continue // the stream broke; resume after the last line
 		}
 		took := time.Since(start)
-		if end.State != store.TaskSucceeded || end.ExitCode != 0 {
+		if end.State != api.TaskSucceeded || end.ExitCode != 0 {
 			return took, end, fmt.Errorf("task %s ended %s with exit code %d: %s", end.ID, end.State, end.ExitCode, end.Error)
 		}
 		return took, end, nil

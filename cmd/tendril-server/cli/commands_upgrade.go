@@ -13,7 +13,6 @@ import (
 
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/api/client"
-	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // rolloutPoll is how often upgrade --wait asks for the rollout's state;
@@ -221,7 +220,7 @@ func followRollout(ctx context.Context, e Env, cl *client.Client, v api.RolloutV
 			switch {
 			case lines && bar == nil:
 				above("%s %s: %s\n", a.UpdatedAt.UTC().Format(time.RFC3339), a.Agent, stateLine(a))
-			case bar != nil && (a.State == store.UpgradeFailed || a.State == store.UpgradeRolledBack):
+			case bar != nil && (a.State == api.UpgradeFailed || a.State == api.UpgradeRolledBack):
 				above("%s %s: %s\n", a.Agent, strings.ReplaceAll(a.State, "_", " "), a.Reason)
 			}
 			seen[a.Agent] = a.State
@@ -238,7 +237,7 @@ func followRollout(ctx context.Context, e Env, cl *client.Client, v api.RolloutV
 			bar.Describe(rolloutProgress(v))
 			bar.Set(finalCount(v))
 		}
-		if v.State != store.RolloutRunning {
+		if v.State != api.RolloutRunning {
 			return v, nil
 		}
 		select {
@@ -262,7 +261,7 @@ func rolloutProgress(v api.RolloutView) string {
 	batch, last := 0, 0
 	for _, a := range v.Agents {
 		last = max(last, a.Batch)
-		if a.Batch > 0 && !store.UpgradeFinal(a.State) && a.State != store.UpgradeQueued && (batch == 0 || a.Batch < batch) {
+		if a.Batch > 0 && !api.UpgradeFinal(a.State) && a.State != api.UpgradeQueued && (batch == 0 || a.Batch < batch) {
 			batch = a.Batch
 		}
 	}
@@ -273,7 +272,7 @@ func rolloutProgress(v api.RolloutView) string {
 }
 
 func finalCount(v api.RolloutView) int {
-	return v.Counts[store.UpgradeSucceeded] + v.Counts[store.UpgradeRolledBack] + v.Counts[store.UpgradeFailed]
+	return v.Counts[api.UpgradeSucceeded] + v.Counts[api.UpgradeRolledBack] + v.Counts[api.UpgradeFailed]
 }
 
 func stateLine(a api.RolloutAgentView) string {
@@ -286,7 +285,7 @@ func stateLine(a api.RolloutAgentView) string {
 // rolloutOutcome turns a finished rollout into the command's result: exit
 // 1 if it halted, naming the agents that failed.
 func rolloutOutcome(e Env, v api.RolloutView, text bool) error {
-	if v.State == store.RolloutSucceeded {
+	if v.State == api.RolloutSucceeded {
 		if text {
 			fmt.Fprintf(e.Stdout, "rollout %s succeeded: %s\n", v.ID, v.Reason)
 		}
@@ -294,7 +293,7 @@ func rolloutOutcome(e Env, v api.RolloutView, text bool) error {
 	}
 	var failed []string
 	for _, a := range v.Agents {
-		if a.State == store.UpgradeFailed || a.State == store.UpgradeRolledBack {
+		if a.State == api.UpgradeFailed || a.State == api.UpgradeRolledBack {
 			failed = append(failed, fmt.Sprintf("%s %s: %s", a.Agent, strings.ReplaceAll(a.State, "_", " "), a.Reason))
 		}
 	}
@@ -463,8 +462,8 @@ func writeRollout(w io.Writer, v api.RolloutView, now time.Time) error {
 	}
 	fmt.Fprintf(w, "State: %s\n", state)
 	var counts []string
-	for _, s := range []string{store.UpgradeQueued, store.UpgradeWaitingForIdle, store.UpgradeSending, store.UpgradeInstalling,
-		store.UpgradeAwaitingReconnect, store.UpgradeSucceeded, store.UpgradeRolledBack, store.UpgradeFailed} {
+	for _, s := range []string{api.UpgradeQueued, api.UpgradeWaitingForIdle, api.UpgradeSending, api.UpgradeInstalling,
+		api.UpgradeAwaitingReconnect, api.UpgradeSucceeded, api.UpgradeRolledBack, api.UpgradeFailed} {
 		if n := v.Counts[s]; n > 0 {
 			counts = append(counts, fmt.Sprintf("%d %s", n, s))
 		}
