@@ -9,7 +9,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/agent"
 	"github.com/tendrildeploy/tendril/api"
+	"github.com/tendrildeploy/tendril/internal/servertest"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/datadir"
 	"github.com/tendrildeploy/tendril/server/kind"
@@ -53,7 +53,7 @@ func newHACluster(t *testing.T) *haCluster {
 func (c *haCluster) node(name string, mod func(*Config)) *testServer {
 	c.t.Helper()
 	dir := c.t.TempDir()
-	copyTree(c.t, c.dir, dir)
+	servertest.CopyDir(c.t, c.dir, dir)
 	return c.nodeIn(dir, name, mod)
 }
 
@@ -71,42 +71,6 @@ func (c *haCluster) nodeIn(dir, name string, mod func(*Config)) *testServer {
 			mod(cfg)
 		}
 	})
-}
-
-// copyTree copies a data folder, as an operator copies it to a new node.
-func copyTree(t *testing.T, from, to string) {
-	t.Helper()
-	err := filepath.WalkDir(from, func(path string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(from, path)
-		dest := filepath.Join(to, rel)
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			return os.MkdirAll(dest, info.Mode().Perm())
-		}
-		in, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		defer in.Close()
-		out, err := os.OpenFile(dest, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, info.Mode().Perm())
-		if err != nil {
-			return err
-		}
-		if _, err := io.Copy(out, in); err != nil {
-			out.Close()
-			return err
-		}
-		return out.Close()
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 // haAgent registers a real agent with a token from ts and the given
@@ -470,7 +434,7 @@ func TestNodeNameInUse(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	copyTree(t, c.dir, dir)
+	servertest.CopyDir(t, c.dir, dir)
 	st2, err := sqlstore.OpenPostgres(ctx, c.url)
 	if err != nil {
 		t.Fatal(err)

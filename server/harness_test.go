@@ -14,6 +14,7 @@ import (
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/internal/pgtest"
+	"github.com/tendrildeploy/tendril/internal/servertest"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/datadir"
 )
@@ -211,13 +212,7 @@ func enrolled(t *testing.T, ts *testServer, name string) *peer {
 // path takes the agent's keepalive about 15s to notice.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	servertest.WaitFor(t, 60*time.Second, what, cond)
 }
 
 // agentView returns the named agent as the API shows it.
