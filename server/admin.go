@@ -117,7 +117,7 @@ func (s *Server) view(a store.Agent, vc viewContext) api.AgentView {
 		v.LastSeen = rfc3339(time.Now().UTC())
 		v.Node = n.Name
 	default:
-		v.Health = store.HealthUnavailable
+		v.Health = api.HealthUnavailable
 		v.HealthDetail = "not connected"
 	}
 	newest := vc.newestAgent[a.OS+"/"+a.Arch]

@@ -92,7 +92,7 @@ func setUpAPIFixture(t *testing.T, ts *testServer) apiFixture {
 	}
 	fx.task = uuid.NewString()
 	if err := ts.store.CreateTasks(ctx, []store.Task{{ID: fx.task, Group: uuid.NewString(), AgentID: away.ID, AgentName: away.Name,
-		Args: []string{"run-script", "--inline", "echo hi"}, Calamari: "1.0.0", State: store.TaskQueued, CreatedAt: time.Now().UTC()}}); err != nil {
+		Args: []string{"run-script", "--inline", "echo hi"}, Calamari: "1.0.0", State: api.TaskQueued, CreatedAt: time.Now().UTC()}}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -103,10 +103,10 @@ func setUpAPIFixture(t *testing.T, ts *testServer) apiFixture {
 	fx.rollout = r.ID
 	eventually(t, "the rollout waiting for the busy agent", func() bool {
 		v := ts.rollout(t, r.ID)
-		if v.State != store.RolloutRunning {
+		if v.State != api.RolloutRunning {
 			t.Fatalf("rollout: got %s (%s) %v, want it running, held by the busy agent", v.State, v.Reason, v.Agents)
 		}
-		return agentStates(v)[fx.agent] == store.UpgradeWaitingForIdle
+		return agentStates(v)[fx.agent] == api.UpgradeWaitingForIdle
 	})
 
 	toks, err := ts.store.ListTokens(ctx)

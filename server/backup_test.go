@@ -17,7 +17,6 @@ import (
 	"github.com/tendrildeploy/tendril/server/backup"
 	"github.com/tendrildeploy/tendril/server/datadir"
 	"github.com/tendrildeploy/tendril/server/kind"
-	"github.com/tendrildeploy/tendril/server/store"
 	"github.com/tendrildeploy/tendril/server/store/sqlstore"
 )
 
@@ -35,7 +34,7 @@ func TestBackupWhileRunningAndRestore(t *testing.T) {
 	ts.waitConnected(t, "web-1")
 	ts.upload(t, packBundle(t, "1.0.0", 64<<10))
 	task, _ := ts.runTaskOn(t, "web-1", "run-script", "--inline", "echo from-before-the-backup")
-	if task.State != store.TaskSucceeded {
+	if task.State != api.TaskSucceeded {
 		t.Fatalf("task: %s", task.State)
 	}
 	file, err := ts.storeFile(strings.NewReader("a package"))
@@ -111,7 +110,7 @@ func TestBackupWhileRunningAndRestore(t *testing.T) {
 		t.Errorf("identity changed: thumbprint %s -> %s, signing key %s -> %s", before.Thumbprint, after.Thumbprint, before.SigningKey, after.SigningKey)
 	}
 	got, err := ts2.Task(ctx, task.ID)
-	if err != nil || got.State != store.TaskSucceeded {
+	if err != nil || got.State != api.TaskSucceeded {
 		t.Fatalf("restored task: %+v, %v", got, err)
 	}
 	lines, _ := ts2.store.TaskLogs(ctx, task.ID, 1, 0)
@@ -136,7 +135,7 @@ func TestBackupWhileRunningAndRestore(t *testing.T) {
 	if resp, body := ts2.api(t, "GET", "/api/agents", "", nil); resp.StatusCode != 200 {
 		t.Errorf("API with the restored admin key: %d %s", resp.StatusCode, body)
 	}
-	if task, _ := ts2.runTaskOn(t, "web-1", "run-script", "--inline", "true"); task.State != store.TaskSucceeded {
+	if task, _ := ts2.runTaskOn(t, "web-1", "run-script", "--inline", "true"); task.State != api.TaskSucceeded {
 		t.Errorf("task after restore: %s", task.State)
 	}
 }

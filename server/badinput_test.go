@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/secret"
 	"github.com/tendrildeploy/tendril/server/store"
@@ -27,7 +28,7 @@ func stillServing(t *testing.T, ts *testServer, bystander string) {
 		t.Fatal("no agents connected after bad input, want the bystander")
 	}
 	v := ts.agentView(t, bystander)
-	if !v.Connected || v.Health != store.HealthHealthy {
+	if !v.Connected || v.Health != api.HealthHealthy {
 		t.Fatalf("bystander %s: got connected=%v health=%s (%s), want connected and healthy", bystander, v.Connected, v.Health, v.HealthDetail)
 	}
 }

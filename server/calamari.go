@@ -212,7 +212,7 @@ func (s *Server) autoUpdate(results []store.HealthResult) {
 		return
 	}
 	for _, r := range results {
-		if r.Health == store.HealthUnhealthy || slices.Contains(r.CalamariVersions, latest.Version) {
+		if r.Health == api.HealthUnhealthy || slices.Contains(r.CalamariVersions, latest.Version) {
 			continue
 		}
 		as := s.sessions.get(r.AgentID)

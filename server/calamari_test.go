@@ -17,18 +17,9 @@ import (
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/bundle"
 	"github.com/tendrildeploy/tendril/internal/faultproxy"
+	"github.com/tendrildeploy/tendril/internal/servertest"
 	"github.com/tendrildeploy/tendril/server/store"
 )
-
-// testCalamari is a stand-in for the Calamari program: run-script runs its
-// script with /bin/sh.
-const testCalamari = `#!/bin/sh
-if [ "$1" = "run-script" ] && [ "$2" = "--inline" ]; then
-	exec /bin/sh -c "$3"
-fi
-echo "calamari: unknown command $1" >&2
-exit 2
-`
 
 // packBundle builds a bundle for this platform, padded with filler so that
 // transfers take more than a few writes.
@@ -42,7 +33,7 @@ func packBundle(t *testing.T, version string, filler int) []byte {
 	if err := os.MkdirAll(filepath.Join(src, plat), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(src, plat, "calamari"), []byte(testCalamari), 0o755); err != nil {
+	if err := os.WriteFile(filepath.Join(src, plat, "calamari"), []byte(servertest.Calamari), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	pad := make([]byte, filler)
@@ -144,7 +135,7 @@ func TestCalamariAutoUpdateAndRepair(t *testing.T) {
 	eventually(t, "web-1 healthy again", func() bool {
 		ts.checkAllHealth()
 		v := ts.agentView(t, "web-1")
-		return v.Health == store.HealthHealthy && v.CalamariCurrent
+		return v.Health == api.HealthHealthy && v.CalamariCurrent
 	})
 }
 
@@ -182,7 +173,7 @@ func (ts *testServer) runTaskOn(t *testing.T, agent string, args ...string) (api
 	var task api.TaskView
 	eventually(t, "task "+id+" finished", func() bool {
 		task, _ = ts.Task(context.Background(), id)
-		return task.State != store.TaskQueued && task.State != store.TaskRunning
+		return task.State != api.TaskQueued && task.State != api.TaskRunning
 	})
 	lines, err := ts.store.TaskLogs(context.Background(), id, 1, 0)
 	if err != nil {
@@ -207,7 +198,7 @@ func TestTaskPushesCalamariFirstAndRuns(t *testing.T) {
 
 	task, lines := ts.runTaskOn(t, "web-1", "run-script", "--inline", "echo hello; echo oops >&2; exit 3")
 	log := logText(lines)
-	if task.State != store.TaskFailed || task.ExitCode != 3 {
+	if task.State != api.TaskFailed || task.ExitCode != 3 {
 		t.Fatalf("got %s exit %d, want failed with 3\n%s", task.State, task.ExitCode, log)
 	}
 	for _, want := range []string{
@@ -220,7 +211,7 @@ func TestTaskPushesCalamariFirstAndRuns(t *testing.T) {
 	}
 	// The second task finds Calamari current and says nothing about it.
 	task, lines = ts.runTaskOn(t, "web-1", "run-script", "--inline", "echo again")
-	if task.State != store.TaskSucceeded || strings.Contains(logText(lines), "out of date") {
+	if task.State != api.TaskSucceeded || strings.Contains(logText(lines), "out of date") {
 		t.Fatalf("second task: got %s\n%s", task.State, logText(lines))
 	}
 	for i, l := range lines {
@@ -300,7 +291,7 @@ func TestTaskSurvivesDroppedConnection(t *testing.T) {
 	var task api.TaskView
 	eventually(t, "the result collected after reconnecting", func() bool {
 		task, _ = ts.Task(context.Background(), id)
-		return task.State == store.TaskFailed
+		return task.State == api.TaskFailed
 	})
 	lines, _ := ts.store.TaskLogs(context.Background(), id, 1, 0)
 	log := logText(lines)
@@ -337,7 +328,7 @@ func TestTaskResumedByRestartedCoordinator(t *testing.T) {
 	var task api.TaskView
 	eventually(t, "the restarted coordinator collects the result", func() bool {
 		task, _ = ts2.Task(context.Background(), id)
-		return task.State == store.TaskSucceeded
+		return task.State == api.TaskSucceeded
 	})
 	lines, _ := ts2.store.TaskLogs(context.Background(), id, 1, 0)
 	if log := logText(lines); strings.Count(log, "stdout: one") != 1 || strings.Count(log, "stdout: two") != 1 {
@@ -365,7 +356,7 @@ func TestCancelTask(t *testing.T) {
 	var task api.TaskView
 	eventually(t, "task cancelled", func() bool {
 		task, _ = ts.Task(context.Background(), id)
-		return task.State == store.TaskCancelled
+		return task.State == api.TaskCancelled
 	})
 	if _, err := ts.CancelTask(context.Background(), id); err == nil || !strings.Contains(err.Error(), "already") {
 		t.Fatalf("cancel a finished task: got %v", err)
@@ -383,13 +374,13 @@ func TestDeletingAgentFailsItsTasks(t *testing.T) {
 	}
 	eventually(t, "task running", func() bool {
 		t, _ := ts.Task(context.Background(), views[0].ID)
-		return t.State == store.TaskRunning
+		return t.State == api.TaskRunning
 	})
 	if err := ts.DeleteAgent(context.Background(), "doomed"); err != nil {
 		t.Fatal(err)
 	}
 	task, _ := ts.Task(context.Background(), views[0].ID)
-	if task.State != store.TaskFailed || task.Error != "agent deleted" {
+	if task.State != api.TaskFailed || task.Error != "agent deleted" {
 		t.Fatalf("got %s (%s), want failed because the agent was deleted", task.State, task.Error)
 	}
 }

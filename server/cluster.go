@@ -23,6 +23,7 @@ import (
 	"github.com/hashicorp/yamux"
 	"go.uber.org/zap"
 
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/store"
@@ -234,7 +235,7 @@ func (s *Server) sweepTasks(ctx context.Context) {
 		if t.Node != "" && t.Node != me && !s.nodeGone(ctx, t.Node) {
 			continue // its driver lets go once it loses the agent
 		}
-		if t.State == store.TaskQueued && t.Node != me && s.members.Draining() {
+		if t.State == api.TaskQueued && t.Node != me && s.members.Draining() {
 			continue // a draining node starts nothing new
 		}
 		ok, err := s.store.ClaimTask(ctx, t.ID, t.Node, me)
@@ -294,7 +295,7 @@ func (s *Server) cancelHere(ctx context.Context, id string) {
 	if err != nil || t.Finished() {
 		return
 	}
-	if run := s.tasks.get(id); run != nil && t.State == store.TaskQueued {
+	if run := s.tasks.get(id); run != nil && t.State == api.TaskQueued {
 		run.cancelStart()
 	}
 	if as := s.sessions.get(t.AgentID); as != nil {

@@ -19,7 +19,6 @@ import (
 	"github.com/tendrildeploy/tendril/agent"
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/protocol"
-	"github.com/tendrildeploy/tendril/server/store"
 )
 
 func TestConsoleConfigurationInBrowser(t *testing.T) {
@@ -114,7 +113,7 @@ func TestConsoleConfigurationInBrowser(t *testing.T) {
 	}
 	eventually(t, "the task running", func() bool {
 		v, err := ts.Task(ctx, tasks[0].ID)
-		return err == nil && v.State == store.TaskRunning
+		return err == nil && v.State == api.TaskRunning
 	})
 	b.do("reload the configuration page", chromedp.Navigate(b.base+"/configuration"), chromedp.WaitVisible(chromedp.ID("maintenance-toggle")))
 	b.do("turn maintenance mode on",

@@ -8,7 +8,6 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/tendrildeploy/tendril/api"
-	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // TestConsoleRolloutsInBrowser: press Upgrade, follow the flash's link to
@@ -82,7 +81,7 @@ func TestConsoleRolloutsInBrowser(t *testing.T) {
 	if v := evalString(b, `String(window.tendrilNotReloaded)`); v != "yes" {
 		t.Fatalf("page state after the refresh: got %q, want \"yes\" (no full reload)", v)
 	}
-	if v := ts.rollout(t, r.ID); agentRow(v, "web-2").State != store.UpgradeQueued {
+	if v := ts.rollout(t, r.ID); agentRow(v, "web-2").State != api.UpgradeQueued {
 		t.Fatalf("web-2 while halted: got %s, want queued", agentRow(v, "web-2").State)
 	}
 	b.screenshot("15-rollout-batch-held")

@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/tendrildeploy/tendril/api"
-	"github.com/tendrildeploy/tendril/server/store"
 )
 
 var flashRolloutLink = regexp.MustCompile(`<a href="/rollouts/([0-9a-f-]{36})" class="flash-link">`)
@@ -46,7 +45,7 @@ func TestConsoleRollouts(t *testing.T) {
 	if m == nil {
 		t.Fatalf("home after Upgrade: want a link to the rollout in the flash, got:\n%s", body)
 	}
-	if v := ts.waitRollout(t, m[1]); v.State != store.RolloutSucceeded || v.Environment != "Solo" {
+	if v := ts.waitRollout(t, m[1]); v.State != api.RolloutSucceeded || v.Environment != "Solo" {
 		t.Fatalf("the linked rollout: got %s of %q, want the Solo rollout succeeded", v.State, v.Environment)
 	}
 	// Test's agents one per batch, the first held busy.
@@ -57,7 +56,7 @@ func TestConsoleRollouts(t *testing.T) {
 	id := r.ID
 	page := "/rollouts/" + id
 	eventually(t, "web-1 waiting for idle", func() bool {
-		return agentRow(ts.rollout(t, id), "web-1").State == store.UpgradeWaitingForIdle
+		return agentRow(ts.rollout(t, id), "web-1").State == api.UpgradeWaitingForIdle
 	})
 
 	_, body = c.get("/rollouts")
@@ -113,7 +112,7 @@ func TestConsoleRollouts(t *testing.T) {
 	ts.checkAllHealth()
 	eventually(t, "web-1 upgraded and web-2 held", func() bool {
 		v := ts.rollout(t, id)
-		return agentRow(v, "web-1").State == store.UpgradeSucceeded && heldByHalt(v, "web-2")
+		return agentRow(v, "web-1").State == api.UpgradeSucceeded && heldByHalt(v, "web-2")
 	})
 	resp, body = c.get("/ui/fragments/rollouts/" + id)
 	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "batch 2 waits: the rollout was halted by an operator") ||
@@ -125,7 +124,7 @@ func TestConsoleRollouts(t *testing.T) {
 	if resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("resume: got %d, want 303", resp.StatusCode)
 	}
-	if v := ts.waitRollout(t, id); v.State != store.RolloutSucceeded {
+	if v := ts.waitRollout(t, id); v.State != api.RolloutSucceeded {
 		t.Fatalf("after resume: got %s (%s), want succeeded", v.State, v.Reason)
 	}
 	eventually(t, "web-2 at 2.0.0", func() bool { return ts.agentView(t, "web-2").Version == "2.0.0" })

@@ -10,8 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/server/httpapi"
-	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // The Machine page's upgrade button upgrades that machine only, not its
@@ -64,10 +64,10 @@ func TestConsoleUpgradeThisAgent(t *testing.T) {
 		t.Fatalf("flash: want a link %s in:\n%s", want, page)
 	}
 	v := ts.waitRollout(t, f[1])
-	if v.State != store.RolloutSucceeded {
+	if v.State != api.RolloutSucceeded {
 		t.Fatalf("rollout: got %s (%s), want succeeded", v.State, v.Reason)
 	}
-	if got := agentStates(v); !reflect.DeepEqual(got, map[string]string{"web-1": store.UpgradeSucceeded}) {
+	if got := agentStates(v); !reflect.DeepEqual(got, map[string]string{"web-1": api.UpgradeSucceeded}) {
 		t.Fatalf("rollout agents: got %v, want only web-1, succeeded", got)
 	}
 	if v.All || v.Environment != "" || !reflect.DeepEqual(v.TargetAgents, []string{"web-1"}) {

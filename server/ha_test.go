@@ -230,11 +230,11 @@ func TestNodesShareAgentsAndTasks(t *testing.T) {
 	if _, err := a.CancelTask(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	a.waitTask(t, id, store.TaskCancelled)
+	a.waitTask(t, id, api.TaskCancelled)
 
 	// Created through b, run by a.
 	id = b.startTaskOn(t, "on-a", "echo from a; exit 4")
-	task := b.waitTask(t, id, store.TaskFailed)
+	task := b.waitTask(t, id, api.TaskFailed)
 	if task.Node != a.nodeID() || task.ExitCode != 4 {
 		t.Fatalf("got node %q exit %d, want a (%s) and 4", task.Node, task.ExitCode, a.nodeID())
 	}
@@ -316,18 +316,18 @@ func TestDrainNode(t *testing.T) {
 
 	// New tasks, even through the draining node, go to the other one.
 	id := a.startTaskOn(t, "idle-1", "echo elsewhere")
-	if task := a.waitTask(t, id, store.TaskSucceeded); task.Node != b.nodeID() {
+	if task := a.waitTask(t, id, api.TaskSucceeded); task.Node != b.nodeID() {
 		t.Fatalf("new task driven by %q, want b (%s)", task.Node, b.nodeID())
 	}
 	queued := a.startTaskOn(t, "busy", "echo after the move")
 
 	// The long task finishes where it ran; then its agent moves too.
 	os.WriteFile(gate, nil, 0o644)
-	if task := a.waitTask(t, long, store.TaskSucceeded); task.Node != a.nodeID() {
+	if task := a.waitTask(t, long, api.TaskSucceeded); task.Node != a.nodeID() {
 		t.Fatalf("long task finished by %q, want a (%s)", task.Node, a.nodeID())
 	}
 	a.connectedTo(t, "busy", "b")
-	if task := b.waitTask(t, queued, store.TaskSucceeded); task.Node != b.nodeID() {
+	if task := b.waitTask(t, queued, api.TaskSucceeded); task.Node != b.nodeID() {
 		t.Fatalf("task queued while busy ran on %q, want b (%s)", task.Node, b.nodeID())
 	}
 	eventually(t, "a drained", func() bool {
@@ -368,7 +368,7 @@ func TestRolloutAcrossNodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v = a.waitRollout(t, v.ID); v.State != store.RolloutSucceeded || v.Counts[store.UpgradeSucceeded] != 2 {
+	if v = a.waitRollout(t, v.ID); v.State != api.RolloutSucceeded || v.Counts[api.UpgradeSucceeded] != 2 {
 		t.Fatalf("got %s (%s) %v, want succeeded for both", v.State, v.Reason, agentStates(v))
 	}
 	if x.offerCount() != 1 || y.offerCount() != 1 {
@@ -408,7 +408,7 @@ func TestRolloutHandedOverByDrainingNode(t *testing.T) {
 	eventually(t, "a drained", func() bool { return nodeNamed(t, b, "a").Drained })
 	x.set(func(f *fakeAgent) { f.running = 0 })
 	b.checkAllHealth()
-	if v = b.waitRollout(t, v.ID); v.State != store.RolloutSucceeded {
+	if v = b.waitRollout(t, v.ID); v.State != api.RolloutSucceeded {
 		t.Fatalf("got %s (%s), want succeeded", v.State, v.Reason)
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/calamari"
 	"github.com/tendrildeploy/tendril/server/console"
@@ -103,7 +104,7 @@ func (s *Server) checkOne(ctx context.Context, as *agentSession, latestCalamari 
 	s.metrics.HealthDuration.Observe(rtt.Seconds())
 	r := store.HealthResult{AgentID: as.agentID, RTT: rtt, At: time.Now().UTC(), DiskFree: -1}
 	if err != nil {
-		r.Health = store.HealthUnhealthy
+		r.Health = api.HealthUnhealthy
 		r.Detail = fmt.Sprintf("health check failed: %v", err)
 	} else {
 		r.Version, r.CalamariVersions, r.DiskFree = h.Version, h.Calamari, h.DiskFree
@@ -135,9 +136,9 @@ func (s *Server) judge(as *agentSession, h protocol.Health, latestCalamari strin
 		warnings = append(warnings, fmt.Sprintf("low disk space in agent home: %d MiB free", h.DiskFree>>20))
 	}
 	if len(warnings) > 0 {
-		return store.HealthWarning, strings.Join(warnings, "; ")
+		return api.HealthWarning, strings.Join(warnings, "; ")
 	}
-	return store.HealthHealthy, ""
+	return api.HealthHealthy, ""
 }
 
 // First health checks of fresh sessions are batched. Checked one by one, a

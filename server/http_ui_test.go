@@ -396,7 +396,7 @@ func TestConsoleEscapesHostileText(t *testing.T) {
 		t.Fatal(err)
 	}
 	task := store.Task{ID: "task-1", Group: "g", AgentID: res.Agent.ID, AgentName: hostile, Args: []string{"run-script", "--inline", hostile},
-		Calamari: "1.0.0", State: store.TaskQueued, CreatedAt: time.Now().UTC()}
+		Calamari: "1.0.0", State: api.TaskQueued, CreatedAt: time.Now().UTC()}
 	if err := ts.store.CreateTasks(ctx, []store.Task{task}); err != nil {
 		t.Fatal(err)
 	}
@@ -493,7 +493,7 @@ func TestAPICheckAgentHealth(t *testing.T) {
 			if err := json.Unmarshal([]byte(body), &v); err != nil {
 				t.Fatal(err)
 			}
-			if v.Name != "web-1" || v.Health != store.HealthHealthy || v.LastHealthAt == "" {
+			if v.Name != "web-1" || v.Health != api.HealthHealthy || v.LastHealthAt == "" {
 				t.Fatalf("got %s health %q checked %q, want web-1 healthy with a check time", v.Name, v.Health, v.LastHealthAt)
 			}
 		})
@@ -561,7 +561,7 @@ func TestConsoleUpgradeButtons(t *testing.T) {
 				t.Fatalf("want a flash naming the rollout and 1 agent to upgrade, got:\n%s", body)
 			}
 			v := ts.waitRollout(t, m[1])
-			if v.State != store.RolloutSucceeded {
+			if v.State != api.RolloutSucceeded {
 				t.Fatalf("rollout: got %s (%s), want succeeded", v.State, v.Reason)
 			}
 			for _, name := range tt.wantAgent {

@@ -18,7 +18,6 @@ import (
 	"github.com/tendrildeploy/tendril/agent"
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/internal/faultproxy"
-	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // runningAgent is a real agent running in the test process.
@@ -101,7 +100,7 @@ func TestAgentEnrollsConnectsAndIsHealthy(t *testing.T) {
 	// shortly; a sweep makes it certain.
 	ts.checkAllHealth()
 	v := ts.agentView(t, "web-1")
-	if v.Health != store.HealthHealthy || v.Version != "1.2.3" || v.TLSVersion != "1.3" || v.Environment != "Test" {
+	if v.Health != api.HealthHealthy || v.Version != "1.2.3" || v.TLSVersion != "1.3" || v.Environment != "Test" {
 		t.Fatalf("got health %s (%s) version %s tls %s env %s, want healthy 1.2.3 1.3 Test", v.Health, v.HealthDetail, v.Version, v.TLSVersion, v.Environment)
 	}
 	if v.DiskFree <= 0 || v.OS == "" || v.Arch == "" || v.Thumbprint != a.Status().Thumbprint {
@@ -226,7 +225,7 @@ func TestAgentSurvivesNetworkFaults(t *testing.T) {
 		reconnected(n)
 	})
 	ts.checkAllHealth()
-	if v := ts.agentView(t, "flaky"); v.Health != store.HealthHealthy {
+	if v := ts.agentView(t, "flaky"); v.Health != api.HealthHealthy {
 		t.Fatalf("after the faults: got %s (%s), want healthy", v.Health, v.HealthDetail)
 	}
 }
@@ -240,7 +239,7 @@ func TestLegacyTLSAgent(t *testing.T) {
 	ts.waitConnected(t, "win2008")
 	ts.checkAllHealth()
 	v := ts.agentView(t, "win2008")
-	if v.TLSVersion != "1.0" || v.Health != store.HealthWarning {
+	if v.TLSVersion != "1.0" || v.Health != api.HealthWarning {
 		t.Fatalf("got tls %s health %s, want 1.0 and warning", v.TLSVersion, v.Health)
 	}
 }

@@ -11,7 +11,6 @@ import (
 
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/server/kind"
-	"github.com/tendrildeploy/tendril/server/store"
 )
 
 func TestMaintenanceRefusesNewWorkAndLetsRunningFinish(t *testing.T) {
@@ -68,7 +67,7 @@ func TestMaintenanceRefusesNewWorkAndLetsRunningFinish(t *testing.T) {
 	os.WriteFile(gate, nil, 0o644)
 	eventually(t, "the running task finished", func() bool {
 		task, _ := ts.Task(ctx, id)
-		return task.State == store.TaskSucceeded
+		return task.State == api.TaskSucceeded
 	})
 	if v, err = ts.Maintenance(ctx); err != nil || !v.On || !v.Drained() {
 		t.Fatalf("after the task finished: got %+v, %v, want on and drained", v, err)
@@ -77,7 +76,7 @@ func TestMaintenanceRefusesNewWorkAndLetsRunningFinish(t *testing.T) {
 	if v, err = ts.SetMaintenance(ctx, false); err != nil || v.On || v.Since != nil {
 		t.Fatalf("turning off: got %+v, %v", v, err)
 	}
-	if task, _ := ts.runTaskOn(t, "web-1", "run-script", "--inline", "true"); task.State != store.TaskSucceeded {
+	if task, _ := ts.runTaskOn(t, "web-1", "run-script", "--inline", "true"); task.State != api.TaskSucceeded {
 		t.Fatalf("after maintenance: task %s, want succeeded", task.State)
 	}
 }

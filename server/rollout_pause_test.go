@@ -25,7 +25,7 @@ func agentRow(v api.RolloutView, name string) api.RolloutAgentView {
 // because of a halt: it says so on the agent before it waits.
 func heldByHalt(v api.RolloutView, name string) bool {
 	a := agentRow(v, name)
-	return a.State == store.UpgradeQueued && strings.Contains(a.Reason, "halted by an operator")
+	return a.State == api.UpgradeQueued && strings.Contains(a.Reason, "halted by an operator")
 }
 
 // makeBusy makes a fake agent report a running task, and the coordinator
@@ -60,13 +60,13 @@ func TestRolloutHaltAndResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "a waiting for idle", func() bool { return agentRow(ts.rollout(t, r.ID), "a").State == store.UpgradeWaitingForIdle })
+	eventually(t, "a waiting for idle", func() bool { return agentRow(ts.rollout(t, r.ID), "a").State == api.UpgradeWaitingForIdle })
 
 	v, err := ts.rollouts.HaltRollout(ctx, r.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !v.Paused || v.PausedAt == nil || v.State != store.RolloutRunning {
+	if !v.Paused || v.PausedAt == nil || v.State != api.RolloutRunning {
 		t.Fatalf("after halt: got paused=%v at %v state %s, want paused, with a time, still running", v.Paused, v.PausedAt, v.State)
 	}
 	again, err := ts.rollouts.HaltRollout(ctx, r.ID)
@@ -78,7 +78,7 @@ func TestRolloutHaltAndResume(t *testing.T) {
 	ts.checkAllHealth()
 	eventually(t, "a upgraded while halted, b held back", func() bool {
 		v := ts.rollout(t, r.ID)
-		return agentRow(v, "a").State == store.UpgradeSucceeded && heldByHalt(v, "b")
+		return agentRow(v, "a").State == api.UpgradeSucceeded && heldByHalt(v, "b")
 	})
 	if n := b.offerCount(); n != 0 {
 		t.Fatalf("b was offered the upgrade %d times while the rollout was halted, want 0", n)
@@ -91,7 +91,7 @@ func TestRolloutHaltAndResume(t *testing.T) {
 	// The halt is stored: a restarted coordinator keeps holding b back.
 	ts.stop()
 	ts2 := runServer(t, ts.dir, nil)
-	if v := ts2.rollout(t, r.ID); !v.Paused || v.State != store.RolloutRunning {
+	if v := ts2.rollout(t, r.ID); !v.Paused || v.State != api.RolloutRunning {
 		t.Fatalf("after restart: got paused=%v state %s, want still halted and running", v.Paused, v.State)
 	}
 	for _, f := range []*fakeAgent{a, b} {
@@ -120,7 +120,7 @@ func TestRolloutHaltAndResume(t *testing.T) {
 	}
 	welcomed := b.welcomeCount()
 	v = ts2.waitRollout(t, r.ID)
-	if v.State != store.RolloutSucceeded || v.Counts[store.UpgradeSucceeded] != 2 || v.Paused {
+	if v.State != api.RolloutSucceeded || v.Counts[api.UpgradeSucceeded] != 2 || v.Paused {
 		t.Fatalf("after resume: got %s (%s) %v paused=%v, want succeeded for both", v.State, v.Reason, agentStates(v), v.Paused)
 	}
 	eventually(t, "b welcomed at the new version", func() bool { return b.welcomeCount() > welcomed })
@@ -149,7 +149,7 @@ func TestRolloutHaltCountsInFlightAgents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "a waiting for idle", func() bool { return agentRow(ts.rollout(t, r.ID), "a").State == store.UpgradeWaitingForIdle })
+	eventually(t, "a waiting for idle", func() bool { return agentRow(ts.rollout(t, r.ID), "a").State == api.UpgradeWaitingForIdle })
 	if _, err := ts.rollouts.HaltRollout(ctx, r.ID); err != nil {
 		t.Fatal(err)
 	}

@@ -374,7 +374,7 @@ func (ts *testServer) waitRollout(t *testing.T, id string) api.RolloutView {
 	var v api.RolloutView
 	eventually(t, "rollout "+id+" to finish", func() bool {
 		v = ts.rollout(t, id)
-		return v.State != store.RolloutRunning
+		return v.State != api.RolloutRunning
 	})
 	return v
 }
@@ -418,7 +418,7 @@ func TestRolloutBatches(t *testing.T) {
 				n := 0
 				for _, a := range ras {
 					switch a.State {
-					case store.UpgradeSending, store.UpgradeInstalling, store.UpgradeAwaitingReconnect:
+					case api.UpgradeSending, api.UpgradeInstalling, api.UpgradeAwaitingReconnect:
 						n++
 					}
 				}
@@ -430,7 +430,7 @@ func TestRolloutBatches(t *testing.T) {
 	v = ts.waitRollout(t, v.ID)
 	close(stop)
 	most := <-sampled
-	if v.State != store.RolloutSucceeded || v.Counts[store.UpgradeSucceeded] != 5 {
+	if v.State != api.RolloutSucceeded || v.Counts[api.UpgradeSucceeded] != 5 {
 		t.Fatalf("got %s (%s) %v, want succeeded for 5", v.State, v.Reason, v.Counts)
 	}
 	if most > 2 || most == 0 {
@@ -460,7 +460,7 @@ func TestRolloutBatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	v2 = ts.waitRollout(t, v2.ID)
-	if v2.State != store.RolloutSucceeded || v2.Agents[0].Reason != "already at 2.0.0" || v2.Agents[0].Batch != 0 {
+	if v2.State != api.RolloutSucceeded || v2.Agents[0].Reason != "already at 2.0.0" || v2.Agents[0].Batch != 0 {
 		t.Fatalf("already upgraded: got %+v", v2)
 	}
 }
@@ -478,8 +478,8 @@ func TestRolloutRollbackHalts(t *testing.T) {
 	}
 	v = ts.waitRollout(t, v.ID)
 	st := agentStates(v)
-	if v.State != store.RolloutHalted || v.Reason != "halted after 1 failures" ||
-		st["a"] != store.UpgradeSucceeded || st["b"] != store.UpgradeRolledBack || st["c"] != store.UpgradeQueued {
+	if v.State != api.RolloutHalted || v.Reason != "halted after 1 failures" ||
+		st["a"] != api.UpgradeSucceeded || st["b"] != api.UpgradeRolledBack || st["c"] != api.UpgradeQueued {
 		t.Fatalf("got %s (%s) %v", v.State, v.Reason, st)
 	}
 	if !strings.Contains(v.Agents[1].Reason, "did not commit within the grace period") {
@@ -507,7 +507,7 @@ func TestRolloutRollbackHalts(t *testing.T) {
 	})
 	a.connect()
 	v = ts.rollout(t, v.ID)
-	if st := agentStates(v); st["a"] != store.UpgradeRolledBack || v.Counts[store.UpgradeRolledBack] != 2 {
+	if st := agentStates(v); st["a"] != api.UpgradeRolledBack || v.Counts[api.UpgradeRolledBack] != 2 {
 		t.Fatalf("after a late rollback report: got %v", st)
 	}
 }
@@ -524,7 +524,7 @@ func TestRolloutAgentNeverComesBackOrRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	v = ts.waitRollout(t, v.ID)
-	if v.State != store.RolloutSucceeded || v.Reason != "2 failures, within the maximum of 5" {
+	if v.State != api.RolloutSucceeded || v.Reason != "2 failures, within the maximum of 5" {
 		t.Fatalf("got %s (%s)", v.State, v.Reason)
 	}
 	for _, a := range v.Agents {
@@ -535,7 +535,7 @@ func TestRolloutAgentNeverComesBackOrRefuses(t *testing.T) {
 		case "refuse":
 			want = "the agent refused the upgrade: package signature does not verify"
 		}
-		if a.State != store.UpgradeFailed || a.Reason != want {
+		if a.State != api.UpgradeFailed || a.Reason != want {
 			t.Errorf("%s: got %s %q, want failed %q", a.Agent, a.State, a.Reason, want)
 		}
 	}
@@ -552,14 +552,14 @@ func TestRolloutWaitsForIdle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "waiting_for_idle", func() bool { return agentStates(ts.rollout(t, v.ID))["busy"] == store.UpgradeWaitingForIdle })
+	eventually(t, "waiting_for_idle", func() bool { return agentStates(ts.rollout(t, v.ID))["busy"] == api.UpgradeWaitingForIdle })
 	time.Sleep(3 * time.Second) // at least one periodic re-check (every 2 s)
 	if f.offerCount() != 0 {
 		t.Fatal("a busy agent was sent the upgrade")
 	}
 	f.set(func(f *fakeAgent) { f.running = 0 })
 	ts.checkAllHealth()
-	if v = ts.waitRollout(t, v.ID); v.State != store.RolloutSucceeded {
+	if v = ts.waitRollout(t, v.ID); v.State != api.RolloutSucceeded {
 		t.Fatalf("got %s (%s)", v.State, v.Reason)
 	}
 
@@ -574,7 +574,7 @@ func TestRolloutWaitsForIdle(t *testing.T) {
 		t.Fatal(err)
 	}
 	v = ts2.waitRollout(t, v.ID)
-	if v.State != store.RolloutHalted || !strings.HasPrefix(v.Agents[0].Reason, "agent stayed busy") {
+	if v.State != api.RolloutHalted || !strings.HasPrefix(v.Agents[0].Reason, "agent stayed busy") {
 		t.Fatalf("busy agent: got %s, %+v", v.State, v.Agents)
 	}
 	f.set(func(f *fakeAgent) { f.peer.sess.Close() })
@@ -602,11 +602,11 @@ func TestRolloutResumesAfterCoordinatorRestart(t *testing.T) {
 	}
 	eventually(t, "a upgraded, b waiting", func() bool {
 		st := agentStates(ts.rollout(t, v.ID))
-		return st["a"] == store.UpgradeSucceeded && st["b"] == store.UpgradeWaitingForIdle
+		return st["a"] == api.UpgradeSucceeded && st["b"] == api.UpgradeWaitingForIdle
 	})
 	ts.stop()
 	ts2 := runServer(t, ts.dir, nil)
-	if got := ts2.rollout(t, v.ID); got.State != store.RolloutRunning || agentStates(got)["a"] != store.UpgradeSucceeded {
+	if got := ts2.rollout(t, v.ID); got.State != api.RolloutRunning || agentStates(got)["a"] != api.UpgradeSucceeded {
 		t.Fatalf("after restart: got %s %v", got.State, agentStates(got))
 	}
 	b.set(func(f *fakeAgent) { f.ts, f.running = ts2, 0 })
@@ -614,7 +614,7 @@ func TestRolloutResumesAfterCoordinatorRestart(t *testing.T) {
 	a.set(func(f *fakeAgent) { f.ts = ts2 })
 	a.connect()
 	welcomed := b.welcomeCount()
-	if v = ts2.waitRollout(t, v.ID); v.State != store.RolloutSucceeded || v.Counts[store.UpgradeSucceeded] != 2 {
+	if v = ts2.waitRollout(t, v.ID); v.State != api.RolloutSucceeded || v.Counts[api.UpgradeSucceeded] != 2 {
 		t.Fatalf("got %s (%s) %v", v.State, v.Reason, agentStates(v))
 	}
 	// Success is concluded from b's new Hello, before its Welcome is

@@ -19,7 +19,6 @@ import (
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/datadir"
-	"github.com/tendrildeploy/tendril/server/store"
 	"github.com/tendrildeploy/tendril/server/store/sqlstore"
 )
 
@@ -113,7 +112,7 @@ func TestLegacyTLSPeer(t *testing.T) {
 		}
 		ts.checkAllHealth()
 		v := ts.agentView(t, "old-box")
-		if v.TLSVersion != "1.0" || v.Health != store.HealthWarning || !strings.Contains(v.HealthDetail, "TLS 1.0") {
+		if v.TLSVersion != "1.0" || v.Health != api.HealthWarning || !strings.Contains(v.HealthDetail, "TLS 1.0") {
 			t.Fatalf("got tls %q health %q (%s), want 1.0 and a warning that names TLS 1.0", v.TLSVersion, v.Health, v.HealthDetail)
 		}
 	})
@@ -125,7 +124,7 @@ func TestUpgradeOnlySession(t *testing.T) {
 	_ = p
 	ts.checkAllHealth()
 	v := ts.agentView(t, "old-agent")
-	if !v.Connected || v.Upgrade != api.UpgradeRequired || v.Health != store.HealthWarning {
+	if !v.Connected || v.Upgrade != api.UpgradeRequired || v.Health != api.HealthWarning {
 		t.Fatalf("got connected=%v upgrade=%s health=%s, want connected, required, warning", v.Connected, v.Upgrade, v.Health)
 	}
 }
@@ -135,7 +134,7 @@ func TestDiskWarning(t *testing.T) {
 	enrolled(t, ts, "full-disk")
 	ts.checkAllHealth()
 	v := ts.agentView(t, "full-disk")
-	if v.Health != store.HealthWarning || !strings.Contains(v.HealthDetail, "disk") || v.DiskFree != 10<<30 {
+	if v.Health != api.HealthWarning || !strings.Contains(v.HealthDetail, "disk") || v.DiskFree != 10<<30 {
 		t.Fatalf("got %s (%s) disk %d, want a disk warning with 10 GiB free", v.Health, v.HealthDetail, v.DiskFree)
 	}
 }
@@ -153,12 +152,12 @@ func TestUnresponsiveAgentIsUnhealthy(t *testing.T) {
 	}
 	ts.checkAllHealth()
 	v := ts.agentView(t, "stuck")
-	if v.Health != store.HealthUnhealthy || !v.Connected {
+	if v.Health != api.HealthUnhealthy || !v.Connected {
 		t.Fatalf("got %s connected=%v, want unhealthy and connected", v.Health, v.Connected)
 	}
 	p.sess.Close()
 	eventually(t, "stuck disconnected", func() bool { return !ts.agentView(t, "stuck").Connected })
-	if v := ts.agentView(t, "stuck"); v.Health != store.HealthUnavailable {
+	if v := ts.agentView(t, "stuck"); v.Health != api.HealthUnavailable {
 		t.Fatalf("after disconnect: got %s, want unavailable", v.Health)
 	}
 }

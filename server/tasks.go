@@ -102,7 +102,7 @@ func (s *Server) CreateTasks(ctx context.Context, req api.TaskRequest) ([]api.Ta
 	tasks := make([]store.Task, len(agents))
 	for i, a := range agents {
 		tasks[i] = store.Task{ID: uuid.NewString(), Group: group, AgentID: a.ID, AgentName: a.Name, Args: req.Args,
-			Calamari: version, FileName: fileName, FileSHA256: fileSum, State: store.TaskQueued, CreatedAt: now}
+			Calamari: version, FileName: fileName, FileSHA256: fileSum, State: api.TaskQueued, CreatedAt: now}
 	}
 	if err := s.store.CreateTasks(ctx, tasks); err != nil {
 		return nil, err
@@ -303,11 +303,11 @@ func (s *Server) runTask(runCtx, startCtx context.Context, id string) (released 
 		log.Error("load task failed", zap.Error(err))
 		return false
 	}
-	for t.State == store.TaskQueued {
+	for t.State == api.TaskQueued {
 		if startCtx.Err() != nil {
 			if runCtx.Err() == nil { // cancelled by the operator
 				s.taskLog(id, "Task cancelled before it started")
-				s.finishTask(id, store.TaskCancelled, -1, "cancelled")
+				s.finishTask(id, api.TaskCancelled, -1, "cancelled")
 				// In case the start raced the cancellation to the agent.
 				if as := s.sessions.get(t.AgentID); as != nil {
 					cctx, cancel := context.WithTimeout(runCtx, 30*time.Second)
@@ -324,12 +324,12 @@ func (s *Server) runTask(runCtx, startCtx context.Context, id string) (released 
 		err = s.startOnAgent(startCtx, as, t)
 		switch {
 		case err == nil:
-			t.State = store.TaskRunning
+			t.State = api.TaskRunning
 		case startCtx.Err() != nil:
 			// The loop's next turn reports why.
 		case errors.Is(err, errTaskRefused):
 			s.taskLog(id, err.Error())
-			s.finishTask(id, store.TaskFailed, -1, err.Error())
+			s.finishTask(id, api.TaskFailed, -1, err.Error())
 			return
 		default:
 			log.Warn("start task failed, will retry when the agent is back", zap.Error(err))
@@ -373,7 +373,7 @@ func (s *Server) abandonAgentTasks(ctx context.Context, agentID string) {
 			run.abandon()
 		}
 		s.taskLog(t.ID, "The agent was deleted; the task's result will never be known")
-		s.finishTask(t.ID, store.TaskFailed, -1, "agent deleted")
+		s.finishTask(t.ID, api.TaskFailed, -1, "agent deleted")
 	}
 }
 
@@ -430,7 +430,7 @@ func (s *Server) startOnAgent(ctx context.Context, as *agentSession, t store.Tas
 	if !started.Existing {
 		s.taskLog(t.ID, fmt.Sprintf("Started on %s: calamari %s", as.name, t.Calamari))
 	}
-	if err := s.store.UpdateTask(ctx, t.ID, store.TaskUpdate{State: store.TaskRunning, StartedAt: time.Now().UTC()}); err != nil {
+	if err := s.store.UpdateTask(ctx, t.ID, store.TaskUpdate{State: api.TaskRunning, StartedAt: time.Now().UTC()}); err != nil {
 		return err
 	}
 	s.tasks.notify(t.ID)
@@ -494,7 +494,7 @@ func (s *Server) CancelTask(ctx context.Context, id string) (api.TaskView, error
 		return api.TaskView{}, kind.Errorf(kind.ErrConflict, "task %s already %s", id, t.State)
 	}
 	me := s.nodeID()
-	if t.State == store.TaskQueued && s.tasks.get(id) == nil {
+	if t.State == api.TaskQueued && s.tasks.get(id) == nil {
 		// No runner here. Unless a live node drives it, take it so that
 		// no node starts it, and record its end.
 		if _, alive := s.nodeAlive(t.Node); t.Node == "" || t.Node == me || !alive {
@@ -505,7 +505,7 @@ func (s *Server) CancelTask(ctx context.Context, id string) (api.TaskView, error
 			if ok {
 				s.taskLog(id, "Cancellation requested")
 				s.taskLog(id, "Task cancelled before it started")
-				s.finishTask(id, store.TaskCancelled, -1, "cancelled")
+				s.finishTask(id, api.TaskCancelled, -1, "cancelled")
 				return s.Task(ctx, id)
 			}
 			if t, err = s.store.Task(ctx, id); err != nil { // claimed meanwhile
@@ -513,7 +513,7 @@ func (s *Server) CancelTask(ctx context.Context, id string) (api.TaskView, error
 			}
 		}
 	}
-	if run := s.tasks.get(id); run != nil && t.State == store.TaskQueued {
+	if run := s.tasks.get(id); run != nil && t.State == api.TaskQueued {
 		run.cancelStart()
 	}
 	if as := s.sessions.get(t.AgentID); as != nil {
@@ -528,7 +528,7 @@ func (s *Server) CancelTask(ctx context.Context, id string) (api.TaskView, error
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return api.TaskView{}, fmt.Errorf("cancel task %s: %w", id, err)
 		}
-		if t.State == store.TaskRunning && (err != nil || !s.connectedAnywhere(a)) {
+		if t.State == api.TaskRunning && (err != nil || !s.connectedAnywhere(a)) {
 			return api.TaskView{}, kind.Errorf(kind.ErrNotConnected, "agent %s is not connected; the task cannot be cancelled until it is back", t.AgentName)
 		}
 		// The node that holds the agent, or drives the task, stops it.

@@ -392,7 +392,7 @@ func (e *Engine) StartRollout(ctx context.Context, req api.RolloutRequest) (api.
 	}
 	now := time.Now().UTC()
 	r := store.Rollout{ID: uuid.NewString(), Version: version, Batch: req.Batch, MaxFailures: maxFailures,
-		AllowDowngrade: req.AllowDowngrade, GraceSeconds: req.GraceSeconds, State: store.RolloutRunning, CreatedAt: now}
+		AllowDowngrade: req.AllowDowngrade, GraceSeconds: req.GraceSeconds, State: api.RolloutRunning, CreatedAt: now}
 	switch {
 	case len(req.Agents) > 0:
 		r.NamedAgents = true
@@ -407,11 +407,11 @@ func (e *Engine) StartRollout(ctx context.Context, req api.RolloutRequest) (api.
 	for i, a := range agents {
 		rows[i] = store.RolloutAgent{AgentID: a.ID, AgentName: a.Name, FromVersion: a.Version, Position: i, UpdatedAt: now}
 		if a.Version == version {
-			rows[i].State, rows[i].Reason = store.UpgradeSucceeded, "already at "+version
+			rows[i].State, rows[i].Reason = api.UpgradeSucceeded, "already at "+version
 			continue
 		}
 		rows[i].Batch = n/req.Batch + 1
-		rows[i].State, rows[i].Reason = store.UpgradeQueued, fmt.Sprintf("waiting for batch %d", rows[i].Batch)
+		rows[i].State, rows[i].Reason = api.UpgradeQueued, fmt.Sprintf("waiting for batch %d", rows[i].Batch)
 		n++
 	}
 	if err := e.st.CreateRollout(ctx, r, rows); err != nil {
@@ -579,7 +579,7 @@ func (e *Engine) Sweep(ctx context.Context) {
 			continue
 		}
 		for _, a := range agents {
-			if a.State != store.UpgradeWaitingForIdle || !e.fleet.Connected(a.AgentID) {
+			if a.State != api.UpgradeWaitingForIdle || !e.fleet.Connected(a.AgentID) {
 				continue
 			}
 			done, ok := e.state.tryDrive(a.AgentID)
@@ -627,7 +627,7 @@ func (u *upgradeState) isRunning(id string) bool {
 func failures(agents []store.RolloutAgent) int {
 	n := 0
 	for _, a := range agents {
-		if a.State == store.UpgradeFailed || a.State == store.UpgradeRolledBack {
+		if a.State == api.UpgradeFailed || a.State == api.UpgradeRolledBack {
 			n++
 		}
 	}
@@ -657,7 +657,7 @@ func (e *Engine) runRollout(ctx context.Context, id string) {
 			}
 			return
 		}
-		if r.State != store.RolloutRunning || r.Node != me {
+		if r.State != api.RolloutRunning || r.Node != me {
 			return
 		}
 		if e.fleet.Draining() {
@@ -676,25 +676,25 @@ func (e *Engine) runRollout(ctx context.Context, id string) {
 		}
 		cur, started := 0, false
 		for _, a := range agents {
-			if a.Batch > 0 && !store.UpgradeFinal(a.State) && (cur == 0 || a.Batch < cur) {
+			if a.Batch > 0 && !api.UpgradeFinal(a.State) && (cur == 0 || a.Batch < cur) {
 				cur = a.Batch
 			}
 		}
 		for _, a := range agents {
-			if a.Batch == cur && a.State != store.UpgradeQueued {
+			if a.Batch == cur && a.State != api.UpgradeQueued {
 				started = true
 			}
 		}
 		n := failures(agents)
 		switch {
 		case cur == 0 && n > r.MaxFailures, cur != 0 && !started && n > r.MaxFailures:
-			e.finishRollout(ctx, r, store.RolloutHalted, fmt.Sprintf("halted after %d failures", n))
+			e.finishRollout(ctx, r, api.RolloutHalted, fmt.Sprintf("halted after %d failures", n))
 			return
 		case cur == 0 && n > 0:
-			e.finishRollout(ctx, r, store.RolloutSucceeded, fmt.Sprintf("%d failures, within the maximum of %d", n, r.MaxFailures))
+			e.finishRollout(ctx, r, api.RolloutSucceeded, fmt.Sprintf("%d failures, within the maximum of %d", n, r.MaxFailures))
 			return
 		case cur == 0:
-			e.finishRollout(ctx, r, store.RolloutSucceeded, "every agent runs "+r.Version)
+			e.finishRollout(ctx, r, api.RolloutSucceeded, "every agent runs "+r.Version)
 			return
 		}
 		if !started && e.batchHeld(ctx, id, agents, cur) {
@@ -724,16 +724,16 @@ func (e *Engine) judgeBatch(ctx context.Context, r store.Rollout, agents []store
 	next := now.Add(idleRecheck)
 	moved, changed := false, false
 	for _, a := range agents {
-		if a.Batch != cur || store.UpgradeFinal(a.State) {
+		if a.Batch != cur || api.UpgradeFinal(a.State) {
 			continue
 		}
 		switch a.State {
-		case store.UpgradeQueued:
-			if e.setUpgradeState(ctx, r.ID, a.AgentID, []string{store.UpgradeQueued}, store.UpgradeWaitingForIdle,
+		case api.UpgradeQueued:
+			if e.setUpgradeState(ctx, r.ID, a.AgentID, []string{api.UpgradeQueued}, api.UpgradeWaitingForIdle,
 				"waiting for the agent to be connected and idle") {
 				moved = true
 			}
-		case store.UpgradeWaitingForIdle:
+		case api.UpgradeWaitingForIdle:
 			deadline := a.UpdatedAt.Add(e.cfg.IdleTimeout)
 			if now.Before(deadline) {
 				next = minTime(next, deadline)
@@ -743,21 +743,21 @@ func (e *Engine) judgeBatch(ctx context.Context, r store.Rollout, agents []store
 			if ag, err := e.st.AgentByID(ctx, a.AgentID); err == nil && e.fleet.ConnectedAnywhere(ag) {
 				why = fmt.Sprintf("agent stayed busy (waited %s for its tasks to end)", e.cfg.IdleTimeout)
 			}
-			changed = e.setUpgradeState(ctx, r.ID, a.AgentID, []string{store.UpgradeWaitingForIdle}, store.UpgradeFailed, why) || changed
-		case store.UpgradeSending, store.UpgradeInstalling:
+			changed = e.setUpgradeState(ctx, r.ID, a.AgentID, []string{api.UpgradeWaitingForIdle}, api.UpgradeFailed, why) || changed
+		case api.UpgradeSending, api.UpgradeInstalling:
 			if a.Node == me && e.state.drivesFor(a.AgentID) || a.Node != me && !e.fleet.NodeGone(ctx, a.Node) {
 				continue
 			}
-			changed = e.setUpgradeNode(ctx, r.ID, a.AgentID, []string{a.State}, a.Node, store.UpgradeWaitingForIdle, "",
+			changed = e.setUpgradeNode(ctx, r.ID, a.AgentID, []string{a.State}, a.Node, api.UpgradeWaitingForIdle, "",
 				"the coordinator node sending it stopped; the transfer starts again when the agent is idle") || changed
-		case store.UpgradeAwaitingReconnect:
+		case api.UpgradeAwaitingReconnect:
 			wait := time.Duration(r.GraceSeconds)*time.Second + e.cfg.ReconnectMargin
 			deadline := a.UpdatedAt.Add(wait)
 			if now.Before(deadline) {
 				next = minTime(next, deadline)
 				continue
 			}
-			changed = e.setUpgradeState(ctx, r.ID, a.AgentID, []string{store.UpgradeAwaitingReconnect}, store.UpgradeFailed,
+			changed = e.setUpgradeState(ctx, r.ID, a.AgentID, []string{api.UpgradeAwaitingReconnect}, api.UpgradeFailed,
 				fmt.Sprintf("the agent did not come back within %ds", int(wait.Seconds()))) || changed
 		}
 	}
@@ -804,7 +804,7 @@ func (e *Engine) setUpgradeState(ctx context.Context, rolloutID, agentID string,
 // state to: the rollout's driver looks again, and, for an agent now
 // waiting to be upgraded, the node holding it starts.
 func (e *Engine) notifyUpgradeState(rolloutID, to string) {
-	if to == store.UpgradeWaitingForIdle {
+	if to == api.UpgradeWaitingForIdle {
 		e.fleet.NotifyUpgrade(rolloutID)
 		return
 	}
@@ -828,7 +828,7 @@ func (e *Engine) setUpgradeNode(ctx context.Context, rolloutID, agentID string, 
 	return changed
 }
 
-var inFlight = []string{store.UpgradeSending, store.UpgradeInstalling}
+var inFlight = []string{api.UpgradeSending, api.UpgradeInstalling}
 
 // upgradeAgent upgrades an agent connected to this node that its rollout
 // waits for: once the agent is idle it sends the package, and leaves the
@@ -848,7 +848,7 @@ func (e *Engine) upgradeAgent(ctx context.Context, r store.Rollout, a store.Roll
 			}
 			return
 		}
-		if cur.State != store.UpgradeWaitingForIdle {
+		if cur.State != api.UpgradeWaitingForIdle {
 			return // its batch's driver, or another node, takes it from here
 		}
 		idle, why := e.waitIdle(ctx, a.AgentID, cur.UpdatedAt.Add(e.cfg.IdleTimeout))
@@ -859,10 +859,10 @@ func (e *Engine) upgradeAgent(ctx context.Context, r store.Rollout, a store.Roll
 			if why == "" {
 				return // the agent left: the node it joins upgrades it
 			}
-			e.setUpgradeState(ctx, r.ID, a.AgentID, []string{store.UpgradeWaitingForIdle}, store.UpgradeFailed, why)
+			e.setUpgradeState(ctx, r.ID, a.AgentID, []string{api.UpgradeWaitingForIdle}, api.UpgradeFailed, why)
 			return
 		}
-		if !e.setUpgradeNode(ctx, r.ID, a.AgentID, []string{store.UpgradeWaitingForIdle}, "", store.UpgradeSending, me,
+		if !e.setUpgradeNode(ctx, r.ID, a.AgentID, []string{api.UpgradeWaitingForIdle}, "", api.UpgradeSending, me,
 			"sending agent "+r.Version) {
 			continue
 		}
@@ -870,7 +870,7 @@ func (e *Engine) upgradeAgent(ctx context.Context, r store.Rollout, a store.Roll
 		var re *protocol.RemoteError
 		switch {
 		case err == nil:
-			e.setUpgradeNode(ctx, r.ID, a.AgentID, inFlight, me, store.UpgradeAwaitingReconnect, "",
+			e.setUpgradeNode(ctx, r.ID, a.AgentID, inFlight, me, api.UpgradeAwaitingReconnect, "",
 				fmt.Sprintf("the agent installed %s and is restarting into it; waiting for it to connect", r.Version))
 			return
 		case ctx.Err() != nil:
@@ -879,24 +879,24 @@ func (e *Engine) upgradeAgent(ctx context.Context, r store.Rollout, a store.Roll
 			// A task started between the idle check and the offer:
 			// not a failure, the agent is simply not idle yet.
 			e.state.setBusy(a.AgentID, true)
-			e.setUpgradeNode(ctx, r.ID, a.AgentID, inFlight, me, store.UpgradeWaitingForIdle, "",
+			e.setUpgradeNode(ctx, r.ID, a.AgentID, inFlight, me, api.UpgradeWaitingForIdle, "",
 				"the agent became busy; waiting for its tasks to end")
 		case errors.As(err, &re), errors.Is(err, errUpgradeRefused):
 			msg := err.Error()
 			if re != nil {
 				msg = "the agent refused the upgrade: " + re.Message
 			}
-			e.setUpgradeNode(ctx, r.ID, a.AgentID, inFlight, me, store.UpgradeFailed, "", msg)
+			e.setUpgradeNode(ctx, r.ID, a.AgentID, inFlight, me, api.UpgradeFailed, "", msg)
 			return
 		default:
 			attempts++
 			if attempts >= maxSendAttempts {
-				e.setUpgradeNode(ctx, r.ID, a.AgentID, inFlight, me, store.UpgradeFailed, "",
+				e.setUpgradeNode(ctx, r.ID, a.AgentID, inFlight, me, api.UpgradeFailed, "",
 					fmt.Sprintf("sending the package failed %d times: %v", attempts, err))
 				return
 			}
 			log.Warn("agent upgrade transfer interrupted, will retry", zap.Error(err))
-			e.setUpgradeNode(ctx, r.ID, a.AgentID, inFlight, me, store.UpgradeWaitingForIdle, "",
+			e.setUpgradeNode(ctx, r.ID, a.AgentID, inFlight, me, api.UpgradeWaitingForIdle, "",
 				fmt.Sprintf("sending was interrupted (%v); it starts again when the agent is idle", err))
 		}
 	}
@@ -985,7 +985,7 @@ func (e *Engine) sendAgentPackage(ctx context.Context, agentID string, r store.R
 		GraceSeconds:   r.GraceSeconds,
 	}
 	err = e.fleet.SendAgentPackage(ctx, agentID, hdr, f, p.Size, func() {
-		e.setUpgradeState(ctx, r.ID, agentID, []string{store.UpgradeSending}, store.UpgradeInstalling,
+		e.setUpgradeState(ctx, r.ID, agentID, []string{api.UpgradeSending}, api.UpgradeInstalling,
 			fmt.Sprintf("the agent is verifying, smoke-testing and installing %s", r.Version))
 	})
 	return err
@@ -1019,8 +1019,8 @@ func (e *Engine) NoteHello(ctx context.Context, agentID, name string, h protocol
 			continue
 		}
 		if h.Version == r.Version {
-			e.setUpgradeState(ctx, r.ID, agentID, []string{store.UpgradeWaitingForIdle, store.UpgradeSending,
-				store.UpgradeInstalling, store.UpgradeAwaitingReconnect}, store.UpgradeSucceeded, "the new version connected")
+			e.setUpgradeState(ctx, r.ID, agentID, []string{api.UpgradeWaitingForIdle, api.UpgradeSending,
+				api.UpgradeInstalling, api.UpgradeAwaitingReconnect}, api.UpgradeSucceeded, "the new version connected")
 		}
 	}
 	return acked
@@ -1052,10 +1052,10 @@ func (e *Engine) recordUpgradeReport(ctx context.Context, agentID, name string, 
 	if err != nil {
 		return err
 	}
-	to := store.UpgradeRolledBack
+	to := api.UpgradeRolledBack
 	what := "the agent rolled back to its previous version"
 	if rep.Result == protocol.UpgradeFailed {
-		to, what = store.UpgradeFailed, "the agent reports the upgrade failed"
+		to, what = api.UpgradeFailed, "the agent reports the upgrade failed"
 	}
 	reason := what
 	if rep.Reason != "" {
@@ -1064,18 +1064,18 @@ func (e *Engine) recordUpgradeReport(ctx context.Context, agentID, name string, 
 	if cur.State == to && cur.Reason == reason {
 		return nil // the same report again: its Welcome was lost
 	}
-	from := []string{store.UpgradeWaitingForIdle, store.UpgradeSending, store.UpgradeInstalling,
-		store.UpgradeAwaitingReconnect, store.UpgradeSucceeded, store.UpgradeFailed}
+	from := []string{api.UpgradeWaitingForIdle, api.UpgradeSending, api.UpgradeInstalling,
+		api.UpgradeAwaitingReconnect, api.UpgradeSucceeded, api.UpgradeFailed}
 	if !e.setUpgradeState(ctx, r.ID, agentID, from, to, reason) {
 		return nil
 	}
-	if cur.State == store.UpgradeSucceeded && r.State == store.RolloutSucceeded {
+	if cur.State == api.UpgradeSucceeded && r.State == api.RolloutSucceeded {
 		agents, err := e.st.RolloutAgents(ctx, r.ID)
 		if err != nil {
 			return err
 		}
 		if n := failures(agents); n > r.MaxFailures {
-			e.finishRollout(ctx, r, store.RolloutHalted, fmt.Sprintf("halted after %d failures (%s rolled back after its new version connected)", n, name))
+			e.finishRollout(ctx, r, api.RolloutHalted, fmt.Sprintf("halted after %d failures (%s rolled back after its new version connected)", n, name))
 		}
 	}
 	return nil

@@ -71,7 +71,7 @@ func (e *Engine) runningRollout(ctx context.Context, id, verb string) (store.Rol
 	if err != nil {
 		return store.Rollout{}, fmt.Errorf("%s rollout %s: %w", verb, id, err)
 	}
-	if r.State != store.RolloutRunning {
+	if r.State != api.RolloutRunning {
 		return store.Rollout{}, kind.Errorf(kind.ErrConflict, "rollout %s has already finished (%s: %s); there is nothing to %s; start a new one to upgrade more agents",
 			id, r.State, r.Reason, verb)
 	}
@@ -127,7 +127,7 @@ func (e *Engine) ResumeRollout(ctx context.Context, id string) (api.RolloutView,
 
 // withPause adds an operator's halt to a rollout's view.
 func (e *Engine) withPause(ctx context.Context, v api.RolloutView) (api.RolloutView, error) {
-	if v.State != store.RolloutRunning {
+	if v.State != api.RolloutRunning {
 		return v, nil
 	}
 	p, err := e.rolloutPause(ctx, v.ID)
@@ -146,7 +146,7 @@ func (e *Engine) withPause(ctx context.Context, v api.RolloutView) (api.RolloutV
 // not, runs to its end.
 func batchStarted(agents []store.RolloutAgent, b int) bool {
 	for _, a := range agents {
-		if a.Batch == b && a.State != store.UpgradeQueued && !store.UpgradeFinal(a.State) {
+		if a.Batch == b && a.State != api.UpgradeQueued && !api.UpgradeFinal(a.State) {
 			return true
 		}
 	}
@@ -176,8 +176,8 @@ func (e *Engine) batchHeld(ctx context.Context, id string, agents []store.Rollou
 	}
 	reason := fmt.Sprintf("batch %d waits: the rollout was halted by an operator; resume it to go on", b)
 	for _, a := range agents {
-		if a.Batch == b && a.State == store.UpgradeQueued && a.Reason != reason {
-			e.setUpgradeState(ctx, id, a.AgentID, []string{store.UpgradeQueued}, store.UpgradeQueued, reason)
+		if a.Batch == b && a.State == api.UpgradeQueued && a.Reason != reason {
+			e.setUpgradeState(ctx, id, a.AgentID, []string{api.UpgradeQueued}, api.UpgradeQueued, reason)
 		}
 	}
 	return true
@@ -214,7 +214,7 @@ func (e *Engine) BusyRollouts(ctx context.Context, rs []store.Rollout) (int, err
 			return 0, fmt.Errorf("agents of rollout %s: %w", r.ID, err)
 		}
 		for _, a := range agents {
-			if a.State != store.UpgradeQueued && !store.UpgradeFinal(a.State) {
+			if a.State != api.UpgradeQueued && !api.UpgradeFinal(a.State) {
 				n++
 				break
 			}

@@ -3,6 +3,7 @@ package rollout
 import (
 	"testing"
 
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -12,11 +13,11 @@ func TestBatchStarted(t *testing.T) {
 		states []string
 		want   bool
 	}{
-		{"all queued", []string{store.UpgradeQueued, store.UpgradeQueued}, false},
-		{"one waiting", []string{store.UpgradeQueued, store.UpgradeWaitingForIdle}, true},
-		{"one sending", []string{store.UpgradeSending}, true},
-		{"all final", []string{store.UpgradeSucceeded, store.UpgradeFailed}, false},
-		{"final and queued", []string{store.UpgradeSucceeded, store.UpgradeQueued}, false},
+		{"all queued", []string{api.UpgradeQueued, api.UpgradeQueued}, false},
+		{"one waiting", []string{api.UpgradeQueued, api.UpgradeWaitingForIdle}, true},
+		{"one sending", []string{api.UpgradeSending}, true},
+		{"all final", []string{api.UpgradeSucceeded, api.UpgradeFailed}, false},
+		{"final and queued", []string{api.UpgradeSucceeded, api.UpgradeQueued}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -24,7 +25,7 @@ func TestBatchStarted(t *testing.T) {
 			for _, s := range tt.states {
 				agents = append(agents, store.RolloutAgent{Batch: 2, State: s})
 			}
-			agents = append(agents, store.RolloutAgent{Batch: 1, State: store.UpgradeSending})
+			agents = append(agents, store.RolloutAgent{Batch: 1, State: api.UpgradeSending})
 			if got := batchStarted(agents, 2); got != tt.want {
 				t.Fatalf("got %v, want %v", got, tt.want)
 			}

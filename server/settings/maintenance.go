@@ -174,7 +174,7 @@ func (m *Maintenance) View(ctx context.Context) (api.MaintenanceView, error) {
 		return api.MaintenanceView{}, fmt.Errorf("maintenance state: %w", err)
 	}
 	for _, t := range ts {
-		if t.State == store.TaskRunning {
+		if t.State == api.TaskRunning {
 			v.RunningTasks++
 		} else {
 			v.QueuedTasks++

@@ -6,6 +6,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/server/kind"
 )
 
@@ -155,14 +156,6 @@ var (
 	ErrSchemaTooNew = errors.New("database schema is newer than this coordinator")
 )
 
-// Health values, as shown by the API.
-const (
-	HealthHealthy     = "healthy"
-	HealthWarning     = "warning"
-	HealthUnhealthy   = "unhealthy"
-	HealthUnavailable = "unavailable"
-)
-
 // Agent is an enrolled deployment target.
 type Agent struct {
 	ID          string // UUID chosen by the coordinator at registration
@@ -184,7 +177,7 @@ type Agent struct {
 	TLSVersion       string   // "1.0" .. "1.3" of the last session, "" if never connected
 	CalamariVersions []string // verified versions present on the agent
 
-	Health       string // one of the Health* constants
+	Health       string // one of api.Health*
 	HealthDetail string // why, for a person ("TLS 1.0 is deprecated", "disk low")
 	HealthRTT    time.Duration
 	DiskFree     int64 // bytes free in the agent's home, -1 if unknown
@@ -378,16 +371,6 @@ type Bundle struct {
 	UploadedAt time.Time
 }
 
-// Task states. They are the protocol's, repeated here so the store does not
-// depend on the wire format.
-const (
-	TaskQueued    = "queued"
-	TaskRunning   = "running"
-	TaskSucceeded = "succeeded"
-	TaskFailed    = "failed"
-	TaskCancelled = "cancelled"
-)
-
 // Task is Calamari run with arguments on one agent. Its ID is also the
 // ticket the agent knows it by.
 type Task struct {
@@ -399,7 +382,7 @@ type Task struct {
 	Calamari   string // version it runs
 	FileName   string // a file pushed into the task's folder first, "" if none
 	FileSHA256 string
-	State      string
+	State      string // one of api.Task*
 	ExitCode   int
 	Error      string
 	CreatedAt  time.Time
@@ -414,7 +397,7 @@ type Task struct {
 
 // Finished reports whether the task reached a final state.
 func (t Task) Finished() bool {
-	return t.State == TaskSucceeded || t.State == TaskFailed || t.State == TaskCancelled
+	return t.State == api.TaskSucceeded || t.State == api.TaskFailed || t.State == api.TaskCancelled
 }
 
 // TaskFilter selects tasks; zero fields match everything.
@@ -428,7 +411,7 @@ type TaskFilter struct {
 // TaskUpdate is a change of a task's state. Zero times leave the stored
 // ones unchanged.
 type TaskUpdate struct {
-	State      string
+	State      string // one of api.Task*
 	ExitCode   int
 	Error      string
 	Calamari   string // "" leaves it unchanged
@@ -457,31 +440,6 @@ type AgentPackage struct {
 	UploadedAt time.Time
 }
 
-// Rollout states.
-const (
-	RolloutRunning   = "running"
-	RolloutSucceeded = "succeeded"
-	RolloutHalted    = "halted"
-)
-
-// States of one agent in a rollout, in the order they normally happen.
-// Succeeded, RolledBack and Failed are final.
-const (
-	UpgradeQueued            = "queued"
-	UpgradeWaitingForIdle    = "waiting_for_idle"
-	UpgradeSending           = "sending"
-	UpgradeInstalling        = "installing"
-	UpgradeAwaitingReconnect = "awaiting_reconnect"
-	UpgradeSucceeded         = "succeeded"
-	UpgradeRolledBack        = "rolled_back"
-	UpgradeFailed            = "failed"
-)
-
-// UpgradeFinal reports whether an agent's rollout state is final.
-func UpgradeFinal(state string) bool {
-	return state == UpgradeSucceeded || state == UpgradeRolledBack || state == UpgradeFailed
-}
-
 // Rollout is a staged upgrade of agents to one agent version.
 type Rollout struct {
 	ID          string
@@ -494,7 +452,7 @@ type Rollout struct {
 	MaxFailures    int
 	AllowDowngrade bool
 	GraceSeconds   int
-	State          string
+	State          string // one of api.Rollout*
 	Reason         string
 	CreatedAt      time.Time
 	FinishedAt     time.Time // zero while running
@@ -512,7 +470,7 @@ type RolloutAgent struct {
 	FromVersion string
 	Position    int // order within the rollout: environment, then name
 	Batch       int
-	State       string
+	State       string // one of api.Upgrade*
 	Reason      string
 	UpdatedAt   time.Time
 	// Node is the ID of the coordinator node sending the agent its

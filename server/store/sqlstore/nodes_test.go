@@ -15,6 +15,7 @@ import (
 	"testing/iotest"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -226,7 +227,7 @@ func TestClaimTask(t *testing.T) {
 		if err := s.CreateTasks(ctx, []store.Task{newTask("a", "g", t0), newTask("done", "g", t0)}); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.UpdateTask(ctx, "done", store.TaskUpdate{State: store.TaskSucceeded, FinishedAt: t0}); err != nil {
+		if err := s.UpdateTask(ctx, "done", store.TaskUpdate{State: api.TaskSucceeded, FinishedAt: t0}); err != nil {
 			t.Fatal(err)
 		}
 		steps := []struct {
@@ -261,8 +262,8 @@ func TestClaimRolloutAndAgent(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db backend) {
 		ctx := context.Background()
 		s, _ := db.open(t)
-		r := store.Rollout{ID: "r1", Version: "2.0.0", Batch: 1, State: store.RolloutRunning, CreatedAt: t0}
-		ra := store.RolloutAgent{RolloutID: "r1", AgentID: "ag", AgentName: "web-1", Batch: 1, State: store.UpgradeWaitingForIdle, UpdatedAt: t0}
+		r := store.Rollout{ID: "r1", Version: "2.0.0", Batch: 1, State: api.RolloutRunning, CreatedAt: t0}
+		ra := store.RolloutAgent{RolloutID: "r1", AgentID: "ag", AgentName: "web-1", Batch: 1, State: api.UpgradeWaitingForIdle, UpdatedAt: t0}
 		if err := s.CreateRollout(ctx, r, []store.RolloutAgent{ra}); err != nil {
 			t.Fatal(err)
 		}
@@ -288,23 +289,23 @@ func TestClaimRolloutAndAgent(t *testing.T) {
 			t.Fatalf("got rollout node %q, want n1", got.Node)
 		}
 		at := t0.Add(time.Minute)
-		if ok, err := s.SetRolloutAgentNode(ctx, "r1", "ag", []string{store.UpgradeWaitingForIdle}, "", store.UpgradeSending, "n2", "sending", at); err != nil || !ok {
+		if ok, err := s.SetRolloutAgentNode(ctx, "r1", "ag", []string{api.UpgradeWaitingForIdle}, "", api.UpgradeSending, "n2", "sending", at); err != nil || !ok {
 			t.Fatalf("start sending: got %v, %v; want true", ok, err)
 		}
-		if ok, _ := s.SetRolloutAgentNode(ctx, "r1", "ag", []string{store.UpgradeWaitingForIdle}, "", store.UpgradeSending, "n1", "sending", at); ok {
+		if ok, _ := s.SetRolloutAgentNode(ctx, "r1", "ag", []string{api.UpgradeWaitingForIdle}, "", api.UpgradeSending, "n1", "sending", at); ok {
 			t.Fatal("second node starting to send: got true, want false")
 		}
 		got, err := s.RolloutAgent(ctx, "r1", "ag")
-		if err != nil || got.State != store.UpgradeSending || got.Node != "n2" || got.Reason != "sending" || !got.UpdatedAt.Equal(at) {
+		if err != nil || got.State != api.UpgradeSending || got.Node != "n2" || got.Reason != "sending" || !got.UpdatedAt.Equal(at) {
 			t.Fatalf("got %+v, %v; want sending by n2", got, err)
 		}
-		if ok, _ := s.SetRolloutAgentNode(ctx, "r1", "ag", []string{store.UpgradeSending}, "n1", store.UpgradeWaitingForIdle, "", "x", at); ok {
+		if ok, _ := s.SetRolloutAgentNode(ctx, "r1", "ag", []string{api.UpgradeSending}, "n1", api.UpgradeWaitingForIdle, "", "x", at); ok {
 			t.Fatal("reset by a node that is not the sender: got true, want false")
 		}
-		if ok, err := s.SetRolloutAgentNode(ctx, "r1", "ag", []string{store.UpgradeSending}, "n2", store.UpgradeWaitingForIdle, "", "again", at); err != nil || !ok {
+		if ok, err := s.SetRolloutAgentNode(ctx, "r1", "ag", []string{api.UpgradeSending}, "n2", api.UpgradeWaitingForIdle, "", "again", at); err != nil || !ok {
 			t.Fatalf("reset by the sender: got %v, %v; want true", ok, err)
 		}
-		if err := s.FinishRollout(ctx, "r1", store.RolloutSucceeded, "done", at); err != nil {
+		if err := s.FinishRollout(ctx, "r1", api.RolloutSucceeded, "done", at); err != nil {
 			t.Fatal(err)
 		}
 		if ok, _ := s.ClaimRollout(ctx, "r1", "n1", "n2"); ok {

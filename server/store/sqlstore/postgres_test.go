@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/internal/faultproxy"
 	"github.com/tendrildeploy/tendril/server/store"
 )
@@ -227,13 +228,13 @@ func TestPostgresRaceAcrossStores(t *testing.T) {
 	})
 	t.Run("SetRolloutAgentState", func(t *testing.T) {
 		a, b, _ := openTwo(t)
-		r := store.Rollout{ID: "r1", Version: "2.0.0", Batch: 1, State: store.RolloutRunning, CreatedAt: t0}
-		if err := a.CreateRollout(ctx, r, []store.RolloutAgent{{AgentID: "x", AgentName: "web-1", State: store.UpgradeQueued, UpdatedAt: t0}}); err != nil {
+		r := store.Rollout{ID: "r1", Version: "2.0.0", Batch: 1, State: api.RolloutRunning, CreatedAt: t0}
+		if err := a.CreateRollout(ctx, r, []store.RolloutAgent{{AgentID: "x", AgentName: "web-1", State: api.UpgradeQueued, UpdatedAt: t0}}); err != nil {
 			t.Fatal(err)
 		}
 		errNotChanged := errors.New("not changed")
 		errs := race(8, a, b, func(s *Postgres, i int) error {
-			changed, err := s.SetRolloutAgentState(ctx, "r1", "x", []string{store.UpgradeQueued}, store.UpgradeSending, fmt.Sprint("racer ", i), t0)
+			changed, err := s.SetRolloutAgentState(ctx, "r1", "x", []string{api.UpgradeQueued}, api.UpgradeSending, fmt.Sprint("racer ", i), t0)
 			if err == nil && !changed {
 				err = errNotChanged
 			}
@@ -675,7 +676,7 @@ func TestPostgresTextWithNUL(t *testing.T) {
 	ctx := context.Background()
 	s, _ := openPostgresTest(t)
 	a := enroll(t, s, "web-1", "prod", "tp-1")
-	if err := s.RecordHealth(ctx, []store.HealthResult{{AgentID: a.ID, Health: store.HealthWarning, Detail: "disk\x00low\xff", At: t0}}); err != nil {
+	if err := s.RecordHealth(ctx, []store.HealthResult{{AgentID: a.ID, Health: api.HealthWarning, Detail: "disk\x00low\xff", At: t0}}); err != nil {
 		t.Fatalf("RecordHealth: %v", err)
 	}
 	if got, want := mustAgent(t, s, a.ID).HealthDetail, "disk\uFFFDlow\uFFFD"; got != want {
@@ -684,7 +685,7 @@ func TestPostgresTextWithNUL(t *testing.T) {
 	if err := s.CreateTasks(ctx, []store.Task{newTask("t", "g", t0)}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.UpdateTask(ctx, "t", store.TaskUpdate{State: store.TaskFailed, Error: "exit\x00"}); err != nil {
+	if err := s.UpdateTask(ctx, "t", store.TaskUpdate{State: api.TaskFailed, Error: "exit\x00"}); err != nil {
 		t.Fatalf("UpdateTask: %v", err)
 	}
 	if got, _ := s.Task(ctx, "t"); got.Error != "exit\uFFFD" {

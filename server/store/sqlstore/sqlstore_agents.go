@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -150,7 +151,7 @@ func register(ctx context.Context, tx *sqlTx, p store.RegisterParams) (store.Reg
 	_, err = tx.ExecContext(ctx,
 		`INSERT INTO agents (id, name, environment, thumbprint, health, disk_free, registered_at)
 		 VALUES (?, ?, ?, ?, ?, -1, ?)`,
-		p.NewID, p.Name, env, p.Thumbprint, store.HealthUnavailable, now)
+		p.NewID, p.Name, env, p.Thumbprint, api.HealthUnavailable, now)
 	if tx.d.uniqueViolation(err) {
 		// Unreachable under the identities lock but for an agent ID that
 		// is already used; kept so that a change to the locking fails
@@ -308,7 +309,7 @@ func (s *sqlStore) recordHealth(ctx context.Context, results []store.HealthResul
 			return fmt.Errorf("agent %s: %w", r.AgentID, err)
 		}
 		rows[i] = []any{r.Health, s.d.text(r.Detail), int64(r.RTT), r.Version, calamari, r.DiskFree, at,
-			r.Health != store.HealthUnhealthy, at, r.AgentID}
+			r.Health != api.HealthUnhealthy, at, r.AgentID}
 	}
 	// Rows are written in agent ID order, so that two coordinators writing
 	// overlapping batches queue rather than deadlock. The sort is stable:
@@ -328,7 +329,7 @@ func (s *sqlStore) recordHealth(ctx context.Context, results []store.HealthResul
 
 func validHealth(h string) bool {
 	switch h {
-	case store.HealthHealthy, store.HealthWarning, store.HealthUnhealthy, store.HealthUnavailable:
+	case api.HealthHealthy, api.HealthWarning, api.HealthUnhealthy, api.HealthUnavailable:
 		return true
 	}
 	return false

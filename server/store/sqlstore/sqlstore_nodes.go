@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -188,7 +189,7 @@ func (s *sqlStore) DisconnectAgent(ctx context.Context, id, node string, at time
 func (s *sqlStore) ClaimTask(ctx context.Context, id, from, to string) (bool, error) {
 	n, err := affected(s.w.ExecContext(ctx, `UPDATE tasks SET node = ?
 		WHERE id = ? AND state IN (?, ?) AND node IS NOT DISTINCT FROM ?`,
-		nullString(to), id, store.TaskQueued, store.TaskRunning, nullString(from)))
+		nullString(to), id, api.TaskQueued, api.TaskRunning, nullString(from)))
 	if err != nil {
 		return false, fmt.Errorf("claim task %s: %w", id, err)
 	}
@@ -199,7 +200,7 @@ func (s *sqlStore) ClaimTask(ctx context.Context, id, from, to string) (bool, er
 func (s *sqlStore) ClaimRollout(ctx context.Context, id, from, to string) (bool, error) {
 	n, err := affected(s.w.ExecContext(ctx, `UPDATE rollouts SET node = ?
 		WHERE id = ? AND state = ? AND node IS NOT DISTINCT FROM ?`,
-		nullString(to), id, store.RolloutRunning, nullString(from)))
+		nullString(to), id, api.RolloutRunning, nullString(from)))
 	if err != nil {
 		return false, fmt.Errorf("claim rollout %s: %w", id, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -145,7 +146,7 @@ func (s *sqlStore) ListTasks(ctx context.Context, f store.TaskFilter) ([]store.T
 		where, args = append(where, "group_id = ?"), append(args, f.Group)
 	}
 	if f.Unfinished {
-		where, args = append(where, "state IN (?, ?)"), append(args, store.TaskQueued, store.TaskRunning)
+		where, args = append(where, "state IN (?, ?)"), append(args, api.TaskQueued, api.TaskRunning)
 	}
 	q := `SELECT ` + taskColumns + ` FROM tasks`
 	if len(where) > 0 {

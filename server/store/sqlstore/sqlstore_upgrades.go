@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -89,7 +90,7 @@ func (s *sqlStore) createRollout(ctx context.Context, r store.Rollout, agents []
 			a.State, s.d.text(a.Reason), at})
 	}
 	return s.tx(ctx, func(tx *sqlTx) error {
-		if r.State == store.RolloutRunning {
+		if r.State == api.RolloutRunning {
 			// Under the lock, two rollouts starting on the same agents at
 			// once cannot both pass the check.
 			if err := tx.d.lock(ctx, tx, lockRollouts); err != nil {
@@ -117,7 +118,7 @@ func checkNotInRollout(ctx context.Context, tx *sqlTx, agents []store.RolloutAge
 	if len(agents) == 0 {
 		return nil
 	}
-	args := []any{store.RolloutRunning}
+	args := []any{api.RolloutRunning}
 	for _, a := range agents {
 		args = append(args, a.AgentID)
 	}
@@ -167,7 +168,7 @@ func (s *sqlStore) Rollouts(ctx context.Context, runningOnly bool, limit int) ([
 	q := `SELECT ` + rolloutColumns + ` FROM rollouts`
 	var args []any
 	if runningOnly {
-		q, args = q+` WHERE state = ?`, append(args, store.RolloutRunning)
+		q, args = q+` WHERE state = ?`, append(args, api.RolloutRunning)
 	}
 	out, err := queryRows(ctx, s.r, scanRollout, q+` ORDER BY created_at DESC, id LIMIT ?`, append(args, limit)...)
 	if err != nil {
@@ -206,7 +207,7 @@ func (s *sqlStore) RolloutAgents(ctx context.Context, rolloutID string) ([]store
 func (s *sqlStore) RunningRolloutAgents(ctx context.Context, agentID string) ([]store.RolloutAgent, error) {
 	out, err := queryRows(ctx, s.hr, scanRolloutAgent, `SELECT `+rolloutAgentColumns+` FROM rollout_agents ra
 		JOIN rollouts r ON r.id = ra.rollout_id WHERE ra.agent_id = ? AND r.state = ? ORDER BY r.created_at`,
-		agentID, store.RolloutRunning)
+		agentID, api.RolloutRunning)
 	if err != nil {
 		return nil, fmt.Errorf("running rollouts of agent %s: %w", agentID, err)
 	}

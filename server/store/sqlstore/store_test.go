@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -143,7 +144,7 @@ func TestRecordHealth10k(t *testing.T) {
 		}
 		n := 0
 		for _, a := range agents {
-			if a.Health == store.HealthHealthy && a.LastHealthAt.Equal(results[0].At) {
+			if a.Health == api.HealthHealthy && a.LastHealthAt.Equal(results[0].At) {
 				n++
 			}
 		}
@@ -197,7 +198,7 @@ func TestRegister(t *testing.T) {
 		}
 		want := store.Agent{
 			ID: "id-1", Name: "web-1", Environment: "prod", Thumbprint: "tp-new",
-			Health: store.HealthUnavailable, DiskFree: -1, RegisteredAt: t0,
+			Health: api.HealthUnavailable, DiskFree: -1, RegisteredAt: t0,
 		}
 		if !reflect.DeepEqual(res.Agent, want) {
 			t.Errorf("got agent %+v, want %+v", res.Agent, want)
@@ -726,24 +727,24 @@ func TestRecordHealth(t *testing.T) {
 
 		at := t0.Add(time.Minute)
 		results := []store.HealthResult{
-			{AgentID: a.ID, Health: store.HealthWarning, Detail: "TLS 1.0 is deprecated", RTT: 1500 * time.Microsecond,
+			{AgentID: a.ID, Health: api.HealthWarning, Detail: "TLS 1.0 is deprecated", RTT: 1500 * time.Microsecond,
 				Version: "2.0.0", CalamariVersions: []string{"29.0.0"}, DiskFree: 1 << 40, At: at},
-			{AgentID: "deleted-meanwhile", Health: store.HealthHealthy, At: at},
-			{AgentID: b.ID, Health: store.HealthUnhealthy, Detail: "timed out", DiskFree: -1, At: at},
+			{AgentID: "deleted-meanwhile", Health: api.HealthHealthy, At: at},
+			{AgentID: b.ID, Health: api.HealthUnhealthy, Detail: "timed out", DiskFree: -1, At: at},
 		}
 		if err := s.RecordHealth(ctx, results); err != nil {
 			t.Fatalf("RecordHealth: %v", err)
 		}
 
 		wantA := a
-		wantA.Health, wantA.HealthDetail, wantA.HealthRTT = store.HealthWarning, "TLS 1.0 is deprecated", 1500*time.Microsecond
+		wantA.Health, wantA.HealthDetail, wantA.HealthRTT = api.HealthWarning, "TLS 1.0 is deprecated", 1500*time.Microsecond
 		wantA.Version, wantA.CalamariVersions, wantA.DiskFree, wantA.LastHealthAt = "2.0.0", []string{"29.0.0"}, 1<<40, at
 		wantA.LastSeen = at // an answered check is a sighting
 		if got := mustAgent(t, s, a.ID); !reflect.DeepEqual(got, wantA) {
 			t.Errorf("a: got %+v, want %+v", got, wantA)
 		}
 		wantB := b // the empty Version keeps the known one; a failed check is no sighting
-		wantB.Health, wantB.HealthDetail, wantB.DiskFree, wantB.LastHealthAt = store.HealthUnhealthy, "timed out", -1, at
+		wantB.Health, wantB.HealthDetail, wantB.DiskFree, wantB.LastHealthAt = api.HealthUnhealthy, "timed out", -1, at
 		if got := mustAgent(t, s, b.ID); !reflect.DeepEqual(got, wantB) {
 			t.Errorf("b: got %+v, want %+v", got, wantB)
 		}
@@ -762,14 +763,14 @@ func TestRecordHealthRejectsBadBatch(t *testing.T) {
 			bad  store.HealthResult
 		}{
 			{"unknown health", store.HealthResult{Health: "sort of ok", At: t0}},
-			{"time out of range", store.HealthResult{Health: store.HealthHealthy, At: time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)}},
+			{"time out of range", store.HealthResult{Health: api.HealthHealthy, At: time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)}},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
 				s, _ := db.open(t)
 				a := enroll(t, s, "web-1", "prod", "tp-1")
 				tt.bad.AgentID = a.ID
-				good := store.HealthResult{AgentID: a.ID, Health: store.HealthHealthy, At: t0}
+				good := store.HealthResult{AgentID: a.ID, Health: api.HealthHealthy, At: t0}
 				if err := s.RecordHealth(ctx, []store.HealthResult{good, tt.bad}); err == nil {
 					t.Fatal("got nil error, want one")
 				}
@@ -785,7 +786,7 @@ func healthBatch(ids []string) []store.HealthResult {
 	results := make([]store.HealthResult, len(ids))
 	for i, id := range ids {
 		results[i] = store.HealthResult{
-			AgentID: id, Health: store.HealthHealthy, RTT: time.Millisecond, Version: "2.0.0",
+			AgentID: id, Health: api.HealthHealthy, RTT: time.Millisecond, Version: "2.0.0",
 			CalamariVersions: []string{"29.0.0"}, DiskFree: 10 << 30, At: t0.Add(time.Minute),
 		}
 	}

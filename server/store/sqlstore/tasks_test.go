@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -39,7 +40,7 @@ func TestBundles(t *testing.T) {
 
 func newTask(id, group string, created time.Time) store.Task {
 	return store.Task{ID: id, Group: group, AgentID: "agent-" + id, AgentName: "web-" + id, Args: []string{"run-script", "--inline", "echo hi"},
-		Calamari: "1.0.0", State: store.TaskQueued, CreatedAt: created}
+		Calamari: "1.0.0", State: api.TaskQueued, CreatedAt: created}
 }
 
 func TestTasks(t *testing.T) {
@@ -59,18 +60,18 @@ func TestTasks(t *testing.T) {
 			t.Fatalf("Task: got %+v, %v; want %+v", got, err, a)
 		}
 		started := t0.Add(time.Minute)
-		if err := s.UpdateTask(ctx, "a", store.TaskUpdate{State: store.TaskRunning, StartedAt: started, Calamari: "1.1.0"}); err != nil {
+		if err := s.UpdateTask(ctx, "a", store.TaskUpdate{State: api.TaskRunning, StartedAt: started, Calamari: "1.1.0"}); err != nil {
 			t.Fatal(err)
 		}
 		finished := started.Add(time.Minute)
-		if err := s.UpdateTask(ctx, "a", store.TaskUpdate{State: store.TaskFailed, ExitCode: 3, Error: "boom", FinishedAt: finished}); err != nil {
+		if err := s.UpdateTask(ctx, "a", store.TaskUpdate{State: api.TaskFailed, ExitCode: 3, Error: "boom", FinishedAt: finished}); err != nil {
 			t.Fatal(err)
 		}
 		got, _ = s.Task(ctx, "a")
-		if got.State != store.TaskFailed || got.ExitCode != 3 || got.Error != "boom" || !got.StartedAt.Equal(started) || !got.FinishedAt.Equal(finished) || got.Calamari != "1.1.0" || !got.Finished() {
+		if got.State != api.TaskFailed || got.ExitCode != 3 || got.Error != "boom" || !got.StartedAt.Equal(started) || !got.FinishedAt.Equal(finished) || got.Calamari != "1.1.0" || !got.Finished() {
 			t.Fatalf("after updates: got %+v", got)
 		}
-		if err := s.UpdateTask(ctx, "nope", store.TaskUpdate{State: store.TaskFailed}); !errors.Is(err, store.ErrNotFound) {
+		if err := s.UpdateTask(ctx, "nope", store.TaskUpdate{State: api.TaskFailed}); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("update unknown: got %v, want ErrNotFound", err)
 		}
 		tests := []struct {
@@ -212,8 +213,8 @@ func TestRecordHealthOddDetail(t *testing.T) {
 		a := enroll(t, s, "web-1", "prod", "tp-1")
 		b := enroll(t, s, "web-2", "prod", "tp-2")
 		err := s.RecordHealth(ctx, []store.HealthResult{
-			{AgentID: a.ID, Health: store.HealthWarning, Detail: "disk\x00low", At: t0},
-			{AgentID: b.ID, Health: store.HealthHealthy, At: t0},
+			{AgentID: a.ID, Health: api.HealthWarning, Detail: "disk\x00low", At: t0},
+			{AgentID: b.ID, Health: api.HealthHealthy, At: t0},
 		})
 		if err != nil {
 			t.Fatalf("RecordHealth: %v", err)
@@ -221,8 +222,8 @@ func TestRecordHealthOddDetail(t *testing.T) {
 		if got := mustAgent(t, s, a.ID).HealthDetail; !strings.HasPrefix(got, "disk") || !strings.HasSuffix(got, "low") {
 			t.Errorf("got detail %q, want disk<something>low", got)
 		}
-		if got := mustAgent(t, s, b.ID).Health; got != store.HealthHealthy {
-			t.Errorf("other agent: got health %q, want %q", got, store.HealthHealthy)
+		if got := mustAgent(t, s, b.ID).Health; got != api.HealthHealthy {
+			t.Errorf("other agent: got health %q, want %q", got, api.HealthHealthy)
 		}
 	})
 }

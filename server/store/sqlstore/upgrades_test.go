@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -46,10 +47,10 @@ func TestRollouts(t *testing.T) {
 		ctx := context.Background()
 		s, _ := db.open(t)
 		r := store.Rollout{ID: "r1", Environment: "Prod", Version: "2.0.0", Batch: 2, MaxFailures: 1, AllowDowngrade: true, GraceSeconds: 120,
-			State: store.RolloutRunning, CreatedAt: t0, Node: "n1"}
+			State: api.RolloutRunning, CreatedAt: t0, Node: "n1"}
 		agents := []store.RolloutAgent{
-			{RolloutID: "r1", AgentID: "b", AgentName: "web-2", FromVersion: "1.0.0", Position: 1, Batch: 1, State: store.UpgradeQueued, UpdatedAt: t0},
-			{RolloutID: "r1", AgentID: "a", AgentName: "web-1", FromVersion: "2.0.0", Position: 0, Batch: 0, State: store.UpgradeSucceeded, Reason: "already at 2.0.0", UpdatedAt: t0},
+			{RolloutID: "r1", AgentID: "b", AgentName: "web-2", FromVersion: "1.0.0", Position: 1, Batch: 1, State: api.UpgradeQueued, UpdatedAt: t0},
+			{RolloutID: "r1", AgentID: "a", AgentName: "web-1", FromVersion: "2.0.0", Position: 0, Batch: 0, State: api.UpgradeSucceeded, Reason: "already at 2.0.0", UpdatedAt: t0},
 		}
 		if err := s.CreateRollout(ctx, r, agents); err != nil {
 			t.Fatal(err)
@@ -57,8 +58,8 @@ func TestRollouts(t *testing.T) {
 		if err := s.CreateRollout(ctx, r, nil); err == nil {
 			t.Fatal("duplicate id: got nil error")
 		}
-		old := store.Rollout{ID: "r0", Version: "1.0.0", Batch: 10, State: store.RolloutSucceeded, CreatedAt: t0.Add(-time.Hour), FinishedAt: t0}
-		if err := s.CreateRollout(ctx, old, []store.RolloutAgent{{AgentID: "b", AgentName: "web-2", State: store.UpgradeSucceeded, UpdatedAt: t0}}); err != nil {
+		old := store.Rollout{ID: "r0", Version: "1.0.0", Batch: 10, State: api.RolloutSucceeded, CreatedAt: t0.Add(-time.Hour), FinishedAt: t0}
+		if err := s.CreateRollout(ctx, old, []store.RolloutAgent{{AgentID: "b", AgentName: "web-2", State: api.UpgradeSucceeded, UpdatedAt: t0}}); err != nil {
 			t.Fatal(err)
 		}
 		got, err := s.Rollout(ctx, "r1")
@@ -68,9 +69,9 @@ func TestRollouts(t *testing.T) {
 		if _, err := s.Rollout(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("unknown: got %v", err)
 		}
-		named := store.Rollout{ID: "r2", NamedAgents: true, Version: "2.0.0", Batch: 1, State: store.RolloutSucceeded,
+		named := store.Rollout{ID: "r2", NamedAgents: true, Version: "2.0.0", Batch: 1, State: api.RolloutSucceeded,
 			CreatedAt: t0.Add(-2 * time.Hour), FinishedAt: t0.Add(-time.Hour)}
-		if err := s.CreateRollout(ctx, named, []store.RolloutAgent{{AgentID: "a", AgentName: "web-1", State: store.UpgradeSucceeded, UpdatedAt: t0}}); err != nil {
+		if err := s.CreateRollout(ctx, named, []store.RolloutAgent{{AgentID: "a", AgentName: "web-1", State: api.UpgradeSucceeded, UpdatedAt: t0}}); err != nil {
 			t.Fatal(err)
 		}
 		if got, err := s.Rollout(ctx, "r2"); err != nil || !reflect.DeepEqual(got, named) {
@@ -100,9 +101,9 @@ func TestRollouts(t *testing.T) {
 			to      string
 			changed bool
 		}{
-			{"from the current state", []string{store.UpgradeQueued}, store.UpgradeWaitingForIdle, true},
-			{"from another state", []string{store.UpgradeSending}, store.UpgradeFailed, false},
-			{"from any", nil, store.UpgradeSending, true},
+			{"from the current state", []string{api.UpgradeQueued}, api.UpgradeWaitingForIdle, true},
+			{"from another state", []string{api.UpgradeSending}, api.UpgradeFailed, false},
+			{"from any", nil, api.UpgradeSending, true},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				changed, err := s.SetRolloutAgentState(ctx, "r1", "b", tc.from, tc.to, "why "+tc.to, at)
@@ -112,19 +113,19 @@ func TestRollouts(t *testing.T) {
 			})
 		}
 		row, err := s.RolloutAgent(ctx, "r1", "b")
-		if err != nil || row.State != store.UpgradeSending || row.Reason != "why sending" || !row.UpdatedAt.Equal(at) {
+		if err != nil || row.State != api.UpgradeSending || row.Reason != "why sending" || !row.UpdatedAt.Equal(at) {
 			t.Fatalf("row: got %+v, %v", row, err)
 		}
-		if _, err := s.SetRolloutAgentState(ctx, "r1", "zz", nil, store.UpgradeFailed, "", at); !errors.Is(err, store.ErrNotFound) {
+		if _, err := s.SetRolloutAgentState(ctx, "r1", "zz", nil, api.UpgradeFailed, "", at); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("unknown agent: got %v, want ErrNotFound", err)
 		}
-		if err := s.FinishRollout(ctx, "r1", store.RolloutHalted, "halted after 2 failures", at); err != nil {
+		if err := s.FinishRollout(ctx, "r1", api.RolloutHalted, "halted after 2 failures", at); err != nil {
 			t.Fatal(err)
 		}
-		if got, _ := s.Rollout(ctx, "r1"); got.State != store.RolloutHalted || !got.FinishedAt.Equal(at) {
+		if got, _ := s.Rollout(ctx, "r1"); got.State != api.RolloutHalted || !got.FinishedAt.Equal(at) {
 			t.Fatalf("finished: got %+v", got)
 		}
-		if err := s.FinishRollout(ctx, "nope", store.RolloutHalted, "", at); !errors.Is(err, store.ErrNotFound) {
+		if err := s.FinishRollout(ctx, "nope", api.RolloutHalted, "", at); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("unknown rollout: got %v", err)
 		}
 	})
@@ -138,10 +139,10 @@ func TestCreateRolloutRefusesAgentsInARunningRollout(t *testing.T) {
 		ctx := context.Background()
 		s, where := db.open(t)
 		row := func(id, name string) store.RolloutAgent {
-			return store.RolloutAgent{AgentID: id, AgentName: name, FromVersion: "1.0.0", Batch: 1, State: store.UpgradeQueued, UpdatedAt: t0}
+			return store.RolloutAgent{AgentID: id, AgentName: name, FromVersion: "1.0.0", Batch: 1, State: api.UpgradeQueued, UpdatedAt: t0}
 		}
 		running := func(id string) store.Rollout {
-			return store.Rollout{ID: id, Version: "2.0.0", Batch: 1, State: store.RolloutRunning, CreatedAt: t0}
+			return store.Rollout{ID: id, Version: "2.0.0", Batch: 1, State: api.RolloutRunning, CreatedAt: t0}
 		}
 		if err := s.CreateRollout(ctx, running("r1"), []store.RolloutAgent{row("a", "web-1"), row("b", "web-2")}); err != nil {
 			t.Fatal(err)
@@ -154,7 +155,7 @@ func TestCreateRolloutRefusesAgentsInARunningRollout(t *testing.T) {
 		}{
 			{"overlapping running rollout", running("r2"), []store.RolloutAgent{row("c", "web-3"), row("b", "web-2")}, store.ErrInRollout},
 			{"disjoint running rollout", running("r3"), []store.RolloutAgent{row("c", "web-3")}, nil},
-			{"finished rollout on the same agents", store.Rollout{ID: "r4", Version: "2.0.0", Batch: 1, State: store.RolloutSucceeded, CreatedAt: t0, FinishedAt: t0},
+			{"finished rollout on the same agents", store.Rollout{ID: "r4", Version: "2.0.0", Batch: 1, State: api.RolloutSucceeded, CreatedAt: t0, FinishedAt: t0},
 				[]store.RolloutAgent{row("a", "web-1")}, nil},
 		}
 		for _, st := range steps {
@@ -172,7 +173,7 @@ func TestCreateRolloutRefusesAgentsInARunningRollout(t *testing.T) {
 			}
 		}
 		// Once r1 ends, its agents are free.
-		if err := s.FinishRollout(ctx, "r1", store.RolloutSucceeded, "", t0); err != nil {
+		if err := s.FinishRollout(ctx, "r1", api.RolloutSucceeded, "", t0); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.CreateRollout(ctx, running("r5"), []store.RolloutAgent{row("b", "web-2")}); err != nil {
