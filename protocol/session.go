@@ -137,3 +137,7 @@ func LingerClose(st *yamux.Stream) {
 	io.Copy(io.Discard, io.LimitReader(st, MaxFrameSize))
 	st.Close()
 }
+
+// RequestTimeout bounds how long a peer may take to send the request on a
+// stream it opened; the coordinator holds every agent stream to it.
+const RequestTimeout = 30 * time.Second

@@ -48,7 +48,7 @@ func TestBackupWhileRunningAndRestore(t *testing.T) {
 		t.Fatal("RunningCoordinator: want the test's own coordinator found running")
 	}
 	out := filepath.Join(t.TempDir(), "backup.tar.gz")
-	res, err := backup.Backup(ctx, backup.BackupOptions{DataDir: ts.dir, Out: out, Passphrase: testPassphrase, Snapshot: ts.TakeSnapshot})
+	res, err := backup.Backup(ctx, backup.Options{DataDir: ts.dir, Out: out, Passphrase: testPassphrase, Snapshot: ts.TakeSnapshot})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +73,7 @@ func TestBackupWhileRunningAndRestore(t *testing.T) {
 		}
 	}
 	// A second backup to the same file is refused rather than clobbering.
-	if _, err := backup.Backup(ctx, backup.BackupOptions{DataDir: ts.dir, Out: out, Passphrase: testPassphrase, Snapshot: ts.TakeSnapshot}); !errors.Is(err, kind.ErrConflict) {
+	if _, err := backup.Backup(ctx, backup.Options{DataDir: ts.dir, Out: out, Passphrase: testPassphrase, Snapshot: ts.TakeSnapshot}); !errors.Is(err, kind.ErrConflict) {
 		t.Errorf("backup over an existing file: got %v, want a refusal", err)
 	}
 
@@ -161,7 +161,7 @@ func TestRestoreRefusesRunningCoordinator(t *testing.T) {
 		t.Fatal(err)
 	}
 	good := filepath.Join(t.TempDir(), "good.tar.gz")
-	if _, err := backup.Backup(ctx, backup.BackupOptions{DataDir: src, Out: good, Passphrase: testPassphrase, Version: "1.0.0"}); err != nil {
+	if _, err := backup.Backup(ctx, backup.Options{DataDir: src, Out: good, Passphrase: testPassphrase, Version: "1.0.0"}); err != nil {
 		t.Fatal(err)
 	}
 	running := startServer(t, nil)

@@ -4,7 +4,7 @@ package server
 // database. Each node registers itself in the nodes table and beats a
 // heartbeat; each serves the agents connected to it. Tasks live in the
 // database and are driven by the node holding their agent's session,
-// which claims them with a compare-and-set (sqlstore.ClaimTask): a task
+// which claims them with a compare-and-set (store.Store.ClaimTask): a task
 // created through any node reaches its agent wherever it is connected,
 // and exactly one node drives it. Nodes wake each other with
 // LISTEN/NOTIFY; every heartbeat also sweeps for work a missed

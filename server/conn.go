@@ -21,9 +21,6 @@ import (
 )
 
 const (
-	// streamReadTimeout bounds how long a peer may take to send the request
-	// on a stream it opened.
-	streamReadTimeout = 30 * time.Second
 	// maxStreamsPerAgent bounds the requests one agent can have served at
 	// once; further streams wait in yamux's small backlog and beyond that
 	// are reset, so one misbehaving peer cannot exhaust the coordinator.
@@ -306,7 +303,7 @@ func (s *Server) serveAgent(ctx context.Context, as *agentSession, log *zap.Logg
 
 func (s *Server) serveAgentStream(ctx context.Context, as *agentSession, st *yamux.Stream, log *zap.Logger) {
 	defer st.Close()
-	st.SetDeadline(time.Now().Add(streamReadTimeout))
+	st.SetDeadline(time.Now().Add(protocol.RequestTimeout))
 	f, err := protocol.ReadFrame(st, 0)
 	if err != nil {
 		protocol.WriteError(st, protocol.CodeBadRequest, err.Error())

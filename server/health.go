@@ -12,7 +12,6 @@ import (
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/calamari"
-	"github.com/tendrildeploy/tendril/server/console"
 	"github.com/tendrildeploy/tendril/server/healthlog"
 	"github.com/tendrildeploy/tendril/server/store"
 )
@@ -220,4 +219,4 @@ func (s *Server) checkFirst(ctx context.Context, batch []*agentSession) {
 
 // HealthHistory is an agent's recent health checks, oldest first, as the
 // machine page charts them.
-func (s *Server) HealthHistory(agentID string) []console.HealthPoint { return s.health.Points(agentID) }
+func (s *Server) HealthHistory(agentID string) []healthlog.Point { return s.health.Points(agentID) }

@@ -26,7 +26,7 @@ const feedWarning = "release feed check failed; will retry"
 // feedJSON renders a feed document.
 func feedJSON(t *testing.T, rs ...releases.Release) []byte {
 	t.Helper()
-	b, err := json.Marshal(releases.ReleaseFeed{Releases: rs})
+	b, err := json.Marshal(releases.Feed{Releases: rs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +159,7 @@ func TestReleaseFeedHTTPNothingNewer(t *testing.T) {
 
 func TestReleaseFeedWithoutFeed(t *testing.T) {
 	ts := startServer(t, func(c *Config) { c.Version = "1.4.0" })
-	if v := ts.updates(t); v.Current != "1.4.0" || v.UpdateAvailable || v.CheckedAt != nil || v.Error != releases.ErrNoFeed {
+	if v := ts.updates(t); v.Current != "1.4.0" || v.UpdateAvailable || v.CheckedAt != nil || v.Error != releases.NoFeedMessage {
 		t.Fatalf("got %+v, want no notice and the missing feed said", v)
 	}
 }

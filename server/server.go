@@ -1,6 +1,11 @@
-// Package server is the Tendril coordinator: it enrolls agents, holds one
-// mutually authenticated session per agent, polls their health, and serves
-// the HTTP API that the admin commands and the web UI use.
+// Package server is the Tendril coordinator's core and its wiring. The
+// core is what needs the agents' live sessions: it accepts and holds one
+// mutually authenticated session per agent, dispatches tasks to agents,
+// checks their health, delivers Calamari and reacts to the other nodes
+// sharing its database. New wires it to the packages around it (the HTTP
+// API, the console, the rollout engine, the cluster, access, enrollment,
+// settings and the rest, see ARCHITECTURE.md), which reach the core through
+// interfaces of their own; Run serves until its context ends.
 package server
 
 import (
@@ -125,8 +130,9 @@ type Config struct {
 	Version string
 	// Logger receives the coordinator's logs. Default: no logs.
 	Logger *zap.Logger
-	// Store overrides the embedded SQLite database in DataDir (tests, and
-	// PostgreSQL later). The coordinator closes it on exit either way.
+	// Store overrides the embedded SQLite database in DataDir: a
+	// PostgreSQL store for nodes sharing one database, or a test's. The
+	// coordinator closes it on exit either way.
 	Store store.Store
 	// NodeName names this coordinator among the nodes sharing its
 	// database; a restarted node keeps its name. Default: this host's
@@ -316,7 +322,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		cfg:       cfg,
 		log:       cfg.Logger.Named("server"),
 		store:     st,
-		access:    access.New(st, cfg.Logger.Named("access")),
+		access:    access.New(st, cfg.Logger.Named("server")),
 		uploads:   cluster.NewUploads(st, clustered(st), cfg.Logger.Named("server")),
 		ids:       ids,
 		signing:   signing,
@@ -462,7 +468,13 @@ func (s *Server) Run(ctx context.Context) error {
 	var err error
 	select {
 	case <-ctx.Done():
-	case <-s.done: // Shutdown was called
+	case <-s.done:
+		// Shutdown was called: its caller's deadline rules, and the
+		// caller's Shutdown or Close releases the store.
+		stopPoll()
+		<-s.drained
+		s.stopped()
+		return nil
 	case err = <-serveErr:
 		if err != nil {
 			err = fmt.Errorf("run coordinator: %w", err)
@@ -475,44 +487,57 @@ func (s *Server) Run(ctx context.Context) error {
 		s.log.Warn("shutdown did not finish in time; closing what is left", zap.Error(serr))
 	}
 	s.Close()
+	s.stopped()
+	return err
+}
+
+// stopped removes the run file and says so, once Run is done.
+func (s *Server) stopped() {
 	os.Remove(filepath.Join(s.cfg.DataDir, api.RunFile))
 	s.log.Info("coordinator stopped")
-	return err
 }
 
 // Shutdown stops the coordinator gracefully, as net/http.Server.Shutdown
 // does: it stops accepting agents and API requests, lets requests under
 // way finish, tells connected agents to come back later (spread out, so
 // a restart is not followed by a storm), and waits for its goroutines,
-// then records this node's stop and closes the sqlstore. If ctx ends first,
-// it closes every agent session and returns ctx's error; Close then waits
-// for what is left and releases the sqlstore. Run returns once Shutdown has
-// begun. Calling it again waits again.
+// then records this node's stop and closes the store. If ctx ends first,
+// it cuts the API requests and agent sessions still open and returns
+// ctx's error; Close then waits for what is left and releases the store.
+// Run returns once the server's goroutines have ended, leaving the
+// deadline to Shutdown's caller. Calling it again waits again.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.stop(ctx)
 	select {
 	case <-s.drained:
 	case <-ctx.Done():
-		for _, as := range s.sessions.snapshot() {
-			as.sess.Close()
-		}
+		s.cut()
 		return ctx.Err()
 	}
 	s.finish(ctx)
 	return nil
 }
 
-// Close stops the coordinator at once: it closes the listeners and every
-// agent session without a goodbye, waits for its goroutines and closes
-// the sqlstore. Use it for a server whose Run was never called, or after a
-// Shutdown that ran out of time. It is idempotent and safe after Run.
+// cut closes the API's connections, ending the requests under way, and
+// every agent session.
+func (s *Server) cut() {
+	s.httpSrv.Close()
+	for _, as := range s.sessions.snapshot() {
+		as.sess.Close()
+	}
+}
+
+// Close stops the coordinator at once, as net/http.Server.Close does: it
+// closes the listeners, the API's connections (requests under way end
+// with them) and every agent session without a goodbye, waits for its
+// goroutines and closes the store. Use it for a server whose Run was never
+// called, or after a Shutdown that ran out of time. It is idempotent and
+// safe after Run.
 func (s *Server) Close() error {
 	ended, cancel := context.WithCancel(context.Background())
 	cancel()
 	s.stop(ended)
-	for _, as := range s.sessions.snapshot() {
-		as.sess.Close()
-	}
+	s.cut()
 	<-s.drained
 	s.finish(context.Background())
 	return nil

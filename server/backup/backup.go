@@ -54,9 +54,9 @@ import (
 	"github.com/tendrildeploy/tendril/server/store/sqlstore"
 )
 
-// BackupFormat is the archive format this coordinator writes and the
+// Format is the archive format this coordinator writes and the
 // newest it reads.
-const BackupFormat = 1
+const Format = 1
 
 const (
 	manifestName    = "manifest.json"
@@ -71,9 +71,9 @@ const (
 
 // Errors of backup and restore, for errors.Is.
 var (
-	// ErrBackupDamaged means the archive is truncated, corrupt, or not a
+	// ErrDamaged means the archive is truncated, corrupt, or not a
 	// Tendril backup.
-	ErrBackupDamaged = errors.New("backup is damaged")
+	ErrDamaged = errors.New("backup is damaged")
 	// ErrWrongPassphrase means the passphrase does not open the backup.
 	// A damaged manifest looks the same, hence the wording.
 	ErrWrongPassphrase = errors.New("wrong passphrase or damaged backup")
@@ -107,18 +107,18 @@ type KDFParams struct {
 // MiB): a stolen backup costs an attacker that per guess.
 var backupKDF = KDFParams{Name: "scrypt", N: 1 << 15, R: 8, P: 1}
 
-// BackupManifest describes a backup.
-type BackupManifest struct {
-	FormatVersion      int           `json:"format_version"`
-	CoordinatorVersion string        `json:"coordinator_version"`
-	SchemaVersion      int           `json:"schema_version"`
-	CreatedAt          time.Time     `json:"created_at"`
-	KDF                KDFParams     `json:"kdf"`
-	Entries            []BackupEntry `json:"entries"`
+// Manifest describes a backup.
+type Manifest struct {
+	FormatVersion      int       `json:"format_version"`
+	CoordinatorVersion string    `json:"coordinator_version"`
+	SchemaVersion      int       `json:"schema_version"`
+	CreatedAt          time.Time `json:"created_at"`
+	KDF                KDFParams `json:"kdf"`
+	Entries            []Entry   `json:"entries"`
 }
 
-// BackupEntry is one file of a backup.
-type BackupEntry struct {
+// Entry is one file of a backup.
+type Entry struct {
 	Name   string `json:"name"`
 	Size   int64  `json:"size"`
 	SHA256 string `json:"sha256"`
@@ -170,8 +170,8 @@ func RunningCoordinator(dir string) (api.RunInfo, bool) {
 	return ri, processAlive(ri.PID)
 }
 
-// BackupOptions configures Backup.
-type BackupOptions struct {
+// Options configures Backup.
+type Options struct {
 	DataDir    string
 	Out        string // the archive to write; must not exist
 	Passphrase []byte
@@ -183,57 +183,57 @@ type BackupOptions struct {
 	Snapshot func(ctx context.Context) (api.Snapshot, error)
 }
 
-// BackupResult describes a written backup.
-type BackupResult struct {
-	Out      string         `json:"out"`
-	Size     int64          `json:"size"`
-	Manifest BackupManifest `json:"manifest"`
+// Result describes a written backup.
+type Result struct {
+	Out      string   `json:"out"`
+	Size     int64    `json:"size"`
+	Manifest Manifest `json:"manifest"`
 }
 
 // Backup writes one archive of the coordinator in DataDir, running or
 // not. The database snapshot is taken first and the folders copied after:
 // every bundle, package or file the snapshot refers to was stored before
 // its record, so it is in the archive.
-func Backup(ctx context.Context, opts BackupOptions) (BackupResult, error) {
+func Backup(ctx context.Context, opts Options) (Result, error) {
 	res, err := backup(ctx, opts)
 	if err != nil {
-		return BackupResult{}, fmt.Errorf("back up %s: %w", opts.DataDir, err)
+		return Result{}, fmt.Errorf("back up %s: %w", opts.DataDir, err)
 	}
 	return res, nil
 }
 
-func backup(ctx context.Context, opts BackupOptions) (BackupResult, error) {
+func backup(ctx context.Context, opts Options) (Result, error) {
 	if len(opts.Passphrase) == 0 {
-		return BackupResult{}, kind.Errorf(kind.ErrBadRequest, "the passphrase is empty")
+		return Result{}, kind.Errorf(kind.ErrBadRequest, "the passphrase is empty")
 	}
 	if _, err := datadir.LoadIdentity(opts.DataDir); err != nil {
-		return BackupResult{}, err
+		return Result{}, err
 	}
 	if _, err := os.Lstat(opts.Out); err == nil {
-		return BackupResult{}, kind.Errorf(kind.ErrConflict, "%s already exists; give a new file name", opts.Out)
+		return Result{}, kind.Errorf(kind.ErrConflict, "%s already exists; give a new file name", opts.Out)
 	}
-	m := BackupManifest{FormatVersion: BackupFormat, CreatedAt: time.Now().UTC().Truncate(time.Second), KDF: backupKDF}
+	m := Manifest{FormatVersion: Format, CreatedAt: time.Now().UTC().Truncate(time.Second), KDF: backupKDF}
 	var snapPath string
 	if opts.Snapshot != nil {
 		sn, err := opts.Snapshot(ctx)
 		if err != nil {
-			return BackupResult{}, err
+			return Result{}, err
 		}
 		if !ValidSnapshotName(sn.Name) {
-			return BackupResult{}, fmt.Errorf("the coordinator named its snapshot %q, which is not a snapshot file name", sn.Name)
+			return Result{}, fmt.Errorf("the coordinator named its snapshot %q, which is not a snapshot file name", sn.Name)
 		}
 		snapPath = filepath.Join(opts.DataDir, sn.Name)
 		m.SchemaVersion, m.CoordinatorVersion = sn.SchemaVersion, sn.Version
 	} else {
 		st, err := sqlstore.OpenSQLite(ctx, filepath.Join(opts.DataDir, datadir.DBFile))
 		if err != nil {
-			return BackupResult{}, err
+			return Result{}, err
 		}
 		snapPath = filepath.Join(opts.DataDir, SnapshotPrefix+uuid.NewString()+".db")
 		err = st.Backup(ctx, snapPath)
 		st.Close()
 		if err != nil {
-			return BackupResult{}, err
+			return Result{}, err
 		}
 		m.SchemaVersion, m.CoordinatorVersion = sqlstore.SchemaVersion, opts.Version
 	}
@@ -243,27 +243,27 @@ func backup(ctx context.Context, opts BackupOptions) (BackupResult, error) {
 	rand.Read(m.KDF.Salt)
 	keys, err := deriveBackupKeys(opts.Passphrase, m.KDF)
 	if err != nil {
-		return BackupResult{}, err
+		return Result{}, err
 	}
 
 	tmp, err := os.CreateTemp(filepath.Dir(opts.Out), "."+filepath.Base(opts.Out)+".tmp-*")
 	if err != nil {
-		return BackupResult{}, err
+		return Result{}, err
 	}
 	defer os.Remove(tmp.Name()) // after the rename, a no-op
 	defer tmp.Close()
 	if err := tmp.Chmod(0o600); err != nil {
-		return BackupResult{}, err
+		return Result{}, err
 	}
 	gz, _ := gzip.NewWriterLevel(tmp, gzip.BestSpeed) // bundles are compressed already
 	w := &archiveWriter{tw: tar.NewWriter(gz), mtime: m.CreatedAt}
 
 	if err := w.addFile(datadir.DBFile, snapPath); err != nil {
-		return BackupResult{}, err
+		return Result{}, err
 	}
 	for _, name := range backupPlain {
 		if err := w.addFile(name, filepath.Join(opts.DataDir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return BackupResult{}, err
+			return Result{}, err
 		}
 	}
 	for _, name := range backupSecret {
@@ -272,15 +272,15 @@ func backup(ctx context.Context, opts BackupOptions) (BackupResult, error) {
 			continue
 		}
 		if err != nil {
-			return BackupResult{}, err
+			return Result{}, err
 		}
 		if err := w.addBytes(name+sealedSuffix, keys.seal(b, name+sealedSuffix), true); err != nil {
-			return BackupResult{}, err
+			return Result{}, err
 		}
 	}
 	for _, d := range backupDirs {
 		if err := w.addDir(ctx, opts.DataDir, d); err != nil {
-			return BackupResult{}, err
+			return Result{}, err
 		}
 	}
 	names := map[string]bool{}
@@ -289,49 +289,49 @@ func backup(ctx context.Context, opts BackupOptions) (BackupResult, error) {
 	}
 	for _, r := range backupRequired {
 		if !names[r] && !names[r+sealedSuffix] {
-			return BackupResult{}, fmt.Errorf("%s is missing from the data folder", r)
+			return Result{}, fmt.Errorf("%s is missing from the data folder", r)
 		}
 	}
 	m.Entries = w.entries
 	mb, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
-		return BackupResult{}, err
+		return Result{}, err
 	}
 	if err := w.addBytes(manifestName, mb, false); err != nil {
-		return BackupResult{}, err
+		return Result{}, err
 	}
 	if err := w.addBytes(manifestMACName, []byte(hex.EncodeToString(keys.mac(mb))+"\n"), false); err != nil {
-		return BackupResult{}, err
+		return Result{}, err
 	}
 	if err := w.tw.Close(); err != nil {
-		return BackupResult{}, err
+		return Result{}, err
 	}
 	if err := gz.Close(); err != nil {
-		return BackupResult{}, err
+		return Result{}, err
 	}
 	if err := tmp.Sync(); err != nil {
-		return BackupResult{}, err
+		return Result{}, err
 	}
 	st, err := tmp.Stat()
 	if err != nil {
-		return BackupResult{}, err
+		return Result{}, err
 	}
 	if err := tmp.Close(); err != nil {
-		return BackupResult{}, err
+		return Result{}, err
 	}
 	if err := os.Rename(tmp.Name(), opts.Out); err != nil {
-		return BackupResult{}, err
+		return Result{}, err
 	}
 	syncDir(filepath.Dir(opts.Out))
 	m.Entries = w.entries
-	return BackupResult{Out: opts.Out, Size: st.Size(), Manifest: m}, nil
+	return Result{Out: opts.Out, Size: st.Size(), Manifest: m}, nil
 }
 
 // archiveWriter adds entries to the tar and records them for the manifest.
 type archiveWriter struct {
 	tw      *tar.Writer
 	mtime   time.Time
-	entries []BackupEntry
+	entries []Entry
 }
 
 func (w *archiveWriter) header(name string, size int64) error {
@@ -347,7 +347,7 @@ func (w *archiveWriter) addBytes(name string, b []byte, sealed bool) error {
 	}
 	if name != manifestName && name != manifestMACName {
 		sum := sha256.Sum256(b)
-		w.entries = append(w.entries, BackupEntry{Name: name, Size: int64(len(b)), SHA256: hex.EncodeToString(sum[:]), Sealed: sealed})
+		w.entries = append(w.entries, Entry{Name: name, Size: int64(len(b)), SHA256: hex.EncodeToString(sum[:]), Sealed: sealed})
 	}
 	return nil
 }
@@ -372,7 +372,7 @@ func (w *archiveWriter) addFile(name, path string) error {
 	if _, err := io.CopyN(io.MultiWriter(w.tw, h), f, st.Size()); err != nil {
 		return fmt.Errorf("read %s: %w", path, err)
 	}
-	w.entries = append(w.entries, BackupEntry{Name: name, Size: st.Size(), SHA256: hex.EncodeToString(h.Sum(nil))})
+	w.entries = append(w.entries, Entry{Name: name, Size: st.Size(), SHA256: hex.EncodeToString(h.Sum(nil))})
 	return nil
 }
 
@@ -417,7 +417,7 @@ type backupKeys struct {
 func deriveBackupKeys(passphrase []byte, p KDFParams) (*backupKeys, error) {
 	// Bounds keep a crafted manifest from asking for gigabytes of memory.
 	if p.Name != "scrypt" || p.N < 2 || p.N > 1<<20 || p.N&(p.N-1) != 0 || p.R < 1 || p.R > 32 || p.P < 1 || p.P > 16 || len(p.Salt) < 8 {
-		return nil, kind.Errorf(ErrBackupDamaged, "%v: key derivation parameters %s N=%d r=%d p=%d are not ones Tendril writes", ErrBackupDamaged, p.Name, p.N, p.R, p.P)
+		return nil, kind.Errorf(ErrDamaged, "%v: key derivation parameters %s N=%d r=%d p=%d are not ones Tendril writes", ErrDamaged, p.Name, p.N, p.R, p.P)
 	}
 	k, err := scrypt.Key(passphrase, p.Salt, p.N, p.R, p.P, 64)
 	if err != nil {
@@ -472,9 +472,9 @@ type RestoreOptions struct {
 
 // RestoreResult describes a restored coordinator.
 type RestoreResult struct {
-	DataDir    string         `json:"data_dir"`
-	Thumbprint string         `json:"thumbprint"`
-	Manifest   BackupManifest `json:"manifest"`
+	DataDir    string   `json:"data_dir"`
+	Thumbprint string   `json:"thumbprint"`
+	Manifest   Manifest `json:"manifest"`
 }
 
 // Restore unpacks a backup into DataDir. Everything is written and checked
@@ -546,7 +546,7 @@ func restore(ctx context.Context, opts RestoreOptions) (RestoreResult, error) {
 	}
 	thumb, err := datadir.ReadThumbprint(tmp)
 	if err != nil {
-		return RestoreResult{}, kind.Errorf(ErrBackupDamaged, "%v: its certificate and key do not load: %v", ErrBackupDamaged, err)
+		return RestoreResult{}, kind.Errorf(ErrDamaged, "%v: its certificate and key do not load: %v", ErrDamaged, err)
 	}
 	syncDir(tmp)
 	if err := replaceDir(target, tmp, len(existing) > 0); err != nil {
@@ -564,7 +564,7 @@ func unpack(ctx context.Context, in, dir string) (map[string]*restoredEntry, err
 	}
 	defer f.Close()
 	damaged := func(format string, args ...any) error {
-		return kind.Errorf(ErrBackupDamaged, "%v: %s", ErrBackupDamaged, fmt.Sprintf(format, args...))
+		return kind.Errorf(ErrDamaged, "%v: %s", ErrDamaged, fmt.Sprintf(format, args...))
 	}
 	gz, err := gzip.NewReader(f)
 	if err != nil {
@@ -668,55 +668,55 @@ func extract(r io.Reader, dest string, h hash.Hash) error {
 
 // checkManifest authenticates the manifest with the passphrase, refuses
 // what this coordinator cannot run, and matches every entry against it.
-func checkManifest(got map[string]*restoredEntry, passphrase []byte) (BackupManifest, *backupKeys, error) {
+func checkManifest(got map[string]*restoredEntry, passphrase []byte) (Manifest, *backupKeys, error) {
 	damaged := func(format string, args ...any) error {
-		return kind.Errorf(ErrBackupDamaged, "%v: %s", ErrBackupDamaged, fmt.Sprintf(format, args...))
+		return kind.Errorf(ErrDamaged, "%v: %s", ErrDamaged, fmt.Sprintf(format, args...))
 	}
 	me, mace := got[manifestName], got[manifestMACName]
 	if me == nil || mace == nil {
-		return BackupManifest{}, nil, damaged("it has no %s (truncated, or not a Tendril backup)", manifestName)
+		return Manifest{}, nil, damaged("it has no %s (truncated, or not a Tendril backup)", manifestName)
 	}
-	var m BackupManifest
+	var m Manifest
 	if err := json.Unmarshal(me.data, &m); err != nil {
-		return BackupManifest{}, nil, damaged("%s: %v", manifestName, err)
+		return Manifest{}, nil, damaged("%s: %v", manifestName, err)
 	}
 	keys, err := deriveBackupKeys(passphrase, m.KDF)
 	if err != nil {
-		return BackupManifest{}, nil, err
+		return Manifest{}, nil, err
 	}
 	want, err := hex.DecodeString(strings.TrimSpace(string(mace.data)))
 	if err != nil || !hmac.Equal(want, keys.mac(me.data)) {
-		return BackupManifest{}, nil, kind.Errorf(ErrWrongPassphrase, "%v", ErrWrongPassphrase)
+		return Manifest{}, nil, kind.Errorf(ErrWrongPassphrase, "%v", ErrWrongPassphrase)
 	}
-	if m.FormatVersion > BackupFormat {
-		return BackupManifest{}, nil, kind.Errorf(kind.ErrConflict, "backup format %d is newer than this coordinator reads (%d); restore it with a newer coordinator", m.FormatVersion, BackupFormat)
+	if m.FormatVersion > Format {
+		return Manifest{}, nil, kind.Errorf(kind.ErrConflict, "backup format %d is newer than this coordinator reads (%d); restore it with a newer coordinator", m.FormatVersion, Format)
 	}
 	if m.SchemaVersion > sqlstore.SchemaVersion {
-		return BackupManifest{}, nil, kind.Errorf(store.ErrSchemaTooNew, "backup is from a newer coordinator (schema %d > %d); restore it with version %s or newer",
+		return Manifest{}, nil, kind.Errorf(store.ErrSchemaTooNew, "backup is from a newer coordinator (schema %d > %d); restore it with version %s or newer",
 			m.SchemaVersion, sqlstore.SchemaVersion, m.CoordinatorVersion)
 	}
 	listed := map[string]bool{}
 	for _, e := range m.Entries {
 		g := got[e.Name]
 		if g == nil {
-			return BackupManifest{}, nil, damaged("entry %s is missing (truncated?)", e.Name)
+			return Manifest{}, nil, damaged("entry %s is missing (truncated?)", e.Name)
 		}
 		if g.size != e.Size || g.sum != e.SHA256 {
-			return BackupManifest{}, nil, damaged("entry %s does not match its SHA-256 in the manifest", e.Name)
+			return Manifest{}, nil, damaged("entry %s does not match its SHA-256 in the manifest", e.Name)
 		}
 		if e.Sealed != strings.HasSuffix(e.Name, sealedSuffix) {
-			return BackupManifest{}, nil, damaged("entry %s is marked wrongly as sealed or not", e.Name)
+			return Manifest{}, nil, damaged("entry %s is marked wrongly as sealed or not", e.Name)
 		}
 		listed[e.Name] = true
 	}
 	for name := range got {
 		if !listed[name] && name != manifestName && name != manifestMACName {
-			return BackupManifest{}, nil, damaged("entry %s is not in the manifest", name)
+			return Manifest{}, nil, damaged("entry %s is not in the manifest", name)
 		}
 	}
 	for _, r := range backupRequired {
 		if !listed[r] && !listed[r+sealedSuffix] {
-			return BackupManifest{}, nil, damaged("%s is missing", r)
+			return Manifest{}, nil, damaged("%s is missing", r)
 		}
 	}
 	return m, keys, nil

@@ -101,10 +101,10 @@ func packEntries(t *testing.T, path string, es []entry) {
 
 // repack rewrites a backup with its manifest changed by edit and signed
 // again under the passphrase, as a newer coordinator would have written it.
-func repack(t *testing.T, src, dst string, edit func(*BackupManifest), change func(name string, b []byte) []byte) {
+func repack(t *testing.T, src, dst string, edit func(*Manifest), change func(name string, b []byte) []byte) {
 	t.Helper()
 	es := archiveEntries(t, src)
-	var m BackupManifest
+	var m Manifest
 	for i, e := range es {
 		if change != nil {
 			es[i].data = change(e.name, e.data)
@@ -141,7 +141,7 @@ func TestRestoreRefusesBadInput(t *testing.T) {
 	initDataDir(t, src)
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.tar.gz")
-	if _, err := Backup(ctx, BackupOptions{DataDir: src, Out: good, Passphrase: testPassphrase, Version: "1.0.0"}); err != nil {
+	if _, err := Backup(ctx, Options{DataDir: src, Out: good, Passphrase: testPassphrase, Version: "1.0.0"}); err != nil {
 		t.Fatal(err)
 	}
 	raw, err := os.ReadFile(good)
@@ -158,9 +158,9 @@ func TestRestoreRefusesBadInput(t *testing.T) {
 	flipped := bytes.Clone(raw)
 	flipped[len(flipped)/2] ^= 0x40
 	newer := filepath.Join(dir, "newer.tar.gz")
-	repack(t, good, newer, func(m *BackupManifest) { m.SchemaVersion = sqlstore.SchemaVersion + 1 }, nil)
+	repack(t, good, newer, func(m *Manifest) { m.SchemaVersion = sqlstore.SchemaVersion + 1 }, nil)
 	newerFormat := filepath.Join(dir, "newer-format.tar.gz")
-	repack(t, good, newerFormat, func(m *BackupManifest) { m.FormatVersion = BackupFormat + 1 }, nil)
+	repack(t, good, newerFormat, func(m *Manifest) { m.FormatVersion = Format + 1 }, nil)
 	badEntry := filepath.Join(dir, "bad-entry.tar.gz")
 	repack(t, good, badEntry, nil, func(name string, b []byte) []byte {
 		if name == datadir.DBFile {
@@ -186,13 +186,13 @@ func TestRestoreRefusesBadInput(t *testing.T) {
 		kind   error
 		want   string
 	}{
-		{"corrupt byte", write("flipped.tar.gz", flipped), "", "", ErrBackupDamaged, "backup is damaged"},
-		{"entry not matching its hash", badEntry, "", "", ErrBackupDamaged, "does not match its SHA-256"},
-		{"truncated", write("half.tar.gz", raw[:len(raw)/2]), "", "", ErrBackupDamaged, "truncated"},
-		{"cut just before the end", write("cut.tar.gz", raw[:len(raw)-4]), "", "", ErrBackupDamaged, "truncated"},
-		{"empty file", write("empty.tar.gz", nil), "", "", ErrBackupDamaged, "not a gzip file"},
-		{"entry not in the manifest", extra, "", "", ErrBackupDamaged, "not in the manifest"},
-		{"entry outside the folder", escape, "", "", ErrBackupDamaged, `unexpected entry "../evil"`},
+		{"corrupt byte", write("flipped.tar.gz", flipped), "", "", ErrDamaged, "backup is damaged"},
+		{"entry not matching its hash", badEntry, "", "", ErrDamaged, "does not match its SHA-256"},
+		{"truncated", write("half.tar.gz", raw[:len(raw)/2]), "", "", ErrDamaged, "truncated"},
+		{"cut just before the end", write("cut.tar.gz", raw[:len(raw)-4]), "", "", ErrDamaged, "truncated"},
+		{"empty file", write("empty.tar.gz", nil), "", "", ErrDamaged, "not a gzip file"},
+		{"entry not in the manifest", extra, "", "", ErrDamaged, "not in the manifest"},
+		{"entry outside the folder", escape, "", "", ErrDamaged, `unexpected entry "../evil"`},
 		{"wrong passphrase", good, "", "Tr0ub4dor&3", ErrWrongPassphrase, "wrong passphrase or damaged backup"},
 		{"newer schema", newer, "", "", store.ErrSchemaTooNew, fmt.Sprintf("backup is from a newer coordinator (schema %d > %d)", sqlstore.SchemaVersion+1, sqlstore.SchemaVersion)},
 		{"newer format", newerFormat, "", "", kind.ErrConflict, "backup format 2 is newer"},

@@ -330,12 +330,16 @@ func (m *Membership) Find(ctx context.Context, name string) (api.NodeView, error
 	if err != nil {
 		return api.NodeView{}, err
 	}
-	for _, n := range all {
-		if n.Name == name {
-			return m.view(n), nil
+	var found *store.Node
+	for i := range all {
+		if all[i].Name == name {
+			found = &all[i] // the last, should a name have two rows
 		}
 	}
-	return api.NodeView{}, kind.Errorf(kind.ErrNotFound, "no coordinator node named %q (see tendril-server nodes list)", name)
+	if found == nil {
+		return api.NodeView{}, kind.Errorf(kind.ErrNotFound, "no coordinator node named %q (see tendril-server nodes list)", name)
+	}
+	return m.view(*found), nil
 }
 
 func (m *Membership) view(n store.Node) api.NodeView {

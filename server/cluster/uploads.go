@@ -1,6 +1,9 @@
 // Package cluster is what several coordinator nodes sharing one database
-// need of each other. Today: the uploads they share, kept in each node's
-// data folder and, for the others, in the database.
+// need of each other: Membership (registration, heartbeats, what a node
+// knows of the others, the notifications they send each other) and
+// Uploads (bundles, packages and files kept in each node's data folder
+// and, for the others, in the database). What a node does about a
+// notification is the coordinator core's.
 package cluster
 
 import (

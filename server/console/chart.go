@@ -10,13 +10,6 @@ import (
 	"github.com/tendrildeploy/tendril/server/healthlog"
 )
 
-// HealthPoint is one recorded health check.
-type HealthPoint = healthlog.Point
-
-// HealthHistoryLen is how many health checks per agent the machine page
-// charts.
-const HealthHistoryLen = healthlog.Len
-
 // Chart geometry, in the SVG's own units; CSS scales it to the page.
 const (
 	chartWidth  = 600
@@ -28,7 +21,7 @@ const (
 // round-trip times, a mark on each failed check, and the numbers beside.
 type healthChart struct {
 	Capacity int
-	Points   []HealthPoint
+	Points   []healthlog.Point
 	// Line is the polyline's points attribute.
 	Line string
 	// Marks are the failed (unhealthy) checks, drawn as dots.
@@ -47,8 +40,8 @@ type chartMark struct {
 	Title string
 }
 
-func layoutHealthChart(ps []HealthPoint) healthChart {
-	c := healthChart{Capacity: HealthHistoryLen, Points: ps, Width: chartWidth, Height: chartHeight}
+func layoutHealthChart(ps []healthlog.Point) healthChart {
+	c := healthChart{Capacity: healthlog.Len, Points: ps, Width: chartWidth, Height: chartHeight}
 	if len(ps) == 0 {
 		return c
 	}
@@ -69,7 +62,7 @@ func layoutHealthChart(ps []HealthPoint) healthChart {
 	// The x axis is the check's place in the ring rather than its time:
 	// checks come at the interval, and a gap while the agent was away
 	// would squeeze the rest into a corner.
-	step := float64(chartWidth-2*chartPad) / float64(max(HealthHistoryLen-1, 1))
+	step := float64(chartWidth-2*chartPad) / float64(max(healthlog.Len-1, 1))
 	var line strings.Builder
 	for i, p := range ps {
 		x := chartPad + float64(i)*step

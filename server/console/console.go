@@ -16,6 +16,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/server/console/ui"
+	"github.com/tendrildeploy/tendril/server/healthlog"
 	"github.com/tendrildeploy/tendril/server/httpapi"
 	"github.com/tendrildeploy/tendril/server/kind"
 )
@@ -63,7 +64,7 @@ type Machines interface {
 	// CalamariVersions lists the Calamari versions verified on an agent.
 	CalamariVersions(ctx context.Context, agentID string) ([]string, error)
 	// HealthHistory is an agent's recent health checks, oldest first.
-	HealthHistory(agentID string) []HealthPoint
+	HealthHistory(agentID string) []healthlog.Point
 }
 
 // Config configures the console. Every field but Logger and ReleaseFeed

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tendrildeploy/tendril/api"
+	"github.com/tendrildeploy/tendril/server/healthlog"
 )
 
 func TestSigninLimiter(t *testing.T) {
@@ -104,13 +105,13 @@ func TestHealthChartLayout(t *testing.T) {
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	tests := []struct {
 		name                  string
-		points                []HealthPoint
+		points                []healthlog.Point
 		wantCoords, wantMarks int
 		wantMax               float64
 	}{
 		{"none", nil, 0, 0, 0},
-		{"one", []HealthPoint{{At: at, RTT: 2 * time.Millisecond, Health: api.HealthHealthy}}, 1, 0, 2},
-		{"with a failure", []HealthPoint{
+		{"one", []healthlog.Point{{At: at, RTT: 2 * time.Millisecond, Health: api.HealthHealthy}}, 1, 0, 2},
+		{"with a failure", []healthlog.Point{
 			{At: at, RTT: 2 * time.Millisecond, Health: api.HealthHealthy},
 			{At: at.Add(time.Minute), RTT: 10 * time.Second, Health: api.HealthUnhealthy},
 			{At: at.Add(2 * time.Minute), RTT: 0, Health: api.HealthHealthy},

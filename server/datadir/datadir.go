@@ -1,7 +1,8 @@
 // Package datadir is the layout of a coordinator's data folder: the file
 // and folder names that the coordinator, backup and restore, and the
-// commands run on its host agree on. It reads the coordinator's identity
-// from it; everything else about the folder belongs to its users.
+// commands run on its host agree on. Init makes a folder (keys, identity,
+// database and admin key); LoadIdentity reads the coordinator's identity
+// from one. Everything else about the folder belongs to its users.
 package datadir
 
 import (

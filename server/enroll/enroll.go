@@ -23,9 +23,6 @@ import (
 const (
 	// enrollTimeout bounds a whole enrollment session.
 	enrollTimeout = 30 * time.Second
-	// streamReadTimeout bounds how long a peer may take to send its
-	// request, as on every coordinator stream.
-	streamReadTimeout = 30 * time.Second
 )
 
 // Store is the part of the store enrollment needs.
@@ -73,7 +70,7 @@ func (e *Enroller) Serve(ctx context.Context, sess *yamux.Session, thumb string,
 		if err != nil {
 			return
 		}
-		st.SetDeadline(time.Now().Add(streamReadTimeout))
+		st.SetDeadline(time.Now().Add(protocol.RequestTimeout))
 		f, err := protocol.ReadFrame(st, 0)
 		if err != nil {
 			protocol.WriteError(st, protocol.CodeBadRequest, err.Error())

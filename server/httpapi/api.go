@@ -5,8 +5,9 @@
 //
 // It holds no state of its own and never touches the store: every route
 // calls one of the interfaces below, in the api package's types. The
-// coordinator core implements Coordinator and Rollouts, package access
-// implements Access; package server wires them.
+// coordinator core implements Coordinator, the rollout engine
+// (server/rollout) Rollouts and server/access Access; package server wires
+// them.
 package httpapi
 
 import (
@@ -30,52 +31,83 @@ import (
 const MaxRequestBody = 64 << 10
 
 // Coordinator is what the API asks of the coordinator core: the agents,
-// their Calamari and tasks, and the coordinator's own operations.
+// their Calamari and tasks, and the coordinator's own operations. Errors
+// carry a kind (package kind) that decides the answer's status; a name or
+// id that does not exist is kind.ErrNotFound.
 type Coordinator interface {
+	// Agents lists every agent with its live state.
 	Agents(ctx context.Context) ([]api.AgentView, error)
-	// Agent and DeleteAgent fail with kind.ErrNotFound for an unknown
-	// name.
+	// Agent returns one agent by name.
 	Agent(ctx context.Context, name string) (api.AgentView, error)
+	// DeleteAgent ends the agent's session and refuses its certificate.
 	DeleteAgent(ctx context.Context, name string) error
+	// CheckAgentHealth checks a connected agent now.
 	CheckAgentHealth(ctx context.Context, name string) (api.AgentView, error)
+	// CreateToken makes a one-time enrollment token and its join string.
 	CreateToken(ctx context.Context, environment string, ttl time.Duration, servers []string) (api.TokenResult, error)
+	// Info describes the coordinator: version, thumbprints, addresses.
 	Info() api.ServerInfo
+	// RotateCertificate replaces the coordinator's certificate.
 	RotateCertificate(ctx context.Context) (api.RotationResult, error)
 
+	// UploadCalamari stores, checks and signs a bundle.
 	UploadCalamari(ctx context.Context, r io.Reader) (api.BundleView, error)
+	// CalamariBundles lists the stored bundles, newest first.
 	CalamariBundles(ctx context.Context) ([]api.BundleView, error)
+	// UpdateCalamari pushes the latest bundle to the targeted agents.
 	UpdateCalamari(ctx context.Context, t api.UpdateTarget) ([]api.UpdateResult, error)
+	// StoreFile stores a file for tasks to send, by its SHA-256.
 	StoreFile(ctx context.Context, r io.Reader) (api.FileView, error)
 
+	// CreateTasks starts Calamari on each agent a request targets.
 	CreateTasks(ctx context.Context, req api.TaskRequest) ([]api.TaskView, error)
+	// Tasks lists tasks, newest first.
 	Tasks(ctx context.Context, f api.TaskFilter) ([]api.TaskView, error)
+	// Task returns one task.
 	Task(ctx context.Context, id string) (api.TaskView, error)
+	// CancelTask stops a task.
 	CancelTask(ctx context.Context, id string) (api.TaskView, error)
 	// TaskLog returns up to limit lines from line from on.
 	TaskLog(ctx context.Context, id string, from int64, limit int) ([]api.LogLineView, error)
-	// TaskChanged returns a channel closed at the task's next change;
-	// ForgetTask drops the signals of a finished task read to its end.
+	// TaskChanged returns a channel closed at the task's next change.
 	TaskChanged(id string) <-chan struct{}
+	// ForgetTask drops the signals of a finished task read to its end.
 	ForgetTask(id string)
 
+	// Maintenance returns maintenance mode and what still runs.
 	Maintenance(ctx context.Context) (api.MaintenanceView, error)
+	// SetMaintenance turns maintenance mode on or off.
 	SetMaintenance(ctx context.Context, on bool) (api.MaintenanceView, error)
+	// Policy returns the machine policy.
 	Policy(ctx context.Context) (api.PolicyView, error)
+	// SetPolicy changes the machine policy's given fields.
 	SetPolicy(ctx context.Context, req api.PolicyRequest) (api.PolicyView, error)
+	// TakeSnapshot copies the database into the data folder for a
+	// backup.
 	TakeSnapshot(ctx context.Context) (api.Snapshot, error)
+	// Updates says whether a newer coordinator is out.
 	Updates() api.UpdatesView
+	// Nodes lists the coordinator nodes sharing the database.
 	Nodes(ctx context.Context) ([]api.NodeView, error)
+	// SetNodeDraining drains or undrains a node.
 	SetNodeDraining(ctx context.Context, name string, draining bool) (api.NodeView, error)
 }
 
 // Rollouts is what the API asks of the agent upgrade engine.
 type Rollouts interface {
+	// UploadAgentPackage stores and signs an agent binary for a platform.
 	UploadAgentPackage(ctx context.Context, version, goos, goarch string, r io.Reader) (api.AgentPackageView, error)
+	// AgentPackages lists the stored agent packages.
 	AgentPackages(ctx context.Context) ([]api.AgentPackageView, error)
+	// StartRollout validates a request and starts upgrading its agents.
 	StartRollout(ctx context.Context, req api.RolloutRequest) (api.RolloutView, error)
+	// Rollouts lists rollouts, newest first.
 	Rollouts(ctx context.Context) ([]api.RolloutView, error)
+	// Rollout returns one rollout with its agents.
 	Rollout(ctx context.Context, id string) (api.RolloutView, error)
+	// HaltRollout keeps a running rollout from starting its next batch.
 	HaltRollout(ctx context.Context, id string) (api.RolloutView, error)
+	// ResumeRollout lets a halted rollout go on.
 	ResumeRollout(ctx context.Context, id string) (api.RolloutView, error)
 }
 
@@ -84,13 +116,21 @@ type Access interface {
 	// CheckAPIKey returns the valid key that key is, or an error
 	// wrapping kind.ErrNotFound.
 	CheckAPIKey(ctx context.Context, key string) (api.APIKeyView, error)
+	// Users lists the console users.
 	Users(ctx context.Context) ([]api.UserView, error)
+	// CreateUser adds a console user with a password.
 	CreateUser(ctx context.Context, name, password string) (api.UserView, error)
+	// DeleteUser removes a console user.
 	DeleteUser(ctx context.Context, name string) error
+	// APIKeys lists the API keys, never the keys themselves.
 	APIKeys(ctx context.Context) ([]api.APIKeyView, error)
+	// CreateAPIKey makes an API key, shown only in the answer.
 	CreateAPIKey(ctx context.Context, name string, admin bool) (api.NewAPIKey, error)
+	// RevokeAPIKey revokes an API key.
 	RevokeAPIKey(ctx context.Context, id string) (api.APIKeyView, error)
+	// Tokens lists the enrollment tokens, never their secrets.
 	Tokens(ctx context.Context) ([]api.TokenView, error)
+	// RevokeToken removes an enrollment token.
 	RevokeToken(ctx context.Context, id string) error
 }
 

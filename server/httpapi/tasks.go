@@ -15,7 +15,6 @@ import (
 	"github.com/tendrildeploy/tendril/server/kind"
 )
 
-// apiError answers err with the status its kind calls for.
 // Fail answers err with the status its kind calls for (package kind); an
 // error of no known kind is logged to log and answered 500, without its
 // text. The console answers its own JSON requests with it too.
@@ -95,6 +94,13 @@ func (h *API) apiTasks(w http.ResponseWriter, r *http.Request) {
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n < 1 || n > 1000 {
+			// An unknown agent is answered first, whatever the limit.
+			if f.Agent != "" {
+				if _, err := h.co.Agent(r.Context(), f.Agent); err != nil {
+					h.apiError(w, err)
+					return
+				}
+			}
 			WriteError(w, http.StatusBadRequest, "limit must be a number from 1 to 1000")
 			return
 		}

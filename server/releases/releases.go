@@ -47,15 +47,15 @@ type Release struct {
 	Breaking bool   `json:"breaking"`
 }
 
-// ReleaseFeed is the document at --release-feed:
+// Feed is the document at --release-feed:
 // {"releases": [{"version", "date", "notes_url", "notes", "breaking"}]}.
-type ReleaseFeed struct {
+type Feed struct {
 	Releases []Release `json:"releases"`
 }
 
-// ErrNoFeed is what GET /api/updates says when there is nothing to check
+// NoFeedMessage is what GET /api/updates says when there is nothing to check
 // against.
-const ErrNoFeed = "no release feed is configured (start the coordinator with --release-feed URL-or-FILE)"
+const NoFeedMessage = "no release feed is configured (start the coordinator with --release-feed URL-or-FILE)"
 
 // source is where the feed is read from: a URL or a file.
 type source struct {
@@ -143,7 +143,7 @@ func (w *Watcher) Updates() api.UpdatesView {
 	w.mu.Unlock()
 	v.Current = w.cfg.Current
 	if w.cfg.Feed == "" {
-		v.Error = ErrNoFeed
+		v.Error = NoFeedMessage
 	}
 	return v
 }
@@ -220,10 +220,10 @@ func (w *Watcher) check(ctx context.Context) {
 }
 
 // fetch reads and decodes the feed.
-func (w *Watcher) fetch(ctx context.Context) (ReleaseFeed, error) {
+func (w *Watcher) fetch(ctx context.Context) (Feed, error) {
 	src, err := parseSource(w.cfg.Feed)
 	if err != nil {
-		return ReleaseFeed{}, err
+		return Feed{}, err
 	}
 	var body []byte
 	if src.file != "" {
@@ -232,14 +232,14 @@ func (w *Watcher) fetch(ctx context.Context) (ReleaseFeed, error) {
 		body, err = fetchReleaseURL(ctx, src.url)
 	}
 	if err != nil {
-		return ReleaseFeed{}, err
+		return Feed{}, err
 	}
-	var feed ReleaseFeed
+	var feed Feed
 	if err := json.Unmarshal(body, &feed); err != nil {
-		return ReleaseFeed{}, fmt.Errorf("release feed %s is not valid JSON: %w", w.cfg.Feed, err)
+		return Feed{}, fmt.Errorf("release feed %s is not valid JSON: %w", w.cfg.Feed, err)
 	}
 	if feed.Releases == nil {
-		return ReleaseFeed{}, fmt.Errorf("release feed %s has no \"releases\" list", w.cfg.Feed)
+		return Feed{}, fmt.Errorf("release feed %s has no \"releases\" list", w.cfg.Feed)
 	}
 	return feed, nil
 }

@@ -41,7 +41,7 @@ restored. Restore it with "tendril-server restore".`,
 			if err != nil {
 				return err
 			}
-			opts := backup.BackupOptions{DataDir: dir, Out: out, Passphrase: pass, Version: version.Version}
+			opts := backup.Options{DataDir: dir, Out: out, Passphrase: pass, Version: version.Version}
 			if _, running := backup.RunningCoordinator(dir); running {
 				cl, err := client.FromDataDir(dir)
 				if err != nil {
