@@ -26,6 +26,7 @@ import (
 	"github.com/tendrildeploy/tendril/agent/upgrade"
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/proxy"
 	"github.com/tendrildeploy/tendril/version"
 )
 
@@ -74,6 +75,13 @@ type Config struct {
 	// it runs in the foreground. After a failed upgrade the watchdog
 	// restarts the agent through that service manager.
 	Service string
+	// Proxy overrides the HTTP proxy the agent was registered with (see
+	// RegisterConfig.Proxy): a URL, or "none". "" keeps the registered
+	// one.
+	Proxy string
+	// ProxyEnv is what the environment says about proxies, used when the
+	// setting in force is "" (the environment's).
+	ProxyEnv proxy.Env
 	// NoHomeLock skips the lock on <home>/agent.lock that keeps two
 	// agents off one home. It is set only by the fleet simulator
 	// (package fleet), which runs many agents in one process and owns
@@ -207,7 +215,9 @@ type Agent struct {
 	servers []string
 	// pins is shared by every TLS config the agent builds, so a changed
 	// coordinator certificate list applies to the next handshake.
-	pins    *certs.Pins
+	pins *certs.Pins
+	// proxy is the HTTP proxy sessions are dialed through, if any.
+	proxy   proxy.Setting
 	running atomic.Bool
 	// stopped is set when Run returns: the task runner is closed then.
 	stopped atomic.Bool
@@ -257,6 +267,14 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	proxyText := st.Proxy
+	if cfg.Proxy != "" {
+		proxyText = cfg.Proxy
+	}
+	via, err := proxy.Parse(proxyText, cfg.ProxyEnv)
+	if err != nil {
+		return nil, fmt.Errorf("new agent: %w", err)
+	}
 	hostname, _ := os.Hostname() // only informative; "" is acceptable
 	a := &Agent{
 		cfg:      cfg,
@@ -267,6 +285,7 @@ func New(cfg Config) (*Agent, error) {
 		pins:     certs.NewPins(st.ServerThumbprints...),
 		state:    st,
 		id:       id,
+		proxy:    via,
 
 		upgradeSlot: make(chan struct{}, 1),
 	}
@@ -295,6 +314,10 @@ func New(cfg Config) (*Agent, error) {
 	}
 	return a, nil
 }
+
+// Proxy describes the HTTP proxy in force, without its credentials:
+// "none", "from the environment", or the proxy's URL.
+func (a *Agent) Proxy() string { return a.proxy.String() }
 
 // Status returns a snapshot of the connection.
 func (a *Agent) Status() Status {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/proxy"
 	"github.com/tendrildeploy/tendril/version"
 )
 
@@ -47,6 +48,14 @@ type RegisterConfig struct {
 	// means the protocol defaults. Lowering the maximum makes the agent
 	// behave like an old peer, which tests use.
 	TLSMinVersion, TLSMaxVersion uint16
+	// Proxy is the HTTP proxy to dial the coordinator through, as
+	// proxy.Parse reads it: a URL such as http://user:password@host:3128,
+	// "none", or "" for ProxyEnv's. It is kept with the registration, for
+	// Run to use too.
+	Proxy string
+	// ProxyEnv is what the environment says about proxies (HTTPS_PROXY,
+	// NO_PROXY), used when Proxy is "".
+	ProxyEnv proxy.Env
 }
 
 const defaultTimeout = 10 * time.Second
@@ -128,6 +137,10 @@ func Register(ctx context.Context, cfg RegisterConfig) (State, error) {
 	if err != nil {
 		return State{}, err
 	}
+	via, err := proxy.Parse(cfg.Proxy, cfg.ProxyEnv)
+	if err != nil {
+		return State{}, fmt.Errorf("register: %w", err)
+	}
 	tlsCfg := protocol.ClientTLS{
 		Identity:   id,
 		Pins:       certs.NewPins(cfg.ServerThumbprint),
@@ -147,7 +160,7 @@ func Register(ctx context.Context, cfg RegisterConfig) (State, error) {
 	var failures attemptErrors
 	for _, addr := range cfg.Servers {
 		log.Debug("registering", zap.String("server", addr), zap.String("thumbprint", id.Thumbprint))
-		reg, err := registerWith(ctx, addr, tlsCfg, cfg.DialTimeout, req)
+		reg, err := registerWith(ctx, via, addr, tlsCfg, cfg.DialTimeout, req)
 		if err == nil {
 			return saveRegistration(cfg, reg)
 		}
@@ -179,6 +192,7 @@ func saveRegistration(cfg RegisterConfig, reg protocol.Registered) (State, error
 		ServerHint:        thumbprints[0],
 		SigningKey:        reg.SigningKey,
 		RegisteredAt:      time.Now().UTC(),
+		Proxy:             strings.TrimSpace(cfg.Proxy),
 	}
 	if st.Name == "" {
 		st.Name = cfg.Name
@@ -206,8 +220,8 @@ func loadOrCreateIdentity(home, name string) (*certs.Identity, error) {
 	return id, nil
 }
 
-func registerWith(ctx context.Context, addr string, tlsCfg *tls.Config, timeout time.Duration, req protocol.Register) (protocol.Registered, error) {
-	conn, err := dialTLS(ctx, addr, tlsCfg, timeout, timeout)
+func registerWith(ctx context.Context, via proxy.Setting, addr string, tlsCfg *tls.Config, timeout time.Duration, req protocol.Register) (protocol.Registered, error) {
+	conn, err := dialTLS(ctx, via, addr, tlsCfg, timeout, timeout)
 	if err != nil {
 		return protocol.Registered{}, err
 	}

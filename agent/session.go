@@ -17,6 +17,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/proxy"
 )
 
 // Limits on what the coordinator can make one session hold.
@@ -65,13 +66,27 @@ func (s *liveSession) close() {
 	s.wg.Wait()
 }
 
-// dialTLS connects to addr and completes the TLS handshake, each step
-// bounded by its own timeout as well as by ctx.
-func dialTLS(ctx context.Context, addr string, cfg *tls.Config, dialTimeout, handshakeTimeout time.Duration) (*tls.Conn, error) {
-	d := net.Dialer{Timeout: dialTimeout}
-	raw, err := d.DialContext(ctx, "tcp", addr)
+// dialTLS connects to addr, through the proxy via names for it if any,
+// and completes the TLS handshake, each step bounded by its own timeout as
+// well as by ctx. Through a proxy the handshake runs inside the tunnel:
+// the proxy sees only the CONNECT.
+func dialTLS(ctx context.Context, via proxy.Setting, addr string, cfg *tls.Config, dialTimeout, handshakeTimeout time.Duration) (*tls.Conn, error) {
+	p, err := via.For(addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial coordinator %s: %w", addr, err)
+	}
+	var raw net.Conn
+	if p != nil {
+		raw, err = proxy.Dial(ctx, p, addr, dialTimeout)
+		if err != nil {
+			return nil, fmt.Errorf("dial coordinator %s through proxy %s: %w", addr, p.Redacted(), err)
+		}
+	} else {
+		d := net.Dialer{Timeout: dialTimeout}
+		raw, err = d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("dial coordinator %s: %w", addr, err)
+		}
 	}
 	conn := tls.Client(raw, cfg)
 	// A deadline rather than a context timeout alone, so a peer that
@@ -129,7 +144,7 @@ func (a *Agent) establish(ctx context.Context, addr string, id *certs.Identity) 
 		MinVersion: a.cfg.TLSMinVersion,
 		MaxVersion: a.cfg.TLSMaxVersion,
 	}.Config()
-	conn, err := dialTLS(ctx, addr, tlsCfg, a.cfg.DialTimeout, a.cfg.HandshakeTimeout)
+	conn, err := dialTLS(ctx, a.proxy, addr, tlsCfg, a.cfg.DialTimeout, a.cfg.HandshakeTimeout)
 	if err != nil {
 		return nil, err
 	}

@@ -58,6 +58,10 @@ type State struct {
 	SigningKey string `json:"signing_key"`
 	// RegisteredAt is when the registration was made.
 	RegisteredAt time.Time `json:"registered_at"`
+	// Proxy is the HTTP proxy the agent dials through, as given to
+	// register --proxy: a URL (its credentials are why this file is
+	// 0600), "none", or "" for the environment's (HTTPS_PROXY, NO_PROXY).
+	Proxy string `json:"proxy,omitempty"`
 }
 
 // notRegistered names the command that fixes the problem, because the

@@ -20,6 +20,9 @@ if ! command -v initdb >/dev/null 2>&1 && ! compgen -G '/usr/lib/postgresql/*/bi
 fi
 # chromium: the web console's browser tests drive it headless (chromedp).
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# tinyproxy: a real HTTP CONNECT proxy for the agents-behind-a-proxy tests,
+# each of which starts its own on a free loopback port (internal/proxytest).
+command -v tinyproxy >/dev/null 2>&1 || missing+=(tinyproxy)
 
 if [ ${#missing[@]} -eq 0 ]; then
 	exit 0
@@ -35,3 +38,8 @@ fi
 echo "deps.sh: installing ${missing[*]}"
 "${sudo[@]}" apt-get update -qq
 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# Debian may start the packaged tinyproxy on install; the tests start
+# their own, and nothing else here should keep running.
+if [[ " ${missing[*]} " == *" tinyproxy "* ]]; then
+	"${sudo[@]}" pkill -x tinyproxy || true
+fi

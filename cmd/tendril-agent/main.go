@@ -24,6 +24,7 @@ import (
 	"github.com/tendrildeploy/tendril/agent/upgrade"
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/proxy"
 	"github.com/tendrildeploy/tendril/version"
 )
 
@@ -68,9 +69,9 @@ func requireHome(home string) error {
 
 func registerCommand() *cobra.Command {
 	var (
-		home, thumbprint, token, join, name, env, logLevel string
-		servers                                            []string
-		force                                              bool
+		home, thumbprint, token, join, name, env, logLevel, proxyURL string
+		servers                                                      []string
+		force                                                        bool
 	)
 	cmd := &cobra.Command{
 		Use:   "register",
@@ -116,6 +117,9 @@ func registerCommand() *cobra.Command {
 				}
 				thumbprint = t
 			}
+			if _, err := proxy.Parse(proxyURL, proxyEnv()); err != nil {
+				return fmt.Errorf("--proxy: %w", err)
+			}
 			log, closeLog, err := logs.New(logs.Config{Level: logLevel})
 			if err != nil {
 				return err
@@ -131,6 +135,8 @@ func registerCommand() *cobra.Command {
 				Force:            force,
 				Version:          version.Version,
 				Logger:           log,
+				Proxy:            proxyURL,
+				ProxyEnv:         proxyEnv(),
 			})
 			if err != nil {
 				return err
@@ -150,15 +156,16 @@ func registerCommand() *cobra.Command {
 	f.StringVar(&env, "environment", "", "environment to join")
 	f.BoolVar(&force, "force", false, "replace an existing registration")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.StringVar(&proxyURL, "proxy", "", `HTTP proxy to reach the coordinator through, http://[user:password@]host:port, kept with the registration (0600); "none" for no proxy (default: HTTPS_PROXY, bypassed for NO_PROXY)`)
 	return cmd
 }
 
 func runCommand() *cobra.Command {
 	var (
-		home, logLevel, logFile string
-		calamariKeep            int
-		supervised, asService   bool
-		stopTimeout             time.Duration
+		home, logLevel, logFile, proxyURL string
+		calamariKeep                      int
+		supervised, asService             bool
+		stopTimeout                       time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "run",
@@ -195,7 +202,8 @@ func runCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cfg := agent.Config{Home: home, Version: version.Version, Logger: log, CalamariKeep: calamariKeep, Supervised: supervised}
+			cfg := agent.Config{Home: home, Version: version.Version, Logger: log, CalamariKeep: calamariKeep, Supervised: supervised,
+				Proxy: proxyURL, ProxyEnv: proxyEnv()}
 			serviceName := service.DefaultName(home)
 			if asService {
 				if name, managed := service.Managed(home); managed {
@@ -213,7 +221,8 @@ func runCommand() *cobra.Command {
 				return err
 			}
 			log.Info("agent starting", zap.String("version", version.Version), zap.String("home", home),
-				zap.String("thumbprint", a.Status().Thumbprint), zap.String("service", cfg.Service), zap.Int("pid", os.Getpid()))
+				zap.String("thumbprint", a.Status().Thumbprint), zap.String("service", cfg.Service), zap.Int("pid", os.Getpid()),
+				zap.String("proxy", a.Proxy()))
 			if asService {
 				err = service.Run(cmd.Context(), service.RunConfig{Name: serviceName, StopTimeout: stopTimeout, Logger: log}, a.Run)
 			} else {
@@ -241,7 +250,22 @@ func runCommand() *cobra.Command {
 	f.BoolVar(&supervised, "supervised", false, "a supervisor (a container runtime, a process manager) restarts the agent when it exits; after a failed upgrade the watchdog then leaves the restart to it instead of starting the agent itself")
 	f.BoolVar(&asService, "service", false, "run under the OS service manager (the service definition passes this; see tendril-agent service)")
 	f.DurationVar(&stopTimeout, "stop-timeout", service.DefaultStopTimeout, "with --service: how long a stop waits for running tasks and the session to end")
+	f.StringVar(&proxyURL, "proxy", "", `HTTP proxy to reach the coordinator through, instead of the one given to register: http://[user:password@]host:port, or "none"`)
 	return cmd
+}
+
+// proxyEnv reads what the environment says about proxies, upper case
+// first, as curl and Go's net/http do.
+func proxyEnv() proxy.Env {
+	get := func(names ...string) string {
+		for _, n := range names {
+			if v := os.Getenv(n); v != "" {
+				return v
+			}
+		}
+		return ""
+	}
+	return proxy.Env{HTTPSProxy: get("HTTPS_PROXY", "https_proxy"), NoProxy: get("NO_PROXY", "no_proxy")}
 }
 
 // watchdogCommand is started by the agent itself, from the previous

@@ -1,0 +1,131 @@
+// Package proxytest runs real HTTP proxies for tests: Debian's tinyproxy,
+// started on a free loopback port with a configuration of the test's and
+// stopped when the test ends. Without tinyproxy installed it skips the
+// test, or, when the environment variable CI is set, fails it: make test
+// installs it, so there it must run.
+package proxytest
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Options configure a tinyproxy.
+type Options struct {
+	// User and Password, if User is set, are the only credentials the
+	// proxy accepts (Basic); without them it asks for none.
+	User, Password string
+	// Allow is the client networks the proxy serves; nil means loopback.
+	// A client outside them is refused with 403.
+	Allow []string
+	// ConnectPorts, if set, are the only ports CONNECT may reach; others
+	// are refused with 403.
+	ConnectPorts []int
+}
+
+// Proxy is a running tinyproxy.
+type Proxy struct {
+	// Addr is its host:port.
+	Addr string
+	log  string
+}
+
+// Tunnels counts the CONNECT requests for target the proxy received, from
+// its log: proof that a connection went through it.
+func (p *Proxy) Tunnels(target string) int {
+	b, _ := os.ReadFile(p.log)
+	return strings.Count(string(b), "CONNECT "+target+" ")
+}
+
+// Tinyproxy starts a tinyproxy for t.
+func Tinyproxy(t testing.TB, o Options) *Proxy {
+	t.Helper()
+	bin, err := exec.LookPath("tinyproxy")
+	if err != nil {
+		if os.Getenv("CI") == "" {
+			t.Skip("tinyproxy is not installed (make test installs it)")
+		}
+		t.Fatal("tinyproxy is not installed; scripts/deps.sh installs it")
+	}
+	dir := t.TempDir()
+	// The proxy drops to nobody: it must be able to read its folder.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	var conf strings.Builder
+	fmt.Fprintf(&conf, "User nobody\nGroup nogroup\nPort %d\nListen 127.0.0.1\nTimeout 60\nMaxClients 64\nLogLevel Info\n", port)
+	allow := o.Allow
+	if allow == nil {
+		allow = []string{"127.0.0.1"}
+	}
+	for _, a := range allow {
+		fmt.Fprintf(&conf, "Allow %s\n", a)
+	}
+	for _, p := range o.ConnectPorts {
+		fmt.Fprintf(&conf, "ConnectPort %d\n", p)
+	}
+	if o.User != "" {
+		fmt.Fprintf(&conf, "BasicAuth %s %s\n", o.User, o.Password)
+	}
+	path := filepath.Join(dir, "tinyproxy.conf")
+	if err := os.WriteFile(path, []byte(conf.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-d", "-c", path)
+	logs, err := os.Create(filepath.Join(dir, "tinyproxy.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start tinyproxy: %v", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+		logs.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logs.Name())
+			t.Logf("tinyproxy's log:\n%s", b)
+		}
+	})
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return &Proxy{Addr: addr, log: logs.Name()}
+		}
+		select {
+		case err := <-exited:
+			b, _ := os.ReadFile(logs.Name())
+			t.Fatalf("tinyproxy exited: %v\n%s", err, b)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tinyproxy is not listening on %s after 10s: %v", addr, errors.Join(err))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
