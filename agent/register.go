@@ -77,7 +77,7 @@ func (c *RegisterConfig) validate() error {
 		return errors.New("register: no coordinator address given")
 	}
 	for _, s := range c.Servers {
-		if err := protocol.ValidateAddress(s); err != nil {
+		if err := protocol.ValidateServer(s); err != nil {
 			return fmt.Errorf("register: %w", err)
 		}
 	}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/url"
 	"runtime"
 	"slices"
 	"sync"
@@ -71,12 +73,17 @@ func (s *liveSession) close() {
 // well as by ctx. Through a proxy the handshake runs inside the tunnel:
 // the proxy sees only the CONNECT.
 func dialTLS(ctx context.Context, via proxy.Setting, addr string, cfg *tls.Config, dialTimeout, handshakeTimeout time.Duration) (*tls.Conn, error) {
-	p, err := via.For(addr)
-	if err != nil {
-		return nil, fmt.Errorf("dial coordinator %s: %w", addr, err)
-	}
 	var raw net.Conn
-	if p != nil {
+	var p *url.URL
+	var err error
+	if protocol.IsWebSocket(addr) {
+		raw, err = dialWebSocket(ctx, via, addr, dialTimeout)
+		if err != nil {
+			return nil, fmt.Errorf("dial coordinator %s: %w", addr, err)
+		}
+	} else if p, err = via.For(addr); err != nil {
+		return nil, fmt.Errorf("dial coordinator %s: %w", addr, err)
+	} else if p != nil {
 		raw, err = proxy.Dial(ctx, p, addr, dialTimeout)
 		if err != nil {
 			return nil, fmt.Errorf("dial coordinator %s through proxy %s: %w", addr, p.Redacted(), err)
@@ -89,6 +96,8 @@ func dialTLS(ctx context.Context, via proxy.Setting, addr string, cfg *tls.Confi
 		}
 	}
 	conn := tls.Client(raw, cfg)
+	// Through a WebSocket the deadline below still bounds the handshake:
+	// the stream honours deadlines as a TCP connection does.
 	// A deadline rather than a context timeout alone, so a peer that
 	// accepts TCP and then says nothing cannot hold the attempt.
 	raw.SetDeadline(time.Now().Add(handshakeTimeout))
@@ -426,4 +435,31 @@ func (a *Agent) health() protocol.Health {
 		CalamariProblems: problems,
 		RunningTasks:     a.tasks.Running(),
 	}
+}
+
+// dialWebSocket opens the WebSocket a coordinator behind web
+// infrastructure takes sessions on, through the proxy via names for its
+// host if any.
+func dialWebSocket(ctx context.Context, via proxy.Setting, addr string, timeout time.Duration) (net.Conn, error) {
+	u, err := url.Parse(addr)
+	if err != nil {
+		return nil, err
+	}
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"ws": "80", "wss": "443"}[u.Scheme]
+	}
+	p, err := via.For(net.JoinHostPort(u.Hostname(), port))
+	if err != nil {
+		return nil, err
+	}
+	tr := &http.Transport{
+		Proxy:               func(*http.Request) (*url.URL, error) { return p, nil },
+		DialContext:         (&net.Dialer{Timeout: timeout}).DialContext,
+		TLSHandshakeTimeout: timeout,
+		DisableKeepAlives:   true,
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*timeout)
+	defer cancel()
+	return protocol.DialWebSocket(ctx, addr, &http.Client{Transport: tr})
 }

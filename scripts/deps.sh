@@ -23,6 +23,9 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 # tinyproxy: a real HTTP CONNECT proxy for the agents-behind-a-proxy tests,
 # each of which starts its own on a free loopback port (internal/proxytest).
 command -v tinyproxy >/dev/null 2>&1 || missing+=(tinyproxy)
+# nginx: a real TLS-terminating reverse proxy for the agents-on-443 tests,
+# each of which starts its own (internal/proxytest).
+command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 
 if [ ${#missing[@]} -eq 0 ]; then
 	exit 0
@@ -38,8 +41,10 @@ fi
 echo "deps.sh: installing ${missing[*]}"
 "${sudo[@]}" apt-get update -qq
 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-# Debian may start the packaged tinyproxy on install; the tests start
-# their own, and nothing else here should keep running.
-if [[ " ${missing[*]} " == *" tinyproxy "* ]]; then
-	"${sudo[@]}" pkill -x tinyproxy || true
-fi
+# Debian may start the packaged tinyproxy and nginx on install; the tests
+# start their own, and nothing else here should keep running.
+for daemon in tinyproxy nginx; do
+	if [[ " ${missing[*]} " == *" $daemon "* ]]; then
+		"${sudo[@]}" pkill -x "$daemon" || true
+	fi
+done

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log"
 	"net"
+	"net/http"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -57,27 +58,64 @@ func (s *Server) acceptAgents() error {
 			return fmt.Errorf("accept agents: %w", err)
 		}
 		tempDelay = 0
-		if !s.limiter.Allow() {
-			s.shed(conn)
-			continue
-		}
-		if s.admission.TryNow() {
-			s.goFunc(func() { s.handleConn(conn) })
-			continue
-		}
-		if !s.admission.Enqueue() {
-			s.shed(conn)
-			continue
-		}
-		s.goFunc(func() {
-			if !s.admission.Await(s.ctx) {
-				s.shed(conn)
-				return
-			}
-			s.handleConn(conn)
-		})
+		s.admit(conn)
 	}
 }
+
+// admit hands a new connection, TCP or WebSocket, to handleConn past the
+// flood guard and the handshake admission, or sheds it. It is called from
+// a goroutine the server tracks, so its own start before shutdown.
+func (s *Server) admit(conn net.Conn) {
+	if !s.limiter.Allow() {
+		s.shed(conn)
+		return
+	}
+	if s.admission.TryNow() {
+		s.goFunc(func() { s.handleConn(conn) })
+		return
+	}
+	if !s.admission.Enqueue() {
+		s.shed(conn)
+		return
+	}
+	s.goFunc(func() {
+		if !s.admission.Await(s.ctx) {
+			s.shed(conn)
+			return
+		}
+		s.handleConn(conn)
+	})
+}
+
+// serveWebSocket takes an agent session carried in a WebSocket (see
+// protocol.WebSocketPath): once upgraded, it is handled as a TCP
+// connection is, TLS handshake first. The request itself proves nothing;
+// the session inside does.
+func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
+	conn, err := protocol.AcceptWebSocket(w, r)
+	if err != nil {
+		return // Accept answered the request with the reason
+	}
+	conn = remoteConn{Conn: conn, remote: webSocketAddr(r.RemoteAddr)}
+	if !s.goIfRunning(func() { s.admit(conn) }) {
+		conn.Close()
+	}
+}
+
+// remoteConn names the peer of a WebSocket stream, which does not know it.
+type remoteConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c remoteConn) RemoteAddr() net.Addr { return c.remote }
+
+// webSocketAddr is the address a WebSocket request came from: the client,
+// or the reverse proxy in front of the coordinator.
+type webSocketAddr string
+
+func (a webSocketAddr) Network() string { return "websocket" }
+func (a webSocketAddr) String() string  { return string(a) }
 
 // shed drops a connection before TLS. The agent's jittered backoff spreads
 // its retry; the coordinator stays responsive for those already admitted.

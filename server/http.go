@@ -4,6 +4,8 @@ import (
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tendrildeploy/tendril/protocol"
 )
 
 // handler is everything the HTTP listener serves: the API, the console
@@ -11,6 +13,7 @@ import (
 func (s *Server) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET "+protocol.WebSocketPath, s.serveWebSocket)
 	s.api.Register(mux)
 	s.console.Register(mux)
 	return mux

@@ -261,6 +261,7 @@ type Server struct {
 
 	// wg tracks every goroutine the server starts; Run waits for it.
 	wg         sync.WaitGroup
+	runMu      sync.Mutex // orders goIfRunning before shutdown's wait
 	stopOnce   sync.Once
 	finishOnce sync.Once
 	done       chan struct{} // closed when shutdown begins
@@ -547,7 +548,9 @@ func (s *Server) Close() error {
 // goodbye to every agent within ctx, and every goroutine told to end.
 func (s *Server) stop(ctx context.Context) {
 	s.stopOnce.Do(func() {
+		s.runMu.Lock()
 		close(s.done)
+		s.runMu.Unlock()
 		s.agentLn.Close()
 		s.httpSrv.Shutdown(ctx)
 		s.httpLn.Close()
@@ -593,6 +596,22 @@ func (s *Server) goAwayAll(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
+}
+
+// goIfRunning starts f as goFunc does unless shutdown has begun, and
+// reports whether it did: what starts work from a goroutine the server
+// does not track (an HTTP handler) must not start it after the server
+// began waiting for its goroutines.
+func (s *Server) goIfRunning(f func()) bool {
+	s.runMu.Lock()
+	defer s.runMu.Unlock()
+	select {
+	case <-s.done:
+		return false
+	default:
+	}
+	s.goFunc(f)
+	return true
 }
 
 func (s *Server) goFunc(f func()) {

@@ -107,7 +107,7 @@ func registerCommand() *cobra.Command {
 					return fmt.Errorf("missing %s (or use --join)", strings.Join(missing, ", "))
 				}
 				for _, s := range servers {
-					if err := protocol.ValidateAddress(s); err != nil {
+					if err := protocol.ValidateServer(s); err != nil {
 						return fmt.Errorf("--server: %w", err)
 					}
 				}
@@ -148,7 +148,7 @@ func registerCommand() *cobra.Command {
 	}
 	addHome(cmd, &home)
 	f := cmd.Flags()
-	f.StringArrayVar(&servers, "server", nil, "coordinator address HOST:PORT (repeat for each node)")
+	f.StringArrayVar(&servers, "server", nil, "coordinator address HOST:PORT, or wss://HOST[:PORT]/agent for a coordinator reached as a WebSocket through HTTPS infrastructure (repeat for each node)")
 	f.StringVar(&thumbprint, "server-thumbprint", "", "coordinator certificate thumbprint (SHA-256 hex)")
 	f.StringVar(&token, "token", "", "one-time enrollment token")
 	f.StringVar(&join, "join", "", "join string from the coordinator (tendril://...), instead of --server, --server-thumbprint and --token")

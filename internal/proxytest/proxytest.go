@@ -1,8 +1,9 @@
-// Package proxytest runs real HTTP proxies for tests: Debian's tinyproxy,
-// started on a free loopback port with a configuration of the test's and
-// stopped when the test ends. Without tinyproxy installed it skips the
-// test, or, when the environment variable CI is set, fails it: make test
-// installs it, so there it must run.
+// Package proxytest runs real proxies for tests: Debian's tinyproxy (an
+// HTTP CONNECT proxy) and nginx (a TLS-terminating reverse proxy),
+// each started on a free loopback port with a configuration of the test's
+// and stopped when the test ends. Without the program installed a test
+// skips, or, when the environment variable CI is set, fails: make test
+// installs both, so there they must run.
 package proxytest
 
 import (
