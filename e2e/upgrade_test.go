@@ -32,6 +32,11 @@ type fleet struct {
 	// home and exe are the first agent's.
 	home string
 	exe  string
+	// httpAddr is the coordinator's HTTP listener.
+	httpAddr string
+	// register gives the register command's arguments that say how an
+	// agent reaches the coordinator, from a fresh join string.
+	register func(join string) []string
 }
 
 // install is one installed agent.
@@ -41,13 +46,25 @@ type install struct {
 
 func newFleet(t *testing.T, agentVersion string) *fleet {
 	t.Helper()
+	return newFleetVia(t, agentVersion, nil)
+}
+
+// newFleetVia is newFleet whose agents register with the arguments via
+// gives (how they reach the coordinator); nil means the join string.
+func newFleetVia(t *testing.T, agentVersion string, via func(f *fleet, join string) []string) *fleet {
+	t.Helper()
 	if runtime.GOOS != "linux" {
 		t.Skip("the upgrade tests exercise the Unix re-exec path")
 	}
 	f := &fleet{t: t, data: filepath.Join(t.TempDir(), "data")}
+	f.register = func(join string) []string { return []string{"--join", join} }
+	if via != nil {
+		f.register = func(join string) []string { return via(f, join) }
+	}
 	mustRun(t, "tendril-server", "init", "--data", f.data)
 	agentAddr := servertest.FreeAddr(t)
-	f.serverArgs = []string{"run", "--data", f.data, "--listen", agentAddr, "--http", servertest.FreeAddr(t), "--health-interval", "1s"}
+	f.httpAddr = servertest.FreeAddr(t)
+	f.serverArgs = []string{"run", "--data", f.data, "--listen", agentAddr, "--http", f.httpAddr, "--health-interval", "1s"}
 	f.server = start(t, "tendril-server", f.serverArgs...)
 	waitFor(t, "coordinator API", func() bool { return listAgents(t, f.data) != nil })
 	proxy, err := faultproxy.New(agentAddr)
@@ -75,7 +92,8 @@ func (f *fleet) addAgent(name, version string) *install {
 	t.Helper()
 	in := &install{name: name, home: filepath.Join(t.TempDir(), "home"), exe: filepath.Join(t.TempDir(), "bin", "tendril-agent")}
 	copyFile(t, filepath.Join(binDir, "agent-"+version), in.exe)
-	if out, err := exec.Command(in.exe, "register", "--home", in.home, "--join", f.join(), "--name", name).CombinedOutput(); err != nil {
+	args := append([]string{"register", "--home", in.home, "--name", name}, f.register(f.join())...)
+	if out, err := exec.Command(in.exe, args...).CombinedOutput(); err != nil {
 		t.Fatalf("register %s: %v\n%s", name, err, out)
 	}
 	// Whatever the test leaves running under this home (an agent the
