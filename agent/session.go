@@ -86,7 +86,7 @@ func dialTLS(ctx context.Context, via proxy.Setting, addr string, cfg *tls.Confi
 	} else if p != nil {
 		raw, err = proxy.Dial(ctx, p, addr, dialTimeout)
 		if err != nil {
-			return nil, fmt.Errorf("dial coordinator %s through proxy %s: %w", addr, p.Redacted(), err)
+			return nil, fmt.Errorf("dial coordinator %s through proxy %s: %w", addr, proxy.Redact(p.String()), err)
 		}
 	} else {
 		d := net.Dialer{Timeout: dialTimeout}
@@ -96,8 +96,8 @@ func dialTLS(ctx context.Context, via proxy.Setting, addr string, cfg *tls.Confi
 		}
 	}
 	conn := tls.Client(raw, cfg)
-	// Through a WebSocket the deadline below still bounds the handshake:
-	// the stream honours deadlines as a TCP connection does.
+	// Through a WebSocket the deadline below bounds the handshake too: one
+	// that passes ends the WebSocket, as the failed handshake would.
 	// A deadline rather than a context timeout alone, so a peer that
 	// accepts TCP and then says nothing cannot hold the attempt.
 	raw.SetDeadline(time.Now().Add(handshakeTimeout))
@@ -377,10 +377,16 @@ func (a *Agent) adoptServerThumbprints(list []string) error {
 
 // learnServers records the coordinator nodes' addresses a Welcome
 // announced, beyond those the agent registered with, and tries them from
-// the next attempt on. Only Run's goroutine calls it.
+// the next attempt on. Only Run's goroutine calls it. An agent that
+// reaches the coordinator only as a WebSocket learns none: the nodes'
+// direct addresses are what its network does not let it dial, and trying
+// them would only slow every reconnect.
 func (a *Agent) learnServers(announced []string) error {
 	a.stateMu.Lock()
 	defer a.stateMu.Unlock()
+	if !slices.ContainsFunc(a.state.Servers, func(s string) bool { return !protocol.IsWebSocket(s) }) {
+		announced = nil
+	}
 	var learned []string
 	for _, s := range announced {
 		if protocol.ValidateAddress(s) == nil && !slices.Contains(a.state.Servers, s) && !slices.Contains(learned, s) {

@@ -42,7 +42,8 @@ type State struct {
 	Name string `json:"name"`
 	// Environment is the environment the agent was enrolled into.
 	Environment string `json:"environment"`
-	// Servers is every coordinator node address, host:port, tried in turn.
+	// Servers is every coordinator node address, tried in turn: host:port,
+	// or a ws:// or wss:// URL for a coordinator reached as a WebSocket.
 	Servers []string `json:"servers"`
 	// LearnedServers are coordinator node addresses the coordinator
 	// announced (Welcome.Servers) beyond Servers, tried after them.

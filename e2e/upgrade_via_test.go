@@ -49,13 +49,19 @@ func TestUpgradeThroughProxy(t *testing.T) {
 // reaching the coordinator as a WebSocket through nginx, is upgraded and
 // rolled back the same way.
 func TestUpgradeThroughNginxWebSocket(t *testing.T) {
+	var lb *proxytest.ReverseProxy
 	f := newFleetVia(t, "1.0.0", func(f *fleet, join string) []string {
 		j, err := protocol.ParseJoin(join)
 		if err != nil {
 			t.Fatal(err)
 		}
-		lb := proxytest.Nginx(t, f.httpAddr, protocol.WebSocketPath)
-		return []string{"--server", "wss://" + lb + protocol.WebSocketPath, "--server-thumbprint", j.Thumbprint, "--token", j.Token}
+		lb = proxytest.Nginx(t, f.httpAddr, protocol.WebSocketPath)
+		return []string{"--server", "wss://" + lb.Addr + protocol.WebSocketPath, "--server-thumbprint", j.Thumbprint, "--token", j.Token}
 	})
 	upgradeAndRollBack(t, f)
+	// nginx logs a WebSocket when it ends: the registration's, the first
+	// session at 1.0.0 and the one after the rollback (2.0.0's is open).
+	if n := lb.Upgrades(); n < 3 {
+		t.Fatalf("nginx passed on %d ended WebSocket upgrades, want at least 3", n)
+	}
 }

@@ -66,9 +66,7 @@ func DialWebSocket(ctx context.Context, addr string, client *http.Client) (net.C
 	if err != nil {
 		return nil, fmt.Errorf("open WebSocket %s: %w", addr, err)
 	}
-	ws.SetReadLimit(-1) // frames carry TLS records, whose own limits apply
-	// NetConn's context bounds the stream's whole life, not the dial.
-	return websocket.NetConn(context.Background(), ws, websocket.MessageBinary), nil
+	return newStream(ws), nil
 }
 
 // AcceptWebSocket upgrades an agent's request to a WebSocket and returns
@@ -84,6 +82,28 @@ func AcceptWebSocket(w http.ResponseWriter, r *http.Request) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	ws.SetReadLimit(-1)
-	return websocket.NetConn(context.Background(), ws, websocket.MessageBinary), nil
+	return newStream(ws), nil
+}
+
+// stream is a WebSocket as the byte stream a TLS session runs over. Its
+// frames carry TLS records, whose own limits apply, so it reads without a
+// limit. Its context is the stream's whole life, not the dial's. A
+// deadline that passes during a read or write ends the WebSocket, which
+// is all the session's deadlines (the handshake's) are for.
+type stream struct {
+	net.Conn
+	ws *websocket.Conn
+}
+
+func newStream(ws *websocket.Conn) net.Conn {
+	return stream{Conn: websocket.NetConn(context.Background(), ws, websocket.MessageBinary), ws: ws}
+}
+
+// Close ends the WebSocket at once. The WebSocket close handshake would
+// wait up to five seconds for a peer that may never answer, holding the
+// coordinator's handshake slot; the TLS session inside has its own end.
+func (s stream) Close() error {
+	err := s.ws.CloseNow()
+	s.Conn.Close() // stops the stream's timers; the WebSocket is closed already
+	return err
 }

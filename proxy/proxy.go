@@ -59,6 +59,16 @@ var ErrBadURL = errors.New("not a proxy URL")
 func Parse(s string, env Env) (Setting, error) {
 	switch strings.TrimSpace(s) {
 	case "":
+		if v := env.HTTPSProxy; v != "" {
+			// A proxy URL without a scheme is an http one, as curl and
+			// Go's net/http read HTTPS_PROXY.
+			if !strings.Contains(v, "://") {
+				v = "http://" + v
+			}
+			if _, err := parseURL(v); err != nil {
+				return Setting{}, fmt.Errorf("HTTPS_PROXY: %w", err)
+			}
+		}
 		return Setting{FromEnv: true, Env: env}, nil
 	case None:
 		return Setting{}, nil
@@ -92,10 +102,11 @@ func parseURL(s string) (*url.URL, error) {
 	return u, nil
 }
 
-// Redact returns a proxy URL fit for logs and errors: its password, if
-// any, replaced. Text that does not parse is reduced to a placeholder,
-// and whatever stands before an "@" in text that is no URL with a user is
-// hidden, since a mistyped URL still holds its password.
+// Redact returns a proxy URL fit for logs and errors: its credentials,
+// user and password alike (some proxies take a token as the user), shown
+// as "xxxxx". Text that does not parse is reduced to a placeholder, and
+// whatever stands before an "@" in text that is no URL with a user is
+// hidden, since a mistyped URL still holds its credentials.
 func Redact(s string) string {
 	s = strings.TrimSpace(s)
 	u, err := url.Parse(s)
@@ -106,15 +117,26 @@ func Redact(s string) string {
 		if i := strings.LastIndexByte(s, '@'); i >= 0 {
 			return "(hidden)" + s[i:]
 		}
+		return u.String()
 	}
-	return u.Redacted()
+	return redacted(u)
+}
+
+// redacted is u with its user information hidden.
+func redacted(u *url.URL) string {
+	if u.User == nil {
+		return u.String()
+	}
+	c := *u
+	c.User = url.User("xxxxx")
+	return c.String()
 }
 
 // String describes the setting without its credentials.
 func (s Setting) String() string {
 	switch {
 	case s.URL != nil:
-		return s.URL.Redacted()
+		return redacted(s.URL)
 	case s.FromEnv:
 		return "from the environment"
 	}
@@ -180,8 +202,11 @@ func Dial(ctx context.Context, p *url.URL, addr string, timeout time.Duration) (
 	}
 	conn.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
-	defer stop()
-	if err := connect(conn, p, addr); err != nil {
+	err = connect(conn, p, addr)
+	if !stop() && err == nil {
+		err = ctx.Err() // ctx ended as the tunnel opened: its deadline is set
+	}
+	if err != nil {
 		conn.Close()
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("CONNECT %s through proxy %s: %w", addr, p.Host, ctx.Err())
@@ -212,8 +237,8 @@ func connect(conn net.Conn, p *url.URL, addr string) error {
 	if err != nil {
 		return fmt.Errorf("CONNECT %s through proxy %s: the proxy closed or answered no HTTP: %w", addr, p.Host, err)
 	}
-	resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		resp.Body.Close()
 		return &Error{Proxy: p.Host, Target: addr, Status: resp.StatusCode, Reason: strings.TrimSpace(strings.TrimPrefix(resp.Status, fmt.Sprint(resp.StatusCode)))}
 	}
 	if br.Buffered() > 0 {

@@ -31,7 +31,8 @@ func TestParse(t *testing.T) {
 		{"none", "none", ""},
 		{" none ", "none", ""},
 		{"http://proxy.example:3128", "http://proxy.example:3128", ""},
-		{"http://alice:s3cret@proxy.example:3128", "http://alice:xxxxx@proxy.example:3128", ""},
+		{"http://alice:s3cret@proxy.example:3128", "http://xxxxx@proxy.example:3128", ""},
+		{"http://s3cret@proxy.example:3128", "http://xxxxx@proxy.example:3128", ""}, // a token as the user
 		{"http://proxy.example", "http://proxy.example:80", ""},
 		{"http://proxy.example:3128/", "http://proxy.example:3128", ""},
 		{"https://proxy.example:3128", "", "want http://"},
@@ -60,6 +61,19 @@ func TestParse(t *testing.T) {
 				t.Fatalf("got %q, %v; want %q", s.String(), err, tt.want)
 			}
 		})
+	}
+}
+
+func TestParseEnvironment(t *testing.T) {
+	if s, err := Parse("", Env{HTTPSProxy: "proxy.example:3128"}); err != nil || !s.FromEnv {
+		t.Fatalf("HTTPS_PROXY without a scheme: got %v, %v; want it taken as http", s, err)
+	}
+	_, err := Parse("", Env{HTTPSProxy: "http://alice:s3%zzcret@proxy.example:3128"})
+	if !errors.Is(err, ErrBadURL) || !strings.Contains(err.Error(), "HTTPS_PROXY") || strings.Contains(err.Error(), "s3") {
+		t.Fatalf("a malformed HTTPS_PROXY: got %v, want ErrBadURL naming HTTPS_PROXY, without the password", err)
+	}
+	if _, err := Parse("none", Env{HTTPSProxy: "http://alice:s3%zzcret@proxy.example:3128"}); err != nil {
+		t.Fatalf("--proxy none with a malformed HTTPS_PROXY: got %v, want the environment ignored", err)
 	}
 }
 
@@ -215,6 +229,8 @@ func fakeProxy(t *testing.T, answer func(c net.Conn, req *http.Request)) string 
 	return ln.Addr().String()
 }
 
+// TestDialRefusals: each way a proxy can refuse or fail a CONNECT is an
+// error that says what happened, never with the password.
 func TestDialRefusals(t *testing.T) {
 	ctx := context.Background()
 	var gotAuth string
@@ -260,6 +276,41 @@ func TestDialRefusals(t *testing.T) {
 	}
 	if want := "Basic Ym9iOmh1bnRlcjI="; gotAuth != want {
 		t.Errorf("Proxy-Authorization: got %q, want %q", gotAuth, want)
+	}
+}
+
+// TestDialTunnelOpens: a 2xx answer opens the tunnel even when it carries
+// a Content-Length, which a CONNECT answer must not have and a client
+// must ignore: the bytes after it are the tunnel's.
+func TestDialTunnelOpens(t *testing.T) {
+	for _, answer := range []string{
+		"HTTP/1.1 200 Connection established\r\n\r\n",
+		"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\n",
+	} {
+		addr := fakeProxy(t, func(c net.Conn, _ *http.Request) {
+			io.WriteString(c, answer)
+			io.Copy(c, c) // then echo, as the far end of the tunnel
+		})
+		c, err := Dial(context.Background(), mustURL(t, "http://"+addr), "coordinator.example:10943", 5*time.Second)
+		if err != nil {
+			t.Fatalf("answer %q: got %v, want the tunnel open", answer, err)
+		}
+		roundTrip(t, c)
+		c.Close()
+	}
+}
+
+// TestDialCancelled: cancelling the dial's context ends it at once, even
+// with a proxy that says nothing.
+func TestDialCancelled(t *testing.T) {
+	hold := make(chan struct{})
+	addr := fakeProxy(t, func(net.Conn, *http.Request) { <-hold })
+	defer close(hold)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	_, err := Dial(ctx, mustURL(t, "http://"+addr), "coordinator.example:10943", time.Minute)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want %v", err, context.Canceled)
 	}
 }
 

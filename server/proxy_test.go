@@ -43,7 +43,7 @@ func TestAgentThroughAuthenticatingProxy(t *testing.T) {
 	}
 	a := startAgent(t, home, func(c *agent.Config) { c.Logger = log })
 	ts.waitConnected(t, "behind-proxy")
-	if got := a.Proxy(); got != "http://alice:xxxxx@"+p.Addr {
+	if got := a.Proxy(); got != "http://xxxxx@"+p.Addr {
 		t.Errorf("the agent describes its proxy as %q, want it without the password", got)
 	}
 	ts.upload(t, packBundle(t, "1.0.0", 0))

@@ -3,7 +3,9 @@ package server
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -20,9 +22,9 @@ import (
 func TestAgentThroughNginxWebSocket(t *testing.T) {
 	ts := startServer(t, nil)
 	lb := proxytest.Nginx(t, ts.HTTPAddr(), protocol.WebSocketPath)
-	addr := "wss://" + lb + protocol.WebSocketPath
+	addr := "wss://" + lb.Addr + protocol.WebSocketPath
 	home := registerAgent(t, ts, addr, "web-443", nil)
-	startAgent(t, home, nil)
+	a := startAgent(t, home, nil)
 	v := ts.waitConnected(t, "web-443")
 	if v.TLSVersion != "1.3" {
 		t.Errorf("inner session: got TLS %q, want 1.3", v.TLSVersion)
@@ -32,6 +34,8 @@ func TestAgentThroughNginxWebSocket(t *testing.T) {
 	if task.State != api.TaskSucceeded {
 		t.Fatalf("task: got %s (%s), want succeeded", task.State, task.Error)
 	}
+	a.stop()
+	eventually(t, "nginx to log the registration's and the session's upgrades", func() bool { return lb.Upgrades() >= 2 })
 }
 
 // TestWebSocketBadInput: a WebSocket that carries no TLS, or TLS without
@@ -75,9 +79,19 @@ func TestWebSocketBadInput(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			c.SetDeadline(time.Now().Add(ts.cfg.HandshakeTimeout + 5*time.Second))
-			if err := tt.talk(c); err == nil {
+			// The coordinator must end the stream well before this
+			// test's own deadline: past its handshake timeout at most.
+			start := time.Now()
+			c.SetDeadline(start.Add(ts.cfg.HandshakeTimeout + 10*time.Second))
+			err = tt.talk(c)
+			if err == nil {
 				t.Fatal("the coordinator answered, want the stream refused and closed")
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("the coordinator held the stream open (%v), want it closed", err)
+			}
+			if took := time.Since(start); took > ts.cfg.HandshakeTimeout+5*time.Second {
+				t.Fatalf("the stream was closed after %s, want within the handshake timeout (%s)", took, ts.cfg.HandshakeTimeout)
 			}
 		})
 	}

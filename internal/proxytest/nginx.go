@@ -13,16 +13,32 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
 
+// ReverseProxy is a running nginx.
+type ReverseProxy struct {
+	// Addr is its host:port.
+	Addr string
+	dir  string
+}
+
+// Upgrades counts the WebSocket upgrades nginx passed on (answered 101)
+// and that have ended, from its access log, which nginx writes when a
+// connection closes: proof that sessions went through it.
+func (p *ReverseProxy) Upgrades() int {
+	b, _ := os.ReadFile(filepath.Join(p.dir, "access.log"))
+	return strings.Count(string(b), "\" 101 ")
+}
+
 // Nginx starts Debian's nginx as a TLS-terminating reverse proxy on a free
 // loopback port for t, passing WebSocket upgrades at path to the plain
 // HTTP upstream (host:port), as a load balancer on port 443 would. Its
-// certificate is self-signed, made for the test. It returns nginx's
-// host:port. It skips or fails without nginx as Tinyproxy does.
-func Nginx(t testing.TB, upstream, path string) string {
+// certificate is self-signed, made for the test. It skips or fails
+// without nginx as Tinyproxy does.
+func Nginx(t testing.TB, upstream, path string) *ReverseProxy {
 	t.Helper()
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
@@ -97,7 +113,7 @@ http {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
-			return addr
+			return &ReverseProxy{Addr: addr, dir: dir}
 		}
 		select {
 		case err := <-exited:
