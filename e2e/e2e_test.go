@@ -332,7 +332,7 @@ func TestCommandsRejectBadInput(t *testing.T) {
 		{"join and explicit flags together", "tendril-agent", []string{"register", "--home", home, "--join", "x", "--token", "y"}, "--join"},
 		{"bad thumbprint", "tendril-agent", []string{"register", "--home", home, "--server", "127.0.0.1:1", "--server-thumbprint", "abc", "--token", "t"}, "thumbprint"},
 		{"run unregistered", "tendril-agent", []string{"run", "--home", home}, "tendril-agent register"},
-		{"proxy URL that does not parse", "tendril-agent", []string{"register", "--home", home, "--server", "127.0.0.1:1", "--server-thumbprint", strings.Repeat("a", 64), "--token", "t", "--proxy", "socks5://user:pw@proxy:1080"}, "--proxy: proxy socks5://user:xxxxx@proxy:1080: not a proxy URL"},
+		{"proxy URL that does not parse", "tendril-agent", []string{"register", "--home", home, "--server", "127.0.0.1:1", "--server-thumbprint", strings.Repeat("a", 64), "--token", "t", "--proxy", "socks5://user:pw@proxy:1080"}, "--proxy: proxy socks5://xxxxx@proxy:1080: not a proxy URL"},
 		{"bad tls minimum", "tendril-server", []string{"run", "--data", data, "--tls-min", "0.9"}, "1.0, 1.1, 1.2, 1.3"},
 		{"coordinator not running", "tendril-server", []string{"agents", "list", "--data", data}, "no coordinator is running"},
 		{"uninitialized data", "tendril-server", []string{"thumbprint", "--data", t.TempDir()}, "init"},
