@@ -87,45 +87,10 @@ http {
 	if err := os.WriteFile(confFile, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-c", confFile, "-p", dir, "-e", filepath.Join(dir, "error.log"))
-	out, err := os.Create(filepath.Join(dir, "stdout.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start nginx: %v", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-		out.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-			t.Logf("nginx's error log:\n%s", b)
-		}
-	})
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return &ReverseProxy{Addr: addr, dir: dir}
-		}
-		select {
-		case err := <-exited:
-			b, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-			t.Fatalf("nginx exited: %v\n%s", err, b)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nginx is not listening on %s after 10s: %v", addr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	serve(t, exec.Command(bin, "-c", confFile, "-p", dir, "-e", filepath.Join(dir, "error.log")),
+		addr, filepath.Join(dir, "stdout.log"), filepath.Join(dir, "error.log"))
+	return &ReverseProxy{Addr: addr, dir: dir}
 }
 
 // selfSigned writes a certificate for 127.0.0.1 and its key.

@@ -7,7 +7,6 @@
 package proxytest
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -80,42 +79,52 @@ func Tinyproxy(t testing.TB, o Options) *Proxy {
 	if err := os.WriteFile(path, []byte(conf.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-d", "-c", path)
-	logs, err := os.Create(filepath.Join(dir, "tinyproxy.log"))
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	logPath := filepath.Join(dir, "tinyproxy.log")
+	serve(t, exec.Command(bin, "-d", "-c", path), addr, logPath, logPath)
+	return &Proxy{Addr: addr, log: logPath}
+}
+
+// serve starts cmd with its output in outPath, stops it when the test
+// ends, and returns once it listens on addr. logPath is what to show if
+// it fails: its output, or a log of its own.
+func serve(t testing.TB, cmd *exec.Cmd, addr, outPath, logPath string) {
+	t.Helper()
+	name := filepath.Base(cmd.Path)
+	out, err := os.Create(outPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stdout, cmd.Stderr = logs, logs
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start tinyproxy: %v", err)
+		t.Fatalf("start %s: %v", name, err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		<-exited
-		logs.Close()
+		out.Close()
 		if t.Failed() {
-			b, _ := os.ReadFile(logs.Name())
-			t.Logf("tinyproxy's log:\n%s", b)
+			b, _ := os.ReadFile(logPath)
+			t.Logf("%s's log:\n%s", name, b)
 		}
 	})
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
-			return &Proxy{Addr: addr, log: logs.Name()}
+			return
 		}
 		select {
 		case err := <-exited:
-			b, _ := os.ReadFile(logs.Name())
-			t.Fatalf("tinyproxy exited: %v\n%s", err, b)
+			b, _ := os.ReadFile(logPath)
+			t.Fatalf("%s exited: %v\n%s", name, err, b)
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("tinyproxy is not listening on %s after 10s: %v", addr, errors.Join(err))
+			t.Fatalf("%s is not listening on %s after 10s: %v", name, addr, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
