@@ -111,9 +111,9 @@ func TestFor(t *testing.T) {
 	}
 }
 
-// echoServer accepts one connection at a time and echoes what it reads:
-// the coordinator at the far end of a tunnel.
-func echoServer(t *testing.T) string {
+// listen serves each connection to a loopback listener with handle, one
+// at a time, until the test ends, and returns the listener's address.
+func listen(t *testing.T, handle func(c net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -127,12 +127,19 @@ func echoServer(t *testing.T) string {
 			if err != nil {
 				return
 			}
-			io.Copy(c, c)
+			handle(c)
 			c.Close()
 		}
 	}()
 	t.Cleanup(func() { ln.Close(); <-done })
 	return ln.Addr().String()
+}
+
+// echoServer echoes what it reads: the coordinator at the far end of a
+// tunnel.
+func echoServer(t *testing.T) string {
+	t.Helper()
+	return listen(t, func(c net.Conn) { io.Copy(c, c) })
 }
 
 func roundTrip(t *testing.T, c net.Conn) {
@@ -206,27 +213,11 @@ func TestDialThroughTinyproxy(t *testing.T) {
 // cannot be made to give on purpose.
 func fakeProxy(t *testing.T, answer func(c net.Conn, req *http.Request)) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			req, err := http.ReadRequest(bufio.NewReader(c))
-			if err == nil {
-				answer(c, req)
-			}
-			c.Close()
+	return listen(t, func(c net.Conn) {
+		if req, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+			answer(c, req)
 		}
-	}()
-	t.Cleanup(func() { ln.Close(); <-done })
-	return ln.Addr().String()
+	})
 }
 
 // TestDialRefusals: each way a proxy can refuse or fail a CONNECT is an

@@ -40,17 +40,7 @@ func (p *ReverseProxy) Upgrades() int {
 // without nginx as Tinyproxy does.
 func Nginx(t testing.TB, upstream, path string) *ReverseProxy {
 	t.Helper()
-	bin, err := exec.LookPath("nginx")
-	if err != nil {
-		if os.Getenv("CI") == "" {
-			t.Skip("nginx is not installed (make test installs it)")
-		}
-		t.Fatal("nginx is not installed; scripts/deps.sh installs it")
-	}
-	dir := t.TempDir()
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	bin, dir := prepare(t, "nginx")
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	selfSigned(t, certFile, keyFile)
 	port := freePort(t)

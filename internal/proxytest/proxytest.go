@@ -47,18 +47,7 @@ func (p *Proxy) Tunnels(target string) int {
 // Tinyproxy starts a tinyproxy for t.
 func Tinyproxy(t testing.TB, o Options) *Proxy {
 	t.Helper()
-	bin, err := exec.LookPath("tinyproxy")
-	if err != nil {
-		if os.Getenv("CI") == "" {
-			t.Skip("tinyproxy is not installed (make test installs it)")
-		}
-		t.Fatal("tinyproxy is not installed; scripts/deps.sh installs it")
-	}
-	dir := t.TempDir()
-	// The proxy drops to nobody: it must be able to read its folder.
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	bin, dir := prepare(t, "tinyproxy")
 	port := freePort(t)
 	var conf strings.Builder
 	fmt.Fprintf(&conf, "User nobody\nGroup nogroup\nPort %d\nListen 127.0.0.1\nTimeout 60\nMaxClients 64\nLogLevel Info\n", port)
@@ -83,6 +72,25 @@ func Tinyproxy(t testing.TB, o Options) *Proxy {
 	logPath := filepath.Join(dir, "tinyproxy.log")
 	serve(t, exec.Command(bin, "-d", "-c", path), addr, logPath, logPath)
 	return &Proxy{Addr: addr, log: logPath}
+}
+
+// prepare finds the program name, skipping the test without it (failing
+// it under CI, where make test installs it), and makes the folder it
+// runs in, readable by the unprivileged user the program drops to.
+func prepare(t testing.TB, name string) (bin, dir string) {
+	t.Helper()
+	bin, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "" {
+			t.Skip(name + " is not installed (make test installs it)")
+		}
+		t.Fatal(name + " is not installed; scripts/deps.sh installs it")
+	}
+	dir = t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return bin, dir
 }
 
 // serve starts cmd with its output in outPath, stops it when the test

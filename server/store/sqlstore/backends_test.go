@@ -145,3 +145,9 @@ func pgSeedAgents(t testing.TB, s *Postgres, n int) []string {
 	}
 	return ids
 }
+
+// schemaVersion is the database's schema version, for the tests that
+// check migrations.
+func (s *sqlStore) schemaVersion(ctx context.Context) (int, error) {
+	return schemaVersion(ctx, s.r, s.d)
+}

@@ -151,11 +151,6 @@ func schemaVersion(ctx context.Context, q queryer, d dialect) (int, error) {
 	return int(v.Int64), nil
 }
 
-// schemaVersion is the database's schema version.
-func (s *sqlStore) schemaVersion(ctx context.Context) (int, error) {
-	return schemaVersion(ctx, s.r, s.d)
-}
-
 // tooNew refuses a database at schema v when this code knows up to known.
 func tooNew(v, known int) error {
 	if v > known {
