@@ -187,6 +187,14 @@ func (p *peer) serveHealth() {
 // enrolled registers a fresh identity and connects it as an agent.
 func enrolled(t *testing.T, ts *testServer, name string) *peer {
 	t.Helper()
+	return enrolledPeer(t, ts, name, true)
+}
+
+// enrolledPeer registers a peer and reconnects it with Hello; serve says
+// whether it answers the coordinator's requests (serveHealth) or never
+// reads its session.
+func enrolledPeer(t *testing.T, ts *testServer, name string, serve bool) *peer {
+	t.Helper()
 	id := newIdentity(t)
 	p, err := dialPeer(t, ts, id)
 	if err != nil {
@@ -200,7 +208,9 @@ func enrolled(t *testing.T, ts *testServer, name string) *peer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.serveHealth()
+	if serve {
+		p.serveHealth()
+	}
 	if _, err := p.hello(); err != nil {
 		t.Fatal(err)
 	}

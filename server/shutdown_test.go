@@ -16,24 +16,7 @@ import (
 // session: a goodbye to it can only time out.
 func silentAgent(t *testing.T, ts *testServer, name string) *peer {
 	t.Helper()
-	tok := ts.token(t, "Prod")
-	id := newIdentity(t)
-	p, err := dialPeer(t, ts, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.register(tok, name, false); err != nil {
-		t.Fatal(err)
-	}
-	p.sess.Close()
-	p, err = dialPeer(t, ts, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.hello(); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return enrolledPeer(t, ts, name, false)
 }
 
 // TestShutdownGraceful: with time enough, Shutdown tells agents to come
