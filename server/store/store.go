@@ -143,10 +143,10 @@ var (
 	// ErrTokenUsed means the token was already used by another agent.
 	ErrTokenUsed = errors.New("enrollment token has already been used")
 	// ErrNameTaken means another agent already has the requested name.
-	ErrNameTaken = errors.New("agent name is already taken")
+	ErrNameTaken = kind.Errorf(kind.ErrConflict, "agent name is already taken")
 	// ErrThumbprintTaken means an agent with that certificate is already
 	// registered.
-	ErrThumbprintTaken = errors.New("certificate is already registered")
+	ErrThumbprintTaken = kind.Errorf(kind.ErrConflict, "certificate is already registered")
 	// ErrExists means a record with that key exists already.
 	ErrExists = errors.New("already exists")
 	// ErrInRollout means an agent of a new running rollout is already in
@@ -195,7 +195,17 @@ type Agent struct {
 	// current session, "" if none did. A dead node's agents are not
 	// connected, whatever this says.
 	Node string
+
+	// Address is where the coordinator dials a listening agent, host:port;
+	// "" for a polling agent, which dials the coordinator.
+	Address string
+	// DialError is why the coordinator's last attempt to dial a listening
+	// agent failed, "" since one succeeded (or before any was made).
+	DialError string
 }
+
+// Listening reports whether the coordinator dials the agent.
+func (a Agent) Listening() bool { return a.Address != "" }
 
 // Token is a one-time enrollment token. Only its hash is stored.
 type Token struct {
@@ -217,6 +227,17 @@ type APIKey struct {
 	RevokedAt time.Time // zero while valid
 	// Admin keys may also manage users and API keys.
 	Admin bool
+}
+
+// ListeningParams adds a listening agent: the operator gives its address
+// and the thumbprint of its certificate, read on the agent's machine.
+type ListeningParams struct {
+	NewID       string // ID to give the new agent
+	Name        string
+	Environment string
+	Thumbprint  string
+	Address     string // host:port the coordinator dials
+	Now         time.Time
 }
 
 // RegisterParams is one enrollment attempt.
@@ -275,6 +296,19 @@ type Store interface {
 	// agent again so a lost reply can be retried), ErrNameTaken and
 	// ErrThumbprintTaken (unless Force).
 	Register(ctx context.Context, p RegisterParams) (RegisterResult, error)
+
+	// AddListening creates a listening agent. Errors: ErrNameTaken;
+	// ErrThumbprintTaken when another agent holds the thumbprint (as
+	// Thumbprint or NextThumbprint) or it was revoked (a deleted agent's
+	// certificate is not brought back by adding it again).
+	AddListening(ctx context.Context, p ListeningParams) (Agent, error)
+	// SetAgentAddress changes where a listening agent is dialed and clears
+	// its DialError. ErrNotFound if no such agent; an error wrapping
+	// kind.ErrBadRequest if it is a polling agent.
+	SetAgentAddress(ctx context.Context, id, address string) error
+	// SetDialError records why dialing a listening agent failed, or ""
+	// once a dial succeeded. ErrNotFound if no such agent.
+	SetDialError(ctx context.Context, id, message string) error
 
 	// AgentByThumbprint finds the agent whose Thumbprint or NextThumbprint
 	// matches. ErrNotFound if none.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tendrildeploy/tendril/api"
+	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -179,6 +180,164 @@ func register(ctx context.Context, tx *sqlTx, p store.RegisterParams) (store.Reg
 		return store.RegisterResult{}, err
 	}
 	return store.RegisterResult{Agent: a, Replaced: conflicts}, nil
+}
+
+// AddListening implements Store.
+//
+// Beyond the interface's contract: a zero Now means the current time;
+// Name, Thumbprint, Address and NewID must not be empty. Unlike Register
+// there is no Force: an operator who wants a name back deletes the agent
+// holding it first, so that adding an agent never silently drops another
+// one's session (and a deleted agent's certificate stays revoked).
+//
+// It takes the identities lock, as Register does, so that an agent added
+// here and one registering with the same name or thumbprint, on this
+// coordinator or another, cannot both succeed.
+func (s *sqlStore) AddListening(ctx context.Context, p store.ListeningParams) (store.Agent, error) {
+	if p.Now.IsZero() {
+		p.Now = time.Now()
+	}
+	var a store.Agent
+	err := s.tx(ctx, func(tx *sqlTx) error {
+		var err error
+		a, err = addListening(ctx, tx, p)
+		return err
+	})
+	if err != nil {
+		return store.Agent{}, fmt.Errorf("add listening agent %q: %w", p.Name, err)
+	}
+	return a, nil
+}
+
+func addListening(ctx context.Context, tx *sqlTx, p store.ListeningParams) (store.Agent, error) {
+	switch {
+	case p.Name == "":
+		return store.Agent{}, errors.New("name is empty")
+	case p.Thumbprint == "":
+		return store.Agent{}, errors.New("thumbprint is empty")
+	case p.Address == "":
+		return store.Agent{}, errors.New("address is empty")
+	case p.NewID == "":
+		return store.Agent{}, errors.New("new agent ID is empty")
+	}
+	now, err := timeArg(p.Now)
+	if err != nil {
+		return store.Agent{}, err
+	}
+	if err := tx.d.lock(ctx, tx, lockIdentities); err != nil {
+		return store.Agent{}, err
+	}
+
+	// The same conflicts as register's, answered the same way, so that an
+	// operator gets one meaning for each error whichever way the agent
+	// came in.
+	conflicts, err := queryRows(ctx, tx, scanAgent,
+		`SELECT `+agentColumns+` FROM agents
+		 WHERE name = ? OR thumbprint = ? OR next_thumbprint = ?
+		 ORDER BY name`,
+		p.Name, p.Thumbprint, p.Thumbprint)
+	if err != nil {
+		return store.Agent{}, err
+	}
+	for _, a := range conflicts {
+		if a.Name == p.Name && a.Thumbprint != p.Thumbprint {
+			return store.Agent{}, store.ErrNameTaken
+		}
+	}
+	if len(conflicts) > 0 {
+		return store.Agent{}, fmt.Errorf("thumbprint %s: %w", p.Thumbprint, store.ErrThumbprintTaken)
+	}
+	revoked, err := isRevoked(ctx, tx, p.Thumbprint)
+	if err != nil {
+		return store.Agent{}, err
+	}
+	if revoked {
+		// Register can reinstate it with Force; adding an agent by its
+		// thumbprint is not meant to undo an operator's removal of it.
+		return store.Agent{}, fmt.Errorf("thumbprint %s was revoked: %w", p.Thumbprint, store.ErrThumbprintTaken)
+	}
+
+	_, err = tx.ExecContext(ctx,
+		`INSERT INTO agents (id, name, environment, thumbprint, address, health, disk_free, registered_at)
+		 VALUES (?, ?, ?, ?, ?, ?, -1, ?)`,
+		p.NewID, p.Name, p.Environment, p.Thumbprint, p.Address, api.HealthUnavailable, now)
+	if tx.d.uniqueViolation(err) {
+		// As in register: only an agent ID already used gets here.
+		return store.Agent{}, fmt.Errorf("agent %s: %w", p.NewID, store.ErrExists)
+	}
+	if err != nil {
+		return store.Agent{}, err
+	}
+	return agentBy(ctx, tx, "id", p.NewID)
+}
+
+// SetAgentAddress implements Store. An empty address is refused with
+// kind.ErrBadRequest too: it would silently make the agent a polling one,
+// and nothing would dial it again.
+func (s *sqlStore) SetAgentAddress(ctx context.Context, id, address string) error {
+	if err := s.setAgentAddress(ctx, id, address); err != nil {
+		return fmt.Errorf("set address of agent %s: %w", id, err)
+	}
+	return nil
+}
+
+func (s *sqlStore) setAgentAddress(ctx context.Context, id, address string) error {
+	if address == "" {
+		return kind.Errorf(kind.ErrBadRequest, "the address is empty")
+	}
+	// One statement checks and changes, so there is no window between
+	// them to reason about; the lookup after it only chooses the error.
+	n, err := affected(s.w.ExecContext(ctx,
+		`UPDATE agents SET address = ?, dial_error = '' WHERE id = ? AND address <> ''`, address, id))
+	if err != nil || n > 0 {
+		return err
+	}
+	a, err := agentBy(ctx, s.r, "id", id)
+	if err != nil {
+		return err
+	}
+	return kind.Errorf(kind.ErrBadRequest,
+		"agent %q is a polling agent: it connects to the coordinator, which has no address to dial", a.Name)
+}
+
+// SetDialError implements Store. A message PostgreSQL cannot store (NUL
+// bytes, invalid UTF-8) is stored there with U+FFFD in their place.
+//
+// The coordinator calls it after every dial attempt, and an agent that
+// is down fails the same way each time: the stored value is read first,
+// on the read path, and written only when it differs, so that such an
+// agent costs a read per attempt and no write (no turn of SQLite's one
+// writer, no new row version in PostgreSQL).
+func (s *sqlStore) SetDialError(ctx context.Context, id, message string) error {
+	if err := s.setDialError(ctx, id, s.d.text(message)); err != nil {
+		return fmt.Errorf("set dial error of agent %s: %w", id, err)
+	}
+	return nil
+}
+
+func (s *sqlStore) setDialError(ctx context.Context, id, message string) error {
+	var stored string
+	err := s.hr.QueryRowContext(ctx, `SELECT dial_error FROM agents WHERE id = ?`, id).Scan(&stored)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.ErrNotFound
+	}
+	if err != nil || stored == message {
+		return err
+	}
+	// The condition keeps two coordinators that both saw the old value
+	// from writing the same new one twice; no row then means either that
+	// or that the agent was deleted meanwhile, which the lookup tells
+	// apart.
+	n, err := affected(s.hw.ExecContext(ctx,
+		`UPDATE agents SET dial_error = ? WHERE id = ? AND dial_error <> ?`, message, id, message))
+	if err != nil || n > 0 {
+		return err
+	}
+	found, err := exists(ctx, s.hr, `SELECT 1 FROM agents WHERE id = ?`, id)
+	if err == nil && !found {
+		err = store.ErrNotFound
+	}
+	return err
 }
 
 // AgentByThumbprint implements Store.
@@ -545,7 +704,7 @@ func (s *sqlStore) SetSetting(ctx context.Context, key, value string) error {
 const agentColumns = `id, name, environment, thumbprint, next_thumbprint,
 	version, os, arch, protocol, tls_version, calamari_versions,
 	health, health_detail, health_rtt, disk_free, server_thumbprint_ack,
-	registered_at, last_seen, last_health_at, node`
+	registered_at, last_seen, last_health_at, node, address, dial_error`
 
 // scanAgent reads one row of agentColumns.
 func scanAgent(sc scanner) (store.Agent, error) {
@@ -560,7 +719,7 @@ func scanAgent(sc scanner) (store.Agent, error) {
 	err := sc.Scan(&a.ID, &a.Name, &a.Environment, &a.Thumbprint, &next,
 		&a.Version, &a.OS, &a.Arch, &a.Protocol, &a.TLSVersion, &calamari,
 		&a.Health, &a.HealthDetail, &rtt, &a.DiskFree, &a.ServerThumbprintAck,
-		&registered, &seen, &lastHealthAt, &node)
+		&registered, &seen, &lastHealthAt, &node, &a.Address, &a.DialError)
 	if err != nil {
 		return store.Agent{}, err
 	}
