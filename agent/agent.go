@@ -196,6 +196,9 @@ type Status struct {
 	UpgradeOnly bool
 	// Thumbprint is the agent's current certificate thumbprint.
 	Thumbprint string
+	// Listening is the address a listening agent accepts the coordinator
+	// on, "" for an agent that dials it.
+	Listening string
 	// Sessions counts the sessions established since New.
 	Sessions int64
 	// LastError is why the last attempt or session failed, "" once
@@ -405,6 +408,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer a.stopTasks(ctx) // before the unlock: no task outlives the lock
 	a.tasks.Recover()
 	a.recoverUpgrade()
+	if a.state.Listen != "" {
+		return a.listen(ctx, a.state.Listen)
+	}
 	retry := newRetryPolicy(a.cfg.MinBackoff, a.cfg.MaxBackoff)
 	for attempt := 0; ; attempt++ {
 		addr := a.servers[attempt%len(a.servers)]

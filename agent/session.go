@@ -157,6 +157,14 @@ func (a *Agent) establish(ctx context.Context, addr string, id *certs.Identity) 
 	if err != nil {
 		return nil, err
 	}
+	return a.startSession(ctx, conn, addr, id)
+}
+
+// startSession runs a session over a completed handshake with the
+// coordinator at addr, dialed or (for a listening agent) accepted: it
+// starts serving the coordinator's requests and says Hello. The session
+// is returned only once Welcome arrived; on failure conn is closed.
+func (a *Agent) startSession(ctx context.Context, conn *tls.Conn, addr string, id *certs.Identity) (*liveSession, error) {
 	ys, err := protocol.NewSession(conn, protocol.SessionOptions{KeepAlive: a.cfg.KeepAlive})
 	if err != nil {
 		conn.Close()
@@ -204,6 +212,9 @@ func (a *Agent) establish(ctx context.Context, addr string, id *certs.Identity) 
 		if err != nil {
 			a.log.Warn("could not adopt the coordinator's certificate list", zap.Error(err))
 		}
+	}
+	if err := a.adoptWelcome(s.welcome); err != nil {
+		a.log.Warn("could not save what the coordinator said of this agent", zap.Error(err))
 	}
 	return s, nil
 }

@@ -63,6 +63,12 @@ type State struct {
 	// register --proxy: a URL (its credentials are why this file is
 	// 0600), "none", or "" for the environment's (HTTPS_PROXY, NO_PROXY).
 	Proxy string `json:"proxy,omitempty"`
+	// Listen is the address a listening agent binds, host:port (":10933"
+	// for every interface): the coordinator dials it, and the agent never
+	// dials out. "" for an agent that dials the coordinator. A listening
+	// agent has no Servers, and learns AgentID, Name, Environment and
+	// SigningKey at its first Welcome.
+	Listen string `json:"listen,omitempty"`
 }
 
 // notRegistered names the command that fixes the problem, because the
@@ -86,7 +92,7 @@ func LoadState(home string) (State, error) {
 	if err := json.Unmarshal(b, &s); err != nil {
 		return State{}, fmt.Errorf("read agent state %s: %w; register again with --force", path, err)
 	}
-	if len(s.Servers) == 0 || len(s.ServerThumbprints) == 0 {
+	if len(s.Servers) == 0 && s.Listen == "" || len(s.ServerThumbprints) == 0 {
 		return State{}, fmt.Errorf("read agent state %s: no coordinator address or thumbprint; register again with --force", path)
 	}
 	if s.ServerHint == "" {

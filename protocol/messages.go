@@ -72,6 +72,13 @@ type Welcome struct {
 	// away, nodes added since its registration included. Omitted by a
 	// coordinator that is its own only node.
 	Servers []string `json:"servers,omitempty"`
+	// SigningKey is the coordinator's hex Ed25519 public key that
+	// Calamari bundles and agent packages are signed with. A polling agent
+	// got it with its registration; a listening agent, enrolled by the
+	// operator on the coordinator's side, learns it here, over a session
+	// whose coordinator certificate it pinned, and keeps the first it
+	// learned. Omitted by coordinators that dial no agent.
+	SigningKey string `json:"signing_key,omitempty"`
 }
 
 // Register enrolls the certificate the connection was made with.

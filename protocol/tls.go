@@ -161,3 +161,71 @@ func ServerHint(thumbprint string) string {
 func HintMatches(serverName, thumbprint string) bool {
 	return serverName != "" && serverName == ServerHint(thumbprint)
 }
+
+// ListenerTLS describes a listening agent's side of the handshake. The
+// coordinator dials a listening agent, so the TCP roles of a polling
+// agent's session are reversed; the TLS roles follow TCP (the agent serves
+// the handshake), which keeps the listening port an ordinary TLS endpoint
+// that refuses every client but a pinned coordinator. Above TLS nothing
+// changes: the agent still opens the session's first stream and says
+// Hello.
+type ListenerTLS struct {
+	// Certificate returns the agent's certificate now: a rotation
+	// changes it between handshakes.
+	Certificate func() *tls.Certificate
+	// Pins holds the coordinator thumbprints the agent trusts; a client
+	// presenting any other certificate fails the handshake.
+	Pins *certs.Pins
+	// MinVersion is the lowest TLS version accepted. Zero means TLS 1.2.
+	MinVersion uint16
+}
+
+// Config builds the listening agent's tls.Config.
+func (l ListenerTLS) Config() *tls.Config {
+	min := l.MinVersion
+	if min == 0 {
+		min = tls.VersionTLS12
+	}
+	return &tls.Config{
+		MinVersion: min,
+		MaxVersion: tls.VersionTLS13,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return l.Certificate(), nil
+		},
+		ClientAuth:             tls.RequireAnyClientCert,
+		SessionTicketsDisabled: true,
+		NextProtos:             []string{ALPN},
+		VerifyConnection:       certs.VerifyPinned(l.Pins),
+	}
+}
+
+// DialerTLS describes the coordinator's side of the handshake with a
+// listening agent it dials.
+type DialerTLS struct {
+	// Certificate is the coordinator certificate to present: one the
+	// agent trusts (during a coordinator rotation, the one it last
+	// acknowledged).
+	Certificate *tls.Certificate
+	// Agent holds the thumbprints the dialed agent may present: the one it
+	// was enrolled with, and during its own rotation the next one.
+	Agent *certs.Pins
+	// MinVersion is the lowest TLS version offered. Zero means TLS 1.2.
+	MinVersion uint16
+}
+
+// Config builds the coordinator's tls.Config for dialing an agent.
+func (d DialerTLS) Config() *tls.Config {
+	min := d.MinVersion
+	if min == 0 {
+		min = tls.VersionTLS12
+	}
+	return &tls.Config{
+		MinVersion:   min,
+		MaxVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{*d.Certificate},
+		NextProtos:   []string{ALPN},
+		// Chain verification is replaced by pinning, as for agents.
+		InsecureSkipVerify: true,
+		VerifyConnection:   certs.VerifyPinned(d.Agent),
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -98,6 +99,9 @@ type Store struct {
 	// verified (or every hour): every health check and every task start
 	// verifies what it relies on.
 	verifier bundle.Verifier
+	// key is the signing key in force: Config.SigningKey until
+	// SetSigningKey.
+	key atomic.Pointer[string]
 }
 
 // New returns the store for cfg.Dir, creating the folder if missing.
@@ -122,8 +126,18 @@ func New(cfg Config) (*Store, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("calamari store: %w", err)
 	}
-	return &Store{cfg: cfg, log: cfg.Logger.Named("calamari")}, nil
+	st := &Store{cfg: cfg, log: cfg.Logger.Named("calamari")}
+	st.key.Store(&cfg.SigningKey)
+	return st, nil
 }
+
+// SetSigningKey sets the key bundles are verified against from now on. A
+// listening agent learns it from its coordinator's first Welcome, over
+// the session whose certificate it pinned.
+func (s *Store) SetSigningKey(key string) { s.key.Store(&key) }
+
+// SigningKey is the key bundles are verified against now.
+func (s *Store) SigningKey() string { return *s.key.Load() }
 
 // ValidateVersion checks that v is a full semantic version without a
 // leading "v", which is also what makes it a safe folder name: no path
@@ -143,7 +157,7 @@ func (s *Store) Verify(v string) (bundle.Manifest, error) {
 	if err := ValidateVersion(v); err != nil {
 		return bundle.Manifest{}, err
 	}
-	return s.verifier.Verify(s.versionDir(v), s.cfg.SigningKey)
+	return s.verifier.Verify(s.versionDir(v), s.SigningKey())
 }
 
 // Check answers a CalamariCheck: whether v is installed and intact, and if
@@ -174,7 +188,7 @@ func (s *Store) problem(v string, err error) string {
 // quarantine or a damaged disk leaves behind).
 func (s *Store) Scan() (versions, problems []string) {
 	versions = []string{} // "none" is an empty list on the wire, not null
-	for _, st := range s.verifier.Scan(s.cfg.Dir, s.cfg.SigningKey) {
+	for _, st := range s.verifier.Scan(s.cfg.Dir, s.SigningKey()) {
 		if st.Err == nil {
 			versions = append(versions, st.Version)
 			continue
@@ -305,7 +319,7 @@ func (p *Push) install(ctx context.Context) (bundle.Manifest, error) {
 		return bundle.Manifest{}, err
 	}
 	defer f.Close()
-	return bundle.Install(ctx, f, p.s.cfg.Dir, p.s.cfg.SigningKey, p.req.Signature, bundle.Limits{})
+	return bundle.Install(ctx, f, p.s.cfg.Dir, p.s.SigningKey(), p.req.Signature, bundle.Limits{})
 }
 
 // Close releases the push's locks. It is idempotent.

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -69,9 +70,9 @@ func requireHome(home string) error {
 
 func registerCommand() *cobra.Command {
 	var (
-		home, thumbprint, token, join, name, env, logLevel, proxyURL string
-		servers                                                      []string
-		force                                                        bool
+		home, thumbprint, token, join, name, env, logLevel, proxyURL, listen string
+		servers                                                              []string
+		force                                                                bool
 	)
 	cmd := &cobra.Command{
 		Use:   "register",
@@ -80,6 +81,9 @@ func registerCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := requireHome(home); err != nil {
 				return err
+			}
+			if listen != "" {
+				return registerListening(cmd, home, listen, thumbprint, name, force, join != "" || len(servers) > 0 || token != "" || proxyURL != "" || env != "")
 			}
 			explicit := len(servers) > 0 || thumbprint != "" || token != ""
 			switch {
@@ -157,7 +161,38 @@ func registerCommand() *cobra.Command {
 	f.BoolVar(&force, "force", false, "replace an existing registration")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&proxyURL, "proxy", "", `HTTP proxy to reach the coordinator through, http://[user:password@]host:port, kept with the registration (0600); "none" for no proxy (default: HTTPS_PROXY, bypassed for NO_PROXY)`)
+	f.StringVar(&listen, "listen", "", fmt.Sprintf("make a listening agent: bind this address (HOST:PORT, or :%d for every interface) and let the coordinator dial it; needs only --server-thumbprint (repeat the flag's values with commas during a coordinator rotation)", agent.DefaultListenPort))
 	return cmd
+}
+
+// registerListening makes a listening agent: nothing goes over the
+// network, and the output is what the operator runs on the coordinator.
+func registerListening(cmd *cobra.Command, home, listen, thumbprints, name string, force, dialFlags bool) error {
+	if dialFlags {
+		return errors.New("--listen makes an agent the coordinator dials: do not combine it with --join, --server, --token, --proxy or --environment (the environment is given when adding the agent on the coordinator)")
+	}
+	if thumbprints == "" {
+		return errors.New("--listen needs --server-thumbprint: the coordinator's certificate thumbprint (tendril-server info), the only coordinator the agent will accept")
+	}
+	if err := agent.ValidateListen(listen); err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	if _, err := agent.RegisterListening(agent.ListenConfig{
+		Home: home, Listen: listen, ServerThumbprints: strings.Split(thumbprints, ","), Name: name, Force: force,
+	}); err != nil {
+		return err
+	}
+	thumb, err := agent.Thumbprint(home)
+	if err != nil {
+		return err
+	}
+	host, port, _ := net.SplitHostPort(listen)
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "THIS-HOST"
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "registered as a listening agent on %s\nthumbprint %s\n\nstart it (tendril-agent run, or tendril-agent service install), then on the coordinator:\n  tendril-server agents add --listening %s --thumbprint %s --environment ENVIRONMENT\n",
+		listen, thumb, net.JoinHostPort(host, port), thumb)
+	return nil
 }
 
 func runCommand() *cobra.Command {

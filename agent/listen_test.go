@@ -1,0 +1,133 @@
+package agent
+
+import (
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/tendrildeploy/tendril/certs"
+	"github.com/tendrildeploy/tendril/protocol"
+)
+
+func TestRegisterListening(t *testing.T) {
+	coord, err := certs.NewIdentity("coordinator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		cfg     ListenConfig
+		wantErr string
+	}{
+		{"every interface", ListenConfig{Listen: ":10933", ServerThumbprints: []string{coord.Thumbprint}}, ""},
+		{"one address", ListenConfig{Listen: "127.0.0.1:10933", ServerThumbprints: []string{strings.ToUpper(coord.Thumbprint)}}, ""},
+		{"no port", ListenConfig{Listen: "127.0.0.1", ServerThumbprints: []string{coord.Thumbprint}}, "missing port"},
+		{"port 0", ListenConfig{Listen: ":0", ServerThumbprints: []string{coord.Thumbprint}}, "port must be 1-65535"},
+		{"port too big", ListenConfig{Listen: ":70000", ServerThumbprints: []string{coord.Thumbprint}}, "port must be 1-65535"},
+		{"no thumbprint", ListenConfig{Listen: ":10933"}, "would accept no coordinator"},
+		{"bad thumbprint", ListenConfig{Listen: ":10933", ServerThumbprints: []string{"abc"}}, "thumbprint"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.cfg.Home = filepath.Join(t.TempDir(), "home")
+			st, err := RegisterListening(tt.cfg)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("got %v, want an error containing %q", err, tt.wantErr)
+				}
+				if _, err := LoadState(tt.cfg.Home); err == nil {
+					t.Fatal("a registration was saved despite the error")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Listen != tt.cfg.Listen || st.ServerThumbprints[0] != coord.Thumbprint || len(st.Servers) != 0 {
+				t.Fatalf("got listen %q trust %v servers %v, want %q, [%s] and none", st.Listen, st.ServerThumbprints, st.Servers, tt.cfg.Listen, coord.Thumbprint)
+			}
+			if m := mode(t, filepath.Join(tt.cfg.Home, stateFile)); m != 0o600 {
+				t.Fatalf("state file mode: got %o, want 600", m)
+			}
+			// Registering again needs --force, and keeps the certificate
+			// the coordinator knows.
+			before, err := Thumbprint(tt.cfg.Home)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := RegisterListening(tt.cfg); err == nil || !strings.Contains(err.Error(), "--force") {
+				t.Fatalf("second registration: got %v, want a refusal naming --force", err)
+			}
+			tt.cfg.Force = true
+			if _, err := RegisterListening(tt.cfg); err != nil {
+				t.Fatal(err)
+			}
+			if after, _ := Thumbprint(tt.cfg.Home); after != before {
+				t.Fatalf("thumbprint: got %s after --force, want %s kept", after, before)
+			}
+		})
+	}
+}
+
+// TestListeningAgentKeepsFirstSigningKey: the signing key a listening
+// agent learns at its first Welcome is pinned; a later Welcome cannot
+// change it.
+func TestListeningAgentKeepsFirstSigningKey(t *testing.T) {
+	home := filepath.Join(t.TempDir(), "home")
+	coord, _ := certs.NewIdentity("coordinator")
+	if _, err := RegisterListening(ListenConfig{Home: home, Listen: ":10933", ServerThumbprints: []string{coord.Thumbprint}}); err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Config{Home: home, Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := strings.Repeat("a", 64)
+	steps := []struct {
+		welcome protocol.Welcome
+		wantKey string
+	}{
+		{protocol.Welcome{AgentID: "id-1", Name: "dmz-1", Environment: "Prod", SigningKey: first}, first},
+		{protocol.Welcome{AgentID: "id-1", Name: "dmz-1", Environment: "Prod", SigningKey: strings.Repeat("b", 64)}, first},
+		{protocol.Welcome{AgentID: "id-1", Name: "dmz-1", Environment: "Prod"}, first},
+	}
+	for i, s := range steps {
+		if err := a.adoptWelcome(s.welcome); err != nil {
+			t.Fatal(err)
+		}
+		st, err := LoadState(home)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.SigningKey != s.wantKey || a.calamari.SigningKey() != s.wantKey || st.Name != "dmz-1" || st.AgentID != "id-1" {
+			t.Fatalf("step %d: got key %q (in use %q) name %q id %q, want key %q, dmz-1, id-1", i, st.SigningKey, a.calamari.SigningKey(), st.Name, st.AgentID, s.wantKey)
+		}
+	}
+}
+
+// TestListeningPortTaken: an agent whose port is taken says so and keeps
+// trying, and listens once the port is free.
+func TestListeningPortTaken(t *testing.T) {
+	blocker, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := blocker.Addr().String()
+	home := filepath.Join(t.TempDir(), "home")
+	coord, _ := certs.NewIdentity("coordinator")
+	if _, err := RegisterListening(ListenConfig{Home: home, Listen: addr, ServerThumbprints: []string{coord.Thumbprint}}); err != nil {
+		t.Fatal(err)
+	}
+	a := startAgent(t, home, nil)
+	eventually(t, "the bind error in the status", func() bool {
+		return strings.Contains(a.Status().LastError, "address already in use")
+	})
+	if a.Status().Listening != "" {
+		t.Fatal("the agent says it listens on a port it could not bind")
+	}
+	blocker.Close()
+	eventually(t, "the agent listening", func() bool { return a.Status().Listening == addr })
+}
