@@ -37,6 +37,41 @@ type AgentView struct {
 	HealthRTTMillis float64   `json:"health_rtt_ms"`
 	RegisteredAt    time.Time `json:"registered_at"`
 	LastHealthAt    string    `json:"last_health_at"`
+	// Mode is how the agent's session is made: ModePolling (the agent
+	// dials the coordinator) or ModeListening (the coordinator dials the
+	// agent at Address).
+	Mode string `json:"mode"`
+	// Address is where the coordinator dials a listening agent.
+	Address string `json:"address,omitempty"`
+	// DialError is why the coordinator's last dial to a listening agent
+	// failed, "" once one succeeded.
+	DialError string `json:"dial_error,omitempty"`
+}
+
+// Agent modes, as AgentView.Mode says them.
+const (
+	ModePolling   = "polling"
+	ModeListening = "listening"
+)
+
+// ListeningAgentRequest adds a listening agent (POST /api/agents): the
+// coordinator dials Address and accepts only the certificate whose
+// thumbprint is Thumbprint, shown by "tendril-agent register --listen"
+// on the agent's machine.
+type ListeningAgentRequest struct {
+	// Name is the agent's name; "" means the host of Address.
+	Name        string `json:"name,omitempty"`
+	Environment string `json:"environment"`
+	// Address is host:port as the coordinator reaches it, which behind NAT
+	// differs from the address the agent binds.
+	Address    string `json:"address"`
+	Thumbprint string `json:"thumbprint"`
+}
+
+// AgentAddressRequest moves a listening agent to a new address
+// (PUT /api/agents/{name}/address).
+type AgentAddressRequest struct {
+	Address string `json:"address"`
 }
 
 // RotationResult reports a coordinator certificate rotation.

@@ -98,6 +98,10 @@ func (s *Server) view(a store.Agent, vc viewContext) api.AgentView {
 		Upgrade: api.UpgradeNone, OS: a.OS, Arch: a.Arch, Protocol: a.Protocol, DiskFree: a.DiskFree,
 		HealthRTTMillis: float64(a.HealthRTT.Microseconds()) / 1000, RegisteredAt: a.RegisteredAt,
 		LastSeen: rfc3339(a.LastSeen), LastHealthAt: rfc3339(a.LastHealthAt),
+		Mode: api.ModePolling, Address: a.Address, DialError: a.DialError,
+	}
+	if a.Listening() {
+		v.Mode = api.ModeListening
 	}
 	v.CalamariCurrent = calamari.Current(latestCalamari, a.CalamariVersions)
 	as := s.sessions.get(a.ID)
@@ -116,6 +120,9 @@ func (s *Server) view(a store.Agent, vc viewContext) api.AgentView {
 		// in force.
 		v.LastSeen = rfc3339(time.Now().UTC())
 		v.Node = n.Name
+	case a.DialError != "":
+		v.Health = api.HealthUnavailable
+		v.HealthDetail = "not connected: " + a.DialError
 	default:
 		v.Health = api.HealthUnavailable
 		v.HealthDetail = "not connected"
@@ -267,7 +274,7 @@ func (s *Server) syncServerCertificates(ctx context.Context, as *agentSession) {
 	}
 	// The Welcome already carried the list; this confirms the agent stored
 	// it, which is what allows the previous certificate to be retired.
-	if err := s.sendServerCertificates(ctx, as, s.ids.Thumbprints()); err != nil {
+	if err := s.ids.Announce(func(trust []string) error { return s.sendServerCertificates(ctx, as, trust) }); err != nil {
 		if !errors.Is(err, context.Canceled) {
 			s.log.Warn("update agent's coordinator certificates failed", zap.String("agent", as.name), zap.Error(err))
 		}

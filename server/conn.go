@@ -146,15 +146,35 @@ func (s *Server) handleConn(raw net.Conn) {
 		conn.Close()
 		return
 	}
-	cs := conn.ConnectionState()
+	if _, err := s.startSession(raw, conn, conn.ConnectionState(), log, release, false); err != nil {
+		log.Info("agent session refused", zap.Error(err))
+	}
+}
+
+// startSession runs the session over a completed handshake, in either
+// direction: accepted from a polling agent, or dialed to a listening one
+// (dialed). It returns once the agent was welcomed, with a channel closed
+// when the session ends, or with why there is no session. An unknown
+// certificate on an accepted connection may register; a dialed one was
+// pinned to a known agent. conn is the TLS connection, cs its state, and
+// raw the connection under it; release gives back the slot the handshake
+// held.
+func (s *Server) startSession(raw, conn net.Conn, cs tls.ConnectionState, log *zap.Logger, release func(), dialed bool) (<-chan struct{}, error) {
 	thumb, _ := certs.PeerThumbprint(cs) // the handshake required a certificate
 	log = log.WithLazy(zap.String("thumbprint", thumb), zap.String("tls", protocol.TLSVersionName(cs.Version)))
 
-	sess, err := protocol.NewSession(conn, protocol.SessionOptions{Server: true, Logger: yamuxLogger(log)})
+	opts := protocol.SessionOptions{Server: true, Logger: yamuxLogger(log)}
+	if dialed {
+		// The coordinator keeps this session alive itself: it is the
+		// side that redials, so it must notice a dead path before a
+		// task does.
+		opts.KeepAlive = dialedKeepAlive
+	}
+	sess, err := protocol.NewSession(conn, opts)
 	if err != nil {
 		s.metrics.Handshakes.WithLabelValues(metrics.OutcomeFailed).Inc()
 		conn.Close()
-		return
+		return nil, fmt.Errorf("start session: %w", err)
 	}
 	// The session and everything serving it end with the server.
 	ctx, cancel := context.WithCancel(s.ctx)
@@ -173,34 +193,31 @@ func (s *Server) handleConn(raw net.Conn) {
 
 	agent, err := s.store.AgentByThumbprint(ctx, thumb)
 	switch {
-	case errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, store.ErrNotFound) && !dialed:
 		release()
 		s.metrics.Handshakes.WithLabelValues(metrics.OutcomeOK).Inc()
 		s.enroll.Serve(ctx, sess, thumb, log)
-		return
+		return nil, nil
 	case err != nil:
 		s.metrics.Handshakes.WithLabelValues(metrics.OutcomeFailed).Inc()
-		log.Error("look up agent failed", zap.Error(err))
-		return
+		return nil, fmt.Errorf("look up agent: %w", err)
 	}
 	if agent.NextThumbprint == thumb {
 		// The agent connected with the certificate it presented during a
 		// rotation: it is now its only certificate.
 		if err := s.store.PromoteThumbprint(ctx, agent.ID); err != nil {
-			log.Error("promote rotated agent certificate failed", zap.Error(err))
-			return
+			return nil, fmt.Errorf("promote rotated agent certificate: %w", err)
 		}
 		log.Info("agent certificate rotated", zap.String("agent", agent.Name))
 	}
 	as, err := s.hello(ctx, sess, agent, cs, raw.RemoteAddr().String())
 	if errors.Is(err, errReRegistration) {
 		s.metrics.Handshakes.WithLabelValues(metrics.OutcomeOK).Inc()
-		return
+		return nil, nil
 	}
 	if err != nil {
 		s.metrics.Handshakes.WithLabelValues(metrics.OutcomeRefused).Inc()
-		log.Info("agent session refused", zap.String("agent", agent.Name), zap.Error(err))
-		return
+		return nil, fmt.Errorf("agent %s: %w", agent.Name, err)
 	}
 	raw.SetDeadline(time.Time{})
 	release()
@@ -210,10 +227,13 @@ func (s *Server) handleConn(raw net.Conn) {
 	// idles. A session lasts for days, so it is served from a fresh
 	// goroutine that starts small, and this one ends.
 	handedOff = true
+	done := make(chan struct{})
 	s.goFunc(func() {
+		defer close(done)
 		defer end()
 		s.serveAgent(ctx, as, log.WithLazy(zap.String("agent", agent.Name)))
 	})
+	return done, nil
 }
 
 // hello reads the agent's Hello on its first stream, negotiates the
@@ -294,6 +314,7 @@ func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, 
 		ServerThumbprints: s.ids.Thumbprints(), UpgradeAcknowledged: upgradeAcked,
 		ReconnectSpreadMillis: admission.ReconnectSpread(s.sessions.count()).Milliseconds(),
 		Servers:               s.members.WelcomeServers(),
+		SigningKey:            s.signing.Public(),
 	}); err != nil {
 		s.sessions.remove(as)
 		return nil, err

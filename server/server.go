@@ -146,6 +146,14 @@ type Config struct {
 	// alive; the others count it dead after missing three. Default 5
 	// seconds.
 	HeartbeatInterval time.Duration
+	// DialScan is how often the node looks for listening agents it should
+	// dial and no node holds; adding or moving one dials it at once.
+	// Default 5s.
+	DialScan time.Duration
+	// DialMaxBackoff caps the wait between attempts to dial a listening
+	// agent that cannot be reached: it grows from about a second to this.
+	// Default 60s.
+	DialMaxBackoff time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -215,6 +223,12 @@ func (c *Config) setDefaults() {
 	if c.HeartbeatInterval <= 0 {
 		c.HeartbeatInterval = cluster.DefaultHeartbeatInterval
 	}
+	if c.DialScan <= 0 {
+		c.DialScan = 5 * time.Second
+	}
+	if c.DialMaxBackoff <= 0 {
+		c.DialMaxBackoff = time.Minute
+	}
 }
 
 // Server is a running coordinator. Create it with New, then call Run.
@@ -251,6 +265,7 @@ type Server struct {
 	health    healthlog.Log         // recent health checks per agent, for the machine page
 	node      nodeState             // this node's task sweeps and draining moves
 	members   *cluster.Membership   // this node among those sharing the database
+	dialer    *dialer               // sessions to the listening agents this node dials
 	policy    *settings.Policy      // the machine policy kept in the database
 	// polling is closed once pollHealth has its ticker, so that a test
 	// changing the interval knows the change is what resets it.
@@ -336,6 +351,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		done:      make(chan struct{}),
 		drained:   make(chan struct{}),
 	}
+	s.dialer = newDialer(s)
 	s.node.wake = make(chan struct{}, 1)
 	s.maint, err = settings.LoadMaintenance(ctx, settings.MaintenanceConfig{Store: st,
 		Announce: func() { s.notifyCluster(cluster.NotifyMaintenance) }, BusyRollouts: s.busyRollouts, Logger: s.log})
@@ -462,6 +478,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.goFunc(func() { s.pollHealth(pollCtx) })
 	s.goFunc(func() { s.checkNewcomers(pollCtx) })
 	s.goFunc(func() { s.releases.Run(pollCtx) })
+	s.goFunc(func() { s.dialer.run(s.ctx) })
 	// Unfinished tasks, this node's from its last run included, are
 	// claimed as their agents connect.
 	s.runCluster(pollCtx)

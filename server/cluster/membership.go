@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net"
 	"os"
 	"slices"
@@ -235,6 +236,35 @@ func (m *Membership) Alive(id string) (known, alive bool) {
 	defer m.mu.Unlock()
 	n, ok := m.nodes[id]
 	return ok, ok && n.Alive()
+}
+
+// Dialer picks the node that dials a listening agent: of the live nodes
+// that are not draining, as last read, the one rendezvous hashing ranks
+// first for the agent, so that every node that read the same rows picks
+// the same one, and a node's departure moves only its own agents. ""
+// when every node drains.
+func (m *Membership) Dialer(agentID string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	best, bestScore := "", uint64(0)
+	consider := func(id string) {
+		h := fnv.New64a()
+		h.Write([]byte(agentID))
+		h.Write([]byte{0})
+		h.Write([]byte(id))
+		if score := h.Sum64(); best == "" || score > bestScore || score == bestScore && id < best {
+			best, bestScore = id, score
+		}
+	}
+	if !m.Draining() {
+		consider(m.self.ID)
+	}
+	for id, n := range m.nodes {
+		if id != m.self.ID && n.Alive() && !n.Draining {
+			consider(id)
+		}
+	}
+	return best
 }
 
 // Gone reports whether a node other than this one is dead, or gone from

@@ -27,7 +27,10 @@ type Set struct {
 	mu       sync.RWMutex
 	current  *certs.Identity
 	previous *certs.Identity // nil when no rotation is in progress
-	rotating sync.Mutex      // one rotation at a time
+	// rotating is held by a rotation, and shared by every announcement of
+	// the list outside one (Announce), so that a list read before a
+	// rotation cannot reach an agent after the rotation's own.
+	rotating sync.RWMutex
 }
 
 // Load reads the identities kept in the data folder dir.
@@ -57,6 +60,19 @@ func (ids *Set) Certificate(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	return &ids.current.Certificate, nil
 }
 
+// ForAgent picks the certificate to present to a listening agent the
+// coordinator dials, which names no certificate of its own accord: the
+// previous one while a rotation keeps it, for an agent whose last
+// acknowledged thumbprint ack is that one, else the current one.
+func (ids *Set) ForAgent(ack string) *tls.Certificate {
+	ids.mu.RLock()
+	defer ids.mu.RUnlock()
+	if ids.previous != nil && ack == ids.previous.Thumbprint {
+		return &ids.previous.Certificate
+	}
+	return &ids.current.Certificate
+}
+
 // Thumbprints returns what agents should trust: current first.
 func (ids *Set) Thumbprints() []string {
 	ids.mu.RLock()
@@ -66,6 +82,16 @@ func (ids *Set) Thumbprints() []string {
 		out = append(out, ids.previous.Thumbprint)
 	}
 	return out
+}
+
+// Announce calls send with the thumbprints agents should trust, and keeps
+// a rotation from starting until send returns: an agent told the list
+// just before a rotation then hears the rotation's list after it, never
+// the other way round.
+func (ids *Set) Announce(send func(trust []string) error) error {
+	ids.rotating.RLock()
+	defer ids.rotating.RUnlock()
+	return send(ids.Thumbprints())
 }
 
 // Current is the thumbprint of the certificate served now.
