@@ -60,6 +60,7 @@ type endpoint struct {
 // apiFixture is the coordinator state the table's requests refer to.
 type apiFixture struct {
 	agent, away   string // a connected agent and one that never connected
+	listening     string // a listening agent the coordinator cannot reach
 	rollout       string // a running rollout, held by a busy agent
 	task          string // a queued task on the away agent
 	token, apiKey string // IDs of an enrollment token and an extra API key
@@ -71,7 +72,7 @@ type apiFixture struct {
 func setUpAPIFixture(t *testing.T, ts *testServer) apiFixture {
 	t.Helper()
 	ctx := context.Background()
-	fx := apiFixture{agent: "web-1", away: "away-1", user: "ops", node: ts.cfg.NodeName}
+	fx := apiFixture{agent: "web-1", away: "away-1", listening: "dmz-1", user: "ops", node: ts.cfg.NodeName}
 	ts.pushPackage(t, "2.0.0", "linux", "amd64", smallELF("v2"))
 	ts.upload(t, packBundle(t, "1.0.0", 0))
 	f := newFakeAgent(t, ts, fx.agent, "Prod", "1.0.0")
@@ -108,6 +109,11 @@ func setUpAPIFixture(t *testing.T, ts *testServer) apiFixture {
 		}
 		return agentStates(v)[fx.agent] == api.UpgradeWaitingForIdle
 	})
+
+	if _, err := ts.AddListeningAgent(ctx, api.ListeningAgentRequest{Name: fx.listening, Environment: "DMZ",
+		Address: closedAddr(t), Thumbprint: listeningThumb}); err != nil {
+		t.Fatal(err)
+	}
 
 	toks, err := ts.store.ListTokens(ctx)
 	if err != nil || len(toks) == 0 {
@@ -146,7 +152,23 @@ func apiEndpoints(fx apiFixture) map[string]endpoint {
 	return map[string]endpoint{
 		"GET /api/openapi.json": {path: "/api/openapi.json", noInput: noInput},
 
-		"GET /api/agents":           {path: "/api/agents", noInput: noInput},
+		"GET /api/agents": {path: "/api/agents", noInput: noInput},
+		"POST /api/agents": {path: "/api/agents", body: listeningBody("dmz-2", "DMZ", "127.0.0.1:1", listeningThumb2), bad: []badInput{
+			empty, oversize, unknownField(`{"environment": "DMZ", "address": "127.0.0.1:1", "thumbprint": "` + listeningThumb2 + `", "port": 1}`),
+			{name: "wrong type", body: `{"environment": "DMZ", "address": 10933, "thumbprint": "` + listeningThumb2 + `"}`, status: 400, msg: `field "address" must be a string, not a number`},
+			{name: "no port", body: listeningBody("dmz-2", "DMZ", "127.0.0.1", listeningThumb2), status: 400, msg: "missing port in address"},
+			{name: "bad thumbprint", body: listeningBody("dmz-2", "DMZ", "127.0.0.1:1", "abcd"), status: 400, msg: "want 64 hex digits"},
+			{name: "no environment", body: listeningBody("dmz-2", "", "127.0.0.1:1", listeningThumb2), status: 400, msg: `environment name ""`},
+			{name: "name taken", body: listeningBody(fx.agent, "DMZ", "127.0.0.1:1", listeningThumb2), status: 409, msg: "agent name is already taken"},
+			{name: "thumbprint taken", body: listeningBody("dmz-2", "DMZ", "127.0.0.1:1", listeningThumb), status: 409, msg: "certificate is already registered"},
+		}},
+		"PUT /api/agents/{name}/address": {path: "/api/agents/" + fx.listening + "/address", body: `{"address": "127.0.0.1:2"}`, bad: []badInput{
+			empty, oversize, unknownField(`{"address": "127.0.0.1:2", "port": 2}`),
+			{name: "wrong type", body: `{"address": ["127.0.0.1:2"]}`, status: 400, msg: `field "address" must be a string, not an array`},
+			{name: "no port", body: `{"address": "127.0.0.1"}`, status: 400, msg: "missing port in address"},
+			{name: "polling agent", path: "/api/agents/" + fx.agent + "/address", body: `{"address": "127.0.0.1:2"}`, status: 400, msg: "is a polling agent"},
+			{name: "unknown agent", path: "/api/agents/nobody/address", body: `{"address": "127.0.0.1:2"}`, status: 404, msg: `no agent named "nobody"`},
+		}},
 		"GET /api/agents/{name}":    {path: "/api/agents/" + fx.agent, bad: []badInput{notFound("/api/agents/nobody", `no agent named "nobody"`)}},
 		"DELETE /api/agents/{name}": {path: "/api/agents/" + fx.away, bad: []badInput{notFound("/api/agents/nobody", `no agent named "nobody"`)}},
 		"POST /api/agents/{name}/health-check": {path: "/api/agents/" + fx.agent + "/health-check", bad: []badInput{
@@ -277,7 +299,7 @@ func apiState(t *testing.T, ts *testServer) string {
 		t.Fatalf("agents: %v: %s", err, body)
 	}
 	for _, a := range agents {
-		fmt.Fprintf(&b, "agent %s %s %s %s\n", a.Name, a.Environment, a.Version, a.Thumbprint)
+		fmt.Fprintf(&b, "agent %s %s %s %s %s %s\n", a.Name, a.Environment, a.Version, a.Thumbprint, a.Mode, a.Address)
 	}
 	for _, p := range []string{"/api/tokens", "/api/users", "/api/api-keys", "/api/calamari", "/api/agent-packages",
 		"/api/rollouts", "/api/tasks", "/api/maintenance", "/api/policy", "/api/server"} {

@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -221,6 +222,42 @@ func (c *Client) DeleteAgent(ctx context.Context, name string) error {
 		return fmt.Errorf("delete agent %q: %w", name, err)
 	}
 	return nil
+}
+
+// AddListeningAgent adds an agent the coordinator dials (POST
+// /api/agents): it listens at req.Address and presents the certificate
+// whose thumbprint is req.Thumbprint. The answer is the new agent, not
+// yet connected; its DialError says why, once a dial has failed.
+func (c *Client) AddListeningAgent(ctx context.Context, req api.ListeningAgentRequest) (api.AgentView, error) {
+	var out api.AgentView
+	if err := c.do(ctx, http.MethodPost, "/api/agents", req, &out); err != nil {
+		return api.AgentView{}, fmt.Errorf("add listening agent %s: %w", listeningName(req), err)
+	}
+	return out, nil
+}
+
+// listeningName names the agent a request adds, for messages: the
+// coordinator names it after the address's host when no name is given.
+func listeningName(req api.ListeningAgentRequest) string {
+	if req.Name != "" {
+		return strconv.Quote(req.Name)
+	}
+	return "at " + strconv.Quote(req.Address)
+}
+
+// SetAgentAddress moves a listening agent to a new address (PUT
+// /api/agents/{name}/address); the coordinator dials it there from then
+// on.
+func (c *Client) SetAgentAddress(ctx context.Context, name, address string) (api.AgentView, error) {
+	var out api.AgentView
+	if name == "" {
+		return out, errors.New("set agent address: no agent name given")
+	}
+	req := api.AgentAddressRequest{Address: address}
+	if err := c.do(ctx, http.MethodPut, "/api/agents/"+url.PathEscape(name)+"/address", req, &out); err != nil {
+		return api.AgentView{}, fmt.Errorf("set address of agent %q: %w", name, err)
+	}
+	return out, nil
 }
 
 // CreateToken issues a one-time enrollment token (POST /api/tokens).

@@ -173,6 +173,7 @@ func (c *Console) Register(mux *http.ServeMux) {
 	mux.Handle("POST /actions/tasks/{id}/cancel", c.action(c.cancelTask))
 	c.registerConfiguration(mux)
 	c.registerRollouts(mux)
+	c.registerListening(mux)
 
 	mux.HandleFunc("/", c.notFound)
 }

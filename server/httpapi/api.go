@@ -39,6 +39,10 @@ type Coordinator interface {
 	Agents(ctx context.Context) ([]api.AgentView, error)
 	// Agent returns one agent by name.
 	Agent(ctx context.Context, name string) (api.AgentView, error)
+	// AddListeningAgent adds an agent the coordinator dials.
+	AddListeningAgent(ctx context.Context, req api.ListeningAgentRequest) (api.AgentView, error)
+	// SetAgentAddress moves a listening agent to a new address.
+	SetAgentAddress(ctx context.Context, name, address string) (api.AgentView, error)
 	// DeleteAgent ends the agent's session and refuses its certificate.
 	DeleteAgent(ctx context.Context, name string) error
 	// CheckAgentHealth checks a connected agent now.
@@ -177,7 +181,9 @@ func (h *API) Register(mux *http.ServeMux) {
 		mux.Handle(pattern, h.authorize(limit, http.HandlerFunc(f)))
 	}
 	route("GET /api/agents", h.apiAgents)
+	route("POST /api/agents", h.apiAddListeningAgent)
 	route("GET /api/agents/{name}", h.apiAgent)
+	route("PUT /api/agents/{name}/address", h.apiSetAgentAddress)
 	route("DELETE /api/agents/{name}", h.apiDeleteAgent)
 	route("POST /api/tokens", h.apiCreateToken)
 	route("GET /api/tokens", h.apiTokens)
@@ -268,6 +274,32 @@ func (h *API) apiAgent(w http.ResponseWriter, r *http.Request) {
 	WriteJSON(w, http.StatusOK, a)
 }
 
+// apiAddListeningAgent is POST /api/agents: an agent the coordinator
+// dials, added by its address and the thumbprint read on its machine
+// (polling agents enroll themselves with a token instead).
+func (h *API) apiAddListeningAgent(w http.ResponseWriter, r *http.Request) {
+	var req api.ListeningAgentRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	v, err := h.co.AddListeningAgent(r.Context(), req)
+	h.respond(w, http.StatusCreated, v, err)
+}
+
+// apiSetAgentAddress is PUT /api/agents/{name}/address: a listening agent
+// moved (a new IP, a new NAT port), without enrolling it again.
+func (h *API) apiSetAgentAddress(w http.ResponseWriter, r *http.Request) {
+	var req api.AgentAddressRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	v, err := h.co.SetAgentAddress(r.Context(), r.PathValue("name"), req.Address)
+	if h.agentError(w, r, err) {
+		return
+	}
+	WriteJSON(w, http.StatusOK, v)
+}
+
 func (h *API) apiDeleteAgent(w http.ResponseWriter, r *http.Request) {
 	if h.agentError(w, r, h.co.DeleteAgent(r.Context(), r.PathValue("name"))) {
 		return
@@ -276,7 +308,8 @@ func (h *API) apiDeleteAgent(w http.ResponseWriter, r *http.Request) {
 }
 
 // agentError answers a failed call about the agent named in the path and
-// reports whether there was an error.
+// reports whether there was an error. Not found names the agent; other
+// kinds (a bad address, a polling agent) answer as their kind says.
 func (h *API) agentError(w http.ResponseWriter, r *http.Request, err error) bool {
 	switch {
 	case err == nil:
@@ -284,7 +317,7 @@ func (h *API) agentError(w http.ResponseWriter, r *http.Request, err error) bool
 	case errors.Is(err, kind.ErrNotFound):
 		WriteError(w, http.StatusNotFound, fmt.Sprintf("no agent named %q", r.PathValue("name")))
 	default:
-		h.internalError(w, err)
+		h.apiError(w, err)
 	}
 	return true
 }

@@ -79,8 +79,17 @@ func Routes() []Route {
 
 		{Method: "GET", Path: "/api/agents", Tag: agents, Status: 200, Response: []api.AgentView{},
 			Summary: "List agents with their connection, health, TLS version, Calamari and upgrade state"},
+		{Method: "POST", Path: "/api/agents", Tag: agents, Request: api.ListeningAgentRequest{}, Status: 201, Response: api.AgentView{}, Errors: []int{400, 409, 413},
+			Summary: "Add a listening agent, which the coordinator dials",
+			Description: "For an agent that listens (tendril-agent register --listen) rather than dialing the coordinator: give the address the coordinator reaches it at, " +
+				"the thumbprint its register command printed, and its environment; the name defaults to the address's host. " +
+				"The coordinator dials it from then on and accepts only that certificate; until a dial succeeds, dial_error says why it failed. " +
+				"409 when the name or the thumbprint belongs to another agent, or the thumbprint to a deleted one."},
 		{Method: "GET", Path: "/api/agents/{name}", Tag: agents, Status: 200, Response: api.AgentView{}, Errors: []int{404},
 			Summary: "One agent by name"},
+		{Method: "PUT", Path: "/api/agents/{name}/address", Tag: agents, Request: api.AgentAddressRequest{}, Status: 200, Response: api.AgentView{}, Errors: []int{400, 404, 413},
+			Summary:     "Move a listening agent to a new address",
+			Description: "Its session, if any, ends and the coordinator dials the new address; the last dial error is cleared. 400 for a polling agent, which dials the coordinator itself."},
 		{Method: "DELETE", Path: "/api/agents/{name}", Tag: agents, Status: 204, Errors: []int{404},
 			Summary:     "Delete an agent",
 			Description: "Ends the agent's session; its certificate is refused from then on. It must enroll again with a new token."},
@@ -214,7 +223,7 @@ var openAPIErrorText = map[int]string{
 	401: "No API key, or one that is not valid (unknown or revoked).",
 	403: "The API key may not do this: managing users and API keys needs an admin key.",
 	404: "What the path or body names does not exist.",
-	409: "The request contradicts the coordinator's state (maintenance mode, an agent not connected, a rollout already running or finished, content already stored).",
+	409: "The request contradicts the coordinator's state (maintenance mode, an agent not connected, a rollout already running or finished, content or a name already stored).",
 	413: "The request body is larger than this endpoint accepts.",
 	500: "The coordinator failed; its log has the details.",
 }

@@ -422,7 +422,7 @@ func newAgentsCmd(e Env) *cobra.Command {
 	var t targetFlags
 	group := &cobra.Command{
 		Use:   "agents",
-		Short: "List and delete agents",
+		Short: "List, add and delete agents",
 		Args:  cobra.ArbitraryArgs,
 		RunE:  groupRunE,
 	}
@@ -430,7 +430,7 @@ func newAgentsCmd(e Env) *cobra.Command {
 	var asJSON bool
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "List agents with their connection, health, TLS version, Calamari and upgrade state",
+		Short: "List agents with their mode, connection, health, TLS version, Calamari and upgrade state",
 		Args:  noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			return adminCall(c, t, e, func(ctx context.Context, cl *client.Client) error {
@@ -464,7 +464,7 @@ func newAgentsCmd(e Env) *cobra.Command {
 			})
 		},
 	}
-	group.AddCommand(list, del)
+	group.AddCommand(list, newAgentsAddCmd(e, &t), newAgentsSetAddressCmd(e, &t), del)
 	return group
 }
 

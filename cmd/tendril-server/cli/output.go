@@ -85,17 +85,19 @@ func writeRawJSON(w io.Writer, raw json.RawMessage) error {
 }
 
 // writeAgents prints the agents table, then one line per agent whose
-// health needs attention, saying why (a legacy TLS version, low disk...).
+// health needs attention, saying why (a legacy TLS version, low disk...),
+// and per listening agent the coordinator could not dial, saying why.
 func writeAgents(w io.Writer, agents []api.AgentView, now time.Time) error {
 	if len(agents) == 0 {
-		_, err := fmt.Fprintln(w, "No agents yet. Enroll one with \"tendril-server token create --environment ENV\" and \"tendril-agent register --join JOIN\".")
+		_, err := fmt.Fprintln(w, "No agents yet. Enroll one with \"tendril-server token create --environment ENV\" and \"tendril-agent register --join JOIN\", "+
+			"or add a listening one with \"tendril-server agents add --listening HOST:PORT\".")
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tENVIRONMENT\tVERSION\tCONNECTED\tHEALTH\tTLS\tCALAMARI\tUPGRADE\tLAST SEEN")
+	fmt.Fprintln(tw, "NAME\tENVIRONMENT\tMODE\tVERSION\tCONNECTED\tHEALTH\tTLS\tCALAMARI\tUPGRADE\tLAST SEEN")
 	for _, a := range agents {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-			a.Name, dash(a.Environment), dash(a.Version), yesNo(a.Connected), dash(a.Health),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+			a.Name, dash(a.Environment), dash(a.Mode), dash(a.Version), yesNo(a.Connected), dash(a.Health),
 			dash(a.TLSVersion), calamariCell(a), upgradeCell(a), lastSeen(a, now))
 	}
 	if err := tw.Flush(); err != nil {
@@ -103,8 +105,11 @@ func writeAgents(w io.Writer, agents []api.AgentView, now time.Time) error {
 	}
 	var notes []string
 	for _, a := range agents {
-		if (a.Health == "warning" || a.Health == "unhealthy") && a.HealthDetail != "" {
+		switch {
+		case (a.Health == "warning" || a.Health == "unhealthy") && a.HealthDetail != "":
 			notes = append(notes, fmt.Sprintf("%s (%s): %s", a.Name, a.Health, a.HealthDetail))
+		case a.DialError != "":
+			notes = append(notes, fmt.Sprintf("%s (listening at %s): the coordinator cannot connect: %s", a.Name, a.Address, a.DialError))
 		}
 	}
 	if len(notes) > 0 {

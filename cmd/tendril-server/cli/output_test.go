@@ -25,18 +25,27 @@ func TestWriteAgentsTable(t *testing.T) {
 			TLSVersion: "1.2", CalamariCurrent: true, Upgrade: "required",
 			LastSeen: now.Add(-90 * time.Minute).Format(time.RFC3339)},
 		{Name: "fresh", Environment: "Test", Health: "unavailable", CalamariCurrent: true, Upgrade: "none"},
+		{Name: "dmz-1", Environment: "Test", Mode: "listening", Address: "10.0.0.5:10933", Health: "unavailable",
+			HealthDetail: "not connected: dial tcp 10.0.0.5:10933: connect: connection refused", CalamariCurrent: true, Upgrade: "none",
+			DialError: "dial tcp 10.0.0.5:10933: connect: connection refused"},
 	}
+	for i := range agents[:4] {
+		agents[i].Mode = "polling"
+	}
+	agents[3].Mode = "" // a coordinator from before listening agents
 	var b strings.Builder
 	if err := writeAgents(&b, agents, now); err != nil {
 		t.Fatal(err)
 	}
-	want := `NAME       ENVIRONMENT  VERSION  CONNECTED  HEALTH       TLS  CALAMARI              UPGRADE      LAST SEEN
-web01      Production   1.4.0    yes        healthy      1.3  29.0.0                -            now
-legacy-db  Production   1.2.0    yes        warning      1.0  28.1.0 (out of date)  recommended  now
-old        Test         0.9.0    no         unavailable  1.2  -                     required     1h ago
-fresh      Test         -        no         unavailable  -    -                     -            never
+	want := `NAME       ENVIRONMENT  MODE       VERSION  CONNECTED  HEALTH       TLS  CALAMARI              UPGRADE      LAST SEEN
+web01      Production   polling    1.4.0    yes        healthy      1.3  29.0.0                -            now
+legacy-db  Production   polling    1.2.0    yes        warning      1.0  28.1.0 (out of date)  recommended  now
+old        Test         polling    0.9.0    no         unavailable  1.2  -                     required     1h ago
+fresh      Test         -          -        no         unavailable  -    -                     -            never
+dmz-1      Test         listening  -        no         unavailable  -    -                     -            never
 
 legacy-db (warning): connected with TLS 1.0, which is deprecated; enable TLS 1.2 on the agent's host
+dmz-1 (listening at 10.0.0.5:10933): the coordinator cannot connect: dial tcp 10.0.0.5:10933: connect: connection refused
 `
 	if b.String() != want {
 		t.Fatalf("table:\n%s\nwant:\n%s", b.String(), want)
