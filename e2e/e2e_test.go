@@ -199,6 +199,9 @@ type agentRow struct {
 	UpgradeTo       string `json:"upgrade_to"`
 	LastSeen        string `json:"last_seen"`
 	ID              string `json:"id"`
+	Mode            string `json:"mode"`
+	Address         string `json:"address"`
+	DialError       string `json:"dial_error"`
 }
 
 func listAgents(t *testing.T, data string) []agentRow {

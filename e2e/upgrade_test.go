@@ -37,6 +37,11 @@ type fleet struct {
 	// register gives the register command's arguments that say how an
 	// agent reaches the coordinator, from a fresh join string.
 	register func(join string) []string
+	// enroll registers an installed agent; default: register with the
+	// arguments register gives.
+	enroll func(in *install)
+	// start runs an installed agent binary; default: on this host.
+	start func(exe string, args ...string) *daemon
 }
 
 // install is one installed agent.
@@ -61,6 +66,21 @@ func newFleetVia(t *testing.T, agentVersion string, via func(f *fleet, join stri
 	if via != nil {
 		f.register = func(join string) []string { return via(f, join) }
 	}
+	f.enroll = func(in *install) {
+		args := append([]string{"register", "--home", in.home, "--name", in.name}, f.register(f.join())...)
+		if out, err := exec.Command(in.exe, args...).CombinedOutput(); err != nil {
+			t.Fatalf("register %s: %v\n%s", in.name, err, out)
+		}
+	}
+	f.start = func(exe string, args ...string) *daemon { return startPath(t, exe, args...) }
+	return f.init(agentVersion)
+}
+
+// init starts the coordinator, installs the first agent and stores the
+// agent packages.
+func (f *fleet) init(agentVersion string) *fleet {
+	t := f.t
+	t.Helper()
 	mustRun(t, "tendril-server", "init", "--data", f.data)
 	agentAddr := servertest.FreeAddr(t)
 	f.httpAddr = servertest.FreeAddr(t)
@@ -92,10 +112,7 @@ func (f *fleet) addAgent(name, version string) *install {
 	t.Helper()
 	in := &install{name: name, home: filepath.Join(t.TempDir(), "home"), exe: filepath.Join(t.TempDir(), "bin", "tendril-agent")}
 	copyFile(t, filepath.Join(binDir, "agent-"+version), in.exe)
-	args := append([]string{"register", "--home", in.home, "--name", name}, f.register(f.join())...)
-	if out, err := exec.Command(in.exe, args...).CombinedOutput(); err != nil {
-		t.Fatalf("register %s: %v\n%s", name, err, out)
-	}
+	f.enroll(in)
 	// Whatever the test leaves running under this home (an agent the
 	// watchdog started, say) is stopped at the end.
 	t.Cleanup(func() { killHomeAgent(in.home) })

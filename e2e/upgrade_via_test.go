@@ -14,7 +14,7 @@ import (
 // commands an operator runs.
 func upgradeAndRollBack(t *testing.T, f *fleet) {
 	t.Helper()
-	startPath(t, f.exe, "run", "--home", f.home)
+	f.start(f.exe, "run", "--home", f.home)
 	waitFor(t, "web-1 at 1.0.0", func() bool { return f.connectedAt("1.0.0") })
 	code, out := f.upgrade("2.1.0")
 	if code == 0 || !strings.Contains(out, "rolled_back") && !strings.Contains(out, "rolled back") {

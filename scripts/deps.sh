@@ -26,6 +26,9 @@ command -v tinyproxy >/dev/null 2>&1 || missing+=(tinyproxy)
 # nginx: a real TLS-terminating reverse proxy for the agents-on-443 tests,
 # each of which starts its own (internal/proxytest).
 command -v nginx >/dev/null 2>&1 || missing+=(nginx)
+# ip (iproute2): the listening-agent tests run agents in network
+# namespaces that cannot dial out.
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 
 if [ ${#missing[@]} -eq 0 ]; then
 	exit 0
