@@ -329,16 +329,19 @@ func TestListeningAgentOneNodeDials(t *testing.T) {
 	if v := nb.agentView(t, "shared"); v.Node != holder {
 		t.Fatalf("node b says node %q holds the agent, want %q", v.Node, holder)
 	}
-	var other *testServer
-	switch holder {
-	case "a":
-		na.stop()
-		other = nb
-	case "b":
-		nb.stop()
-		other = na
-	default:
-		t.Fatalf("holder: got %q", holder)
+	nodes := map[string]*testServer{"a": na, "b": nb}
+	other := map[string]string{"a": "b", "b": "a"}[holder]
+
+	// The holder drains: the other node takes the agent over.
+	if _, err := nodes[other].SetNodeDraining(context.Background(), holder, true); err != nil {
+		t.Fatal(err)
 	}
-	other.connectedTo(t, "shared", map[string]string{"a": "b", "b": "a"}[holder])
+	nodes[other].connectedTo(t, "shared", other)
+	if _, err := nodes[other].SetNodeDraining(context.Background(), holder, false); err != nil {
+		t.Fatal(err)
+	}
+
+	// The new holder dies: the first takes the agent back.
+	nodes[other].stop()
+	nodes[holder].connectedTo(t, "shared", holder)
 }
