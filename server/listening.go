@@ -45,7 +45,7 @@ func (s *Server) AddListeningAgent(ctx context.Context, req api.ListeningAgentRe
 		return api.AgentView{}, err // the store names the operation
 	}
 	s.log.Info("listening agent added", zap.String("agent", a.Name), zap.String("address", a.Address), zap.String("thumbprint", a.Thumbprint))
-	s.dialer.kick()
+	s.dialer.Kick()
 	return s.Agent(ctx, a.Name)
 }
 
@@ -66,6 +66,6 @@ func (s *Server) SetAgentAddress(ctx context.Context, name, address string) (api
 		return api.AgentView{}, fmt.Errorf("set address of agent %q: %w", name, err)
 	}
 	s.log.Info("listening agent moved", zap.String("agent", a.Name), zap.String("from", a.Address), zap.String("to", address))
-	s.dialer.redial(a.ID)
+	s.dialer.Redial(a.ID)
 	return s.Agent(ctx, name)
 }

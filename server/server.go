@@ -34,6 +34,7 @@ import (
 	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/console"
 	"github.com/tendrildeploy/tendril/server/datadir"
+	"github.com/tendrildeploy/tendril/server/dial"
 	"github.com/tendrildeploy/tendril/server/enroll"
 	"github.com/tendrildeploy/tendril/server/healthlog"
 	"github.com/tendrildeploy/tendril/server/httpapi"
@@ -265,7 +266,7 @@ type Server struct {
 	health    healthlog.Log         // recent health checks per agent, for the machine page
 	node      nodeState             // this node's task sweeps and draining moves
 	members   *cluster.Membership   // this node among those sharing the database
-	dialer    *dialer               // sessions to the listening agents this node dials
+	dialer    *dial.Dialer          // sessions to the listening agents this node dials
 	policy    *settings.Policy      // the machine policy kept in the database
 	// polling is closed once pollHealth has its ticker, so that a test
 	// changing the interval knows the change is what resets it.
@@ -351,7 +352,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		done:      make(chan struct{}),
 		drained:   make(chan struct{}),
 	}
-	s.dialer = newDialer(s)
+	s.dialer = dial.New(dial.Config{Core: dialCore{s}, Store: st, Scan: cfg.DialScan, MaxBackoff: cfg.DialMaxBackoff,
+		HandshakeTimeout: cfg.HandshakeTimeout, TLSMin: cfg.TLSMin, Logger: s.log.Named("dial")})
 	s.node.wake = make(chan struct{}, 1)
 	s.maint, err = settings.LoadMaintenance(ctx, settings.MaintenanceConfig{Store: st,
 		Announce: func() { s.notifyCluster(cluster.NotifyMaintenance) }, BusyRollouts: s.busyRollouts, Logger: s.log})
@@ -478,7 +480,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.goFunc(func() { s.pollHealth(pollCtx) })
 	s.goFunc(func() { s.checkNewcomers(pollCtx) })
 	s.goFunc(func() { s.releases.Run(pollCtx) })
-	s.goFunc(func() { s.dialer.run(s.ctx) })
+	s.goFunc(func() { s.dialer.Run(s.ctx) })
 	// Unfinished tasks, this node's from its last run included, are
 	// claimed as their agents connect.
 	s.runCluster(pollCtx)

@@ -319,9 +319,9 @@ func TestListeningAgentOneNodeDials(t *testing.T) {
 	})
 	// Both nodes keep looking; the agent keeps one session.
 	sessions := a.Status().Sessions
-	scansA, scansB := na.dialer.scans.Load(), nb.dialer.scans.Load()
+	scansA, scansB := na.dialer.Scans(), nb.dialer.Scans()
 	eventually(t, "both nodes to look again", func() bool {
-		return na.dialer.scans.Load() >= scansA+3 && nb.dialer.scans.Load() >= scansB+3
+		return na.dialer.Scans() >= scansA+3 && nb.dialer.Scans() >= scansB+3
 	})
 	if got := a.Status().Sessions; got != sessions {
 		t.Fatalf("sessions: got %d, want %d: the nodes took the agent from each other", got, sessions)
