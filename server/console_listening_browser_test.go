@@ -1,9 +1,11 @@
 package server
 
 // Listening agents in a real browser: the add form refusing a bad address
-// and then adding the agent, its page showing the mode, the address and,
-// without a reload, why the coordinator cannot connect, and the address
-// form moving it. Screenshots are named listening-*.png.
+// and then adding a real listening agent at an address where it is not,
+// its page showing the mode, the address and, without a reload, why the
+// coordinator cannot connect, and the address form moving it to where it
+// listens, after which the page shows it connected and healthy.
+// Screenshots are named listening-*.png.
 
 import (
 	"strings"
@@ -17,7 +19,9 @@ func TestConsoleListeningAgentInBrowser(t *testing.T) {
 		t.Skip("starts a browser")
 	}
 	findChromium(t)
-	ts := startServer(t, nil)
+	ts := startServer(t, fastDialer)
+	agent, listening := listeningAgent(t, ts.Thumbprint())
+	thumb := agent.Status().Thumbprint
 	b := newBrowser(t, "http://"+ts.HTTPAddr())
 	b.do("sign in",
 		chromedp.Navigate(b.base+"/"),
@@ -31,7 +35,7 @@ func TestConsoleListeningAgentInBrowser(t *testing.T) {
 	add := func(address string, then chromedp.Action[chromedp.Void]) []chromedp.Action[chromedp.Void] {
 		return []chromedp.Action[chromedp.Void]{
 			chromedp.SetValue(chromedp.ID("listening-address"), address),
-			chromedp.SetValue(chromedp.ID("listening-thumbprint"), listeningThumb),
+			chromedp.SetValue(chromedp.ID("listening-thumbprint"), thumb),
 			chromedp.SetValue(chromedp.ID("listening-environment"), "DMZ"),
 			chromedp.SetValue(chromedp.ID("listening-name"), "dmz-1"),
 			chromedp.Click(chromedp.ID("add-listening-agent")),
@@ -55,7 +59,7 @@ func TestConsoleListeningAgentInBrowser(t *testing.T) {
 	b.waitFor("the dial error, without a reload", `document.getElementById("agent-dial-error")?.textContent.length > 0`)
 	b.screenshot("listening-02-added")
 
-	moved := closedAddr(t)
+	moved := listening
 	b.clearFlashes()
 	b.do("change the address",
 		chromedp.SetValue(chromedp.ID("new-address"), moved),
@@ -67,6 +71,8 @@ func TestConsoleListeningAgentInBrowser(t *testing.T) {
 	if got := evalString(b, `document.getElementById("agent-address").textContent`); got != moved {
 		t.Fatalf("address after the move: got %q, want %s", got, moved)
 	}
+	b.waitFor("the agent connected and healthy, without a reload",
+		`document.querySelector(".machine-head")?.dataset.state === "healthy" && !document.getElementById("agent-dial-error")`)
 	b.screenshot("listening-03-moved")
 
 	b.do("open the environments", chromedp.Navigate(b.base+"/"), chromedp.WaitVisible(chromedp.CSS(`li[data-machine="dmz-1"]`)))
