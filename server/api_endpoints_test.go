@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/internal/servertest"
+
 	"github.com/google/uuid"
 
 	"github.com/tendrildeploy/tendril/api"
@@ -111,7 +113,7 @@ func setUpAPIFixture(t *testing.T, ts *testServer) apiFixture {
 	})
 
 	if _, err := ts.AddListeningAgent(ctx, api.ListeningAgentRequest{Name: fx.listening, Environment: "DMZ",
-		Address: closedAddr(t), Thumbprint: listeningThumb}); err != nil {
+		Address: servertest.FreeAddr(t), Thumbprint: listeningThumb}); err != nil {
 		t.Fatal(err)
 	}
 

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tendrildeploy/tendril/internal/servertest"
+
 	"github.com/chromedp/chromedp"
 )
 
@@ -30,7 +32,7 @@ func TestConsoleListeningAgentInBrowser(t *testing.T) {
 		chromedp.Click(chromedp.ID("signin")),
 		chromedp.WaitVisible(chromedp.ID("listening-form")))
 
-	addr := closedAddr(t)
+	addr := servertest.FreeAddr(t)
 	// add fills in the form and submits it.
 	add := func(address string, then chromedp.Action[chromedp.Void]) []chromedp.Action[chromedp.Void] {
 		return []chromedp.Action[chromedp.Void]{

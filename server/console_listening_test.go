@@ -34,7 +34,7 @@ func TestConsoleAddListeningAgent(t *testing.T) {
 	}
 
 	// Added, the browser lands on the new machine's page.
-	addr := closedAddr(t)
+	addr := servertest.FreeAddr(t)
 	resp, page := c.post("/actions/agents", listeningForm(" dmz-1 ", "DMZ", addr, strings.ToUpper(listeningThumb)))
 	if resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/machines/dmz-1" {
 		t.Fatalf("add: got %d at %s, want 200 on /machines/dmz-1:\n%s", resp.StatusCode, resp.Request.URL.Path, page)
@@ -111,11 +111,11 @@ func TestConsoleSetAgentAddress(t *testing.T) {
 	enrolled(t, ts, "web-1")
 	c := newConsoleClient(t, ts)
 	c.signIn(adminKey(t, ts))
-	if _, page := c.post("/actions/agents", listeningForm("dmz-1", "DMZ", closedAddr(t), listeningThumb)); !strings.Contains(page, `id="address-form"`) {
+	if _, page := c.post("/actions/agents", listeningForm("dmz-1", "DMZ", servertest.FreeAddr(t), listeningThumb)); !strings.Contains(page, `id="address-form"`) {
 		t.Fatalf("add dmz-1: want its page with the address form, got:\n%s", page)
 	}
 
-	moved := closedAddr(t)
+	moved := servertest.FreeAddr(t)
 	resp, page := c.post("/actions/agents/dmz-1/address", url.Values{"address": {" " + moved + " "}})
 	if resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/machines/dmz-1" {
 		t.Fatalf("move: got %d at %s, want 200 on /machines/dmz-1", resp.StatusCode, resp.Request.URL.Path)

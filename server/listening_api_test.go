@@ -8,7 +8,6 @@ package server
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -24,19 +23,6 @@ var (
 	listeningThumb  = strings.Repeat("ab", 32)
 	listeningThumb2 = strings.Repeat("cd", 32)
 )
-
-// closedAddr returns a loopback address where nothing listens: a port
-// that was free a moment ago, so that a dial to it is refused at once.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
 
 // listeningBody is the JSON of a request to add a listening agent.
 func listeningBody(name, environment, address, thumbprint string) string {
@@ -64,7 +50,7 @@ func apiAgentView(t *testing.T, resp *http.Response, body []byte, want int) api.
 func TestAPIListeningAgentDialed(t *testing.T) {
 	ts := startServer(t, nil)
 	check := newResponseChecker(t, ts)
-	addr := closedAddr(t)
+	addr := servertest.FreeAddr(t)
 
 	body := listeningBody("dmz-1", "DMZ", addr, strings.ToUpper(listeningThumb))
 	resp, got := ts.api(t, "POST", "/api/agents", "", strings.NewReader(body))
@@ -102,7 +88,7 @@ func TestAPIListeningAgentDialed(t *testing.T) {
 	}
 
 	// Without a name, the agent is named after the address's host.
-	other := closedAddr(t)
+	other := servertest.FreeAddr(t)
 	resp, got = ts.api(t, "POST", "/api/agents", "", strings.NewReader(listeningBody("", "DMZ", other, listeningThumb2)))
 	if v := apiAgentView(t, resp, got, http.StatusCreated); v.Name != "127.0.0.1" || v.Address != other {
 		t.Fatalf("added without a name: got %+v, want it named 127.0.0.1, at %s", v, other)
@@ -119,10 +105,10 @@ func TestAPISetAgentAddress(t *testing.T) {
 	ts := startServer(t, nil)
 	check := newResponseChecker(t, ts)
 	if _, err := ts.AddListeningAgent(t.Context(), api.ListeningAgentRequest{Name: "dmz-1", Environment: "DMZ",
-		Address: closedAddr(t), Thumbprint: listeningThumb}); err != nil {
+		Address: servertest.FreeAddr(t), Thumbprint: listeningThumb}); err != nil {
 		t.Fatal(err)
 	}
-	moved := closedAddr(t)
+	moved := servertest.FreeAddr(t)
 	resp, got := ts.api(t, "PUT", "/api/agents/dmz-1/address", "", strings.NewReader(`{"address": "`+moved+`"}`))
 	check.check(t, "PUT", "/api/agents/dmz-1/address", resp, got)
 	if v := apiAgentView(t, resp, got, http.StatusOK); v.Name != "dmz-1" || v.Mode != api.ModeListening || v.Address != moved {
@@ -141,7 +127,7 @@ func TestAPIListeningAgentBadInput(t *testing.T) {
 	ts := startServer(t, nil)
 	check := newResponseChecker(t, ts)
 	enrolled(t, ts, "web-1")
-	addr := closedAddr(t)
+	addr := servertest.FreeAddr(t)
 	if _, err := ts.AddListeningAgent(t.Context(), api.ListeningAgentRequest{Name: "dmz-1", Environment: "DMZ",
 		Address: addr, Thumbprint: listeningThumb}); err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -12,20 +11,10 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/tendrildeploy/tendril/internal/servertest"
+
 	"github.com/tendrildeploy/tendril/api"
 )
-
-// closedAddr returns a loopback address where nothing listens.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
 
 func TestListeningAgents(t *testing.T) {
 	co := startCoordinator(t)
@@ -33,7 +22,7 @@ func TestListeningAgents(t *testing.T) {
 	ctx := testContext(t)
 	thumb := strings.Repeat("ab", 32)
 
-	addr := closedAddr(t)
+	addr := servertest.FreeAddr(t)
 	v, err := c.AddListeningAgent(ctx, api.ListeningAgentRequest{Name: "dmz-1", Environment: "DMZ", Address: addr, Thumbprint: thumb})
 	if err != nil {
 		t.Fatal(err)
@@ -44,7 +33,7 @@ func TestListeningAgents(t *testing.T) {
 	// Nothing listens there: the coordinator says why it cannot connect.
 	waitForAgent(t, c, "dmz-1", func(a api.AgentView) bool { return a.DialError != "" })
 
-	moved := closedAddr(t)
+	moved := servertest.FreeAddr(t)
 	if v, err = c.SetAgentAddress(ctx, "dmz-1", moved); err != nil || v.Address != moved || v.Mode != api.ModeListening {
 		t.Fatalf("moved: got %+v, %v; want dmz-1 listening at %s", v, err, moved)
 	}

@@ -98,13 +98,7 @@ func register(ctx context.Context, tx *sqlTx, p store.RegisterParams) (store.Reg
 		return store.RegisterResult{}, fmt.Errorf("token is for environment %q, not %q: %w", tokEnv, env, store.ErrTokenInvalid)
 	}
 
-	// An agent whose next thumbprint is the new one counts as a holder of
-	// it: otherwise AgentByThumbprint could match two agents.
-	conflicts, err := queryRows(ctx, tx, scanAgent,
-		`SELECT `+agentColumns+` FROM agents
-		 WHERE name = ? OR thumbprint = ? OR next_thumbprint = ?
-		 ORDER BY name`,
-		p.Name, p.Thumbprint, p.Thumbprint)
+	conflicts, err := identityConflicts(ctx, tx, p.Name, p.Thumbprint)
 	if err != nil {
 		return store.RegisterResult{}, err
 	}
@@ -113,13 +107,8 @@ func register(ctx context.Context, tx *sqlTx, p store.RegisterParams) (store.Reg
 		return store.RegisterResult{}, err
 	}
 	if !p.Force {
-		for _, a := range conflicts {
-			if a.Name == p.Name && a.Thumbprint != p.Thumbprint {
-				return store.RegisterResult{}, store.ErrNameTaken
-			}
-		}
-		if len(conflicts) > 0 {
-			return store.RegisterResult{}, fmt.Errorf("thumbprint %s: %w", p.Thumbprint, store.ErrThumbprintTaken)
+		if err := refuseConflicts(p.Name, p.Thumbprint, conflicts); err != nil {
+			return store.RegisterResult{}, err
 		}
 		// A revoked certificate belonged to an agent an operator removed;
 		// a token alone is not enough to bring it back.
@@ -231,21 +220,12 @@ func addListening(ctx context.Context, tx *sqlTx, p store.ListeningParams) (stor
 	// The same conflicts as register's, answered the same way, so that an
 	// operator gets one meaning for each error whichever way the agent
 	// came in.
-	conflicts, err := queryRows(ctx, tx, scanAgent,
-		`SELECT `+agentColumns+` FROM agents
-		 WHERE name = ? OR thumbprint = ? OR next_thumbprint = ?
-		 ORDER BY name`,
-		p.Name, p.Thumbprint, p.Thumbprint)
+	conflicts, err := identityConflicts(ctx, tx, p.Name, p.Thumbprint)
 	if err != nil {
 		return store.Agent{}, err
 	}
-	for _, a := range conflicts {
-		if a.Name == p.Name && a.Thumbprint != p.Thumbprint {
-			return store.Agent{}, store.ErrNameTaken
-		}
-	}
-	if len(conflicts) > 0 {
-		return store.Agent{}, fmt.Errorf("thumbprint %s: %w", p.Thumbprint, store.ErrThumbprintTaken)
+	if err := refuseConflicts(p.Name, p.Thumbprint, conflicts); err != nil {
+		return store.Agent{}, err
 	}
 	revoked, err := isRevoked(ctx, tx, p.Thumbprint)
 	if err != nil {
@@ -338,6 +318,33 @@ func (s *sqlStore) setDialError(ctx context.Context, id, message string) error {
 		err = store.ErrNotFound
 	}
 	return err
+}
+
+// identityConflicts lists the agents a new agent of this name and
+// thumbprint would collide with. An agent whose next thumbprint is the
+// new one counts as a holder of it: otherwise AgentByThumbprint could
+// match two agents.
+func identityConflicts(ctx context.Context, tx *sqlTx, name, thumbprint string) ([]store.Agent, error) {
+	return queryRows(ctx, tx, scanAgent,
+		`SELECT `+agentColumns+` FROM agents
+		 WHERE name = ? OR thumbprint = ? OR next_thumbprint = ?
+		 ORDER BY name`,
+		name, thumbprint, thumbprint)
+}
+
+// refuseConflicts says why a new agent cannot have this name and
+// thumbprint, given identityConflicts' answer: ErrNameTaken when another
+// certificate holds the name, else ErrThumbprintTaken.
+func refuseConflicts(name, thumbprint string, conflicts []store.Agent) error {
+	for _, a := range conflicts {
+		if a.Name == name && a.Thumbprint != thumbprint {
+			return store.ErrNameTaken
+		}
+	}
+	if len(conflicts) > 0 {
+		return fmt.Errorf("thumbprint %s: %w", thumbprint, store.ErrThumbprintTaken)
+	}
+	return nil
 }
 
 // AgentByThumbprint implements Store.
