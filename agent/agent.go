@@ -238,8 +238,12 @@ type Agent struct {
 	gate      sync.RWMutex
 	upgrading bool
 	// restart is set once a new binary is swapped in: Run then returns
-	// ErrRestart.
-	restart atomic.Bool
+	// ErrRestart. restartc is closed at the same moment, for a listening
+	// agent waiting on something else than the session the upgrade came
+	// in (a newer session may have replaced it).
+	restart     atomic.Bool
+	restartc    chan struct{}
+	restartOnce sync.Once
 	// upMu guards up, the last upgrade's state as this process knows it.
 	upMu sync.Mutex
 	up   *upgrade.State
@@ -291,6 +295,7 @@ func New(cfg Config) (*Agent, error) {
 		proxy:    via,
 
 		upgradeSlot: make(chan struct{}, 1),
+		restartc:    make(chan struct{}),
 	}
 	// The store asks the runner which versions are in use and the runner
 	// asks the store for entry points; a.tasks is set before any push can
@@ -364,6 +369,14 @@ func (a *Agent) setDisconnected(err error) {
 	a.status.UpgradeOnly = false
 	a.status.LastError = err.Error()
 	a.mu.Unlock()
+}
+
+// requestRestart marks the binary swapped: Run returns ErrRestart.
+func (a *Agent) requestRestart() {
+	a.restartOnce.Do(func() {
+		a.restart.Store(true)
+		close(a.restartc)
+	})
 }
 
 // stableSession is how long a session must last for the backoff to start

@@ -2,14 +2,18 @@ package agent
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -25,14 +29,30 @@ const DefaultListenPort = 10933
 
 // Limits on who may knock on a listening agent's port. Only a pinned
 // coordinator gets past the handshake, so these bound what everyone else
-// can make the agent spend: a handshake costs a key exchange.
+// can make the agent spend, and keep a pinned coordinator able to get in
+// while others knock.
 const (
-	// maxListenHandshakes is how many handshakes run at once; further
-	// connections are closed at once, before TLS.
+	// maxListenHandshakes is how many handshakes from unknown addresses
+	// run at once; further connections are closed at once, before TLS.
 	maxListenHandshakes = 4
-	// listenRate and listenBurst bound new connections per second.
+	// reservedHandshakes are kept for the addresses pinned coordinators
+	// connected from before, which also skip the rate limit: a flood
+	// from elsewhere does not lock the coordinator out.
+	reservedHandshakes = 2
+	// maxPerAddress is how many handshakes one unknown address may have
+	// under way.
+	maxPerAddress = 2
+	// maxKnownAddresses bounds the addresses remembered as pinned
+	// coordinators'.
+	maxKnownAddresses = 64
+	// listenRate and listenBurst bound new connections per second from
+	// unknown addresses.
 	listenRate  = 10
 	listenBurst = 20
+	// firstByteTimeout is how long a new connection may stay silent: a
+	// coordinator sends its TLS hello at once, so a peer that says
+	// nothing gives its handshake slot back quickly.
+	firstByteTimeout = 2 * time.Second
 )
 
 // ListenConfig makes a listening agent: one the coordinator dials, for a
@@ -168,9 +188,12 @@ func (a *Agent) adoptWelcome(w protocol.Welcome) error {
 	newKey := false
 	switch {
 	case w.SigningKey == "" || w.SigningKey == next.SigningKey:
-	case next.SigningKey == "":
+	case next.SigningKey == "" && validSigningKey(w.SigningKey):
 		next.SigningKey = w.SigningKey
 		newKey = true
+	case next.SigningKey == "":
+		a.log.Warn("the coordinator announced a signing key that is not one; bundles and upgrades stay refused until it sends a valid one",
+			zap.String("announced", w.SigningKey))
 	default:
 		a.log.Warn("the coordinator announced another signing key; keeping the one this agent has: bundles signed with the new one will be refused",
 			zap.String("kept", next.SigningKey), zap.String("announced", w.SigningKey))
@@ -187,6 +210,12 @@ func (a *Agent) adoptWelcome(w protocol.Welcome) error {
 		a.log.Info("coordinator signing key learned", zap.String("signing_key", next.SigningKey))
 	}
 	return nil
+}
+
+// validSigningKey reports whether k is a hex Ed25519 public key.
+func validSigningKey(k string) bool {
+	b, err := hex.DecodeString(k)
+	return err == nil && len(b) == ed25519.PublicKeySize
 }
 
 // listen is Run for a listening agent: it binds its address, accepts the
@@ -262,6 +291,11 @@ func (a *Agent) serveListener(ctx context.Context, ln net.Listener) error {
 				cur.ys.GoAway()
 			}
 			return nil
+		case <-a.restartc:
+			// A new binary is in place; the upgrade handler closes its
+			// session, and whichever session is current ends too (the
+			// deferred close) so that the new binary can bind the port.
+			return nil
 		case err := <-acceptErr:
 			return err
 		case ns := <-incoming:
@@ -287,9 +321,6 @@ func (a *Agent) serveListener(ctx context.Context, ln net.Listener) error {
 			a.log.Warn("coordinator session ended; waiting for the coordinator to connect again",
 				zap.String("server", cur.addr), zap.Error(err), zap.Duration("lasted", time.Since(cur.established)))
 			cur = nil
-			if a.restart.Load() {
-				return nil
-			}
 		case <-t.C:
 			if cur == nil {
 				continue
@@ -314,17 +345,18 @@ func (a *Agent) serveListener(ctx context.Context, ln net.Listener) error {
 
 // acceptCoordinators accepts connections on ln and handshakes each in a
 // goroutine tracked by wg, handing the sessions that reach Welcome to
-// incoming. Connections beyond the rate or the handshakes under way are
-// closed before TLS: whoever is flooding the port, a pinned coordinator
-// retries with backoff anyway. It returns when ln fails or ctx is done.
+// incoming. Connections beyond the limits above are closed before TLS:
+// whoever is flooding the port, a pinned coordinator retries with backoff
+// anyway, and has slots of its own. It returns when ln fails or ctx is
+// done.
 func (a *Agent) acceptCoordinators(ctx context.Context, ln net.Listener, incoming chan<- *liveSession, wg *sync.WaitGroup) error {
-	limiter := rate.NewLimiter(listenRate, listenBurst)
-	slots := make(chan struct{}, maxListenHandshakes)
+	g := newKnockGate()
 	tlsCfg := protocol.ListenerTLS{
 		Certificate: func() *tls.Certificate { return &a.identity().Certificate },
 		Pins:        a.pins,
 		MinVersion:  a.cfg.TLSMinVersion,
 	}.Config()
+	var tempDelay time.Duration
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
@@ -332,23 +364,27 @@ func (a *Agent) acceptCoordinators(ctx context.Context, ln net.Listener, incomin
 				return nil
 			}
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				// Out of file descriptors or similar: back off like
+				// net/http does, keeping the session that is up.
+				tempDelay = max(5*time.Millisecond, min(2*tempDelay, time.Second))
+				if !sleep(ctx, tempDelay) {
+					return nil
+				}
 				continue
 			}
 			return fmt.Errorf("accept: %w", err)
 		}
-		if !limiter.Allow() {
-			conn.Close()
-			continue
-		}
-		select {
-		case slots <- struct{}{}:
-		default:
+		tempDelay = 0
+		host := remoteHost(conn)
+		release, ok := g.admit(host)
+		if !ok {
 			conn.Close()
 			continue
 		}
 		wg.Go(func() {
-			ns, err := a.acceptCoordinator(ctx, conn, tlsCfg, func() { <-slots })
+			defer release()
+			ns, err := a.acceptCoordinator(ctx, conn, tlsCfg)
 			if err != nil {
 				// Anyone can knock; a refusal is worth a line only when
 				// debugging. A pinned coordinator's failure shows on its
@@ -356,6 +392,7 @@ func (a *Agent) acceptCoordinators(ctx context.Context, ln net.Listener, incomin
 				a.log.Debug("coordinator connection refused", zap.String("remote", conn.RemoteAddr().String()), zap.Error(err))
 				return
 			}
+			g.know(host)
 			select {
 			case incoming <- ns:
 			case <-ctx.Done():
@@ -365,27 +402,119 @@ func (a *Agent) acceptCoordinators(ctx context.Context, ln net.Listener, incomin
 	}
 }
 
-// acceptCoordinator handshakes one connection, within the handshake
-// timeout, and runs Hello over it. release gives back the handshake slot
-// once the peer proved to be a pinned coordinator.
-func (a *Agent) acceptCoordinator(ctx context.Context, raw net.Conn, cfg *tls.Config, release func()) (*liveSession, error) {
-	released := false
-	defer func() {
-		if !released {
-			release()
+// knockGate decides which connections to the listening port get a
+// handshake.
+type knockGate struct {
+	limiter  *rate.Limiter
+	slots    chan struct{} // for unknown addresses
+	reserved chan struct{} // for addresses pinned coordinators used
+
+	mu      sync.Mutex
+	pending map[string]int  // handshakes under way per unknown address
+	known   map[string]bool // addresses a pinned coordinator connected from
+}
+
+func newKnockGate() *knockGate {
+	return &knockGate{
+		limiter:  rate.NewLimiter(listenRate, listenBurst),
+		slots:    make(chan struct{}, maxListenHandshakes),
+		reserved: make(chan struct{}, reservedHandshakes),
+		pending:  make(map[string]int),
+		known:    make(map[string]bool),
+	}
+}
+
+// admit takes a handshake slot for a connection from host, or says no;
+// release gives it back.
+func (g *knockGate) admit(host string) (release func(), ok bool) {
+	g.mu.Lock()
+	known := g.known[host]
+	g.mu.Unlock()
+	if known {
+		for _, pool := range []chan struct{}{g.reserved, g.slots} {
+			select {
+			case pool <- struct{}{}:
+				return func() { <-pool }, true
+			default:
+			}
 		}
-	}()
+		return nil, false
+	}
+	if !g.limiter.Allow() {
+		return nil, false
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.pending[host] >= maxPerAddress {
+		return nil, false
+	}
+	select {
+	case g.slots <- struct{}{}:
+	default:
+		return nil, false
+	}
+	g.pending[host]++
+	return func() {
+		<-g.slots
+		g.mu.Lock()
+		if g.pending[host]--; g.pending[host] <= 0 {
+			delete(g.pending, host)
+		}
+		g.mu.Unlock()
+	}, true
+}
+
+// know remembers host as one a pinned coordinator connected from.
+func (g *knockGate) know(host string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.known[host] && len(g.known) < maxKnownAddresses {
+		g.known[host] = true
+	}
+}
+
+func remoteHost(c net.Conn) string {
+	host, _, err := net.SplitHostPort(c.RemoteAddr().String())
+	if err != nil {
+		return c.RemoteAddr().String()
+	}
+	return host
+}
+
+// acceptCoordinator handshakes one connection, within the handshake
+// timeout (and the first byte within firstByteTimeout), and runs Hello
+// over it.
+func (a *Agent) acceptCoordinator(ctx context.Context, raw net.Conn, cfg *tls.Config) (*liveSession, error) {
 	id := a.identity()
+	raw.SetDeadline(time.Now().Add(min(firstByteTimeout, a.cfg.HandshakeTimeout)))
+	first := make([]byte, 1)
+	if _, err := io.ReadFull(raw, first); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("wait for the TLS hello: %w", err)
+	}
 	raw.SetDeadline(time.Now().Add(a.cfg.HandshakeTimeout))
-	conn := tls.Server(raw, cfg)
+	conn := tls.Server(&replayConn{Conn: raw, first: first}, cfg)
 	if err := conn.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		return nil, fmt.Errorf("TLS handshake: %w", err)
 	}
-	release()
-	released = true
 	raw.SetDeadline(time.Time{})
 	return a.startSession(ctx, conn, raw.RemoteAddr().String(), id)
+}
+
+// replayConn reads first before the rest of the connection.
+type replayConn struct {
+	net.Conn
+	first []byte
+}
+
+func (c *replayConn) Read(p []byte) (int, error) {
+	if len(c.first) > 0 {
+		n := copy(p, c.first)
+		c.first = c.first[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
 }
 
 // setListening shows, before the coordinator's first connection, where

@@ -1,10 +1,17 @@
 package agent
 
 import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"time"
+
 	"net"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/hashicorp/yamux"
 
 	"go.uber.org/zap/zaptest"
 
@@ -130,4 +137,117 @@ func TestListeningPortTaken(t *testing.T) {
 	}
 	blocker.Close()
 	eventually(t, "the agent listening", func() bool { return a.Status().Listening == addr })
+}
+
+// TestKnockGate: strangers share a few handshake slots, two at most per
+// address, while an address a pinned coordinator used gets in even when
+// they are all taken.
+func TestKnockGate(t *testing.T) {
+	g := newKnockGate()
+	var releases []func()
+	admit := func(host string) bool {
+		release, ok := g.admit(host)
+		if ok {
+			releases = append(releases, release)
+		}
+		return ok
+	}
+	steps := []struct {
+		host string
+		want bool
+	}{
+		{"198.51.100.1", true},
+		{"198.51.100.1", true},
+		{"198.51.100.1", false}, // two per address
+		{"198.51.100.2", true},
+		{"198.51.100.3", true},
+		{"198.51.100.4", false}, // every slot taken
+		{"10.0.0.1", false},     // not known yet
+	}
+	for i, s := range steps {
+		if got := admit(s.host); got != s.want {
+			t.Fatalf("step %d (%s): got admitted %v, want %v", i, s.host, got, s.want)
+		}
+	}
+	g.know("10.0.0.1")
+	for i := range reservedHandshakes {
+		if !admit("10.0.0.1") {
+			t.Fatalf("known coordinator, handshake %d: refused, want a reserved slot", i)
+		}
+	}
+	if admit("10.0.0.1") {
+		t.Fatal("known coordinator: admitted beyond every slot")
+	}
+	for _, r := range releases {
+		r()
+	}
+	if !admit("198.51.100.1") || !admit("198.51.100.1") {
+		t.Fatal("after the releases: refused, want the slots back")
+	}
+}
+
+// dialListening plays a coordinator dialing a listening agent at addr: it
+// pins the agent, presents coord, and answers the agent's Hello.
+func dialListening(t *testing.T, addr string, coord *certs.Identity, agentThumb string) *yamux.Session {
+	t.Helper()
+	raw, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw.SetDeadline(time.Now().Add(5 * time.Second))
+	conn := tls.Client(raw, protocol.DialerTLS{Certificate: &coord.Certificate, Agent: certs.NewPins(agentThumb)}.Config())
+	ys, err := protocol.NewSession(conn, protocol.SessionOptions{Server: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ys.Close() })
+	st, err := ys.AcceptStream()
+	if err != nil {
+		t.Fatalf("wait for hello: %v", err)
+	}
+	f, err := protocol.ReadFrame(st, 0)
+	if err != nil || f.Type != protocol.TypeHello {
+		t.Fatalf("hello: got %q, %v", f.Type, err)
+	}
+	if err := protocol.WriteFrame(st, protocol.TypeWelcome, protocol.Welcome{Protocol: protocol.ProtocolVersion, AgentID: "id-1", Name: "dmz-1"}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	raw.SetDeadline(time.Time{})
+	return ys
+}
+
+// TestListeningAgentRestartsAfterSwap: once an upgrade swapped the
+// binary, Run returns ErrRestart even when a newer session replaced the
+// one the upgrade came in.
+func TestListeningAgentRestartsAfterSwap(t *testing.T) {
+	home := filepath.Join(t.TempDir(), "home")
+	coord, _ := certs.NewIdentity("coordinator")
+	addr, err := newClosedAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := RegisterListening(ListenConfig{Home: home, Listen: addr, ServerThumbprints: []string{coord.Thumbprint}}); err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Config{Home: home, Version: "1.2.3", Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(context.Background()) }()
+	eventually(t, "the agent listening", func() bool { return a.Status().Listening != "" })
+	dialListening(t, addr, coord, a.Status().Thumbprint)
+	eventually(t, "the first session", func() bool { return a.Status().Sessions == 1 })
+	dialListening(t, addr, coord, a.Status().Thumbprint)
+	eventually(t, "the second session", func() bool { return a.Status().Sessions == 2 })
+	a.requestRestart() // what the upgrade handler does after the swap
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrRestart) {
+			t.Fatalf("Run: got %v, want ErrRestart", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after the swap")
+	}
 }

@@ -94,7 +94,7 @@ func (a *Agent) handleAgentUpgrade(s *liveSession, st *yamux.Stream, f protocol.
 		return a.replyFailure(ls, f.Type, err)
 	}
 	restarting = true
-	a.restart.Store(true)
+	a.requestRestart()
 	werr := protocol.WriteFrame(ls, protocol.TypeUpgradeReady, protocol.UpgradeReady{From: swapped.From, To: swapped.To})
 	st.SetReadDeadline(time.Now().Add(restartFlush))
 	io.Copy(io.Discard, st) // returns when the coordinator closes, or at the deadline

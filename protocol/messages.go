@@ -77,7 +77,7 @@ type Welcome struct {
 	// got it with its registration; a listening agent, enrolled by the
 	// operator on the coordinator's side, learns it here, over a session
 	// whose coordinator certificate it pinned, and keeps the first it
-	// learned. Omitted by coordinators that dial no agent.
+	// learned. Omitted by coordinators older than listening agents.
 	SigningKey string `json:"signing_key,omitempty"`
 }
 

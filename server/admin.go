@@ -98,7 +98,7 @@ func (s *Server) view(a store.Agent, vc viewContext) api.AgentView {
 		Upgrade: api.UpgradeNone, OS: a.OS, Arch: a.Arch, Protocol: a.Protocol, DiskFree: a.DiskFree,
 		HealthRTTMillis: float64(a.HealthRTT.Microseconds()) / 1000, RegisteredAt: a.RegisteredAt,
 		LastSeen: rfc3339(a.LastSeen), LastHealthAt: rfc3339(a.LastHealthAt),
-		Mode: api.ModePolling, Address: a.Address, DialError: a.DialError,
+		Mode: api.ModePolling, Address: a.Address,
 	}
 	if a.Listening() {
 		v.Mode = api.ModeListening
@@ -108,6 +108,11 @@ func (s *Server) view(a store.Agent, vc viewContext) api.AgentView {
 	n, remote := vc.nodes[a.Node]
 	remote = remote && as == nil && a.Node != s.nodeID() && n.Alive()
 	v.Connected = as != nil || remote
+	if !v.Connected {
+		// A late failure of another node's dial is not news while a
+		// session is up.
+		v.DialError = a.DialError
+	}
 	switch {
 	case as != nil:
 		// The session is live now; its TLS version is the one in force.

@@ -173,6 +173,8 @@ func (s *Server) onNotify(payload string) {
 	case cluster.NotifyUpgrade:
 		s.rollouts.Changed()
 		s.kickClaims()
+	case cluster.NotifyRedial:
+		s.dialer.Redial(rest)
 	default:
 		s.log.Debug("unknown notification", zap.String("notification", payload))
 	}

@@ -316,7 +316,13 @@ func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, 
 		Servers:               s.members.WelcomeServers(),
 		SigningKey:            s.signing.Public(),
 	}); err != nil {
-		s.sessions.remove(as)
+		if s.sessions.remove(as) {
+			// Recorded at the top as this node's session, which it never
+			// became: left, the record would say this node holds it.
+			if derr := s.store.DisconnectAgent(context.WithoutCancel(ctx), a.ID, s.nodeID(), time.Now().UTC()); derr != nil {
+				err = errors.Join(err, fmt.Errorf("record the disconnect: %w", derr))
+			}
+		}
 		return nil, err
 	}
 	welcomed = true
@@ -336,8 +342,12 @@ func (s *Server) serveAgent(ctx context.Context, as *agentSession, log *zap.Logg
 	log.Info("agent connected", zap.Int("protocol", as.protocol), zap.Bool("upgrade_only", as.upgradeOnly))
 	defer func() {
 		if s.sessions.remove(as) {
-			s.store.DisconnectAgent(context.Background(), as.agentID, s.nodeID(), time.Now().UTC())
 			log.Info("agent disconnected")
+			if err := s.store.DisconnectAgent(context.Background(), as.agentID, s.nodeID(), time.Now().UTC()); err != nil {
+				// Other nodes see the agent as held here until this node
+				// stops or its listening-agent scan clears the record.
+				log.Warn("record the disconnect failed", zap.Error(err))
+			}
 		}
 	}()
 	s.welcome(ctx, as)

@@ -22,13 +22,22 @@ const dialedKeepAlive = 30 * time.Second
 type dialCore struct{ s *Server }
 
 // ShouldDial: not an agent held here already or by another live node,
-// and only on the node cluster.Membership.Dialer picks for it.
-func (c dialCore) ShouldDial(a store.Agent) bool {
+// and only on the node cluster.Membership.Dialer picks for it. A record
+// saying this node holds an agent it does not (a disconnect that could
+// not be recorded) is cleared first: left, it would keep every node from
+// dialing the agent.
+func (c dialCore) ShouldDial(ctx context.Context, a store.Agent) bool {
 	s := c.s
 	if s.sessions.get(a.ID) != nil {
 		return false
 	}
-	if a.Node != "" && a.Node != s.nodeID() {
+	switch {
+	case a.Node == s.nodeID():
+		if err := s.store.DisconnectAgent(ctx, a.ID, a.Node, time.Now().UTC()); err != nil {
+			s.log.Warn("clear a stale session record failed", zap.String("agent", a.Name), zap.Error(err))
+			return false
+		}
+	case a.Node != "":
 		if _, alive := s.nodeAlive(a.Node); alive {
 			return false
 		}

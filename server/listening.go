@@ -12,6 +12,7 @@ import (
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 )
@@ -67,5 +68,7 @@ func (s *Server) SetAgentAddress(ctx context.Context, name, address string) (api
 	}
 	s.log.Info("listening agent moved", zap.String("agent", a.Name), zap.String("from", a.Address), zap.String("to", address))
 	s.dialer.Redial(a.ID)
+	// The node that holds it, or tries to, may be another.
+	s.notifyCluster(cluster.NotifyRedial, a.ID)
 	return s.Agent(ctx, name)
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/internal/servertest"
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // fastDialer makes the coordinator look for listening agents and redial
@@ -344,4 +345,30 @@ func TestListeningAgentOneNodeDials(t *testing.T) {
 	// The new holder dies: the first takes the agent back.
 	nodes[other].stop()
 	nodes[holder].connectedTo(t, "shared", holder)
+}
+
+// TestListeningAgentStaleRecord: the database says a live node holds the
+// agent, which it does not (a disconnect it could not record): that node
+// clears the record, and the node that should dial the agent does.
+func TestListeningAgentStaleRecord(t *testing.T) {
+	c := newHACluster(t)
+	na := c.node("a", fastDialer)
+	nb := c.node("b", fastDialer)
+	a, addr := listeningAgent(t, na.Thumbprint())
+	v := na.addListening(t, "stale", addr, a.Status().Thumbprint)
+	na.waitSession(t, "stale", a)
+	a.stop()
+	eventually(t, "stale disconnected", func() bool { return !na.agentView(t, "stale").Connected })
+	// The node that is not the agent's dialer is recorded as holding it.
+	other := nb
+	if na.members.Dialer(v.ID) == nb.nodeID() {
+		other = na
+	}
+	if err := other.store.RecordConnection(context.Background(), store.Connection{
+		AgentID: v.ID, Version: "1.2.3", Protocol: 1, At: time.Now().UTC(), Node: other.nodeID(),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	b := startAgent(t, a.home, nil)
+	eventually(t, "stale dialed again", func() bool { return b.Status().Connected })
 }

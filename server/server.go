@@ -267,7 +267,11 @@ type Server struct {
 	node      nodeState             // this node's task sweeps and draining moves
 	members   *cluster.Membership   // this node among those sharing the database
 	dialer    *dial.Dialer          // sessions to the listening agents this node dials
-	policy    *settings.Policy      // the machine policy kept in the database
+	// dialCtx ends the dialer's loops; it is cancelled first in shutdown,
+	// so that no agent is dialed again after being told goodbye.
+	dialCtx     context.Context
+	stopDialing context.CancelFunc
+	policy      *settings.Policy // the machine policy kept in the database
 	// polling is closed once pollHealth has its ticker, so that a test
 	// changing the interval knows the change is what resets it.
 	polling chan struct{}
@@ -367,6 +371,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.polling = make(chan struct{})
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.dialCtx, s.stopDialing = context.WithCancel(s.ctx)
 	s.enroll = enroll.New(enroll.Config{Store: st, Signing: signing, Thumbprints: ids.Thumbprints, Logger: s.log,
 		Replaced: func(agentID string) {
 			s.dropAgent(agentID, "replaced by a new registration with --force")
@@ -480,7 +485,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.goFunc(func() { s.pollHealth(pollCtx) })
 	s.goFunc(func() { s.checkNewcomers(pollCtx) })
 	s.goFunc(func() { s.releases.Run(pollCtx) })
-	s.goFunc(func() { s.dialer.Run(s.ctx) })
+	s.goFunc(func() { s.dialer.Run(s.dialCtx) })
 	// Unfinished tasks, this node's from its last run included, are
 	// claimed as their agents connect.
 	s.runCluster(pollCtx)
@@ -570,6 +575,7 @@ func (s *Server) stop(ctx context.Context) {
 		s.runMu.Lock()
 		close(s.done)
 		s.runMu.Unlock()
+		s.stopDialing()
 		s.agentLn.Close()
 		s.httpSrv.Shutdown(ctx)
 		s.httpLn.Close()

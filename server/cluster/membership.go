@@ -37,6 +37,7 @@ const (
 	NotifyMaintenance = "maintenance" // maintenance mode changed
 	NotifyRollout     = "rollout"     // rollout ID: a rollout's state changed
 	NotifyUpgrade     = "upgrade"     // upgrade ID: a rollout's agents wait to be upgraded
+	NotifyRedial      = "redial"      // redial AGENT: a listening agent's address changed
 )
 
 const (
@@ -109,6 +110,7 @@ func Join(ctx context.Context, cfg Config) (*Membership, error) {
 	n := store.Node{
 		ID: uuid.NewString(), Name: cfg.Name, Advertise: cfg.Advertise, HTTP: cfg.HTTP,
 		Version: cfg.Version, StartedAt: time.Now().UTC(), HeartbeatEvery: cfg.Interval,
+		Dials: true,
 	}
 	deadline := time.Now().Add((store.DeadAfter+1)*cfg.Interval + 2*time.Second)
 	waited := false
@@ -239,7 +241,8 @@ func (m *Membership) Alive(id string) (known, alive bool) {
 }
 
 // Dialer picks the node that dials a listening agent: of the live nodes
-// that are not draining, as last read, the one rendezvous hashing ranks
+// that are not draining and dial (not those of versions from before
+// listening agents, during a rolling upgrade), as last read, the one rendezvous hashing ranks
 // first for the agent, so that every node that read the same rows picks
 // the same one, and a node's departure moves only its own agents. ""
 // when every node drains.
@@ -260,7 +263,7 @@ func (m *Membership) Dialer(agentID string) string {
 		consider(m.self.ID)
 	}
 	for id, n := range m.nodes {
-		if id != m.self.ID && n.Alive() && !n.Draining {
+		if id != m.self.ID && n.Alive() && !n.Draining && n.Dials {
 			consider(id)
 		}
 	}

@@ -37,7 +37,7 @@ type Core interface {
 	// ShouldDial reports whether this node should dial the agent now:
 	// not if it holds the agent's session already, another live node
 	// does, or another node is the one to dial it.
-	ShouldDial(a store.Agent) bool
+	ShouldDial(ctx context.Context, a store.Agent) bool
 	// Start runs the agent's session over a completed handshake (conn,
 	// whose state is cs, over raw) and returns once the agent was
 	// welcomed, with a channel closed when the session ends. release
@@ -172,9 +172,19 @@ func (d *Dialer) scan(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var mine []store.Agent
+	// Agents with a loop are that loop's to judge: asked here, ShouldDial
+	// could take a session being set up for a stale record.
+	d.mu.Lock()
+	var candidates []store.Agent
 	for _, a := range all {
-		if a.Listening() && d.cfg.Core.ShouldDial(a) {
+		if a.Listening() && d.loops[a.ID] == nil {
+			candidates = append(candidates, a)
+		}
+	}
+	d.mu.Unlock()
+	var mine []store.Agent
+	for _, a := range candidates {
+		if d.cfg.Core.ShouldDial(ctx, a) {
 			mine = append(mine, a)
 		}
 	}
@@ -220,43 +230,64 @@ func (d *Dialer) loop(ctx context.Context, agentID string, l *loop, delay time.D
 	}
 	for {
 		a, err := d.cfg.Store.AgentByID(ctx, agentID)
-		if errors.Is(err, store.ErrNotFound) || err == nil && (!a.Listening() || !d.cfg.Core.ShouldDial(a)) {
-			return
-		}
-		var done <-chan struct{}
-		if err == nil {
-			done, err = d.dial(ctx, a)
-		}
-		if ctx.Err() != nil {
+		if errors.Is(err, store.ErrNotFound) || err == nil && (!a.Listening() || !d.cfg.Core.ShouldDial(ctx, a)) {
 			return
 		}
 		if err != nil {
-			d.failed(ctx, a, err)
-			select {
-			case <-ctx.Done():
+			if ctx.Err() != nil {
 				return
-			case <-l.redial:
-			case <-time.After(bo.NextBackOff()):
 			}
-			continue
-		}
-		bo.Reset()
-		if err := d.cfg.Store.SetDialError(ctx, a.ID, ""); err != nil && ctx.Err() == nil {
-			d.log.Warn("record dial success failed", zap.String("agent", a.Name), zap.Error(err))
+			// The store, not the agent: nothing to record on it.
+			d.log.Warn("read listening agent failed", zap.String("agent_id", agentID), zap.Error(err))
+		} else {
+			var done <-chan struct{}
+			done, err = d.dial(ctx, a)
+			if ctx.Err() != nil {
+				return
+			}
+			if err == nil && done == nil {
+				err = fmt.Errorf("the agent at %s ended its session before saying hello", a.Address)
+			}
+			if err == nil {
+				bo.Reset()
+				if !d.serve(ctx, a, l, done, bo) {
+					return
+				}
+				continue
+			}
+			d.failed(ctx, a, err)
 		}
 		select {
-		case <-done:
-			// Dial again soon, not at once: a session that ends as soon as
-			// it starts must not become a busy loop.
-			if !sleep(ctx, bo.NextBackOff()) {
-				return
-			}
-		case <-l.redial:
-			d.cfg.Core.End(agentID)
-			<-done
 		case <-ctx.Done():
 			return
+		case <-l.redial:
+		case <-time.After(bo.NextBackOff()):
 		}
+	}
+}
+
+// serve waits while a dialed session lasts. It reports false if ctx
+// ended first.
+func (d *Dialer) serve(ctx context.Context, a store.Agent, l *loop, done <-chan struct{}, bo backoff.BackOff) bool {
+	if err := d.cfg.Store.SetDialError(ctx, a.ID, ""); err != nil && ctx.Err() == nil {
+		d.log.Warn("record dial success failed", zap.String("agent", a.Name), zap.Error(err))
+	}
+	select {
+	case <-done:
+		// Dial again soon, not at once: a session that ends as soon as it
+		// starts must not become a busy loop. A redial asked for during
+		// the session's end is that new dial.
+		select {
+		case <-l.redial:
+		default:
+		}
+		return sleep(ctx, bo.NextBackOff())
+	case <-l.redial:
+		d.cfg.Core.End(a.ID)
+		<-done
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 

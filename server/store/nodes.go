@@ -27,6 +27,9 @@ type Node struct {
 	// Draining nodes accept no agent sessions and claim no new tasks; the
 	// flag passes to the next run of a node with the same name.
 	Draining bool
+	// Dials says the node dials listening agents; nodes of versions from
+	// before them do not, and must not be picked to.
+	Dials bool
 
 	// Agents, Tasks and Rollouts count, as the store has them, the agents
 	// whose session the node recorded, and the unfinished tasks and

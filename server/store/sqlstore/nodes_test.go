@@ -452,3 +452,23 @@ func TestBlobs(t *testing.T) {
 		}
 	})
 }
+
+// TestNodeDials: whether a node dials listening agents is kept as it
+// registered, so that nodes of versions from before them are never picked.
+func TestNodeDials(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db backend) {
+		ctx := context.Background()
+		s, _ := db.open(t)
+		for _, dials := range []bool{false, true} {
+			n := testNode("n-"+fmt.Sprint(dials), "node-"+fmt.Sprint(dials))
+			n.Dials = dials
+			if _, err := s.RegisterNode(ctx, n); err != nil {
+				t.Fatal(err)
+			}
+			got, ok := nodeByID(t, s, n.ID)
+			if !ok || got.Dials != dials {
+				t.Fatalf("got dials %v (found %v), want %v", got.Dials, ok, dials)
+			}
+		}
+	})
+}

@@ -6,3 +6,7 @@
 -- existing rows need no backfill.
 ALTER TABLE agents ADD COLUMN address TEXT NOT NULL DEFAULT '';
 ALTER TABLE agents ADD COLUMN dial_error TEXT NOT NULL DEFAULT '';
+-- dials says the node dials listening agents. Nodes of earlier versions,
+-- still running during a rolling upgrade of the coordinators, do not, and
+-- are never the one picked to dial an agent.
+ALTER TABLE nodes ADD COLUMN dials INTEGER NOT NULL DEFAULT 0;
