@@ -98,9 +98,12 @@ func TestCalamariAndTasksEndToEnd(t *testing.T) {
 	}
 
 	startRealAgent(t, dir, "web-1", "Test")
-	waitFor(t, "web-1 connected", func() bool {
+	// Checked, not only connected: the first health check of a new
+	// session, were it to come after the push below, would install
+	// Calamari by itself, and the first task would find it current.
+	waitFor(t, "web-1 connected and checked", func() bool {
 		_, stdout, _ := run("agents", "list", "--json")
-		return strings.Contains(stdout, `"connected": true`)
+		return strings.Contains(stdout, `"connected": true`) && strings.Contains(stdout, `"health": "healthy"`)
 	})
 
 	b := servertest.CalamariBundle(t, "1.0.0", 0)
