@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tendrildeploy/tendril/api"
+	"github.com/tendrildeploy/tendril/bundle"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/kind"
@@ -116,7 +117,30 @@ func (s *Server) pushCalamari(ctx context.Context, as *agentSession, b store.Bun
 	if !done {
 		s.log.Info("calamari installed", zap.String("agent", as.name), zap.String("version", b.Version), zap.Strings("pruned", installed.Pruned))
 	}
+	// Listed current at once: what the agent holds now is what it held,
+	// with this version and without what it pruned. The next health
+	// check, which verifies every file, has the last word.
+	if err := s.noteCalamariInstalled(ctx, as.agentID, b.Version, installed.Pruned); err != nil {
+		s.log.Warn("record installed calamari failed", zap.String("agent", as.name), zap.Error(err))
+	}
 	return nil
+}
+
+// noteCalamariInstalled records that an agent holds version, and no
+// longer the pruned ones.
+func (s *Server) noteCalamariInstalled(ctx context.Context, agentID, version string, pruned []string) error {
+	a, err := s.store.AgentByID(ctx, agentID)
+	if err != nil {
+		return err
+	}
+	versions := []string{version}
+	for _, v := range a.CalamariVersions {
+		if v != version && !slices.Contains(pruned, v) {
+			versions = append(versions, v)
+		}
+	}
+	slices.SortFunc(versions, func(x, y string) int { return bundle.CompareVersions(y, x) })
+	return s.store.SetCalamariVersions(ctx, agentID, versions)
 }
 
 // UpdateCalamari pushes the latest bundle to every targeted agent that

@@ -218,6 +218,11 @@ func TestTaskPushesCalamariFirstAndRuns(t *testing.T) {
 			t.Errorf("log lacks %q:\n%s", want, log)
 		}
 	}
+	// Listed current at once, not after the next health check (an hour
+	// away here).
+	if v := ts.agentView(t, "web-1"); !v.CalamariCurrent || v.CalamariVersion != "1.0.0" {
+		t.Fatalf("after the task installed Calamari: got %q current %v, want 1.0.0 current", v.CalamariVersion, v.CalamariCurrent)
+	}
 	// The second task finds Calamari current and says nothing about it.
 	task, lines = ts.runTaskOn(t, "web-1", "run-script", "--inline", "echo again")
 	if task.State != api.TaskSucceeded || strings.Contains(logText(lines), "out of date") {

@@ -332,6 +332,11 @@ type Store interface {
 	// check that got an answer (any health but unhealthy) also sets
 	// LastSeen.
 	RecordHealth(ctx context.Context, results []HealthResult) error
+	// SetCalamariVersions records the verified Calamari versions an agent
+	// holds, newest first, as a push the agent acknowledged left them, so
+	// that the listing is current without waiting for the next health
+	// check. ErrNotFound if no such agent.
+	SetCalamariVersions(ctx context.Context, agentID string, versions []string) error
 	// TouchAgents sets LastSeen for the given agents.
 	TouchAgents(ctx context.Context, ids []string, at time.Time) error
 

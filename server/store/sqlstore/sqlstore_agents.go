@@ -493,6 +493,18 @@ func (s *sqlStore) recordHealth(ctx context.Context, results []store.HealthResul
 	})
 }
 
+// SetCalamariVersions implements Store.
+func (s *sqlStore) SetCalamariVersions(ctx context.Context, agentID string, versions []string) error {
+	list, err := listArg(versions)
+	if err == nil {
+		err = oneRow(s.w.ExecContext(ctx, `UPDATE agents SET calamari_versions = ? WHERE id = ?`, list, agentID))
+	}
+	if err != nil {
+		return fmt.Errorf("set calamari versions of agent %s: %w", agentID, err)
+	}
+	return nil
+}
+
 func validHealth(h string) bool {
 	switch h {
 	case api.HealthHealthy, api.HealthWarning, api.HealthUnhealthy, api.HealthUnavailable:

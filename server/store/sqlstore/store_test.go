@@ -1085,3 +1085,22 @@ func TestConcurrentWriters(t *testing.T) {
 		}
 	})
 }
+
+func TestSetCalamariVersions(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db backend) {
+		ctx := context.Background()
+		s, _ := db.open(t)
+		a := enroll(t, s, "web-1", "prod", "tp-1")
+		for _, want := range [][]string{{"2.0.0", "1.0.0"}, {"2.0.0"}} {
+			if err := s.SetCalamariVersions(ctx, a.ID, want); err != nil {
+				t.Fatal(err)
+			}
+			if got := mustAgent(t, s, a.ID).CalamariVersions; !reflect.DeepEqual(got, want) {
+				t.Fatalf("got %v, want %v", got, want)
+			}
+		}
+		if err := s.SetCalamariVersions(ctx, "nope", []string{"1.0.0"}); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("unknown agent: got %v, want ErrNotFound", err)
+		}
+	})
+}
