@@ -61,15 +61,16 @@ bench-quick: bench-build
 	bin/tendril-fleet bench --agents 1000 --storms 3 --out bench-results/quick.md
 
 ## bench: every figure of BENCHMARKS.md: fleet of 1,000, 5,000 and 10,000 simulated agents,
-## bundle pushes and task round trips against raw TLS, scp and ssh, and a rollout to 1,000
-## agents (within 15 minutes; run it on an otherwise idle machine)
+## bundle pushes and task round trips against raw TLS, scp and ssh, also through tinyproxy
+## and nginx (WebSocket) next to direct, and a rollout to 1,000 agents (within 15 minutes;
+## run it on an otherwise idle machine)
 bench: bench-build
 	bin/tendril-fleet bench --agents 1000,5000,10000 --out bench-results/results.md
 	bin/tendril-fleet bench-transfer --out bench-results/transfer.md
 	bin/tendril-fleet bench-rollout --agents 1000 --batch 100 --out bench-results/rollout.md
 
-# bench-build: the binaries and Calamari bundle the benchmarks run, and sshd for
-# the transfer comparison
+# bench-build: the binaries and Calamari bundle the benchmarks run, and sshd,
+# tinyproxy and nginx for the transfer comparison
 bench-build: build
 	@scripts/bench-deps.sh
 	@mkdir -p bench-results

@@ -2,8 +2,9 @@
 # bench-deps.sh installs what `make bench` needs beyond the tests'
 # dependencies (scripts/deps.sh) and the machine lacks: the OpenSSH server
 # and client that the transfer benchmark (tendril-fleet bench-transfer)
-# compares Tendril with. It changes nothing and prints nothing on a
-# machine that has everything, so it is safe to run each time.
+# compares Tendril with, and the proxies it measures agents behind. It
+# changes nothing and prints nothing on a machine that has everything, so
+# it is safe to run each time.
 set -euo pipefail
 
 missing=()
@@ -17,6 +18,11 @@ for c in ssh scp ssh-keygen; do
 		break
 	fi
 done
+# tinyproxy and nginx: the benchmark starts its own of each on a free
+# loopback port (internal/proxyrun) and times an agent behind each, as the
+# tests do; the distribution's services are not used.
+command -v tinyproxy >/dev/null 2>&1 || missing+=(tinyproxy)
+command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 
 if [ ${#missing[@]} -eq 0 ]; then
 	exit 0
@@ -32,3 +38,10 @@ fi
 echo "bench-deps.sh: installing ${missing[*]}"
 "${sudo[@]}" apt-get update -qq
 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian may start the packaged tinyproxy and nginx on install; the
+# benchmark starts its own, and nothing else here should keep running.
+for daemon in tinyproxy nginx; do
+	if [[ " ${missing[*]} " == *" $daemon "* ]]; then
+		"${sudo[@]}" pkill -x "$daemon" || true
+	fi
+done

@@ -17,8 +17,10 @@
 //
 // bench-transfer measures figures 5 and 6 (see transfer.go): Calamari
 // bundle pushes to one real agent against raw TLS and scp, to a simulated
-// fleet, and a task's round trip against a multiplexed ssh; it starts and
-// stops its own coordinators, agents and sshd.
+// fleet, and a task's round trip against a multiplexed ssh, and the
+// one-agent figures again for agents behind tinyproxy and behind nginx as
+// a WebSocket; it starts and stops its own coordinators, agents, proxies
+// and sshd.
 package main
 
 import (
@@ -73,7 +75,7 @@ func usage() {
 	fmt.Fprintln(os.Stderr, `usage:
   tendril-fleet run --agents N --coordinator HOST:PORT (--data DIR | --url URL --api-key KEY) --dir WORKDIR [--environment Fleet] [--ramp 0] [--status 127.0.0.1:PORT] [--agent-version V]
   tendril-fleet bench [--agents 1000,5000,10000] [--out bench-results/results.md] [--dir WORKDIR] [--server PATH]
-  tendril-fleet bench-transfer [--out bench-results/transfer.md] [--runs 5] [--rtt-runs 50] [--agents 100,500] [--bundle-mib 100] [--fleet-mib 20] [--dir WORKDIR] [--calamari FILE] [--keep]
+  tendril-fleet bench-transfer [--out bench-results/transfer.md] [--runs 5] [--rtt-runs 50] [--agents 100,500] [--bundle-mib 100] [--fleet-mib 20] [--via tinyproxy,nginx|none] [--dir WORKDIR] [--calamari FILE] [--keep]
   tendril-fleet bench-rollout [--agents 1000] [--batch 100] [--out bench-results/rollout.md] [--dir WORKDIR] [--server PATH] [--package FILE]`)
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	crand "crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 	"github.com/tendrildeploy/tendril/api/client"
 	"github.com/tendrildeploy/tendril/bundle"
 	"github.com/tendrildeploy/tendril/fleet"
+	"github.com/tendrildeploy/tendril/internal/proxyrun"
 	"github.com/tendrildeploy/tendril/protocol"
 )
 
@@ -54,6 +56,7 @@ type transferBench struct {
 	runs, rttRuns                int
 	bundleSize, fleetBundleSize  int64 // random payload in each bundle
 	sizes                        []int
+	vias                         []string // proxies the one-agent figures are also measured through
 	timeout                      time.Duration
 	log                          io.Writer
 	profiles                     string // folder of the coordinator heap profiles
@@ -61,29 +64,67 @@ type transferBench struct {
 
 // transferResults are everything bench-transfer measured.
 type transferResults struct {
+	// direct is the one-agent figures (5 and 6) of the agent that dials
+	// the coordinator's agent port.
+	direct roadTimes
+	// vias is the same figures, measured in the same runs, of an agent
+	// that reaches the coordinator through each proxy of --via.
+	vias []*viaResult
 	// Figure 5, one agent.
-	bundleBytes               int64
-	push, pushLanded, pushAPI []time.Duration
-	scp, tls                  []time.Duration
-	tlsVersion, tlsCipher     string
-	compareOrders             []string
+	bundleBytes           int64
+	scp, tls              []time.Duration
+	tlsVersion, tlsCipher string
+	compareOrders         []string
 	// Figure 5, many agents.
 	fleetBundleBytes int64
 	fleet            []fleetPush
 	// Figure 6.
 	taskCalamari string
-	task, ssh    []time.Duration
+	ssh          []time.Duration
 	// sshShell is ssh whose remote bash reads ~/.bashrc (see sshServer).
-	sshShell                           []time.Duration
-	taskFirst, sshFirst, sshShellFirst time.Duration
+	sshShell                []time.Duration
+	sshFirst, sshShellFirst time.Duration
+	sshVersion              string
+	loadBefore              string
+	loadAfter               string
+	busyBefore              string
+}
+
+// roadTimes are the one-agent figures of one agent, by the road its
+// session takes to the coordinator.
+type roadTimes struct {
+	// Figure 5: Success.txt in place, every byte in the partial file, the
+	// update call returned.
+	push, pushLanded, pushAPI []time.Duration
+	// Figure 6, and the first round trip, not counted.
+	task      []time.Duration
+	taskFirst time.Duration
 	// The task's own timestamps (coordinator clock): created to started
 	// (includes the Calamari check), started to finished.
 	taskToStart, taskRun []time.Duration
-	sshVersion           string
-	loadBefore           string
-	loadAfter            string
-	busyBefore           string
 }
+
+// viaResult is the one-agent figures of an agent registered through a
+// proxy (see viaNames).
+type viaResult struct {
+	via     string // a key of viaNames
+	version string // the proxy program's, as it reports it
+	roadTimes
+	// sessions is the connections the proxy logged for the agent (CONNECT
+	// requests, or WebSocket upgrades ended): its registration and one
+	// session if it never reconnected, proof that the figures went
+	// through the proxy and that no timed push met a reconnect.
+	sessions int
+}
+
+// viaNames are the proxies --via takes, and how the report names them.
+var viaNames = map[string]string{
+	"tinyproxy": "through tinyproxy (HTTP CONNECT, Basic auth)",
+	"nginx":     "through nginx (WebSocket, wss)",
+}
+
+// viaOrder is the order the proxies are measured and reported in.
+var viaOrder = []string{"tinyproxy", "nginx"}
 
 // fleetPush is one push of a bundle to every agent of a simulated fleet.
 type fleetPush struct {
@@ -110,6 +151,7 @@ func transferCmd(ctx context.Context, args []string) error {
 	bundleMiB := fs.Int("bundle-mib", 100, "random payload of the one-agent bundle, MiB")
 	fleetMiB := fs.Int("fleet-mib", 20, "random payload of the fleet bundle, MiB")
 	agentsList := fs.String("agents", "100,500", "fleet sizes the fleet bundle is pushed to (0 skips)")
+	viaList := fs.String("via", strings.Join(viaOrder, ","), "proxies the one-agent push and round trip are also measured through: tinyproxy, nginx, or none")
 	serverBin := fs.String("server", "", "tendril-server binary (default: next to this binary)")
 	agentBin := fs.String("agent", "", "tendril-agent binary (default: next to this binary)")
 	calamari := fs.String("calamari", "", "Calamari bundle the tasks run (default: the newest dist/calamari-*.tar.gz, as make build makes)")
@@ -124,6 +166,10 @@ func transferCmd(ctx context.Context, args []string) error {
 	sizes, err := parseSizes(*agentsList)
 	if err != nil {
 		return fmt.Errorf("bench-transfer: --agents: %w", err)
+	}
+	vias, err := parseVias(*viaList)
+	if err != nil {
+		return fmt.Errorf("bench-transfer: --via: %w", err)
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -146,7 +192,7 @@ func transferCmd(ctx context.Context, args []string) error {
 	t := &transferBench{
 		dir: *dir, serverBin: *serverBin, agentBin: *agentBin, selfBin: self, calamari: *calamari,
 		runs: *runs, rttRuns: *rttRuns, bundleSize: int64(*bundleMiB) << 20, fleetBundleSize: int64(*fleetMiB) << 20,
-		sizes: sizes, timeout: *timeout, log: os.Stderr, profiles: filepath.Dir(*out),
+		sizes: sizes, vias: vias, timeout: *timeout, log: os.Stderr, profiles: filepath.Dir(*out),
 	}
 	if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
 		return err
@@ -158,7 +204,7 @@ func transferCmd(ctx context.Context, args []string) error {
 			t.logf("could not remove the work folder %s: %v", t.dir, rerr)
 		}
 	}
-	table := renderTransferTable(t, r)
+	table := renderTransferTable(t, r) + renderViaTable(r)
 	fmt.Println(table)
 	doc := renderTransferDoc(t, os.Args, r, table, time.Since(started), err)
 	if werr := os.WriteFile(*out, []byte(doc), 0o644); werr != nil && err == nil {
@@ -182,6 +228,29 @@ func parseSizes(list string) ([]int, error) {
 		}
 	}
 	return sizes, nil
+}
+
+// parseVias reads a comma-separated list of proxies (keys of viaNames),
+// in viaOrder whatever the order given; "none" or nothing means none.
+func parseVias(list string) ([]string, error) {
+	want := map[string]bool{}
+	for _, v := range strings.Split(list, ",") {
+		v = strings.TrimSpace(v)
+		switch {
+		case v == "" || v == "none":
+		case viaNames[v] != "":
+			want[v] = true
+		default:
+			return nil, fmt.Errorf("unknown proxy %q (want %s, or none)", v, strings.Join(viaOrder, ", "))
+		}
+	}
+	var vias []string
+	for _, v := range viaOrder {
+		if want[v] {
+			vias = append(vias, v)
+		}
+	}
+	return vias, nil
 }
 
 // findCalamariBundle picks the newest dist/calamari-*.tar.gz, looked for
@@ -261,9 +330,53 @@ func (t *transferBench) newBench(ctx context.Context, name string) (*bench, erro
 	return b, nil
 }
 
-// oneAgent measures the one-agent figures against a real tendril-agent
-// process: the task round trip (figure 6) first, with the real Calamari
-// bundle, then the pushes of the big bundle (figure 5).
+// oneAgentRoad is a real tendril-agent process of the one-agent figures,
+// and the road its session takes to the coordinator.
+type oneAgentRoad struct {
+	name, home string
+	proc       *proc
+	times      *roadTimes
+	// For an agent registered through a proxy: which, its results, the
+	// proxy, and how many connections for the agent the proxy logged.
+	via      string
+	res      *viaResult
+	proxy    runningProxy
+	sessions func() int
+}
+
+// runningProxy is what the benchmark needs of a proxy of
+// internal/proxyrun.
+type runningProxy interface {
+	Close() error
+	Exited() bool
+	Log() string
+}
+
+// label names the road in logs and the report's step orders.
+func (a *oneAgentRoad) label() string {
+	if a.via == "" {
+		return "direct"
+	}
+	return "through " + a.via
+}
+
+// stop stops the agent, then its proxy; a second call does nothing.
+func (a *oneAgentRoad) stop() {
+	if a.proc != nil {
+		a.proc.stop(30 * time.Second)
+	}
+	if a.proxy != nil {
+		a.proxy.Close()
+	}
+}
+
+// oneAgent measures the one-agent figures against real tendril-agent
+// processes: the task round trip (figure 6) first, with the real Calamari
+// bundle, then the pushes of the big bundle (figure 5). Besides the agent
+// that dials the coordinator's agent port, one agent per proxy of --via
+// reaches the same coordinator only through that proxy; their figures are
+// taken in the same runs, interleaved with the direct agent's, so that a
+// change in the machine's load hits all alike.
 func (t *transferBench) oneAgent(ctx context.Context, ssh *sshServer, r *transferResults) error {
 	b, err := t.newBench(ctx, "one")
 	if err != nil {
@@ -277,54 +390,152 @@ func (t *transferBench) oneAgent(ctx context.Context, ssh *sshServer, r *transfe
 	if err != nil {
 		return err
 	}
-	home := filepath.Join(b.dir, "agent")
-	agentProc, err := t.startAgent(ctx, b, cl, home)
-	if err != nil {
+	direct := &oneAgentRoad{name: benchAgent, home: filepath.Join(b.dir, "agent"), times: &r.direct}
+	if err := t.startAgent(ctx, b, cl, direct, "agent.log", nil); err != nil {
 		return err
 	}
-	defer agentProc.stop(30 * time.Second)
-	if err := t.waitAgent(ctx, cl, agentProc); err != nil {
-		return err
+	defer direct.stop()
+	roads := []*oneAgentRoad{direct}
+	for _, via := range t.vias {
+		a, err := t.startVia(ctx, b, cl, via)
+		if errors.Is(err, proxyrun.ErrNotInstalled) {
+			return fmt.Errorf("agent through %s: %w; scripts/bench-deps.sh installs it, --via none measures direct only", via, err)
+		}
+		if err != nil {
+			return fmt.Errorf("agent through %s: %w", via, err)
+		}
+		defer a.stop()
+		r.vias = append(r.vias, a.res)
+		roads = append(roads, a)
 	}
-	t.logf("agent %s connected and healthy", benchAgent)
+	for _, a := range roads {
+		if err := t.waitAgent(ctx, cl, a); err != nil {
+			return err
+		}
+		t.logf("agent %s (%s) connected and healthy", a.name, a.label())
+	}
 
-	if err := t.roundTrips(ctx, cl, ssh, r); err != nil {
+	if err := t.roundTrips(ctx, cl, ssh, roads, r); err != nil {
 		return fmt.Errorf("task round trip: %w", err)
 	}
-	if err := t.pushes(ctx, b, cl, ssh, home, r); err != nil {
+	if err := t.pushes(ctx, b, cl, ssh, roads, r); err != nil {
 		return fmt.Errorf("push to one agent: %w", err)
 	}
-	if agentProc.exited() {
-		return fmt.Errorf("the agent exited; see %s", agentProc.logPath)
+	for _, a := range roads {
+		if a.proc.exited() {
+			return fmt.Errorf("the agent %s exited; see %s", a.name, a.proc.logPath)
+		}
+		if a.proxy != nil && a.proxy.Exited() {
+			return fmt.Errorf("%s exited during the benchmark:\n%s", a.via, a.proxy.Log())
+		}
+	}
+	for _, a := range roads[1:] {
+		// nginx logs a WebSocket when it ends: stop the agent first.
+		a.proc.stop(30 * time.Second)
+		a.res.sessions = waitCount(ctx, a.sessions, viaSessions, 5*time.Second)
+		t.logf("%s logged %d connections of %s (registration and sessions)", a.via, a.res.sessions, a.name)
 	}
 	return nil
 }
 
-// startAgent enrols a real tendril-agent with a token from the API and
-// runs it.
-func (t *transferBench) startAgent(ctx context.Context, b *bench, cl *client.Client, home string) (*proc, error) {
-	tok, err := cl.CreateToken(ctx, api.TokenRequest{Environment: benchEnvironment, TTL: "10m", Servers: []string{b.agentAddr()}})
-	if err != nil {
-		return nil, err
+// viaSessions is the connections a proxy carries for an agent that never
+// reconnected: its registration and its one session.
+const viaSessions = 2
+
+// waitCount polls count until it reaches want or within has passed, and
+// returns its last value.
+func waitCount(ctx context.Context, count func() int, want int, within time.Duration) int {
+	deadline := time.Now().Add(within)
+	for {
+		n := count()
+		if n >= want || time.Now().After(deadline) || sleep(ctx, 20*time.Millisecond) != nil {
+			return n
+		}
 	}
-	if out, err := exec.CommandContext(ctx, t.agentBin, "register", "--home", home, "--join", tok.Join, "--name", benchAgent).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("tendril-agent register: %v: %s", err, out)
-	}
-	return startProc(ctx, filepath.Join(b.dir, "agent.log"), t.agentBin, nil, "run", "--home", home)
 }
 
-func (t *transferBench) waitAgent(ctx context.Context, cl *client.Client, p *proc) error {
+// startVia starts the proxy via in b's folder and a real agent that
+// reaches b's coordinator only through it, registered as README's "How
+// agents connect" says: with --proxy and credentials for tinyproxy, with
+// a wss:// --server, the coordinator's thumbprint and a token for nginx
+// (which passes the WebSocket to the coordinator's HTTP listener).
+func (t *transferBench) startVia(ctx context.Context, b *bench, cl *client.Client, via string) (*oneAgentRoad, error) {
+	a := &oneAgentRoad{name: benchAgent + "-" + via, home: filepath.Join(b.dir, "agent-"+via), via: via, res: &viaResult{via: via}}
+	a.times = &a.res.roadTimes
+	var register func(join string) ([]string, error)
+	switch via {
+	case "tinyproxy":
+		var pw [12]byte
+		crand.Read(pw[:])
+		user, password := "bench", hex.EncodeToString(pw[:])
+		p, err := proxyrun.StartTinyproxy(ctx, filepath.Join(b.dir, "tinyproxy"), proxyrun.TinyproxyOptions{User: user, Password: password})
+		if err != nil {
+			return nil, err
+		}
+		a.proxy, a.res.version = p, programVersion("tinyproxy", "-v")
+		a.sessions = func() int { return p.Tunnels(b.agentAddr()) }
+		register = func(join string) ([]string, error) {
+			return []string{"--join", join, "--proxy", "http://" + user + ":" + password + "@" + p.Addr}, nil
+		}
+	case "nginx":
+		p, err := proxyrun.StartNginx(ctx, filepath.Join(b.dir, "nginx"), fmt.Sprintf("127.0.0.1:%d", b.httpPort), protocol.WebSocketPath)
+		if err != nil {
+			return nil, err
+		}
+		a.proxy, a.res.version = p, strings.TrimPrefix(programVersion("nginx", "-v"), "nginx version: ")
+		a.sessions = p.Upgrades
+		register = func(join string) ([]string, error) {
+			j, err := protocol.ParseJoin(join)
+			if err != nil {
+				return nil, err
+			}
+			return []string{"--server", "wss://" + p.Addr + protocol.WebSocketPath, "--server-thumbprint", j.Thumbprint, "--token", j.Token}, nil
+		}
+	default:
+		return nil, fmt.Errorf("unknown proxy %q", via)
+	}
+	t.logf("%s (%s) listening", via, a.res.version)
+	if err := t.startAgent(ctx, b, cl, a, "agent-"+via+".log", register); err != nil {
+		a.stop()
+		return nil, err
+	}
+	return a, nil
+}
+
+// startAgent enrols a real tendril-agent with a token from the API and
+// runs it. register, if set, turns the token's join string into the
+// register arguments that name the coordinator (default: --join).
+func (t *transferBench) startAgent(ctx context.Context, b *bench, cl *client.Client, a *oneAgentRoad, logName string, register func(join string) ([]string, error)) error {
+	tok, err := cl.CreateToken(ctx, api.TokenRequest{Environment: benchEnvironment, TTL: "10m", Servers: []string{b.agentAddr()}})
+	if err != nil {
+		return err
+	}
+	where := []string{"--join", tok.Join}
+	if register != nil {
+		if where, err = register(tok.Join); err != nil {
+			return err
+		}
+	}
+	args := append(append([]string{"register", "--home", a.home}, where...), "--name", a.name)
+	if out, err := exec.CommandContext(ctx, t.agentBin, args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("tendril-agent register %s: %v: %s", a.name, err, out)
+	}
+	a.proc, err = startProc(ctx, filepath.Join(b.dir, logName), t.agentBin, nil, "run", "--home", a.home)
+	return err
+}
+
+func (t *transferBench) waitAgent(ctx context.Context, cl *client.Client, a *oneAgentRoad) error {
 	deadline := time.Now().Add(t.timeout)
 	for {
-		a, err := cl.Agent(ctx, benchAgent)
-		if err == nil && a.Connected && a.Health == "healthy" {
+		v, err := cl.Agent(ctx, a.name)
+		if err == nil && v.Connected && v.Health == "healthy" {
 			return nil
 		}
-		if p.exited() {
-			return fmt.Errorf("the agent exited; see %s", p.logPath)
+		if a.proc.exited() {
+			return fmt.Errorf("the agent %s exited; see %s", a.name, a.proc.logPath)
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("agent %s not connected and healthy after %s (%+v, %v)", benchAgent, t.timeout, a, err)
+			return fmt.Errorf("agent %s not connected and healthy after %s (%+v, %v)", a.name, t.timeout, v, err)
 		}
 		if err := sleep(ctx, 20*time.Millisecond); err != nil {
 			return err
@@ -333,11 +544,12 @@ func (t *transferBench) waitAgent(ctx context.Context, cl *client.Client, p *pro
 }
 
 // roundTrips times figure 6: `run-script --inline true` through the API
-// and `ssh ... true` over a held multiplexed connection (with each client
-// key, see sshServer), in turn, so that a change in the machine's load
-// hits all alike. The first of each is not counted: the ssh ones set up
-// the master connections, the task one is the agent's first Calamari run.
-func (t *transferBench) roundTrips(ctx context.Context, cl *client.Client, ssh *sshServer, r *transferResults) error {
+// on each agent and `ssh ... true` over a held multiplexed connection
+// (with each client key, see sshServer), in turn, so that a change in the
+// machine's load hits all alike. The first of each is not counted: the
+// ssh ones set up the master connections, the task ones are each agent's
+// first Calamari run.
+func (t *transferBench) roundTrips(ctx context.Context, cl *client.Client, ssh *sshServer, roads []*oneAgentRoad, r *transferResults) error {
 	bv, err := uploadBundle(ctx, cl, t.calamari)
 	if err != nil {
 		return err
@@ -346,19 +558,32 @@ func (t *transferBench) roundTrips(ctx context.Context, cl *client.Client, ssh *
 		return fmt.Errorf("Calamari %s from %s is not below the benchmark's bundles (%d.x)", bv.Version, t.calamari, benchMajor)
 	}
 	r.taskCalamari = bv.Version
-	res, err := cl.UpdateCalamari(ctx, api.UpdateTarget{Agent: benchAgent})
-	if err != nil {
-		return err
-	}
-	if len(res) != 1 || res[0].Result == "failed" {
-		return fmt.Errorf("install Calamari %s on %s: %+v", bv.Version, benchAgent, res)
-	}
-	t.logf("Calamari %s installed on %s; timing %d round trips each", bv.Version, benchAgent, t.rttRuns)
-	req := api.TaskRequest{Agent: benchAgent, Args: []string{"run-script", "--inline", "true"}, Calamari: bv.Version}
-	for i := -1; i < t.rttRuns; i++ {
-		d, end, err := taskRoundTrip(ctx, cl, req, t.timeout)
+	for _, a := range roads {
+		res, err := cl.UpdateCalamari(ctx, api.UpdateTarget{Agent: a.name})
 		if err != nil {
-			return err
+			return fmt.Errorf("install Calamari %s on %s: %w", bv.Version, a.name, err)
+		}
+		if len(res) != 1 || res[0].Result == "failed" {
+			return fmt.Errorf("install Calamari %s on %s: %+v", bv.Version, a.name, res)
+		}
+	}
+	t.logf("Calamari %s installed on %d agents; timing %d round trips each", bv.Version, len(roads), t.rttRuns)
+	for i := -1; i < t.rttRuns; i++ {
+		for _, a := range roads {
+			req := api.TaskRequest{Agent: a.name, Args: []string{"run-script", "--inline", "true"}, Calamari: bv.Version}
+			d, end, err := taskRoundTrip(ctx, cl, req, t.timeout)
+			if err != nil {
+				return fmt.Errorf("%s: %w", a.name, err)
+			}
+			if i < 0 {
+				a.times.taskFirst = d
+				continue
+			}
+			a.times.task = append(a.times.task, d)
+			if end.StartedAt != nil && end.FinishedAt != nil {
+				a.times.taskToStart = append(a.times.taskToStart, end.StartedAt.Sub(end.CreatedAt))
+				a.times.taskRun = append(a.times.taskRun, end.FinishedAt.Sub(*end.StartedAt))
+			}
 		}
 		s, err := timeCmd(ctx, "ssh", ssh.sshTrueArgs(ssh.cleanKey)...)
 		if err != nil {
@@ -369,16 +594,16 @@ func (t *transferBench) roundTrips(ctx context.Context, cl *client.Client, ssh *
 			return err
 		}
 		if i < 0 {
-			r.taskFirst, r.sshFirst, r.sshShellFirst = d, s, sh
+			r.sshFirst, r.sshShellFirst = s, sh
 			continue
 		}
-		r.task, r.ssh, r.sshShell = append(r.task, d), append(r.ssh, s), append(r.sshShell, sh)
-		if end.StartedAt != nil && end.FinishedAt != nil {
-			r.taskToStart = append(r.taskToStart, end.StartedAt.Sub(end.CreatedAt))
-			r.taskRun = append(r.taskRun, end.FinishedAt.Sub(*end.StartedAt))
-		}
+		r.ssh, r.sshShell = append(r.ssh, s), append(r.sshShell, sh)
 	}
-	t.logf("task round trip median %s; ssh median %s (reading ~/.bashrc: %s)", median(r.task), median(r.ssh), median(r.sshShell))
+	var tasks []string
+	for _, a := range roads {
+		tasks = append(tasks, fmt.Sprintf("%s %s", a.label(), median(a.times.task)))
+	}
+	t.logf("task round trip medians: %s; ssh median %s (reading ~/.bashrc: %s)", strings.Join(tasks, ", "), median(r.ssh), median(r.sshShell))
 	return nil
 }
 
@@ -430,10 +655,11 @@ func uploadBundle(ctx context.Context, cl *client.Client, path string) (api.Bund
 
 // pushes times figure 5 for one agent: per run a new version of the big
 // bundle is packed and uploaded (not timed), then pushed to the agent,
-// copied with scp to the local sshd, and sent over raw TLS: the same
-// bytes three ways. The order of the three rotates from run to run, so
-// that none always runs right after another's disk writes.
-func (t *transferBench) pushes(ctx context.Context, b *bench, cl *client.Client, ssh *sshServer, home string, r *transferResults) error {
+// copied with scp to the local sshd, sent over raw TLS, and pushed to
+// each agent behind a proxy: the same bytes each way. The order rotates
+// from run to run, so that none always runs right after another's disk
+// writes.
+func (t *transferBench) pushes(ctx context.Context, b *bench, cl *client.Client, ssh *sshServer, roads []*oneAgentRoad, r *transferResults) error {
 	src := filepath.Join(b.dir, "payload")
 	if err := writePayload(src, t.bundleSize); err != nil {
 		return err
@@ -454,21 +680,29 @@ func (t *transferBench) pushes(ctx context.Context, b *bench, cl *client.Client,
 		if err != nil {
 			return err
 		}
-		steps := []struct {
+		type step struct {
 			name string
 			run  func() error
-		}{
-			{"push", func() error {
-				p, err := t.timePush(ctx, cl, home, bv)
+		}
+		push := func(a *oneAgentRoad) step {
+			name := "push"
+			if a.via != "" {
+				name += " " + a.label()
+			}
+			return step{name, func() error {
+				p, err := t.timePush(ctx, cl, a, bv)
 				if err != nil {
 					return err
 				}
-				r.push, r.pushAPI = append(r.push, p.installed), append(r.pushAPI, p.api)
+				a.times.push, a.times.pushAPI = append(a.times.push, p.installed), append(a.times.pushAPI, p.api)
 				if p.landed > 0 {
-					r.pushLanded = append(r.pushLanded, p.landed)
+					a.times.pushLanded = append(a.times.pushLanded, p.landed)
 				}
 				return nil
-			}},
+			}}
+		}
+		steps := []step{
+			push(roads[0]),
 			{"scp", func() error {
 				dst := filepath.Join(scpDir, filepath.Base(file))
 				d, err := timeCmd(ctx, "scp", ssh.scpArgs(file, dst)...)
@@ -496,6 +730,9 @@ func (t *transferBench) pushes(ctx context.Context, b *bench, cl *client.Client,
 				return nil
 			}},
 		}
+		for _, a := range roads[1:] {
+			steps = append(steps, push(a))
+		}
 		var order []string
 		for k := range steps {
 			s := steps[(i+k)%len(steps)]
@@ -505,8 +742,12 @@ func (t *transferBench) pushes(ctx context.Context, b *bench, cl *client.Client,
 			order = append(order, s.name)
 		}
 		r.compareOrders = append(r.compareOrders, strings.Join(order, ", "))
-		t.logf("run %d/%d (%s, %d bytes): push %s (bytes landed %s, API %s), scp %s, raw TLS %s",
-			i+1, t.runs, v, size, last(r.push), last(r.pushLanded), last(r.pushAPI), last(r.scp), last(r.tls))
+		var vias []string
+		for _, a := range roads[1:] {
+			vias = append(vias, fmt.Sprintf("; %s: push %s (bytes landed %s, API %s)", a.label(), last(a.times.push), last(a.times.pushLanded), last(a.times.pushAPI)))
+		}
+		t.logf("run %d/%d (%s, %d bytes): push %s (bytes landed %s, API %s), scp %s, raw TLS %s%s",
+			i+1, t.runs, v, size, last(r.direct.push), last(r.direct.pushLanded), last(r.direct.pushAPI), last(r.scp), last(r.tls), strings.Join(vias, ""))
 		if err := os.Remove(file); err != nil {
 			return err
 		}
@@ -528,13 +769,13 @@ type pushTimes struct {
 	api       time.Duration // the update call returned (it ends with a health check)
 }
 
-// timePush pushes the latest bundle bv to the bench agent with the API's
+// timePush pushes the latest bundle bv to the agent a with the API's
 // update call, and times from the call to the moments the agent's folder
 // shows the whole bundle received and the version installed, by looking
 // at it every millisecond.
-func (t *transferBench) timePush(ctx context.Context, cl *client.Client, home string, bv api.BundleView) (pushTimes, error) {
-	partial := filepath.Join(home, "Calamari", ".partial", bv.SHA256+".part")
-	success := filepath.Join(home, "Calamari", bv.Version, bundle.SuccessName)
+func (t *transferBench) timePush(ctx context.Context, cl *client.Client, a *oneAgentRoad, bv api.BundleView) (pushTimes, error) {
+	partial := filepath.Join(a.home, "Calamari", ".partial", bv.SHA256+".part")
+	success := filepath.Join(a.home, "Calamari", bv.Version, bundle.SuccessName)
 	wctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
 	start := time.Now()
@@ -556,7 +797,7 @@ func (t *transferBench) timePush(ctx context.Context, cl *client.Client, home st
 			time.Sleep(pollEvery)
 		}
 	}()
-	res, err := cl.UpdateCalamari(wctx, api.UpdateTarget{Agent: benchAgent})
+	res, err := cl.UpdateCalamari(wctx, api.UpdateTarget{Agent: a.name})
 	api := time.Since(start)
 	if err != nil {
 		cancel()
@@ -566,10 +807,10 @@ func (t *transferBench) timePush(ctx context.Context, cl *client.Client, home st
 	p := <-watched // Success.txt is written before the agent answers
 	p.api = api
 	if len(res) != 1 || res[0].Result != "installed" {
-		return p, fmt.Errorf("update %s to %s: %+v", benchAgent, bv.Version, res)
+		return p, fmt.Errorf("update %s to %s: %+v", a.name, bv.Version, res)
 	}
 	if p.installed == 0 {
-		return p, fmt.Errorf("update %s to %s: %s never appeared", benchAgent, bv.Version, success)
+		return p, fmt.Errorf("update %s to %s: %s never appeared", a.name, bv.Version, success)
 	}
 	return p, nil
 }
@@ -862,6 +1103,17 @@ func loadAvg() string {
 		return "?"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// programVersion is the first line a program prints when asked its
+// version (nginx prints it on standard error).
+func programVersion(name string, args ...string) string {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		return "?"
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	return line
 }
 
 func sshVersion() string {

@@ -48,23 +48,23 @@ func renderTransferTable(t *transferBench, r *transferResults) string {
 	row := func(fig, goal, measured, cmp string) {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", fig, goal, measured, cmp)
 	}
-	if len(r.push) > 0 {
-		tlsMed, push := median(r.tls), median(r.push)
+	if len(r.direct.push) > 0 {
+		tlsMed, push := median(r.tls), median(r.direct.push)
 		row(fmt.Sprintf("5. push of a %s bundle to one agent: transfer, verify, extract, Success.txt", mib(r.bundleBytes)),
 			"≥ 80% of raw TLS",
-			fmt.Sprintf("%s = %s = **%s of raw TLS** (%s)", secs(push), mibps(r.bundleBytes, push), pct(tlsMed, push), spread(r.push, secs)),
+			fmt.Sprintf("%s = %s = **%s of raw TLS** (%s)", secs(push), mibps(r.bundleBytes, push), pct(tlsMed, push), spread(r.direct.push, secs)),
 			fmt.Sprintf("raw TLS %s (%s): %s = %s (%s); scp: %s = %s = %s of raw TLS (%s)",
 				r.tlsVersion, r.tlsCipher, secs(tlsMed), mibps(r.bundleBytes, tlsMed), spread(r.tls, secs),
 				secs(median(r.scp)), mibps(r.bundleBytes, median(r.scp)), pct(tlsMed, median(r.scp)), spread(r.scp, secs)))
-		if len(r.pushLanded) > 0 {
-			landed := median(r.pushLanded)
+		if len(r.direct.pushLanded) > 0 {
+			landed := median(r.direct.pushLanded)
 			row("5. same push, transfer alone: from the update call until every byte is in the agent's file",
 				"≥ 80% of raw TLS",
-				fmt.Sprintf("%s = %s = **%s of raw TLS** (%s)", secs(landed), mibps(r.bundleBytes, landed), pct(tlsMed, landed), spread(r.pushLanded, secs)),
+				fmt.Sprintf("%s = %s = **%s of raw TLS** (%s)", secs(landed), mibps(r.bundleBytes, landed), pct(tlsMed, landed), spread(r.direct.pushLanded, secs)),
 				fmt.Sprintf("scp (also writes a file): %s of raw TLS", pct(tlsMed, median(r.scp))))
 		}
 		row("5. same push, until the update API call returns (it ends with a health check that re-verifies every installed version)", "",
-			fmt.Sprintf("%s (%s)", secs(median(r.pushAPI)), spread(r.pushAPI, secs)), "")
+			fmt.Sprintf("%s (%s)", secs(median(r.direct.pushAPI)), spread(r.direct.pushAPI, secs)), "")
 	}
 	for _, f := range r.fleet {
 		var others []string
@@ -85,21 +85,120 @@ func renderTransferTable(t *transferBench, r *transferResults) string {
 			fmt.Sprintf("%s → **%s** → %s (Go heap in use %s → %s)", mib(f.rssBefore), mib(f.peak), mib(f.rssAfter), mib(int64(f.heapBefore)), mib(int64(f.heapAfter))),
 			strings.Join(others, "; "))
 	}
-	if len(r.task) > 0 {
+	if len(r.direct.task) > 0 {
 		row(fmt.Sprintf("6. task round trip: `run-script --inline true` on one agent through the API, create to final state (Calamari %s)", r.taskCalamari),
 			"faster than SSH",
-			fmt.Sprintf("**%s** (%s)", ms(median(r.task)), spread(r.task, ms)),
+			fmt.Sprintf("**%s** (%s)", ms(median(r.direct.task)), spread(r.direct.task, ms)),
 			fmt.Sprintf("`ssh` over a held ControlMaster connection, `true`, bash not reading ~/.bashrc: **%s** (%s)",
 				ms(median(r.ssh)), spread(r.ssh, ms)))
 		row("6. the same ssh, bash reading this machine's ~/.bashrc (as a plain `ssh host true` does here)", "", ms(median(r.sshShell)),
 			fmt.Sprintf("%s; first of each, not counted: task %s, ssh %s and %s (each sets up its master connection)",
-				spread(r.sshShell, ms), ms(r.taskFirst), ms(r.sshFirst), ms(r.sshShellFirst)))
-		if len(r.taskToStart) > 0 {
+				spread(r.sshShell, ms), ms(r.direct.taskFirst), ms(r.sshFirst), ms(r.sshShellFirst)))
+		if len(r.direct.taskToStart) > 0 {
 			row("6. task round trip, from the task's timestamps: created → started (includes the Calamari check) / started → finished", "",
-				fmt.Sprintf("%s / %s (medians)", ms(median(r.taskToStart)), ms(median(r.taskRun))),
+				fmt.Sprintf("%s / %s (medians)", ms(median(r.direct.taskToStart)), ms(median(r.direct.taskRun))),
 				"the rest is the API calls: create, and the followed log delivering the final state")
 		}
 	}
+	return b.String()
+}
+
+// signed is d with its sign, in unit: how much a median is above (or
+// below) another; "±" when it rounds to nothing, which a sign would
+// overstate.
+func signed(d time.Duration, unit func(time.Duration) string) string {
+	switch {
+	case unit(d.Abs()) == unit(0):
+		return "±" + unit(0)
+	case d < 0:
+		return "-" + unit(-d)
+	}
+	return "+" + unit(d)
+}
+
+// viaSessionsNoun is what each proxy's count of an agent's connections
+// counts.
+var viaSessionsNoun = map[string]string{
+	"tinyproxy": "CONNECT requests",
+	"nginx":     "WebSocket upgrades",
+}
+
+// renderViaTable is the one-agent figures of the agents behind a proxy
+// next to the direct agent's, from the same runs: a column per road, each
+// proxy's medians set against direct's (throughput as a share of
+// direct's, times as a difference). "" when no proxy was measured.
+func renderViaTable(r *transferResults) string {
+	if r == nil || len(r.vias) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("\n**One agent through a proxy** (same runs as above, interleaved; the direct column is the agent above):\n\n")
+	b.WriteString("| figure | direct |")
+	for _, v := range r.vias {
+		fmt.Fprintf(&b, " %s |", viaNames[v.via])
+	}
+	b.WriteString("\n|---|---|" + strings.Repeat("---|", len(r.vias)) + "\n")
+	row := func(fig string, cell func(rt *roadTimes, direct bool) string) {
+		fmt.Fprintf(&b, "| %s | %s |", fig, cell(&r.direct, true))
+		for _, v := range r.vias {
+			fmt.Fprintf(&b, " %s |", cell(&v.roadTimes, false))
+		}
+		b.WriteString("\n")
+	}
+	// throughput is a push figure: time, MiB/s, and for a proxy its share
+	// of direct's throughput.
+	throughput := func(pick func(*roadTimes) []time.Duration) func(*roadTimes, bool) string {
+		return func(rt *roadTimes, direct bool) string {
+			ds := pick(rt)
+			if len(ds) == 0 {
+				return "-"
+			}
+			m, share := median(ds), ""
+			if !direct {
+				share = " = **" + pct(median(pick(&r.direct)), m) + " of direct**"
+			}
+			return fmt.Sprintf("%s = %s%s (%s)", secs(m), mibps(r.bundleBytes, m), share, spread(ds, secs))
+		}
+	}
+	// elapsed is a time figure: the median, and for a proxy how much it
+	// adds to direct's.
+	elapsed := func(pick func(*roadTimes) []time.Duration, unit func(time.Duration) string) func(*roadTimes, bool) string {
+		return func(rt *roadTimes, direct bool) string {
+			ds := pick(rt)
+			if len(ds) == 0 {
+				return "-"
+			}
+			m, more := median(ds), ""
+			if !direct && len(pick(&r.direct)) > 0 {
+				more = fmt.Sprintf(", **%s** on direct", signed(m-median(pick(&r.direct)), unit))
+			}
+			return fmt.Sprintf("%s%s (%s)", unit(m), more, spread(ds, unit))
+		}
+	}
+	if len(r.direct.push) > 0 {
+		row(fmt.Sprintf("5. push of a %s bundle to one agent: transfer, verify, extract, Success.txt", mib(r.bundleBytes)),
+			throughput(func(rt *roadTimes) []time.Duration { return rt.push }))
+		row("5. same push, transfer alone: from the update call until every byte is in the agent's file",
+			throughput(func(rt *roadTimes) []time.Duration { return rt.pushLanded }))
+		row("5. same push, until the update API call returns",
+			elapsed(func(rt *roadTimes) []time.Duration { return rt.pushAPI }, secs))
+	}
+	if len(r.direct.task) > 0 {
+		row(fmt.Sprintf("6. task round trip: `run-script --inline true` through the API, create to final state (Calamari %s)", r.taskCalamari),
+			elapsed(func(rt *roadTimes) []time.Duration { return rt.task }, ms))
+		row("6. task round trip, from the task's timestamps: created → started / started → finished (medians)", func(rt *roadTimes, _ bool) string {
+			if len(rt.taskToStart) == 0 {
+				return "-"
+			}
+			return fmt.Sprintf("%s / %s", ms(median(rt.taskToStart)), ms(median(rt.taskRun)))
+		})
+		row("6. first task round trip, not counted", func(rt *roadTimes, _ bool) string { return ms(rt.taskFirst) })
+	}
+	b.WriteString("| proxy, and the connections it logged for the agent (2 = its registration and one session, no reconnect) | - |")
+	for _, v := range r.vias {
+		fmt.Fprintf(&b, " %s; %d %s |", v.version, v.sessions, viaSessionsNoun[v.via])
+	}
+	b.WriteString("\n")
 	return b.String()
 }
 
@@ -120,6 +219,9 @@ func renderTransferDoc(t *transferBench, args []string, r *transferResults, tabl
 		fmt.Fprintf(&s, "- load average (1, 5, 15 min) before: %s; after: %s\n", r.loadBefore, r.loadAfter)
 		fmt.Fprintf(&s, "- CPU busy over 2 s before the benchmark started anything (others' work): %s\n", r.busyBefore)
 		fmt.Fprintf(&s, "- ssh: %s\n", r.sshVersion)
+		for _, v := range r.vias {
+			fmt.Fprintf(&s, "- %s: %s\n", v.via, v.version)
+		}
 	}
 	if runErr != nil {
 		fmt.Fprintf(&s, "- **the run failed**: %v\n", runErr)
@@ -181,6 +283,24 @@ windows; each agent still gets its health check when it connects.
   ` + "`PermitUserEnvironment SHLVL`" + `), so bash counts itself nested and skips
   ~/.bashrc: SSH's own cost, like the ` + "`/bin/sh -c true`" + ` a Calamari run-script
   starts. The other key runs the shell as the machine has it.
+- **Through a proxy** (` + "`--via`" + `, default ` + "`tinyproxy,nginx`" + `): besides the direct agent, one
+  more real agent per proxy is registered with, and runs against, the same
+  coordinator, reaching it only through that proxy, started by the benchmark
+  on a free loopback port with the configuration the tests use
+  (internal/proxyrun): Debian's tinyproxy asking for Basic credentials
+  (` + "`tendril-agent register --home H --join JOIN --proxy http://bench:PASSWORD@127.0.0.1:PORT --name bench-agent-tinyproxy`" + `,
+  a throwaway password; every session is a CONNECT tunnel to the agent port),
+  and Debian's nginx as one process terminating TLS with a self-signed
+  certificate and passing the WebSocket upgrade at ` + "`/agent`" + ` to the coordinator's
+  HTTP listener (` + "`tendril-agent register --home H --server wss://127.0.0.1:PORT/agent --server-thumbprint HEX --token TOKEN --name bench-agent-nginx`" + `;
+  the agent's session is TLS inside the WebSocket inside nginx's TLS). Each
+  measurement above is taken the same way for them, in the same runs: each
+  task round trip iteration runs the direct agent's task, then each proxied
+  agent's, then the two ssh; each push run pushes the run's version to every
+  agent, in the rotating order with scp and raw TLS. After the runs each
+  proxied agent is stopped and the proxy's log counted: CONNECT requests to
+  the agent port (tinyproxy) or ended WebSocket upgrades (nginx); 2 is the
+  registration and one session, so no timed figure met a reconnect.
 `)
 	if r != nil {
 		s.WriteString("\n## Every time measured\n\n")
@@ -195,9 +315,9 @@ windows; each agent still gets its health check when it connects.
 			fmt.Fprintf(&s, "- %s: %s\n", name, strings.Join(v, ", "))
 		}
 		fmt.Fprintf(&s, "- bundle: %d bytes (one agent), %d bytes (fleet)\n", r.bundleBytes, r.fleetBundleBytes)
-		list("push, installed", r.push, secs)
-		list("push, transfer alone", r.pushLanded, secs)
-		list("push, API call", r.pushAPI, secs)
+		list("push, installed", r.direct.push, secs)
+		list("push, transfer alone", r.direct.pushLanded, secs)
+		list("push, API call", r.direct.pushAPI, secs)
 		list("scp", r.scp, secs)
 		list("raw TLS", r.tls, secs)
 		if len(r.compareOrders) > 0 {
@@ -207,11 +327,19 @@ windows; each agent still gets its health check when it connects.
 			fmt.Fprintf(&s, "- %d agents, Calamari %s: installed on all in %s, API %s, %d installed, coordinator RSS %d → peak %d → after %d bytes, Go heap in use %.0f → %.0f bytes, heap profile after: %s, coordinator crashed: %v\n",
 				f.agents, f.version, secs(f.installed), secs(f.api), f.installedCount, f.rssBefore, f.peak, f.rssAfter, f.heapBefore, f.heapAfter, f.profile, f.coordinatorCrashed)
 		}
-		list("task round trip", r.task, ms)
+		list("task round trip", r.direct.task, ms)
 		list("ssh round trip, no ~/.bashrc", r.ssh, ms)
 		list("ssh round trip, with ~/.bashrc", r.sshShell, ms)
-		list("task created → started", r.taskToStart, ms)
-		list("task started → finished", r.taskRun, ms)
+		list("task created → started", r.direct.taskToStart, ms)
+		list("task started → finished", r.direct.taskRun, ms)
+		for _, v := range r.vias {
+			list(v.via+": push, installed", v.push, secs)
+			list(v.via+": push, transfer alone", v.pushLanded, secs)
+			list(v.via+": push, API call", v.pushAPI, secs)
+			list(v.via+": task round trip", v.task, ms)
+			list(v.via+": task created → started", v.taskToStart, ms)
+			list(v.via+": task started → finished", v.taskRun, ms)
+		}
 	}
 	return s.String()
 }

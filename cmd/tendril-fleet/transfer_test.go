@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -187,5 +188,131 @@ func TestProcStatusBytes(t *testing.T) {
 	}
 	if _, err := procStatusBytes(pid, "NoSuchField"); err == nil {
 		t.Error("got no error for a missing field, want one")
+	}
+}
+
+func TestParseVias(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    []string
+		wantErr bool
+	}{
+		{"tinyproxy,nginx", []string{"tinyproxy", "nginx"}, false},
+		{"nginx, tinyproxy", []string{"tinyproxy", "nginx"}, false},
+		{"nginx,nginx", []string{"nginx"}, false},
+		{"none", nil, false},
+		{"", nil, false},
+		{"squid", nil, true},
+		{"tinyproxy,ngnix", nil, true},
+	}
+	for _, tt := range tests {
+		got, err := parseVias(tt.in)
+		if (err != nil) != tt.wantErr || !slices.Equal(got, tt.want) {
+			t.Errorf("parseVias(%q): got %v, %v; want %v, error %v", tt.in, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+// viaTestResults are results of a run with both proxies, of round
+// numbers: the direct push takes 1 s for 100 MiB, the one through
+// tinyproxy 2 s, the direct task 20 ms and the one through nginx 25 ms.
+func viaTestResults() *transferResults {
+	s, ms := time.Second, time.Millisecond
+	r := &transferResults{
+		bundleBytes: 100 << 20, taskCalamari: "1.2.3",
+		direct: roadTimes{
+			push: []time.Duration{1 * s, 1100 * ms, 900 * ms}, pushLanded: []time.Duration{500 * ms}, pushAPI: []time.Duration{1200 * ms},
+			task: []time.Duration{20 * ms, 19 * ms, 22 * ms}, taskFirst: 30 * ms,
+			taskToStart: []time.Duration{12 * ms}, taskRun: []time.Duration{4 * ms},
+		},
+		tls: []time.Duration{100 * ms}, scp: []time.Duration{2 * s}, ssh: []time.Duration{10 * ms}, sshShell: []time.Duration{100 * ms},
+	}
+	r.vias = []*viaResult{
+		{via: "tinyproxy", version: "tinyproxy 1.11.1", sessions: 2, roadTimes: roadTimes{
+			push: []time.Duration{2 * s}, pushLanded: []time.Duration{1 * s}, pushAPI: []time.Duration{2200 * ms},
+			task: []time.Duration{21 * ms}, taskFirst: 31 * ms, taskToStart: []time.Duration{13 * ms}, taskRun: []time.Duration{4 * ms},
+		}},
+		{via: "nginx", version: "nginx version: nginx/1.22.1", sessions: 3, roadTimes: roadTimes{
+			push: []time.Duration{4 * s}, pushAPI: []time.Duration{4200 * ms},
+			task: []time.Duration{25 * ms, 26 * ms, 24 * ms}, taskFirst: 40 * ms,
+		}},
+	}
+	return r
+}
+
+func TestRenderViaTable(t *testing.T) {
+	if got := renderViaTable(&transferResults{}); got != "" {
+		t.Errorf("without proxies: got %q, want nothing", got)
+	}
+	table := renderViaTable(viaTestResults())
+	lines := strings.Split(strings.TrimSpace(table), "\n")
+	header := "| figure | direct | through tinyproxy (HTTP CONNECT, Basic auth) | through nginx (WebSocket, wss) |"
+	if !slices.Contains(lines, header) {
+		t.Fatalf("no header %q in:\n%s", header, table)
+	}
+	for _, l := range lines {
+		if strings.HasPrefix(l, "|") && strings.Count(l, "|") != 5 {
+			t.Errorf("row with %d cells, want 4: %s", strings.Count(l, "|")-1, l)
+		}
+	}
+	for _, want := range []string{
+		// Direct's median and spread, as in the main table.
+		"| 1.00 s = 100 MiB/s (median of 3, 0.90 s–1.10 s) |",
+		// Half direct's throughput through tinyproxy, a quarter through nginx.
+		"2.00 s = 50 MiB/s = **50% of direct** (median of 1, 2.00 s–2.00 s)",
+		"4.00 s = 25 MiB/s = **25% of direct**",
+		// No transfer-alone time seen through nginx.
+		"1.00 s = 100 MiB/s = **50% of direct** (median of 1, 1.00 s–1.00 s) | - |",
+		"2.20 s, **+1.00 s** on direct",
+		"21.0 ms, **+1.0 ms** on direct (median of 1, 21.0 ms–21.0 ms)",
+		"25.0 ms, **+5.0 ms** on direct (median of 3, 24.0 ms–26.0 ms)",
+		"(Calamari 1.2.3)",
+		"| 12.0 ms / 4.0 ms | 13.0 ms / 4.0 ms | - |",
+		"| 30.0 ms | 31.0 ms | 40.0 ms |",
+		"tinyproxy 1.11.1; 2 CONNECT requests",
+		"nginx/1.22.1; 3 WebSocket upgrades",
+	} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
+	}
+}
+
+// TestRenderTransferTableDirect: the main table keeps the direct agent's
+// figures, and only those, whether or not proxies were measured.
+func TestRenderTransferTableDirect(t *testing.T) {
+	r := viaTestResults()
+	table := renderTransferTable(&transferBench{}, r)
+	for _, want := range []string{
+		"| 1.00 s = 100 MiB/s = **10% of raw TLS** (median of 3, 0.90 s–1.10 s) |",
+		"0.50 s = 200 MiB/s = **20% of raw TLS**",
+		"| **20.0 ms** (median of 3, 19.0 ms–22.0 ms) |",
+		"first of each, not counted: task 30.0 ms",
+		"| 12.0 ms / 4.0 ms (medians) |",
+	} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
+	}
+	r.vias = nil
+	if again := renderTransferTable(&transferBench{}, r); again != table {
+		t.Errorf("the main table changed with the proxies' results:\nwith:\n%s\nwithout:\n%s", table, again)
+	}
+	if strings.Contains(table, "tinyproxy") || strings.Contains(table, "nginx") {
+		t.Errorf("the main table mentions a proxy:\n%s", table)
+	}
+}
+
+func TestSigned(t *testing.T) {
+	for _, tt := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{1500 * time.Microsecond, "+1.5 ms"}, {-400 * time.Microsecond, "-0.4 ms"},
+		{0, "±0.0 ms"}, {-20 * time.Microsecond, "±0.0 ms"}, {40 * time.Microsecond, "±0.0 ms"},
+	} {
+		if got := signed(tt.d, ms); got != tt.want {
+			t.Errorf("signed(%s): got %q, want %q", tt.d, got, tt.want)
+		}
 	}
 }
