@@ -239,6 +239,13 @@ func apiEndpoints(fx apiFixture) map[string]endpoint {
 			{name: "no target", body: `{}`, status: 400, msg: "name exactly one of an agent or an environment"},
 			{name: "unknown agent", body: `{"agent": "nobody"}`, status: 404, msg: "nobody"},
 		}},
+		"GET /api/export": {path: "/api/export", noInput: noInput},
+		"POST /api/import": {path: "/api/import", body: "not an export", raw: true, bad: []badInput{
+			{name: "empty body", status: 400, msg: "export file is damaged: not a gzip file"},
+			{name: "not an export", body: "hello", status: 400, msg: "export file is damaged: not a gzip file"},
+			{name: "bad allow_downgrade", path: "/api/import?allow_downgrade=maybe", body: "x", status: 400, msg: `allow_downgrade "maybe": want true or false`},
+			{name: "oversize body", oversize: true, status: 413, msg: "request body is larger than"},
+		}},
 		// An empty file is a file: tasks may need one.
 		"POST /api/files": {path: "/api/files", body: "file content", raw: true, bad: []badInput{
 			{name: "oversize body", oversize: true, status: 413, msg: "request body is larger than"},

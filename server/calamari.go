@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -16,7 +15,6 @@ import (
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/bundle"
 	"github.com/tendrildeploy/tendril/protocol"
-	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 )
@@ -99,10 +97,7 @@ func (s *Server) ensureCalamari(ctx context.Context, as *agentSession, b store.B
 // already holds of it. The bundle is streamed from disk, so memory does
 // not grow with the bundle's size or the number of agents.
 func (s *Server) pushCalamari(ctx context.Context, as *agentSession, b store.Bundle) error {
-	if err := s.uploads.Fetch(ctx, cluster.CalamariBlob(b.Version), s.bundles.Path(b.Version), b.SHA256); err != nil {
-		return fmt.Errorf("push calamari %s to %s: %w", b.Version, as.name, err)
-	}
-	f, err := os.Open(s.bundles.Path(b.Version))
+	f, err := s.bundles.Open(ctx, b)
 	if err != nil {
 		return fmt.Errorf("push calamari %s to %s: %w", b.Version, as.name, err)
 	}

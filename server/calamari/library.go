@@ -70,6 +70,19 @@ func (l *Library) Path(version string) string {
 	return filepath.Join(l.dir(), "calamari-"+version+".tar.gz")
 }
 
+// Open opens a stored bundle's archive, fetched from the database first on
+// a node that lacks it.
+func (l *Library) Open(ctx context.Context, b store.Bundle) (*os.File, error) {
+	if err := l.cfg.Uploads.Fetch(ctx, cluster.CalamariBlob(b.Version), l.Path(b.Version), b.SHA256); err != nil {
+		return nil, fmt.Errorf("calamari %s: %w", b.Version, err)
+	}
+	f, err := os.Open(l.Path(b.Version))
+	if err != nil {
+		return nil, fmt.Errorf("calamari %s: %w", b.Version, err)
+	}
+	return f, nil
+}
+
 // Upload stores a bundle read from r: it is written to disk,
 // checked against its manifest (paths, sizes, hashes, limits), and its
 // manifest is signed with the coordinator's key. Uploading the same bundle

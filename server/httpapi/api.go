@@ -60,6 +60,11 @@ type Coordinator interface {
 	CalamariBundles(ctx context.Context) ([]api.BundleView, error)
 	// UpdateCalamari pushes the latest bundle to the targeted agents.
 	UpdateCalamari(ctx context.Context, t api.UpdateTarget) ([]api.UpdateResult, error)
+	// Export writes every agent package and Calamari bundle as an export
+	// file (package server/airgap).
+	Export(ctx context.Context, w io.Writer) error
+	// Import checks an export file and stores its items.
+	Import(ctx context.Context, r io.Reader, opts api.ImportOptions) (api.ImportResult, error)
 	// StoreFile stores a file for tasks to send, by its SHA-256.
 	StoreFile(ctx context.Context, r io.Reader) (api.FileView, error)
 
@@ -199,6 +204,8 @@ func (h *API) Register(mux *http.ServeMux) {
 	upload("POST /api/calamari", api.MaxBundleSize, h.apiUploadCalamari)
 	route("GET /api/calamari", h.apiCalamari)
 	route("POST /api/calamari/update", h.apiUpdateCalamari)
+	route("GET /api/export", h.adminOnly(h.apiExport))
+	upload("POST /api/import", api.MaxExportSize, h.adminOnly(h.apiImport))
 	upload("POST /api/files", api.MaxBundleSize, h.apiUploadFile)
 	upload("POST /api/agent-packages", api.MaxAgentPackageSize, h.apiUploadAgentPackage)
 	route("GET /api/agent-packages", h.apiAgentPackages)

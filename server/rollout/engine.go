@@ -16,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -968,13 +967,9 @@ func (e *Engine) sendAgentPackage(ctx context.Context, agentID string, r store.R
 	if err != nil {
 		return err
 	}
-	path := e.agentPackagePath(p.Version, p.OS, p.Arch)
-	if err := e.cfg.Uploads.Fetch(ctx, cluster.AgentPackageBlob(p.Version, p.OS, p.Arch), path, p.SHA256); err != nil {
-		return kind.Errorf(errUpgradeRefused, "agent package %s %s/%s: %v", p.Version, p.OS, p.Arch, err)
-	}
-	f, err := os.Open(path)
+	f, err := e.OpenAgentPackage(ctx, p)
 	if err != nil {
-		return kind.Errorf(errUpgradeRefused, "agent package %s %s/%s: %v", p.Version, p.OS, p.Arch, err)
+		return kind.Errorf(errUpgradeRefused, "%v", err)
 	}
 	defer f.Close()
 	hdr := protocol.AgentUpgrade{

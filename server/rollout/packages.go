@@ -154,6 +154,20 @@ func (e *Engine) UploadAgentPackage(ctx context.Context, version, goos, goarch s
 	return agentPackageView(p, true), nil
 }
 
+// OpenAgentPackage opens a stored package's binary, fetched from the
+// database first on a node that lacks it.
+func (e *Engine) OpenAgentPackage(ctx context.Context, p store.AgentPackage) (*os.File, error) {
+	path := e.agentPackagePath(p.Version, p.OS, p.Arch)
+	if err := e.cfg.Uploads.Fetch(ctx, cluster.AgentPackageBlob(p.Version, p.OS, p.Arch), path, p.SHA256); err != nil {
+		return nil, fmt.Errorf("agent package %s %s/%s: %w", p.Version, p.OS, p.Arch, err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("agent package %s %s/%s: %w", p.Version, p.OS, p.Arch, err)
+	}
+	return f, nil
+}
+
 // headWriter keeps the first max bytes written to it.
 type headWriter struct {
 	b   []byte

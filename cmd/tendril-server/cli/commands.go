@@ -122,6 +122,7 @@ Exit codes:
 		newMaintenanceCmd(e), newBackupCmd(e), newRestoreCmd(e),
 		newUserCmd(e), newAPIKeyCmd(e),
 		newNodesCmd(e), newNodeCmd(e), newPolicyCmd(e),
+		newExportCmd(e), newImportCmd(e), newInfoCmd(e),
 	)
 	return root
 }

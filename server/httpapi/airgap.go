@@ -1,0 +1,59 @@
+package httpapi
+
+import (
+	"net/http"
+	"strconv"
+
+	"go.uber.org/zap"
+
+	"github.com/tendrildeploy/tendril/api"
+	"github.com/tendrildeploy/tendril/server/kind"
+)
+
+func (h *API) apiExport(w http.ResponseWriter, r *http.Request) {
+	cw := &countingWriter{w: w, before: func() {
+		w.Header().Set("Content-Type", "application/gzip")
+		w.Header().Set("Content-Disposition", `attachment; filename="tendril-export.tar.gz"`)
+	}}
+	if err := h.co.Export(r.Context(), cw); err != nil {
+		if cw.n == 0 {
+			h.apiError(w, err)
+			return
+		}
+		// Too late for a status: the file ends early, and an import
+		// refuses it as damaged.
+		h.log.Error("export failed partway", zap.Int64("sent", cw.n), zap.Error(err))
+	}
+}
+
+func (h *API) apiImport(w http.ResponseWriter, r *http.Request) {
+	opts := api.ImportOptions{SourceKey: r.URL.Query().Get("source_key")}
+	if v := r.URL.Query().Get("allow_downgrade"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			h.apiError(w, kind.Errorf(kind.ErrBadRequest, "allow_downgrade %q: want true or false", v))
+			return
+		}
+		opts.AllowDowngrade = b
+	}
+	res, err := h.co.Import(r.Context(), r.Body, opts)
+	h.respond(w, http.StatusOK, res, err)
+}
+
+// countingWriter counts what went to w, and calls before ahead of the
+// first byte.
+type countingWriter struct {
+	w      http.ResponseWriter
+	before func()
+	n      int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	if c.n == 0 && c.before != nil {
+		c.before()
+		c.before = nil
+	}
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
