@@ -436,6 +436,7 @@ func (a *Agent) hello() protocol.Hello {
 		Calamari:    versions,
 		Upgrade:     a.upgradeReport(),
 		Busy:        a.tasks.Running() > 0,
+		SigningKey:  a.signingKey(),
 	}
 }
 

@@ -27,6 +27,11 @@ type ImportResult struct {
 	// signed with it, the key its agents pinned at enrollment, after its
 	// source signature verified.
 	SigningKey string `json:"signing_key"`
+	// Refusing names the agents connected to this node that pinned
+	// another signing key than this coordinator's: they will refuse the
+	// imported items, as everything else signed here, until registered
+	// again.
+	Refusing []string `json:"refusing,omitempty"`
 	// Snapshot names the copy of the database taken before a downgrade,
 	// a file in the data folder.
 	Snapshot string         `json:"snapshot,omitempty"`

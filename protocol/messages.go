@@ -43,6 +43,12 @@ type Hello struct {
 	Upgrade *UpgradeReport `json:"upgrade,omitempty"`
 	// Busy is true while the agent runs tasks; an upgrade waits for idle.
 	Busy bool `json:"busy,omitempty"`
+	// SigningKey is the coordinator signing key the agent pinned (hex),
+	// which Calamari bundles and agent packages must be signed with for
+	// it to use them. A coordinator whose key differs knows, before any
+	// push, that the agent will refuse them. Omitted by older agents and
+	// by a listening agent that has not learned one yet.
+	SigningKey string `json:"signing_key,omitempty"`
 }
 
 // Welcome answers Hello.

@@ -120,6 +120,10 @@ func (s *Server) view(a store.Agent, vc viewContext) api.AgentView {
 		v.TLSVersion = protocol.TLSVersionName(as.tlsVersion)
 		v.Protocol = as.protocol
 		v.Node = s.members.Name()
+		if s.pinsOtherKey(as) {
+			v.Health = api.HealthWarning
+			v.HealthDetail = fmt.Sprintf("the agent trusts another signing key (%s): it refuses this coordinator's Calamari and upgrades; register it again with --force", as.signingKey)
+		}
 	case remote:
 		// Another node holds the session; what it recorded at Hello is
 		// in force.
@@ -140,6 +144,12 @@ func (s *Server) view(a store.Agent, vc viewContext) api.AgentView {
 		v.Upgrade, v.UpgradeTo = api.UpgradeRecommended, newest
 	}
 	return v
+}
+
+// pinsOtherKey reports whether the agent said it pinned another signing
+// key than this coordinator's: it would refuse everything signed here.
+func (s *Server) pinsOtherKey(as *agentSession) bool {
+	return as.signingKey != "" && as.signingKey != s.signing.Public()
 }
 
 func rfc3339(t time.Time) string {

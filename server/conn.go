@@ -296,6 +296,7 @@ func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, 
 		agentID: a.ID, name: a.Name, thumbprint: certThumb(cs), sess: sess,
 		tlsVersion: cs.Version, protocol: v, upgradeOnly: upgradeOnly,
 		connectedAt: time.Now(), remote: remote, serverAck: a.ServerThumbprintAck,
+		signingKey: h.SigningKey,
 	}
 	// The session is listed before the agent hears Welcome, so that once
 	// an agent knows it is connected, so does every API call.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -66,6 +67,12 @@ func (s *Server) Import(ctx context.Context, r io.Reader, opts api.ImportOptions
 		return api.ImportResult{}, fmt.Errorf("import: %w", err)
 	}
 	res := api.ImportResult{SourceKey: m.SigningKey, SourceVersion: m.SourceVersion, SigningKey: s.signing.Public()}
+	for _, as := range s.sessions.snapshot() {
+		if s.pinsOtherKey(as) {
+			res.Refusing = append(res.Refusing, as.name)
+		}
+	}
+	slices.Sort(res.Refusing)
 	older, err := s.downgrades(ctx, m.Items)
 	if err != nil {
 		return api.ImportResult{}, fmt.Errorf("import: %w", err)

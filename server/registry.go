@@ -21,6 +21,9 @@ type agentSession struct {
 	// serverAck is the coordinator thumbprint the agent had confirmed
 	// when the session began (store.Agent.ServerThumbprintAck).
 	serverAck string
+	// signingKey is the coordinator signing key the agent said it pinned,
+	// "" if it did not say (older agents).
+	signingKey string
 }
 
 // registry maps agent IDs to their live session. An agent has at most one:

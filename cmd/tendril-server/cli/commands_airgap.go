@@ -158,6 +158,10 @@ func writeImport(w io.Writer, res api.ImportResult) error {
 	}
 	fmt.Fprintf(w, "verified with the exporting coordinator's key %s (version %s); stored signed with this coordinator's key %s, which its agents pinned at enrollment\n",
 		res.SourceKey, res.SourceVersion, res.SigningKey)
+	if len(res.Refusing) > 0 {
+		fmt.Fprintf(w, "these agents pinned another signing key and will refuse them, as everything signed here, until registered again with --force: %s\n",
+			strings.Join(res.Refusing, ", "))
+	}
 	if failed > 0 {
 		return fmt.Errorf("%d of %d items failed", failed, len(res.Items))
 	}

@@ -1,0 +1,66 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/tendrildeploy/tendril/api"
+	"github.com/tendrildeploy/tendril/certs"
+)
+
+// TestImportNamesAgentsPinningAnotherKey: an agent that pinned another
+// signing key than its coordinator's shows a warning saying so, and an
+// import names it among those that will refuse what was imported.
+func TestImportNamesAgentsPinningAnotherKey(t *testing.T) {
+	ctx := context.Background()
+	src := startServer(t, nil)
+	src.upload(t, packBundle(t, "1.0.0", 0))
+	var export bytes.Buffer
+	if err := src.Export(ctx, &export); err != nil {
+		t.Fatal(err)
+	}
+
+	dst := startServer(t, nil)
+	home := registerAgent(t, dst, dst.AgentAddr(), "odd-1", nil)
+	other, _ := certs.NewSigningKey()
+	path := filepath.Join(home, "agent.json")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st map[string]any
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	st["signing_key"] = other.Public()
+	if b, err = json.Marshal(st); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	startAgent(t, home, nil)
+	startAgent(t, registerAgent(t, dst, dst.AgentAddr(), "fine-1", nil), nil)
+	dst.waitConnected(t, "odd-1")
+	dst.waitConnected(t, "fine-1")
+	if v := dst.agentView(t, "odd-1"); v.Health != api.HealthWarning || !strings.Contains(v.HealthDetail, "trusts another signing key ("+other.Public()+")") {
+		t.Fatalf("odd-1: got %s (%s), want a warning naming the key it trusts", v.Health, v.HealthDetail)
+	}
+
+	res, err := dst.Import(ctx, &export, api.ImportOptions{SourceKey: src.Info().SigningKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(res.Refusing, []string{"odd-1"}) || len(res.Items) != 1 || res.Items[0].Result != "imported" {
+		t.Fatalf("import: got refusing %v items %+v, want [odd-1] and Calamari imported", res.Refusing, res.Items)
+	}
+	if res.SourceKey != src.Info().SigningKey || res.SigningKey != dst.Info().SigningKey {
+		t.Fatalf("import: got keys %s -> %s, want %s -> %s", res.SourceKey, res.SigningKey, src.Info().SigningKey, dst.Info().SigningKey)
+	}
+}
