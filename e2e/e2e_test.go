@@ -87,13 +87,22 @@ func moduleRoot() string {
 	return filepath.Dir(wd)
 }
 
-// run runs a binary to completion and returns stdout; stderr goes to the
-// test log.
+// binPath is where bin is: a name is one of the binaries TestMain built,
+// a path (an older release's binary, say) is itself.
+func binPath(bin string) string {
+	if filepath.IsAbs(bin) {
+		return bin
+	}
+	return filepath.Join(binDir, bin)
+}
+
+// run runs a binary (see binPath) to completion and returns stdout; stderr
+// is in the error.
 func run(t *testing.T, bin string, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(binDir, bin), args...)
+	cmd := exec.CommandContext(ctx, binPath(bin), args...)
 	cmd.Env = cleanEnv()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -133,7 +142,7 @@ type daemon struct {
 
 func start(t *testing.T, bin string, args ...string) *daemon {
 	t.Helper()
-	return startPath(t, filepath.Join(binDir, bin), args...)
+	return startPath(t, binPath(bin), args...)
 }
 
 // startPath starts a long-running binary given by its path.
@@ -191,6 +200,9 @@ type agentRow struct {
 	Version         string `json:"version"`
 	Connected       bool   `json:"connected"`
 	Health          string `json:"health"`
+	HealthDetail    string `json:"health_detail"`
+	LastHealthAt    string `json:"last_health_at"`
+	Protocol        int    `json:"protocol"`
 	TLSVersion      string `json:"tls_version"`
 	Thumbprint      string `json:"thumbprint"`
 	CalamariVersion string `json:"calamari_version"`
@@ -206,7 +218,14 @@ type agentRow struct {
 
 func listAgents(t *testing.T, data string) []agentRow {
 	t.Helper()
-	out, err := run(t, "tendril-server", "agents", "list", "--data", data, "--json")
+	return listAgentsOf(t, "tendril-server", data)
+}
+
+// listAgentsOf is listAgents through the given tendril-server (see
+// binPath): an older release's for its own coordinator.
+func listAgentsOf(t *testing.T, server, data string) []agentRow {
+	t.Helper()
+	out, err := run(t, server, "agents", "list", "--data", data, "--json")
 	if err != nil {
 		return nil // the coordinator may be restarting
 	}
