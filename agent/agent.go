@@ -527,6 +527,10 @@ func (a *Agent) logOutcome(addr string, out outcome, wait time.Duration, newlyDe
 		// Already said once; repeating it every minute would bury the
 		// rest of the log.
 		a.log.Debug("still deleted from the coordinator", fields...)
+	case protocol.IsCode(out.err, protocol.CodeIncompatible):
+		// The coordinator is older than this agent's protocol: retrying
+		// cannot help until it is upgraded, and this agent keeps trying.
+		a.log.Error("the coordinator does not speak this agent's protocol; upgrade the coordinator (this agent keeps retrying)", fields...)
 	case errors.Is(out.err, certs.ErrUntrusted):
 		a.log.Error("coordinator certificate is not trusted: it is not one the agent was given at registration or told about since; check the coordinator's certificate", fields...)
 	case out.welcomed:

@@ -128,6 +128,10 @@ func (a *Agent) connect(ctx context.Context, addr string) outcome {
 		zap.Int("protocol", s.welcome.Protocol),
 		zap.Bool("upgrade_only", s.welcome.UpgradeOnly),
 		zap.String("agent_id", s.welcome.AgentID))
+	if s.welcome.UpgradeOnly {
+		a.log.Warn("this agent is too old for the coordinator: it runs no tasks until a rollout upgrades it (tendril-server upgrade)",
+			zap.String("server_version", s.welcome.ServerVersion))
+	}
 	s = a.serve(ctx, s)
 	out := outcome{
 		err: errConnectionLost, welcomed: true, lasted: time.Since(s.established), goAway: s.goAway.Load(),

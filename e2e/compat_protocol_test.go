@@ -95,15 +95,26 @@ func TestCompatProtocolRange(t *testing.T) {
 		in := f.addAgent("web-1", nextVersion)
 		log := filepath.Join(t.TempDir(), "agent.log")
 		f.start(in.exe, "run", "--home", in.home, "--log-file", log)
-		want := fmt.Sprintf("agent speaks protocol %d-%d, coordinator %d-%d; upgrade the coordinator", next, next, protocol.MinProtocol, cur)
-		waitForLog(t, log, want)
-		if r := agentOf(t, "tendril-server", f.data, "web-1"); r.Connected {
-			t.Fatalf("an agent of protocol %d is listed connected to a coordinator of %d: %+v", next, cur, r)
+		waitForLog(t, log, "the coordinator does not speak this agent's protocol; upgrade the coordinator")
+		waitForLog(t, log, fmt.Sprintf("speaks protocol %d-%d, coordinator", next, next))
+		// The listing says why, not only "not connected".
+		var r agentRow
+		waitFor(t, "the refusal in the listing", func() bool {
+			r = agentOf(t, "tendril-server", f.data, "web-1")
+			return strings.Contains(r.HealthDetail, "refused: agent "+nextVersion+fmt.Sprintf(" speaks protocol %d-%d", next, next))
+		})
+		if r.Connected || !strings.HasSuffix(r.HealthDetail, "upgrade the coordinator") {
+			t.Fatalf("an agent of protocol %d under a coordinator of %d: got %+v, want not connected and the remedy", next, cur, r)
 		}
 		// The coordinator's side, read once it has stopped.
 		f.server.kill()
-		if got, want := f.server.log.String(), fmt.Sprintf("agent speaks [%d, %d], coordinator [%d, %d]", next, next, protocol.MinProtocol, cur); !strings.Contains(got, want) {
-			t.Fatalf("the coordinator's log does not say %q:\n%s", want, got)
+		for _, want := range []string{
+			"agent session refused: the agent is newer than this coordinator",
+			fmt.Sprintf("agent speaks [%d, %d], coordinator [%d, %d]", next, next, protocol.MinProtocol, cur),
+		} {
+			if got := f.server.log.String(); !strings.Contains(got, want) {
+				t.Fatalf("the coordinator's log does not say %q:\n%s", want, got)
+			}
 		}
 	})
 
@@ -115,6 +126,7 @@ func TestCompatProtocolRange(t *testing.T) {
 		log := filepath.Join(t.TempDir(), "agent.log")
 		f.start(in.exe, "run", "--home", in.home, "--log-file", log)
 		waitForLog(t, log, `"upgrade_only":true`)
+		waitForLog(t, log, "this agent is too old for the coordinator: it runs no tasks until a rollout upgrades it")
 		var r agentRow
 		waitFor(t, "web-1 connected and checked", func() bool {
 			r = agentOf(t, nextServer, f.data, "web-1")

@@ -132,6 +132,9 @@ func (s *Server) view(a store.Agent, vc viewContext) api.AgentView {
 	case a.DialError != "":
 		v.Health = api.HealthUnavailable
 		v.HealthDetail = "not connected: " + a.DialError
+	case s.refusedFor(a.ID) != "":
+		v.Health = api.HealthUnavailable
+		v.HealthDetail = "not connected: refused: " + s.refusedFor(a.ID)
 	default:
 		v.Health = api.HealthUnavailable
 		v.HealthDetail = "not connected"
@@ -144,6 +147,13 @@ func (s *Server) view(a store.Agent, vc viewContext) api.AgentView {
 		v.Upgrade, v.UpgradeTo = api.UpgradeRecommended, newest
 	}
 	return v
+}
+
+// refusedFor is why this node refused the agent's last Hello, if it did.
+func (s *Server) refusedFor(agentID string) string {
+	why, _ := s.refused.Load(agentID)
+	msg, _ := why.(string)
+	return msg
 }
 
 // pinsOtherKey reports whether the agent said it pinned another signing
@@ -182,6 +192,7 @@ func (s *Server) DeleteAgent(ctx context.Context, name string) error {
 	}
 	s.dropAgent(a.ID, "this agent was deleted from the coordinator")
 	s.health.Forget(a.ID)
+	s.refused.Delete(a.ID)
 	s.abandonAgentTasks(ctx, a.ID)
 	// Its session may be on another node.
 	s.notifyCluster(cluster.NotifyDrop, a.ID)

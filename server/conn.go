@@ -147,6 +147,11 @@ func (s *Server) handleConn(raw net.Conn) {
 		return
 	}
 	if _, err := s.startSession(raw, conn, conn.ConnectionState(), log, release, false); err != nil {
+		if errors.Is(err, protocol.ErrIncompatible) {
+			// Not the agent's fault and not fixed by its retries.
+			log.Warn("agent session refused: the agent is newer than this coordinator", zap.Error(err))
+			return
+		}
 		log.Info("agent session refused", zap.Error(err))
 	}
 }
@@ -274,9 +279,15 @@ func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, 
 	}
 	v, upgradeOnly, err := protocol.Negotiate(h.ProtocolMin, h.ProtocolMax, s.cfg.ProtocolMin, s.cfg.ProtocolMax)
 	if err != nil {
-		protocol.WriteError(st, protocol.CodeIncompatible, fmt.Sprintf("agent speaks protocol %d-%d, coordinator %d-%d; upgrade the coordinator", h.ProtocolMin, h.ProtocolMax, s.cfg.ProtocolMin, s.cfg.ProtocolMax))
-		return nil, err
+		why := fmt.Sprintf("agent %s speaks protocol %d-%d, coordinator %s %d-%d; upgrade the coordinator",
+			h.Version, h.ProtocolMin, h.ProtocolMax, s.cfg.Version, s.cfg.ProtocolMin, s.cfg.ProtocolMax)
+		protocol.WriteError(st, protocol.CodeIncompatible, why)
+		// Shown in the agent's listing, which would otherwise only say
+		// "not connected", until it connects.
+		s.refused.Store(a.ID, why)
+		return nil, fmt.Errorf("%w (%s)", err, why)
 	}
+	s.refused.Delete(a.ID)
 	if s.members.Draining() {
 		s.refuseDraining(ctx, sess, st)
 		return nil, errDraining

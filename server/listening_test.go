@@ -372,3 +372,18 @@ func TestListeningAgentStaleRecord(t *testing.T) {
 	b := startAgent(t, a.home, nil)
 	eventually(t, "stale dialed again", func() bool { return b.Status().Connected })
 }
+
+// TestAgentTooNewIsListedWithTheReason: an agent whose protocol the
+// coordinator does not speak is refused, and its listing says why and
+// what to do instead of a bare "not connected".
+func TestAgentTooNewIsListedWithTheReason(t *testing.T) {
+	ts := startServer(t, nil)
+	home := registerAgent(t, ts, ts.AgentAddr(), "future-1", nil)
+	startAgent(t, home, func(c *agent.Config) { c.ProtocolMin, c.ProtocolMax = 2, 2 })
+	eventually(t, "the refusal in the listing", func() bool {
+		return strings.Contains(ts.agentView(t, "future-1").HealthDetail, "refused: agent 1.2.3 speaks protocol 2-2")
+	})
+	if v := ts.agentView(t, "future-1"); v.Connected || !strings.HasSuffix(v.HealthDetail, "upgrade the coordinator") {
+		t.Fatalf("got connected %v detail %q, want not connected and the remedy", v.Connected, v.HealthDetail)
+	}
+}

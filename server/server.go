@@ -266,7 +266,10 @@ type Server struct {
 	health    healthlog.Log         // recent health checks per agent, for the machine page
 	node      nodeState             // this node's task sweeps and draining moves
 	members   *cluster.Membership   // this node among those sharing the database
-	dialer    *dial.Dialer          // sessions to the listening agents this node dials
+	// refused holds, by agent ID, why this node refused an agent's last
+	// Hello for a protocol it does not speak, until the agent connects.
+	refused sync.Map
+	dialer  *dial.Dialer // sessions to the listening agents this node dials
 	// dialCtx ends the dialer's loops; it is cancelled first in shutdown,
 	// so that no agent is dialed again after being told goodbye.
 	dialCtx     context.Context
