@@ -159,9 +159,9 @@ fi
 
 say ""
 say "Tendril is running."
-say "  Web console:      $api_url/   (sign in with the admin API key below)"
+say "  Web console:      $api_url/   (sign in with the admin API key: cat $data/admin.key)"
 say "  Coordinator API:  $api_url   (agents connect to $listen)"
-say "  Admin API key:    $data/admin.key"
+say "  Admin API key:    in $data/admin.key, readable only by you (print it: cat $data/admin.key)"
 say "  Logs:             $data/server.log, $data/agent.log"
 say ""
 "$server" agents list --data "$data"
