@@ -63,7 +63,10 @@ type Env struct {
 func Run(ctx context.Context, args []string, e Env) int {
 	root := newRootCmd(e)
 	root.SetArgs(args)
-	err := root.ExecuteContext(ctx)
+	err := unknownCommand(root, args)
+	if err == nil {
+		err = root.ExecuteContext(ctx)
+	}
 	if err == nil {
 		return 0
 	}
@@ -136,6 +139,37 @@ func groupRunE(c *cobra.Command, args []string) error {
 	c.SetOut(c.ErrOrStderr())
 	c.Help()
 	return usageErrorf(c, "no command given")
+}
+
+// unknownCommand reports a word where a command belongs that names none,
+// with the commands it may have meant. It runs before cobra, which parses
+// a group's flags first and would report the first flag the group lacks
+// ("unknown flag: --json") instead of the mistyped command. Only the
+// words before the first flag are commands.
+func unknownCommand(root *cobra.Command, args []string) error {
+	c := root
+	for _, a := range args {
+		if strings.HasPrefix(a, "-") || !c.HasSubCommands() {
+			return nil
+		}
+		next, _, err := c.Find([]string{a})
+		if err == nil && next != c {
+			c = next
+			continue
+		}
+		if a == "help" {
+			return nil
+		}
+		if c.SuggestionsMinimumDistance <= 0 {
+			c.SuggestionsMinimumDistance = 2 // cobra's own default, set only when it suggests itself
+		}
+		msg := fmt.Sprintf("unknown command %q for %q", a, c.CommandPath())
+		if s := c.SuggestionsFor(a); len(s) > 0 {
+			msg += fmt.Sprintf("; did you mean %q?", s[0])
+		}
+		return usageErrorf(c, "%s", msg)
+	}
+	return nil
 }
 
 func noArgs(c *cobra.Command, args []string) error {

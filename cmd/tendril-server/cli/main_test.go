@@ -76,6 +76,26 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
+// TestUnknownCommandBeforeFlags: a mistyped command is reported as such,
+// with what it may have meant, even when flags follow it.
+func TestUnknownCommandBeforeFlags(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"agnts", "list", "--data", "x"}, `unknown command "agnts" for "tendril-server"; did you mean "agents"?`},
+		{[]string{"agents", "lst", "--json"}, `unknown command "lst" for "tendril-server agents"; did you mean "list"?`},
+		{[]string{"calamari", "pus", "file", "--json"}, `unknown command "pus" for "tendril-server calamari"; did you mean "push"?`},
+		{[]string{"zzz", "--json"}, `unknown command "zzz" for "tendril-server" (see`},
+	}
+	for _, tt := range tests {
+		code, _, stderr := cli(t, context.Background(), nil, tt.args...)
+		if code != 2 || !strings.Contains(stderr, tt.want) {
+			t.Errorf("%q: got %d %q, want 2 and %q", tt.args, code, stderr, tt.want)
+		}
+	}
+}
+
 func TestVersion(t *testing.T) {
 	code, stdout, _ := cli(t, context.Background(), nil, "version", "--json")
 	var v map[string]string
