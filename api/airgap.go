@@ -15,6 +15,13 @@ type ImportOptions struct {
 	// been signed with: the exporting coordinator's, from its
 	// "tendril-server info".
 	SourceKey string `json:"source_key,omitempty"`
+	// TrustAnySource imports without SourceKey. The file is still checked
+	// whole, but nothing then says which coordinator made it.
+	TrustAnySource bool `json:"trust_any_source,omitempty"`
+	// BackedUp says the operator backed the database up with its own
+	// tools, for a downgrade on a database the coordinator cannot copy
+	// (PostgreSQL).
+	BackedUp bool `json:"backed_up,omitempty"`
 }
 
 // ImportResult reports an import.

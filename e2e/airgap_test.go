@@ -40,7 +40,8 @@ func TestAirGappedImport(t *testing.T) {
 	}
 	pushAgent(online, "2.0.0", "agent-2.0.0")
 	export := filepath.Join(t.TempDir(), "tendril-export.tar.gz")
-	if out := mustRun(t, "tendril-server", "export", "--out", export, "--data", online); !strings.Contains(out, "exported to "+export) {
+	if out := mustRun(t, "tendril-server", "export", "--out", export, "--data", online); !strings.Contains(out, "exported to "+export) ||
+		!strings.Contains(out, "--source-key "+serverInfo(t, online).SigningKey) {
 		t.Fatalf("export printed %q", out)
 	}
 	raw, err := os.ReadFile(export)
@@ -64,13 +65,18 @@ func TestAirGappedImport(t *testing.T) {
 		{"truncated", bad("half.tar.gz", raw[:len(raw)/2])},
 		{"bytes changed", bad("flipped.tar.gz", flipped)},
 	} {
-		_, stderr, code := runCode(t, "tendril-server", "import", tt.file, "--data", offline)
+		_, stderr, code := runCode(t, "tendril-server", "import", tt.file, "--trust-any-source", "--data", offline)
 		if code == 0 || !strings.Contains(stderr, "export file is damaged") {
 			t.Fatalf("import of a %s file: exit %d, want a refusal saying it is damaged\n%s", tt.name, code, stderr)
 		}
 	}
 	if out := mustRun(t, "tendril-server", "calamari", "list", "--data", offline); strings.Contains(out, testVersion) {
 		t.Fatalf("a refused import stored Calamari:\n%s", out)
+	}
+	// Without the source's key, or a word that any source will do, the
+	// file is refused before it is sent.
+	if _, stderr, code := runCode(t, "tendril-server", "import", export, "--data", offline); code != 2 || !strings.Contains(stderr, "give --source-key KEY") {
+		t.Fatalf("import without --source-key: exit %d\n%s", code, stderr)
 	}
 	// A key other than the exporting coordinator's is refused.
 	offlineKey := serverInfo(t, offline).SigningKey
@@ -79,8 +85,9 @@ func TestAirGappedImport(t *testing.T) {
 		t.Fatalf("import expecting another key: exit %d\n%s", code, stderr)
 	}
 
-	out := mustRun(t, "tendril-server", "import", export, "--source-key", serverInfo(t, online).SigningKey, "--data", offline)
-	for _, want := range []string{"Calamari " + testVersion, "agent 2.0.0 " + runtime.GOOS + "/" + runtime.GOARCH, "imported", "stored signed with this coordinator's key " + offlineKey} {
+	onlineKey := serverInfo(t, online).SigningKey
+	out := mustRun(t, "tendril-server", "import", export, "--source-key", onlineKey, "--data", offline)
+	for _, want := range []string{"Calamari " + testVersion, "agent 2.0.0 " + runtime.GOOS + "/" + runtime.GOARCH, "imported", "stored signed with this coordinator's key " + offlineKey, "checked with the key " + onlineKey} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("import output lacks %q:\n%s", want, out)
 		}
@@ -107,12 +114,12 @@ func TestAirGappedImport(t *testing.T) {
 	// for, and then only after a backup snapshot.
 	pushAgent(online, "1.5.0", "agent-1.0.0")
 	mustRun(t, "tendril-server", "export", "--out", export, "--data", online)
-	_, stderr, code := runCode(t, "tendril-server", "import", export, "--data", offline)
+	_, stderr, code := runCode(t, "tendril-server", "import", export, "--source-key", onlineKey, "--data", offline)
 	if code == 0 || !strings.Contains(stderr, "agent 1.5.0 for "+runtime.GOOS+"/"+runtime.GOARCH+" (agents run 2.0.0)") || !strings.Contains(stderr, "--allow-downgrade") {
 		t.Fatalf("import of an older package: exit %d, want a refusal naming it and --allow-downgrade\n%s", code, stderr)
 	}
-	out = mustRun(t, "tendril-server", "import", export, "--allow-downgrade", "--data", offline)
-	if !strings.Contains(out, "backup snapshot taken before the downgrade") || !strings.Contains(out, "agent 1.5.0") {
+	out = mustRun(t, "tendril-server", "import", export, "--source-key", onlineKey, "--allow-downgrade", "--data", offline)
+	if !strings.Contains(out, "copy of the database taken before the downgrade: pre-import-") || !strings.Contains(out, "agent 1.5.0") {
 		t.Fatalf("import --allow-downgrade:\n%s", out)
 	}
 }

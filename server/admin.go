@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -121,8 +122,13 @@ func (s *Server) view(a store.Agent, vc viewContext) api.AgentView {
 		v.Protocol = as.protocol
 		v.Node = s.members.Name()
 		if s.pinsOtherKey(as) {
-			v.Health = api.HealthWarning
-			v.HealthDetail = fmt.Sprintf("the agent trusts another signing key (%s): it refuses this coordinator's Calamari and upgrades; register it again with --force", as.signingKey)
+			// Never hides a worse health: the note is added to it.
+			note := fmt.Sprintf("the agent trusts another signing key (%s): it refuses this coordinator's Calamari and upgrades; register it again with --force", as.signingKey)
+			if v.Health == api.HealthHealthy || v.Health == "" {
+				v.Health, v.HealthDetail = api.HealthWarning, note
+			} else {
+				v.HealthDetail = strings.TrimPrefix(v.HealthDetail+"; "+note, "; ")
+			}
 		}
 	case remote:
 		// Another node holds the session; what it recorded at Hello is

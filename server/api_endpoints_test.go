@@ -240,10 +240,11 @@ func apiEndpoints(fx apiFixture) map[string]endpoint {
 			{name: "unknown agent", body: `{"agent": "nobody"}`, status: 404, msg: "nobody"},
 		}},
 		"GET /api/export": {path: "/api/export", noInput: noInput},
-		"POST /api/import": {path: "/api/import", body: "not an export", raw: true, bad: []badInput{
+		"POST /api/import": {path: "/api/import?trust_any_source=true", body: "not an export", raw: true, bad: []badInput{
+			{name: "no source key", path: "/api/import", body: "x", status: 400, msg: "name the exporting coordinator's signing key"},
 			{name: "empty body", status: 400, msg: "export file is damaged: not a gzip file"},
 			{name: "not an export", body: "hello", status: 400, msg: "export file is damaged: not a gzip file"},
-			{name: "bad allow_downgrade", path: "/api/import?allow_downgrade=maybe", body: "x", status: 400, msg: `allow_downgrade "maybe": want true or false`},
+			{name: "bad allow_downgrade", path: "/api/import?trust_any_source=true&allow_downgrade=maybe", body: "x", status: 400, msg: `allow_downgrade "maybe": want true or false`},
 			{name: "oversize body", oversize: true, status: 413, msg: "request body is larger than"},
 		}},
 		// An empty file is a file: tasks may need one.

@@ -277,6 +277,10 @@ func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, 
 		protocol.WriteError(st, protocol.CodeBadRequest, err.Error())
 		return nil, err
 	}
+	if h.ProtocolMin <= 0 || h.ProtocolMax < h.ProtocolMin {
+		protocol.WriteError(st, protocol.CodeBadRequest, fmt.Sprintf("protocol range %d-%d is not a range", h.ProtocolMin, h.ProtocolMax))
+		return nil, fmt.Errorf("hello: protocol range %d-%d is not a range", h.ProtocolMin, h.ProtocolMax)
+	}
 	v, upgradeOnly, err := protocol.Negotiate(h.ProtocolMin, h.ProtocolMax, s.cfg.ProtocolMin, s.cfg.ProtocolMax)
 	if err != nil {
 		why := fmt.Sprintf("agent %s speaks protocol %d-%d, coordinator %s %d-%d; upgrade the coordinator",

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/tendrildeploy/tendril/bundle"
 	"github.com/tendrildeploy/tendril/server/airgap"
 	"github.com/tendrildeploy/tendril/server/kind"
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // Export writes every stored Calamari bundle and agent package to w as
@@ -30,18 +32,35 @@ func (s *Server) Export(ctx context.Context, w io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
+	// Every file is opened (fetched from the database on a node that
+	// lacks it) before the first byte goes out: a file that cannot be had
+	// fails the export while it can still answer with an error.
 	var sources []airgap.Source
+	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	add := func(it airgap.Item, f *os.File, err error) error {
+		if err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+		files = append(files, f)
+		sources = append(sources, airgap.Source{Item: it, Open: func() (io.ReadCloser, error) { return io.NopCloser(f), nil }})
+		return nil
+	}
 	for _, b := range bundles {
-		sources = append(sources, airgap.Source{
-			Item: airgap.Item{Kind: airgap.KindCalamari, Version: b.Version, Size: b.Size, SHA256: b.SHA256, Signature: b.Signature},
-			Open: func() (io.ReadCloser, error) { return s.bundles.Open(ctx, b) },
-		})
+		f, err := s.bundles.Open(ctx, b)
+		if err := add(airgap.Item{Kind: airgap.KindCalamari, Version: b.Version, Size: b.Size, SHA256: b.SHA256, Signature: b.Signature}, f, err); err != nil {
+			return err
+		}
 	}
 	for _, p := range pkgs {
-		sources = append(sources, airgap.Source{
-			Item: airgap.Item{Kind: airgap.KindAgent, Version: p.Version, OS: p.OS, Arch: p.Arch, Size: p.Size, SHA256: p.SHA256, Signature: p.Signature},
-			Open: func() (io.ReadCloser, error) { return s.rollouts.OpenAgentPackage(ctx, p) },
-		})
+		f, err := s.rollouts.OpenAgentPackage(ctx, p)
+		if err := add(airgap.Item{Kind: airgap.KindAgent, Version: p.Version, OS: p.OS, Arch: p.Arch, Size: p.Size, SHA256: p.SHA256, Signature: p.Signature}, f, err); err != nil {
+			return err
+		}
 	}
 	if err := airgap.Write(ctx, w, s.signing, s.cfg.Version, sources); err != nil {
 		return err
@@ -57,7 +76,14 @@ func (s *Server) Export(ctx context.Context, w io.Writer) error {
 // Items older than what the fleet runs are refused unless
 // opts.AllowDowngrade, which takes a backup snapshot first.
 func (s *Server) Import(ctx context.Context, r io.Reader, opts api.ImportOptions) (api.ImportResult, error) {
-	dir, err := os.MkdirTemp(s.cfg.DataDir, ".import-*")
+	if opts.SourceKey == "" && !opts.TrustAnySource {
+		// The manifest's own key proves only that the file is whole:
+		// whoever changed it on its way could sign it anew.
+		return api.ImportResult{}, kind.Errorf(kind.ErrBadRequest,
+			"import: name the exporting coordinator's signing key (source key, from \"tendril-server info\" there), or say to trust any source")
+	}
+	removeStaleImports(s.cfg.DataDir)
+	dir, err := os.MkdirTemp(s.cfg.DataDir, importPrefix+"*")
 	if err != nil {
 		return api.ImportResult{}, fmt.Errorf("import: %w", err)
 	}
@@ -73,9 +99,14 @@ func (s *Server) Import(ctx context.Context, r io.Reader, opts api.ImportOptions
 		}
 	}
 	slices.Sort(res.Refusing)
-	older, err := s.downgrades(ctx, m.Items)
+	older, conflicts, err := s.downgrades(ctx, m.Items)
 	if err != nil {
 		return api.ImportResult{}, fmt.Errorf("import: %w", err)
+	}
+	if len(conflicts) > 0 {
+		return api.ImportResult{}, kind.Errorf(kind.ErrConflict,
+			"import: stored here already with other content: %s; an import does not replace a stored version, and nothing was stored",
+			strings.Join(conflicts, "; "))
 	}
 	if len(older) > 0 {
 		if !opts.AllowDowngrade {
@@ -83,14 +114,8 @@ func (s *Server) Import(ctx context.Context, r io.Reader, opts api.ImportOptions
 				"import: older than what the fleet runs: %s; import with --allow-downgrade to store them anyway (a backup snapshot is taken first)",
 				strings.Join(older, "; "))
 		}
-		snap, err := s.TakeSnapshot(ctx)
+		keep, err := s.keepCopy(ctx, opts.BackedUp)
 		if err != nil {
-			return api.ImportResult{}, fmt.Errorf("import: back up before a downgrade: %w", err)
-		}
-		// Kept, unlike a backup command's snapshot, which is removed
-		// once packed (or after an hour).
-		keep := "pre-import-" + time.Now().UTC().Format("20060102T150405Z") + ".db"
-		if err := os.Rename(filepath.Join(s.cfg.DataDir, snap.Name), filepath.Join(s.cfg.DataDir, keep)); err != nil {
 			return api.ImportResult{}, fmt.Errorf("import: back up before a downgrade: %w", err)
 		}
 		res.Snapshot = keep
@@ -113,6 +138,47 @@ func (s *Server) Import(ctx context.Context, r io.Reader, opts api.ImportOptions
 	return res, nil
 }
 
+// importPrefix names the folders imports extract into, in the data
+// folder (the same file system as the stores they are renamed into).
+const importPrefix = ".import-"
+
+// removeStaleImports removes what imports a crash interrupted left; an
+// hour is far longer than checking an export takes.
+func removeStaleImports(dataDir string) {
+	ms, _ := filepath.Glob(filepath.Join(dataDir, importPrefix+"*"))
+	for _, m := range ms {
+		if st, err := os.Stat(m); err == nil && time.Since(st.ModTime()) > time.Hour {
+			os.RemoveAll(m)
+		}
+	}
+}
+
+// keepCopy copies the database into the data folder before a downgrade,
+// under a name no other copy has; kept, unlike a backup command's
+// snapshot. A database this coordinator cannot copy (PostgreSQL) is the
+// operator's to back up: backedUp says they did.
+func (s *Server) keepCopy(ctx context.Context, backedUp bool) (string, error) {
+	snap, err := s.TakeSnapshot(ctx)
+	if err != nil {
+		if backedUp && errors.Is(err, kind.ErrConflict) {
+			return "", nil
+		}
+		if errors.Is(err, kind.ErrConflict) {
+			return "", fmt.Errorf("%w; once it is backed up, import again with --backed-up", err)
+		}
+		return "", err
+	}
+	keep := "pre-import-" + time.Now().UTC().Format("20060102T150405.000000000Z") + ".db"
+	dst := filepath.Join(s.cfg.DataDir, keep)
+	if _, err := os.Lstat(dst); err == nil {
+		return "", fmt.Errorf("%s exists already", keep)
+	}
+	if err := os.Rename(filepath.Join(s.cfg.DataDir, snap.Name), dst); err != nil {
+		return "", err
+	}
+	return keep, nil
+}
+
 // importItem stores one checked item through the upload path.
 func (s *Server) importItem(ctx context.Context, it airgap.Item, path string) (created bool, err error) {
 	f, err := os.Open(path)
@@ -128,27 +194,44 @@ func (s *Server) importItem(ctx context.Context, it airgap.Item, path string) (c
 	return v.Created, err
 }
 
-// holds reports whether the item is stored here already.
-func (s *Server) holds(ctx context.Context, it airgap.Item) bool {
+// stored says whether the item is stored here already (same), or a
+// version of it with other content is (other).
+func (s *Server) stored(ctx context.Context, it airgap.Item) (same, other bool, err error) {
+	var sum string
 	if it.Kind == airgap.KindAgent {
 		p, err := s.store.AgentPackage(ctx, it.Version, it.OS, it.Arch)
-		return err == nil && p.SHA256 == it.SHA256
+		if errors.Is(err, store.ErrNotFound) {
+			return false, false, nil
+		}
+		if err != nil {
+			return false, false, err
+		}
+		sum = p.SHA256
+	} else {
+		b, err := s.store.Bundle(ctx, it.Version)
+		if errors.Is(err, store.ErrNotFound) {
+			return false, false, nil
+		}
+		if err != nil {
+			return false, false, err
+		}
+		sum = b.SHA256
 	}
-	b, err := s.store.Bundle(ctx, it.Version)
-	return err == nil && b.SHA256 == it.SHA256
+	return sum == it.SHA256, sum != it.SHA256, nil
 }
 
-// downgrades lists the items older than what the fleet runs: an agent
+// downgrades lists the items older than what the fleet runs (an agent
 // package older than the newest agent of its platform, a Calamari bundle
-// older than the latest stored.
-func (s *Server) downgrades(ctx context.Context, items []airgap.Item) ([]string, error) {
+// older than the latest stored), and those stored here with other
+// content, which an import cannot store.
+func (s *Server) downgrades(ctx context.Context, items []airgap.Item) (older, conflicts []string, err error) {
 	latest, err := s.latestCalamari(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	agents, err := s.store.ListAgents(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	newest := map[string]string{} // "os/arch" -> newest agent version running
 	for _, a := range agents {
@@ -157,10 +240,16 @@ func (s *Server) downgrades(ctx context.Context, items []airgap.Item) ([]string,
 			newest[k] = a.Version
 		}
 	}
-	var older []string
 	for _, it := range items {
-		if s.holds(ctx, it) {
-			continue // stored already: importing it changes nothing
+		same, other, err := s.stored(ctx, it)
+		switch {
+		case err != nil:
+			return nil, nil, err
+		case same:
+			continue // importing it changes nothing
+		case other:
+			conflicts = append(conflicts, it.Name())
+			continue
 		}
 		switch {
 		case it.Kind == airgap.KindCalamari && latest.Version != "" && bundle.CompareVersions(it.Version, latest.Version) < 0:
@@ -171,5 +260,5 @@ func (s *Server) downgrades(ctx context.Context, items []airgap.Item) ([]string,
 			}
 		}
 	}
-	return older, nil
+	return older, conflicts, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/certs"
+	"github.com/tendrildeploy/tendril/server/kind"
 )
 
 // TestImportNamesAgentsPinningAnotherKey: an agent that pinned another
@@ -62,5 +64,30 @@ func TestImportNamesAgentsPinningAnotherKey(t *testing.T) {
 	}
 	if res.SourceKey != src.Info().SigningKey || res.SigningKey != dst.Info().SigningKey {
 		t.Fatalf("import: got keys %s -> %s, want %s -> %s", res.SourceKey, res.SigningKey, src.Info().SigningKey, dst.Info().SigningKey)
+	}
+}
+
+// TestImportRefusesConflictsWhole: an export holding a version stored
+// here with other content is refused before anything is stored.
+func TestImportRefusesConflictsWhole(t *testing.T) {
+	ctx := context.Background()
+	src := startServer(t, nil)
+	src.upload(t, packBundle(t, "1.0.0", 0))
+	src.upload(t, packBundle(t, "1.1.0", 0))
+	var export bytes.Buffer
+	if err := src.Export(ctx, &export); err != nil {
+		t.Fatal(err)
+	}
+	dst := startServer(t, nil)
+	dst.upload(t, packBundle(t, "1.0.0", 100)) // other content, same version
+	_, err := dst.Import(ctx, &export, api.ImportOptions{TrustAnySource: true})
+	if !errors.Is(err, kind.ErrConflict) || !strings.Contains(err.Error(), "stored here already with other content: Calamari 1.0.0") {
+		t.Fatalf("got %v, want a conflict naming Calamari 1.0.0", err)
+	}
+	if bs, _ := dst.CalamariBundles(ctx); len(bs) != 1 {
+		t.Fatalf("got %d bundles stored, want only the one that was there", len(bs))
+	}
+	if _, err := dst.Import(ctx, bytes.NewReader(nil), api.ImportOptions{}); !errors.Is(err, kind.ErrBadRequest) {
+		t.Fatalf("import without a source key: got %v, want a bad request", err)
 	}
 }

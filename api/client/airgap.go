@@ -38,6 +38,12 @@ func (c *Client) Import(ctx context.Context, r io.Reader, size int64, opts api.I
 	if opts.SourceKey != "" {
 		q.Set("source_key", opts.SourceKey)
 	}
+	if opts.TrustAnySource {
+		q.Set("trust_any_source", strconv.FormatBool(true))
+	}
+	if opts.BackedUp {
+		q.Set("backed_up", strconv.FormatBool(true))
+	}
 	resp, err := c.send(ctx, http.MethodPost, "/api/import", q, r, size, "application/gzip", "application/json")
 	if err != nil {
 		return api.ImportResult{}, fmt.Errorf("import: %w", err)

@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/bundle"
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
@@ -122,32 +123,40 @@ func Write(ctx context.Context, w io.Writer, key *certs.SigningKey, sourceVersio
 	}
 	gz := gzip.NewWriter(w)
 	tw := tar.NewWriter(gz)
-	add := func(name string, size int64, r io.Reader) error {
+	add := func(name string, size int64, r io.Reader, sum string) error {
 		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o600, Size: size, ModTime: m.Created, Typeflag: tar.TypeReg}); err != nil {
 			return err
 		}
-		n, err := io.Copy(tw, r)
-		if err == nil && n != size {
-			err = fmt.Errorf("%s: got %d bytes, want %d", name, n, size)
+		h := sha256.New()
+		n, err := io.Copy(io.MultiWriter(tw, h), r)
+		switch {
+		case err != nil:
+			return err
+		case n != size:
+			return fmt.Errorf("%s: got %d bytes, want %d", name, n, size)
+		case sum != "" && hex.EncodeToString(h.Sum(nil)) != sum:
+			// A damaged copy on this host: fail here, not at the site
+			// that imports it.
+			return fmt.Errorf("%s: the stored file does not match its SHA-256", name)
 		}
-		return err
+		return nil
 	}
 	sig := key.Sign(raw)
-	if err := add(manifestName, int64(len(raw)), bytes.NewReader(raw)); err != nil {
+	if err := add(manifestName, int64(len(raw)), bytes.NewReader(raw), ""); err != nil {
 		return fmt.Errorf("write export: %w", err)
 	}
-	if err := add(sigName, int64(len(sig)), bytes.NewReader(sig)); err != nil {
+	if err := add(sigName, int64(len(sig)), bytes.NewReader(sig), ""); err != nil {
 		return fmt.Errorf("write export: %w", err)
 	}
 	for i, s := range sources {
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return fmt.Errorf("write export: %w", ctx.Err())
 		}
 		rc, err := s.Open()
 		if err != nil {
 			return fmt.Errorf("write export: %s: %w", s.Name(), err)
 		}
-		err = add(m.Items[i].File, s.Size, rc)
+		err = add(m.Items[i].File, s.Size, rc, s.SHA256)
 		rc.Close()
 		if err != nil {
 			return fmt.Errorf("write export: %s: %w", s.Name(), err)
@@ -222,7 +231,7 @@ func Read(ctx context.Context, r io.Reader, dir, expectKey string) (Manifest, []
 	paths := make([]string, len(m.Items))
 	for i, it := range m.Items {
 		if ctx.Err() != nil {
-			return Manifest{}, nil, ctx.Err()
+			return Manifest{}, nil, fmt.Errorf("read export: %w", ctx.Err())
 		}
 		hdr, err := next(it.File)
 		if err != nil {
@@ -254,6 +263,7 @@ func Read(ctx context.Context, r io.Reader, dir, expectKey string) (Manifest, []
 // validate checks what the manifest says before any file is read.
 func (m Manifest) validate() error {
 	seen := map[string]bool{}
+	var total int64
 	for _, it := range m.Items {
 		switch it.Kind {
 		case KindCalamari:
@@ -277,8 +287,17 @@ func (m Manifest) validate() error {
 			return fmt.Errorf("%s appears twice", it.Name())
 		}
 		seen[it.File] = true
-		if it.Size < 0 {
-			return fmt.Errorf("%s: negative size", it.Name())
+		// Bounded before anything is written: the compressed file is
+		// bounded, what it inflates to must be too.
+		limit := int64(api.MaxBundleSize)
+		if it.Kind == KindAgent {
+			limit = api.MaxAgentPackageSize
+		}
+		if it.Size < 0 || it.Size > limit {
+			return fmt.Errorf("%s: size %d, want 0 to %d", it.Name(), it.Size, limit)
+		}
+		if total += it.Size; total > api.MaxExportSize {
+			return fmt.Errorf("the items add up to more than %d bytes", int64(api.MaxExportSize))
 		}
 	}
 	return nil

@@ -1,10 +1,13 @@
 package airgap
 
 import (
+	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
@@ -144,4 +147,35 @@ func FuzzRead(f *testing.F) {
 			t.Fatalf("got %d paths for %d items", len(paths), len(m.Items))
 		}
 	})
+}
+
+// TestReadRefusesOversizeItems: an item's declared size is bounded before
+// a byte of it is written, so a small file cannot inflate to fill the
+// disk.
+func TestReadRefusesOversizeItems(t *testing.T) {
+	key, _ := certs.NewSigningKey()
+	m := Manifest{Format: Format, SigningKey: key.Public(), Items: []Item{
+		{Kind: KindAgent, Version: "2.0.0", OS: "linux", Arch: "amd64", File: "agent/2.0.0/linux-amd64", Size: 1 << 40, SHA256: strings.Repeat("0", 64)},
+	}}
+	raw, _ := json.Marshal(m)
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	for _, e := range []struct {
+		name string
+		b    []byte
+	}{{manifestName, raw}, {sigName, key.Sign(raw)}} {
+		tw.WriteHeader(&tar.Header{Name: e.name, Mode: 0o600, Size: int64(len(e.b)), Typeflag: tar.TypeReg})
+		tw.Write(e.b)
+	}
+	tw.Close()
+	gz.Close()
+	dir := t.TempDir()
+	_, _, err := Read(context.Background(), &buf, dir, "")
+	if !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "size 1099511627776, want 0 to") {
+		t.Fatalf("got %v, want the size refused", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("got %d files written, want none", len(entries))
+	}
 }

@@ -28,7 +28,7 @@ func (h *API) adminOnly(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		k, ok := requestAPIKey(r.Context())
 		if !ok || !k.Admin {
-			WriteError(w, http.StatusForbidden, fmt.Sprintf("API key %q is not an admin key: managing users and API keys needs one (the key in the data folder's admin.key is)", k.Name))
+			WriteError(w, http.StatusForbidden, fmt.Sprintf("API key %q is not an admin key: %s %s needs one (the key in the data folder's admin.key is)", k.Name, r.Method, r.URL.Path))
 			return
 		}
 		next(w, r)

@@ -20,21 +20,32 @@ func (h *API) apiExport(w http.ResponseWriter, r *http.Request) {
 			h.apiError(w, err)
 			return
 		}
-		// Too late for a status: the file ends early, and an import
-		// refuses it as damaged.
-		h.log.Error("export failed partway", zap.Int64("sent", cw.n), zap.Error(err))
+		if r.Context().Err() == nil {
+			h.log.Error("export failed partway", zap.Int64("sent", cw.n), zap.Error(err))
+		}
+		// Too late for a status: abort the response, so the client sees
+		// a broken transfer rather than a file that merely ends early.
+		panic(http.ErrAbortHandler)
 	}
 }
 
 func (h *API) apiImport(w http.ResponseWriter, r *http.Request) {
-	opts := api.ImportOptions{SourceKey: r.URL.Query().Get("source_key")}
-	if v := r.URL.Query().Get("allow_downgrade"); v != "" {
+	q := r.URL.Query()
+	opts := api.ImportOptions{SourceKey: q.Get("source_key")}
+	for _, f := range []struct {
+		name string
+		v    *bool
+	}{{"allow_downgrade", &opts.AllowDowngrade}, {"trust_any_source", &opts.TrustAnySource}, {"backed_up", &opts.BackedUp}} {
+		v := q.Get(f.name)
+		if v == "" {
+			continue
+		}
 		b, err := strconv.ParseBool(v)
 		if err != nil {
-			h.apiError(w, kind.Errorf(kind.ErrBadRequest, "allow_downgrade %q: want true or false", v))
+			h.apiError(w, kind.Errorf(kind.ErrBadRequest, "%s %q: want true or false", f.name, v))
 			return
 		}
-		opts.AllowDowngrade = b
+		*f.v = b
 	}
 	res, err := h.co.Import(r.Context(), r.Body, opts)
 	h.respond(w, http.StatusOK, res, err)

@@ -168,6 +168,8 @@ func Routes() []Route {
 			Query: []Param{
 				{Name: "allow_downgrade", Type: "boolean", Description: "store items older than what the fleet runs, after a backup snapshot"},
 				{Name: "source_key", Type: "string", Description: "the signing key (hex) the export must carry: the exporting coordinator's"},
+				{Name: "trust_any_source", Type: "boolean", Description: "import without source_key (required otherwise)"},
+				{Name: "backed_up", Type: "boolean", Description: "with allow_downgrade, on a database the coordinator cannot copy: it was backed up with its own tools"},
 			},
 			Summary:     "Import an export file",
 			Description: "Every signature is checked with the source's key and every file against its SHA-256 before anything is stored; items are then stored as uploads here, signed with this coordinator's key. 400 for a damaged file or a signature that does not verify, 409 for items older than what the fleet runs without allow_downgrade. Admin keys only."},

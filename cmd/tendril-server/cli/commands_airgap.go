@@ -32,7 +32,12 @@ func newExportCmd(e Env) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				_, err = fmt.Fprintf(e.Stdout, "exported to %s (%d bytes); import it with: tendril-server import %s\n", out, n, filepath.Base(out))
+				in, err := cl.Info(ctx)
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprintf(e.Stdout, "exported to %s (%d bytes); import it with:\n  tendril-server import %s --source-key %s\n",
+					out, n, filepath.Base(out), in.SigningKey)
 				return err
 			})
 		},
@@ -82,6 +87,9 @@ func newImportCmd(e Env) *cobra.Command {
 		Short: "Check an export file's signatures and hashes, then store its agent packages and Calamari bundles here",
 		Args:  oneArg("export file"),
 		RunE: func(c *cobra.Command, args []string) error {
+			if opts.SourceKey == "" && !opts.TrustAnySource {
+				return usageErrorf(c, "give --source-key KEY (the exporting coordinator's signing key, from \"tendril-server info\" there), or --trust-any-source")
+			}
 			return adminCallFor(c, t, e, 0, func(ctx context.Context, cl *client.Client) error {
 				var res api.ImportResult
 				err := uploadFile(e, args[0], func(r upload) error {
@@ -102,7 +110,9 @@ func newImportCmd(e Env) *cobra.Command {
 	addTargetFlags(cmd, &t)
 	f := cmd.Flags()
 	f.BoolVar(&opts.AllowDowngrade, "allow-downgrade", false, "store items older than what the fleet runs (a backup snapshot is taken first)")
-	f.StringVar(&opts.SourceKey, "source-key", "", "refuse the file unless the exporting coordinator's signing key is this one (tendril-server info there)")
+	f.StringVar(&opts.SourceKey, "source-key", "", "the exporting coordinator's signing key (tendril-server info there): the file is refused unless it signed it")
+	f.BoolVar(&opts.TrustAnySource, "trust-any-source", false, "import without --source-key: the file is still checked whole, but nothing says which coordinator made it")
+	f.BoolVar(&opts.BackedUp, "backed-up", false, "with --allow-downgrade on PostgreSQL: the database was backed up with its own tools")
 	f.BoolVar(&asJSON, "json", false, "print the POST /api/import answer")
 	return cmd
 }
@@ -153,14 +163,20 @@ func writeImport(w io.Writer, res api.ImportResult) error {
 			return err
 		}
 	}
+	var lines []string
 	if res.Snapshot != "" {
-		fmt.Fprintf(w, "backup snapshot taken before the downgrade: %s\n", res.Snapshot)
+		lines = append(lines, fmt.Sprintf("copy of the database taken before the downgrade: %s (in the data folder)", res.Snapshot))
 	}
-	fmt.Fprintf(w, "verified with the exporting coordinator's key %s (version %s); stored signed with this coordinator's key %s, which its agents pinned at enrollment\n",
-		res.SourceKey, res.SourceVersion, res.SigningKey)
+	lines = append(lines, fmt.Sprintf("checked with the key %s that signed the file (coordinator version %s); stored signed with this coordinator's key %s, which its agents pinned at enrollment",
+		res.SourceKey, res.SourceVersion, res.SigningKey))
 	if len(res.Refusing) > 0 {
-		fmt.Fprintf(w, "these agents pinned another signing key and will refuse them, as everything signed here, until registered again with --force: %s\n",
+		lines = append(lines, "these agents pinned another signing key and will refuse them, as everything signed here, until registered again with --force: "+
 			strings.Join(res.Refusing, ", "))
+	}
+	for _, l := range lines {
+		if _, err := fmt.Fprintln(w, l); err != nil {
+			return err
+		}
 	}
 	if failed > 0 {
 		return fmt.Errorf("%d of %d items failed", failed, len(res.Items))
