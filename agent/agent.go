@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tendrildeploy/tendril/agent/calamari"
+	"github.com/tendrildeploy/tendril/agent/diagnostics"
 	"github.com/tendrildeploy/tendril/agent/task"
 	"github.com/tendrildeploy/tendril/agent/upgrade"
 	"github.com/tendrildeploy/tendril/certs"
@@ -231,8 +232,10 @@ type Agent struct {
 	// lastRotationErr is touched only by Run's goroutine.
 	lastRotationErr string
 
-	// upgradeSlot admits one agent upgrade at a time.
-	upgradeSlot chan struct{}
+	// upgradeSlot admits one agent upgrade at a time, diagnosticsSlot one
+	// diagnostics collection.
+	upgradeSlot     chan struct{}
+	diagnosticsSlot chan struct{}
 	// gate keeps tasks from starting while an upgrade is under way: task
 	// starts hold it shared, an upgrade sets upgrading holding it.
 	gate      sync.RWMutex
@@ -294,8 +297,9 @@ func New(cfg Config) (*Agent, error) {
 		id:       id,
 		proxy:    via,
 
-		upgradeSlot: make(chan struct{}, 1),
-		restartc:    make(chan struct{}),
+		upgradeSlot:     make(chan struct{}, 1),
+		diagnosticsSlot: make(chan struct{}, 1),
+		restartc:        make(chan struct{}),
 	}
 	// The store asks the runner which versions are in use and the runner
 	// asks the store for entry points; a.tasks is set before any push can
@@ -418,6 +422,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	defer unlock()
+	if !a.cfg.NoHomeLock {
+		// "tendril-agent diagnostics" finds a running agent by its
+		// home's lock and asks it for its goroutine dump.
+		defer diagnostics.ServeDumps(a.cfg.Home, a.log)()
+	}
 	defer a.stopTasks(ctx) // before the unlock: no task outlives the lock
 	a.tasks.Recover()
 	a.recoverUpgrade()

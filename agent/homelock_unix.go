@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -24,7 +25,7 @@ func lockHome(home string) (unlock func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("lock agent home: %w", err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	if err := flockRetry(f); err != nil {
 		b, _ := os.ReadFile(path)
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
@@ -43,4 +44,25 @@ func lockHome(home string) (unlock func(), err error) {
 		unix.Flock(int(f.Fd()), unix.LOCK_UN)
 		f.Close()
 	}, nil
+}
+
+// lockRetries and lockRetryWait let a start pass the instant in which
+// "tendril-agent diagnostics" holds a shared lock on the file to see
+// whether an agent runs (package agent/diagnostics): another agent holds
+// the lock for good, a probe for microseconds.
+const (
+	lockRetries   = 5
+	lockRetryWait = 20 * time.Millisecond
+)
+
+// flockRetry takes the exclusive lock on f, trying again briefly while
+// it is held.
+func flockRetry(f *os.File) error {
+	for i := 0; ; i++ {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if !errors.Is(err, unix.EWOULDBLOCK) || i == lockRetries {
+			return err
+		}
+		time.Sleep(lockRetryWait)
+	}
 }

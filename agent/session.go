@@ -304,6 +304,8 @@ func (a *Agent) handle(s *liveSession, st *yamux.Stream, release func()) {
 		err = a.handleTaskCancel(s, st, f)
 	case protocol.TypeAgentUpgrade:
 		err = a.handleAgentUpgrade(s, st, f)
+	case protocol.TypeDiagnostics:
+		err = a.handleDiagnostics(s, st, f)
 	default:
 		err = protocol.WriteError(st, protocol.CodeUnknownType, fmt.Sprintf("unknown message type %q", f.Type))
 	}

@@ -177,6 +177,8 @@ func apiEndpoints(fx apiFixture) map[string]endpoint {
 			notFound("/api/agents/nobody/health-check", `no agent named "nobody"`),
 			{name: "agent not connected", path: "/api/agents/" + fx.away + "/health-check", status: 409, msg: "is not connected to this coordinator"},
 		}},
+		"POST /api/agents/{name}/diagnostics": {path: "/api/agents/" + fx.agent + "/diagnostics", bad: []badInput{
+			notFound("/api/agents/nobody/diagnostics", `no agent named "nobody"`)}},
 
 		"POST /api/tokens": {path: "/api/tokens", body: `{"environment": "Prod"}`, bad: []badInput{
 			empty, oversize, unknownField(`{"environment": "Prod", "colour": "red"}`),
@@ -201,6 +203,7 @@ func apiEndpoints(fx apiFixture) map[string]endpoint {
 		"POST /api/api-keys/{id}/revoke": {path: "/api/api-keys/" + fx.apiKey + "/revoke", bad: []badInput{notFound("/api/api-keys/nope/revoke", "nope")}},
 
 		"GET /api/server":              {path: "/api/server", noInput: noInput},
+		"GET /api/server/goroutines":   {path: "/api/server/goroutines", noInput: noInput},
 		"POST /api/certificate/rotate": {path: "/api/certificate/rotate", noInput: noInput},
 		"GET /api/maintenance":         {path: "/api/maintenance", noInput: noInput},
 		"PUT /api/maintenance": {path: "/api/maintenance", body: `{"on": true}`, bad: []badInput{

@@ -34,6 +34,7 @@ import (
 	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/console"
 	"github.com/tendrildeploy/tendril/server/datadir"
+	"github.com/tendrildeploy/tendril/server/diagnostics"
 	"github.com/tendrildeploy/tendril/server/dial"
 	"github.com/tendrildeploy/tendril/server/enroll"
 	"github.com/tendrildeploy/tendril/server/healthlog"
@@ -270,6 +271,8 @@ type Server struct {
 	// Hello for a protocol it does not speak, until the agent connects.
 	refused sync.Map
 	dialer  *dial.Dialer // sessions to the listening agents this node dials
+	// diagnostics collects agents' diagnostics archives.
+	diagnostics *diagnostics.Collector
 	// dialCtx ends the dialer's loops; it is cancelled first in shutdown,
 	// so that no agent is dialed again after being told goodbye.
 	dialCtx     context.Context
@@ -411,6 +414,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		_, port, _ := net.SplitHostPort(s.AgentAddr())
 		s.cfg.NodeName = net.JoinHostPort(cluster.Hostname(), port)
 	}
+	s.diagnostics = diagnostics.New(diagnostics.Config{Store: st, Fleet: diagnosticsFleet{s}, Version: cfg.Version, Node: s.cfg.NodeName, Logger: s.log})
 	s.members, err = cluster.Join(ctx, cluster.Config{Store: st, Name: s.cfg.NodeName, Advertise: s.advertiseAddr(),
 		HTTP: s.HTTPAddr(), Version: cfg.Version, Interval: cfg.HeartbeatInterval, Shared: clustered(st),
 		OnRefresh: func(self store.Node) { s.applyDraining(self.Draining) }, Logger: s.log})

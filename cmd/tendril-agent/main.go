@@ -52,7 +52,7 @@ func newRootCommand() *cobra.Command {
 	}
 	cert := &cobra.Command{Use: "certificate", Short: "Manage the agent's certificate"}
 	cert.AddCommand(rotateCommand())
-	root.AddCommand(registerCommand(), runCommand(), versionCommand(), thumbprintCommand(), cert, watchdogCommand(), serviceCommand())
+	root.AddCommand(registerCommand(), runCommand(), versionCommand(), thumbprintCommand(), cert, watchdogCommand(), serviceCommand(), diagnosticsCommand())
 	return root
 }
 

@@ -169,6 +169,7 @@ func (c *Console) Register(mux *http.ServeMux) {
 	mux.Handle("POST /actions/calamari/update", c.action(c.updateCalamari))
 	mux.Handle("POST /actions/upgrade", c.action(c.upgrade))
 	mux.Handle("POST /actions/agents/{name}/health-check", c.action(c.checkHealth))
+	mux.Handle("POST /actions/agents/{name}/diagnostics", c.action(c.agentDiagnostics))
 	mux.Handle("POST /actions/agents/{name}/delete", c.action(c.deleteAgent))
 	mux.Handle("POST /actions/tasks/{id}/cancel", c.action(c.cancelTask))
 	c.registerConfiguration(mux)

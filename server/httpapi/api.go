@@ -47,6 +47,11 @@ type Coordinator interface {
 	DeleteAgent(ctx context.Context, name string) error
 	// CheckAgentHealth checks a connected agent now.
 	CheckAgentHealth(ctx context.Context, name string) (api.AgentView, error)
+	// AgentDiagnostics collects an agent's diagnostics archive: the
+	// coordinator's side always, the agent's own when it can send it.
+	AgentDiagnostics(ctx context.Context, name string) (Download, error)
+	// Goroutines dumps the coordinator's goroutines with their stacks.
+	Goroutines() ([]byte, error)
 	// CreateToken makes a one-time enrollment token and its join string.
 	CreateToken(ctx context.Context, environment string, ttl time.Duration, servers []string) (api.TokenResult, error)
 	// Info describes the coordinator: version, thumbprints, addresses.
@@ -229,6 +234,8 @@ func (h *API) Register(mux *http.ServeMux) {
 	route("POST /api/nodes/{name}/drain", h.apiDrainNode)
 	route("POST /api/nodes/{name}/undrain", h.apiUndrainNode)
 	route("POST /api/agents/{name}/health-check", h.apiCheckAgentHealth)
+	route("POST /api/agents/{name}/diagnostics", h.apiAgentDiagnostics)
+	route("GET /api/server/goroutines", h.apiGoroutines)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusNotFound, fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path))
 	})

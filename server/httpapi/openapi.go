@@ -96,6 +96,13 @@ func Routes() []Route {
 		{Method: "POST", Path: "/api/agents/{name}/health-check", Tag: agents, Status: 200, Response: api.AgentView{}, Errors: []int{404, 409},
 			Summary:     "Check an agent's health now",
 			Description: "Checks a connected agent at once rather than at the next interval and returns its view. 409 if it is not connected to this coordinator."},
+		{Method: "POST", Path: "/api/agents/{name}/diagnostics", Tag: agents, Status: 200, ResponseMedia: "application/gzip", Errors: []int{404},
+			Summary: "Collect an agent's diagnostics archive",
+			Description: "A gzip-compressed tar with a manifest.json listing every entry (what it is, its size and SHA-256, when it was collected) and what could not be collected, with why. " +
+				"It holds the coordinator's side (the agent's record, recent health, tasks and upgrade history, the coordinator's version) and, as agent/diagnostics.tar.gz, " +
+				"the agent's own archive (logs, versions, redacted configuration, certificates' subjects and expiry, upgrade state, Calamari, disk space, goroutines), " +
+				"which the agent sends over its session. An agent that is not connected, or too old to collect one, still gets an archive of the coordinator's side, " +
+				"whose manifest notes say why the agent's is missing. Never a private key, token, password or API key."},
 
 		{Method: "POST", Path: "/api/tokens", Tag: tokens, Request: api.TokenRequest{}, Status: 201, Response: api.TokenResult{}, Errors: []int{400, 413},
 			Summary:     "Create a one-time enrollment token",
@@ -123,6 +130,9 @@ func Routes() []Route {
 
 		{Method: "GET", Path: "/api/server", Tag: coord, Status: 200, Response: api.ServerInfo{},
 			Summary: "The coordinator's version, thumbprints and agent address"},
+		{Method: "GET", Path: "/api/server/goroutines", Tag: coord, Status: 200, Response: "", ResponseMedia: "text/plain", Errors: []int{403},
+			Summary:     "The coordinator's goroutine dump (admin key only)",
+			Description: "Every goroutine with its stack, as Go prints them on a crash, without stopping anything: what is stuck, and where. tendril-server diagnostics puts it in the coordinator's archive."},
 		{Method: "POST", Path: "/api/certificate/rotate", Tag: coord, Status: 200, Response: api.RotationResult{},
 			Summary:     "Rotate the coordinator's certificate",
 			Description: "Connected agents learn the new thumbprint before it is served; agents away learn it when they reconnect."},

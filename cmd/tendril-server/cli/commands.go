@@ -126,6 +126,7 @@ Exit codes:
 		newUserCmd(e), newAPIKeyCmd(e),
 		newNodesCmd(e), newNodeCmd(e), newPolicyCmd(e),
 		newExportCmd(e), newImportCmd(e), newInfoCmd(e),
+		newDiagnosticsCmd(e),
 	)
 	return root
 }
@@ -499,7 +500,7 @@ func newAgentsCmd(e Env) *cobra.Command {
 			})
 		},
 	}
-	group.AddCommand(list, newAgentsAddCmd(e, &t), newAgentsSetAddressCmd(e, &t), del)
+	group.AddCommand(list, newAgentsAddCmd(e, &t), newAgentsSetAddressCmd(e, &t), del, newAgentsDiagnosticsCmd(e, &t))
 	return group
 }
 

@@ -1,0 +1,111 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/tendrildeploy/tendril/api"
+	"github.com/tendrildeploy/tendril/diag"
+	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/diagnostics"
+	"github.com/tendrildeploy/tendril/server/healthlog"
+	"github.com/tendrildeploy/tendril/server/httpapi"
+	"github.com/tendrildeploy/tendril/server/kind"
+)
+
+// diagnosticsIdle is how long the agent's archive may go without a byte
+// arriving before the transfer is taken for dead.
+const diagnosticsIdle = time.Minute
+
+// AgentDiagnostics collects one agent's diagnostics archive (package
+// server/diagnostics), complete before it is returned.
+func (s *Server) AgentDiagnostics(ctx context.Context, name string) (httpapi.Download, error) {
+	a, err := s.diagnostics.Agent(ctx, name)
+	if err != nil {
+		return httpapi.Download{}, err
+	}
+	return httpapi.Download{Name: a.Name, Size: a.Size, Body: a}, nil
+}
+
+// Goroutines dumps this coordinator's goroutines.
+func (s *Server) Goroutines() ([]byte, error) { return diag.Goroutines() }
+
+// diagnosticsFleet is the core as server/diagnostics sees it.
+type diagnosticsFleet struct{ s *Server }
+
+func (f diagnosticsFleet) Agent(ctx context.Context, name string) (api.AgentView, error) {
+	return f.s.Agent(ctx, name)
+}
+
+func (f diagnosticsFleet) HealthHistory(agentID string) []healthlog.Point {
+	return f.s.HealthHistory(agentID)
+}
+
+func (f diagnosticsFleet) AgentArchive(ctx context.Context, agentID, path string) error {
+	as := f.s.sessions.get(agentID)
+	if as == nil {
+		return kind.Errorf(kind.ErrNotConnected, "the agent is not connected to this coordinator")
+	}
+	return receiveDiagnostics(ctx, as.sess, path)
+}
+
+// sha256Hex is a transfer header's SHA-256.
+var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// receiveDiagnostics asks the agent on sess for its diagnostics archive
+// and receives it into path (protocol.ReceiveBulk checks its size and
+// SHA-256). An agent that does not know the request answers
+// CodeUnknownType: that is diagnostics.ErrUnsupported. ctx bounds the
+// whole exchange; the agent collects before it answers.
+func receiveDiagnostics(ctx context.Context, sess *yamux.Session, path string) error {
+	st, err := sess.OpenStream()
+	if err != nil {
+		return fmt.Errorf("ask for diagnostics: %w", err)
+	}
+	defer st.Close()
+	stop := context.AfterFunc(ctx, func() { st.SetDeadline(time.Now()) })
+	defer stop()
+	st.SetWriteDeadline(time.Now().Add(protocol.RequestTimeout))
+	if err := protocol.WriteFrame(st, protocol.TypeDiagnostics, protocol.Diagnostics{}); err != nil {
+		return fmt.Errorf("ask for diagnostics: %w", err)
+	}
+	f, err := protocol.ReadFrame(st, 0)
+	if err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%v)", ctx.Err(), err)
+		}
+		return fmt.Errorf("ask for diagnostics: %w", err)
+	}
+	var hdr protocol.DiagnosticsArchive
+	if err := protocol.DecodeReply(f, protocol.TypeDiagnosticsArchive, &hdr); err != nil {
+		if protocol.IsCode(err, protocol.CodeUnknownType) {
+			return fmt.Errorf("%w: %v", diagnostics.ErrUnsupported, err)
+		}
+		return fmt.Errorf("ask for diagnostics: %w", err)
+	}
+	t := hdr.Archive
+	if t.Size < 0 || t.Size > protocol.MaxDiagnosticsSize || !sha256Hex.MatchString(t.SHA256) {
+		return fmt.Errorf("receive diagnostics: %w: %d bytes with SHA-256 %q (at most %d bytes)", protocol.ErrTransfer, t.Size, t.SHA256, protocol.MaxDiagnosticsSize)
+	}
+	if err := protocol.ReceiveBulk(idleReader{st}, path, t); err != nil {
+		if ctx.Err() != nil && !errors.Is(err, protocol.ErrTransfer) {
+			err = fmt.Errorf("%w (%v)", ctx.Err(), err)
+		}
+		return fmt.Errorf("receive diagnostics: %w", err)
+	}
+	return nil
+}
+
+// idleReader extends the stream's read deadline before every read, so a
+// slow link that keeps moving is never cut and a stalled one is.
+type idleReader struct{ st *yamux.Stream }
+
+func (r idleReader) Read(p []byte) (int, error) {
+	r.st.SetReadDeadline(time.Now().Add(diagnosticsIdle))
+	return r.st.Read(p)
+}
