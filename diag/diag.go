@@ -173,15 +173,17 @@ func (w *Writer) AddJSON(name, description string, v any) error {
 	return w.Add(name, description, append(b, '\n'))
 }
 
-// AddFile copies the file at src as an entry. A file larger than limit
-// bytes is recorded as missing, unless tail is set: then its last limit
-// bytes are kept (a log's newest lines). A file that cannot be read is
-// recorded as missing.
-func (w *Writer) AddFile(name, description, src string, limit int64, tail bool) error {
+// AddFile copies the file rel inside the folder dir as an entry, opened
+// without following a symbolic link (OpenInside). A file larger than
+// limit bytes is recorded as missing, unless tail is set: then its last
+// limit bytes are kept (a log's newest lines). A file that cannot be
+// read, or is a link, is recorded as missing.
+func (w *Writer) AddFile(name, description, dir, rel string, limit int64, tail bool) error {
 	if w.err != nil {
 		return w.err
 	}
-	data, st, truncated, err := readFile(src, limit, tail)
+	src := filepath.Join(dir, rel)
+	data, st, truncated, err := readFile(dir, rel, limit, tail)
 	if err != nil {
 		w.Missing(name, description, err)
 		return nil
@@ -193,22 +195,137 @@ func (w *Writer) AddFile(name, description, src string, limit int64, tail bool) 
 	return w.add(e, data)
 }
 
-// readFile reads at most limit bytes of src (its tail if tail is set).
-// The file is read once into memory, so an entry's size is known before
-// its header is written even while a log grows or rotates.
-func readFile(src string, limit int64, tail bool) ([]byte, fs.FileInfo, bool, error) {
-	f, err := os.Open(src)
+// maxInflate bounds how much of a compressed file AddGzipFile reads, in
+// multiples of its limit: a rotated log is some 10 MiB of text, and a
+// small file that inflates without end is not one.
+const maxInflate = 16
+
+// AddGzipFile adds the gzip file rel inside dir (a rotated log),
+// decompressed, as an entry: as text, private key blocks can be cut out
+// of it, which in its compressed bytes they cannot. Text longer than
+// limit keeps its last limit bytes; a file that decompresses to more than
+// maxInflate times limit, or is not gzip, is recorded as missing.
+func (w *Writer) AddGzipFile(name, description, dir, rel string, limit int64) error {
+	if w.err != nil {
+		return w.err
+	}
+	src := filepath.Join(dir, rel)
+	f, st, err := OpenInside(dir, rel)
+	if err != nil {
+		w.Missing(name, description, err)
+		return nil
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		w.Missing(name, description, fmt.Errorf("decompress %s: %w", src, err))
+		return nil
+	}
+	data, total, err := readTail(io.LimitReader(zr, maxInflate*limit+1), limit)
+	switch {
+	case err != nil:
+		w.Missing(name, description, fmt.Errorf("decompress %s: %w", src, err))
+		return nil
+	case total > maxInflate*limit:
+		w.Missing(name, description, fmt.Errorf("decompress %s: more than %d bytes of text", src, maxInflate*limit))
+		return nil
+	}
+	e := Entry{Name: name, Description: description, Source: src, Modified: st.ModTime().UTC(), Truncated: total > limit}
+	if e.Truncated {
+		e.SourceSize = total
+	}
+	return w.add(e, data)
+}
+
+// readTail reads r to its end and returns its last limit bytes and how
+// many it read in all, holding at most twice limit in memory.
+func readTail(r io.Reader, limit int64) ([]byte, int64, error) {
+	var b []byte
+	var total int64
+	chunk := make([]byte, 64<<10)
+	for {
+		n, err := r.Read(chunk)
+		b = append(b, chunk[:n]...)
+		total += int64(n)
+		if int64(len(b)) > 2*limit {
+			b = b[:copy(b, b[int64(len(b))-limit:])]
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, total, err
+		}
+	}
+	if int64(len(b)) > limit {
+		b = b[int64(len(b))-limit:]
+	}
+	return b, total, nil
+}
+
+// AddArchive copies the diagnostics archive rel inside dir (an agent's,
+// inside its coordinator's) as an entry, streamed rather than read into
+// memory: it may be hundreds of MiB, and a coordinator collects for
+// several agents at once. Being compressed, it is not searched for
+// private keys here; its own writer cut them out of each of its entries.
+// A file larger than limit is recorded as missing.
+func (w *Writer) AddArchive(name, description, dir, rel string, limit int64) error {
+	if w.err != nil {
+		return w.err
+	}
+	src := filepath.Join(dir, rel)
+	e := Entry{Name: name, Description: description, Source: src}
+	if err := w.checkEntry(e); err != nil {
+		return nil
+	}
+	f, st, err := OpenInside(dir, rel)
+	if err != nil {
+		w.Missing(name, description, err)
+		return nil
+	}
+	defer f.Close()
+	if st.Size() > limit {
+		w.Missing(name, description, fmt.Errorf("%s is %d bytes, more than the %d an entry may hold", src, st.Size(), limit))
+		return nil
+	}
+	w.names[name] = true
+	e.Modified, e.Collected, e.Size = st.ModTime().UTC(), w.now().UTC(), st.Size()
+	hdr := &tar.Header{Name: name, Mode: 0o600, Size: e.Size, ModTime: e.Collected, Typeflag: tar.TypeReg, Format: tar.FormatPAX}
+	if err := w.tw.WriteHeader(hdr); err != nil {
+		w.err = fmt.Errorf("write diagnostics archive: %w", err)
+		return w.err
+	}
+	h := sha256.New()
+	// The size is the header's: a file that shrank since its Stat fails
+	// here, and one that grew is cut at its size.
+	if _, err := io.CopyN(w.tw, io.TeeReader(f, h), e.Size); err != nil {
+		w.err = fmt.Errorf("write diagnostics archive: copy %s: %w", src, err)
+		return w.err
+	}
+	e.SHA256 = hex.EncodeToString(h.Sum(nil))
+	w.m.Entries = append(w.m.Entries, e)
+	return nil
+}
+
+// ReadFileInside reads the regular file rel inside dir, opened without
+// following a symbolic link (OpenInside), if it holds at most limit
+// bytes.
+func ReadFileInside(dir, rel string, limit int64) ([]byte, error) {
+	data, _, _, err := readFile(dir, rel, limit, false)
+	return data, err
+}
+
+// readFile reads at most limit bytes of the file rel inside dir (its
+// tail if tail is set). The file is read once into memory, so an entry's
+// size is known before its header is written even while a log grows or
+// rotates.
+func readFile(dir, rel string, limit int64, tail bool) ([]byte, fs.FileInfo, bool, error) {
+	src := filepath.Join(dir, rel)
+	f, st, err := OpenInside(dir, rel)
 	if err != nil {
 		return nil, nil, false, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, nil, false, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, nil, false, fmt.Errorf("%s is not a regular file", src)
-	}
 	truncated := false
 	if st.Size() > limit {
 		if !tail {
@@ -226,15 +343,24 @@ func readFile(src string, limit int64, tail bool) ([]byte, fs.FileInfo, bool, er
 	return data, st, truncated, nil
 }
 
+// checkEntry records e as missing, and says so, when its name is not one
+// an archive may hold or is taken.
+func (w *Writer) checkEntry(e Entry) error {
+	err := checkName(e.Name)
+	if err == nil && w.names[e.Name] {
+		err = errors.New("named twice")
+	}
+	if err != nil {
+		w.Missing(e.Name, e.Description, fmt.Errorf("entry name %q: %w", e.Name, err))
+	}
+	return err
+}
+
 func (w *Writer) add(e Entry, data []byte) error {
 	if w.err != nil {
 		return w.err
 	}
-	if err := checkName(e.Name); err != nil || w.names[e.Name] {
-		if err == nil {
-			err = errors.New("named twice")
-		}
-		w.Missing(e.Name, e.Description, fmt.Errorf("entry name %q: %w", e.Name, err))
+	if err := w.checkEntry(e); err != nil {
 		return nil
 	}
 	data, e.KeysRemoved = RemovePrivateKeys(data)

@@ -35,10 +35,10 @@ func TestWriterAndRead(t *testing.T) {
 	steps := []error{
 		w.Add("plain.txt", "bytes", []byte("hello")),
 		w.AddJSON("v.json", "a value", map[string]int{"n": 1}),
-		w.AddFile("logs/small.log", "a log", small, 100, true),
-		w.AddFile("logs/big.log", "a log's tail", big, 4, true),
-		w.AddFile("logs/big-whole.log", "a file too big to keep whole", big, 4, false),
-		w.AddFile("logs/none.log", "a file that is not there", filepath.Join(dir, "none"), 100, false),
+		w.AddFile("logs/small.log", "a log", dir, "small.log", 100, true),
+		w.AddFile("logs/big.log", "a log's tail", dir, "big.log", 4, true),
+		w.AddFile("logs/big-whole.log", "a file too big to keep whole", dir, "big.log", 4, false),
+		w.AddFile("logs/none.log", "a file that is not there", dir, "none", 100, false),
 		w.Add("key.txt", "a line quoting a key", []byte("before\n"+keyPEM+"after\n")),
 		w.Add("../escape", "a name that leaves the folder", []byte("x")),
 		w.Add("plain.txt", "a name used twice", []byte("x")),
@@ -350,4 +350,170 @@ func FuzzRead(f *testing.F) {
 		}
 		a.Flatten(1 << 20)
 	})
+}
+
+// TestAddGzipFile: a rotated log is stored decompressed, so the private
+// key it quoted is cut out; its tail is kept when it is long; and what
+// is not gzip, or inflates past the bound, is recorded as missing.
+func TestAddGzipFile(t *testing.T) {
+	dir := t.TempDir()
+	gz := func(name, text string) {
+		var b bytes.Buffer
+		zw := gzip.NewWriter(&b)
+		zw.Write([]byte(text))
+		zw.Close()
+		os.WriteFile(filepath.Join(dir, name), b.Bytes(), 0o600)
+	}
+	gz("key.log.gz", "before\n"+keyPEM+"after\n")
+	gz("long.log.gz", strings.Repeat("x", 40)+"tail")
+	gz("bomb.log.gz", strings.Repeat("y", 10*maxInflate))
+	os.WriteFile(filepath.Join(dir, "plain.log.gz"), []byte("not gzip"), 0o600)
+	var buf bytes.Buffer
+	w := NewWriter(&buf, KindAgent, dir, Tool{})
+	for _, f := range []string{"key.log.gz", "long.log.gz", "bomb.log.gz", "plain.log.gz"} {
+		limit := int64(1 << 20)
+		if f != "key.log.gz" {
+			limit = 4
+		}
+		if err := w.AddGzipFile("logs/"+strings.TrimSuffix(f, ".gz"), "rotated", dir, f, limit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	a, err := Read(&buf, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(a.Files["logs/key.log"]), "before\n"+KeyRemoved+"\nafter\n"; got != want {
+		t.Errorf("key.log: got %q, want %q", got, want)
+	}
+	if got := string(a.Files["logs/long.log"]); got != "tail" {
+		t.Errorf("long.log: got %q, want its last 4 bytes", got)
+	}
+	for _, e := range a.Manifest.Entries {
+		if e.Name == "logs/long.log" && (!e.Truncated || e.SourceSize != 44) {
+			t.Errorf("long.log: got %+v, want truncated from 44 bytes", e)
+		}
+		if e.Name == "logs/key.log" && e.KeysRemoved != 1 {
+			t.Errorf("key.log: got %d keys removed, want 1", e.KeysRemoved)
+		}
+	}
+	missing := map[string]string{}
+	for _, m := range a.Manifest.Missing {
+		missing[m.Name] = m.Error
+	}
+	for name, want := range map[string]string{"logs/bomb.log": "more than", "logs/plain.log": "decompress"} {
+		if !strings.Contains(missing[name], want) {
+			t.Errorf("missing %s: got %q, want it saying %q", name, missing[name], want)
+		}
+	}
+}
+
+func TestReadTail(t *testing.T) {
+	for _, n := range []int{0, 3, 4, 5, 9, 100000} {
+		in := make([]byte, n)
+		for i := range in {
+			in[i] = byte('a' + i%26)
+		}
+		got, total, err := readTail(bytes.NewReader(in), 4)
+		want := in[max(0, n-4):]
+		if err != nil || !bytes.Equal(got, want) || total != int64(n) {
+			t.Errorf("%d bytes: got %q, %d, %v; want %q, %d", n, got, total, err, want, n)
+		}
+	}
+}
+
+// TestAddArchiveAndReadManifest: a nested archive is copied whole, with
+// its size and SHA-256 in the manifest, and ReadManifest finds the
+// manifest past it.
+func TestAddArchiveAndReadManifest(t *testing.T) {
+	dir := t.TempDir()
+	var inner bytes.Buffer
+	iw := NewWriter(&inner, KindAgent, "x", Tool{})
+	iw.Add("logs/agent.log", "log", []byte("inner log"))
+	iw.Close()
+	os.WriteFile(filepath.Join(dir, "own.tar.gz"), inner.Bytes(), 0o600)
+	var buf bytes.Buffer
+	w := NewWriter(&buf, KindAgentFromCoordinator, "web-1", Tool{})
+	steps := []error{
+		w.AddArchive("agent/diagnostics.tar.gz", "the agent's", dir, "own.tar.gz", 1<<20),
+		w.AddArchive("agent/too-big.tar.gz", "too big", dir, "own.tar.gz", 4),
+		w.AddArchive("agent/diagnostics.tar.gz", "twice", dir, "own.tar.gz", 1<<20),
+	}
+	for i, err := range steps {
+		if err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	a, err := Read(bytes.NewReader(buf.Bytes()), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(a.Files["agent/diagnostics.tar.gz"], inner.Bytes()) {
+		t.Error("the nested archive differs from the file")
+	}
+	files, err := a.Flatten(1 << 20)
+	if err != nil || string(files["agent/diagnostics.tar.gz/logs/agent.log"]) != "inner log" {
+		t.Errorf("flattened: got %q, %v; want the inner log", files["agent/diagnostics.tar.gz/logs/agent.log"], err)
+	}
+	m, err := ReadManifest(bytes.NewReader(buf.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Entries) != 1 || m.Entries[0].Size != int64(inner.Len()) || len(m.Missing) != 2 {
+		t.Errorf("manifest: got %+v, want the nested archive and two missing", m)
+	}
+	if _, err := ReadManifest(bytes.NewReader(tarGz(t, [2]string{"a", "b"}))); !errors.Is(err, ErrBadArchive) {
+		t.Errorf("an archive without a manifest: got %v, want ErrBadArchive", err)
+	}
+}
+
+// TestRedactString: every secret a free-form value can carry is hidden
+// whole, whatever separates its name from what comes before.
+func TestRedactString(t *testing.T) {
+	tests := []struct {
+		in, want string
+	}{
+		{"https://h/cb?access_token=AT1&state=s", "https://h/cb?access_token=xxxxx&state=s"},
+		{"https://h/?client_secret=CS1", "https://h/?client_secret=xxxxx"},
+		{"https://h/?x_api_key=K1&y=2", "https://h/?x_api_key=xxxxx&y=2"},
+		{"https://h/?x-api-key=K1", "https://h/?x-api-key=xxxxx"},
+		{"https://s3/o?X-Amz-Signature=abc&sig=def", "https://s3/o?X-Amz-Signature=xxxxx&sig=xxxxx"},
+		{"https://h/?key=K2", "https://h/?key=xxxxx"},
+		{"dsn=postgres://a:b@c/d", "dsn=xxxxx"},
+		{"cookie=session123; path=/", "cookie=xxxxx; path=/"},
+		{"auth=basic123", "auth=xxxxx"},
+		{"password='my secret pw' host=db", "password=xxxxx host=db"},
+		{`password="my \"secret\" pw" host=db`, "password=xxxxx host=db"},
+		{"host=db sslpassword=kp user=u", "host=db sslpassword=xxxxx user=u"},
+		{"postgres://u:p@ss@db:5432/t", "postgres://xxxxx@db:5432/t"},
+		{"http://bob:hunter2@proxy:3128 and http://h/x@y", "http://xxxxx@proxy:3128 and http://h/x@y"},
+		{"monkey=banana keyboard=qwerty", "monkey=banana keyboard=qwerty"},
+	}
+	for _, tt := range tests {
+		if got := RedactString(tt.in); got != tt.want {
+			t.Errorf("RedactString(%q): got %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestSecretName(t *testing.T) {
+	tests := []struct {
+		name string
+		want bool
+	}{
+		{"password", true}, {"access_token", true}, {"client_secret", true}, {"x_api_key", true},
+		{"key", true}, {"ssh_key", true}, {"dsn", true}, {"cookie", true}, {"sig", true}, {"auth", true},
+		{"signing_key", false}, {"public_key", false}, {"private_signing_key", true}, {"name", false}, {"keyboard", false}, {"monkey", false}, {"servers", false}, {"design", false},
+	}
+	for _, tt := range tests {
+		if got := SecretName(tt.name); got != tt.want {
+			t.Errorf("SecretName(%q): got %v, want %v", tt.name, got, tt.want)
+		}
+	}
 }

@@ -99,6 +99,46 @@ func Read(r io.Reader, limit int64) (Archive, error) {
 	return a, nil
 }
 
+// maxManifest bounds manifest.json as ReadManifest reads it: a few
+// hundred entries of a few hundred bytes each.
+const maxManifest = 16 << 20
+
+// ReadManifest reads only the manifest of an archive, streaming past its
+// other entries without holding them: what a command prints after writing
+// an archive of up to hundreds of MiB. Unlike Read it checks no entry
+// against the manifest.
+func ReadManifest(r io.Reader) (Manifest, error) {
+	gz, err := gzip.NewReader(r)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("%w: not gzip: %v", ErrBadArchive, err)
+	}
+	defer gz.Close()
+	tr := tar.NewReader(gz)
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return Manifest{}, fmt.Errorf("%w: no %s", ErrBadArchive, ManifestName)
+		}
+		if err != nil {
+			return Manifest{}, fmt.Errorf("%w: %v", ErrBadArchive, err)
+		}
+		if hdr.Name != ManifestName {
+			continue // tar.Reader skips the rest of the entry
+		}
+		if hdr.Typeflag != tar.TypeReg || hdr.Size < 0 || hdr.Size > maxManifest {
+			return Manifest{}, fmt.Errorf("%w: %s is not a file of at most %d bytes", ErrBadArchive, ManifestName, maxManifest)
+		}
+		var m Manifest
+		if err := json.NewDecoder(io.LimitReader(tr, hdr.Size)).Decode(&m); err != nil {
+			return Manifest{}, fmt.Errorf("%w: %s: %v", ErrBadArchive, ManifestName, err)
+		}
+		if m.Format != Format {
+			return Manifest{}, fmt.Errorf("%w: manifest format %d, want %d", ErrBadArchive, m.Format, Format)
+		}
+		return m, nil
+	}
+}
+
 // Flatten returns every file of the archive by name, decompressed: the
 // files of an archive inside it (an agent's inside the coordinator's)
 // under that archive's name ("agent/diagnostics.tar.gz/logs/agent.log"),

@@ -13,19 +13,34 @@ const Redacted = "xxxxx"
 
 // secretName matches the names of settings and flags whose values are
 // secrets, whatever the setting: a password, a token, a key that is not
-// public, credentials.
-var secretName = regexp.MustCompile(`(?i)(pass(word|wd|phrase)?|pwd|secret|token|private|credential|api[_-]?key|auth|master)`)
+// public, credentials, a cookie, a signature, a connection string. It
+// matches within a name (access_token, x-api-key, client_secret); "key",
+// "sig" and "dsn", too common inside other words, only as a whole word
+// or after "_", "-" or ".".
+var secretName = regexp.MustCompile(`(?i)(pass(word|wd|phrase)?|pwd|secret|token|private|credential|api[_-]?key|auth|master|cookie|session|(^|[_.-])(key|sig|signature|dsn)$)`)
 
 // urlUserinfo is the user information of a URL: what stands between
-// "scheme://" and "@".
-var urlUserinfo = regexp.MustCompile(`\b([a-zA-Z][a-zA-Z0-9+.\-]*://)[^/?#@\s"']*@`)
+// "scheme://" and the last "@" before the host's end, so that a password
+// holding "@" (postgres://u:p@ss@db) is hidden whole.
+var urlUserinfo = regexp.MustCompile(`\b([a-zA-Z][a-zA-Z0-9+.\-]*://)[^/?#\s"']*@`)
 
 // secretParam is a secret in a query string or a key=value connection
-// string (PostgreSQL's "password=..." and "sslpassword=...").
-var secretParam = regexp.MustCompile(`(?i)\b((?:ssl)?password|passwd|pwd|secret|token|api[_-]?key)=([^&\s;'"]*)`)
+// string (PostgreSQL's "password='...'" and "sslpassword=..."). A name
+// starts the text or follows a separator, "_" included: \b does not
+// match between "_" and a letter, and access_token= and client_secret=
+// must be caught. A value quoted with ' or " is hidden to its closing
+// quote, spaces and all.
+var secretParam = regexp.MustCompile(`(?i)(^|[?&;,\s_.\-"'])((?:ssl)?password|passwd|pwd|secret|token|api[_-]?key|key|dsn|cookie|sig|signature|auth|authorization|credentials?)=('(?:[^'\\]|\\.)*'?|"(?:[^"\\]|\\.)*"?|[^&\s;'"]*)`)
+
+// publicKeyName matches the names of keys that are public: the
+// coordinator's signing key, as agent.json and the API name it, is the
+// public half agents verify with.
+var publicKeyName = regexp.MustCompile(`(?i)^(public|signing)[_.-]?key$`)
 
 // SecretName reports whether a setting or flag named name holds a secret.
-func SecretName(name string) bool { return secretName.MatchString(name) }
+func SecretName(name string) bool {
+	return secretName.MatchString(name) && !publicKeyName.MatchString(name)
+}
 
 // RedactString hides the secrets a free-form value can carry: the user
 // information of URLs (a proxy's or a database's credentials), secret
@@ -36,7 +51,7 @@ func RedactString(s string) string {
 		s = string(b)
 	}
 	s = urlUserinfo.ReplaceAllString(s, "${1}"+Redacted+"@")
-	return secretParam.ReplaceAllString(s, "${1}="+Redacted)
+	return secretParam.ReplaceAllString(s, "${1}${2}="+Redacted)
 }
 
 // Redact returns v, a value decoded from JSON (maps, slices, strings,
@@ -92,7 +107,7 @@ func RedactJSON(b []byte) ([]byte, error) {
 	}
 	out, err := json.MarshalIndent(Redact(v), "", "  ")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("encode redacted JSON: %w", err)
 	}
 	return append(out, '\n'), nil
 }

@@ -92,7 +92,7 @@ func receiveDiagnostics(ctx context.Context, sess *yamux.Session, path string) e
 	if t.Size < 0 || t.Size > protocol.MaxDiagnosticsSize || !sha256Hex.MatchString(t.SHA256) {
 		return fmt.Errorf("receive diagnostics: %w: %d bytes with SHA-256 %q (at most %d bytes)", protocol.ErrTransfer, t.Size, t.SHA256, protocol.MaxDiagnosticsSize)
 	}
-	if err := protocol.ReceiveBulk(idleReader{st}, path, t); err != nil {
+	if err := protocol.ReceiveBulk(idleReader{ctx, st}, path, t); err != nil {
 		if ctx.Err() != nil && !errors.Is(err, protocol.ErrTransfer) {
 			err = fmt.Errorf("%w (%v)", ctx.Err(), err)
 		}
@@ -102,10 +102,24 @@ func receiveDiagnostics(ctx context.Context, sess *yamux.Session, path string) e
 }
 
 // idleReader extends the stream's read deadline before every read, so a
-// slow link that keeps moving is never cut and a stalled one is.
-type idleReader struct{ st *yamux.Stream }
+// slow link that keeps moving is never cut and a stalled one is; never
+// past ctx's deadline, and not at all once ctx is done, which would undo
+// the deadline its cancellation set on the stream.
+type idleReader struct {
+	ctx context.Context
+	st  *yamux.Stream
+}
 
 func (r idleReader) Read(p []byte) (int, error) {
-	r.st.SetReadDeadline(time.Now().Add(diagnosticsIdle))
+	d := time.Now().Add(diagnosticsIdle)
+	if dl, ok := r.ctx.Deadline(); ok && dl.Before(d) {
+		d = dl
+	}
+	r.st.SetReadDeadline(d)
+	// Checked after the deadline is set: a cancellation from here on sets
+	// its own deadline after this one.
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
 	return r.st.Read(p)
 }

@@ -204,13 +204,29 @@ func (c *collector) versions() error {
 	}{c.cfg.Tool, ra})
 }
 
+// stateFields are the fields of agent.json (agent.State) that config
+// copies, redacted as text (a ws:// server address with credentials). It
+// is an allow-list: any other field, one a later version adds or one
+// written by hand, may hold anything, so its value is replaced by
+// diag.Redacted. TestConfigKeepsStateFields checks every field of
+// agent.State is here.
+var stateFields = map[string]bool{
+	"agent_id": true, "name": true, "environment": true, "servers": true, "learned_servers": true,
+	"server_thumbprints": true, "server_hint": true, "signing_key": true, "registered_at": true,
+	"proxy": true, "listen": true,
+}
+
+// maxStateSize bounds agent.json as read: a registration is a few KiB.
+const maxStateSize = 1 << 20
+
 // config copies agent.json with every secret hidden: the proxy's
-// credentials (proxy.Redact), and anything else that looks secret
-// (diag.Redact). A file that is not JSON is left out: it cannot be
-// redacted field by field.
+// credentials (proxy.Redact), the value of every field not known to hold
+// nothing secret (stateFields), and in the others what diag.RedactString
+// hides. A file that is not JSON is left out: it cannot be redacted field
+// by field.
 func (c *collector) config() error {
-	const name, desc = "config/agent.json", "the agent's registration (agent.json), secrets replaced by " + diag.Redacted
-	b, err := os.ReadFile(c.path(stateFile))
+	const name, desc = "config/agent.json", "the agent's registration (agent.json), secrets and unknown fields replaced by " + diag.Redacted
+	b, err := diag.ReadFileInside(c.home, stateFile, maxStateSize)
 	if errors.Is(err, fs.ErrNotExist) {
 		c.dw.Note("%s is missing: the home is not registered and the agent cannot start (tendril-agent register)", stateFile)
 		c.dw.Missing(name, desc, err)
@@ -230,9 +246,6 @@ func (c *collector) config() error {
 		c.dw.Missing(name, desc, err)
 		return nil
 	}
-	if p, ok := m["proxy"].(string); ok && p != "" && p != "none" {
-		m["proxy"] = proxy.Redact(p)
-	}
 	if k, ok := m["signing_key"].(string); ok {
 		c.signingKey = k
 	}
@@ -241,7 +254,26 @@ func (c *collector) config() error {
 	if listen, _ := m["listen"].(string); len(servers) == 0 && listen == "" || len(thumbs) == 0 {
 		c.dw.Note("%s names no coordinator address or thumbprint: the agent cannot start; register it again with --force", stateFile)
 	}
-	return c.dw.AddJSON(name, desc, diag.Redact(m))
+	return c.dw.AddJSON(name, desc, redactState(m))
+}
+
+// redactState is agent.json as config copies it.
+func redactState(m map[string]any) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		switch p, _ := v.(string); {
+		case !stateFields[k]:
+			if v != nil {
+				v = diag.Redacted
+			}
+		case k == "proxy" && p != "" && p != "none":
+			v = diag.RedactString(proxy.Redact(p))
+		default:
+			v = diag.Redact(v)
+		}
+		out[k] = v
+	}
+	return out
 }
 
 // jsonProblem says what is wrong with JSON without quoting it: a
@@ -354,12 +386,17 @@ func (c *collector) goroutines() error {
 		return nil
 	}
 	c.dumpFile = filepath.Base(path)
-	return c.dw.AddFile(diag.GoroutinesName, desc, path, logLimit, true)
+	// The agent's user can replace the file: it is opened as the logs
+	// are, following no link.
+	return c.dw.AddFile(diag.GoroutinesName, desc, c.home, filepath.Join(logsDir, c.dumpFile), logLimit, true)
 }
 
 // logs copies the Logs folder, newest files first, within logsBudget:
-// the current logs are text and keep their newest part if larger than
-// logLimit, rotated ones are gzip files kept whole or not at all.
+// the current logs keep their newest part if larger than logLimit, and
+// rotated ones (gzip files) are decompressed, so that a private key a log
+// quoted can be cut out, and kept as text, their newest part too. Links
+// are left out of the listing and, should one replace a file after it,
+// not followed when the file is opened.
 func (c *collector) logs() error {
 	dir := c.path(logsDir)
 	entries, err := os.ReadDir(dir)
@@ -392,15 +429,23 @@ func (c *collector) logs() error {
 		desc := "agent log file " + f.name
 		compressed := strings.HasSuffix(f.name, ".gz")
 		if compressed {
-			desc = "rotated agent log file " + f.name + " (gzip)"
+			name = strings.TrimSuffix(name, ".gz")
+			desc = "rotated agent log file " + f.name + ", decompressed"
 		}
 		limit := min(int64(logLimit), left)
-		if limit <= 0 || compressed && f.info.Size() > limit {
+		if limit <= 0 {
 			c.dw.Missing(name, desc, fmt.Errorf("%d bytes: over the %d bytes of logs an archive holds", f.info.Size(), int64(logsBudget)))
 			continue
 		}
 		before := len(c.dw.Manifest().Entries)
-		if err := c.dw.AddFile(name, desc, filepath.Join(dir, f.name), limit, !compressed); err != nil {
+		rel := filepath.Join(logsDir, f.name)
+		var err error
+		if compressed {
+			err = c.dw.AddGzipFile(name, desc, c.home, rel, limit)
+		} else {
+			err = c.dw.AddFile(name, desc, c.home, rel, limit, true)
+		}
+		if err != nil {
 			return err
 		}
 		if es := c.dw.Manifest().Entries; len(es) > before {
@@ -497,11 +542,11 @@ func (c *collector) tasks() error {
 	}{Total: len(dirs), Tasks: []summary{}}
 	for _, d := range dirs[:min(len(dirs), maxTasks)] {
 		s := summary{taskInfo: taskInfo{Ticket: d.name}}
-		if err := readJSON(filepath.Join(dir, d.name, "task.json"), &s.taskInfo); err != nil {
+		if err := readJSON(c.home, filepath.Join(workDir, d.name, "task.json"), &s.taskInfo); err != nil {
 			s.Error = err.Error()
 		}
 		var res taskResult
-		if err := readJSON(filepath.Join(dir, d.name, "result.json"), &res); err == nil {
+		if err := readJSON(c.home, filepath.Join(workDir, d.name, "result.json"), &res); err == nil {
 			s.Result = &res
 		} else if !errors.Is(err, fs.ErrNotExist) && s.Error == "" {
 			s.Error = err.Error()
@@ -513,13 +558,18 @@ func (c *collector) tasks() error {
 	return c.dw.AddJSON(name, desc, out)
 }
 
-func readJSON(path string, v any) error {
-	b, err := os.ReadFile(path)
+// maxTaskFile bounds a task.json or result.json as read: each is a few
+// hundred bytes.
+const maxTaskFile = 1 << 20
+
+// readJSON reads the JSON file rel inside home, following no link.
+func readJSON(home, rel string, v any) error {
+	b, err := diag.ReadFileInside(home, rel, maxTaskFile)
 	if err != nil {
 		return err
 	}
 	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("read %s: %s", filepath.Base(path), jsonProblem(err))
+		return fmt.Errorf("read %s: %s", filepath.Base(rel), jsonProblem(err))
 	}
 	return nil
 }

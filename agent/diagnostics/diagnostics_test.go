@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -82,7 +83,9 @@ func plantedHome(t *testing.T) (string, secrets) {
 	os.WriteFile(filepath.Join(logs, "agent.log"), []byte("{\"msg\":\"agent starting\"}\n{\"msg\":\"a task printed\",\"text\":\""+string(otherPEM)+"\"}\n{\"msg\":\"after\"}\n"), 0o600)
 	var gz bytes.Buffer
 	zw := gzip.NewWriter(&gz)
-	zw.Write([]byte("{\"msg\":\"an older line\"}\n"))
+	// lumberjack compresses rotated logs: a key quoted in one is only
+	// found once it is decompressed.
+	zw.Write([]byte("{\"msg\":\"an older line\"}\n{\"msg\":\"an older task printed\",\"text\":\"" + string(otherPEM) + "\"}\n"))
 	zw.Close()
 	os.WriteFile(filepath.Join(logs, "agent-2026-01-01T00-00-00.000.log.gz"), gz.Bytes(), 0o600)
 
@@ -185,7 +188,7 @@ func hasEntries(t *testing.T, a diag.Archive, want []string) {
 // entriesOfEveryArchive are what every agent archive holds, whether the
 // agent runs or cannot start.
 var entriesOfEveryArchive = []string{
-	diag.ManifestName, "versions.json", "certificates.json", "logs/agent.log", "logs/agent-2026-01-01T00-00-00.000.log.gz",
+	diag.ManifestName, "versions.json", "certificates.json", "logs/agent.log", "logs/agent-2026-01-01T00-00-00.000.log",
 	"upgrade/state.json", "upgrade/files.json", "tasks.json", "calamari.json", "disk.json", "home.json",
 }
 
@@ -380,5 +383,128 @@ func TestNoHome(t *testing.T) {
 				t.Fatalf("wrote %d bytes, want no archive", buf.Len())
 			}
 		})
+	}
+}
+
+// TestArchiveFollowsNoLink: collection runs as root on a home the
+// agent's user (and what it deploys) can write. A log, and the goroutine
+// dump a running agent is asked for, replaced by a symbolic link to a
+// file outside the home, or to agent.json inside it, and the Logs folder
+// replaced by a link, are not read into the archive.
+func TestArchiveFollowsNoLink(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("symbolic links need privileges on Windows")
+	}
+	const shadow = "root:$6$planted-shadow-hash:19000:0:99999:7:::"
+	outside := filepath.Join(t.TempDir(), "shadow")
+	if err := os.WriteFile(outside, []byte(shadow), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	home, s := plantedHome(t)
+	runAgent(t, home)
+	logs := filepath.Join(home, "Logs")
+	for _, link := range []struct{ name, target string }{
+		{"shadow.log", outside},
+		{"config.log", filepath.Join(home, "agent.json")},
+		// A stale dump replaced by a link: the agent's next dump replaces
+		// it by a rename, so the link is also planted as the dump a
+		// later request would find, below.
+		{"goroutines-1.txt", outside},
+	} {
+		if err := os.Symlink(link.target, filepath.Join(logs, link.name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := collect(t, home)
+	if _, ok := a.Files[diag.GoroutinesName]; !ok {
+		t.Errorf("no goroutine dump of the running agent: missing %+v", a.Manifest.Missing)
+	}
+	files, err := a.Flatten(1 << 30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range files {
+		if bytes.Contains(content, []byte("planted-shadow-hash")) {
+			t.Errorf("%s holds the file a link in Logs points to", name)
+		}
+		if bytes.Contains(content, []byte(s.proxyPassword)) {
+			t.Errorf("%s holds the proxy password a link to agent.json would show", name)
+		}
+	}
+
+	// The goroutine dump itself replaced by a link, between the agent
+	// writing it and the collector reading it: requestDump sees a new
+	// file, and AddFile must refuse it.
+	dump := filepath.Join(home, "Logs", fmt.Sprintf("goroutines-%d.txt", os.Getpid()))
+	os.Remove(dump)
+	if err := os.Symlink(outside, dump); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	w := diag.NewWriter(&buf, diag.KindAgent, home, diag.Tool{})
+	if err := w.AddFile(diag.GoroutinesName, "dump", home, filepath.Join("Logs", filepath.Base(dump)), 1<<20, true); err != nil {
+		t.Fatal(err)
+	}
+	if m := w.Manifest(); len(m.Entries) != 0 || len(m.Missing) != 1 || !strings.Contains(m.Missing[0].Error, "symbolic link") {
+		t.Errorf("a dump replaced by a link: got entries %+v, missing %+v; want it missing as a link", m.Entries, m.Missing)
+	}
+
+	// The Logs folder replaced by a link to a folder outside the home.
+	if err := os.Rename(logs, logs+".moved"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Dir(outside), logs); err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range mustFlatten(t, collect(t, home)) {
+		if bytes.Contains(content, []byte("planted-shadow-hash")) {
+			t.Errorf("%s holds a file of the folder Logs links to", name)
+		}
+	}
+}
+
+func mustFlatten(t *testing.T, a diag.Archive) map[string][]byte {
+	t.Helper()
+	files, err := a.Flatten(1 << 30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+// TestConfigKeepsStateFields: every field of agent.State is copied to
+// config/agent.json (stateFields is complete), and any other field is
+// redacted, whatever its name.
+func TestConfigKeepsStateFields(t *testing.T) {
+	home, _ := plantedHome(t)
+	path := filepath.Join(home, "agent.json")
+	st := agent.State{AgentID: "id-1", Name: "web-1", Environment: "prod", Servers: []string{"tendril.example:10943"},
+		LearnedServers: []string{"node-2.example:10943"}, ServerThumbprints: []string{strings.Repeat("ab", 32)},
+		ServerHint: strings.Repeat("ab", 32), SigningKey: "ed25519-public", RegisteredAt: time.Now().UTC(),
+		Proxy: "http://proxy.example:3128", Listen: ":10933"}
+	b, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	json.Unmarshal(b, &m)
+	unknown := map[string]any{"future_setting": "plain-value-1", "session_id": "plain-value-2", "note": map[string]any{"x": "plain-value-3"}}
+	for k, v := range unknown {
+		m[k] = v
+	}
+	writeJSON(t, path, m)
+	a := collect(t, home)
+	var got map[string]any
+	if err := json.Unmarshal(a.Files["config/agent.json"], &got); err != nil {
+		t.Fatalf("config/agent.json: %v", err)
+	}
+	for k, v := range m {
+		want := v
+		if _, ok := unknown[k]; ok {
+			want = diag.Redacted
+		}
+		if fmt.Sprint(got[k]) != fmt.Sprint(want) {
+			t.Errorf("%s: got %v, want %v", k, got[k], want)
+		}
 	}
 }

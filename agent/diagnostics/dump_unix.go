@@ -94,10 +94,12 @@ func writeDump(path string) error {
 // the file: a pid left by an agent that died may belong to another
 // process by now, and signalling that one could end it. The test holds a
 // shared lock for an instant; an agent starting in that instant retries
-// its own.
+// its own. The file is opened following no link: the agent's user could
+// otherwise point it at a file another process locks, and have that one
+// signalled.
 func runningPID(home string) (pid int, running bool, err error) {
 	path := filepath.Join(home, lockFile)
-	f, err := os.Open(path)
+	f, _, err := diag.OpenInside(home, lockFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, false, nil
 	}
@@ -121,7 +123,7 @@ func runningPID(home string) (pid int, running bool, err error) {
 	if err != nil || pid <= 0 {
 		return 0, true, fmt.Errorf("an agent runs, but %s names no process id", path)
 	}
-	if pid, err = lockHolder(path, pid); err != nil {
+	if pid, err = lockHolder(f, pid); err != nil {
 		return 0, true, err
 	}
 	return pid, true, nil
@@ -130,12 +132,13 @@ func runningPID(home string) (pid int, running bool, err error) {
 // requestDump asks the agent with process id pid for its goroutine dump
 // and waits up to wait for the file, which is new when it is no longer
 // the one that was there before (the agent replaces it by a rename).
+// Links are not followed here, nor when the file is read (AddFile).
 func requestDump(ctx context.Context, home string, pid int, wait time.Duration) (string, error) {
 	if pid <= 0 {
 		return "", fmt.Errorf("ask the running agent for a goroutine dump: process id %d", pid)
 	}
 	path := DumpPath(home, pid)
-	before, _ := os.Stat(path)
+	before, _ := os.Lstat(path)
 	if err := syscall.Kill(pid, DumpSignal); err != nil {
 		return "", fmt.Errorf("ask the running agent (pid %d) for a goroutine dump: %w (run diagnostics as the agent's user or root)", pid, err)
 	}
@@ -144,7 +147,7 @@ func requestDump(ctx context.Context, home string, pid int, wait time.Duration) 
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if st, err := os.Stat(path); err == nil && (before == nil || !os.SameFile(before, st)) {
+		if st, err := os.Lstat(path); err == nil && (before == nil || !os.SameFile(before, st)) {
 			return path, nil
 		}
 		select {

@@ -15,36 +15,49 @@ import (
 // id of its holder as this process's PID namespace sees it.
 const procLocks = "/proc/locks"
 
-// lockHolder confirms which process holds the flock on path before it is
-// signalled. The process id the agent wrote into the file is the agent's
-// own view of it: an agent in a container, sharing the home with the
-// host, names a process id that on the host is another process, which
-// SIGUSR1 could end. The kernel's list names the holder as this process
-// sees it; a holder it cannot see (another PID namespace) is not
-// signalled at all.
-func lockHolder(path string, filePID int) (int, error) {
+// lockHolder confirms which process holds the flock on the open lock
+// file f before it is signalled. The process id the agent wrote into the
+// file is the agent's own view of it: an agent in a container, sharing
+// the home with the host, names a process id that on the host is another
+// process, which SIGUSR1 could end. The kernel's list names the holder as
+// this process sees it; a holder it cannot see (another PID namespace) is
+// not signalled at all. A lock is the file's when both its inode and its
+// device match: the same inode number on another file system is another
+// file, whose holder must not be signalled.
+func lockHolder(f *os.File, filePID int) (int, error) {
 	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
-		return 0, fmt.Errorf("find the process holding %s: %w", path, err)
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return 0, fmt.Errorf("find the process holding %s: %w", f.Name(), err)
 	}
 	b, err := os.ReadFile(procLocks)
 	if err != nil {
 		return filePID, nil // no /proc: trust the file
 	}
-	holders := parseLocks(b, st.Ino)
+	if pid := pickHolder(parseLocks(b, st.Ino), unix.Major(uint64(st.Dev)), unix.Minor(uint64(st.Dev)), filePID); pid > 0 {
+		return pid, nil
+	}
+	return 0, fmt.Errorf("an agent holds %s, but not as process %d of this system (it may run in a container: run diagnostics there, or use tendril-server agents diagnostics NAME)", f.Name(), filePID)
+}
+
+// pickHolder returns the process among holders (the flocks on the lock
+// file's inode) to signal, 0 for none: filePID if it holds the lock on
+// the file's device major:minor, or else the one holder on that device
+// this process can see.
+func pickHolder(holders []flockHolder, major, minor uint32, filePID int) int {
 	var sameDev []int
 	for _, h := range holders {
+		if h.major != major || h.minor != minor {
+			continue
+		}
 		if h.pid == filePID && filePID > 0 {
-			return filePID, nil
+			return filePID
 		}
-		if h.major == unix.Major(uint64(st.Dev)) && h.minor == unix.Minor(uint64(st.Dev)) {
-			sameDev = append(sameDev, h.pid)
-		}
+		sameDev = append(sameDev, h.pid)
 	}
 	if len(sameDev) == 1 && sameDev[0] > 0 {
-		return sameDev[0], nil
+		return sameDev[0]
 	}
-	return 0, fmt.Errorf("an agent holds %s, but not as process %d of this system (it may run in a container: run diagnostics there, or use tendril-server agents diagnostics NAME)", path, filePID)
+	return 0
 }
 
 // flockHolder is one flock on a file of inode ino in /proc/locks.

@@ -34,6 +34,29 @@ garbage
 	}
 }
 
+func TestPickHolder(t *testing.T) {
+	tests := []struct {
+		name    string
+		holders []flockHolder
+		filePID int
+		want    int
+	}{
+		{"the file's pid on the file's device", []flockHolder{{pid: 812, major: 0xfe}}, 812, 812},
+		{"the file's pid on another device: another file", []flockHolder{{pid: 812, major: 0x08, minor: 1}}, 812, 0},
+		{"another pid, the one on the device", []flockHolder{{pid: 77, major: 0x08}, {pid: 900, major: 0xfe}}, 812, 900},
+		{"a holder this process cannot see", []flockHolder{{pid: 0, major: 0xfe}}, 812, 0},
+		{"two holders on the device, neither the file's", []flockHolder{{pid: 1, major: 0xfe}, {pid: 2, major: 0xfe}}, 812, 0},
+		{"none", nil, 812, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := pickHolder(tt.holders, 0xfe, 0, tt.filePID); got != tt.want {
+				t.Fatalf("got %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
 // FuzzParseLocks: no text of /proc/locks makes the parser panic, and it
 // finds at most one holder per line that names a flock.
 func FuzzParseLocks(f *testing.F) {

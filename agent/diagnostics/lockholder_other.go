@@ -2,6 +2,8 @@
 
 package diagnostics
 
+import "os"
+
 // lockHolder trusts the process id the agent wrote into its lock file
 // where the kernel does not list lock holders.
-func lockHolder(_ string, filePID int) (int, error) { return filePID, nil }
+func lockHolder(_ *os.File, filePID int) (int, error) { return filePID, nil }

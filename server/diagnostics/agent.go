@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	"go.uber.org/zap"
@@ -42,6 +43,12 @@ const (
 	// maxTasks and maxRollouts bound the history an archive holds.
 	maxTasks    = 100
 	maxRollouts = 50
+	// maxCollections bounds the agents' archives collected at once on a
+	// node: each keeps two temporary files of up to
+	// protocol.MaxDiagnosticsSize and its agent busy for minutes, and a
+	// script asking for a whole fleet must not fill the coordinator's
+	// disk.
+	maxCollections = 2
 )
 
 // Fleet is what the collector asks of the coordinator core.
@@ -71,6 +78,8 @@ type Config struct {
 type Collector struct {
 	cfg Config
 	log *zap.Logger
+	// running holds a token per collection in progress (maxCollections).
+	running chan struct{}
 }
 
 // New returns a Collector over cfg.
@@ -79,7 +88,7 @@ func New(cfg Config) *Collector {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Collector{cfg: cfg, log: log.Named("diagnostics")}
+	return &Collector{cfg: cfg, log: log.Named("diagnostics"), running: make(chan struct{}, maxCollections)}
 }
 
 // Archive is a finished archive in a temporary file, removed by Close.
@@ -102,12 +111,22 @@ func (a *Archive) Close() error {
 // note saying why not when it cannot (not connected, too old). The
 // archive is complete before Agent returns, so that a failure is an
 // error rather than a truncated download. An unknown name is an error
-// wrapping kind.ErrNotFound.
+// wrapping kind.ErrNotFound; one asked for while maxCollections others
+// are collected is refused at once with an error wrapping
+// kind.ErrConflict, rather than held for minutes behind them.
 func (c *Collector) Agent(ctx context.Context, name string) (*Archive, error) {
 	v, err := c.cfg.Fleet.Agent(ctx, name)
 	if err != nil {
 		return nil, err
 	}
+	select {
+	case c.running <- struct{}{}:
+		defer func() { <-c.running }()
+	default:
+		c.log.Warn("agent diagnostics refused: too many collections at once", zap.String("agent", v.Name), zap.Int("running", maxCollections))
+		return nil, kind.Errorf(kind.ErrConflict, "this coordinator is already collecting %d agents' diagnostics, the most it collects at once: ask again for %s when one has finished", maxCollections, v.Name)
+	}
+	c.log.Info("collecting agent diagnostics", zap.String("agent", v.Name))
 	own, err := os.CreateTemp("", "tendril-agent-side-*.tar.gz")
 	if err != nil {
 		return nil, fmt.Errorf("collect diagnostics of agent %s: %w", name, err)
@@ -173,7 +192,9 @@ func (c *Collector) writeAgent(ctx context.Context, w io.Writer, v api.AgentView
 				dw.Missing(AgentArchiveName, ownDesc, agentErr)
 				return nil
 			}
-			return dw.AddFile(AgentArchiveName, ownDesc, own, protocol.MaxDiagnosticsSize, false)
+			// Streamed: the agent's archive may be up to
+			// protocol.MaxDiagnosticsSize.
+			return dw.AddArchive(AgentArchiveName, ownDesc, filepath.Dir(own), filepath.Base(own), protocol.MaxDiagnosticsSize)
 		},
 	}
 	for _, step := range steps {

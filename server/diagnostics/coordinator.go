@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/tendrildeploy/tendril/api"
@@ -32,6 +33,8 @@ const (
 	maxDatabaseCopy = 1 << 30
 	// liveTimeout bounds each question to the running coordinator.
 	liveTimeout = 30 * time.Second
+	// maxRunFile bounds run.json as read: it is a few lines.
+	maxRunFile = 1 << 20
 )
 
 // ErrNoDataDir means the folder given holds no coordinator: no archive
@@ -163,7 +166,7 @@ func (c *coordinator) versions() error {
 // /api/server: addresses, TLS minimum, protocol range, thumbprints).
 func (c *coordinator) config() error {
 	const runDesc = "run.json: where the running coordinator listens, its process id and version"
-	b, err := os.ReadFile(c.path(api.RunFile))
+	b, err := diag.ReadFileInside(c.dir, api.RunFile, maxRunFile)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		c.dw.Missing("config/run.json", runDesc, errors.New("no run.json: the coordinator is not running (it removes the file when it stops)"))
@@ -178,25 +181,48 @@ func (c *coordinator) config() error {
 	}
 	db := struct {
 		Backend string `json:"backend"`
-		URL     string `json:"url,omitempty"`
-		File    string `json:"file,omitempty"`
-		Size    int64  `json:"size,omitempty"`
-		Error   string `json:"error,omitempty"`
+		// URL is a PostgreSQL database as user@host:port/name: parsed,
+		// not the URL given with its password cut out, which a password
+		// quoted or holding "@" would defeat.
+		URL   string `json:"url,omitempty"`
+		File  string `json:"file,omitempty"`
+		Size  int64  `json:"size,omitempty"`
+		Error string `json:"error,omitempty"`
 	}{Backend: "sqlite", File: datadir.DBFile}
 	if c.cfg.Database != "" {
-		db.Backend, db.URL, db.File = "postgres", diag.RedactString(c.cfg.Database), ""
+		db.Backend, db.File = "postgres", ""
+		if u, err := describeDatabase(c.cfg.Database); err != nil {
+			db.Error = diag.RedactString(err.Error())
+		} else {
+			db.URL = u
+		}
 	} else if st, err := os.Stat(c.path(datadir.DBFile)); err != nil {
 		db.Error = err.Error()
 	} else {
 		db.Size = st.Size()
 	}
-	if err := c.dw.AddJSON("config/database.json", "the database the coordinator keeps its state in (a PostgreSQL URL without its password)", db); err != nil {
+	if err := c.dw.AddJSON("config/database.json", "the database the coordinator keeps its state in (a PostgreSQL database as user@host:port/name, never its password)", db); err != nil {
 		return err
 	}
 	if c.cfg.Live == nil {
 		return nil
 	}
 	return c.dw.AddJSON("config/server.json", "the running coordinator's own description (GET /api/server)", c.info)
+}
+
+// describeDatabase names the PostgreSQL database at url as
+// postgres://user@host:port/name (sqlstore.DescribeDatabase). A URL whose
+// user information holds a second, unencoded "@" is not named: pgx, like
+// libpq, ends the user information at the first, so the rest of the
+// password would show as the host.
+func describeDatabase(url string) (string, error) {
+	for _, scheme := range []string{"postgres://", "postgresql://"} {
+		rest, ok := strings.CutPrefix(url, scheme)
+		if authority, _, _ := strings.Cut(rest, "/"); ok && strings.Count(authority, "@") > 1 {
+			return "", errors.New("invalid database URL: its user information holds an unencoded \"@\" (percent-encode it as %40); not named, as part of the password would show as the host")
+		}
+	}
+	return sqlstore.DescribeDatabase(url)
 }
 
 // certificates describes the coordinator's certificates and the signing
@@ -260,14 +286,14 @@ func (c *coordinator) folder() error {
 	return c.dw.AddJSON("data.json", "the data folder's files with sizes, permissions and times (no content; uploaded task files are left out)", out)
 }
 
-// log adds the coordinator's log file, if it has one, its newest part.
+// log adds the coordinator's log file, if it has one, its newest part;
+// a link in its place is not followed (diag.OpenInside).
 func (c *coordinator) log() error {
-	path := c.path(LogFile)
-	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Lstat(c.path(LogFile)); errors.Is(err, fs.ErrNotExist) {
 		c.dw.Note("no %s in the data folder: a coordinator run by a service manager logs to its journal (journalctl -u NAME)", LogFile)
 		return nil
 	}
-	return c.dw.AddFile("logs/"+LogFile, "the coordinator's log", path, logLimit, true)
+	return c.dw.AddFile("logs/"+LogFile, "the coordinator's log", c.dir, LogFile, logLimit, true)
 }
 
 // agentSummary is an agent as the archive lists it: what tells a healthy
@@ -375,7 +401,7 @@ func (c *coordinator) openCopy() (store.Store, func(), error) {
 	}
 	cleanup := func() { os.RemoveAll(tmp) }
 	for _, suffix := range []string{"", "-wal"} {
-		if err := copyFile(src+suffix, filepath.Join(tmp, datadir.DBFile+suffix)); err != nil && (suffix == "" || !errors.Is(err, fs.ErrNotExist)) {
+		if err := copyFile(c.dir, datadir.DBFile+suffix, filepath.Join(tmp, datadir.DBFile+suffix)); err != nil && (suffix == "" || !errors.Is(err, fs.ErrNotExist)) {
 			cleanup()
 			return nil, nil, fmt.Errorf("copy the database: %w", err)
 		}
@@ -388,8 +414,9 @@ func (c *coordinator) openCopy() (store.Store, func(), error) {
 	return s, func() { s.Close(); cleanup() }, nil
 }
 
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
+// copyFile copies the file rel inside dir to dst, following no link.
+func copyFile(dir, rel, dst string) error {
+	in, _, err := diag.OpenInside(dir, rel)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -170,21 +171,67 @@ func maps(a, b map[string][32]byte) bool {
 	return true
 }
 
+// TestCoordinatorArchiveWithPostgreSQL: the database is named as
+// user@host:port/name, parsed, whatever form the URL gives its password
+// in: a URL (with "@" in the password), key=value settings with a quoted
+// password holding spaces. A URL that does not parse is named by why,
+// never quoted.
 func TestCoordinatorArchiveWithPostgreSQL(t *testing.T) {
-	dir, forbidden := dataFolder(t)
-	forbidden["the database password"] = []byte("s3cret-db")
-	forbidden["the client key's passphrase"] = []byte("kpass")
-	a := collectCoordinator(t, diagnostics.CoordinatorConfig{DataDir: dir,
-		Database: "postgres://tendril:s3cret-db@db.example:5432/tendril?sslmode=verify-full&sslpassword=kpass"})
-	if got := string(a.Files["config/database.json"]); !strings.Contains(got, "postgres://xxxxx@db.example:5432/tendril") {
-		t.Errorf("config/database.json: got %s, want the URL without its credentials", got)
+	tests := []struct {
+		name, url, want string
+		secrets         []string
+	}{
+		{"URL", "postgres://tendril:s3cret-db@db.example:5432/tendril?sslmode=verify-full&sslpassword=kpass",
+			`"url": "postgres://tendril@db.example:5432/tendril"`, []string{"s3cret-db", "kpass"}},
+		{"URL with @ in the password", "postgres://tendril:p@ss-w0rd@db.example/tendril",
+			`unencoded \"@\"`, []string{"p@ss-w0rd", "ss-w0rd"}},
+		{"URL with @ encoded in the password", "postgresql://tendril:p%40ss-w0rd@db.example/tendril",
+			`"url": "postgres://tendril@db.example:5432/tendril"`, []string{"p%40ss-w0rd", "ss-w0rd"}},
+		{"key=value, quoted", "host=db.example port=5433 user=tendril password='my s3cret pw' dbname=t",
+			`"url": "postgres://tendril@db.example:5433/t"`, []string{"my s3cret pw", "s3cret"}},
+		{"unparsable", "postgres://tendril:s3cret-db@db.example:notaport/t",
+			`"error": "invalid database URL`, []string{"s3cret-db"}},
 	}
-	for _, name := range []string{"nodes.json", "agents.json"} {
-		if !slices.ContainsFunc(a.Manifest.Missing, func(m diag.Missing) bool { return m.Name == name && strings.Contains(m.Error, "PostgreSQL") }) {
-			t.Errorf("missing: got %+v, want %s not read from a shared database", a.Manifest.Missing, name)
-		}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir, forbidden := dataFolder(t)
+			for i, s := range tt.secrets {
+				forbidden[fmt.Sprintf("the database secret %d", i)] = []byte(s)
+			}
+			a := collectCoordinator(t, diagnostics.CoordinatorConfig{DataDir: dir, Database: tt.url})
+			if got := string(a.Files["config/database.json"]); !strings.Contains(got, tt.want) {
+				t.Errorf("config/database.json: got %s, want it holding %s", got, tt.want)
+			}
+			for _, name := range []string{"nodes.json", "agents.json"} {
+				if !slices.ContainsFunc(a.Manifest.Missing, func(m diag.Missing) bool { return m.Name == name && strings.Contains(m.Error, "PostgreSQL") }) {
+					t.Errorf("missing: got %+v, want %s not read from a shared database", a.Manifest.Missing, name)
+				}
+			}
+			checkNoSecrets(t, a, forbidden)
+		})
 	}
-	checkNoSecrets(t, a, forbidden)
+}
+
+// TestCoordinatorArchiveFollowsNoLink: server.log replaced by a link to a
+// file outside the data folder is not read into the archive.
+func TestCoordinatorArchiveFollowsNoLink(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("symbolic links need privileges on Windows")
+	}
+	dir, _ := dataFolder(t)
+	outside := filepath.Join(t.TempDir(), "shadow")
+	os.WriteFile(outside, []byte("root:planted-shadow-hash"), 0o600)
+	os.Remove(filepath.Join(dir, diagnostics.LogFile))
+	if err := os.Symlink(outside, filepath.Join(dir, diagnostics.LogFile)); err != nil {
+		t.Fatal(err)
+	}
+	a := collectCoordinator(t, diagnostics.CoordinatorConfig{DataDir: dir, LiveErr: errors.New("not running")})
+	checkNoSecrets(t, a, map[string][]byte{"the file server.log links to": []byte("planted-shadow-hash")})
+	if !slices.ContainsFunc(a.Manifest.Missing, func(m diag.Missing) bool {
+		return m.Name == "logs/"+diagnostics.LogFile && strings.Contains(m.Error, "symbolic link")
+	}) {
+		t.Errorf("missing: got %+v, want the log left out as a link", a.Manifest.Missing)
+	}
 }
 
 // fakeLive is a running coordinator's API.

@@ -235,7 +235,7 @@ func (h *API) Register(mux *http.ServeMux) {
 	route("POST /api/nodes/{name}/undrain", h.apiUndrainNode)
 	route("POST /api/agents/{name}/health-check", h.apiCheckAgentHealth)
 	route("POST /api/agents/{name}/diagnostics", h.apiAgentDiagnostics)
-	route("GET /api/server/goroutines", h.apiGoroutines)
+	route("GET /api/server/goroutines", h.adminOnly(h.apiGoroutines))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusNotFound, fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path))
 	})

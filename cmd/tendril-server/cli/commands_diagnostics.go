@@ -12,7 +12,6 @@ import (
 
 	"github.com/tendrildeploy/tendril/api/client"
 	"github.com/tendrildeploy/tendril/diag"
-	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/diagnostics"
 	"github.com/tendrildeploy/tendril/version"
 )
@@ -32,8 +31,8 @@ func newDiagnosticsCmd(e Env) *cobra.Command {
 and SHA-256, when it was collected) and what could not be collected, with
 why.
 
-It holds the versions, run.json, the database it uses (a PostgreSQL URL
-without its password), its certificates' subjects, thumbprints and expiry
+It holds the versions, run.json, the database it uses (a PostgreSQL
+database as user@host:port/name, never its password), its certificates' subjects, thumbprints and expiry
 and the signing key's public half, the data folder's listing, its log
 (DIR/server.log, if it logs there), and, from a running coordinator (found
 through DIR/run.json and asked with DIR/admin.key), its nodes, its agents
@@ -76,7 +75,7 @@ For one agent's diagnostics, see "tendril-server agents diagnostics NAME".`,
 	}
 	f := c.Flags()
 	f.StringVar(&data, "data", "", "the coordinator's data folder (default $"+envData+")")
-	f.StringVar(&database, "database", "", "the PostgreSQL URL the coordinator runs with, named in the archive without its password (default $"+envDatabase+")")
+	f.StringVar(&database, "database", "", "the PostgreSQL URL the coordinator runs with, named in the archive as user@host:port/name (default $"+envDatabase+")")
 	f.StringVar(&out, "out", "", "archive to write (default: tendril-server-diagnostics-HOST-TIME.tar.gz in the current folder)")
 	f.BoolVar(&asJSON, "json", false, "print the archive's manifest as JSON")
 	return c
@@ -120,11 +119,12 @@ is missing.`,
 					return err
 				}
 				defer f.Close()
-				a, err := diag.Read(f, 2*protocol.MaxDiagnosticsSize)
+				// The manifest only: the archive may be hundreds of MiB.
+				m, err := diag.ReadManifest(f)
 				if err != nil {
 					return fmt.Errorf("read %s: %w", out, err)
 				}
-				return writeDiagnostics(e.Stdout, out, a.Manifest, asJSON)
+				return writeDiagnostics(e.Stdout, out, m, asJSON)
 			})
 		},
 	}

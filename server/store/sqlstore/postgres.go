@@ -109,6 +109,20 @@ func openPostgres(ctx context.Context, url string, migs []migration) (*Postgres,
 	return s, nil
 }
 
+// DescribeDatabase names the PostgreSQL database at url as
+// postgres://user@host:port/name, as the store does in its errors and
+// logs: parsed as the store parses it, so no password is shown in any
+// form the URL may give it (in a URL, or as key=value settings, quoted
+// or not). Diagnostics archives name the database with it.
+func DescribeDatabase(url string) (string, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		// pgx's error quotes the URL with its password masked.
+		return "", fmt.Errorf("invalid database URL: %w", err)
+	}
+	return describeDatabase(cfg.ConnConfig), nil
+}
+
 // describeDatabase names the database as user@host:port/name for errors
 // and logs, listing every host of a multi-host URL.
 func describeDatabase(c *pgx.ConnConfig) string {
