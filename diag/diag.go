@@ -17,6 +17,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -390,6 +391,24 @@ func (w *Writer) write(name string, at time.Time, data []byte) error {
 
 // Manifest is the manifest as it stands.
 func (w *Writer) Manifest() Manifest { return w.m }
+
+// Collect runs each step in turn, stopping at the first that fails or
+// when ctx ends, then closes w and returns its manifest: the shape of
+// every collection, agent's or coordinator's.
+func (w *Writer) Collect(ctx context.Context, steps ...func() error) (Manifest, error) {
+	for _, step := range steps {
+		if err := ctx.Err(); err != nil {
+			return Manifest{}, fmt.Errorf("collect diagnostics: %w", err)
+		}
+		if err := step(); err != nil {
+			return Manifest{}, err
+		}
+	}
+	if err := w.Close(); err != nil {
+		return Manifest{}, err
+	}
+	return w.Manifest(), nil
+}
 
 // Close writes the manifest and finishes the archive. It does not close
 // the writer given to NewWriter.

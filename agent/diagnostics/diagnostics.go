@@ -134,21 +134,8 @@ func Collect(ctx context.Context, w io.Writer, cfg Config) (diag.Manifest, error
 		cfg.DumpWait = defaultDumpWait
 	}
 	c := &collector{ctx: ctx, home: home, cfg: cfg, dw: diag.NewWriter(w, diag.KindAgent, home, cfg.Tool), now: time.Now()}
-	for _, step := range []func() error{
-		c.versions, c.config, c.certificates, c.goroutines, c.logs,
-		c.upgrade, c.tasks, c.calamari, c.disk, c.listing, c.status,
-	} {
-		if err := ctx.Err(); err != nil {
-			return diag.Manifest{}, fmt.Errorf("collect diagnostics: %w", err)
-		}
-		if err := step(); err != nil {
-			return diag.Manifest{}, err
-		}
-	}
-	if err := c.dw.Close(); err != nil {
-		return diag.Manifest{}, err
-	}
-	return c.dw.Manifest(), nil
+	return c.dw.Collect(ctx, c.versions, c.config, c.certificates, c.goroutines, c.logs,
+		c.upgrade, c.tasks, c.calamari, c.disk, c.listing, c.status)
 }
 
 // collector is one collection in progress.

@@ -119,18 +119,7 @@ func Coordinator(ctx context.Context, w io.Writer, cfg CoordinatorConfig) (diag.
 		}
 		c.dw.Note("the coordinator is not running here, or its API does not answer (%s): its nodes and agents are read from its database, and there is no goroutine dump", why)
 	}
-	for _, step := range []func() error{c.versions, c.config, c.certificates, c.folder, c.log, c.fleet, c.goroutines, c.disk} {
-		if err := ctx.Err(); err != nil {
-			return diag.Manifest{}, fmt.Errorf("collect diagnostics: %w", err)
-		}
-		if err := step(); err != nil {
-			return diag.Manifest{}, err
-		}
-	}
-	if err := c.dw.Close(); err != nil {
-		return diag.Manifest{}, err
-	}
-	return c.dw.Manifest(), nil
+	return c.dw.Collect(ctx, c.versions, c.config, c.certificates, c.folder, c.log, c.fleet, c.goroutines, c.disk)
 }
 
 // coordinator is one collection in progress.
