@@ -269,6 +269,9 @@ func TestAgentCertificateRotationStaysConnected(t *testing.T) {
 	ts := startServer(t, nil)
 	a := startAgent(t, registerAgent(t, ts, ts.AgentAddr(), "rotor", nil), nil)
 	ts.waitConnected(t, "rotor")
+	// The coordinator lists a session before the agent has read its
+	// Welcome: sampling starts once both sides say so.
+	eventually(t, "rotor says it is connected", func() bool { return a.Status().Connected })
 	old := a.Status().Thumbprint
 
 	// Sample connectivity, as the coordinator and the agent see it, for the
