@@ -443,6 +443,7 @@ func (a *Agent) hello() protocol.Hello {
 		Upgrade:     a.upgradeReport(),
 		Busy:        a.tasks.Running() > 0,
 		SigningKey:  a.signingKey(),
+		Features:    []string{protocol.FeatureIsolation},
 	}
 }
 

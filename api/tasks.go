@@ -1,6 +1,9 @@
 package api
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // FileView describes an uploaded file.
 type FileView struct {
@@ -35,6 +38,43 @@ type TaskRequest struct {
 	// File is an uploaded file (POST /api/files) to put in the task's
 	// folder before it starts, e.g. a package for deploy-package.
 	File *FileRef `json:"file,omitempty"`
+	// Isolation is IsolationFull (the default, "") or IsolationNone: a
+	// full-isolation task runs alone on its agent, waiting for the tasks
+	// there to finish and making later ones wait for it.
+	Isolation string `json:"isolation,omitempty"`
+	// Locks are named locks (names as ValidateName allows, at most
+	// MaxTaskLocks) the task holds on its agent while it runs: tasks that
+	// share one run one after the other.
+	Locks []string `json:"locks,omitempty"`
+}
+
+// Task isolation, TaskRequest.Isolation and TaskView.Isolation.
+const (
+	IsolationFull = "full"
+	IsolationNone = "none"
+)
+
+// MaxTaskLocks is the most named locks one task may hold.
+const MaxTaskLocks = 16
+
+// ValidateIsolation checks a TaskRequest's isolation and locks; the
+// coordinator refuses a request that fails it, and the command checks it
+// before uploading anything.
+func ValidateIsolation(isolation string, locks []string) error {
+	switch isolation {
+	case "", IsolationFull, IsolationNone:
+	default:
+		return fmt.Errorf("isolation %q: use %q (the task runs alone on its agent; the default) or %q", isolation, IsolationFull, IsolationNone)
+	}
+	if len(locks) > MaxTaskLocks {
+		return fmt.Errorf("%d locks: a task may hold at most %d", len(locks), MaxTaskLocks)
+	}
+	for _, l := range locks {
+		if err := ValidateName("lock", l); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // FileRef names an uploaded file and what to call it on the agent.
@@ -45,12 +85,19 @@ type FileRef struct {
 
 // TaskView is a task as the API shows it.
 type TaskView struct {
-	ID         string     `json:"id"`
-	Group      string     `json:"group"`
-	Agent      string     `json:"agent"`
-	Args       []string   `json:"args"`
-	Calamari   string     `json:"calamari"`
-	File       string     `json:"file,omitempty"`
+	ID       string   `json:"id"`
+	Group    string   `json:"group"`
+	Agent    string   `json:"agent"`
+	Args     []string `json:"args"`
+	Calamari string   `json:"calamari"`
+	File     string   `json:"file,omitempty"`
+	// Isolation is IsolationFull or IsolationNone.
+	Isolation string `json:"isolation"`
+	// Locks are the task's named locks.
+	Locks []string `json:"locks,omitempty"`
+	// State is TaskQueued until the task runs: until it reaches its
+	// agent, and while it waits there for its turn (its log says for
+	// which task).
 	State      string     `json:"state"`
 	ExitCode   int        `json:"exit_code"`
 	Error      string     `json:"error,omitempty"`

@@ -49,6 +49,9 @@ type Hello struct {
 	// push, that the agent will refuse them. Omitted by older agents and
 	// by a listening agent that has not learned one yet.
 	SigningKey string `json:"signing_key,omitempty"`
+	// Features lists what the agent can do beyond its protocol version
+	// (FeatureIsolation). Omitted by older agents.
+	Features []string `json:"features,omitempty"`
 }
 
 // Welcome answers Hello.

@@ -90,7 +90,30 @@ type TaskStart struct {
 	Ticket   string   `json:"ticket"`
 	Calamari string   `json:"calamari"` // version to run
 	Args     []string `json:"args"`
+	// Isolation is IsolationFull ("" means it too: an older coordinator's
+	// tasks run one at a time) or IsolationNone. A full-isolation task
+	// runs alone on the agent; tasks of isolation none run beside each
+	// other. Agents that do not isolate (no FeatureIsolation in Hello)
+	// ignore it and Locks.
+	Isolation string `json:"isolation,omitempty"`
+	// Locks are named locks the task holds, exclusively, while it runs:
+	// tasks that share one run one after the other.
+	Locks []string `json:"locks,omitempty"`
+	// Name says what the task is, for the log line of a task that waits
+	// for it ("waiting for task <ticket> (<name>) to finish").
+	Name string `json:"name,omitempty"`
 }
+
+// Task isolation, TaskStart.Isolation.
+const (
+	IsolationFull = "full"
+	IsolationNone = "none"
+)
+
+// FeatureIsolation, in Hello.Features, says that the agent honours
+// TaskStart.Isolation and Locks, and may answer TaskStarted with
+// TaskQueued for a task that waits its turn.
+const FeatureIsolation = "task_isolation"
 
 // Task states as agents and the coordinator report them.
 const (
@@ -106,8 +129,11 @@ type TaskStarted struct {
 	Ticket string `json:"ticket"`
 	// Existing is true when the ticket was already known: nothing new was
 	// started.
-	Existing bool   `json:"existing,omitempty"`
-	State    string `json:"state"`
+	Existing bool `json:"existing,omitempty"`
+	// State is TaskQueued while the task waits for another one to finish
+	// (its isolation or a lock), TaskRunning once its process started,
+	// or a final state.
+	State string `json:"state"`
 }
 
 // TaskFollow asks for a task's log from sequence number From on, and to
@@ -129,6 +155,10 @@ type LogEntry struct {
 // TaskLog carries log entries in order.
 type TaskLog struct {
 	Entries []LogEntry `json:"entries"`
+	// State is the task's state once these entries were written
+	// (TaskQueued or TaskRunning), so the coordinator sees a waiting task
+	// start. Omitted by agents without FeatureIsolation.
+	State string `json:"state,omitempty"`
 }
 
 // TaskEnd is the last frame of a follow: the task has finished.

@@ -260,6 +260,12 @@ func apiEndpoints(fx apiFixture) map[string]endpoint {
 			{name: "wrong type", body: `{"agent": "web-1", "args": "run-script"}`, status: 400, msg: `field "args" must be an array, not a string`},
 			{name: "no arguments", body: `{"agent": "web-1", "args": []}`, status: 400, msg: "no Calamari arguments given"},
 			{name: "unknown agent", body: `{"agent": "nobody", "args": ["x"]}`, status: 404, msg: "nobody"},
+			{name: "lock name with a space", body: `{"agent": "web-1", "args": ["x"], "locks": ["my db"]}`, status: 400, msg: `lock name "my db": use 1-63 letters, digits, '.', '_' or '-'`},
+			{name: "lock name with a slash", body: `{"agent": "web-1", "args": ["x"], "locks": ["db", "a/b"]}`, status: 400, msg: `lock name "a/b": use 1-63 letters`},
+			{name: "empty lock name", body: `{"agent": "web-1", "args": ["x"], "locks": [""]}`, status: 400, msg: `lock name "": use 1-63 letters`},
+			{name: "too many locks", body: `{"agent": "web-1", "args": ["x"], "locks": ["a","b","c","d","e","f","g","h","i","j","k","l","m","n","o","p","q"]}`, status: 400, msg: "17 locks: a task may hold at most 16"},
+			{name: "locks not a list", body: `{"agent": "web-1", "args": ["x"], "locks": "db"}`, status: 400, msg: `field "locks" must be an array, not a string`},
+			{name: "unknown isolation", body: `{"agent": "web-1", "args": ["x"], "isolation": "partial"}`, status: 400, msg: `isolation "partial": use "full"`},
 		}},
 		"GET /api/tasks": {path: "/api/tasks", bad: []badInput{
 			{name: "limit not a number", path: "/api/tasks?limit=ten", status: 400, msg: "limit must be a number from 1 to 1000"},

@@ -8,6 +8,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -312,6 +313,7 @@ func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, 
 		tlsVersion: cs.Version, protocol: v, upgradeOnly: upgradeOnly,
 		connectedAt: time.Now(), remote: remote, serverAck: a.ServerThumbprintAck,
 		signingKey: h.SigningKey,
+		isolates:   slices.Contains(h.Features, protocol.FeatureIsolation),
 	}
 	// The session is listed before the agent hears Welcome, so that once
 	// an agent knows it is connected, so does every API call.

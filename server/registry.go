@@ -24,6 +24,9 @@ type agentSession struct {
 	// signingKey is the coordinator signing key the agent said it pinned,
 	// "" if it did not say (older agents).
 	signingKey string
+	// isolates is true when the agent honours tasks' isolation and locks
+	// (protocol.FeatureIsolation); older agents run every task at once.
+	isolates bool
 }
 
 // registry maps agent IDs to their live session. An agent has at most one:

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,7 +24,11 @@ import (
 
 func taskView(t store.Task) api.TaskView {
 	v := api.TaskView{ID: t.ID, Group: t.Group, Agent: t.AgentName, Args: t.Args, Calamari: t.Calamari, File: t.FileName,
+		Isolation: t.Isolation, Locks: t.Locks,
 		State: t.State, ExitCode: t.ExitCode, Error: t.Error, CreatedAt: t.CreatedAt, LogLines: t.LastSeq}
+	if v.Isolation == "" {
+		v.Isolation = api.IsolationFull
+	}
 	if !t.StartedAt.IsZero() {
 		v.StartedAt = &t.StartedAt
 	}
@@ -43,6 +49,10 @@ var fileNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$`)
 func (s *Server) CreateTasks(ctx context.Context, req api.TaskRequest) ([]api.TaskView, error) {
 	if len(req.Args) == 0 {
 		return nil, kind.Errorf(kind.ErrBadRequest, "no Calamari arguments given (e.g. run-script --inline 'echo hello')")
+	}
+	isolation, locks, err := taskIsolation(req)
+	if err != nil {
+		return nil, err
 	}
 	done, err := s.maint.Begin()
 	if err != nil {
@@ -102,7 +112,8 @@ func (s *Server) CreateTasks(ctx context.Context, req api.TaskRequest) ([]api.Ta
 	tasks := make([]store.Task, len(agents))
 	for i, a := range agents {
 		tasks[i] = store.Task{ID: uuid.NewString(), Group: group, AgentID: a.ID, AgentName: a.Name, Args: req.Args,
-			Calamari: version, FileName: fileName, FileSHA256: fileSum, State: api.TaskQueued, CreatedAt: now}
+			Calamari: version, FileName: fileName, FileSHA256: fileSum, Isolation: isolation, Locks: locks,
+			State: api.TaskQueued, CreatedAt: now}
 	}
 	if err := s.store.CreateTasks(ctx, tasks); err != nil {
 		return nil, err
@@ -130,6 +141,24 @@ func (s *Server) CreateTasks(ctx context.Context, req api.TaskRequest) ([]api.Ta
 }
 
 var sha256Pattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// taskIsolation checks a request's isolation and locks, and returns them
+// as stored: the isolation spelt out, the locks sorted without
+// duplicates.
+func taskIsolation(req api.TaskRequest) (string, []string, error) {
+	if err := api.ValidateIsolation(req.Isolation, req.Locks); err != nil {
+		return "", nil, kind.Errorf(kind.ErrBadRequest, "%v", err)
+	}
+	isolation := req.Isolation
+	if isolation == "" {
+		isolation = api.IsolationFull
+	}
+	var locks []string
+	if len(req.Locks) > 0 {
+		locks = slices.Compact(slices.Sorted(slices.Values(req.Locks)))
+	}
+	return isolation, locks, nil
+}
 
 // Task returns one task.
 func (s *Server) Task(ctx context.Context, id string) (api.TaskView, error) {
@@ -420,7 +449,9 @@ func (s *Server) startOnAgent(ctx context.Context, as *agentSession, t store.Tas
 	var started protocol.TaskStarted
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.HealthTimeout+30*time.Second)
 	defer cancel()
-	err = protocol.Call(cctx, as.sess, protocol.TypeTaskStart, protocol.TaskStart{Ticket: t.ID, Calamari: t.Calamari, Args: t.Args}, protocol.TypeTaskStarted, &started)
+	req := protocol.TaskStart{Ticket: t.ID, Calamari: t.Calamari, Args: t.Args,
+		Isolation: t.Isolation, Locks: t.Locks, Name: taskName(t)}
+	err = protocol.Call(cctx, as.sess, protocol.TypeTaskStart, req, protocol.TypeTaskStarted, &started)
 	if protocol.IsCode(err, protocol.CodeBadRequest) {
 		return kind.Errorf(errTaskRefused, "%v", err)
 	}
@@ -429,12 +460,33 @@ func (s *Server) startOnAgent(ctx context.Context, as *agentSession, t store.Tas
 	}
 	if !started.Existing {
 		s.taskLog(t.ID, fmt.Sprintf("Started on %s: calamari %s", as.name, t.Calamari))
+		if !as.isolates {
+			// Run rather than refuse, so that nothing breaks while the
+			// agents are being upgraded; the log says what was lost.
+			s.taskLog(t.ID, fmt.Sprintf("The agent on %s is too old to isolate tasks: this one runs at once, whatever else runs there (isolation and locks need a newer agent)", as.name))
+		}
+	}
+	if started.State == protocol.TaskQueued {
+		// It waits on the agent for its turn; following it tells when it
+		// runs.
+		return nil
 	}
 	if err := s.store.UpdateTask(ctx, t.ID, store.TaskUpdate{State: api.TaskRunning, StartedAt: time.Now().UTC()}); err != nil {
 		return err
 	}
 	s.tasks.notify(t.ID)
 	return nil
+}
+
+// taskName says what a task runs, for the log of a task that waits for
+// it on the agent: Calamari's first arguments, shortened.
+func taskName(t store.Task) string {
+	const maxName = 60
+	name := strings.Join(t.Args, " ")
+	if len(name) > maxName {
+		name = strings.ToValidUTF8(name[:maxName], "") + "..."
+	}
+	return name
 }
 
 // followTask collects the task's log from where the store left off until
@@ -472,6 +524,13 @@ func (s *Server) followTask(ctx context.Context, as *agentSession, t *store.Task
 			if _, err := s.store.AppendTaskLogs(context.WithoutCancel(ctx), t.ID, lines); err != nil {
 				return protocol.TaskEnd{}, err
 			}
+			if tl.State == protocol.TaskRunning && cur.State == api.TaskQueued {
+				// The task waited on the agent for its turn, and runs now.
+				if err := s.store.UpdateTask(context.WithoutCancel(ctx), t.ID, store.TaskUpdate{State: api.TaskRunning, StartedAt: time.Now().UTC()}); err != nil {
+					return protocol.TaskEnd{}, err
+				}
+				cur.State = api.TaskRunning
+			}
 			s.tasks.notify(t.ID)
 		case protocol.TypeTaskEnd:
 			var end protocol.TaskEnd
@@ -506,6 +565,13 @@ func (s *Server) CancelTask(ctx context.Context, id string) (api.TaskView, error
 				s.taskLog(id, "Cancellation requested")
 				s.taskLog(id, "Task cancelled before it started")
 				s.finishTask(id, api.TaskCancelled, -1, "cancelled")
+				// It may have reached its agent and wait there for its
+				// turn (its driver died): it must never run.
+				if as := s.sessions.get(t.AgentID); as != nil {
+					cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+					protocol.Call(cctx, as.sess, protocol.TypeTaskCancel, protocol.TaskCancel{Ticket: id}, protocol.TypeAck, nil)
+					cancel()
+				}
 				return s.Task(ctx, id)
 			}
 			if t, err = s.store.Task(ctx, id); err != nil { // claimed meanwhile

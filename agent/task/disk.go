@@ -31,6 +31,8 @@ type info struct {
 	Ticket    string    `json:"ticket"`
 	Calamari  string    `json:"calamari"`
 	Args      []string  `json:"args"`
+	Isolation string    `json:"isolation,omitempty"`
+	Locks     []string  `json:"locks,omitempty"`
 	StartedAt time.Time `json:"started_at"`
 	// PID is the process id once it started; 0 before, or if it never
 	// did.

@@ -49,6 +49,17 @@ func (r *Runner) Follow(ctx context.Context, ticket string, from int64, send fun
 			return protocol.TaskEnd{}, fmt.Errorf("follow task %s: it has no result and is not running: %w", ticket, err)
 		}
 	}
+	if t != nil {
+		// Each batch says whether the task still waits for its turn, so
+		// the coordinator sees it start.
+		inner := send
+		send = func(l protocol.TaskLog) error {
+			if st := t.state(); st == protocol.TaskQueued || st == protocol.TaskRunning {
+				l.State = st
+			}
+			return inner(l)
+		}
+	}
 	fd := &feed{path: filepath.Join(dir, logFile), from: from, next: 1, send: send}
 	defer fd.close()
 	if t == nil {

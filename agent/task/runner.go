@@ -93,7 +93,7 @@ func IsBadRequest(err error) bool {
 	if errors.As(err, &ce) {
 		return true
 	}
-	for _, target := range []error{ErrInvalidTicket, ErrInvalidFileName, ErrInvalidTransfer, ErrUnknownTicket, ErrStarted, protocol.ErrTransfer} {
+	for _, target := range []error{ErrInvalidTicket, ErrInvalidIsolation, ErrInvalidFileName, ErrInvalidTransfer, ErrUnknownTicket, ErrStarted, protocol.ErrTransfer} {
 		if errors.Is(err, target) {
 			return true
 		}
@@ -139,6 +139,8 @@ type Runner struct {
 	// start verifies one until its task finishes, so a prune never removes
 	// one from under a task.
 	versions map[string]int
+	// locks decides which tasks may run at once (isolation, named locks).
+	locks lockTable
 }
 
 // New returns a Runner for cfg.Dir. Tasks that an earlier agent process
@@ -269,6 +271,10 @@ func (r *Runner) Start(ctx context.Context, req protocol.TaskStart) (protocol.Ta
 	if err := ValidateTicket(req.Ticket); err != nil {
 		return protocol.TaskStarted{}, err
 	}
+	c, err := newClaim(req)
+	if err != nil {
+		return protocol.TaskStarted{}, err
+	}
 	unlock, err := r.tickets.Lock(ctx, req.Ticket)
 	if err != nil {
 		return protocol.TaskStarted{}, fmt.Errorf("start task %s: %w", req.Ticket, err)
@@ -291,6 +297,7 @@ func (r *Runner) Start(ctx context.Context, req protocol.TaskStart) (protocol.Ta
 		return protocol.TaskStarted{}, fmt.Errorf("start task %s: %w", req.Ticket, err)
 	}
 	t := newTask(req.Ticket, dir, req.Calamari)
+	t.claim = c
 	r.mu.Lock()
 	if r.closed {
 		r.unreserveLocked(req.Calamari)
@@ -300,7 +307,7 @@ func (r *Runner) Start(ctx context.Context, req protocol.TaskStart) (protocol.Ta
 	r.tasks[req.Ticket] = t
 	r.mu.Unlock()
 
-	in := info{Ticket: req.Ticket, Calamari: req.Calamari, Args: req.Args, StartedAt: time.Now().UTC()}
+	in := info{Ticket: req.Ticket, Calamari: req.Calamari, Args: req.Args, Isolation: req.Isolation, Locks: c.locks, StartedAt: time.Now().UTC()}
 	if err := writeJSON(filepath.Join(dir, infoFile), in); err != nil {
 		r.forget(t)
 		return protocol.TaskStarted{}, fmt.Errorf("start task %s: %w", req.Ticket, err)
@@ -310,30 +317,71 @@ func (r *Runner) Start(ctx context.Context, req protocol.TaskStart) (protocol.Ta
 		r.finish(t, result{State: protocol.TaskFailed, ExitCode: -1, Error: err.Error()}, "")
 		return protocol.TaskStarted{Ticket: req.Ticket, State: protocol.TaskFailed}, nil
 	}
-	cmd := r.command(t, entry, req.Args)
+	blocker := r.locks.tryLock(c)
+	if blocker == nil {
+		return r.run(t, entry, in), nil
+	}
+	// Its turn comes when the tasks in the way finish: the start is
+	// answered now, and the task waits in the background, saying so in
+	// its log, until it runs or is cancelled.
+	waitCtx, stopWait := context.WithCancel(context.Background())
 	t.mu.Lock()
+	t.waiting, t.stopWait = true, stopWait
 	if t.cancelled { // Close ran while the start was under way
+		stopWait()
+	}
+	t.appendLocked(streamAgent, waitLine(blocker))
+	t.mu.Unlock()
+	r.log.Info("task waits for another to finish", zap.String("ticket", req.Ticket), zap.String("waits_for", blocker.ticket))
+	r.wg.Go(func() {
+		defer stopWait()
+		err := r.locks.wait(waitCtx, c, func(b *claim) { t.append(streamAgent, waitLine(b)) })
+		if err != nil {
+			const msg = "cancelled while waiting for its turn; it never ran"
+			t.mu.Lock()
+			t.waiting = false
+			t.mu.Unlock()
+			r.finish(t, result{State: protocol.TaskCancelled, ExitCode: -1, Error: msg}, msg)
+			return
+		}
+		r.run(t, entry, in)
+	})
+	return protocol.TaskStarted{Ticket: req.Ticket, State: protocol.TaskQueued}, nil
+}
+
+// waitLine is the log line of a task that waits for blocker.
+func waitLine(blocker *claim) string {
+	return "waiting for " + blocker.describe() + " to finish"
+}
+
+// run starts the process of a task that holds its claim, and reports how
+// the start went.
+func (r *Runner) run(t *task, entry string, in info) protocol.TaskStarted {
+	cmd := r.command(t, entry, in.Args)
+	t.mu.Lock()
+	t.waiting = false
+	if t.cancelled { // Close or Cancel ran while the start was under way
 		t.mu.Unlock()
 		r.finish(t, result{State: protocol.TaskCancelled, ExitCode: -1, Error: "cancelled before it started"}, "cancelled before it started")
-		return protocol.TaskStarted{Ticket: req.Ticket, State: protocol.TaskCancelled}, nil
+		return protocol.TaskStarted{Ticket: t.ticket, State: protocol.TaskCancelled}
 	}
-	t.appendLocked(streamAgent, "running calamari "+req.Calamari+quoteArgs(req.Args))
+	t.appendLocked(streamAgent, "running calamari "+in.Calamari+quoteArgs(in.Args))
 	if err := cmd.Start(); err != nil {
 		t.mu.Unlock()
 		msg := fmt.Sprintf("could not start Calamari: %v", err)
 		r.finish(t, result{State: protocol.TaskFailed, ExitCode: -1, Error: msg}, msg)
-		return protocol.TaskStarted{Ticket: req.Ticket, State: protocol.TaskFailed}, nil
+		return protocol.TaskStarted{Ticket: t.ticket, State: protocol.TaskFailed}
 	}
 	t.proc = cmd.Process
 	t.mu.Unlock()
-	r.log.Info("task started", zap.String("ticket", req.Ticket), zap.String("calamari", req.Calamari), zap.Int("pid", cmd.Process.Pid))
+	r.log.Info("task started", zap.String("ticket", t.ticket), zap.String("calamari", in.Calamari), zap.Int("pid", cmd.Process.Pid))
 	in.PID = cmd.Process.Pid
-	if err := writeJSON(filepath.Join(dir, infoFile), in); err != nil {
+	if err := writeJSON(filepath.Join(t.dir, infoFile), in); err != nil {
 		// Only informative: the task is running and is tracked in memory.
-		r.log.Warn("could not record a task's process id", zap.String("ticket", req.Ticket), zap.Error(err))
+		r.log.Warn("could not record a task's process id", zap.String("ticket", t.ticket), zap.Error(err))
 	}
 	r.wg.Go(func() { r.wait(t, cmd) })
-	return protocol.TaskStarted{Ticket: req.Ticket, State: protocol.TaskRunning}, nil
+	return protocol.TaskStarted{Ticket: t.ticket, State: protocol.TaskRunning}
 }
 
 // existing reports the state of a ticket already started, and whether
@@ -457,6 +505,10 @@ func (r *Runner) finish(t *task, res result, msg string) {
 		// interrupted, which is the best the disk allows.
 		r.log.Error("could not record a task's result", zap.String("ticket", t.ticket), zap.Error(err))
 	}
+	// The next task may run once this one's result is written.
+	if t.claim != nil {
+		r.locks.unlock(t.claim)
+	}
 	// Forgotten before anyone hears it finished, so whoever does finds
 	// its Calamari version no longer in use; lookups meanwhile read the
 	// result just written.
@@ -515,6 +567,9 @@ func (r *Runner) cancel(ctx context.Context, t *task) error {
 	}
 	first := !t.cancelled
 	t.cancelled = true
+	if t.stopWait != nil && t.proc == nil {
+		t.stopWait() // a task waiting for its turn never runs
+	}
 	if first && t.proc != nil && !t.exited {
 		r.log.Info("cancelling task", zap.String("ticket", t.ticket))
 		if err := terminateGroup(t.proc); err != nil {

@@ -2,6 +2,7 @@ package task
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -46,6 +47,12 @@ type task struct {
 	result  *result
 	// cancelled is set by the first cancellation.
 	cancelled bool
+	// claim is what the task holds while it runs (its isolation and
+	// locks); waiting is set while it waits for it, and stopWait gives
+	// the wait up.
+	claim    *claim
+	waiting  bool
+	stopWait context.CancelFunc
 	// proc is the process once started; exited is set once it can no
 	// longer be signalled safely (see Runner.wait).
 	proc   *os.Process
@@ -99,6 +106,9 @@ func (t *task) state() string {
 	defer t.mu.Unlock()
 	if t.result != nil {
 		return t.result.State
+	}
+	if t.waiting {
+		return protocol.TaskQueued
 	}
 	return protocol.TaskRunning
 }

@@ -421,6 +421,11 @@ type Task struct {
 	Calamari   string // version it runs
 	FileName   string // a file pushed into the task's folder first, "" if none
 	FileSHA256 string
+	// Isolation is api.IsolationFull or api.IsolationNone; "" (tasks
+	// created before isolation existed) means full.
+	Isolation string
+	// Locks are the named locks the task holds on its agent while it runs.
+	Locks      []string
 	State      string // one of api.Task*
 	ExitCode   int
 	Error      string

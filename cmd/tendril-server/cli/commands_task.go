@@ -51,13 +51,19 @@ func newTaskRunCmd(e Env, t *targetFlags) *cobra.Command {
 		asJSON bool
 	)
 	c := &cobra.Command{
-		Use:   "run (--agent NAME | --environment ENV) [--file PKG] [--calamari VERSION] -- CALAMARI-ARGS...",
+		Use:   "run (--agent NAME | --environment ENV) [--file PKG] [--calamari VERSION] [--isolation full|none] [--lock NAME]... -- CALAMARI-ARGS...",
 		Short: "Run Calamari on an agent, or on every agent of an environment, and stream the log",
 		Long: `Run Calamari on an agent, or on every agent of an environment, and stream the
 log as it is produced. Everything after -- goes to Calamari unchanged.
 
 --file uploads a file first; the coordinator puts it in the task's folder on
 the agent before the task starts.
+
+--isolation full (the default) runs the task alone on each agent: it waits
+for the tasks running there to finish, and later ones wait for it.
+--isolation none lets it run beside other tasks, except those sharing one
+of its --lock names, which run one after the other. A waiting task's log
+says which task it waits for.
 
 The exit code is the task's (1 if it failed without one, 130 if it was
 cancelled); with several agents, 0 if every task succeeded, else 1.
@@ -76,6 +82,9 @@ Ctrl-C stops following but not the task: it keeps running, and
 			if (req.Agent == "") == (req.Environment == "") {
 				return usageErrorf(c, "give exactly one of --agent NAME or --environment ENV")
 			}
+			if err := api.ValidateIsolation(req.Isolation, req.Locks); err != nil {
+				return usageErrorf(c, "%v", err)
+			}
 			req.Args = cargs
 			return adminCallFor(c, *t, e, 0, func(ctx context.Context, cl *client.Client) error {
 				return runTasks(ctx, e, cl, req, file, asJSON)
@@ -91,6 +100,8 @@ Ctrl-C stops following but not the task: it keeps running, and
 	f.StringVar(&req.Environment, "environment", "", "run on every agent of this environment")
 	f.StringVar(&file, "file", "", "upload this file first and put it in the task's folder under its base name")
 	f.StringVar(&req.Calamari, "calamari", "", "Calamari version to run (default: the latest)")
+	f.StringVar(&req.Isolation, "isolation", "", `"full": run alone on the agent (default); "none": beside other tasks`)
+	f.StringArrayVar(&req.Locks, "lock", nil, "hold this named lock while running: tasks sharing a lock run one after the other (repeatable)")
 	f.BoolVar(&asJSON, "json", false, "print the created tasks as JSON and do not follow them")
 	return c
 }

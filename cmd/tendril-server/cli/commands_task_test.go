@@ -31,6 +31,10 @@ func TestTaskRunUsage(t *testing.T) {
 		{"Calamari flag without --", []string{"task", "run", "--agent", "web01", "run-script", "--inline", "x"}, "unknown flag: --inline (Calamari's arguments go after --"},
 		{"no target", []string{"task", "run", "--", "run-script"}, "give exactly one of --agent NAME or --environment ENV"},
 		{"both targets", []string{"task", "run", "--agent", "web01", "--environment", "Test", "--", "run-script"}, "give exactly one of"},
+		{"lock name with a space", []string{"task", "run", "--agent", "web01", "--lock", "my db", "--", "run-script"}, `lock name "my db": use 1-63 letters, digits, '.', '_' or '-'`},
+		{"lock name with a slash", []string{"task", "run", "--agent", "web01", "--lock", "db", "--lock", "a/b", "--", "run-script"}, `lock name "a/b": use 1-63 letters`},
+		{"empty lock name", []string{"task", "run", "--agent", "web01", "--lock", "", "--", "run-script"}, `lock name "": use 1-63 letters`},
+		{"unknown isolation", []string{"task", "run", "--agent", "web01", "--isolation", "partial", "--", "run-script"}, `isolation "partial": use "full" (the task runs alone on its agent; the default) or "none"`},
 		{"show without ID", []string{"task", "show"}, "want exactly one task ID"},
 		{"cancel two IDs", []string{"task", "cancel", "a", "b"}, "want exactly one task ID"},
 		{"list limit too big", []string{"task", "list", "--limit", "5000"}, "--limit must be from 1 to 1000"},
@@ -65,6 +69,10 @@ func TestTaskRunArguments(t *testing.T) {
 			api.TaskRequest{Agent: "web01", Args: []string{"x", "--agent", "other", "--", "-v", ""}}},
 		{"flags between", []string{"--agent", "web01", "--json", "--", "run-script"},
 			api.TaskRequest{Agent: "web01", Args: []string{"run-script"}}},
+		{"isolation and locks", []string{"--agent", "web01", "--isolation", "none", "--lock", "db", "--lock", "cache.1", "--", "run-script"},
+			api.TaskRequest{Agent: "web01", Args: []string{"run-script"}, Isolation: "none", Locks: []string{"db", "cache.1"}}},
+		{"full isolation", []string{"--agent", "web01", "--isolation", "full", "--", "run-script"},
+			api.TaskRequest{Agent: "web01", Args: []string{"run-script"}, Isolation: "full"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFakeAPI(t)
@@ -75,7 +83,7 @@ func TestTaskRunArguments(t *testing.T) {
 			}
 			got, _, _ := f.received()
 			if got == nil || got.Agent != tc.want.Agent || got.Environment != tc.want.Environment || got.Calamari != tc.want.Calamari ||
-				!slices.Equal(got.Args, tc.want.Args) || got.File != nil {
+				!slices.Equal(got.Args, tc.want.Args) || got.File != nil || got.Isolation != tc.want.Isolation || !slices.Equal(got.Locks, tc.want.Locks) {
 				t.Fatalf("got request %+v, want %+v", got, tc.want)
 			}
 		})
@@ -314,6 +322,7 @@ func TestTaskShow(t *testing.T) {
 	end := finished("t1", "web01", "failed", 3, "")
 	end.Args = []string{"run-script", "--inline", "echo 'hi'"}
 	end.File = "app.tar.gz"
+	end.Isolation, end.Locks = "none", []string{"db", "web"}
 	f.tasks = []api.TaskView{end}
 	f.logs["t1"] = []string{"Started on web01: calamari 1.2.3", "hi", "Task failed (exit code 3)"}
 	f.ends["t1"] = end
@@ -325,6 +334,8 @@ State:     failed (exit code 3)
 Calamari:  1.2.3
 Args:      run-script --inline 'echo '\''hi'\'''
 File:      app.tar.gz
+Isolation: none
+Locks:     db, web
 Created:   2026-01-02T12:00:00Z
 Started:   2026-01-02T12:00:00Z
 Finished:  2026-01-02T12:00:03Z (took 3s)

@@ -299,6 +299,12 @@ func writeTaskHeader(w io.Writer, t api.TaskView) error {
 	if t.File != "" {
 		fmt.Fprintf(&b, "File:      %s\n", t.File)
 	}
+	if t.Isolation != "" { // "" from a coordinator older than isolation
+		fmt.Fprintf(&b, "Isolation: %s\n", t.Isolation)
+	}
+	if len(t.Locks) > 0 {
+		fmt.Fprintf(&b, "Locks:     %s\n", strings.Join(t.Locks, ", "))
+	}
 	fmt.Fprintf(&b, "Created:   %s\n", t.CreatedAt.UTC().Format(time.RFC3339))
 	fmt.Fprintf(&b, "Started:   %s\n", timeCell(t.StartedAt))
 	finished := timeCell(t.FinishedAt)

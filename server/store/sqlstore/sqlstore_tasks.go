@@ -96,31 +96,42 @@ func (s *sqlStore) createTasks(ctx context.Context, tasks []store.Task) error {
 		if err != nil {
 			return err
 		}
+		locks, err := json.Marshal(orEmpty(t.Locks))
+		if err != nil {
+			return err
+		}
 		rows = append(rows, []any{t.ID, t.Group, t.AgentID, t.AgentName, string(args), t.Calamari,
-			t.FileName, t.FileSHA256, t.State, at})
+			t.FileName, t.FileSHA256, t.State, at, t.Isolation, string(locks)})
 	}
 	return s.tx(ctx, func(tx *sqlTx) error {
 		return tx.d.execMany(ctx, tx, `INSERT INTO tasks (id, group_id, agent_id, agent_name, args, calamari,
-			file_name, file_sha256, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			file_name, file_sha256, state, created_at, isolation, locks) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			rows, func(i int) string { return "task " + tasks[i].ID })
 	})
 }
 
 const taskColumns = `id, group_id, agent_id, agent_name, args, calamari, file_name, file_sha256, state,
-	exit_code, error, created_at, started_at, finished_at, last_seq, agent_seq, node`
+	exit_code, error, created_at, started_at, finished_at, last_seq, agent_seq, node, isolation, locks`
 
 func scanTask(sc scanner) (store.Task, error) {
 	var t store.Task
-	var args string
+	var args, locks string
 	var created, started, finished sql.NullInt64
 	var node sql.NullString
 	if err := sc.Scan(&t.ID, &t.Group, &t.AgentID, &t.AgentName, &args, &t.Calamari, &t.FileName, &t.FileSHA256,
-		&t.State, &t.ExitCode, &t.Error, &created, &started, &finished, &t.LastSeq, &t.AgentSeq, &node); err != nil {
+		&t.State, &t.ExitCode, &t.Error, &created, &started, &finished, &t.LastSeq, &t.AgentSeq, &node,
+		&t.Isolation, &locks); err != nil {
 		return store.Task{}, err
 	}
 	t.Node = node.String
 	if err := json.Unmarshal([]byte(args), &t.Args); err != nil {
 		return store.Task{}, fmt.Errorf("arguments of task %s: %w", t.ID, err)
+	}
+	if err := json.Unmarshal([]byte(locks), &t.Locks); err != nil {
+		return store.Task{}, fmt.Errorf("locks of task %s: %w", t.ID, err)
+	}
+	if len(t.Locks) == 0 {
+		t.Locks = nil
 	}
 	t.CreatedAt, t.StartedAt, t.FinishedAt = fromNanos(created), fromNanos(started), fromNanos(finished)
 	return t, nil
@@ -249,4 +260,12 @@ func (s *sqlStore) TaskLogs(ctx context.Context, taskID string, from int64, limi
 		return nil, fmt.Errorf("task %s logs: %w", taskID, err)
 	}
 	return out, nil
+}
+
+// orEmpty is ss, or an empty list for nil, so that it is stored as [].
+func orEmpty(ss []string) []string {
+	if ss == nil {
+		return []string{}
+	}
+	return ss
 }
