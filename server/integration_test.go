@@ -148,6 +148,7 @@ func TestAgentsReconnectAfterCoordinatorRestart(t *testing.T) {
 	}
 	before := make([]int64, len(agents))
 	for i, a := range agents {
+		eventually(t, names[i]+" says it is connected", func() bool { return a.Status().Connected })
 		before[i] = a.Status().Sessions
 	}
 
@@ -322,6 +323,9 @@ func TestCoordinatorRotationWithRealAgents(t *testing.T) {
 	defer proxy.Close()
 	a := startAgent(t, registerAgent(t, ts, proxy.Addr(), "stay", nil), nil)
 	ts.waitConnected(t, "stay")
+	// The coordinator lists a session before the agent has read its
+	// Welcome: count the agent's sessions once it says it is connected.
+	eventually(t, "stay says it is connected", func() bool { return a.Status().Connected })
 	n := a.Status().Sessions
 	res, err := ts.RotateCertificate(context.Background())
 	if err != nil {
