@@ -392,6 +392,21 @@ func (w *Writer) write(name string, at time.Time, data []byte) error {
 // Manifest is the manifest as it stands.
 func (w *Writer) Manifest() Manifest { return w.m }
 
+// AddDiskFree records the free space at path as disk.json; what says
+// whose folder it is. A failure to read it is recorded in the entry.
+func (w *Writer) AddDiskFree(path, what string) error {
+	free, err := DiskFree(path)
+	out := struct {
+		Path      string `json:"path"`
+		FreeBytes int64  `json:"free_bytes"`
+		Error     string `json:"error,omitempty"`
+	}{Path: path, FreeBytes: free}
+	if err != nil {
+		out.Error = err.Error()
+	}
+	return w.AddJSON("disk.json", "free disk space in "+what+" (bytes available to this user)", out)
+}
+
 // Collect runs each step in turn, stopping at the first that fails or
 // when ctx ends, then closes w and returns its manifest: the shape of
 // every collection, agent's or coordinator's.

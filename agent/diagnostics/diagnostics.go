@@ -591,18 +591,7 @@ func (c *collector) calamari() error {
 
 // disk records the free space in the home: a full disk stops tasks,
 // Calamari pushes and upgrades.
-func (c *collector) disk() error {
-	free, err := diag.DiskFree(c.home)
-	out := struct {
-		Path      string `json:"path"`
-		FreeBytes int64  `json:"free_bytes"`
-		Error     string `json:"error,omitempty"`
-	}{Path: c.home, FreeBytes: free}
-	if err != nil {
-		out.Error = err.Error()
-	}
-	return c.dw.AddJSON("disk.json", "free disk space in the agent's home (bytes available to this user)", out)
-}
+func (c *collector) disk() error { return c.dw.AddDiskFree(c.home, "the agent's home") }
 
 // listing describes the home's folders the agent trusts by their
 // permissions, and their files' sizes, without reading any file.

@@ -437,15 +437,6 @@ func (c *coordinator) goroutines() error {
 	return c.dw.Add(diag.GoroutinesName, desc, b)
 }
 
-func (c *coordinator) disk() error {
-	free, err := diag.DiskFree(c.dir)
-	out := struct {
-		Path      string `json:"path"`
-		FreeBytes int64  `json:"free_bytes"`
-		Error     string `json:"error,omitempty"`
-	}{Path: c.dir, FreeBytes: free}
-	if err != nil {
-		out.Error = err.Error()
-	}
-	return c.dw.AddJSON("disk.json", "free disk space in the data folder (bytes available to this user)", out)
-}
+// disk records the free space in the data folder: a full disk stops the
+// database and uploads.
+func (c *coordinator) disk() error { return c.dw.AddDiskFree(c.dir, "the data folder") }
