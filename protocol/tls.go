@@ -74,10 +74,7 @@ type ServerTLS struct {
 
 // Config builds the server tls.Config.
 func (s ServerTLS) Config() *tls.Config {
-	min := s.MinVersion
-	if min == 0 {
-		min = tls.VersionTLS12
-	}
+	min := minVersion(s.MinVersion)
 	return &tls.Config{
 		// Set explicitly: Go's default server minimum is TLS 1.2, and TLS
 		// 1.0 peers are only served when the operator asked for them.
@@ -124,10 +121,7 @@ type ClientTLS struct {
 
 // Config builds the client tls.Config.
 func (c ClientTLS) Config() *tls.Config {
-	min, max := c.MinVersion, c.MaxVersion
-	if min == 0 {
-		min = tls.VersionTLS12
-	}
+	min, max := minVersion(c.MinVersion), c.MaxVersion
 	if max == 0 {
 		max = tls.VersionTLS13
 	}
@@ -182,10 +176,7 @@ type ListenerTLS struct {
 
 // Config builds the listening agent's tls.Config.
 func (l ListenerTLS) Config() *tls.Config {
-	min := l.MinVersion
-	if min == 0 {
-		min = tls.VersionTLS12
-	}
+	min := minVersion(l.MinVersion)
 	return &tls.Config{
 		MinVersion: min,
 		MaxVersion: tls.VersionTLS13,
@@ -215,10 +206,7 @@ type DialerTLS struct {
 
 // Config builds the coordinator's tls.Config for dialing an agent.
 func (d DialerTLS) Config() *tls.Config {
-	min := d.MinVersion
-	if min == 0 {
-		min = tls.VersionTLS12
-	}
+	min := minVersion(d.MinVersion)
 	return &tls.Config{
 		MinVersion:   min,
 		MaxVersion:   tls.VersionTLS13,
@@ -228,4 +216,13 @@ func (d DialerTLS) Config() *tls.Config {
 		InsecureSkipVerify: true,
 		VerifyConnection:   certs.VerifyPinned(d.Agent),
 	}
+}
+
+// minVersion is the TLS minimum a zero setting means: TLS 1.2. TLS 1.0
+// and 1.1 are only ever offered or accepted when asked for.
+func minVersion(v uint16) uint16 {
+	if v == 0 {
+		return tls.VersionTLS12
+	}
+	return v
 }
