@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 )
 
@@ -102,6 +103,20 @@ func Read(r io.Reader, limit int64) (Archive, error) {
 // maxManifest bounds manifest.json as ReadManifest reads it: a few
 // hundred entries of a few hundred bytes each.
 const maxManifest = 16 << 20
+
+// ReadFile reads the archive at path, as Read does.
+func ReadFile(path string, limit int64) (Archive, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Archive{}, fmt.Errorf("read diagnostics archive: %w", err)
+	}
+	defer f.Close()
+	a, err := Read(f, limit)
+	if err != nil {
+		return Archive{}, fmt.Errorf("read diagnostics archive %s: %w", path, err)
+	}
+	return a, nil
+}
 
 // ReadManifest reads only the manifest of an archive, streaming past its
 // other entries without holding them: what a command prints after writing

@@ -13,14 +13,9 @@ import (
 // readDiagnostics reads an archive a command wrote.
 func readDiagnostics(t *testing.T, path string) diag.Archive {
 	t.Helper()
-	f, err := os.Open(path)
+	a, err := diag.ReadFile(path, 1<<30)
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer f.Close()
-	a, err := diag.Read(f, 1<<30)
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
 	}
 	return a
 }

@@ -15,12 +15,7 @@ import (
 
 func readArchive(t *testing.T, path string) diag.Archive {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	a, err := diag.Read(f, 1<<30)
+	a, err := diag.ReadFile(path, 1<<30)
 	if err != nil {
 		t.Fatal(err)
 	}
