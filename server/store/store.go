@@ -380,7 +380,8 @@ type Store interface {
 	// ListTasks returns tasks matching f, newest first.
 	ListTasks(ctx context.Context, f TaskFilter) ([]Task, error)
 	// UpdateTask changes a task's state and result. ErrNotFound if it does
-	// not exist.
+	// not exist. A final state drops the sealed values of the task's
+	// sensitive variables (their names stay): nothing needs them again.
 	UpdateTask(ctx context.Context, id string, u TaskUpdate) error
 	// AppendTaskLogs stores log lines after the task's last one, giving
 	// each the next Seq. Agent lines (AgentSeq > 0) already stored are
@@ -437,6 +438,37 @@ type Task struct {
 	// Node is the ID of the coordinator node driving the task, "" while
 	// none is (see ClaimTask).
 	Node string
+	// Variables are the plain variables the task's process gets.
+	Variables []TaskVariable
+	// Sensitive are the sensitive variables, their values sealed under
+	// the master key. Once the task is final only their names are kept
+	// (Sealed nil).
+	Sensitive []SealedVariable
+	// Outputs are the output variables the task's script set.
+	Outputs map[string]string
+	// Artifacts are the files the task's script attached, collected from
+	// the agent.
+	Artifacts []TaskArtifact
+}
+
+// TaskVariable is a plain variable of a task.
+type TaskVariable struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// SealedVariable is a sensitive variable of a task: its value encrypted
+// (and authenticated) under the coordinator's master key, by the caller.
+type SealedVariable struct {
+	Name   string `json:"name"`
+	Sealed []byte `json:"sealed,omitempty"`
+}
+
+// TaskArtifact is a file a task attached, stored as a blob by SHA256.
+type TaskArtifact struct {
+	Name   string `json:"name"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
 }
 
 // Finished reports whether the task reached a final state.
@@ -461,6 +493,9 @@ type TaskUpdate struct {
 	Calamari   string // "" leaves it unchanged
 	StartedAt  time.Time
 	FinishedAt time.Time
+	// Outputs and Artifacts, when not nil, replace the stored ones.
+	Outputs   map[string]string
+	Artifacts []TaskArtifact
 }
 
 // LogLine is one line of a task's log.

@@ -96,32 +96,67 @@ func (s *sqlStore) createTasks(ctx context.Context, tasks []store.Task) error {
 		if err != nil {
 			return err
 		}
-		locks, err := json.Marshal(orEmpty(t.Locks))
+		locks, err := json.Marshal(orNone(t.Locks))
+		if err != nil {
+			return err
+		}
+		vars, err := jsonText(orNone(t.Variables), "variables")
+		if err != nil {
+			return err
+		}
+		sensitive, err := jsonText(orNone(t.Sensitive), "sensitive variables")
+		if err != nil {
+			return err
+		}
+		outputs, err := jsonText(orNoOutputs(t.Outputs), "outputs")
+		if err != nil {
+			return err
+		}
+		artifacts, err := jsonText(orNone(t.Artifacts), "artifacts")
 		if err != nil {
 			return err
 		}
 		rows = append(rows, []any{t.ID, t.Group, t.AgentID, t.AgentName, string(args), t.Calamari,
-			t.FileName, t.FileSHA256, t.State, at, t.Isolation, string(locks)})
+			t.FileName, t.FileSHA256, t.State, at, t.Isolation, string(locks), vars, sensitive, outputs, artifacts})
 	}
 	return s.tx(ctx, func(tx *sqlTx) error {
 		return tx.d.execMany(ctx, tx, `INSERT INTO tasks (id, group_id, agent_id, agent_name, args, calamari,
-			file_name, file_sha256, state, created_at, isolation, locks) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			file_name, file_sha256, state, created_at, isolation, locks, variables, sensitive, outputs, artifacts)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			rows, func(i int) string { return "task " + tasks[i].ID })
 	})
 }
 
 const taskColumns = `id, group_id, agent_id, agent_name, args, calamari, file_name, file_sha256, state,
-	exit_code, error, created_at, started_at, finished_at, last_seq, agent_seq, node, isolation, locks`
+	exit_code, error, created_at, started_at, finished_at, last_seq, agent_seq, node, isolation, locks,
+	variables, sensitive, outputs, artifacts`
 
 func scanTask(sc scanner) (store.Task, error) {
 	var t store.Task
-	var args, locks string
+	var args, locks, vars, sensitive, outputs, artifacts string
 	var created, started, finished sql.NullInt64
 	var node sql.NullString
 	if err := sc.Scan(&t.ID, &t.Group, &t.AgentID, &t.AgentName, &args, &t.Calamari, &t.FileName, &t.FileSHA256,
 		&t.State, &t.ExitCode, &t.Error, &created, &started, &finished, &t.LastSeq, &t.AgentSeq, &node,
-		&t.Isolation, &locks); err != nil {
+		&t.Isolation, &locks, &vars, &sensitive, &outputs, &artifacts); err != nil {
 		return store.Task{}, err
+	}
+	for _, c := range []struct {
+		what, text string
+		into any
+	}{
+		{"variables", vars, &t.Variables},
+		{"sensitive variables", sensitive, &t.Sensitive},
+		{"outputs", outputs, &t.Outputs},
+		{"artifacts", artifacts, &t.Artifacts},
+	} {
+		if err := json.Unmarshal([]byte(c.text), c.into); err != nil {
+			return store.Task{}, fmt.Errorf("%s of task %s: %w", c.what, t.ID, err)
+		}
+	}
+	t.Variables, t.Sensitive, t.Artifacts = noneIfEmpty(t.Variables), noneIfEmpty(t.Sensitive), noneIfEmpty(t.Artifacts)
+	if len(t.Outputs) == 0 {
+		t.Outputs = nil
 	}
 	t.Node = node.String
 	if err := json.Unmarshal([]byte(args), &t.Args); err != nil {
@@ -182,11 +217,25 @@ func (s *sqlStore) UpdateTask(ctx context.Context, id string, u store.TaskUpdate
 	if err == nil {
 		finished, err = timeArg(u.FinishedAt)
 	}
+	var outputs, artifacts any // NULL keeps the stored value
+	if err == nil && u.Outputs != nil {
+		outputs, err = jsonText(u.Outputs, "outputs")
+	}
+	if err == nil && u.Artifacts != nil {
+		artifacts, err = jsonText(u.Artifacts, "artifacts")
+	}
 	if err == nil {
-		err = oneRow(s.w.ExecContext(ctx, `UPDATE tasks SET state = ?, exit_code = ?, error = ?,
-			calamari = COALESCE(NULLIF(?, ''), calamari),
-			started_at = COALESCE(?, started_at), finished_at = COALESCE(?, finished_at)
-			WHERE id = ?`, u.State, u.ExitCode, s.d.text(u.Error), u.Calamari, started, finished, id))
+		err = s.tx(ctx, func(tx *sqlTx) error {
+			err := oneRow(tx.ExecContext(ctx, `UPDATE tasks SET state = ?, exit_code = ?, error = ?,
+				calamari = COALESCE(NULLIF(?, ''), calamari),
+				started_at = COALESCE(?, started_at), finished_at = COALESCE(?, finished_at),
+				outputs = COALESCE(?, outputs), artifacts = COALESCE(?, artifacts)
+				WHERE id = ?`, u.State, u.ExitCode, tx.d.text(u.Error), u.Calamari, started, finished, outputs, artifacts, id))
+			if err != nil || !finalState(u.State) {
+				return err
+			}
+			return forgetSealed(ctx, tx, id)
+		})
 	}
 	if err != nil {
 		return fmt.Errorf("update task %s: %w", id, err)
@@ -262,10 +311,66 @@ func (s *sqlStore) TaskLogs(ctx context.Context, taskID string, from int64, limi
 	return out, nil
 }
 
-// orEmpty is ss, or an empty list for nil, so that it is stored as [].
-func orEmpty(ss []string) []string {
-	if ss == nil {
-		return []string{}
+// forgetSealed keeps only the names of a final task's sensitive
+// variables: their values were needed to start it, and a database or a
+// backup that no longer holds them cannot give them away.
+func forgetSealed(ctx context.Context, tx *sqlTx, id string) error {
+	var text string
+	if err := tx.QueryRowContext(ctx, `SELECT sensitive FROM tasks WHERE id = ?`, id).Scan(&text); err != nil {
+		return err
 	}
-	return ss
+	var vs []store.SealedVariable
+	if err := json.Unmarshal([]byte(text), &vs); err != nil {
+		return fmt.Errorf("sensitive variables of task %s: %w", id, err)
+	}
+	sealed := false
+	for i := range vs {
+		sealed = sealed || vs[i].Sealed != nil
+		vs[i].Sealed = nil
+	}
+	if !sealed {
+		return nil
+	}
+	names, err := jsonText(vs, "sensitive variables")
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE tasks SET sensitive = ? WHERE id = ?`, names, id)
+	return err
+}
+
+func finalState(state string) bool {
+	return state == api.TaskSucceeded || state == api.TaskFailed || state == api.TaskCancelled
+}
+
+// jsonText is v as the JSON text a column holds.
+func jsonText(v any, what string) (string, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", what, err)
+	}
+	return string(b), nil
+}
+
+// orNone is vs, or an empty list for nil, so that it is stored as [].
+func orNone[T any](vs []T) []T {
+	if vs == nil {
+		return []T{}
+	}
+	return vs
+}
+
+// noneIfEmpty is nil for an empty list, as a task without any was made.
+func noneIfEmpty[T any](vs []T) []T {
+	if len(vs) == 0 {
+		return nil
+	}
+	return vs
+}
+
+func orNoOutputs(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
 }

@@ -227,3 +227,58 @@ func TestRecordHealthOddDetail(t *testing.T) {
 		}
 	})
 }
+
+func TestTaskVariablesOutputsArtifacts(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db backend) {
+		ctx := context.Background()
+		s, _ := db.open(t)
+		tk := newTask("v", "g", t0)
+		tk.Variables = []store.TaskVariable{{Name: "REGION", Value: "eu west"}}
+		tk.Sensitive = []store.SealedVariable{{Name: "DB_PASSWORD", Sealed: []byte{0, 1, 2, 255}}}
+		if err := s.CreateTasks(ctx, []store.Task{tk}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Task(ctx, "v")
+		if err != nil || !reflect.DeepEqual(got, tk) {
+			t.Fatalf("Task: got %+v, %v; want %+v", got, err, tk)
+		}
+
+		// A running task keeps its sealed values: a node that takes it
+		// over may have to start it again.
+		if err := s.UpdateTask(ctx, "v", store.TaskUpdate{State: api.TaskRunning, StartedAt: t0}); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := s.Task(ctx, "v"); !reflect.DeepEqual(got.Sensitive, tk.Sensitive) {
+			t.Fatalf("running: got sensitive %+v, want %+v", got.Sensitive, tk.Sensitive)
+		}
+
+		outputs := map[string]string{"VERSION": "1.2.3", "EMPTY": ""}
+		artifacts := []store.TaskArtifact{{Name: "report.html", Size: 12, SHA256: strings.Repeat("ab", 32)}}
+		err = s.UpdateTask(ctx, "v", store.TaskUpdate{State: api.TaskSucceeded, FinishedAt: t0.Add(time.Second),
+			Outputs: outputs, Artifacts: artifacts})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err = s.Task(ctx, "v")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := []store.SealedVariable{{Name: "DB_PASSWORD"}}; !reflect.DeepEqual(got.Sensitive, want) {
+			t.Errorf("final: got sensitive %+v, want %+v (names only)", got.Sensitive, want)
+		}
+		if !reflect.DeepEqual(got.Outputs, outputs) || !reflect.DeepEqual(got.Artifacts, artifacts) {
+			t.Errorf("got outputs %v artifacts %+v, want %v %+v", got.Outputs, got.Artifacts, outputs, artifacts)
+		}
+		if !reflect.DeepEqual(got.Variables, tk.Variables) {
+			t.Errorf("got variables %+v, want %+v", got.Variables, tk.Variables)
+		}
+
+		// An update without outputs leaves them.
+		if err := s.UpdateTask(ctx, "v", store.TaskUpdate{State: api.TaskSucceeded}); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := s.Task(ctx, "v"); !reflect.DeepEqual(got.Outputs, outputs) {
+			t.Errorf("after a plain update: got outputs %v, want %v", got.Outputs, outputs)
+		}
+	})
+}
