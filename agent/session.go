@@ -302,6 +302,8 @@ func (a *Agent) handle(s *liveSession, st *yamux.Stream, release func()) {
 		err = a.handleTaskFollow(s, st, f, release)
 	case protocol.TypeTaskCancel:
 		err = a.handleTaskCancel(s, st, f)
+	case protocol.TypeArtifactFetch:
+		err = a.handleArtifactFetch(st, f)
 	case protocol.TypeAgentUpgrade:
 		err = a.handleAgentUpgrade(s, st, f)
 	case protocol.TypeDiagnostics:
@@ -443,7 +445,7 @@ func (a *Agent) hello() protocol.Hello {
 		Upgrade:     a.upgradeReport(),
 		Busy:        a.tasks.Running() > 0,
 		SigningKey:  a.signingKey(),
-		Features:    []string{protocol.FeatureIsolation},
+		Features:    []string{protocol.FeatureIsolation, protocol.FeatureVariables},
 	}
 }
 

@@ -127,3 +127,25 @@ func (a *Agent) handleTaskFollow(s *liveSession, st *yamux.Stream, f protocol.Fr
 	}
 	return protocol.WriteFrame(ls, protocol.TypeTaskEnd, end)
 }
+
+// handleArtifactFetch sends a file a task attached: ArtifactData, then
+// its bytes from the offset asked for.
+func (a *Agent) handleArtifactFetch(st *yamux.Stream, f protocol.Frame) error {
+	var req protocol.ArtifactFetch
+	if err := f.Decode(&req); err != nil {
+		return protocol.WriteError(st, protocol.CodeBadRequest, err.Error())
+	}
+	file, art, err := a.tasks.OpenArtifact(req.Ticket, req.Name)
+	if err != nil {
+		return a.replyFailure(st, f.Type, err)
+	}
+	defer file.Close()
+	if req.Offset < 0 || req.Offset > art.Size {
+		return protocol.WriteError(st, protocol.CodeBadRequest, fmt.Sprintf("offset %d outside artifact %s of %d bytes", req.Offset, art.Name, art.Size))
+	}
+	ls := newLongStream(st)
+	if err := protocol.WriteFrame(ls, protocol.TypeArtifactData, protocol.ArtifactData{File: protocol.Transfer{Size: art.Size, SHA256: art.SHA256}}); err != nil {
+		return err
+	}
+	return protocol.SendBulk(ls, file, req.Offset, art.Size)
+}

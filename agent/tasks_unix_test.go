@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -131,13 +132,13 @@ func TestTaskRunsAndFollows(t *testing.T) {
 			// The task has finished: a new follow reads it all from disk,
 			// and one from the middle gets exactly the rest.
 			again := ta.follow(t, ticket, 1)
-			if !slices.EqualFunc(again.entries, f.entries, func(a, b protocol.LogEntry) bool { return a.Seq == b.Seq && a.Text == b.Text && a.Stream == b.Stream }) || again.end != f.end {
+			if !slices.EqualFunc(again.entries, f.entries, func(a, b protocol.LogEntry) bool { return a.Seq == b.Seq && a.Text == b.Text && a.Stream == b.Stream }) || !reflect.DeepEqual(again.end, f.end) {
 				t.Errorf("follow after the end: got %d entries %+v, want the same %d entries and end", len(again.entries), again.end, n)
 			}
 			for _, k := range []int64{2, n, n + 1} {
 				mid := ta.follow(t, ticket, k)
 				checkSeqs(t, mid.entries, k)
-				if int64(len(mid.entries)) != n-k+1 || mid.end != f.end {
+				if int64(len(mid.entries)) != n-k+1 || !reflect.DeepEqual(mid.end, f.end) {
 					t.Errorf("follow from %d: got %d entries and %+v, want %d and the same end", k, len(mid.entries), mid.end, n-k+1)
 				}
 			}

@@ -27,6 +27,11 @@ const (
 	TypeTaskEnd    = "task_end"
 	// Cancel a task: TaskCancel -> TypeAck once its process tree is gone.
 	TypeTaskCancel = "task_cancel"
+	// Fetch a file a task attached: ArtifactFetch -> ArtifactData, then
+	// the file's bytes from the offset asked for. Only to agents with
+	// FeatureVariables.
+	TypeArtifactFetch = "artifact_fetch"
+	TypeArtifactData  = "artifact_data"
 )
 
 // Transfer is the header of bulk bytes: they are sent raw on the stream
@@ -102,6 +107,48 @@ type TaskStart struct {
 	// Name says what the task is, for the log line of a task that waits
 	// for it ("waiting for task <ticket> (<name>) to finish").
 	Name string `json:"name,omitempty"`
+	// Variables reach the task's process as environment variables. Only
+	// to agents with FeatureVariables: an older agent would run the task
+	// without them, and log a sensitive value it does not know to mask.
+	Variables []Variable `json:"variables,omitempty"`
+}
+
+// Variable is one variable of a task.
+type Variable struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+	// Sensitive values are never written to the agent's disk, and every
+	// occurrence of one in the task's output is masked in its log.
+	Sensitive bool `json:"sensitive,omitempty"`
+}
+
+// FeatureVariables, in Hello.Features, says that the agent gives tasks
+// their Variables, masks sensitive values in their logs, reads the
+// service messages of their scripts (output variables and artifacts,
+// package servicemsg), reports them in TaskEnd and serves ArtifactFetch.
+const FeatureVariables = "task_variables"
+
+// Artifact is a file a task's script attached, kept by the agent under
+// the task's folder until the coordinator fetched it.
+type Artifact struct {
+	// Name is the file's base name, unique within the task.
+	Name   string `json:"name"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// ArtifactFetch asks for a task's artifact from byte Offset on (the
+// bytes before it arrived in an earlier, cut fetch).
+type ArtifactFetch struct {
+	Ticket string `json:"ticket"`
+	Name   string `json:"name"`
+	Offset int64  `json:"offset"`
+}
+
+// ArtifactData answers ArtifactFetch: File describes the whole artifact,
+// and its bytes from the requested offset follow on the stream.
+type ArtifactData struct {
+	File Transfer `json:"file"`
 }
 
 // Task isolation, TaskStart.Isolation.
@@ -168,6 +215,10 @@ type TaskEnd struct {
 	Error    string `json:"error,omitempty"`
 	// LastSeq is the sequence number of the final log entry.
 	LastSeq int64 `json:"last_seq"`
+	// Outputs are the output variables the task's script set, and
+	// Artifacts the files it attached (FeatureVariables).
+	Outputs   map[string]string `json:"outputs,omitempty"`
+	Artifacts []Artifact        `json:"artifacts,omitempty"`
 }
 
 // TaskCancel asks the agent to kill a task's whole process tree.

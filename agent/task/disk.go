@@ -15,6 +15,7 @@ import (
 	"unicode"
 
 	"github.com/tendrildeploy/tendril/certs"
+	"github.com/tendrildeploy/tendril/protocol"
 )
 
 // Names inside a task's folder, <home>/Work/<ticket>/.
@@ -45,6 +46,9 @@ type result struct {
 	ExitCode   int       `json:"exit_code"`
 	Error      string    `json:"error,omitempty"`
 	FinishedAt time.Time `json:"finished_at"`
+	// Outputs and Artifacts are what the script's service messages set.
+	Outputs   map[string]string   `json:"outputs,omitempty"`
+	Artifacts []protocol.Artifact `json:"artifacts,omitempty"`
 }
 
 // ticketRE is a ticket: a plain, portable folder name.

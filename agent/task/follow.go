@@ -90,7 +90,8 @@ func (r *Runner) Follow(ctx context.Context, ticket string, from int64, send fun
 }
 
 func endOf(res result, lastSeq int64) protocol.TaskEnd {
-	return protocol.TaskEnd{State: res.State, ExitCode: res.ExitCode, Error: res.Error, LastSeq: lastSeq}
+	return protocol.TaskEnd{State: res.State, ExitCode: res.ExitCode, Error: res.Error, LastSeq: lastSeq,
+		Outputs: res.Outputs, Artifacts: res.Artifacts}
 }
 
 // feed reads a task's log file in order and sends the entries at or after

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/agent/internal/keylock"
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/servicemsg"
 )
 
 // Environment variables every task's process gets, on top of the agent's.
@@ -34,6 +36,9 @@ const (
 	EnvTaskDir = "TENDRIL_TASK_DIR"
 	EnvFiles   = "TENDRIL_FILES"
 	EnvHome    = "TENDRIL_HOME"
+	// EnvCalamari is the path of the calamari the task runs; its folder
+	// is also first in the task's PATH.
+	EnvCalamari = "TENDRIL_CALAMARI"
 )
 
 // DefaultKillGrace is how long a cancelled task may take to stop after
@@ -93,7 +98,7 @@ func IsBadRequest(err error) bool {
 	if errors.As(err, &ce) {
 		return true
 	}
-	for _, target := range []error{ErrInvalidTicket, ErrInvalidIsolation, ErrInvalidFileName, ErrInvalidTransfer, ErrUnknownTicket, ErrStarted, protocol.ErrTransfer} {
+	for _, target := range []error{ErrInvalidTicket, ErrInvalidIsolation, ErrInvalidVariables, ErrInvalidFileName, ErrInvalidTransfer, ErrUnknownTicket, ErrUnknownArtifact, ErrStarted, protocol.ErrTransfer} {
 		if errors.Is(err, target) {
 			return true
 		}
@@ -113,6 +118,9 @@ type Config struct {
 	// KillGrace is how long a cancelled task may take to stop before it is
 	// killed. Default DefaultKillGrace.
 	KillGrace time.Duration
+	// MaxArtifactSize is the largest file a task may attach. Default
+	// DefaultMaxArtifactSize.
+	MaxArtifactSize int64
 	// Logger receives what happens to tasks; it is named "task". Default:
 	// discard.
 	Logger *zap.Logger
@@ -155,6 +163,12 @@ func New(cfg Config) (*Runner, error) {
 	}
 	if cfg.KillGrace == 0 {
 		cfg.KillGrace = DefaultKillGrace
+	}
+	if cfg.MaxArtifactSize < 0 {
+		return nil, errors.New("task runner: MaxArtifactSize is negative")
+	}
+	if cfg.MaxArtifactSize == 0 {
+		cfg.MaxArtifactSize = DefaultMaxArtifactSize
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
@@ -275,6 +289,9 @@ func (r *Runner) Start(ctx context.Context, req protocol.TaskStart) (protocol.Ta
 	if err != nil {
 		return protocol.TaskStarted{}, err
 	}
+	if err := validateVariables(req.Variables); err != nil {
+		return protocol.TaskStarted{}, err
+	}
 	unlock, err := r.tickets.Lock(ctx, req.Ticket)
 	if err != nil {
 		return protocol.TaskStarted{}, fmt.Errorf("start task %s: %w", req.Ticket, err)
@@ -298,6 +315,9 @@ func (r *Runner) Start(ctx context.Context, req protocol.TaskStart) (protocol.Ta
 	}
 	t := newTask(req.Ticket, dir, req.Calamari)
 	t.claim = c
+	// The variables stay in memory: a sensitive value must never reach
+	// the disk, so they are not in task.json.
+	t.mask, t.env = newMasker(sensitiveValues(req.Variables)), environ(req.Variables)
 	r.mu.Lock()
 	if r.closed {
 		r.unreserveLocked(req.Calamari)
@@ -410,21 +430,53 @@ func (r *Runner) existing(ticket string) (string, bool, error) {
 func (r *Runner) command(t *task, entry string, args []string) *exec.Cmd {
 	cmd := exec.Command(entry, args...)
 	cmd.Dir = t.dir
-	cmd.Env = append(os.Environ(),
+	env := append(os.Environ(), t.env...)
+	cmd.Env = append(env,
 		EnvTicket+"="+t.ticket,
 		EnvTaskDir+"="+t.dir,
 		EnvFiles+"="+filepath.Join(t.dir, filesDir),
 		EnvHome+"="+r.cfg.Home,
+		EnvCalamari+"="+entry,
+		// So that a script finds calamari set-output and calamari
+		// artifact. Later entries win in exec, so this PATH does.
+		"PATH="+filepath.Dir(entry)+string(os.PathListSeparator)+lookupEnv(env, "PATH"),
 		// The agent's own PWD would tell the task it runs elsewhere.
 		"PWD="+t.dir,
 	)
 	// Stdin stays nil: the null device. Nobody is there to type.
-	t.stdout = &lineWriter{t: t, stream: streamStdout}
+	t.stdout = &lineWriter{t: t, stream: streamStdout, service: func(m servicemsg.Message, err error) string {
+		return r.serviceMessage(t, m, err)
+	}}
 	t.stderr = &lineWriter{t: t, stream: streamStderr}
 	cmd.Stdout, cmd.Stderr = t.stdout, t.stderr
 	cmd.WaitDelay = outputDrain
 	newProcessGroup(cmd)
 	return cmd
+}
+
+// serviceMessage acts on a service message of the task's script and
+// returns the line its log shows instead.
+func (r *Runner) serviceMessage(t *task, m servicemsg.Message, err error) string {
+	if err != nil {
+		return "ignored a line that looks like a service message: " + err.Error()
+	}
+	switch m.Kind {
+	case servicemsg.KindSetOutput:
+		return t.setOutput(m.Name, m.Value)
+	default: // servicemsg.KindArtifact: Parse knows no other
+		return r.attach(t, m.Value)
+	}
+}
+
+// lookupEnv is the last value of key in env, as exec would use it.
+func lookupEnv(env []string, key string) string {
+	for i := len(env) - 1; i >= 0; i-- {
+		k, v, ok := strings.Cut(env[i], "=")
+		if ok && (k == key || runtime.GOOS == "windows" && strings.EqualFold(k, key)) {
+			return v
+		}
+	}
+	return ""
 }
 
 // wait waits for the task's process and finishes the task.
@@ -493,6 +545,7 @@ func describeExit(cmd *exec.Cmd, err error) string {
 func (r *Runner) finish(t *task, res result, msg string) {
 	res.FinishedAt = time.Now().UTC()
 	t.mu.Lock()
+	res.Outputs, res.Artifacts = t.outputs, t.artifacts
 	if t.lost > 0 {
 		t.appendLocked(streamAgent, fmt.Sprintf("%d lines of output could not be written to this log: %v", t.lost, t.lostErr))
 	}

@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/servicemsg"
 )
 
 // Log streams.
@@ -61,6 +62,15 @@ type task struct {
 	// lostErr is the first reason.
 	lost    int
 	lostErr error
+	// mask hides the task's sensitive values in its log; nil if it has
+	// none. env is its variables as NAME=VALUE, kept in memory only.
+	// Both are set before the task is shared and never changed.
+	mask *masker
+	env  []string
+	// outputs and artifacts are what the script's service messages set;
+	// written into the result when the task finishes.
+	outputs   map[string]string
+	artifacts []protocol.Artifact
 }
 
 func newTask(ticket, dir, calamari string) *task {
@@ -141,7 +151,7 @@ func (t *task) appendLocked(stream, text string) {
 		t.lost++
 		return
 	}
-	e := protocol.LogEntry{Seq: t.lastSeq + 1, Time: time.Now().UTC(), Stream: stream, Text: text}
+	e := protocol.LogEntry{Seq: t.lastSeq + 1, Time: time.Now().UTC(), Stream: stream, Text: t.mask.mask(text)}
 	b, err := json.Marshal(e)
 	if err == nil {
 		b = append(b, '\n')
@@ -171,6 +181,11 @@ type lineWriter struct {
 	t      *task
 	stream string
 	buf    []byte
+	// service acts on a service message of the script (package
+	// servicemsg), or on the reason a line that looks like one is not,
+	// and returns what the log says instead of the line. nil for agents
+	// that do not read service messages.
+	service func(servicemsg.Message, error) string
 }
 
 // Write never fails: a failure would stop exec draining the pipe, and the
@@ -185,8 +200,11 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 			rest = rest[i+1:]
 			continue
 		}
-		if len(rest) > maxLine {
-			cut := splitPoint(rest)
+		// A line too long for one entry is cut, but never through a
+		// sensitive value, which would then be masked in neither part:
+		// the cut waits until a whole value could follow it.
+		if len(rest) > maxLine+w.t.mask.reach() {
+			cut := w.t.mask.safeCut(rest, splitPoint(rest))
 			w.emit(rest[:cut])
 			rest = rest[cut:]
 			continue
@@ -207,6 +225,12 @@ func (w *lineWriter) flush() {
 
 func (w *lineWriter) emit(line []byte) {
 	line = bytes.TrimSuffix(line, []byte("\r")) // Windows line ends
+	if w.stream == streamStdout && w.service != nil && bytes.HasPrefix(line, []byte(servicemsg.Prefix)) {
+		if msg, ok, err := servicemsg.Parse(string(line)); ok {
+			w.t.append(streamAgent, w.service(msg, err))
+			return
+		}
+	}
 	w.t.append(w.stream, string(line))
 }
 

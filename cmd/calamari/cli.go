@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 
+	"github.com/tendrildeploy/tendril/servicemsg"
 	"github.com/tendrildeploy/tendril/version"
 )
 
@@ -24,7 +25,9 @@ const usage = `usage:
   calamari version [--json]
   calamari run-script (--inline SCRIPT | --file FILE) [--shell sh|bash|cmd|powershell|pwsh]
   calamari deploy-package --package PKG.tar.gz --target DIR [--release NAME] [--keep N]
-  calamari health`
+  calamari health
+  calamari set-output NAME VALUE
+  calamari artifact PATH`
 
 // usageError is a mistake in the command line: exit code 2.
 type usageError struct{ msg string }
@@ -76,6 +79,10 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return deployPackageCmd(ctx, args, stdout)
 	case "health":
 		return healthCmd(args, stdout)
+	case servicemsg.KindSetOutput:
+		return setOutputCmd(args, stdout)
+	case servicemsg.KindArtifact:
+		return artifactCmd(args, stdout)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil
