@@ -26,11 +26,14 @@ type LogEnd struct {
 	End TaskView `json:"end"`
 }
 
-// TaskRequest asks for Calamari to run on one agent or on every agent of
-// an environment.
+// TaskRequest asks for Calamari to run on one agent, on several, or on
+// every agent of an environment. A request naming an agent that does not
+// exist, or one that is not connected, starts nothing anywhere.
 type TaskRequest struct {
-	Agent       string `json:"agent,omitempty"`
-	Environment string `json:"environment,omitempty"`
+	Agent string `json:"agent,omitempty"`
+	// Agents are more agents to run on, besides Agent.
+	Agents      []string `json:"agents,omitempty"`
+	Environment string   `json:"environment,omitempty"`
 	// Args are Calamari's arguments, e.g. ["run-script", "--inline", "echo hi"].
 	Args []string `json:"args"`
 	// Calamari is the bundle version to run; "" means the latest.
@@ -46,6 +49,39 @@ type TaskRequest struct {
 	// MaxTaskLocks) the task holds on its agent while it runs: tasks that
 	// share one run one after the other.
 	Locks []string `json:"locks,omitempty"`
+	// Variables reach the task's process as environment variables. Names
+	// are letters, digits and '_', not starting with a digit nor with
+	// TENDRIL_. A sensitive value is stored sealed under the coordinator's
+	// master key, sent only inside the agent's session, and masked in the
+	// task's log; it is never shown again.
+	Variables []Variable `json:"variables,omitempty"`
+	// VariablesFrom take variables' values from the outputs of earlier
+	// tasks.
+	VariablesFrom []VariableFrom `json:"variables_from,omitempty"`
+}
+
+// Variable is a variable of a task.
+type Variable struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+	// Sensitive hides the value everywhere: TaskView shows only the name.
+	Sensitive bool `json:"sensitive,omitempty"`
+}
+
+// VariableFrom names an output of an earlier task.
+type VariableFrom struct {
+	// Name is the variable's; "" means the output's name.
+	Name   string `json:"name,omitempty"`
+	Task   string `json:"task"`
+	Output string `json:"output"`
+}
+
+// ArtifactView is a file a task's script attached: GET
+// /api/tasks/{id}/artifacts/{name} downloads it.
+type ArtifactView struct {
+	Name   string `json:"name"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
 }
 
 // Task isolation, TaskRequest.Isolation and TaskView.Isolation.
@@ -105,6 +141,14 @@ type TaskView struct {
 	StartedAt  *time.Time `json:"started_at,omitempty"`
 	FinishedAt *time.Time `json:"finished_at,omitempty"`
 	LogLines   int64      `json:"log_lines"`
+	// Variables are the task's variables; a sensitive one has only its
+	// name and Sensitive set.
+	Variables []Variable `json:"variables,omitempty"`
+	// Outputs are the output variables its script set.
+	Outputs map[string]string `json:"outputs,omitempty"`
+	// Artifacts are the files its script attached, once collected from
+	// the agent.
+	Artifacts []ArtifactView `json:"artifacts,omitempty"`
 }
 
 // Task states, as TaskView.State says them.

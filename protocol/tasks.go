@@ -1,6 +1,13 @@
 package protocol
 
-import "time"
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/tendrildeploy/tendril/servicemsg"
+)
 
 // Message types for Calamari bundles, deployment tasks and the files they
 // need. All are coordinator -> agent requests.
@@ -120,6 +127,54 @@ type Variable struct {
 	// Sensitive values are never written to the agent's disk, and every
 	// occurrence of one in the task's output is masked in its log.
 	Sensitive bool `json:"sensitive,omitempty"`
+}
+
+// Limits of a task's variables, which all travel in one frame and end up
+// in one process environment.
+const (
+	// MaxVariables is the most variables one task may have.
+	MaxVariables = 256
+	// MaxVariableBytes is the most bytes of names and values together.
+	MaxVariableBytes = 256 << 10
+	// ReservedPrefix starts the names of the variables the agent itself
+	// gives every task; a task's variables may not use it.
+	ReservedPrefix = "TENDRIL_"
+)
+
+// ErrInvalidVariables means a task's variables cannot be given to a
+// process: a bad name, a reserved one, a repeated one, or too many.
+var ErrInvalidVariables = errors.New("invalid task variables")
+
+// ValidateVariables checks a task's variables: names as
+// servicemsg.ValidateName allows, none starting with ReservedPrefix, none
+// twice, no NUL byte in a value, within the limits. The coordinator checks
+// before it stores a task, the agent again before it runs one.
+func ValidateVariables(vars []Variable) error {
+	if len(vars) > MaxVariables {
+		return fmt.Errorf("%w: %d variables, at most %d", ErrInvalidVariables, len(vars), MaxVariables)
+	}
+	seen := make(map[string]bool, len(vars))
+	total := 0
+	for _, v := range vars {
+		if err := servicemsg.ValidateName(v.Name); err != nil {
+			return fmt.Errorf("%w: variable %v", ErrInvalidVariables, err)
+		}
+		if strings.HasPrefix(strings.ToUpper(v.Name), ReservedPrefix) {
+			return fmt.Errorf("%w: variable %s: names starting with %s are the agent's", ErrInvalidVariables, v.Name, ReservedPrefix)
+		}
+		if seen[v.Name] {
+			return fmt.Errorf("%w: variable %s given twice", ErrInvalidVariables, v.Name)
+		}
+		if strings.ContainsRune(v.Value, 0) {
+			return fmt.Errorf("%w: variable %s: a value cannot hold a NUL byte", ErrInvalidVariables, v.Name)
+		}
+		seen[v.Name] = true
+		total += len(v.Name) + len(v.Value)
+	}
+	if total > MaxVariableBytes {
+		return fmt.Errorf("%w: %d bytes of variables, at most %d", ErrInvalidVariables, total, MaxVariableBytes)
+	}
+	return nil
 }
 
 // FeatureVariables, in Hello.Features, says that the agent gives tasks

@@ -10,6 +10,8 @@ package server
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -94,8 +96,19 @@ func setUpAPIFixture(t *testing.T, ts *testServer) apiFixture {
 		t.Fatal(err)
 	}
 	fx.task = uuid.NewString()
+	// Its artifact is stored as an agent's would be: a blob by SHA-256.
+	artifact := []byte("report\n")
+	sum := sha256.Sum256(artifact)
+	sumHex := hex.EncodeToString(sum[:])
+	if err := os.MkdirAll(ts.filesDir(), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(ts.filesDir(), sumHex), artifact, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if err := ts.store.CreateTasks(ctx, []store.Task{{ID: fx.task, Group: uuid.NewString(), AgentID: away.ID, AgentName: away.Name,
-		Args: []string{"run-script", "--inline", "echo hi"}, Calamari: "1.0.0", State: api.TaskQueued, CreatedAt: time.Now().UTC()}}); err != nil {
+		Args: []string{"run-script", "--inline", "echo hi"}, Calamari: "1.0.0", State: api.TaskQueued, CreatedAt: time.Now().UTC(),
+		Artifacts: []store.TaskArtifact{{Name: "report.txt", Size: int64(len(artifact)), SHA256: sumHex}}}}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -275,6 +288,10 @@ func apiEndpoints(fx apiFixture) map[string]endpoint {
 		"GET /api/tasks/{id}/log": {path: "/api/tasks/" + fx.task + "/log", bad: []badInput{
 			notFound("/api/tasks/nope/log", `"nope"`),
 			{name: "from not a number", path: "/api/tasks/" + fx.task + "/log?from=first", status: 400, msg: "from must be a log line number, 1 or more"},
+		}},
+		"GET /api/tasks/{id}/artifacts/{name}": {path: "/api/tasks/" + fx.task + "/artifacts/report.txt", bad: []badInput{
+			notFound("/api/tasks/nope/artifacts/report.txt", `"nope"`),
+			{name: "unknown artifact", path: "/api/tasks/" + fx.task + "/artifacts/other.txt", status: 404, msg: `has no artifact "other.txt"`},
 		}},
 		"POST /api/tasks/{id}/cancel": {path: "/api/tasks/" + fx.task + "/cancel", bad: []badInput{notFound("/api/tasks/nope/cancel", `"nope"`)}},
 

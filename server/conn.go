@@ -314,6 +314,7 @@ func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, 
 		connectedAt: time.Now(), remote: remote, serverAck: a.ServerThumbprintAck,
 		signingKey: h.SigningKey,
 		isolates:   slices.Contains(h.Features, protocol.FeatureIsolation),
+		variables:  slices.Contains(h.Features, protocol.FeatureVariables),
 	}
 	// The session is listed before the agent hears Welcome, so that once
 	// an agent knows it is connected, so does every API call.

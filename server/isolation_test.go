@@ -32,9 +32,10 @@ func (ts *testServer) waitFinished(t *testing.T, id string) api.TaskView {
 	return task
 }
 
+// lineWith returns the first line of stream ("" for any) holding text.
 func lineWith(lines []store.LogLine, stream, text string) (store.LogLine, bool) {
 	for _, l := range lines {
-		if l.Stream == stream && strings.Contains(l.Text, text) {
+		if (stream == "" || l.Stream == stream) && strings.Contains(l.Text, text) {
 			return l, true
 		}
 	}

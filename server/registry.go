@@ -27,6 +27,10 @@ type agentSession struct {
 	// isolates is true when the agent honours tasks' isolation and locks
 	// (protocol.FeatureIsolation); older agents run every task at once.
 	isolates bool
+	// variables is true when the agent gives tasks their variables, masks
+	// sensitive ones and reports outputs and artifacts
+	// (protocol.FeatureVariables).
+	variables bool
 }
 
 // registry maps agent IDs to their live session. An agent has at most one:

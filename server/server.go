@@ -13,6 +13,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log"
 	"math/rand/v2"
 	"net"
@@ -43,6 +44,7 @@ import (
 	"github.com/tendrildeploy/tendril/server/metrics"
 	"github.com/tendrildeploy/tendril/server/releases"
 	"github.com/tendrildeploy/tendril/server/rollout"
+	"github.com/tendrildeploy/tendril/server/secret"
 	"github.com/tendrildeploy/tendril/server/settings"
 	"github.com/tendrildeploy/tendril/server/store"
 	"github.com/tendrildeploy/tendril/server/store/sqlstore"
@@ -235,17 +237,20 @@ func (c *Config) setDefaults() {
 
 // Server is a running coordinator. Create it with New, then call Run.
 type Server struct {
-	cfg      Config
-	log      *zap.Logger
-	store    store.Store
-	access   *access.Service
-	uploads  *cluster.Uploads
-	bundles  *calamari.Library
-	enroll   *enroll.Enroller
-	api      *httpapi.API
-	console  *console.Console
-	ids      *identity.Set
-	signing  *certs.SigningKey
+	cfg     Config
+	log     *zap.Logger
+	store   store.Store
+	access  *access.Service
+	uploads *cluster.Uploads
+	bundles *calamari.Library
+	enroll  *enroll.Enroller
+	api     *httpapi.API
+	console *console.Console
+	ids     *identity.Set
+	signing *certs.SigningKey
+	// sealer seals tasks' sensitive variables under the master key; nil
+	// for a data folder without one, which then refuses them.
+	sealer   *secret.Sealer
 	sessions *registry
 	metrics  *metrics.Metrics
 	tlsConf  *tls.Config
@@ -331,6 +336,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new coordinator: %w", err)
 	}
+	sealer, err := secret.LoadSealer(filepath.Join(cfg.DataDir, datadir.MasterFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		sealer = nil
+	} else if err != nil {
+		return nil, fmt.Errorf("new coordinator: %w", err)
+	}
 	st := cfg.Store
 	if st == nil {
 		sq, err := sqlstore.OpenSQLiteWith(ctx, filepath.Join(cfg.DataDir, datadir.DBFile), sqlstore.Options{BackupDir: backupsDir(cfg.DataDir)})
@@ -353,6 +364,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		uploads:   cluster.NewUploads(st, clustered(st), cfg.Logger.Named("server")),
 		ids:       ids,
 		signing:   signing,
+		sealer:    sealer,
 		sessions:  newRegistry(),
 		newcomers: make(chan *agentSession, newcomerQueue),
 		limiter:   rate.NewLimiter(rate.Limit(cfg.AcceptRate), cfg.AcceptBurst),

@@ -25,7 +25,11 @@ import (
 func taskView(t store.Task) api.TaskView {
 	v := api.TaskView{ID: t.ID, Group: t.Group, Agent: t.AgentName, Args: t.Args, Calamari: t.Calamari, File: t.FileName,
 		Isolation: t.Isolation, Locks: t.Locks,
-		State: t.State, ExitCode: t.ExitCode, Error: t.Error, CreatedAt: t.CreatedAt, LogLines: t.LastSeq}
+		State: t.State, ExitCode: t.ExitCode, Error: t.Error, CreatedAt: t.CreatedAt, LogLines: t.LastSeq,
+		Variables: variableViews(t), Outputs: t.Outputs}
+	for _, a := range t.Artifacts {
+		v.Artifacts = append(v.Artifacts, api.ArtifactView{Name: a.Name, Size: a.Size, SHA256: a.SHA256})
+	}
 	if v.Isolation == "" {
 		v.Isolation = api.IsolationFull
 	}
@@ -54,12 +58,16 @@ func (s *Server) CreateTasks(ctx context.Context, req api.TaskRequest) ([]api.Ta
 	if err != nil {
 		return nil, err
 	}
+	plain, sensitive, err := s.taskVariables(ctx, req)
+	if err != nil {
+		return nil, err
+	}
 	done, err := s.maint.Begin()
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	agents, err := s.targetAgents(ctx, api.UpdateTarget{Agent: req.Agent, Environment: req.Environment})
+	agents, err := s.taskAgents(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -81,6 +89,17 @@ func (s *Server) CreateTasks(ctx context.Context, req api.TaskRequest) ([]api.Ta
 	}
 	if len(notConnected) > 0 {
 		return nil, kind.Errorf(kind.ErrNotConnected, "%v not connected to this coordinator; nothing was started", notConnected)
+	}
+	if len(plain)+len(sensitive) > 0 {
+		var old []string
+		for _, a := range agents {
+			if as := s.sessions.get(a.ID); as != nil && !as.variables {
+				old = append(old, a.Name)
+			}
+		}
+		if len(old) > 0 {
+			return nil, kind.Errorf(kind.ErrConflict, "%s run an agent too old for task variables; nothing was started (upgrade them: tendril-server upgrade --agent NAME)", strings.Join(old, ", "))
+		}
 	}
 	version := req.Calamari
 	if version == "" {
@@ -111,8 +130,10 @@ func (s *Server) CreateTasks(ctx context.Context, req api.TaskRequest) ([]api.Ta
 	now := time.Now().UTC()
 	tasks := make([]store.Task, len(agents))
 	for i, a := range agents {
-		tasks[i] = store.Task{ID: uuid.NewString(), Group: group, AgentID: a.ID, AgentName: a.Name, Args: req.Args,
+		id := uuid.NewString()
+		tasks[i] = store.Task{ID: id, Group: group, AgentID: a.ID, AgentName: a.Name, Args: req.Args,
 			Calamari: version, FileName: fileName, FileSHA256: fileSum, Isolation: isolation, Locks: locks,
+			Variables: plain, Sensitive: s.sealVariables(id, sensitive),
 			State: api.TaskQueued, CreatedAt: now}
 	}
 	if err := s.store.CreateTasks(ctx, tasks); err != nil {
@@ -308,9 +329,16 @@ func (s *Server) taskLog(id, text string) {
 
 // finishTask records a final state.
 func (s *Server) finishTask(id, state string, exitCode int, errText string) {
+	s.finishTaskWith(id, store.TaskUpdate{State: state, ExitCode: exitCode, Error: errText})
+}
+
+// finishTaskWith records a final state with what else the update says
+// (outputs, artifacts).
+func (s *Server) finishTaskWith(id string, u store.TaskUpdate) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), 10*time.Second)
 	defer cancel()
-	if err := s.store.UpdateTask(ctx, id, store.TaskUpdate{State: state, ExitCode: exitCode, Error: errText, FinishedAt: time.Now().UTC()}); err != nil {
+	u.FinishedAt = time.Now().UTC()
+	if err := s.store.UpdateTask(ctx, id, u); err != nil {
 		s.log.Error("record task result failed", zap.String("task", id), zap.Error(err))
 	}
 	s.tasks.notify(id)
@@ -374,10 +402,15 @@ func (s *Server) runTask(runCtx, startCtx context.Context, id string) (released 
 			return s.releaseTask(id)
 		}
 		end, err := s.followTask(runCtx, as, &t)
+		var arts []store.TaskArtifact
+		if err == nil {
+			arts, err = s.collectArtifacts(runCtx, as, t, end.Artifacts)
+		}
 		if err == nil {
 			// The last line first: a reader stops once the task is final.
 			s.taskLog(id, fmt.Sprintf("Task %s (exit code %d)", end.State, end.ExitCode))
-			s.finishTask(id, end.State, end.ExitCode, end.Error)
+			u := store.TaskUpdate{State: end.State, ExitCode: end.ExitCode, Error: end.Error, Outputs: end.Outputs, Artifacts: arts}
+			s.finishTaskWith(id, u)
 			log.Info("task finished", zap.String("agent", t.AgentName), zap.String("state", end.State), zap.Int("exit_code", end.ExitCode))
 			return false
 		}
@@ -413,6 +446,13 @@ var errTaskRefused = errors.New("task refused")
 func (s *Server) startOnAgent(ctx context.Context, as *agentSession, t store.Task) error {
 	if as.upgradeOnly {
 		return kind.Errorf(errTaskRefused, "agent %s must be upgraded before it can run tasks (its protocol is below this coordinator's minimum)", as.name)
+	}
+	vars, err := s.wireVariables(t)
+	if err != nil {
+		return kind.Errorf(errTaskRefused, "%v", err)
+	}
+	if len(vars) > 0 && !as.variables {
+		return kind.Errorf(errTaskRefused, "the agent on %s is too old for task variables; upgrade it (tendril-server upgrade --agent %s) and run the task again", as.name, as.name)
 	}
 	b, err := s.store.Bundle(ctx, t.Calamari)
 	if err != nil {
@@ -450,7 +490,7 @@ func (s *Server) startOnAgent(ctx context.Context, as *agentSession, t store.Tas
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.HealthTimeout+30*time.Second)
 	defer cancel()
 	req := protocol.TaskStart{Ticket: t.ID, Calamari: t.Calamari, Args: t.Args,
-		Isolation: t.Isolation, Locks: t.Locks, Name: taskName(t)}
+		Isolation: t.Isolation, Locks: t.Locks, Name: taskName(t), Variables: vars}
 	err = protocol.Call(cctx, as.sess, protocol.TypeTaskStart, req, protocol.TypeTaskStarted, &started)
 	if protocol.IsCode(err, protocol.CodeBadRequest) {
 		return kind.Errorf(errTaskRefused, "%v", err)

@@ -98,7 +98,7 @@ func IsBadRequest(err error) bool {
 	if errors.As(err, &ce) {
 		return true
 	}
-	for _, target := range []error{ErrInvalidTicket, ErrInvalidIsolation, ErrInvalidVariables, ErrInvalidFileName, ErrInvalidTransfer, ErrUnknownTicket, ErrUnknownArtifact, ErrStarted, protocol.ErrTransfer} {
+	for _, target := range []error{ErrInvalidTicket, ErrInvalidIsolation, protocol.ErrInvalidVariables, ErrInvalidFileName, ErrInvalidTransfer, ErrUnknownTicket, ErrUnknownArtifact, ErrStarted, protocol.ErrTransfer} {
 		if errors.Is(err, target) {
 			return true
 		}
@@ -289,7 +289,7 @@ func (r *Runner) Start(ctx context.Context, req protocol.TaskStart) (protocol.Ta
 	if err != nil {
 		return protocol.TaskStarted{}, err
 	}
-	if err := validateVariables(req.Variables); err != nil {
+	if err := protocol.ValidateVariables(req.Variables); err != nil {
 		return protocol.TaskStarted{}, err
 	}
 	unlock, err := r.tickets.Lock(ctx, req.Ticket)

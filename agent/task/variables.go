@@ -1,62 +1,15 @@
 package task
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 
 	"github.com/tendrildeploy/tendril/protocol"
-	"github.com/tendrildeploy/tendril/servicemsg"
 )
 
-// Limits of a task's variables, which all travel in one frame and end up
-// in one process environment.
-const (
-	// MaxVariables is the most variables one task may have.
-	MaxVariables = 256
-	// MaxVariableBytes is the most bytes of names and values together.
-	MaxVariableBytes = 256 << 10
-	// MaxOutputs is the most output variables a task's script may set.
-	MaxOutputs = 256
-)
-
-// ErrInvalidVariables means a task's variables cannot be given to a
-// process: a bad name, a reserved one, a repeated one, or too many.
-var ErrInvalidVariables = errors.New("invalid task variables")
-
-// ReservedPrefix starts the names of the variables the agent itself
-// gives every task; a task's variables may not use it.
-const ReservedPrefix = "TENDRIL_"
-
-// validateVariables checks a task's variables.
-func validateVariables(vars []protocol.Variable) error {
-	if len(vars) > MaxVariables {
-		return fmt.Errorf("%w: %d variables, at most %d", ErrInvalidVariables, len(vars), MaxVariables)
-	}
-	seen := make(map[string]bool, len(vars))
-	total := 0
-	for _, v := range vars {
-		if err := servicemsg.ValidateName(v.Name); err != nil {
-			return fmt.Errorf("%w: variable %v", ErrInvalidVariables, err)
-		}
-		if strings.HasPrefix(strings.ToUpper(v.Name), ReservedPrefix) {
-			return fmt.Errorf("%w: variable %s: names starting with %s are the agent's", ErrInvalidVariables, v.Name, ReservedPrefix)
-		}
-		if seen[v.Name] {
-			return fmt.Errorf("%w: variable %s given twice", ErrInvalidVariables, v.Name)
-		}
-		if strings.ContainsRune(v.Value, 0) {
-			return fmt.Errorf("%w: variable %s: a value cannot hold a NUL byte", ErrInvalidVariables, v.Name)
-		}
-		seen[v.Name] = true
-		total += len(v.Name) + len(v.Value)
-	}
-	if total > MaxVariableBytes {
-		return fmt.Errorf("%w: %d bytes of variables, at most %d", ErrInvalidVariables, total, MaxVariableBytes)
-	}
-	return nil
-}
+// MaxOutputs is the most output variables a task's script may set.
+const MaxOutputs = 256
 
 // sensitiveValues returns the values to mask.
 func sensitiveValues(vars []protocol.Variable) []string {

@@ -120,11 +120,11 @@ func TestStartRefusesBadVariables(t *testing.T) {
 		{"agent's prefix", []protocol.Variable{{Name: "TENDRIL_HOME", Value: "/"}}, "are the agent's"},
 		{"twice", []protocol.Variable{{Name: "A", Value: "1"}, {Name: "A", Value: "2"}}, "given twice"},
 		{"NUL", []protocol.Variable{{Name: "A", Value: "a\x00b"}}, "NUL"},
-		{"too large", []protocol.Variable{{Name: "A", Value: strings.Repeat("x", MaxVariableBytes)}}, "at most"},
+		{"too large", []protocol.Variable{{Name: "A", Value: strings.Repeat("x", protocol.MaxVariableBytes)}}, "at most"},
 	}
 	for _, tt := range tests {
 		_, err := r.Start(context.Background(), protocol.TaskStart{Ticket: "bad", Calamari: "1", Args: []string{"-c", "true"}, Variables: tt.vars})
-		if !errors.Is(err, ErrInvalidVariables) || !IsBadRequest(err) || !strings.Contains(err.Error(), tt.want) {
+		if !errors.Is(err, protocol.ErrInvalidVariables) || !IsBadRequest(err) || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: got %v, want a bad request saying %q", tt.name, err, tt.want)
 		}
 	}

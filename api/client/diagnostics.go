@@ -17,9 +17,16 @@ func (c *Client) AgentDiagnostics(ctx context.Context, name string, w io.Writer)
 	if name == "" {
 		return 0, errors.New("collect agent diagnostics: no agent name given")
 	}
-	resp, err := c.send(ctx, http.MethodPost, "/api/agents/"+url.PathEscape(name)+"/diagnostics", nil, nil, -1, "", "application/gzip")
+	return c.download(ctx, http.MethodPost, "/api/agents/"+url.PathEscape(name)+"/diagnostics", "application/gzip", w,
+		fmt.Sprintf("collect diagnostics of agent %q", name))
+}
+
+// download copies the body of a file answer to w, checking that all of it
+// arrived.
+func (c *Client) download(ctx context.Context, method, path, media string, w io.Writer, what string) (int64, error) {
+	resp, err := c.send(ctx, method, path, nil, nil, -1, "", media)
 	if err != nil {
-		return 0, fmt.Errorf("collect diagnostics of agent %q: %w", name, err)
+		return 0, fmt.Errorf("%s: %w", what, err)
 	}
 	defer resp.Body.Close()
 	n, err := io.Copy(w, resp.Body)
@@ -27,7 +34,7 @@ func (c *Client) AgentDiagnostics(ctx context.Context, name string, w io.Writer)
 		err = fmt.Errorf("got %d of %d bytes", n, resp.ContentLength)
 	}
 	if err != nil {
-		return n, fmt.Errorf("collect diagnostics of agent %q: receive: %w", name, err)
+		return n, fmt.Errorf("%s: receive: %w", what, err)
 	}
 	return n, nil
 }

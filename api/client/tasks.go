@@ -174,3 +174,13 @@ func (c *Client) FollowTaskLog(ctx context.Context, id string, from int64, follo
 	// The stream ended early or broke: the caller resumes if it wants.
 	return api.TaskView{}, false, nil
 }
+
+// TaskArtifact writes a task's artifact to w (GET
+// /api/tasks/{id}/artifacts/{name}) and returns how many bytes it wrote.
+func (c *Client) TaskArtifact(ctx context.Context, id, name string, w io.Writer) (int64, error) {
+	if id == "" || name == "" {
+		return 0, errors.New("download artifact: a task ID and an artifact name are needed")
+	}
+	return c.download(ctx, http.MethodGet, "/api/tasks/"+url.PathEscape(id)+"/artifacts/"+url.PathEscape(name), "application/octet-stream", w,
+		fmt.Sprintf("download artifact %s of task %s", name, id))
+}

@@ -81,6 +81,8 @@ type Coordinator interface {
 	Task(ctx context.Context, id string) (api.TaskView, error)
 	// CancelTask stops a task.
 	CancelTask(ctx context.Context, id string) (api.TaskView, error)
+	// TaskArtifact is a file a task attached, as a download.
+	TaskArtifact(ctx context.Context, id, name string) (Download, error)
 	// TaskLog returns up to limit lines from line from on.
 	TaskLog(ctx context.Context, id string, from int64, limit int) ([]api.LogLineView, error)
 	// TaskChanged returns a channel closed at the task's next change.
@@ -224,6 +226,7 @@ func (h *API) Register(mux *http.ServeMux) {
 	route("GET /api/tasks/{id}", h.apiTask)
 	route("GET /api/tasks/{id}/log", h.apiTaskLog)
 	route("POST /api/tasks/{id}/cancel", h.apiCancelTask)
+	route("GET /api/tasks/{id}/artifacts/{name}", h.apiTaskArtifact)
 	route("GET /api/maintenance", h.apiMaintenance)
 	route("PUT /api/maintenance", h.apiSetMaintenance)
 	route("GET /api/policy", h.apiPolicy)
@@ -425,6 +428,10 @@ func (h *API) apiUpdates(w http.ResponseWriter, r *http.Request) {
 // ServeTask answers GET /api/tasks/{id}; the console serves it under its
 // own session, so that both answer alike.
 func (h *API) ServeTask(w http.ResponseWriter, r *http.Request) { h.apiTask(w, r) }
+
+// ServeTaskArtifact answers GET /api/tasks/{id}/artifacts/{name}, for
+// the console likewise.
+func (h *API) ServeTaskArtifact(w http.ResponseWriter, r *http.Request) { h.apiTaskArtifact(w, r) }
 
 // ServeTaskLog answers GET /api/tasks/{id}/log, for the console likewise.
 func (h *API) ServeTaskLog(w http.ResponseWriter, r *http.Request) { h.apiTaskLog(w, r) }

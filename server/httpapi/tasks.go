@@ -115,6 +115,18 @@ func (h *API) apiTask(w http.ResponseWriter, r *http.Request) {
 	h.respond(w, http.StatusOK, t, noSuchTask(r.PathValue("id"), err))
 }
 
+// apiTaskArtifact downloads a task's artifact. It is offered as an
+// attachment with a generic type: an artifact is whatever a script made,
+// and must never render as a page of the console's origin.
+func (h *API) apiTaskArtifact(w http.ResponseWriter, r *http.Request) {
+	d, err := h.co.TaskArtifact(r.Context(), r.PathValue("id"), r.PathValue("name"))
+	if err != nil {
+		h.respond(w, http.StatusOK, nil, noSuchTask(r.PathValue("id"), err))
+		return
+	}
+	ServeDownload(w, h.log, "application/octet-stream", d)
+}
+
 func (h *API) apiCancelTask(w http.ResponseWriter, r *http.Request) {
 	t, err := h.co.CancelTask(r.Context(), r.PathValue("id"))
 	h.respond(w, http.StatusOK, t, noSuchTask(r.PathValue("id"), err))

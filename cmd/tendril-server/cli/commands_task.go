@@ -2,14 +2,18 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/api/client"
+	"github.com/tendrildeploy/tendril/diag"
 )
 
 // taskRunExample is shown when task run's arguments are wrong.
@@ -24,7 +28,7 @@ func newTaskCmd(e Env) *cobra.Command {
 		RunE:  groupRunE,
 	}
 	addTargetFlags(group, &t)
-	group.AddCommand(newTaskRunCmd(e, &t), newTaskShowCmd(e, &t), newTaskListCmd(e, &t), newTaskCancelCmd(e, &t))
+	group.AddCommand(newTaskRunCmd(e, &t), newTaskShowCmd(e, &t), newTaskListCmd(e, &t), newTaskCancelCmd(e, &t), newTaskArtifactCmd(e, &t))
 	return group
 }
 
@@ -46,15 +50,29 @@ func calamariArgs(c *cobra.Command, args []string) ([]string, error) {
 
 func newTaskRunCmd(e Env, t *targetFlags) *cobra.Command {
 	var (
-		req    api.TaskRequest
-		file   string
-		asJSON bool
+		req                     api.TaskRequest
+		agents                  []string
+		vars, secrets, varsFrom []string
+		file                    string
+		asJSON                  bool
 	)
 	c := &cobra.Command{
-		Use:   "run (--agent NAME | --environment ENV) [--file PKG] [--calamari VERSION] [--isolation full|none] [--lock NAME]... -- CALAMARI-ARGS...",
-		Short: "Run Calamari on an agent, or on every agent of an environment, and stream the log",
-		Long: `Run Calamari on an agent, or on every agent of an environment, and stream the
-log as it is produced. Everything after -- goes to Calamari unchanged.
+		Use:   "run (--agent NAME... | --environment ENV) [--file PKG] [--calamari VERSION] [--isolation full|none] [--lock NAME]... [--var NAME=VALUE]... [--sensitive-var NAME=VALUE|NAME=@FILE]... [--var-from [NAME=]TASK:OUTPUT]... -- CALAMARI-ARGS...",
+		Short: "Run Calamari on agents, or on every agent of an environment, and stream the log",
+		Long: `Run Calamari on one agent, several (--agent repeated), or every agent of an
+environment, and stream the log as it is produced. Everything after -- goes
+to Calamari unchanged. A name that is not an agent, or an agent that is not
+connected, starts nothing anywhere.
+
+--var NAME=VALUE gives the task's process an environment variable.
+--sensitive-var NAME=VALUE does too, but the value is stored encrypted under
+the coordinator's master key, travels only inside the agent's session, is
+masked as ******** wherever it appears in the task's log, and is never shown
+again; NAME=@FILE reads it from a file (one final newline dropped), so that
+it stays out of the shell's history and the process list. --var-from
+TASK:OUTPUT takes a variable from an output of an earlier task (a script
+sets one with: calamari set-output NAME VALUE); NAME=TASK:OUTPUT names the
+variable differently from the output.
 
 --file uploads a file first; the coordinator puts it in the task's folder on
 the agent before the task starts.
@@ -79,10 +97,21 @@ Ctrl-C stops following but not the task: it keeps running, and
 			if err != nil {
 				return err
 			}
-			if (req.Agent == "") == (req.Environment == "") {
-				return usageErrorf(c, "give exactly one of --agent NAME or --environment ENV")
+			if (len(agents) == 0) == (req.Environment == "") {
+				return usageErrorf(c, "give exactly one of --agent NAME (repeatable) or --environment ENV")
+			}
+			if len(agents) > 0 {
+				// The first goes in Agent, which coordinators older than
+				// Agents understand.
+				req.Agent, req.Agents = agents[0], agents[1:]
 			}
 			if err := api.ValidateIsolation(req.Isolation, req.Locks); err != nil {
+				return usageErrorf(c, "%v", err)
+			}
+			if req.Variables, err = parseVariables(vars, secrets); err != nil {
+				return usageErrorf(c, "%v", err)
+			}
+			if req.VariablesFrom, err = parseVariablesFrom(varsFrom); err != nil {
 				return usageErrorf(c, "%v", err)
 			}
 			req.Args = cargs
@@ -96,14 +125,65 @@ Ctrl-C stops following but not the task: it keeps running, and
 		return usageErrorf(c, "%v (Calamari's arguments go after --, e.g. %s)", err, taskRunExample)
 	})
 	f := c.Flags()
-	f.StringVar(&req.Agent, "agent", "", "run on this agent")
+	f.StringArrayVar(&agents, "agent", nil, "run on this agent (repeatable)")
 	f.StringVar(&req.Environment, "environment", "", "run on every agent of this environment")
 	f.StringVar(&file, "file", "", "upload this file first and put it in the task's folder under its base name")
 	f.StringVar(&req.Calamari, "calamari", "", "Calamari version to run (default: the latest)")
 	f.StringVar(&req.Isolation, "isolation", "", `"full": run alone on the agent (default); "none": beside other tasks`)
 	f.StringArrayVar(&req.Locks, "lock", nil, "hold this named lock while running: tasks sharing a lock run one after the other (repeatable)")
+	f.StringArrayVar(&vars, "var", nil, "give the task the environment variable NAME=VALUE (repeatable)")
+	f.StringArrayVar(&secrets, "sensitive-var", nil, "NAME=VALUE or NAME=@FILE: a variable stored encrypted and masked in the log (repeatable)")
+	f.StringArrayVar(&varsFrom, "var-from", nil, "[NAME=]TASK:OUTPUT: a variable from an output of an earlier task (repeatable)")
 	f.BoolVar(&asJSON, "json", false, "print the created tasks as JSON and do not follow them")
 	return c
+}
+
+// parseVariables reads --var and --sensitive-var. A sensitive value
+// given as @FILE is read from the file, without one final newline.
+func parseVariables(vars, secrets []string) ([]api.Variable, error) {
+	var out []api.Variable
+	for _, kv := range vars {
+		name, value, ok := strings.Cut(kv, "=")
+		if !ok || name == "" {
+			return nil, fmt.Errorf("--var %q: want NAME=VALUE", kv)
+		}
+		out = append(out, api.Variable{Name: name, Value: value})
+	}
+	for _, kv := range secrets {
+		name, value, ok := strings.Cut(kv, "=")
+		if !ok || name == "" {
+			// The argument is not repeated: it may be the secret itself.
+			return nil, errors.New("--sensitive-var: want NAME=VALUE or NAME=@FILE (the argument has no NAME=)")
+		}
+		if path, isFile := strings.CutPrefix(value, "@"); isFile {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return nil, fmt.Errorf("--sensitive-var %s: %w", name, err)
+			}
+			value = strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+		}
+		out = append(out, api.Variable{Name: name, Value: value, Sensitive: true})
+	}
+	return out, nil
+}
+
+// parseVariablesFrom reads --var-from [NAME=]TASK:OUTPUT.
+func parseVariablesFrom(specs []string) ([]api.VariableFrom, error) {
+	var out []api.VariableFrom
+	for _, spec := range specs {
+		var vf api.VariableFrom
+		ref := spec
+		if name, rest, ok := strings.Cut(spec, "="); ok {
+			vf.Name, ref = name, rest
+		}
+		task, output, ok := strings.Cut(ref, ":")
+		if !ok || task == "" || output == "" || (vf.Name == "" && strings.Contains(spec, "=")) {
+			return nil, fmt.Errorf("--var-from %q: want TASK:OUTPUT or NAME=TASK:OUTPUT", spec)
+		}
+		vf.Task, vf.Output = task, output
+		out = append(out, vf)
+	}
+	return out, nil
 }
 
 // runTasks uploads the file, if any, creates the tasks and follows them to
@@ -283,4 +363,53 @@ func newTaskCancelCmd(e Env, t *targetFlags) *cobra.Command {
 			})
 		},
 	}
+}
+
+func newTaskArtifactCmd(e Env, t *targetFlags) *cobra.Command {
+	var (
+		out   string
+		force bool
+	)
+	c := &cobra.Command{
+		Use:   "artifact ID NAME [--out FILE]",
+		Short: "Download a file a task's script attached (calamari artifact PATH)",
+		Long: `Download a file a task's script attached with "calamari artifact PATH".
+"tendril-server task show ID" lists a task's artifacts. The file is written
+to NAME in the current folder, or to --out FILE ("-" for standard output);
+an existing file is kept unless --force is given.`,
+		Args: func(c *cobra.Command, args []string) error {
+			if len(args) != 2 {
+				return usageErrorf(c, "want a task ID and an artifact name, got %d arguments", len(args))
+			}
+			return nil
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			id, name := args[0], args[1]
+			if out == "" {
+				out = filepath.Base(name)
+			}
+			return adminCallFor(c, *t, e, 0, func(ctx context.Context, cl *client.Client) error {
+				if out == "-" {
+					_, err := cl.TaskArtifact(ctx, id, name, e.Stdout)
+					return err
+				}
+				if _, err := os.Lstat(out); err == nil && !force {
+					return fmt.Errorf("%s exists; give --force to replace it, or --out another file", out)
+				}
+				var n int64
+				if err := diag.WriteFile(out, func(w io.Writer) error {
+					var err error
+					n, err = cl.TaskArtifact(ctx, id, name, w)
+					return err
+				}); err != nil {
+					return err
+				}
+				_, err := fmt.Fprintf(e.Stderr, "wrote %s (%s)\n", out, humanBytes(n))
+				return err
+			})
+		},
+	}
+	c.Flags().StringVar(&out, "out", "", `file to write ("-" for standard output; default: NAME in the current folder)`)
+	c.Flags().BoolVar(&force, "force", false, "replace an existing file")
+	return c
 }

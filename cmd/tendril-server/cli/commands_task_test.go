@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -29,12 +30,18 @@ func TestTaskRunUsage(t *testing.T) {
 		{"argument before --", []string{"task", "run", "--agent", "web01", "run-script", "--", "x"}, `unexpected argument "run-script": Calamari's arguments go after --`},
 		{"arguments without --", []string{"task", "run", "--agent", "web01", "run-script"}, `unexpected argument "run-script"`},
 		{"Calamari flag without --", []string{"task", "run", "--agent", "web01", "run-script", "--inline", "x"}, "unknown flag: --inline (Calamari's arguments go after --"},
-		{"no target", []string{"task", "run", "--", "run-script"}, "give exactly one of --agent NAME or --environment ENV"},
+		{"no target", []string{"task", "run", "--", "run-script"}, "give exactly one of --agent NAME (repeatable) or --environment ENV"},
 		{"both targets", []string{"task", "run", "--agent", "web01", "--environment", "Test", "--", "run-script"}, "give exactly one of"},
 		{"lock name with a space", []string{"task", "run", "--agent", "web01", "--lock", "my db", "--", "run-script"}, `lock name "my db": use 1-63 letters, digits, '.', '_' or '-'`},
 		{"lock name with a slash", []string{"task", "run", "--agent", "web01", "--lock", "db", "--lock", "a/b", "--", "run-script"}, `lock name "a/b": use 1-63 letters`},
 		{"empty lock name", []string{"task", "run", "--agent", "web01", "--lock", "", "--", "run-script"}, `lock name "": use 1-63 letters`},
 		{"unknown isolation", []string{"task", "run", "--agent", "web01", "--isolation", "partial", "--", "run-script"}, `isolation "partial": use "full" (the task runs alone on its agent; the default) or "none"`},
+		{"variable without =", []string{"task", "run", "--agent", "web01", "--var", "REGION", "--", "run-script"}, `--var "REGION": want NAME=VALUE`},
+		{"sensitive variable without =", []string{"task", "run", "--agent", "web01", "--sensitive-var", "hunter2", "--", "run-script"}, "--sensitive-var: want NAME=VALUE or NAME=@FILE (the argument has no NAME=)"},
+		{"sensitive file missing", []string{"task", "run", "--agent", "web01", "--sensitive-var", "PW=@/nonexistent/pw.txt", "--", "run-script"}, "--sensitive-var PW: open /nonexistent/pw.txt: no such file or directory"},
+		{"var-from without output", []string{"task", "run", "--agent", "web01", "--var-from", "abc", "--", "run-script"}, `--var-from "abc": want TASK:OUTPUT or NAME=TASK:OUTPUT`},
+		{"var-from with an empty name", []string{"task", "run", "--agent", "web01", "--var-from", "=abc:X", "--", "run-script"}, `--var-from "=abc:X": want`},
+		{"artifact without name", []string{"task", "artifact", "abc"}, "want a task ID and an artifact name, got 1 arguments"},
 		{"show without ID", []string{"task", "show"}, "want exactly one task ID"},
 		{"cancel two IDs", []string{"task", "cancel", "a", "b"}, "want exactly one task ID"},
 		{"list limit too big", []string{"task", "list", "--limit", "5000"}, "--limit must be from 1 to 1000"},
@@ -56,6 +63,8 @@ func TestTaskRunUsage(t *testing.T) {
 }
 
 func TestTaskRunArguments(t *testing.T) {
+	// A sensitive value from a file loses one final newline, no more.
+	secretFile := writeTempFile(t, "key.txt", []byte("line1\nline2\n"))
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -73,6 +82,14 @@ func TestTaskRunArguments(t *testing.T) {
 			api.TaskRequest{Agent: "web01", Args: []string{"run-script"}, Isolation: "none", Locks: []string{"db", "cache.1"}}},
 		{"full isolation", []string{"--agent", "web01", "--isolation", "full", "--", "run-script"},
 			api.TaskRequest{Agent: "web01", Args: []string{"run-script"}, Isolation: "full"}},
+		{"several agents", []string{"--agent", "web01", "--agent", "web02", "--agent", "web03", "--", "run-script"},
+			api.TaskRequest{Agent: "web01", Agents: []string{"web02", "web03"}, Args: []string{"run-script"}}},
+		{"variables", []string{"--agent", "web01", "--var", "REGION=eu west", "--var", "EMPTY=", "--var", "EQ=a=b",
+			"--sensitive-var", "PW=hunter2", "--sensitive-var", "KEY=@" + secretFile, "--var-from", "t9:BUILD", "--var-from", "PREV=t8:OUT", "--", "run-script"},
+			api.TaskRequest{Agent: "web01", Args: []string{"run-script"},
+				Variables: []api.Variable{{Name: "REGION", Value: "eu west"}, {Name: "EMPTY"}, {Name: "EQ", Value: "a=b"},
+					{Name: "PW", Value: "hunter2", Sensitive: true}, {Name: "KEY", Value: "line1\nline2", Sensitive: true}},
+				VariablesFrom: []api.VariableFrom{{Task: "t9", Output: "BUILD"}, {Name: "PREV", Task: "t8", Output: "OUT"}}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFakeAPI(t)
@@ -82,8 +99,7 @@ func TestTaskRunArguments(t *testing.T) {
 				t.Fatalf("got %d %q, want 0", code, stderr)
 			}
 			got, _, _ := f.received()
-			if got == nil || got.Agent != tc.want.Agent || got.Environment != tc.want.Environment || got.Calamari != tc.want.Calamari ||
-				!slices.Equal(got.Args, tc.want.Args) || got.File != nil || got.Isolation != tc.want.Isolation || !slices.Equal(got.Locks, tc.want.Locks) {
+			if got == nil || !reflect.DeepEqual(*got, tc.want) {
 				t.Fatalf("got request %+v, want %+v", got, tc.want)
 			}
 		})

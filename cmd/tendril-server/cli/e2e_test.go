@@ -93,7 +93,7 @@ func TestCalamariAndTasksEndToEnd(t *testing.T) {
 		t.Fatalf("push of a non-bundle: %d %q", code, stderr)
 	}
 	if code, _, stderr := run("task", "run", "--agent", "ghost", "--", "run-script", "--inline", "true"); code != 1 ||
-		stderr != "tendril-server: create task: no agent named \"ghost\" (HTTP 404)\n" {
+		stderr != "tendril-server: create task: no agent named \"ghost\"; nothing was started (see tendril-server agents list) (HTTP 404)\n" {
 		t.Fatalf("task run on an unknown agent: %d %q", code, stderr)
 	}
 

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -312,6 +315,19 @@ func writeTaskHeader(w io.Writer, t api.TaskView) error {
 		finished += fmt.Sprintf(" (took %s)", t.FinishedAt.Sub(*t.StartedAt).Round(time.Second))
 	}
 	fmt.Fprintf(&b, "Finished:  %s\n", finished)
+	for _, v := range t.Variables {
+		value := strconv.Quote(v.Value)
+		if v.Sensitive {
+			value = "(sensitive)"
+		}
+		fmt.Fprintf(&b, "Variable:  %s = %s\n", v.Name, value)
+	}
+	for _, name := range slices.Sorted(maps.Keys(t.Outputs)) {
+		fmt.Fprintf(&b, "Output:    %s = %s\n", name, strconv.Quote(t.Outputs[name]))
+	}
+	for _, a := range t.Artifacts {
+		fmt.Fprintf(&b, "Artifact:  %s (%s; tendril-server task artifact %s %s)\n", a.Name, humanBytes(a.Size), t.ID, shellQuote([]string{a.Name}))
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }
