@@ -164,6 +164,12 @@ func TestCompatOldAgentNewCoordinator(t *testing.T) {
 		"run-script", "--inline", "echo after rotation"); code != 0 || !strings.Contains(stdout, "after rotation") {
 		t.Fatalf("task after the rotation: exit %d\n%s\n%s", code, stdout, stderr)
 	}
+	// Variables need a newer agent: refused up front, saying how to get
+	// one, and nothing runs. Without them, the old agent runs tasks.
+	if stdout, stderr, code := runCode(t, "tendril-server", "task", "run", "--agent", "web-1", "--sensitive-var", "PW=x1", "--data", f.data, "--",
+		"run-script", "--inline", "echo must not run"); code != 1 || !strings.Contains(stderr, "the agent on web-1 is too old for task variables; nothing was started (upgrade with: tendril-server upgrade --agent web-1)") {
+		t.Fatalf("a task with variables on the oldest agent: exit %d, want 1 and the reason\n%s\n%s", code, stdout, stderr)
+	}
 
 	// A release that exits at once: the old agent's own watchdog puts it
 	// back.

@@ -39,12 +39,16 @@ func (s *Server) collectArtifacts(ctx context.Context, as *agentSession, t store
 			continue
 		}
 		err := s.fetchArtifact(ctx, as.sess, t.ID, a)
-		if errors.Is(err, errArtifactRefused) {
-			s.taskLog(t.ID, fmt.Sprintf("Artifact %s could not be collected: %v", a.Name, err))
-			continue
+		if err != nil && !errors.Is(err, errArtifactRefused) && (as.sess.IsClosed() || ctx.Err() != nil) {
+			// The session ended: the agent's next one resumes it.
+			return nil, fmt.Errorf("collect artifact %s of task %s: %w", a.Name, t.ID, err)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("collect artifact %s of task %s: %w", a.Name, t.ID, err)
+			// Fetching again from a live session would fail the same way
+			// (a full disk here, a file the agent lost): the task ends
+			// without it, and its log says why.
+			s.taskLog(t.ID, fmt.Sprintf("Artifact %s could not be collected: %v", a.Name, err))
+			continue
 		}
 		s.taskLog(t.ID, fmt.Sprintf("Collected artifact %s (%d bytes)", a.Name, a.Size))
 		out = append(out, store.TaskArtifact{Name: a.Name, Size: a.Size, SHA256: a.SHA256})
@@ -67,7 +71,9 @@ func (s *Server) fetchArtifact(ctx context.Context, sess *yamux.Session, ticket 
 	if err := os.MkdirAll(s.filesDir(), 0o700); err != nil {
 		return err
 	}
-	partial := path + ".artifact"
+	// One partial file per task: tasks on several agents often attach
+	// the same bytes, and fetch them at once.
+	partial := path + "." + ticket + ".artifact"
 	st, err := sess.OpenStream()
 	if err != nil {
 		return err
@@ -107,7 +113,10 @@ func (s *Server) fetchArtifact(ctx context.Context, sess *yamux.Session, ticket 
 	if err := os.Rename(partial, path); err != nil {
 		return err
 	}
-	return s.uploads.Share(ctx, key, path, a.SHA256, a.Size)
+	if err := s.uploads.Share(ctx, key, path, a.SHA256, a.Size); err != nil && !errors.Is(err, store.ErrExists) {
+		return err
+	}
+	return nil
 }
 
 // plainName accepts an artifact's name as the agent checked it: a

@@ -98,7 +98,11 @@ func (s *Server) CreateTasks(ctx context.Context, req api.TaskRequest) ([]api.Ta
 			}
 		}
 		if len(old) > 0 {
-			return nil, kind.Errorf(kind.ErrConflict, "%s run an agent too old for task variables; nothing was started (upgrade them: tendril-server upgrade --agent NAME)", strings.Join(old, ", "))
+			who := "the agent on " + old[0] + " is"
+			if len(old) > 1 {
+				who = "the agents on " + strings.Join(old, ", ") + " are"
+			}
+			return nil, kind.Errorf(kind.ErrConflict, "%s too old for task variables; nothing was started (upgrade with: tendril-server upgrade --agent %s)", who, old[0])
 		}
 	}
 	version := req.Calamari
