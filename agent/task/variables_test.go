@@ -227,3 +227,36 @@ func TestServiceMessages(t *testing.T) {
 		t.Error("a sensitive value is in the task's folder")
 	}
 }
+
+// FuzzMaskedOutput writes output holding a sensitive value, in writes cut
+// anywhere, and checks that no log entry holds the value.
+func FuzzMaskedOutput(f *testing.F) {
+	f.Add([]byte("before "), []byte(" after\nmore"), uint16(3), uint16(9))
+	f.Add([]byte{}, []byte{}, uint16(0), uint16(1))
+	f.Fuzz(func(t *testing.T, before, after []byte, cut1, cut2 uint16) {
+		out := append(append(bytes.Clone(before), secret...), after...)
+		// A long line too, so the cut of an over-long line is exercised.
+		if cut1%5 == 0 {
+			out = append(bytes.Repeat([]byte("x"), maxLine-int(cut2)%len(secret)-1), out...)
+		}
+		dir := t.TempDir()
+		tk, err := openTask("t", dir, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tk.mask = newMasker([]string{secret})
+		w := &lineWriter{t: tk, stream: streamStdout}
+		a, b := min(int(cut1), len(out)), min(int(cut2), len(out))
+		a, b = min(a, b), max(a, b)
+		for _, chunk := range [][]byte{out[:a], out[a:b], out[b:]} {
+			w.Write(chunk)
+		}
+		w.flush()
+		tk.closeLog()
+		for _, e := range readLog(t, dir) {
+			if strings.Contains(e.Text, secret) {
+				t.Fatalf("entry %d holds the value: %.80q", e.Seq, e.Text)
+			}
+		}
+	})
+}
