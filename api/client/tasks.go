@@ -69,12 +69,20 @@ func (c *Client) Task(ctx context.Context, id string) (api.TaskView, error) {
 // Tasks lists tasks, newest first (GET /api/tasks). agent "" means every
 // agent; limit 0 means the coordinator's default.
 func (c *Client) Tasks(ctx context.Context, agent string, limit int) ([]api.TaskView, error) {
+	return c.TasksOf(ctx, api.TaskFilter{Agent: agent, Limit: limit})
+}
+
+// TasksOf lists the tasks f selects, newest first (GET /api/tasks).
+func (c *Client) TasksOf(ctx context.Context, f api.TaskFilter) ([]api.TaskView, error) {
 	q := url.Values{}
-	if agent != "" {
-		q.Set("agent", agent)
+	if f.Agent != "" {
+		q.Set("agent", f.Agent)
 	}
-	if limit != 0 {
-		q.Set("limit", strconv.Itoa(limit))
+	if f.Group != "" {
+		q.Set("group", f.Group)
+	}
+	if f.Limit != 0 {
+		q.Set("limit", strconv.Itoa(f.Limit))
 	}
 	resp, err := c.send(ctx, http.MethodGet, "/api/tasks", q, nil, -1, "", "application/json")
 	if err != nil {

@@ -347,22 +347,61 @@ func newTaskListCmd(e Env, t *targetFlags) *cobra.Command {
 }
 
 func newTaskCancelCmd(e Env, t *targetFlags) *cobra.Command {
-	return &cobra.Command{
-		Use:   "cancel ID",
-		Short: "Cancel a task: a queued one never starts, a running one has its whole process tree killed",
-		Args:  oneArg("task ID"),
+	var group string
+	c := &cobra.Command{
+		Use:   "cancel (ID... | --group GROUP)",
+		Short: "Cancel tasks: a queued one never starts, a running one has its whole process tree killed",
+		Long: `Cancel tasks by ID, or every unfinished task of one request (--group: the
+tasks "task run" started on several agents, whose group "task show" and
+"task list --json" give). A queued task never starts; a running one has its
+whole process tree killed. Exits 1 if any cancellation failed.`,
+		Args: func(c *cobra.Command, args []string) error {
+			if (len(args) == 0) == (group == "") {
+				return usageErrorf(c, "give task IDs or --group GROUP")
+			}
+			return nil
+		},
 		RunE: func(c *cobra.Command, args []string) error {
 			return adminCall(c, *t, e, func(ctx context.Context, cl *client.Client) error {
-				tk, err := cl.CancelTask(ctx, args[0])
-				if err != nil {
-					return err
+				ids := args
+				if group != "" {
+					tasks, err := cl.TasksOf(ctx, api.TaskFilter{Group: group, Limit: 1000})
+					if err != nil {
+						return err
+					}
+					if len(tasks) == 0 {
+						return fmt.Errorf("no tasks in group %q (see tendril-server task list --json)", group)
+					}
+					for _, tk := range tasks {
+						if !tk.Finished() {
+							ids = append(ids, tk.ID)
+						}
+					}
+					if len(ids) == 0 {
+						_, err := fmt.Fprintf(e.Stdout, "Every task of group %s has already finished\n", group)
+						return err
+					}
 				}
-				_, err = fmt.Fprintf(e.Stdout, "Cancellation of task %s on %s requested (state: %s); follow it with: tendril-server task show %s --follow\n",
-					tk.ID, tk.Agent, tk.State, tk.ID)
-				return err
+				failed := 0
+				for _, id := range ids {
+					tk, err := cl.CancelTask(ctx, id)
+					if err != nil {
+						failed++
+						fmt.Fprintf(e.Stderr, "task %s: %v\n", id, err)
+						continue
+					}
+					fmt.Fprintf(e.Stdout, "Cancellation of task %s on %s requested (state: %s); follow it with: tendril-server task show %s --follow\n",
+						tk.ID, tk.Agent, tk.State, tk.ID)
+				}
+				if failed > 0 {
+					return &exitError{code: 1, msg: fmt.Sprintf("%d of %d cancellations failed", failed, len(ids))}
+				}
+				return nil
 			})
 		},
 	}
+	c.Flags().StringVar(&group, "group", "", "cancel every unfinished task of this group")
+	return c
 }
 
 func newTaskArtifactCmd(e Env, t *targetFlags) *cobra.Command {

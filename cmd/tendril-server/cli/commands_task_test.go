@@ -43,7 +43,8 @@ func TestTaskRunUsage(t *testing.T) {
 		{"var-from with an empty name", []string{"task", "run", "--agent", "web01", "--var-from", "=abc:X", "--", "run-script"}, `--var-from "=abc:X": want`},
 		{"artifact without name", []string{"task", "artifact", "abc"}, "want a task ID and an artifact name, got 1 arguments"},
 		{"show without ID", []string{"task", "show"}, "want exactly one task ID"},
-		{"cancel two IDs", []string{"task", "cancel", "a", "b"}, "want exactly one task ID"},
+		{"cancel without IDs", []string{"task", "cancel"}, "give task IDs or --group GROUP"},
+		{"cancel IDs and a group", []string{"task", "cancel", "a", "--group", "g"}, "give task IDs or --group GROUP"},
 		{"list limit too big", []string{"task", "list", "--limit", "5000"}, "--limit must be from 1 to 1000"},
 		{"list limit zero", []string{"task", "list", "--limit", "0"}, "--limit must be from 1 to 1000"},
 		{"update without target", []string{"calamari", "update"}, "give exactly one of --environment ENV or --agent NAME"},
@@ -421,5 +422,14 @@ func TestTaskListAndCancel(t *testing.T) {
 	}
 	if sent := f.sent(); sent[len(sent)-1] != "POST /api/tasks/t1/cancel" {
 		t.Fatalf("cancel request: got %q", sent[len(sent)-1])
+	}
+
+	// A group: its unfinished tasks are cancelled, its finished ones left.
+	f.tasks = []api.TaskView{{ID: "t1", Agent: "web01", State: "running"}, {ID: "t2", Agent: "web02", State: "succeeded"}, {ID: "t3", Agent: "web03", State: "queued"}}
+	code, stdout, _ = cli(t, context.Background(), f.vars(), "task", "cancel", "--group", "g1")
+	sent := f.sent()
+	if code != 0 || strings.Count(stdout, "Cancellation of task") != 2 || !slices.Equal(sent[len(sent)-3:],
+		[]string{"GET /api/tasks?group=g1&limit=1000", "POST /api/tasks/t1/cancel", "POST /api/tasks/t3/cancel"}) {
+		t.Fatalf("cancel --group: got %d %q, requests %q", code, stdout, sent[len(sent)-3:])
 	}
 }
