@@ -219,12 +219,7 @@ func (c *Console) createToken(w http.ResponseWriter, r *http.Request, si session
 
 // joinCommand is the command that enrolls a machine with join.
 func joinCommand(join string) string {
-	return "tendril-agent register --home " + joinHome + " --join " + shellQuote(join)
-}
-
-// shellQuote quotes s for a POSIX shell.
-func shellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	return "tendril-agent register --home " + joinHome + " --join " + api.QuoteArgs([]string{join})
 }
 
 func (c *Console) revokeToken(w http.ResponseWriter, r *http.Request, si sessionInfo) {

@@ -112,6 +112,9 @@ var consoleFuncs = template.FuncMap{
 	"pathEscape": url.PathEscape,
 	"join":       strings.Join,
 	"bytes":      humanBytes,
+	// quoteArgs shows a task's arguments as a shell would need them, the
+	// way the commands print them.
+	"quoteArgs": api.QuoteArgs,
 }
 
 // New returns the console over cfg.
