@@ -258,6 +258,27 @@ func TestUpgradeBlocked(t *testing.T) {
 	}
 }
 
+func TestOnlyAdminKey(t *testing.T) {
+	admin := func(id string) api.APIKeyView { return api.APIKeyView{ID: id, Admin: true} }
+	revoked := admin("old")
+	revoked.Revoked = true
+	tests := []struct {
+		name string
+		keys []api.APIKeyView
+		want string
+	}{
+		{"none", nil, ""},
+		{"one admin among others", []api.APIKeyView{{ID: "ci"}, admin("a"), revoked}, "a"},
+		{"two admins", []api.APIKeyView{admin("a"), admin("b")}, ""},
+		{"only standard keys", []api.APIKeyView{{ID: "ci"}}, ""},
+	}
+	for _, tt := range tests {
+		if got := onlyAdminKey(tt.keys); got != tt.want {
+			t.Errorf("%s: got %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
+
 func TestWaitingFor(t *testing.T) {
 	tests := []struct {
 		name  string
