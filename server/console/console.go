@@ -457,8 +457,7 @@ func safeLocal(p string) string {
 	return p
 }
 
-// Health states, most pressing first. A machine's colour is its health
-// and nothing else: an upgrade it needs or an old Calamari is shown
+// Health states. A machine's colour is its health and nothing else: an upgrade it needs or an old Calamari is shown
 // beside the health, never instead of it, so that a machine recommended
 // an upgrade still says whether it is healthy.
 var (
@@ -812,7 +811,7 @@ func (c *Console) tasksFragment(w http.ResponseWriter, r *http.Request, si sessi
 }
 
 // consoleTask is the body of a task's page; the summary fragment uses
-// CSRF and Task only.
+// CSRF, Task and WaitingFor only.
 type consoleTask struct {
 	CSRF string
 	Task api.TaskView
