@@ -232,9 +232,15 @@ func (b *browser) machineState(name string) (state, badge, border string) {
 	return state, badge, border
 }
 
+// calamariWords is what the first Calamari words inside the element sel
+// selects say.
+func (b *browser) calamariWords(sel string) string {
+	b.t.Helper()
+	return evalString(b, fmt.Sprintf(`document.querySelector(%q).querySelector('.calamari').textContent`, sel))
+}
+
 // Colours of console.css, as the browser computes them.
 const (
-	calamariBadge  = "rgb(255, 229, 138)" // --calamari-bg
 	calamariBorder = "rgb(125, 90, 0)"    // --calamari
 	healthyBadge   = "rgb(218, 251, 225)" // --healthy-bg
 	healthyBorder  = "rgb(26, 127, 55)"   // --healthy
@@ -279,14 +285,23 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.ID("signin-error")))
 	b.screenshot("01b-signin-refused")
 
-	// Signed in: the environment with its connected agent, coloured as
-	// lacking the latest Calamari.
+	// Signed in: the environment with its connected agent, still in its
+	// health's colour, saying in words that it lacks the latest Calamari.
 	b.do("sign in",
 		chromedp.SendKeys(chromedp.ID("key"), key),
 		chromedp.Click(chromedp.ID("signin")),
 		chromedp.WaitVisible(chromedp.CSS(`section[data-environment="Test"] li[data-machine="web-1"]`)))
-	if state, badge, border := b.machineState("web-1"); state != "calamari-outdated" || badge != calamariBadge || border != calamariBorder {
-		t.Fatalf("web-1 before the update: got %s (badge %s, border %s), want calamari-outdated (%s, %s)", state, badge, border, calamariBadge, calamariBorder)
+	if state, badge, border := b.machineState("web-1"); state != "healthy" || badge != healthyBadge || border != healthyBorder {
+		t.Fatalf("web-1 before the update: got %s (badge %s, border %s), want its health, healthy (%s, %s)", state, badge, border, healthyBadge, healthyBorder)
+	}
+	if got := b.calamariWords(`li[data-machine="web-1"]`); !strings.HasPrefix(got, "Calamari out of date: it has") || !strings.HasSuffix(got, "the latest is 2.0.0") {
+		t.Fatalf("web-1's Calamari before the update: got %q, want it out of date, naming the latest, 2.0.0", got)
+	}
+	if got, want := b.calamariWords(`section[data-environment="Test"] > header`), "Calamari out of date on 1 of 1 machine: the latest, 2.0.0, is missing"; got != want {
+		t.Fatalf("Test's Calamari before the update: got %q, want %q", got, want)
+	}
+	if c := evalString(b, `getComputedStyle(document.querySelector('li[data-machine="web-1"] .calamari')).color`); c != calamariBorder {
+		t.Fatalf("web-1's Calamari words: got colour %s, want %s (--calamari)", c, calamariBorder)
 	}
 	if n := evalString(b, `document.querySelector('[data-count="calamari-outdated"]').textContent`); n != "1" {
 		t.Fatalf("Calamari out of date count: got %s, want 1", n)
@@ -303,9 +318,15 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.do("press Update Calamari",
 		chromedp.Click(chromedp.CSS(`section[data-environment="Test"] button.update-calamari`)),
 		chromedp.WaitVisible(chromedp.CSS(`.flash.ok`)))
-	b.waitFor("web-1 healthy", `document.querySelector('li[data-machine="web-1"]')?.dataset.state === "healthy"`)
+	b.waitFor("web-1's Calamari current", `document.querySelector('li[data-machine="web-1"]')?.dataset.calamari === "current"`)
 	if state, badge, border := b.machineState("web-1"); state != "healthy" || badge != healthyBadge || border != healthyBorder {
 		t.Fatalf("web-1 after the update: got %s (badge %s, border %s), want healthy (%s, %s)", state, badge, border, healthyBadge, healthyBorder)
+	}
+	if got, want := b.calamariWords(`li[data-machine="web-1"]`), "Calamari current (2.0.0)"; got != want {
+		t.Fatalf("web-1's Calamari after the update: got %q, want %q", got, want)
+	}
+	if got, want := b.calamariWords(`section[data-environment="Test"] > header`), "Calamari current (2.0.0)"; got != want {
+		t.Fatalf("Test's Calamari after the update: got %q, want %q", got, want)
 	}
 	if msg := evalString(b, `document.querySelector('.flash.ok').textContent`); !strings.Contains(msg, "installed on web-1") {
 		t.Fatalf("flash after the update: got %q, want it to say installed on web-1", msg)
@@ -319,7 +340,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	// makes the machine out of date again on screen.
 	evalString(b, `window.tendrilNotReloaded = "yes"; "ok"`)
 	ts.upload(t, packBundle(t, "3.0.0", 0))
-	b.waitFor("web-1 out of date after a new bundle", `document.querySelector('li[data-machine="web-1"]')?.dataset.state === "calamari-outdated"`)
+	b.waitFor("web-1 out of date after a new bundle", `document.querySelector('li[data-machine="web-1"]')?.dataset.calamari === "outdated"`)
 	if v := evalString(b, `String(window.tendrilNotReloaded)`); v != "yes" {
 		t.Fatalf("page state after the refresh: got %q, want \"yes\" (no full reload)", v)
 	}
@@ -327,7 +348,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.do("press Update Calamari again",
 		chromedp.Click(chromedp.CSS(`section[data-environment="Test"] button.update-calamari`)),
 		chromedp.WaitVisible(chromedp.CSS(`.flash.ok`)))
-	b.waitFor("web-1 healthy at 3.0.0", `document.querySelector('li[data-machine="web-1"]')?.dataset.state === "healthy"`)
+	b.waitFor("web-1 current at 3.0.0", `document.querySelector('li[data-machine="web-1"] .calamari')?.textContent === "Calamari current (3.0.0)"`)
 
 	// The machine's page, and a health check from it.
 	b.do("open the machine page",
@@ -335,7 +356,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.ID("health-check")))
 	body := evalString(b, `document.querySelector('main').textContent`)
 	thumb := ts.agentView(t, "web-1").Thumbprint
-	for _, want := range []string{thumb, "1.2.3", "TLS version", "1.3", "3.0.0, 2.0.0", "Recent tasks"} {
+	for _, want := range []string{thumb, "1.2.3", "TLS version", "1.3", "Calamari current (3.0.0); installed: 3.0.0, 2.0.0", "Recent tasks"} {
 		if !strings.Contains(body, want) {
 			t.Fatalf("machine page: want %q in:\n%s", want, body)
 		}

@@ -251,6 +251,17 @@ func TestConsoleConfiguration(t *testing.T) {
 	if resp, _ := bot.get("/configuration"); resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("session of the revoked key: got %d, want 303 to sign in", resp.StatusCode)
 	}
+
+	// The only admin key has no Revoke form: its button is disabled and
+	// says why, until there is another admin key.
+	adminID := keys[1].ID
+	if !strings.Contains(body, `id="only-admin-key">The only admin key`) || strings.Contains(body, `action="/actions/api-keys/`+adminID+`/revoke"`) {
+		t.Fatalf("the only admin key: want its Revoke disabled with the reason, got:\n%s", body)
+	}
+	_, body = c.post("/actions/api-keys", url.Values{"name": {"second-admin"}, "admin": {"true"}})
+	if strings.Contains(body, `id="only-admin-key"`) || !strings.Contains(body, `action="/actions/api-keys/`+adminID+`/revoke"`) {
+		t.Fatalf("with a second admin key: want both revocable, got:\n%s", body)
+	}
 }
 
 func TestConsoleConfigurationBadInput(t *testing.T) {

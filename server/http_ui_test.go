@@ -534,7 +534,10 @@ func TestConsoleUpgradeButtons(t *testing.T) {
 	c := newConsoleClient(t, ts)
 	c.signIn(adminKey(t, ts))
 	_, body := c.get("/")
-	for _, want := range []string{`data-machine="web-1" data-state="upgrade-recommended"`, `data-count="upgrade-recommended">2<`, `id="upgrade-all" class="primary"`} {
+	// The upgrade is a badge beside the health, which keeps the colour.
+	for _, want := range []string{`data-machine="web-1" data-state="healthy" data-mode="polling" data-upgrade="recommended"`,
+		`<span class="state state-healthy">healthy</span> <span class="state state-upgrade-recommended">upgrade recommended</span>`,
+		`data-count="upgrade-recommended">2<`, `id="upgrade-all" class="primary"`} {
 		if !strings.Contains(body, want) {
 			t.Fatalf("home before the upgrade: want %q in:\n%s", want, body)
 		}

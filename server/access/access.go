@@ -8,6 +8,7 @@ package access
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -186,20 +187,44 @@ func (s *Service) APIKeys(ctx context.Context) ([]api.APIKeyView, error) {
 	return out, nil
 }
 
+// CreateAdminKeyCommand is the command that makes another admin key, which
+// the refusal to revoke the last one names.
+const CreateAdminKeyCommand = "tendril-server apikey create NAME --admin"
+
 // RevokeAPIKey revokes a key by id: the API refuses it from then on and
-// console sessions signed in with it end at their next request.
+// console sessions signed in with it end at their next request. The last
+// valid admin key is refused (kind.ErrConflict, with what to do instead):
+// without one, neither the API nor the admin commands could manage API
+// keys and users any more. The API, the CLI and the console all revoke
+// through here, so all of them refuse it alike.
 func (s *Service) RevokeAPIKey(ctx context.Context, id string) (api.APIKeyView, error) {
 	k, err := s.st.RevokeAPIKey(ctx, id, time.Now().UTC())
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return api.APIKeyView{}, kind.Errorf(store.ErrNotFound, "no API key with id %q", id)
 	case errors.Is(err, store.ErrLastAdminKey):
-		return api.APIKeyView{}, kind.Errorf(kind.ErrConflict, "API key %q is the last valid admin key; create another admin key before revoking it", id)
+		return api.APIKeyView{}, kind.Errorf(kind.ErrConflict,
+			"API key %s is the last valid admin key: without one, neither the API nor the admin commands could manage API keys and users. "+
+				"Create another admin key first (%s), then revoke this one", s.keyName(ctx, id), CreateAdminKeyCommand)
 	case err != nil:
-		return api.APIKeyView{}, err
+		return api.APIKeyView{}, err // the store names the operation
 	}
 	s.log.Info("API key revoked", zap.String("name", k.Name), zap.String("id", k.ID))
 	return apiKeyView(k), nil
+}
+
+// keyName names a key for a message: its name and id, or the id alone if
+// the name cannot be read (the message matters more than the name).
+func (s *Service) keyName(ctx context.Context, id string) string {
+	all, err := s.st.ListAPIKeys(ctx)
+	if err == nil {
+		for _, k := range all {
+			if k.ID == id {
+				return fmt.Sprintf("%q (%s)", k.Name, id)
+			}
+		}
+	}
+	return fmt.Sprintf("%q", id)
 }
 
 // Tokens lists the enrollment tokens, newest first.

@@ -65,7 +65,11 @@ type consoleConfiguration struct {
 	DefaultTTL   string
 
 	APIKeys []api.APIKeyView
-	Users   []api.UserView
+	// OnlyAdminKey is the id of the one valid admin key, if there is
+	// exactly one: its Revoke button is disabled, saying why, as the
+	// coordinator would refuse it.
+	OnlyAdminKey string
+	Users        []api.UserView
 
 	Calamari      []api.BundleView
 	AgentPackages []api.AgentPackageView
@@ -101,6 +105,7 @@ func (c *Console) configuration(ctx context.Context, si sessionInfo) (consoleCon
 		if cfg.APIKeys, err = c.access.APIKeys(ctx); err != nil {
 			return consoleConfiguration{}, fmt.Errorf("console: list API keys: %w", err)
 		}
+		cfg.OnlyAdminKey = onlyAdminKey(cfg.APIKeys)
 		if cfg.Users, err = c.access.Users(ctx); err != nil {
 			return consoleConfiguration{}, fmt.Errorf("console: list users: %w", err)
 		}
@@ -112,6 +117,21 @@ func (c *Console) configuration(ctx context.Context, si sessionInfo) (consoleCon
 		return consoleConfiguration{}, fmt.Errorf("console: list agent packages: %w", err)
 	}
 	return cfg, nil
+}
+
+// onlyAdminKey returns the id of the one valid admin key among keys, ""
+// if there are none or several.
+func onlyAdminKey(keys []api.APIKeyView) string {
+	id := ""
+	for _, k := range keys {
+		if k.Admin && !k.Revoked {
+			if id != "" {
+				return ""
+			}
+			id = k.ID
+		}
+	}
+	return id
 }
 
 func (c *Console) configurationPage(w http.ResponseWriter, r *http.Request, si sessionInfo) {
@@ -219,12 +239,7 @@ func (c *Console) createToken(w http.ResponseWriter, r *http.Request, si session
 
 // joinCommand is the command that enrolls a machine with join.
 func joinCommand(join string) string {
-	return "tendril-agent register --home " + joinHome + " --join " + shellQuote(join)
-}
-
-// shellQuote quotes s for a POSIX shell.
-func shellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	return "tendril-agent register --home " + joinHome + " --join " + api.QuoteArgs([]string{join})
 }
 
 func (c *Console) revokeToken(w http.ResponseWriter, r *http.Request, si sessionInfo) {

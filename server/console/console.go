@@ -112,6 +112,9 @@ var consoleFuncs = template.FuncMap{
 	"pathEscape": url.PathEscape,
 	"join":       strings.Join,
 	"bytes":      humanBytes,
+	// quoteArgs shows a task's arguments as a shell would need them, the
+	// way the commands print them.
+	"quoteArgs": api.QuoteArgs,
 }
 
 // New returns the console over cfg.
@@ -454,59 +457,133 @@ func safeLocal(p string) string {
 	return p
 }
 
-// Machine states, most pressing first: a machine's colour is the first
-// that applies, and the others it has are shown as tags.
+// Health states. A machine's colour is its health and nothing else: an upgrade it needs or an old Calamari is shown
+// beside the health, never instead of it, so that a machine recommended
+// an upgrade still says whether it is healthy.
 var (
-	stateUnavailable        = machineState{"unavailable", "unavailable"}
-	stateUnhealthy          = machineState{"unhealthy", "unhealthy"}
-	stateUpgradeRequired    = machineState{"upgrade-required", "upgrade required"}
-	stateCalamariOutdated   = machineState{"calamari-outdated", "Calamari out of date"}
-	stateUpgradeRecommended = machineState{"upgrade-recommended", "upgrade recommended"}
-	stateWarning            = machineState{"warning", "warning"}
-	stateHealthy            = machineState{"healthy", "healthy"}
+	stateUnavailable = machineState{"unavailable", "unavailable"}
+	stateUnhealthy   = machineState{"unhealthy", "unhealthy"}
+	stateWarning     = machineState{"warning", "warning"}
+	stateHealthy     = machineState{"healthy", "healthy"}
 )
 
-// machineState is a machine's state as the console shows it: Key is the
-// CSS class suffix and data-state value, Label the words.
+// Upgrade badges, shown after the health.
+var (
+	stateUpgradeRequired    = machineState{"upgrade-required", "upgrade required"}
+	stateUpgradeRecommended = machineState{"upgrade-recommended", "upgrade recommended"}
+)
+
+// machineState is a state as the console shows it: Key is the CSS class
+// suffix and data-state value, Label the words.
 type machineState struct {
 	Key   string
 	Label string
 }
 
+// Calamari states of a machine or an environment, calamariState.Key.
+const (
+	calamariCurrent  = "current"
+	calamariOutdated = "outdated"
+	// calamariNoBundle: nothing was uploaded, so there is nothing to be
+	// current with.
+	calamariNoBundle = "no-bundle"
+)
+
+// calamariState says in words whether machines have the latest Calamari
+// and, when they do not, why.
+type calamariState struct {
+	Key  string
+	Text string
+}
+
 // consoleMachine is an agent with its console state.
 type consoleMachine struct {
 	api.AgentView
+	// State is the machine's health, which alone gives its colour.
 	State machineState
-	Tags  []machineState
+	// Badges are shown beside the health: the upgrade it needs, if any.
+	Badges []machineState
+	// Calamari is whether it has the latest Calamari, in words.
+	Calamari calamariState
 	// CalamariVersions are all verified versions; only the machine page
 	// fills it.
 	CalamariVersions []string
 }
 
-func classify(v api.AgentView) consoleMachine {
-	var states []machineState
-	if !v.Connected {
-		states = append(states, stateUnavailable)
+// classify is an agent as the console shows it; latest is the newest
+// uploaded Calamari, "" if none.
+func classify(v api.AgentView, latest string) consoleMachine {
+	m := consoleMachine{AgentView: v, State: stateHealthy, Calamari: machineCalamari(v, latest)}
+	switch {
+	case !v.Connected:
+		m.State = stateUnavailable
+	case v.Health == api.HealthUnhealthy:
+		m.State = stateUnhealthy
+	case v.Health == api.HealthWarning:
+		m.State = stateWarning
 	}
-	if v.Health == api.HealthUnhealthy {
-		states = append(states, stateUnhealthy)
+	switch v.Upgrade {
+	case api.UpgradeRequired:
+		m.Badges = append(m.Badges, stateUpgradeRequired)
+	case api.UpgradeRecommended:
+		m.Badges = append(m.Badges, stateUpgradeRecommended)
 	}
-	if v.Upgrade == api.UpgradeRequired {
-		states = append(states, stateUpgradeRequired)
+	return m
+}
+
+// machineCalamari says whether the agent has the latest Calamari, naming
+// what it has and what is missing when it does not.
+func machineCalamari(v api.AgentView, latest string) calamariState {
+	switch {
+	case latest == "":
+		return calamariState{calamariNoBundle, "no Calamari uploaded yet"}
+	case v.CalamariCurrent:
+		return calamariState{calamariCurrent, "Calamari current (" + latest + ")"}
+	case v.CalamariVersion == "":
+		return calamariState{calamariOutdated, "Calamari out of date: it has none; the latest is " + latest}
 	}
-	if !v.CalamariCurrent {
-		states = append(states, stateCalamariOutdated)
+	return calamariState{calamariOutdated, fmt.Sprintf("Calamari out of date: it has %s; the latest is %s", v.CalamariVersion, latest)}
+}
+
+// environmentCalamari sums up an environment's machines in words.
+func environmentCalamari(c fleetCounts, machines int, latest string) calamariState {
+	switch {
+	case latest == "":
+		return calamariState{calamariNoBundle, "no Calamari uploaded yet"}
+	case c.CalamariOutdated == 0:
+		if machines == 1 {
+			return calamariState{calamariCurrent, "Calamari current (" + latest + ")"}
+		}
+		return calamariState{calamariCurrent, fmt.Sprintf("Calamari current on all %d machines (%s)", machines, latest)}
 	}
-	if v.Upgrade == api.UpgradeRecommended {
-		states = append(states, stateUpgradeRecommended)
+	return calamariState{calamariOutdated, fmt.Sprintf("Calamari out of date on %d of %d %s: the latest, %s, is missing",
+		c.CalamariOutdated, machines, plural(machines, "machine", "machines"), latest)}
+}
+
+// noAgentPackage is why the Upgrade buttons are disabled before any agent
+// package was uploaded: there is nothing to upgrade to.
+const noAgentPackage = "No agent package has been uploaded, so there is nothing to upgrade to: upload one with " +
+	"tendril-server agent-package push --version V --os OS --arch ARCH FILE."
+
+// upgradeBlocked is why the Upgrade button of a machine on goos/goarch is
+// disabled, "" when it may be pressed. pkgs are the stored agent
+// packages.
+func upgradeBlocked(pkgs []api.AgentPackageView, goos, goarch string) string {
+	if len(pkgs) == 0 {
+		return noAgentPackage
 	}
-	if v.Health == api.HealthWarning {
-		states = append(states, stateWarning)
+	if goos == "" || goarch == "" {
+		// The platform is learnt at the first connection: the rollout
+		// judges it then.
+		return ""
 	}
-	if len(states) == 0 {
-		states = append(states, stateHealthy)
+	for _, p := range pkgs {
+		if p.OS == goos && p.Arch == goarch {
+			return ""
+		}
 	}
-	return consoleMachine{AgentView: v, State: states[0], Tags: states[1:]}
+	return fmt.Sprintf("No agent package for %s/%s has been uploaded: upload one with "+
+		"tendril-server agent-package push --version V --os %s --arch %s FILE.", goos, goarch, goos, goarch)
 }
 
 // fleetCounts are the numbers at the top of the environments page.
@@ -545,6 +622,8 @@ type consoleEnvironment struct {
 	Name     string
 	Machines []consoleMachine
 	Counts   fleetCounts
+	// Calamari sums up its machines' Calamari in words.
+	Calamari calamariState
 }
 
 // consoleHome is the body of the environments page and its fragment.
@@ -553,6 +632,9 @@ type consoleHome struct {
 	Counts         fleetCounts
 	LatestCalamari string
 	NewestAgent    string
+	// UpgradeBlocked is why the Upgrade buttons are disabled, "" when
+	// they are not.
+	UpgradeBlocked string
 	Environments   []consoleEnvironment
 }
 
@@ -569,7 +651,7 @@ func (c *Console) home(ctx context.Context, si sessionInfo) (consoleHome, error)
 	if err != nil {
 		return consoleHome{}, fmt.Errorf("console: agent packages: %w", err)
 	}
-	h := consoleHome{CSRF: si.csrf, LatestCalamari: latest}
+	h := consoleHome{CSRF: si.csrf, LatestCalamari: latest, UpgradeBlocked: upgradeBlocked(pkgs, "", "")}
 	if len(pkgs) > 0 {
 		h.NewestAgent = pkgs[0].Version
 	}
@@ -585,9 +667,13 @@ func (c *Console) home(ctx context.Context, si sessionInfo) (consoleHome, error)
 			h.Environments = append(h.Environments, consoleEnvironment{Name: v.Environment})
 		}
 		e := &h.Environments[i]
-		e.Machines = append(e.Machines, classify(v))
+		e.Machines = append(e.Machines, classify(v, latest))
 		e.Counts.add(v)
 		h.Counts.add(v)
+	}
+	for i := range h.Environments {
+		e := &h.Environments[i]
+		e.Calamari = environmentCalamari(e.Counts, len(e.Machines), latest)
 	}
 	slices.SortFunc(h.Environments, func(a, b consoleEnvironment) int {
 		return strings.Compare(strings.ToLower(a.Name), strings.ToLower(b.Name))
@@ -621,6 +707,9 @@ type consoleMachinePage struct {
 	CSRF           string
 	Machine        consoleMachine
 	LatestCalamari string
+	// UpgradeBlocked is why the Upgrade button is disabled, "" when it
+	// is not.
+	UpgradeBlocked string
 	Tasks          []api.TaskView
 	// Health is the chart of recent health checks.
 	Health healthChart
@@ -643,11 +732,16 @@ func (c *Console) machine(ctx context.Context, si sessionInfo, name string) (con
 	if err != nil {
 		return consoleMachinePage{}, fmt.Errorf("console: tasks of %q: %w", name, err)
 	}
-	m := classify(v)
+	pkgs, err := c.rollouts.AgentPackages(ctx)
+	if err != nil {
+		return consoleMachinePage{}, fmt.Errorf("console: agent packages: %w", err)
+	}
+	m := classify(v, latest)
 	m.CalamariVersions = slices.Clone(versions)
 	// Newest first, as the agents list shows the newest.
 	slices.SortFunc(m.CalamariVersions, func(x, y string) int { return semver.Compare("v"+y, "v"+x) })
-	return consoleMachinePage{CSRF: si.csrf, Machine: m, LatestCalamari: latest, Tasks: tasks, Health: layoutHealthChart(c.machines.HealthHistory(v.ID))}, nil
+	return consoleMachinePage{CSRF: si.csrf, Machine: m, LatestCalamari: latest, UpgradeBlocked: upgradeBlocked(pkgs, v.OS, v.Arch),
+		Tasks: tasks, Health: layoutHealthChart(c.machines.HealthHistory(v.ID))}, nil
 }
 
 func (c *Console) machinePage(w http.ResponseWriter, r *http.Request, si sessionInfo) {
@@ -717,13 +811,28 @@ func (c *Console) tasksFragment(w http.ResponseWriter, r *http.Request, si sessi
 }
 
 // consoleTask is the body of a task's page; the summary fragment uses
-// CSRF and Task only.
+// CSRF, Task and WaitingFor only.
 type consoleTask struct {
-	CSRF      string
-	Task      api.TaskView
-	Log       []api.LogLineView
-	NextSeq   int64
-	Truncated bool
+	CSRF string
+	Task api.TaskView
+	// WaitingFor is, while the task is queued on its agent, the latest
+	// line of its log that says which task it waits for.
+	WaitingFor string
+	Log        []api.LogLineView
+	NextSeq    int64
+	Truncated  bool
+}
+
+// waitingFor returns the latest line of lines in which the agent says
+// which task a queued task waits for ("waiting for task ID (NAME) to
+// finish"), "" if there is none.
+func waitingFor(lines []api.LogLineView) string {
+	for _, l := range slices.Backward(lines) {
+		if l.Stream == "agent" && strings.HasPrefix(l.Text, "waiting for ") {
+			return l.Text
+		}
+	}
+	return ""
 }
 
 func (c *Console) taskPage(w http.ResponseWriter, r *http.Request, si sessionInfo) {
@@ -744,6 +853,9 @@ func (c *Console) taskPage(w http.ResponseWriter, r *http.Request, si sessionInf
 		return
 	}
 	body := consoleTask{CSRF: si.csrf, Task: t, Log: lines, NextSeq: 1, Truncated: len(lines) == taskLogPreview}
+	if t.State == api.TaskQueued {
+		body.WaitingFor = waitingFor(lines)
+	}
 	if len(lines) > 0 {
 		body.NextSeq = lines[len(lines)-1].Seq + 1
 	}
@@ -751,12 +863,24 @@ func (c *Console) taskPage(w http.ResponseWriter, r *http.Request, si sessionInf
 }
 
 func (c *Console) taskFragment(w http.ResponseWriter, r *http.Request, si sessionInfo) {
-	t, err := c.co.Task(r.Context(), r.PathValue("id"))
+	ctx := r.Context()
+	t, err := c.co.Task(ctx, r.PathValue("id"))
 	if err != nil {
 		httpapi.Fail(w, c.log, err)
 		return
 	}
-	c.renderFragment(w, "task-summary", consoleTask{CSRF: si.csrf, Task: t})
+	body := consoleTask{CSRF: si.csrf, Task: t}
+	if t.State == api.TaskQueued {
+		// Only a queued task's log is read for the summary: it is short
+		// (what the task waits for), and the refresh must keep saying it.
+		lines, err := c.co.TaskLog(ctx, t.ID, 1, taskLogPreview)
+		if err != nil {
+			httpapi.Fail(w, c.log, fmt.Errorf("console: log of task %s: %w", t.ID, err))
+			return
+		}
+		body.WaitingFor = waitingFor(lines)
+	}
+	c.renderFragment(w, "task-summary", body)
 }
 
 // done ends an action: its outcome is kept for the next page, and the

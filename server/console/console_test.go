@@ -157,33 +157,145 @@ func TestConsoleSafeNext(t *testing.T) {
 }
 
 func TestClassifyMachine(t *testing.T) {
-	base := api.AgentView{Connected: true, Health: api.HealthHealthy, CalamariCurrent: true, Upgrade: api.UpgradeNone}
+	base := api.AgentView{Connected: true, Health: api.HealthHealthy, CalamariCurrent: true, CalamariVersion: "3.0.0", Upgrade: api.UpgradeNone}
 	tests := []struct {
-		name     string
-		mod      func(*api.AgentView)
-		want     string
-		wantTags []string
+		name       string
+		mod        func(*api.AgentView)
+		want       string
+		wantBadges []string
 	}{
 		{"healthy", func(*api.AgentView) {}, "healthy", nil},
 		{"legacy TLS", func(v *api.AgentView) { v.Health = api.HealthWarning }, "warning", nil},
-		{"calamari behind", func(v *api.AgentView) { v.Health, v.CalamariCurrent = api.HealthWarning, false }, "calamari-outdated", []string{"warning"}},
-		{"upgrade recommended", func(v *api.AgentView) { v.Upgrade = api.UpgradeRecommended }, "upgrade-recommended", nil},
-		{"upgrade required", func(v *api.AgentView) { v.Upgrade, v.CalamariCurrent = api.UpgradeRequired, false }, "upgrade-required", []string{"calamari-outdated"}},
-		{"unhealthy", func(v *api.AgentView) { v.Health = api.HealthUnhealthy }, "unhealthy", nil},
+		{"calamari behind keeps the health", func(v *api.AgentView) { v.Health, v.CalamariCurrent = api.HealthWarning, false }, "warning", nil},
+		{"upgrade recommended keeps the health", func(v *api.AgentView) { v.Upgrade = api.UpgradeRecommended }, "healthy", []string{"upgrade-recommended"}},
+		{"upgrade recommended on a warning", func(v *api.AgentView) { v.Health, v.Upgrade = api.HealthWarning, api.UpgradeRecommended }, "warning", []string{"upgrade-recommended"}},
+		{"upgrade required", func(v *api.AgentView) {
+			v.Health, v.Upgrade, v.CalamariCurrent = api.HealthWarning, api.UpgradeRequired, false
+		}, "warning", []string{"upgrade-required"}},
+		{"unhealthy with an upgrade", func(v *api.AgentView) { v.Health, v.Upgrade = api.HealthUnhealthy, api.UpgradeRecommended }, "unhealthy", []string{"upgrade-recommended"}},
 		{"unavailable", func(v *api.AgentView) {
 			v.Connected, v.Health, v.CalamariCurrent = false, api.HealthUnavailable, false
-		}, "unavailable", []string{"calamari-outdated"}},
+		}, "unavailable", nil},
 	}
 	for _, tt := range tests {
 		v := base
 		tt.mod(&v)
-		m := classify(v)
-		var tags []string
-		for _, s := range m.Tags {
-			tags = append(tags, s.Key)
+		m := classify(v, "3.0.0")
+		var badges []string
+		for _, s := range m.Badges {
+			badges = append(badges, s.Key)
 		}
-		if m.State.Key != tt.want || strings.Join(tags, ",") != strings.Join(tt.wantTags, ",") {
-			t.Errorf("%s: got %s %v, want %s %v", tt.name, m.State.Key, tags, tt.want, tt.wantTags)
+		if m.State.Key != tt.want || strings.Join(badges, ",") != strings.Join(tt.wantBadges, ",") {
+			t.Errorf("%s: got %s %v, want %s %v", tt.name, m.State.Key, badges, tt.want, tt.wantBadges)
+		}
+	}
+}
+
+func TestMachineCalamari(t *testing.T) {
+	tests := []struct {
+		name     string
+		current  bool
+		has      string
+		latest   string
+		wantKey  string
+		wantText string
+	}{
+		{"current", true, "3.0.0", "3.0.0", "current", "Calamari current (3.0.0)"},
+		{"behind", false, "2.0.0", "3.0.0", "outdated", "Calamari out of date: it has 2.0.0; the latest is 3.0.0"},
+		{"none installed", false, "", "3.0.0", "outdated", "Calamari out of date: it has none; the latest is 3.0.0"},
+		{"nothing uploaded", true, "", "", "no-bundle", "no Calamari uploaded yet"},
+	}
+	for _, tt := range tests {
+		got := machineCalamari(api.AgentView{CalamariCurrent: tt.current, CalamariVersion: tt.has}, tt.latest)
+		if got.Key != tt.wantKey || got.Text != tt.wantText {
+			t.Errorf("%s: got %s %q, want %s %q", tt.name, got.Key, got.Text, tt.wantKey, tt.wantText)
+		}
+	}
+}
+
+func TestEnvironmentCalamari(t *testing.T) {
+	tests := []struct {
+		name     string
+		outdated int
+		machines int
+		latest   string
+		wantKey  string
+		wantText string
+	}{
+		{"all current", 0, 3, "3.0.0", "current", "Calamari current on all 3 machines (3.0.0)"},
+		{"one machine current", 0, 1, "3.0.0", "current", "Calamari current (3.0.0)"},
+		{"some behind", 1, 3, "3.0.0", "outdated", "Calamari out of date on 1 of 3 machines: the latest, 3.0.0, is missing"},
+		{"the only one behind", 1, 1, "3.0.0", "outdated", "Calamari out of date on 1 of 1 machine: the latest, 3.0.0, is missing"},
+		{"nothing uploaded", 0, 2, "", "no-bundle", "no Calamari uploaded yet"},
+	}
+	for _, tt := range tests {
+		got := environmentCalamari(fleetCounts{CalamariOutdated: tt.outdated}, tt.machines, tt.latest)
+		if got.Key != tt.wantKey || got.Text != tt.wantText {
+			t.Errorf("%s: got %s %q, want %s %q", tt.name, got.Key, got.Text, tt.wantKey, tt.wantText)
+		}
+	}
+}
+
+func TestUpgradeBlocked(t *testing.T) {
+	linux := []api.AgentPackageView{{Version: "2.0.0", OS: "linux", Arch: "amd64"}}
+	tests := []struct {
+		name         string
+		pkgs         []api.AgentPackageView
+		goos, goarch string
+		want         string // a part of the reason; "" for none
+	}{
+		{"no package at all", nil, "linux", "amd64", "tendril-server agent-package push"},
+		{"no package, platform unknown", nil, "", "", "nothing to upgrade to"},
+		{"a package for the platform", linux, "linux", "amd64", ""},
+		{"none for the platform", linux, "linux", "arm64", "No agent package for linux/arm64"},
+		{"platform not known yet", linux, "", "", ""},
+	}
+	for _, tt := range tests {
+		got := upgradeBlocked(tt.pkgs, tt.goos, tt.goarch)
+		if (tt.want == "") != (got == "") || !strings.Contains(got, tt.want) {
+			t.Errorf("%s: got %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestOnlyAdminKey(t *testing.T) {
+	admin := func(id string) api.APIKeyView { return api.APIKeyView{ID: id, Admin: true} }
+	revoked := admin("old")
+	revoked.Revoked = true
+	tests := []struct {
+		name string
+		keys []api.APIKeyView
+		want string
+	}{
+		{"none", nil, ""},
+		{"one admin among others", []api.APIKeyView{{ID: "ci"}, admin("a"), revoked}, "a"},
+		{"two admins", []api.APIKeyView{admin("a"), admin("b")}, ""},
+		{"only standard keys", []api.APIKeyView{{ID: "ci"}}, ""},
+	}
+	for _, tt := range tests {
+		if got := onlyAdminKey(tt.keys); got != tt.want {
+			t.Errorf("%s: got %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestWaitingFor(t *testing.T) {
+	tests := []struct {
+		name  string
+		lines []api.LogLineView
+		want  string
+	}{
+		{"none", nil, ""},
+		{"the latest wait", []api.LogLineView{
+			{Stream: "agent", Text: "waiting for task a (run-script) to finish"},
+			{Stream: "coordinator", Text: "waiting for nothing in particular"},
+			{Stream: "agent", Text: "waiting for task b (deploy-package web) to finish"},
+		}, "waiting for task b (deploy-package web) to finish"},
+		{"the task's own output does not count", []api.LogLineView{{Stream: "stdout", Text: "waiting for godot"}}, ""},
+	}
+	for _, tt := range tests {
+		if got := waitingFor(tt.lines); got != tt.want {
+			t.Errorf("%s: got %q, want %q", tt.name, got, tt.want)
 		}
 	}
 }

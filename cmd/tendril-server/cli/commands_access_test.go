@@ -115,8 +115,9 @@ func TestAccessCommandsEndToEnd(t *testing.T) {
 	if code, _, stderr := cliIn(t, "", withKey, "agents", "list"); code != 1 || !strings.Contains(stderr, "HTTP 401") {
 		t.Fatalf("agents list with the revoked key: got %d %q, want 1 with 401", code, stderr)
 	}
-	if code, _, stderr := cliIn(t, "", nil, "apikey", "revoke", keys[1].ID, "--data", dir); code != 1 || !strings.Contains(stderr, "last valid admin key") {
-		t.Fatalf("revoke the last admin key: got %d %q, want refused", code, stderr)
+	if code, _, stderr := cliIn(t, "", nil, "apikey", "revoke", keys[1].ID, "--data", dir); code != 1 || !strings.Contains(stderr, "last valid admin key") ||
+		!strings.Contains(stderr, "tendril-server apikey create NAME --admin") {
+		t.Fatalf("revoke the last admin key: got %d %q, want refused, naming the command that makes another", code, stderr)
 	}
 
 	// Tokens: listed without their secrets, revoked by id.

@@ -283,7 +283,7 @@ func writeTasks(w io.Writer, ts []api.TaskView) error {
 			exit = fmt.Sprint(t.ExitCode)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Agent, t.State, exit, dash(t.Calamari),
-			t.CreatedAt.UTC().Format(time.RFC3339), truncate(shellQuote(t.Args), 60))
+			t.CreatedAt.UTC().Format(time.RFC3339), truncate(api.QuoteArgs(t.Args), 60))
 	}
 	return tw.Flush()
 }
@@ -298,7 +298,7 @@ func writeTaskHeader(w io.Writer, t api.TaskView) error {
 		fmt.Fprintf(&b, "Error:     %s\n", t.Error)
 	}
 	fmt.Fprintf(&b, "Calamari:  %s\n", dash(t.Calamari))
-	fmt.Fprintf(&b, "Args:      %s\n", shellQuote(t.Args))
+	fmt.Fprintf(&b, "Args:      %s\n", api.QuoteArgs(t.Args))
 	if t.File != "" {
 		fmt.Fprintf(&b, "File:      %s\n", t.File)
 	}
@@ -393,20 +393,6 @@ func formatLogLine(prefix, text string) string {
 		b.WriteByte('\n')
 	}
 	return b.String()
-}
-
-// shellQuote joins args so that a POSIX shell would split them back the
-// same way, for showing a task's arguments.
-func shellQuote(args []string) string {
-	out := make([]string, len(args))
-	for i, a := range args {
-		if a != "" && strings.Trim(a, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@%+=:,./_-") == "" {
-			out[i] = a
-			continue
-		}
-		out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-	}
-	return strings.Join(out, " ")
 }
 
 // truncate shortens s to at most n runes, marking the cut.

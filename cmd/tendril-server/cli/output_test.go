@@ -222,23 +222,6 @@ func TestFormatLogLine(t *testing.T) {
 	}
 }
 
-func TestShellQuote(t *testing.T) {
-	for _, tc := range []struct {
-		args []string
-		want string
-	}{
-		{[]string{"run-script", "--inline", "echo hello"}, "run-script --inline 'echo hello'"},
-		{[]string{"--path=/opt/app", "a,b", "x@y:1"}, "--path=/opt/app a,b x@y:1"},
-		{[]string{"it's", ""}, `'it'\''s' ''`},
-		{[]string{"$HOME", "a;b", "*"}, `'$HOME' 'a;b' '*'`},
-		{nil, ""},
-	} {
-		if got := shellQuote(tc.args); got != tc.want {
-			t.Errorf("shellQuote(%q): got %q, want %q", tc.args, got, tc.want)
-		}
-	}
-}
-
 func TestHumanBytes(t *testing.T) {
 	for _, tc := range []struct {
 		n    int64

@@ -15,6 +15,7 @@ var stubFuncs = template.FuncMap{
 	"pathEscape": func(s string) string { return s },
 	"join":       strings.Join,
 	"bytes":      func(int64) string { return "" },
+	"quoteArgs":  func([]string) string { return "" },
 }
 
 func TestParseEveryPage(t *testing.T) {
