@@ -326,7 +326,7 @@ func writeTaskHeader(w io.Writer, t api.TaskView) error {
 		fmt.Fprintf(&b, "Output:    %s = %s\n", name, strconv.Quote(t.Outputs[name]))
 	}
 	for _, a := range t.Artifacts {
-		fmt.Fprintf(&b, "Artifact:  %s (%s; tendril-server task artifact %s %s)\n", a.Name, humanBytes(a.Size), t.ID, shellQuote([]string{a.Name}))
+		fmt.Fprintf(&b, "Artifact:  %s (%s; tendril-server task artifact %s %s)\n", a.Name, humanBytes(a.Size), t.ID, api.QuoteArgs([]string{a.Name}))
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
