@@ -38,7 +38,12 @@ func (s *Server) collectArtifacts(ctx context.Context, as *agentSession, t store
 			out = append(out, store.TaskArtifact{Name: a.Name, Size: a.Size, SHA256: a.SHA256})
 			continue
 		}
-		err := s.fetchArtifact(ctx, as.sess, t.ID, a)
+		resumed, err := s.fetchArtifact(ctx, as.sess, t.ID, a)
+		if resumed > 0 && errors.Is(err, protocol.ErrTransfer) {
+			// The bytes kept from a cut fetch were not the artifact's
+			// (ReceiveBulk removed them): once more, from the start.
+			resumed, err = s.fetchArtifact(ctx, as.sess, t.ID, a)
+		}
 		if err != nil && !errors.Is(err, errArtifactRefused) && (as.sess.IsClosed() || ctx.Err() != nil) {
 			// The session ended: the agent's next one resumes it.
 			return nil, fmt.Errorf("collect artifact %s of task %s: %w", a.Name, t.ID, err)
@@ -50,7 +55,11 @@ func (s *Server) collectArtifacts(ctx context.Context, as *agentSession, t store
 			s.taskLog(t.ID, fmt.Sprintf("Artifact %s could not be collected: %v", a.Name, err))
 			continue
 		}
-		s.taskLog(t.ID, fmt.Sprintf("Collected artifact %s (%d bytes)", a.Name, a.Size))
+		line := fmt.Sprintf("Collected artifact %s (%d bytes)", a.Name, a.Size)
+		if resumed > 0 {
+			line = fmt.Sprintf("Collected artifact %s (%d bytes, resuming a cut transfer after %d)", a.Name, a.Size, resumed)
+		}
+		s.taskLog(t.ID, line)
 		out = append(out, store.TaskArtifact{Name: a.Name, Size: a.Size, SHA256: a.SHA256})
 	}
 	return out, nil
@@ -58,25 +67,26 @@ func (s *Server) collectArtifacts(ctx context.Context, as *agentSession, t store
 
 // fetchArtifact brings one artifact into this node's files (named by its
 // SHA-256, as uploaded files are) and shares it with the cluster. A cut
-// transfer resumes from the bytes that arrived.
-func (s *Server) fetchArtifact(ctx context.Context, sess *yamux.Session, ticket string, a protocol.Artifact) error {
+// transfer resumes from the bytes that arrived; resumed says after how
+// many. A transfer whose bytes do not match wraps protocol.ErrTransfer.
+func (s *Server) fetchArtifact(ctx context.Context, sess *yamux.Session, ticket string, a protocol.Artifact) (resumed int64, err error) {
 	if a.Size < 0 || a.Size > MaxArtifactSize || !sha256Pattern.MatchString(a.SHA256) || !plainName(a.Name) {
-		return fmt.Errorf("%w: the agent reported %q of %d bytes with SHA-256 %q (at most %d bytes)", errArtifactRefused, a.Name, a.Size, a.SHA256, MaxArtifactSize)
+		return 0, fmt.Errorf("%w: the agent reported %q of %d bytes with SHA-256 %q (at most %d bytes)", errArtifactRefused, a.Name, a.Size, a.SHA256, MaxArtifactSize)
 	}
 	path := filepath.Join(s.filesDir(), a.SHA256)
 	key := cluster.FileBlob(a.SHA256)
 	if s.uploads.Have(ctx, key, path) {
-		return nil
+		return 0, nil
 	}
 	if err := os.MkdirAll(s.filesDir(), 0o700); err != nil {
-		return err
+		return 0, err
 	}
 	// One partial file per task: tasks on several agents often attach
 	// the same bytes, and fetch them at once.
 	partial := path + "." + ticket + ".artifact"
 	st, err := sess.OpenStream()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer st.Close()
 	stop := context.AfterFunc(ctx, func() { st.SetDeadline(time.Now()) })
@@ -88,35 +98,35 @@ func (s *Server) fetchArtifact(ctx context.Context, sess *yamux.Session, ticket 
 		req.Offset = 0
 	}
 	if err := protocol.WriteFrame(st, protocol.TypeArtifactFetch, req); err != nil {
-		return err
+		return 0, err
 	}
 	f, err := protocol.ReadFrame(st, 0)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var data protocol.ArtifactData
 	if err := protocol.DecodeReply(f, protocol.TypeArtifactData, &data); err != nil {
 		if protocol.IsCode(err, protocol.CodeBadRequest) {
-			return fmt.Errorf("%w: %v", errArtifactRefused, err)
+			return 0, fmt.Errorf("%w: %v", errArtifactRefused, err)
 		}
-		return err
+		return 0, err
 	}
 	if data.File.Size != a.Size || data.File.SHA256 != a.SHA256 {
-		return fmt.Errorf("%w: the agent offers %d bytes with SHA-256 %s, its task reported %d bytes with %s", errArtifactRefused, data.File.Size, data.File.SHA256, a.Size, a.SHA256)
+		return 0, fmt.Errorf("%w: the agent offers %d bytes with SHA-256 %s, its task reported %d bytes with %s", errArtifactRefused, data.File.Size, data.File.SHA256, a.Size, a.SHA256)
 	}
 	if err := protocol.ReceiveBulk(idleReader{ctx, st}, partial, data.File); err != nil {
 		if errors.Is(err, protocol.ErrTransfer) {
-			return fmt.Errorf("%w: %v", errArtifactRefused, err)
+			return req.Offset, fmt.Errorf("%w: %w", errArtifactRefused, err)
 		}
-		return err
+		return req.Offset, err
 	}
 	if err := os.Rename(partial, path); err != nil {
-		return err
+		return req.Offset, err
 	}
 	if err := s.uploads.Share(ctx, key, path, a.SHA256, a.Size); err != nil && !errors.Is(err, store.ErrExists) {
-		return err
+		return req.Offset, err
 	}
-	return nil
+	return req.Offset, nil
 }
 
 // plainName accepts an artifact's name as the agent checked it: a

@@ -3,7 +3,9 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -241,5 +243,57 @@ func TestOutputsAndArtifacts(t *testing.T) {
 	}
 	if after, _ := ts.Tasks(ctx, api.TaskFilter{}); len(after) != len(before) {
 		t.Errorf("refused requests made %d tasks", len(after)-len(before))
+	}
+}
+
+// TestArtifactFetchResumes collects artifacts whose earlier fetch was cut:
+// from the bytes kept when they are the artifact's, from the start when
+// they are not.
+func TestArtifactFetchResumes(t *testing.T) {
+	ts := startServer(t, nil)
+	ra := startAgent(t, registerAgent(t, ts, ts.AgentAddr(), "web-1", nil), nil)
+	ts.waitConnected(t, "web-1")
+	eventually(t, "the agent says it is connected", func() bool { return ra.Status().Connected })
+	ts.upload(t, packBundle(t, "1.0.0", 0))
+
+	tests := []struct {
+		name    string
+		content string
+		kept    func(content string) string
+		want    string
+	}{
+		{"resumed", strings.Repeat("first half ", 3000) + strings.Repeat("second half ", 3000),
+			func(c string) string { return c[:len(c)/2] }, "resuming a cut transfer after"},
+		{"kept bytes wrong", strings.Repeat("artifact ", 4000),
+			func(c string) string { return strings.Repeat("X", 1000) }, "Collected artifact data.txt ("},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			gate := filepath.Join(t.TempDir(), "gate")
+			script := fmt.Sprintf("while [ ! -e %s ]; do sleep 0.05; done; printf '%%s' '%s' > data.txt; %s", gate, tt.content, serviceLine("artifact", "", "data.txt"))
+			task := ts.createTask(t, api.TaskRequest{Agent: "web-1", Args: []string{"run-script", "--inline", script}})
+			sum := sha256.Sum256([]byte(tt.content))
+			partial := filepath.Join(ts.filesDir(), hex.EncodeToString(sum[:])+"."+task.ID+".artifact")
+			if err := os.MkdirAll(ts.filesDir(), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(partial, []byte(tt.kept(tt.content)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(gate, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			done := ts.waitFinished(t, task.ID)
+			if done.State != api.TaskSucceeded || len(done.Artifacts) != 1 {
+				t.Fatalf("got %s with artifacts %+v, want succeeded with one", done.State, done.Artifacts)
+			}
+			if _, ok := lineWith(ts.taskLines(t, task.ID), "coordinator", tt.want); !ok {
+				t.Errorf("log lacks %q", tt.want)
+			}
+			resp, body := ts.api(t, "GET", "/api/tasks/"+task.ID+"/artifacts/data.txt", "", nil)
+			if resp.StatusCode != http.StatusOK || string(body) != tt.content {
+				t.Errorf("download: got %d and %d bytes, want 200 and the %d bytes the script wrote", resp.StatusCode, len(body), len(tt.content))
+			}
+		})
 	}
 }
