@@ -220,6 +220,7 @@ func (a *Agent) startSession(ctx context.Context, conn *tls.Conn, addr string, i
 	if err := a.adoptWelcome(s.welcome); err != nil {
 		a.log.Warn("could not save what the coordinator said of this agent", zap.Error(err))
 	}
+	a.adoptRetention(s.welcome.WorkRetention)
 	return s, nil
 }
 
@@ -306,6 +307,8 @@ func (a *Agent) handle(s *liveSession, st *yamux.Stream, release func()) {
 		err = a.handleAgentUpgrade(s, st, f)
 	case protocol.TypeDiagnostics:
 		err = a.handleDiagnostics(s, st, f)
+	case protocol.TypeWorkRetention:
+		err = a.handleWorkRetention(st, f)
 	default:
 		err = protocol.WriteError(st, protocol.CodeUnknownType, fmt.Sprintf("unknown message type %q", f.Type))
 	}
@@ -443,7 +446,7 @@ func (a *Agent) hello() protocol.Hello {
 		Upgrade:     a.upgradeReport(),
 		Busy:        a.tasks.Running() > 0,
 		SigningKey:  a.signingKey(),
-		Features:    []string{protocol.FeatureIsolation},
+		Features:    []string{protocol.FeatureIsolation, protocol.FeatureWorkRetention},
 	}
 }
 
@@ -459,6 +462,7 @@ func (a *Agent) health() protocol.Health {
 		Calamari:         versions,
 		CalamariProblems: problems,
 		RunningTasks:     a.tasks.Running(),
+		Work:             new(a.tasks.WorkReport()),
 	}
 }
 
