@@ -79,19 +79,3 @@ func FormatSize(n int64) string {
 	}
 	return strconv.FormatInt(n, 10) + "B"
 }
-
-// HumanSize writes n bytes rounded for reading ("1.4 GiB"), not for
-// parsing back.
-func HumanSize(n int64) string {
-	if n < 1<<10 {
-		return strconv.FormatInt(n, 10) + " B"
-	}
-	f, unit := float64(n), ""
-	for _, u := range []string{"KiB", "MiB", "GiB", "TiB", "PiB"} {
-		f, unit = f/1024, u
-		if f < 1024 {
-			break
-		}
-	}
-	return strconv.FormatFloat(f, 'f', 1, 64) + " " + unit
-}

@@ -3,9 +3,11 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -93,6 +95,18 @@ func TestWorkRetentionReachesAgent(t *testing.T) {
 	})
 	if w := v.Work; w.Keep != 1 || w.MinFreeBytes != 1024 || w.Tasks != 1 || w.BelowFloor {
 		t.Fatalf("work report after the change: got %+v, want keep 1, floor 1024, 1 task, above the floor", w)
+	}
+
+	// The machine page shows it, and so does the panel's own fragment.
+	c := newConsoleClient(t, ts)
+	c.signIn(adminKey(t, ts))
+	for _, path := range []string{"/machines/web-1", "/ui/fragments/machines/web-1/work"} {
+		resp, body := c.get(path)
+		for _, want := range []string{`<dd id="work-tasks">1</dd>`, "keep the newest 1 finished; below 1.0 KiB free", "(2 since the agent started)"} {
+			if resp.StatusCode != http.StatusOK || !strings.Contains(body, want) {
+				t.Fatalf("%s: got %d, want 200 with %q in:\n%s", path, resp.StatusCode, want, body)
+			}
+		}
 	}
 }
 
