@@ -143,7 +143,7 @@ func scanTask(sc scanner) (store.Task, error) {
 	}
 	for _, c := range []struct {
 		what, text string
-		into any
+		into       any
 	}{
 		{"variables", vars, &t.Variables},
 		{"sensitive variables", sensitive, &t.Sensitive},
