@@ -68,6 +68,9 @@ type Config struct {
 	// TaskKillGrace is how long a cancelled task may take to stop after
 	// SIGTERM before its process group is killed. Default 5s.
 	TaskKillGrace time.Duration
+	// RetentionInterval is how often finished task folders are cleaned
+	// up when no task finishes. Default task.DefaultRetentionInterval.
+	RetentionInterval time.Duration
 	// Supervised is true when a service manager restarts the agent when
 	// it exits. After a failed upgrade the watchdog then leaves the
 	// restart to it instead of starting the agent itself.
@@ -429,6 +432,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer a.stopTasks(ctx) // before the unlock: no task outlives the lock
 	a.tasks.Recover()
+	// After Recover, so that the first cleanup sees the interrupted tasks
+	// finished; stopped before the tasks are.
+	defer a.startRetention(ctx)()
 	a.recoverUpgrade()
 	if a.state.Listen != "" {
 		return a.listen(ctx, a.state.Listen)

@@ -220,6 +220,7 @@ func (a *Agent) startSession(ctx context.Context, conn *tls.Conn, addr string, i
 	if err := a.adoptWelcome(s.welcome); err != nil {
 		a.log.Warn("could not save what the coordinator said of this agent", zap.Error(err))
 	}
+	a.adoptRetention(s.welcome.WorkRetention)
 	return s, nil
 }
 
@@ -308,6 +309,8 @@ func (a *Agent) handle(s *liveSession, st *yamux.Stream, release func()) {
 		err = a.handleAgentUpgrade(s, st, f)
 	case protocol.TypeDiagnostics:
 		err = a.handleDiagnostics(s, st, f)
+	case protocol.TypeWorkRetention:
+		err = a.handleWorkRetention(st, f)
 	default:
 		err = protocol.WriteError(st, protocol.CodeUnknownType, fmt.Sprintf("unknown message type %q", f.Type))
 	}
@@ -445,7 +448,7 @@ func (a *Agent) hello() protocol.Hello {
 		Upgrade:     a.upgradeReport(),
 		Busy:        a.tasks.Running() > 0,
 		SigningKey:  a.signingKey(),
-		Features:    []string{protocol.FeatureIsolation, protocol.FeatureVariables},
+		Features:    []string{protocol.FeatureIsolation, protocol.FeatureVariables, protocol.FeatureWorkRetention},
 	}
 }
 
@@ -461,6 +464,7 @@ func (a *Agent) health() protocol.Health {
 		Calamari:         versions,
 		CalamariProblems: problems,
 		RunningTasks:     a.tasks.Running(),
+		Work:             new(a.tasks.WorkReport()),
 	}
 }
 

@@ -46,6 +46,37 @@ type AgentView struct {
 	// DialError is why the coordinator's last dial to a listening agent
 	// failed, "" once one succeeded.
 	DialError string `json:"dial_error,omitempty"`
+	// Work is what the agent last reported of its task folders and their
+	// retention; absent for agents too old to report it and before the
+	// first report.
+	Work *AgentWork `json:"work,omitempty"`
+}
+
+// AgentWork is an agent's task folders (<home>/Work) as it last reported
+// them, and the retention rule it applied.
+type AgentWork struct {
+	// Tasks counts the task folders, running and finished.
+	Tasks int `json:"tasks"`
+	// Running counts those of running or waiting tasks, which retention
+	// never removes.
+	Running int `json:"running"`
+	// Bytes is the size of everything under Work.
+	Bytes int64 `json:"bytes"`
+	// Keep and MinFreeBytes are the rule the agent applies: the machine
+	// policy's once a coordinator told it, its own default before.
+	Keep         int   `json:"keep"`
+	MinFreeBytes int64 `json:"min_free_bytes"`
+	// LastCleanup is when retention last ran, nil if never.
+	LastCleanup *time.Time `json:"last_cleanup,omitempty"`
+	// LastRemoved counts the folders the last cleanup removed;
+	// RemovedTotal those removed since the agent started.
+	LastRemoved  int   `json:"last_removed"`
+	RemovedTotal int64 `json:"removed_total"`
+	// BelowFloor is true when free space stayed below MinFreeBytes after
+	// the last cleanup: nothing more could be removed.
+	BelowFloor bool `json:"below_floor"`
+	// ReportedAt is when the coordinator received the report.
+	ReportedAt time.Time `json:"reported_at"`
 }
 
 // Agent modes, as AgentView.Mode says them.

@@ -15,6 +15,17 @@ type PolicyView struct {
 	// without a batch size or a failure budget.
 	UpgradeBatch       int `json:"upgrade_batch"`
 	UpgradeMaxFailures int `json:"upgrade_max_failures"`
+	// WorkKeep is how many finished task folders (Work/<ticket>, with
+	// their logs, pushed packages and artifacts) each agent keeps, newest
+	// first; older ones go once they finished more than an hour ago.
+	WorkKeep int `json:"work_keep"`
+	// WorkMinFree is the free-space floor of the file system holding each
+	// agent's home, as FormatSize writes it ("2GiB"), "0" for none: below
+	// it an agent removes its oldest finished task folders, the kept ones
+	// included, until free space is back above it.
+	WorkMinFree string `json:"work_min_free"`
+	// WorkMinFreeBytes is the same, for scripts.
+	WorkMinFreeBytes int64 `json:"work_min_free_bytes"`
 	// SetBy is "default", "flag" or "operator".
 	SetBy     string     `json:"set_by"`
 	UpdatedAt *time.Time `json:"updated_at,omitempty"`
@@ -28,4 +39,10 @@ type PolicyRequest struct {
 	CalamariKeep       *int    `json:"calamari_keep,omitempty"`
 	UpgradeBatch       *int    `json:"upgrade_batch,omitempty"`
 	UpgradeMaxFailures *int    `json:"upgrade_max_failures,omitempty"`
+	// WorkKeep is 0 or more; 0 keeps no finished task folder past the
+	// hour after it finished.
+	WorkKeep *int `json:"work_keep,omitempty"`
+	// WorkMinFree is a size ParseSize reads ("2GiB", "500MB", bytes), "0"
+	// for no floor.
+	WorkMinFree *string `json:"work_min_free,omitempty"`
 }

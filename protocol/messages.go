@@ -88,6 +88,10 @@ type Welcome struct {
 	// whose coordinator certificate it pinned, and keeps the first it
 	// learned. Omitted by coordinators older than listening agents.
 	SigningKey string `json:"signing_key,omitempty"`
+	// WorkRetention is the machine policy's rule for the agent's task
+	// folders (see FeatureWorkRetention). Omitted by older coordinators:
+	// the agent keeps its own default.
+	WorkRetention *WorkRetention `json:"work_retention,omitempty"`
 }
 
 // Register enrolls the certificate the connection was made with.
@@ -130,6 +134,9 @@ type Health struct {
 	// line each ("1.2.3: file linux-amd64/calamari: SHA-256 differs"):
 	// what antivirus quarantine or a damaged disk looks like.
 	CalamariProblems []string `json:"calamari_problems,omitempty"`
+	// Work is what the agent holds in its Work folder and what its
+	// retention did last. Omitted by older agents.
+	Work *WorkReport `json:"work,omitempty"`
 }
 
 // RotateCertificate presents the agent's next certificate (DER) over a

@@ -99,7 +99,7 @@ func (s *Server) view(a store.Agent, vc viewContext) api.AgentView {
 		Upgrade: api.UpgradeNone, OS: a.OS, Arch: a.Arch, Protocol: a.Protocol, DiskFree: a.DiskFree,
 		HealthRTTMillis: float64(a.HealthRTT.Microseconds()) / 1000, RegisteredAt: a.RegisteredAt,
 		LastSeen: rfc3339(a.LastSeen), LastHealthAt: rfc3339(a.LastHealthAt),
-		Mode: api.ModePolling, Address: a.Address,
+		Mode: api.ModePolling, Address: a.Address, Work: a.Work,
 	}
 	if a.Listening() {
 		v.Mode = api.ModeListening

@@ -315,7 +315,9 @@ func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, 
 		signingKey: h.SigningKey,
 		isolates:   slices.Contains(h.Features, protocol.FeatureIsolation),
 		variables:  slices.Contains(h.Features, protocol.FeatureVariables),
+		retains:    slices.Contains(h.Features, protocol.FeatureWorkRetention),
 	}
+	retention := s.retentionRule()
 	// The session is listed before the agent hears Welcome, so that once
 	// an agent knows it is connected, so does every API call.
 	if old := s.sessions.add(as); old != nil {
@@ -334,6 +336,7 @@ func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, 
 		ReconnectSpreadMillis: admission.ReconnectSpread(s.sessions.count()).Milliseconds(),
 		Servers:               s.members.WelcomeServers(),
 		SigningKey:            s.signing.Public(),
+		WorkRetention:         &retention,
 	}); err != nil {
 		if s.sessions.remove(as) {
 			// Recorded at the top as this node's session, which it never
@@ -345,6 +348,8 @@ func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, 
 		return nil, err
 	}
 	welcomed = true
+	// Said in Welcome; a policy changed meanwhile is sent again.
+	as.setRetentionSent(retention)
 	// Its unfinished tasks are driven from here now.
 	s.kickClaims()
 	return as, nil

@@ -107,11 +107,16 @@ func (s *Server) checkOne(ctx context.Context, as *agentSession, latestCalamari 
 		r.Detail = fmt.Sprintf("health check failed: %v", err)
 	} else {
 		r.Version, r.CalamariVersions, r.DiskFree = h.Version, h.Calamari, h.DiskFree
+		r.Work = workView(h.Work, r.At)
 		// A rollout waiting for this agent to be idle re-checks now.
 		s.rollouts.SetBusy(as.agentID, h.RunningTasks > 0)
 		r.Health, r.Detail = s.judge(as, h, latestCalamari)
 	}
 	s.metrics.HealthChecks.WithLabelValues(r.Health).Inc()
+	if err == nil {
+		// Retries a work retention rule the agent missed.
+		s.syncRetention(ctx, as)
+	}
 	return r
 }
 
@@ -133,6 +138,10 @@ func (s *Server) judge(as *agentSession, h protocol.Health, latestCalamari strin
 	}
 	if h.DiskFree >= 0 && h.DiskFree < s.cfg.DiskWarning {
 		warnings = append(warnings, fmt.Sprintf("low disk space in agent home: %d MiB free", h.DiskFree>>20))
+	}
+	if h.Work != nil && h.Work.BelowFloor {
+		warnings = append(warnings, fmt.Sprintf("free space in agent home below the work retention floor of %s with no finished task folder left to remove",
+			api.FormatSize(h.Work.Rule.MinFree)))
 	}
 	if len(warnings) > 0 {
 		return api.HealthWarning, strings.Join(warnings, "; ")

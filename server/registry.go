@@ -2,9 +2,12 @@ package server
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
+
+	"github.com/tendrildeploy/tendril/protocol"
 )
 
 // agentSession is one connected agent.
@@ -31,7 +34,24 @@ type agentSession struct {
 	// sensitive ones and reports outputs and artifacts
 	// (protocol.FeatureVariables).
 	variables bool
+	// retains is true when the agent applies the machine policy's work
+	// retention (protocol.FeatureWorkRetention).
+	retains bool
+	// retention is the rule the agent acknowledged (or was welcomed
+	// with), nil if none: server/retention.go.
+	retention atomic.Pointer[protocol.WorkRetention]
 }
+
+// retentionSent is the work retention rule the agent was told last, or
+// if none a rule no policy holds (Keep -1), which every rule differs from.
+func (as *agentSession) retentionSent() protocol.WorkRetention {
+	if p := as.retention.Load(); p != nil {
+		return *p
+	}
+	return protocol.WorkRetention{Keep: -1}
+}
+
+func (as *agentSession) setRetentionSent(rule protocol.WorkRetention) { as.retention.Store(&rule) }
 
 // registry maps agent IDs to their live session. An agent has at most one:
 // a newer session (a reconnect, or the make-before-break of a certificate

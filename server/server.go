@@ -503,6 +503,8 @@ func (s *Server) Run(ctx context.Context) error {
 	pollCtx, stopPoll := context.WithCancel(context.Background())
 	s.goFunc(func() { s.pollHealth(pollCtx) })
 	s.goFunc(func() { s.checkNewcomers(pollCtx) })
+	retentionChanged := s.policy.Watch()
+	s.goFunc(func() { s.spreadRetention(pollCtx, retentionChanged) })
 	s.goFunc(func() { s.releases.Run(pollCtx) })
 	s.goFunc(func() { s.dialer.Run(s.dialCtx) })
 	// Unfinished tasks, this node's from its last run included, are

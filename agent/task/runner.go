@@ -149,6 +149,8 @@ type Runner struct {
 	versions map[string]int
 	// locks decides which tasks may run at once (isolation, named locks).
 	locks lockTable
+	// retention removes finished task folders (retention.go).
+	retention retention
 }
 
 // New returns a Runner for cfg.Dir. Tasks that an earlier agent process
@@ -573,6 +575,7 @@ func (r *Runner) finish(t *task, res result, msg string) {
 	t.closeLog()
 	close(t.done)
 	r.log.Info("task finished", zap.String("ticket", t.ticket), zap.String("state", res.State), zap.Int("exit_code", res.ExitCode))
+	r.retention.wake() // a finished task may put another beyond the rule
 }
 
 // forget drops a finished (or never started) task from memory; from now on

@@ -160,6 +160,7 @@ func (c *Console) Register(mux *http.ServeMux) {
 
 	mux.Handle("GET /ui/fragments/environments", c.uiAPI(c.environmentsFragment))
 	mux.Handle("GET /ui/fragments/machines/{name}", c.uiAPI(c.machineFragment))
+	mux.Handle("GET /ui/fragments/machines/{name}/work", c.uiAPI(c.machineWorkFragment))
 	mux.Handle("GET /ui/fragments/tasks", c.uiAPI(c.tasksFragment))
 	mux.Handle("GET /ui/fragments/tasks/{id}", c.uiAPI(c.taskFragment))
 	// The browser reads the API's own answers through its session.

@@ -56,7 +56,7 @@ func (h *API) apiSetPolicy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req == (api.PolicyRequest{}) {
-		WriteError(w, http.StatusBadRequest, "give at least one of health_interval, calamari_keep, upgrade_batch or upgrade_max_failures")
+		WriteError(w, http.StatusBadRequest, "give at least one of health_interval, calamari_keep, upgrade_batch, upgrade_max_failures, work_keep or work_min_free")
 		return
 	}
 	v, err := h.co.SetPolicy(r.Context(), req)

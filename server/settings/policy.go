@@ -30,6 +30,9 @@ type Policy struct {
 	// changed wakes the health poller after the copy changed, so a new
 	// health interval applies without waiting out the old one.
 	changed chan struct{}
+	// watchers are woken like changed, one channel each for the other
+	// readers of the copy (Watch).
+	watchers []chan struct{}
 }
 
 // LoadPolicy reads the machine policy, after writing into it
@@ -74,16 +77,31 @@ func (p *Policy) Current() store.Policy {
 // repeated, and its receiver reads the newest copy.
 func (p *Policy) Changed() <-chan struct{} { return p.changed }
 
-// use replaces this node's copy and wakes Changed if it changed.
+// Watch returns a channel of its own that receives after the copy
+// changed, as Changed does, for a reader other than the health poller:
+// one channel has one receiver, and each reader must hear every change.
+func (p *Policy) Watch() <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	p.mu.Lock()
+	p.watchers = append(p.watchers, ch)
+	p.mu.Unlock()
+	return ch
+}
+
+// use replaces this node's copy and wakes Changed and every Watch if it
+// changed.
 func (p *Policy) use(np store.Policy) {
 	p.mu.Lock()
 	changed := p.cur != np
 	p.cur = np
+	wake := append([]chan struct{}{p.changed}, p.watchers...)
 	p.mu.Unlock()
 	if changed {
-		select {
-		case p.changed <- struct{}{}:
-		default: // a wake-up is already pending; it will read the newest copy
+		for _, ch := range wake {
+			select {
+			case ch <- struct{}{}:
+			default: // a wake-up is already pending; it will read the newest copy
+			}
 		}
 	}
 }
@@ -135,6 +153,16 @@ func (p *Policy) Set(ctx context.Context, req api.PolicyRequest) (api.PolicyView
 	if req.UpgradeMaxFailures != nil {
 		np.UpgradeMaxFailures = *req.UpgradeMaxFailures
 	}
+	if req.WorkKeep != nil {
+		np.WorkKeep = *req.WorkKeep
+	}
+	if req.WorkMinFree != nil {
+		n, err := api.ParseSize(*req.WorkMinFree)
+		if err != nil {
+			return api.PolicyView{}, kind.Errorf(kind.ErrBadRequest, "work_min_free: %s", err)
+		}
+		np.WorkMinFree = n
+	}
 	np.SetBy, np.UpdatedAt = store.PolicySetByOperator, time.Now()
 	if err := np.Validate(); err != nil {
 		return api.PolicyView{}, kind.Errorf(kind.ErrBadRequest, "%s", err)
@@ -144,13 +172,15 @@ func (p *Policy) Set(ctx context.Context, req api.PolicyRequest) (api.PolicyView
 	}
 	p.use(np)
 	p.log.Info("machine policy set", zap.Duration("health_interval", np.HealthInterval), zap.Int("calamari_keep", np.CalamariKeep),
-		zap.Int("upgrade_batch", np.UpgradeBatch), zap.Int("upgrade_max_failures", np.UpgradeMaxFailures))
+		zap.Int("upgrade_batch", np.UpgradeBatch), zap.Int("upgrade_max_failures", np.UpgradeMaxFailures),
+		zap.Int("work_keep", np.WorkKeep), zap.Int64("work_min_free", np.WorkMinFree))
 	return policyView(np), nil
 }
 
 func policyView(p store.Policy) api.PolicyView {
 	v := api.PolicyView{HealthInterval: p.HealthInterval.String(), HealthIntervalSeconds: p.HealthInterval.Seconds(),
-		CalamariKeep: p.CalamariKeep, UpgradeBatch: p.UpgradeBatch, UpgradeMaxFailures: p.UpgradeMaxFailures, SetBy: p.SetBy}
+		CalamariKeep: p.CalamariKeep, UpgradeBatch: p.UpgradeBatch, UpgradeMaxFailures: p.UpgradeMaxFailures,
+		WorkKeep: p.WorkKeep, WorkMinFree: api.FormatSize(p.WorkMinFree), WorkMinFreeBytes: p.WorkMinFree, SetBy: p.SetBy}
 	if !p.UpdatedAt.IsZero() {
 		t := p.UpdatedAt
 		v.UpdatedAt = &t

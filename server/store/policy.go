@@ -30,6 +30,12 @@ type Policy struct {
 	// UpgradeMaxFailures is the failure budget of a rollout started
 	// without one.
 	UpgradeMaxFailures int
+	// WorkKeep is how many finished task folders each agent keeps, newest
+	// first (0 or more).
+	WorkKeep int
+	// WorkMinFree is the free-space floor of each agent's home file
+	// system in bytes, 0 for none.
+	WorkMinFree int64
 	// SetBy is one of the PolicySetBy* constants.
 	SetBy string
 	// UpdatedAt is when it was last set, zero if never.
@@ -48,6 +54,10 @@ func (p Policy) Validate() error {
 		msg = fmt.Sprintf("upgrade batch must be 1 or more, got %d", p.UpgradeBatch)
 	case p.UpgradeMaxFailures < 0:
 		msg = fmt.Sprintf("upgrade max failures must not be negative, got %d", p.UpgradeMaxFailures)
+	case p.WorkKeep < 0:
+		msg = fmt.Sprintf("work keep must not be negative, got %d", p.WorkKeep)
+	case p.WorkMinFree < 0:
+		msg = fmt.Sprintf("work min free must not be negative, got %d bytes", p.WorkMinFree)
 	case p.SetBy != PolicySetByDefault && p.SetBy != PolicySetByFlag && p.SetBy != PolicySetByOperator:
 		msg = fmt.Sprintf("set by must be %q, %q or %q, got %q", PolicySetByDefault, PolicySetByFlag, PolicySetByOperator, p.SetBy)
 	default:

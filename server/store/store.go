@@ -181,6 +181,9 @@ type Agent struct {
 	HealthDetail string // why, for a person ("TLS 1.0 is deprecated", "disk low")
 	HealthRTT    time.Duration
 	DiskFree     int64 // bytes free in the agent's home, -1 if unknown
+	// Work is the agent's last report of its task folders, nil if it
+	// never sent one (older agents).
+	Work *api.AgentWork
 
 	// ServerThumbprintAck is the newest coordinator thumbprint the agent
 	// confirmed it trusts; used to know when a rotated-out coordinator
@@ -284,7 +287,10 @@ type HealthResult struct {
 	Version          string
 	CalamariVersions []string
 	DiskFree         int64
-	At               time.Time
+	// Work is the agent's report of its task folders; nil (an older
+	// agent, a failed check) keeps the last one stored.
+	Work *api.AgentWork
+	At   time.Time
 }
 
 // Store is the coordinator's persistence. All methods are safe for

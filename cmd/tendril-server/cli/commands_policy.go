@@ -17,7 +17,7 @@ func newPolicyCmd(e Env) *cobra.Command {
 	var t targetFlags
 	group := &cobra.Command{
 		Use:   "policy",
-		Short: "Machine policies kept in the database: health interval, Calamari versions kept, rollout defaults",
+		Short: "Machine policies kept in the database: health interval, Calamari versions kept, rollout defaults, disk retention on agents",
 		Args:  cobra.ArbitraryArgs,
 		RunE:  groupRunE,
 	}
@@ -46,10 +46,12 @@ func newPolicyCmd(e Env) *cobra.Command {
 	var (
 		interval           time.Duration
 		keep, batch, fails int
+		workKeep           int
+		workMinFree        string
 		setJSON            bool
 	)
 	set := &cobra.Command{
-		Use:   "set [--health-interval D] [--calamari-keep N] [--upgrade-batch N] [--upgrade-max-failures N]",
+		Use:   "set [--health-interval D] [--calamari-keep N] [--upgrade-batch N] [--upgrade-max-failures N] [--work-keep N] [--work-min-free SIZE]",
 		Short: "Change the machine policy (admin key); every coordinator node applies it without a restart",
 		Args:  noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
@@ -80,8 +82,20 @@ func newPolicyCmd(e Env) *cobra.Command {
 				}
 				req.UpgradeMaxFailures = &fails
 			}
+			if f.Changed("work-keep") {
+				if workKeep < 0 {
+					return usageErrorf(c, "--work-keep must not be negative, got %d", workKeep)
+				}
+				req.WorkKeep = &workKeep
+			}
+			if f.Changed("work-min-free") {
+				if _, err := api.ParseSize(workMinFree); err != nil {
+					return usageErrorf(c, "--work-min-free: %s", err)
+				}
+				req.WorkMinFree = &workMinFree
+			}
 			if req == (api.PolicyRequest{}) {
-				return usageErrorf(c, "give at least one of --health-interval, --calamari-keep, --upgrade-batch or --upgrade-max-failures")
+				return usageErrorf(c, "give at least one of --health-interval, --calamari-keep, --upgrade-batch, --upgrade-max-failures, --work-keep or --work-min-free")
 			}
 			return adminCall(c, t, e, func(ctx context.Context, cl *client.Client) error {
 				v, err := cl.SetPolicy(ctx, req)
@@ -100,6 +114,8 @@ func newPolicyCmd(e Env) *cobra.Command {
 	sf.IntVar(&keep, "calamari-keep", 0, "how many Calamari versions each agent keeps")
 	sf.IntVar(&batch, "upgrade-batch", 0, "batch size of a rollout started without --batch")
 	sf.IntVar(&fails, "upgrade-max-failures", 0, "failures a rollout started without --max-failures tolerates")
+	sf.IntVar(&workKeep, "work-keep", 0, "finished task folders each agent keeps, newest first (0 keeps none past the hour after a task finished)")
+	sf.StringVar(&workMinFree, "work-min-free", "", "free-space floor of each agent's home, such as 2GiB or 500MB (0: none); below it the oldest finished task folders go")
 	sf.BoolVar(&setJSON, "json", false, "print the policy as JSON")
 
 	group.AddCommand(show, set)
@@ -113,6 +129,8 @@ func writePolicy(w io.Writer, v api.PolicyView) error {
 	fmt.Fprintf(tw, "calamari keep\t%d\n", v.CalamariKeep)
 	fmt.Fprintf(tw, "upgrade batch\t%d\n", v.UpgradeBatch)
 	fmt.Fprintf(tw, "upgrade max failures\t%d\n", v.UpgradeMaxFailures)
+	fmt.Fprintf(tw, "work keep\t%d\n", v.WorkKeep)
+	fmt.Fprintf(tw, "work min free\t%s\n", v.WorkMinFree)
 	setBy := v.SetBy
 	if v.UpdatedAt != nil {
 		setBy += ", " + v.UpdatedAt.Local().Format(time.RFC3339)

@@ -18,13 +18,13 @@ func TestPolicy(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Policy: %v", err)
 		}
-		want := store.Policy{HealthInterval: time.Minute, CalamariKeep: 3, UpgradeBatch: 10, UpgradeMaxFailures: 0, SetBy: store.PolicySetByDefault}
+		want := store.Policy{HealthInterval: time.Minute, CalamariKeep: 3, UpgradeBatch: 10, UpgradeMaxFailures: 0, WorkKeep: 50, SetBy: store.PolicySetByDefault}
 		if got != want {
 			t.Fatalf("after migration: got %+v, want %+v", got, want)
 		}
 
 		set := store.Policy{HealthInterval: 90 * time.Second, CalamariKeep: 5, UpgradeBatch: 2, UpgradeMaxFailures: 1,
-			SetBy: store.PolicySetByOperator, UpdatedAt: time.Unix(1700000000, 123).UTC()}
+			WorkKeep: 0, WorkMinFree: 3 << 30, SetBy: store.PolicySetByOperator, UpdatedAt: time.Unix(1700000000, 123).UTC()}
 		if err := s.SetPolicy(ctx, set); err != nil {
 			t.Fatalf("SetPolicy: %v", err)
 		}
@@ -42,6 +42,8 @@ func TestPolicy(t *testing.T) {
 			{"batch 0", func(p *store.Policy) { p.UpgradeBatch = 0 }},
 			{"negative max failures", func(p *store.Policy) { p.UpgradeMaxFailures = -1 }},
 			{"unknown set by", func(p *store.Policy) { p.SetBy = "someone" }},
+			{"negative work keep", func(p *store.Policy) { p.WorkKeep = -1 }},
+			{"negative work min free", func(p *store.Policy) { p.WorkMinFree = -1 }},
 		}
 		for _, tc := range bad {
 			t.Run(tc.name, func(t *testing.T) {

@@ -10,7 +10,7 @@ import (
 )
 
 // policyColumns are the machine policy's columns, in the order scanned.
-const policyColumns = `health_interval_ns, calamari_keep, upgrade_batch, upgrade_max_failures, set_by, updated_at`
+const policyColumns = `health_interval_ns, calamari_keep, upgrade_batch, upgrade_max_failures, set_by, updated_at, work_keep, work_min_free`
 
 const userColumns = `id, name, password_hash, created_at`
 
@@ -146,7 +146,7 @@ func (s *sqlStore) Policy(ctx context.Context) (store.Policy, error) {
 	var ns int64
 	var updated sql.NullInt64
 	err := s.r.QueryRowContext(ctx, `SELECT `+policyColumns+` FROM machine_policy WHERE id = 1`).
-		Scan(&ns, &p.CalamariKeep, &p.UpgradeBatch, &p.UpgradeMaxFailures, &p.SetBy, &updated)
+		Scan(&ns, &p.CalamariKeep, &p.UpgradeBatch, &p.UpgradeMaxFailures, &p.SetBy, &updated, &p.WorkKeep, &p.WorkMinFree)
 	if err != nil {
 		return store.Policy{}, fmt.Errorf("get machine policy: %w", err)
 	}
@@ -163,8 +163,10 @@ func (s *sqlStore) SetPolicy(ctx context.Context, p store.Policy) error {
 	}
 	if err == nil {
 		_, err = s.w.ExecContext(ctx, `UPDATE machine_policy SET health_interval_ns = ?, calamari_keep = ?,
-			upgrade_batch = ?, upgrade_max_failures = ?, set_by = ?, updated_at = ? WHERE id = 1`,
-			int64(p.HealthInterval), p.CalamariKeep, p.UpgradeBatch, p.UpgradeMaxFailures, p.SetBy, updated)
+			upgrade_batch = ?, upgrade_max_failures = ?, set_by = ?, updated_at = ?,
+			work_keep = ?, work_min_free = ? WHERE id = 1`,
+			int64(p.HealthInterval), p.CalamariKeep, p.UpgradeBatch, p.UpgradeMaxFailures, p.SetBy, updated,
+			p.WorkKeep, p.WorkMinFree)
 	}
 	if err != nil {
 		return fmt.Errorf("set machine policy: %w", err)

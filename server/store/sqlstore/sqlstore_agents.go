@@ -474,7 +474,11 @@ func (s *sqlStore) recordHealth(ctx context.Context, results []store.HealthResul
 		if err != nil {
 			return fmt.Errorf("agent %s: %w", r.AgentID, err)
 		}
-		rows[i] = []any{r.Health, s.d.text(r.Detail), int64(r.RTT), r.Version, calamari, r.DiskFree, at,
+		work, err := workArg(r.Work)
+		if err != nil {
+			return fmt.Errorf("agent %s: %w", r.AgentID, err)
+		}
+		rows[i] = []any{r.Health, s.d.text(r.Detail), int64(r.RTT), r.Version, calamari, r.DiskFree, work, at,
 			r.Health != api.HealthUnhealthy, at, r.AgentID}
 	}
 	// Rows are written in agent ID order, so that two coordinators writing
@@ -486,11 +490,24 @@ func (s *sqlStore) recordHealth(ctx context.Context, results []store.HealthResul
 		return tx.d.execMany(ctx, tx,
 			`UPDATE agents SET health = ?, health_detail = ?, health_rtt = ?,
 			 version = COALESCE(NULLIF(?, ''), version), calamari_versions = ?,
-			 disk_free = ?, last_health_at = ?,
+			 disk_free = ?, work = COALESCE(?, work), last_health_at = ?,
 			 last_seen = CASE WHEN ? THEN ? ELSE last_seen END
 			 WHERE id = ?`,
 			rows, func(i int) string { return "agent " + id(rows[i]) })
 	})
+}
+
+// workArg converts an agent's work report for storage: nil becomes NULL,
+// which keeps the report stored before (see RecordHealth).
+func workArg(w *api.AgentWork) (any, error) {
+	if w == nil {
+		return nil, nil
+	}
+	b, err := json.Marshal(w)
+	if err != nil {
+		return nil, fmt.Errorf("work report: %w", err)
+	}
+	return string(b), nil
 }
 
 // SetCalamariVersions implements Store.
@@ -723,7 +740,7 @@ func (s *sqlStore) SetSetting(ctx context.Context, key, value string) error {
 const agentColumns = `id, name, environment, thumbprint, next_thumbprint,
 	version, os, arch, protocol, tls_version, calamari_versions,
 	health, health_detail, health_rtt, disk_free, server_thumbprint_ack,
-	registered_at, last_seen, last_health_at, node, address, dial_error`
+	registered_at, last_seen, last_health_at, node, address, dial_error, work`
 
 // scanAgent reads one row of agentColumns.
 func scanAgent(sc scanner) (store.Agent, error) {
@@ -733,12 +750,12 @@ func scanAgent(sc scanner) (store.Agent, error) {
 		calamari                       string
 		rtt                            int64
 		registered, seen, lastHealthAt sql.NullInt64
-		node                           sql.NullString
+		node, work                     sql.NullString
 	)
 	err := sc.Scan(&a.ID, &a.Name, &a.Environment, &a.Thumbprint, &next,
 		&a.Version, &a.OS, &a.Arch, &a.Protocol, &a.TLSVersion, &calamari,
 		&a.Health, &a.HealthDetail, &rtt, &a.DiskFree, &a.ServerThumbprintAck,
-		&registered, &seen, &lastHealthAt, &node, &a.Address, &a.DialError)
+		&registered, &seen, &lastHealthAt, &node, &a.Address, &a.DialError, &work)
 	if err != nil {
 		return store.Agent{}, err
 	}
@@ -748,6 +765,12 @@ func scanAgent(sc scanner) (store.Agent, error) {
 	}
 	if len(a.CalamariVersions) == 0 {
 		a.CalamariVersions = nil
+	}
+	if work.Valid {
+		a.Work = new(api.AgentWork)
+		if err := json.Unmarshal([]byte(work.String), a.Work); err != nil {
+			return store.Agent{}, fmt.Errorf("agent %s: work report: %w", a.ID, err)
+		}
 	}
 	a.HealthRTT = time.Duration(rtt)
 	a.RegisteredAt, a.LastSeen, a.LastHealthAt = fromNanos(registered), fromNanos(seen), fromNanos(lastHealthAt)

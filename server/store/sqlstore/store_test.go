@@ -1104,3 +1104,37 @@ func TestSetCalamariVersions(t *testing.T) {
 		}
 	})
 }
+
+// TestRecordHealthWork checks that an agent's work report is stored with
+// its health, and that a result without one (an older agent, a failed
+// check) keeps the report stored before rather than erasing it.
+func TestRecordHealthWork(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db backend) {
+		ctx := context.Background()
+		s, _ := db.open(t)
+		a := enroll(t, s, "web-1", "prod", "tp-1")
+		if got := mustAgent(t, s, a.ID).Work; got != nil {
+			t.Fatalf("before any report: got %+v, want nil", got)
+		}
+		cleanup := t0.Add(30 * time.Second)
+		report := &api.AgentWork{Tasks: 12, Running: 1, Bytes: 5 << 20, Keep: 10, MinFreeBytes: 1 << 30,
+			LastCleanup: &cleanup, LastRemoved: 2, RemovedTotal: 7, BelowFloor: true, ReportedAt: t0.Add(time.Minute)}
+		steps := []struct {
+			name string
+			work *api.AgentWork
+			want *api.AgentWork
+		}{
+			{"reported", report, report},
+			{"no report keeps the last", nil, report},
+		}
+		for i, st := range steps {
+			at := t0.Add(time.Duration(i+1) * time.Minute)
+			if err := s.RecordHealth(ctx, []store.HealthResult{{AgentID: a.ID, Health: api.HealthHealthy, Work: st.work, At: at}}); err != nil {
+				t.Fatalf("%s: RecordHealth: %v", st.name, err)
+			}
+			if got := mustAgent(t, s, a.ID).Work; !reflect.DeepEqual(got, st.want) {
+				t.Fatalf("%s: got %+v, want %+v", st.name, got, st.want)
+			}
+		}
+	})
+}

@@ -1,12 +1,12 @@
 //go:build linux || darwin || freebsd || dragonfly
 
-package agent
+package diskfree
 
 import "golang.org/x/sys/unix"
 
-// diskFree returns the bytes available to the agent's user on the file
+// Free returns the bytes available to the agent's user on the file
 // system holding path, or -1 if unknown.
-func diskFree(path string) int64 {
+func Free(path string) int64 {
 	var st unix.Statfs_t
 	if err := unix.Statfs(path, &st); err != nil {
 		return -1

@@ -1,12 +1,12 @@
 //go:build windows
 
-package agent
+package diskfree
 
 import "golang.org/x/sys/windows"
 
-// diskFree returns the bytes available to the agent's user on the volume
+// Free returns the bytes available to the agent's user on the volume
 // holding path, or -1 if unknown.
-func diskFree(path string) int64 {
+func Free(path string) int64 {
 	p, err := windows.UTF16PtrFromString(path)
 	if err != nil {
 		return -1
