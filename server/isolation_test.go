@@ -152,3 +152,34 @@ func TestTasksWithoutIsolationRunTogether(t *testing.T) {
 		t.Fatalf("stored: got %q %v, %v", stored.Isolation, stored.Locks, err)
 	}
 }
+
+func TestStartQueues(t *testing.T) {
+	var sq startQueues
+	ready := func(tn *startTurn) bool {
+		select {
+		case <-tn.ready:
+			return true
+		default:
+			return false
+		}
+	}
+	a1, a2, a3 := sq.join("a"), sq.join("a"), sq.join("a")
+	b1 := sq.join("b")
+	if got := []bool{ready(a1), ready(a2), ready(a3), ready(b1)}; !slices.Equal(got, []bool{true, false, false, true}) {
+		t.Fatalf("after joining: got ready %v, want only the first of each agent", got)
+	}
+	sq.leave("a", a2) // from the middle: the head keeps its turn
+	if ready(a3) {
+		t.Fatal("a3 ready while a1 holds the turn")
+	}
+	sq.leave("a", a1)
+	sq.leave("a", a1) // idempotent
+	if !ready(a3) {
+		t.Fatal("a3 not ready after a1 left")
+	}
+	sq.leave("a", a3)
+	sq.leave("b", b1)
+	if len(sq.q) != 0 {
+		t.Fatalf("got %d queues left, want none", len(sq.q))
+	}
+}

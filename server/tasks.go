@@ -243,6 +243,9 @@ func (s *Server) ForgetTask(id string) { s.tasks.notify(id) }
 // runner, can be cancelled before it reaches the agent, and can be
 // abandoned when its agent is deleted.
 type taskRuns struct {
+	// starts orders the starts of each agent's tasks.
+	starts startQueues
+
 	mu   sync.Mutex
 	runs map[string]*taskRun
 	// watch is closed and replaced whenever a task's log or state changes,
@@ -254,6 +257,59 @@ type taskRun struct {
 	agentID     string
 	cancelStart context.CancelFunc // stops the task before it reaches the agent
 	abandon     context.CancelFunc // stops the runner altogether
+}
+
+// startQueues holds, per agent, the tasks waiting to be sent to it, in
+// the order they were started.
+type startQueues struct {
+	mu sync.Mutex
+	q  map[string][]*startTurn
+}
+
+// startTurn is one task's place in its agent's queue; ready is closed when
+// it is first.
+type startTurn struct {
+	ready chan struct{}
+	first bool
+}
+
+// join queues a task's start on agentID.
+func (sq *startQueues) join(agentID string) *startTurn {
+	sq.mu.Lock()
+	defer sq.mu.Unlock()
+	if sq.q == nil {
+		sq.q = make(map[string][]*startTurn)
+	}
+	t := &startTurn{ready: make(chan struct{})}
+	sq.q[agentID] = append(sq.q[agentID], t)
+	sq.wakeLocked(agentID)
+	return t
+}
+
+// leave takes a task out of its agent's queue, wherever it is, and lets
+// the next one go. It is idempotent.
+func (sq *startQueues) leave(agentID string, t *startTurn) {
+	sq.mu.Lock()
+	defer sq.mu.Unlock()
+	q := sq.q[agentID]
+	i := slices.Index(q, t)
+	if i < 0 {
+		return
+	}
+	q = slices.Delete(q, i, i+1)
+	if len(q) == 0 {
+		delete(sq.q, agentID)
+		return
+	}
+	sq.q[agentID] = q
+	sq.wakeLocked(agentID)
+}
+
+func (sq *startQueues) wakeLocked(agentID string) {
+	if q := sq.q[agentID]; len(q) > 0 && !q[0].first {
+		q[0].first = true
+		close(q[0].ready)
+	}
 }
 
 // changed returns a channel closed at the task's next change.
@@ -300,10 +356,14 @@ func (s *Server) startTask(t store.Task) {
 	runCtx, abandon := context.WithCancel(s.ctx)
 	startCtx, cancelStart := context.WithCancel(runCtx)
 	s.tasks.runs[t.ID] = &taskRun{agentID: t.AgentID, cancelStart: cancelStart, abandon: abandon}
+	// Joined here, in the order tasks are started, not in the order their
+	// goroutines happen to run.
+	turn := s.tasks.starts.join(t.AgentID)
 	s.tasks.mu.Unlock()
 	s.goFunc(func() {
 		released := false
 		defer func() {
+			s.tasks.starts.leave(t.AgentID, turn)
 			s.tasks.mu.Lock()
 			delete(s.tasks.runs, t.ID)
 			s.tasks.mu.Unlock()
@@ -317,7 +377,7 @@ func (s *Server) startTask(t store.Task) {
 				s.moveIdleAgents()
 			}
 		}()
-		released = s.runTask(runCtx, startCtx, t.ID)
+		released = s.runTask(runCtx, startCtx, t.ID, turn)
 	})
 }
 
@@ -357,7 +417,11 @@ func (s *Server) finishTaskWith(id string, u store.TaskUpdate) {
 // when the operator cancels the task; runCtx when its agent is deleted or
 // the coordinator stops, which leaves the task claimed by a stopped node,
 // for another node, or the next run of this one, to take over.
-func (s *Server) runTask(runCtx, startCtx context.Context, id string) (released bool) {
+//
+// turn orders the start: tasks on one agent reach it in the order this
+// node started driving them, so that with isolation they run in the
+// order they were created.
+func (s *Server) runTask(runCtx, startCtx context.Context, id string, turn *startTurn) (released bool) {
 	log := s.log.With(zap.String("task", id))
 	t, err := s.store.Task(runCtx, id)
 	if err != nil {
@@ -378,6 +442,11 @@ func (s *Server) runTask(runCtx, startCtx context.Context, id string) (released 
 			}
 			return false
 		}
+		select {
+		case <-turn.ready:
+		case <-startCtx.Done():
+			continue // the loop's next turn says why
+		}
 		as := s.sessions.get(t.AgentID)
 		if as == nil {
 			return s.releaseTask(id)
@@ -397,6 +466,8 @@ func (s *Server) runTask(runCtx, startCtx context.Context, id string) (released 
 			s.waitGone(startCtx, as)
 		}
 	}
+	// Started (or waiting on the agent): the next task may go.
+	s.tasks.starts.leave(t.AgentID, turn)
 	for {
 		if runCtx.Err() != nil {
 			return false // the coordinator is stopping or the task was abandoned
