@@ -50,6 +50,14 @@ type AgentView struct {
 	// retention; absent for agents too old to report it and before the
 	// first report.
 	Work *AgentWork `json:"work,omitempty"`
+	// Features are what the agent said it can do when it last connected
+	// ("task_isolation", "task_variables", "work_retention").
+	Features []string `json:"features,omitempty"`
+	// Lacks names, in words, what this coordinator offers that the
+	// agent's version cannot do ("task variables, output variables and
+	// artifacts"); upgrading the agent brings them. Empty when it lacks
+	// nothing, or has never connected.
+	Lacks []string `json:"lacks,omitempty"`
 }
 
 // AgentWork is an agent's task folders (<home>/Work) as it last reported

@@ -195,25 +195,26 @@ func (d *daemon) interrupt(t *testing.T) int {
 }
 
 type agentRow struct {
-	Name            string `json:"name"`
-	Environment     string `json:"environment"`
-	Version         string `json:"version"`
-	Connected       bool   `json:"connected"`
-	Health          string `json:"health"`
-	HealthDetail    string `json:"health_detail"`
-	LastHealthAt    string `json:"last_health_at"`
-	Protocol        int    `json:"protocol"`
-	TLSVersion      string `json:"tls_version"`
-	Thumbprint      string `json:"thumbprint"`
-	CalamariVersion string `json:"calamari_version"`
-	CalamariCurrent bool   `json:"calamari_current"`
-	Upgrade         string `json:"upgrade"`
-	UpgradeTo       string `json:"upgrade_to"`
-	LastSeen        string `json:"last_seen"`
-	ID              string `json:"id"`
-	Mode            string `json:"mode"`
-	Address         string `json:"address"`
-	DialError       string `json:"dial_error"`
+	Name            string   `json:"name"`
+	Environment     string   `json:"environment"`
+	Version         string   `json:"version"`
+	Connected       bool     `json:"connected"`
+	Health          string   `json:"health"`
+	HealthDetail    string   `json:"health_detail"`
+	LastHealthAt    string   `json:"last_health_at"`
+	Protocol        int      `json:"protocol"`
+	TLSVersion      string   `json:"tls_version"`
+	Thumbprint      string   `json:"thumbprint"`
+	CalamariVersion string   `json:"calamari_version"`
+	CalamariCurrent bool     `json:"calamari_current"`
+	Upgrade         string   `json:"upgrade"`
+	UpgradeTo       string   `json:"upgrade_to"`
+	LastSeen        string   `json:"last_seen"`
+	ID              string   `json:"id"`
+	Mode            string   `json:"mode"`
+	Address         string   `json:"address"`
+	DialError       string   `json:"dial_error"`
+	Lacks           []string `json:"lacks"`
 }
 
 func listAgents(t *testing.T, data string) []agentRow {

@@ -90,6 +90,28 @@ func (s *Server) upgradeRequired(a store.Agent) bool {
 	return a.Protocol != 0 && a.Protocol < s.cfg.ProtocolMin || as != nil && as.upgradeOnly
 }
 
+// features are what this coordinator offers that an agent must say it
+// can do, in the words the API and the console show.
+var features = []struct{ name, words string }{
+	{protocol.FeatureIsolation, "task isolation and locks"},
+	{protocol.FeatureVariables, "task variables, output variables and artifacts"},
+	{protocol.FeatureWorkRetention, "disk retention"},
+}
+
+// lacks is what an agent that has connected cannot do of features.
+func lacks(a store.Agent) []string {
+	if a.Protocol == 0 {
+		return nil // never connected: nothing is known
+	}
+	var out []string
+	for _, f := range features {
+		if !slices.Contains(a.Features, f.name) {
+			out = append(out, f.words)
+		}
+	}
+	return out
+}
+
 func (s *Server) view(a store.Agent, vc viewContext) api.AgentView {
 	latestCalamari := vc.latestCalamari
 	v := api.AgentView{
@@ -100,6 +122,7 @@ func (s *Server) view(a store.Agent, vc viewContext) api.AgentView {
 		HealthRTTMillis: float64(a.HealthRTT.Microseconds()) / 1000, RegisteredAt: a.RegisteredAt,
 		LastSeen: rfc3339(a.LastSeen), LastHealthAt: rfc3339(a.LastHealthAt),
 		Mode: api.ModePolling, Address: a.Address, Work: a.Work,
+		Features: a.Features, Lacks: lacks(a),
 	}
 	if a.Listening() {
 		v.Mode = api.ModeListening

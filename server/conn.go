@@ -299,7 +299,7 @@ func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, 
 	}
 	if err := s.store.RecordConnection(ctx, store.Connection{
 		AgentID: a.ID, Version: h.Version, OS: h.OS, Arch: h.Arch, Protocol: v,
-		TLSVersion: protocol.TLSVersionName(cs.Version), CalamariVersions: h.Calamari, At: time.Now().UTC(),
+		TLSVersion: protocol.TLSVersionName(cs.Version), CalamariVersions: h.Calamari, Features: h.Features, At: time.Now().UTC(),
 		Node: s.nodeID(),
 	}); err != nil {
 		protocol.WriteError(st, protocol.CodeInternal, "coordinator could not record the session")

@@ -209,6 +209,10 @@ func TestAPIAgentsFields(t *testing.T) {
 			t.Errorf("%s: got %v, want %v", k, a[k], v)
 		}
 	}
+	// The test peer names no features in its Hello: an older agent.
+	if lacks, _ := a["lacks"].([]any); len(lacks) != 3 || lacks[1] != "task variables, output variables and artifacts" {
+		t.Errorf("lacks: got %v, want the three features an agent of the previous release lacks", a["lacks"])
+	}
 	for _, k := range []string{"id", "thumbprint", "last_seen"} {
 		if s, _ := a[k].(string); s == "" {
 			t.Errorf("%s: got empty, want a value", k)

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -93,6 +94,9 @@ func TestSensitiveVariableNowhereAtRest(t *testing.T) {
 	ts.waitConnected(t, "web-1")
 	eventually(t, "the agent says it is connected", func() bool { return ra.Status().Connected })
 	ts.upload(t, packBundle(t, "1.0.0", 0))
+	if v := ts.agentView(t, "web-1"); len(v.Lacks) != 0 || !slices.Contains(v.Features, "task_variables") {
+		t.Fatalf("this tree's agent: got features %v, lacks %v; want task_variables and nothing lacking", v.Features, v.Lacks)
+	}
 
 	secret := "pa55-Wd9-" + strings.Repeat("q", 7)
 	script := strings.Join([]string{

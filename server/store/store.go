@@ -176,6 +176,9 @@ type Agent struct {
 	Protocol         int      // negotiated protocol version of the last session
 	TLSVersion       string   // "1.0" .. "1.3" of the last session, "" if never connected
 	CalamariVersions []string // verified versions present on the agent
+	// Features are what the agent said it can do in its last Hello
+	// (protocol.Feature*).
+	Features []string
 
 	Health       string // one of api.Health*
 	HealthDetail string // why, for a person ("TLS 1.0 is deprecated", "disk low")
@@ -273,6 +276,7 @@ type Connection struct {
 	Protocol         int
 	TLSVersion       string
 	CalamariVersions []string
+	Features         []string
 	At               time.Time
 	// Node is the ID of the coordinator node that holds the session.
 	Node string

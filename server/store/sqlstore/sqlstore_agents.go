@@ -425,16 +425,19 @@ func (s *sqlStore) IsRevoked(ctx context.Context, thumbprint string) (bool, erro
 // exist.
 func (s *sqlStore) RecordConnection(ctx context.Context, c store.Connection) error {
 	at, err := timeArg(c.At)
-	var calamari string
+	var calamari, features string
 	if err == nil {
 		calamari, err = listArg(c.CalamariVersions)
 	}
 	if err == nil {
+		features, err = listArg(c.Features)
+	}
+	if err == nil {
 		err = oneRow(s.hw.ExecContext(ctx,
 			`UPDATE agents SET version = ?, os = ?, arch = ?, protocol = ?, tls_version = ?,
-			 calamari_versions = ?, last_seen = ?, node = ?
+			 calamari_versions = ?, features = ?, last_seen = ?, node = ?
 			 WHERE id = ?`,
-			c.Version, c.OS, c.Arch, c.Protocol, c.TLSVersion, calamari, at, nullString(c.Node), c.AgentID))
+			c.Version, c.OS, c.Arch, c.Protocol, c.TLSVersion, calamari, features, at, nullString(c.Node), c.AgentID))
 	}
 	if err != nil {
 		return fmt.Errorf("record connection of agent %s: %w", c.AgentID, err)
@@ -740,14 +743,14 @@ func (s *sqlStore) SetSetting(ctx context.Context, key, value string) error {
 const agentColumns = `id, name, environment, thumbprint, next_thumbprint,
 	version, os, arch, protocol, tls_version, calamari_versions,
 	health, health_detail, health_rtt, disk_free, server_thumbprint_ack,
-	registered_at, last_seen, last_health_at, node, address, dial_error, work`
+	registered_at, last_seen, last_health_at, node, address, dial_error, work, features`
 
 // scanAgent reads one row of agentColumns.
 func scanAgent(sc scanner) (store.Agent, error) {
 	var (
 		a                              store.Agent
 		next                           sql.NullString
-		calamari                       string
+		calamari, features             string
 		rtt                            int64
 		registered, seen, lastHealthAt sql.NullInt64
 		node, work                     sql.NullString
@@ -755,7 +758,7 @@ func scanAgent(sc scanner) (store.Agent, error) {
 	err := sc.Scan(&a.ID, &a.Name, &a.Environment, &a.Thumbprint, &next,
 		&a.Version, &a.OS, &a.Arch, &a.Protocol, &a.TLSVersion, &calamari,
 		&a.Health, &a.HealthDetail, &rtt, &a.DiskFree, &a.ServerThumbprintAck,
-		&registered, &seen, &lastHealthAt, &node, &a.Address, &a.DialError, &work)
+		&registered, &seen, &lastHealthAt, &node, &a.Address, &a.DialError, &work, &features)
 	if err != nil {
 		return store.Agent{}, err
 	}
@@ -765,6 +768,12 @@ func scanAgent(sc scanner) (store.Agent, error) {
 	}
 	if len(a.CalamariVersions) == 0 {
 		a.CalamariVersions = nil
+	}
+	if err := json.Unmarshal([]byte(features), &a.Features); err != nil {
+		return store.Agent{}, fmt.Errorf("agent %s: features: %w", a.ID, err)
+	}
+	if len(a.Features) == 0 {
+		a.Features = nil
 	}
 	if work.Valid {
 		a.Work = new(api.AgentWork)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -427,10 +428,13 @@ func TestRegisterIdempotentRetry(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Register: %v", err)
 		}
-		if err := s.RecordConnection(ctx, store.Connection{AgentID: "id-1", Version: "1.2.3", At: t0.Add(time.Minute)}); err != nil {
+		if err := s.RecordConnection(ctx, store.Connection{AgentID: "id-1", Version: "1.2.3", Features: []string{"a", "b"}, At: t0.Add(time.Minute)}); err != nil {
 			t.Fatal(err)
 		}
 		want := mustAgent(t, s, "id-1")
+		if !slices.Equal(want.Features, []string{"a", "b"}) {
+			t.Fatalf("features: got %v, want [a b]", want.Features)
+		}
 
 		// The retry comes later, possibly after expiry, with a fresh ID.
 		p.Now, p.NewID = t0.Add(2*time.Hour), "id-2"
