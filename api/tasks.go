@@ -134,7 +134,11 @@ type TaskView struct {
 	// State is TaskQueued until the task runs: until it reaches its
 	// agent, and while it waits there for its turn (its log says for
 	// which task).
-	State      string     `json:"state"`
+	State string `json:"state"`
+	// WaitingFor says, while the task is queued on its agent, what it
+	// waits for, as the agent said it ("waiting for task ID (NAME) to
+	// finish").
+	WaitingFor string     `json:"waiting_for,omitempty"`
 	ExitCode   int        `json:"exit_code"`
 	Error      string     `json:"error,omitempty"`
 	CreatedAt  time.Time  `json:"created_at"`

@@ -77,8 +77,8 @@ func TestTasksIsolatedOnOneAgent(t *testing.T) {
 			_, ok := lineWith(ts.taskLines(t, id), "agent", wait)
 			return ok
 		})
-		if v, _ := ts.Task(ctx, id); v.State != api.TaskQueued || v.StartedAt != nil {
-			t.Fatalf("a waiting task: got state %s, started %v; want queued, not started", v.State, v.StartedAt)
+		if v, _ := ts.Task(ctx, id); v.State != api.TaskQueued || v.StartedAt != nil || !strings.HasPrefix(v.WaitingFor, wait) {
+			t.Fatalf("a waiting task: got state %s, started %v, waiting for %q; want queued, not started, waiting for the first", v.State, v.StartedAt, v.WaitingFor)
 		}
 	}
 	if v, _ := ts.Task(ctx, first.ID); v.State != api.TaskRunning {

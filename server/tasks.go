@@ -191,7 +191,32 @@ func (s *Server) Task(ctx context.Context, id string) (api.TaskView, error) {
 	if err != nil {
 		return api.TaskView{}, err
 	}
-	return taskView(t), nil
+	v := taskView(t)
+	return v, s.addWaitingFor(ctx, &v)
+}
+
+// waitLines is how much of a queued task's log is read for what it waits
+// for: a queued task's log holds the coordinator's few lines and the
+// agent's waiting lines, one per task it waited for.
+const waitLines = 500
+
+// addWaitingFor fills in what a queued task waits for on its agent: the
+// agent's latest line saying so.
+func (s *Server) addWaitingFor(ctx context.Context, v *api.TaskView) error {
+	if v.State != api.TaskQueued {
+		return nil
+	}
+	lines, err := s.store.TaskLogs(ctx, v.ID, max(1, v.LogLines-waitLines+1), waitLines)
+	if err != nil {
+		return fmt.Errorf("task %s: what it waits for: %w", v.ID, err)
+	}
+	for _, l := range slices.Backward(lines) {
+		if l.Stream == "agent" && strings.HasPrefix(l.Text, "waiting for ") {
+			v.WaitingFor = l.Text
+			break
+		}
+	}
+	return nil
 }
 
 // Tasks lists tasks, newest first. An unknown agent is an error wrapping
@@ -212,6 +237,9 @@ func (s *Server) Tasks(ctx context.Context, q api.TaskFilter) ([]api.TaskView, e
 	out := make([]api.TaskView, len(ts))
 	for i, t := range ts {
 		out[i] = taskView(t)
+		if err := s.addWaitingFor(ctx, &out[i]); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }

@@ -347,6 +347,8 @@ func stateText(t api.TaskView) string {
 		return fmt.Sprintf("%s (exit code %d)", t.State, t.ExitCode)
 	case t.State == protocol.TaskFailed && t.ExitCode > 0:
 		return fmt.Sprintf("%s (exit code %d)", t.State, t.ExitCode)
+	case t.WaitingFor != "":
+		return fmt.Sprintf("%s (%s)", t.State, t.WaitingFor)
 	}
 	return t.State
 }

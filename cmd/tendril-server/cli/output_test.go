@@ -241,3 +241,21 @@ func TestHumanBytes(t *testing.T) {
 		}
 	}
 }
+
+func TestStateText(t *testing.T) {
+	tests := []struct {
+		task api.TaskView
+		want string
+	}{
+		{api.TaskView{State: "succeeded"}, "succeeded (exit code 0)"},
+		{api.TaskView{State: "failed", ExitCode: 3}, "failed (exit code 3)"},
+		{api.TaskView{State: "failed", ExitCode: -1}, "failed"},
+		{api.TaskView{State: "queued"}, "queued"},
+		{api.TaskView{State: "queued", WaitingFor: "waiting for task t1 (run-script) to finish"}, "queued (waiting for task t1 (run-script) to finish)"},
+	}
+	for _, tt := range tests {
+		if got := stateText(tt.task); got != tt.want {
+			t.Errorf("stateText(%+v): got %q, want %q", tt.task, got, tt.want)
+		}
+	}
+}
