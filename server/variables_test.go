@@ -72,6 +72,19 @@ func filesHolding(t *testing.T, dir string, s []byte) []string {
 	return out
 }
 
+// readyAgent registers and runs an agent, and returns once both sides
+// say it is connected and Calamari 1.0.0 is uploaded: ready for tasks.
+func (ts *testServer) readyAgent(t *testing.T, name string, mod func(*agent.Config)) *runningAgent {
+	t.Helper()
+	ra := startAgent(t, registerAgent(t, ts, ts.AgentAddr(), name, nil), mod)
+	ts.waitConnected(t, name)
+	eventually(t, name+" says it is connected", func() bool { return ra.Status().Connected })
+	if _, err := ts.store.Bundle(context.Background(), "1.0.0"); errors.Is(err, store.ErrNotFound) {
+		ts.upload(t, packBundle(t, "1.0.0", 0))
+	}
+	return ra
+}
+
 // serviceLine is what `calamari set-output` and `calamari artifact` print,
 // written out in shell for the test bundle's Calamari, a shell script.
 func serviceLine(kind, arg string, value string) string {
@@ -89,11 +102,7 @@ func serviceLine(kind, arg string, value string) string {
 func TestSensitiveVariableNowhereAtRest(t *testing.T) {
 	var serverLog, agentLog logBuffer
 	ts := startServer(t, func(c *Config) { c.Logger = serverLog.logger() })
-	home := registerAgent(t, ts, ts.AgentAddr(), "web-1", nil)
-	ra := startAgent(t, home, func(c *agent.Config) { c.Logger = agentLog.logger() })
-	ts.waitConnected(t, "web-1")
-	eventually(t, "the agent says it is connected", func() bool { return ra.Status().Connected })
-	ts.upload(t, packBundle(t, "1.0.0", 0))
+	home := ts.readyAgent(t, "web-1", func(c *agent.Config) { c.Logger = agentLog.logger() }).home
 	if v := ts.agentView(t, "web-1"); len(v.Lacks) != 0 || !slices.Contains(v.Features, "task_variables") {
 		t.Fatalf("this tree's agent: got features %v, lacks %v; want task_variables and nothing lacking", v.Features, v.Lacks)
 	}
@@ -174,10 +183,7 @@ func TestSensitiveVariableNowhereAtRest(t *testing.T) {
 // paths are refused with their reasons.
 func TestOutputsAndArtifacts(t *testing.T) {
 	ts := startServer(t, nil)
-	ra := startAgent(t, registerAgent(t, ts, ts.AgentAddr(), "web-1", nil), nil)
-	ts.waitConnected(t, "web-1")
-	eventually(t, "the agent says it is connected", func() bool { return ra.Status().Connected })
-	ts.upload(t, packBundle(t, "1.0.0", 0))
+	ts.readyAgent(t, "web-1", nil)
 	ctx := context.Background()
 
 	report := strings.Repeat("report line\n", 5000)
@@ -255,10 +261,7 @@ func TestOutputsAndArtifacts(t *testing.T) {
 // they are not.
 func TestArtifactFetchResumes(t *testing.T) {
 	ts := startServer(t, nil)
-	ra := startAgent(t, registerAgent(t, ts, ts.AgentAddr(), "web-1", nil), nil)
-	ts.waitConnected(t, "web-1")
-	eventually(t, "the agent says it is connected", func() bool { return ra.Status().Connected })
-	ts.upload(t, packBundle(t, "1.0.0", 0))
+	ts.readyAgent(t, "web-1", nil)
 
 	tests := []struct {
 		name    string
