@@ -344,16 +344,16 @@ func TestRunRetention(t *testing.T) {
 	if err := r.SetRetention(protocol.WorkRetention{Keep: 2}); err != nil {
 		t.Fatal(err)
 	}
-	// Keep 2: "new" and old-3 stay, old-4 goes.
-	waitFor("the cleanup after the second rule", gone("old-4"))
-	if got, want := folders(t, r.cfg.Dir), []string{"new", "old-3"}; !slices.Equal(got, want) {
-		t.Fatalf("work folder: got %q, want %q", got, want)
-	}
-	// The report follows the removal, at the end of the cleanup.
+	// Keep 2: "new" and old-3 stay, old-4 goes. Renamed first and removed
+	// after, so the folders are compared once the report says the cleanup
+	// ended.
 	waitFor("the report of 3 removed in all and 2 tasks", func() bool {
 		rep := r.WorkReport()
 		return rep.RemovedTotal == 3 && rep.Tasks == 2
 	})
+	if got, want := folders(t, r.cfg.Dir), []string{"new", "old-3"}; !slices.Equal(got, want) {
+		t.Fatalf("work folder: got %q, want %q", got, want)
+	}
 }
 
 func TestSetRetentionRefusesNegatives(t *testing.T) {
