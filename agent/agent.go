@@ -258,6 +258,11 @@ type Agent struct {
 	stateMu sync.Mutex
 	state   State
 
+	// nonces are the signed requests' nonces seen and when they expire,
+	// so that a replay within a request's lifetime is refused.
+	noncesMu sync.Mutex
+	nonces   map[string]time.Time
+
 	// mu guards the fields below; Status reads them from any goroutine.
 	mu     sync.Mutex
 	id     *certs.Identity

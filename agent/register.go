@@ -191,6 +191,7 @@ func saveRegistration(cfg RegisterConfig, reg protocol.Registered) (State, error
 		ServerThumbprints: thumbprints,
 		ServerHint:        thumbprints[0],
 		SigningKey:        reg.SigningKey,
+		SignedRequests:    reg.SignsRequests,
 		RegisteredAt:      time.Now().UTC(),
 		Proxy:             strings.TrimSpace(cfg.Proxy),
 	}

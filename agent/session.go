@@ -284,6 +284,13 @@ func (a *Agent) handle(s *liveSession, st *yamux.Stream, release func()) {
 		a.log.Debug("could not read a request from the coordinator", zap.Error(err))
 		return
 	}
+	if protocol.IsSignedType(f.Type) {
+		if err := a.checkRequest(f, time.Now()); err != nil {
+			a.log.Warn("refused a request its coordinator's signing key did not sign", zap.String("type", f.Type), zap.Error(err))
+			protocol.WriteError(st, protocol.CodeUnauthorized, err.Error())
+			return
+		}
+	}
 	switch f.Type {
 	case protocol.TypeHealthRequest:
 		err = protocol.WriteFrame(st, protocol.TypeHealth, a.health())
@@ -448,7 +455,7 @@ func (a *Agent) hello() protocol.Hello {
 		Upgrade:     a.upgradeReport(),
 		Busy:        a.tasks.Running() > 0,
 		SigningKey:  a.signingKey(),
-		Features:    []string{protocol.FeatureIsolation, protocol.FeatureVariables, protocol.FeatureWorkRetention},
+		Features:    []string{protocol.FeatureIsolation, protocol.FeatureVariables, protocol.FeatureWorkRetention, protocol.FeatureSignedRequests},
 	}
 }
 

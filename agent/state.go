@@ -69,6 +69,13 @@ type State struct {
 	// agent has no Servers, and learns AgentID, Name, Environment and
 	// SigningKey at its first Welcome.
 	Listen string `json:"listen,omitempty"`
+	// SignedRequests is set once the agent accepted a request signed by
+	// the coordinator's signing key, or registered with a coordinator that
+	// signs: from then on it refuses the requests that make it act
+	// (protocol.SignedTypes) unsigned, so that a copy of the coordinator's
+	// TLS key alone cannot drive it. Never cleared but by registering
+	// again.
+	SignedRequests bool `json:"signed_requests,omitempty"`
 }
 
 // notRegistered names the command that fixes the problem, because the

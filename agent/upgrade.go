@@ -46,10 +46,12 @@ func (a *Agent) handleAgentUpgrade(s *liveSession, st *yamux.Stream, f protocol.
 		Exe:        a.cfg.exe,
 		Running:    a.cfg.Version,
 		SigningKey: a.signingKey(),
-		Supervised: a.cfg.Supervised,
-		Service:    a.cfg.Service,
-		Args:       a.cfg.args,
-		Logger:     a.log,
+		// handle checked the signature of every request that has one.
+		SignedRequest: f.Intent != nil,
+		Supervised:    a.cfg.Supervised,
+		Service:       a.cfg.Service,
+		Args:          a.cfg.args,
+		Logger:        a.log,
 
 		SimulateSwap: a.cfg.SimulateUpgradeSwap,
 	}

@@ -125,6 +125,11 @@ const PushIdle = time.Minute
 // reply is awaited: the receiver is then verifying and installing. done
 // reports that the receiver already held everything and nothing was sent.
 func Push(ctx context.Context, s *yamux.Session, reqType string, hdr any, src io.ReaderAt, size int64, respType string, resp any, sent func()) (done bool, err error) {
+	return PushSigned(ctx, s, nil, reqType, hdr, src, size, respType, resp, sent)
+}
+
+// PushSigned is Push with the header signed by sign (see WriteRequest).
+func PushSigned(ctx context.Context, s *yamux.Session, sign Signer, reqType string, hdr any, src io.ReaderAt, size int64, respType string, resp any, sent func()) (done bool, err error) {
 	st, err := s.OpenStream()
 	if err != nil {
 		return false, err
@@ -133,7 +138,7 @@ func Push(ctx context.Context, s *yamux.Session, reqType string, hdr any, src io
 	stop := context.AfterFunc(ctx, func() { st.SetDeadline(time.Now()) })
 	defer stop()
 	st.SetDeadline(time.Now().Add(PushIdle))
-	if err := WriteFrame(st, reqType, hdr); err != nil {
+	if err := WriteRequest(st, sign, reqType, hdr); err != nil {
 		return false, err
 	}
 	f, err := ReadFrame(st, 0)

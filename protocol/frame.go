@@ -24,10 +24,12 @@ var (
 	ErrMalformedFrame = errors.New("malformed frame")
 )
 
-// Frame is one message on a stream: a type and its JSON body.
+// Frame is one message on a stream: a type and its JSON body, and for a
+// signed request the coordinator's Intent over them.
 type Frame struct {
-	Type string          `json:"type"`
-	Body json.RawMessage `json:"body,omitempty"`
+	Type   string          `json:"type"`
+	Body   json.RawMessage `json:"body,omitempty"`
+	Intent *Intent         `json:"intent,omitempty"`
 }
 
 // Decode unmarshals the body into v. Unknown fields are ignored so newer
@@ -45,6 +47,12 @@ func (f Frame) Decode(v any) error {
 // WriteFrame writes one message of the given type. It fails before writing
 // anything if the encoded frame would exceed MaxFrameSize.
 func WriteFrame(w io.Writer, typ string, body any) error {
+	return WriteRequest(w, nil, typ, body)
+}
+
+// WriteRequest writes one message, signed by sign when it is not nil and
+// typ is one of SignedTypes.
+func WriteRequest(w io.Writer, sign Signer, typ string, body any) error {
 	var raw json.RawMessage
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -53,7 +61,15 @@ func WriteFrame(w io.Writer, typ string, body any) error {
 		}
 		raw = b
 	}
-	payload, err := json.Marshal(Frame{Type: typ, Body: raw})
+	f := Frame{Type: typ, Body: raw}
+	if sign != nil && IsSignedType(typ) {
+		in, err := sign.SignRequest(typ, raw)
+		if err != nil {
+			return fmt.Errorf("sign %s: %w", typ, err)
+		}
+		f.Intent = in
+	}
+	payload, err := json.Marshal(f)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", typ, err)
 	}

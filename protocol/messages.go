@@ -112,6 +112,9 @@ type Registered struct {
 	Environment       string   `json:"environment"`
 	SigningKey        string   `json:"signing_key"` // hex Ed25519 public key
 	ServerThumbprints []string `json:"server_thumbprints"`
+	// SignsRequests says the coordinator signs its requests (Intent): an
+	// agent that knows them requires signatures from its first session.
+	SignsRequests bool `json:"signs_requests,omitempty"`
 }
 
 // HealthRequest asks an agent for its health.

@@ -68,6 +68,11 @@ func NewSession(conn net.Conn, o SessionOptions) (*yamux.Session, error) {
 // reply of another type than respType is an error. resp may be nil when
 // the reply has no body of interest. ctx bounds the whole call.
 func Call(ctx context.Context, s *yamux.Session, reqType string, req any, respType string, resp any) error {
+	return CallSigned(ctx, s, nil, reqType, req, respType, resp)
+}
+
+// CallSigned is Call with the request signed by sign (see WriteRequest).
+func CallSigned(ctx context.Context, s *yamux.Session, sign Signer, reqType string, req any, respType string, resp any) error {
 	st, err := s.OpenStream()
 	if err != nil {
 		return fmt.Errorf("%s: open stream: %w", reqType, err)
@@ -80,7 +85,7 @@ func Call(ctx context.Context, s *yamux.Session, reqType string, req any, respTy
 	// deadline, the only interruption a stream offers.
 	stop := context.AfterFunc(ctx, func() { st.SetDeadline(time.Now()) })
 	defer stop()
-	if err := WriteFrame(st, reqType, req); err != nil {
+	if err := WriteRequest(st, sign, reqType, req); err != nil {
 		// yamux can report a write as failed when the peer closed the
 		// session just after the bytes went out. A reply it sent before
 		// closing (why it refused) is already buffered: read it.

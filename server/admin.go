@@ -315,7 +315,7 @@ func (s *Server) RotateCertificate(ctx context.Context) (api.RotationResult, err
 func (s *Server) sendServerCertificates(ctx context.Context, as *agentSession, trust []string) error {
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.HealthTimeout)
 	defer cancel()
-	if err := protocol.Call(cctx, as.sess, protocol.TypeServerCertificates, protocol.ServerCertificates{Thumbprints: trust}, protocol.TypeAck, nil); err != nil {
+	if err := protocol.CallSigned(cctx, as.sess, as.sign, protocol.TypeServerCertificates, protocol.ServerCertificates{Thumbprints: trust}, protocol.TypeAck, nil); err != nil {
 		return err
 	}
 	return s.store.SetServerThumbprintAck(ctx, as.agentID, trust[0])

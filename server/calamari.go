@@ -62,7 +62,7 @@ func (s *Server) checkCalamari(ctx context.Context, as *agentSession, version st
 	var st protocol.CalamariState
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.HealthTimeout+30*time.Second) // verification hashes every file
 	defer cancel()
-	err := protocol.Call(cctx, as.sess, protocol.TypeCalamariCheck, protocol.CalamariCheck{Version: version}, protocol.TypeCalamariState, &st)
+	err := protocol.CallSigned(cctx, as.sess, as.sign, protocol.TypeCalamariCheck, protocol.CalamariCheck{Version: version}, protocol.TypeCalamariState, &st)
 	if err != nil {
 		return st, fmt.Errorf("check calamari %s on %s: %w", version, as.name, err)
 	}
@@ -105,7 +105,7 @@ func (s *Server) pushCalamari(ctx context.Context, as *agentSession, b store.Bun
 	var installed protocol.CalamariInstalled
 	hdr := protocol.CalamariPush{Version: b.Version, Signature: b.Signature, Bundle: protocol.Transfer{Size: b.Size, SHA256: b.SHA256},
 		Keep: s.policy.Current().CalamariKeep}
-	done, err := protocol.Push(ctx, as.sess, protocol.TypeCalamariPush, hdr, f, hdr.Bundle.Size, protocol.TypeCalamariInstalled, &installed, nil)
+	done, err := protocol.PushSigned(ctx, as.sess, as.sign, protocol.TypeCalamariPush, hdr, f, hdr.Bundle.Size, protocol.TypeCalamariInstalled, &installed, nil)
 	if err != nil {
 		return fmt.Errorf("push calamari %s to %s: %w", b.Version, as.name, err)
 	}

@@ -303,7 +303,7 @@ func (s *Server) cancelHere(ctx context.Context, id string) {
 	if as := s.sessions.get(t.AgentID); as != nil {
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		err := protocol.Call(cctx, as.sess, protocol.TypeTaskCancel, protocol.TaskCancel{Ticket: id}, protocol.TypeAck, nil)
+		err := protocol.CallSigned(cctx, as.sess, as.sign, protocol.TypeTaskCancel, protocol.TaskCancel{Ticket: id}, protocol.TypeAck, nil)
 		if err != nil && !protocol.IsCode(err, protocol.CodeBadRequest) {
 			s.log.Warn("cancel task on agent failed", zap.String("task", id), zap.Error(err))
 		}
@@ -379,7 +379,7 @@ func (s *Server) moveIdleAgents() {
 			}()
 			ctx, cancel := context.WithTimeout(s.ctx, 2*time.Second)
 			defer cancel()
-			protocol.Call(ctx, as.sess, protocol.TypeGoAway, protocol.GoAway{
+			protocol.CallSigned(ctx, as.sess, as.sign, protocol.TypeGoAway, protocol.GoAway{
 				Reason:           fmt.Sprintf("coordinator node %s is draining; connect to another node", s.members.Name()),
 				Reconnect:        true,
 				RetryAfterMillis: rand.Int64N(spread.Milliseconds()),

@@ -309,7 +309,7 @@ func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, 
 	// upgrade ended; the report is acknowledged only once stored.
 	upgradeAcked := s.rollouts.NoteHello(ctx, a.ID, a.Name, h)
 	as := &agentSession{
-		agentID: a.ID, name: a.Name, thumbprint: certThumb(cs), sess: sess,
+		agentID: a.ID, name: a.Name, sign: s.signer(a.ID), thumbprint: certThumb(cs), sess: sess,
 		tlsVersion: cs.Version, protocol: v, upgradeOnly: upgradeOnly,
 		connectedAt: time.Now(), remote: remote, serverAck: a.ServerThumbprintAck,
 		signingKey: h.SigningKey,
@@ -451,7 +451,7 @@ func (s *Server) dropAgent(id, reason string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	protocol.Call(ctx, as.sess, protocol.TypeGoAway, protocol.GoAway{Reason: reason}, protocol.TypeAck, nil)
+	protocol.CallSigned(ctx, as.sess, as.sign, protocol.TypeGoAway, protocol.GoAway{Reason: reason}, protocol.TypeAck, nil)
 	as.sess.Close()
 	s.sessions.remove(as)
 }

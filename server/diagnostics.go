@@ -51,7 +51,7 @@ func (f diagnosticsFleet) AgentArchive(ctx context.Context, agentID, path string
 	if as == nil {
 		return kind.Errorf(kind.ErrNotConnected, "the agent is not connected to this coordinator")
 	}
-	return receiveDiagnostics(ctx, as.sess, path)
+	return receiveDiagnostics(ctx, as.sess, as.sign, path)
 }
 
 // sha256Hex is a transfer header's SHA-256.
@@ -62,7 +62,7 @@ var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
 // SHA-256). An agent that does not know the request answers
 // CodeUnknownType: that is diagnostics.ErrUnsupported. ctx bounds the
 // whole exchange; the agent collects before it answers.
-func receiveDiagnostics(ctx context.Context, sess *yamux.Session, path string) error {
+func receiveDiagnostics(ctx context.Context, sess *yamux.Session, sign protocol.Signer, path string) error {
 	st, err := sess.OpenStream()
 	if err != nil {
 		return fmt.Errorf("ask for diagnostics: %w", err)
@@ -71,7 +71,7 @@ func receiveDiagnostics(ctx context.Context, sess *yamux.Session, path string) e
 	stop := context.AfterFunc(ctx, func() { st.SetDeadline(time.Now()) })
 	defer stop()
 	st.SetWriteDeadline(time.Now().Add(protocol.RequestTimeout))
-	if err := protocol.WriteFrame(st, protocol.TypeDiagnostics, protocol.Diagnostics{}); err != nil {
+	if err := protocol.WriteRequest(st, sign, protocol.TypeDiagnostics, protocol.Diagnostics{}); err != nil {
 		return fmt.Errorf("ask for diagnostics: %w", err)
 	}
 	f, err := protocol.ReadFrame(st, 0)

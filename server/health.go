@@ -98,7 +98,7 @@ func (s *Server) checkOne(ctx context.Context, as *agentSession, latestCalamari 
 	defer cancel()
 	start := time.Now()
 	var h protocol.Health
-	err := protocol.Call(ctx, as.sess, protocol.TypeHealthRequest, protocol.HealthRequest{}, protocol.TypeHealth, &h)
+	err := protocol.CallSigned(ctx, as.sess, as.sign, protocol.TypeHealthRequest, protocol.HealthRequest{}, protocol.TypeHealth, &h)
 	rtt := time.Since(start)
 	s.metrics.HealthDuration.Observe(rtt.Seconds())
 	r := store.HealthResult{AgentID: as.agentID, RTT: rtt, At: time.Now().UTC(), DiskFree: -1}

@@ -27,6 +27,8 @@ type agentSession struct {
 	// signingKey is the coordinator signing key the agent said it pinned,
 	// "" if it did not say (older agents).
 	signingKey string
+	// sign signs the requests sent to the agent (protocol.Intent).
+	sign protocol.Signer
 	// isolates is true when the agent honours tasks' isolation and locks
 	// (protocol.FeatureIsolation); older agents run every task at once.
 	isolates bool

@@ -77,7 +77,7 @@ func (s *Server) syncRetention(ctx context.Context, as *agentSession) {
 func (s *Server) sendRetention(ctx context.Context, as *agentSession, rule protocol.WorkRetention) {
 	ctx, cancel := context.WithTimeout(ctx, retentionTimeout)
 	defer cancel()
-	if err := protocol.Call(ctx, as.sess, protocol.TypeWorkRetention, rule, protocol.TypeAck, nil); err != nil {
+	if err := protocol.CallSigned(ctx, as.sess, as.sign, protocol.TypeWorkRetention, rule, protocol.TypeAck, nil); err != nil {
 		if !as.sess.IsClosed() && ctx.Err() == nil {
 			s.log.Warn("could not tell an agent the work retention rule; its next health check tries again",
 				zap.String("agent", as.name), zap.Error(err))

@@ -39,6 +39,6 @@ func (f rolloutFleet) SendAgentPackage(ctx context.Context, agentID string, hdr 
 	// A receiver that already held every byte (done) answers no
 	// UpgradeReady; the outcome is then judged, like every other, by the
 	// agent's next Hello.
-	_, err := protocol.Push(ctx, as.sess, protocol.TypeAgentUpgrade, hdr, src, size, protocol.TypeUpgradeReady, &ready, sent)
+	_, err := protocol.PushSigned(ctx, as.sess, as.sign, protocol.TypeAgentUpgrade, hdr, src, size, protocol.TypeUpgradeReady, &ready, sent)
 	return err
 }

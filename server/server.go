@@ -65,6 +65,14 @@ var DefaultListen = fmt.Sprintf(":%d", protocol.DefaultPort)
 type Config struct {
 	// DataDir is the folder made by Init. Required.
 	DataDir string
+	// SigningKey is the path of the signing key that agents pinned, which
+	// signs bundles, packages and the requests that make agents act.
+	// Default: signing.key in DataDir. Kept elsewhere (a separate disk, a
+	// secrets mount), a copy of the data folder cannot drive agents.
+	SigningKey string
+	// SigningKeyPassphrase opens a SigningKey sealed with
+	// "tendril-server signing-key seal"; nil for a plain key.
+	SigningKeyPassphrase []byte
 	// Listen is where agents connect. Default ":10943".
 	Listen string
 	// HTTP is where the API listens. Default "127.0.0.1:10980". A
@@ -332,7 +340,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new coordinator: %w", err)
 	}
-	signing, err := certs.LoadSigningKey(filepath.Join(cfg.DataDir, datadir.SigningFile))
+	if cfg.SigningKey == "" {
+		cfg.SigningKey = filepath.Join(cfg.DataDir, datadir.SigningFile)
+	}
+	signing, err := certs.LoadSigningKeyFile(cfg.SigningKey, cfg.SigningKeyPassphrase)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("new coordinator: no signing key at %s: if it is kept outside the data folder, give its path (--signing-key)", cfg.SigningKey)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("new coordinator: %w", err)
 	}
@@ -633,7 +647,7 @@ func (s *Server) goAwayAll(ctx context.Context) {
 			defer func() { <-sem; wg.Done() }()
 			callCtx, cancel := context.WithTimeout(ctx, time.Second)
 			defer cancel()
-			protocol.Call(callCtx, as.sess, protocol.TypeGoAway, protocol.GoAway{
+			protocol.CallSigned(callCtx, as.sess, as.sign, protocol.TypeGoAway, protocol.GoAway{
 				Reason:           "coordinator is shutting down",
 				Reconnect:        true,
 				RetryAfterMillis: rand.Int64N(spread.Milliseconds()),

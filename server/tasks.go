@@ -464,7 +464,7 @@ func (s *Server) runTask(runCtx, startCtx context.Context, id string, turn *star
 				// In case the start raced the cancellation to the agent.
 				if as := s.sessions.get(t.AgentID); as != nil {
 					cctx, cancel := context.WithTimeout(runCtx, 30*time.Second)
-					protocol.Call(cctx, as.sess, protocol.TypeTaskCancel, protocol.TaskCancel{Ticket: id}, protocol.TypeAck, nil)
+					protocol.CallSigned(cctx, as.sess, as.sign, protocol.TypeTaskCancel, protocol.TaskCancel{Ticket: id}, protocol.TypeAck, nil)
 					cancel()
 				}
 			}
@@ -542,6 +542,13 @@ func (s *Server) abandonAgentTasks(ctx context.Context, agentID string) {
 	}
 }
 
+// refusedByAgent reports whether the agent refused a request for a reason
+// that sending it again will not change: the request itself (bad
+// request), or its signature (unauthorized).
+func refusedByAgent(err error) bool {
+	return protocol.IsCode(err, protocol.CodeBadRequest) || protocol.IsCode(err, protocol.CodeUnauthorized)
+}
+
 // errTaskRefused marks failures that retrying cannot fix.
 var errTaskRefused = errors.New("task refused")
 
@@ -562,7 +569,7 @@ func (s *Server) startOnAgent(ctx context.Context, as *agentSession, t store.Tas
 		return kind.Errorf(errTaskRefused, "Calamari %s: %v", t.Calamari, err)
 	}
 	if _, err := s.ensureCalamari(ctx, as, b, func(line string) { s.taskLog(t.ID, line) }); err != nil {
-		if protocol.IsCode(err, protocol.CodeBadRequest) {
+		if refusedByAgent(err) {
 			return kind.Errorf(errTaskRefused, "installing Calamari %s on %s failed: %v", b.Version, as.name, err)
 		}
 		return err
@@ -583,8 +590,11 @@ func (s *Server) startOnAgent(ctx context.Context, as *agentSession, t store.Tas
 			return err
 		}
 		hdr := protocol.FilePush{Ticket: t.ID, Name: t.FileName, File: protocol.Transfer{Size: st.Size(), SHA256: t.FileSHA256}}
-		_, err = protocol.Push(ctx, as.sess, protocol.TypeFilePush, hdr, f, st.Size(), protocol.TypeAck, nil, nil)
+		_, err = protocol.PushSigned(ctx, as.sess, as.sign, protocol.TypeFilePush, hdr, f, st.Size(), protocol.TypeAck, nil, nil)
 		f.Close()
+		if refusedByAgent(err) {
+			return kind.Errorf(errTaskRefused, "sending %s to %s: %v", t.FileName, as.name, err)
+		}
 		if err != nil {
 			return fmt.Errorf("send %s to %s: %w", t.FileName, as.name, err)
 		}
@@ -594,8 +604,8 @@ func (s *Server) startOnAgent(ctx context.Context, as *agentSession, t store.Tas
 	defer cancel()
 	req := protocol.TaskStart{Ticket: t.ID, Calamari: t.Calamari, Args: t.Args,
 		Isolation: t.Isolation, Locks: t.Locks, Name: taskName(t), Variables: vars}
-	err = protocol.Call(cctx, as.sess, protocol.TypeTaskStart, req, protocol.TypeTaskStarted, &started)
-	if protocol.IsCode(err, protocol.CodeBadRequest) {
+	err = protocol.CallSigned(cctx, as.sess, as.sign, protocol.TypeTaskStart, req, protocol.TypeTaskStarted, &started)
+	if refusedByAgent(err) {
 		return kind.Errorf(errTaskRefused, "%v", err)
 	}
 	if err != nil {
@@ -712,7 +722,7 @@ func (s *Server) CancelTask(ctx context.Context, id string) (api.TaskView, error
 				// turn (its driver died): it must never run.
 				if as := s.sessions.get(t.AgentID); as != nil {
 					cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-					protocol.Call(cctx, as.sess, protocol.TypeTaskCancel, protocol.TaskCancel{Ticket: id}, protocol.TypeAck, nil)
+					protocol.CallSigned(cctx, as.sess, as.sign, protocol.TypeTaskCancel, protocol.TaskCancel{Ticket: id}, protocol.TypeAck, nil)
 					cancel()
 				}
 				return s.Task(ctx, id)
@@ -728,7 +738,7 @@ func (s *Server) CancelTask(ctx context.Context, id string) (api.TaskView, error
 	if as := s.sessions.get(t.AgentID); as != nil {
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		err := protocol.Call(cctx, as.sess, protocol.TypeTaskCancel, protocol.TaskCancel{Ticket: id}, protocol.TypeAck, nil)
+		err := protocol.CallSigned(cctx, as.sess, as.sign, protocol.TypeTaskCancel, protocol.TaskCancel{Ticket: id}, protocol.TypeAck, nil)
 		if err != nil && !protocol.IsCode(err, protocol.CodeBadRequest) { // BadRequest: not started there yet
 			return api.TaskView{}, fmt.Errorf("cancel task %s on %s: %w", id, t.AgentName, err)
 		}

@@ -61,6 +61,10 @@ type Params struct {
 	Running string
 	// SigningKey is the coordinator's hex Ed25519 public key.
 	SigningKey string
+	// SignedRequest says the request came with the coordinator's
+	// signature over it (protocol.Intent), checked: only such a request
+	// may downgrade the agent.
+	SignedRequest bool
 	// Supervised is true when a plain supervisor restarts the agent.
 	Supervised bool
 	// Service is the OS service running the agent, "" if none: the
@@ -100,6 +104,10 @@ func Check(p Params, req protocol.AgentUpgrade, runningTasks int) error {
 		return refused("agent is already at version %s", pkg.Version)
 	case c < 0 && !req.AllowDowngrade:
 		return refused("downgrade from %s to %s needs --allow-downgrade", p.Running, pkg.Version)
+	case c < 0 && !p.SignedRequest:
+		// Whoever holds only the coordinator's TLS key could otherwise
+		// roll the agent back to a release with a known flaw.
+		return refused("downgrade from %s to %s needs the coordinator's signature on the request, and this one is unsigned (a coordinator older than this agent cannot downgrade it)", p.Running, pkg.Version)
 	}
 	if !hashRE.MatchString(pkg.SHA256) || pkg.Size <= 0 {
 		return refused("package needs a size above 0 and a lower-case hex SHA-256, got %d and %q", pkg.Size, pkg.SHA256)

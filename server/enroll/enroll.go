@@ -124,7 +124,7 @@ func (e *Enroller) Register(ctx context.Context, st *yamux.Stream, f protocol.Fr
 		zap.String("thumbprint", thumb), zap.Int("replaced", len(res.Replaced)))
 	protocol.WriteFrame(st, protocol.TypeRegistered, protocol.Registered{
 		AgentID: res.Agent.ID, Name: res.Agent.Name, Environment: res.Agent.Environment,
-		SigningKey: e.cfg.Signing.Public(), ServerThumbprints: e.cfg.Thumbprints(),
+		SigningKey: e.cfg.Signing.Public(), ServerThumbprints: e.cfg.Thumbprints(), SignsRequests: true,
 	})
 }
 
