@@ -1,6 +1,7 @@
 package certs
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -151,5 +152,52 @@ func TestSigningKey(t *testing.T) {
 	}
 	if err := Verify("zz", msg, sig); err == nil {
 		t.Error("Verify with a malformed key: got nil, want an error")
+	}
+}
+
+func TestSealedSigningKey(t *testing.T) {
+	dir := t.TempDir()
+	k, err := NewSigningKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, sealed := filepath.Join(dir, "signing.key"), filepath.Join(dir, "signing.sealed")
+	if err := k.Save(plain); err != nil {
+		t.Fatal(err)
+	}
+	b, err := k.Seal([]byte("correct horse"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(sealed, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	damaged := filepath.Join(dir, "damaged")
+	os.WriteFile(damaged, bytes.Replace(b, []byte("Time: 3"), []byte("Time: x"), 1), 0o600)
+	tests := []struct {
+		name, path, pass, want string
+	}{
+		{"plain", plain, "", ""},
+		{"sealed", sealed, "correct horse", ""},
+		{"sealed without a passphrase", sealed, "", "is sealed: give its passphrase"},
+		{"wrong passphrase", sealed, "wrong horse", "wrong passphrase"},
+		{"plain with a passphrase", plain, "x", "is not sealed, but a passphrase was given"},
+		{"damaged headers", damaged, "correct horse", "damaged headers"},
+		{"missing", filepath.Join(dir, "nope"), "", "no such file"},
+	}
+	for _, tt := range tests {
+		got, err := LoadSigningKeyFile(tt.path, []byte(tt.pass))
+		if tt.want == "" {
+			if err != nil || got.Public() != k.Public() {
+				t.Errorf("%s: got %v, want the key", tt.name, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: got %v, want an error saying %q", tt.name, err, tt.want)
+		}
+	}
+	if _, err := k.Seal(nil); err == nil {
+		t.Error("seal with an empty passphrase: got nil error")
 	}
 }

@@ -48,19 +48,7 @@ func (k *SigningKey) Save(path string) error {
 
 // LoadSigningKey reads a key written by Save.
 func LoadSigningKey(path string) (*SigningKey, error) {
-	der, err := readPEM(path, "PRIVATE KEY")
-	if err != nil {
-		return nil, err
-	}
-	k, err := x509.ParsePKCS8PrivateKey(der)
-	if err != nil {
-		return nil, fmt.Errorf("parse signing key %s: %w", path, err)
-	}
-	priv, ok := k.(ed25519.PrivateKey)
-	if !ok {
-		return nil, fmt.Errorf("signing key %s: want Ed25519, got %T", path, k)
-	}
-	return &SigningKey{priv: priv}, nil
+	return LoadSigningKeyFile(path, nil)
 }
 
 // Verify checks sig over msg against a hex public key from Public.

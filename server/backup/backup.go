@@ -86,8 +86,10 @@ var (
 	// could pose as the coordinator, sign packages, call the API or read
 	// secrets at rest.
 	backupSecret = []string{datadir.MasterFile, datadir.KeyFile, datadir.PrevKeyFile, datadir.NextKeyFile, datadir.SigningFile, api.AdminKeyFile}
-	// backupRequired must be in every backup.
-	backupRequired = []string{datadir.DBFile, datadir.CertFile, datadir.KeyFile, datadir.SigningFile, datadir.MasterFile}
+	// backupRequired must be in every backup. The signing key is not: an
+	// operator may keep it outside the data folder ("tendril-server
+	// signing-key seal"), and then backs it up apart (Result says so).
+	backupRequired = []string{datadir.DBFile, datadir.CertFile, datadir.KeyFile, datadir.MasterFile}
 	// backupDirs are copied whole; their files are never changed once
 	// written (each is named by version or hash), so a copy made while
 	// the coordinator runs is consistent.
@@ -188,6 +190,9 @@ type Result struct {
 	Out      string   `json:"out"`
 	Size     int64    `json:"size"`
 	Manifest Manifest `json:"manifest"`
+	// NoSigningKey is true when the data folder holds no signing key (it
+	// is kept elsewhere): the backup does not hold it either.
+	NoSigningKey bool `json:"no_signing_key,omitempty"`
 }
 
 // Backup writes one archive of the coordinator in DataDir, running or
@@ -292,6 +297,7 @@ func backup(ctx context.Context, opts Options) (Result, error) {
 			return Result{}, fmt.Errorf("%s is missing from the data folder", r)
 		}
 	}
+	noSigningKey := !names[datadir.SigningFile+sealedSuffix]
 	m.Entries = w.entries
 	mb, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
@@ -324,7 +330,7 @@ func backup(ctx context.Context, opts Options) (Result, error) {
 	}
 	syncDir(filepath.Dir(opts.Out))
 	m.Entries = w.entries
-	return Result{Out: opts.Out, Size: st.Size(), Manifest: m}, nil
+	return Result{Out: opts.Out, Size: st.Size(), Manifest: m, NoSigningKey: noSigningKey}, nil
 }
 
 // archiveWriter adds entries to the tar and records them for the manifest.

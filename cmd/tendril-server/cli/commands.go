@@ -126,7 +126,7 @@ Exit codes:
 		newUserCmd(e), newAPIKeyCmd(e),
 		newNodesCmd(e), newNodeCmd(e), newPolicyCmd(e),
 		newExportCmd(e), newImportCmd(e), newInfoCmd(e),
-		newDiagnosticsCmd(e),
+		newDiagnosticsCmd(e), newSigningKeyCmd(e),
 	)
 	return root
 }
@@ -230,6 +230,7 @@ func newRunCmd(e Env) *cobra.Command {
 		heartbeat                      time.Duration
 		httpCert, httpKey, logLevel    string
 		releaseFeed                    string
+		signingKey, signingPassFile    string
 		healthInterval, releaseCheck   time.Duration
 		acceptRate                     float64
 		maxHandshakes, handshakeQueue  int
@@ -284,6 +285,12 @@ func newRunCmd(e Env) *cobra.Command {
 				}
 				log.Named("cmd").Info("serving pprof", zap.String("addr", pa.String()))
 			}
+			var signingPass []byte
+			if signingPassFile != "" {
+				if signingPass, err = readPassphrase(signingPassFile); err != nil {
+					return err
+				}
+			}
 			st, err := openDatabase(c.Context(), dir, first(database, e.Getenv(envDatabase)), log)
 			if err != nil {
 				return err
@@ -294,6 +301,7 @@ func newRunCmd(e Env) *cobra.Command {
 			srv, err := server.New(c.Context(), server.Config{
 				Store:   st,
 				DataDir: dir, Listen: listen, HTTP: httpAddr, HTTPTLS: httpTLS,
+				SigningKey: signingKey, SigningKeyPassphrase: signingPass,
 				TLSMin: minVersion, HealthInterval: healthInterval,
 				AcceptRate: acceptRate, AcceptBurst: int(2 * acceptRate),
 				MaxHandshakes: maxHandshakes, HandshakeQueue: handshakeQueue,
@@ -325,6 +333,8 @@ func newRunCmd(e Env) *cobra.Command {
 	f.StringVar(&httpCert, "http-cert", "", "PEM certificate (chain) to serve the HTTP API over HTTPS")
 	f.StringVar(&httpKey, "http-key", "", "PEM private key of --http-cert")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.StringVar(&signingKey, "signing-key", "", "the signing key agents pinned, when kept outside the data folder (default: DIR/signing.key)")
+	f.StringVar(&signingPassFile, "signing-key-passphrase-file", "", "file holding the passphrase of a --signing-key sealed with tendril-server signing-key seal")
 	return c
 }
 

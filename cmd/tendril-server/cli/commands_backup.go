@@ -59,6 +59,9 @@ restored. Restore it with "tendril-server restore".`,
 			}
 			_, err = fmt.Fprintf(e.Stdout, "Backed up %s to %s (%d entries, %d bytes; coordinator %s, schema %d).\nKeep the passphrase apart from the backup: without it the backup cannot be restored.\n",
 				dir, res.Out, len(res.Manifest.Entries), res.Size, res.Manifest.CoordinatorVersion, res.Manifest.SchemaVersion)
+			if err == nil && res.NoSigningKey {
+				_, err = fmt.Fprintln(e.Stdout, "The data folder holds no signing key (kept outside it, see signing-key seal): this backup does not hold it either; keep a copy of the sealed key apart.")
+			}
 			return err
 		},
 	}
