@@ -396,7 +396,7 @@ func TestConsoleEscapesHostileText(t *testing.T) {
 		t.Fatal(err)
 	}
 	task := store.Task{ID: "task-1", Group: "g", AgentID: res.Agent.ID, AgentName: hostile, Args: []string{"run-script", "--inline", hostile},
-		Calamari: "1.0.0", State: api.TaskQueued, CreatedAt: time.Now().UTC()}
+		Calamari: "1.0.0", State: api.TaskQueued, CreatedAt: time.Now().UTC(), Variables: []store.TaskVariable{{Name: "HOSTILE", Value: hostile}}}
 	if err := ts.store.CreateTasks(ctx, []store.Task{task}); err != nil {
 		t.Fatal(err)
 	}
