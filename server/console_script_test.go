@@ -5,11 +5,14 @@ package server
 // same pages through chromium.
 
 import (
+	"bytes"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/tendrildeploy/tendril/agent"
 	"github.com/tendrildeploy/tendril/api"
 )
 
@@ -88,5 +91,172 @@ func TestConsoleTaskValuesAndArtifact(t *testing.T) {
 	anon := newConsoleClient(t, ts)
 	if resp, body := anon.get("/ui/api/tasks/" + task.ID + "/artifacts/report.html"); resp.StatusCode != http.StatusUnauthorized || strings.Contains(body, "alert") {
 		t.Errorf("download without a session: got %d %q, want 401 without the file", resp.StatusCode, body)
+	}
+}
+
+// TestConsoleScriptConsole: the script form starts one task per machine
+// through the coordinator and shows them as one run; a refusal starts
+// nothing and shows the form again with the coordinator's reason, the
+// script and plain values kept and the sensitive value nowhere (not in
+// the page, the redirect, nor the coordinator's log); Cancel all stops
+// the run's unfinished tasks.
+func TestConsoleScriptConsole(t *testing.T) {
+	var serverLog logBuffer
+	ts := startServer(t, func(c *Config) { c.Logger = serverLog.logger() })
+	for _, name := range []string{"web-1", "web-2"} {
+		startAgent(t, registerAgent(t, ts, ts.AgentAddr(), name, nil), nil)
+		ts.waitConnected(t, name)
+	}
+	// Enrolled in another environment, never started: not connected.
+	registerAgent(t, ts, ts.AgentAddr(), "db-1", func(rc *agent.RegisterConfig) { rc.Token = ts.token(t, "Staging") })
+	ts.upload(t, packBundle(t, "1.0.0", 0))
+	c := newConsoleClient(t, ts)
+	c.signIn(adminKey(t, ts))
+	const secret = "Sens1tive-Value-42"
+	countTasks := func() int {
+		t.Helper()
+		all, err := ts.Tasks(t.Context(), api.TaskFilter{Limit: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(all)
+	}
+
+	// The links that lead here choose the target.
+	for _, tt := range []struct{ path, want string }{
+		{"/script?agent=web-2", `<input type="checkbox" name="agent" value="web-2" checked>`},
+		{"/script?environment=test", `<option value="Test" selected>`},
+		{"/script?environment=test", `id="target-environment" checked>`},
+		{"/script", `<input type="checkbox" name="agent" value="db-1"> db-1 <span class="muted">(not connected)</span>`},
+	} {
+		if resp, body := c.get(tt.path); resp.StatusCode != http.StatusOK || !strings.Contains(body, tt.want) {
+			t.Errorf("GET %s: got %d, want 200 with %q in:\n%s", tt.path, resp.StatusCode, tt.want, body)
+		}
+	}
+	for _, tt := range []struct{ path, want string }{
+		{"/", `<a class="button run-script" href="/script?environment=Test">Run a script</a>`},
+		{"/machines/web-1", `<a class="button" id="run-script-here" href="/script?agent=web-1">Run a script on this machine</a>`},
+	} {
+		if _, body := c.get(tt.path); !strings.Contains(body, tt.want) {
+			t.Errorf("GET %s: got no %q", tt.path, tt.want)
+		}
+	}
+
+	form := func(agents ...string) url.Values {
+		return url.Values{"target": {"machines"}, "agent": agents, "script": {`echo "hello from $REGION"; echo "$DB_PASSWORD"`},
+			"var_name": {"REGION", ""}, "var_value": {"eu-west", ""}, "secret_name": {"DB_PASSWORD"}, "secret_value": {secret}}
+	}
+	refusals := []struct {
+		name       string
+		form       url.Values
+		wantStatus int
+		wantText   string
+	}{
+		{"a machine not connected", form("web-1", "db-1"), http.StatusConflict, "[db-1] not connected to this coordinator; nothing was started"},
+		{"an unknown machine", form("web-1", "nope"), http.StatusNotFound, `no agent named &#34;nope&#34;; nothing was started`},
+		{"a bad variable name", func() url.Values { f := form("web-1"); f["var_name"] = []string{"1BAD", ""}; return f }(),
+			http.StatusBadRequest, "variable"},
+		{"no machine", form(), http.StatusBadRequest, "Choose at least one machine, or an environment."},
+	}
+	for _, tt := range refusals {
+		t.Run(tt.name, func(t *testing.T) {
+			f := tt.form
+			f.Set("csrf", c.csrf())
+			resp, body := c.do(http.MethodPost, "/actions/script", f, nil)
+			if resp.StatusCode != tt.wantStatus {
+				t.Fatalf("got %d, want %d: %s", resp.StatusCode, tt.wantStatus, body)
+			}
+			for _, want := range []string{`id="script-error">`, tt.wantText,
+				`>echo &#34;hello from $REGION&#34;; echo &#34;$DB_PASSWORD&#34;</textarea>`, `name="var_value" value="eu-west"`,
+				`<input type="text" name="secret_name" value="DB_PASSWORD"`} {
+				if !strings.Contains(body, want) {
+					t.Errorf("got no %q in the refused form:\n%s", want, body)
+				}
+			}
+			if strings.Contains(body, secret) {
+				t.Error("got the sensitive value in the refused form, want it cleared")
+			}
+			if n := countTasks(); n != 0 {
+				t.Errorf("got %d tasks after a refusal, want none", n)
+			}
+		})
+	}
+	// Without the form's token nothing runs either.
+	f := form("web-1")
+	if resp, _ := c.do(http.MethodPost, "/actions/script", f, nil); resp.StatusCode != http.StatusForbidden || countTasks() != 0 {
+		t.Fatalf("script without the CSRF token: got %d and %d tasks, want 403 and none", resp.StatusCode, countTasks())
+	}
+
+	// Accepted: one task per machine, one group, shown together.
+	f = form("web-1", "web-2")
+	f.Set("csrf", c.csrf())
+	resp, body := c.do(http.MethodPost, "/actions/script", f, nil)
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc, "/script/") || strings.Contains(loc, secret) {
+		t.Fatalf("script: got %d to %q, want 303 to its group: %s", resp.StatusCode, loc, body)
+	}
+	group := strings.TrimPrefix(loc, "/script/")
+	tasks, err := ts.Tasks(t.Context(), api.TaskFilter{Group: group})
+	if err != nil || len(tasks) != 2 {
+		t.Fatalf("group %s: got %d tasks, %v; want 2", group, len(tasks), err)
+	}
+	for _, tk := range tasks {
+		done := ts.waitFinished(t, tk.ID)
+		if done.State != api.TaskSucceeded {
+			t.Fatalf("task on %s: got %s, want succeeded", tk.Agent, done.State)
+		}
+		if _, ok := lineWith(ts.taskLines(t, tk.ID), "stdout", "hello from eu-west"); !ok {
+			t.Errorf("task on %s: its log lacks the plain variable's value", tk.Agent)
+		}
+	}
+	_, page := c.get(loc)
+	for _, want := range []string{"Script started on web-1, web-2.", `data-agent="web-1"`, `data-agent="web-2"`,
+		`<code>REGION</code> = <code>eu-west</code>`, `<code>DB_PASSWORD</code> <span class="sensitive">(sensitive)</span>`,
+		`<span class="task-state task-succeeded">2 succeeded</span>`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("group view: got no %q in:\n%s", want, page)
+		}
+	}
+	if strings.Contains(page, `id="cancel-all"`) {
+		t.Error("group view of finished tasks: got a Cancel all button, want none")
+	}
+	// The task page links back to its run.
+	if _, body := c.get("/tasks/" + tasks[0].ID); !strings.Contains(body, `<a href="/script/`+group+`" id="task-group">`) {
+		t.Errorf("task page: got no link to its group in:\n%s", body)
+	}
+	for _, path := range []string{loc, "/ui/fragments/script/" + group, "/tasks/" + tasks[0].ID, "/tasks/" + tasks[1].ID, "/tasks"} {
+		if _, body := c.get(path); strings.Contains(body, secret) {
+			t.Errorf("GET %s: got the sensitive value, want it nowhere", path)
+		}
+	}
+	if bytes.Contains(serverLog.bytes(), []byte(secret)) {
+		t.Error("the coordinator's log holds the sensitive value")
+	}
+	if resp, _ := c.get("/script/no-such-group"); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("unknown group: got %d, want 404", resp.StatusCode)
+	}
+
+	// Cancel all: the unfinished tasks of a run are cancelled.
+	f = url.Values{"target": {"machines"}, "agent": {"web-1", "web-2"}, "script": {"sleep 30"}, "csrf": {c.csrf()}}
+	resp, _ = c.do(http.MethodPost, "/actions/script", f, nil)
+	loc = resp.Header.Get("Location")
+	group = strings.TrimPrefix(loc, "/script/")
+	_, page = c.get(loc)
+	if m := regexp.MustCompile(`id="cancel-all"[^>]*>Cancel all \(2\)<`).FindString(page); m == "" {
+		t.Fatalf("group view of running tasks: got no Cancel all (2) in:\n%s", page)
+	}
+	resp, page = c.post("/actions/script/"+group+"/cancel", url.Values{})
+	if resp.StatusCode != http.StatusOK || !strings.Contains(page, "Cancel sent to the tasks on web-1, web-2.") {
+		t.Fatalf("cancel all: got %d, want the group view saying so:\n%s", resp.StatusCode, page)
+	}
+	tasks, _ = ts.Tasks(t.Context(), api.TaskFilter{Group: group})
+	for _, tk := range tasks {
+		if done := ts.waitFinished(t, tk.ID); done.State != api.TaskCancelled {
+			t.Errorf("task on %s after Cancel all: got %s, want cancelled", tk.Agent, done.State)
+		}
+	}
+	_, page = c.post("/actions/script/"+group+"/cancel", url.Values{})
+	if !strings.Contains(page, "Every task of this run had already finished.") {
+		t.Errorf("cancel all again: got no word that all had finished in:\n%s", page)
 	}
 }

@@ -179,6 +179,7 @@ func (c *Console) Register(mux *http.ServeMux) {
 	c.registerConfiguration(mux)
 	c.registerRollouts(mux)
 	c.registerListening(mux)
+	c.registerScript(mux)
 
 	mux.HandleFunc("/", c.notFound)
 }
