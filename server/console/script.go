@@ -90,10 +90,13 @@ func parseScriptForm(f url.Values) (scriptForm, api.TaskRequest, error) {
 	form := scriptForm{
 		Target:      f.Get("target"),
 		Environment: strings.TrimSpace(f.Get("environment")),
-		Script:      f.Get("script"),
-		Shell:       f.Get("shell"),
-		Isolation:   f.Get("isolation"),
-		Locks:       strings.TrimSpace(f.Get("locks")),
+		// A browser sends a textarea's lines ended by CRLF, whatever the
+		// person typed; a shell would take each CR as part of the line
+		// (a file "out.txt\r"). Every shell Calamari runs reads LF.
+		Script:    crlf.Replace(f.Get("script")),
+		Shell:     f.Get("shell"),
+		Isolation: f.Get("isolation"),
+		Locks:     strings.TrimSpace(f.Get("locks")),
 	}
 	for _, a := range f["agent"] {
 		if a = strings.TrimSpace(a); a != "" && !slices.Contains(form.Agents, a) {
@@ -146,6 +149,9 @@ func parseScriptForm(f url.Values) (scriptForm, api.TaskRequest, error) {
 	req.Variables = append(plain, secrets...)
 	return form, req, nil
 }
+
+// crlf turns a textarea's line ends into LF.
+var crlf = strings.NewReplacer("\r\n", "\n", "\r", "\n")
 
 // variableRows pairs a form's name and value inputs, which the browser
 // sends in the page's order, skipping rows left empty. A value without a

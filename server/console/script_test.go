@@ -36,6 +36,13 @@ func TestParseScriptForm(t *testing.T) {
 			wantForm: scriptForm{Target: "environment", Environment: "Prod", Agents: []string{"web-1"}, Script: "echo hi", Shell: "bash", Isolation: "full"},
 		},
 		{
+			name: "a textarea's CRLF line ends become LF",
+			form: url.Values{"agent": {"web-1"}, "script": {"cp a b\r\necho done\r\n\rexit 0"}},
+			wantReq: api.TaskRequest{Agents: []string{"web-1"}, Args: []string{"run-script", "--inline", "cp a b\necho done\n\nexit 0"},
+				Isolation: "full"},
+			wantForm: scriptForm{Target: "machines", Agents: []string{"web-1"}, Script: "cp a b\necho done\n\nexit 0", Isolation: "full"},
+		},
+		{
 			name:     "no machine",
 			form:     url.Values{"target": {"machines"}, "script": {"echo hi"}},
 			wantForm: scriptForm{Target: "machines", Script: "echo hi", Isolation: "full"},
