@@ -396,7 +396,7 @@ func TestConsoleEscapesHostileText(t *testing.T) {
 		t.Fatal(err)
 	}
 	task := store.Task{ID: "task-1", Group: "g", AgentID: res.Agent.ID, AgentName: hostile, Args: []string{"run-script", "--inline", hostile},
-		Calamari: "1.0.0", State: api.TaskQueued, CreatedAt: time.Now().UTC()}
+		Calamari: "1.0.0", State: api.TaskQueued, CreatedAt: time.Now().UTC(), Variables: []store.TaskVariable{{Name: "HOSTILE", Value: hostile}}}
 	if err := ts.store.CreateTasks(ctx, []store.Task{task}); err != nil {
 		t.Fatal(err)
 	}
@@ -407,7 +407,8 @@ func TestConsoleEscapesHostileText(t *testing.T) {
 	c.signIn(adminKey(t, ts))
 	esc := url.PathEscape(hostile)
 	for _, path := range []string{"/", "/machines/" + esc, "/tasks", "/tasks/task-1", "/tasks?agent=" + url.QueryEscape(hostile),
-		"/ui/fragments/environments", "/ui/fragments/machines/" + esc, "/ui/fragments/tasks", "/ui/fragments/tasks/task-1"} {
+		"/ui/fragments/environments", "/ui/fragments/machines/" + esc, "/ui/fragments/tasks", "/ui/fragments/tasks/task-1",
+		"/script", "/script?agent=" + url.QueryEscape(hostile), "/script/g", "/ui/fragments/script/g"} {
 		t.Run(path, func(t *testing.T) {
 			resp, body := c.get(path)
 			if resp.StatusCode != http.StatusOK {

@@ -166,6 +166,7 @@ func (c *Console) Register(mux *http.ServeMux) {
 	// The browser reads the API's own answers through its session.
 	mux.Handle("GET /ui/api/tasks/{id}", c.uiAPI(func(w http.ResponseWriter, r *http.Request, _ sessionInfo) { c.api.ServeTask(w, r) }))
 	mux.Handle("GET /ui/api/tasks/{id}/log", c.uiAPI(func(w http.ResponseWriter, r *http.Request, _ sessionInfo) { c.api.ServeTaskLog(w, r) }))
+	mux.Handle("GET /ui/api/tasks/{id}/artifacts/{name}", c.uiAPI(c.taskArtifact))
 	mux.HandleFunc("/ui/", func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusNotFound, fmt.Sprintf("no console endpoint %s %s", r.Method, r.URL.Path))
 	})
@@ -179,6 +180,7 @@ func (c *Console) Register(mux *http.ServeMux) {
 	c.registerConfiguration(mux)
 	c.registerRollouts(mux)
 	c.registerListening(mux)
+	c.registerScript(mux)
 
 	mux.HandleFunc("/", c.notFound)
 }
@@ -822,6 +824,10 @@ type consoleTask struct {
 	Log        []api.LogLineView
 	NextSeq    int64
 	Truncated  bool
+	// GroupSize is how many tasks the request that made this one made;
+	// the page links to their group view when there are several. Only
+	// the page fills it.
+	GroupSize int
 }
 
 // waitingFor returns the latest line of lines in which the agent says
@@ -860,6 +866,15 @@ func (c *Console) taskPage(w http.ResponseWriter, r *http.Request, si sessionInf
 	if len(lines) > 0 {
 		body.NextSeq = lines[len(lines)-1].Seq + 1
 	}
+	if t.Group != "" {
+		// Two are enough to know it is a group of several.
+		group, err := c.co.Tasks(ctx, api.TaskFilter{Group: t.Group, Limit: 2})
+		if err != nil {
+			c.serverError(w, r, &si, fmt.Errorf("console: group of task %s: %w", id, err))
+			return
+		}
+		body.GroupSize = len(group)
+	}
 	c.render(w, r, &si, http.StatusOK, "task", "tasks", body)
 }
 
@@ -882,6 +897,19 @@ func (c *Console) taskFragment(w http.ResponseWriter, r *http.Request, si sessio
 		body.WaitingFor = waitingFor(lines)
 	}
 	c.renderFragment(w, "task-summary", body)
+}
+
+// artifactCSP is the policy of an artifact's download. The API already
+// sends it as an attachment of a generic type with nosniff; should a
+// browser render it anyway, in the console's origin, a sandbox without
+// script keeps it from acting as the signed-in operator.
+const artifactCSP = "sandbox; default-src 'none'"
+
+// taskArtifact downloads a task's artifact through the session, as the
+// API serves it.
+func (c *Console) taskArtifact(w http.ResponseWriter, r *http.Request, _ sessionInfo) {
+	w.Header().Set("Content-Security-Policy", artifactCSP)
+	c.api.ServeTaskArtifact(w, r)
 }
 
 // done ends an action: its outcome is kept for the next page, and the

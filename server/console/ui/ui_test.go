@@ -26,14 +26,14 @@ func TestParseEveryPage(t *testing.T) {
 	var got []string
 	for name, set := range tpl.Pages {
 		got = append(got, name)
-		for _, want := range []string{Layout, "title", "content", "environments-body", "task-summary"} {
+		for _, want := range []string{Layout, "title", "content", "environments-body", "task-summary", "group-body"} {
 			if set.Lookup(want) == nil {
 				t.Errorf("page %s: got no template %q, want the layout, its own title and content, and the partials", name, want)
 			}
 		}
 	}
 	slices.Sort(got)
-	want := []string{"configuration", "environments", "error", "machine", "rollout", "rollouts", "signin", "task", "tasks"}
+	want := []string{"configuration", "environments", "error", "group", "machine", "rollout", "rollouts", "script", "signin", "task", "tasks"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("got pages %v, want %v", got, want)
 	}

@@ -67,20 +67,41 @@
           return;
         }
         el.tendrilLastHTML = html;
+        if (el.dataset.refreshParts === "true") {
+          replaceParts(el, html);
+          return;
+        }
         el.innerHTML = html;
       });
     }).catch(function () { /* the next tick tries again */ });
+  }
+  // With data-refresh-parts, only the elements marked data-part are
+  // replaced, each by the fragment's element of the same data-part: what
+  // lies between them (a group's streaming logs, a log's open or closed
+  // state) stays as it is.
+  function replaceParts(el, html) {
+    var tpl = document.createElement("template");
+    tpl.innerHTML = html;
+    tpl.content.querySelectorAll("[data-part]").forEach(function (fresh) {
+      var old = el.querySelector('[data-part="' + CSS.escape(fresh.dataset.part) + '"]');
+      if (old && old.outerHTML !== fresh.outerHTML) {
+        old.replaceWith(document.importNode(fresh, true));
+      }
+    });
   }
   document.querySelectorAll("[data-refresh]").forEach(function (el) {
     var secs = parseFloat(el.dataset.refreshSeconds) || 5;
     window.setInterval(function () { refresh(el); }, secs * 1000);
   });
 
-  // The task log follows the coordinator's NDJSON stream: one JSON
-  // object per line, then {"end": task} once the task has finished.
-  var log = document.getElementById("log");
-  if (log && log.dataset.log) {
-    var status = document.getElementById("log-status");
+  // A task log follows the coordinator's NDJSON stream: one JSON object
+  // per line, then {"end": task} once the task has finished. status is
+  // where it says how the stream goes; onEnd runs once the task ended.
+  function followLog(log, status, onEnd) {
+    if (log.tendrilFollowing) {
+      return;
+    }
+    log.tendrilFollowing = true;
     var next = parseInt(log.dataset.next, 10) || 1;
     var ended = false;
     var append = function (l) {
@@ -126,9 +147,9 @@
               if (o.end) {
                 ended = true;
                 status.textContent = "The task " + o.end.state + (o.end.finished_at ? " with exit code " + o.end.exit_code : "") + ".";
-                var summary = document.getElementById("task");
-                if (summary) {
-                  refresh(summary);
+                log.dataset.ended = o.end.state;
+                if (onEnd) {
+                  onEnd();
                 }
                 return;
               }
@@ -148,11 +169,43 @@
         window.setTimeout(follow, 2000);
       });
     };
+    follow();
+  }
+
+  // The task page: its log, of which the page rendered the start.
+  var log = document.getElementById("log");
+  if (log && log.dataset.log) {
+    var status = document.getElementById("log-status");
     if (log.dataset.finished !== "true" || log.dataset.truncated === "true") {
-      follow();
+      followLog(log, status, function () {
+        var summary = document.getElementById("task");
+        if (summary) {
+          refresh(summary);
+        }
+      });
     } else {
       status.textContent = "The task has finished.";
     }
+  }
+
+  // A script run's group view: each machine's log, followed while its
+  // row is open (a closed one starts when opened).
+  var group = document.getElementById("group");
+  if (group) {
+    group.querySelectorAll("details.group-log").forEach(function (d) {
+      var start = function () {
+        var pre = d.querySelector("pre.log");
+        followLog(pre, d.querySelector(".log-status"), function () { refresh(group); });
+      };
+      if (d.open) {
+        start();
+      }
+      d.addEventListener("toggle", function () {
+        if (d.open) {
+          start();
+        }
+      });
+    });
   }
 })();
 
@@ -183,6 +236,37 @@
       }, select);
     } else {
       select();
+    }
+  });
+})();
+
+// The script console's form: "Add a variable" copies the last row of its
+// list, empty; choosing a machine or an environment selects that kind of
+// target.
+(function () {
+  document.addEventListener("click", function (e) {
+    var b = e.target.closest && e.target.closest("button[data-add-row]");
+    if (!b) {
+      return;
+    }
+    var rows = document.getElementById(b.dataset.addRow);
+    var last = rows && rows.lastElementChild;
+    if (!last) {
+      return;
+    }
+    var row = last.cloneNode(true);
+    row.querySelectorAll("input").forEach(function (i) { i.value = ""; });
+    rows.appendChild(row);
+    row.querySelector("input").focus();
+  });
+  document.addEventListener("change", function (e) {
+    var owner = e.target.closest && e.target.closest("[data-selects]");
+    if (!owner) {
+      return;
+    }
+    var radio = document.getElementById(owner.dataset.selects);
+    if (radio) {
+      radio.checked = true;
     }
   });
 })();
