@@ -183,3 +183,24 @@ func TestStartQueues(t *testing.T) {
 		t.Fatalf("got %d queues left, want none", len(sq.q))
 	}
 }
+
+func TestWaitingLine(t *testing.T) {
+	tests := []struct {
+		name  string
+		lines []store.LogLine
+		want  string
+	}{
+		{"none", nil, ""},
+		{"the latest wait", []store.LogLine{
+			{Stream: "agent", Text: "waiting for task a (run-script) to finish"},
+			{Stream: "coordinator", Text: "waiting for nothing in particular"},
+			{Stream: "agent", Text: "waiting for task b (deploy-package web) to finish"},
+		}, "waiting for task b (deploy-package web) to finish"},
+		{"the task's own output does not count", []store.LogLine{{Stream: "stdout", Text: "waiting for godot"}}, ""},
+	}
+	for _, tt := range tests {
+		if got := waitingLine(tt.lines); got != tt.want {
+			t.Errorf("%s: got %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}

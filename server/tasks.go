@@ -210,13 +210,20 @@ func (s *Server) addWaitingFor(ctx context.Context, v *api.TaskView) error {
 	if err != nil {
 		return fmt.Errorf("task %s: what it waits for: %w", v.ID, err)
 	}
+	v.WaitingFor = waitingLine(lines)
+	return nil
+}
+
+// waitingLine is the latest of lines in which the agent says which task a
+// queued task waits for ("waiting for task ID (NAME) to finish"), "" if
+// there is none.
+func waitingLine(lines []store.LogLine) string {
 	for _, l := range slices.Backward(lines) {
 		if l.Stream == "agent" && strings.HasPrefix(l.Text, "waiting for ") {
-			v.WaitingFor = l.Text
-			break
+			return l.Text
 		}
 	}
-	return nil
+	return ""
 }
 
 // Tasks lists tasks, newest first. An unknown agent is an error wrapping

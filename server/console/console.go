@@ -814,32 +814,17 @@ func (c *Console) tasksFragment(w http.ResponseWriter, r *http.Request, si sessi
 }
 
 // consoleTask is the body of a task's page; the summary fragment uses
-// CSRF, Task and WaitingFor only.
+// CSRF and Task only.
 type consoleTask struct {
-	CSRF string
-	Task api.TaskView
-	// WaitingFor is, while the task is queued on its agent, the latest
-	// line of its log that says which task it waits for.
-	WaitingFor string
-	Log        []api.LogLineView
-	NextSeq    int64
-	Truncated  bool
+	CSRF      string
+	Task      api.TaskView
+	Log       []api.LogLineView
+	NextSeq   int64
+	Truncated bool
 	// GroupSize is how many tasks the request that made this one made;
 	// the page links to their group view when there are several. Only
 	// the page fills it.
 	GroupSize int
-}
-
-// waitingFor returns the latest line of lines in which the agent says
-// which task a queued task waits for ("waiting for task ID (NAME) to
-// finish"), "" if there is none.
-func waitingFor(lines []api.LogLineView) string {
-	for _, l := range slices.Backward(lines) {
-		if l.Stream == "agent" && strings.HasPrefix(l.Text, "waiting for ") {
-			return l.Text
-		}
-	}
-	return ""
 }
 
 func (c *Console) taskPage(w http.ResponseWriter, r *http.Request, si sessionInfo) {
@@ -860,9 +845,6 @@ func (c *Console) taskPage(w http.ResponseWriter, r *http.Request, si sessionInf
 		return
 	}
 	body := consoleTask{CSRF: si.csrf, Task: t, Log: lines, NextSeq: 1, Truncated: len(lines) == taskLogPreview}
-	if t.State == api.TaskQueued {
-		body.WaitingFor = waitingFor(lines)
-	}
 	if len(lines) > 0 {
 		body.NextSeq = lines[len(lines)-1].Seq + 1
 	}
@@ -885,18 +867,7 @@ func (c *Console) taskFragment(w http.ResponseWriter, r *http.Request, si sessio
 		httpapi.Fail(w, c.log, err)
 		return
 	}
-	body := consoleTask{CSRF: si.csrf, Task: t}
-	if t.State == api.TaskQueued {
-		// Only a queued task's log is read for the summary: it is short
-		// (what the task waits for), and the refresh must keep saying it.
-		lines, err := c.co.TaskLog(ctx, t.ID, 1, taskLogPreview)
-		if err != nil {
-			httpapi.Fail(w, c.log, fmt.Errorf("console: log of task %s: %w", t.ID, err))
-			return
-		}
-		body.WaitingFor = waitingFor(lines)
-	}
-	c.renderFragment(w, "task-summary", body)
+	c.renderFragment(w, "task-summary", consoleTask{CSRF: si.csrf, Task: t})
 }
 
 // artifactCSP is the policy of an artifact's download. The API already

@@ -279,27 +279,6 @@ func TestOnlyAdminKey(t *testing.T) {
 	}
 }
 
-func TestWaitingFor(t *testing.T) {
-	tests := []struct {
-		name  string
-		lines []api.LogLineView
-		want  string
-	}{
-		{"none", nil, ""},
-		{"the latest wait", []api.LogLineView{
-			{Stream: "agent", Text: "waiting for task a (run-script) to finish"},
-			{Stream: "coordinator", Text: "waiting for nothing in particular"},
-			{Stream: "agent", Text: "waiting for task b (deploy-package web) to finish"},
-		}, "waiting for task b (deploy-package web) to finish"},
-		{"the task's own output does not count", []api.LogLineView{{Stream: "stdout", Text: "waiting for godot"}}, ""},
-	}
-	for _, tt := range tests {
-		if got := waitingFor(tt.lines); got != tt.want {
-			t.Errorf("%s: got %q, want %q", tt.name, got, tt.want)
-		}
-	}
-}
-
 func TestConsoleSessionExpiry(t *testing.T) {
 	cs := newConsoleSessions()
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
