@@ -326,6 +326,11 @@ func TestConsoleCSRF(t *testing.T) {
 	if !strings.Contains(body, "web-1 is healthy") {
 		t.Fatalf("machine page after a health check: want the flash \"web-1 is healthy\", got:\n%s", body)
 	}
+	// The test peer says no features in its Hello, as an agent of the
+	// previous release: the page says what it cannot do.
+	if !strings.Contains(body, `id="agent-lacks">task isolation and locks; task variables, output variables and artifacts; disk retention`) {
+		t.Fatalf("machine page of an older agent: want what it lacks, got:\n%s", body)
+	}
 	// And the right token does what the button says.
 	resp, _ = c.do(http.MethodPost, "/actions/agents/web-1/delete", url.Values{"csrf": {csrf}}, nil)
 	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/" {
