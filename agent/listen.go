@@ -355,6 +355,7 @@ func (a *Agent) acceptCoordinators(ctx context.Context, ln net.Listener, incomin
 		Certificate: func() *tls.Certificate { return &a.identity().Certificate },
 		Pins:        a.pins,
 		MinVersion:  a.cfg.TLSMinVersion,
+		Endorsed:    a.endorsement(),
 	}.Config()
 	var tempDelay time.Duration
 	for {

@@ -156,6 +156,7 @@ func (a *Agent) establish(ctx context.Context, addr string, id *certs.Identity) 
 		Hint:       hint,
 		MinVersion: a.cfg.TLSMinVersion,
 		MaxVersion: a.cfg.TLSMaxVersion,
+		Endorsed:   a.endorsement(),
 	}.Config()
 	conn, err := dialTLS(ctx, a.proxy, addr, tlsCfg, a.cfg.DialTimeout, a.cfg.HandshakeTimeout)
 	if err != nil {
@@ -404,6 +405,34 @@ func (a *Agent) adoptServerThumbprints(list []string) error {
 	return nil
 }
 
+// endorsement lets a handshake accept a coordinator certificate made by
+// rotations this agent missed, endorsed by the signing key it pinned.
+func (a *Agent) endorsement() *protocol.Endorsement {
+	return &protocol.Endorsement{SigningKey: a.signingKey, Learned: a.learnEndorsed}
+}
+
+// learnEndorsed pins an endorsed coordinator certificate the agent did
+// not know, first in its list (and its hint), keeping the others: the
+// coordinator's next ServerCertificates says which remain trusted.
+func (a *Agent) learnEndorsed(thumbprint string) {
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
+	if slices.Contains(a.state.ServerThumbprints, thumbprint) {
+		return
+	}
+	next := a.state
+	next.ServerThumbprints = append([]string{thumbprint}, a.state.ServerThumbprints...)
+	next.ServerHint = thumbprint
+	if err := saveState(a.cfg.Home, next); err != nil {
+		// Trusted for this process still: the handshake checked the
+		// endorsement, and the next one checks it again.
+		a.log.Error("could not record the coordinator's endorsed certificate", zap.String("thumbprint", thumbprint), zap.Error(err))
+	}
+	a.state = next
+	a.pins.Set(next.ServerThumbprints...)
+	a.log.Info("coordinator certificate learned from its endorsement by the pinned signing key", zap.String("thumbprint", thumbprint))
+}
+
 // learnServers records the coordinator nodes' addresses a Welcome
 // announced, beyond those the agent registered with, and tries them from
 // the next attempt on. Only Run's goroutine calls it. An agent that
@@ -455,7 +484,7 @@ func (a *Agent) hello() protocol.Hello {
 		Upgrade:     a.upgradeReport(),
 		Busy:        a.tasks.Running() > 0,
 		SigningKey:  a.signingKey(),
-		Features:    []string{protocol.FeatureIsolation, protocol.FeatureVariables, protocol.FeatureWorkRetention, protocol.FeatureSignedRequests},
+		Features:    []string{protocol.FeatureIsolation, protocol.FeatureVariables, protocol.FeatureWorkRetention, protocol.FeatureSignedRequests, protocol.FeatureEndorsedCertificates},
 	}
 }
 

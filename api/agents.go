@@ -119,6 +119,13 @@ type RotationResult struct {
 	Previous   string   `json:"previous"`
 	Notified   int      `json:"notified"`
 	Failed     []string `json:"failed,omitempty"` // agents that could not be told; they learn on reconnect
+	// Behind are the agents, away, that had not yet learned the
+	// certificate this rotation replaced: they know neither certificate
+	// served from now on, and reconnect by the new one's endorsement.
+	Behind []string `json:"behind,omitempty"`
+	// Stranded are those of Behind too old to check an endorsement: a
+	// forced rotation locks them out until registered again.
+	Stranded []string `json:"stranded,omitempty"`
 }
 
 // ServerInfo describes this coordinator for GET /api/server.

@@ -70,6 +70,12 @@ func NewIdentity(commonName string) (*Identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("generate key: %w", err)
 	}
+	return newIdentity(commonName, key, nil)
+}
+
+// newIdentity makes the self-signed certificate of key, with extra
+// extensions.
+func newIdentity(commonName string, key *ecdsa.PrivateKey, extra []pkix.Extension) (*Identity, error) {
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {
 		return nil, fmt.Errorf("generate serial: %w", err)
@@ -83,6 +89,7 @@ func NewIdentity(commonName string) (*Identity, error) {
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,
+		ExtraExtensions:       extra,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {

@@ -201,3 +201,45 @@ func TestSealedSigningKey(t *testing.T) {
 		t.Error("seal with an empty passphrase: got nil error")
 	}
 }
+
+func TestEndorsedIdentity(t *testing.T) {
+	signer, _ := NewSigningKey()
+	other, _ := NewSigningKey()
+	endorsed, err := NewEndorsedIdentity("tendril-server", signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := NewIdentity("tendril-server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		id   *Identity
+		key  string
+		want string
+	}{
+		{"endorsed by the pinned key", endorsed, signer.Public(), ""},
+		{"endorsed by another key", endorsed, other.Public(), "not endorsed"},
+		{"no signing key pinned", endorsed, "", "no signing key is pinned"},
+		{"not endorsed", plain, signer.Public(), "carries no endorsement"},
+	}
+	for _, tt := range tests {
+		var learned string
+		verify := VerifyPinnedOrEndorsed(NewPins("someone-else"), func() string { return tt.key }, func(th string) { learned = th })
+		err := verify(tls.ConnectionState{PeerCertificates: []*x509.Certificate{tt.id.Certificate.Leaf}})
+		if tt.want == "" {
+			if err != nil || learned != tt.id.Thumbprint {
+				t.Errorf("%s: got %v, learned %q; want accepted and %s learned", tt.name, err, learned, tt.id.Thumbprint)
+			}
+			continue
+		}
+		if !errors.Is(err, ErrUntrusted) || !strings.Contains(err.Error(), tt.want) || learned != "" {
+			t.Errorf("%s: got %v (learned %q), want untrusted saying %q", tt.name, err, learned, tt.want)
+		}
+	}
+	// A pinned thumbprint needs no endorsement.
+	if err := VerifyPinnedOrEndorsed(NewPins(plain.Thumbprint), nil, nil)(tls.ConnectionState{PeerCertificates: []*x509.Certificate{plain.Certificate.Leaf}}); err != nil {
+		t.Errorf("pinned: got %v", err)
+	}
+}

@@ -26,6 +26,12 @@ import (
 // that signs) refuses the SignedTypes unsigned.
 const FeatureSignedRequests = "signed_requests"
 
+// FeatureEndorsedCertificates, in Hello.Features, says that the agent
+// accepts a coordinator certificate it has not pinned when the pinned
+// signing key endorsed its key (Endorsement): it reconnects after any
+// number of coordinator certificate rotations it missed.
+const FeatureEndorsedCertificates = "endorsed_certificates"
+
 // SignedTypes are the requests an agent that verifies refuses unsigned.
 // Reads (health, checks, follows, artifact fetches) are not among them:
 // they change nothing on the agent.

@@ -117,6 +117,28 @@ type ClientTLS struct {
 	// MaxVersion is the highest TLS version offered. Zero means TLS 1.3.
 	// Lowering it is only useful to behave like an old peer in tests.
 	MaxVersion uint16
+	// Endorsed, when set, also accepts a coordinator certificate not in
+	// Pins whose key the pinned signing key endorsed (one made by
+	// rotations the agent missed).
+	Endorsed *Endorsement
+}
+
+// Endorsement is how an agent accepts a coordinator certificate it has
+// not pinned: see certs.VerifyPinnedOrEndorsed.
+type Endorsement struct {
+	// SigningKey returns the coordinator signing key the agent pinned.
+	SigningKey func() string
+	// Learned is called with the thumbprint of an endorsed certificate
+	// the handshake accepted, for the agent to pin it.
+	Learned func(thumbprint string)
+}
+
+// verify is the VerifyConnection of a handshake with the coordinator.
+func (e *Endorsement) verify(pins *certs.Pins) func(tls.ConnectionState) error {
+	if e == nil {
+		return certs.VerifyPinned(pins)
+	}
+	return certs.VerifyPinnedOrEndorsed(pins, e.SigningKey, e.Learned)
 }
 
 // Config builds the client tls.Config.
@@ -133,7 +155,7 @@ func (c ClientTLS) Config() *tls.Config {
 		// Chain verification is replaced, not skipped: VerifyConnection
 		// pins the coordinator's thumbprint on every handshake.
 		InsecureSkipVerify: true,
-		VerifyConnection:   certs.VerifyPinned(c.Pins),
+		VerifyConnection:   c.Endorsed.verify(c.Pins),
 	}
 	if c.Hint != "" {
 		cfg.ServerName = ServerHint(c.Hint)
@@ -172,6 +194,8 @@ type ListenerTLS struct {
 	Pins *certs.Pins
 	// MinVersion is the lowest TLS version accepted. Zero means TLS 1.2.
 	MinVersion uint16
+	// Endorsed is as in ClientTLS.
+	Endorsed *Endorsement
 }
 
 // Config builds the listening agent's tls.Config.
@@ -186,7 +210,7 @@ func (l ListenerTLS) Config() *tls.Config {
 		ClientAuth:             tls.RequireAnyClientCert,
 		SessionTicketsDisabled: true,
 		NextProtos:             []string{ALPN},
-		VerifyConnection:       certs.VerifyPinned(l.Pins),
+		VerifyConnection:       l.Endorsed.verify(l.Pins),
 	}
 }
 

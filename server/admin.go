@@ -18,6 +18,7 @@ import (
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/calamari"
 	"github.com/tendrildeploy/tendril/server/cluster"
+	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/rollout"
 	"github.com/tendrildeploy/tendril/server/secret"
 	"github.com/tendrildeploy/tendril/server/store"
@@ -96,6 +97,8 @@ var features = []struct{ name, words string }{
 	{protocol.FeatureIsolation, "task isolation and locks"},
 	{protocol.FeatureVariables, "task variables, output variables and artifacts"},
 	{protocol.FeatureWorkRetention, "disk retention"},
+	{protocol.FeatureSignedRequests, "signed requests"},
+	{protocol.FeatureEndorsedCertificates, "reconnecting after coordinator certificate rotations it missed"},
 }
 
 // lacks is what an agent that has connected cannot do of features.
@@ -270,8 +273,24 @@ func (s *Server) advertiseAddr() string {
 // certificate (they ask for it by hint) and learn the new one on their
 // next session. The previous certificate is retired once every agent
 // trusts the current one.
-func (s *Server) RotateCertificate(ctx context.Context) (api.RotationResult, error) {
+//
+// An agent that has not learned the current certificate either (it was
+// away for the last rotation too) knows neither certificate served after
+// this one: it gets in only if it accepts certificates endorsed by the
+// signing key. Unless force is set, the rotation is refused when it
+// would lock out agents that do not.
+func (s *Server) RotateCertificate(ctx context.Context, force bool) (api.RotationResult, error) {
 	var res api.RotationResult
+	behind, stranded, err := s.rotationBehind(ctx)
+	if err != nil {
+		return api.RotationResult{}, fmt.Errorf("rotate coordinator certificate: %w", err)
+	}
+	if len(stranded) > 0 && !force {
+		return api.RotationResult{}, kind.Errorf(kind.ErrConflict,
+			"rotating now would lock out %s: older agents that have not yet learned the current certificate, and cannot check a new one's endorsement; let them connect first (they learn it then), or rotate with --force and register them again with tendril-agent register --force",
+			strings.Join(stranded, ", "))
+	}
+	res.Behind, res.Stranded = behind, stranded
 	announce := func(ctx context.Context, trust []string) error {
 		sessions := s.sessions.snapshot()
 		var mu sync.Mutex
@@ -297,7 +316,7 @@ func (s *Server) RotateCertificate(ctx context.Context) (api.RotationResult, err
 		slices.Sort(res.Failed)
 		return nil
 	}
-	next, prev, err := s.ids.Rotate(ctx, announce)
+	next, prev, err := s.ids.Rotate(ctx, s.signing, announce)
 	if err != nil {
 		return api.RotationResult{}, fmt.Errorf("rotate coordinator certificate: %w", err)
 	}
@@ -308,6 +327,30 @@ func (s *Server) RotateCertificate(ctx context.Context) (api.RotationResult, err
 	// already; if that is all of them the previous certificate can go.
 	s.maybeRetirePrevious(ctx)
 	return res, nil
+}
+
+// rotationBehind lists the agents that have not acknowledged the current
+// coordinator certificate, and of those the ones a rotation would lock out:
+// they have connected (so what they can do is known) without saying they
+// accept endorsed certificates.
+func (s *Server) rotationBehind(ctx context.Context) (behind, stranded []string, err error) {
+	all, err := s.store.ListAgents(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	cur := s.ids.Current()
+	for _, a := range all {
+		if a.ServerThumbprintAck == cur || s.sessions.get(a.ID) != nil {
+			continue // connected agents are told before the switch
+		}
+		behind = append(behind, a.Name)
+		if a.Protocol > 0 && !slices.Contains(a.Features, protocol.FeatureEndorsedCertificates) {
+			stranded = append(stranded, a.Name)
+		}
+	}
+	slices.Sort(behind)
+	slices.Sort(stranded)
+	return behind, stranded, nil
 }
 
 // sendServerCertificates tells one agent which coordinator thumbprints to

@@ -327,7 +327,7 @@ func TestCoordinatorRotationWithRealAgents(t *testing.T) {
 	// Welcome: count the agent's sessions once it says it is connected.
 	eventually(t, "stay says it is connected", func() bool { return a.Status().Connected })
 	n := a.Status().Sessions
-	res, err := ts.RotateCertificate(context.Background())
+	res, err := ts.RotateCertificate(context.Background(), false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,8 +3,10 @@ package server
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/tendrildeploy/tendril/internal/servertest"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/datadir"
+	"github.com/tendrildeploy/tendril/server/kind"
 )
 
 // TestRogueCoordinatorWithOnlyTheTLSKey: a party that holds the
@@ -95,5 +98,53 @@ func TestRogueCoordinatorWithOnlyTheTLSKey(t *testing.T) {
 	eventually(t, "the agent connected to the real coordinator again", func() bool { return ra.Status().Connected })
 	if again := back.waitFinished(t, back.createTask(t, api.TaskRequest{Agent: "web-1", Args: []string{"run-script", "--inline", "echo signed again"}}).ID); again.State != api.TaskSucceeded {
 		t.Errorf("a task from the real coordinator after the rogue: got %s (%s)", again.State, again.Error)
+	}
+}
+
+// TestRotationsWhileAgentAway: three coordinator certificate rotations
+// while an agent is away, and it reconnects, trusting the certificate the
+// signing key endorsed. An agent that cannot check endorsements (the test
+// peer, as an older release) makes the rotation that would lock it out
+// refused, naming it, unless forced.
+func TestRotationsWhileAgentAway(t *testing.T) {
+	ts := startServer(t, nil)
+	ctx := context.Background()
+	ra := ts.readyAgent(t, "web-1", nil)
+	old := enrolled(t, ts, "old-1") // says no features in its Hello
+	for _, name := range []string{"web-1", "old-1"} {
+		eventually(t, name+" acknowledged the current certificate", func() bool {
+			a, err := ts.store.AgentByName(ctx, name)
+			return err == nil && a.ServerThumbprintAck == ts.Thumbprint()
+		})
+	}
+	ra.stop()
+	old.sess.Close()
+	eventually(t, "both away", func() bool { return !ts.agentView(t, "web-1").Connected && !ts.agentView(t, "old-1").Connected })
+
+	first, err := ts.RotateCertificate(ctx, false)
+	if err != nil || len(first.Behind) != 0 {
+		t.Fatalf("first rotation: got %+v, %v; want nobody behind (both had learned the certificate it replaces)", first, err)
+	}
+	_, err = ts.RotateCertificate(ctx, false)
+	if !errors.Is(err, kind.ErrConflict) || !strings.Contains(err.Error(), "rotating now would lock out old-1") {
+		t.Fatalf("second rotation: got %v, want it refused for old-1", err)
+	}
+	second, err := ts.RotateCertificate(ctx, true)
+	if err != nil || !slices.Equal(second.Behind, []string{"old-1", "web-1"}) || !slices.Equal(second.Stranded, []string{"old-1"}) {
+		t.Fatalf("forced second rotation: got %+v, %v; want both behind, old-1 stranded", second, err)
+	}
+	if _, err := ts.RotateCertificate(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+
+	back := startAgent(t, ra.home, nil)
+	ts.waitConnected(t, "web-1")
+	eventually(t, "web-1 back after three rotations", func() bool { return back.Status().Connected })
+	st, err := agent.LoadState(ra.home)
+	if err != nil || st.ServerThumbprints[0] != ts.Thumbprint() {
+		t.Fatalf("agent state: got %v (%v), want the current thumbprint %s first", st.ServerThumbprints, err, ts.Thumbprint())
+	}
+	if task := ts.waitFinished(t, ts.createTask(t, api.TaskRequest{Agent: "web-1", Args: []string{"run-script", "--inline", "echo back"}}).ID); task.State != api.TaskSucceeded {
+		t.Errorf("a task after the rotations: got %s (%s)", task.State, task.Error)
 	}
 }

@@ -284,7 +284,7 @@ func TestCoordinatorRotationReachesListeningAgent(t *testing.T) {
 	a, addr := listeningAgent(t, ts.Thumbprint())
 	ts.addListening(t, "rot-srv", addr, a.Status().Thumbprint)
 	ts.waitConnected(t, "rot-srv")
-	res, err := ts.RotateCertificate(context.Background())
+	res, err := ts.RotateCertificate(context.Background(), false)
 	if err != nil || res.Notified != 1 {
 		t.Fatalf("rotate: got %+v, %v; want the agent notified", res, err)
 	}

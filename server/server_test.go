@@ -323,7 +323,7 @@ func TestCoordinatorCertificateRotation(t *testing.T) {
 	pa.sess.Close()
 	old := ts.Thumbprint()
 
-	res, err := ts.RotateCertificate(context.Background())
+	res, err := ts.RotateCertificate(context.Background(), false)
 	if err != nil {
 		t.Fatal(err)
 	}

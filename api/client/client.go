@@ -280,10 +280,14 @@ func (c *Client) Info(ctx context.Context) (api.ServerInfo, error) {
 
 // RotateCertificate replaces the coordinator's certificate (POST
 // /api/certificate/rotate). Connected agents are told first, so none is
-// dropped.
-func (c *Client) RotateCertificate(ctx context.Context) (api.RotationResult, error) {
+// dropped; force rotates even when older agents away would be locked out.
+func (c *Client) RotateCertificate(ctx context.Context, force bool) (api.RotationResult, error) {
 	var out api.RotationResult
-	if err := c.do(ctx, http.MethodPost, "/api/certificate/rotate", nil, &out); err != nil {
+	path := "/api/certificate/rotate"
+	if force {
+		path += "?force=true"
+	}
+	if err := c.do(ctx, http.MethodPost, path, nil, &out); err != nil {
 		return api.RotationResult{}, fmt.Errorf("rotate coordinator certificate: %w", err)
 	}
 	return out, nil

@@ -298,7 +298,7 @@ func TestClientAgainstCoordinator(t *testing.T) {
 		}
 	}
 
-	rot, err := c.RotateCertificate(ctx)
+	rot, err := c.RotateCertificate(ctx, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -57,7 +58,8 @@ type Coordinator interface {
 	// Info describes the coordinator: version, thumbprints, addresses.
 	Info() api.ServerInfo
 	// RotateCertificate replaces the coordinator's certificate.
-	RotateCertificate(ctx context.Context) (api.RotationResult, error)
+	// With force it rotates even when agents would be locked out.
+	RotateCertificate(ctx context.Context, force bool) (api.RotationResult, error)
 
 	// UploadCalamari stores, checks and signs a bundle.
 	UploadCalamari(ctx context.Context, r io.Reader) (api.BundleView, error)
@@ -363,15 +365,19 @@ func (h *API) apiCreateToken(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *API) apiRotate(w http.ResponseWriter, r *http.Request) {
+	force := false
+	if v := r.URL.Query().Get("force"); v != "" {
+		var err error
+		if force, err = strconv.ParseBool(v); err != nil {
+			h.apiError(w, kind.Errorf(kind.ErrBadRequest, "force must be true or false, got %q", v))
+			return
+		}
+	}
 	// The rotation must finish even if the client goes away mid-way.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Minute)
 	defer cancel()
-	res, err := h.co.RotateCertificate(ctx)
-	if err != nil {
-		h.internalError(w, err)
-		return
-	}
-	WriteJSON(w, http.StatusOK, res)
+	res, err := h.co.RotateCertificate(ctx, force)
+	h.respond(w, http.StatusOK, res, err)
 }
 
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {

@@ -101,15 +101,17 @@ func (ids *Set) Current() string {
 	return ids.current.Thumbprint
 }
 
-// Rotate generates the next certificate, lets announce tell agents about it
+// Rotate generates the next certificate, its key endorsed by signer so
+// that agents that miss this rotation and the next still accept it (see
+// certs.NewEndorsedIdentity), lets announce tell agents about it
 // while the current one is still served, and then switches to it, keeping
 // the old one as previous. The files are renamed one step at a time so a
 // crash leaves a loadable folder (at worst, the rotation is undone and the
 // announced certificate is never used).
-func (ids *Set) Rotate(ctx context.Context, announce func(ctx context.Context, trust []string) error) (next, prev string, err error) {
+func (ids *Set) Rotate(ctx context.Context, signer *certs.SigningKey, announce func(ctx context.Context, trust []string) error) (next, prev string, err error) {
 	ids.rotating.Lock()
 	defer ids.rotating.Unlock()
-	nid, err := certs.NewIdentity("tendril-server")
+	nid, err := certs.NewEndorsedIdentity("tendril-server", signer)
 	if err != nil {
 		return "", "", err
 	}

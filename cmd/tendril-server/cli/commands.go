@@ -523,14 +523,20 @@ func newCertificateCmd(e Env) *cobra.Command {
 		RunE:  groupRunE,
 	}
 	addTargetFlags(group, &t)
-	var asJSON bool
+	var asJSON, force bool
 	rotate := &cobra.Command{
-		Use:   "rotate",
+		Use:   "rotate [--force]",
 		Short: "Replace the coordinator's certificate; connected agents learn the new thumbprint first",
-		Args:  noArgs,
+		Long: `Replace the coordinator's certificate. Connected agents learn the new
+thumbprint before it is served; agents away learn it when they reconnect,
+whatever number of rotations they missed, because the new certificate is
+endorsed by the signing key they pinned. Agents older than that cannot check
+an endorsement: a rotation that would lock out one of them (away since
+before the previous rotation) is refused, naming them, unless --force.`,
+		Args: noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			return adminCall(c, t, e, func(ctx context.Context, cl *client.Client) error {
-				res, err := cl.RotateCertificate(ctx)
+				res, err := cl.RotateCertificate(ctx, force)
 				if err != nil {
 					return err
 				}
@@ -548,6 +554,7 @@ func newCertificateCmd(e Env) *cobra.Command {
 		},
 	}
 	rotate.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	rotate.Flags().BoolVar(&force, "force", false, "rotate even if older agents away would be locked out")
 	group.AddCommand(rotate)
 	return group
 }

@@ -196,6 +196,12 @@ func writeRotation(w io.Writer, r api.RotationResult, previousServed bool) error
 		fmt.Fprintf(&b, " Not reached: %s.", strings.Join(r.Failed, ", "))
 	}
 	fmt.Fprintf(&b, " Agents not reached learn the new thumbprint when they reconnect.\n")
+	if len(r.Behind) > 0 {
+		fmt.Fprintf(&b, "Away since before the last rotation too: %s. They know neither certificate served now, and get in by the new one's endorsement by the signing key.\n", strings.Join(r.Behind, ", "))
+	}
+	if len(r.Stranded) > 0 {
+		fmt.Fprintf(&b, "Locked out (too old to check an endorsement): %s. Register each again: tendril-agent register --home DIR --join JOIN --force\n", strings.Join(r.Stranded, ", "))
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }
