@@ -30,14 +30,7 @@ from --passphrase-file; without the passphrase the backup cannot be
 restored. Restore it with "tendril-server restore".`,
 		Args: noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			dir, err := dataDir(c, data, e)
-			if err != nil {
-				return err
-			}
-			if out == "" || passFile == "" {
-				return usageErrorf(c, "give --out FILE and --passphrase-file FILE")
-			}
-			pass, err := readPassphrase(passFile)
+			dir, pass, err := dataDirOutPassphrase(c, e, data, out, passFile)
 			if err != nil {
 				return err
 			}
@@ -121,6 +114,23 @@ nothing. Start the coordinator afterwards with "tendril-server run".`,
 	f.BoolVar(&force, "force", false, "replace a data folder that is not empty")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return c
+}
+
+// dataDirOutPassphrase checks the flags of a command that writes --out
+// under a passphrase from a data folder, and reads the passphrase.
+func dataDirOutPassphrase(c *cobra.Command, e Env, data, out, passFile string) (string, []byte, error) {
+	dir, err := dataDir(c, data, e)
+	if err != nil {
+		return "", nil, err
+	}
+	if out == "" || passFile == "" {
+		return "", nil, usageErrorf(c, "give --out FILE and --passphrase-file FILE")
+	}
+	pass, err := readPassphrase(passFile)
+	if err != nil {
+		return "", nil, err
+	}
+	return dir, pass, nil
 }
 
 // readPassphrase reads a passphrase file. One trailing newline is dropped,

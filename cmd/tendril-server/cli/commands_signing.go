@@ -42,14 +42,7 @@ and keep FILE (and a copy) where the data folder's backups are not: backups
 of a data folder without signing.key do not hold it.`,
 		Args: noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			dir, err := dataDir(c, data, e)
-			if err != nil {
-				return err
-			}
-			if out == "" || passFile == "" {
-				return usageErrorf(c, "give --out FILE and --passphrase-file FILE")
-			}
-			pass, err := readPassphrase(passFile)
+			dir, pass, err := dataDirOutPassphrase(c, e, data, out, passFile)
 			if err != nil {
 				return err
 			}
