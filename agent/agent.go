@@ -266,10 +266,17 @@ type Agent struct {
 
 // New loads the agent's registration and identity from cfg.Home. It fails
 // with an error naming the register command when the home is not
-// registered. Tasks that an earlier agent process left running are marked
-// failed: their output died with it.
+// registered, and with one wrapping ErrUnsafeHome, naming the fix, when
+// another local user could change the home, a file in it the agent
+// trusts, or the agent's binary. Tasks that an earlier agent process left
+// running are marked failed: their output died with it.
 func New(cfg Config) (*Agent, error) {
 	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	// Before anything is read from the home: what another user could
+	// have written there must not be believed.
+	if err := checkTrust(cfg.Home, cfg.exe); err != nil {
 		return nil, err
 	}
 	st, err := LoadState(cfg.Home)

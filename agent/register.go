@@ -121,6 +121,11 @@ func Register(ctx context.Context, cfg RegisterConfig) (State, error) {
 		return State{}, err
 	}
 	log := cfg.Logger.Named("agent")
+	// First: the registration found in a home another user could change
+	// is not believed, not even to say it exists.
+	if err := makeHome(cfg.Home); err != nil {
+		return State{}, err
+	}
 	if !cfg.Force {
 		prev, err := LoadState(cfg.Home)
 		if err == nil {
@@ -129,9 +134,6 @@ func Register(ctx context.Context, cfg RegisterConfig) (State, error) {
 		if !errors.Is(err, ErrNotRegistered) {
 			return State{}, err
 		}
-	}
-	if err := makeHome(cfg.Home); err != nil {
-		return State{}, err
 	}
 	id, err := loadOrCreateIdentity(cfg.Home, cfg.Name)
 	if err != nil {
