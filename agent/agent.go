@@ -232,8 +232,10 @@ type Agent struct {
 	// tasks, which outlive sessions.
 	calamari *calamari.Store
 	tasks    *task.Runner
-	// lastRotationErr is touched only by Run's goroutine.
+	// lastRotationErr and lastReloadErr are touched only by Run's
+	// goroutine.
 	lastRotationErr string
+	lastReloadErr   string
 
 	// upgradeSlot admits one agent upgrade at a time, diagnosticsSlot one
 	// diagnostics collection.
@@ -271,10 +273,17 @@ type Agent struct {
 
 // New loads the agent's registration and identity from cfg.Home. It fails
 // with an error naming the register command when the home is not
-// registered. Tasks that an earlier agent process left running are marked
-// failed: their output died with it.
+// registered, and with one wrapping ErrUnsafeHome, naming the fix, when
+// another local user could change the home, a file in it the agent
+// trusts, or the agent's binary. Tasks that an earlier agent process left
+// running are marked failed: their output died with it.
 func New(cfg Config) (*Agent, error) {
 	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	// Before anything is read from the home: what another user could
+	// have written there must not be believed.
+	if err := checkTrust(cfg.Home, cfg.exe); err != nil {
 		return nil, err
 	}
 	st, err := LoadState(cfg.Home)
@@ -336,7 +345,8 @@ func New(cfg Config) (*Agent, error) {
 }
 
 // Proxy describes the HTTP proxy in force, without its credentials:
-// "none", "from the environment", or the proxy's URL.
+// "none", "from the environment", or the proxy's URL. Call it before Run:
+// a new registration taken while it runs may change the proxy.
 func (a *Agent) Proxy() string { return a.proxy.String() }
 
 // Status returns a snapshot of the connection.
@@ -459,12 +469,41 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.setDisconnected(out.err)
 		wait, deleted := retry.next(out)
 		a.logOutcome(addr, out, wait, deleted, retry.deleted)
-		t := time.NewTimer(wait)
+		again, ok := a.waitRetry(ctx, wait, retry.deleted)
+		if !ok {
+			return nil
+		}
+		if again {
+			retry.registeredAgain()
+			attempt = -1 // the new registration's first address next
+		}
+	}
+}
+
+// waitRetry waits before the next attempt, until wait has passed or ctx
+// is done (then ok is false). An agent the coordinator deleted waits long
+// (retryPolicy.next), and meanwhile looks for a new registration of its
+// home every RotationCheck, so that register --force takes effect at
+// once: again reports one was taken.
+func (a *Agent) waitRetry(ctx context.Context, wait time.Duration, deleted bool) (again, ok bool) {
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	var poll <-chan time.Time
+	if deleted {
+		tick := time.NewTicker(a.cfg.RotationCheck)
+		defer tick.Stop()
+		poll = tick.C
+	}
+	for {
 		select {
 		case <-ctx.Done():
-			t.Stop()
-			return nil
+			return false, false
 		case <-t.C:
+			return false, true
+		case <-poll:
+			if a.reloadRegistration() {
+				return true, true
+			}
 		}
 	}
 }
@@ -516,7 +555,7 @@ func (p *retryPolicy) next(out outcome) (wait time.Duration, newlyDeleted bool) 
 	}
 	wait = p.bo.NextBackOff()
 	switch {
-	case out.goAway != nil && !out.goAway.Reconnect:
+	case out.goAway != nil && !out.goAway.Reconnect, protocol.IsCode(out.err, protocol.CodeRevoked):
 		newlyDeleted = !p.deleted
 		p.deleted = true
 	case out.welcomed:
@@ -538,9 +577,21 @@ func (p *retryPolicy) next(out outcome) (wait time.Duration, newlyDeleted bool) 
 	return wait, newlyDeleted
 }
 
+// registeredAgain starts afresh after a new registration of the home
+// was taken: the next attempt is made at once, as a new agent's.
+func (p *retryPolicy) registeredAgain() {
+	p.deleted = false
+	p.bo.Reset()
+}
+
 func (a *Agent) logOutcome(addr string, out outcome, wait time.Duration, newlyDeleted, deleted bool) {
 	fields := []zap.Field{zap.String("server", addr), zap.Error(out.err), zap.Duration("retry_in", wait)}
+	var remote *protocol.RemoteError
 	switch {
+	case newlyDeleted && errors.As(out.err, &remote) && remote.Code == protocol.CodeRevoked:
+		// The coordinator's words: why this certificate is refused, and
+		// what to do about it.
+		a.log.Error(remote.Message, fields...)
 	case newlyDeleted:
 		a.log.Error("this agent was deleted from the coordinator; register it again with --force", fields...)
 	case deleted:

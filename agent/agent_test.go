@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -684,6 +685,19 @@ func TestRetryPolicy(t *testing.T) {
 	}
 	if w, _ := p.next(outcome{err: errConnectionLost, goAway: &protocol.GoAway{Reconnect: true, RetryAfterMillis: 90_000}}); w != 90*time.Second {
 		t.Errorf("RetryAfter: wait %s, want 90s", w)
+	}
+	// A certificate refused as revoked is a deletion too, seen at
+	// connect rather than in a session.
+	revoked := fmt.Errorf("hello to coordinator x: %w", &protocol.RemoteError{Code: protocol.CodeRevoked, Message: "deleted"})
+	if w, deleted := p.next(outcome{err: revoked}); w != time.Minute || !deleted {
+		t.Errorf("revoked: got wait %s, first %v; want 1m0s, true", w, deleted)
+	}
+	if w, deleted := p.next(outcome{err: revoked}); w != time.Minute || deleted {
+		t.Errorf("still revoked: got wait %s, first %v; want 1m0s, false", w, deleted)
+	}
+	p.registeredAgain()
+	if w, _ := p.next(outcome{err: errConnectionLost}); w >= time.Second || p.deleted {
+		t.Errorf("after a new registration: got wait %s, deleted %v; want below the minimum, false", w, p.deleted)
 	}
 }
 

@@ -32,7 +32,11 @@ type testCoordinator struct {
 	id          *certs.Identity
 	thumbprints []string        // sent in Registered and Welcome
 	known       map[string]bool // agent thumbprints allowed to say Hello
-	refused     map[string]bool // deleted agents, refused at the handshake
+	refused     map[string]bool // deleted agents, refused at the handshake (an older coordinator)
+	// revoked are deleted agents refused in the session, as today's
+	// coordinator does: the first request gets CodeRevoked and this
+	// message.
+	revoked     map[string]string
 	registerErr *protocol.RemoteError
 	// ackUpgrades makes Welcome acknowledge a Hello's upgrade report.
 	ackUpgrades bool
@@ -79,6 +83,7 @@ func newTestCoordinator(t *testing.T) *testCoordinator {
 		thumbprints: []string{id.Thumbprint},
 		known:       map[string]bool{},
 		refused:     map[string]bool{},
+		revoked:     map[string]string{},
 		conns:       map[net.Conn]bool{},
 	}
 	c.wg.Go(c.acceptLoop)
@@ -174,6 +179,13 @@ func (c *testCoordinator) handle(s *coordSession, st *yamux.Stream) {
 	st.SetDeadline(time.Now().Add(5 * time.Second))
 	f, err := protocol.ReadFrame(st, 0)
 	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	why, revoked := c.revoked[s.thumbprint]
+	c.mu.Unlock()
+	if revoked {
+		protocol.WriteError(st, protocol.CodeRevoked, why)
 		return
 	}
 	switch f.Type {

@@ -135,6 +135,11 @@ func RegisterListening(cfg ListenConfig) (State, error) {
 	if err := cfg.validate(); err != nil {
 		return State{}, err
 	}
+	// First: the registration found in a home another user could change
+	// is not believed, not even to say it exists.
+	if err := makeHome(cfg.Home); err != nil {
+		return State{}, err
+	}
 	if !cfg.Force {
 		prev, err := LoadState(cfg.Home)
 		if err == nil {
@@ -147,9 +152,6 @@ func RegisterListening(cfg ListenConfig) (State, error) {
 		if !errors.Is(err, ErrNotRegistered) {
 			return State{}, err
 		}
-	}
-	if err := makeHome(cfg.Home); err != nil {
-		return State{}, err
 	}
 	if _, err := loadOrCreateIdentity(cfg.Home, cfg.Name); err != nil {
 		return State{}, err

@@ -121,6 +121,11 @@ func Register(ctx context.Context, cfg RegisterConfig) (State, error) {
 		return State{}, err
 	}
 	log := cfg.Logger.Named("agent")
+	// First: the registration found in a home another user could change
+	// is not believed, not even to say it exists.
+	if err := makeHome(cfg.Home); err != nil {
+		return State{}, err
+	}
 	if !cfg.Force {
 		prev, err := LoadState(cfg.Home)
 		if err == nil {
@@ -129,9 +134,6 @@ func Register(ctx context.Context, cfg RegisterConfig) (State, error) {
 		if !errors.Is(err, ErrNotRegistered) {
 			return State{}, err
 		}
-	}
-	if err := makeHome(cfg.Home); err != nil {
-		return State{}, err
 	}
 	id, err := loadOrCreateIdentity(cfg.Home, cfg.Name)
 	if err != nil {
@@ -157,10 +159,23 @@ func Register(ctx context.Context, cfg RegisterConfig) (State, error) {
 		OS:          runtime.GOOS,
 		Arch:        runtime.GOARCH,
 	}
+	renewed := false
 	var failures attemptErrors
 	for _, addr := range cfg.Servers {
 		log.Debug("registering", zap.String("server", addr), zap.String("thumbprint", id.Thumbprint))
 		reg, err := registerWith(ctx, via, addr, tlsCfg, cfg.DialTimeout, req)
+		if protocol.IsCode(err, protocol.CodeRevoked) && !renewed {
+			// The coordinator revoked this certificate (the agent was
+			// deleted, or replaced): it is never accepted again, so a
+			// new one is made and the token, unused, tried with it.
+			renewed = true
+			log.Info("the coordinator revoked this agent's certificate; registering with a new one", zap.String("revoked", id.Thumbprint))
+			if id, err = renewIdentity(cfg.Home, cfg.Name); err != nil {
+				return State{}, err
+			}
+			tlsCfg.Certificates = []tls.Certificate{id.Certificate}
+			reg, err = registerWith(ctx, via, addr, tlsCfg, cfg.DialTimeout, req)
+		}
 		if err == nil {
 			return saveRegistration(cfg, reg)
 		}
@@ -205,7 +220,8 @@ func saveRegistration(cfg RegisterConfig, reg protocol.Registered) (State, error
 }
 
 // loadOrCreateIdentity keeps an existing identity, so registering again
-// with --force does not change the agent's thumbprint.
+// with --force does not change the agent's thumbprint, unless the
+// coordinator revoked it (see renewIdentity).
 func loadOrCreateIdentity(home, name string) (*certs.Identity, error) {
 	cur, next := certSlot(home, currentSlot), certSlot(home, nextSlot)
 	if cur.complete() || exists(next.cert) {
@@ -217,6 +233,25 @@ func loadOrCreateIdentity(home, name string) (*certs.Identity, error) {
 	}
 	if err := id.Save(cur.cert, cur.key); err != nil {
 		return nil, fmt.Errorf("create agent identity: %w", err)
+	}
+	return id, nil
+}
+
+// renewIdentity replaces the agent's identity with a new one, for a
+// certificate the coordinator revoked. The new one goes through the
+// pending slot and a promotion, so that a crash leaves either identity
+// whole, never a key of one with the certificate of the other.
+func renewIdentity(home, name string) (*certs.Identity, error) {
+	id, err := certs.NewIdentity(name)
+	if err != nil {
+		return nil, fmt.Errorf("create agent identity: %w", err)
+	}
+	next := certSlot(home, nextSlot)
+	if err := id.Save(next.cert, next.key); err != nil {
+		return nil, fmt.Errorf("create agent identity: %w", err)
+	}
+	if err := promote(home); err != nil {
+		return nil, err
 	}
 	return id, nil
 }
@@ -253,3 +288,72 @@ func (e attemptErrors) Error() string {
 }
 
 func (e attemptErrors) Unwrap() []error { return e }
+
+// reloadRegistration takes a new registration of the home, made by
+// register --force while this agent ran deleted: its identity, and the
+// coordinator's addresses, certificates and signing key, and the proxy.
+// It reports whether it took one. A new registration it cannot take is
+// logged, once per reason, and tried again at the next call. Only Run's
+// goroutine calls it.
+func (a *Agent) reloadRegistration() bool {
+	st, id, via, err := a.newRegistration()
+	if err != nil {
+		if msg := err.Error(); msg != a.lastReloadErr {
+			a.lastReloadErr = msg
+			a.log.Warn("cannot take the home's registration; restart the agent once it is fixed", zap.Error(err))
+		}
+		return false
+	}
+	a.lastReloadErr = ""
+	if st == nil {
+		return false
+	}
+	a.stateMu.Lock()
+	a.state = *st
+	a.stateMu.Unlock()
+	a.setIdentity(id)
+	a.pins.Set(st.ServerThumbprints...)
+	a.servers = serverList(*st)
+	a.proxy = via
+	a.calamari.SetSigningKey(st.SigningKey)
+	a.log.Info("the home was registered again: connecting with the new registration",
+		zap.String("name", st.Name), zap.String("environment", st.Environment), zap.String("thumbprint", id.Thumbprint))
+	return true
+}
+
+// newRegistration reads the home's registration if it is not the one
+// this agent runs: nil if it is the same. Register writes agent.json
+// last, after the identity, so a new RegisteredAt there means both are
+// complete.
+func (a *Agent) newRegistration() (*State, *certs.Identity, proxy.Setting, error) {
+	a.stateMu.Lock()
+	registeredAt := a.state.RegisteredAt
+	a.stateMu.Unlock()
+	// As at start: nothing another user could have written is believed.
+	if err := checkTrust(a.cfg.Home, ""); err != nil {
+		return nil, nil, proxy.Setting{}, err
+	}
+	st, err := LoadState(a.cfg.Home)
+	if err != nil {
+		return nil, nil, proxy.Setting{}, err
+	}
+	if st.RegisteredAt.Equal(registeredAt) {
+		return nil, nil, proxy.Setting{}, nil
+	}
+	if st.Listen != "" {
+		return nil, nil, proxy.Setting{}, errors.New("the home was registered again as a listening agent")
+	}
+	id, err := loadIdentity(a.cfg.Home)
+	if err != nil {
+		return nil, nil, proxy.Setting{}, err
+	}
+	text := st.Proxy
+	if a.cfg.Proxy != "" {
+		text = a.cfg.Proxy
+	}
+	via, err := proxy.Parse(text, a.cfg.ProxyEnv)
+	if err != nil {
+		return nil, nil, proxy.Setting{}, fmt.Errorf("the home's registration: %w", err)
+	}
+	return &st, id, via, nil
+}

@@ -118,10 +118,15 @@ func saveState(home string, s State) error {
 	return certs.WriteFileAtomic(filepath.Join(home, stateFile), append(b, '\n'), 0o600)
 }
 
-// makeHome creates the home folder layout. Work and Logs may hold
-// deployment secrets, so only Calamari (tools run by deployments) is
-// readable by others.
+// makeHome creates the home folder layout, the home itself 0700. Work and
+// Logs may hold deployment secrets, so only Calamari (tools run by
+// deployments) is readable by others. An existing home that another user
+// could change is refused (see ErrUnsafeHome) before anything is made in
+// it: the agent would refuse to start on it anyway.
 func makeHome(home string) error {
+	if err := checkTrust(home, ""); err != nil {
+		return err
+	}
 	dirs := []struct {
 		path string
 		mode fs.FileMode

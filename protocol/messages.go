@@ -175,6 +175,13 @@ const (
 	CodeConflict        = "conflict"
 	CodeInternal        = "internal"
 	CodeUnavailable     = "unavailable"
+	// CodeRevoked answers the first request of a session whose agent
+	// certificate the coordinator revoked (the agent was deleted or
+	// replaced, or rotated away from that certificate): the message says
+	// why and what to do, and the certificate is never accepted again.
+	// An agent registering with such a certificate makes a new one.
+	// Older agents just print the message: they do not know the code.
+	CodeRevoked = "revoked"
 )
 
 // ErrorBody is the body of a TypeError frame.

@@ -18,6 +18,7 @@ import (
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/admission"
 	"github.com/tendrildeploy/tendril/server/cluster"
+	"github.com/tendrildeploy/tendril/server/enroll"
 	"github.com/tendrildeploy/tendril/server/metrics"
 	"github.com/tendrildeploy/tendril/server/store"
 )
@@ -197,6 +198,21 @@ func (s *Server) startSession(raw, conn net.Conn, cs tls.ConnectionState, log *z
 		}
 	}()
 
+	if !dialed {
+		// Checked here rather than in the handshake, which would end the
+		// connection before the agent could be told why. A dialed agent
+		// was pinned to a registered certificate.
+		reason, err := s.store.RevocationReason(ctx, thumb)
+		switch {
+		case err == nil:
+			s.metrics.Handshakes.WithLabelValues(metrics.OutcomeRefused).Inc()
+			s.refuseRevoked(sess, thumb, reason, log)
+			return nil, nil
+		case !errors.Is(err, store.ErrNotFound):
+			s.metrics.Handshakes.WithLabelValues(metrics.OutcomeFailed).Inc()
+			return nil, fmt.Errorf("check revocation: %w", err)
+		}
+	}
 	agent, err := s.store.AgentByThumbprint(ctx, thumb)
 	switch {
 	case errors.Is(err, store.ErrNotFound) && !dialed:
@@ -240,6 +256,48 @@ func (s *Server) startSession(raw, conn net.Conn, cs tls.ConnectionState, log *z
 		s.serveAgent(ctx, as, log.WithLazy(zap.String("agent", agent.Name)))
 	})
 	return done, nil
+}
+
+// revokedLogEvery is how often the refusal of one revoked certificate is
+// logged at most; the line counts the refusals since the previous one.
+const revokedLogEvery = time.Minute
+
+// refuseRevoked answers the first request of a session made with a revoked
+// certificate (a Hello, a Register, anything) with the reason and what to
+// do, and logs the refusal, at most once a minute per certificate. The
+// handshake's deadline, still set, bounds the exchange; the admission slot
+// is held until it ends, as for a Hello.
+func (s *Server) refuseRevoked(sess *yamux.Session, thumb, reason string, log *zap.Logger) {
+	if ok, n := s.revokedLog.Note(thumb); ok {
+		log.Warn("refused a revoked agent certificate", zap.String("reason", reason),
+			zap.Int("refusals", n), zap.Duration("logged_at_most_every", revokedLogEvery))
+	}
+	st, err := sess.AcceptStream()
+	if err != nil {
+		return
+	}
+	msg := revokedMessage(reason)
+	if f, err := protocol.ReadFrame(st, 0); err == nil && f.Type == protocol.TypeRegister {
+		msg = enroll.RevokedRegisterMessage
+	}
+	protocol.WriteError(st, protocol.CodeRevoked, msg)
+	// The session closes after this: let the agent read why.
+	protocol.LingerClose(st)
+}
+
+// revokedMessage tells the agent holding a certificate revoked for reason
+// (a store.Revoked* constant) why it is refused and what to do.
+func revokedMessage(reason string) string {
+	switch reason {
+	case store.RevokedDeleted:
+		return "this agent was deleted on the coordinator: register again with --force"
+	case store.RevokedReplaced:
+		return "this agent was replaced on the coordinator: another registration with --force took its name or certificate; " +
+			"register again with --force if this machine is to be that agent"
+	case store.RevokedRotated:
+		return "this agent's certificate was replaced by a certificate rotation, and its home holds the old one (restored from a backup?): register again with --force"
+	}
+	return "this agent's certificate was revoked on the coordinator: register again with --force"
 }
 
 // hello reads the agent's Hello on its first stream, negotiates the

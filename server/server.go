@@ -269,6 +269,9 @@ type Server struct {
 
 	limiter   *rate.Limiter
 	admission *admission.Gate // handshakes in progress and waiting
+	// revokedLog rate-limits the log of refused revoked certificates:
+	// a deleted agent keeps knocking.
+	revokedLog *admission.Refusals
 
 	tasks     taskRuns              // tasks being driven by this coordinator
 	pushLocks pushLocks             // one push per agent at a time
@@ -371,22 +374,23 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st = sq
 	}
 	s := &Server{
-		cfg:       cfg,
-		log:       cfg.Logger.Named("server"),
-		store:     st,
-		access:    access.New(st, cfg.Logger.Named("server")),
-		uploads:   cluster.NewUploads(st, clustered(st), cfg.Logger.Named("server")),
-		ids:       ids,
-		signing:   signing,
-		sealer:    sealer,
-		sessions:  newRegistry(),
-		newcomers: make(chan *agentSession, newcomerQueue),
-		limiter:   rate.NewLimiter(rate.Limit(cfg.AcceptRate), cfg.AcceptBurst),
-		admission: admission.New(cfg.MaxHandshakes, cfg.HandshakeQueue, cfg.HandshakeQueueWait),
-		pushSem:   make(chan struct{}, cfg.PushConcurrency),
-		releases:  rw,
-		done:      make(chan struct{}),
-		drained:   make(chan struct{}),
+		cfg:        cfg,
+		log:        cfg.Logger.Named("server"),
+		store:      st,
+		access:     access.New(st, cfg.Logger.Named("server")),
+		uploads:    cluster.NewUploads(st, clustered(st), cfg.Logger.Named("server")),
+		ids:        ids,
+		signing:    signing,
+		sealer:     sealer,
+		sessions:   newRegistry(),
+		newcomers:  make(chan *agentSession, newcomerQueue),
+		limiter:    rate.NewLimiter(rate.Limit(cfg.AcceptRate), cfg.AcceptBurst),
+		admission:  admission.New(cfg.MaxHandshakes, cfg.HandshakeQueue, cfg.HandshakeQueueWait),
+		revokedLog: admission.NewRefusals(revokedLogEvery),
+		pushSem:    make(chan struct{}, cfg.PushConcurrency),
+		releases:   rw,
+		done:       make(chan struct{}),
+		drained:    make(chan struct{}),
 	}
 	s.dialer = dial.New(dial.Config{Core: dialCore{s}, Store: st, Scan: cfg.DialScan, MaxBackoff: cfg.DialMaxBackoff,
 		HandshakeTimeout: cfg.HandshakeTimeout, TLSMin: cfg.TLSMin, Logger: s.log.Named("dial")})
@@ -416,10 +420,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.console = console.New(console.Config{Coordinator: s, Rollouts: s.rollouts, Access: s.access, Machines: s, API: s.api,
 		Version: cfg.Version, ReleaseFeed: cfg.ReleaseFeed != "", Logger: s.log})
 	s.metrics = metrics.New(func() float64 { return float64(s.sessions.count()) })
+	// No VerifyClient: a revoked certificate passes the handshake and is
+	// refused in the session (startSession), where the agent can be told
+	// why; a refusal in the handshake reaches it as a bare EOF.
 	s.tlsConf = protocol.ServerTLS{
-		Certificate:  ids.Certificate,
-		MinVersion:   cfg.TLSMin,
-		VerifyClient: s.verifyClient,
+		Certificate: ids.Certificate,
+		MinVersion:  cfg.TLSMin,
 	}.Config()
 	if s.agentLn, err = net.Listen("tcp", cfg.Listen); err != nil {
 		st.Close()
@@ -680,21 +686,6 @@ func (s *Server) goFunc(f func()) {
 		defer s.wg.Done()
 		f()
 	}()
-}
-
-// verifyClient refuses certificates of deleted agents during the
-// handshake.
-func (s *Server) verifyClient(thumbprint string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	revoked, err := s.store.IsRevoked(ctx, thumbprint)
-	if err != nil {
-		return fmt.Errorf("check revocation: %w", err)
-	}
-	if revoked {
-		return fmt.Errorf("certificate %s belongs to a deleted agent", thumbprint)
-	}
-	return nil
 }
 
 // zapWriter adapts the standard library's logger to zap.

@@ -137,8 +137,9 @@ type Config struct {
 	// StopTimeout is passed to `run --stop-timeout` and bounds the
 	// init script's wait for a stop. Default DefaultStopTimeout.
 	StopTimeout time.Duration
-	// Registered reports whether Home holds a registration; install and
-	// start refuse an unregistered home with its error. Optional.
+	// Registered reports whether Home holds a registration the agent
+	// would start with (registered, and safe from other local users);
+	// install and start refuse the home with its error. Optional.
 	Registered func() error
 }
 

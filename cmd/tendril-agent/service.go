@@ -43,7 +43,15 @@ init script: 0 running, 3 stopped, 4 not installed.`,
 			Home:        home,
 			Name:        name,
 			StopTimeout: stopTimeout,
-			Registered:  func() error { _, err := agent.LoadState(home); return err },
+			// The service would refuse to start on an unsafe home: say
+			// so to the operator at the terminal, not in a log.
+			Registered: func() error {
+				if err := agent.CheckHome(home); err != nil {
+					return err
+				}
+				_, err := agent.LoadState(home)
+				return err
+			},
 		})
 	}
 	action := func(use, short string, do func(cmd *cobra.Command, m *service.Manager) error) *cobra.Command {

@@ -128,9 +128,18 @@ func (e *Enroller) Register(ctx context.Context, st *yamux.Stream, f protocol.Fr
 	})
 }
 
+// RevokedRegisterMessage answers a registration made with a revoked
+// certificate. An agent of this release never shows it: it registers
+// again at once with a new certificate. An older one keeps its
+// certificate on register --force, so the message says how to get
+// another.
+const RevokedRegisterMessage = "this agent's certificate was revoked on the coordinator (its agent was deleted or replaced) and is never registered again: " +
+	"register with a new certificate (this tendril-agent keeps its certificate: move the agent home aside and register from an empty one, or use a newer tendril-agent, which makes a new one)"
+
 // registerError turns a store error into a code and a message a person can
 // act on.
 func registerError(err error, name string) (string, string) {
+	var envErr *store.EnvironmentError
 	switch {
 	case errors.Is(err, store.ErrTokenExpired):
 		return protocol.CodeUnauthorized, "the enrollment token has expired; create a new one with \"tendril-server token create --environment ENV\""
@@ -139,6 +148,19 @@ func registerError(err error, name string) (string, string) {
 	case errors.Is(err, store.ErrTokenInvalid):
 		// The store's message says why (unknown, or another environment).
 		return protocol.CodeUnauthorized, err.Error() + "; check the token, or create one with \"tendril-server token create --environment ENV\""
+	case errors.As(err, &envErr) && envErr.ByName:
+		return protocol.CodeConflict, fmt.Sprintf("an agent named %q is registered in environment %q, and this token enrols into %q: "+
+			"--force replaces only an agent of the token's environment; choose another --name, use a token for %q, or delete that agent first (tendril-server agents delete %s)",
+			envErr.Agent, envErr.Environment, envErr.TokenEnvironment, envErr.Environment, envErr.Agent)
+	case errors.As(err, &envErr):
+		return protocol.CodeConflict, fmt.Sprintf("this agent's certificate is registered as %q in environment %q, and this token enrols into %q: "+
+			"--force replaces only an agent of the token's environment; use a token for %q, or delete that agent first (tendril-server agents delete %s)",
+			envErr.Agent, envErr.Environment, envErr.TokenEnvironment, envErr.Environment, envErr.Agent)
+	case errors.Is(err, store.ErrRevoked):
+		// Only when the revocation came after the session started: a
+		// revoked certificate is answered before its first request
+		// reaches enrollment.
+		return protocol.CodeRevoked, RevokedRegisterMessage
 	case errors.Is(err, store.ErrNameTaken):
 		return protocol.CodeConflict, fmt.Sprintf("an agent named %q is already registered; choose another --name, or use --force to replace it", name)
 	case errors.Is(err, store.ErrThumbprintTaken):

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 
@@ -147,6 +148,14 @@ var (
 	// ErrThumbprintTaken means an agent with that certificate is already
 	// registered.
 	ErrThumbprintTaken = kind.Errorf(kind.ErrConflict, "certificate is already registered")
+	// ErrOtherEnvironment means a registration would replace an agent of
+	// another environment than the token's: a token enrols into its own
+	// environment, and --force does not reach past it. The error is an
+	// *EnvironmentError naming that agent.
+	ErrOtherEnvironment = kind.Errorf(kind.ErrConflict, "the agent in the way is in another environment")
+	// ErrRevoked means the certificate was revoked (see RevocationReason):
+	// it is never registered again, with or without Force.
+	ErrRevoked = kind.Errorf(kind.ErrConflict, "certificate was revoked")
 	// ErrExists means a record with that key exists already.
 	ErrExists = errors.New("already exists")
 	// ErrInRollout means an agent of a new running rollout is already in
@@ -154,6 +163,34 @@ var (
 	ErrInRollout = errors.New("agent is already in a running rollout")
 	// ErrSchemaTooNew means the database was migrated by a newer coordinator.
 	ErrSchemaTooNew = errors.New("database schema is newer than this coordinator")
+)
+
+// EnvironmentError is ErrOtherEnvironment with the agent in the way.
+type EnvironmentError struct {
+	// Agent and Environment are the agent's name and environment.
+	Agent, Environment string
+	// ByName is true when the agent has the name asked for, false when
+	// it holds the registering certificate.
+	ByName bool
+	// TokenEnvironment is the environment the token enrols into.
+	TokenEnvironment string
+}
+
+func (e *EnvironmentError) Error() string {
+	return fmt.Sprintf("agent %q is in environment %q, not the token's %q", e.Agent, e.Environment, e.TokenEnvironment)
+}
+
+func (e *EnvironmentError) Unwrap() error { return ErrOtherEnvironment }
+
+// Why a thumbprint was revoked, as RevocationReason says it.
+const (
+	// RevokedDeleted: an operator deleted its agent.
+	RevokedDeleted = "deleted"
+	// RevokedReplaced: a registration with Force took its agent's name or
+	// certificate.
+	RevokedReplaced = "replaced"
+	// RevokedRotated: its agent rotated to a new certificate.
+	RevokedRotated = "rotated"
 )
 
 // Agent is an enrolled deployment target.
@@ -304,7 +341,9 @@ type Store interface {
 	// Errors: ErrTokenInvalid, ErrTokenExpired, ErrTokenUsed (unless the
 	// same thumbprint used it and is still registered, which returns that
 	// agent again so a lost reply can be retried), ErrNameTaken and
-	// ErrThumbprintTaken (unless Force).
+	// ErrThumbprintTaken (unless Force), an *EnvironmentError when the
+	// agent holding the name or thumbprint is in another environment than
+	// the token's (Force or not), ErrRevoked for a revoked thumbprint.
 	Register(ctx context.Context, p RegisterParams) (RegisterResult, error)
 
 	// AddListening creates a listening agent. Errors: ErrNameTaken;
@@ -335,6 +374,10 @@ type Store interface {
 	// IsRevoked reports whether the thumbprint belonged to a deleted or
 	// replaced agent.
 	IsRevoked(ctx context.Context, thumbprint string) (bool, error)
+	// RevocationReason says why the thumbprint was revoked: one of the
+	// Revoked* constants (or what an older coordinator recorded).
+	// ErrNotFound if it was not revoked.
+	RevocationReason(ctx context.Context, thumbprint string) (string, error)
 
 	// RecordConnection stores the facts of a new session and LastSeen.
 	RecordConnection(ctx context.Context, c Connection) error

@@ -17,11 +17,8 @@ import (
 
 // Register implements Store.
 //
-// Beyond the interface's contract: a thumbprint that was revoked (its agent
-// was deleted or replaced, or rotated away from it) is refused with
-// ErrThumbprintTaken unless Force is set, in which case the revocation is
-// lifted; a zero Now means the current time; Name, Thumbprint and NewID
-// must not be empty.
+// Beyond the interface's contract: a zero Now means the current time;
+// Name, Thumbprint and NewID must not be empty.
 //
 // Concurrent registrations, from this process or another coordinator,
 // are serialized by the identities lock, and the token row is locked, so
@@ -98,23 +95,32 @@ func register(ctx context.Context, tx *sqlTx, p store.RegisterParams) (store.Reg
 		return store.RegisterResult{}, fmt.Errorf("token is for environment %q, not %q: %w", tokEnv, env, store.ErrTokenInvalid)
 	}
 
+	// A revoked certificate belonged to an agent an operator removed (or
+	// replaced, or rotated away from): neither a token nor Force brings
+	// it back, the agent registers with a new one.
+	reason, err := revocationReason(ctx, tx, p.Thumbprint)
+	if err == nil {
+		return store.RegisterResult{}, fmt.Errorf("thumbprint %s was revoked (%s): %w", p.Thumbprint, reason, store.ErrRevoked)
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return store.RegisterResult{}, err
+	}
 	conflicts, err := identityConflicts(ctx, tx, p.Name, p.Thumbprint)
 	if err != nil {
 		return store.RegisterResult{}, err
 	}
-	revoked, err := isRevoked(ctx, tx, p.Thumbprint)
-	if err != nil {
-		return store.RegisterResult{}, err
+	// A token enrols into its environment only; replacing an agent of
+	// another one would let a token for Dev take over a Prod agent's
+	// name, and with it the tasks sent to that name.
+	for _, a := range conflicts {
+		if a.Environment != env {
+			return store.RegisterResult{}, &store.EnvironmentError{
+				Agent: a.Name, Environment: a.Environment, ByName: a.Name == p.Name, TokenEnvironment: env}
+		}
 	}
 	if !p.Force {
 		if err := refuseConflicts(p.Name, p.Thumbprint, conflicts); err != nil {
 			return store.RegisterResult{}, err
-		}
-		// A revoked certificate belonged to an agent an operator removed;
-		// a token alone is not enough to bring it back.
-		if revoked {
-			return store.RegisterResult{}, fmt.Errorf("thumbprint %s was revoked, register with force to reinstate it: %w",
-				p.Thumbprint, store.ErrThumbprintTaken)
 		}
 	}
 
@@ -126,15 +132,9 @@ func register(ctx context.Context, tx *sqlTx, p store.RegisterParams) (store.Reg
 			if tp == "" || tp == p.Thumbprint {
 				continue
 			}
-			if err := revoke(ctx, tx, tp, "replaced", now); err != nil {
+			if err := revoke(ctx, tx, tp, store.RevokedReplaced, now); err != nil {
 				return store.RegisterResult{}, err
 			}
-		}
-	}
-	if revoked {
-		if _, err := tx.ExecContext(ctx,
-			`DELETE FROM revoked_thumbprints WHERE thumbprint = ?`, p.Thumbprint); err != nil {
-			return store.RegisterResult{}, err
 		}
 	}
 
@@ -400,7 +400,7 @@ func (s *sqlStore) DeleteAgent(ctx context.Context, id string) error {
 			if tp == "" {
 				continue
 			}
-			if err := revoke(ctx, tx, tp, "deleted", now); err != nil {
+			if err := revoke(ctx, tx, tp, store.RevokedDeleted, now); err != nil {
 				return err
 			}
 		}
@@ -419,6 +419,15 @@ func (s *sqlStore) IsRevoked(ctx context.Context, thumbprint string) (bool, erro
 		return false, fmt.Errorf("check revocation of thumbprint %s: %w", thumbprint, err)
 	}
 	return revoked, nil
+}
+
+// RevocationReason implements Store.
+func (s *sqlStore) RevocationReason(ctx context.Context, thumbprint string) (string, error) {
+	reason, err := revocationReason(ctx, s.hr, thumbprint)
+	if err != nil {
+		return "", fmt.Errorf("revocation of thumbprint %s: %w", thumbprint, err)
+	}
+	return reason, nil
 }
 
 // RecordConnection implements Store. ErrNotFound if the agent does not
@@ -614,7 +623,7 @@ func (s *sqlStore) PromoteThumbprint(ctx context.Context, id string) error {
 		if err != nil {
 			return err
 		}
-		return revoke(ctx, tx, a.Thumbprint, "rotated", time.Now().UnixNano())
+		return revoke(ctx, tx, a.Thumbprint, store.RevokedRotated, time.Now().UnixNano())
 	})
 	if err != nil {
 		return fmt.Errorf("promote next thumbprint of agent %s: %w", id, err)
@@ -802,6 +811,17 @@ func lockAgent(ctx context.Context, tx *sqlTx, id string) (store.Agent, error) {
 
 func isRevoked(ctx context.Context, q queryer, thumbprint string) (bool, error) {
 	return exists(ctx, q, `SELECT 1 FROM revoked_thumbprints WHERE thumbprint = ?`, thumbprint)
+}
+
+// revocationReason is why the thumbprint was revoked, ErrNotFound if it
+// was not.
+func revocationReason(ctx context.Context, q queryer, thumbprint string) (string, error) {
+	var reason string
+	err := q.QueryRowContext(ctx, `SELECT reason FROM revoked_thumbprints WHERE thumbprint = ?`, thumbprint).Scan(&reason)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", store.ErrNotFound
+	}
+	return reason, err
 }
 
 // revoke keeps the first revocation of a thumbprint: its time and reason

@@ -333,8 +333,49 @@ func TestRegisterErrors(t *testing.T) {
 						t.Fatal(err)
 					}
 				},
-				wantErr: store.ErrThumbprintTaken,
-				wantMsg: "revoked",
+				wantErr: store.ErrRevoked,
+				wantMsg: "revoked (deleted)",
+			},
+			{
+				name: "revoked thumbprint with force",
+				setup: func(t *testing.T, s store.Store) {
+					a := enroll(t, s, "web-old", "prod", "tp-new")
+					if err := s.DeleteAgent(ctx, a.ID); err != nil {
+						t.Fatal(err)
+					}
+				},
+				change:  func(p *store.RegisterParams) { p.Force = true },
+				wantErr: store.ErrRevoked,
+				wantMsg: "revoked (deleted)",
+			},
+			{
+				name:    "force across environments, by name",
+				setup:   func(t *testing.T, s store.Store) { enroll(t, s, "web-new", "dev", "tp-existing") },
+				change:  func(p *store.RegisterParams) { p.Force = true },
+				wantErr: store.ErrOtherEnvironment,
+				wantMsg: `agent "web-new" is in environment "dev", not the token's "prod"`,
+			},
+			{
+				name:    "force across environments, by thumbprint",
+				setup:   func(t *testing.T, s store.Store) { enroll(t, s, "web-dev", "dev", "tp-new") },
+				change:  func(p *store.RegisterParams) { p.Force = true },
+				wantErr: store.ErrOtherEnvironment,
+				wantMsg: `agent "web-dev" is in environment "dev"`,
+			},
+			{
+				name: "force across environments, one of two in the way",
+				setup: func(t *testing.T, s store.Store) {
+					enroll(t, s, "web-new", "prod", "tp-existing")
+					enroll(t, s, "web-dev", "dev", "tp-new")
+				},
+				change:  func(p *store.RegisterParams) { p.Force = true },
+				wantErr: store.ErrOtherEnvironment,
+				wantMsg: `agent "web-dev" is in environment "dev"`,
+			},
+			{
+				name:    "name taken in another environment, without force",
+				setup:   func(t *testing.T, s store.Store) { enroll(t, s, "web-new", "dev", "tp-existing") },
+				wantErr: store.ErrOtherEnvironment,
 			},
 			{name: "empty name", change: func(p *store.RegisterParams) { p.Name = "" }},
 			{name: "empty thumbprint", change: func(p *store.RegisterParams) { p.Thumbprint = "" }},
@@ -539,7 +580,10 @@ func TestRegisterForceWithoutConflict(t *testing.T) {
 	})
 }
 
-func TestRegisterForceRevokedThumbprint(t *testing.T) {
+// TestRegisterAfterDelete is the re-registration of a deleted agent: its
+// old certificate stays revoked, and the same name with a new certificate
+// is registered.
+func TestRegisterAfterDelete(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db backend) {
 		ctx := context.Background()
 		s, _ := db.open(t)
@@ -551,15 +595,48 @@ func TestRegisterForceRevokedThumbprint(t *testing.T) {
 
 		createToken(t, s, "again", "prod", t0.Add(time.Hour))
 		res, err := s.Register(ctx, store.RegisterParams{
-			TokenHash: hashOf("again"), Thumbprint: "tp-1", Name: "web-1", Force: true, Now: t0, NewID: "id-2",
+			TokenHash: hashOf("again"), Thumbprint: "tp-2", Name: "web-1", Force: true, Now: t0, NewID: "id-2",
 		})
 		if err != nil {
 			t.Fatalf("Register: %v", err)
 		}
-		if res.Replaced != nil {
-			t.Errorf("got Replaced %v, want nil", res.Replaced)
+		if res.Replaced != nil || res.Agent.Name != "web-1" || res.Agent.Thumbprint != "tp-2" {
+			t.Errorf("got agent %+v, replaced %v; want web-1 with tp-2, nothing replaced", res.Agent, res.Replaced)
 		}
-		mustRevoked(t, s, "tp-1", false)
+		mustRevoked(t, s, "tp-1", true)
+		mustRevoked(t, s, "tp-2", false)
+	})
+}
+
+func TestRevocationReason(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db backend) {
+		ctx := context.Background()
+		s, _ := db.open(t)
+		deleted := enroll(t, s, "web-1", "prod", "tp-deleted")
+		if err := s.DeleteAgent(ctx, deleted.ID); err != nil {
+			t.Fatal(err)
+		}
+		enroll(t, s, "web-2", "prod", "tp-replaced")
+		createToken(t, s, "force", "prod", t0.Add(time.Hour))
+		if _, err := s.Register(ctx, store.RegisterParams{
+			TokenHash: hashOf("force"), Thumbprint: "tp-new", Name: "web-2", Force: true, Now: t0, NewID: "id-new",
+		}); err != nil {
+			t.Fatal(err)
+		}
+		for _, tt := range []struct {
+			thumbprint, want string
+			wantErr          error
+		}{
+			{"tp-deleted", store.RevokedDeleted, nil},
+			{"tp-replaced", store.RevokedReplaced, nil},
+			{"tp-new", "", store.ErrNotFound},
+			{"tp-never-seen", "", store.ErrNotFound},
+		} {
+			got, err := s.RevocationReason(ctx, tt.thumbprint)
+			if got != tt.want || !errors.Is(err, tt.wantErr) {
+				t.Errorf("RevocationReason(%s): got %q, %v; want %q, %v", tt.thumbprint, got, err, tt.want, tt.wantErr)
+			}
+		}
 	})
 }
 
