@@ -101,6 +101,14 @@ func TestHighAvailabilityCommands(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("task run: %d %q %q", code, stdout, stderr)
 	}
+	// node-b created it; node-a, which holds the agent, claims it on
+	// hearing so. Draining node-a before that would leave node-a driving
+	// no task and the drain below with nothing to wait for.
+	waitFor(t, "the task running, driven by node-a", func() bool {
+		code, out, _ := cli(t, bg, nil, "task", "list", "--data", dirA, "--json")
+		var tasks []api.TaskView
+		return code == 0 && json.Unmarshal([]byte(out), &tasks) == nil && len(tasks) == 1 && tasks[0].State == api.TaskRunning
+	})
 
 	if code, _, stderr := cli(t, bg, nil, "node", "drain", "--node", "nope", "--data", dirA); code != 1 ||
 		!strings.Contains(stderr, `no coordinator node named "nope" (see tendril-server nodes list)`) {
