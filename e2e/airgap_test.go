@@ -111,15 +111,16 @@ func TestAirGappedImport(t *testing.T) {
 	waitFor(t, "web-1 at 2.0.0", func() bool { return agentVersion(t, offline, "web-1") == "2.0.0" })
 
 	// A package older than what the fleet runs is refused, unless asked
-	// for, and then only after a backup snapshot.
-	pushAgent(online, "1.5.0", "agent-1.0.0")
+	// for, and then only after a backup snapshot. Pushed as the version
+	// built into it: the coordinator refuses any other.
+	pushAgent(online, "1.0.0", "agent-1.0.0")
 	mustRun(t, "tendril-server", "export", "--out", export, "--data", online)
 	_, stderr, code := runCode(t, "tendril-server", "import", export, "--source-key", onlineKey, "--data", offline)
-	if code == 0 || !strings.Contains(stderr, "agent 1.5.0 for "+runtime.GOOS+"/"+runtime.GOARCH+" (agents run 2.0.0)") || !strings.Contains(stderr, "--allow-downgrade") {
+	if code == 0 || !strings.Contains(stderr, "agent 1.0.0 for "+runtime.GOOS+"/"+runtime.GOARCH+" (agents run 2.0.0)") || !strings.Contains(stderr, "--allow-downgrade") {
 		t.Fatalf("import of an older package: exit %d, want a refusal naming it and --allow-downgrade\n%s", code, stderr)
 	}
 	out = mustRun(t, "tendril-server", "import", export, "--source-key", onlineKey, "--allow-downgrade", "--data", offline)
-	if !strings.Contains(out, "copy of the database taken before the downgrade: pre-import-") || !strings.Contains(out, "agent 1.5.0") {
+	if !strings.Contains(out, "copy of the database taken before the downgrade: pre-import-") || !strings.Contains(out, "agent 1.0.0") {
 		t.Fatalf("import --allow-downgrade:\n%s", out)
 	}
 }

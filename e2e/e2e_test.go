@@ -49,8 +49,8 @@ func TestMain(m *testing.M) {
 		for _, b := range []struct{ out, pkg, ldflags string }{
 			{"agent-1.0.0", "./cmd/tendril-agent", "-X github.com/tendrildeploy/tendril/version.Version=1.0.0"},
 			{"agent-2.0.0", "./cmd/tendril-agent", "-X github.com/tendrildeploy/tendril/version.Version=2.0.0"},
-			{"agent-2.1.0-exits", "./e2e/testdata/badagent", "-X main.version=2.1.0 -X main.mode=exit"},
-			{"agent-2.2.0-hangs", "./e2e/testdata/badagent", "-X main.version=2.2.0 -X main.mode=hang"},
+			{"agent-2.1.0-exits", "./e2e/testdata/badagent", "-X github.com/tendrildeploy/tendril/version.Version=2.1.0 -X main.mode=exit"},
+			{"agent-2.2.0-hangs", "./e2e/testdata/badagent", "-X github.com/tendrildeploy/tendril/version.Version=2.2.0 -X main.mode=hang"},
 		} {
 			build := exec.Command("go", "build", "-o", filepath.Join(dir, b.out), "-ldflags", b.ldflags, b.pkg)
 			build.Dir = moduleRoot()

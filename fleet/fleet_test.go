@@ -11,6 +11,7 @@ import (
 	"github.com/tendrildeploy/tendril/agent/upgrade"
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/api/client"
+	"github.com/tendrildeploy/tendril/internal/servertest"
 	"github.com/tendrildeploy/tendril/server"
 	"github.com/tendrildeploy/tendril/server/datadir"
 )
@@ -156,9 +157,9 @@ func TestFleetRolloutRestartsAtNewVersion(t *testing.T) {
 	}
 	listed("1.0.0")
 
-	// Any bytes do, as long as the coordinator takes them for an
-	// executable: simulated agents do not run the package.
-	pkg := append([]byte("\x7fELF"), bytes.Repeat([]byte("tendril"), 10000)...)
+	// A stand-in stamped 2.0.0, which the coordinator checks the version
+	// of: simulated agents do not run the package.
+	pkg := servertest.AgentBinary(t, "2.0.0", runtime.GOOS, runtime.GOARCH)
 	if _, err := cl.UploadAgentPackage(ctx, "2.0.0", runtime.GOOS, runtime.GOARCH, bytes.NewReader(pkg), int64(len(pkg))); err != nil {
 		t.Fatal(err)
 	}

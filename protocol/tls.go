@@ -9,7 +9,9 @@ package protocol
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/tendrildeploy/tendril/certs"
@@ -75,11 +77,12 @@ type ServerTLS struct {
 // Config builds the server tls.Config.
 func (s ServerTLS) Config() *tls.Config {
 	min := minVersion(s.MinVersion)
-	return &tls.Config{
+	return serverProfile(&tls.Config{
 		// Set explicitly: Go's default server minimum is TLS 1.2, and TLS
 		// 1.0 peers are only served when the operator asked for them.
 		MinVersion:     min,
 		MaxVersion:     tls.VersionTLS13,
+		CipherSuites:   CipherSuites(min),
 		GetCertificate: s.Certificate,
 		// Any certificate is requested and then checked by thumbprint:
 		// there is no CA, trust is pinning.
@@ -99,7 +102,7 @@ func (s ServerTLS) Config() *tls.Config {
 			}
 			return s.VerifyClient(t)
 		},
-	}
+	})
 }
 
 // ClientTLS describes the agent's side of the handshake.
@@ -150,12 +153,13 @@ func (c ClientTLS) Config() *tls.Config {
 	cfg := &tls.Config{
 		MinVersion:   min,
 		MaxVersion:   max,
+		CipherSuites: CipherSuites(min),
 		Certificates: []tls.Certificate{c.Identity.Certificate},
 		NextProtos:   []string{ALPN},
 		// Chain verification is replaced, not skipped: VerifyConnection
 		// pins the coordinator's thumbprint on every handshake.
 		InsecureSkipVerify: true,
-		VerifyConnection:   c.Endorsed.verify(c.Pins),
+		VerifyConnection:   refuseLegacySuite(c.Endorsed.verify(c.Pins)),
 	}
 	if c.Hint != "" {
 		cfg.ServerName = ServerHint(c.Hint)
@@ -201,9 +205,10 @@ type ListenerTLS struct {
 // Config builds the listening agent's tls.Config.
 func (l ListenerTLS) Config() *tls.Config {
 	min := minVersion(l.MinVersion)
-	return &tls.Config{
-		MinVersion: min,
-		MaxVersion: tls.VersionTLS13,
+	return serverProfile(&tls.Config{
+		MinVersion:   min,
+		MaxVersion:   tls.VersionTLS13,
+		CipherSuites: CipherSuites(min),
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return l.Certificate(), nil
 		},
@@ -211,7 +216,7 @@ func (l ListenerTLS) Config() *tls.Config {
 		SessionTicketsDisabled: true,
 		NextProtos:             []string{ALPN},
 		VerifyConnection:       l.Endorsed.verify(l.Pins),
-	}
+	})
 }
 
 // DialerTLS describes the coordinator's side of the handshake with a
@@ -234,11 +239,12 @@ func (d DialerTLS) Config() *tls.Config {
 	return &tls.Config{
 		MinVersion:   min,
 		MaxVersion:   tls.VersionTLS13,
+		CipherSuites: CipherSuites(min),
 		Certificates: []tls.Certificate{*d.Certificate},
 		NextProtos:   []string{ALPN},
 		// Chain verification is replaced by pinning, as for agents.
 		InsecureSkipVerify: true,
-		VerifyConnection:   certs.VerifyPinned(d.Agent),
+		VerifyConnection:   refuseLegacySuite(certs.VerifyPinned(d.Agent)),
 	}
 }
 
@@ -249,4 +255,94 @@ func minVersion(v uint16) uint16 {
 		return tls.VersionTLS12
 	}
 	return v
+}
+
+// The TLS profile: Mozilla's "intermediate" configuration, as far as the
+// peers Tendril serves allow. TLS 1.3 suites are fixed by Go and all
+// acceptable; these lists only govern TLS 1.0 to 1.2.
+var (
+	// modernSuites are the only suites used at TLS 1.2: ECDHE key
+	// exchange with an AEAD cipher. Both signature kinds are listed
+	// because the HTTPS console may be given an RSA certificate; Tendril's
+	// own certificates are ECDSA.
+	modernSuites = []uint16{
+		tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+		tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+	}
+	// legacySuites are added under a TLS 1.0 or 1.1 minimum, for old
+	// hosts that know no AEAD suite: those versions cannot negotiate
+	// anything else. ECDSA only, because that is what Tendril's
+	// certificates are; never used at TLS 1.2 (see serverProfile).
+	legacySuites = []uint16{
+		tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA,
+	}
+)
+
+// CipherSuites returns the TLS 1.0–1.2 cipher suites of Tendril's profile
+// for a minimum TLS version (zero meaning TLS 1.2): ECDHE with AES-GCM or
+// ChaCha20-Poly1305, plus the ECDHE-ECDSA CBC-SHA suites when TLS 1.0 or
+// 1.1 is allowed. A config built with the legacy suites must also keep
+// them away from TLS 1.2 peers, as the configs of this package do.
+func CipherSuites(min uint16) []uint16 {
+	if minVersion(min) >= tls.VersionTLS12 {
+		return slices.Clone(modernSuites)
+	}
+	return slices.Concat(modernSuites, legacySuites)
+}
+
+// legacySuite reports whether a negotiated cipher suite is one of the CBC
+// suites allowed only below TLS 1.2.
+func legacySuite(id uint16) bool { return slices.Contains(legacySuites, id) }
+
+// serverProfile keeps the CBC suites of a legacy minimum away from TLS 1.2
+// clients. Go's crypto/tls chooses a suite from one list whatever the
+// version (it only keeps TLS 1.2-only suites from older versions, never
+// the reverse), so a TLS 1.2 client that offers only CBC suites would get
+// one. The negotiated version is known from the ClientHello before the
+// suite is chosen: a client that can speak TLS 1.2 or 1.3 gets a config
+// without the legacy suites, and only TLS 1.0/1.1 clients see them.
+func serverProfile(cfg *tls.Config) *tls.Config {
+	// The check after the handshake backs the choice up: whatever chose
+	// the suite, a CBC suite above TLS 1.1 fails the handshake.
+	cfg.VerifyConnection = refuseLegacySuite(cfg.VerifyConnection)
+	if cfg.MinVersion >= tls.VersionTLS12 {
+		return cfg // no legacy suite in the list
+	}
+	modern := cfg.Clone()
+	modern.CipherSuites = CipherSuites(tls.VersionTLS12)
+	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		// Exact versions rather than ">= 1.2": the list may hold GREASE
+		// values, which are numerically above TLS 1.3.
+		if slices.ContainsFunc(hello.SupportedVersions, func(v uint16) bool {
+			return v == tls.VersionTLS12 || v == tls.VersionTLS13
+		}) {
+			return modern, nil
+		}
+		return nil, nil // a TLS 1.0/1.1 client: the legacy suites apply
+	}
+	return cfg
+}
+
+// errLegacySuite is the refusal of a CBC suite negotiated at TLS 1.2.
+var errLegacySuite = errors.New("tls: a CBC cipher suite was negotiated at TLS 1.2; the profile allows it only for TLS 1.0 and 1.1")
+
+// refuseLegacySuite wraps a VerifyConnection callback (nil allowed) so
+// that a connection that negotiated a legacy suite at TLS 1.2 fails. A
+// client needs it because it offers the legacy suites whenever its minimum
+// is below TLS 1.2, and the server, not the client, picks the suite.
+func refuseLegacySuite(next func(tls.ConnectionState) error) func(tls.ConnectionState) error {
+	return func(cs tls.ConnectionState) error {
+		if cs.Version >= tls.VersionTLS12 && legacySuite(cs.CipherSuite) {
+			return errLegacySuite
+		}
+		if next == nil {
+			return nil
+		}
+		return next(cs)
+	}
 }

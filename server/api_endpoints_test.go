@@ -71,13 +71,15 @@ type apiFixture struct {
 	user          string
 	revokedKey    string
 	node          string // this coordinator's node name
+	agentBinary   string // an agent package stamped 3.0.0 for linux/amd64
 }
 
 func setUpAPIFixture(t *testing.T, ts *testServer) apiFixture {
 	t.Helper()
 	ctx := context.Background()
-	fx := apiFixture{agent: "web-1", away: "away-1", listening: "dmz-1", user: "ops", node: ts.cfg.NodeName}
-	ts.pushPackage(t, "2.0.0", "linux", "amd64", smallELF("v2"))
+	fx := apiFixture{agent: "web-1", away: "away-1", listening: "dmz-1", user: "ops", node: ts.cfg.NodeName,
+		agentBinary: string(servertest.AgentBinary(t, "3.0.0", "linux", "amd64"))}
+	ts.pushPackage(t, "2.0.0", "linux", "amd64")
 	ts.upload(t, packBundle(t, "1.0.0", 0))
 	f := newFakeAgent(t, ts, fx.agent, "Prod", "1.0.0")
 	ts.waitConnected(t, fx.agent)
@@ -301,11 +303,23 @@ func apiEndpoints(fx apiFixture) map[string]endpoint {
 		}},
 		"POST /api/tasks/{id}/cancel": {path: "/api/tasks/" + fx.task + "/cancel", bad: []badInput{notFound("/api/tasks/nope/cancel", `"nope"`)}},
 
-		"POST /api/agent-packages": {path: "/api/agent-packages?version=3.0.0&os=linux&arch=amd64", body: string(smallELF("v3")), raw: true, bad: []badInput{
+		// The body is only sent without a valid key, refused before it is
+		// read; so are the bad queries below. Those get the binary's first
+		// 4 KiB: a body of megabytes would meet the closed connection
+		// (a reset) before the answer.
+		"POST /api/agent-packages": {path: "/api/agent-packages?version=3.0.0&os=linux&arch=amd64", body: fx.agentBinary[:4096], raw: true, bad: []badInput{
 			{name: "empty body", status: 400, msg: "the agent package is empty"},
-			{name: "no version", path: "/api/agent-packages?os=linux&arch=amd64", body: string(smallELF("v3")), status: 400, msg: `version "" is not a semantic version such as 1.2.3`},
-			{name: "unknown os", path: "/api/agent-packages?version=3.0.0&os=plan9&arch=amd64", body: string(smallELF("v3")), status: 400, msg: `os "plan9": want one of`},
+			{name: "no version", path: "/api/agent-packages?os=linux&arch=amd64", body: fx.agentBinary[:4096], status: 400, msg: `version "" is not a semantic version such as 1.2.3`},
+			{name: "unknown os", path: "/api/agent-packages?version=3.0.0&os=plan9&arch=amd64", body: fx.agentBinary[:4096], status: 400, msg: `os "plan9": want one of`},
 			{name: "not an executable", body: "#!/bin/sh\necho hi\n", status: 400, msg: "linux"},
+			// The version is checked where the binary arrives, so the API
+			// refuses what the command would (issue 19).
+			{name: "built-in version differs", path: "/api/agent-packages?version=3.1.0&os=linux&arch=amd64", body: fx.agentBinary, status: 400,
+				msg: "the binary says it is 3.0.0 but --version is 3.1.0; push it with --version 3.0.0"},
+			{name: "built for another platform", path: "/api/agent-packages?version=3.0.0&os=linux&arch=arm64", body: fx.agentBinary, status: 400,
+				msg: "the binary is built for linux/amd64 but --os and --arch say linux/arm64"},
+			{name: "not a Go program", body: "\x7fELF\x02\x01\x01\x00" + strings.Repeat("x", 4096), status: 400,
+				msg: "the agent package's built-in version cannot be read"},
 			{name: "oversize body", oversize: true, status: 413, msg: "request body is larger than"},
 		}},
 		"GET /api/agent-packages": {path: "/api/agent-packages", noInput: noInput},

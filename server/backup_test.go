@@ -41,7 +41,7 @@ func TestBackupWhileRunningAndRestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts.pushPackage(t, "1.2.4", "linux", "amd64", smallELF("b"))
+	ts.pushPackage(t, "1.2.4", "linux", "amd64")
 	before := ts.Info()
 
 	if _, running := backup.RunningCoordinator(ts.dir); !running {

@@ -21,7 +21,7 @@ func TestConsoleRolloutsInBrowser(t *testing.T) {
 	}
 	findChromium(t)
 	ts := startServer(t, nil)
-	ts.pushPackage(t, "2.0.0", "linux", "amd64", smallELF("v2"))
+	ts.pushPackage(t, "2.0.0", "linux", "amd64")
 	a := newFakeAgent(t, ts, "web-1", "Prod", "1.0.0")
 	newFakeAgent(t, ts, "web-2", "Prod", "1.0.0")
 	newFakeAgent(t, ts, "solo-1", "Solo", "1.0.0")

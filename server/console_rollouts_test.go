@@ -20,7 +20,7 @@ var flashRolloutLink = regexp.MustCompile(`<a href="/rollouts/([0-9a-f-]{36})" c
 func TestConsoleRollouts(t *testing.T) {
 	ts := startServer(t, nil)
 	ctx := context.Background()
-	ts.pushPackage(t, "2.0.0", "linux", "amd64", smallELF("v2"))
+	ts.pushPackage(t, "2.0.0", "linux", "amd64")
 	a := newFakeAgent(t, ts, "web-1", "Test", "1.0.0")
 	newFakeAgent(t, ts, "web-2", "Test", "1.0.0")
 	ts.waitConnected(t, "web-1")

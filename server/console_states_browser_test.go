@@ -77,7 +77,7 @@ func TestConsoleHealthBesideUpgradeInBrowser(t *testing.T) {
 	// web-1 is recommended the upgrade while its colour stays healthy.
 	b.do("back to the environments", chromedp.Navigate(b.base+"/"), chromedp.WaitVisible(chromedp.CSS(`li[data-machine="web-1"]`)))
 	evalString(b, `window.tendrilNotReloaded = "yes"; "ok"`)
-	ts.pushPackage(t, "2.0.0", "linux", "amd64", smallELF("v2"))
+	ts.pushPackage(t, "2.0.0", "linux", "amd64")
 	b.waitFor("the upgrade recommended", `document.querySelector('li[data-machine="web-1"]')?.dataset.upgrade === "recommended"`)
 	if v := evalString(b, `String(window.tendrilNotReloaded)`); v != "yes" {
 		t.Fatalf("page state after the refresh: got %q, want \"yes\" (no full reload)", v)

@@ -18,7 +18,7 @@ import (
 // environment: web-2 shares web-1's environment and stays at 1.0.0.
 func TestConsoleUpgradeThisAgent(t *testing.T) {
 	ts := startServer(t, nil)
-	ts.pushPackage(t, "2.0.0", "linux", "amd64", smallELF("v2"))
+	ts.pushPackage(t, "2.0.0", "linux", "amd64")
 	newFakeAgent(t, ts, "web-1", "Test", "1.0.0")
 	newFakeAgent(t, ts, "web-2", "Test", "1.0.0")
 	ts.waitConnected(t, "web-1")

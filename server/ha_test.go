@@ -361,7 +361,7 @@ func TestRolloutAcrossNodes(t *testing.T) {
 	c := newHACluster(t)
 	a := c.node("a", nil)
 	b := c.node("b", nil)
-	a.pushPackage(t, "2.0.0", "linux", "amd64", smallELF("v2")) // b fetches it
+	a.pushPackage(t, "2.0.0", "linux", "amd64") // b fetches it
 	x := newFakeAgent(t, a, "x", "Prod", "1.0.0")
 	y := newFakeAgent(t, b, "y", "Prod", "1.0.0")
 	v, err := b.rollouts.StartRollout(context.Background(), api.RolloutRequest{Environment: "Prod", Batch: 1})
@@ -387,7 +387,7 @@ func TestRolloutHandedOverByDrainingNode(t *testing.T) {
 	a := c.node("a", nil)
 	b := c.node("b", nil)
 	ctx := context.Background()
-	a.pushPackage(t, "2.0.0", "linux", "amd64", smallELF("v2"))
+	a.pushPackage(t, "2.0.0", "linux", "amd64")
 	x := newFakeAgent(t, b, "x", "Prod", "1.0.0")
 	x.set(func(f *fakeAgent) { f.running = 1 }) // holds the rollout until told
 	b.checkAllHealth()

@@ -532,7 +532,7 @@ var rolloutIDInFlash = regexp.MustCompile(`Rollout ([0-9a-f-]{36}) started: upgr
 
 func TestConsoleUpgradeButtons(t *testing.T) {
 	ts := startServer(t, nil)
-	ts.pushPackage(t, "2.0.0", "linux", "amd64", smallELF("v2"))
+	ts.pushPackage(t, "2.0.0", "linux", "amd64")
 	newFakeAgent(t, ts, "web-1", "Test", "1.0.0")
 	newFakeAgent(t, ts, "db-1", "Staging", "1.0.0")
 	ts.waitConnected(t, "web-1")

@@ -156,7 +156,7 @@ func TestPolicyCalamariKeep(t *testing.T) {
 // win.
 func TestRolloutUsesPolicyDefaults(t *testing.T) {
 	ts := startServer(t, nil)
-	ts.pushPackage(t, "2.0.0", "linux", "amd64", smallELF("v2"))
+	ts.pushPackage(t, "2.0.0", "linux", "amd64")
 	newFakeAgent(t, ts, "web-1", "Prod", "1.0.0")
 	newFakeAgent(t, ts, "web-2", "Prod", "1.0.0")
 	if _, err := ts.SetPolicy(context.Background(), api.PolicyRequest{UpgradeBatch: new(1), UpgradeMaxFailures: new(2)}); err != nil {

@@ -50,7 +50,7 @@ func makeBusy(t *testing.T, ts *testServer, f *fakeAgent) {
 func TestRolloutHaltAndResume(t *testing.T) {
 	ts := startServer(t, nil)
 	ctx := context.Background()
-	ts.pushPackage(t, "2.0.0", "linux", "amd64", smallELF("v2"))
+	ts.pushPackage(t, "2.0.0", "linux", "amd64")
 	a := newFakeAgent(t, ts, "a", "Prod", "1.0.0")
 	b := newFakeAgent(t, ts, "b", "Prod", "1.0.0")
 	ts.waitConnected(t, "a")
@@ -141,7 +141,7 @@ func TestRolloutHaltAndResume(t *testing.T) {
 func TestRolloutHaltCountsInFlightAgents(t *testing.T) {
 	ts := startServer(t, nil)
 	ctx := context.Background()
-	ts.pushPackage(t, "2.0.0", "linux", "amd64", smallELF("v2"))
+	ts.pushPackage(t, "2.0.0", "linux", "amd64")
 	a := newFakeAgent(t, ts, "a", "Prod", "1.0.0")
 	ts.waitConnected(t, "a")
 	makeBusy(t, ts, a)

@@ -15,7 +15,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -23,18 +22,21 @@ import (
 
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/certs"
+	"github.com/tendrildeploy/tendril/internal/servertest"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
-// smallELF is a stand-in agent binary for rollout tests: it only has to
-// pass the coordinator's executable check, and keeps transfers short.
-func smallELF(tag string) []byte {
-	return append([]byte("\x7fELF\x02\x01\x01\x00"), bytes.Repeat([]byte(tag), 4096)...)
+// pushPackage stores a stand-in agent binary stamped with version for a
+// platform (servertest.AgentBinary): the coordinator reads the version
+// built into a package, and simulated agents never run it.
+func (ts *testServer) pushPackage(t *testing.T, version, goos, goarch string) api.AgentPackageView {
+	t.Helper()
+	return ts.pushBinary(t, version, goos, goarch, servertest.AgentBinary(t, version, goos, goarch))
 }
 
-func (ts *testServer) pushPackage(t *testing.T, version, goos, goarch string, b []byte) api.AgentPackageView {
+func (ts *testServer) pushBinary(t *testing.T, version, goos, goarch string, b []byte) api.AgentPackageView {
 	t.Helper()
 	v, err := ts.rollouts.UploadAgentPackage(context.Background(), version, goos, goarch, bytes.NewReader(b))
 	if err != nil {
@@ -44,40 +46,31 @@ func (ts *testServer) pushPackage(t *testing.T, version, goos, goarch string, b 
 }
 
 func TestUploadAgentPackage(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("uses the test binary as a real linux executable")
-	}
 	ts := startServer(t, nil)
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	real, err := os.ReadFile(exe)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v := ts.pushPackage(t, "1.2.0", "linux", runtime.GOARCH, real)
+	real := servertest.AgentBinary(t, "1.2.0", "linux", "amd64")
+	v := ts.pushBinary(t, "1.2.0", "linux", "amd64", real)
 	sum := sha256.Sum256(real)
 	if !v.Created || v.SHA256 != hex.EncodeToString(sum[:]) || v.Size != int64(len(real)) {
 		t.Fatalf("upload: got %+v", v)
 	}
-	stored, err := os.ReadFile(filepath.Join(ts.dir, "agent-packages", "1.2.0", "linux-"+runtime.GOARCH, "tendril-agent"))
+	stored, err := os.ReadFile(filepath.Join(ts.dir, "agent-packages", "1.2.0", "linux-amd64", "tendril-agent"))
 	if err != nil || !bytes.Equal(stored, real) {
 		t.Fatalf("stored binary: %v (equal %v)", err, bytes.Equal(stored, real))
 	}
-	p, err := ts.store.AgentPackage(context.Background(), "1.2.0", "linux", runtime.GOARCH)
+	p, err := ts.store.AgentPackage(context.Background(), "1.2.0", "linux", "amd64")
 	if err != nil {
 		t.Fatal(err)
 	}
-	desc := protocol.AgentPackage{Version: "1.2.0", OS: "linux", Arch: runtime.GOARCH, SHA256: v.SHA256, Size: v.Size}
+	desc := protocol.AgentPackage{Version: "1.2.0", OS: "linux", Arch: "amd64", SHA256: v.SHA256, Size: v.Size}
 	if err := certs.Verify(ts.signing.Public(), desc.SigningBytes(), p.Signature); err != nil {
 		t.Fatalf("stored signature does not verify: %v", err)
 	}
-	if again := ts.pushPackage(t, "1.2.0", "linux", runtime.GOARCH, real); again.Created {
+	if again := ts.pushBinary(t, "1.2.0", "linux", "amd64", real); again.Created {
 		t.Fatal("same binary again: got created, want a no-op")
 	}
-	ts.pushPackage(t, "1.10.0", "windows", "amd64", append([]byte("MZ"), make([]byte, 100)...))
-	ts.pushPackage(t, "1.3.0", "darwin", "arm64", []byte{0xcf, 0xfa, 0xed, 0xfe, 1, 2, 3})
+	ts.pushPackage(t, "1.10.0", "windows", "amd64")
+	ts.pushPackage(t, "1.3.0", "darwin", "arm64")
+	older := servertest.AgentBinary(t, "1.1.0", "linux", "amd64")
 	for _, tc := range []struct {
 		name, version, os, arch string
 		body                    []byte
@@ -90,7 +83,16 @@ func TestUploadAgentPackage(t *testing.T) {
 		{"bad version", "v1.4", "linux", "amd64", real[:64], kind.ErrBadRequest, "not a semantic version"},
 		{"unknown os", "1.4.0", "plan9", "amd64", real[:64], kind.ErrBadRequest, `os "plan9"`},
 		{"unknown arch", "1.4.0", "linux", "mips", real[:64], kind.ErrBadRequest, `arch "mips"`},
-		{"conflicting content", "1.2.0", "linux", runtime.GOARCH, real[:len(real)-1], kind.ErrConflict, "already stored with other content"},
+		// Issue 19: a binary that reports 1.1.0 pushed as 1.2.0 was signed.
+		{"built-in version differs", "1.2.0", "linux", "amd64", older, kind.ErrBadRequest,
+			`the binary says it is 1.1.0 but --version is 1.2.0; push it with --version 1.1.0, or rebuild it with -ldflags "-X github.com/tendrildeploy/tendril/version.Version=1.2.0"`},
+		{"built-in version differs, nothing stored", "1.4.0", "linux", "amd64", older, kind.ErrBadRequest,
+			"the binary says it is 1.1.0 but --version is 1.4.0"},
+		{"built for another arch", "1.1.0", "linux", "arm64", older, kind.ErrBadRequest,
+			"the binary is built for linux/amd64 but --os and --arch say linux/arm64; push it with --os linux --arch amd64"},
+		{"not a Go program", "1.4.0", "linux", "amd64", append([]byte("\x7fELF\x02\x01\x01\x00"), bytes.Repeat([]byte("x"), 4096)...), kind.ErrBadRequest,
+			"the agent package's built-in version cannot be read: read build information: the file is not a Go program"},
+		{"conflicting content", "1.2.0", "linux", "amd64", servertest.AgentBinary(t, "1.2.0", "linux", "amd64", "other"), kind.ErrConflict, "already stored with other content"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ts.rollouts.UploadAgentPackage(context.Background(), tc.version, tc.os, tc.arch, bytes.NewReader(tc.body))
@@ -108,7 +110,7 @@ func TestUploadAgentPackage(t *testing.T) {
 		got = append(got, p.Version+" "+p.OS)
 	}
 	if strings.Join(got, ",") != "1.10.0 windows,1.3.0 darwin,1.2.0 linux" {
-		t.Fatalf("list: got %v, want newest first", got)
+		t.Fatalf("list: got %v, want newest first and nothing refused stored", got)
 	}
 	if left, _ := filepath.Glob(filepath.Join(ts.dir, "agent-packages", "*", "*", ".upload-*")); len(left) != 0 {
 		t.Errorf("temporary upload files left behind: %v", left)
@@ -121,12 +123,12 @@ func TestUpgradeViewsAndRequiredRefusesTasks(t *testing.T) {
 	if v := ts.agentView(t, "web-1"); v.Upgrade != api.UpgradeNone || v.UpgradeTo != "" {
 		t.Fatalf("no packages: got %q %q, want none", v.Upgrade, v.UpgradeTo)
 	}
-	ts.pushPackage(t, "1.0.0", "linux", "amd64", smallELF("a"))
-	ts.pushPackage(t, "2.0.0", "linux", "arm64", smallELF("b")) // another platform: not for web-1
+	ts.pushPackage(t, "1.0.0", "linux", "amd64")
+	ts.pushPackage(t, "2.0.0", "linux", "arm64") // another platform: not for web-1
 	if v := ts.agentView(t, "web-1"); v.Upgrade != api.UpgradeNone {
 		t.Fatalf("same version only: got %q, want none", v.Upgrade)
 	}
-	ts.pushPackage(t, "1.1.0", "linux", "amd64", smallELF("c"))
+	ts.pushPackage(t, "1.1.0", "linux", "amd64")
 	if v := ts.agentView(t, "web-1"); v.Upgrade != api.UpgradeRecommended || v.UpgradeTo != "1.1.0" {
 		t.Fatalf("newer package: got %q %q, want recommended 1.1.0", v.Upgrade, v.UpgradeTo)
 	}
@@ -389,7 +391,7 @@ func agentStates(v api.RolloutView) map[string]string {
 
 func TestRolloutBatches(t *testing.T) {
 	ts := startServer(t, nil)
-	ts.pushPackage(t, "2.0.0", "linux", "amd64", smallELF("v2"))
+	ts.pushPackage(t, "2.0.0", "linux", "amd64")
 	var agents []*fakeAgent
 	for _, n := range []string{"web-5", "web-3", "web-1", "web-4", "web-2"} {
 		agents = append(agents, newFakeAgent(t, ts, n, "Prod", "1.0.0"))
@@ -467,7 +469,7 @@ func TestRolloutBatches(t *testing.T) {
 
 func TestRolloutRollbackHalts(t *testing.T) {
 	ts := startServer(t, nil)
-	ts.pushPackage(t, "2.0.0", "linux", "amd64", smallELF("v2"))
+	ts.pushPackage(t, "2.0.0", "linux", "amd64")
 	a := newFakeAgent(t, ts, "a", "Prod", "1.0.0")
 	b := newFakeAgent(t, ts, "b", "Prod", "1.0.0")
 	c := newFakeAgent(t, ts, "c", "Prod", "1.0.0")
@@ -514,7 +516,7 @@ func TestRolloutRollbackHalts(t *testing.T) {
 
 func TestRolloutAgentNeverComesBackOrRefuses(t *testing.T) {
 	ts := startServer(t, func(c *Config) { c.UpgradeReconnectMargin = 200 * time.Millisecond })
-	ts.pushPackage(t, "2.0.0", "linux", "amd64", smallELF("v2"))
+	ts.pushPackage(t, "2.0.0", "linux", "amd64")
 	gone := newFakeAgent(t, ts, "gone", "Prod", "1.0.0")
 	gone.set(func(f *fakeAgent) { f.mode = fakeVanish })
 	refuse := newFakeAgent(t, ts, "refuse", "Prod", "1.0.0")
@@ -543,7 +545,7 @@ func TestRolloutAgentNeverComesBackOrRefuses(t *testing.T) {
 
 func TestRolloutWaitsForIdle(t *testing.T) {
 	ts := startServer(t, func(c *Config) { c.UpgradeIdleTimeout = time.Minute })
-	ts.pushPackage(t, "2.0.0", "linux", "amd64", smallELF("v2"))
+	ts.pushPackage(t, "2.0.0", "linux", "amd64")
 	f := newFakeAgent(t, ts, "busy", "Prod", "1.0.0")
 	// After its first health check, whose idle answer could otherwise
 	// land after the busy one.
@@ -566,7 +568,7 @@ func TestRolloutWaitsForIdle(t *testing.T) {
 	// Never idle, and never connected: each fails at the idle timeout.
 	ts.stop()
 	ts2 := runServer(t, ts.dir, func(c *Config) { c.UpgradeIdleTimeout = 300 * time.Millisecond })
-	ts2.pushPackage(t, "3.0.0", "linux", "amd64", smallELF("v3"))
+	ts2.pushPackage(t, "3.0.0", "linux", "amd64")
 	f.set(func(f *fakeAgent) { f.ts, f.busy, f.running = ts2, true, 1 })
 	f.connect()
 	v, err = ts2.rollouts.StartRollout(context.Background(), api.RolloutRequest{Environment: "Prod"})
@@ -591,7 +593,7 @@ func TestRolloutWaitsForIdle(t *testing.T) {
 
 func TestRolloutResumesAfterCoordinatorRestart(t *testing.T) {
 	ts := startServer(t, nil)
-	ts.pushPackage(t, "2.0.0", "linux", "amd64", smallELF("v2"))
+	ts.pushPackage(t, "2.0.0", "linux", "amd64")
 	a := newFakeAgent(t, ts, "a", "Prod", "1.0.0")
 	b := newFakeAgent(t, ts, "b", "Prod", "1.0.0")
 	b.set(func(f *fakeAgent) { f.running = 1 }) // holds batch 2 back until after the restart
@@ -627,8 +629,8 @@ func TestRolloutResumesAfterCoordinatorRestart(t *testing.T) {
 
 func TestRolloutBadRequests(t *testing.T) {
 	ts := startServer(t, func(c *Config) { c.UpgradeIdleTimeout = time.Minute })
-	ts.pushPackage(t, "2.0.0", "linux", "amd64", smallELF("v2"))
-	ts.pushPackage(t, "3.0.0", "windows", "amd64", append([]byte("MZ"), 1))
+	ts.pushPackage(t, "2.0.0", "linux", "amd64")
+	ts.pushPackage(t, "3.0.0", "windows", "amd64")
 	busy := newFakeAgent(t, ts, "web-1", "Prod", "1.0.0")
 	busy.set(func(f *fakeAgent) { f.running = 1 })
 	ts.checkAllHealth()
@@ -676,7 +678,7 @@ func TestRolloutBadRequests(t *testing.T) {
 // older protocol would need a protocol this code base has not had yet.
 func TestRolloutUpgradesAgentBelowMinimumProtocol(t *testing.T) {
 	ts := startServer(t, func(c *Config) { c.ProtocolMin, c.ProtocolMax = 2, 2 })
-	ts.pushPackage(t, "2.0.0", "linux", "amd64", smallELF("v2"))
+	ts.pushPackage(t, "2.0.0", "linux", "amd64")
 	old := newFakeAgent(t, ts, "old", "Test", "1.0.0")
 	old.set(func(f *fakeAgent) { f.newProto = 2 })
 	current := newFakeAgent(t, ts, "current", "Test", "2.0.0")
@@ -713,7 +715,7 @@ func TestRolloutUpgradesAgentBelowMinimumProtocol(t *testing.T) {
 // again and then upgrades it, counting no failure.
 func TestRolloutBusyAtOfferWaits(t *testing.T) {
 	ts := startServer(t, nil)
-	ts.pushPackage(t, "2.0.0", "linux", "amd64", smallELF("v2"))
+	ts.pushPackage(t, "2.0.0", "linux", "amd64")
 	f := newFakeAgent(t, ts, "web-1", "Test", "1.0.0")
 	f.set(func(f *fakeAgent) { f.mode = fakeBusyOnce })
 	ts.waitConnected(t, "web-1")

@@ -78,7 +78,9 @@ type Config struct {
 	// HTTP is where the API listens. Default "127.0.0.1:10980". A
 	// non-loopback address requires HTTPTLS.
 	HTTP string
-	// HTTPTLS serves the API over TLS when set.
+	// HTTPTLS serves the API over TLS when set. New serves a copy held to
+	// the TLS profile (see httpsProfile): the console speaks TLS 1.2 or
+	// 1.3 and, at TLS 1.2, only ECDHE AEAD suites.
 	HTTPTLS *tls.Config
 	// TLSMin is the lowest TLS version agents may use. Default TLS 1.2;
 	// TLS 1.0 and 1.1 only for old peers, and shown as a health warning.
@@ -166,6 +168,22 @@ type Config struct {
 	// agent that cannot be reached: it grows from about a second to this.
 	// Default 60s.
 	DialMaxBackoff time.Duration
+}
+
+// httpsProfile returns a copy of the console's TLS config (nil for plain
+// HTTP) held to the TLS profile. It is enforced here rather than left to
+// whoever builds the config, so that no caller can serve the console with
+// Go's default suites, which include the ECDHE CBC-SHA1 ones at TLS 1.2.
+// The console never takes TLS 1.0 or 1.1: those exist only for old agents
+// on the agent port, so its minimum is raised to TLS 1.2 if lower.
+func httpsProfile(c *tls.Config) *tls.Config {
+	if c == nil {
+		return nil
+	}
+	c = c.Clone()
+	c.MinVersion = max(c.MinVersion, tls.VersionTLS12)
+	c.CipherSuites = protocol.CipherSuites(c.MinVersion)
+	return c
 }
 
 func (c *Config) setDefaults() {
@@ -329,6 +347,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := checkHTTPBind(cfg.HTTP, cfg.HTTPTLS != nil); err != nil {
 		return nil, fmt.Errorf("new coordinator: %w", err)
 	}
+	cfg.HTTPTLS = httpsProfile(cfg.HTTPTLS)
 	rw, err := releases.New(releases.Config{Feed: cfg.ReleaseFeed, Interval: cfg.ReleaseCheckInterval,
 		Current: cfg.Version, Logger: cfg.Logger.Named("server")})
 	if err != nil {

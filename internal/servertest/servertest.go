@@ -3,7 +3,8 @@
 // command's (cmd/tendril-server/cli, in the test process) and the
 // end-to-end ones (e2e, as real processes). It holds what both need around
 // the coordinator: a Calamari bundle agents can run scripts with, agents
-// enrolled and run in the test process, a data folder copied for a second
+// enrolled and run in the test process, stand-ins for agent packages
+// stamped with a version (AgentBinary), a data folder copied for a second
 // high-availability node, free loopback ports, and waiting for a condition
 // with a deadline.
 //

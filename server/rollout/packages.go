@@ -22,6 +22,7 @@ import (
 	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
+	stamp "github.com/tendrildeploy/tendril/version"
 )
 
 // Platforms an agent package may be built for.
@@ -69,6 +70,29 @@ func executableMagic(goos string, head []byte) bool {
 	return false
 }
 
+// checkBuiltIn refuses a binary whose built-in version or platform is not
+// what the upload says. It is read from the file (Go's build information
+// and the stamped variable), never by running it: the coordinator does
+// not run what it is sent. The agent's smoke test would catch a
+// mismatch only on every agent of a rollout, after the package is signed;
+// an agent that reported another version than the package's would also
+// leave its rollout waiting for a version that never connects.
+func checkBuiltIn(f io.ReaderAt, version, goos, goarch string) error {
+	b, err := stamp.ReadBinary(f)
+	if err != nil {
+		return kind.Errorf(kind.ErrBadRequest, "the agent package's built-in version cannot be read: %v; push the tendril-agent binary as built (make build or a release archive)", err)
+	}
+	if b.OS != goos || b.Arch != goarch {
+		return kind.Errorf(kind.ErrBadRequest, "the binary is built for %s/%s but --os and --arch say %s/%s; push it with --os %s --arch %s, or push the %s/%s binary",
+			b.OS, b.Arch, goos, goarch, b.OS, b.Arch, goos, goarch)
+	}
+	if strings.TrimPrefix(b.Version, "v") != version {
+		return kind.Errorf(kind.ErrBadRequest, "the binary says it is %s but --version is %s; push it with --version %s, or rebuild it with -ldflags \"-X %s=%s\"",
+			b.Version, version, b.Version, stamp.Symbol, version)
+	}
+	return nil
+}
+
 // UploadAgentPackage stores an agent binary for one version and platform,
 // read from r, and signs its description with the coordinator's key so
 // agents can verify it. The same binary again is a no-op; another binary
@@ -106,6 +130,9 @@ func (e *Engine) UploadAgentPackage(ctx context.Context, version, goos, goarch s
 		return api.AgentPackageView{}, kind.Errorf(kind.ErrBadRequest, "the agent package is larger than %d bytes", int64(api.MaxAgentPackageSize))
 	case !executableMagic(goos, head.b):
 		return api.AgentPackageView{}, kind.Errorf(kind.ErrBadRequest, "file is not a %s executable", goos)
+	}
+	if err := checkBuiltIn(tmp, version, goos, goarch); err != nil {
+		return api.AgentPackageView{}, err
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	if existing, err := e.st.AgentPackage(ctx, version, goos, goarch); err == nil {

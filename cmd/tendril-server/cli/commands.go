@@ -340,6 +340,8 @@ func newRunCmd(e Env) *cobra.Command {
 
 // loadHTTPTLS reads the API's HTTPS certificate. The API always requires
 // TLS 1.2: lower versions exist only for old agents on the agent port.
+// The coordinator holds the config to its TLS profile (server.Config's
+// HTTPTLS), so the cipher suites are not chosen here.
 func loadHTTPTLS(certFile, keyFile string) (*tls.Config, error) {
 	if certFile == "" && keyFile == "" {
 		return nil, nil

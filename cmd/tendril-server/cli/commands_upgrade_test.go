@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tendrildeploy/tendril/api"
+	"github.com/tendrildeploy/tendril/internal/servertest"
 )
 
 // rolloutAPI stands in for the coordinator's agent-package and rollout
@@ -378,5 +379,28 @@ func TestRolloutTargetNamed(t *testing.T) {
 				t.Fatalf("rollout list: got\n%s\nwant %q in it", list.String(), tt.wantRow)
 			}
 		})
+	}
+}
+
+// TestAgentPackagePushChecksVersion: against a real coordinator, a binary
+// stamped 1.1.0 pushed as 1.2.0 is refused with what to do instead, and
+// nothing is stored; pushed as what it is, it is stored (issue 19).
+func TestAgentPackagePushChecksVersion(t *testing.T) {
+	dir, _ := startCoordinatorCmd(t)
+	bin := writeTempFile(t, "tendril-agent", servertest.AgentBinary(t, "1.1.0", "linux", "amd64"))
+	push := func(version string) (int, string, string) {
+		return cli(t, context.Background(), nil, "agent-package", "push", "--data", dir,
+			"--version", version, "--os", "linux", "--arch", "amd64", bin)
+	}
+	code, _, stderr := push("1.2.0")
+	want := `the binary says it is 1.1.0 but --version is 1.2.0; push it with --version 1.1.0, or rebuild it with -ldflags "-X github.com/tendrildeploy/tendril/version.Version=1.2.0"`
+	if code == 0 || !strings.Contains(stderr, want) {
+		t.Fatalf("push as 1.2.0: got %d %q, want a refusal containing %q", code, stderr, want)
+	}
+	if code, stdout, _ := cli(t, context.Background(), nil, "agent-package", "list", "--data", dir); code != 0 || strings.Contains(stdout, "1.2.0") {
+		t.Fatalf("list after the refusal: got %d %q, want 1.2.0 not stored", code, stdout)
+	}
+	if code, stdout, stderr := push("1.1.0"); code != 0 || !strings.HasPrefix(stdout, "stored agent 1.1.0 for linux/amd64") {
+		t.Fatalf("push as 1.1.0: got %d %q %q, want it stored", code, stdout, stderr)
 	}
 }

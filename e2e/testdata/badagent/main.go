@@ -1,7 +1,9 @@
 // Command badagent is a broken agent release for the upgrade tests: it
 // passes the smoke test (version --json prints the version it was built
 // with) and then fails at what matters. mode "exit" exits as soon as it is
-// run; mode "hang" runs forever without ever connecting.
+// run; mode "hang" runs forever without ever connecting. Its version is
+// stamped into the version package as the agent's is, because the
+// coordinator reads it from the binary before storing a package.
 package main
 
 import (
@@ -9,17 +11,16 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/tendrildeploy/tendril/version"
 )
 
-// Set with -ldflags -X.
-var (
-	version = "0.0.0"
-	mode    = "exit"
-)
+// mode is set with -ldflags -X, as is version.Version.
+var mode = "exit"
 
 func main() {
 	if len(os.Args) >= 2 && os.Args[1] == "version" {
-		json.NewEncoder(os.Stdout).Encode(map[string]string{"version": version})
+		json.NewEncoder(os.Stdout).Encode(map[string]string{"version": version.Version})
 		return
 	}
 	if mode == "hang" {
