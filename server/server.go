@@ -95,9 +95,24 @@ type Config struct {
 	// DiskWarning is the free space in an agent's home below which its
 	// health is a warning. Default 1 GiB.
 	DiskWarning int64
-	// HandshakeTimeout bounds TLS plus Hello for a new connection; a peer
-	// that connects and sends nothing is dropped after it. Default 10 s.
+	// HandshakeTimeout bounds TLS plus Hello for a new connection, from
+	// the moment it takes a handshake slot; a peer that connects and
+	// sends nothing is dropped sooner, at FirstByteTimeout. Default 10 s.
 	HandshakeTimeout time.Duration
+	// FirstByteTimeout is how long a new connection may stay silent
+	// before it is closed: an agent sends its TLS ClientHello at once, and
+	// a connection takes a handshake slot only once it has sent a byte.
+	// Default 2 s.
+	FirstByteTimeout time.Duration
+	// MaxHandshakesPerAddress caps, for one source address (an IPv6 /64),
+	// the handshakes in progress at once, and also the connections
+	// waiting for their first byte, where a newer one closes the oldest
+	// silent one at the cap. A connection over the handshake cap waits in
+	// the handshake queue like one that found no free slot: a fleet
+	// behind one NAT address is slowed to this many handshakes at once,
+	// not refused. WebSocket connections are exempt (they all come from
+	// the reverse proxy's address). Default a quarter of MaxHandshakes.
+	MaxHandshakesPerAddress int
 	// HandshakeQueue connections may wait up to HandshakeQueueWait for
 	// one of the MaxHandshakes handshake slots instead of being shed at
 	// once. Defaults 2048 and 5 s (below the agents' 10 s handshake
@@ -198,6 +213,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxHandshakes <= 0 {
 		c.MaxHandshakes = 256
+	}
+	if c.FirstByteTimeout <= 0 {
+		c.FirstByteTimeout = 2 * time.Second
+	}
+	if c.MaxHandshakesPerAddress <= 0 {
+		c.MaxHandshakesPerAddress = max(c.MaxHandshakes/4, 1)
 	}
 	if c.HandshakeQueue <= 0 {
 		c.HandshakeQueue = 2048
@@ -370,6 +391,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		st = sq
 	}
+	gate := admission.New(admission.Config{Slots: cfg.MaxHandshakes, Queue: cfg.HandshakeQueue,
+		Wait: cfg.HandshakeQueueWait, PerSource: cfg.MaxHandshakesPerAddress})
 	s := &Server{
 		cfg:       cfg,
 		log:       cfg.Logger.Named("server"),
@@ -382,7 +405,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		sessions:  newRegistry(),
 		newcomers: make(chan *agentSession, newcomerQueue),
 		limiter:   rate.NewLimiter(rate.Limit(cfg.AcceptRate), cfg.AcceptBurst),
-		admission: admission.New(cfg.MaxHandshakes, cfg.HandshakeQueue, cfg.HandshakeQueueWait),
+		admission: gate,
 		pushSem:   make(chan struct{}, cfg.PushConcurrency),
 		releases:  rw,
 		done:      make(chan struct{}),
