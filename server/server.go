@@ -105,9 +105,9 @@ type Config struct {
 	// Default 2 s.
 	FirstByteTimeout time.Duration
 	// MaxHandshakesPerAddress caps, for one source address (an IPv6 /64),
-	// the handshakes in progress at once, and also the connections
-	// waiting for their first byte, where a newer one closes the oldest
-	// silent one at the cap. A connection over the handshake cap waits in
+	// the handshakes in progress at once. (Its connections waiting for
+	// their first byte are capped at half HandshakeQueue, where a newer
+	// one closes the oldest silent one.) A connection over the cap waits in
 	// the handshake queue like one that found no free slot: a fleet
 	// behind one NAT address is slowed to this many handshakes at once,
 	// not refused. WebSocket connections are exempt (they all come from
@@ -392,7 +392,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st = sq
 	}
 	gate := admission.New(admission.Config{Slots: cfg.MaxHandshakes, Queue: cfg.HandshakeQueue,
-		Wait: cfg.HandshakeQueueWait, PerSource: cfg.MaxHandshakesPerAddress})
+		Wait: cfg.HandshakeQueueWait, PerSource: cfg.MaxHandshakesPerAddress,
+		// Half the silent places: one address cannot take them all, and
+		// a fleet behind one NAT address whose ClientHellos lag its
+		// connects (a burst of a thousand) is not closed for it.
+		SilentPerSource: max(cfg.HandshakeQueue/2, 1)})
 	s := &Server{
 		cfg:       cfg,
 		log:       cfg.Logger.Named("server"),

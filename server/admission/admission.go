@@ -27,10 +27,12 @@ type Config struct {
 	Queue int
 	// Wait is how long a connection may wait in the queue for a slot.
 	Wait time.Duration
-	// PerSource caps, for one source (see Gate.Arrive), the connections
-	// waiting for their first byte and, separately, the handshakes in
-	// progress. 0 sets no cap.
+	// PerSource caps the handshakes in progress of one source (see
+	// Gate.Arrive). 0 sets no cap.
 	PerSource int
+	// SilentPerSource caps the connections of one source waiting for
+	// their first byte. 0 sets no cap but Queue's.
+	SilentPerSource int
 }
 
 // Gate decides which connections start a handshake, and when.
@@ -46,8 +48,8 @@ type Config struct {
 // them were shed after 5 s.
 //
 // Silent connections never wait for room: where a limit on them is
-// reached (the source's cap, or Queue overall), the oldest silent one is
-// closed to make room for the newcomer. A real agent's first byte
+// reached (SilentPerSource for the source, or Queue overall), the oldest
+// silent one is closed to make room for the newcomer. A real agent's first byte
 // arrives with, or right after, its TCP handshake, so the connection
 // that has been silent longest is the one least likely to be an agent,
 // and a newcomer, even from the flooding address (a NAT gateway shared
@@ -125,7 +127,7 @@ func (g *Gate) Arrive(src string, evict func()) *Ticket {
 		t.srcElem = s.silent.PushBack(t)
 	}
 	t.elem = g.silent.PushBack(t)
-	if s != nil && g.cfg.PerSource > 0 && s.silent.Len() > g.cfg.PerSource {
+	if s != nil && g.cfg.SilentPerSource > 0 && s.silent.Len() > g.cfg.SilentPerSource {
 		v := s.silent.Front().Value.(*Ticket)
 		g.drop(v)
 		victims = append(victims, v)

@@ -114,7 +114,7 @@ func TestGate(t *testing.T) {
 		},
 	}, {
 		name: "at the source's cap a newcomer closes the source's oldest silent connection",
-		cfg:  Config{Slots: 4, Queue: 16, Wait: time.Hour, PerSource: 2},
+		cfg:  Config{Slots: 4, Queue: 16, Wait: time.Hour, SilentPerSource: 2},
 		steps: []step{
 			{op: "arrive", name: "x1", src: X},
 			{op: "arrive", name: "x2", src: X},
@@ -146,7 +146,7 @@ func TestGate(t *testing.T) {
 		},
 	}, {
 		name: "the exempt source has no cap",
-		cfg:  Config{Slots: 4, Queue: 16, Wait: time.Hour, PerSource: 1},
+		cfg:  Config{Slots: 4, Queue: 16, Wait: time.Hour, PerSource: 1, SilentPerSource: 1},
 		steps: []step{
 			{op: "arrive", name: "ws1", src: ""},
 			{op: "arrive", name: "ws2", src: ""},
@@ -243,7 +243,7 @@ func TestGate(t *testing.T) {
 		},
 	}, {
 		name: "a closed connection cannot take a slot",
-		cfg:  Config{Slots: 1, Queue: 1, Wait: time.Hour, PerSource: 1},
+		cfg:  Config{Slots: 1, Queue: 1, Wait: time.Hour, SilentPerSource: 1},
 		steps: []step{
 			{op: "arrive", name: "a", src: X},
 			{op: "arrive", name: "b", src: X, evicted: []string{"a"}},
