@@ -62,12 +62,14 @@ bench-quick: bench-build
 
 ## bench: every figure of BENCHMARKS.md: fleet of 1,000, 5,000 and 10,000 simulated agents,
 ## bundle pushes and task round trips against raw TLS, scp and ssh, also through tinyproxy
-## and nginx (WebSocket) next to direct, and a rollout to 1,000 agents (within 15 minutes;
+## and nginx (WebSocket) next to direct, a rollout to 1,000 agents, and an agent reconnecting
+## with and without a flood of 2,000 silent sockets (within 20 minutes;
 ## run it on an otherwise idle machine)
 bench: bench-build
 	bin/tendril-fleet bench --agents 1000,5000,10000 --out bench-results/results.md
 	bin/tendril-fleet bench-transfer --out bench-results/transfer.md
 	bin/tendril-fleet bench-rollout --agents 1000 --batch 100 --out bench-results/rollout.md
+	bin/tendril-fleet bench-flood --out bench-results/flood.md
 
 # bench-build: the binaries and Calamari bundle the benchmarks run, and sshd,
 # tinyproxy and nginx for the transfer comparison

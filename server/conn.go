@@ -60,33 +60,23 @@ func (s *Server) acceptAgents() error {
 			return fmt.Errorf("accept agents: %w", err)
 		}
 		tempDelay = 0
-		s.admit(conn)
+		s.admit(conn, admission.Source(conn.RemoteAddr()))
 	}
 }
 
 // admit hands a new connection, TCP or WebSocket, to handleConn past the
-// flood guard and the handshake admission, or sheds it. It is called from
-// a goroutine the server tracks, so its own start before shutdown.
-func (s *Server) admit(conn net.Conn) {
+// flood guard, or sheds it. src is the source it counts against for the
+// per-source cap ("" for none). It is called from a goroutine the server
+// tracks, so its own start before shutdown.
+func (s *Server) admit(conn net.Conn, src string) {
 	if !s.limiter.Allow() {
 		s.shed(conn)
 		return
 	}
-	if s.admission.TryNow() {
-		s.goFunc(func() { s.handleConn(conn) })
-		return
-	}
-	if !s.admission.Enqueue() {
-		s.shed(conn)
-		return
-	}
-	s.goFunc(func() {
-		if !s.admission.Await(s.ctx) {
-			s.shed(conn)
-			return
-		}
-		s.handleConn(conn)
-	})
+	// Closing the connection is what ends its wait for a first byte when
+	// the gate makes room for a newer one.
+	t := s.admission.Arrive(src, func() { conn.Close() })
+	s.goFunc(func() { s.handleConn(conn, t) })
 }
 
 // serveWebSocket takes an agent session carried in a WebSocket (see
@@ -99,7 +89,11 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		return // Accept answered the request with the reason
 	}
 	conn = remoteConn{Conn: conn, remote: webSocketAddr(r.RemoteAddr)}
-	if !s.goIfRunning(func() { s.admit(conn) }) {
+	// No per-source cap: behind a reverse proxy every agent comes from
+	// the proxy's address, and the cap would hold the whole WebSocket
+	// fleet to a share meant for one host. The rest of admission applies
+	// (first byte, slots, queue, the accept rate).
+	if !s.goIfRunning(func() { s.admit(conn, "") }) {
 		conn.Close()
 	}
 }
@@ -126,28 +120,44 @@ func (s *Server) shed(conn net.Conn) {
 	conn.Close()
 }
 
-func (s *Server) handleConn(raw net.Conn) {
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			s.admission.Release()
-		}
+// handleConn takes a connection through the handshake admission (its
+// first byte, then a slot) and the TLS handshake, and starts its session.
+// t is the connection's ticket from the gate; it is released by the end,
+// or once the agent is welcomed.
+func (s *Server) handleConn(raw net.Conn, t *admission.Ticket) {
+	defer t.Release()
+	// The first byte is awaited before a slot is taken: a TLS client
+	// speaks first and at once, so a connection that says nothing within
+	// FirstByteTimeout is not an agent, and it never held a slot meant to
+	// bound handshake CPU.
+	// Shutdown need not wait out the deadline of a connection that says
+	// nothing.
+	stop := context.AfterFunc(s.ctx, func() { raw.Close() })
+	peeked, err := admission.Peek(raw, s.cfg.FirstByteTimeout)
+	stop()
+	if err != nil || !t.Spoke() {
+		s.metrics.Handshakes.WithLabelValues(metrics.OutcomeSilent).Inc()
+		raw.Close()
+		return
 	}
-	defer release()
+	if !t.Acquire(s.ctx) {
+		s.shed(raw)
+		return
+	}
 	// Lazy fields: a session's logger lives as long as the session, and an
 	// eager With encodes its fields into a buffer of its own, about 2 KiB
 	// per agent that is rarely, if ever, written.
 	log := s.log.WithLazy(zap.String("remote", raw.RemoteAddr().String()))
 
 	raw.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-	conn := tls.Server(raw, s.tlsConf)
+	conn := tls.Server(peeked, s.tlsConf)
 	if err := conn.Handshake(); err != nil {
 		s.metrics.Handshakes.WithLabelValues(metrics.OutcomeFailed).Inc()
 		log.Debug("handshake failed", zap.Error(err))
 		conn.Close()
 		return
 	}
+	release := t.Release
 	if _, err := s.startSession(raw, conn, conn.ConnectionState(), log, release, false); err != nil {
 		if errors.Is(err, protocol.ErrIncompatible) {
 			// Not the agent's fault and not fixed by its retries.

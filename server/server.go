@@ -97,9 +97,24 @@ type Config struct {
 	// DiskWarning is the free space in an agent's home below which its
 	// health is a warning. Default 1 GiB.
 	DiskWarning int64
-	// HandshakeTimeout bounds TLS plus Hello for a new connection; a peer
-	// that connects and sends nothing is dropped after it. Default 10 s.
+	// HandshakeTimeout bounds TLS plus Hello for a new connection, from
+	// the moment it takes a handshake slot; a peer that connects and
+	// sends nothing is dropped sooner, at FirstByteTimeout. Default 10 s.
 	HandshakeTimeout time.Duration
+	// FirstByteTimeout is how long a new connection may stay silent
+	// before it is closed: an agent sends its TLS ClientHello at once, and
+	// a connection takes a handshake slot only once it has sent a byte.
+	// Default 2 s.
+	FirstByteTimeout time.Duration
+	// MaxHandshakesPerAddress caps, for one source address (an IPv6 /64),
+	// the handshakes in progress at once. (Its connections waiting for
+	// their first byte are capped at half HandshakeQueue, where a newer
+	// one closes the oldest silent one.) A connection over the cap waits in
+	// the handshake queue like one that found no free slot: a fleet
+	// behind one NAT address is slowed to this many handshakes at once,
+	// not refused. WebSocket connections are exempt (they all come from
+	// the reverse proxy's address). Default a quarter of MaxHandshakes.
+	MaxHandshakesPerAddress int
 	// HandshakeQueue connections may wait up to HandshakeQueueWait for
 	// one of the MaxHandshakes handshake slots instead of being shed at
 	// once. Defaults 2048 and 5 s (below the agents' 10 s handshake
@@ -216,6 +231,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxHandshakes <= 0 {
 		c.MaxHandshakes = 256
+	}
+	if c.FirstByteTimeout <= 0 {
+		c.FirstByteTimeout = 2 * time.Second
+	}
+	if c.MaxHandshakesPerAddress <= 0 {
+		c.MaxHandshakesPerAddress = max(c.MaxHandshakes/4, 1)
 	}
 	if c.HandshakeQueue <= 0 {
 		c.HandshakeQueue = 2048
@@ -392,6 +413,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		st = sq
 	}
+	gate := admission.New(admission.Config{Slots: cfg.MaxHandshakes, Queue: cfg.HandshakeQueue,
+		Wait: cfg.HandshakeQueueWait, PerSource: cfg.MaxHandshakesPerAddress,
+		// Half the silent places: one address cannot take them all, and
+		// a fleet behind one NAT address whose ClientHellos lag its
+		// connects (a burst of a thousand) is not closed for it.
+		SilentPerSource: max(cfg.HandshakeQueue/2, 1)})
 	s := &Server{
 		cfg:        cfg,
 		log:        cfg.Logger.Named("server"),
@@ -404,7 +431,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		sessions:   newRegistry(),
 		newcomers:  make(chan *agentSession, newcomerQueue),
 		limiter:    rate.NewLimiter(rate.Limit(cfg.AcceptRate), cfg.AcceptBurst),
-		admission:  admission.New(cfg.MaxHandshakes, cfg.HandshakeQueue, cfg.HandshakeQueueWait),
+		admission:  gate,
 		revokedLog: admission.NewRefusals(revokedLogEvery),
 		pushSem:    make(chan struct{}, cfg.PushConcurrency),
 		releases:   rw,

@@ -337,11 +337,13 @@ func (b *bench) client() (*client.Client, error) {
 	return client.New(b.httpURL(), key, nil)
 }
 
-func (b *bench) startCoordinator(ctx context.Context, tag string) error {
+// startCoordinator runs tendril-server with the benchmark's flags and
+// any extra ones, and waits until it answers.
+func (b *bench) startCoordinator(ctx context.Context, tag string, extra ...string) error {
 	env := []string{fmt.Sprintf("TENDRIL_PPROF=127.0.0.1:%d", b.pprofPort)}
-	p, err := startProc(ctx, filepath.Join(b.dir, "coordinator-"+tag+".log"), b.serverBin, env,
-		"run", "--data", b.data, "--listen", b.agentAddr(), "--http", fmt.Sprintf("127.0.0.1:%d", b.httpPort),
-		"--health-interval", b.healthInterval.String(), "--log-level", "warn")
+	args := append([]string{"run", "--data", b.data, "--listen", b.agentAddr(), "--http", fmt.Sprintf("127.0.0.1:%d", b.httpPort),
+		"--health-interval", b.healthInterval.String(), "--log-level", "warn"}, extra...)
+	p, err := startProc(ctx, filepath.Join(b.dir, "coordinator-"+tag+".log"), b.serverBin, env, args...)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@
 //	tendril-fleet bench --agents 1000,5000,10000 --out bench-results/results.md
 //	tendril-fleet bench-transfer --out bench-results/transfer.md
 //	tendril-fleet bench-rollout --agents 1000 --batch 100 --out bench-results/rollout.md
+//	tendril-fleet bench-flood --out bench-results/flood.md
 //
 // run registers the agents' homes that are not registered yet (once), then
 // runs them all until interrupted. With --status it serves the fleet's
@@ -14,6 +15,10 @@
 // the folder of this binary, or --server), the simulator as a separate
 // process, and stops both at the end, also on failure. bench-rollout does
 // the same for figure 7, an agent upgrade rollout (see rollout.go).
+//
+// bench-flood measures figure 8 (see flood.go): how long a real agent
+// takes to reconnect while 2,000 silent sockets from its own address
+// flood the agent port, next to the time without the flood.
 //
 // bench-transfer measures figures 5 and 6 (see transfer.go): Calamari
 // bundle pushes to one real agent against raw TLS and scp, to a simulated
@@ -57,6 +62,8 @@ func main() {
 		err = transferCmd(ctx, os.Args[2:])
 	case "bench-rollout":
 		err = rolloutCmd(ctx, os.Args[2:])
+	case "bench-flood":
+		err = floodCmd(ctx, os.Args[2:])
 	case "-h", "--help", "help":
 		usage()
 		return
@@ -76,7 +83,8 @@ func usage() {
   tendril-fleet run --agents N --coordinator HOST:PORT (--data DIR | --url URL --api-key KEY) --dir WORKDIR [--environment Fleet] [--ramp 0] [--status 127.0.0.1:PORT] [--agent-version V]
   tendril-fleet bench [--agents 1000,5000,10000] [--out bench-results/results.md] [--dir WORKDIR] [--server PATH]
   tendril-fleet bench-transfer [--out bench-results/transfer.md] [--runs 5] [--rtt-runs 50] [--agents 100,500] [--bundle-mib 100] [--fleet-mib 20] [--via tinyproxy,nginx|none] [--dir WORKDIR] [--calamari FILE] [--keep]
-  tendril-fleet bench-rollout [--agents 1000] [--batch 100] [--out bench-results/rollout.md] [--dir WORKDIR] [--server PATH] [--package FILE]`)
+  tendril-fleet bench-rollout [--agents 1000] [--batch 100] [--out bench-results/rollout.md] [--dir WORKDIR] [--server PATH] [--package FILE]
+  tendril-fleet bench-flood [--runs 5] [--sockets 2000] [--reopen 1s] [--out bench-results/flood.md] [--dir WORKDIR] [--server PATH] [--server-flags "..."] [--timeout 2m]`)
 }
 
 func runCmd(ctx context.Context, args []string) error {

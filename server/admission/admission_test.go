@@ -2,48 +2,324 @@ package admission
 
 import (
 	"context"
+	"net"
+	"slices"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/tendrildeploy/tendril/internal/servertest"
 )
 
-func TestAdmission(t *testing.T) {
-	a := New(1, 1, time.Hour)
-	if !a.TryNow() {
-		t.Fatal("first connection: no free slot, want one")
+// step is one move in a scenario played against a Gate.
+type step struct {
+	op   string // arrive, spoke, acquire, release, granted, stats
+	name string // the connection
+	src  string // arrive: its source
+	// arrive: the connections closed to make room, in order.
+	evicted []string
+	// spoke: whether it was still admitted. acquire: "slot", "shed" or
+	// "queued". granted: whether the queued acquire got its slot.
+	want  any
+	stats Stats // stats: what the gate holds
+}
+
+// player plays steps against a gate.
+type player struct {
+	t       *testing.T
+	g       *Gate
+	tickets map[string]*Ticket
+	results map[string]chan bool // acquires under way
+	mu      sync.Mutex
+	evicted []string
+}
+
+func (p *player) play(i int, s step) {
+	t := p.t
+	t.Helper()
+	switch s.op {
+	case "arrive":
+		p.mu.Lock()
+		p.evicted = nil
+		p.mu.Unlock()
+		p.tickets[s.name] = p.g.Arrive(s.src, func() {
+			p.mu.Lock()
+			p.evicted = append(p.evicted, s.name)
+			p.mu.Unlock()
+		})
+		p.mu.Lock()
+		got := p.evicted
+		p.mu.Unlock()
+		if !slices.Equal(got, s.evicted) {
+			t.Fatalf("step %d, %s arrives from %q: got %v closed to make room, want %v", i, s.name, s.src, got, s.evicted)
+		}
+	case "spoke":
+		if got := p.tickets[s.name].Spoke(); got != s.want {
+			t.Fatalf("step %d, %s spoke: got still admitted %v, want %v", i, s.name, got, s.want)
+		}
+	case "acquire":
+		waiting := p.g.Stats().Waiting
+		res := make(chan bool, 1)
+		ctx := context.Background()
+		if s.src == "cancelled" {
+			c, cancel := context.WithCancel(ctx)
+			cancel()
+			ctx = c
+		}
+		go func() { res <- p.tickets[s.name].Acquire(ctx) }()
+		switch s.want {
+		case "slot", "shed":
+			if got := <-res; got != (s.want == "slot") {
+				t.Fatalf("step %d, %s acquires: got a slot %v, want %s", i, s.name, got, s.want)
+			}
+		case "queued":
+			p.results[s.name] = res
+			servertest.WaitFor(t, 10*time.Second, s.name+" in the queue", func() bool {
+				return p.g.Stats().Waiting == waiting+1
+			})
+		}
+	case "granted":
+		if got := <-p.results[s.name]; got != s.want {
+			t.Fatalf("step %d, %s's wait in the queue: got a slot %v, want %v", i, s.name, got, s.want)
+		}
+	case "release":
+		p.tickets[s.name].Release()
+	case "stats":
+		if got := p.g.Stats(); got != s.stats {
+			t.Fatalf("step %d: got %+v, want %+v", i, got, s.stats)
+		}
+	default:
+		t.Fatalf("step %d: unknown op %q", i, s.op)
 	}
-	if a.TryNow() {
-		t.Fatal("second connection: got a slot while the only one is taken")
+}
+
+func TestGate(t *testing.T) {
+	const X, Y, Z = "192.0.2.1", "192.0.2.2", "192.0.2.3"
+	tests := []struct {
+		name  string
+		cfg   Config
+		steps []step
+	}{{
+		name: "a silent connection holds no slot; one that spoke takes it",
+		cfg:  Config{Slots: 1, Queue: 4, Wait: time.Hour, PerSource: 4},
+		steps: []step{
+			{op: "arrive", name: "mute", src: X},
+			{op: "arrive", name: "agent", src: Y},
+			{op: "spoke", name: "agent", want: true},
+			{op: "acquire", name: "agent", want: "slot"},
+			{op: "stats", stats: Stats{Silent: 1, Busy: 1, Sources: 2}},
+			{op: "release", name: "mute"},
+			{op: "release", name: "agent"},
+			{op: "stats", stats: Stats{}},
+		},
+	}, {
+		name: "at the source's cap a newcomer closes the source's oldest silent connection",
+		cfg:  Config{Slots: 4, Queue: 16, Wait: time.Hour, SilentPerSource: 2},
+		steps: []step{
+			{op: "arrive", name: "x1", src: X},
+			{op: "arrive", name: "x2", src: X},
+			{op: "arrive", name: "y1", src: Y},
+			{op: "arrive", name: "x3", src: X, evicted: []string{"x1"}},
+			{op: "spoke", name: "x1", want: false},
+			{op: "arrive", name: "x4", src: X, evicted: []string{"x2"}},
+			{op: "spoke", name: "x4", want: true},
+			// x4 spoke: X has one silent connection left, under its cap.
+			{op: "arrive", name: "x5", src: X},
+			{op: "stats", stats: Stats{Silent: 3, Sources: 2}},
+			{op: "release", name: "x1"}, // closed already: nothing to give back
+			{op: "release", name: "x3"},
+			{op: "release", name: "x4"},
+			{op: "release", name: "x5"},
+			{op: "release", name: "y1"},
+			{op: "stats", stats: Stats{}},
+		},
+	}, {
+		name: "with every silent place taken the oldest anywhere is closed",
+		cfg:  Config{Slots: 4, Queue: 2, Wait: time.Hour},
+		steps: []step{
+			{op: "arrive", name: "x1", src: X},
+			{op: "arrive", name: "y1", src: Y},
+			{op: "arrive", name: "z1", src: Z, evicted: []string{"x1"}},
+			{op: "spoke", name: "y1", want: true},
+			{op: "arrive", name: "z2", src: Z},
+			{op: "stats", stats: Stats{Silent: 2, Sources: 1}},
+		},
+	}, {
+		name: "the exempt source has no cap",
+		cfg:  Config{Slots: 4, Queue: 16, Wait: time.Hour, PerSource: 1, SilentPerSource: 1},
+		steps: []step{
+			{op: "arrive", name: "ws1", src: ""},
+			{op: "arrive", name: "ws2", src: ""},
+			{op: "arrive", name: "ws3", src: ""},
+			{op: "spoke", name: "ws1", want: true},
+			{op: "spoke", name: "ws2", want: true},
+			{op: "acquire", name: "ws1", want: "slot"},
+			{op: "acquire", name: "ws2", want: "slot"},
+			{op: "stats", stats: Stats{Silent: 1, Busy: 2}},
+		},
+	}, {
+		name: "over its handshake cap a source waits in the queue while others pass",
+		cfg:  Config{Slots: 4, Queue: 4, Wait: time.Hour, PerSource: 1},
+		steps: []step{
+			{op: "arrive", name: "x1", src: X},
+			{op: "spoke", name: "x1", want: true},
+			{op: "acquire", name: "x1", want: "slot"},
+			{op: "arrive", name: "x2", src: X},
+			{op: "spoke", name: "x2", want: true},
+			{op: "acquire", name: "x2", want: "queued"},
+			{op: "arrive", name: "y1", src: Y},
+			{op: "spoke", name: "y1", want: true},
+			{op: "acquire", name: "y1", want: "slot"},
+			{op: "release", name: "x1"},
+			{op: "granted", name: "x2", want: true},
+			{op: "stats", stats: Stats{Busy: 2, Sources: 2}},
+			{op: "release", name: "x2"},
+			{op: "release", name: "y1"},
+			{op: "stats", stats: Stats{}},
+		},
+	}, {
+		name: "a freed slot goes to the oldest waiting connection whose source is under its cap",
+		cfg:  Config{Slots: 2, Queue: 4, Wait: time.Hour, PerSource: 1},
+		steps: []step{
+			{op: "arrive", name: "x1", src: X},
+			{op: "spoke", name: "x1", want: true},
+			{op: "acquire", name: "x1", want: "slot"},
+			{op: "arrive", name: "y1", src: Y},
+			{op: "spoke", name: "y1", want: true},
+			{op: "acquire", name: "y1", want: "slot"},
+			{op: "arrive", name: "x2", src: X},
+			{op: "spoke", name: "x2", want: true},
+			{op: "acquire", name: "x2", want: "queued"},
+			{op: "arrive", name: "z1", src: Z},
+			{op: "spoke", name: "z1", want: true},
+			{op: "acquire", name: "z1", want: "queued"},
+			{op: "release", name: "y1"}, // x2 is older, but X is at its cap
+			{op: "granted", name: "z1", want: true},
+			{op: "release", name: "x1"},
+			{op: "granted", name: "x2", want: true},
+		},
+	}, {
+		name: "a full queue sheds",
+		cfg:  Config{Slots: 1, Queue: 1, Wait: time.Hour},
+		steps: []step{
+			{op: "arrive", name: "a", src: X},
+			{op: "spoke", name: "a", want: true},
+			{op: "acquire", name: "a", want: "slot"},
+			{op: "arrive", name: "b", src: Y},
+			{op: "spoke", name: "b", want: true},
+			{op: "acquire", name: "b", want: "queued"},
+			{op: "arrive", name: "c", src: Z},
+			{op: "spoke", name: "c", want: true},
+			{op: "acquire", name: "c", want: "shed"},
+			// A source counts while it has a silent connection or a slot.
+			{op: "stats", stats: Stats{Waiting: 1, Busy: 1, Sources: 1}},
+		},
+	}, {
+		name: "a wait that runs out sheds and gives its place back",
+		cfg:  Config{Slots: 1, Queue: 1, Wait: time.Millisecond},
+		steps: []step{
+			{op: "arrive", name: "a", src: X},
+			{op: "spoke", name: "a", want: true},
+			{op: "acquire", name: "a", want: "slot"},
+			{op: "arrive", name: "b", src: Y},
+			{op: "spoke", name: "b", want: true},
+			{op: "acquire", name: "b", want: "shed"},
+			{op: "stats", stats: Stats{Busy: 1, Sources: 1}},
+			{op: "release", name: "b"},
+			{op: "release", name: "a"},
+			{op: "stats", stats: Stats{}},
+		},
+	}, {
+		name: "no slot after shutdown",
+		cfg:  Config{Slots: 1, Queue: 1, Wait: time.Hour},
+		steps: []step{
+			{op: "arrive", name: "a", src: X},
+			{op: "spoke", name: "a", want: true},
+			{op: "acquire", name: "a", want: "slot"},
+			{op: "arrive", name: "b", src: Y},
+			{op: "spoke", name: "b", want: true},
+			{op: "acquire", name: "b", src: "cancelled", want: "shed"},
+			{op: "stats", stats: Stats{Busy: 1, Sources: 1}},
+		},
+	}, {
+		name: "a closed connection cannot take a slot",
+		cfg:  Config{Slots: 1, Queue: 1, Wait: time.Hour, SilentPerSource: 1},
+		steps: []step{
+			{op: "arrive", name: "a", src: X},
+			{op: "arrive", name: "b", src: X, evicted: []string{"a"}},
+			{op: "acquire", name: "a", want: "shed"},
+			{op: "stats", stats: Stats{Silent: 1, Sources: 1}},
+		},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := &player{t: t, g: New(tt.cfg), tickets: map[string]*Ticket{}, results: map[string]chan bool{}}
+			for i, s := range tt.steps {
+				p.play(i, s)
+			}
+		})
 	}
-	// One may wait; the queue is then full and the next is shed.
-	if !a.Enqueue() {
-		t.Fatal("enqueue: queue full, want a place")
+}
+
+func TestSource(t *testing.T) {
+	tests := []struct {
+		addr net.Addr
+		want string
+	}{
+		{&net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 4000}, "192.0.2.7"},
+		{&net.TCPAddr{IP: net.ParseIP("::ffff:192.0.2.7"), Port: 4000}, "192.0.2.7"},
+		// One host's /64 is one source, whichever address it picks.
+		{&net.TCPAddr{IP: net.ParseIP("2001:db8:1:2:aaaa::1"), Port: 4000}, "2001:db8:1:2::/64"},
+		{&net.TCPAddr{IP: net.ParseIP("2001:db8:1:2:bbbb::9"), Port: 4000}, "2001:db8:1:2::/64"},
+		{&net.TCPAddr{IP: net.ParseIP("2001:db8:1:3::1"), Port: 4000}, "2001:db8:1:3::/64"},
+		{&net.UnixAddr{Name: "/run/x.sock", Net: "unix"}, "/run/x.sock"},
 	}
-	if a.Enqueue() {
-		t.Fatal("enqueue beyond the queue: got a place, want it shed")
+	for _, tt := range tests {
+		if got := Source(tt.addr); got != tt.want {
+			t.Errorf("Source(%v): got %q, want %q", tt.addr, got, tt.want)
+		}
 	}
-	got := make(chan bool)
-	go func() { got <- a.Await(context.Background()) }()
-	a.Release() // the handshake in progress ends: the waiting one gets its slot
-	if !<-got {
-		t.Fatal("await: got no slot after one was released")
+}
+
+func TestPeek(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	go b.Write([]byte("hello"))
+	c, err := Peek(a, time.Minute)
+	if err != nil {
+		t.Fatal(err)
 	}
-	// Its queue place was given back.
-	if !a.Enqueue() {
-		t.Fatal("enqueue after the wait: queue still full")
+	a.SetReadDeadline(time.Time{})
+	got := make([]byte, 5)
+	n := 0
+	for n < len(got) {
+		m, err := c.Read(got[n:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += m
 	}
-	// A wait that runs out sheds, and also gives its place back.
-	short := New(1, 1, time.Millisecond)
-	short.TryNow()
-	short.Enqueue()
-	if short.Await(context.Background()) {
-		t.Fatal("await with every slot held: got one, want the wait to run out")
+	if string(got) != "hello" {
+		t.Fatalf("read after the peek: got %q, want %q", got, "hello")
 	}
-	if !short.Enqueue() {
-		t.Fatal("queue place not given back after a wait ran out")
+	// A peer that says nothing is not waited for past the deadline.
+	silent, peer := net.Pipe()
+	defer silent.Close()
+	defer peer.Close()
+	if _, err := Peek(silent, time.Millisecond); err == nil {
+		t.Fatal("peek at a silent peer: got no error, want the deadline's")
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if short.Await(ctx) {
-		t.Fatal("await after shutdown: got a slot")
+}
+
+func TestReconnectSpread(t *testing.T) {
+	tests := []struct {
+		agents int
+		want   time.Duration
+	}{{0, time.Second}, {499, time.Second}, {500, 2 * time.Second}, {10000, 21 * time.Second}, {1000000, time.Minute}}
+	for _, tt := range tests {
+		if got := ReconnectSpread(tt.agents); got != tt.want {
+			t.Errorf("ReconnectSpread(%d): got %s, want %s", tt.agents, got, tt.want)
+		}
 	}
 }

@@ -13,7 +13,11 @@ const (
 	OutcomeOK      = "ok"      // TLS done, session started
 	OutcomeFailed  = "failed"  // TLS handshake failed or timed out
 	OutcomeRefused = "refused" // revoked certificate or protocol refusal
-	OutcomeShed    = "shed"    // dropped before TLS by the accept limiter
+	OutcomeShed    = "shed"    // dropped before TLS by the accept limiter, a full queue or a wait run out
+	// OutcomeSilent: closed before TLS for sending nothing within the
+	// first-byte deadline, or to make room for a newer connection while
+	// it still had sent nothing.
+	OutcomeSilent = "silent"
 )
 
 // Metrics are the coordinator's, in their own registry.
@@ -66,7 +70,7 @@ func New(connected func() float64) *Metrics {
 	m.Registry.MustRegister(m.connected, m.Handshakes, m.HealthDuration, m.HealthChecks,
 		m.SweepSeconds, m.SweepAgents, m.Sweeps,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	for _, o := range []string{OutcomeOK, OutcomeFailed, OutcomeRefused, OutcomeShed} {
+	for _, o := range []string{OutcomeOK, OutcomeFailed, OutcomeRefused, OutcomeShed, OutcomeSilent} {
 		m.Handshakes.WithLabelValues(o)
 	}
 	return m

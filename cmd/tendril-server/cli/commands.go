@@ -234,6 +234,7 @@ func newRunCmd(e Env) *cobra.Command {
 		healthInterval, releaseCheck   time.Duration
 		acceptRate                     float64
 		maxHandshakes, handshakeQueue  int
+		handshakesPerAddress           int
 	)
 	c := &cobra.Command{
 		Use:   "run --data DIR",
@@ -262,8 +263,8 @@ func newRunCmd(e Env) *cobra.Command {
 			if heartbeat <= 0 {
 				return usageErrorf(c, "--heartbeat-interval must be positive, got %s", heartbeat)
 			}
-			if acceptRate < 0 || maxHandshakes < 0 || handshakeQueue < 0 {
-				return usageErrorf(c, "--accept-rate, --max-handshakes and --handshake-queue must not be negative")
+			if acceptRate < 0 || maxHandshakes < 0 || handshakeQueue < 0 || handshakesPerAddress < 0 {
+				return usageErrorf(c, "--accept-rate, --max-handshakes, --max-handshakes-per-address and --handshake-queue must not be negative")
 			}
 			httpTLS, err := loadHTTPTLS(httpCert, httpKey)
 			if err != nil {
@@ -305,7 +306,8 @@ func newRunCmd(e Env) *cobra.Command {
 				TLSMin: minVersion, HealthInterval: healthInterval,
 				AcceptRate: acceptRate, AcceptBurst: int(2 * acceptRate),
 				MaxHandshakes: maxHandshakes, HandshakeQueue: handshakeQueue,
-				ReleaseFeed: releaseFeed, ReleaseCheckInterval: releaseCheck,
+				MaxHandshakesPerAddress: handshakesPerAddress,
+				ReleaseFeed:             releaseFeed, ReleaseCheckInterval: releaseCheck,
 				NodeName: nodeName, Advertise: advertise, HeartbeatInterval: heartbeat,
 				Version: version.Version, Logger: log,
 			})
@@ -327,6 +329,8 @@ func newRunCmd(e Env) *cobra.Command {
 	f.DurationVar(&healthInterval, "health-interval", time.Minute, "deprecated, now kept in the database (tendril-server policy set --health-interval D); given, it is copied there once unless an operator set the policy")
 	f.Float64Var(&acceptRate, "accept-rate", 0, "new agent connections accepted per second, bursts of twice that; beyond it connections are shed (0: 2000)")
 	f.IntVar(&maxHandshakes, "max-handshakes", 0, "agent TLS handshakes in progress at once (0: 256)")
+	f.IntVar(&handshakesPerAddress, "max-handshakes-per-address", 0,
+		"agent TLS handshakes in progress at once from one address (an IPv6 /64), and connections from it still silent; more wait in the queue. WebSocket agents are exempt (0: a quarter of --max-handshakes)")
 	f.IntVar(&handshakeQueue, "handshake-queue", 0, "connections that may wait up to 5s for a handshake slot before being shed (0: 2048)")
 	f.StringVar(&releaseFeed, "release-feed", "", "URL or file of the release feed to check for newer coordinator versions (see GET /api/updates)")
 	f.DurationVar(&releaseCheck, "release-check-interval", releases.DefaultInterval, "how often the release feed is read after the first read at start")
