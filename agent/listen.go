@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -489,35 +488,19 @@ func remoteHost(c net.Conn) string {
 // over it.
 func (a *Agent) acceptCoordinator(ctx context.Context, raw net.Conn, cfg *tls.Config) (*liveSession, error) {
 	id := a.identity()
-	raw.SetDeadline(time.Now().Add(min(firstByteTimeout, a.cfg.HandshakeTimeout)))
-	first := make([]byte, 1)
-	if _, err := io.ReadFull(raw, first); err != nil {
+	peeked, err := protocol.Peek(raw, min(firstByteTimeout, a.cfg.HandshakeTimeout))
+	if err != nil {
 		raw.Close()
 		return nil, fmt.Errorf("wait for the TLS hello: %w", err)
 	}
 	raw.SetDeadline(time.Now().Add(a.cfg.HandshakeTimeout))
-	conn := tls.Server(&replayConn{Conn: raw, first: first}, cfg)
+	conn := tls.Server(peeked, cfg)
 	if err := conn.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		return nil, fmt.Errorf("TLS handshake: %w", err)
 	}
 	raw.SetDeadline(time.Time{})
 	return a.startSession(ctx, conn, raw.RemoteAddr().String(), id)
-}
-
-// replayConn reads first before the rest of the connection.
-type replayConn struct {
-	net.Conn
-	first []byte
-}
-
-func (c *replayConn) Read(p []byte) (int, error) {
-	if len(c.first) > 0 {
-		n := copy(p, c.first)
-		c.first = c.first[n:]
-		return n, nil
-	}
-	return c.Conn.Read(p)
 }
 
 // setListening shows, before the coordinator's first connection, where

@@ -133,7 +133,7 @@ func (s *Server) handleConn(raw net.Conn, t *admission.Ticket) {
 	// Shutdown need not wait out the deadline of a connection that says
 	// nothing.
 	stop := context.AfterFunc(s.ctx, func() { raw.Close() })
-	peeked, err := admission.Peek(raw, s.cfg.FirstByteTimeout)
+	peeked, err := protocol.Peek(raw, s.cfg.FirstByteTimeout)
 	stop()
 	if err != nil || !t.Spoke() {
 		s.metrics.Handshakes.WithLabelValues(metrics.OutcomeSilent).Inc()

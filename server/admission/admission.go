@@ -8,8 +8,6 @@ package admission
 import (
 	"container/list"
 	"context"
-	"fmt"
-	"io"
 	"net"
 	"sync"
 	"time"
@@ -335,33 +333,6 @@ func Source(addr net.Addr) string {
 		return v4.String()
 	}
 	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
-}
-
-// Peek waits up to within for conn's first byte, and returns a
-// connection that reads that byte again before the rest, for the TLS
-// handshake. The read deadline it set is left for the caller to replace.
-func Peek(conn net.Conn, within time.Duration) (net.Conn, error) {
-	conn.SetReadDeadline(time.Now().Add(within))
-	first := make([]byte, 1)
-	if _, err := io.ReadFull(conn, first); err != nil {
-		return nil, fmt.Errorf("wait for the first byte: %w", err)
-	}
-	return &replayConn{Conn: conn, first: first}, nil
-}
-
-// replayConn reads first before the rest of the connection.
-type replayConn struct {
-	net.Conn
-	first []byte
-}
-
-func (c *replayConn) Read(p []byte) (int, error) {
-	if len(c.first) > 0 {
-		n := copy(p, c.first)
-		c.first = c.first[n:]
-		return n, nil
-	}
-	return c.Conn.Read(p)
 }
 
 // Stats is what a gate holds at one moment.
