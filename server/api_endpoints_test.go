@@ -148,7 +148,7 @@ func setUpAPIFixture(t *testing.T, ts *testServer) apiFixture {
 	fx.revokedKey = secret.New("tdk_")
 	now := time.Now().UTC()
 	if err := ts.store.CreateAPIKey(ctx, store.APIKey{ID: uuid.NewString(), Name: "revoked", Hash: secret.Hash(fx.revokedKey),
-		CreatedAt: now.Add(-time.Hour), RevokedAt: now, Admin: true}); err != nil {
+		CreatedAt: now.Add(-time.Hour), RevokedAt: now, Role: api.RoleAdmin, Admin: true}); err != nil {
 		t.Fatal(err)
 	}
 	return fx

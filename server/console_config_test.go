@@ -399,10 +399,10 @@ func TestConsoleConfigurationEscapesHostileText(t *testing.T) {
 	if err := ts.store.CreateToken(ctx, store.Token{ID: hostile, Hash: secret.Hash("tdt_h"), Environment: hostile, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	if err := ts.store.CreateAPIKey(ctx, store.APIKey{ID: "k-hostile", Name: hostile, Hash: secret.Hash("tdk_h"), CreatedAt: now}); err != nil {
+	if err := ts.store.CreateAPIKey(ctx, store.APIKey{ID: "k-hostile", Name: hostile, Hash: secret.Hash("tdk_h"), CreatedAt: now, Role: api.RoleOperator}); err != nil {
 		t.Fatal(err)
 	}
-	if err := ts.store.CreateUser(ctx, store.User{ID: "u-hostile", Name: hostile, PasswordHash: "x", CreatedAt: now}); err != nil {
+	if err := ts.store.CreateUser(ctx, store.User{ID: "u-hostile", Name: hostile, PasswordHash: "x", CreatedAt: now, Role: api.RoleOperator}); err != nil {
 		t.Fatal(err)
 	}
 	c := newConsoleClient(t, ts)

@@ -58,7 +58,7 @@ func (s *Service) CreateUser(ctx context.Context, name, password string) (api.Us
 	if err := ValidatePassword(password); err != nil {
 		return api.UserView{}, err
 	}
-	u := store.User{ID: uuid.NewString(), Name: name, PasswordHash: hashPassword(password), CreatedAt: time.Now().UTC()}
+	u := store.User{ID: uuid.NewString(), Name: name, PasswordHash: hashPassword(password), CreatedAt: time.Now().UTC(), Role: api.RoleAdmin}
 	if err := s.st.CreateUser(ctx, u); err != nil {
 		if errors.Is(err, store.ErrExists) {
 			return api.UserView{}, kind.Errorf(kind.ErrConflict, "a user named %q exists already", name)
@@ -166,7 +166,10 @@ func (s *Service) CreateAPIKey(ctx context.Context, name string, admin bool) (ap
 		return api.NewAPIKey{}, kind.Errorf(kind.ErrBadRequest, "%s", err.Error())
 	}
 	key := secret.New("tdk_")
-	k := store.APIKey{ID: uuid.NewString(), Name: name, Hash: secret.Hash(key), CreatedAt: time.Now().UTC(), Admin: admin}
+	k := store.APIKey{ID: uuid.NewString(), Name: name, Hash: secret.Hash(key), CreatedAt: time.Now().UTC(), Admin: admin, Role: api.RoleOperator}
+	if admin {
+		k.Role = api.RoleAdmin
+	}
 	if err := s.st.CreateAPIKey(ctx, k); err != nil {
 		return api.NewAPIKey{}, err
 	}
