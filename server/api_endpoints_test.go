@@ -135,12 +135,12 @@ func setUpAPIFixture(t *testing.T, ts *testServer) apiFixture {
 		t.Fatalf("list tokens: got %d, %v; want the ones made above", len(toks), err)
 	}
 	fx.token = toks[0].ID
-	k, err := ts.access.CreateAPIKey(ctx, "ci", false)
+	k, err := ts.access.CreateAPIKey(ctx, "ci", api.RoleOperator, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	fx.apiKey = k.ID
-	if _, err := ts.access.CreateUser(ctx, fx.user, "correct horse battery staple"); err != nil {
+	if _, err := ts.access.CreateUser(ctx, fx.user, "correct horse battery staple", api.RoleAdmin, nil); err != nil {
 		t.Fatal(err)
 	}
 	// A revoked admin key, written to the store as revoked: whatever
