@@ -41,7 +41,7 @@ type Route struct {
 	// Scope says how a deployer is limited on the route, for the
 	// document; "" where it is not or may not call it.
 	Scope string
-	Query  []Param
+	Query []Param
 	// Request is a value of the JSON body's type, nil for no body.
 	Request any
 	// RawBody is the media type of a body sent as bytes (uploads).
