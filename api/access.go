@@ -6,31 +6,48 @@ import "time"
 type UserRequest struct {
 	Name     string `json:"name"`
 	Password string `json:"password"`
+	// Role is what the user may do in the console; "" means operator.
+	Role Role `json:"role,omitempty"`
+	// Environments are a deployer's, and only a deployer's (at least one).
+	Environments []string `json:"environments,omitempty"`
 }
 
 // UserView is a console user as the API shows it: never the hash.
 type UserView struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	CreatedAt time.Time `json:"created_at"`
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	Role Role   `json:"role"`
+	// Environments are a deployer's: the only ones it may act in.
+	Environments []string  `json:"environments"`
+	CreatedAt    time.Time `json:"created_at"`
 }
 
 // APIKeyRequest is the body of POST /api/api-keys.
 type APIKeyRequest struct {
 	Name string `json:"name"`
-	// Admin keys may also manage users and API keys.
-	Admin bool `json:"admin"`
+	// Admin is the role admin, as before roles existed: scripts send it.
+	// Give it or Role, not both unless they agree.
+	Admin bool `json:"admin,omitempty"`
+	// Role is what the key may do; "" means operator (or admin with
+	// Admin).
+	Role Role `json:"role,omitempty"`
+	// Environments are a deployer's, and only a deployer's (at least one).
+	Environments []string `json:"environments,omitempty"`
 }
 
 // APIKeyView is an API key as the API shows it: never the key or its
 // hash.
 type APIKeyView struct {
-	ID        string     `json:"id"`
-	Name      string     `json:"name"`
-	Admin     bool       `json:"admin"`
-	CreatedAt time.Time  `json:"created_at"`
-	Revoked   bool       `json:"revoked"`
-	RevokedAt *time.Time `json:"revoked_at"`
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// Admin is Role == RoleAdmin, kept for clients older than roles.
+	Admin bool `json:"admin"`
+	Role  Role `json:"role"`
+	// Environments are a deployer's: the only ones it may act in.
+	Environments []string   `json:"environments"`
+	CreatedAt    time.Time  `json:"created_at"`
+	Revoked      bool       `json:"revoked"`
+	RevokedAt    *time.Time `json:"revoked_at"`
 }
 
 // NewAPIKey is a created API key: the only time the key itself is shown.

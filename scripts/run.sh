@@ -3,15 +3,26 @@
 # it, both in the background of this script, until Ctrl-C stops both.
 #
 # It is idempotent: the first run initializes ./data and registers the
-# agent in ./data/agent-home; later runs reuse both.
+# agent; later runs reuse both.
+#
+# The agent's tasks run as the agent's user, and the data folder holds the
+# coordinator's keys (admin.key, signing.key, master.key). Run as root, the
+# agent gets a user of its own (tendril-agent, created if missing) and a
+# home outside the data folder (./agent-home, owned by that user), and the
+# data folder stays 0700 root: a task cannot read the keys. Run as anyone
+# else, the agent shares your user and home is ./data/agent-home: the
+# script says so, since tasks can then read the keys.
 #
 # Environment: TENDRIL_LISTEN (agent port, default :10943) and TENDRIL_HTTP
-# (API, default 127.0.0.1:10980) override the coordinator's addresses.
+# (API, default 127.0.0.1:10980) override the coordinator's addresses;
+# as root, TENDRIL_AGENT_USER and TENDRIL_AGENT_HOME the agent's user and
+# home.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 data=./data
 home=$data/agent-home
+agent_user=${TENDRIL_AGENT_USER:-tendril-agent}
 listen=${TENDRIL_LISTEN:-:10943}
 http=${TENDRIL_HTTP:-127.0.0.1:10980}
 server=bin/tendril-server
@@ -42,6 +53,52 @@ case $http_host in *:*) api_url="http://[$http_host]:$http_port" ;; *) api_url="
 case $agent_host in *:*) agent_dial="[$agent_host]:$agent_port" ;; *) agent_dial="$agent_host:$agent_port" ;; esac
 
 [ -x "$server" ] && [ -x "$agent" ] || die "$server and $agent are missing: run \"make build\" first"
+
+# as_agent prefixes a command that runs as the agent's user: nothing when
+# not root. An array, not a function, so that the agent's pid below is
+# runuser's (which passes TERM on) or the agent's own.
+as_agent=()
+if [ "$(id -u)" -eq 0 ]; then
+	if ! id -u "$agent_user" >/dev/null 2>&1; then
+		say "Creating the system user $agent_user for the agent, so that its tasks cannot read $data"
+		if command -v useradd >/dev/null 2>&1; then
+			useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$agent_user" ||
+				die "could not create the user $agent_user"
+		elif command -v adduser >/dev/null 2>&1; then
+			adduser -S -D -H -h /nonexistent -s /sbin/nologin "$agent_user" || die "could not create the user $agent_user"
+		else
+			die "no useradd or adduser to create the user $agent_user; create it, or set TENDRIL_AGENT_USER to an unprivileged user"
+		fi
+	fi
+	[ "$(id -u "$agent_user")" -ne 0 ] || die "TENDRIL_AGENT_USER=$agent_user is root: give an unprivileged user"
+	if command -v runuser >/dev/null 2>&1; then
+		as_agent=(runuser -u "$agent_user" --)
+	elif command -v setpriv >/dev/null 2>&1; then
+		as_agent=(setpriv --reuid="$agent_user" --regid="$(id -g "$agent_user")" --init-groups --)
+	else
+		die "no runuser or setpriv to run the agent as $agent_user"
+	fi
+	home=$(realpath -m "${TENDRIL_AGENT_HOME:-./agent-home}")
+	# An agent registered by an earlier run as root lived in the data
+	# folder: it moves out, keeping its identity.
+	if [ ! -e "$home" ] && [ -f "$data/agent-home/agent.json" ]; then
+		say "Moving the agent home out of $data to $home"
+		mv "$data/agent-home" "$home"
+	fi
+	mkdir -p "$home/bin"
+	# The agent runs its own copy, which it may replace when upgraded.
+	install -m 0755 "$agent" "$home/bin/tendril-agent"
+	chown -R "$agent_user": "$home"
+	chmod 0700 "$home"
+	agent=$home/bin/tendril-agent
+	"${as_agent[@]}" test -x "$agent" ||
+		die "the user $agent_user cannot reach $home (a folder above it is not searchable by others): set TENDRIL_AGENT_HOME to a folder it can reach"
+	if [ -d "$data" ]; then
+		chmod 0700 "$data"
+	fi
+else
+	say "Note: the agent runs as $(id -un), as the coordinator does, so its tasks can read $data (admin.key, signing.key); run make run as root to give the agent a user of its own, and in production run the agent as its own user on another host."
+fi
 
 server_pid=""
 agent_pid=""
@@ -119,13 +176,13 @@ done
 if [ ! -f "$home/agent.json" ]; then
 	say "Registering an agent in $home (environment Local)"
 	join=$("$server" token create --data "$data" --environment Local --ttl 10m --server "$agent_dial")
-	"$agent" register --home "$home" --join "$join"
+	"${as_agent[@]}" "$agent" register --home "$home" --join "$join"
 fi
 name=$(sed -nE 's/^ *"name": *"([^"]*)".*/\1/p' "$home/agent.json" | head -n 1)
 [ -n "$name" ] || die "no agent name in $home/agent.json"
 
 say "Starting the agent $name (log: $data/agent.log)"
-"$agent" run --home "$home" >>"$data/agent.log" 2>&1 &
+"${as_agent[@]}" "$agent" run --home "$home" >>"$data/agent.log" 2>&1 &
 agent_pid=$!
 
 # connected_healthy reads `agents list --json` (one field per line) and

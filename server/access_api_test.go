@@ -96,18 +96,18 @@ func TestAccessAPIAuthorization(t *testing.T) {
 	ts := startServer(t, nil)
 	ctx := context.Background()
 	admin := adminKey(t, ts)
-	standard, err := ts.access.CreateAPIKey(ctx, "ci", false)
+	standard, err := ts.access.CreateAPIKey(ctx, "ci", api.RoleOperator, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	revoked, err := ts.access.CreateAPIKey(ctx, "old-admin", true)
+	revoked, err := ts.access.CreateAPIKey(ctx, "old-admin", api.RoleAdmin, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := ts.access.RevokeAPIKey(ctx, revoked.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ts.access.CreateUser(ctx, "alice", "correct horse"); err != nil {
+	if _, err := ts.access.CreateUser(ctx, "alice", "correct horse", api.RoleAdmin, nil); err != nil {
 		t.Fatal(err)
 	}
 	ts.token(t, "Prod")

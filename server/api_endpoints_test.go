@@ -54,6 +54,9 @@ type badInput struct {
 // without a valid key, and able to change state if it were not), and its
 // bad inputs. noInput says why an endpoint has no bad input to send.
 type endpoint struct {
+	// roles may call the route: every other role's key is refused with
+	// 403 (TestAPIRoles), and httpapi.Routes must say the same.
+	roles   []api.Role
 	path    string
 	body    string
 	raw     bool // body is bytes (an upload), not JSON
@@ -137,12 +140,12 @@ func setUpAPIFixture(t *testing.T, ts *testServer) apiFixture {
 		t.Fatalf("list tokens: got %d, %v; want the ones made above", len(toks), err)
 	}
 	fx.token = toks[0].ID
-	k, err := ts.access.CreateAPIKey(ctx, "ci", false)
+	k, err := ts.access.CreateAPIKey(ctx, "ci", api.RoleOperator, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	fx.apiKey = k.ID
-	if _, err := ts.access.CreateUser(ctx, fx.user, "correct horse battery staple"); err != nil {
+	if _, err := ts.access.CreateUser(ctx, fx.user, "correct horse battery staple", api.RoleAdmin, nil); err != nil {
 		t.Fatal(err)
 	}
 	// A revoked admin key, written to the store as revoked: whatever
@@ -150,7 +153,7 @@ func setUpAPIFixture(t *testing.T, ts *testServer) apiFixture {
 	fx.revokedKey = secret.New("tdk_")
 	now := time.Now().UTC()
 	if err := ts.store.CreateAPIKey(ctx, store.APIKey{ID: uuid.NewString(), Name: "revoked", Hash: secret.Hash(fx.revokedKey),
-		CreatedAt: now.Add(-time.Hour), RevokedAt: now, Admin: true}); err != nil {
+		CreatedAt: now.Add(-time.Hour), RevokedAt: now, Role: api.RoleAdmin, Admin: true}); err != nil {
 		t.Fatal(err)
 	}
 	return fx
@@ -166,11 +169,18 @@ func apiEndpoints(fx apiFixture) map[string]endpoint {
 		return badInput{name: "unknown id", path: path, status: 404, msg: msg}
 	}
 	const noInput = "takes no input"
+	var (
+		everyone  = []api.Role{api.RoleAdmin, api.RoleOperator, api.RoleDeployer, api.RoleViewer}
+		readers   = []api.Role{api.RoleAdmin, api.RoleOperator, api.RoleViewer}
+		deployers = []api.Role{api.RoleAdmin, api.RoleOperator, api.RoleDeployer}
+		operators = []api.Role{api.RoleAdmin, api.RoleOperator}
+		admins    = []api.Role{api.RoleAdmin}
+	)
 	return map[string]endpoint{
 		"GET /api/openapi.json": {path: "/api/openapi.json", noInput: noInput},
 
-		"GET /api/agents": {path: "/api/agents", noInput: noInput},
-		"POST /api/agents": {path: "/api/agents", body: listeningBody("dmz-2", "DMZ", "127.0.0.1:1", listeningThumb2), bad: []badInput{
+		"GET /api/agents": {roles: everyone, path: "/api/agents", noInput: noInput},
+		"POST /api/agents": {roles: operators, path: "/api/agents", body: listeningBody("dmz-2", "DMZ", "127.0.0.1:1", listeningThumb2), bad: []badInput{
 			empty, oversize, unknownField(`{"environment": "DMZ", "address": "127.0.0.1:1", "thumbprint": "` + listeningThumb2 + `", "port": 1}`),
 			{name: "wrong type", body: `{"environment": "DMZ", "address": 10933, "thumbprint": "` + listeningThumb2 + `"}`, status: 400, msg: `field "address" must be a string, not a number`},
 			{name: "no port", body: listeningBody("dmz-2", "DMZ", "127.0.0.1", listeningThumb2), status: 400, msg: "missing port in address"},
@@ -179,55 +189,55 @@ func apiEndpoints(fx apiFixture) map[string]endpoint {
 			{name: "name taken", body: listeningBody(fx.agent, "DMZ", "127.0.0.1:1", listeningThumb2), status: 409, msg: "agent name is already taken"},
 			{name: "thumbprint taken", body: listeningBody("dmz-2", "DMZ", "127.0.0.1:1", listeningThumb), status: 409, msg: "certificate is already registered"},
 		}},
-		"PUT /api/agents/{name}/address": {path: "/api/agents/" + fx.listening + "/address", body: `{"address": "127.0.0.1:2"}`, bad: []badInput{
+		"PUT /api/agents/{name}/address": {roles: operators, path: "/api/agents/" + fx.listening + "/address", body: `{"address": "127.0.0.1:2"}`, bad: []badInput{
 			empty, oversize, unknownField(`{"address": "127.0.0.1:2", "port": 2}`),
 			{name: "wrong type", body: `{"address": ["127.0.0.1:2"]}`, status: 400, msg: `field "address" must be a string, not an array`},
 			{name: "no port", body: `{"address": "127.0.0.1"}`, status: 400, msg: "missing port in address"},
 			{name: "polling agent", path: "/api/agents/" + fx.agent + "/address", body: `{"address": "127.0.0.1:2"}`, status: 400, msg: "is a polling agent"},
 			{name: "unknown agent", path: "/api/agents/nobody/address", body: `{"address": "127.0.0.1:2"}`, status: 404, msg: `no agent named "nobody"`},
 		}},
-		"GET /api/agents/{name}":    {path: "/api/agents/" + fx.agent, bad: []badInput{notFound("/api/agents/nobody", `no agent named "nobody"`)}},
-		"DELETE /api/agents/{name}": {path: "/api/agents/" + fx.away, bad: []badInput{notFound("/api/agents/nobody", `no agent named "nobody"`)}},
-		"POST /api/agents/{name}/health-check": {path: "/api/agents/" + fx.agent + "/health-check", bad: []badInput{
+		"GET /api/agents/{name}":    {roles: everyone, path: "/api/agents/" + fx.agent, bad: []badInput{notFound("/api/agents/nobody", `no agent named "nobody"`)}},
+		"DELETE /api/agents/{name}": {roles: operators, path: "/api/agents/" + fx.away, bad: []badInput{notFound("/api/agents/nobody", `no agent named "nobody"`)}},
+		"POST /api/agents/{name}/health-check": {roles: operators, path: "/api/agents/" + fx.agent + "/health-check", bad: []badInput{
 			notFound("/api/agents/nobody/health-check", `no agent named "nobody"`),
 			{name: "agent not connected", path: "/api/agents/" + fx.away + "/health-check", status: 409, msg: "is not connected to this coordinator"},
 		}},
-		"POST /api/agents/{name}/diagnostics": {path: "/api/agents/" + fx.agent + "/diagnostics", bad: []badInput{
+		"POST /api/agents/{name}/diagnostics": {roles: operators, path: "/api/agents/" + fx.agent + "/diagnostics", bad: []badInput{
 			notFound("/api/agents/nobody/diagnostics", `no agent named "nobody"`)}},
 
-		"POST /api/tokens": {path: "/api/tokens", body: `{"environment": "Prod"}`, bad: []badInput{
+		"POST /api/tokens": {roles: operators, path: "/api/tokens", body: `{"environment": "Prod"}`, bad: []badInput{
 			empty, oversize, unknownField(`{"environment": "Prod", "colour": "red"}`),
 			{name: "wrong type", body: `{"environment": 5}`, status: 400, msg: `field "environment" must be a string, not a number`},
 			{name: "bad ttl", body: `{"environment": "Prod", "ttl": "forever"}`, status: 400, msg: `ttl "forever": not a duration such as 24h or 30m`},
 		}},
-		"GET /api/tokens":         {path: "/api/tokens", noInput: noInput},
-		"DELETE /api/tokens/{id}": {path: "/api/tokens/" + fx.token, bad: []badInput{notFound("/api/tokens/nope", `no enrollment token with id "nope"`)}},
+		"GET /api/tokens":         {roles: readers, path: "/api/tokens", noInput: noInput},
+		"DELETE /api/tokens/{id}": {roles: operators, path: "/api/tokens/" + fx.token, bad: []badInput{notFound("/api/tokens/nope", `no enrollment token with id "nope"`)}},
 
-		"GET /api/users": {path: "/api/users", noInput: noInput},
-		"POST /api/users": {path: "/api/users", body: `{"name": "eve", "password": "correct horse battery staple"}`, bad: []badInput{
+		"GET /api/users": {roles: admins, path: "/api/users", noInput: noInput},
+		"POST /api/users": {roles: admins, path: "/api/users", body: `{"name": "eve", "password": "correct horse battery staple"}`, bad: []badInput{
 			empty, oversize, unknownField(`{"name": "eve", "password": "correct horse battery staple", "admin": true}`),
 			{name: "wrong type", body: `{"name": "eve", "password": 12345678}`, status: 400, msg: `field "password" must be a string, not a number`},
 			{name: "existing name", body: `{"name": "ops", "password": "correct horse battery staple"}`, status: 409, msg: `a user named "ops" exists already`},
 		}},
-		"DELETE /api/users/{name}": {path: "/api/users/" + fx.user, bad: []badInput{notFound("/api/users/nobody", "nobody")}},
-		"GET /api/api-keys":        {path: "/api/api-keys", noInput: noInput},
-		"POST /api/api-keys": {path: "/api/api-keys", body: `{"name": "deploy"}`, bad: []badInput{
+		"DELETE /api/users/{name}": {roles: admins, path: "/api/users/" + fx.user, bad: []badInput{notFound("/api/users/nobody", "nobody")}},
+		"GET /api/api-keys":        {roles: admins, path: "/api/api-keys", noInput: noInput},
+		"POST /api/api-keys": {roles: admins, path: "/api/api-keys", body: `{"name": "deploy"}`, bad: []badInput{
 			empty, oversize, unknownField(`{"name": "deploy", "scope": "all"}`),
 			{name: "wrong type", body: `{"name": "deploy", "admin": "yes"}`, status: 400, msg: `field "admin" must be true or false, not a string`},
 		}},
-		"POST /api/api-keys/{id}/revoke": {path: "/api/api-keys/" + fx.apiKey + "/revoke", bad: []badInput{notFound("/api/api-keys/nope/revoke", "nope")}},
+		"POST /api/api-keys/{id}/revoke": {roles: admins, path: "/api/api-keys/" + fx.apiKey + "/revoke", bad: []badInput{notFound("/api/api-keys/nope/revoke", "nope")}},
 
-		"GET /api/server":              {path: "/api/server", noInput: noInput},
-		"GET /api/server/goroutines":   {path: "/api/server/goroutines", noInput: noInput},
-		"POST /api/certificate/rotate": {path: "/api/certificate/rotate", noInput: noInput},
-		"GET /api/maintenance":         {path: "/api/maintenance", noInput: noInput},
-		"PUT /api/maintenance": {path: "/api/maintenance", body: `{"on": true}`, bad: []badInput{
+		"GET /api/server":              {roles: everyone, path: "/api/server", noInput: noInput},
+		"GET /api/server/goroutines":   {roles: admins, path: "/api/server/goroutines", noInput: noInput},
+		"POST /api/certificate/rotate": {roles: operators, path: "/api/certificate/rotate", noInput: noInput},
+		"GET /api/maintenance":         {roles: everyone, path: "/api/maintenance", noInput: noInput},
+		"PUT /api/maintenance": {roles: operators, path: "/api/maintenance", body: `{"on": true}`, bad: []badInput{
 			empty, oversize, unknownField(`{"on": true, "x": 1}`),
 			{name: "wrong type", body: `{"on": "yes"}`, status: 400, msg: `field "on" must be true or false, not a string`},
 			{name: "no on", body: `{}`, status: 400, msg: `give "on": true or false`},
 		}},
-		"GET /api/policy": {path: "/api/policy", noInput: noInput},
-		"PUT /api/policy": {path: "/api/policy", body: `{"calamari_keep": 4}`, bad: []badInput{
+		"GET /api/policy": {roles: everyone, path: "/api/policy", noInput: noInput},
+		"PUT /api/policy": {roles: admins, path: "/api/policy", body: `{"calamari_keep": 4}`, bad: []badInput{
 			empty, oversize, unknownField(`{"calamari_keep": 4, "colour": "red"}`),
 			{name: "wrong type", body: `{"calamari_keep": "four"}`, status: 400, msg: `field "calamari_keep" must be a whole number, not a string`},
 			{name: "nothing given", body: `{}`, status: 400, msg: "give at least one of health_interval"},
@@ -243,28 +253,28 @@ func apiEndpoints(fx apiFixture) map[string]endpoint {
 			{name: "work min free fraction of a byte", body: `{"work_min_free": "0.5B"}`, status: 400, msg: `not a whole number of bytes`},
 			{name: "work min free a number", body: `{"work_min_free": 2048}`, status: 400, msg: `field "work_min_free" must be a string`},
 		}},
-		"POST /api/backup/snapshot": {path: "/api/backup/snapshot", noInput: noInput},
-		"GET /api/updates":          {path: "/api/updates", noInput: noInput},
-		"GET /api/nodes":            {path: "/api/nodes", noInput: noInput},
-		"POST /api/nodes/{name}/drain": {path: "/api/nodes/" + fx.node + "/drain", bad: []badInput{
+		"POST /api/backup/snapshot": {roles: operators, path: "/api/backup/snapshot", noInput: noInput},
+		"GET /api/updates":          {roles: everyone, path: "/api/updates", noInput: noInput},
+		"GET /api/nodes":            {roles: readers, path: "/api/nodes", noInput: noInput},
+		"POST /api/nodes/{name}/drain": {roles: operators, path: "/api/nodes/" + fx.node + "/drain", bad: []badInput{
 			notFound("/api/nodes/nowhere/drain", `no coordinator node named "nowhere"`)}},
-		"POST /api/nodes/{name}/undrain": {path: "/api/nodes/" + fx.node + "/undrain", bad: []badInput{
+		"POST /api/nodes/{name}/undrain": {roles: operators, path: "/api/nodes/" + fx.node + "/undrain", bad: []badInput{
 			notFound("/api/nodes/nowhere/undrain", `no coordinator node named "nowhere"`)}},
 
-		"POST /api/calamari": {path: "/api/calamari", body: "not a bundle", raw: true, bad: []badInput{
+		"POST /api/calamari": {roles: operators, path: "/api/calamari", body: "not a bundle", raw: true, bad: []badInput{
 			{name: "empty body", status: 400, msg: "not a valid Calamari bundle"},
 			{name: "not a bundle", body: "hello", status: 400, msg: "not a valid Calamari bundle"},
 			{name: "oversize body", oversize: true, status: 413, msg: "request body is larger than"},
 		}},
-		"GET /api/calamari": {path: "/api/calamari", noInput: noInput},
-		"POST /api/calamari/update": {path: "/api/calamari/update", body: `{"environment": "Prod"}`, bad: []badInput{
+		"GET /api/calamari": {roles: everyone, path: "/api/calamari", noInput: noInput},
+		"POST /api/calamari/update": {roles: operators, path: "/api/calamari/update", body: `{"environment": "Prod"}`, bad: []badInput{
 			empty, oversize, unknownField(`{"environment": "Prod", "force": true}`),
 			{name: "wrong type", body: `{"agent": ["web-1"]}`, status: 400, msg: `field "agent" must be a string, not an array`},
 			{name: "no target", body: `{}`, status: 400, msg: "name exactly one of an agent or an environment"},
 			{name: "unknown agent", body: `{"agent": "nobody"}`, status: 404, msg: "nobody"},
 		}},
-		"GET /api/export": {path: "/api/export", noInput: noInput},
-		"POST /api/import": {path: "/api/import?trust_any_source=true", body: "not an export", raw: true, bad: []badInput{
+		"GET /api/export": {roles: admins, path: "/api/export", noInput: noInput},
+		"POST /api/import": {roles: admins, path: "/api/import?trust_any_source=true", body: "not an export", raw: true, bad: []badInput{
 			{name: "no source key", path: "/api/import", body: "x", status: 400, msg: "name the exporting coordinator's signing key"},
 			{name: "empty body", status: 400, msg: "export file is damaged: not a gzip file"},
 			{name: "not an export", body: "hello", status: 400, msg: "export file is damaged: not a gzip file"},
@@ -272,11 +282,11 @@ func apiEndpoints(fx apiFixture) map[string]endpoint {
 			{name: "oversize body", oversize: true, status: 413, msg: "request body is larger than"},
 		}},
 		// An empty file is a file: tasks may need one.
-		"POST /api/files": {path: "/api/files", body: "file content", raw: true, bad: []badInput{
+		"POST /api/files": {roles: deployers, path: "/api/files", body: "file content", raw: true, bad: []badInput{
 			{name: "oversize body", oversize: true, status: 413, msg: "request body is larger than"},
 		}},
 
-		"POST /api/tasks": {path: "/api/tasks", body: `{"agent": "web-1", "args": ["run-script", "--inline", "echo hi"]}`, bad: []badInput{
+		"POST /api/tasks": {roles: deployers, path: "/api/tasks", body: `{"agent": "web-1", "args": ["run-script", "--inline", "echo hi"]}`, bad: []badInput{
 			empty, oversize, unknownField(`{"agent": "web-1", "args": ["x"], "timeout": 5}`),
 			{name: "wrong type", body: `{"agent": "web-1", "args": "run-script"}`, status: 400, msg: `field "args" must be an array, not a string`},
 			{name: "no arguments", body: `{"agent": "web-1", "args": []}`, status: 400, msg: "no Calamari arguments given"},
@@ -288,26 +298,26 @@ func apiEndpoints(fx apiFixture) map[string]endpoint {
 			{name: "locks not a list", body: `{"agent": "web-1", "args": ["x"], "locks": "db"}`, status: 400, msg: `field "locks" must be an array, not a string`},
 			{name: "unknown isolation", body: `{"agent": "web-1", "args": ["x"], "isolation": "partial"}`, status: 400, msg: `isolation "partial": use "full"`},
 		}},
-		"GET /api/tasks": {path: "/api/tasks", bad: []badInput{
+		"GET /api/tasks": {roles: everyone, path: "/api/tasks", bad: []badInput{
 			{name: "limit not a number", path: "/api/tasks?limit=ten", status: 400, msg: "limit must be a number from 1 to 1000"},
 			{name: "unknown agent", path: "/api/tasks?agent=nobody", status: 404, msg: `"nobody"`},
 		}},
-		"GET /api/tasks/{id}": {path: "/api/tasks/" + fx.task, bad: []badInput{notFound("/api/tasks/nope", `"nope"`)}},
-		"GET /api/tasks/{id}/log": {path: "/api/tasks/" + fx.task + "/log", bad: []badInput{
+		"GET /api/tasks/{id}": {roles: everyone, path: "/api/tasks/" + fx.task, bad: []badInput{notFound("/api/tasks/nope", `"nope"`)}},
+		"GET /api/tasks/{id}/log": {roles: everyone, path: "/api/tasks/" + fx.task + "/log", bad: []badInput{
 			notFound("/api/tasks/nope/log", `"nope"`),
 			{name: "from not a number", path: "/api/tasks/" + fx.task + "/log?from=first", status: 400, msg: "from must be a log line number, 1 or more"},
 		}},
-		"GET /api/tasks/{id}/artifacts/{name}": {path: "/api/tasks/" + fx.task + "/artifacts/report.txt", bad: []badInput{
+		"GET /api/tasks/{id}/artifacts/{name}": {roles: everyone, path: "/api/tasks/" + fx.task + "/artifacts/report.txt", bad: []badInput{
 			notFound("/api/tasks/nope/artifacts/report.txt", `"nope"`),
 			{name: "unknown artifact", path: "/api/tasks/" + fx.task + "/artifacts/other.txt", status: 404, msg: `has no artifact "other.txt"`},
 		}},
-		"POST /api/tasks/{id}/cancel": {path: "/api/tasks/" + fx.task + "/cancel", bad: []badInput{notFound("/api/tasks/nope/cancel", `"nope"`)}},
+		"POST /api/tasks/{id}/cancel": {roles: deployers, path: "/api/tasks/" + fx.task + "/cancel", bad: []badInput{notFound("/api/tasks/nope/cancel", `"nope"`)}},
 
 		// The body is only sent without a valid key, refused before it is
 		// read; so are the bad queries below. Those get the binary's first
 		// 4 KiB: a body of megabytes would meet the closed connection
 		// (a reset) before the answer.
-		"POST /api/agent-packages": {path: "/api/agent-packages?version=3.0.0&os=linux&arch=amd64", body: fx.agentBinary[:4096], raw: true, bad: []badInput{
+		"POST /api/agent-packages": {roles: operators, path: "/api/agent-packages?version=3.0.0&os=linux&arch=amd64", body: fx.agentBinary[:4096], raw: true, bad: []badInput{
 			{name: "empty body", status: 400, msg: "the agent package is empty"},
 			{name: "no version", path: "/api/agent-packages?os=linux&arch=amd64", body: fx.agentBinary[:4096], status: 400, msg: `version "" is not a semantic version such as 1.2.3`},
 			{name: "unknown os", path: "/api/agent-packages?version=3.0.0&os=plan9&arch=amd64", body: fx.agentBinary[:4096], status: 400, msg: `os "plan9": want one of`},
@@ -322,8 +332,8 @@ func apiEndpoints(fx apiFixture) map[string]endpoint {
 				msg: "the agent package's built-in version cannot be read"},
 			{name: "oversize body", oversize: true, status: 413, msg: "request body is larger than"},
 		}},
-		"GET /api/agent-packages": {path: "/api/agent-packages", noInput: noInput},
-		"POST /api/rollouts": {path: "/api/rollouts", body: `{"environment": "Away"}`, bad: []badInput{
+		"GET /api/agent-packages": {roles: everyone, path: "/api/agent-packages", noInput: noInput},
+		"POST /api/rollouts": {roles: operators, path: "/api/rollouts", body: `{"environment": "Away"}`, bad: []badInput{
 			empty, oversize, unknownField(`{"environment": "Prod", "parallel": 3}`),
 			{name: "wrong type", body: `{"environment": "Prod", "batch": "ten"}`, status: 400, msg: `field "batch" must be a whole number, not a string`},
 			{name: "no target", body: `{}`, status: 400, msg: "give exactly one of an environment, all or a list of agents"},
@@ -333,11 +343,11 @@ func apiEndpoints(fx apiFixture) map[string]endpoint {
 			{name: "unknown environment", body: `{"environment": "Nowhere"}`, status: 404, msg: `environment "Nowhere" has no agents`},
 			{name: "unknown version", body: `{"environment": "Prod", "version": "9.9.9"}`, status: 404, msg: "no agent package of version 9.9.9"},
 		}},
-		"GET /api/rollouts":      {path: "/api/rollouts", noInput: noInput},
-		"GET /api/rollouts/{id}": {path: "/api/rollouts/" + fx.rollout, bad: []badInput{notFound("/api/rollouts/nope", `no rollout "nope"`)}},
-		"POST /api/rollouts/{id}/halt": {path: "/api/rollouts/" + fx.rollout + "/halt", bad: []badInput{
+		"GET /api/rollouts":      {roles: readers, path: "/api/rollouts", noInput: noInput},
+		"GET /api/rollouts/{id}": {roles: readers, path: "/api/rollouts/" + fx.rollout, bad: []badInput{notFound("/api/rollouts/nope", `no rollout "nope"`)}},
+		"POST /api/rollouts/{id}/halt": {roles: operators, path: "/api/rollouts/" + fx.rollout + "/halt", bad: []badInput{
 			notFound("/api/rollouts/nope/halt", `no rollout "nope"`)}},
-		"POST /api/rollouts/{id}/resume": {path: "/api/rollouts/" + fx.rollout + "/resume", bad: []badInput{
+		"POST /api/rollouts/{id}/resume": {roles: operators, path: "/api/rollouts/" + fx.rollout + "/resume", bad: []badInput{
 			notFound("/api/rollouts/nope/resume", `no rollout "nope"`)}},
 	}
 }
@@ -437,6 +447,9 @@ func TestAPIEndpoints(t *testing.T) {
 		key := rt.Method + " " + rt.Path
 		if _, ok := table[key]; !ok {
 			t.Errorf("%s has no row in apiEndpoints: add its valid request and its bad inputs", key)
+		}
+		if row, ok := table[key]; ok && !slices.Equal(row.roles, rt.Roles) {
+			t.Errorf("%s: the API lets the roles %v call it, want %v", key, rt.Roles, row.roles)
 		}
 		limits[key] = rt.MaxBody
 		if limits[key] == 0 {

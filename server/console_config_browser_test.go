@@ -29,7 +29,7 @@ func TestConsoleConfigurationInBrowser(t *testing.T) {
 	ctx := context.Background()
 	ts := startServer(t, func(c *Config) { c.Version = "1.0.0" })
 	const password = "correct horse battery"
-	if _, err := ts.access.CreateUser(ctx, "alice", password); err != nil {
+	if _, err := ts.access.CreateUser(ctx, "alice", password, api.RoleAdmin, nil); err != nil {
 		t.Fatal(err)
 	}
 	startAgent(t, registerAgent(t, ts, ts.AgentAddr(), "web-1", nil), nil)

@@ -54,7 +54,7 @@ func (c *consoleClient) post(path string, form url.Values) (*http.Response, stri
 
 func TestConsoleSignInWithPassword(t *testing.T) {
 	ts := startServer(t, nil)
-	if _, err := ts.access.CreateUser(context.Background(), "alice", "correct horse"); err != nil {
+	if _, err := ts.access.CreateUser(context.Background(), "alice", "correct horse", api.RoleAdmin, nil); err != nil {
 		t.Fatal(err)
 	}
 	c := newConsoleClient(t, ts)
@@ -110,7 +110,7 @@ func TestConsoleSignInWithPassword(t *testing.T) {
 func TestConsoleSignInRateLimit(t *testing.T) {
 	ts := startServer(t, nil)
 	for _, u := range []string{"alice", "bob"} {
-		if _, err := ts.access.CreateUser(context.Background(), u, "correct horse"); err != nil {
+		if _, err := ts.access.CreateUser(context.Background(), u, "correct horse", api.RoleAdmin, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -234,8 +234,8 @@ func TestConsoleConfiguration(t *testing.T) {
 	bot := newConsoleClient(t, ts)
 	bot.signIn(km[1])
 	_, body = bot.get("/configuration")
-	if strings.Contains(body, `id="api-key-form"`) || !strings.Contains(body, "not an admin key") {
-		t.Fatal("configuration with a standard key: want no API key form and the reason")
+	if strings.Contains(body, `id="api-key-form"`) || !strings.Contains(body, "Managing API keys and users needs the role admin") || !strings.Contains(body, "role is operator") {
+		t.Fatal("configuration with an operator key: want no API key form and the reason")
 	}
 	if resp, _ := bot.post("/actions/api-keys", url.Values{"name": {"escalated"}, "admin": {"true"}}); resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("create a key from a standard key's session: got %d, want 403", resp.StatusCode)
@@ -399,10 +399,10 @@ func TestConsoleConfigurationEscapesHostileText(t *testing.T) {
 	if err := ts.store.CreateToken(ctx, store.Token{ID: hostile, Hash: secret.Hash("tdt_h"), Environment: hostile, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	if err := ts.store.CreateAPIKey(ctx, store.APIKey{ID: "k-hostile", Name: hostile, Hash: secret.Hash("tdk_h"), CreatedAt: now}); err != nil {
+	if err := ts.store.CreateAPIKey(ctx, store.APIKey{ID: "k-hostile", Name: hostile, Hash: secret.Hash("tdk_h"), CreatedAt: now, Role: api.RoleOperator}); err != nil {
 		t.Fatal(err)
 	}
-	if err := ts.store.CreateUser(ctx, store.User{ID: "u-hostile", Name: hostile, PasswordHash: "x", CreatedAt: now}); err != nil {
+	if err := ts.store.CreateUser(ctx, store.User{ID: "u-hostile", Name: hostile, PasswordHash: "x", CreatedAt: now, Role: api.RoleOperator}); err != nil {
 		t.Fatal(err)
 	}
 	c := newConsoleClient(t, ts)

@@ -186,7 +186,7 @@ func TestRolloutUsesPolicyDefaults(t *testing.T) {
 // but cannot change it.
 func TestPolicyAPIAdminOnly(t *testing.T) {
 	ts := startServer(t, nil)
-	standard, err := ts.access.CreateAPIKey(context.Background(), "reader", false)
+	standard, err := ts.access.CreateAPIKey(context.Background(), "reader", api.RoleOperator, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,10 +10,12 @@ import (
 	"github.com/tendrildeploy/tendril/api"
 )
 
-// CreateUser adds a console user (POST /api/users; admin key only).
-func (c *Client) CreateUser(ctx context.Context, name, password string) (api.UserView, error) {
+// CreateUser adds a console user with a role (POST /api/users; admin key
+// only); role "" is operator, and environments are a deployer's.
+func (c *Client) CreateUser(ctx context.Context, name, password string, role api.Role, environments []string) (api.UserView, error) {
 	var out api.UserView
-	if err := c.do(ctx, http.MethodPost, "/api/users", api.UserRequest{Name: name, Password: password}, &out); err != nil {
+	req := api.UserRequest{Name: name, Password: password, Role: role, Environments: environments}
+	if err := c.do(ctx, http.MethodPost, "/api/users", req, &out); err != nil {
 		return api.UserView{}, fmt.Errorf("create user %q: %w", name, err)
 	}
 	return out, nil
@@ -40,11 +42,13 @@ func (c *Client) DeleteUser(ctx context.Context, name string) error {
 	return nil
 }
 
-// CreateAPIKey makes an API key (POST /api/api-keys; admin key only). The
-// answer is the only place the key itself appears.
-func (c *Client) CreateAPIKey(ctx context.Context, name string, adminKey bool) (api.NewAPIKey, error) {
+// CreateAPIKey makes an API key with a role (POST /api/api-keys; admin
+// key only); role "" is operator, and environments are a deployer's.
+// The answer is the only place the key itself appears.
+func (c *Client) CreateAPIKey(ctx context.Context, name string, role api.Role, environments []string) (api.NewAPIKey, error) {
 	var out api.NewAPIKey
-	if err := c.do(ctx, http.MethodPost, "/api/api-keys", api.APIKeyRequest{Name: name, Admin: adminKey}, &out); err != nil {
+	req := api.APIKeyRequest{Name: name, Role: role, Environments: environments}
+	if err := c.do(ctx, http.MethodPost, "/api/api-keys", req, &out); err != nil {
 		return api.NewAPIKey{}, fmt.Errorf("create API key %q: %w", name, err)
 	}
 	return out, nil

@@ -46,26 +46,41 @@ func New(st Store, log *zap.Logger) *Service {
 var ErrBadCredentials = errors.New("the user name and password do not match")
 
 func userView(u store.User) api.UserView {
-	return api.UserView{ID: u.ID, Name: u.Name, CreatedAt: u.CreatedAt}
+	return api.UserView{ID: u.ID, Name: u.Name, Role: u.Role, Environments: nonNil(u.Environments), CreatedAt: u.CreatedAt}
 }
 
-// CreateUser adds a console user. The password is stored as an argon2id
-// hash with a random salt.
-func (s *Service) CreateUser(ctx context.Context, name, password string) (api.UserView, error) {
+// nonNil is l, or an empty list: views say "no environments" as [],
+// not null.
+func nonNil(l []string) []string {
+	if l == nil {
+		return []string{}
+	}
+	return l
+}
+
+// CreateUser adds a console user with a role (a deployer with its
+// environments). The password is stored as an argon2id hash with a
+// random salt.
+func (s *Service) CreateUser(ctx context.Context, name, password string, role api.Role, environments []string) (api.UserView, error) {
 	if err := api.ValidateName("user", name); err != nil {
 		return api.UserView{}, kind.Errorf(kind.ErrBadRequest, "%s", err.Error())
+	}
+	role, environments, err := api.ValidateRole(role, environments)
+	if err != nil {
+		return api.UserView{}, kind.Errorf(kind.ErrBadRequest, "user %s: %s", name, err.Error())
 	}
 	if err := ValidatePassword(password); err != nil {
 		return api.UserView{}, err
 	}
-	u := store.User{ID: uuid.NewString(), Name: name, PasswordHash: hashPassword(password), CreatedAt: time.Now().UTC()}
+	u := store.User{ID: uuid.NewString(), Name: name, PasswordHash: hashPassword(password), CreatedAt: time.Now().UTC(),
+		Role: role, Environments: environments}
 	if err := s.st.CreateUser(ctx, u); err != nil {
 		if errors.Is(err, store.ErrExists) {
 			return api.UserView{}, kind.Errorf(kind.ErrConflict, "a user named %q exists already", name)
 		}
 		return api.UserView{}, err
 	}
-	s.log.Info("console user created", zap.String("user", name))
+	s.log.Info("console user created", zap.String("user", name), zap.String("role", string(role)), zap.Strings("environments", environments))
 	return userView(u), nil
 }
 
@@ -152,7 +167,8 @@ func (s *Service) APIKeyByHash(ctx context.Context, hash string) (api.APIKeyView
 }
 
 func apiKeyView(k store.APIKey) api.APIKeyView {
-	v := api.APIKeyView{ID: k.ID, Name: k.Name, Admin: k.Admin, CreatedAt: k.CreatedAt, Revoked: !k.RevokedAt.IsZero()}
+	v := api.APIKeyView{ID: k.ID, Name: k.Name, Admin: k.Role == api.RoleAdmin, Role: k.Role, Environments: nonNil(k.Environments),
+		CreatedAt: k.CreatedAt, Revoked: !k.RevokedAt.IsZero()}
 	if v.Revoked {
 		at := k.RevokedAt
 		v.RevokedAt = &at
@@ -160,17 +176,23 @@ func apiKeyView(k store.APIKey) api.APIKeyView {
 	return v
 }
 
-// CreateAPIKey makes a new API key. Only its hash is stored.
-func (s *Service) CreateAPIKey(ctx context.Context, name string, admin bool) (api.NewAPIKey, error) {
+// CreateAPIKey makes a new API key with a role (a deployer with its
+// environments). Only its hash is stored.
+func (s *Service) CreateAPIKey(ctx context.Context, name string, role api.Role, environments []string) (api.NewAPIKey, error) {
 	if err := api.ValidateName("API key", name); err != nil {
 		return api.NewAPIKey{}, kind.Errorf(kind.ErrBadRequest, "%s", err.Error())
 	}
+	role, environments, err := api.ValidateRole(role, environments)
+	if err != nil {
+		return api.NewAPIKey{}, kind.Errorf(kind.ErrBadRequest, "API key %s: %s", name, err.Error())
+	}
 	key := secret.New("tdk_")
-	k := store.APIKey{ID: uuid.NewString(), Name: name, Hash: secret.Hash(key), CreatedAt: time.Now().UTC(), Admin: admin}
+	k := store.APIKey{ID: uuid.NewString(), Name: name, Hash: secret.Hash(key), CreatedAt: time.Now().UTC(),
+		Role: role, Environments: environments, Admin: role == api.RoleAdmin}
 	if err := s.st.CreateAPIKey(ctx, k); err != nil {
 		return api.NewAPIKey{}, err
 	}
-	s.log.Info("API key created", zap.String("name", name), zap.String("id", k.ID), zap.Bool("admin", admin))
+	s.log.Info("API key created", zap.String("name", name), zap.String("id", k.ID), zap.String("role", string(role)), zap.Strings("environments", environments))
 	return api.NewAPIKey{APIKeyView: apiKeyView(k), Key: key}, nil
 }
 
@@ -189,7 +211,7 @@ func (s *Service) APIKeys(ctx context.Context) ([]api.APIKeyView, error) {
 
 // CreateAdminKeyCommand is the command that makes another admin key, which
 // the refusal to revoke the last one names.
-const CreateAdminKeyCommand = "tendril-server apikey create NAME --admin"
+const CreateAdminKeyCommand = "tendril-server apikey create NAME --role admin"
 
 // RevokeAPIKey revokes a key by id: the API refuses it from then on and
 // console sessions signed in with it end at their next request. The last

@@ -66,7 +66,7 @@ func TestAuthenticateUser(t *testing.T) {
 	}
 	defer st.Close()
 	ts := New(st, zaptest.NewLogger(t))
-	if _, err := ts.CreateUser(ctx, "Alice", "correct horse"); err != nil {
+	if _, err := ts.CreateUser(ctx, "Alice", "correct horse", "", nil); err != nil {
 		t.Fatal(err)
 	}
 	if u, err := ts.Authenticate(ctx, "alice", "correct horse"); err != nil || u.Name != "Alice" {
@@ -85,7 +85,7 @@ func TestAuthenticateUser(t *testing.T) {
 	if err := ts.DeleteUser(ctx, "alice"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ts.CreateUser(ctx, "bob", "correct horse"); err != nil {
+	if _, err := ts.CreateUser(ctx, "bob", "correct horse", "", nil); err != nil {
 		t.Fatal(err)
 	}
 	u, _ := st.UserByName(ctx, "bob")

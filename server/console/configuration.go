@@ -36,27 +36,29 @@ type tokenTTL struct {
 const defaultTokenTTL = "24h"
 
 func (c *Console) registerConfiguration(mux *http.ServeMux) {
-	mux.Handle("GET /configuration", c.page(c.configurationPage))
-	mux.Handle("GET /ui/fragments/configuration/maintenance", c.uiAPI(c.maintenanceFragment))
-	mux.Handle("GET /ui/fragments/maintenance-banner", c.uiAPI(c.maintenanceBannerFragment))
-	mux.Handle("POST /actions/maintenance", c.action(c.setMaintenance))
-	mux.Handle("POST /actions/tokens", c.action(c.createToken))
-	mux.Handle("POST /actions/tokens/{id}/revoke", c.action(c.revokeToken))
-	mux.Handle("POST /actions/api-keys", c.action(c.adminAction(c.createAPIKey)))
-	mux.Handle("POST /actions/api-keys/{id}/revoke", c.action(c.adminAction(c.revokeAPIKey)))
+	mux.Handle("GET /configuration", c.page("GET /api/server", c.configurationPage))
+	mux.Handle("GET /ui/fragments/configuration/maintenance", c.uiAPI("GET /api/maintenance", c.maintenanceFragment))
+	mux.Handle("GET /ui/fragments/maintenance-banner", c.uiAPI("GET /api/maintenance", c.maintenanceBannerFragment))
+	mux.Handle("POST /actions/maintenance", c.action("PUT /api/maintenance", c.setMaintenance))
+	mux.Handle("POST /actions/tokens", c.action("POST /api/tokens", c.createToken))
+	mux.Handle("POST /actions/tokens/{id}/revoke", c.action("DELETE /api/tokens/{id}", c.revokeToken))
+	mux.Handle("POST /actions/api-keys", c.action("POST /api/api-keys", c.createAPIKey))
+	mux.Handle("POST /actions/api-keys/{id}/revoke", c.action("POST /api/api-keys/{id}/revoke", c.revokeAPIKey))
 }
 
 // consoleMaintenance is the body of the maintenance switch and its
 // fragment.
 type consoleMaintenance struct {
 	CSRF string
+	Can  consoleCan
 	api.MaintenanceView
 }
 
 // consoleConfiguration is the body of the configuration page.
 type consoleConfiguration struct {
 	CSRF        string
-	Admin       bool // may manage API keys and see users
+	Can         consoleCan
+	Role        string // the session's role and what it may do, in words
 	Maintenance consoleMaintenance
 
 	Tokens       []api.TokenView
@@ -83,13 +85,18 @@ func (c *Console) configuration(ctx context.Context, si sessionInfo) (consoleCon
 		return consoleConfiguration{}, err
 	}
 	cfg := consoleConfiguration{
-		CSRF: si.csrf, Admin: si.admin, Maintenance: consoleMaintenance{CSRF: si.csrf, MaintenanceView: m},
+		CSRF: si.csrf, Can: canOf(si), Maintenance: consoleMaintenance{CSRF: si.csrf, Can: canOf(si), MaintenanceView: m},
+		Role: fmt.Sprintf("%s has the role %s, which may %s.", si.caller.Who, si.caller.Role, api.RoleAllows(si.caller.Role, si.caller.Environments)),
 		TTLs: tokenTTLs, DefaultTTL: defaultTokenTTL, Updates: c.co.Updates(), ReleaseFeed: c.releaseFeed,
 	}
-	if cfg.Tokens, err = c.access.Tokens(ctx); err != nil {
-		return consoleConfiguration{}, fmt.Errorf("console: list tokens: %w", err)
+	// Each section is read only for a role that may read it, as the API
+	// would answer.
+	if cfg.Can.Do("GET /api/tokens") {
+		if cfg.Tokens, err = c.access.Tokens(ctx); err != nil {
+			return consoleConfiguration{}, fmt.Errorf("console: list tokens: %w", err)
+		}
 	}
-	agents, err := c.co.Agents(ctx)
+	agents, err := c.scope(si).Agents(ctx)
 	if err != nil {
 		return consoleConfiguration{}, fmt.Errorf("console: list environments: %w", err)
 	}
@@ -101,7 +108,7 @@ func (c *Console) configuration(ctx context.Context, si sessionInfo) (consoleCon
 		}
 	}
 	slices.SortFunc(cfg.Environments, func(a, b string) int { return strings.Compare(strings.ToLower(a), strings.ToLower(b)) })
-	if si.admin {
+	if cfg.Can.Do("GET /api/api-keys") {
 		if cfg.APIKeys, err = c.access.APIKeys(ctx); err != nil {
 			return consoleConfiguration{}, fmt.Errorf("console: list API keys: %w", err)
 		}
@@ -149,7 +156,7 @@ func (c *Console) maintenanceFragment(w http.ResponseWriter, r *http.Request, si
 		httpapi.InternalError(w, c.log, err)
 		return
 	}
-	c.renderFragment(w, "maintenance-body", consoleMaintenance{CSRF: si.csrf, MaintenanceView: m})
+	c.renderFragment(w, "maintenance-body", consoleMaintenance{CSRF: si.csrf, Can: canOf(si), MaintenanceView: m})
 }
 
 // maintenanceBannerFragment refreshes the banner every page shows while
@@ -161,18 +168,6 @@ func (c *Console) maintenanceBannerFragment(w http.ResponseWriter, r *http.Reque
 		return
 	}
 	c.renderFragment(w, "maintenance-banner-body", m)
-}
-
-// adminAction refuses an action to a session that may not manage users
-// and API keys: one signed in with a key that is not an admin key.
-func (c *Console) adminAction(h consoleHandler) consoleHandler {
-	return func(w http.ResponseWriter, r *http.Request, si sessionInfo) {
-		if !si.admin {
-			c.forbidden(w, r, &si, "Managing API keys needs a user sign-in or an admin API key, and this session was opened with a key that is not an admin key. Nothing changed.")
-			return
-		}
-		h(w, r, si)
-	}
 }
 
 func (c *Console) setMaintenance(w http.ResponseWriter, r *http.Request, si sessionInfo) {
@@ -252,19 +247,28 @@ func (c *Console) revokeToken(w http.ResponseWriter, r *http.Request, si session
 
 func (c *Console) createAPIKey(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	name := strings.TrimSpace(r.PostForm.Get("name"))
-	admin := r.PostForm.Get("admin") == "true"
-	k, err := c.access.CreateAPIKey(r.Context(), name, admin)
+	role := api.Role(r.PostForm.Get("role"))
+	if r.PostForm.Get("admin") == "true" {
+		role = api.RoleAdmin // the form before roles had an admin box
+	}
+	var envs []string
+	for _, e := range strings.Split(r.PostForm.Get("environments"), ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			envs = append(envs, e)
+		}
+	}
+	k, err := c.access.CreateAPIKey(r.Context(), name, role, envs)
 	if err != nil {
 		c.done(w, r, si, "/configuration", c.failed("Create API key", err))
 		return
 	}
-	kind := "API key"
-	if admin {
-		kind = "Admin API key"
+	what := string(k.Role)
+	if len(k.Environments) > 0 {
+		what += " for " + strings.Join(k.Environments, ", ")
 	}
 	c.done(w, r, si, "/configuration", consoleFlash{
 		Kind: "ok",
-		Text: fmt.Sprintf("%s %s created. Copy it now: it is shown only this once.", kind, k.Name),
+		Text: fmt.Sprintf("API key %s (%s) created. Copy it now: it is shown only this once.", k.Name, what),
 		Copy: k.Key, CopyID: "new-api-key",
 	})
 }

@@ -151,32 +151,32 @@ func (c *Console) Register(mux *http.ServeMux) {
 	})))
 	mux.HandleFunc("GET /signin", c.signinPage)
 	mux.HandleFunc("POST /signin", c.signin)
-	mux.Handle("POST /signout", c.action(c.signout))
+	mux.Handle("POST /signout", c.action(allSignedIn, c.signout))
 
-	mux.Handle("GET /{$}", c.page(c.environmentsPage))
-	mux.Handle("GET /machines/{name}", c.page(c.machinePage))
-	mux.Handle("GET /tasks", c.page(c.tasksPage))
-	mux.Handle("GET /tasks/{id}", c.page(c.taskPage))
+	mux.Handle("GET /{$}", c.page("GET /api/agents", c.environmentsPage))
+	mux.Handle("GET /machines/{name}", c.page("GET /api/agents/{name}", c.machinePage))
+	mux.Handle("GET /tasks", c.page("GET /api/tasks", c.tasksPage))
+	mux.Handle("GET /tasks/{id}", c.page("GET /api/tasks/{id}", c.taskPage))
 
-	mux.Handle("GET /ui/fragments/environments", c.uiAPI(c.environmentsFragment))
-	mux.Handle("GET /ui/fragments/machines/{name}", c.uiAPI(c.machineFragment))
-	mux.Handle("GET /ui/fragments/machines/{name}/work", c.uiAPI(c.machineWorkFragment))
-	mux.Handle("GET /ui/fragments/tasks", c.uiAPI(c.tasksFragment))
-	mux.Handle("GET /ui/fragments/tasks/{id}", c.uiAPI(c.taskFragment))
+	mux.Handle("GET /ui/fragments/environments", c.uiAPI("GET /api/agents", c.environmentsFragment))
+	mux.Handle("GET /ui/fragments/machines/{name}", c.uiAPI("GET /api/agents/{name}", c.machineFragment))
+	mux.Handle("GET /ui/fragments/machines/{name}/work", c.uiAPI("GET /api/agents/{name}", c.machineWorkFragment))
+	mux.Handle("GET /ui/fragments/tasks", c.uiAPI("GET /api/tasks", c.tasksFragment))
+	mux.Handle("GET /ui/fragments/tasks/{id}", c.uiAPI("GET /api/tasks/{id}", c.taskFragment))
 	// The browser reads the API's own answers through its session.
-	mux.Handle("GET /ui/api/tasks/{id}", c.uiAPI(func(w http.ResponseWriter, r *http.Request, _ sessionInfo) { c.api.ServeTask(w, r) }))
-	mux.Handle("GET /ui/api/tasks/{id}/log", c.uiAPI(func(w http.ResponseWriter, r *http.Request, _ sessionInfo) { c.api.ServeTaskLog(w, r) }))
-	mux.Handle("GET /ui/api/tasks/{id}/artifacts/{name}", c.uiAPI(c.taskArtifact))
+	mux.Handle("GET /ui/api/tasks/{id}", c.uiAPI("GET /api/tasks/{id}", func(w http.ResponseWriter, r *http.Request, _ sessionInfo) { c.api.ServeTask(w, r) }))
+	mux.Handle("GET /ui/api/tasks/{id}/log", c.uiAPI("GET /api/tasks/{id}/log", func(w http.ResponseWriter, r *http.Request, _ sessionInfo) { c.api.ServeTaskLog(w, r) }))
+	mux.Handle("GET /ui/api/tasks/{id}/artifacts/{name}", c.uiAPI("GET /api/tasks/{id}/artifacts/{name}", c.taskArtifact))
 	mux.HandleFunc("/ui/", func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusNotFound, fmt.Sprintf("no console endpoint %s %s", r.Method, r.URL.Path))
 	})
 
-	mux.Handle("POST /actions/calamari/update", c.action(c.updateCalamari))
-	mux.Handle("POST /actions/upgrade", c.action(c.upgrade))
-	mux.Handle("POST /actions/agents/{name}/health-check", c.action(c.checkHealth))
-	mux.Handle("POST /actions/agents/{name}/diagnostics", c.action(c.agentDiagnostics))
-	mux.Handle("POST /actions/agents/{name}/delete", c.action(c.deleteAgent))
-	mux.Handle("POST /actions/tasks/{id}/cancel", c.action(c.cancelTask))
+	mux.Handle("POST /actions/calamari/update", c.action("POST /api/calamari/update", c.updateCalamari))
+	mux.Handle("POST /actions/upgrade", c.action("POST /api/rollouts", c.upgrade))
+	mux.Handle("POST /actions/agents/{name}/health-check", c.action("POST /api/agents/{name}/health-check", c.checkHealth))
+	mux.Handle("POST /actions/agents/{name}/diagnostics", c.action("POST /api/agents/{name}/diagnostics", c.agentDiagnostics))
+	mux.Handle("POST /actions/agents/{name}/delete", c.action("DELETE /api/agents/{name}", c.deleteAgent))
+	mux.Handle("POST /actions/tasks/{id}/cancel", c.action("POST /api/tasks/{id}/cancel", c.cancelTask))
 	c.registerConfiguration(mux)
 	c.registerRollouts(mux)
 	c.registerListening(mux)
@@ -207,9 +207,7 @@ func (c *Console) session(r *http.Request) (sessionInfo, error) {
 		if err != nil {
 			return sessionInfo{}, fmt.Errorf("check console session's user: %w", err)
 		}
-		// Users are the operators: they may do everything, managing
-		// users and API keys included.
-		si.name, si.admin = u.Name, true
+		si.name, si.caller = u.Name, httpapi.UserCaller(u)
 		return si, nil
 	}
 	k, err := c.access.APIKeyByHash(r.Context(), si.keyHash)
@@ -220,15 +218,51 @@ func (c *Console) session(r *http.Request) (sessionInfo, error) {
 		}
 		return sessionInfo{}, fmt.Errorf("check console session's API key: %w", err)
 	}
-	si.name, si.admin = "API key "+k.Name, k.Admin
+	si.name, si.caller = "API key "+k.Name, httpapi.KeyCaller(k)
 	return si, nil
 }
 
+// consoleCan tells the templates which API routes the signed-in caller
+// may use, so that a page shows only the buttons that would work; the
+// actions check again (Console.action) whatever the page showed.
+type consoleCan struct{ caller httpapi.Caller }
+
+func canOf(si sessionInfo) consoleCan { return consoleCan{caller: si.caller} }
+
+// Do reports whether the caller's role may call route ("POST
+// /api/rollouts").
+func (c consoleCan) Do(route string) bool { return httpapi.Permit(c.caller, route) == nil }
+
+// Role is the caller's role.
+func (c consoleCan) Role() string { return string(c.caller.Role) }
+
 type consoleHandler func(w http.ResponseWriter, r *http.Request, si sessionInfo)
+
+// Every page, fragment and action names the API route it reads or
+// performs ("GET /api/agents"), and is refused (403) to a session whose
+// role may not call it: the console allows exactly what the API would.
+// allSignedIn is for what any signed-in session may do (signing out).
+const allSignedIn = ""
+
+// permit checks the session's role against route; the request's context
+// then carries the session's caller, for the API's handlers the console
+// calls and for its scope.
+func (c *Console) permit(r *http.Request, si sessionInfo, route string) (*http.Request, error) {
+	if route != allSignedIn {
+		if err := httpapi.Permit(si.caller, route); err != nil {
+			return r, err
+		}
+	}
+	return r.WithContext(httpapi.WithCaller(r.Context(), si.caller)), nil
+}
+
+// scope is what the session's caller sees of agents and tasks: a
+// deployer's environments only.
+func (c *Console) scope(si sessionInfo) httpapi.Scope { return c.api.Scope(si.caller) }
 
 // page serves a page to a signed-in browser and sends anyone else to sign
 // in, coming back here afterwards.
-func (c *Console) page(h consoleHandler) http.Handler {
+func (c *Console) page(route string, h consoleHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		si, err := c.session(r)
 		if errors.Is(err, errNoSession) {
@@ -239,13 +273,18 @@ func (c *Console) page(h consoleHandler) http.Handler {
 			c.serverError(w, r, nil, err)
 			return
 		}
+		r, err = c.permit(r, si, route)
+		if err != nil {
+			c.forbidden(w, r, &si, err.Error()+".")
+			return
+		}
 		h(w, r, si)
 	})
 }
 
 // uiAPI serves what the pages' scripts fetch; without a session it
 // answers 401 JSON, which the script turns into a visit to sign in.
-func (c *Console) uiAPI(h consoleHandler) http.Handler {
+func (c *Console) uiAPI(route string, h consoleHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		si, err := c.session(r)
 		if errors.Is(err, errNoSession) {
@@ -256,14 +295,19 @@ func (c *Console) uiAPI(h consoleHandler) http.Handler {
 			httpapi.InternalError(w, c.log, err)
 			return
 		}
+		r, err = c.permit(r, si, route)
+		if err != nil {
+			httpapi.Fail(w, c.log, err)
+			return
+		}
 		h(w, r, si)
 	})
 }
 
 // action guards a state change from a form: same-origin, signed in, with
 // the session's CSRF token (form field "csrf" or the X-CSRF-Token
-// header). A refusal changes nothing.
-func (c *Console) action(h consoleHandler) http.Handler {
+// header), by a role that may call route. A refusal changes nothing.
+func (c *Console) action(route string, h consoleHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, httpapi.MaxRequestBody)
 		if err := c.cop.Check(r); err != nil {
@@ -291,6 +335,11 @@ func (c *Console) action(h consoleHandler) http.Handler {
 			c.forbidden(w, r, &si, "The form's security token is missing or wrong (it may be from an earlier sign-in); nothing changed. Reload the page and try again.")
 			return
 		}
+		r, err = c.permit(r, si, route)
+		if err != nil {
+			c.forbidden(w, r, &si, err.Error()+"; nothing changed.")
+			return
+		}
 		h(w, r, si)
 	})
 }
@@ -301,6 +350,7 @@ type pageData struct {
 	Signed      bool
 	CSRF        string
 	Who         string // who is signed in, for the header
+	Can         consoleCan
 	Flashes     []consoleFlash
 	Updates     api.UpdatesView
 	Maintenance api.MaintenanceView
@@ -319,7 +369,7 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, si *sessionInfo
 	}
 	d := pageData{Nav: nav, Version: c.version, Body: body}
 	if si != nil {
-		d.Signed, d.CSRF, d.Who = true, si.csrf, si.name
+		d.Signed, d.CSRF, d.Who, d.Can = true, si.csrf, si.name, canOf(*si)
 		d.Flashes = c.sessions.takeFlashes(si.id)
 		d.Updates = c.co.Updates()
 		m, err := c.co.Maintenance(r.Context())
@@ -632,6 +682,7 @@ type consoleEnvironment struct {
 // consoleHome is the body of the environments page and its fragment.
 type consoleHome struct {
 	CSRF           string
+	Can            consoleCan
 	Counts         fleetCounts
 	LatestCalamari string
 	NewestAgent    string
@@ -642,7 +693,7 @@ type consoleHome struct {
 }
 
 func (c *Console) home(ctx context.Context, si sessionInfo) (consoleHome, error) {
-	agents, err := c.co.Agents(ctx)
+	agents, err := c.scope(si).Agents(ctx)
 	if err != nil {
 		return consoleHome{}, err
 	}
@@ -654,7 +705,7 @@ func (c *Console) home(ctx context.Context, si sessionInfo) (consoleHome, error)
 	if err != nil {
 		return consoleHome{}, fmt.Errorf("console: agent packages: %w", err)
 	}
-	h := consoleHome{CSRF: si.csrf, LatestCalamari: latest, UpgradeBlocked: upgradeBlocked(pkgs, "", "")}
+	h := consoleHome{CSRF: si.csrf, Can: canOf(si), LatestCalamari: latest, UpgradeBlocked: upgradeBlocked(pkgs, "", "")}
 	if len(pkgs) > 0 {
 		h.NewestAgent = pkgs[0].Version
 	}
@@ -708,6 +759,7 @@ func (c *Console) environmentsFragment(w http.ResponseWriter, r *http.Request, s
 // consoleMachinePage is the body of a machine's page and its fragment.
 type consoleMachinePage struct {
 	CSRF           string
+	Can            consoleCan
 	Machine        consoleMachine
 	LatestCalamari string
 	// UpgradeBlocked is why the Upgrade button is disabled, "" when it
@@ -719,7 +771,7 @@ type consoleMachinePage struct {
 }
 
 func (c *Console) machine(ctx context.Context, si sessionInfo, name string) (consoleMachinePage, error) {
-	v, err := c.co.Agent(ctx, name)
+	v, err := c.scope(si).Agent(ctx, name)
 	if err != nil {
 		return consoleMachinePage{}, err
 	}
@@ -743,7 +795,7 @@ func (c *Console) machine(ctx context.Context, si sessionInfo, name string) (con
 	m.CalamariVersions = slices.Clone(versions)
 	// Newest first, as the agents list shows the newest.
 	slices.SortFunc(m.CalamariVersions, func(x, y string) int { return semver.Compare("v"+y, "v"+x) })
-	return consoleMachinePage{CSRF: si.csrf, Machine: m, LatestCalamari: latest, UpgradeBlocked: upgradeBlocked(pkgs, v.OS, v.Arch),
+	return consoleMachinePage{CSRF: si.csrf, Can: canOf(si), Machine: m, LatestCalamari: latest, UpgradeBlocked: upgradeBlocked(pkgs, v.OS, v.Arch),
 		Tasks: tasks, Health: layoutHealthChart(c.machines.HealthHistory(v.ID))}, nil
 }
 
@@ -752,6 +804,10 @@ func (c *Console) machinePage(w http.ResponseWriter, r *http.Request, si session
 	m, err := c.machine(r.Context(), si, name)
 	if errors.Is(err, kind.ErrNotFound) {
 		c.renderError(w, r, &si, http.StatusNotFound, "No such machine", fmt.Sprintf("There is no agent named %q. It may have been deleted.", name))
+		return
+	}
+	if errors.Is(err, kind.ErrForbidden) {
+		c.forbidden(w, r, &si, err.Error()+".")
 		return
 	}
 	if err != nil {
@@ -777,13 +833,13 @@ type consoleTasks struct {
 	Tasks      []api.TaskView
 }
 
-func (c *Console) tasks(ctx context.Context, agent string) (consoleTasks, error) {
+func (c *Console) tasks(ctx context.Context, si sessionInfo, agent string) (consoleTasks, error) {
 	f := api.TaskFilter{Agent: agent, Limit: 100}
 	refresh := "/ui/fragments/tasks"
 	if agent != "" {
 		refresh += "?agent=" + url.QueryEscape(agent)
 	}
-	ts, err := c.co.Tasks(ctx, f)
+	ts, err := c.scope(si).Tasks(ctx, f)
 	if err != nil {
 		return consoleTasks{}, fmt.Errorf("console: list tasks: %w", err)
 	}
@@ -792,9 +848,13 @@ func (c *Console) tasks(ctx context.Context, agent string) (consoleTasks, error)
 
 func (c *Console) tasksPage(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	agent := r.URL.Query().Get("agent")
-	t, err := c.tasks(r.Context(), agent)
+	t, err := c.tasks(r.Context(), si, agent)
 	if errors.Is(err, kind.ErrNotFound) {
 		c.renderError(w, r, &si, http.StatusNotFound, "No such machine", fmt.Sprintf("There is no agent named %q.", agent))
+		return
+	}
+	if errors.Is(err, kind.ErrForbidden) {
+		c.forbidden(w, r, &si, err.Error()+".")
 		return
 	}
 	if err != nil {
@@ -805,7 +865,7 @@ func (c *Console) tasksPage(w http.ResponseWriter, r *http.Request, si sessionIn
 }
 
 func (c *Console) tasksFragment(w http.ResponseWriter, r *http.Request, si sessionInfo) {
-	t, err := c.tasks(r.Context(), r.URL.Query().Get("agent"))
+	t, err := c.tasks(r.Context(), si, r.URL.Query().Get("agent"))
 	if err != nil {
 		httpapi.Fail(w, c.log, err)
 		return
@@ -817,6 +877,7 @@ func (c *Console) tasksFragment(w http.ResponseWriter, r *http.Request, si sessi
 // CSRF and Task only.
 type consoleTask struct {
 	CSRF      string
+	Can       consoleCan
 	Task      api.TaskView
 	Log       []api.LogLineView
 	NextSeq   int64
@@ -830,9 +891,13 @@ type consoleTask struct {
 func (c *Console) taskPage(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	ctx := r.Context()
 	id := r.PathValue("id")
-	t, err := c.co.Task(ctx, id)
+	t, err := c.scope(si).Task(ctx, id)
 	if errors.Is(err, kind.ErrNotFound) {
 		c.renderError(w, r, &si, http.StatusNotFound, "No such task", fmt.Sprintf("There is no task %q.", id))
+		return
+	}
+	if errors.Is(err, kind.ErrForbidden) {
+		c.forbidden(w, r, &si, err.Error()+".")
 		return
 	}
 	if err != nil {
@@ -844,13 +909,13 @@ func (c *Console) taskPage(w http.ResponseWriter, r *http.Request, si sessionInf
 		c.serverError(w, r, &si, fmt.Errorf("console: log of task %s: %w", id, err))
 		return
 	}
-	body := consoleTask{CSRF: si.csrf, Task: t, Log: lines, NextSeq: 1, Truncated: len(lines) == taskLogPreview}
+	body := consoleTask{CSRF: si.csrf, Can: canOf(si), Task: t, Log: lines, NextSeq: 1, Truncated: len(lines) == taskLogPreview}
 	if len(lines) > 0 {
 		body.NextSeq = lines[len(lines)-1].Seq + 1
 	}
 	if t.Group != "" {
 		// Two are enough to know it is a group of several.
-		group, err := c.co.Tasks(ctx, api.TaskFilter{Group: t.Group, Limit: 2})
+		group, err := c.scope(si).Tasks(ctx, api.TaskFilter{Group: t.Group, Limit: 2})
 		if err != nil {
 			c.serverError(w, r, &si, fmt.Errorf("console: group of task %s: %w", id, err))
 			return
@@ -862,12 +927,12 @@ func (c *Console) taskPage(w http.ResponseWriter, r *http.Request, si sessionInf
 
 func (c *Console) taskFragment(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	ctx := r.Context()
-	t, err := c.co.Task(ctx, r.PathValue("id"))
+	t, err := c.scope(si).Task(ctx, r.PathValue("id"))
 	if err != nil {
 		httpapi.Fail(w, c.log, err)
 		return
 	}
-	c.renderFragment(w, "task-summary", consoleTask{CSRF: si.csrf, Task: t})
+	c.renderFragment(w, "task-summary", consoleTask{CSRF: si.csrf, Can: canOf(si), Task: t})
 }
 
 // artifactCSP is the policy of an artifact's download. The API already
@@ -903,7 +968,7 @@ func (c *Console) failed(what string, err error) consoleFlash {
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &ke), errors.Is(err, kind.ErrNotFound), errors.Is(err, kind.ErrBadRequest),
-		errors.Is(err, kind.ErrConflict), errors.Is(err, kind.ErrNotConnected):
+		errors.Is(err, kind.ErrConflict), errors.Is(err, kind.ErrNotConnected), errors.Is(err, kind.ErrForbidden):
 		return consoleFlash{Kind: "error", Text: what + " failed: " + err.Error()}
 	case errors.As(err, &mbe):
 		return consoleFlash{Kind: "error", Text: what + " failed: the form is too large"}
@@ -1011,6 +1076,10 @@ func (c *Console) deleteAgent(w http.ResponseWriter, r *http.Request, si session
 func (c *Console) cancelTask(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	id := r.PathValue("id")
 	back := "/tasks/" + url.PathEscape(id)
+	if _, err := c.scope(si).Task(r.Context(), id); err != nil {
+		c.done(w, r, si, back, c.failed("Cancel task", err))
+		return
+	}
 	t, err := c.co.CancelTask(r.Context(), id)
 	if err != nil {
 		c.done(w, r, si, back, c.failed("Cancel task", err))

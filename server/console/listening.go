@@ -17,8 +17,8 @@ import (
 // coordinator dials, which the operator adds by address and thumbprint
 // rather than the agent enrolling itself with a token.
 func (c *Console) registerListening(mux *http.ServeMux) {
-	mux.Handle("POST /actions/agents", c.action(c.addListeningAgent))
-	mux.Handle("POST /actions/agents/{name}/address", c.action(c.setAgentAddress))
+	mux.Handle("POST /actions/agents", c.action("POST /api/agents", c.addListeningAgent))
+	mux.Handle("POST /actions/agents/{name}/address", c.action("PUT /api/agents/{name}/address", c.setAgentAddress))
 }
 
 // addListeningAgent adds the agent the form describes and shows its page,

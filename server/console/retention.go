@@ -10,7 +10,7 @@ import (
 // (partials_retention.html), refreshed on its own so that the panel
 // needs nothing of the machine's other parts.
 func (c *Console) machineWorkFragment(w http.ResponseWriter, r *http.Request, si sessionInfo) {
-	v, err := c.co.Agent(r.Context(), r.PathValue("name"))
+	v, err := c.scope(si).Agent(r.Context(), r.PathValue("name"))
 	if err != nil {
 		httpapi.Fail(w, c.log, err)
 		return

@@ -16,12 +16,12 @@ import (
 // registerRollouts adds the rollout pages: the list, one rollout's
 // progress per batch and per agent, and its halt and resume buttons.
 func (c *Console) registerRollouts(mux *http.ServeMux) {
-	mux.Handle("GET /rollouts", c.page(c.rolloutsPage))
-	mux.Handle("GET /rollouts/{id}", c.page(c.rolloutPage))
-	mux.Handle("GET /ui/fragments/rollouts", c.uiAPI(c.rolloutsFragment))
-	mux.Handle("GET /ui/fragments/rollouts/{id}", c.uiAPI(c.rolloutFragment))
-	mux.Handle("POST /actions/rollouts/{id}/halt", c.action(c.haltRollout))
-	mux.Handle("POST /actions/rollouts/{id}/resume", c.action(c.resumeRollout))
+	mux.Handle("GET /rollouts", c.page("GET /api/rollouts", c.rolloutsPage))
+	mux.Handle("GET /rollouts/{id}", c.page("GET /api/rollouts/{id}", c.rolloutPage))
+	mux.Handle("GET /ui/fragments/rollouts", c.uiAPI("GET /api/rollouts", c.rolloutsFragment))
+	mux.Handle("GET /ui/fragments/rollouts/{id}", c.uiAPI("GET /api/rollouts/{id}", c.rolloutFragment))
+	mux.Handle("POST /actions/rollouts/{id}/halt", c.action("POST /api/rollouts/{id}/halt", c.haltRollout))
+	mux.Handle("POST /actions/rollouts/{id}/resume", c.action("POST /api/rollouts/{id}/resume", c.resumeRollout))
 }
 
 // consoleRolloutRow is a rollout in the list.
@@ -97,6 +97,7 @@ type consoleBatch struct {
 // consoleRollout is the body of a rollout's page and its fragment.
 type consoleRollout struct {
 	CSRF    string
+	Can     consoleCan
 	Row     consoleRolloutRow
 	Batches []consoleBatch
 	// Running is true while the rollout has not finished: the halt or
@@ -151,7 +152,7 @@ func (c *Console) rollout(ctx context.Context, si sessionInfo, id string) (conso
 	if err != nil {
 		return consoleRollout{}, err
 	}
-	return consoleRollout{CSRF: si.csrf, Row: rolloutRow(v), Batches: rolloutBatches(v), Running: v.State == api.RolloutRunning}, nil
+	return consoleRollout{CSRF: si.csrf, Can: canOf(si), Row: rolloutRow(v), Batches: rolloutBatches(v), Running: v.State == api.RolloutRunning}, nil
 }
 
 func (c *Console) rolloutPage(w http.ResponseWriter, r *http.Request, si sessionInfo) {

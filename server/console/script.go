@@ -48,11 +48,11 @@ const (
 )
 
 func (c *Console) registerScript(mux *http.ServeMux) {
-	mux.Handle("GET /script", c.page(c.scriptPage))
-	mux.Handle("POST /actions/script", c.action(c.runScript))
-	mux.Handle("GET /script/{group}", c.page(c.groupPage))
-	mux.Handle("GET /ui/fragments/script/{group}", c.uiAPI(c.groupFragment))
-	mux.Handle("POST /actions/script/{group}/cancel", c.action(c.cancelGroup))
+	mux.Handle("GET /script", c.page("POST /api/tasks", c.scriptPage))
+	mux.Handle("POST /actions/script", c.action("POST /api/tasks", c.runScript))
+	mux.Handle("GET /script/{group}", c.page("GET /api/tasks", c.groupPage))
+	mux.Handle("GET /ui/fragments/script/{group}", c.uiAPI("GET /api/tasks", c.groupFragment))
+	mux.Handle("POST /actions/script/{group}/cancel", c.action("POST /api/tasks/{id}/cancel", c.cancelGroup))
 }
 
 // scriptVariable is one row of the form's variables.
@@ -214,7 +214,7 @@ type consoleScript struct {
 
 // scriptBody makes the script page's body around form.
 func (c *Console) scriptBody(ctx context.Context, si sessionInfo, form scriptForm, msg string) (consoleScript, error) {
-	agents, err := c.co.Agents(ctx)
+	agents, err := c.scope(si).Agents(ctx)
 	if err != nil {
 		return consoleScript{}, fmt.Errorf("console: list agents for the script console: %w", err)
 	}
@@ -272,6 +272,11 @@ func (c *Console) runScript(w http.ResponseWriter, r *http.Request, si sessionIn
 	form, req, err := parseScriptForm(r.PostForm)
 	var tasks []api.TaskView
 	if err == nil {
+		// A deployer's request is refused whole outside its environments,
+		// as the API refuses it.
+		err = c.scope(si).CheckTaskRequest(r.Context(), req)
+	}
+	if err == nil {
 		tasks, err = c.co.CreateTasks(r.Context(), req)
 	}
 	if err == nil && len(tasks) == 0 {
@@ -316,6 +321,8 @@ func (c *Console) refusal(err error) (int, string) {
 		status = http.StatusNotFound
 	case errors.Is(err, kind.ErrConflict), errors.Is(err, kind.ErrNotConnected):
 		status = http.StatusConflict
+	case errors.Is(err, kind.ErrForbidden):
+		status = http.StatusForbidden
 	}
 	return status, c.failed("Run the script", err).Text
 }
@@ -324,6 +331,7 @@ func (c *Console) refusal(err error) (int, string) {
 // one request made, one a machine.
 type consoleGroup struct {
 	CSRF  string
+	Can   consoleCan
 	Group string
 	// Tasks are sorted by machine.
 	Tasks []api.TaskView
@@ -348,7 +356,7 @@ func (g consoleGroup) First() api.TaskView { return g.Tasks[0] }
 func (c *Console) group(ctx context.Context, si sessionInfo, id string) (consoleGroup, error) {
 	// A request makes one task per machine, and tasks are listed at most
 	// 1000 at a time.
-	ts, err := c.co.Tasks(ctx, api.TaskFilter{Group: id, Limit: 1000})
+	ts, err := c.scope(si).Tasks(ctx, api.TaskFilter{Group: id, Limit: 1000})
 	if err != nil {
 		return consoleGroup{}, fmt.Errorf("console: tasks of group %s: %w", id, err)
 	}
@@ -356,7 +364,7 @@ func (c *Console) group(ctx context.Context, si sessionInfo, id string) (console
 		return consoleGroup{}, kind.Errorf(kind.ErrNotFound, "no tasks in group %q", id)
 	}
 	slices.SortFunc(ts, func(x, y api.TaskView) int { return strings.Compare(x.Agent, y.Agent) })
-	g := consoleGroup{CSRF: si.csrf, Group: id, Tasks: ts, OpenLogs: len(ts) <= groupOpenLogs}
+	g := consoleGroup{CSRF: si.csrf, Can: canOf(si), Group: id, Tasks: ts, OpenLogs: len(ts) <= groupOpenLogs}
 	for _, state := range []string{api.TaskQueued, api.TaskRunning, api.TaskSucceeded, api.TaskFailed, api.TaskCancelled} {
 		n := 0
 		for _, t := range ts {
@@ -404,7 +412,9 @@ func (c *Console) groupFragment(w http.ResponseWriter, r *http.Request, si sessi
 func (c *Console) cancelGroup(w http.ResponseWriter, r *http.Request, si sessionInfo) {
 	id := r.PathValue("group")
 	back := "/script/" + url.PathEscape(id)
-	ts, err := c.co.Tasks(r.Context(), api.TaskFilter{Group: id, Limit: 1000})
+	// Only the tasks the caller may see: a deployer cancels its
+	// environments' part of a run.
+	ts, err := c.scope(si).Tasks(r.Context(), api.TaskFilter{Group: id, Limit: 1000})
 	if err != nil {
 		c.done(w, r, si, back, c.failed("Cancel all", err))
 		return

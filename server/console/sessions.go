@@ -8,6 +8,8 @@ import (
 	"encoding/hex"
 	"sync"
 	"time"
+
+	"github.com/tendrildeploy/tendril/server/httpapi"
 )
 
 // Console session limits.
@@ -125,11 +127,11 @@ type sessionInfo struct {
 	csrf    string
 	keyHash string
 	userID  string
-	// name and admin are filled in by console.session from the key or
-	// user the session stands for: who is signed in, and whether they
-	// may manage users and API keys.
-	name  string
-	admin bool
+	// name and caller are filled in by console.session from the key or
+	// user the session stands for: who is signed in, and the role and
+	// environments every page and action is checked against.
+	name   string
+	caller httpapi.Caller
 }
 
 // get returns the live session with this id and extends its idle

@@ -69,7 +69,7 @@ func InitWith(ctx context.Context, dir string, o InitOptions) (InitResult, error
 	}
 	defer st.Close()
 	key := secret.New("tdk_")
-	if err := st.CreateAPIKey(ctx, store.APIKey{ID: uuid.NewString(), Name: "admin", Hash: secret.Hash(key), CreatedAt: time.Now().UTC(), Admin: true}); err != nil {
+	if err := st.CreateAPIKey(ctx, store.APIKey{ID: uuid.NewString(), Name: "admin", Hash: secret.Hash(key), CreatedAt: time.Now().UTC(), Role: api.RoleAdmin, Admin: true}); err != nil {
 		return InitResult{}, fmt.Errorf("init %s: %w", dir, err)
 	}
 	if err := certs.WriteFileAtomic(filepath.Join(dir, api.AdminKeyFile), []byte(key+"\n"), 0o600); err != nil {

@@ -1,39 +1,11 @@
 package httpapi
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 
 	"github.com/tendrildeploy/tendril/api"
 )
-
-// apiKeyContext is the context key of the API key a request was
-// authorized with.
-type apiKeyContext struct{}
-
-func withAPIKey(ctx context.Context, k api.APIKeyView) context.Context {
-	return context.WithValue(ctx, apiKeyContext{}, k)
-}
-
-// requestAPIKey returns the key a request was authorized with.
-func requestAPIKey(ctx context.Context) (api.APIKeyView, bool) {
-	k, ok := ctx.Value(apiKeyContext{}).(api.APIKeyView)
-	return k, ok
-}
-
-// adminOnly refuses requests authorized by a key that is not an admin
-// key, before next runs.
-func (h *API) adminOnly(next http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		k, ok := requestAPIKey(r.Context())
-		if !ok || !k.Admin {
-			WriteError(w, http.StatusForbidden, fmt.Sprintf("API key %q is not an admin key: %s %s needs one (the key in the data folder's admin.key is)", k.Name, r.Method, r.URL.Path))
-			return
-		}
-		next(w, r)
-	}
-}
 
 func (h *API) apiUsers(w http.ResponseWriter, r *http.Request) {
 	vs, err := h.access.Users(r.Context())
@@ -45,7 +17,7 @@ func (h *API) apiCreateUser(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &req) {
 		return
 	}
-	v, err := h.access.CreateUser(r.Context(), req.Name, req.Password)
+	v, err := h.access.CreateUser(r.Context(), req.Name, req.Password, req.Role, req.Environments)
 	h.respond(w, http.StatusCreated, v, err)
 }
 
@@ -67,7 +39,16 @@ func (h *API) apiCreateAPIKey(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &req) {
 		return
 	}
-	v, err := h.access.CreateAPIKey(r.Context(), req.Name, req.Admin)
+	role := req.Role
+	if req.Admin {
+		// admin: true is how keys were made admin before roles.
+		if role != "" && role != api.RoleAdmin {
+			WriteError(w, http.StatusBadRequest, fmt.Sprintf(`"admin": true and "role": %q disagree: give one of them`, role))
+			return
+		}
+		role = api.RoleAdmin
+	}
+	v, err := h.access.CreateAPIKey(r.Context(), req.Name, role, req.Environments)
 	h.respond(w, http.StatusCreated, v, err)
 }
 

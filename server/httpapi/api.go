@@ -136,14 +136,15 @@ type Access interface {
 	CheckAPIKey(ctx context.Context, key string) (api.APIKeyView, error)
 	// Users lists the console users.
 	Users(ctx context.Context) ([]api.UserView, error)
-	// CreateUser adds a console user with a password.
-	CreateUser(ctx context.Context, name, password string) (api.UserView, error)
+	// CreateUser adds a console user with a password and a role.
+	CreateUser(ctx context.Context, name, password string, role api.Role, environments []string) (api.UserView, error)
 	// DeleteUser removes a console user.
 	DeleteUser(ctx context.Context, name string) error
 	// APIKeys lists the API keys, never the keys themselves.
 	APIKeys(ctx context.Context) ([]api.APIKeyView, error)
-	// CreateAPIKey makes an API key, shown only in the answer.
-	CreateAPIKey(ctx context.Context, name string, admin bool) (api.NewAPIKey, error)
+	// CreateAPIKey makes an API key with a role, shown only in the
+	// answer.
+	CreateAPIKey(ctx context.Context, name string, role api.Role, environments []string) (api.NewAPIKey, error)
 	// RevokeAPIKey revokes an API key.
 	RevokeAPIKey(ctx context.Context, id string) (api.APIKeyView, error)
 	// Tokens lists the enrollment tokens, never their secrets.
@@ -188,11 +189,13 @@ func (h *API) Register(mux *http.ServeMux) {
 		WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /api/openapi.json", h.apiOpenAPI) // documentation: no key needed
+	// Each route is authorized by its pattern: the roles of its row in
+	// Routes, which the OpenAPI document declares.
 	route := func(pattern string, f func(w http.ResponseWriter, r *http.Request)) {
-		mux.Handle(pattern, h.authorize(MaxRequestBody, http.HandlerFunc(f)))
+		mux.Handle(pattern, h.authorize(pattern, MaxRequestBody, http.HandlerFunc(f)))
 	}
 	upload := func(pattern string, limit int64, f func(w http.ResponseWriter, r *http.Request)) {
-		mux.Handle(pattern, h.authorize(limit, http.HandlerFunc(f)))
+		mux.Handle(pattern, h.authorize(pattern, limit, http.HandlerFunc(f)))
 	}
 	route("GET /api/agents", h.apiAgents)
 	route("POST /api/agents", h.apiAddListeningAgent)
@@ -202,19 +205,19 @@ func (h *API) Register(mux *http.ServeMux) {
 	route("POST /api/tokens", h.apiCreateToken)
 	route("GET /api/tokens", h.apiTokens)
 	route("DELETE /api/tokens/{id}", h.apiRevokeToken)
-	route("GET /api/users", h.adminOnly(h.apiUsers))
-	route("POST /api/users", h.adminOnly(h.apiCreateUser))
-	route("DELETE /api/users/{name}", h.adminOnly(h.apiDeleteUser))
-	route("GET /api/api-keys", h.adminOnly(h.apiAPIKeys))
-	route("POST /api/api-keys", h.adminOnly(h.apiCreateAPIKey))
-	route("POST /api/api-keys/{id}/revoke", h.adminOnly(h.apiRevokeAPIKey))
+	route("GET /api/users", h.apiUsers)
+	route("POST /api/users", h.apiCreateUser)
+	route("DELETE /api/users/{name}", h.apiDeleteUser)
+	route("GET /api/api-keys", h.apiAPIKeys)
+	route("POST /api/api-keys", h.apiCreateAPIKey)
+	route("POST /api/api-keys/{id}/revoke", h.apiRevokeAPIKey)
 	route("GET /api/server", func(w http.ResponseWriter, r *http.Request) { WriteJSON(w, http.StatusOK, h.co.Info()) })
 	route("POST /api/certificate/rotate", h.apiRotate)
 	upload("POST /api/calamari", api.MaxBundleSize, h.apiUploadCalamari)
 	route("GET /api/calamari", h.apiCalamari)
 	route("POST /api/calamari/update", h.apiUpdateCalamari)
-	route("GET /api/export", h.adminOnly(h.apiExport))
-	upload("POST /api/import", api.MaxExportSize, h.adminOnly(h.apiImport))
+	route("GET /api/export", h.apiExport)
+	upload("POST /api/import", api.MaxExportSize, h.apiImport)
 	upload("POST /api/files", api.MaxBundleSize, h.apiUploadFile)
 	upload("POST /api/agent-packages", api.MaxAgentPackageSize, h.apiUploadAgentPackage)
 	route("GET /api/agent-packages", h.apiAgentPackages)
@@ -232,7 +235,7 @@ func (h *API) Register(mux *http.ServeMux) {
 	route("GET /api/maintenance", h.apiMaintenance)
 	route("PUT /api/maintenance", h.apiSetMaintenance)
 	route("GET /api/policy", h.apiPolicy)
-	route("PUT /api/policy", h.adminOnly(h.apiSetPolicy))
+	route("PUT /api/policy", h.apiSetPolicy)
 	route("POST /api/backup/snapshot", h.apiBackupSnapshot)
 	route("GET /api/updates", h.apiUpdates)
 	route("GET /api/nodes", h.apiNodes)
@@ -240,15 +243,16 @@ func (h *API) Register(mux *http.ServeMux) {
 	route("POST /api/nodes/{name}/undrain", h.apiUndrainNode)
 	route("POST /api/agents/{name}/health-check", h.apiCheckAgentHealth)
 	route("POST /api/agents/{name}/diagnostics", h.apiAgentDiagnostics)
-	route("GET /api/server/goroutines", h.adminOnly(h.apiGoroutines))
+	route("GET /api/server/goroutines", h.apiGoroutines)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusNotFound, fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path))
 	})
 }
 
-// authorize requires a valid API key as a bearer token and bounds the
-// request body.
-func (h *API) authorize(maxBody int64, next http.Handler) http.Handler {
+// authorize requires a valid API key as a bearer token whose role may
+// call route (Permit), and bounds the request body. The role is checked
+// before the body is read: a refused upload is not received.
+func (h *API) authorize(route string, maxBody int64, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || key == "" {
@@ -266,18 +270,23 @@ func (h *API) authorize(maxBody int64, next http.Handler) http.Handler {
 			WriteError(w, http.StatusInternalServerError, "could not check the API key")
 			return
 		}
+		caller := KeyCaller(k)
+		if err := Permit(caller, route); err != nil {
+			WriteError(w, http.StatusForbidden, err.Error())
+			return
+		}
 		if r.ContentLength > maxBody {
 			// Said before the body is sent, not after gigabytes of it.
 			WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", maxBody))
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-		next.ServeHTTP(w, r.WithContext(withAPIKey(r.Context(), k)))
+		next.ServeHTTP(w, r.WithContext(WithCaller(r.Context(), caller)))
 	})
 }
 
 func (h *API) apiAgents(w http.ResponseWriter, r *http.Request) {
-	agents, err := h.co.Agents(r.Context())
+	agents, err := h.Scope(requestCaller(r.Context())).Agents(r.Context())
 	if err != nil {
 		h.internalError(w, err)
 		return
@@ -286,7 +295,7 @@ func (h *API) apiAgents(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *API) apiAgent(w http.ResponseWriter, r *http.Request) {
-	a, err := h.co.Agent(r.Context(), r.PathValue("name"))
+	a, err := h.Scope(requestCaller(r.Context())).Agent(r.Context(), r.PathValue("name"))
 	if h.agentError(w, r, err) {
 		return
 	}

@@ -24,8 +24,7 @@ type Download struct {
 // because it asks the agent to work (collect, hash its Calamari, send).
 // Who asked is logged: an archive holds the agent's logs.
 func (h *API) apiAgentDiagnostics(w http.ResponseWriter, r *http.Request) {
-	k, _ := requestAPIKey(r.Context())
-	h.log.Info("agent diagnostics asked for", zap.String("agent", r.PathValue("name")), zap.String("api_key", k.Name), zap.String("remote", r.RemoteAddr))
+	h.log.Info("agent diagnostics asked for", zap.String("agent", r.PathValue("name")), zap.String("by", requestCaller(r.Context()).Who), zap.String("remote", r.RemoteAddr))
 	d, err := h.co.AgentDiagnostics(r.Context(), r.PathValue("name"))
 	if h.agentError(w, r, err) {
 		return
@@ -49,9 +48,9 @@ func ServeDownload(w http.ResponseWriter, log *zap.Logger, media string, d Downl
 	}
 }
 
-// apiGoroutines is GET /api/server/goroutines, registered for admin keys
-// only (adminOnly): a dump names the coordinator's internals, which only
-// its operators need.
+// apiGoroutines is GET /api/server/goroutines, for admin keys only (its
+// row's Roles): a dump names the coordinator's internals, which only its
+// administrators need.
 func (h *API) apiGoroutines(w http.ResponseWriter, r *http.Request) {
 	b, err := h.co.Goroutines()
 	if err != nil {

@@ -34,7 +34,14 @@ type Route struct {
 	Summary, Description string
 	// Public routes need no API key.
 	Public bool
-	Query  []Param
+	// Roles may call the route (every other role is answered 403); nil
+	// only for a public route. Register enforces them and the document
+	// declares them (x-roles).
+	Roles []api.Role
+	// Scope says how a deployer is limited on the route, for the
+	// document; "" where it is not or may not call it.
+	Scope string
+	Query []Param
 	// Request is a value of the JSON body's type, nil for no body.
 	Request any
 	// RawBody is the media type of a body sent as bytes (uploads).
@@ -72,31 +79,44 @@ func Routes() []Route {
 		upgrades = "Agent upgrades"
 		access   = "Users and API keys"
 	)
+	// Who may call what (README, "Roles"): reads are for everyone but
+	// what holds secrets or internals, or names other environments'
+	// machines (readers: not a deployer); a deployer may run tasks in its
+	// environments and upload their files; operators everything else
+	// but users, API keys, exports and imports, the machine policy and
+	// goroutine dumps, which are for admins.
+	var (
+		everyone  = []api.Role{api.RoleAdmin, api.RoleOperator, api.RoleDeployer, api.RoleViewer}
+		readers   = []api.Role{api.RoleAdmin, api.RoleOperator, api.RoleViewer}
+		deployers = []api.Role{api.RoleAdmin, api.RoleOperator, api.RoleDeployer}
+		operators = []api.Role{api.RoleAdmin, api.RoleOperator}
+		admins    = []api.Role{api.RoleAdmin}
+	)
 	return []Route{
 		{Method: "GET", Path: "/api/openapi.json", Tag: coord, Public: true, Status: 200, Response: map[string]any{},
 			Summary:     "This document",
 			Description: "The OpenAPI 3.1 description of this API. It needs no API key: it is documentation and holds no fleet data."},
 
-		{Method: "GET", Path: "/api/agents", Tag: agents, Status: 200, Response: []api.AgentView{},
+		{Method: "GET", Path: "/api/agents", Tag: agents, Roles: everyone, Scope: "only the agents of its environments are listed", Status: 200, Response: []api.AgentView{},
 			Summary: "List agents with their connection, health, TLS version, Calamari and upgrade state"},
-		{Method: "POST", Path: "/api/agents", Tag: agents, Request: api.ListeningAgentRequest{}, Status: 201, Response: api.AgentView{}, Errors: []int{400, 409, 413},
+		{Method: "POST", Path: "/api/agents", Tag: agents, Roles: operators, Request: api.ListeningAgentRequest{}, Status: 201, Response: api.AgentView{}, Errors: []int{400, 409, 413},
 			Summary: "Add a listening agent, which the coordinator dials",
 			Description: "For an agent that listens (tendril-agent register --listen) rather than dialing the coordinator: give the address the coordinator reaches it at, " +
 				"the thumbprint its register command printed, and its environment; the name defaults to the address's host. " +
 				"The coordinator dials it from then on and accepts only that certificate; until a dial succeeds, dial_error says why it failed. " +
 				"409 when the name or the thumbprint belongs to another agent, or the thumbprint to a deleted one."},
-		{Method: "GET", Path: "/api/agents/{name}", Tag: agents, Status: 200, Response: api.AgentView{}, Errors: []int{404},
+		{Method: "GET", Path: "/api/agents/{name}", Tag: agents, Roles: everyone, Scope: "403 for an agent of another environment", Status: 200, Response: api.AgentView{}, Errors: []int{404},
 			Summary: "One agent by name"},
-		{Method: "PUT", Path: "/api/agents/{name}/address", Tag: agents, Request: api.AgentAddressRequest{}, Status: 200, Response: api.AgentView{}, Errors: []int{400, 404, 413},
+		{Method: "PUT", Path: "/api/agents/{name}/address", Tag: agents, Roles: operators, Request: api.AgentAddressRequest{}, Status: 200, Response: api.AgentView{}, Errors: []int{400, 404, 413},
 			Summary:     "Move a listening agent to a new address",
 			Description: "Its session, if any, ends and the coordinator dials the new address; the last dial error is cleared. 400 for a polling agent, which dials the coordinator itself."},
-		{Method: "DELETE", Path: "/api/agents/{name}", Tag: agents, Status: 204, Errors: []int{404},
+		{Method: "DELETE", Path: "/api/agents/{name}", Tag: agents, Roles: operators, Status: 204, Errors: []int{404},
 			Summary:     "Delete an agent",
 			Description: "Ends the agent's session; its certificate is refused from then on. It must enroll again with a new token."},
-		{Method: "POST", Path: "/api/agents/{name}/health-check", Tag: agents, Status: 200, Response: api.AgentView{}, Errors: []int{404, 409},
+		{Method: "POST", Path: "/api/agents/{name}/health-check", Tag: agents, Roles: operators, Status: 200, Response: api.AgentView{}, Errors: []int{404, 409},
 			Summary:     "Check an agent's health now",
 			Description: "Checks a connected agent at once rather than at the next interval and returns its view. 409 if it is not connected to this coordinator."},
-		{Method: "POST", Path: "/api/agents/{name}/diagnostics", Tag: agents, Status: 200, ResponseMedia: "application/gzip", Errors: []int{404},
+		{Method: "POST", Path: "/api/agents/{name}/diagnostics", Tag: agents, Roles: operators, Status: 200, ResponseMedia: "application/gzip", Errors: []int{404},
 			Summary: "Collect an agent's diagnostics archive",
 			Description: "A gzip-compressed tar with a manifest.json listing every entry (what it is, its size and SHA-256, when it was collected) and what could not be collected, with why. " +
 				"It holds the coordinator's side (the agent's record, recent health, tasks and upgrade history, the coordinator's version) and, as agent/diagnostics.tar.gz, " +
@@ -104,76 +124,76 @@ func Routes() []Route {
 				"which the agent sends over its session. An agent that is not connected, or too old to collect one, still gets an archive of the coordinator's side, " +
 				"whose manifest notes say why the agent's is missing. Never a private key, token, password or API key."},
 
-		{Method: "POST", Path: "/api/tokens", Tag: tokens, Request: api.TokenRequest{}, Status: 201, Response: api.TokenResult{}, Errors: []int{400, 413},
+		{Method: "POST", Path: "/api/tokens", Tag: tokens, Roles: operators, Request: api.TokenRequest{}, Status: 201, Response: api.TokenResult{}, Errors: []int{400, 413},
 			Summary:     "Create a one-time enrollment token",
 			Description: "Returns the token and the join string for `tendril-agent register --join`."},
 
-		{Method: "GET", Path: "/api/tokens", Tag: tokens, Status: 200, Response: []api.TokenView{},
+		{Method: "GET", Path: "/api/tokens", Tag: tokens, Roles: readers, Status: 200, Response: []api.TokenView{},
 			Summary: "List enrollment tokens: unused, used or expired (never the token itself)"},
-		{Method: "DELETE", Path: "/api/tokens/{id}", Tag: tokens, Status: 204, Errors: []int{404},
+		{Method: "DELETE", Path: "/api/tokens/{id}", Tag: tokens, Roles: operators, Status: 204, Errors: []int{404},
 			Summary: "Revoke an enrollment token"},
 
-		{Method: "GET", Path: "/api/users", Tag: access, Status: 200, Response: []api.UserView{}, Errors: []int{403},
+		{Method: "GET", Path: "/api/users", Tag: access, Roles: admins, Status: 200, Response: []api.UserView{}, Errors: []int{403},
 			Summary: "List console users (admin key only)"},
-		{Method: "POST", Path: "/api/users", Tag: access, Request: api.UserRequest{}, Status: 201, Response: api.UserView{}, Errors: []int{400, 403, 409, 413},
+		{Method: "POST", Path: "/api/users", Tag: access, Roles: admins, Request: api.UserRequest{}, Status: 201, Response: api.UserView{}, Errors: []int{400, 403, 409, 413},
 			Summary:     "Create a console user (admin key only)",
 			Description: "The password is stored with a slow hash."},
-		{Method: "DELETE", Path: "/api/users/{name}", Tag: access, Status: 204, Errors: []int{403, 404},
+		{Method: "DELETE", Path: "/api/users/{name}", Tag: access, Roles: admins, Status: 204, Errors: []int{403, 404},
 			Summary: "Delete a console user (admin key only); their sessions end"},
-		{Method: "GET", Path: "/api/api-keys", Tag: access, Status: 200, Response: []api.APIKeyView{}, Errors: []int{403},
+		{Method: "GET", Path: "/api/api-keys", Tag: access, Roles: admins, Status: 200, Response: []api.APIKeyView{}, Errors: []int{403},
 			Summary: "List API keys, never the keys themselves (admin key only)"},
-		{Method: "POST", Path: "/api/api-keys", Tag: access, Request: api.APIKeyRequest{}, Status: 201, Response: api.NewAPIKey{}, Errors: []int{400, 403, 409, 413},
+		{Method: "POST", Path: "/api/api-keys", Tag: access, Roles: admins, Request: api.APIKeyRequest{}, Status: 201, Response: api.NewAPIKey{}, Errors: []int{400, 403, 409, 413},
 			Summary:     "Create an API key (admin key only)",
 			Description: "The answer holds the key: the only time it is shown."},
-		{Method: "POST", Path: "/api/api-keys/{id}/revoke", Tag: access, Status: 200, Response: api.APIKeyView{}, Errors: []int{403, 404, 409},
+		{Method: "POST", Path: "/api/api-keys/{id}/revoke", Tag: access, Roles: admins, Status: 200, Response: api.APIKeyView{}, Errors: []int{403, 404, 409},
 			Summary: "Revoke an API key (admin key only); sessions signed in with it end"},
 
-		{Method: "GET", Path: "/api/server", Tag: coord, Status: 200, Response: api.ServerInfo{},
+		{Method: "GET", Path: "/api/server", Tag: coord, Roles: everyone, Status: 200, Response: api.ServerInfo{},
 			Summary: "The coordinator's version, thumbprints and agent address"},
-		{Method: "GET", Path: "/api/server/goroutines", Tag: coord, Status: 200, Response: "", ResponseMedia: "text/plain", Errors: []int{403},
+		{Method: "GET", Path: "/api/server/goroutines", Tag: coord, Roles: admins, Status: 200, Response: "", ResponseMedia: "text/plain", Errors: []int{403},
 			Summary:     "The coordinator's goroutine dump (admin key only)",
 			Description: "Every goroutine with its stack, as Go prints them on a crash, without stopping anything: what is stuck, and where. tendril-server diagnostics puts it in the coordinator's archive."},
-		{Method: "POST", Path: "/api/certificate/rotate", Tag: coord, Status: 200, Response: api.RotationResult{},
+		{Method: "POST", Path: "/api/certificate/rotate", Tag: coord, Roles: operators, Status: 200, Response: api.RotationResult{},
 			Summary:     "Rotate the coordinator's certificate",
 			Description: "Connected agents learn the new thumbprint before it is served; agents away learn it when they reconnect."},
-		{Method: "GET", Path: "/api/maintenance", Tag: coord, Status: 200, Response: api.MaintenanceView{},
+		{Method: "GET", Path: "/api/maintenance", Tag: coord, Roles: everyone, Status: 200, Response: api.MaintenanceView{},
 			Summary: "Maintenance mode and what is still running"},
-		{Method: "PUT", Path: "/api/maintenance", Tag: coord, Request: api.MaintenanceRequest{}, Status: 200, Response: api.MaintenanceView{}, Errors: []int{400, 413},
+		{Method: "PUT", Path: "/api/maintenance", Tag: coord, Roles: operators, Request: api.MaintenanceRequest{}, Status: 200, Response: api.MaintenanceView{}, Errors: []int{400, 413},
 			Summary:     "Turn maintenance mode on or off",
 			Description: "While on, new tasks, rollouts and resumes are refused with 409; running ones finish. Poll GET /api/maintenance until running_tasks, queued_tasks and running_rollouts are 0 to drain."},
-		{Method: "GET", Path: "/api/policy", Tag: coord, Status: 200, Response: api.PolicyView{},
+		{Method: "GET", Path: "/api/policy", Tag: coord, Roles: everyone, Status: 200, Response: api.PolicyView{},
 			Summary: "The machine policy: health interval, Calamari versions kept, rollout defaults, disk retention on agents"},
-		{Method: "PUT", Path: "/api/policy", Tag: coord, Request: api.PolicyRequest{}, Status: 200, Response: api.PolicyView{}, Errors: []int{400, 403, 413},
+		{Method: "PUT", Path: "/api/policy", Tag: coord, Roles: admins, Request: api.PolicyRequest{}, Status: 200, Response: api.PolicyView{}, Errors: []int{400, 403, 413},
 			Summary:     "Change the machine policy (admin key only)",
 			Description: "Fields left out keep their value. Every coordinator node applies the change without a restart; the deprecated --health-interval flag no longer overrides it. work_keep and work_min_free (a size such as 2GiB) reach connected agents at once, older agents ignore them."},
-		{Method: "POST", Path: "/api/backup/snapshot", Tag: coord, Status: 201, Response: api.Snapshot{}, Errors: []int{409},
+		{Method: "POST", Path: "/api/backup/snapshot", Tag: coord, Roles: operators, Status: 201, Response: api.Snapshot{}, Errors: []int{409},
 			Summary:     "Write a consistent database snapshot into the data folder",
 			Description: "Used by `tendril-server backup`, which packs the snapshot and deletes it. 409 when the database cannot be snapshotted by Tendril (PostgreSQL)."},
-		{Method: "GET", Path: "/api/nodes", Tag: coord, Status: 200, Response: []api.NodeView{},
+		{Method: "GET", Path: "/api/nodes", Tag: coord, Roles: readers, Status: 200, Response: []api.NodeView{},
 			Summary:     "List the coordinator nodes sharing this one's database",
 			Description: "Each node with its state (running, draining, drained, stopped, dead), heartbeat and the agents, tasks and rollouts it holds."},
-		{Method: "POST", Path: "/api/nodes/{name}/drain", Tag: coord, Status: 200, Response: api.NodeView{}, Errors: []int{404},
+		{Method: "POST", Path: "/api/nodes/{name}/drain", Tag: coord, Roles: operators, Status: 200, Response: api.NodeView{}, Errors: []int{404},
 			Summary:     "Drain a coordinator node",
 			Description: "The node accepts no agent sessions and claims no new task, lets its tasks finish, hands its rollouts to another node and moves its agents away; once drained it can be stopped."},
-		{Method: "POST", Path: "/api/nodes/{name}/undrain", Tag: coord, Status: 200, Response: api.NodeView{}, Errors: []int{404},
+		{Method: "POST", Path: "/api/nodes/{name}/undrain", Tag: coord, Roles: operators, Status: 200, Response: api.NodeView{}, Errors: []int{404},
 			Summary: "Let a drained node serve agents and take work again"},
-		{Method: "GET", Path: "/api/updates", Tag: coord, Status: 200, Response: api.UpdatesView{},
+		{Method: "GET", Path: "/api/updates", Tag: coord, Roles: everyone, Status: 200, Response: api.UpdatesView{},
 			Summary: "Whether the release feed lists a newer coordinator"},
 
-		{Method: "POST", Path: "/api/calamari", Tag: calamari, RawBody: "application/gzip", MaxBody: api.MaxBundleSize,
+		{Method: "POST", Path: "/api/calamari", Tag: calamari, Roles: operators, RawBody: "application/gzip", MaxBody: api.MaxBundleSize,
 			Status: 201, Also: []int{200}, Response: api.BundleView{}, Errors: []int{400, 409, 413},
 			Summary:     "Upload a Calamari bundle",
 			Description: "The body is a calamari-<version>.tar.gz. The coordinator checks every file against the manifest and signs it. 201 when stored, 200 when the same bundle was already stored, 409 when that version is stored with other content."},
-		{Method: "GET", Path: "/api/calamari", Tag: calamari, Status: 200, Response: []api.BundleView{},
+		{Method: "GET", Path: "/api/calamari", Tag: calamari, Roles: everyone, Status: 200, Response: []api.BundleView{},
 			Summary: "List stored Calamari bundles, newest first"},
-		{Method: "POST", Path: "/api/calamari/update", Tag: calamari, Request: api.UpdateTarget{}, Status: 200, Response: []api.UpdateResult{},
+		{Method: "POST", Path: "/api/calamari/update", Tag: calamari, Roles: operators, Request: api.UpdateTarget{}, Status: 200, Response: []api.UpdateResult{},
 			Errors:      []int{400, 404, 413},
 			Summary:     "Push the latest Calamari to one agent or every agent of an environment",
 			Description: "Give exactly one of agent or environment. One result per agent: installed, current or failed."},
-		{Method: "GET", Path: "/api/export", Tag: calamari, Status: 200, ResponseMedia: "application/gzip", Errors: []int{403},
+		{Method: "GET", Path: "/api/export", Tag: calamari, Roles: admins, Status: 200, ResponseMedia: "application/gzip", Errors: []int{403},
 			Summary:     "Export every agent package and Calamari bundle, for a coordinator with no network",
 			Description: "A gzip-compressed tar: manifest.json (each item with its SHA-256 and this coordinator's signature), manifest.sig, and the files. Admin keys only."},
-		{Method: "POST", Path: "/api/import", Tag: calamari, RawBody: "application/gzip", MaxBody: api.MaxExportSize,
+		{Method: "POST", Path: "/api/import", Tag: calamari, Roles: admins, RawBody: "application/gzip", MaxBody: api.MaxExportSize,
 			Status: 200, Response: api.ImportResult{}, Errors: []int{400, 403, 409, 413},
 			Query: []Param{
 				{Name: "allow_downgrade", Type: "boolean", Description: "store items older than what the fleet runs, after a backup snapshot"},
@@ -183,24 +203,24 @@ func Routes() []Route {
 			},
 			Summary:     "Import an export file",
 			Description: "Every signature is checked with the source's key and every file against its SHA-256 before anything is stored; items are then stored as uploads here, signed with this coordinator's key. 400 for a damaged file or a signature that does not verify, 409 for items older than what the fleet runs without allow_downgrade. Admin keys only."},
-		{Method: "POST", Path: "/api/files", Tag: tasks, RawBody: "application/octet-stream", MaxBody: api.MaxBundleSize,
+		{Method: "POST", Path: "/api/files", Tag: tasks, Roles: deployers, RawBody: "application/octet-stream", MaxBody: api.MaxBundleSize,
 			Status: 201, Response: api.FileView{}, Errors: []int{413},
 			Summary:     "Upload a file for tasks",
 			Description: "Stored by its SHA-256; name it in a task's file to have it put in the task's folder on the agent."},
 
-		{Method: "POST", Path: "/api/tasks", Tag: tasks, Request: api.TaskRequest{}, Status: 201, Response: []api.TaskView{}, Errors: []int{400, 404, 409, 413},
+		{Method: "POST", Path: "/api/tasks", Tag: tasks, Roles: deployers, Scope: "only agents of its environments, and variables from their tasks' outputs: a request naming anything else is refused whole with 403", Request: api.TaskRequest{}, Status: 201, Response: []api.TaskView{}, Errors: []int{400, 404, 409, 413},
 			Summary:     "Run Calamari on an agent or every agent of an environment",
 			Description: "Give exactly one of agent or environment. Every target must be connected; 409 in maintenance mode or when an agent must be upgraded first."},
-		{Method: "GET", Path: "/api/tasks", Tag: tasks, Status: 200, Response: []api.TaskView{}, Errors: []int{400, 404},
+		{Method: "GET", Path: "/api/tasks", Tag: tasks, Roles: everyone, Scope: "only the tasks of its environments' agents are listed; 403 for an agent of another environment", Status: 200, Response: []api.TaskView{}, Errors: []int{400, 404},
 			Query: []Param{
 				{Name: "agent", Type: "string", Description: "only this agent's tasks"},
 				{Name: "group", Type: "string", Description: "only the tasks started by one request"},
 				{Name: "limit", Type: "integer", Description: "at most this many, 1 to 1000"},
 			},
 			Summary: "List tasks, newest first"},
-		{Method: "GET", Path: "/api/tasks/{id}", Tag: tasks, Status: 200, Response: api.TaskView{}, Errors: []int{404},
+		{Method: "GET", Path: "/api/tasks/{id}", Tag: tasks, Roles: everyone, Scope: "403 for a task of another environment's agent", Status: 200, Response: api.TaskView{}, Errors: []int{404},
 			Summary: "One task"},
-		{Method: "GET", Path: "/api/tasks/{id}/log", Tag: tasks, Status: 200, Response: api.LogLineView{}, ResponseMedia: "application/x-ndjson",
+		{Method: "GET", Path: "/api/tasks/{id}/log", Tag: tasks, Roles: everyone, Scope: "403 for a task of another environment's agent", Status: 200, Response: api.LogLineView{}, ResponseMedia: "application/x-ndjson",
 			Errors: []int{400, 404},
 			Query: []Param{
 				{Name: "from", Type: "integer", Description: "first log line number to send (1 or more)"},
@@ -208,14 +228,14 @@ func Routes() []Route {
 			},
 			Summary:     "A task's log as newline-delimited JSON",
 			Description: "One log line object per line; once the task has finished and every line was sent, one {\"end\": task} object. A quiet follow sends a blank line every 15 seconds."},
-		{Method: "GET", Path: "/api/tasks/{id}/artifacts/{name}", Tag: tasks, Status: 200, ResponseMedia: "application/octet-stream", Errors: []int{404},
+		{Method: "GET", Path: "/api/tasks/{id}/artifacts/{name}", Tag: tasks, Roles: everyone, Scope: "403 for a task of another environment's agent", Status: 200, ResponseMedia: "application/octet-stream", Errors: []int{404},
 			Summary:     "Download a task's artifact",
 			Description: "A file the task's script attached (calamari artifact PATH), as the agent sent it; the task lists its artifacts with their size and SHA-256."},
-		{Method: "POST", Path: "/api/tasks/{id}/cancel", Tag: tasks, Status: 200, Response: api.TaskView{}, Errors: []int{404, 409},
+		{Method: "POST", Path: "/api/tasks/{id}/cancel", Tag: tasks, Roles: deployers, Scope: "403 for a task of another environment's agent", Status: 200, Response: api.TaskView{}, Errors: []int{404, 409},
 			Summary:     "Cancel a task",
 			Description: "The agent kills the task's whole process tree."},
 
-		{Method: "POST", Path: "/api/agent-packages", Tag: upgrades, RawBody: "application/octet-stream", MaxBody: api.MaxAgentPackageSize,
+		{Method: "POST", Path: "/api/agent-packages", Tag: upgrades, Roles: operators, RawBody: "application/octet-stream", MaxBody: api.MaxAgentPackageSize,
 			Query: []Param{
 				{Name: "version", Type: "string", Required: true, Description: "the binary's version, e.g. 1.2.0"},
 				{Name: "os", Type: "string", Required: true, Description: "linux, windows or darwin"},
@@ -224,20 +244,20 @@ func Routes() []Route {
 			Status: 201, Also: []int{200}, Response: api.AgentPackageView{}, Errors: []int{400, 409, 413},
 			Summary:     "Upload an agent binary",
 			Description: "The coordinator checks that it is an executable for that OS and signs it. 201 when stored, 200 when the same binary was already stored."},
-		{Method: "GET", Path: "/api/agent-packages", Tag: upgrades, Status: 200, Response: []api.AgentPackageView{},
+		{Method: "GET", Path: "/api/agent-packages", Tag: upgrades, Roles: everyone, Status: 200, Response: []api.AgentPackageView{},
 			Summary: "List stored agent packages, newest first"},
-		{Method: "POST", Path: "/api/rollouts", Tag: upgrades, Request: api.RolloutRequest{}, Status: 201, Response: api.RolloutView{},
+		{Method: "POST", Path: "/api/rollouts", Tag: upgrades, Roles: operators, Request: api.RolloutRequest{}, Status: 201, Response: api.RolloutView{},
 			Errors:      []int{400, 404, 409, 413},
 			Summary:     "Start upgrading agents, in batches",
 			Description: "Give exactly one of environment or all. 409 in maintenance mode or while another rollout runs on the same agents."},
-		{Method: "GET", Path: "/api/rollouts", Tag: upgrades, Status: 200, Response: []api.RolloutView{},
+		{Method: "GET", Path: "/api/rollouts", Tag: upgrades, Roles: readers, Status: 200, Response: []api.RolloutView{},
 			Summary: "List rollouts, newest first, with counts but not agents"},
-		{Method: "GET", Path: "/api/rollouts/{id}", Tag: upgrades, Status: 200, Response: api.RolloutView{}, Errors: []int{404},
+		{Method: "GET", Path: "/api/rollouts/{id}", Tag: upgrades, Roles: readers, Status: 200, Response: api.RolloutView{}, Errors: []int{404},
 			Summary: "One rollout with each agent's state, time and reason"},
-		{Method: "POST", Path: "/api/rollouts/{id}/halt", Tag: upgrades, Status: 200, Response: api.RolloutView{}, Errors: []int{404, 409},
+		{Method: "POST", Path: "/api/rollouts/{id}/halt", Tag: upgrades, Roles: operators, Status: 200, Response: api.RolloutView{}, Errors: []int{404, 409},
 			Summary:     "Halt a running rollout",
 			Description: "No further batch starts; agents of the batch under way finish. The halt is stored and survives a restart. 409 if the rollout has finished."},
-		{Method: "POST", Path: "/api/rollouts/{id}/resume", Tag: upgrades, Status: 200, Response: api.RolloutView{}, Errors: []int{404, 409},
+		{Method: "POST", Path: "/api/rollouts/{id}/resume", Tag: upgrades, Roles: operators, Status: 200, Response: api.RolloutView{}, Errors: []int{404, 409},
 			Summary:     "Resume a halted rollout",
 			Description: "The next batch starts. 409 if the rollout has finished, or in maintenance mode."},
 	}
@@ -247,7 +267,7 @@ func Routes() []Route {
 var openAPIErrorText = map[int]string{
 	400: "The request is not valid; the error says what to change.",
 	401: "No API key, or one that is not valid (unknown or revoked).",
-	403: "The API key may not do this: managing users and API keys needs an admin key.",
+	403: "The API key's role may not do this (the operation's x-roles lists the roles that may), or, for a deployer, it names an agent, environment or task outside its environments. The error names the role and what it may do.",
 	404: "What the path or body names does not exist.",
 	409: "The request contradicts the coordinator's state (maintenance mode, an agent not connected, a rollout already running or finished, content or a name already stored).",
 	413: "The request body is larger than this endpoint accepts.",
@@ -325,7 +345,12 @@ func buildOpenAPI(version string) map[string]any {
 		errs := slices.Clone(rt.Errors)
 		if !rt.Public {
 			errs = append(errs, 401)
+			if !slices.Contains(errs, 403) {
+				errs = append(errs, 403)
+			}
 			op["security"] = []any{map[string]any{"bearer": []string{}}}
+			op["x-roles"] = rt.Roles
+			op["description"] = strings.TrimSpace(rt.Description + " " + rolesText(rt))
 		} else {
 			op["security"] = []any{}
 		}
@@ -356,7 +381,9 @@ func buildOpenAPI(version string) map[string]any {
 			"title":   "Tendril coordinator API",
 			"version": version,
 			"description": "The HTTP API of a Tendril coordinator (tendril-server). Every endpoint but this document needs an API key " +
-				"sent as `Authorization: Bearer <key>`; the admin key is in the data folder's admin.key. Every error answers " +
+				"sent as `Authorization: Bearer <key>`; the admin key is in the data folder's admin.key. Each key has a role " +
+				"(admin, operator, deployer or viewer); each operation lists in x-roles the roles that may call it, and answers 403 to the others. " +
+				"A deployer acts only on the agents of its environments. Every error answers " +
 				"`{\"error\": \"...\"}` with a message a person can act on. Request bodies are JSON objects unless the endpoint says otherwise; " +
 				"unknown fields are refused.",
 		},
@@ -372,6 +399,16 @@ func buildOpenAPI(version string) map[string]any {
 		},
 		"security": []any{map[string]any{"bearer": []string{}}},
 	}
+}
+
+// rolesText says in the description who may call a route, as x-roles
+// does for tools.
+func rolesText(rt Route) string {
+	t := "Roles: " + roleList(rt.Roles) + "."
+	if rt.Scope != "" {
+		t += " A deployer: " + rt.Scope + "."
+	}
+	return t
 }
 
 // operationID is a stable, unique name for a route, e.g.

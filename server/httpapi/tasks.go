@@ -29,6 +29,8 @@ func Fail(w http.ResponseWriter, log *zap.Logger, err error) {
 		WriteError(w, http.StatusNotFound, err.Error())
 	case errors.Is(err, kind.ErrConflict), errors.Is(err, kind.ErrNotConnected):
 		WriteError(w, http.StatusConflict, err.Error())
+	case errors.Is(err, kind.ErrForbidden):
+		WriteError(w, http.StatusForbidden, err.Error())
 	default:
 		InternalError(w, log, err)
 	}
@@ -84,6 +86,10 @@ func (h *API) apiCreateTasks(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &req) {
 		return
 	}
+	if err := h.Scope(requestCaller(r.Context())).CheckTaskRequest(r.Context(), req); err != nil {
+		h.apiError(w, err)
+		return
+	}
 	ts, err := h.co.CreateTasks(r.Context(), req)
 	h.respond(w, http.StatusCreated, ts, err)
 }
@@ -96,7 +102,7 @@ func (h *API) apiTasks(w http.ResponseWriter, r *http.Request) {
 		if err != nil || n < 1 || n > 1000 {
 			// An unknown agent is answered first, whatever the limit.
 			if f.Agent != "" {
-				if _, err := h.co.Agent(r.Context(), f.Agent); err != nil {
+				if _, err := h.Scope(requestCaller(r.Context())).Agent(r.Context(), f.Agent); err != nil {
 					h.apiError(w, err)
 					return
 				}
@@ -106,19 +112,23 @@ func (h *API) apiTasks(w http.ResponseWriter, r *http.Request) {
 		}
 		f.Limit = n
 	}
-	ts, err := h.co.Tasks(r.Context(), f)
+	ts, err := h.Scope(requestCaller(r.Context())).Tasks(r.Context(), f)
 	h.respond(w, http.StatusOK, ts, err)
 }
 
 func (h *API) apiTask(w http.ResponseWriter, r *http.Request) {
-	t, err := h.co.Task(r.Context(), r.PathValue("id"))
-	h.respond(w, http.StatusOK, t, noSuchTask(r.PathValue("id"), err))
+	t, err := h.Scope(requestCaller(r.Context())).Task(r.Context(), r.PathValue("id"))
+	h.respond(w, http.StatusOK, t, err)
 }
 
 // apiTaskArtifact downloads a task's artifact. It is offered as an
 // attachment with a generic type: an artifact is whatever a script made,
 // and must never render as a page of the console's origin.
 func (h *API) apiTaskArtifact(w http.ResponseWriter, r *http.Request) {
+	if _, err := h.Scope(requestCaller(r.Context())).Task(r.Context(), r.PathValue("id")); err != nil {
+		h.apiError(w, err)
+		return
+	}
 	d, err := h.co.TaskArtifact(r.Context(), r.PathValue("id"), r.PathValue("name"))
 	if err != nil {
 		h.respond(w, http.StatusOK, nil, noSuchTask(r.PathValue("id"), err))
@@ -128,6 +138,10 @@ func (h *API) apiTaskArtifact(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *API) apiCancelTask(w http.ResponseWriter, r *http.Request) {
+	if _, err := h.Scope(requestCaller(r.Context())).Task(r.Context(), r.PathValue("id")); err != nil {
+		h.apiError(w, err)
+		return
+	}
 	t, err := h.co.CancelTask(r.Context(), r.PathValue("id"))
 	h.respond(w, http.StatusOK, t, noSuchTask(r.PathValue("id"), err))
 }
@@ -149,8 +163,8 @@ func (h *API) apiTaskLog(w http.ResponseWriter, r *http.Request) {
 		from = n
 	}
 	follow, _ := strconv.ParseBool(r.URL.Query().Get("follow"))
-	if _, err := h.co.Task(ctx, id); err != nil {
-		h.apiError(w, noSuchTask(id, err))
+	if _, err := h.Scope(requestCaller(ctx)).Task(ctx, id); err != nil {
+		h.apiError(w, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")

@@ -22,6 +22,8 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrNotConnected means the agent has no session to this coordinator.
 	ErrNotConnected = errors.New("agent is not connected")
+	// ErrForbidden wraps a request the caller's role does not allow.
+	ErrForbidden = errors.New("forbidden")
 )
 
 // Error is an error whose text is a message for a person and which matches

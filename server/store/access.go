@@ -1,6 +1,10 @@
 package store
 
-import "time"
+import (
+	"time"
+
+	"github.com/tendrildeploy/tendril/api"
+)
 
 // User is a person who signs in to the web console with a password.
 type User struct {
@@ -10,4 +14,8 @@ type User struct {
 	// parameters and the salt along with the hash.
 	PasswordHash string
 	CreatedAt    time.Time
+	// Role is what the user may do (api.Role*); Environments are a
+	// deployer's.
+	Role         api.Role
+	Environments []string
 }

@@ -268,7 +268,13 @@ type APIKey struct {
 	Hash      string // lower-case hex SHA-256 of the key
 	CreatedAt time.Time
 	RevokedAt time.Time // zero while valid
-	// Admin keys may also manage users and API keys.
+	// Role is what the key may do (api.Role*); Environments are a
+	// deployer's.
+	Role         api.Role
+	Environments []string
+	// Admin is Role == api.RoleAdmin, stored in a column of its own that
+	// the refusal to revoke the last admin key counts; the store sets it
+	// from Role.
 	Admin bool
 }
 

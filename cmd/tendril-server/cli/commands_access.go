@@ -36,9 +36,10 @@ func newUserCmd(e Env) *cobra.Command {
 	var (
 		passwordFile string
 		createJSON   bool
+		userRole     roleFlags
 	)
 	create := &cobra.Command{
-		Use:   "create NAME [--password-file FILE]",
+		Use:   "create NAME [--role ROLE [--environment ENV]...] [--password-file FILE]",
 		Short: "Add a console user; the password is asked for twice on a terminal, else read from --password-file or stdin",
 		Long: `Add a user who signs in to the web console with a name and password.
 
@@ -46,28 +47,35 @@ The password is never a flag value, which would show in the process list
 and the shell's history. On a terminal it is asked for twice, without
 echo. Otherwise it is read from --password-file FILE ("-" for stdin) or
 from stdin: the whole input less one trailing newline. It must have at
-least 8 characters. The coordinator stores it as an argon2id hash.`,
+least 8 characters. The coordinator stores it as an argon2id hash.
+
+` + roleHelp,
 		Args: oneArg("user name"),
 		RunE: func(c *cobra.Command, args []string) error {
+			role, envs, err := userRole.role(c)
+			if err != nil {
+				return err
+			}
 			password, err := readNewPassword(e, passwordFile, args[0])
 			if err != nil {
 				return err
 			}
 			return adminCall(c, t, e, func(ctx context.Context, cl *client.Client) error {
-				u, err := cl.CreateUser(ctx, args[0], password)
+				u, err := cl.CreateUser(ctx, args[0], password, role, envs)
 				if err != nil {
 					return err
 				}
 				if createJSON {
 					return writeJSON(e.Stdout, u)
 				}
-				_, err = fmt.Fprintf(e.Stdout, "Created user %s: they can sign in to the console now.\n", u.Name)
+				_, err = fmt.Fprintf(e.Stdout, "Created user %s, role %s: they can sign in to the console now.\n", u.Name, roleText(u.Role, u.Environments))
 				return err
 			})
 		},
 	}
 	create.Flags().StringVar(&passwordFile, "password-file", "", `file holding the password ("-": stdin); one trailing newline is dropped`)
 	create.Flags().BoolVar(&createJSON, "json", false, "print the user as JSON")
+	userRole.add(create, false)
 
 	var listJSON bool
 	list := &cobra.Command{
@@ -118,20 +126,25 @@ func newAPIKeyCmd(e Env) *cobra.Command {
 	addTargetFlags(group, &t)
 
 	var (
-		adminKey   bool
+		keyRole    roleFlags
 		createJSON bool
 	)
 	create := &cobra.Command{
-		Use:   "create NAME [--admin]",
+		Use:   "create NAME [--role ROLE [--environment ENV]...] [--admin]",
 		Short: "Make an API key and print it; it is shown only this once",
 		Long: `Make an API key and print it. Only its hash is kept: the key is shown
-only this once. A key authorizes every API call and admin command except
-managing users and API keys, which needs an admin key (--admin). The key
-init wrote to the data folder's admin.key is an admin key.`,
+only this once. The key init wrote to the data folder's admin.key is an
+admin key.
+
+` + roleHelp,
 		Args: oneArg("key name"),
 		RunE: func(c *cobra.Command, args []string) error {
+			role, envs, err := keyRole.role(c)
+			if err != nil {
+				return err
+			}
 			return adminCall(c, t, e, func(ctx context.Context, cl *client.Client) error {
-				k, err := cl.CreateAPIKey(ctx, args[0], adminKey)
+				k, err := cl.CreateAPIKey(ctx, args[0], role, envs)
 				if err != nil {
 					return err
 				}
@@ -143,13 +156,13 @@ init wrote to the data folder's admin.key is an admin key.`,
 				}
 				// On stderr, so that `KEY=$(tendril-server apikey create ci)`
 				// captures the key alone.
-				fmt.Fprintf(e.Stderr, "Created %s %s (id %s). Keep the key now: it is not shown again.\n", keyKind(k.Admin), k.Name, k.ID)
+				fmt.Fprintf(e.Stderr, "Created API key %s (id %s), role %s. Keep the key now: it is not shown again.\n", k.Name, k.ID, roleText(k.Role, k.Environments))
 				return nil
 			})
 		},
 	}
-	create.Flags().BoolVar(&adminKey, "admin", false, "make an admin key, which may also manage users and API keys")
 	create.Flags().BoolVar(&createJSON, "json", false, "print the key and its record as JSON")
+	keyRole.add(create, true)
 
 	var listJSON bool
 	list := &cobra.Command{
@@ -317,11 +330,57 @@ func readPasswordFrom(r io.Reader, what string) (string, error) {
 	return string(b), nil
 }
 
-func keyKind(adminKey bool) string {
-	if adminKey {
-		return "admin API key"
+// roleHelp is what the create commands' help says about roles.
+const roleHelp = `--role gives what it may do (default operator):
+  admin     everything, managing users and API keys included
+  operator  everything but managing users and API keys, exports and
+            imports, the machine policy and goroutine dumps
+  deployer  run, cancel and read tasks and read agents in the environments
+            given with --environment (repeatable, at least one); upload
+            task files; read the coordinator's settings
+  viewer    only read, and not users, API keys, exports, goroutine dumps
+            or diagnostics archives`
+
+// roleFlags are --role and --environment of the create commands, and
+// --admin, the alias of --role admin that scripts made before roles use.
+type roleFlags struct {
+	name  string
+	envs  []string
+	admin bool
+}
+
+func (f *roleFlags) add(c *cobra.Command, adminAlias bool) {
+	c.Flags().StringVar(&f.name, "role", "", "admin, operator, deployer or viewer (default operator)")
+	c.Flags().StringArrayVar(&f.envs, "environment", nil, "an environment a deployer may act in (repeatable)")
+	if adminAlias {
+		c.Flags().BoolVar(&f.admin, "admin", false, "the same as --role admin")
 	}
-	return "API key"
+}
+
+// role checks the flags before anything is asked or sent: a deployer
+// without an environment, environments for another role, or --admin
+// with another role are usage errors.
+func (f *roleFlags) role(c *cobra.Command) (api.Role, []string, error) {
+	role := api.Role(f.name)
+	if f.admin {
+		if f.name != "" && !strings.EqualFold(f.name, string(api.RoleAdmin)) {
+			return "", nil, usageErrorf(c, "--admin is --role admin: it cannot go with --role %s", f.name)
+		}
+		role = api.RoleAdmin
+	}
+	role, envs, err := api.ValidateRole(role, f.envs)
+	if err != nil {
+		return "", nil, usageErrorf(c, "%s", err.Error())
+	}
+	return role, envs, nil
+}
+
+// roleText is a role for a person: "deployer for Dev, Test".
+func roleText(role api.Role, envs []string) string {
+	if len(envs) == 0 {
+		return string(role)
+	}
+	return string(role) + " for " + strings.Join(envs, ", ")
 }
 
 // writeUsers prints the users table.
@@ -331,9 +390,9 @@ func writeUsers(w io.Writer, us []api.UserView) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tCREATED")
+	fmt.Fprintln(tw, "NAME\tROLE\tENVIRONMENTS\tCREATED")
 	for _, u := range us {
-		fmt.Fprintf(tw, "%s\t%s\n", u.Name, u.CreatedAt.UTC().Format(time.RFC3339))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", u.Name, u.Role, environmentsCell(u.Environments), u.CreatedAt.UTC().Format(time.RFC3339))
 	}
 	return tw.Flush()
 }
@@ -341,18 +400,24 @@ func writeUsers(w io.Writer, us []api.UserView) error {
 // writeAPIKeys prints the API keys table.
 func writeAPIKeys(w io.Writer, ks []api.APIKeyView) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tROLE\tCREATED\tREVOKED")
+	fmt.Fprintln(tw, "ID\tNAME\tROLE\tENVIRONMENTS\tCREATED\tREVOKED")
 	for _, k := range ks {
-		role, revoked := "standard", "-"
-		if k.Admin {
-			role = "admin"
-		}
+		revoked := "-"
 		if k.RevokedAt != nil {
 			revoked = k.RevokedAt.UTC().Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k.ID, k.Name, role, k.CreatedAt.UTC().Format(time.RFC3339), revoked)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Name, k.Role, environmentsCell(k.Environments), k.CreatedAt.UTC().Format(time.RFC3339), revoked)
 	}
 	return tw.Flush()
+}
+
+// environmentsCell is a deployer's environments in a table, "all" for
+// the roles that act in every environment.
+func environmentsCell(envs []string) string {
+	if len(envs) == 0 {
+		return "all"
+	}
+	return strings.Join(envs, ",")
 }
 
 // writeTokens prints the enrollment tokens table.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 
@@ -40,7 +41,7 @@ func TestAccessCommandsEndToEnd(t *testing.T) {
 		wantStdout string
 		wantStderr string
 	}{
-		{"user from stdin", "correct horse\n", []string{"user", "create", "alice"}, 0, "Created user alice", ""},
+		{"user from stdin", "correct horse\n", []string{"user", "create", "alice"}, 0, "Created user alice, role operator", ""},
 		{"user from a file", "", []string{"user", "create", "bob", "--password-file", pwFile}, 0, "Created user bob", ""},
 		{"user from stdin as a file", "carols password", []string{"user", "create", "carol", "--password-file", "-", "--json"}, 0, `"name": "carol"`, ""},
 		{"empty password", "", []string{"user", "create", "dave"}, 1, "", "it is empty"},
@@ -55,6 +56,17 @@ func TestAccessCommandsEndToEnd(t *testing.T) {
 		{"no id to revoke", "", []string{"apikey", "revoke"}, 2, "", "want exactly one key id"},
 		{"unknown key", "", []string{"apikey", "revoke", "nope"}, 1, "", "no API key"},
 		{"user group alone", "", []string{"user"}, 2, "", "no command given"},
+		{"deployer user", "correct horse\n", []string{"user", "create", "erin", "--role", "deployer", "--environment", "Dev", "--environment", "Test"}, 0, "Created user erin, role deployer for Dev, Test", ""},
+		{"viewer user", "correct horse\n", []string{"user", "create", "fred", "--role", "viewer"}, 0, "role viewer", ""},
+		{"deployer without environment", "correct horse\n", []string{"user", "create", "gina", "--role", "deployer"}, 2, "", "a deployer needs at least one environment"},
+		{"viewer with an environment", "correct horse\n", []string{"user", "create", "gina", "--role", "viewer", "--environment", "Dev"}, 2, "", "environments limit a deployer only"},
+		{"unknown role", "correct horse\n", []string{"user", "create", "gina", "--role", "root"}, 2, "", `role "root": want admin, operator, deployer or viewer`},
+		{"user has no --admin", "correct horse\n", []string{"user", "create", "gina", "--admin"}, 2, "", "unknown flag: --admin"},
+		{"deployer key", "", []string{"apikey", "create", "deploy", "--role", "deployer", "--environment", "Dev"}, 0, "tdk_", "role deployer for Dev"},
+		{"admin alias", "", []string{"apikey", "create", "root-2", "--admin"}, 0, "tdk_", "role admin"},
+		{"admin alias against a role", "", []string{"apikey", "create", "x", "--admin", "--role", "viewer"}, 2, "", "--admin is --role admin: it cannot go with --role viewer"},
+		{"user list shows roles", "", []string{"user", "list"}, 0, "deployer  Dev,Test", ""},
+		{"apikey list shows roles", "", []string{"apikey", "list"}, 0, "deployer  Dev", ""},
 	}
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {
@@ -66,8 +78,9 @@ func TestAccessCommandsEndToEnd(t *testing.T) {
 	}
 	code, stdout, _ := cliIn(t, "", nil, "user", "list", "--json", "--data", dir)
 	var users []api.UserView
-	if code != 0 || json.Unmarshal([]byte(stdout), &users) != nil || len(users) != 2 || users[0].Name != "alice" || users[1].Name != "carol" {
-		t.Fatalf("user list --json: got %d %q, want alice and carol", code, stdout)
+	if code != 0 || json.Unmarshal([]byte(stdout), &users) != nil || len(users) != 4 || users[0].Name != "alice" || users[1].Name != "carol" ||
+		users[2].Role != api.RoleDeployer || !slices.Equal(users[2].Environments, []string{"Dev", "Test"}) || users[3].Role != api.RoleViewer {
+		t.Fatalf("user list --json: got %d %q, want alice, carol, erin the deployer for Dev and Test, fred the viewer", code, stdout)
 	}
 
 	// A user made on the command line signs in to the console.
@@ -92,21 +105,28 @@ func TestAccessCommandsEndToEnd(t *testing.T) {
 	if code, _, stderr := cliIn(t, "", withKey, "agents", "list"); code != 0 {
 		t.Fatalf("agents list with the new key: got %d %q, want 0", code, stderr)
 	}
-	if code, _, stderr := cliIn(t, "", withKey, "user", "list"); code != 1 || !strings.Contains(stderr, "is not an admin key") || !strings.Contains(stderr, "(HTTP 403)") {
-		t.Fatalf("user list with a standard key: got %d %q, want 1 saying it is not an admin key", code, stderr)
+	if code, _, stderr := cliIn(t, "", withKey, "user", "list"); code != 1 || !strings.Contains(stderr, `API key "ci" has the role operator`) ||
+		!strings.Contains(stderr, "GET /api/users needs the role admin") || !strings.Contains(stderr, "(HTTP 403)") {
+		t.Fatalf("user list with an operator key: got %d %q, want 1 saying its role and the one needed", code, stderr)
 	}
 	if code, _, stderr := cliIn(t, "", withKey, "apikey", "create", "escalate", "--admin"); code != 1 || !strings.Contains(stderr, "HTTP 403") {
 		t.Fatalf("apikey create with a standard key: got %d %q, want 1 with 403", code, stderr)
 	}
 	code, stdout, _ = cliIn(t, "", nil, "apikey", "list", "--json", "--data", dir)
 	var keys []api.APIKeyView
-	if code != 0 || json.Unmarshal([]byte(stdout), &keys) != nil || len(keys) != 2 || keys[0].Name != "ci" || keys[0].Admin || !keys[1].Admin {
-		t.Fatalf("apikey list --json: got %d %q, want ci and the admin key", code, stdout)
+	if code != 0 || json.Unmarshal([]byte(stdout), &keys) != nil || len(keys) != 4 || keys[0].Name != "ci" || keys[0].Admin || keys[0].Role != api.RoleOperator {
+		t.Fatalf("apikey list --json: got %d %q, want ci (operator) first of four", code, stdout)
+	}
+	// Newest first: ci, then root-2 and deploy from the steps, then the
+	// key init made.
+	keys = []api.APIKeyView{keys[0], keys[3]}
+	if keys[1].Role != api.RoleAdmin || !keys[1].Admin {
+		t.Fatalf("apikey list --json: got %+v last, want the admin key init made", keys[1])
 	}
 	if strings.Contains(stdout, key) {
 		t.Fatal("apikey list shows a key")
 	}
-	if code, stdout, _ := cliIn(t, "", nil, "apikey", "list", "--data", dir); code != 0 || !strings.Contains(stdout, "ID") || !strings.Contains(stdout, "standard") {
+	if code, stdout, _ := cliIn(t, "", nil, "apikey", "list", "--data", dir); code != 0 || !strings.Contains(stdout, "ID") || !strings.Contains(stdout, "operator") {
 		t.Fatalf("apikey list: got %d %q, want a table", code, stdout)
 	}
 	if code, stdout, stderr := cliIn(t, "", nil, "apikey", "revoke", keys[0].ID, "--data", dir); code != 0 || !strings.Contains(stdout, "Revoked API key ci") {
@@ -115,8 +135,21 @@ func TestAccessCommandsEndToEnd(t *testing.T) {
 	if code, _, stderr := cliIn(t, "", withKey, "agents", "list"); code != 1 || !strings.Contains(stderr, "HTTP 401") {
 		t.Fatalf("agents list with the revoked key: got %d %q, want 1 with 401", code, stderr)
 	}
+	if code, stdout, stderr := cliIn(t, "", nil, "apikey", "list", "--json", "--data", dir); code != 0 || !strings.Contains(stdout, `"root-2"`) {
+		t.Fatalf("apikey list: got %d %q %q", code, stdout, stderr)
+	}
+	var all []api.APIKeyView
+	_, stdout, _ = cliIn(t, "", nil, "apikey", "list", "--json", "--data", dir)
+	json.Unmarshal([]byte(stdout), &all)
+	for _, k := range all {
+		if k.Name == "root-2" {
+			if code, _, stderr := cliIn(t, "", nil, "apikey", "revoke", k.ID, "--data", dir); code != 0 {
+				t.Fatalf("revoke root-2: got %d %q", code, stderr)
+			}
+		}
+	}
 	if code, _, stderr := cliIn(t, "", nil, "apikey", "revoke", keys[1].ID, "--data", dir); code != 1 || !strings.Contains(stderr, "last valid admin key") ||
-		!strings.Contains(stderr, "tendril-server apikey create NAME --admin") {
+		!strings.Contains(stderr, "tendril-server apikey create NAME --role admin") {
 		t.Fatalf("revoke the last admin key: got %d %q, want refused, naming the command that makes another", code, stderr)
 	}
 

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -17,17 +19,17 @@ func TestUsers(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db backend) {
 		ctx := context.Background()
 		s, _ := db.open(t)
-		alice := store.User{ID: "u1", Name: "Alice", PasswordHash: "$argon2id$v=19$m=8,t=1,p=1$c2FsdA$aGFzaA", CreatedAt: t0}
-		bob := store.User{ID: "u2", Name: "bob", PasswordHash: "h2", CreatedAt: t0.Add(time.Second)}
+		alice := store.User{ID: "u1", Name: "Alice", PasswordHash: "$argon2id$v=19$m=8,t=1,p=1$c2FsdA$aGFzaA", CreatedAt: t0, Role: api.RoleAdmin}
+		bob := store.User{ID: "u2", Name: "bob", PasswordHash: "h2", CreatedAt: t0.Add(time.Second), Role: api.RoleViewer}
 		for _, u := range []store.User{bob, alice} {
 			if err := s.CreateUser(ctx, u); err != nil {
 				t.Fatalf("CreateUser(%s): %v", u.Name, err)
 			}
 		}
 		for _, dup := range []store.User{
-			{ID: "u3", Name: "alice", PasswordHash: "x", CreatedAt: t0},
-			{ID: "u4", Name: "ALICE", PasswordHash: "x", CreatedAt: t0},
-			{ID: "u1", Name: "carol", PasswordHash: "x", CreatedAt: t0},
+			{ID: "u3", Name: "alice", PasswordHash: "x", CreatedAt: t0, Role: api.RoleOperator},
+			{ID: "u4", Name: "ALICE", PasswordHash: "x", CreatedAt: t0, Role: api.RoleOperator},
+			{ID: "u1", Name: "carol", PasswordHash: "x", CreatedAt: t0, Role: api.RoleOperator},
 		} {
 			if err := s.CreateUser(ctx, dup); !errors.Is(err, store.ErrExists) {
 				t.Errorf("CreateUser(%s, id %s): got %v, want ErrExists", dup.Name, dup.ID, err)
@@ -76,7 +78,7 @@ func TestUsers(t *testing.T) {
 			t.Fatalf("UserByID after delete: got %v, want ErrNotFound", err)
 		}
 		// The name is free again.
-		if err := s.CreateUser(ctx, store.User{ID: "u6", Name: "alice", PasswordHash: "x", CreatedAt: t0}); err != nil {
+		if err := s.CreateUser(ctx, store.User{ID: "u6", Name: "alice", PasswordHash: "x", CreatedAt: t0, Role: api.RoleOperator}); err != nil {
 			t.Fatalf("CreateUser(alice) after the delete: %v", err)
 		}
 	})
@@ -86,8 +88,8 @@ func TestListAndRevokeAPIKeys(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db backend) {
 		ctx := context.Background()
 		s, _ := db.open(t)
-		admin := store.APIKey{ID: "k1", Name: "admin", Hash: hashOf("key1"), CreatedAt: t0, Admin: true}
-		ci := store.APIKey{ID: "k2", Name: "ci", Hash: hashOf("key2"), CreatedAt: t0.Add(time.Minute)}
+		admin := store.APIKey{ID: "k1", Name: "admin", Hash: hashOf("key1"), CreatedAt: t0, Role: api.RoleAdmin, Admin: true}
+		ci := store.APIKey{ID: "k2", Name: "ci", Hash: hashOf("key2"), CreatedAt: t0.Add(time.Minute), Role: api.RoleOperator}
 		for _, k := range []store.APIKey{admin, ci} {
 			if err := s.CreateAPIKey(ctx, k); err != nil {
 				t.Fatal(err)
@@ -132,7 +134,7 @@ func TestListAndRevokeAPIKeys(t *testing.T) {
 		}
 		// With a second admin key, the first can go; then the second is
 		// the last.
-		second := store.APIKey{ID: "k3", Name: "admin-2", Hash: hashOf("key3"), CreatedAt: t0, Admin: true}
+		second := store.APIKey{ID: "k3", Name: "admin-2", Hash: hashOf("key3"), CreatedAt: t0, Role: api.RoleAdmin, Admin: true}
 		if err := s.CreateAPIKey(ctx, second); err != nil {
 			t.Fatal(err)
 		}
@@ -160,7 +162,7 @@ func TestRevokeLastAdminKeysRace(t *testing.T) {
 		ctx := context.Background()
 		s, _ := db.open(t)
 		create := func(id string) {
-			if err := s.CreateAPIKey(ctx, store.APIKey{ID: id, Name: id, Hash: hashOf(id), CreatedAt: t0, Admin: true}); err != nil {
+			if err := s.CreateAPIKey(ctx, store.APIKey{ID: id, Name: id, Hash: hashOf(id), CreatedAt: t0, Role: api.RoleAdmin, Admin: true}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -275,4 +277,111 @@ func TestMigrationKeepsOldKeysAdmin(t *testing.T) {
 			t.Fatalf("old key after the migration: got %+v, %v; want an admin key", k, err)
 		}
 	})
+}
+
+// TestRolesRoundTrip: a deployer's environments and every role are read
+// back as written, and a credential without a known role is refused
+// rather than stored as something it would later be read as.
+func TestRolesRoundTrip(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db backend) {
+		ctx := context.Background()
+		s, _ := db.open(t)
+		for i, r := range api.Roles {
+			var envs []string
+			if r == api.RoleDeployer {
+				envs = []string{"Dev", "Test"}
+			}
+			k := store.APIKey{ID: fmt.Sprint("k", i), Name: string(r), Hash: hashOf(string(r)), CreatedAt: t0, Role: r, Environments: envs, Admin: r == api.RoleAdmin}
+			if err := s.CreateAPIKey(ctx, k); err != nil {
+				t.Fatalf("CreateAPIKey(%s): %v", r, err)
+			}
+			if got, err := s.APIKeyByHash(ctx, k.Hash); err != nil || !reflect.DeepEqual(got, k) {
+				t.Errorf("API key of role %s: got %+v, %v; want %+v", r, got, err, k)
+			}
+			u := store.User{ID: fmt.Sprint("u", i), Name: string(r), PasswordHash: "x", CreatedAt: t0, Role: r, Environments: envs}
+			if err := s.CreateUser(ctx, u); err != nil {
+				t.Fatalf("CreateUser(%s): %v", r, err)
+			}
+			if got, err := s.UserByID(ctx, u.ID); err != nil || !reflect.DeepEqual(got, u) {
+				t.Errorf("user of role %s: got %+v, %v; want %+v", r, got, err, u)
+			}
+		}
+		for _, role := range []api.Role{"", "root"} {
+			if err := s.CreateAPIKey(ctx, store.APIKey{ID: "bad", Name: "bad", Hash: hashOf("bad"), CreatedAt: t0, Role: role}); err == nil {
+				t.Errorf("CreateAPIKey with role %q: got nil error, want a refusal", role)
+			}
+			if err := s.CreateUser(ctx, store.User{ID: "bad", Name: "bad", PasswordHash: "x", CreatedAt: t0, Role: role}); err == nil {
+				t.Errorf("CreateUser with role %q: got nil error, want a refusal", role)
+			}
+		}
+		// The admin column follows the role, whatever the caller said.
+		if err := s.CreateAPIKey(ctx, store.APIKey{ID: "liar", Name: "liar", Hash: hashOf("liar"), CreatedAt: t0, Role: api.RoleViewer, Admin: true}); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.APIKeyByHash(ctx, hashOf("liar")); err != nil || got.Admin {
+			t.Errorf("viewer key stored with Admin set: got %+v, %v; want it not an admin key", got, err)
+		}
+	})
+}
+
+// TestRolesMigration: keys and users made before roles keep what they
+// could do: an admin key stays admin, another key becomes an operator,
+// and a console user, who could manage users and API keys, an admin.
+func TestRolesMigration(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "tendril.db")
+	migs, err := loadMigrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before []migration
+	for _, m := range migs {
+		// By its name, not its number: a merge may renumber it.
+		if strings.TrimLeft(m.name, "0123456789") != "_roles.sql" {
+			before = append(before, m)
+			continue
+		}
+		break
+	}
+	if len(before) == len(migs) {
+		t.Fatal("no roles migration found")
+	}
+	old, err := openSQLite(ctx, path, Options{}, before)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`INSERT INTO api_keys (id, name, hash, created_at, admin) VALUES ('k1', 'admin', 'h1', 1, 1)`,
+		`INSERT INTO api_keys (id, name, hash, created_at, admin) VALUES ('k2', 'ci', 'h2', 2, 0)`,
+		`INSERT INTO users (id, name, password_hash, created_at) VALUES ('u1', 'alice', 'x', 1)`,
+	} {
+		if _, err := old.w.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	old.Close()
+	s, err := OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	keys, err := s.ListAPIKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]api.Role{}
+	for _, k := range keys {
+		got[k.Name] = k.Role
+		if k.Environments != nil {
+			t.Errorf("key %s: got environments %v, want none", k.Name, k.Environments)
+		}
+	}
+	u, err := s.UserByName(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got["user alice"] = u.Role
+	if want := map[string]api.Role{"admin": api.RoleAdmin, "ci": api.RoleOperator, "user alice": api.RoleAdmin}; !reflect.DeepEqual(got, want) {
+		t.Errorf("roles after the migration: got %v, want %v", got, want)
+	}
 }

@@ -3,32 +3,45 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"time"
 
+	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // policyColumns are the machine policy's columns, in the order scanned.
 const policyColumns = `health_interval_ns, calamari_keep, upgrade_batch, upgrade_max_failures, set_by, updated_at, work_keep, work_min_free`
 
-const userColumns = `id, name, password_hash, created_at`
+const userColumns = `id, name, password_hash, created_at, role, environments`
 
 func scanUser(sc scanner) (store.User, error) {
 	var u store.User
 	var created sql.NullInt64
-	err := sc.Scan(&u.ID, &u.Name, &u.PasswordHash, &created)
+	var envs string
+	if err := sc.Scan(&u.ID, &u.Name, &u.PasswordHash, &created, &u.Role, &envs); err != nil {
+		return store.User{}, err
+	}
 	u.CreatedAt = fromNanos(created)
-	return u, err
+	if err := json.Unmarshal([]byte(envs), &u.Environments); err != nil {
+		return store.User{}, fmt.Errorf("user %s: environments: %w", u.ID, err)
+	}
+	u.Environments = emptyNil(u.Environments)
+	return u, nil
 }
 
 // CreateUser implements Store. The unique index on lower(name) decides
 // between coordinators creating the same user at once.
 func (s *sqlStore) CreateUser(ctx context.Context, u store.User) error {
 	created, err := requiredTime(u.CreatedAt, "creation time")
+	var envs string
 	if err == nil {
-		_, err = s.w.ExecContext(ctx, `INSERT INTO users (`+userColumns+`) VALUES (?, ?, ?, ?)`,
-			u.ID, u.Name, u.PasswordHash, created)
+		envs, err = roleArgs(u.Role, u.Environments)
+	}
+	if err == nil {
+		_, err = s.w.ExecContext(ctx, `INSERT INTO users (`+userColumns+`) VALUES (?, ?, ?, ?, ?, ?)`,
+			u.ID, u.Name, u.PasswordHash, created, string(u.Role), envs)
 		if s.d.uniqueViolation(err) {
 			err = store.ErrExists
 		}
@@ -76,14 +89,40 @@ func (s *sqlStore) DeleteUser(ctx context.Context, name string) (store.User, err
 	return u, nil
 }
 
-const apiKeyColumns = `id, name, hash, created_at, revoked_at, admin`
+const apiKeyColumns = `id, name, hash, created_at, revoked_at, admin, role, environments`
 
 func scanAPIKey(sc scanner) (store.APIKey, error) {
 	var k store.APIKey
 	var created, revoked sql.NullInt64
-	err := sc.Scan(&k.ID, &k.Name, &k.Hash, &created, &revoked, &k.Admin)
+	var envs string
+	if err := sc.Scan(&k.ID, &k.Name, &k.Hash, &created, &revoked, &k.Admin, &k.Role, &envs); err != nil {
+		return store.APIKey{}, err
+	}
 	k.CreatedAt, k.RevokedAt = fromNanos(created), fromNanos(revoked)
-	return k, err
+	if err := json.Unmarshal([]byte(envs), &k.Environments); err != nil {
+		return store.APIKey{}, fmt.Errorf("API key %s: environments: %w", k.ID, err)
+	}
+	k.Environments = emptyNil(k.Environments)
+	return k, nil
+}
+
+// emptyNil is nil for an empty list: "[]" reads back as what was stored
+// without environments.
+func emptyNil(l []string) []string {
+	if len(l) == 0 {
+		return nil
+	}
+	return l
+}
+
+// roleArgs checks a role before it is stored and encodes its
+// environments: a credential with no role, or one the code does not know,
+// would be refused everything or, worse, read as another role later.
+func roleArgs(role api.Role, environments []string) (string, error) {
+	if _, err := api.ParseRole(string(role)); err != nil {
+		return "", err
+	}
+	return listArg(environments)
 }
 
 // ListAPIKeys implements Store.

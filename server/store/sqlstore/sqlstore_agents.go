@@ -703,10 +703,16 @@ func (s *sqlStore) CreateAPIKey(ctx context.Context, k store.APIKey) error {
 	if err == nil {
 		revoked, err = timeArg(k.RevokedAt)
 	}
+	var envs string
 	if err == nil {
+		envs, err = roleArgs(k.Role, k.Environments)
+	}
+	if err == nil {
+		// admin follows the role, whatever the caller set: the last
+		// admin key check counts that column.
 		_, err = s.w.ExecContext(ctx,
-			`INSERT INTO api_keys (id, name, hash, created_at, revoked_at, admin) VALUES (?, ?, ?, ?, ?, ?)`,
-			k.ID, k.Name, k.Hash, created, revoked, k.Admin)
+			`INSERT INTO api_keys (`+apiKeyColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			k.ID, k.Name, k.Hash, created, revoked, k.Role == api.RoleAdmin, string(k.Role), envs)
 	}
 	if err != nil {
 		return fmt.Errorf("create API key %q: %w", k.Name, err)

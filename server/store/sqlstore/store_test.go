@@ -1060,14 +1060,14 @@ func TestAPIKeys(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db backend) {
 		ctx := context.Background()
 		s, _ := db.open(t)
-		valid := store.APIKey{ID: "k1", Name: "ci", Hash: hashOf("key1"), CreatedAt: t0}
-		revoked := store.APIKey{ID: "k2", Name: "old", Hash: hashOf("key2"), CreatedAt: t0, RevokedAt: t0.Add(time.Hour)}
+		valid := store.APIKey{ID: "k1", Name: "ci", Hash: hashOf("key1"), CreatedAt: t0, Role: api.RoleOperator}
+		revoked := store.APIKey{ID: "k2", Name: "old", Hash: hashOf("key2"), CreatedAt: t0, RevokedAt: t0.Add(time.Hour), Role: api.RoleOperator}
 		for _, k := range []store.APIKey{valid, revoked} {
 			if err := s.CreateAPIKey(ctx, k); err != nil {
 				t.Fatalf("CreateAPIKey(%s): %v", k.ID, err)
 			}
 		}
-		if err := s.CreateAPIKey(ctx, store.APIKey{ID: "k3", Name: "dup", Hash: hashOf("key1"), CreatedAt: t0}); err == nil {
+		if err := s.CreateAPIKey(ctx, store.APIKey{ID: "k3", Name: "dup", Hash: hashOf("key1"), CreatedAt: t0, Role: api.RoleOperator}); err == nil {
 			t.Error("duplicate hash: got nil error, want one")
 		}
 
