@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/tendrildeploy/tendril/api"
+	"github.com/tendrildeploy/tendril/internal/servertest"
 )
 
 func TestAgentPackagesAndRollouts(t *testing.T) {
@@ -14,7 +15,10 @@ func TestAgentPackagesAndRollouts(t *testing.T) {
 	c := newClient(t, co.url, co.init.AdminKey)
 	ctx := testContext(t)
 
-	bin := append([]byte("\x7fELF\x02\x01\x01\x00"), bytes.Repeat([]byte("x"), 10_000)...)
+	// A real Go program stamped 1.2.0: the coordinator reads the version
+	// built into a package and refuses one that says otherwise.
+	bin := servertest.AgentBinary(t, "1.2.0", "linux", "amd64")
+	other := servertest.AgentBinary(t, "1.2.0", "linux", "amd64", "other")
 	for _, tc := range []struct {
 		name, version, os string
 		body              []byte
@@ -24,7 +28,8 @@ func TestAgentPackagesAndRollouts(t *testing.T) {
 	}{
 		{"new", "1.2.0", "linux", bin, 0, "", true},
 		{"same again", "1.2.0", "linux", bin, 0, "", false},
-		{"other content", "1.2.0", "linux", append(bin, 1), http.StatusConflict, "already stored with other content", false},
+		{"other content", "1.2.0", "linux", other, http.StatusConflict, "already stored with other content", false},
+		{"another built-in version", "1.4.0", "linux", bin, http.StatusBadRequest, "the binary says it is 1.2.0 but --version is 1.4.0", false},
 		{"not an executable", "1.3.0", "linux", []byte("hello"), http.StatusBadRequest, "file is not a linux executable", false},
 		{"bad version", "one", "linux", bin, http.StatusBadRequest, "not a semantic version", false},
 	} {
