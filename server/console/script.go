@@ -431,6 +431,9 @@ func (c *Console) cancelGroup(w http.ResponseWriter, r *http.Request, si session
 		}
 		sent = append(sent, t.Agent)
 	}
+	// Named in order, whatever order the tasks were listed in (created
+	// at once, they tie).
+	slices.Sort(sent)
 	switch {
 	case len(failed) > 0:
 		if len(sent) > 0 {
