@@ -3,53 +3,15 @@ package agent
 import (
 	"context"
 	"crypto/tls"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
-	"time"
 
 	"go.uber.org/zap/zaptest"
 
 	"github.com/tendrildeploy/tendril/certs"
+	"github.com/tendrildeploy/tendril/internal/openssltest"
 )
-
-// sClient runs the real openssl s_client against addr: a TLS peer that
-// shares no code with Go's crypto/tls. It returns the combined output.
-func sClient(t *testing.T, addr string, args ...string) string {
-	t.Helper()
-	bin, err := exec.LookPath("openssl")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("openssl is not installed; make test installs it")
-		}
-		t.Skip("openssl not installed (make test installs it)")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, append([]string{"s_client", "-connect", addr}, args...)...)
-	cmd.Stdin = strings.NewReader("") // end the session right after the handshake
-	out, _ := cmd.CombinedOutput()    // s_client's exit code varies by version; the transcript is what counts
-	return string(out)
-}
-
-// sClientCipher returns the suite of the session s_client established, in
-// OpenSSL's names, or "" if there was none. s_client prints its session
-// summary even when the server then refused it with an alert, so an alert
-// anywhere means no session.
-func sClientCipher(out string) string {
-	if strings.Contains(out, " alert ") || strings.Contains(out, "Cipher is (NONE)") {
-		return ""
-	}
-	for _, line := range strings.Split(out, "\n") {
-		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "Cipher    : "); ok {
-			return strings.TrimSpace(rest)
-		}
-	}
-	return ""
-}
 
 // TestListeningAgentCipherSuites enumerates with openssl s_client, playing
 // the pinned coordinator, the suites a listening agent's port negotiates:
@@ -112,8 +74,8 @@ func TestListeningAgentCipherSuites(t *testing.T) {
 				t.Run(p.version+" "+p.ciphers, func(t *testing.T) {
 					// SECLEVEL=0: openssl's own policy must not be what
 					// keeps a suite out; the refusal has to be the agent's.
-					out := sClient(t, addr, p.version, "-cipher", p.ciphers+":@SECLEVEL=0", "-cert", cert, "-key", key)
-					if got := sClientCipher(out); got != p.want {
+					out := openssltest.SClient(t, addr, p.version, "-cipher", p.ciphers+":@SECLEVEL=0", "-cert", cert, "-key", key)
+					if got := openssltest.Cipher(out); got != p.want {
 						t.Fatalf("negotiated %q, want %q:\n%s", got, p.want, out)
 					}
 				})

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
@@ -9,33 +8,20 @@ import (
 	"crypto/x509/pkix"
 	"math/big"
 	"net"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tendrildeploy/tendril/internal/openssltest"
 )
 
 // sClient runs the real openssl s_client against the coordinator's agent
-// port: a TLS peer that shares no code with Go's crypto/tls. It returns
-// the combined output.
+// port, naming the server as agents do.
 func sClient(t *testing.T, addr string, args ...string) string {
 	t.Helper()
-	bin, err := exec.LookPath("openssl")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("openssl is not installed; make test installs it")
-		}
-		t.Skip("openssl not installed (make test installs it)")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, append([]string{"s_client", "-connect", addr, "-servername", "tendril"}, args...)...)
-	cmd.Stdin = strings.NewReader("") // end the session right after the handshake
-	out, _ := cmd.CombinedOutput()    // s_client's exit code varies by version; the transcript is what counts
-	return string(out)
+	return openssltest.SClient(t, addr, append([]string{"-servername", "tendril"}, args...)...)
 }
 
 // opensslCert writes the test peer's certificate and key as PEM files for
@@ -48,36 +34,6 @@ func opensslCert(t *testing.T) (certPath, keyPath string) {
 		t.Fatal(err)
 	}
 	return certPath, keyPath
-}
-
-// negotiated returns the protocol of the session s_client established
-// ("TLSv1", "TLSv1.2", ...), or "" if there was none. s_client prints its
-// session summary even when the server then refused it with an alert, so
-// an alert anywhere means no session.
-func negotiated(out string) string {
-	if strings.Contains(out, " alert ") || strings.Contains(out, "Cipher is (NONE)") {
-		return ""
-	}
-	for _, line := range strings.Split(out, "\n") {
-		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "Protocol  : "); ok {
-			return strings.TrimSpace(rest)
-		}
-	}
-	return ""
-}
-
-// cipherOf returns the suite of the session s_client established, in
-// OpenSSL's names, or "" if there was none.
-func cipherOf(out string) string {
-	if negotiated(out) == "" {
-		return ""
-	}
-	for _, line := range strings.Split(out, "\n") {
-		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "Cipher    : "); ok {
-			return strings.TrimSpace(rest)
-		}
-	}
-	return ""
 }
 
 // rsaCertificate is a self-signed RSA certificate, as an operator may give
@@ -203,7 +159,7 @@ func TestOpenSSLCipherSuites(t *testing.T) {
 					// SECLEVEL=0: openssl's own policy must not be what
 					// keeps a suite out; the refusal has to be ours.
 					out := sClient(t, addr, append([]string{p.version, "-cipher", p.ciphers + ":@SECLEVEL=0"}, ep.args...)...)
-					if got := cipherOf(out); got != p.want {
+					if got := openssltest.Cipher(out); got != p.want {
 						t.Fatalf("negotiated %q, want %q:\n%s", got, p.want, out)
 					}
 				})
@@ -219,21 +175,21 @@ func TestOpenSSLPeers(t *testing.T) {
 	t.Run("TLS 1.0 refused by default", func(t *testing.T) {
 		ts := startServer(t, nil)
 		out := sClient(t, ts.AgentAddr(), legacy...)
-		if got := negotiated(out); got != "" {
+		if got := openssltest.Negotiated(out); got != "" {
 			t.Fatalf("negotiated %s, want no session:\n%s", got, out)
 		}
 	})
 	t.Run("TLS 1.0 accepted with --tls-min 1.0", func(t *testing.T) {
 		ts := startServer(t, func(c *Config) { c.TLSMin = tls.VersionTLS10 })
 		out := sClient(t, ts.AgentAddr(), legacy...)
-		if got := negotiated(out); got != "TLSv1" {
+		if got := openssltest.Negotiated(out); got != "TLSv1" {
 			t.Fatalf("negotiated %q, want TLSv1:\n%s", got, out)
 		}
 	})
 	t.Run("TLS 1.2 accepted by default", func(t *testing.T) {
 		ts := startServer(t, nil)
 		out := sClient(t, ts.AgentAddr(), "-tls1_2", "-cert", cert, "-key", key)
-		if got := negotiated(out); got != "TLSv1.2" {
+		if got := openssltest.Negotiated(out); got != "TLSv1.2" {
 			t.Fatalf("negotiated %q, want TLSv1.2:\n%s", got, out)
 		}
 	})
@@ -241,7 +197,7 @@ func TestOpenSSLPeers(t *testing.T) {
 		ts := startServer(t, nil)
 		// TLS 1.2, so the refusal happens inside the handshake.
 		out := sClient(t, ts.AgentAddr(), "-tls1_2")
-		if got := negotiated(out); got != "" {
+		if got := openssltest.Negotiated(out); got != "" {
 			t.Fatalf("negotiated %s without a client certificate, want refusal:\n%s", got, out)
 		}
 		// TLS 1.3: the server's alert arrives after the client's Finished.
