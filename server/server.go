@@ -401,6 +401,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	st := cfg.Store
 	if st == nil {
+		// A folder made for PostgreSQL opened on its own would be a lone
+		// coordinator with the fleet's identity and an empty database.
+		if url, err := datadir.LoadDatabase(cfg.DataDir); err != nil {
+			return nil, fmt.Errorf("new coordinator: %w", err)
+		} else if url != "" {
+			return nil, fmt.Errorf("new coordinator: %s was made for a PostgreSQL database, and none was opened: start it with tendril-server run --data %s (which uses the database the folder records) or give --database", cfg.DataDir, cfg.DataDir)
+		}
 		sq, err := sqlstore.OpenSQLiteWith(ctx, filepath.Join(cfg.DataDir, datadir.DBFile), sqlstore.Options{BackupDir: backupsDir(cfg.DataDir)})
 		if errors.Is(err, store.ErrSchemaTooNew) {
 			return nil, fmt.Errorf("new coordinator: %w; %s", err, restoreHint(cfg.DataDir))

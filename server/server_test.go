@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap/zaptest"
+
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
@@ -390,5 +392,22 @@ func TestNewerDatabaseNamesTheBackup(t *testing.T) {
 	_, err = New(context.Background(), cfg)
 	if err == nil || !strings.Contains(err.Error(), copyPath) || !strings.Contains(err.Error(), "nothing was written") {
 		t.Fatalf("got %v, want the refusal to name %s", err, copyPath)
+	}
+}
+
+// TestNewRefusesFolderMadeForPostgres: a folder that records a PostgreSQL
+// database, opened with no store, is refused rather than run on an empty
+// SQLite database with the fleet's identity.
+func TestNewRefusesFolderMadeForPostgres(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := datadir.Init(context.Background(), dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := datadir.SaveDatabase(dir, "postgres://tendril:secret@db.example/tendril"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := New(context.Background(), Config{DataDir: dir, Listen: "127.0.0.1:0", HTTP: "127.0.0.1:0", Logger: zaptest.NewLogger(t)})
+	if err == nil || !strings.Contains(err.Error(), "was made for a PostgreSQL database, and none was opened") {
+		t.Fatalf("got %v, want a refusal naming the PostgreSQL database", err)
 	}
 }

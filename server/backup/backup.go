@@ -85,7 +85,7 @@ var (
 	// backupSecret are sealed under the passphrase: anyone holding them
 	// could pose as the coordinator, sign packages, call the API or read
 	// secrets at rest.
-	backupSecret = []string{datadir.MasterFile, datadir.KeyFile, datadir.PrevKeyFile, datadir.NextKeyFile, datadir.SigningFile, api.AdminKeyFile}
+	backupSecret = []string{datadir.MasterFile, datadir.KeyFile, datadir.PrevKeyFile, datadir.NextKeyFile, datadir.SigningFile, api.AdminKeyFile, datadir.DatabaseFile}
 	// backupRequired must be in every backup. The signing key is not: an
 	// operator may keep it outside the data folder ("tendril-server
 	// signing-key seal"), and then backs it up apart (Result says so).

@@ -68,6 +68,11 @@ func InitWith(ctx context.Context, dir string, o InitOptions) (InitResult, error
 		return InitResult{}, fmt.Errorf("init %s: %w", dir, err)
 	}
 	defer st.Close()
+	if o.Database != "" {
+		if err := SaveDatabase(dir, o.Database); err != nil {
+			return InitResult{}, fmt.Errorf("init %s: %w", dir, err)
+		}
+	}
 	key := secret.New("tdk_")
 	if err := st.CreateAPIKey(ctx, store.APIKey{ID: uuid.NewString(), Name: "admin", Hash: secret.Hash(key), CreatedAt: time.Now().UTC(), Role: api.RoleAdmin, Admin: true}); err != nil {
 		return InitResult{}, fmt.Errorf("init %s: %w", dir, err)
@@ -87,9 +92,11 @@ func InitWith(ctx context.Context, dir string, o InitOptions) (InitResult, error
 type InitOptions struct {
 	// Database is the URL of a PostgreSQL database to keep the
 	// coordinator's state in (agents, tokens, API keys, tasks...) instead
-	// of tendril.db in the data folder: init migrates it and stores the
-	// admin API key there. The TLS identity, the signing key and the
-	// master key stay in the data folder either way. "" means SQLite.
+	// of tendril.db in the data folder: init migrates it, stores the
+	// admin API key there, and records the URL in the folder, sealed
+	// (DatabaseFile), for run to use. The TLS identity, the signing key
+	// and the master key stay in the data folder either way. "" means
+	// SQLite.
 	Database string
 }
 

@@ -292,7 +292,11 @@ func newRunCmd(e Env) *cobra.Command {
 					return err
 				}
 			}
-			st, err := openDatabase(c.Context(), dir, first(database, e.Getenv(envDatabase)), log)
+			dbURL, err := databaseURL(dir, database, e)
+			if err != nil {
+				return err
+			}
+			st, err := openDatabase(c.Context(), dir, dbURL, log)
 			if err != nil {
 				return err
 			}

@@ -50,7 +50,11 @@ For one agent's diagnostics, see "tendril-server agents diagnostics NAME".`,
 			if err := diagnostics.CheckDataDir(dir); err != nil {
 				return err
 			}
-			cfg := diagnostics.CoordinatorConfig{DataDir: dir, Database: first(database, e.Getenv(envDatabase)),
+			dbURL, err := databaseURL(dir, database, e)
+			if err != nil {
+				return err
+			}
+			cfg := diagnostics.CoordinatorConfig{DataDir: dir, Database: dbURL,
 				Tool: diag.ThisTool("tendril-server", version.Version)}
 			if cl, err := client.FromDataDir(dir); err != nil {
 				cfg.LiveErr = err

@@ -13,6 +13,16 @@ import (
 	"github.com/tendrildeploy/tendril/server/store/sqlstore"
 )
 
+// databaseURL is the PostgreSQL database a command uses: --database, else
+// $TENDRIL_DATABASE, else the one the data folder was made for ("" for a
+// folder with its own SQLite database).
+func databaseURL(dir, flag string, e Env) (string, error) {
+	if u := first(flag, e.Getenv(envDatabase)); u != "" {
+		return u, nil
+	}
+	return datadir.LoadDatabase(dir)
+}
+
 // openDatabase opens the PostgreSQL store at url for run, waiting with
 // backoff while the database cannot be reached (until ctx ends: Ctrl-C or
 // TERM), so that a coordinator started before its database, or during an

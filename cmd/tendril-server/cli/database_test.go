@@ -11,6 +11,7 @@ import (
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/internal/pgtest"
 	"github.com/tendrildeploy/tendril/internal/servertest"
+	"github.com/tendrildeploy/tendril/server/datadir"
 	"github.com/tendrildeploy/tendril/server/store/sqlstore"
 )
 
@@ -121,5 +122,40 @@ func TestInitAndRunOnPostgres(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "tendril.db")); !os.IsNotExist(err) {
 		t.Errorf("run with --database made tendril.db: %v", err)
+	}
+}
+
+// TestDataFolderKnowsItsDatabase: a folder made with init --database
+// records the URL, sealed (the password is not in the folder in clear),
+// and run started as init said, without --database, uses that database:
+// the admin key init stored there signs in.
+func TestDataFolderKnowsItsDatabase(t *testing.T) {
+	bg := context.Background()
+	dbURL := pg.Cluster(t).NewDatabase(t)
+	dir := filepath.Join(t.TempDir(), "data")
+	code, stdout, stderr := cli(t, bg, nil, "init", "--data", dir, "--database", dbURL)
+	if code != 0 || !strings.Contains(stdout, "Start the coordinator with: tendril-server run --data "+dir+"\n") {
+		t.Fatalf("init: %d %q %q", code, stdout, stderr)
+	}
+	sealed, err := os.ReadFile(filepath.Join(dir, datadir.DatabaseFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(sealed, []byte(dbURL)) || bytes.Contains(sealed, []byte("postgres")) {
+		t.Fatalf("%s holds the URL in clear: %q", datadir.DatabaseFile, sealed)
+	}
+	if got, err := datadir.LoadDatabase(dir); err != nil || got != dbURL {
+		t.Fatalf("LoadDatabase: got %q, %v; want the URL init was given", got, err)
+	}
+
+	// The command init printed, as it printed it.
+	_, stop := runInBackground(t, nil, "--data", dir, "--health-interval", "1h")
+	defer stop()
+	waitFor(t, "the coordinator to start", func() bool { _, err := api.ReadRunInfo(dir); return err == nil })
+	if code, stdout, stderr := cli(t, bg, nil, "agents", "list", "--data", dir, "--json"); code != 0 || strings.TrimSpace(stdout) != "[]" {
+		t.Fatalf("agents list with init's admin key (only in PostgreSQL): %d %q %q", code, stdout, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "tendril.db")); err == nil {
+		t.Error("the folder got a SQLite database beside its PostgreSQL one")
 	}
 }
