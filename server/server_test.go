@@ -411,3 +411,25 @@ func TestNewRefusesFolderMadeForPostgres(t *testing.T) {
 		t.Fatalf("got %v, want a refusal naming the PostgreSQL database", err)
 	}
 }
+
+// TestAPIMethodNotAllowed: a path that exists with other methods answers
+// 405 with Allow, not 404.
+func TestAPIMethodNotAllowed(t *testing.T) {
+	ts := startServer(t, nil)
+	tests := []struct {
+		method, path, allow string
+	}{
+		{"DELETE", "/api/tasks", "GET, POST"},
+		{"PUT", "/api/agents/web-1", "GET, DELETE"},
+		{"GET", "/api/certificate/rotate", "POST"},
+	}
+	for _, tt := range tests {
+		resp, body := ts.api(t, tt.method, tt.path, "", nil)
+		var e api.APIError
+		json.Unmarshal(body, &e)
+		want := tt.method + " " + tt.path + " is not allowed; this endpoint takes " + tt.allow
+		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != tt.allow || e.Error != want {
+			t.Errorf("%s %s: got %d, Allow %q, %q; want 405, %q, %q", tt.method, tt.path, resp.StatusCode, resp.Header.Get("Allow"), e.Error, tt.allow, want)
+		}
+	}
+}

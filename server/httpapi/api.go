@@ -245,8 +245,32 @@ func (h *API) Register(mux *http.ServeMux) {
 	route("POST /api/agents/{name}/diagnostics", h.apiAgentDiagnostics)
 	route("GET /api/server/goroutines", h.apiGoroutines)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		// The catch-all hides the mux's own 405: a path that exists with
+		// other methods says which.
+		if allow := allowed(mux, r); len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			WriteError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s is not allowed; this endpoint takes %s", r.Method, r.URL.Path, strings.Join(allow, ", ")))
+			return
+		}
 		WriteError(w, http.StatusNotFound, fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path))
 	})
+}
+
+// allowed lists the methods mux routes r's path with to a handler of its
+// own (not the /api/ catch-all).
+func allowed(mux *http.ServeMux, r *http.Request) []string {
+	var out []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
+		if m == r.Method {
+			continue
+		}
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := mux.Handler(probe); pattern != "" && pattern != "/api/" {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // authorize requires a valid API key as a bearer token whose role may
