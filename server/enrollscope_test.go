@@ -48,6 +48,8 @@ func TestForceAcrossEnvironmentsRefused(t *testing.T) {
 	}
 	p1 := startAgent(t, prodHome, nil)
 	before := ts.waitConnected(t, "p1")
+	// The coordinator lists the session before the agent reads Welcome.
+	eventually(t, "p1 says it is connected", func() bool { return p1.Status().Connected })
 	sessions := p1.Status().Sessions
 
 	tests := []struct {
