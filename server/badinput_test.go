@@ -159,16 +159,7 @@ func TestUnregisteredCertificateMayOnlyRegister(t *testing.T) {
 
 func TestDeletedAgentIsRefused(t *testing.T) {
 	ts := startServer(t, nil)
-	enrolled(t, ts, "bystander")
-	victim := enrolled(t, ts, "victim")
-	if err := ts.DeleteAgent(context.Background(), "victim"); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-victim.sess.CloseChan():
-	case <-time.After(10 * time.Second):
-		t.Fatal("deleted agent's session is still open")
-	}
+	victim := deletedBeside(t, ts, "bystander", "victim")
 	p, err := dialPeer(t, ts, victim.id)
 	if err == nil {
 		_, err = p.hello()

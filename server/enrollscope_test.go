@@ -146,16 +146,7 @@ func TestReRegisterAfterDelete(t *testing.T) {
 func TestRevokedCertificateToldWhy(t *testing.T) {
 	core, logs := observer.New(zapcore.InfoLevel)
 	ts := startServer(t, func(c *Config) { c.Logger = zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), core)) })
-	enrolled(t, ts, "bystander")
-	victim := enrolled(t, ts, "victim")
-	if err := ts.DeleteAgent(context.Background(), "victim"); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-victim.sess.CloseChan():
-	case <-time.After(10 * time.Second):
-		t.Fatal("deleted agent's session is still open")
-	}
+	victim := deletedBeside(t, ts, "bystander", "victim")
 
 	tests := []struct {
 		name string

@@ -184,6 +184,23 @@ func (p *peer) serveHealth() {
 	}()
 }
 
+// deletedBeside enrolls two agents, deletes victim, and returns it once
+// its session has ended; bystander stays, for stillServing.
+func deletedBeside(t *testing.T, ts *testServer, bystander, victim string) *peer {
+	t.Helper()
+	enrolled(t, ts, bystander)
+	p := enrolled(t, ts, victim)
+	if err := ts.DeleteAgent(context.Background(), victim); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.sess.CloseChan():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("deleted agent %s's session is still open", victim)
+	}
+	return p
+}
+
 // enrolled registers a fresh identity and connects it as an agent.
 func enrolled(t *testing.T, ts *testServer, name string) *peer {
 	t.Helper()
