@@ -190,6 +190,13 @@ func TestKnockGate(t *testing.T) {
 // pins the agent, presents coord, and answers the agent's Hello.
 func dialListening(t *testing.T, addr string, coord *certs.Identity, agentThumb string) *yamux.Session {
 	t.Helper()
+	return dialListeningSigned(t, addr, coord, agentThumb, "")
+}
+
+// dialListeningSigned is dialListening whose Welcome teaches the agent
+// signingKey.
+func dialListeningSigned(t *testing.T, addr string, coord *certs.Identity, agentThumb, signingKey string) *yamux.Session {
+	t.Helper()
 	raw, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -209,7 +216,7 @@ func dialListening(t *testing.T, addr string, coord *certs.Identity, agentThumb 
 	if err != nil || f.Type != protocol.TypeHello {
 		t.Fatalf("hello: got %q, %v", f.Type, err)
 	}
-	if err := protocol.WriteFrame(st, protocol.TypeWelcome, protocol.Welcome{Protocol: protocol.ProtocolVersion, AgentID: "id-1", Name: "dmz-1"}); err != nil {
+	if err := protocol.WriteFrame(st, protocol.TypeWelcome, protocol.Welcome{Protocol: protocol.ProtocolVersion, AgentID: "id-1", Name: "dmz-1", SigningKey: signingKey}); err != nil {
 		t.Fatal(err)
 	}
 	st.Close()
@@ -249,5 +256,51 @@ func TestListeningAgentRestartsAfterSwap(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return after the swap")
+	}
+}
+
+// TestListeningAgentAnswersUpgradeBeforeRestarting: a listening agent
+// closes its session when it restarts into a new binary; the coordinator
+// must still read UpgradeReady first, or it takes an installed upgrade
+// for a cut transfer and sends it again to an agent that is gone.
+func TestListeningAgentAnswersUpgradeBeforeRestarting(t *testing.T) {
+	c := newTestCoordinator(t)
+	coord, err := certs.NewIdentity("coordinator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := simulatedPackage(t)
+	for i := range 5 {
+		home := filepath.Join(t.TempDir(), "home")
+		addr, err := newClosedAddr()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := RegisterListening(ListenConfig{Home: home, Listen: addr, ServerThumbprints: []string{coord.Thumbprint}}); err != nil {
+			t.Fatal(err)
+		}
+		exe, _ := standInExe(t)
+		a, err := New(Config{Home: home, Version: "1.2.3", Logger: zaptest.NewLogger(t), exe: exe, SimulateUpgradeSwap: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- a.Run(context.Background()) }()
+		eventually(t, "the agent listening", func() bool { return a.Status().Listening != "" })
+		ys := dialListeningSigned(t, addr, coord, a.Status().Thumbprint, c.signer.Public())
+		eventually(t, "the session", func() bool { return a.Status().Connected })
+		ready, err := c.pushUpgrade(&coordSession{ys: ys}, c.upgradeOffer(data, "2.0.0"), data, -1)
+		if err != nil || ready.To != "2.0.0" {
+			t.Fatalf("upgrade %d: got %+v, %v, want UpgradeReady to 2.0.0", i, ready, err)
+		}
+		ys.Close()
+		select {
+		case err := <-done:
+			if !errors.Is(err, ErrRestart) {
+				t.Fatalf("Run after upgrade %d: got %v, want ErrRestart", i, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("Run did not return after upgrade %d", i)
+		}
 	}
 }

@@ -96,10 +96,13 @@ func (a *Agent) handleAgentUpgrade(s *liveSession, st *yamux.Stream, f protocol.
 		return a.replyFailure(ls, f.Type, err)
 	}
 	restarting = true
-	a.requestRestart()
 	werr := protocol.WriteFrame(ls, protocol.TypeUpgradeReady, protocol.UpgradeReady{From: swapped.From, To: swapped.To})
 	st.SetReadDeadline(time.Now().Add(restartFlush))
 	io.Copy(io.Discard, st) // returns when the coordinator closes, or at the deadline
+	// Only now: a listening agent closes its session as soon as a restart
+	// is requested, which would cut UpgradeReady off, and the coordinator
+	// would take the installed upgrade for a broken transfer.
+	a.requestRestart()
 	s.ys.Close()
 	if werr != nil {
 		return fmt.Errorf("upgrade ready: %w", werr)

@@ -168,6 +168,9 @@ const (
 	// maxSendAttempts bounds transfers of one package to one agent cut
 	// short by the connection (not refused by the agent).
 	maxSendAttempts = 3
+	// retryAfterCut is the longest wait, after a transfer was cut, for
+	// its session to be gone before the next attempt.
+	retryAfterCut = 5 * time.Second
 )
 
 func rolloutView(r store.Rollout, agents []store.RolloutAgent, withAgents bool) api.RolloutView {
@@ -897,6 +900,33 @@ func (e *Engine) upgradeAgent(ctx context.Context, r store.Rollout, a store.Roll
 			log.Warn("agent upgrade transfer interrupted, will retry", zap.Error(err))
 			e.setUpgradeNode(ctx, r.ID, a.AgentID, inFlight, me, api.UpgradeWaitingForIdle, "",
 				fmt.Sprintf("sending was interrupted (%v); it starts again when the agent is idle", err))
+			// The next attempt goes over a new session: a session that
+			// broke is still listed for a moment, and an attempt on it
+			// fails at once, so three would be spent in a millisecond.
+			e.waitSessionGone(ctx, a.AgentID, retryAfterCut)
+		}
+	}
+}
+
+// waitSessionGone waits, at most max, until the agent has no session on
+// this node: a session cut mid-transfer is dropped from the list a
+// moment after the transfer fails. A session that survived the failure
+// (a stream error only) costs the wait, which then serves as a pause
+// between attempts.
+func (e *Engine) waitSessionGone(ctx context.Context, agentID string, max time.Duration) {
+	t := time.NewTimer(max)
+	defer t.Stop()
+	for {
+		changed := e.fleet.SessionsChanged()
+		if !e.fleet.Connected(agentID) {
+			return
+		}
+		select {
+		case <-changed:
+		case <-t.C:
+			return
+		case <-ctx.Done():
+			return
 		}
 	}
 }
