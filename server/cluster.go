@@ -116,10 +116,30 @@ func (s *Server) beat(ctx context.Context) error {
 	}
 	s.kickClaims()
 	s.rollouts.Changed()
+	s.purgeIdempotencyKeys(ctx)
 	if s.members.Draining() {
 		s.moveIdleAgents()
 	}
 	return nil
+}
+
+// idempotencyPurgeEvery is how often a node drops the expired records of
+// create requests' Idempotency-Keys.
+const idempotencyPurgeEvery = time.Hour
+
+func (s *Server) purgeIdempotencyKeys(ctx context.Context) {
+	now := time.Now()
+	last := s.purged.Load()
+	if now.Sub(time.Unix(0, last)) < idempotencyPurgeEvery || !s.purged.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	if n, err := s.idem.Purge(ctx); err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn("purge expired idempotency keys failed; trying again in an hour", zap.Error(err))
+		}
+	} else if n > 0 {
+		s.log.Debug("expired idempotency keys purged", zap.Int("keys", n))
+	}
 }
 
 // nodeAlive reports whether the node is known, and alive, as last read.

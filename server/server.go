@@ -21,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -40,6 +41,7 @@ import (
 	"github.com/tendrildeploy/tendril/server/enroll"
 	"github.com/tendrildeploy/tendril/server/healthlog"
 	"github.com/tendrildeploy/tendril/server/httpapi"
+	"github.com/tendrildeploy/tendril/server/idempotency"
 	"github.com/tendrildeploy/tendril/server/identity"
 	"github.com/tendrildeploy/tendril/server/metrics"
 	"github.com/tendrildeploy/tendril/server/releases"
@@ -284,9 +286,13 @@ func (c *Config) setDefaults() {
 
 // Server is a running coordinator. Create it with New, then call Run.
 type Server struct {
-	cfg     Config
-	log     *zap.Logger
-	store   store.Store
+	cfg   Config
+	log   *zap.Logger
+	store store.Store
+	// idem keeps create requests' Idempotency-Keys; purged holds when
+	// they were last purged (unix nanoseconds).
+	idem    *idempotency.Keeper
+	purged  atomic.Int64
 	access  *access.Service
 	uploads *cluster.Uploads
 	bundles *calamari.Library
@@ -469,7 +475,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.bundles = calamari.New(calamari.Config{Store: st, Uploads: s.uploads, Signing: signing, DataDir: cfg.DataDir, Logger: s.log})
 	s.rollouts = rollout.New(rollout.Config{Store: st, Fleet: rolloutFleet{s}, Uploads: s.uploads, Signing: signing, DataDir: cfg.DataDir,
 		Grace: cfg.UpgradeGrace, IdleTimeout: cfg.UpgradeIdleTimeout, ReconnectMargin: cfg.UpgradeReconnectMargin, Logger: s.log})
-	s.api = httpapi.New(httpapi.Config{Coordinator: s, Rollouts: s.rollouts, Access: s.access, Version: cfg.Version, Logger: s.log})
+	// The node functions are called per request, once the node has joined.
+	s.idem, err = idempotency.New(idempotency.Config{Store: st, Node: s.nodeID, NodeGone: s.nodeGone})
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("new coordinator: %w", err)
+	}
+	s.api = httpapi.New(httpapi.Config{Coordinator: s, Rollouts: s.rollouts, Access: s.access, Version: cfg.Version,
+		Idempotency: s.idem, Logger: s.log})
 	s.console = console.New(console.Config{Coordinator: s, Rollouts: s.rollouts, Access: s.access, Machines: s, API: s.api,
 		Version: cfg.Version, ReleaseFeed: cfg.ReleaseFeed != "", Logger: s.log})
 	s.metrics = metrics.New(func() float64 { return float64(s.sessions.count()) })

@@ -18,6 +18,7 @@ import (
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/cluster"
+	"github.com/tendrildeploy/tendril/server/idempotency"
 	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 )
@@ -130,7 +131,12 @@ func (s *Server) CreateTasks(ctx context.Context, req api.TaskRequest) ([]api.Ta
 		}
 		fileName, fileSum = req.File.Name, req.File.SHA256
 	}
-	group := uuid.NewString()
+	// Under an Idempotency-Key the group is the key's ref: a retry of a
+	// request whose answer was lost finds its tasks by it.
+	group := idempotency.Ref(ctx)
+	if group == "" {
+		group = uuid.NewString()
+	}
 	now := time.Now().UTC()
 	tasks := make([]store.Task, len(agents))
 	for i, a := range agents {

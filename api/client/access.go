@@ -15,7 +15,7 @@ import (
 func (c *Client) CreateUser(ctx context.Context, name, password string, role api.Role, environments []string) (api.UserView, error) {
 	var out api.UserView
 	req := api.UserRequest{Name: name, Password: password, Role: role, Environments: environments}
-	if err := c.do(ctx, http.MethodPost, "/api/users", req, &out); err != nil {
+	if err := c.create(ctx, "/api/users", req, &out); err != nil {
 		return api.UserView{}, fmt.Errorf("create user %q: %w", name, err)
 	}
 	return out, nil
@@ -48,7 +48,7 @@ func (c *Client) DeleteUser(ctx context.Context, name string) error {
 func (c *Client) CreateAPIKey(ctx context.Context, name string, role api.Role, environments []string) (api.NewAPIKey, error) {
 	var out api.NewAPIKey
 	req := api.APIKeyRequest{Name: name, Role: role, Environments: environments}
-	if err := c.do(ctx, http.MethodPost, "/api/api-keys", req, &out); err != nil {
+	if err := c.create(ctx, "/api/api-keys", req, &out); err != nil {
 		return api.NewAPIKey{}, fmt.Errorf("create API key %q: %w", name, err)
 	}
 	return out, nil

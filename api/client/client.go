@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/version"
 )
@@ -43,6 +45,9 @@ var ErrNotRunning = errors.New("the coordinator is not running")
 type Error struct {
 	Status  int
 	Message string
+	// RetryAfter is the answer's Retry-After, when it has one in seconds:
+	// how long the coordinator asks to wait before sending again.
+	RetryAfter time.Duration
 }
 
 // Error formats the API's message with its status, which is what a person
@@ -230,7 +235,7 @@ func (c *Client) DeleteAgent(ctx context.Context, name string) error {
 // yet connected; its DialError says why, once a dial has failed.
 func (c *Client) AddListeningAgent(ctx context.Context, req api.ListeningAgentRequest) (api.AgentView, error) {
 	var out api.AgentView
-	if err := c.do(ctx, http.MethodPost, "/api/agents", req, &out); err != nil {
+	if err := c.create(ctx, "/api/agents", req, &out); err != nil {
 		return api.AgentView{}, fmt.Errorf("add listening agent %s: %w", listeningName(req), err)
 	}
 	return out, nil
@@ -263,7 +268,7 @@ func (c *Client) SetAgentAddress(ctx context.Context, name, address string) (api
 // CreateToken issues a one-time enrollment token (POST /api/tokens).
 func (c *Client) CreateToken(ctx context.Context, req api.TokenRequest) (api.TokenResult, error) {
 	var out api.TokenResult
-	if err := c.do(ctx, http.MethodPost, "/api/tokens", req, &out); err != nil {
+	if err := c.create(ctx, "/api/tokens", req, &out); err != nil {
 		return api.TokenResult{}, fmt.Errorf("create token: %w", err)
 	}
 	return out, nil
@@ -297,6 +302,61 @@ func (c *Client) RotateCertificate(ctx context.Context, force bool) (api.Rotatio
 // 2xx answer into out (nil: ignored). Failures come back as *Error, or as
 // ErrNotRunning when nothing listens at the address.
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	return c.doWith(ctx, method, path, nil, in, out)
+}
+
+// Creating requests are sent with an Idempotency-Key, and sent again with
+// the same key when their connection broke (the coordinator may have
+// created before the answer was lost: it answers the retry as it did the
+// first) or while the first is still running on the coordinator.
+const (
+	// createRetryPause is the pause before sending a create again over a
+	// new connection.
+	createRetryPause = 500 * time.Millisecond
+	// createInProgressWait bounds the time spent waiting for a first
+	// request the coordinator says is still running.
+	createInProgressWait = time.Minute
+)
+
+// create sends a creating POST with a new Idempotency-Key: once more
+// after a broken connection, and again while the coordinator answers that
+// the first request with the key is still running.
+func (c *Client) create(ctx context.Context, path string, in, out any) error {
+	hdr := http.Header{"Idempotency-Key": []string{uuid.NewString()}}
+	retried := false
+	deadline := time.Now().Add(createInProgressWait)
+	for {
+		err := c.doWith(ctx, http.MethodPost, path, hdr, in, out)
+		var e *Error
+		var wait time.Duration
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Err() != nil:
+			return err
+		case errors.As(err, &e):
+			if e.Status != http.StatusConflict || e.RetryAfter <= 0 || time.Now().Add(e.RetryAfter).After(deadline) {
+				return err
+			}
+			wait = e.RetryAfter
+		case retried:
+			return err
+		default:
+			retried = true
+			wait = createRetryPause
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// doWith is do with extra request headers.
+func (c *Client) doWith(ctx context.Context, method, path string, hdr http.Header, in, out any) error {
 	var (
 		body        io.Reader
 		size        int64 = -1
@@ -309,7 +369,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		}
 		body, size, contentType = bytes.NewReader(b), int64(len(b)), "application/json"
 	}
-	resp, err := c.send(ctx, method, path, nil, body, size, contentType, "application/json")
+	resp, err := c.sendWith(ctx, method, path, nil, hdr, body, size, contentType, "application/json")
 	if err != nil {
 		return err
 	}
@@ -351,6 +411,11 @@ func (c *Client) uploadQuery(ctx context.Context, path string, query url.Values,
 // no body). Failures come back as *Error, or as ErrNotRunning when nothing
 // listens at the address.
 func (c *Client) send(ctx context.Context, method, path string, query url.Values, body io.Reader, size int64, contentType, accept string) (*http.Response, error) {
+	return c.sendWith(ctx, method, path, query, nil, body, size, contentType, accept)
+}
+
+// sendWith is send with extra request headers.
+func (c *Client) sendWith(ctx context.Context, method, path string, query url.Values, hdr http.Header, body io.Reader, size int64, contentType, accept string) (*http.Response, error) {
 	// path is escaped already (names in it went through url.PathEscape).
 	u := *c.base
 	u.RawPath = c.base.EscapedPath() + path
@@ -371,6 +436,9 @@ func (c *Client) send(ctx context.Context, method, path string, query url.Values
 		if size == 0 {
 			req.Body = http.NoBody
 		}
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
 	}
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
@@ -422,6 +490,9 @@ func decodeResponse(resp *http.Response, out any) error {
 func errorFrom(resp *http.Response) *Error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 	e := &Error{Status: resp.StatusCode}
+	if n, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && n > 0 {
+		e.RetryAfter = time.Duration(n) * time.Second
+	}
 	var ae api.APIError
 	if json.Unmarshal(b, &ae) == nil && ae.Error != "" {
 		e.Message = ae.Error

@@ -48,7 +48,7 @@ func (c *Client) UploadFile(ctx context.Context, r io.Reader, size int64) (api.F
 // on every target is refused whole.
 func (c *Client) CreateTasks(ctx context.Context, req api.TaskRequest) ([]api.TaskView, error) {
 	var out []api.TaskView
-	if err := c.do(ctx, http.MethodPost, "/api/tasks", req, &out); err != nil {
+	if err := c.create(ctx, "/api/tasks", req, &out); err != nil {
 		return nil, fmt.Errorf("create task: %w", err)
 	}
 	return out, nil

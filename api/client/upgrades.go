@@ -45,7 +45,7 @@ func (c *Client) AgentPackages(ctx context.Context) ([]api.AgentPackageView, err
 // at once; follow the rollout with Rollout.
 func (c *Client) StartRollout(ctx context.Context, req api.RolloutRequest) (api.RolloutView, error) {
 	var out api.RolloutView
-	if err := c.do(ctx, http.MethodPost, "/api/rollouts", req, &out); err != nil {
+	if err := c.create(ctx, "/api/rollouts", req, &out); err != nil {
 		return api.RolloutView{}, fmt.Errorf("start rollout: %w", err)
 	}
 	return out, nil

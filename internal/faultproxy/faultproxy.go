@@ -51,6 +51,7 @@ type Proxy struct {
 	dripChunk int
 	dripEvery time.Duration
 	cutAfter  int64
+	cutReply  int // connections still to cut at their first reply byte
 	refuse    bool
 	conns     map[*conn]struct{}
 }
@@ -176,6 +177,16 @@ func (p *Proxy) CutAfter(n int64) {
 	p.cutAfter = max(n, 0)
 }
 
+// CutReplies makes the next n connections accepted close abruptly as soon
+// as the target sends its first byte, which the client never gets: the
+// request arrived whole and was acted on, its answer is lost (a server
+// killed after its commit, a connection broken on the way back).
+func (p *Proxy) CutReplies(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cutReply = max(n, 0)
+}
+
 // SetRefuse makes the proxy accept new connections and close them
 // immediately (the client sees end of file), without dialling the target:
 // a server that is down while its port is still open. Existing connections
@@ -261,6 +272,10 @@ func (p *Proxy) acceptLoop() {
 			ctx:    ctx,
 			cancel: cancel,
 		}
+		if p.cutReply > 0 {
+			p.cutReply--
+			c.cutReply = true
+		}
 		p.conns[c] = struct{}{}
 		// The accept loop is itself counted in wg and has not returned,
 		// so this Add cannot race with a Wait that sees a zero counter.
@@ -289,6 +304,8 @@ type conn struct {
 	client net.Conn
 	target string
 	limit  int64 // CutAfter limit for this connection; 0 = none
+	// cutReply kills the connection at the target's first byte.
+	cutReply bool
 
 	// ctx is cancelled when the connection ends; it aborts the dial and
 	// every wait (pause, latency, drip).
@@ -325,7 +342,18 @@ func (c *conn) run() {
 	c.mu.Unlock()
 
 	var wg sync.WaitGroup
-	wg.Go(func() { c.pump(server, c.client) })
+	wg.Go(func() {
+		if c.cutReply {
+			// Wait for the reply's first byte, then cut without passing
+			// it on.
+			var b [1]byte
+			if _, err := server.Read(b[:]); err == nil {
+				c.kill()
+				return
+			}
+		}
+		c.pump(server, c.client)
+	})
 	c.pump(c.client, server)
 	wg.Wait()
 	c.finish()

@@ -478,6 +478,31 @@ func TestCutAfter(t *testing.T) {
 	roundTrip(t, c2, randBytes(t, 3*n))
 }
 
+func TestCutReplies(t *testing.T) {
+	srv := startEcho(t)
+	p := newProxy(t, srv.Addr())
+	p.CutReplies(1)
+
+	// The request reaches the target whole; its echo never comes back.
+	c := dial(t, p.Addr())
+	msg := []byte("create it")
+	if _, err := c.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	got, err := expectEnd(t, c)
+	if len(got) != 0 {
+		t.Fatalf("got %q back through a cut reply, want nothing", got)
+	}
+	t.Logf("the client saw %v", err)
+	if fwd := p.BytesForwarded(); fwd != int64(len(msg)) {
+		t.Fatalf("forwarded %d bytes, want the request's %d", fwd, len(msg))
+	}
+
+	// Only the next connection was cut.
+	c2 := dial(t, p.Addr())
+	roundTrip(t, c2, []byte("again"))
+}
+
 func TestRefuse(t *testing.T) {
 	srv := startEcho(t)
 	p := newProxy(t, srv.Addr())

@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tendrildeploy/tendril/api"
+	"github.com/tendrildeploy/tendril/server/idempotency"
 	"github.com/tendrildeploy/tendril/server/kind"
 )
 
@@ -160,6 +161,9 @@ type Config struct {
 	Access      Access
 	// Version is the coordinator's, shown in the OpenAPI document.
 	Version string
+	// Idempotency keeps the Idempotency-Key of create requests; nil
+	// ignores the header.
+	Idempotency *idempotency.Keeper
 	// Logger receives internal errors and the changes the API makes.
 	Logger *zap.Logger
 }
@@ -170,6 +174,7 @@ type API struct {
 	rollouts Rollouts
 	access   Access
 	version  string
+	idem     *idempotency.Keeper
 	log      *zap.Logger
 }
 
@@ -179,7 +184,7 @@ func New(cfg Config) *API {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &API{co: cfg.Coordinator, rollouts: cfg.Rollouts, access: cfg.Access, version: cfg.Version, log: log}
+	return &API{co: cfg.Coordinator, rollouts: cfg.Rollouts, access: cfg.Access, version: cfg.Version, idem: cfg.Idempotency, log: log}
 }
 
 // Register adds /healthz and every /api route to mux, with a catch-all
@@ -191,8 +196,13 @@ func (h *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/openapi.json", h.apiOpenAPI) // documentation: no key needed
 	// Each route is authorized by its pattern: the roles of its row in
 	// Routes, which the OpenAPI document declares.
+	routes := routeTable()
 	route := func(pattern string, f func(w http.ResponseWriter, r *http.Request)) {
-		mux.Handle(pattern, h.authorize(pattern, MaxRequestBody, http.HandlerFunc(f)))
+		var next http.Handler = http.HandlerFunc(f)
+		if rt := routes[pattern]; rt.Idempotent {
+			next = h.idempotent(rt, next)
+		}
+		mux.Handle(pattern, h.authorize(pattern, MaxRequestBody, next))
 	}
 	upload := func(pattern string, limit int64, f func(w http.ResponseWriter, r *http.Request)) {
 		mux.Handle(pattern, h.authorize(pattern, limit, http.HandlerFunc(f)))

@@ -56,6 +56,11 @@ type Route struct {
 	Response any
 	// ResponseMedia is the success body's media type when not JSON.
 	ResponseMedia string
+	// Idempotent create routes take an Idempotency-Key header: the same
+	// request sent again with it is answered as the first was (package
+	// idempotency). SecretAnswer marks those whose answer holds a secret,
+	// which is not kept for a replay.
+	Idempotent, SecretAnswer bool
 	// Errors are the error statuses besides 401 and 500, which every
 	// authenticated route can answer.
 	Errors []int
@@ -99,7 +104,7 @@ func Routes() []Route {
 
 		{Method: "GET", Path: "/api/agents", Tag: agents, Roles: everyone, Scope: "only the agents of its environments are listed", Status: 200, Response: []api.AgentView{},
 			Summary: "List agents with their connection, health, TLS version, Calamari and upgrade state"},
-		{Method: "POST", Path: "/api/agents", Tag: agents, Roles: operators, Request: api.ListeningAgentRequest{}, Status: 201, Response: api.AgentView{}, Errors: []int{400, 409, 413},
+		{Method: "POST", Idempotent: true, Path: "/api/agents", Tag: agents, Roles: operators, Request: api.ListeningAgentRequest{}, Status: 201, Response: api.AgentView{}, Errors: []int{400, 409, 413},
 			Summary: "Add a listening agent, which the coordinator dials",
 			Description: "For an agent that listens (tendril-agent register --listen) rather than dialing the coordinator: give the address the coordinator reaches it at, " +
 				"the thumbprint its register command printed, and its environment; the name defaults to the address's host. " +
@@ -124,7 +129,7 @@ func Routes() []Route {
 				"which the agent sends over its session. An agent that is not connected, or too old to collect one, still gets an archive of the coordinator's side, " +
 				"whose manifest notes say why the agent's is missing. Never a private key, token, password or API key."},
 
-		{Method: "POST", Path: "/api/tokens", Tag: tokens, Roles: operators, Request: api.TokenRequest{}, Status: 201, Response: api.TokenResult{}, Errors: []int{400, 413},
+		{Method: "POST", Idempotent: true, SecretAnswer: true, Path: "/api/tokens", Tag: tokens, Roles: operators, Request: api.TokenRequest{}, Status: 201, Response: api.TokenResult{}, Errors: []int{400, 413},
 			Summary:     "Create a one-time enrollment token",
 			Description: "Returns the token and the join string for `tendril-agent register --join`."},
 
@@ -135,14 +140,14 @@ func Routes() []Route {
 
 		{Method: "GET", Path: "/api/users", Tag: access, Roles: admins, Status: 200, Response: []api.UserView{}, Errors: []int{403},
 			Summary: "List console users (admin key only)"},
-		{Method: "POST", Path: "/api/users", Tag: access, Roles: admins, Request: api.UserRequest{}, Status: 201, Response: api.UserView{}, Errors: []int{400, 403, 409, 413},
+		{Method: "POST", Idempotent: true, Path: "/api/users", Tag: access, Roles: admins, Request: api.UserRequest{}, Status: 201, Response: api.UserView{}, Errors: []int{400, 403, 409, 413},
 			Summary:     "Create a console user (admin key only)",
 			Description: "The password is stored with a slow hash."},
 		{Method: "DELETE", Path: "/api/users/{name}", Tag: access, Roles: admins, Status: 204, Errors: []int{403, 404},
 			Summary: "Delete a console user (admin key only); their sessions end"},
 		{Method: "GET", Path: "/api/api-keys", Tag: access, Roles: admins, Status: 200, Response: []api.APIKeyView{}, Errors: []int{403},
 			Summary: "List API keys, never the keys themselves (admin key only)"},
-		{Method: "POST", Path: "/api/api-keys", Tag: access, Roles: admins, Request: api.APIKeyRequest{}, Status: 201, Response: api.NewAPIKey{}, Errors: []int{400, 403, 409, 413},
+		{Method: "POST", Idempotent: true, SecretAnswer: true, Path: "/api/api-keys", Tag: access, Roles: admins, Request: api.APIKeyRequest{}, Status: 201, Response: api.NewAPIKey{}, Errors: []int{400, 403, 409, 413},
 			Summary:     "Create an API key (admin key only)",
 			Description: "The answer holds the key: the only time it is shown."},
 		{Method: "POST", Path: "/api/api-keys/{id}/revoke", Tag: access, Roles: admins, Status: 200, Response: api.APIKeyView{}, Errors: []int{403, 404, 409},
@@ -166,7 +171,7 @@ func Routes() []Route {
 		{Method: "PUT", Path: "/api/policy", Tag: coord, Roles: admins, Request: api.PolicyRequest{}, Status: 200, Response: api.PolicyView{}, Errors: []int{400, 403, 413},
 			Summary:     "Change the machine policy (admin key only)",
 			Description: "Fields left out keep their value. Every coordinator node applies the change without a restart; the deprecated --health-interval flag no longer overrides it. work_keep and work_min_free (a size such as 2GiB) reach connected agents at once, older agents ignore them."},
-		{Method: "POST", Path: "/api/backup/snapshot", Tag: coord, Roles: operators, Status: 201, Response: api.Snapshot{}, Errors: []int{409},
+		{Method: "POST", Idempotent: true, Path: "/api/backup/snapshot", Tag: coord, Roles: operators, Status: 201, Response: api.Snapshot{}, Errors: []int{409},
 			Summary:     "Write a consistent database snapshot into the data folder",
 			Description: "Used by `tendril-server backup`, which packs the snapshot and deletes it. 409 when the database cannot be snapshotted by Tendril (PostgreSQL)."},
 		{Method: "GET", Path: "/api/nodes", Tag: coord, Roles: readers, Status: 200, Response: []api.NodeView{},
@@ -208,7 +213,7 @@ func Routes() []Route {
 			Summary:     "Upload a file for tasks",
 			Description: "Stored by its SHA-256; name it in a task's file to have it put in the task's folder on the agent."},
 
-		{Method: "POST", Path: "/api/tasks", Tag: tasks, Roles: deployers, Scope: "only agents of its environments, and variables from their tasks' outputs: a request naming anything else is refused whole with 403", Request: api.TaskRequest{}, Status: 201, Response: []api.TaskView{}, Errors: []int{400, 404, 409, 413},
+		{Method: "POST", Idempotent: true, Path: "/api/tasks", Tag: tasks, Roles: deployers, Scope: "only agents of its environments, and variables from their tasks' outputs: a request naming anything else is refused whole with 403", Request: api.TaskRequest{}, Status: 201, Response: []api.TaskView{}, Errors: []int{400, 404, 409, 413},
 			Summary:     "Run Calamari on an agent or every agent of an environment",
 			Description: "Give exactly one of agent or environment. Every target must be connected; 409 in maintenance mode or when an agent must be upgraded first."},
 		{Method: "GET", Path: "/api/tasks", Tag: tasks, Roles: everyone, Scope: "only the tasks of its environments' agents are listed; 403 for an agent of another environment", Status: 200, Response: []api.TaskView{}, Errors: []int{400, 404},
@@ -246,7 +251,7 @@ func Routes() []Route {
 			Description: "The coordinator checks that it is an executable for that OS and signs it. 201 when stored, 200 when the same binary was already stored."},
 		{Method: "GET", Path: "/api/agent-packages", Tag: upgrades, Roles: everyone, Status: 200, Response: []api.AgentPackageView{},
 			Summary: "List stored agent packages, newest first"},
-		{Method: "POST", Path: "/api/rollouts", Tag: upgrades, Roles: operators, Request: api.RolloutRequest{}, Status: 201, Response: api.RolloutView{},
+		{Method: "POST", Idempotent: true, Path: "/api/rollouts", Tag: upgrades, Roles: operators, Request: api.RolloutRequest{}, Status: 201, Response: api.RolloutView{},
 			Errors:      []int{400, 404, 409, 413},
 			Summary:     "Start upgrading agents, in batches",
 			Description: "Give exactly one of environment or all. 409 in maintenance mode or while another rollout runs on the same agents."},
@@ -269,8 +274,9 @@ var openAPIErrorText = map[int]string{
 	401: "No API key, or one that is not valid (unknown or revoked).",
 	403: "The API key's role may not do this (the operation's x-roles lists the roles that may), or, for a deployer, it names an agent, environment or task outside its environments. The error names the role and what it may do.",
 	404: "What the path or body names does not exist.",
-	409: "The request contradicts the coordinator's state (maintenance mode, an agent not connected, a rollout already running or finished, content or a name already stored).",
+	409: "The request contradicts the coordinator's state (maintenance mode, an agent not connected, a rollout already running or finished, content or a name already stored), or a request with the same Idempotency-Key is still running (Retry-After says when to send it again).",
 	413: "The request body is larger than this endpoint accepts.",
+	422: "The Idempotency-Key was used before with a different request.",
 	500: "The coordinator failed; its log has the details.",
 }
 
@@ -309,6 +315,14 @@ func buildOpenAPI(version string) map[string]any {
 			params = append(params, map[string]any{"name": q.Name, "in": "query", "required": q.Required,
 				"description": q.Description, "schema": map[string]any{"type": q.Type}})
 		}
+		if rt.Idempotent {
+			desc := "Names this create: the same request sent again with the same key (a retry after a broken connection) is answered as the first was, with the header Idempotent-Replayed, instead of creating twice. Keys are kept a day."
+			if rt.SecretAnswer {
+				desc += " The answer holds a secret, which is not kept: a request sent again after the first completed is answered 409."
+			}
+			params = append(params, map[string]any{"name": "Idempotency-Key", "in": "header", "required": false,
+				"description": desc, "schema": map[string]any{"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"}})
+		}
 		if len(params) > 0 {
 			op["parameters"] = params
 		}
@@ -343,6 +357,13 @@ func buildOpenAPI(version string) map[string]any {
 			responses[fmt.Sprint(st)] = resp
 		}
 		errs := slices.Clone(rt.Errors)
+		if rt.Idempotent {
+			for _, st := range []int{400, 409, 422} {
+				if !slices.Contains(errs, st) {
+					errs = append(errs, st)
+				}
+			}
+		}
 		if !rt.Public {
 			errs = append(errs, 401)
 			if !slices.Contains(errs, 403) {

@@ -28,6 +28,7 @@ import (
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/cluster"
+	"github.com/tendrildeploy/tendril/server/idempotency"
 	"github.com/tendrildeploy/tendril/server/kind"
 	"github.com/tendrildeploy/tendril/server/store"
 )
@@ -393,7 +394,13 @@ func (e *Engine) StartRollout(ctx context.Context, req api.RolloutRequest) (api.
 		}
 	}
 	now := time.Now().UTC()
-	r := store.Rollout{ID: uuid.NewString(), Version: version, Batch: req.Batch, MaxFailures: maxFailures,
+	// Under an Idempotency-Key the rollout's id is the key's ref: a retry
+	// of a request whose answer was lost finds the rollout by it.
+	id := idempotency.Ref(ctx)
+	if id == "" {
+		id = uuid.NewString()
+	}
+	r := store.Rollout{ID: id, Version: version, Batch: req.Batch, MaxFailures: maxFailures,
 		AllowDowngrade: req.AllowDowngrade, GraceSeconds: req.GraceSeconds, State: api.RolloutRunning, CreatedAt: now}
 	switch {
 	case len(req.Agents) > 0:

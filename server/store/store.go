@@ -432,6 +432,20 @@ type Store interface {
 	// Bundles returns every stored bundle, in no particular order.
 	Bundles(ctx context.Context) ([]Bundle, error)
 
+	// ReserveIdempotencyKey records k, with status 0, unless a record of
+	// k's scope and key exists: then it returns that record and false.
+	ReserveIdempotencyKey(ctx context.Context, k IdempotencyKey) (IdempotencyKey, bool, error)
+	// CompleteIdempotencyKey records the answer of the request that
+	// reserved scope and key. body nil keeps none (it held a secret).
+	CompleteIdempotencyKey(ctx context.Context, scope, key string, status int, body []byte, at time.Time) error
+	// ReleaseIdempotencyKey drops the record of a request that did not
+	// complete (or, with ifNode set, only if that node still holds it), so
+	// that the same request sent again runs.
+	ReleaseIdempotencyKey(ctx context.Context, scope, key, ifNode string) error
+	// PurgeIdempotencyKeys drops records created before before and
+	// reports how many.
+	PurgeIdempotencyKeys(ctx context.Context, before time.Time) (int, error)
+
 	// CreateTasks stores new tasks in one transaction.
 	CreateTasks(ctx context.Context, tasks []Task) error
 	// Task returns one task or ErrNotFound.
@@ -533,6 +547,25 @@ type TaskArtifact struct {
 // Finished reports whether the task reached a final state.
 func (t Task) Finished() bool {
 	return t.State == api.TaskSucceeded || t.State == api.TaskFailed || t.State == api.TaskCancelled
+}
+
+// IdempotencyKey is the record of a create request sent with an
+// Idempotency-Key (see package server/idempotency).
+type IdempotencyKey struct {
+	Scope string // the caller and the route
+	Key   string
+	// RequestSHA256 is the request body's hash: the key sent again with
+	// another body is refused.
+	RequestSHA256 string
+	// Ref is the id the request creates under (a task group, a rollout).
+	Ref string
+	// Status is 0 while the request runs, then its answer's status.
+	Status int
+	// Body is the answer; nil while running, or when it held a secret.
+	Body []byte
+	// Node runs the request.
+	Node                   string
+	CreatedAt, CompletedAt time.Time
 }
 
 // TaskFilter selects tasks; zero fields match everything.
