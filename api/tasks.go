@@ -145,11 +145,11 @@ type TaskView struct {
 	// result yet (it retries), ... "" when nothing holds it up.
 	StateReason string     `json:"state_reason,omitempty"`
 	ExitCode    int        `json:"exit_code"`
-	Error      string     `json:"error,omitempty"`
-	CreatedAt  time.Time  `json:"created_at"`
-	StartedAt  *time.Time `json:"started_at,omitempty"`
-	FinishedAt *time.Time `json:"finished_at,omitempty"`
-	LogLines   int64      `json:"log_lines"`
+	Error       string     `json:"error,omitempty"`
+	CreatedAt   time.Time  `json:"created_at"`
+	StartedAt   *time.Time `json:"started_at,omitempty"`
+	FinishedAt  *time.Time `json:"finished_at,omitempty"`
+	LogLines    int64      `json:"log_lines"`
 	// Variables are the task's variables; a sensitive one has only its
 	// name and Sensitive set.
 	Variables []Variable `json:"variables,omitempty"`
