@@ -8,6 +8,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"html"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -110,6 +112,8 @@ func TestTaskOutputLostOnFullAgentDisk(t *testing.T) {
 	if last.Stream != "coordinator" || !strings.HasPrefix(last.Text, want) {
 		t.Fatalf("last line: got %s %q, want the coordinator's %q...", last.Stream, last.Text, want)
 	}
+	consoleShows(t, ts, task.ID, `id="task-state">succeeded</span>`,
+		`<p class="reason" id="task-lost">`+html.EscapeString(task.LostWarning())+`</p>`)
 }
 
 // TestTaskStartedOnFullAgentDisk starts a task while the agent's disk is
@@ -239,6 +243,23 @@ func checkGapless(t *testing.T, lines []store.LogLine) {
 	for i, l := range lines {
 		if l.Seq != int64(i+1) {
 			t.Fatalf("line %d has seq %d: want gapless order", i, l.Seq)
+		}
+	}
+}
+
+// consoleShows fetches a task's console page and fails unless it holds
+// each of want.
+func consoleShows(t *testing.T, ts *testServer, id string, want ...string) {
+	t.Helper()
+	c := newConsoleClient(t, ts)
+	c.signIn(adminKey(t, ts))
+	resp, body := c.get("/tasks/" + id)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("task page: got %d, want 200", resp.StatusCode)
+	}
+	for _, w := range want {
+		if !strings.Contains(body, w) {
+			t.Errorf("task page lacks %q:\n%s", w, body)
 		}
 	}
 }
