@@ -341,8 +341,10 @@ type taskRun struct {
 
 	mu sync.Mutex
 	// why says what holds the task up while the runner waits to try
-	// again, "" while nothing does: TaskView.StateReason.
-	why string
+	// again, "" while nothing does: TaskView.StateReason. failures
+	// counts the attempts that failed so, since the runner started.
+	why      string
+	failures int
 }
 
 func newTaskRun(agentID string, cancelStart, abandon context.CancelFunc) *taskRun {
@@ -361,6 +363,9 @@ func (r *taskRun) kick() {
 func (r *taskRun) held(why string) {
 	r.mu.Lock()
 	r.why = why
+	if why != "" {
+		r.failures++
+	}
 	r.mu.Unlock()
 }
 
