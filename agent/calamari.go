@@ -49,7 +49,11 @@ func errorCode(err error) string {
 	switch {
 	case calamari.IsBadRequest(err) || task.IsBadRequest(err) || upgrade.IsRefused(err):
 		return protocol.CodeBadRequest
-	case errors.Is(err, task.ErrClosed), errors.Is(err, upgrade.ErrBusy):
+	case errors.Is(err, task.ErrClosed), errors.Is(err, upgrade.ErrBusy),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		// Gone with the agent's stopping or the request's time: the
+		// coordinator asks again, where it would fail the task for
+		// anything else the agent answers.
 		return protocol.CodeUnavailable
 	default:
 		return protocol.CodeInternal

@@ -484,7 +484,7 @@ func (a *Agent) hello() protocol.Hello {
 		Upgrade:     a.upgradeReport(),
 		Busy:        a.tasks.Running() > 0,
 		SigningKey:  a.signingKey(),
-		Features:    []string{protocol.FeatureIsolation, protocol.FeatureVariables, protocol.FeatureWorkRetention, protocol.FeatureSignedRequests, protocol.FeatureEndorsedCertificates},
+		Features:    []string{protocol.FeatureIsolation, protocol.FeatureVariables, protocol.FeatureWorkRetention, protocol.FeatureSignedRequests, protocol.FeatureEndorsedCertificates, protocol.FeatureTaskOutcome},
 	}
 }
 

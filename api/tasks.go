@@ -138,13 +138,18 @@ type TaskView struct {
 	// WaitingFor says, while the task is queued on its agent, what it
 	// waits for, as the agent said it ("waiting for task ID (NAME) to
 	// finish").
-	WaitingFor string     `json:"waiting_for,omitempty"`
-	ExitCode   int        `json:"exit_code"`
-	Error      string     `json:"error,omitempty"`
-	CreatedAt  time.Time  `json:"created_at"`
-	StartedAt  *time.Time `json:"started_at,omitempty"`
-	FinishedAt *time.Time `json:"finished_at,omitempty"`
-	LogLines   int64      `json:"log_lines"`
+	WaitingFor string `json:"waiting_for,omitempty"`
+	// StateReason says, while the task is queued or running, what keeps
+	// it there and what ends it: its agent is not connected (it goes on
+	// when the agent is back), the coordinator cannot store its log or
+	// result yet (it retries), ... "" when nothing holds it up.
+	StateReason string     `json:"state_reason,omitempty"`
+	ExitCode    int        `json:"exit_code"`
+	Error       string     `json:"error,omitempty"`
+	CreatedAt   time.Time  `json:"created_at"`
+	StartedAt   *time.Time `json:"started_at,omitempty"`
+	FinishedAt  *time.Time `json:"finished_at,omitempty"`
+	LogLines    int64      `json:"log_lines"`
 	// Variables are the task's variables; a sensitive one has only its
 	// name and Sensitive set.
 	Variables []Variable `json:"variables,omitempty"`
@@ -153,6 +158,28 @@ type TaskView struct {
 	// Artifacts are the files its script attached, once collected from
 	// the agent.
 	Artifacts []ArtifactView `json:"artifacts,omitempty"`
+	// LostLines counts the lines of the task's output that never reached
+	// the coordinator, and LostReason says why (the agent's disk refused
+	// them, say). Its log says where they were lost. The task keeps its
+	// state: a script that succeeded succeeded, with this warning.
+	LostLines  int64  `json:"lost_lines,omitempty"`
+	LostReason string `json:"lost_reason,omitempty"`
+}
+
+// LostWarning is the warning of a task that lost output, "" if it lost
+// none: what the CLI and the console show.
+func (v TaskView) LostWarning() string {
+	if v.LostLines == 0 {
+		return ""
+	}
+	line := "lines"
+	if v.LostLines == 1 {
+		line = "line"
+	}
+	if v.LostReason == "" {
+		return fmt.Sprintf("%d %s of output lost", v.LostLines, line)
+	}
+	return fmt.Sprintf("%d %s of output lost: %s", v.LostLines, line, v.LostReason)
 }
 
 // Task states, as TaskView.State says them.

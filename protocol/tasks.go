@@ -274,7 +274,21 @@ type TaskEnd struct {
 	// Artifacts the files it attached (FeatureVariables).
 	Outputs   map[string]string `json:"outputs,omitempty"`
 	Artifacts []Artifact        `json:"artifacts,omitempty"`
+	// FinishedAt is when the task finished on the agent, LostLines how
+	// many lines of its output the agent lost (its disk refused them:
+	// the log says where) and LostReason why (FeatureTaskOutcome).
+	FinishedAt time.Time `json:"finished_at,omitzero"`
+	LostLines  int64     `json:"lost_lines,omitempty"`
+	LostReason string    `json:"lost_reason,omitempty"`
 }
+
+// FeatureTaskOutcome, in Hello.Features, says that the agent reports in
+// TaskEnd when a task finished and the output it lost, keeps the newest
+// output in memory while its disk refuses the log (so a task's last line
+// is never the one lost), and serves a finished task's end from memory
+// until its disk takes it. A coordinator records the end time of an agent
+// without it as the time it collected the result.
+const FeatureTaskOutcome = "task_outcome"
 
 // TaskCancel asks the agent to kill a task's whole process tree.
 type TaskCancel struct {

@@ -99,6 +99,7 @@ var features = []struct{ name, words string }{
 	{protocol.FeatureWorkRetention, "disk retention"},
 	{protocol.FeatureSignedRequests, "signed requests"},
 	{protocol.FeatureEndorsedCertificates, "reconnecting after coordinator certificate rotations it missed"},
+	{protocol.FeatureTaskOutcome, "keeping and reporting task output its disk refuses"},
 }
 
 // lacks is what an agent that has connected cannot do of features.

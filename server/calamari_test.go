@@ -8,6 +8,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"html"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -300,6 +301,17 @@ func TestTaskSurvivesDroppedConnection(t *testing.T) {
 	proxy.SetRefuse(true)
 	proxy.KillAll()
 	eventually(t, "agent disconnected", func() bool { return !a.Status().Connected })
+	// Held running, and saying why and what ends it.
+	const why = "agent web-1 is not connected: the task goes on there, and its log and result are collected once it connects again"
+	eventually(t, "the task says why it is held up", func() bool {
+		v, err := ts.Task(context.Background(), id)
+		return err == nil && v.State == api.TaskRunning && strings.HasPrefix(v.StateReason, why)
+	})
+	c := newConsoleClient(t, ts)
+	c.signIn(adminKey(t, ts))
+	if _, body := c.get("/tasks/" + id); !strings.Contains(body, `<span class="detail" id="task-held">`+html.EscapeString(why)) {
+		t.Errorf("the task page does not say why the task is held up:\n%s", body)
+	}
 	os.WriteFile(gate, nil, 0o644)
 	proxy.SetRefuse(false)
 	var task api.TaskView
@@ -307,6 +319,9 @@ func TestTaskSurvivesDroppedConnection(t *testing.T) {
 		task, _ = ts.Task(context.Background(), id)
 		return task.State == api.TaskFailed
 	})
+	if task.StateReason != "" {
+		t.Errorf("a final task says it is held up: %q", task.StateReason)
+	}
 	lines, _ := ts.store.TaskLogs(context.Background(), id, 1, 0)
 	log := logText(lines)
 	if task.ExitCode != 7 || strings.Count(log, "stdout: before") != 1 || strings.Count(log, "stdout: after") != 1 {

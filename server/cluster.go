@@ -317,8 +317,11 @@ func (s *Server) cancelHere(ctx context.Context, id string) {
 	if err != nil || t.Finished() {
 		return
 	}
-	if run := s.tasks.get(id); run != nil && t.State == api.TaskQueued {
-		run.cancelStart()
+	if run := s.tasks.get(id); run != nil {
+		if t.State == api.TaskQueued {
+			run.cancelStart()
+		}
+		run.kick() // see CancelTask
 	}
 	if as := s.sessions.get(t.AgentID); as != nil {
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)

@@ -39,6 +39,9 @@ type agentSession struct {
 	// retains is true when the agent applies the machine policy's work
 	// retention (protocol.FeatureWorkRetention).
 	retains bool
+	// taskOutcome is true when the agent reports in TaskEnd when a task
+	// finished and the output it lost (protocol.FeatureTaskOutcome).
+	taskOutcome bool
 	// retention is the rule the agent acknowledged (or was welcomed
 	// with), nil if none: server/retention.go.
 	retention atomic.Pointer[protocol.WorkRetention]

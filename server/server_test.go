@@ -212,8 +212,8 @@ func TestAPIAgentsFields(t *testing.T) {
 		}
 	}
 	// The test peer names no features in its Hello: an older agent.
-	if lacks, _ := a["lacks"].([]any); len(lacks) != 5 || lacks[1] != "task variables, output variables and artifacts" {
-		t.Errorf("lacks: got %v, want the five features an agent of the previous release lacks", a["lacks"])
+	if lacks, _ := a["lacks"].([]any); len(lacks) != 6 || lacks[1] != "task variables, output variables and artifacts" {
+		t.Errorf("lacks: got %v, want the six features an agent of the previous release lacks", a["lacks"])
 	}
 	for _, k := range []string{"id", "thumbprint", "last_seen"} {
 		if s, _ := a[k].(string); s == "" {

@@ -1,9 +1,11 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -27,7 +29,7 @@ func taskView(t store.Task) api.TaskView {
 	v := api.TaskView{ID: t.ID, Group: t.Group, Agent: t.AgentName, Args: t.Args, Calamari: t.Calamari, File: t.FileName,
 		Isolation: t.Isolation, Locks: t.Locks,
 		State: t.State, ExitCode: t.ExitCode, Error: t.Error, CreatedAt: t.CreatedAt, LogLines: t.LastSeq,
-		Variables: variableViews(t), Outputs: t.Outputs}
+		Variables: variableViews(t), Outputs: t.Outputs, LostLines: t.LostLines, LostReason: t.LostReason}
 	for _, a := range t.Artifacts {
 		v.Artifacts = append(v.Artifacts, api.ArtifactView{Name: a.Name, Size: a.Size, SHA256: a.SHA256})
 	}
@@ -197,8 +199,50 @@ func (s *Server) Task(ctx context.Context, id string) (api.TaskView, error) {
 	if err != nil {
 		return api.TaskView{}, err
 	}
+	return s.describeTask(ctx, t)
+}
+
+// describeTask is a task's view with what only this coordinator knows of
+// it: what a queued task waits for on its agent, and what holds an
+// unfinished one up.
+func (s *Server) describeTask(ctx context.Context, t store.Task) (api.TaskView, error) {
 	v := taskView(t)
-	return v, s.addWaitingFor(ctx, &v)
+	if v.Finished() {
+		return v, nil
+	}
+	if err := s.addWaitingFor(ctx, &v); err != nil {
+		return api.TaskView{}, err
+	}
+	v.StateReason = s.stateReason(ctx, t)
+	return v, nil
+}
+
+// stateReason says what keeps an unfinished task in its state and what
+// ends it, "" when nothing holds it up.
+func (s *Server) stateReason(ctx context.Context, t store.Task) string {
+	if run := s.tasks.get(t.ID); run != nil {
+		// Its runner is here: it knows best.
+		return run.reason()
+	}
+	if s.sessions.get(t.AgentID) != nil {
+		return "" // its runner is starting, or a sweep claims it in a moment
+	}
+	a, err := s.store.AgentByID(ctx, t.AgentID)
+	if err != nil {
+		return ""
+	}
+	if !s.connectedAnywhere(a) {
+		if t.State == api.TaskQueued {
+			return fmt.Sprintf("agent %s is not connected: the task starts once it connects again (cancel the task to give it up)", t.AgentName)
+		}
+		return fmt.Sprintf("agent %s is not connected: the task goes on there, and its log and result are collected once it connects again (deleting the agent fails the task)", t.AgentName)
+	}
+	if t.Node != "" && t.Node != s.nodeID() {
+		if _, alive := s.nodeAlive(t.Node); !alive {
+			return "its coordinator node stopped answering: the node that holds its agent takes it over once that node counts as dead"
+		}
+	}
+	return ""
 }
 
 // waitLines is how much of a queued task's log is read for what it waits
@@ -249,8 +293,7 @@ func (s *Server) Tasks(ctx context.Context, q api.TaskFilter) ([]api.TaskView, e
 	}
 	out := make([]api.TaskView, len(ts))
 	for i, t := range ts {
-		out[i] = taskView(t)
-		if err := s.addWaitingFor(ctx, &out[i]); err != nil {
+		if out[i], err = s.describeTask(ctx, t); err != nil {
 			return nil, err
 		}
 	}
@@ -298,6 +341,96 @@ type taskRun struct {
 	agentID     string
 	cancelStart context.CancelFunc // stops the task before it reaches the agent
 	abandon     context.CancelFunc // stops the runner altogether
+	// retry wakes a runner waiting to try again (a cancellation asks for
+	// the next try at once).
+	retry chan struct{}
+
+	mu sync.Mutex
+	// why says what holds the task up while the runner waits to try
+	// again, "" while nothing does: TaskView.StateReason. failures
+	// counts the attempts that failed so, since the runner started.
+	why      string
+	failures int
+}
+
+func newTaskRun(agentID string, cancelStart, abandon context.CancelFunc) *taskRun {
+	return &taskRun{agentID: agentID, cancelStart: cancelStart, abandon: abandon, retry: make(chan struct{}, 1)}
+}
+
+// kick asks a waiting runner to try again now.
+func (r *taskRun) kick() {
+	select {
+	case r.retry <- struct{}{}:
+	default:
+	}
+}
+
+// held records what holds the task up, "" once nothing does.
+func (r *taskRun) held(why string) {
+	r.mu.Lock()
+	r.why = why
+	if why != "" {
+		r.failures++
+	}
+	r.mu.Unlock()
+}
+
+func (r *taskRun) reason() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.why
+}
+
+// A runner that fails for a reason that may pass (its database, its data
+// folder, the agent's session) tries again after a wait that doubles
+// from taskRetryMin up to taskRetryMax, with jitter so that many tasks
+// do not come back at the database at once.
+const (
+	taskRetryMin = 500 * time.Millisecond
+	taskRetryMax = 10 * time.Second
+)
+
+func taskRetryWait(attempt int) time.Duration {
+	d := min(taskRetryMin<<min(attempt, 10), taskRetryMax)
+	return d/2 + rand.N(d/2+1)
+}
+
+// pause waits before a runner's next attempt: the backoff of attempt, cut
+// short by a retry asked for, or by the end of the agent's session (as,
+// if not nil). It reports false once ctx is done.
+func (s *Server) pause(ctx context.Context, run *taskRun, as *agentSession, attempt int) bool {
+	t := time.NewTimer(taskRetryWait(attempt))
+	defer t.Stop()
+	var gone <-chan struct{}
+	if as != nil {
+		gone = as.sess.CloseChan()
+	}
+	select {
+	case <-t.C:
+	case <-run.retry:
+	case <-gone:
+	case <-ctx.Done():
+		return false
+	}
+	return true
+}
+
+// storeError is a failure of the coordinator's own storage (its database,
+// its data folder), not of the agent or its session: the runner keeps
+// the session and tries again until the store works.
+type storeError struct {
+	op  string
+	err error
+}
+
+func (e *storeError) Error() string { return e.op + ": " + e.err.Error() }
+func (e *storeError) Unwrap() error { return e.err }
+
+func storeFailed(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &storeError{op: op, err: err}
 }
 
 // startQueues holds, per agent, the tasks waiting to be sent to it, in
@@ -396,7 +529,8 @@ func (s *Server) startTask(t store.Task) {
 	}
 	runCtx, abandon := context.WithCancel(s.ctx)
 	startCtx, cancelStart := context.WithCancel(runCtx)
-	s.tasks.runs[t.ID] = &taskRun{agentID: t.AgentID, cancelStart: cancelStart, abandon: abandon}
+	run := newTaskRun(t.AgentID, cancelStart, abandon)
+	s.tasks.runs[t.ID] = run
 	// Joined here, in the order tasks are started, not in the order their
 	// goroutines happen to run.
 	turn := s.tasks.starts.join(t.AgentID)
@@ -418,35 +552,75 @@ func (s *Server) startTask(t store.Task) {
 				s.moveIdleAgents()
 			}
 		}()
-		released = s.runTask(runCtx, startCtx, t.ID, turn)
+		released = s.runTask(runCtx, startCtx, run, t.ID, turn)
 	})
 }
 
-// taskLog writes the coordinator's own line into a task's log.
+// taskLog writes the coordinator's own line into a task's log, for lines
+// that say what happens; a line the task's record depends on goes
+// through appendTaskLine, which returns its failure.
 func (s *Server) taskLog(id, text string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), 10*time.Second)
 	defer cancel()
-	if _, err := s.store.AppendTaskLogs(ctx, id, []store.LogLine{{Stream: "coordinator", Text: text}}); err != nil {
+	if err := s.appendTaskLine(ctx, id, text); err != nil {
 		s.log.Error("write task log failed", zap.String("task", id), zap.Error(err))
 	}
+}
+
+// appendTaskLine writes the coordinator's own line into a task's log.
+func (s *Server) appendTaskLine(ctx context.Context, id, text string) error {
+	if _, err := s.store.AppendTaskLogs(ctx, id, []store.LogLine{{Stream: "coordinator", Text: text}}); err != nil {
+		return storeFailed("store the task's log", err)
+	}
 	s.tasks.notify(id)
+	return nil
 }
 
 // finishTask records a final state.
-func (s *Server) finishTask(id, state string, exitCode int, errText string) {
-	s.finishTaskWith(id, store.TaskUpdate{State: state, ExitCode: exitCode, Error: errText})
+func (s *Server) finishTask(id, state string, exitCode int, errText string) error {
+	return s.finishTaskWith(id, store.TaskUpdate{State: state, ExitCode: exitCode, Error: errText})
 }
 
 // finishTaskWith records a final state with what else the update says
-// (outputs, artifacts).
-func (s *Server) finishTaskWith(id string, u store.TaskUpdate) {
+// (outputs, artifacts, when it finished: now if not said).
+func (s *Server) finishTaskWith(id string, u store.TaskUpdate) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), 10*time.Second)
 	defer cancel()
-	u.FinishedAt = time.Now().UTC()
+	if u.FinishedAt.IsZero() {
+		u.FinishedAt = time.Now().UTC()
+	}
 	if err := s.store.UpdateTask(ctx, id, u); err != nil {
-		s.log.Error("record task result failed", zap.String("task", id), zap.Error(err))
+		return storeFailed("record the task's result", err)
 	}
 	s.tasks.notify(id)
+	return nil
+}
+
+// endTask records a task's last line and final state, trying again while
+// the store fails, until it works or ctx ends: a task the coordinator
+// gives up on must not stay queued or running because its database was
+// away for a moment.
+func (s *Server) endTask(ctx context.Context, run *taskRun, id, line string, u store.TaskUpdate) {
+	logged := false
+	for attempt := 0; ; attempt++ {
+		err := error(nil)
+		if !logged {
+			if err = s.appendTaskLine(ctx, id, line); err == nil {
+				logged = true
+			}
+		}
+		if err == nil {
+			if err = s.finishTaskWith(id, u); err == nil {
+				run.held("")
+				return
+			}
+		}
+		run.held(fmt.Sprintf("the task is %s, but the coordinator cannot record it yet (%v); it tries again", u.State, err))
+		s.log.Warn("record a task's end failed; trying again", zap.String("task", id), zap.Int("attempt", attempt), zap.Error(err))
+		if !s.pause(ctx, run, nil, attempt) {
+			return
+		}
+	}
 }
 
 // runTask drives one task, claimed by this node, to its end: Calamari
@@ -459,21 +633,38 @@ func (s *Server) finishTaskWith(id string, u store.TaskUpdate) {
 // the coordinator stops, which leaves the task claimed by a stopped node,
 // for another node, or the next run of this one, to take over.
 //
+// Whatever fails while the session lasts (this node's database or data
+// folder, a request to the agent) is tried again with a growing wait,
+// and run says meanwhile what holds the task up; what the agent refuses
+// for good fails the task at once with the agent's reason. So a task
+// never stays queued or running for a reason that has passed.
+//
 // turn orders the start: tasks on one agent reach it in the order this
 // node started driving them, so that with isolation they run in the
 // order they were created.
-func (s *Server) runTask(runCtx, startCtx context.Context, id string, turn *startTurn) (released bool) {
+func (s *Server) runTask(runCtx, startCtx context.Context, run *taskRun, id string, turn *startTurn) (released bool) {
 	log := s.log.With(zap.String("task", id))
-	t, err := s.store.Task(runCtx, id)
-	if err != nil {
-		log.Error("load task failed", zap.Error(err))
-		return false
+	var t store.Task
+	for attempt := 0; ; attempt++ {
+		var err error
+		if t, err = s.store.Task(runCtx, id); err == nil {
+			break
+		}
+		if errors.Is(err, store.ErrNotFound) || runCtx.Err() != nil {
+			log.Error("load task failed", zap.Error(err))
+			return false
+		}
+		run.held(fmt.Sprintf("the coordinator cannot read the task from its database (%v); it tries again", err))
+		log.Warn("load task failed; trying again", zap.Int("attempt", attempt), zap.Error(err))
+		if !s.pause(runCtx, run, nil, attempt) {
+			return false
+		}
 	}
+	attempt := 0
 	for t.State == api.TaskQueued {
 		if startCtx.Err() != nil {
 			if runCtx.Err() == nil { // cancelled by the operator
-				s.taskLog(id, "Task cancelled before it started")
-				s.finishTask(id, api.TaskCancelled, -1, "cancelled")
+				s.endTask(runCtx, run, id, "Task cancelled before it started", store.TaskUpdate{State: api.TaskCancelled, ExitCode: -1, Error: "cancelled"})
 				// In case the start raced the cancellation to the agent.
 				if as := s.sessions.get(t.AgentID); as != nil {
 					cctx, cancel := context.WithTimeout(runCtx, 30*time.Second)
@@ -492,50 +683,151 @@ func (s *Server) runTask(runCtx, startCtx context.Context, id string, turn *star
 		if as == nil {
 			return s.releaseTask(id)
 		}
-		err = s.startOnAgent(startCtx, as, t)
+		err := s.startOnAgent(startCtx, as, t)
 		switch {
 		case err == nil:
 			t.State = api.TaskRunning
+			run.held("")
 		case startCtx.Err() != nil:
 			// The loop's next turn reports why.
 		case errors.Is(err, errTaskRefused):
-			s.taskLog(id, err.Error())
-			s.finishTask(id, api.TaskFailed, -1, err.Error())
-			return
-		default:
-			log.Warn("start task failed, will retry when the agent is back", zap.Error(err))
+			s.endTask(runCtx, run, id, err.Error(), store.TaskUpdate{State: api.TaskFailed, ExitCode: -1, Error: err.Error()})
+			return false
+		case as.sess.IsClosed():
+			log.Info("start task failed; the agent's session ended, the task starts on its next one", zap.Error(err))
 			s.waitGone(startCtx, as)
+		default:
+			run.held(fmt.Sprintf("starting it on %s failed (%v); the coordinator tries again", t.AgentName, err))
+			log.Warn("start task failed; trying again", zap.Int("attempt", attempt), zap.Error(err))
+			s.pause(startCtx, run, as, attempt)
+			attempt++
 		}
 	}
 	// Started (or waiting on the agent): the next task may go.
 	s.tasks.starts.leave(t.AgentID, turn)
+	var c collected
+	attempt = 0
 	for {
 		if runCtx.Err() != nil {
 			return false // the coordinator is stopping or the task was abandoned
 		}
 		as := s.sessions.get(t.AgentID)
 		if as == nil {
+			run.held("")
 			return s.releaseTask(id)
 		}
-		end, err := s.followTask(runCtx, as, &t)
-		var arts []store.TaskArtifact
+		err := s.collectTask(runCtx, as, &t, &c)
 		if err == nil {
-			arts, err = s.collectArtifacts(runCtx, as, t, end.Artifacts)
-		}
-		if err == nil {
-			// The last line first: a reader stops once the task is final.
-			s.taskLog(id, fmt.Sprintf("Task %s (exit code %d)", end.State, end.ExitCode))
-			u := store.TaskUpdate{State: end.State, ExitCode: end.ExitCode, Error: end.Error, Outputs: end.Outputs, Artifacts: arts}
-			s.finishTaskWith(id, u)
-			log.Info("task finished", zap.String("agent", t.AgentName), zap.String("state", end.State), zap.Int("exit_code", end.ExitCode))
+			run.held("")
+			log.Info("task finished", zap.String("agent", t.AgentName), zap.String("state", c.end.State), zap.Int("exit_code", c.end.ExitCode))
 			return false
 		}
 		if runCtx.Err() != nil {
 			return false
 		}
-		log.Info("lost the task's log stream; will resume when the agent is back", zap.Error(err))
-		s.waitGone(runCtx, as)
+		if as.sess.IsClosed() {
+			run.held("")
+			log.Info("lost the task's log stream; will resume when the agent is back", zap.Error(err))
+			s.waitGone(runCtx, as)
+			attempt = 0
+			continue
+		}
+		if refusedByAgent(err) {
+			// The agent no longer knows the task (its work folder was
+			// removed, its home replaced): nothing more will come.
+			msg := fmt.Sprintf("the agent on %s cannot give the task's log and result: %v", t.AgentName, err)
+			s.endTask(runCtx, run, id, msg, store.TaskUpdate{State: api.TaskFailed, ExitCode: -1, Error: msg})
+			return false
+		}
+		run.held(c.heldReason(t, err))
+		log.Warn("could not collect the task's log and result; trying again", zap.Int("attempt", attempt), zap.Error(err))
+		s.pause(runCtx, run, as, attempt)
+		attempt++
 	}
+}
+
+// collected is what a runner has of a task's end, kept across attempts.
+type collected struct {
+	// ended is set once the agent reported the end.
+	ended bool
+	end   protocol.TaskEnd
+	// missing counts the agent's lines that never arrived: sequence
+	// numbers skipped in what it sent, once stored.
+	missing int64
+	// logged is set once the last line is in the task's log.
+	logged bool
+}
+
+// heldReason says what holds a task up after err, for TaskView.StateReason.
+func (c *collected) heldReason(t store.Task, err error) string {
+	var se *storeError
+	isStore := errors.As(err, &se)
+	switch {
+	case c.ended && isStore:
+		return fmt.Sprintf("the task %s on %s, but the coordinator cannot record it yet (%v); it tries again, and the agent keeps the log until then", c.end.State, t.AgentName, err)
+	case isStore:
+		return fmt.Sprintf("the coordinator cannot store the task's log (%v); it reads it again from the agent, from where it stopped, once it can", err)
+	default:
+		return fmt.Sprintf("the coordinator cannot collect the task's log from %s (%v); it tries again", t.AgentName, err)
+	}
+}
+
+// collectTask follows the task's log to its end, collects its artifacts
+// and records its end. Each step picks up where the last attempt left
+// off: the log from the last line stored, the end as c has it.
+func (s *Server) collectTask(ctx context.Context, as *agentSession, t *store.Task, c *collected) error {
+	end, tailGap, err := s.followTask(ctx, as, t, &c.missing)
+	if err != nil {
+		return err
+	}
+	c.ended, c.end = true, end
+	arts, err := s.collectArtifacts(ctx, as, *t, end.Artifacts)
+	if err != nil {
+		return err
+	}
+	t.Artifacts = arts // a second attempt fetches them no more
+	lost, why := lostOutput(end, as.taskOutcome, c.missing+tailGap)
+	if !c.logged {
+		// The last line first: a reader stops once the task is final.
+		line := fmt.Sprintf("Task %s (exit code %d)", end.State, end.ExitCode)
+		if lost > 0 {
+			line += fmt.Sprintf(", but %d %s of its output %s lost: %s", lost, plural(lost, "line", "lines"), plural(lost, "was", "were"), why)
+		}
+		if err := s.appendTaskLine(context.WithoutCancel(ctx), t.ID, line); err != nil {
+			return err
+		}
+		c.logged = true
+	}
+	u := store.TaskUpdate{State: end.State, ExitCode: end.ExitCode, Error: end.Error, Outputs: end.Outputs, Artifacts: arts,
+		LostLines: lost, LostReason: why}
+	if as.taskOutcome && !end.FinishedAt.IsZero() {
+		u.FinishedAt = end.FinishedAt.UTC()
+	}
+	return s.finishTaskWith(t.ID, u)
+}
+
+// lostOutput adds up the output a task lost: what the agent says it lost
+// (agents with protocol.FeatureTaskOutcome), and what it no longer had
+// when the coordinator came for it.
+func lostOutput(end protocol.TaskEnd, outcome bool, missing int64) (int64, string) {
+	var n int64
+	var why []string
+	if outcome && end.LostLines > 0 {
+		n += end.LostLines
+		why = append(why, cmp.Or(end.LostReason, "the agent lost them"))
+	}
+	if missing > 0 {
+		n += missing
+		why = append(why, fmt.Sprintf("%d never reached the coordinator: the agent no longer had them when it came for them", missing))
+	}
+	return n, strings.Join(why, "; ")
+}
+
+func plural(n int64, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // abandonAgentTasks fails the unfinished tasks of a deleted agent: no one
@@ -551,15 +843,22 @@ func (s *Server) abandonAgentTasks(ctx context.Context, agentID string) {
 			run.abandon()
 		}
 		s.taskLog(t.ID, "The agent was deleted; the task's result will never be known")
-		s.finishTask(t.ID, api.TaskFailed, -1, "agent deleted")
+		if err := s.finishTask(t.ID, api.TaskFailed, -1, "agent deleted"); err != nil {
+			s.log.Error("fail a deleted agent's task failed", zap.String("task", t.ID), zap.Error(err))
+		}
 	}
 }
 
 // refusedByAgent reports whether the agent refused a request for a reason
-// that sending it again will not change: the request itself (bad
-// request), or its signature (unauthorized).
+// that sending it again on this session will not change: any answer but
+// "unavailable" (the agent is stopping or upgrading itself, and its next
+// session may take the request). The request itself (bad request), its
+// signature (unauthorized), or the agent's own trouble (internal: a full
+// disk, say) fail the task at once with the agent's reason rather than
+// leave it waiting for a reconnect that may never come.
 func refusedByAgent(err error) bool {
-	return protocol.IsCode(err, protocol.CodeBadRequest) || protocol.IsCode(err, protocol.CodeUnauthorized)
+	var re *protocol.RemoteError
+	return errors.As(err, &re) && re.Code != protocol.CodeUnavailable
 }
 
 // errTaskRefused marks failures that retrying cannot fix.
@@ -578,8 +877,11 @@ func (s *Server) startOnAgent(ctx context.Context, as *agentSession, t store.Tas
 		return kind.Errorf(errTaskRefused, "the agent on %s is too old for task variables; upgrade it (tendril-server upgrade --agent %s) and run the task again", as.name, as.name)
 	}
 	b, err := s.store.Bundle(ctx, t.Calamari)
-	if err != nil {
+	if errors.Is(err, store.ErrNotFound) {
 		return kind.Errorf(errTaskRefused, "Calamari %s: %v", t.Calamari, err)
+	}
+	if err != nil {
+		return storeFailed("read the task's Calamari bundle", err)
 	}
 	if _, err := s.ensureCalamari(ctx, as, b, func(line string) { s.taskLog(t.ID, line) }); err != nil {
 		if refusedByAgent(err) {
@@ -638,7 +940,7 @@ func (s *Server) startOnAgent(ctx context.Context, as *agentSession, t store.Tas
 		return nil
 	}
 	if err := s.store.UpdateTask(ctx, t.ID, store.TaskUpdate{State: api.TaskRunning, StartedAt: time.Now().UTC()}); err != nil {
-		return err
+		return storeFailed("record that the task started", err)
 	}
 	s.tasks.notify(t.ID)
 	return nil
@@ -656,53 +958,68 @@ func taskName(t store.Task) string {
 }
 
 // followTask collects the task's log from where the store left off until
-// the agent reports the end.
-func (s *Server) followTask(ctx context.Context, as *agentSession, t *store.Task) (protocol.TaskEnd, error) {
+// the agent reports the end. Sequence numbers the agent skipped are added
+// to missing once the lines after them are stored; tailGap counts those
+// between the last line it sent and the last it numbered.
+func (s *Server) followTask(ctx context.Context, as *agentSession, t *store.Task, missing *int64) (end protocol.TaskEnd, tailGap int64, err error) {
 	cur, err := s.store.Task(ctx, t.ID)
 	if err != nil {
-		return protocol.TaskEnd{}, err
+		return protocol.TaskEnd{}, 0, storeFailed("read the task", err)
 	}
 	st, err := as.sess.OpenStream()
 	if err != nil {
-		return protocol.TaskEnd{}, err
+		return protocol.TaskEnd{}, 0, err
 	}
 	defer st.Close()
 	stop := context.AfterFunc(ctx, func() { st.SetDeadline(time.Now()) })
 	defer stop()
-	if err := protocol.WriteFrame(st, protocol.TypeTaskFollow, protocol.TaskFollow{Ticket: t.ID, From: cur.AgentSeq + 1}); err != nil {
-		return protocol.TaskEnd{}, err
+	next := cur.AgentSeq + 1
+	if err := protocol.WriteFrame(st, protocol.TypeTaskFollow, protocol.TaskFollow{Ticket: t.ID, From: next}); err != nil {
+		return protocol.TaskEnd{}, 0, err
 	}
 	for {
 		f, err := protocol.ReadFrame(st, 0)
 		if err != nil {
-			return protocol.TaskEnd{}, err
+			return protocol.TaskEnd{}, 0, err
 		}
 		switch f.Type {
 		case protocol.TypeTaskLog:
 			var tl protocol.TaskLog
 			if err := f.Decode(&tl); err != nil {
-				return protocol.TaskEnd{}, err
+				return protocol.TaskEnd{}, 0, err
 			}
 			lines := make([]store.LogLine, len(tl.Entries))
+			var skipped int64
 			for i, e := range tl.Entries {
 				lines[i] = store.LogLine{AgentSeq: e.Seq, Time: e.Time, Stream: e.Stream, Text: e.Text}
+				if e.Seq > next {
+					skipped += e.Seq - next
+				}
+				next = max(next, e.Seq+1)
 			}
 			if _, err := s.store.AppendTaskLogs(context.WithoutCancel(ctx), t.ID, lines); err != nil {
-				return protocol.TaskEnd{}, err
+				return protocol.TaskEnd{}, 0, storeFailed("store the task's log", err)
 			}
+			*missing += skipped
 			if tl.State == protocol.TaskRunning && cur.State == api.TaskQueued {
 				// The task waited on the agent for its turn, and runs now.
 				if err := s.store.UpdateTask(context.WithoutCancel(ctx), t.ID, store.TaskUpdate{State: api.TaskRunning, StartedAt: time.Now().UTC()}); err != nil {
-					return protocol.TaskEnd{}, err
+					return protocol.TaskEnd{}, 0, storeFailed("record that the task started", err)
 				}
 				cur.State = api.TaskRunning
 			}
 			s.tasks.notify(t.ID)
 		case protocol.TypeTaskEnd:
 			var end protocol.TaskEnd
-			return end, f.Decode(&end)
+			if err := f.Decode(&end); err != nil {
+				return protocol.TaskEnd{}, 0, err
+			}
+			if end.LastSeq >= next {
+				tailGap = end.LastSeq - next + 1
+			}
+			return end, tailGap, nil
 		default:
-			return protocol.TaskEnd{}, protocol.DecodeReply(f, protocol.TypeTaskLog, nil)
+			return protocol.TaskEnd{}, 0, protocol.DecodeReply(f, protocol.TypeTaskLog, nil)
 		}
 	}
 }
@@ -729,8 +1046,12 @@ func (s *Server) CancelTask(ctx context.Context, id string) (api.TaskView, error
 			}
 			if ok {
 				s.taskLog(id, "Cancellation requested")
-				s.taskLog(id, "Task cancelled before it started")
-				s.finishTask(id, api.TaskCancelled, -1, "cancelled")
+				if err := s.appendTaskLine(ctx, id, "Task cancelled before it started"); err != nil {
+					return api.TaskView{}, fmt.Errorf("cancel task %s: %w", id, err)
+				}
+				if err := s.finishTask(id, api.TaskCancelled, -1, "cancelled"); err != nil {
+					return api.TaskView{}, fmt.Errorf("cancel task %s: %w", id, err)
+				}
 				// It may have reached its agent and wait there for its
 				// turn (its driver died): it must never run.
 				if as := s.sessions.get(t.AgentID); as != nil {
@@ -745,8 +1066,13 @@ func (s *Server) CancelTask(ctx context.Context, id string) (api.TaskView, error
 			}
 		}
 	}
-	if run := s.tasks.get(id); run != nil && t.State == api.TaskQueued {
-		run.cancelStart()
+	if run := s.tasks.get(id); run != nil {
+		if t.State == api.TaskQueued {
+			run.cancelStart()
+		}
+		// A runner waiting to try again (its database was away, say)
+		// tries now: the task may be over on the agent already.
+		run.kick()
 	}
 	if as := s.sessions.get(t.AgentID); as != nil {
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)

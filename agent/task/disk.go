@@ -49,6 +49,10 @@ type result struct {
 	// Outputs and Artifacts are what the script's service messages set.
 	Outputs   map[string]string   `json:"outputs,omitempty"`
 	Artifacts []protocol.Artifact `json:"artifacts,omitempty"`
+	// LostLines counts the lines of output lost because the log could not
+	// take them, and LostReason says why (tail.go).
+	LostLines  int64  `json:"lost_lines,omitempty"`
+	LostReason string `json:"lost_reason,omitempty"`
 }
 
 // ticketRE is a ticket: a plain, portable folder name.

@@ -35,6 +35,13 @@ func (r *Runner) Follow(ctx context.Context, ticket string, from int64, send fun
 	from = max(from, 1)
 	r.mu.Lock()
 	t := r.tasks[ticket]
+	if t == nil {
+		// Finished with part of it in memory only: served from there,
+		// after one more try to write it down.
+		if t = r.kept[ticket]; t != nil {
+			r.persist(t)
+		}
+	}
 	r.mu.Unlock()
 	dir := r.taskDir(ticket)
 	var res result
@@ -69,9 +76,14 @@ func (r *Runner) Follow(ctx context.Context, ticket string, from int64, send fun
 		return endOf(res, fd.next-1), nil
 	}
 	for {
-		last, done, changed := t.snapshot()
+		last, disk, mem, done, changed := t.snapshot()
 		if fd.next <= last {
-			if err := fd.read(last); err != nil {
+			if fd.next <= disk {
+				if err := fd.read(disk); err != nil {
+					return protocol.TaskEnd{}, fmt.Errorf("follow task %s: %w", ticket, err)
+				}
+			}
+			if err := fd.sendMem(mem, last); err != nil {
 				return protocol.TaskEnd{}, fmt.Errorf("follow task %s: %w", ticket, err)
 			}
 			continue
@@ -91,7 +103,8 @@ func (r *Runner) Follow(ctx context.Context, ticket string, from int64, send fun
 
 func endOf(res result, lastSeq int64) protocol.TaskEnd {
 	return protocol.TaskEnd{State: res.State, ExitCode: res.ExitCode, Error: res.Error, LastSeq: lastSeq,
-		Outputs: res.Outputs, Artifacts: res.Artifacts}
+		Outputs: res.Outputs, Artifacts: res.Artifacts,
+		FinishedAt: res.FinishedAt, LostLines: res.LostLines, LostReason: res.LostReason}
 }
 
 // feed reads a task's log file in order and sends the entries at or after
@@ -127,6 +140,45 @@ func (fd *feed) open(upto int64) (ok bool, err error) {
 	}
 	fd.f, fd.br = f, bufio.NewReaderSize(f, 64<<10)
 	return true, nil
+}
+
+// sendMem sends the entries of mem (those after the log file, kept in
+// memory) from the next one the follower needs up to seq upto.
+func (fd *feed) sendMem(mem []protocol.LogEntry, upto int64) error {
+	var batch []protocol.LogEntry
+	size := 0
+	for _, e := range mem {
+		if e.Seq < fd.next || e.Seq > upto {
+			continue
+		}
+		if e.Seq != fd.next {
+			return fmt.Errorf("task log kept in memory skips from entry %d to %d", fd.next, e.Seq)
+		}
+		fd.next++
+		if e.Seq < fd.from {
+			continue
+		}
+		b, err := json.Marshal(e)
+		if err != nil {
+			return fmt.Errorf("encode task log entry %d: %w", e.Seq, err)
+		}
+		n := len(b)
+		if len(batch) > 0 && (len(batch) >= maxBatchEntries || size+n > maxBatchBytes) {
+			if err := fd.send(protocol.TaskLog{Entries: batch}); err != nil {
+				return err
+			}
+			batch, size = nil, 0
+		}
+		batch = append(batch, e)
+		size += n
+	}
+	if fd.next <= upto {
+		return fmt.Errorf("task log ends before entry %d", fd.next)
+	}
+	if len(batch) == 0 {
+		return nil
+	}
+	return fd.send(protocol.TaskLog{Entries: batch})
 }
 
 // read sends the entries up to seq upto (to the end of the file if upto is

@@ -23,7 +23,8 @@ import (
 // rule, protocol.WorkRetention.
 //
 // What is never removed: the folder of a task running or waiting for its
-// turn (it is in Runner.tasks), and any folder without result.json: a
+// turn (it is in Runner.tasks), of a finished task whose end the disk did
+// not take yet (Runner.kept), and any folder without result.json: a
 // task being started, files being pushed for a task not started yet, a
 // task an agent restart could not mark failed. Only a finished task is
 // over, and only its folder is the retention's to remove.
@@ -214,6 +215,9 @@ func (r *Runner) CleanWork(ctx context.Context) (protocol.WorkReport, error) {
 	rt := &r.retention
 	rt.clean.Lock()
 	defer rt.clean.Unlock()
+	// What the disk did not take of finished tasks goes first, should it
+	// take it now.
+	r.persistKept()
 	rule := rt.current()
 	entries, err := os.ReadDir(r.cfg.Dir)
 	if err != nil {
@@ -311,12 +315,13 @@ func (r *Runner) CleanWork(ctx context.Context) (protocol.WorkReport, error) {
 }
 
 // finishedAt reports whether the ticket's task is finished (not in
-// memory, result.json written) and when it finished.
+// memory, running or kept, result.json written) and when it finished.
 func (r *Runner) finishedAt(ticket string) (time.Time, bool) {
 	r.mu.Lock()
 	_, live := r.tasks[ticket]
+	_, kept := r.kept[ticket]
 	r.mu.Unlock()
-	if live {
+	if live || kept {
 		return time.Time{}, false
 	}
 	dir := r.taskDir(ticket)

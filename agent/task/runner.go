@@ -143,6 +143,12 @@ type Runner struct {
 	// tasks holds the tasks started by this Runner that have not
 	// finished; finished ones are read from disk.
 	tasks map[string]*task
+	// kept holds the finished tasks whose end (log entries, result) the
+	// disk did not take: they are served from memory, and written down
+	// once it does (persist). keptOrder is their order, oldest first,
+	// for the bound maxKept.
+	kept      map[string]*task
+	keptOrder []string
 	// versions counts the Calamari versions tasks use, from the moment a
 	// start verifies one until its task finishes, so a prune never removes
 	// one from under a task.
@@ -194,6 +200,7 @@ func New(cfg Config) (*Runner, error) {
 		cfg:      cfg,
 		log:      cfg.Logger.Named("task"),
 		tasks:    map[string]*task{},
+		kept:     map[string]*task{},
 		versions: map[string]int{},
 	}
 	return r, nil
@@ -313,7 +320,7 @@ func (r *Runner) Start(ctx context.Context, req protocol.TaskStart) (protocol.Ta
 	dir := r.taskDir(req.Ticket)
 	if err := os.MkdirAll(filepath.Join(dir, filesDir), 0o700); err != nil {
 		r.unreserve(req.Calamari)
-		return protocol.TaskStarted{}, fmt.Errorf("start task %s: %w", req.Ticket, err)
+		return protocol.TaskStarted{}, r.refusal(req.Ticket, "cannot create the task's folder", err)
 	}
 	t := newTask(req.Ticket, dir, req.Calamari)
 	t.claim = c
@@ -332,7 +339,7 @@ func (r *Runner) Start(ctx context.Context, req protocol.TaskStart) (protocol.Ta
 	in := info{Ticket: req.Ticket, Calamari: req.Calamari, Args: req.Args, Isolation: req.Isolation, Locks: c.locks, StartedAt: time.Now().UTC()}
 	if err := writeJSON(filepath.Join(dir, infoFile), in); err != nil {
 		r.forget(t)
-		return protocol.TaskStarted{}, fmt.Errorf("start task %s: %w", req.Ticket, err)
+		return protocol.TaskStarted{}, r.refusal(req.Ticket, "cannot record the task in its folder", err)
 	}
 	// From here on the ticket is taken: every way out finishes the task.
 	if err := t.openLog(); err != nil {
@@ -369,6 +376,42 @@ func (r *Runner) Start(ctx context.Context, req protocol.TaskStart) (protocol.Ta
 		r.run(t, entry, in)
 	})
 	return protocol.TaskStarted{Ticket: req.Ticket, State: protocol.TaskQueued}, nil
+}
+
+// refusal is the error of a task the agent cannot start because its disk
+// refuses the task's folder: the reason, with the free space when known,
+// so the coordinator can fail the task with it at once.
+func (r *Runner) refusal(ticket, what string, err error) error {
+	msg := fmt.Sprintf("start task %s: the agent %s: %v", ticket, what, err)
+	if free := r.retention.free(r.cfg.Dir); free >= 0 {
+		msg += fmt.Sprintf(" (%s free in %s)", humanBytes(free), r.cfg.Dir)
+	}
+	return &StartError{msg: msg, err: err}
+}
+
+// StartError means the agent cannot start a task for a reason of its own
+// (its disk, most often): trying again will fail the same way until the
+// agent's operator acts, so the coordinator fails the task with it.
+type StartError struct {
+	msg string
+	err error
+}
+
+func (e *StartError) Error() string { return e.msg }
+func (e *StartError) Unwrap() error { return e.err }
+
+// humanBytes renders a size for a person: "812 KiB", "3.2 GiB".
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d bytes", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // waitLine is the log line of a task that waits for blocker.
@@ -411,6 +454,9 @@ func (r *Runner) run(t *task, entry string, in info) protocol.TaskStarted {
 func (r *Runner) existing(ticket string) (string, bool, error) {
 	r.mu.Lock()
 	t := r.tasks[ticket]
+	if t == nil {
+		t = r.kept[ticket]
+	}
 	r.mu.Unlock()
 	if t != nil {
 		return t.state(), true, nil
@@ -543,49 +589,112 @@ func describeExit(cmd *exec.Cmd, err error) string {
 }
 
 // finish ends a task: the last log entry, then result.json, and only then
-// the task counts as finished for followers and Start.
+// the task counts as finished for followers and Start. What the disk does
+// not take of it (log entries, the result) is kept in memory and served
+// from there (kept), so the task ends with its real state and its whole
+// end however full the disk is.
 func (r *Runner) finish(t *task, res result, msg string) {
 	res.FinishedAt = time.Now().UTC()
 	t.mu.Lock()
 	res.Outputs, res.Artifacts = t.outputs, t.artifacts
-	if t.lost > 0 {
-		t.appendLocked(streamAgent, fmt.Sprintf("%d lines of output could not be written to this log: %v", t.lost, t.lostErr))
-	}
 	if msg != "" {
 		t.appendLocked(streamAgent, msg)
 	}
-	t.mu.Unlock()
-	if err := t.writeResult(res); err != nil {
-		// The task is still over; an agent restart will call it
-		// interrupted, which is the best the disk allows.
-		r.log.Error("could not record a task's result", zap.String("ticket", t.ticket), zap.Error(err))
+	if !t.tail.empty() && !t.flushLocked() {
+		t.keepLocked()
 	}
-	// The next task may run once this one's result is written.
+	res.LostLines, res.LostReason = t.tail.lost, t.tail.lostReason()
+	inMemory := len(t.mem)
+	t.mu.Unlock()
+	err := t.writeResult(res)
+	if err != nil || inMemory > 0 {
+		r.log.Warn("could not write the end of a finished task to disk; it is kept in memory until the disk takes it",
+			zap.String("ticket", t.ticket), zap.Int("log_entries_in_memory", inMemory), zap.Bool("result_written", err == nil), zap.Error(err))
+	}
+	// The next task may run once this one's result is known.
 	if t.claim != nil {
 		r.locks.unlock(t.claim)
 	}
 	// Forgotten before anyone hears it finished, so whoever does finds
 	// its Calamari version no longer in use; lookups meanwhile read the
-	// result just written.
-	r.forget(t)
+	// result just written, or the task kept in memory.
+	keep := err != nil || inMemory > 0
+	t.mu.Lock()
+	t.resultWritten = err == nil
+	t.mu.Unlock()
+	r.retire(t, keep)
 	t.mu.Lock()
 	t.result = &res
 	t.notifyLocked()
 	t.mu.Unlock()
-	t.closeLog()
+	if !keep {
+		t.closeLog()
+	}
 	close(t.done)
+	if res.LostLines > 0 {
+		r.log.Warn("task output was lost", zap.String("ticket", t.ticket), zap.Int64("lines", res.LostLines), zap.String("reason", res.LostReason))
+	}
 	r.log.Info("task finished", zap.String("ticket", t.ticket), zap.String("state", res.State), zap.Int("exit_code", res.ExitCode))
 	r.retention.wake() // a finished task may put another beyond the rule
 }
 
+// maxKept bounds the finished tasks kept in memory for a disk that does
+// not take them; each holds at most its tail (tailLines, tailBytes).
+const maxKept = 100
+
 // forget drops a finished (or never started) task from memory; from now on
 // it is read from disk.
-func (r *Runner) forget(t *task) {
+func (r *Runner) forget(t *task) { r.retire(t, false) }
+
+// retire drops a task from the running ones, and keeps it in memory if
+// keep (its end is not all on disk).
+func (r *Runner) retire(t *task, keep bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.tasks[t.ticket] == t {
 		delete(r.tasks, t.ticket)
 		r.unreserveLocked(t.calamari)
+	}
+	if !keep {
+		return
+	}
+	r.kept[t.ticket] = t
+	r.keptOrder = append(r.keptOrder, t.ticket)
+	for len(r.keptOrder) > maxKept {
+		old := r.kept[r.keptOrder[0]]
+		delete(r.kept, r.keptOrder[0])
+		r.keptOrder = r.keptOrder[1:]
+		if old != nil {
+			r.log.Error("too many finished tasks the disk did not take; the oldest one's end, kept in memory, is dropped",
+				zap.String("ticket", old.ticket), zap.Int("kept", maxKept))
+			old.closeLog()
+		}
+	}
+}
+
+// persist tries to write a kept task's end to disk, and stops keeping it
+// once it is all there. Called with r.mu held.
+func (r *Runner) persist(t *task) {
+	t.mu.Lock()
+	done := t.result != nil && t.persistLocked()
+	t.mu.Unlock()
+	if !done {
+		return
+	}
+	t.closeLog()
+	if r.kept[t.ticket] == t {
+		delete(r.kept, t.ticket)
+		r.keptOrder = slices.DeleteFunc(r.keptOrder, func(k string) bool { return k == t.ticket })
+	}
+	r.log.Info("the end of a finished task, kept in memory, is written to disk now", zap.String("ticket", t.ticket))
+}
+
+// persistKept tries to write every kept task's end to disk.
+func (r *Runner) persistKept() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, t := range r.kept {
+		r.persist(t)
 	}
 }
 
@@ -661,6 +770,7 @@ func (r *Runner) cancel(ctx context.Context, t *task) error {
 // task and waits for them, bounded by ctx, so no process is left behind by
 // a stopping agent. It is idempotent.
 func (r *Runner) Close(ctx context.Context) error {
+	r.persistKept()
 	r.mu.Lock()
 	r.closed = true
 	running := make([]*task, 0, len(r.tasks))

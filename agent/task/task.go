@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -41,11 +42,21 @@ type task struct {
 	mu      sync.Mutex
 	log     *os.File
 	logSize int64 // bytes of complete lines in log
+	// lastSeq is the seq of the newest entry: entries up to diskSeq are
+	// in the log file, the ones after it in mem.
 	lastSeq int64
+	diskSeq int64
+	// mem holds the entries after diskSeq, in order: the end of the
+	// output of a task that finished while its log could not be written
+	// (tail.go). Replaced, never changed in place, so a follower may read
+	// a slice it took under mu.
+	mem []protocol.LogEntry
 	// changed is closed, and replaced, whenever lastSeq or result changes:
 	// followers wait on it instead of polling.
 	changed chan struct{}
 	result  *result
+	// resultWritten is set once result.json holds result.
+	resultWritten bool
 	// cancelled is set by the first cancellation.
 	cancelled bool
 	// claim is what the task holds while it runs (its isolation and
@@ -58,10 +69,8 @@ type task struct {
 	// longer be signalled safely (see Runner.wait).
 	proc   *os.Process
 	exited bool
-	// lost counts output lines the log could not take (a full disk);
-	// lostErr is the first reason.
-	lost    int
-	lostErr error
+	// tail is the output the log could not take yet (tail.go).
+	tail tail
 	// mask hides the task's sensitive values in its log; nil if it has
 	// none. env is its variables as NAME=VALUE, kept in memory only.
 	// Both are set before the task is shared and never changed.
@@ -92,7 +101,7 @@ func (t *task) openLog() error {
 		return err
 	}
 	t.mu.Lock()
-	t.log, t.logSize, t.lastSeq = f, size, last
+	t.log, t.logSize, t.lastSeq, t.diskSeq = f, size, last, last
 	t.mu.Unlock()
 	return nil
 }
@@ -124,11 +133,12 @@ func (t *task) state() string {
 }
 
 // snapshot returns what a follower needs to decide whether to read, end or
-// wait, and the channel that tells it something changed since.
-func (t *task) snapshot() (lastSeq int64, res *result, changed <-chan struct{}) {
+// wait, and the channel that tells it something changed since: the newest
+// seq, the newest on disk, the entries after it kept in memory.
+func (t *task) snapshot() (lastSeq, diskSeq int64, mem []protocol.LogEntry, res *result, changed <-chan struct{}) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.lastSeq, t.result, t.changed
+	return t.lastSeq, t.diskSeq, t.mem, t.result, t.changed
 }
 
 func (t *task) notifyLocked() {
@@ -142,36 +152,57 @@ func (t *task) append(stream, text string) {
 	t.appendLocked(stream, text)
 }
 
-// appendLocked writes the next log entry. An entry that cannot be written
-// is counted as lost rather than returned: the process must keep running
-// and its output keep being drained whatever the disk does, and seq
-// numbers stay without gaps because only written entries take one.
+// appendLocked adds the next log entry. An entry is never refused: the
+// process must keep running and its output keep being drained whatever
+// the disk does. One the log cannot take waits in the task's tail, in
+// memory, and goes to the log once it can (tail.go); seq numbers stay
+// without gaps because only an entry in the log, or kept for good in mem,
+// takes one.
 func (t *task) appendLocked(stream, text string) {
+	line := tailLine{at: time.Now().UTC(), stream: stream, text: t.mask.mask(text)}
+	if t.tail.empty() {
+		err := t.writeLocked(line)
+		if err == nil {
+			return
+		}
+		t.tail.failed(err)
+	}
+	t.tail.push(line)
+	if t.tail.due() {
+		t.flushLocked()
+	}
+}
+
+// writeLocked writes line as the next entry of the log file.
+func (t *task) writeLocked(line tailLine) error {
+	e := protocol.LogEntry{Seq: t.lastSeq + 1, Time: line.at, Stream: line.stream, Text: line.text}
+	if err := t.writeEntryLocked(e); err != nil {
+		return err
+	}
+	t.lastSeq++
+	return nil
+}
+
+// writeEntryLocked writes e, the entry after diskSeq, to the log file.
+func (t *task) writeEntryLocked(e protocol.LogEntry) error {
 	if t.log == nil {
-		t.lost++
-		return
+		return errNoLog
 	}
-	e := protocol.LogEntry{Seq: t.lastSeq + 1, Time: time.Now().UTC(), Stream: stream, Text: t.mask.mask(text)}
 	b, err := json.Marshal(e)
-	if err == nil {
-		b = append(b, '\n')
-		_, err = t.log.Write(b)
-		if err != nil {
-			// Cut off whatever part of the line made it, so the file
-			// stays one entry per line.
-			t.log.Truncate(t.logSize)
-		}
-	}
 	if err != nil {
-		if t.lost == 0 {
-			t.lostErr = err
-		}
-		t.lost++
-		return
+		return fmt.Errorf("encode task log entry: %w", err)
+	}
+	b = append(b, '\n')
+	if _, err := t.log.Write(b); err != nil {
+		// Cut off whatever part of the line made it, so the file stays
+		// one entry per line.
+		t.log.Truncate(t.logSize)
+		return fmt.Errorf("write task log: %w", err)
 	}
 	t.logSize += int64(len(b))
-	t.lastSeq++
+	t.diskSeq = e.Seq
 	t.notifyLocked()
+	return nil
 }
 
 // lineWriter turns a process's output into log entries, one per line.

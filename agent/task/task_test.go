@@ -164,11 +164,17 @@ func TestOpenLogRepairsCutLine(t *testing.T) {
 // newRunner is a Runner whose "Calamari" is the system shell.
 func newRunner(t *testing.T) *Runner {
 	t.Helper()
+	return newRunnerIn(t, filepath.Join(t.TempDir(), "Work"))
+}
+
+// newRunnerIn is newRunner with its work folder at dir.
+func newRunnerIn(t *testing.T, dir string) *Runner {
+	t.Helper()
 	if runtime.GOOS == "windows" {
 		t.Skip("runs /bin/sh")
 	}
 	r, err := New(Config{
-		Dir:     filepath.Join(t.TempDir(), "Work"),
+		Dir:     dir,
 		Home:    t.TempDir(),
 		Resolve: func(string) (string, error) { return "/bin/sh", nil },
 		Logger:  zaptest.NewLogger(t),

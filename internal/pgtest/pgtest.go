@@ -61,6 +61,8 @@ const startTimeout = 2 * time.Minute
 type Cluster struct {
 	dir    string // the temporary folder: data/, the socket, the log
 	port   int
+	bin    string   // the server binaries, for Up
+	run    *account // who runs the server, for Up
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when the server process has exited
 	admin  *pgxpool.Pool // to the "postgres" database, for CREATE DATABASE
@@ -116,6 +118,7 @@ func start(ctx context.Context, bin string, dir string, run *account) (*Cluster,
 		}
 		c, err := serve(ctx, bin, dir, port, run)
 		if err == nil {
+			c.bin, c.run = bin, run
 			return c, nil
 		}
 		lastErr = err
@@ -385,6 +388,32 @@ func (c *Cluster) Stop() error {
 		}
 	})
 	return c.stopErr
+}
+
+// Down stops the server and keeps its data: a database outage, for the
+// clients, until Up. Use Down and Up on a cluster of the test's own
+// (Start), never on a Shared one, and not while another method runs.
+func (c *Cluster) Down() error {
+	if c.admin != nil {
+		c.admin.Close()
+		c.admin = nil
+	}
+	if err := c.kill(); err != nil {
+		return fmt.Errorf("stop postgres: %w", err)
+	}
+	return nil
+}
+
+// Up starts a server stopped by Down again, on the same port and data.
+func (c *Cluster) Up(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	nc, err := serve(ctx, c.bin, c.dir, c.port, c.run)
+	if err != nil {
+		return fmt.Errorf("start postgres again on port %d: %w", c.port, err)
+	}
+	c.cmd, c.exited, c.admin = nc.cmd, nc.exited, nc.admin
+	return nil
 }
 
 // kill asks for a fast shutdown and, failing that, kills the server.

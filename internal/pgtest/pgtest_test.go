@@ -221,3 +221,43 @@ func TestFindBinaries(t *testing.T) {
 		})
 	}
 }
+
+// TestDownUp stops a cluster's server and starts it again: clients cannot
+// connect meanwhile, and find their data afterwards on the same URL.
+func TestDownUp(t *testing.T) {
+	shared.Cluster(t) // skips, or fails under CI, without PostgreSQL
+	ctx := context.Background()
+	c, err := Start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Stop() })
+	url := c.NewDatabase(t)
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `CREATE TABLE kept (v TEXT); INSERT INTO kept VALUES ('here')`); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(ctx)
+	if err := c.Down(); err != nil {
+		t.Fatal(err)
+	}
+	if conn, err := pgx.Connect(ctx, url); err == nil {
+		conn.Close(ctx)
+		t.Fatal("connect while down: got nil error, want one")
+	}
+	if err := c.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	conn, err = pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatalf("connect once up again: %v", err)
+	}
+	defer conn.Close(ctx)
+	var v string
+	if err := conn.QueryRow(ctx, `SELECT v FROM kept`).Scan(&v); err != nil || v != "here" {
+		t.Fatalf("data after Up: got %q, %v; want here", v, err)
+	}
+}

@@ -522,6 +522,10 @@ type Task struct {
 	// Artifacts are the files the task's script attached, collected from
 	// the agent.
 	Artifacts []TaskArtifact
+	// LostLines counts the lines of the task's output that never reached
+	// the coordinator, and LostReason says why.
+	LostLines  int64
+	LostReason string
 }
 
 // TaskVariable is a plain variable of a task.
@@ -588,6 +592,10 @@ type TaskUpdate struct {
 	// Outputs and Artifacts, when not nil, replace the stored ones.
 	Outputs   map[string]string
 	Artifacts []TaskArtifact
+	// LostLines and LostReason, when not 0 and "", replace the stored
+	// ones.
+	LostLines  int64
+	LostReason string
 }
 
 // LogLine is one line of a task's log.

@@ -390,8 +390,12 @@ whole process tree killed. Exits 1 if any cancellation failed.`,
 						fmt.Fprintf(e.Stderr, "task %s: %v\n", id, err)
 						continue
 					}
+					state := tk.State
+					if tk.StateReason != "" && !tk.Finished() {
+						state += "; " + tk.StateReason
+					}
 					fmt.Fprintf(e.Stdout, "Cancellation of task %s on %s requested (state: %s); follow it with: tendril-server task show %s --follow\n",
-						tk.ID, tk.Agent, tk.State, tk.ID)
+						tk.ID, tk.Agent, state, tk.ID)
 				}
 				if failed > 0 {
 					return &exitError{code: 1, msg: fmt.Sprintf("%d of %d cancellations failed", failed, len(ids))}

@@ -143,6 +143,15 @@ func runOutcome(ctx context.Context, tasks []api.TaskView, results []followResul
 			return &exitError{code: 130}
 		}
 	}
+	// Lost output is said whatever the outcome: a task that succeeded
+	// with lines missing from its log succeeded, with a warning.
+	for _, r := range results {
+		if r.err == nil {
+			if w := r.end.LostWarning(); w != "" {
+				fmt.Fprintf(notes, "warning: task %s on %s: %s\n", r.end.ID, r.end.Agent, w)
+			}
+		}
+	}
 	if len(tasks) == 1 {
 		if err := results[0].err; err != nil {
 			return fmt.Errorf("task %s on %s: %w", tasks[0].ID, tasks[0].Agent, err)

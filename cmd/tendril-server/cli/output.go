@@ -300,8 +300,14 @@ func writeTaskHeader(w io.Writer, t api.TaskView) error {
 	fmt.Fprintf(&b, "Task:      %s\n", t.ID)
 	fmt.Fprintf(&b, "Agent:     %s\n", t.Agent)
 	fmt.Fprintf(&b, "State:     %s\n", stateText(t))
+	if t.StateReason != "" && !t.Finished() {
+		fmt.Fprintf(&b, "Held up:   %s\n", t.StateReason)
+	}
 	if t.Error != "" && t.Error != t.State {
 		fmt.Fprintf(&b, "Error:     %s\n", t.Error)
+	}
+	if w := t.LostWarning(); w != "" {
+		fmt.Fprintf(&b, "Warning:   %s\n", w)
 	}
 	fmt.Fprintf(&b, "Calamari:  %s\n", dash(t.Calamari))
 	fmt.Fprintf(&b, "Args:      %s\n", api.QuoteArgs(t.Args))

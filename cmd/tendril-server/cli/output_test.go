@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -180,6 +181,49 @@ Finished:  -
 	}
 }
 
+// TestWriteTaskHeaderHeldAndLost shows what holds an unfinished task up,
+// and the warning of a finished one that lost output, which keeps its
+// state.
+func TestWriteTaskHeaderHeldAndLost(t *testing.T) {
+	at := time.Date(2026, 1, 2, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name string
+		task api.TaskView
+		want []string
+		not  []string
+	}{
+		{"held up while running",
+			api.TaskView{ID: "t1", State: "running", StateReason: "the coordinator cannot store the task's log (no space left on device)", CreatedAt: at},
+			[]string{"State:     running\nHeld up:   the coordinator cannot store the task's log (no space left on device)\n"}, nil},
+		{"a reason is not shown once final",
+			api.TaskView{ID: "t1", State: "succeeded", StateReason: "stale", CreatedAt: at},
+			nil, []string{"Held up:"}},
+		{"lost output",
+			api.TaskView{ID: "t1", State: "succeeded", LostLines: 239117, LostReason: "the agent could not write them to its disk: no space left on device", CreatedAt: at},
+			[]string{"State:     succeeded (exit code 0)\n", "Warning:   239117 lines of output lost: the agent could not write them to its disk: no space left on device\n"}, nil},
+		{"one line lost",
+			api.TaskView{ID: "t1", State: "failed", ExitCode: 2, LostLines: 1, CreatedAt: at},
+			[]string{"Warning:   1 line of output lost\n"}, nil},
+		{"nothing lost", api.TaskView{ID: "t1", State: "succeeded", CreatedAt: at}, nil, []string{"Warning:"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b strings.Builder
+			writeTaskHeader(&b, tt.task)
+			for _, w := range tt.want {
+				if !strings.Contains(b.String(), w) {
+					t.Errorf("got:\n%s\nwant it to hold %q", b.String(), w)
+				}
+			}
+			for _, n := range tt.not {
+				if strings.Contains(b.String(), n) {
+					t.Errorf("got:\n%s\nwant no %q", b.String(), n)
+				}
+			}
+		})
+	}
+}
+
 func TestTaskOutcome(t *testing.T) {
 	for _, tc := range []struct {
 		t    api.TaskView
@@ -257,5 +301,20 @@ func TestStateText(t *testing.T) {
 		if got := stateText(tt.task); got != tt.want {
 			t.Errorf("stateText(%+v): got %q, want %q", tt.task, got, tt.want)
 		}
+	}
+}
+
+// TestRunOutcomeWarnsOfLostOutput: task run says a task lost output, and
+// still exits 0 for one that succeeded.
+func TestRunOutcomeWarnsOfLostOutput(t *testing.T) {
+	tk := api.TaskView{ID: "t1", Agent: "web01", State: "succeeded", LostLines: 12, LostReason: "the agent could not write them to its disk: no space left on device"}
+	var notes strings.Builder
+	err := runOutcome(context.Background(), []api.TaskView{tk}, []followResult{{end: tk}}, &notes)
+	if err != nil {
+		t.Fatalf("got %v, want success: the task succeeded", err)
+	}
+	want := "warning: task t1 on web01: 12 lines of output lost: the agent could not write them to its disk: no space left on device\n"
+	if notes.String() != want {
+		t.Fatalf("notes: got %q, want %q", notes.String(), want)
 	}
 }

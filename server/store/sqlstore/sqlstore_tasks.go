@@ -129,7 +129,7 @@ func (s *sqlStore) createTasks(ctx context.Context, tasks []store.Task) error {
 
 const taskColumns = `id, group_id, agent_id, agent_name, args, calamari, file_name, file_sha256, state,
 	exit_code, error, created_at, started_at, finished_at, last_seq, agent_seq, node, isolation, locks,
-	variables, sensitive, outputs, artifacts`
+	variables, sensitive, outputs, artifacts, lost_lines, lost_reason`
 
 func scanTask(sc scanner) (store.Task, error) {
 	var t store.Task
@@ -138,7 +138,7 @@ func scanTask(sc scanner) (store.Task, error) {
 	var node sql.NullString
 	if err := sc.Scan(&t.ID, &t.Group, &t.AgentID, &t.AgentName, &args, &t.Calamari, &t.FileName, &t.FileSHA256,
 		&t.State, &t.ExitCode, &t.Error, &created, &started, &finished, &t.LastSeq, &t.AgentSeq, &node,
-		&t.Isolation, &locks, &vars, &sensitive, &outputs, &artifacts); err != nil {
+		&t.Isolation, &locks, &vars, &sensitive, &outputs, &artifacts, &t.LostLines, &t.LostReason); err != nil {
 		return store.Task{}, err
 	}
 	for _, c := range []struct {
@@ -229,8 +229,10 @@ func (s *sqlStore) UpdateTask(ctx context.Context, id string, u store.TaskUpdate
 			err := oneRow(tx.ExecContext(ctx, `UPDATE tasks SET state = ?, exit_code = ?, error = ?,
 				calamari = COALESCE(NULLIF(?, ''), calamari),
 				started_at = COALESCE(?, started_at), finished_at = COALESCE(?, finished_at),
-				outputs = COALESCE(?, outputs), artifacts = COALESCE(?, artifacts)
-				WHERE id = ?`, u.State, u.ExitCode, tx.d.text(u.Error), u.Calamari, started, finished, outputs, artifacts, id))
+				outputs = COALESCE(?, outputs), artifacts = COALESCE(?, artifacts),
+				lost_lines = COALESCE(NULLIF(CAST(? AS BIGINT), 0), lost_lines), lost_reason = COALESCE(NULLIF(?, ''), lost_reason)
+				WHERE id = ?`, u.State, u.ExitCode, tx.d.text(u.Error), u.Calamari, started, finished, outputs, artifacts,
+				u.LostLines, tx.d.text(u.LostReason), id))
 			if err != nil || !finalState(u.State) {
 				return err
 			}

@@ -282,3 +282,33 @@ func TestTaskVariablesOutputsArtifacts(t *testing.T) {
 		}
 	})
 }
+
+// TestTaskLostLines stores a task's lost output: a final update sets it,
+// and an update that says nothing of it (0 and "") keeps it.
+func TestTaskLostLines(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db backend) {
+		ctx := context.Background()
+		s, _ := db.open(t)
+		if err := s.CreateTasks(ctx, []store.Task{newTask("a", "g", t0)}); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := s.Task(ctx, "a"); got.LostLines != 0 || got.LostReason != "" {
+			t.Fatalf("new task: got %d lost (%q), want none", got.LostLines, got.LostReason)
+		}
+		const many = int64(1) << 40 // beyond 32 bits
+		reason := "the agent could not write them to its disk: no space left on device \x00\xff"
+		if err := s.UpdateTask(ctx, "a", store.TaskUpdate{State: api.TaskSucceeded, FinishedAt: t0, LostLines: many, LostReason: reason}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.UpdateTask(ctx, "a", store.TaskUpdate{State: api.TaskSucceeded, FinishedAt: t0}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Task(ctx, "a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.LostLines != many || !strings.HasPrefix(got.LostReason, "the agent could not write them to its disk: no space left on device") {
+			t.Fatalf("got %d lost (%q), want %d (%q)", got.LostLines, got.LostReason, many, reason)
+		}
+	})
+}
