@@ -12,7 +12,7 @@ import (
 // SchemaVersion is the schema version this code creates and understands:
 // the number of the newest file in migrations/sqlite and in
 // migrations/postgres, which mirror each other.
-const SchemaVersion = 13
+const SchemaVersion = 15
 
 // Each backend has its own migrations, mirroring each other file for
 // file: the schemas differ in types (see migrations/postgres/0001_init.sql),
