@@ -21,6 +21,7 @@ import (
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/diagnostics"
+	"github.com/tendrildeploy/tendril/server/store"
 )
 
 // kill stops a node as kill -9 would: nothing more reaches the database
@@ -257,5 +258,80 @@ func TestAgentsListShowsStaleNode(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &listed) != nil || len(listed) != 1 ||
 		listed[0]["node_state"] != api.NodeDead || listed[0]["connected"] != false {
 		t.Errorf("GET /api/agents: got %d %s, want web-1 not connected with node_state dead", resp.StatusCode, body)
+	}
+}
+
+// TestPerAgentActionsBadHolder: what a node finds when it asks the node
+// an agent's record names, and that node cannot act: a node of an older
+// version that takes no calls, a node that holds no session for the agent
+// (its record is stale; the call is not passed on, and the node asked
+// answers at once), and a call for an action the node does not know.
+func TestPerAgentActionsBadHolder(t *testing.T) {
+	c := newHACluster(t)
+	a := c.node("a", nil)
+	b := c.node("b", func(cfg *Config) { cfg.NodeAnswerTimeout = 5 * time.Second })
+	ctx := context.Background()
+
+	// An agent enrolled and gone, whose record is then made to name a
+	// node: as if the node's Hello had been the last word.
+	recordOn := func(agentName, node string) {
+		t.Helper()
+		ag, err := b.store.AgentByName(ctx, agentName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.store.RecordConnection(ctx, store.Connection{AgentID: ag.ID, Version: "1.0.0", OS: "linux", Arch: "amd64",
+			Protocol: 1, TLSVersion: "1.3", At: time.Now().UTC(), Node: node}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"on-old", "ghost"} {
+		p := enrolled(t, b, name)
+		p.sess.Close()
+		eventually(t, name+" disconnected", func() bool { return !b.agentView(t, name).Connected })
+	}
+
+	// A node of the version before calls: alive, but it takes none.
+	old, err := b.store.RegisterNode(ctx, store.Node{ID: "old-node", Name: "old", Advertise: "127.0.0.1:1", Version: "1.0.0",
+		StartedAt: time.Now().UTC(), HeartbeatEvery: time.Hour, Dials: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recordOn("on-old", old.ID)
+	// a, which holds no session for ghost.
+	recordOn("ghost", a.nodeID())
+
+	tests := []struct {
+		agent  string
+		status int
+		want   string
+	}{
+		{"on-old", http.StatusConflict, "agent on-old is connected to coordinator node old, whose version (1.0.0) cannot act for other nodes: ask through that node, or upgrade it"},
+		{"ghost", http.StatusConflict, "agent ghost is not connected to coordinator node a"},
+	}
+	for _, tt := range tests {
+		resp, body := b.api(t, "POST", "/api/agents/"+tt.agent+"/health-check", "", nil)
+		var e api.APIError
+		json.Unmarshal(body, &e)
+		if resp.StatusCode != tt.status || e.Error != tt.want {
+			t.Errorf("%s: got %d %s, want %d %q", tt.agent, resp.StatusCode, body, tt.status, tt.want)
+		}
+	}
+	noCallsLeft(t, b)
+
+	// A call for an action a does not know (from a newer node) is
+	// answered with a refusal, not left waiting.
+	call := store.NodeCall{ID: "call-unknown", Node: a.nodeID(), From: b.nodeID(), AgentID: "ghost-id", Action: "reboot", Args: []byte("null"), CreatedAt: time.Now().UTC()}
+	if err := b.store.CreateNodeCall(ctx, call); err != nil {
+		t.Fatal(err)
+	}
+	b.notifyCluster(cluster.NotifyCall, a.nodeID(), call.ID)
+	var got store.NodeCall
+	eventually(t, "a to answer the call", func() bool {
+		got, err = b.store.NodeCall(ctx, call.ID)
+		return err == nil && got.Answered()
+	})
+	if got.ErrorKind != "bad-request" || !strings.Contains(got.Error, `does not know the action "reboot"`) {
+		t.Errorf("unknown action: got %q %q, want a bad-request naming it", got.ErrorKind, got.Error)
 	}
 }
