@@ -516,6 +516,12 @@ func (s *Server) runTask(runCtx, startCtx context.Context, id string, turn *star
 		if err == nil {
 			arts, err = s.collectArtifacts(runCtx, as, t, end.Artifacts)
 		}
+		if err == nil && !s.stillDrives(id) {
+			// The agent reconnected to another node, which took the task
+			// over and records the end it reads from the agent too.
+			log.Info("task taken over by another node before its end was recorded here", zap.String("agent", t.AgentName))
+			return false
+		}
 		if err == nil {
 			// The last line first: a reader stops once the task is final.
 			s.taskLog(id, fmt.Sprintf("Task %s (exit code %d)", end.State, end.ExitCode))
@@ -530,6 +536,17 @@ func (s *Server) runTask(runCtx, startCtx context.Context, id string, turn *star
 		log.Info("lost the task's log stream; will resume when the agent is back", zap.Error(err))
 		s.waitGone(runCtx, as)
 	}
+}
+
+// stillDrives reports whether this node still drives the unfinished
+// task: a claim of it from this node to itself, which changes nothing
+// and succeeds only then. When the store cannot say, it does: an end
+// recorded twice is better than none.
+func (s *Server) stillDrives(id string) bool {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), 10*time.Second)
+	defer cancel()
+	ok, err := s.store.ClaimTask(ctx, id, s.nodeID(), s.nodeID())
+	return ok || err != nil
 }
 
 // abandonAgentTasks fails the unfinished tasks of a deleted agent: no one
