@@ -28,7 +28,15 @@ type AgentView struct {
 	UpgradeTo string `json:"upgrade_to,omitempty"`
 	// Node names the coordinator node the agent is connected to, "" when
 	// it is not connected.
-	Node            string    `json:"node,omitempty"`
+	Node string `json:"node,omitempty"`
+	// NodeState is the state of the coordinator node that recorded the
+	// agent's session, as nodes list shows it (running, draining,
+	// stopped, dead), or late for a node still counted alive that has
+	// missed a heartbeat; "" when no node records a session. An
+	// agent whose node is late is shown connected with a warning saying
+	// so; one whose node is dead or stopped is not connected, and its
+	// health detail names the node.
+	NodeState       string    `json:"node_state,omitempty"`
 	LastSeen        string    `json:"last_seen"`
 	OS              string    `json:"os"`
 	Arch            string    `json:"arch"`

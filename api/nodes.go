@@ -36,4 +36,8 @@ const (
 	NodeDrained  = "drained"  // draining, and nothing is left: it can be stopped
 	NodeStopped  = "stopped"  // stopped cleanly
 	NodeDead     = "dead"     // missed its heartbeats
+	// NodeLate is, in an agent's node_state only, a node still counted
+	// alive that has missed a heartbeat: it may be gone, and its agents
+	// with it.
+	NodeLate = "late"
 )

@@ -133,8 +133,9 @@ func (s *Server) view(a store.Agent, vc viewContext) api.AgentView {
 	}
 	v.CalamariCurrent = calamari.Current(latestCalamari, a.CalamariVersions)
 	as := s.sessions.get(a.ID)
-	n, remote := vc.nodes[a.Node]
-	remote = remote && as == nil && a.Node != s.nodeID() && n.Alive()
+	n, known := vc.nodes[a.Node]
+	elsewhere := as == nil && a.Node != "" && a.Node != s.nodeID()
+	remote := elsewhere && known && n.Alive()
 	v.Connected = as != nil || remote
 	if !v.Connected {
 		// A late failure of another node's dial is not news while a
@@ -148,20 +149,36 @@ func (s *Server) view(a store.Agent, vc viewContext) api.AgentView {
 		v.TLSVersion = protocol.TLSVersionName(as.tlsVersion)
 		v.Protocol = as.protocol
 		v.Node = s.members.Name()
+		v.NodeState = api.NodeRunning
+		if s.members.Draining() {
+			v.NodeState = api.NodeDraining
+		}
 		if s.pinsOtherKey(as) {
-			// Never hides a worse health: the note is added to it.
-			note := fmt.Sprintf("the agent trusts another signing key (%s): it refuses this coordinator's Calamari and upgrades; register it again with --force", as.signingKey)
-			if v.Health == api.HealthHealthy || v.Health == "" {
-				v.Health, v.HealthDetail = api.HealthWarning, note
-			} else {
-				v.HealthDetail = strings.TrimPrefix(v.HealthDetail+"; "+note, "; ")
-			}
+			warn(&v, fmt.Sprintf("the agent trusts another signing key (%s): it refuses this coordinator's Calamari and upgrades; register it again with --force", as.signingKey))
 		}
 	case remote:
 		// Another node holds the session; what it recorded at Hello is
 		// in force.
 		v.LastSeen = rfc3339(time.Now().UTC())
 		v.Node = n.Name
+		v.NodeState = liveNodeState(n)
+		if n.Late() {
+			warn(&v, fmt.Sprintf("coordinator node %s, which holds its session, last beat %s ago (it beats every %s): it may be down, and the agent unreachable until it reconnects to another node",
+				n.Name, n.HeartbeatAge.Round(100*time.Millisecond), n.HeartbeatEvery))
+		}
+	case elsewhere:
+		// The node that recorded the session is dead: the session went
+		// with it, whatever the record says.
+		v.Health, v.NodeState = api.HealthUnavailable, api.NodeDead
+		switch {
+		case !known:
+			v.HealthDetail = "not connected: the coordinator node that held its session is gone"
+		case !n.StoppedAt.IsZero():
+			v.HealthDetail, v.NodeState = fmt.Sprintf("not connected: coordinator node %s, which held its session, has stopped", n.Name), api.NodeStopped
+		default:
+			v.HealthDetail = fmt.Sprintf("not connected: coordinator node %s, which held its session, stopped beating %s ago",
+				n.Name, n.HeartbeatAge.Round(time.Second))
+		}
 	case a.DialError != "":
 		v.Health = api.HealthUnavailable
 		v.HealthDetail = "not connected: " + a.DialError
@@ -180,6 +197,28 @@ func (s *Server) view(a store.Agent, vc viewContext) api.AgentView {
 		v.Upgrade, v.UpgradeTo = api.UpgradeRecommended, newest
 	}
 	return v
+}
+
+// warn adds a note to an agent's health, and makes it a warning unless
+// it is worse already: a note never hides a worse health.
+func warn(v *api.AgentView, note string) {
+	if v.Health == api.HealthHealthy || v.Health == "" {
+		v.Health, v.HealthDetail = api.HealthWarning, note
+		return
+	}
+	v.HealthDetail = strings.TrimPrefix(v.HealthDetail+"; "+note, "; ")
+}
+
+// liveNodeState is the state of a live node holding an agent's session
+// as the agent's view shows it (not drained: it holds the agent).
+func liveNodeState(n store.Node) string {
+	switch {
+	case n.Late():
+		return api.NodeLate
+	case n.Draining:
+		return api.NodeDraining
+	}
+	return api.NodeRunning
 }
 
 // refusedFor is why this node refused the agent's last Hello, if it did.

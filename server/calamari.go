@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -140,7 +141,8 @@ func (s *Server) noteCalamariInstalled(ctx context.Context, agentID, version str
 
 // UpdateCalamari pushes the latest bundle to every targeted agent that
 // lacks it, a bounded number at once, and reports each result: the
-// "Update" button of the reference's environments page.
+// "Update" button of the reference's environments page. The node holding
+// each agent's session pushes to it, whichever node is asked.
 func (s *Server) UpdateCalamari(ctx context.Context, target api.UpdateTarget) ([]api.UpdateResult, error) {
 	latest, err := s.latestCalamari(ctx)
 	if err != nil {
@@ -158,8 +160,7 @@ func (s *Server) UpdateCalamari(ctx context.Context, target api.UpdateTarget) ([
 	var wg sync.WaitGroup
 	for i, a := range agents {
 		results[i] = api.UpdateResult{Agent: a.Name, Version: latest.Version}
-		as := s.sessions.get(a.ID)
-		if as == nil {
+		if s.sessions.get(a.ID) == nil && (a.Node == "" || a.Node == s.nodeID()) {
 			results[i].Result, results[i].Error = "failed", "agent is not connected"
 			continue
 		}
@@ -167,11 +168,12 @@ func (s *Server) UpdateCalamari(ctx context.Context, target api.UpdateTarget) ([
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			pushed, err := s.ensureCalamari(ctx, as, latest, func(string) {})
+			var done calamariUpdated
+			err := s.atHolder(ctx, a, actionCalamariUpdate, calamariUpdate{Version: latest.Version}, &done, "")
 			switch {
 			case err != nil:
 				results[i].Result, results[i].Error = "failed", err.Error()
-			case pushed:
+			case done.Pushed:
 				results[i].Result = "installed"
 			default:
 				results[i].Result = "current"
@@ -179,15 +181,40 @@ func (s *Server) UpdateCalamari(ctx context.Context, target api.UpdateTarget) ([
 		}()
 	}
 	wg.Wait()
-	// Show the new state at once rather than at the next interval.
-	var connected []*agentSession
-	for _, a := range agents {
-		if as := s.sessions.get(a.ID); as != nil {
-			connected = append(connected, as)
-		}
-	}
-	s.checkHealth(ctx, connected)
 	return results, nil
+}
+
+// calamariUpdate is the input of the Calamari update's agentAction, and
+// calamariUpdated its result.
+type calamariUpdate struct {
+	Version string `json:"version"`
+}
+
+type calamariUpdated struct {
+	Pushed bool `json:"pushed"`
+}
+
+// calamariUpdateAction is the Calamari update's agentAction: the bundle
+// pushed unless the agent holds it intact, then a health check, to show
+// the new state at once rather than at the next interval.
+func (s *Server) calamariUpdateAction(ctx context.Context, as *agentSession, args json.RawMessage, _ string) (any, error) {
+	var in calamariUpdate
+	if err := json.Unmarshal(args, &in); err != nil {
+		return nil, kind.Errorf(kind.ErrBadRequest, "update calamari on %s: %v", as.name, err)
+	}
+	b, err := s.store.Bundle(ctx, in.Version)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, kind.Errorf(kind.ErrNotFound, "no Calamari bundle %s is stored", in.Version)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("update calamari on %s: %w", as.name, err)
+	}
+	pushed, err := s.ensureCalamari(ctx, as, b, func(string) {})
+	if err != nil {
+		return nil, err
+	}
+	s.checkHealth(ctx, []*agentSession{as})
+	return calamariUpdated{Pushed: pushed}, nil
 }
 
 // targetAgents resolves an UpdateTarget or task target to agents.

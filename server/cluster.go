@@ -46,6 +46,10 @@ var errDraining = errors.New("this coordinator node is draining")
 type nodeState struct {
 	wake chan struct{} // buffered: a sweep for tasks to claim is due
 
+	// callsPruned is when the heartbeat last pruned the calls between
+	// nodes; only the heartbeat's goroutine uses it.
+	callsPruned time.Time
+
 	mu sync.Mutex
 	// moving holds agents told to move that have not yet gone.
 	moving map[string]bool
@@ -108,8 +112,9 @@ func (s *Server) runCluster(ctx context.Context) {
 }
 
 // beat records the heartbeat, then does what is due on every beat: read
-// the other nodes, prune the long dead, sweep for tasks and, while
-// draining, move idle agents away.
+// the other nodes, prune the long dead, sweep for tasks, take the calls
+// a lost notification would have announced and, while draining, move idle
+// agents away. Once an hour it prunes the calls other nodes left behind.
 func (s *Server) beat(ctx context.Context) error {
 	if err := s.members.Beat(ctx); err != nil {
 		return err
@@ -117,6 +122,13 @@ func (s *Server) beat(ctx context.Context) error {
 	s.kickClaims()
 	s.rollouts.Changed()
 	s.purgeIdempotencyKeys(ctx)
+	if clustered(s.store) {
+		s.takeCalls(ctx)
+		if time.Since(s.node.callsPruned) > callRetention {
+			s.node.callsPruned = time.Now()
+			s.pruneCalls(ctx)
+		}
+	}
 	if s.members.Draining() {
 		s.moveIdleAgents()
 	}
@@ -164,6 +176,9 @@ func (s *Server) onNotify(payload string) {
 		s.kickClaims()
 		s.rollouts.Changed()
 		s.goFunc(func() { s.maint.Reload(s.ctx) })
+		if clustered(s.store) {
+			s.goFunc(func() { s.takeCalls(s.ctx) })
+		}
 	case cluster.NotifyTasks:
 		s.kickClaims()
 	case cluster.NotifyCancel:
@@ -195,6 +210,12 @@ func (s *Server) onNotify(payload string) {
 		s.kickClaims()
 	case cluster.NotifyRedial:
 		s.dialer.Redial(rest)
+	case cluster.NotifyCall:
+		if node, _, _ := strings.Cut(rest, " "); node == s.nodeID() {
+			s.goFunc(func() { s.takeCalls(s.ctx) })
+		}
+	case cluster.NotifyAnswer:
+		s.calls.wake(rest)
 	default:
 		s.log.Debug("unknown notification", zap.String("notification", payload))
 	}
@@ -239,6 +260,7 @@ func (s *Server) sweepTasks(ctx context.Context) {
 	}
 	me := s.nodeID()
 	released := false
+	holds := make(map[string]bool) // by agent: its record says this node holds its session
 	for _, t := range ts {
 		if ctx.Err() != nil {
 			return
@@ -254,7 +276,8 @@ func (s *Server) sweepTasks(ctx context.Context) {
 			}
 			continue
 		}
-		if t.Node != "" && t.Node != me && !s.nodeGone(ctx, t.Node) {
+		takeover := t.Node != "" && t.Node != me
+		if takeover && !s.nodeGone(ctx, t.Node) && !s.holdsSession(ctx, t.AgentID, holds) {
 			continue // its driver lets go once it loses the agent
 		}
 		if t.State == api.TaskQueued && t.Node != me && s.members.Draining() {
@@ -270,9 +293,9 @@ func (s *Server) sweepTasks(ctx context.Context) {
 		if !ok {
 			continue // another node got there first
 		}
-		if t.Node != "" && t.Node != me {
-			s.log.Info("task adopted from a node that is gone", zap.String("task", t.ID), zap.String("agent", t.AgentName),
-				zap.String("from", t.Node), zap.String("state", t.State))
+		if takeover {
+			s.log.Info("task adopted from another node: its agent connected here, or that node is gone", zap.String("task", t.ID),
+				zap.String("agent", t.AgentName), zap.String("from", t.Node), zap.String("state", t.State))
 		}
 		t.Node = me
 		s.startTask(t)
@@ -280,6 +303,25 @@ func (s *Server) sweepTasks(ctx context.Context) {
 	if released {
 		s.notifyCluster(cluster.NotifyTasks)
 	}
+}
+
+// holdsSession reports whether this node holds the agent's session as
+// its record says: the last Hello, which the agent sent here, recorded
+// this node, so no other node can still follow its tasks: an agent has
+// one session at a time, and the one it had on the node driving them
+// ended before it connected here. Taking its tasks over then need not
+// wait for that node to count as dead. The agent knows its tasks by
+// ticket: the new driver follows a running one's log from where the store
+// left off and records its end; a queued one the agent already has is
+// not started twice. held caches the answer per agent for one sweep.
+func (s *Server) holdsSession(ctx context.Context, agentID string, held map[string]bool) bool {
+	if h, ok := held[agentID]; ok {
+		return h
+	}
+	a, err := s.store.AgentByID(ctx, agentID)
+	h := err == nil && a.Node == s.nodeID() && s.sessions.get(agentID) != nil
+	held[agentID] = h
+	return h
 }
 
 // releaseTask lets go of a task this node drives but whose agent is no

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -15,7 +16,6 @@ import (
 	"github.com/tendrildeploy/tendril/server/diagnostics"
 	"github.com/tendrildeploy/tendril/server/healthlog"
 	"github.com/tendrildeploy/tendril/server/httpapi"
-	"github.com/tendrildeploy/tendril/server/kind"
 )
 
 // diagnosticsIdle is how long the agent's archive may go without a byte
@@ -46,12 +46,20 @@ func (f diagnosticsFleet) HealthHistory(agentID string) []healthlog.Point {
 	return f.s.HealthHistory(agentID)
 }
 
+// AgentArchive asks the node holding the agent's session, this one or
+// another, for the agent's archive.
 func (f diagnosticsFleet) AgentArchive(ctx context.Context, agentID, path string) error {
-	as := f.s.sessions.get(agentID)
-	if as == nil {
-		return kind.Errorf(kind.ErrNotConnected, "the agent is not connected to this coordinator")
+	a, err := f.s.store.AgentByID(ctx, agentID)
+	if err != nil {
+		return fmt.Errorf("ask for diagnostics: %w", err)
 	}
-	return receiveDiagnostics(ctx, as.sess, as.sign, path)
+	return f.s.atHolder(ctx, a, actionDiagnostics, nil, nil, path)
+}
+
+// diagnosticsAction is the diagnostics' agentAction: the agent's archive,
+// received into path.
+func (s *Server) diagnosticsAction(ctx context.Context, as *agentSession, _ json.RawMessage, path string) (any, error) {
+	return nil, receiveDiagnostics(ctx, as.sess, as.sign, path)
 }
 
 // sha256Hex is a transfer header's SHA-256.

@@ -177,6 +177,11 @@ type Config struct {
 	// alive; the others count it dead after missing three. Default 5
 	// seconds.
 	HeartbeatInterval time.Duration
+	// NodeAnswerTimeout is how long a node that does not hold an agent's
+	// session waits for the node that does to take a request for the
+	// agent (a health check, a Calamari update, diagnostics) before it
+	// answers that the node did not answer. Default 10 seconds.
+	NodeAnswerTimeout time.Duration
 	// DialScan is how often the node looks for listening agents it should
 	// dial and no node holds; adding or moving one dials it at once.
 	// Default 5s.
@@ -276,6 +281,9 @@ func (c *Config) setDefaults() {
 	if c.HeartbeatInterval <= 0 {
 		c.HeartbeatInterval = cluster.DefaultHeartbeatInterval
 	}
+	if c.NodeAnswerTimeout <= 0 {
+		c.NodeAnswerTimeout = 10 * time.Second
+	}
 	if c.DialScan <= 0 {
 		c.DialScan = 5 * time.Second
 	}
@@ -327,6 +335,7 @@ type Server struct {
 	releases  *releases.Watcher     // what the release feed last said
 	health    healthlog.Log         // recent health checks per agent, for the machine page
 	node      nodeState             // this node's task sweeps and draining moves
+	calls     callWaiters           // calls this node made to others, waiting for their answer
 	members   *cluster.Membership   // this node among those sharing the database
 	// refused holds, by agent ID, why this node refused an agent's last
 	// Hello for a protocol it does not speak, until the agent connects.

@@ -722,6 +722,10 @@ func (s *Server) runTask(runCtx, startCtx context.Context, run *taskRun, id stri
 			log.Info("task finished", zap.String("agent", t.AgentName), zap.String("state", c.end.State), zap.Int("exit_code", c.end.ExitCode))
 			return false
 		}
+		if errors.Is(err, errTakenOver) {
+			log.Info("task taken over by another node before its end was recorded here", zap.String("agent", t.AgentName))
+			return false
+		}
 		if runCtx.Err() != nil {
 			return false
 		}
@@ -787,6 +791,9 @@ func (s *Server) collectTask(ctx context.Context, as *agentSession, t *store.Tas
 	}
 	t.Artifacts = arts // a second attempt fetches them no more
 	lost, why := lostOutput(end, as.taskOutcome, c.missing+tailGap)
+	if !c.logged && !s.stillDrives(t.ID) {
+		return errTakenOver
+	}
 	if !c.logged {
 		// The last line first: a reader stops once the task is final.
 		line := fmt.Sprintf("Task %s (exit code %d)", end.State, end.ExitCode)
@@ -828,6 +835,22 @@ func plural(n int64, one, many string) string {
 		return one
 	}
 	return many
+}
+
+// errTakenOver says that another node took the task over (the agent
+// reconnected to it) and records its end, which it reads from the agent
+// too.
+var errTakenOver = errors.New("task taken over by another node")
+
+// stillDrives reports whether this node still drives the unfinished
+// task: a claim of it from this node to itself, which changes nothing
+// and succeeds only then. When the store cannot say, it does: an end
+// recorded twice is better than none.
+func (s *Server) stillDrives(id string) bool {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), 10*time.Second)
+	defer cancel()
+	ok, err := s.store.ClaimTask(ctx, id, s.nodeID(), s.nodeID())
+	return ok || err != nil
 }
 
 // abandonAgentTasks fails the unfinished tasks of a deleted agent: no one

@@ -38,6 +38,8 @@ const (
 	NotifyRollout     = "rollout"     // rollout ID: a rollout's state changed
 	NotifyUpgrade     = "upgrade"     // upgrade ID: a rollout's agents wait to be upgraded
 	NotifyRedial      = "redial"      // redial AGENT: a listening agent's address changed
+	NotifyCall        = "call"        // call NODE ID: a call waits for NODE to take it
+	NotifyAnswer      = "answer"      // answer ID: the call ID was answered
 )
 
 const (
@@ -110,7 +112,7 @@ func Join(ctx context.Context, cfg Config) (*Membership, error) {
 	n := store.Node{
 		ID: uuid.NewString(), Name: cfg.Name, Advertise: cfg.Advertise, HTTP: cfg.HTTP,
 		Version: cfg.Version, StartedAt: time.Now().UTC(), HeartbeatEvery: cfg.Interval,
-		Dials: true,
+		Dials: true, Answers: true,
 	}
 	deadline := time.Now().Add((store.DeadAfter+1)*cfg.Interval + 2*time.Second)
 	waited := false
@@ -238,6 +240,14 @@ func (m *Membership) Alive(id string) (known, alive bool) {
 	defer m.mu.Unlock()
 	n, ok := m.nodes[id]
 	return ok, ok && n.Alive()
+}
+
+// Node returns a node as last read; false if none was read with that ID.
+func (m *Membership) Node(id string) (store.Node, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n, ok := m.nodes[id]
+	return n, ok
 }
 
 // Dialer picks the node that dials a listening agent: of the live nodes

@@ -52,6 +52,15 @@ func CalamariBlob(version string) string { return "calamari/" + version }
 // FileBlob is the key of a file uploaded for tasks.
 func FileBlob(sum string) string { return "file/" + sum }
 
+// CallBlobPrefix starts the keys of the files that calls between nodes
+// carry (see CallBlob).
+const CallBlobPrefix = "call/"
+
+// CallBlob is the key of the file a call between nodes made (a
+// diagnostics archive), from the node that made it to the node that
+// asked; deleted once read.
+func CallBlob(id string) string { return CallBlobPrefix + id }
+
 // AgentPackageBlob is the key of an agent package.
 func AgentPackageBlob(version, goos, goarch string) string {
 	return "agent-package/" + version + "/" + goos + "/" + goarch

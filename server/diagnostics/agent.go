@@ -58,10 +58,12 @@ type Fleet interface {
 	Agent(ctx context.Context, name string) (api.AgentView, error)
 	// HealthHistory is an agent's recent health checks, oldest first.
 	HealthHistory(agentID string) []healthlog.Point
-	// AgentArchive asks the agent for its diagnostics archive and
-	// receives it into the empty file at path: an error wrapping
-	// kind.ErrNotConnected when it is not connected to this node,
-	// ErrUnsupported when it is too old to collect one.
+	// AgentArchive asks the agent for its diagnostics archive, through
+	// the node holding its session, and receives it into the empty file
+	// at path: an error wrapping kind.ErrNotConnected when it is not
+	// connected to any live node, kind.ErrNoAnswer when the node holding
+	// it did not answer, ErrUnsupported when it is too old to collect
+	// one.
 	AgentArchive(ctx context.Context, agentID, path string) error
 }
 
@@ -166,10 +168,10 @@ func (c *Collector) writeAgent(ctx context.Context, w io.Writer, v api.AgentView
 	case agentErr == nil:
 	case errors.Is(agentErr, ErrUnsupported):
 		dw.Note("agent version %s cannot collect diagnostics; upgrade it (tendril-server upgrade --agent %s), or run \"tendril-agent diagnostics\" on its machine", v.Version, v.Name)
-	case errors.Is(agentErr, kind.ErrNotConnected) && v.Connected && v.Node != "":
-		dw.Note("agent %s is connected to coordinator node %s, not to this one (%s): ask that node for the agent's side", v.Name, v.Node, c.cfg.Node)
-	case errors.Is(agentErr, kind.ErrNotConnected):
-		dw.Note("agent %s is not connected: this archive holds the coordinator's side only; run \"tendril-agent diagnostics\" on its machine for the agent's", v.Name)
+	case errors.Is(agentErr, kind.ErrNotConnected) && !v.Connected:
+		// The error says why, naming the node that held its session if
+		// that node died.
+		dw.Note("%v: this archive holds the coordinator's side only; run \"tendril-agent diagnostics\" on its machine for the agent's", agentErr)
 	default:
 		dw.Note("agent %s could not send its diagnostics: %v", v.Name, agentErr)
 	}

@@ -118,15 +118,16 @@ func Routes() []Route {
 		{Method: "DELETE", Path: "/api/agents/{name}", Tag: agents, Roles: operators, Status: 204, Errors: []int{404},
 			Summary:     "Delete an agent",
 			Description: "Ends the agent's session; its certificate is refused from then on. It must enroll again with a new token."},
-		{Method: "POST", Path: "/api/agents/{name}/health-check", Tag: agents, Roles: operators, Status: 200, Response: api.AgentView{}, Errors: []int{404, 409},
-			Summary:     "Check an agent's health now",
-			Description: "Checks a connected agent at once rather than at the next interval and returns its view. 409 if it is not connected to this coordinator."},
+		{Method: "POST", Path: "/api/agents/{name}/health-check", Tag: agents, Roles: operators, Status: 200, Response: api.AgentView{}, Errors: []int{404, 409, 504},
+			Summary: "Check an agent's health now",
+			Description: "Checks a connected agent at once rather than at the next interval and returns its view. Any node answers: one that does not hold the agent's session asks the node that does. " +
+				"409 if the agent is not connected (to any live node); 504 if the node holding its session did not answer in time (10 s by default)."},
 		{Method: "POST", Path: "/api/agents/{name}/diagnostics", Tag: agents, Roles: operators, Status: 200, ResponseMedia: "application/gzip", Errors: []int{404},
 			Summary: "Collect an agent's diagnostics archive",
 			Description: "A gzip-compressed tar with a manifest.json listing every entry (what it is, its size and SHA-256, when it was collected) and what could not be collected, with why. " +
 				"It holds the coordinator's side (the agent's record, recent health, tasks and upgrade history, the coordinator's version) and, as agent/diagnostics.tar.gz, " +
 				"the agent's own archive (logs, versions, redacted configuration, certificates' subjects and expiry, upgrade state, Calamari, disk space, goroutines), " +
-				"which the agent sends over its session. An agent that is not connected, or too old to collect one, still gets an archive of the coordinator's side, " +
+				"which the agent sends over its session (to the node holding it, which hands it to the node asked). An agent that is not connected, or too old to collect one, still gets an archive of the coordinator's side, " +
 				"whose manifest notes say why the agent's is missing. Never a private key, token, password or API key."},
 
 		{Method: "POST", Idempotent: true, SecretAnswer: true, Path: "/api/tokens", Tag: tokens, Roles: operators, Request: api.TokenRequest{}, Status: 201, Response: api.TokenResult{}, Errors: []int{400, 413},

@@ -31,6 +31,8 @@ func Fail(w http.ResponseWriter, log *zap.Logger, err error) {
 		WriteError(w, http.StatusConflict, err.Error())
 	case errors.Is(err, kind.ErrForbidden):
 		WriteError(w, http.StatusForbidden, err.Error())
+	case errors.Is(err, kind.ErrNoAnswer):
+		WriteError(w, http.StatusGatewayTimeout, err.Error())
 	default:
 		InternalError(w, log, err)
 	}

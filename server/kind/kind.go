@@ -24,6 +24,9 @@ var (
 	ErrNotConnected = errors.New("agent is not connected")
 	// ErrForbidden wraps a request the caller's role does not allow.
 	ErrForbidden = errors.New("forbidden")
+	// ErrNoAnswer means the coordinator node that alone could act (the
+	// one holding an agent's session) did not answer in time.
+	ErrNoAnswer = errors.New("another coordinator node did not answer")
 )
 
 // Error is an error whose text is a message for a person and which matches

@@ -30,6 +30,10 @@ type Node struct {
 	// Dials says the node dials listening agents; nodes of versions from
 	// before them do not, and must not be picked to.
 	Dials bool
+	// Answers says the node takes the calls other nodes address to it
+	// for its agents (NodeCall); nodes of versions from before them do
+	// not.
+	Answers bool
 
 	// Agents, Tasks and Rollouts count, as the store has them, the agents
 	// whose session the node recorded, and the unfinished tasks and
@@ -44,6 +48,36 @@ type Node struct {
 func (n Node) Alive() bool {
 	return n.StoppedAt.IsZero() && n.HeartbeatAge <= DeadAfter*n.HeartbeatEvery
 }
+
+// Late reports whether a live node has missed a heartbeat: it may be
+// gone, and the others count it dead if it misses DeadAfter.
+func (n Node) Late() bool {
+	return n.Alive() && n.HeartbeatAge > 2*n.HeartbeatEvery
+}
+
+// NodeCall is a per-agent action one node asks of the node holding the
+// agent's session, which alone can do it, and that node's answer.
+type NodeCall struct {
+	ID string
+	// Node is the node asked, From the node asking.
+	Node, From string
+	AgentID    string
+	// Action names what to do; Args is its JSON input.
+	Action string
+	Args   []byte
+	// CreatedAt is set by the asking node, AcceptedAt when the node asked
+	// takes the call (zero until then), AnsweredAt when it answered.
+	CreatedAt, AcceptedAt, AnsweredAt time.Time
+	// The answer: Result, a JSON document, or Error, a message for a
+	// person, and ErrorKind, a word the asking node maps back to the kind
+	// of failure it stands for.
+	Result    []byte
+	ErrorKind string
+	Error     string
+}
+
+// Answered reports whether the node asked has answered.
+func (c NodeCall) Answered() bool { return !c.AnsweredAt.IsZero() }
 
 // Blob is an upload kept in the database for the nodes sharing it: a
 // Calamari bundle, an agent package or a task file, which each node keeps

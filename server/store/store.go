@@ -105,6 +105,36 @@ type ClusterStore interface {
 	// is none.
 	ReadBlob(ctx context.Context, key string, w io.Writer) (Blob, error)
 
+	// DeleteBlob removes a stored blob; one that is not there is no
+	// error.
+	DeleteBlob(ctx context.Context, key string) error
+	// DeleteBlobs removes the blobs whose key starts with prefix stored
+	// before a time, and returns how many.
+	DeleteBlobs(ctx context.Context, prefix string, before time.Time) (int, error)
+
+	// CreateNodeCall records a call (see NodeCall) for its node to take;
+	// its ID, nodes, agent, action and CreatedAt must be set.
+	CreateNodeCall(ctx context.Context, c NodeCall) error
+	// AcceptNodeCalls marks every call addressed to node that no one has
+	// taken yet as accepted at `at`, and returns them: of two callers,
+	// each call goes to one.
+	AcceptNodeCalls(ctx context.Context, node string, at time.Time) ([]NodeCall, error)
+	// AnswerNodeCall records the answer of an accepted call: its Result,
+	// or ErrorKind and Error, at AnsweredAt. ErrNotFound if the call is
+	// gone (its asker gave up).
+	AnswerNodeCall(ctx context.Context, answer NodeCall) error
+	// NodeCall returns a call, or ErrNotFound.
+	NodeCall(ctx context.Context, id string) (NodeCall, error)
+	// WithdrawNodeCall deletes a call no node has accepted, and reports
+	// whether it did: false means it was accepted (or is gone).
+	WithdrawNodeCall(ctx context.Context, id string) (bool, error)
+	// DeleteNodeCall deletes a call, accepted or not; a call that is gone
+	// is no error.
+	DeleteNodeCall(ctx context.Context, id string) error
+	// PruneNodeCalls deletes the calls created before a time, and returns
+	// how many.
+	PruneNodeCalls(ctx context.Context, before time.Time) (int, error)
+
 	// Notify sends payload to every node's Listen, this one's included.
 	// Delivery is not guaranteed (a listener may be reconnecting), so a
 	// notification only hastens what a node would find out in time.

@@ -111,6 +111,9 @@ func writeAgents(w io.Writer, agents []api.AgentView, now time.Time) error {
 		switch {
 		case (a.Health == "warning" || a.Health == "unhealthy") && a.HealthDetail != "":
 			notes = append(notes, fmt.Sprintf("%s (%s): %s", a.Name, a.Health, a.HealthDetail))
+		case (a.NodeState == api.NodeDead || a.NodeState == api.NodeStopped) && a.HealthDetail != "":
+			// Its session went with a coordinator node.
+			notes = append(notes, fmt.Sprintf("%s (%s): %s", a.Name, a.Health, a.HealthDetail))
 		case a.DialError != "":
 			notes = append(notes, fmt.Sprintf("%s (listening at %s): the coordinator cannot connect: %s", a.Name, a.Address, a.DialError))
 		}

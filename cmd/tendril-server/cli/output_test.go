@@ -29,6 +29,13 @@ func TestWriteAgentsTable(t *testing.T) {
 		{Name: "dmz-1", Environment: "Test", Mode: "listening", Address: "10.0.0.5:10933", Health: "unavailable",
 			HealthDetail: "not connected: dial tcp 10.0.0.5:10933: connect: connection refused", CalamariCurrent: true, Upgrade: "none",
 			DialError: "dial tcp 10.0.0.5:10933: connect: connection refused"},
+		// Its coordinator node was killed, and is dead: so is its session.
+		{Name: "orphan", Environment: "Test", Mode: "polling", Version: "1.4.0", Health: "unavailable", NodeState: "dead",
+			HealthDetail: "not connected: coordinator node b, which held its session, stopped beating 20s ago", CalamariCurrent: true, Upgrade: "none",
+			LastSeen: now.Add(-30 * time.Second).Format(time.RFC3339)},
+		// Its node missed a heartbeat: still counted, with a warning.
+		{Name: "adrift", Environment: "Test", Mode: "polling", Version: "1.4.0", Connected: true, Health: "warning", NodeState: "late", Node: "b",
+			HealthDetail: "coordinator node b, which holds its session, last beat 11s ago (it beats every 5s): it may be down", CalamariCurrent: true, Upgrade: "none"},
 	}
 	for i := range agents[:4] {
 		agents[i].Mode = "polling"
@@ -44,9 +51,13 @@ legacy-db  Production   polling    1.2.0    yes        warning      1.0  28.1.0 
 old        Test         polling    0.9.0    no         unavailable  1.2  -                     required     1h ago
 fresh      Test         -          -        no         unavailable  -    -                     -            never
 dmz-1      Test         listening  -        no         unavailable  -    -                     -            never
+orphan     Test         polling    1.4.0    no         unavailable  -    -                     -            30s ago
+adrift     Test         polling    1.4.0    yes        warning      -    -                     -            now
 
 legacy-db (warning): connected with TLS 1.0, which is deprecated; enable TLS 1.2 on the agent's host
 dmz-1 (listening at 10.0.0.5:10933): the coordinator cannot connect: dial tcp 10.0.0.5:10933: connect: connection refused
+orphan (unavailable): not connected: coordinator node b, which held its session, stopped beating 20s ago
+adrift (warning): coordinator node b, which holds its session, last beat 11s ago (it beats every 5s): it may be down
 `
 	if b.String() != want {
 		t.Fatalf("table:\n%s\nwant:\n%s", b.String(), want)

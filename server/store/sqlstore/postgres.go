@@ -204,6 +204,11 @@ func (postgresDialect) hasTable(ctx context.Context, q queryer, name string) (bo
 // text makes free text that comes from agents storable: PostgreSQL
 // refuses NUL bytes and invalid UTF-8 in TEXT, which SQLite keeps, and one
 // odd health detail must not fail a whole batch. Both become U+FFFD.
+func (postgresDialect) unlinkBlobs(ctx context.Context, tx *sqlTx, where string, args ...any) error {
+	_, err := tx.ExecContext(ctx, `SELECT lo_unlink(content) FROM blobs WHERE `+where, args...)
+	return err
+}
+
 func (postgresDialect) text(s string) string { return pgText(s) }
 
 func pgText(s string) string {

@@ -330,6 +330,10 @@ func (sqliteDialect) bytesArg(b []byte) any                  { return string(b) 
 func (sqliteDialect) sigArg(b []byte) any                    { return hex.EncodeToString(b) }
 func (sqliteDialect) sigValue(stored []byte) ([]byte, error) { return hex.DecodeString(string(stored)) }
 
+// unlinkBlobs has nothing to free: SQLite keeps a blob's content in its
+// row.
+func (sqliteDialect) unlinkBlobs(context.Context, *sqlTx, string, ...any) error { return nil }
+
 func (sqliteDialect) uniqueViolation(err error) bool {
 	e, ok := errors.AsType[*sqlite.Error](err)
 	return ok && (e.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || e.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY)

@@ -56,6 +56,11 @@ type dialect interface {
 	// that failed.
 	execMany(ctx context.Context, tx *sqlTx, query string, args [][]any, key func(i int) string) error
 
+	// unlinkBlobs frees, in tx, the content of the blobs matching where
+	// (a condition on the blobs table) before the rows are deleted: a
+	// PostgreSQL large object outlives its row otherwise.
+	unlinkBlobs(ctx context.Context, tx *sqlTx, where string, args ...any) error
+
 	// text makes free text that comes from agents and people storable.
 	text(s string) string
 	// bytesArg stores bytes kept as they are: a bundle's manifest, a log

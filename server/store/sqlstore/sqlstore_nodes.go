@@ -11,7 +11,7 @@ import (
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
-const nodeColumns = `id, name, advertise, http, version, started_at, heartbeat_at, heartbeat_every, stopped_at, draining, dials`
+const nodeColumns = `id, name, advertise, http, version, started_at, heartbeat_at, heartbeat_every, stopped_at, draining, dials, answers`
 
 // scanNode reads one row of nodeColumns; now is the database's clock, in
 // unix nanoseconds, to compute the heartbeat's age.
@@ -19,7 +19,7 @@ func scanNode(sc scanner, now int64, extra ...any) (store.Node, error) {
 	var n store.Node
 	var started, beat, every int64
 	var stopped sql.NullInt64
-	dest := append([]any{&n.ID, &n.Name, &n.Advertise, &n.HTTP, &n.Version, &started, &beat, &every, &stopped, &n.Draining, &n.Dials}, extra...)
+	dest := append([]any{&n.ID, &n.Name, &n.Advertise, &n.HTTP, &n.Version, &started, &beat, &every, &stopped, &n.Draining, &n.Dials, &n.Answers}, extra...)
 	if err := sc.Scan(dest...); err != nil {
 		return store.Node{}, err
 	}
@@ -79,8 +79,8 @@ func (s *sqlStore) RegisterNode(ctx context.Context, n store.Node) (store.Node, 
 			return err
 		}
 		out.Heartbeat, out.HeartbeatAge = time.Unix(0, now).UTC(), 0
-		_, err = tx.ExecContext(ctx, `INSERT INTO nodes (`+nodeColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)`,
-			n.ID, n.Name, n.Advertise, n.HTTP, n.Version, started, now, int64(n.HeartbeatEvery), out.Draining, n.Dials)
+		_, err = tx.ExecContext(ctx, `INSERT INTO nodes (`+nodeColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)`,
+			n.ID, n.Name, n.Advertise, n.HTTP, n.Version, started, now, int64(n.HeartbeatEvery), out.Draining, n.Dials, n.Answers)
 		return err
 	})
 	if err != nil {
