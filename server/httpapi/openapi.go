@@ -162,7 +162,7 @@ func Routes() []Route {
 			Summary:     "The coordinator's goroutine dump (admin key only)",
 			Description: "Every goroutine with its stack, as Go prints them on a crash, without stopping anything: what is stuck, and where. tendril-server diagnostics puts it in the coordinator's archive."},
 		{Method: "POST", Path: "/api/certificate/rotate", Tag: coord, Roles: operators, Status: 200, Response: api.RotationResult{}, Errors: []int{409},
-			Query: []Param{{Name: "force", Type: "boolean", Description: "rotate even when older agents that are away would be locked out (409 without it)"}},
+			Query:       []Param{{Name: "force", Type: "boolean", Description: "rotate even when older agents that are away would be locked out (409 without it)"}},
 			Summary:     "Rotate the coordinator's certificate",
 			Description: "Connected agents learn the new thumbprint before it is served; agents away learn it when they reconnect."},
 		{Method: "GET", Path: "/api/maintenance", Tag: coord, Roles: everyone, Status: 200, Response: api.MaintenanceView{},
