@@ -56,6 +56,9 @@ type Route struct {
 	Also   []int
 	// Response is a value of the success body's type; nil for none.
 	Response any
+	// ResponseAnyOf, instead of Response, lists the types a success body
+	// may have: each line of a stream is one of them.
+	ResponseAnyOf []any
 	// ResponseMedia is the success body's media type when not JSON.
 	ResponseMedia string
 	// Errors are the error statuses besides 401 and 500, which every
@@ -229,14 +232,14 @@ func Routes() []Route {
 			Summary: "List tasks, newest first"},
 		{Method: "GET", Path: "/api/tasks/{id}", Tag: tasks, Roles: everyone, Scope: "403 for a task of another environment's agent", Status: 200, Response: api.TaskView{}, Errors: []int{404},
 			Summary: "One task"},
-		{Method: "GET", Path: "/api/tasks/{id}/log", Tag: tasks, Roles: everyone, Scope: "403 for a task of another environment's agent", Status: 200, Response: api.LogLineView{}, ResponseMedia: "application/x-ndjson",
+		{Method: "GET", Path: "/api/tasks/{id}/log", Tag: tasks, Roles: everyone, Scope: "403 for a task of another environment's agent", Status: 200, ResponseAnyOf: []any{api.LogLineView{}, api.LogEnd{}}, ResponseMedia: "application/x-ndjson",
 			Errors: []int{400, 404},
 			Query: []Param{
 				{Name: "from", Type: "integer", Minimum: ptr[int64](1), Description: "first log line number to send (1 or more)"},
 				{Name: "follow", Type: "boolean", Description: "keep the stream open until the task finishes"},
 			},
 			Summary:     "A task's log as newline-delimited JSON",
-			Description: "One log line object per line; once the task has finished and every line was sent, one {\"end\": task} object. A quiet follow sends a blank line every 15 seconds."},
+			Description: "One log line object per line; once the task has finished and every line was sent, one {\"end\": task} object. The schema is one line's. A quiet follow sends a blank line every 15 seconds."},
 		{Method: "GET", Path: "/api/tasks/{id}/artifacts/{name}", Tag: tasks, Roles: everyone, Scope: "403 for a task of another environment's agent", Status: 200, ResponseMedia: "application/octet-stream", Errors: []int{404},
 			Summary:     "Download a task's artifact",
 			Description: "A file the task's script attached (calamari artifact PATH), as the agent sent it; the task lists its artifacts with their size and SHA-256."},
@@ -350,8 +353,15 @@ func buildOpenAPI(version string) map[string]any {
 	routes := Routes()
 	respSchemas := make([]map[string]any, len(routes))
 	for i, rt := range routes {
-		if rt.Response != nil {
+		switch {
+		case rt.Response != nil:
 			respSchemas[i] = out.schema(reflect.TypeOf(rt.Response))
+		case rt.ResponseAnyOf != nil:
+			var anyOf []any
+			for _, v := range rt.ResponseAnyOf {
+				anyOf = append(anyOf, out.schema(reflect.TypeOf(v)))
+			}
+			respSchemas[i] = map[string]any{"anyOf": anyOf}
 		}
 	}
 	errResponses := map[string]any{}
@@ -421,7 +431,7 @@ func buildOpenAPI(version string) map[string]any {
 				media = "application/json"
 			}
 			switch {
-			case rt.Response != nil:
+			case respSchemas[i] != nil:
 				resp["content"] = map[string]any{media: map[string]any{"schema": respSchemas[i]}}
 			case st != http.StatusNoContent:
 				resp["content"] = map[string]any{media: map[string]any{}}
