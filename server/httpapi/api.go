@@ -187,7 +187,7 @@ func New(cfg Config) *API {
 	if err != nil {
 		panic(err)
 	}
-	v, err := newRequestValidator(doc)
+	v, err := newRequestValidator(doc, false)
 	if err != nil {
 		panic(err)
 	}

@@ -529,7 +529,10 @@ type schemaGen struct {
 	// out, but null is refused rather than read as left out), fields the
 	// type does not have are refused, as the handlers' decoder refuses
 	// them, and fields tagged schema:"name", "duration" or "size" carry
-	// their rule (fieldRules).
+	// their rule (fieldRules). They use only keywords that mean the same
+	// in OpenAPI 3.0's schema dialect (type, properties, required,
+	// additionalProperties, items, pattern, format, $ref), which
+	// requestValidator relies on.
 	request bool
 	// inputs are the components made in request mode. One whose name a
 	// response's component has already is named with the suffix Input.
@@ -562,6 +565,11 @@ func (g *schemaGen) schema(t reflect.Type) map[string]any {
 		return map[string]any{"type": "number"}
 	case reflect.Slice, reflect.Array:
 		if t.Elem().Kind() == reflect.Uint8 {
+			if g.request {
+				// contentEncoding is a 3.1 keyword, and requests are
+				// validated with OpenAPI 3.0's dialect (requestValidator).
+				panic(fmt.Sprintf("openapi: %s in a request: send bytes as an upload, or as a string the handler decodes", t))
+			}
 			return map[string]any{"type": "string", "contentEncoding": "base64"}
 		}
 		return map[string]any{"type": "array", "items": g.schema(t.Elem())}

@@ -35,7 +35,15 @@ type requestValidator struct {
 // operation of every route in Routes. The mux has matched the request to
 // its route already, so a route's pattern, which is its path in the
 // document, names the operation: no second matcher can disagree with it.
-func newRequestValidator(doc []byte) (*requestValidator, error) {
+//
+// For a document of OpenAPI 3.1, kin-openapi compiles a JSON Schema
+// 2020-12 validator anew for every request body and parameter: 1.5 ms
+// for a task request, sixty times what its own validator, OpenAPI 3.0's,
+// takes. The request schemas use only keywords that mean the same in
+// both (see schemaGen.request), so requests are validated against the
+// document's very operations, read as 3.0; TestRequestValidation checks
+// that both readings answer alike. With as31, they are read as 3.1.
+func newRequestValidator(doc []byte, as31 bool) (*requestValidator, error) {
 	loader := openapi3.NewLoader()
 	d, err := loader.LoadFromData(doc)
 	if err != nil {
@@ -43,6 +51,12 @@ func newRequestValidator(doc []byte) (*requestValidator, error) {
 	}
 	if err := d.Validate(context.Background()); err != nil {
 		return nil, fmt.Errorf("OpenAPI document is not valid: %w", err)
+	}
+	spec := d
+	if !as31 {
+		read30 := *d
+		read30.OpenAPI = "3.0.3"
+		spec = &read30
 	}
 	v := &requestValidator{ops: map[string]*routers.Route{}}
 	for _, rt := range Routes() {
@@ -54,7 +68,7 @@ func newRequestValidator(doc []byte) (*requestValidator, error) {
 		if op == nil {
 			return nil, fmt.Errorf("OpenAPI document has no operation %s %s", rt.Method, rt.Path)
 		}
-		v.ops[rt.Method+" "+rt.Path] = &routers.Route{Spec: d, Path: rt.Path, PathItem: item, Method: rt.Method, Operation: op}
+		v.ops[rt.Method+" "+rt.Path] = &routers.Route{Spec: spec, Path: rt.Path, PathItem: item, Method: rt.Method, Operation: op}
 	}
 	return v, nil
 }

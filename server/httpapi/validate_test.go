@@ -4,28 +4,40 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 )
 
-// TestRequestValidation: requests are held to the OpenAPI document, and a
-// refusal names the parameter or field and the rule in words. The
-// handlers behind are not reached (the server's tests show that nothing
-// changes); here each request only meets the validator.
-func TestRequestValidation(t *testing.T) {
+// newTestValidator is the API's validator, or with as31 one that reads
+// the document as OpenAPI 3.1.
+func newTestValidator(t testing.TB, as31 bool) *requestValidator {
+	t.Helper()
 	doc, err := Document("1.0.0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := newRequestValidator(doc)
+	v, err := newRequestValidator(doc, as31)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return v
+}
+
+// TestRequestValidation: requests are held to the OpenAPI document, and a
+// refusal names the parameter or field and the rule in words. The
+// handlers behind are not reached (the server's tests show that nothing
+// changes); here each request only meets the validator, the API's (which
+// reads the document as OpenAPI 3.0, for speed) and one reading it as
+// the 3.1 it is: both must answer alike.
+func TestRequestValidation(t *testing.T) {
+	validators := map[string]*requestValidator{"as 3.0": newTestValidator(t, false), "as 3.1": newTestValidator(t, true)}
 	type result struct {
 		status int
 		msg    string
 	}
 	mux := http.NewServeMux()
 	var got result
+	var v *requestValidator
 	for _, rt := range Routes() {
 		p := rt.Method + " " + rt.Path
 		mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
@@ -77,17 +89,20 @@ func TestRequestValidation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			req := httptest.NewRequest(tt.method, tt.path, strings.NewReader(tt.body))
-			if tt.ct != "" {
-				req.Header.Set("Content-Type", tt.ct)
-			}
-			got = result{status: -1}
-			mux.ServeHTTP(httptest.NewRecorder(), req)
-			if got.status == -1 {
-				t.Fatalf("%s %s reached no route", tt.method, tt.path)
-			}
-			if got.status != tt.status || !strings.Contains(got.msg, tt.msg) {
-				t.Fatalf("got %d %q, want %d saying %q", got.status, got.msg, tt.status, tt.msg)
+			for _, reading := range []string{"as 3.0", "as 3.1"} {
+				v = validators[reading]
+				req := httptest.NewRequest(tt.method, tt.path, strings.NewReader(tt.body))
+				if tt.ct != "" {
+					req.Header.Set("Content-Type", tt.ct)
+				}
+				got = result{status: -1}
+				mux.ServeHTTP(httptest.NewRecorder(), req)
+				if got.status == -1 {
+					t.Fatalf("%s %s reached no route", tt.method, tt.path)
+				}
+				if got.status != tt.status || !strings.Contains(got.msg, tt.msg) {
+					t.Errorf("%s: got %d %q, want %d saying %q", reading, got.status, got.msg, tt.status, tt.msg)
+				}
 			}
 		})
 	}
@@ -97,14 +112,7 @@ func TestRequestValidation(t *testing.T) {
 // refused with 413 while the validator reads it, not with a 400 about
 // JSON cut short.
 func TestRequestValidationBodyLimit(t *testing.T) {
-	doc, err := Document("1.0.0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := newRequestValidator(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := newTestValidator(t, false)
 	body := `{"name": "` + strings.Repeat("a", 100) + `"}`
 	req := httptest.NewRequest("POST", "/api/api-keys", strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
@@ -112,5 +120,46 @@ func TestRequestValidationBodyLimit(t *testing.T) {
 	status, msg := v.refuse(req, "POST /api/api-keys")
 	if status != http.StatusRequestEntityTooLarge || msg != "request body is larger than 50 bytes" {
 		t.Fatalf("got %d %q, want 413 saying the body is larger than 50 bytes", status, msg)
+	}
+}
+
+// validateOnce validates one request of each kind: a task request (a
+// body with nested objects), a policy change and a task list query.
+func validateOnce(tb testing.TB, v *requestValidator) {
+	for _, c := range []struct{ route, path, body string }{
+		{"POST /api/tasks", "/api/tasks", `{"agent": "web-1", "args": ["run-script", "--inline", "echo hi"], "locks": ["db"], "variables": [{"name": "A", "value": "1"}]}`},
+		{"PUT /api/policy", "/api/policy", `{"health_interval": "30s", "work_min_free": "2GiB"}`},
+		{"GET /api/tasks", "/api/tasks?agent=web-1&limit=10", ""},
+	} {
+		method, _, _ := strings.Cut(c.route, " ")
+		req := httptest.NewRequest(method, c.path, strings.NewReader(c.body))
+		if c.body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		if status, msg := v.refuse(req, c.route); status != 0 {
+			tb.Errorf("%s: got %d %q, want it valid", c.route, status, msg)
+		}
+	}
+}
+
+// TestRequestValidationConcurrent: requests are validated at once from
+// many goroutines against the one loaded document (run with -race).
+func TestRequestValidationConcurrent(t *testing.T) {
+	v := newTestValidator(t, false)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 20 {
+				validateOnce(t, v)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func BenchmarkRequestValidation(b *testing.B) {
+	v := newTestValidator(b, false)
+	for b.Loop() {
+		validateOnce(b, v)
 	}
 }
