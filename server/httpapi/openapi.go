@@ -9,7 +9,8 @@ package httpapi
 // exist, what each does, its parameters and error statuses) is the table
 // below; tests check that table against the routes Register registers,
 // in both directions, and every response the API tests receive against
-// the document.
+// the document. Every request is validated against the same document
+// (validate.go), so what it declares is what the API enforces.
 
 import (
 	"encoding/json"
@@ -61,8 +62,9 @@ type Route struct {
 	ResponseAnyOf []any
 	// ResponseMedia is the success body's media type when not JSON.
 	ResponseMedia string
-	// Errors are the error statuses besides 401 and 500, which every
-	// authenticated route can answer.
+	// Errors are the error statuses the route's own work can answer;
+	// errorStatuses adds those of validation, authorization and the
+	// coordinator itself.
 	Errors []int
 }
 
