@@ -99,13 +99,17 @@ func (v *requestValidator) refuse(r *http.Request, route string) (int, string) {
 		}
 	}
 	opts := jsonOptions
-	if body := op.Operation.RequestBody; body != nil && body.Value.Content.Get("application/json") == nil {
-		opts = rawOptions
+	if body := op.Operation.RequestBody; body != nil {
 		ct := r.Header.Get("Content-Type")
-		if ct == "" {
-			ct = "application/octet-stream" // RFC 9110, section 8.3
+		upload := body.Value.Content.Get("application/json") == nil
+		if upload {
+			opts = rawOptions
+			if ct == "" {
+				ct = "application/octet-stream" // RFC 9110, section 8.3
+			}
 		}
-		if body.Value.Content.Get(ct) == nil {
+		// An empty JSON body is refused as empty, whatever its type.
+		if (upload || r.ContentLength != 0) && body.Value.Content.Get(ct) == nil {
 			return http.StatusUnsupportedMediaType, contentTypeMessage(r.Header.Get("Content-Type"), body.Value)
 		}
 	}
@@ -130,9 +134,6 @@ func refusal(err error) (int, string) {
 	}
 	if p := re.Parameter; p != nil {
 		return http.StatusBadRequest, paramMessage(p, re)
-	}
-	if re.RequestBody != nil && strings.HasPrefix(re.Reason, "header Content-Type has unexpected value") {
-		return http.StatusUnsupportedMediaType, contentTypeMessage(re.Input.Request.Header.Get("Content-Type"), re.RequestBody)
 	}
 	if errors.Is(re.Err, openapi3filter.ErrInvalidRequired) {
 		return http.StatusBadRequest, "request body is empty: send a JSON object" + fieldsHint

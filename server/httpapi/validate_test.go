@@ -69,6 +69,7 @@ func TestRequestValidation(t *testing.T) {
 		{"size pattern", "PUT", "/api/policy", json, `{"work_min_free": "lots"}`, 400, `field "work_min_free": "lots" is not a size such as 2GiB`},
 		{"size", "PUT", "/api/policy", json, `{"work_min_free": "1.5 GiB"}`, 0, ""},
 		{"empty body", "POST", "/api/api-keys", json, ``, 400, "request body is empty: send a JSON object"},
+		{"empty body without a type", "POST", "/api/api-keys", "", ``, 400, "request body is empty: send a JSON object"},
 		{"broken JSON", "POST", "/api/api-keys", json, `{"name": "ci"`, 400, "request body is not valid JSON for this endpoint: it ends before the JSON value does"},
 		{"text body", "POST", "/api/api-keys", "text/plain", `{"name": "ci"}`, 415, `this endpoint takes a JSON body: send it with "Content-Type: application/json" (got "text/plain")`},
 		{"no content type", "POST", "/api/api-keys", "", `{"name": "ci"}`, 415, `"Content-Type: application/json" (got none)`},
