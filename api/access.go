@@ -4,12 +4,12 @@ import "time"
 
 // UserRequest is the body of POST /api/users.
 type UserRequest struct {
-	Name     string `json:"name"`
+	Name     string `json:"name" schema:"name"`
 	Password string `json:"password"`
 	// Role is what the user may do in the console; "" means operator.
 	Role Role `json:"role,omitempty"`
 	// Environments are a deployer's, and only a deployer's (at least one).
-	Environments []string `json:"environments,omitempty"`
+	Environments []string `json:"environments,omitempty" schema:"name"`
 }
 
 // UserView is a console user as the API shows it: never the hash.
@@ -24,7 +24,7 @@ type UserView struct {
 
 // APIKeyRequest is the body of POST /api/api-keys.
 type APIKeyRequest struct {
-	Name string `json:"name"`
+	Name string `json:"name" schema:"name"`
 	// Admin is the role admin, as before roles existed: scripts send it.
 	// Give it or Role, not both unless they agree.
 	Admin bool `json:"admin,omitempty"`
@@ -32,7 +32,7 @@ type APIKeyRequest struct {
 	// Admin).
 	Role Role `json:"role,omitempty"`
 	// Environments are a deployer's, and only a deployer's (at least one).
-	Environments []string `json:"environments,omitempty"`
+	Environments []string `json:"environments,omitempty" schema:"name"`
 }
 
 // APIKeyView is an API key as the API shows it: never the key or its
@@ -82,9 +82,9 @@ const MaxTokenTTL = 30 * 24 * time.Hour
 
 // TokenRequest is the body of POST /api/tokens.
 type TokenRequest struct {
-	Environment string `json:"environment"`
+	Environment string `json:"environment" schema:"name"`
 	// TTL is a Go duration ("24h", "30m"); "" means 24 hours.
-	TTL string `json:"ttl,omitempty"`
+	TTL string `json:"ttl,omitempty" schema:"duration"`
 	// Servers overrides the coordinator addresses put in the join string.
 	Servers []string `json:"servers,omitempty"`
 }

@@ -107,8 +107,8 @@ const (
 // on the agent's machine.
 type ListeningAgentRequest struct {
 	// Name is the agent's name; "" means the host of Address.
-	Name        string `json:"name,omitempty"`
-	Environment string `json:"environment"`
+	Name        string `json:"name,omitempty" schema:"name"`
+	Environment string `json:"environment" schema:"name"`
 	// Address is host:port as the coordinator reaches it, which behind NAT
 	// differs from the address the agent binds.
 	Address    string `json:"address"`

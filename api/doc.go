@@ -7,4 +7,9 @@
 // API (package api/client, scripts, the fleet simulator) does not link the
 // coordinator's database drivers, yamux or logging. Field names and JSON
 // tags here are a contract: add fields freely, never rename or remove one.
+//
+// A request field's schema tag names the rule the coordinator holds it
+// to, which the OpenAPI document declares and every request is validated
+// against: schema:"name" (NamePattern), "duration" (a Go duration such as
+// 10m) or "size" (what ParseSize reads).
 package api

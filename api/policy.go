@@ -35,7 +35,7 @@ type PolicyView struct {
 // stored value.
 type PolicyRequest struct {
 	// HealthInterval is a Go duration such as 30s or 2m, at least 1s.
-	HealthInterval     *string `json:"health_interval,omitempty"`
+	HealthInterval     *string `json:"health_interval,omitempty" schema:"duration"`
 	CalamariKeep       *int    `json:"calamari_keep,omitempty"`
 	UpgradeBatch       *int    `json:"upgrade_batch,omitempty"`
 	UpgradeMaxFailures *int    `json:"upgrade_max_failures,omitempty"`
@@ -44,5 +44,5 @@ type PolicyRequest struct {
 	WorkKeep *int `json:"work_keep,omitempty"`
 	// WorkMinFree is a size ParseSize reads ("2GiB", "500MB", bytes), "0"
 	// for no floor.
-	WorkMinFree *string `json:"work_min_free,omitempty"`
+	WorkMinFree *string `json:"work_min_free,omitempty" schema:"size"`
 }

@@ -48,7 +48,7 @@ type TaskRequest struct {
 	// Locks are named locks (names as ValidateName allows, at most
 	// MaxTaskLocks) the task holds on its agent while it runs: tasks that
 	// share one run one after the other.
-	Locks []string `json:"locks,omitempty"`
+	Locks []string `json:"locks,omitempty" schema:"name"`
 	// Variables reach the task's process as environment variables. Names
 	// are letters, digits and '_', not starting with a digit nor with
 	// TENDRIL_. A sensitive value is stored sealed under the coordinator's

@@ -5,6 +5,13 @@ import "time"
 // MaxAgentPackageSize bounds an uploaded agent binary.
 const MaxAgentPackageSize = 512 << 20
 
+// The platforms an agent package may be uploaded for: the coordinator
+// refuses others, and the OpenAPI document lists them.
+var (
+	PackageOSes   = []string{"linux", "windows", "darwin"}
+	PackageArches = []string{"amd64", "arm64", "386", "arm"}
+)
+
 // AgentPackageView is a stored agent package as the API shows it.
 type AgentPackageView struct {
 	Version    string    `json:"version"`

@@ -155,11 +155,11 @@ func TestAPIListeningAgentBadInput(t *testing.T) {
 		{"no thumbprint", "POST", "/api/agents", listeningBody("dmz-2", "DMZ", addr, ""),
 			400, `thumbprint "": want 64 hex digits, got 0`},
 		{"no environment", "POST", "/api/agents", listeningBody("dmz-2", "", addr, listeningThumb2),
-			400, `environment name "": use 1-63 letters, digits`},
+			400, `field "environment": "" is not a name of 1-63 letters, digits`},
 		{"bad environment", "POST", "/api/agents", listeningBody("dmz-2", "no/slash", addr, listeningThumb2),
-			400, `environment name "no/slash": use 1-63 letters, digits`},
+			400, `field "environment": "no/slash" is not a name of 1-63 letters, digits`},
 		{"bad name", "POST", "/api/agents", listeningBody("dmz 2", "DMZ", addr, listeningThumb2),
-			400, `agent name "dmz 2": use 1-63 letters, digits`},
+			400, `field "name": "dmz 2" is not a name of 1-63 letters, digits`},
 		{"duplicate name", "POST", "/api/agents", listeningBody("dmz-1", "DMZ", addr, listeningThumb2),
 			409, "agent name is already taken"},
 		{"name of a polling agent", "POST", "/api/agents", listeningBody("web-1", "DMZ", addr, listeningThumb2),
@@ -175,7 +175,7 @@ func TestAPIListeningAgentBadInput(t *testing.T) {
 		{"set-address to port 0", "PUT", "/api/agents/dmz-1/address", `{"address": "127.0.0.1:0"}`,
 			400, "port must be 1-65535"},
 		{"set-address to nothing", "PUT", "/api/agents/dmz-1/address", `{}`,
-			400, `address ""`},
+			400, `field "address" is required`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

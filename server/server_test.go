@@ -21,6 +21,7 @@ import (
 	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/datadir"
+	"github.com/tendrildeploy/tendril/server/httpapi"
 	"github.com/tendrildeploy/tendril/server/store/sqlstore"
 )
 
@@ -164,12 +165,41 @@ func TestUnresponsiveAgentIsUnhealthy(t *testing.T) {
 	}
 }
 
-// api calls the HTTP API with the admin key unless key says otherwise.
+// api calls the HTTP API with the admin key unless key says otherwise. A
+// body goes as JSON, or as bytes to an upload (see apiUpload).
 func (ts *testServer) api(t *testing.T, method, path, key string, body io.Reader) (*http.Response, []byte) {
+	t.Helper()
+	ct := ""
+	if body != nil {
+		ct = "application/json"
+		if isUpload(method, path) {
+			ct = "application/octet-stream"
+		}
+	}
+	return ts.apiAs(t, method, path, key, ct, body)
+}
+
+// isUpload reports whether the route of method and path takes a file's
+// bytes rather than JSON.
+func isUpload(method, path string) bool {
+	p, _, _ := strings.Cut(path, "?")
+	for _, rt := range httpapi.Routes() {
+		if rt.RawBody != nil && rt.Method == method && rt.Path == p {
+			return true
+		}
+	}
+	return false
+}
+
+// apiAs is api with the body sent as Content-Type ct ("" sends none).
+func (ts *testServer) apiAs(t *testing.T, method, path, key, ct string, body io.Reader) (*http.Response, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(method, "http://"+ts.HTTPAddr()+path, body)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if ct != "" {
+		req.Header.Set("Content-Type", ct)
 	}
 	if key == "" {
 		b, _ := os.ReadFile(filepath.Join(ts.dir, api.AdminKeyFile))
@@ -237,10 +267,10 @@ func TestAPIAuthAndErrors(t *testing.T) {
 		{"unknown agent", "GET", "/api/agents/nobody", "", "", 404, "no agent named"},
 		{"delete unknown agent", "DELETE", "/api/agents/nobody", "", "", 404, "no agent named"},
 		{"unknown endpoint", "GET", "/api/nothing", "", "", 404, "no API endpoint"},
-		{"token without environment", "POST", "/api/tokens", "", `{}`, 400, "environment name"},
+		{"token without environment", "POST", "/api/tokens", "", `{}`, 400, `field "environment" is required`},
 		{"token with bad ttl", "POST", "/api/tokens", "", `{"environment":"Prod","ttl":"forever"}`, 400, "not a duration"},
 		{"token with huge ttl", "POST", "/api/tokens", "", `{"environment":"Prod","ttl":"100000h"}`, 400, "at most"},
-		{"token with unknown field", "POST", "/api/tokens", "", `{"environment":"Prod","colour":"red"}`, 400, "not valid JSON"},
+		{"token with unknown field", "POST", "/api/tokens", "", `{"environment":"Prod","colour":"red"}`, 400, `unknown field "colour"`},
 		{"token with garbage", "POST", "/api/tokens", "", `{{{`, 400, "not valid JSON"},
 		{"token with bad server", "POST", "/api/tokens", "", `{"environment":"Prod","servers":["nope"]}`, 400, "nope"},
 		{"oversize body", "POST", "/api/tokens", "", `{"environment":"` + strings.Repeat("a", 100<<10) + `"}`, 413, "larger than"},

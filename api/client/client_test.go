@@ -375,10 +375,10 @@ func TestBadTokenRequests(t *testing.T) {
 		req  api.TokenRequest
 		want string
 	}{
-		{"empty environment", api.TokenRequest{}, "environment name"},
-		{"bad environment", api.TokenRequest{Environment: "no/slash"}, "environment name"},
-		{"bad ttl", api.TokenRequest{Environment: "Test", TTL: "soon"}, `ttl "soon"`},
-		{"negative ttl", api.TokenRequest{Environment: "Test", TTL: "-1h"}, "token lifetime"},
+		{"empty environment", api.TokenRequest{}, `field "environment": "" is not a name of 1-63 letters`},
+		{"bad environment", api.TokenRequest{Environment: "no/slash"}, `field "environment": "no/slash" is not a name of 1-63 letters`},
+		{"bad ttl", api.TokenRequest{Environment: "Test", TTL: "soon"}, `field "ttl": "soon" is not a duration such as 30s, 10m or 24h`},
+		{"negative ttl", api.TokenRequest{Environment: "Test", TTL: "-1h"}, `field "ttl": "-1h" is not a duration`},
 		{"bad server", api.TokenRequest{Environment: "Test", Servers: []string{"no-port"}}, "no-port"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -117,7 +117,8 @@ func TestTaskErrors(t *testing.T) {
 		status int
 		want   string
 	}{
-		{"no args", api.TaskRequest{Agent: "web01"}, http.StatusBadRequest, "no Calamari arguments"},
+		{"no args", api.TaskRequest{Agent: "web01"}, http.StatusBadRequest, `field "args" must be an array, not null`},
+		{"empty args", api.TaskRequest{Agent: "web01", Args: []string{}}, http.StatusBadRequest, "no Calamari arguments"},
 		{"unknown agent", api.TaskRequest{Agent: "nobody", Args: args}, http.StatusNotFound, `no agent named "nobody"`},
 		{"unknown environment", api.TaskRequest{Environment: "Nowhere", Args: args}, http.StatusNotFound, "has no agents"},
 		{"agent and environment", api.TaskRequest{Agent: "web01", Environment: "Prod", Args: args}, http.StatusBadRequest, "exactly one"},

@@ -176,15 +176,27 @@ type API struct {
 	version  string
 	idem     *idempotency.Keeper
 	log      *zap.Logger
+	// requests validates every request against the OpenAPI document.
+	requests *requestValidator
 }
 
-// New returns the API over cfg.
+// New returns the API over cfg. It panics if the OpenAPI document,
+// generated from this package's own table and types, cannot validate
+// requests: that is a bug every test meets.
 func New(cfg Config) *API {
 	log := cfg.Logger
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &API{co: cfg.Coordinator, rollouts: cfg.Rollouts, access: cfg.Access, version: cfg.Version, idem: cfg.Idempotency, log: log}
+	doc, err := Document(cfg.Version)
+	if err != nil {
+		panic(err)
+	}
+	v, err := newRequestValidator(doc, false)
+	if err != nil {
+		panic(err)
+	}
+	return &API{co: cfg.Coordinator, rollouts: cfg.Rollouts, access: cfg.Access, version: cfg.Version, idem: cfg.Idempotency, log: log, requests: v}
 }
 
 // Register adds /healthz and every /api route to mux, with a catch-all
@@ -194,18 +206,20 @@ func (h *API) Register(mux *http.ServeMux) {
 		WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /api/openapi.json", h.apiOpenAPI) // documentation: no key needed
-	// Each route is authorized by its pattern: the roles of its row in
-	// Routes, which the OpenAPI document declares.
+	// Each route is authorized by its pattern (the roles of its row in
+	// Routes, which the OpenAPI document declares), then validated
+	// against the document's operation for it, then, for a create, run
+	// under its Idempotency-Key.
 	routes := routeTable()
 	route := func(pattern string, f func(w http.ResponseWriter, r *http.Request)) {
 		var next http.Handler = http.HandlerFunc(f)
 		if rt := routes[pattern]; rt.Idempotent {
 			next = h.idempotent(rt, next)
 		}
-		mux.Handle(pattern, h.authorize(pattern, MaxRequestBody, next))
+		mux.Handle(pattern, h.authorize(pattern, MaxRequestBody, h.validate(pattern, next)))
 	}
 	upload := func(pattern string, limit int64, f func(w http.ResponseWriter, r *http.Request)) {
-		mux.Handle(pattern, h.authorize(pattern, limit, http.HandlerFunc(f)))
+		mux.Handle(pattern, h.authorize(pattern, limit, h.validate(pattern, http.HandlerFunc(f))))
 	}
 	route("GET /api/agents", h.apiAgents)
 	route("POST /api/agents", h.apiAddListeningAgent)
@@ -316,6 +330,22 @@ func (h *API) authorize(route string, maxBody int64, next http.Handler) http.Han
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 		next.ServeHTTP(w, r.WithContext(WithCaller(r.Context(), caller)))
+	})
+}
+
+// validate refuses a request that does not match the OpenAPI document's
+// operation for route, with 400, 413 or 415 and a message naming the
+// parameter or field and its rule; handlers see only valid requests.
+func (h *API) validate(route string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if status, msg := h.requests.refuse(r, route); status != 0 {
+			if status == http.StatusInternalServerError {
+				h.log.Error("no OpenAPI operation for route", zap.String("route", route))
+			}
+			WriteError(w, status, msg)
+			return
+		}
+		next.ServeHTTP(w, r)
 	})
 }
 

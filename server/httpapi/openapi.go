@@ -9,7 +9,8 @@ package httpapi
 // exist, what each does, its parameters and error statuses) is the table
 // below; tests check that table against the routes Register registers,
 // in both directions, and every response the API tests receive against
-// the document.
+// the document. Every request is validated against the same document
+// (validate.go), so what it declares is what the API enforces.
 
 import (
 	"encoding/json"
@@ -44,8 +45,10 @@ type Route struct {
 	Query []Param
 	// Request is a value of the JSON body's type, nil for no body.
 	Request any
-	// RawBody is the media type of a body sent as bytes (uploads).
-	RawBody string
+	// RawBody lists the media types a body sent as bytes (an upload) may
+	// be declared as; a request without a Content-Type is taken as
+	// application/octet-stream (RFC 9110, section 8.3).
+	RawBody []string
 	// MaxBody bounds the body; 0 means MaxRequestBody.
 	MaxBody int64
 	// Status is the success status; Also lists other success statuses
@@ -54,6 +57,9 @@ type Route struct {
 	Also   []int
 	// Response is a value of the success body's type; nil for none.
 	Response any
+	// ResponseAnyOf, instead of Response, lists the types a success body
+	// may have: each line of a stream is one of them.
+	ResponseAnyOf []any
 	// ResponseMedia is the success body's media type when not JSON.
 	ResponseMedia string
 	// Idempotent create routes take an Idempotency-Key header: the same
@@ -61,8 +67,9 @@ type Route struct {
 	// idempotency). SecretAnswer marks those whose answer holds a secret,
 	// which is not kept for a replay.
 	Idempotent, SecretAnswer bool
-	// Errors are the error statuses besides 401 and 500, which every
-	// authenticated route can answer.
+	// Errors are the error statuses the route's own work can answer;
+	// errorStatuses adds those of validation, authorization and the
+	// coordinator itself.
 	Errors []int
 }
 
@@ -70,7 +77,13 @@ type Route struct {
 type Param struct {
 	Name, Type, Description string
 	Required                bool
+	// Minimum and Maximum bound an integer; nil for no bound.
+	Minimum, Maximum *int64
+	// Enum lists the values a string may take; nil for any.
+	Enum []string
 }
+
+func ptr[T any](v T) *T { return &v }
 
 // Routes lists every /api endpoint. A route registered in Register and
 // missing here (or the other way round) fails the tests.
@@ -159,7 +172,8 @@ func Routes() []Route {
 		{Method: "GET", Path: "/api/server/goroutines", Tag: coord, Roles: admins, Status: 200, Response: "", ResponseMedia: "text/plain", Errors: []int{403},
 			Summary:     "The coordinator's goroutine dump (admin key only)",
 			Description: "Every goroutine with its stack, as Go prints them on a crash, without stopping anything: what is stuck, and where. tendril-server diagnostics puts it in the coordinator's archive."},
-		{Method: "POST", Path: "/api/certificate/rotate", Tag: coord, Roles: operators, Status: 200, Response: api.RotationResult{},
+		{Method: "POST", Path: "/api/certificate/rotate", Tag: coord, Roles: operators, Status: 200, Response: api.RotationResult{}, Errors: []int{409},
+			Query:       []Param{{Name: "force", Type: "boolean", Description: "rotate even when older agents that are away would be locked out (409 without it)"}},
 			Summary:     "Rotate the coordinator's certificate",
 			Description: "Connected agents learn the new thumbprint before it is served; agents away learn it when they reconnect."},
 		{Method: "GET", Path: "/api/maintenance", Tag: coord, Roles: everyone, Status: 200, Response: api.MaintenanceView{},
@@ -186,7 +200,7 @@ func Routes() []Route {
 		{Method: "GET", Path: "/api/updates", Tag: coord, Roles: everyone, Status: 200, Response: api.UpdatesView{},
 			Summary: "Whether the release feed lists a newer coordinator"},
 
-		{Method: "POST", Path: "/api/calamari", Tag: calamari, Roles: operators, RawBody: "application/gzip", MaxBody: api.MaxBundleSize,
+		{Method: "POST", Path: "/api/calamari", Tag: calamari, Roles: operators, RawBody: []string{"application/gzip", "application/octet-stream"}, MaxBody: api.MaxBundleSize,
 			Status: 201, Also: []int{200}, Response: api.BundleView{}, Errors: []int{400, 409, 413},
 			Summary:     "Upload a Calamari bundle",
 			Description: "The body is a calamari-<version>.tar.gz. The coordinator checks every file against the manifest and signs it. 201 when stored, 200 when the same bundle was already stored, 409 when that version is stored with other content."},
@@ -199,7 +213,7 @@ func Routes() []Route {
 		{Method: "GET", Path: "/api/export", Tag: calamari, Roles: admins, Status: 200, ResponseMedia: "application/gzip", Errors: []int{403},
 			Summary:     "Export every agent package and Calamari bundle, for a coordinator with no network",
 			Description: "A gzip-compressed tar: manifest.json (each item with its SHA-256 and this coordinator's signature), manifest.sig, and the files. Admin keys only."},
-		{Method: "POST", Path: "/api/import", Tag: calamari, Roles: admins, RawBody: "application/gzip", MaxBody: api.MaxExportSize,
+		{Method: "POST", Path: "/api/import", Tag: calamari, Roles: admins, RawBody: []string{"application/gzip", "application/octet-stream"}, MaxBody: api.MaxExportSize,
 			Status: 200, Response: api.ImportResult{}, Errors: []int{400, 403, 409, 413},
 			Query: []Param{
 				{Name: "allow_downgrade", Type: "boolean", Description: "store items older than what the fleet runs, after a backup snapshot"},
@@ -209,7 +223,7 @@ func Routes() []Route {
 			},
 			Summary:     "Import an export file",
 			Description: "Every signature is checked with the source's key and every file against its SHA-256 before anything is stored; items are then stored as uploads here, signed with this coordinator's key. 400 for a damaged file or a signature that does not verify, 409 for items older than what the fleet runs without allow_downgrade. Admin keys only."},
-		{Method: "POST", Path: "/api/files", Tag: tasks, Roles: deployers, RawBody: "application/octet-stream", MaxBody: api.MaxBundleSize,
+		{Method: "POST", Path: "/api/files", Tag: tasks, Roles: deployers, RawBody: []string{"application/octet-stream"}, MaxBody: api.MaxBundleSize,
 			Status: 201, Response: api.FileView{}, Errors: []int{413},
 			Summary:     "Upload a file for tasks",
 			Description: "Stored by its SHA-256; name it in a task's file to have it put in the task's folder on the agent."},
@@ -221,19 +235,19 @@ func Routes() []Route {
 			Query: []Param{
 				{Name: "agent", Type: "string", Description: "only this agent's tasks"},
 				{Name: "group", Type: "string", Description: "only the tasks started by one request"},
-				{Name: "limit", Type: "integer", Description: "at most this many, 1 to 1000"},
+				{Name: "limit", Type: "integer", Minimum: ptr[int64](1), Maximum: ptr[int64](maxTaskList), Description: "at most this many, 1 to 1000; 100 when left out"},
 			},
 			Summary: "List tasks, newest first"},
 		{Method: "GET", Path: "/api/tasks/{id}", Tag: tasks, Roles: everyone, Scope: "403 for a task of another environment's agent", Status: 200, Response: api.TaskView{}, Errors: []int{404},
 			Summary: "One task"},
-		{Method: "GET", Path: "/api/tasks/{id}/log", Tag: tasks, Roles: everyone, Scope: "403 for a task of another environment's agent", Status: 200, Response: api.LogLineView{}, ResponseMedia: "application/x-ndjson",
+		{Method: "GET", Path: "/api/tasks/{id}/log", Tag: tasks, Roles: everyone, Scope: "403 for a task of another environment's agent", Status: 200, ResponseAnyOf: []any{api.LogLineView{}, api.LogEnd{}}, ResponseMedia: "application/x-ndjson",
 			Errors: []int{400, 404},
 			Query: []Param{
-				{Name: "from", Type: "integer", Description: "first log line number to send (1 or more)"},
+				{Name: "from", Type: "integer", Minimum: ptr[int64](1), Description: "first log line number to send (1 or more)"},
 				{Name: "follow", Type: "boolean", Description: "keep the stream open until the task finishes"},
 			},
 			Summary:     "A task's log as newline-delimited JSON",
-			Description: "One log line object per line; once the task has finished and every line was sent, one {\"end\": task} object. A quiet follow sends a blank line every 15 seconds."},
+			Description: "One log line object per line; once the task has finished and every line was sent, one {\"end\": task} object. The schema is one line's. A quiet follow sends a blank line every 15 seconds."},
 		{Method: "GET", Path: "/api/tasks/{id}/artifacts/{name}", Tag: tasks, Roles: everyone, Scope: "403 for a task of another environment's agent", Status: 200, ResponseMedia: "application/octet-stream", Errors: []int{404},
 			Summary:     "Download a task's artifact",
 			Description: "A file the task's script attached (calamari artifact PATH), as the agent sent it; the task lists its artifacts with their size and SHA-256."},
@@ -241,11 +255,11 @@ func Routes() []Route {
 			Summary:     "Cancel a task",
 			Description: "The agent kills the task's whole process tree."},
 
-		{Method: "POST", Path: "/api/agent-packages", Tag: upgrades, Roles: operators, RawBody: "application/octet-stream", MaxBody: api.MaxAgentPackageSize,
+		{Method: "POST", Path: "/api/agent-packages", Tag: upgrades, Roles: operators, RawBody: []string{"application/octet-stream"}, MaxBody: api.MaxAgentPackageSize,
 			Query: []Param{
 				{Name: "version", Type: "string", Required: true, Description: "the binary's version, e.g. 1.2.0"},
-				{Name: "os", Type: "string", Required: true, Description: "linux, windows or darwin"},
-				{Name: "arch", Type: "string", Required: true, Description: "amd64, arm64, 386 or arm"},
+				{Name: "os", Type: "string", Required: true, Enum: api.PackageOSes, Description: "the binary's operating system"},
+				{Name: "arch", Type: "string", Required: true, Enum: api.PackageArches, Description: "the binary's architecture"},
 			},
 			Status: 201, Also: []int{200}, Response: api.AgentPackageView{}, Errors: []int{400, 409, 413},
 			Summary:     "Upload an agent binary",
@@ -271,32 +285,112 @@ func Routes() []Route {
 
 // openAPIErrorText is what each error status means, for the document.
 var openAPIErrorText = map[int]string{
-	400: "The request is not valid; the error says what to change.",
+	400: "The request is not valid: a parameter or a field is missing, of the wrong type, null where it may not be, or breaks its rule (pattern, range), or the request contradicts itself. The error names the field and the rule.",
 	401: "No API key, or one that is not valid (unknown or revoked).",
 	403: "The API key's role may not do this (the operation's x-roles lists the roles that may), or, for a deployer, it names an agent, environment or task outside its environments. The error names the role and what it may do.",
 	404: "What the path or body names does not exist.",
+	405: "The path exists, but not with this method; the Allow header lists the methods it takes.",
 	409: "The request contradicts the coordinator's state (maintenance mode, an agent not connected, a rollout already running or finished, content or a name already stored), or a request with the same Idempotency-Key is still running (Retry-After says when to send it again).",
 	413: "The request body is larger than this endpoint accepts.",
+	415: "The request body's Content-Type is not one this endpoint takes: application/json for a JSON body; an upload lists its media types.",
 	422: "The Idempotency-Key was used before with a different request.",
 	500: "The coordinator failed; its log has the details.",
+	503: "The coordinator cannot serve the request now, e.g. its database is unreachable; try again after the Retry-After header's seconds.",
+	507: "The coordinator's data folder has no space left for this; the error says how much is free and how much is needed.",
+}
+
+// The rules of fields tagged schema:"..." in the api package's request
+// types: the pattern the coordinator checks them with, and the rule in
+// words, which a refusal quotes.
+const (
+	// durationPattern is what time.ParseDuration reads, units required.
+	durationPattern = `^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// sizePattern is what api.ParseSize reads.
+	sizePattern = `^\s*[0-9]+(\.[0-9]+)?\s*([KkMmGgTt]([Ii]?[Bb])?|[Bb])?\s*$`
+)
+
+var fieldRules = map[string]struct{ pattern, rule string }{
+	"name":     {api.NamePattern, "a name of " + strings.TrimPrefix(api.NameRule, "use ")},
+	"duration": {durationPattern, "a duration such as 30s, 10m or 24h"},
+	"size":     {sizePattern, "a size such as 2GiB, 500MB or 1048576 (bytes)"},
 }
 
 var pathParam = regexp.MustCompile(`\{([a-z]+)\}`)
 
+// errorStatuses are the error statuses rt can answer: those its row
+// lists, and those every route of its kind can.
+func errorStatuses(rt Route) []int {
+	errs := slices.Clone(rt.Errors)
+	add := func(sts ...int) {
+		for _, st := range sts {
+			if !slices.Contains(errs, st) {
+				errs = append(errs, st)
+			}
+		}
+	}
+	if rt.Request != nil || rt.RawBody != nil || len(rt.Query) > 0 {
+		add(400) // validation against this document
+	}
+	if rt.Request != nil || rt.RawBody != nil {
+		add(413, 415)
+	}
+	if rt.RawBody != nil || rt.Path == "/api/backup/snapshot" {
+		add(507) // stores what it receives or writes
+	}
+	if rt.Idempotent {
+		add(400, 409, 422) // a bad key, a key still running, a key reused
+	}
+	if !rt.Public {
+		add(401, 403, 503) // the key is checked in the database
+	}
+	add(500)
+	slices.Sort(errs)
+	return errs
+}
+
 // buildOpenAPI generates the document for a coordinator of the given
 // version.
 func buildOpenAPI(version string) map[string]any {
-	g := &schemaGen{defs: map[string]any{}}
-	g.defs["APIError"] = map[string]any{
+	defs := map[string]any{}
+	defs["APIError"] = map[string]any{
 		"type":                 "object",
 		"required":             []string{"error"},
 		"properties":           map[string]any{"error": map[string]any{"type": "string", "description": "what went wrong, in words a person can act on"}},
 		"additionalProperties": false,
 	}
+	// Responses first: a type that both a response and a request use is
+	// the response's component, and the request's is named ...Input.
+	out := &schemaGen{defs: defs, inputs: map[string]bool{}}
+	in := &schemaGen{defs: defs, inputs: out.inputs, request: true}
+	routes := Routes()
+	respSchemas := make([]map[string]any, len(routes))
+	for i, rt := range routes {
+		switch {
+		case rt.Response != nil:
+			respSchemas[i] = out.schema(reflect.TypeOf(rt.Response))
+		case rt.ResponseAnyOf != nil:
+			var anyOf []any
+			for _, v := range rt.ResponseAnyOf {
+				anyOf = append(anyOf, out.schema(reflect.TypeOf(v)))
+			}
+			respSchemas[i] = map[string]any{"anyOf": anyOf}
+		}
+	}
 	errResponses := map[string]any{}
+	errResponse := func(st int) map[string]any {
+		name := fmt.Sprintf("Error%d", st)
+		errResponses[name] = map[string]any{
+			"description": openAPIErrorText[st],
+			"content":     map[string]any{"application/json": map[string]any{"schema": map[string]any{"$ref": "#/components/schemas/APIError"}}},
+		}
+		return map[string]any{"$ref": "#/components/responses/" + name}
+	}
+	// 405 is no operation's answer (it is for the methods a path does
+	// not have) but every path's: declared once, for clients to know it.
+	errResponse(405)
 	paths := map[string]any{}
 	var tags []string
-	for _, rt := range Routes() {
+	for i, rt := range routes {
 		if !slices.Contains(tags, rt.Tag) {
 			tags = append(tags, rt.Tag)
 		}
@@ -314,7 +408,7 @@ func buildOpenAPI(version string) map[string]any {
 		}
 		for _, q := range rt.Query {
 			params = append(params, map[string]any{"name": q.Name, "in": "query", "required": q.Required,
-				"description": q.Description, "schema": map[string]any{"type": q.Type}})
+				"description": q.Description, "schema": q.schema()})
 		}
 		if rt.Idempotent {
 			desc := "Names this create: the same request sent again with the same key (a retry after a broken connection) is answered as the first was, with the header Idempotent-Replayed, instead of creating twice. Keys are kept a day."
@@ -335,55 +429,44 @@ func buildOpenAPI(version string) map[string]any {
 		case rt.Request != nil:
 			op["requestBody"] = map[string]any{
 				"required":    true,
-				"description": fmt.Sprintf("At most %d bytes.", limit),
-				"content":     map[string]any{"application/json": map[string]any{"schema": g.schema(reflect.TypeOf(rt.Request))}},
+				"description": fmt.Sprintf("A JSON object, sent as application/json, of at most %d bytes. Fields not listed are refused, and so is null for a field that is not nullable.", limit),
+				"content":     map[string]any{"application/json": map[string]any{"schema": in.schema(reflect.TypeOf(rt.Request))}},
 			}
-		case rt.RawBody != "":
+		case rt.RawBody != nil:
+			content := map[string]any{}
+			for _, media := range rt.RawBody {
+				content[media] = map[string]any{}
+			}
 			op["requestBody"] = map[string]any{
 				"required":    true,
-				"description": fmt.Sprintf("The file's bytes, at most %d.", limit),
-				"content":     map[string]any{rt.RawBody: map[string]any{}},
+				"description": fmt.Sprintf("The file's bytes, at most %d, as %s (a request without a Content-Type is taken as application/octet-stream).", limit, strings.Join(rt.RawBody, " or ")),
+				"content":     content,
 			}
 		}
 		responses := map[string]any{}
 		for _, st := range append([]int{rt.Status}, rt.Also...) {
 			resp := map[string]any{"description": http.StatusText(st)}
-			if rt.Response != nil {
-				media := rt.ResponseMedia
-				if media == "" {
-					media = "application/json"
-				}
-				resp["content"] = map[string]any{media: map[string]any{"schema": g.schema(reflect.TypeOf(rt.Response))}}
+			media := rt.ResponseMedia
+			if media == "" {
+				media = "application/json"
+			}
+			switch {
+			case respSchemas[i] != nil:
+				resp["content"] = map[string]any{media: map[string]any{"schema": respSchemas[i]}}
+			case st != http.StatusNoContent:
+				resp["content"] = map[string]any{media: map[string]any{}}
 			}
 			responses[fmt.Sprint(st)] = resp
 		}
-		errs := slices.Clone(rt.Errors)
-		if rt.Idempotent {
-			for _, st := range []int{400, 409, 422} {
-				if !slices.Contains(errs, st) {
-					errs = append(errs, st)
-				}
-			}
-		}
 		if !rt.Public {
-			errs = append(errs, 401)
-			if !slices.Contains(errs, 403) {
-				errs = append(errs, 403)
-			}
 			op["security"] = []any{map[string]any{"bearer": []string{}}}
 			op["x-roles"] = rt.Roles
 			op["description"] = strings.TrimSpace(rt.Description + " " + rolesText(rt))
 		} else {
 			op["security"] = []any{}
 		}
-		errs = append(errs, 500)
-		for _, st := range errs {
-			name := fmt.Sprintf("Error%d", st)
-			errResponses[name] = map[string]any{
-				"description": openAPIErrorText[st],
-				"content":     map[string]any{"application/json": map[string]any{"schema": map[string]any{"$ref": "#/components/schemas/APIError"}}},
-			}
-			responses[fmt.Sprint(st)] = map[string]any{"$ref": "#/components/responses/" + name}
+		for _, st := range errorStatuses(rt) {
+			responses[fmt.Sprint(st)] = errResponse(st)
 		}
 		op["responses"] = responses
 		item, _ := paths[rt.Path].(map[string]any)
@@ -406,14 +489,16 @@ func buildOpenAPI(version string) map[string]any {
 				"sent as `Authorization: Bearer <key>`; the admin key is in the data folder's admin.key. Each key has a role " +
 				"(admin, operator, deployer or viewer); each operation lists in x-roles the roles that may call it, and answers 403 to the others. " +
 				"A deployer acts only on the agents of its environments. Every error answers " +
-				"`{\"error\": \"...\"}` with a message a person can act on. Request bodies are JSON objects unless the endpoint says otherwise; " +
-				"unknown fields are refused.",
+				"`{\"error\": \"...\"}` with a message a person can act on. Every request is validated against this document before it is served: " +
+				"400 for a missing required field or parameter, a value of the wrong type, null where the schema has none, an empty typed query parameter " +
+				"or a value that breaks its pattern or range, and for a field the schema does not list; 415 for a body whose Content-Type the operation " +
+				"does not take (application/json for JSON bodies); 405, with an Allow header, for a method a path does not take.",
 		},
 		"servers": []any{map[string]any{"url": "/", "description": "this coordinator"}},
 		"tags":    tagList,
 		"paths":   paths,
 		"components": map[string]any{
-			"schemas":   g.defs,
+			"schemas":   defs,
 			"responses": errResponses,
 			"securitySchemes": map[string]any{
 				"bearer": map[string]any{"type": "http", "scheme": "bearer", "description": "An API key, e.g. the admin key from the data folder's admin.key."},
@@ -421,6 +506,21 @@ func buildOpenAPI(version string) map[string]any {
 		},
 		"security": []any{map[string]any{"bearer": []string{}}},
 	}
+}
+
+// schema is the parameter's JSON Schema.
+func (q Param) schema() map[string]any {
+	s := map[string]any{"type": q.Type}
+	if q.Minimum != nil {
+		s["minimum"] = *q.Minimum
+	}
+	if q.Maximum != nil {
+		s["maximum"] = *q.Maximum
+	}
+	if q.Enum != nil {
+		s["enum"] = q.Enum
+	}
+	return s
 }
 
 // rolesText says in the description who may call a route, as x-roles
@@ -444,6 +544,19 @@ func operationID(rt Route) string {
 // uses), named structs as components.
 type schemaGen struct {
 	defs map[string]any
+	// request makes the schemas of request bodies, which the API
+	// validates requests with: no field is nullable (a field may be left
+	// out, but null is refused rather than read as left out), fields the
+	// type does not have are refused, as the handlers' decoder refuses
+	// them, and fields tagged schema:"name", "duration" or "size" carry
+	// their rule (fieldRules). They use only keywords that mean the same
+	// in OpenAPI 3.0's schema dialect (type, properties, required,
+	// additionalProperties, items, pattern, format, $ref), which
+	// requestValidator relies on.
+	request bool
+	// inputs are the components made in request mode. One whose name a
+	// response's component has already is named with the suffix Input.
+	inputs map[string]bool
 }
 
 var (
@@ -472,6 +585,11 @@ func (g *schemaGen) schema(t reflect.Type) map[string]any {
 		return map[string]any{"type": "number"}
 	case reflect.Slice, reflect.Array:
 		if t.Elem().Kind() == reflect.Uint8 {
+			if g.request {
+				// contentEncoding is a 3.1 keyword, and requests are
+				// validated with OpenAPI 3.0's dialect (requestValidator).
+				panic(fmt.Sprintf("openapi: %s in a request: send bytes as an upload, or as a string the handler decodes", t))
+			}
 			return map[string]any{"type": "string", "contentEncoding": "base64"}
 		}
 		return map[string]any{"type": "array", "items": g.schema(t.Elem())}
@@ -483,11 +601,20 @@ func (g *schemaGen) schema(t reflect.Type) map[string]any {
 		if t.Name() == "" {
 			return g.object(t)
 		}
-		if _, ok := g.defs[t.Name()]; !ok {
-			g.defs[t.Name()] = nil // placeholder: a type that refers to itself stops here
-			g.defs[t.Name()] = g.object(t)
+		name := t.Name()
+		if g.request {
+			if _, ok := g.defs[name]; ok && !g.inputs[name] {
+				name += "Input"
+			}
+			g.inputs[name] = true
+		} else if g.inputs[name] {
+			panic(fmt.Sprintf("openapi: response type %s is named like a request's component: generate responses first", t))
 		}
-		return map[string]any{"$ref": "#/components/schemas/" + t.Name()}
+		if _, ok := g.defs[name]; !ok {
+			g.defs[name] = nil // placeholder: a type that refers to itself stops here
+			g.defs[name] = g.object(t)
+		}
+		return map[string]any{"$ref": "#/components/schemas/" + name}
 	}
 	panic(fmt.Sprintf("openapi: no schema for %s", t))
 }
@@ -518,8 +645,12 @@ func (g *schemaGen) object(t reflect.Type) map[string]any {
 			}
 			s := g.schema(f.Type)
 			optional := strings.Contains(opts, "omitempty") || strings.Contains(opts, "omitzero")
-			// A nil pointer, slice or map that is not omitted encodes as null.
-			if !optional && nullable(f.Type) {
+			if g.request {
+				if rule := f.Tag.Get("schema"); rule != "" {
+					applyRule(t, f, s, rule)
+				}
+			} else if !optional && nullable(f.Type) {
+				// A nil pointer, slice or map that is not omitted encodes as null.
 				s = map[string]any{"anyOf": []any{s, map[string]any{"type": "null"}}}
 			}
 			props[name] = s
@@ -534,7 +665,27 @@ func (g *schemaGen) object(t reflect.Type) map[string]any {
 		slices.Sort(required)
 		o["required"] = required
 	}
+	if g.request {
+		o["additionalProperties"] = false
+	}
 	return o
+}
+
+// applyRule puts the rule a field's schema tag names on its schema s, or
+// on its items for a list of strings.
+func applyRule(t reflect.Type, f reflect.StructField, s map[string]any, rule string) {
+	r, ok := fieldRules[rule]
+	if !ok {
+		panic(fmt.Sprintf("openapi: %s.%s: unknown schema rule %q", t, f.Name, rule))
+	}
+	if items, ok := s["items"].(map[string]any); ok {
+		s = items
+	}
+	if s["type"] != "string" {
+		panic(fmt.Sprintf("openapi: %s.%s: schema rule %q on a %s, want a string or a list of strings", t, f.Name, rule, f.Type))
+	}
+	s["pattern"] = r.pattern
+	s["description"] = r.rule
 }
 
 func nullable(t reflect.Type) bool {

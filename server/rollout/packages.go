@@ -25,12 +25,6 @@ import (
 	stamp "github.com/tendrildeploy/tendril/version"
 )
 
-// Platforms an agent package may be built for.
-var (
-	packageOSes   = []string{"linux", "windows", "darwin"}
-	packageArches = []string{"amd64", "arm64", "386", "arm"}
-)
-
 func agentPackageView(p store.AgentPackage, created bool) api.AgentPackageView {
 	return api.AgentPackageView{Version: p.Version, OS: p.OS, Arch: p.Arch, SHA256: p.SHA256, Size: p.Size,
 		UploadedAt: p.UploadedAt, Created: created}
@@ -101,11 +95,11 @@ func (e *Engine) UploadAgentPackage(ctx context.Context, version, goos, goarch s
 	if !bundle.ValidVersion(version) {
 		return api.AgentPackageView{}, kind.Errorf(kind.ErrBadRequest, "version %q is not a semantic version such as 1.2.3", version)
 	}
-	if !slices.Contains(packageOSes, goos) {
-		return api.AgentPackageView{}, kind.Errorf(kind.ErrBadRequest, "os %q: want one of %v", goos, packageOSes)
+	if !slices.Contains(api.PackageOSes, goos) {
+		return api.AgentPackageView{}, kind.Errorf(kind.ErrBadRequest, "os %q: want one of %v", goos, api.PackageOSes)
 	}
-	if !slices.Contains(packageArches, goarch) {
-		return api.AgentPackageView{}, kind.Errorf(kind.ErrBadRequest, "arch %q: want one of %v", goarch, packageArches)
+	if !slices.Contains(api.PackageArches, goarch) {
+		return api.AgentPackageView{}, kind.Errorf(kind.ErrBadRequest, "arch %q: want one of %v", goarch, api.PackageArches)
 	}
 	dest := e.agentPackagePath(version, goos, goarch)
 	if err := os.MkdirAll(filepath.Dir(dest), 0o700); err != nil {

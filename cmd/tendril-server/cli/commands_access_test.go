@@ -48,7 +48,7 @@ func TestAccessCommandsEndToEnd(t *testing.T) {
 		{"short password", "short\n", []string{"user", "create", "dave"}, 1, "", "too short"},
 		{"missing password file", "", []string{"user", "create", "dave", "--password-file", dir + "/nope"}, 1, "", "read password"},
 		{"taken name", "correct horse\n", []string{"user", "create", "ALICE"}, 1, "", "exists already (HTTP 409)"},
-		{"bad name", "correct horse\n", []string{"user", "create", "../x"}, 1, "", "user name"},
+		{"bad name", "correct horse\n", []string{"user", "create", "../x"}, 1, "", `field "name": "../x" is not a name of 1-63 letters`},
 		{"no name", "", []string{"user", "create"}, 2, "", "want exactly one user name"},
 		{"user list", "", []string{"user", "list"}, 0, "alice", ""},
 		{"delete bob", "", []string{"user", "delete", "bob"}, 0, "Deleted user bob", ""},
