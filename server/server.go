@@ -469,7 +469,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.bundles = calamari.New(calamari.Config{Store: st, Uploads: s.uploads, Signing: signing, DataDir: cfg.DataDir, Logger: s.log})
 	s.rollouts = rollout.New(rollout.Config{Store: st, Fleet: rolloutFleet{s}, Uploads: s.uploads, Signing: signing, DataDir: cfg.DataDir,
 		Grace: cfg.UpgradeGrace, IdleTimeout: cfg.UpgradeIdleTimeout, ReconnectMargin: cfg.UpgradeReconnectMargin, Logger: s.log})
-	s.api = httpapi.New(httpapi.Config{Coordinator: s, Rollouts: s.rollouts, Access: s.access, Version: cfg.Version, Logger: s.log})
+	s.api = httpapi.New(httpapi.Config{Coordinator: s, Rollouts: s.rollouts, Access: s.access, Version: cfg.Version,
+		DiskFree: s.dataFree, Logger: s.log})
 	s.console = console.New(console.Config{Coordinator: s, Rollouts: s.rollouts, Access: s.access, Machines: s, API: s.api,
 		Version: cfg.Version, ReleaseFeed: cfg.ReleaseFeed != "", Logger: s.log})
 	s.metrics = metrics.New(func() float64 { return float64(s.sessions.count()) })

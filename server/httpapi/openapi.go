@@ -166,9 +166,9 @@ func Routes() []Route {
 		{Method: "PUT", Path: "/api/policy", Tag: coord, Roles: admins, Request: api.PolicyRequest{}, Status: 200, Response: api.PolicyView{}, Errors: []int{400, 403, 413},
 			Summary:     "Change the machine policy (admin key only)",
 			Description: "Fields left out keep their value. Every coordinator node applies the change without a restart; the deprecated --health-interval flag no longer overrides it. work_keep and work_min_free (a size such as 2GiB) reach connected agents at once, older agents ignore them."},
-		{Method: "POST", Path: "/api/backup/snapshot", Tag: coord, Roles: operators, Status: 201, Response: api.Snapshot{}, Errors: []int{409},
+		{Method: "POST", Path: "/api/backup/snapshot", Tag: coord, Roles: operators, Status: 201, Response: api.Snapshot{}, Errors: []int{409, 507},
 			Summary:     "Write a consistent database snapshot into the data folder",
-			Description: "Used by `tendril-server backup`, which packs the snapshot and deletes it. 409 when the database cannot be snapshotted by Tendril (PostgreSQL)."},
+			Description: "Used by `tendril-server backup`, which packs the snapshot and deletes it. 409 when the database cannot be snapshotted by Tendril (PostgreSQL); 507 when the data folder has no room for it."},
 		{Method: "GET", Path: "/api/nodes", Tag: coord, Roles: readers, Status: 200, Response: []api.NodeView{},
 			Summary:     "List the coordinator nodes sharing this one's database",
 			Description: "Each node with its state (running, draining, drained, stopped, dead), heartbeat and the agents, tasks and rollouts it holds."},
@@ -272,6 +272,8 @@ var openAPIErrorText = map[int]string{
 	409: "The request contradicts the coordinator's state (maintenance mode, an agent not connected, a rollout already running or finished, content or a name already stored).",
 	413: "The request body is larger than this endpoint accepts.",
 	500: "The coordinator failed; its log has the details.",
+	503: "The database is unreachable, and the request needs it (the API key's check does). Retry-After says when to try again.",
+	507: "The coordinator's data folder has no room for what the request writes; the error says how much is free and how much was needed. Nothing was kept: free space and send it again.",
 }
 
 var pathParam = regexp.MustCompile(`\{([a-z]+)\}`)
@@ -354,7 +356,13 @@ func buildOpenAPI(version string) map[string]any {
 		} else {
 			op["security"] = []any{}
 		}
+		if rt.RawBody != "" && !slices.Contains(errs, 507) {
+			errs = append(errs, 507) // an upload is written to the data folder
+		}
 		errs = append(errs, 500)
+		if !rt.Public {
+			errs = append(errs, 503) // the API key is checked in the database
+		}
 		for _, st := range errs {
 			name := fmt.Sprintf("Error%d", st)
 			errResponses[name] = map[string]any{
