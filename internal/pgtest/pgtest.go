@@ -59,11 +59,16 @@ const startTimeout = 2 * time.Minute
 
 // Cluster is a running throwaway PostgreSQL server.
 type Cluster struct {
-	dir    string // the temporary folder: data/, the socket, the log
-	port   int
+	dir   string // the temporary folder: data/, the socket, the log
+	port  int
+	bin   string        // the folder of the server binaries
+	run   *account      // who runs the server
+	admin *pgxpool.Pool // to the "postgres" database, for CREATE DATABASE
+
+	// mu guards the server process, which Halt and Resume replace.
+	mu     sync.Mutex
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when the server process has exited
-	admin  *pgxpool.Pool // to the "postgres" database, for CREATE DATABASE
 
 	seq      atomic.Int64
 	stopOnce sync.Once
@@ -241,12 +246,24 @@ func freePort() (int, error) {
 
 // serve starts the server on port and waits until it accepts connections.
 func serve(ctx context.Context, bin, dir string, port int, run *account) (*Cluster, error) {
-	logPath := filepath.Join(dir, fmt.Sprintf("postgres-%d.log", port))
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
-	if err != nil {
+	c := &Cluster{dir: dir, port: port, bin: bin, run: run}
+	if err := c.launch(ctx, os.O_TRUNC); err != nil {
 		return nil, err
 	}
+	return c, nil
+}
+
+// launch starts the server process on c's port and data and waits until
+// it accepts connections; logMode says whether its log is started afresh
+// (os.O_TRUNC) or appended to (os.O_APPEND).
+func (c *Cluster) launch(ctx context.Context, logMode int) error {
+	logPath := filepath.Join(c.dir, fmt.Sprintf("postgres-%d.log", c.port))
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|logMode, 0o644)
+	if err != nil {
+		return err
+	}
 	defer logFile.Close()
+	bin, dir, port, run := c.bin, c.dir, c.port, c.run
 	// Durability is worthless in a throwaway cluster and costs seconds of
 	// fsync per test; nothing here is kept.
 	// Not tied to ctx, which only bounds the start: the server runs until
@@ -267,7 +284,10 @@ func serve(ctx context.Context, bin, dir string, port int, run *account) (*Clust
 	// The server is started directly, not through pg_ctl, so that it stays
 	// this process's child: on Linux it then dies with the test binary
 	// (see sysProcAttr) instead of outliving a crashed test run.
-	c := &Cluster{dir: dir, port: port, cmd: cmd, exited: make(chan struct{})}
+	exited := make(chan struct{})
+	c.mu.Lock()
+	c.cmd, c.exited = cmd, exited
+	c.mu.Unlock()
 	started := make(chan error, 1)
 	go func() {
 		// Linux sends the parent-death signal when the thread that started
@@ -280,20 +300,42 @@ func serve(ctx context.Context, bin, dir string, port int, run *account) (*Clust
 		}
 		started <- nil
 		cmd.Wait()
-		close(c.exited)
+		close(exited)
 	}()
 	if err := <-started; err != nil {
-		return nil, err
+		return err
 	}
 	if err := c.waitReady(ctx); err != nil {
 		c.kill()
 		log, _ := os.ReadFile(logPath)
 		if strings.Contains(string(log), "could not bind") || strings.Contains(string(log), "Address already in use") {
-			return nil, fmt.Errorf("%w: %d", errPortTaken, port)
+			return fmt.Errorf("%w: %d", errPortTaken, port)
 		}
-		return nil, fmt.Errorf("%w; server log:\n%s", err, lastLines(string(log), 20))
+		return fmt.Errorf("%w; server log:\n%s", err, lastLines(string(log), 20))
 	}
-	return c, nil
+	return nil
+}
+
+// Halt shuts the server down as "pg_ctl stop -m fast" does (SIGINT:
+// sessions are ended, then the server exits), keeping its data: an
+// outage, which Resume ends. Halt and Resume must not run at the same
+// time as each other or Stop.
+func (c *Cluster) Halt() error {
+	if err := c.kill(); err != nil {
+		return fmt.Errorf("halt postgres: %w", err)
+	}
+	return nil
+}
+
+// Resume starts a halted server again, on the same port with the same
+// databases, and waits until it accepts connections.
+func (c *Cluster) Resume(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	if err := c.launch(ctx, os.O_APPEND); err != nil {
+		return fmt.Errorf("resume postgres: %w", err)
+	}
+	return nil
 }
 
 // waitReady polls until the server accepts a connection and opens the
@@ -301,10 +343,18 @@ func serve(ctx context.Context, bin, dir string, port int, run *account) (*Clust
 func (c *Cluster) waitReady(ctx context.Context) error {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
+	c.mu.Lock()
+	cmd, exited := c.cmd, c.exited
+	c.mu.Unlock()
 	for {
 		conn, err := pgx.Connect(ctx, c.URL("postgres"))
 		if err == nil {
 			conn.Close(ctx)
+			if c.admin != nil {
+				// Resumed: the pool's connections died with the server.
+				c.admin.Reset()
+				return nil
+			}
 			cfg, err := pgxpool.ParseConfig(c.URL("postgres"))
 			if err != nil {
 				return err
@@ -314,8 +364,8 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 			return err
 		}
 		select {
-		case <-c.exited:
-			return fmt.Errorf("postgres exited while starting: %v", c.cmd.ProcessState)
+		case <-exited:
+			return fmt.Errorf("postgres exited while starting: %v", cmd.ProcessState)
 		case <-ctx.Done():
 			return fmt.Errorf("postgres did not accept connections: %w (last error: %v)", ctx.Err(), err)
 		case <-tick.C:
@@ -387,17 +437,26 @@ func (c *Cluster) Stop() error {
 	return c.stopErr
 }
 
-// kill asks for a fast shutdown and, failing that, kills the server.
+// kill asks for a fast shutdown and, failing that, kills the server. A
+// server that has exited already (halted) is left as it is.
 func (c *Cluster) kill() error {
-	if err := interrupt(c.cmd.Process); err != nil {
-		c.cmd.Process.Kill()
+	c.mu.Lock()
+	cmd, exited := c.cmd, c.exited
+	c.mu.Unlock()
+	select {
+	case <-exited:
+		return nil
+	default:
+	}
+	if err := interrupt(cmd.Process); err != nil {
+		cmd.Process.Kill()
 	}
 	select {
-	case <-c.exited:
+	case <-exited:
 		return nil
 	case <-time.After(30 * time.Second):
-		c.cmd.Process.Kill()
-		<-c.exited
+		cmd.Process.Kill()
+		<-exited
 		return errors.New("postgres did not shut down within 30s and was killed")
 	}
 }

@@ -221,3 +221,46 @@ func TestFindBinaries(t *testing.T) {
 		})
 	}
 }
+
+// TestHaltResume halts a cluster of its own (not the shared one, which
+// other tests use meanwhile) and resumes it: while halted nothing
+// answers on its port; once resumed, the same database answers with its
+// data, on the same URL.
+func TestHaltResume(t *testing.T) {
+	shared.Cluster(t) // skips where PostgreSQL is not installed
+	ctx := context.Background()
+	c, err := Start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Stop() })
+	url := c.NewDatabase(t)
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `CREATE TABLE kept (x int); INSERT INTO kept VALUES (42)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Halt(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `SELECT 1`); err == nil {
+		t.Fatal("a session survived the halt")
+	}
+	if _, err := pgx.Connect(ctx, url); err == nil {
+		t.Fatal("connected to a halted cluster")
+	}
+	if err := c.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	conn, err = pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatalf("connect after resume: %v", err)
+	}
+	defer conn.Close(ctx)
+	var x int
+	if err := conn.QueryRow(ctx, `SELECT x FROM kept`).Scan(&x); err != nil || x != 42 {
+		t.Fatalf("after resume: got %d, %v; want 42", x, err)
+	}
+}
