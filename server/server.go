@@ -311,6 +311,9 @@ type Server struct {
 	// revokedLog rate-limits the log of refused revoked certificates:
 	// a deleted agent keeps knocking.
 	revokedLog *admission.Refusals
+	// pace says when agents refused while the database is unreachable
+	// should come back.
+	pace *admission.Pace
 
 	tasks     taskRuns              // tasks being driven by this coordinator
 	pushLocks pushLocks             // one push per agent at a time
@@ -440,6 +443,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		limiter:    rate.NewLimiter(rate.Limit(cfg.AcceptRate), cfg.AcceptBurst),
 		admission:  gate,
 		revokedLog: admission.NewRefusals(revokedLogEvery),
+		pace:       admission.NewPace(),
 		pushSem:    make(chan struct{}, cfg.PushConcurrency),
 		releases:   rw,
 		done:       make(chan struct{}),
