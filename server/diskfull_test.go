@@ -257,7 +257,8 @@ func TestUploadDiskFull(t *testing.T) {
 
 // TestBackupSnapshotDiskFull takes a backup snapshot on a data folder
 // with no room left: 507 naming the snapshot's size, no partial snapshot,
-// the API answering meanwhile; once space is freed the next one works.
+// the API answering meanwhile, a database write answered 507 too; once
+// space is freed both work.
 func TestBackupSnapshotDiskFull(t *testing.T) {
 	_, dir := dataFolderOnTmpfs(t, 24<<20)
 	ts := runServer(t, dir, nil)
@@ -276,10 +277,17 @@ func TestBackupSnapshotDiskFull(t *testing.T) {
 	if resp, body := ts.api(t, "GET", "/api/agents", "", nil); resp.StatusCode != 200 || !strings.Contains(string(body), `"web-1"`) {
 		t.Fatalf("agents list while the folder is full: %d %s", resp.StatusCode, body)
 	}
+	// A request whose record the database has no room for is a full
+	// folder too, not a fault.
+	resp, body = ts.api(t, "PUT", "/api/maintenance", "", strings.NewReader(`{"on": true}`))
+	wantNoSpace(t, resp, body, 0)
 
 	free()
 	if resp, body := ts.api(t, "POST", "/api/backup/snapshot", "", nil); resp.StatusCode != 201 {
 		t.Fatalf("snapshot once space is freed: got %d %s, want 201", resp.StatusCode, body)
+	}
+	if resp, body := ts.api(t, "PUT", "/api/maintenance", "", strings.NewReader(`{"on": true}`)); resp.StatusCode != 200 {
+		t.Fatalf("maintenance on once space is freed: got %d %s, want 200", resp.StatusCode, body)
 	}
 }
 
