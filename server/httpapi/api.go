@@ -404,7 +404,11 @@ func (h *API) apiCreateToken(w http.ResponseWriter, r *http.Request) {
 		ttl = d
 	}
 	res, err := h.co.CreateToken(r.Context(), req.Environment, ttl, req.Servers)
-	if err != nil {
+	switch {
+	case errors.Is(err, kind.ErrUnavailable), kind.IsNoSpace(err):
+		h.apiError(w, err) // not the request's fault
+		return
+	case err != nil:
 		WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
