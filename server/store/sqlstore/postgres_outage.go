@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql/driver"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -80,7 +81,12 @@ func (c outageConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	if err != nil {
 		return nil, markUnreachable(ctx, err)
 	}
-	return &outageConn{Conn: conn.(*stdlib.Conn)}, nil
+	sc, ok := conn.(*stdlib.Conn)
+	if !ok {
+		conn.Close()
+		return nil, fmt.Errorf("pgx's connector made a %T, not the *stdlib.Conn the store reaches pgx through", conn)
+	}
+	return &outageConn{Conn: sc}, nil
 }
 
 // outageConn is pgx's connection with its errors marked. Embedding keeps
