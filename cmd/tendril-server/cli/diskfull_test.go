@@ -1,3 +1,5 @@
+//go:build linux
+
 package cli
 
 import (
@@ -7,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -51,9 +52,6 @@ func fillUp(t *testing.T, dir string, leave int64) (remove func()) {
 // the coordinator's answer (the room free and, where known, needed) on
 // one line and exits 1; once space is freed both work, with no restart.
 func TestCommandsDiskFull(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("tmpfs mounts are Linux's")
-	}
 	mount := t.TempDir()
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=32m,mode=0700", "tmpfs", mount).CombinedOutput(); err != nil {
 		t.Skipf("cannot mount a tmpfs for the data folder (needs root): %v: %s", err, strings.TrimSpace(string(out)))
