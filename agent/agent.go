@@ -536,15 +536,15 @@ type outcome struct {
 // retryPolicy decides the wait before the next attempt. It is separate
 // from Run so the decision can be tested without a clock.
 type retryPolicy struct {
-	bo  *jitterBackOff
-	max time.Duration
+	bo       *jitterBackOff
+	min, max time.Duration
 	// deleted is set by a GoAway that forbids reconnecting and cleared by
 	// the next Welcome (the operator registered the agent again).
 	deleted bool
 }
 
 func newRetryPolicy(min, max time.Duration) *retryPolicy {
-	return &retryPolicy{bo: newJitterBackOff(min, max), max: max}
+	return &retryPolicy{bo: newJitterBackOff(min, max), min: min, max: max}
 }
 
 // next returns the wait after out, and whether out is the first sign that
@@ -553,7 +553,15 @@ func (p *retryPolicy) next(out outcome) (wait time.Duration, newlyDeleted bool) 
 	if out.welcomed || out.lasted >= stableSession {
 		p.bo.Reset()
 	}
-	wait = p.bo.NextBackOff()
+	if after, ok := refusedUntil(out.err); ok {
+		// The coordinator refused for a reason that passes (its database
+		// is unreachable) and said when to come back: then, not after a
+		// backoff grown over the outage, so that the agent is back within
+		// seconds of the cause's end. The backoff does not grow meanwhile.
+		wait = refusalWait(after, p.min, p.max)
+	} else {
+		wait = p.bo.NextBackOff()
+	}
 	switch {
 	case out.goAway != nil && !out.goAway.Reconnect, protocol.IsCode(out.err, protocol.CodeRevoked):
 		newlyDeleted = !p.deleted
@@ -575,6 +583,24 @@ func (p *retryPolicy) next(out outcome) (wait time.Duration, newlyDeleted bool) 
 		wait = max(wait, time.Duration(out.goAway.RetryAfterMillis)*time.Millisecond)
 	}
 	return wait, newlyDeleted
+}
+
+// refusedUntil returns the retry-after of a refusal the coordinator
+// said passes (protocol.ErrorBody.RetryAfterMillis).
+func refusedUntil(err error) (time.Duration, bool) {
+	re, ok := errors.AsType[*protocol.RemoteError](err)
+	if !ok || re.RetryAfter <= 0 {
+		return 0, false
+	}
+	return re.RetryAfter, true
+}
+
+// refusalWait is the wait after a refusal that said to come back after
+// about d: d plus up to a half of it at random, so that agents refused
+// together do not come back together, within the agent's own bounds.
+func refusalWait(d, lo, hi time.Duration) time.Duration {
+	w := d + time.Duration(rand.Int64N(int64(d/2)+1))
+	return min(max(w, lo), hi)
 }
 
 // registeredAgain starts afresh after a new registration of the home
@@ -604,6 +630,10 @@ func (a *Agent) logOutcome(addr string, out outcome, wait time.Duration, newlyDe
 		a.log.Error("the coordinator does not speak this agent's protocol; upgrade the coordinator (this agent keeps retrying)", fields...)
 	case errors.Is(out.err, certs.ErrUntrusted):
 		a.log.Error("coordinator certificate is not trusted: it is not one the agent was given at registration or told about since; check the coordinator's certificate", fields...)
+	case errors.As(out.err, &remote) && remote.RetryAfter > 0:
+		// Not a fault of the agent's or of the network's: the coordinator
+		// said why (its database is unreachable) and when to come back.
+		a.log.Warn("coordinator refused the session for now; trying again when it said", fields...)
 	case out.welcomed:
 		a.log.Warn("disconnected from coordinator", append(fields, zap.Duration("lasted", out.lasted))...)
 	default:

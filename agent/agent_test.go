@@ -701,6 +701,49 @@ func TestRetryPolicy(t *testing.T) {
 	}
 }
 
+// TestRetryPolicyRefusal: a coordinator that refuses a session for a
+// reason that passes and says when to come back is tried again then,
+// with jitter and within the agent's bounds, however far the backoff has
+// grown; a refusal that says nothing keeps the backoff.
+func TestRetryPolicyRefusal(t *testing.T) {
+	refused := func(after time.Duration) outcome {
+		return outcome{err: fmt.Errorf("hello to coordinator x: %w", &protocol.RemoteError{
+			Code: protocol.CodeUnavailable, Message: "coordinator node a cannot reach its database", RetryAfter: after})}
+	}
+	tests := []struct {
+		name     string
+		out      outcome
+		min, max time.Duration
+	}{
+		{"retry after 2s", refused(2 * time.Second), 2 * time.Second, 3 * time.Second},
+		{"below the minimum backoff", refused(time.Millisecond), time.Second, time.Second},
+		{"beyond the maximum backoff", refused(time.Hour), time.Minute, time.Minute},
+		{"an older coordinator's refusal: own backoff", refused(0), 0, time.Minute},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			seen := map[time.Duration]bool{}
+			for range 100 {
+				p := newRetryPolicy(time.Second, time.Minute)
+				for range 10 {
+					p.next(outcome{err: errConnectionLost})
+				}
+				w, deleted := p.next(tc.out)
+				if w < tc.min || w > tc.max || deleted {
+					t.Fatalf("got wait %s (deleted %v), want within [%s, %s]", w, deleted, tc.min, tc.max)
+				}
+				seen[w] = true
+				if p.bo.currentCap() != time.Minute {
+					t.Fatalf("backoff cap %s, want it left where the failures took it", p.bo.currentCap())
+				}
+			}
+			if tc.max-tc.min >= time.Second && len(seen) < 10 {
+				t.Errorf("only %d distinct waits in 100: want jitter", len(seen))
+			}
+		})
+	}
+}
+
 // TestRetryPolicySpread: after a session that broke without a goodbye the
 // wait is drawn from the coordinator's window (capped by the maximum
 // backoff), so a crashed coordinator's fleet returns spread over it.

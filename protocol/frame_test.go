@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 )
 
 func rawFrame(payload string) []byte {
@@ -79,6 +80,48 @@ func TestWriteFrameTooLarge(t *testing.T) {
 	}
 	if buf.Len() != 0 {
 		t.Errorf("wrote %d bytes, want 0", buf.Len())
+	}
+}
+
+// TestRefusalRetryAfter checks a refusal's retry-after both ways: this
+// release reads it, and a release that predates it (its ErrorBody has no
+// such field, and Frame.Decode is json.Unmarshal, which skips unknown
+// fields) still reads the code and message.
+func TestRefusalRetryAfter(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		write func(w io.Writer) error
+		want  time.Duration
+	}{
+		{"refusal", func(w io.Writer) error {
+			return WriteRefusal(w, CodeUnavailable, "no database", 2500*time.Millisecond)
+		}, 2500 * time.Millisecond},
+		{"plain error", func(w io.Writer) error { return WriteError(w, CodeUnavailable, "no database") }, 0},
+		{"negative", func(w io.Writer) error {
+			return WriteFrame(w, TypeError, ErrorBody{Code: CodeUnavailable, Message: "no database", RetryAfterMillis: -5})
+		}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			if err := tc.write(&buf); err != nil {
+				t.Fatal(err)
+			}
+			f, err := ReadFrame(&buf, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var re *RemoteError
+			if err := DecodeReply(f, TypeWelcome, nil); !errors.As(err, &re) || re.Code != CodeUnavailable || re.Message != "no database" || re.RetryAfter != tc.want {
+				t.Fatalf("got %#v, want %s %q retry after %s", err, CodeUnavailable, "no database", tc.want)
+			}
+			var old struct {
+				Code    string `json:"code"`
+				Message string `json:"message"`
+			}
+			if err := f.Decode(&old); err != nil || old.Code != CodeUnavailable || old.Message != "no database" {
+				t.Fatalf("an older agent's ErrorBody: got %+v, %v", old, err)
+			}
+		})
 	}
 }
 

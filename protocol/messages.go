@@ -3,6 +3,7 @@ package protocol
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Message types. One RPC is one stream: the opener writes a request frame
@@ -188,12 +189,22 @@ const (
 type ErrorBody struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// RetryAfterMillis, on a refusal that passes (CodeUnavailable: the
+	// coordinator node cannot reach its database), is when the refusing
+	// side expects to serve again: an agent comes back after about that
+	// long, with jitter, instead of after its growing backoff, so that it
+	// reconnects within seconds of the cause's end. Agents that predate
+	// it ignore it (JSON decoding skips unknown fields) and back off as
+	// before.
+	RetryAfterMillis int64 `json:"retry_after_ms,omitempty"`
 }
 
 // RemoteError is an error reported by the peer in a TypeError frame.
 type RemoteError struct {
 	Code    string
 	Message string
+	// RetryAfter is the ErrorBody's RetryAfterMillis; 0 when not said.
+	RetryAfter time.Duration
 }
 
 func (e *RemoteError) Error() string {

@@ -109,7 +109,7 @@ func DecodeReply(f Frame, respType string, resp any) error {
 		if err := f.Decode(&eb); err != nil {
 			return err
 		}
-		return &RemoteError{Code: eb.Code, Message: eb.Message}
+		return &RemoteError{Code: eb.Code, Message: eb.Message, RetryAfter: time.Duration(max(eb.RetryAfterMillis, 0)) * time.Millisecond}
 	}
 	if f.Type != respType {
 		return fmt.Errorf("%w: got %q reply, want %q", ErrMalformedFrame, f.Type, respType)
@@ -123,6 +123,12 @@ func DecodeReply(f Frame, respType string, resp any) error {
 // WriteError writes a TypeError frame.
 func WriteError(w io.Writer, code, message string) error {
 	return WriteFrame(w, TypeError, ErrorBody{Code: code, Message: message})
+}
+
+// WriteRefusal writes a TypeError frame for a refusal that passes: the
+// peer may come back after about retryAfter (ErrorBody.RetryAfterMillis).
+func WriteRefusal(w io.Writer, code, message string, retryAfter time.Duration) error {
+	return WriteFrame(w, TypeError, ErrorBody{Code: code, Message: message, RetryAfterMillis: retryAfter.Milliseconds()})
 }
 
 func ctxErr(ctx context.Context, err error) error {

@@ -10,8 +10,10 @@ import (
 	"path/filepath"
 
 	"github.com/tendrildeploy/tendril/api"
+	"github.com/tendrildeploy/tendril/diag"
 	"github.com/tendrildeploy/tendril/server/backup"
 	"github.com/tendrildeploy/tendril/server/cluster"
+	"github.com/tendrildeploy/tendril/server/datadir"
 	"github.com/tendrildeploy/tendril/server/kind"
 )
 
@@ -22,7 +24,28 @@ func (s *Server) TakeSnapshot(ctx context.Context) (api.Snapshot, error) {
 	if !ok {
 		return api.Snapshot{}, kind.Errorf(kind.ErrConflict, "this coordinator's database cannot be backed up by Tendril; use the database's own backup tools")
 	}
-	return backup.TakeSnapshot(ctx, sn, s.cfg.DataDir, s.cfg.Version)
+	snap, err := backup.TakeSnapshot(ctx, sn, s.cfg.DataDir, s.cfg.Version)
+	if kind.IsNoSpace(err) {
+		// The snapshot is a compacted copy of the database: at most
+		// its file and its write-ahead log.
+		var size int64
+		for _, name := range []string{datadir.DBFile, datadir.DBFile + "-wal"} {
+			if fi, serr := os.Stat(filepath.Join(s.cfg.DataDir, name)); serr == nil {
+				size += fi.Size()
+			}
+		}
+		return api.Snapshot{}, &kind.NoSpaceError{Free: -1, Needed: size, Err: err}
+	}
+	return snap, err
+}
+
+// dataFree is the bytes free in the data folder, -1 if unknown.
+func (s *Server) dataFree() int64 {
+	n, err := diag.DiskFree(s.cfg.DataDir)
+	if err != nil {
+		return -1
+	}
+	return n
 }
 
 // Updates returns what the release feed says about newer versions.

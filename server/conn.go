@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -164,6 +165,12 @@ func (s *Server) handleConn(raw net.Conn, t *admission.Ticket) {
 			log.Warn("agent session refused: the agent is newer than this coordinator", zap.Error(err))
 			return
 		}
+		if errors.Is(err, store.ErrUnavailable) {
+			// Every agent that knocks during an outage is refused alike;
+			// the heartbeat has said once that the database is gone.
+			log.Debug("agent session refused: the database is unreachable", zap.Error(err))
+			return
+		}
 		log.Info("agent session refused", zap.Error(err))
 	}
 }
@@ -220,6 +227,7 @@ func (s *Server) startSession(raw, conn net.Conn, cs tls.ConnectionState, log *z
 			return nil, nil
 		case !errors.Is(err, store.ErrNotFound):
 			s.metrics.Handshakes.WithLabelValues(metrics.OutcomeFailed).Inc()
+			s.refuseStoreFailure(sess, err)
 			return nil, fmt.Errorf("check revocation: %w", err)
 		}
 	}
@@ -232,12 +240,14 @@ func (s *Server) startSession(raw, conn net.Conn, cs tls.ConnectionState, log *z
 		return nil, nil
 	case err != nil:
 		s.metrics.Handshakes.WithLabelValues(metrics.OutcomeFailed).Inc()
+		s.refuseStoreFailure(sess, err)
 		return nil, fmt.Errorf("look up agent: %w", err)
 	}
 	if agent.NextThumbprint == thumb {
 		// The agent connected with the certificate it presented during a
 		// rotation: it is now its only certificate.
 		if err := s.store.PromoteThumbprint(ctx, agent.ID); err != nil {
+			s.refuseStoreFailure(sess, err)
 			return nil, fmt.Errorf("promote rotated agent certificate: %w", err)
 		}
 		log.Info("agent certificate rotated", zap.String("agent", agent.Name))
@@ -293,6 +303,37 @@ func (s *Server) refuseRevoked(sess *yamux.Session, thumb, reason string, log *z
 	protocol.WriteError(st, protocol.CodeRevoked, msg)
 	// The session closes after this: let the agent read why.
 	protocol.LingerClose(st)
+}
+
+// refuseStoreFailure answers the first request of a session that the
+// store failed to look up, rather than closing it on the agent with a
+// bare EOF: the agent is told why and, when the database is unreachable,
+// when to come back. The handshake's deadline, still set, bounds the
+// exchange.
+func (s *Server) refuseStoreFailure(sess *yamux.Session, err error) {
+	st, aerr := sess.AcceptStream()
+	if aerr != nil {
+		return
+	}
+	protocol.ReadFrame(st, 0) // a Hello or a Register: answered alike
+	s.writeStoreRefusal(st, err, "look up this agent")
+	// The session closes after this: let the agent read why.
+	protocol.LingerClose(st)
+}
+
+// writeStoreRefusal answers a request the store failed to serve: when the
+// database is unreachable, with CodeUnavailable, saying so and when to
+// come back (the agent comes back then rather than after a backoff grown
+// over the outage); otherwise with CodeInternal, saying what failed.
+func (s *Server) writeStoreRefusal(w io.Writer, err error, what string) {
+	if errors.Is(err, store.ErrUnavailable) {
+		after := s.pace.RetryAfter()
+		protocol.WriteRefusal(w, protocol.CodeUnavailable, fmt.Sprintf(
+			"coordinator node %s cannot reach its database, so it cannot %s now; come back in %s",
+			s.members.Name(), what, after.Round(100*time.Millisecond)), after)
+		return
+	}
+	protocol.WriteError(w, protocol.CodeInternal, fmt.Sprintf("coordinator could not %s; its log says why", what))
 }
 
 // revokedMessage tells the agent holding a certificate revoked for reason
@@ -370,7 +411,7 @@ func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, 
 		TLSVersion: protocol.TLSVersionName(cs.Version), CalamariVersions: h.Calamari, Features: h.Features, At: time.Now().UTC(),
 		Node: s.nodeID(),
 	}); err != nil {
-		protocol.WriteError(st, protocol.CodeInternal, "coordinator could not record the session")
+		s.writeStoreRefusal(st, err, "record the session")
 		return nil, err
 	}
 	// Rollouts learn here that an upgraded agent came back, and how its

@@ -325,6 +325,9 @@ type Server struct {
 	// revokedLog rate-limits the log of refused revoked certificates:
 	// a deleted agent keeps knocking.
 	revokedLog *admission.Refusals
+	// pace says when agents refused while the database is unreachable
+	// should come back.
+	pace *admission.Pace
 
 	tasks     taskRuns              // tasks being driven by this coordinator
 	pushLocks pushLocks             // one push per agent at a time
@@ -455,6 +458,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		limiter:    rate.NewLimiter(rate.Limit(cfg.AcceptRate), cfg.AcceptBurst),
 		admission:  gate,
 		revokedLog: admission.NewRefusals(revokedLogEvery),
+		pace:       admission.NewPace(),
 		pushSem:    make(chan struct{}, cfg.PushConcurrency),
 		releases:   rw,
 		done:       make(chan struct{}),
@@ -491,7 +495,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("new coordinator: %w", err)
 	}
 	s.api = httpapi.New(httpapi.Config{Coordinator: s, Rollouts: s.rollouts, Access: s.access, Version: cfg.Version,
-		Idempotency: s.idem, Logger: s.log})
+		Idempotency: s.idem, DiskFree: s.dataFree, Logger: s.log})
 	s.console = console.New(console.Config{Coordinator: s, Rollouts: s.rollouts, Access: s.access, Machines: s, API: s.api,
 		Version: cfg.Version, ReleaseFeed: cfg.ReleaseFeed != "", Logger: s.log})
 	s.metrics = metrics.New(func() float64 { return float64(s.sessions.count()) })

@@ -48,7 +48,7 @@ func (h *API) apiImport(w http.ResponseWriter, r *http.Request) {
 		*f.v = b
 	}
 	res, err := h.co.Import(r.Context(), r.Body, opts)
-	h.respond(w, http.StatusOK, res, err)
+	h.respond(w, http.StatusOK, res, h.noSpace(err, r.ContentLength))
 }
 
 // countingWriter counts what went to w, and calls before ahead of the

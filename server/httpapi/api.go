@@ -164,6 +164,11 @@ type Config struct {
 	// Idempotency keeps the Idempotency-Key of create requests; nil
 	// ignores the header.
 	Idempotency *idempotency.Keeper
+	// DiskFree returns the bytes free in the coordinator's data folder,
+	// -1 if unknown: an upload longer than that is refused before it is
+	// received, and a write the folder had no room for is answered with
+	// it. nil: unknown.
+	DiskFree func() int64
 	// Logger receives internal errors and the changes the API makes.
 	Logger *zap.Logger
 }
@@ -175,6 +180,7 @@ type API struct {
 	access   Access
 	version  string
 	idem     *idempotency.Keeper
+	diskFree func() int64
 	log      *zap.Logger
 	// requests validates every request against the OpenAPI document.
 	requests *requestValidator
@@ -196,7 +202,11 @@ func New(cfg Config) *API {
 	if err != nil {
 		panic(err)
 	}
-	return &API{co: cfg.Coordinator, rollouts: cfg.Rollouts, access: cfg.Access, version: cfg.Version, idem: cfg.Idempotency, log: log, requests: v}
+	diskFree := cfg.DiskFree
+	if diskFree == nil {
+		diskFree = func() int64 { return -1 }
+	}
+	return &API{co: cfg.Coordinator, rollouts: cfg.Rollouts, access: cfg.Access, version: cfg.Version, idem: cfg.Idempotency, diskFree: diskFree, log: log, requests: v}
 }
 
 // Register adds /healthz and every /api route to mux, with a catch-all
@@ -219,7 +229,7 @@ func (h *API) Register(mux *http.ServeMux) {
 		mux.Handle(pattern, h.authorize(pattern, MaxRequestBody, h.validate(pattern, next)))
 	}
 	upload := func(pattern string, limit int64, f func(w http.ResponseWriter, r *http.Request)) {
-		mux.Handle(pattern, h.authorize(pattern, limit, h.validate(pattern, http.HandlerFunc(f))))
+		mux.Handle(pattern, h.authorize(pattern, limit, h.validate(pattern, h.roomFor(http.HandlerFunc(f)))))
 	}
 	route("GET /api/agents", h.apiAgents)
 	route("POST /api/agents", h.apiAddListeningAgent)
@@ -310,12 +320,17 @@ func (h *API) authorize(route string, maxBody int64, next http.Handler) http.Han
 		}
 		k, err := h.access.CheckAPIKey(r.Context(), key)
 		if err != nil {
-			if errors.Is(err, kind.ErrNotFound) {
+			switch {
+			case errors.Is(err, kind.ErrNotFound):
 				WriteError(w, http.StatusUnauthorized, "the API key is not valid")
-				return
+			case errors.Is(err, kind.ErrUnavailable):
+				// Keys are in the database: no request can be
+				// authorized until it is back.
+				unavailable(w, h.log, err)
+			default:
+				h.log.Error("check API key failed", zap.Error(err))
+				WriteError(w, http.StatusInternalServerError, "could not check the API key")
 			}
-			h.log.Error("check API key failed", zap.Error(err))
-			WriteError(w, http.StatusInternalServerError, "could not check the API key")
 			return
 		}
 		caller := KeyCaller(k)
@@ -429,7 +444,11 @@ func (h *API) apiCreateToken(w http.ResponseWriter, r *http.Request) {
 		ttl = d
 	}
 	res, err := h.co.CreateToken(r.Context(), req.Environment, ttl, req.Servers)
-	if err != nil {
+	switch {
+	case errors.Is(err, kind.ErrUnavailable), kind.IsNoSpace(err):
+		h.apiError(w, err) // not the request's fault
+		return
+	case err != nil:
 		WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
@@ -468,13 +487,92 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	return true
 }
 
-func (h *API) internalError(w http.ResponseWriter, err error) { InternalError(w, h.log, err) }
+func (h *API) internalError(w http.ResponseWriter, err error) {
+	InternalError(w, h.log, h.noSpace(err, 0))
+}
 
 // InternalError logs err to log and answers 500 without its text, which
-// is for the operator's log, not for whoever sent the request.
+// is for the operator's log, not for whoever sent the request. Two
+// failures that are no fault of the coordinator's are answered as what
+// they are: a full data folder (507) and an unreachable database (503).
 func InternalError(w http.ResponseWriter, log *zap.Logger, err error) {
-	log.Error("API request failed", zap.Error(err))
-	WriteError(w, http.StatusInternalServerError, "internal error; see the coordinator's log")
+	switch {
+	case kind.IsNoSpace(err):
+		noSpace(w, log, err)
+	case errors.Is(err, kind.ErrUnavailable):
+		unavailable(w, log, err)
+	default:
+		log.Error("API request failed", zap.Error(err))
+		WriteError(w, http.StatusInternalServerError, "internal error; see the coordinator's log")
+	}
+}
+
+// UnavailableRetry is the Retry-After of a request refused because the
+// database is unreachable: a guess, as the outage's length is unknown,
+// short enough that a client sees the database's return soon.
+const UnavailableRetry = 5 * time.Second
+
+// unavailable answers 503 to a request that needs the database while it
+// is unreachable. The cause is logged at debug level only: during an
+// outage every request fails alike, and the heartbeat has said why once.
+func unavailable(w http.ResponseWriter, log *zap.Logger, err error) {
+	log.Debug("API request refused: the database is unreachable", zap.Error(err))
+	secs := int(UnavailableRetry / time.Second)
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	WriteError(w, http.StatusServiceUnavailable, fmt.Sprintf(
+		"the database is unreachable, and this request needs it: try again in %d s (the coordinator's log says why)", secs))
+}
+
+// noSpace answers 507 to a write the data folder had no room for, with
+// the room there is and the room needed where err (a
+// *kind.NoSpaceError) says.
+func noSpace(w http.ResponseWriter, log *zap.Logger, err error) {
+	var ns *kind.NoSpaceError
+	if !errors.As(err, &ns) {
+		ns = &kind.NoSpaceError{Free: -1, Err: err}
+	}
+	fields := []zap.Field{zap.Int64("free_bytes", ns.Free), zap.Int64("needed_bytes", ns.Needed)}
+	if ns.Err != nil {
+		fields = append(fields, zap.Error(ns.Err))
+	}
+	log.Warn("API request refused: no space left in the data folder", fields...)
+	WriteError(w, http.StatusInsufficientStorage, ns.Error()+"; free space in the data folder, then send it again")
+}
+
+// noSpace turns a write the data folder had no room for into a
+// *kind.NoSpaceError saying how much room there is now (its partial file
+// removed) and how much the write needed: needed, unless err knows
+// better. Other errors are returned as they are.
+func (h *API) noSpace(err error, needed int64) error {
+	if !kind.IsNoSpace(err) {
+		return err
+	}
+	ns := &kind.NoSpaceError{Err: err}
+	var have *kind.NoSpaceError
+	if errors.As(err, &have) {
+		ns.Needed, ns.Err = have.Needed, have.Err
+	}
+	if ns.Needed <= 0 {
+		ns.Needed = max(needed, 0)
+	}
+	ns.Free = h.diskFree()
+	return ns
+}
+
+// roomFor refuses an upload whose declared length is more than the data
+// folder has free before receiving it: it could only fail once its whole
+// body was sent. A shorter upload may still find the folder full (it
+// filled meanwhile, or its records need room too), which noSpace answers.
+func (h *API) roomFor(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > 0 {
+			if free := h.diskFree(); free >= 0 && free < r.ContentLength {
+				noSpace(w, h.log, &kind.NoSpaceError{Free: free, Needed: r.ContentLength})
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // WriteError answers status with the API's error body.
@@ -497,7 +595,8 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 
 func (h *API) apiBackupSnapshot(w http.ResponseWriter, r *http.Request) {
 	v, err := h.co.TakeSnapshot(r.Context())
-	h.respond(w, http.StatusCreated, v, err)
+	// The snapshot's size is the coordinator's estimate, in err.
+	h.respond(w, http.StatusCreated, v, h.noSpace(err, 0))
 }
 
 func (h *API) apiUpdates(w http.ResponseWriter, r *http.Request) {

@@ -186,9 +186,9 @@ func Routes() []Route {
 		{Method: "PUT", Path: "/api/policy", Tag: coord, Roles: admins, Request: api.PolicyRequest{}, Status: 200, Response: api.PolicyView{}, Errors: []int{400, 403, 413},
 			Summary:     "Change the machine policy (admin key only)",
 			Description: "Fields left out keep their value. Every coordinator node applies the change without a restart; the deprecated --health-interval flag no longer overrides it. work_keep and work_min_free (a size such as 2GiB) reach connected agents at once, older agents ignore them."},
-		{Method: "POST", Idempotent: true, Path: "/api/backup/snapshot", Tag: coord, Roles: operators, Status: 201, Response: api.Snapshot{}, Errors: []int{409},
+		{Method: "POST", Idempotent: true, Path: "/api/backup/snapshot", Tag: coord, Roles: operators, Status: 201, Response: api.Snapshot{}, Errors: []int{409, 507},
 			Summary:     "Write a consistent database snapshot into the data folder",
-			Description: "Used by `tendril-server backup`, which packs the snapshot and deletes it. 409 when the database cannot be snapshotted by Tendril (PostgreSQL)."},
+			Description: "Used by `tendril-server backup`, which packs the snapshot and deletes it. 409 when the database cannot be snapshotted by Tendril (PostgreSQL); 507 when the data folder has no room for it."},
 		{Method: "GET", Path: "/api/nodes", Tag: coord, Roles: readers, Status: 200, Response: []api.NodeView{},
 			Summary:     "List the coordinator nodes sharing this one's database",
 			Description: "Each node with its state (running, draining, drained, stopped, dead), heartbeat and the agents, tasks and rollouts it holds."},
@@ -295,8 +295,8 @@ var openAPIErrorText = map[int]string{
 	415: "The request body's Content-Type is not one this endpoint takes: application/json for a JSON body; an upload lists its media types.",
 	422: "The Idempotency-Key was used before with a different request.",
 	500: "The coordinator failed; its log has the details.",
-	503: "The coordinator cannot serve the request now, e.g. its database is unreachable; try again after the Retry-After header's seconds.",
-	507: "The coordinator's data folder has no space left for this; the error says how much is free and how much is needed.",
+	503: "The database is unreachable, and the request needs it (the API key's check does). Retry-After says when to try again.",
+	507: "The coordinator's data folder has no room for what the request writes; the error says how much is free and how much was needed. Nothing was kept: free space and send it again.",
 }
 
 // The rules of fields tagged schema:"..." in the api package's request

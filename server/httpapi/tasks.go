@@ -21,6 +21,12 @@ import (
 func Fail(w http.ResponseWriter, log *zap.Logger, err error) {
 	var mbe *http.MaxBytesError
 	switch {
+	case kind.IsNoSpace(err):
+		// Before the other kinds: a full folder is what to fix first,
+		// whatever the write was.
+		noSpace(w, log, err)
+	case errors.Is(err, kind.ErrUnavailable):
+		unavailable(w, log, err)
 	case errors.As(err, &mbe):
 		WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", mbe.Limit))
 	case errors.Is(err, kind.ErrBadRequest):
@@ -38,7 +44,7 @@ func Fail(w http.ResponseWriter, log *zap.Logger, err error) {
 	}
 }
 
-func (h *API) apiError(w http.ResponseWriter, err error) { Fail(w, h.log, err) }
+func (h *API) apiError(w http.ResponseWriter, err error) { Fail(w, h.log, h.noSpace(err, 0)) }
 
 // respond answers with v as JSON and the given status, or, if err is set,
 // with the status err's kind calls for.
@@ -60,7 +66,7 @@ func createdStatus(created bool) int {
 
 func (h *API) apiUploadCalamari(w http.ResponseWriter, r *http.Request) {
 	v, err := h.co.UploadCalamari(r.Context(), r.Body)
-	h.respond(w, createdStatus(v.Created), v, err)
+	h.respond(w, createdStatus(v.Created), v, h.noSpace(err, r.ContentLength))
 }
 
 func (h *API) apiCalamari(w http.ResponseWriter, r *http.Request) {
@@ -80,7 +86,7 @@ func (h *API) apiUpdateCalamari(w http.ResponseWriter, r *http.Request) {
 // apiUploadFile stores a file by its SHA-256, for tasks to send to agents.
 func (h *API) apiUploadFile(w http.ResponseWriter, r *http.Request) {
 	v, err := h.co.StoreFile(r.Context(), r.Body)
-	h.respond(w, http.StatusCreated, v, err)
+	h.respond(w, http.StatusCreated, v, h.noSpace(err, r.ContentLength))
 }
 
 func (h *API) apiCreateTasks(w http.ResponseWriter, r *http.Request) {

@@ -9,7 +9,7 @@ import (
 func (h *API) apiUploadAgentPackage(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	v, err := h.rollouts.UploadAgentPackage(r.Context(), q.Get("version"), q.Get("os"), q.Get("arch"), r.Body)
-	h.respond(w, createdStatus(v.Created), v, err)
+	h.respond(w, createdStatus(v.Created), v, h.noSpace(err, r.ContentLength))
 }
 
 func (h *API) apiAgentPackages(w http.ResponseWriter, r *http.Request) {

@@ -166,6 +166,11 @@ type PolicyStore interface {
 var (
 	// ErrNotFound is returned when the requested record does not exist.
 	ErrNotFound = kind.ErrNotFound
+	// ErrUnavailable wraps every error that means the database could not
+	// be reached, or the connection to it broke: what waiting mends, as
+	// opposed to a query it refused. An embedded database (SQLite) is
+	// never unreachable: its I/O errors are not outages.
+	ErrUnavailable = kind.ErrUnavailable
 	// ErrTokenInvalid means no token with that value exists, or it is for
 	// another environment than the one asked for.
 	ErrTokenInvalid = errors.New("enrollment token is not valid")

@@ -21,6 +21,13 @@ import (
 func startCoordinatorCmd(t *testing.T) (dir string, ri api.RunInfo) {
 	t.Helper()
 	dir = filepath.Join(t.TempDir(), "data")
+	return dir, startCoordinatorCmdIn(t, dir)
+}
+
+// startCoordinatorCmdIn is startCoordinatorCmd on a data folder dir that
+// init makes (it must not exist yet).
+func startCoordinatorCmdIn(t *testing.T, dir string) (ri api.RunInfo) {
+	t.Helper()
 	if code, _, stderr := cli(t, context.Background(), nil, "init", "--data", dir); code != 0 {
 		t.Fatalf("init: %d %q", code, stderr)
 	}
@@ -47,7 +54,7 @@ func startCoordinatorCmd(t *testing.T) (dir string, ri api.RunInfo) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return dir, ri
+	return ri
 }
 
 // startRealAgent enrolls and runs a real agent in the test process, with

@@ -87,7 +87,9 @@ func openPostgres(ctx context.Context, url string, migs []migration) (*Postgres,
 	if cc.ConnectTimeout == 0 {
 		cc.ConnectTimeout = defaultConnectTimeout
 	}
-	db := stdlib.OpenDB(*cc)
+	// Through outageConnector, so that an error of any query says
+	// whether the database was unreachable (store.ErrUnavailable).
+	db := sql.OpenDB(outageConnector{stdlib.GetConnector(*cc)})
 	db.SetMaxOpenConns(int(cfg.MaxConns))
 	db.SetMaxIdleConns(int(cfg.MaxConns))
 	db.SetConnMaxLifetime(cfg.MaxConnLifetime)
@@ -165,6 +167,9 @@ func (postgresDialect) sigArg(b []byte) any    { return nonNil(b) }
 
 func (postgresDialect) sigValue(stored []byte) ([]byte, error) { return stored, nil }
 
+// mark leaves errors as they are: outageConn marked them already.
+func (postgresDialect) mark(err error) error { return err }
+
 // retryable reports a deadlock or a serialization failure: only another
 // coordinator got there first.
 func (postgresDialect) retryable(err error) bool {
@@ -237,7 +242,7 @@ func (postgresDialect) execMany(ctx context.Context, tx *sqlTx, query string, ar
 		b.Queue(query, a...)
 	}
 	return tx.conn.Raw(func(dc any) error {
-		br := dc.(*stdlib.Conn).Conn().SendBatch(ctx, b)
+		br := pgxConn(dc).SendBatch(ctx, b)
 		for i := range b.Len() {
 			if _, err := br.Exec(); err != nil {
 				br.Close()
@@ -292,7 +297,9 @@ func (s *Postgres) withPgx(ctx context.Context, fn func(c *pgx.Conn) error) erro
 		return err
 	}
 	defer conn.Close()
-	return conn.Raw(func(dc any) error { return fn(dc.(*stdlib.Conn).Conn()) })
+	err = conn.Raw(func(dc any) error { return fn(pgxConn(dc)) })
+	// fn talks to pgx directly, beside outageConn.
+	return markUnreachable(ctx, err)
 }
 
 // Notify implements Store with NOTIFY, which PostgreSQL delivers to every

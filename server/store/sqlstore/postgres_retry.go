@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -73,21 +70,9 @@ func transientOpenError(err error) bool {
 	if _, ok := errors.AsType[*pgconn.ParseConfigError](err); ok {
 		return false
 	}
-	// The server answered: whether waiting helps depends on what it said.
-	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
-		switch pgErr.Code {
-		case "57P01", "57P02", "57P03", // shutting down, crashed, starting up
-			"53300",          // too many connections
-			"40001", "40P01": // lost a race with another migrating node
-			return true
-		}
-		return strings.HasPrefix(pgErr.Code, "08") // connection exceptions
-	}
-	if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {
-		return true // no answer: refused, unreachable, timed out, TLS failure
-	}
-	if _, ok := errors.AsType[net.Error](err); ok {
+	// Lost a race with another migrating node.
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok && (pgErr.Code == "40001" || pgErr.Code == "40P01") {
 		return true
 	}
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || pgconn.SafeToRetry(err)
+	return unreachable(err)
 }

@@ -137,8 +137,8 @@ func openSQLite(ctx context.Context, path string, o Options, migs []migration) (
 	// read pool close and reopen connections, repeating the pragmas.
 	r.SetMaxIdleConns(n)
 	s.rdb = r
-	s.sqlStore = sqlStore{d: sqliteDialect{}, db: w, r: r, w: w,
-		hr: preparedDB{r, &s.stmts}, hw: preparedDB{w, &s.stmts}}
+	s.sqlStore = sqlStore{d: sqliteDialect{}, db: w, r: r, w: fullMarked{w},
+		hr: preparedDB{r, &s.stmts}, hw: fullMarked{preparedDB{w, &s.stmts}}}
 
 	if err := s.migrate(ctx, migs); err != nil {
 		s.Close()
@@ -248,7 +248,7 @@ func (s *SQLite) Close() error {
 // permissions and synced before Backup returns.
 func (s *SQLite) Backup(ctx context.Context, dest string) error {
 	if err := s.backup(ctx, dest); err != nil {
-		return fmt.Errorf("back up database to %s: %w", dest, err)
+		return fmt.Errorf("back up database to %s: %w", dest, markFull(err))
 	}
 	return nil
 }
@@ -319,6 +319,7 @@ type sqliteDialect struct{}
 
 func (sqliteDialect) wrap(q queryer) queryer                  { return q }
 func (sqliteDialect) retryable(error) bool                    { return false }
+func (sqliteDialect) mark(err error) error                    { return markFull(err) }
 func (sqliteDialect) shared() bool                            { return false }
 func (sqliteDialect) lock(context.Context, *sqlTx, int) error { return nil }
 func (sqliteDialect) forUpdate() string                       { return "" }

@@ -36,6 +36,9 @@ type dialect interface {
 	// concurrent one won, so that running it again from scratch may
 	// succeed.
 	retryable(err error) bool
+	// mark makes a transaction's error say what kind of failure it is
+	// where the driver's does not (SQLite's full disk: kind.ErrNoSpace).
+	mark(err error) error
 	// uniqueViolation reports whether err is a unique constraint's.
 	uniqueViolation(err error) bool
 	// shared reports whether several coordinators may use the database
@@ -120,7 +123,7 @@ func (s *sqlStore) tx(ctx context.Context, fn func(tx *sqlTx) error) error {
 	for attempt := 1; ; attempt++ {
 		err := s.tryTx(ctx, fn)
 		if err == nil || attempt == maxTxAttempts || !s.d.retryable(err) {
-			return err
+			return s.d.mark(err)
 		}
 	}
 }

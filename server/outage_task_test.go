@@ -1,0 +1,122 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/tendrildeploy/tendril/api"
+	"github.com/tendrildeploy/tendril/internal/pgtest"
+	"github.com/tendrildeploy/tendril/server/datadir"
+	"github.com/tendrildeploy/tendril/server/store/sqlstore"
+)
+
+// TestTaskOutlivesDatabaseOutage stops PostgreSQL while a task prints and
+// finishes: once the database is back the task reaches its final state,
+// with its whole log and the agent's end time, with no agent restart; the
+// node stops counting it, so draining it and maintenance mode's wait end.
+func TestTaskOutlivesDatabaseOutage(t *testing.T) {
+	pg.Cluster(t) // skips, or fails under CI, without PostgreSQL
+	ctx := context.Background()
+	// A cluster of its own: the shared one serves the other tests.
+	c, err := pgtest.Start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Stop() })
+	url := c.NewDatabase(t)
+	dir := t.TempDir()
+	if _, err := datadir.InitWith(ctx, dir, datadir.InitOptions{Database: url}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := sqlstore.OpenPostgres(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := runServer(t, dir, func(cfg *Config) {
+		cfg.Store, cfg.NodeName, cfg.HeartbeatInterval = st, "a", haHeartbeat
+		cfg.Logger = zaptest.NewLogger(t).Named("a")
+	})
+	ra := haAgent(t, ts, "web-1", ts.AgentAddr())
+	ts.connectedTo(t, "web-1", "a")
+	ts.upload(t, packBundle(t, "1.0.0", 0))
+	const printed = 5000
+	gate := filepath.Join(t.TempDir(), "gate")
+	task := ts.createTask(t, api.TaskRequest{Agent: "web-1", Args: []string{"run-script", "--inline", gatedScript(gate, printed)}})
+	ts.waitLine(t, task.ID, "stdout", "first")
+	sessions := ra.Status().Sessions
+
+	if err := c.Down(); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(gate, nil, 0o600)
+	var finishedAt time.Time
+	eventually(t, "the task finished on the agent", func() bool {
+		var ok bool
+		finishedAt, ok = agentResult(t, ra.home, task.ID)
+		return ok
+	})
+	// The database stays away for a few of the node's tries, growing
+	// apart: an outage of some seconds.
+	eventually(t, "the node tried a few times to store the log", func() bool {
+		run := ts.tasks.get(task.ID)
+		if run == nil {
+			return false
+		}
+		run.mu.Lock()
+		defer run.mu.Unlock()
+		return run.failures >= 4 && strings.Contains(run.why, "cannot")
+	})
+	if err := c.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	task = ts.waitFinished(t, task.ID)
+	if task.State != api.TaskSucceeded || task.StateReason != "" || task.LostLines != 0 {
+		t.Fatalf("got %s (%q, %d lines lost), want succeeded with nothing lost", task.State, task.StateReason, task.LostLines)
+	}
+	if task.FinishedAt == nil || !task.FinishedAt.Equal(finishedAt) {
+		t.Errorf("finished at %v, want the agent's end time %v", task.FinishedAt, finishedAt)
+	}
+	lines := ts.allLines(t, task.ID)
+	seen := map[string]int{}
+	for _, l := range lines {
+		if l.Stream == "stdout" {
+			seen[l.Text]++
+		}
+	}
+	for i := 1; i <= printed; i++ {
+		if text := fmt.Sprintf("output line %d, padded so that it takes some room on a disk", i); seen[text] != 1 {
+			t.Fatalf("line %d stored %d times, want once", i, seen[text])
+		}
+	}
+	if seen["first"] != 1 || seen["the last line"] != 1 {
+		t.Fatalf("first and last lines stored %d and %d times, want once", seen["first"], seen["the last line"])
+	}
+	checkGapless(t, lines)
+
+	// Nothing counts the task any more: maintenance mode's wait and the
+	// node's drain end.
+	if _, err := ts.SetMaintenance(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := ts.maint.View(ctx); err != nil || !v.Drained() {
+		t.Fatalf("maintenance: got %+v, %v; want nothing running", v, err)
+	}
+	if _, err := ts.SetNodeDraining(ctx, "a", true); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "node a drained", func() bool {
+		v := nodeNamed(t, ts, "a")
+		return v.Tasks == 0 && v.State == api.NodeDrained
+	})
+	if got := ra.Status().Sessions; got != sessions {
+		t.Logf("the agent reconnected during the outage (%d sessions, had %d)", got, sessions)
+	}
+}
