@@ -237,8 +237,11 @@ func (d *Dialer) loop(ctx context.Context, agentID string, l *loop, delay time.D
 			if ctx.Err() != nil {
 				return
 			}
-			// The store, not the agent: nothing to record on it.
-			d.log.Warn("read listening agent failed", zap.String("agent_id", agentID), zap.Error(err))
+			// The store, not the agent: nothing to record on it. An
+			// outage is logged once, by the heartbeat.
+			if !errors.Is(err, store.ErrUnavailable) {
+				d.log.Warn("read listening agent failed", zap.String("agent_id", agentID), zap.Error(err))
+			}
 		} else {
 			var done <-chan struct{}
 			done, err = d.dial(ctx, a)
@@ -255,15 +258,33 @@ func (d *Dialer) loop(ctx context.Context, agentID string, l *loop, delay time.D
 				}
 				continue
 			}
-			d.failed(ctx, a, err)
+			if !errors.Is(err, store.ErrUnavailable) {
+				d.failed(ctx, a, err)
+			}
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-l.redial:
-		case <-time.After(bo.NextBackOff()):
+		case <-time.After(retryWait(err, bo)):
 		}
 	}
+}
+
+// outageRetry bounds the wait before dialing again while the database
+// is unreachable: the agent is not at fault, and once the database is
+// back it should be dialed within seconds, not after a backoff grown over
+// the outage. The jitter spreads a fleet's dials over the window.
+const outageRetry = 3 * time.Second
+
+// retryWait is how long to wait before dialing again after err: the
+// backoff's next wait, or, while the database is unreachable, at most
+// outageRetry, leaving the backoff where it was.
+func retryWait(err error, bo backoff.BackOff) time.Duration {
+	if errors.Is(err, store.ErrUnavailable) {
+		return outageRetry/3 + rand.N(outageRetry*2/3)
+	}
+	return bo.NextBackOff()
 }
 
 // serve waits while a dialed session lasts. It reports false if ctx
