@@ -48,9 +48,16 @@ func (s *Server) collectArtifacts(ctx context.Context, as *agentSession, t store
 			// The session ended: the agent's next one resumes it.
 			return nil, fmt.Errorf("collect artifact %s of task %s: %w", a.Name, t.ID, err)
 		}
+		if err != nil && (kind.IsNoSpace(err) || errors.Is(err, store.ErrUnavailable)) {
+			// This node's storage, not the artifact: the task is held
+			// (its reason says why) and its collection tried again until
+			// the data folder or the database takes it. The agent keeps
+			// the file meanwhile.
+			return nil, storeFailed(fmt.Sprintf("store artifact %s", a.Name), err)
+		}
 		if err != nil {
 			// Fetching again from a live session would fail the same way
-			// (a full disk here, a file the agent lost): the task ends
+			// (a file the agent lost, one it refuses): the task ends
 			// without it, and its log says why.
 			s.taskLog(t.ID, fmt.Sprintf("Artifact %s could not be collected: %v", a.Name, err))
 			continue

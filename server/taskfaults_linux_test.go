@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"html"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -266,5 +267,56 @@ func consoleShows(t *testing.T, ts *testServer, id string, want ...string) {
 		if !strings.Contains(body, w) {
 			t.Errorf("task page lacks %q:\n%s", w, body)
 		}
+	}
+}
+
+// TestArtifactStoredAfterCoordinatorDiskFull: an artifact the coordinator's
+// full data folder cannot take holds its task (saying why) instead of
+// being dropped, and is collected, whole, once space is freed.
+func TestArtifactStoredAfterCoordinatorDiskFull(t *testing.T) {
+	// Only the data folder's files are on the full disk: its database
+	// has room, so the log is stored and the artifact alone waits.
+	mnt := tmpfstest.Mount(t, 16<<20)
+	dir := filepath.Join(t.TempDir(), "data")
+	if _, err := datadir.Init(context.Background(), dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(mnt, filepath.Join(dir, "files")); err != nil {
+		t.Fatal(err)
+	}
+	ts := runServer(t, dir, nil)
+	ts.readyAgent(t, "web-1", nil)
+	gate := filepath.Join(t.TempDir(), "gate")
+	script := strings.Join([]string{
+		`head -c 4194304 /dev/urandom > build.bin`,
+		`echo first`,
+		`while [ ! -e ` + gate + ` ]; do sleep 0.02; done`,
+		serviceLine("artifact", "", "build.bin"),
+	}, "\n")
+	task := ts.createTask(t, api.TaskRequest{Agent: "web-1", Args: []string{"run-script", "--inline", script}})
+	ts.waitLine(t, task.ID, "stdout", "first")
+	free := tmpfstest.Fill(t, mnt)
+	os.WriteFile(gate, nil, 0o600)
+
+	eventually(t, "the task says the artifact waits for space", func() bool {
+		v, err := ts.Task(context.Background(), task.ID)
+		return err == nil && strings.Contains(v.StateReason, "build.bin")
+	})
+	if v, _ := ts.Task(context.Background(), task.ID); v.State != api.TaskRunning || len(v.Artifacts) != 0 {
+		t.Fatalf("while the data folder is full: got %s with artifacts %+v, want running without them", v.State, v.Artifacts)
+	}
+	free()
+
+	task = ts.waitFinished(t, task.ID)
+	if task.State != api.TaskSucceeded || len(task.Artifacts) != 1 || task.Artifacts[0].Name != "build.bin" || task.Artifacts[0].Size != 4<<20 {
+		t.Fatalf("got %s with artifacts %+v, want succeeded with build.bin of 4 MiB", task.State, task.Artifacts)
+	}
+	d, err := ts.TaskArtifact(context.Background(), task.ID, "build.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Body.Close()
+	if n, err := io.Copy(io.Discard, d.Body); err != nil || n != 4<<20 {
+		t.Fatalf("download: got %d bytes, %v; want 4 MiB", n, err)
 	}
 }
