@@ -59,11 +59,17 @@ const startTimeout = 2 * time.Minute
 
 // Cluster is a running throwaway PostgreSQL server.
 type Cluster struct {
-	dir    string // the temporary folder: data/, the socket, the log
-	port   int
+	dir   string // the temporary folder: data/, the socket, the log
+	port  int
+	bin   string        // the folder of the server binaries, for Resume
+	run   *account      // who runs the server, for Resume
+	admin *pgxpool.Pool // to the "postgres" database, for CREATE DATABASE
+
+	// mu guards the server process, which Halt and Resume replace.
+	mu     sync.Mutex
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when the server process has exited
-	admin  *pgxpool.Pool // to the "postgres" database, for CREATE DATABASE
+	halted bool
 
 	seq      atomic.Int64
 	stopOnce sync.Once
@@ -241,20 +247,41 @@ func freePort() (int, error) {
 
 // serve starts the server on port and waits until it accepts connections.
 func serve(ctx context.Context, bin, dir string, port int, run *account) (*Cluster, error) {
-	logPath := filepath.Join(dir, fmt.Sprintf("postgres-%d.log", port))
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
-	if err != nil {
+	c := &Cluster{dir: dir, port: port, bin: bin, run: run}
+	if err := c.launch(ctx); err != nil {
 		return nil, err
+	}
+	cfg, err := pgxpool.ParseConfig(c.URL("postgres"))
+	if err != nil {
+		c.kill()
+		return nil, err
+	}
+	cfg.MaxConns = 4
+	if c.admin, err = pgxpool.NewWithConfig(context.Background(), cfg); err != nil {
+		c.kill()
+		return nil, err
+	}
+	return c, nil
+}
+
+// launch starts the server process on c's folder and port and waits
+// until it accepts connections. The caller holds c.mu or owns c alone.
+func (c *Cluster) launch(ctx context.Context) error {
+	logPath := filepath.Join(c.dir, fmt.Sprintf("postgres-%d.log", c.port))
+	// Appended to: a Resume's server writes after the halted one's.
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
 	}
 	defer logFile.Close()
 	// Durability is worthless in a throwaway cluster and costs seconds of
 	// fsync per test; nothing here is kept.
 	// Not tied to ctx, which only bounds the start: the server runs until
 	// Stop.
-	cmd := run.setup(exec.Command(filepath.Join(bin, "postgres"),
-		"-D", filepath.Join(dir, "data"),
-		"-p", strconv.Itoa(port),
-		"-k", dir,
+	cmd := c.run.setup(exec.Command(filepath.Join(c.bin, "postgres"),
+		"-D", filepath.Join(c.dir, "data"),
+		"-p", strconv.Itoa(c.port),
+		"-k", c.dir,
 		"-c", "listen_addresses=127.0.0.1",
 		"-c", "fsync=off",
 		"-c", "synchronous_commit=off",
@@ -267,7 +294,7 @@ func serve(ctx context.Context, bin, dir string, port int, run *account) (*Clust
 	// The server is started directly, not through pg_ctl, so that it stays
 	// this process's child: on Linux it then dies with the test binary
 	// (see sysProcAttr) instead of outliving a crashed test run.
-	c := &Cluster{dir: dir, port: port, cmd: cmd, exited: make(chan struct{})}
+	exited := make(chan struct{})
 	started := make(chan error, 1)
 	go func() {
 		// Linux sends the parent-death signal when the thread that started
@@ -280,24 +307,24 @@ func serve(ctx context.Context, bin, dir string, port int, run *account) (*Clust
 		}
 		started <- nil
 		cmd.Wait()
-		close(c.exited)
+		close(exited)
 	}()
 	if err := <-started; err != nil {
-		return nil, err
+		return err
 	}
+	c.cmd, c.exited = cmd, exited
 	if err := c.waitReady(ctx); err != nil {
 		c.kill()
 		log, _ := os.ReadFile(logPath)
 		if strings.Contains(string(log), "could not bind") || strings.Contains(string(log), "Address already in use") {
-			return nil, fmt.Errorf("%w: %d", errPortTaken, port)
+			return fmt.Errorf("%w: %d", errPortTaken, c.port)
 		}
-		return nil, fmt.Errorf("%w; server log:\n%s", err, lastLines(string(log), 20))
+		return fmt.Errorf("%w; server log:\n%s", err, lastLines(string(log), 20))
 	}
-	return c, nil
+	return nil
 }
 
-// waitReady polls until the server accepts a connection and opens the
-// admin pool.
+// waitReady polls until the server accepts a connection.
 func (c *Cluster) waitReady(ctx context.Context) error {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
@@ -305,13 +332,7 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 		conn, err := pgx.Connect(ctx, c.URL("postgres"))
 		if err == nil {
 			conn.Close(ctx)
-			cfg, err := pgxpool.ParseConfig(c.URL("postgres"))
-			if err != nil {
-				return err
-			}
-			cfg.MaxConns = 4
-			c.admin, err = pgxpool.NewWithConfig(context.Background(), cfg)
-			return err
+			return nil
 		}
 		select {
 		case <-c.exited:
@@ -321,6 +342,41 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// Halt stops the server as a database outage would, keeping its folder,
+// its databases and its port: clients are disconnected and new
+// connections are refused until Resume. Halting a halted cluster does
+// nothing.
+func (c *Cluster) Halt() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.halted {
+		return nil
+	}
+	if err := c.kill(); err != nil {
+		return fmt.Errorf("halt postgres: %w", err)
+	}
+	c.halted = true
+	return nil
+}
+
+// Resume starts a halted server again on the same folder and port, and
+// waits until it accepts connections. Resuming a running cluster does
+// nothing.
+func (c *Cluster) Resume(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.halted {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	if err := c.launch(ctx); err != nil {
+		return fmt.Errorf("resume postgres on port %d: %w", c.port, err)
+	}
+	c.halted = false
+	return nil
 }
 
 // URL is the connection URL of database in the cluster, over TCP.
@@ -379,7 +435,11 @@ func (c *Cluster) Stop() error {
 		if c.admin != nil {
 			c.admin.Close()
 		}
-		c.stopErr = c.kill()
+		c.mu.Lock()
+		if !c.halted {
+			c.stopErr = c.kill()
+		}
+		c.mu.Unlock()
 		if err := os.RemoveAll(c.dir); err != nil {
 			c.stopErr = errors.Join(c.stopErr, err)
 		}
@@ -387,7 +447,8 @@ func (c *Cluster) Stop() error {
 	return c.stopErr
 }
 
-// kill asks for a fast shutdown and, failing that, kills the server.
+// kill asks for a fast shutdown and, failing that, kills the server. The
+// caller holds c.mu or owns c alone.
 func (c *Cluster) kill() error {
 	if err := interrupt(c.cmd.Process); err != nil {
 		c.cmd.Process.Kill()

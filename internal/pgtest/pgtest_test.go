@@ -221,3 +221,69 @@ func TestFindBinaries(t *testing.T) {
 		})
 	}
 }
+
+// TestHaltResume: a halted cluster refuses connections, and a resumed one
+// serves the same databases, with their data, at the same URL.
+func TestHaltResume(t *testing.T) {
+	shared.Cluster(t) // skips, or fails under CI, without PostgreSQL
+	ctx := context.Background()
+	c, err := Start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Stop() })
+	// Not NewDatabase: the cluster is stopped, and its databases gone,
+	// before the test's cleanup would drop it.
+	url, err := c.CreateDatabase(ctx, "halted")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `CREATE TABLE kept (x int); INSERT INTO kept VALUES (42)`); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := c.Halt(); err != nil {
+		t.Fatalf("Halt: %v", err)
+	}
+	if err := conn.Ping(ctx); err == nil {
+		t.Error("a connection opened before Halt: got a ping through, want it cut")
+	}
+	conn.Close(ctx)
+	if _, err := pgx.Connect(ctx, url); err == nil {
+		t.Error("connect while halted: got nil error, want a refusal")
+	}
+	if err := c.Halt(); err != nil {
+		t.Errorf("second Halt: got %v, want nil", err)
+	}
+
+	if err := c.Resume(ctx); err != nil {
+		t.Fatalf("Resume: %v", err)
+	}
+	conn, err = pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatalf("connect after Resume: %v", err)
+	}
+	defer conn.Close(ctx)
+	var x int
+	if err := conn.QueryRow(ctx, `SELECT x FROM kept`).Scan(&x); err != nil || x != 42 {
+		t.Errorf("after Resume: got %d (%v), want the row written before Halt, 42", x, err)
+	}
+	if err := c.Resume(ctx); err != nil {
+		t.Errorf("second Resume: got %v, want nil", err)
+	}
+
+	// Stop works whether the cluster runs or is halted.
+	if err := c.Halt(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Stop(); err != nil {
+		t.Errorf("Stop of a halted cluster: %v", err)
+	}
+	if _, err := os.Stat(c.Dir()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("folder after Stop: got %v, want it gone", err)
+	}
+}
