@@ -618,20 +618,20 @@ func waitTransfer(t *testing.T, p *faultproxy.Proxy, from int64, what string) {
 func (e *faultEnv) stopPostgres(during func()) time.Time {
 	t := e.t
 	t.Helper()
-	if err := e.pg.Halt(); err != nil {
+	if err := e.pg.Down(); err != nil {
 		t.Fatal(err)
 	}
 	stopped := time.Now()
 	// A case that fails during the outage must not leave the database
 	// down for the next.
-	t.Cleanup(func() { e.pg.Resume(context.Background()) })
+	t.Cleanup(func() { e.pg.Up(context.Background()) })
 	if during != nil {
 		during()
 	}
 	// The outage lasts outageFor whatever during took; the wait is the
 	// fault itself, not a synchronisation.
 	time.Sleep(time.Until(stopped.Add(outageFor)))
-	if err := e.pg.Resume(context.Background()); err != nil {
+	if err := e.pg.Up(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	return time.Now()

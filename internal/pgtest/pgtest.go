@@ -61,15 +61,15 @@ const startTimeout = 2 * time.Minute
 type Cluster struct {
 	dir   string // the temporary folder: data/, the socket, the log
 	port  int
-	bin   string        // the folder of the server binaries, for Resume
-	run   *account      // who runs the server, for Resume
+	bin   string        // the folder of the server binaries, for Up
+	run   *account      // who runs the server, for Up
 	admin *pgxpool.Pool // to the "postgres" database, for CREATE DATABASE
 
-	// mu guards the server process, which Halt and Resume replace.
+	// mu guards the server process, which Down and Up replace.
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when the server process has exited
-	halted bool
+	down   bool
 
 	seq      atomic.Int64
 	stopOnce sync.Once
@@ -268,7 +268,7 @@ func serve(ctx context.Context, bin, dir string, port int, run *account) (*Clust
 // until it accepts connections. The caller holds c.mu or owns c alone.
 func (c *Cluster) launch(ctx context.Context) error {
 	logPath := filepath.Join(c.dir, fmt.Sprintf("postgres-%d.log", c.port))
-	// Appended to: a Resume's server writes after the halted one's.
+	// Appended to: the server Up starts writes after the one Down stopped.
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
@@ -344,38 +344,38 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 	}
 }
 
-// Halt stops the server as a database outage would, keeping its folder,
+// Down stops the server as a database outage would, keeping its folder,
 // its databases and its port: clients are disconnected and new
-// connections are refused until Resume. Halting a halted cluster does
-// nothing.
-func (c *Cluster) Halt() error {
+// connections are refused until Up. It does nothing to a cluster already
+// down, and works on a Shared one too (Stop stops it either way).
+func (c *Cluster) Down() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.halted {
+	if c.down {
 		return nil
 	}
 	if err := c.kill(); err != nil {
-		return fmt.Errorf("halt postgres: %w", err)
+		return fmt.Errorf("stop postgres: %w", err)
 	}
-	c.halted = true
+	c.down = true
 	return nil
 }
 
-// Resume starts a halted server again on the same folder and port, and
-// waits until it accepts connections. Resuming a running cluster does
-// nothing.
-func (c *Cluster) Resume(ctx context.Context) error {
+// Up starts the server Down stopped again, on the same folder and port,
+// and waits until it accepts connections. It does nothing to a running
+// cluster.
+func (c *Cluster) Up(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.halted {
+	if !c.down {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	if err := c.launch(ctx); err != nil {
-		return fmt.Errorf("resume postgres on port %d: %w", c.port, err)
+		return fmt.Errorf("start postgres again on port %d: %w", c.port, err)
 	}
-	c.halted = false
+	c.down = false
 	return nil
 }
 
@@ -436,7 +436,7 @@ func (c *Cluster) Stop() error {
 			c.admin.Close()
 		}
 		c.mu.Lock()
-		if !c.halted {
+		if !c.down {
 			c.stopErr = c.kill()
 		}
 		c.mu.Unlock()

@@ -222,9 +222,10 @@ func TestFindBinaries(t *testing.T) {
 	}
 }
 
-// TestHaltResume: a halted cluster refuses connections, and a resumed one
-// serves the same databases, with their data, at the same URL.
-func TestHaltResume(t *testing.T) {
+// TestDownUpInPlace: a cluster that is down refuses connections, and once
+// up again serves the same databases, with their data, at the same URL;
+// Down and Up twice do nothing more, and Stop works on a cluster down.
+func TestDownUpInPlace(t *testing.T) {
 	shared.Cluster(t) // skips, or fails under CI, without PostgreSQL
 	ctx := context.Background()
 	c, err := Start(ctx)
@@ -234,7 +235,7 @@ func TestHaltResume(t *testing.T) {
 	t.Cleanup(func() { c.Stop() })
 	// Not NewDatabase: the cluster is stopped, and its databases gone,
 	// before the test's cleanup would drop it.
-	url, err := c.CreateDatabase(ctx, "halted")
+	url, err := c.CreateDatabase(ctx, "down")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,42 +247,42 @@ func TestHaltResume(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if err := c.Halt(); err != nil {
-		t.Fatalf("Halt: %v", err)
+	if err := c.Down(); err != nil {
+		t.Fatalf("Down: %v", err)
 	}
 	if err := conn.Ping(ctx); err == nil {
-		t.Error("a connection opened before Halt: got a ping through, want it cut")
+		t.Error("a connection opened before Down: got a ping through, want it cut")
 	}
 	conn.Close(ctx)
 	if _, err := pgx.Connect(ctx, url); err == nil {
-		t.Error("connect while halted: got nil error, want a refusal")
+		t.Error("connect while down: got nil error, want a refusal")
 	}
-	if err := c.Halt(); err != nil {
-		t.Errorf("second Halt: got %v, want nil", err)
+	if err := c.Down(); err != nil {
+		t.Errorf("second Down: got %v, want nil", err)
 	}
 
-	if err := c.Resume(ctx); err != nil {
-		t.Fatalf("Resume: %v", err)
+	if err := c.Up(ctx); err != nil {
+		t.Fatalf("Up: %v", err)
 	}
 	conn, err = pgx.Connect(ctx, url)
 	if err != nil {
-		t.Fatalf("connect after Resume: %v", err)
+		t.Fatalf("connect after Up: %v", err)
 	}
 	defer conn.Close(ctx)
 	var x int
 	if err := conn.QueryRow(ctx, `SELECT x FROM kept`).Scan(&x); err != nil || x != 42 {
-		t.Errorf("after Resume: got %d (%v), want the row written before Halt, 42", x, err)
+		t.Errorf("after Up: got %d (%v), want the row written before Down, 42", x, err)
 	}
-	if err := c.Resume(ctx); err != nil {
-		t.Errorf("second Resume: got %v, want nil", err)
+	if err := c.Up(ctx); err != nil {
+		t.Errorf("second Up: got %v, want nil", err)
 	}
 
-	// Stop works whether the cluster runs or is halted.
-	if err := c.Halt(); err != nil {
+	// Stop works whether the cluster runs or is down.
+	if err := c.Down(); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Stop(); err != nil {
-		t.Errorf("Stop of a halted cluster: %v", err)
+		t.Errorf("Stop of a down cluster: %v", err)
 	}
 	if _, err := os.Stat(c.Dir()); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("folder after Stop: got %v, want it gone", err)
