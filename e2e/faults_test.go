@@ -26,14 +26,7 @@ import (
 	"github.com/tendrildeploy/tendril/server/datadir"
 )
 
-// The fault matrix (issue 20, part 9): every fault injected into every
-// operation it can hit, each pair a subtest FAULT/OPERATION, with real
-// binaries. Each case asserts what the issue demands of a fault: a final
-// state (no task, push or rollout left waiting without a deadline or a
-// reason), a complete or honestly marked log (a task's log has its last
-// line, or its record says how many lines were lost and why), and nothing
-// lost or done twice (a task's script records each run in a marker file
-// outside the agent's home, as TestKillNodeAgentsMoveTasksRunOnce does).
+// What the fault matrix's cases wait for and inject.
 const (
 	// settleWithin is how long a case may take to reach its final state
 	// once the fault is gone (or, for a fault that stays, to show its
@@ -164,9 +157,16 @@ var faultPairsLeftOut = []struct{ fault, op, why string }{
 	{"connection-cut", "backup", "a backup runs on the coordinator's host: its one request (the snapshot) is a loopback call, and no network transfer carries it"},
 }
 
-// TestFaultMatrix injects each fault into each operation it can hit and
-// checks that the operation ends in a state the user can see, with its log
-// complete or saying what it lost, having run once.
+// TestFaultMatrix is the fault matrix (issue 20, part 9): every fault
+// injected into every operation it can hit, each pair a subtest
+// FAULT/OPERATION, with the real binaries. Each case asserts what the
+// issue demands of a fault: a final state (no task, push or rollout left
+// waiting without a deadline, or, while a fault lasts, without saying
+// why), a complete or honestly marked log (a task's log has every line
+// and its last, or its record says how many lines were lost and why), and
+// nothing lost or done twice (a task's script records each run in a
+// marker file outside the agent's home, as
+// TestKillNodeAgentsMoveTasksRunOnce does).
 func TestFaultMatrix(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("the fault matrix needs Linux: tmpfs mounts, /bin/sh scripts, the agent's re-exec upgrade")
@@ -715,12 +715,11 @@ func (e *faultEnv) taskScript(lines, width int, gated bool) string {
 	return b.String()
 }
 
-// createTask creates a task on the agent through node n and returns its
-// id; extra are more task run flags (before --).
-func (e *faultEnv) createTask(n *faultNode, script string, extra ...string) string {
+// createTask creates a task running script on the agent through node n
+// and returns its id.
+func (e *faultEnv) createTask(n *faultNode, script string) string {
 	e.t.Helper()
-	args := append([]string{"task", "run", "--agent", e.agent.name, "--json"}, extra...)
-	out := e.mustCLI(n, append(args, "--", "run-script", "--inline", script)...)
+	out := e.mustCLI(n, "task", "run", "--agent", e.agent.name, "--json", "--", "run-script", "--inline", script)
 	return oneTaskID(e.t, out)
 }
 
