@@ -59,13 +59,17 @@ const startTimeout = 2 * time.Minute
 
 // Cluster is a running throwaway PostgreSQL server.
 type Cluster struct {
-	dir    string // the temporary folder: data/, the socket, the log
-	port   int
-	bin    string   // the server binaries, for Up
-	run    *account // who runs the server, for Up
+	dir   string // the temporary folder: data/, the socket, the log
+	port  int
+	bin   string        // the folder of the server binaries, for Up
+	run   *account      // who runs the server, for Up
+	admin *pgxpool.Pool // to the "postgres" database, for CREATE DATABASE
+
+	// mu guards the server process, which Down and Up replace.
+	mu     sync.Mutex
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when the server process has exited
-	admin  *pgxpool.Pool // to the "postgres" database, for CREATE DATABASE
+	down   bool
 
 	seq      atomic.Int64
 	stopOnce sync.Once
@@ -118,7 +122,6 @@ func start(ctx context.Context, bin string, dir string, run *account) (*Cluster,
 		}
 		c, err := serve(ctx, bin, dir, port, run)
 		if err == nil {
-			c.bin, c.run = bin, run
 			return c, nil
 		}
 		lastErr = err
@@ -244,20 +247,41 @@ func freePort() (int, error) {
 
 // serve starts the server on port and waits until it accepts connections.
 func serve(ctx context.Context, bin, dir string, port int, run *account) (*Cluster, error) {
-	logPath := filepath.Join(dir, fmt.Sprintf("postgres-%d.log", port))
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
-	if err != nil {
+	c := &Cluster{dir: dir, port: port, bin: bin, run: run}
+	if err := c.launch(ctx); err != nil {
 		return nil, err
+	}
+	cfg, err := pgxpool.ParseConfig(c.URL("postgres"))
+	if err != nil {
+		c.kill()
+		return nil, err
+	}
+	cfg.MaxConns = 4
+	if c.admin, err = pgxpool.NewWithConfig(context.Background(), cfg); err != nil {
+		c.kill()
+		return nil, err
+	}
+	return c, nil
+}
+
+// launch starts the server process on c's folder and port and waits
+// until it accepts connections. The caller holds c.mu or owns c alone.
+func (c *Cluster) launch(ctx context.Context) error {
+	logPath := filepath.Join(c.dir, fmt.Sprintf("postgres-%d.log", c.port))
+	// Appended to: the server Up starts writes after the one Down stopped.
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
 	}
 	defer logFile.Close()
 	// Durability is worthless in a throwaway cluster and costs seconds of
 	// fsync per test; nothing here is kept.
 	// Not tied to ctx, which only bounds the start: the server runs until
 	// Stop.
-	cmd := run.setup(exec.Command(filepath.Join(bin, "postgres"),
-		"-D", filepath.Join(dir, "data"),
-		"-p", strconv.Itoa(port),
-		"-k", dir,
+	cmd := c.run.setup(exec.Command(filepath.Join(c.bin, "postgres"),
+		"-D", filepath.Join(c.dir, "data"),
+		"-p", strconv.Itoa(c.port),
+		"-k", c.dir,
 		"-c", "listen_addresses=127.0.0.1",
 		"-c", "fsync=off",
 		"-c", "synchronous_commit=off",
@@ -270,7 +294,7 @@ func serve(ctx context.Context, bin, dir string, port int, run *account) (*Clust
 	// The server is started directly, not through pg_ctl, so that it stays
 	// this process's child: on Linux it then dies with the test binary
 	// (see sysProcAttr) instead of outliving a crashed test run.
-	c := &Cluster{dir: dir, port: port, cmd: cmd, exited: make(chan struct{})}
+	exited := make(chan struct{})
 	started := make(chan error, 1)
 	go func() {
 		// Linux sends the parent-death signal when the thread that started
@@ -283,24 +307,24 @@ func serve(ctx context.Context, bin, dir string, port int, run *account) (*Clust
 		}
 		started <- nil
 		cmd.Wait()
-		close(c.exited)
+		close(exited)
 	}()
 	if err := <-started; err != nil {
-		return nil, err
+		return err
 	}
+	c.cmd, c.exited = cmd, exited
 	if err := c.waitReady(ctx); err != nil {
 		c.kill()
 		log, _ := os.ReadFile(logPath)
 		if strings.Contains(string(log), "could not bind") || strings.Contains(string(log), "Address already in use") {
-			return nil, fmt.Errorf("%w: %d", errPortTaken, port)
+			return fmt.Errorf("%w: %d", errPortTaken, c.port)
 		}
-		return nil, fmt.Errorf("%w; server log:\n%s", err, lastLines(string(log), 20))
+		return fmt.Errorf("%w; server log:\n%s", err, lastLines(string(log), 20))
 	}
-	return c, nil
+	return nil
 }
 
-// waitReady polls until the server accepts a connection and opens the
-// admin pool.
+// waitReady polls until the server accepts a connection.
 func (c *Cluster) waitReady(ctx context.Context) error {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
@@ -308,13 +332,7 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 		conn, err := pgx.Connect(ctx, c.URL("postgres"))
 		if err == nil {
 			conn.Close(ctx)
-			cfg, err := pgxpool.ParseConfig(c.URL("postgres"))
-			if err != nil {
-				return err
-			}
-			cfg.MaxConns = 4
-			c.admin, err = pgxpool.NewWithConfig(context.Background(), cfg)
-			return err
+			return nil
 		}
 		select {
 		case <-c.exited:
@@ -324,6 +342,41 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// Down stops the server as a database outage would, keeping its folder,
+// its databases and its port: clients are disconnected and new
+// connections are refused until Up. It does nothing to a cluster already
+// down, and works on a Shared one too (Stop stops it either way).
+func (c *Cluster) Down() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.down {
+		return nil
+	}
+	if err := c.kill(); err != nil {
+		return fmt.Errorf("stop postgres: %w", err)
+	}
+	c.down = true
+	return nil
+}
+
+// Up starts the server Down stopped again, on the same folder and port,
+// and waits until it accepts connections. It does nothing to a running
+// cluster.
+func (c *Cluster) Up(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.down {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	if err := c.launch(ctx); err != nil {
+		return fmt.Errorf("start postgres again on port %d: %w", c.port, err)
+	}
+	c.down = false
+	return nil
 }
 
 // URL is the connection URL of database in the cluster, over TCP.
@@ -382,7 +435,11 @@ func (c *Cluster) Stop() error {
 		if c.admin != nil {
 			c.admin.Close()
 		}
-		c.stopErr = c.kill()
+		c.mu.Lock()
+		if !c.down {
+			c.stopErr = c.kill()
+		}
+		c.mu.Unlock()
 		if err := os.RemoveAll(c.dir); err != nil {
 			c.stopErr = errors.Join(c.stopErr, err)
 		}
@@ -390,33 +447,8 @@ func (c *Cluster) Stop() error {
 	return c.stopErr
 }
 
-// Down stops the server and keeps its data: a database outage, for the
-// clients, until Up. Use Down and Up on a cluster of the test's own
-// (Start), never on a Shared one, and not while another method runs.
-func (c *Cluster) Down() error {
-	if c.admin != nil {
-		c.admin.Close()
-		c.admin = nil
-	}
-	if err := c.kill(); err != nil {
-		return fmt.Errorf("stop postgres: %w", err)
-	}
-	return nil
-}
-
-// Up starts a server stopped by Down again, on the same port and data.
-func (c *Cluster) Up(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, startTimeout)
-	defer cancel()
-	nc, err := serve(ctx, c.bin, c.dir, c.port, c.run)
-	if err != nil {
-		return fmt.Errorf("start postgres again on port %d: %w", c.port, err)
-	}
-	c.cmd, c.exited, c.admin = nc.cmd, nc.exited, nc.admin
-	return nil
-}
-
-// kill asks for a fast shutdown and, failing that, kills the server.
+// kill asks for a fast shutdown and, failing that, kills the server. The
+// caller holds c.mu or owns c alone.
 func (c *Cluster) kill() error {
 	if err := interrupt(c.cmd.Process); err != nil {
 		c.cmd.Process.Kill()

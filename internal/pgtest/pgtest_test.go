@@ -222,9 +222,10 @@ func TestFindBinaries(t *testing.T) {
 	}
 }
 
-// TestDownUp stops a cluster's server and starts it again: clients cannot
-// connect meanwhile, and find their data afterwards on the same URL.
-func TestDownUp(t *testing.T) {
+// TestDownUpInPlace: a cluster that is down refuses connections, and once
+// up again serves the same databases, with their data, at the same URL;
+// Down and Up twice do nothing more, and Stop works on a cluster down.
+func TestDownUpInPlace(t *testing.T) {
 	shared.Cluster(t) // skips, or fails under CI, without PostgreSQL
 	ctx := context.Background()
 	c, err := Start(ctx)
@@ -232,32 +233,58 @@ func TestDownUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Stop() })
-	url := c.NewDatabase(t)
+	// Not NewDatabase: the cluster is stopped, and its databases gone,
+	// before the test's cleanup would drop it.
+	url, err := c.CreateDatabase(ctx, "down")
+	if err != nil {
+		t.Fatal(err)
+	}
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := conn.Exec(ctx, `CREATE TABLE kept (v TEXT); INSERT INTO kept VALUES ('here')`); err != nil {
+	if _, err := conn.Exec(ctx, `CREATE TABLE kept (x int); INSERT INTO kept VALUES (42)`); err != nil {
 		t.Fatal(err)
+	}
+
+	if err := c.Down(); err != nil {
+		t.Fatalf("Down: %v", err)
+	}
+	if err := conn.Ping(ctx); err == nil {
+		t.Error("a connection opened before Down: got a ping through, want it cut")
 	}
 	conn.Close(ctx)
+	if _, err := pgx.Connect(ctx, url); err == nil {
+		t.Error("connect while down: got nil error, want a refusal")
+	}
 	if err := c.Down(); err != nil {
-		t.Fatal(err)
+		t.Errorf("second Down: got %v, want nil", err)
 	}
-	if conn, err := pgx.Connect(ctx, url); err == nil {
-		conn.Close(ctx)
-		t.Fatal("connect while down: got nil error, want one")
-	}
+
 	if err := c.Up(ctx); err != nil {
-		t.Fatal(err)
+		t.Fatalf("Up: %v", err)
 	}
 	conn, err = pgx.Connect(ctx, url)
 	if err != nil {
-		t.Fatalf("connect once up again: %v", err)
+		t.Fatalf("connect after Up: %v", err)
 	}
 	defer conn.Close(ctx)
-	var v string
-	if err := conn.QueryRow(ctx, `SELECT v FROM kept`).Scan(&v); err != nil || v != "here" {
-		t.Fatalf("data after Up: got %q, %v; want here", v, err)
+	var x int
+	if err := conn.QueryRow(ctx, `SELECT x FROM kept`).Scan(&x); err != nil || x != 42 {
+		t.Errorf("after Up: got %d (%v), want the row written before Down, 42", x, err)
+	}
+	if err := c.Up(ctx); err != nil {
+		t.Errorf("second Up: got %v, want nil", err)
+	}
+
+	// Stop works whether the cluster runs or is down.
+	if err := c.Down(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Stop(); err != nil {
+		t.Errorf("Stop of a down cluster: %v", err)
+	}
+	if _, err := os.Stat(c.Dir()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("folder after Stop: got %v, want it gone", err)
 	}
 }
