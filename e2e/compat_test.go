@@ -99,8 +99,8 @@ func TestCompatOldAgentNewCoordinator(t *testing.T) {
 		t.Fatalf("agents list: got version %q, upgrade %q to %q; want %s, recommended to 2.2.0", r.Version, r.Upgrade, r.UpgradeTo, oldestVersion)
 	}
 	// What it cannot do, in words, for the console to say.
-	if r := agentOf(t, "tendril-server", f.data, "web-1"); len(r.Lacks) != 5 {
-		t.Fatalf("agents list: the oldest agent lacks %q, want the five features it predates", r.Lacks)
+	if r := agentOf(t, "tendril-server", f.data, "web-1"); len(r.Lacks) != 6 {
+		t.Fatalf("agents list: the oldest agent lacks %q, want the six features it predates", r.Lacks)
 	}
 
 	// Health checks an hour apart: only the push a task makes can list

@@ -68,7 +68,13 @@ func newRequestValidator(doc []byte, as31 bool) (*requestValidator, error) {
 		if op == nil {
 			return nil, fmt.Errorf("OpenAPI document has no operation %s %s", rt.Method, rt.Path)
 		}
-		v.ops[rt.Method+" "+rt.Path] = &routers.Route{Spec: spec, Path: rt.Path, PathItem: item, Method: rt.Method, Operation: op}
+		// Without its security requirements: authorize has checked the
+		// key, and kin-openapi reads the whole body into memory to check
+		// them (for an AuthenticationFunc that might need it), an upload
+		// of gigabytes included.
+		unsecured := *op
+		unsecured.Security = &openapi3.SecurityRequirements{}
+		v.ops[rt.Method+" "+rt.Path] = &routers.Route{Spec: spec, Path: rt.Path, PathItem: item, Method: rt.Method, Operation: &unsecured}
 	}
 	return v, nil
 }

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -121,6 +122,34 @@ func TestRequestValidationBodyLimit(t *testing.T) {
 	status, msg := v.refuse(req, "POST /api/api-keys")
 	if status != http.StatusRequestEntityTooLarge || msg != "request body is larger than 50 bytes" {
 		t.Fatalf("got %d %q, want 413 saying the body is larger than 50 bytes", status, msg)
+	}
+}
+
+// untouchable fails the test if it is read.
+type untouchable struct{ t *testing.T }
+
+func (u untouchable) Read([]byte) (int, error) {
+	u.t.Error("the validator read an upload's body; the handler streams it")
+	return 0, io.EOF
+}
+
+// TestRequestValidationLeavesUploadsUnread: an upload's bytes, which may
+// be gigabytes, go to its handler unread (kin-openapi reads a body whole
+// to check security requirements, so the validator's operations have
+// none) and its length stays unknown when it was sent chunked.
+func TestRequestValidationLeavesUploadsUnread(t *testing.T) {
+	v := newTestValidator(t, false)
+	for _, route := range []string{"POST /api/calamari", "POST /api/files", "POST /api/import"} {
+		_, path, _ := strings.Cut(route, " ")
+		req := httptest.NewRequest("POST", path, io.NopCloser(untouchable{t}))
+		req.ContentLength = -1
+		req.Header.Set("Content-Type", "application/octet-stream")
+		if status, msg := v.refuse(req, route); status != 0 {
+			t.Errorf("%s: got %d %q, want it valid", route, status, msg)
+		}
+		if req.ContentLength != -1 {
+			t.Errorf("%s: content length got %d, want -1 (unknown)", route, req.ContentLength)
+		}
 	}
 }
 
