@@ -833,6 +833,9 @@ type taskWant struct {
 	// be before: the task ended during the fault, not when it was
 	// collected after it.
 	endedBy time.Time
+	// refused is a task the agent refused to start: its script must not
+	// have run at all.
+	refused bool
 }
 
 // checkTask waits for the task's final state and checks it: its state,
@@ -854,8 +857,14 @@ func (e *faultEnv) checkTask(id string, want taskWant) {
 	if want.lines >= 0 {
 		e.checkTaskLog(id, want)
 	}
-	// The agent's own record: the script ran once.
+	// The agent's own record: the script ran once, or, refused, never.
 	b, err := os.ReadFile(filepath.Join(e.marks, id))
+	if want.refused {
+		if len(b) != 0 {
+			t.Errorf("task %s: refused, but its script ran %d times; want never", id, strings.Count(string(b), "ran"))
+		}
+		return
+	}
 	if err != nil || string(b) != "ran\n" {
 		t.Errorf("task %s: its script ran %d times (%v); want exactly once", id, strings.Count(string(b), "ran"), err)
 	}
@@ -1532,10 +1541,7 @@ func agentDiskFullTask(t *testing.T, e *faultEnv) {
 	if v.State == api.TaskSucceeded {
 		e.checkTask(second, taskWant{lines: 3})
 	} else {
-		e.checkTask(second, taskWant{states: []string{api.TaskFailed}, lines: -1})
-		if b, _ := os.ReadFile(filepath.Join(e.marks, second)); len(b) != 0 {
-			t.Errorf("task %s: failed (%s) but its script ran", second, v)
-		}
+		e.checkTask(second, taskWant{states: []string{api.TaskFailed}, lines: -1, refused: true})
 	}
 	// And tasks run again.
 	third := e.createTask(a, e.taskScript(3, 0, false))

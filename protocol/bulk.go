@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -152,19 +153,53 @@ func PushSigned(ctx context.Context, s *yamux.Session, sign Signer, reqType stri
 	if ready.Done {
 		return true, nil
 	}
-	if err := SendBulk(&idleWriter{st: st}, src, ready.Offset, size); err != nil {
-		return false, err
+	// The receiver may answer before the last byte: it refuses what it
+	// cannot take (its disk is full) and stops reading. Its answer is
+	// read while the bytes go, so that the send stops and the refusal,
+	// with its reason, is returned, rather than a send that stalls on a
+	// stream no one reads until it times out.
+	st.SetReadDeadline(time.Time{})
+	w := &idleWriter{st: st}
+	reply := make(chan frameResult, 1)
+	go func() {
+		f, err := ReadFrame(st, 0)
+		if err == nil {
+			w.stop()
+		}
+		reply <- frameResult{f, err}
+	}()
+	defer func() {
+		// Whoever returns first, the reader ends: no goroutine outlives
+		// the push.
+		st.SetReadDeadline(time.Now())
+		<-reply
+	}()
+	sendErr := SendBulk(w, src, ready.Offset, size)
+	if sendErr != nil && !w.stopped.Load() {
+		return false, sendErr
 	}
-	if sent != nil {
+	if sendErr == nil && sent != nil {
 		sent()
 	}
 	// The receiver verifies and installs before it answers.
 	st.SetReadDeadline(time.Now().Add(5 * time.Minute))
-	f, err = ReadFrame(st, 0)
-	if err != nil {
+	r := <-reply
+	reply <- r // for the deferred wait
+	if r.err != nil {
+		return false, r.err
+	}
+	if err := DecodeReply(r.f, respType, resp); err != nil || sendErr == nil {
 		return false, err
 	}
-	return false, DecodeReply(f, respType, resp)
+	// An answer that is not a refusal before the last byte: the
+	// receiver broke the protocol.
+	return false, fmt.Errorf("%w: the receiver answered %s before the transfer ended", ErrTransfer, r.f.Type)
+}
+
+// frameResult is a frame read, or why none was.
+type frameResult struct {
+	f   Frame
+	err error
 }
 
 // idleWriter extends the stream's write deadline before every write, so a
@@ -174,9 +209,23 @@ type idleWriter struct {
 		Write([]byte) (int, error)
 		SetWriteDeadline(time.Time) error
 	}
+	stopped atomic.Bool
 }
 
 func (w *idleWriter) Write(p []byte) (int, error) {
+	if w.stopped.Load() {
+		return 0, errReceiverAnswered
+	}
 	w.st.SetWriteDeadline(time.Now().Add(PushIdle))
 	return w.st.Write(p)
 }
+
+// stop ends the writes: the one under way at once, the next ones before
+// they start.
+func (w *idleWriter) stop() {
+	w.stopped.Store(true)
+	w.st.SetWriteDeadline(time.Now())
+}
+
+// errReceiverAnswered ends a send the receiver answered before its end.
+var errReceiverAnswered = errors.New("the receiver answered before the transfer ended")

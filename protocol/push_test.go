@@ -3,6 +3,7 @@ package protocol
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"testing"
@@ -80,5 +81,35 @@ func TestPush(t *testing.T) {
 				t.Fatalf("receiver got %d bytes, want %d", len(got), len(tt.wantGot))
 			}
 		})
+	}
+}
+
+// TestPushRefusedMidTransfer: a receiver that cannot take the bytes (its
+// disk is full) answers with its reason and stops reading; the sender
+// stops sending and returns that reason, rather than stalling on a
+// stream no one reads until its idle timeout.
+func TestPushRefusedMidTransfer(t *testing.T) {
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<20) // 16 MiB, far more than a stream's window
+	sess := pushPair(t, func(st *yamux.Stream) {
+		if _, err := ReadFrame(st, 0); err != nil {
+			t.Error(err)
+			return
+		}
+		WriteFrame(st, TypePushReady, PushReady{})
+		io.ReadFull(st, make([]byte, 64<<10))
+		WriteError(st, CodeInternal, "write bundle: no space left on device")
+		// It reads no more, and keeps the stream open.
+		<-t.Context().Done()
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), PushIdle/2)
+	defer cancel()
+	sent := false
+	_, err := Push(ctx, sess, TypeFilePush, FilePush{Name: "f"}, bytes.NewReader(payload), int64(len(payload)), TypeAck, nil, func() { sent = true })
+	var re *RemoteError
+	if !errors.As(err, &re) || re.Message != "write bundle: no space left on device" || ctx.Err() != nil {
+		t.Fatalf("got %v (context %v), want the receiver's refusal at once", err, ctx.Err())
+	}
+	if sent {
+		t.Error("sent was called for a transfer that did not end")
 	}
 }

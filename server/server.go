@@ -32,6 +32,7 @@ import (
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/access"
 	"github.com/tendrildeploy/tendril/server/admission"
+	"github.com/tendrildeploy/tendril/server/backup"
 	"github.com/tendrildeploy/tendril/server/calamari"
 	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/console"
@@ -580,6 +581,9 @@ func (s *Server) Run(ctx context.Context) error {
 		zap.String("thumbprint", s.Thumbprint()), zap.String("tls_min", protocol.TLSVersionName(s.cfg.TLSMin)),
 		zap.String("version", s.cfg.Version), zap.String("node", s.cfg.NodeName))
 
+	if n := backup.RemoveLeftSnapshots(s.cfg.DataDir); n > 0 {
+		s.log.Info("database snapshots left by an earlier run removed", zap.Int("snapshots", n))
+	}
 	// Rollouts resume before agents are accepted, so that an agent in the
 	// middle of a transfer is not matched against stale steps.
 	if err := s.rollouts.Resume(ctx); err != nil {

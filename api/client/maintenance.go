@@ -33,7 +33,7 @@ func (c *Client) SetMaintenance(ctx context.Context, on bool) (api.MaintenanceVi
 // the coordinator's host to pack and delete.
 func (c *Client) Snapshot(ctx context.Context) (api.Snapshot, error) {
 	var out api.Snapshot
-	if err := c.create(ctx, "/api/backup/snapshot", nil, &out); err != nil {
+	if err := c.do(ctx, http.MethodPost, "/api/backup/snapshot", nil, &out); err != nil {
 		return api.Snapshot{}, fmt.Errorf("take database snapshot: %w", err)
 	}
 	return out, nil

@@ -153,13 +153,25 @@ func TakeSnapshot(ctx context.Context, st Snapshotter, dataDir, version string) 
 	return api.Snapshot{Name: name, SchemaVersion: sqlstore.SchemaVersion, Version: version}, nil
 }
 
-func removeStaleSnapshots(dir string, age time.Duration) {
+// RemoveLeftSnapshots removes the snapshots an earlier coordinator process
+// left in the data folder dir: one killed while it took a snapshot, or
+// before the backup command that asked for it removed it. A coordinator
+// calls it as it starts, before it takes any of its own; a backup command
+// still packing one holds it open, and finishes. It returns how many it
+// removed.
+func RemoveLeftSnapshots(dir string) int {
+	return removeStaleSnapshots(dir, 0)
+}
+
+func removeStaleSnapshots(dir string, age time.Duration) int {
+	n := 0
 	ms, _ := filepath.Glob(filepath.Join(dir, SnapshotPrefix+"*"))
 	for _, m := range ms {
-		if st, err := os.Stat(m); err == nil && time.Since(st.ModTime()) > age {
-			os.Remove(m)
+		if st, err := os.Stat(m); err == nil && time.Since(st.ModTime()) >= age && os.Remove(m) == nil {
+			n++
 		}
 	}
+	return n
 }
 
 // RunningCoordinator reports whether a coordinator is running with data

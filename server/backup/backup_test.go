@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -265,4 +266,30 @@ func listTree(t *testing.T, dir string) string {
 		return nil
 	})
 	return b.String()
+}
+
+// TestRemoveLeftSnapshots: the snapshots an earlier run left go, however
+// young; the coordinator's own files stay.
+func TestRemoveLeftSnapshots(t *testing.T) {
+	dir := t.TempDir()
+	left := []string{SnapshotPrefix + "0b1c2d3e-0000-4000-8000-000000000001.db", SnapshotPrefix + "0b1c2d3e-0000-4000-8000-000000000002.db"}
+	kept := []string{"tendril.db", "tendril.db-wal", "server.crt"}
+	for _, n := range append(slices.Clone(left), kept...) {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := RemoveLeftSnapshots(dir); n != len(left) {
+		t.Fatalf("removed %d, want %d", n, len(left))
+	}
+	for _, n := range left {
+		if _, err := os.Stat(filepath.Join(dir, n)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s: got %v, want it removed", n, err)
+		}
+	}
+	for _, n := range kept {
+		if _, err := os.Stat(filepath.Join(dir, n)); err != nil {
+			t.Errorf("%s: got %v, want it kept", n, err)
+		}
+	}
 }
