@@ -1,8 +1,9 @@
+//go:build linux
+
 package server
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -77,29 +78,7 @@ func TestTaskOutlivesDatabaseOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	task = ts.waitFinished(t, task.ID)
-	if task.State != api.TaskSucceeded || task.StateReason != "" || task.LostLines != 0 {
-		t.Fatalf("got %s (%q, %d lines lost), want succeeded with nothing lost", task.State, task.StateReason, task.LostLines)
-	}
-	if task.FinishedAt == nil || !task.FinishedAt.Equal(finishedAt) {
-		t.Errorf("finished at %v, want the agent's end time %v", task.FinishedAt, finishedAt)
-	}
-	lines := ts.allLines(t, task.ID)
-	seen := map[string]int{}
-	for _, l := range lines {
-		if l.Stream == "stdout" {
-			seen[l.Text]++
-		}
-	}
-	for i := 1; i <= printed; i++ {
-		if text := fmt.Sprintf("output line %d, padded so that it takes some room on a disk", i); seen[text] != 1 {
-			t.Fatalf("line %d stored %d times, want once", i, seen[text])
-		}
-	}
-	if seen["first"] != 1 || seen["the last line"] != 1 {
-		t.Fatalf("first and last lines stored %d and %d times, want once", seen["first"], seen["the last line"])
-	}
-	checkGapless(t, lines)
+	ts.checkWholeGatedTask(t, task.ID, printed, finishedAt)
 
 	// Nothing counts the task any more: maintenance mode's wait and the
 	// node's drain end.

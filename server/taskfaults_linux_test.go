@@ -196,14 +196,26 @@ func TestTaskLogStoredAfterCoordinatorDiskFull(t *testing.T) {
 	}
 	free()
 
-	task = ts.waitFinished(t, task.ID)
+	ts.checkWholeGatedTask(t, task.ID, printed, finishedAt)
+	if got := ra.Status().Sessions; got != sessions {
+		t.Errorf("the agent has had %d sessions, want %d: the result came without a reconnect", got, sessions)
+	}
+}
+
+// checkWholeGatedTask waits for a task of gatedScript(_, printed) to end
+// and checks that it succeeded with nothing lost: every line stored once,
+// in gapless order, the coordinator's final line, and the agent's end
+// time as finished_at.
+func (ts *testServer) checkWholeGatedTask(t *testing.T, id string, printed int, finishedAt time.Time) {
+	t.Helper()
+	task := ts.waitFinished(t, id)
 	if task.State != api.TaskSucceeded || task.StateReason != "" || task.LostLines != 0 {
 		t.Fatalf("got %s (%q, %d lines lost), want succeeded with nothing lost", task.State, task.StateReason, task.LostLines)
 	}
 	if task.FinishedAt == nil || !task.FinishedAt.Equal(finishedAt) {
 		t.Errorf("finished at %v, want the agent's end time %v", task.FinishedAt, finishedAt)
 	}
-	lines := ts.allLines(t, task.ID)
+	lines := ts.allLines(t, id)
 	seen := map[string]int{}
 	for _, l := range lines {
 		if l.Stream == "stdout" {
@@ -222,9 +234,6 @@ func TestTaskLogStoredAfterCoordinatorDiskFull(t *testing.T) {
 		t.Errorf("no final line in:\n%s", logText(lines[max(0, len(lines)-5):]))
 	}
 	checkGapless(t, lines)
-	if got := ra.Status().Sessions; got != sessions {
-		t.Errorf("the agent has had %d sessions, want %d: the result came without a reconnect", got, sessions)
-	}
 }
 
 // allLines returns every line of a task's log, however many.
