@@ -10,12 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap/zaptest"
-
 	"github.com/tendrildeploy/tendril/api"
-	"github.com/tendrildeploy/tendril/internal/pgtest"
-	"github.com/tendrildeploy/tendril/server/datadir"
-	"github.com/tendrildeploy/tendril/server/store/sqlstore"
 )
 
 // TestTaskOutlivesDatabaseOutage stops PostgreSQL while a task prints and
@@ -23,27 +18,8 @@ import (
 // with its whole log and the agent's end time, with no agent restart; the
 // node stops counting it, so draining it and maintenance mode's wait end.
 func TestTaskOutlivesDatabaseOutage(t *testing.T) {
-	pg.Cluster(t) // skips, or fails under CI, without PostgreSQL
 	ctx := context.Background()
-	// A cluster of its own: the shared one serves the other tests.
-	c, err := pgtest.Start(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Stop() })
-	url := c.NewDatabase(t)
-	dir := t.TempDir()
-	if _, err := datadir.InitWith(ctx, dir, datadir.InitOptions{Database: url}); err != nil {
-		t.Fatal(err)
-	}
-	st, err := sqlstore.OpenPostgres(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := runServer(t, dir, func(cfg *Config) {
-		cfg.Store, cfg.NodeName, cfg.HeartbeatInterval = st, "a", haHeartbeat
-		cfg.Logger = zaptest.NewLogger(t).Named("a")
-	})
+	c, ts := outageNode(t)
 	ra := haAgent(t, ts, "web-1", ts.AgentAddr())
 	ts.connectedTo(t, "web-1", "a")
 	ts.upload(t, packBundle(t, "1.0.0", 0))
