@@ -258,3 +258,80 @@ func TestListeningAgentRestartsAfterSwap(t *testing.T) {
 		t.Fatal("Run did not return after the swap")
 	}
 }
+
+// TestRequestBeforeWelcomeWaitsForIt: a coordinator may send a request as
+// soon as it has written its Welcome, before the agent has read it. A
+// listening agent's first Welcome is where it learns the signing key, so
+// a signed request that overtakes it must wait for it, not be refused
+// for want of a key. Here the request is sent before the Welcome even
+// leaves.
+func TestRequestBeforeWelcomeWaitsForIt(t *testing.T) {
+	home := filepath.Join(t.TempDir(), "home")
+	coord, _ := certs.NewIdentity("coordinator")
+	key, _ := certs.NewSigningKey()
+	addr, err := newClosedAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := RegisterListening(ListenConfig{Home: home, Listen: addr, ServerThumbprints: []string{coord.Thumbprint}}); err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Config{Home: home, Version: "1.2.3", Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	eventually(t, "the agent listening", func() bool { return a.Status().Listening != "" })
+
+	raw, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw.SetDeadline(time.Now().Add(10 * time.Second))
+	conn := tls.Client(raw, protocol.DialerTLS{Certificate: &coord.Certificate, Agent: certs.NewPins(a.Status().Thumbprint)}.Config())
+	ys, err := protocol.NewSession(conn, protocol.SessionOptions{Server: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ys.Close()
+	hello, err := ys.AcceptStream()
+	if err != nil {
+		t.Fatalf("wait for hello: %v", err)
+	}
+	if f, err := protocol.ReadFrame(hello, 0); err != nil || f.Type != protocol.TypeHello {
+		t.Fatalf("hello: got %q, %v", f.Type, err)
+	}
+	// The signed request first, then the Welcome that carries its key.
+	req, err := ys.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	thumbs := protocol.ServerCertificates{Thumbprints: []string{coord.Thumbprint}}
+	if err := protocol.WriteRequest(req, testSigner{key, "id-1", "n1"}, protocol.TypeServerCertificates, thumbs); err != nil {
+		t.Fatal(err)
+	}
+	// No answer may come before the Welcome: an agent that served the
+	// request now would refuse it, having no key yet. (An agent that
+	// answers later than this wait is not caught here; one that waits is
+	// never failed by it.)
+	req.SetReadDeadline(time.Now().Add(time.Second))
+	if f, err := protocol.ReadFrame(req, 0); err == nil {
+		t.Fatalf("the agent answered %s (%s) before it had the Welcome; want it to wait for it", f.Type, f.Body)
+	}
+	req.SetReadDeadline(time.Now().Add(10 * time.Second))
+	welcome := protocol.Welcome{Protocol: protocol.ProtocolVersion, AgentID: "id-1", Name: "dmz-1", SigningKey: key.Public()}
+	if err := protocol.WriteFrame(hello, protocol.TypeWelcome, welcome); err != nil {
+		t.Fatal(err)
+	}
+	hello.Close()
+	f, err := protocol.ReadFrame(req, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := protocol.DecodeReply(f, protocol.TypeAck, nil); err != nil {
+		t.Fatalf("signed request sent before the Welcome: got %v, want it served once the Welcome is read", err)
+	}
+}

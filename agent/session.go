@@ -53,6 +53,11 @@ type liveSession struct {
 	goAway      atomic.Pointer[protocol.GoAway]
 	handlers    chan struct{} // a slot per running handler
 	follows     chan struct{} // a slot per task follow
+	// welcomed is closed once the Welcome is applied: its signing key
+	// learned, its certificate list adopted. Requests other than GoAway
+	// wait for it, since the coordinator may send them as soon as it has
+	// written the Welcome, before this side has read it.
+	welcomed chan struct{}
 	// ctx is done when the session closes; handlers wait on it (for a
 	// lock, for a task's next log entry) rather than on their own.
 	ctx    context.Context
@@ -183,6 +188,7 @@ func (a *Agent) startSession(ctx context.Context, conn *tls.Conn, addr string, i
 		thumbprint: id.Thumbprint,
 		handlers:   make(chan struct{}, maxHandlers),
 		follows:    make(chan struct{}, maxFollows),
+		welcomed:   make(chan struct{}),
 		ctx:        sctx,
 		cancel:     cancel,
 	}
@@ -222,6 +228,7 @@ func (a *Agent) startSession(ctx context.Context, conn *tls.Conn, addr string, i
 		a.log.Warn("could not save what the coordinator said of this agent", zap.Error(err))
 	}
 	a.adoptRetention(s.welcome.WorkRetention)
+	close(s.welcomed)
 	return s, nil
 }
 
@@ -284,6 +291,13 @@ func (a *Agent) handle(s *liveSession, st *yamux.Stream, release func()) {
 	if err != nil {
 		a.log.Debug("could not read a request from the coordinator", zap.Error(err))
 		return
+	}
+	if f.Type != protocol.TypeGoAway {
+		select {
+		case <-s.welcomed:
+		case <-s.ctx.Done():
+			return // the session ended before its Welcome came
+		}
 	}
 	if protocol.IsSignedType(f.Type) {
 		if err := a.checkRequest(f, time.Now()); err != nil {
