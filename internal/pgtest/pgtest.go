@@ -375,6 +375,9 @@ func (c *Cluster) Up(ctx context.Context) error {
 	if err := c.launch(ctx); err != nil {
 		return fmt.Errorf("start postgres again on port %d: %w", c.port, err)
 	}
+	// The admin pool's connections died with the old server: a database
+	// created or dropped next would meet one of them.
+	c.admin.Reset()
 	c.down = false
 	return nil
 }

@@ -276,6 +276,14 @@ func TestDownUpInPlace(t *testing.T) {
 	if err := c.Up(ctx); err != nil {
 		t.Errorf("second Up: got %v, want nil", err)
 	}
+	// The cluster's own connection, for creating and dropping databases,
+	// works again too.
+	if _, err := c.CreateDatabase(ctx, "after_up"); err != nil {
+		t.Errorf("create a database after Up: %v", err)
+	}
+	if err := c.DropDatabase(ctx, "after_up"); err != nil {
+		t.Errorf("drop a database after Up: %v", err)
+	}
 
 	// Stop works whether the cluster runs or is down.
 	if err := c.Down(); err != nil {
