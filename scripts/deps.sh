@@ -29,6 +29,10 @@ command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 # ip (iproute2): the listening-agent tests run agents in network
 # namespaces that cannot dial out.
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+# promtool: the metrics tests check /metrics with "promtool check metrics".
+# Debian's prometheus package provides it; it may enable a Prometheus
+# service of its own on install, which the tests do not use.
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 
 if [ ${#missing[@]} -eq 0 ]; then
 	exit 0

@@ -20,7 +20,7 @@ import (
 // TakeSnapshot writes a consistent copy of the database into the data
 // folder, for a backup command to pack and then delete.
 func (s *Server) TakeSnapshot(ctx context.Context) (api.Snapshot, error) {
-	sn, ok := s.store.(backup.Snapshotter)
+	sn, ok := unwrapStore(s.store).(backup.Snapshotter)
 	if !ok {
 		return api.Snapshot{}, kind.Errorf(kind.ErrConflict, "this coordinator's database cannot be backed up by Tendril; use the database's own backup tools")
 	}

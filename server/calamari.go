@@ -17,6 +17,7 @@ import (
 	"github.com/tendrildeploy/tendril/bundle"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/kind"
+	"github.com/tendrildeploy/tendril/server/metrics"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -106,7 +107,8 @@ func (s *Server) pushCalamari(ctx context.Context, as *agentSession, b store.Bun
 	var installed protocol.CalamariInstalled
 	hdr := protocol.CalamariPush{Version: b.Version, Signature: b.Signature, Bundle: protocol.Transfer{Size: b.Size, SHA256: b.SHA256},
 		Keep: s.policy.Current().CalamariKeep}
-	done, err := protocol.PushSigned(ctx, as.sess, as.sign, protocol.TypeCalamariPush, hdr, f, hdr.Bundle.Size, protocol.TypeCalamariInstalled, &installed, nil)
+	done, err := protocol.PushSigned(ctx, as.sess, as.sign, protocol.TypeCalamariPush, hdr,
+		s.metrics.CountPushed(metrics.PushCalamari, f), hdr.Bundle.Size, protocol.TypeCalamariInstalled, &installed, nil)
 	if err != nil {
 		return fmt.Errorf("push calamari %s to %s: %w", b.Version, as.name, err)
 	}

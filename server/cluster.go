@@ -471,6 +471,15 @@ func (s *Server) refuseDraining(ctx context.Context, sess *yamux.Session, st *ya
 // clustered reports whether a node with this store shares its database
 // with other nodes: with SQLite it is the only one.
 func clustered(st store.Store) bool {
-	_, single := st.(*sqlstore.SQLite)
+	_, single := unwrapStore(st).(*sqlstore.SQLite)
 	return !single
+}
+
+// unwrapStore returns the store under the metrics' timing, for what
+// asks which store it is.
+func unwrapStore(st store.Store) store.Store {
+	if u, ok := st.(interface{ Unwrap() store.Store }); ok {
+		return u.Unwrap()
+	}
+	return st
 }

@@ -141,7 +141,11 @@ func (s *Server) handleConn(raw net.Conn, t *admission.Ticket) {
 		raw.Close()
 		return
 	}
-	if !t.Acquire(s.ctx) {
+	acquired := t.Acquire(s.ctx)
+	if t.Queued() {
+		s.metrics.HandshakesQueued.Inc()
+	}
+	if !acquired {
 		s.shed(raw)
 		return
 	}
@@ -419,7 +423,7 @@ func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, 
 	upgradeAcked := s.rollouts.NoteHello(ctx, a.ID, a.Name, h)
 	as := &agentSession{
 		agentID: a.ID, name: a.Name, sign: s.signer(a.ID), thumbprint: certThumb(cs), sess: sess,
-		tlsVersion: cs.Version, protocol: v, upgradeOnly: upgradeOnly,
+		tlsVersion: cs.Version, protocol: v, upgradeOnly: upgradeOnly, listening: a.Listening(),
 		connectedAt: time.Now(), remote: remote, serverAck: a.ServerThumbprintAck,
 		signingKey:  h.SigningKey,
 		isolates:    slices.Contains(h.Features, protocol.FeatureIsolation),

@@ -9,12 +9,12 @@ import (
 )
 
 // handler is everything the HTTP listener serves: the API, the console
-// and the metrics.
+// and the metrics, each request timed by its route.
 func (s *Server) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET "+protocol.WebSocketPath, s.serveWebSocket)
 	s.api.Register(mux)
 	s.console.Register(mux)
-	return mux
+	return s.metrics.Handler(mux)
 }

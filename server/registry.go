@@ -19,6 +19,9 @@ type agentSession struct {
 	tlsVersion  uint16
 	protocol    int
 	upgradeOnly bool
+	// listening is true for an agent that listens and is dialed
+	// (store.Agent.Listening), for the sessions-by-mode metric.
+	listening   bool
 	connectedAt time.Time
 	remote      string
 	// serverAck is the coordinator thumbprint the agent had confirmed

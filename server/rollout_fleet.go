@@ -7,6 +7,7 @@ import (
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/cluster"
 	"github.com/tendrildeploy/tendril/server/kind"
+	"github.com/tendrildeploy/tendril/server/metrics"
 	"github.com/tendrildeploy/tendril/server/store"
 )
 
@@ -39,6 +40,7 @@ func (f rolloutFleet) SendAgentPackage(ctx context.Context, agentID string, hdr 
 	// A receiver that already held every byte (done) answers no
 	// UpgradeReady; the outcome is then judged, like every other, by the
 	// agent's next Hello.
-	_, err := protocol.PushSigned(ctx, as.sess, as.sign, protocol.TypeAgentUpgrade, hdr, src, size, protocol.TypeUpgradeReady, &ready, sent)
+	_, err := protocol.PushSigned(ctx, as.sess, as.sign, protocol.TypeAgentUpgrade, hdr,
+		f.s.metrics.CountPushed(metrics.PushAgentPackage, src), size, protocol.TypeUpgradeReady, &ready, sent)
 	return err
 }

@@ -439,6 +439,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		st = sq
 	}
+	// The metrics come first: the store every component is given is
+	// timed by them.
+	m := metrics.New(metrics.Build{Version: cfg.Version})
+	st = m.TimeStore(st)
 	gate := admission.New(admission.Config{Slots: cfg.MaxHandshakes, Queue: cfg.HandshakeQueue,
 		Wait: cfg.HandshakeQueueWait, PerSource: cfg.MaxHandshakesPerAddress,
 		// Half the silent places: one address cannot take them all, and
@@ -449,6 +453,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		cfg:        cfg,
 		log:        cfg.Logger.Named("server"),
 		store:      st,
+		metrics:    m,
 		access:     access.New(st, cfg.Logger.Named("server")),
 		uploads:    cluster.NewUploads(st, clustered(st), cfg.Logger.Named("server")),
 		ids:        ids,
@@ -499,7 +504,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Idempotency: s.idem, DiskFree: s.dataFree, Logger: s.log})
 	s.console = console.New(console.Config{Coordinator: s, Rollouts: s.rollouts, Access: s.access, Machines: s, API: s.api,
 		Version: cfg.Version, ReleaseFeed: cfg.ReleaseFeed != "", Logger: s.log})
-	s.metrics = metrics.New(func() float64 { return float64(s.sessions.count()) })
+	s.metrics.RegisterFleet(fleetMetrics{s}, fleetStates, s.log)
 	// No VerifyClient: a revoked certificate passes the handshake and is
 	// refused in the session (startSession), where the agent can be told
 	// why; a refusal in the handshake reaches it as a bare EOF.

@@ -589,10 +589,21 @@ func (s *Server) finishTaskWith(id string, u store.TaskUpdate) error {
 	if u.FinishedAt.IsZero() {
 		u.FinishedAt = time.Now().UTC()
 	}
+	// Read first for the metrics: a task already final (a cancel racing
+	// its end) is not counted twice, and its start gives its duration.
+	before, berr := s.store.Task(ctx, id)
 	if err := s.store.UpdateTask(ctx, id, u); err != nil {
 		return storeFailed("record the task's result", err)
 	}
 	s.tasks.notify(id)
+	if berr == nil && !before.Finished() {
+		s.metrics.TasksFinished.WithLabelValues(u.State).Inc()
+		start := before.StartedAt
+		if start.IsZero() {
+			start = before.CreatedAt
+		}
+		s.metrics.TaskDuration.WithLabelValues(u.State).Observe(max(u.FinishedAt.Sub(start), 0).Seconds())
+	}
 	return nil
 }
 
@@ -965,6 +976,7 @@ func (s *Server) startOnAgent(ctx context.Context, as *agentSession, t store.Tas
 	if err := s.store.UpdateTask(ctx, t.ID, store.TaskUpdate{State: api.TaskRunning, StartedAt: time.Now().UTC()}); err != nil {
 		return storeFailed("record that the task started", err)
 	}
+	s.metrics.TasksStarted.Inc()
 	s.tasks.notify(t.ID)
 	return nil
 }
@@ -1029,6 +1041,7 @@ func (s *Server) followTask(ctx context.Context, as *agentSession, t *store.Task
 				if err := s.store.UpdateTask(context.WithoutCancel(ctx), t.ID, store.TaskUpdate{State: api.TaskRunning, StartedAt: time.Now().UTC()}); err != nil {
 					return protocol.TaskEnd{}, 0, storeFailed("record that the task started", err)
 				}
+				s.metrics.TasksStarted.Inc()
 				cur.State = api.TaskRunning
 			}
 			s.tasks.notify(t.ID)

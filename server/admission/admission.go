@@ -101,6 +101,9 @@ type Ticket struct {
 	elem    *list.Element // in g.silent or g.waiting
 	srcElem *list.Element // in the source's silent list
 	granted chan struct{} // closed when a waiting ticket gets a slot
+	// queued is set once the ticket waited in the queue; only the
+	// connection's own goroutine reads it, after Acquire.
+	queued bool
 }
 
 // New returns a gate sized by cfg.
@@ -164,6 +167,11 @@ func (g *Gate) forget(src string) {
 	}
 }
 
+// Queued reports whether Acquire had the connection wait in the queue
+// (however the wait ended). Call it after Acquire, from the same
+// goroutine.
+func (t *Ticket) Queued() bool { return t.queued }
+
 // Spoke records that the connection sent its first byte. It reports
 // false if the connection was closed to make room meanwhile: its caller
 // then gives up on it.
@@ -200,6 +208,7 @@ func (t *Ticket) Acquire(ctx context.Context) bool {
 		return false
 	}
 	t.state = stateWaiting
+	t.queued = true
 	t.granted = make(chan struct{})
 	t.elem = g.waiting.PushBack(t)
 	g.mu.Unlock()
