@@ -97,10 +97,7 @@ func documentedRoutes() []string {
 // the document, and everything the document names is registered.
 func TestOpenAPICoversEveryRoute(t *testing.T) {
 	ts := startServer(t, nil)
-	mux, ok := ts.handler().(*http.ServeMux)
-	if !ok {
-		t.Fatalf("handler() is a %T, want the *http.ServeMux this test reads routes from", ts.handler())
-	}
+	mux := ts.mux()
 	registered := registeredAPIRoutes(t, mux)
 	if len(registered) < 20 {
 		t.Fatalf("found %d API routes in the source, want the 20 and more there are: %q", len(registered), registered)
