@@ -224,12 +224,12 @@ func dialListeningSigned(t *testing.T, addr string, coord *certs.Identity, agent
 	return ys
 }
 
-// TestListeningAgentRestartsAfterSwap: once an upgrade swapped the
-// binary, Run returns ErrRestart even when a newer session replaced the
-// one the upgrade came in.
-func TestListeningAgentRestartsAfterSwap(t *testing.T) {
+// runListening registers a listening agent pinning coord and runs it
+// until the test ends (or it returns, as after an upgrade). done has Run's
+// result; addr is where it listens.
+func runListening(t *testing.T, coord *certs.Identity, mod func(*Config)) (a *Agent, addr string, done <-chan error) {
+	t.Helper()
 	home := filepath.Join(t.TempDir(), "home")
-	coord, _ := certs.NewIdentity("coordinator")
 	addr, err := newClosedAddr()
 	if err != nil {
 		t.Fatal(err)
@@ -237,13 +237,35 @@ func TestListeningAgentRestartsAfterSwap(t *testing.T) {
 	if _, err := RegisterListening(ListenConfig{Home: home, Listen: addr, ServerThumbprints: []string{coord.Thumbprint}}); err != nil {
 		t.Fatal(err)
 	}
-	a, err := New(Config{Home: home, Version: "1.2.3", Logger: zaptest.NewLogger(t)})
+	cfg := Config{Home: home, Version: "1.2.3", Logger: zaptest.NewLogger(t)}
+	if mod != nil {
+		mod(&cfg)
+	}
+	a, err = New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- a.Run(context.Background()) }()
+	ctx, cancel := context.WithCancel(context.Background())
+	result := make(chan error, 1)
+	go func() { result <- a.Run(ctx) }()
+	ended := make(chan error, 1)
+	t.Cleanup(func() { cancel(); <-ended })
+	out := make(chan error, 1)
+	go func() {
+		err := <-result
+		ended <- err
+		out <- err
+	}()
 	eventually(t, "the agent listening", func() bool { return a.Status().Listening != "" })
+	return a, addr, out
+}
+
+// TestListeningAgentRestartsAfterSwap: once an upgrade swapped the
+// binary, Run returns ErrRestart even when a newer session replaced the
+// one the upgrade came in.
+func TestListeningAgentRestartsAfterSwap(t *testing.T) {
+	coord, _ := certs.NewIdentity("coordinator")
+	a, addr, done := runListening(t, coord, nil)
 	dialListening(t, addr, coord, a.Status().Thumbprint)
 	eventually(t, "the first session", func() bool { return a.Status().Sessions == 1 })
 	dialListening(t, addr, coord, a.Status().Thumbprint)
@@ -266,25 +288,9 @@ func TestListeningAgentRestartsAfterSwap(t *testing.T) {
 // for want of a key. Here the request is sent before the Welcome even
 // leaves.
 func TestRequestBeforeWelcomeWaitsForIt(t *testing.T) {
-	home := filepath.Join(t.TempDir(), "home")
 	coord, _ := certs.NewIdentity("coordinator")
 	key, _ := certs.NewSigningKey()
-	addr, err := newClosedAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := RegisterListening(ListenConfig{Home: home, Listen: addr, ServerThumbprints: []string{coord.Thumbprint}}); err != nil {
-		t.Fatal(err)
-	}
-	a, err := New(Config{Home: home, Version: "1.2.3", Logger: zaptest.NewLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	eventually(t, "the agent listening", func() bool { return a.Status().Listening != "" })
+	a, addr, _ := runListening(t, coord, nil)
 
 	raw, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {

@@ -3,13 +3,9 @@
 package agent
 
 import (
-	"context"
 	"errors"
-	"path/filepath"
 	"testing"
 	"time"
-
-	"go.uber.org/zap/zaptest"
 
 	"github.com/tendrildeploy/tendril/certs"
 )
@@ -26,22 +22,8 @@ func TestListeningAgentAnswersUpgradeBeforeRestarting(t *testing.T) {
 	}
 	data := simulatedPackage(t)
 	for i := range 5 {
-		home := filepath.Join(t.TempDir(), "home")
-		addr, err := newClosedAddr()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := RegisterListening(ListenConfig{Home: home, Listen: addr, ServerThumbprints: []string{coord.Thumbprint}}); err != nil {
-			t.Fatal(err)
-		}
 		exe, _ := standInExe(t)
-		a, err := New(Config{Home: home, Version: "1.2.3", Logger: zaptest.NewLogger(t), exe: exe, SimulateUpgradeSwap: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- a.Run(context.Background()) }()
-		eventually(t, "the agent listening", func() bool { return a.Status().Listening != "" })
+		a, addr, done := runListening(t, coord, func(cfg *Config) { cfg.exe, cfg.SimulateUpgradeSwap = exe, true })
 		ys := dialListeningSigned(t, addr, coord, a.Status().Thumbprint, c.signer.Public())
 		eventually(t, "the session", func() bool { return a.Status().Connected })
 		ready, err := c.pushUpgrade(&coordSession{ys: ys}, c.upgradeOffer(data, "2.0.0"), data, -1)
