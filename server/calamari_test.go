@@ -204,6 +204,10 @@ func TestTaskPushesCalamariFirstAndRuns(t *testing.T) {
 	ts := startServer(t, nil)
 	startAgent(t, registerAgent(t, ts, ts.AgentAddr(), "web-1", nil), nil)
 	ts.waitConnected(t, "web-1")
+	// The check a new session gets pushes the latest bundle when it ends
+	// (automatic updates): upload only after it, so that the task is the
+	// one to find Calamari missing.
+	eventually(t, "web-1's first health check", func() bool { return ts.agentView(t, "web-1").LastHealthAt != "" })
 	ts.upload(t, packBundle(t, "1.0.0", 0))
 
 	task, lines := ts.runTaskOn(t, "web-1", "run-script", "--inline", "echo hello; echo oops >&2; exit 3")
