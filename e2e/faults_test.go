@@ -18,6 +18,8 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/tendrildeploy/tendril/internal/tmpfstest"
+
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/internal/faultproxy"
 	"github.com/tendrildeploy/tendril/internal/pgtest"
@@ -272,11 +274,11 @@ func newFaultEnv(t *testing.T, s faultSetup, shared *faultShared) *faultEnv {
 	e := &faultEnv{t: t, shared: shared, marks: t.TempDir()}
 	dataRoot, agentRoot := t.TempDir(), t.TempDir()
 	if s.dataMount > 0 {
-		dataRoot = mountTmpfs(t, s.dataMount)
+		dataRoot = tmpfstest.Mount(t, s.dataMount)
 		e.dataMount = dataRoot
 	}
 	if s.agentMount > 0 {
-		agentRoot = mountTmpfs(t, s.agentMount)
+		agentRoot = tmpfstest.Mount(t, s.agentMount)
 		e.agentMount = agentRoot
 	}
 	names := []string{"a"}
@@ -353,63 +355,6 @@ func newFaultEnv(t *testing.T, s faultSetup, shared *faultShared) *faultEnv {
 			filepath.Join(binDir, "agent-2.0.0"))
 	}
 	return e
-}
-
-// mountTmpfs mounts a tmpfs of size bytes for the test and returns it.
-func mountTmpfs(t *testing.T, size int64) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("a full disk is a tmpfs mount, which needs root")
-	}
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d,mode=0755", size), "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Fatalf("mount a tmpfs on %s: %v: %s", dir, err, strings.TrimSpace(string(out)))
-	}
-	// Mounted before any process uses it, so this cleanup runs after
-	// theirs have killed them.
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Logf("umount %s: %v: %s; detaching it", dir, err, strings.TrimSpace(string(out)))
-			exec.Command("umount", "-l", dir).Run()
-		}
-	})
-	return dir
-}
-
-// fillDisk fills the file system holding dir and returns what frees it
-// again.
-func fillDisk(t *testing.T, dir string) (free func()) {
-	t.Helper()
-	path := filepath.Join(dir, ".fault-filler")
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, chunk := range []int{1 << 20, 4 << 10, 1} {
-		b := make([]byte, chunk)
-		for {
-			if _, err := f.Write(b); err != nil {
-				if !errors.Is(err, syscall.ENOSPC) {
-					f.Close()
-					t.Fatalf("fill %s: %v", dir, err)
-				}
-				break
-			}
-		}
-	}
-	f.Close()
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		t.Fatal(err)
-	}
-	if avail := st.Bavail * uint64(st.Bsize); avail > 0 {
-		t.Fatalf("%s after filling it: %d bytes free, want 0", dir, avail)
-	}
-	return func() {
-		if err := os.Remove(path); err != nil {
-			t.Errorf("free %s: %v", dir, err)
-		}
-	}
 }
 
 // live is the first node that was not killed: where the admin commands go.
@@ -1522,7 +1467,7 @@ func agentDiskFullTask(t *testing.T, e *faultEnv) {
 	a := e.nodes[0]
 	id := e.createTask(a, e.taskScript(taskLines, 0, true))
 	e.waitRunning(id)
-	free := fillDisk(t, e.agentMount)
+	free := tmpfstest.Fill(t, e.agentMount)
 	e.openGate(id) // its output meets a full disk
 	e.waitScriptEnd(id)
 	// While the disk is full the task ends, or says what holds it.
@@ -1550,7 +1495,7 @@ func agentDiskFullTask(t *testing.T, e *faultEnv) {
 
 func agentDiskFullPush(t *testing.T, e *faultEnv) {
 	a := e.nodes[0]
-	free := fillDisk(t, e.agentMount)
+	free := tmpfstest.Fill(t, e.agentMount)
 	if _, err := e.pushCalamari(a, "2.0.0", bundleFiller); err != nil {
 		t.Fatal(err) // the coordinator's disk has room
 	}
@@ -1571,7 +1516,7 @@ func agentDiskFullPush(t *testing.T, e *faultEnv) {
 
 func agentDiskFullRollout(t *testing.T, e *faultEnv) {
 	a := e.nodes[0]
-	free := fillDisk(t, e.agentMount)
+	free := tmpfstest.Fill(t, e.agentMount)
 	id := e.mustStartRollout(a)
 	v := e.waitRolloutSays(id, "no space")
 	if _, reason := v.agentStep(); v.final() && !strings.Contains(reason, "no space") {
@@ -1592,7 +1537,7 @@ func agentDiskFullRollout(t *testing.T, e *faultEnv) {
 
 func agentDiskFullRotation(t *testing.T, e *faultEnv) {
 	a := e.nodes[0]
-	free := fillDisk(t, e.agentMount)
+	free := tmpfstest.Fill(t, e.agentMount)
 	r, err := e.rotate(a)
 	if err != nil {
 		t.Fatalf("certificate rotate with an agent's disk full: %v; want the coordinator to rotate", err)
@@ -1614,7 +1559,7 @@ func coordinatorDiskFullTask(t *testing.T, e *faultEnv) {
 	const lines = 5000
 	id := e.createTask(a, e.taskScript(lines, 1024, true))
 	e.waitRunning(id)
-	free := fillDisk(t, e.dataMount)
+	free := tmpfstest.Fill(t, e.dataMount)
 	e.openGate(id)
 	e.waitScriptEnd(id)
 	// The coordinator keeps serving, and the task says what holds it.
@@ -1628,7 +1573,7 @@ func coordinatorDiskFullTask(t *testing.T, e *faultEnv) {
 
 func coordinatorDiskFullPush(t *testing.T, e *faultEnv) {
 	a := e.nodes[0]
-	free := fillDisk(t, e.dataMount)
+	free := tmpfstest.Fill(t, e.dataMount)
 	_, err := e.pushCalamari(a, "2.0.0", bundleFiller)
 	wantRefusal(t, "calamari push with the data folder full", err, 507, "no space left in the data folder")
 	if _, ok := e.agentRow(); !ok {
@@ -1650,7 +1595,7 @@ func coordinatorDiskFullRollout(t *testing.T, e *faultEnv) {
 	from := a.proxy.BytesForwarded()
 	id := e.mustStartRollout(a)
 	waitTransfer(t, a.proxy, from, "the agent package to web-1")
-	free := fillDisk(t, e.dataMount)
+	free := tmpfstest.Fill(t, e.dataMount)
 	e.drip(false)
 	// The agent swaps to the new version while the coordinator cannot
 	// record it.
@@ -1664,7 +1609,7 @@ func coordinatorDiskFullRollout(t *testing.T, e *faultEnv) {
 
 func coordinatorDiskFullBackup(t *testing.T, e *faultEnv) {
 	a := e.nodes[0]
-	free := fillDisk(t, e.dataMount)
+	free := tmpfstest.Fill(t, e.dataMount)
 	out, done := e.backupCmd(a)
 	r := await(t, "a backup with the data folder full", done)
 	if r.code == 0 {
@@ -1685,7 +1630,7 @@ func coordinatorDiskFullBackup(t *testing.T, e *faultEnv) {
 func coordinatorDiskFullRotation(t *testing.T, e *faultEnv) {
 	a := e.nodes[0]
 	before := e.thumbprint(a)
-	free := fillDisk(t, e.dataMount)
+	free := tmpfstest.Fill(t, e.dataMount)
 	_, err := e.rotate(a)
 	wantRefusal(t, "certificate rotate with the data folder full", err, 507, "no space left in the data folder")
 	if got := e.thumbprint(a); got != before {

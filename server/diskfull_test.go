@@ -12,21 +12,19 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tendrildeploy/tendril/internal/tmpfstest"
 
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/internal/servertest"
@@ -40,55 +38,12 @@ import (
 // (not Linux, not root) the test is skipped.
 func dataFolderOnTmpfs(t *testing.T, size int64) (mount, dir string) {
 	t.Helper()
-	mount = t.TempDir()
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d,mode=0700", size), "tmpfs", mount).CombinedOutput()
-	if err != nil {
-		t.Skipf("cannot mount a tmpfs for the data folder (needs root): %v: %s", err, strings.TrimSpace(string(out)))
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", mount).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", mount, err, out)
-		}
-	})
+	mount = tmpfstest.Mount(t, size)
 	dir = filepath.Join(mount, "data")
 	if _, err := datadir.Init(context.Background(), dir); err != nil {
 		t.Fatal(err)
 	}
 	return mount, dir
-}
-
-// ballast fills the file system holding dir up to the last leave bytes
-// (0: to the last byte) with a file in dir, and returns a function that
-// removes it.
-func ballast(t *testing.T, dir string, leave int64) (remove func()) {
-	t.Helper()
-	f, err := os.CreateTemp(dir, "ballast-*")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	remove = func() {
-		if err := os.Remove(f.Name()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		t.Fatal(err)
-	}
-	fill := int64(st.Bavail)*int64(st.Bsize) - leave
-	chunk := make([]byte, 1<<20)
-	for fill > 0 {
-		n, err := f.Write(chunk[:min(int64(len(chunk)), fill)])
-		fill -= int64(n)
-		if errors.Is(err, syscall.ENOSPC) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	return remove
 }
 
 // leftovers lists the files in dir that a write in progress leaves
@@ -200,7 +155,7 @@ func TestUploadDiskFull(t *testing.T) {
 	agentBinary := servertest.AgentBinary(t, "9.9.9", "linux", "amd64")
 	junk := bytes.Repeat([]byte("x"), 12<<20)
 
-	free := ballast(t, dir, 6<<20)
+	free := tmpfstest.FillLeaving(t, dir, 6<<20)
 	uploads := []struct {
 		name, path string
 		body       []byte
@@ -262,7 +217,7 @@ func TestBackupSnapshotDiskFull(t *testing.T) {
 	ts := runServer(t, dir, nil)
 	enrolled(t, ts, "web-1")
 
-	free := ballast(t, dir, 0)
+	free := tmpfstest.Fill(t, dir)
 	resp, body := ts.api(t, "POST", "/api/backup/snapshot", "", nil)
 	fi, err := os.Stat(filepath.Join(dir, datadir.DBFile))
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"syscall"
 	"testing"
 )
@@ -43,22 +42,43 @@ func Mount(t testing.TB, size int64) string {
 // and called when the test ends).
 func Fill(t testing.TB, dir string) (free func()) {
 	t.Helper()
-	path := filepath.Join(dir, ".filler")
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	return FillLeaving(t, dir, 0)
+}
+
+// FillLeaving is Fill that leaves the last leave bytes free. Each call
+// writes a file of its own, so a test can fill in steps and free them
+// apart.
+func FillLeaving(t testing.TB, dir string, leave int64) (free func()) {
+	t.Helper()
+	f, err := os.CreateTemp(dir, ".filler-*")
 	if err != nil {
 		t.Fatalf("fill %s: %v", dir, err)
 	}
 	defer f.Close()
-	// Big writes first, then small ones into what is left.
-	for _, n := range []int{1 << 20, 4 << 10, 1} {
-		buf := make([]byte, n)
-		for {
-			if _, err = f.Write(buf); err != nil {
+	if leave > 0 {
+		buf := make([]byte, 1<<20)
+		for left := Free(t, dir) - leave; left > 0; {
+			n, err := f.Write(buf[:min(int64(len(buf)), left)])
+			left -= int64(n)
+			if err != nil && !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("fill %s: %v", dir, err)
+			}
+			if err != nil {
 				break
 			}
 		}
-		if !errors.Is(err, syscall.ENOSPC) {
-			t.Fatalf("fill %s: got %v, want no space left", dir, err)
+	} else {
+		// Big writes first, then small ones into what is left.
+		for _, n := range []int{1 << 20, 4 << 10, 1} {
+			buf := make([]byte, n)
+			for {
+				if _, err = f.Write(buf); err != nil {
+					break
+				}
+			}
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("fill %s: got %v, want no space left", dir, err)
+			}
 		}
 	}
 	removed := false
@@ -67,7 +87,7 @@ func Fill(t testing.TB, dir string) (free func()) {
 			return
 		}
 		removed = true
-		if err := os.Remove(path); err != nil {
+		if err := os.Remove(f.Name()); err != nil {
 			t.Errorf("free %s: %v", dir, err)
 		}
 	}
