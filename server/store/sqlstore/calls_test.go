@@ -200,24 +200,3 @@ func TestDeleteBlobs(t *testing.T) {
 		}
 	})
 }
-
-// TestNodeAnswers: whether a node takes other nodes' calls is kept as it
-// registered, so that a call is never addressed to a node of a version
-// from before them.
-func TestNodeAnswers(t *testing.T) {
-	forEachBackend(t, func(t *testing.T, db backend) {
-		ctx := context.Background()
-		s, _ := db.open(t)
-		for _, answers := range []bool{false, true} {
-			n := testNode("n-"+fmt.Sprint(answers), "node-"+fmt.Sprint(answers))
-			n.Answers = answers
-			if _, err := s.RegisterNode(ctx, n); err != nil {
-				t.Fatal(err)
-			}
-			got, ok := nodeByID(t, s, n.ID)
-			if !ok || got.Answers != answers {
-				t.Fatalf("got answers %v (found %v), want %v", got.Answers, ok, answers)
-			}
-		}
-	})
-}

@@ -453,21 +453,22 @@ func TestBlobs(t *testing.T) {
 	})
 }
 
-// TestNodeDials: whether a node dials listening agents is kept as it
-// registered, so that nodes of versions from before them are never picked.
-func TestNodeDials(t *testing.T) {
+// TestNodeCapabilities: what a node can do for the others is kept as it
+// registered, so that nodes of versions from before a capability are never
+// picked for it: dialing listening agents, taking other nodes' calls.
+func TestNodeCapabilities(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db backend) {
 		ctx := context.Background()
 		s, _ := db.open(t)
-		for _, dials := range []bool{false, true} {
-			n := testNode("n-"+fmt.Sprint(dials), "node-"+fmt.Sprint(dials))
-			n.Dials = dials
+		for i, want := range []struct{ dials, answers bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
+			n := testNode(fmt.Sprintf("n-%d", i), fmt.Sprintf("node-%d", i))
+			n.Dials, n.Answers = want.dials, want.answers
 			if _, err := s.RegisterNode(ctx, n); err != nil {
 				t.Fatal(err)
 			}
 			got, ok := nodeByID(t, s, n.ID)
-			if !ok || got.Dials != dials {
-				t.Fatalf("got dials %v (found %v), want %v", got.Dials, ok, dials)
+			if !ok || got.Dials != want.dials || got.Answers != want.answers {
+				t.Fatalf("got dials %v answers %v (found %v), want %+v", got.Dials, got.Answers, ok, want)
 			}
 		}
 	})
