@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/protocol"
@@ -12,6 +13,12 @@ import (
 // recentRollouts is how many of the latest rollouts tendril_rollouts
 // counts: the history grows without bound, the scrape must not.
 const recentRollouts = 1000
+
+// fleetCountsMaxAge is how old the agent and rollout counts on /metrics
+// may be: well under Prometheus's usual scrape intervals (15 s to a
+// minute), and long enough that a client scraping in a loop costs the
+// coordinator one count of its agents per interval, not one per scrape.
+const fleetCountsMaxAge = 5 * time.Second
 
 // Calamari states of an agent, the label of tendril_agents_by_calamari.
 const (

@@ -504,7 +504,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Idempotency: s.idem, DiskFree: s.dataFree, Logger: s.log})
 	s.console = console.New(console.Config{Coordinator: s, Rollouts: s.rollouts, Access: s.access, Machines: s, API: s.api,
 		Version: cfg.Version, ReleaseFeed: cfg.ReleaseFeed != "", Logger: s.log})
-	s.metrics.RegisterFleet(fleetMetrics{s}, fleetStates, s.log)
+	s.metrics.RegisterFleet(fleetMetrics{s}, fleetStates, fleetCountsMaxAge, s.log)
 	// No VerifyClient: a revoked certificate passes the handshake and is
 	// refused in the session (startSession), where the agent can be told
 	// why; a refusal in the handshake reaches it as a bare EOF.
