@@ -19,7 +19,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 )
 
@@ -55,16 +54,37 @@ type Message struct {
 // is not a valid one.
 var ErrMalformed = errors.New("malformed service message")
 
-var namePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
+// maxName is the longest name, in bytes.
+const maxName = 128
 
 // ValidateName checks an output (or variable) name: what a process
 // environment takes everywhere, letters, digits and '_', not starting
 // with a digit, at most 128 characters.
 func ValidateName(name string) error {
-	if !namePattern.MatchString(name) {
+	if !validName(name) {
 		return fmt.Errorf("name %q: use letters, digits and '_', not starting with a digit, at most 128 characters", name)
 	}
 	return nil
+}
+
+// validName checks name by hand rather than with a regular expression:
+// calamari, which imports this package, starts for every task, and
+// compiling the expression at its start was 0.4-0.6 ms of a task's round
+// trip (GODEBUG=inittrace=1).
+func validName(name string) bool {
+	if len(name) == 0 || len(name) > maxName {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c == '_', 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z':
+		case '0' <= c && c <= '9' && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // SetOutput is the line that sets output name to value.
