@@ -441,11 +441,16 @@ func (r *Runner) run(t *task, entry string, in info) protocol.TaskStarted {
 	t.mu.Unlock()
 	r.log.Info("task started", zap.String("ticket", t.ticket), zap.String("calamari", in.Calamari), zap.Int("pid", cmd.Process.Pid))
 	in.PID = cmd.Process.Pid
-	if err := writeJSON(filepath.Join(t.dir, infoFile), in); err != nil {
-		// Only informative: the task is running and is tracked in memory.
-		r.log.Warn("could not record a task's process id", zap.String("ticket", t.ticket), zap.Error(err))
-	}
-	r.wg.Go(func() { r.wait(t, cmd) })
+	r.wg.Go(func() {
+		// Written here rather than before the start is answered: the
+		// process id is only informative (the task is tracked in
+		// memory), and its synced write took 1.7 ms of a 15 ms task
+		// round trip. The wait begins after it, as it did before.
+		if err := writeJSON(filepath.Join(t.dir, infoFile), in); err != nil {
+			r.log.Warn("could not record a task's process id", zap.String("ticket", t.ticket), zap.Error(err))
+		}
+		r.wait(t, cmd)
+	})
 	return protocol.TaskStarted{Ticket: t.ticket, State: protocol.TaskRunning}
 }
 
