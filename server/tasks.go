@@ -672,6 +672,10 @@ func (s *Server) runTask(runCtx, startCtx context.Context, run *taskRun, id stri
 		}
 	}
 	attempt := 0
+	// notes are the lines saying the task started, kept from an attempt
+	// that could not record them for the next: it finds the task started
+	// on the agent already.
+	var notes []store.LogLine
 	for t.State == api.TaskQueued {
 		if startCtx.Err() != nil {
 			if runCtx.Err() == nil { // cancelled by the operator
@@ -694,7 +698,7 @@ func (s *Server) runTask(runCtx, startCtx context.Context, run *taskRun, id stri
 		if as == nil {
 			return s.releaseTask(id)
 		}
-		err := s.startOnAgent(startCtx, as, t)
+		err := s.startOnAgent(startCtx, as, t, &notes)
 		switch {
 		case err == nil:
 			t.State = api.TaskRunning
@@ -805,23 +809,25 @@ func (s *Server) collectTask(ctx context.Context, as *agentSession, t *store.Tas
 	if !c.logged && !s.stillDrives(t.ID) {
 		return errTakenOver
 	}
-	if !c.logged {
-		// The last line first: a reader stops once the task is final.
-		line := fmt.Sprintf("Task %s (exit code %d)", end.State, end.ExitCode)
-		if lost > 0 {
-			line += fmt.Sprintf(", but %d %s of its output %s lost: %s", lost, plural(lost, "line", "lines"), plural(lost, "was", "were"), why)
-		}
-		if err := s.appendTaskLine(context.WithoutCancel(ctx), t.ID, line); err != nil {
-			return err
-		}
-		c.logged = true
-	}
 	u := store.TaskUpdate{State: end.State, ExitCode: end.ExitCode, Error: end.Error, Outputs: end.Outputs, Artifacts: arts,
 		LostLines: lost, LostReason: why}
 	if as.taskOutcome && !end.FinishedAt.IsZero() {
 		u.FinishedAt = end.FinishedAt.UTC()
 	}
-	return s.finishTaskWith(t.ID, u)
+	if !c.logged {
+		// The last line with the final state, in one write: a reader
+		// stops once the task is final, and finds the line there.
+		line := fmt.Sprintf("Task %s (exit code %d)", end.State, end.ExitCode)
+		if lost > 0 {
+			line += fmt.Sprintf(", but %d %s of its output %s lost: %s", lost, plural(lost, "line", "lines"), plural(lost, "was", "were"), why)
+		}
+		u.Lines = []store.LogLine{{Stream: "coordinator", Text: line}}
+	}
+	if err := s.finishTaskWith(t.ID, u); err != nil {
+		return err
+	}
+	c.logged = true
+	return nil
 }
 
 // lostOutput adds up the output a task lost: what the agent says it lost
@@ -899,7 +905,8 @@ func refusedByAgent(err error) bool {
 var errTaskRefused = errors.New("task refused")
 
 // startOnAgent ensures Calamari, sends the file and starts the task.
-func (s *Server) startOnAgent(ctx context.Context, as *agentSession, t store.Task) error {
+// notes holds the lines saying the task started until they are stored.
+func (s *Server) startOnAgent(ctx context.Context, as *agentSession, t store.Task, notes *[]store.LogLine) error {
 	if as.upgradeOnly {
 		return kind.Errorf(errTaskRefused, "agent %s must be upgraded before it can run tasks (its protocol is below this coordinator's minimum)", as.name)
 	}
@@ -985,21 +992,32 @@ func (s *Server) startOnAgent(ctx context.Context, as *agentSession, t store.Tas
 		return err
 	}
 	if !started.Existing {
-		s.taskLog(t.ID, fmt.Sprintf("Started on %s: calamari %s", as.name, t.Calamari))
+		*notes = []store.LogLine{{Stream: "coordinator", Text: fmt.Sprintf("Started on %s: calamari %s", as.name, t.Calamari)}}
 		if !as.isolates {
 			// Run rather than refuse, so that nothing breaks while the
 			// agents are being upgraded; the log says what was lost.
-			s.taskLog(t.ID, fmt.Sprintf("The agent on %s is too old to isolate tasks: this one runs at once, whatever else runs there (isolation and locks need a newer agent)", as.name))
+			*notes = append(*notes, store.LogLine{Stream: "coordinator",
+				Text: fmt.Sprintf("The agent on %s is too old to isolate tasks: this one runs at once, whatever else runs there (isolation and locks need a newer agent)", as.name)})
 		}
 	}
 	if started.State == protocol.TaskQueued {
 		// It waits on the agent for its turn; following it tells when it
 		// runs.
+		if len(*notes) > 0 {
+			if _, err := s.store.AppendTaskLogs(context.WithoutCancel(ctx), t.ID, *notes); err != nil {
+				s.log.Error("write task log failed", zap.String("task", t.ID), zap.Error(err))
+			}
+			*notes = nil
+			s.tasks.notify(t.ID)
+		}
 		return nil
 	}
-	if err := s.store.UpdateTask(ctx, t.ID, store.TaskUpdate{State: api.TaskRunning, StartedAt: time.Now().UTC()}); err != nil {
+	// The lines and the state in one write: each write is a transaction
+	// synced to disk, and this one runs beside the task's process.
+	if err := s.store.UpdateTask(ctx, t.ID, store.TaskUpdate{State: api.TaskRunning, StartedAt: time.Now().UTC(), Lines: *notes}); err != nil {
 		return storeFailed("record that the task started", err)
 	}
+	*notes = nil
 	s.metrics.TasksStarted.Inc()
 	s.tasks.notify(t.ID)
 	return nil
