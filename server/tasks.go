@@ -164,7 +164,7 @@ func (s *Server) CreateTasks(ctx context.Context, req api.TaskRequest) ([]api.Ta
 			continue
 		}
 		t.Node = s.nodeID()
-		s.startTask(t)
+		s.startTask(t, true)
 	}
 	if elsewhere {
 		s.notifyCluster(cluster.NotifyTasks)
@@ -517,8 +517,10 @@ func (r *taskRuns) get(id string) *taskRun {
 }
 
 // startTask runs the runner of a task this node claimed, unless one is
-// already running.
-func (s *Server) startTask(t store.Task) {
+// already running. fresh says that t is as the store has it, because this
+// node has just created and claimed it: the runner starts with it rather
+// than read it back.
+func (s *Server) startTask(t store.Task, fresh bool) {
 	s.tasks.mu.Lock()
 	if s.tasks.runs == nil {
 		s.tasks.runs = make(map[string]*taskRun)
@@ -552,7 +554,11 @@ func (s *Server) startTask(t store.Task) {
 				s.moveIdleAgents()
 			}
 		}()
-		released = s.runTask(runCtx, startCtx, run, t.ID, turn)
+		var first *store.Task
+		if fresh {
+			first = &t
+		}
+		released = s.runTask(runCtx, startCtx, run, t.ID, first, turn)
 	})
 }
 
@@ -652,11 +658,15 @@ func (s *Server) endTask(ctx context.Context, run *taskRun, id, line string, u s
 //
 // turn orders the start: tasks on one agent reach it in the order this
 // node started driving them, so that with isolation they run in the
-// order they were created.
-func (s *Server) runTask(runCtx, startCtx context.Context, run *taskRun, id string, turn *startTurn) (released bool) {
+// order they were created. first, if not nil, is the task as just
+// created: one store read less before the start.
+func (s *Server) runTask(runCtx, startCtx context.Context, run *taskRun, id string, first *store.Task, turn *startTurn) (released bool) {
 	log := s.log.With(zap.String("task", id))
 	var t store.Task
-	for attempt := 0; ; attempt++ {
+	if first != nil {
+		t = *first
+	}
+	for attempt := 0; first == nil; attempt++ {
 		var err error
 		if t, err = s.store.Task(runCtx, id); err == nil {
 			break
