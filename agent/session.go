@@ -498,7 +498,7 @@ func (a *Agent) hello() protocol.Hello {
 		Upgrade:     a.upgradeReport(),
 		Busy:        a.tasks.Running() > 0,
 		SigningKey:  a.signingKey(),
-		Features:    []string{protocol.FeatureIsolation, protocol.FeatureVariables, protocol.FeatureWorkRetention, protocol.FeatureSignedRequests, protocol.FeatureEndorsedCertificates, protocol.FeatureTaskOutcome},
+		Features:    []string{protocol.FeatureIsolation, protocol.FeatureVariables, protocol.FeatureWorkRetention, protocol.FeatureSignedRequests, protocol.FeatureEndorsedCertificates, protocol.FeatureTaskOutcome, protocol.FeatureStartCalamari},
 	}
 }
 

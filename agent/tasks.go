@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/hashicorp/yamux"
 
+	"github.com/tendrildeploy/tendril/agent/task"
 	"github.com/tendrildeploy/tendril/protocol"
 )
 
@@ -68,6 +70,12 @@ func (a *Agent) handleTaskStart(s *liveSession, st *yamux.Stream, f protocol.Fra
 	ctx, cancel := context.WithTimeout(s.ctx, streamTimeout)
 	defer cancel()
 	started, err := a.tasks.Start(ctx, req)
+	var ce *task.CalamariError
+	if req.ReportMissingCalamari && errors.As(err, &ce) {
+		// The coordinator did not check first: it pushes the version
+		// and starts the task again.
+		return protocol.WriteError(st, protocol.CodeCalamariMissing, err.Error())
+	}
 	if err != nil {
 		return a.replyFailure(st, f.Type, err)
 	}

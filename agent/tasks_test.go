@@ -102,3 +102,35 @@ func checkSeqs(t *testing.T, entries []protocol.LogEntry, first int64) {
 		}
 	}
 }
+
+func TestTaskStartReportsMissingCalamari(t *testing.T) {
+	c := newTestCoordinator(t)
+	a := startAgent(t, registered(t, c), nil)
+	a.waitConnected(t, 1)
+	s := c.live()
+	// Asked to, the agent tells a missing version apart from any other
+	// refusal, so that the coordinator pushes it rather than fail the
+	// task; asked nothing, it answers as agents before it did.
+	tests := []struct {
+		name   string
+		report bool
+		code   string
+	}{
+		{"asked to report it", true, protocol.CodeCalamariMissing},
+		{"not asked", false, protocol.CodeBadRequest},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := protocol.TaskStart{Ticket: "t1", Calamari: "9.9.9", Args: []string{"x"}, ReportMissingCalamari: tt.report}
+			err := c.call(s, protocol.TypeTaskStart, req, protocol.TypeTaskStarted, nil)
+			if !protocol.IsCode(err, tt.code) || !strings.Contains(err.Error(), "Calamari 9.9.9 is not installed or damaged") {
+				t.Errorf("got %v, want %s saying Calamari 9.9.9 is not installed", err, tt.code)
+			}
+		})
+	}
+	// Nothing of the task was kept: the coordinator starts it again.
+	entries, err := os.ReadDir(filepath.Join(a.cfg.Home, workDir))
+	if err != nil || len(entries) != 0 {
+		t.Errorf("work folder after refused starts: %v, %v; want empty", entries, err)
+	}
+}

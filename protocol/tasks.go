@@ -118,7 +118,27 @@ type TaskStart struct {
 	// to agents with FeatureVariables: an older agent would run the task
 	// without them, and log a sensitive value it does not know to mask.
 	Variables []Variable `json:"variables,omitempty"`
+	// ReportMissingCalamari asks an agent with FeatureStartCalamari to
+	// answer a start whose Calamari version is not installed or not
+	// intact with CodeCalamariMissing rather than CodeBadRequest: the
+	// coordinator then skips the CalamariCheck round trip before each
+	// start, and pushes the version and starts again only when told.
+	// Older agents ignore it and answer CodeBadRequest, which is why the
+	// coordinator checks first with them.
+	ReportMissingCalamari bool `json:"report_missing_calamari,omitempty"`
 }
+
+// FeatureStartCalamari, in Hello.Features, says that the agent honours
+// TaskStart.ReportMissingCalamari. It verifies the task's Calamari
+// version when it starts the task whatever the coordinator asks, so the
+// coordinator's CalamariCheck before the start only costs a round trip.
+const FeatureStartCalamari = "task_start_calamari"
+
+// CodeCalamariMissing answers a TaskStart with ReportMissingCalamari set
+// whose Calamari version is not installed or not intact; the message
+// says why. Nothing of the task was kept: the coordinator pushes the
+// version and sends the same start again.
+const CodeCalamariMissing = "calamari_missing"
 
 // Variable is one variable of a task.
 type Variable struct {

@@ -298,7 +298,7 @@ func (s *Server) sweepTasks(ctx context.Context) {
 				zap.String("agent", t.AgentName), zap.String("from", t.Node), zap.String("state", t.State))
 		}
 		t.Node = me
-		s.startTask(t)
+		s.startTask(t, false)
 	}
 	if released {
 		s.notifyCluster(cluster.NotifyTasks)

@@ -425,11 +425,12 @@ func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, 
 		agentID: a.ID, name: a.Name, sign: s.signer(a.ID), thumbprint: certThumb(cs), sess: sess,
 		tlsVersion: cs.Version, protocol: v, upgradeOnly: upgradeOnly, listening: a.Listening(),
 		connectedAt: time.Now(), remote: remote, serverAck: a.ServerThumbprintAck,
-		signingKey:  h.SigningKey,
-		isolates:    slices.Contains(h.Features, protocol.FeatureIsolation),
-		variables:   slices.Contains(h.Features, protocol.FeatureVariables),
-		retains:     slices.Contains(h.Features, protocol.FeatureWorkRetention),
-		taskOutcome: slices.Contains(h.Features, protocol.FeatureTaskOutcome),
+		signingKey:     h.SigningKey,
+		isolates:       slices.Contains(h.Features, protocol.FeatureIsolation),
+		variables:      slices.Contains(h.Features, protocol.FeatureVariables),
+		retains:        slices.Contains(h.Features, protocol.FeatureWorkRetention),
+		taskOutcome:    slices.Contains(h.Features, protocol.FeatureTaskOutcome),
+		startsCalamari: slices.Contains(h.Features, protocol.FeatureStartCalamari),
 	}
 	retention := s.retentionRule()
 	// The session is listed before the agent hears Welcome, so that once

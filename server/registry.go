@@ -45,6 +45,11 @@ type agentSession struct {
 	// taskOutcome is true when the agent reports in TaskEnd when a task
 	// finished and the output it lost (protocol.FeatureTaskOutcome).
 	taskOutcome bool
+	// startsCalamari is true when the agent answers a task start whose
+	// Calamari version it lacks with protocol.CodeCalamariMissing when
+	// asked to (protocol.FeatureStartCalamari): its tasks start without
+	// a CalamariCheck first.
+	startsCalamari bool
 	// retention is the rule the agent acknowledged (or was welcomed
 	// with), nil if none: server/retention.go.
 	retention atomic.Pointer[protocol.WorkRetention]

@@ -441,11 +441,19 @@ func (r *Runner) run(t *task, entry string, in info) protocol.TaskStarted {
 	t.mu.Unlock()
 	r.log.Info("task started", zap.String("ticket", t.ticket), zap.String("calamari", in.Calamari), zap.Int("pid", cmd.Process.Pid))
 	in.PID = cmd.Process.Pid
-	if err := writeJSON(filepath.Join(t.dir, infoFile), in); err != nil {
-		// Only informative: the task is running and is tracked in memory.
-		r.log.Warn("could not record a task's process id", zap.String("ticket", t.ticket), zap.Error(err))
-	}
-	r.wg.Go(func() { r.wait(t, cmd) })
+	// The process id is written beside the process rather than before
+	// the start is answered: it is only informative (the task is
+	// tracked in memory), and its synced write took 1.7 ms of a 15 ms
+	// task round trip. The task finishes once it is written, so that
+	// nothing touches the folder of a finished task.
+	recorded := make(chan struct{})
+	r.wg.Go(func() {
+		defer close(recorded)
+		if err := writeJSON(filepath.Join(t.dir, infoFile), in); err != nil {
+			r.log.Warn("could not record a task's process id", zap.String("ticket", t.ticket), zap.Error(err))
+		}
+	})
+	r.wg.Go(func() { r.wait(t, cmd, recorded) })
 	return protocol.TaskStarted{Ticket: t.ticket, State: protocol.TaskRunning}
 }
 
@@ -527,8 +535,9 @@ func lookupEnv(env []string, key string) string {
 	return ""
 }
 
-// wait waits for the task's process and finishes the task.
-func (r *Runner) wait(t *task, cmd *exec.Cmd) {
+// wait waits for the task's process and finishes the task once recorded
+// is closed (the process id is in task.json).
+func (r *Runner) wait(t *task, cmd *exec.Cmd, recorded <-chan struct{}) {
 	pid := cmd.Process.Pid
 	// Where the system allows it, see the exit before reaping it: until
 	// Wait reaps the process its id cannot be reused, so a cancellation
@@ -578,6 +587,7 @@ func (r *Runner) wait(t *task, cmd *exec.Cmd) {
 		// Said in the task's log, where whoever reads the output looks.
 		t.append(streamAgent, "output after the process exited was cut: a process it started still holds its output")
 	}
+	<-recorded
 	r.finish(t, res, msg)
 }
 

@@ -631,6 +631,11 @@ type TaskUpdate struct {
 	// ones.
 	LostLines  int64
 	LostReason string
+	// Lines, when not empty, are appended to the task's log (as
+	// AppendTaskLogs does) in the same transaction as the change: the
+	// line that says a task started or ended is stored with its state,
+	// for one write instead of two on the task's way.
+	Lines []LogLine
 }
 
 // LogLine is one line of a task's log.

@@ -226,6 +226,11 @@ func (s *sqlStore) UpdateTask(ctx context.Context, id string, u store.TaskUpdate
 	}
 	if err == nil {
 		err = s.tx(ctx, func(tx *sqlTx) error {
+			if len(u.Lines) > 0 {
+				if _, err := appendTaskLogs(ctx, tx, id, u.Lines); err != nil {
+					return err
+				}
+			}
 			err := oneRow(tx.ExecContext(ctx, `UPDATE tasks SET state = ?, exit_code = ?, error = ?,
 				calamari = COALESCE(NULLIF(?, ''), calamari),
 				started_at = COALESCE(?, started_at), finished_at = COALESCE(?, finished_at),
@@ -254,41 +259,50 @@ func (s *sqlStore) AppendTaskLogs(ctx context.Context, taskID string, lines []st
 	}
 	var stored []store.LogLine
 	err := s.tx(ctx, func(tx *sqlTx) error {
-		var last, agentSeq int64
-		err := tx.QueryRowContext(ctx, `SELECT last_seq, agent_seq FROM tasks WHERE id = ?`+tx.d.forUpdate(),
-			taskID).Scan(&last, &agentSeq)
-		if errors.Is(err, sql.ErrNoRows) {
-			return store.ErrNotFound
-		}
-		if err != nil {
-			return err
-		}
-		stored, last, agentSeq = numberLogLines(lines, last, agentSeq, time.Now().UTC())
-		if len(stored) == 0 {
-			return nil
-		}
-		rows := make([][]any, len(stored))
-		for i, l := range stored {
-			at, err := timeArg(l.Time)
-			if err != nil {
-				return err
-			}
-			var aseq any
-			if l.AgentSeq > 0 {
-				aseq = l.AgentSeq
-			}
-			rows[i] = []any{taskID, l.Seq, aseq, at, l.Stream, tx.d.bytesArg([]byte(l.Text))}
-		}
-		err = tx.d.execMany(ctx, tx, `INSERT INTO task_logs (task_id, seq, agent_seq, at, stream, text) VALUES (?, ?, ?, ?, ?, ?)`,
-			rows, func(i int) string { return fmt.Sprintf("line %d", stored[i].Seq) })
-		if err != nil {
-			return err
-		}
-		_, err = tx.ExecContext(ctx, `UPDATE tasks SET last_seq = ?, agent_seq = ? WHERE id = ?`, last, agentSeq, taskID)
+		var err error
+		stored, err = appendTaskLogs(ctx, tx, taskID, lines)
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("append %d log lines to task %s: %w", len(lines), taskID, err)
+	}
+	return stored, nil
+}
+
+// appendTaskLogs is AppendTaskLogs within tx, for UpdateTask's lines too.
+func appendTaskLogs(ctx context.Context, tx *sqlTx, taskID string, lines []store.LogLine) ([]store.LogLine, error) {
+	var last, agentSeq int64
+	err := tx.QueryRowContext(ctx, `SELECT last_seq, agent_seq FROM tasks WHERE id = ?`+tx.d.forUpdate(),
+		taskID).Scan(&last, &agentSeq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	stored, last, agentSeq := numberLogLines(lines, last, agentSeq, time.Now().UTC())
+	if len(stored) == 0 {
+		return nil, nil
+	}
+	rows := make([][]any, len(stored))
+	for i, l := range stored {
+		at, err := timeArg(l.Time)
+		if err != nil {
+			return nil, err
+		}
+		var aseq any
+		if l.AgentSeq > 0 {
+			aseq = l.AgentSeq
+		}
+		rows[i] = []any{taskID, l.Seq, aseq, at, l.Stream, tx.d.bytesArg([]byte(l.Text))}
+	}
+	err = tx.d.execMany(ctx, tx, `INSERT INTO task_logs (task_id, seq, agent_seq, at, stream, text) VALUES (?, ?, ?, ?, ?, ?)`,
+		rows, func(i int) string { return fmt.Sprintf("line %d", stored[i].Seq) })
+	if err != nil {
+		return nil, err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE tasks SET last_seq = ?, agent_seq = ? WHERE id = ?`, last, agentSeq, taskID); err != nil {
+		return nil, err
 	}
 	return stored, nil
 }

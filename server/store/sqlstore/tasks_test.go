@@ -312,3 +312,55 @@ func TestTaskLostLines(t *testing.T) {
 		}
 	})
 }
+
+func TestUpdateTaskWithLines(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db backend) {
+		ctx := context.Background()
+		s, _ := db.open(t)
+		if err := s.CreateTasks(ctx, []store.Task{newTask("a", "g", t0)}); err != nil {
+			t.Fatal(err)
+		}
+		line := func(text string) store.LogLine { return store.LogLine{Time: t0, Stream: "coordinator", Text: text} }
+		tests := []struct {
+			name  string
+			u     store.TaskUpdate
+			state string
+			lines []string // the whole log after the update
+		}{
+			{"started, with its line", store.TaskUpdate{State: api.TaskRunning, StartedAt: t0, Lines: []store.LogLine{line("Started on web-1")}},
+				api.TaskRunning, []string{"Started on web-1"}},
+			{"no lines", store.TaskUpdate{State: api.TaskRunning, StartedAt: t0},
+				api.TaskRunning, []string{"Started on web-1"}},
+			{"finished, with its last line", store.TaskUpdate{State: api.TaskSucceeded, FinishedAt: t0, Lines: []store.LogLine{line("Task succeeded (exit code 0)")}},
+				api.TaskSucceeded, []string{"Started on web-1", "Task succeeded (exit code 0)"}},
+		}
+		for _, tt := range tests {
+			if err := s.UpdateTask(ctx, "a", tt.u); err != nil {
+				t.Fatalf("%s: %v", tt.name, err)
+			}
+			task, err := s.Task(ctx, "a")
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines, err := s.TaskLogs(ctx, "a", 1, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for i, l := range lines {
+				if l.Seq != int64(i+1) {
+					t.Fatalf("%s: line %d has seq %d, want %d", tt.name, i, l.Seq, i+1)
+				}
+				got = append(got, l.Text)
+			}
+			if task.State != tt.state || !reflect.DeepEqual(got, tt.lines) || task.LastSeq != int64(len(tt.lines)) {
+				t.Fatalf("%s: got %s with log %q (last seq %d), want %s with %q", tt.name, task.State, got, task.LastSeq, tt.state, tt.lines)
+			}
+		}
+		// Nothing is stored for a task that does not exist.
+		err := s.UpdateTask(ctx, "missing", store.TaskUpdate{State: api.TaskFailed, Lines: []store.LogLine{line("x")}})
+		if !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("update of an unknown task: got %v, want ErrNotFound", err)
+		}
+	})
+}
