@@ -14,6 +14,8 @@ import (
 	"path"
 	"slices"
 	"strings"
+
+	"github.com/tendrildeploy/tendril/bundle/tartype"
 )
 
 // Allowances on top of the file bytes a manifest declares, for the tar
@@ -129,7 +131,7 @@ func (a *archive) readManifest() (Manifest, []byte, error) {
 		return Manifest{}, nil, fmt.Errorf("read manifest: %w: the first entry is %s, want %s", ErrInvalidManifest, quote(hdr.Name), ManifestName)
 	}
 	if hdr.Typeflag != tar.TypeReg {
-		return Manifest{}, nil, fmt.Errorf("read manifest: %w: %s is a %s, want a regular file", ErrUnsafeArchive, ManifestName, TypeName(hdr.Typeflag))
+		return Manifest{}, nil, fmt.Errorf("read manifest: %w: %s is a %s, want a regular file", ErrUnsafeArchive, ManifestName, tartype.Name(hdr.Typeflag))
 	}
 	if hdr.Size < 0 || hdr.Size > a.lim.MaxManifestSize {
 		return Manifest{}, nil, fmt.Errorf("read manifest: %w: %s is %d bytes, limit %d", ErrInvalidManifest, ManifestName, hdr.Size, a.lim.MaxManifestSize)
@@ -235,7 +237,7 @@ func (a *archive) extract(ctx context.Context, m Manifest, s sink) error {
 				return err
 			}
 		default:
-			return fmt.Errorf("extract: %w: %s is a %s; a bundle holds only regular files and folders", ErrUnsafeArchive, quote(hdr.Name), TypeName(hdr.Typeflag))
+			return fmt.Errorf("extract: %w: %s is a %s; a bundle holds only regular files and folders", ErrUnsafeArchive, quote(hdr.Name), tartype.Name(hdr.Typeflag))
 		}
 	}
 	var missing []string
@@ -341,33 +343,6 @@ func isSparse(hdr *tar.Header) bool {
 		}
 	}
 	return false
-}
-
-// TypeName names a tar entry type for a person, as errors about refused
-// archive entries do.
-func TypeName(t byte) string {
-	switch t {
-	case tar.TypeReg:
-		return "regular file"
-	case tar.TypeDir:
-		return "folder"
-	case tar.TypeSymlink:
-		return "symbolic link"
-	case tar.TypeLink:
-		return "hard link"
-	case tar.TypeChar:
-		return "character device"
-	case tar.TypeBlock:
-		return "block device"
-	case tar.TypeFifo:
-		return "named pipe"
-	case tar.TypeXGlobalHeader:
-		return "PAX global header"
-	case tar.TypeGNUSparse:
-		return "sparse file"
-	default:
-		return fmt.Sprintf("tar entry of type %q", t)
-	}
 }
 
 // satAdd adds two non-negative numbers, saturating instead of overflowing

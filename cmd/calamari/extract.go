@@ -14,7 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/tendrildeploy/tendril/bundle"
+	"github.com/tendrildeploy/tendril/bundle/tartype"
 )
 
 // maxPackageSize bounds the file content a package may expand to.
@@ -177,7 +177,7 @@ func (x *extractor) entry(hdr *tar.Header) error {
 			return fmt.Errorf("extract %s: %w", name, err)
 		}
 	default:
-		return fmt.Errorf("%w: %s is a %s", errUnsafe, name, bundle.TypeName(hdr.Typeflag))
+		return fmt.Errorf("%w: %s is a %s", errUnsafe, name, tartype.Name(hdr.Typeflag))
 	}
 	return nil
 }
