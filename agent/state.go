@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/tendrildeploy/tendril/atomicfile"
+
 	"github.com/tendrildeploy/tendril/certs"
 )
 
@@ -115,7 +117,7 @@ func saveState(home string, s State) error {
 	if err != nil {
 		return fmt.Errorf("encode agent state: %w", err)
 	}
-	return certs.WriteFileAtomic(filepath.Join(home, stateFile), append(b, '\n'), 0o600)
+	return atomicfile.Write(filepath.Join(home, stateFile), append(b, '\n'), 0o600)
 }
 
 // makeHome creates the home folder layout, the home itself 0700. Work and

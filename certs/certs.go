@@ -18,9 +18,10 @@ import (
 	"fmt"
 	"math/big"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/tendrildeploy/tendril/atomicfile"
 )
 
 // DefaultValidity is how long a generated certificate is valid. Trust comes
@@ -123,10 +124,10 @@ func (id *Identity) Save(certPath, keyPath string) error {
 	if err != nil {
 		return fmt.Errorf("marshal key: %w", err)
 	}
-	if err := WriteFileAtomic(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+	if err := atomicfile.Write(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
 		return err
 	}
-	return WriteFileAtomic(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: id.DER()}), 0o644)
+	return atomicfile.Write(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: id.DER()}), 0o644)
 }
 
 // LoadIdentity reads a certificate and key written by Save.
@@ -182,40 +183,4 @@ func ParseSelfSigned(der []byte) (*x509.Certificate, error) {
 		return nil, fmt.Errorf("certificate is not self-signed by its key: %w", err)
 	}
 	return c, nil
-}
-
-// WriteFileAtomic writes data to a temporary file in the same folder,
-// syncs it, and renames it over path, so readers see the old or the new
-// content and never a mix.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync() // make the rename durable; best effort on systems without dir fsync
-		d.Close()
-	}
-	return nil
 }

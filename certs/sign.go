@@ -8,6 +8,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+
+	"github.com/tendrildeploy/tendril/atomicfile"
 )
 
 // ErrBadSignature means a signature did not verify.
@@ -43,7 +45,7 @@ func (k *SigningKey) Save(path string) error {
 	if err != nil {
 		return fmt.Errorf("marshal signing key: %w", err)
 	}
-	return WriteFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	return atomicfile.Write(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
 }
 
 // LoadSigningKey reads a key written by Save.

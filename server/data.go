@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"path/filepath"
 
+	"github.com/tendrildeploy/tendril/atomicfile"
+
 	"github.com/tendrildeploy/tendril/api"
-	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/server/datadir"
 	"github.com/tendrildeploy/tendril/server/store/sqlstore"
 )
@@ -16,7 +17,7 @@ func writeRunInfo(dir string, ri api.RunInfo) error {
 	if err != nil {
 		return err
 	}
-	return certs.WriteFileAtomic(filepath.Join(dir, api.RunFile), append(b, '\n'), 0o600)
+	return atomicfile.Write(filepath.Join(dir, api.RunFile), append(b, '\n'), 0o600)
 }
 
 // backupsDir holds the database copies taken before schema migrations.

@@ -17,10 +17,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tendrildeploy/tendril/atomicfile"
+
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
-	"github.com/tendrildeploy/tendril/certs"
 	"github.com/tendrildeploy/tendril/diag"
 )
 
@@ -84,7 +85,7 @@ func writeDump(path string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("write goroutine dump: %w", err)
 	}
-	return certs.WriteFileAtomic(path, b, 0o600)
+	return atomicfile.Write(path, b, 0o600)
 }
 
 // runningPID reports whether an agent runs on home: whether one holds

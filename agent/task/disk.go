@@ -14,7 +14,8 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/tendrildeploy/tendril/certs"
+	"github.com/tendrildeploy/tendril/atomicfile"
+
 	"github.com/tendrildeploy/tendril/protocol"
 )
 
@@ -107,7 +108,7 @@ func writeJSON(path string, v any) error {
 		return fmt.Errorf("encode %s: %w", filepath.Base(path), err)
 	}
 	// Task files may hold deployment details: the agent's user only.
-	return certs.WriteFileAtomic(path, append(b, '\n'), 0o600)
+	return atomicfile.Write(path, append(b, '\n'), 0o600)
 }
 
 func readJSON(path string, v any) error {

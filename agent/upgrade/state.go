@@ -26,7 +26,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/tendrildeploy/tendril/certs"
+	"github.com/tendrildeploy/tendril/atomicfile"
 )
 
 // Names inside the home folder.
@@ -152,7 +152,7 @@ func Save(home string, s State) error {
 	if err := os.MkdirAll(Dir(home), 0o700); err != nil {
 		return fmt.Errorf("save upgrade state: %w", err)
 	}
-	if err := certs.WriteFileAtomic(StatePath(home), append(b, '\n'), 0o600); err != nil {
+	if err := atomicfile.Write(StatePath(home), append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("save upgrade state: %w", err)
 	}
 	return nil

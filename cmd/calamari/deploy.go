@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tendrildeploy/tendril/certs"
+	"github.com/tendrildeploy/tendril/atomicfile"
 )
 
 // Layout of a deployment target folder:
@@ -168,7 +168,7 @@ func deployPackage(ctx context.Context, o deployOptions) (string, error) {
 func switchCurrent(target, name, goos string) error {
 	rel := releasesDir + "/" + name
 	if goos == "windows" {
-		return certs.WriteFileAtomic(filepath.Join(target, currentFile), []byte(rel+"\n"), 0o644)
+		return atomicfile.Write(filepath.Join(target, currentFile), []byte(rel+"\n"), 0o644)
 	}
 	tmp := filepath.Join(target, ".current-"+randomHex(6))
 	if err := os.Symlink(rel, tmp); err != nil {

@@ -9,7 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/tendrildeploy/tendril/certs"
+	"github.com/tendrildeploy/tendril/atomicfile"
+
 	"github.com/tendrildeploy/tendril/server/secret"
 )
 
@@ -30,7 +31,7 @@ func SaveDatabase(dir, url string) error {
 		return fmt.Errorf("record the database of %s: %w", dir, err)
 	}
 	sealed := base64.StdEncoding.EncodeToString(s.Seal([]byte(url), databaseContext))
-	if err := certs.WriteFileAtomic(filepath.Join(dir, DatabaseFile), []byte(sealed+"\n"), 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, DatabaseFile), []byte(sealed+"\n"), 0o600); err != nil {
 		return fmt.Errorf("record the database of %s: %w", dir, err)
 	}
 	return nil

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/tendrildeploy/tendril/atomicfile"
+
 	"github.com/google/uuid"
 
 	"github.com/tendrildeploy/tendril/api"
@@ -60,7 +62,7 @@ func InitWith(ctx context.Context, dir string, o InitOptions) (InitResult, error
 	if _, err := rand.Read(master); err != nil {
 		return InitResult{}, fmt.Errorf("init %s: master key: %w", dir, err)
 	}
-	if err := certs.WriteFileAtomic(filepath.Join(dir, MasterFile), []byte(hex.EncodeToString(master)+"\n"), 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, MasterFile), []byte(hex.EncodeToString(master)+"\n"), 0o600); err != nil {
 		return InitResult{}, fmt.Errorf("init %s: %w", dir, err)
 	}
 	st, err := openInitStore(ctx, dir, o)
@@ -77,7 +79,7 @@ func InitWith(ctx context.Context, dir string, o InitOptions) (InitResult, error
 	if err := st.CreateAPIKey(ctx, store.APIKey{ID: uuid.NewString(), Name: "admin", Hash: secret.Hash(key), CreatedAt: time.Now().UTC(), Role: api.RoleAdmin, Admin: true}); err != nil {
 		return InitResult{}, fmt.Errorf("init %s: %w", dir, err)
 	}
-	if err := certs.WriteFileAtomic(filepath.Join(dir, api.AdminKeyFile), []byte(key+"\n"), 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, api.AdminKeyFile), []byte(key+"\n"), 0o600); err != nil {
 		return InitResult{}, fmt.Errorf("init %s: %w", dir, err)
 	}
 	// The identity is written last: its key file is what marks the folder

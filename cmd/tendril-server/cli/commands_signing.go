@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/tendrildeploy/tendril/atomicfile"
+
 	"github.com/spf13/cobra"
 
 	"github.com/tendrildeploy/tendril/certs"
@@ -60,7 +62,7 @@ of a data folder without signing.key do not hold it.`,
 			if err != nil {
 				return err
 			}
-			if err := certs.WriteFileAtomic(out, b, 0o600); err != nil {
+			if err := atomicfile.Write(out, b, 0o600); err != nil {
 				return fmt.Errorf("seal signing key: %w", err)
 			}
 			// Read back before anything is removed: a key lost here
