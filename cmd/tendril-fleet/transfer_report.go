@@ -65,6 +65,16 @@ func renderTransferTable(t *transferBench, r *transferResults) string {
 		}
 		row("5. same push, until the update API call returns (it ends with a health check that re-verifies every installed version)", "",
 			fmt.Sprintf("%s (%s)", secs(median(r.direct.pushAPI)), spread(r.direct.pushAPI, secs)), "")
+		if len(r.direct.pushCPU) > 0 {
+			var total time.Duration
+			for _, d := range r.direct.pushCPU {
+				total += d
+			}
+			pushed := float64(r.bundleBytes) * float64(len(r.direct.pushCPU)) / (1 << 20)
+			row("5. the agent's CPU per MiB pushed (user+sys of the agent process from the update call to its return, /proc/PID/stat)", "",
+				fmt.Sprintf("**%.2f ms/MiB** (%s in %d pushes)", float64(total)/float64(time.Millisecond)/pushed, secs(total), len(r.direct.pushCPU)),
+				fmt.Sprintf("CPU profiles of the agent during each push: agent-cpu-push-%d.0.*.pprof next to this file", benchMajor))
+		}
 	}
 	for _, f := range r.fleet {
 		var others []string
@@ -318,6 +328,7 @@ windows; each agent still gets its health check when it connects.
 		list("push, installed", r.direct.push, secs)
 		list("push, transfer alone", r.direct.pushLanded, secs)
 		list("push, API call", r.direct.pushAPI, secs)
+		list("push, agent CPU", r.direct.pushCPU, secs)
 		list("scp", r.scp, secs)
 		list("raw TLS", r.tls, secs)
 		if len(r.compareOrders) > 0 {
