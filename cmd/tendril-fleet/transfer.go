@@ -704,7 +704,7 @@ func (t *transferBench) pushes(ctx context.Context, b *bench, cl *client.Client,
 				name += " " + a.label()
 			}
 			return step{name, func() error {
-				p, err := t.timePush(ctx, cl, a, bv)
+				p, err := t.timePush(ctx, cl, b, a, bv)
 				if err != nil {
 					return err
 				}
@@ -796,7 +796,7 @@ const agentProfileSeconds = 3
 // update call, and times from the call to the moments the agent's folder
 // shows the whole bundle received and the version installed, by looking
 // at it every millisecond.
-func (t *transferBench) timePush(ctx context.Context, cl *client.Client, a *oneAgentRoad, bv api.BundleView) (pushTimes, error) {
+func (t *transferBench) timePush(ctx context.Context, cl *client.Client, b *bench, a *oneAgentRoad, bv api.BundleView) (pushTimes, error) {
 	partial := filepath.Join(a.home, "Calamari", ".partial", bv.SHA256+".part")
 	success := filepath.Join(a.home, "Calamari", bv.Version, bundle.SuccessName)
 	wctx, cancel := context.WithTimeout(ctx, t.timeout)
@@ -804,13 +804,15 @@ func (t *transferBench) timePush(ctx context.Context, cl *client.Client, a *oneA
 	if a.pprofPort != 0 {
 		// Taken while the push runs, waited for after it: the profile
 		// covers the push and the idle agent after it.
-		name := fmt.Sprintf("agent-cpu-push-%s.pprof", bv.Version)
-		profiled := make(chan struct{})
-		go func() {
-			defer close(profiled)
-			t.saveAgentProfile(ctx, a.pprofPort, name)
-		}()
-		defer func() { <-profiled }()
+		// The coordinator's too: its send side is the other half.
+		profiled := make(chan struct{}, 2)
+		for name, port := range map[string]int{"agent": a.pprofPort, "coordinator": b.pprofPort} {
+			go func() {
+				defer func() { profiled <- struct{}{} }()
+				t.saveCPUProfile(ctx, port, fmt.Sprintf("%s-cpu-push-%s.pprof", name, bv.Version))
+			}()
+		}
+		defer func() { <-profiled; <-profiled }()
 	}
 	cpu0, cpuErr := cpuTime(a.proc.pid())
 	start := time.Now()
@@ -854,29 +856,29 @@ func (t *transferBench) timePush(ctx context.Context, cl *client.Client, a *oneA
 	return p, nil
 }
 
-// saveAgentProfile saves a CPU profile of agentProfileSeconds from the
-// agent serving pprof on port into the profiles folder as name.
-func (t *transferBench) saveAgentProfile(ctx context.Context, port int, name string) {
+// saveCPUProfile saves a CPU profile of agentProfileSeconds from the
+// process serving pprof on port into the profiles folder as name.
+func (t *transferBench) saveCPUProfile(ctx context.Context, port int, name string) {
 	url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", port, agentProfileSeconds)
 	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.logf("agent profile %s: %v", name, err)
+		t.logf("profile %s: %v", name, err)
 		return
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		t.logf("agent profile %s: %s", name, resp.Status)
+		t.logf("profile %s: %s", name, resp.Status)
 		return
 	}
 	f, err := os.Create(filepath.Join(t.profiles, name))
 	if err != nil {
-		t.logf("agent profile %s: %v", name, err)
+		t.logf("profile %s: %v", name, err)
 		return
 	}
 	defer f.Close()
 	if _, err := io.Copy(f, resp.Body); err != nil {
-		t.logf("agent profile %s: %v", name, err)
+		t.logf("profile %s: %v", name, err)
 	}
 }
 

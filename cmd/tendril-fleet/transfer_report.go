@@ -73,7 +73,7 @@ func renderTransferTable(t *transferBench, r *transferResults) string {
 			pushed := float64(r.bundleBytes) * float64(len(r.direct.pushCPU)) / (1 << 20)
 			row("5. the agent's CPU per MiB pushed (user+sys of the agent process from the update call to its return, /proc/PID/stat)", "",
 				fmt.Sprintf("**%.2f ms/MiB** (%s in %d pushes)", float64(total)/float64(time.Millisecond)/pushed, secs(total), len(r.direct.pushCPU)),
-				fmt.Sprintf("CPU profiles of the agent during each push: agent-cpu-push-%d.0.*.pprof next to this file", benchMajor))
+				fmt.Sprintf("CPU profiles during each push, next to this file: agent-cpu-push-%d.0.*.pprof, and the coordinator's, coordinator-cpu-push-*", benchMajor))
 		}
 	}
 	for _, f := range r.fleet {
