@@ -132,7 +132,13 @@ func ReceiveBulkTee(r io.Reader, path string, t Transfer, tee io.Writer) error {
 	want := t.Size - have
 	var n int64
 	for n < want {
-		k, rerr := r.Read(buf[:min(int64(len(buf)), want-n)])
+		// A full buffer per round, not whatever one read returns (a
+		// frame or two): a file write, a hash update and a hand-over to
+		// tee's consumer per 128 KiB rather than per 16 KiB.
+		k, rerr := io.ReadFull(r, buf[:min(int64(len(buf)), want-n)])
+		if rerr == io.ErrUnexpectedEOF {
+			rerr = io.EOF
+		}
 		if k > 0 {
 			if _, err := f.Write(buf[:k]); err != nil {
 				// Keep what arrived: the next attempt resumes after it.
