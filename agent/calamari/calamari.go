@@ -319,32 +319,32 @@ func (p *Push) Receive(ctx context.Context, r io.Reader) (protocol.CalamariInsta
 }
 
 // receive receives the bundle into the partial file while a goroutine of
-// its own stages it, and returns the staged bundle once both are done and
+// its own stages it (through a bufPipe), and returns the staged bundle once both are done and
 // the bundle's SHA-256 matched. On error nothing is staged, and the
 // partial file is kept unless the bytes are at fault.
 func (p *Push) receive(ctx context.Context, r io.Reader) (*bundle.Staged, error) {
 	v := p.req.Version
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	pr, pw := io.Pipe()
+	pipe := newBufPipe()
 	type result struct {
 		st  *bundle.Staged
 		err error
 	}
 	staged := make(chan result, 1)
 	go func() {
-		st, err := bundle.Stage(sctx, pr, p.s.cfg.Dir, p.s.SigningKey(), p.req.Signature, bundle.Limits{})
+		st, err := bundle.Stage(sctx, pipe, p.s.cfg.Dir, p.s.SigningKey(), p.req.Signature, bundle.Limits{})
 		// A Stage that returned early (a bad bundle, or its version
 		// already installed) takes no more bytes: the receive goes on
 		// into the partial file alone.
-		pr.CloseWithError(errStaged)
+		pipe.CloseRead(errStaged)
 		staged <- result{st, err}
 	}()
-	rerr := protocol.ReceiveBulkTee(r, p.partial, p.req.Bundle, pw)
+	rerr := protocol.ReceiveBulkTee(r, p.partial, p.req.Bundle, pipe)
 	if rerr != nil {
 		cancel()
 	}
-	pw.CloseWithError(rerr) // nil: the end of the bundle
+	pipe.CloseWrite(rerr) // nil: the end of the bundle
 	res := <-staged
 	if rerr != nil {
 		if res.err == nil {
