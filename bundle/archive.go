@@ -60,6 +60,12 @@ func (m *meter) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// readBuffer is the size of each read of a file's content and write of
+// it: fewer write syscalls. (The compressed side keeps bufio's small
+// buffer, whose read-ahead stays far below what a bomb needs to be
+// caught; inflating a stored block reads past it in 32 KiB reads.)
+const readBuffer = 256 << 10
+
 // archive reads a bundle: gzip, then tar, with every byte counted on both
 // sides of the decompressor.
 type archive struct {
@@ -266,7 +272,7 @@ func (a *archive) copyFile(s sink, f File) error {
 		return err
 	}
 	h := sha256.New()
-	buf := make([]byte, 32<<10)
+	buf := make([]byte, min(readBuffer, f.Size))
 	var n int64
 	for n < f.Size {
 		chunk := buf[:min(int64(len(buf)), f.Size-n)]

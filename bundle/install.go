@@ -37,97 +37,173 @@ import (
 //
 // Errors wrap ErrInvalidManifest, ErrBadSignature, ErrUnsafeArchive or
 // ErrCorrupt for a bad bundle; an error from r or ctx is passed on as it is.
+//
+// Install is Stage followed by Commit.
 func Install(ctx context.Context, r io.Reader, calamariDir, publicKeyHex string, sig []byte, lim Limits) (Manifest, error) {
+	s, err := Stage(ctx, r, calamariDir, publicKeyHex, sig, lim)
+	if err != nil {
+		return Manifest{}, err
+	}
+	defer s.Abort()
+	return s.Commit(nil)
+}
+
+// Staged is a bundle that Stage extracted, verified and synced into a
+// temporary folder (Success.txt included) but did not install yet: Commit
+// renames it to its version, Abort removes it. It lets a receiver extract
+// a bundle while its bytes arrive and install it only once the bytes as a
+// whole proved to be the ones announced.
+type Staged struct {
+	m                       Manifest
+	calamariDir, final, tmp string
+	publicKeyHex            string
+	// have is set when the version already verified: Commit returns it.
+	have    bool
+	tracked string // the temporary folder's key in active
+	// ids is what each written file was when synced, by path inside the
+	// version folder, for a Verifier to trust without reading it back.
+	ids  map[string]fileID
+	done bool
+}
+
+// Stage is Install up to, and not including, the rename that installs the
+// bundle: it reads r to its end (unless the version already verifies, see
+// Install), checks the signature before any file is written and every
+// file as it is written, and leaves a synced temporary folder. The caller
+// calls Commit or Abort (Abort after Commit does nothing). Errors are
+// Install's.
+func Stage(ctx context.Context, r io.Reader, calamariDir, publicKeyHex string, sig []byte, lim Limits) (*Staged, error) {
 	a, err := openArchive(r, lim.withDefaults())
 	if err != nil {
-		return Manifest{}, fmt.Errorf("install bundle: %w", err)
+		return nil, fmt.Errorf("install bundle: %w", err)
 	}
 	m, raw, err := a.readManifest()
 	if err != nil {
-		return Manifest{}, fmt.Errorf("install bundle: %w", err)
+		return nil, fmt.Errorf("install bundle: %w", err)
 	}
 	if err := VerifySignature(publicKeyHex, raw, sig); err != nil {
-		return Manifest{}, fmt.Errorf("install bundle %s %s: %w", m.Name, m.Version, err)
+		return nil, fmt.Errorf("install bundle %s %s: %w", m.Name, m.Version, err)
 	}
-	final := filepath.Join(calamariDir, m.Version)
-	if have, err := Verify(final, publicKeyHex); err == nil {
-		return have, nil
+	s := &Staged{m: m, calamariDir: calamariDir, final: filepath.Join(calamariDir, m.Version), publicKeyHex: publicKeyHex}
+	if have, err := Verify(s.final, publicKeyHex); err == nil {
+		s.m, s.have = have, true
+		return s, nil
 	}
-	got, err := install(ctx, a, m, raw, sig, calamariDir, final, publicKeyHex)
-	if err != nil {
-		return Manifest{}, fmt.Errorf("install bundle %s %s into %s: %w", m.Name, m.Version, calamariDir, err)
+	if err := s.stage(ctx, a, raw, sig); err != nil {
+		s.Abort()
+		return nil, fmt.Errorf("install bundle %s %s into %s: %w", m.Name, m.Version, calamariDir, err)
 	}
-	return got, nil
+	return s, nil
 }
 
-func install(ctx context.Context, a *archive, m Manifest, raw, sig []byte, calamariDir, final, publicKeyHex string) (Manifest, error) {
-	if err := os.MkdirAll(calamariDir, 0o755); err != nil {
-		return Manifest{}, err
+// Manifest is the staged bundle's manifest, its signature verified.
+func (s *Staged) Manifest() Manifest { return s.m }
+
+func (s *Staged) stage(ctx context.Context, a *archive, raw, sig []byte) error {
+	m := s.m
+	if err := os.MkdirAll(s.calamariDir, 0o755); err != nil {
+		return err
 	}
-	tmp, err := os.MkdirTemp(calamariDir, tempPrefix+m.Version+"-*")
+	tmp, err := os.MkdirTemp(s.calamariDir, tempPrefix+m.Version+"-*")
 	if err != nil {
-		return Manifest{}, err
+		return err
 	}
-	defer untrack(track(tmp))
-	renamed := false
-	defer func() {
-		if !renamed {
-			os.RemoveAll(tmp)
-		}
-	}()
+	s.tmp, s.tracked = tmp, track(tmp)
 	// MkdirTemp makes 0700; an installed bundle is readable like any program.
 	if err := os.Chmod(tmp, 0o755); err != nil {
-		return Manifest{}, err
+		return err
 	}
 	root, err := os.OpenRoot(tmp)
 	if err != nil {
-		return Manifest{}, err
+		return err
 	}
 	defer root.Close()
-	s := &dirSink{root: root, dirs: make(map[string]bool)}
-	if err := a.extract(ctx, m, s); err != nil {
-		return Manifest{}, err
+	ds := &dirSink{root: root, dirs: make(map[string]bool), ids: make(map[string]fileID)}
+	if err := a.extract(ctx, m, ds); err != nil {
+		return err
 	}
 	if err := ctx.Err(); err != nil {
-		return Manifest{}, err
+		return err
 	}
 	if err := writeSynced(root, ManifestName, raw); err != nil {
-		return Manifest{}, err
+		return err
 	}
 	if err := writeSynced(root, SignatureName, sig); err != nil {
-		return Manifest{}, err
+		return err
 	}
-	if err := s.syncDirs(); err != nil {
-		return Manifest{}, err
+	if err := ds.syncDirs(); err != nil {
+		return err
 	}
 	// The marker goes last, and the rename only after it is durable: a
 	// folder named after its version always holds verified files.
 	marker := fmt.Sprintf("%s %s\ninstalled %s\n", m.Name, m.Version, time.Now().UTC().Format(time.RFC3339))
 	if err := writeSynced(root, SuccessName, []byte(marker)); err != nil {
-		return Manifest{}, err
+		return err
 	}
 	if err := syncDir(root, "."); err != nil {
-		return Manifest{}, err
+		return err
 	}
 	// Windows cannot rename a folder while a handle to it is open.
 	if err := root.Close(); err != nil {
-		return Manifest{}, err
+		return err
 	}
-	if have, done, err := replace(calamariDir, final, publicKeyHex); err != nil || done {
+	s.ids = ds.ids
+	return nil
+}
+
+// Commit installs the staged bundle: it renames the temporary folder to
+// the version (replacing a folder of that version that does not verify)
+// and returns the manifest. If v is not nil, it learns the files just
+// written and verified, so that its next Verify of this version does not
+// read them back. After Commit, with or without error, the Staged is
+// spent.
+func (s *Staged) Commit(v *Verifier) (Manifest, error) {
+	if s.done {
+		return Manifest{}, errors.New("install bundle: already committed or aborted")
+	}
+	if s.have {
+		s.done = true
+		return s.m, nil
+	}
+	m, err := s.commit(v)
+	s.Abort()
+	if err != nil {
+		return Manifest{}, fmt.Errorf("install bundle %s %s into %s: %w", s.m.Name, s.m.Version, s.calamariDir, err)
+	}
+	return m, nil
+}
+
+func (s *Staged) commit(v *Verifier) (Manifest, error) {
+	if have, done, err := replace(s.calamariDir, s.final, s.publicKeyHex); err != nil || done {
 		return have, err
 	}
-	if err := os.Rename(tmp, final); err != nil {
+	if err := os.Rename(s.tmp, s.final); err != nil {
 		// Another Install of the same version may have won the race.
-		if have, verr := Verify(final, publicKeyHex); verr == nil {
+		if have, verr := Verify(s.final, s.publicKeyHex); verr == nil {
 			return have, nil
 		}
 		return Manifest{}, err
 	}
-	renamed = true
-	if err := syncPath(calamariDir); err != nil {
+	s.tmp = "" // installed: nothing left to remove
+	v.learn(s.final, s.m, s.ids)
+	if err := syncPath(s.calamariDir); err != nil {
 		return Manifest{}, err
 	}
-	return m, nil
+	return s.m, nil
+}
+
+// Abort removes the temporary folder of a bundle not committed. It is
+// idempotent, and does nothing after Commit.
+func (s *Staged) Abort() {
+	s.done = true
+	if s.tmp != "" {
+		os.RemoveAll(s.tmp)
+		s.tmp = ""
+	}
+	if s.tracked != "" {
+		untrack(s.tracked)
+		s.tracked = ""
+	}
 }
 
 // replace clears the way for renaming a new install to final. If final
@@ -158,6 +234,9 @@ func replace(calamariDir, final, publicKeyHex string) (Manifest, bool, error) {
 type dirSink struct {
 	root *os.Root
 	dirs map[string]bool // created, synced before Success.txt is written
+	// ids is what each file was once synced, by manifest path: Commit
+	// hands them to a Verifier.
+	ids map[string]fileID
 }
 
 func (s *dirSink) mkdir(dir string) error {
@@ -195,7 +274,47 @@ func (s *dirSink) create(f File) (io.WriteCloser, error) {
 		fh.Close()
 		return nil, fmt.Errorf("create %s: %w", f.Path, err)
 	}
-	return syncCloser{fh}, nil
+	return &extractFile{f: fh, path: f.Path, ids: s.ids}, nil
+}
+
+// writebackEvery is how many written bytes of an extracted file are handed
+// to the disk at a time while the rest still arrives (see startWriteback).
+const writebackEvery = 8 << 20
+
+// extractFile is one file being extracted. It starts writing its bytes to
+// disk as they come, so that the sync at Close, which the install waits
+// for, finds little left to write; Close syncs and records the file's
+// identity for Commit.
+type extractFile struct {
+	f          *os.File
+	path       string
+	ids        map[string]fileID
+	n, flushed int64
+}
+
+func (e *extractFile) Write(p []byte) (int, error) {
+	n, err := e.f.Write(p)
+	e.n += int64(n)
+	if e.n-e.flushed >= writebackEvery {
+		startWriteback(e.f, e.flushed, e.n-e.flushed)
+		e.flushed = e.n
+	}
+	return n, err
+}
+
+func (e *extractFile) Close() error {
+	if err := e.f.Sync(); err != nil {
+		e.f.Close()
+		return err
+	}
+	// What the file is once synced: only a change after this, which
+	// changes its change time, makes a Verifier read it again.
+	if st, err := e.f.Stat(); err == nil {
+		if id, ok := identify(st); ok {
+			e.ids[e.path] = id
+		}
+	}
+	return e.f.Close()
 }
 
 // syncDirs syncs every created folder, deepest first, so their entries are

@@ -3,6 +3,7 @@ package bundle
 import (
 	"io/fs"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 )
@@ -91,6 +92,27 @@ func (v *Verifier) hashedFile(path string, st fs.FileInfo, sha256 string) {
 		v.files = make(map[string]hashed)
 	}
 	v.files[path] = hashed{id: id, sha256: sha256, at: v.clock()}
+}
+
+// learn remembers the files of m that Commit just installed into dir,
+// hashed as they were written and identified by ids once synced: the
+// Verify that follows an install (the coordinator's health check) need
+// not read back what was just written and verified.
+func (v *Verifier) learn(dir string, m Manifest, ids map[string]fileID) {
+	if v == nil {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.files == nil {
+		v.files = make(map[string]hashed)
+	}
+	now := v.clock()
+	for _, f := range m.Files {
+		if id, ok := ids[f.Path]; ok {
+			v.files[filepath.Join(dir, filepath.FromSlash(f.Path))] = hashed{id: id, sha256: f.SHA256, at: now}
+		}
+	}
 }
 
 // Forget drops what is known of the files under dir: a version that

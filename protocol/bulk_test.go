@@ -102,3 +102,53 @@ func TestBulkRejectsCorruption(t *testing.T) {
 		t.Fatalf("offset past the end: got %v, want ErrTransfer", err)
 	}
 }
+
+// failAfter is a tee consumer that takes n bytes, then fails.
+type failAfter struct {
+	got bytes.Buffer
+	n   int
+}
+
+func (f *failAfter) Write(p []byte) (int, error) {
+	if f.got.Len()+len(p) > f.n {
+		return 0, errors.New("consumer gave up")
+	}
+	return f.got.Write(p)
+}
+
+func TestReceiveBulkTee(t *testing.T) {
+	data := make([]byte, 700<<10)
+	rand.Read(data)
+	tr := transferOf(data)
+	tests := []struct {
+		name     string
+		held     int  // bytes the partial file holds already
+		teeTakes int  // bytes the tee consumer takes before failing
+		wantAll  bool // it must have got every byte (else a prefix)
+	}{
+		{"fresh", 0, len(data), true},
+		{"resumed: the held bytes first", 300 << 10, len(data), true},
+		{"consumer stops early: the receive goes on", 0, 200 << 10, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "part")
+			if tt.held > 0 {
+				if err := os.WriteFile(path, data[:tt.held], 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			tee := &failAfter{n: tt.teeTakes}
+			if err := ReceiveBulkTee(bytes.NewReader(data[tt.held:]), path, tr, tee); err != nil {
+				t.Fatalf("ReceiveBulkTee: got %v, want nil", err)
+			}
+			if got, _ := os.ReadFile(path); !bytes.Equal(got, data) {
+				t.Error("partial file differs from the source")
+			}
+			got := tee.got.Bytes()
+			if !bytes.Equal(got, data[:len(got)]) || (tt.wantAll && len(got) != len(data)) || len(got) > tt.teeTakes {
+				t.Errorf("tee got %d bytes (a prefix of the data: %v), want every byte %v, at most %d", len(got), bytes.Equal(got, data[:len(got)]), tt.wantAll, tt.teeTakes)
+			}
+		})
+	}
+}

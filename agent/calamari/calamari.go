@@ -283,29 +283,34 @@ func (s *Store) BeginPush(ctx context.Context, req protocol.CalamariPush) (*Push
 // versions. When r fails (a broken connection) the bytes that arrived are
 // kept so the next push resumes; when the bundle is bad, they are removed
 // and nothing is installed.
+//
+// The bundle is extracted while it arrives: every byte, those a resumed
+// push already held first, goes to the partial file and the bundle's
+// SHA-256, and through a pipe to bundle.Stage, which checks the signature
+// before writing any file and each file against the manifest as it lands.
+// The install is committed (renamed to its version) only once both the
+// extraction and the SHA-256 of the whole bundle succeeded.
 func (p *Push) Receive(ctx context.Context, r io.Reader) (protocol.CalamariInstalled, error) {
 	v := p.req.Version
 	if p.Done {
 		return protocol.CalamariInstalled{Version: v}, nil
 	}
-	if err := protocol.ReceiveBulk(r, p.partial, p.req.Bundle); err != nil {
-		return protocol.CalamariInstalled{}, fmt.Errorf("receive Calamari %s: %w", v, err)
+	st, err := p.receive(ctx, r)
+	if err != nil {
+		return protocol.CalamariInstalled{}, err
 	}
 	before := p.s.present()
-	m, err := p.install(ctx)
+	m, err := st.Commit(&p.s.verifier)
 	if err != nil {
-		if IsBadRequest(err) {
-			// The same bytes would fail again: the next push starts over.
-			os.Remove(p.partial)
-		}
 		return protocol.CalamariInstalled{}, fmt.Errorf("install Calamari %s: %w", v, err)
 	}
 	os.Remove(p.partial)
 	if m.Version != v {
-		// bundle.Install put it where its manifest says. Remove it unless
+		// bundle.Stage put it where its manifest says. Remove it unless
 		// that version was there before this push (then it is not ours to
 		// take away).
 		if !before[m.Version] {
+			p.s.verifier.Forget(p.s.versionDir(m.Version))
 			os.RemoveAll(p.s.versionDir(m.Version))
 		}
 		return protocol.CalamariInstalled{}, fmt.Errorf("install Calamari %s: %w: the bundle is %s", v, ErrVersionMismatch, m.Version)
@@ -313,14 +318,52 @@ func (p *Push) Receive(ctx context.Context, r io.Reader) (protocol.CalamariInsta
 	return protocol.CalamariInstalled{Version: v, Pruned: p.s.prune(v, p.req.Keep)}, nil
 }
 
-func (p *Push) install(ctx context.Context) (bundle.Manifest, error) {
-	f, err := os.Open(p.partial)
-	if err != nil {
-		return bundle.Manifest{}, err
+// receive receives the bundle into the partial file while a goroutine of
+// its own stages it (through a bufPipe), and returns the staged bundle once both are done and
+// the bundle's SHA-256 matched. On error nothing is staged, and the
+// partial file is kept unless the bytes are at fault.
+func (p *Push) receive(ctx context.Context, r io.Reader) (*bundle.Staged, error) {
+	v := p.req.Version
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pipe := newBufPipe()
+	type result struct {
+		st  *bundle.Staged
+		err error
 	}
-	defer f.Close()
-	return bundle.Install(ctx, f, p.s.cfg.Dir, p.s.SigningKey(), p.req.Signature, bundle.Limits{})
+	staged := make(chan result, 1)
+	go func() {
+		st, err := bundle.Stage(sctx, pipe, p.s.cfg.Dir, p.s.SigningKey(), p.req.Signature, bundle.Limits{})
+		// A Stage that returned early (a bad bundle, or its version
+		// already installed) takes no more bytes: the receive goes on
+		// into the partial file alone.
+		pipe.CloseRead(errStaged)
+		staged <- result{st, err}
+	}()
+	rerr := protocol.ReceiveBulkTee(r, p.partial, p.req.Bundle, pipe)
+	if rerr != nil {
+		cancel()
+	}
+	pipe.CloseWrite(rerr) // nil: the end of the bundle
+	res := <-staged
+	if rerr != nil {
+		if res.err == nil {
+			res.st.Abort()
+		}
+		return nil, fmt.Errorf("receive Calamari %s: %w", v, rerr)
+	}
+	if res.err != nil {
+		if IsBadRequest(res.err) {
+			// The same bytes would fail again: the next push starts over.
+			os.Remove(p.partial)
+		}
+		return nil, fmt.Errorf("install Calamari %s: %w", v, res.err)
+	}
+	return res.st, nil
 }
+
+// errStaged ends the tee into a Stage that has returned.
+var errStaged = errors.New("bundle staged")
 
 // Close releases the push's locks. It is idempotent.
 func (p *Push) Close() {

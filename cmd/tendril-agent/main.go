@@ -231,6 +231,13 @@ func runCommand() *cobra.Command {
 				return err
 			}
 			defer closeLog()
+			if addr := os.Getenv(envPprof); addr != "" {
+				pa, err := startPprof(addr)
+				if err != nil {
+					return err
+				}
+				log.Info("serving pprof", zap.String("addr", pa.String()))
+			}
 			// Found before Run: an upgrade replaces the file, and the
 			// restart executes whatever is at this path then.
 			exe, err := upgrade.Executable()

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -96,6 +97,9 @@ type roadTimes struct {
 	// Figure 5: Success.txt in place, every byte in the partial file, the
 	// update call returned.
 	push, pushLanded, pushAPI []time.Duration
+	// The agent process's CPU (user+sys, /proc/PID/stat) during each
+	// timed push, from the update call to its return.
+	pushCPU []time.Duration
 	// Figure 6, and the first round trip, not counted.
 	task      []time.Duration
 	taskFirst time.Duration
@@ -336,6 +340,9 @@ type oneAgentRoad struct {
 	name, home string
 	proc       *proc
 	times      *roadTimes
+	// pprofPort, if not 0, is where the agent serves its profiles
+	// (TENDRIL_PPROF): a CPU profile is taken during each timed push.
+	pprofPort int
 	// For an agent registered through a proxy: which, its results, the
 	// proxy, and how many connections for the agent the proxy logged.
 	via      string
@@ -391,6 +398,9 @@ func (t *transferBench) oneAgent(ctx context.Context, ssh *sshServer, r *transfe
 		return err
 	}
 	direct := &oneAgentRoad{name: benchAgent, home: filepath.Join(b.dir, "agent"), times: &r.direct}
+	if direct.pprofPort, err = freePort(); err != nil {
+		return err
+	}
 	if err := t.startAgent(ctx, b, cl, direct, "agent.log", nil); err != nil {
 		return err
 	}
@@ -520,7 +530,11 @@ func (t *transferBench) startAgent(ctx context.Context, b *bench, cl *client.Cli
 	if out, err := exec.CommandContext(ctx, t.agentBin, args...).CombinedOutput(); err != nil {
 		return fmt.Errorf("tendril-agent register %s: %v: %s", a.name, err, out)
 	}
-	a.proc, err = startProc(ctx, filepath.Join(b.dir, logName), t.agentBin, nil, "run", "--home", a.home)
+	var env []string
+	if a.pprofPort != 0 {
+		env = append(env, fmt.Sprintf("TENDRIL_PPROF=127.0.0.1:%d", a.pprofPort))
+	}
+	a.proc, err = startProc(ctx, filepath.Join(b.dir, logName), t.agentBin, env, "run", "--home", a.home)
 	return err
 }
 
@@ -690,11 +704,14 @@ func (t *transferBench) pushes(ctx context.Context, b *bench, cl *client.Client,
 				name += " " + a.label()
 			}
 			return step{name, func() error {
-				p, err := t.timePush(ctx, cl, a, bv)
+				p, err := t.timePush(ctx, cl, b, a, bv)
 				if err != nil {
 					return err
 				}
 				a.times.push, a.times.pushAPI = append(a.times.push, p.installed), append(a.times.pushAPI, p.api)
+				if p.cpu > 0 {
+					a.times.pushCPU = append(a.times.pushCPU, p.cpu)
+				}
 				if p.landed > 0 {
 					a.times.pushLanded = append(a.times.pushLanded, p.landed)
 				}
@@ -746,8 +763,8 @@ func (t *transferBench) pushes(ctx context.Context, b *bench, cl *client.Client,
 		for _, a := range roads[1:] {
 			vias = append(vias, fmt.Sprintf("; %s: push %s (bytes landed %s, API %s)", a.label(), last(a.times.push), last(a.times.pushLanded), last(a.times.pushAPI)))
 		}
-		t.logf("run %d/%d (%s, %d bytes): push %s (bytes landed %s, API %s), scp %s, raw TLS %s%s",
-			i+1, t.runs, v, size, last(r.direct.push), last(r.direct.pushLanded), last(r.direct.pushAPI), last(r.scp), last(r.tls), strings.Join(vias, ""))
+		t.logf("run %d/%d (%s, %d bytes): push %s (bytes landed %s, API %s, agent CPU %s), scp %s, raw TLS %s%s",
+			i+1, t.runs, v, size, last(r.direct.push), last(r.direct.pushLanded), last(r.direct.pushAPI), last(r.direct.pushCPU), last(r.scp), last(r.tls), strings.Join(vias, ""))
 		if err := os.Remove(file); err != nil {
 			return err
 		}
@@ -767,17 +784,37 @@ type pushTimes struct {
 	landed    time.Duration // every byte in the agent's partial file (0: not seen)
 	installed time.Duration // Success.txt in place: transfer, verify, extract
 	api       time.Duration // the update call returned (it ends with a health check)
+	cpu       time.Duration // the agent's CPU until then (0: not measured)
 }
+
+// agentProfileSeconds is the length of the CPU profile taken of the agent
+// from the start of each timed push: longer than a push, and the agent is
+// idle for the rest (scp and raw TLS follow).
+const agentProfileSeconds = 3
 
 // timePush pushes the latest bundle bv to the agent a with the API's
 // update call, and times from the call to the moments the agent's folder
 // shows the whole bundle received and the version installed, by looking
 // at it every millisecond.
-func (t *transferBench) timePush(ctx context.Context, cl *client.Client, a *oneAgentRoad, bv api.BundleView) (pushTimes, error) {
+func (t *transferBench) timePush(ctx context.Context, cl *client.Client, b *bench, a *oneAgentRoad, bv api.BundleView) (pushTimes, error) {
 	partial := filepath.Join(a.home, "Calamari", ".partial", bv.SHA256+".part")
 	success := filepath.Join(a.home, "Calamari", bv.Version, bundle.SuccessName)
 	wctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
+	if a.pprofPort != 0 {
+		// Taken while the push runs, waited for after it: the profile
+		// covers the push and the idle agent after it.
+		// The coordinator's too: its send side is the other half.
+		profiled := make(chan struct{}, 2)
+		for name, port := range map[string]int{"agent": a.pprofPort, "coordinator": b.pprofPort} {
+			go func() {
+				defer func() { profiled <- struct{}{} }()
+				t.saveCPUProfile(ctx, port, fmt.Sprintf("%s-cpu-push-%s.pprof", name, bv.Version))
+			}()
+		}
+		defer func() { <-profiled; <-profiled }()
+	}
+	cpu0, cpuErr := cpuTime(a.proc.pid())
 	start := time.Now()
 	watched := make(chan pushTimes, 1)
 	go func() {
@@ -804,8 +841,12 @@ func (t *transferBench) timePush(ctx context.Context, cl *client.Client, a *oneA
 		<-watched
 		return pushTimes{}, err
 	}
+	cpu1, err := cpuTime(a.proc.pid())
 	p := <-watched // Success.txt is written before the agent answers
 	p.api = api
+	if err == nil && cpuErr == nil {
+		p.cpu = cpu1 - cpu0
+	}
 	if len(res) != 1 || res[0].Result != "installed" {
 		return p, fmt.Errorf("update %s to %s: %+v", a.name, bv.Version, res)
 	}
@@ -813,6 +854,32 @@ func (t *transferBench) timePush(ctx context.Context, cl *client.Client, a *oneA
 		return p, fmt.Errorf("update %s to %s: %s never appeared", a.name, bv.Version, success)
 	}
 	return p, nil
+}
+
+// saveCPUProfile saves a CPU profile of agentProfileSeconds from the
+// process serving pprof on port into the profiles folder as name.
+func (t *transferBench) saveCPUProfile(ctx context.Context, port int, name string) {
+	url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", port, agentProfileSeconds)
+	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.logf("profile %s: %v", name, err)
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.logf("profile %s: %s", name, resp.Status)
+		return
+	}
+	f, err := os.Create(filepath.Join(t.profiles, name))
+	if err != nil {
+		t.logf("profile %s: %v", name, err)
+		return
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		t.logf("profile %s: %v", name, err)
+	}
 }
 
 // writePayload makes dir hold a bundle source: size bytes of random data

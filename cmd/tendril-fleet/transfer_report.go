@@ -65,6 +65,16 @@ func renderTransferTable(t *transferBench, r *transferResults) string {
 		}
 		row("5. same push, until the update API call returns (it ends with a health check that re-verifies every installed version)", "",
 			fmt.Sprintf("%s (%s)", secs(median(r.direct.pushAPI)), spread(r.direct.pushAPI, secs)), "")
+		if len(r.direct.pushCPU) > 0 {
+			var total time.Duration
+			for _, d := range r.direct.pushCPU {
+				total += d
+			}
+			pushed := float64(r.bundleBytes) * float64(len(r.direct.pushCPU)) / (1 << 20)
+			row("5. the agent's CPU per MiB pushed (user+sys of the agent process from the update call to its return, /proc/PID/stat)", "",
+				fmt.Sprintf("**%.2f ms/MiB** (%s in %d pushes)", float64(total)/float64(time.Millisecond)/pushed, secs(total), len(r.direct.pushCPU)),
+				fmt.Sprintf("CPU profiles during each push, next to this file: agent-cpu-push-%d.0.*.pprof, and the coordinator's, coordinator-cpu-push-*", benchMajor))
+		}
 	}
 	for _, f := range r.fleet {
 		var others []string
@@ -244,9 +254,18 @@ windows; each agent still gets its health check when it connects.
   incompressible, payload plus a stub entry point; packed with bundle.Pack) is
   uploaded (not timed), then ` + "`POST /api/calamari/update`" + ` for the agent is timed. The
   benchmark looks at the agent's folder every millisecond: "transfer alone" is
-  when the partial file holds every byte (before its fsync and hash check);
+  when the partial file holds every byte (before its hash check; it is never synced);
   "installed" is when ` + "`Calamari/<version>/Success.txt`" + ` is in place (every file
-  extracted, verified and synced, the folder renamed into place).
+  extracted, verified and synced, the folder renamed into place). The agent
+  extracts while it receives, so the partial file is complete only moments
+  before Success.txt.
+- **Agent CPU per MiB**: the agent process's user+sys time
+  (` + "`/proc/PID/stat`" + `, 10 ms ticks) read just before and just after each timed
+  update call, summed over the runs and divided by the MiB pushed. The direct
+  agent runs with ` + "`TENDRIL_PPROF=127.0.0.1:PORT`" + ` (the coordinator too) and a 3 s
+  CPU profile of each is taken from the start of every timed push
+  (` + "`agent-cpu-push-VERSION.pprof`" + `, ` + "`coordinator-cpu-push-VERSION.pprof`" + `, next to
+  this file; ` + "`go tool pprof -top bin/tendril-agent agent-cpu-push-*.pprof`" + `).
 - **Raw TLS** (the ceiling): in this process, a TCP connection on loopback with
   the agent session's TLS settings (protocol.ServerTLS/ClientTLS: TLS 1.3, fresh
   ECDSA P-256 certificates pinned by thumbprint both ways); the server side
@@ -318,6 +337,7 @@ windows; each agent still gets its health check when it connects.
 		list("push, installed", r.direct.push, secs)
 		list("push, transfer alone", r.direct.pushLanded, secs)
 		list("push, API call", r.direct.pushAPI, secs)
+		list("push, agent CPU", r.direct.pushCPU, secs)
 		list("scp", r.scp, secs)
 		list("raw TLS", r.tls, secs)
 		if len(r.compareOrders) > 0 {
