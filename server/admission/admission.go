@@ -71,6 +71,13 @@ type Gate struct {
 	waiting list.List // *Ticket waiting for a slot, oldest first
 	busy    int       // slots taken
 	sources map[string]*source
+	// hold is how long a slot is held, on average over the last releases
+	// (0 before the first): with the slots taken, the rate at which the
+	// gate admits handshakes (Little's law), which Later schedules by.
+	hold time.Duration
+	// next is the next free moment of Later's reservation clock.
+	next time.Time
+	now  func() time.Time
 }
 
 // source is what one source address has in the gate.
@@ -101,6 +108,7 @@ type Ticket struct {
 	elem    *list.Element // in g.silent or g.waiting
 	srcElem *list.Element // in the source's silent list
 	granted chan struct{} // closed when a waiting ticket gets a slot
+	took    time.Time     // when it took its slot
 	// queued is set once the ticket waited in the queue; only the
 	// connection's own goroutine reads it, after Acquire.
 	queued bool
@@ -108,7 +116,7 @@ type Ticket struct {
 
 // New returns a gate sized by cfg.
 func New(cfg Config) *Gate {
-	return &Gate{cfg: cfg, sources: make(map[string]*source)}
+	return &Gate{cfg: cfg, sources: make(map[string]*source), now: time.Now}
 }
 
 // Arrive registers a new connection from src that has not sent a byte
@@ -203,7 +211,7 @@ func (t *Ticket) Acquire(ctx context.Context) bool {
 		g.mu.Unlock()
 		return true
 	}
-	if g.waiting.Len() >= g.cfg.Queue {
+	if g.waiting.Len() >= g.queueLimit() {
 		g.mu.Unlock()
 		return false
 	}
@@ -253,6 +261,7 @@ func (g *Gate) release(t *Ticket) {
 		g.waiting.Remove(t.elem)
 		t.elem = nil
 	case stateBusy:
+		g.held(g.now().Sub(t.took))
 		g.busy--
 		if s := g.sources[t.source]; s != nil {
 			s.busy--
@@ -283,6 +292,7 @@ func (g *Gate) take(t *Ticket) {
 		s.busy++
 	}
 	t.state = stateBusy
+	t.took = g.now()
 }
 
 // grant hands free slots to waiting connections, oldest first, skipping
