@@ -71,7 +71,11 @@ func (s *Server) acceptAgents() error {
 // tracks, so its own start before shutdown.
 func (s *Server) admit(conn net.Conn, src string) {
 	if !s.limiter.Allow() {
-		s.shed(conn)
+		// Over the accept rate: told when to come back, but not waited
+		// on (see shed), since this runs in the accept loop.
+		s.metrics.Handshakes.WithLabelValues(metrics.OutcomeShed).Inc()
+		protocol.WriteBusy(conn, s.admission.Later(), busyWriteTimeout)
+		conn.Close()
 		return
 	}
 	// Closing the connection is what ends its wait for a first byte when
@@ -114,11 +118,43 @@ type webSocketAddr string
 func (a webSocketAddr) Network() string { return "websocket" }
 func (a webSocketAddr) String() string  { return string(a) }
 
-// shed drops a connection before TLS. The agent's jittered backoff spreads
-// its retry; the coordinator stays responsive for those already admitted.
+const (
+	// busyWriteTimeout bounds writing the busy answer: a few bytes into
+	// a fresh connection's empty send buffer.
+	busyWriteTimeout = time.Second
+	// busyLinger bounds how long a shed connection is held open after
+	// the busy answer for the agent to read it and hang up, and
+	// busyDrain what is read of it meanwhile (its ClientHello).
+	busyLinger = 2 * time.Second
+	busyDrain  = 16 << 10
+)
+
+// shed turns away a connection before TLS, from the handshake queue,
+// with the busy answer (protocol.WriteBusy): when to come back, at the
+// next free moment of the rate the coordinator admits handshakes
+// (admission.Gate.Later). An agent that understands it comes back then,
+// once, instead of after a backoff; an older one sees a failed handshake
+// and backs off as before. The coordinator stays responsive for those
+// already admitted: the answer costs no TLS.
+//
+// The agent's ClientHello is read and discarded before the close, and
+// the answer followed by the end of what the coordinator sends: closing
+// a socket with unread bytes resets it, and a reset may discard the
+// answer before the agent reads it.
 func (s *Server) shed(conn net.Conn) {
-	s.metrics.Handshakes.WithLabelValues(metrics.OutcomeShed).Inc()
-	conn.Close()
+	s.metrics.Handshakes.WithLabelValues(metrics.OutcomeBusy).Inc()
+	defer conn.Close()
+	if err := protocol.WriteBusy(conn, s.admission.Later(), busyWriteTimeout); err != nil {
+		return
+	}
+	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	// Shutdown need not wait out the linger.
+	stop := context.AfterFunc(s.ctx, func() { conn.Close() })
+	defer stop()
+	conn.SetReadDeadline(time.Now().Add(busyLinger))
+	io.Copy(io.Discard, io.LimitReader(conn, busyDrain))
 }
 
 // handleConn takes a connection through the handshake admission (its
