@@ -79,8 +79,15 @@ func (s *Server) admit(conn net.Conn, src string) {
 		return
 	}
 	// Closing the connection is what ends its wait for a first byte when
-	// the gate makes room for a newer one.
-	t := s.admission.Arrive(src, func() { conn.Close() })
+	// the gate makes room for a newer one. It is told when to come back
+	// first (see silent).
+	t := s.admission.Arrive(src, func() {
+		if s.admission.Saturated() {
+			s.silent(conn)
+		} else {
+			conn.Close()
+		}
+	})
 	s.goFunc(func() { s.handleConn(conn, t) })
 }
 
@@ -155,6 +162,28 @@ func (s *Server) shed(conn net.Conn) {
 	defer stop()
 	conn.SetReadDeadline(time.Now().Add(busyLinger))
 	io.Copy(io.Discard, io.LimitReader(conn, busyDrain))
+}
+
+// silentBusyTimeout bounds writing the busy answer to a connection closed
+// for its silence: a few bytes into a socket that has sent nothing, so
+// never blocked but by a WebSocket's peer.
+const silentBusyTimeout = 100 * time.Millisecond
+
+// silent closes a connection that has not spoken yet to make room for a
+// newer one while the handshake slots are saturated, telling it first
+// when to come back: then, most are an agent of a fleet starting at once
+// behind one address whose ClientHello is late because its host is short
+// of CPU, which, told nothing, would back off and come back in waves.
+// (With slots to spare, a connection that said nothing while a thousand
+// newer ones arrived is the flood's, and is closed without a word.) A flooder ignores the answer; its cost is a
+// write into an empty send buffer, and the moment it reserves
+// (admission.Gate.Later bounds how far ahead). Not lingered on: nothing
+// was read, so nothing is left unread to reset the connection. One
+// silent until FirstByteTimeout is closed without a word: after that
+// long, it is no agent.
+func (s *Server) silent(conn net.Conn) {
+	protocol.WriteBusy(conn, s.admission.Later(), silentBusyTimeout)
+	conn.Close()
 }
 
 // handleConn takes a connection through the handshake admission (its

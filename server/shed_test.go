@@ -100,6 +100,7 @@ func TestShedAgentToldWhenToComeBack(t *testing.T) {
 				c.Close()
 			}
 			ts.waitConnected(t, "web-1")
+			eventually(t, "the agent's session counted", func() bool { return a.Status().Sessions > 0 })
 			if st := a.Status(); st.Sessions != 1 {
 				t.Errorf("sessions: got %d, want 1", st.Sessions)
 			}

@@ -354,6 +354,14 @@ func Source(addr net.Addr) string {
 	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
 
+// Saturated reports whether every slot that may be taken is: the gate
+// has connections waiting in the queue, or no slot free.
+func (g *Gate) Saturated() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.waiting.Len() > 0 || g.busy >= g.cfg.Slots
+}
+
 // Stats is what a gate holds at one moment.
 type Stats struct {
 	Silent  int // connections waiting for their first byte

@@ -51,12 +51,10 @@ func (g *Gate) rate() float64 {
 }
 
 // queueLimit is how many connections may wait in the queue: Queue, or
-// fewer if the measured rate would not serve more of them within
-// queueFill of Wait (but never fewer than Slots). Called with g.mu held.
+// fewer if the rate (measured, or reconnectRate before it can be) would
+// not serve more of them within queueFill of Wait (but never fewer than
+// Slots). Called with g.mu held.
 func (g *Gate) queueLimit() int {
-	if g.hold == 0 {
-		return g.cfg.Queue
-	}
 	n := g.rate() * g.cfg.Wait.Seconds() * queueFill
 	if n >= float64(g.cfg.Queue) {
 		return g.cfg.Queue

@@ -95,7 +95,7 @@ func TestQueueLimit(t *testing.T) {
 		busy int
 		want int
 	}{
-		{"no rate measured", 0, 0, 2048},
+		{"no rate measured: the reconnect rate", 0, 0, 2000},
 		{"fast enough for the whole queue", time.Millisecond, 256, 2048},
 		{"256 slots held 1s: 256/s for 4s", time.Second, 256, 1024},
 		{"never fewer than the slots", 10 * time.Second, 1, 256},
@@ -127,5 +127,32 @@ func TestHoldMeasured(t *testing.T) {
 	want := time.Second + 2*time.Second/holdWeight
 	if g.hold != want {
 		t.Errorf("got mean hold %s, want %s", g.hold, want)
+	}
+}
+
+// TestSaturated: the gate is saturated with every slot taken, or with
+// connections waiting (for a source at its cap).
+func TestSaturated(t *testing.T) {
+	tests := []struct {
+		name          string
+		busy, waiting int
+		want          bool
+	}{
+		{"idle", 0, 0, false},
+		{"a slot free", 1, 0, false},
+		{"every slot taken", 2, 0, true},
+		{"waiting with a slot free", 1, 1, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			g := New(Config{Slots: 2, Queue: 4, Wait: time.Hour})
+			g.busy = tc.busy
+			for range tc.waiting {
+				g.waiting.PushBack(&Ticket{})
+			}
+			if got := g.Saturated(); got != tc.want {
+				t.Errorf("got saturated %v, want %v", got, tc.want)
+			}
+		})
 	}
 }
