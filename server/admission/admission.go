@@ -71,10 +71,9 @@ type Gate struct {
 	waiting list.List // *Ticket waiting for a slot, oldest first
 	busy    int       // slots taken
 	sources map[string]*source
-	// hold is how long a slot is held, on average over the last releases
-	// (0 before the first): with the slots taken, the rate at which the
-	// gate admits handshakes (Little's law), which Later schedules by.
-	hold time.Duration
+	// served counts the slots released lately, the rate at which the
+	// gate admits handshakes, which Later schedules by.
+	served servedRing
 	// next is the next free moment of Later's reservation clock.
 	next time.Time
 	now  func() time.Time
@@ -108,7 +107,6 @@ type Ticket struct {
 	elem    *list.Element // in g.silent or g.waiting
 	srcElem *list.Element // in the source's silent list
 	granted chan struct{} // closed when a waiting ticket gets a slot
-	took    time.Time     // when it took its slot
 	// queued is set once the ticket waited in the queue; only the
 	// connection's own goroutine reads it, after Acquire.
 	queued bool
@@ -261,7 +259,7 @@ func (g *Gate) release(t *Ticket) {
 		g.waiting.Remove(t.elem)
 		t.elem = nil
 	case stateBusy:
-		g.held(g.now().Sub(t.took))
+		g.served.add(g.now())
 		g.busy--
 		if s := g.sources[t.source]; s != nil {
 			s.busy--
@@ -292,7 +290,6 @@ func (g *Gate) take(t *Ticket) {
 		s.busy++
 	}
 	t.state = stateBusy
-	t.took = g.now()
 }
 
 // grant hands free slots to waiting connections, oldest first, skipping

@@ -18,10 +18,19 @@ const (
 	// reservation past it is not made; the connection is told a random
 	// moment of the last tenth before it.
 	laterMax = time.Minute
-	// holdWeight is the weight of the newest release in the mean hold
-	// time: about the last 32 handshakes count, so the mean follows the
-	// load within a fraction of a second of a ramp.
-	holdWeight = 32
+	// servedBucket and servedBuckets are the ring the rate is counted
+	// in: the slots released over the last two seconds, so the rate
+	// follows the load within a second or two of a ramp.
+	servedBucket  = 250 * time.Millisecond
+	servedBuckets = 8
+	// servedWarmup is how long slots must have been released for before
+	// the count is trusted over reconnectRate.
+	servedWarmup = 500 * time.Millisecond
+	// rateFloor is the least rate scheduled by: a gate that shed while
+	// it released few slots (just busy, after being idle) would
+	// otherwise send the fleet far away. Coming back too early costs a
+	// busy answer; too late, idle slots.
+	rateFloor = 50
 	// queueFill is the share of Wait the queue is filled up to, at the
 	// measured rate: a connection that would wait longer than that is
 	// shed at once and told when to come back, rather than queued to be
@@ -29,25 +38,66 @@ const (
 	queueFill = 0.8
 )
 
-// held records that a slot was held for d. Called with g.mu held.
-func (g *Gate) held(d time.Duration) {
-	d = max(d, time.Microsecond)
-	if g.hold == 0 {
-		g.hold = d
-		return
-	}
-	g.hold += (d - g.hold) / holdWeight
+// servedRing counts released slots in buckets of servedBucket, the
+// newest at index at%servedBuckets.
+type servedRing struct {
+	first time.Time // the first release
+	at    int64     // the newest bucket's number
+	n     [servedBuckets]int
 }
 
-// rate returns the handshakes the gate admits a second, measured, or
-// reconnectRate before any slot was released. A gate sheds only with
-// every slot it may give taken, so the slots taken over the mean hold time
-// is the rate it serves at while it sheds. Called with g.mu held.
+// advance moves the ring to now, emptying the buckets it passes.
+func (r *servedRing) advance(now time.Time) {
+	b := now.UnixNano() / int64(servedBucket)
+	if b-r.at >= servedBuckets {
+		r.n = [servedBuckets]int{}
+		r.at = b
+		return
+	}
+	for r.at < b {
+		r.at++
+		r.n[r.at%servedBuckets] = 0
+	}
+}
+
+// add counts a release at now.
+func (r *servedRing) add(now time.Time) {
+	if r.first.IsZero() {
+		r.first = now
+	}
+	r.advance(now)
+	r.n[r.at%servedBuckets]++
+}
+
+// rate returns the releases a second over the ring's window, and false
+// while the ring has not been counting for servedWarmup.
+func (r *servedRing) rate(now time.Time) (float64, bool) {
+	// The window: the full buckets before the newest, and as much of the
+	// newest as has passed.
+	window := (servedBuckets-1)*servedBucket + time.Duration(now.UnixNano()%int64(servedBucket))
+	span := min(now.Sub(r.first), window)
+	if r.first.IsZero() || span < servedWarmup {
+		return 0, false
+	}
+	r.advance(now)
+	sum := 0
+	for _, n := range r.n {
+		sum += n
+	}
+	return float64(sum) / span.Seconds(), true
+}
+
+// rate returns the handshakes the gate admits a second: the slots
+// released a second lately (a gate sheds only with every slot it may give
+// taken, so then that is the rate it serves at), at least rateFloor; or
+// reconnectRate before slots were released for long enough to tell.
+// Called with g.mu held.
 func (g *Gate) rate() float64 {
-	if g.hold == 0 {
+	r, ok := g.served.rate(g.now())
+	if !ok {
 		return reconnectRate
 	}
-	return float64(max(g.busy, 1)) / g.hold.Seconds()
+	return max(r, rateFloor)
 }
 
 // queueLimit is how many connections may wait in the queue: Queue, or

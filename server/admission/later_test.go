@@ -11,14 +11,29 @@ type fakeClock struct{ t time.Time }
 
 func (c *fakeClock) now() time.Time { return c.t }
 
+// serve makes g have released perSecond slots a second over the last two
+// seconds (0: none ever).
+func serve(g *Gate, now time.Time, perSecond int) {
+	if perSecond == 0 {
+		return
+	}
+	g.served.first = now.Add(-time.Minute)
+	g.served.advance(now)
+	// The window: the buckets before the newest, which has just begun
+	// (now is on a bucket's edge).
+	for i := range g.served.n {
+		g.served.n[i] = perSecond * int(servedBucket) / int(time.Second)
+	}
+	g.served.n[g.served.at%servedBuckets] = 0
+}
+
 // TestLater: the moments a shed connection is told to come back follow
 // each other at the measured rate, after the queue, from no sooner than
 // the floor, within the bound.
 func TestLater(t *testing.T) {
 	tests := []struct {
 		name    string
-		hold    time.Duration // mean slot hold; 0: none measured yet
-		busy    int           // slots taken
+		rate    int           // slots released a second lately; 0: none yet
 		waiting int           // connections in the queue
 		calls   int           // Later calls at the same moment
 		advance time.Duration // then the clock moves on by this
@@ -32,24 +47,29 @@ func TestLater(t *testing.T) {
 			step: 2 * time.Millisecond,
 		},
 		{
-			name: "measured: 4 slots held 1s each is 4 a second", hold: time.Second, busy: 4, calls: 3,
-			want: []time.Duration{laterFloor, laterFloor + 250*time.Millisecond, laterFloor + 500*time.Millisecond},
-			step: 250 * time.Millisecond,
+			name: "measured: 100 a second", rate: 100, calls: 3,
+			want: []time.Duration{laterFloor, laterFloor + 10*time.Millisecond, laterFloor + 20*time.Millisecond},
+			step: 10 * time.Millisecond,
 		},
 		{
-			name: "after the queue", hold: time.Second, busy: 10, waiting: 20, calls: 2,
-			want: []time.Duration{laterFloor + 2*time.Second, laterFloor + 2100*time.Millisecond},
-			step: 100 * time.Millisecond,
+			name: "after the queue", rate: 100, waiting: 200, calls: 2,
+			want: []time.Duration{laterFloor + 2*time.Second, laterFloor + 2010*time.Millisecond},
+			step: 10 * time.Millisecond,
 		},
 		{
-			name: "a clock left behind starts again from now", hold: time.Second, busy: 1, calls: 2, advance: time.Minute,
-			want: []time.Duration{laterFloor, laterFloor + time.Second, laterFloor},
-			step: time.Second,
+			name: "a clock left behind starts again from now", rate: 100, calls: 2, advance: time.Minute,
+			want: []time.Duration{laterFloor, laterFloor + 10*time.Millisecond, laterFloor},
+			step: 20 * time.Millisecond,
 		},
 		{
-			name: "at most the bound, without a reservation", hold: 20 * time.Second, busy: 1, calls: 5,
-			want: []time.Duration{laterFloor, laterFloor + 20*time.Second, laterFloor + 40*time.Second, laterMax - laterMax/10, laterMax - laterMax/10},
-			step: 20 * time.Second,
+			name: "a rate below the floor: the floor", rate: 4, calls: 2,
+			want: []time.Duration{laterFloor, laterFloor + 20*time.Millisecond},
+			step: 20 * time.Millisecond,
+		},
+		{
+			name: "at most the bound, without a reservation", rate: 100, waiting: 5960, calls: 3,
+			want: []time.Duration{laterMax - laterMax/10, laterMax - laterMax/10, laterMax - laterMax/10},
+			step: 10 * time.Millisecond,
 		},
 	}
 	for _, tc := range tests {
@@ -57,7 +77,7 @@ func TestLater(t *testing.T) {
 			clock := &fakeClock{t: time.Unix(1e9, 0)}
 			g := New(Config{Slots: 1000, Queue: 1000, Wait: time.Hour})
 			g.now = clock.now
-			g.hold, g.busy = tc.hold, tc.busy
+			serve(g, clock.t, tc.rate)
 			for range tc.waiting {
 				g.waiting.PushBack(&Ticket{})
 			}
@@ -85,25 +105,25 @@ func TestLater(t *testing.T) {
 	}
 }
 
-// TestQueueLimit: the queue holds no more than the measured rate serves
-// within most of the wait, never fewer than the slots, never more than
-// Queue.
+// TestQueueLimit: the queue holds no more than the rate serves within
+// most of the wait, never fewer than the slots, never more than Queue.
 func TestQueueLimit(t *testing.T) {
 	tests := []struct {
 		name string
-		hold time.Duration
-		busy int
+		rate int
 		want int
 	}{
-		{"no rate measured: the reconnect rate", 0, 0, 2000},
-		{"fast enough for the whole queue", time.Millisecond, 256, 2048},
-		{"256 slots held 1s: 256/s for 4s", time.Second, 256, 1024},
-		{"never fewer than the slots", 10 * time.Second, 1, 256},
+		{"no rate measured: the reconnect rate", 0, 2000},
+		{"fast enough for the whole queue", 1000, 2048},
+		{"256 a second for 4s", 256, 1024},
+		{"never fewer than the slots", 50, 256},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			clock := &fakeClock{t: time.Unix(1e9, 0)}
 			g := New(Config{Slots: 256, Queue: 2048, Wait: 5 * time.Second})
-			g.hold, g.busy = tc.hold, tc.busy
+			g.now = clock.now
+			serve(g, clock.t, tc.rate)
 			if got := g.queueLimit(); got != tc.want {
 				t.Errorf("got queue limit %d, want %d", got, tc.want)
 			}
@@ -111,23 +131,56 @@ func TestQueueLimit(t *testing.T) {
 	}
 }
 
-// TestHoldMeasured: releasing slots measures how long they are held.
-func TestHoldMeasured(t *testing.T) {
-	clock := &fakeClock{t: time.Unix(1e9, 0)}
-	g := New(Config{Slots: 2, Queue: 2, Wait: time.Hour})
-	g.now = clock.now
-	for i, hold := range []time.Duration{time.Second, time.Second, 3 * time.Second} {
-		tk := g.Arrive("", func() {})
-		if !tk.Spoke() || !tk.Acquire(context.Background()) {
-			t.Fatalf("connection %d got no slot", i+1)
-		}
-		clock.t = clock.t.Add(hold)
-		tk.Release()
+// TestRateMeasured: the rate is the slots released a second over the
+// last two seconds, the reconnect rate until they were counted for long
+// enough, and the floor when few were.
+func TestRateMeasured(t *testing.T) {
+	tests := []struct {
+		name     string
+		releases []time.Duration // when slots are released, from the start
+		at       time.Duration   // when the rate is read
+		want     float64
+	}{
+		{"none", nil, time.Second, reconnectRate},
+		{"too soon to tell", []time.Duration{0, 100 * time.Millisecond}, 200 * time.Millisecond, reconnectRate},
+		{"200 in a second", spaced(200, 5*time.Millisecond), time.Second, 200},
+		{"400 in two seconds", spaced(400, 5*time.Millisecond), 2 * time.Second, 200},
+		{"long after the start", spaced(1000, 5*time.Millisecond), 5 * time.Second, 200},
+		{"the last two seconds only", spaced(400, 5*time.Millisecond), 3 * time.Second, 85.7},
+		{"few: the floor", spaced(10, 100*time.Millisecond), 2 * time.Second, rateFloor},
 	}
-	want := time.Second + 2*time.Second/holdWeight
-	if g.hold != want {
-		t.Errorf("got mean hold %s, want %s", g.hold, want)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := &fakeClock{t: time.Unix(1e9, 0)}
+			start := clock.t
+			g := New(Config{Slots: 1, Queue: 1, Wait: time.Hour})
+			g.now = clock.now
+			for _, at := range tc.releases {
+				clock.t = start.Add(at)
+				tk := g.Arrive("", func() {})
+				if !tk.Spoke() || !tk.Acquire(context.Background()) {
+					t.Fatal("got no slot")
+				}
+				tk.Release()
+			}
+			clock.t = start.Add(tc.at)
+			g.mu.Lock()
+			got := g.rate()
+			g.mu.Unlock()
+			if got < tc.want*0.85 || got > tc.want*1.15 {
+				t.Errorf("got rate %.1f/s, want about %.1f/s", got, tc.want)
+			}
+		})
 	}
+}
+
+// spaced returns n moments step apart from 0.
+func spaced(n int, step time.Duration) []time.Duration {
+	var ds []time.Duration
+	for i := range n {
+		ds = append(ds, time.Duration(i)*step)
+	}
+	return ds
 }
 
 // TestSaturated: the gate is saturated with every slot taken, or with
