@@ -47,29 +47,29 @@ func TestLater(t *testing.T) {
 			step: 2 * time.Millisecond,
 		},
 		{
-			name: "measured: 100 a second", rate: 100, calls: 3,
-			want: []time.Duration{laterFloor, laterFloor + 10*time.Millisecond, laterFloor + 20*time.Millisecond},
-			step: 10 * time.Millisecond,
+			name: "measured: 160 a second, scheduled at 200", rate: 160, calls: 3,
+			want: []time.Duration{laterFloor, laterFloor + 5*time.Millisecond, laterFloor + 10*time.Millisecond},
+			step: 5 * time.Millisecond,
 		},
 		{
-			name: "after the queue", rate: 100, waiting: 200, calls: 2,
-			want: []time.Duration{laterFloor + 2*time.Second, laterFloor + 2010*time.Millisecond},
-			step: 10 * time.Millisecond,
+			name: "after the queue", rate: 160, waiting: 400, calls: 2,
+			want: []time.Duration{laterFloor + 2*time.Second, laterFloor + 2005*time.Millisecond},
+			step: 5 * time.Millisecond,
 		},
 		{
-			name: "a clock left behind starts again from now", rate: 100, calls: 2, advance: time.Minute,
-			want: []time.Duration{laterFloor, laterFloor + 10*time.Millisecond, laterFloor},
-			step: 20 * time.Millisecond,
+			name: "a clock left behind starts again from now", rate: 160, calls: 2, advance: time.Minute,
+			want: []time.Duration{laterFloor, laterFloor + 5*time.Millisecond, laterFloor},
+			step: 10 * time.Millisecond,
 		},
 		{
 			name: "a rate below the floor: the floor", rate: 4, calls: 2,
-			want: []time.Duration{laterFloor, laterFloor + 20*time.Millisecond},
-			step: 20 * time.Millisecond,
+			want: []time.Duration{laterFloor, laterFloor + 10*time.Millisecond},
+			step: 10 * time.Millisecond,
 		},
 		{
-			name: "at most the bound, without a reservation", rate: 100, waiting: 5960, calls: 3,
-			want: []time.Duration{laterMax - laterMax/10, laterMax - laterMax/10, laterMax - laterMax/10},
-			step: 10 * time.Millisecond,
+			name: "at most the bound, without a reservation", rate: 160, waiting: 11920, calls: 3,
+			want: []time.Duration{laterMax / 2, laterMax / 2, laterMax / 2},
+			step: 5 * time.Millisecond,
 		},
 	}
 	for _, tc := range tests {
@@ -94,7 +94,7 @@ func TestLater(t *testing.T) {
 			}
 			for i, w := range tc.want {
 				hi := w + tc.step
-				if w >= laterMax-laterMax/10 {
+				if w == laterMax/2 {
 					hi = laterMax
 				}
 				if got[i] < w || got[i] > hi {
@@ -109,19 +109,20 @@ func TestLater(t *testing.T) {
 // most of the wait, never fewer than the slots, never more than Queue.
 func TestQueueLimit(t *testing.T) {
 	tests := []struct {
-		name string
-		rate int
-		want int
+		name  string
+		slots int
+		rate  int
+		want  int
 	}{
-		{"no rate measured: the reconnect rate", 0, 2000},
-		{"fast enough for the whole queue", 1000, 2048},
-		{"256 a second for 4s", 256, 1024},
-		{"never fewer than the slots", 50, 256},
+		{"no rate measured: the reconnect rate", 256, 0, 2000},
+		{"fast enough for the whole queue", 256, 1000, 2048},
+		{"256 a second, scheduled at 320, for 4s", 256, 256, 1280},
+		{"never fewer than the slots", 1024, 160, 1024},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			clock := &fakeClock{t: time.Unix(1e9, 0)}
-			g := New(Config{Slots: 256, Queue: 2048, Wait: 5 * time.Second})
+			g := New(Config{Slots: tc.slots, Queue: 2048, Wait: 5 * time.Second})
 			g.now = clock.now
 			serve(g, clock.t, tc.rate)
 			if got := g.queueLimit(); got != tc.want {
@@ -143,10 +144,10 @@ func TestRateMeasured(t *testing.T) {
 	}{
 		{"none", nil, time.Second, reconnectRate},
 		{"too soon to tell", []time.Duration{0, 100 * time.Millisecond}, 200 * time.Millisecond, reconnectRate},
-		{"200 in a second", spaced(200, 5*time.Millisecond), time.Second, 200},
-		{"400 in two seconds", spaced(400, 5*time.Millisecond), 2 * time.Second, 200},
-		{"long after the start", spaced(1000, 5*time.Millisecond), 5 * time.Second, 200},
-		{"the last two seconds only", spaced(400, 5*time.Millisecond), 3 * time.Second, 85.7},
+		{"200 in a second, scheduled at 250", spaced(200, 5*time.Millisecond), time.Second, 250},
+		{"400 in two seconds", spaced(400, 5*time.Millisecond), 2 * time.Second, 250},
+		{"long after the start", spaced(1000, 5*time.Millisecond), 5 * time.Second, 250},
+		{"the last two seconds only", spaced(400, 5*time.Millisecond), 3 * time.Second, 85.7 * rateOptimism},
 		{"few: the floor", spaced(10, 100*time.Millisecond), 2 * time.Second, rateFloor},
 	}
 	for _, tc := range tests {
