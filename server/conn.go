@@ -71,10 +71,12 @@ func (s *Server) acceptAgents() error {
 // tracks, so its own start before shutdown.
 func (s *Server) admit(conn net.Conn, src string) {
 	if !s.limiter.Allow() {
-		// Over the accept rate: told when to come back, but not waited
-		// on (see shed), since this runs in the accept loop.
+		// Over the accept rate: told when to come back, but neither
+		// waited on nor lingered on (see shed), since this runs in the
+		// accept loop. An agent on Linux reads the answer even if its
+		// ClientHello, arriving after the close, draws a reset.
 		s.metrics.Handshakes.WithLabelValues(metrics.OutcomeShed).Inc()
-		protocol.WriteBusy(conn, s.admission.Later(), busyWriteTimeout)
+		protocol.WriteBusy(conn, s.admission.Later(), busyNoWaitTimeout)
 		conn.Close()
 		return
 	}
@@ -164,25 +166,25 @@ func (s *Server) shed(conn net.Conn) {
 	io.Copy(io.Discard, io.LimitReader(conn, busyDrain))
 }
 
-// silentBusyTimeout bounds writing the busy answer to a connection closed
-// for its silence: a few bytes into a socket that has sent nothing, so
+// busyNoWaitTimeout bounds writing the busy answer where nothing may
+// wait on it: a few bytes into a fresh socket's empty send buffer, so
 // never blocked but by a WebSocket's peer.
-const silentBusyTimeout = 100 * time.Millisecond
+const busyNoWaitTimeout = 100 * time.Millisecond
 
 // silent closes a connection that has not spoken yet to make room for a
 // newer one while the handshake slots are saturated, telling it first
 // when to come back: then, most are an agent of a fleet starting at once
 // behind one address whose ClientHello is late because its host is short
 // of CPU, which, told nothing, would back off and come back in waves.
-// (With slots to spare, a connection that said nothing while a thousand
-// newer ones arrived is the flood's, and is closed without a word.) A flooder ignores the answer; its cost is a
-// write into an empty send buffer, and the moment it reserves
-// (admission.Gate.Later bounds how far ahead). Not lingered on: nothing
-// was read, so nothing is left unread to reset the connection. One
-// silent until FirstByteTimeout is closed without a word: after that
-// long, it is no agent.
+// With slots to spare, a connection that said nothing while a thousand
+// newer ones arrived is the flood's, and is closed without a word. A
+// flooder ignores the answer; its cost is a write into an empty send
+// buffer, and the moment it reserves (admission.Gate.Later bounds how
+// far ahead). Not lingered on: nothing was read, so nothing is left
+// unread to reset the connection. One silent until FirstByteTimeout is
+// closed without a word: after that long, it is no agent.
 func (s *Server) silent(conn net.Conn) {
-	protocol.WriteBusy(conn, s.admission.Later(), silentBusyTimeout)
+	protocol.WriteBusy(conn, s.admission.Later(), busyNoWaitTimeout)
 	conn.Close()
 }
 
