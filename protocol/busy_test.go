@@ -149,3 +149,37 @@ func TestBusyHandshake(t *testing.T) {
 		})
 	}
 }
+
+// TestBusyAnswerToOldClient: a TLS client that does not watch for the
+// busy answer (an agent of an earlier release) sees a handshake that
+// failed on a record that is not TLS, and backs off as it always did.
+func TestBusyAnswerToOldClient(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		server, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer server.Close()
+		io.ReadFull(server, make([]byte, 5))
+		server.Write(AppendBusy(nil, time.Second))
+		io.Copy(io.Discard, server)
+	}()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	client.SetDeadline(time.Now().Add(10 * time.Second))
+	err = tls.Client(client, &tls.Config{InsecureSkipVerify: true}).Handshake()
+	if _, ok := errors.AsType[tls.RecordHeaderError](err); !ok {
+		t.Fatalf("got %v, want a tls.RecordHeaderError", err)
+	}
+	if _, ok := BusyAfter(err); ok {
+		t.Fatal("an unwatched handshake's error reads as busy, want a plain failure")
+	}
+}
