@@ -553,7 +553,15 @@ func (p *retryPolicy) next(out outcome) (wait time.Duration, newlyDeleted bool) 
 	if out.welcomed || out.lasted >= stableSession {
 		p.bo.Reset()
 	}
-	if after, ok := refusedUntil(out.err); ok {
+	if after, ok := protocol.BusyAfter(out.err); ok {
+		// The coordinator shed the connection before TLS and named the
+		// moment it has room for this agent: then, once, rather than
+		// after a backoff that grows over a ramp and comes back in
+		// waves. The coordinator already spread the fleet over the
+		// moments it named, so the jitter is small, and the backoff
+		// does not grow.
+		wait = busyWait(after, p.max)
+	} else if after, ok := refusedUntil(out.err); ok {
 		// The coordinator refused for a reason that passes (its database
 		// is unreachable) and said when to come back: then, not after a
 		// backoff grown over the outage, so that the agent is back within
@@ -603,6 +611,21 @@ func refusalWait(d, lo, hi time.Duration) time.Duration {
 	return min(max(w, lo), hi)
 }
 
+// busyJitter bounds the jitter added to a busy answer's wait, as a share
+// of it and in all.
+const (
+	busyJitterShare = 10
+	busyJitterMax   = time.Second
+)
+
+// busyWait is the wait after a busy answer that said to come back after
+// d: d plus a little at random (the coordinator spread the moments it
+// names already), at most hi.
+func busyWait(d, hi time.Duration) time.Duration {
+	j := min(d/busyJitterShare, busyJitterMax)
+	return min(d+time.Duration(rand.Int64N(int64(j)+1)), hi)
+}
+
 // registeredAgain starts afresh after a new registration of the home
 // was taken: the next attempt is made at once, as a new agent's.
 func (p *retryPolicy) registeredAgain() {
@@ -634,6 +657,10 @@ func (a *Agent) logOutcome(addr string, out outcome, wait time.Duration, newlyDe
 		// Not a fault of the agent's or of the network's: the coordinator
 		// said why (its database is unreachable) and when to come back.
 		a.log.Warn("coordinator refused the session for now; trying again when it said", fields...)
+	case errors.As(out.err, new(*protocol.BusyError)):
+		// The coordinator is busy (a fleet is connecting at once) and
+		// named when it has room: expected, and handled.
+		a.log.Info("coordinator busy; trying again when it said", fields...)
 	case out.welcomed:
 		a.log.Warn("disconnected from coordinator", append(fields, zap.Duration("lasted", out.lasted))...)
 	default:

@@ -744,6 +744,39 @@ func TestRetryPolicyRefusal(t *testing.T) {
 	}
 }
 
+// TestRetryPolicyBusy: a coordinator that shed the connection with the
+// busy answer is tried again when it said, with a little jitter, from the
+// first attempt on, and the backoff does not grow meanwhile.
+func TestRetryPolicyBusy(t *testing.T) {
+	busy := func(after time.Duration) outcome {
+		return outcome{err: fmt.Errorf("TLS handshake with coordinator x: %w", &protocol.BusyError{RetryAfter: after})}
+	}
+	tests := []struct {
+		name     string
+		out      outcome
+		min, max time.Duration
+	}{
+		{"come back in 10s", busy(10 * time.Second), 10 * time.Second, 11 * time.Second},
+		{"come back in 100ms", busy(100 * time.Millisecond), 100 * time.Millisecond, 110 * time.Millisecond},
+		{"jitter at most a second", busy(50 * time.Second), 50 * time.Second, 51 * time.Second},
+		{"beyond the maximum backoff", busy(time.Hour), time.Minute, time.Minute},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newRetryPolicy(time.Second, time.Minute)
+			for i := range 20 {
+				w, deleted := p.next(tc.out)
+				if w < tc.min || w > tc.max || deleted {
+					t.Fatalf("busy answer %d: got wait %s (deleted %v), want within [%s, %s]", i+1, w, deleted, tc.min, tc.max)
+				}
+			}
+			if c := p.bo.currentCap(); c != 0 {
+				t.Fatalf("backoff cap %s after busy answers only, want it untouched (0)", c)
+			}
+		})
+	}
+}
+
 // TestRetryPolicySpread: after a session that broke without a goodbye the
 // wait is drawn from the coordinator's window (capped by the maximum
 // backoff), so a crashed coordinator's fleet returns spread over it.

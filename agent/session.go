@@ -100,13 +100,18 @@ func dialTLS(ctx context.Context, via proxy.Setting, addr string, cfg *tls.Confi
 			return nil, fmt.Errorf("dial coordinator %s: %w", addr, err)
 		}
 	}
-	conn := tls.Client(raw, cfg)
+	// A coordinator that sheds the connection says when to come back in
+	// plain text instead of TLS (protocol.BusyConn), directly, through a
+	// proxy's tunnel or inside the WebSocket alike.
+	watch := protocol.WatchBusy(raw)
+	conn := tls.Client(watch, cfg)
 	// Through a WebSocket the deadline below bounds the handshake too: one
 	// that passes ends the WebSocket, as the failed handshake would.
 	// A deadline rather than a context timeout alone, so a peer that
 	// accepts TCP and then says nothing cannot hold the attempt.
 	raw.SetDeadline(time.Now().Add(handshakeTimeout))
 	if err := conn.HandshakeContext(ctx); err != nil {
+		err = watch.Busy(err)
 		raw.Close()
 		return nil, fmt.Errorf("TLS handshake with coordinator %s: %w", addr, err)
 	}

@@ -71,12 +71,25 @@ func (s *Server) acceptAgents() error {
 // tracks, so its own start before shutdown.
 func (s *Server) admit(conn net.Conn, src string) {
 	if !s.limiter.Allow() {
-		s.shed(conn)
+		// Over the accept rate: told when to come back, but neither
+		// waited on nor lingered on (see shed), since this runs in the
+		// accept loop. An agent on Linux reads the answer even if its
+		// ClientHello, arriving after the close, draws a reset.
+		s.metrics.Handshakes.WithLabelValues(metrics.OutcomeShed).Inc()
+		protocol.WriteBusy(conn, s.admission.Later(), busyNoWaitTimeout)
+		conn.Close()
 		return
 	}
 	// Closing the connection is what ends its wait for a first byte when
-	// the gate makes room for a newer one.
-	t := s.admission.Arrive(src, func() { conn.Close() })
+	// the gate makes room for a newer one. It is told when to come back
+	// first (see silent).
+	t := s.admission.Arrive(src, func() {
+		if s.admission.Saturated() {
+			s.silent(conn)
+		} else {
+			conn.Close()
+		}
+	})
 	s.goFunc(func() { s.handleConn(conn, t) })
 }
 
@@ -114,10 +127,64 @@ type webSocketAddr string
 func (a webSocketAddr) Network() string { return "websocket" }
 func (a webSocketAddr) String() string  { return string(a) }
 
-// shed drops a connection before TLS. The agent's jittered backoff spreads
-// its retry; the coordinator stays responsive for those already admitted.
+const (
+	// busyWriteTimeout bounds writing the busy answer: a few bytes into
+	// a fresh connection's empty send buffer.
+	busyWriteTimeout = time.Second
+	// busyLinger bounds how long a shed connection is held open after
+	// the busy answer for the agent to read it and hang up, and
+	// busyDrain what is read of it meanwhile (its ClientHello).
+	busyLinger = 2 * time.Second
+	busyDrain  = 16 << 10
+)
+
+// shed turns away a connection before TLS, from the handshake queue,
+// with the busy answer (protocol.WriteBusy): when to come back, at the
+// next free moment of the rate the coordinator admits handshakes
+// (admission.Gate.Later). An agent that understands it comes back then,
+// once, instead of after a backoff; an older one sees a failed handshake
+// and backs off as before. The coordinator stays responsive for those
+// already admitted: the answer costs no TLS.
+//
+// The agent's ClientHello is read and discarded before the close, and
+// the answer followed by the end of what the coordinator sends: closing
+// a socket with unread bytes resets it, and a reset may discard the
+// answer before the agent reads it.
 func (s *Server) shed(conn net.Conn) {
-	s.metrics.Handshakes.WithLabelValues(metrics.OutcomeShed).Inc()
+	s.metrics.Handshakes.WithLabelValues(metrics.OutcomeBusy).Inc()
+	defer conn.Close()
+	if err := protocol.WriteBusy(conn, s.admission.Later(), busyWriteTimeout); err != nil {
+		return
+	}
+	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	// Shutdown need not wait out the linger.
+	stop := context.AfterFunc(s.ctx, func() { conn.Close() })
+	defer stop()
+	conn.SetReadDeadline(time.Now().Add(busyLinger))
+	io.Copy(io.Discard, io.LimitReader(conn, busyDrain))
+}
+
+// busyNoWaitTimeout bounds writing the busy answer where nothing may
+// wait on it: a few bytes into a fresh socket's empty send buffer, so
+// never blocked but by a WebSocket's peer.
+const busyNoWaitTimeout = 100 * time.Millisecond
+
+// silent closes a connection that has not spoken yet to make room for a
+// newer one while the handshake slots are saturated, telling it first
+// when to come back: then, most are an agent of a fleet starting at once
+// behind one address whose ClientHello is late because its host is short
+// of CPU, which, told nothing, would back off and come back in waves.
+// With slots to spare, a connection that said nothing while a thousand
+// newer ones arrived is the flood's, and is closed without a word. A
+// flooder ignores the answer; its cost is a write into an empty send
+// buffer, and the moment it reserves (admission.Gate.Later bounds how
+// far ahead). Not lingered on: nothing was read, so nothing is left
+// unread to reset the connection. One silent until FirstByteTimeout is
+// closed without a word: after that long, it is no agent.
+func (s *Server) silent(conn net.Conn) {
+	protocol.WriteBusy(conn, s.admission.Later(), busyNoWaitTimeout)
 	conn.Close()
 }
 

@@ -207,7 +207,8 @@ func (b *bench) runSize(ctx context.Context, n int, profile bool) (r result, err
 		return r, err
 	}
 	r.handshakeAttempts = sumPrefix(m, "tendril_handshakes_total")
-	b.logf("connected in %s, healthy in %s, coordinator CPU %s", r.connect, r.healthy, r.cpu)
+	b.logf("connected in %s, healthy in %s, coordinator CPU %s, connection attempts %s",
+		r.connect, r.healthy, r.cpu, outcomes(m, "tendril_handshakes_total"))
 
 	// Figure 1: memory once idle.
 	simCPU0, _ := cpuTime(sim.pid())
@@ -283,6 +284,7 @@ func (b *bench) runSize(ctx context.Context, n int, profile bool) (r result, err
 			return r, err
 		}
 		r.stormAttempts = append(r.stormAttempts, sumPrefix(m, "tendril_handshakes_total"))
+		b.logf("storm %d: connection attempts %s", i+1, outcomes(m, "tendril_handshakes_total"))
 		after, err := sim.statsAt(ctx, statusAddr)
 		if err != nil {
 			return r, err
@@ -407,6 +409,23 @@ func (b *bench) metrics(ctx context.Context) (map[string]float64, error) {
 		}
 	}
 	return m, sc.Err()
+}
+
+// outcomes lists the series of a counter with its labels, "{outcome="ok"} 3 ...", in
+// order, for the log: what each attempt came to.
+func outcomes(m map[string]float64, prefix string) string {
+	var keys []string
+	for k := range m {
+		if strings.HasPrefix(k, prefix+"{") {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, " %s %.0f", strings.TrimPrefix(k, prefix), m[k])
+	}
+	return strings.TrimSpace(b.String())
 }
 
 func sumPrefix(m map[string]float64, prefix string) float64 {

@@ -79,7 +79,7 @@ func renderTable(rs []result) string {
 		}
 		return fmt.Sprintf("%.0f", float64(r.agents)/r.connect.Seconds())
 	})
-	row("2. connection attempts (ok+failed+refused+shed)", "", func(r result) string { return fmt.Sprintf("%.0f", r.handshakeAttempts) })
+	row("2. connection attempts (ok+failed+refused+shed+busy+silent)", "", func(r result) string { return fmt.Sprintf("%.0f", r.handshakeAttempts) })
 	row("2. CPU during ramp (user+sys): coordinator / simulator", "", func(r result) string {
 		return secs(r.cpu) + " / " + secs(r.simCPU)
 	})

@@ -71,6 +71,12 @@ type Gate struct {
 	waiting list.List // *Ticket waiting for a slot, oldest first
 	busy    int       // slots taken
 	sources map[string]*source
+	// served counts the slots released lately, the rate at which the
+	// gate admits handshakes, which Later schedules by.
+	served servedRing
+	// next is the next free moment of Later's reservation clock.
+	next time.Time
+	now  func() time.Time
 }
 
 // source is what one source address has in the gate.
@@ -108,7 +114,7 @@ type Ticket struct {
 
 // New returns a gate sized by cfg.
 func New(cfg Config) *Gate {
-	return &Gate{cfg: cfg, sources: make(map[string]*source)}
+	return &Gate{cfg: cfg, sources: make(map[string]*source), now: time.Now}
 }
 
 // Arrive registers a new connection from src that has not sent a byte
@@ -203,7 +209,7 @@ func (t *Ticket) Acquire(ctx context.Context) bool {
 		g.mu.Unlock()
 		return true
 	}
-	if g.waiting.Len() >= g.cfg.Queue {
+	if g.waiting.Len() >= g.queueLimit() {
 		g.mu.Unlock()
 		return false
 	}
@@ -253,6 +259,7 @@ func (g *Gate) release(t *Ticket) {
 		g.waiting.Remove(t.elem)
 		t.elem = nil
 	case stateBusy:
+		g.served.add(g.now())
 		g.busy--
 		if s := g.sources[t.source]; s != nil {
 			s.busy--
@@ -342,6 +349,14 @@ func Source(addr net.Addr) string {
 		return v4.String()
 	}
 	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
+}
+
+// Saturated reports whether every slot that may be taken is: the gate
+// has connections waiting in the queue, or no slot free.
+func (g *Gate) Saturated() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.waiting.Len() > 0 || g.busy >= g.cfg.Slots
 }
 
 // Stats is what a gate holds at one moment.

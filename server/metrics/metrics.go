@@ -20,7 +20,11 @@ const (
 	OutcomeOK      = "ok"      // TLS done, session started: the handshake was accepted
 	OutcomeFailed  = "failed"  // TLS handshake failed or timed out
 	OutcomeRefused = "refused" // revoked certificate or protocol refusal
-	OutcomeShed    = "shed"    // dropped before TLS by the accept limiter, a full queue or a wait run out
+	OutcomeShed    = "shed"    // dropped before TLS by the accept limiter (told when to come back, not waited on)
+	// OutcomeBusy: turned away before TLS from the handshake queue (full,
+	// or its wait ran out) with the busy answer, which tells the agent
+	// when to come back (protocol.WriteBusy).
+	OutcomeBusy = "busy"
 	// OutcomeSilent: closed before TLS for sending nothing within the
 	// first-byte deadline, or to make room for a newer connection while
 	// it still had sent nothing.
@@ -139,7 +143,7 @@ func New(build Build) *Metrics {
 		m.SweepSeconds, m.SweepAgents, m.Sweeps, m.TasksStarted, m.TasksFinished, m.TaskDuration,
 		m.Pushed, m.HTTPDuration, m.StoreDuration, info,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	for _, o := range []string{OutcomeOK, OutcomeFailed, OutcomeRefused, OutcomeShed, OutcomeSilent} {
+	for _, o := range []string{OutcomeOK, OutcomeFailed, OutcomeRefused, OutcomeShed, OutcomeBusy, OutcomeSilent} {
 		m.Handshakes.WithLabelValues(o)
 	}
 	for _, st := range []string{api.TaskSucceeded, api.TaskFailed, api.TaskCancelled} {

@@ -1,0 +1,109 @@
+package server
+
+import (
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/tendrildeploy/tendril/agent"
+	"github.com/tendrildeploy/tendril/internal/proxytest"
+	"github.com/tendrildeploy/tendril/protocol"
+	"github.com/tendrildeploy/tendril/server/admission"
+	"github.com/tendrildeploy/tendril/server/metrics"
+)
+
+// TestShedAgentToldWhenToComeBack: an agent that the coordinator sheds
+// (its one handshake slot and its one place in the queue taken) is told
+// in the busy answer when to come back, directly, through an HTTP CONNECT
+// proxy and inside a WebSocket through nginx alike; it waits what it was
+// told, not its backoff, and once there is room it gets in.
+func TestShedAgentToldWhenToComeBack(t *testing.T) {
+	tests := []struct {
+		name string
+		// addr returns the address the agent is registered with, and
+		// the proxy it goes through ("" for none).
+		addr func(t *testing.T, ts *testServer) (addr, via string)
+	}{
+		{"direct", func(t *testing.T, ts *testServer) (string, string) { return ts.AgentAddr(), "none" }},
+		{"through an HTTP CONNECT proxy", func(t *testing.T, ts *testServer) (string, string) {
+			p := proxytest.Tinyproxy(t, proxytest.Options{})
+			return ts.AgentAddr(), "http://" + p.Addr
+		}},
+		{"inside a WebSocket through nginx", func(t *testing.T, ts *testServer) (string, string) {
+			lb := proxytest.Nginx(t, ts.HTTPAddr(), protocol.WebSocketPath)
+			return "wss://" + lb.Addr + protocol.WebSocketPath, "none"
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := startServer(t, func(c *Config) {
+				c.MaxHandshakes, c.HandshakeQueue = 1, 1
+				// Those that take the slot and the queue's place hold
+				// them until closed.
+				c.HandshakeTimeout, c.HandshakeQueueWait = time.Minute, time.Minute
+			})
+			addr, via := tc.addr(t, ts)
+			home := registerAgent(t, ts, addr, "web-1", func(rc *agent.RegisterConfig) { rc.Proxy = via })
+
+			// The slot, then the queue's one place, taken by connections
+			// that sent a byte of a ClientHello and nothing more.
+			var holders []net.Conn
+			for i, want := range []admission.Stats{{Busy: 1, Sources: 1}, {Busy: 1, Waiting: 1, Sources: 1}} {
+				c, err := net.Dial("tcp", ts.AgentAddr())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				holders = append(holders, c)
+				if _, err := c.Write([]byte{0x16}); err != nil {
+					t.Fatal(err)
+				}
+				eventually(t, "the holder "+string(rune('1'+i))+" admitted", func() bool { return ts.admission.Stats() == want })
+			}
+			busy := ts.metrics.Handshakes.WithLabelValues(metrics.OutcomeBusy)
+			before := counterValue(t, busy)
+
+			core, logs := observer.New(zapcore.InfoLevel)
+			log := zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), core))
+			// The agent's own backoff: were it used instead of what the
+			// coordinator said, the wait would be below a second.
+			a := startAgent(t, home, func(c *agent.Config) {
+				c.Logger = log
+				c.MinBackoff, c.MaxBackoff = time.Second, time.Minute
+			})
+			eventually(t, "the agent told the coordinator is busy", func() bool {
+				return logs.FilterMessage("coordinator busy; trying again when it said").Len() > 0
+			})
+			if got := counterValue(t, busy); got <= before {
+				t.Fatalf("busy answers counted: got %v, want more than %v", got, before)
+			}
+			told := logs.FilterMessage("coordinator busy; trying again when it said").All()[0]
+			fields := told.ContextMap()
+			errText, _ := fields["error"].(string)
+			if !strings.Contains(errText, "coordinator busy: asked to come back in") {
+				t.Errorf("the agent's error: got %q, want the busy answer's", errText)
+			}
+			retryIn, _ := fields["retry_in"].(time.Duration)
+			// The coordinator names at least half a second (its floor)
+			// and adds a little; the agent adds at most a tenth.
+			if retryIn < 500*time.Millisecond || retryIn > time.Minute {
+				t.Errorf("the agent waits %s, want what the coordinator said (from 500ms)", retryIn)
+			}
+
+			for _, c := range holders {
+				c.Close()
+			}
+			ts.waitConnected(t, "web-1")
+			eventually(t, "the agent's session counted", func() bool { return a.Status().Sessions > 0 })
+			if st := a.Status(); st.Sessions != 1 {
+				t.Errorf("sessions: got %d, want 1", st.Sessions)
+			}
+		})
+	}
+}
