@@ -59,7 +59,7 @@ type Core interface {
 
 // Store is the part of the store the dialer reads and writes.
 type Store interface {
-	ListAgents(ctx context.Context) ([]store.Agent, error)
+	ListListeningAgents(ctx context.Context) ([]store.Agent, error)
 	AgentByID(ctx context.Context, id string) (store.Agent, error)
 	SetDialError(ctx context.Context, id, message string) error
 }
@@ -168,7 +168,7 @@ func (d *Dialer) scan(ctx context.Context) error {
 	if err := d.cfg.Core.Refresh(ctx); err != nil {
 		return err
 	}
-	all, err := d.cfg.Store.ListAgents(ctx)
+	all, err := d.cfg.Store.ListListeningAgents(ctx)
 	if err != nil {
 		return err
 	}

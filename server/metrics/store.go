@@ -248,6 +248,12 @@ func (s *timedStore) ListAPIKeys(ctx context.Context) ([]store.APIKey, error) {
 	return s.Store.ListAPIKeys(ctx)
 }
 
+// ListListeningAgents times the store's ListListeningAgents.
+func (s *timedStore) ListListeningAgents(ctx context.Context) ([]store.Agent, error) {
+	defer s.observe("ListListeningAgents", time.Now())
+	return s.Store.ListListeningAgents(ctx)
+}
+
 // ListAgents times the store's ListAgents.
 func (s *timedStore) ListAgents(ctx context.Context) ([]store.Agent, error) {
 	defer s.observe("ListAgents", time.Now())
@@ -568,6 +574,7 @@ var storeOps = []string{
 	"IsRevoked",
 	"ListAPIKeys",
 	"ListAgents",
+	"ListListeningAgents",
 	"ListTasks",
 	"ListTokens",
 	"ListUsers",

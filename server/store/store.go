@@ -409,6 +409,9 @@ type Store interface {
 	AgentByName(ctx context.Context, name string) (Agent, error)
 	// ListAgents returns every agent ordered by environment, then name.
 	ListAgents(ctx context.Context) ([]Agent, error)
+	// ListListeningAgents returns the listening agents (those with an
+	// address), ordered like ListAgents.
+	ListListeningAgents(ctx context.Context) ([]Agent, error)
 	// DeleteAgent removes the agent and revokes its thumbprints.
 	// ErrNotFound if it does not exist.
 	DeleteAgent(ctx context.Context, id string) error

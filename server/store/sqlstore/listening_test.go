@@ -82,6 +82,13 @@ func TestAddListening(t *testing.T) {
 		if w := []store.Agent{polling, want}; !reflect.DeepEqual(agents, w) {
 			t.Errorf("ListAgents: got %+v, want %+v", agents, w)
 		}
+		listening, err := s.ListListeningAgents(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w := []store.Agent{want}; !reflect.DeepEqual(listening, w) {
+			t.Errorf("ListListeningAgents: got %+v, want only the listening agent %+v", listening, w)
+		}
 	})
 }
 
