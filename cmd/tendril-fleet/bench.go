@@ -27,9 +27,13 @@ import (
 // bench measures figures 1-4 of BENCHMARKS.md for each fleet size.
 type bench struct {
 	dir, data, serverBin, selfBin, profiles string
-	healthInterval, idle, timeout           time.Duration
-	sweeps, storms                          int
-	anchor                                  bool
+	// profilePrefix starts the profiles' names: "" for the default
+	// --out, the results file's name otherwise, so runs kept side by
+	// side do not overwrite each other's profiles.
+	profilePrefix                 string
+	healthInterval, idle, timeout time.Duration
+	sweeps, storms                int
+	anchor                        bool
 	// gcEnv is the Go runtime settings (GOGC=, GOMEMLIMIT=) given to the
 	// coordinator and to the anchor alike.
 	gcEnv                          []string
@@ -94,7 +98,7 @@ func benchCmd(ctx context.Context, args []string) error {
 	}
 	b := &bench{
 		dir: *dir, data: filepath.Join(*dir, "data"), serverBin: *serverBin, selfBin: self,
-		profiles: filepath.Dir(*out), healthInterval: *hi, idle: *idle, timeout: *timeout,
+		profiles: filepath.Dir(*out), profilePrefix: profilePrefix(*out), healthInterval: *hi, idle: *idle, timeout: *timeout,
 		sweeps: *sweeps, storms: *storms, anchor: *anchor, log: os.Stderr,
 	}
 	for _, kv := range strings.Split(*gcEnv, ",") {
@@ -120,6 +124,15 @@ func benchCmd(ctx context.Context, args []string) error {
 	}
 	fmt.Fprintf(os.Stderr, "results in %s (took %s)\n", *out, time.Since(started).Round(time.Second))
 	return err
+}
+
+// profilePrefix is what the profiles written next to out start with.
+func profilePrefix(out string) string {
+	base := strings.TrimSuffix(filepath.Base(out), ".md")
+	if base == "results" {
+		return ""
+	}
+	return base + "-"
 }
 
 func (b *bench) logf(format string, args ...any) {
@@ -506,7 +519,7 @@ func (b *bench) saveProfile(ctx context.Context, kind, name string, seconds int)
 		return
 	}
 	defer resp.Body.Close()
-	path := filepath.Join(b.profiles, name)
+	path := filepath.Join(b.profiles, b.profilePrefix+name)
 	f, err := os.Create(path)
 	if err != nil {
 		b.logf("profile %s: %v", name, err)
