@@ -7,8 +7,13 @@ import (
 	"github.com/hashicorp/yamux"
 )
 
-// yamux's SYN flag: the frame opens a stream.
-const yamuxFlagSYN = 1
+const (
+	// yamuxTypeWindowUpdate is the frame type that, like data, can open
+	// a stream.
+	yamuxTypeWindowUpdate = 1
+	// yamuxFlagSYN on a data or window update frame opens a stream.
+	yamuxFlagSYN = 1
+)
 
 // Watch learns a session's events without a goroutine waiting for each:
 // that the peer opened a stream, and that the connection closed. A yamux
@@ -161,7 +166,11 @@ func (f *frameScanner) scan(b []byte, syn func()) {
 			// window delta, a ping's value or a go-away code.
 			f.skip = binary.BigEndian.Uint32(f.hdr[8:])
 		}
-		if binary.BigEndian.Uint16(f.hdr[2:])&yamuxFlagSYN != 0 {
+		// A SYN opens a stream only on a data or window update frame: on
+		// a ping it asks for a reply (yamux's keepalive), and the
+		// agents' keepalives must not start accepting goroutines that
+		// wait for streams that never come.
+		if f.hdr[1] <= yamuxTypeWindowUpdate && binary.BigEndian.Uint16(f.hdr[2:])&yamuxFlagSYN != 0 {
 			syn()
 		}
 	}

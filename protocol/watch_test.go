@@ -49,7 +49,8 @@ func TestFrameScannerCountsSYNs(t *testing.T) {
 		{"data frame opening a stream, with a body", cat(yamuxHeader(data, syn, 1, 5), body(5)), 1},
 		{"acknowledgement", yamuxHeader(window, ack, 2, 0), 0},
 		{"body that looks like a SYN header", cat(yamuxHeader(data, 0, 2, 24), body(24), yamuxHeader(ping, 0, 0, 7)), 0},
-		{"ping with a large value", cat(yamuxHeader(ping, syn, 0, 1<<31), yamuxHeader(window, syn, 3, 0)), 2},
+		{"keepalive ping (SYN asks for a reply), then a stream", cat(yamuxHeader(ping, syn, 0, 1<<31), yamuxHeader(ping, ack, 0, 1<<31), yamuxHeader(window, syn, 3, 0)), 1},
+		{"go away with a SYN flag", yamuxHeader(goAway, syn, 0, 0), 0},
 		{"go away", yamuxHeader(goAway, 0, 0, 2), 0},
 		{"three streams between data", cat(
 			yamuxHeader(window, syn, 1, 0), yamuxHeader(data, 0, 1, 3), body(3),
@@ -234,6 +235,30 @@ func TestWatchStreamOpenedBeforeServe(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the early stream was not served")
+	}
+	cli.Close()
+	srv.Close()
+	w.Wait()
+}
+
+func TestWatchIgnoresKeepalivePings(t *testing.T) {
+	cli, srv, w := watchedPair(t)
+	w.Serve(srv, 0, echoHandler, func() {})
+	// yamux's keepalive sends pings with the SYN flag: none may count as
+	// a stream, or an accepting goroutine would wait for it all session.
+	for range 5 {
+		if _, err := cli.Ping(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.mu.Lock()
+	pending, running := w.pending, w.running
+	w.mu.Unlock()
+	if pending != 0 || running {
+		t.Fatalf("after 5 pings: got %d pending streams, accepting goroutine running %v; want 0, false", pending, running)
+	}
+	if err := echo(cli, "after pings"); err != nil {
+		t.Fatal(err)
 	}
 	cli.Close()
 	srv.Close()
