@@ -264,6 +264,7 @@ func (b *bench) runSize(ctx context.Context, n int, profile bool) (r result, err
 	r.simIdleCPU, r.coordIdle = simCPU1-simCPU0, coordCPU1-coordCPU0
 	if profile {
 		b.saveProfile(ctx, "heap", fmt.Sprintf("coordinator-heap-%d.pprof", n), 0)
+		b.saveProfile(ctx, "goroutine", fmt.Sprintf("coordinator-goroutine-%d.pprof", n), 0)
 	}
 
 	// Figure 3: periodic health sweeps covering the whole fleet.
