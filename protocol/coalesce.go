@@ -32,6 +32,28 @@ type frameConn struct {
 	net.Conn
 	hdr  [yamuxHeaderSize]byte
 	held bool
+	// watch, if set, learns of the streams the peer opens (from the
+	// frames read) and of the connection's close.
+	watch *Watch
+	rd    frameScanner
+}
+
+func (c *frameConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if c.watch != nil && n > 0 {
+		c.rd.scan(p[:n], c.watch.opened)
+	}
+	return n, err
+}
+
+// Close closes the connection; yamux calls it once, as the session ends
+// for whatever reason.
+func (c *frameConn) Close() error {
+	err := c.Conn.Close()
+	if c.watch != nil {
+		c.watch.connClosed()
+	}
+	return err
 }
 
 func (c *frameConn) Write(p []byte) (int, error) {

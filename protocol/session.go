@@ -22,6 +22,10 @@ type SessionOptions struct {
 	KeepAlive time.Duration
 	// Logger receives yamux's own warnings; nil discards them.
 	Logger *log.Logger
+	// Watch, if set, is told of the streams the peer opens and of the
+	// connection's close (see Watch), so that no goroutine need wait in
+	// AcceptStream for the whole session.
+	Watch *Watch
 }
 
 // Limits of a session. They bound what one peer can make the other hold.
@@ -56,7 +60,7 @@ func NewSession(conn net.Conn, o SessionOptions) (*yamux.Session, error) {
 	} else {
 		cfg.LogOutput = io.Discard
 	}
-	fc := &frameConn{Conn: conn}
+	fc := &frameConn{Conn: conn, watch: o.Watch}
 	if o.Server {
 		return yamux.Server(fc, cfg)
 	}

@@ -258,7 +258,11 @@ func (s *Server) startSession(raw, conn net.Conn, cs tls.ConnectionState, log *z
 	thumb, _ := certs.PeerThumbprint(cs) // the handshake required a certificate
 	log = log.WithLazy(zap.String("thumbprint", thumb), zap.String("tls", protocol.TLSVersionName(cs.Version)))
 
-	opts := protocol.SessionOptions{Server: true, Logger: yamuxLogger(log)}
+	// The agent's own requests (a rotation, a re-registration) are rare:
+	// the watch accepts them when they come, rather than a goroutine
+	// waiting for them for the whole session (serveAgent).
+	watch := new(protocol.Watch)
+	opts := protocol.SessionOptions{Server: true, Logger: yamuxLogger(log), Watch: watch}
 	if dialed {
 		// The coordinator keeps this session alive itself: it is the
 		// side that redials, so it must notice a dead path before a
@@ -335,16 +339,16 @@ func (s *Server) startSession(raw, conn net.Conn, cs tls.ConnectionState, log *z
 	raw.SetDeadline(time.Time{})
 	release()
 	s.metrics.Handshakes.WithLabelValues(metrics.OutcomeOK).Inc()
-	// The handshake grew this goroutine's stack (TLS, certificate
-	// parsing), and a stack is only shrunk by garbage collections while it
-	// idles. A session lasts for days, so it is served from a fresh
-	// goroutine that starts small, and this one ends.
+	// Served without a goroutine of its own (serveAgent); the session's
+	// end, however it comes, is counted in s.wg like any goroutine the
+	// server started, so that the store outlives its record of it.
 	handedOff = true
 	done := make(chan struct{})
-	s.goFunc(func() {
+	s.wg.Add(1)
+	s.serveAgent(ctx, as, watch, log.WithLazy(zap.String("agent", agent.Name)), func() {
+		defer s.wg.Done()
 		defer close(done)
-		defer end()
-		s.serveAgent(ctx, as, log.WithLazy(zap.String("agent", agent.Name)))
+		end()
 	})
 	return done, nil
 }
@@ -542,27 +546,15 @@ func certThumb(cs tls.ConnectionState) string {
 	return t
 }
 
-// serveAgent runs a registered agent's session, listed by hello, until it
-// ends.
-func (s *Server) serveAgent(ctx context.Context, as *agentSession, log *zap.Logger) {
+// serveAgent serves a registered agent's session, listed by hello, with
+// no goroutine of its own: the streams the agent opens are accepted by
+// watch when they come, and when the connection closes a goroutine
+// unlists the session, records the disconnect and calls ended.
+func (s *Server) serveAgent(ctx context.Context, as *agentSession, watch *protocol.Watch, log *zap.Logger, ended func()) {
 	log.Info("agent connected", zap.Int("protocol", as.protocol), zap.Bool("upgrade_only", as.upgradeOnly))
-	defer func() {
-		if s.sessions.remove(as) {
-			log.Info("agent disconnected")
-			if err := s.store.DisconnectAgent(context.Background(), as.agentID, s.nodeID(), time.Now().UTC()); err != nil {
-				// Other nodes see the agent as held here until this node
-				// stops or its listening-agent scan clears the record.
-				log.Warn("record the disconnect failed", zap.Error(err))
-			}
-		}
-	}()
 	s.welcome(ctx, as)
 	sem := make(chan struct{}, maxStreamsPerAgent)
-	for {
-		st, err := as.sess.AcceptStream()
-		if err != nil {
-			return
-		}
+	handle := func(st *yamux.Stream) {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
@@ -574,6 +566,25 @@ func (s *Server) serveAgent(ctx context.Context, as *agentSession, log *zap.Logg
 			s.serveAgentStream(ctx, as, st, log)
 		})
 	}
+	// hello accepted the Hello stream.
+	watch.Serve(as.sess, 1, handle, func() {
+		// Started by the connection's close, ended here; counted in
+		// s.wg by startSession until ended.
+		go func() {
+			defer ended()
+			// No stream is handed on after this: every goFunc of handle
+			// happened while s.wg still counted this session.
+			watch.Wait()
+			if s.sessions.remove(as) {
+				log.Info("agent disconnected")
+				if err := s.store.DisconnectAgent(context.Background(), as.agentID, s.nodeID(), time.Now().UTC()); err != nil {
+					// Other nodes see the agent as held here until this node
+					// stops or its listening-agent scan clears the record.
+					log.Warn("record the disconnect failed", zap.Error(err))
+				}
+			}
+		}()
+	})
 }
 
 func (s *Server) serveAgentStream(ctx context.Context, as *agentSession, st *yamux.Stream, log *zap.Logger) {

@@ -27,11 +27,19 @@ import (
 // bench measures figures 1-4 of BENCHMARKS.md for each fleet size.
 type bench struct {
 	dir, data, serverBin, selfBin, profiles string
-	healthInterval, idle, timeout           time.Duration
-	sweeps, storms                          int
-	agentPort, httpPort, pprofPort          int
-	coord                                   *proc
-	log                                     io.Writer
+	// profilePrefix starts the profiles' names: "" for the default
+	// --out, the results file's name otherwise, so runs kept side by
+	// side do not overwrite each other's profiles.
+	profilePrefix                 string
+	healthInterval, idle, timeout time.Duration
+	sweeps, storms                int
+	anchor                        bool
+	// gcEnv is the Go runtime settings (GOGC=, GOMEMLIMIT=) given to the
+	// coordinator and to the anchor alike.
+	gcEnv                          []string
+	agentPort, httpPort, pprofPort int
+	coord                          *proc
+	log                            io.Writer
 }
 
 // result is one fleet size's figures.
@@ -54,6 +62,7 @@ type result struct {
 	simIdleCPU, coordIdle time.Duration // over the idle window
 	idleWindow            time.Duration
 	simRSS                int64
+	plain                 *anchorResult // the plain TLS + yamux server, if measured
 }
 
 func benchCmd(ctx context.Context, args []string) error {
@@ -67,6 +76,8 @@ func benchCmd(ctx context.Context, args []string) error {
 	sweeps := fs.Int("sweeps", 3, "health sweeps to time per size (median)")
 	storms := fs.Int("storms", 1, "reconnect storms per size (median)")
 	timeout := fs.Duration("timeout", 3*time.Minute, "bound on each wait (ramp, sweeps, storm)")
+	gcEnv := fs.String("gc-env", "", "comma-separated GOGC=/GOMEMLIMIT= settings for the coordinator and the anchor (default: none, the coordinator's own)")
+	anchor := fs.Bool("anchor", true, "also measure a plain TLS 1.3 + yamux server's memory per idle session at each size (figure 1's anchor)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -87,8 +98,17 @@ func benchCmd(ctx context.Context, args []string) error {
 	}
 	b := &bench{
 		dir: *dir, data: filepath.Join(*dir, "data"), serverBin: *serverBin, selfBin: self,
-		profiles: filepath.Dir(*out), healthInterval: *hi, idle: *idle, timeout: *timeout,
-		sweeps: *sweeps, storms: *storms, log: os.Stderr,
+		profiles: filepath.Dir(*out), profilePrefix: profilePrefix(*out), healthInterval: *hi, idle: *idle, timeout: *timeout,
+		sweeps: *sweeps, storms: *storms, anchor: *anchor, log: os.Stderr,
+	}
+	for _, kv := range strings.Split(*gcEnv, ",") {
+		if kv = strings.TrimSpace(kv); kv == "" {
+			continue
+		}
+		if k, _, ok := strings.Cut(kv, "="); !ok || (k != "GOGC" && k != "GOMEMLIMIT") {
+			return fmt.Errorf("bench: --gc-env: %q is not GOGC=... or GOMEMLIMIT=...", kv)
+		}
+		b.gcEnv = append(b.gcEnv, kv)
 	}
 	if err := os.MkdirAll(b.profiles, 0o755); err != nil {
 		return err
@@ -104,6 +124,15 @@ func benchCmd(ctx context.Context, args []string) error {
 	}
 	fmt.Fprintf(os.Stderr, "results in %s (took %s)\n", *out, time.Since(started).Round(time.Second))
 	return err
+}
+
+// profilePrefix is what the profiles written next to out start with.
+func profilePrefix(out string) string {
+	base := strings.TrimSuffix(filepath.Base(out), ".md")
+	if base == "results" {
+		return ""
+	}
+	return base + "-"
 }
 
 func (b *bench) logf(format string, args ...any) {
@@ -159,6 +188,14 @@ func (b *bench) run(ctx context.Context, sizes []int) ([]result, error) {
 func (b *bench) runSize(ctx context.Context, n int, profile bool) (r result, err error) {
 	r.agents = n
 	b.logf("== %d agents", n)
+	if b.anchor {
+		// Before the coordinator starts, so neither loads the other.
+		a, err := b.measureAnchor(ctx, n)
+		if err != nil {
+			return r, fmt.Errorf("anchor: %w", err)
+		}
+		r.plain = &a
+	}
 	if err := b.startCoordinator(ctx, fmt.Sprintf("%d", n)); err != nil {
 		return r, err
 	}
@@ -228,6 +265,7 @@ func (b *bench) runSize(ctx context.Context, n int, profile bool) (r result, err
 	r.simIdleCPU, r.coordIdle = simCPU1-simCPU0, coordCPU1-coordCPU0
 	if profile {
 		b.saveProfile(ctx, "heap", fmt.Sprintf("coordinator-heap-%d.pprof", n), 0)
+		b.saveProfile(ctx, "goroutine", fmt.Sprintf("coordinator-goroutine-%d.pprof", n), 0)
 	}
 
 	// Figure 3: periodic health sweeps covering the whole fleet.
@@ -342,7 +380,7 @@ func (b *bench) client() (*client.Client, error) {
 // startCoordinator runs tendril-server with the benchmark's flags and
 // any extra ones, and waits until it answers.
 func (b *bench) startCoordinator(ctx context.Context, tag string, extra ...string) error {
-	env := []string{fmt.Sprintf("TENDRIL_PPROF=127.0.0.1:%d", b.pprofPort)}
+	env := append([]string{fmt.Sprintf("TENDRIL_PPROF=127.0.0.1:%d", b.pprofPort)}, b.gcEnv...)
 	args := append([]string{"run", "--data", b.data, "--listen", b.agentAddr(), "--http", fmt.Sprintf("127.0.0.1:%d", b.httpPort),
 		"--health-interval", b.healthInterval.String(), "--log-level", "warn"}, extra...)
 	p, err := startProc(ctx, filepath.Join(b.dir, "coordinator-"+tag+".log"), b.serverBin, env, args...)
@@ -501,7 +539,7 @@ func (b *bench) saveProfile(ctx context.Context, kind, name string, seconds int)
 		return
 	}
 	defer resp.Body.Close()
-	path := filepath.Join(b.profiles, name)
+	path := filepath.Join(b.profiles, b.profilePrefix+name)
 	f, err := os.Create(path)
 	if err != nil {
 		b.logf("profile %s: %v", name, err)

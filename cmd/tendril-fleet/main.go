@@ -64,6 +64,11 @@ func main() {
 		err = rolloutCmd(ctx, os.Args[2:])
 	case "bench-flood":
 		err = floodCmd(ctx, os.Args[2:])
+	case "plain-server":
+		// Hidden: the anchor of figure 1, started by bench (see plain.go).
+		err = plainServerCmd(ctx, os.Args[2:])
+	case "plain-clients":
+		err = plainClientsCmd(ctx, os.Args[2:])
 	case "-h", "--help", "help":
 		usage()
 		return
@@ -81,7 +86,7 @@ func main() {
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage:
   tendril-fleet run --agents N --coordinator HOST:PORT (--data DIR | --url URL --api-key KEY) --dir WORKDIR [--environment Fleet] [--ramp 0] [--status 127.0.0.1:PORT] [--agent-version V]
-  tendril-fleet bench [--agents 1000,5000,10000] [--out bench-results/results.md] [--dir WORKDIR] [--server PATH]
+  tendril-fleet bench [--agents 1000,5000,10000] [--out bench-results/results.md] [--dir WORKDIR] [--server PATH] [--anchor=true]
   tendril-fleet bench-transfer [--out bench-results/transfer.md] [--runs 5] [--rtt-runs 50] [--agents 100,500] [--bundle-mib 100] [--fleet-mib 20] [--via tinyproxy,nginx|none] [--dir WORKDIR] [--calamari FILE] [--keep]
   tendril-fleet bench-rollout [--agents 1000] [--batch 100] [--out bench-results/rollout.md] [--dir WORKDIR] [--server PATH] [--package FILE]
   tendril-fleet bench-flood [--runs 5] [--sockets 2000] [--reopen 1s] [--out bench-results/flood.md] [--dir WORKDIR] [--server PATH] [--server-flags "..."] [--timeout 2m]`)
