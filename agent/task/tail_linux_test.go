@@ -63,7 +63,10 @@ func TestTaskOutputOnFullDisk(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			mnt := tmpfstest.Mount(t, 1<<20)
+			// Filled whatever its size; once freed, it must take the rest
+			// of the output (20,000 lines of about 120 bytes in the log),
+			// or the end meets a full disk again and is kept in memory.
+			mnt := tmpfstest.Mount(t, 8<<20)
 			r := newRunnerIn(t, filepath.Join(mnt, "Work"))
 			gates := t.TempDir()
 			script := fmt.Sprintf(`echo first
