@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tendrildeploy/tendril/internal/profiling"
+
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
@@ -232,9 +234,9 @@ func runCommand() *cobra.Command {
 			}
 			defer closeLog()
 			if addr := os.Getenv(envPprof); addr != "" {
-				pa, err := startPprof(addr)
+				pa, err := profiling.Serve(addr)
 				if err != nil {
-					return err
+					return fmt.Errorf("%s: %w", envPprof, err)
 				}
 				log.Info("serving pprof", zap.String("addr", pa.String()))
 			}

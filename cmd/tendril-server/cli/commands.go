@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tendrildeploy/tendril/internal/profiling"
+
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
@@ -280,9 +282,9 @@ func newRunCmd(e Env) *cobra.Command {
 					zap.String("tls_min", tlsMin))
 			}
 			if a := e.Getenv(envPprof); a != "" {
-				pa, err := startPprof(a)
+				pa, err := profiling.Serve(a)
 				if err != nil {
-					return err
+					return fmt.Errorf("%s: %w", envPprof, err)
 				}
 				log.Named("cmd").Info("serving pprof", zap.String("addr", pa.String()))
 			}
