@@ -97,20 +97,7 @@ func TestBusyHandshake(t *testing.T) {
 		{"cut short", []byte("TENDRIL-BUSY 12"), 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			go func() {
-				server, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				defer server.Close()
-				// Read the ClientHello's header at least, as the
-				// coordinator's first-byte peek does, then answer.
-				io.ReadFull(server, make([]byte, 5))
+			client := dialAnswering(t, func(server net.Conn) {
 				if tc.name == "busy in pieces" {
 					server.Write(tc.answer[:3])
 					server.Write(tc.answer[3:9])
@@ -118,17 +105,10 @@ func TestBusyHandshake(t *testing.T) {
 				} else {
 					server.Write(tc.answer)
 				}
-				io.Copy(io.Discard, server)
-			}()
-			client, err := net.Dial("tcp", ln.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer client.Close()
-			client.SetDeadline(time.Now().Add(10 * time.Second))
+			})
 			bc := WatchBusy(client)
 			conn := tls.Client(bc, &tls.Config{InsecureSkipVerify: true})
-			err = bc.Busy(conn.Handshake())
+			err := bc.Busy(conn.Handshake())
 			if err == nil {
 				t.Fatal("handshake succeeded against plain text")
 			}
@@ -154,11 +134,27 @@ func TestBusyHandshake(t *testing.T) {
 // busy answer (an agent of an earlier release) sees a handshake that
 // failed on a record that is not TLS, and backs off as it always did.
 func TestBusyAnswerToOldClient(t *testing.T) {
+	client := dialAnswering(t, func(server net.Conn) { server.Write(AppendBusy(nil, time.Second)) })
+	err := tls.Client(client, &tls.Config{InsecureSkipVerify: true}).Handshake()
+	if _, ok := errors.AsType[tls.RecordHeaderError](err); !ok {
+		t.Fatalf("got %v, want a tls.RecordHeaderError", err)
+	}
+	if _, ok := BusyAfter(err); ok {
+		t.Fatal("an unwatched handshake's error reads as busy, want a plain failure")
+	}
+}
+
+// dialAnswering dials a loopback server that reads the ClientHello's
+// record header at least, as the coordinator's first-byte peek does, then
+// answers with answer, and returns the client's connection (closed with
+// the test).
+func dialAnswering(t *testing.T, answer func(server net.Conn)) net.Conn {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() })
 	go func() {
 		server, err := ln.Accept()
 		if err != nil {
@@ -166,20 +162,14 @@ func TestBusyAnswerToOldClient(t *testing.T) {
 		}
 		defer server.Close()
 		io.ReadFull(server, make([]byte, 5))
-		server.Write(AppendBusy(nil, time.Second))
+		answer(server)
 		io.Copy(io.Discard, server)
 	}()
 	client, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer client.Close()
+	t.Cleanup(func() { client.Close() })
 	client.SetDeadline(time.Now().Add(10 * time.Second))
-	err = tls.Client(client, &tls.Config{InsecureSkipVerify: true}).Handshake()
-	if _, ok := errors.AsType[tls.RecordHeaderError](err); !ok {
-		t.Fatalf("got %v, want a tls.RecordHeaderError", err)
-	}
-	if _, ok := BusyAfter(err); ok {
-		t.Fatal("an unwatched handshake's error reads as busy, want a plain failure")
-	}
+	return client
 }
