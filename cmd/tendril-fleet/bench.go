@@ -229,6 +229,17 @@ func (b *bench) runSize(ctx context.Context, n int, profile bool) (r result, err
 	}
 	t0 := time.Unix(0, st.StartedUnixNano)
 	b.logf("simulator started %d agents", n)
+	// The ramp's first 10 s, where a cold start spends its CPU: what a
+	// first connection costs the coordinator (the storm's profile is of
+	// agents it knew).
+	var rampCPU chan struct{}
+	if profile {
+		rampCPU = make(chan struct{})
+		go func() {
+			defer close(rampCPU)
+			b.saveProfile(ctx, "profile", fmt.Sprintf("coordinator-cpu-ramp-%d.pprof", n), 10)
+		}()
+	}
 	if err := b.waitConnected(ctx, n); err != nil {
 		return r, fmt.Errorf("connect ramp: %w", err)
 	}
@@ -237,6 +248,9 @@ func (b *bench) runSize(ctx context.Context, n int, profile bool) (r result, err
 		return r, fmt.Errorf("connect ramp: %w", err)
 	}
 	r.healthy = time.Since(t0)
+	if rampCPU != nil {
+		<-rampCPU
+	}
 	cpu1, _ := cpuTime(b.coord.pid())
 	r.cpu = cpu1 - cpu0
 	r.simCPU, _ = cpuTime(sim.pid())
