@@ -23,6 +23,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tendrildeploy/tendril/bytesize"
+
 	"go.uber.org/zap"
 
 	"github.com/tendrildeploy/tendril/agent/internal/keylock"
@@ -384,7 +386,7 @@ func (r *Runner) Start(ctx context.Context, req protocol.TaskStart) (protocol.Ta
 func (r *Runner) refusal(ticket, what string, err error) error {
 	msg := fmt.Sprintf("start task %s: the agent %s: %v", ticket, what, err)
 	if free := r.retention.free(r.cfg.Dir); free >= 0 {
-		msg += fmt.Sprintf(" (%s free in %s)", humanBytes(free), r.cfg.Dir)
+		msg += fmt.Sprintf(" (%s free in %s)", bytesize.Format(free), r.cfg.Dir)
 	}
 	return &StartError{msg: msg, err: err}
 }
@@ -399,20 +401,6 @@ type StartError struct {
 
 func (e *StartError) Error() string { return e.msg }
 func (e *StartError) Unwrap() error { return e.err }
-
-// humanBytes renders a size for a person: "812 KiB", "3.2 GiB".
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d bytes", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
 
 // waitLine is the log line of a task that waits for blocker.
 func waitLine(blocker *claim) string {

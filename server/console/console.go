@@ -15,6 +15,7 @@ import (
 	"golang.org/x/mod/semver"
 
 	"github.com/tendrildeploy/tendril/api"
+	"github.com/tendrildeploy/tendril/bytesize"
 	"github.com/tendrildeploy/tendril/server/console/ui"
 	"github.com/tendrildeploy/tendril/server/healthlog"
 	"github.com/tendrildeploy/tendril/server/httpapi"
@@ -111,7 +112,7 @@ type Console struct {
 var consoleFuncs = template.FuncMap{
 	"pathEscape": url.PathEscape,
 	"join":       strings.Join,
-	"bytes":      humanBytes,
+	"bytes":      bytesize.Format,
 	// quoteArgs shows a task's arguments as a shell would need them, the
 	// way the commands print them.
 	"quoteArgs": api.QuoteArgs,
@@ -1086,18 +1087,4 @@ func (c *Console) cancelTask(w http.ResponseWriter, r *http.Request, si sessionI
 		return
 	}
 	c.done(w, r, si, back, consoleFlash{Kind: "ok", Text: "Cancel sent; the task is " + t.State + "."})
-}
-
-// humanBytes formats a size for people: 1.5 GiB.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

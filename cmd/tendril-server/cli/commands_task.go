@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/tendrildeploy/tendril/bytesize"
+
 	"github.com/spf13/cobra"
 
 	"github.com/tendrildeploy/tendril/api"
@@ -447,7 +449,7 @@ an existing file is kept unless --force is given.`,
 				}); err != nil {
 					return err
 				}
-				_, err := fmt.Fprintf(e.Stderr, "wrote %s (%s)\n", out, humanBytes(n))
+				_, err := fmt.Fprintf(e.Stderr, "wrote %s (%s)\n", out, bytesize.Format(n))
 				return err
 			})
 		},

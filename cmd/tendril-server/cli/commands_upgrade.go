@@ -8,6 +8,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tendrildeploy/tendril/bytesize"
+
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
@@ -418,7 +420,7 @@ func writeAgentPackagePushed(w io.Writer, v api.AgentPackageView) error {
 		_, err := fmt.Fprintf(w, "agent %s for %s/%s was already stored\n", v.Version, v.OS, v.Arch)
 		return err
 	}
-	_, err := fmt.Fprintf(w, "stored agent %s for %s/%s (%s, signed)\n", v.Version, v.OS, v.Arch, humanBytes(v.Size))
+	_, err := fmt.Fprintf(w, "stored agent %s for %s/%s (%s, signed)\n", v.Version, v.OS, v.Arch, bytesize.Format(v.Size))
 	return err
 }
 
@@ -430,7 +432,7 @@ func writeAgentPackages(w io.Writer, ps []api.AgentPackageView) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "VERSION\tPLATFORM\tSIZE\tSHA256\tUPLOADED")
 	for _, p := range ps {
-		fmt.Fprintf(tw, "%s\t%s/%s\t%s\t%s\t%s\n", p.Version, p.OS, p.Arch, humanBytes(p.Size), shortSum(p.SHA256),
+		fmt.Fprintf(tw, "%s\t%s/%s\t%s\t%s\t%s\n", p.Version, p.OS, p.Arch, bytesize.Format(p.Size), shortSum(p.SHA256),
 			p.UploadedAt.UTC().Format(time.RFC3339))
 	}
 	return tw.Flush()

@@ -12,6 +12,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tendrildeploy/tendril/bytesize"
+
 	"github.com/spf13/cobra"
 
 	"github.com/tendrildeploy/tendril/api"
@@ -237,24 +239,9 @@ func writeBundles(w io.Writer, bs []api.BundleView) error {
 			latest = "yes"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", b.Version, latest, dash(strings.Join(b.Platforms, ",")),
-			humanBytes(b.Size), b.UploadedAt.UTC().Format(time.RFC3339))
+			bytesize.Format(b.Size), b.UploadedAt.UTC().Format(time.RFC3339))
 	}
 	return tw.Flush()
-}
-
-// humanBytes formats a size in binary units, as ls -h and du -h do.
-func humanBytes(n int64) string {
-	if n < 1024 {
-		return fmt.Sprintf("%d B", n)
-	}
-	v := float64(n)
-	for _, u := range []string{"KiB", "MiB", "GiB", "TiB"} {
-		v /= 1024
-		if v < 1024 || u == "TiB" {
-			return fmt.Sprintf("%.1f %s", v, u)
-		}
-	}
-	panic("unreachable")
 }
 
 // writeUpdateResults prints one line per agent of a manual Calamari
@@ -341,7 +328,7 @@ func writeTaskHeader(w io.Writer, t api.TaskView) error {
 		fmt.Fprintf(&b, "Output:    %s = %s\n", name, strconv.Quote(t.Outputs[name]))
 	}
 	for _, a := range t.Artifacts {
-		fmt.Fprintf(&b, "Artifact:  %s (%s; tendril-server task artifact %s %s)\n", a.Name, humanBytes(a.Size), t.ID, api.QuoteArgs([]string{a.Name}))
+		fmt.Fprintf(&b, "Artifact:  %s (%s; tendril-server task artifact %s %s)\n", a.Name, bytesize.Format(a.Size), t.ID, api.QuoteArgs([]string{a.Name}))
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -277,25 +277,6 @@ func TestFormatLogLine(t *testing.T) {
 	}
 }
 
-func TestHumanBytes(t *testing.T) {
-	for _, tc := range []struct {
-		n    int64
-		want string
-	}{
-		{0, "0 B"},
-		{1023, "1023 B"},
-		{1024, "1.0 KiB"},
-		{1536, "1.5 KiB"},
-		{12_345_678, "11.8 MiB"},
-		{2 << 30, "2.0 GiB"},
-		{5 << 40, "5.0 TiB"},
-		{5 << 50, "5120.0 TiB"},
-	} {
-		if got := humanBytes(tc.n); got != tc.want {
-			t.Errorf("humanBytes(%d): got %q, want %q", tc.n, got, tc.want)
-		}
-	}
-}
 
 func TestStateText(t *testing.T) {
 	tests := []struct {
