@@ -69,10 +69,10 @@ func leftovers(t *testing.T, dir string) []string {
 
 var noSpaceMessage = regexp.MustCompile(`^no space left in the data folder \(([0-9.]+) MiB free(?:, ([0-9.]+) MiB needed)?\); free space in the data folder, then send it again$`)
 
-// wantNoSpace checks a 507 answer: its message, the room it says is
-// free (less than the write needed), and the room it says was needed
-// (needed bytes, or not said when needed is 0).
-func wantNoSpace(t *testing.T, resp *http.Response, body []byte, needed int64) {
+// noSpaceAnswer checks that an answer is a 507 whose message reads as
+// noSpaceMessage, and returns the message with the MiB it says are free
+// and needed (needed is -1 when not said).
+func noSpaceAnswer(t *testing.T, resp *http.Response, body []byte) (msg string, free, needed float64) {
 	t.Helper()
 	if resp.StatusCode != http.StatusInsufficientStorage {
 		t.Fatalf("got %d %s, want 507", resp.StatusCode, body)
@@ -85,19 +85,31 @@ func wantNoSpace(t *testing.T, resp *http.Response, body []byte, needed int64) {
 	if m == nil {
 		t.Fatalf("message %q does not match %s", e.Error, noSpaceMessage)
 	}
-	free, _ := strconv.ParseFloat(m[1], 64)
+	free, _ = strconv.ParseFloat(m[1], 64)
+	needed = -1
+	if m[2] != "" {
+		needed, _ = strconv.ParseFloat(m[2], 64)
+	}
+	return e.Error, free, needed
+}
+
+// wantNoSpace checks a 507 answer: its message, the room it says is
+// free (less than the write needed), and the room it says was needed
+// (needed bytes, or not said when needed is 0).
+func wantNoSpace(t *testing.T, resp *http.Response, body []byte, needed int64) {
+	t.Helper()
+	msg, free, got := noSpaceAnswer(t, resp, body)
 	if needed == 0 {
-		if m[2] != "" {
-			t.Fatalf("message %q names a size the request did not give", e.Error)
+		if got >= 0 {
+			t.Fatalf("message %q names a size the request did not give", msg)
 		}
 		return
 	}
-	got, _ := strconv.ParseFloat(m[2], 64)
 	if want := float64(needed) / (1 << 20); got < want-0.5 || got > want+0.5 {
-		t.Fatalf("message %q: got %.1f MiB needed, want about %.1f", e.Error, got, want)
+		t.Fatalf("message %q: got %.1f MiB needed, want about %.1f", msg, got, want)
 	}
 	if free >= got {
-		t.Fatalf("message %q: says more is free than was needed", e.Error)
+		t.Fatalf("message %q: says more is free than was needed", msg)
 	}
 }
 
@@ -253,18 +265,11 @@ func TestBackupSnapshotDiskFull(t *testing.T) {
 // needed is at least min bytes.
 func wantNoSpaceAtLeast(t *testing.T, resp *http.Response, body []byte, min int64) {
 	t.Helper()
-	if resp.StatusCode != http.StatusInsufficientStorage {
-		t.Fatalf("got %d %s, want 507", resp.StatusCode, body)
+	msg, _, got := noSpaceAnswer(t, resp, body)
+	if got < 0 {
+		t.Fatalf("message %q says no size needed, want at least %d bytes", msg, min)
 	}
-	var e api.APIError
-	if err := json.Unmarshal(body, &e); err != nil {
-		t.Fatalf("body %s: %v", body, err)
-	}
-	m := noSpaceMessage.FindStringSubmatch(e.Error)
-	if m == nil || m[2] == "" {
-		t.Fatalf("message %q does not match %s with a size needed", e.Error, noSpaceMessage)
-	}
-	if got, _ := strconv.ParseFloat(m[2], 64); got < float64(min)/(1<<20)-0.05 {
-		t.Fatalf("message %q: got %.1f MiB needed, want at least the database's %.1f", e.Error, got, float64(min)/(1<<20))
+	if got < float64(min)/(1<<20)-0.05 {
+		t.Fatalf("message %q: got %.1f MiB needed, want at least the database's %.1f", msg, got, float64(min)/(1<<20))
 	}
 }
