@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -44,6 +45,13 @@ type Config struct {
 	DialTimeout time.Duration
 	// HandshakeTimeout bounds a TLS handshake. Default 10s.
 	HandshakeTimeout time.Duration
+	// Dial, if set, makes a direct TCP connection to the coordinator in
+	// place of a net.Dialer bounded by DialTimeout (a proxy or a
+	// WebSocket is dialed as always). It is set only by the fleet
+	// simulator (package fleet), whose thousands of agents share one
+	// host's CPU: it holds a connect back until that agent's ClientHello
+	// can follow at once, as it does from a real agent's own host.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// MinBackoff and MaxBackoff bound the wait between connection
 	// attempts: the cap doubles from MinBackoff to MaxBackoff and each
 	// wait is random below it. Defaults 1s and 60s.

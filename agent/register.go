@@ -257,7 +257,7 @@ func renewIdentity(home, name string) (*certs.Identity, error) {
 }
 
 func registerWith(ctx context.Context, via proxy.Setting, addr string, tlsCfg *tls.Config, timeout time.Duration, req protocol.Register) (protocol.Registered, error) {
-	conn, err := dialTLS(ctx, via, addr, tlsCfg, timeout, timeout)
+	conn, err := dialTLS(ctx, via, addr, tlsCfg, nil, timeout, timeout)
 	if err != nil {
 		return protocol.Registered{}, err
 	}

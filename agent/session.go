@@ -77,7 +77,9 @@ func (s *liveSession) close() {
 // and completes the TLS handshake, each step bounded by its own timeout as
 // well as by ctx. Through a proxy the handshake runs inside the tunnel:
 // the proxy sees only the CONNECT.
-func dialTLS(ctx context.Context, via proxy.Setting, addr string, cfg *tls.Config, dialTimeout, handshakeTimeout time.Duration) (*tls.Conn, error) {
+//
+// dial, if not nil, makes a direct TCP connection (Config.Dial).
+func dialTLS(ctx context.Context, via proxy.Setting, addr string, cfg *tls.Config, dial func(ctx context.Context, network, addr string) (net.Conn, error), dialTimeout, handshakeTimeout time.Duration) (*tls.Conn, error) {
 	var raw net.Conn
 	var p *url.URL
 	var err error
@@ -94,8 +96,10 @@ func dialTLS(ctx context.Context, via proxy.Setting, addr string, cfg *tls.Confi
 			return nil, fmt.Errorf("dial coordinator %s through proxy %s: %w", addr, proxy.Redact(p.String()), err)
 		}
 	} else {
-		d := net.Dialer{Timeout: dialTimeout}
-		raw, err = d.DialContext(ctx, "tcp", addr)
+		if dial == nil {
+			dial = (&net.Dialer{Timeout: dialTimeout}).DialContext
+		}
+		raw, err = dial(ctx, "tcp", addr)
 		if err != nil {
 			return nil, fmt.Errorf("dial coordinator %s: %w", addr, err)
 		}
@@ -168,7 +172,7 @@ func (a *Agent) establish(ctx context.Context, addr string, id *certs.Identity) 
 		MaxVersion: a.cfg.TLSMaxVersion,
 		Endorsed:   a.endorsement(),
 	}.Config()
-	conn, err := dialTLS(ctx, a.proxy, addr, tlsCfg, a.cfg.DialTimeout, a.cfg.HandshakeTimeout)
+	conn, err := dialTLS(ctx, a.proxy, addr, tlsCfg, a.cfg.Dial, a.cfg.DialTimeout, a.cfg.HandshakeTimeout)
 	if err != nil {
 		return nil, err
 	}

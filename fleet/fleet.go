@@ -70,8 +70,13 @@ type Config struct {
 	// Ramp spreads the agents' starts evenly over this duration; 0 starts
 	// them all at once.
 	Ramp time.Duration
+	// ConnectPace is how many agents may be between a TCP connect and
+	// its ClientHello at once (see connectPacer); 0 means 64, a negative
+	// number leaves connects unpaced, as in releases before it.
+	ConnectPace int
 	// Agent is the template of every agent's configuration; Home is set
-	// per agent, NoHomeLock and SimulateUpgradeSwap are forced on, and
+	// per agent, NoHomeLock and SimulateUpgradeSwap are forced on, Dial
+	// is the connect pacer's, and
 	// Version is the version the agents start at (default: this
 	// binary's).
 	Agent agent.Config
@@ -97,6 +102,9 @@ func (c *Config) validate() error {
 	}
 	if c.RegisterConcurrency <= 0 {
 		c.RegisterConcurrency = 16
+	}
+	if c.ConnectPace == 0 {
+		c.ConnectPace = 64
 	}
 	if c.Ramp < 0 {
 		return errors.New("fleet: ramp is negative")
@@ -249,6 +257,13 @@ func Start(ctx context.Context, cfg Config) (*Fleet, error) {
 		return nil, err
 	}
 	f := &Fleet{agents: make([]*agent.Agent, cfg.Agents)}
+	if cfg.ConnectPace > 0 {
+		timeout := cfg.Agent.DialTimeout
+		if timeout <= 0 {
+			timeout = 10 * time.Second // agent.Config's default
+		}
+		cfg.Agent.Dial = newConnectPacer(cfg.ConnectPace, timeout).dial
+	}
 	for i := range cfg.Agents {
 		a, err := agent.New(agentConfig(cfg, i))
 		if err != nil {

@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"sync"
 	"strings"
 	"syscall"
 	"time"
@@ -216,7 +217,12 @@ func (b *bench) runSize(ctx context.Context, n int, profile bool) (r result, err
 		return r, err
 	}
 	statusAddr := fmt.Sprintf("127.0.0.1:%d", statusPort)
-	sim, err := startProc(ctx, filepath.Join(b.dir, fmt.Sprintf("fleet-%d.log", n)), b.selfBin, nil,
+	simPprof, err := freePort()
+	if err != nil {
+		return r, err
+	}
+	sim, err := startProc(ctx, filepath.Join(b.dir, fmt.Sprintf("fleet-%d.log", n)), b.selfBin,
+		[]string{fmt.Sprintf("TENDRIL_PPROF=127.0.0.1:%d", simPprof)},
 		"run", "--agents", strconv.Itoa(n), "--coordinator", b.agentAddr(), "--data", b.data,
 		"--dir", b.dir, "--status", statusAddr)
 	if err != nil {
@@ -237,7 +243,12 @@ func (b *bench) runSize(ctx context.Context, n int, profile bool) (r result, err
 		rampCPU = make(chan struct{})
 		go func() {
 			defer close(rampCPU)
+			var wg sync.WaitGroup
+			wg.Go(func() {
+				b.saveProfileOf(ctx, simPprof, "profile", fmt.Sprintf("simulator-cpu-ramp-%d.pprof", n), 10)
+			})
 			b.saveProfile(ctx, "profile", fmt.Sprintf("coordinator-cpu-ramp-%d.pprof", n), 10)
+			wg.Wait()
 		}()
 	}
 	if err := b.waitConnected(ctx, n); err != nil {
@@ -491,11 +502,19 @@ func sumPrefix(m map[string]float64, prefix string) float64 {
 }
 
 func (b *bench) waitConnected(ctx context.Context, n int) error {
-	deadline := time.Now().Add(b.timeout)
+	start := time.Now()
+	deadline := start.Add(b.timeout)
+	next := start.Add(time.Second)
 	for {
 		m, err := b.metrics(ctx)
 		if err == nil && int(m["tendril_agents_connected"]) >= n {
 			return nil
+		}
+		if err == nil && time.Now().After(next) {
+			// The ramp's shape in the log: how fast the gate admits, and
+			// how many attempts it turns away on the way.
+			next = next.Add(time.Second)
+			b.logf("  %4.0f s: %5.0f connected; attempts %s", time.Since(start).Seconds(), m["tendril_agents_connected"], outcomes(m, "tendril_handshakes_total"))
 		}
 		if b.coord.exited() {
 			return errors.New("the coordinator exited")
@@ -542,7 +561,12 @@ func (b *bench) waitHealthy(ctx context.Context, n int) error {
 }
 
 func (b *bench) saveProfile(ctx context.Context, kind, name string, seconds int) {
-	url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/%s", b.pprofPort, kind)
+	b.saveProfileOf(ctx, b.pprofPort, kind, name, seconds)
+}
+
+// saveProfileOf saves a profile of the process serving them on port.
+func (b *bench) saveProfileOf(ctx context.Context, port int, kind, name string, seconds int) {
+	url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/%s", port, kind)
 	if seconds > 0 {
 		url += "?seconds=" + strconv.Itoa(seconds)
 	}

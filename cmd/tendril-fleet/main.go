@@ -43,6 +43,7 @@ import (
 
 	"github.com/tendrildeploy/tendril/api/client"
 	"github.com/tendrildeploy/tendril/fleet"
+	"github.com/tendrildeploy/tendril/internal/profiling"
 )
 
 func main() {
@@ -85,7 +86,7 @@ func main() {
 
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage:
-  tendril-fleet run --agents N --coordinator HOST:PORT (--data DIR | --url URL --api-key KEY) --dir WORKDIR [--environment Fleet] [--ramp 0] [--status 127.0.0.1:PORT] [--agent-version V]
+  tendril-fleet run --agents N --coordinator HOST:PORT (--data DIR | --url URL --api-key KEY) --dir WORKDIR [--environment Fleet] [--ramp 0] [--connect-pace 64] [--status 127.0.0.1:PORT] [--agent-version V]
   tendril-fleet bench [--agents 1000,5000,10000] [--out bench-results/results.md] [--dir WORKDIR] [--server PATH] [--anchor=true]
   tendril-fleet bench-transfer [--out bench-results/transfer.md] [--runs 5] [--rtt-runs 50] [--agents 100,500] [--bundle-mib 100] [--fleet-mib 20] [--via tinyproxy,nginx|none] [--dir WORKDIR] [--calamari FILE] [--keep]
   tendril-fleet bench-rollout [--agents 1000] [--batch 100] [--out bench-results/rollout.md] [--dir WORKDIR] [--server PATH] [--package FILE]
@@ -102,10 +103,16 @@ func runCmd(ctx context.Context, args []string) error {
 	dir := fs.String("dir", "", "work folder holding the agents' homes")
 	env := fs.String("environment", fleet.DefaultEnvironment, "environment the agents are enrolled into")
 	ramp := fs.Duration("ramp", 0, "spread the agents' starts over this duration (0: all at once)")
+	pace := fs.Int("connect-pace", 64, "agents between a TCP connect and their ClientHello at once, as if each had its own host (negative: unpaced)")
 	status := fs.String("status", "", "loopback host:port to serve the fleet's counters on as JSON (GET /stats)")
 	agentVersion := fs.String("agent-version", "", "version the agents report until an upgrade (default: this binary's)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if addr := os.Getenv("TENDRIL_PPROF"); addr != "" {
+		if _, err := profiling.Serve(addr); err != nil {
+			return err
+		}
 	}
 	var cl *client.Client
 	var err error
@@ -122,7 +129,7 @@ func runCmd(ctx context.Context, args []string) error {
 	}
 	cfg := fleet.Config{
 		Dir: *dir, Agents: *agents, Coordinator: *coordinator, Admin: cl,
-		Environment: *env, Ramp: *ramp,
+		Environment: *env, Ramp: *ramp, ConnectPace: *pace,
 	}
 	cfg.Agent.Version = *agentVersion
 	start := time.Now()
