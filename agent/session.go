@@ -108,6 +108,11 @@ func dialTLS(ctx context.Context, via proxy.Setting, addr string, cfg *tls.Confi
 	// plain text instead of TLS (protocol.BusyConn), directly, through a
 	// proxy's tunnel or inside the WebSocket alike.
 	watch := protocol.WatchBusy(raw)
+	// A coordinator that queues the handshake longer than the deadline
+	// below allows says so first (the wait line): the handshake gets that
+	// much longer, and no more, so a peer that says nothing still fails
+	// it at the deadline.
+	watch.OnWait = func(d time.Duration) { raw.SetDeadline(time.Now().Add(d + handshakeTimeout)) }
 	conn := tls.Client(watch, cfg)
 	// Through a WebSocket the deadline below bounds the handshake too: one
 	// that passes ends the WebSocket, as the failed handshake would.

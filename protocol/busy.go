@@ -55,23 +55,11 @@ func ParseBusy(b []byte) (time.Duration, error) {
 	if !bytes.HasPrefix(b, []byte(busyPrefix)) {
 		return 0, errors.New("parse busy answer: no busy prefix")
 	}
-	rest := b[len(busyPrefix):]
-	end := bytes.IndexByte(rest, '\n')
-	if end < 0 {
-		return 0, errors.New("parse busy answer: no end of line")
+	d, err := parseMillis(b[len(busyPrefix):])
+	if err != nil {
+		return 0, fmt.Errorf("parse busy answer: %w", err)
 	}
-	digits := rest[:end]
-	if len(digits) == 0 || len(digits) > 9 {
-		return 0, fmt.Errorf("parse busy answer: %d digits, want 1 to 9", len(digits))
-	}
-	var ms int64
-	for _, c := range digits {
-		if c < '0' || c > '9' {
-			return 0, fmt.Errorf("parse busy answer: %q is not a number", digits)
-		}
-		ms = ms*10 + int64(c-'0')
-	}
-	return min(time.Duration(ms)*time.Millisecond, MaxBusyRetry), nil
+	return min(d, MaxBusyRetry), nil
 }
 
 // WriteBusy writes the busy answer asking to come back after d to conn,
@@ -108,9 +96,20 @@ func BusyAfter(err error) (time.Duration, bool) {
 // answer (Busy). The TLS client reads ahead into its own buffer, past the
 // record header its error shows, so the bytes must be kept as they pass.
 // Its methods are for the one goroutine running the handshake.
+//
+// It also takes the wait lines (wait.go) the coordinator may send before
+// its handshake out of what the TLS client reads, telling OnWait of each.
 type BusyConn struct {
 	net.Conn
-	head []byte
+	// OnWait, if set, is called with the wait each wait line announces,
+	// from the goroutine running the handshake: the agent moves its
+	// handshake deadline by it.
+	OnWait func(time.Duration)
+
+	head    []byte
+	started bool   // the wait lines were read
+	pending []byte // read past the wait lines, not yet passed on
+	err     error  // the error that ended reading the wait lines
 }
 
 // WatchBusy wraps conn, on which a TLS client handshake is to run.
@@ -118,9 +117,24 @@ func WatchBusy(conn net.Conn) *BusyConn {
 	return &BusyConn{Conn: conn, head: make([]byte, 0, maxBusyLine)}
 }
 
-// Read reads from the connection, keeping the first bytes.
+// Read reads from the connection, past any wait lines, keeping the first
+// bytes.
 func (c *BusyConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
+	if !c.started {
+		c.started = true
+		c.pending, c.err = readWaitLines(c.Conn, c.OnWait)
+	}
+	var n int
+	var err error
+	switch {
+	case len(c.pending) > 0:
+		n = copy(p, c.pending)
+		c.pending = c.pending[n:]
+	case c.err != nil:
+		err, c.err = c.err, nil
+	default:
+		n, err = c.Conn.Read(p)
+	}
 	if room := cap(c.head) - len(c.head); room > 0 && n > 0 {
 		c.head = append(c.head, p[:min(n, room)]...)
 	}

@@ -155,7 +155,9 @@ func (c ClientTLS) Config() *tls.Config {
 		MaxVersion:   max,
 		CipherSuites: CipherSuites(min),
 		Certificates: []tls.Certificate{c.Identity.Certificate},
-		NextProtos:   []string{ALPN},
+		// WaitALPN is offered, never chosen: it tells the coordinator
+		// that this agent reads the wait line (wait.go).
+		NextProtos: []string{ALPN, WaitALPN},
 		// Chain verification is replaced, not skipped: VerifyConnection
 		// pins the coordinator's thumbprint on every handshake.
 		InsecureSkipVerify: true,

@@ -127,6 +127,10 @@ type webSocketAddr string
 func (a webSocketAddr) Network() string { return "websocket" }
 func (a webSocketAddr) String() string  { return string(a) }
 
+// silentPlaces is how many connections may be waiting for their first
+// byte at most (see Config.HandshakeQueue).
+const silentPlaces = 2048
+
 const (
 	// busyWriteTimeout bounds writing the busy answer: a few bytes into
 	// a fresh connection's empty send buffer.
@@ -208,13 +212,27 @@ func (s *Server) handleConn(raw net.Conn, t *admission.Ticket) {
 		raw.Close()
 		return
 	}
-	acquired := t.Acquire(s.ctx)
-	if t.Queued() {
-		s.metrics.HandshakesQueued.Inc()
-	}
-	if !acquired {
-		s.shed(raw)
-		return
+	if !t.TryTake() {
+		// No slot now: the agent's ClientHello says whether it may be
+		// kept waiting longer than its handshake timeout (it reads the
+		// wait line). It came in the same write as its first byte; one
+		// that trickles in is waited for no longer than the first byte
+		// was, and holds no place meanwhile.
+		var patient bool
+		peeked, patient = protocol.ReadHello(peeked, s.cfg.FirstByteTimeout)
+		long, told := time.Duration(0), func() {}
+		if patient {
+			long = s.cfg.HandshakeQueueLongWait
+			told = func() { protocol.WriteWait(raw, long, busyNoWaitTimeout) }
+		}
+		acquired := t.Acquire(s.ctx, long, told)
+		if t.Queued() {
+			s.metrics.HandshakesQueued.Inc()
+		}
+		if !acquired {
+			s.shed(raw)
+			return
+		}
 	}
 	// Lazy fields: a session's logger lives as long as the session, and an
 	// eager With encodes its fields into a buffer of its own, about 2 KiB

@@ -111,8 +111,8 @@ type Config struct {
 	FirstByteTimeout time.Duration
 	// MaxHandshakesPerAddress caps, for one source address (an IPv6 /64),
 	// the handshakes in progress at once. (Its connections waiting for
-	// their first byte are capped at half HandshakeQueue, where a newer
-	// one closes the oldest silent one.) A connection over the cap waits in
+	// their first byte are capped at half the silent places, see
+	// HandshakeQueue, where a newer one closes the oldest silent one.) A connection over the cap waits in
 	// the handshake queue like one that found no free slot: a fleet
 	// behind one NAT address is slowed to this many handshakes at once,
 	// not refused. WebSocket connections are exempt (they all come from
@@ -120,10 +120,20 @@ type Config struct {
 	MaxHandshakesPerAddress int
 	// HandshakeQueue connections may wait up to HandshakeQueueWait for
 	// one of the MaxHandshakes handshake slots instead of being shed at
-	// once. Defaults 2048 and 5 s (below the agents' 10 s handshake
-	// timeout, so a queued agent is never left waiting in vain).
+	// once. Defaults 8192 and 5 s (below the agents' 10 s handshake
+	// timeout, so a queued agent is never left waiting in vain). At most
+	// 2048 of the places (fewer if HandshakeQueue is smaller) are for
+	// connections still waiting for their first byte, half of them for
+	// one address.
 	HandshakeQueue     int
 	HandshakeQueueWait time.Duration
+	// HandshakeQueueLongWait is how long an agent that reads the wait
+	// line (protocol.WaitALPN) may wait in the handshake queue: it is
+	// told so when it is queued, and gives its handshake that much
+	// longer. A fleet starting at once is then served in the order it
+	// arrived, each agent connecting once, instead of mostly shed to
+	// come back later. Default 30 s; never below HandshakeQueueWait.
+	HandshakeQueueLongWait time.Duration
 	// AcceptRate and AcceptBurst limit new connections per second, and
 	// MaxHandshakes the handshakes in progress, so a reconnect storm is
 	// shed (agents back off and retry) instead of overwhelming the
@@ -247,11 +257,15 @@ func (c *Config) setDefaults() {
 		c.MaxHandshakesPerAddress = max(c.MaxHandshakes/4, 1)
 	}
 	if c.HandshakeQueue <= 0 {
-		c.HandshakeQueue = 2048
+		c.HandshakeQueue = 8192
 	}
 	if c.HandshakeQueueWait <= 0 {
 		c.HandshakeQueueWait = 5 * time.Second
 	}
+	if c.HandshakeQueueLongWait <= 0 {
+		c.HandshakeQueueLongWait = 30 * time.Second
+	}
+	c.HandshakeQueueLongWait = min(max(c.HandshakeQueueLongWait, c.HandshakeQueueWait), protocol.MaxWait)
 	if c.PushConcurrency <= 0 {
 		c.PushConcurrency = 16
 	}
@@ -445,10 +459,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	st = m.TimeStore(st)
 	gate := admission.New(admission.Config{Slots: cfg.MaxHandshakes, Queue: cfg.HandshakeQueue,
 		Wait: cfg.HandshakeQueueWait, PerSource: cfg.MaxHandshakesPerAddress,
-		// Half the silent places: one address cannot take them all, and
-		// a fleet behind one NAT address whose ClientHellos lag its
-		// connects (a burst of a thousand) is not closed for it.
-		SilentPerSource: max(cfg.HandshakeQueue/2, 1)})
+		// Queued connections each hold their ClientHello and a goroutine
+		// (about 10 KiB); silent ones a socket alone, but whoever floods
+		// the port holds them at no cost of its own, so they get fewer
+		// places. Half of those for one address: one address cannot take
+		// them all, and a fleet behind one NAT address whose ClientHellos
+		// lag its connects (a burst of a thousand) is not closed for it.
+		Silent:          min(cfg.HandshakeQueue, silentPlaces),
+		SilentPerSource: max(min(cfg.HandshakeQueue, silentPlaces)/2, 1)})
 	s := &Server{
 		cfg:        cfg,
 		log:        cfg.Logger.Named("server"),

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/tls"
 	"net"
 	"strings"
 	"testing"
@@ -100,6 +101,102 @@ func TestShedAgentToldWhenToComeBack(t *testing.T) {
 				c.Close()
 			}
 			ts.waitConnected(t, "web-1")
+			eventually(t, "the agent's session counted", func() bool { return a.Status().Sessions > 0 })
+			if st := a.Status(); st.Sessions != 1 {
+				t.Errorf("sessions: got %d, want 1", st.Sessions)
+			}
+		})
+	}
+}
+
+// TestQueuedAgentToldToWait: with the one handshake slot taken, an agent
+// is queued and told in the wait line how long it may be kept, so it
+// outlasts its own handshake timeout in the queue and connects on its
+// first attempt once the slot is free, directly, through an HTTP CONNECT
+// proxy and inside a WebSocket through nginx alike. A client of an earlier
+// release, which does not offer protocol.WaitALPN, is told nothing and
+// shed with the busy answer at the usual queue wait.
+func TestQueuedAgentToldToWait(t *testing.T) {
+	tests := []struct {
+		name string
+		addr func(t *testing.T, ts *testServer) (addr, via string)
+	}{
+		{"direct", func(t *testing.T, ts *testServer) (string, string) { return ts.AgentAddr(), "none" }},
+		{"through an HTTP CONNECT proxy", func(t *testing.T, ts *testServer) (string, string) {
+			p := proxytest.Tinyproxy(t, proxytest.Options{})
+			return ts.AgentAddr(), "http://" + p.Addr
+		}},
+		{"inside a WebSocket through nginx", func(t *testing.T, ts *testServer) (string, string) {
+			lb := proxytest.Nginx(t, ts.HTTPAddr(), protocol.WebSocketPath)
+			return "wss://" + lb.Addr + protocol.WebSocketPath, "none"
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := startServer(t, func(c *Config) {
+				c.MaxHandshakes, c.HandshakeQueue = 1, 4
+				c.HandshakeTimeout = time.Minute // the holder keeps the slot until closed
+				c.HandshakeQueueWait, c.HandshakeQueueLongWait = 300*time.Millisecond, time.Minute
+			})
+			addr, via := tc.addr(t, ts)
+			home := registerAgent(t, ts, addr, "web-1", func(rc *agent.RegisterConfig) { rc.Proxy = via })
+
+			holder, err := net.Dial("tcp", ts.AgentAddr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer holder.Close()
+			if _, err := holder.Write([]byte{0x16}); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, "the holder in the slot", func() bool { return ts.admission.Stats().Busy == 1 })
+
+			count := func(outcome string) float64 {
+				return counterValue(t, ts.metrics.Handshakes.WithLabelValues(outcome))
+			}
+			turnedAway := func() float64 {
+				return count(metrics.OutcomeBusy) + count(metrics.OutcomeShed) + count(metrics.OutcomeSilent)
+			}
+			before, okBefore := turnedAway(), count(metrics.OutcomeOK)
+
+			// An earlier release's client: queued for the usual wait only,
+			// then shed with the busy answer, never sent a wait line.
+			raw, err := net.Dial("tcp", ts.AgentAddr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer raw.Close()
+			raw.SetDeadline(time.Now().Add(30 * time.Second))
+			watch := protocol.WatchBusy(raw)
+			watch.OnWait = func(d time.Duration) { t.Errorf("an earlier client was sent a wait line (%s)", d) }
+			old := tls.Client(watch, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{protocol.ALPN}})
+			if _, ok := protocol.BusyAfter(watch.Busy(old.Handshake())); !ok {
+				t.Fatal("earlier client: got no busy answer after the queue wait")
+			}
+			raw.Close()
+
+			a := startAgent(t, home, func(c *agent.Config) {
+				// Far below how long it is kept waiting: only the wait line
+				// lets the handshake last that long.
+				c.HandshakeTimeout = 500 * time.Millisecond
+				c.MinBackoff, c.MaxBackoff = time.Minute, time.Minute
+			})
+			eventually(t, "the agent queued", func() bool { return ts.admission.Stats().Waiting == 1 })
+			// Past the agent's own handshake timeout and the usual queue
+			// wait: the passing of time is what is tested here.
+			time.Sleep(time.Second)
+			if st := a.Status(); st.LastError != "" {
+				t.Fatalf("the agent's attempt failed while queued: %s", st.LastError)
+			}
+			holder.Close()
+			ts.waitConnected(t, "web-1")
+			if got, want := turnedAway(), before+1; got != want {
+				t.Errorf("connections turned away: got %v, want %v (the earlier client's only)", got, want)
+			}
+			eventually(t, "the agent's handshake counted", func() bool { return count(metrics.OutcomeOK) > okBefore })
+			if got := count(metrics.OutcomeOK); got != okBefore+1 {
+				t.Errorf("handshakes that succeeded: got %v, want %v", got, okBefore+1)
+			}
 			eventually(t, "the agent's session counted", func() bool { return a.Status().Sessions > 0 })
 			if st := a.Status(); st.Sessions != 1 {
 				t.Errorf("sessions: got %d, want 1", st.Sessions)

@@ -19,17 +19,21 @@ type Config struct {
 	// (TLS), so only that many do.
 	Slots int
 	// Queue is how many connections that have sent their first byte may
-	// wait for a slot, and also how many may be waiting for their first
-	// byte: the two never share places, so connections that say nothing
-	// cannot crowd out those that wait for a slot.
+	// wait for a slot. Those waiting for their first byte have places of
+	// their own (Silent): the two never share places, so connections that
+	// say nothing cannot crowd out those that wait for a slot.
 	Queue int
-	// Wait is how long a connection may wait in the queue for a slot.
+	// Wait is how long a connection may wait in the queue for a slot,
+	// unless Ticket.Acquire is given longer.
 	Wait time.Duration
 	// PerSource caps the handshakes in progress of one source (see
 	// Gate.Arrive). 0 sets no cap.
 	PerSource int
+	// Silent is how many connections may be waiting for their first
+	// byte; 0 means Queue.
+	Silent int
 	// SilentPerSource caps the connections of one source waiting for
-	// their first byte. 0 sets no cap but Queue's.
+	// their first byte. 0 sets no cap but Silent's.
 	SilentPerSource int
 }
 
@@ -114,6 +118,9 @@ type Ticket struct {
 
 // New returns a gate sized by cfg.
 func New(cfg Config) *Gate {
+	if cfg.Silent <= 0 {
+		cfg.Silent = cfg.Queue
+	}
 	return &Gate{cfg: cfg, sources: make(map[string]*source), now: time.Now}
 }
 
@@ -139,7 +146,7 @@ func (g *Gate) Arrive(src string, evict func()) *Ticket {
 		g.drop(v)
 		victims = append(victims, v)
 	}
-	if g.silent.Len() > max(g.cfg.Queue, 1) {
+	if g.silent.Len() > max(g.cfg.Silent, 1) {
 		v := g.silent.Front().Value.(*Ticket)
 		g.drop(v)
 		victims = append(victims, v)
@@ -193,12 +200,29 @@ func (t *Ticket) Spoke() bool {
 	return true
 }
 
-// Acquire takes a handshake slot for a connection that has spoken,
-// waiting in the queue for up to the gate's Wait if none may be taken at
-// once. It reports false, holding nothing, when the queue is full, the
-// wait runs out or ctx ends: the connection is then to be shed.
-func (t *Ticket) Acquire(ctx context.Context) bool {
+// TryTake takes a handshake slot for a connection that has spoken if one
+// may be taken at once, and reports whether it did.
+func (t *Ticket) TryTake() bool {
 	g := t.g
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if t.state != stateSpoken || !g.mayTake(t.source) {
+		return false
+	}
+	g.take(t)
+	return true
+}
+
+// Acquire takes a handshake slot for a connection that has spoken,
+// waiting in the queue if none may be taken at once: for up to the
+// gate's Wait, or up to long if long is longer (an agent that was told
+// how long it may wait, protocol's wait line). queued, if not nil, is
+// called once the connection has its place in the queue, before the
+// wait. Acquire reports false, holding nothing, when the queue is full,
+// the wait runs out or ctx ends: the connection is then to be shed.
+func (t *Ticket) Acquire(ctx context.Context, long time.Duration, queued func()) bool {
+	g := t.g
+	wait := max(g.cfg.Wait, long)
 	g.mu.Lock()
 	if t.state != stateSpoken {
 		g.mu.Unlock()
@@ -209,7 +233,7 @@ func (t *Ticket) Acquire(ctx context.Context) bool {
 		g.mu.Unlock()
 		return true
 	}
-	if g.waiting.Len() >= g.queueLimit() {
+	if g.waiting.Len() >= g.queueLimit(wait) {
 		g.mu.Unlock()
 		return false
 	}
@@ -218,8 +242,11 @@ func (t *Ticket) Acquire(ctx context.Context) bool {
 	t.granted = make(chan struct{})
 	t.elem = g.waiting.PushBack(t)
 	g.mu.Unlock()
+	if queued != nil {
+		queued()
+	}
 
-	timer := time.NewTimer(g.cfg.Wait)
+	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	select {
 	case <-t.granted:

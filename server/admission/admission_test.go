@@ -66,7 +66,7 @@ func (p *player) play(i int, s step) {
 			cancel()
 			ctx = c
 		}
-		go func() { res <- p.tickets[s.name].Acquire(ctx) }()
+		go func() { res <- p.tickets[s.name].Acquire(ctx, 0, nil) }()
 		switch s.want {
 		case "slot", "shed":
 			if got := <-res; got != (s.want == "slot") {

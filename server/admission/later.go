@@ -104,12 +104,13 @@ func (g *Gate) rate() float64 {
 	return max(r*rateOptimism, rateFloor)
 }
 
-// queueLimit is how many connections may wait in the queue: Queue, or
-// fewer if the rate (measured, or reconnectRate before it can be) would
-// not serve more of them within queueFill of Wait (but never fewer than
-// Slots). Called with g.mu held.
-func (g *Gate) queueLimit() int {
-	n := g.rate() * g.cfg.Wait.Seconds() * queueFill
+// queueLimit is how many connections may wait in the queue for a
+// connection that may wait up to wait: Queue, or fewer if the rate
+// (measured, or reconnectRate before it can be) would not serve more of
+// them within queueFill of wait (but never fewer than Slots). Called
+// with g.mu held.
+func (g *Gate) queueLimit(wait time.Duration) int {
+	n := g.rate() * wait.Seconds() * queueFill
 	if n >= float64(g.cfg.Queue) {
 		return g.cfg.Queue
 	}

@@ -125,7 +125,7 @@ func TestQueueLimit(t *testing.T) {
 			g := New(Config{Slots: tc.slots, Queue: 2048, Wait: 5 * time.Second})
 			g.now = clock.now
 			serve(g, clock.t, tc.rate)
-			if got := g.queueLimit(); got != tc.want {
+			if got := g.queueLimit(g.cfg.Wait); got != tc.want {
 				t.Errorf("got queue limit %d, want %d", got, tc.want)
 			}
 		})
@@ -159,7 +159,7 @@ func TestRateMeasured(t *testing.T) {
 			for _, at := range tc.releases {
 				clock.t = start.Add(at)
 				tk := g.Arrive("", func() {})
-				if !tk.Spoke() || !tk.Acquire(context.Background()) {
+				if !tk.Spoke() || !tk.Acquire(context.Background(), 0, nil) {
 					t.Fatal("got no slot")
 				}
 				tk.Release()

@@ -337,7 +337,7 @@ func newRunCmd(e Env) *cobra.Command {
 	f.IntVar(&maxHandshakes, "max-handshakes", 0, "agent TLS handshakes in progress at once (0: 256)")
 	f.IntVar(&handshakesPerAddress, "max-handshakes-per-address", 0,
 		"agent TLS handshakes in progress at once from one address (an IPv6 /64), and connections from it still silent; more wait in the queue. WebSocket agents are exempt (0: a quarter of --max-handshakes)")
-	f.IntVar(&handshakeQueue, "handshake-queue", 0, "connections that may wait up to 5s for a handshake slot before being shed (0: 2048)")
+	f.IntVar(&handshakeQueue, "handshake-queue", 0, "connections that may wait for a handshake slot (5s, or 30s for an agent told so) before being shed (0: 8192)")
 	f.StringVar(&releaseFeed, "release-feed", "", "URL or file of the release feed to check for newer coordinator versions (see GET /api/updates)")
 	f.DurationVar(&releaseCheck, "release-check-interval", releases.DefaultInterval, "how often the release feed is read after the first read at start")
 	f.StringVar(&httpCert, "http-cert", "", "PEM certificate (chain) to serve the HTTP API over HTTPS")
