@@ -16,8 +16,8 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
-	"sync"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
