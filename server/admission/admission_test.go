@@ -292,3 +292,55 @@ func TestReconnectSpread(t *testing.T) {
 		}
 	}
 }
+
+// TestGrantPastCappedSource: a slot that frees goes to the oldest waiting
+// connection whose source is under its cap, however many of a capped
+// source wait before it.
+func TestGrantPastCappedSource(t *testing.T) {
+	g := New(Config{Slots: 2, Queue: 10, Wait: time.Minute, PerSource: 1})
+	arrive := func(src string) *Ticket {
+		tk := g.Arrive(src, func() {})
+		if !tk.Spoke() {
+			t.Fatalf("%s: closed before it spoke", src)
+		}
+		return tk
+	}
+	a, c := arrive("a"), arrive("c")
+	if !a.TryTake() || !c.TryTake() {
+		t.Fatal("the first connections of a and c found no slot")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := make(chan string, 10)
+	queue := func(src string) {
+		tk := arrive(src)
+		go func() {
+			if tk.Acquire(ctx, 0, nil) {
+				got <- src
+			}
+		}()
+	}
+	for range 5 {
+		queue("a")
+	}
+	queue("b")
+	deadline := time.Now().Add(10 * time.Second)
+	for g.Stats().Waiting != 6 {
+		if time.Now().After(deadline) {
+			t.Fatalf("queued: got %d, want 6", g.Stats().Waiting)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c.Release()
+	select {
+	case src := <-got:
+		if src != "b" {
+			t.Fatalf("the freed slot went to %s, want b (a is at its cap)", src)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the freed slot went to no one, want b")
+	}
+	if st := g.Stats(); st.Waiting != 5 || st.Busy != 2 {
+		t.Fatalf("got %+v, want 5 of a waiting and 2 slots taken", st)
+	}
+}
