@@ -8,6 +8,15 @@ import (
 )
 
 func TestWrite(t *testing.T) {
+	for _, write := range []struct {
+		name string
+		f    func(string, []byte, os.FileMode) error
+	}{{"Write", Write}, {"Replace", Replace}} {
+		t.Run(write.name, func(t *testing.T) { testWrite(t, write.f) })
+	}
+}
+
+func testWrite(t *testing.T, write func(string, []byte, os.FileMode) error) {
 	for _, tc := range []struct {
 		name   string
 		before []byte // nil: no file before
@@ -26,8 +35,8 @@ func TestWrite(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if err := Write(path, tc.data, tc.perm); err != nil {
-				t.Fatalf("Write: %v", err)
+			if err := write(path, tc.data, tc.perm); err != nil {
+				t.Fatalf("write: %v", err)
 			}
 			got, err := os.ReadFile(path)
 			if err != nil || string(got) != string(tc.data) {

@@ -311,7 +311,7 @@ func (s *Server) sweepTasks(ctx context.Context) {
 				zap.String("agent", t.AgentName), zap.String("from", t.Node), zap.String("state", t.State))
 		}
 		t.Node = me
-		s.startTask(t, false)
+		s.startTask(t, nil)
 	}
 	if released {
 		s.notifyCluster(cluster.NotifyTasks)

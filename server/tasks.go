@@ -108,18 +108,16 @@ func (s *Server) CreateTasks(ctx context.Context, req api.TaskRequest) ([]api.Ta
 			return nil, kind.Errorf(kind.ErrConflict, "%s too old for task variables; nothing was started (upgrade with: tendril-server upgrade --agent %s)", who, old[0])
 		}
 	}
-	version := req.Calamari
-	if version == "" {
-		latest, err := s.latestCalamari(ctx)
-		if err != nil {
+	var bundle store.Bundle
+	if req.Calamari == "" {
+		if bundle, err = s.latestCalamari(ctx); err != nil {
 			return nil, err
 		}
-		if latest.Version == "" {
+		if bundle.Version == "" {
 			return nil, kind.Errorf(kind.ErrBadRequest, "no Calamari bundle has been uploaded; run \"tendril-server calamari push FILE\" first")
 		}
-		version = latest.Version
-	} else if _, err := s.store.Bundle(ctx, version); errors.Is(err, store.ErrNotFound) {
-		return nil, kind.Errorf(store.ErrNotFound, "Calamari version %s does not exist on this coordinator (see \"tendril-server calamari list\")", version)
+	} else if bundle, err = s.store.Bundle(ctx, req.Calamari); errors.Is(err, store.ErrNotFound) {
+		return nil, kind.Errorf(store.ErrNotFound, "Calamari version %s does not exist on this coordinator (see \"tendril-server calamari list\")", req.Calamari)
 	} else if err != nil {
 		return nil, err
 	}
@@ -140,13 +138,21 @@ func (s *Server) CreateTasks(ctx context.Context, req api.TaskRequest) ([]api.Ta
 		group = uuid.NewString()
 	}
 	now := time.Now().UTC()
+	// The tasks whose agents this node holds are claimed by it as they
+	// are stored, rather than by a claim after: one synced write less
+	// before the start. The others are for the node that holds their
+	// agent, or for a sweep.
+	claim := !s.members.Draining()
 	tasks := make([]store.Task, len(agents))
 	for i, a := range agents {
 		id := uuid.NewString()
 		tasks[i] = store.Task{ID: id, Group: group, AgentID: a.ID, AgentName: a.Name, Args: req.Args,
-			Calamari: version, FileName: fileName, FileSHA256: fileSum, Isolation: isolation, Locks: locks,
+			Calamari: bundle.Version, FileName: fileName, FileSHA256: fileSum, Isolation: isolation, Locks: locks,
 			Variables: plain, Sensitive: s.sealVariables(id, sensitive),
 			State: api.TaskQueued, CreatedAt: now}
+		if claim && s.sessions.get(a.ID) != nil {
+			tasks[i].Node = s.nodeID()
+		}
 	}
 	if err := s.store.CreateTasks(ctx, tasks); err != nil {
 		return nil, err
@@ -155,16 +161,11 @@ func (s *Server) CreateTasks(ctx context.Context, req api.TaskRequest) ([]api.Ta
 	elsewhere := false
 	for i, t := range tasks {
 		views[i] = taskView(t)
-		if s.sessions.get(t.AgentID) == nil || s.members.Draining() {
-			elsewhere = true // for the node that holds the agent
+		if t.Node == "" {
+			elsewhere = true
 			continue
 		}
-		if ok, err := s.store.ClaimTask(ctx, t.ID, "", s.nodeID()); err != nil || !ok {
-			elsewhere = true // a sweep claims it
-			continue
-		}
-		t.Node = s.nodeID()
-		s.startTask(t, true)
+		s.startTask(t, &bundle)
 	}
 	if elsewhere {
 		s.notifyCluster(cluster.NotifyTasks)
@@ -517,10 +518,11 @@ func (r *taskRuns) get(id string) *taskRun {
 }
 
 // startTask runs the runner of a task this node claimed, unless one is
-// already running. fresh says that t is as the store has it, because this
-// node has just created and claimed it: the runner starts with it rather
-// than read it back.
-func (s *Server) startTask(t store.Task, fresh bool) {
+// already running. A fresh task is one this node has just created and
+// claimed: t is as the store has it and fresh is its Calamari bundle
+// (bundles never change), so the runner starts with them rather than
+// read them back. fresh is nil for any other task.
+func (s *Server) startTask(t store.Task, fresh *store.Bundle) {
 	s.tasks.mu.Lock()
 	if s.tasks.runs == nil {
 		s.tasks.runs = make(map[string]*taskRun)
@@ -555,10 +557,10 @@ func (s *Server) startTask(t store.Task, fresh bool) {
 			}
 		}()
 		var first *store.Task
-		if fresh {
+		if fresh != nil {
 			first = &t
 		}
-		released = s.runTask(runCtx, startCtx, run, t.ID, first, turn)
+		released = s.runTask(runCtx, startCtx, run, t.ID, first, fresh, turn)
 	})
 }
 
@@ -658,9 +660,10 @@ func (s *Server) endTask(ctx context.Context, run *taskRun, id, line string, u s
 //
 // turn orders the start: tasks on one agent reach it in the order this
 // node started driving them, so that with isolation they run in the
-// order they were created. first, if not nil, is the task as just
-// created: one store read less before the start.
-func (s *Server) runTask(runCtx, startCtx context.Context, run *taskRun, id string, first *store.Task, turn *startTurn) (released bool) {
+// order they were created. first and bundle, if not nil, are the task as
+// just created and its Calamari bundle: two store reads less before the
+// start.
+func (s *Server) runTask(runCtx, startCtx context.Context, run *taskRun, id string, first *store.Task, bundle *store.Bundle, turn *startTurn) (released bool) {
 	log := s.log.With(zap.String("task", id))
 	var t store.Task
 	if first != nil {
@@ -708,7 +711,7 @@ func (s *Server) runTask(runCtx, startCtx context.Context, run *taskRun, id stri
 		if as == nil {
 			return s.releaseTask(id)
 		}
-		err := s.startOnAgent(startCtx, as, t, &notes)
+		err := s.startOnAgent(startCtx, as, &t, bundle, &notes)
 		switch {
 		case err == nil:
 			t.State = api.TaskRunning
@@ -783,8 +786,6 @@ type collected struct {
 	// missing counts the agent's lines that never arrived: sequence
 	// numbers skipped in what it sent, once stored.
 	missing int64
-	// logged is set once the last line is in the task's log.
-	logged bool
 }
 
 // heldReason says what holds a task up after err, for TaskView.StateReason.
@@ -816,27 +817,48 @@ func (s *Server) collectTask(ctx context.Context, as *agentSession, t *store.Tas
 	}
 	t.Artifacts = arts // a second attempt fetches them no more
 	lost, why := lostOutput(end, as.taskOutcome, c.missing+tailGap)
-	if !c.logged && !s.stillDrives(t.ID) {
-		return errTakenOver
+	// The last line with the final state, in one write: a reader stops
+	// once the task is final, and finds the line there.
+	line := fmt.Sprintf("Task %s (exit code %d)", end.State, end.ExitCode)
+	if lost > 0 {
+		line += fmt.Sprintf(", but %d %s of its output %s lost: %s", lost, plural(lost, "line", "lines"), plural(lost, "was", "were"), why)
 	}
 	u := store.TaskUpdate{State: end.State, ExitCode: end.ExitCode, Error: end.Error, Outputs: end.Outputs, Artifacts: arts,
-		LostLines: lost, LostReason: why}
+		LostLines: lost, LostReason: why, Lines: []store.LogLine{{Stream: "coordinator", Text: line}}}
 	if as.taskOutcome && !end.FinishedAt.IsZero() {
 		u.FinishedAt = end.FinishedAt.UTC()
 	}
-	if !c.logged {
-		// The last line with the final state, in one write: a reader
-		// stops once the task is final, and finds the line there.
-		line := fmt.Sprintf("Task %s (exit code %d)", end.State, end.ExitCode)
-		if lost > 0 {
-			line += fmt.Sprintf(", but %d %s of its output %s lost: %s", lost, plural(lost, "line", "lines"), plural(lost, "was", "were"), why)
-		}
-		u.Lines = []store.LogLine{{Stream: "coordinator", Text: line}}
+	return s.recordEnd(t, u)
+}
+
+// recordEnd records the end the agent reported of a task this node
+// drives: made only while the task is unfinished and still claimed by
+// this node, in the same write as the end. Otherwise another node took
+// it over (the agent reconnected to it) and records the end itself, as
+// it reads it from the agent too; recordEnd reports errTakenOver then.
+func (s *Server) recordEnd(t *store.Task, u store.TaskUpdate) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), 10*time.Second)
+	defer cancel()
+	if u.FinishedAt.IsZero() {
+		u.FinishedAt = time.Now().UTC()
 	}
-	if err := s.finishTaskWith(t.ID, u); err != nil {
-		return err
+	u.IfNode = s.nodeID()
+	err := s.store.UpdateTask(ctx, t.ID, u)
+	if errors.Is(err, store.ErrNotClaimed) {
+		return errTakenOver
 	}
-	c.logged = true
+	if err != nil {
+		return storeFailed("record the task's result", err)
+	}
+	s.tasks.notify(t.ID)
+	// Counted once: the write was made only while the task was
+	// unfinished.
+	s.metrics.TasksFinished.WithLabelValues(u.State).Inc()
+	start := t.StartedAt
+	if start.IsZero() {
+		start = t.CreatedAt
+	}
+	s.metrics.TaskDuration.WithLabelValues(u.State).Observe(max(u.FinishedAt.Sub(start), 0).Seconds())
 	return nil
 }
 
@@ -868,17 +890,6 @@ func plural(n int64, one, many string) string {
 // reconnected to it) and records its end, which it reads from the agent
 // too.
 var errTakenOver = errors.New("task taken over by another node")
-
-// stillDrives reports whether this node still drives the unfinished
-// task: a claim of it from this node to itself, which changes nothing
-// and succeeds only then. When the store cannot say, it does: an end
-// recorded twice is better than none.
-func (s *Server) stillDrives(id string) bool {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), 10*time.Second)
-	defer cancel()
-	ok, err := s.store.ClaimTask(ctx, id, s.nodeID(), s.nodeID())
-	return ok || err != nil
-}
 
 // abandonAgentTasks fails the unfinished tasks of a deleted agent: no one
 // will ever collect their result.
@@ -915,23 +926,25 @@ func refusedByAgent(err error) bool {
 var errTaskRefused = errors.New("task refused")
 
 // startOnAgent ensures Calamari, sends the file and starts the task.
-// notes holds the lines saying the task started until they are stored.
-func (s *Server) startOnAgent(ctx context.Context, as *agentSession, t store.Task, notes *[]store.LogLine) error {
+// known, if not nil, is the task's Calamari bundle, already read. notes
+// holds the lines saying the task started until they are stored.
+func (s *Server) startOnAgent(ctx context.Context, as *agentSession, t *store.Task, known *store.Bundle, notes *[]store.LogLine) error {
 	if as.upgradeOnly {
 		return kind.Errorf(errTaskRefused, "agent %s must be upgraded before it can run tasks (its protocol is below this coordinator's minimum)", as.name)
 	}
-	vars, err := s.wireVariables(t)
+	vars, err := s.wireVariables(*t)
 	if err != nil {
 		return kind.Errorf(errTaskRefused, "%v", err)
 	}
 	if len(vars) > 0 && !as.variables {
 		return kind.Errorf(errTaskRefused, "the agent on %s is too old for task variables; upgrade it (tendril-server upgrade --agent %s) and run the task again", as.name, as.name)
 	}
-	b, err := s.store.Bundle(ctx, t.Calamari)
-	if errors.Is(err, store.ErrNotFound) {
+	var b store.Bundle
+	if known != nil {
+		b = *known
+	} else if b, err = s.store.Bundle(ctx, t.Calamari); errors.Is(err, store.ErrNotFound) {
 		return kind.Errorf(errTaskRefused, "Calamari %s: %v", t.Calamari, err)
-	}
-	if err != nil {
+	} else if err != nil {
 		return storeFailed("read the task's Calamari bundle", err)
 	}
 	ensure := func() error {
@@ -977,7 +990,7 @@ func (s *Server) startOnAgent(ctx context.Context, as *agentSession, t store.Tas
 	}
 	var started protocol.TaskStarted
 	req := protocol.TaskStart{Ticket: t.ID, Calamari: t.Calamari, Args: t.Args,
-		Isolation: t.Isolation, Locks: t.Locks, Name: taskName(t), Variables: vars,
+		Isolation: t.Isolation, Locks: t.Locks, Name: taskName(*t), Variables: vars,
 		ReportMissingCalamari: as.startsCalamari}
 	call := func() error {
 		cctx, cancel := context.WithTimeout(ctx, s.cfg.HealthTimeout+30*time.Second)
@@ -1024,9 +1037,11 @@ func (s *Server) startOnAgent(ctx context.Context, as *agentSession, t store.Tas
 	}
 	// The lines and the state in one write: each write is a transaction
 	// synced to disk, and this one runs beside the task's process.
-	if err := s.store.UpdateTask(ctx, t.ID, store.TaskUpdate{State: api.TaskRunning, StartedAt: time.Now().UTC(), Lines: *notes}); err != nil {
+	startedAt := time.Now().UTC()
+	if err := s.store.UpdateTask(ctx, t.ID, store.TaskUpdate{State: api.TaskRunning, StartedAt: startedAt, Lines: *notes}); err != nil {
 		return storeFailed("record that the task started", err)
 	}
+	t.StartedAt = startedAt // for the task's duration, once it ends
 	*notes = nil
 	s.metrics.TasksStarted.Inc()
 	s.tasks.notify(t.ID)
@@ -1090,9 +1105,11 @@ func (s *Server) followTask(ctx context.Context, as *agentSession, t *store.Task
 			*missing += skipped
 			if tl.State == protocol.TaskRunning && cur.State == api.TaskQueued {
 				// The task waited on the agent for its turn, and runs now.
-				if err := s.store.UpdateTask(context.WithoutCancel(ctx), t.ID, store.TaskUpdate{State: api.TaskRunning, StartedAt: time.Now().UTC()}); err != nil {
+				startedAt := time.Now().UTC()
+				if err := s.store.UpdateTask(context.WithoutCancel(ctx), t.ID, store.TaskUpdate{State: api.TaskRunning, StartedAt: startedAt}); err != nil {
 					return protocol.TaskEnd{}, 0, storeFailed("record that the task started", err)
 				}
+				t.StartedAt = startedAt
 				s.metrics.TasksStarted.Inc()
 				cur.State = api.TaskRunning
 			}

@@ -103,12 +103,23 @@ func exists(path string) bool {
 }
 
 func writeJSON(path string, v any) error {
+	return writeJSONWith(atomicfile.Write, path, v)
+}
+
+// rewriteJSON replaces a file writeJSON wrote with content whose loss in
+// a system crash is harmless: the file is found whole after it, old or
+// new, for one sync less (atomicfile.Replace).
+func rewriteJSON(path string, v any) error {
+	return writeJSONWith(atomicfile.Replace, path, v)
+}
+
+func writeJSONWith(write func(string, []byte, os.FileMode) error, path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", filepath.Base(path), err)
 	}
 	// Task files may hold deployment details: the agent's user only.
-	return atomicfile.Write(path, append(b, '\n'), 0o600)
+	return write(path, append(b, '\n'), 0o600)
 }
 
 func readJSON(path string, v any) error {

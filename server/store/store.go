@@ -198,6 +198,10 @@ var (
 	ErrInRollout = errors.New("agent is already in a running rollout")
 	// ErrSchemaTooNew means the database was migrated by a newer coordinator.
 	ErrSchemaTooNew = errors.New("database schema is newer than this coordinator")
+	// ErrNotClaimed means an update made only while a task is claimed by
+	// a node (TaskUpdate.IfNode) found it finished, or claimed by another
+	// node or by none: nothing was changed.
+	ErrNotClaimed = kind.Errorf(kind.ErrConflict, "task is finished or claimed by another node")
 )
 
 // EnvironmentError is ErrOtherEnvironment with the agent in the way.
@@ -484,7 +488,8 @@ type Store interface {
 	// reports how many.
 	PurgeIdempotencyKeys(ctx context.Context, before time.Time) (int, error)
 
-	// CreateTasks stores new tasks in one transaction.
+	// CreateTasks stores new tasks in one transaction, each claimed by
+	// its Node (by none if it is empty).
 	CreateTasks(ctx context.Context, tasks []Task) error
 	// Task returns one task or ErrNotFound.
 	Task(ctx context.Context, id string) (Task, error)
@@ -639,6 +644,12 @@ type TaskUpdate struct {
 	// line that says a task started or ended is stored with its state,
 	// for one write instead of two on the task's way.
 	Lines []LogLine
+	// IfNode, when set, makes the update (Lines included) conditional:
+	// it is made only while the task is unfinished and claimed by this
+	// node, and ErrNotClaimed is returned otherwise. A runner records a
+	// task's end so, in one write, rather than claim it once more first
+	// to learn whether another node took it over.
+	IfNode string
 }
 
 // LogLine is one line of a task's log.

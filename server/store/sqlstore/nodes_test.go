@@ -258,6 +258,42 @@ func TestClaimTask(t *testing.T) {
 	})
 }
 
+// TestCreateTasksClaimed checks that a task stored with a Node is claimed
+// by it, as if claimed right after, and one without is claimed by none.
+func TestCreateTasksClaimed(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db backend) {
+		ctx := context.Background()
+		s, _ := db.open(t)
+		mine, free := newTask("mine", "g", t0), newTask("free", "g", t0)
+		mine.Node = "n1"
+		if err := s.CreateTasks(ctx, []store.Task{mine, free}); err != nil {
+			t.Fatal(err)
+		}
+		steps := []struct {
+			id, from, to string
+			want         bool
+			node         string
+		}{
+			{"mine", "", "n2", false, "n1"}, // n1's from the start
+			{"mine", "n1", "n1", true, "n1"},
+			{"free", "n1", "n2", false, ""},
+			{"free", "", "n2", true, "n2"},
+		}
+		for i, st := range steps {
+			if task, _ := s.Task(ctx, st.id); i == 0 && task.Node != "n1" {
+				t.Fatalf("created: got node %q, want n1", task.Node)
+			}
+			got, err := s.ClaimTask(ctx, st.id, st.from, st.to)
+			if err != nil || got != st.want {
+				t.Fatalf("step %d: claim %s from %q to %q: got %v, %v; want %v", i, st.id, st.from, st.to, got, err, st.want)
+			}
+			if task, _ := s.Task(ctx, st.id); task.Node != st.node {
+				t.Fatalf("step %d: got node %q, want %q", i, task.Node, st.node)
+			}
+		}
+	})
+}
+
 func TestClaimRolloutAndAgent(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, db backend) {
 		ctx := context.Background()

@@ -43,8 +43,8 @@ type SQLite struct {
 	wdb *sql.DB // exactly one connection; every transaction is BEGIN IMMEDIATE
 	rdb *sql.DB // query_only connections
 
-	// stmts keeps the prepared statements of the agent connection path
-	// (sqlStore.hr and hw) on wdb and rdb.
+	// stmts keeps the prepared statements of every read and of every
+	// write outside a transaction, on wdb and rdb.
 	stmts stmtCache
 
 	closeOnce sync.Once
@@ -137,8 +137,12 @@ func openSQLite(ctx context.Context, path string, o Options, migs []migration) (
 	// read pool close and reopen connections, repeating the pragmas.
 	r.SetMaxIdleConns(n)
 	s.rdb = r
-	s.sqlStore = sqlStore{d: sqliteDialect{}, db: w, r: r, w: fullMarked{w},
-		hr: preparedDB{r, &s.stmts}, hw: fullMarked{preparedDB{w, &s.stmts}}}
+	// Every read and every write outside a transaction is prepared once:
+	// a task's way through the API and its runner reads the task, its
+	// log, its bundle and the caller's key again and again, and SQLite
+	// would parse and plan each of those statements every time.
+	pr, pw := preparedDB{r, &s.stmts}, fullMarked{preparedDB{w, &s.stmts}}
+	s.sqlStore = sqlStore{d: sqliteDialect{}, db: w, r: pr, w: pw, hr: pr, hw: pw}
 
 	if err := s.migrate(ctx, migs); err != nil {
 		s.Close()

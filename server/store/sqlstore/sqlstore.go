@@ -24,7 +24,7 @@ type sqlStore struct {
 	db *sql.DB
 	// r runs reads and w writes outside a transaction. hr and hw run the
 	// queries of the agent connection path, which the SQLite store
-	// prepares once and caches (see stmtCache).
+	// prepares once and caches (see stmtCache), as it does r's and w's.
 	r, w, hr, hw queryer
 }
 

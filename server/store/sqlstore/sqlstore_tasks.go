@@ -117,12 +117,12 @@ func (s *sqlStore) createTasks(ctx context.Context, tasks []store.Task) error {
 			return err
 		}
 		rows = append(rows, []any{t.ID, t.Group, t.AgentID, t.AgentName, string(args), t.Calamari,
-			t.FileName, t.FileSHA256, t.State, at, t.Isolation, string(locks), vars, sensitive, outputs, artifacts})
+			t.FileName, t.FileSHA256, t.State, at, t.Isolation, string(locks), vars, sensitive, outputs, artifacts, nullString(t.Node)})
 	}
 	return s.tx(ctx, func(tx *sqlTx) error {
 		return tx.d.execMany(ctx, tx, `INSERT INTO tasks (id, group_id, agent_id, agent_name, args, calamari,
-			file_name, file_sha256, state, created_at, isolation, locks, variables, sensitive, outputs, artifacts)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			file_name, file_sha256, state, created_at, isolation, locks, variables, sensitive, outputs, artifacts, node)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			rows, func(i int) string { return "task " + tasks[i].ID })
 	})
 }
@@ -231,18 +231,29 @@ func (s *sqlStore) UpdateTask(ctx context.Context, id string, u store.TaskUpdate
 					return err
 				}
 			}
-			err := oneRow(tx.ExecContext(ctx, `UPDATE tasks SET state = ?, exit_code = ?, error = ?,
+			q := `UPDATE tasks SET state = ?, exit_code = ?, error = ?,
 				calamari = COALESCE(NULLIF(?, ''), calamari),
 				started_at = COALESCE(?, started_at), finished_at = COALESCE(?, finished_at),
 				outputs = COALESCE(?, outputs), artifacts = COALESCE(?, artifacts),
 				lost_lines = COALESCE(NULLIF(CAST(? AS BIGINT), 0), lost_lines), lost_reason = COALESCE(NULLIF(?, ''), lost_reason)
-				WHERE id = ?`, u.State, u.ExitCode, tx.d.text(u.Error), u.Calamari, started, finished, outputs, artifacts,
-				u.LostLines, tx.d.text(u.LostReason), id))
+				WHERE id = ?`
+			args := []any{u.State, u.ExitCode, tx.d.text(u.Error), u.Calamari, started, finished, outputs, artifacts,
+				u.LostLines, tx.d.text(u.LostReason), id}
+			if u.IfNode != "" {
+				q += ` AND node = ? AND state IN (?, ?)`
+				args = append(args, u.IfNode, api.TaskQueued, api.TaskRunning)
+			}
+			err := oneRow(tx.ExecContext(ctx, q, args...))
 			if err != nil || !finalState(u.State) {
 				return err
 			}
 			return forgetSealed(ctx, tx, id)
 		})
+	}
+	if u.IfNode != "" && errors.Is(err, store.ErrNotFound) {
+		// Not there, or not as asked: the transaction, lines and all,
+		// was rolled back.
+		err = store.ErrNotClaimed
 	}
 	if err != nil {
 		return fmt.Errorf("update task %s: %w", id, err)

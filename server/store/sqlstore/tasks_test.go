@@ -364,3 +364,56 @@ func TestUpdateTaskWithLines(t *testing.T) {
 		}
 	})
 }
+
+// TestUpdateTaskIfNode checks the update a runner records a task's end
+// with: made, lines and all, only while its node holds the unfinished
+// task; otherwise ErrNotClaimed and nothing changed.
+func TestUpdateTaskIfNode(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, db backend) {
+		ctx := context.Background()
+		s, _ := db.open(t)
+		mine, other, unclaimed, done := newTask("mine", "g", t0), newTask("other", "g", t0), newTask("unclaimed", "g", t0), newTask("done", "g", t0)
+		mine.Node, other.Node, done.Node = "n1", "n2", "n1"
+		if err := s.CreateTasks(ctx, []store.Task{mine, other, unclaimed, done}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.UpdateTask(ctx, "done", store.TaskUpdate{State: api.TaskCancelled, ExitCode: -1, FinishedAt: t0}); err != nil {
+			t.Fatal(err)
+		}
+		end := store.TaskUpdate{State: api.TaskSucceeded, FinishedAt: t0.Add(time.Second), IfNode: "n1",
+			Lines: []store.LogLine{{Time: t0, Stream: "coordinator", Text: "Task succeeded (exit code 0)"}}}
+		tests := []struct {
+			id        string
+			wantErr   error
+			wantState string
+			wantLines int64
+		}{
+			{"mine", nil, api.TaskSucceeded, 1},
+			{"mine", store.ErrNotClaimed, api.TaskSucceeded, 1}, // finished now: not twice
+			{"other", store.ErrNotClaimed, api.TaskQueued, 0},
+			{"unclaimed", store.ErrNotClaimed, api.TaskQueued, 0},
+			{"done", store.ErrNotClaimed, api.TaskCancelled, 0},
+			{"missing", store.ErrNotClaimed, "", 0},
+		}
+		for i, tt := range tests {
+			err := s.UpdateTask(ctx, tt.id, end)
+			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil) != (err == nil) {
+				t.Fatalf("step %d: update %s: got %v, want %v", i, tt.id, err, tt.wantErr)
+			}
+			if tt.id == "missing" {
+				continue
+			}
+			task, err := s.Task(ctx, tt.id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines, err := s.TaskLogs(ctx, tt.id, 1, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if task.State != tt.wantState || task.LastSeq != tt.wantLines || int64(len(lines)) != tt.wantLines {
+				t.Fatalf("step %d: %s: got %s with %d lines (last seq %d), want %s with %d", i, tt.id, task.State, len(lines), task.LastSeq, tt.wantState, tt.wantLines)
+			}
+		}
+	})
+}
