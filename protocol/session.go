@@ -26,12 +26,18 @@ type SessionOptions struct {
 	// connection's close (see Watch), so that no goroutine need wait in
 	// AcceptStream for the whole session.
 	Watch *Watch
+	// AcceptBacklog is how many opened-but-not-accepted streams the
+	// session queues before yamux resets further ones; 0 is the
+	// default, 64. A side whose peer opens few streams sets less: the
+	// queue is a channel of this many pointers, held session long.
+	AcceptBacklog int
 }
 
 // Limits of a session. They bound what one peer can make the other hold.
 const (
 	// acceptBacklog is how many opened-but-not-accepted streams a session
-	// queues; yamux resets streams beyond it instead of growing.
+	// queues by default (SessionOptions.AcceptBacklog); yamux resets
+	// streams beyond it instead of growing.
 	acceptBacklog = 64
 	// writeTimeout closes a session whose peer stopped reading.
 	writeTimeout = 15 * time.Second
@@ -47,6 +53,9 @@ const (
 func NewSession(conn net.Conn, o SessionOptions) (*yamux.Session, error) {
 	cfg := yamux.DefaultConfig()
 	cfg.AcceptBacklog = acceptBacklog
+	if o.AcceptBacklog > 0 {
+		cfg.AcceptBacklog = o.AcceptBacklog
+	}
 	cfg.EnableKeepAlive = o.KeepAlive > 0
 	if o.KeepAlive > 0 {
 		cfg.KeepAliveInterval = o.KeepAlive

@@ -257,3 +257,73 @@ func TestCallReadsRefusalBeforeClose(t *testing.T) {
 		}
 	}
 }
+
+// TestSessionAcceptBacklog opens streams the other side does not accept:
+// those within SessionOptions.AcceptBacklog wait to be accepted, the next
+// is reset, as with yamux's default of 64.
+func TestSessionAcceptBacklog(t *testing.T) {
+	p := newPair(t)
+	sc := ServerTLS{Certificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &p.server.Certificate, nil }}.Config()
+	tests := []struct {
+		name      string
+		backlog   int
+		open      int
+		wantReset bool
+	}{
+		// A yamux client opens at most 64 streams not yet acknowledged,
+		// so the default is not exceeded from this side.
+		{"default, within", 0, acceptBacklog, false},
+		{"smaller, within", 4, 4, false},
+		{"smaller, beyond", 4, 5, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cc := ClientTLS{Identity: p.client, Pins: certs.NewPins(p.server.Thumbprint)}.Config()
+			s, c, serr, cerr := handshake(t, sc, cc)
+			if serr != nil || cerr != nil {
+				t.Fatal(serr, cerr)
+			}
+			s.SetDeadline(time.Time{})
+			c.SetDeadline(time.Time{})
+			srv, err := NewSession(s, SessionOptions{Server: true, AcceptBacklog: tt.backlog})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Close()
+			cli, err := NewSession(c, SessionOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cli.Close()
+			var last net.Conn
+			for range tt.open {
+				st, err := cli.OpenStream()
+				if err != nil {
+					t.Fatal(err)
+				}
+				last = st
+			}
+			// The last stream is reset at once if it is beyond the
+			// backlog; one within it waits.
+			last.SetReadDeadline(time.Now().Add(time.Second))
+			_, err = last.Read(make([]byte, 1))
+			var ne net.Error
+			gotReset := err != nil && !(errors.As(err, &ne) && ne.Timeout())
+			if gotReset != tt.wantReset {
+				t.Fatalf("last of %d streams: got %v, want reset %t", tt.open, err, tt.wantReset)
+			}
+			wantAccepted := tt.open
+			if tt.wantReset {
+				wantAccepted--
+			}
+			for i := range wantAccepted {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_, err := srv.AcceptStreamWithContext(ctx)
+				cancel()
+				if err != nil {
+					t.Fatalf("accept %d of %d: %v", i+1, wantAccepted, err)
+				}
+			}
+		})
+	}
+}

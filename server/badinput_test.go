@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/yamux"
+
 	"github.com/tendrildeploy/tendril/api"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/server/secret"
@@ -353,5 +355,51 @@ func TestThousandStreamsFromOnePeer(t *testing.T) {
 	if opened == 0 {
 		t.Fatal("opened no streams")
 	}
+	stillServing(t, ts, "bystander")
+}
+
+// TestStreamsHeldPerPeer opens more streams from one agent than the
+// coordinator holds, sending nothing on any: it serves maxStreamsPerAgent
+// at once, takes one more that waits for a slot, queues
+// maxStreamsPerAgent more in yamux's backlog, and resets the rest.
+func TestStreamsHeldPerPeer(t *testing.T) {
+	ts := startServer(t, nil)
+	enrolled(t, ts, "bystander")
+	p := enrolled(t, ts, "many")
+	const opened = 50
+	held := maxStreamsPerAgent + 1 + maxStreamsPerAgent
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	reset := 0
+	for i := range opened {
+		if i == maxStreamsPerAgent+1 {
+			// The first ones are being served (or wait for a slot)
+			// before the rest come: then the backlog alone decides.
+			time.Sleep(time.Second)
+		}
+		st, err := p.sess.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer st.Close()
+			// A reset comes at once; a held stream hears nothing until the
+			// coordinator's request timeout.
+			st.SetReadDeadline(time.Now().Add(3 * time.Second))
+			_, err := st.Read(make([]byte, 1))
+			if errors.Is(err, yamux.ErrConnectionReset) {
+				mu.Lock()
+				reset++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if want := opened - held; reset != want {
+		t.Fatalf("got %d of %d streams reset, want %d (%d held)", reset, opened, want, held)
+	}
+	p.sess.Close()
 	stillServing(t, ts, "bystander")
 }

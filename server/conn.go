@@ -280,7 +280,7 @@ func (s *Server) startSession(raw, conn net.Conn, cs tls.ConnectionState, log *z
 	// the watch accepts them when they come, rather than a goroutine
 	// waiting for them for the whole session (serveAgent).
 	watch := new(protocol.Watch)
-	opts := protocol.SessionOptions{Server: true, Logger: yamuxLogger(log), Watch: watch}
+	opts := protocol.SessionOptions{Server: true, Logger: yamuxLogger(log), Watch: watch, AcceptBacklog: maxStreamsPerAgent}
 	if dialed {
 		// The coordinator keeps this session alive itself: it is the
 		// side that redials, so it must notice a dead path before a
@@ -293,9 +293,12 @@ func (s *Server) startSession(raw, conn net.Conn, cs tls.ConnectionState, log *z
 		conn.Close()
 		return nil, fmt.Errorf("start session: %w", err)
 	}
-	// The session and everything serving it end with the server.
+	// The session and everything serving it end with the server. The
+	// close hangs on the server's context rather than the session's: one
+	// registered on the session's own would give every session a map of
+	// children and a channel it never needs otherwise.
 	ctx, cancel := context.WithCancel(s.ctx)
-	stop := context.AfterFunc(ctx, func() { sess.Close() })
+	stop := context.AfterFunc(s.ctx, func() { sess.Close() })
 	end := func() {
 		stop()
 		cancel()
@@ -345,7 +348,7 @@ func (s *Server) startSession(raw, conn net.Conn, cs tls.ConnectionState, log *z
 		}
 		log.Info("agent certificate rotated", zap.String("agent", agent.Name))
 	}
-	as, err := s.hello(ctx, sess, agent, cs, raw.RemoteAddr().String())
+	as, err := s.hello(ctx, sess, agent, cs, thumb, raw.RemoteAddr().String())
 	if errors.Is(err, errReRegistration) {
 		s.metrics.Handshakes.WithLabelValues(metrics.OutcomeOK).Inc()
 		return nil, nil
@@ -445,8 +448,9 @@ func revokedMessage(reason string) string {
 }
 
 // hello reads the agent's Hello on its first stream, negotiates the
-// protocol and answers Welcome.
-func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, cs tls.ConnectionState, remote string) (*agentSession, error) {
+// protocol and answers Welcome. thumb is the thumbprint of the agent's
+// certificate in cs.
+func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, cs tls.ConnectionState, thumb, remote string) (*agentSession, error) {
 	st, err := sess.AcceptStream()
 	if err != nil {
 		return nil, fmt.Errorf("wait for hello: %w", err)
@@ -468,7 +472,7 @@ func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, 
 	}
 	if f.Type == protocol.TypeRegister {
 		// A registered agent re-enrolling with --force.
-		s.enroll.Register(ctx, st, f, certThumb(cs))
+		s.enroll.Register(ctx, st, f, thumb)
 		return nil, errReRegistration
 	}
 	if f.Type != protocol.TypeHello {
@@ -511,7 +515,7 @@ func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, 
 	// upgrade ended; the report is acknowledged only once stored.
 	upgradeAcked := s.rollouts.NoteHello(ctx, a.ID, a.Name, h)
 	as := &agentSession{
-		agentID: a.ID, name: a.Name, sign: s.signer(a.ID), thumbprint: certThumb(cs), sess: sess,
+		agentID: a.ID, name: a.Name, sign: s.signer(a.ID), thumbprint: thumb, sess: sess,
 		tlsVersion: cs.Version, protocol: v, upgradeOnly: upgradeOnly, listening: a.Listening(),
 		connectedAt: time.Now(), remote: remote, serverAck: a.ServerThumbprintAck,
 		signingKey:     h.SigningKey,
@@ -557,11 +561,6 @@ func (s *Server) hello(ctx context.Context, sess *yamux.Session, a store.Agent, 
 	// Its unfinished tasks are driven from here now.
 	s.kickClaims()
 	return as, nil
-}
-
-func certThumb(cs tls.ConnectionState) string {
-	t, _ := certs.PeerThumbprint(cs)
-	return t
 }
 
 // serveAgent serves a registered agent's session, listed by hello, with
@@ -667,6 +666,9 @@ func (s *Server) dropAgent(id, reason string) {
 	s.sessions.remove(as)
 }
 
+// yamuxLogger is a session's logger for yamux's own messages. The logger
+// is named when yamux writes, which it rarely does, rather than cloned
+// for every session up front.
 func yamuxLogger(l *zap.Logger) *log.Logger {
-	return log.New(&zapWriter{l.Named("yamux")}, "", 0)
+	return log.New(&zapWriter{log: l, name: "yamux"}, "", 0)
 }

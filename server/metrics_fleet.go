@@ -64,11 +64,7 @@ func (f fleetMetrics) Sessions() []metrics.SessionCount {
 func (f fleetMetrics) Counts(ctx context.Context) (metrics.FleetCounts, error) {
 	fc := metrics.FleetCounts{ByHealth: map[[2]string]int{}, ByVersion: map[string]int{}, ByCalamari: map[string]int{},
 		Rollouts: map[string]int{}, RolloutAgents: map[string]int{}}
-	views, err := f.s.Agents(ctx)
-	if err != nil {
-		return fc, fmt.Errorf("count agents: %w", err)
-	}
-	for _, v := range views {
+	err := f.s.eachAgentView(ctx, func(_ int, v api.AgentView) {
 		fc.ByHealth[[2]string{v.Environment, v.Health}]++
 		fc.ByVersion[v.Version]++
 		switch {
@@ -79,6 +75,9 @@ func (f fleetMetrics) Counts(ctx context.Context) (metrics.FleetCounts, error) {
 		default:
 			fc.ByCalamari[calamariOutdated]++
 		}
+	})
+	if err != nil {
+		return fc, fmt.Errorf("count agents: %w", err)
 	}
 	rs, err := f.s.store.Rollouts(ctx, false, recentRollouts)
 	if err != nil {

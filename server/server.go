@@ -543,7 +543,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Handler:           s.handler(),
 		TLSConfig:         cfg.HTTPTLS,
 		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          log.New(&zapWriter{s.log.Named("http")}, "", 0),
+		ErrorLog:          log.New(&zapWriter{log: s.log, name: "http"}, "", 0),
 	}
 	if s.cfg.NodeName == "" {
 		_, port, _ := net.SplitHostPort(s.AgentAddr())
@@ -794,10 +794,14 @@ func (s *Server) goFunc(f func()) {
 	}()
 }
 
-// zapWriter adapts the standard library's logger to zap.
-type zapWriter struct{ log *zap.Logger }
+// zapWriter adapts the standard library's logger to zap, under the
+// logger name name.
+type zapWriter struct {
+	log  *zap.Logger
+	name string
+}
 
 func (w *zapWriter) Write(p []byte) (int, error) {
-	w.log.Warn("library message", zap.ByteString("text", p))
+	w.log.Named(w.name).Warn("library message", zap.ByteString("text", p))
 	return len(p), nil
 }

@@ -29,14 +29,24 @@ type Check struct {
 }
 
 // sample is one health check, packed small because every connected
-// agent keeps Len of them: 12 bytes rather than the 40 of a
-// time.Time, a duration and a string.
+// agent keeps Len of them: 8 bytes rather than the 40 of a time.Time, a
+// duration and a string, so that a full ring fits a 512-byte allocation
+// (at 12 bytes a sample it took 768).
 type sample struct {
-	at  uint32 // seconds since the history's epoch
+	// at is the seconds since the history's epoch (atBits of them,
+	// saturating at about 34 years) and, in the top two bits, the
+	// health: 0 healthy, 1 warning, 2 unhealthy.
+	at  uint32
 	rtt uint32 // microseconds, saturating at about 71 minutes
-	// health is 0 healthy, 1 warning, 2 unhealthy.
-	health uint8
 }
+
+const (
+	atBits = 30
+	atMax  = 1<<atBits - 1
+)
+
+func (s sample) seconds() uint32 { return s.at & atMax }
+func (s sample) health() uint8   { return uint8(s.at >> atBits) }
 
 // agentRing is one agent's last Len samples, oldest first
 // from next once full.
@@ -104,7 +114,7 @@ func (h *Log) Record(results []Check) {
 		}
 		at := max(r.At.Sub(h.epoch), 0) / time.Second
 		rtt := min(r.RTT.Microseconds(), 1<<32-1)
-		ring.samples[ring.next] = sample{at: uint32(min(at, 1<<32-1)), rtt: uint32(max(rtt, 0)), health: healthCode(r.Health)}
+		ring.samples[ring.next] = sample{at: uint32(min(at, atMax)) | uint32(healthCode(r.Health))<<atBits, rtt: uint32(max(rtt, 0))}
 		ring.next++
 		if int(ring.next) == Len {
 			ring.next, ring.full = 0, true
@@ -134,7 +144,7 @@ func (h *Log) Points(agentID string) []Point {
 	order = append(order, ring.samples[:ring.next]...)
 	out := make([]Point, len(order))
 	for i, s := range order {
-		out[i] = Point{At: h.epoch.Add(time.Duration(s.at) * time.Second), RTT: time.Duration(s.rtt) * time.Microsecond, Health: healthName(s.health)}
+		out[i] = Point{At: h.epoch.Add(time.Duration(s.seconds()) * time.Second), RTT: time.Duration(s.rtt) * time.Microsecond, Health: healthName(s.health())}
 	}
 	return out
 }

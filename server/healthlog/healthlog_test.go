@@ -98,3 +98,37 @@ func TestHealthHistoryMemory(t *testing.T) {
 		t.Fatalf("got %.0f bytes per agent, want at most 2048", perAgent)
 	}
 }
+
+// TestHealthHistoryPacking checks that a sample's time and health, which
+// share 32 bits, come back apart: each health at offsets up to where the
+// time saturates.
+func TestHealthHistoryPacking(t *testing.T) {
+	epoch := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	tests := []struct {
+		name   string
+		after  time.Duration
+		health string
+		want   time.Duration
+	}{
+		{"healthy at the epoch", 0, api.HealthHealthy, 0},
+		{"warning a minute on", time.Minute, api.HealthWarning, time.Minute},
+		{"unhealthy a year on", 365 * 24 * time.Hour, api.HealthUnhealthy, 365 * 24 * time.Hour},
+		{"unhealthy at the last second held", atMax * time.Second, api.HealthUnhealthy, atMax * time.Second},
+		{"warning beyond it, saturated", 40 * 365 * 24 * time.Hour, api.HealthWarning, atMax * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var h Log
+			h.Record([]Check{{AgentID: "a", At: epoch, Health: api.HealthHealthy}})
+			h.Record([]Check{{AgentID: "a", At: epoch.Add(tt.after), RTT: time.Second, Health: tt.health}})
+			ps := h.Points("a")
+			if len(ps) != 2 {
+				t.Fatalf("got %d points, want 2", len(ps))
+			}
+			got := ps[1]
+			if !got.At.Equal(epoch.Add(tt.want)) || got.Health != tt.health || got.RTT != time.Second {
+				t.Fatalf("got %s %s %s, want %s %s %s", got.At, got.Health, got.RTT, epoch.Add(tt.want), tt.health, time.Second)
+			}
+		})
+	}
+}

@@ -585,12 +585,7 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	// Join strings carry '&'; escaping it as \u0026 would make them
-	// awkward to copy from the raw API.
-	enc.SetEscapeHTML(false)
-	enc.Encode(v)
+	writeJSONBody(w, v)
 }
 
 func (h *API) apiBackupSnapshot(w http.ResponseWriter, r *http.Request) {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -123,10 +122,7 @@ func (h *API) recoverers() map[string]idempotency.Recover {
 // encodeJSON encodes v as WriteJSON does.
 func encodeJSON(v any) ([]byte, error) {
 	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetIndent("", "  ")
-	enc.SetEscapeHTML(false)
-	err := enc.Encode(v)
+	err := writeJSONBody(&b, v)
 	return b.Bytes(), err
 }
 
