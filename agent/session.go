@@ -175,12 +175,22 @@ func (a *Agent) establish(ctx context.Context, addr string, id *certs.Identity) 
 	return a.startSession(ctx, conn, addr, id)
 }
 
+// streamWindow is how far the coordinator may send ahead of the agent's
+// reader on a stream. yamux grants the window again each time the reader
+// has taken half of it: at its 256 KiB a push of 100 MiB cost 800 window
+// updates, each a small TLS record the agent encrypts and writes and the
+// coordinator reads; at 4 MiB it is 50, and the agent's CPU per MiB
+// pushed went from 2.90 to 2.58 ms (figure 5, medians of 5 runs
+// alternated with 256 KiB). It costs memory only while a reader lags
+// behind its peer: a stream buffers at most this much.
+const streamWindow = 4 << 20
+
 // startSession runs a session over a completed handshake with the
 // coordinator at addr, dialed or (for a listening agent) accepted: it
 // starts serving the coordinator's requests and says Hello. The session
 // is returned only once Welcome arrived; on failure conn is closed.
 func (a *Agent) startSession(ctx context.Context, conn *tls.Conn, addr string, id *certs.Identity) (*liveSession, error) {
-	ys, err := protocol.NewSession(conn, protocol.SessionOptions{KeepAlive: a.cfg.KeepAlive})
+	ys, err := protocol.NewSession(conn, protocol.SessionOptions{KeepAlive: a.cfg.KeepAlive, StreamWindow: streamWindow})
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("start session with coordinator %s: %w", addr, err)

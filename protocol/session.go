@@ -26,6 +26,11 @@ type SessionOptions struct {
 	// connection's close (see Watch), so that no goroutine need wait in
 	// AcceptStream for the whole session.
 	Watch *Watch
+	// StreamWindow is the most bytes a stream may receive ahead of its
+	// reader; 0 is yamux's 256 KiB, the least it allows. It is only
+	// receive room, held while a reader lags, and grows a stream's
+	// buffer no further than its peer sends unread.
+	StreamWindow uint32
 }
 
 // Limits of a session. They bound what one peer can make the other hold.
@@ -54,6 +59,9 @@ func NewSession(conn net.Conn, o SessionOptions) (*yamux.Session, error) {
 	cfg.ConnectionWriteTimeout = writeTimeout
 	cfg.StreamOpenTimeout = streamOpenTimeout
 	cfg.StreamCloseTimeout = streamCloseTimeout
+	if o.StreamWindow > cfg.MaxStreamWindowSize {
+		cfg.MaxStreamWindowSize = o.StreamWindow
+	}
 	cfg.LogOutput = nil
 	if o.Logger != nil {
 		cfg.Logger = o.Logger
