@@ -7,6 +7,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -209,6 +211,170 @@ func TestCalamariPushResumes(t *testing.T) {
 	if _, partials := versionsOnDisk(t, home); len(partials) != 0 {
 		t.Errorf("partial files left after the install: %v", partials)
 	}
+}
+
+// TestCalamariPushManifestOnly pushes the same bundles with and without
+// CalamariPush.ManifestOnly (a coordinator of this release, and an older
+// one): everything the signed manifest vouches for is refused alike,
+// and a resume works alike; only bytes that are not the header's SHA-256
+// but do make the signed bundle are refused by the hash of the older
+// path and installed by the new one, which is what they are.
+func TestCalamariPushManifestOnly(t *testing.T) {
+	c := newTestCoordinator(t)
+	home := registered(t, c)
+	a := startAgent(t, home, nil)
+	a.waitConnected(t, 1)
+	s := c.live()
+	partialOf := func(b testBundle) string {
+		return filepath.Join(home, calamariDir, ".partial", b.push.Bundle.SHA256+".part")
+	}
+	tests := []struct {
+		name string
+		// run pushes b (version v, not installed) and returns the error of
+		// the push that counts.
+		run func(t *testing.T, b testBundle) error
+		// what that push must fail with, "" for none, with ManifestOnly
+		// and without
+		wantNew, wantOld string
+	}{
+		{name: "whole", run: func(t *testing.T, b testBundle) error {
+			_, _, err := c.pushBundle(s, b)
+			return err
+		}},
+		{name: "resumed after a cut", run: func(t *testing.T, b testBundle) error {
+			cut := int64(len(b.data) / 2)
+			if ready, err := c.push(s, protocol.TypeCalamariPush, b.push, b.data, cut, protocol.TypeCalamariInstalled, nil); err != errCut {
+				t.Fatalf("cut push: got %+v, %v; want the cut", ready, err)
+			}
+			ready, _, err := c.pushBundle(s, b)
+			if err == nil && ready.Offset != cut {
+				t.Errorf("resumed push: got offset %d, want %d", ready.Offset, cut)
+			}
+			return err
+		}},
+		{name: "resumed from a damaged partial file", run: func(t *testing.T, b testBundle) error {
+			cut := int64(len(b.data) / 2)
+			if ready, err := c.push(s, protocol.TypeCalamariPush, b.push, b.data, cut, protocol.TypeCalamariInstalled, nil); err != errCut {
+				t.Fatalf("cut push: got %+v, %v; want the cut", ready, err)
+			}
+			// The second push waits until the first noticed the cut, so
+			// the damage is done once the file holds every byte sent.
+			eventually(t, "the cut push's bytes on disk", func() bool { return protocol.PartialSize(partialOf(b)) == cut })
+			// The first byte after the gzip header: the deflate stream's
+			// first block header.
+			damaged := bytes.Clone(b.data[:cut])
+			damaged[10] ^= 0xff
+			if err := os.WriteFile(partialOf(b), damaged, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, _, err := c.pushBundle(s, b)
+			return err
+		}, wantNew: bundle.ErrCorrupt.Error(), wantOld: "SHA-256"},
+		{name: "bytes differ from the header", run: func(t *testing.T, b testBundle) error {
+			b.push.Bundle.SHA256 = strings.Repeat("00", 32)
+			_, _, err := c.pushBundle(s, b)
+			return err
+		}, wantOld: "SHA-256"},
+		{name: "truncated archive", run: func(t *testing.T, b testBundle) error {
+			b = signedBundle(b.data[:len(b.data)-20], b.push.Version, b.sig)
+			_, _, err := c.pushBundle(s, b)
+			return err
+		}, wantNew: "truncated", wantOld: "truncated"},
+		{name: "a file changed", run: func(t *testing.T, b testBundle) error {
+			// Re-packed with the script changed under the same signature.
+			changed := repack(t, b, func(name string, content []byte) []byte {
+				if name == scriptPath {
+					return append(bytes.Clone(content), "# changed\n"...)
+				}
+				return content
+			})
+			_, _, err := c.pushBundle(s, signedBundle(changed, b.push.Version, b.sig))
+			return err
+		}, wantNew: scriptPath, wantOld: scriptPath},
+	}
+	version := 0
+	for _, manifestOnly := range []bool{true, false} {
+		for _, tt := range tests {
+			t.Run(fmt.Sprintf("manifest only %v/%s", manifestOnly, tt.name), func(t *testing.T) {
+				version++
+				v := fmt.Sprintf("1.0.%d", version)
+				b := newTestBundle(t, c, v)
+				b.push.ManifestOnly = manifestOnly
+				want := tt.wantOld
+				if manifestOnly {
+					want = tt.wantNew
+				}
+				err := tt.run(t, b)
+				_, partials := versionsOnDisk(t, home)
+				if want == "" {
+					if err != nil {
+						t.Fatalf("got %v, want it installed", err)
+					}
+					if st := c.check(t, s, v); !st.Installed {
+						t.Errorf("check after the push: got %+v, want installed", st)
+					}
+				} else {
+					if !protocol.IsCode(err, protocol.CodeBadRequest) || !strings.Contains(err.Error(), want) {
+						t.Fatalf("got %v, want %s mentioning %q", err, protocol.CodeBadRequest, want)
+					}
+					if st := c.check(t, s, v); st.Installed {
+						t.Errorf("check after a refused push: got %+v, want not installed", st)
+					}
+				}
+				if len(partials) != 0 {
+					t.Errorf("partial files left: %v, want none", partials)
+				}
+				if err != nil {
+					// The next push starts over and installs it.
+					if ready, _, err := c.pushBundle(s, b); err != nil || ready.Offset != 0 {
+						t.Errorf("push after the refused one: got offset %d, %v; want offset 0 and installed", ready.Offset, err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// repack rewrites a bundle's archive with each entry's content passed
+// through change, its headers kept but for the size.
+func repack(t *testing.T, b testBundle, change func(name string, content []byte) []byte) []byte {
+	t.Helper()
+	gr, err := gzip.NewReader(bytes.NewReader(b.data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(gr)
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		content, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		content = change(hdr.Name, content)
+		hdr.Size = int64(len(content))
+		if err := tw.WriteHeader(hdr); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(content); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := gz.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
 }
 
 // tarGz builds an archive from name/content pairs, in order.

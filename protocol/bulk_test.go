@@ -152,3 +152,84 @@ func TestReceiveBulkTee(t *testing.T) {
 		})
 	}
 }
+
+// TestReceiveBulkTeeHashedOrNot runs the same transfers through the
+// hashed receive and the unhashed one: they keep and tee the same bytes
+// and resume alike; only the hashed one refuses bytes that are not the
+// header's SHA-256, and both refuse a partial file longer than the
+// transfer.
+func TestReceiveBulkTeeHashedOrNot(t *testing.T) {
+	data := make([]byte, 700<<10)
+	rand.Read(data)
+	tr := transferOf(data)
+	other := bytes.Clone(data)
+	other[500<<10] ^= 1
+	receivers := []struct {
+		name    string
+		receive func(io.Reader, string, Transfer, io.Writer) error
+		hashed  bool
+	}{
+		{"hashed", ReceiveBulkTee, true},
+		{"unhashed", ReceiveBulkTeeUnhashed, false},
+	}
+	tests := []struct {
+		name    string
+		partial []byte // what the partial file holds before
+		wire    []byte // what arrives
+		cutAt   int64  // the connection breaks after that many bytes of wire (0: never)
+		// what the receive must return: nil, ErrTransfer, or any other error
+		// (a cut), and what the partial file must hold after
+		wantErr     error
+		wantCut     bool
+		wantPartial []byte
+	}{
+		{name: "fresh", wire: data, wantPartial: data},
+		{name: "resumed", partial: data[:300<<10], wire: data[300<<10:], wantPartial: data},
+		{name: "cut: keeps what arrived", wire: data, cutAt: 200 << 10, wantCut: true, wantPartial: data[:200<<10]},
+		{name: "other bytes under the header", wire: other, wantErr: ErrTransfer},
+		{name: "partial larger than the transfer", partial: append(bytes.Clone(data), 'x'), wantErr: ErrTransfer},
+	}
+	for _, rc := range receivers {
+		for _, tt := range tests {
+			t.Run(rc.name+"/"+tt.name, func(t *testing.T) {
+				path := filepath.Join(t.TempDir(), "part")
+				if tt.partial != nil {
+					if err := os.WriteFile(path, tt.partial, 0o600); err != nil {
+						t.Fatal(err)
+					}
+				}
+				var r io.Reader = bytes.NewReader(tt.wire)
+				if tt.cutAt > 0 {
+					r = &cutReader{r: r, n: tt.cutAt}
+				}
+				wantErr, wantPartial := tt.wantErr, tt.wantPartial
+				if wantErr == ErrTransfer && tt.partial == nil && !rc.hashed {
+					// Unhashed, the bytes are kept and passed on: telling
+					// them apart is the tee's consumer's job.
+					wantErr, wantPartial = nil, tt.wire
+				}
+				var tee bytes.Buffer
+				err := rc.receive(r, path, tr, &tee)
+				switch {
+				case tt.wantCut:
+					if err == nil || errors.Is(err, ErrTransfer) {
+						t.Fatalf("got %v, want the cut's error", err)
+					}
+				case wantErr != nil:
+					if !errors.Is(err, wantErr) {
+						t.Fatalf("got %v, want %v", err, wantErr)
+					}
+				case err != nil:
+					t.Fatalf("got %v, want nil", err)
+				}
+				got, _ := os.ReadFile(path)
+				if !bytes.Equal(got, wantPartial) {
+					t.Errorf("partial file: got %d bytes, want %d (equal: %v)", len(got), len(wantPartial), bytes.Equal(got, wantPartial))
+				}
+				if wantErr == nil && !bytes.Equal(tee.Bytes(), append(bytes.Clone(tt.partial), tt.wire[:len(got)-len(tt.partial)]...)) {
+					t.Errorf("tee got %d bytes, want the %d of the partial file in order", tee.Len(), len(got))
+				}
+			})
+		}
+	}
+}

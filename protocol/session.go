@@ -31,6 +31,11 @@ type SessionOptions struct {
 	// default, 64. A side whose peer opens few streams sets less: the
 	// queue is a channel of this many pointers, held session long.
 	AcceptBacklog int
+	// StreamWindow is the most bytes a stream may receive ahead of its
+	// reader; 0 is yamux's 256 KiB, the least it allows. It is only
+	// receive room, held while a reader lags, and grows a stream's
+	// buffer no further than its peer sends unread.
+	StreamWindow uint32
 }
 
 // Limits of a session. They bound what one peer can make the other hold.
@@ -55,6 +60,9 @@ func NewSession(conn net.Conn, o SessionOptions) (*yamux.Session, error) {
 	cfg.AcceptBacklog = acceptBacklog
 	if o.AcceptBacklog > 0 {
 		cfg.AcceptBacklog = o.AcceptBacklog
+	}
+	if o.StreamWindow > cfg.MaxStreamWindowSize {
+		cfg.MaxStreamWindowSize = o.StreamWindow
 	}
 	cfg.EnableKeepAlive = o.KeepAlive > 0
 	if o.KeepAlive > 0 {

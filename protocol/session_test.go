@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"testing"
@@ -323,6 +324,78 @@ func TestSessionAcceptBacklog(t *testing.T) {
 				if err != nil {
 					t.Fatalf("accept %d of %d: %v", i+1, wantAccepted, err)
 				}
+			}
+		})
+	}
+}
+
+// TestStreamWindow: how far a peer may send ahead of a stream's reader
+// is yamux's 256 KiB unless SessionOptions.StreamWindow, on the
+// receiving side, allows more (the agent's, for pushes).
+func TestStreamWindow(t *testing.T) {
+	p := newPair(t)
+	sc := ServerTLS{Certificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &p.server.Certificate, nil }}.Config()
+	cc := ClientTLS{Identity: p.client, Pins: certs.NewPins(p.server.Thumbprint)}.Config()
+	tests := []struct {
+		name   string
+		window uint32
+		// want is how many bytes the sender gets out after the first
+		// while the reader waits: the window, less that byte
+		want int
+	}{
+		{"yamux's", 0, 256<<10 - 1},
+		{"below yamux's: yamux's", 64 << 10, 256<<10 - 1},
+		{"4 MiB", 4 << 20, 4<<20 - 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, c, serr, cerr := handshake(t, sc, cc)
+			if serr != nil || cerr != nil {
+				t.Fatal(serr, cerr)
+			}
+			s.SetDeadline(time.Time{})
+			c.SetDeadline(time.Time{})
+			srv, err := NewSession(s, SessionOptions{Server: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Close()
+			cli, err := NewSession(c, SessionOptions{StreamWindow: tt.window})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cli.Close()
+			out, err := srv.OpenStream()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer out.Close()
+			// The first byte opens the stream; once the reader has taken
+			// it, the window is what the receiver allows, and the sender
+			// writes until it is full.
+			if _, err := out.Write([]byte{1}); err != nil {
+				t.Fatal(err)
+			}
+			in, err := cli.AcceptStream()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer in.Close()
+			if _, err := io.ReadFull(in, make([]byte, 1)); err != nil {
+				t.Fatal(err)
+			}
+			out.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
+			var sent int
+			chunk := make([]byte, 16<<10)
+			for {
+				n, err := out.Write(chunk)
+				sent += n
+				if err != nil {
+					break
+				}
+			}
+			if sent != tt.want {
+				t.Errorf("sent %d bytes ahead of the reader, want %d", sent, tt.want)
 			}
 		})
 	}

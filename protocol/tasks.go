@@ -72,6 +72,21 @@ type CalamariPush struct {
 	// (the coordinator's machine policy); 0 means the agent's own setting.
 	// Agents older than this field ignore it.
 	Keep int `json:"keep,omitempty"`
+	// ManifestOnly says that the agent need not hash the bundle as a
+	// whole against Bundle.SHA256, which then only names the transfer (the
+	// partial file a cut push resumes from). The signed manifest already
+	// vouches for everything an install holds: bundle.Stage refuses any
+	// file whose size or SHA-256 differs from it, any entry it does not
+	// list or that is not a regular file or a folder of its files, any
+	// file it lists that is missing, and anything after the archive, and
+	// writes each file with the manifest's mode. A second SHA-256 of every
+	// byte added no authenticity, only a check of the bytes a resume
+	// reuses, which that same verification catches (a push whose bytes do
+	// not make the signed bundle is refused and its partial file removed).
+	// Agents older than this field ignore it and hash the bundle as
+	// before, and an agent that gets a push without it (from an older
+	// coordinator) does too.
+	ManifestOnly bool `json:"manifest_only,omitempty"`
 }
 
 // PushReady answers a push header: send the bytes from Offset on (a

@@ -105,8 +105,11 @@ func (s *Server) pushCalamari(ctx context.Context, as *agentSession, b store.Bun
 	}
 	defer f.Close()
 	var installed protocol.CalamariInstalled
+	// ManifestOnly: the agent checks the bundle against its signed
+	// manifest, which covers all it installs, and skips a second SHA-256
+	// of every byte; older agents ignore it and hash the bundle too.
 	hdr := protocol.CalamariPush{Version: b.Version, Signature: b.Signature, Bundle: protocol.Transfer{Size: b.Size, SHA256: b.SHA256},
-		Keep: s.policy.Current().CalamariKeep}
+		Keep: s.policy.Current().CalamariKeep, ManifestOnly: true}
 	done, err := protocol.PushSigned(ctx, as.sess, as.sign, protocol.TypeCalamariPush, hdr,
 		s.metrics.CountPushed(metrics.PushCalamari, f), hdr.Bundle.Size, protocol.TypeCalamariInstalled, &installed, nil)
 	if err != nil {

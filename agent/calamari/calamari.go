@@ -285,11 +285,12 @@ func (s *Store) BeginPush(ctx context.Context, req protocol.CalamariPush) (*Push
 // and nothing is installed.
 //
 // The bundle is extracted while it arrives: every byte, those a resumed
-// push already held first, goes to the partial file and the bundle's
-// SHA-256, and through a pipe to bundle.Stage, which checks the signature
-// before writing any file and each file against the manifest as it lands.
-// The install is committed (renamed to its version) only once both the
-// extraction and the SHA-256 of the whole bundle succeeded.
+// push already held first, goes to the partial file and through a pipe to
+// bundle.Stage, which checks the signature before writing any file and
+// each file against the manifest as it lands. The install is committed
+// (renamed to its version) only once both the extraction and the receive
+// succeeded. Unless the push says ManifestOnly, the receive also hashes
+// the whole bundle and succeeds only if its SHA-256 is the header's.
 func (p *Push) Receive(ctx context.Context, r io.Reader) (protocol.CalamariInstalled, error) {
 	v := p.req.Version
 	if p.Done {
@@ -340,7 +341,17 @@ func (p *Push) receive(ctx context.Context, r io.Reader) (*bundle.Staged, error)
 		pipe.CloseRead(errStaged)
 		staged <- result{st, err}
 	}()
-	rerr := protocol.ReceiveBulkTee(r, p.partial, p.req.Bundle, pipe)
+	receive := protocol.ReceiveBulkTee
+	if p.req.ManifestOnly {
+		// The whole-bundle SHA-256 was a second hash of every byte (a
+		// third of the agent's CPU in a push), and adds nothing to what
+		// Stage checks against the signed manifest (see
+		// protocol.CalamariPush.ManifestOnly): a push whose bytes, fresh
+		// or resumed, do not make the signed bundle fails in Stage, which
+		// is a bad request and removes the partial file below.
+		receive = protocol.ReceiveBulkTeeUnhashed
+	}
+	rerr := receive(r, p.partial, p.req.Bundle, pipe)
 	if rerr != nil {
 		cancel()
 	}

@@ -254,7 +254,7 @@ windows; each agent still gets its health check when it connects.
   incompressible, payload plus a stub entry point; packed with bundle.Pack) is
   uploaded (not timed), then ` + "`POST /api/calamari/update`" + ` for the agent is timed. The
   benchmark looks at the agent's folder every millisecond: "transfer alone" is
-  when the partial file holds every byte (before its hash check; it is never synced);
+  when the partial file holds every byte (it is never synced);
   "installed" is when ` + "`Calamari/<version>/Success.txt`" + ` is in place (every file
   extracted, verified and synced, the folder renamed into place). The agent
   extracts while it receives, so the partial file is complete only moments
