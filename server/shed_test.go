@@ -19,29 +19,33 @@ import (
 	"github.com/tendrildeploy/tendril/server/metrics"
 )
 
+// agentRoads are the ways an agent reaches the agent port: directly,
+// through an HTTP CONNECT proxy (the real tinyproxy) and inside a
+// WebSocket through a reverse proxy (the real nginx).
+var agentRoads = []struct {
+	name string
+	// addr returns the address the agent is registered with, and the
+	// proxy it goes through ("none" for none).
+	addr func(t *testing.T, ts *testServer) (addr, via string)
+}{
+	{"direct", func(t *testing.T, ts *testServer) (string, string) { return ts.AgentAddr(), "none" }},
+	{"through an HTTP CONNECT proxy", func(t *testing.T, ts *testServer) (string, string) {
+		p := proxytest.Tinyproxy(t, proxytest.Options{})
+		return ts.AgentAddr(), "http://" + p.Addr
+	}},
+	{"inside a WebSocket through nginx", func(t *testing.T, ts *testServer) (string, string) {
+		lb := proxytest.Nginx(t, ts.HTTPAddr(), protocol.WebSocketPath)
+		return "wss://" + lb.Addr + protocol.WebSocketPath, "none"
+	}},
+}
+
 // TestShedAgentToldWhenToComeBack: an agent that the coordinator sheds
 // (its one handshake slot and its one place in the queue taken) is told
 // in the busy answer when to come back, directly, through an HTTP CONNECT
 // proxy and inside a WebSocket through nginx alike; it waits what it was
 // told, not its backoff, and once there is room it gets in.
 func TestShedAgentToldWhenToComeBack(t *testing.T) {
-	tests := []struct {
-		name string
-		// addr returns the address the agent is registered with, and
-		// the proxy it goes through ("" for none).
-		addr func(t *testing.T, ts *testServer) (addr, via string)
-	}{
-		{"direct", func(t *testing.T, ts *testServer) (string, string) { return ts.AgentAddr(), "none" }},
-		{"through an HTTP CONNECT proxy", func(t *testing.T, ts *testServer) (string, string) {
-			p := proxytest.Tinyproxy(t, proxytest.Options{})
-			return ts.AgentAddr(), "http://" + p.Addr
-		}},
-		{"inside a WebSocket through nginx", func(t *testing.T, ts *testServer) (string, string) {
-			lb := proxytest.Nginx(t, ts.HTTPAddr(), protocol.WebSocketPath)
-			return "wss://" + lb.Addr + protocol.WebSocketPath, "none"
-		}},
-	}
-	for _, tc := range tests {
+	for _, tc := range agentRoads {
 		t.Run(tc.name, func(t *testing.T) {
 			ts := startServer(t, func(c *Config) {
 				c.MaxHandshakes, c.HandshakeQueue = 1, 1
@@ -117,21 +121,7 @@ func TestShedAgentToldWhenToComeBack(t *testing.T) {
 // release, which does not offer protocol.WaitALPN, is told nothing and
 // shed with the busy answer at the usual queue wait.
 func TestQueuedAgentToldToWait(t *testing.T) {
-	tests := []struct {
-		name string
-		addr func(t *testing.T, ts *testServer) (addr, via string)
-	}{
-		{"direct", func(t *testing.T, ts *testServer) (string, string) { return ts.AgentAddr(), "none" }},
-		{"through an HTTP CONNECT proxy", func(t *testing.T, ts *testServer) (string, string) {
-			p := proxytest.Tinyproxy(t, proxytest.Options{})
-			return ts.AgentAddr(), "http://" + p.Addr
-		}},
-		{"inside a WebSocket through nginx", func(t *testing.T, ts *testServer) (string, string) {
-			lb := proxytest.Nginx(t, ts.HTTPAddr(), protocol.WebSocketPath)
-			return "wss://" + lb.Addr + protocol.WebSocketPath, "none"
-		}},
-	}
-	for _, tc := range tests {
+	for _, tc := range agentRoads {
 		t.Run(tc.name, func(t *testing.T) {
 			ts := startServer(t, func(c *Config) {
 				c.MaxHandshakes, c.HandshakeQueue = 1, 4
