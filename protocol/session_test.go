@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/yamux"
 	"go.uber.org/goleak"
 
 	"github.com/tendrildeploy/tendril/certs"
@@ -32,6 +33,33 @@ func newPair(t testing.TB) tlsPair {
 		t.Fatal(err)
 	}
 	return tlsPair{s, c}
+}
+
+// sessionPair runs a TLS handshake over loopback with the pair's
+// identities and starts a yamux session on each side with the options
+// given (Server is set on the server's); both close at the test's end.
+func sessionPair(t *testing.T, p tlsPair, so, co SessionOptions) (srv, cli *yamux.Session) {
+	t.Helper()
+	sc := ServerTLS{Certificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &p.server.Certificate, nil }}.Config()
+	cc := ClientTLS{Identity: p.client, Pins: certs.NewPins(p.server.Thumbprint)}.Config()
+	s, c, serr, cerr := handshake(t, sc, cc)
+	if serr != nil || cerr != nil {
+		t.Fatal(serr, cerr)
+	}
+	s.SetDeadline(time.Time{})
+	c.SetDeadline(time.Time{})
+	so.Server = true
+	srv, err := NewSession(s, so)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	cli, err = NewSession(c, co)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return srv, cli
 }
 
 // handshake runs one TLS handshake over loopback and returns both sides'
@@ -264,7 +292,6 @@ func TestCallReadsRefusalBeforeClose(t *testing.T) {
 // is reset, as with yamux's default of 64.
 func TestSessionAcceptBacklog(t *testing.T) {
 	p := newPair(t)
-	sc := ServerTLS{Certificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &p.server.Certificate, nil }}.Config()
 	tests := []struct {
 		name      string
 		backlog   int
@@ -279,23 +306,7 @@ func TestSessionAcceptBacklog(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cc := ClientTLS{Identity: p.client, Pins: certs.NewPins(p.server.Thumbprint)}.Config()
-			s, c, serr, cerr := handshake(t, sc, cc)
-			if serr != nil || cerr != nil {
-				t.Fatal(serr, cerr)
-			}
-			s.SetDeadline(time.Time{})
-			c.SetDeadline(time.Time{})
-			srv, err := NewSession(s, SessionOptions{Server: true, AcceptBacklog: tt.backlog})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer srv.Close()
-			cli, err := NewSession(c, SessionOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cli.Close()
+			srv, cli := sessionPair(t, p, SessionOptions{AcceptBacklog: tt.backlog}, SessionOptions{})
 			var last net.Conn
 			for range tt.open {
 				st, err := cli.OpenStream()
@@ -307,7 +318,7 @@ func TestSessionAcceptBacklog(t *testing.T) {
 			// The last stream is reset at once if it is beyond the
 			// backlog; one within it waits.
 			last.SetReadDeadline(time.Now().Add(time.Second))
-			_, err = last.Read(make([]byte, 1))
+			_, err := last.Read(make([]byte, 1))
 			var ne net.Error
 			gotReset := err != nil && !(errors.As(err, &ne) && ne.Timeout())
 			if gotReset != tt.wantReset {
@@ -334,8 +345,6 @@ func TestSessionAcceptBacklog(t *testing.T) {
 // receiving side, allows more (the agent's, for pushes).
 func TestStreamWindow(t *testing.T) {
 	p := newPair(t)
-	sc := ServerTLS{Certificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &p.server.Certificate, nil }}.Config()
-	cc := ClientTLS{Identity: p.client, Pins: certs.NewPins(p.server.Thumbprint)}.Config()
 	tests := []struct {
 		name   string
 		window uint32
@@ -349,22 +358,7 @@ func TestStreamWindow(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, c, serr, cerr := handshake(t, sc, cc)
-			if serr != nil || cerr != nil {
-				t.Fatal(serr, cerr)
-			}
-			s.SetDeadline(time.Time{})
-			c.SetDeadline(time.Time{})
-			srv, err := NewSession(s, SessionOptions{Server: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer srv.Close()
-			cli, err := NewSession(c, SessionOptions{StreamWindow: tt.window})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cli.Close()
+			srv, cli := sessionPair(t, p, SessionOptions{}, SessionOptions{StreamWindow: tt.window})
 			out, err := srv.OpenStream()
 			if err != nil {
 				t.Fatal(err)
