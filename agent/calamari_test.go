@@ -344,9 +344,7 @@ func repack(t *testing.T, b testBundle, change func(name string, content []byte)
 		t.Fatal(err)
 	}
 	tr := tar.NewReader(gr)
-	var buf bytes.Buffer
-	gz := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(gz)
+	var entries []tarEntry
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
@@ -359,35 +357,40 @@ func repack(t *testing.T, b testBundle, change func(name string, content []byte)
 		if err != nil {
 			t.Fatal(err)
 		}
-		content = change(hdr.Name, content)
-		hdr.Size = int64(len(content))
-		if err := tw.WriteHeader(hdr); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(content); err != nil {
-			t.Fatal(err)
-		}
+		entries = append(entries, tarEntry{hdr, change(hdr.Name, content)})
 	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := gz.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return writeTarGz(t, entries)
 }
 
 // tarGz builds an archive from name/content pairs, in order.
 func tarGz(t *testing.T, files ...[2]string) []byte {
 	t.Helper()
+	var entries []tarEntry
+	for _, f := range files {
+		entries = append(entries, tarEntry{&tar.Header{Typeflag: tar.TypeReg, Name: f[0], Mode: 0o644}, []byte(f[1])})
+	}
+	return writeTarGz(t, entries)
+}
+
+// tarEntry is one entry of an archive writeTarGz writes.
+type tarEntry struct {
+	hdr     *tar.Header
+	content []byte
+}
+
+// writeTarGz writes the entries, in order, as a gzipped tar archive,
+// each header's size set to its content's.
+func writeTarGz(t *testing.T, entries []tarEntry) []byte {
+	t.Helper()
 	var buf bytes.Buffer
 	gz := gzip.NewWriter(&buf)
 	tw := tar.NewWriter(gz)
-	for _, f := range files {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: f[0], Size: int64(len(f[1])), Mode: 0o644}); err != nil {
+	for _, e := range entries {
+		e.hdr.Size = int64(len(e.content))
+		if err := tw.WriteHeader(e.hdr); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := tw.Write([]byte(f[1])); err != nil {
+		if _, err := tw.Write(e.content); err != nil {
 			t.Fatal(err)
 		}
 	}
