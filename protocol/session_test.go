@@ -193,23 +193,7 @@ func TestServerHintSelectsCertificate(t *testing.T) {
 }
 
 func TestCallOverSession(t *testing.T) {
-	p := newPair(t)
-	sc := ServerTLS{Certificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &p.server.Certificate, nil }}.Config()
-	cc := ClientTLS{Identity: p.client, Pins: certs.NewPins(p.server.Thumbprint)}.Config()
-	s, c, serr, cerr := handshake(t, sc, cc)
-	if serr != nil || cerr != nil {
-		t.Fatal(serr, cerr)
-	}
-	s.SetDeadline(time.Time{})
-	c.SetDeadline(time.Time{})
-	srv, err := NewSession(s, SessionOptions{Server: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cli, err := NewSession(c, SessionOptions{KeepAlive: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, cli := sessionPair(t, newPair(t), SessionOptions{}, SessionOptions{KeepAlive: time.Second})
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { // a tiny server: echo Hello back as Welcome, refuse others
@@ -239,8 +223,7 @@ func TestCallOverSession(t *testing.T) {
 	if w.Protocol != 1 || w.Name != "a" {
 		t.Errorf("got %+v, want protocol 1 name a", w)
 	}
-	err = Call(ctx, cli, "bogus", nil, TypeAck, nil)
-	if !IsCode(err, CodeUnknownType) {
+	if err := Call(ctx, cli, "bogus", nil, TypeAck, nil); !IsCode(err, CodeUnknownType) {
 		t.Errorf("unknown type: got %v, want code %s", err, CodeUnknownType)
 	}
 	cli.Close()
