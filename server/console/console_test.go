@@ -311,4 +311,3 @@ func TestConsoleSessionExpiry(t *testing.T) {
 		t.Fatalf("got %d sessions kept, want 1 (expired ones purged)", n)
 	}
 }
-

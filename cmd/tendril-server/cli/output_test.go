@@ -277,7 +277,6 @@ func TestFormatLogLine(t *testing.T) {
 	}
 }
 
-
 func TestStateText(t *testing.T) {
 	tests := []struct {
 		task api.TaskView
