@@ -237,17 +237,8 @@ func TestCallOverSession(t *testing.T) {
 // "session shutdown".
 func TestCallReadsRefusalBeforeClose(t *testing.T) {
 	p := newPair(t)
-	sc := ServerTLS{Certificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &p.server.Certificate, nil }}.Config()
 	for i := range 100 {
-		cc := ClientTLS{Identity: p.client, Pins: certs.NewPins(p.server.Thumbprint)}.Config()
-		s, c, serr, cerr := handshake(t, sc, cc)
-		if serr != nil || cerr != nil {
-			t.Fatal(serr, cerr)
-		}
-		s.SetDeadline(time.Time{})
-		c.SetDeadline(time.Time{})
-		srv, _ := NewSession(s, SessionOptions{Server: true})
-		cli, _ := NewSession(c, SessionOptions{})
+		srv, cli := sessionPair(t, p, SessionOptions{}, SessionOptions{})
 		done := make(chan struct{})
 		go func() {
 			defer close(done)

@@ -220,7 +220,8 @@ func (s *Server) handleConn(raw net.Conn, t *admission.Ticket) {
 		// was, and holds no place meanwhile.
 		var patient bool
 		peeked, patient = protocol.ReadHello(peeked, s.cfg.FirstByteTimeout)
-		long, told := time.Duration(0), func() {}
+		var long time.Duration
+		var told func()
 		if patient {
 			long = s.cfg.HandshakeQueueLongWait
 			told = func() { protocol.WriteWait(raw, long, busyNoWaitTimeout) }

@@ -605,14 +605,20 @@ func (s *Server) finishTaskWith(id string, u store.TaskUpdate) error {
 	}
 	s.tasks.notify(id)
 	if berr == nil && !before.Finished() {
-		s.metrics.TasksFinished.WithLabelValues(u.State).Inc()
-		start := before.StartedAt
-		if start.IsZero() {
-			start = before.CreatedAt
-		}
-		s.metrics.TaskDuration.WithLabelValues(u.State).Observe(max(u.FinishedAt.Sub(start), 0).Seconds())
+		s.countEnd(before, u)
 	}
 	return nil
+}
+
+// countEnd counts the end u made of t, which was unfinished until then:
+// the finished tasks by state and their durations.
+func (s *Server) countEnd(t store.Task, u store.TaskUpdate) {
+	s.metrics.TasksFinished.WithLabelValues(u.State).Inc()
+	start := t.StartedAt
+	if start.IsZero() {
+		start = t.CreatedAt
+	}
+	s.metrics.TaskDuration.WithLabelValues(u.State).Observe(max(u.FinishedAt.Sub(start), 0).Seconds())
 }
 
 // endTask records a task's last line and final state, trying again while
@@ -853,12 +859,7 @@ func (s *Server) recordEnd(t *store.Task, u store.TaskUpdate) error {
 	s.tasks.notify(t.ID)
 	// Counted once: the write was made only while the task was
 	// unfinished.
-	s.metrics.TasksFinished.WithLabelValues(u.State).Inc()
-	start := t.StartedAt
-	if start.IsZero() {
-		start = t.CreatedAt
-	}
-	s.metrics.TaskDuration.WithLabelValues(u.State).Observe(max(u.FinishedAt.Sub(start), 0).Seconds())
+	s.countEnd(*t, u)
 	return nil
 }
 
