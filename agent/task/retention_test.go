@@ -210,6 +210,44 @@ func TestCleanWork(t *testing.T) {
 	}
 }
 
+// TestCleanWorkMeasuresFinishedFoldersOnce checks that a cleanup measures
+// only the finished folders that are new since the last: one runs after
+// every task, and walking every folder kept each time grew with them. A
+// finished folder does not change until retention removes it, so bytes
+// added to one by hand are not seen; a folder removed by hand is.
+func TestCleanWorkMeasuresFinishedFoldersOnce(t *testing.T) {
+	r := newRunner(t)
+	plantFinished(t, r.cfg.Dir, "f0", time.Minute, 1000)
+	plantFinished(t, r.cfg.Dir, "f1", time.Minute, 2000)
+	clean := func() protocol.WorkReport {
+		t.Helper()
+		rep, err := r.CleanWork(context.Background())
+		if err != nil {
+			t.Fatalf("CleanWork: %v", err)
+		}
+		return rep
+	}
+	first := clean()
+	if first.Tasks != 2 || first.Bytes <= 3000 {
+		t.Fatalf("first cleanup: got %d tasks and %d bytes, want 2 tasks and more than 3000 bytes", first.Tasks, first.Bytes)
+	}
+	f1 := treeSize(filepath.Join(r.cfg.Dir, "f1"))
+	if err := os.WriteFile(filepath.Join(r.cfg.Dir, "f0", filesDir, "more"), make([]byte, 5000), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	plantFinished(t, r.cfg.Dir, "f2", time.Minute, 3000)
+	f2 := treeSize(filepath.Join(r.cfg.Dir, "f2"))
+	if got := clean(); got.Tasks != 3 || got.Bytes != first.Bytes+f2 {
+		t.Fatalf("after f2 finished: got %d tasks and %d bytes, want 3 and %d (f0 and f1 as first measured, plus f2)", got.Tasks, got.Bytes, first.Bytes+f2)
+	}
+	if err := os.RemoveAll(filepath.Join(r.cfg.Dir, "f1")); err != nil {
+		t.Fatal(err)
+	}
+	if got := clean(); got.Tasks != 2 || got.Bytes != first.Bytes+f2-f1 {
+		t.Fatalf("after f1 was removed by hand: got %d tasks and %d bytes, want 2 and %d", got.Tasks, got.Bytes, first.Bytes+f2-f1)
+	}
+}
+
 // TestCleanWorkFreeSpaceFloor fills a real, small tmpfs and checks that
 // the oldest finished folders go, keep notwithstanding, until free space
 // is back above the floor, and that folders finished within FloorGrace
