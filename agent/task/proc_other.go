@@ -15,3 +15,6 @@ func terminateGroup(p *os.Process) error { return p.Kill() }
 
 // killGroup can only end the task's own process here.
 func killGroup(p *os.Process) { p.Kill() }
+
+// exitStatus is the process's exit code; no signals here.
+func exitStatus(ps *os.ProcessState) (code int, signal string) { return ps.ExitCode(), "" }

@@ -28,6 +28,15 @@ func killGroup(p *os.Process) {
 	signalGroup(p, syscall.SIGKILL)
 }
 
+// exitStatus is the process's exit code or, if a signal killed it, 128 +
+// the signal's number, as shells report it, and the signal's name.
+func exitStatus(ps *os.ProcessState) (code int, signal string) {
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal()), ws.Signal().String()
+	}
+	return ps.ExitCode(), ""
+}
+
 func signalGroup(p *os.Process, sig syscall.Signal) error {
 	if err := syscall.Kill(-p.Pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("signal process group %d: %w", p.Pid, err)

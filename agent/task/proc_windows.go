@@ -34,3 +34,6 @@ func killGroup(p *os.Process) {
 		p.Kill()
 	}
 }
+
+// exitStatus is the process's exit code; Windows has no signals to name.
+func exitStatus(ps *os.ProcessState) (code int, signal string) { return ps.ExitCode(), "" }

@@ -41,6 +41,16 @@ const (
 	// EnvCalamari is the path of the calamari the task runs; its folder
 	// is also first in the task's PATH.
 	EnvCalamari = "TENDRIL_CALAMARI"
+	// EnvCalamariExec, set to 1, tells calamari that the agent keeps
+	// what calamari would otherwise keep between it and a script's
+	// shell: the stop grace (the agent signals the whole process group,
+	// then kills it, DefaultKillGrace later) and the exit code of a
+	// shell a signal killed (128 + the signal, as shells report it). A
+	// calamari that knows it may then replace itself with the shell
+	// instead of starting it and waiting: a process start, a wait and a
+	// Go exit less in every task, 0.5-0.8 ms of the round trip's trace.
+	// Earlier calamari releases ignore it.
+	EnvCalamariExec = "TENDRIL_CALAMARI_EXEC"
 )
 
 // DefaultKillGrace is how long a cancelled task may take to stop after
@@ -485,6 +495,7 @@ func (r *Runner) command(t *task, entry string, args []string) *exec.Cmd {
 		EnvFiles+"="+filepath.Join(t.dir, filesDir),
 		EnvHome+"="+r.cfg.Home,
 		EnvCalamari+"="+entry,
+		EnvCalamariExec+"=1",
 		// So that a script finds calamari set-output and calamari
 		// artifact. Later entries win in exec, so this PATH does.
 		"PATH="+filepath.Dir(entry)+string(os.PathListSeparator)+lookupEnv(env, "PATH"),
@@ -554,9 +565,9 @@ func (r *Runner) wait(t *task, cmd *exec.Cmd, recorded <-chan struct{}) {
 	t.stdout.flush()
 	t.stderr.flush()
 
-	code := -1
+	code, signal := -1, ""
 	if cmd.ProcessState != nil {
-		code = cmd.ProcessState.ExitCode()
+		code, signal = exitStatus(cmd.ProcessState)
 	}
 	t.mu.Lock()
 	cancelled := t.cancelled
@@ -568,6 +579,9 @@ func (r *Runner) wait(t *task, cmd *exec.Cmd, recorded <-chan struct{}) {
 		res, msg = result{State: protocol.TaskCancelled, ExitCode: code, Error: "cancelled"}, "cancelled"
 	case code == 0:
 		res, msg = result{State: protocol.TaskSucceeded}, "exited with code 0"
+	case signal != "":
+		msg = fmt.Sprintf("killed by signal %s (exit code %d)", signal, code)
+		res = result{State: protocol.TaskFailed, ExitCode: code, Error: msg}
 	case code > 0:
 		msg = "exited with code " + strconv.Itoa(code)
 		res = result{State: protocol.TaskFailed, ExitCode: code, Error: msg}

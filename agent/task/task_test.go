@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -333,5 +334,39 @@ func TestRunnerStartFailure(t *testing.T) {
 	var ce *CalamariError
 	if !errors.As(err, &ce) || !IsBadRequest(err) || exists(filepath.Join(r.taskDir("missing"), infoFile)) {
 		t.Errorf("start with a missing Calamari: got %v, want a CalamariError and no task", err)
+	}
+}
+
+// TestRunnerExitCodes checks the end a task's process leaves: its exit
+// code, or for a process a signal killed 128 + the signal, as a shell
+// reports it. The agent reads that itself because it tells calamari
+// (EnvCalamariExec, checked here too) that it may become the script's
+// shell, whose signal no calamari is left to turn into an exit code.
+func TestRunnerExitCodes(t *testing.T) {
+	r := newRunner(t)
+	tests := []struct {
+		script    string
+		wantState string
+		wantCode  int
+		wantLine  string
+	}{
+		{"exit 0", protocol.TaskSucceeded, 0, "exited with code 0"},
+		{"exit 3", protocol.TaskFailed, 3, "exited with code 3"},
+		{"kill -TERM $$", protocol.TaskFailed, 128 + 15, "killed by signal terminated (exit code 143)"},
+		{"kill -KILL $$", protocol.TaskFailed, 128 + 9, "killed by signal killed (exit code 137)"},
+		{`test "$` + EnvCalamariExec + `" = 1`, protocol.TaskSucceeded, 0, "exited with code 0"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.script, func(t *testing.T) {
+			ticket := fmt.Sprintf("code-%d", i)
+			startTask(t, r, protocol.TaskStart{Ticket: ticket, Isolation: protocol.IsolationNone, Args: []string{"-c", tt.script}})
+			entries, end := followAll(t, r, ticket)
+			if end.State != tt.wantState || end.ExitCode != tt.wantCode {
+				t.Errorf("end: got %s with code %d (%s), want %s with code %d", end.State, end.ExitCode, end.Error, tt.wantState, tt.wantCode)
+			}
+			if last := entries[len(entries)-1]; last.Stream != streamAgent || last.Text != tt.wantLine {
+				t.Errorf("last line: got %s %q, want agent %q", last.Stream, last.Text, tt.wantLine)
+			}
+		})
 	}
 }

@@ -7,7 +7,10 @@
 //	calamari health
 //
 // run-script runs the script with /bin/sh (cmd on Windows) in the current
-// folder, passes its output through and exits with its exit code.
+// folder, passes its output through and exits with its exit code. Started
+// by an agent that sets TENDRIL_CALAMARI_EXEC=1 (it stops the task's
+// process group itself, and reads 128 + the signal from a shell a signal
+// killed), run-script on Unix replaces itself with the shell instead.
 //
 // deploy-package extracts a .tar.gz package, refusing unsafe entries
 // (absolute paths, "..", links leaving the release, devices, more than 2

@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,7 +21,14 @@ import (
 	"github.com/tendrildeploy/tendril/version"
 )
 
+// envAsMain makes the test binary calamari itself, for the tests that
+// need a process of its own: one that replaces itself with the shell.
+const envAsMain = "CALAMARI_TEST_AS_MAIN"
+
 func TestMain(m *testing.M) {
+	if os.Getenv(envAsMain) == "1" {
+		main()
+	}
 	goleak.VerifyTestMain(m)
 }
 
@@ -136,6 +147,71 @@ func mustEval(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// TestRunScriptExec runs calamari as its own process, as the agent does,
+// and checks that with envExec it becomes the script's shell (the
+// shell's pid is calamari's), without it starts the shell as a child,
+// and either way the script gets its streams and its exit code reaches
+// the caller: as the shell's own, or as the signal that killed it, which
+// the agent turns into 128 + the signal itself.
+func TestRunScriptExec(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("no exec on Windows: calamari always waits for its shell there")
+	}
+	const script = `echo "pid $$ exec [$` + envExec + `]"; read x; echo "got $x" >&2; exit 4`
+	tests := []struct {
+		name     string
+		exec     bool
+		args     []string
+		wantSame bool // the shell's pid is calamari's
+		wantCode int
+		signaled syscall.Signal
+		stderr   string
+	}{
+		{name: "exec", exec: true, args: []string{"--inline", script}, wantSame: true, wantCode: 4, stderr: "got abc\n"},
+		{name: "child", args: []string{"--inline", script}, wantCode: 4, stderr: "got abc\n"},
+		{name: "exec, killed by a signal", exec: true, args: []string{"--inline", "kill -TERM $$"}, wantCode: -1, signaled: syscall.SIGTERM},
+		{name: "child, killed by a signal", args: []string{"--inline", "kill -TERM $$"}, wantCode: 128 + 15},
+		{name: "exec, no such shell", exec: true, args: []string{"--shell", "pwsh", "--inline", "true"}, wantCode: exitError, stderr: "calamari: run-script: "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], append([]string{"run-script"}, tt.args...)...)
+			cmd.Env = append(os.Environ(), envAsMain+"=1", envExec+"=", "PATH=/usr/bin:/bin")
+			if tt.exec {
+				cmd.Env = append(cmd.Env, envExec+"=1")
+			}
+			cmd.Stdin = strings.NewReader("abc\n")
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			var ee *exec.ExitError
+			if err != nil && !errors.As(err, &ee) {
+				t.Fatal(err)
+			}
+			ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
+			if got := cmd.ProcessState.ExitCode(); got != tt.wantCode || ws.Signaled() != (tt.signaled != 0) || ws.Signaled() && ws.Signal() != tt.signaled {
+				t.Errorf("got exit code %d, signal %v, want %d, signal %v (stderr %q)", got, ws.Signal(), tt.wantCode, tt.signaled, stderr.String())
+			}
+			if !strings.HasPrefix(stderr.String(), tt.stderr) {
+				t.Errorf("stderr: got %q, want it to start with %q", stderr.String(), tt.stderr)
+			}
+			if tt.wantCode != 4 {
+				return
+			}
+			// The variable is the agent's word to this calamari only: a
+			// calamari the script runs itself waits for its shell.
+			var pid int
+			var env string
+			if _, err := fmt.Sscanf(stdout.String(), "pid %d exec %s", &pid, &env); err != nil || env != "[]" {
+				t.Fatalf("stdout: got %q (%v), want the shell's pid and an empty %s", stdout.String(), err, envExec)
+			}
+			if same := pid == cmd.Process.Pid; same != tt.wantSame {
+				t.Errorf("shell's pid %d, calamari's %d: got same %v, want %v", pid, cmd.Process.Pid, same, tt.wantSame)
+			}
+		})
+	}
 }
 
 // TestRunScriptStop checks that a stop request reaches the script, which
