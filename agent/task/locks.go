@@ -110,6 +110,14 @@ func (lt *lockTable) notifyLocked() {
 	lt.changed = make(chan struct{})
 }
 
+// free reports whether c would be granted now. It is a hint: a claim
+// made meanwhile may take what it found free.
+func (lt *lockTable) free(c *claim) bool {
+	lt.mu.Lock()
+	defer lt.mu.Unlock()
+	return lt.blockerLocked(c) == nil
+}
+
 // tryLock grants c if nothing is in the way and returns nil; otherwise
 // it queues c and returns what c waits for. A queued claim must then be
 // waited for (wait) or given up (wait with a done ctx).

@@ -169,6 +169,10 @@ type Runner struct {
 	locks lockTable
 	// retention removes finished task folders (retention.go).
 	retention retention
+	// gates knows which calamari honour the start gate (gate.go).
+	gates gates
+	// writeInfo writes task.json, durably: writeJSON; tests replace it.
+	writeInfo func(path string, v any) error
 }
 
 // New returns a Runner for cfg.Dir. Tasks that an earlier agent process
@@ -209,11 +213,12 @@ func New(cfg Config) (*Runner, error) {
 		return nil, fmt.Errorf("task runner: %w", err)
 	}
 	r := &Runner{
-		cfg:      cfg,
-		log:      cfg.Logger.Named("task"),
-		tasks:    map[string]*task{},
-		kept:     map[string]*task{},
-		versions: map[string]int{},
+		cfg:       cfg,
+		log:       cfg.Logger.Named("task"),
+		tasks:     map[string]*task{},
+		kept:      map[string]*task{},
+		versions:  map[string]int{},
+		writeInfo: writeJSON,
 	}
 	return r, nil
 }
@@ -349,19 +354,29 @@ func (r *Runner) Start(ctx context.Context, req protocol.TaskStart) (protocol.Ta
 	r.mu.Unlock()
 
 	in := info{Ticket: req.Ticket, Calamari: req.Calamari, Args: req.Args, Isolation: req.Isolation, Locks: c.locks, StartedAt: time.Now().UTC()}
-	if err := writeJSON(filepath.Join(dir, infoFile), in); err != nil {
+	// A task that will run at once starts its process now, waiting at
+	// the gate (gate.go) while task.json is synced.
+	var pre *gated
+	if r.locks.free(c) && r.gates.honoured(entry) {
+		pre = startGated(r.command(t, entry, in.Args))
+	}
+	if err := r.writeInfo(filepath.Join(dir, infoFile), in); err != nil {
+		pre.abort()
 		r.forget(t)
 		return protocol.TaskStarted{}, r.refusal(req.Ticket, "cannot record the task in its folder", err)
 	}
 	// From here on the ticket is taken: every way out finishes the task.
 	if err := t.openLog(); err != nil {
+		pre.abort()
 		r.finish(t, result{State: protocol.TaskFailed, ExitCode: -1, Error: err.Error()}, "")
 		return protocol.TaskStarted{Ticket: req.Ticket, State: protocol.TaskFailed}, nil
 	}
 	blocker := r.locks.tryLock(c)
 	if blocker == nil {
-		return r.run(t, entry, in), nil
+		return r.run(t, entry, in, pre), nil
 	}
+	// Another start took a lock meanwhile: this one waits its turn.
+	pre.abort()
 	// Its turn comes when the tasks in the way finish: the start is
 	// answered now, and the task waits in the background, saying so in
 	// its log, until it runs or is cancelled.
@@ -385,7 +400,7 @@ func (r *Runner) Start(ctx context.Context, req protocol.TaskStart) (protocol.Ta
 			r.finish(t, result{State: protocol.TaskCancelled, ExitCode: -1, Error: msg}, msg)
 			return
 		}
-		r.run(t, entry, in)
+		r.run(t, entry, in, nil)
 	})
 	return protocol.TaskStarted{Ticket: req.Ticket, State: protocol.TaskQueued}, nil
 }
@@ -418,18 +433,28 @@ func waitLine(blocker *claim) string {
 }
 
 // run starts the process of a task that holds its claim, and reports how
-// the start went.
-func (r *Runner) run(t *task, entry string, in info) protocol.TaskStarted {
-	cmd := r.command(t, entry, in.Args)
+// the start went. pre, if not nil, is the process already started and
+// waiting at the gate, which run opens.
+func (r *Runner) run(t *task, entry string, in info, pre *gated) protocol.TaskStarted {
 	t.mu.Lock()
 	t.waiting = false
 	if t.cancelled { // Close or Cancel ran while the start was under way
 		t.mu.Unlock()
+		pre.abort()
 		r.finish(t, result{State: protocol.TaskCancelled, ExitCode: -1, Error: "cancelled before it started"}, "cancelled before it started")
 		return protocol.TaskStarted{Ticket: t.ticket, State: protocol.TaskCancelled}
 	}
 	t.appendLocked(streamAgent, "running calamari "+in.Calamari+quoteArgs(in.Args))
-	if err := cmd.Start(); err != nil {
+	var cmd *exec.Cmd
+	var err error
+	if pre != nil {
+		cmd = pre.cmd
+		pre.open()
+	} else {
+		cmd = r.command(t, entry, in.Args)
+		err = cmd.Start()
+	}
+	if err != nil {
 		t.mu.Unlock()
 		msg := fmt.Sprintf("could not start Calamari: %v", err)
 		r.finish(t, result{State: protocol.TaskFailed, ExitCode: -1, Error: msg}, msg)

@@ -116,10 +116,17 @@ func versionCmd(args []string, stdout io.Writer) error {
 		return err
 	}
 	if *asJSON {
-		return writeJSON(stdout, map[string]string{"version": version.Version})
+		return writeJSON(stdout, versionInfo{Version: version.Version, Features: []string{featureStartGate}})
 	}
 	_, err := fmt.Fprintln(stdout, version.Version)
 	return err
+}
+
+// versionInfo is what `calamari version --json` prints. Features tell
+// the agent what this calamari honours (featureStartGate).
+type versionInfo struct {
+	Version  string   `json:"version"`
+	Features []string `json:"features"`
 }
 
 // health is what `calamari health` prints: that this bundle runs here.

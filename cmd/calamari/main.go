@@ -30,5 +30,8 @@ import (
 )
 
 func main() {
+	if !awaitStart() {
+		os.Exit(exitError)
+	}
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }

@@ -1,0 +1,109 @@
+//go:build unix
+
+package task
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/tendrildeploy/tendril/protocol"
+)
+
+// gatedCalamari is a calamari that honours the start gate, in shell: it
+// says so in `version --json`, waits at the gate, says whether task.json
+// was there once the gate opened, and runs its arguments with /bin/sh.
+const gatedCalamari = `#!/bin/sh
+if [ "$1" = version ]; then echo '{"version":"1","features":["start-gate"]}'; exit 0; fi
+if [ -n "$` + EnvCalamariGate + `" ]; then
+	g=$(head -c1 <&3)
+	exec 3<&-
+	[ "$g" = g ] || exit 1
+	if [ -f "$` + EnvTaskDir + `/task.json" ]; then echo "gate opened after task.json"; fi
+fi
+exec /bin/sh "$@"
+`
+
+func newGatedRunner(t *testing.T) *Runner {
+	t.Helper()
+	entry := filepath.Join(t.TempDir(), "calamari")
+	if err := os.WriteFile(entry, []byte(gatedCalamari), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r, err := New(Config{
+		Dir:     filepath.Join(t.TempDir(), "Work"),
+		Home:    t.TempDir(),
+		Resolve: func(string) (string, error) { return entry, nil },
+		Logger:  zaptest.NewLogger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := r.Close(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	return r
+}
+
+// TestGatedStart starts tasks on a calamari that honours the start gate:
+// the process starts before task.json is written and goes on only once it
+// is; when task.json cannot be written, the start is refused and the
+// process ends at the gate, having run nothing.
+func TestGatedStart(t *testing.T) {
+	r := newGatedRunner(t)
+	if !r.gates.honoured(mustResolve(t, r)) {
+		t.Fatal("the gated calamari: got not honoured, want honoured")
+	}
+	t.Run("runs once task.json is written", func(t *testing.T) {
+		startTask(t, r, protocol.TaskStart{Ticket: "gated", Isolation: protocol.IsolationNone, Args: []string{"-c", "echo ran"}})
+		entries, end := followAll(t, r, "gated")
+		if end.State != protocol.TaskSucceeded {
+			t.Fatalf("end: got %s (%s), want succeeded", end.State, end.Error)
+		}
+		var got []string
+		for _, e := range entries {
+			if e.Stream == streamStdout {
+				got = append(got, e.Text)
+			}
+		}
+		if strings.Join(got, "|") != "gate opened after task.json|ran" {
+			t.Errorf("stdout: got %q, want the gate opened after task.json, then the script", got)
+		}
+	})
+	t.Run("refused when task.json cannot be written", func(t *testing.T) {
+		r.writeInfo = func(string, any) error { return errors.New("disk says no") }
+		defer func() { r.writeInfo = writeJSON }()
+		marker := filepath.Join(t.TempDir(), "ran")
+		_, err := r.Start(context.Background(), protocol.TaskStart{Ticket: "refused", Calamari: "1", Isolation: protocol.IsolationNone,
+			Args: []string{"-c", "touch " + marker}})
+		var se *StartError
+		if !errors.As(err, &se) || !strings.Contains(err.Error(), "disk says no") {
+			t.Fatalf("start: got %v, want a StartError saying why", err)
+		}
+		if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the script ran (%v): want it to end at the gate", err)
+		}
+		if n := r.Running(); n != 0 {
+			t.Errorf("running tasks: got %d, want 0", n)
+		}
+	})
+}
+
+func mustResolve(t *testing.T, r *Runner) string {
+	t.Helper()
+	entry, err := r.cfg.Resolve("1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return entry
+}
