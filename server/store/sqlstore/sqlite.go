@@ -142,7 +142,7 @@ func openSQLite(ctx context.Context, path string, o Options, migs []migration) (
 	// log, its bundle and the caller's key again and again, and SQLite
 	// would parse and plan each of those statements every time.
 	pr, pw := preparedDB{r, &s.stmts}, fullMarked{preparedDB{w, &s.stmts}}
-	s.sqlStore = sqlStore{d: sqliteDialect{}, db: w, r: pr, w: pw, hr: pr, hw: pw}
+	s.sqlStore = sqlStore{d: sqliteDialect{}, db: w, r: pr, w: pw, hr: pr, hw: pw, txStmts: &s.stmts}
 
 	if err := s.migrate(ctx, migs); err != nil {
 		s.Close()

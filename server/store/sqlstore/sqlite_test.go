@@ -271,3 +271,39 @@ func TestBackupNameLikeURI(t *testing.T) {
 		t.Error("got an empty backup, want the database")
 	}
 }
+
+// TestTransactionStatementsPrepared runs a transaction three times: its
+// statement runs unprepared the first time, is prepared once the
+// transaction has given its connection back (the writer's only one), and
+// the same prepared statement serves the later transactions.
+func TestTransactionStatementsPrepared(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	const q = `SELECT count(*) FROM schema_migrations WHERE version = ?` // run by this test only
+	run := func() {
+		t.Helper()
+		err := s.tx(ctx, func(tx *sqlTx) error {
+			var n int
+			if err := tx.QueryRowContext(ctx, q, 1).Scan(&n); err != nil {
+				return err
+			}
+			if n != 1 {
+				return fmt.Errorf("got %d migrations numbered 1, want 1", n)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	run()
+	first := s.stmts.lookup(s.db, q)
+	if first == nil {
+		t.Fatal("after the first transaction: got no prepared statement, want one")
+	}
+	run()
+	run()
+	if got := s.stmts.lookup(s.db, q); got != first {
+		t.Errorf("after three transactions: got statement %p, want the first one, %p", got, first)
+	}
+}

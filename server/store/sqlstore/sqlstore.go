@@ -26,6 +26,9 @@ type sqlStore struct {
 	// queries of the agent connection path, which the SQLite store
 	// prepares once and caches (see stmtCache), as it does r's and w's.
 	r, w, hr, hw queryer
+	// txStmts, if set, caches the statements of transactions on db
+	// (preparedTx): SQLite's.
+	txStmts *stmtCache
 }
 
 // dialect is what the shared store leaves to the database it runs on.
@@ -129,6 +132,17 @@ func (s *sqlStore) tx(ctx context.Context, fn func(tx *sqlTx) error) error {
 }
 
 func (s *sqlStore) tryTx(ctx context.Context, fn func(tx *sqlTx) error) error {
+	var ptx *preparedTx
+	if s.txStmts != nil {
+		ptx = &preparedTx{db: s.db, cache: s.txStmts}
+		// Runs after runTx returned its connection to the pool.
+		defer ptx.prepareMissed(context.WithoutCancel(ctx))
+	}
+	return s.runTx(ctx, ptx, fn)
+}
+
+// runTx runs fn in one transaction, its queries through ptx if not nil.
+func (s *sqlStore) runTx(ctx context.Context, ptx *preparedTx, fn func(tx *sqlTx) error) error {
 	// A connection of its own, rather than db.BeginTx, so that execMany
 	// can reach the driver's connection the transaction runs on.
 	conn, err := s.db.Conn(ctx)
@@ -140,7 +154,12 @@ func (s *sqlStore) tryTx(ctx context.Context, fn func(tx *sqlTx) error) error {
 	if err != nil {
 		return err
 	}
-	if err := fn(&sqlTx{queryer: s.d.wrap(tx), tx: tx, conn: conn, d: s.d}); err != nil {
+	var q queryer = tx
+	if ptx != nil {
+		ptx.tx = tx
+		q = ptx
+	}
+	if err := fn(&sqlTx{queryer: s.d.wrap(q), tx: tx, conn: conn, d: s.d}); err != nil {
 		tx.Rollback()
 		return err
 	}
