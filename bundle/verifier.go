@@ -1,9 +1,12 @@
 package bundle
 
 import (
+	"bytes"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 )
@@ -29,10 +32,22 @@ type Verifier struct {
 	// DefaultMaxAge.
 	MaxAge time.Duration
 
-	mu    sync.Mutex
-	files map[string]hashed // by absolute path
-	now   func() time.Time  // tests move time
-	reads int               // files hashed, for tests
+	mu        sync.Mutex
+	files     map[string]hashed        // by absolute path
+	manifests map[string]knownManifest // by version folder
+	now       func() time.Time         // tests move time
+	reads     int                      // files hashed, for tests
+	checks    int                      // signatures checked, for tests
+}
+
+// knownManifest is a version folder's manifest as its signature was
+// checked and it was parsed: the same bytes, signed by the same key, need
+// neither again. Every task verifies its Calamari version before it
+// starts, and the signature check and parse were half of that (0.14 ms).
+type knownManifest struct {
+	key      string
+	raw, sig []byte
+	m        Manifest
 }
 
 // hashed is one file whose content matched the manifest.
@@ -115,6 +130,35 @@ func (v *Verifier) learn(dir string, m Manifest, ids map[string]fileID) {
 	}
 }
 
+// knownManifest returns the manifest of dir if raw and sig are the bytes
+// whose signature by key was checked before.
+func (v *Verifier) knownManifest(dir, key string, raw, sig []byte) (Manifest, bool) {
+	if v == nil {
+		return Manifest{}, false
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	k, ok := v.manifests[dir]
+	if !ok || k.key != key || !bytes.Equal(k.raw, raw) || !bytes.Equal(k.sig, sig) {
+		return Manifest{}, false
+	}
+	return k.m.clone(), true
+}
+
+// learnManifest remembers the manifest of dir, its signature by key checked.
+func (v *Verifier) learnManifest(dir, key string, raw, sig []byte, m Manifest) {
+	if v == nil {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.checks++
+	if v.manifests == nil {
+		v.manifests = make(map[string]knownManifest)
+	}
+	v.manifests[dir] = knownManifest{key: key, raw: slices.Clone(raw), sig: slices.Clone(sig), m: m.clone()}
+}
+
 // Forget drops what is known of the files under dir: a version that
 // failed to verify, or was removed, is read whole next time.
 func (v *Verifier) Forget(dir string) {
@@ -123,6 +167,7 @@ func (v *Verifier) Forget(dir string) {
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	delete(v.manifests, dir)
 	prefix := dir + string(os.PathSeparator)
 	for p := range v.files {
 		if len(p) > len(prefix) && p[:len(prefix)] == prefix {
@@ -143,4 +188,12 @@ func (v *Verifier) maxAge() time.Duration {
 		return v.MaxAge
 	}
 	return DefaultMaxAge
+}
+
+// clone is m with slices and maps of its own, so that a caller changing
+// what it was given does not change what the Verifier remembers.
+func (m Manifest) clone() Manifest {
+	m.Entrypoints = maps.Clone(m.Entrypoints)
+	m.Files = slices.Clone(m.Files)
+	return m
 }

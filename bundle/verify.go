@@ -82,14 +82,17 @@ func verify(dir, publicKeyHex string, v *Verifier) (Manifest, error) {
 	if err != nil {
 		return Manifest{}, fmt.Errorf("%w: %v", ErrBadSignature, err)
 	}
-	// The signature is checked before the manifest is parsed, so the parser
-	// only ever sees bytes the coordinator vouched for.
-	if err := VerifySignature(publicKeyHex, raw, sig); err != nil {
-		return Manifest{}, err
-	}
-	m, err := ParseManifest(raw, noLimits)
-	if err != nil {
-		return Manifest{}, fmt.Errorf("%w: %w", ErrCorrupt, err)
+	m, ok := v.knownManifest(dir, publicKeyHex, raw, sig)
+	if !ok {
+		// The signature is checked before the manifest is parsed, so the
+		// parser only ever sees bytes the coordinator vouched for.
+		if err := VerifySignature(publicKeyHex, raw, sig); err != nil {
+			return Manifest{}, err
+		}
+		if m, err = ParseManifest(raw, noLimits); err != nil {
+			return Manifest{}, fmt.Errorf("%w: %w", ErrCorrupt, err)
+		}
+		v.learnManifest(dir, publicKeyHex, raw, sig, m)
 	}
 	if base := filepath.Base(dir); m.Version != base {
 		return Manifest{}, fmt.Errorf("%w: the folder is named %s but holds version %s", ErrCorrupt, quote(base), m.Version)
