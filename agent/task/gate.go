@@ -94,6 +94,9 @@ func probeStartGate(entry string) bool {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, entry, "version", "--json")
 	cmd.Dir = dir
+	// A process it started that keeps the output open must not hold the
+	// start of every task.
+	cmd.WaitDelay = time.Second
 	out, err := cmd.Output()
 	if err != nil {
 		return false
