@@ -64,11 +64,11 @@ bench-quick: bench-build
 ## bundle pushes and task round trips against raw TLS, scp and ssh, also through tinyproxy
 ## and nginx (WebSocket) next to direct, a rollout to 1,000 agents, and an agent reconnecting
 ## with and without a flood of 2,000 silent sockets, and 10,000 agents again with the
-## README's fleet-sized GOMEMLIMIT (64 MiB + 36 KiB per agent) for the coordinator and the
+## README's fleet-sized GOMEMLIMIT (64 MiB + 35 KiB per agent) for the coordinator and the
 ## anchor alike (within 25 minutes; run it on an otherwise idle machine)
 bench: bench-build
 	bin/tendril-fleet bench --agents 1000,5000,10000 --out bench-results/results.md
-	bin/tendril-fleet bench --agents 10000 --gc-env GOMEMLIMIT=416MiB --out bench-results/results-memlimit.md
+	bin/tendril-fleet bench --agents 10000 --gc-env GOMEMLIMIT=406MiB --out bench-results/results-memlimit.md
 	bin/tendril-fleet bench-transfer --out bench-results/transfer.md
 	bin/tendril-fleet bench-rollout --agents 1000 --batch 100 --out bench-results/rollout.md
 	bin/tendril-fleet bench-flood --out bench-results/flood.md
