@@ -9,9 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-
-	"go.uber.org/zap/zaptest"
 
 	"github.com/tendrildeploy/tendril/protocol"
 )
@@ -36,23 +33,7 @@ func newGatedRunner(t *testing.T) *Runner {
 	if err := os.WriteFile(entry, []byte(gatedCalamari), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	r, err := New(Config{
-		Dir:     filepath.Join(t.TempDir(), "Work"),
-		Home:    t.TempDir(),
-		Resolve: func(string) (string, error) { return entry, nil },
-		Logger:  zaptest.NewLogger(t),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := r.Close(ctx); err != nil {
-			t.Error(err)
-		}
-	})
-	return r
+	return newRunnerOf(t, filepath.Join(t.TempDir(), "Work"), entry)
 }
 
 // TestGatedStart starts tasks on a calamari that honours the start gate:

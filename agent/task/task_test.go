@@ -171,13 +171,19 @@ func newRunner(t *testing.T) *Runner {
 // newRunnerIn is newRunner with its work folder at dir.
 func newRunnerIn(t *testing.T, dir string) *Runner {
 	t.Helper()
+	return newRunnerOf(t, dir, "/bin/sh")
+}
+
+// newRunnerOf is newRunnerIn whose every Calamari version is entry.
+func newRunnerOf(t *testing.T, dir, entry string) *Runner {
+	t.Helper()
 	if runtime.GOOS == "windows" {
 		t.Skip("runs /bin/sh")
 	}
 	r, err := New(Config{
 		Dir:     dir,
 		Home:    t.TempDir(),
-		Resolve: func(string) (string, error) { return "/bin/sh", nil },
+		Resolve: func(string) (string, error) { return entry, nil },
 		Logger:  zaptest.NewLogger(t),
 	})
 	if err != nil {
