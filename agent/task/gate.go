@@ -59,7 +59,10 @@ type gateAnswer struct {
 
 // honoured reports whether the calamari at entry honours the start gate.
 // An entry that cannot say (an earlier calamari, a failure to run it)
-// does not: its tasks start after task.json is synced.
+// does not: its tasks start after task.json is synced. The answer of a
+// calamari that ran is kept; a probe that could not start it (the system
+// short of processes, say) is not, and the next start asks again. Starts
+// do not wait on each other's probes: two may ask at once, once.
 func (g *gates) honoured(entry string) bool {
 	if runtime.GOOS == "windows" { // no inherited descriptors to wait on
 		return false
@@ -69,25 +72,31 @@ func (g *gates) honoured(entry string) bool {
 		return false
 	}
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	if a, ok := g.m[entry]; ok && a.size == st.Size() && a.mtime.Equal(st.ModTime()) {
+	a, ok := g.m[entry]
+	g.mu.Unlock()
+	if ok && a.size == st.Size() && a.mtime.Equal(st.ModTime()) {
 		return a.ok
 	}
-	ok := probeStartGate(entry)
-	if g.m == nil {
-		g.m = map[string]gateAnswer{}
+	honours, ran := probeStartGate(entry)
+	if ran {
+		g.mu.Lock()
+		if g.m == nil {
+			g.m = map[string]gateAnswer{}
+		}
+		g.m[entry] = gateAnswer{size: st.Size(), mtime: st.ModTime(), ok: honours}
+		g.mu.Unlock()
 	}
-	g.m[entry] = gateAnswer{size: st.Size(), mtime: st.ModTime(), ok: ok}
-	return ok
+	return honours
 }
 
-// probeStartGate runs `entry version --json` and reads its features. It
-// runs in an empty folder of its own, removed after, so that nothing it
-// writes lands where the agent happens to run.
-func probeStartGate(entry string) bool {
+// probeStartGate runs `entry version --json` and reads its features; ran
+// is false if it could not be started. It runs in an empty folder of its
+// own, removed after, so that nothing it writes lands where the agent
+// happens to run.
+func probeStartGate(entry string) (honours, ran bool) {
 	dir, err := os.MkdirTemp("", "tendril-calamari-")
 	if err != nil {
-		return false
+		return false, false
 	}
 	defer os.RemoveAll(dir)
 	ctx, cancel := context.WithTimeout(context.Background(), featureProbeTimeout)
@@ -98,13 +107,16 @@ func probeStartGate(entry string) bool {
 	// start of every task.
 	cmd.WaitDelay = time.Second
 	out, err := cmd.Output()
+	if cmd.ProcessState == nil && ctx.Err() == nil {
+		return false, false // not started
+	}
 	if err != nil {
-		return false
+		return false, true // it ran and failed, or timed out: an answer
 	}
 	var v struct {
 		Features []string `json:"features"`
 	}
-	return json.Unmarshal(out, &v) == nil && slices.Contains(v.Features, FeatureStartGate)
+	return json.Unmarshal(out, &v) == nil && slices.Contains(v.Features, FeatureStartGate), true
 }
 
 // gated is a task's process started and waiting at the gate.

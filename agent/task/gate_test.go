@@ -88,3 +88,30 @@ func mustResolve(t *testing.T, r *Runner) string {
 	}
 	return entry
 }
+
+// TestGateProbeKeepsOnlyAnswers checks what the agent remembers of asking
+// a calamari whether it honours the gate: nothing when the calamari could
+// not be started at all (here a file not yet executable), so the next
+// start asks again; the answer once it ran, whatever it was.
+func TestGateProbeKeepsOnlyAnswers(t *testing.T) {
+	entry := filepath.Join(t.TempDir(), "calamari")
+	if err := os.WriteFile(entry, []byte(gatedCalamari), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var g gates
+	if g.honoured(entry) {
+		t.Fatal("a calamari that cannot be started: got honoured, want not")
+	}
+	if err := os.Chmod(entry, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if !g.honoured(entry) {
+		t.Fatal("once it can be started: got not honoured, want honoured (a failed start must not be remembered)")
+	}
+	if err := os.Chmod(entry, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if !g.honoured(entry) {
+		t.Error("the same file, asked again: got not honoured, want the answer it gave")
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // newProcessGroup puts the task's process in a process group of its own,
@@ -29,10 +31,11 @@ func killGroup(p *os.Process) {
 }
 
 // exitStatus is the process's exit code or, if a signal killed it, 128 +
-// the signal's number, as shells report it, and the signal's name.
+// the signal's number, as shells report it, and the signal's name
+// ("SIGTERM").
 func exitStatus(ps *os.ProcessState) (code int, signal string) {
 	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return 128 + int(ws.Signal()), ws.Signal().String()
+		return 128 + int(ws.Signal()), unix.SignalName(ws.Signal())
 	}
 	return ps.ExitCode(), ""
 }

@@ -605,7 +605,7 @@ func (r *Runner) wait(t *task, cmd *exec.Cmd, recorded <-chan struct{}) {
 	case code == 0:
 		res, msg = result{State: protocol.TaskSucceeded}, "exited with code 0"
 	case signal != "":
-		msg = fmt.Sprintf("killed by signal %s (exit code %d)", signal, code)
+		msg = fmt.Sprintf("killed by %s (exit code %d)", signal, code)
 		res = result{State: protocol.TaskFailed, ExitCode: code, Error: msg}
 	case code > 0:
 		msg = "exited with code " + strconv.Itoa(code)

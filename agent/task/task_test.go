@@ -358,8 +358,8 @@ func TestRunnerExitCodes(t *testing.T) {
 	}{
 		{"exit 0", protocol.TaskSucceeded, 0, "exited with code 0"},
 		{"exit 3", protocol.TaskFailed, 3, "exited with code 3"},
-		{"kill -TERM $$", protocol.TaskFailed, 128 + 15, "killed by signal terminated (exit code 143)"},
-		{"kill -KILL $$", protocol.TaskFailed, 128 + 9, "killed by signal killed (exit code 137)"},
+		{"kill -TERM $$", protocol.TaskFailed, 128 + 15, "killed by SIGTERM (exit code 143)"},
+		{"kill -KILL $$", protocol.TaskFailed, 128 + 9, "killed by SIGKILL (exit code 137)"},
 		{`test "$` + EnvCalamariExec + `" = 1`, protocol.TaskSucceeded, 0, "exited with code 0"},
 	}
 	for i, tt := range tests {

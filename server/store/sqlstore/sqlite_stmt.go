@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"slices"
 	"sync"
 )
 
@@ -142,7 +143,9 @@ type preparedTx struct {
 func (p *preparedTx) stmt(ctx context.Context, query string) *sql.Stmt {
 	st := p.cache.lookup(p.db, query)
 	if st == nil {
-		p.missed = append(p.missed, query)
+		if !slices.Contains(p.missed, query) {
+			p.missed = append(p.missed, query)
+		}
 		return nil
 	}
 	return p.tx.StmtContext(ctx, st)
