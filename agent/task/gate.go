@@ -9,6 +9,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/tendrildeploy/tendril/taskenv"
 )
 
 // The start gate: a task's process may start before its task.json is on
@@ -18,28 +20,17 @@ import (
 // the task runs: after a crash, the ticket is found taken. That sync and
 // the start of calamari (a process start and Go's runtime start, about 2
 // ms) took turns in every task's round trip. A calamari that says it
-// honours the gate (FeatureStartGate in `calamari version --json`) is
-// started with one end of a pipe as file descriptor 3, named in
-// EnvCalamariGate, and waits on it before it does anything: the agent
+// honours the gate (taskenv.FeatureStartGate in `calamari version
+// --json`) is started with one end of a pipe as file descriptor 3, named
+// in taskenv.Gate, and waits on it before it does anything: the agent
 // writes one byte once task.json is synced, and closes the pipe without
 // it (then kills the process group) when the task is not to run. The
 // sync and calamari's start then overlap. A calamari that does not say
 // so is started after the sync, as before.
 
-// EnvCalamariGate names, to a calamari that honours the start gate, the
-// file descriptor it waits on before it does anything.
-const EnvCalamariGate = "TENDRIL_CALAMARI_GATE"
-
-// FeatureStartGate is what a calamari lists among the features of
-// `calamari version --json` when it honours EnvCalamariGate.
-const FeatureStartGate = "start-gate"
-
 // gateFD is the descriptor the gate's read end gets in the process:
 // the first of cmd.ExtraFiles.
 const gateFD = "3"
-
-// gateOpen is the byte that lets a gated process go on.
-var gateOpen = []byte{'g'}
 
 // featureProbeTimeout bounds `calamari version --json`.
 const featureProbeTimeout = 5 * time.Second
@@ -62,7 +53,7 @@ type gateAnswer struct {
 // does not: its tasks start after task.json is synced. The answer of a
 // calamari that ran is kept; a probe that could not start it (the system
 // short of processes, say) is not, and the next start asks again. Starts
-// do not wait on each other's probes: two may ask at once, once.
+// do not wait on each other's probes; two first starts may both ask.
 func (g *gates) honoured(entry string) bool {
 	if runtime.GOOS == "windows" { // no inherited descriptors to wait on
 		return false
@@ -103,8 +94,8 @@ func probeStartGate(entry string) (honours, ran bool) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, entry, "version", "--json")
 	cmd.Dir = dir
-	// A process it started that keeps the output open must not hold the
-	// start of every task.
+	// A process it started that keeps the output open must not hold this
+	// start past the timeout.
 	cmd.WaitDelay = time.Second
 	out, err := cmd.Output()
 	if cmd.ProcessState == nil && ctx.Err() == nil {
@@ -113,10 +104,8 @@ func probeStartGate(entry string) (honours, ran bool) {
 	if err != nil {
 		return false, true // it ran and failed, or timed out: an answer
 	}
-	var v struct {
-		Features []string `json:"features"`
-	}
-	return json.Unmarshal(out, &v) == nil && slices.Contains(v.Features, FeatureStartGate), true
+	var v taskenv.Version
+	return json.Unmarshal(out, &v) == nil && slices.Contains(v.Features, taskenv.FeatureStartGate), true
 }
 
 // gated is a task's process started and waiting at the gate.
@@ -134,7 +123,7 @@ func startGated(cmd *exec.Cmd) *gated {
 		return nil
 	}
 	cmd.ExtraFiles = []*os.File{r}
-	cmd.Env = append(cmd.Env, EnvCalamariGate+"="+gateFD)
+	cmd.Env = append(cmd.Env, taskenv.Gate+"="+gateFD)
 	err = cmd.Start()
 	r.Close()
 	if err != nil {
@@ -147,7 +136,7 @@ func startGated(cmd *exec.Cmd) *gated {
 // open lets the process go on. A process that died at the gate meanwhile
 // is the wait's to report, like any exit.
 func (g *gated) open() {
-	g.gate.Write(gateOpen)
+	g.gate.Write([]byte{taskenv.GateOpen})
 	g.gate.Close()
 }
 

@@ -3,12 +3,17 @@
 package task
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/tendrildeploy/tendril/taskenv"
 
 	"github.com/tendrildeploy/tendril/protocol"
 )
@@ -18,11 +23,11 @@ import (
 // was there once the gate opened, and runs its arguments with /bin/sh.
 const gatedCalamari = `#!/bin/sh
 if [ "$1" = version ]; then echo '{"version":"1","features":["start-gate"]}'; exit 0; fi
-if [ -n "$` + EnvCalamariGate + `" ]; then
+if [ -n "$` + taskenv.Gate + `" ]; then
 	g=$(head -c1 <&3)
 	exec 3<&-
 	[ "$g" = g ] || exit 1
-	if [ -f "$` + EnvTaskDir + `/task.json" ]; then echo "gate opened after task.json"; fi
+	if [ -f "$` + taskenv.TaskDir + `/task.json" ]; then echo "gate opened after task.json"; fi
 fi
 exec /bin/sh "$@"
 `
@@ -77,7 +82,45 @@ func TestGatedStart(t *testing.T) {
 		if n := r.Running(); n != 0 {
 			t.Errorf("running tasks: got %d, want 0", n)
 		}
+		if left := children(t, mustResolve(t, r)); len(left) > 0 {
+			t.Errorf("processes of the refused start left, not reaped: %v", left)
+		}
 	})
+}
+
+// children lists this process's child processes running entry, reaped
+// or not: a child the agent did not reap stays listed as a zombie.
+// Linux only (/proc); elsewhere it lists none.
+func children(t *testing.T, entry string) []int {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		return nil
+	}
+	procs, err := filepath.Glob("/proc/[0-9]*/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found []int
+	for _, stat := range procs {
+		b, err := os.ReadFile(stat)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so after ')'.
+		rest := string(b[bytes.LastIndexByte(b, ')')+1:])
+		var state string
+		var ppid int
+		if _, err := fmt.Sscan(rest, &state, &ppid); err != nil || ppid != os.Getpid() {
+			continue
+		}
+		cmdline, _ := os.ReadFile(filepath.Join(filepath.Dir(stat), "cmdline"))
+		if state == "Z" || bytes.Contains(cmdline, []byte(entry)) {
+			var pid int
+			fmt.Sscan(filepath.Base(filepath.Dir(stat)), &pid)
+			found = append(found, pid)
+		}
+	}
+	return found
 }
 
 func mustResolve(t *testing.T, r *Runner) string {

@@ -23,6 +23,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tendrildeploy/tendril/taskenv"
+
 	"github.com/tendrildeploy/tendril/bytesize"
 
 	"go.uber.org/zap"
@@ -30,27 +32,6 @@ import (
 	"github.com/tendrildeploy/tendril/agent/internal/keylock"
 	"github.com/tendrildeploy/tendril/protocol"
 	"github.com/tendrildeploy/tendril/servicemsg"
-)
-
-// Environment variables every task's process gets, on top of the agent's.
-const (
-	EnvTicket  = "TENDRIL_TICKET"
-	EnvTaskDir = "TENDRIL_TASK_DIR"
-	EnvFiles   = "TENDRIL_FILES"
-	EnvHome    = "TENDRIL_HOME"
-	// EnvCalamari is the path of the calamari the task runs; its folder
-	// is also first in the task's PATH.
-	EnvCalamari = "TENDRIL_CALAMARI"
-	// EnvCalamariExec, set to 1, tells calamari that the agent keeps
-	// what calamari would otherwise keep between it and a script's
-	// shell: the stop grace (the agent signals the whole process group,
-	// then kills it, DefaultKillGrace later) and the exit code of a
-	// shell a signal killed (128 + the signal, as shells report it). A
-	// calamari that knows it may then replace itself with the shell
-	// instead of starting it and waiting: a process start, a wait and a
-	// Go exit less in every task, 0.5-0.8 ms of the round trip's trace.
-	// Earlier calamari releases ignore it.
-	EnvCalamariExec = "TENDRIL_CALAMARI_EXEC"
 )
 
 // DefaultKillGrace is how long a cancelled task may take to stop after
@@ -515,12 +496,14 @@ func (r *Runner) command(t *task, entry string, args []string) *exec.Cmd {
 	cmd.Dir = t.dir
 	env := append(os.Environ(), t.env...)
 	cmd.Env = append(env,
-		EnvTicket+"="+t.ticket,
-		EnvTaskDir+"="+t.dir,
-		EnvFiles+"="+filepath.Join(t.dir, filesDir),
-		EnvHome+"="+r.cfg.Home,
-		EnvCalamari+"="+entry,
-		EnvCalamariExec+"=1",
+		taskenv.Ticket+"="+t.ticket,
+		taskenv.TaskDir+"="+t.dir,
+		taskenv.Files+"="+filepath.Join(t.dir, filesDir),
+		taskenv.Home+"="+r.cfg.Home,
+		taskenv.Calamari+"="+entry,
+		// This agent stops the process group with its own grace and
+		// reads a signal's exit code (wait), so calamari may exec.
+		taskenv.Exec+"=1",
 		// So that a script finds calamari set-output and calamari
 		// artifact. Later entries win in exec, so this PATH does.
 		"PATH="+filepath.Dir(entry)+string(os.PathListSeparator)+lookupEnv(env, "PATH"),

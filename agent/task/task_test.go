@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/taskenv"
+
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
@@ -346,7 +348,7 @@ func TestRunnerStartFailure(t *testing.T) {
 // TestRunnerExitCodes checks the end a task's process leaves: its exit
 // code, or for a process a signal killed 128 + the signal, as a shell
 // reports it. The agent reads that itself because it tells calamari
-// (EnvCalamariExec, checked here too) that it may become the script's
+// (taskenv.Exec, checked here too) that it may become the script's
 // shell, whose signal no calamari is left to turn into an exit code.
 func TestRunnerExitCodes(t *testing.T) {
 	r := newRunner(t)
@@ -360,7 +362,7 @@ func TestRunnerExitCodes(t *testing.T) {
 		{"exit 3", protocol.TaskFailed, 3, "exited with code 3"},
 		{"kill -TERM $$", protocol.TaskFailed, 128 + 15, "killed by SIGTERM (exit code 143)"},
 		{"kill -KILL $$", protocol.TaskFailed, 128 + 9, "killed by SIGKILL (exit code 137)"},
-		{`test "$` + EnvCalamariExec + `" = 1`, protocol.TaskSucceeded, 0, "exited with code 0"},
+		{`test "$` + taskenv.Exec + `" = 1`, protocol.TaskSucceeded, 0, "exited with code 0"},
 	}
 	for i, tt := range tests {
 		t.Run(tt.script, func(t *testing.T) {

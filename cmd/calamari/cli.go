@@ -10,6 +10,8 @@ import (
 	"runtime"
 	"strings"
 
+	"github.com/tendrildeploy/tendril/taskenv"
+
 	"github.com/tendrildeploy/tendril/servicemsg"
 	"github.com/tendrildeploy/tendril/version"
 )
@@ -116,17 +118,10 @@ func versionCmd(args []string, stdout io.Writer) error {
 		return err
 	}
 	if *asJSON {
-		return writeJSON(stdout, versionInfo{Version: version.Version, Features: []string{featureStartGate}})
+		return writeJSON(stdout, taskenv.Version{Version: version.Version, Features: []string{taskenv.FeatureStartGate}})
 	}
 	_, err := fmt.Fprintln(stdout, version.Version)
 	return err
-}
-
-// versionInfo is what `calamari version --json` prints. Features tell
-// the agent what this calamari honours (featureStartGate).
-type versionInfo struct {
-	Version  string   `json:"version"`
-	Features []string `json:"features"`
 }
 
 // health is what `calamari health` prints: that this bundle runs here.

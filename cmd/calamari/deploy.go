@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tendrildeploy/tendril/taskenv"
+
 	"github.com/tendrildeploy/tendril/atomicfile"
 )
 
@@ -62,7 +64,7 @@ func deployPackageCmd(ctx context.Context, args []string, stdout io.Writer) erro
 	case o.release != "" && !validRelease(o.release):
 		return usagef("deploy-package: --release %q: want letters, digits, '.', '_' and '-', not starting with '.'", o.release)
 	}
-	o.pkg = resolvePackage(o.pkg, os.Getenv(envFiles))
+	o.pkg = resolvePackage(o.pkg, os.Getenv(taskenv.Files))
 	dir, err := deployPackage(ctx, o)
 	if err != nil {
 		return fmt.Errorf("deploy-package: %w", err)
@@ -70,10 +72,6 @@ func deployPackageCmd(ctx context.Context, args []string, stdout io.Writer) erro
 	_, err = fmt.Fprintln(stdout, dir)
 	return err
 }
-
-// envFiles names the folder where the agent put the files pushed with a
-// task (tendril-server task run --file).
-const envFiles = "TENDRIL_FILES"
 
 // resolvePackage finds a relative package path in the task's files folder
 // when it is not in the working directory, so that

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"github.com/tendrildeploy/tendril/taskenv"
 )
 
 // TestStartGate runs calamari as its own process with the gate the agent
@@ -18,10 +20,10 @@ import (
 // descriptor nor the variable on to the script, and when the gate closes
 // unopened it ends without running anything.
 func TestStartGate(t *testing.T) {
-	var v versionInfo
+	var v taskenv.Version
 	code, out, _ := calamari(t, "", "version", "--json")
-	if err := json.Unmarshal([]byte(out), &v); code != 0 || err != nil || !slices.Contains(v.Features, featureStartGate) {
-		t.Fatalf("version --json: got %d %q (%v), want the feature %q", code, out, err, featureStartGate)
+	if err := json.Unmarshal([]byte(out), &v); code != 0 || err != nil || !slices.Contains(v.Features, taskenv.FeatureStartGate) {
+		t.Fatalf("version --json: got %d %q (%v), want the feature %q", code, out, err, taskenv.FeatureStartGate)
 	}
 	tests := []struct {
 		name     string
@@ -36,14 +38,14 @@ func TestStartGate(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			marker := filepath.Join(t.TempDir(), "ran")
-			script := `touch ` + marker + `; if [ -e /dev/fd/3 ]; then fd=yes; else fd=no; fi; echo "fd 3: $fd, variable: [$` + envGate + `]"`
+			script := `touch ` + marker + `; if [ -e /dev/fd/3 ]; then fd=yes; else fd=no; fi; echo "fd 3: $fd, variable: [$` + taskenv.Gate + `]"`
 			cmd := exec.Command(os.Args[0], "run-script", "--inline", script)
 			r, w, err := os.Pipe()
 			if err != nil {
 				t.Fatal(err)
 			}
 			cmd.ExtraFiles = []*os.File{r}
-			cmd.Env = append(os.Environ(), envAsMain+"=1", envExec+"=", envGate+"=3")
+			cmd.Env = append(os.Environ(), envAsMain+"=1", taskenv.Exec+"=", taskenv.Gate+"=3")
 			var stdout, stderr bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &stdout, &stderr
 			if err := cmd.Start(); err != nil {

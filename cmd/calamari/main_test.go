@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tendrildeploy/tendril/taskenv"
+
 	"go.uber.org/goleak"
 
 	"github.com/tendrildeploy/tendril/version"
@@ -150,7 +152,7 @@ func mustEval(t *testing.T, p string) string {
 }
 
 // TestRunScriptExec runs calamari as its own process, as the agent does,
-// and checks that with envExec it becomes the script's shell (the
+// and checks that with taskenv.Exec it becomes the script's shell (the
 // shell's pid is calamari's), without it starts the shell as a child,
 // and either way the script gets its streams and its exit code reaches
 // the caller: as the shell's own, or as the signal that killed it, which
@@ -159,7 +161,7 @@ func TestRunScriptExec(t *testing.T) {
 	if runtime.GOOS == "windows" {
 		t.Skip("no exec on Windows: calamari always waits for its shell there")
 	}
-	const script = `echo "pid $$ exec [$` + envExec + `]"; read x; echo "got $x" >&2; exit 4`
+	const script = `echo "pid $$ exec [$` + taskenv.Exec + `]"; read x; echo "got $x" >&2; exit 4`
 	tests := []struct {
 		name     string
 		exec     bool
@@ -178,9 +180,9 @@ func TestRunScriptExec(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], append([]string{"run-script"}, tt.args...)...)
-			cmd.Env = append(os.Environ(), envAsMain+"=1", envExec+"=", "PATH=/usr/bin:/bin")
+			cmd.Env = append(os.Environ(), envAsMain+"=1", taskenv.Exec+"=", "PATH=/usr/bin:/bin")
 			if tt.exec {
-				cmd.Env = append(cmd.Env, envExec+"=1")
+				cmd.Env = append(cmd.Env, taskenv.Exec+"=1")
 			}
 			cmd.Stdin = strings.NewReader("abc\n")
 			var stdout, stderr bytes.Buffer
@@ -205,7 +207,7 @@ func TestRunScriptExec(t *testing.T) {
 			var pid int
 			var env string
 			if _, err := fmt.Sscanf(stdout.String(), "pid %d exec %s", &pid, &env); err != nil || env != "[]" {
-				t.Fatalf("stdout: got %q (%v), want the shell's pid and an empty %s", stdout.String(), err, envExec)
+				t.Fatalf("stdout: got %q (%v), want the shell's pid and an empty %s", stdout.String(), err, taskenv.Exec)
 			}
 			if same := pid == cmd.Process.Pid; same != tt.wantSame {
 				t.Errorf("shell's pid %d, calamari's %d: got same %v, want %v", pid, cmd.Process.Pid, same, tt.wantSame)

@@ -12,17 +12,13 @@ import (
 	"runtime"
 	"syscall"
 	"time"
+
+	"github.com/tendrildeploy/tendril/taskenv"
 )
 
 // stopGrace is how long a script gets to exit after calamari is asked to
 // stop (SIGINT/SIGTERM) before it is killed.
 const stopGrace = 10 * time.Second
-
-// envExec, set to 1 by the agent that starts calamari, says the agent
-// keeps the stop grace and reads the exit code of a shell a signal killed
-// itself (the agent's task.EnvCalamariExec): run-script may then become
-// the shell rather than start it and wait.
-const envExec = "TENDRIL_CALAMARI_EXEC"
 
 func runScriptCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("run-script")
@@ -48,7 +44,7 @@ func runScriptCmd(ctx context.Context, args []string, stdin io.Reader, stdout, s
 	if err != nil {
 		return err
 	}
-	if runtime.GOOS != "windows" && os.Getenv(envExec) == "1" {
+	if runtime.GOOS != "windows" && os.Getenv(taskenv.Exec) == "1" {
 		return execScript(sc)
 	}
 	return runScript(ctx, sc, stdin, stdout, stderr)
@@ -57,7 +53,7 @@ func runScriptCmd(ctx context.Context, args []string, stdin io.Reader, stdout, s
 // execScript replaces calamari with the shell, which inherits its
 // standard streams, folder and process. Nothing of calamari is left to
 // do once the shell starts: its stop grace and a signal's exit code are
-// the agent's (envExec), so starting the shell as a child and waiting
+// the agent's (taskenv.Exec), so starting the shell as a child and waiting
 // for it only cost a process start, a wait and a Go exit per task. The
 // variable goes, so that a calamari the script runs itself waits for its
 // shell as before. It returns only if the shell cannot start.
@@ -66,7 +62,7 @@ func execScript(sc script) error {
 	if err != nil {
 		return fmt.Errorf("run-script: %w", err)
 	}
-	os.Unsetenv(envExec)
+	os.Unsetenv(taskenv.Exec)
 	if err := syscall.Exec(path, sc.argv, os.Environ()); err != nil {
 		return fmt.Errorf("run-script: start %s: %w", path, err)
 	}
